@@ -1,0 +1,287 @@
+/* crdt.h - libcrdt: state-, delta- and op-based CRDTs with a binary codec */
+#ifndef CRDT_H
+#define CRDT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CRDT_VERSION_MAJOR 0
+#define CRDT_VERSION_MINOR 1
+#define CRDT_VERSION_PATCH 0
+
+/* ------------------------------------------------------------------------------------------------
+ * Errors. Functions return 0 (or a documented non-negative result) on success and one of these
+ * negative codes on failure. Constructors return NULL on failure.
+ * --------------------------------------------------------------------------------------------- */
+enum {
+    CRDT_OK = 0,
+    CRDT_ENOMEM = -1,    /* allocation failed; the object is unchanged */
+    CRDT_EINVAL = -2,    /* bad argument: NaN/infinite score, replica id 0, oversized member ... */
+    CRDT_ETYPE = -3,     /* the object is of another type than the operation needs */
+    CRDT_EOVERFLOW = -4, /* a counter would leave the range of int64 */
+    CRDT_EDECODE = -5,   /* malformed, truncated or corrupted encoding */
+    CRDT_ECLOCK = -6,    /* a remote clock runs further ahead than the configured bound */
+};
+
+/* Returns a static, human-readable text for a CRDT_E* code. */
+const char *crdt_strerror(int err);
+
+/* Filled by decoders on failure; the caller keeps it (usually on the stack). `offset` is the byte
+ * offset (binary codec) or the JSON path-ish position of the fault; `text` says what was wrong. */
+typedef struct crdt_error {
+    int code;
+    size_t offset;
+    char text[160];
+} crdt_error_t;
+
+/* The largest member, register value or element accepted by mutators and decoders (bytes). */
+#define CRDT_MAX_BLOB (64u * 1024u * 1024u)
+
+/* Replica ids are 1 .. CRDT_REPLICA_MAX (0 means "none"; ids stay exact as JSON integers). */
+#define CRDT_REPLICA_MAX ((uint64_t)INT64_MAX)
+
+/* ------------------------------------------------------------------------------------------------
+ * Growable byte buffer used by the encoders. Zero-initialise (`crdt_buf_t b = {0};`), append,
+ * then crdt_buf_free(). The encoders append, so several objects can share one buffer.
+ * --------------------------------------------------------------------------------------------- */
+typedef struct crdt_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} crdt_buf_t;
+
+int crdt_buf_reserve(crdt_buf_t *b, size_t extra);
+int crdt_buf_append(crdt_buf_t *b, const void *p, size_t n);
+void crdt_buf_free(crdt_buf_t *b);
+
+/* CRC-32C (Castagnoli) of `n` bytes, continuing from `crc` (start with 0). */
+uint32_t crdt_crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------------------------------------------------
+ * Hybrid logical clock. Timestamps order totally by (ms, logical, node).
+ * --------------------------------------------------------------------------------------------- */
+typedef struct crdt_hlc_ts {
+    uint64_t ms;      /* physical milliseconds since the Unix epoch */
+    uint32_t logical; /* counter within one millisecond */
+    uint64_t node;    /* replica id of the writer, the final tie-break */
+} crdt_hlc_ts_t;
+
+typedef struct crdt_hlc {
+    uint64_t node;
+    uint64_t last_ms;
+    uint32_t last_logical;
+    uint64_t max_drift_ms; /* how far ahead of local time a remote timestamp may be */
+} crdt_hlc_t;
+
+/* -1, 0, 1 as a orders before, equal to, after b. */
+int crdt_hlc_cmp(const crdt_hlc_ts_t *a, const crdt_hlc_ts_t *b);
+
+/* Initialises a clock for replica `node` (1..CRDT_REPLICA_MAX). CRDT_EINVAL on a bad node id. */
+int crdt_hlc_init(crdt_hlc_t *c, uint64_t node, uint64_t max_drift_ms);
+
+/* A local event at physical time `now_ms`: writes into *out a timestamp greater than every one this
+ * clock issued or received. CRDT_EOVERFLOW if the logical counter is exhausted. */
+int crdt_hlc_tick(crdt_hlc_t *c, uint64_t now_ms, crdt_hlc_ts_t *out);
+
+/* Receipt of a remote timestamp: advances the clock past it and writes the new local timestamp into
+ * *out. CRDT_ECLOCK (clock unchanged) if remote->ms is more than max_drift_ms ahead of now_ms. */
+int crdt_hlc_recv(crdt_hlc_t *c, uint64_t now_ms, const crdt_hlc_ts_t *remote, crdt_hlc_ts_t *out);
+
+/* The system's real-time clock in milliseconds (the only function here that reads the OS). */
+uint64_t crdt_wall_ms(void);
+
+/* ------------------------------------------------------------------------------------------------
+ * Objects. Every CRDT is a crdt_obj_t of one type. A delta is an object of the same type, so
+ * deltas, states and ops all join with crdt_obj_merge().
+ * --------------------------------------------------------------------------------------------- */
+typedef enum crdt_type {
+    CRDT_GCOUNTER = 1,
+    CRDT_PNCOUNTER = 2,
+    CRDT_LWWREG = 3,
+    CRDT_LWWSET = 4,
+    CRDT_ORSET = 5,
+    CRDT_TIMELINE = 6,
+} crdt_type_t;
+
+#define CRDT_TYPE_MIN CRDT_GCOUNTER
+#define CRDT_TYPE_MAX CRDT_TIMELINE
+
+/* "gcounter", "pncounter", "lwwreg", "lwwset", "orset", "timeline"; NULL for an unknown type. */
+const char *crdt_type_name(crdt_type_t t);
+/* Parses a name as above; CRDT_EINVAL if unknown. */
+int crdt_type_from_name(const char *name, crdt_type_t *out);
+
+typedef struct crdt_obj crdt_obj_t;
+
+/* Returns a new, empty object (the lattice's bottom) of `type`; a timeline made this way is
+ * unbounded (see crdt_timeline_new). NULL on allocation failure or an unknown type. */
+crdt_obj_t *crdt_obj_new(crdt_type_t type);
+void crdt_obj_free(crdt_obj_t *o);
+/* Returns a new deep copy, or NULL. */
+crdt_obj_t *crdt_obj_clone(const crdt_obj_t *o);
+crdt_type_t crdt_obj_type(const crdt_obj_t *o);
+
+/* Joins `src` into `dst` (src is borrowed). Returns 1 if dst changed, 0 if not, CRDT_ETYPE if the
+ * types differ, CRDT_ENOMEM (dst unchanged) on allocation failure. */
+int crdt_obj_merge(crdt_obj_t *dst, const crdt_obj_t *src);
+
+/* True when both objects are of one type and hold the same state. */
+bool crdt_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b);
+
+/* True for the bottom state (nothing ever written). */
+bool crdt_obj_is_empty(const crdt_obj_t *o);
+
+typedef struct crdt_stats {
+    size_t entries;    /* live elements / entries / counter slots */
+    size_t tombstones; /* tombstones kept (LWW-set, timeline) */
+    size_t memory;     /* bytes this object has allocated, headers included */
+} crdt_stats_t;
+
+void crdt_obj_stats(const crdt_obj_t *o, crdt_stats_t *st);
+
+/* Mutators below share one contract: they return 1 if the state changed, 0 if the write was a
+ * no-op (it lost to what is there, or was below a timeline floor), or a negative CRDT_E* code with
+ * the object unchanged. When `delta` is not NULL, *delta receives a new object holding just the
+ * change (caller owns it, free with crdt_obj_free), or NULL when nothing changed. Joining that delta
+ * into the state before the call gives the state after it. */
+
+/* ---- G-Counter and PN-Counter --------------------------------------------------------------- */
+
+/* Adds n to replica's slot of a G-Counter. CRDT_EOVERFLOW if the value would exceed INT64_MAX. */
+int crdt_gcounter_incr(crdt_obj_t *c, uint64_t replica, uint64_t n, crdt_obj_t **delta);
+/* Adds n (may be negative) to a PN-Counter. CRDT_EOVERFLOW if the value would leave int64. */
+int crdt_pncounter_add(crdt_obj_t *c, uint64_t replica, int64_t n, crdt_obj_t **delta);
+/* The value of either counter type. CRDT_EOVERFLOW if merged remote slots exceed int64. */
+int crdt_counter_value(const crdt_obj_t *c, int64_t *out);
+
+/* ---- LWW-Register --------------------------------------------------------------------------- */
+
+/* Sets the value (binary-safe, copied) at timestamp ts; the greater timestamp wins. */
+int crdt_lwwreg_set(crdt_obj_t *r, const crdt_hlc_ts_t *ts, const void *val, size_t len,
+                    crdt_obj_t **delta);
+/* Returns 1 and borrows the value (valid until the next mutation) if set, 0 if never set. */
+int crdt_lwwreg_get(const crdt_obj_t *r, const void **val, size_t *len, crdt_hlc_ts_t *ts);
+
+/* ---- LWW-element-set (roshi semantics: greater timestamp wins, equal timestamps remove wins) -- */
+
+int crdt_lwwset_add(crdt_obj_t *s, const void *m, size_t len, const crdt_hlc_ts_t *ts,
+                    crdt_obj_t **delta);
+int crdt_lwwset_remove(crdt_obj_t *s, const void *m, size_t len, const crdt_hlc_ts_t *ts,
+                       crdt_obj_t **delta);
+
+/* ---- Add-wins OR-Set with a causal context, tombstone-free ---------------------------------- */
+
+/* Adds m with a fresh dot of `replica`. */
+int crdt_orset_add(crdt_obj_t *s, uint64_t replica, const void *m, size_t len, crdt_obj_t **delta);
+/* Removes every dot of m this replica has seen; concurrent adds elsewhere survive. */
+int crdt_orset_remove(crdt_obj_t *s, const void *m, size_t len, crdt_obj_t **delta);
+
+/* ---- Set queries, for LWW-sets and OR-Sets ------------------------------------------------- */
+
+/* 1 if m is a live member, 0 if not, CRDT_ETYPE for other types. */
+int crdt_set_contains(const crdt_obj_t *s, const void *m, size_t len);
+/* Number of live members (0 for other types). */
+size_t crdt_set_size(const crdt_obj_t *s);
+/* Calls cb for every live member in ascending bytewise order; stops early and returns cb's value if
+ * it is non-zero. The member bytes are borrowed for the call only. */
+typedef int (*crdt_member_cb)(const void *m, size_t len, void *ud);
+int crdt_set_foreach(const crdt_obj_t *s, crdt_member_cb cb, void *ud);
+
+/* ---- Timeline: roshi-style bounded LWW index, newest first --------------------------------- *
+ * Entries are (member, score); per member the greater score wins and equal scores make remove win.
+ * Order is newest first: score descending, then member descending bytewise. A bounded timeline keeps
+ * the top max_size entries (live and tombstones together); the highest (score, member) it ever
+ * dropped becomes its floor, and every later write at or below the floor is ignored. The state is a
+ * function of the set of writes seen, whatever their order: a lattice. Merging timelines of
+ * different bounds keeps the smaller bound. */
+
+/* Returns a new empty timeline keeping at most max_size entries (0: unbounded), or NULL. */
+crdt_obj_t *crdt_timeline_new(uint32_t max_size);
+uint32_t crdt_timeline_max_size(const crdt_obj_t *t);
+
+/* Score must be finite (CRDT_EINVAL otherwise); -0.0 is stored as 0.0. */
+int crdt_timeline_add(crdt_obj_t *t, const void *m, size_t len, double score, crdt_obj_t **delta);
+int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
+                         crdt_obj_t **delta);
+
+typedef struct crdt_tl_entry {
+    const void *member; /* borrowed from the timeline: valid until its next change */
+    size_t member_len;
+    double score;
+} crdt_tl_entry_t;
+
+/* Live entries. */
+size_t crdt_timeline_card(const crdt_obj_t *t);
+/* 1 and *score if m is live, 0 if absent or removed. */
+int crdt_timeline_score(const crdt_obj_t *t, const void *m, size_t len, double *score);
+/* 1 and *floor if the timeline has dropped entries, 0 if it has none. */
+int crdt_timeline_floor(const crdt_obj_t *t, crdt_tl_entry_t *floor);
+
+/* Up to `count` live entries newest first, skipping the first `offset` live ones, into out[].
+ * Returns how many were written. Cost grows with offset/64 + count, not with the timeline. */
+size_t crdt_timeline_range(const crdt_obj_t *t, size_t offset, size_t count, crdt_tl_entry_t *out);
+
+/* Up to `limit` live entries with min <= score <= max, newest first. When `after` is not NULL the
+ * read continues strictly after that (score, member) position (a cursor: pass the last entry of the
+ * previous page). Returns how many were written. */
+size_t crdt_timeline_range_by_score(const crdt_obj_t *t, double max, double min,
+                                    const crdt_tl_entry_t *after, size_t limit,
+                                    crdt_tl_entry_t *out);
+
+/* Coalesced read over n timelines: the newest `count` live entries after skipping `offset`, as if
+ * the timelines were one (an entry present in several appears once per timeline). When `source` is
+ * not NULL, source[i] receives the index of the timeline out[i] came from. Returns how many. NULL
+ * entries of tls[] and objects of other types count as empty timelines. */
+size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offset, size_t count,
+                            crdt_tl_entry_t *out, size_t *source);
+
+/* Position order used by the timeline: <0 if a is newer (sorts first), 0 equal, >0 older. */
+int crdt_tl_entry_cmp(const crdt_tl_entry_t *a, const crdt_tl_entry_t *b);
+
+/* ------------------------------------------------------------------------------------------------
+ * Binary codec. Layout (docs/encoding.md): version byte, type byte, varint payload length,
+ * payload, CRC-32C of all the preceding bytes (4 bytes, little endian). Encodings are canonical:
+ * equal states encode to identical bytes.
+ * --------------------------------------------------------------------------------------------- */
+#define CRDT_CODEC_VERSION 1
+
+/* Appends the encoding of o to b. 0 or CRDT_ENOMEM (b keeps its previous length). */
+int crdt_obj_encode(const crdt_obj_t *o, crdt_buf_t *b);
+
+/* Decodes exactly `len` bytes into a new object, or returns NULL and fills *err (if not NULL) with
+ * CRDT_EDECODE or CRDT_ENOMEM, the byte offset and a message. Never trusts the input. */
+crdt_obj_t *crdt_obj_decode(const void *data, size_t len, crdt_error_t *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Ops: an op is a delta carrying a unique dot (origin replica, sequence number). Applying an op is
+ * joining its delta, so duplicated and reordered ops change nothing; the dot lets receivers
+ * acknowledge and deduplicate ops by identity.
+ * --------------------------------------------------------------------------------------------- */
+typedef struct crdt_dot {
+    uint64_t replica;
+    uint64_t seq;
+} crdt_dot_t;
+
+typedef struct crdt_op {
+    crdt_dot_t dot;
+    crdt_obj_t *delta; /* owned by the op once decoded; see crdt_op_clear */
+} crdt_op_t;
+
+/* Joins op->delta into state: like crdt_obj_merge. */
+int crdt_op_apply(crdt_obj_t *state, const crdt_op_t *op);
+/* Appends an op's encoding: varint replica, varint seq, then the delta's object encoding. */
+int crdt_op_encode(const crdt_op_t *op, crdt_buf_t *b);
+/* Decodes an op; on success op->delta is a new object the caller frees with crdt_op_clear. */
+int crdt_op_decode(const void *data, size_t len, crdt_op_t *op, crdt_error_t *err);
+void crdt_op_clear(crdt_op_t *op);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRDT_H */

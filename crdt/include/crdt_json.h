@@ -1,0 +1,34 @@
+/* crdt_json.h - libcrdt's JSON codec (jansson), the shapes documented in docs/encoding.md */
+#ifndef CRDT_JSON_H
+#define CRDT_JSON_H
+
+#include <jansson.h>
+
+#include "crdt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Returns a new reference to the JSON form of o, or NULL on allocation failure. Members and
+ * values are base64; scores are JSON reals that read back to the same double. */
+json_t *crdt_obj_to_json(const crdt_obj_t *o);
+
+/* Returns a new object from its JSON form (j is borrowed), or NULL with *err filled: CRDT_EDECODE
+ * and a message naming the offending field. */
+crdt_obj_t *crdt_obj_from_json(const json_t *j, crdt_error_t *err);
+
+/* Standard base64 (RFC 4648, with padding). encode returns a new malloc'd NUL-terminated string or
+ * NULL; decode returns 0 and a new malloc'd buffer in *out (free it), or CRDT_EDECODE. */
+char *crdt_base64_encode(const void *data, size_t len, size_t *out_len);
+int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len);
+
+/* JSON <-> HLC timestamp {"ms":N,"c":N,"node":N}. */
+json_t *crdt_hlc_to_json(const crdt_hlc_ts_t *ts);
+int crdt_hlc_from_json(const json_t *j, crdt_hlc_ts_t *ts);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRDT_JSON_H */

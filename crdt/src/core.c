@@ -1,0 +1,534 @@
+/* core.c - object dispatch, the binary frame, buffers, CRC-32C and the op codec */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "crdt_private.h"
+
+static const crdt__vtable_t *const vtables[] = {
+    [CRDT_GCOUNTER] = &crdt__gcounter_vt, [CRDT_PNCOUNTER] = &crdt__pncounter_vt,
+    [CRDT_LWWREG] = &crdt__lwwreg_vt,     [CRDT_LWWSET] = &crdt__lwwset_vt,
+    [CRDT_ORSET] = &crdt__orset_vt,       [CRDT_TIMELINE] = &crdt__timeline_vt,
+};
+
+const crdt__vtable_t *crdt__vtable_of(int type)
+{
+    if (type < CRDT_TYPE_MIN || type > CRDT_TYPE_MAX)
+        return NULL;
+    return vtables[type];
+}
+
+const char *crdt_strerror(int err)
+{
+    switch (err) {
+    case CRDT_OK: return "success";
+    case CRDT_ENOMEM: return "out of memory";
+    case CRDT_EINVAL: return "invalid argument";
+    case CRDT_ETYPE: return "wrong type for this operation";
+    case CRDT_EOVERFLOW: return "counter overflow";
+    case CRDT_EDECODE: return "malformed encoding";
+    case CRDT_ECLOCK: return "remote clock too far ahead";
+    default: return "unknown error";
+    }
+}
+
+const char *crdt_type_name(crdt_type_t t)
+{
+    const crdt__vtable_t *vt = crdt__vtable_of((int)t);
+    return vt ? vt->name : NULL;
+}
+
+int crdt_type_from_name(const char *name, crdt_type_t *out)
+{
+    for (int t = CRDT_TYPE_MIN; name && t <= CRDT_TYPE_MAX; t++) {
+        if (strcmp(vtables[t]->name, name) == 0) {
+            *out = (crdt_type_t)t;
+            return 0;
+        }
+    }
+    return CRDT_EINVAL;
+}
+
+/* ---- objects -------------------------------------------------------------------------------- */
+
+crdt_obj_t *crdt_obj_new(crdt_type_t type)
+{
+    const crdt__vtable_t *vt = crdt__vtable_of((int)type);
+    return vt ? vt->create() : NULL;
+}
+
+void crdt_obj_free(crdt_obj_t *o)
+{
+    if (o)
+        o->vt->destroy(o);
+}
+
+crdt_obj_t *crdt_obj_clone(const crdt_obj_t *o) { return o->vt->clone(o); }
+
+crdt_type_t crdt_obj_type(const crdt_obj_t *o) { return o->vt->type; }
+
+int crdt_obj_merge(crdt_obj_t *dst, const crdt_obj_t *src)
+{
+    if (dst->vt != src->vt)
+        return CRDT_ETYPE;
+    if (dst == src)
+        return 0;
+    return dst->vt->merge(dst, src);
+}
+
+bool crdt_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b)
+{
+    return a->vt == b->vt && a->vt->equal(a, b);
+}
+
+bool crdt_obj_is_empty(const crdt_obj_t *o) { return o->vt->is_empty(o); }
+
+void crdt_obj_stats(const crdt_obj_t *o, crdt_stats_t *st)
+{
+    memset(st, 0, sizeof(*st));
+    o->vt->stats(o, st);
+}
+
+/* ---- buffers -------------------------------------------------------------------------------- */
+
+size_t crdt__grow_cap(size_t cap, size_t need)
+{
+    size_t c = cap ? cap : 16;
+    while (c < need) {
+        if (c > SIZE_MAX / 2)
+            return need;
+        c *= 2;
+    }
+    return c;
+}
+
+int crdt_buf_reserve(crdt_buf_t *b, size_t extra)
+{
+    if (extra > SIZE_MAX - b->len)
+        return CRDT_ENOMEM;
+    size_t need = b->len + extra;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = crdt__grow_cap(b->cap, need);
+    uint8_t *d = realloc(b->data, cap);
+    if (!d)
+        return CRDT_ENOMEM;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+int crdt_buf_append(crdt_buf_t *b, const void *p, size_t n)
+{
+    if (crdt_buf_reserve(b, n) < 0)
+        return CRDT_ENOMEM;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void crdt_buf_free(crdt_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* ---- CRC-32C, slicing by 8 ------------------------------------------------------------------ */
+
+static uint32_t crc_table[8][256];
+static int crc_ready;
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        crc_table[0][i] = c;
+    }
+    for (uint32_t i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+    /* The tables are a pure function of constants: a race here writes the same values twice. */
+    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t crdt_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
+        crc_init();
+    const uint8_t *p = data;
+    crc = ~crc;
+    while (n >= 8) {
+        uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                      (uint32_t)p[3] << 24;
+        lo ^= crc;
+        crc = crc_table[7][lo & 0xFF] ^ crc_table[6][(lo >> 8) & 0xFF] ^
+              crc_table[5][(lo >> 16) & 0xFF] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
+              crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xFF];
+    return ~crc;
+}
+
+/* ---- writer --------------------------------------------------------------------------------- */
+
+void crdt__wr_raw(crdt__writer_t *w, const void *p, size_t n)
+{
+    if (!w->err && crdt_buf_append(w->b, p, n) < 0)
+        w->err = CRDT_ENOMEM;
+}
+
+void crdt__wr_u8(crdt__writer_t *w, uint8_t v) { crdt__wr_raw(w, &v, 1); }
+
+void crdt__wr_varint(crdt__writer_t *w, uint64_t v)
+{
+    uint8_t tmp[10];
+    size_t n = 0;
+    while (v >= 0x80) {
+        tmp[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    tmp[n++] = (uint8_t)v;
+    crdt__wr_raw(w, tmp, n);
+}
+
+void crdt__wr_blob(crdt__writer_t *w, const void *p, size_t n)
+{
+    crdt__wr_varint(w, n);
+    crdt__wr_raw(w, p, n);
+}
+
+void crdt__wr_double(crdt__writer_t *w, double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    uint8_t tmp[8];
+    for (int i = 0; i < 8; i++)
+        tmp[i] = (uint8_t)(u >> (8 * i));
+    crdt__wr_raw(w, tmp, 8);
+}
+
+void crdt__wr_hlc(crdt__writer_t *w, const crdt_hlc_ts_t *ts)
+{
+    crdt__wr_varint(w, ts->ms);
+    crdt__wr_varint(w, ts->logical);
+    crdt__wr_varint(w, ts->node);
+}
+
+/* ---- reader --------------------------------------------------------------------------------- */
+
+static void set_error(crdt_error_t *err, int code, size_t offset, const char *fmt, va_list ap)
+{
+    if (!err || err->code)
+        return;
+    err->code = code;
+    err->offset = offset;
+    vsnprintf(err->text, sizeof(err->text), fmt, ap);
+}
+
+int crdt__fail(crdt__reader_t *r, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_error(r->err, CRDT_EDECODE, r->base + r->pos, fmt, ap);
+    va_end(ap);
+    return CRDT_EDECODE;
+}
+
+static void set_error_fmt(crdt_error_t *err, int code, size_t offset, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_error(err, code, offset, fmt, ap);
+    va_end(ap);
+}
+
+int crdt__nomem(crdt__reader_t *r)
+{
+    set_error_fmt(r->err, CRDT_ENOMEM, r->base + r->pos, "out of memory");
+    return CRDT_ENOMEM;
+}
+
+int crdt__rd_raw(crdt__reader_t *r, size_t n, const uint8_t **p)
+{
+    if (n > r->len - r->pos)
+        return crdt__fail(r, "truncated: %zu bytes needed, %zu left", n, r->len - r->pos);
+    *p = r->p + r->pos;
+    r->pos += n;
+    return 0;
+}
+
+int crdt__rd_u8(crdt__reader_t *r, uint8_t *v)
+{
+    const uint8_t *p;
+    if (crdt__rd_raw(r, 1, &p) < 0)
+        return CRDT_EDECODE;
+    *v = *p;
+    return 0;
+}
+
+int crdt__rd_varint(crdt__reader_t *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0, i = 0;; shift += 7, i++) {
+        if (r->pos >= r->len)
+            return crdt__fail(r, "truncated varint");
+        uint8_t byte = r->p[r->pos];
+        if (i == 9 && byte > 1)
+            return crdt__fail(r, "varint exceeds 64 bits");
+        /* a trailing zero group would give one value two encodings: keep encodings canonical */
+        if (i > 0 && byte == 0)
+            return crdt__fail(r, "non-canonical varint");
+        r->pos++;
+        x |= (uint64_t)(byte & 0x7F) << shift;
+        if (!(byte & 0x80))
+            break;
+    }
+    *v = x;
+    return 0;
+}
+
+int crdt__rd_count(crdt__reader_t *r, uint64_t max, const char *what, uint64_t *v)
+{
+    size_t at = r->pos;
+    if (crdt__rd_varint(r, v) < 0)
+        return CRDT_EDECODE;
+    if (*v > max) {
+        r->pos = at;
+        return crdt__fail(r, "%s %llu out of range (max %llu)", what, (unsigned long long)*v,
+                          (unsigned long long)max);
+    }
+    return 0;
+}
+
+int crdt__rd_blob(crdt__reader_t *r, const uint8_t **p, size_t *n)
+{
+    uint64_t len;
+    if (crdt__rd_count(r, CRDT_MAX_BLOB, "length", &len) < 0)
+        return CRDT_EDECODE;
+    if (crdt__rd_raw(r, (size_t)len, p) < 0)
+        return CRDT_EDECODE;
+    *n = (size_t)len;
+    return 0;
+}
+
+int crdt__rd_score(crdt__reader_t *r, double *d)
+{
+    const uint8_t *p;
+    if (crdt__rd_raw(r, 8, &p) < 0)
+        return CRDT_EDECODE;
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++)
+        u |= (uint64_t)p[i] << (8 * i);
+    double x;
+    memcpy(&x, &u, 8);
+    if (x != x || x - x != 0 || u == (1ull << 63)) {
+        r->pos -= 8;
+        return crdt__fail(r, "score is not a finite number");
+    }
+    *d = x;
+    return 0;
+}
+
+int crdt__rd_hlc(crdt__reader_t *r, crdt_hlc_ts_t *ts)
+{
+    uint64_t logical;
+    if (crdt__rd_varint(r, &ts->ms) < 0 ||
+        crdt__rd_count(r, UINT32_MAX, "hlc logical", &logical) < 0 ||
+        crdt__rd_count(r, CRDT_REPLICA_MAX, "hlc node", &ts->node) < 0)
+        return CRDT_EDECODE;
+    ts->logical = (uint32_t)logical;
+    return 0;
+}
+
+int crdt__rd_end(crdt__reader_t *r)
+{
+    if (r->pos != r->len)
+        return crdt__fail(r, "%zu unexpected trailing bytes", r->len - r->pos);
+    return 0;
+}
+
+/* ---- the frame: version, type, varint payload length, payload, CRC-32C ---------------------- */
+
+int crdt_obj_encode(const crdt_obj_t *o, crdt_buf_t *b)
+{
+    size_t start = b->len;
+    crdt__writer_t w = {b, 0};
+    crdt__wr_u8(&w, CRDT_CODEC_VERSION);
+    crdt__wr_u8(&w, (uint8_t)o->vt->type);
+    /* The payload is written first into its own buffer so its length can lead it. */
+    crdt_buf_t payload = {0};
+    crdt__writer_t pw = {&payload, 0};
+    o->vt->encode(o, &pw);
+    if (pw.err)
+        w.err = pw.err;
+    crdt__wr_varint(&w, payload.len);
+    crdt__wr_raw(&w, payload.data, payload.len);
+    crdt_buf_free(&payload);
+    if (!w.err) {
+        uint32_t crc = crdt_crc32c(0, b->data + start, b->len - start);
+        uint8_t c[4] = {(uint8_t)crc, (uint8_t)(crc >> 8), (uint8_t)(crc >> 16),
+                        (uint8_t)(crc >> 24)};
+        crdt__wr_raw(&w, c, 4);
+    }
+    if (w.err) {
+        b->len = start;
+        return w.err;
+    }
+    return 0;
+}
+
+/* Decodes one frame at data[0..len) whose bytes start at `base` of the caller's input. */
+static crdt_obj_t *decode_frame(const uint8_t *data, size_t len, size_t base, crdt_error_t *err)
+{
+    crdt__reader_t r = {data, len, 0, base, err};
+    uint8_t version, type;
+    uint64_t plen;
+    const uint8_t *payload;
+    if (len < 4 + 3) {
+        crdt__fail(&r, "truncated: %zu bytes is shorter than any encoding", len);
+        return NULL;
+    }
+    /* Check the CRC first: a corrupted byte anywhere is reported as such, not as a puzzling
+     * field error later on. */
+    const uint8_t *c = data + len - 4;
+    uint32_t want = (uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 |
+                    (uint32_t)c[3] << 24;
+    if (crdt_crc32c(0, data, len - 4) != want) {
+        r.pos = len - 4;
+        crdt__fail(&r, "checksum mismatch (corrupted or truncated encoding)");
+        return NULL;
+    }
+    r.len = len - 4;
+    if (crdt__rd_u8(&r, &version) < 0)
+        return NULL;
+    if (version != CRDT_CODEC_VERSION) {
+        r.pos = 0;
+        crdt__fail(&r, "unsupported encoding version %u (this build reads %u)", version,
+                   CRDT_CODEC_VERSION);
+        return NULL;
+    }
+    if (crdt__rd_u8(&r, &type) < 0)
+        return NULL;
+    const crdt__vtable_t *vt = crdt__vtable_of(type);
+    if (!vt) {
+        r.pos = 1;
+        crdt__fail(&r, "unknown type tag %u", type);
+        return NULL;
+    }
+    if (crdt__rd_count(&r, r.len - r.pos, "payload length", &plen) < 0)
+        return NULL;
+    if (plen != r.len - r.pos) {
+        crdt__fail(&r, "payload length %llu does not match the %zu bytes present",
+                   (unsigned long long)plen, r.len - r.pos);
+        return NULL;
+    }
+    if (crdt__rd_raw(&r, (size_t)plen, &payload) < 0)
+        return NULL;
+    crdt__reader_t pr = {payload, (size_t)plen, 0, base + (size_t)(payload - data), err};
+    crdt_obj_t *o = vt->decode(&pr);
+    if (o && crdt__rd_end(&pr) < 0) {
+        crdt_obj_free(o);
+        return NULL;
+    }
+    if (!o)
+        crdt__fail(&pr, "invalid %s payload", vt->name); /* no-op if the decoder said why */
+    return o;
+}
+
+crdt_obj_t *crdt_obj_decode(const void *data, size_t len, crdt_error_t *err)
+{
+    if (err)
+        memset(err, 0, sizeof(*err));
+    if (!data && len) {
+        set_error_fmt(err, CRDT_EDECODE, 0, "no input");
+        return NULL;
+    }
+    return decode_frame(data, len, 0, err);
+}
+
+/* ---- ops ------------------------------------------------------------------------------------ */
+
+int crdt_op_apply(crdt_obj_t *state, const crdt_op_t *op)
+{
+    if (!op->delta)
+        return CRDT_EINVAL;
+    return crdt_obj_merge(state, op->delta);
+}
+
+int crdt_op_encode(const crdt_op_t *op, crdt_buf_t *b)
+{
+    if (!op->delta || !crdt__replica_ok(op->dot.replica))
+        return CRDT_EINVAL;
+    size_t start = b->len;
+    crdt__writer_t w = {b, 0};
+    crdt__wr_varint(&w, op->dot.replica);
+    crdt__wr_varint(&w, op->dot.seq);
+    if (w.err || crdt_obj_encode(op->delta, b) < 0) {
+        b->len = start;
+        return CRDT_ENOMEM;
+    }
+    return 0;
+}
+
+int crdt_op_decode(const void *data, size_t len, crdt_op_t *op, crdt_error_t *err)
+{
+    if (err)
+        memset(err, 0, sizeof(*err));
+    op->delta = NULL;
+    crdt__reader_t r = {data, len, 0, 0, err};
+    if (!data && len)
+        return crdt__fail(&r, "no input");
+    if (crdt__rd_count(&r, CRDT_REPLICA_MAX, "op replica", &op->dot.replica) < 0 ||
+        crdt__rd_varint(&r, &op->dot.seq) < 0)
+        return CRDT_EDECODE;
+    if (!crdt__replica_ok(op->dot.replica)) {
+        r.pos = 0;
+        return crdt__fail(&r, "op replica id 0 is reserved");
+    }
+    op->delta = decode_frame(r.p + r.pos, r.len - r.pos, r.pos, err);
+    if (!op->delta)
+        return err && err->code ? err->code : CRDT_EDECODE;
+    return 0;
+}
+
+void crdt_op_clear(crdt_op_t *op)
+{
+    crdt_obj_free(op->delta);
+    op->delta = NULL;
+}
+
+/* ---- blob store ----------------------------------------------------------------------------- */
+
+int crdt__blobs_add(crdt__blobs_t *b, const void *p, size_t n, uint32_t *off)
+{
+    if (n > UINT32_MAX - b->len)
+        return CRDT_EINVAL;
+    uint32_t need = b->len + (uint32_t)n;
+    if (need > b->cap) {
+        size_t cap = crdt__grow_cap(b->cap, need);
+        if (cap > UINT32_MAX)
+            cap = UINT32_MAX;
+        uint8_t *d = realloc(b->data, cap);
+        if (!d)
+            return CRDT_ENOMEM;
+        b->data = d;
+        b->cap = (uint32_t)cap;
+    }
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    *off = b->len;
+    b->len = need;
+    return 0;
+}
+
+void crdt__blobs_free(crdt__blobs_t *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}

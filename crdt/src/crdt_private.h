@@ -1,0 +1,176 @@
+/* crdt_private.h - libcrdt internals shared by the type implementations; not installed */
+#ifndef CRDT_PRIVATE_H
+#define CRDT_PRIVATE_H
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "crdt.h"
+
+/* ---- objects: every type's struct starts with crdt_obj_t, whose vtable says what it is ------- */
+
+typedef struct crdt__reader crdt__reader_t;
+typedef struct crdt__writer crdt__writer_t;
+
+typedef struct crdt__vtable {
+    crdt_type_t type;
+    const char *name;
+    crdt_obj_t *(*create)(void);
+    void (*destroy)(crdt_obj_t *o);
+    crdt_obj_t *(*clone)(const crdt_obj_t *o);
+    /* Joins src (same type) into dst: 1 changed, 0 not, CRDT_ENOMEM. On ENOMEM dst must still be a
+     * valid state (it may hold part of src: any partial join is below the full one). */
+    int (*merge)(crdt_obj_t *dst, const crdt_obj_t *src);
+    bool (*equal)(const crdt_obj_t *a, const crdt_obj_t *b);
+    bool (*is_empty)(const crdt_obj_t *o);
+    void (*stats)(const crdt_obj_t *o, crdt_stats_t *st);
+    /* Payload only (the frame is core.c's); canonical: equal states, identical bytes. */
+    void (*encode)(const crdt_obj_t *o, crdt__writer_t *w);
+    /* Payload only; must consume exactly r's bytes, validate everything, and on failure call
+     * crdt__fail (or crdt__nomem) and return NULL. */
+    crdt_obj_t *(*decode)(crdt__reader_t *r);
+    /* The "state" member of the JSON form (core adds "type"); NULL on ENOMEM. */
+    json_t *(*to_json)(const crdt_obj_t *o);
+    /* From the "state" member; on failure fill err via crdt__json_fail and return NULL. */
+    crdt_obj_t *(*from_json)(const json_t *state, crdt_error_t *err);
+} crdt__vtable_t;
+
+struct crdt_obj {
+    const crdt__vtable_t *vt;
+};
+
+/* The vtable of a type tag, or NULL for an unknown tag. */
+const crdt__vtable_t *crdt__vtable_of(int type);
+
+extern const crdt__vtable_t crdt__gcounter_vt;
+extern const crdt__vtable_t crdt__pncounter_vt;
+extern const crdt__vtable_t crdt__lwwreg_vt;
+extern const crdt__vtable_t crdt__lwwset_vt;
+extern const crdt__vtable_t crdt__orset_vt;
+extern const crdt__vtable_t crdt__timeline_vt;
+
+/* ---- binary writer: errors are sticky, so encoders write straight on and check once --------- */
+
+struct crdt__writer {
+    crdt_buf_t *b;
+    int err;
+};
+
+void crdt__wr_u8(crdt__writer_t *w, uint8_t v);
+void crdt__wr_varint(crdt__writer_t *w, uint64_t v);
+void crdt__wr_raw(crdt__writer_t *w, const void *p, size_t n);
+/* varint length, then the bytes */
+void crdt__wr_blob(crdt__writer_t *w, const void *p, size_t n);
+/* 8 bytes, IEEE 754 little endian */
+void crdt__wr_double(crdt__writer_t *w, double d);
+void crdt__wr_hlc(crdt__writer_t *w, const crdt_hlc_ts_t *ts);
+
+/* ---- binary reader: every read is bounds-checked; the first failure is recorded ------------- */
+
+struct crdt__reader {
+    const uint8_t *p;
+    size_t len;
+    size_t pos;
+    size_t base; /* offset of p[0] in the whole input, for error offsets */
+    crdt_error_t *err;
+};
+
+/* Records CRDT_EDECODE at the reader's position (first failure wins); returns CRDT_EDECODE. */
+int crdt__fail(crdt__reader_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int crdt__nomem(crdt__reader_t *r);
+int crdt__rd_u8(crdt__reader_t *r, uint8_t *v);
+int crdt__rd_varint(crdt__reader_t *r, uint64_t *v);
+/* A varint that must be <= max; `what` names it in the error. */
+int crdt__rd_count(crdt__reader_t *r, uint64_t max, const char *what, uint64_t *v);
+int crdt__rd_raw(crdt__reader_t *r, size_t n, const uint8_t **p);
+/* varint length (<= CRDT_MAX_BLOB and <= what remains), then borrows the bytes */
+int crdt__rd_blob(crdt__reader_t *r, const uint8_t **p, size_t *n);
+/* a finite double (NaN, infinities and -0.0 are rejected: they are never encoded) */
+int crdt__rd_score(crdt__reader_t *r, double *d);
+int crdt__rd_hlc(crdt__reader_t *r, crdt_hlc_ts_t *ts);
+/* Succeeds only when every byte was consumed. */
+int crdt__rd_end(crdt__reader_t *r);
+
+/* ---- JSON helpers --------------------------------------------------------------------------- */
+
+/* Fills err (if not NULL) with CRDT_EDECODE and the message; returns NULL for convenience. */
+void *crdt__json_fail(crdt_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* New reference: base64 string of the bytes. */
+json_t *crdt__json_blob(const void *p, size_t n);
+/* Decodes a base64 JSON string into a new buffer; `what` names the field in the error. */
+int crdt__json_get_blob(const json_t *j, const char *what, uint8_t **out, size_t *n,
+                        crdt_error_t *err);
+/* A JSON integer in [min, max]. */
+int crdt__json_get_int(const json_t *j, const char *what, int64_t min, int64_t max, int64_t *out,
+                       crdt_error_t *err);
+/* A finite JSON number (integer or real); -0.0 becomes 0.0. */
+int crdt__json_get_score(const json_t *j, const char *what, double *out, crdt_error_t *err);
+int crdt__json_get_hlc(const json_t *j, const char *what, crdt_hlc_ts_t *ts, crdt_error_t *err);
+
+/* ---- hashing and a compact open-addressing index of uint32 ids ------------------------------ */
+
+uint64_t crdt__hash(const void *p, size_t n, uint64_t seed);
+
+/* Gives the key bytes of an id; the index stores only ids and asks its owner for keys. */
+typedef void (*crdt__key_fn)(const void *ctx, uint32_t id, const uint8_t **key, size_t *len);
+
+typedef struct crdt__hidx {
+    uint32_t *slots; /* 0: empty, else id + 1 */
+    uint32_t mask;   /* capacity - 1; capacity is a power of two, or 0 before the first insert */
+    uint32_t count;
+    uint64_t seed;
+} crdt__hidx_t;
+
+#define CRDT__NO_ID UINT32_MAX
+
+void crdt__hidx_init(crdt__hidx_t *h);
+void crdt__hidx_free(crdt__hidx_t *h);
+/* The id whose key equals (key, len), or CRDT__NO_ID. */
+uint32_t crdt__hidx_find(const crdt__hidx_t *h, const void *key, size_t len, crdt__key_fn fn,
+                         const void *ctx);
+/* Inserts an id whose key is not present yet (the caller checked); may grow. 0 or CRDT_ENOMEM. */
+int crdt__hidx_insert(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
+/* Removes an id that is present. */
+void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
+/* Makes room for `n` ids in all without further growth. 0 or CRDT_ENOMEM. */
+int crdt__hidx_reserve(crdt__hidx_t *h, uint32_t n, crdt__key_fn fn, const void *ctx);
+size_t crdt__hidx_memory(const crdt__hidx_t *h);
+
+/* ---- blob store: member bytes of one object in one growing buffer, no malloc per member ----- */
+
+typedef struct crdt__blobs {
+    uint8_t *data;
+    uint32_t len;
+    uint32_t cap;
+    uint32_t garbage; /* bytes of dropped blobs, reclaimed by the owner's compaction */
+} crdt__blobs_t;
+
+/* Copies n bytes in and returns their offset in *off. CRDT_ENOMEM, or CRDT_EINVAL past 4 GiB. */
+int crdt__blobs_add(crdt__blobs_t *b, const void *p, size_t n, uint32_t *off);
+static inline void crdt__blobs_drop(crdt__blobs_t *b, size_t n) { b->garbage += (uint32_t)n; }
+/* True when dropped bytes make up over half the store (worth a compaction by the owner). */
+static inline bool crdt__blobs_wants_compaction(const crdt__blobs_t *b)
+{
+    return b->garbage > 4096 && b->garbage > b->len / 2;
+}
+void crdt__blobs_free(crdt__blobs_t *b);
+
+/* ---- small shared helpers ------------------------------------------------------------------- */
+
+/* memcmp order for byte strings of different lengths (a prefix sorts first). */
+static inline int crdt__bytes_cmp(const void *a, size_t alen, const void *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return (alen > blen) - (alen < blen);
+}
+
+static inline bool crdt__replica_ok(uint64_t r) { return r >= 1 && r <= CRDT_REPLICA_MAX; }
+
+/* Growth for arrays: returns the new capacity >= need, or 0 on overflow. */
+size_t crdt__grow_cap(size_t cap, size_t need);
+
+#endif /* CRDT_PRIVATE_H */

@@ -1,0 +1,245 @@
+/* json.c - the JSON frame {"type":..,"state":..}, base64 and shared JSON field readers */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "crdt_json.h"
+#include "crdt_private.h"
+
+/* ---- base64 (RFC 4648) ---------------------------------------------------------------------- */
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *crdt_base64_encode(const void *data, size_t len, size_t *out_len)
+{
+    const uint8_t *p = data;
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+        return NULL;
+    size_t n = (len + 2) / 3 * 4;
+    char *s = malloc(n + 1);
+    if (!s)
+        return NULL;
+    size_t o = 0, i = 0;
+    for (; i + 3 <= len; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        s[o++] = b64_alphabet[v >> 18];
+        s[o++] = b64_alphabet[(v >> 12) & 63];
+        s[o++] = b64_alphabet[(v >> 6) & 63];
+        s[o++] = b64_alphabet[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
+        s[o++] = b64_alphabet[v >> 18];
+        s[o++] = b64_alphabet[(v >> 12) & 63];
+        s[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
+        s[o++] = '=';
+    }
+    s[o] = '\0';
+    if (out_len)
+        *out_len = o;
+    return s;
+}
+
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len)
+{
+    if (slen % 4)
+        return CRDT_EDECODE;
+    size_t pad = 0;
+    if (slen && s[slen - 1] == '=')
+        pad++;
+    if (slen > 1 && s[slen - 2] == '=')
+        pad++;
+    size_t n = slen / 4 * 3 - pad;
+    uint8_t *d = malloc(n ? n : 1);
+    if (!d)
+        return CRDT_ENOMEM;
+    size_t o = 0;
+    for (size_t i = 0; i < slen; i += 4) {
+        int v[4];
+        for (int k = 0; k < 4; k++) {
+            bool padded = s[i + k] == '=' && i + 4 == slen && k >= 4 - (int)pad;
+            v[k] = padded ? 0 : b64_value((unsigned char)s[i + k]);
+            if (v[k] < 0) {
+                free(d);
+                return CRDT_EDECODE;
+            }
+        }
+        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+                     (uint32_t)v[3];
+        uint8_t bytes[3] = {(uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x};
+        for (int k = 0; k < 3 && o < n; k++)
+            d[o++] = bytes[k];
+        /* bits under the padding must be zero, or two strings would decode to one value */
+        if (i + 4 == slen && ((pad == 1 && (x & 0xFF)) || (pad == 2 && (x & 0xFFFF)))) {
+            free(d);
+            return CRDT_EDECODE;
+        }
+    }
+    *out = d;
+    *out_len = n;
+    return 0;
+}
+
+/* ---- field helpers -------------------------------------------------------------------------- */
+
+void *crdt__json_fail(crdt_error_t *err, const char *fmt, ...)
+{
+    if (err && !err->code) {
+        va_list ap;
+        va_start(ap, fmt);
+        err->code = CRDT_EDECODE;
+        err->offset = 0;
+        vsnprintf(err->text, sizeof(err->text), fmt, ap);
+        va_end(ap);
+    }
+    return NULL;
+}
+
+json_t *crdt__json_blob(const void *p, size_t n)
+{
+    size_t len;
+    char *s = crdt_base64_encode(p, n, &len);
+    if (!s)
+        return NULL;
+    json_t *j = json_stringn_nocheck(s, len);
+    free(s);
+    return j;
+}
+
+int crdt__json_get_blob(const json_t *j, const char *what, uint8_t **out, size_t *n,
+                        crdt_error_t *err)
+{
+    if (!json_is_string(j)) {
+        crdt__json_fail(err, "%s: expected a base64 string", what);
+        return CRDT_EDECODE;
+    }
+    size_t slen = json_string_length(j);
+    if (slen / 4 * 3 > CRDT_MAX_BLOB) {
+        crdt__json_fail(err, "%s: longer than %u bytes", what, CRDT_MAX_BLOB);
+        return CRDT_EDECODE;
+    }
+    int rc = crdt_base64_decode(json_string_value(j), slen, out, n);
+    if (rc == CRDT_EDECODE)
+        crdt__json_fail(err, "%s: invalid base64", what);
+    return rc;
+}
+
+int crdt__json_get_int(const json_t *j, const char *what, int64_t min, int64_t max, int64_t *out,
+                       crdt_error_t *err)
+{
+    if (!json_is_integer(j)) {
+        crdt__json_fail(err, "%s: expected an integer", what);
+        return CRDT_EDECODE;
+    }
+    json_int_t v = json_integer_value(j);
+    if (v < min || v > max) {
+        crdt__json_fail(err, "%s: %lld out of range [%lld, %lld]", what, (long long)v,
+                        (long long)min, (long long)max);
+        return CRDT_EDECODE;
+    }
+    *out = (int64_t)v;
+    return 0;
+}
+
+int crdt__json_get_score(const json_t *j, const char *what, double *out, crdt_error_t *err)
+{
+    if (!json_is_number(j)) {
+        crdt__json_fail(err, "%s: expected a number", what);
+        return CRDT_EDECODE;
+    }
+    double d = json_number_value(j);
+    if (!isfinite(d)) {
+        crdt__json_fail(err, "%s: not a finite number", what);
+        return CRDT_EDECODE;
+    }
+    *out = d == 0 ? 0.0 : d;
+    return 0;
+}
+
+json_t *crdt_hlc_to_json(const crdt_hlc_ts_t *ts)
+{
+    /* ms and node stay below 2^63 on every clock we issue; logical is 32 bits */
+    return json_pack("{s:I,s:I,s:I}", "ms", (json_int_t)ts->ms, "c", (json_int_t)ts->logical,
+                     "node", (json_int_t)ts->node);
+}
+
+int crdt__json_get_hlc(const json_t *j, const char *what, crdt_hlc_ts_t *ts, crdt_error_t *err)
+{
+    int64_t ms, c, node;
+    char field[96];
+    if (!json_is_object(j)) {
+        crdt__json_fail(err, "%s: expected an object {\"ms\",\"c\",\"node\"}", what);
+        return CRDT_EDECODE;
+    }
+    snprintf(field, sizeof(field), "%s.ms", what);
+    if (crdt__json_get_int(json_object_get(j, "ms"), field, 0, INT64_MAX, &ms, err) < 0)
+        return CRDT_EDECODE;
+    snprintf(field, sizeof(field), "%s.c", what);
+    if (crdt__json_get_int(json_object_get(j, "c"), field, 0, UINT32_MAX, &c, err) < 0)
+        return CRDT_EDECODE;
+    snprintf(field, sizeof(field), "%s.node", what);
+    if (crdt__json_get_int(json_object_get(j, "node"), field, 0, INT64_MAX, &node, err) < 0)
+        return CRDT_EDECODE;
+    if (json_object_size(j) != 3) {
+        crdt__json_fail(err, "%s: unexpected fields", what);
+        return CRDT_EDECODE;
+    }
+    ts->ms = (uint64_t)ms;
+    ts->logical = (uint32_t)c;
+    ts->node = (uint64_t)node;
+    return 0;
+}
+
+int crdt_hlc_from_json(const json_t *j, crdt_hlc_ts_t *ts)
+{
+    return crdt__json_get_hlc(j, "hlc", ts, NULL);
+}
+
+/* ---- the frame ------------------------------------------------------------------------------ */
+
+json_t *crdt_obj_to_json(const crdt_obj_t *o)
+{
+    json_t *state = o->vt->to_json(o);
+    if (!state)
+        return NULL;
+    return json_pack("{s:s,s:o}", "type", o->vt->name, "state", state);
+}
+
+crdt_obj_t *crdt_obj_from_json(const json_t *j, crdt_error_t *err)
+{
+    if (err)
+        memset(err, 0, sizeof(*err));
+    if (!json_is_object(j))
+        return crdt__json_fail(err, "expected an object {\"type\":..., \"state\":...}");
+    const json_t *type = json_object_get(j, "type");
+    const json_t *state = json_object_get(j, "state");
+    crdt_type_t t;
+    if (!json_is_string(type) || crdt_type_from_name(json_string_value(type), &t) < 0)
+        return crdt__json_fail(err, "type: expected one of gcounter, pncounter, lwwreg, lwwset, "
+                                    "orset, timeline");
+    if (!state)
+        return crdt__json_fail(err, "state: missing");
+    if (json_object_size(j) != 2)
+        return crdt__json_fail(err, "unexpected fields beside type and state");
+    const crdt__vtable_t *vt = crdt__vtable_of((int)t);
+    crdt_obj_t *o = vt->from_json(state, err);
+    if (!o && err && !err->code)
+        crdt__json_fail(err, "state: invalid %s", vt->name);
+    return o;
+}
