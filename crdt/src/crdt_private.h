@@ -50,6 +50,11 @@ extern const crdt__vtable_t crdt__lwwset_vt;
 extern const crdt__vtable_t crdt__orset_vt;
 extern const crdt__vtable_t crdt__timeline_vt;
 
+/* OR-Set queries behind the public crdt_set_* calls (which live in lwwset.c and dispatch). */
+int crdt__orset_contains(const crdt_obj_t *s, const void *m, size_t len);
+size_t crdt__orset_size(const crdt_obj_t *s);
+int crdt__orset_foreach(const crdt_obj_t *s, crdt_member_cb cb, void *ud);
+
 /* ---- binary writer: errors are sticky, so encoders write straight on and check once --------- */
 
 struct crdt__writer {

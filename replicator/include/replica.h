@@ -1,0 +1,141 @@
+/* replica.h - the replica: keyspace of CRDT objects, durable delta log, snapshots, change feed */
+#ifndef CRDT_REPLICA_H
+#define CRDT_REPLICA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crdt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct crdt_replica crdt_replica_t;
+
+typedef enum crdt_fsync_policy {
+    CRDT_FSYNC_ALWAYS = 0,   /* a write is acknowledged after the log record is fsynced */
+    CRDT_FSYNC_EVERYSEC = 1, /* acknowledged once written to the OS; fsync at most 1 s later */
+    CRDT_FSYNC_NO = 2,       /* acknowledged once written to the OS; the OS decides when to sync */
+} crdt_fsync_policy_t;
+
+typedef struct crdt_replica_config {
+    const char *dir;           /* data directory, created if missing; NULL: memory only, no log */
+    uint64_t node_id;          /* this replica's id (HLC node, counter slots, OR-Set dots) */
+    crdt_fsync_policy_t fsync; /* default CRDT_FSYNC_EVERYSEC */
+    uint32_t timeline_max_size;  /* bound of timelines created by a first write (0: unbounded) */
+    uint64_t snapshot_log_bytes; /* start a snapshot once the log is this large (0: only on call) */
+} crdt_replica_config_t;
+
+/* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB). */
+void crdt_replica_config_init(crdt_replica_config_t *cfg);
+
+/* Opens (locks, loads the snapshot, replays the log, dropping a torn or corrupt tail) and returns
+ * a new replica, or NULL with *err filled: a locked directory says which pid holds it. */
+crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t *err);
+/* Flushes and fsyncs the log, waits for a running snapshot, unlocks, frees. */
+void crdt_replica_close(crdt_replica_t *r);
+
+typedef struct crdt_recovery_report {
+    uint64_t snapshot_keys;   /* keys loaded from the snapshot */
+    uint64_t log_records;     /* log records replayed */
+    uint64_t dropped_bytes;   /* bytes of torn or corrupt tail dropped (and truncated away) */
+    char dropped_reason[160]; /* why, when dropped_bytes > 0 */
+    double seconds;           /* wall time of the whole recovery */
+} crdt_recovery_report_t;
+
+const crdt_recovery_report_t *crdt_replica_recovery(const crdt_replica_t *r);
+
+uint64_t crdt_replica_node_id(const crdt_replica_t *r);
+/* A fresh HLC timestamp of this replica (for LWW writes). */
+int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts);
+
+/* ---- reads ---------------------------------------------------------------------------------- */
+
+/* The object at key, borrowed until the next write to that key, or NULL if absent. */
+const crdt_obj_t *crdt_replica_get(const crdt_replica_t *r, const void *key, size_t klen);
+
+typedef int (*crdt_replica_key_cb)(const void *key, size_t klen, const crdt_obj_t *o, void *ud);
+/* Calls cb for every key (unspecified order); stops when cb returns non-zero and returns that. */
+int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud);
+
+/* ---- writes --------------------------------------------------------------------------------- *
+ * Both calls append the resulting delta to the log buffer, give it the next change sequence number
+ * (*seq), update the change feed and the fingerprints, and notify the listener. They return 1 if the
+ * key changed, 0 for a no-op (nothing logged, *seq untouched), or a negative CRDT_E* code with the
+ * key untouched: CRDT_ETYPE when the key holds another type. A write is durable per the policy only
+ * once crdt_replica_durable_seq() >= *seq: acknowledge clients then, not before. */
+
+/* Joins a delta or state from elsewhere (a client, a peer) into key, creating it if absent. */
+int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
+                       uint64_t *seq);
+
+/* Runs a local mutator: mutate(obj, ud, &delta) is called on the key's object (created empty of
+ * `type` first if absent; timelines with the configured bound) and must return what the libcrdt
+ * mutator returned, leaving the delta (or NULL) in *delta. */
+typedef int (*crdt_replica_mutate_cb)(crdt_obj_t *obj, void *ud, crdt_obj_t **delta);
+int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_type_t type,
+                        crdt_replica_mutate_cb mutate, void *ud, uint64_t *seq);
+
+/* ---- durability: group commit driven by the event loop --------------------------------------- */
+
+/* Writes buffered log records; fsyncs them when the policy is always (or everysec and a second has
+ * passed). Call once per event-loop turn after handling input. 0 or a negative code (I/O error:
+ * the replica then refuses writes with CRDT_EIO-like errors until restarted; see the log line). */
+int crdt_replica_flush(crdt_replica_t *r);
+/* Highest sequence number durable as the policy promises. */
+uint64_t crdt_replica_durable_seq(const crdt_replica_t *r);
+/* Timer work: the everysec fsync, starting/finishing background snapshots. now_ms monotonic. */
+void crdt_replica_tick(crdt_replica_t *r, uint64_t now_ms);
+/* Starts a snapshot now (in the background); then truncates the log it covers. */
+int crdt_replica_snapshot(crdt_replica_t *r);
+
+/* ---- change feed ---------------------------------------------------------------------------- *
+ * Every change gets a sequence number. The feed is compacted to the latest change per key. */
+
+uint64_t crdt_replica_last_seq(const crdt_replica_t *r);
+
+typedef int (*crdt_feed_cb)(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state,
+                            void *ud);
+/* Calls cb, in sequence order, for up to `limit` keys whose latest change is after `since`, with
+ * the key's current state; *next receives the sequence to pass as `since` to continue. */
+int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
+                         void *ud, uint64_t *next);
+
+/* Called after every applied change with the delta that changed the key (borrowed for the call):
+ * for fan-out to subscribers and peers. One listener; NULL removes it. */
+typedef void (*crdt_replica_listener_cb)(const void *key, size_t klen, uint64_t seq,
+                                         const crdt_obj_t *delta, void *ud);
+void crdt_replica_set_listener(crdt_replica_t *r, crdt_replica_listener_cb cb, void *ud);
+
+/* ---- anti-entropy hooks --------------------------------------------------------------------- */
+
+/* 64-bit fingerprint of the key's state (a hash of its canonical encoding), kept incrementally. */
+int crdt_replica_key_fingerprint(const crdt_replica_t *r, const void *key, size_t klen,
+                                 uint64_t *fp);
+/* Order-independent digest of the whole keyspace (combines hash(key) and fingerprint per key). */
+uint64_t crdt_replica_digest(const crdt_replica_t *r);
+
+/* ---- introspection for /metrics ------------------------------------------------------------- */
+
+typedef struct crdt_replica_stats {
+    uint64_t keys;
+    uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
+    uint64_t log_bytes;          /* current log size on disk */
+    uint64_t writes;             /* changes applied */
+    uint64_t noops;              /* writes that changed nothing */
+    uint64_t fsyncs;
+    double fsync_seconds_total;  /* sum of fsync durations */
+    double fsync_seconds_max;
+    uint64_t snapshots;
+    bool snapshot_running;
+} crdt_replica_stats_t;
+
+void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRDT_REPLICA_H */
