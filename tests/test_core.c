@@ -1,0 +1,274 @@
+/* test_core.c - the parts every type relies on: HLC, CRC, varints, the frame, base64, hash index */
+#include "tap.h"
+
+#include "crdt.h"
+#include "crdt_json.h"
+#include "crdt_private.h"
+
+static void test_hlc(void)
+{
+    crdt_hlc_t c;
+    crdt_hlc_ts_t a, b, r;
+    is_int(crdt_hlc_init(&c, 0, 100), CRDT_EINVAL, "hlc: node 0 is rejected");
+    is_int(crdt_hlc_init(&c, CRDT_REPLICA_MAX + 1, 100), CRDT_EINVAL, "hlc: node past 2^63-1");
+    is_int(crdt_hlc_init(&c, 7, 100), 0, "hlc: init");
+
+    crdt_hlc_tick(&c, 1000, &a);
+    ok(a.ms == 1000 && a.logical == 0 && a.node == 7, "hlc: first tick takes the wall clock");
+    crdt_hlc_tick(&c, 1000, &b);
+    ok(crdt_hlc_cmp(&a, &b) < 0 && b.logical == 1, "hlc: same ms bumps the logical counter");
+    crdt_hlc_tick(&c, 900, &r);
+    ok(crdt_hlc_cmp(&b, &r) < 0 && r.ms == 1000, "hlc: a wall clock going back never goes back");
+
+    crdt_hlc_ts_t remote = {1050, 5, 9};
+    is_int(crdt_hlc_recv(&c, 1000, &remote, &r), 0, "hlc: remote 50 ms ahead within bound");
+    ok(r.ms == 1050 && r.logical == 6 && crdt_hlc_cmp(&remote, &r) < 0,
+       "hlc: receive moves past the remote timestamp");
+    crdt_hlc_ts_t far = {1000 + 101 + 50, 0, 9};
+    crdt_hlc_t before = c;
+    is_int(crdt_hlc_recv(&c, 1050, &far, &r), CRDT_ECLOCK, "hlc: remote past the drift bound");
+    ok(memcmp(&before, &c, sizeof(c)) == 0, "hlc: a rejected remote leaves the clock unchanged");
+    crdt_hlc_tick(&c, 5000, &r);
+    ok(r.ms == 5000 && r.logical == 0, "hlc: a later wall clock resets the logical counter");
+
+    crdt_hlc_ts_t x = {1, 2, 3}, y = {1, 2, 4}, z = {1, 3, 1};
+    ok(crdt_hlc_cmp(&x, &y) < 0 && crdt_hlc_cmp(&y, &z) < 0 && crdt_hlc_cmp(&x, &x) == 0,
+       "hlc: order is (ms, logical, node)");
+
+    c.last_ms = 5000;
+    c.last_logical = UINT32_MAX;
+    is_int(crdt_hlc_tick(&c, 5000, &r), CRDT_EOVERFLOW, "hlc: logical exhaustion is an error");
+    ok(crdt_wall_ms() > 1600000000000ull, "hlc: the wall clock reads real time");
+}
+
+static void test_crc_and_buf(void)
+{
+    is_int(crdt_crc32c(0, "123456789", 9), 0xE3069283u, "crc32c: the standard check value");
+    uint8_t big[1000];
+    for (int i = 0; i < 1000; i++)
+        big[i] = (uint8_t)(i * 7);
+    uint32_t whole = crdt_crc32c(0, big, sizeof(big));
+    uint32_t parts = crdt_crc32c(crdt_crc32c(0, big, 333), big + 333, 667);
+    is_int(parts, whole, "crc32c: incremental equals whole");
+
+    crdt_buf_t b = {0};
+    for (int i = 0; i < 1000; i++)
+        crdt_buf_append(&b, &big[i], 1);
+    is_mem(b.data, b.len, big, sizeof(big), "buf: appends accumulate");
+    crdt_buf_free(&b);
+    ok(b.data == NULL && b.len == 0, "buf: free resets");
+}
+
+static void test_varints(void)
+{
+    static const uint64_t vals[] = {0, 1, 127, 128, 300, 16383, 16384, UINT32_MAX, UINT64_MAX};
+    crdt_buf_t b = {0};
+    crdt__writer_t w = {&b, 0};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++)
+        crdt__wr_varint(&w, vals[i]);
+    crdt_error_t err = {0};
+    crdt__reader_t r = {b.data, b.len, 0, 0, &err};
+    int good = 1;
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        uint64_t v;
+        good &= crdt__rd_varint(&r, &v) == 0 && v == vals[i];
+    }
+    ok(good && crdt__rd_end(&r) == 0, "varint: round trip of edge values");
+    crdt_buf_free(&b);
+
+    const uint8_t overlong[] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x02};
+    memset(&err, 0, sizeof(err));
+    crdt__reader_t r2 = {overlong, sizeof(overlong), 0, 100, &err};
+    uint64_t v;
+    ok(crdt__rd_varint(&r2, &v) == CRDT_EDECODE && err.offset == 109,
+       "varint: more than 64 bits rejected at its byte offset (%zu)", err.offset);
+    const uint8_t padded[] = {0x81, 0x00};
+    memset(&err, 0, sizeof(err));
+    crdt__reader_t r3 = {padded, sizeof(padded), 0, 0, &err};
+    ok(crdt__rd_varint(&r3, &v) == CRDT_EDECODE && strstr(err.text, "canonical"),
+       "varint: a zero continuation group is non-canonical");
+    const uint8_t cut[] = {0x80};
+    memset(&err, 0, sizeof(err));
+    crdt__reader_t r4 = {cut, sizeof(cut), 0, 0, &err};
+    ok(crdt__rd_varint(&r4, &v) == CRDT_EDECODE && strstr(err.text, "truncated"),
+       "varint: truncated");
+    const uint8_t nan[8] = {0, 0, 0, 0, 0, 0, 0xF8, 0x7F};
+    memset(&err, 0, sizeof(err));
+    crdt__reader_t r5 = {nan, 8, 0, 0, &err};
+    double d;
+    ok(crdt__rd_score(&r5, &d) == CRDT_EDECODE, "score: NaN is rejected");
+}
+
+/* A hand-built frame around an arbitrary payload, with a correct CRC. */
+static size_t frame(uint8_t *out, uint8_t version, uint8_t type, const uint8_t *payload, size_t n)
+{
+    size_t k = 0;
+    out[k++] = version;
+    out[k++] = type;
+    out[k++] = (uint8_t)n; /* n < 128 here */
+    memcpy(out + k, payload, n);
+    k += n;
+    uint32_t crc = crdt_crc32c(0, out, k);
+    for (int i = 0; i < 4; i++)
+        out[k++] = (uint8_t)(crc >> (8 * i));
+    return k;
+}
+
+static void test_frame(void)
+{
+    uint8_t buf[64];
+    crdt_error_t err;
+    const uint8_t empty_counter[] = {0};
+    size_t n = frame(buf, 9, CRDT_GCOUNTER, empty_counter, 1);
+    ok(!crdt_obj_decode(buf, n, &err) && err.code == CRDT_EDECODE && strstr(err.text, "version"),
+       "frame: unknown version rejected: %s", err.text);
+    n = frame(buf, CRDT_CODEC_VERSION, 42, empty_counter, 1);
+    ok(!crdt_obj_decode(buf, n, &err) && strstr(err.text, "type") && err.offset == 1,
+       "frame: unknown type tag rejected at offset 1: %s", err.text);
+    n = frame(buf, CRDT_CODEC_VERSION, CRDT_GCOUNTER, empty_counter, 1);
+    buf[2] = 5; /* claims more payload than there is */
+    uint32_t crc = crdt_crc32c(0, buf, n - 4);
+    for (int i = 0; i < 4; i++)
+        buf[n - 4 + (size_t)i] = (uint8_t)(crc >> (8 * i));
+    ok(!crdt_obj_decode(buf, n, &err) && err.code == CRDT_EDECODE,
+       "frame: a wrong payload length is rejected: %s", err.text);
+    ok(!crdt_obj_decode(NULL, 5, &err) && err.code == CRDT_EDECODE, "frame: NULL input");
+    ok(!crdt_obj_decode("", 0, &err) && err.code == CRDT_EDECODE, "frame: empty input");
+
+    crdt_op_t op = {{0, 1}, NULL};
+    crdt_buf_t b = {0};
+    is_int(crdt_op_encode(&op, &b), CRDT_EINVAL, "op: no delta, no encoding");
+    const uint8_t bad_op[] = {0x00, 0x01};
+    ok(crdt_op_decode(bad_op, sizeof(bad_op), &op, &err) == CRDT_EDECODE && op.delta == NULL,
+       "op: replica 0 rejected");
+    crdt_buf_free(&b);
+}
+
+static void test_names(void)
+{
+    crdt_type_t t;
+    int good = 1;
+    for (int i = CRDT_TYPE_MIN; i <= CRDT_TYPE_MAX; i++)
+        good &= crdt_type_from_name(crdt_type_name((crdt_type_t)i), &t) == 0 && (int)t == i;
+    ok(good, "type names round-trip");
+    is(crdt_type_name(CRDT_TIMELINE), "timeline", "timeline's name");
+    ok(crdt_type_name((crdt_type_t)99) == NULL && crdt_type_from_name("nope", &t) == CRDT_EINVAL,
+       "unknown types");
+    is(crdt_strerror(CRDT_EDECODE), "malformed encoding", "strerror");
+    ok(crdt_obj_new((crdt_type_t)0) == NULL, "crdt_obj_new of an unknown type is NULL");
+}
+
+static void test_base64(void)
+{
+    static const struct {
+        const char *in, *out;
+    } v[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+             {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+             {"foobar", "Zm9vYmFy"}};
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        size_t n;
+        char *s = crdt_base64_encode(v[i].in, strlen(v[i].in), &n);
+        is(s, v[i].out, "base64: encode '%s' (RFC 4648 vector)", v[i].in);
+        uint8_t *d = NULL;
+        size_t dn = 0;
+        ok(crdt_base64_decode(s, n, &d, &dn) == 0 && dn == strlen(v[i].in) &&
+               memcmp(d, v[i].in, dn) == 0,
+           "base64: decode '%s'", v[i].out);
+        free(d);
+        free(s);
+    }
+    static const char *bad[] = {"Zg=", "Z===", "Zh==", "Zm9=", "Zm!v", "====", "Zg==Zg=="};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        uint8_t *d = NULL;
+        size_t dn;
+        is_int(crdt_base64_decode(bad[i], strlen(bad[i]), &d, &dn), CRDT_EDECODE,
+               "base64: '%s' rejected", bad[i]);
+        if (d)
+            free(d);
+    }
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    size_t n;
+    char *s = crdt_base64_encode(all, 256, &n);
+    uint8_t *d = NULL;
+    size_t dn = 0;
+    ok(crdt_base64_decode(s, n, &d, &dn) == 0 && dn == 256 && memcmp(d, all, 256) == 0,
+       "base64: every byte value round-trips");
+    free(d);
+    free(s);
+}
+
+/* The hash index over a plain array of keys. */
+typedef struct {
+    char keys[5000][12];
+} keyset_t;
+
+static void key_of(const void *ctx, uint32_t id, const uint8_t **k, size_t *n)
+{
+    const keyset_t *ks = ctx;
+    *k = (const uint8_t *)ks->keys[id];
+    *n = strlen(ks->keys[id]);
+}
+
+static void test_hidx(void)
+{
+    static keyset_t ks;
+    crdt__hidx_t h;
+    crdt__hidx_init(&h);
+    is_int(crdt__hidx_find(&h, "x", 1, key_of, &ks), CRDT__NO_ID, "hidx: empty finds nothing");
+    for (uint32_t i = 0; i < 5000; i++) {
+        snprintf(ks.keys[i], sizeof(ks.keys[i]), "k%u", i * 7919u);
+        crdt__hidx_insert(&h, i, key_of, &ks);
+    }
+    int found = 1;
+    for (uint32_t i = 0; i < 5000; i++)
+        found &= crdt__hidx_find(&h, ks.keys[i], strlen(ks.keys[i]), key_of, &ks) == i;
+    ok(found && h.count == 5000, "hidx: 5000 inserted ids are all found");
+    ok(crdt__hidx_memory(&h) <= 5000 * 4 * 2 * 2, "hidx: 4-byte slots, load >= 3/8 (%zu bytes)",
+       crdt__hidx_memory(&h));
+    for (uint32_t i = 0; i < 5000; i += 2)
+        crdt__hidx_remove(&h, i, key_of, &ks);
+    int right = 1;
+    for (uint32_t i = 0; i < 5000; i++) {
+        uint32_t id = crdt__hidx_find(&h, ks.keys[i], strlen(ks.keys[i]), key_of, &ks);
+        right &= (i % 2) ? id == i : id == CRDT__NO_ID;
+    }
+    ok(right && h.count == 2500, "hidx: backward-shift deletion keeps the others reachable");
+    ok(crdt__hidx_find(&h, "nope", 4, key_of, &ks) == CRDT__NO_ID, "hidx: absent key");
+    crdt__hidx_free(&h);
+
+    ok(crdt__hash("abc", 3, 1) != crdt__hash("abd", 3, 1) &&
+           crdt__hash("abc", 3, 1) != crdt__hash("abc", 3, 2) &&
+           crdt__hash("", 0, 1) != crdt__hash("\0", 1, 1),
+       "hash: differs by content, seed and length");
+}
+
+static void test_blobs(void)
+{
+    crdt__blobs_t b = {0};
+    uint32_t o1, o2;
+    ok(crdt__blobs_add(&b, "hello", 5, &o1) == 0 && crdt__blobs_add(&b, "world", 5, &o2) == 0,
+       "blobs: add");
+    ok(memcmp(b.data + o1, "hello", 5) == 0 && memcmp(b.data + o2, "world", 5) == 0,
+       "blobs: offsets address the bytes");
+    crdt__blobs_drop(&b, 5);
+    ok(!crdt__blobs_wants_compaction(&b), "blobs: small garbage does not ask for compaction");
+    crdt__blobs_free(&b);
+    ok(crdt__bytes_cmp("ab", 2, "abc", 3) < 0 && crdt__bytes_cmp("b", 1, "abc", 3) > 0 &&
+           crdt__bytes_cmp("", 0, "", 0) == 0,
+       "bytes_cmp: bytewise, a prefix first");
+}
+
+int main(void)
+{
+    test_hlc();
+    test_crc_and_buf();
+    test_varints();
+    test_frame();
+    test_names();
+    test_base64();
+    test_hidx();
+    test_blobs();
+    return done_testing();
+}
