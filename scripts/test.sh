@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# test.sh - installs what is missing, builds, and runs every test.
+#   scripts/test.sh             Release-with-debug-info build in build/, ctest (TAP programs)
+#   SANITIZE=1 scripts/test.sh  ASan+UBSan build in build-asan/, the same programs under prove
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-debian.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+if [ "${SANITIZE:-0}" = 1 ]; then
+  dir=build-asan
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCRDTD_SANITIZE=ON -DCRDTD_WERROR=ON >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  prove --exec '' --timer -j "$jobs" "$dir"/tests/test_*
+else
+  dir=build
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRDTD_WERROR=ON >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+fi
