@@ -1,0 +1,1295 @@
+/* timeline.c - roshi-style bounded LWW timeline index, newest first */
+
+/*
+ * State. Per member one entry (score, live|tombstone); per member the greater score wins and an
+ * equal score makes remove win. Entries are ordered newest first by (score desc, member desc
+ * bytewise). A bounded timeline (max_size > 0) keeps the top max_size entries, live and tombstones
+ * together, and remembers the highest (score, member) it ever dropped as its floor; any later write
+ * whose (score, member) is at or below the floor is ignored. The state is a function of the set of
+ * writes seen (top-k of the per-member winners, the (k+1)-th winner as floor), so merge is a join:
+ * LWW-union of the entries above max(floor_a, floor_b), trim to the smaller non-zero bound, floor =
+ * max(floor_a, floor_b, highest dropped). Consequence used by the decoder: a floor exists only when
+ * the timeline is bounded and full.
+ *
+ * Binary payload (inside core.c's frame), canonical; the decoder rejects anything else:
+ *   varint  max_size            0 = unbounded, else 1..2^32-1
+ *   u8      has_floor           0 or 1 (1 only if max_size > 0 and n == max_size)
+ *   if has_floor:
+ *     f64   floor score         IEEE 754 little endian, finite, never -0.0
+ *     blob  floor member        varint length, bytes
+ *   varint  n                   entries, live and tombstones (<= max_size when bounded)
+ *   n times, newest first (strictly decreasing (score, member), every one above the floor,
+ *   no member twice):
+ *     f64   score
+ *     u8    flag                1 live, 0 tombstone
+ *     blob  member
+ *
+ * JSON state: {"max_size":N, "floor":null | {"member":b64,"score":x},
+ *              "entries":[{"member":b64,"score":x,"live":true|false}, ...]} (newest first, same
+ * rules as the binary form, no other fields).
+ *
+ * Memory layout (targets: cheap inserts, newest-N reads that touch N entries, <= 48 bytes per
+ * entry beyond member bytes):
+ *   - ents: a flat pool of 16-byte entries {score, member offset, member length | tombstone bit},
+ *     recycled through a free list; ids are indexes into it;
+ *   - blobs: every member's bytes (and the floor's) in one buffer, compacted when half garbage;
+ *   - idx: member -> id, open addressing over 4-byte slots (crdt__hidx_t);
+ *   - order: a two-level sorted list of ids, blocks of up to 64 ids with their live count, under a
+ *     top array of block pointers. Insert is a binary search and a memmove of at most 64 ids;
+ *     offset reads skip whole blocks by their live counts.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "crdt_private.h"
+
+#define TL_TOMB 0x80000000u
+#define TL_BLOCK 64
+#define TL_FREE UINT32_MAX
+
+typedef struct tl_ent {
+    double score;
+    uint32_t off; /* member offset in blobs; next free id while on the free list */
+    uint32_t len; /* member length | TL_TOMB; TL_FREE while on the free list */
+} tl_ent_t;
+
+typedef struct tl_block {
+    uint32_t n;    /* ids used */
+    uint32_t live; /* of which live entries */
+    uint32_t ids[TL_BLOCK];
+} tl_block_t;
+
+typedef struct timeline {
+    crdt_obj_t base;
+    uint32_t max_size; /* 0: unbounded */
+    uint32_t count;    /* entries, live and tombstones */
+    uint32_t live;
+    tl_ent_t *ents;
+    uint32_t ents_cap;
+    uint32_t ents_used; /* high-water mark of ids handed out */
+    uint32_t free_head; /* CRDT__NO_ID when empty */
+    tl_block_t **blk;
+    uint32_t nblk;
+    uint32_t blk_cap;
+    tl_block_t *spare; /* one block kept ready so an insert never fails half-way */
+    bool has_floor;
+    double floor_score;
+    uint32_t floor_off; /* floor member in blobs */
+    uint32_t floor_len;
+    crdt__blobs_t blobs;
+    crdt__hidx_t idx;
+} timeline_t;
+
+/* A position key: (score, member); `top` stands for a member above every member. */
+typedef struct tl_key {
+    double score;
+    const uint8_t *m;
+    size_t len;
+    bool top;
+} tl_key_t;
+
+static inline const timeline_t *as_tl(const crdt_obj_t *o)
+{
+    return (o && o->vt == &crdt__timeline_vt) ? (const timeline_t *)o : NULL;
+}
+
+static inline const uint8_t *blob_at(const timeline_t *t, uint32_t off)
+{
+    /* the store is NULL until a non-empty member arrives; keep pointer arithmetic off NULL */
+    return t->blobs.data ? t->blobs.data + off : (const uint8_t *)"";
+}
+
+static inline uint32_t ent_len(const tl_ent_t *e) { return e->len & ~TL_TOMB; }
+static inline bool ent_live(const tl_ent_t *e) { return !(e->len & TL_TOMB); }
+static inline const uint8_t *ent_mem(const timeline_t *t, const tl_ent_t *e)
+{
+    return blob_at(t, e->off);
+}
+
+static void key_of(const void *ctx, uint32_t id, const uint8_t **key, size_t *len)
+{
+    const timeline_t *t = ctx;
+    *key = ent_mem(t, &t->ents[id]);
+    *len = ent_len(&t->ents[id]);
+}
+
+/* Newest-first order of two positions: <0 when a sorts first (newer). */
+static inline int pos_cmp(double sa, const uint8_t *ma, size_t la, double sb, const uint8_t *mb,
+                          size_t lb)
+{
+    if (sa > sb)
+        return -1;
+    if (sa < sb)
+        return 1;
+    return -crdt__bytes_cmp(ma, la, mb, lb);
+}
+
+/* Entry `id` against key k in newest-first order: <0 entry newer, 0 same position, >0 older. */
+static inline int ent_vs_key(const timeline_t *t, uint32_t id, const tl_key_t *k)
+{
+    const tl_ent_t *e = &t->ents[id];
+    if (e->score > k->score)
+        return -1;
+    if (e->score < k->score)
+        return 1;
+    if (k->top)
+        return 1;
+    return -crdt__bytes_cmp(ent_mem(t, e), ent_len(e), k->m, k->len);
+}
+
+/* True when (score, m) is at or below the floor: such a write is ignored. */
+static inline bool below_floor(const timeline_t *t, double score, const uint8_t *m, size_t len)
+{
+    return t->has_floor &&
+           pos_cmp(score, m, len, t->floor_score, blob_at(t, t->floor_off), t->floor_len) >= 0;
+}
+
+/* ---- the ordered list of ids ---------------------------------------------------------------- */
+
+/* The first position whose entry is not newer than k (where k is or would be inserted). */
+static void find_pos(const timeline_t *t, const tl_key_t *k, uint32_t *bi, uint32_t *si)
+{
+    if (!t->nblk) {
+        *bi = *si = 0;
+        return;
+    }
+    uint32_t lo = 0, hi = t->nblk;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        const tl_block_t *b = t->blk[mid];
+        if (ent_vs_key(t, b->ids[b->n - 1], k) >= 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    if (lo == t->nblk) {
+        *bi = t->nblk - 1;
+        *si = t->blk[*bi]->n;
+        return;
+    }
+    const tl_block_t *b = t->blk[lo];
+    uint32_t l = 0, h = b->n - 1; /* the last id is known not newer */
+    while (l < h) {
+        uint32_t mid = l + (h - l) / 2;
+        if (ent_vs_key(t, b->ids[mid], k) >= 0)
+            h = mid;
+        else
+            l = mid + 1;
+    }
+    *bi = lo;
+    *si = l;
+}
+
+static void locate(const timeline_t *t, uint32_t id, uint32_t *bi, uint32_t *si)
+{
+    const tl_ent_t *e = &t->ents[id];
+    tl_key_t k = {e->score, ent_mem(t, e), ent_len(e), false};
+    find_pos(t, &k, bi, si);
+}
+
+/* Guarantees the room one insert may need (a pool slot, a block, a top-array slot), so the
+ * mutation that follows cannot fail half-way. */
+static int ensure_room(timeline_t *t)
+{
+    if (t->free_head == CRDT__NO_ID && t->ents_used == t->ents_cap) {
+        if (t->ents_cap == UINT32_MAX - 1)
+            return CRDT_ENOMEM;
+        /* 1.5x growth: the pool is the biggest per-entry cost, so keep its slack small */
+        uint64_t cap = t->ents_cap < 8 ? 8 : (uint64_t)t->ents_cap + t->ents_cap / 2;
+        if (cap > UINT32_MAX - 1)
+            cap = UINT32_MAX - 1;
+        tl_ent_t *e = realloc(t->ents, (size_t)cap * sizeof(*e));
+        if (!e)
+            return CRDT_ENOMEM;
+        t->ents = e;
+        t->ents_cap = (uint32_t)cap;
+    }
+    if (!t->spare && !(t->spare = malloc(sizeof(tl_block_t))))
+        return CRDT_ENOMEM;
+    if (t->nblk + 1 > t->blk_cap) {
+        uint32_t cap = t->blk_cap ? t->blk_cap * 2 : 4;
+        tl_block_t **b = realloc(t->blk, (size_t)cap * sizeof(*b));
+        if (!b)
+            return CRDT_ENOMEM;
+        t->blk = b;
+        t->blk_cap = cap;
+    }
+    return 0;
+}
+
+static uint32_t alloc_id(timeline_t *t)
+{
+    uint32_t id;
+    if (t->free_head != CRDT__NO_ID) {
+        id = t->free_head;
+        t->free_head = t->ents[id].off;
+    } else {
+        id = t->ents_used++;
+    }
+    return id;
+}
+
+static void free_id(timeline_t *t, uint32_t id)
+{
+    t->ents[id].off = t->free_head;
+    t->ents[id].len = TL_FREE;
+    t->free_head = id;
+}
+
+static tl_block_t *new_block_at(timeline_t *t, uint32_t bi)
+{
+    tl_block_t *b = t->spare;
+    t->spare = NULL;
+    b->n = b->live = 0;
+    memmove(&t->blk[bi + 1], &t->blk[bi], (size_t)(t->nblk - bi) * sizeof(*t->blk));
+    t->blk[bi] = b;
+    t->nblk++;
+    return b;
+}
+
+static uint32_t count_live(const timeline_t *t, const uint32_t *ids, uint32_t n)
+{
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < n; i++)
+        live += ent_live(&t->ents[ids[i]]);
+    return live;
+}
+
+/* Inserts id at position (bi, si) as given by find_pos; needs ensure_room beforehand. */
+static void insert_at(timeline_t *t, uint32_t bi, uint32_t si, uint32_t id)
+{
+    tl_block_t *b;
+    if (!t->nblk) {
+        b = new_block_at(t, 0);
+        si = 0;
+    } else {
+        b = t->blk[bi];
+        if (b->n == TL_BLOCK) {
+            if (si == TL_BLOCK) {
+                /* past the end of a full block: the next block's head, or a new block, keeps
+                 * monotone inserts (feeds, decoding) packing blocks full */
+                if (bi + 1 < t->nblk && t->blk[bi + 1]->n < TL_BLOCK)
+                    b = t->blk[bi + 1];
+                else
+                    b = new_block_at(t, bi + 1);
+                si = 0;
+            } else if (si == 0) {
+                if (bi > 0 && t->blk[bi - 1]->n < TL_BLOCK) {
+                    b = t->blk[bi - 1];
+                    si = b->n;
+                } else {
+                    b = new_block_at(t, bi);
+                }
+            } else {
+                tl_block_t *nb = new_block_at(t, bi + 1);
+                uint32_t half = TL_BLOCK / 2;
+                memcpy(nb->ids, &b->ids[half], half * sizeof(uint32_t));
+                nb->n = half;
+                nb->live = count_live(t, nb->ids, half);
+                b->n = half;
+                b->live -= nb->live;
+                if (si > half) {
+                    b = nb;
+                    si -= half;
+                }
+            }
+        }
+    }
+    memmove(&b->ids[si + 1], &b->ids[si], (size_t)(b->n - si) * sizeof(uint32_t));
+    b->ids[si] = id;
+    b->n++;
+    b->live += ent_live(&t->ents[id]);
+}
+
+static void remove_block(timeline_t *t, uint32_t bi)
+{
+    tl_block_t *b = t->blk[bi];
+    memmove(&t->blk[bi], &t->blk[bi + 1], (size_t)(t->nblk - bi - 1) * sizeof(*t->blk));
+    t->nblk--;
+    if (!t->spare)
+        t->spare = b;
+    else
+        free(b);
+}
+
+/* Moves all of blk[bi + 1] into blk[bi] and drops the emptied block. */
+static void join_blocks(timeline_t *t, uint32_t bi)
+{
+    tl_block_t *a = t->blk[bi], *b = t->blk[bi + 1];
+    memcpy(&a->ids[a->n], b->ids, (size_t)b->n * sizeof(uint32_t));
+    a->n += b->n;
+    a->live += b->live;
+    remove_block(t, bi + 1);
+}
+
+/* Removes the id at (bi, si) from the order (the entry itself stays). */
+static void delete_at(timeline_t *t, uint32_t bi, uint32_t si)
+{
+    tl_block_t *b = t->blk[bi];
+    b->live -= ent_live(&t->ents[b->ids[si]]);
+    memmove(&b->ids[si], &b->ids[si + 1], (size_t)(b->n - si - 1) * sizeof(uint32_t));
+    b->n--;
+    if (!b->n) {
+        remove_block(t, bi);
+    } else if (b->n < TL_BLOCK / 4) {
+        /* keep blocks reasonably full so memory per entry and block skips stay bounded */
+        if (bi + 1 < t->nblk && b->n + t->blk[bi + 1]->n <= TL_BLOCK * 3 / 4)
+            join_blocks(t, bi);
+        else if (bi > 0 && t->blk[bi - 1]->n + b->n <= TL_BLOCK * 3 / 4)
+            join_blocks(t, bi - 1);
+    }
+}
+
+/* ---- floor, trimming, compaction ------------------------------------------------------------ */
+
+/* Takes blob bytes (off, len) already in the store as the new floor, dropping the old one. */
+static void set_floor(timeline_t *t, double score, uint32_t off, uint32_t len)
+{
+    if (t->has_floor)
+        crdt__blobs_drop(&t->blobs, t->floor_len);
+    t->has_floor = true;
+    t->floor_score = score;
+    t->floor_off = off;
+    t->floor_len = len;
+}
+
+/* Drops the oldest entry; it becomes the floor unless it already lies at or below the floor. */
+static void drop_tail(timeline_t *t)
+{
+    uint32_t bi = t->nblk - 1;
+    uint32_t si = t->blk[bi]->n - 1;
+    uint32_t id = t->blk[bi]->ids[si];
+    tl_ent_t *e = &t->ents[id];
+    delete_at(t, bi, si);
+    crdt__hidx_remove(&t->idx, id, key_of, t);
+    t->count--;
+    t->live -= ent_live(e);
+    if (below_floor(t, e->score, ent_mem(t, e), ent_len(e)))
+        crdt__blobs_drop(&t->blobs, ent_len(e));
+    else
+        set_floor(t, e->score, e->off, ent_len(e));
+    free_id(t, id);
+}
+
+static uint32_t tail_id(const timeline_t *t)
+{
+    const tl_block_t *b = t->blk[t->nblk - 1];
+    return b->ids[b->n - 1];
+}
+
+/* Restores the invariants after the bound shrank, an entry arrived or the floor rose: at most
+ * max_size entries, all above the floor. Returns true if anything was dropped. */
+static bool trim(timeline_t *t)
+{
+    bool dropped = false;
+    while (t->count && ((t->max_size && t->count > t->max_size) ||
+                        (t->has_floor && below_floor(t, t->ents[tail_id(t)].score,
+                                                     ent_mem(t, &t->ents[tail_id(t)]),
+                                                     ent_len(&t->ents[tail_id(t)]))))) {
+        drop_tail(t);
+        dropped = true;
+    }
+    return dropped;
+}
+
+/* Rewrites the blob store without the bytes of dropped members (ids keep their slots; only
+ * offsets change, and the hash index keys on bytes, so it stays valid). */
+static void maybe_compact(timeline_t *t)
+{
+    if (!crdt__blobs_wants_compaction(&t->blobs))
+        return;
+    size_t need = t->has_floor ? t->floor_len : 0;
+    for (uint32_t b = 0; b < t->nblk; b++)
+        for (uint32_t i = 0; i < t->blk[b]->n; i++)
+            need += ent_len(&t->ents[t->blk[b]->ids[i]]);
+    uint8_t *d = malloc(need ? need : 1);
+    if (!d)
+        return; /* compaction is an optimisation; try again after the next drop */
+    uint32_t o = 0;
+    for (uint32_t b = 0; b < t->nblk; b++) {
+        for (uint32_t i = 0; i < t->blk[b]->n; i++) {
+            tl_ent_t *e = &t->ents[t->blk[b]->ids[i]];
+            uint32_t n = ent_len(e);
+            if (n)
+                memcpy(d + o, t->blobs.data + e->off, n);
+            e->off = o;
+            o += n;
+        }
+    }
+    if (t->has_floor) {
+        if (t->floor_len)
+            memcpy(d + o, t->blobs.data + t->floor_off, t->floor_len);
+        t->floor_off = o;
+        o += t->floor_len;
+    }
+    free(t->blobs.data);
+    t->blobs.data = d;
+    t->blobs.len = o;
+    t->blobs.cap = (uint32_t)(need ? need : 1);
+    t->blobs.garbage = 0;
+}
+
+/* ---- construction --------------------------------------------------------------------------- */
+
+static timeline_t *tl_alloc(uint32_t max_size)
+{
+    timeline_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    t->base.vt = &crdt__timeline_vt;
+    t->max_size = max_size;
+    t->free_head = CRDT__NO_ID;
+    crdt__hidx_init(&t->idx);
+    return t;
+}
+
+crdt_obj_t *crdt_timeline_new(uint32_t max_size)
+{
+    timeline_t *t = tl_alloc(max_size);
+    return t ? &t->base : NULL;
+}
+
+static crdt_obj_t *timeline_create(void) { return crdt_timeline_new(0); }
+
+static void timeline_destroy(crdt_obj_t *o)
+{
+    timeline_t *t = (timeline_t *)o;
+    for (uint32_t b = 0; b < t->nblk; b++)
+        free(t->blk[b]);
+    free(t->blk);
+    free(t->spare);
+    free(t->ents);
+    crdt__blobs_free(&t->blobs);
+    crdt__hidx_free(&t->idx);
+    free(t);
+}
+
+/* Makes room for n entries up front (decoders, clones): no regrowth while filling. */
+static int tl_reserve(timeline_t *t, uint32_t n)
+{
+    if (n > t->ents_cap) {
+        tl_ent_t *e = realloc(t->ents, (size_t)n * sizeof(*e));
+        if (!e)
+            return CRDT_ENOMEM;
+        t->ents = e;
+        t->ents_cap = n;
+    }
+    uint32_t blocks = n / TL_BLOCK + 2;
+    if (blocks > t->blk_cap) {
+        tl_block_t **b = realloc(t->blk, (size_t)blocks * sizeof(*b));
+        if (!b)
+            return CRDT_ENOMEM;
+        t->blk = b;
+        t->blk_cap = blocks;
+    }
+    return n ? crdt__hidx_reserve(&t->idx, n, key_of, t) : 0;
+}
+
+/* Appends an entry that sorts after every present one and whose member is absent (callers
+ * checked). No trimming: used to rebuild states that are already canonical. */
+static int append_entry(timeline_t *t, double score, bool live, const uint8_t *m, size_t len)
+{
+    uint32_t off;
+    int rc = ensure_room(t);
+    if (rc < 0)
+        return rc;
+    if ((rc = crdt__blobs_add(&t->blobs, m, len, &off)) < 0)
+        return rc == CRDT_EINVAL ? CRDT_ENOMEM : rc;
+    uint32_t id = alloc_id(t);
+    t->ents[id] = (tl_ent_t){score, off, (uint32_t)len | (live ? 0 : TL_TOMB)};
+    if ((rc = crdt__hidx_insert(&t->idx, id, key_of, t)) < 0) {
+        crdt__blobs_drop(&t->blobs, len);
+        free_id(t, id);
+        return rc;
+    }
+    uint32_t bi = t->nblk ? t->nblk - 1 : 0;
+    insert_at(t, bi, t->nblk ? t->blk[bi]->n : 0, id);
+    t->count++;
+    t->live += live;
+    return 0;
+}
+
+static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
+{
+    const timeline_t *s = (const timeline_t *)o;
+    timeline_t *t = tl_alloc(s->max_size);
+    if (!t)
+        return NULL;
+    if (tl_reserve(t, s->count) < 0)
+        goto fail;
+    if (s->has_floor) {
+        uint32_t off;
+        if (crdt__blobs_add(&t->blobs, blob_at(s, s->floor_off), s->floor_len, &off) < 0)
+            goto fail;
+        t->has_floor = true;
+        t->floor_score = s->floor_score;
+        t->floor_off = off;
+        t->floor_len = s->floor_len;
+    }
+    for (uint32_t b = 0; b < s->nblk; b++) {
+        for (uint32_t i = 0; i < s->blk[b]->n; i++) {
+            const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
+            if (append_entry(t, e->score, ent_live(e), ent_mem(s, e), ent_len(e)) < 0)
+                goto fail;
+        }
+    }
+    return &t->base;
+fail:
+    timeline_destroy(&t->base);
+    return NULL;
+}
+
+/* ---- writes --------------------------------------------------------------------------------- */
+
+/* Applies one write (score finite and normalised, len checked): 1 changed, 0 ignored or lost,
+ * CRDT_ENOMEM with the state unchanged. `m` may point into t's own store (a borrowed entry). */
+static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, bool live)
+{
+    if (below_floor(t, score, m, len))
+        return 0;
+    uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
+    if (id != CRDT__NO_ID) {
+        tl_ent_t *e = &t->ents[id];
+        bool was_live = ent_live(e);
+        if (score < e->score)
+            return 0;
+        if (score == e->score) {
+            if (live || !was_live)
+                return 0; /* equal scores: remove wins, so only live -> tombstone changes */
+            uint32_t bi, si;
+            locate(t, id, &bi, &si);
+            e->len |= TL_TOMB;
+            t->blk[bi]->live--;
+            t->live--;
+            return 1;
+        }
+        /* a greater score: the entry moves up (never past the bound: the count is unchanged) */
+        if (ensure_room(t) < 0)
+            return CRDT_ENOMEM;
+        e = &t->ents[id];
+        uint32_t bi, si;
+        locate(t, id, &bi, &si);
+        delete_at(t, bi, si);
+        e->score = score;
+        e->len = ent_len(e) | (live ? 0 : TL_TOMB);
+        t->live = t->live - was_live + live;
+        tl_key_t k = {score, ent_mem(t, e), ent_len(e), false};
+        find_pos(t, &k, &bi, &si);
+        insert_at(t, bi, si, id);
+        return 1;
+    }
+    if (t->max_size && t->count >= t->max_size && t->count) {
+        const tl_ent_t *last = &t->ents[tail_id(t)];
+        if (pos_cmp(score, m, len, last->score, ent_mem(t, last), ent_len(last)) > 0) {
+            /* Older than everything kept in a full timeline: it would be dropped at once, so it
+             * only raises the floor (it is above the floor, checked first). */
+            uint32_t off;
+            int rc = crdt__blobs_add(&t->blobs, m, len, &off);
+            if (rc < 0)
+                return CRDT_ENOMEM;
+            set_floor(t, score, off, (uint32_t)len);
+            maybe_compact(t);
+            return 1;
+        }
+    }
+    int rc = ensure_room(t);
+    if (rc < 0)
+        return rc;
+    uint32_t off;
+    if (crdt__blobs_add(&t->blobs, m, len, &off) < 0)
+        return CRDT_ENOMEM;
+    id = alloc_id(t);
+    t->ents[id] = (tl_ent_t){score, off, (uint32_t)len | (live ? 0 : TL_TOMB)};
+    if (crdt__hidx_insert(&t->idx, id, key_of, t) < 0) {
+        crdt__blobs_drop(&t->blobs, len);
+        free_id(t, id);
+        return CRDT_ENOMEM;
+    }
+    const tl_ent_t *e = &t->ents[id];
+    tl_key_t k = {score, ent_mem(t, e), len, false};
+    uint32_t bi, si;
+    find_pos(t, &k, &bi, &si);
+    insert_at(t, bi, si, id);
+    t->count++;
+    t->live += live;
+    if (trim(t))
+        maybe_compact(t);
+    return 1;
+}
+
+/* A delta: an unbounded timeline holding just one entry. */
+static timeline_t *single(const void *m, size_t len, double score, bool live)
+{
+    timeline_t *d = tl_alloc(0);
+    if (!d)
+        return NULL;
+    if (append_entry(d, score, live, m, len) < 0) {
+        timeline_destroy(&d->base);
+        return NULL;
+    }
+    return d;
+}
+
+static int write_api(crdt_obj_t *o, const void *m, size_t len, double score, bool live,
+                     crdt_obj_t **delta)
+{
+    if (delta)
+        *delta = NULL;
+    if (!as_tl(o))
+        return o ? CRDT_ETYPE : CRDT_EINVAL;
+    if (!isfinite(score) || len > CRDT_MAX_BLOB || (!m && len))
+        return CRDT_EINVAL;
+    if (score == 0)
+        score = 0.0; /* -0.0 and 0.0 are one position */
+    if (!m)
+        m = "";
+    timeline_t *t = (timeline_t *)o;
+    /* A member borrowed from this very timeline (a read result, its floor) would dangle when the
+     * store grows: work from a copy. */
+    void *copy = NULL;
+    uintptr_t p = (uintptr_t)m, lo = (uintptr_t)t->blobs.data;
+    if (len && t->blobs.data && p >= lo && p < lo + t->blobs.cap) {
+        if (!(copy = malloc(len)))
+            return CRDT_ENOMEM;
+        memcpy(copy, m, len);
+        m = copy;
+    }
+    /* the delta is made first: once the state changed, failing would break "unchanged on error" */
+    timeline_t *d = NULL;
+    int rc = CRDT_ENOMEM;
+    if (!delta || (d = single(m, len, score, live)))
+        rc = tl_write(t, m, len, score, live);
+    if (rc == 1 && delta)
+        *delta = &d->base;
+    else if (d)
+        timeline_destroy(&d->base);
+    free(copy);
+    return rc;
+}
+
+int crdt_timeline_add(crdt_obj_t *t, const void *m, size_t len, double score, crdt_obj_t **delta)
+{
+    return write_api(t, m, len, score, true, delta);
+}
+
+int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
+                         crdt_obj_t **delta)
+{
+    return write_api(t, m, len, score, false, delta);
+}
+
+/* ---- merge ---------------------------------------------------------------------------------- */
+
+static int timeline_merge(crdt_obj_t *dst, const crdt_obj_t *src)
+{
+    timeline_t *t = (timeline_t *)dst;
+    const timeline_t *s = (const timeline_t *)src;
+    int changed = 0;
+    /* the floor first: entries at or below it would be dropped anyway */
+    if (s->has_floor && !below_floor(t, s->floor_score, blob_at(s, s->floor_off), s->floor_len)) {
+        uint32_t off;
+        if (crdt__blobs_add(&t->blobs, blob_at(s, s->floor_off), s->floor_len, &off) < 0)
+            return CRDT_ENOMEM;
+        set_floor(t, s->floor_score, off, s->floor_len);
+        changed = 1;
+    }
+    /* the smaller non-zero bound (0 = unbounded counts as infinite) */
+    if (s->max_size && (!t->max_size || s->max_size < t->max_size)) {
+        t->max_size = s->max_size;
+        changed = 1;
+    }
+    trim(t);
+    for (uint32_t b = 0; b < s->nblk; b++) {
+        for (uint32_t i = 0; i < s->blk[b]->n; i++) {
+            const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
+            int rc = tl_write(t, ent_mem(s, e), ent_len(e), e->score, ent_live(e));
+            if (rc < 0)
+                return rc; /* what was joined so far is below the full join: still valid */
+            changed |= rc;
+        }
+    }
+    maybe_compact(t);
+    return changed;
+}
+
+static bool timeline_equal(const crdt_obj_t *oa, const crdt_obj_t *ob)
+{
+    const timeline_t *a = (const timeline_t *)oa, *b = (const timeline_t *)ob;
+    if (a->max_size != b->max_size || a->count != b->count || a->live != b->live ||
+        a->has_floor != b->has_floor)
+        return false;
+    if (a->has_floor &&
+        (a->floor_score != b->floor_score ||
+         crdt__bytes_cmp(blob_at(a, a->floor_off), a->floor_len, blob_at(b, b->floor_off),
+                         b->floor_len) != 0))
+        return false;
+    uint32_t ab = 0, ai = 0, bb = 0, bi = 0;
+    for (uint32_t k = 0; k < a->count; k++) {
+        const tl_ent_t *x = &a->ents[a->blk[ab]->ids[ai]];
+        const tl_ent_t *y = &b->ents[b->blk[bb]->ids[bi]];
+        if (x->score != y->score || ent_live(x) != ent_live(y) ||
+            crdt__bytes_cmp(ent_mem(a, x), ent_len(x), ent_mem(b, y), ent_len(y)) != 0)
+            return false;
+        if (++ai == a->blk[ab]->n) {
+            ab++;
+            ai = 0;
+        }
+        if (++bi == b->blk[bb]->n) {
+            bb++;
+            bi = 0;
+        }
+    }
+    return true;
+}
+
+static bool timeline_is_empty(const crdt_obj_t *o)
+{
+    const timeline_t *t = (const timeline_t *)o;
+    return t->count == 0 && !t->has_floor;
+}
+
+static void timeline_stats(const crdt_obj_t *o, crdt_stats_t *st)
+{
+    const timeline_t *t = (const timeline_t *)o;
+    st->entries = t->live;
+    st->tombstones = t->count - t->live;
+    st->memory = sizeof(*t) + (size_t)t->ents_cap * sizeof(tl_ent_t) +
+                 (size_t)t->blk_cap * sizeof(tl_block_t *) +
+                 ((size_t)t->nblk + (t->spare != NULL)) * sizeof(tl_block_t) + t->blobs.cap +
+                 crdt__hidx_memory(&t->idx);
+}
+
+/* ---- binary codec --------------------------------------------------------------------------- */
+
+static void timeline_encode(const crdt_obj_t *o, crdt__writer_t *w)
+{
+    const timeline_t *t = (const timeline_t *)o;
+    crdt__wr_varint(w, t->max_size);
+    crdt__wr_u8(w, t->has_floor);
+    if (t->has_floor) {
+        crdt__wr_double(w, t->floor_score);
+        crdt__wr_blob(w, blob_at(t, t->floor_off), t->floor_len);
+    }
+    crdt__wr_varint(w, t->count);
+    for (uint32_t b = 0; b < t->nblk; b++) {
+        for (uint32_t i = 0; i < t->blk[b]->n; i++) {
+            const tl_ent_t *e = &t->ents[t->blk[b]->ids[i]];
+            crdt__wr_double(w, e->score);
+            crdt__wr_u8(w, ent_live(e));
+            crdt__wr_blob(w, ent_mem(t, e), ent_len(e));
+        }
+    }
+}
+
+/* Appends a decoded entry after checking what canonical form requires of it. Returns NULL, or a
+ * message naming the fault (*nomem set when it was memory). */
+static const char *append_checked(timeline_t *t, double score, bool live, const uint8_t *m,
+                                  size_t len, bool *nomem)
+{
+    if (below_floor(t, score, m, len))
+        return "entry at or below the floor";
+    if (t->count) {
+        const tl_ent_t *last = &t->ents[tail_id(t)];
+        if (pos_cmp(score, m, len, last->score, ent_mem(t, last), ent_len(last)) <= 0)
+            return "entries not in strictly decreasing (score, member) order";
+    }
+    if (crdt__hidx_find(&t->idx, m, len, key_of, t) != CRDT__NO_ID)
+        return "member appears twice";
+    if (append_entry(t, score, live, m, len) < 0) {
+        *nomem = true;
+        return "out of memory";
+    }
+    return NULL;
+}
+
+static const char *floor_checked(timeline_t *t, uint32_t n, double score, const uint8_t *m,
+                                 size_t len, bool *nomem)
+{
+    /* a floor comes only from trimming, which leaves the timeline bounded and full */
+    if (!t->max_size)
+        return "floor in an unbounded timeline";
+    if (n != t->max_size)
+        return "floor in a timeline that is not full";
+    uint32_t off;
+    if (crdt__blobs_add(&t->blobs, m, len, &off) < 0) {
+        *nomem = true;
+        return "out of memory";
+    }
+    set_floor(t, score, off, (uint32_t)len);
+    return NULL;
+}
+
+static crdt_obj_t *timeline_decode(crdt__reader_t *r)
+{
+    uint64_t max_size, n;
+    uint8_t has_floor;
+    double fscore = 0;
+    const uint8_t *fm = NULL;
+    size_t flen = 0;
+    if (crdt__rd_count(r, UINT32_MAX, "timeline max_size", &max_size) < 0 ||
+        crdt__rd_u8(r, &has_floor) < 0)
+        return NULL;
+    if (has_floor > 1) {
+        r->pos--;
+        crdt__fail(r, "timeline floor flag %u is neither 0 nor 1", has_floor);
+        return NULL;
+    }
+    if (has_floor && (crdt__rd_score(r, &fscore) < 0 || crdt__rd_blob(r, &fm, &flen) < 0))
+        return NULL;
+    /* an entry takes at least 10 bytes: bound the count before reserving memory for it */
+    uint64_t most = (r->len - r->pos) / 10;
+    if (max_size && max_size < most)
+        most = max_size;
+    size_t at = r->pos;
+    if (crdt__rd_count(r, most, "timeline entry count", &n) < 0)
+        return NULL;
+    timeline_t *t = tl_alloc((uint32_t)max_size);
+    if (!t || tl_reserve(t, (uint32_t)n) < 0) {
+        if (t)
+            timeline_destroy(&t->base);
+        crdt__nomem(r);
+        return NULL;
+    }
+    bool nomem = false;
+    const char *why = NULL;
+    if (has_floor && (why = floor_checked(t, (uint32_t)n, fscore, fm, flen, &nomem))) {
+        r->pos = at;
+        goto fail;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        double score;
+        uint8_t flag;
+        const uint8_t *m;
+        size_t len;
+        at = r->pos;
+        if (crdt__rd_score(r, &score) < 0 || crdt__rd_u8(r, &flag) < 0)
+            goto fail_quiet;
+        if (flag > 1) {
+            r->pos--;
+            crdt__fail(r, "timeline entry %llu: flag %u is neither 1 (live) nor 0 (tombstone)",
+                       (unsigned long long)i, flag);
+            goto fail_quiet;
+        }
+        if (crdt__rd_blob(r, &m, &len) < 0)
+            goto fail_quiet;
+        if ((why = append_checked(t, score, flag, m, len, &nomem))) {
+            r->pos = at;
+            if (nomem)
+                goto fail;
+            crdt__fail(r, "timeline entry %llu: %s", (unsigned long long)i, why);
+            goto fail_quiet;
+        }
+    }
+    return &t->base;
+fail:
+    if (nomem)
+        crdt__nomem(r);
+    else
+        crdt__fail(r, "timeline: %s", why);
+fail_quiet:
+    timeline_destroy(&t->base);
+    return NULL;
+}
+
+/* ---- JSON ----------------------------------------------------------------------------------- */
+
+static json_t *entry_json(const uint8_t *m, size_t len, double score, int live)
+{
+    json_t *j = json_object();
+    if (!j || json_object_set_new(j, "member", crdt__json_blob(m, len)) < 0 ||
+        json_object_set_new(j, "score", json_real(score)) < 0 ||
+        (live >= 0 && json_object_set_new(j, "live", json_boolean(live)) < 0)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+static json_t *timeline_to_json(const crdt_obj_t *o)
+{
+    const timeline_t *t = (const timeline_t *)o;
+    json_t *entries = json_array();
+    json_t *floor = t->has_floor
+                        ? entry_json(blob_at(t, t->floor_off), t->floor_len, t->floor_score, -1)
+                        : json_null();
+    if (!entries || !floor)
+        goto fail;
+    for (uint32_t b = 0; b < t->nblk; b++) {
+        for (uint32_t i = 0; i < t->blk[b]->n; i++) {
+            const tl_ent_t *e = &t->ents[t->blk[b]->ids[i]];
+            if (json_array_append_new(entries,
+                                      entry_json(ent_mem(t, e), ent_len(e), e->score,
+                                                 ent_live(e))) < 0)
+                goto fail;
+        }
+    }
+    return json_pack("{s:I,s:o,s:o}", "max_size", (json_int_t)t->max_size, "floor", floor,
+                     "entries", entries);
+fail:
+    json_decref(entries);
+    json_decref(floor);
+    return NULL;
+}
+
+/* Reads {"member":b64,"score":x} (+ "live" when want_live) with exactly those fields. */
+static int entry_from_json(const json_t *j, const char *what, bool want_live, uint8_t **m,
+                           size_t *len, double *score, bool *live, crdt_error_t *err)
+{
+    char field[64];
+    if (!json_is_object(j)) {
+        crdt__json_fail(err, "%s: expected an object", what);
+        return CRDT_EDECODE;
+    }
+    snprintf(field, sizeof(field), "%s.score", what);
+    if (crdt__json_get_score(json_object_get(j, "score"), field, score, err) < 0)
+        return CRDT_EDECODE;
+    if (want_live) {
+        const json_t *l = json_object_get(j, "live");
+        if (!json_is_boolean(l)) {
+            crdt__json_fail(err, "%s.live: expected true or false", what);
+            return CRDT_EDECODE;
+        }
+        *live = json_is_true(l);
+    }
+    if (json_object_size(j) != (want_live ? 3u : 2u)) {
+        crdt__json_fail(err, "%s: unexpected fields (allowed: member, score%s)", what,
+                        want_live ? ", live" : "");
+        return CRDT_EDECODE;
+    }
+    snprintf(field, sizeof(field), "%s.member", what);
+    return crdt__json_get_blob(json_object_get(j, "member"), field, m, len, err);
+}
+
+static crdt_obj_t *timeline_from_json(const json_t *state, crdt_error_t *err)
+{
+    if (!json_is_object(state))
+        return crdt__json_fail(err, "state: expected an object {max_size, floor, entries}");
+    const json_t *jmax = json_object_get(state, "max_size");
+    const json_t *jfloor = json_object_get(state, "floor");
+    const json_t *jents = json_object_get(state, "entries");
+    int64_t max_size;
+    if (crdt__json_get_int(jmax, "max_size", 0, UINT32_MAX, &max_size, err) < 0)
+        return NULL;
+    if (!jfloor)
+        return crdt__json_fail(err, "floor: missing (null when there is none)");
+    if (!json_is_array(jents))
+        return crdt__json_fail(err, "entries: expected an array");
+    if (json_object_size(state) != 3)
+        return crdt__json_fail(err, "state: unexpected fields (allowed: max_size, floor, entries)");
+    size_t n = json_array_size(jents);
+    if (max_size && n > (size_t)max_size)
+        return crdt__json_fail(err, "entries: %zu entries exceed max_size %lld", n,
+                               (long long)max_size);
+    if (n > UINT32_MAX - 1)
+        return crdt__json_fail(err, "entries: too many");
+    timeline_t *t = tl_alloc((uint32_t)max_size);
+    if (!t || tl_reserve(t, (uint32_t)n) < 0)
+        goto nomem;
+    uint8_t *m = NULL;
+    size_t len;
+    double score;
+    bool live = true, nomem = false;
+    const char *why;
+    if (!json_is_null(jfloor)) {
+        int rc = entry_from_json(jfloor, "floor", false, &m, &len, &score, NULL, err);
+        if (rc == CRDT_ENOMEM)
+            goto nomem;
+        if (rc < 0)
+            goto fail;
+        why = floor_checked(t, (uint32_t)n, score, m, len, &nomem);
+        free(m);
+        if (nomem)
+            goto nomem;
+        if (why) {
+            crdt__json_fail(err, "floor: %s", why);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        char what[48];
+        snprintf(what, sizeof(what), "entries[%zu]", i);
+        int rc = entry_from_json(json_array_get(jents, i), what, true, &m, &len, &score, &live,
+                                 err);
+        if (rc == CRDT_ENOMEM)
+            goto nomem;
+        if (rc < 0)
+            goto fail;
+        why = append_checked(t, score, live, m, len, &nomem);
+        free(m);
+        if (nomem)
+            goto nomem;
+        if (why) {
+            crdt__json_fail(err, "%s: %s", what, why);
+            goto fail;
+        }
+    }
+    return &t->base;
+nomem:
+    if (err && !err->code) {
+        err->code = CRDT_ENOMEM;
+        snprintf(err->text, sizeof(err->text), "out of memory");
+    }
+fail:
+    if (t)
+        timeline_destroy(&t->base);
+    return NULL;
+}
+
+const crdt__vtable_t crdt__timeline_vt = {
+    .type = CRDT_TIMELINE,
+    .name = "timeline",
+    .create = timeline_create,
+    .destroy = timeline_destroy,
+    .clone = timeline_clone,
+    .merge = timeline_merge,
+    .equal = timeline_equal,
+    .is_empty = timeline_is_empty,
+    .stats = timeline_stats,
+    .encode = timeline_encode,
+    .decode = timeline_decode,
+    .to_json = timeline_to_json,
+    .from_json = timeline_from_json,
+};
+
+/* ---- reads ---------------------------------------------------------------------------------- */
+
+uint32_t crdt_timeline_max_size(const crdt_obj_t *o)
+{
+    const timeline_t *t = as_tl(o);
+    return t ? t->max_size : 0;
+}
+
+size_t crdt_timeline_card(const crdt_obj_t *o)
+{
+    const timeline_t *t = as_tl(o);
+    return t ? t->live : 0;
+}
+
+int crdt_timeline_score(const crdt_obj_t *o, const void *m, size_t len, double *score)
+{
+    const timeline_t *t = as_tl(o);
+    if (!t)
+        return o ? CRDT_ETYPE : CRDT_EINVAL;
+    if (!m && len)
+        return CRDT_EINVAL;
+    uint32_t id = crdt__hidx_find(&t->idx, m ? m : "", len, key_of, t);
+    if (id == CRDT__NO_ID || !ent_live(&t->ents[id]))
+        return 0;
+    if (score)
+        *score = t->ents[id].score;
+    return 1;
+}
+
+int crdt_timeline_floor(const crdt_obj_t *o, crdt_tl_entry_t *floor)
+{
+    const timeline_t *t = as_tl(o);
+    if (!t || !t->has_floor)
+        return 0;
+    if (floor) {
+        floor->member = blob_at(t, t->floor_off);
+        floor->member_len = t->floor_len;
+        floor->score = t->floor_score;
+    }
+    return 1;
+}
+
+static inline void fill(const timeline_t *t, uint32_t id, crdt_tl_entry_t *out)
+{
+    const tl_ent_t *e = &t->ents[id];
+    out->member = ent_mem(t, e);
+    out->member_len = ent_len(e);
+    out->score = e->score;
+}
+
+size_t crdt_timeline_range(const crdt_obj_t *o, size_t offset, size_t count, crdt_tl_entry_t *out)
+{
+    const timeline_t *t = as_tl(o);
+    if (!t || !count)
+        return 0;
+    size_t got = 0;
+    for (uint32_t b = 0; b < t->nblk && got < count; b++) {
+        const tl_block_t *blk = t->blk[b];
+        if (offset >= blk->live) {
+            offset -= blk->live; /* skip the whole block by its live count */
+            continue;
+        }
+        for (uint32_t i = 0; i < blk->n && got < count; i++) {
+            uint32_t id = blk->ids[i];
+            if (!ent_live(&t->ents[id]))
+                continue;
+            if (offset) {
+                offset--;
+                continue;
+            }
+            fill(t, id, &out[got++]);
+        }
+    }
+    return got;
+}
+
+size_t crdt_timeline_range_by_score(const crdt_obj_t *o, double max, double min,
+                                    const crdt_tl_entry_t *after, size_t limit,
+                                    crdt_tl_entry_t *out)
+{
+    const timeline_t *t = as_tl(o);
+    if (!t || !limit || !t->nblk || isnan(max) || isnan(min) || max < min)
+        return 0;
+    uint32_t bi, si;
+    tl_key_t k = {max, NULL, 0, true}; /* the first entry with score <= max */
+    find_pos(t, &k, &bi, &si);
+    if (after && !isnan(after->score)) {
+        if (!after->member && after->member_len)
+            return 0;
+        tl_key_t a = {after->score, after->member ? after->member : (const void *)"",
+                      after->member_len, false};
+        uint32_t abi, asi;
+        find_pos(t, &a, &abi, &asi);
+        /* strictly after the cursor: step over an entry sitting exactly at it */
+        if (abi < t->nblk && asi < t->blk[abi]->n &&
+            ent_vs_key(t, t->blk[abi]->ids[asi], &a) == 0)
+            asi++;
+        if (abi > bi || (abi == bi && asi > si)) {
+            bi = abi;
+            si = asi;
+        }
+    }
+    size_t got = 0;
+    while (bi < t->nblk && got < limit) {
+        const tl_block_t *blk = t->blk[bi];
+        if (si >= blk->n) {
+            bi++;
+            si = 0;
+            continue;
+        }
+        uint32_t id = blk->ids[si++];
+        const tl_ent_t *e = &t->ents[id];
+        if (e->score < min)
+            break;
+        if (ent_live(e))
+            fill(t, id, &out[got++]);
+    }
+    return got;
+}
+
+/* A read position in one timeline of a coalesced select. */
+typedef struct tl_cursor {
+    const timeline_t *t;
+    uint32_t bi, si;
+    size_t src;
+} tl_cursor_t;
+
+/* Moves c to the first live entry at or after its position; false when the timeline is done. */
+static bool cursor_settle(tl_cursor_t *c)
+{
+    const timeline_t *t = c->t;
+    while (c->bi < t->nblk) {
+        const tl_block_t *b = t->blk[c->bi];
+        if (c->si == 0 && b->live == 0) {
+            c->bi++;
+            continue;
+        }
+        while (c->si < b->n) {
+            if (ent_live(&t->ents[b->ids[c->si]]))
+                return true;
+            c->si++;
+        }
+        c->bi++;
+        c->si = 0;
+    }
+    return false;
+}
+
+static inline const tl_ent_t *cursor_ent(const tl_cursor_t *c)
+{
+    return &c->t->ents[c->t->blk[c->bi]->ids[c->si]];
+}
+
+/* Heap order: newer entry first; on equal positions the lower source index first. */
+static bool cursor_before(const tl_cursor_t *a, const tl_cursor_t *b)
+{
+    const tl_ent_t *x = cursor_ent(a), *y = cursor_ent(b);
+    int c = pos_cmp(x->score, ent_mem(a->t, x), ent_len(x), y->score, ent_mem(b->t, y),
+                    ent_len(y));
+    return c < 0 || (c == 0 && a->src < b->src);
+}
+
+static void sift_down(tl_cursor_t *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        if (l < n && cursor_before(&h[l], &h[best]))
+            best = l;
+        if (l + 1 < n && cursor_before(&h[l + 1], &h[best]))
+            best = l + 1;
+        if (best == i)
+            return;
+        tl_cursor_t tmp = h[i];
+        h[i] = h[best];
+        h[best] = tmp;
+        i = best;
+    }
+}
+
+size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offset, size_t count,
+                            crdt_tl_entry_t *out, size_t *source)
+{
+    if (!count || !tls)
+        return 0;
+    tl_cursor_t stack[16];
+    tl_cursor_t *h = stack;
+    size_t live_total = 0, nonempty = 0, only = 0;
+    for (size_t i = 0; i < n; i++) {
+        const timeline_t *t = as_tl(tls[i]);
+        if (t && t->live) {
+            live_total += t->live;
+            nonempty++;
+            only = i;
+        }
+    }
+    if (offset >= live_total)
+        return 0;
+    if (nonempty == 1) {
+        /* one source: the block-skipping range read */
+        size_t got = crdt_timeline_range(tls[only], offset, count, out);
+        for (size_t i = 0; source && i < got; i++)
+            source[i] = only;
+        return got;
+    }
+    if (nonempty > sizeof(stack) / sizeof(stack[0]) && !(h = malloc(nonempty * sizeof(*h))))
+        return 0; /* out of memory: nothing read */
+    size_t hn = 0;
+    for (size_t i = 0; i < n; i++) {
+        const timeline_t *t = as_tl(tls[i]);
+        if (t && t->live) {
+            h[hn] = (tl_cursor_t){t, 0, 0, i};
+            if (cursor_settle(&h[hn]))
+                hn++;
+        }
+    }
+    for (size_t i = hn / 2; i-- > 0;)
+        sift_down(h, hn, i);
+    size_t got = 0;
+    while (hn && got < count) {
+        tl_cursor_t *c = &h[0];
+        if (offset)
+            offset--;
+        else {
+            fill(c->t, c->t->blk[c->bi]->ids[c->si], &out[got]);
+            if (source)
+                source[got] = c->src;
+            got++;
+        }
+        c->si++;
+        if (!cursor_settle(c))
+            h[0] = h[--hn];
+        sift_down(h, hn, 0);
+    }
+    if (h != stack)
+        free(h);
+    return got;
+}
+
+int crdt_tl_entry_cmp(const crdt_tl_entry_t *a, const crdt_tl_entry_t *b)
+{
+    return pos_cmp(a->score, a->member, a->member_len, b->score, b->member, b->member_len);
+}
