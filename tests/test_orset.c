@@ -554,6 +554,130 @@ static void test_json(void)
     crdt_obj_free(c);
 }
 
+/* ---- a naive reference model: the join exactly as the paper writes it ----------------------- */
+
+#define M_MAX 512
+typedef struct model {
+    int np;
+    struct { int m; crdt_dot_t d; } p[M_MAX]; /* (member, dot) pairs */
+    int nc;
+    crdt_dot_t cc[M_MAX]; /* every dot seen, unordered */
+} model_t;
+
+static bool m_seen(const model_t *x, crdt_dot_t d)
+{
+    for (int i = 0; i < x->nc; i++)
+        if (x->cc[i].replica == d.replica && x->cc[i].seq == d.seq)
+            return true;
+    return false;
+}
+
+static bool m_has_pair(const model_t *x, int m, crdt_dot_t d)
+{
+    for (int i = 0; i < x->np; i++)
+        if (x->p[i].m == m && x->p[i].d.replica == d.replica && x->p[i].d.seq == d.seq)
+            return true;
+    return false;
+}
+
+static void m_join(model_t *s, const model_t *t)
+{
+    model_t r = {0};
+    for (int i = 0; i < s->np; i++)
+        if (m_has_pair(t, s->p[i].m, s->p[i].d) || !m_seen(t, s->p[i].d))
+            r.p[r.np++] = s->p[i];
+    for (int i = 0; i < t->np; i++)
+        if (!m_seen(s, t->p[i].d))
+            r.p[r.np++] = t->p[i];
+    for (int i = 0; i < s->nc; i++)
+        r.cc[r.nc++] = s->cc[i];
+    for (int i = 0; i < t->nc; i++)
+        if (!m_seen(s, t->cc[i]))
+            r.cc[r.nc++] = t->cc[i];
+    *s = r;
+}
+
+static void m_add(model_t *s, int m, uint64_t replica)
+{
+    uint64_t top = 0;
+    for (int i = 0; i < s->nc; i++)
+        if (s->cc[i].replica == replica && s->cc[i].seq > top)
+            top = s->cc[i].seq;
+    crdt_dot_t d = {replica, top + 1};
+    model_t r = *s;
+    r.np = 0;
+    for (int i = 0; i < s->np; i++)
+        if (s->p[i].m != m)
+            r.p[r.np++] = s->p[i];
+    r.p[r.np].m = m;
+    r.p[r.np++].d = d;
+    r.cc[r.nc++] = d;
+    *s = r;
+}
+
+static void m_remove(model_t *s, int m)
+{
+    int k = 0;
+    for (int i = 0; i < s->np; i++)
+        if (s->p[i].m != m)
+            s->p[k++] = s->p[i];
+    s->np = k;
+}
+
+static bool m_contains(const model_t *s, int m)
+{
+    for (int i = 0; i < s->np; i++)
+        if (s->p[i].m == m)
+            return true;
+    return false;
+}
+
+static void test_model(void)
+{
+    enum { R = 3, MEMBERS = 8, CASES = 300, STEPS = 40 };
+    laws_rng_t rng = {0x5EED0125ull};
+    int bad = 0, checks = 0;
+    for (int c = 0; c < CASES && !bad; c++) {
+        crdt_obj_t *s[R];
+        static model_t ms[R];
+        for (int i = 0; i < R; i++) {
+            s[i] = new_set();
+            memset(&ms[i], 0, sizeof(ms[i]));
+        }
+        for (int k = 0; k < STEPS && !bad; k++) {
+            int i = (int)laws_below(&rng, R), j = (int)laws_below(&rng, R);
+            int m = (int)laws_below(&rng, MEMBERS);
+            char key[2] = {(char)('a' + m), 0};
+            switch (laws_below(&rng, 4)) {
+            case 0:
+            case 1:
+                crdt_orset_add(s[i], (uint64_t)i + 1, key, 1, NULL);
+                m_add(&ms[i], m, (uint64_t)i + 1);
+                break;
+            case 2:
+                crdt_orset_remove(s[i], key, 1, NULL);
+                m_remove(&ms[i], m);
+                break;
+            default:
+                crdt_obj_merge(s[i], s[j]);
+                m_join(&ms[i], &ms[j]);
+                break;
+            }
+            for (int x = 0; x < R; x++)
+                for (int y = 0; y < MEMBERS; y++) {
+                    char kk[2] = {(char)('a' + y), 0};
+                    checks++;
+                    if (has(s[x], kk) != m_contains(&ms[x], y) && !bad++)
+                        diag("case %d step %d: replica %d member %c: orset %d, model %d", c, k,
+                             x, 'a' + y, has(s[x], kk), m_contains(&ms[x], y));
+                }
+        }
+        for (int i = 0; i < R; i++)
+            crdt_obj_free(s[i]);
+    }
+    ok(!bad, "membership agrees with a naive model of the paper's join (%d checks)", checks);
+}
+
 /* ---- laws ----------------------------------------------------------------------------------- */
 
 static crdt_obj_t *laws_create(void) { return crdt_obj_new(CRDT_ORSET); }
@@ -586,6 +710,7 @@ int main(void)
     test_no_tombstones();
     test_binary();
     test_json();
+    test_model();
     /* A fixed default seed until laws.h skips its join check when a flipped type byte decodes
      * as another type (an empty orset payload 00 00 00 is also a valid bottom of other types, so
      * a 05->06 flip is accepted, re-encodes identically, and the join with the orset original
