@@ -1,0 +1,297 @@
+/* config.c - crdtd's flags and its key = value config file */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+void gw_config_defaults(gw_config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    snprintf(c->listen.host, sizeof(c->listen.host), "127.0.0.1");
+    c->listen.port = 7379;
+    snprintf(c->roshi.host, sizeof(c->roshi.host), "127.0.0.1");
+    c->roshi.port = 6302;
+    snprintf(c->data_dir, sizeof(c->data_dir), "./crdtd-data");
+    crdt_replica_config_t rc;
+    crdt_replica_config_init(&rc);
+    c->fsync = rc.fsync;
+    c->node_id = rc.node_id;
+    c->timeline_max_size = rc.timeline_max_size;
+    c->snapshot_log_bytes = rc.snapshot_log_bytes;
+    c->max_body = 1u << 20;
+    c->max_key = 1024;
+    c->max_member = 64u << 10;
+    c->max_header = 8192;
+    c->tick_ms = 100;
+}
+
+static void usage(FILE *f)
+{
+    fputs("Usage: crdtd [options]\n"
+          "\n"
+          "An eventually consistent CRDT store with an HTTP API (REST, roshi-compatible).\n"
+          "\n"
+          "  --listen ADDR            HTTP API address, host:port (default 127.0.0.1:7379;\n"
+          "                           port 0 picks a free port, printed at start)\n"
+          "  --roshi-listen ADDR      also serve roshi-server's HTTP API at ADDR\n"
+          "  --data-dir DIR           data directory (default ./crdtd-data), locked while running\n"
+          "  --no-persist             keep everything in memory only (no log, no snapshot)\n"
+          "  --fsync POLICY           always | everysec | no (default everysec)\n"
+          "  --node-id N              this replica's id, 1.. (default 1)\n"
+          "  --timeline-max-size N    bound of new timelines, 0 = unbounded (default 1000)\n"
+          "  --snapshot-log-bytes N   snapshot once the log is this large, 0 = never (default 64M)\n"
+          "  --max-body N             largest request body in bytes (default 1M)\n"
+          "  --max-key N              largest key in bytes (default 1024)\n"
+          "  --max-member N           largest member or register value in bytes (default 64K)\n"
+          "  --max-header N           largest request line + headers in bytes (default 8K)\n"
+          "  --config FILE            read options from FILE: lines of `name = value` using the\n"
+          "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
+          "                           `#` starts a comment; flags after --config override it\n"
+          "  --verbose                log every request to stderr\n"
+          "  --help                   this text\n"
+          "  --version                print the version\n"
+          "\n"
+          "Sizes accept a K, M or G suffix (powers of 1024). Logs go to stderr.\n"
+          "SIGINT/SIGTERM stop the server after flushing the log; exit status 0.\n",
+          f);
+}
+
+int gw_addr_parse(const char *s, gw_addr_t *a)
+{
+    const char *colon = strrchr(s, ':');
+    const char *port = colon ? colon + 1 : s;
+    size_t hlen = colon ? (size_t)(colon - s) : 0;
+    if (hlen >= sizeof(a->host))
+        return -1;
+    char *end;
+    errno = 0;
+    long p = strtol(port, &end, 10);
+    if (!*port || *end || errno || p < 0 || p > 65535)
+        return -1;
+    if (hlen) {
+        /* [::1]:7379 */
+        if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
+            memcpy(a->host, s + 1, hlen - 2);
+            a->host[hlen - 2] = '\0';
+        } else {
+            memcpy(a->host, s, hlen);
+            a->host[hlen] = '\0';
+        }
+    } else if (colon || !a->host[0]) {
+        snprintf(a->host, sizeof(a->host), "127.0.0.1");
+    }
+    a->port = (int)p;
+    return 0;
+}
+
+static int parse_u64(const char *v, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!*v || *v == '-')
+        return -1;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (errno || end == v)
+        return -1;
+    uint64_t mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024, end++;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1024 * 1024, end++;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1024ull * 1024 * 1024, end++;
+    if (*end || (n && mul > UINT64_MAX / n) || n * mul > max)
+        return -1;
+    *out = n * mul;
+    return 0;
+}
+
+static int load_file(gw_config_t *c, const char *path, int depth);
+
+/* Applies one option by its long name; `from` names where it came from for the error text. */
+static int set_option(gw_config_t *c, const char *name, const char *val, const char *from,
+                      int depth)
+{
+    uint64_t n;
+#define NEED_VALUE                                                                                 \
+    do {                                                                                           \
+        if (!val) {                                                                                \
+            fprintf(stderr, "crdtd: %s: option %s needs a value\n", from, name);                   \
+            return -1;                                                                             \
+        }                                                                                          \
+    } while (0)
+#define BAD_VALUE(what)                                                                            \
+    do {                                                                                           \
+        fprintf(stderr, "crdtd: %s: bad value '%s' for %s: %s\n", from, val, name, what);          \
+        return -1;                                                                                 \
+    } while (0)
+
+    if (!strcmp(name, "listen")) {
+        NEED_VALUE;
+        if (gw_addr_parse(val, &c->listen))
+            BAD_VALUE("expected host:port");
+    } else if (!strcmp(name, "roshi-listen")) {
+        NEED_VALUE;
+        if (gw_addr_parse(val, &c->roshi))
+            BAD_VALUE("expected host:port");
+        c->roshi_enabled = true;
+    } else if (!strcmp(name, "data-dir")) {
+        NEED_VALUE;
+        if (!*val || strlen(val) >= sizeof(c->data_dir))
+            BAD_VALUE("empty or too long");
+        snprintf(c->data_dir, sizeof(c->data_dir), "%s", val);
+    } else if (!strcmp(name, "no-persist")) {
+        c->no_persist = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
+    } else if (!strcmp(name, "verbose")) {
+        c->verbose = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
+    } else if (!strcmp(name, "fsync")) {
+        NEED_VALUE;
+        if (!strcmp(val, "always"))
+            c->fsync = CRDT_FSYNC_ALWAYS;
+        else if (!strcmp(val, "everysec"))
+            c->fsync = CRDT_FSYNC_EVERYSEC;
+        else if (!strcmp(val, "no"))
+            c->fsync = CRDT_FSYNC_NO;
+        else
+            BAD_VALUE("expected always, everysec or no");
+    } else if (!strcmp(name, "node-id")) {
+        NEED_VALUE;
+        if (parse_u64(val, CRDT_REPLICA_MAX, &n) || n == 0)
+            BAD_VALUE("expected an integer 1..2^63-1");
+        c->node_id = n;
+    } else if (!strcmp(name, "timeline-max-size")) {
+        NEED_VALUE;
+        if (parse_u64(val, UINT32_MAX, &n))
+            BAD_VALUE("expected an integer 0..4294967295");
+        c->timeline_max_size = (uint32_t)n;
+    } else if (!strcmp(name, "snapshot-log-bytes")) {
+        NEED_VALUE;
+        if (parse_u64(val, UINT64_MAX, &n))
+            BAD_VALUE("expected a size");
+        c->snapshot_log_bytes = n;
+    } else if (!strcmp(name, "max-body")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1ull << 30, &n) || n < 64)
+            BAD_VALUE("expected a size from 64 to 1G");
+        c->max_body = (size_t)n;
+    } else if (!strcmp(name, "max-key")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1u << 20, &n) || n < 1)
+            BAD_VALUE("expected a size from 1 to 1M");
+        c->max_key = (size_t)n;
+    } else if (!strcmp(name, "max-member")) {
+        NEED_VALUE;
+        if (parse_u64(val, CRDT_MAX_BLOB, &n) || n < 1)
+            BAD_VALUE("expected a size from 1 to 64M");
+        c->max_member = (size_t)n;
+    } else if (!strcmp(name, "max-header")) {
+        NEED_VALUE;
+        if (parse_u64(val, 65535, &n) || n < 1024)
+            BAD_VALUE("expected a size from 1K to 65535");
+        c->max_header = (size_t)n;
+    } else if (!strcmp(name, "config")) {
+        NEED_VALUE;
+        return load_file(c, val, depth + 1);
+    } else {
+        fprintf(stderr, "crdtd: %s: unknown option '%s' (see --help)\n", from, name);
+        return -1;
+    }
+    return 0;
+#undef NEED_VALUE
+#undef BAD_VALUE
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static int load_file(gw_config_t *c, const char *path, int depth)
+{
+    if (depth > 4) {
+        fprintf(stderr, "crdtd: %s: config files nest too deep\n", path);
+        return -1;
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "crdtd: cannot read config file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char line[2048], from[1100];
+    int lineno = 0, rc = 0;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        snprintf(from, sizeof(from), "%s:%d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f)) {
+            fprintf(stderr, "crdtd: %s: line too long\n", from);
+            rc = -1;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        char *val = NULL;
+        if (eq) {
+            *eq = '\0';
+            val = trim(eq + 1);
+        }
+        char *name = trim(s);
+        if (!strncmp(name, "--", 2))
+            name += 2;
+        if ((rc = set_option(c, name, val, from, depth)) != 0)
+            break;
+    }
+    fclose(f);
+    return rc;
+}
+
+int gw_config_parse(gw_config_t *c, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 1;
+        }
+        if (!strcmp(a, "--version")) {
+            printf("crdtd %d.%d.%d\n", CRDT_VERSION_MAJOR, CRDT_VERSION_MINOR,
+                   CRDT_VERSION_PATCH);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "crdtd: unexpected argument '%s' (see --help)\n", a);
+            return -1;
+        }
+        char name[64];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        size_t nlen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (nlen >= sizeof(name)) {
+            fprintf(stderr, "crdtd: unknown option '%s' (see --help)\n", a);
+            return -1;
+        }
+        memcpy(name, a + 2, nlen);
+        name[nlen] = '\0';
+        bool is_flag = !strcmp(name, "no-persist") || !strcmp(name, "verbose");
+        if (eq)
+            val = eq + 1;
+        else if (!is_flag && i + 1 < argc)
+            val = argv[++i];
+        if (set_option(c, name, val, "command line", 0))
+            return -1;
+    }
+    return 0;
+}

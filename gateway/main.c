@@ -1,0 +1,88 @@
+/* main.c - crdtd: open the replica, serve HTTP on one event loop, stop cleanly on a signal */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+static gw_server_t server;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    server.stopping = 1;
+    /* wakes the poll; lws_cancel_service writes to its event pipe, async-signal-safe */
+    if (server.ctx)
+        lws_cancel_service(server.ctx);
+}
+
+static const char *fsync_name(crdt_fsync_policy_t p)
+{
+    return p == CRDT_FSYNC_ALWAYS ? "always" : p == CRDT_FSYNC_NO ? "no" : "everysec";
+}
+
+int main(int argc, char **argv)
+{
+    gw_server_t *s = &server;
+    gw_config_defaults(&s->cfg);
+    int rc = gw_config_parse(&s->cfg, argc, argv);
+    if (rc)
+        return rc > 0 ? 0 : 2;
+
+    crdt_replica_config_t rc_cfg;
+    crdt_replica_config_init(&rc_cfg);
+    rc_cfg.dir = s->cfg.no_persist ? NULL : s->cfg.data_dir;
+    rc_cfg.node_id = s->cfg.node_id;
+    rc_cfg.fsync = s->cfg.fsync;
+    rc_cfg.timeline_max_size = s->cfg.timeline_max_size;
+    rc_cfg.snapshot_log_bytes = s->cfg.snapshot_log_bytes;
+
+    crdt_error_t err = {0};
+    s->replica = crdt_replica_open(&rc_cfg, &err);
+    if (!s->replica) {
+        gw_log("cannot open the data directory %s: %s", rc_cfg.dir ? rc_cfg.dir : "(memory)",
+               err.text[0] ? err.text : crdt_replica_strerror(err.code));
+        return 1;
+    }
+    const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);
+    if (rc_cfg.dir && rep) {
+        gw_log("recovered %s: %llu keys from the snapshot, %llu log records replayed in %.3f s",
+               rc_cfg.dir, (unsigned long long)rep->snapshot_keys,
+               (unsigned long long)rep->log_records, rep->seconds);
+        if (rep->dropped_bytes)
+            gw_log("dropped %llu bytes of log tail: %s", (unsigned long long)rep->dropped_bytes,
+                   rep->dropped_reason);
+    }
+    s->started_ms = gw_mono_ms();
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (gw_http_start(s)) {
+        if (s->ctx)
+            lws_context_destroy(s->ctx);
+        crdt_replica_close(s->replica);
+        return 1;
+    }
+    gw_log("node %llu, data %s, fsync %s, timeline bound %u",
+           (unsigned long long)s->cfg.node_id, s->cfg.no_persist ? "in memory only" : s->cfg.data_dir,
+           fsync_name(s->cfg.fsync), s->cfg.timeline_max_size);
+    /* stdout, one line each, for scripts and tests that start crdtd on port 0 */
+    printf("crdtd: listening on http://%s:%d\n", s->cfg.listen.host, s->main_port);
+    if (s->vh_roshi)
+        printf("crdtd: roshi API listening on http://%s:%d\n", s->cfg.roshi.host, s->roshi_port);
+    fflush(stdout);
+
+    gw_http_run(s);
+
+    gw_log("stopping: flushing the log");
+    crdt_replica_close(s->replica);
+    gw_log("stopped");
+    return 0;
+}
