@@ -134,6 +134,17 @@ typedef struct crdt_replica_stats {
 
 void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st);
 
+/* ---- errors (added by the replica implementation) ------------------------------------------- */
+
+/* Writing or syncing the data directory failed (or a logged change could not be recorded): the
+ * replica refuses writes with this code until restarted; crdt_replica_last_error() says why. */
+#define CRDT_EIO (-20)
+
+/* Like crdt_strerror(), and also knows CRDT_EIO. */
+const char *crdt_replica_strerror(int err);
+/* NULL while healthy; after a storage failure, the message that was also logged to stderr. */
+const char *crdt_replica_last_error(const crdt_replica_t *r);
+
 #ifdef __cplusplus
 }
 #endif

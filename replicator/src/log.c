@@ -1,0 +1,567 @@
+/* log.c - the delta log: record codec, segments, group commit and recovery of a torn tail */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "replica_private.h"
+
+/* ---- records: u32 body length, u32 CRC-32C of the body, body = varint seq, varint key length,
+ * key bytes, the object's libcrdt encoding (which runs to the end of the body) ---------------- */
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static int get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*pos >= len)
+            return CRDT_EDECODE;
+        uint8_t b = p[(*pos)++];
+        x |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return CRDT_EDECODE;
+}
+
+int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
+                      const crdt_obj_t *o)
+{
+    size_t start = b->len;
+    if (crdt_buf_reserve(b, REP_REC_HEADER + 20 + klen) < 0)
+        return CRDT_ENOMEM;
+    uint8_t *p = b->data + start + REP_REC_HEADER;
+    p += put_varint(p, seq);
+    p += put_varint(p, klen);
+    if (klen)
+        memcpy(p, key, klen);
+    b->len = (size_t)(p - b->data) + klen;
+    if (crdt_obj_encode(o, b) < 0) {
+        b->len = start;
+        return CRDT_ENOMEM;
+    }
+    size_t body = b->len - start - REP_REC_HEADER;
+    if (body > REP_REC_MAX) {
+        b->len = start;
+        return CRDT_EINVAL;
+    }
+    uint8_t *h = b->data + start;
+    rep_put32(h, (uint32_t)body);
+    rep_put32(h + 4, crdt_crc32c(0, h + REP_REC_HEADER, body));
+    return 0;
+}
+
+int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq, const uint8_t **key,
+                     size_t *klen, const uint8_t **obj, size_t *olen)
+{
+    size_t pos = 0;
+    uint64_t kl;
+    if (get_varint(body, len, &pos, seq) < 0 || get_varint(body, len, &pos, &kl) < 0 ||
+        kl > len - pos || kl == len - pos)
+        return CRDT_EDECODE;
+    *key = body + pos;
+    *klen = (size_t)kl;
+    pos += (size_t)kl;
+    *obj = body + pos;
+    *olen = len - pos;
+    return 0;
+}
+
+/* ---- the chunked reader --------------------------------------------------------------------- */
+
+#define READER_CHUNK (4u << 20)
+
+int rep_reader_init(rep_reader_t *rd, int fd, uint64_t off)
+{
+    memset(rd, 0, sizeof(*rd));
+    rd->fd = fd;
+    rd->off = off;
+    rd->cap = READER_CHUNK;
+    rd->buf = malloc(rd->cap);
+    if (!rd->buf)
+        return CRDT_ENOMEM;
+    if (lseek(fd, (off_t)off, SEEK_SET) < 0) {
+        free(rd->buf);
+        rd->buf = NULL;
+        return CRDT_EIO;
+    }
+    return 0;
+}
+
+void rep_reader_free(rep_reader_t *rd)
+{
+    free(rd->buf);
+    rd->buf = NULL;
+}
+
+/* Reads until `need` bytes are buffered or the file ends. 0, CRDT_ENOMEM or CRDT_EIO. */
+static int fill(rep_reader_t *rd, size_t need)
+{
+    if (rd->end - rd->start >= need || rd->eof)
+        return 0;
+    if (need > rd->cap) {
+        size_t cap = rd->cap;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *b = malloc(cap);
+        if (!b)
+            return CRDT_ENOMEM;
+        memcpy(b, rd->buf + rd->start, rd->end - rd->start);
+        free(rd->buf);
+        rd->buf = b;
+        rd->cap = cap;
+        rd->end -= rd->start;
+        rd->start = 0;
+    } else if (rd->start + need > rd->cap) {
+        memmove(rd->buf, rd->buf + rd->start, rd->end - rd->start);
+        rd->end -= rd->start;
+        rd->start = 0;
+    }
+    while (rd->end - rd->start < need) {
+        ssize_t n = read(rd->fd, rd->buf + rd->end, rd->cap - rd->end);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return CRDT_EIO;
+        if (n == 0) {
+            rd->eof = true;
+            break;
+        }
+        rd->end += (size_t)n;
+    }
+    return 0;
+}
+
+int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *why, size_t whylen)
+{
+    int rc = fill(rd, REP_REC_HEADER);
+    if (rc < 0) {
+        snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");
+        return REP_REC_IOERR;
+    }
+    size_t have = rd->end - rd->start;
+    if (have == 0)
+        return REP_REC_EOF;
+    if (have < REP_REC_HEADER) {
+        snprintf(why, whylen, "torn record header (%zu of %u bytes)", have, REP_REC_HEADER);
+        return REP_REC_TORN;
+    }
+    const uint8_t *h = rd->buf + rd->start;
+    uint32_t blen = rep_get32(h), crc = rep_get32(h + 4);
+    if (blen < 3 || blen > REP_REC_MAX) {
+        snprintf(why, whylen, "impossible record length %" PRIu32, blen);
+        return REP_REC_CORRUPT;
+    }
+    if ((rc = fill(rd, REP_REC_HEADER + (size_t)blen)) < 0) {
+        snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");
+        return REP_REC_IOERR;
+    }
+    have = rd->end - rd->start;
+    if (have < REP_REC_HEADER + (size_t)blen) {
+        snprintf(why, whylen, "torn record (%zu of %zu bytes present)", have,
+                 REP_REC_HEADER + (size_t)blen);
+        return REP_REC_TORN;
+    }
+    h = rd->buf + rd->start;
+    if (crdt_crc32c(0, h + REP_REC_HEADER, blen) != crc) {
+        snprintf(why, whylen, "checksum mismatch in a record of %" PRIu32 " bytes", blen);
+        return REP_REC_CORRUPT;
+    }
+    *body = h + REP_REC_HEADER;
+    *len = blen;
+    rd->start += REP_REC_HEADER + (size_t)blen;
+    rd->off += REP_REC_HEADER + (size_t)blen;
+    return REP_REC_OK;
+}
+
+/* ---- segments ------------------------------------------------------------------------------- */
+
+static void seg_name(char *out, size_t n, uint64_t base)
+{
+    snprintf(out, n, "log-%020" PRIu64, base);
+}
+
+static bool parse_seg_name(const char *name, uint64_t *base)
+{
+    if (strncmp(name, "log-", 4) != 0 || strlen(name) != 24)
+        return false;
+    uint64_t v = 0;
+    for (const char *p = name + 4; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *base = v;
+    return true;
+}
+
+int rep_fsync_dir(crdt_replica_t *r)
+{
+    if (fsync(r->dirfd) < 0) {
+        rep_fail(r, "cannot fsync data directory %s: %s", r->dir, strerror(errno));
+        return CRDT_EIO;
+    }
+    return 0;
+}
+
+static bool sync_wanted(const crdt_replica_t *r) { return r->cfg.fsync != CRDT_FSYNC_NO; }
+
+/* Creates log-<base> with its header and makes it the current segment. */
+static int create_segment(crdt_replica_t *r, uint64_t base)
+{
+    char name[40];
+    seg_name(name, sizeof(name), base);
+    int fd = openat(r->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        rep_fail(r, "cannot create log segment %s/%s: %s", r->dir, name, strerror(errno));
+        return CRDT_EIO;
+    }
+    uint8_t h[REP_SEG_HEADER];
+    memcpy(h, REP_SEG_MAGIC, 8);
+    rep_put64(h + 8, base);
+    if (write(fd, h, sizeof(h)) != (ssize_t)sizeof(h) ||
+        (sync_wanted(r) && fdatasync(fd) < 0)) {
+        rep_fail(r, "cannot write log segment %s/%s: %s", r->dir, name, strerror(errno));
+        close(fd);
+        return CRDT_EIO;
+    }
+    r->log.fd = fd;
+    r->log.seg_base = base;
+    r->log.seg_bytes = REP_SEG_HEADER;
+    return sync_wanted(r) ? rep_fsync_dir(r) : 0;
+}
+
+static int push_old(crdt_replica_t *r, uint64_t base, uint64_t bytes)
+{
+    if (r->log.n_old == r->log.cap_old) {
+        size_t cap = r->log.cap_old ? r->log.cap_old * 2 : 8;
+        rep_seg_t *o = realloc(r->log.old, cap * sizeof(*o));
+        if (!o)
+            return CRDT_ENOMEM;
+        r->log.old = o;
+        r->log.cap_old = cap;
+    }
+    r->log.old[r->log.n_old++] = (rep_seg_t){base, bytes};
+    r->log.old_bytes += bytes;
+    return 0;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The bases of every log segment in the directory, ascending. */
+static int list_segments(crdt_replica_t *r, uint64_t **out, size_t *n, crdt_error_t *err)
+{
+    *out = NULL;
+    *n = 0;
+    int fd = dup(r->dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        rep_seterr(err, CRDT_EIO, "cannot list %s: %s", r->dir, strerror(errno));
+        return CRDT_EIO;
+    }
+    rewinddir(d);
+    size_t cap = 0;
+    struct dirent *de;
+    int rc = 0;
+    while ((de = readdir(d))) {
+        uint64_t base;
+        if (!parse_seg_name(de->d_name, &base))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *v = realloc(*out, cap * sizeof(*v));
+            if (!v) {
+                rc = CRDT_ENOMEM;
+                break;
+            }
+            *out = v;
+        }
+        (*out)[(*n)++] = base;
+    }
+    closedir(d);
+    if (rc < 0) {
+        free(*out);
+        *out = NULL;
+        rep_seterr(err, rc, "out of memory");
+        return rc;
+    }
+    if (*n)
+        qsort(*out, *n, sizeof(**out), u64_cmp);
+    return 0;
+}
+
+static void note_drop(crdt_replica_t *r, uint64_t bytes, const char *name, uint64_t off,
+                      const char *why)
+{
+    if (!r->rec.dropped_bytes)
+        snprintf(r->rec.dropped_reason, sizeof(r->rec.dropped_reason), "%s at offset %" PRIu64
+                 " of %s", why, off, name);
+    r->rec.dropped_bytes += bytes;
+}
+
+/* Replays one segment and truncates a torn or corrupt tail away. 0 or a negative code. */
+static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t base,
+                          uint64_t *size, crdt_error_t *err)
+{
+    struct stat sb;
+    if (fstat(fd, &sb) < 0) {
+        rep_seterr(err, CRDT_EIO, "cannot stat %s/%s: %s", r->dir, name, strerror(errno));
+        return CRDT_EIO;
+    }
+    uint64_t fsize = (uint64_t)sb.st_size;
+    uint8_t h[REP_SEG_HEADER];
+    if (fsize < REP_SEG_HEADER) {
+        /* Created, then the crash came before its header was complete: nothing in it yet. */
+        note_drop(r, fsize, name, 0, "torn segment header");
+        memcpy(h, REP_SEG_MAGIC, 8);
+        rep_put64(h + 8, base);
+        if (ftruncate(fd, 0) < 0 || pwrite(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) ||
+            fdatasync(fd) < 0) {
+            rep_seterr(err, CRDT_EIO, "cannot repair %s/%s: %s", r->dir, name, strerror(errno));
+            return CRDT_EIO;
+        }
+        *size = REP_SEG_HEADER;
+        return 0;
+    }
+    if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
+        rep_seterr(err, CRDT_EIO, "cannot read %s/%s: %s", r->dir, name, strerror(errno));
+        return CRDT_EIO;
+    }
+    if (memcmp(h, REP_SEG_MAGIC, 8) != 0 || rep_get64(h + 8) != base) {
+        /* Not a torn tail: refusing keeps whatever it is for a human to look at. */
+        rep_seterr(err, CRDT_EDECODE, "%s/%s does not start with a log segment header for base "
+                   "%" PRIu64 "; move it away to start without it", r->dir, name, base);
+        return CRDT_EDECODE;
+    }
+    rep_reader_t rd;
+    int rc = rep_reader_init(&rd, fd, REP_SEG_HEADER);
+    if (rc < 0) {
+        rep_seterr(err, rc, "cannot read %s/%s", r->dir, name);
+        return rc;
+    }
+    const uint8_t *body;
+    size_t blen;
+    char why[120];
+    uint64_t snap_seq = r->snap.done_seq;
+    for (;;) {
+        rc = rep_reader_next(&rd, &body, &blen, why, sizeof(why));
+        if (rc == REP_REC_OK) {
+            /* Records the snapshot already holds need no decoding: it has their join. */
+            uint64_t seq = 0;
+            size_t pos = 0;
+            if (snap_seq && get_varint(body, blen, &pos, &seq) == 0 && seq <= snap_seq)
+                continue;
+            crdt_error_t rerr = {0};
+            if ((rc = rep_replay(r, body, blen, false, &rerr)) < 0) {
+                rep_seterr(err, rc, "%s/%s offset %" PRIu64 ": %s", r->dir, name,
+                           rd.off - REP_REC_HEADER - blen,
+                           rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
+                rep_reader_free(&rd);
+                return rc;
+            }
+            r->rec.log_records++;
+            continue;
+        }
+        break;
+    }
+    rep_reader_free(&rd);
+    if (rc == REP_REC_IOERR) {
+        rep_seterr(err, CRDT_EIO, "cannot read %s/%s: %s", r->dir, name, why);
+        return CRDT_EIO;
+    }
+    if (rc != REP_REC_EOF) {
+        note_drop(r, fsize - rd.off, name, rd.off, why);
+        if (ftruncate(fd, (off_t)rd.off) < 0 || fdatasync(fd) < 0) {
+            rep_seterr(err, CRDT_EIO, "cannot truncate %s/%s: %s", r->dir, name,
+                       strerror(errno));
+            return CRDT_EIO;
+        }
+        fsize = rd.off;
+    }
+    *size = fsize;
+    return 0;
+}
+
+int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
+{
+    uint64_t *bases;
+    size_t n;
+    int rc = list_segments(r, &bases, &n, err);
+    if (rc < 0)
+        return rc;
+    char name[40];
+    /* Segments whose successor starts at or before the snapshot's seq are wholly covered by it
+     * (a crash came between the snapshot's rename and their deletion). */
+    size_t first = 0;
+    while (first + 1 < n && bases[first + 1] <= r->snap.done_seq) {
+        seg_name(name, sizeof(name), bases[first]);
+        unlinkat(r->dirfd, name, 0);
+        first++;
+    }
+    for (size_t i = first; i < n; i++) {
+        seg_name(name, sizeof(name), bases[i]);
+        int fd = openat(r->dirfd, name, O_RDWR | O_APPEND | O_CLOEXEC);
+        if (fd < 0) {
+            rep_seterr(err, CRDT_EIO, "cannot open %s/%s: %s", r->dir, name, strerror(errno));
+            rc = CRDT_EIO;
+            break;
+        }
+        uint64_t size = 0;
+        if ((rc = replay_segment(r, fd, name, bases[i], &size, err)) < 0) {
+            close(fd);
+            break;
+        }
+        if (i + 1 < n) {
+            close(fd);
+            if ((rc = push_old(r, bases[i], size)) < 0) {
+                rep_seterr(err, rc, "out of memory");
+                break;
+            }
+        } else {
+            r->log.fd = fd;
+            r->log.seg_base = bases[i];
+            r->log.seg_bytes = size;
+        }
+    }
+    free(bases);
+    if (rc < 0)
+        return rc;
+    if (r->log.fd < 0 && create_segment(r, r->last_seq) < 0) {
+        rep_seterr(err, CRDT_EIO, "%s", r->failure);
+        return CRDT_EIO;
+    }
+    if (first > 0 && fsync(r->dirfd) < 0) {
+        rep_seterr(err, CRDT_EIO, "cannot fsync %s: %s", r->dir, strerror(errno));
+        return CRDT_EIO;
+    }
+    return 0;
+}
+
+void rep_log_close(crdt_replica_t *r)
+{
+    if (r->log.fd >= 0)
+        close(r->log.fd);
+    r->log.fd = -1;
+}
+
+/* ---- group commit --------------------------------------------------------------------------- */
+
+int rep_log_write(crdt_replica_t *r)
+{
+    if (r->failed)
+        return CRDT_EIO;
+    const uint8_t *p = r->log.buf.data;
+    size_t left = r->log.buf.len;
+    while (left) {
+        ssize_t n = write(r->log.fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            char name[40];
+            seg_name(name, sizeof(name), r->log.seg_base);
+            rep_fail(r, "cannot write log %s/%s: %s", r->dir, name, strerror(errno));
+            return CRDT_EIO;
+        }
+        p += n;
+        left -= (size_t)n;
+        r->log.seg_bytes += (uint64_t)n;
+    }
+    r->log.buf.len = 0;
+    r->log.written_seq = r->log.buf_seq;
+    if (r->log.buf.cap > 4 * REP_BUF_FLUSH) /* after a huge record, give the memory back */
+        crdt_buf_free(&r->log.buf);
+    return 0;
+}
+
+int rep_log_sync(crdt_replica_t *r)
+{
+    if (r->failed)
+        return CRDT_EIO;
+    double t0 = rep_mono_s();
+    if (fdatasync(r->log.fd) < 0) {
+        /* After a failed fsync the kernel may have dropped the dirty pages: nothing written
+         * since the last good fsync can be promised, so stop here (see "fsyncgate"). */
+        char name[40];
+        seg_name(name, sizeof(name), r->log.seg_base);
+        rep_fail(r, "fsync of log %s/%s failed: %s", r->dir, name, strerror(errno));
+        return CRDT_EIO;
+    }
+    double dt = rep_mono_s() - t0;
+    r->st.fsyncs++;
+    r->st.fsync_seconds_total += dt;
+    if (dt > r->st.fsync_seconds_max)
+        r->st.fsync_seconds_max = dt;
+    r->log.synced_seq = r->log.written_seq;
+    r->log.last_fsync_ms = rep_mono_ms();
+    return 0;
+}
+
+int rep_log_rotate(crdt_replica_t *r)
+{
+    if (rep_log_write(r) < 0)
+        return CRDT_EIO;
+    if (r->last_seq == r->log.seg_base)
+        return 0; /* the current segment holds no record: it can serve as the new one */
+    if (sync_wanted(r) && r->log.synced_seq < r->log.written_seq && rep_log_sync(r) < 0)
+        return CRDT_EIO;
+    if (push_old(r, r->log.seg_base, r->log.seg_bytes) < 0)
+        return CRDT_ENOMEM;
+    int old = r->log.fd;
+    if (create_segment(r, r->last_seq) < 0) {
+        /* keep appending to the old segment is impossible: the replica failed */
+        r->log.n_old--;
+        r->log.old_bytes -= r->log.old[r->log.n_old].bytes;
+        r->log.fd = old;
+        return CRDT_EIO;
+    }
+    close(old);
+    return 0;
+}
+
+void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto)
+{
+    size_t k = 0;
+    bool dropped = false;
+    for (size_t i = 0; i < r->log.n_old; i++) {
+        uint64_t next = i + 1 < r->log.n_old ? r->log.old[i + 1].base : r->log.seg_base;
+        if (next <= upto) {
+            char name[40];
+            seg_name(name, sizeof(name), r->log.old[i].base);
+            if (unlinkat(r->dirfd, name, 0) < 0 && errno != ENOENT)
+                fprintf(stderr, "crdtd replica: cannot delete %s/%s: %s\n", r->dir, name,
+                        strerror(errno));
+            r->log.old_bytes -= r->log.old[i].bytes;
+            dropped = true;
+        } else {
+            r->log.old[k++] = r->log.old[i];
+        }
+    }
+    r->log.n_old = k;
+    if (dropped && fsync(r->dirfd) < 0)
+        fprintf(stderr, "crdtd replica: cannot fsync %s: %s\n", r->dir, strerror(errno));
+}

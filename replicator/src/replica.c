@@ -1,0 +1,754 @@
+/* replica.c - the keyspace, the write path, the change feed and the anti-entropy fingerprints */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "replica_private.h"
+
+#define NO_ID UINT32_MAX
+/* Seeds of the hashes that leave the process (fingerprints, digest): fixed, so that replicas
+ * agree. The table's seed is per process instead, so crafted colliding keys help nobody twice. */
+#define FP_SEED 0x6372647466703031ull  /* "crdtfp01" */
+#define KEY_SEED 0x637264746b793031ull /* "crdtky01" */
+/* Fingerprints are refreshed lazily: up to this many encoded bytes per crdt_replica_flush(). */
+#define FP_BUDGET (256u * 1024u)
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+uint64_t rep_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+double rep_mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void rep_seterr(crdt_error_t *err, int code, const char *fmt, ...)
+{
+    if (!err || err->code)
+        return;
+    err->code = code;
+    err->offset = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->text, sizeof(err->text), fmt, ap);
+    va_end(ap);
+}
+
+void rep_fail(crdt_replica_t *r, const char *fmt, ...)
+{
+    if (r->failed)
+        return;
+    r->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->failure, sizeof(r->failure), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "crdtd replica: %s; refusing writes until restarted\n", r->failure);
+}
+
+const char *crdt_replica_strerror(int err)
+{
+    if (err == CRDT_EIO)
+        return "storage failure: the replica refuses writes until restarted";
+    return crdt_strerror(err);
+}
+
+const char *crdt_replica_last_error(const crdt_replica_t *r)
+{
+    return r->failed ? r->failure : NULL;
+}
+
+static inline uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint64_t fmix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+uint64_t rep_hash(const void *data, size_t n, uint64_t seed)
+{
+    const uint8_t *p = data;
+    uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
+    /* Two lanes so long encodings (fingerprints of whole timelines) hash at memory speed. */
+    uint64_t h2 = ~seed;
+    while (n >= 16) {
+        h = (h ^ fmix(load64(p))) * 0x9E3779B97F4A7C15ull;
+        h2 = (h2 ^ fmix(load64(p + 8))) * 0xC2B2AE3D27D4EB4Full;
+        h ^= h >> 29;
+        h2 ^= h2 >> 31;
+        p += 16;
+        n -= 16;
+    }
+    if (n >= 8) {
+        h = (h ^ fmix(load64(p))) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 29;
+        p += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t tail = 0;
+        memcpy(&tail, p, n);
+        h = (h ^ fmix(tail ^ n)) * 0x9E3779B97F4A7C15ull;
+    }
+    return fmix(h ^ fmix(h2));
+}
+
+/* ---- keyspace table ------------------------------------------------------------------------- */
+
+uint32_t rep_find(const crdt_replica_t *r, const void *key, size_t klen, uint64_t h)
+{
+    if (!r->slots)
+        return NO_ID;
+    for (uint32_t i = (uint32_t)h & r->mask;; i = (i + 1) & r->mask) {
+        uint32_t s = r->slots[i];
+        if (!s)
+            return NO_ID;
+        const rep_key_t *k = &r->keys[s - 1];
+        if (k->hash == h && k->klen == klen && (klen == 0 || memcmp(k->key, key, klen) == 0))
+            return s - 1;
+    }
+}
+
+static void table_place(uint32_t *slots, uint32_t mask, uint64_t h, uint32_t id)
+{
+    uint32_t i = (uint32_t)h & mask;
+    while (slots[i])
+        i = (i + 1) & mask;
+    slots[i] = id + 1;
+}
+
+/* Makes room for one more key in the table, the key array and the dirty list (so that nothing
+ * can fail after a write changed an object). */
+static int reserve_key(crdt_replica_t *r)
+{
+    if (r->nkeys >= UINT32_MAX - 2)
+        return CRDT_ENOMEM;
+    uint32_t cap = r->slots ? r->mask + 1 : 0;
+    if ((uint64_t)(r->nkeys + 1) * 4 > (uint64_t)cap * 3) {
+        uint32_t ncap = cap ? cap * 2 : 64;
+        uint32_t *slots = calloc(ncap, sizeof(*slots));
+        if (!slots)
+            return CRDT_ENOMEM;
+        for (uint32_t id = 0; id < r->nkeys; id++)
+            table_place(slots, ncap - 1, r->keys[id].hash, id);
+        free(r->slots);
+        r->slots = slots;
+        r->mask = ncap - 1;
+    }
+    if (r->nkeys == r->cap_keys) {
+        uint32_t ncap = r->cap_keys ? r->cap_keys * 2 : 64;
+        rep_key_t *keys = realloc(r->keys, (size_t)ncap * sizeof(*keys));
+        if (!keys)
+            return CRDT_ENOMEM;
+        r->keys = keys;
+        uint32_t *dirty = realloc(r->dirty, (size_t)ncap * sizeof(*dirty));
+        if (!dirty)
+            return CRDT_ENOMEM;
+        r->dirty = dirty;
+        r->cap_keys = ncap;
+        r->cap_dirty = ncap;
+    }
+    return 0;
+}
+
+uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h, crdt_obj_t *obj)
+{
+    if (reserve_key(r) < 0)
+        return NO_ID;
+    uint8_t *copy = malloc(klen ? klen : 1);
+    if (!copy)
+        return NO_ID;
+    if (klen)
+        memcpy(copy, key, klen);
+    uint32_t id = r->nkeys++;
+    rep_key_t *k = &r->keys[id];
+    memset(k, 0, sizeof(*k));
+    k->key = copy;
+    k->klen = (uint32_t)klen;
+    k->hash = h;
+    k->obj = obj;
+    table_place(r->slots, r->mask, h, id);
+    r->keys_by_type[crdt_obj_type(obj)]++;
+    return id;
+}
+
+crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type)
+{
+    if (type == CRDT_TIMELINE)
+        return crdt_timeline_new(r->cfg.timeline_max_size);
+    return crdt_obj_new(type);
+}
+
+/* ---- fingerprints --------------------------------------------------------------------------- */
+
+int rep_mark_dirty(crdt_replica_t *r, uint32_t id)
+{
+    rep_key_t *k = &r->keys[id];
+    k->fp_dirty = true;
+    if (!k->in_dirty) {
+        /* cap_dirty follows cap_keys, so there is always room for every key once */
+        k->in_dirty = true;
+        r->dirty[r->ndirty++] = id;
+    }
+    return 0;
+}
+
+/* Recomputes one key's fingerprint and its digest term. false on ENOMEM (still dirty). */
+static bool refresh_fp(crdt_replica_t *r, uint32_t id)
+{
+    rep_key_t *k = &r->keys[id];
+    r->scratch.len = 0;
+    if (crdt_obj_encode(k->obj, &r->scratch) < 0)
+        return false;
+    uint64_t fp = rep_hash(r->scratch.data, r->scratch.len, FP_SEED);
+    /* Sum of a strong mix of (key, fingerprint): order-independent, updatable by subtraction. */
+    uint64_t c = fmix(rep_hash(k->key, k->klen, KEY_SEED) ^ fmix(fp + 0x9E3779B97F4A7C15ull));
+    r->digest += c - k->contrib;
+    k->fp = fp;
+    k->contrib = c;
+    k->fp_dirty = false;
+    return true;
+}
+
+/* Refreshes dirty fingerprints until about `budget` encoded bytes were hashed (0: all). */
+static void refresh_dirty(crdt_replica_t *r, size_t budget)
+{
+    size_t spent = 0;
+    while (r->ndirty && (!budget || spent < budget)) {
+        uint32_t id = r->dirty[r->ndirty - 1];
+        if (r->keys[id].fp_dirty) { /* a getter may have refreshed it already */
+            if (!refresh_fp(r, id))
+                break;
+            spent += r->scratch.len;
+        }
+        r->keys[id].in_dirty = false;
+        r->ndirty--;
+    }
+    if (r->scratch.cap > (16u << 20)) /* one huge object should not pin its buffer forever */
+        crdt_buf_free(&r->scratch);
+}
+
+int crdt_replica_key_fingerprint(const crdt_replica_t *cr, const void *key, size_t klen,
+                                 uint64_t *fp)
+{
+    /* The cached fingerprints are an internal memo: refreshing one does not change what the
+     * replica holds, so the const interface casts it away (every replica is allocated mutable). */
+    crdt_replica_t *r = (crdt_replica_t *)cr;
+    uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    *fp = 0;
+    if (id == NO_ID)
+        return 0;
+    if (r->keys[id].fp_dirty && !refresh_fp(r, id))
+        return CRDT_ENOMEM;
+    *fp = r->keys[id].fp;
+    return 1;
+}
+
+uint64_t crdt_replica_digest(const crdt_replica_t *cr)
+{
+    crdt_replica_t *r = (crdt_replica_t *)cr; /* see crdt_replica_key_fingerprint */
+    refresh_dirty(r, 0);
+    return r->digest;
+}
+
+/* ---- change feed ---------------------------------------------------------------------------- */
+
+/* Makes room for one more feed entry, dropping superseded ones first when they pile up. */
+static int reserve_feed(crdt_replica_t *r)
+{
+    if (r->nfeed < r->cap_feed)
+        return 0;
+    if (r->nfeed > 2 * (size_t)r->nkeys + 64) {
+        size_t w = 0;
+        for (size_t i = 0; i < r->nfeed; i++)
+            if (r->keys[r->feed[i].id].seq == r->feed[i].seq)
+                r->feed[w++] = r->feed[i];
+        r->nfeed = w;
+        if (w < r->cap_feed)
+            return 0;
+    }
+    size_t ncap = r->cap_feed ? r->cap_feed * 2 : 256;
+    rep_feed_ent_t *f = realloc(r->feed, ncap * sizeof(*f));
+    if (!f)
+        return CRDT_ENOMEM;
+    r->feed = f;
+    r->cap_feed = ncap;
+    return 0;
+}
+
+uint64_t crdt_replica_last_seq(const crdt_replica_t *r) { return r->last_seq; }
+
+int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
+                         void *ud, uint64_t *next)
+{
+    size_t lo = 0, hi = r->nfeed;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->feed[mid].seq <= since)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    uint64_t pos = since;
+    size_t n = 0, i = lo;
+    for (; i < r->nfeed && n < limit; i++) {
+        const rep_feed_ent_t *e = &r->feed[i];
+        const rep_key_t *k = &r->keys[e->id];
+        if (k->seq == e->seq) {
+            int rc = cb(k->key, k->klen, e->seq, k->obj, ud);
+            if (rc) {
+                if (next)
+                    *next = pos;
+                return rc;
+            }
+            n++;
+        }
+        /* a superseded entry is passed over: the key comes again later at its latest seq */
+        pos = e->seq;
+    }
+    if (i == r->nfeed && r->last_seq > pos)
+        pos = r->last_seq;
+    if (next)
+        *next = pos;
+    return 0;
+}
+
+void crdt_replica_set_listener(crdt_replica_t *r, crdt_replica_listener_cb cb, void *ud)
+{
+    r->listener = cb;
+    r->listener_ud = ud;
+}
+
+/* ---- writes --------------------------------------------------------------------------------- */
+
+static int write_checks(crdt_replica_t *r, const void *key, size_t klen)
+{
+    if (!r || (!key && klen) || klen > CRDT_MAX_BLOB)
+        return CRDT_EINVAL;
+    if (r->failed)
+        return CRDT_EIO;
+    if (reserve_feed(r) < 0 || reserve_key(r) < 0)
+        return CRDT_ENOMEM;
+    return 0;
+}
+
+static bool logging(const crdt_replica_t *r) { return r->log.fd >= 0; }
+
+/* Bookkeeping once key `id` changed and its record (if any) is in the log buffer. */
+static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_t *delta)
+{
+    rep_key_t *k = &r->keys[id];
+    k->seq = seq;
+    r->last_seq = seq;
+    r->feed[r->nfeed++] = (rep_feed_ent_t){seq, id};
+    rep_mark_dirty(r, id);
+    r->st.writes++;
+    if (logging(r)) {
+        r->log.buf_seq = seq;
+        if (r->log.buf.len >= REP_BUF_FLUSH)
+            rep_log_write(r); /* a failure is sticky and reported by the next write and flush */
+    }
+    if (r->listener)
+        r->listener(k->key, k->klen, seq, delta, r->listener_ud);
+}
+
+int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
+                       uint64_t *seq)
+{
+    int rc = write_checks(r, key, klen);
+    if (rc < 0)
+        return rc;
+    if (!delta)
+        return CRDT_EINVAL;
+    crdt_type_t type = crdt_obj_type(delta);
+    uint64_t h = rep_hash(key, klen, r->seed);
+    uint32_t id = rep_find(r, key, klen, h);
+    if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
+        return CRDT_ETYPE;
+    /* The record goes into the buffer first, so that running out of memory there leaves the
+     * key untouched; a no-op takes it back out. seq is the next one if the join changes anything. */
+    uint64_t s = r->last_seq + 1;
+    size_t mark = r->log.buf.len;
+    if (logging(r) && (rc = rep_record_append(&r->log.buf, s, key, klen, delta)) < 0)
+        return rc;
+    if (id == NO_ID) {
+        crdt_obj_t *obj = rep_new_object(r, type);
+        rc = obj ? crdt_obj_merge(obj, delta) : CRDT_ENOMEM;
+        if (rc > 0 && (id = rep_insert(r, key, klen, h, obj)) == NO_ID)
+            rc = CRDT_ENOMEM;
+        if (rc <= 0)
+            crdt_obj_free(obj);
+    } else {
+        rc = crdt_obj_merge(r->keys[id].obj, delta);
+    }
+    if (rc <= 0) {
+        r->log.buf.len = mark;
+        if (rc == 0)
+            r->st.noops++;
+        return rc;
+    }
+    commit(r, id, s, delta);
+    if (seq)
+        *seq = s;
+    return 1;
+}
+
+int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_type_t type,
+                        crdt_replica_mutate_cb mutate, void *ud, uint64_t *seq)
+{
+    int rc = write_checks(r, key, klen);
+    if (rc < 0)
+        return rc;
+    if (!mutate || type < CRDT_TYPE_MIN || type > CRDT_TYPE_MAX)
+        return CRDT_EINVAL;
+    uint64_t h = rep_hash(key, klen, r->seed);
+    uint32_t id = rep_find(r, key, klen, h);
+    if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
+        return CRDT_ETYPE;
+    crdt_obj_t *fresh = NULL;
+    crdt_obj_t *obj = id != NO_ID ? r->keys[id].obj : (fresh = rep_new_object(r, type));
+    if (!obj)
+        return CRDT_ENOMEM;
+    crdt_obj_t *delta = NULL;
+    rc = mutate(obj, ud, &delta);
+    if (rc <= 0) {
+        crdt_obj_free(delta);
+        crdt_obj_free(fresh);
+        if (rc == 0)
+            r->st.noops++;
+        return rc;
+    }
+    /* A mutator that reports a change without a delta still gets logged: the whole state. */
+    const crdt_obj_t *logged = delta ? delta : obj;
+    uint64_t s = r->last_seq + 1;
+    size_t mark = r->log.buf.len;
+    if (logging(r) && (rc = rep_record_append(&r->log.buf, s, key, klen, logged)) < 0) {
+        if (fresh) { /* a new key never became visible: nothing to undo */
+            crdt_obj_free(delta);
+            crdt_obj_free(fresh);
+            return rc;
+        }
+        /* The object changed in memory but its record could not be kept: acknowledging later
+         * writes would lie about durability, so the replica stops taking them. */
+        rep_fail(r, "out of memory while logging a change");
+    }
+    if (fresh && (id = rep_insert(r, key, klen, h, fresh)) == NO_ID) {
+        r->log.buf.len = mark;
+        crdt_obj_free(delta);
+        crdt_obj_free(fresh);
+        return CRDT_ENOMEM;
+    }
+    commit(r, id, s, logged);
+    crdt_obj_free(delta);
+    if (seq)
+        *seq = s;
+    return r->failed ? CRDT_EIO : 1;
+}
+
+/* ---- reads ---------------------------------------------------------------------------------- */
+
+const crdt_obj_t *crdt_replica_get(const crdt_replica_t *r, const void *key, size_t klen)
+{
+    uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    return id == NO_ID ? NULL : r->keys[id].obj;
+}
+
+int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
+{
+    for (uint32_t id = 0; id < r->nkeys; id++) {
+        int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+uint64_t crdt_replica_node_id(const crdt_replica_t *r) { return r->cfg.node_id; }
+
+int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts)
+{
+    return crdt_hlc_tick(&r->hlc, crdt_wall_ms(), ts);
+}
+
+/* ---- replay (recovery) ---------------------------------------------------------------------- */
+
+int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
+               crdt_error_t *err)
+{
+    uint64_t seq;
+    const uint8_t *key, *enc;
+    size_t klen, elen;
+    if (rep_record_parse(body, len, &seq, &key, &klen, &enc, &elen) < 0) {
+        rep_seterr(err, CRDT_EDECODE, "record has a checksum but an invalid layout");
+        return CRDT_EDECODE;
+    }
+    crdt_error_t de;
+    crdt_obj_t *o = crdt_obj_decode(enc, elen, &de);
+    if (!o) {
+        if (de.code == CRDT_ENOMEM)
+            return CRDT_ENOMEM;
+        rep_seterr(err, CRDT_EDECODE, "cannot decode an intact record (seq %llu): %s",
+                   (unsigned long long)seq, de.text);
+        return CRDT_EDECODE;
+    }
+    crdt_type_t type = crdt_obj_type(o);
+    uint64_t h = rep_hash(key, klen, r->seed);
+    uint32_t id = rep_find(r, key, klen, h);
+    if (id == NO_ID) {
+        /* A snapshot state, or a delta equal to what an empty object joined with it would be,
+         * becomes the key's object as is: one decode, no merge. */
+        if (!snapshot && type == CRDT_TIMELINE &&
+            crdt_timeline_max_size(o) != r->cfg.timeline_max_size) {
+            crdt_obj_t *obj = rep_new_object(r, type);
+            int rc = obj ? crdt_obj_merge(obj, o) : CRDT_ENOMEM;
+            crdt_obj_free(o);
+            if (rc < 0) {
+                crdt_obj_free(obj);
+                return rc;
+            }
+            o = obj;
+        }
+        id = rep_insert(r, key, klen, h, o);
+        if (id == NO_ID) {
+            crdt_obj_free(o);
+            return CRDT_ENOMEM;
+        }
+    } else {
+        rep_key_t *k = &r->keys[id];
+        if (crdt_obj_type(k->obj) != type) {
+            /* Cannot come from this code's write path; keep what was there and say so. */
+            fprintf(stderr, "crdtd replica: recovery skips a %s record for a %s key (seq %llu)\n",
+                    crdt_type_name(type), crdt_type_name(crdt_obj_type(k->obj)),
+                    (unsigned long long)seq);
+            crdt_obj_free(o);
+            return 0;
+        }
+        int rc = crdt_obj_merge(k->obj, o);
+        crdt_obj_free(o);
+        if (rc < 0)
+            return rc;
+    }
+    if (seq > r->keys[id].seq)
+        r->keys[id].seq = seq;
+    if (seq > r->last_seq)
+        r->last_seq = seq;
+    return 0;
+}
+
+static int feed_cmp(const void *a, const void *b)
+{
+    const rep_feed_ent_t *x = a, *y = b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/* After recovery: one feed entry per key in seq order, every fingerprint to be computed. */
+static int rebuild_indexes(crdt_replica_t *r)
+{
+    size_t cap = (size_t)r->nkeys + 256;
+    rep_feed_ent_t *f = malloc(cap * sizeof(*f));
+    if (!f)
+        return CRDT_ENOMEM;
+    for (uint32_t id = 0; id < r->nkeys; id++) {
+        f[id] = (rep_feed_ent_t){r->keys[id].seq, id};
+        rep_mark_dirty(r, id);
+    }
+    qsort(f, r->nkeys, sizeof(*f), feed_cmp);
+    free(r->feed);
+    r->feed = f;
+    r->nfeed = r->nkeys;
+    r->cap_feed = cap;
+    return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+void crdt_replica_config_init(crdt_replica_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->node_id = 1;
+    cfg->fsync = CRDT_FSYNC_EVERYSEC;
+    cfg->timeline_max_size = 1000;
+    cfg->snapshot_log_bytes = 64ull << 20;
+}
+
+static void free_replica(crdt_replica_t *r)
+{
+    for (uint32_t id = 0; id < r->nkeys; id++) {
+        free(r->keys[id].key);
+        crdt_obj_free(r->keys[id].obj);
+    }
+    free(r->keys);
+    free(r->slots);
+    free(r->feed);
+    free(r->dirty);
+    crdt_buf_free(&r->scratch);
+    crdt_buf_free(&r->log.buf);
+    free(r->log.old);
+    if (r->lockfd >= 0)
+        close(r->lockfd); /* releases the flock */
+    if (r->dirfd >= 0)
+        close(r->dirfd);
+    free(r->dir);
+    free(r);
+}
+
+crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t *err)
+{
+    if (err)
+        memset(err, 0, sizeof(*err));
+    if (!cfg || cfg->node_id < 1 || cfg->node_id > CRDT_REPLICA_MAX ||
+        (unsigned)cfg->fsync > CRDT_FSYNC_NO) {
+        rep_seterr(err, CRDT_EINVAL, "invalid replica configuration (node id 1..2^63-1, fsync "
+                                     "always|everysec|no)");
+        return NULL;
+    }
+    double t0 = rep_mono_s();
+    crdt_replica_t *r = calloc(1, sizeof(*r));
+    if (!r) {
+        rep_seterr(err, CRDT_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->cfg = *cfg;
+    r->dirfd = r->lockfd = r->log.fd = -1;
+    r->seed = fmix((uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
+                   0x243F6A8885A308D3ull);
+    crdt_hlc_init(&r->hlc, cfg->node_id, 60000);
+    int rc = 0;
+    if (cfg->dir) {
+        r->dir = strdup(cfg->dir);
+        r->cfg.dir = r->dir;
+        if (!r->dir) {
+            rep_seterr(err, CRDT_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (mkdir(r->dir, 0755) < 0 && errno != EEXIST) {
+            rep_seterr(err, CRDT_EIO, "cannot create data directory %s: %s", r->dir,
+                       strerror(errno));
+            goto fail;
+        }
+        r->dirfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (r->dirfd < 0) {
+            rep_seterr(err, CRDT_EIO, "cannot open data directory %s: %s", r->dir,
+                       strerror(errno));
+            goto fail;
+        }
+        if ((r->lockfd = rep_lock(r->dirfd, r->dir, err)) < 0)
+            goto fail;
+        if ((rc = rep_snapshot_load(r, err)) < 0 || (rc = rep_log_open(r, err)) < 0) {
+            rep_seterr(err, rc, "%s", crdt_replica_strerror(rc));
+            goto fail;
+        }
+    }
+    if (rebuild_indexes(r) < 0) {
+        rep_seterr(err, CRDT_ENOMEM, "out of memory");
+        goto fail;
+    }
+    r->log.buf_seq = r->log.written_seq = r->log.synced_seq = r->last_seq;
+    r->rec.seconds = rep_mono_s() - t0;
+    if (r->rec.dropped_bytes)
+        fprintf(stderr, "crdtd replica: recovery dropped %llu bytes: %s\n",
+                (unsigned long long)r->rec.dropped_bytes, r->rec.dropped_reason);
+    return r;
+fail:
+    rep_log_close(r);
+    free_replica(r);
+    return NULL;
+}
+
+void crdt_replica_close(crdt_replica_t *r)
+{
+    if (!r)
+        return;
+    if (logging(r)) {
+        rep_snapshot_poll(r, true);
+        if (!r->failed && rep_log_write(r) == 0)
+            rep_log_sync(r);
+    }
+    rep_log_close(r);
+    free_replica(r);
+}
+
+const crdt_recovery_report_t *crdt_replica_recovery(const crdt_replica_t *r) { return &r->rec; }
+
+/* ---- durability ----------------------------------------------------------------------------- */
+
+int crdt_replica_flush(crdt_replica_t *r)
+{
+    refresh_dirty(r, FP_BUDGET);
+    if (!logging(r))
+        return 0;
+    if (r->failed)
+        return CRDT_EIO;
+    if (rep_log_write(r) < 0)
+        return CRDT_EIO;
+    if (r->log.synced_seq < r->log.written_seq &&
+        (r->cfg.fsync == CRDT_FSYNC_ALWAYS ||
+         (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && rep_mono_ms() - r->log.last_fsync_ms >= 1000)))
+        return rep_log_sync(r);
+    return 0;
+}
+
+uint64_t crdt_replica_durable_seq(const crdt_replica_t *r)
+{
+    if (!logging(r))
+        return r->last_seq;
+    return r->cfg.fsync == CRDT_FSYNC_ALWAYS ? r->log.synced_seq : r->log.written_seq;
+}
+
+void crdt_replica_tick(crdt_replica_t *r, uint64_t now_ms)
+{
+    /* Timing uses the replica's own CLOCK_MONOTONIC reading so that flush and tick agree
+     * whatever clock the event loop keeps. */
+    (void)now_ms;
+    if (!logging(r))
+        return;
+    rep_snapshot_poll(r, false);
+    if (r->failed)
+        return;
+    if (r->log.buf.len && rep_log_write(r) < 0)
+        return;
+    uint64_t now = rep_mono_ms();
+    if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && r->log.synced_seq < r->log.written_seq &&
+        now - r->log.last_fsync_ms >= 1000 && rep_log_sync(r) < 0)
+        return;
+    if (r->cfg.snapshot_log_bytes && !r->snap.pid && now >= r->snap.retry_after_ms &&
+        r->log.old_bytes + r->log.seg_bytes >= r->cfg.snapshot_log_bytes)
+        rep_snapshot_start(r);
+}
+
+int crdt_replica_snapshot(crdt_replica_t *r)
+{
+    if (!logging(r))
+        return 0;
+    return rep_snapshot_start(r);
+}
+
+void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st)
+{
+    *st = r->st;
+    st->keys = r->nkeys;
+    memcpy(st->keys_by_type, r->keys_by_type, sizeof(st->keys_by_type));
+    st->log_bytes = logging(r) ? r->log.old_bytes + r->log.seg_bytes : 0;
+    st->snapshot_running = r->snap.pid != 0;
+}

@@ -1,0 +1,199 @@
+/* replica_private.h - replica internals shared by replica.c, log.c, snapshot.c and lock.c */
+#ifndef CRDT_REPLICA_PRIVATE_H
+#define CRDT_REPLICA_PRIVATE_H
+
+#include <stdarg.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include "replica.h"
+
+/* ---- the keyspace: a flat array of keys indexed by id, and an open-addressing table of ids --- */
+
+typedef struct rep_key {
+    uint8_t *key; /* owned copy of the key bytes (NULL when klen is 0) */
+    uint32_t klen;
+    bool fp_dirty;    /* fp/contrib are stale: the object changed since they were computed */
+    bool in_dirty;    /* listed in the replica's dirty list */
+    uint64_t hash;    /* hash of the key bytes, for the table and the digest */
+    uint64_t seq;     /* sequence number of the key's latest change */
+    uint64_t fp;      /* hash of the object's canonical encoding (valid when !fp_dirty) */
+    uint64_t contrib; /* this key's term in the keyspace digest (0 while never computed) */
+    crdt_obj_t *obj;  /* owned */
+} rep_key_t;
+
+typedef struct rep_feed_ent {
+    uint64_t seq;
+    uint32_t id; /* valid while keys[id].seq == seq; older entries are skipped and compacted */
+} rep_feed_ent_t;
+
+/* ---- the log: segments named log-<base>, where every record in it has seq > base ------------ */
+
+#define REP_SEG_MAGIC "CRDTLOG1"
+#define REP_SEG_HEADER 16  /* magic, u64 base (little endian) */
+#define REP_REC_HEADER 8   /* u32 body length, u32 CRC-32C of the body (little endian) */
+#define REP_REC_MAX (1u << 30) /* a larger body is corruption, not a record */
+#define REP_SNAP_MAGIC "CRDTSNP1"
+#define REP_SNAP_HEADER 32 /* magic, u64 seq, u64 keys, u32 CRC of the 24 bytes before, u32 0 */
+#define REP_BUF_FLUSH (1u << 20) /* write the log buffer out once it holds this much */
+
+typedef struct rep_seg {
+    uint64_t base;
+    uint64_t bytes;
+} rep_seg_t;
+
+typedef struct rep_log {
+    int fd;             /* current segment, open for appending; -1 when memory only */
+    uint64_t seg_base;  /* base of the current segment */
+    uint64_t seg_bytes; /* size of the current segment on disk (after the last write) */
+    uint64_t old_bytes; /* bytes of older segments not yet covered by a snapshot */
+    rep_seg_t *old;     /* those older segments, ascending base */
+    size_t n_old, cap_old;
+    crdt_buf_t buf;       /* records not yet written */
+    uint64_t buf_seq;     /* highest seq in buf (or written, when buf is empty) */
+    uint64_t written_seq; /* highest seq written to the OS */
+    uint64_t synced_seq;  /* highest seq fsynced */
+    uint64_t last_fsync_ms;
+} rep_log_t;
+
+typedef struct rep_snap {
+    pid_t pid;        /* running child, 0 if none */
+    uint64_t seq;     /* the seq the running (or last) snapshot covers */
+    uint64_t done_seq; /* seq of the snapshot on disk */
+    uint64_t retry_after_ms; /* after a failure, no automatic snapshot before this */
+} rep_snap_t;
+
+struct crdt_replica {
+    crdt_replica_config_t cfg;
+    char *dir; /* owned copy of cfg.dir */
+    int dirfd;
+    int lockfd;
+
+    rep_key_t *keys;
+    uint32_t nkeys, cap_keys;
+    uint32_t *slots; /* 0 empty, else id + 1 */
+    uint32_t mask;   /* capacity - 1, or 0 before the first key */
+    uint64_t seed;
+    uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
+
+    rep_feed_ent_t *feed; /* ascending seq */
+    size_t nfeed, cap_feed;
+    uint64_t last_seq;
+
+    uint32_t *dirty; /* ids whose fingerprint is stale */
+    size_t ndirty, cap_dirty;
+    uint64_t digest; /* sum of contrib over keys with a fresh fingerprint */
+    crdt_buf_t scratch; /* reused for fingerprint encodings */
+
+    crdt_hlc_t hlc;
+    crdt_replica_listener_cb listener;
+    void *listener_ud;
+
+    rep_log_t log;
+    rep_snap_t snap;
+    crdt_replica_stats_t st;
+    crdt_recovery_report_t rec;
+
+    bool failed;          /* a write to disk failed: refuse writes until restarted */
+    char failure[256];    /* why */
+};
+
+/* ---- replica.c: keyspace primitives the storage code uses ---------------------------------- */
+
+uint64_t rep_hash(const void *p, size_t n, uint64_t seed);
+/* The id of key, or UINT32_MAX. */
+uint32_t rep_find(const crdt_replica_t *r, const void *key, size_t klen, uint64_t h);
+/* Adds a key that is absent, owning obj; returns its id or UINT32_MAX (ENOMEM). */
+uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h, crdt_obj_t *obj);
+/* An empty object of type, timelines with the configured bound. */
+crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type);
+/* Marks the key's fingerprint stale. 0 or CRDT_ENOMEM. */
+int rep_mark_dirty(crdt_replica_t *r, uint32_t id);
+
+/* Replays one record (log or snapshot) into the keyspace: joins the encoded object in, sets the
+ * key's seq to the larger one. `adopt` lets a snapshot state become the key's object as is. 0, or
+ * CRDT_EDECODE (err filled) when the intact record holds something this build cannot read. */
+int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
+               crdt_error_t *err);
+
+/* Records the sticky failure: logs it to stderr once and refuses further writes. */
+void rep_fail(crdt_replica_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void rep_seterr(crdt_error_t *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+uint64_t rep_mono_ms(void);
+double rep_mono_s(void);
+
+/* ---- the record codec (log.c) --------------------------------------------------------------- */
+
+/* Appends a record (seq, key, the object's encoding) to b. 0 or CRDT_ENOMEM (b unchanged). */
+int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
+                      const crdt_obj_t *o);
+/* Parses a record body whose CRC was checked. 0 or CRDT_EDECODE. */
+int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq, const uint8_t **key,
+                     size_t *klen, const uint8_t **obj, size_t *olen);
+
+static inline void rep_put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+static inline uint32_t rep_get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void rep_put64(uint8_t *p, uint64_t v)
+{
+    rep_put32(p, (uint32_t)v);
+    rep_put32(p + 4, (uint32_t)(v >> 32));
+}
+static inline uint64_t rep_get64(const uint8_t *p)
+{
+    return (uint64_t)rep_get32(p) | (uint64_t)rep_get32(p + 4) << 32;
+}
+
+/* A sequential reader of records from a file, in big chunks. */
+typedef struct rep_reader {
+    int fd;
+    uint8_t *buf;
+    size_t cap, start, end;
+    uint64_t off; /* file offset of buf[start] */
+    bool eof;
+} rep_reader_t;
+
+enum { REP_REC_OK = 1, REP_REC_EOF = 0, REP_REC_TORN = -1, REP_REC_CORRUPT = -2, REP_REC_IOERR = -3 };
+
+int rep_reader_init(rep_reader_t *rd, int fd, uint64_t off);
+void rep_reader_free(rep_reader_t *rd);
+/* Next record: REP_REC_OK with its body borrowed until the next call, REP_REC_EOF at a clean end,
+ * or a fault with `why` filled; rd->off is then the offset of the faulty record. */
+int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *why, size_t whylen);
+
+/* ---- log.c: segments, group commit, recovery -------------------------------------------------- */
+
+/* Recovers the log of r->dir after the snapshot (already loaded) and opens the last segment for
+ * appending. 0 or a negative code with err filled. */
+int rep_log_open(crdt_replica_t *r, crdt_error_t *err);
+void rep_log_close(crdt_replica_t *r);
+/* Writes the buffer out (no fsync). 0 or CRDT_EIO (and the replica failed). */
+int rep_log_write(crdt_replica_t *r);
+/* fsyncs the current segment. 0 or CRDT_EIO. */
+int rep_log_sync(crdt_replica_t *r);
+/* Writes out and closes the current segment and starts log-<last_seq>. 0 or CRDT_EIO. */
+int rep_log_rotate(crdt_replica_t *r);
+/* Deletes the older segments whose records all have seq <= upto. */
+void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto);
+int rep_fsync_dir(crdt_replica_t *r);
+
+/* ---- snapshot.c -------------------------------------------------------------------------------- */
+
+int rep_snapshot_load(crdt_replica_t *r, crdt_error_t *err);
+int rep_snapshot_start(crdt_replica_t *r);
+/* Reaps a finished child (blocking when `wait`), then drops the covered log. */
+void rep_snapshot_poll(crdt_replica_t *r, bool wait);
+
+/* ---- lock.c ------------------------------------------------------------------------------------ */
+
+/* Locks dirfd's LOCK file (flock) and writes our pid into it; returns the fd, or -1 with err
+ * saying which pid holds the lock. */
+int rep_lock(int dirfd, const char *dir, crdt_error_t *err);
+
+#endif /* CRDT_REPLICA_PRIVATE_H */

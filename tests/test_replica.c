@@ -1,0 +1,1180 @@
+/* test_replica.c - the replica: keyspace, log recovery, snapshots, lock, feed, fingerprints */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tap.h"
+
+#include "replica.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static char root[64];
+
+static void rm_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            unlinkat(dirfd(d), de->d_name, 0);
+    }
+    closedir(d);
+    rmdir(path);
+}
+
+/* A fresh, empty data directory path under root (not created: open creates it). */
+static const char *fresh_dir(const char *name)
+{
+    static char path[8][128];
+    static int next;
+    char *p = path[next++ % 8];
+    snprintf(p, 128, "%s/%s", root, name);
+    rm_dir(p);
+    return p;
+}
+
+typedef struct rng {
+    uint64_t s;
+} rng_t;
+
+static uint64_t rnd(rng_t *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t below(rng_t *r, uint64_t n) { return rnd(r) % n; }
+
+/* One write of any type, run through crdt_replica_mutate. */
+typedef struct wop {
+    crdt_type_t type;
+    int remove;
+    uint64_t replica;
+    char member[16];
+    size_t mlen;
+    double score;
+    int64_t n;
+    crdt_hlc_ts_t ts;
+} wop_t;
+
+static int wop_cb(crdt_obj_t *o, void *ud, crdt_obj_t **delta)
+{
+    wop_t *w = ud;
+    switch (w->type) {
+    case CRDT_GCOUNTER: return crdt_gcounter_incr(o, w->replica, (uint64_t)w->n, delta);
+    case CRDT_PNCOUNTER: return crdt_pncounter_add(o, w->replica, w->n, delta);
+    case CRDT_LWWREG: return crdt_lwwreg_set(o, &w->ts, w->member, w->mlen, delta);
+    case CRDT_LWWSET:
+        return w->remove ? crdt_lwwset_remove(o, w->member, w->mlen, &w->ts, delta)
+                         : crdt_lwwset_add(o, w->member, w->mlen, &w->ts, delta);
+    case CRDT_ORSET:
+        return w->remove ? crdt_orset_remove(o, w->member, w->mlen, delta)
+                         : crdt_orset_add(o, w->replica, w->member, w->mlen, delta);
+    case CRDT_TIMELINE:
+        return w->remove ? crdt_timeline_remove(o, w->member, w->mlen, w->score, delta)
+                         : crdt_timeline_add(o, w->member, w->mlen, w->score, delta);
+    }
+    return CRDT_EINVAL;
+}
+
+static wop_t random_op(rng_t *g, crdt_replica_t *r, crdt_type_t type)
+{
+    wop_t w = {0};
+    w.type = type;
+    w.remove = below(g, 4) == 0;
+    w.replica = crdt_replica_node_id(r);
+    w.mlen = (size_t)snprintf(w.member, sizeof(w.member), "m%u", (unsigned)below(g, 12));
+    w.score = (double)below(g, 100);
+    w.n = type == CRDT_PNCOUNTER ? (int64_t)below(g, 21) - 10 : (int64_t)below(g, 10) + 1;
+    crdt_replica_hlc_now(r, &w.ts);
+    return w;
+}
+
+/* Key i of a test keyspace and its type: "k<i>", types cycling. */
+static size_t key_of(int i, char *buf) { return (size_t)sprintf(buf, "k%d", i); }
+static crdt_type_t type_of(int i) { return (crdt_type_t)(CRDT_TYPE_MIN + i % CRDT_TYPE_MAX); }
+
+/* n random writes over nkeys keys; returns how many changed something. */
+static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
+{
+    int changed = 0;
+    for (int i = 0; i < n; i++) {
+        char key[16];
+        int k = (int)below(g, (uint64_t)nkeys);
+        size_t klen = key_of(k, key);
+        wop_t w = random_op(g, r, type_of(k));
+        uint64_t seq = 0;
+        int rc = crdt_replica_mutate(r, key, klen, w.type, wop_cb, &w, &seq);
+        if (rc < 0) {
+            diag("write %d to %s failed: %s", i, key, crdt_replica_strerror(rc));
+            return -1;
+        }
+        changed += rc;
+    }
+    return changed;
+}
+
+static crdt_replica_t *open_dir(const char *dir, crdt_fsync_policy_t policy, uint64_t node)
+{
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    cfg.fsync = policy;
+    cfg.node_id = node;
+    cfg.timeline_max_size = 8; /* small, so that trimming and floors are exercised */
+    crdt_error_t err;
+    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
+    if (!r)
+        diag("open %s: %s", dir ? dir : "(memory)", err.text);
+    return r;
+}
+
+/* Compares two keyspaces: same keys, identical encodings, same latest seq per key. */
+typedef struct cmp_ctx {
+    const crdt_replica_t *other;
+    int diffs;
+    uint64_t *seqs; /* unused here */
+} cmp_ctx_t;
+
+static int cmp_key_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
+{
+    cmp_ctx_t *c = ud;
+    const crdt_obj_t *p = crdt_replica_get(c->other, key, klen);
+    crdt_buf_t a = {0}, b = {0};
+    if (!p || crdt_obj_encode(o, &a) < 0 || crdt_obj_encode(p, &b) < 0 || a.len != b.len ||
+        memcmp(a.data, b.data, a.len) != 0) {
+        if (c->diffs++ < 3)
+            diag("key %.*s differs", (int)klen, (const char *)key);
+    }
+    crdt_buf_free(&a);
+    crdt_buf_free(&b);
+    return 0;
+}
+
+typedef struct feed_list {
+    size_t n;
+    char keys[4096][16];
+    uint64_t seqs[4096];
+} feed_list_t;
+
+static int feed_collect_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *s,
+                           void *ud)
+{
+    (void)s;
+    feed_list_t *f = ud;
+    if (f->n < 4096 && klen < 16) {
+        memcpy(f->keys[f->n], key, klen);
+        f->keys[f->n][klen] = 0;
+        f->seqs[f->n++] = seq;
+    }
+    return 0;
+}
+
+static void feed_all(const crdt_replica_t *r, feed_list_t *f)
+{
+    f->n = 0;
+    uint64_t next;
+    crdt_replica_changes(r, 0, SIZE_MAX, feed_collect_cb, f, &next);
+}
+
+/* A memory replica holding a copy of r's keyspace (through apply of each state). */
+static int copy_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
+{
+    uint64_t seq;
+    return crdt_replica_apply(ud, key, klen, o, &seq) < 0;
+}
+
+static int count_files(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* The path of the (single or last) log segment of dir. */
+static void last_segment(const char *dir, char *out, size_t n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char best[256] = "";
+    while (d && (de = readdir(d)))
+        if (strncmp(de->d_name, "log-", 4) == 0 && strcmp(de->d_name, best) > 0)
+            snprintf(best, sizeof(best), "%s", de->d_name);
+    if (d)
+        closedir(d);
+    snprintf(out, n, "%s/%s", dir, best);
+}
+
+static uint64_t file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+typedef struct listen_log {
+    int calls;
+    uint64_t last_seq;
+    crdt_obj_t *last_delta;
+} listen_log_t;
+
+static void listen_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                      void *ud)
+{
+    (void)key;
+    (void)klen;
+    listen_log_t *l = ud;
+    l->calls++;
+    l->last_seq = seq;
+    crdt_obj_free(l->last_delta);
+    l->last_delta = crdt_obj_clone(delta);
+}
+
+static void test_types_in_memory(void)
+{
+    crdt_replica_t *r = open_dir(NULL, CRDT_FSYNC_EVERYSEC, 1);
+    ok(r != NULL, "memory-only replica opens");
+    if (!r)
+        return;
+    listen_log_t lg = {0};
+    crdt_replica_set_listener(r, listen_cb, &lg);
+    rng_t g = {42};
+    for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+        const char *name = crdt_type_name((crdt_type_t)t);
+        char key[32];
+        memcpy(key, "key\0", 4); /* binary-safe keys */
+        size_t klen = 4 + (size_t)snprintf(key + 4, sizeof(key) - 4, "%s", name);
+        wop_t w = random_op(&g, r, (crdt_type_t)t);
+        w.remove = 0;
+        uint64_t before = crdt_replica_last_seq(r), seq = 0;
+        int rc = crdt_replica_mutate(r, key, klen, (crdt_type_t)t, wop_cb, &w, &seq);
+        is_int(rc, 1, "%s: first write creates the key", name);
+        is_int((long long)seq, (long long)before + 1, "%s: it gets the next seq", name);
+        const crdt_obj_t *o = crdt_replica_get(r, key, klen);
+        ok(o && crdt_obj_type(o) == (crdt_type_t)t, "%s: get returns the object", name);
+        ok(lg.last_seq == seq && lg.last_delta && crdt_obj_type(lg.last_delta) == (crdt_type_t)t,
+           "%s: the listener saw the delta", name);
+        if (t == CRDT_TIMELINE)
+            is_int(crdt_timeline_max_size(o), 8, "timeline created with the configured bound");
+
+        /* the same delta again is a no-op: no seq, no listener call, counted */
+        crdt_replica_stats_t st0, st1;
+        crdt_replica_stats(r, &st0);
+        int calls = lg.calls;
+        crdt_obj_t *again = crdt_obj_clone(lg.last_delta);
+        uint64_t s2 = 777;
+        rc = crdt_replica_apply(r, key, klen, again, &s2);
+        is_int(rc, 0, "%s: re-applying the delta is a no-op", name);
+        crdt_replica_stats(r, &st1);
+        ok(s2 == 777 && crdt_replica_last_seq(r) == seq && lg.calls == calls &&
+               st1.noops == st0.noops + 1 && st1.writes == st0.writes,
+           "%s: a no-op gets no seq and is counted as one", name);
+
+        /* a delta applied to a new key creates it with the same state */
+        char key2[32];
+        size_t klen2 = (size_t)snprintf(key2, sizeof(key2), "copy-%s", name);
+        rc = crdt_replica_apply(r, key2, klen2, again, &s2);
+        is_int(rc, 1, "%s: apply creates a key", name);
+        ok(crdt_obj_equal(crdt_replica_get(r, key2, klen2), o), "%s: with the delta's state",
+           name);
+        crdt_obj_free(again);
+
+        /* another type on this key: refused, key untouched */
+        crdt_buf_t enc0 = {0}, enc1 = {0};
+        crdt_obj_encode(o, &enc0);
+        crdt_type_t other = (crdt_type_t)(t == CRDT_TYPE_MAX ? CRDT_TYPE_MIN : t + 1);
+        s2 = 777;
+        wop_t w2 = random_op(&g, r, other);
+        rc = crdt_replica_mutate(r, key, klen, other, wop_cb, &w2, &s2);
+        is_int(rc, CRDT_ETYPE, "%s: mutate as %s is refused", name, crdt_type_name(other));
+        crdt_obj_t *foreign = crdt_obj_new(other);
+        crdt_obj_t *fd = NULL;
+        w2.remove = 0;
+        wop_cb(foreign, &w2, &fd);
+        rc = crdt_replica_apply(r, key, klen, fd ? fd : foreign, &s2);
+        is_int(rc, CRDT_ETYPE, "%s: apply of a %s delta is refused", name, crdt_type_name(other));
+        crdt_obj_encode(crdt_replica_get(r, key, klen), &enc1);
+        ok(enc0.len == enc1.len && memcmp(enc0.data, enc1.data, enc0.len) == 0 && s2 == 777,
+           "%s: the key is untouched", name);
+        crdt_buf_free(&enc0);
+        crdt_buf_free(&enc1);
+        crdt_obj_free(fd);
+        crdt_obj_free(foreign);
+    }
+    /* an empty delta on an absent key changes nothing and creates nothing */
+    crdt_obj_t *empty = crdt_obj_new(CRDT_ORSET);
+    uint64_t s3 = 5;
+    is_int(crdt_replica_apply(r, "nothing", 7, empty, &s3), 0, "an empty delta is a no-op");
+    ok(crdt_replica_get(r, "nothing", 7) == NULL && s3 == 5, "and creates no key");
+    crdt_obj_free(empty);
+    is_int(crdt_replica_durable_seq(r), crdt_replica_last_seq(r),
+           "memory only: every write is as durable as promised at once");
+    crdt_replica_stats_t st;
+    crdt_replica_stats(r, &st);
+    is_int(st.keys, 2 * CRDT_TYPE_MAX, "two keys per type");
+    is_int(st.keys_by_type[CRDT_TIMELINE], 2, "keys by type");
+    is_int(crdt_replica_flush(r), 0, "flush without a log");
+    crdt_obj_free(lg.last_delta);
+    crdt_replica_close(r);
+}
+
+static void test_restart_replays(void)
+{
+    const char *dir = fresh_dir("restart");
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r != NULL, "open a new data directory");
+    if (!r)
+        return;
+    rng_t g = {7};
+    int changed = random_writes(r, &g, 3000, 40);
+    cmp_ok(changed, ">", 1000, "random writes over every type");
+    /* binary-safe keys */
+    crdt_replica_config_t unused;
+    (void)unused;
+    wop_t w = random_op(&g, r, CRDT_ORSET);
+    uint64_t seq;
+    is_int(crdt_replica_mutate(r, "\0bin\xff", 5, CRDT_ORSET, wop_cb, &w, &seq), 1,
+           "a key with NUL and 0xff bytes");
+    is_int(crdt_replica_flush(r), 0, "flush");
+    crdt_replica_t *mem = open_dir(NULL, CRDT_FSYNC_NO, 1);
+    crdt_replica_foreach(r, copy_cb, mem);
+    uint64_t digest = crdt_replica_digest(r), last = crdt_replica_last_seq(r);
+    static feed_list_t before;
+    feed_all(r, &before);
+    crdt_replica_close(r);
+
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r != NULL, "reopen");
+    if (!r) {
+        crdt_replica_close(mem);
+        return;
+    }
+    const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
+    is_int(rep->log_records, changed + 1, "every change replayed from the log");
+    is_int(rep->dropped_bytes, 0, "nothing dropped");
+    is_int(rep->snapshot_keys, 0, "no snapshot");
+    cmp_ok(rep->seconds, ">=", 0, "recovery time reported (%.4f s)", rep->seconds);
+    is_int((long long)crdt_replica_digest(r), (long long)digest, "same digest");
+    is_int(crdt_replica_last_seq(r), last, "same last seq");
+    static feed_list_t after;
+    feed_all(r, &after);
+    ok(after.n == before.n && memcmp(after.seqs, before.seqs, after.n * 8) == 0 &&
+           memcmp(after.keys, before.keys, after.n * 16) == 0,
+       "the feed survives restart (%zu keys)", after.n);
+    cmp_ctx_t c = {mem, 0, NULL};
+    crdt_replica_foreach(r, cmp_key_cb, &c);
+    is_int(c.diffs, 0, "every key encodes identically to the pre-restart state");
+    ok(crdt_replica_get(r, "\0bin\xff", 5) != NULL, "binary key back");
+    /* writes continue after the replay with the next seqs, and survive another restart */
+    random_writes(r, &g, 200, 40);
+    cmp_ok(crdt_replica_last_seq(r), ">", last, "seqs continue after restart");
+    crdt_replica_close(mem);
+    mem = open_dir(NULL, CRDT_FSYNC_NO, 1);
+    crdt_replica_foreach(r, copy_cb, mem);
+    digest = crdt_replica_digest(r);
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r && crdt_replica_digest(r) == digest, "second restart, same digest");
+    c = (cmp_ctx_t){mem, 0, NULL};
+    if (r)
+        crdt_replica_foreach(r, cmp_key_cb, &c);
+    is_int(c.diffs, 0, "and the same encodings");
+    crdt_replica_close(r);
+    crdt_replica_close(mem);
+}
+
+static bool wait_snapshot(crdt_replica_t *r)
+{
+    crdt_replica_stats_t st;
+    for (int i = 0; i < 2000; i++) {
+        crdt_replica_tick(r, (uint64_t)i);
+        crdt_replica_stats(r, &st);
+        if (!st.snapshot_running)
+            return true;
+        usleep(5000);
+    }
+    return false;
+}
+
+static void test_snapshot(void)
+{
+    const char *dir = fresh_dir("snapshot");
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
+    if (!r) {
+        fail("open");
+        return;
+    }
+    rng_t g = {99};
+    random_writes(r, &g, 2000, 50);
+    crdt_replica_flush(r);
+    is_int(crdt_replica_snapshot(r), 0, "start a snapshot");
+    crdt_replica_stats_t st;
+    crdt_replica_stats(r, &st);
+    ok(st.snapshot_running, "it runs in the background");
+    /* writes go on while the child writes */
+    int during = random_writes(r, &g, 500, 60);
+    cmp_ok(during, ">", 0, "writes while the snapshot runs");
+    crdt_replica_flush(r);
+    ok(wait_snapshot(r), "the snapshot finishes");
+    crdt_replica_stats(r, &st);
+    is_int(st.snapshots, 1, "one snapshot done");
+    is_int(count_files(dir, "log-"), 1, "the covered segment was deleted");
+    is_int(count_files(dir, "snapshot.tmp"), 0, "no temporary file left");
+    random_writes(r, &g, 300, 60);
+    crdt_replica_t *mem = open_dir(NULL, CRDT_FSYNC_NO, 1);
+    crdt_replica_foreach(r, copy_cb, mem);
+    uint64_t digest = crdt_replica_digest(r), last = crdt_replica_last_seq(r);
+    static feed_list_t before;
+    feed_all(r, &before);
+    crdt_replica_close(r);
+
+    r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
+    if (!r) {
+        fail("reopen after snapshot");
+        crdt_replica_close(mem);
+        return;
+    }
+    const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
+    cmp_ok(rep->snapshot_keys, ">=", 50, "keys loaded from the snapshot");
+    cmp_ok(rep->log_records, ">", 0, "and the log after it replayed");
+    cmp_ok(rep->log_records, "<=", 800, "but not the records the snapshot covers");
+    is_int((long long)crdt_replica_digest(r), (long long)digest, "snapshot + log = same digest");
+    is_int(crdt_replica_last_seq(r), last, "same last seq");
+    static feed_list_t after;
+    feed_all(r, &after);
+    ok(after.n == before.n && memcmp(after.seqs, before.seqs, after.n * 8) == 0,
+       "feed seqs survive the snapshot");
+    cmp_ctx_t c = {mem, 0, NULL};
+    crdt_replica_foreach(r, cmp_key_cb, &c);
+    is_int(c.diffs, 0, "same encodings");
+
+    /* a second snapshot with nothing new since the last write, then a restart from it alone */
+    is_int(crdt_replica_snapshot(r), 0, "second snapshot");
+    ok(wait_snapshot(r), "finishes");
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
+    ok(r && crdt_replica_recovery(r)->log_records == 0 && crdt_replica_digest(r) == digest,
+       "restart from the snapshot alone");
+
+    /* automatic snapshots once the log passes snapshot_log_bytes */
+    crdt_replica_close(r);
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    cfg.timeline_max_size = 8;
+    cfg.snapshot_log_bytes = 16384;
+    crdt_error_t err;
+    r = crdt_replica_open(&cfg, &err);
+    if (!r) {
+        fail("open with snapshot_log_bytes");
+        crdt_replica_close(mem);
+        return;
+    }
+    for (int i = 0; i < 20; i++) {
+        random_writes(r, &g, 100, 60);
+        crdt_replica_flush(r);
+        crdt_replica_tick(r, 0);
+    }
+    wait_snapshot(r);
+    crdt_replica_stats(r, &st);
+    cmp_ok(st.snapshots, ">=", 1, "snapshots start by themselves (%llu)",
+           (unsigned long long)st.snapshots);
+    cmp_ok(st.log_bytes, "<", 16384 * 4, "and keep the log short");
+    digest = crdt_replica_digest(r);
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
+    ok(r && crdt_replica_digest(r) == digest, "restart after automatic snapshots");
+    crdt_replica_close(r);
+    crdt_replica_close(mem);
+}
+
+/* Writes n records one by one with a flush after each; bounds[i] is the log size after record i
+ * (bounds[0]: before any), digests[i] the digest after it. */
+static int build_log(const char *dir, int n, uint64_t *bounds, uint64_t *digests)
+{
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    if (!r)
+        return -1;
+    rng_t g = {1234};
+    crdt_replica_stats_t st;
+    crdt_replica_stats(r, &st);
+    bounds[0] = st.log_bytes;
+    digests[0] = crdt_replica_digest(r);
+    for (int i = 1; i <= n;) {
+        char key[16];
+        int k = (int)below(&g, 6);
+        size_t klen = key_of(k, key);
+        wop_t w = random_op(&g, r, type_of(k));
+        uint64_t seq;
+        int rc = crdt_replica_mutate(r, key, klen, w.type, wop_cb, &w, &seq);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            continue;
+        crdt_replica_flush(r);
+        crdt_replica_stats(r, &st);
+        bounds[i] = st.log_bytes;
+        digests[i] = crdt_replica_digest(r);
+        i++;
+    }
+    crdt_replica_close(r);
+    return 0;
+}
+
+static void test_torn_tail(void)
+{
+    enum { N = 40 };
+    uint64_t bounds[N + 1], digests[N + 1];
+    const char *dir = fresh_dir("torn");
+    if (build_log(dir, N, bounds, digests) < 0) {
+        fail("build the log");
+        return;
+    }
+    char seg[256];
+    last_segment(dir, seg, sizeof(seg));
+    is_int(file_size(seg), bounds[N], "log size as reported by stats");
+    /* Cut the file at many positions; every reopen must recover exactly the records that are
+     * whole and report the rest as dropped. */
+    static uint8_t orig[1 << 16];
+    int fd = open(seg, O_RDONLY);
+    ssize_t olen = fd >= 0 ? read(fd, orig, sizeof(orig)) : -1;
+    if (fd >= 0)
+        close(fd);
+    ok(olen == (ssize_t)bounds[N], "read the log");
+    int bad = 0, cuts = 0;
+    uint64_t size = bounds[N];
+    for (uint64_t cut = size - 1; cut >= bounds[0] && cut < size;
+         cut -= cut > bounds[N - 4] ? 1 : 7) {
+        fd = open(seg, O_WRONLY | O_TRUNC);
+        if (fd < 0 || write(fd, orig, cut) != (ssize_t)cut) {
+            bad++;
+            break;
+        }
+        close(fd);
+        int k = 0;
+        while (k < N && bounds[k + 1] <= cut)
+            k++;
+        crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+        cuts++;
+        if (!r) {
+            bad++;
+            break;
+        }
+        const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
+        bool good = rep->dropped_bytes == cut - bounds[k] && crdt_replica_last_seq(r) == (uint64_t)k &&
+                    crdt_replica_digest(r) == digests[k] && file_size(seg) == bounds[k] &&
+                    (rep->dropped_bytes == 0 || strstr(rep->dropped_reason, "torn") != NULL);
+        if (!good && bad++ < 3)
+            diag("cut at %llu: k=%d dropped %llu (%s) last seq %llu", (unsigned long long)cut, k,
+                 (unsigned long long)rep->dropped_bytes, rep->dropped_reason,
+                 (unsigned long long)crdt_replica_last_seq(r));
+        crdt_replica_close(r);
+        if (cut == bounds[0])
+            break;
+    }
+    is_int(bad, 0, "%d cuts: each recovers the whole records before it and drops the rest", cuts);
+    /* the repaired log takes writes again */
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r && crdt_replica_recovery(r)->dropped_bytes == 0, "a repaired log reopens cleanly");
+    rng_t g = {5};
+    if (r)
+        random_writes(r, &g, 10, 3);
+    uint64_t d = r ? crdt_replica_digest(r) : 0;
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r && crdt_replica_digest(r) == d && crdt_replica_recovery(r)->dropped_bytes == 0,
+       "and keeps what it writes after the repair");
+    crdt_replica_close(r);
+}
+
+static void flip_byte(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t b = 0;
+    if (fd >= 0 && pread(fd, &b, 1, (off_t)off) == 1) {
+        b ^= 0x5A;
+        if (pwrite(fd, &b, 1, (off_t)off) != 1)
+            diag("pwrite failed");
+    }
+    if (fd >= 0)
+        close(fd);
+}
+
+static void test_corruption(void)
+{
+    enum { N = 30 };
+    uint64_t bounds[N + 1], digests[N + 1];
+    const char *dir = fresh_dir("corrupt");
+    char seg[256];
+    int bad = 0, cases = 0;
+    /* a flipped byte in record j (header, seq, key or object bytes) loses j and what follows */
+    for (int j = 1; j <= N; j += 3) {
+        for (int where = 0; where < 4; where++) {
+            rm_dir(dir);
+            if (build_log(dir, N, bounds, digests) < 0) {
+                bad++;
+                break;
+            }
+            last_segment(dir, seg, sizeof(seg));
+            uint64_t start = bounds[j - 1], len = bounds[j] - start;
+            uint64_t at = where == 0   ? start + 1           /* length */
+                          : where == 1 ? start + 5           /* CRC */
+                          : where == 2 ? start + 8           /* seq */
+                                       : start + len - 2;    /* the object's bytes */
+            flip_byte(seg, at);
+            crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+            cases++;
+            if (!r) {
+                bad++;
+                continue;
+            }
+            const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
+            bool good = rep->dropped_bytes == bounds[N] - start &&
+                        crdt_replica_last_seq(r) == (uint64_t)(j - 1) &&
+                        crdt_replica_digest(r) == digests[j - 1] && rep->dropped_reason[0];
+            if (!good && bad++ < 3)
+                diag("flip in record %d at +%llu: dropped %llu (%s), last seq %llu", j,
+                     (unsigned long long)(at - start), (unsigned long long)rep->dropped_bytes,
+                     rep->dropped_reason, (unsigned long long)crdt_replica_last_seq(r));
+            if (j == 1 && where == 1)
+                ok(strstr(rep->dropped_reason, "checksum") != NULL, "reason names it: %s",
+                   rep->dropped_reason);
+            crdt_replica_close(r);
+        }
+    }
+    is_int(bad, 0, "%d corruptions: everything before the bad record recovered, the rest "
+           "reported dropped", cases);
+
+    /* a damaged snapshot is refused, not silently dropped */
+    rm_dir(dir);
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    rng_t g = {3};
+    random_writes(r, &g, 100, 10);
+    crdt_replica_snapshot(r);
+    wait_snapshot(r);
+    crdt_replica_close(r);
+    char snap[256];
+    snprintf(snap, sizeof(snap), "%s/snapshot", dir);
+    flip_byte(snap, file_size(snap) / 2);
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    crdt_error_t err;
+    r = crdt_replica_open(&cfg, &err);
+    ok(r == NULL && strstr(err.text, "snapshot") != NULL, "a damaged snapshot is refused: %s",
+       err.text);
+    crdt_replica_close(r);
+}
+
+static void test_lock(void)
+{
+    const char *dir = fresh_dir("lock");
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    if (!r) {
+        fail("open");
+        return;
+    }
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    crdt_error_t err;
+    char want[64];
+    snprintf(want, sizeof(want), "pid %ld", (long)getpid());
+    crdt_replica_t *r2 = crdt_replica_open(&cfg, &err);
+    ok(r2 == NULL && strstr(err.text, want) != NULL, "second open in this process refused: %s",
+       err.text);
+    crdt_replica_close(r2);
+
+    /* from another process */
+    int p[2];
+    if (pipe(p) < 0) {
+        fail("pipe");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        crdt_error_t e;
+        crdt_replica_t *c = crdt_replica_open(&cfg, &e);
+        const char *msg = c ? "opened!" : e.text;
+        if (write(p[1], msg, strlen(msg)) < 0)
+            _exit(2);
+        _exit(0);
+    }
+    close(p[1]);
+    char buf[256] = {0};
+    ssize_t got = read(p[0], buf, sizeof(buf) - 1);
+    (void)got;
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    ok(strstr(buf, want) != NULL, "a forked process is refused with our pid: %s", buf);
+    crdt_replica_close(r);
+
+    /* a child holding it: we are refused with its pid; once it dies the directory is free */
+    int go[2], hold[2];
+    if (pipe(go) < 0 || pipe(hold) < 0) {
+        fail("pipe");
+        return;
+    }
+    pid = fork();
+    if (pid == 0) {
+        close(go[0]);
+        close(hold[1]);
+        crdt_error_t e;
+        crdt_replica_t *c = crdt_replica_open(&cfg, &e);
+        char b = c ? 'y' : 'n';
+        if (write(go[1], &b, 1) < 0)
+            _exit(2);
+        if (read(hold[0], &b, 1) < 0) /* until the parent kills us */
+            _exit(2);
+        _exit(0);
+    }
+    close(go[1]);
+    close(hold[0]);
+    char b = 0;
+    if (read(go[0], &b, 1) != 1)
+        b = 0;
+    ok(b == 'y', "a child opens the directory");
+    snprintf(want, sizeof(want), "pid %ld", (long)pid);
+    r2 = crdt_replica_open(&cfg, &err);
+    ok(r2 == NULL && strstr(err.text, want) != NULL, "we are refused with the child's pid: %s",
+       err.text);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    close(go[0]);
+    close(hold[1]);
+    r2 = crdt_replica_open(&cfg, &err);
+    ok(r2 != NULL, "the lock dies with its holder");
+    crdt_replica_close(r2);
+}
+
+static uint64_t write_one(crdt_replica_t *r, int i)
+{
+    char key[16], m[16];
+    size_t klen = (size_t)snprintf(key, sizeof(key), "s%d", i % 8);
+    wop_t w = {.type = CRDT_ORSET, .replica = crdt_replica_node_id(r)};
+    w.mlen = (size_t)snprintf(m, sizeof(m), "m%d", i);
+    memcpy(w.member, m, w.mlen);
+    uint64_t seq = 0;
+    if (crdt_replica_mutate(r, key, klen, CRDT_ORSET, wop_cb, &w, &seq) != 1)
+        return 0;
+    return seq;
+}
+
+static void test_durable_seq(void)
+{
+    static const char *names[] = {"always", "everysec", "no"};
+    for (int p = CRDT_FSYNC_ALWAYS; p <= CRDT_FSYNC_NO; p++) {
+        const char *dir = fresh_dir(names[p]);
+        crdt_replica_t *r = open_dir(dir, (crdt_fsync_policy_t)p, 1);
+        if (!r) {
+            fail("open");
+            continue;
+        }
+        crdt_replica_stats_t st0, st1, st2;
+        crdt_replica_stats(r, &st0);
+        uint64_t seq = write_one(r, 1);
+        ok(seq > 0 && crdt_replica_durable_seq(r) < seq, "%s: not durable before flush",
+           names[p]);
+        crdt_replica_flush(r);
+        crdt_replica_stats(r, &st1);
+        is_int(crdt_replica_durable_seq(r), seq, "%s: durable after flush", names[p]);
+        if (p == CRDT_FSYNC_ALWAYS)
+            is_int(st1.fsyncs, st0.fsyncs + 1, "always: flush fsynced");
+        if (p == CRDT_FSYNC_NO)
+            is_int(st1.fsyncs, st0.fsyncs, "no: flush did not fsync");
+        /* group commit: many writes, one flush, one fsync */
+        uint64_t last = 0;
+        for (int i = 2; i < 50; i++)
+            last = write_one(r, i);
+        ok(crdt_replica_durable_seq(r) < last, "%s: a batch is pending", names[p]);
+        crdt_replica_stats(r, &st1);
+        crdt_replica_flush(r);
+        crdt_replica_stats(r, &st2);
+        is_int(crdt_replica_durable_seq(r), last, "%s: one flush covers the batch", names[p]);
+        if (p == CRDT_FSYNC_ALWAYS)
+            is_int(st2.fsyncs, st1.fsyncs + 1, "always: with one fsync (group commit)");
+        if (p == CRDT_FSYNC_EVERYSEC) {
+            is_int(st2.fsyncs, st1.fsyncs, "everysec: no fsync within the second");
+            usleep(1050 * 1000);
+            crdt_replica_tick(r, 0);
+            crdt_replica_stats(r, &st2);
+            is_int(st2.fsyncs, st1.fsyncs + 1, "everysec: tick fsyncs a second later");
+            crdt_replica_tick(r, 0);
+            crdt_replica_stats(r, &st1);
+            is_int(st1.fsyncs, st2.fsyncs, "everysec: and not again without new writes");
+        }
+        cmp_ok(st2.log_bytes, ">", 16, "%s: log bytes reported", names[p]);
+        crdt_replica_close(r);
+    }
+}
+
+static void test_io_error(void)
+{
+    /* A real write error: the file size limit. The child reports through its exit status. */
+    const char *dir = fresh_dir("ioerr");
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_ALWAYS, 1);
+        if (!r)
+            _exit(10);
+        struct rlimit rl = {4096, 4096};
+        setrlimit(RLIMIT_FSIZE, &rl);
+        int i = 0, rc = 0;
+        uint64_t seq = 0, durable_before = 0;
+        for (; i < 10000; i++) {
+            durable_before = crdt_replica_durable_seq(r);
+            seq = write_one(r, i);
+            if (!seq)
+                _exit(11);
+            if ((rc = crdt_replica_flush(r)) < 0)
+                break;
+        }
+        if (rc != CRDT_EIO)
+            _exit(12);
+        if (crdt_replica_durable_seq(r) != durable_before || durable_before >= seq)
+            _exit(13);
+        wop_t w = {.type = CRDT_ORSET, .replica = 1, .member = "x", .mlen = 1};
+        uint64_t s2;
+        if (crdt_replica_mutate(r, "k", 1, CRDT_ORSET, wop_cb, &w, &s2) != CRDT_EIO)
+            _exit(14);
+        if (!crdt_replica_last_error(r) || !strstr(crdt_replica_last_error(r), "log"))
+            _exit(15);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+       "a write error: flush fails, durable seq stays, writes refused (child status %d)",
+       WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_ALWAYS, 1);
+    ok(r != NULL, "the directory reopens after the failure (%s)",
+       r ? crdt_replica_recovery(r)->dropped_reason : "");
+    crdt_replica_close(r);
+}
+
+typedef struct page_ctx {
+    int n;
+    char seen[64];
+    uint64_t last;
+    bool ordered;
+    const uint64_t *latest;
+    int wrong;
+} page_ctx_t;
+
+static int page_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *s, void *ud)
+{
+    page_ctx_t *c = ud;
+    char kb[16] = {0};
+    memcpy(kb, key, klen < 15 ? klen : 15);
+    int k = atoi(kb + 1);
+    (void)s;
+    if (seq <= c->last)
+        c->ordered = false;
+    c->last = seq;
+    if (k >= 0 && k < 64) {
+        c->seen[k]++;
+        if (c->latest[k] != seq)
+            c->wrong++;
+    }
+    c->n++;
+    return 0;
+}
+
+static int stop_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *s, void *ud)
+{
+    (void)key, (void)klen, (void)seq, (void)s;
+    return ++*(int *)ud == 2 ? 42 : 0;
+}
+
+/* Pages through the feed from `since` in pages of `limit`; returns the next since. */
+static uint64_t page_all(crdt_replica_t *r, uint64_t since, size_t limit, page_ctx_t *c)
+{
+    for (int guard = 0; guard < 1000; guard++) {
+        int before = c->n;
+        uint64_t next = 0;
+        crdt_replica_changes(r, since, limit, page_cb, c, &next);
+        if (c->n == before) {
+            since = next;
+            break;
+        }
+        since = next;
+    }
+    return since;
+}
+
+static void test_feed(void)
+{
+    const char *dir = fresh_dir("feed");
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    if (!r) {
+        fail("open");
+        return;
+    }
+    uint64_t latest[64] = {0};
+    rng_t g = {11};
+    /* many writes to few keys, so the feed's lazy compaction runs */
+    for (int i = 0; i < 3000; i++) {
+        int k = i < 30 ? i : (int)below(&g, 30);
+        char key[16];
+        size_t klen = key_of(k, key);
+        wop_t w = random_op(&g, r, CRDT_PNCOUNTER);
+        w.n = 1;
+        uint64_t seq;
+        if (crdt_replica_mutate(r, key, klen, CRDT_PNCOUNTER, wop_cb, &w, &seq) == 1)
+            latest[k] = seq;
+    }
+    page_ctx_t c = {.ordered = true, .latest = latest};
+    uint64_t next = page_all(r, 0, 7, &c);
+    int once = 0;
+    for (int k = 0; k < 30; k++)
+        once += c.seen[k] == 1;
+    ok(c.n == 30 && once == 30 && c.ordered && c.wrong == 0,
+       "paging by 7 visits each of 30 keys once, in seq order, at its latest seq (%d, %d wrong)",
+       c.n, c.wrong);
+    is_int(next, crdt_replica_last_seq(r), "next ends at the last seq");
+    page_ctx_t c0 = {.ordered = true, .latest = latest};
+    uint64_t n2 = 99, n3 = 99;
+    crdt_replica_changes(r, 0, 1, page_cb, &c0, &n3);
+    ok(c0.n == 1 && n3 == c0.last, "limit 1: one key, next is its seq");
+    crdt_replica_changes(r, 5, 0, page_cb, &c0, &n2);
+    ok(c0.n == 1 && n2 == 5, "limit 0 returns nothing and keeps since");
+    int stops = 0;
+    is_int(crdt_replica_changes(r, 0, 10, stop_cb, &stops, &n2), 42, "a callback can stop it");
+    is_int(n2, n3, "next then points after the last key the callback accepted");
+
+    /* changes after `next` only */
+    for (int k = 3; k < 30; k += 10) {
+        char key[16];
+        size_t klen = key_of(k, key);
+        wop_t w = random_op(&g, r, CRDT_PNCOUNTER);
+        w.n = 1;
+        uint64_t seq;
+        crdt_replica_mutate(r, key, klen, CRDT_PNCOUNTER, wop_cb, &w, &seq);
+        latest[k] = seq;
+    }
+    page_ctx_t c2 = {.ordered = true, .latest = latest};
+    uint64_t next2 = page_all(r, next, 2, &c2);
+    ok(c2.n == 3 && c2.seen[3] == 1 && c2.seen[13] == 1 && c2.seen[23] == 1 && c2.wrong == 0,
+       "resuming from next gives just the 3 keys changed since");
+    crdt_replica_close(r);
+
+    /* resume after restart */
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    if (!r) {
+        fail("reopen");
+        return;
+    }
+    page_ctx_t c3 = {.ordered = true, .latest = latest};
+    page_all(r, next2, 5, &c3);
+    is_int(c3.n, 0, "after restart, nothing new since the saved cursor");
+    page_ctx_t c4 = {.ordered = true, .latest = latest};
+    page_all(r, next, 5, &c4);
+    ok(c4.n == 3 && c4.wrong == 0, "and the same 3 keys since the older cursor");
+    page_ctx_t c5 = {.ordered = true, .latest = latest};
+    page_all(r, 0, 4, &c5);
+    ok(c5.n == 30 && c5.wrong == 0 && c5.ordered, "the whole feed with the same seqs");
+    crdt_replica_close(r);
+}
+
+typedef struct delta_list {
+    size_t n;
+    char keys[4096][16];
+    size_t klens[4096];
+    crdt_obj_t *deltas[4096];
+} delta_list_t;
+
+static void collect_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                       void *ud)
+{
+    (void)seq;
+    delta_list_t *l = ud;
+    if (l->n < 4096 && klen < 16) {
+        memcpy(l->keys[l->n], key, klen);
+        l->klens[l->n] = klen;
+        l->deltas[l->n++] = crdt_obj_clone(delta);
+    }
+}
+
+static void test_convergence(void)
+{
+    crdt_replica_t *a = open_dir(NULL, CRDT_FSYNC_NO, 1), *b = open_dir(NULL, CRDT_FSYNC_NO, 2);
+    static delta_list_t da, db;
+    crdt_replica_set_listener(a, collect_cb, &da);
+    crdt_replica_set_listener(b, collect_cb, &db);
+    rng_t g = {2024};
+    random_writes(a, &g, 1500, 24);
+    random_writes(b, &g, 1500, 24);
+    crdt_replica_set_listener(a, NULL, NULL);
+    crdt_replica_set_listener(b, NULL, NULL);
+    ok(crdt_replica_digest(a) != crdt_replica_digest(b), "diverged replicas differ in digest");
+    /* a gets b's deltas in order; b gets a's shuffled, some twice */
+    uint64_t seq;
+    int errs = 0;
+    for (size_t i = 0; i < db.n; i++)
+        errs += crdt_replica_apply(a, db.keys[i], db.klens[i], db.deltas[i], &seq) < 0;
+    size_t *perm = malloc(da.n * 2 * sizeof(*perm));
+    for (size_t i = 0; i < da.n * 2; i++)
+        perm[i] = i % da.n;
+    for (size_t i = da.n * 2 - 1; i > 0; i--) {
+        size_t j = (size_t)below(&g, i + 1), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (size_t i = 0; i < da.n * 2; i++)
+        errs += crdt_replica_apply(b, da.keys[perm[i]], da.klens[perm[i]], da.deltas[perm[i]],
+                                   &seq) < 0;
+    is_int(errs, 0, "every delta applies");
+    ok(crdt_replica_digest(a) == crdt_replica_digest(b),
+       "converged replicas have equal digests (%016llx)",
+       (unsigned long long)crdt_replica_digest(a));
+    int fp_diffs = 0;
+    for (int k = 0; k < 24; k++) {
+        char key[16];
+        size_t klen = key_of(k, key);
+        uint64_t fa = 1, fb = 2;
+        int ra = crdt_replica_key_fingerprint(a, key, klen, &fa);
+        int rb = crdt_replica_key_fingerprint(b, key, klen, &fb);
+        fp_diffs += ra != 1 || rb != 1 || fa != fb;
+    }
+    is_int(fp_diffs, 0, "and equal per-key fingerprints");
+    uint64_t fp = 9;
+    is_int(crdt_replica_key_fingerprint(a, "absent", 6, &fp), 0, "absent key: 0");
+    /* incremental: one more change moves the digest, the fingerprint, and only that key's */
+    uint64_t d0 = crdt_replica_digest(a), f0, f1, o0, o1;
+    crdt_replica_key_fingerprint(a, "k1", 2, &f0);
+    crdt_replica_key_fingerprint(a, "k2", 2, &o0);
+    wop_t w = random_op(&g, a, type_of(1));
+    w.remove = 0;
+    w.n = 5;
+    crdt_replica_mutate(a, "k1", 2, type_of(1), wop_cb, &w, &seq);
+    crdt_replica_key_fingerprint(a, "k1", 2, &f1);
+    crdt_replica_key_fingerprint(a, "k2", 2, &o1);
+    ok(f1 != f0 && o1 == o0 && crdt_replica_digest(a) != d0,
+       "a change moves its key's fingerprint and the digest only");
+    crdt_replica_flush(a);
+    is_int(crdt_replica_digest(a) == crdt_replica_digest(b), 0, "digests now differ");
+    for (size_t i = 0; i < da.n; i++)
+        crdt_obj_free(da.deltas[i]);
+    for (size_t i = 0; i < db.n; i++)
+        crdt_obj_free(db.deltas[i]);
+    free(perm);
+    /* an independent check: a fresh replica fed a's states has a's digest */
+    crdt_replica_t *c = open_dir(NULL, CRDT_FSYNC_NO, 3);
+    crdt_replica_foreach(a, copy_cb, c);
+    cmp_ctx_t cc = {c, 0, NULL};
+    crdt_replica_foreach(a, cmp_key_cb, &cc);
+    ok(cc.diffs == 0 && crdt_replica_digest(a) == crdt_replica_digest(c),
+       "a copy made through apply has the same states and digest");
+    crdt_replica_close(a);
+    crdt_replica_close(b);
+    crdt_replica_close(c);
+}
+
+static void test_crash(void)
+{
+    /* A child writes with policy always and reports every acknowledged write through a pipe;
+     * we SIGKILL it mid-stream, reopen, and look for every acknowledged write. */
+    const char *dir = fresh_dir("crash");
+    int p[2];
+    if (pipe(p) < 0) {
+        fail("pipe");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(p[0]);
+        crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_ALWAYS, 1);
+        if (!r)
+            _exit(1);
+        int pending[64], np = 0;
+        for (int i = 0;; i++) {
+            uint64_t seq = write_one(r, i);
+            if (!seq)
+                _exit(2);
+            pending[np++] = i;
+            if (np == 64 || i % 7 == 0) { /* a group commit of a few writes */
+                if (crdt_replica_flush(r) < 0 || crdt_replica_durable_seq(r) < seq)
+                    _exit(3);
+                if (write(p[1], pending, (size_t)np * sizeof(int)) < 0)
+                    _exit(4);
+                np = 0;
+            }
+        }
+    }
+    close(p[1]);
+    usleep(300 * 1000);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    static int acked[1 << 20];
+    size_t nacked = 0;
+    ssize_t got;
+    while ((got = read(p[0], acked + nacked, sizeof(acked) - nacked * sizeof(int))) > 0)
+        nacked += (size_t)got / sizeof(int);
+    close(p[0]);
+    ok(WIFSIGNALED(status) && nacked > 10, "child killed after %zu acknowledged writes", nacked);
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_ALWAYS, 1);
+    ok(r != NULL, "reopen after kill -9 (dropped %llu bytes)",
+       r ? (unsigned long long)crdt_replica_recovery(r)->dropped_bytes : 0ull);
+    if (!r)
+        return;
+    size_t missing = 0;
+    for (size_t i = 0; i < nacked; i++) {
+        char key[16], m[16];
+        size_t klen = (size_t)snprintf(key, sizeof(key), "s%d", acked[i] % 8);
+        size_t mlen = (size_t)snprintf(m, sizeof(m), "m%d", acked[i]);
+        const crdt_obj_t *o = crdt_replica_get(r, key, klen);
+        missing += !o || crdt_set_contains(o, m, mlen) != 1;
+    }
+    is_int(missing, 0, "every acknowledged write is present");
+    cmp_ok(crdt_replica_last_seq(r), ">=", nacked, "last seq covers them");
+    crdt_replica_close(r);
+}
+
+int main(void)
+{
+    snprintf(root, sizeof(root), "/tmp/test_replica.XXXXXX");
+    if (!mkdtemp(root))
+        bail_out("mkdtemp: %s", strerror(errno));
+    setvbuf(stdout, NULL, _IONBF, 0);
+    test_types_in_memory();
+    test_restart_replays();
+    test_snapshot();
+    test_torn_tail();
+    test_corruption();
+    test_lock();
+    test_durable_seq();
+    test_io_error();
+    test_feed();
+    test_convergence();
+    test_crash();
+    static const char *subs[] = {"restart", "snapshot", "torn", "corrupt", "lock", "always",
+                                 "everysec", "no", "ioerr", "feed", "crash"};
+    for (size_t i = 0; i < sizeof(subs) / sizeof(*subs); i++) {
+        char p[128];
+        snprintf(p, sizeof(p), "%s/%s", root, subs[i]);
+        rm_dir(p);
+    }
+    rmdir(root);
+    return done_testing();
+}
