@@ -1,0 +1,1097 @@
+/* commands.c - the CRDT.* commands: argument checks, libcrdt calls, replies, delta replication */
+#include "crdt_module.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define ERR_SCORE "ERR score is not a finite number"
+#define ERR_BOUND "ERR min or max is not a number (NaN is not allowed)"
+#define ERR_SYNTAX "ERR syntax error"
+#define ERR_BIG "ERR member or value is larger than 64 MiB"
+
+/* ---- argument helpers ----------------------------------------------------------------------- */
+
+/* A finite double, written the way Redis accepts scores (no spaces, no trailing bytes); -0 is 0.
+ * With allow_inf, "+inf"/"-inf"/"inf" are accepted as range bounds. NaN never is. */
+static int parse_double(RedisModuleString *s, bool allow_inf, double *out)
+{
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(s, &len);
+    char buf[128];
+    if (len == 0 || len >= sizeof(buf) || isspace((unsigned char)p[0]))
+        return -1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    char *end;
+    double d = strtod(buf, &end);
+    if (end != buf + len || isnan(d))
+        return -1;
+    if (isinf(d) && !allow_inf)
+        return -1;
+    /* strtod reports overflow as +-HUGE_VAL: a finite-looking "1e999" is not a finite score. */
+    *out = d == 0 ? 0.0 : d;
+    return 0;
+}
+
+static int parse_count(RedisModuleCtx *ctx, RedisModuleString *s, const char *what,
+                       long long *out)
+{
+    if (RedisModule_StringToLongLong(s, out) != REDISMODULE_OK) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "ERR %s is not an integer or out of range", what);
+        RedisModule_ReplyWithError(ctx, msg);
+        return -1;
+    }
+    if (*out < 0) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "ERR %s must not be negative", what);
+        RedisModule_ReplyWithError(ctx, msg);
+        return -1;
+    }
+    return 0;
+}
+
+static bool arg_is(RedisModuleString *s, const char *word)
+{
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(s, &len);
+    return len == strlen(word) && strncasecmp(p, word, len) == 0;
+}
+
+/* Scratch space for range replies: grows to the largest reply and stays (no malloc per read). */
+static crdt_tl_entry_t *scratch;
+static size_t scratch_cap;
+
+static crdt_tl_entry_t *scratch_get(size_t n)
+{
+    if (n > scratch_cap) {
+        size_t cap = n < 64 ? 64 : n;
+        crdt_tl_entry_t *p = realloc(scratch, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        scratch = p;
+        scratch_cap = cap;
+    }
+    return scratch;
+}
+
+static void reply_entries(RedisModuleCtx *ctx, const crdt_tl_entry_t *e, size_t n, bool scores)
+{
+    RedisModule_ReplyWithArray(ctx, (long)(scores ? 2 * n : n));
+    for (size_t i = 0; i < n; i++) {
+        RedisModule_ReplyWithStringBuffer(ctx, e[i].member, e[i].member_len);
+        if (scores)
+            RedisModule_ReplyWithDouble(ctx, e[i].score);
+    }
+}
+
+/* Joins a mutator's delta into the running delta of a multi-element command. */
+static int collect_delta(crdt_obj_t **acc, crdt_obj_t *d)
+{
+    if (!d)
+        return 0;
+    if (!*acc) {
+        *acc = d;
+        return 0;
+    }
+    int r = crdt_obj_merge(*acc, d);
+    crdt_obj_free(d);
+    return r < 0 ? r : 0;
+}
+
+/* Common tail of a write: store a new key, replicate the delta, notify, count, reply. */
+static int finish_write(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleKey *key,
+                        crdt_obj_t *obj, bool created, long long changed, long long reply,
+                        crdt_obj_t *delta, const char *event, int err)
+{
+    if (created) {
+        if (changed)
+            crdtm_set_new(key, obj);
+        else
+            crdt_obj_free(obj);
+    }
+    if (changed) {
+        crdtm_stats.writes++;
+        crdtm_changed(ctx, name, event, delta);
+    } else {
+        crdtm_stats.noops++;
+    }
+    crdt_obj_free(delta);
+    RedisModule_CloseKey(key);
+    if (err < 0)
+        return crdtm_reply_crdt_error(ctx, err);
+    return RedisModule_ReplyWithLongLong(ctx, reply);
+}
+
+/* Opens a key for a write of type `want` (creating the object in memory if the key is empty).
+ * Returns 0, or -1 after replying WRONGTYPE. */
+static int open_for_write(RedisModuleCtx *ctx, RedisModuleString *name, crdt_type_t want,
+                          RedisModuleKey **key, crdt_obj_t **obj, bool *created)
+{
+    if (crdtm_open(ctx, name, REDISMODULE_READ | REDISMODULE_WRITE, key, obj) < 0)
+        return -1;
+    *created = false;
+    if (!*obj) {
+        *obj = crdtm_new_obj(want);
+        if (!*obj) {
+            RedisModule_CloseKey(*key);
+            RedisModule_ReplyWithError(ctx, "ERR out of memory");
+            return -1;
+        }
+        *created = true;
+    } else if (crdt_obj_type(*obj) != want) {
+        RedisModule_CloseKey(*key);
+        RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+        return -1;
+    }
+    return 0;
+}
+
+/* Opens a key for reading; *obj is NULL for an empty key. With `want` non-zero a CRDT of another
+ * type is WRONGTYPE. Returns 0, or -1 after replying. */
+static int open_for_read(RedisModuleCtx *ctx, RedisModuleString *name, crdt_type_t want,
+                         RedisModuleKey **key, crdt_obj_t **obj)
+{
+    if (crdtm_open(ctx, name, REDISMODULE_READ, key, obj) < 0)
+        return -1;
+    if (*obj && want && crdt_obj_type(*obj) != want) {
+        RedisModule_CloseKey(*key);
+        RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- timeline ------------------------------------------------------------------------------- */
+
+/* CRDT.TLADD / CRDT.TLREM key score member [score member ...] -> entries that changed state */
+static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bool add)
+{
+    if (argc < 4 || (argc - 2) % 2 != 0)
+        return RedisModule_WrongArity(ctx);
+    /* Validate every pair before touching the key: a bad pair must not leave half a write. */
+    int pairs = (argc - 2) / 2;
+    double stack_scores[16];
+    double *scores = pairs <= 16 ? stack_scores : malloc((size_t)pairs * sizeof(double));
+    if (!scores)
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    for (int i = 0; i < pairs; i++) {
+        size_t mlen;
+        RedisModule_StringPtrLen(argv[3 + 2 * i], &mlen);
+        const char *msg = NULL;
+        if (parse_double(argv[2 + 2 * i], false, &scores[i]) < 0)
+            msg = ERR_SCORE;
+        else if (mlen > CRDT_MAX_BLOB)
+            msg = ERR_BIG;
+        if (msg) {
+            if (scores != stack_scores)
+                free(scores);
+            return RedisModule_ReplyWithError(ctx, msg);
+        }
+    }
+    RedisModuleKey *key;
+    crdt_obj_t *tl;
+    bool created;
+    if (open_for_write(ctx, argv[1], CRDT_TIMELINE, &key, &tl, &created) < 0) {
+        if (scores != stack_scores)
+            free(scores);
+        return REDISMODULE_OK;
+    }
+    long long changed = 0;
+    crdt_obj_t *delta = NULL;
+    int err = 0;
+    for (int i = 0; i < pairs && err >= 0; i++) {
+        size_t mlen;
+        const char *m = RedisModule_StringPtrLen(argv[3 + 2 * i], &mlen);
+        crdt_obj_t *d = NULL;
+        int r = add ? crdt_timeline_add(tl, m, mlen, scores[i], &d)
+                    : crdt_timeline_remove(tl, m, mlen, scores[i], &d);
+        if (r < 0) {
+            err = r;
+            break;
+        }
+        changed += r;
+        err = collect_delta(&delta, d);
+    }
+    if (scores != stack_scores)
+        free(scores);
+    if (err < 0 && delta) {
+        /* What did change is real and must reach replicas; the delta is incomplete only on OOM,
+         * so replicate the command itself then (replicas redo the same writes). */
+        crdt_obj_free(delta);
+        delta = NULL;
+        if (changed)
+            RedisModule_ReplicateVerbatim(ctx);
+    }
+    return finish_write(ctx, argv[1], key, tl, created, changed, changed, delta,
+                        add ? "crdt.tladd" : "crdt.tlrem", err);
+}
+
+static int cmd_tladd(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return tl_write(ctx, argv, argc, true);
+}
+
+static int cmd_tlrem(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return tl_write(ctx, argv, argc, false);
+}
+
+/* CRDT.TLRANGE key offset count [WITHSCORES] */
+static int cmd_tlrange(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 4 && argc != 5)
+        return RedisModule_WrongArity(ctx);
+    bool scores = false;
+    if (argc == 5) {
+        if (!arg_is(argv[4], "WITHSCORES"))
+            return RedisModule_ReplyWithError(ctx, ERR_SYNTAX);
+        scores = true;
+    }
+    long long offset, count;
+    if (parse_count(ctx, argv[2], "offset", &offset) < 0 ||
+        parse_count(ctx, argv[3], "count", &count) < 0)
+        return REDISMODULE_OK;
+    RedisModuleKey *key;
+    crdt_obj_t *tl;
+    if (open_for_read(ctx, argv[1], CRDT_TIMELINE, &key, &tl) < 0)
+        return REDISMODULE_OK;
+    size_t card = tl ? crdt_timeline_card(tl) : 0;
+    size_t n = (size_t)offset >= card ? 0 : card - (size_t)offset;
+    if ((unsigned long long)count < n)
+        n = (size_t)count;
+    crdt_tl_entry_t *out = n ? scratch_get(n) : NULL;
+    if (n && !out) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    }
+    n = n ? crdt_timeline_range(tl, (size_t)offset, n, out) : 0;
+    reply_entries(ctx, out, n, scores);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* CRDT.TLRANGEBYSCORE key max min [AFTER score member] [LIMIT count] [WITHSCORES] */
+static int cmd_tlrangebyscore(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 4)
+        return RedisModule_WrongArity(ctx);
+    double max, min;
+    if (parse_double(argv[2], true, &max) < 0 || parse_double(argv[3], true, &min) < 0)
+        return RedisModule_ReplyWithError(ctx, ERR_BOUND);
+    bool scores = false, has_after = false;
+    long long limit = -1;
+    crdt_tl_entry_t after = {0};
+    for (int i = 4; i < argc; i++) {
+        if (arg_is(argv[i], "WITHSCORES")) {
+            scores = true;
+        } else if (arg_is(argv[i], "LIMIT") && i + 1 < argc) {
+            if (parse_count(ctx, argv[++i], "count", &limit) < 0)
+                return REDISMODULE_OK;
+        } else if (arg_is(argv[i], "AFTER") && i + 2 < argc) {
+            if (parse_double(argv[i + 1], false, &after.score) < 0)
+                return RedisModule_ReplyWithError(ctx, "ERR AFTER score is not a finite number");
+            after.member = RedisModule_StringPtrLen(argv[i + 2], &after.member_len);
+            has_after = true;
+            i += 2;
+        } else {
+            return RedisModule_ReplyWithError(ctx, ERR_SYNTAX);
+        }
+    }
+    RedisModuleKey *key;
+    crdt_obj_t *tl;
+    if (open_for_read(ctx, argv[1], CRDT_TIMELINE, &key, &tl) < 0)
+        return REDISMODULE_OK;
+    size_t n = tl ? crdt_timeline_card(tl) : 0;
+    if (limit >= 0 && (unsigned long long)limit < n)
+        n = (size_t)limit;
+    crdt_tl_entry_t *out = n ? scratch_get(n) : NULL;
+    if (n && !out) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    }
+    n = n ? crdt_timeline_range_by_score(tl, max, min, has_after ? &after : NULL, n, out) : 0;
+    reply_entries(ctx, out, n, scores);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* Keys of CRDT.TLSELECT count key [key ...] [WITHSCORES]: argv[2] up to the end, less a trailing
+ * WITHSCORES (so a key literally named WITHSCORES must not come last). */
+static int tlselect_last_key(RedisModuleString **argv, int argc)
+{
+    return argc >= 4 && arg_is(argv[argc - 1], "WITHSCORES") ? argc - 2 : argc - 1;
+}
+
+/* CRDT.TLSELECT count key [key ...] [WITHSCORES] */
+static int cmd_tlselect(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (RedisModule_IsKeysPositionRequest(ctx)) {
+        for (int i = 2; i <= tlselect_last_key(argv, argc); i++)
+            RedisModule_KeyAtPos(ctx, i);
+        return REDISMODULE_OK;
+    }
+    if (argc < 3)
+        return RedisModule_WrongArity(ctx);
+    int last = tlselect_last_key(argv, argc);
+    bool scores = last != argc - 1;
+    long long count;
+    if (parse_count(ctx, argv[1], "count", &count) < 0)
+        return REDISMODULE_OK;
+    size_t nkeys = (size_t)(last - 1);
+    RedisModuleKey **keys = calloc(nkeys, sizeof(*keys));
+    const crdt_obj_t **tls = calloc(nkeys, sizeof(*tls));
+    if (!keys || !tls) {
+        free(keys);
+        free(tls);
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    }
+    size_t total = 0, opened = 0;
+    int rc = 0;
+    for (size_t i = 0; i < nkeys; i++) {
+        crdt_obj_t *o;
+        if (open_for_read(ctx, argv[2 + i], CRDT_TIMELINE, &keys[i], &o) < 0) {
+            rc = -1;
+            break;
+        }
+        opened++;
+        tls[i] = o;
+        total += o ? crdt_timeline_card(o) : 0;
+    }
+    if (rc == 0) {
+        size_t n = (unsigned long long)count < total ? (size_t)count : total;
+        crdt_tl_entry_t *out = n ? scratch_get(n) : NULL;
+        if (n && !out) {
+            RedisModule_ReplyWithError(ctx, "ERR out of memory");
+        } else {
+            n = n ? crdt_timeline_select(tls, nkeys, 0, n, out, NULL) : 0;
+            reply_entries(ctx, out, n, scores);
+        }
+    }
+    for (size_t i = 0; i < opened; i++)
+        RedisModule_CloseKey(keys[i]);
+    free(keys);
+    free(tls);
+    return REDISMODULE_OK;
+}
+
+/* CRDT.TLCARD key */
+static int cmd_tlcard(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *tl;
+    if (open_for_read(ctx, argv[1], CRDT_TIMELINE, &key, &tl) < 0)
+        return REDISMODULE_OK;
+    RedisModule_ReplyWithLongLong(ctx, tl ? (long long)crdt_timeline_card(tl) : 0);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* CRDT.TLSCORE key member -> score, or nil when the member is not live */
+static int cmd_tlscore(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *tl;
+    if (open_for_read(ctx, argv[1], CRDT_TIMELINE, &key, &tl) < 0)
+        return REDISMODULE_OK;
+    size_t mlen;
+    const char *m = RedisModule_StringPtrLen(argv[2], &mlen);
+    double score;
+    if (tl && crdt_timeline_score(tl, m, mlen, &score) == 1)
+        RedisModule_ReplyWithDouble(ctx, score);
+    else
+        RedisModule_ReplyWithNull(ctx);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* ---- counters and registers ----------------------------------------------------------------- */
+
+static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bool decr)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    long long n;
+    if (RedisModule_StringToLongLong(argv[2], &n) != REDISMODULE_OK)
+        return RedisModule_ReplyWithError(ctx, "ERR value is not an integer or out of range");
+    if (decr) {
+        if (n == INT64_MIN)
+            return RedisModule_ReplyWithError(ctx, "ERR decrement would overflow");
+        n = -n;
+    }
+    RedisModuleKey *key;
+    crdt_obj_t *c;
+    if (crdtm_open(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE, &key, &c) < 0)
+        return REDISMODULE_OK;
+    bool created = false;
+    if (!c) {
+        if (!(c = crdtm_new_obj(CRDT_PNCOUNTER))) {
+            RedisModule_CloseKey(key);
+            return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+        }
+        created = true;
+    }
+    crdt_obj_t *delta = NULL;
+    int r;
+    if (crdt_obj_type(c) == CRDT_PNCOUNTER) {
+        r = crdt_pncounter_add(c, crdtm_cfg.node_id, n, &delta);
+    } else if (crdt_obj_type(c) == CRDT_GCOUNTER) {
+        if (n < 0) {
+            RedisModule_CloseKey(key);
+            return RedisModule_ReplyWithError(
+                ctx, "ERR the key holds a grow-only counter (gcounter): it cannot be decremented");
+        }
+        r = crdt_gcounter_incr(c, crdtm_cfg.node_id, (uint64_t)n, &delta);
+    } else {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    int64_t value = 0;
+    if (r >= 0 && crdt_counter_value(c, &value) < 0) {
+        /* Merged remote slots can sum past int64 even when our own add fit. */
+        r = CRDT_EOVERFLOW;
+    }
+    if (r < 0) {
+        crdt_obj_free(delta);
+        if (created)
+            crdt_obj_free(c);
+        RedisModule_CloseKey(key);
+        return crdtm_reply_crdt_error(ctx, r);
+    }
+    if (created) {
+        if (r > 0)
+            crdtm_set_new(key, c);
+        else
+            crdt_obj_free(c);
+    }
+    if (r > 0) {
+        crdtm_stats.writes++;
+        crdtm_changed(ctx, argv[1], decr ? "crdt.decrby" : "crdt.incrby", delta);
+    }
+    crdt_obj_free(delta);
+    RedisModule_CloseKey(key);
+    return RedisModule_ReplyWithLongLong(ctx, value);
+}
+
+static int cmd_incrby(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return counter_add(ctx, argv, argc, false);
+}
+
+static int cmd_decrby(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return counter_add(ctx, argv, argc, true);
+}
+
+/* CRDT.GET key -> counter value (integer), register value (bulk), nil if absent or unset */
+static int cmd_get(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *o;
+    if (open_for_read(ctx, argv[1], 0, &key, &o) < 0)
+        return REDISMODULE_OK;
+    if (!o) {
+        RedisModule_ReplyWithNull(ctx);
+    } else if (crdt_obj_type(o) == CRDT_GCOUNTER || crdt_obj_type(o) == CRDT_PNCOUNTER) {
+        int64_t v;
+        if (crdt_counter_value(o, &v) < 0)
+            crdtm_reply_crdt_error(ctx, CRDT_EOVERFLOW);
+        else
+            RedisModule_ReplyWithLongLong(ctx, v);
+    } else if (crdt_obj_type(o) == CRDT_LWWREG) {
+        const void *val;
+        size_t len;
+        crdt_hlc_ts_t ts;
+        if (crdt_lwwreg_get(o, &val, &len, &ts) == 1)
+            RedisModule_ReplyWithStringBuffer(ctx, val, len);
+        else
+            RedisModule_ReplyWithNull(ctx);
+    } else {
+        RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* A timestamp for a local write that orders after `seen` (if given) and after everything this
+ * clock issued: a local write wins over the value it replaces even if that value came from a
+ * server whose clock runs ahead (up to max-clock-drift-ms). */
+static void local_ts(const crdt_hlc_ts_t *seen, crdt_hlc_ts_t *ts)
+{
+    uint64_t now = (uint64_t)RedisModule_Milliseconds();
+    if (seen && crdt_hlc_recv(&crdtm_clock, now, seen, ts) == 0)
+        return;
+    if (crdt_hlc_tick(&crdtm_clock, now, ts) < 0) {
+        /* The logical counter of this millisecond is exhausted: move to the next one. */
+        crdtm_clock.last_ms++;
+        crdtm_clock.last_logical = 0;
+        ts->ms = crdtm_clock.last_ms;
+        ts->logical = 0;
+        ts->node = crdtm_clock.node;
+    }
+}
+
+/* CRDT.SET key value -> 1 if the register changed, 0 if the write lost */
+static int cmd_set(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    size_t len;
+    const char *val = RedisModule_StringPtrLen(argv[2], &len);
+    if (len > CRDT_MAX_BLOB)
+        return RedisModule_ReplyWithError(ctx, ERR_BIG);
+    RedisModuleKey *key;
+    crdt_obj_t *reg;
+    bool created;
+    if (open_for_write(ctx, argv[1], CRDT_LWWREG, &key, &reg, &created) < 0)
+        return REDISMODULE_OK;
+    const void *cur;
+    size_t curlen;
+    crdt_hlc_ts_t seen, ts;
+    local_ts(crdt_lwwreg_get(reg, &cur, &curlen, &seen) == 1 ? &seen : NULL, &ts);
+    crdt_obj_t *delta = NULL;
+    int r = crdt_lwwreg_set(reg, &ts, val, len, &delta);
+    return finish_write(ctx, argv[1], key, reg, created, r > 0, r > 0, delta, "crdt.set",
+                        r < 0 ? r : 0);
+}
+
+/* ---- sets ----------------------------------------------------------------------------------- */
+
+/* CRDT.SADD / CRDT.SREM key member [member ...] -> members that became live / stopped being live
+ * (Redis's SADD/SREM count). The state may change without that count: re-adding a live member adds
+ * a fresh dot that survives concurrent removes elsewhere; such changes are replicated all the same.
+ * An empty key becomes an add-wins OR-Set; a key holding an LWW-element-set (merged from
+ * elsewhere) takes timestamped adds and removes. */
+static int set_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bool add)
+{
+    if (argc < 3)
+        return RedisModule_WrongArity(ctx);
+    for (int i = 2; i < argc; i++) {
+        size_t mlen;
+        RedisModule_StringPtrLen(argv[i], &mlen);
+        if (mlen > CRDT_MAX_BLOB)
+            return RedisModule_ReplyWithError(ctx, ERR_BIG);
+    }
+    RedisModuleKey *key;
+    crdt_obj_t *s;
+    if (crdtm_open(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE, &key, &s) < 0)
+        return REDISMODULE_OK;
+    bool created = false;
+    if (!s) {
+        if (!add) { /* removing from nothing changes nothing, and makes no key */
+            RedisModule_CloseKey(key);
+            crdtm_stats.noops++;
+            return RedisModule_ReplyWithLongLong(ctx, 0);
+        }
+        if (!(s = crdtm_new_obj(CRDT_ORSET))) {
+            RedisModule_CloseKey(key);
+            return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+        }
+        created = true;
+    }
+    crdt_type_t t = crdt_obj_type(s);
+    if (t != CRDT_ORSET && t != CRDT_LWWSET) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    long long changed = 0, flipped = 0;
+    crdt_obj_t *delta = NULL;
+    int err = 0;
+    for (int i = 2; i < argc && err >= 0; i++) {
+        size_t mlen;
+        const char *m = RedisModule_StringPtrLen(argv[i], &mlen);
+        crdt_obj_t *d = NULL;
+        bool was = crdt_set_contains(s, m, mlen) == 1;
+        int r;
+        if (t == CRDT_ORSET) {
+            r = add ? crdt_orset_add(s, crdtm_cfg.node_id, m, mlen, &d)
+                    : crdt_orset_remove(s, m, mlen, &d);
+        } else {
+            crdt_hlc_ts_t ts;
+            local_ts(NULL, &ts);
+            r = add ? crdt_lwwset_add(s, m, mlen, &ts, &d) : crdt_lwwset_remove(s, m, mlen, &ts, &d);
+        }
+        if (r < 0) {
+            err = r;
+            break;
+        }
+        changed += r;
+        flipped += was != (crdt_set_contains(s, m, mlen) == 1);
+        err = collect_delta(&delta, d);
+    }
+    if (err < 0 && delta) {
+        crdt_obj_free(delta);
+        delta = NULL;
+        if (changed)
+            RedisModule_ReplicateVerbatim(ctx);
+    }
+    return finish_write(ctx, argv[1], key, s, created, changed, flipped, delta,
+                        add ? "crdt.sadd" : "crdt.srem", err);
+}
+
+static int cmd_sadd(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return set_write(ctx, argv, argc, true);
+}
+
+static int cmd_srem(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return set_write(ctx, argv, argc, false);
+}
+
+/* Opens a set key for reading: OR-Set or LWW-element-set. */
+static int open_set(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleKey **key,
+                    crdt_obj_t **s)
+{
+    if (open_for_read(ctx, name, 0, key, s) < 0)
+        return -1;
+    if (*s && crdt_obj_type(*s) != CRDT_ORSET && crdt_obj_type(*s) != CRDT_LWWSET) {
+        RedisModule_CloseKey(*key);
+        RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+        return -1;
+    }
+    return 0;
+}
+
+static int reply_member_cb(const void *m, size_t len, void *ud)
+{
+    RedisModule_ReplyWithStringBuffer(ud, m, len);
+    return 0;
+}
+
+static int cmd_smembers(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *s;
+    if (open_set(ctx, argv[1], &key, &s) < 0)
+        return REDISMODULE_OK;
+    if (!s) {
+        RedisModule_ReplyWithArray(ctx, 0);
+    } else {
+        RedisModule_ReplyWithArray(ctx, (long)crdt_set_size(s));
+        crdt_set_foreach(s, reply_member_cb, ctx);
+    }
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+static int cmd_sismember(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *s;
+    if (open_set(ctx, argv[1], &key, &s) < 0)
+        return REDISMODULE_OK;
+    size_t mlen;
+    const char *m = RedisModule_StringPtrLen(argv[2], &mlen);
+    RedisModule_ReplyWithLongLong(ctx, s && crdt_set_contains(s, m, mlen) == 1);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+static int cmd_scard(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *s;
+    if (open_set(ctx, argv[1], &key, &s) < 0)
+        return REDISMODULE_OK;
+    RedisModule_ReplyWithLongLong(ctx, s ? (long long)crdt_set_size(s) : 0);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* ---- replication and introspection ---------------------------------------------------------- */
+
+/* CRDT.STATE key -> the binary encoding of the full state, nil if absent */
+static int cmd_state(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *o;
+    if (open_for_read(ctx, argv[1], 0, &key, &o) < 0)
+        return REDISMODULE_OK;
+    if (!o) {
+        RedisModule_ReplyWithNull(ctx);
+    } else {
+        crdt_buf_t b = {0};
+        if (crdt_obj_encode(o, &b) < 0)
+            RedisModule_ReplyWithError(ctx, "ERR out of memory");
+        else
+            RedisModule_ReplyWithStringBuffer(ctx, (const char *)b.data, b.len);
+        crdt_buf_free(&b);
+    }
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* CRDT.MERGE key payload [payload ...] -> 1 if the key changed, 0 if not. Every payload is decoded
+ * and type-checked before the key is touched, so a bad one leaves the key as it was. */
+static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 3)
+        return RedisModule_WrongArity(ctx);
+    int np = argc - 2;
+    crdt_obj_t *stack_objs[8];
+    crdt_obj_t **objs = np <= 8 ? stack_objs : calloc((size_t)np, sizeof(*objs));
+    if (!objs)
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    int decoded = 0;
+    char msg[320];
+    msg[0] = '\0';
+    for (int i = 0; i < np; i++, decoded++) {
+        size_t len;
+        const char *p = RedisModule_StringPtrLen(argv[2 + i], &len);
+        crdt_error_t err;
+        memset(&err, 0, sizeof(err));
+        objs[i] = crdt_obj_decode(p, len, &err);
+        if (!objs[i]) {
+            snprintf(msg, sizeof(msg), "ERR bad payload %d of %d: at byte %zu: %s", i + 1, np,
+                     err.offset, err.text[0] ? err.text : crdt_strerror(err.code));
+            break;
+        }
+        if (i > 0 && crdt_obj_type(objs[i]) != crdt_obj_type(objs[0])) {
+            snprintf(msg, sizeof(msg), "ERR payload %d is a %s but payload 1 is a %s", i + 1,
+                     crdt_type_name(crdt_obj_type(objs[i])),
+                     crdt_type_name(crdt_obj_type(objs[0])));
+            decoded++;
+            break;
+        }
+    }
+    RedisModuleKey *key = NULL;
+    crdt_obj_t *dst = NULL;
+    bool created = false;
+    int changed = 0, err = 0;
+    if (msg[0]) {
+        crdtm_stats.payload_errors++;
+        RedisModule_ReplyWithError(ctx, msg);
+        goto out;
+    }
+    if (crdtm_open(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE, &key, &dst) < 0) {
+        key = NULL;
+        goto out;
+    }
+    crdt_type_t t = crdt_obj_type(objs[0]);
+    if (dst && crdt_obj_type(dst) != t) {
+        snprintf(msg, sizeof(msg), "WRONGTYPE the payload is a %s but the key holds a %s",
+                 crdt_type_name(t), crdt_type_name(crdt_obj_type(dst)));
+        crdtm_stats.payload_errors++;
+        RedisModule_ReplyWithError(ctx, msg);
+        goto out;
+    }
+    if (!dst) {
+        if (!(dst = crdtm_new_obj(t))) {
+            RedisModule_ReplyWithError(ctx, "ERR out of memory");
+            goto out;
+        }
+        created = true;
+    }
+    for (int i = 0; i < np; i++) {
+        int r = crdt_obj_merge(dst, objs[i]);
+        if (r < 0) {
+            err = r;
+            break;
+        }
+        crdtm_stats.merges++;
+        if (r > 0) {
+            crdtm_stats.merges_changed++;
+            changed = 1;
+        }
+    }
+    if (changed && t == CRDT_LWWREG) {
+        /* Keep our clock ahead of any register value we hold, so a later local SET wins. */
+        const void *v;
+        size_t l;
+        crdt_hlc_ts_t seen, tmp;
+        if (crdt_lwwreg_get(dst, &v, &l, &seen) == 1)
+            crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp);
+    }
+    if (created) {
+        if (changed)
+            crdtm_set_new(key, dst);
+        else
+            crdt_obj_free(dst);
+    }
+    if (changed) {
+        /* The replica holds what we held, so the same payloads give it the same state. */
+        RedisModule_ReplicateVerbatim(ctx);
+        crdtm_changed(ctx, argv[1], "crdt.merge", NULL);
+    }
+    if (err < 0)
+        crdtm_reply_crdt_error(ctx, err);
+    else
+        RedisModule_ReplyWithLongLong(ctx, changed);
+out:
+    if (key)
+        RedisModule_CloseKey(key);
+    for (int i = 0; i < decoded && i < np; i++)
+        crdt_obj_free(objs[i]);
+    if (objs != stack_objs)
+        free(objs);
+    return REDISMODULE_OK;
+}
+
+/* CRDT.TYPE key -> "timeline", "pncounter", ... or "none" */
+static int cmd_type(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *o;
+    if (open_for_read(ctx, argv[1], 0, &key, &o) < 0)
+        return REDISMODULE_OK;
+    RedisModule_ReplyWithSimpleString(ctx, o ? crdt_type_name(crdt_obj_type(o)) : "none");
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* CRDT.INFO key -> flat field/value array (type, entries, tombstones, floor, max-size,
+ * encoded-size, memory); nil if absent */
+static int cmd_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *key;
+    crdt_obj_t *o;
+    if (open_for_read(ctx, argv[1], 0, &key, &o) < 0)
+        return REDISMODULE_OK;
+    if (!o) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithNull(ctx);
+    }
+    crdt_stats_t st;
+    crdt_obj_stats(o, &st);
+    crdt_buf_t b = {0};
+    int enc = crdt_obj_encode(o, &b);
+    bool tl = crdt_obj_type(o) == CRDT_TIMELINE;
+    RedisModule_ReplyWithArray(ctx, 14);
+    RedisModule_ReplyWithSimpleString(ctx, "type");
+    RedisModule_ReplyWithSimpleString(ctx, crdt_type_name(crdt_obj_type(o)));
+    RedisModule_ReplyWithSimpleString(ctx, "entries");
+    RedisModule_ReplyWithLongLong(ctx, (long long)st.entries);
+    RedisModule_ReplyWithSimpleString(ctx, "tombstones");
+    RedisModule_ReplyWithLongLong(ctx, (long long)st.tombstones);
+    RedisModule_ReplyWithSimpleString(ctx, "floor");
+    crdt_tl_entry_t floor;
+    if (tl && crdt_timeline_floor(o, &floor) == 1) {
+        RedisModule_ReplyWithArray(ctx, 2);
+        RedisModule_ReplyWithDouble(ctx, floor.score);
+        RedisModule_ReplyWithStringBuffer(ctx, floor.member, floor.member_len);
+    } else {
+        RedisModule_ReplyWithNull(ctx);
+    }
+    RedisModule_ReplyWithSimpleString(ctx, "max-size");
+    RedisModule_ReplyWithLongLong(ctx, tl ? (long long)crdt_timeline_max_size(o) : 0);
+    RedisModule_ReplyWithSimpleString(ctx, "encoded-size");
+    RedisModule_ReplyWithLongLong(ctx, enc == 0 ? (long long)b.len : -1);
+    RedisModule_ReplyWithSimpleString(ctx, "memory");
+    RedisModule_ReplyWithLongLong(ctx, (long long)st.memory);
+    crdt_buf_free(&b);
+    RedisModule_CloseKey(key);
+    return REDISMODULE_OK;
+}
+
+/* ---- command table: flags, key specs and COMMAND DOCS --------------------------------------- */
+
+#define KS_ONE(fl)                                                                                 \
+    (RedisModuleCommandKeySpec[])                                                                  \
+    {                                                                                              \
+        {.flags = (fl),                                                                            \
+         .begin_search_type = REDISMODULE_KSPEC_BS_INDEX,                                          \
+         .bs.index.pos = 1,                                                                        \
+         .find_keys_type = REDISMODULE_KSPEC_FK_RANGE,                                             \
+         .fk.range = {0, 1, 0}},                                                                   \
+        {0}                                                                                        \
+    }
+#define RO_ACCESS (REDISMODULE_CMD_KEY_RO | REDISMODULE_CMD_KEY_ACCESS)
+#define RO_META REDISMODULE_CMD_KEY_RO
+#define ARG_KEY {.name = "key", .type = REDISMODULE_ARG_TYPE_KEY, .key_spec_index = 0}
+#define ARG(n, t) {.name = (n), .type = REDISMODULE_ARG_TYPE_##t, .key_spec_index = -1}
+#define ARG_MULTI(n, t)                                                                            \
+    {.name = (n), .type = REDISMODULE_ARG_TYPE_##t, .key_spec_index = -1,                        \
+     .flags = REDISMODULE_CMD_ARG_MULTIPLE}
+#define ARG_WITHSCORES                                                                             \
+    {.name = "withscores", .type = REDISMODULE_ARG_TYPE_PURE_TOKEN, .key_spec_index = -1,        \
+     .token = "WITHSCORES", .flags = REDISMODULE_CMD_ARG_OPTIONAL}
+
+typedef struct cmd_def {
+    const char *name;
+    RedisModuleCmdFunc fn;
+    const char *flags;
+    int first, last, step;
+    RedisModuleCommandInfo info;
+} cmd_def_t;
+
+static RedisModuleCommandArg score_member_args[] = {ARG("score", DOUBLE), ARG("member", STRING),
+                                                    {0}};
+static RedisModuleCommandArg after_args[] = {ARG("score", DOUBLE), ARG("member", STRING), {0}};
+
+#define V REDISMODULE_COMMAND_INFO_VERSION
+static cmd_def_t commands[] = {
+    {"crdt.tladd", cmd_tladd, "write deny-oom fast", 1, 1, 1,
+     {.version = V,
+      .summary = "Adds or updates timeline entries; a write that loses to what is there is ignored",
+      .complexity = "O(M log N) for M pairs", .since = "0.1.0", .arity = -4,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY,
+                                        {.name = "data", .type = REDISMODULE_ARG_TYPE_BLOCK,
+                                         .key_spec_index = -1, .flags = REDISMODULE_CMD_ARG_MULTIPLE,
+                                         .subargs = score_member_args},
+                                        {0}}}},
+    {"crdt.tlrem", cmd_tlrem, "write deny-oom fast", 1, 1, 1,
+     {.version = V,
+      .summary = "Removes timeline entries at a score, leaving tombstones that block older adds",
+      .complexity = "O(M log N) for M pairs", .since = "0.1.0", .arity = -4,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY,
+                                        {.name = "data", .type = REDISMODULE_ARG_TYPE_BLOCK,
+                                         .key_spec_index = -1, .flags = REDISMODULE_CMD_ARG_MULTIPLE,
+                                         .subargs = score_member_args},
+                                        {0}}}},
+    {"crdt.tlrange", cmd_tlrange, "readonly", 1, 1, 1,
+     {.version = V, .summary = "Live timeline entries newest first, by offset and count",
+      .complexity = "O(offset/64 + count)", .since = "0.1.0", .arity = -4,
+      .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("offset", INTEGER), ARG("count", INTEGER),
+                                        ARG_WITHSCORES, {0}}}},
+    {"crdt.tlrangebyscore", cmd_tlrangebyscore, "readonly", 1, 1, 1,
+     {.version = V,
+      .summary = "Live timeline entries with min <= score <= max, newest first, after a cursor",
+      .complexity = "O(log N + count)", .since = "0.1.0", .arity = -4,
+      .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){
+          ARG_KEY, ARG("max", DOUBLE), ARG("min", DOUBLE),
+          {.name = "after", .type = REDISMODULE_ARG_TYPE_BLOCK, .key_spec_index = -1,
+           .token = "AFTER", .flags = REDISMODULE_CMD_ARG_OPTIONAL, .subargs = after_args},
+          {.name = "count", .type = REDISMODULE_ARG_TYPE_INTEGER, .key_spec_index = -1,
+           .token = "LIMIT", .flags = REDISMODULE_CMD_ARG_OPTIONAL},
+          ARG_WITHSCORES, {0}}}},
+    {"crdt.tlselect", cmd_tlselect, "readonly getkeys-api", 2, -1, 1,
+     {.version = V,
+      .summary = "The newest live entries over several timelines, coalesced",
+      .complexity = "O(K log K + count) for K keys", .since = "0.1.0", .arity = -3,
+      .key_specs = (RedisModuleCommandKeySpec[]){
+          {.notes = "keys run from the third argument to the end, less a final WITHSCORES",
+           /* INCOMPLETE: the range also covers a final WITHSCORES, so Redis asks the
+            * getkeys-api callback (cmd_tlselect) for the exact keys. */
+           .flags = RO_ACCESS | REDISMODULE_CMD_KEY_INCOMPLETE,
+           .begin_search_type = REDISMODULE_KSPEC_BS_INDEX,
+           .bs.index.pos = 2,
+           .find_keys_type = REDISMODULE_KSPEC_FK_RANGE,
+           .fk.range = {-1, 1, 0}},
+          {0}},
+      .args = (RedisModuleCommandArg[]){ARG("count", INTEGER),
+                                        {.name = "key", .type = REDISMODULE_ARG_TYPE_KEY,
+                                         .key_spec_index = 0,
+                                         .flags = REDISMODULE_CMD_ARG_MULTIPLE},
+                                        ARG_WITHSCORES, {0}}}},
+    {"crdt.tlcard", cmd_tlcard, "readonly fast", 1, 1, 1,
+     {.version = V, .summary = "Number of live timeline entries", .complexity = "O(1)",
+      .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_META),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.tlscore", cmd_tlscore, "readonly fast", 1, 1, 1,
+     {.version = V, .summary = "Score of a live timeline member, nil if absent or removed",
+      .complexity = "O(1)", .since = "0.1.0", .arity = 3, .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("member", STRING), {0}}}},
+    {"crdt.incrby", cmd_incrby, "write deny-oom fast", 1, 1, 1,
+     {.version = V, .summary = "Adds to a PN-Counter (or a G-Counter) and returns the new value",
+      .complexity = "O(replicas)", .since = "0.1.0", .arity = 3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_ACCESS |
+                          REDISMODULE_CMD_KEY_UPDATE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("delta", INTEGER), {0}}}},
+    {"crdt.decrby", cmd_decrby, "write deny-oom fast", 1, 1, 1,
+     {.version = V, .summary = "Subtracts from a PN-Counter and returns the new value",
+      .complexity = "O(replicas)", .since = "0.1.0", .arity = 3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_ACCESS |
+                          REDISMODULE_CMD_KEY_UPDATE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("delta", INTEGER), {0}}}},
+    {"crdt.get", cmd_get, "readonly fast", 1, 1, 1,
+     {.version = V, .summary = "Value of a counter (integer) or an LWW register (string)",
+      .complexity = "O(1) for registers, O(replicas) for counters", .since = "0.1.0", .arity = 2,
+      .key_specs = KS_ONE(RO_ACCESS), .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.set", cmd_set, "write deny-oom", 1, 1, 1,
+     {.version = V, .summary = "Sets an LWW register at a hybrid logical clock timestamp",
+      .complexity = "O(1)", .since = "0.1.0", .arity = 3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("value", STRING), {0}}}},
+    {"crdt.sadd", cmd_sadd, "write deny-oom fast", 1, 1, 1,
+     {.version = V, .summary = "Adds members to an add-wins OR-Set", .complexity = "O(M)",
+      .since = "0.1.0", .arity = -3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_INSERT),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG_MULTI("member", STRING), {0}}}},
+    {"crdt.srem", cmd_srem, "write fast", 1, 1, 1,
+     {.version = V, .summary = "Removes the members this server has seen from an OR-Set",
+      .complexity = "O(M)", .since = "0.1.0", .arity = -3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG_MULTI("member", STRING), {0}}}},
+    {"crdt.smembers", cmd_smembers, "readonly", 1, 1, 1,
+     {.version = V, .summary = "Live members of a set, in bytewise order", .complexity = "O(N)",
+      .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.sismember", cmd_sismember, "readonly fast", 1, 1, 1,
+     {.version = V, .summary = "1 if the member is live in the set", .complexity = "O(1)",
+      .since = "0.1.0", .arity = 3, .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("member", STRING), {0}}}},
+    {"crdt.scard", cmd_scard, "readonly fast", 1, 1, 1,
+     {.version = V, .summary = "Number of live members of a set", .complexity = "O(1)",
+      .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_META),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.state", cmd_state, "readonly", 1, 1, 1,
+     {.version = V, .summary = "Binary encoding of the key's full state (libcrdt codec)",
+      .complexity = "O(N)", .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.merge", cmd_merge, "write deny-oom", 1, 1, 1,
+     {.version = V,
+      .summary = "Joins states or deltas from another replica into the key; 1 if it changed",
+      .complexity = "O(N + M)", .since = "0.1.0", .arity = -3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG_MULTI("payload", STRING), {0}}}},
+    {"crdt.type", cmd_type, "readonly fast", 1, 1, 1,
+     {.version = V, .summary = "CRDT type of the key, or none", .complexity = "O(1)",
+      .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_META),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.info", cmd_info, "readonly", 1, 1, 1,
+     {.version = V,
+      .summary = "Type, entries, tombstones, floor, bound, encoded size and memory of a key",
+      .complexity = "O(N)", .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_META),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
+    {"crdt.changes", crdtm_cmd_changes, "readonly fast", 0, 0, 0,
+     {.version = V,
+      .summary = "Keys changed after a cursor, from a bounded in-memory change feed",
+      .complexity = "O(count) plus O(ring) to find the cursor", .since = "0.1.0", .arity = 3,
+      .args = (RedisModuleCommandArg[]){ARG("cursor", INTEGER), ARG("count", INTEGER), {0}}}},
+};
+#undef V
+
+int crdtm_register_commands(RedisModuleCtx *ctx)
+{
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        cmd_def_t *c = &commands[i];
+        if (RedisModule_CreateCommand(ctx, c->name, c->fn, c->flags, c->first, c->last,
+                                      c->step) == REDISMODULE_ERR) {
+            RedisModule_Log(ctx, "warning", "crdt: cannot create command %s", c->name);
+            return REDISMODULE_ERR;
+        }
+        RedisModuleCommand *cmd = RedisModule_GetCommand(ctx, c->name);
+        if (!cmd || RedisModule_SetCommandInfo(cmd, &c->info) == REDISMODULE_ERR) {
+            RedisModule_Log(ctx, "warning", "crdt: command info of %s refused", c->name);
+            return REDISMODULE_ERR;
+        }
+    }
+    return REDISMODULE_OK;
+}

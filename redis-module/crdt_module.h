@@ -1,0 +1,72 @@
+/* crdt_module.h - shared state and helpers of crdt.so (the module's private header) */
+#ifndef CRDT_MODULE_H
+#define CRDT_MODULE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "crdt.h"
+#include "redismodule.h"
+
+/* The one module type holding any crdt_obj_t. Redis type names are exactly 9 characters. */
+#define CRDTM_TYPE_NAME "crdtd-obj"
+/* Version of the RDB value layout: one string holding the libcrdt binary encoding of the whole
+ * state (docs/redis-module.md). Bump it when the layout around the encoding changes. */
+#define CRDTM_ENCVER 1
+
+typedef struct crdtm_config {
+    uint64_t node_id;       /* replica id for HLC timestamps, counter slots and OR-Set dots */
+    uint32_t timeline_max;  /* bound of timelines this server creates; 0: unbounded */
+    uint32_t changes_max;   /* entries kept by the change feed ring */
+    uint64_t max_drift_ms;  /* how far ahead a merged register timestamp may pull our clock */
+} crdtm_config_t;
+
+typedef struct crdtm_stats {
+    unsigned long long keys[CRDT_TYPE_MAX + 1]; /* live objects by type (atomic: lazyfree) */
+    unsigned long long merges;                  /* payloads joined by CRDT.MERGE */
+    unsigned long long merges_changed;          /* of those, payloads that changed a key */
+    unsigned long long payload_errors;          /* payloads rejected (decode or type) */
+    unsigned long long writes;                  /* local mutations that changed a key */
+    unsigned long long noops;                   /* local mutations that changed nothing */
+    unsigned long long rdb_load_errors;         /* RDB values refused by rdb_load */
+} crdtm_stats_t;
+
+extern crdtm_config_t crdtm_cfg;
+extern crdtm_stats_t crdtm_stats;
+extern RedisModuleType *crdtm_type;
+extern crdt_hlc_t crdtm_clock;
+
+/* Opens `name` with `mode`. On success returns 0 with *key open (caller closes it) and *obj the
+ * CRDT held (NULL if the key is empty). A key of a native or foreign module type gets a WRONGTYPE
+ * reply, the key is closed, and -1 is returned. */
+int crdtm_open(RedisModuleCtx *ctx, RedisModuleString *name, int mode, RedisModuleKey **key,
+               crdt_obj_t **obj);
+
+/* Stores a new object in an empty key opened for writing; the key owns it from then on. */
+void crdtm_set_new(RedisModuleKey *key, crdt_obj_t *obj);
+
+/* New empty object of a type as this server makes them (timelines get the configured bound). */
+crdt_obj_t *crdtm_new_obj(crdt_type_t t);
+
+/* Bookkeeping after a command changed `name`: keyspace notification `event`, change feed entry,
+ * and, when `delta` is not NULL, replication of the delta as CRDT.MERGE name <delta> (the caller
+ * replicates verbatim itself when delta is NULL). Borrows delta. */
+void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *event,
+                   const crdt_obj_t *delta);
+
+/* Replies with an error that names the libcrdt error code. */
+int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err);
+
+/* Counts an object in or out of INFO's keys-by-type. */
+void crdtm_count_obj(const crdt_obj_t *o, int delta);
+
+/* Change feed: appends (db, key) under the next sequence number. */
+void crdtm_feed_append(int db, const char *key, size_t len);
+/* CRDT.CHANGES cursor count */
+int crdtm_cmd_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+uint64_t crdtm_feed_seq(void);
+
+/* Registers every CRDT.* command with its flags, key specs and docs (commands.c). */
+int crdtm_register_commands(RedisModuleCtx *ctx);
+
+#endif /* CRDT_MODULE_H */

@@ -1,0 +1,450 @@
+/* module.c - crdt.so: load-time config, the CRDT module type (RDB, AOF, digest), INFO, change feed */
+#define REDISMODULE_MAIN
+#include "crdt_module.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+crdtm_config_t crdtm_cfg = {
+    .node_id = 0,
+    .timeline_max = 0,
+    .changes_max = 65536,
+    .max_drift_ms = 24ull * 3600 * 1000,
+};
+crdtm_stats_t crdtm_stats;
+RedisModuleType *crdtm_type;
+crdt_hlc_t crdtm_clock;
+
+/* ---- libcrdt's heap goes through Redis's allocator ------------------------------------------ *
+ * crdt.so is linked with --wrap=malloc,calloc,realloc,free (see CMakeLists.txt) so every
+ * allocation of libcrdt and of this module lands in Redis's allocator: used_memory, maxmemory and
+ * INFO see CRDT keys like native ones. Nothing here runs before RedisModule_Init fills the API. */
+#ifdef CRDTM_REDIS_ALLOC
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+void __wrap_free(void *p);
+void *__wrap_malloc(size_t n) { return RedisModule_Alloc(n); }
+void *__wrap_calloc(size_t n, size_t size) { return RedisModule_Calloc(n, size); }
+void *__wrap_realloc(void *p, size_t n)
+{
+    /* realloc(p, 0) frees in Redis's zrealloc; keep C's "may return a unique pointer" instead. */
+    return RedisModule_Realloc(p, n ? n : 1);
+}
+void __wrap_free(void *p)
+{
+    if (p)
+        RedisModule_Free(p);
+}
+#endif
+
+/* ---- object bookkeeping --------------------------------------------------------------------- */
+
+void crdtm_count_obj(const crdt_obj_t *o, int delta)
+{
+    int t = (int)crdt_obj_type(o);
+    if (t >= CRDT_TYPE_MIN && t <= CRDT_TYPE_MAX) {
+        /* Atomic: FLUSHALL ASYNC frees values on a background thread. */
+        if (delta > 0)
+            __atomic_add_fetch(&crdtm_stats.keys[t], 1, __ATOMIC_RELAXED);
+        else
+            __atomic_sub_fetch(&crdtm_stats.keys[t], 1, __ATOMIC_RELAXED);
+    }
+}
+
+crdt_obj_t *crdtm_new_obj(crdt_type_t t)
+{
+    if (t == CRDT_TIMELINE)
+        return crdt_timeline_new(crdtm_cfg.timeline_max);
+    return crdt_obj_new(t);
+}
+
+void crdtm_set_new(RedisModuleKey *key, crdt_obj_t *obj)
+{
+    RedisModule_ModuleTypeSetValue(key, crdtm_type, obj);
+    crdtm_count_obj(obj, +1);
+}
+
+int crdtm_open(RedisModuleCtx *ctx, RedisModuleString *name, int mode, RedisModuleKey **key,
+               crdt_obj_t **obj)
+{
+    RedisModuleKey *k = RedisModule_OpenKey(ctx, name, mode);
+    int kt = RedisModule_KeyType(k);
+    *obj = NULL;
+    if (kt != REDISMODULE_KEYTYPE_EMPTY) {
+        if (kt != REDISMODULE_KEYTYPE_MODULE || RedisModule_ModuleTypeGetType(k) != crdtm_type) {
+            RedisModule_CloseKey(k);
+            RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+            return -1;
+        }
+        *obj = RedisModule_ModuleTypeGetValue(k);
+    }
+    *key = k;
+    return 0;
+}
+
+int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err)
+{
+    switch (err) {
+    case CRDT_EOVERFLOW:
+        return RedisModule_ReplyWithError(ctx, "ERR increment or decrement would overflow");
+    case CRDT_ENOMEM:
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    case CRDT_EINVAL:
+        return RedisModule_ReplyWithError(ctx, "ERR invalid argument");
+    case CRDT_ETYPE:
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    default:
+        return RedisModule_ReplyWithError(ctx, "ERR internal error in libcrdt");
+    }
+}
+
+void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *event,
+                   const crdt_obj_t *delta)
+{
+    if (delta) {
+        crdt_buf_t b = {0};
+        if (crdt_obj_encode(delta, &b) == 0)
+            RedisModule_Replicate(ctx, "CRDT.MERGE", "sb", name, (const char *)b.data, b.len);
+        else /* out of memory: the whole command still reaches replicas, which redo the join */
+            RedisModule_ReplicateVerbatim(ctx);
+        crdt_buf_free(&b);
+    }
+    RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
+    size_t len;
+    const char *p = RedisModule_StringPtrLen(name, &len);
+    crdtm_feed_append(RedisModule_GetSelectedDb(ctx), p, len);
+}
+
+/* ---- change feed: a bounded ring of (seq, db, key) ------------------------------------------ *
+ * Sequence numbers start at wall-clock ms << 16 when the module loads, so every cursor a follower
+ * kept from an earlier run of this server is older than the ring and gets "truncated". A write to
+ * the key of the newest entry moves that entry to the new seq instead of adding one, so a hot key
+ * costs one slot. */
+
+typedef struct feed_entry {
+    uint64_t seq;
+    int db;
+    uint32_t len;
+    uint32_t cap;
+    char *key;
+} feed_entry_t;
+
+static struct {
+    feed_entry_t *ring;
+    uint32_t cap;
+    uint32_t head;  /* next slot to write */
+    uint32_t count; /* entries held */
+    uint64_t seq;   /* last issued; the start value when nothing was issued yet */
+    uint64_t evicted_upto; /* highest seq that left the ring (or the start value) */
+} feed;
+
+uint64_t crdtm_feed_seq(void) { return feed.seq; }
+
+static int feed_init(uint32_t cap)
+{
+    feed.cap = cap;
+    feed.seq = (uint64_t)RedisModule_Milliseconds() << 16;
+    feed.evicted_upto = feed.seq;
+    if (cap) {
+        feed.ring = calloc(cap, sizeof(*feed.ring));
+        if (!feed.ring)
+            return -1;
+    }
+    return 0;
+}
+
+void crdtm_feed_append(int db, const char *key, size_t len)
+{
+    if (!feed.cap)
+        return;
+    uint64_t seq = ++feed.seq;
+    if (feed.count) {
+        feed_entry_t *last = &feed.ring[(feed.head + feed.cap - 1) % feed.cap];
+        if (last->db == db && last->len == len && memcmp(last->key, key, len) == 0) {
+            last->seq = seq;
+            return;
+        }
+    }
+    feed_entry_t *e = &feed.ring[feed.head];
+    if (feed.count == feed.cap)
+        feed.evicted_upto = e->seq;
+    else
+        feed.count++;
+    if (e->cap < len || !e->key) {
+        char *k = realloc(e->key, len ? len : 1);
+        if (!k) { /* keep the ring consistent: drop the entry, a follower sees "truncated" */
+            feed.evicted_upto = seq;
+            feed.count--;
+            return;
+        }
+        e->key = k;
+        e->cap = (uint32_t)(len ? len : 1);
+    }
+    memcpy(e->key, key, len);
+    e->len = (uint32_t)len;
+    e->db = db;
+    e->seq = seq;
+    feed.head = (feed.head + 1) % feed.cap;
+}
+
+/* CRDT.CHANGES cursor count -> [next-cursor, "ok"|"truncated", [[seq, db, key], ...]] */
+int crdtm_cmd_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    long long cursor, count;
+    if (RedisModule_StringToLongLong(argv[1], &cursor) != REDISMODULE_OK || cursor < 0)
+        return RedisModule_ReplyWithError(ctx, "ERR cursor must be a non-negative integer");
+    if (RedisModule_StringToLongLong(argv[2], &count) != REDISMODULE_OK)
+        return RedisModule_ReplyWithError(ctx, "ERR count is not an integer");
+    if (count < 0)
+        return RedisModule_ReplyWithError(ctx, "ERR count must not be negative");
+    uint64_t c = (uint64_t)cursor;
+    /* A cursor is usable when nothing after it has left the ring and it is not from the future
+     * (another run of the server, or another server). */
+    bool truncated = c < feed.evicted_upto || c > feed.seq;
+    uint32_t first = (feed.head + feed.cap - feed.count) % (feed.cap ? feed.cap : 1);
+    RedisModule_ReplyWithArray(ctx, 3);
+    /* Entries have increasing seqs along the ring; find the first one after the cursor. */
+    uint32_t i = 0;
+    if (!truncated)
+        while (i < feed.count && feed.ring[(first + i) % feed.cap].seq <= c)
+            i++;
+    uint64_t next = truncated ? feed.evicted_upto : c;
+    uint32_t n = feed.count - i;
+    if ((long long)n > count)
+        n = (uint32_t)count;
+    if (n)
+        next = feed.ring[(first + i + n - 1) % feed.cap].seq;
+    else if (truncated)
+        next = feed.seq;
+    RedisModule_ReplyWithLongLong(ctx, (long long)next);
+    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
+    RedisModule_ReplyWithArray(ctx, n);
+    for (uint32_t k = 0; k < n; k++) {
+        const feed_entry_t *e = &feed.ring[(first + i + k) % feed.cap];
+        RedisModule_ReplyWithArray(ctx, 3);
+        RedisModule_ReplyWithLongLong(ctx, (long long)e->seq);
+        RedisModule_ReplyWithLongLong(ctx, e->db);
+        RedisModule_ReplyWithStringBuffer(ctx, e->key, e->len);
+    }
+    return REDISMODULE_OK;
+}
+
+/* ---- module type methods -------------------------------------------------------------------- */
+
+static void *type_rdb_load(RedisModuleIO *rdb, int encver)
+{
+    if (encver != CRDTM_ENCVER) {
+        RedisModule_LogIOError(rdb, "warning",
+                               "crdt: RDB value has encoding version %d, this module reads %d",
+                               encver, CRDTM_ENCVER);
+        crdtm_stats.rdb_load_errors++;
+        return NULL;
+    }
+    size_t len = 0;
+    char *data = RedisModule_LoadStringBuffer(rdb, &len);
+    if (RedisModule_IsIOError(rdb) || !data) {
+        if (data)
+            RedisModule_Free(data);
+        RedisModule_LogIOError(rdb, "warning", "crdt: RDB value is truncated");
+        crdtm_stats.rdb_load_errors++;
+        return NULL;
+    }
+    crdt_error_t err;
+    crdt_obj_t *o = crdt_obj_decode(data, len, &err);
+    RedisModule_Free(data);
+    if (!o) {
+        RedisModule_LogIOError(rdb, "warning", "crdt: RDB value rejected at byte %zu: %s",
+                               err.offset, err.text);
+        crdtm_stats.rdb_load_errors++;
+        return NULL;
+    }
+    crdtm_count_obj(o, +1);
+    return o;
+}
+
+static void type_rdb_save(RedisModuleIO *rdb, void *value)
+{
+    crdt_buf_t b = {0};
+    if (crdt_obj_encode(value, &b) < 0) {
+        /* Cannot happen with Redis's allocator (it aborts on OOM); an empty string makes the
+         * load fail loudly rather than silently store a wrong value. */
+        RedisModule_LogIOError(rdb, "warning", "crdt: out of memory encoding a value");
+    }
+    RedisModule_SaveStringBuffer(rdb, (const char *)b.data, b.len);
+    crdt_buf_free(&b);
+}
+
+static void type_aof_rewrite(RedisModuleIO *aof, RedisModuleString *key, void *value)
+{
+    crdt_buf_t b = {0};
+    if (crdt_obj_encode(value, &b) == 0)
+        RedisModule_EmitAOF(aof, "CRDT.MERGE", "sb", key, (const char *)b.data, b.len);
+    else
+        RedisModule_LogIOError(aof, "warning", "crdt: out of memory encoding a value");
+    crdt_buf_free(&b);
+}
+
+static size_t type_mem_usage(const void *value)
+{
+    crdt_stats_t st;
+    crdt_obj_stats(value, &st);
+    return st.memory;
+}
+
+static void type_digest(RedisModuleDigest *md, void *value)
+{
+    /* The encoding is canonical: equal states digest equally on every server. */
+    crdt_buf_t b = {0};
+    if (crdt_obj_encode(value, &b) == 0)
+        RedisModule_DigestAddStringBuffer(md, (const char *)b.data, b.len);
+    RedisModule_DigestEndSequence(md);
+    crdt_buf_free(&b);
+}
+
+static void type_free(void *value)
+{
+    crdtm_count_obj(value, -1);
+    crdt_obj_free(value);
+}
+
+static void *type_copy(RedisModuleString *from, RedisModuleString *to, const void *value)
+{
+    (void)from;
+    (void)to;
+    crdt_obj_t *o = crdt_obj_clone(value);
+    if (o)
+        crdtm_count_obj(o, +1);
+    return o;
+}
+
+/* ---- INFO crdt ------------------------------------------------------------------------------ */
+
+static void info_cb(RedisModuleInfoCtx *ctx, int for_crash_report)
+{
+    (void)for_crash_report;
+    RedisModule_InfoAddSection(ctx, NULL); /* section "crdt", fields "crdt_*" */
+    RedisModule_InfoAddFieldULongLong(ctx, "node_id", crdtm_cfg.node_id);
+    RedisModule_InfoAddFieldULongLong(ctx, "timeline_max_size", crdtm_cfg.timeline_max);
+    RedisModule_InfoAddFieldLongLong(ctx, "encoding_version", CRDTM_ENCVER);
+    RedisModule_InfoAddFieldLongLong(ctx, "codec_version", CRDT_CODEC_VERSION);
+    unsigned long long total = 0;
+    for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+        char field[32];
+        unsigned long long n = __atomic_load_n(&crdtm_stats.keys[t], __ATOMIC_RELAXED);
+        snprintf(field, sizeof(field), "keys_%s", crdt_type_name((crdt_type_t)t));
+        RedisModule_InfoAddFieldULongLong(ctx, field, n);
+        total += n;
+    }
+    RedisModule_InfoAddFieldULongLong(ctx, "keys", total);
+    RedisModule_InfoAddFieldULongLong(ctx, "writes", crdtm_stats.writes);
+    RedisModule_InfoAddFieldULongLong(ctx, "noop_writes", crdtm_stats.noops);
+    RedisModule_InfoAddFieldULongLong(ctx, "merges", crdtm_stats.merges);
+    RedisModule_InfoAddFieldULongLong(ctx, "merges_changed", crdtm_stats.merges_changed);
+    RedisModule_InfoAddFieldULongLong(ctx, "payload_errors", crdtm_stats.payload_errors);
+    RedisModule_InfoAddFieldULongLong(ctx, "rdb_load_errors", crdtm_stats.rdb_load_errors);
+    RedisModule_InfoAddFieldULongLong(ctx, "changes_seq", feed.seq);
+    RedisModule_InfoAddFieldULongLong(ctx, "changes_oldest_cursor", feed.evicted_upto);
+    RedisModule_InfoAddFieldULongLong(ctx, "changes_len", feed.count);
+    RedisModule_InfoAddFieldULongLong(ctx, "changes_max_len", feed.cap);
+}
+
+/* ---- load ----------------------------------------------------------------------------------- */
+
+static int parse_u64(RedisModuleString *s, uint64_t max, uint64_t *out)
+{
+    long long v;
+    if (RedisModule_StringToLongLong(s, &v) != REDISMODULE_OK || v < 0 || (uint64_t)v > max)
+        return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    for (int i = 0; i < argc; i += 2) {
+        const char *name = RedisModule_StringPtrLen(argv[i], NULL);
+        if (i + 1 >= argc) {
+            RedisModule_Log(ctx, "warning", "crdt: module argument '%s' needs a value", name);
+            return -1;
+        }
+        uint64_t v;
+        if (strcasecmp(name, "node-id") == 0) {
+            if (parse_u64(argv[i + 1], CRDT_REPLICA_MAX, &v) < 0 || v == 0)
+                goto bad;
+            crdtm_cfg.node_id = v;
+        } else if (strcasecmp(name, "timeline-max-size") == 0) {
+            if (parse_u64(argv[i + 1], UINT32_MAX, &v) < 0)
+                goto bad;
+            crdtm_cfg.timeline_max = (uint32_t)v;
+        } else if (strcasecmp(name, "changes-max-len") == 0) {
+            if (parse_u64(argv[i + 1], 1u << 26, &v) < 0)
+                goto bad;
+            crdtm_cfg.changes_max = (uint32_t)v;
+        } else if (strcasecmp(name, "max-clock-drift-ms") == 0) {
+            if (parse_u64(argv[i + 1], UINT64_MAX >> 2, &v) < 0)
+                goto bad;
+            crdtm_cfg.max_drift_ms = v;
+        } else {
+            RedisModule_Log(ctx, "warning",
+                            "crdt: unknown module argument '%s' (known: node-id, "
+                            "timeline-max-size, changes-max-len, max-clock-drift-ms)",
+                            name);
+            return -1;
+        }
+        continue;
+    bad:
+        RedisModule_Log(ctx, "warning", "crdt: bad value '%s' for module argument '%s'",
+                        RedisModule_StringPtrLen(argv[i + 1], NULL), name);
+        return -1;
+    }
+    if (!crdtm_cfg.node_id) {
+        RedisModule_Log(ctx, "warning",
+                        "crdt: the module needs 'node-id N' (1..2^63-1, unique per server): "
+                        "--loadmodule crdt.so node-id 7");
+        return -1;
+    }
+    return 0;
+}
+
+__attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ctx,
+                                                             RedisModuleString **argv, int argc);
+int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (RedisModule_Init(ctx, "crdt", 1, REDISMODULE_APIVER_1) == REDISMODULE_ERR)
+        return REDISMODULE_ERR;
+    if (parse_args(ctx, argv, argc) < 0)
+        return REDISMODULE_ERR;
+    crdt_hlc_init(&crdtm_clock, crdtm_cfg.node_id, crdtm_cfg.max_drift_ms);
+    if (feed_init(crdtm_cfg.changes_max) < 0)
+        return REDISMODULE_ERR;
+
+    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS);
+    RedisModuleTypeMethods tm = {
+        .version = REDISMODULE_TYPE_METHOD_VERSION,
+        .rdb_load = type_rdb_load,
+        .rdb_save = type_rdb_save,
+        .aof_rewrite = type_aof_rewrite,
+        .mem_usage = type_mem_usage,
+        .digest = type_digest,
+        .free = type_free,
+        .copy = type_copy,
+    };
+    crdtm_type = RedisModule_CreateDataType(ctx, CRDTM_TYPE_NAME, CRDTM_ENCVER, &tm);
+    if (!crdtm_type) {
+        RedisModule_Log(ctx, "warning", "crdt: cannot register data type %s", CRDTM_TYPE_NAME);
+        return REDISMODULE_ERR;
+    }
+    if (crdtm_register_commands(ctx) == REDISMODULE_ERR)
+        return REDISMODULE_ERR;
+    RedisModule_RegisterInfoFunc(ctx, info_cb);
+    RedisModule_Log(ctx, "notice", "crdt: node-id %llu, timeline-max-size %u, changes ring %u",
+                    (unsigned long long)crdtm_cfg.node_id, crdtm_cfg.timeline_max,
+                    crdtm_cfg.changes_max);
+    return REDISMODULE_OK;
+}

@@ -1,0 +1,397 @@
+/* redis_helper.c - redis-server processes with crdt.so for the tests: ports, dirs, lifetimes */
+#define _GNU_SOURCE
+#include "redis_helper.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CRDT_MODULE_PATH
+#define CRDT_MODULE_PATH "crdt.so"
+#endif
+
+#define MAX_SERVERS 16
+static rh_server_t *servers[MAX_SERVERS];
+static char owned_dirs[MAX_SERVERS][256];
+static int n_owned_dirs;
+static char server_bin[PATH_MAX];
+
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("# ", stdout);
+    vprintf(fmt, ap);
+    putchar('\n');
+    fflush(stdout);
+    va_end(ap);
+}
+
+static const char *module_path(void)
+{
+    const char *e = getenv("CRDT_MODULE");
+    return e && *e ? e : CRDT_MODULE_PATH;
+}
+
+static int find_server(void)
+{
+    const char *e = getenv("REDIS_SERVER");
+    if (e && *e) {
+        snprintf(server_bin, sizeof(server_bin), "%s", e);
+        return access(server_bin, X_OK);
+    }
+    const char *path = getenv("PATH");
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+    for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(server_bin, sizeof(server_bin), "%s/redis-server", d);
+        if (access(server_bin, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+const char *rh_skip_reason(void)
+{
+    static char why[512];
+    if (find_server() < 0)
+        return "redis-server not found (install redis-server or set REDIS_SERVER)";
+    if (access(module_path(), R_OK) < 0) {
+        snprintf(why, sizeof(why), "module %s not found (build crdt_module or set CRDT_MODULE)",
+                 module_path());
+        return why;
+    }
+    return NULL;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int port = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void track(rh_server_t *s)
+{
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (servers[i] == s)
+            return;
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (!servers[i]) {
+            servers[i] = s;
+            return;
+        }
+}
+
+static void show_log(const rh_server_t *s)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "%s/redis.log", s->dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, " # ") || strstr(line, "crdt"))
+            printf("#   log: %s", line);
+    fclose(f);
+}
+
+static int spawn(rh_server_t *s)
+{
+    char portbuf[16];
+    snprintf(portbuf, sizeof(portbuf), "%d", s->port);
+    char modargs[256];
+    snprintf(modargs, sizeof(modargs), "%s", s->module_args);
+    const char *argv[RH_MAX_ARGS + 40];
+    int n = 0;
+    argv[n++] = server_bin;
+    argv[n++] = "--port";
+    argv[n++] = portbuf;
+    argv[n++] = "--bind";
+    argv[n++] = "127.0.0.1";
+    argv[n++] = "--dir";
+    argv[n++] = s->dir;
+    argv[n++] = "--save";
+    argv[n++] = "";
+    argv[n++] = "--daemonize";
+    argv[n++] = "no";
+    argv[n++] = "--enable-debug-command";
+    argv[n++] = "yes";
+    argv[n++] = "--logfile";
+    argv[n++] = "redis.log";
+    argv[n++] = "--loadmodule";
+    argv[n++] = module_path();
+    for (char *save, *t = strtok_r(modargs, " ", &save); t && n < RH_MAX_ARGS + 30;
+         t = strtok_r(NULL, " ", &save))
+        argv[n++] = t;
+    for (int i = 0; i < s->nargs; i++)
+        argv[n++] = s->args[i];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, 0);
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(server_bin, (char *const *)argv);
+        _exit(127);
+    }
+    s->pid = pid;
+    track(s);
+    /* Bounded wait for PING: 10 s, watching for an early exit. */
+    for (int i = 0; i < 200; i++) {
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) {
+            s->pid = 0;
+            note("redis-server on port %d exited during startup (status %d)", s->port, st);
+            show_log(s);
+            return -1;
+        }
+        struct timeval tv = {1, 0};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
+        if (c && !c->err) {
+            redisSetTimeout(c, (struct timeval){20, 0});
+            redisReply *r = redisCommand(c, "PING");
+            int ok = r && r->type == REDIS_REPLY_STATUS;
+            if (r)
+                freeReplyObject(r);
+            if (ok) {
+                s->c = c;
+                return 0;
+            }
+        }
+        if (c)
+            redisFree(c);
+        sleep_ms(50);
+    }
+    note("redis-server on port %d did not answer PING within 10 s", s->port);
+    show_log(s);
+    rh_stop(s);
+    return -1;
+}
+
+int rh_start(rh_server_t *s, const char *dir, const char *module_args, const char *const *extra)
+{
+    if (!server_bin[0] && find_server() < 0)
+        return -1;
+    memset(s, 0, sizeof(*s));
+    if (dir) {
+        snprintf(s->dir, sizeof(s->dir), "%s", dir);
+    } else {
+        snprintf(s->dir, sizeof(s->dir), "/tmp/crdt-redis-XXXXXX");
+        if (!mkdtemp(s->dir))
+            return -1;
+        if (n_owned_dirs < MAX_SERVERS)
+            snprintf(owned_dirs[n_owned_dirs++], sizeof(owned_dirs[0]), "%s", s->dir);
+    }
+    snprintf(s->module_args, sizeof(s->module_args), "%s", module_args ? module_args : "");
+    for (int i = 0; extra && extra[i] && s->nargs < RH_MAX_ARGS; i++)
+        s->args[s->nargs++] = strdup(extra[i]);
+    /* A port found free can be taken before redis binds it: try a few. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        s->port = free_port();
+        if (s->port > 0 && spawn(s) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+void rh_stop(rh_server_t *s)
+{
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+    if (s->pid <= 0)
+        return;
+    kill(s->pid, SIGTERM);
+    for (int i = 0; i < 200; i++) { /* 10 s */
+        if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return;
+        }
+        sleep_ms(50);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    s->pid = 0;
+}
+
+int rh_restart(rh_server_t *s)
+{
+    rh_stop(s);
+    return spawn(s);
+}
+
+static void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            char p[PATH_MAX];
+            snprintf(p, sizeof(p), "%s/%s", path, e->d_name);
+            struct stat st;
+            if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+                remove_tree(p);
+            else
+                unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+void rh_cleanup(void)
+{
+    for (int i = 0; i < MAX_SERVERS; i++) {
+        if (servers[i]) {
+            rh_stop(servers[i]);
+            for (int k = 0; k < servers[i]->nargs; k++)
+                free(servers[i]->args[k]);
+            servers[i]->nargs = 0;
+            servers[i] = NULL;
+        }
+    }
+    if (!getenv("CRDT_KEEP_DIRS"))
+        for (int i = 0; i < n_owned_dirs; i++)
+            remove_tree(owned_dirs[i]);
+    n_owned_dirs = 0;
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "Bail out! watchdog: test ran too long\n";
+    ssize_t w = write(1, msg, sizeof(msg) - 1);
+    (void)w;
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (servers[i] && servers[i]->pid > 0)
+            kill(servers[i]->pid, SIGKILL);
+    _exit(2);
+}
+
+void rh_watchdog(unsigned seconds)
+{
+    signal(SIGALRM, on_alarm);
+    signal(SIGPIPE, SIG_IGN);
+    alarm(seconds);
+    atexit(rh_cleanup);
+}
+
+redisReply *rh_cmd(rh_server_t *s, const char *fmt, ...)
+{
+    if (!s->c)
+        return NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(s->c, fmt, ap);
+    va_end(ap);
+    if (!r)
+        note("command '%s' on port %d failed: %s", fmt, s->port, s->c->errstr);
+    return r;
+}
+
+redisReply *rh_cmdv(rh_server_t *s, int argc, const char **argv, const size_t *lens)
+{
+    if (!s->c)
+        return NULL;
+    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+    if (!r)
+        note("command %s on port %d failed: %s", argv[0], s->port, s->c->errstr);
+    return r;
+}
+
+long long rh_int(redisReply *r)
+{
+    long long v = LLONG_MIN;
+    if (r && r->type == REDIS_REPLY_INTEGER)
+        v = r->integer;
+    else if (r && r->type == REDIS_REPLY_ERROR)
+        note("unexpected error reply: %s", r->str);
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+const char *rh_err(redisReply *r)
+{
+    static char buf[512];
+    buf[0] = '\0';
+    if (r && r->type == REDIS_REPLY_ERROR)
+        snprintf(buf, sizeof(buf), "%s", r->str);
+    if (r)
+        freeReplyObject(r);
+    return buf;
+}
+
+char *rh_str(redisReply *r, size_t *len)
+{
+    char *out = NULL;
+    if (r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)) {
+        out = malloc(r->len + 1);
+        if (out) {
+            memcpy(out, r->str, r->len);
+            out[r->len] = '\0';
+            if (len)
+                *len = r->len;
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    return out;
+}
+
+long long rh_info_field(rh_server_t *s, const char *section, const char *field)
+{
+    redisReply *r = rh_cmd(s, "INFO %s", section);
+    long long v = -1;
+    if (r && r->type == REDIS_REPLY_STRING) {
+        size_t fl = strlen(field);
+        for (char *p = r->str; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+            if (strncmp(p, field, fl) == 0 && p[fl] == ':') {
+                v = strtoll(p + fl + 1, NULL, 10);
+                break;
+            }
+        }
+    }
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
