@@ -99,7 +99,9 @@ uint64_t crdt_replica_last_seq(const crdt_replica_t *r);
 typedef int (*crdt_feed_cb)(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state,
                             void *ud);
 /* Calls cb, in sequence order, for up to `limit` keys whose latest change is after `since`, with
- * the key's current state; *next receives the sequence to pass as `since` to continue. */
+ * the key's current state; *next receives the sequence to pass as `since` to continue (the seq of
+ * the last key delivered, or last_seq once the feed is exhausted). Returns 0, or the non-zero
+ * value of cb that stopped it (that key counts as not delivered: *next stays before it). */
 int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
                          void *ud, uint64_t *next);
 
@@ -111,7 +113,8 @@ void crdt_replica_set_listener(crdt_replica_t *r, crdt_replica_listener_cb cb, v
 
 /* ---- anti-entropy hooks --------------------------------------------------------------------- */
 
-/* 64-bit fingerprint of the key's state (a hash of its canonical encoding), kept incrementally. */
+/* 64-bit fingerprint of the key's state (a hash of its canonical encoding), kept incrementally.
+ * 0 and *fp, or CRDT_EINVAL (*fp = 0) when the key is absent. */
 int crdt_replica_key_fingerprint(const crdt_replica_t *r, const void *key, size_t klen,
                                  uint64_t *fp);
 /* Order-independent digest of the whole keyspace (combines hash(key) and fingerprint per key). */

@@ -258,11 +258,11 @@ int crdt_replica_key_fingerprint(const crdt_replica_t *cr, const void *key, size
     uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
     *fp = 0;
     if (id == NO_ID)
-        return 0;
+        return CRDT_EINVAL;
     if (r->keys[id].fp_dirty && !refresh_fp(r, id))
         return CRDT_ENOMEM;
     *fp = r->keys[id].fp;
-    return 1;
+    return 0;
 }
 
 uint64_t crdt_replica_digest(const crdt_replica_t *cr)
