@@ -89,6 +89,14 @@ static void test_basics(void)
     ok(has(s, "a") && has(s, "b") && has(s, "c") && !has(s, "d"), "contains a b c, not d");
     ok(!crdt_obj_is_empty(s), "no longer bottom");
 
+    /* the public queries dispatch to these */
+    is_int(crdt_set_contains(s, S("b")), 1, "crdt_set_contains sees b");
+    is_int(crdt_set_contains(s, S("d")), 0, "crdt_set_contains: d absent");
+    is_int(crdt_set_size(s), 3, "crdt_set_size 3");
+    collect_t pc = {.stop_at = 0};
+    is_int(crdt_set_foreach(s, collect_cb, &pc), 0, "crdt_set_foreach");
+    is(pc.out, "a,b,c,", "crdt_set_foreach in order");
+
     collect_t c = {.stop_at = 0};
     is_int(crdt__orset_foreach(s, collect_cb, &c), 0, "foreach returns 0");
     is(c.out, "a,b,c,", "foreach in ascending bytewise order");
