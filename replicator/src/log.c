@@ -319,9 +319,121 @@ static void note_drop(crdt_replica_t *r, uint64_t bytes, const char *name, uint6
                       const char *why)
 {
     if (!r->rec.dropped_bytes)
-        snprintf(r->rec.dropped_reason, sizeof(r->rec.dropped_reason), "%s at offset %" PRIu64
-                 " of %s", why, off, name);
+        snprintf(r->rec.dropped_reason, sizeof(r->rec.dropped_reason), "%.100s at offset %" PRIu64
+                 " of %.28s", why, off, name);
     r->rec.dropped_bytes += bytes;
+}
+
+/* Replay in key order. Deltas are joins, so the order they are joined in does not matter; what
+ * does is memory: records of one key are spread over the whole log, and joining them as they come
+ * touches a different object (cold in cache) for nearly every record. So records of keys already
+ * present are collected in a batch (their encodings copied out of the read buffer) and joined
+ * grouped by key, which keeps each object hot while its records are applied. */
+#define BATCH_BYTES (32u << 20)
+#define BATCH_RECORDS (1u << 20)
+
+typedef struct batch_ent {
+    uint64_t seq;
+    uint64_t at; /* file offset of the record, for messages */
+    size_t off;  /* of the encoding in the arena */
+    uint32_t len;
+    uint32_t id;
+} batch_ent_t;
+
+typedef struct replay_batch {
+    crdt_buf_t arena;
+    batch_ent_t *ents;
+    size_t n, cap;
+} replay_batch_t;
+
+static void batch_free(replay_batch_t *b)
+{
+    crdt_buf_free(&b->arena);
+    free(b->ents);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Joins every batched record, grouped by key (a counting sort on the key id). */
+static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crdt_error_t *err)
+{
+    if (!b->n)
+        return 0;
+    uint32_t *start = calloc((size_t)r->nkeys + 1, sizeof(*start));
+    uint32_t *order = malloc(b->n * sizeof(*order));
+    int rc = 0;
+    if (!start || !order) {
+        rep_seterr(err, CRDT_ENOMEM, "out of memory");
+        rc = CRDT_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        start[b->ents[i].id + 1]++;
+    for (uint32_t id = 0; id < r->nkeys; id++)
+        start[id + 1] += start[id];
+    for (size_t i = 0; i < b->n; i++)
+        order[start[b->ents[i].id]++] = (uint32_t)i;
+    for (size_t j = 0; j < b->n; j++) {
+        const batch_ent_t *e = &b->ents[order[j]];
+        crdt_error_t rerr = {0};
+        if ((rc = rep_replay_into(r, e->id, e->seq, b->arena.data + e->off, e->len, &rerr)) < 0) {
+            rep_seterr(err, rc, "%s/%s offset %" PRIu64 ": %s", r->dir, name, e->at,
+                       rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
+            goto out;
+        }
+    }
+    r->rec.log_records += b->n;
+    b->n = 0;
+    b->arena.len = 0;
+out:
+    free(start);
+    free(order);
+    return rc;
+}
+
+/* Replays one record now (a new key) or batches it (a key already present). */
+static int replay_record(crdt_replica_t *r, replay_batch_t *b, const uint8_t *body, size_t blen,
+                         uint64_t at, const char *name, crdt_error_t *err)
+{
+    uint64_t seq;
+    const uint8_t *key, *enc;
+    size_t klen, elen;
+    int rc;
+    uint32_t id = UINT32_MAX;
+    if (rep_record_parse(body, blen, &seq, &key, &klen, &enc, &elen) == 0) {
+        /* Records the snapshot already holds need no decoding: it has their join. */
+        if (seq <= r->snap.done_seq)
+            return 0;
+        id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    }
+    if (id == UINT32_MAX) {
+        crdt_error_t rerr = {0};
+        if ((rc = rep_replay(r, body, blen, false, &rerr)) < 0) {
+            rep_seterr(err, rc, "%s/%s offset %" PRIu64 ": %s", r->dir, name, at,
+                       rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
+            return rc;
+        }
+        r->rec.log_records++;
+        return 0;
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4096;
+        batch_ent_t *e = realloc(b->ents, cap * sizeof(*e));
+        if (!e) {
+            rep_seterr(err, CRDT_ENOMEM, "out of memory");
+            return CRDT_ENOMEM;
+        }
+        b->ents = e;
+        b->cap = cap;
+    }
+    b->ents[b->n] = (batch_ent_t){seq, at, b->arena.len, (uint32_t)elen, id};
+    if (crdt_buf_append(&b->arena, enc, elen) < 0) {
+        rep_seterr(err, CRDT_ENOMEM, "out of memory");
+        return CRDT_ENOMEM;
+    }
+    b->n++;
+    if (b->arena.len >= BATCH_BYTES || b->n >= BATCH_RECORDS)
+        return batch_run(r, b, name, err);
+    return 0;
 }
 
 /* Replays one segment and truncates a torn or corrupt tail away. 0 or a negative code. */
@@ -367,29 +479,19 @@ static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t 
     const uint8_t *body;
     size_t blen;
     char why[120];
-    uint64_t snap_seq = r->snap.done_seq;
-    for (;;) {
-        rc = rep_reader_next(&rd, &body, &blen, why, sizeof(why));
-        if (rc == REP_REC_OK) {
-            /* Records the snapshot already holds need no decoding: it has their join. */
-            uint64_t seq = 0;
-            size_t pos = 0;
-            if (snap_seq && get_varint(body, blen, &pos, &seq) == 0 && seq <= snap_seq)
-                continue;
-            crdt_error_t rerr = {0};
-            if ((rc = rep_replay(r, body, blen, false, &rerr)) < 0) {
-                rep_seterr(err, rc, "%s/%s offset %" PRIu64 ": %s", r->dir, name,
-                           rd.off - REP_REC_HEADER - blen,
-                           rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
-                rep_reader_free(&rd);
-                return rc;
-            }
-            r->rec.log_records++;
-            continue;
-        }
-        break;
+    replay_batch_t batch = {0};
+    int brc = 0;
+    while ((rc = rep_reader_next(&rd, &body, &blen, why, sizeof(why))) == REP_REC_OK) {
+        uint64_t at = rd.off - REP_REC_HEADER - blen;
+        if ((brc = replay_record(r, &batch, body, blen, at, name, err)) < 0)
+            break;
     }
+    if (brc == 0)
+        brc = batch_run(r, &batch, name, err);
+    batch_free(&batch);
     rep_reader_free(&rd);
+    if (brc < 0)
+        return brc;
     if (rc == REP_REC_IOERR) {
         rep_seterr(err, CRDT_EIO, "cannot read %s/%s: %s", r->dir, name, why);
         return CRDT_EIO;

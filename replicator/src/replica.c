@@ -493,6 +493,8 @@ int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts)
 
 /* ---- replay (recovery) ---------------------------------------------------------------------- */
 
+static int join_decoded(crdt_replica_t *r, uint32_t id, uint64_t seq, crdt_obj_t *o);
+
 int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
                crdt_error_t *err)
 {
@@ -534,26 +536,51 @@ int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot
             crdt_obj_free(o);
             return CRDT_ENOMEM;
         }
-    } else {
-        rep_key_t *k = &r->keys[id];
-        if (crdt_obj_type(k->obj) != type) {
-            /* Cannot come from this code's write path; keep what was there and say so. */
-            fprintf(stderr, "crdtd replica: recovery skips a %s record for a %s key (seq %llu)\n",
-                    crdt_type_name(type), crdt_type_name(crdt_obj_type(k->obj)),
-                    (unsigned long long)seq);
-            crdt_obj_free(o);
-            return 0;
-        }
-        int rc = crdt_obj_merge(k->obj, o);
-        crdt_obj_free(o);
-        if (rc < 0)
-            return rc;
+        if (seq > r->keys[id].seq)
+            r->keys[id].seq = seq;
+        if (seq > r->last_seq)
+            r->last_seq = seq;
+        return 0;
     }
-    if (seq > r->keys[id].seq)
-        r->keys[id].seq = seq;
+    return join_decoded(r, id, seq, o);
+}
+
+/* Joins a decoded object (taken) into key id and advances the seqs. */
+static int join_decoded(crdt_replica_t *r, uint32_t id, uint64_t seq, crdt_obj_t *o)
+{
+    rep_key_t *k = &r->keys[id];
+    if (crdt_obj_type(k->obj) != crdt_obj_type(o)) {
+        /* Cannot come from this code's write path; keep what was there and say so. */
+        fprintf(stderr, "crdtd replica: recovery skips a %s record for a %s key (seq %llu)\n",
+                crdt_type_name(crdt_obj_type(o)), crdt_type_name(crdt_obj_type(k->obj)),
+                (unsigned long long)seq);
+        crdt_obj_free(o);
+        return 0;
+    }
+    int rc = crdt_obj_merge(k->obj, o);
+    crdt_obj_free(o);
+    if (rc < 0)
+        return rc;
+    if (seq > k->seq)
+        k->seq = seq;
     if (seq > r->last_seq)
         r->last_seq = seq;
     return 0;
+}
+
+int rep_replay_into(crdt_replica_t *r, uint32_t id, uint64_t seq, const uint8_t *enc, size_t elen,
+                    crdt_error_t *err)
+{
+    crdt_error_t de;
+    crdt_obj_t *o = crdt_obj_decode(enc, elen, &de);
+    if (!o) {
+        if (de.code == CRDT_ENOMEM)
+            return CRDT_ENOMEM;
+        rep_seterr(err, CRDT_EDECODE, "cannot decode an intact record (seq %llu): %s",
+                   (unsigned long long)seq, de.text);
+        return CRDT_EDECODE;
+    }
+    return join_decoded(r, id, seq, o);
 }
 
 static int feed_cmp(const void *a, const void *b)

@@ -116,6 +116,11 @@ int rep_mark_dirty(crdt_replica_t *r, uint32_t id);
 int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
                crdt_error_t *err);
 
+/* Joins one encoded object into the existing key id (log replay in key order). 0, CRDT_ENOMEM or
+ * CRDT_EDECODE (err filled). */
+int rep_replay_into(crdt_replica_t *r, uint32_t id, uint64_t seq, const uint8_t *enc, size_t elen,
+                    crdt_error_t *err);
+
 /* Records the sticky failure: logs it to stderr once and refuses further writes. */
 void rep_fail(crdt_replica_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void rep_seterr(crdt_error_t *err, int code, const char *fmt, ...)

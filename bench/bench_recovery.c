@@ -1,0 +1,226 @@
+/* bench_recovery.c - replica recovery time against reading the same log file, same process
+ *
+ * Builds a data directory holding a log of N timeline writes (default 10M over 10,000 keys of
+ * max size 1,000, fsync policy no, no snapshot), then times, --runs times each, interleaved:
+ *   read      a cat-like loop read()ing every log segment in 1 MiB blocks (the baseline);
+ *   recovery  crdt_replica_open() of the directory: replay of every record into the keyspace.
+ * Both read the file from the page cache (it was just written; the read runs first each round).
+ * Prints the medians and their ratio (target: recovery <= 3x read).
+ * Usage: bench_recovery [--writes N] [--keys K] [--max-size M] [--runs R] [--dir PATH] [--keep]
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "replica.h"
+
+#define MAX_RUNS 15
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int dbl_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), dbl_cmp);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static uint64_t rng_state = 88172645463325252ull;
+static inline uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+typedef struct add_op {
+    char member[24];
+    size_t mlen;
+    double score;
+} add_op_t;
+
+static int add_cb(crdt_obj_t *o, void *ud, crdt_obj_t **delta)
+{
+    add_op_t *a = ud;
+    return crdt_timeline_add(o, a->member, a->mlen, a->score, delta);
+}
+
+/* Reads every file of dir whose name starts with "log-" like cat would; returns bytes read. */
+static uint64_t read_logs(const char *dir)
+{
+    static char buf[1 << 20];
+    uint64_t total = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        if (strncmp(de->d_name, "log-", 4) != 0)
+            continue;
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        int fd = open(path, O_RDONLY);
+        ssize_t n;
+        while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
+            total += (uint64_t)n;
+        if (fd >= 0)
+            close(fd);
+    }
+    if (d)
+        closedir(d);
+    return total;
+}
+
+static void rm_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+            unlinkat(dirfd(d), de->d_name, 0);
+    if (d)
+        closedir(d);
+    rmdir(path);
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t writes = 10000000, keys = 10000;
+    uint32_t max_size = 1000;
+    int runs = 3;
+    bool keep = false;
+    char dir[4096] = "";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--writes") && v)
+            writes = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--keys") && v)
+            keys = strtoull(v, NULL, 10), i++;
+        else if (!strcmp(a, "--max-size") && v)
+            max_size = (uint32_t)strtoul(v, NULL, 10), i++;
+        else if (!strcmp(a, "--runs") && v)
+            runs = atoi(v), i++;
+        else if (!strcmp(a, "--dir") && v)
+            snprintf(dir, sizeof(dir), "%s", v), i++;
+        else if (!strcmp(a, "--keep"))
+            keep = true;
+        else {
+            fprintf(stderr, "usage: %s [--writes N] [--keys K] [--max-size M] [--runs R] "
+                            "[--dir PATH] [--keep]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (runs < 1 || runs > MAX_RUNS || keys < 1) {
+        fprintf(stderr, "runs must be 1..%d, keys >= 1\n", MAX_RUNS);
+        return 2;
+    }
+    if (!dir[0]) {
+        snprintf(dir, sizeof(dir), "/tmp/bench_recovery.XXXXXX");
+        if (!mkdtemp(dir)) {
+            perror("mkdtemp");
+            return 1;
+        }
+        rmdir(dir); /* the replica creates it */
+    }
+
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    cfg.fsync = CRDT_FSYNC_NO;
+    cfg.timeline_max_size = max_size;
+    cfg.snapshot_log_bytes = 0;
+    crdt_error_t err;
+    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
+    if (!r) {
+        fprintf(stderr, "open %s: %s\n", dir, err.text);
+        return 1;
+    }
+    /* The write side: member ids drawn from a range 4x the bound per key, scores rising, so
+     * writes land, trim, raise floors and sometimes lose, as in an activity feed. */
+    double t0 = now_s();
+    uint64_t changed = 0;
+    for (uint64_t i = 0; i < writes; i++) {
+        char key[24];
+        size_t klen = (size_t)snprintf(key, sizeof(key), "feed:%llu",
+                                       (unsigned long long)(i % keys));
+        add_op_t a;
+        a.mlen = (size_t)snprintf(a.member, sizeof(a.member), "item:%llu",
+                                  (unsigned long long)(rnd() % (4ull * max_size + 1)));
+        a.score = (double)(i / keys) + (double)(rnd() % 1000) / 1000.0;
+        uint64_t seq;
+        int rc = crdt_replica_mutate(r, key, klen, CRDT_TIMELINE, add_cb, &a, &seq);
+        if (rc < 0) {
+            fprintf(stderr, "write %llu: %s\n", (unsigned long long)i, crdt_replica_strerror(rc));
+            return 1;
+        }
+        changed += (uint64_t)rc;
+        if (i % 1024 == 1023 && crdt_replica_flush(r) < 0) {
+            fprintf(stderr, "flush: %s\n", crdt_replica_last_error(r));
+            return 1;
+        }
+    }
+    crdt_replica_flush(r);
+    double build_s = now_s() - t0;
+    crdt_replica_stats_t st;
+    crdt_replica_stats(r, &st);
+    uint64_t digest = crdt_replica_digest(r);
+    crdt_replica_close(r);
+    printf("log: %llu writes (%llu changed) over %llu keys, max size %u: %.1f MB in %.2f s "
+           "(%.0f writes/s)\n",
+           (unsigned long long)writes, (unsigned long long)changed, (unsigned long long)keys,
+           max_size, (double)st.log_bytes / 1e6, build_s, (double)writes / build_s);
+
+    double rd[MAX_RUNS], rec[MAX_RUNS], ratio[MAX_RUNS];
+    for (int k = 0; k < runs; k++) {
+        t0 = now_s();
+        uint64_t bytes = read_logs(dir);
+        rd[k] = now_s() - t0;
+        if (bytes != st.log_bytes) {
+            fprintf(stderr, "read %llu bytes, expected %llu\n", (unsigned long long)bytes,
+                    (unsigned long long)st.log_bytes);
+            return 1;
+        }
+        t0 = now_s();
+        r = crdt_replica_open(&cfg, &err);
+        rec[k] = now_s() - t0;
+        if (!r) {
+            fprintf(stderr, "recovery: %s\n", err.text);
+            return 1;
+        }
+        const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
+        if (rep->log_records != changed || rep->dropped_bytes) {
+            fprintf(stderr, "recovery replayed %llu records, dropped %llu bytes\n",
+                    (unsigned long long)rep->log_records, (unsigned long long)rep->dropped_bytes);
+            return 1;
+        }
+        if (k == 0 && crdt_replica_digest(r) != digest) {
+            fprintf(stderr, "recovered keyspace differs (digest)\n");
+            return 1;
+        }
+        ratio[k] = rec[k] / rd[k];
+        printf("run %d: read %.3f s (%.0f MB/s), recovery %.3f s (%.2f M records/s), ratio %.2f\n",
+               k + 1, rd[k], (double)bytes / 1e6 / rd[k], rec[k],
+               (double)rep->log_records / 1e6 / rec[k], ratio[k]);
+        crdt_replica_close(r);
+    }
+    printf("median: read %.3f s, recovery %.3f s, recovery/read %.2fx (target <= 3x)\n",
+           median(rd, runs), median(rec, runs), median(ratio, runs));
+    if (!keep)
+        rm_dir(dir);
+    return 0;
+}
