@@ -44,6 +44,8 @@
 #include "crdt_private.h"
 
 #define TL_TOMB 0x80000000u
+#define TL_MOVED 0x40000000u /* set only during a bulk merge: the entry's position changes */
+#define TL_LEN_MASK 0x3FFFFFFFu /* CRDT_MAX_BLOB fits */
 #define TL_BLOCK 64
 #define TL_FREE UINT32_MAX
 
@@ -99,7 +101,7 @@ static inline const uint8_t *blob_at(const timeline_t *t, uint32_t off)
     return t->blobs.data ? t->blobs.data + off : (const uint8_t *)"";
 }
 
-static inline uint32_t ent_len(const tl_ent_t *e) { return e->len & ~TL_TOMB; }
+static inline uint32_t ent_len(const tl_ent_t *e) { return e->len & TL_LEN_MASK; }
 static inline bool ent_live(const tl_ent_t *e) { return !(e->len & TL_TOMB); }
 static inline const uint8_t *ent_mem(const timeline_t *t, const tl_ent_t *e)
 {
@@ -509,29 +511,52 @@ static int append_entry(timeline_t *t, double score, bool live, const uint8_t *m
     return 0;
 }
 
+/* A copy of every array as it is: ids, offsets and hash slots stay valid, so no rehashing (the
+ * copy shares its source's hash seed, which only has to be unpredictable from outside). */
 static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
 {
     const timeline_t *s = (const timeline_t *)o;
     timeline_t *t = tl_alloc(s->max_size);
     if (!t)
         return NULL;
-    if (tl_reserve(t, s->count) < 0)
-        goto fail;
-    if (s->has_floor) {
-        uint32_t off;
-        if (crdt__blobs_add(&t->blobs, blob_at(s, s->floor_off), s->floor_len, &off) < 0)
+    t->count = s->count;
+    t->live = s->live;
+    t->free_head = s->free_head;
+    t->has_floor = s->has_floor;
+    t->floor_score = s->floor_score;
+    t->floor_off = s->floor_off;
+    t->floor_len = s->floor_len;
+    if (s->ents_used) {
+        if (!(t->ents = malloc((size_t)s->ents_used * sizeof(tl_ent_t))))
             goto fail;
-        t->has_floor = true;
-        t->floor_score = s->floor_score;
-        t->floor_off = off;
-        t->floor_len = s->floor_len;
+        memcpy(t->ents, s->ents, (size_t)s->ents_used * sizeof(tl_ent_t));
+        t->ents_cap = t->ents_used = s->ents_used;
     }
-    for (uint32_t b = 0; b < s->nblk; b++) {
-        for (uint32_t i = 0; i < s->blk[b]->n; i++) {
-            const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
-            if (append_entry(t, e->score, ent_live(e), ent_mem(s, e), ent_len(e)) < 0)
+    if (s->blobs.len) {
+        if (!(t->blobs.data = malloc(s->blobs.len)))
+            goto fail;
+        memcpy(t->blobs.data, s->blobs.data, s->blobs.len);
+        t->blobs.len = t->blobs.cap = s->blobs.len;
+        t->blobs.garbage = s->blobs.garbage;
+    }
+    if (s->nblk) {
+        if (!(t->blk = malloc(((size_t)s->nblk + 1) * sizeof(*t->blk))))
+            goto fail;
+        t->blk_cap = s->nblk + 1;
+        for (; t->nblk < s->nblk; t->nblk++) {
+            if (!(t->blk[t->nblk] = malloc(sizeof(tl_block_t))))
                 goto fail;
+            memcpy(t->blk[t->nblk], s->blk[t->nblk], sizeof(tl_block_t));
         }
+    }
+    if (s->idx.slots) {
+        size_t n = ((size_t)s->idx.mask + 1) * sizeof(uint32_t);
+        if (!(t->idx.slots = malloc(n)))
+            goto fail;
+        memcpy(t->idx.slots, s->idx.slots, n);
+        t->idx.mask = s->idx.mask;
+        t->idx.count = s->idx.count;
+        t->idx.seed = s->idx.seed;
     }
     return &t->base;
 fail:
@@ -680,6 +705,155 @@ int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
 
 /* ---- merge ---------------------------------------------------------------------------------- */
 
+/* Newest-first order of two entries of one timeline. */
+static inline int ent_cmp(const timeline_t *t, uint32_t a, uint32_t b)
+{
+    const tl_ent_t *x = &t->ents[a], *y = &t->ents[b];
+    return pos_cmp(x->score, ent_mem(t, x), ent_len(x), y->score, ent_mem(t, y), ent_len(y));
+}
+
+/* Joins a large src in O(n + m): LWW-applies src's entries in place (new members get ids, winners
+ * are marked as moved), then rebuilds the order by merging dst's order with the list of placed
+ * ids, which src's order already sorts. Everything that can fail is allocated first, so on
+ * CRDT_ENOMEM nothing has changed. Returns 1/0 as merge does; the caller trims afterwards. */
+static int merge_bulk(timeline_t *t, const timeline_t *s)
+{
+    uint64_t want = (uint64_t)t->ents_used + s->count;
+    uint64_t total = (uint64_t)t->count + s->count;
+    if (want > UINT32_MAX - 1 || (uint64_t)t->blobs.len + s->blobs.len > UINT32_MAX)
+        return CRDT_ENOMEM;
+    if (want > t->ents_cap) {
+        tl_ent_t *e = realloc(t->ents, (size_t)want * sizeof(*e));
+        if (!e)
+            return CRDT_ENOMEM;
+        t->ents = e;
+        t->ents_cap = (uint32_t)want;
+    }
+    if (crdt__hidx_reserve(&t->idx, (uint32_t)total, key_of, t) < 0)
+        return CRDT_ENOMEM;
+    uint32_t need = t->blobs.len + s->blobs.len;
+    if (need > t->blobs.cap) {
+        size_t cap = crdt__grow_cap(t->blobs.cap, need);
+        if (cap > UINT32_MAX)
+            cap = UINT32_MAX;
+        uint8_t *d = realloc(t->blobs.data, cap);
+        if (!d)
+            return CRDT_ENOMEM;
+        t->blobs.data = d;
+        t->blobs.cap = (uint32_t)cap;
+    }
+    /* rebuilt blocks are filled to 7/8 so inserts that follow rarely split at once */
+    const uint32_t fill = TL_BLOCK * 7 / 8;
+    uint32_t nb = (uint32_t)(total / fill + 1);
+    tl_block_t **blk = calloc(nb, sizeof(*blk));
+    uint32_t *placed = malloc((s->count ? s->count : 1) * sizeof(uint32_t));
+    bool ok = blk && placed;
+    for (uint32_t i = 0; ok && i < nb; i++)
+        ok = (blk[i] = malloc(sizeof(tl_block_t))) != NULL;
+    if (!ok) {
+        for (uint32_t i = 0; blk && i < nb; i++)
+            free(blk[i]);
+        free(blk);
+        free(placed);
+        return CRDT_ENOMEM;
+    }
+
+    /* 1. LWW per member, in place; src is newest first, so `placed` comes out sorted */
+    uint32_t np = 0;
+    int changed = 0;
+    for (uint32_t b = 0; b < s->nblk; b++) {
+        for (uint32_t i = 0; i < s->blk[b]->n; i++) {
+            const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
+            const uint8_t *m = ent_mem(s, e);
+            uint32_t len = ent_len(e);
+            uint32_t flag = ent_live(e) ? 0 : TL_TOMB;
+            if (below_floor(t, e->score, m, len))
+                goto order; /* and so is every later one */
+            uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
+            if (id == CRDT__NO_ID) {
+                uint32_t off;
+                crdt__blobs_add(&t->blobs, m, len, &off); /* reserved: cannot fail */
+                id = alloc_id(t);
+                t->ents[id] = (tl_ent_t){e->score, off, len | flag};
+                crdt__hidx_insert(&t->idx, id, key_of, t); /* reserved: cannot fail */
+                placed[np++] = id;
+                t->count++;
+                changed = 1;
+            } else {
+                tl_ent_t *x = &t->ents[id];
+                if (e->score > x->score) {
+                    x->score = e->score;
+                    x->len = ent_len(x) | flag | TL_MOVED;
+                    placed[np++] = id;
+                    changed = 1;
+                } else if (e->score == x->score && flag && ent_live(x)) {
+                    x->len |= TL_TOMB; /* equal scores: remove wins, the position stays */
+                    changed = 1;
+                }
+            }
+        }
+    }
+order:;
+    /* 2. merge the old order (minus moved entries) with the placed ids into fresh blocks */
+    uint32_t ob = 0, ob_n = 0, live = 0, ob_live = 0, j = 0;
+    uint32_t b = 0, i = 0;
+    for (;;) {
+        uint32_t a = CRDT__NO_ID;
+        while (b < t->nblk) {
+            if (i == t->blk[b]->n) {
+                b++;
+                i = 0;
+                continue;
+            }
+            a = t->blk[b]->ids[i];
+            if (t->ents[a].len & TL_MOVED) {
+                t->ents[a].len &= ~TL_MOVED; /* it comes again from `placed` */
+                i++;
+                a = CRDT__NO_ID;
+                continue;
+            }
+            break;
+        }
+        uint32_t id;
+        if (j < np && (a == CRDT__NO_ID || ent_cmp(t, placed[j], a) < 0)) {
+            id = placed[j++];
+        } else if (a != CRDT__NO_ID) {
+            id = a;
+            i++;
+        } else {
+            break;
+        }
+        if (ob_n == fill) {
+            blk[ob]->n = ob_n;
+            blk[ob]->live = ob_live;
+            ob++;
+            ob_n = ob_live = 0;
+        }
+        blk[ob]->ids[ob_n++] = id;
+        ob_live += ent_live(&t->ents[id]);
+    }
+    blk[ob]->n = ob_n;
+    blk[ob]->live = ob_live;
+    uint32_t used = ob_n ? ob + 1 : ob;
+    for (uint32_t k = 0; k < used; k++)
+        live += blk[k]->live;
+    for (uint32_t k = used; k < nb; k++) {
+        if (!t->spare)
+            t->spare = blk[k];
+        else
+            free(blk[k]);
+    }
+    for (uint32_t k = 0; k < t->nblk; k++)
+        free(t->blk[k]);
+    free(t->blk);
+    free(placed);
+    t->blk = blk;
+    t->nblk = used;
+    t->blk_cap = nb;
+    t->live = live;
+    return changed;
+}
+
 static int timeline_merge(crdt_obj_t *dst, const crdt_obj_t *src)
 {
     timeline_t *t = (timeline_t *)dst;
@@ -699,6 +873,17 @@ static int timeline_merge(crdt_obj_t *dst, const crdt_obj_t *src)
         changed = 1;
     }
     trim(t);
+    /* a src comparable in size to dst: one linear pass; a few entries (deltas): insert each */
+    if (s->count >= 4 && (uint64_t)s->count * 4 >= t->count) {
+        int rc = merge_bulk(t, s);
+        if (rc >= 0) {
+            changed |= rc;
+            trim(t);
+            maybe_compact(t);
+            return changed;
+        }
+        /* out of memory before anything changed: the per-entry path needs far less */
+    }
     for (uint32_t b = 0; b < s->nblk; b++) {
         for (uint32_t i = 0; i < s->blk[b]->n; i++) {
             const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
