@@ -854,45 +854,54 @@ order:;
     return changed;
 }
 
+/* Raises t's floor to src's if higher, dropping what falls at or below it. */
+static int merge_floor(timeline_t *t, const timeline_t *s)
+{
+    if (!s->has_floor || below_floor(t, s->floor_score, blob_at(s, s->floor_off), s->floor_len))
+        return 0;
+    uint32_t off;
+    if (crdt__blobs_add(&t->blobs, blob_at(s, s->floor_off), s->floor_len, &off) < 0)
+        return CRDT_ENOMEM;
+    set_floor(t, s->floor_score, off, s->floor_len);
+    trim(t);
+    return 1;
+}
+
+/* Order matters only for failures: the bound (no allocation), then the entries, then the floor,
+ * so that a merge stopped by ENOMEM leaves dst joined with some of src's writes, a state the
+ * decoder accepts (a floor without a full timeline could not arise). */
 static int timeline_merge(crdt_obj_t *dst, const crdt_obj_t *src)
 {
     timeline_t *t = (timeline_t *)dst;
     const timeline_t *s = (const timeline_t *)src;
-    int changed = 0;
-    /* the floor first: entries at or below it would be dropped anyway */
-    if (s->has_floor && !below_floor(t, s->floor_score, blob_at(s, s->floor_off), s->floor_len)) {
-        uint32_t off;
-        if (crdt__blobs_add(&t->blobs, blob_at(s, s->floor_off), s->floor_len, &off) < 0)
-            return CRDT_ENOMEM;
-        set_floor(t, s->floor_score, off, s->floor_len);
-        changed = 1;
-    }
+    int changed = 0, rc;
     /* the smaller non-zero bound (0 = unbounded counts as infinite) */
     if (s->max_size && (!t->max_size || s->max_size < t->max_size)) {
         t->max_size = s->max_size;
+        trim(t);
         changed = 1;
     }
-    trim(t);
     /* a src comparable in size to dst: one linear pass; a few entries (deltas): insert each */
     if (s->count >= 4 && (uint64_t)s->count * 4 >= t->count) {
-        int rc = merge_bulk(t, s);
-        if (rc >= 0) {
+        if ((rc = merge_bulk(t, s)) >= 0) {
             changed |= rc;
             trim(t);
-            maybe_compact(t);
-            return changed;
+            goto floor;
         }
         /* out of memory before anything changed: the per-entry path needs far less */
     }
     for (uint32_t b = 0; b < s->nblk; b++) {
         for (uint32_t i = 0; i < s->blk[b]->n; i++) {
             const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
-            int rc = tl_write(t, ent_mem(s, e), ent_len(e), e->score, ent_live(e));
-            if (rc < 0)
+            if ((rc = tl_write(t, ent_mem(s, e), ent_len(e), e->score, ent_live(e))) < 0)
                 return rc; /* what was joined so far is below the full join: still valid */
             changed |= rc;
         }
     }
+floor:
+    if ((rc = merge_floor(t, s)) < 0)
+        return rc;
+    changed |= rc;
     maybe_compact(t);
     return changed;
 }
