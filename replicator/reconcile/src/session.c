@@ -1,0 +1,839 @@
+/* session.c - range-based set reconciliation with recoverable range sketches (docs/replication.md)
+ *
+ * Both sides walk the same tree of id ranges ("cells") on the circle of ids mod 2^61-1, rotated by
+ * a per-session salt. A message holds one action for every cell the receiver opened in its previous
+ * message, in the same order, so cells never need their bounds on the wire:
+ *   EQUAL       the sender's sketch of the cell equals the receiver's: closed;
+ *   DECODED     the difference of the two sketches is one item: its id is sent, closed;
+ *   SPLIT m D   the sender splits the cell into m equal parts (and D more levels of its first part,
+ *               the density probe) and sends its sketch of every part; those parts are now open.
+ * A cell holding several differences is split with a fan-out chosen from an estimate of the number
+ * of differences, so most parts hold zero or one difference and close in the next message. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "rsx_private.h"
+
+enum { MSG_FIRST = 1, MSG_NEXT = 2 };
+enum {
+    ACT_EQUAL = 0,
+    ACT_SENDER_ONLY = 1,
+    ACT_RECEIVER_ONLY = 2,
+    ACT_BOTH = 3,
+    ACT_SPLIT = 4,
+    ACT_POSTPONE = 5,
+};
+#define RSX_MAX_DEPTH 16
+
+typedef struct rsx_cell {
+    uint64_t lo, width; /* ids lo, lo+1, ... lo+width-1, mod P */
+} rsx_cell_t;
+
+/* An open cell sent by the peer, with the peer's sketch (c truncated to the cell's check bytes). */
+typedef struct rsx_leaf {
+    rsx_cell_t cell;
+    uint64_t a, b, c;
+} rsx_leaf_t;
+
+/* What we answer for one leaf. */
+typedef struct rsx_plan {
+    uint8_t act;
+    uint32_t m, depth; /* ACT_SPLIT */
+    uint64_t off;      /* ACT_*ONLY / ACT_BOTH */
+} rsx_plan_t;
+
+struct crdt_rsx_session {
+    const crdt_rsx_index_t *ix;
+    crdt_rsx_config_t cfg;
+    bool initiator, started, done;
+    int failed;
+    crdt_error_t ferr;
+    uint64_t salt;
+    uint64_t seq_in, seq_out; /* next sequence number expected / to send */
+    double d_est;             /* estimated differing ids, 0 = unknown */
+
+    rsx_cell_t *pend; /* cells we opened, awaiting the peer's actions */
+    size_t npend, cap_pend;
+    rsx_cell_t *backlog; /* postponed cells, FIFO from bl_head; identical on both sides */
+    size_t bl_head, bl_len, bl_cap;
+    rsx_leaf_t *leaves; /* scratch: cells the peer opened in the message being handled */
+    size_t nleaves, cap_leaves;
+    rsx_plan_t *plans;
+    size_t cap_plans;
+    crdt_rsx_diff_t *diffs;
+    size_t ndiffs, cap_diffs;
+    crdt_rsx_stats_t st;
+};
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static int grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, c * elem);
+    if (!q)
+        return CRDT_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static unsigned bitlen(uint64_t v)
+{
+    return v ? 64u - (unsigned)__builtin_clzll(v) : 0u;
+}
+
+/* Bytes of a DECODED offset in a cell of this width: enough for width-1. */
+static unsigned off_bytes(uint64_t width)
+{
+    return (bitlen(width - 1) + 7) / 8;
+}
+
+/* Bytes of the check sum sent for a cell: a false single-item decode needs the recovered id to land
+ * inside the cell (61 - bitlen(width) bits of luck) and to match the check; together at least 40
+ * bits, and never fewer than 16 bits of check. */
+static unsigned check_bytes(uint64_t width)
+{
+    int range_bits = 61 - (int)bitlen(width);
+    int bits = 40 - (range_bits > 0 ? range_bits : 0);
+    if (bits < 16)
+        bits = 16;
+    return (unsigned)(bits + 7) / 8;
+}
+
+static uint64_t low_bytes(uint64_t v, unsigned n)
+{
+    return n >= 8 ? v : v & ((UINT64_C(1) << (8 * n)) - 1);
+}
+
+/* Part i of m of a cell (requires m <= width, so every part is non-empty). */
+static rsx_cell_t cell_child(rsx_cell_t c, uint64_t m, uint64_t i)
+{
+    uint64_t s = (uint64_t)((unsigned __int128)c.width * i / m);
+    uint64_t e = (uint64_t)((unsigned __int128)c.width * (i + 1) / m);
+    return (rsx_cell_t){(c.lo + s) % RSX_P, e - s};
+}
+
+/* The sketch of our ids below x, where x may run past P (the circle unrolled once). */
+static void prefix_unrolled(const crdt_rsx_index_t *ix, uint64_t x, crdt_rsx_sketch_t *s)
+{
+    if (x <= RSX_P) {
+        crdt_rsx_index_range(ix, 0, x, s);
+    } else {
+        crdt_rsx_sketch_t t;
+        crdt_rsx_index_total(ix, s);
+        crdt_rsx_index_range(ix, 0, x - RSX_P, &t);
+        rsx_sk_add(s, &t);
+    }
+}
+
+static void cell_sketch(const crdt_rsx_index_t *ix, rsx_cell_t c, crdt_rsx_sketch_t *s)
+{
+    if (c.width >= RSX_P) {
+        crdt_rsx_index_total(ix, s);
+        return;
+    }
+    crdt_rsx_sketch_t a;
+    prefix_unrolled(ix, c.lo + c.width, s);
+    prefix_unrolled(ix, c.lo, &a);
+    rsx_sk_sub(s, &a);
+}
+
+/* Number of leaves of SPLIT(m, depth) and whether the chain of first parts is wide enough. */
+static bool split_shape(rsx_cell_t c, uint64_t m, uint64_t depth, uint64_t *nleaves)
+{
+    if (m < 1 || depth > RSX_MAX_DEPTH || (m == 1 && depth))
+        return false;
+    uint64_t w = c.width;
+    for (uint64_t l = 0; l <= depth; l++) {
+        if (w < m)
+            return false;
+        w = w / m; /* width of part 0 is floor(w/m) */
+    }
+    *nleaves = depth * (m - 1) + m;
+    return true;
+}
+
+/* Calls fn for every leaf of SPLIT(m, depth) in wire order: parts 1..m-1 of each probe level, then
+ * all m parts of the deepest first part. */
+#define FOR_EACH_LEAF(cell0, m, depth, leafvar, body)                                              \
+    do {                                                                                           \
+        rsx_cell_t node_ = (cell0);                                                                \
+        for (uint64_t lvl_ = 0; lvl_ <= (depth); lvl_++) {                                         \
+            bool last_ = lvl_ == (depth);                                                          \
+            for (uint64_t i_ = last_ ? 0 : 1; i_ < (m); i_++) {                                    \
+                rsx_cell_t leafvar = cell_child(node_, (m), i_);                                   \
+                body;                                                                              \
+            }                                                                                      \
+            node_ = cell_child(node_, (m), 0);                                                     \
+        }                                                                                          \
+    } while (0)
+
+/* ---- configuration and lifetime ------------------------------------------------------------ */
+
+void crdt_rsx_config_init(crdt_rsx_config_t *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_msg = 64u << 20;
+    cfg->max_cells = 1u << 20;
+    cfg->max_diffs = 16u << 20;
+    cfg->probe_fanout = 16;
+    cfg->probe_depth = 5;
+}
+
+crdt_rsx_session_t *crdt_rsx_session_new(const crdt_rsx_index_t *ix, bool initiator,
+                                         const crdt_rsx_config_t *cfg)
+{
+    if (!ix)
+        return NULL;
+    crdt_rsx_session_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->ix = ix;
+    if (cfg)
+        s->cfg = *cfg;
+    else
+        crdt_rsx_config_init(&s->cfg);
+    if (s->cfg.max_msg < 256)
+        s->cfg.max_msg = 256;
+    if (s->cfg.max_cells < 64)
+        s->cfg.max_cells = 64;
+    if (s->cfg.probe_fanout < 2)
+        s->cfg.probe_fanout = 2;
+    if (s->cfg.probe_depth > RSX_MAX_DEPTH)
+        s->cfg.probe_depth = RSX_MAX_DEPTH;
+    s->initiator = initiator;
+    s->seq_out = initiator ? 1 : 2;
+    s->seq_in = initiator ? 2 : 1;
+    return s;
+}
+
+void crdt_rsx_session_free(crdt_rsx_session_t *s)
+{
+    if (!s)
+        return;
+    free(s->pend);
+    free(s->backlog);
+    free(s->leaves);
+    free(s->plans);
+    free(s->diffs);
+    free(s);
+}
+
+size_t crdt_rsx_session_diffs(const crdt_rsx_session_t *s, const crdt_rsx_diff_t **out)
+{
+    *out = s->diffs;
+    return s->ndiffs;
+}
+
+void crdt_rsx_session_stats(const crdt_rsx_session_t *s, crdt_rsx_stats_t *st)
+{
+    *st = s->st;
+    st->estimated_diffs = (uint64_t)s->d_est;
+}
+
+static int add_diff(crdt_rsx_session_t *s, uint64_t id, unsigned flags)
+{
+    if (!flags)
+        return 0;
+    if (s->ndiffs >= s->cfg.max_diffs)
+        return CRDT_EOVERFLOW;
+    if (grow((void **)&s->diffs, &s->cap_diffs, s->ndiffs + 1, sizeof *s->diffs))
+        return CRDT_ENOMEM;
+    s->diffs[s->ndiffs++] = (crdt_rsx_diff_t){id, flags};
+    return 0;
+}
+
+static int backlog_push(crdt_rsx_session_t *s, rsx_cell_t c)
+{
+    if (s->bl_len - s->bl_head >= s->cfg.max_diffs) /* every postponed cell holds a difference */
+        return CRDT_EOVERFLOW;
+    if (s->bl_head && s->bl_head >= s->bl_len / 2) {
+        memmove(s->backlog, s->backlog + s->bl_head, (s->bl_len - s->bl_head) * sizeof *s->backlog);
+        s->bl_len -= s->bl_head;
+        s->bl_head = 0;
+    }
+    if (grow((void **)&s->backlog, &s->bl_cap, s->bl_len + 1, sizeof *s->backlog))
+        return CRDT_ENOMEM;
+    s->backlog[s->bl_len++] = c;
+    return 0;
+}
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+typedef struct wr {
+    crdt_buf_t *b;
+    int err;
+} wr_t;
+
+static void wr_raw(wr_t *w, const void *p, size_t n)
+{
+    if (!w->err && crdt_buf_append(w->b, p, n))
+        w->err = CRDT_ENOMEM;
+}
+static void wr_u8(wr_t *w, uint8_t v)
+{
+    wr_raw(w, &v, 1);
+}
+static void wr_varint(wr_t *w, uint64_t v)
+{
+    uint8_t t[10];
+    size_t n = 0;
+    do {
+        t[n] = (uint8_t)(v & 0x7f);
+        v >>= 7;
+        if (v)
+            t[n] |= 0x80;
+        n++;
+    } while (v);
+    wr_raw(w, t, n);
+}
+static void wr_le(wr_t *w, uint64_t v, unsigned n)
+{
+    uint8_t t[8];
+    for (unsigned i = 0; i < n; i++)
+        t[i] = (uint8_t)(v >> (8 * i));
+    wr_raw(w, t, n);
+}
+static void wr_sketch(wr_t *w, const crdt_rsx_sketch_t *sk, uint64_t width)
+{
+    wr_le(w, sk->a, 8);
+    wr_le(w, sk->b, 8);
+    wr_le(w, sk->c, check_bytes(width));
+}
+
+static void wr_header(crdt_rsx_session_t *s, wr_t *w, int kind)
+{
+    wr_u8(w, CRDT_RSX_PROTOCOL_VERSION);
+    wr_u8(w, (uint8_t)kind);
+    wr_varint(w, s->seq_out);
+    if (kind == MSG_FIRST)
+        wr_le(w, s->salt, 8);
+    wr_varint(w, (uint64_t)s->d_est);
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+typedef struct rd {
+    const uint8_t *p;
+    size_t len, pos;
+    crdt_error_t *err;
+} rd_t;
+
+static int rd_fail(rd_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int rd_fail(rd_t *r, const char *fmt, ...)
+{
+    r->err->code = CRDT_EDECODE;
+    r->err->offset = r->pos;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err->text, sizeof r->err->text, fmt, ap);
+    va_end(ap);
+    return CRDT_EDECODE;
+}
+
+static int rd_u8(rd_t *r, uint8_t *v)
+{
+    if (r->pos >= r->len)
+        return rd_fail(r, "reconcile message truncated");
+    *v = r->p[r->pos++];
+    return 0;
+}
+
+static int rd_varint(rd_t *r, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned i = 0; i < 10; i++) {
+        if (r->pos >= r->len)
+            return rd_fail(r, "reconcile message truncated in a varint");
+        uint8_t b = r->p[r->pos++];
+        if (i == 9 && b > 1)
+            return rd_fail(r, "varint overflows 64 bits");
+        x |= (uint64_t)(b & 0x7f) << (7 * i);
+        if (!(b & 0x80)) {
+            if (i && !b)
+                return rd_fail(r, "non-minimal varint");
+            *v = x;
+            return 0;
+        }
+    }
+    return rd_fail(r, "varint longer than 10 bytes");
+}
+
+static int rd_le(rd_t *r, unsigned n, uint64_t *v)
+{
+    if (r->len - r->pos < n)
+        return rd_fail(r, "reconcile message truncated: %u bytes needed, %zu left", n,
+                       r->len - r->pos);
+    uint64_t x = 0;
+    for (unsigned i = n; i-- > 0;)
+        x = x << 8 | r->p[r->pos + i];
+    r->pos += n;
+    *v = x;
+    return 0;
+}
+
+/* ---- density estimate ---------------------------------------------------------------------- */
+
+/* Maximum-likelihood number of differences d over the whole circle, from cells of relative width
+ * w that did (y=1) or did not differ, assuming differences land uniformly (ids are hashes): a cell
+ * differs with probability 1 - exp(-d w). The score is decreasing in d: bisect on log d. */
+static double estimate_diffs(const rsx_leaf_t *lv, const uint8_t *differs, size_t n)
+{
+    size_t ndiff = 0;
+    double wmin = 1.0;
+    for (size_t i = 0; i < n; i++) {
+        ndiff += differs[i];
+        double w = (double)lv[i].cell.width / (double)RSX_P;
+        if (w < wmin)
+            wmin = w;
+    }
+    if (!ndiff)
+        return 1;
+    double lo = 1, hi = 16 / wmin;
+    if (ndiff == n)
+        return hi;
+    for (int it = 0; it < 80; it++) {
+        double d = sqrt(lo * hi), g = 0;
+        for (size_t i = 0; i < n; i++) {
+            double w = (double)lv[i].cell.width / (double)RSX_P;
+            g += differs[i] ? w / expm1(d * w) : -w;
+        }
+        if (g > 0)
+            lo = d;
+        else
+            hi = d;
+    }
+    return sqrt(lo * hi);
+}
+
+/* Fan-out for a cell with two or more differences: about the expected number of them, so most
+ * parts hold zero or one; widened late in the session to bound the number of round trips. */
+static uint64_t choose_fanout(const crdt_rsx_session_t *s, uint64_t width)
+{
+    double lam = s->d_est * (double)width / (double)RSX_P, k = 2;
+    if (lam > 1e-3) {
+        double e = exp(-lam);
+        double den = 1 - e - lam * e;
+        if (den > 1e-12)
+            k = lam * (1 - e) / den;
+        if (k < 2)
+            k = 2;
+    }
+    double mu = s->seq_out <= 5 ? 1 : s->seq_out <= 7 ? 2 : s->seq_out <= 9 ? 4 : 16;
+    double m = floor(k * mu + 0.5);
+    if (m > (double)s->cfg.max_cells)
+        m = (double)s->cfg.max_cells;
+    if (m > (double)width)
+        m = (double)width;
+    return m < 2 ? (width < 2 ? 1 : 2) : (uint64_t)m;
+}
+
+/* ---- the protocol -------------------------------------------------------------------------- */
+
+static int fail(crdt_rsx_session_t *s, crdt_error_t *err, int code, const char *text)
+{
+    if (!s->failed) {
+        s->failed = code;
+        if (err && err->code == code && code == CRDT_EDECODE) {
+            s->ferr = *err;
+        } else {
+            s->ferr.code = code;
+            s->ferr.offset = 0;
+            snprintf(s->ferr.text, sizeof s->ferr.text, "%s", text);
+        }
+    }
+    if (err)
+        *err = s->ferr;
+    return s->failed;
+}
+
+/* Writes our sketches of the leaves of SPLIT(m, depth) of cell c and records them as open. The
+ * parts of one level are consecutive on the unrolled circle, so each costs one prefix sketch. */
+static void write_split(crdt_rsx_session_t *s, wr_t *w, rsx_cell_t c, uint64_t m, uint64_t depth,
+                        rsx_cell_t *pend, size_t *np)
+{
+    wr_u8(w, ACT_SPLIT);
+    wr_varint(w, m);
+    wr_varint(w, depth);
+    rsx_cell_t node = c;
+    for (uint64_t lvl = 0; lvl <= depth; lvl++) {
+        uint64_t i0 = lvl == depth ? 0 : 1;
+        crdt_rsx_sketch_t prev, cur;
+        prefix_unrolled(s->ix, node.lo + (uint64_t)((unsigned __int128)node.width * i0 / m), &prev);
+        for (uint64_t i = i0; i < m; i++) {
+            uint64_t end = node.lo + (uint64_t)((unsigned __int128)node.width * (i + 1) / m);
+            prefix_unrolled(s->ix, end, &cur);
+            crdt_rsx_sketch_t sk = cur;
+            rsx_sk_sub(&sk, &prev);
+            prev = cur;
+            rsx_cell_t leaf = cell_child(node, m, i);
+            wr_sketch(w, &sk, leaf.width);
+            pend[(*np)++] = leaf;
+        }
+        node = cell_child(node, m, 0);
+    }
+    s->st.cells_sent += depth * (m - 1) + m;
+}
+
+int crdt_rsx_initiate(crdt_rsx_session_t *s, crdt_buf_t *out)
+{
+    if (!s->initiator || s->started || s->failed)
+        return CRDT_EINVAL;
+    uint64_t seed = s->cfg.seed;
+    if (!seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^ (uint64_t)(uintptr_t)s;
+    }
+    s->salt = rsx_red(rsx_mix(seed));
+    if (grow((void **)&s->pend, &s->cap_pend, 1, sizeof *s->pend))
+        return CRDT_ENOMEM;
+    size_t start = out->len;
+    wr_t w = {out, 0};
+    wr_header(s, &w, MSG_FIRST);
+    rsx_cell_t root = {s->salt, RSX_P};
+    s->npend = 0;
+    write_split(s, &w, root, 1, 0, s->pend, &s->npend);
+    wr_varint(&w, 0); /* nothing postponed yet */
+    if (w.err) {
+        out->len = start;
+        return w.err;
+    }
+    s->started = true;
+    s->seq_out += 2;
+    s->st.msgs_sent++;
+    s->st.bytes_sent += out->len - start;
+    return 0;
+}
+
+/* Parses the peer's message: the actions on our open cells (recording announced differences) and
+ * the leaves the peer opened, into s->leaves. */
+static int parse_message(crdt_rsx_session_t *s, rd_t *r, uint64_t *peer_est)
+{
+    uint8_t ver, kind;
+    uint64_t seq, v;
+    if (rd_u8(r, &ver) || rd_u8(r, &kind))
+        return CRDT_EDECODE;
+    if (ver != CRDT_RSX_PROTOCOL_VERSION)
+        return rd_fail(r, "reconcile protocol version %u not supported (this node speaks %d)", ver,
+                       CRDT_RSX_PROTOCOL_VERSION);
+    bool first = !s->initiator && !s->started;
+    if (kind != (first ? MSG_FIRST : MSG_NEXT))
+        return rd_fail(r, "unexpected reconcile message kind %u", kind);
+    if (rd_varint(r, &seq))
+        return CRDT_EDECODE;
+    if (seq != s->seq_in)
+        return rd_fail(r, "reconcile message %llu out of turn (expected %llu)",
+                       (unsigned long long)seq, (unsigned long long)s->seq_in);
+    if (first) {
+        if (rd_le(r, 8, &v))
+            return CRDT_EDECODE;
+        if (v >= RSX_P)
+            return rd_fail(r, "session salt out of range");
+        s->salt = v;
+        if (grow((void **)&s->pend, &s->cap_pend, 1, sizeof *s->pend))
+            return CRDT_ENOMEM;
+        s->pend[0] = (rsx_cell_t){s->salt, RSX_P};
+        s->npend = 1;
+    }
+    if (rd_varint(r, peer_est))
+        return CRDT_EDECODE;
+    if (*peer_est > ((uint64_t)1 << 62))
+        return rd_fail(r, "difference estimate out of range");
+    s->nleaves = 0;
+    for (size_t i = 0; i < s->npend; i++) {
+        rsx_cell_t c = s->pend[i];
+        uint8_t act;
+        if (rd_u8(r, &act))
+            return CRDT_EDECODE;
+        if (first && act != ACT_SPLIT)
+            return rd_fail(r, "first message must send the keyspace sketch");
+        if (act == ACT_EQUAL)
+            continue;
+        if (act == ACT_SENDER_ONLY || act == ACT_RECEIVER_ONLY || act == ACT_BOTH) {
+            uint64_t off;
+            if (rd_le(r, off_bytes(c.width), &off))
+                return CRDT_EDECODE;
+            if (off >= c.width)
+                return rd_fail(r, "announced id outside its range");
+            uint64_t id = (c.lo + off) % RSX_P;
+            unsigned flags = crdt_rsx_index_get(s->ix, id, NULL) ? CRDT_RSX_WE_HAVE : 0;
+            if (act != ACT_RECEIVER_ONLY)
+                flags |= CRDT_RSX_THEY_HAVE;
+            int rc = add_diff(s, id, flags);
+            if (rc)
+                return rc;
+            continue;
+        }
+        if (act == ACT_POSTPONE) {
+            int rc = backlog_push(s, c);
+            if (rc)
+                return rc == CRDT_EOVERFLOW ? rd_fail(r, "too many postponed ranges") : rc;
+            continue;
+        }
+        if (act != ACT_SPLIT)
+            return rd_fail(r, "unknown reconcile action %u", act);
+        uint64_t m, depth, n;
+        if (rd_varint(r, &m) || rd_varint(r, &depth))
+            return CRDT_EDECODE;
+        if (m > s->cfg.max_cells || !split_shape(c, m, depth, &n))
+            return rd_fail(r, "bad split (%llu parts, depth %llu) of a range of width %llu",
+                           (unsigned long long)m, (unsigned long long)depth,
+                           (unsigned long long)c.width);
+        if (first && (m != 1 || depth))
+            return rd_fail(r, "first message must send the keyspace sketch");
+        if (n > s->cfg.max_cells - s->nleaves)
+            return rd_fail(r, "reconcile message opens more than %zu ranges", s->cfg.max_cells);
+        /* Each leaf needs at least 18 bytes: refuse before allocating for a lie. */
+        if (n > (r->len - r->pos) / 18)
+            return rd_fail(r, "reconcile message truncated: %llu range sketches announced",
+                           (unsigned long long)n);
+        if (grow((void **)&s->leaves, &s->cap_leaves, s->nleaves + n, sizeof *s->leaves))
+            return CRDT_ENOMEM;
+        int rc = 0;
+        FOR_EACH_LEAF(c, m, depth, leaf, {
+            rsx_leaf_t *lf = &s->leaves[s->nleaves];
+            lf->cell = leaf;
+            if (!rc && (rd_le(r, 8, &lf->a) || rd_le(r, 8, &lf->b) ||
+                        rd_le(r, check_bytes(leaf.width), &lf->c)))
+                rc = CRDT_EDECODE;
+            if (!rc && (lf->a >= RSX_P || lf->b >= RSX_P))
+                rc = rd_fail(r, "sketch value out of the field");
+            s->nleaves++;
+        });
+        if (rc)
+            return rc;
+    }
+    /* Postponed cells the sender reopens, from the head of the backlog. */
+    if (rd_varint(r, &v))
+        return CRDT_EDECODE;
+    if (v > s->bl_len - s->bl_head || v > s->cfg.max_cells - s->nleaves ||
+        v > (r->len - r->pos) / 18)
+        return rd_fail(r, "reopens %llu postponed ranges, %zu exist", (unsigned long long)v,
+                       s->bl_len - s->bl_head);
+    if (grow((void **)&s->leaves, &s->cap_leaves, s->nleaves + v, sizeof *s->leaves))
+        return CRDT_ENOMEM;
+    for (uint64_t i = 0; i < v; i++) {
+        rsx_leaf_t *lf = &s->leaves[s->nleaves++];
+        lf->cell = s->backlog[s->bl_head++];
+        if (rd_le(r, 8, &lf->a) || rd_le(r, 8, &lf->b) ||
+            rd_le(r, check_bytes(lf->cell.width), &lf->c))
+            return CRDT_EDECODE;
+        if (lf->a >= RSX_P || lf->b >= RSX_P)
+            return rd_fail(r, "sketch value out of the field");
+    }
+    if (!s->nleaves && s->bl_head < s->bl_len)
+        return rd_fail(r, "postponed ranges left unopened");
+    if (r->pos != r->len)
+        return rd_fail(r, "%zu trailing bytes after the reconcile message", r->len - r->pos);
+    return 0;
+}
+
+/* Decides the action for one leaf against our own sketch. */
+static int plan_leaf(crdt_rsx_session_t *s, const rsx_leaf_t *lf, rsx_plan_t *pl, uint8_t *differs)
+{
+    crdt_rsx_sketch_t our;
+    rsx_cell_t c = lf->cell;
+    cell_sketch(s->ix, c, &our);
+    unsigned cb = check_bytes(c.width);
+    uint64_t da = rsx_sub(lf->a, our.a), db = rsx_sub(lf->b, our.b);
+    memset(pl, 0, sizeof *pl);
+    *differs = 1;
+    if (!da && !db && low_bytes(our.c, cb) == lf->c) {
+        pl->act = ACT_EQUAL;
+        *differs = 0;
+        return 0;
+    }
+    uint64_t x = 0;
+    bool single = false;
+    if (db) {
+        x = rsx_mul(da, rsx_inv(db));
+        uint64_t off = rsx_sub(x, c.lo);
+        if (off < c.width && low_bytes(rsx_add(our.c, rsx_mul(rsx_w(x), db)), cb) == lf->c) {
+            single = true;
+            pl->off = off;
+        }
+    }
+    if (!single && c.width == 1) { /* one id can only differ alone */
+        x = c.lo;
+        single = true;
+        pl->off = 0;
+    }
+    if (single) {
+        uint64_t fp;
+        unsigned flags;
+        if (!crdt_rsx_index_get(s->ix, x, &fp)) {
+            pl->act = ACT_RECEIVER_ONLY;
+            flags = CRDT_RSX_THEY_HAVE;
+        } else if (db && !rsx_add(db, rsx_u(fp))) {
+            pl->act = ACT_SENDER_ONLY;
+            flags = CRDT_RSX_WE_HAVE;
+        } else {
+            pl->act = ACT_BOTH;
+            flags = CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE;
+        }
+        return add_diff(s, x, flags);
+    }
+    pl->act = ACT_SPLIT;
+    return 0;
+}
+
+int crdt_rsx_receive(crdt_rsx_session_t *s, const void *msg, size_t len, crdt_buf_t *reply,
+                     bool *done, crdt_error_t *err)
+{
+    crdt_error_t scratch;
+    if (!err)
+        err = &scratch;
+    memset(err, 0, sizeof *err);
+    *done = s->done;
+    if (s->failed)
+        return fail(s, err, s->failed, "");
+    if (s->done)
+        return fail(s, err, CRDT_EDECODE, "reconcile message after the session finished");
+    if (s->initiator && !s->started)
+        return fail(s, err, CRDT_EINVAL, "initiator must call crdt_rsx_initiate first");
+    if (!msg && len)
+        return fail(s, err, CRDT_EINVAL, "no message");
+    if (len > s->cfg.max_msg) {
+        err->code = CRDT_EDECODE;
+        snprintf(err->text, sizeof err->text, "reconcile message of %zu bytes exceeds %zu", len,
+                 s->cfg.max_msg);
+        return fail(s, err, CRDT_EDECODE, "");
+    }
+    s->st.msgs_received++;
+    s->st.bytes_received += len;
+
+    rd_t r = {msg, len, 0, err};
+    uint64_t peer_est = 0;
+    int rc = parse_message(s, &r, &peer_est);
+    if (rc)
+        return fail(s, err, rc, rc == CRDT_ENOMEM ? "out of memory" : "limit of differing ids");
+    s->started = true;
+    s->seq_in += 2;
+    if (!s->nleaves) { /* the peer opened nothing: finished, nothing to answer */
+        s->npend = 0;
+        s->done = *done = true;
+        return 0;
+    }
+
+    /* Plan every leaf; the density estimate comes from the peer or, the first time we see many
+     * cells, from which of them differ. */
+    if (grow((void **)&s->plans, &s->cap_plans, s->nleaves, sizeof *s->plans))
+        return fail(s, err, CRDT_ENOMEM, "out of memory");
+    uint8_t *differs = malloc(s->nleaves);
+    if (!differs)
+        return fail(s, err, CRDT_ENOMEM, "out of memory");
+    for (size_t i = 0; i < s->nleaves && !rc; i++)
+        rc = plan_leaf(s, &s->leaves[i], &s->plans[i], &differs[i]);
+    if (rc) {
+        free(differs);
+        return fail(s, err, rc, rc == CRDT_ENOMEM ? "out of memory" : "limit of differing ids");
+    }
+    if (s->d_est <= 0 && peer_est)
+        s->d_est = (double)peer_est;
+    if (s->d_est <= 0 && s->nleaves > 1)
+        s->d_est = estimate_diffs(s->leaves, differs, s->nleaves);
+    free(differs);
+
+    /* Fan-outs, within what one message may open. A part costs at most 21 bytes; leave room for
+     * the peer to answer every part with a 28-byte split of its own within the same limit. Cells
+     * that do not fit are postponed (both sides queue them) and reopened when room frees up, so
+     * every message makes progress and memory stays bounded. */
+    size_t fixed = 32;
+    for (size_t i = 0; i < s->nleaves; i++)
+        fixed += s->plans[i].act == ACT_SPLIT ? 0 : 1 + off_bytes(s->leaves[i].cell.width);
+    uint64_t budget = s->cfg.max_cells;
+    size_t by_bytes = s->cfg.max_msg > fixed ? (s->cfg.max_msg - fixed) / 28 : 0;
+    if (by_bytes < budget)
+        budget = by_bytes;
+    uint64_t total = 0;
+    for (size_t i = 0; i < s->nleaves; i++) {
+        rsx_plan_t *pl = &s->plans[i];
+        if (pl->act != ACT_SPLIT)
+            continue;
+        rsx_cell_t c = s->leaves[i].cell;
+        uint64_t m, d = 0, n = 0, rem = budget - total;
+        if (s->d_est <= 0) {
+            m = s->cfg.probe_fanout;
+            d = s->cfg.probe_depth;
+            if (m > c.width)
+                m = c.width;
+            while (d && (!split_shape(c, m, d, &n) || n > rem))
+                d--;
+        } else {
+            m = choose_fanout(s, c.width);
+        }
+        if (m > rem)
+            m = rem;
+        if (m < 2 && c.width >= 2) {
+            pl->act = ACT_POSTPONE;
+            continue;
+        }
+        pl->m = (uint32_t)m;
+        pl->depth = (uint32_t)d;
+        total += d * (m - 1) + m;
+    }
+
+    /* Write the reply; the cells we open become the next open list. */
+    size_t nreopen = 0;
+    for (size_t i = 0; i < s->nleaves; i++)
+        if (s->plans[i].act == ACT_POSTPONE && backlog_push(s, s->leaves[i].cell))
+            return fail(s, err, CRDT_EOVERFLOW, "too many postponed ranges");
+    size_t queued = s->bl_len - s->bl_head;
+    nreopen = budget > total ? (size_t)(budget - total) : 0;
+    if (nreopen > queued)
+        nreopen = queued;
+    if (!total && !nreopen && queued)
+        nreopen = 1; /* never stall */
+    rsx_cell_t *npend = malloc((total + nreopen + 1) * sizeof *npend);
+    if (!npend)
+        return fail(s, err, CRDT_ENOMEM, "out of memory");
+    size_t nn = 0, start = reply->len;
+    wr_t w = {reply, 0};
+    wr_header(s, &w, MSG_NEXT);
+    for (size_t i = 0; i < s->nleaves; i++) {
+        rsx_plan_t *pl = &s->plans[i];
+        rsx_cell_t c = s->leaves[i].cell;
+        if (pl->act == ACT_SPLIT) {
+            write_split(s, &w, c, pl->m, pl->depth, npend, &nn);
+        } else {
+            wr_u8(&w, pl->act);
+            if (pl->act != ACT_EQUAL && pl->act != ACT_POSTPONE) {
+                wr_le(&w, pl->off, off_bytes(c.width));
+                s->st.diff_ids_sent++;
+            }
+        }
+    }
+    wr_varint(&w, nreopen);
+    for (size_t i = 0; i < nreopen; i++) {
+        rsx_cell_t c = s->backlog[s->bl_head++];
+        crdt_rsx_sketch_t sk;
+        cell_sketch(s->ix, c, &sk);
+        wr_sketch(&w, &sk, c.width);
+        npend[nn++] = c;
+    }
+    s->st.cells_sent += nreopen;
+    if (w.err) {
+        free(npend);
+        reply->len = start;
+        return fail(s, err, CRDT_ENOMEM, "out of memory");
+    }
+    free(s->pend);
+    s->pend = npend;
+    s->npend = nn;
+    s->cap_pend = total + nreopen + 1;
+    s->seq_out += 2;
+    s->st.msgs_sent++;
+    s->st.bytes_sent += reply->len - start;
+    if (!nn)
+        s->done = *done = true;
+    return 0;
+}
