@@ -344,8 +344,9 @@ static void test_restart_replays(void)
     if (!r)
         return;
     rng_t g = {7};
-    int changed = random_writes(r, &g, 3000, 40);
-    cmp_ok(changed, ">", 1000, "random writes over every type");
+    /* enough records for recovery to replay a batch with two threads */
+    int changed = random_writes(r, &g, 12000, 40);
+    cmp_ok(changed, ">", 5000, "random writes over every type");
     /* binary-safe keys */
     crdt_replica_config_t unused;
     (void)unused;

@@ -542,7 +542,10 @@ int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot
             r->last_seq = seq;
         return 0;
     }
-    return join_decoded(r, id, seq, o);
+    int rc = join_decoded(r, id, seq, o);
+    if (rc == 0 && seq > r->last_seq)
+        r->last_seq = seq;
+    return rc;
 }
 
 /* Joins a decoded object (taken) into key id and advances the seqs. */
@@ -563,8 +566,6 @@ static int join_decoded(crdt_replica_t *r, uint32_t id, uint64_t seq, crdt_obj_t
         return rc;
     if (seq > k->seq)
         k->seq = seq;
-    if (seq > r->last_seq)
-        r->last_seq = seq;
     return 0;
 }
 

@@ -116,8 +116,9 @@ int rep_mark_dirty(crdt_replica_t *r, uint32_t id);
 int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
                crdt_error_t *err);
 
-/* Joins one encoded object into the existing key id (log replay in key order). 0, CRDT_ENOMEM or
- * CRDT_EDECODE (err filled). */
+/* Joins one encoded object into the existing key id (log replay in key order) and advances the
+ * key's seq. Touches nothing but key id, so threads may replay distinct keys at once; the caller
+ * advances r->last_seq. 0, CRDT_ENOMEM or CRDT_EDECODE (err filled). */
 int rep_replay_into(crdt_replica_t *r, uint32_t id, uint64_t seq, const uint8_t *enc, size_t elen,
                     crdt_error_t *err);
 
