@@ -106,12 +106,16 @@ void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *eve
                    const crdt_obj_t *delta)
 {
     if (delta) {
-        crdt_buf_t b = {0};
+        /* One buffer for every write (commands run on the main thread only); a huge delta does
+         * not keep its memory. */
+        static crdt_buf_t b;
+        b.len = 0;
         if (crdt_obj_encode(delta, &b) == 0)
             RedisModule_Replicate(ctx, "CRDT.MERGE", "sb", name, (const char *)b.data, b.len);
         else /* out of memory: the whole command still reaches replicas, which redo the join */
             RedisModule_ReplicateVerbatim(ctx);
-        crdt_buf_free(&b);
+        if (b.cap > 1u << 20)
+            crdt_buf_free(&b);
     }
     RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
     size_t len;

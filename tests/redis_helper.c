@@ -125,6 +125,8 @@ static void show_log(const rh_server_t *s)
     fclose(f);
 }
 
+static void stop_process(rh_server_t *s);
+
 static int spawn(rh_server_t *s)
 {
     char portbuf[16];
@@ -200,7 +202,7 @@ static int spawn(rh_server_t *s)
     }
     note("redis-server on port %d did not answer PING within 10 s", s->port);
     show_log(s);
-    rh_stop(s);
+    stop_process(s);
     return -1;
 }
 
@@ -230,7 +232,7 @@ int rh_start(rh_server_t *s, const char *dir, const char *module_args, const cha
     return -1;
 }
 
-void rh_stop(rh_server_t *s)
+static void stop_process(rh_server_t *s)
 {
     if (s->c) {
         redisFree(s->c);
@@ -251,9 +253,20 @@ void rh_stop(rh_server_t *s)
     s->pid = 0;
 }
 
+void rh_stop(rh_server_t *s)
+{
+    stop_process(s);
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (servers[i] == s)
+            servers[i] = NULL;
+    for (int k = 0; k < s->nargs; k++)
+        free(s->args[k]);
+    s->nargs = 0;
+}
+
 int rh_restart(rh_server_t *s)
 {
-    rh_stop(s);
+    stop_process(s);
     return spawn(s);
 }
 
@@ -281,13 +294,8 @@ static void remove_tree(const char *path)
 void rh_cleanup(void)
 {
     for (int i = 0; i < MAX_SERVERS; i++) {
-        if (servers[i]) {
+        if (servers[i])
             rh_stop(servers[i]);
-            for (int k = 0; k < servers[i]->nargs; k++)
-                free(servers[i]->args[k]);
-            servers[i]->nargs = 0;
-            servers[i] = NULL;
-        }
     }
     if (!getenv("CRDT_KEEP_DIRS"))
         for (int i = 0; i < n_owned_dirs; i++)

@@ -33,7 +33,8 @@ const char *rh_skip_reason(void);
  * server arguments, NULL-terminated ("--appendonly", "yes", NULL). `dir` NULL makes a new
  * temporary directory. Waits (bounded) until it answers PING. 0 or -1 (with a diag). */
 int rh_start(rh_server_t *s, const char *dir, const char *module_args, const char *const *extra);
-/* SIGTERM, bounded wait, then SIGKILL. Keeps the directory. */
+/* SIGTERM, bounded wait, then SIGKILL; forgets the server (its directory stays until rh_cleanup).
+ * Call it before the rh_server_t goes out of scope. */
 void rh_stop(rh_server_t *s);
 /* Stops and starts again with the same port, directory and arguments. */
 int rh_restart(rh_server_t *s);
