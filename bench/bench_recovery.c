@@ -4,9 +4,11 @@
  * max size 1,000, fsync policy no, no snapshot), then times, --runs times each, interleaved:
  *   read      a cat-like loop read()ing every log segment in 1 MiB blocks (the baseline);
  *   recovery  crdt_replica_open() of the directory: replay of every record into the keyspace.
- * Both read the file from the page cache (it was just written; the read runs first each round).
- * Prints the medians and their ratio (target: recovery <= 3x read).
- * Usage: bench_recovery [--writes N] [--keys K] [--max-size M] [--runs R] [--dir PATH] [--keep]
+ * By default both read the file from the page cache (it was just written; the read runs first
+ * each round); --cold drops the log's pages from the cache (posix_fadvise DONTNEED) before each
+ * read and each recovery. Prints the medians and their ratio (target: recovery <= 3x read).
+ * Usage: bench_recovery [--writes N] [--keys K] [--max-size M] [--runs R] [--cold] [--dir PATH]
+ *                       [--keep]
  */
 #include <dirent.h>
 #include <errno.h>
@@ -62,8 +64,9 @@ static int add_cb(crdt_obj_t *o, void *ud, crdt_obj_t **delta)
     return crdt_timeline_add(o, a->member, a->mlen, a->score, delta);
 }
 
-/* Reads every file of dir whose name starts with "log-" like cat would; returns bytes read. */
-static uint64_t read_logs(const char *dir)
+/* Reads every file of dir whose name starts with "log-" like cat would; returns bytes read.
+ * With `evict`, only drops their pages from the page cache instead. */
+static uint64_t read_logs(const char *dir, bool evict)
 {
     static char buf[1 << 20];
     uint64_t total = 0;
@@ -76,6 +79,12 @@ static uint64_t read_logs(const char *dir)
         snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
         int fd = open(path, O_RDONLY);
         ssize_t n;
+        if (evict && fd >= 0) {
+            fdatasync(fd);
+            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            close(fd);
+            continue;
+        }
         while (fd >= 0 && (n = read(fd, buf, sizeof(buf))) > 0)
             total += (uint64_t)n;
         if (fd >= 0)
@@ -103,7 +112,7 @@ int main(int argc, char **argv)
     uint64_t writes = 10000000, keys = 10000;
     uint32_t max_size = 1000;
     int runs = 3;
-    bool keep = false;
+    bool keep = false, cold = false;
     char dir[4096] = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -117,11 +126,15 @@ int main(int argc, char **argv)
             runs = atoi(v), i++;
         else if (!strcmp(a, "--dir") && v)
             snprintf(dir, sizeof(dir), "%s", v), i++;
+        else if (!strcmp(a, "--cold"))
+            cold = true;
         else if (!strcmp(a, "--keep"))
             keep = true;
         else {
-            fprintf(stderr, "usage: %s [--writes N] [--keys K] [--max-size M] [--runs R] "
-                            "[--dir PATH] [--keep]\n", argv[0]);
+            fprintf(stderr,
+                    "usage: %s [--writes N] [--keys K] [--max-size M] [--runs R] "
+                    "[--cold] [--dir PATH] [--keep]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -156,8 +169,8 @@ int main(int argc, char **argv)
     uint64_t changed = 0;
     for (uint64_t i = 0; i < writes; i++) {
         char key[24];
-        size_t klen = (size_t)snprintf(key, sizeof(key), "feed:%llu",
-                                       (unsigned long long)(i % keys));
+        size_t klen =
+            (size_t)snprintf(key, sizeof(key), "feed:%llu", (unsigned long long)(i % keys));
         add_op_t a;
         a.mlen = (size_t)snprintf(a.member, sizeof(a.member), "item:%llu",
                                   (unsigned long long)(rnd() % (4ull * max_size + 1)));
@@ -187,14 +200,18 @@ int main(int argc, char **argv)
 
     double rd[MAX_RUNS], rec[MAX_RUNS], ratio[MAX_RUNS];
     for (int k = 0; k < runs; k++) {
+        if (cold)
+            read_logs(dir, true);
         t0 = now_s();
-        uint64_t bytes = read_logs(dir);
+        uint64_t bytes = read_logs(dir, false);
         rd[k] = now_s() - t0;
         if (bytes != st.log_bytes) {
             fprintf(stderr, "read %llu bytes, expected %llu\n", (unsigned long long)bytes,
                     (unsigned long long)st.log_bytes);
             return 1;
         }
+        if (cold)
+            read_logs(dir, true);
         t0 = now_s();
         r = crdt_replica_open(&cfg, &err);
         rec[k] = now_s() - t0;
@@ -218,8 +235,9 @@ int main(int argc, char **argv)
                (double)rep->log_records / 1e6 / rec[k], ratio[k]);
         crdt_replica_close(r);
     }
-    printf("median: read %.3f s, recovery %.3f s, recovery/read %.2fx (target <= 3x)\n",
-           median(rd, runs), median(rec, runs), median(ratio, runs));
+    printf("median (%s): read %.3f s, recovery %.3f s, recovery/read %.2fx (target <= 3x)\n",
+           cold ? "cold page cache" : "warm page cache", median(rd, runs), median(rec, runs),
+           median(ratio, runs));
     if (!keep)
         rm_dir(dir);
     return 0;

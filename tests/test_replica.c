@@ -55,7 +55,10 @@ static uint64_t rnd(rng_t *r)
     return z ^ (z >> 31);
 }
 
-static uint64_t below(rng_t *r, uint64_t n) { return rnd(r) % n; }
+static uint64_t below(rng_t *r, uint64_t n)
+{
+    return rnd(r) % n;
+}
 
 /* One write of any type, run through crdt_replica_mutate. */
 typedef struct wop {
@@ -103,8 +106,14 @@ static wop_t random_op(rng_t *g, crdt_replica_t *r, crdt_type_t type)
 }
 
 /* Key i of a test keyspace and its type: "k<i>", types cycling. */
-static size_t key_of(int i, char *buf) { return (size_t)sprintf(buf, "k%d", i); }
-static crdt_type_t type_of(int i) { return (crdt_type_t)(CRDT_TYPE_MIN + i % CRDT_TYPE_MAX); }
+static size_t key_of(int i, char *buf)
+{
+    return (size_t)sprintf(buf, "k%d", i);
+}
+static crdt_type_t type_of(int i)
+{
+    return (crdt_type_t)(CRDT_TYPE_MIN + i % CRDT_TYPE_MAX);
+}
 
 /* n random writes over nkeys keys; returns how many changed something. */
 static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
@@ -236,8 +245,7 @@ typedef struct listen_log {
     crdt_obj_t *last_delta;
 } listen_log_t;
 
-static void listen_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                      void *ud)
+static void listen_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta, void *ud)
 {
     (void)key;
     (void)klen;
@@ -293,8 +301,7 @@ static void test_types_in_memory(void)
         size_t klen2 = (size_t)snprintf(key2, sizeof(key2), "copy-%s", name);
         rc = crdt_replica_apply(r, key2, klen2, again, &s2);
         is_int(rc, 1, "%s: apply creates a key", name);
-        ok(crdt_obj_equal(crdt_replica_get(r, key2, klen2), o), "%s: with the delta's state",
-           name);
+        ok(crdt_obj_equal(crdt_replica_get(r, key2, klen2), o), "%s: with the delta's state", name);
         crdt_obj_free(again);
 
         /* another type on this key: refused, key untouched */
@@ -562,8 +569,7 @@ static void test_torn_tail(void)
     ok(olen == (ssize_t)bounds[N], "read the log");
     int bad = 0, cuts = 0;
     uint64_t size = bounds[N];
-    for (uint64_t cut = size - 1; cut >= bounds[0] && cut < size;
-         cut -= cut > bounds[N - 4] ? 1 : 7) {
+    for (uint64_t cut = size - 1; cut >= bounds[0] && cut<size; cut -= cut> bounds[N - 4] ? 1 : 7) {
         fd = open(seg, O_WRONLY | O_TRUNC);
         if (fd < 0 || write(fd, orig, cut) != (ssize_t)cut) {
             bad++;
@@ -580,7 +586,8 @@ static void test_torn_tail(void)
             break;
         }
         const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
-        bool good = rep->dropped_bytes == cut - bounds[k] && crdt_replica_last_seq(r) == (uint64_t)k &&
+        bool good = rep->dropped_bytes == cut - bounds[k] &&
+                    crdt_replica_last_seq(r) == (uint64_t)k &&
                     crdt_replica_digest(r) == digests[k] && file_size(seg) == bounds[k] &&
                     (rep->dropped_bytes == 0 || strstr(rep->dropped_reason, "torn") != NULL);
         if (!good && bad++ < 3)
@@ -636,10 +643,10 @@ static void test_corruption(void)
             }
             last_segment(dir, seg, sizeof(seg));
             uint64_t start = bounds[j - 1], len = bounds[j] - start;
-            uint64_t at = where == 0   ? start + 1           /* length */
-                          : where == 1 ? start + 5           /* CRC */
-                          : where == 2 ? start + 8           /* seq */
-                                       : start + len - 2;    /* the object's bytes */
+            uint64_t at = where == 0   ? start + 1        /* length */
+                          : where == 1 ? start + 5        /* CRC */
+                          : where == 2 ? start + 8        /* seq */
+                                       : start + len - 2; /* the object's bytes */
             flip_byte(seg, at);
             crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
             cases++;
@@ -661,8 +668,10 @@ static void test_corruption(void)
             crdt_replica_close(r);
         }
     }
-    is_int(bad, 0, "%d corruptions: everything before the bad record recovered, the rest "
-           "reported dropped", cases);
+    is_int(bad, 0,
+           "%d corruptions: everything before the bad record recovered, the rest "
+           "reported dropped",
+           cases);
 
     /* a damaged snapshot is refused, not silently dropped */
     rm_dir(dir);
@@ -793,8 +802,7 @@ static void test_durable_seq(void)
         crdt_replica_stats_t st0, st1, st2;
         crdt_replica_stats(r, &st0);
         uint64_t seq = write_one(r, 1);
-        ok(seq > 0 && crdt_replica_durable_seq(r) < seq, "%s: not durable before flush",
-           names[p]);
+        ok(seq > 0 && crdt_replica_durable_seq(r) < seq, "%s: not durable before flush", names[p]);
         crdt_replica_flush(r);
         crdt_replica_stats(r, &st1);
         is_int(crdt_replica_durable_seq(r), seq, "%s: durable after flush", names[p]);
@@ -1169,8 +1177,8 @@ int main(void)
     test_feed();
     test_convergence();
     test_crash();
-    static const char *subs[] = {"restart", "snapshot", "torn", "corrupt", "lock", "always",
-                                 "everysec", "no", "ioerr", "feed", "crash"};
+    static const char *subs[] = {"restart",  "snapshot", "torn",  "corrupt", "lock", "always",
+                                 "everysec", "no",       "ioerr", "feed",    "crash"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(*subs); i++) {
         char p[128];
         snprintf(p, sizeof(p), "%s/%s", root, subs[i]);

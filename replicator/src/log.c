@@ -224,7 +224,10 @@ int rep_fsync_dir(crdt_replica_t *r)
     return 0;
 }
 
-static bool sync_wanted(const crdt_replica_t *r) { return r->cfg.fsync != CRDT_FSYNC_NO; }
+static bool sync_wanted(const crdt_replica_t *r)
+{
+    return r->cfg.fsync != CRDT_FSYNC_NO;
+}
 
 /* Creates log-<base> with its header and makes it the current segment. */
 static int create_segment(crdt_replica_t *r, uint64_t base)
@@ -239,8 +242,7 @@ static int create_segment(crdt_replica_t *r, uint64_t base)
     uint8_t h[REP_SEG_HEADER];
     memcpy(h, REP_SEG_MAGIC, 8);
     rep_put64(h + 8, base);
-    if (write(fd, h, sizeof(h)) != (ssize_t)sizeof(h) ||
-        (sync_wanted(r) && fdatasync(fd) < 0)) {
+    if (write(fd, h, sizeof(h)) != (ssize_t)sizeof(h) || (sync_wanted(r) && fdatasync(fd) < 0)) {
         rep_fail(r, "cannot write log segment %s/%s: %s", r->dir, name, strerror(errno));
         close(fd);
         return CRDT_EIO;
@@ -320,8 +322,8 @@ static void note_drop(crdt_replica_t *r, uint64_t bytes, const char *name, uint6
                       const char *why)
 {
     if (!r->rec.dropped_bytes)
-        snprintf(r->rec.dropped_reason, sizeof(r->rec.dropped_reason), "%.100s at offset %" PRIu64
-                 " of %.28s", why, off, name);
+        snprintf(r->rec.dropped_reason, sizeof(r->rec.dropped_reason),
+                 "%.100s at offset %" PRIu64 " of %.28s", why, off, name);
     r->rec.dropped_bytes += bytes;
 }
 
@@ -407,7 +409,8 @@ static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crd
         order[start[b->ents[i].id]++] = (uint32_t)i;
     /* Keys are independent objects and libcrdt has no shared state, so a second thread takes
      * half the keys of a large batch (split at a key boundary). */
-    replay_part_t part[2] = {{r, b, order, 0, b->n, 0, 0, {0}}, {r, b, order, b->n, b->n, 0, 0, {0}}};
+    replay_part_t part[2] = {{r, b, order, 0, b->n, 0, 0, {0}},
+                             {r, b, order, b->n, b->n, 0, 0, {0}}};
     size_t mid = b->n / 2;
     while (mid > 0 && mid < b->n && b->ents[order[mid]].id == b->ents[order[mid - 1]].id)
         mid++;
@@ -520,8 +523,10 @@ static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t 
     }
     if (memcmp(h, REP_SEG_MAGIC, 8) != 0 || rep_get64(h + 8) != base) {
         /* Not a torn tail: refusing keeps whatever it is for a human to look at. */
-        rep_seterr(err, CRDT_EDECODE, "%s/%s does not start with a log segment header for base "
-                   "%" PRIu64 "; move it away to start without it", r->dir, name, base);
+        rep_seterr(err, CRDT_EDECODE,
+                   "%s/%s does not start with a log segment header for base "
+                   "%" PRIu64 "; move it away to start without it",
+                   r->dir, name, base);
         return CRDT_EDECODE;
     }
     rep_reader_t rd;
@@ -553,8 +558,7 @@ static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t 
     if (rc != REP_REC_EOF) {
         note_drop(r, fsize - rd.off, name, rd.off, why);
         if (ftruncate(fd, (off_t)rd.off) < 0 || fdatasync(fd) < 0) {
-            rep_seterr(err, CRDT_EIO, "cannot truncate %s/%s: %s", r->dir, name,
-                       strerror(errno));
+            rep_seterr(err, CRDT_EIO, "cannot truncate %s/%s: %s", r->dir, name, strerror(errno));
             return CRDT_EIO;
         }
         fsize = rd.off;

@@ -297,7 +297,10 @@ static int reserve_feed(crdt_replica_t *r)
     return 0;
 }
 
-uint64_t crdt_replica_last_seq(const crdt_replica_t *r) { return r->last_seq; }
+uint64_t crdt_replica_last_seq(const crdt_replica_t *r)
+{
+    return r->last_seq;
+}
 
 int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
                          void *ud, uint64_t *next)
@@ -353,7 +356,10 @@ static int write_checks(crdt_replica_t *r, const void *key, size_t klen)
     return 0;
 }
 
-static bool logging(const crdt_replica_t *r) { return r->log.fd >= 0; }
+static bool logging(const crdt_replica_t *r)
+{
+    return r->log.fd >= 0;
+}
 
 /* Bookkeeping once key `id` changed and its record (if any) is in the log buffer. */
 static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_t *delta)
@@ -387,7 +393,8 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
         return CRDT_ETYPE;
     /* The record goes into the buffer first, so that running out of memory there leaves the
-     * key untouched; a no-op takes it back out. seq is the next one if the join changes anything. */
+     * key untouched; a no-op takes it back out. seq is the next one if the join changes anything.
+     */
     uint64_t s = r->last_seq + 1;
     size_t mark = r->log.buf.len;
     if (logging(r) && (rc = rep_record_append(&r->log.buf, s, key, klen, delta)) < 0)
@@ -484,7 +491,10 @@ int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *
     return 0;
 }
 
-uint64_t crdt_replica_node_id(const crdt_replica_t *r) { return r->cfg.node_id; }
+uint64_t crdt_replica_node_id(const crdt_replica_t *r)
+{
+    return r->cfg.node_id;
+}
 
 int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts)
 {
@@ -495,8 +505,7 @@ int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts)
 
 static int join_decoded(crdt_replica_t *r, uint32_t id, uint64_t seq, crdt_obj_t *o);
 
-int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
-               crdt_error_t *err)
+int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot, crdt_error_t *err)
 {
     uint64_t seq;
     const uint8_t *key, *enc;
@@ -647,8 +656,9 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
         memset(err, 0, sizeof(*err));
     if (!cfg || cfg->node_id < 1 || cfg->node_id > CRDT_REPLICA_MAX ||
         (unsigned)cfg->fsync > CRDT_FSYNC_NO) {
-        rep_seterr(err, CRDT_EINVAL, "invalid replica configuration (node id 1..2^63-1, fsync "
-                                     "always|everysec|no)");
+        rep_seterr(err, CRDT_EINVAL,
+                   "invalid replica configuration (node id 1..2^63-1, fsync "
+                   "always|everysec|no)");
         return NULL;
     }
     double t0 = rep_mono_s();
@@ -677,8 +687,7 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
         }
         r->dirfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (r->dirfd < 0) {
-            rep_seterr(err, CRDT_EIO, "cannot open data directory %s: %s", r->dir,
-                       strerror(errno));
+            rep_seterr(err, CRDT_EIO, "cannot open data directory %s: %s", r->dir, strerror(errno));
             goto fail;
         }
         if ((r->lockfd = rep_lock(r->dirfd, r->dir, err)) < 0)
@@ -717,7 +726,10 @@ void crdt_replica_close(crdt_replica_t *r)
     free_replica(r);
 }
 
-const crdt_recovery_report_t *crdt_replica_recovery(const crdt_replica_t *r) { return &r->rec; }
+const crdt_recovery_report_t *crdt_replica_recovery(const crdt_replica_t *r)
+{
+    return &r->rec;
+}
 
 /* ---- durability ----------------------------------------------------------------------------- */
 

@@ -30,8 +30,8 @@ typedef struct rep_feed_ent {
 /* ---- the log: segments named log-<base>, where every record in it has seq > base ------------ */
 
 #define REP_SEG_MAGIC "CRDTLOG1"
-#define REP_SEG_HEADER 16  /* magic, u64 base (little endian) */
-#define REP_REC_HEADER 8   /* u32 body length, u32 CRC-32C of the body (little endian) */
+#define REP_SEG_HEADER 16      /* magic, u64 base (little endian) */
+#define REP_REC_HEADER 8       /* u32 body length, u32 CRC-32C of the body (little endian) */
 #define REP_REC_MAX (1u << 30) /* a larger body is corruption, not a record */
 #define REP_SNAP_MAGIC "CRDTSNP1"
 #define REP_SNAP_HEADER 32 /* magic, u64 seq, u64 keys, u32 CRC of the 24 bytes before, u32 0 */
@@ -57,9 +57,9 @@ typedef struct rep_log {
 } rep_log_t;
 
 typedef struct rep_snap {
-    pid_t pid;        /* running child, 0 if none */
-    uint64_t seq;     /* the seq the running (or last) snapshot covers */
-    uint64_t done_seq; /* seq of the snapshot on disk */
+    pid_t pid;               /* running child, 0 if none */
+    uint64_t seq;            /* the seq the running (or last) snapshot covers */
+    uint64_t done_seq;       /* seq of the snapshot on disk */
     uint64_t retry_after_ms; /* after a failure, no automatic snapshot before this */
 } rep_snap_t;
 
@@ -82,7 +82,7 @@ struct crdt_replica {
 
     uint32_t *dirty; /* ids whose fingerprint is stale */
     size_t ndirty, cap_dirty;
-    uint64_t digest; /* sum of contrib over keys with a fresh fingerprint */
+    uint64_t digest;    /* sum of contrib over keys with a fresh fingerprint */
     crdt_buf_t scratch; /* reused for fingerprint encodings */
 
     crdt_hlc_t hlc;
@@ -94,8 +94,8 @@ struct crdt_replica {
     crdt_replica_stats_t st;
     crdt_recovery_report_t rec;
 
-    bool failed;          /* a write to disk failed: refuse writes until restarted */
-    char failure[256];    /* why */
+    bool failed;       /* a write to disk failed: refuse writes until restarted */
+    char failure[256]; /* why */
 };
 
 /* ---- replica.c: keyspace primitives the storage code uses ---------------------------------- */
@@ -140,7 +140,8 @@ int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq, const uint8
 
 static inline void rep_put32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),
+    p[3] = (uint8_t)(v >> 24);
 }
 static inline uint32_t rep_get32(const uint8_t *p)
 {
@@ -165,7 +166,13 @@ typedef struct rep_reader {
     bool eof;
 } rep_reader_t;
 
-enum { REP_REC_OK = 1, REP_REC_EOF = 0, REP_REC_TORN = -1, REP_REC_CORRUPT = -2, REP_REC_IOERR = -3 };
+enum {
+    REP_REC_OK = 1,
+    REP_REC_EOF = 0,
+    REP_REC_TORN = -1,
+    REP_REC_CORRUPT = -2,
+    REP_REC_IOERR = -3
+};
 
 int rep_reader_init(rep_reader_t *rd, int fd, uint64_t off);
 void rep_reader_free(rep_reader_t *rd);
@@ -173,7 +180,8 @@ void rep_reader_free(rep_reader_t *rd);
  * or a fault with `why` filled; rd->off is then the offset of the faulty record. */
 int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *why, size_t whylen);
 
-/* ---- log.c: segments, group commit, recovery -------------------------------------------------- */
+/* ---- log.c: segments, group commit, recovery --------------------------------------------------
+ */
 
 /* Recovers the log of r->dir after the snapshot (already loaded) and opens the last segment for
  * appending. 0 or a negative code with err filled. */
@@ -189,14 +197,16 @@ int rep_log_rotate(crdt_replica_t *r);
 void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto);
 int rep_fsync_dir(crdt_replica_t *r);
 
-/* ---- snapshot.c -------------------------------------------------------------------------------- */
+/* ---- snapshot.c --------------------------------------------------------------------------------
+ */
 
 int rep_snapshot_load(crdt_replica_t *r, crdt_error_t *err);
 int rep_snapshot_start(crdt_replica_t *r);
 /* Reaps a finished child (blocking when `wait`), then drops the covered log. */
 void rep_snapshot_poll(crdt_replica_t *r, bool wait);
 
-/* ---- lock.c ------------------------------------------------------------------------------------ */
+/* ---- lock.c ------------------------------------------------------------------------------------
+ */
 
 /* Locks dirfd's LOCK file (flock) and writes our pid into it; returns the fd, or -1 with err
  * saying which pid holds the lock. */

@@ -34,8 +34,10 @@ int rep_snapshot_load(crdt_replica_t *r, crdt_error_t *err)
     ssize_t got = pread(fd, h, sizeof(h), 0);
     if (got != (ssize_t)sizeof(h) || memcmp(h, REP_SNAP_MAGIC, 8) != 0 ||
         crdt_crc32c(0, h, 24) != rep_get32(h + 24)) {
-        rep_seterr(err, CRDT_EDECODE, "%s/" SNAP_NAME " has a damaged header; restore it from a "
-                   "backup, or move it away to start from the log alone", r->dir);
+        rep_seterr(err, CRDT_EDECODE,
+                   "%s/" SNAP_NAME " has a damaged header; restore it from a "
+                   "backup, or move it away to start from the log alone",
+                   r->dir);
         close(fd);
         return CRDT_EDECODE;
     }
@@ -59,8 +61,7 @@ int rep_snapshot_load(crdt_replica_t *r, crdt_error_t *err)
             snprintf(why, sizeof(why), "more records than the %" PRIu64 " keys announced", nkeys);
         if (rc != REP_REC_OK || i == nkeys) {
             if (rc == REP_REC_EOF)
-                snprintf(why, sizeof(why), "ends after %" PRIu64 " of %" PRIu64 " keys", i,
-                         nkeys);
+                snprintf(why, sizeof(why), "ends after %" PRIu64 " of %" PRIu64 " keys", i, nkeys);
             rep_seterr(err, rc == REP_REC_IOERR ? CRDT_EIO : CRDT_EDECODE,
                        "%s/" SNAP_NAME " is damaged at offset %" PRIu64 ": %s", r->dir, at, why);
             rc = rc == REP_REC_IOERR ? CRDT_EIO : CRDT_EDECODE;
@@ -215,9 +216,10 @@ void rep_snapshot_poll(crdt_replica_t *r, bool wait)
         r->st.snapshots++;
         rep_log_drop_covered(r, r->snap.seq);
     } else {
-        fprintf(stderr, "crdtd replica: snapshot at seq %" PRIu64 " failed (%s %d); the log is "
-                "kept and a snapshot retried later\n", r->snap.seq,
-                p > 0 && WIFSIGNALED(status) ? "signal" : "exit status",
+        fprintf(stderr,
+                "crdtd replica: snapshot at seq %" PRIu64 " failed (%s %d); the log is "
+                "kept and a snapshot retried later\n",
+                r->snap.seq, p > 0 && WIFSIGNALED(status) ? "signal" : "exit status",
                 p > 0 && WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
         unlinkat(r->dirfd, SNAP_TMP, 0);
         r->snap.retry_after_ms = rep_mono_ms() + SNAP_RETRY_MS;
