@@ -123,7 +123,7 @@ typedef struct gw_request {
 typedef struct gw_response {
     int status;
     const char *content_type;
-    char *buf; /* LWS_PRE bytes of headroom, then the body; malloc'd */
+    char *buf; /* headroom for lws and the headers (http.c), then the body; malloc'd */
     size_t len;
     uint64_t wait_seq; /* acknowledge only once crdt_replica_durable_seq() >= this (0: now) */
     bool close;        /* close the connection after the response */

@@ -65,6 +65,10 @@ uint64_t gw_mono_ms(void) { return gw_now_us() / 1000u; }
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
+/* A response buffer: LWS_PRE for lws, GW_HDR_ROOM for the status line and headers, the body. */
+#define GW_HDR_ROOM 512
+#define GW_BODY_AT (LWS_PRE + GW_HDR_ROOM)
+
 const char *gw_status_text(int status)
 {
     switch (status) {
@@ -99,15 +103,15 @@ void gw_respond_text(gw_response_t *rs, int status, const char *ctype, const cha
     response_clear(rs);
     rs->status = status;
     rs->content_type = ctype;
-    rs->buf = malloc(LWS_PRE + len + 1);
+    rs->buf = malloc(GW_BODY_AT + len + 1);
     if (!rs->buf) {
         /* Nothing sensible to send without memory; close the connection instead. */
         rs->status = 500;
         rs->close = true;
         return;
     }
-    memcpy(rs->buf + LWS_PRE, text, len);
-    rs->buf[LWS_PRE + len] = '\0';
+    memcpy(rs->buf + GW_BODY_AT, text, len);
+    rs->buf[GW_BODY_AT + len] = '\0';
     rs->len = len;
 }
 
@@ -310,8 +314,8 @@ static int conn_send(gw_conn_t *c)
 {
     gw_server_t *s = c->srv;
     gw_response_t *rs = &c->rs;
-    uint8_t hdr[LWS_PRE + 512];
-    uint8_t *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof(hdr) - 1;
+    uint8_t hdr[GW_HDR_ROOM];
+    uint8_t *p = hdr, *end = hdr + sizeof(hdr) - 1;
 
     if (!rs->buf) /* nothing we could build: drop the connection */
         return -1;
@@ -322,10 +326,15 @@ static int conn_send(gw_conn_t *c)
         lws_add_http_header_by_token(c->wsi, WSI_TOKEN_CONNECTION, (const uint8_t *)"close", 5,
                                      &p, end))
         return -1;
-    if (lws_finalize_write_http_header(c->wsi, start, &p, end))
+    if (lws_finalize_http_header(c->wsi, &p, end))
         return -1;
-    if (lws_write(c->wsi, (uint8_t *)rs->buf + LWS_PRE, rs->len, LWS_WRITE_HTTP_FINAL) <
-        (int)rs->len)
+    /* Headers and body leave in one write (one send(2) per response): the headers go into the
+     * room kept in front of the body. For HTTP/1 an LWS_WRITE_HTTP_HEADERS write is sent as is;
+     * lws resets its content-length bookkeeping at lws_http_transaction_completed(). */
+    size_t hlen = (size_t)(p - hdr);
+    uint8_t *start = (uint8_t *)rs->buf + GW_BODY_AT - hlen;
+    memcpy(start, hdr, hlen);
+    if (lws_write(c->wsi, start, hlen + rs->len, LWS_WRITE_HTTP_HEADERS) < (int)(hlen + rs->len))
         return -1;
 
     gw_metrics_request(&s->metrics, rs->ep, rs->status);
