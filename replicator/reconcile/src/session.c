@@ -341,6 +341,7 @@ static int rd_fail(rd_t *r, const char *fmt, ...)
 
 static int rd_u8(rd_t *r, uint8_t *v)
 {
+    *v = 0;
     if (r->pos >= r->len)
         return rd_fail(r, "reconcile message truncated");
     *v = r->p[r->pos++];
@@ -350,6 +351,7 @@ static int rd_u8(rd_t *r, uint8_t *v)
 static int rd_varint(rd_t *r, uint64_t *v)
 {
     uint64_t x = 0;
+    *v = 0;
     for (unsigned i = 0; i < 10; i++) {
         if (r->pos >= r->len)
             return rd_fail(r, "reconcile message truncated in a varint");
@@ -369,6 +371,7 @@ static int rd_varint(rd_t *r, uint64_t *v)
 
 static int rd_le(rd_t *r, unsigned n, uint64_t *v)
 {
+    *v = 0;
     if (r->len - r->pos < n)
         return rd_fail(r, "reconcile message truncated: %u bytes needed, %zu left", n,
                        r->len - r->pos);
