@@ -673,6 +673,24 @@ static void test_corruption(void)
            "reported dropped",
            cases);
 
+    /* a length just under the limit, far past the end of the file: dropped, nothing allocated */
+    rm_dir(dir);
+    if (build_log(dir, N, bounds, digests) == 0) {
+        last_segment(dir, seg, sizeof(seg));
+        int fd = open(seg, O_RDWR);
+        uint8_t len[4] = {0xF0, 0xFF, 0xFF, 0x3F};
+        if (fd < 0 || pwrite(fd, len, 4, (off_t)bounds[N / 2]) != 4)
+            diag("pwrite failed");
+        if (fd >= 0)
+            close(fd);
+        crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+        ok(r && crdt_replica_recovery(r)->dropped_bytes == bounds[N] - bounds[N / 2] &&
+               crdt_replica_digest(r) == digests[N / 2],
+           "a huge bogus length: the records before it recovered (%s)",
+           r ? crdt_replica_recovery(r)->dropped_reason : "");
+        crdt_replica_close(r);
+    }
+
     /* a damaged snapshot is refused, not silently dropped */
     rm_dir(dir);
     crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);

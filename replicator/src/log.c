@@ -94,6 +94,10 @@ int rep_reader_init(rep_reader_t *rd, int fd, uint64_t off)
     rd->fd = fd;
     rd->off = off;
     rd->cap = READER_CHUNK;
+    struct stat sb;
+    if (fstat(fd, &sb) < 0)
+        return CRDT_EIO;
+    rd->size = (uint64_t)sb.st_size;
     rd->buf = malloc(rd->cap);
     if (!rd->buf)
         return CRDT_ENOMEM;
@@ -168,6 +172,12 @@ int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *w
     if (blen < 3 || blen > REP_REC_MAX) {
         snprintf(why, whylen, "impossible record length %" PRIu32, blen);
         return REP_REC_CORRUPT;
+    }
+    if (rd->off > rd->size || REP_REC_HEADER + (uint64_t)blen > rd->size - rd->off) {
+        /* Known from the file size, without reading (or allocating for) a bogus length. */
+        snprintf(why, whylen, "torn record (%" PRIu64 " of %zu bytes present)",
+                 rd->off > rd->size ? 0 : rd->size - rd->off, REP_REC_HEADER + (size_t)blen);
+        return REP_REC_TORN;
     }
     if ((rc = fill(rd, REP_REC_HEADER + (size_t)blen)) < 0) {
         snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");

@@ -457,7 +457,8 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
             return rc;
         }
         /* The object changed in memory but its record could not be kept: acknowledging later
-         * writes would lie about durability, so the replica stops taking them. */
+         * writes would lie about durability, so the replica stops taking them. This write keeps
+         * its seq, which durable_seq never reaches: it is never acknowledged either. */
         rep_fail(r, "out of memory while logging a change");
     }
     if (fresh && (id = rep_insert(r, key, klen, h, fresh)) == NO_ID) {
@@ -470,7 +471,7 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
     crdt_obj_free(delta);
     if (seq)
         *seq = s;
-    return r->failed ? CRDT_EIO : 1;
+    return 1;
 }
 
 /* ---- reads ---------------------------------------------------------------------------------- */

@@ -162,7 +162,8 @@ typedef struct rep_reader {
     int fd;
     uint8_t *buf;
     size_t cap, start, end;
-    uint64_t off; /* file offset of buf[start] */
+    uint64_t off;  /* file offset of buf[start] */
+    uint64_t size; /* of the file when the reader started */
     bool eof;
 } rep_reader_t;
 
