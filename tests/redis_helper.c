@@ -65,9 +65,25 @@ static int find_server(void)
     return -1;
 }
 
+bool rh_sanitized(void)
+{
+#ifdef CRDT_ASAN_RUNTIME
+    return true;
+#else
+    return false;
+#endif
+}
+
 const char *rh_skip_reason(void)
 {
     static char why[512];
+#ifdef CRDT_ASAN_RUNTIME
+    /* A sanitized crdt.so inside the distribution's (unsanitized) redis-server needs the ASan
+     * runtime preloaded, as the first library of the process. */
+    if (access(CRDT_ASAN_RUNTIME, R_OK) < 0)
+        return "sanitized module: ASan runtime " CRDT_ASAN_RUNTIME " not found to preload into "
+               "redis-server";
+#endif
     if (find_server() < 0)
         return "redis-server not found (install redis-server or set REDIS_SERVER)";
     if (access(module_path(), R_OK) < 0) {
@@ -169,6 +185,16 @@ static int spawn(rh_server_t *s)
             dup2(fd, 1);
             dup2(fd, 2);
         }
+#ifdef CRDT_ASAN_RUNTIME
+        /* Reports go to files in the server's directory; rh_sanitizer_reports() looks for them.
+         * Leak checking stays off: redis-server does not free everything at exit. */
+        char opt[600];
+        setenv("LD_PRELOAD", CRDT_ASAN_RUNTIME, 1);
+        snprintf(opt, sizeof(opt), "detect_leaks=0:log_path=%s/asan", s->dir);
+        setenv("ASAN_OPTIONS", opt, 1);
+        snprintf(opt, sizeof(opt), "print_stacktrace=1:log_path=%s/ubsan", s->dir);
+        setenv("UBSAN_OPTIONS", opt, 1);
+#endif
         execv(server_bin, (char *const *)argv);
         _exit(127);
     }
@@ -289,6 +315,32 @@ static void remove_tree(const char *path)
         closedir(d);
     }
     rmdir(path);
+}
+
+int rh_sanitizer_reports(void)
+{
+    int n = 0;
+    for (int i = 0; i < n_owned_dirs; i++) {
+        DIR *d = opendir(owned_dirs[i]);
+        if (!d)
+            continue;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (strncmp(e->d_name, "asan.", 5) && strncmp(e->d_name, "ubsan.", 6))
+                continue;
+            n++;
+            char p[PATH_MAX], line[512];
+            snprintf(p, sizeof(p), "%s/%s", owned_dirs[i], e->d_name);
+            note("sanitizer report %s:", p);
+            FILE *f = fopen(p, "r");
+            for (int k = 0; f && k < 40 && fgets(line, sizeof(line), f); k++)
+                printf("#   %s", line);
+            if (f)
+                fclose(f);
+        }
+        closedir(d);
+    }
+    return n;
 }
 
 void rh_cleanup(void)

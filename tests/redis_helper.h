@@ -9,6 +9,7 @@
 #ifndef CRDT_REDIS_HELPER_H
 #define CRDT_REDIS_HELPER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -25,6 +26,12 @@ typedef struct rh_server {
     char module_args[256];
     redisContext *c;
 } rh_server_t;
+
+/* True when the module and tests are built with sanitizers (servers get the ASan runtime
+ * preloaded and write reports into their directories). */
+bool rh_sanitized(void);
+/* Sanitizer reports written by the servers so far (each is printed as a diag). */
+int rh_sanitizer_reports(void);
 
 /* NULL when tests can run, else why not (missing redis-server or module). */
 const char *rh_skip_reason(void);

@@ -23,6 +23,15 @@ static char *state_of(rh_server_t *s, const char *key, size_t *len)
     return rh_str(rh_cmd(s, "CRDT.STATE %s", key), len);
 }
 
+/* True for a nil reply; frees it. */
+static bool is_nil(redisReply *r)
+{
+    bool nil = r && r->type == REDIS_REPLY_NIL;
+    if (r)
+        freeReplyObject(r);
+    return nil;
+}
+
 static bool key_exists(rh_server_t *s, const char *key)
 {
     return rh_int(rh_cmd(s, "EXISTS %s", key)) == 1;
@@ -243,7 +252,7 @@ static void test_counters_registers_sets(void)
     is_int(INT("CRDT.INCRBY big 9223372036854775807"), INT64_MAX, "INCRBY to INT64_MAX");
     is(ERR("CRDT.INCRBY big 1"), "ERR increment or decrement would overflow", "overflow refused");
     is_int(INT("CRDT.GET big"), INT64_MAX, "value unchanged after the refused overflow");
-    ok(rh_cmd(&S, "CRDT.GET nothing")->type == REDIS_REPLY_NIL, "GET of a missing key is nil");
+    ok(is_nil(rh_cmd(&S, "CRDT.GET nothing")), "GET of a missing key is nil");
 
     is_int(INT("CRDT.SET r v1"), 1, "SET new register");
     char *v = rh_str(CMD("CRDT.GET r"), NULL);
@@ -356,7 +365,7 @@ static void test_timeline(void)
     is(joined(CMD("CRDT.TLRANGE missing 0 10")), "", "TLRANGE missing key");
     is_int(INT("CRDT.TLREM tl 3 c"), 1, "TLREM at the entry's score");
     is(joined(CMD("CRDT.TLRANGE tl 0 10")), "a b", "removed entry not listed");
-    ok(rh_cmd(&S, "CRDT.TLSCORE tl c")->type == REDIS_REPLY_NIL, "TLSCORE of a removed member");
+    ok(is_nil(rh_cmd(&S, "CRDT.TLSCORE tl c")), "TLSCORE of a removed member");
     char *sc = rh_str(CMD("CRDT.TLSCORE tl a"), NULL);
     is(sc, "4", "TLSCORE");
     free(sc);
@@ -403,7 +412,7 @@ static void test_timeline(void)
     ok(strstr(info, "type timeline entries 2 tombstones 2 floor nil max-size 0 encoded-size") ==
            info,
        "INFO timeline: %s", info);
-    ok(rh_cmd(&S, "CRDT.INFO missing")->type == REDIS_REPLY_NIL, "INFO of a missing key is nil");
+    ok(is_nil(rh_cmd(&S, "CRDT.INFO missing")), "INFO of a missing key is nil");
 }
 
 static void test_floor(void)
@@ -438,7 +447,7 @@ static void test_merge(void)
     size_t len;
     char *st = state_of(&S, "m1", &len);
     ok(st && len > 0, "STATE of a timeline");
-    ok(rh_cmd(&S, "CRDT.STATE missing")->type == REDIS_REPLY_NIL, "STATE of a missing key: nil");
+    ok(is_nil(rh_cmd(&S, "CRDT.STATE missing")), "STATE of a missing key: nil");
     is_int(rh_int(rh_cmd(&S, "CRDT.MERGE m2 %b", st, len)), 1, "MERGE into a new key: changed");
     is_int(rh_int(rh_cmd(&S, "CRDT.MERGE m2 %b", st, len)), 0, "MERGE again: idempotent");
     is_int(rh_int(rh_cmd(&S, "CRDT.MERGE m2 %b %b", st, len, st, len)), 0,
@@ -655,6 +664,8 @@ int main(void)
     test_changes();
     test_info();
     ok(rh_int(CMD("DBSIZE")) >= 0, "server alive at the end");
+    if (rh_sanitized())
+        is_int(rh_sanitizer_reports(), 0, "no ASan/UBSan report from any redis-server");
     rh_cleanup();
     return done_testing();
 }

@@ -220,6 +220,8 @@ int main(void)
 
     for (int i = 0; i < nmsgs; i++)
         free(msgs[i].data);
+    if (rh_sanitized())
+        is_int(rh_sanitizer_reports(), 0, "no ASan/UBSan report from any redis-server");
     rh_cleanup();
     return done_testing();
 }

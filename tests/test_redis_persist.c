@@ -400,6 +400,8 @@ int main(void)
     test_aof();
     test_replica();
     test_corrupt_rdb_values();
+    if (rh_sanitized())
+        is_int(rh_sanitizer_reports(), 0, "no ASan/UBSan report from any redis-server");
     rh_cleanup();
     return done_testing();
 }
