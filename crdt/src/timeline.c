@@ -1331,14 +1331,22 @@ size_t crdt_timeline_range(const crdt_obj_t *o, size_t offset, size_t count, crd
     const tl_ent_t *ents = t->ents;
     const uint8_t *base = blob_at(t, 0);
     uint32_t b = 0;
-    for (; b < t->nblk && offset >= t->blk[b]->live; b++)
-        offset -= t->blk[b]->live; /* skip whole blocks by their live counts */
+    for (; b < t->nblk && offset >= t->blk[b]->live; b++) {
+        /* skip whole blocks by their live counts, fetching block headers ahead */
+        if (b + 8 < t->nblk)
+            __builtin_prefetch(t->blk[b + 8]);
+        offset -= t->blk[b]->live;
+    }
     if (b == t->nblk)
         return 0;
     /* the rest of the offset lies inside block b */
     uint32_t i = 0;
-    for (const tl_block_t *blk = t->blk[b]; offset; i++)
-        offset -= !(ents[blk->ids[i]].len & TL_TOMB);
+    const tl_block_t *first = t->blk[b];
+    if (first->live == first->n)
+        i = (uint32_t)offset; /* no tombstones here: no need to look at the entries */
+    else
+        for (; offset; i++)
+            offset -= !(ents[first->ids[i]].len & TL_TOMB);
     size_t got = 0;
     for (; b < t->nblk; b++, i = 0) {
         const tl_block_t *blk = t->blk[b];
