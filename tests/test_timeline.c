@@ -397,6 +397,23 @@ static void test_range(void)
     ok(good, "range(offset, 50) matches the reference at block edges and the end");
     is_int((long long)crdt_timeline_range(t, nlive, 10, out), 0, "range past the end is empty");
 
+    /* blocks without tombstones are skipped into without looking at entries */
+    crdt_obj_t *all_live = crdt_timeline_new(0);
+    for (int i = 0; i < 500; i++) {
+        char m[16];
+        snprintf(m, sizeof(m), "n%d", i);
+        add(all_live, m, i);
+    }
+    good = true;
+    for (size_t off = 0; off < 520; off += 7) {
+        size_t got = crdt_timeline_range(all_live, off, 3, out);
+        good = good && got == (off >= 500 ? 0 : off >= 497 ? 500 - off : 3);
+        for (size_t i = 0; i < got; i++)
+            good = good && out[i].score == (double)(499 - off - i);
+    }
+    ok(good, "offset reads in a timeline without tombstones");
+    crdt_obj_free(all_live);
+
     /* paging by offset visits every live entry exactly once, in order */
     size_t seen = 0;
     good = true;
