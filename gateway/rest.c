@@ -242,9 +242,16 @@ int gw_cursor_parse(const char *s, double *score, uint8_t **member, size_t *mlen
     memcpy(score, &bits, sizeof(bits));
     if (isnan(*score))
         return -1;
-    if (crdt_base64_decode(bang + 1, strlen(bang + 1), member, mlen) < 0)
+    /* A '+' of the base64 that reached us unescaped may have become a space (form encoding). */
+    size_t n = strlen(bang + 1);
+    char *b = malloc(n + 1);
+    if (!b)
         return -1;
-    return 0;
+    for (size_t i = 0; i <= n; i++)
+        b[i] = bang[1 + i] == ' ' ? '+' : bang[1 + i];
+    int rc = crdt_base64_decode(b, n, member, mlen);
+    free(b);
+    return rc < 0 ? -1 : 0;
 }
 
 /* ---- GET /v1/keys/{key} --------------------------------------------------------------------- */
@@ -575,7 +582,7 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
             goto out;
         }
         if (cur && crdt_obj_type(cur) != type) {
-            gw_respond_error(rs, 409, "the key holds a %s, not a %s",
+            gw_respond_error(rs, 409, "the key holds type %s, not %s",
                              crdt_type_name(crdt_obj_type(cur)), crdt_type_name(type));
             goto out;
         }
@@ -709,7 +716,7 @@ static void get_timeline(gw_server_t *s, const uint8_t *key, size_t klen, const 
     }
     const crdt_obj_t *o = crdt_replica_get(s->replica, key, klen);
     if (o && crdt_obj_type(o) != CRDT_TIMELINE) {
-        gw_respond_error(rs, 409, "the key holds a %s, not a timeline",
+        gw_respond_error(rs, 409, "the key holds type %s, not timeline",
                          crdt_type_name(crdt_obj_type(o)));
         return;
     }
@@ -790,7 +797,7 @@ static void get_timelines(gw_server_t *s, const gw_request_t *rq, gw_response_t 
             goto out;
         const crdt_obj_t *o = crdt_replica_get(s->replica, kb[i], kl[i]);
         if (o && crdt_obj_type(o) != CRDT_TIMELINE) {
-            gw_respond_error(rs, 409, "keys[%zu] holds a %s, not a timeline", i,
+            gw_respond_error(rs, 409, "keys[%zu] holds type %s, not timeline", i,
                              crdt_type_name(crdt_obj_type(o)));
             goto out;
         }

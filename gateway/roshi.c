@@ -146,7 +146,7 @@ static void roshi_write(gw_server_t *s, const gw_request_t *rq, gw_response_t *r
         ts[i].score = json_number_value(sc);
         const crdt_obj_t *o = crdt_replica_get(s->replica, ts[i].key, ts[i].klen);
         if (o && crdt_obj_type(o) != CRDT_TIMELINE) {
-            gw_respond_error(rs, 409, "[%zu].key holds a %s, not a timeline", i,
+            gw_respond_error(rs, 409, "[%zu].key holds type %s, not timeline", i,
                              crdt_type_name(crdt_obj_type(o)));
             goto out;
         }
