@@ -691,6 +691,124 @@ int rep_log_sync(crdt_replica_t *r)
     return 0;
 }
 
+/* ---- the background fsync (policy everysec) -------------------------------------------------- */
+
+static void *syncer_main(void *arg)
+{
+    rep_syncer_t *y = arg;
+    pthread_mutex_lock(&y->mu);
+    while (!y->stop || y->fd >= 0) {
+        if (y->fd < 0) {
+            pthread_cond_wait(&y->cv, &y->mu);
+            continue;
+        }
+        int fd = y->fd;
+        pthread_mutex_unlock(&y->mu);
+        double t0 = rep_mono_s();
+        int rc = fdatasync(fd);
+        int e = rc < 0 ? errno : 0;
+        double dt = rep_mono_s() - t0;
+        close(fd);
+        pthread_mutex_lock(&y->mu);
+        y->fd = -1;
+        y->err = e;
+        y->secs = dt;
+        y->done = true;
+    }
+    pthread_mutex_unlock(&y->mu);
+    return NULL;
+}
+
+int rep_syncer_start(crdt_replica_t *r)
+{
+    rep_syncer_t *y = &r->log.syncer;
+    y->fd = -1;
+    if (pthread_mutex_init(&y->mu, NULL) != 0)
+        return CRDT_ENOMEM;
+    if (pthread_cond_init(&y->cv, NULL) != 0) {
+        pthread_mutex_destroy(&y->mu);
+        return CRDT_ENOMEM;
+    }
+    if (pthread_create(&y->th, NULL, syncer_main, y) != 0) {
+        pthread_cond_destroy(&y->cv);
+        pthread_mutex_destroy(&y->mu);
+        return CRDT_ENOMEM;
+    }
+    y->running = true;
+    return 0;
+}
+
+/* Takes the result of a finished background fsync, if any. */
+static int syncer_reap(crdt_replica_t *r)
+{
+    rep_syncer_t *y = &r->log.syncer;
+    if (!y->busy)
+        return 0;
+    pthread_mutex_lock(&y->mu);
+    bool done = y->done;
+    int e = y->err;
+    double dt = y->secs;
+    if (done)
+        y->done = false;
+    pthread_mutex_unlock(&y->mu);
+    if (!done)
+        return 0;
+    y->busy = false;
+    if (e) {
+        char name[40];
+        seg_name(name, sizeof(name), r->log.seg_base);
+        rep_fail(r, "fsync of log %s/%s failed: %s", r->dir, name, strerror(e));
+        return CRDT_EIO;
+    }
+    r->st.fsyncs++;
+    r->st.fsync_seconds_total += dt;
+    if (dt > r->st.fsync_seconds_max)
+        r->st.fsync_seconds_max = dt;
+    if (y->seq > r->log.synced_seq)
+        r->log.synced_seq = y->seq;
+    return 0;
+}
+
+void rep_syncer_stop(crdt_replica_t *r)
+{
+    rep_syncer_t *y = &r->log.syncer;
+    if (!y->running)
+        return;
+    pthread_mutex_lock(&y->mu);
+    y->stop = true;
+    pthread_cond_signal(&y->cv);
+    pthread_mutex_unlock(&y->mu);
+    pthread_join(y->th, NULL);
+    y->running = false;
+    syncer_reap(r);
+    pthread_cond_destroy(&y->cv);
+    pthread_mutex_destroy(&y->mu);
+}
+
+int rep_log_sync_everysec(crdt_replica_t *r)
+{
+    rep_syncer_t *y = &r->log.syncer;
+    if (r->failed)
+        return CRDT_EIO;
+    if (syncer_reap(r) < 0)
+        return CRDT_EIO;
+    uint64_t now = rep_mono_ms();
+    if (y->busy || r->log.synced_seq >= r->log.written_seq || now - r->log.last_fsync_ms < 1000)
+        return 0;
+    r->log.last_fsync_ms = now;
+    /* The thread syncs a duplicate, so a segment rotation may close ours meanwhile. */
+    int fd = y->running ? fcntl(r->log.fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (fd < 0)
+        return rep_log_sync(r);
+    pthread_mutex_lock(&y->mu);
+    y->fd = fd;
+    pthread_cond_signal(&y->cv);
+    pthread_mutex_unlock(&y->mu);
+    y->busy = true;
+    y->seq = r->log.written_seq;
+    return 0;
+}
+
 int rep_log_rotate(crdt_replica_t *r)
 {
     if (rep_log_write(r) < 0)

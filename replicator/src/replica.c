@@ -703,6 +703,8 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
         goto fail;
     }
     r->log.buf_seq = r->log.written_seq = r->log.synced_seq = r->last_seq;
+    if (logging(r) && cfg->fsync == CRDT_FSYNC_EVERYSEC && rep_syncer_start(r) < 0)
+        fprintf(stderr, "crdtd replica: no background fsync thread; fsyncing inline\n");
     r->rec.seconds = rep_mono_s() - t0;
     if (r->rec.dropped_bytes)
         fprintf(stderr, "crdtd replica: recovery dropped %llu bytes: %s\n",
@@ -720,6 +722,7 @@ void crdt_replica_close(crdt_replica_t *r)
         return;
     if (logging(r)) {
         rep_snapshot_poll(r, true);
+        rep_syncer_stop(r);
         if (!r->failed && rep_log_write(r) == 0)
             rep_log_sync(r);
     }
@@ -743,10 +746,10 @@ int crdt_replica_flush(crdt_replica_t *r)
         return CRDT_EIO;
     if (rep_log_write(r) < 0)
         return CRDT_EIO;
-    if (r->log.synced_seq < r->log.written_seq &&
-        (r->cfg.fsync == CRDT_FSYNC_ALWAYS ||
-         (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && rep_mono_ms() - r->log.last_fsync_ms >= 1000)))
+    if (r->cfg.fsync == CRDT_FSYNC_ALWAYS && r->log.synced_seq < r->log.written_seq)
         return rep_log_sync(r);
+    if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC)
+        return rep_log_sync_everysec(r);
     return 0;
 }
 
@@ -769,10 +772,9 @@ void crdt_replica_tick(crdt_replica_t *r, uint64_t now_ms)
         return;
     if (r->log.buf.len && rep_log_write(r) < 0)
         return;
-    uint64_t now = rep_mono_ms();
-    if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && r->log.synced_seq < r->log.written_seq &&
-        now - r->log.last_fsync_ms >= 1000 && rep_log_sync(r) < 0)
+    if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && rep_log_sync_everysec(r) < 0)
         return;
+    uint64_t now = rep_mono_ms();
     if (r->cfg.snapshot_log_bytes && !r->snap.pid && now >= r->snap.retry_after_ms &&
         r->log.old_bytes + r->log.seg_bytes >= r->cfg.snapshot_log_bytes)
         rep_snapshot_start(r);

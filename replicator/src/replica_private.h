@@ -2,6 +2,7 @@
 #ifndef CRDT_REPLICA_PRIVATE_H
 #define CRDT_REPLICA_PRIVATE_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
 #include <sys/types.h>
@@ -42,6 +43,22 @@ typedef struct rep_seg {
     uint64_t bytes;
 } rep_seg_t;
 
+/* The everysec fsync runs on a thread of its own, so the event loop never waits for the disk. */
+typedef struct rep_syncer {
+    pthread_t th;
+    bool running;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu: the request (a dup of the segment fd, -1 when none) and its result */
+    int fd;
+    bool done, stop;
+    int err;     /* errno of a failed fdatasync, 0 if it succeeded */
+    double secs; /* how long it took */
+    /* main thread only */
+    bool busy;    /* a request is outstanding */
+    uint64_t seq; /* written_seq when it was made */
+} rep_syncer_t;
+
 typedef struct rep_log {
     int fd;             /* current segment, open for appending; -1 when memory only */
     uint64_t seg_base;  /* base of the current segment */
@@ -54,6 +71,7 @@ typedef struct rep_log {
     uint64_t written_seq; /* highest seq written to the OS */
     uint64_t synced_seq;  /* highest seq fsynced */
     uint64_t last_fsync_ms;
+    rep_syncer_t syncer;
 } rep_log_t;
 
 typedef struct rep_snap {
@@ -192,6 +210,12 @@ void rep_log_close(crdt_replica_t *r);
 int rep_log_write(crdt_replica_t *r);
 /* fsyncs the current segment. 0 or CRDT_EIO. */
 int rep_log_sync(crdt_replica_t *r);
+/* The everysec fsync: reaps a finished background fsync, and starts one if a second has passed
+ * since the last and something written is not synced. 0 or CRDT_EIO. */
+int rep_log_sync_everysec(crdt_replica_t *r);
+/* Starts / stops (waiting for a running fsync) the background fsync thread. */
+int rep_syncer_start(crdt_replica_t *r);
+void rep_syncer_stop(crdt_replica_t *r);
 /* Writes out and closes the current segment and starts log-<last_seq>. 0 or CRDT_EIO. */
 int rep_log_rotate(crdt_replica_t *r);
 /* Deletes the older segments whose records all have seq <= upto. */
