@@ -1070,7 +1070,7 @@ static cmd_def_t commands[] = {
       .summary = "Type, entries, tombstones, floor, bound, encoded size and memory of a key",
       .complexity = "O(N)", .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_META),
       .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
-    {"crdt.changes", crdtm_cmd_changes, "readonly fast", 0, 0, 0,
+    {"crdt.changes", crdtm_cmd_changes, "readonly", 0, 0, 0,
      {.version = V,
       .summary = "Keys changed after a cursor, from a bounded in-memory change feed",
       .complexity = "O(count) plus O(ring) to find the cursor", .since = "0.1.0", .arity = 3,
