@@ -1164,15 +1164,23 @@ static void test_crash(void)
         }
     }
     close(p[1]);
-    usleep(300 * 1000);
+    /* Let it acknowledge a few hundred writes (bounded by 5 s on a loaded machine), then kill it
+     * in the middle of whatever it is doing, and read what it acknowledged before dying. */
+    static int acked[1 << 20];
+    size_t nacked = 0, bytes = 0;
+    ssize_t got;
+    time_t t0 = time(NULL);
+    while (nacked < 300 && time(NULL) - t0 < 5 &&
+           (got = read(p[0], (char *)acked + bytes, sizeof(acked) - bytes)) > 0) {
+        bytes += (size_t)got;
+        nacked = bytes / sizeof(int);
+    }
     kill(pid, SIGKILL);
     int status;
     waitpid(pid, &status, 0);
-    static int acked[1 << 20];
-    size_t nacked = 0;
-    ssize_t got;
-    while ((got = read(p[0], acked + nacked, sizeof(acked) - nacked * sizeof(int))) > 0)
-        nacked += (size_t)got / sizeof(int);
+    while ((got = read(p[0], (char *)acked + bytes, sizeof(acked) - bytes)) > 0)
+        bytes += (size_t)got;
+    nacked = bytes / sizeof(int);
     close(p[0]);
     ok(WIFSIGNALED(status) && nacked > 10, "child killed after %zu acknowledged writes", nacked);
     crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_ALWAYS, 1);
