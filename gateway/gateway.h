@@ -120,6 +120,10 @@ typedef struct gw_request {
     size_t body_expected;
 } gw_request_t;
 
+/* A response buffer: LWS_PRE for lws, GW_HDR_ROOM for the status line and headers, the body. */
+#define GW_HDR_ROOM 512
+#define GW_BODY_AT (LWS_PRE + GW_HDR_ROOM)
+
 typedef struct gw_response {
     int status;
     const char *content_type;
@@ -137,6 +141,28 @@ const char *gw_arg(const gw_request_t *rq, const char *name);
 void gw_respond_json(gw_response_t *rs, int status, json_t *j);
 void gw_respond_text(gw_response_t *rs, int status, const char *ctype, const char *text,
                      size_t len);
+/* ---- a JSON writer for the hot read paths (jsonw.c): no allocation per value ------------------- */
+
+typedef struct gw_jw {
+    char *p; /* GW_BODY_AT bytes of headroom, then the JSON text */
+    size_t len, cap;
+    bool oom;
+} gw_jw_t;
+
+/* Starts an empty document (with the response headroom); false on allocation failure. */
+bool gw_jw_init(gw_jw_t *w, size_t hint);
+void gw_jw_free(gw_jw_t *w);
+void gw_jw_raw(gw_jw_t *w, const char *s, size_t n);
+/* A literal: the caller guarantees it needs no JSON escaping. */
+void gw_jw_lit(gw_jw_t *w, const char *s);
+/* "<standard base64 of the bytes>" */
+void gw_jw_b64(gw_jw_t *w, const void *p, size_t n);
+/* The shortest decimal that reads back as d (finite), with ".0" when it looks like an integer. */
+void gw_jw_double(gw_jw_t *w, double d);
+void gw_jw_u64(gw_jw_t *w, uint64_t v);
+/* Adopts the writer's buffer as the response body (application/json); w is left empty. */
+void gw_respond_jw(gw_response_t *rs, int status, gw_jw_t *w);
+
 /* The error shape shared with roshi-server: {"error":msg,"code":status,"description":text}. */
 void gw_respond_error(gw_response_t *rs, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -65,9 +65,6 @@ uint64_t gw_mono_ms(void) { return gw_now_us() / 1000u; }
 
 /* ---- responses ------------------------------------------------------------------------------ */
 
-/* A response buffer: LWS_PRE for lws, GW_HDR_ROOM for the status line and headers, the body. */
-#define GW_HDR_ROOM 512
-#define GW_BODY_AT (LWS_PRE + GW_HDR_ROOM)
 
 const char *gw_status_text(int status)
 {
@@ -113,6 +110,22 @@ void gw_respond_text(gw_response_t *rs, int status, const char *ctype, const cha
     memcpy(rs->buf + GW_BODY_AT, text, len);
     rs->buf[GW_BODY_AT + len] = '\0';
     rs->len = len;
+}
+
+void gw_respond_jw(gw_response_t *rs, int status, gw_jw_t *w)
+{
+    if (w->oom || !w->p) {
+        gw_jw_free(w);
+        gw_respond_error(rs, 500, "out of memory");
+        return;
+    }
+    gw_jw_raw(w, "\n", 1);
+    response_clear(rs);
+    rs->status = status;
+    rs->content_type = "application/json";
+    rs->buf = w->p;
+    rs->len = w->len - GW_BODY_AT;
+    w->p = NULL;
 }
 
 void gw_respond_json(gw_response_t *rs, int status, json_t *j)

@@ -731,33 +731,56 @@ static void get_timeline(gw_server_t *s, const uint8_t *key, size_t klen, const 
         afterp = &after;
     }
     crdt_tl_entry_t *es = malloc((limit ? limit : 1) * sizeof(*es));
-    json_t *j = json_object(), *a = json_array();
-    if (!es || !j || !a) {
-        free(es), free(cmem), json_decref(j), json_decref(a);
+    if (!es) {
+        free(cmem);
         gw_respond_error(rs, 500, "out of memory");
         return;
     }
-    size_t n = 0;
+    size_t n = 0, bytes = 0;
     if (o && limit)
         n = by_score ? crdt_timeline_range_by_score(o, max, min, afterp, limit, es)
                      : crdt_timeline_range(o, offset, limit, es);
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, entry_json(&es[i]));
-    json_object_set_new_nocheck(j, "key", gw_b64_json(key, klen));
-    json_object_set_new_nocheck(j, "entries", a);
-    json_object_set_new_nocheck(j, "size", json_integer(o ? (json_int_t)crdt_timeline_card(o) : 0));
+        bytes += es[i].member_len / 3 * 4 + 48;
+    gw_jw_t w;
+    gw_jw_init(&w, bytes + klen * 2 + 128);
+    gw_jw_lit(&w, "{\"key\":");
+    gw_jw_b64(&w, key, klen);
+    gw_jw_lit(&w, ",\"entries\":[");
+    for (size_t i = 0; i < n; i++) {
+        gw_jw_lit(&w, i ? ",{\"member\":" : "{\"member\":");
+        gw_jw_b64(&w, es[i].member, es[i].member_len);
+        gw_jw_lit(&w, ",\"score\":");
+        gw_jw_double(&w, es[i].score);
+        gw_jw_lit(&w, "}");
+    }
+    gw_jw_lit(&w, "],\"size\":");
+    gw_jw_u64(&w, o ? crdt_timeline_card(o) : 0);
     if (by_score) {
+        /* digits, '!' and base64: nothing to escape */
         char *c = n == limit && n ? cursor_string(&es[n - 1]) : NULL;
-        json_object_set_new_nocheck(j, "cursor", c ? json_string(c) : json_null());
+        gw_jw_lit(&w, ",\"cursor\":");
+        if (c) {
+            gw_jw_lit(&w, "\"");
+            gw_jw_lit(&w, c);
+            gw_jw_lit(&w, "\"}");
+        } else {
+            gw_jw_lit(&w, "null}");
+        }
+        if (n == limit && n && !c)
+            w.oom = true;
         free(c);
     } else {
-        json_object_set_new_nocheck(j, "next_offset", n == limit && n
-                                                          ? json_integer((json_int_t)(offset + n))
-                                                          : json_null());
+        gw_jw_lit(&w, ",\"next_offset\":");
+        if (n == limit && n)
+            gw_jw_u64(&w, offset + n);
+        else
+            gw_jw_lit(&w, "null");
+        gw_jw_lit(&w, "}");
     }
     free(es);
     free(cmem);
-    gw_respond_json(rs, 200, j);
+    gw_respond_jw(rs, 200, &w);
 }
 
 /* GET /v1/timelines?keys=k1,k2,...&offset=&limit= : one newest-first list over several. */

@@ -255,15 +255,15 @@ static char *go_string(const uint8_t *p, size_t n, size_t *outlen)
     return o;
 }
 
-static json_t *ksm_json(const uint8_t *key, size_t klen, const crdt_tl_entry_t *e)
+static void ksm_write(gw_jw_t *w, const uint8_t *key, size_t klen, const crdt_tl_entry_t *e)
 {
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    json_object_set_new_nocheck(o, "key", gw_b64_json(key, klen));
-    json_object_set_new_nocheck(o, "score", json_real(e->score));
-    json_object_set_new_nocheck(o, "member", gw_b64_json(e->member, e->member_len));
-    return o;
+    gw_jw_lit(w, "{\"key\":");
+    gw_jw_b64(w, key, klen);
+    gw_jw_lit(w, ",\"score\":");
+    gw_jw_double(w, e->score);
+    gw_jw_lit(w, ",\"member\":");
+    gw_jw_b64(w, e->member, e->member_len);
+    gw_jw_lit(w, "}");
 }
 
 /* Entries of one timeline strictly after `start` and strictly before `stop`, newest first. */
@@ -308,7 +308,6 @@ static void roshi_select(gw_server_t *s, const gw_request_t *rq, gw_response_t *
     crdt_tl_entry_t *es = NULL;
     size_t *src = NULL;
     uint8_t *start_m = NULL, *stop_m = NULL;
-    json_t *records = NULL;
 
     if (!json_is_array(body)) {
         gw_respond_error(rs, 400, "expected a JSON array of base64 keys");
@@ -387,8 +386,9 @@ static void roshi_select(gw_server_t *s, const gw_request_t *rq, gw_response_t *
         goto out;
     }
 
+    gw_jw_t w;
+    gw_jw_init(&w, 4096);
     if (coalesce) {
-        records = json_array();
         size_t got = 0;
         if (!by_range) {
             got = crdt_timeline_select(tls, nk, (size_t)offset, (size_t)limit, es, src);
@@ -406,6 +406,7 @@ static void roshi_select(gw_server_t *s, const gw_request_t *rq, gw_response_t *
             } pair_t;
             pair_t *pairs = malloc((got ? got : 1) * sizeof(*pairs));
             if (!pairs) {
+                gw_jw_free(&w);
                 gw_respond_error(rs, 500, "out of memory");
                 goto out;
             }
@@ -418,34 +419,51 @@ static void roshi_select(gw_server_t *s, const gw_request_t *rq, gw_response_t *
                 es[i] = pairs[i].e, src[i] = pairs[i].src;
             free(pairs);
         }
-        for (size_t i = 0; i < got; i++)
-            json_array_append_new(records, ksm_json(kb[src[i]], kl[src[i]], &es[i]));
+        gw_jw_lit(&w, "{\"records\":[");
+        for (size_t i = 0; i < got; i++) {
+            if (i)
+                gw_jw_lit(&w, ",");
+            ksm_write(&w, kb[src[i]], kl[src[i]], &es[i]);
+        }
+        gw_jw_lit(&w, "]");
     } else {
-        records = json_object();
+        gw_jw_lit(&w, "{\"records\":{");
         for (size_t i = 0; i < nk; i++) {
             size_t got = by_range ? select_range(tls[i], &start, &stop, (size_t)limit, es)
                          : tls[i] ? crdt_timeline_range(tls[i], (size_t)offset, (size_t)limit, es)
                                   : 0;
-            json_t *a = json_array();
-            for (size_t k = 0; k < got; k++)
-                json_array_append_new(a, ksm_json(kb[i], kl[i], &es[k]));
             size_t namelen;
             char *name = go_string(kb[i], kl[i], &namelen);
-            if (!name || json_object_setn_new(records, name, namelen, a)) {
-                free(name);
+            json_t *js = name ? json_stringn(name, namelen) : NULL;
+            char *quoted = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
+            json_decref(js);
+            free(name);
+            if (!quoted) {
+                gw_jw_free(&w);
                 gw_respond_error(rs, 500, "out of memory");
                 goto out;
             }
-            free(name);
+            if (i)
+                gw_jw_lit(&w, ",");
+            gw_jw_lit(&w, quoted);
+            free(quoted);
+            gw_jw_lit(&w, ":[");
+            for (size_t k = 0; k < got; k++) {
+                if (k)
+                    gw_jw_lit(&w, ",");
+                ksm_write(&w, kb[i], kl[i], &es[k]);
+            }
+            gw_jw_lit(&w, "]");
         }
+        gw_jw_lit(&w, "}");
     }
-    json_t *j = json_object();
-    json_object_set_new_nocheck(j, "records", records);
-    records = NULL;
-    json_object_set_new_nocheck(j, "duration", duration_json(t0));
-    gw_respond_json(rs, 200, j);
+    char d[48];
+    go_duration((gw_now_us() - t0) * 1000, d, sizeof(d));
+    gw_jw_lit(&w, ",\"duration\":\"");
+    gw_jw_lit(&w, d); /* digits, '.', unit letters and the micro sign: nothing to escape */
+    gw_jw_lit(&w, "\"}");
+    gw_respond_jw(rs, 200, &w);
 out:
-    json_decref(records);
     json_decref(body);
     for (size_t i = 0; i < nk; i++)
         free(kb[i]);

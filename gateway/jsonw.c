@@ -1,0 +1,108 @@
+/* jsonw.c - a small JSON writer for the hot read paths (timeline pages, roshi selects) */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway.h"
+
+/*
+ * Building a timeline page with jansson costs an object, two strings and a real per entry, then
+ * a dump into a growing buffer and a copy into the response: about 8 allocations per entry. The
+ * pages are a fixed shape, so they are written straight into the response buffer instead.
+ */
+
+bool gw_jw_init(gw_jw_t *w, size_t hint)
+{
+    w->cap = GW_BODY_AT + (hint < 256 ? 256 : hint);
+    w->p = malloc(w->cap);
+    w->len = GW_BODY_AT;
+    w->oom = !w->p;
+    return !w->oom;
+}
+
+void gw_jw_free(gw_jw_t *w)
+{
+    free(w->p);
+    w->p = NULL;
+    w->len = w->cap = 0;
+}
+
+static bool reserve(gw_jw_t *w, size_t n)
+{
+    if (w->oom)
+        return false;
+    if (w->len + n + 1 <= w->cap)
+        return true;
+    size_t cap = w->cap * 2;
+    while (cap < w->len + n + 1)
+        cap *= 2;
+    char *p = realloc(w->p, cap);
+    if (!p) {
+        w->oom = true;
+        return false;
+    }
+    w->p = p;
+    w->cap = cap;
+    return true;
+}
+
+void gw_jw_raw(gw_jw_t *w, const char *s, size_t n)
+{
+    if (!reserve(w, n))
+        return;
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+    w->p[w->len] = '\0';
+}
+
+void gw_jw_lit(gw_jw_t *w, const char *s) { gw_jw_raw(w, s, strlen(s)); }
+
+void gw_jw_b64(gw_jw_t *w, const void *data, size_t n)
+{
+    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    if (!reserve(w, (n + 2) / 3 * 4 + 2))
+        return;
+    const uint8_t *p = data;
+    char *o = w->p + w->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        *o++ = a[v >> 18];
+        *o++ = a[(v >> 12) & 63];
+        *o++ = a[(v >> 6) & 63];
+        *o++ = a[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        *o++ = a[v >> 18];
+        *o++ = a[(v >> 12) & 63];
+        *o++ = i + 1 < n ? a[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    w->len = (size_t)(o - w->p);
+    w->p[w->len] = '\0';
+}
+
+void gw_jw_double(gw_jw_t *w, double d)
+{
+    char buf[40];
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    if (!strpbrk(buf, ".eEn")) /* "5" -> "5.0": a real, as jansson writes it */
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".0");
+    gw_jw_raw(w, buf, (size_t)n);
+}
+
+void gw_jw_u64(gw_jw_t *w, uint64_t v)
+{
+    char buf[24];
+    int n = snprintf(buf, sizeof(buf), "%" PRIu64, v);
+    gw_jw_raw(w, buf, (size_t)n);
+}
