@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,9 +137,23 @@ static void show_log(const rh_server_t *s)
         return;
     char line[512];
     while (fgets(line, sizeof(line), f))
-        if (strstr(line, " # ") || strstr(line, "crdt"))
+        if (strstr(line, "crdt") || strstr(line, "rror") || strstr(line, "abort") ||
+            strstr(line, "already in use"))
             printf("#   log: %s", line);
     fclose(f);
+}
+
+static bool log_has(const rh_server_t *s, const char *what)
+{
+    char path[300], line[512];
+    snprintf(path, sizeof(path), "%s/redis.log", s->dir);
+    FILE *f = fopen(path, "r");
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f))
+        found = strstr(line, what) != NULL;
+    if (f)
+        fclose(f);
+    return found;
 }
 
 static void stop_process(rh_server_t *s);
@@ -207,7 +222,7 @@ static int spawn(rh_server_t *s)
             s->pid = 0;
             note("redis-server on port %d exited during startup (status %d)", s->port, st);
             show_log(s);
-            return -1;
+            return -2;
         }
         struct timeval tv = {1, 0};
         redisContext *c = redisConnectWithTimeout("127.0.0.1", s->port, tv);
@@ -252,8 +267,11 @@ int rh_start(rh_server_t *s, const char *dir, const char *module_args, const cha
     /* A port found free can be taken before redis binds it: try a few. */
     for (int attempt = 0; attempt < 3; attempt++) {
         s->port = free_port();
-        if (s->port > 0 && spawn(s) == 0)
+        int r = s->port > 0 ? spawn(s) : -1;
+        if (r == 0)
             return 0;
+        if (r == -2 && !log_has(s, "already in use"))
+            return -1; /* it refused its configuration: another port will not help */
     }
     return -1;
 }

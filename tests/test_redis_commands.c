@@ -642,6 +642,26 @@ static void test_info(void)
     is_int(rh_info_field(&S, "crdt", "crdt_keys"), 0, "FLUSHALL counted out");
 }
 
+/* Bad module arguments make the load fail (and redis-server exit) with a log line, never start a
+ * server with a wrong configuration. */
+static void test_load_args(void)
+{
+    const char *bad[] = {"", "node-id 0", "node-id x", "node-id 7 timeline-max-size -1",
+                         "node-id 7 bogus 1", "node-id 7 timeline-max-size",
+                         "node-id 9223372036854775808"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rh_server_t x;
+        diag("expecting a refused load for module arguments '%s':", bad[i]);
+        ok(rh_start(&x, NULL, bad[i], NULL) < 0, "module arguments '%s' refused", bad[i]);
+        rh_stop(&x);
+    }
+    rh_server_t x;
+    ok(rh_start(&x, NULL, "NODE-ID 9223372036854775807 timeline-max-size 4294967295", NULL) == 0,
+       "largest node id and bound accepted");
+    is_int(rh_info_field(&x, "crdt", "crdt_timeline_max_size"), 4294967295LL, "bound in INFO");
+    rh_stop(&x);
+}
+
 int main(void)
 {
     const char *why = rh_skip_reason();
@@ -663,6 +683,7 @@ int main(void)
     test_merge();
     test_changes();
     test_info();
+    test_load_args();
     ok(rh_int(CMD("DBSIZE")) >= 0, "server alive at the end");
     if (rh_sanitized())
         is_int(rh_sanitizer_reports(), 0, "no ASan/UBSan report from any redis-server");
