@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "redis_helper.h"
 
@@ -642,6 +643,35 @@ static void test_info(void)
     is_int(rh_info_field(&S, "crdt", "crdt_keys"), 0, "FLUSHALL counted out");
 }
 
+/* A one-node Redis Cluster routes by our key specs and getkeys callback: TLSELECT's keys must share
+ * a slot, and a trailing WITHSCORES is not taken for a key. */
+static void test_cluster(void)
+{
+    rh_server_t c;
+    const char *extra[] = {"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", NULL};
+    if (!ok(rh_start(&c, NULL, "node-id 21", extra) == 0, "cluster-mode server"))
+        return;
+    freeReplyObject(rh_cmd(&c, "CLUSTER ADDSLOTSRANGE 0 16383"));
+    bool up = false;
+    for (int i = 0; i < 100 && !up; i++) {
+        redisReply *r = rh_cmd(&c, "CLUSTER INFO");
+        up = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+        if (r)
+            freeReplyObject(r);
+        if (!up)
+            usleep(50000);
+    }
+    ok(up, "cluster state ok");
+    is_int(rh_int(rh_cmd(&c, "CRDT.TLADD {f}a 1 x")), 1, "TLADD in cluster mode");
+    is_int(rh_int(rh_cmd(&c, "CRDT.TLADD {f}b 2 y")), 1, "TLADD on a key of the same slot");
+    is(joined(rh_cmd(&c, "CRDT.TLSELECT 10 {f}a {f}b WITHSCORES")), "y 2 x 1",
+       "TLSELECT over one slot, WITHSCORES not routed as a key");
+    ok(starts(rh_err(rh_cmd(&c, "CRDT.TLSELECT 10 a b")), "CROSSSLOT"),
+       "TLSELECT over two slots: CROSSSLOT");
+    ok(starts(rh_err(rh_cmd(&c, "CRDT.MERGE a")), "ERR wrong number"), "arity checked first");
+    rh_stop(&c);
+}
+
 /* Bad module arguments make the load fail (and redis-server exit) with a log line, never start a
  * server with a wrong configuration. */
 static void test_load_args(void)
@@ -684,6 +714,7 @@ int main(void)
     test_changes();
     test_info();
     test_load_args();
+    test_cluster();
     ok(rh_int(CMD("DBSIZE")) >= 0, "server alive at the end");
     if (rh_sanitized())
         is_int(rh_sanitizer_reports(), 0, "no ASan/UBSan report from any redis-server");
