@@ -3,7 +3,8 @@
  * Figures (each a median of --runs runs, baseline and timeline interleaved in one process):
  *   inserts  1M (member, score) writes over 10,000 keys, max size 1,000 (the baseline trims the
  *            Redis way: ZADD then ZREMRANGEBYRANK of the lowest); three shapes of workload;
- *   selects  newest 50 of a random key, 1M times, after the inserts;
+ *   selects  newest 50 of a random key, 1M times, after the inserts; and newest 50 coalesced
+ *            over 3 random keys (baseline: ZREVRANGE 0 49 of each, merged, as roshi reads);
  *   memory   bytes per live entry beyond member bytes, for 1,000 and 10,000 entries
  *            (crdt_obj_stats and mallinfo2 deltas) and over the whole insert workload;
  *   merge    two 10,000-entry timelines sharing half their entries (baseline: ZUNIONSTORE MAX);
@@ -111,6 +112,7 @@ static void free_workload(workload_t *w)
 typedef struct result {
     double ins_base[MAX_RUNS], ins_crdt[MAX_RUNS], ins_delta[MAX_RUNS];
     double sel_base[MAX_RUNS], sel_crdt[MAX_RUNS];
+    double co_base[MAX_RUNS], co_crdt[MAX_RUNS];
     double mem_base, mem_crdt; /* bytes per live entry beyond member bytes, whole workload */
 } result_t;
 
@@ -168,6 +170,64 @@ static double run_crdt_selects(crdt_obj_t **tl, const uint32_t *q, size_t nq)
     return r;
 }
 
+#define COALESCE 3
+
+/* Newest 50 over 3 keys, the way roshi reads: ZREVRANGE 0 49 of each key, merged by score then
+ * member (as the timeline orders). */
+static double run_base_coalesced(zset_t **z, const uint32_t *q, size_t nq)
+{
+    zset_entry_t in[COALESCE][SELECT_N], out[SELECT_N];
+    double acc = 0, t0 = now_s();
+    for (size_t i = 0; i + COALESCE <= nq; i += COALESCE) {
+        size_t n[COALESCE], at[COALESCE] = {0};
+        for (int k = 0; k < COALESCE; k++)
+            n[k] = zset_revrange(z[q[i + (size_t)k]], 0, SELECT_N, in[k]);
+        size_t got = 0;
+        while (got < SELECT_N) {
+            int best = -1;
+            for (int k = 0; k < COALESCE; k++) {
+                if (at[k] == n[k])
+                    continue;
+                const zset_entry_t *c = &in[k][at[k]];
+                if (best < 0)
+                    best = k;
+                else {
+                    const zset_entry_t *b = &in[best][at[best]];
+                    size_t l = c->len < b->len ? c->len : b->len;
+                    int cmp = memcmp(c->member, b->member, l);
+                    if (c->score > b->score ||
+                        (c->score == b->score && (cmp > 0 || (cmp == 0 && c->len > b->len))))
+                        best = k;
+                }
+            }
+            if (best < 0)
+                break;
+            out[got++] = in[best][at[best]++];
+        }
+        acc += got ? out[got - 1].score : 0;
+    }
+    double r = (double)(nq / COALESCE) / (now_s() - t0);
+    sink = acc;
+    return r;
+}
+
+static double run_crdt_coalesced(crdt_obj_t **tl, const uint32_t *q, size_t nq)
+{
+    crdt_tl_entry_t out[SELECT_N];
+    size_t src[SELECT_N];
+    double acc = 0, t0 = now_s();
+    for (size_t i = 0; i + COALESCE <= nq; i += COALESCE) {
+        const crdt_obj_t *set[COALESCE];
+        for (int k = 0; k < COALESCE; k++)
+            set[k] = tl[q[i + (size_t)k]];
+        size_t n = crdt_timeline_select(set, COALESCE, 0, SELECT_N, out, src);
+        acc += n ? out[n - 1].score : 0;
+    }
+    double r = (double)(nq / COALESCE) / (now_s() - t0);
+    sink = acc;
+    return r;
+}
+
 static void bench_workload(const workload_t *w, size_t nsel, result_t *res)
 {
     uint32_t *q = malloc(nsel * sizeof(*q));
@@ -191,9 +251,13 @@ static void bench_workload(const workload_t *w, size_t nsel, result_t *res)
         if (r % 2 == 0) {
             res->sel_base[r] = run_base_selects(z, q, nsel);
             res->sel_crdt[r] = run_crdt_selects(tl, q, nsel);
+            res->co_base[r] = run_base_coalesced(z, q, nsel);
+            res->co_crdt[r] = run_crdt_coalesced(tl, q, nsel);
         } else {
             res->sel_crdt[r] = run_crdt_selects(tl, q, nsel);
             res->sel_base[r] = run_base_selects(z, q, nsel);
+            res->co_crdt[r] = run_crdt_coalesced(tl, q, nsel);
+            res->co_base[r] = run_base_coalesced(z, q, nsel);
         }
         if (r == 0) {
             size_t live = 0, mbytes = 0, mem_c = 0, mem_b = 0, blive = 0, bbytes = 0;
@@ -479,6 +543,9 @@ int main(int argc, char **argv)
         printf("  %-34s %10.0f %10.0f   ratio %.2f\n", "inserts/s, with deltas made", ib, id,
                id / ib);
         printf("  %-34s %10.0f %10.0f   ratio %.2f\n", "newest-50 selects/s", sb, sc, sc / sb);
+        double cb = median(res.co_base, runs), cc = median(res.co_crdt, runs);
+        printf("  %-34s %10.0f %10.0f   ratio %.2f\n", "coalesced newest-50 of 3 keys/s", cb, cc,
+               cc / cb);
         printf("  %-34s %10.1f %10.1f   ratio %.2f\n", "bytes/entry beyond members", res.mem_base,
                res.mem_crdt, res.mem_crdt / res.mem_base);
         free_workload(ws);

@@ -1414,12 +1414,17 @@ size_t crdt_timeline_range_by_score(const crdt_obj_t *o, double max, double min,
 
 /* A read position in one timeline of a coalesced select. */
 typedef struct tl_cursor {
+    double score; /* the current entry, cached: the heap compares these */
+    const uint8_t *m;
+    uint32_t len;
+    uint32_t id;
     const timeline_t *t;
     uint32_t bi, si;
     size_t src;
 } tl_cursor_t;
 
-/* Moves c to the first live entry at or after its position; false when the timeline is done. */
+/* Moves c to the first live entry at or after its position and caches it; false when the
+ * timeline is done. */
 static bool cursor_settle(tl_cursor_t *c)
 {
     const timeline_t *t = c->t;
@@ -1430,8 +1435,15 @@ static bool cursor_settle(tl_cursor_t *c)
             continue;
         }
         while (c->si < b->n) {
-            if (ent_live(&t->ents[b->ids[c->si]]))
+            uint32_t id = b->ids[c->si];
+            const tl_ent_t *e = &t->ents[id];
+            if (ent_live(e)) {
+                c->score = e->score;
+                c->m = ent_mem(t, e);
+                c->len = ent_len(e);
+                c->id = id;
                 return true;
+            }
             c->si++;
         }
         c->bi++;
@@ -1440,35 +1452,30 @@ static bool cursor_settle(tl_cursor_t *c)
     return false;
 }
 
-static inline const tl_ent_t *cursor_ent(const tl_cursor_t *c)
-{
-    return &c->t->ents[c->t->blk[c->bi]->ids[c->si]];
-}
-
 /* Heap order: newer entry first; on equal positions the lower source index first. */
-static bool cursor_before(const tl_cursor_t *a, const tl_cursor_t *b)
+static inline bool cursor_before(const tl_cursor_t *a, const tl_cursor_t *b)
 {
-    const tl_ent_t *x = cursor_ent(a), *y = cursor_ent(b);
-    int c = pos_cmp(x->score, ent_mem(a->t, x), ent_len(x), y->score, ent_mem(b->t, y),
-                    ent_len(y));
-    return c < 0 || (c == 0 && a->src < b->src);
+    if (a->score != b->score)
+        return a->score > b->score;
+    int c = crdt__bytes_cmp(a->m, a->len, b->m, b->len);
+    return c > 0 || (c == 0 && a->src < b->src);
 }
 
 static void sift_down(tl_cursor_t *h, size_t n, size_t i)
 {
+    tl_cursor_t x = h[i];
     for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        if (l < n && cursor_before(&h[l], &h[best]))
-            best = l;
-        if (l + 1 < n && cursor_before(&h[l + 1], &h[best]))
+        size_t l = 2 * i + 1, best = l;
+        if (l >= n)
+            break;
+        if (l + 1 < n && cursor_before(&h[l + 1], &h[l]))
             best = l + 1;
-        if (best == i)
-            return;
-        tl_cursor_t tmp = h[i];
+        if (!cursor_before(&h[best], &x))
+            break;
         h[i] = h[best];
-        h[best] = tmp;
         i = best;
     }
+    h[i] = x;
 }
 
 size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offset, size_t count,
@@ -1502,7 +1509,7 @@ size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offse
     for (size_t i = 0; i < n; i++) {
         const timeline_t *t = as_tl(tls[i]);
         if (t && t->live) {
-            h[hn] = (tl_cursor_t){t, 0, 0, i};
+            h[hn] = (tl_cursor_t){.t = t, .src = i};
             if (cursor_settle(&h[hn]))
                 hn++;
         }
@@ -1515,7 +1522,9 @@ size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offse
         if (offset)
             offset--;
         else {
-            fill(c->t, c->t->blk[c->bi]->ids[c->si], &out[got]);
+            out[got].member = c->m;
+            out[got].member_len = c->len;
+            out[got].score = c->score;
             if (source)
                 source[got] = c->src;
             got++;
