@@ -793,7 +793,23 @@ static int merge_bulk(timeline_t *t, const timeline_t *s)
             }
         }
     }
-order:;
+order:
+    if (!np) {
+        /* nothing moved (the common anti-entropy case of equal states): keep the order, only
+         * recount live entries if a tie turned some into tombstones */
+        for (uint32_t k = 0; k < nb; k++)
+            free(blk[k]);
+        free(blk);
+        free(placed);
+        if (changed) {
+            t->live = 0;
+            for (uint32_t k = 0; k < t->nblk; k++) {
+                t->blk[k]->live = count_live(t, t->blk[k]->ids, t->blk[k]->n);
+                t->live += t->blk[k]->live;
+            }
+        }
+        return changed;
+    }
     /* 2. merge the old order (minus moved entries) with the placed ids into fresh blocks */
     uint32_t ob = 0, ob_n = 0, live = 0, ob_live = 0, j = 0;
     uint32_t b = 0, i = 0;
