@@ -482,6 +482,28 @@ static void test_snapshot(void)
     ok(r && crdt_replica_recovery(r)->log_records == 0 && crdt_replica_digest(r) == digest,
        "restart from the snapshot alone");
 
+    /* a snapshot that fails (its temporary file cannot be created) keeps the log */
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
+    char tmp[256];
+    snprintf(tmp, sizeof(tmp), "%s/snapshot.tmp", dir);
+    random_writes(r, &g, 200, 60);
+    digest = crdt_replica_digest(r);
+    ok(r && mkdir(tmp, 0755) == 0, "block snapshot.tmp with a directory");
+    is_int(crdt_replica_snapshot(r), 0, "start a snapshot that will fail");
+    ok(wait_snapshot(r), "it ends");
+    crdt_replica_stats(r, &st);
+    ok(st.snapshots == 0 && count_files(dir, "log-") == 2,
+       "no snapshot counted, the log segments kept (%d)", count_files(dir, "log-"));
+    rmdir(tmp);
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
+    ok(r && crdt_replica_digest(r) == digest, "nothing lost: the old snapshot and the log");
+    is_int(crdt_replica_snapshot(r), 0, "a later snapshot");
+    ok(wait_snapshot(r), "finishes");
+    crdt_replica_stats(r, &st);
+    ok(st.snapshots == 1 && count_files(dir, "log-") == 1, "and drops both old segments");
+
     /* automatic snapshots once the log passes snapshot_log_bytes */
     crdt_replica_close(r);
     crdt_replica_config_t cfg;
@@ -689,6 +711,21 @@ static void test_corruption(void)
            "a huge bogus length: the records before it recovered (%s)",
            r ? crdt_replica_recovery(r)->dropped_reason : "");
         crdt_replica_close(r);
+    }
+
+    /* a segment that does not start with our header is refused, not truncated away */
+    rm_dir(dir);
+    if (build_log(dir, 5, bounds, digests) == 0) {
+        last_segment(dir, seg, sizeof(seg));
+        flip_byte(seg, 2);
+        crdt_replica_config_t c2;
+        crdt_replica_config_init(&c2);
+        c2.dir = dir;
+        crdt_error_t e2;
+        crdt_replica_t *r2 = crdt_replica_open(&c2, &e2);
+        ok(!r2 && strstr(e2.text, "header") && file_size(seg) == bounds[5],
+           "a segment with a bad header is refused and left alone: %s", e2.text);
+        crdt_replica_close(r2);
     }
 
     /* a damaged snapshot is refused, not silently dropped */
