@@ -125,12 +125,14 @@ uint32_t rep_find(const crdt_replica_t *r, const void *key, size_t klen, uint64_
 uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h, crdt_obj_t *obj);
 /* An empty object of type, timelines with the configured bound. */
 crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type);
-/* Marks the key's fingerprint stale. 0 or CRDT_ENOMEM. */
+/* Marks the key's fingerprint stale (cannot fail: the dirty list has room for every key). */
 int rep_mark_dirty(crdt_replica_t *r, uint32_t id);
 
 /* Replays one record (log or snapshot) into the keyspace: joins the encoded object in, sets the
- * key's seq to the larger one. `adopt` lets a snapshot state become the key's object as is. 0, or
- * CRDT_EDECODE (err filled) when the intact record holds something this build cannot read. */
+ * key's and the replica's seq to the larger one. A new key adopts the decoded object as is (for a
+ * `snapshot` record always, for a log record when that equals joining it into an empty object).
+ * 0, CRDT_ENOMEM, or CRDT_EDECODE (err filled) when the intact record holds something this build
+ * cannot read. */
 int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot,
                crdt_error_t *err);
 
