@@ -167,14 +167,11 @@ static size_t resp_skip(const char *p, size_t n, int *errors)
         return 0;
     size_t hdr = (size_t)(nl - p) + 1;
     switch (p[0]) {
-    case '-':
-        (*errors)++;
-        return hdr;
+    case '-': (*errors)++; return hdr;
     case '+':
     case ':':
     case ',':
-    case '_':
-        return hdr;
+    case '_': return hdr;
     case '$': {
         long len = strtol(p + 1, NULL, 10);
         if (len < 0)
@@ -192,8 +189,7 @@ static size_t resp_skip(const char *p, size_t n, int *errors)
         }
         return off;
     }
-    default:
-        return hdr;
+    default: return hdr;
     }
 }
 
@@ -322,7 +318,10 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static void flush(void) { freeReplyObject(rh_cmd(&srv, "FLUSHALL")); }
+static void flush(void)
+{
+    freeReplyObject(rh_cmd(&srv, "FLUSHALL"));
+}
 
 /* Compares workloads a and b over `runs` runs. A run (from an empty db for writes) sends the same
  * `ops` commands of each, in SLICES slices alternating a and b (which goes first alternates too),
@@ -391,8 +390,9 @@ static void load_read_keys(void)
             redisReply *r2 = rh_cmdv(&srv, n, argv_z, len_z);
             if (!r1 || !r2 || r1->type != REDIS_REPLY_INTEGER || r2->type != REDIS_REPLY_INTEGER)
                 fprintf(stderr, "bench_redis: loading read keys failed: %s\n",
-                        r1 && r1->type == REDIS_REPLY_ERROR ? r1->str
-                        : r2 && r2->type == REDIS_REPLY_ERROR ? r2->str : "?");
+                        r1 && r1->type == REDIS_REPLY_ERROR   ? r1->str
+                        : r2 && r2->type == REDIS_REPLY_ERROR ? r2->str
+                                                              : "?");
             if (r1)
                 freeReplyObject(r1);
             if (r2)

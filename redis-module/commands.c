@@ -37,8 +37,7 @@ static int parse_double(RedisModuleString *s, bool allow_inf, double *out)
     return 0;
 }
 
-static int parse_count(RedisModuleCtx *ctx, RedisModuleString *s, const char *what,
-                       long long *out)
+static int parse_count(RedisModuleCtx *ctx, RedisModuleString *s, const char *what, long long *out)
 {
     if (RedisModule_StringToLongLong(s, out) != REDISMODULE_OK) {
         char msg[96];
@@ -619,7 +618,8 @@ static int set_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         } else {
             crdt_hlc_ts_t ts;
             local_ts(NULL, &ts);
-            r = add ? crdt_lwwset_add(s, m, mlen, &ts, &d) : crdt_lwwset_remove(s, m, mlen, &ts, &d);
+            r = add ? crdt_lwwset_add(s, m, mlen, &ts, &d)
+                    : crdt_lwwset_remove(s, m, mlen, &ts, &d);
         }
         if (r < 0) {
             err = r;
@@ -907,6 +907,8 @@ static int cmd_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 }
 
 /* ---- command table: flags, key specs and COMMAND DOCS --------------------------------------- */
+/* The table reads better one command per block than as clang-format would lay it out. */
+/* clang-format off */
 
 #define KS_ONE(fl)                                                                                 \
     (RedisModuleCommandKeySpec[])                                                                  \
@@ -1077,13 +1079,14 @@ static cmd_def_t commands[] = {
       .args = (RedisModuleCommandArg[]){ARG("cursor", INTEGER), ARG("count", INTEGER), {0}}}},
 };
 #undef V
+/* clang-format on */
 
 int crdtm_register_commands(RedisModuleCtx *ctx)
 {
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         cmd_def_t *c = &commands[i];
-        if (RedisModule_CreateCommand(ctx, c->name, c->fn, c->flags, c->first, c->last,
-                                      c->step) == REDISMODULE_ERR) {
+        if (RedisModule_CreateCommand(ctx, c->name, c->fn, c->flags, c->first, c->last, c->step) ==
+            REDISMODULE_ERR) {
             RedisModule_Log(ctx, "warning", "crdt: cannot create command %s", c->name);
             return REDISMODULE_ERR;
         }

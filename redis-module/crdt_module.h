@@ -15,10 +15,10 @@
 #define CRDTM_ENCVER 1
 
 typedef struct crdtm_config {
-    uint64_t node_id;       /* replica id for HLC timestamps, counter slots and OR-Set dots */
-    uint32_t timeline_max;  /* bound of timelines this server creates; 0: unbounded */
-    uint32_t changes_max;   /* entries kept by the change feed ring */
-    uint64_t max_drift_ms;  /* how far ahead a merged register timestamp may pull our clock */
+    uint64_t node_id;      /* replica id for HLC timestamps, counter slots and OR-Set dots */
+    uint32_t timeline_max; /* bound of timelines this server creates; 0: unbounded */
+    uint32_t changes_max;  /* entries kept by the change feed ring */
+    uint64_t max_drift_ms; /* how far ahead a merged register timestamp may pull our clock */
 } crdtm_config_t;
 
 typedef struct crdtm_stats {

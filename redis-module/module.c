@@ -1,4 +1,5 @@
-/* module.c - crdt.so: load-time config, the CRDT module type (RDB, AOF, digest), INFO, change feed */
+/* module.c - crdt.so: load-time config, the CRDT module type (RDB, AOF, digest), INFO, change feed
+ */
 #define REDISMODULE_MAIN
 #include "crdt_module.h"
 
@@ -27,8 +28,14 @@ void *__wrap_malloc(size_t n);
 void *__wrap_calloc(size_t n, size_t size);
 void *__wrap_realloc(void *p, size_t n);
 void __wrap_free(void *p);
-void *__wrap_malloc(size_t n) { return RedisModule_Alloc(n); }
-void *__wrap_calloc(size_t n, size_t size) { return RedisModule_Calloc(n, size); }
+void *__wrap_malloc(size_t n)
+{
+    return RedisModule_Alloc(n);
+}
+void *__wrap_calloc(size_t n, size_t size)
+{
+    return RedisModule_Calloc(n, size);
+}
 void *__wrap_realloc(void *p, size_t n)
 {
     /* realloc(p, 0) frees in Redis's zrealloc; keep C's "may return a unique pointer" instead. */
@@ -91,14 +98,10 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err)
     switch (err) {
     case CRDT_EOVERFLOW:
         return RedisModule_ReplyWithError(ctx, "ERR increment or decrement would overflow");
-    case CRDT_ENOMEM:
-        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
-    case CRDT_EINVAL:
-        return RedisModule_ReplyWithError(ctx, "ERR invalid argument");
-    case CRDT_ETYPE:
-        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
-    default:
-        return RedisModule_ReplyWithError(ctx, "ERR internal error in libcrdt");
+    case CRDT_ENOMEM: return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    case CRDT_EINVAL: return RedisModule_ReplyWithError(ctx, "ERR invalid argument");
+    case CRDT_ETYPE: return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    default: return RedisModule_ReplyWithError(ctx, "ERR internal error in libcrdt");
     }
 }
 
@@ -140,13 +143,16 @@ typedef struct feed_entry {
 static struct {
     feed_entry_t *ring;
     uint32_t cap;
-    uint32_t head;  /* next slot to write */
-    uint32_t count; /* entries held */
-    uint64_t seq;   /* last issued; the start value when nothing was issued yet */
+    uint32_t head;         /* next slot to write */
+    uint32_t count;        /* entries held */
+    uint64_t seq;          /* last issued; the start value when nothing was issued yet */
     uint64_t evicted_upto; /* highest seq that left the ring (or the start value) */
 } feed;
 
-uint64_t crdtm_feed_seq(void) { return feed.seq; }
+uint64_t crdtm_feed_seq(void)
+{
+    return feed.seq;
+}
 
 static int feed_init(uint32_t cap)
 {
@@ -417,7 +423,7 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 }
 
 __attribute__((visibility("default"))) int RedisModule_OnLoad(RedisModuleCtx *ctx,
-                                                             RedisModuleString **argv, int argc);
+                                                              RedisModuleString **argv, int argc);
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (RedisModule_Init(ctx, "crdt", 1, REDISMODULE_APIVER_1) == REDISMODULE_ERR)

@@ -215,7 +215,7 @@ typedef struct RedisModuleCommandInfo {
     const char *since;
     RedisModuleCommandHistoryEntry *history;
     const char *tips;
-    int arity; /* >0 exact, -N at least N, counting the command name */
+    int arity;                            /* >0 exact, -N at least N, counting the command name */
     RedisModuleCommandKeySpec *key_specs; /* zero-terminated */
     RedisModuleCommandArg *args;          /* zero-terminated */
 } RedisModuleCommandInfo;
@@ -271,7 +271,7 @@ typedef struct RedisModuleCommandInfo {
     X(void, SaveUnsigned, (RedisModuleIO * io, uint64_t value))                                    \
     X(uint64_t, LoadUnsigned, (RedisModuleIO * io))                                                \
     X(void, SaveStringBuffer, (RedisModuleIO * io, const char *str, size_t len))                   \
-    X(char *, LoadStringBuffer, (RedisModuleIO * io, size_t *lenptr))                              \
+    X(char *, LoadStringBuffer, (RedisModuleIO * io, size_t * lenptr))                             \
     X(int, IsIOError, (RedisModuleIO * io))                                                        \
     X(void, EmitAOF, (RedisModuleIO * io, const char *cmdname, const char *fmt, ...))              \
     X(void, DigestAddStringBuffer, (RedisModuleDigest * md, const char *ele, size_t len))          \
@@ -291,7 +291,8 @@ typedef struct RedisModuleCommandInfo {
 #define REDISMODULE__STORAGE extern
 #endif
 
-#define REDISMODULE__DECLARE(ret, name, params) REDISMODULE__STORAGE ret(*RedisModule_##name) params;
+#define REDISMODULE__DECLARE(ret, name, params)                                                    \
+    REDISMODULE__STORAGE ret(*RedisModule_##name) params;
 REDISMODULE__STORAGE int (*RedisModule_GetApi)(const char *name, void *fnptr);
 REDISMODULE_API_FUNCS(REDISMODULE__DECLARE)
 #undef REDISMODULE__DECLARE
@@ -305,7 +306,7 @@ static int RedisModule_Init(RedisModuleCtx *ctx, const char *name, int ver, int 
     void *getapi = ((void **)ctx)[0];
     *(void **)&RedisModule_GetApi = getapi;
 #define REDISMODULE__FETCH(ret, fname, params)                                                     \
-    if (RedisModule_GetApi("RedisModule_" #fname, (void *)&RedisModule_##fname) != REDISMODULE_OK)  \
+    if (RedisModule_GetApi("RedisModule_" #fname, (void *)&RedisModule_##fname) != REDISMODULE_OK) \
         return REDISMODULE_ERR;
     REDISMODULE_API_FUNCS(REDISMODULE__FETCH)
 #undef REDISMODULE__FETCH

@@ -15,7 +15,10 @@ static rh_server_t B; /* timeline-max-size 3, changes ring of 4 */
 #define INT(...) rh_int(rh_cmd(&S, __VA_ARGS__))
 #define ERR(...) rh_err(rh_cmd(&S, __VA_ARGS__))
 
-static bool starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+static bool starts(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 
 /* CRDT.STATE as a malloc'd copy (NULL for nil); *len gets its size. */
 static char *state_of(rh_server_t *s, const char *key, size_t *len)
@@ -175,8 +178,8 @@ static void test_errors(void)
     ok(starts(ERR("CRDT.SET k"), "ERR wrong number of arguments"), "SET arity");
     ok(starts(ERR("CRDT.SADD k"), "ERR wrong number of arguments"), "SADD arity");
 
-    const char *bad[] = {"abc", "nan", "NaN", "inf", "-inf", "+inf", "1e999", "", " 1", "1 ", "1x",
-                         "0x"};
+    const char *bad[] = {"abc",   "nan", "NaN", "inf", "-inf", "+inf",
+                         "1e999", "",    " 1",  "1 ",  "1x",   "0x"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         is(ERR("CRDT.TLADD e 1 ok %s m", bad[i]), "ERR score is not a finite number",
            "TLADD score '%s' rejected", bad[i]);
@@ -210,23 +213,27 @@ static void test_errors(void)
     rh_int(CMD("DEL native"));
     freeReplyObject(CMD("SET native x"));
     const char *wrongtype = "WRONGTYPE Operation against a key holding the wrong kind of value";
-    const char *on_native[] = {"CRDT.TLADD native 1 a", "CRDT.TLREM native 1 a",
+    const char *on_native[] = {"CRDT.TLADD native 1 a",   "CRDT.TLREM native 1 a",
                                "CRDT.TLRANGE native 0 1", "CRDT.TLRANGEBYSCORE native 1 0",
-                               "CRDT.TLSELECT 1 native", "CRDT.TLCARD native",
-                               "CRDT.TLSCORE native a", "CRDT.INCRBY native 1",
-                               "CRDT.DECRBY native 1", "CRDT.GET native", "CRDT.SET native v",
-                               "CRDT.SADD native m", "CRDT.SREM native m", "CRDT.SMEMBERS native",
-                               "CRDT.SISMEMBER native m", "CRDT.SCARD native", "CRDT.STATE native",
-                               "CRDT.TYPE native", "CRDT.INFO native"};
+                               "CRDT.TLSELECT 1 native",  "CRDT.TLCARD native",
+                               "CRDT.TLSCORE native a",   "CRDT.INCRBY native 1",
+                               "CRDT.DECRBY native 1",    "CRDT.GET native",
+                               "CRDT.SET native v",       "CRDT.SADD native m",
+                               "CRDT.SREM native m",      "CRDT.SMEMBERS native",
+                               "CRDT.SISMEMBER native m", "CRDT.SCARD native",
+                               "CRDT.STATE native",       "CRDT.TYPE native",
+                               "CRDT.INFO native"};
     for (size_t i = 0; i < sizeof(on_native) / sizeof(on_native[0]); i++)
         is(ERR(on_native[i]), wrongtype, "%s: WRONGTYPE", on_native[i]);
 
     is_int(INT("CRDT.INCRBY cnt 5"), 5, "counter key made");
-    const char *on_counter[] = {"CRDT.TLADD cnt 1 a", "CRDT.TLREM cnt 1 a", "CRDT.TLRANGE cnt 0 1",
-                                "CRDT.TLRANGEBYSCORE cnt 1 0", "CRDT.TLSELECT 1 cnt",
-                                "CRDT.TLCARD cnt", "CRDT.TLSCORE cnt a", "CRDT.SET cnt v",
-                                "CRDT.SADD cnt m", "CRDT.SREM cnt m", "CRDT.SMEMBERS cnt",
-                                "CRDT.SISMEMBER cnt m", "CRDT.SCARD cnt"};
+    const char *on_counter[] = {"CRDT.TLADD cnt 1 a",   "CRDT.TLREM cnt 1 a",
+                                "CRDT.TLRANGE cnt 0 1", "CRDT.TLRANGEBYSCORE cnt 1 0",
+                                "CRDT.TLSELECT 1 cnt",  "CRDT.TLCARD cnt",
+                                "CRDT.TLSCORE cnt a",   "CRDT.SET cnt v",
+                                "CRDT.SADD cnt m",      "CRDT.SREM cnt m",
+                                "CRDT.SMEMBERS cnt",    "CRDT.SISMEMBER cnt m",
+                                "CRDT.SCARD cnt"};
     for (size_t i = 0; i < sizeof(on_counter) / sizeof(on_counter[0]); i++)
         is(ERR(on_counter[i]), wrongtype, "%s on a counter: WRONGTYPE", on_counter[i]);
     is_int(INT("CRDT.SADD aset m"), 1, "set key made");
@@ -402,8 +409,8 @@ static void test_timeline(void)
 
     /* Scores: integers, fractions, negatives, -0, large. */
     is_int(INT("CRDT.TLADD sc -0 zero -1.5 neg 1e300 huge 1.25 frac"), 4, "various scores");
-    is(joined(CMD("CRDT.TLRANGE sc 0 10 WITHSCORES")), "huge 1.0000000000000001e+300 frac 1.25 zero 0 neg -1.5",
-       "scores come back like ZRANGE's");
+    is(joined(CMD("CRDT.TLRANGE sc 0 10 WITHSCORES")),
+       "huge 1.0000000000000001e+300 frac 1.25 zero 0 neg -1.5", "scores come back like ZRANGE's");
     char *t = rh_str(CMD("CRDT.TYPE tl"), NULL);
     is(t, "timeline", "TYPE of a timeline");
     free(t);
@@ -695,8 +702,12 @@ static void test_cluster(void)
  * server with a wrong configuration. */
 static void test_load_args(void)
 {
-    const char *bad[] = {"", "node-id 0", "node-id x", "node-id 7 timeline-max-size -1",
-                         "node-id 7 bogus 1", "node-id 7 timeline-max-size",
+    const char *bad[] = {"",
+                         "node-id 0",
+                         "node-id x",
+                         "node-id 7 timeline-max-size -1",
+                         "node-id 7 bogus 1",
+                         "node-id 7 timeline-max-size",
                          "node-id 9223372036854775808"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         rh_server_t x;

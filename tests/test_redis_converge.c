@@ -13,10 +13,10 @@
  */
 #include "tap.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <dirent.h>
 #include <time.h>
 
 #include "redis_helper.h"
@@ -36,7 +36,10 @@ static uint64_t rnd(void)
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-static unsigned below(unsigned n) { return (unsigned)(rnd() % n); }
+static unsigned below(unsigned n)
+{
+    return (unsigned)(rnd() % n);
+}
 
 typedef struct msg {
     int key;

@@ -22,7 +22,7 @@
 #include "redis_helper.h"
 
 #define NKEYS 12
-static const char *keys[NKEYS] = {"tl:1", "tl:2", "tl:3", "tl:4", "c:1", "c:2",
+static const char *keys[NKEYS] = {"tl:1", "tl:2", "tl:3", "tl:4", "c:1",  "c:2",
                                   "s:1",  "s:2",  "r:1",  "r:2",  "tl:5", "s:3"};
 
 typedef struct snap {
@@ -222,8 +222,8 @@ static void test_reload_and_rdb(void)
 static void test_aof(void)
 {
     rh_server_t s;
-    const char *extra[] = {"--appendonly", "yes", "--appendfsync", "always",
-                           "--aof-use-rdb-preamble", "no", NULL};
+    const char *extra[] = {
+        "--appendonly", "yes", "--appendfsync", "always", "--aof-use-rdb-preamble", "no", NULL};
     if (!ok(rh_start(&s, NULL, "node-id 4 timeline-max-size 16", extra) == 0, "AOF server"))
         return;
     populate(&s, 400);
@@ -322,8 +322,7 @@ static void test_corrupt_rdb_values(void)
         size_t l1, l2;
         char *a = rh_str(rh_cmd(&s, "CRDT.STATE %s", keys[k]), &l1);
         char *b = rh_str(rh_cmd(&s, "CRDT.STATE copy"), &l2);
-        ok(r && a && b && l1 == l2 && memcmp(a, b, l1) == 0, "RESTORE of %s is identical",
-           keys[k]);
+        ok(r && a && b && l1 == l2 && memcmp(a, b, l1) == 0, "RESTORE of %s is identical", keys[k]);
         free(r);
         free(a);
         free(b);
