@@ -314,6 +314,8 @@ static void test_pairs(int cases)
         crdt_rsx_config_t cfg;
         crdt_rsx_config_init(&cfg);
         cfg.seed = rnd();
+        if (c % 3 == 2) /* no estimator: the responder probes instead */
+            cfg.estimator_levels = 0;
         if (tight) /* tight limits: deferral paths */
             cfg.max_cells = 64 + below(200), cfg.max_msg = 4096 + below(8192);
         crdt_rsx_session_t *sa, *sb;
@@ -325,13 +327,13 @@ static void test_pairs(int cases)
             bad++;
             diag("case %d: n=%zu ny=%zu d=%zu shape %d: wrong differences", c, n, ny, d, shape);
         }
-        if (!tight && r.msgs > 12) {
+        if (!tight && r.msgs > (cfg.estimator_levels ? 12 : 14)) {
             too_many_rounds++;
             diag("case %d: n=%zu d=%zu took %d messages", c, n, nwa, r.msgs);
         }
         if (!tight && r.msgs > worst_msgs)
             worst_msgs = r.msgs;
-        if (nwa == 0 && (r.msgs != 2 || r.bytes[0] + r.bytes[1] > 200)) {
+        if (nwa == 0 && (r.msgs != 2 || r.bytes[0] + r.bytes[1] > 400)) {
             bad++;
             diag("case %d: equal sets took %d messages, %zu bytes", c, r.msgs,
                  r.bytes[0] + r.bytes[1]);
@@ -366,7 +368,7 @@ static void test_small_cases(void)
         crdt_rsx_index_upsert(b, crdt_rsx_key_id(&i, sizeof i), i * 7);
     }
     r = reconcile(a, b, NULL, &sa, &sb);
-    ok(!r.rc && r.msgs == 2 && r.bytes[0] + r.bytes[1] <= 64,
+    ok(!r.rc && r.msgs == 2 && r.bytes[0] + r.bytes[1] <= 400,
        "equal replicas: one round trip, %zu + %zu bytes", r.bytes[0], r.bytes[1]);
     crdt_rsx_session_free(sa);
     crdt_rsx_session_free(sb);
@@ -537,17 +539,18 @@ static void test_malformed(void)
     is_int(crdt_rsx_receive(s, big, sizeof big, &out, &done, &err), CRDT_EDECODE,
            "oversized message refused: %s", err.text);
     crdt_rsx_session_free(s);
-    uint8_t first[64];
+    uint8_t *first = malloc(msgs[0].len);
     memcpy(first, msgs[0].data, msgs[0].len);
     first[0] = 2;
     is_int(feed(a, b, msgs, 0, first, msgs[0].len, &err), CRDT_EDECODE, "unknown version: %s",
            err.text);
+    free(first);
     is_int(feed(a, b, msgs, 1, msgs[0].data, msgs[0].len, &err), CRDT_EDECODE,
            "a first message in the middle: %s", err.text);
     is_int(feed(a, b, msgs, 3, msgs[1].data, msgs[1].len, &err), CRDT_EDECODE,
            "a replayed message: %s", err.text);
     /* a split announcing a huge fan-out in a few bytes */
-    uint8_t lie[] = {1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0xff, 0xff, 0x3f, 0};
+    uint8_t lie[] = {1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0xff, 0xff, 0x3f, 0};
     is_int(feed(a, b, msgs, 0, lie, sizeof lie, &err), CRDT_EDECODE,
            "a huge split in a short message: %s", err.text);
     for (int k = 0; k < n; k++)

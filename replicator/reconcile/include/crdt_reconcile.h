@@ -102,6 +102,9 @@ typedef struct crdt_rsx_config {
     size_t max_diffs; /* most differing ids recorded before the session fails (default 16M) */
     uint32_t probe_fanout; /* first split of a differing keyspace (default 16) */
     uint32_t probe_depth;  /* levels of the density probe under it (default 5) */
+    uint32_t estimator_levels; /* scales in the first message's difference estimator (default 15,
+                                  about 330 bytes, good to ~10^9 differences; 0: none, the
+                                  responder then probes, one round trip more) */
 } crdt_rsx_config_t;
 
 /* Fills *cfg with the defaults. */

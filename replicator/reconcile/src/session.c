@@ -27,6 +27,8 @@ enum {
     ACT_POSTPONE = 5,
 };
 #define RSX_MAX_DEPTH 16
+#define EST_MAX_LEVELS 28 /* level L has cells of width P / 4^L: L <= 30 keeps them >= 1 */
+#define EST_CELLS 24      /* cells per estimator level (fewer where 4^L is smaller) */
 
 typedef struct rsx_cell {
     uint64_t lo, width; /* ids lo, lo+1, ... lo+width-1, mod P */
@@ -54,6 +56,9 @@ struct crdt_rsx_session {
     uint64_t salt;
     uint64_t seq_in, seq_out; /* next sequence number expected / to send */
     double d_est;             /* estimated differing ids, 0 = unknown */
+    unsigned est_levels;      /* the initiator's estimator block, as received */
+    uint64_t peer_count;      /* the initiator's number of items */
+    uint8_t est[EST_MAX_LEVELS * EST_CELLS];
 
     rsx_cell_t *pend; /* cells we opened, awaiting the peer's actions */
     size_t npend, cap_pend;
@@ -186,6 +191,7 @@ void crdt_rsx_config_init(crdt_rsx_config_t *cfg)
     cfg->max_diffs = 16u << 20;
     cfg->probe_fanout = 16;
     cfg->probe_depth = 5;
+    cfg->estimator_levels = 15;
 }
 
 crdt_rsx_session_t *crdt_rsx_session_new(const crdt_rsx_index_t *ix, bool initiator,
@@ -209,6 +215,8 @@ crdt_rsx_session_t *crdt_rsx_session_new(const crdt_rsx_index_t *ix, bool initia
         s->cfg.probe_fanout = 2;
     if (s->cfg.probe_depth > RSX_MAX_DEPTH)
         s->cfg.probe_depth = RSX_MAX_DEPTH;
+    if (s->cfg.estimator_levels > EST_MAX_LEVELS)
+        s->cfg.estimator_levels = EST_MAX_LEVELS;
     s->initiator = initiator;
     s->seq_out = initiator ? 1 : 2;
     s->seq_in = initiator ? 2 : 1;
@@ -314,8 +322,10 @@ static void wr_header(crdt_rsx_session_t *s, wr_t *w, int kind)
     wr_u8(w, CRDT_RSX_PROTOCOL_VERSION);
     wr_u8(w, (uint8_t)kind);
     wr_varint(w, s->seq_out);
-    if (kind == MSG_FIRST)
+    if (kind == MSG_FIRST) {
         wr_le(w, s->salt, 8);
+        wr_varint(w, crdt_rsx_index_count(s->ix));
+    }
     wr_varint(w, (uint64_t)s->d_est);
 }
 
@@ -383,38 +393,93 @@ static int rd_le(rd_t *r, unsigned n, uint64_t *v)
     return 0;
 }
 
+/* ---- the difference estimator of the first message ---------------------------------------- *
+ * Level L (1 ..) holds min(4^L, EST_CELLS) consecutive cells of width P / 4^L from the salt, each
+ * as one byte of a salted hash of its sketch. The responder compares them with its own: which
+ * cells differ at which scale estimates the number of differences d (a byte matches by chance
+ * 1 time in 256, which only nudges the estimate), so the first split can aim at about one
+ * difference per part, one message earlier than a probe would allow. */
+static unsigned est_cells(unsigned level)
+{
+    return level >= 3 ? EST_CELLS : 1u << (2 * level);
+}
+static uint64_t est_width(unsigned level)
+{
+    return RSX_P >> (2 * level);
+}
+
+static void est_compute(const crdt_rsx_session_t *s, unsigned levels, uint8_t *out)
+{
+    for (unsigned l = 1; l <= levels; l++) {
+        uint64_t w = est_width(l);
+        crdt_rsx_sketch_t prev, cur;
+        prefix_unrolled(s->ix, s->salt, &prev);
+        for (unsigned i = 0; i < est_cells(l); i++) {
+            prefix_unrolled(s->ix, s->salt + (i + 1) * w, &cur);
+            crdt_rsx_sketch_t sk = cur;
+            rsx_sk_sub(&sk, &prev);
+            prev = cur;
+            uint64_t h = rsx_mix(sk.a ^ rsx_mix(sk.b + rsx_mix(sk.c ^ s->salt ^ l)));
+            *out++ = (uint8_t)h;
+        }
+    }
+}
+
+static size_t est_total_cells(unsigned levels)
+{
+    size_t n = 0;
+    for (unsigned l = 1; l <= levels; l++)
+        n += est_cells(l);
+    return n;
+}
+
 /* ---- density estimate ---------------------------------------------------------------------- */
 
 /* Maximum-likelihood number of differences d over the whole circle, from cells of relative width
  * w that did (y=1) or did not differ, assuming differences land uniformly (ids are hashes): a cell
- * differs with probability 1 - exp(-d w). The score is decreasing in d: bisect on log d. */
-static double estimate_diffs(const rsx_leaf_t *lv, const uint8_t *differs, size_t n)
+ * differs with probability q = 1 - exp(-d w), and is seen equal by mistake with probability eps
+ * (a one-byte digest matches by chance). The likelihood need not be concave with eps > 0, so the
+ * maximum is searched on a grid of log d and then refined around the best point. */
+static double loglik(const double *wv, const uint8_t *differs, size_t n, double eps, double d)
+{
+    double ll = 0;
+    for (size_t i = 0; i < n; i++) {
+        double q = -expm1(-d * wv[i]);
+        double p1 = q * (1 - eps);
+        ll += log(differs[i] ? (p1 > 1e-300 ? p1 : 1e-300) : 1 - p1);
+    }
+    return ll;
+}
+
+static double estimate_diffs(const double *wv, const uint8_t *differs, size_t n, double eps)
 {
     size_t ndiff = 0;
     double wmin = 1.0;
     for (size_t i = 0; i < n; i++) {
         ndiff += differs[i];
-        double w = (double)lv[i].cell.width / (double)RSX_P;
-        if (w < wmin)
-            wmin = w;
+        if (wv[i] < wmin)
+            wmin = wv[i];
     }
     if (!ndiff)
         return 1;
-    double lo = 1, hi = 16 / wmin;
-    if (ndiff == n)
-        return hi;
-    for (int it = 0; it < 80; it++) {
-        double d = sqrt(lo * hi), g = 0;
-        for (size_t i = 0; i < n; i++) {
-            double w = (double)lv[i].cell.width / (double)RSX_P;
-            g += differs[i] ? w / expm1(d * w) : -w;
-        }
-        if (g > 0)
-            lo = d;
-        else
-            hi = d;
+    double lo = 0, hi = log(16 / wmin), best = lo, bestll = -INFINITY;
+    const int steps = 160;
+    for (int k = 0; k <= steps; k++) {
+        double x = lo + (hi - lo) * k / steps, ll = loglik(wv, differs, n, eps, exp(x));
+        if (ll > bestll)
+            bestll = ll, best = x;
     }
-    return sqrt(lo * hi);
+    double step = (hi - lo) / steps;
+    for (int it = 0; it < 30; it++) { /* ternary search in the bracketing grid cell */
+        double a = best - step, b = best + step;
+        double x1 = a + (b - a) / 3, x2 = b - (b - a) / 3;
+        if (loglik(wv, differs, n, eps, exp(x1)) > loglik(wv, differs, n, eps, exp(x2)))
+            best = (a + x2) / 2;
+        else
+            best = (x1 + b) / 2;
+        step *= 2.0 / 3;
+    }
+    return exp(best);
 }
 
 /* Fan-out for a cell with two or more differences: about the expected number of them, so most
@@ -430,7 +495,10 @@ static uint64_t choose_fanout(const crdt_rsx_session_t *s, uint64_t width)
         if (k < 2)
             k = 2;
     }
-    double mu = s->seq_out <= 5 ? 1 : s->seq_out <= 7 ? 2 : s->seq_out <= 9 ? 4 : 16;
+    /* Measured (bench_reconcile, N = 1M, d = 1e3..1e5): this schedule keeps both the bytes
+     * (58-63 per difference) and the round trips (5) inside the targets. */
+    static const double schedule[] = {1, 1, 1, 1, 1.5, 2, 4, 8}; /* by message number, from 0 */
+    double mu = s->seq_out < sizeof schedule / sizeof *schedule ? schedule[s->seq_out] : 16;
     double m = floor(k * mu + 0.5);
     if (m > (double)s->cfg.max_cells)
         m = (double)s->cfg.max_cells;
@@ -506,6 +574,18 @@ int crdt_rsx_initiate(crdt_rsx_session_t *s, crdt_buf_t *out)
     s->npend = 0;
     write_split(s, &w, root, 1, 0, s->pend, &s->npend);
     wr_varint(&w, 0); /* nothing postponed yet */
+    /* Scales down to about 1/64 of a difference per cell for d up to 16 n: deeper levels would
+     * only say "equal" (the item counts bound d from below when the peer holds far more). */
+    unsigned levels = 3;
+    while (levels < s->cfg.estimator_levels &&
+           (UINT64_C(1) << (2 * levels)) < 64 * 16 * ((uint64_t)crdt_rsx_index_count(s->ix) + 1))
+        levels++;
+    if (levels > s->cfg.estimator_levels)
+        levels = s->cfg.estimator_levels;
+    wr_varint(&w, levels);
+    uint8_t est[EST_MAX_LEVELS * EST_CELLS];
+    est_compute(s, levels, est);
+    wr_raw(&w, est, est_total_cells(levels));
     if (w.err) {
         out->len = start;
         return w.err;
@@ -542,6 +622,8 @@ static int parse_message(crdt_rsx_session_t *s, rd_t *r, uint64_t *peer_est)
         if (v >= RSX_P)
             return rd_fail(r, "session salt out of range");
         s->salt = v;
+        if (rd_varint(r, &s->peer_count))
+            return CRDT_EDECODE;
         if (grow((void **)&s->pend, &s->cap_pend, 1, sizeof *s->pend))
             return CRDT_ENOMEM;
         s->pend[0] = (rsx_cell_t){s->salt, RSX_P};
@@ -635,6 +717,19 @@ static int parse_message(crdt_rsx_session_t *s, rd_t *r, uint64_t *peer_est)
     }
     if (!s->nleaves && s->bl_head < s->bl_len)
         return rd_fail(r, "postponed ranges left unopened");
+    if (first) {
+        if (rd_varint(r, &v))
+            return CRDT_EDECODE;
+        if (v > EST_MAX_LEVELS)
+            return rd_fail(r, "difference estimator of %llu levels (at most %d)",
+                           (unsigned long long)v, EST_MAX_LEVELS);
+        size_t n = est_total_cells((unsigned)v);
+        if (r->len - r->pos < n)
+            return rd_fail(r, "reconcile message truncated in the difference estimator");
+        s->est_levels = (unsigned)v;
+        memcpy(s->est, r->p + r->pos, n);
+        r->pos += n;
+    }
     if (r->pos != r->len)
         return rd_fail(r, "%zu trailing bytes after the reconcile message", r->len - r->pos);
     return 0;
@@ -742,8 +837,44 @@ int crdt_rsx_receive(crdt_rsx_session_t *s, const void *msg, size_t len, crdt_bu
     }
     if (s->d_est <= 0 && peer_est)
         s->d_est = (double)peer_est;
-    if (s->d_est <= 0 && s->nleaves > 1)
-        s->d_est = estimate_diffs(s->leaves, differs, s->nleaves);
+    if (s->d_est <= 0 && s->est_levels && differs[0]) {
+        size_t n = est_total_cells(s->est_levels);
+        uint8_t *ours = malloc(n + 1), *dv = malloc(n + 1);
+        double *wv = malloc((n + 1) * sizeof *wv);
+        if (!ours || !dv || !wv) {
+            free(ours), free(dv), free(wv), free(differs);
+            return fail(s, err, CRDT_ENOMEM, "out of memory");
+        }
+        est_compute(s, s->est_levels, ours);
+        size_t k = 0;
+        for (unsigned l = 1; l <= s->est_levels; l++)
+            for (unsigned i = 0; i < est_cells(l); i++, k++) {
+                wv[k] = (double)est_width(l) / (double)RSX_P;
+                dv[k] = ours[k] != s->est[k];
+            }
+        s->d_est = estimate_diffs(wv, dv, n, 1.0 / 256);
+        /* The counts bound d: |na - nb| <= d <= na + nb; and the keyspace sketch differs without
+         * being one item, so d >= 2. */
+        double na = (double)s->peer_count, nb = (double)crdt_rsx_index_count(s->ix);
+        if (s->d_est < fabs(na - nb))
+            s->d_est = fabs(na - nb);
+        if (s->d_est > na + nb)
+            s->d_est = na + nb;
+        if (s->d_est < 2)
+            s->d_est = 2;
+        free(ours), free(dv), free(wv);
+    }
+    if (s->d_est <= 0 && s->nleaves > 1) {
+        double *wv = malloc(s->nleaves * sizeof *wv);
+        if (!wv) {
+            free(differs);
+            return fail(s, err, CRDT_ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < s->nleaves; i++)
+            wv[i] = (double)s->leaves[i].cell.width / (double)RSX_P;
+        s->d_est = estimate_diffs(wv, differs, s->nleaves, 0);
+        free(wv);
+    }
     free(differs);
 
     /* Fan-outs, within what one message may open. A part costs at most 21 bytes; leave room for
