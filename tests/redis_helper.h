@@ -38,7 +38,8 @@ const char *rh_skip_reason(void);
 
 /* Starts a server: module arguments as one string ("node-id 7 timeline-max-size 5"), then extra
  * server arguments, NULL-terminated ("--appendonly", "yes", NULL). `dir` NULL makes a new
- * temporary directory. Waits (bounded) until it answers PING. 0 or -1 (with a diag). */
+ * temporary directory. Waits (bounded) until it answers PING. 0, or -1 (with a diag) and the server
+ * is forgotten as by rh_stop. */
 int rh_start(rh_server_t *s, const char *dir, const char *module_args, const char *const *extra);
 /* SIGTERM, bounded wait, then SIGKILL; forgets the server (its directory stays until rh_cleanup).
  * Call it before the rh_server_t goes out of scope. */
