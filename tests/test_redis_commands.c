@@ -669,6 +669,103 @@ static void test_info(void)
     }
 }
 
+/* Random commands with hostile arguments: the server must answer every one (reply or error) and
+ * every key must still hold a valid, canonical state. Run under the sanitizer build too. */
+static void test_random_commands(void)
+{
+    static const char *cmds[] = {
+        "CRDT.TLADD",  "CRDT.TLREM",   "CRDT.TLRANGE", "CRDT.TLRANGEBYSCORE", "CRDT.TLSELECT",
+        "CRDT.TLCARD", "CRDT.TLSCORE", "CRDT.INCRBY",  "CRDT.DECRBY",         "CRDT.GET",
+        "CRDT.SET",    "CRDT.SADD",    "CRDT.SREM",    "CRDT.SMEMBERS",       "CRDT.SISMEMBER",
+        "CRDT.SCARD",  "CRDT.STATE",   "CRDT.MERGE",   "CRDT.TYPE",           "CRDT.INFO",
+        "CRDT.CHANGES"};
+    static const char *vals[] = {"fz:t",
+                                 "fz:c",
+                                 "fz:s",
+                                 "fz:r",
+                                 "fz:n",
+                                 "",
+                                 "0",
+                                 "1",
+                                 "-1",
+                                 "2.5",
+                                 "-0",
+                                 "nan",
+                                 "inf",
+                                 "-inf",
+                                 "+inf",
+                                 "1e308",
+                                 "1e-320",
+                                 "abc",
+                                 "WITHSCORES",
+                                 "LIMIT",
+                                 "AFTER",
+                                 "9223372036854775807",
+                                 "-9223372036854775808",
+                                 "18446744073709551616"};
+    const int nc = (int)(sizeof(cmds) / sizeof(cmds[0])),
+              nv = (int)(sizeof(vals) / sizeof(vals[0]));
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int answered = 0, total = 2000;
+    char junk[64];
+    size_t state_len = 0;
+    rh_int(CMD("CRDT.TLADD fz:t 1 a 2 b"));
+    char *state = state_of(&S, "fz:t", &state_len);
+    for (int i = 0; i < total; i++) {
+        const char *argv[8];
+        size_t lens[8];
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int argc = 1 + (int)(x % 7);
+        argv[0] = cmds[(x >> 8) % (uint64_t)nc];
+        lens[0] = strlen(argv[0]);
+        for (int k = 1; k < argc; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            int pick = (int)(x % (uint64_t)(nv + 2));
+            if (pick < nv) {
+                argv[k] = vals[pick];
+                lens[k] = strlen(vals[pick]);
+            } else if (pick == nv && state) { /* a payload, sometimes damaged */
+                memcpy(junk, state, state_len < sizeof(junk) ? state_len : sizeof(junk));
+                lens[k] = (x >> 20) % 2 ? state_len : (x >> 24) % (state_len + 1);
+                if (lens[k] > sizeof(junk))
+                    lens[k] = sizeof(junk);
+                if ((x >> 30) % 2 && lens[k])
+                    junk[(x >> 32) % lens[k]] ^= (char)(1 + (x >> 40) % 255);
+                argv[k] = junk;
+            } else {
+                for (size_t b = 0; b < 16; b++)
+                    junk[b] = (char)(x >> (b * 4));
+                argv[k] = junk;
+                lens[k] = (x >> 50) % 17;
+            }
+        }
+        redisReply *r = rh_cmdv(&S, argc, argv, lens);
+        answered += r != NULL;
+        if (r)
+            freeReplyObject(r);
+    }
+    free(state);
+    is_int(answered, total, "every random command answered");
+    const char *keys[] = {"fz:t", "fz:c", "fz:s", "fz:r", "fz:n"};
+    int valid = 0, present = 0;
+    for (int k = 0; k < 5; k++) {
+        size_t len;
+        char *st = state_of(&S, keys[k], &len);
+        if (!st)
+            continue;
+        present++;
+        rh_int(CMD("DEL fz:copy"));
+        long long m = rh_int(rh_cmd(&S, "CRDT.MERGE fz:copy %b", st, len));
+        size_t l2;
+        char *st2 = state_of(&S, "fz:copy", &l2);
+        valid += m >= 0 && st2 && l2 == len && memcmp(st, st2, len) == 0;
+        free(st);
+        free(st2);
+    }
+    is_int(valid, present, "all %d keys left by random commands hold valid canonical states",
+           present);
+}
+
 /* A one-node Redis Cluster routes by our key specs and getkeys callback: TLSELECT's keys must share
  * a slot, and a trailing WITHSCORES is not taken for a key. */
 static void test_cluster(void)
@@ -743,6 +840,7 @@ int main(void)
     test_merge();
     test_changes();
     test_info();
+    test_random_commands();
     test_load_args();
     test_cluster();
     ok(rh_int(CMD("DBSIZE")) >= 0, "server alive at the end");
