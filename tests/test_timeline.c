@@ -291,6 +291,73 @@ static void test_merge_bounds(void)
     crdt_obj_free(ua);
 }
 
+/* Offset paging must agree with a cursor walk and with card: it relies on per-block live counts,
+ * which every insert, delete, split, join, tie and merge keeps up to date. */
+static bool paging_consistent(const crdt_obj_t *t)
+{
+    crdt_tl_entry_t page[37], walk[37];
+    size_t seen = 0;
+    crdt_tl_entry_t cur;
+    bool have = false, good = true;
+    char cm[64];
+    for (size_t off = 0;; off += 37) {
+        size_t got = crdt_timeline_range(t, off, 37, page);
+        size_t wgot = crdt_timeline_range_by_score(t, INFINITY, -INFINITY, have ? &cur : NULL, 37,
+                                                   walk);
+        good = good && got == wgot;
+        for (size_t i = 0; good && i < got; i++)
+            good = crdt_tl_entry_cmp(&page[i], &walk[i]) == 0;
+        seen += got;
+        if (got < 37 || !good)
+            break;
+        if (page[got - 1].member_len > sizeof(cm))
+            return false;
+        memcpy(cm, page[got - 1].member, page[got - 1].member_len);
+        cur = (crdt_tl_entry_t){cm, page[got - 1].member_len, page[got - 1].score};
+        have = true;
+    }
+    return good && seen == crdt_timeline_card(t);
+}
+
+/* Block bookkeeping under ties, moves that drain blocks (joins), splits and trimming. */
+static void test_block_upkeep(void)
+{
+    crdt_obj_t *t = crdt_timeline_new(0);
+    char m[16];
+    for (int i = 0; i < 640; i++) {
+        snprintf(m, sizeof(m), "n%03d", i);
+        add(t, m, i);
+    }
+    ok(paging_consistent(t), "paging after 640 ascending adds");
+    int tied = 0;
+    for (int i = 0; i < 640; i += 3) {
+        snprintf(m, sizeof(m), "n%03d", i);
+        tied += rem(t, m, i);
+    }
+    is_int(tied, 214, "removes at equal scores all win");
+    is_int((long long)crdt_timeline_card(t), 640 - 214, "card after the ties");
+    ok(paging_consistent(t), "paging after ties turned entries into tombstones");
+    for (int i = 0; i < 500; i++) {
+        snprintf(m, sizeof(m), "n%03d", i);
+        add(t, m, 1000 + (i * 7919) % 500); /* moves from the old end to the new front */
+    }
+    ok(paging_consistent(t), "paging after moves drained and joined blocks");
+    for (int i = 639; i >= 0; i -= 2) {
+        snprintf(m, sizeof(m), "n%03d", i);
+        rem(t, m, 5000 + i);
+    }
+    ok(paging_consistent(t), "paging after removes moved half the entries again");
+    crdt_obj_free(t);
+
+    t = crdt_timeline_new(100);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(m, sizeof(m), "n%03d", i % 700);
+        (i % 5 ? add : rem)(t, m, (i * 31) % 997);
+    }
+    ok(paging_consistent(t), "paging in a bounded timeline after trimming");
+    crdt_obj_free(t);
+}
+
 /* Large merges (the linear bulk path) give the state of all writes applied to one timeline. */
 static void test_merge_large(void)
 {
@@ -326,6 +393,9 @@ static void test_merge_large(void)
         for (size_t i = 1; i < got; i++)
             sorted = sorted && crdt_tl_entry_cmp(&out[i - 1], &out[i]) < 0;
         ok(sorted && got > 0, "  its range read is strictly newest first");
+        ok(paging_consistent(ab) && paging_consistent(ba_) && paging_consistent(a) &&
+               paging_consistent(all),
+           "  offset paging = cursor paging = card, merged or written");
         crdt_obj_free(a);
         crdt_obj_free(b);
         crdt_obj_free(all);
@@ -790,6 +860,7 @@ int main(void)
     test_order_independence();
     test_merge_bounds();
     test_merge_large();
+    test_block_upkeep();
     test_range();
     test_select();
     test_codec();

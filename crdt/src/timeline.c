@@ -34,9 +34,11 @@
  *     recycled through a free list; ids are indexes into it;
  *   - blobs: every member's bytes (and the floor's) in one buffer, compacted when half garbage;
  *   - idx: member -> id, open addressing over 4-byte slots (crdt__hidx_t);
- *   - order: a two-level sorted list of ids, blocks of up to 64 ids with their live count, under a
- *     top array of block pointers. Insert is a binary search and a memmove of at most 64 ids;
- *     offset reads skip whole blocks by their live counts.
+ *   - order: a two-level sorted list of ids, blocks of up to 64 ids under a top array of block
+ *     pointers with each block's live count beside it. Insert is a binary search and a memmove
+ *     of at most 64 ids; offset reads skip whole blocks reading only the live-count array.
+ * Merge inserts a small src (a delta) entry by entry; a src at least a quarter of dst's size is
+ * joined in one linear pass that rebuilds the blocks. Clone copies the arrays as they are.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -56,8 +58,7 @@ typedef struct tl_ent {
 } tl_ent_t;
 
 typedef struct tl_block {
-    uint32_t n;    /* ids used */
-    uint32_t live; /* of which live entries */
+    uint32_t n; /* ids used */
     uint32_t ids[TL_BLOCK];
 } tl_block_t;
 
@@ -71,8 +72,9 @@ typedef struct timeline {
     uint32_t ents_used; /* high-water mark of ids handed out */
     uint32_t free_head; /* CRDT__NO_ID when empty */
     tl_block_t **blk;
+    uint32_t *blive; /* live entries of each block, beside blk so offset skips read one array */
     uint32_t nblk;
-    uint32_t blk_cap;
+    uint32_t blk_cap; /* of both blk and blive */
     tl_block_t *spare; /* one block kept ready so an insert never fails half-way */
     bool has_floor;
     double floor_score;
@@ -189,6 +191,21 @@ static void locate(const timeline_t *t, uint32_t id, uint32_t *bi, uint32_t *si)
     find_pos(t, &k, bi, si);
 }
 
+/* Grows the top arrays (block pointers and live counts) to cap. */
+static int grow_blocks(timeline_t *t, uint32_t cap)
+{
+    tl_block_t **b = realloc(t->blk, (size_t)cap * sizeof(*b));
+    if (!b)
+        return CRDT_ENOMEM;
+    t->blk = b;
+    uint32_t *l = realloc(t->blive, (size_t)cap * sizeof(*l));
+    if (!l)
+        return CRDT_ENOMEM; /* blk is merely bigger than blk_cap says */
+    t->blive = l;
+    t->blk_cap = cap;
+    return 0;
+}
+
 /* Guarantees the room one insert may need (a pool slot, a block, a top-array slot), so the
  * mutation that follows cannot fail half-way. */
 static int ensure_room(timeline_t *t)
@@ -208,14 +225,8 @@ static int ensure_room(timeline_t *t)
     }
     if (!t->spare && !(t->spare = malloc(sizeof(tl_block_t))))
         return CRDT_ENOMEM;
-    if (t->nblk + 1 > t->blk_cap) {
-        uint32_t cap = t->blk_cap ? t->blk_cap * 2 : 4;
-        tl_block_t **b = realloc(t->blk, (size_t)cap * sizeof(*b));
-        if (!b)
-            return CRDT_ENOMEM;
-        t->blk = b;
-        t->blk_cap = cap;
-    }
+    if (t->nblk + 1 > t->blk_cap)
+        return grow_blocks(t, t->blk_cap ? t->blk_cap * 2 : 4);
     return 0;
 }
 
@@ -242,9 +253,11 @@ static tl_block_t *new_block_at(timeline_t *t, uint32_t bi)
 {
     tl_block_t *b = t->spare;
     t->spare = NULL;
-    b->n = b->live = 0;
+    b->n = 0;
     memmove(&t->blk[bi + 1], &t->blk[bi], (size_t)(t->nblk - bi) * sizeof(*t->blk));
+    memmove(&t->blive[bi + 1], &t->blive[bi], (size_t)(t->nblk - bi) * sizeof(*t->blive));
     t->blk[bi] = b;
+    t->blive[bi] = 0;
     t->nblk++;
     return b;
 }
@@ -263,7 +276,7 @@ static void insert_at(timeline_t *t, uint32_t bi, uint32_t si, uint32_t id)
     tl_block_t *b;
     if (!t->nblk) {
         b = new_block_at(t, 0);
-        si = 0;
+        bi = si = 0;
     } else {
         b = t->blk[bi];
         if (b->n == TL_BLOCK) {
@@ -271,13 +284,13 @@ static void insert_at(timeline_t *t, uint32_t bi, uint32_t si, uint32_t id)
                 /* past the end of a full block: the next block's head, or a new block, keeps
                  * monotone inserts (feeds, decoding) packing blocks full */
                 if (bi + 1 < t->nblk && t->blk[bi + 1]->n < TL_BLOCK)
-                    b = t->blk[bi + 1];
+                    b = t->blk[++bi];
                 else
-                    b = new_block_at(t, bi + 1);
+                    b = new_block_at(t, ++bi);
                 si = 0;
             } else if (si == 0) {
                 if (bi > 0 && t->blk[bi - 1]->n < TL_BLOCK) {
-                    b = t->blk[bi - 1];
+                    b = t->blk[--bi];
                     si = b->n;
                 } else {
                     b = new_block_at(t, bi);
@@ -287,11 +300,12 @@ static void insert_at(timeline_t *t, uint32_t bi, uint32_t si, uint32_t id)
                 uint32_t half = TL_BLOCK / 2;
                 memcpy(nb->ids, &b->ids[half], half * sizeof(uint32_t));
                 nb->n = half;
-                nb->live = count_live(t, nb->ids, half);
+                t->blive[bi + 1] = count_live(t, nb->ids, half);
                 b->n = half;
-                b->live -= nb->live;
+                t->blive[bi] -= t->blive[bi + 1];
                 if (si > half) {
                     b = nb;
+                    bi++;
                     si -= half;
                 }
             }
@@ -300,13 +314,14 @@ static void insert_at(timeline_t *t, uint32_t bi, uint32_t si, uint32_t id)
     memmove(&b->ids[si + 1], &b->ids[si], (size_t)(b->n - si) * sizeof(uint32_t));
     b->ids[si] = id;
     b->n++;
-    b->live += ent_live(&t->ents[id]);
+    t->blive[bi] += ent_live(&t->ents[id]);
 }
 
 static void remove_block(timeline_t *t, uint32_t bi)
 {
     tl_block_t *b = t->blk[bi];
     memmove(&t->blk[bi], &t->blk[bi + 1], (size_t)(t->nblk - bi - 1) * sizeof(*t->blk));
+    memmove(&t->blive[bi], &t->blive[bi + 1], (size_t)(t->nblk - bi - 1) * sizeof(*t->blive));
     t->nblk--;
     if (!t->spare)
         t->spare = b;
@@ -320,7 +335,7 @@ static void join_blocks(timeline_t *t, uint32_t bi)
     tl_block_t *a = t->blk[bi], *b = t->blk[bi + 1];
     memcpy(&a->ids[a->n], b->ids, (size_t)b->n * sizeof(uint32_t));
     a->n += b->n;
-    a->live += b->live;
+    t->blive[bi] += t->blive[bi + 1];
     remove_block(t, bi + 1);
 }
 
@@ -328,7 +343,7 @@ static void join_blocks(timeline_t *t, uint32_t bi)
 static void delete_at(timeline_t *t, uint32_t bi, uint32_t si)
 {
     tl_block_t *b = t->blk[bi];
-    b->live -= ent_live(&t->ents[b->ids[si]]);
+    t->blive[bi] -= ent_live(&t->ents[b->ids[si]]);
     memmove(&b->ids[si], &b->ids[si + 1], (size_t)(b->n - si - 1) * sizeof(uint32_t));
     b->n--;
     if (!b->n) {
@@ -459,6 +474,7 @@ static void timeline_destroy(crdt_obj_t *o)
     for (uint32_t b = 0; b < t->nblk; b++)
         free(t->blk[b]);
     free(t->blk);
+    free(t->blive);
     free(t->spare);
     free(t->ents);
     crdt__blobs_free(&t->blobs);
@@ -477,13 +493,8 @@ static int tl_reserve(timeline_t *t, uint32_t n)
         t->ents_cap = n;
     }
     uint32_t blocks = n / TL_BLOCK + 2;
-    if (blocks > t->blk_cap) {
-        tl_block_t **b = realloc(t->blk, (size_t)blocks * sizeof(*b));
-        if (!b)
-            return CRDT_ENOMEM;
-        t->blk = b;
-        t->blk_cap = blocks;
-    }
+    if (blocks > t->blk_cap && grow_blocks(t, blocks) < 0)
+        return CRDT_ENOMEM;
     return n ? crdt__hidx_reserve(&t->idx, n, key_of, t) : 0;
 }
 
@@ -540,9 +551,9 @@ static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
         t->blobs.garbage = s->blobs.garbage;
     }
     if (s->nblk) {
-        if (!(t->blk = malloc(((size_t)s->nblk + 1) * sizeof(*t->blk))))
+        if (grow_blocks(t, s->nblk + 1) < 0)
             goto fail;
-        t->blk_cap = s->nblk + 1;
+        memcpy(t->blive, s->blive, (size_t)s->nblk * sizeof(*t->blive));
         for (; t->nblk < s->nblk; t->nblk++) {
             if (!(t->blk[t->nblk] = malloc(sizeof(tl_block_t))))
                 goto fail;
@@ -584,7 +595,7 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
             uint32_t bi, si;
             locate(t, id, &bi, &si);
             e->len |= TL_TOMB;
-            t->blk[bi]->live--;
+            t->blive[bi]--;
             t->live--;
             return 1;
         }
@@ -746,14 +757,16 @@ static int merge_bulk(timeline_t *t, const timeline_t *s)
     const uint32_t fill = TL_BLOCK * 7 / 8;
     uint32_t nb = (uint32_t)(total / fill + 1);
     tl_block_t **blk = calloc(nb, sizeof(*blk));
+    uint32_t *blive = malloc((size_t)nb * sizeof(*blive));
     uint32_t *placed = malloc((s->count ? s->count : 1) * sizeof(uint32_t));
-    bool ok = blk && placed;
+    bool ok = blk && blive && placed;
     for (uint32_t i = 0; ok && i < nb; i++)
         ok = (blk[i] = malloc(sizeof(tl_block_t))) != NULL;
     if (!ok) {
         for (uint32_t i = 0; blk && i < nb; i++)
             free(blk[i]);
         free(blk);
+        free(blive);
         free(placed);
         return CRDT_ENOMEM;
     }
@@ -800,12 +813,13 @@ order:
         for (uint32_t k = 0; k < nb; k++)
             free(blk[k]);
         free(blk);
+        free(blive);
         free(placed);
         if (changed) {
             t->live = 0;
             for (uint32_t k = 0; k < t->nblk; k++) {
-                t->blk[k]->live = count_live(t, t->blk[k]->ids, t->blk[k]->n);
-                t->live += t->blk[k]->live;
+                t->blive[k] = count_live(t, t->blk[k]->ids, t->blk[k]->n);
+                t->live += t->blive[k];
             }
         }
         return changed;
@@ -841,7 +855,7 @@ order:
         }
         if (ob_n == fill) {
             blk[ob]->n = ob_n;
-            blk[ob]->live = ob_live;
+            blive[ob] = ob_live;
             ob++;
             ob_n = ob_live = 0;
         }
@@ -849,10 +863,10 @@ order:
         ob_live += ent_live(&t->ents[id]);
     }
     blk[ob]->n = ob_n;
-    blk[ob]->live = ob_live;
+    blive[ob] = ob_live;
     uint32_t used = ob_n ? ob + 1 : ob;
     for (uint32_t k = 0; k < used; k++)
-        live += blk[k]->live;
+        live += blive[k];
     for (uint32_t k = used; k < nb; k++) {
         if (!t->spare)
             t->spare = blk[k];
@@ -862,8 +876,10 @@ order:
     for (uint32_t k = 0; k < t->nblk; k++)
         free(t->blk[k]);
     free(t->blk);
+    free(t->blive);
     free(placed);
     t->blk = blk;
+    t->blive = blive;
     t->nblk = used;
     t->blk_cap = nb;
     t->live = live;
@@ -964,7 +980,7 @@ static void timeline_stats(const crdt_obj_t *o, crdt_stats_t *st)
     st->entries = t->live;
     st->tombstones = t->count - t->live;
     st->memory = sizeof(*t) + (size_t)t->ents_cap * sizeof(tl_ent_t) +
-                 (size_t)t->blk_cap * sizeof(tl_block_t *) +
+                 (size_t)t->blk_cap * (sizeof(tl_block_t *) + sizeof(uint32_t)) +
                  ((size_t)t->nblk + (t->spare != NULL)) * sizeof(tl_block_t) + t->blobs.cap +
                  crdt__hidx_memory(&t->idx);
 }
@@ -1347,18 +1363,14 @@ size_t crdt_timeline_range(const crdt_obj_t *o, size_t offset, size_t count, crd
     const tl_ent_t *ents = t->ents;
     const uint8_t *base = blob_at(t, 0);
     uint32_t b = 0;
-    for (; b < t->nblk && offset >= t->blk[b]->live; b++) {
-        /* skip whole blocks by their live counts, fetching block headers ahead */
-        if (b + 8 < t->nblk)
-            __builtin_prefetch(t->blk[b + 8]);
-        offset -= t->blk[b]->live;
-    }
+    for (; b < t->nblk && offset >= t->blive[b]; b++)
+        offset -= t->blive[b]; /* skip whole blocks by their live counts: one small array */
     if (b == t->nblk)
         return 0;
     /* the rest of the offset lies inside block b */
     uint32_t i = 0;
     const tl_block_t *first = t->blk[b];
-    if (first->live == first->n)
+    if (t->blive[b] == first->n)
         i = (uint32_t)offset; /* no tombstones here: no need to look at the entries */
     else
         for (; offset; i++)
@@ -1446,7 +1458,7 @@ static bool cursor_settle(tl_cursor_t *c)
     const timeline_t *t = c->t;
     while (c->bi < t->nblk) {
         const tl_block_t *b = t->blk[c->bi];
-        if (c->si == 0 && b->live == 0) {
+        if (c->si == 0 && t->blive[c->bi] == 0) {
             c->bi++;
             continue;
         }
