@@ -453,12 +453,7 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
         RedisModule_CloseKey(key);
         return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
     }
-    int64_t value = 0;
-    if (r >= 0 && crdt_counter_value(c, &value) < 0) {
-        /* Merged remote slots can sum past int64 even when our own add fit. */
-        r = CRDT_EOVERFLOW;
-    }
-    if (r < 0) {
+    if (r < 0) { /* refused before any change (overflow of the value, or of our slot) */
         crdt_obj_free(delta);
         if (created)
             crdt_obj_free(c);
@@ -471,12 +466,18 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
         else
             crdt_obj_free(c);
     }
+    /* Read the value before the key closes (c belongs to it). */
+    int64_t value = 0;
+    int verr = r > 0 || !created ? crdt_counter_value(c, &value) : 0;
     if (r > 0) {
+        /* The change is made: it is replicated even if the value cannot be shown below. */
         crdtm_stats.writes++;
         crdtm_changed(ctx, argv[1], decr ? "crdt.decrby" : "crdt.incrby", delta);
     }
     crdt_obj_free(delta);
     RedisModule_CloseKey(key);
+    if (verr < 0) /* merged remote slots can sum past int64 */
+        return crdtm_reply_crdt_error(ctx, CRDT_EOVERFLOW);
     return RedisModule_ReplyWithLongLong(ctx, value);
 }
 
