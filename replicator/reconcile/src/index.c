@@ -340,6 +340,15 @@ static void ix_list(list_ctx_t *c, uint32_t t)
     }
 }
 
+size_t rsx_index_list_raw(const crdt_rsx_index_t *ix, uint64_t lo, uint64_t hi,
+                          crdt_rsx_item_t *out, size_t max)
+{
+    list_ctx_t c = {ix->n, lo, hi, out, max, 0};
+    if (max && lo < hi)
+        ix_list(&c, ix->root);
+    return c.got;
+}
+
 size_t crdt_rsx_index_list(const crdt_rsx_index_t *ix, uint64_t lo, uint64_t hi,
                            crdt_rsx_item_t *out, size_t max)
 {

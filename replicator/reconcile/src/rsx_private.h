@@ -87,6 +87,10 @@ static inline void rsx_sk_sub(crdt_rsx_sketch_t *s, const crdt_rsx_sketch_t *t)
     s->c = rsx_sub(s->c, t->c);
 }
 
+/* Copies up to max items with lo <= id < hi, in order; returns how many (no counting pass). */
+size_t rsx_index_list_raw(const crdt_rsx_index_t *ix, uint64_t lo, uint64_t hi,
+                          crdt_rsx_item_t *out, size_t max);
+
 static inline uint64_t rsx_le64(const uint8_t *p)
 {
     uint64_t v = 0;

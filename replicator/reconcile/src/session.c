@@ -70,6 +70,14 @@ struct crdt_rsx_session {
     size_t cap_plans;
     crdt_rsx_diff_t *diffs;
     size_t ndiffs, cap_diffs;
+    crdt_rsx_item_t *scr; /* scratch for sketch_bounds */
+    size_t cap_scr;
+    uint64_t *bnd;
+    size_t cap_bnd;
+    size_t *at;
+    size_t cap_at;
+    crdt_rsx_sketch_t *sks, *ours;
+    size_t cap_sks, cap_ours;
     crdt_rsx_stats_t st;
 };
 
@@ -232,6 +240,11 @@ void crdt_rsx_session_free(crdt_rsx_session_t *s)
     free(s->leaves);
     free(s->plans);
     free(s->diffs);
+    free(s->scr);
+    free(s->bnd);
+    free(s->at);
+    free(s->sks);
+    free(s->ours);
     free(s);
 }
 
@@ -526,6 +539,58 @@ static int fail(crdt_rsx_session_t *s, crdt_error_t *err, int code, const char *
     return s->failed;
 }
 
+/* Our sketches of the k consecutive cells between unrolled bounds b[0] <= ... <= b[k], with
+ * b[k] - b[0] <= P. When the cells hold few items, one listing bucketed by bound beats a
+ * root-to-leaf walk per bound (cells near the leaves of the search hold a handful of items). */
+static bool sketch_bounds(crdt_rsx_session_t *s, const uint64_t *b, size_t k,
+                          crdt_rsx_sketch_t *out, size_t *at)
+{
+    crdt_rsx_sketch_t lo, hi, cur;
+    prefix_unrolled(s->ix, b[0], &lo);
+    prefix_unrolled(s->ix, b[k], &hi);
+    uint64_t n = hi.count - lo.count;
+    if (n <= 64 * (uint64_t)k + 64 && n <= (UINT64_C(1) << 22) &&
+        !grow((void **)&s->scr, &s->cap_scr, (size_t)n + 1, sizeof *s->scr)) {
+        size_t got = 0;
+        if (b[0] < RSX_P) /* the part on the first turn of the circle */
+            got = rsx_index_list_raw(s->ix, b[0], b[k] < RSX_P ? b[k] : RSX_P, s->scr, (size_t)n);
+        size_t first = got < n ? got : (size_t)n;
+        if (b[k] > RSX_P) /* the part past P, ids shifted by P in unrolled coordinates */
+            rsx_index_list_raw(s->ix, b[0] > RSX_P ? b[0] - RSX_P : 0, b[k] - RSX_P, s->scr + first,
+                               (size_t)n - first);
+        memset(out, 0, k * sizeof *out);
+        size_t j = 0;
+        if (at)
+            at[0] = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t pos = s->scr[i].id + (i >= first ? RSX_P : 0);
+            while (j + 1 < k && pos >= b[j + 1]) {
+                if (at)
+                    at[j + 1] = i;
+                j++;
+            }
+            rsx_sk_add_item(&out[j], s->scr[i].id, s->scr[i].fp);
+        }
+        if (at) {
+            while (j + 1 < k)
+                at[++j] = (size_t)n;
+            at[k] = (size_t)n;
+        }
+        return true;
+    }
+    crdt_rsx_sketch_t prev = lo;
+    for (size_t i = 0; i < k; i++) {
+        if (i + 1 == k)
+            cur = hi;
+        else
+            prefix_unrolled(s->ix, b[i + 1], &cur);
+        out[i] = cur;
+        rsx_sk_sub(&out[i], &prev);
+        prev = cur;
+    }
+    return false;
+}
+
 /* Writes our sketches of the leaves of SPLIT(m, depth) of cell c and records them as open. The
  * parts of one level are consecutive on the unrolled circle, so each costs one prefix sketch. */
 static void write_split(crdt_rsx_session_t *s, wr_t *w, rsx_cell_t c, uint64_t m, uint64_t depth,
@@ -534,19 +599,20 @@ static void write_split(crdt_rsx_session_t *s, wr_t *w, rsx_cell_t c, uint64_t m
     wr_u8(w, ACT_SPLIT);
     wr_varint(w, m);
     wr_varint(w, depth);
+    if (grow((void **)&s->bnd, &s->cap_bnd, m + 1, sizeof *s->bnd) ||
+        grow((void **)&s->sks, &s->cap_sks, m, sizeof *s->sks)) {
+        w->err = CRDT_ENOMEM;
+        return;
+    }
     rsx_cell_t node = c;
     for (uint64_t lvl = 0; lvl <= depth; lvl++) {
         uint64_t i0 = lvl == depth ? 0 : 1;
-        crdt_rsx_sketch_t prev, cur;
-        prefix_unrolled(s->ix, node.lo + (uint64_t)((unsigned __int128)node.width * i0 / m), &prev);
+        for (uint64_t i = i0; i <= m; i++)
+            s->bnd[i - i0] = node.lo + (uint64_t)((unsigned __int128)node.width * i / m);
+        sketch_bounds(s, s->bnd, m - i0, s->sks, NULL);
         for (uint64_t i = i0; i < m; i++) {
-            uint64_t end = node.lo + (uint64_t)((unsigned __int128)node.width * (i + 1) / m);
-            prefix_unrolled(s->ix, end, &cur);
-            crdt_rsx_sketch_t sk = cur;
-            rsx_sk_sub(&sk, &prev);
-            prev = cur;
             rsx_cell_t leaf = cell_child(node, m, i);
-            wr_sketch(w, &sk, leaf.width);
+            wr_sketch(w, &s->sks[i - i0], leaf.width);
             pend[(*np)++] = leaf;
         }
         node = cell_child(node, m, 0);
@@ -650,9 +716,11 @@ static int parse_message(crdt_rsx_session_t *s, rd_t *r, uint64_t *peer_est)
             if (off >= c.width)
                 return rd_fail(r, "announced id outside its range");
             uint64_t id = (c.lo + off) % RSX_P;
-            unsigned flags = crdt_rsx_index_get(s->ix, id, NULL) ? CRDT_RSX_WE_HAVE : 0;
-            if (act != ACT_RECEIVER_ONLY)
-                flags |= CRDT_RSX_THEY_HAVE;
+            /* The peer's sketch comparison says who holds it; trusting it saves a lookup per id
+             * (a lie only makes the caller look for a key it lacks or send one it has). */
+            unsigned flags = act == ACT_SENDER_ONLY     ? CRDT_RSX_THEY_HAVE
+                             : act == ACT_RECEIVER_ONLY ? CRDT_RSX_WE_HAVE
+                                                        : CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE;
             int rc = add_diff(s, id, flags);
             if (rc)
                 return rc;
@@ -736,11 +804,32 @@ static int parse_message(crdt_rsx_session_t *s, rd_t *r, uint64_t *peer_est)
 }
 
 /* Decides the action for one leaf against our own sketch. */
-static int plan_leaf(crdt_rsx_session_t *s, const rsx_leaf_t *lf, rsx_plan_t *pl, uint8_t *differs)
+/* Our fp of id x: from the cell's listed items when we have them (sorted), else the index. */
+static bool lookup(const crdt_rsx_session_t *s, const crdt_rsx_item_t *it, size_t n, uint64_t x,
+                   uint64_t *fp)
 {
-    crdt_rsx_sketch_t our;
+    if (!it)
+        return crdt_rsx_index_get(s->ix, x, fp);
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (it[mid].id < x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < n && it[lo].id == x) {
+        *fp = it[lo].fp;
+        return true;
+    }
+    return false;
+}
+
+static int plan_leaf(crdt_rsx_session_t *s, const rsx_leaf_t *lf, const crdt_rsx_sketch_t *ourp,
+                     const crdt_rsx_item_t *items, size_t nitems, rsx_plan_t *pl, uint8_t *differs)
+{
+    crdt_rsx_sketch_t our = *ourp;
     rsx_cell_t c = lf->cell;
-    cell_sketch(s->ix, c, &our);
     unsigned cb = check_bytes(c.width);
     uint64_t da = rsx_sub(lf->a, our.a), db = rsx_sub(lf->b, our.b);
     memset(pl, 0, sizeof *pl);
@@ -768,7 +857,7 @@ static int plan_leaf(crdt_rsx_session_t *s, const rsx_leaf_t *lf, rsx_plan_t *pl
     if (single) {
         uint64_t fp;
         unsigned flags;
-        if (!crdt_rsx_index_get(s->ix, x, &fp)) {
+        if (!lookup(s, items, nitems, x, &fp)) {
             pl->act = ACT_RECEIVER_ONLY;
             flags = CRDT_RSX_THEY_HAVE;
         } else if (db && !rsx_add(db, rsx_u(fp))) {
@@ -826,11 +915,39 @@ int crdt_rsx_receive(crdt_rsx_session_t *s, const void *msg, size_t len, crdt_bu
      * cells, from which of them differ. */
     if (grow((void **)&s->plans, &s->cap_plans, s->nleaves, sizeof *s->plans))
         return fail(s, err, CRDT_ENOMEM, "out of memory");
+    /* Our sketches of the leaves, a run of adjacent leaves at a time (siblings are adjacent),
+     * each run planned while its listed items are at hand. */
     uint8_t *differs = malloc(s->nleaves);
     if (!differs)
         return fail(s, err, CRDT_ENOMEM, "out of memory");
-    for (size_t i = 0; i < s->nleaves && !rc; i++)
-        rc = plan_leaf(s, &s->leaves[i], &s->plans[i], &differs[i]);
+    if (grow((void **)&s->ours, &s->cap_ours, s->nleaves, sizeof *s->ours) ||
+        grow((void **)&s->bnd, &s->cap_bnd, s->nleaves + 1, sizeof *s->bnd) ||
+        grow((void **)&s->at, &s->cap_at, s->nleaves + 1, sizeof *s->at)) {
+        free(differs);
+        return fail(s, err, CRDT_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < s->nleaves && !rc;) {
+        size_t j = i;
+        s->bnd[0] = s->leaves[i].cell.lo;
+        uint64_t span = 0;
+        do {
+            span += s->leaves[j].cell.width;
+            s->bnd[j - i + 1] = s->bnd[0] + span;
+            j++;
+        } while (j < s->nleaves &&
+                 s->leaves[j].cell.lo ==
+                     (s->leaves[j - 1].cell.lo + s->leaves[j - 1].cell.width) % RSX_P &&
+                 span + s->leaves[j].cell.width <= RSX_P);
+        /* A cell that wraps past P lists its ids out of order: look those up in the index. */
+        bool listed = sketch_bounds(s, s->bnd, j - i, &s->ours[i], s->at);
+        for (size_t q = i; q < j && !rc; q++) {
+            bool sorted = listed && s->bnd[q - i + 1] <= RSX_P;
+            const crdt_rsx_item_t *it = sorted ? s->scr + s->at[q - i] : NULL;
+            size_t nit = sorted ? s->at[q - i + 1] - s->at[q - i] : 0;
+            rc = plan_leaf(s, &s->leaves[q], &s->ours[q], it, nit, &s->plans[q], &differs[q]);
+        }
+        i = j;
+    }
     if (rc) {
         free(differs);
         return fail(s, err, rc, rc == CRDT_ENOMEM ? "out of memory" : "limit of differing ids");
