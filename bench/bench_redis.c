@@ -8,7 +8,8 @@
  *   2. CRDT.TLADD vs EVALSHA of roshi's insert on two sorted sets          target >= 3x
  *   3. CRDT.TLRANGE key 0 50 vs ZREVRANGE key 0 49 on 10,000-entry keys   target >= 0.85x
  *   4. MEMORY USAGE per entry: timeline vs roshi's add+remove sorted sets target <= 0.6x
- * Environment: BENCH_RUNS (5), BENCH_OPS (200000), BENCH_CONNS (16), BENCH_PIPELINE (32).
+ * Environment: BENCH_RUNS (5), BENCH_OPS (200000), BENCH_CONNS (16), BENCH_PIPELINE (32),
+ * BENCH_AOF=1 (appendonly yes, appendfsync everysec).
  */
 #include <math.h>
 #include <stdbool.h>
@@ -456,7 +457,12 @@ int main(void)
     rh_watchdog(1800);
     char margs[64];
     snprintf(margs, sizeof(margs), "node-id 1 timeline-max-size %d", TL_BOUND);
-    const char *extra[] = {"--appendonly", "no", NULL};
+    /* BENCH_AOF=1: appendonly everysec, so both sides pay for propagation (TLADD writes its
+     * CRDT.MERGE delta, ZADD itself). */
+    const char *aof = getenv("BENCH_AOF");
+    bool with_aof = aof && strcmp(aof, "1") == 0;
+    const char *extra[] = {"--appendonly", with_aof ? "yes" : "no", "--appendfsync", "everysec",
+                           NULL};
     if (rh_start(&srv, NULL, margs, extra) < 0) {
         fprintf(stderr, "bench_redis: cannot start redis-server with crdt.so\n");
         return 1;
@@ -478,9 +484,9 @@ int main(void)
     snprintf(lua_del_sha, sizeof(lua_del_sha), "%s", dsha);
     free(sha);
     free(dsha);
-    printf("bench_redis: redis-server with crdt.so, %d connections x pipeline %d, %ld ops per "
+    printf("bench_redis: redis-server with crdt.so%s, %d connections x pipeline %d, %ld ops per "
            "run, median of %d runs\n",
-           nconns, pipeline, total_ops, runs);
+           with_aof ? " and an AOF (everysec)" : "", nconns, pipeline, total_ops, runs);
 
     double tl, z, roshi, tl2, rr, zr, q1, q2, q3;
     printf("1. writes: CRDT.TLADD vs ZADD, same stream over %d keys\n", NKEYS_WRITE);
