@@ -512,6 +512,9 @@ static uint64_t choose_fanout(const crdt_rsx_session_t *s, uint64_t width)
      * (58-63 per difference) and the round trips (5) inside the targets. */
     static const double schedule[] = {1, 1, 1, 1, 1.5, 2, 4, 8}; /* by message number, from 0 */
     double mu = s->seq_out < sizeof schedule / sizeof *schedule ? schedule[s->seq_out] : 16;
+    /* With few differences the bytes hardly matter (a few KiB at most) but round trips do. */
+    if (s->d_est <= 64 && mu < 4)
+        mu = 4;
     double m = floor(k * mu + 0.5);
     if (m > (double)s->cfg.max_cells)
         m = (double)s->cfg.max_cells;
