@@ -100,8 +100,8 @@ typedef struct crdt_rsx_config {
     size_t max_msg;   /* largest message sent or accepted, bytes (default 64 MiB) */
     size_t max_cells; /* most ranges one message may open (default 1,048,576) */
     size_t max_diffs; /* most differing ids recorded before the session fails (default 16M) */
-    uint32_t probe_fanout; /* first split of a differing keyspace (default 16) */
-    uint32_t probe_depth;  /* levels of the density probe under it (default 5) */
+    uint32_t probe_fanout;     /* without an estimator: the first split (default 16) */
+    uint32_t probe_depth;      /* ... and the levels of its density probe (default 5) */
     uint32_t estimator_levels; /* scales in the first message's difference estimator (default 15,
                                   about 330 bytes, good to ~10^9 differences; 0: none, the
                                   responder then probes, one round trip more) */
