@@ -17,6 +17,16 @@
  * scheduled at 0 us after the first write of a loop turn, so every write that arrived in that turn
  * shares one flush (and with --fsync always one fsync). Only then is the connection asked for
  * writability and the response sent.
+ *
+ * Responses leave from LWS_CALLBACK_HTTP_WRITEABLE only: completing a transaction from inside a
+ * read callback, while lws still holds further input of the same read, sends lws 4.1.6 into a
+ * loop in its buffer accounting. Pipelining behind a request with a body has a second trap:
+ * lws re-offers the buffered next request to a connection whose body is complete but whose
+ * transaction is not, by calling LWS_CALLBACK_HTTP_BODY_COMPLETION again, in a loop that never
+ * returns to poll(). On that second call the held write is flushed at once, answered with
+ * "Connection: close" and the connection closed: the client has its acknowledgement and resends
+ * the rest on a new connection, as HTTP/1.1 lets a server do. Clients that do not pipeline
+ * (curl, browsers, Go's net/http, wrk) never see this.
  */
 
 enum conn_phase {
@@ -541,6 +551,15 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (c && (c->phase == PHASE_WAIT || c->phase == PHASE_SEND)) {
+            /* lws re-offering pipelined input (see the top of this file): answer, then close */
+            c->rs.close = true;
+            if (c->phase == PHASE_WAIT)
+                flush_cb(&s->sul_flush);
+            if (c->phase == PHASE_SEND)
+                conn_send(c);
+            return -1;
+        }
         if (!c || c->phase != PHASE_BODY)
             break;
         c->rq.body[c->rq.body_len] = '\0';
