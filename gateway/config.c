@@ -31,33 +31,34 @@ void gw_config_defaults(gw_config_t *c)
 
 static void usage(FILE *f)
 {
-    fputs("Usage: crdtd [options]\n"
-          "\n"
-          "An eventually consistent CRDT store with an HTTP API (REST, roshi-compatible).\n"
-          "\n"
-          "  --listen ADDR            HTTP API address, host:port (default 127.0.0.1:7379;\n"
-          "                           port 0 picks a free port, printed at start)\n"
-          "  --roshi-listen ADDR      also serve roshi-server's HTTP API at ADDR\n"
-          "  --data-dir DIR           data directory (default ./crdtd-data), locked while running\n"
-          "  --no-persist             keep everything in memory only (no log, no snapshot)\n"
-          "  --fsync POLICY           always | everysec | no (default everysec)\n"
-          "  --node-id N              this replica's id, 1.. (default 1)\n"
-          "  --timeline-max-size N    bound of new timelines, 0 = unbounded (default 1000)\n"
-          "  --snapshot-log-bytes N   snapshot once the log is this large, 0 = never (default 64M)\n"
-          "  --max-body N             largest request body in bytes (default 1M)\n"
-          "  --max-key N              largest key in bytes (default 1024)\n"
-          "  --max-member N           largest member or register value in bytes (default 64K)\n"
-          "  --max-header N           largest request line + headers in bytes (default 8K)\n"
-          "  --config FILE            read options from FILE: lines of `name = value` using the\n"
-          "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
-          "                           `#` starts a comment; flags after --config override it\n"
-          "  --verbose                log every request to stderr\n"
-          "  --help                   this text\n"
-          "  --version                print the version\n"
-          "\n"
-          "Sizes accept a K, M or G suffix (powers of 1024). Logs go to stderr.\n"
-          "SIGINT/SIGTERM stop the server after flushing the log; exit status 0.\n",
-          f);
+    fputs(
+        "Usage: crdtd [options]\n"
+        "\n"
+        "An eventually consistent CRDT store with an HTTP API (REST, roshi-compatible).\n"
+        "\n"
+        "  --listen ADDR            HTTP API address, host:port (default 127.0.0.1:7379;\n"
+        "                           port 0 picks a free port, printed at start)\n"
+        "  --roshi-listen ADDR      also serve roshi-server's HTTP API at ADDR\n"
+        "  --data-dir DIR           data directory (default ./crdtd-data), locked while running\n"
+        "  --no-persist             keep everything in memory only (no log, no snapshot)\n"
+        "  --fsync POLICY           always | everysec | no (default everysec)\n"
+        "  --node-id N              this replica's id, 1.. (default 1)\n"
+        "  --timeline-max-size N    bound of new timelines, 0 = unbounded (default 1000)\n"
+        "  --snapshot-log-bytes N   snapshot once the log is this large, 0 = never (default 64M)\n"
+        "  --max-body N             largest request body in bytes (default 1M)\n"
+        "  --max-key N              largest key in bytes (default 1024)\n"
+        "  --max-member N           largest member or register value in bytes (default 64K)\n"
+        "  --max-header N           largest request line + headers in bytes (default 8K)\n"
+        "  --config FILE            read options from FILE: lines of `name = value` using the\n"
+        "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
+        "                           `#` starts a comment; flags after --config override it\n"
+        "  --verbose                log every request to stderr\n"
+        "  --help                   this text\n"
+        "  --version                print the version\n"
+        "\n"
+        "Sizes accept a K, M or G suffix (powers of 1024). Logs go to stderr.\n"
+        "SIGINT/SIGTERM stop the server after flushing the log; exit status 0.\n",
+        f);
 }
 
 int gw_addr_parse(const char *s, gw_addr_t *a)
@@ -267,8 +268,7 @@ int gw_config_parse(gw_config_t *c, int argc, char **argv)
             return 1;
         }
         if (!strcmp(a, "--version")) {
-            printf("crdtd %d.%d.%d\n", CRDT_VERSION_MAJOR, CRDT_VERSION_MINOR,
-                   CRDT_VERSION_PATCH);
+            printf("crdtd %d.%d.%d\n", CRDT_VERSION_MAJOR, CRDT_VERSION_MINOR, CRDT_VERSION_PATCH);
             return 1;
         }
         if (strncmp(a, "--", 2) != 0) {

@@ -52,17 +52,17 @@ int gw_addr_parse(const char *s, gw_addr_t *a);
 
 /* Endpoints, as labelled in /metrics. */
 typedef enum gw_endpoint {
-    GW_EP_KEY = 0,       /* GET /v1/keys/{key} */
-    GW_EP_KEY_WRITE,     /* POST /v1/keys/{key} */
-    GW_EP_TIMELINE,      /* GET /v1/keys/{key}/timeline */
-    GW_EP_SELECT,        /* GET /v1/timelines */
-    GW_EP_CHANGES,       /* GET /v1/changes */
-    GW_EP_HEALTHZ,       /* GET /healthz */
-    GW_EP_METRICS,       /* GET /metrics */
-    GW_EP_ROSHI_SELECT,  /* roshi GET / */
-    GW_EP_ROSHI_INSERT,  /* roshi POST / */
-    GW_EP_ROSHI_DELETE,  /* roshi DELETE / */
-    GW_EP_OTHER,         /* unknown paths, malformed requests */
+    GW_EP_KEY = 0,      /* GET /v1/keys/{key} */
+    GW_EP_KEY_WRITE,    /* POST /v1/keys/{key} */
+    GW_EP_TIMELINE,     /* GET /v1/keys/{key}/timeline */
+    GW_EP_SELECT,       /* GET /v1/timelines */
+    GW_EP_CHANGES,      /* GET /v1/changes */
+    GW_EP_HEALTHZ,      /* GET /healthz */
+    GW_EP_METRICS,      /* GET /metrics */
+    GW_EP_ROSHI_SELECT, /* roshi GET / */
+    GW_EP_ROSHI_INSERT, /* roshi POST / */
+    GW_EP_ROSHI_DELETE, /* roshi DELETE / */
+    GW_EP_OTHER,        /* unknown paths, malformed requests */
     GW_EP_COUNT
 } gw_endpoint_t;
 
@@ -108,14 +108,14 @@ typedef struct gw_arg {
 
 typedef struct gw_request {
     gw_method_t method;
-    bool roshi;     /* arrived on the roshi listener */
-    char *path;     /* NUL-terminated, percent-decoded by lws */
+    bool roshi; /* arrived on the roshi listener */
+    char *path; /* NUL-terminated, percent-decoded by lws */
     size_t path_len;
-    char *argbuf;   /* storage of the args below */
+    char *argbuf; /* storage of the args below */
     gw_arg_t args[GW_MAX_ARGS];
     int nargs;
     bool too_many_args;
-    uint8_t *body;  /* NUL-terminated for convenience; body_len excludes the NUL */
+    uint8_t *body; /* NUL-terminated for convenience; body_len excludes the NUL */
     size_t body_len;
     size_t body_expected;
 } gw_request_t;
@@ -141,7 +141,8 @@ const char *gw_arg(const gw_request_t *rq, const char *name);
 void gw_respond_json(gw_response_t *rs, int status, json_t *j);
 void gw_respond_text(gw_response_t *rs, int status, const char *ctype, const char *text,
                      size_t len);
-/* ---- a JSON writer for the hot read paths (jsonw.c): no allocation per value ------------------- */
+/* ---- a JSON writer for the hot read paths (jsonw.c): no allocation per value -------------------
+ */
 
 typedef struct gw_jw {
     char *p; /* GW_BODY_AT bytes of headroom, then the JSON text */

@@ -71,10 +71,12 @@ uint64_t gw_now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-uint64_t gw_mono_ms(void) { return gw_now_us() / 1000u; }
+uint64_t gw_mono_ms(void)
+{
+    return gw_now_us() / 1000u;
+}
 
 /* ---- responses ------------------------------------------------------------------------------ */
-
 
 const char *gw_status_text(int status)
 {
@@ -104,8 +106,7 @@ static void response_clear(gw_response_t *rs)
     rs->len = 0;
 }
 
-void gw_respond_text(gw_response_t *rs, int status, const char *ctype, const char *text,
-                     size_t len)
+void gw_respond_text(gw_response_t *rs, int status, const char *ctype, const char *text, size_t len)
 {
     response_clear(rs);
     rs->status = status;
@@ -345,9 +346,8 @@ static int conn_send(gw_conn_t *c)
     if (lws_add_http_common_headers(c->wsi, (unsigned)rs->status, rs->content_type, rs->len, &p,
                                     end))
         return -1;
-    if (rs->close &&
-        lws_add_http_header_by_token(c->wsi, WSI_TOKEN_CONNECTION, (const uint8_t *)"close", 5,
-                                     &p, end))
+    if (rs->close && lws_add_http_header_by_token(c->wsi, WSI_TOKEN_CONNECTION,
+                                                  (const uint8_t *)"close", 5, &p, end))
         return -1;
     if (lws_finalize_http_header(c->wsi, &p, end))
         return -1;
@@ -442,8 +442,7 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
 {
     gw_server_t *s = lws_container_of(sul, gw_server_t, sul_tick);
     crdt_replica_tick(s->replica, gw_mono_ms());
-    if (crdt_replica_last_seq(s->replica) > crdt_replica_durable_seq(s->replica) ||
-        s->pending_head)
+    if (crdt_replica_last_seq(s->replica) > crdt_replica_durable_seq(s->replica) || s->pending_head)
         gw_http_schedule_flush(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_tick, tick_cb, (lws_usec_t)s->cfg.tick_ms * 1000);
 }
@@ -492,15 +491,16 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
         conn_reject(c, 411, "chunked request bodies are not supported; send Content-Length");
         return 0;
     }
-    bool body_method = c->rq.method == GW_POST || c->rq.method == GW_PUT ||
-                       c->rq.method == GW_PATCH;
+    bool body_method =
+        c->rq.method == GW_POST || c->rq.method == GW_PUT || c->rq.method == GW_PATCH;
     if (body_method && !has_cl) {
         conn_reject(c, 411, "a request body needs a Content-Length header");
         return 0;
     }
     if (cl > s->cfg.max_body) {
         char msg[128];
-        snprintf(msg, sizeof(msg), "request body too large: %llu bytes, the limit is %zu (--max-body)",
+        snprintf(msg, sizeof(msg),
+                 "request body too large: %llu bytes, the limit is %zu (--max-body)",
                  (unsigned long long)cl, s->cfg.max_body);
         conn_reject(c, 413, msg);
         return 0;
@@ -581,8 +581,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         /* no WebSocket on these listeners (yet) */
         return 1;
 
-    default:
-        break;
+    default: break;
     }
     return 0;
 }

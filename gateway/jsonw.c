@@ -56,7 +56,10 @@ void gw_jw_raw(gw_jw_t *w, const char *s, size_t n)
     w->p[w->len] = '\0';
 }
 
-void gw_jw_lit(gw_jw_t *w, const char *s) { gw_jw_raw(w, s, strlen(s)); }
+void gw_jw_lit(gw_jw_t *w, const char *s)
+{
+    gw_jw_raw(w, s, strlen(s));
+}
 
 void gw_jw_b64(gw_jw_t *w, const void *data, size_t n)
 {

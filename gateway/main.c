@@ -70,9 +70,9 @@ int main(int argc, char **argv)
         crdt_replica_close(s->replica);
         return 1;
     }
-    gw_log("node %llu, data %s, fsync %s, timeline bound %u",
-           (unsigned long long)s->cfg.node_id, s->cfg.no_persist ? "in memory only" : s->cfg.data_dir,
-           fsync_name(s->cfg.fsync), s->cfg.timeline_max_size);
+    gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
+           s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
+           s->cfg.timeline_max_size);
     /* stdout, one line each, for scripts and tests that start crdtd on port 0 */
     printf("crdtd: listening on http://%s:%d\n", s->cfg.listen.host, s->main_port);
     if (s->vh_roshi)

@@ -13,8 +13,8 @@ static const double lat_bounds[GW_LAT_BUCKETS] = {
 };
 
 static const char *const ep_names[GW_EP_COUNT] = {
-    "key",          "key_write",    "timeline",     "timelines", "changes", "healthz",
-    "metrics",      "roshi_select", "roshi_insert", "roshi_delete", "other",
+    "key",     "key_write",    "timeline",     "timelines",    "changes", "healthz",
+    "metrics", "roshi_select", "roshi_insert", "roshi_delete", "other",
 };
 
 const char *gw_endpoint_name(gw_endpoint_t ep)
@@ -158,8 +158,8 @@ void gw_metrics_render(gw_server_t *s, gw_response_t *rs)
          "# TYPE crdtd_snapshots_total counter\ncrdtd_snapshots_total %" PRIu64 "\n"
          "# HELP crdtd_snapshot_running 1 while a snapshot is being written.\n"
          "# TYPE crdtd_snapshot_running gauge\ncrdtd_snapshot_running %d\n",
-         st.log_bytes, st.writes, st.noops, st.fsync_seconds_total, st.fsyncs,
-         st.fsync_seconds_max, st.snapshots, st.snapshot_running ? 1 : 0);
+         st.log_bytes, st.writes, st.noops, st.fsync_seconds_total, st.fsyncs, st.fsync_seconds_max,
+         st.snapshots, st.snapshot_running ? 1 : 0);
     outf(&o,
          "# HELP crdtd_last_seq Sequence number of the latest change.\n"
          "# TYPE crdtd_last_seq gauge\ncrdtd_last_seq %" PRIu64 "\n"
@@ -195,13 +195,12 @@ void gw_healthz(gw_server_t *s, gw_response_t *rs)
     crdt_replica_stats(s->replica, &st);
     const char *err = crdt_replica_last_error(s->replica);
     bool ok = !s->storage_error && !err;
-    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "status", ok ? "ok" : "failing",
-                          "node_id", (json_int_t)crdt_replica_node_id(s->replica), "keys",
-                          (json_int_t)st.keys, "last_seq",
-                          (json_int_t)crdt_replica_last_seq(s->replica), "durable_seq",
-                          (json_int_t)crdt_replica_durable_seq(s->replica), "uptime_ms",
-                          (json_int_t)(gw_mono_ms() - s->started_ms), "persistent",
-                          !s->cfg.no_persist);
+    json_t *j =
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "status", ok ? "ok" : "failing", "node_id",
+                  (json_int_t)crdt_replica_node_id(s->replica), "keys", (json_int_t)st.keys,
+                  "last_seq", (json_int_t)crdt_replica_last_seq(s->replica), "durable_seq",
+                  (json_int_t)crdt_replica_durable_seq(s->replica), "uptime_ms",
+                  (json_int_t)(gw_mono_ms() - s->started_ms), "persistent", !s->cfg.no_persist);
     if (j && !ok)
         json_object_set_new_nocheck(j, "error", json_string(err ? err : "storage failure"));
     gw_respond_json(rs, ok ? 200 : 503, j);

@@ -118,8 +118,8 @@ static int b64url_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
     return rc < 0 ? -1 : 0;
 }
 
-static int key_from_url(gw_server_t *s, const char *seg, size_t n, gw_response_t *rs,
-                        uint8_t **key, size_t *klen)
+static int key_from_url(gw_server_t *s, const char *seg, size_t n, gw_response_t *rs, uint8_t **key,
+                        size_t *klen)
 {
     if (!n) {
         gw_respond_error(rs, 400, "empty key");
@@ -649,7 +649,7 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
         }
         if (collect_items(s, body, type == CRDT_TIMELINE, rs, &items, &nitems))
             goto out;
-        ctx.kind = type == CRDT_LWWSET   ? (is_add ? OP_LWW_ADD : OP_LWW_REMOVE)
+        ctx.kind = type == CRDT_LWWSET  ? (is_add ? OP_LWW_ADD : OP_LWW_REMOVE)
                    : type == CRDT_ORSET ? (is_add ? OP_OR_ADD : OP_OR_REMOVE)
                                         : (is_add ? OP_TL_ADD : OP_TL_REMOVE);
         break;
@@ -682,9 +682,9 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
         respond_replica_error(rs, rc, op);
         goto out;
     }
-    json_t *j = json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)applied, "ops",
-                          (json_int_t)nitems, "seq",
-                          (json_int_t)(last ? last : crdt_replica_last_seq(s->replica)));
+    json_t *j =
+        json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)applied, "ops", (json_int_t)nitems,
+                  "seq", (json_int_t)(last ? last : crdt_replica_last_seq(s->replica)));
     if (rc < 0 && j) /* only a storage failure or memory can stop a validated batch midway */
         json_object_set_new_nocheck(j, "error", json_string(crdt_replica_strerror(rc)));
     gw_respond_json(rs, rc < 0 ? 503 : 200, j);
@@ -842,9 +842,8 @@ static void get_timelines(gw_server_t *s, const gw_request_t *rq, gw_response_t 
         json_array_append_new(a, e);
     }
     json_object_set_new_nocheck(j, "entries", a);
-    json_object_set_new_nocheck(j, "next_offset", n == limit && n
-                                                      ? json_integer((json_int_t)(offset + n))
-                                                      : json_null());
+    json_object_set_new_nocheck(
+        j, "next_offset", n == limit && n ? json_integer((json_int_t)(offset + n)) : json_null());
     gw_respond_json(rs, 200, j);
     j = NULL;
 out:

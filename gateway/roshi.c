@@ -135,8 +135,8 @@ static void roshi_write(gw_server_t *s, const gw_request_t *rq, gw_response_t *r
             goto out;
         }
         snprintf(what, sizeof(what), "[%zu].member", i);
-        if (gw_b64_field(json_object_get(el, "member"), what, s->cfg.max_member, rs,
-                         &ts[i].member, &ts[i].mlen))
+        if (gw_b64_field(json_object_get(el, "member"), what, s->cfg.max_member, rs, &ts[i].member,
+                         &ts[i].mlen))
             goto out;
         const json_t *sc = json_object_get(el, "score");
         if (!json_is_number(sc) || !isfinite(json_number_value(sc))) {
@@ -275,8 +275,7 @@ static size_t select_range(const crdt_obj_t *o, const crdt_tl_entry_t *start,
     size_t n = crdt_timeline_range_by_score(o, start->score, stop->score, start, limit, out);
     /* range_by_score includes score == stop.score; roshi wants those with member > stop.member,
      * which come first among equal scores (newest first = member descending) */
-    while (n && out[n - 1].score == stop->score &&
-           crdt_tl_entry_cmp(&out[n - 1], stop) >= 0)
+    while (n && out[n - 1].score == stop->score && crdt_tl_entry_cmp(&out[n - 1], stop) >= 0)
         n--;
     return n;
 }
@@ -488,9 +487,18 @@ void gw_roshi_handle(gw_server_t *s, const gw_request_t *rq, gw_response_t *rs)
         return;
     }
     switch (rq->method) {
-    case GW_GET: rs->ep = GW_EP_ROSHI_SELECT; roshi_select(s, rq, rs); break;
-    case GW_POST: rs->ep = GW_EP_ROSHI_INSERT; roshi_write(s, rq, rs, true); break;
-    case GW_DELETE: rs->ep = GW_EP_ROSHI_DELETE; roshi_write(s, rq, rs, false); break;
+    case GW_GET:
+        rs->ep = GW_EP_ROSHI_SELECT;
+        roshi_select(s, rq, rs);
+        break;
+    case GW_POST:
+        rs->ep = GW_EP_ROSHI_INSERT;
+        roshi_write(s, rq, rs, true);
+        break;
+    case GW_DELETE:
+        rs->ep = GW_EP_ROSHI_DELETE;
+        roshi_write(s, rq, rs, false);
+        break;
     default:
         rs->ep = GW_EP_OTHER;
         gw_respond_error(rs, 405, "method not allowed; the roshi API takes GET, POST, DELETE");

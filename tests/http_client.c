@@ -183,8 +183,7 @@ int hc_request(int port, const char *method, const char *path, const char *body,
     return rc;
 }
 
-char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_ms,
-             size_t *outlen)
+char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_ms, size_t *outlen)
 {
     int fd = hc_connect(port);
     if (fd < 0)

@@ -1,4 +1,5 @@
-/* http_client.h - a small HTTP/1.1 client over plain loopback sockets, and a crdtd launcher, for tests
+/* http_client.h - a small HTTP/1.1 client over plain loopback sockets, and a crdtd launcher, for
+ * tests
  *
  * Our own rather than libcurl: the bad-input tests must send what no well-behaved client sends
  * (garbage request lines, lying Content-Length, truncated bodies, GET and DELETE with bodies, huge
@@ -34,8 +35,7 @@ int hc_request(int port, const char *method, const char *path, const char *body,
 /* Sends raw bytes (then half-closes the write side when shut_wr) and collects whatever comes back
  * until the server closes or `timeout_ms` of silence; returns the bytes received (malloc'd,
  * NUL-terminated) or NULL if the connection could not be made. */
-char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_ms,
-             size_t *outlen);
+char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_ms, size_t *outlen);
 
 void hc_resp_free(hc_resp_t *r);
 
@@ -46,8 +46,8 @@ const char *hc_header(const hc_resp_t *r, const char *name, char *buf, size_t n)
 
 typedef struct crdtd_proc {
     pid_t pid;
-    int port;       /* REST API */
-    int roshi_port; /* 0 unless --roshi-listen was given */
+    int port;         /* REST API */
+    int roshi_port;   /* 0 unless --roshi-listen was given */
     char errlog[256]; /* path of the stderr capture */
 } crdtd_proc_t;
 

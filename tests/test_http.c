@@ -114,8 +114,7 @@ static void test_flags(const char *dir)
             line[0] = '\0';
         fclose(f);
     }
-    ok(strstr(line, "always, everysec or no") != NULL, "the error says what is accepted: %s",
-       line);
+    ok(strstr(line, "always, everysec or no") != NULL, "the error says what is accepted: %s", line);
     char cfg[600];
     snprintf(cfg, sizeof(cfg), "%s/missing.conf", dir);
     const char *nocfg[] = {"--config", cfg, NULL};
@@ -129,8 +128,9 @@ static void test_config_file(const char *dir)
     snprintf(cfg, sizeof(cfg), "%s/crdtd.conf", dir);
     snprintf(data, sizeof(data), "%s/cfgdata", dir);
     FILE *f = fopen(cfg, "w");
-    fprintf(f, "# test config\nnode-id = 7\n  timeline-max-size=3   # small bound\nfsync = no\n"
-               "data-dir = %s\n",
+    fprintf(f,
+            "# test config\nnode-id = 7\n  timeline-max-size=3   # small bound\nfsync = no\n"
+            "data-dir = %s\n",
             data);
     fclose(f);
     const char *args[] = {"--config", cfg, NULL};
@@ -138,8 +138,15 @@ static void test_config_file(const char *dir)
     is_int(req("GET", "/healthz", NULL), 200, "healthz");
     is_int(jint(J, "node_id"), 7, "node-id from the config file");
     for (int i = 0; i < 5; i++) {
-        snprintf(body, sizeof(body), "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
-                                     "\"score\":%d}", b64(i == 0 ? "a" : i == 1 ? "b" : i == 2 ? "c" : i == 3 ? "d" : "e"), i);
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
+                 "\"score\":%d}",
+                 b64(i == 0   ? "a"
+                     : i == 1 ? "b"
+                     : i == 2 ? "c"
+                     : i == 3 ? "d"
+                              : "e"),
+                 i);
         post_key("bounded", body);
     }
     is_int(get_key("bounded"), 200, "read the bounded timeline");
@@ -151,7 +158,8 @@ static void test_config_file(const char *dir)
 
 static void test_counters(void)
 {
-    is_int(post_key("c1", "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":5}"), 200, "pncounter incr");
+    is_int(post_key("c1", "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":5}"), 200,
+           "pncounter incr");
     is_int(jint(J, "applied"), 1, "applied 1");
     ok(jint(J, "seq") > 0, "the response carries the change's seq");
     is_int(post_key("c1", "{\"op\":\"decr\",\"by\":7}"), 200, "pncounter decr (type from the key)");
@@ -162,7 +170,8 @@ static void test_counters(void)
     ok(*jstr("binary") != '\0', "binary state included");
     is(jstr("key"), b64("c1"), "key echoed as base64");
 
-    is_int(post_key("g1", "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":3}"), 200, "gcounter incr");
+    is_int(post_key("g1", "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":3}"), 200,
+           "gcounter incr");
     is_int(post_key("g1", "{\"op\":\"incr\"}"), 200, "gcounter incr by default 1");
     get_key("g1");
     is_int(jint(J, "value"), 4, "gcounter value");
@@ -228,8 +237,10 @@ static void test_timeline(void)
     for (int i = 0; i < 30; i++) {
         char m[16];
         snprintf(m, sizeof(m), "m%02d", i);
-        snprintf(body, sizeof(body), "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
-                                     "\"score\":%d}", b64(m), i);
+        snprintf(body, sizeof(body),
+                 "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
+                 "\"score\":%d}",
+                 b64(m), i);
         if (post_key("tl", body) != 200)
             diag("add %d: %d %s", i, R.status, R.body);
     }
@@ -301,8 +312,9 @@ static void test_timeline(void)
     is_int((int)json_array_size(json_object_get(J, "entries")), 0, "is empty");
 
     /* coalesced */
-    snprintf(body, sizeof(body), "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":["
-                                 "{\"member\":\"%s\",\"score\":27.5},{\"member\":\"%s\",\"score\":1000}]}",
+    snprintf(body, sizeof(body),
+             "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":["
+             "{\"member\":\"%s\",\"score\":27.5},{\"member\":\"%s\",\"score\":1000}]}",
              b64("other"), b64("top"));
     is_int(post_key("tl2", body), 200, "second timeline");
     snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s&limit=3", b64u("tl"), b64u("tl2"));
@@ -390,16 +402,19 @@ static void test_errors(void)
     is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":5,\"score\":1}"), 400,
            "member not a string: 400");
     ok(strstr(jstr("error"), "member") != NULL, "names the field: %s", jstr("error"));
-    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":\"1\"}"),
-           400, "score not a number: 400");
+    is_int(
+        post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":\"1\"}"),
+        400, "score not a number: 400");
     is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\"}"), 400,
            "score missing: 400");
     is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"Y!==\",\"score\":1}"),
            400, "bad base64: 400");
-    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":NaN}"),
-           400, "NaN score: 400");
-    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":1e999}"),
-           400, "overflowing score: 400");
+    is_int(
+        post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":NaN}"),
+        400, "NaN score: 400");
+    is_int(
+        post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":1e999}"),
+        400, "overflowing score: 400");
     is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":1,"
                          "\"score\":2}"),
            400, "duplicate field: 400");
@@ -409,8 +424,8 @@ static void test_errors(void)
 
 static void test_limits(const char *dir)
 {
-    const char *args[] = {"--no-persist", "--max-body", "300", "--max-key", "16",
-                          "--max-member", "8", NULL};
+    const char *args[] = {"--no-persist", "--max-body",   "300", "--max-key",
+                          "16",           "--max-member", "8",   NULL};
     ok(crdtd_start(&srv, CRDTD_BIN, dir, args) == 0, "crdtd with small limits");
     is_int(post_key("0123456789abcdefX", "{\"type\":\"pncounter\",\"op\":\"incr\"}"), 400,
            "17-byte key: 400");

@@ -67,7 +67,10 @@ static int raw(const void *data, size_t len, bool shut_wr)
     return status;
 }
 
-static int raw_str(const char *s, bool shut_wr) { return raw(s, strlen(s), shut_wr); }
+static int raw_str(const char *s, bool shut_wr)
+{
+    return raw(s, strlen(s), shut_wr);
+}
 
 static void check(const char *what, int status, int want)
 {
@@ -153,7 +156,8 @@ static void http_corpus(void)
     check("Content-Length: -1",
           raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}", true), 0);
     check("Content-Length: abc",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", true), 0);
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", true),
+          0);
     check("Content-Length: 2^70",
           raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: "
                   "1180591620717411303424\r\n\r\n{}",
@@ -172,20 +176,24 @@ static void http_corpus(void)
     check("POST without Content-Length",
           raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\n\r\n", false), 411);
     check("body longer than Content-Length (pipelined junk)",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}GARBAGE\r\n\r\n",
-                  true),
+          raw_str(
+              "POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}GARBAGE\r\n\r\n",
+              true),
           0);
-    check("two pipelined requests",
-          raw_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-                  true),
-          200);
+    check(
+        "two pipelined requests",
+        raw_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                true),
+        200);
     /* pipelining: lws 4.1.6 loops on input pipelined behind a request with a body unless
      * crdtd closes such a connection after answering (gateway/http.c) */
     {
         const char *pb = "{\"type\":\"gcounter\",\"op\":\"incr\"}";
         char post[256], get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", seq[1024];
-        snprintf(post, sizeof(post), "POST /v1/keys/cGlwZQ HTTP/1.1\r\nHost: x\r\n"
-                                     "Content-Length: %zu\r\n\r\n%s", strlen(pb), pb);
+        snprintf(post, sizeof(post),
+                 "POST /v1/keys/cGlwZQ HTTP/1.1\r\nHost: x\r\n"
+                 "Content-Length: %zu\r\n\r\n%s",
+                 strlen(pb), pb);
         static const char *const shapes[] = {"PP", "GP", "PG", "PPP", "GGPGPG"};
         for (size_t k = 0; k < 5; k++) {
             size_t sl = 0;
@@ -202,11 +210,12 @@ static void http_corpus(void)
             check(what, st, 200);
         }
     }
-    check("WebSocket upgrade",
-          raw_str("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                  true),
-          0);
+    check(
+        "WebSocket upgrade",
+        raw_str("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                true),
+        0);
     check("NUL in the path", raw("GET /v1/keys/\0AAA HTTP/1.1\r\nHost: x\r\n\r\n", 37, true), 0);
     check("%00 in the path", raw_str("GET /v1/keys/%00 HTTP/1.1\r\nHost: x\r\n\r\n", true), 0);
     check("bad percent escape", raw_str("GET /v1/keys/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n", true), 0);
@@ -293,9 +302,15 @@ static void json_corpus(void)
 
     /* the same against the roshi listener */
     static const char *rbodies[] = {
-        "", "{", "[1]", "[{}]", "[{\"key\":1,\"score\":1,\"member\":\"YQ==\"}]",
+        "",
+        "{",
+        "[1]",
+        "[{}]",
+        "[{\"key\":1,\"score\":1,\"member\":\"YQ==\"}]",
         "[{\"key\":\"YQ==\",\"score\":null,\"member\":\"YQ==\"}]",
-        "[{\"key\":\"YQ\",\"score\":1,\"member\":\"YQ==\"}]", "[[\"YQ==\"]]", "[null]",
+        "[{\"key\":\"YQ\",\"score\":1,\"member\":\"YQ==\"}]",
+        "[[\"YQ==\"]]",
+        "[null]",
         "{\"key\":\"YQ==\"}",
     };
     static const char *methods[] = {"GET", "POST", "DELETE"};
@@ -371,10 +386,11 @@ int main(void)
         return done_testing();
     }
     hc_resp_t r;
-    hc_request(srv.port, "POST", "/v1/keys/c2VudGluZWw",
-               "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"YQ==\",\"score\":1},"
-               "{\"member\":\"Yg==\",\"score\":2}]}",
-               &r);
+    hc_request(
+        srv.port, "POST", "/v1/keys/c2VudGluZWw",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"YQ==\",\"score\":1},"
+        "{\"member\":\"Yg==\",\"score\":2}]}",
+        &r);
     is_int(r.status, 200, "sentinel data written");
     hc_resp_free(&r);
     sentinel = get_binary("c2VudGluZWw");

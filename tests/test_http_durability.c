@@ -66,8 +66,8 @@ static void writer(int id, int port, int out)
         key_url(i % KEYS, ku, sizeof(ku));
         snprintf(path, sizeof(path), "/v1/keys/%s", ku);
         int n = snprintf(body, sizeof(body),
-                         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\",\"score\":%d}", mb,
-                         i);
+                         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\",\"score\":%d}",
+                         mb, i);
         hc_resp_t r;
         if (hc_send(fd, "POST", path, "", body, (size_t)n, &r) || r.status != 200) {
             hc_resp_free(&r);
@@ -102,7 +102,8 @@ static int collect(int k, unsigned char **present, int cap)
         for (size_t i = 0; i < n; i++) {
             const char *mb = json_string_value(json_object_get(json_array_get(es, i), "member"));
             /* decode "w<id>-<i>" from base64 */
-            static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            static const char a[] =
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
             char m[64];
             size_t w = 0;
             unsigned acc = 0;
@@ -131,8 +132,9 @@ static int collect(int k, unsigned char **present, int cap)
 
 static void test_kill9_while_writing(const char *dir, const char *data)
 {
-    const char *args[] = {"--data-dir", data, "--fsync", "always", "--timeline-max-size", "0",
-                          "--snapshot-log-bytes", "256K", NULL};
+    const char *args[] = {
+        "--data-dir",           data,   "--fsync", "always", "--timeline-max-size", "0",
+        "--snapshot-log-bytes", "256K", NULL};
     if (crdtd_start(&srv, CRDTD_BIN, dir, args)) {
         ok(0, "crdtd --fsync always starts");
         return;
@@ -282,8 +284,8 @@ static int count_files(const char *data, const char *prefix)
 
 static void test_snapshot_replay(const char *dir, const char *data)
 {
-    const char *args[] = {"--data-dir", data, "--fsync", "everysec", "--snapshot-log-bytes",
-                          "16K", NULL};
+    const char *args[] = {"--data-dir",           data,  "--fsync", "everysec",
+                          "--snapshot-log-bytes", "16K", NULL};
     if (crdtd_start(&srv, CRDTD_BIN, dir, args)) {
         ok(0, "crdtd starts for the snapshot test");
         return;
@@ -300,13 +302,16 @@ static void test_snapshot_replay(const char *dir, const char *data)
         for (char *p = kb; *p; p++)
             *p = *p == '+' ? '-' : *p == '/' ? '_' : *p == '=' ? '\0' : *p;
         snprintf(path, sizeof(path), "/v1/keys/%s", kb);
-        int n = k == 0   ? snprintf(body, sizeof(body), "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":%d}", i)
-                : k == 1 ? snprintf(body, sizeof(body),
-                                    "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\",\"score\":%d}",
-                                    i % 2 ? "YWFh" : "YmJi", i)
-                         : snprintf(body, sizeof(body),
-                                    "{\"type\":\"orset\",\"op\":\"%s\",\"member\":\"%s\"}",
-                                    i % 5 ? "add" : "remove", i % 2 ? "eA==" : "eQ==");
+        int n =
+            k == 0 ? snprintf(body, sizeof(body),
+                              "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":%d}", i)
+            : k == 1
+                ? snprintf(body, sizeof(body),
+                           "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\",\"score\":%d}",
+                           i % 2 ? "YWFh" : "YmJi", i)
+                : snprintf(body, sizeof(body),
+                           "{\"type\":\"orset\",\"op\":\"%s\",\"member\":\"%s\"}",
+                           i % 5 ? "add" : "remove", i % 2 ? "eA==" : "eQ==");
         hc_resp_t r;
         if (fd >= 0 && hc_send(fd, "POST", path, "", body, (size_t)n, &r) == 0 && r.status == 200)
             good++;
@@ -337,7 +342,8 @@ static void test_snapshot_replay(const char *dir, const char *data)
     char *after = dump_state();
     ok(before && after && strlen(before) > 100, "state captured (%zu bytes)",
        before ? strlen(before) : 0);
-    ok(before && after && !strcmp(before, after), "snapshot + log replay equals the pre-crash state");
+    ok(before && after && !strcmp(before, after),
+       "snapshot + log replay equals the pre-crash state");
     free(after);
 
     /* a torn tail: garbage appended to the newest log is dropped, the rest recovered */
@@ -397,8 +403,8 @@ static void test_snapshot_replay(const char *dir, const char *data)
     hc_resp_free(&r);
 
     /* SIGTERM: exit 0, the data is there after restart */
-    hc_request(srv.port, "POST", "/v1/keys/bGFzdA", "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":42}",
-               &r);
+    hc_request(srv.port, "POST", "/v1/keys/bGFzdA",
+               "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":42}", &r);
     is_int(r.status, 200, "a last write");
     hc_resp_free(&r);
     st = crdtd_stop(&srv, SIGTERM, 10000);

@@ -122,7 +122,8 @@ int main(void)
              "{\"key\":\"%s\",\"score\":3,\"member\":\"%s\"}]",
              b64("foo"), b64("a"), b64("foo"), b64("b"), b64("bar"), b64("c"));
     is_int(req("POST", "/", body), 200, "POST / inserts");
-    ok(json_is_integer(json_object_get(J, "inserted")) && json_integer_value(json_object_get(J, "inserted")) == 3,
+    ok(json_is_integer(json_object_get(J, "inserted")) &&
+           json_integer_value(json_object_get(J, "inserted")) == 3,
        "{\"inserted\":3}: %s", R.body);
     ok(json_is_string(json_object_get(J, "duration")), "with a Go-style duration string");
     char ct[128];
@@ -262,8 +263,8 @@ int main(void)
     /* interplay with the REST API: the same timelines */
     is_int(req_port(srv.port, "GET", "/v1/keys/bWFueQ/timeline?limit=1", NULL), 200,
            "REST read of a roshi-written timeline");
-    ok(json_real_value(json_object_get(json_array_get(json_object_get(J, "entries"), 0),
-                                       "score")) == 114,
+    ok(json_real_value(
+           json_object_get(json_array_get(json_object_get(J, "entries"), 0), "score")) == 114,
        "sees the roshi writes");
     req_port(srv.port, "POST", "/v1/keys/Y291bnQ", "{\"type\":\"gcounter\",\"op\":\"incr\"}");
     is_int(req("POST", "/", "[{\"key\":\"Y291bnQ=\",\"score\":1,\"member\":\"YQ==\"}]"), 409,
