@@ -160,6 +160,9 @@ void gw_jw_lit(gw_jw_t *w, const char *s);
 void gw_jw_b64(gw_jw_t *w, const void *p, size_t n);
 /* The shortest decimal that reads back as d (finite), with ".0" when it looks like an integer. */
 void gw_jw_double(gw_jw_t *w, double d);
+/* A number as Go's encoding/json writes a float64 (roshi-server's responses): shortest digits,
+ * no ".0", exponent form below 1e-6 and from 1e21. */
+void gw_jw_double_go(gw_jw_t *w, double d);
 void gw_jw_u64(gw_jw_t *w, uint64_t v);
 /* Adopts the writer's buffer as the response body (application/json); w is left empty. */
 void gw_respond_jw(gw_response_t *rs, int status, gw_jw_t *w);

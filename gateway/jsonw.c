@@ -1,5 +1,6 @@
 /* jsonw.c - a small JSON writer for the hot read paths (timeline pages, roshi selects) */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,35 @@ void gw_jw_double(gw_jw_t *w, double d)
     }
     if (!strpbrk(buf, ".eEn")) /* "5" -> "5.0": a real, as jansson writes it */
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".0");
+    gw_jw_raw(w, buf, (size_t)n);
+}
+
+void gw_jw_double_go(gw_jw_t *w, double d)
+{
+    char buf[64];
+    int n = 0;
+    double a = fabs(d);
+    if (a == 0 || (a >= 1e-6 && a < 1e21)) {
+        /* strconv 'f', shortest: the fewest decimals that read back as d */
+        for (int dec = 0; dec <= 30; dec++) {
+            n = snprintf(buf, sizeof(buf), "%.*f", dec, d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+        if (!strcmp(buf, "-0"))
+            n = snprintf(buf, sizeof(buf), "-0");
+    } else {
+        /* strconv 'e', shortest, with Go's e-09 -> e-9 clean-up */
+        for (int prec = 0; prec <= 17; prec++) {
+            n = snprintf(buf, sizeof(buf), "%.*e", prec, d);
+            if (strtod(buf, NULL) == d)
+                break;
+        }
+        if (n >= 4 && buf[n - 4] == 'e' && buf[n - 3] == '-' && buf[n - 2] == '0') {
+            buf[n - 2] = buf[n - 1];
+            buf[--n] = '\0';
+        }
+    }
     gw_jw_raw(w, buf, (size_t)n);
 }
 

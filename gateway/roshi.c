@@ -260,7 +260,7 @@ static void ksm_write(gw_jw_t *w, const uint8_t *key, size_t klen, const crdt_tl
     gw_jw_lit(w, "{\"key\":");
     gw_jw_b64(w, key, klen);
     gw_jw_lit(w, ",\"score\":");
-    gw_jw_double(w, e->score);
+    gw_jw_double_go(w, e->score);
     gw_jw_lit(w, ",\"member\":");
     gw_jw_b64(w, e->member, e->member_len);
     gw_jw_lit(w, "}");

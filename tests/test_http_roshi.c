@@ -160,6 +160,24 @@ int main(void)
     ok(json_array_size(recs) == 1 && is_ksm(json_array_get(recs, 0), "foo", 2.5, "b"),
        "coalesce with offset and limit");
 
+    /* numbers as Go's encoding/json writes a float64 */
+    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", b64("foo"), b64("bar"));
+    req("GET", "/?coalesce=true", body);
+    ok(strstr(R.body, "\"score\":2.5,") && strstr(R.body, "\"score\":1,") &&
+           strstr(R.body, "\"score\":3,"),
+       "scores written as Go does (1, not 1.0): %s", R.body);
+    snprintf(body, sizeof(body),
+             "[{\"key\":\"%s\",\"score\":1e21,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":1e-7,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":1700000000.125,\"member\":\"%s\"}]",
+             b64("nums"), b64("a"), b64("nums"), b64("b"), b64("nums"), b64("c"));
+    req("POST", "/", body);
+    snprintf(body, sizeof(body), "[\"%s\"]", b64("nums"));
+    req("GET", "/", body);
+    ok(strstr(R.body, "\"score\":1e+21,") && strstr(R.body, "\"score\":1e-7,") &&
+           strstr(R.body, "\"score\":1700000000.125,"),
+       "1e+21, 1e-7 and 1700000000.125 as Go writes them: %s", R.body);
+
     /* delete: newer score wins; older is ignored */
     snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":2,\"member\":\"%s\"}]", b64("foo"),
              b64("b"));
