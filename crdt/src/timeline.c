@@ -223,7 +223,10 @@ static int ensure_room(timeline_t *t)
         t->ents = e;
         t->ents_cap = (uint32_t)cap;
     }
-    if (!t->spare && !(t->spare = malloc(sizeof(tl_block_t))))
+    /* A new block is needed only for the first one or to split a full one, and no block can be
+     * full while fewer than TL_BLOCK entries exist: small timelines (most feeds) skip the spare. */
+    bool may_need_block = t->nblk == 0 || t->count >= TL_BLOCK;
+    if (may_need_block && !t->spare && !(t->spare = malloc(sizeof(tl_block_t))))
         return CRDT_ENOMEM;
     if (t->nblk + 1 > t->blk_cap)
         return grow_blocks(t, t->blk_cap ? t->blk_cap * 2 : 4);
