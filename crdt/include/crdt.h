@@ -59,6 +59,10 @@ int crdt_buf_reserve(crdt_buf_t *b, size_t extra);
 int crdt_buf_append(crdt_buf_t *b, const void *p, size_t n);
 void crdt_buf_free(crdt_buf_t *b);
 
+/* A 64-bit hash of n bytes under a seed. Stable: the same on every machine and release (its output
+ * may be persisted or compared between replicas, e.g. as a state fingerprint). Not cryptographic. */
+uint64_t crdt_hash64(const void *p, size_t n, uint64_t seed);
+
 /* CRC-32C (Castagnoli) of `n` bytes, continuing from `crc` (start with 0). */
 uint32_t crdt_crc32c(uint32_t crc, const void *p, size_t n);
 

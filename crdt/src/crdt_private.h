@@ -115,7 +115,6 @@ int crdt__json_get_hlc(const json_t *j, const char *what, crdt_hlc_ts_t *ts, crd
 
 /* ---- hashing and a compact open-addressing index of uint32 ids ------------------------------ */
 
-uint64_t crdt__hash(const void *p, size_t n, uint64_t seed);
 
 /* Gives the key bytes of an id; the index stores only ids and asks its owner for keys. */
 typedef void (*crdt__key_fn)(const void *ctx, uint32_t id, const uint8_t **key, size_t *len);

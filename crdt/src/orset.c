@@ -96,7 +96,7 @@ static uint32_t find(const orset_t *s, const void *m, size_t len)
 static uint64_t dot_hash(const orset_t *s, const crdt_dot_t *d)
 {
     uint64_t k[2] = {d->replica, d->seq};
-    return crdt__hash(k, sizeof(k), s->dseed);
+    return crdt_hash64(k, sizeof(k), s->dseed);
 }
 
 static uint64_t dval(uint32_t id, uint32_t pos)
@@ -571,7 +571,7 @@ static orset_t *orset_new(void)
     s->obj.vt = &crdt__orset_vt;
     crdt__hidx_init(&s->idx);
     /* per object, like the member index: crafted colliding dots hit one object of one process */
-    s->dseed = crdt__hash(&s, sizeof(s), 0x9E3779B97F4A7C15ull);
+    s->dseed = crdt_hash64(&s, sizeof(s), 0x9E3779B97F4A7C15ull);
     return s;
 }
 

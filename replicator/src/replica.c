@@ -70,13 +70,6 @@ const char *crdt_replica_last_error(const crdt_replica_t *r)
     return r->failed ? r->failure : NULL;
 }
 
-static inline uint64_t load64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
 static inline uint64_t fmix(uint64_t h)
 {
     h ^= h >> 33;
@@ -85,34 +78,6 @@ static inline uint64_t fmix(uint64_t h)
     h *= 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 33;
     return h;
-}
-
-uint64_t rep_hash(const void *data, size_t n, uint64_t seed)
-{
-    const uint8_t *p = data;
-    uint64_t h = seed ^ (n * 0x9E3779B97F4A7C15ull);
-    /* Two lanes so long encodings (fingerprints of whole timelines) hash at memory speed. */
-    uint64_t h2 = ~seed;
-    while (n >= 16) {
-        h = (h ^ fmix(load64(p))) * 0x9E3779B97F4A7C15ull;
-        h2 = (h2 ^ fmix(load64(p + 8))) * 0xC2B2AE3D27D4EB4Full;
-        h ^= h >> 29;
-        h2 ^= h2 >> 31;
-        p += 16;
-        n -= 16;
-    }
-    if (n >= 8) {
-        h = (h ^ fmix(load64(p))) * 0x9E3779B97F4A7C15ull;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
-    }
-    if (n) {
-        uint64_t tail = 0;
-        memcpy(&tail, p, n);
-        h = (h ^ fmix(tail ^ n)) * 0x9E3779B97F4A7C15ull;
-    }
-    return fmix(h ^ fmix(h2));
 }
 
 /* ---- keyspace table ------------------------------------------------------------------------- */

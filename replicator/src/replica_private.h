@@ -118,7 +118,11 @@ struct crdt_replica {
 
 /* ---- replica.c: keyspace primitives the storage code uses ---------------------------------- */
 
-uint64_t rep_hash(const void *p, size_t n, uint64_t seed);
+/* libcrdt's stable hash: fingerprints must agree between replicas */
+static inline uint64_t rep_hash(const void *p, size_t n, uint64_t seed)
+{
+    return crdt_hash64(p, n, seed);
+}
 /* The id of key, or UINT32_MAX. */
 uint32_t rep_find(const crdt_replica_t *r, const void *key, size_t klen, uint64_t h);
 /* Adds a key that is absent, owning obj; returns its id or UINT32_MAX (ENOMEM). */
