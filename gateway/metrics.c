@@ -172,7 +172,10 @@ void gw_metrics_render(gw_server_t *s, gw_response_t *rs)
          "# HELP crdtd_uptime_seconds Seconds since start.\n"
          "# TYPE crdtd_uptime_seconds gauge\ncrdtd_uptime_seconds %.3f\n",
          crdt_replica_last_seq(s->replica), crdt_replica_durable_seq(s->replica), s->pending,
-         s->storage_error ? 0 : 1, (double)(gw_mono_ms() - s->started_ms) / 1e3);
+         /* as /healthz: a failure the replica found on its own (the background fsync of
+          * --fsync everysec, reaped by the tick) sets no storage_error until a flush runs */
+         (s->storage_error || crdt_replica_last_error(s->replica)) ? 0 : 1,
+         (double)(gw_mono_ms() - s->started_ms) / 1e3);
     histogram(&o, "crdtd_apply_seconds",
               "Time to apply the ops of one write request to the replica (in memory).",
               m->apply_buckets, m->apply_count, m->apply_sum);
