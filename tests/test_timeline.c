@@ -358,6 +358,64 @@ static void test_block_upkeep(void)
     crdt_obj_free(t);
 }
 
+/* Small timelines (most feeds) must not pay for a whole 64-id block and 8-entry pool: before the
+ * lone first block grew from 4 ids, 1 entry cost 636 B and 10 cost 844 B. The bounds leave ~30 B
+ * of slack over today's 268/632 B (struct ~130 B, pool, block, hash index, member bytes), so
+ * allocating a full block or pool for a small feed again fails here. */
+static void test_small_memory(void)
+{
+    crdt_stats_t st;
+    char m[16];
+    crdt_obj_t *t = crdt_timeline_new(0);
+    add(t, "member-0", 0);
+    crdt_obj_stats(t, &st);
+    cmp_ok((long long)st.memory, "<", 300, "a 1-entry timeline costs under 300 B");
+    for (int i = 1; i < 10; i++) {
+        snprintf(m, sizeof(m), "member-%d", i);
+        add(t, m, i);
+    }
+    crdt_obj_stats(t, &st);
+    cmp_ok((long long)st.memory, "<", 660, "a 10-entry timeline costs under 660 B");
+    crdt_obj_free(t);
+
+    /* growth through every lone-block capacity and past the first split: all reads stay right,
+     * and clones and bulk merges of small states (sized lone blocks) agree with the source */
+    t = crdt_timeline_new(0);
+    bool good = true, clones = true, merges = true;
+    for (int n = 1; n <= 200 && good; n++) {
+        snprintf(m, sizeof(m), "e%03d", n - 1);
+        good = add(t, m, (n * 37) % 211) == 1 && crdt_timeline_card(t) == (size_t)n &&
+               paging_consistent(t);
+        for (int k = 0; good && k < n; k += 7) {
+            double sc;
+            snprintf(m, sizeof(m), "e%03d", k);
+            good = crdt_timeline_score(t, m, strlen(m), &sc) == 1 && sc == (k + 1) * 37 % 211;
+        }
+        crdt_obj_t *c = crdt_obj_clone(t), *e = crdt_timeline_new(0);
+        clones = clones && c && crdt_obj_equal(c, t) && add(c, "zz", 999) == 1 &&
+                 paging_consistent(c);
+        merges = merges && e && crdt_obj_merge(e, t) == 1 && crdt_obj_equal(e, t) &&
+                 add(e, "zz", 999) == 1 && paging_consistent(e);
+        crdt_obj_free(c);
+        crdt_obj_free(e);
+    }
+    ok(good, "every read is right after each add from 1 to 200 entries");
+    ok(clones, "clones of 1..200 entries equal their source and take a further add");
+    ok(merges, "bulk merges into an empty timeline equal their source and take a further add");
+    crdt_obj_free(t);
+
+    /* a bound of 1 empties and refills the lone block on every add (the block becomes the spare) */
+    t = crdt_timeline_new(1);
+    good = true;
+    for (int i = 0; i < 100 && good; i++) {
+        snprintf(m, sizeof(m), "b%d", i % 7);
+        add(t, m, 10 + i);
+        good = crdt_timeline_card(t) == 1 && paging_consistent(t);
+    }
+    ok(good, "a 1-bounded timeline stays right while its only block is recycled");
+    crdt_obj_free(t);
+}
+
 /* Large merges (the linear bulk path) give the state of all writes applied to one timeline. */
 static void test_merge_large(void)
 {
@@ -861,6 +919,7 @@ int main(void)
     test_merge_bounds();
     test_merge_large();
     test_block_upkeep();
+    test_small_memory();
     test_range();
     test_select();
     test_codec();

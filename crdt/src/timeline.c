@@ -37,6 +37,7 @@
  *   - order: a two-level sorted list of ids, blocks of up to 64 ids under a top array of block
  *     pointers with each block's live count beside it. Insert is a binary search and a memmove
  *     of at most 64 ids; offset reads skip whole blocks reading only the live-count array.
+ *     A lone first block starts at 4 ids and doubles, so small feeds stay small.
  * Merge inserts a small src (a delta) entry by entry; a src at least a quarter of dst's size is
  * joined in one linear pass that rebuilds the blocks. Clone copies the arrays as they are.
  */
@@ -49,6 +50,7 @@
 #define TL_MOVED 0x40000000u /* set only during a bulk merge: the entry's position changes */
 #define TL_LEN_MASK 0x3FFFFFFFu /* CRDT_MAX_BLOB fits */
 #define TL_BLOCK 64
+#define TL_FIRST_CAP 4 /* capacity a lone first block starts at; it doubles up to TL_BLOCK */
 #define TL_FREE UINT32_MAX
 
 typedef struct tl_ent {
@@ -57,10 +59,41 @@ typedef struct tl_ent {
     uint32_t len; /* member length | TL_TOMB; TL_FREE while on the free list */
 } tl_ent_t;
 
+/* Every block holds TL_BLOCK ids except a lone first block, which starts at TL_FIRST_CAP and
+ * doubles: most feeds are small, and a whole block for a few entries would dominate their cost.
+ * A block can only be split (and so a second block appear) once it is full at TL_BLOCK, so
+ * whenever nblk > 1 every block has cap == TL_BLOCK and the split/merge code needs no checks. */
 typedef struct tl_block {
-    uint32_t n; /* ids used */
-    uint32_t ids[TL_BLOCK];
+    uint32_t n;   /* ids used */
+    uint32_t cap; /* ids allocated: TL_BLOCK, or less for a lone first block */
+    uint32_t ids[];
 } tl_block_t;
+
+static inline size_t block_size(uint32_t cap)
+{
+    return sizeof(tl_block_t) + (size_t)cap * sizeof(uint32_t);
+}
+
+/* (Re)allocates b to hold cap ids; NULL (b untouched) on failure. */
+static tl_block_t *block_resize(tl_block_t *b, uint32_t cap)
+{
+    tl_block_t *nb = realloc(b, block_size(cap));
+    if (!nb)
+        return NULL;
+    if (!b)
+        nb->n = 0;
+    nb->cap = cap;
+    return nb;
+}
+
+/* The capacity a lone block needs for n ids: a power of two from TL_FIRST_CAP to TL_BLOCK. */
+static uint32_t lone_cap(uint32_t n)
+{
+    uint32_t cap = TL_FIRST_CAP;
+    while (cap < n && cap < TL_BLOCK)
+        cap *= 2;
+    return cap;
+}
 
 typedef struct timeline {
     crdt_obj_t base;
@@ -213,8 +246,11 @@ static int ensure_room(timeline_t *t)
     if (t->free_head == CRDT__NO_ID && t->ents_used == t->ents_cap) {
         if (t->ents_cap == UINT32_MAX - 1)
             return CRDT_ENOMEM;
-        /* 1.5x growth: the pool is the biggest per-entry cost, so keep its slack small */
-        uint64_t cap = t->ents_cap < 8 ? 8 : (uint64_t)t->ents_cap + t->ents_cap / 2;
+        /* 1.5x growth: the pool is the biggest per-entry cost, so keep its slack small; small
+         * pools double from 2 so a one-entry feed does not pay for eight */
+        uint64_t cap = t->ents_cap < 2   ? 2
+                       : t->ents_cap < 8 ? (uint64_t)t->ents_cap * 2
+                                         : (uint64_t)t->ents_cap + t->ents_cap / 2;
         if (cap > UINT32_MAX - 1)
             cap = UINT32_MAX - 1;
         tl_ent_t *e = realloc(t->ents, (size_t)cap * sizeof(*e));
@@ -226,10 +262,27 @@ static int ensure_room(timeline_t *t)
     /* A new block is needed only for the first one or to split a full one, and no block can be
      * full while fewer than TL_BLOCK entries exist: small timelines (most feeds) skip the spare. */
     bool may_need_block = t->nblk == 0 || t->count >= TL_BLOCK;
-    if (may_need_block && !t->spare && !(t->spare = malloc(sizeof(tl_block_t))))
-        return CRDT_ENOMEM;
+    if (may_need_block) {
+        /* a first block may start small; one that splits a full block must be whole (a small
+         * spare can be left by removing a lone block, or survive a bulk merge) */
+        uint32_t want = t->nblk ? TL_BLOCK : TL_FIRST_CAP;
+        if (!t->spare || t->spare->cap < want) {
+            tl_block_t *b = block_resize(t->spare, want);
+            if (!b)
+                return CRDT_ENOMEM;
+            t->spare = b;
+        }
+    }
+    /* a full lone block below TL_BLOCK grows here, before the mutation, never inside insert_at
+     * (a delete-then-reinsert may also pass through, which merely grows it a step early) */
+    if (t->nblk == 1 && t->blk[0]->n == t->blk[0]->cap && t->blk[0]->cap < TL_BLOCK) {
+        tl_block_t *b = block_resize(t->blk[0], t->blk[0]->cap * 2);
+        if (!b)
+            return CRDT_ENOMEM;
+        t->blk[0] = b;
+    }
     if (t->nblk + 1 > t->blk_cap)
-        return grow_blocks(t, t->blk_cap ? t->blk_cap * 2 : 4);
+        return grow_blocks(t, t->blk_cap ? t->blk_cap * 2 : 1); /* most feeds have one block */
     return 0;
 }
 
@@ -273,7 +326,8 @@ static uint32_t count_live(const timeline_t *t, const uint32_t *ids, uint32_t n)
     return live;
 }
 
-/* Inserts id at position (bi, si) as given by find_pos; needs ensure_room beforehand. */
+/* Inserts id at position (bi, si) as given by find_pos; needs ensure_room beforehand, which
+ * leaves a lone small block with room, so `n == TL_BLOCK` below is the only full case. */
 static void insert_at(timeline_t *t, uint32_t bi, uint32_t si, uint32_t id)
 {
     tl_block_t *b;
@@ -558,9 +612,10 @@ static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
             goto fail;
         memcpy(t->blive, s->blive, (size_t)s->nblk * sizeof(*t->blive));
         for (; t->nblk < s->nblk; t->nblk++) {
-            if (!(t->blk[t->nblk] = malloc(sizeof(tl_block_t))))
+            const tl_block_t *sb = s->blk[t->nblk];
+            if (!(t->blk[t->nblk] = malloc(block_size(sb->cap))))
                 goto fail;
-            memcpy(t->blk[t->nblk], s->blk[t->nblk], sizeof(tl_block_t));
+            memcpy(t->blk[t->nblk], sb, block_size(sb->cap));
         }
     }
     if (s->idx.slots) {
@@ -763,8 +818,10 @@ static int merge_bulk(timeline_t *t, const timeline_t *s)
     uint32_t *blive = malloc((size_t)nb * sizeof(*blive));
     uint32_t *placed = malloc((s->count ? s->count : 1) * sizeof(uint32_t));
     bool ok = blk && blive && placed;
+    /* a lone result block is sized to what it receives, as a growing lone block would be */
+    uint32_t bcap = nb == 1 ? lone_cap((uint32_t)total) : TL_BLOCK;
     for (uint32_t i = 0; ok && i < nb; i++)
-        ok = (blk[i] = malloc(sizeof(tl_block_t))) != NULL;
+        ok = (blk[i] = block_resize(NULL, bcap)) != NULL;
     if (!ok) {
         for (uint32_t i = 0; blk && i < nb; i++)
             free(blk[i]);
@@ -984,8 +1041,10 @@ static void timeline_stats(const crdt_obj_t *o, crdt_stats_t *st)
     st->tombstones = t->count - t->live;
     st->memory = sizeof(*t) + (size_t)t->ents_cap * sizeof(tl_ent_t) +
                  (size_t)t->blk_cap * (sizeof(tl_block_t *) + sizeof(uint32_t)) +
-                 ((size_t)t->nblk + (t->spare != NULL)) * sizeof(tl_block_t) + t->blobs.cap +
+                 (t->spare ? block_size(t->spare->cap) : 0) + t->blobs.cap +
                  crdt__hidx_memory(&t->idx);
+    for (uint32_t b = 0; b < t->nblk; b++)
+        st->memory += block_size(t->blk[b]->cap);
 }
 
 /* ---- binary codec --------------------------------------------------------------------------- */
