@@ -107,6 +107,14 @@ static int finish_write(RedisModuleCtx *ctx, RedisModuleString *name, RedisModul
                         crdt_obj_t *obj, bool created, long long changed, long long reply,
                         crdt_obj_t *delta, const char *event, int err)
 {
+    if (err < 0 && delta) {
+        /* What did change is real and must reach replicas; the delta is incomplete only on OOM
+         * part-way through a multi-member write, so replicate the command itself then. */
+        crdt_obj_free(delta);
+        delta = NULL;
+        if (changed)
+            RedisModule_ReplicateVerbatim(ctx);
+    }
     if (created) {
         if (changed)
             crdtm_set_new(key, obj);
@@ -218,14 +226,6 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
     }
     if (scores != stack_scores)
         free(scores);
-    if (err < 0 && delta) {
-        /* What did change is real and must reach replicas; the delta is incomplete only on OOM,
-         * so replicate the command itself then (replicas redo the same writes). */
-        crdt_obj_free(delta);
-        delta = NULL;
-        if (changed)
-            RedisModule_ReplicateVerbatim(ctx);
-    }
     return finish_write(ctx, argv[1], key, tl, created, changed, changed, delta,
                         add ? "crdt.tladd" : "crdt.tlrem", err);
 }
@@ -629,12 +629,6 @@ static int set_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         changed += r;
         flipped += was != (crdt_set_contains(s, m, mlen) == 1);
         err = collect_delta(&delta, d);
-    }
-    if (err < 0 && delta) {
-        crdt_obj_free(delta);
-        delta = NULL;
-        if (changed)
-            RedisModule_ReplicateVerbatim(ctx);
     }
     return finish_write(ctx, argv[1], key, s, created, changed, flipped, delta,
                         add ? "crdt.sadd" : "crdt.srem", err);
