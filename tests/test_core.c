@@ -1,5 +1,6 @@
 /* test_core.c - the parts every type relies on: HLC, CRC, varints, the frame, base64, hash index */
 #include "tap.h"
+#include "codec_check.h"
 
 #include "crdt.h"
 #include "crdt_json.h"
@@ -99,33 +100,18 @@ static void test_varints(void)
     ok(crdt__rd_score(&r5, &d) == CRDT_EDECODE, "score: NaN is rejected");
 }
 
-/* A hand-built frame around an arbitrary payload, with a correct CRC. */
-static size_t frame(uint8_t *out, uint8_t version, uint8_t type, const uint8_t *payload, size_t n)
-{
-    size_t k = 0;
-    out[k++] = version;
-    out[k++] = type;
-    out[k++] = (uint8_t)n; /* n < 128 here */
-    memcpy(out + k, payload, n);
-    k += n;
-    uint32_t crc = crdt_crc32c(0, out, k);
-    for (int i = 0; i < 4; i++)
-        out[k++] = (uint8_t)(crc >> (8 * i));
-    return k;
-}
-
 static void test_frame(void)
 {
     uint8_t buf[64];
     crdt_error_t err;
     const uint8_t empty_counter[] = {0};
-    size_t n = frame(buf, 9, CRDT_GCOUNTER, empty_counter, 1);
+    size_t n = codec_frame_version(9, CRDT_GCOUNTER, empty_counter, 1, buf);
     ok(!crdt_obj_decode(buf, n, &err) && err.code == CRDT_EDECODE && strstr(err.text, "version"),
        "frame: unknown version rejected: %s", err.text);
-    n = frame(buf, CRDT_CODEC_VERSION, 42, empty_counter, 1);
+    n = codec_frame_version(CRDT_CODEC_VERSION, 42, empty_counter, 1, buf);
     ok(!crdt_obj_decode(buf, n, &err) && strstr(err.text, "type") && err.offset == 1,
        "frame: unknown type tag rejected at offset 1: %s", err.text);
-    n = frame(buf, CRDT_CODEC_VERSION, CRDT_GCOUNTER, empty_counter, 1);
+    n = codec_frame_version(CRDT_CODEC_VERSION, CRDT_GCOUNTER, empty_counter, 1, buf);
     buf[2] = 5; /* claims more payload than there is */
     uint32_t crc = crdt_crc32c(0, buf, n - 4);
     for (int i = 0; i < 4; i++)

@@ -5,71 +5,21 @@
 #include "crdt.h"
 #include "crdt_json.h"
 #include "tap.h"
+#include "codec_check.h"
 
 #include "laws.h" /* after tap.h, whose ok() and diag() it uses */
+
+/* the shared decoder checks of codec_check.h, under this file's names */
+#define frame codec_frame
+#define bad_payload codec_bad_payload
+#define good_payload codec_good_payload
+#define bad_json codec_bad_json
 
 static int64_t value_of(const crdt_obj_t *c)
 {
     int64_t v = -12345;
     int rc = crdt_counter_value(c, &v);
     return rc < 0 ? rc : v;
-}
-
-/* Wraps a hand-made payload in a valid frame (version, type, length, payload, CRC), so the
- * payload validation itself is what gets tested. */
-static size_t frame(uint8_t type, const uint8_t *payload, size_t n, uint8_t *out)
-{
-    size_t o = 0;
-    out[o++] = CRDT_CODEC_VERSION;
-    out[o++] = type;
-    out[o++] = (uint8_t)n; /* payloads here are < 128 bytes */
-    memcpy(out + o, payload, n);
-    o += n;
-    uint32_t crc = crdt_crc32c(0, out, o);
-    for (int i = 0; i < 4; i++)
-        out[o++] = (uint8_t)(crc >> (8 * i));
-    return o;
-}
-
-static void bad_payload(uint8_t type, const uint8_t *p, size_t n, size_t want_off, const char *name)
-{
-    uint8_t buf[256];
-    size_t len = frame(type, p, n, buf);
-    crdt_error_t err;
-    crdt_obj_t *o = crdt_obj_decode(buf, len, &err);
-    ok(o == NULL, "%s: rejected", name);
-    is_int(err.code, CRDT_EDECODE, "%s: CRDT_EDECODE", name);
-    is_int(err.offset, want_off, "%s: offset (%s)", name, err.text);
-    crdt_obj_free(o);
-}
-
-static void good_payload(uint8_t type, const uint8_t *p, size_t n, const char *name)
-{
-    uint8_t buf[256];
-    size_t len = frame(type, p, n, buf);
-    crdt_error_t err;
-    crdt_obj_t *o = crdt_obj_decode(buf, len, &err);
-    ok(o != NULL, "%s: accepted %s", name, o ? "" : err.text);
-    if (o) {
-        crdt_buf_t b = {0};
-        ok(crdt_obj_encode(o, &b) == 0 && b.len == len && memcmp(b.data, buf, len) == 0,
-           "%s: re-encodes to the same bytes", name);
-        crdt_buf_free(&b);
-    }
-    crdt_obj_free(o);
-}
-
-static void bad_json(const char *text, const char *want_sub, const char *name)
-{
-    json_error_t jerr;
-    json_t *j = json_loads(text, 0, &jerr);
-    ok(j != NULL, "%s: test JSON parses", name);
-    crdt_error_t err;
-    crdt_obj_t *o = crdt_obj_from_json(j, &err);
-    ok(o == NULL && err.code == CRDT_EDECODE, "%s: rejected", name);
-    ok(strstr(err.text, want_sub) != NULL, "%s: message names '%s' (%s)", name, want_sub, err.text);
-    crdt_obj_free(o);
-    json_decref(j);
 }
 
 static void test_gcounter(void)

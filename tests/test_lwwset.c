@@ -5,6 +5,7 @@
 #include "crdt.h"
 #include "crdt_json.h"
 #include "tap.h"
+#include "codec_check.h"
 
 #include "laws.h" /* after tap.h, whose ok() and diag() it uses */
 
@@ -52,43 +53,11 @@ static entry_view_t view(const crdt_obj_t *s, const char *m)
     return v;
 }
 
-static size_t frame(uint8_t type, const uint8_t *payload, size_t n, uint8_t *out)
-{
-    size_t o = 0;
-    out[o++] = CRDT_CODEC_VERSION;
-    out[o++] = type;
-    out[o++] = (uint8_t)n;
-    memcpy(out + o, payload, n);
-    o += n;
-    uint32_t crc = crdt_crc32c(0, out, o);
-    for (int i = 0; i < 4; i++)
-        out[o++] = (uint8_t)(crc >> (8 * i));
-    return o;
-}
-
 static void bad_payload(const uint8_t *p, size_t n, size_t want_off, const char *name)
 {
-    uint8_t buf[256];
-    size_t len = frame(CRDT_LWWSET, p, n, buf);
-    crdt_error_t err;
-    crdt_obj_t *o = crdt_obj_decode(buf, len, &err);
-    ok(o == NULL, "%s: rejected", name);
-    is_int(err.code, CRDT_EDECODE, "%s: CRDT_EDECODE", name);
-    is_int(err.offset, want_off, "%s: offset (%s)", name, err.text);
-    crdt_obj_free(o);
+    codec_bad_payload(CRDT_LWWSET, p, n, want_off, name);
 }
-
-static void bad_json(const char *text, const char *want_sub, const char *name)
-{
-    json_t *j = json_loads(text, 0, NULL);
-    ok(j != NULL, "%s: test JSON parses", name);
-    crdt_error_t err;
-    crdt_obj_t *o = crdt_obj_from_json(j, &err);
-    ok(o == NULL && err.code == CRDT_EDECODE, "%s: rejected", name);
-    ok(strstr(err.text, want_sub) != NULL, "%s: message names '%s' (%s)", name, want_sub, err.text);
-    crdt_obj_free(o);
-    json_decref(j);
-}
+#define bad_json codec_bad_json
 
 /* One cell of the table: start state (0 = A(a,1), 1 = R(a,1), 2 = absent), a write, and the
  * expected entry after it (live?, score) and return value. */

@@ -1,11 +1,15 @@
 /* test_orset.c - add-wins OR-Set: semantics, causal-context compaction, codecs and the laws */
 #include "tap.h"
+#include "codec_check.h"
 
 #include "laws.h" /* after tap.h: it reports through it */
 
 #include "crdt.h"
 #include "crdt_json.h"
 #include "crdt_private.h" /* crdt__orset_contains/size/foreach: the queries behind crdt_set_* */
+
+/* the shared decoder checks of codec_check.h, under this file's names */
+#define frame(p, n, out) codec_frame(CRDT_ORSET, p, n, out)
 
 #define S(str) (str), strlen(str)
 
@@ -391,19 +395,6 @@ static void test_no_tombstones(void)
 }
 
 /* ---- binary codec --------------------------------------------------------------------------- */
-
-/* Frames a payload: version, type, varint length (payloads here are < 128 bytes), CRC-32C. */
-static size_t frame(const uint8_t *payload, size_t n, uint8_t *out)
-{
-    out[0] = CRDT_CODEC_VERSION;
-    out[1] = CRDT_ORSET;
-    out[2] = (uint8_t)n;
-    memcpy(out + 3, payload, n);
-    uint32_t crc = crdt_crc32c(0, out, n + 3);
-    for (int i = 0; i < 4; i++)
-        out[n + 3 + (size_t)i] = (uint8_t)(crc >> (8 * i));
-    return n + 7;
-}
 
 typedef struct bad {
     const char *name;
