@@ -27,6 +27,16 @@ void gw_config_defaults(gw_config_t *c)
     c->max_member = 64u << 10;
     c->max_header = 8192;
     c->tick_ms = 100;
+    c->ws_max_message = 1u << 20;
+    c->ws_max_subscriptions = 1024;
+    c->ws_max_sessions = 10000;
+    c->ws_send_queue = 8u << 20;
+    c->ws_idle_timeout = 60;
+    c->ws_max_errors = 32;
+    snprintf(c->cluster, sizeof(c->cluster), "crdtd");
+    c->peer_queue = 64u << 20;
+    c->peer_batch_ms = 5;
+    c->anti_entropy_secs = 30;
 }
 
 static void usage(FILE *f)
@@ -49,6 +59,28 @@ static void usage(FILE *f)
         "  --max-key N              largest key in bytes (default 1024)\n"
         "  --max-member N           largest member or register value in bytes (default 64K)\n"
         "  --max-header N           largest request line + headers in bytes (default 8K)\n"
+        "\n"
+        "WebSocket sessions (subprotocol crdt.v1 on the --listen port, docs/protocol.md):\n"
+        "  --token-secret-file F    HMAC-SHA256 key of session tokens (or $CRDTD_TOKEN_SECRET);\n"
+        "                           without one, sessions need no token and may do anything\n"
+        "  --ws-max-message N       largest WebSocket message in bytes (default 1M)\n"
+        "  --ws-max-subscriptions N subscriptions per session (default 1024)\n"
+        "  --ws-max-sessions N      sessions per server (default 10000)\n"
+        "  --ws-send-queue N        bytes queued for a slow session before dropping it (default "
+        "8M)\n"
+        "  --ws-idle-timeout S      close a session silent for S seconds (default 60)\n"
+        "  --ws-max-errors N        error replies before closing a misbehaving session (32)\n"
+        "\n"
+        "Replication (subprotocol crdt-peer.v1 on the --listen port, docs/replication.md):\n"
+        "  --peer URL               a peer, ws://host:port; repeatable (at most 16)\n"
+        "  --cluster NAME           cluster name, must match the peers' (default crdtd)\n"
+        "  --peer-secret-file F     the cluster's shared secret (or $CRDTD_PEER_SECRET)\n"
+        "  --peer-queue N           outbound bytes queued per peer before falling back to the\n"
+        "                           change feed (default 64M)\n"
+        "  --peer-batch-ms N        wait at most N ms to fill a batch of deltas (default 5)\n"
+        "  --anti-entropy-interval S  seconds between anti-entropy rounds, 0 = only on connect\n"
+        "                           (default 30)\n"
+        "\n"
         "  --config FILE            read options from FILE: lines of `name = value` using the\n"
         "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
         "                           `#` starts a comment; flags after --config override it\n"
@@ -194,6 +226,77 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (parse_u64(val, 65535, &n) || n < 1024)
             BAD_VALUE("expected a size from 1K to 65535");
         c->max_header = (size_t)n;
+    } else if (!strcmp(name, "token-secret-file") || !strcmp(name, "peer-secret-file")) {
+        NEED_VALUE;
+        char *dst = name[0] == 't' ? c->token_secret_file : c->peer_secret_file;
+        if (!*val || strlen(val) >= sizeof(c->token_secret_file))
+            BAD_VALUE("empty or too long");
+        snprintf(dst, sizeof(c->token_secret_file), "%s", val);
+    } else if (!strcmp(name, "ws-max-message")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1ull << 30, &n) || n < 1024)
+            BAD_VALUE("expected a size from 1K to 1G");
+        c->ws_max_message = (size_t)n;
+    } else if (!strcmp(name, "ws-max-subscriptions")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1u << 20, &n) || n < 1)
+            BAD_VALUE("expected an integer 1..1048576");
+        c->ws_max_subscriptions = (unsigned)n;
+    } else if (!strcmp(name, "ws-max-sessions")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1u << 20, &n) || n < 1)
+            BAD_VALUE("expected an integer 1..1048576");
+        c->ws_max_sessions = (unsigned)n;
+    } else if (!strcmp(name, "ws-send-queue")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1ull << 32, &n) || n < 4096)
+            BAD_VALUE("expected a size from 4K to 4G");
+        c->ws_send_queue = (size_t)n;
+    } else if (!strcmp(name, "ws-idle-timeout")) {
+        NEED_VALUE;
+        if (parse_u64(val, 86400, &n) || n < 1)
+            BAD_VALUE("expected seconds 1..86400");
+        c->ws_idle_timeout = (unsigned)n;
+    } else if (!strcmp(name, "ws-max-errors")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1u << 20, &n) || n < 1)
+            BAD_VALUE("expected an integer 1..1048576");
+        c->ws_max_errors = (unsigned)n;
+    } else if (!strcmp(name, "peer")) {
+        NEED_VALUE;
+        if (c->npeers >= GW_MAX_PEERS)
+            BAD_VALUE("too many peers (at most 16)");
+        if (strncmp(val, "ws://", 5) != 0 || strlen(val) >= sizeof(c->peers[0]))
+            BAD_VALUE("expected ws://host:port");
+        gw_addr_t a = {{0}, 0};
+        char hostport[256];
+        snprintf(hostport, sizeof(hostport), "%s", val + 5);
+        char *slash = strchr(hostport, '/');
+        if (slash)
+            *slash = '\0';
+        if (!strchr(hostport, ':') || gw_addr_parse(hostport, &a) || a.port == 0)
+            BAD_VALUE("expected ws://host:port");
+        snprintf(c->peers[c->npeers++], sizeof(c->peers[0]), "%s", val);
+    } else if (!strcmp(name, "cluster")) {
+        NEED_VALUE;
+        if (!*val || strlen(val) >= sizeof(c->cluster))
+            BAD_VALUE("expected 1 to 63 bytes");
+        snprintf(c->cluster, sizeof(c->cluster), "%s", val);
+    } else if (!strcmp(name, "peer-queue")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1ull << 40, &n) || n < 65536)
+            BAD_VALUE("expected a size from 64K");
+        c->peer_queue = (size_t)n;
+    } else if (!strcmp(name, "peer-batch-ms")) {
+        NEED_VALUE;
+        if (parse_u64(val, 1000, &n))
+            BAD_VALUE("expected milliseconds 0..1000");
+        c->peer_batch_ms = (unsigned)n;
+    } else if (!strcmp(name, "anti-entropy-interval")) {
+        NEED_VALUE;
+        if (parse_u64(val, 86400, &n))
+            BAD_VALUE("expected seconds 0..86400");
+        c->anti_entropy_secs = (unsigned)n;
     } else if (!strcmp(name, "config")) {
         NEED_VALUE;
         return load_file(c, val, depth + 1);

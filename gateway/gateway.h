@@ -14,6 +14,8 @@
 
 /* ---- configuration (config.c) --------------------------------------------------------------- */
 
+#define GW_MAX_PEERS 16
+
 typedef struct gw_addr {
     char host[256];
     int port; /* 0: let the kernel choose; the chosen port is printed */
@@ -35,6 +37,24 @@ typedef struct gw_config {
     size_t max_header; /* request line + headers bytes */
     unsigned tick_ms;  /* replica timer period */
     bool verbose;
+
+    /* WebSocket client sessions, subprotocol crdt.v1 (sync.c) */
+    char token_secret_file[1024];  /* HMAC-SHA256 key of client tokens; env CRDTD_TOKEN_SECRET */
+    size_t ws_max_message;         /* largest message in either direction, bytes */
+    unsigned ws_max_subscriptions; /* per session */
+    unsigned ws_max_sessions;      /* per server */
+    size_t ws_send_queue;          /* per-session send queue bound, bytes */
+    unsigned ws_idle_timeout;      /* seconds without any frame from the client */
+    unsigned ws_max_errors;        /* error replies before the session is closed */
+
+    /* peers, subprotocol crdt-peer.v1 (peer.c) */
+    char cluster[64];              /* cluster name, must match on both ends of a link */
+    char peer_secret_file[1024];   /* shared secret of the cluster; env CRDTD_PEER_SECRET */
+    char peers[GW_MAX_PEERS][256]; /* ws://host:port of each configured peer */
+    int npeers;
+    size_t peer_queue;          /* outbound queue bound per peer, bytes */
+    unsigned peer_batch_ms;     /* wait at most this long to fill a batch */
+    unsigned anti_entropy_secs; /* period of anti-entropy rounds on each link, 0: only on connect */
 } gw_config_t;
 
 /* Fills *c with the defaults. */
@@ -59,6 +79,7 @@ typedef enum gw_endpoint {
     GW_EP_CHANGES,      /* GET /v1/changes */
     GW_EP_HEALTHZ,      /* GET /healthz */
     GW_EP_METRICS,      /* GET /metrics */
+    GW_EP_PEERS,        /* GET /v1/peers */
     GW_EP_ROSHI_SELECT, /* roshi GET / */
     GW_EP_ROSHI_INSERT, /* roshi POST / */
     GW_EP_ROSHI_DELETE, /* roshi DELETE / */
@@ -192,6 +213,12 @@ typedef struct gw_server {
     int storage_error; /* last negative code from crdt_replica_flush, 0 while healthy */
     uint64_t started_ms;
     volatile int stopping;
+    struct gw_sync *sync;   /* WebSocket client sessions (sync.c), NULL until gw_sync_init */
+    struct gw_peers *peers; /* peer links (peer.c), NULL until gw_peer_init */
+    /* The peer link whose delta is being applied right now (peer.c sets it around
+     * crdt_replica_apply), so the change is not echoed back to the node it came from; -1 when the
+     * change came from a client. */
+    int applying_peer;
 } gw_server_t;
 
 /* Creates the lws context with the listener(s); 0 or -1 (logged). */
@@ -201,6 +228,57 @@ void gw_http_run(gw_server_t *s);
 /* To be called after a handler wrote (seq advanced): schedules the group commit. */
 void gw_http_schedule_flush(gw_server_t *s);
 uint64_t gw_now_us(void);
+
+/* ---- WebSocket client sessions (sync.c), subprotocol "crdt.v1" --------------------------------
+ * The protocol callback is in http.c's protocol list; everything else about sessions is sync.c's.
+ */
+
+#define GW_SYNC_PROTOCOL "crdt.v1"
+/* Reads the token secret, sets up session state; 0 or -1 (logged). After gw_http_start. */
+int gw_sync_init(gw_server_t *s);
+/* Frees what sessions still hold; the lws context is destroyed after this. */
+void gw_sync_shutdown(gw_server_t *s);
+int gw_sync_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+/* Every change applied to the replica (from any source), in seq order: fan-out. */
+void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                       const crdt_obj_t *delta);
+/* crdt_replica_durable_seq() may have advanced (or a storage failure was met): send acks. */
+void gw_sync_on_durable(gw_server_t *s);
+/* Prometheus text for /metrics (malloc'd, NUL-terminated), or NULL. */
+char *gw_sync_metrics(gw_server_t *s);
+
+/* ---- peer links (peer.c), subprotocol "crdt-peer.v1" on the same port ------------------------ */
+
+#define GW_PEER_PROTOCOL "crdt-peer.v1"
+/* Reads the peer secret, builds the anti-entropy index, starts connecting to the configured
+ * peers; 0 or -1 (logged). After gw_http_start. */
+int gw_peer_init(gw_server_t *s);
+void gw_peer_shutdown(gw_server_t *s);
+int gw_peer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+void gw_peer_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                       const crdt_obj_t *delta);
+void gw_peer_on_durable(gw_server_t *s);
+char *gw_peer_metrics(gw_server_t *s);
+/* GET /v1/peers: per-peer status as JSON. */
+void gw_peer_status(gw_server_t *s, gw_response_t *rs);
+
+/* ---- crypto (crypto.c, OpenSSL's libcrypto, which libwebsockets already links) ----------------
+ */
+
+#define GW_HMAC_LEN 32
+/* HMAC-SHA256 of msg under key into out[32]. */
+void gw_hmac_sha256(const void *key, size_t klen, const void *msg, size_t mlen,
+                    uint8_t out[GW_HMAC_LEN]);
+/* Constant-time comparison of n bytes: true when equal. */
+bool gw_ct_equal(const void *a, const void *b, size_t n);
+/* n bytes from the OS's CSPRNG; 0 or -1. */
+int gw_random(void *buf, size_t n);
+/* A secret from the file at `path` (if non-empty; trailing newlines stripped) or else from the
+ * environment variable `env`. Returns its length (>= 16), 0 when neither is set, or -1 after
+ * logging why (unreadable, shorter than 16 bytes, longer than cap). */
+int gw_load_secret(const char *path, const char *env, uint8_t *buf, size_t cap);
 
 /* ---- handlers (rest.c, roshi.c, metrics.c) -------------------------------------------------- */
 

@@ -423,6 +423,8 @@ static void flush_cb(lws_sorted_usec_list_t *sul)
                                           : crdt_replica_strerror(rc));
     }
     release_pending(s);
+    gw_sync_on_durable(s);
+    gw_peer_on_durable(s);
     /* Still waiting (a policy that syncs later, e.g. a slow background fsync): look again soon. */
     if (s->pending_head && !s->flush_scheduled) {
         s->flush_scheduled = true;
@@ -519,6 +521,21 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
     return 0;
 }
 
+/* Whether the upgrade request asks for one of our WebSocket subprotocols (the header may list
+ * several, comma separated; lws picks the first it knows). */
+static bool upgrade_protocol_ok(struct lws *wsi)
+{
+    char buf[256];
+    int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL);
+    if (n <= 0)
+        return false;
+    for (char *save = NULL, *tok = strtok_r(buf, ", \t", &save); tok;
+         tok = strtok_r(NULL, ", \t", &save))
+        if (!strcmp(tok, GW_SYNC_PROTOCOL) || !strcmp(tok, GW_PEER_PROTOCOL))
+            return true;
+    return false;
+}
+
 static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                          size_t len)
 {
@@ -578,7 +595,15 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        /* no WebSocket on these listeners (yet) */
+        /* WebSocket only on the main listener and only for our subprotocols: lws would otherwise
+         * hand a connection without (or with an unknown) Sec-WebSocket-Protocol to protocols[0],
+         * this HTTP callback. */
+        if (!strcmp(in ? (const char *)in : "", "websocket") && lws_get_vhost(wsi) == s->vh_main &&
+            upgrade_protocol_ok(wsi))
+            return 0;
+        lws_return_http_status(wsi, 400,
+                               "WebSocket needs Sec-WebSocket-Protocol: " GW_SYNC_PROTOCOL
+                               " or " GW_PEER_PROTOCOL " on the main listener");
         return 1;
 
     default: break;
@@ -586,8 +611,12 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     return 0;
 }
 
+/* Per-session data of the WebSocket protocols is one pointer: sync.c and peer.c allocate their
+ * own session structs. rx_buffer_size bounds one read, not a message; they reassemble. */
 static const struct lws_protocols protocols[] = {
     {"http", callback_http, sizeof(gw_conn_t), 0, 0, NULL, 0},
+    {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -674,6 +703,8 @@ void gw_http_run(gw_server_t *s)
     }
     lws_sul_cancel(&s->sul_tick);
     lws_sul_cancel(&s->sul_flush);
+    gw_peer_shutdown(s);
+    gw_sync_shutdown(s);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
 }

@@ -17,6 +17,17 @@ static void on_signal(int sig)
         lws_cancel_service(server.ctx);
 }
 
+/* The replica's one listener: every applied change, whatever its source, goes to the client
+ * sessions subscribed to it and to the peers. */
+static void on_change(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta, void *ud)
+{
+    gw_server_t *s = ud;
+    if (s->sync)
+        gw_sync_on_change(s, key, klen, seq, delta);
+    if (s->peers)
+        gw_peer_on_change(s, key, klen, seq, delta);
+}
+
 static const char *fsync_name(crdt_fsync_policy_t p)
 {
     return p == CRDT_FSYNC_ALWAYS ? "always" : p == CRDT_FSYNC_NO ? "no" : "everysec";
@@ -64,7 +75,11 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (gw_http_start(s)) {
+    s->applying_peer = -1;
+    crdt_replica_set_listener(s->replica, on_change, s);
+    if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s)) {
+        gw_peer_shutdown(s);
+        gw_sync_shutdown(s);
         if (s->ctx)
             lws_context_destroy(s->ctx);
         crdt_replica_close(s->replica);

@@ -13,8 +13,8 @@ static const double lat_bounds[GW_LAT_BUCKETS] = {
 };
 
 static const char *const ep_names[GW_EP_COUNT] = {
-    "key",     "key_write",    "timeline",     "timelines",    "changes", "healthz",
-    "metrics", "roshi_select", "roshi_insert", "roshi_delete", "other",
+    "key",     "key_write", "timeline",     "timelines",    "changes",      "healthz",
+    "metrics", "peers",     "roshi_select", "roshi_insert", "roshi_delete", "other",
 };
 
 const char *gw_endpoint_name(gw_endpoint_t ep)
@@ -182,6 +182,12 @@ void gw_metrics_render(gw_server_t *s, gw_response_t *rs)
     histogram(&o, "crdtd_write_ack_seconds",
               "Time from a complete write request to its acknowledgement (includes the flush).",
               m->ack_buckets, m->ack_count, m->ack_sum);
+    char *more[2] = {gw_sync_metrics(s), gw_peer_metrics(s)};
+    for (int i = 0; i < 2; i++) {
+        if (more[i])
+            outf(&o, "%s", more[i]);
+        free(more[i]);
+    }
     if (o.oom) {
         free(o.p);
         gw_respond_error(rs, 500, "out of memory");

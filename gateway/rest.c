@@ -940,6 +940,12 @@ void gw_rest_handle(gw_server_t *s, const gw_request_t *rq, gw_response_t *rs)
             get_changes(s, rq, rs);
         return;
     }
+    if (!strcmp(p, "/v1/peers")) {
+        rs->ep = GW_EP_PEERS;
+        if (method_ok(rq, rs, GW_GET, GW_GET, "GET"))
+            gw_peer_status(s, rs);
+        return;
+    }
     if (!strcmp(p, "/v1/timelines")) {
         rs->ep = GW_EP_SELECT;
         if (method_ok(rq, rs, GW_GET, GW_GET, "GET"))

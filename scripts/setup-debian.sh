@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config perl git
-      libjansson-dev libhiredis-dev libwebsockets-dev libcurl4-openssl-dev
+      libjansson-dev libhiredis-dev libwebsockets-dev libssl-dev libcurl4-openssl-dev
       redis-server redis-tools
       clang libclang-rt-14-dev)
 
