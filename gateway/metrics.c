@@ -210,6 +210,12 @@ void gw_healthz(gw_server_t *s, gw_response_t *rs)
                   "last_seq", (json_int_t)crdt_replica_last_seq(s->replica), "durable_seq",
                   (json_int_t)crdt_replica_durable_seq(s->replica), "uptime_ms",
                   (json_int_t)(gw_mono_ms() - s->started_ms), "persistent", !s->cfg.no_persist);
+    if (j) {
+        /* the order-independent keyspace digest: equal on converged replicas */
+        char hex[17];
+        snprintf(hex, sizeof(hex), "%016" PRIx64, crdt_replica_digest(s->replica));
+        json_object_set_new_nocheck(j, "digest", json_string(hex));
+    }
     if (j && !ok)
         json_object_set_new_nocheck(j, "error", json_string(err ? err : "storage failure"));
     gw_respond_json(rs, ok ? 200 : 503, j);
