@@ -1,0 +1,23 @@
+# Replication tests (issue #6): the fault proxy, and clusters of real crdtd processes on loopback
+# whose links pass through it. Included by tests/CMakeLists.txt when crdtd is built.
+find_package(Threads REQUIRED)
+
+# the proxy as a library for test programs, and as a small standalone tool (commands on stdin)
+add_library(crdt_faultproxy STATIC faultproxy.c)
+target_link_libraries(crdt_faultproxy PUBLIC Threads::Threads PRIVATE crdtd_warnings)
+target_include_directories(crdt_faultproxy PUBLIC ${CMAKE_CURRENT_SOURCE_DIR})
+add_executable(faultproxy faultproxy.c)
+target_compile_definitions(faultproxy PRIVATE FP_STANDALONE)
+target_link_libraries(faultproxy PRIVATE Threads::Threads crdtd_warnings)
+
+crdt_tap_test(test_faultproxy LIBS crdt_faultproxy TIMEOUT 60)
+
+foreach(t test_cluster test_cluster_faults)
+  if(NOT EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/${t}.c)
+    continue()
+  endif()
+  crdt_tap_test(${t} SOURCES ${t}.c cluster_helper.c http_client.c
+                LIBS crdt_faultproxy PkgConfig::JANSSON TIMEOUT 180)
+  target_compile_definitions(${t} PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+  add_dependencies(${t} crdtd)
+endforeach()
