@@ -1,0 +1,79 @@
+/* token.h - crdt.v1 session tokens: HMAC-SHA256 signed JSON grants (mint and verify)
+ *
+ * A token is `<base64url(payload)>.<base64url(HMAC-SHA256(secret, first part))>`, base64url
+ * without padding (RFC 4648 section 5), payload
+ * {"sub":"alice","exp":<unix seconds>,"read":["<b64 prefix>",..],"write":[..]} where each grant is
+ * the standard base64 of a key prefix ("" = every key). docs/protocol.md describes them.
+ *
+ * Standalone: OpenSSL's libcrypto and jansson only, so crdtd and the crdtc CLI (which mints tokens
+ * for tests and operators) share this code.
+ */
+#ifndef CRDT_GW_TOKEN_H
+#define CRDT_GW_TOKEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define GW_TOKEN_MAX_LEN 8192  /* longest token accepted, bytes */
+#define GW_TOKEN_MAX_GRANTS 64 /* read + write grants, each list */
+#define GW_TOKEN_MAX_SUB 128   /* longest subject, bytes */
+
+enum {
+    GW_TOKEN_OK = 0,
+    GW_TOKEN_EMALFORMED = -1, /* not two base64url parts, payload not the JSON described */
+    GW_TOKEN_EBADMAC = -2,    /* signature does not match (wrong secret or altered token) */
+    GW_TOKEN_EEXPIRED = -3,   /* valid signature, but exp <= now; *out is filled all the same */
+    GW_TOKEN_ENOMEM = -4,
+};
+
+typedef struct gw_grant {
+    uint8_t *prefix; /* malloc'd (may be NULL when len is 0) */
+    size_t len;
+} gw_grant_t;
+
+typedef struct gw_token {
+    char sub[GW_TOKEN_MAX_SUB + 1]; /* NUL-terminated subject */
+    int64_t exp;                    /* unix seconds */
+    gw_grant_t *read, *write;       /* malloc'd arrays */
+    size_t nread, nwrite;
+} gw_token_t;
+
+/* Checks the signature of `tok` (len bytes, no NUL needed) under the secret, then parses the
+ * payload into *out (which the caller must gw_token_clear after any return, even an error; it is
+ * zeroed first). `now` is unix seconds. Returns GW_TOKEN_OK or a GW_TOKEN_E* code; when `why` is
+ * not NULL it receives a short human-readable reason. The MAC is compared in constant time and
+ * before the payload is parsed. */
+int gw_token_verify(const char *tok, size_t len, const void *secret, size_t slen, int64_t now,
+                    gw_token_t *out, char *why, size_t whylen);
+
+/* Frees what *t holds and zeroes it. */
+void gw_token_clear(gw_token_t *t);
+
+/* Mints a token: returns a new malloc'd NUL-terminated string, or NULL (bad argument: a grant that
+ * is not valid standard base64, a subject longer than GW_TOKEN_MAX_SUB or not UTF-8, too many
+ * grants; or no memory). read_b64/write_b64 are standard base64 key prefixes ("" = every key). */
+char *gw_token_make(const void *secret, size_t slen, const char *sub, int64_t exp,
+                    const char *const *read_b64, size_t nread, const char *const *write_b64,
+                    size_t nwrite);
+
+/* Grant checks. A key is readable (writable) when a read (write) grant is a prefix of it; a prefix
+ * P is readable when a read grant is a prefix of P. */
+bool gw_token_can_read_key(const gw_token_t *t, const void *key, size_t klen);
+bool gw_token_can_read_prefix(const gw_token_t *t, const void *prefix, size_t plen);
+bool gw_token_can_write_key(const gw_token_t *t, const void *key, size_t klen);
+
+/* base64url without padding of n bytes into a new malloc'd NUL-terminated string, or NULL. */
+char *gw_b64url_encode(const void *p, size_t n);
+/* base64url (padding tolerated) -> new malloc'd buffer in *out; 0, or -1 (invalid or no memory). */
+int gw_b64url_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRDT_GW_TOKEN_H */
