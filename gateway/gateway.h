@@ -248,6 +248,29 @@ void gw_sync_on_durable(gw_server_t *s);
 /* Prometheus text for /metrics (malloc'd, NUL-terminated), or NULL. */
 char *gw_sync_metrics(gw_server_t *s);
 
+/* The outcome of one write in REST's shape (rest.c), shared by POST /v1/keys/{key} and crdt.v1's
+ * apply. */
+typedef struct gw_op_result {
+    int status;       /* the HTTP status REST answers with: 200, 400, 409, 500, 503 */
+    const char *code; /* crdt.v1 error code (docs/protocol.md) on failure, else NULL */
+    char message[400];
+    size_t applied, ops; /* ops that changed the key / ops in the request */
+    uint64_t seq;        /* seq of the last change made, 0 when nothing changed */
+} gw_op_result_t;
+
+/* Applies a REST-shaped op object (the body of POST /v1/keys/{key}, borrowed) to key: validates,
+ * runs the ops, records apply metrics. Returns 0 (r->applied may be 0: a no-op), or -1 with
+ * r->status/code/message filled (a batch stopped by a storage failure keeps r->applied/seq). Does
+ * not schedule the flush: the caller does, after recording what waits for it. */
+int gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *op,
+                gw_op_result_t *r);
+
+/* Keys starting with these bytes are crdtd's own (per-client op-id high-water marks of crdt.v1):
+ * clients can neither write nor subscribe to them. */
+#define GW_RESERVED_PREFIX "\0c/"
+#define GW_RESERVED_PREFIX_LEN 3
+bool gw_key_reserved(const void *key, size_t klen);
+
 /* ---- peer links (peer.c), subprotocol "crdt-peer.v1" on the same port ------------------------ */
 
 #define GW_PEER_PROTOCOL "crdt-peer.v1"

@@ -2,6 +2,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,43 +52,6 @@ json_t *gw_b64_json(const void *p, size_t n)
     json_t *j = json_stringn_nocheck(s, len);
     free(s);
     return j;
-}
-
-int gw_b64_field(const json_t *v, const char *what, size_t max, gw_response_t *rs, uint8_t **out,
-                 size_t *outlen)
-{
-    if (!json_is_string(v)) {
-        gw_respond_error(rs, 400, "%s: expected a base64 string, got %s", what,
-                         !v                  ? "nothing"
-                         : json_is_number(v) ? "a number"
-                         : json_is_null(v)   ? "null"
-                         : json_is_array(v)  ? "an array"
-                         : json_is_object(v) ? "an object"
-                                             : "a boolean");
-        return -1;
-    }
-    size_t slen = json_string_length(v);
-    if (slen / 4 * 3 > max + 3) {
-        gw_respond_error(rs, 400, "%s: longer than the limit of %zu bytes", what, max);
-        return -1;
-    }
-    int rc = crdt_base64_decode(json_string_value(v), slen, out, outlen);
-    if (rc == CRDT_ENOMEM) {
-        gw_respond_error(rs, 500, "out of memory");
-        return -1;
-    }
-    if (rc < 0) {
-        gw_respond_error(rs, 400, "%s: invalid base64 (standard alphabet, with padding)", what);
-        return -1;
-    }
-    if (*outlen > max) {
-        free(*out);
-        *out = NULL;
-        gw_respond_error(rs, 400, "%s: %zu bytes, longer than the limit of %zu bytes", what,
-                         *outlen, max);
-        return -1;
-    }
-    return 0;
 }
 
 /* base64url (padding optional) -> bytes; 0 or -1. */
@@ -389,7 +353,6 @@ static int mutate_cb(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
     }
     return CRDT_EINVAL;
 }
-
 static void free_items(op_item_t *items, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -397,48 +360,104 @@ static void free_items(op_item_t *items, size_t n)
     free(items);
 }
 
-/* Reads a finite JSON number (JSON has no NaN or infinity; jansson refuses overflowing reals). */
-static int score_field(const json_t *v, const char *what, gw_response_t *rs, double *out)
+/* Records a failure in *r: the HTTP status REST answers with, the crdt.v1 error code, the text. */
+static int op_fail(gw_op_result_t *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int op_fail(gw_op_result_t *r, int status, const char *code, const char *fmt, ...)
 {
-    if (!json_is_number(v)) {
-        gw_respond_error(rs, 400, "%s: expected a number", what);
-        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
+    va_end(ap);
+    r->status = status;
+    r->code = code;
+    return -1;
+}
+
+static int op_replica_error(gw_op_result_t *r, int rc, const char *what)
+{
+    switch (rc) {
+    case CRDT_ETYPE: return op_fail(r, 409, "wrong_type", "%s: the key holds another type", what);
+    case CRDT_EINVAL: return op_fail(r, 400, "bad_request", "%s: invalid argument", what);
+    case CRDT_EOVERFLOW:
+        return op_fail(r, 400, "bad_request", "%s: counter would overflow int64", what);
+    case CRDT_ENOMEM: return op_fail(r, 500, "internal", "%s: out of memory", what);
+    case CRDT_EIO:
+        return op_fail(r, 503, "storage", "%s: storage failure, writes are refused until restart",
+                       what);
+    default: return op_fail(r, 500, "internal", "%s: %s", what, crdt_replica_strerror(rc));
     }
+}
+
+static int b64_field(const json_t *v, const char *what, size_t max, gw_op_result_t *r,
+                     uint8_t **out, size_t *outlen)
+{
+    if (!json_is_string(v))
+        return op_fail(r, 400, "bad_request", "%s: expected a base64 string, got %s", what,
+                       !v                  ? "nothing"
+                       : json_is_number(v) ? "a number"
+                       : json_is_null(v)   ? "null"
+                       : json_is_array(v)  ? "an array"
+                       : json_is_object(v) ? "an object"
+                                           : "a boolean");
+    size_t slen = json_string_length(v);
+    if (slen / 4 * 3 > max + 3)
+        return op_fail(r, 400, "bad_request", "%s: longer than the limit of %zu bytes", what, max);
+    int rc = crdt_base64_decode(json_string_value(v), slen, out, outlen);
+    if (rc == CRDT_ENOMEM)
+        return op_fail(r, 500, "internal", "out of memory");
+    if (rc < 0)
+        return op_fail(r, 400, "bad_request",
+                       "%s: invalid base64 (standard alphabet, with padding)", what);
+    if (*outlen > max) {
+        free(*out);
+        *out = NULL;
+        return op_fail(r, 400, "bad_request", "%s: %zu bytes, longer than the limit of %zu bytes",
+                       what, *outlen, max);
+    }
+    return 0;
+}
+
+int gw_b64_field(const json_t *v, const char *what, size_t max, gw_response_t *rs, uint8_t **out,
+                 size_t *outlen)
+{
+    gw_op_result_t r = {0};
+    if (b64_field(v, what, max, &r, out, outlen) == 0)
+        return 0;
+    gw_respond_error(rs, r.status, "%s", r.message);
+    return -1;
+}
+
+/* Reads a finite JSON number (JSON has no NaN or infinity; jansson refuses overflowing reals). */
+static int score_field(const json_t *v, const char *what, gw_op_result_t *r, double *out)
+{
+    if (!json_is_number(v))
+        return op_fail(r, 400, "bad_request", "%s: expected a number", what);
     double d = json_number_value(v);
-    if (!isfinite(d)) {
-        gw_respond_error(rs, 400, "%s: must be finite", what);
-        return -1;
-    }
+    if (!isfinite(d))
+        return op_fail(r, 400, "bad_request", "%s: must be finite", what);
     *out = d;
     return 0;
 }
 
 /* Collects the members of an op: "member" (one) or "members" (array); timeline entries carry a
  * "score" each ("entries": [{"member","score"}] or "member" + "score"). */
-static int collect_items(gw_server_t *s, const json_t *body, bool scored, gw_response_t *rs,
+static int collect_items(gw_server_t *s, const json_t *body, bool scored, gw_op_result_t *r,
                          op_item_t **out, size_t *nout)
 {
     const json_t *one = json_object_get(body, "member");
     const json_t *many = json_object_get(body, scored ? "entries" : "members");
-    if ((one != NULL) == (many != NULL)) {
-        gw_respond_error(rs, 400, "give exactly one of \"member\" and \"%s\"",
-                         scored ? "entries" : "members");
-        return -1;
-    }
-    if (many && !json_is_array(many)) {
-        gw_respond_error(rs, 400, "\"%s\": expected an array", scored ? "entries" : "members");
-        return -1;
-    }
+    const char *mname = scored ? "entries" : "members";
+    if ((one != NULL) == (many != NULL))
+        return op_fail(r, 400, "bad_request", "give exactly one of \"member\" and \"%s\"", mname);
+    if (many && !json_is_array(many))
+        return op_fail(r, 400, "bad_request", "\"%s\": expected an array", mname);
     size_t n = many ? json_array_size(many) : 1;
-    if (n == 0) {
-        gw_respond_error(rs, 400, "\"%s\": empty array", scored ? "entries" : "members");
-        return -1;
-    }
+    if (n == 0)
+        return op_fail(r, 400, "bad_request", "\"%s\": empty array", mname);
     op_item_t *items = calloc(n, sizeof(*items));
-    if (!items) {
-        gw_respond_error(rs, 500, "out of memory");
-        return -1;
-    }
+    if (!items)
+        return op_fail(r, 500, "internal", "out of memory");
     char what[64];
     for (size_t i = 0; i < n; i++) {
         const json_t *m = one, *sc = json_object_get(body, "score");
@@ -446,7 +465,7 @@ static int collect_items(gw_server_t *s, const json_t *body, bool scored, gw_res
             const json_t *el = json_array_get(many, i);
             if (scored) {
                 if (!json_is_object(el)) {
-                    gw_respond_error(rs, 400, "entries[%zu]: expected an object", i);
+                    op_fail(r, 400, "bad_request", "entries[%zu]: expected an object", i);
                     goto fail;
                 }
                 m = json_object_get(el, "member");
@@ -459,14 +478,14 @@ static int collect_items(gw_server_t *s, const json_t *body, bool scored, gw_res
             snprintf(what, sizeof(what), scored ? "entries[%zu].member" : "members[%zu]", i);
         else
             snprintf(what, sizeof(what), "member");
-        if (gw_b64_field(m, what, s->cfg.max_member, rs, &items[i].m, &items[i].mlen))
+        if (b64_field(m, what, s->cfg.max_member, r, &items[i].m, &items[i].mlen))
             goto fail;
         if (scored) {
             if (many)
                 snprintf(what, sizeof(what), "entries[%zu].score", i);
             else
                 snprintf(what, sizeof(what), "score");
-            if (score_field(sc, what, rs, &items[i].score))
+            if (score_field(sc, what, r, &items[i].score))
                 goto fail;
         }
     }
@@ -478,7 +497,7 @@ fail:
     return -1;
 }
 
-static int int_field(const json_t *body, const char *name, int64_t dflt, gw_response_t *rs,
+static int int_field(const json_t *body, const char *name, int64_t dflt, gw_op_result_t *r,
                      int64_t *out)
 {
     const json_t *v = json_object_get(body, name);
@@ -486,17 +505,15 @@ static int int_field(const json_t *body, const char *name, int64_t dflt, gw_resp
         *out = dflt;
         return 0;
     }
-    if (!json_is_integer(v)) {
-        gw_respond_error(rs, 400, "\"%s\": expected an integer", name);
-        return -1;
-    }
+    if (!json_is_integer(v))
+        return op_fail(r, 400, "bad_request", "\"%s\": expected an integer", name);
     *out = json_integer_value(v);
     return 0;
 }
 
 /* {"op":"merge","state":{"type":..,"state":..}} or {"op":"merge","binary":"<base64>"}. */
-static void post_merge(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
-                       gw_response_t *rs)
+static int apply_merge(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
+                       gw_op_result_t *r)
 {
     const json_t *st = json_object_get(body, "state");
     const json_t *bin = json_object_get(body, "binary");
@@ -507,90 +524,80 @@ static void post_merge(gw_server_t *s, const uint8_t *key, size_t klen, const js
     } else if (bin && !st) {
         uint8_t *raw;
         size_t rlen;
-        if (gw_b64_field(bin, "binary", s->cfg.max_body, rs, &raw, &rlen))
-            return;
+        if (b64_field(bin, "binary", s->cfg.max_body, r, &raw, &rlen))
+            return -1;
         o = crdt_obj_decode(raw, rlen, &err);
         free(raw);
     } else {
-        gw_respond_error(rs, 400, "merge needs exactly one of \"state\" and \"binary\"");
-        return;
+        return op_fail(r, 400, "bad_request",
+                       "merge needs exactly one of \"state\" and \"binary\"");
     }
     if (!o) {
         if (err.code == CRDT_ENOMEM)
-            gw_respond_error(rs, 500, "out of memory");
-        else
-            gw_respond_error(rs, 400, "invalid %s state at %zu: %s", st ? "JSON" : "binary",
-                             err.offset, err.text[0] ? err.text : "decode error");
-        return;
+            return op_fail(r, 500, "internal", "out of memory");
+        return op_fail(r, 400, "bad_request", "invalid %s state at %zu: %s", st ? "JSON" : "binary",
+                       err.offset, err.text[0] ? err.text : "decode error");
     }
     const json_t *type = json_object_get(body, "type");
     if (type && (!json_is_string(type) ||
                  strcmp(json_string_value(type), crdt_type_name(crdt_obj_type(o))) != 0)) {
         crdt_obj_free(o);
-        gw_respond_error(rs, 400, "\"type\" does not match the state's type");
-        return;
+        return op_fail(r, 400, "bad_request", "\"type\" does not match the state's type");
     }
     uint64_t seq = 0, t0 = gw_now_us();
     int rc = crdt_replica_apply(s->replica, key, klen, o, &seq);
     gw_metrics_apply(&s->metrics, (double)(gw_now_us() - t0) / 1e6);
     crdt_obj_free(o);
-    if (rc < 0) {
-        respond_replica_error(rs, rc, "merge");
-        return;
-    }
-    json_t *j = json_pack("{s:i, s:i, s:I}", "applied", rc > 0, "ops", 1, "seq",
-                          (json_int_t)(rc > 0 ? seq : crdt_replica_last_seq(s->replica)));
-    gw_respond_json(rs, 200, j);
-    if (rc > 0) {
-        rs->wait_seq = seq;
-        gw_http_schedule_flush(s);
-    }
+    if (rc < 0)
+        return op_replica_error(r, rc, "merge");
+    r->ops = 1;
+    r->applied = rc > 0;
+    r->seq = rc > 0 ? seq : 0;
+    return 0;
 }
 
-static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_request_t *rq,
-                     gw_response_t *rs)
+bool gw_key_reserved(const void *key, size_t klen)
 {
-    json_t *body = gw_parse_body(rq, rs);
-    if (!body)
-        return;
+    return klen >= GW_RESERVED_PREFIX_LEN &&
+           memcmp(key, GW_RESERVED_PREFIX, GW_RESERVED_PREFIX_LEN) == 0;
+}
+
+int gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
+                gw_op_result_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->status = 200;
     op_item_t *items = NULL;
     size_t nitems = 0;
-    if (!json_is_object(body)) {
-        gw_respond_error(rs, 400, "expected a JSON object {\"type\":..,\"op\":..}");
-        goto out;
-    }
+    int ret = -1;
+    if (gw_key_reserved(key, klen))
+        return op_fail(r, 400, "bad_request",
+                       "keys starting with the bytes 0x00 'c' '/' are reserved for crdtd");
+    if (!json_is_object(body))
+        return op_fail(r, 400, "bad_request", "expected a JSON object {\"type\":..,\"op\":..}");
     const json_t *opv = json_object_get(body, "op");
-    if (!json_is_string(opv)) {
-        gw_respond_error(rs, 400, "\"op\": expected a string");
-        goto out;
-    }
+    if (!json_is_string(opv))
+        return op_fail(r, 400, "bad_request", "\"op\": expected a string");
     const char *op = json_string_value(opv);
-    if (!strcmp(op, "merge")) {
-        post_merge(s, key, klen, body, rs);
-        goto out;
-    }
+    if (!strcmp(op, "merge"))
+        return apply_merge(s, key, klen, body, r);
 
     /* The type: given, or the existing key's. */
     const crdt_obj_t *cur = crdt_replica_get(s->replica, key, klen);
     const json_t *tv = json_object_get(body, "type");
     crdt_type_t type;
     if (tv) {
-        if (!json_is_string(tv) || crdt_type_from_name(json_string_value(tv), &type) < 0) {
-            gw_respond_error(rs, 400,
-                             "\"type\": expected one of gcounter, pncounter, lwwreg, lwwset, "
-                             "orset, timeline");
-            goto out;
-        }
-        if (cur && crdt_obj_type(cur) != type) {
-            gw_respond_error(rs, 409, "the key holds type %s, not %s",
-                             crdt_type_name(crdt_obj_type(cur)), crdt_type_name(type));
-            goto out;
-        }
+        if (!json_is_string(tv) || crdt_type_from_name(json_string_value(tv), &type) < 0)
+            return op_fail(r, 400, "unknown_type",
+                           "\"type\": expected one of gcounter, pncounter, lwwreg, lwwset, "
+                           "orset, timeline");
+        if (cur && crdt_obj_type(cur) != type)
+            return op_fail(r, 409, "wrong_type", "the key holds type %s, not %s",
+                           crdt_type_name(crdt_obj_type(cur)), crdt_type_name(type));
     } else if (cur) {
         type = crdt_obj_type(cur);
     } else {
-        gw_respond_error(rs, 400, "\"type\" is needed to create a key");
-        goto out;
+        return op_fail(r, 400, "bad_request", "\"type\" is needed to create a key");
     }
 
     op_ctx_t ctx = {.node = crdt_replica_node_id(s->replica)};
@@ -599,24 +606,19 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
     case CRDT_GCOUNTER:
     case CRDT_PNCOUNTER: {
         bool incr = !strcmp(op, "incr"), decr = !strcmp(op, "decr");
-        if (!incr && !decr) {
-            gw_respond_error(rs, 400, "%s ops: incr, decr", crdt_type_name(type));
-            goto out;
-        }
+        if (!incr && !decr)
+            return op_fail(r, 400, "unknown_op", "%s ops: incr, decr", crdt_type_name(type));
         int64_t by;
-        if (int_field(body, "by", 1, rs, &by))
-            goto out;
+        if (int_field(body, "by", 1, r, &by))
+            return -1;
         if (type == CRDT_GCOUNTER) {
-            if (decr || by < 0) {
-                gw_respond_error(rs, 400, "a gcounter only grows: incr by a non-negative \"by\"");
-                goto out;
-            }
+            if (decr || by < 0)
+                return op_fail(r, 400, decr ? "unknown_op" : "bad_request",
+                               "a gcounter only grows: incr by a non-negative \"by\"");
             ctx.kind = OP_GC_INCR;
         } else {
-            if (decr && by == INT64_MIN) {
-                gw_respond_error(rs, 400, "\"by\": out of range");
-                goto out;
-            }
+            if (decr && by == INT64_MIN)
+                return op_fail(r, 400, "bad_request", "\"by\": out of range");
             ctx.kind = OP_PN_ADD;
             by = decr ? -by : by;
         }
@@ -626,16 +628,14 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
         break;
     }
     case CRDT_LWWREG: {
-        if (strcmp(op, "set") != 0) {
-            gw_respond_error(rs, 400, "lwwreg ops: set");
-            goto out;
-        }
+        if (strcmp(op, "set") != 0)
+            return op_fail(r, 400, "unknown_op", "lwwreg ops: set");
         items = calloc(1, sizeof(*items));
         if (!items)
             break;
         nitems = 1;
-        if (gw_b64_field(json_object_get(body, "value"), "value", s->cfg.max_member, rs,
-                         &items[0].m, &items[0].mlen))
+        if (b64_field(json_object_get(body, "value"), "value", s->cfg.max_member, r, &items[0].m,
+                      &items[0].mlen))
             goto out;
         ctx.kind = OP_REG_SET;
         break;
@@ -643,25 +643,23 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
     case CRDT_LWWSET:
     case CRDT_ORSET:
     case CRDT_TIMELINE:
-        if (!is_add && !is_remove) {
-            gw_respond_error(rs, 400, "%s ops: add, remove", crdt_type_name(type));
-            goto out;
-        }
-        if (collect_items(s, body, type == CRDT_TIMELINE, rs, &items, &nitems))
-            goto out;
+        if (!is_add && !is_remove)
+            return op_fail(r, 400, "unknown_op", "%s ops: add, remove", crdt_type_name(type));
+        if (collect_items(s, body, type == CRDT_TIMELINE, r, &items, &nitems))
+            return -1;
         ctx.kind = type == CRDT_LWWSET  ? (is_add ? OP_LWW_ADD : OP_LWW_REMOVE)
                    : type == CRDT_ORSET ? (is_add ? OP_OR_ADD : OP_OR_REMOVE)
                                         : (is_add ? OP_TL_ADD : OP_TL_REMOVE);
         break;
     }
     if (!items) {
-        gw_respond_error(rs, 500, "out of memory");
+        op_fail(r, 500, "internal", "out of memory");
         goto out;
     }
 
-    uint64_t last = 0, t0 = gw_now_us();
-    size_t applied = 0;
+    uint64_t t0 = gw_now_us();
     int rc = 0;
+    r->ops = nitems;
     for (size_t i = 0; i < nitems; i++) {
         uint64_t seq = 0;
         ctx.item = &items[i];
@@ -673,28 +671,47 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
         if (rc < 0)
             break;
         if (rc > 0) {
-            applied++;
-            last = seq;
+            r->applied++;
+            r->seq = seq;
         }
     }
     gw_metrics_apply(&s->metrics, (double)(gw_now_us() - t0) / 1e6);
-    if (rc < 0 && !applied) {
-        respond_replica_error(rs, rc, op);
+    if (rc < 0) {
+        /* only a storage failure or memory can stop a validated batch midway: r->applied and
+         * r->seq say what was done before */
+        op_replica_error(r, rc, op);
         goto out;
     }
-    json_t *j =
-        json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)applied, "ops", (json_int_t)nitems,
-                  "seq", (json_int_t)(last ? last : crdt_replica_last_seq(s->replica)));
-    if (rc < 0 && j) /* only a storage failure or memory can stop a validated batch midway */
-        json_object_set_new_nocheck(j, "error", json_string(crdt_replica_strerror(rc)));
-    gw_respond_json(rs, rc < 0 ? 503 : 200, j);
-    if (last) {
-        rs->wait_seq = last;
-        gw_http_schedule_flush(s);
-    }
+    ret = 0;
 out:
     free_items(items, nitems);
+    return ret;
+}
+
+static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_request_t *rq,
+                     gw_response_t *rs)
+{
+    json_t *body = gw_parse_body(rq, rs);
+    if (!body)
+        return;
+    gw_op_result_t r;
+    int rc = gw_apply_op(s, key, klen, body, &r);
     json_decref(body);
+    if (rc < 0 && !r.applied) {
+        gw_respond_error(rs, r.status, "%s", r.message);
+        return;
+    }
+    json_t *j =
+        json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)r.applied, "ops", (json_int_t)r.ops,
+                  "seq", (json_int_t)(r.seq ? r.seq : crdt_replica_last_seq(s->replica)));
+    if (rc < 0 && j) /* a batch stopped midway by a storage failure (or memory) */
+        json_object_set_new_nocheck(
+            j, "error", json_string(r.status == 503 ? crdt_replica_strerror(CRDT_EIO) : r.message));
+    gw_respond_json(rs, rc < 0 ? 503 : 200, j);
+    if (r.seq) {
+        rs->wait_seq = r.seq;
+        gw_http_schedule_flush(s);
+    }
 }
 
 /* ---- timeline reads ------------------------------------------------------------------------- */
