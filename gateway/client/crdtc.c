@@ -85,6 +85,7 @@ struct crdtc {
 
     /* ids, cursor, persistence */
     uint64_t next_id, reserved, cursor;
+    uint64_t node; /* the node the cursor belongs to, 0: unknown */
     bool dirty;
     sub_t *subs;
     size_t nsubs, subs_cap;
@@ -249,7 +250,13 @@ int crdtc_hlc_now(crdtc_t *c, crdt_hlc_ts_t *ts)
     return crdt_hlc_tick(&c->hlc, crdt_wall_ms(), ts) ? CRDTC_EINVAL : 0;
 }
 
-/* ---- the state file: {"client","cursor","next_id","keys":[b64],"prefixes":[b64]} ------------ */
+static uint64_t juint(json_t *o, const char *name)
+{
+    json_t *v = json_object_get(o, name);
+    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
+}
+
+/* ---- the state file: {"client","cursor","node","next_id","keys":[b64],"prefixes":[b64]} ----- */
 
 static int save_state(crdtc_t *c, bool sync)
 {
@@ -262,6 +269,7 @@ static int save_state(crdtc_t *c, bool sync)
     }
     json_object_set_new(j, "client", json_string(c->client_id));
     json_object_set_new(j, "cursor", json_integer((json_int_t)c->cursor));
+    json_object_set_new(j, "node", json_integer((json_int_t)c->node));
     json_object_set_new(j, "next_id", json_integer((json_int_t)c->reserved));
     for (size_t i = 0; i < c->nsubs; i++) {
         if (!c->subs[i].held)
@@ -320,6 +328,7 @@ static int load_state(crdtc_t *c)
         return CRDTC_EIO;
     }
     json_t *cur = json_object_get(j, "cursor"), *nid = json_object_get(j, "next_id");
+    c->node = juint(j, "node");
     if (json_is_integer(cur) && json_integer_value(cur) >= 0)
         c->cursor = (uint64_t)json_integer_value(cur);
     if (json_is_integer(nid) && json_integer_value(nid) > 0)
@@ -660,12 +669,6 @@ int64_t crdtc_apply_delta(crdtc_t *c, const void *key, size_t klen, const crdt_o
 
 /* ---- input ---------------------------------------------------------------------------------- */
 
-static uint64_t juint(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
-}
-
 static const char *jstr(json_t *o, const char *name)
 {
     json_t *v = json_object_get(o, name);
@@ -678,9 +681,11 @@ static void report_error(crdtc_t *c, uint64_t id, const char *code, const char *
         c->cb.error_cb(c, id, code, msg, c->ud);
 }
 
+/* The most recent cursor is kept, not the largest: a catch-up that starts further back lowers it
+ * until it is done (docs/protocol.md). */
 static void set_cursor(crdtc_t *c, uint64_t cur)
 {
-    if (cur > c->cursor) {
+    if (cur != c->cursor) {
         c->cursor = cur;
         c->dirty = true;
     }
@@ -690,9 +695,22 @@ static void on_welcome(crdtc_t *c, json_t *j)
 {
     c->state = ST_READY;
     c->attempts = 0;
+    uint64_t node = juint(j, "node");
+    if (c->node && node != c->node) {
+        /* cursors are positions in one node's feed: on another node start over with full states */
+        c->cursor = 0;
+        for (size_t i = 0; i < c->nsubs; i++) {
+            c->subs[i].held = false;
+            c->subs[i].since = 0;
+        }
+    }
+    if (node != c->node) {
+        c->node = node;
+        c->dirty = true;
+    }
     json_t *lim = json_object_get(j, "limits");
     crdtc_welcome_t w = {
-        .node = juint(j, "node"),
+        .node = node,
         .seq = juint(j, "seq"),
         .expires = juint(j, "expires"),
         .session = jstr(j, "session"),
@@ -963,6 +981,19 @@ uint64_t crdtc_cursor(const crdtc_t *c)
 size_t crdtc_pending(const crdtc_t *c)
 {
     return c->npending;
+}
+
+size_t crdtc_inflight(const crdtc_t *c)
+{
+    size_t n = 0;
+    for (const outmsg_t *m = c->pend_head; m; m = m->next)
+        n += m->sent;
+    return n;
+}
+
+int crdtc_fd(const crdtc_t *c)
+{
+    return c->wsi && c->state >= ST_OPEN ? (int)lws_get_socket_fd(c->wsi) : -1;
 }
 
 uint64_t crdtc_bytes_in(const crdtc_t *c)

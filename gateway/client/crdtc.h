@@ -138,8 +138,11 @@ void crdtc_set_reading(crdtc_t *c, bool reading);
 
 /* The latest cursor received. */
 uint64_t crdtc_cursor(const crdtc_t *c);
-/* Applies not acknowledged yet. */
+/* Applies not acknowledged yet, and those of them already written on the current connection. */
 size_t crdtc_pending(const crdtc_t *c);
+size_t crdtc_inflight(const crdtc_t *c);
+/* The socket of the current connection, or -1 (for socket options and diagnostics). */
+int crdtc_fd(const crdtc_t *c);
 /* Bytes received in messages / close code of the last connection (0 while open). */
 uint64_t crdtc_bytes_in(const crdtc_t *c);
 int crdtc_last_close(const crdtc_t *c);
