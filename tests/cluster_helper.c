@@ -1,0 +1,553 @@
+/* cluster_helper.c - crdtd clusters behind fault proxies, recording writers, convergence checks */
+#define _GNU_SOURCE
+#include "cluster_helper.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CRDTD_BIN
+#error "CRDTD_BIN must name the crdtd binary"
+#endif
+
+static const char *const type_name[CL_TYPES] = {"gcounter", "pncounter", "lwwreg",
+                                                "lwwset",   "orset",     "timeline"};
+static const char *const type_prefix[CL_TYPES] = {"g", "pn", "reg", "lws", "ors", "tl"};
+
+uint64_t cl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Base64 of a NUL-terminated string: standard with padding, or base64url without. */
+static void b64(const char *in, char *out, bool url)
+{
+    const char *t = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(in), o = 0;
+    const unsigned char *s = (const unsigned char *)in;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
+                     (i + 2 < n ? s[i + 2] : 0);
+        out[o++] = t[v >> 18 & 63];
+        out[o++] = t[v >> 12 & 63];
+        if (i + 1 < n)
+            out[o++] = t[v >> 6 & 63];
+        else if (!url)
+            out[o++] = '=';
+        if (i + 2 < n)
+            out[o++] = t[v & 63];
+        else if (!url)
+            out[o++] = '=';
+    }
+    out[o] = '\0';
+}
+
+static void key_path(int type, int key, char *path, size_t n, const char *suffix)
+{
+    char k[32], enc[64];
+    snprintf(k, sizeof(k), "%s:%d", type_prefix[type], key);
+    b64(k, enc, true);
+    snprintf(path, n, "/v1/keys/%s%s", enc, suffix);
+}
+
+/* ---- processes ------------------------------------------------------------------------------ */
+
+int cl_node_start(cluster_t *c, int i)
+{
+    cl_node_t *nd = &c->node[i];
+    char data[700], id[16], ae[16], peers[CL_MAX_NODES][64];
+    snprintf(data, sizeof(data), "%s/data", nd->dir);
+    snprintf(id, sizeof(id), "%d", i + 1);
+    snprintf(ae, sizeof(ae), "%u", c->ae_secs);
+    const char *args[40];
+    int a = 0;
+    args[a++] = "--data-dir", args[a++] = data;
+    args[a++] = "--node-id", args[a++] = id;
+    args[a++] = "--cluster", args[a++] = "crdtd-test";
+    args[a++] = "--peer-secret-file", args[a++] = c->secret_file;
+    args[a++] = "--anti-entropy-interval", args[a++] = ae;
+    args[a++] = "--fsync", args[a++] = c->fsync;
+    for (int j = 0; j < c->n; j++) {
+        if (j == i)
+            continue;
+        snprintf(peers[j], sizeof(peers[j]), "ws://127.0.0.1:%d", fp_port(c->link[i][j]));
+        args[a++] = "--peer", args[a++] = peers[j];
+    }
+    args[a] = NULL;
+    if (crdtd_start(&nd->proc, CRDTD_BIN, nd->dir, args))
+        return -1;
+    nd->running = true;
+    for (int j = 0; j < c->n; j++)
+        if (j != i)
+            fp_set_target(c->link[j][i], nd->proc.port);
+    return 0;
+}
+
+void cl_node_stop(cluster_t *c, int i, int sig)
+{
+    cl_node_t *nd = &c->node[i];
+    if (!nd->running)
+        return;
+    for (int j = 0; j < c->n; j++)
+        if (j != i)
+            fp_set_target(c->link[j][i], 0);
+    crdtd_stop(&nd->proc, sig, 10000);
+    nd->running = false;
+}
+
+int cl_start(cluster_t *c, int n, const char *fsync, unsigned ae_secs)
+{
+    memset(c, 0, sizeof(*c));
+    c->n = n;
+    c->fsync = fsync;
+    c->ae_secs = ae_secs;
+    c->tmp = test_tmpdir();
+    if (!c->tmp)
+        return -1;
+    snprintf(c->secret_file, sizeof(c->secret_file), "%s/peer-secret", c->tmp);
+    FILE *f = fopen(c->secret_file, "w");
+    if (!f)
+        return -1;
+    fputs("a-test-cluster-secret-of-some-length\n", f);
+    fclose(f);
+    chmod(c->secret_file, 0600);
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            if (i != j && !(c->link[i][j] = fp_start(0)))
+                goto fail;
+    for (int i = 0; i < n; i++) {
+        snprintf(c->node[i].dir, sizeof(c->node[i].dir), "%s/n%d", c->tmp, i + 1);
+        mkdir(c->node[i].dir, 0700);
+        if (cl_node_start(c, i))
+            goto fail;
+    }
+    return 0;
+fail:
+    cl_stop(c, true);
+    return -1;
+}
+
+void cl_stop(cluster_t *c, bool keep)
+{
+    for (int i = 0; i < c->n; i++)
+        cl_node_stop(c, i, SIGTERM);
+    for (int i = 0; i < c->n; i++)
+        for (int j = 0; j < c->n; j++) {
+            fp_stop(c->link[i][j]);
+            c->link[i][j] = NULL;
+        }
+    if (c->tmp) {
+        if (keep)
+            printf("# kept %s for a post-mortem\n", c->tmp);
+        else
+            rm_rf(c->tmp);
+        free(c->tmp);
+        c->tmp = NULL;
+    }
+}
+
+void cl_node_links(cluster_t *c, int i, void (*fn)(fp_proxy_t *, bool), bool on)
+{
+    for (int j = 0; j < c->n; j++)
+        if (j != i) {
+            fn(c->link[i][j], on);
+            fn(c->link[j][i], on);
+        }
+}
+
+/* ---- reads ---------------------------------------------------------------------------------- */
+
+/* GET path on port, parsed; NULL unless 200 with a JSON object. *status gets the status. */
+static json_t *get_json(int port, const char *path, int *status)
+{
+    hc_resp_t r;
+    json_t *j = NULL;
+    *status = 0;
+    if (hc_request(port, "GET", path, NULL, &r) == 0) {
+        *status = r.status;
+        if (r.status == 200)
+            j = json_loads(r.body, 0, NULL);
+    }
+    hc_resp_free(&r);
+    return j;
+}
+
+long cl_wait_converged(cluster_t *c, int timeout_ms)
+{
+    uint64_t t0 = cl_now_ms();
+    char prev[CL_MAX_NODES][80] = {{0}}, cur[CL_MAX_NODES][80];
+    int stable = 0;
+    while (cl_now_ms() - t0 < (uint64_t)timeout_ms) {
+        bool same = true;
+        for (int i = 0; i < c->n; i++) {
+            cur[i][0] = '\0';
+            if (!c->node[i].running)
+                continue;
+            int st;
+            json_t *h = get_json(c->node[i].proc.port, "/healthz", &st);
+            const char *d = h ? json_string_value(json_object_get(h, "digest")) : NULL;
+            snprintf(cur[i], sizeof(cur[i]), "%s/%lld", d ? d : "?",
+                     h ? (long long)json_integer_value(json_object_get(h, "keys")) : -1LL);
+            json_decref(h);
+            if (!d)
+                same = false;
+        }
+        int first = -1;
+        for (int i = 0; i < c->n; i++) {
+            if (!c->node[i].running)
+                continue;
+            if (first < 0)
+                first = i;
+            else if (strcmp(cur[i], cur[first]))
+                same = false;
+            if (strcmp(cur[i], prev[i]))
+                stable = 0;
+        }
+        memcpy(prev, cur, sizeof(prev));
+        if (same && ++stable >= 2)
+            return (long)(cl_now_ms() - t0);
+        if (!same)
+            stable = 0;
+        usleep(100000);
+    }
+    for (int i = 0; i < c->n; i++)
+        printf("# node %d: digest/keys %s\n", i + 1, prev[i]);
+    return -1;
+}
+
+int cl_compare_keys(cluster_t *c)
+{
+    int bad = 0;
+    for (int t = 0; t < CL_TYPES; t++)
+        for (int k = 0; k < CL_KEYS; k++) {
+            char path[128];
+            key_path(t, k, path, sizeof(path), "");
+            char *first = NULL;
+            int first_st = -1;
+            for (int i = 0; i < c->n; i++) {
+                if (!c->node[i].running)
+                    continue;
+                int st;
+                json_t *j = get_json(c->node[i].proc.port, path, &st);
+                const char *bin = j ? json_string_value(json_object_get(j, "binary")) : NULL;
+                const char *fp = j ? json_string_value(json_object_get(j, "fingerprint")) : NULL;
+                char *mine = NULL;
+                if (asprintf(&mine, "%d %s %s", st, bin ? bin : "-", fp ? fp : "-") < 0)
+                    mine = NULL;
+                json_decref(j);
+                if (first_st < 0) {
+                    first = mine;
+                    first_st = st;
+                    continue;
+                }
+                if (!mine || !first || strcmp(mine, first)) {
+                    bad++;
+                    printf("# %s:%d differs: node %d has %.200s, the first node %.200s\n",
+                           type_prefix[t], k, i + 1, mine ? mine : "?", first ? first : "?");
+                }
+                free(mine);
+            }
+            free(first);
+        }
+    return bad;
+}
+
+/* ---- writers -------------------------------------------------------------------------------- */
+
+static cl_member_t *new_member(cl_writer_t *w, int type, int key, int *idx)
+{
+    if (w->nmem == w->capmem) {
+        int cap = w->capmem ? w->capmem * 2 : 256;
+        cl_member_t *m = realloc(w->mem, (size_t)cap * sizeof(*m));
+        if (!m)
+            return NULL;
+        w->mem = m;
+        w->capmem = cap;
+    }
+    *idx = w->nmem;
+    cl_member_t *m = &w->mem[w->nmem++];
+    memset(m, 0, sizeof(*m));
+    m->type = type;
+    m->key = key;
+    return m;
+}
+
+static void member_name(int node, int idx, char *out, size_t n)
+{
+    snprintf(out, n, "n%dm%d", node + 1, idx);
+}
+
+/* One op: the body to send and where to record its outcome. */
+typedef struct pending {
+    int kind; /* 0 counter, 1 register, 2 member add, 3 member remove, 4 shared add */
+    int type, key, idx;
+    int64_t by;
+} pending_t;
+
+static void record(cl_writer_t *w, const pending_t *p, int outcome)
+{
+    if (outcome == CL_ACKED)
+        w->acked++;
+    else
+        w->unknown++;
+    switch (p->kind) {
+    case 0:
+        if (outcome == CL_ACKED)
+            w->cnt_acked[p->type][p->key] += p->by;
+        else if (p->by > 0)
+            w->cnt_unk_pos[p->type][p->key] += p->by;
+        else
+            w->cnt_unk_neg[p->type][p->key] += p->by;
+        break;
+    case 1: break; /* registers are recorded when sent, acked or not */
+    case 2: w->mem[p->idx].add = outcome; break;
+    case 3: w->mem[p->idx].rem = outcome; break;
+    case 4:
+        if (w->shared[p->type][p->key] != CL_ACKED)
+            w->shared[p->type][p->key] = outcome;
+        break;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    cl_writer_t *w = arg;
+    unsigned seed = w->seed;
+    int fd = -1;
+    char body[512], path[128], name[64], enc[128];
+    while (!w->stop && w->ops < w->max_ops) {
+        if (!w->c->node[w->node].running || fd < 0) {
+            if (fd >= 0)
+                close(fd);
+            fd = w->c->node[w->node].running ? hc_connect(w->c->node[w->node].proc.port) : -1;
+            if (fd < 0) {
+                usleep(20000);
+                continue;
+            }
+        }
+        pending_t p = {.type = rand_r(&seed) % CL_TYPES, .key = rand_r(&seed) % CL_KEYS};
+        const char *tn = type_name[p.type];
+        int roll = rand_r(&seed) % 100;
+        switch (p.type) {
+        case 0:
+        case 1:
+            p.kind = 0;
+            p.by = 1 + rand_r(&seed) % 5;
+            if (p.type == 1 && roll < 40)
+                p.by = -p.by;
+            snprintf(body, sizeof(body), "{\"type\":\"%s\",\"op\":\"%s\",\"by\":%lld}", tn,
+                     p.by < 0 ? "decr" : "incr", (long long)(p.by < 0 ? -p.by : p.by));
+            break;
+        case 2:
+            if (w->nregs == (int)(sizeof(w->regs) / sizeof(w->regs[0])))
+                continue;
+            p.kind = 1;
+            w->regs[w->nregs].key = p.key;
+            w->regs[w->nregs].seq = w->nregs;
+            snprintf(name, sizeof(name), "n%dr%d", w->node + 1, w->nregs++);
+            b64(name, enc, false);
+            snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}",
+                     enc);
+            break;
+        default: {
+            /* a set or timeline: remove one of our live members, add "shared", or a new one */
+            int victim = -1;
+            if (roll < 25)
+                for (int m = w->nmem - 1; m >= 0 && victim < 0; m--)
+                    if (w->mem[m].type == p.type && w->mem[m].key == p.key &&
+                        w->mem[m].add == CL_ACKED && !w->mem[m].rem)
+                        victim = m;
+            const char *score = "";
+            char sc[64] = "";
+            if (victim >= 0) {
+                p.kind = 3;
+                p.idx = victim;
+                member_name(w->node, victim, name, sizeof(name));
+                if (p.type == 5) {
+                    snprintf(sc, sizeof(sc), ",\"score\":%.0f", w->mem[victim].score + 1);
+                    score = sc;
+                }
+                b64(name, enc, false);
+                snprintf(body, sizeof(body),
+                         "{\"type\":\"%s\",\"op\":\"remove\",\"member\":\"%s\"%s}", tn, enc, score);
+                break;
+            }
+            double s = 1000.0 + w->ops * 3 + w->node;
+            if (roll >= 95) {
+                p.kind = 4;
+                snprintf(name, sizeof(name), "shared");
+            } else {
+                p.kind = 2;
+                cl_member_t *m = new_member(w, p.type, p.key, &p.idx);
+                if (!m)
+                    continue;
+                m->score = s;
+                member_name(w->node, p.idx, name, sizeof(name));
+            }
+            if (p.type == 5) {
+                snprintf(sc, sizeof(sc), ",\"score\":%.0f", s);
+                score = sc;
+            }
+            b64(name, enc, false);
+            snprintf(body, sizeof(body), "{\"type\":\"%s\",\"op\":\"add\",\"member\":\"%s\"%s}", tn,
+                     enc, score);
+        }
+        }
+        key_path(p.type, p.key, path, sizeof(path), "");
+        hc_resp_t r;
+        w->ops++;
+        int rc = hc_send(fd, "POST", path, "", body, strlen(body), &r);
+        if (rc == 0 && r.status == 200 && strstr(r.body, "\"applied\"")) {
+            record(w, &p, CL_ACKED);
+        } else if (rc == 0 && r.status != 0) {
+            w->errors++;
+            record(w, &p, CL_UNKNOWN);
+            snprintf(w->last_error, sizeof(w->last_error), "%d %.200s", r.status, r.body);
+        } else {
+            record(w, &p, CL_UNKNOWN);
+            close(fd);
+            fd = -1;
+        }
+        hc_resp_free(&r);
+        if (w->pause_us)
+            usleep((useconds_t)w->pause_us);
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+int cl_writer_start(cl_writer_t *w)
+{
+    w->stop = 0;
+    return pthread_create(&w->th, NULL, writer_main, w) ? -1 : 0;
+}
+
+void cl_writer_join(cl_writer_t *w)
+{
+    w->stop = 1;
+    pthread_join(w->th, NULL);
+}
+
+void cl_writer_wait(cl_writer_t *w)
+{
+    pthread_join(w->th, NULL);
+}
+
+void cl_writer_free(cl_writer_t *w)
+{
+    free(w->mem);
+    w->mem = NULL;
+    w->nmem = w->capmem = 0;
+}
+
+/* ---- checks --------------------------------------------------------------------------------- */
+
+/* Does the JSON array (of base64 strings, or of {"member","score"} objects) hold member? */
+static bool has_member(json_t *arr, const char *enc, double *score)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        json_t *m = json_is_object(v) ? json_object_get(v, "member") : v;
+        if (json_is_string(m) && !strcmp(json_string_value(m), enc)) {
+            if (score)
+                *score = json_number_value(json_object_get(v, "score"));
+            return true;
+        }
+    }
+    return false;
+}
+
+int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked)
+{
+    int bad = 0, n = 0;
+    int port = c->node[on].proc.port;
+    for (int t = 0; t < CL_TYPES; t++)
+        for (int k = 0; k < CL_KEYS; k++) {
+            char path[128], name[64], enc[128];
+            key_path(t, k, path, sizeof(path), "?state=0");
+            int st;
+            json_t *j = get_json(port, path, &st);
+            json_t *val = j ? json_object_get(j, "value") : NULL;
+            if (t == 5 && val)
+                val = json_object_get(val, "entries") ? json_object_get(val, "entries") : val;
+            if (t <= 1) {
+                int64_t lo = 0, hi = 0;
+                for (int x = 0; x < nw; x++) {
+                    lo += ws[x].cnt_acked[t][k] + ws[x].cnt_unk_neg[t][k];
+                    hi += ws[x].cnt_acked[t][k] + ws[x].cnt_unk_pos[t][k];
+                }
+                int64_t got = val ? json_integer_value(val) : 0;
+                n++;
+                if (got < lo || got > hi) {
+                    bad++;
+                    printf("# %s:%d = %lld, acknowledged writes say [%lld, %lld]\n", type_prefix[t],
+                           k, (long long)got, (long long)lo, (long long)hi);
+                }
+            } else if (t == 2) {
+                const char *v = val ? json_string_value(val) : NULL;
+                bool found = false, any = false;
+                for (int x = 0; x < nw && !found; x++)
+                    for (int r = 0; r < ws[x].nregs && !found; r++) {
+                        if (ws[x].regs[r].key != k)
+                            continue;
+                        any = true;
+                        snprintf(name, sizeof(name), "n%dr%d", ws[x].node + 1, ws[x].regs[r].seq);
+                        b64(name, enc, false);
+                        found = v && !strcmp(v, enc);
+                    }
+                n += any;
+                if (any && !found) {
+                    bad++;
+                    printf("# reg:%d holds %s, which no writer wrote\n", k, v ? v : "nothing");
+                }
+            } else {
+                int shared = 0;
+                for (int x = 0; x < nw; x++) {
+                    if (ws[x].shared[t][k] == CL_ACKED)
+                        shared = 1;
+                    for (int m = 0; m < ws[x].nmem; m++) {
+                        cl_member_t *mm = &ws[x].mem[m];
+                        if (mm->type != t || mm->key != k || mm->add != CL_ACKED ||
+                            mm->rem == CL_UNKNOWN)
+                            continue;
+                        member_name(ws[x].node, m, name, sizeof(name));
+                        b64(name, enc, false);
+                        double score = 0;
+                        bool present = val && has_member(val, enc, t == 5 ? &score : NULL);
+                        bool want = mm->rem != CL_ACKED;
+                        n++;
+                        if (present != want || (t == 5 && present && score != mm->score)) {
+                            bad++;
+                            printf("# %s:%d member %s: %s, acknowledged writes say %s\n",
+                                   type_prefix[t], k, name, present ? "present" : "absent",
+                                   want ? "present" : "removed");
+                        }
+                    }
+                }
+                if (shared) {
+                    b64("shared", enc, false);
+                    n++;
+                    if (!val || !has_member(val, enc, NULL)) {
+                        bad++;
+                        printf("# %s:%d lacks the member \"shared\"\n", type_prefix[t], k);
+                    }
+                }
+            }
+            json_decref(j);
+        }
+    if (checked)
+        *checked = n;
+    return bad;
+}
