@@ -8,7 +8,9 @@
  * each round); --cold drops the log's pages from the cache (posix_fadvise DONTNEED) before each
  * read and each recovery. Prints the medians and their ratio (target: recovery <= 3x read).
  * Usage: bench_recovery [--writes N] [--keys K] [--max-size M] [--runs R] [--cold]
- *                       [--no-snapshot] [--dir PATH] [--keep]
+ *                       [--no-snapshot] [--dir PATH] [--keep] [--reuse]
+ * --keep leaves the directory (and a bench.meta file describing its log); --reuse with --dir
+ * starts from such a directory instead of writing the log again (for quick iterations).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -135,7 +137,7 @@ int main(int argc, char **argv)
     uint64_t writes = 10000000, keys = 10000;
     uint32_t max_size = 1000;
     int runs = 3;
-    bool keep = false, cold = false, snapshot = true;
+    bool keep = false, cold = false, snapshot = true, reuse = false;
     char dir[4096] = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -155,10 +157,12 @@ int main(int argc, char **argv)
             cold = true;
         else if (!strcmp(a, "--keep"))
             keep = true;
+        else if (!strcmp(a, "--reuse"))
+            reuse = true;
         else {
             fprintf(stderr,
                     "usage: %s [--writes N] [--keys K] [--max-size M] [--runs R] "
-                    "[--cold] [--no-snapshot] [--dir PATH] [--keep]\n",
+                    "[--cold] [--no-snapshot] [--dir PATH] [--keep] [--reuse]\n",
                     argv[0]);
             return 2;
         }
@@ -183,15 +187,34 @@ int main(int argc, char **argv)
     cfg.timeline_max_size = max_size;
     cfg.snapshot_log_bytes = 0;
     crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
+    char meta[4200];
+    snprintf(meta, sizeof(meta), "%s/bench.meta", dir);
+    uint64_t changed = 0, digest = 0, log_bytes = 0;
+    double t0;
+    crdt_replica_t *r;
+    FILE *mf = reuse ? fopen(meta, "r") : NULL;
+    if (mf) {
+        unsigned long long w, k, c, d, lb;
+        unsigned m;
+        int ok = fscanf(mf, "%llu %llu %u %llu %llu %llu", &w, &k, &m, &c, &d, &lb) == 6 &&
+                 w == writes && k == keys && m == max_size;
+        fclose(mf);
+        if (!ok) {
+            fprintf(stderr, "%s describes another log\n", meta);
+            return 1;
+        }
+        changed = c, digest = d, log_bytes = lb;
+        printf("log: reusing %s (%llu writes, %.1f MB)\n", dir, w, (double)lb / 1e6);
+        goto measure;
+    }
+    r = crdt_replica_open(&cfg, &err);
     if (!r) {
         fprintf(stderr, "open %s: %s\n", dir, err.text);
         return 1;
     }
     /* The write side: member ids drawn from a range 4x the bound per key, scores rising, so
      * writes land, trim, raise floors and sometimes lose, as in an activity feed. */
-    double t0 = now_s();
-    uint64_t changed = 0;
+    t0 = now_s();
     for (uint64_t i = 0; i < writes; i++) {
         char key[24];
         size_t klen =
@@ -214,25 +237,34 @@ int main(int argc, char **argv)
     }
     crdt_replica_flush(r);
     double build_s = now_s() - t0;
-    crdt_replica_stats_t st;
-    crdt_replica_stats(r, &st);
-    uint64_t digest = crdt_replica_digest(r);
+    crdt_replica_stats_t wst;
+    crdt_replica_stats(r, &wst);
+    digest = crdt_replica_digest(r);
+    log_bytes = wst.log_bytes;
     crdt_replica_close(r);
+    if (keep && (mf = fopen(meta, "w"))) {
+        fprintf(mf, "%llu %llu %u %llu %llu %llu\n", (unsigned long long)writes,
+                (unsigned long long)keys, max_size, (unsigned long long)changed,
+                (unsigned long long)digest, (unsigned long long)log_bytes);
+        fclose(mf);
+    }
     printf("log: %llu writes (%llu changed) over %llu keys, max size %u: %.1f MB in %.2f s "
            "(%.0f writes/s)\n",
            (unsigned long long)writes, (unsigned long long)changed, (unsigned long long)keys,
-           max_size, (double)st.log_bytes / 1e6, build_s, (double)writes / build_s);
+           max_size, (double)log_bytes / 1e6, build_s, (double)writes / build_s);
 
+measure:;
     double rd[MAX_RUNS], rec[MAX_RUNS], cpu[MAX_RUNS], ratio[MAX_RUNS];
+    crdt_replica_stats_t st;
     for (int k = 0; k < runs; k++) {
         if (cold)
             read_logs(dir, true);
         t0 = now_s();
         uint64_t bytes = read_logs(dir, false);
         rd[k] = now_s() - t0;
-        if (bytes != st.log_bytes) {
+        if (bytes != log_bytes) {
             fprintf(stderr, "read %llu bytes, expected %llu\n", (unsigned long long)bytes,
-                    (unsigned long long)st.log_bytes);
+                    (unsigned long long)log_bytes);
             return 1;
         }
         if (cold)

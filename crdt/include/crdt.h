@@ -261,6 +261,28 @@ int crdt_obj_encode(const crdt_obj_t *o, crdt_buf_t *b);
  * CRDT_EDECODE or CRDT_ENOMEM, the byte offset and a message. Never trusts the input. */
 crdt_obj_t *crdt_obj_decode(const void *data, size_t len, crdt_error_t *err);
 
+/* A borrowed byte range. */
+typedef struct crdt_bytes {
+    const void *data;
+    size_t len;
+} crdt_bytes_t;
+
+/* Joins the object encoded in data[0..len) into dst: the same result as crdt_obj_decode followed
+ * by crdt_obj_merge, with the same validation (frame, CRC-32C, canonical payload: untrusted input
+ * is safe), but without building the decoded object where the type allows (timeline deltas go
+ * straight into dst). Returns 1 if dst changed, 0 if not; CRDT_EDECODE (err says where and why)
+ * or CRDT_ETYPE (an encoding of another type) with dst unchanged; CRDT_ENOMEM, after which dst
+ * may hold part of the join (still a valid state, below the full join). */
+int crdt_obj_merge_encoded(crdt_obj_t *dst, const void *data, size_t len, crdt_error_t *err);
+
+/* Joins n encodings into dst as crdt_obj_merge_encoded does each, in one go: every encoding is
+ * validated before dst changes, so on CRDT_EDECODE / CRDT_ETYPE dst is unchanged and *failed (if
+ * not NULL) is the index of the first bad encoding (err's offset is within it). Deltas are joins,
+ * so their order does not matter; a timeline joins many small deltas in one linear pass, which
+ * is what log replay wants (encs borrowed for the call). Returns 1 / 0 / negative as above. */
+int crdt_obj_merge_encoded_many(crdt_obj_t *dst, const crdt_bytes_t *encs, size_t n, size_t *failed,
+                                crdt_error_t *err);
+
 /* ------------------------------------------------------------------------------------------------
  * Ops: an op is a delta carrying a unique dot (origin replica, sequence number). Applying an op is
  * joining its delta, so duplicated and reordered ops change nothing; the dot lets receivers

@@ -134,10 +134,39 @@ void crdt_buf_free(crdt_buf_t *b)
     b->len = b->cap = 0;
 }
 
-/* ---- CRC-32C, slicing by 8 ------------------------------------------------------------------ */
+/* ---- CRC-32C: the SSE4.2 instruction where the CPU has it, else slicing by 8 -------------- */
 
 static uint32_t crc_table[8][256];
-static int crc_ready;
+static int crc_ready; /* 0 unknown, 1 tables (software), 2 the CPU's crc32 instruction */
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CRC_HW 1
+/* Every record of the log and every encoding is checksummed, so recovery spends much of its time
+ * here: the instruction does 8 bytes in about a cycle's throughput, the tables about 2 cycles a
+ * byte. Same polynomial (Castagnoli), same results. */
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p, size_t n)
+{
+    uint64_t c = crc;
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        n -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    if (n >= 4) {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        c32 = __builtin_ia32_crc32si(c32, v);
+        p += 4;
+        n -= 4;
+    }
+    while (n--)
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    return c32;
+}
+#endif
 
 static void crc_init(void)
 {
@@ -150,16 +179,19 @@ static void crc_init(void)
     for (uint32_t i = 0; i < 256; i++)
         for (int t = 1; t < 8; t++)
             crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xFF];
+    int mode = 1;
+#ifdef CRC_HW
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("sse4.2"))
+        mode = 2;
+#endif
     /* The tables are a pure function of constants: a race here writes the same values twice. */
-    __atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+    __atomic_store_n(&crc_ready, mode, __ATOMIC_RELEASE);
 }
 
-uint32_t crdt_crc32c(uint32_t crc, const void *data, size_t n)
+/* The portable path; also what the hardware path is tested against. */
+static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
 {
-    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
-        crc_init();
-    const uint8_t *p = data;
-    crc = ~crc;
     while (n >= 8) {
         uint32_t lo = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
                       (uint32_t)p[3] << 24;
@@ -172,7 +204,28 @@ uint32_t crdt_crc32c(uint32_t crc, const void *data, size_t n)
     }
     while (n--)
         crc = (crc >> 8) ^ crc_table[0][(crc ^ *p++) & 0xFF];
-    return ~crc;
+    return crc;
+}
+
+uint32_t crdt_crc32c(uint32_t crc, const void *data, size_t n)
+{
+    int mode = __atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE);
+    if (!mode) {
+        crc_init();
+        mode = __atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE);
+    }
+#ifdef CRC_HW
+    if (mode == 2)
+        return ~crc_hw(~crc, data, n);
+#endif
+    return ~crc_sw(~crc, data, n);
+}
+
+uint32_t crdt__crc32c_portable(uint32_t crc, const void *data, size_t n)
+{
+    if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
+        crc_init();
+    return ~crc_sw(~crc, data, n);
 }
 
 /* ---- writer --------------------------------------------------------------------------------- */
@@ -384,16 +437,15 @@ int crdt_obj_encode(const crdt_obj_t *o, crdt_buf_t *b)
 }
 
 /* Decodes one frame at data[0..len) whose bytes start at `base` of the caller's input. */
-static crdt_obj_t *decode_frame(const uint8_t *data, size_t len, size_t base, crdt_error_t *err)
+int crdt__frame_open(const uint8_t *data, size_t len, size_t base, crdt_error_t *err,
+                     const crdt__vtable_t **vtp, crdt__reader_t *pr)
 {
     crdt__reader_t r = {data, len, 0, base, err};
     uint8_t version, type;
     uint64_t plen;
     const uint8_t *payload;
-    if (len < 4 + 3) {
-        crdt__fail(&r, "truncated: %zu bytes is shorter than any encoding", len);
-        return NULL;
-    }
+    if (len < 4 + 3)
+        return crdt__fail(&r, "truncated: %zu bytes is shorter than any encoding", len);
     /* Check the CRC first: a corrupted byte anywhere is reported as such, not as a puzzling
      * field error later on. */
     const uint8_t *c = data + len - 4;
@@ -401,44 +453,54 @@ static crdt_obj_t *decode_frame(const uint8_t *data, size_t len, size_t base, cr
                     (uint32_t)c[3] << 24;
     if (crdt_crc32c(0, data, len - 4) != want) {
         r.pos = len - 4;
-        crdt__fail(&r, "checksum mismatch (corrupted or truncated encoding)");
-        return NULL;
+        return crdt__fail(&r, "checksum mismatch (corrupted or truncated encoding)");
     }
     r.len = len - 4;
     if (crdt__rd_u8(&r, &version) < 0)
-        return NULL;
+        return CRDT_EDECODE;
     if (version != CRDT_CODEC_VERSION) {
         r.pos = 0;
-        crdt__fail(&r, "unsupported encoding version %u (this build reads %u)", version,
-                   CRDT_CODEC_VERSION);
-        return NULL;
+        return crdt__fail(&r, "unsupported encoding version %u (this build reads %u)", version,
+                          CRDT_CODEC_VERSION);
     }
     if (crdt__rd_u8(&r, &type) < 0)
-        return NULL;
+        return CRDT_EDECODE;
     const crdt__vtable_t *vt = crdt__vtable_of(type);
     if (!vt) {
         r.pos = 1;
-        crdt__fail(&r, "unknown type tag %u", type);
-        return NULL;
+        return crdt__fail(&r, "unknown type tag %u", type);
     }
     if (crdt__rd_count(&r, r.len - r.pos, "payload length", &plen) < 0)
-        return NULL;
-    if (plen != r.len - r.pos) {
-        crdt__fail(&r, "payload length %llu does not match the %zu bytes present",
-                   (unsigned long long)plen, r.len - r.pos);
-        return NULL;
-    }
+        return CRDT_EDECODE;
+    if (plen != r.len - r.pos)
+        return crdt__fail(&r, "payload length %llu does not match the %zu bytes present",
+                          (unsigned long long)plen, r.len - r.pos);
     if (crdt__rd_raw(&r, (size_t)plen, &payload) < 0)
-        return NULL;
-    crdt__reader_t pr = {payload, (size_t)plen, 0, base + (size_t)(payload - data), err};
-    crdt_obj_t *o = vt->decode(&pr);
-    if (o && crdt__rd_end(&pr) < 0) {
+        return CRDT_EDECODE;
+    *vtp = vt;
+    *pr = (crdt__reader_t){payload, (size_t)plen, 0, base + (size_t)(payload - data), err};
+    return 0;
+}
+
+crdt_obj_t *crdt__decode_payload(const crdt__vtable_t *vt, crdt__reader_t *pr)
+{
+    crdt_obj_t *o = vt->decode(pr);
+    if (o && crdt__rd_end(pr) < 0) {
         crdt_obj_free(o);
         return NULL;
     }
     if (!o)
-        crdt__fail(&pr, "invalid %s payload", vt->name); /* no-op if the decoder said why */
+        crdt__fail(pr, "invalid %s payload", vt->name); /* no-op if the decoder said why */
     return o;
+}
+
+static crdt_obj_t *decode_frame(const uint8_t *data, size_t len, size_t base, crdt_error_t *err)
+{
+    const crdt__vtable_t *vt;
+    crdt__reader_t pr;
+    if (crdt__frame_open(data, len, base, err, &vt, &pr) < 0)
+        return NULL;
+    return crdt__decode_payload(vt, &pr);
 }
 
 crdt_obj_t *crdt_obj_decode(const void *data, size_t len, crdt_error_t *err)
@@ -450,6 +512,94 @@ crdt_obj_t *crdt_obj_decode(const void *data, size_t len, crdt_error_t *err)
         return NULL;
     }
     return decode_frame(data, len, 0, err);
+}
+
+/* ---- joining encodings without building them ----------------------------------------------- */
+
+/* The generic way: decode every encoding first (so a bad one leaves dst untouched), then merge. */
+static int merge_encoded_generic(crdt_obj_t *dst, const crdt_bytes_t *encs, size_t n,
+                                 size_t *failed, crdt_error_t *err)
+{
+    crdt_obj_t *stack[8];
+    crdt_obj_t **objs = stack;
+    if (n > 8 && !(objs = malloc(n * sizeof(*objs)))) {
+        if (err) {
+            err->code = CRDT_ENOMEM;
+            snprintf(err->text, sizeof(err->text), "out of memory");
+        }
+        return CRDT_ENOMEM;
+    }
+    int rc = 0;
+    size_t got = 0;
+    for (; got < n; got++) {
+        if (!(objs[got] = crdt__decode_one(dst, &encs[got], err))) {
+            rc = err && err->code ? err->code : CRDT_EDECODE;
+            if (failed)
+                *failed = got;
+            break;
+        }
+    }
+    int changed = 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int m = crdt_obj_merge(dst, objs[i]);
+        if (m < 0) {
+            rc = m;
+            if (failed)
+                *failed = i;
+        } else {
+            changed |= m;
+        }
+    }
+    for (size_t i = 0; i < got; i++)
+        crdt_obj_free(objs[i]);
+    if (objs != stack)
+        free(objs);
+    return rc < 0 ? rc : changed;
+}
+
+crdt_obj_t *crdt__decode_one(const crdt_obj_t *dst, const crdt_bytes_t *enc, crdt_error_t *err)
+{
+    const crdt__vtable_t *vt;
+    crdt__reader_t pr;
+    if (!enc->data && enc->len) {
+        crdt__reader_t r = {NULL, 0, 0, 0, err};
+        crdt__fail(&r, "no input");
+        return NULL;
+    }
+    if (crdt__frame_open(enc->data, enc->len, 0, err, &vt, &pr) < 0)
+        return NULL;
+    if (vt != dst->vt) {
+        if (err && !err->code) {
+            err->code = CRDT_ETYPE;
+            err->offset = 1;
+            snprintf(err->text, sizeof(err->text), "a %s encoding cannot join a %s", vt->name,
+                     dst->vt->name);
+        }
+        return NULL;
+    }
+    return crdt__decode_payload(vt, &pr);
+}
+
+int crdt_obj_merge_encoded_many(crdt_obj_t *dst, const crdt_bytes_t *encs, size_t n, size_t *failed,
+                                crdt_error_t *err)
+{
+    if (err)
+        memset(err, 0, sizeof(*err));
+    if (failed)
+        *failed = 0;
+    if (!dst || (!encs && n))
+        return CRDT_EINVAL;
+    if (!n)
+        return 0;
+    if (dst->vt->merge_encoded)
+        return dst->vt->merge_encoded(dst, encs, n, failed, err);
+    return merge_encoded_generic(dst, encs, n, failed, err);
+}
+
+int crdt_obj_merge_encoded(crdt_obj_t *dst, const void *data, size_t len, crdt_error_t *err)
+{
+    crdt_bytes_t b = {data, len};
+    return crdt_obj_merge_encoded_many(dst, &b, 1, NULL, err);
 }
 
 /* ---- ops ------------------------------------------------------------------------------------ */

@@ -30,6 +30,10 @@ typedef struct crdt__vtable {
     /* Payload only; must consume exactly r's bytes, validate everything, and on failure call
      * crdt__fail (or crdt__nomem) and return NULL. */
     crdt_obj_t *(*decode)(crdt__reader_t *r);
+    /* Optional: joins n encodings (whole frames) into dst as crdt_obj_merge_encoded_many says,
+     * without building objects where it can. NULL: decode each, then merge. */
+    int (*merge_encoded)(crdt_obj_t *dst, const crdt_bytes_t *encs, size_t n, size_t *failed,
+                         crdt_error_t *err);
     /* The "state" member of the JSON form (core adds "type"); NULL on ENOMEM. */
     json_t *(*to_json)(const crdt_obj_t *o);
     /* From the "state" member; on failure fill err via crdt__json_fail and return NULL. */
@@ -49,6 +53,16 @@ extern const crdt__vtable_t crdt__lwwreg_vt;
 extern const crdt__vtable_t crdt__lwwset_vt;
 extern const crdt__vtable_t crdt__orset_vt;
 extern const crdt__vtable_t crdt__timeline_vt;
+
+/* Checks a frame (length, CRC-32C, version, type tag, payload length) and gives its type's vtable
+ * and a reader over the payload. 0 or CRDT_EDECODE with err filled. */
+int crdt__frame_open(const uint8_t *data, size_t len, size_t base, crdt_error_t *err,
+                     const crdt__vtable_t **vt, crdt__reader_t *payload);
+/* Decodes a payload opened by crdt__frame_open (every byte must be used); NULL with err filled. */
+crdt_obj_t *crdt__decode_payload(const crdt__vtable_t *vt, crdt__reader_t *payload);
+/* Decodes one encoding that must be of dst's type: NULL with err filled (CRDT_EDECODE, CRDT_ETYPE
+ * or CRDT_ENOMEM). */
+crdt_obj_t *crdt__decode_one(const crdt_obj_t *dst, const crdt_bytes_t *enc, crdt_error_t *err);
 
 /* OR-Set queries behind the public crdt_set_* calls (which live in lwwset.c and dispatch). */
 int crdt__orset_contains(const crdt_obj_t *s, const void *m, size_t len);
@@ -173,6 +187,10 @@ static inline int crdt__bytes_cmp(const void *a, size_t alen, const void *b, siz
 }
 
 static inline bool crdt__replica_ok(uint64_t r) { return r >= 1 && r <= CRDT_REPLICA_MAX; }
+
+/* CRC-32C by the tables alone (crdt_crc32c uses the CPU's instruction when it has one); for
+ * tests that compare the two. */
+uint32_t crdt__crc32c_portable(uint32_t crc, const void *data, size_t n);
 
 /* Growth for arrays: returns the new capacity >= need, or 0 on overflow. */
 size_t crdt__grow_cap(size_t cap, size_t need);

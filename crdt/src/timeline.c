@@ -785,11 +785,48 @@ static inline int ent_cmp(const timeline_t *t, uint32_t a, uint32_t b)
  * are marked as moved), then rebuilds the order by merging dst's order with the list of placed
  * ids, which src's order already sorts. Everything that can fail is allocated first, so on
  * CRDT_ENOMEM nothing has changed. Returns 1/0 as merge does; the caller trims afterwards. */
-static int merge_bulk(timeline_t *t, const timeline_t *s)
+/* An entry to join, as merge_bulk reads them: from a timeline's order or from a sorted array. */
+typedef struct tl_in {
+    double score;
+    const uint8_t *m;
+    uint32_t len;
+    uint32_t flag; /* 0 live, TL_TOMB */
+} tl_in_t;
+
+/* The source of merge_bulk: newest first; may hold a member twice (the first, newest, wins). */
+typedef struct tl_src {
+    const timeline_t *s; /* a timeline, or NULL for the array */
+    const tl_in_t *arr;
+    uint32_t count;    /* entries */
+    uint64_t blob_len; /* bytes of all their members */
+    uint32_t b, i;     /* cursor */
+} tl_src_t;
+
+static inline bool src_next(tl_src_t *src, tl_in_t *out)
 {
-    uint64_t want = (uint64_t)t->ents_used + s->count;
-    uint64_t total = (uint64_t)t->count + s->count;
-    if (want > UINT32_MAX - 1 || (uint64_t)t->blobs.len + s->blobs.len > UINT32_MAX)
+    if (!src->s) {
+        if (src->i == src->count)
+            return false;
+        *out = src->arr[src->i++];
+        return true;
+    }
+    const timeline_t *s = src->s;
+    while (src->b < s->nblk && src->i == s->blk[src->b]->n) {
+        src->b++;
+        src->i = 0;
+    }
+    if (src->b == s->nblk)
+        return false;
+    const tl_ent_t *e = &s->ents[s->blk[src->b]->ids[src->i++]];
+    *out = (tl_in_t){e->score, ent_mem(s, e), ent_len(e), ent_live(e) ? 0 : TL_TOMB};
+    return true;
+}
+
+static int merge_bulk(timeline_t *t, tl_src_t *src)
+{
+    uint64_t want = (uint64_t)t->ents_used + src->count;
+    uint64_t total = (uint64_t)t->count + src->count;
+    if (want > UINT32_MAX - 1 || (uint64_t)t->blobs.len + src->blob_len > UINT32_MAX)
         return CRDT_ENOMEM;
     if (want > t->ents_cap) {
         tl_ent_t *e = realloc(t->ents, (size_t)want * sizeof(*e));
@@ -800,7 +837,7 @@ static int merge_bulk(timeline_t *t, const timeline_t *s)
     }
     if (crdt__hidx_reserve(&t->idx, (uint32_t)total, key_of, t) < 0)
         return CRDT_ENOMEM;
-    uint32_t need = t->blobs.len + s->blobs.len;
+    uint32_t need = (uint32_t)(t->blobs.len + src->blob_len);
     if (need > t->blobs.cap) {
         size_t cap = crdt__grow_cap(t->blobs.cap, need);
         if (cap > UINT32_MAX)
@@ -816,7 +853,7 @@ static int merge_bulk(timeline_t *t, const timeline_t *s)
     uint32_t nb = (uint32_t)(total / fill + 1);
     tl_block_t **blk = calloc(nb, sizeof(*blk));
     uint32_t *blive = malloc((size_t)nb * sizeof(*blive));
-    uint32_t *placed = malloc((s->count ? s->count : 1) * sizeof(uint32_t));
+    uint32_t *placed = malloc((src->count ? src->count : 1) * sizeof(uint32_t));
     bool ok = blk && blive && placed;
     /* a lone result block is sized to what it receives, as a growing lone block would be */
     uint32_t bcap = nb == 1 ? lone_cap((uint32_t)total) : TL_BLOCK;
@@ -834,39 +871,39 @@ static int merge_bulk(timeline_t *t, const timeline_t *s)
     /* 1. LWW per member, in place; src is newest first, so `placed` comes out sorted */
     uint32_t np = 0;
     int changed = 0;
-    for (uint32_t b = 0; b < s->nblk; b++) {
-        for (uint32_t i = 0; i < s->blk[b]->n; i++) {
-            const tl_ent_t *e = &s->ents[s->blk[b]->ids[i]];
-            const uint8_t *m = ent_mem(s, e);
-            uint32_t len = ent_len(e);
-            uint32_t flag = ent_live(e) ? 0 : TL_TOMB;
-            if (below_floor(t, e->score, m, len))
-                goto order; /* and so is every later one */
-            uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
-            if (id == CRDT__NO_ID) {
-                uint32_t off;
-                crdt__blobs_add(&t->blobs, m, len, &off); /* reserved: cannot fail */
-                id = alloc_id(t);
-                t->ents[id] = (tl_ent_t){e->score, off, len | flag};
-                crdt__hidx_insert(&t->idx, id, key_of, t); /* reserved: cannot fail */
+    tl_in_t in;
+    while (src_next(src, &in)) {
+        const tl_in_t *e = &in;
+        const uint8_t *m = e->m;
+        uint32_t len = e->len;
+        uint32_t flag = e->flag;
+        if (below_floor(t, e->score, m, len))
+            break; /* and so is every later one */
+        uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
+        if (id == CRDT__NO_ID) {
+            uint32_t off;
+            crdt__blobs_add(&t->blobs, m, len, &off); /* reserved: cannot fail */
+            id = alloc_id(t);
+            t->ents[id] = (tl_ent_t){e->score, off, len | flag};
+            crdt__hidx_insert(&t->idx, id, key_of, t); /* reserved: cannot fail */
+            placed[np++] = id;
+            t->count++;
+            changed = 1;
+        } else {
+            tl_ent_t *x = &t->ents[id];
+            if (e->score > x->score) {
+                /* only from a source that holds x's member twice would x be placed already:
+                 * an array source, newest first, gives the winner first, so this is its first */
+                x->score = e->score;
+                x->len = ent_len(x) | flag | TL_MOVED;
                 placed[np++] = id;
-                t->count++;
                 changed = 1;
-            } else {
-                tl_ent_t *x = &t->ents[id];
-                if (e->score > x->score) {
-                    x->score = e->score;
-                    x->len = ent_len(x) | flag | TL_MOVED;
-                    placed[np++] = id;
-                    changed = 1;
-                } else if (e->score == x->score && flag && ent_live(x)) {
-                    x->len |= TL_TOMB; /* equal scores: remove wins, the position stays */
-                    changed = 1;
-                }
+            } else if (e->score == x->score && flag && ent_live(x)) {
+                x->len |= TL_TOMB; /* equal scores: remove wins, the position stays */
+                changed = 1;
             }
         }
     }
-order:
     if (!np) {
         /* nothing moved (the common anti-entropy case of equal states): keep the order, only
          * recount live entries if a tie turned some into tombstones */
@@ -975,7 +1012,8 @@ static int timeline_merge(crdt_obj_t *dst, const crdt_obj_t *src)
     }
     /* a src comparable in size to dst: one linear pass; a few entries (deltas): insert each */
     if (s->count >= 4 && (uint64_t)s->count * 4 >= t->count) {
-        if ((rc = merge_bulk(t, s)) >= 0) {
+        tl_src_t from = {s, NULL, s->count, s->blobs.len, 0, 0};
+        if ((rc = merge_bulk(t, &from)) >= 0) {
             changed |= rc;
             trim(t);
             goto floor;
@@ -996,6 +1034,210 @@ floor:
     changed |= rc;
     maybe_compact(t);
     return changed;
+}
+
+/* ---- joining encodings without building them (log replay) --------------------------------- */
+
+/* A delta of up to this many entries is read straight into the join; a larger one (or one with a
+ * bound or a floor, which a mutator's delta never has) is decoded as an object and merged. */
+#define TL_FAST_MAX 16
+
+static int in_cmp(const void *a, const void *b)
+{
+    const tl_in_t *x = a, *y = b;
+    return pos_cmp(x->score, x->m, x->len, y->score, y->m, y->len);
+}
+
+/* Reads an unbounded, floorless payload of at most TL_FAST_MAX entries into out[], checking what
+ * timeline_decode checks (with its messages). 0 with *n set, 1 when the payload is not of that
+ * kind (the caller decodes it whole), CRDT_EDECODE with the reader's error filled. */
+static int read_simple(crdt__reader_t *r, tl_in_t *out, uint32_t *n_out)
+{
+    uint64_t max_size, n;
+    uint8_t has_floor;
+    if (crdt__rd_count(r, UINT32_MAX, "timeline max_size", &max_size) < 0 ||
+        crdt__rd_u8(r, &has_floor) < 0)
+        return CRDT_EDECODE;
+    if (max_size || has_floor)
+        return 1;
+    /* an entry takes at least 10 bytes, as in timeline_decode */
+    if (crdt__rd_count(r, (r->len - r->pos) / 10, "timeline entry count", &n) < 0)
+        return CRDT_EDECODE;
+    if (n > TL_FAST_MAX)
+        return 1;
+    for (uint32_t i = 0; i < (uint32_t)n; i++) {
+        size_t at = r->pos;
+        double score;
+        uint8_t flag;
+        const uint8_t *m;
+        size_t len;
+        if (crdt__rd_score(r, &score) < 0 || crdt__rd_u8(r, &flag) < 0)
+            return CRDT_EDECODE;
+        if (flag > 1) {
+            r->pos--;
+            return crdt__fail(r, "timeline entry %u: flag %u is neither 1 (live) nor 0 (tombstone)",
+                              i, flag);
+        }
+        if (crdt__rd_blob(r, &m, &len) < 0)
+            return CRDT_EDECODE;
+        const char *why = NULL;
+        if (i && pos_cmp(score, m, len, out[i - 1].score, out[i - 1].m, out[i - 1].len) <= 0)
+            why = "entries not in strictly decreasing (score, member) order";
+        for (uint32_t j = 0; !why && j < i; j++)
+            if (crdt__bytes_cmp(m, len, out[j].m, out[j].len) == 0)
+                why = "member appears twice";
+        if (why) {
+            r->pos = at;
+            return crdt__fail(r, "timeline entry %u: %s", i, why);
+        }
+        out[i] = (tl_in_t){score, m, (uint32_t)len, flag ? 0 : TL_TOMB};
+    }
+    if (crdt__rd_end(r) < 0)
+        return CRDT_EDECODE;
+    *n_out = (uint32_t)n;
+    return 0;
+}
+
+/* Puts in[] newest first: as given, reversed (a log read oldest first, of a feed whose scores
+ * rise), or sorted. Entries at one position (same member and score) may stay in any order. */
+static void order_newest_first(tl_in_t *in, size_t n)
+{
+    bool desc = true, asc = true;
+    for (size_t i = 1; i < n && (desc || asc); i++) {
+        int c = in_cmp(&in[i - 1], &in[i]);
+        desc &= c <= 0;
+        asc &= c >= 0;
+    }
+    if (desc)
+        return;
+    if (asc) {
+        for (size_t i = 0, j = n - 1; i < j; i++, j--) {
+            tl_in_t x = in[i];
+            in[i] = in[j];
+            in[j] = x;
+        }
+        return;
+    }
+    qsort(in, n, sizeof(*in), in_cmp);
+}
+
+/* Joins loose entries (each an unbounded one-entry delta) into t: 1 changed, 0 not, ENOMEM. Many
+ * at once (against t's size) take merge_bulk's linear pass: their join is the LWW-union, which is
+ * what merge_bulk makes of a newest-first list that may name a member twice. */
+static int join_entries(timeline_t *t, tl_in_t *in, size_t n, uint64_t blob_len)
+{
+    if (n >= 4 && (uint64_t)n * 4 >= t->count && n <= UINT32_MAX - 1) {
+        order_newest_first(in, n);
+        tl_src_t src = {NULL, in, (uint32_t)n, blob_len, 0, 0};
+        int rc = merge_bulk(t, &src);
+        if (rc >= 0) {
+            trim(t);
+            maybe_compact(t);
+            return rc;
+        }
+        /* out of memory before anything changed: the per-entry path needs far less */
+    }
+    int changed = 0;
+    for (size_t i = 0; i < n; i++) {
+        int rc = tl_write(t, in[i].m, in[i].len, in[i].score, !in[i].flag);
+        if (rc < 0)
+            return rc; /* what was joined so far is below the full join: still valid */
+        changed |= rc;
+    }
+    maybe_compact(t);
+    return changed;
+}
+
+static int timeline_merge_encoded(crdt_obj_t *dst, const crdt_bytes_t *encs, size_t n,
+                                  size_t *failed, crdt_error_t *err)
+{
+    timeline_t *t = (timeline_t *)dst;
+    tl_in_t stack_in[64];
+    tl_in_t *in = stack_in;
+    size_t nin = 0, cap = sizeof(stack_in) / sizeof(stack_in[0]);
+    crdt_obj_t **objs = NULL; /* encodings that are not simple deltas, decoded */
+    size_t nobj = 0, capobj = 0;
+    uint64_t blob_len = 0;
+    int rc = 0;
+    /* 1. validate everything (dst untouched), collecting the entries of simple deltas */
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const crdt__vtable_t *vt;
+        crdt__reader_t pr;
+        if (nin + TL_FAST_MAX > cap) {
+            size_t ncap = cap * 2;
+            tl_in_t *g =
+                in == stack_in ? malloc(ncap * sizeof(*g)) : realloc(in, ncap * sizeof(*g));
+            if (!g) {
+                rc = CRDT_ENOMEM;
+                break;
+            }
+            if (in == stack_in)
+                memcpy(g, stack_in, nin * sizeof(*g));
+            in = g;
+            cap = ncap;
+        }
+        uint32_t k = 0;
+        int p = 1;
+        if (!encs[i].data && encs[i].len)
+            p = 1; /* crdt__decode_one reports it */
+        else if (crdt__frame_open(encs[i].data, encs[i].len, 0, err, &vt, &pr) < 0)
+            p = CRDT_EDECODE;
+        else if (vt == &crdt__timeline_vt)
+            p = read_simple(&pr, in + nin, &k);
+        if (p == 0) {
+            for (uint32_t j = 0; j < k; j++)
+                blob_len += in[nin + j].len;
+            nin += k;
+            continue;
+        }
+        if (p < 0) {
+            rc = p;
+            if (failed)
+                *failed = i;
+            break;
+        }
+        if (nobj == capobj) {
+            size_t nc = capobj ? capobj * 2 : 4;
+            crdt_obj_t **o = realloc(objs, nc * sizeof(*o));
+            if (!o) {
+                rc = CRDT_ENOMEM;
+                break;
+            }
+            objs = o;
+            capobj = nc;
+        }
+        if (!(objs[nobj] = crdt__decode_one(dst, &encs[i], err))) {
+            rc = err && err->code ? err->code : CRDT_EDECODE;
+            if (failed)
+                *failed = i;
+            break;
+        }
+        nobj++;
+    }
+    if (rc == CRDT_ENOMEM && err && !err->code) {
+        err->code = CRDT_ENOMEM;
+        snprintf(err->text, sizeof(err->text), "out of memory");
+    }
+    /* 2. join */
+    int changed = 0;
+    if (rc == 0 && nin) {
+        rc = join_entries(t, in, nin, blob_len);
+        changed = rc > 0;
+    }
+    for (size_t i = 0; i < nobj; i++) {
+        if (rc >= 0) {
+            int m = timeline_merge(dst, objs[i]);
+            if (m < 0)
+                rc = m;
+            else
+                changed |= m;
+        }
+        crdt_obj_free(objs[i]);
+    }
+    free(objs);
+    if (in != stack_in)
+        free(in);
+    return rc < 0 ? rc : changed;
 }
 
 static bool timeline_equal(const crdt_obj_t *oa, const crdt_obj_t *ob)
@@ -1358,6 +1600,7 @@ const crdt__vtable_t crdt__timeline_vt = {
     .destroy = timeline_destroy,
     .clone = timeline_clone,
     .merge = timeline_merge,
+    .merge_encoded = timeline_merge_encoded,
     .equal = timeline_equal,
     .is_empty = timeline_is_empty,
     .stats = timeline_stats,
