@@ -97,6 +97,7 @@ struct crdtc {
     size_t nbuckets, nentries;
     crdt_hlc_t hlc;
     uint64_t replica_id;
+    uint32_t timeline_max_size;
 };
 
 const char *crdtc_strerror(int err)
@@ -192,7 +193,18 @@ static int join_local(crdtc_t *c, const void *key, size_t klen, const crdt_obj_t
         if (crdt_obj_merge(e->obj, o) < 0)
             return CRDTC_ENOMEM;
     } else {
-        crdt_obj_t *copy = crdt_obj_clone(o);
+        /* a timeline first seen as a delta takes the bound local timelines have (a delta carries
+         * none), so its encoding matches the server's bounded one */
+        crdt_obj_t *copy = NULL;
+        if (crdt_obj_type(o) == CRDT_TIMELINE && !crdt_timeline_max_size(o)) {
+            copy = crdt_timeline_new(c->timeline_max_size);
+            if (copy && crdt_obj_merge(copy, o) < 0) {
+                crdt_obj_free(copy);
+                copy = NULL;
+            }
+        } else {
+            copy = crdt_obj_clone(o);
+        }
         if (!copy)
             return CRDTC_ENOMEM;
         if (!(e = add_entry(c, key, klen, h, copy))) {
@@ -213,7 +225,8 @@ crdt_obj_t *crdtc_local(crdtc_t *c, const void *key, size_t klen, crdt_type_t cr
         return create_type > 0 && crdt_obj_type(e->obj) != create_type ? NULL : e->obj;
     if (create_type <= 0 || !klen)
         return NULL;
-    crdt_obj_t *o = crdt_obj_new(create_type);
+    crdt_obj_t *o = create_type == CRDT_TIMELINE ? crdt_timeline_new(c->timeline_max_size)
+                                                 : crdt_obj_new(create_type);
     if (!o)
         return NULL;
     if (!(e = add_entry(c, key, klen, h, o))) {
@@ -1153,6 +1166,10 @@ crdtc_t *crdtc_new(crdtc_loop_t *l, const crdtc_config_t *cfg, int *err)
     if (c->backoff_max_ms < c->backoff_min_ms)
         c->backoff_max_ms = c->backoff_min_ms;
     c->no_reconnect = cfg->no_reconnect;
+    c->timeline_max_size = cfg->timeline_max_size < 0            ? 0
+                           : cfg->timeline_max_size == 0         ? 1000
+                           : cfg->timeline_max_size > UINT32_MAX ? UINT32_MAX
+                                                                 : (uint32_t)cfg->timeline_max_size;
     c->cb = cfg->cb;
     c->ud = cfg->ud;
     c->cursor = cfg->cursor;

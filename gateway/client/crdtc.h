@@ -111,6 +111,9 @@ typedef struct crdtc_config {
     size_t max_pending;     /* bytes of unacknowledged applies, default 64 MiB */
     unsigned backoff_min_ms, backoff_max_ms; /* default 50 and 5000 */
     bool no_reconnect;                       /* do not reconnect by itself */
+    /* bound of timelines crdtc_local creates: crdtd's --timeline-max-size (default 1000, as
+     * crdtd's; 0 would be unbounded), so local deltas carry the server's bound */
+    int64_t timeline_max_size; /* 0: the default 1000; negative: unbounded */
     crdtc_callbacks_t cb;
     void *ud;
 } crdtc_config_t;

@@ -130,6 +130,15 @@ static void welcome_cb(crdtc_t *c, const crdtc_welcome_t *w, void *ud)
                 (unsigned long long)crdtc_cursor(c));
 }
 
+static void subscribed_cb(crdtc_t *c, uint64_t id, uint64_t cursor, void *ud)
+{
+    (void)c;
+    cli_t *s = ud;
+    if (!s->quiet)
+        fprintf(stderr, "crdtc: subscribed (request %llu, cursor %llu)\n", (unsigned long long)id,
+                (unsigned long long)cursor);
+}
+
 /* An argument as bytes: text, or standard base64 with --base64. */
 static int arg_bytes(const char *a, bool b64, uint8_t **out, size_t *len)
 {
@@ -381,6 +390,7 @@ int main(int argc, char **argv)
                           .state_file = state,
                           .cb = {.welcome_cb = welcome_cb,
                                  .change_cb = change_cb,
+                                 .subscribed_cb = subscribed_cb,
                                  .ack_cb = ack_cb,
                                  .error_cb = error_cb,
                                  .close_cb = close_cb},
