@@ -1,0 +1,8 @@
+# crdt.v1 WebSocket sessions (issue #5): the protocol against a real crdtd, with a raw WebSocket
+# client of our own (tests/ws_raw.c) that can send what well-behaved clients never do.
+if(TARGET crdtd AND TARGET crdtd_token)
+  crdt_tap_test(test_ws_protocol SOURCES test_ws_protocol.c ws_raw.c http_client.c
+                LIBS crdtd_token PkgConfig::JANSSON TIMEOUT 120)
+  target_compile_definitions(test_ws_protocol PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+  add_dependencies(test_ws_protocol crdtd)
+endif()
