@@ -211,6 +211,8 @@ struct peer_link {
     crdt_buf_t transcript;
     uint8_t nonce[PW_NONCE_LEN];
     uint64_t remote_node, remote_epoch;
+    uint64_t remote_durable; /* the peer's durable seq at the handshake: its catch-up target */
+    bool ae_first_due;       /* the on-connect session waits until both catch-ups are done */
     /* receiving */
     crdt_buf_t rx;
     uint64_t last_rx_ms, last_tx_ms;
@@ -280,6 +282,7 @@ static void link_close(peer_link_t *l, uint8_t refuse, bool bye, const char *fmt
     __attribute__((format(printf, 4, 5)));
 static void link_want_write(peer_link_t *l);
 static void schedule_dial(peer_rec_t *rec, unsigned delay_ms);
+static void ae_maybe_first(peer_link_t *l);
 
 static const char *rec_name(const peer_rec_t *rec, const peer_link_t *l, char *buf, size_t n)
 {
@@ -867,6 +870,7 @@ static int catchup_next(peer_link_t *l, pframe_t **out)
         /* From here the outbox carries every change after D (see the release rule). */
         l->live = true;
         l->overflow_logged = false;
+        ae_maybe_first(l);
     }
     return 0;
 }
@@ -988,9 +992,19 @@ static void ae_start(peer_link_t *l)
     crdt_buf_free(&m);
 }
 
+/* The first session of an outbound link, once we sent our catch-up and applied theirs. */
+static void ae_maybe_first(peer_link_t *l)
+{
+    if (l->ae_first_due && l->live && l->applied >= l->remote_durable) {
+        l->ae_first_due = false;
+        ae_start(l);
+    }
+}
+
 static void ae_timer_cb(lws_sorted_usec_list_t *sul)
 {
     peer_link_t *l = lws_container_of(sul, peer_link_t, sul_ae);
+    l->ae_first_due = false;
     ae_start(l);
     if (l->P->s->cfg.anti_entropy_secs)
         lws_sul_schedule(l->P->s->ctx, 0, &l->sul_ae, ae_timer_cb,
@@ -1189,6 +1203,7 @@ void gw_peer_on_durable(gw_server_t *s)
             l->ack_due = true;
             mark_set(P, l->remote_node, l->remote_epoch, th);
             link_want_write(l);
+            ae_maybe_first(l);
         }
     }
     outbox_release(P, false);
@@ -1308,10 +1323,14 @@ static void link_up(peer_link_t *l, uint64_t their_resume)
            l->outbound ? "outbound" : "inbound", l->cursor, last);
     link_want_write(l);
     if (l->outbound) {
-        ae_start(l);
-        if (P->s->cfg.anti_entropy_secs)
-            lws_sul_schedule(P->s->ctx, 0, &l->sul_ae, ae_timer_cb,
-                             (lws_usec_t)P->s->cfg.anti_entropy_secs * 1000000);
+        /* The on-connect session runs once both catch-ups are done: run at once, it would find
+         * every key the feed is about to carry and send it twice. The periodic timer (or a 5 s
+         * fallback without one) starts a session regardless. */
+        l->ae_first_due = true;
+        ae_maybe_first(l);
+        lws_sul_schedule(
+            P->s->ctx, 0, &l->sul_ae, ae_timer_cb,
+            (lws_usec_t)(P->s->cfg.anti_entropy_secs ? P->s->cfg.anti_entropy_secs : 5) * 1000000);
     }
     schedule_batch(P);
 }
@@ -1319,7 +1338,8 @@ static void link_up(peer_link_t *l, uint64_t their_resume)
 static int send_challenge(peer_link_t *l)
 {
     gw_peers_t *P = l->P;
-    pw_challenge_t c = {PW_VERSION, P->s->cfg.node_id, P->epoch, {0}};
+    pw_challenge_t c = {
+        PW_VERSION, P->s->cfg.node_id, P->epoch, crdt_replica_durable_seq(P->s->replica), {0}};
     if (gw_random(l->nonce, PW_NONCE_LEN))
         return -1;
     memcpy(c.nonce, l->nonce, PW_NONCE_LEN);
@@ -1352,12 +1372,14 @@ static void on_challenge(peer_link_t *l, const uint8_t *m, size_t n)
     l->got_challenge = true;
     l->remote_node = c.node_id;
     l->remote_epoch = c.epoch;
+    l->remote_durable = c.durable;
     pw_hello_t h;
     memset(&h, 0, sizeof(h));
     h.version = PW_VERSION;
     snprintf(h.cluster, sizeof(h.cluster), "%s", P->s->cfg.cluster);
     h.node_id = P->s->cfg.node_id;
     h.epoch = P->epoch;
+    h.durable = crdt_replica_durable_seq(P->s->replica);
     if (gw_random(l->nonce, PW_NONCE_LEN)) {
         link_close(l, 0, false, "no random bytes");
         return;
@@ -1421,6 +1443,7 @@ static void on_hello(peer_link_t *l, const uint8_t *m, size_t n)
     }
     l->remote_node = h.node_id;
     l->remote_epoch = h.epoch;
+    l->remote_durable = h.durable;
     pw_welcome_t w = {mark_get(P, h.node_id, h.epoch), {0}};
     crdt_buf_t msg = {0};
     uint8_t proof[PW_PROOF_LEN];
@@ -1484,7 +1507,9 @@ static void on_message(peer_link_t *l, const uint8_t *m, size_t n)
         if (l->rec)
             snprintf(l->rec->last_error, sizeof(l->rec->last_error), "refused by the peer: %s",
                      text[0] ? text : pw_refuse_text(code));
-        l->closing = true; /* nothing more to send */
+        if (l->rec && code != PW_R_PROTOCOL && code != PW_R_BUSY)
+            l->rec->attempts = 8; /* a configuration fault: retry, but only every ~10 s */
+        l->closing = true;        /* nothing more to send */
         fifo_clear(&l->ctl);
         link_want_write(l);
         return;
@@ -1532,7 +1557,9 @@ static void on_message(peer_link_t *l, const uint8_t *m, size_t n)
         } else {
             gw_log("peer %s: the peer closes the link (%s)",
                    rec_name(l->rec, l, name, sizeof(name)),
-                   code == PW_BYE_SHUTDOWN ? "shutting down" : "bye");
+                   code == PW_BYE_SHUTDOWN    ? "shutting down"
+                   : code == PW_BYE_DUPLICATE ? "duplicate link, keeping the other"
+                                              : "bye");
         }
         l->closing = true;
         fifo_clear(&l->ctl);

@@ -121,7 +121,8 @@ int pw_put_varint(crdt_buf_t *b, uint64_t v)
 int pw_encode_challenge(crdt_buf_t *b, const pw_challenge_t *c)
 {
     if (pw_put_u8(b, PW_CHALLENGE) || pw_put_u8(b, c->version) || pw_put_varint(b, c->node_id) ||
-        pw_put_u64(b, c->epoch) || crdt_buf_append(b, c->nonce, PW_NONCE_LEN))
+        pw_put_u64(b, c->epoch) || pw_put_varint(b, c->durable) ||
+        crdt_buf_append(b, c->nonce, PW_NONCE_LEN))
         return CRDT_ENOMEM;
     return 0;
 }
@@ -131,8 +132,8 @@ int pw_encode_hello_body(crdt_buf_t *b, const pw_hello_t *h)
     size_t cl = strnlen(h->cluster, sizeof(h->cluster) - 1);
     if (pw_put_u8(b, PW_HELLO) || pw_put_u8(b, h->version) || pw_put_u8(b, (uint8_t)cl) ||
         crdt_buf_append(b, h->cluster, cl) || pw_put_varint(b, h->node_id) ||
-        pw_put_u64(b, h->epoch) || crdt_buf_append(b, h->nonce, PW_NONCE_LEN) ||
-        pw_put_varint(b, h->resume))
+        pw_put_u64(b, h->epoch) || pw_put_varint(b, h->durable) ||
+        crdt_buf_append(b, h->nonce, PW_NONCE_LEN) || pw_put_varint(b, h->resume))
         return CRDT_ENOMEM;
     return 0;
 }
@@ -174,7 +175,7 @@ int pw_decode_challenge(const uint8_t *m, size_t n, pw_challenge_t *c, const cha
         return -2;
     }
     if (!pw_get_varint(&r, &c->node_id) || !pw_get_u64(&r, &c->epoch) ||
-        !pw_get_bytes(&r, PW_NONCE_LEN, &nonce)) {
+        !pw_get_varint(&r, &c->durable) || !pw_get_bytes(&r, PW_NONCE_LEN, &nonce)) {
         *why = "truncated challenge";
         return -1;
     }
@@ -217,7 +218,8 @@ int pw_decode_hello(const uint8_t *m, size_t n, pw_hello_t *h, size_t *body_len,
     }
     const uint8_t *nonce;
     if (!pw_get_varint(&r, &h->node_id) || !pw_get_u64(&r, &h->epoch) ||
-        !pw_get_bytes(&r, PW_NONCE_LEN, &nonce) || !pw_get_varint(&r, &h->resume)) {
+        !pw_get_varint(&r, &h->durable) || !pw_get_bytes(&r, PW_NONCE_LEN, &nonce) ||
+        !pw_get_varint(&r, &h->resume)) {
         *why = "truncated hello";
         return -1;
     }

@@ -81,6 +81,7 @@ typedef struct pw_challenge {
     uint8_t version;
     uint64_t node_id;
     uint64_t epoch;
+    uint64_t durable; /* the server's durable seq: what its catch-up to the client will reach */
     uint8_t nonce[PW_NONCE_LEN];
 } pw_challenge_t;
 
@@ -89,6 +90,7 @@ typedef struct pw_hello {
     char cluster[64]; /* NUL-terminated */
     uint64_t node_id;
     uint64_t epoch;
+    uint64_t durable; /* the client's durable seq */
     uint8_t nonce[PW_NONCE_LEN];
     uint64_t resume; /* the client durably applied the server's seqs through this (its epoch) */
     uint8_t proof[PW_PROOF_LEN];
