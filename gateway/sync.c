@@ -105,7 +105,7 @@ typedef struct sess {
     size_t rx_len, rx_cap;
     bool rx_discard, rx_binary;
     unsigned nerrors;
-    uint64_t last_rx_us, last_ping_us;
+    uint64_t opened_us, last_rx_us, last_ping_us;
     bool ping_due;
     /* output */
     qent_t *q;
@@ -1203,6 +1203,9 @@ static void sweep_cb(lws_sorted_usec_list_t *sul)
             continue;
         if (now - ss->last_rx_us >= idle) {
             sess_close(ss, 1001, "idle timeout");
+        } else if (!ss->hello && now - ss->opened_us >= idle) {
+            /* answering pings is not enough to hold a connection without a hello */
+            sess_close(ss, 4003, "hello expected within the idle timeout");
         } else if (ss->has_tok && ss->tok.exp <= wall) {
             sess_close(ss, 4001, "token expired");
         } else if (now - ss->last_rx_us >= idle / 3 && now - ss->last_ping_us >= idle / 3) {
@@ -1231,7 +1234,7 @@ static int on_established(gw_server_t *s, struct lws *wsi, void **slot)
         memset(rnd, 0, sizeof(rnd));
     for (int i = 0; i < 8; i++)
         snprintf(ss->id + 2 * i, 3, "%02x", rnd[i]);
-    ss->last_rx_us = ss->last_ping_us = gw_now_us();
+    ss->opened_us = ss->last_rx_us = ss->last_ping_us = gw_now_us();
     ss->next = y->head;
     if (y->head)
         y->head->prev = ss;
