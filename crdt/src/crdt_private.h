@@ -149,6 +149,15 @@ uint32_t crdt__hidx_find(const crdt__hidx_t *h, const void *key, size_t len, crd
                          const void *ctx);
 /* Inserts an id whose key is not present yet (the caller checked); may grow. 0 or CRDT_ENOMEM. */
 int crdt__hidx_insert(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
+/* The hash find and insert_reserved use (so a caller that does both hashes once). */
+static inline uint64_t crdt__hidx_hash(const crdt__hidx_t *h, const void *key, size_t len)
+{
+    return crdt_hash64(key, len, h->seed);
+}
+uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t len, uint64_t hash,
+                                crdt__key_fn fn, const void *ctx);
+/* Inserts an absent id whose key hashes to `hash`, with room reserved beforehand (cannot fail). */
+void crdt__hidx_insert_reserved(crdt__hidx_t *h, uint32_t id, uint64_t hash);
 /* Removes an id that is present. */
 void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
 /* Makes room for `n` ids in all without further growth. 0 or CRDT_ENOMEM. */

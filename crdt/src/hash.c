@@ -82,7 +82,15 @@ uint32_t crdt__hidx_find(const crdt__hidx_t *h, const void *key, size_t len, crd
 {
     if (!h->count)
         return CRDT__NO_ID;
-    uint32_t i = (uint32_t)crdt_hash64(key, len, h->seed) & h->mask;
+    return crdt__hidx_find_hashed(h, key, len, crdt_hash64(key, len, h->seed), fn, ctx);
+}
+
+uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t len, uint64_t hash,
+                                crdt__key_fn fn, const void *ctx)
+{
+    if (!h->count)
+        return CRDT__NO_ID;
+    uint32_t i = (uint32_t)hash & h->mask;
     for (;;) {
         uint32_t s = h->slots[i];
         if (!s)
@@ -152,6 +160,12 @@ int crdt__hidx_insert(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void 
     place(h, id, key_hash(h, id, fn, ctx));
     h->count++;
     return 0;
+}
+
+void crdt__hidx_insert_reserved(crdt__hidx_t *h, uint32_t id, uint64_t hash)
+{
+    place(h, id, hash);
+    h->count++;
 }
 
 void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx)

@@ -879,13 +879,14 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
         uint32_t flag = e->flag;
         if (below_floor(t, e->score, m, len))
             break; /* and so is every later one */
-        uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
+        uint64_t hash = crdt__hidx_hash(&t->idx, m, len);
+        uint32_t id = crdt__hidx_find_hashed(&t->idx, m, len, hash, key_of, t);
         if (id == CRDT__NO_ID) {
             uint32_t off;
             crdt__blobs_add(&t->blobs, m, len, &off); /* reserved: cannot fail */
             id = alloc_id(t);
             t->ents[id] = (tl_ent_t){e->score, off, len | flag};
-            crdt__hidx_insert(&t->idx, id, key_of, t); /* reserved: cannot fail */
+            crdt__hidx_insert_reserved(&t->idx, id, hash);
             placed[np++] = id;
             t->count++;
             changed = 1;

@@ -346,16 +346,19 @@ static void note_drop(crdt_replica_t *r, uint64_t bytes, const char *name, uint6
  * (crdt_obj_merge_encoded_many): libcrdt validates them and joins them without building an object
  * per record; a timeline takes a key's hundreds of one-entry deltas in one linear pass. Keys are
  * independent objects, so the second pass runs on two threads, each taking whole keys. */
-#define BATCH_RECORDS (4u << 20) /* 16 + 4 bytes of index per record: 80 MiB at most */
+/* 2 x 16 bytes of index per record while a batch is sorted: 512 MiB at most (and never more than
+ * 1.6 times the segment: a record takes 20 bytes or more). All of a key's records in one batch is
+ * the fast case: its object is then built in one pass. */
+#define BATCH_RECORDS (16u << 20)
 #ifndef REP_REPLAY_THREADS
 #define REP_REPLAY_THREADS 2 /* 1 or 2 (a build-time switch, for measuring) */
 #endif
 #define GROUP_MAX 65536 /* records of one key joined per call (bounds the call's memory) */
 
 typedef struct batch_ent {
-    uint64_t at; /* file offset of the record */
+    uint64_t enc; /* file offset of the record's encoding (which ends the record) */
     uint32_t id;
-    uint32_t elen; /* of the encoding, which ends the record */
+    uint32_t elen;
 } batch_ent_t;
 
 typedef struct replay_batch {
@@ -365,60 +368,91 @@ typedef struct replay_batch {
     uint64_t max_seq;
 } replay_batch_t;
 
-/* A share of a sorted batch, order[lo..hi), replayed by one thread. */
+/* The keys of a sorted batch one thread replays: ids `first`, first + step, ... A key stays with one thread in every batch, so
+ * its memory is always grown by the same thread (and its malloc arena). The batch's entries are
+ * sorted by key: entries[start[id] .. start[id + 1]) are key id's, in log order. */
 typedef struct replay_part {
     crdt_replica_t *r;
     const replay_batch_t *b;
-    const uint32_t *order;
-    size_t lo, hi;
+    const uint32_t *start;
+    uint32_t first, step;
     int rc;
-    uint64_t at; /* offset of the failing record */
+    uint64_t at; /* offset of the failing record's encoding */
     crdt_error_t err;
 } replay_part_t;
-
-static inline const uint8_t *ent_enc(const replay_batch_t *b, const batch_ent_t *e)
-{
-    const uint8_t *h = b->map + e->at;
-    return h + REP_REC_HEADER + rep_get32(h) - e->elen;
-}
 
 static void *replay_part_run(void *arg)
 {
     replay_part_t *p = arg;
     crdt_bytes_t *encs = malloc(GROUP_MAX * sizeof(*encs));
-    if (!encs && p->hi > p->lo) {
+    if (!encs) {
         p->rc = CRDT_ENOMEM;
         snprintf(p->err.text, sizeof(p->err.text), "out of memory");
         return NULL;
     }
-    for (size_t j = p->lo; j < p->hi;) {
-        uint32_t id = p->b->ents[p->order[j]].id;
-        size_t end = j;
-        while (end < p->hi && end - j < GROUP_MAX && p->b->ents[p->order[end]].id == id)
-            end++;
-        /* newest first: for LWW types and timelines older writes then lose early, and a feed's
-         * rising scores arrive already in the timeline's newest-first order */
-        size_t n = 0;
-        for (size_t k = end; k-- > j;) {
-            const batch_ent_t *e = &p->b->ents[p->order[k]];
-            encs[n++] = (crdt_bytes_t){ent_enc(p->b, e), e->elen};
+    const batch_ent_t *ents = p->b->ents;
+    const uint8_t *map = p->b->map;
+    uint32_t nkeys = p->r->nkeys;
+    for (uint32_t id = p->first; id < nkeys && p->rc == 0; id += p->step) {
+        /* A key's records lie all over the log, so reading them is a cache miss each. The next
+         * key's are requested now and arrive while this one's are joined (a few hundred KiB at
+         * most in flight: GROUP_MAX records). Copying the records into key order beforehand
+         * cost more than these misses (a scatter into one stream per key). */
+        if (id + p->step < nkeys) {
+            size_t lo = p->start[id + p->step], hi = p->start[id + p->step + 1];
+            if (hi - lo > GROUP_MAX)
+                hi = lo + GROUP_MAX;
+            for (size_t k = lo; k < hi; k++) {
+                __builtin_prefetch(map + ents[k].enc);
+                __builtin_prefetch(map + ents[k].enc + ents[k].elen - 1);
+            }
         }
-        size_t bad = 0;
-        int rc = crdt_obj_merge_encoded_many(p->r->keys[id].obj, encs, n, &bad, &p->err);
-        if (rc < 0) {
-            p->rc = rc;
-            p->at = p->b->ents[p->order[end - 1 - bad]].at;
-            break;
+        for (size_t j = p->start[id]; j < p->start[id + 1];) {
+            size_t end = p->start[id + 1];
+            if (end - j > GROUP_MAX)
+                end = j + GROUP_MAX;
+            /* newest first: for LWW types and timelines older writes then lose early, and a
+             * feed's rising scores arrive already in the timeline's newest-first order */
+            size_t n = 0;
+            for (size_t k = end; k-- > j;)
+                encs[n++] = (crdt_bytes_t){map + ents[k].enc, ents[k].elen};
+            size_t bad = 0;
+            int rc = crdt_obj_merge_encoded_many(p->r->keys[id].obj, encs, n, &bad, &p->err);
+            if (rc < 0) {
+                p->rc = rc;
+                p->at = ents[end - 1 - bad].enc;
+                break;
+            }
+            j = end;
         }
-        j = end;
     }
     free(encs);
     return NULL;
 }
 
+/* The batch's index arrays are large and short-lived: map them with huge pages where the kernel
+ * offers them (a page fault per 4 KiB of a few hundred MiB is a measurable share of a replay). */
+static void *big_alloc(size_t bytes)
+{
+    size_t len = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, len, MADV_HUGEPAGE);
+#endif
+    return p;
+}
+
+static void big_free(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1));
+}
+
 static void batch_free(replay_batch_t *b)
 {
-    free(b->ents);
+    big_free(b->ents, b->cap * sizeof(*b->ents));
     b->ents = NULL;
     b->n = b->cap = 0;
 }
@@ -429,43 +463,47 @@ static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crd
     if (!b->n)
         return 0;
     uint32_t *start = calloc((size_t)r->nkeys + 1, sizeof(*start));
-    uint32_t *order = malloc(b->n * sizeof(*order));
+    batch_ent_t *sorted = big_alloc(b->cap * sizeof(*sorted));
     int rc = 0;
-    if (!start || !order) {
+    if (!start || !sorted) {
         rep_seterr(err, CRDT_ENOMEM, "out of memory");
         rc = CRDT_ENOMEM;
+        big_free(sorted, b->cap * sizeof(*sorted));
         goto out;
     }
     for (size_t i = 0; i < b->n; i++)
         start[b->ents[i].id + 1]++;
     for (uint32_t id = 0; id < r->nkeys; id++)
         start[id + 1] += start[id];
+    /* the entries themselves move, so the threads then read them in order */
     for (size_t i = 0; i < b->n; i++)
-        order[start[b->ents[i].id]++] = (uint32_t)i;
+        sorted[start[b->ents[i].id]++] = b->ents[i];
+    big_free(b->ents, b->cap * sizeof(*b->ents));
+    b->ents = sorted;
+    /* the scatter advanced every start to its end: shift back */
+    memmove(start + 1, start, (size_t)r->nkeys * sizeof(*start));
+    start[0] = 0;
     /* Keys are independent objects and libcrdt has no shared state, so a second thread takes
-     * half the keys of a large batch (split at a key boundary). */
-    replay_part_t part[2] = {{r, b, order, 0, b->n, 0, 0, {0}},
-                             {r, b, order, b->n, b->n, 0, 0, {0}}};
-    size_t mid = b->n / 2;
-    while (mid > 0 && mid < b->n && b->ents[order[mid]].id == b->ents[order[mid - 1]].id)
-        mid++;
+     * every other key. */
+    int nthreads = REP_REPLAY_THREADS > 1 && b->n >= 4096 && r->nkeys > 1 ? 2 : 1;
+    replay_part_t part[2] = {{r, b, start, 0, (uint32_t)nthreads, 0, 0, {0}},
+                             {r, b, start, 1, 2, 0, 0, {0}}};
     pthread_t th;
     bool threaded = false;
-    if (REP_REPLAY_THREADS > 1 && b->n >= 4096 && mid < b->n) {
-        part[0].hi = mid;
-        part[1].lo = mid;
+    if (nthreads == 2) {
         threaded = pthread_create(&th, NULL, replay_part_run, &part[1]) == 0;
         if (!threaded)
-            part[0].hi = b->n;
+            part[0].step = 1;
     }
     replay_part_run(&part[0]);
     if (threaded)
         pthread_join(th, NULL);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < (threaded ? 2 : 1); i++) {
         if (part[i].rc < 0) {
             rc = part[i].rc;
-            rep_seterr(err, rc, "%s/%s offset %" PRIu64 ": %s", r->dir, name, part[i].at,
-                       rc == CRDT_ENOMEM    ? "out of memory"
+            rep_seterr(err, rc, "%s/%s, record with its object at offset %" PRIu64 ": %s", r->dir,
+                       name, part[i].at,
+                       rc == CRDT_ENOMEM   ? "out of memory"
                        : rc == CRDT_EDECODE ? "cannot decode an intact record"
                                             : crdt_strerror(rc));
             if (rc == CRDT_EDECODE && err && err->code == rc) {
@@ -481,7 +519,6 @@ static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crd
     b->n = 0;
 out:
     free(start);
-    free(order);
     return rc;
 }
 
@@ -502,7 +539,8 @@ static int replay_record(crdt_replica_t *r, replay_batch_t *b, key_cache_t *kc, 
     size_t klen, elen;
     int rc;
     uint32_t id = UINT32_MAX;
-    if (rep_record_parse(body, blen, &seq, &key, &klen, &enc, &elen) == 0) {
+    bool parsed = rep_record_parse(body, blen, &seq, &key, &klen, &enc, &elen) == 0;
+    if (parsed) {
         /* Records the snapshot already holds need no decoding: it has their join. */
         if (seq <= r->snap.done_seq)
             return 0;
@@ -512,7 +550,20 @@ static int replay_record(crdt_replica_t *r, replay_batch_t *b, key_cache_t *kc, 
             id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
     }
     crdt_error_t rerr = {0};
+    if (parsed && id == UINT32_MAX && elen >= 2 && enc[0] == CRDT_CODEC_VERSION &&
+        enc[1] >= CRDT_TYPE_MIN && enc[1] <= CRDT_TYPE_MAX) {
+        /* A new key starts empty and its records go into the batch like any other: the threads
+         * that join them then allocate its memory. */
+        uint64_t h = rep_hash(key, klen, r->seed);
+        crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)enc[1]);
+        if (!obj || (id = rep_insert(r, key, klen, h, obj)) == UINT32_MAX) {
+            crdt_obj_free(obj);
+            rep_seterr(err, CRDT_ENOMEM, "out of memory");
+            return CRDT_ENOMEM;
+        }
+    }
     if (id == UINT32_MAX) {
+        /* an invalid layout or frame: rep_replay says what is wrong */
         if ((rc = rep_replay(r, body, blen, false, &rerr)) < 0)
             goto fail;
         r->rec.log_records++;
@@ -529,20 +580,19 @@ static int replay_record(crdt_replica_t *r, replay_batch_t *b, key_cache_t *kc, 
         r->rec.log_records++;
         return 0;
     }
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 4096;
-        batch_ent_t *e = realloc(b->ents, cap * sizeof(*e));
-        if (!e) {
+    if (!b->ents) {
+        /* room for the batch at once: pages are only touched as records arrive */
+        b->cap = BATCH_RECORDS;
+        if (!(b->ents = big_alloc(b->cap * sizeof(*b->ents)))) {
+            b->cap = 0;
             rep_seterr(err, CRDT_ENOMEM, "out of memory");
             return CRDT_ENOMEM;
         }
-        b->ents = e;
-        b->cap = cap;
     }
     /* only this thread writes seqs: the apply threads touch objects alone */
     if (seq > k->seq)
         k->seq = seq;
-    b->ents[b->n++] = (batch_ent_t){at, id, (uint32_t)elen};
+    b->ents[b->n++] = (batch_ent_t){(uint64_t)(enc - b->map), id, (uint32_t)elen};
     if (seq > b->max_seq)
         b->max_seq = seq;
     if (b->n >= BATCH_RECORDS)
