@@ -141,6 +141,22 @@ int main(void)
     is_int(o.subscribed, 0, "nothing subscribed");
     json_decref(op);
 
+    /* a token that expires during the session: closed with 4001, no reconnect */
+    char *brief = mint("erin", 2, all, all);
+    tc_t e;
+    tc_new(&e, loop, srv.port, "auth-brief", brief, NULL);
+    crdtc_connect(e.c);
+    ok(RUN_UNTIL(loop, e.welcomes == 1, 5000), "a token valid for 2 s is welcomed");
+    ok(RUN_UNTIL(loop, e.closes == 1, 5000), "the session is closed when it expires");
+    is_int(e.last_close, 4001, "with 4001");
+    ok(!e.reconnecting, "and the client waits for a new token");
+    char *renewed = mint("erin", 3600, all, all);
+    crdtc_set_token(e.c, renewed);
+    crdtc_connect(e.c);
+    ok(RUN_UNTIL(loop, e.welcomes == 2, 5000), "a renewed token reconnects");
+    crdtc_free(e.c);
+    free(brief), free(renewed);
+
     crdtc_free(g.c);
     crdtc_free(r.c);
     crdtc_free(w.c);
