@@ -804,6 +804,259 @@ static void test_codec(void)
 #undef PAYLOAD
 }
 
+/* ---- joining encodings: crdt_obj_merge_encoded(_many) ---------------------------------------- */
+
+/* Frames a timeline payload as crdt_obj_encode would (version, type, length, payload, CRC). */
+static void frame_payload(const crdt_buf_t *p, crdt_buf_t *f)
+{
+    put_u8(f, CRDT_CODEC_VERSION);
+    put_u8(f, CRDT_TIMELINE);
+    put_varint(f, p->len);
+    crdt_buf_append(f, p->data, p->len);
+    uint32_t crc = crdt_crc32c(0, f->data, f->len);
+    for (int i = 0; i < 4; i++)
+        put_u8(f, (uint8_t)(crc >> (8 * i)));
+}
+
+static bool same_bytes(const crdt_obj_t *a, const crdt_obj_t *b)
+{
+    crdt_buf_t x = {0}, y = {0};
+    crdt_obj_encode(a, &x);
+    crdt_obj_encode(b, &y);
+    bool same = x.len == y.len && memcmp(x.data, y.data, x.len) == 0;
+    crdt_buf_free(&x);
+    crdt_buf_free(&y);
+    return same;
+}
+
+/* One random encoding to join: mostly a mutator's one-entry delta (adds and removes over few
+ * members and scores, so ties and moves are common), sometimes a delta of several entries, a
+ * bounded state with a floor, or a large unbounded one (the paths that decode whole). */
+static void random_encoding(laws_rng_t *rng, crdt_buf_t *out)
+{
+    uint64_t kind = laws_below(rng, 20);
+    crdt_obj_t *o = crdt_timeline_new(kind == 0 ? 1 + (uint32_t)laws_below(rng, 6) : 0);
+    size_t n = kind == 0 ? 12 : kind == 1 ? 2 + laws_below(rng, 8) : kind == 2 ? 40 : 1;
+    for (size_t i = 0; i < n; i++) {
+        char m[8];
+        snprintf(m, sizeof(m), "m%u", (unsigned)laws_below(rng, 24));
+        double sc = (double)laws_below(rng, 12);
+        if (laws_below(rng, 4) == 0)
+            crdt_timeline_remove(o, m, strlen(m), sc, NULL);
+        else
+            crdt_timeline_add(o, m, strlen(m), sc, NULL);
+    }
+    crdt_obj_encode(o, out);
+    crdt_obj_free(o);
+}
+
+static void test_merge_encoded_equals_merge(void)
+{
+    laws_rng_t rng = {laws_seed() ^ 0x6d65726765ull};
+    int mismatches = 0, changed_mismatch = 0, cases = 400;
+    for (int c = 0; c < cases; c++) {
+        /* dst: empty, small, or bounded and full with a floor */
+        uint32_t bound =
+            (uint32_t)laws_below(&rng, 3) == 0 ? 0 : 1 + (uint32_t)laws_below(&rng, 10);
+        crdt_obj_t *dst = crdt_timeline_new(bound);
+        for (uint64_t i = laws_below(&rng, 30); i > 0; i--) {
+            char m[8];
+            snprintf(m, sizeof(m), "m%u", (unsigned)laws_below(&rng, 24));
+            crdt_timeline_add(dst, m, strlen(m), (double)laws_below(&rng, 12), NULL);
+        }
+        size_t n = 1 + laws_below(&rng, c % 4 == 0 ? 200 : 20);
+        crdt_buf_t *bufs = calloc(n, sizeof(*bufs));
+        crdt_bytes_t *encs = calloc(n, sizeof(*encs));
+        for (size_t i = 0; i < n; i++) {
+            random_encoding(&rng, &bufs[i]);
+            encs[i] = (crdt_bytes_t){bufs[i].data, bufs[i].len};
+        }
+        /* the reference: decode each, merge each, in order */
+        crdt_obj_t *ref = crdt_obj_clone(dst);
+        int ref_changed = 0;
+        for (size_t i = 0; i < n; i++) {
+            crdt_obj_t *d = crdt_obj_decode(encs[i].data, encs[i].len, NULL);
+            ref_changed |= crdt_obj_merge(ref, d);
+            crdt_obj_free(d);
+        }
+        crdt_obj_t *many = crdt_obj_clone(dst);
+        crdt_error_t err;
+        size_t failed = 99;
+        int rc = crdt_obj_merge_encoded_many(many, encs, n, &failed, &err);
+        crdt_obj_t *one = crdt_obj_clone(dst);
+        int one_changed = 0;
+        for (size_t i = 0; i < n; i++)
+            one_changed |= crdt_obj_merge_encoded(one, encs[i].data, encs[i].len, NULL);
+        if (!same_bytes(ref, many) || !same_bytes(ref, one) || rc < 0) {
+            if (!mismatches++)
+                diag("case %d: ref %s", c, show(ref));
+        }
+        if (rc != ref_changed || one_changed != ref_changed)
+            changed_mismatch++;
+        for (size_t i = 0; i < n; i++)
+            crdt_buf_free(&bufs[i]);
+        free(bufs);
+        free(encs);
+        crdt_obj_free(ref);
+        crdt_obj_free(many);
+        crdt_obj_free(one);
+        crdt_obj_free(dst);
+    }
+    is_int(mismatches, 0, "merge_encoded(_many) gives the bytes of decode + merge (%d cases)",
+           cases);
+    is_int(changed_mismatch, 0, "and the same changed flag");
+
+    /* a feed replayed oldest first, newest first and shuffled: one result */
+    crdt_obj_t *a = crdt_timeline_new(50), *b = crdt_timeline_new(50), *r = crdt_timeline_new(50);
+    crdt_buf_t bufs[300] = {{0}};
+    crdt_bytes_t fwd[300], rev[300];
+    for (int i = 0; i < 300; i++) {
+        crdt_obj_t *d = NULL;
+        char m[16];
+        snprintf(m, sizeof(m), "item:%d", (int)laws_below(&rng, 120));
+        crdt_obj_t *tmp = crdt_timeline_new(0);
+        crdt_timeline_add(tmp, m, strlen(m), i + 0.5, &d);
+        crdt_obj_encode(d, &bufs[i]);
+        crdt_obj_merge(r, d);
+        crdt_obj_free(d);
+        crdt_obj_free(tmp);
+        fwd[i] = (crdt_bytes_t){bufs[i].data, bufs[i].len};
+        rev[299 - i] = fwd[i];
+    }
+    is_int(crdt_obj_merge_encoded_many(a, fwd, 300, NULL, NULL), 1, "a feed oldest first joins");
+    is_int(crdt_obj_merge_encoded_many(b, rev, 300, NULL, NULL), 1, "and newest first");
+    ok(same_bytes(a, r) && same_bytes(b, r), "both equal merging one by one (%s)",
+       crdt_timeline_card(r) == 50 ? "bounded, with a floor" : "?");
+    is_int(crdt_obj_merge_encoded_many(a, rev, 300, NULL, NULL), 0, "joining it again: no change");
+    for (int i = 0; i < 300; i++)
+        crdt_buf_free(&bufs[i]);
+    crdt_obj_free(a);
+    crdt_obj_free(b);
+    crdt_obj_free(r);
+}
+
+/* Whatever the bytes, merge_encoded accepts exactly what crdt_obj_decode accepts, and a rejected
+ * batch leaves dst as it was. */
+static void test_merge_encoded_rejects(void)
+{
+    crdt_obj_t *dst = crdt_timeline_new(4);
+    add(dst, "a", 1), add(dst, "b", 2), add(dst, "c", 3), add(dst, "d", 4), add(dst, "e", 5);
+    crdt_buf_t before = {0};
+    crdt_obj_encode(dst, &before);
+    crdt_obj_t *d = NULL, *tmp = crdt_timeline_new(0);
+    crdt_timeline_add(tmp, "zz", 2, 9, &d);
+    crdt_buf_t good = {0};
+    crdt_obj_encode(d, &good);
+    crdt_obj_free(d);
+    crdt_obj_free(tmp);
+    laws_rng_t rng = {laws_seed() ^ 0x636f7272ull};
+    int disagree = 0, touched = 0, bad_index = 0, tries = 3000;
+    uint8_t buf[64];
+    for (int t = 0; t < tries; t++) {
+        size_t len = good.len;
+        memcpy(buf, good.data, len);
+        int how = (int)laws_below(&rng, 3);
+        if (how == 0) {
+            len = laws_below(&rng, good.len); /* truncated */
+        } else {
+            for (int k = 1 + (int)laws_below(&rng, 3); k > 0; k--)
+                buf[laws_below(&rng, len)] ^= (uint8_t)(1 + laws_below(&rng, 255));
+            if (how == 2 && len > 4) { /* a valid checksum over damaged content */
+                uint32_t crc = crdt_crc32c(0, buf, len - 4);
+                for (int i = 0; i < 4; i++)
+                    buf[len - 4 + (size_t)i] = (uint8_t)(crc >> (8 * i));
+            }
+        }
+        crdt_error_t derr, merr;
+        crdt_obj_t *o = crdt_obj_decode(buf, len, &derr);
+        crdt_obj_t *copy = crdt_obj_clone(dst);
+        crdt_bytes_t encs[3] = {{good.data, good.len}, {buf, len}, {good.data, good.len}};
+        size_t failed = 99;
+        int rc = crdt_obj_merge_encoded_many(copy, encs, 3, &failed, &merr);
+        bool accepted = o && crdt_obj_type(o) == CRDT_TIMELINE;
+        if (accepted != (rc >= 0))
+            disagree++;
+        if (rc < 0) {
+            crdt_buf_t after = {0};
+            crdt_obj_encode(copy, &after);
+            if (after.len != before.len || memcmp(after.data, before.data, after.len) != 0)
+                touched++;
+            crdt_buf_free(&after);
+            if (failed != 1 || !merr.text[0] || (rc != CRDT_EDECODE && rc != CRDT_ETYPE))
+                bad_index++;
+        }
+        crdt_obj_free(o);
+        crdt_obj_free(copy);
+    }
+    is_int(disagree, 0, "damaged encodings: merge_encoded accepts exactly what decode accepts");
+    is_int(touched, 0, "a rejected batch leaves dst unchanged");
+    is_int(bad_index, 0, "and says which encoding was bad, with a message");
+
+    /* hand-made payloads the decoder rejects, in the shapes the fast path reads itself */
+    crdt_buf_t p = {0}, f = {0};
+    crdt_error_t err;
+    put_varint(&p, 0), put_u8(&p, 0), put_varint(&p, 2);
+    put_entry(&p, 5, 1, "x"), put_entry(&p, 4, 1, "x");
+    frame_payload(&p, &f);
+    is_int(crdt_obj_merge_encoded(dst, f.data, f.len, &err), CRDT_EDECODE,
+           "a member twice: rejected");
+    ok(strstr(err.text, "member appears twice") != NULL, "saying so (%s)", err.text);
+    p.len = f.len = 0;
+    put_varint(&p, 0), put_u8(&p, 0), put_varint(&p, 2);
+    put_entry(&p, 4, 1, "x"), put_entry(&p, 5, 1, "y");
+    frame_payload(&p, &f);
+    is_int(crdt_obj_merge_encoded(dst, f.data, f.len, &err), CRDT_EDECODE,
+           "entries out of order: rejected");
+    ok(strstr(err.text, "strictly decreasing") != NULL, "saying so (%s)", err.text);
+    p.len = f.len = 0;
+    put_varint(&p, 0), put_u8(&p, 0), put_varint(&p, 1);
+    put_entry(&p, 4, 2, "x");
+    frame_payload(&p, &f);
+    is_int(crdt_obj_merge_encoded(dst, f.data, f.len, &err), CRDT_EDECODE, "flag 2: rejected");
+    p.len = f.len = 0;
+    put_varint(&p, 0), put_u8(&p, 0), put_varint(&p, 1);
+    put_entry(&p, -0.0, 1, "x");
+    frame_payload(&p, &f);
+    is_int(crdt_obj_merge_encoded(dst, f.data, f.len, &err), CRDT_EDECODE, "-0.0: rejected");
+    p.len = f.len = 0;
+    put_varint(&p, 0), put_u8(&p, 0), put_varint(&p, 1);
+    put_entry(&p, 4, 1, "x");
+    put_u8(&p, 0);
+    frame_payload(&p, &f);
+    is_int(crdt_obj_merge_encoded(dst, f.data, f.len, &err), CRDT_EDECODE,
+           "trailing byte: rejected");
+    crdt_buf_t after = {0};
+    crdt_obj_encode(dst, &after);
+    ok(after.len == before.len && memcmp(after.data, before.data, after.len) == 0,
+       "dst unchanged by all of them");
+    crdt_buf_free(&after);
+
+    crdt_obj_t *counter = crdt_obj_new(CRDT_GCOUNTER);
+    crdt_gcounter_incr(counter, 1, 3, NULL);
+    crdt_buf_t cb = {0};
+    crdt_obj_encode(counter, &cb);
+    is_int(crdt_obj_merge_encoded(dst, cb.data, cb.len, &err), CRDT_ETYPE,
+           "a counter's encoding: CRDT_ETYPE");
+    crdt_obj_t *c2 = crdt_obj_new(CRDT_GCOUNTER);
+    is_int(crdt_obj_merge_encoded(c2, cb.data, cb.len, &err), 1,
+           "which joins a counter (generic path)");
+    ok(crdt_obj_equal(c2, counter), "into the same state");
+    is_int(crdt_obj_merge_encoded(c2, good.data, good.len, &err), CRDT_ETYPE,
+           "and a timeline's does not");
+    is_int(crdt_obj_merge_encoded(dst, NULL, 5, &err), CRDT_EDECODE, "NULL bytes: rejected");
+    is_int(crdt_obj_merge_encoded_many(NULL, NULL, 0, NULL, NULL), CRDT_EINVAL,
+           "no dst: CRDT_EINVAL");
+    is_int(crdt_obj_merge_encoded_many(dst, NULL, 0, NULL, NULL), 0, "nothing to join: 0");
+    crdt_buf_free(&cb);
+    crdt_obj_free(counter);
+    crdt_obj_free(c2);
+    crdt_buf_free(&p);
+    crdt_buf_free(&f);
+    crdt_buf_free(&good);
+    crdt_buf_free(&before);
+    crdt_obj_free(dst);
+}
+
 static crdt_obj_t *from_text(const char *text, crdt_error_t *err)
 {
     json_t *j = json_loads(text, 0, NULL);
@@ -923,6 +1176,8 @@ int main(void)
     test_range();
     test_select();
     test_codec();
+    test_merge_encoded_equals_merge();
+    test_merge_encoded_rejects();
     test_json();
     const char *env = getenv("CRDT_LAW_CASES");
     int cases = env ? atoi(env) : 3000;
