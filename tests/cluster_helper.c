@@ -219,8 +219,14 @@ long cl_wait_converged(cluster_t *c, int timeout_ms)
             stable = 0;
         usleep(100000);
     }
-    for (int i = 0; i < c->n; i++)
+    for (int i = 0; i < c->n; i++) {
         printf("# node %d: digest/keys %s\n", i + 1, prev[i]);
+        hc_resp_t r;
+        if (c->node[i].running &&
+            hc_request(c->node[i].proc.port, "GET", "/v1/peers", NULL, &r) == 0)
+            printf("# node %d: /v1/peers %.1500s\n", i + 1, r.body ? r.body : "");
+        hc_resp_free(&r);
+    }
     return -1;
 }
 
@@ -250,9 +256,9 @@ int cl_compare_keys(cluster_t *c)
                     continue;
                 }
                 if (!mine || !first || strcmp(mine, first)) {
-                    bad++;
-                    printf("# %s:%d differs: node %d has %.200s, the first node %.200s\n",
-                           type_prefix[t], k, i + 1, mine ? mine : "?", first ? first : "?");
+                    if (++bad <= 10)
+                        printf("# %s:%d differs: node %d has %.120s, the first node %.120s\n",
+                               type_prefix[t], k, i + 1, mine ? mine : "?", first ? first : "?");
                 }
                 free(mine);
             }
@@ -469,6 +475,13 @@ static bool has_member(json_t *arr, const char *enc, double *score)
     return false;
 }
 
+/* Prints at most 10 lines per check: a broken replica fails thousands of facts at once. */
+#define say(...)                                                                                   \
+    do {                                                                                           \
+        if (bad <= 10)                                                                             \
+            printf(__VA_ARGS__);                                                                   \
+    } while (0)
+
 int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked)
 {
     int bad = 0, n = 0;
@@ -492,8 +505,8 @@ int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked)
                 n++;
                 if (got < lo || got > hi) {
                     bad++;
-                    printf("# %s:%d = %lld, acknowledged writes say [%lld, %lld]\n", type_prefix[t],
-                           k, (long long)got, (long long)lo, (long long)hi);
+                    say("# %s:%d = %lld, acknowledged writes say [%lld, %lld]\n", type_prefix[t], k,
+                        (long long)got, (long long)lo, (long long)hi);
                 }
             } else if (t == 2) {
                 const char *v = val ? json_string_value(val) : NULL;
@@ -510,7 +523,7 @@ int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked)
                 n += any;
                 if (any && !found) {
                     bad++;
-                    printf("# reg:%d holds %s, which no writer wrote\n", k, v ? v : "nothing");
+                    say("# reg:%d holds %s, which no writer wrote\n", k, v ? v : "nothing");
                 }
             } else {
                 int shared = 0;
@@ -530,9 +543,9 @@ int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked)
                         n++;
                         if (present != want || (t == 5 && present && score != mm->score)) {
                             bad++;
-                            printf("# %s:%d member %s: %s, acknowledged writes say %s\n",
-                                   type_prefix[t], k, name, present ? "present" : "absent",
-                                   want ? "present" : "removed");
+                            say("# %s:%d member %s: %s, acknowledged writes say %s\n",
+                                type_prefix[t], k, name, present ? "present" : "absent",
+                                want ? "present" : "removed");
                         }
                     }
                 }
@@ -541,12 +554,14 @@ int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked)
                     n++;
                     if (!val || !has_member(val, enc, NULL)) {
                         bad++;
-                        printf("# %s:%d lacks the member \"shared\"\n", type_prefix[t], k);
+                        say("# %s:%d lacks the member \"shared\"\n", type_prefix[t], k);
                     }
                 }
             }
             json_decref(j);
         }
+    if (bad > 10)
+        printf("# ... %d violations in all on node %d\n", bad, on + 1);
     if (checked)
         *checked = n;
     return bad;
