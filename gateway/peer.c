@@ -44,6 +44,7 @@
 #define BACKOFF_MIN_MS 100 /* reconnect delays: 100 ms doubling to 10 s, with jitter */
 #define BACKOFF_MAX_MS 10000
 #define MARKS_WRITE_MS 1000 /* peers.state is rewritten at most this often */
+#define AE_TIMEOUT_MS 10000 /* a session older than this is abandoned */
 #define PEND_MAX 4096       /* received batches waiting for durability, per link */
 #define LAG_RING 1024       /* (through, time) samples of released batches, for lag seconds */
 #define STATE_FILE "peers.state"
@@ -223,7 +224,8 @@ struct peer_link {
     uint64_t sent_through; /* the highest `through` handed to lws */
     bool overflow_logged;
     /* acks of what we received */
-    uint64_t applied; /* their seqs durably applied here, through this */
+    uint64_t applied;    /* their seqs durably applied here, through this */
+    uint64_t rx_through; /* the highest `through` received on this link */
     bool ack_due;
     pend_t *pend;
     size_t npend, cap_pend;
@@ -452,7 +454,8 @@ static void link_close(peer_link_t *l, uint8_t refuse, bool bye, const char *fmt
     if (l->rec)
         snprintf(l->rec->last_error, sizeof(l->rec->last_error), "%s", msg);
     l->closing = true;
-    fifo_clear(&l->ctl);
+    if (!bye)
+        fifo_clear(&l->ctl); /* a BYE follows what is queued (the WELCOME of a duplicate) */
     fifo_clear(&l->data);
     crdt_buf_t b = {0};
     if (refuse)
@@ -514,8 +517,8 @@ static void link_free(peer_link_t *l, bool redial)
             r->dial = NULL;
     }
     free(l);
-    if (dial && redial && !dial->standby)
-        schedule_dial(dial, 0);
+    if (dial && redial)
+        schedule_dial(dial, dial->standby ? BACKOFF_MAX_MS : 0);
 }
 
 static peer_link_t *link_new(gw_peers_t *P, struct lws *wsi, bool outbound, peer_rec_t *rec)
@@ -620,7 +623,7 @@ static void outbox_seal(gw_peers_t *P)
 {
     if (!P->open_count)
         return;
-    pw_store_u32(P->open.data + LWS_PRE + 9, P->open_count);
+    pw_store_u32(P->open.data + LWS_PRE + PW_D_COUNT, P->open_count);
     pframe_t *f = frame_adopt(&P->open);
     if (!f) {
         /* keep the batch; sealing is retried at the next release */
@@ -675,7 +678,8 @@ static void outbox_release(gw_peers_t *P, bool timer)
         if (through < f->max_seq)
             through = f->max_seq;
         f->through = through;
-        pw_store_u64(f->buf + LWS_PRE + 1, through);
+        pw_store_u64(f->buf + LWS_PRE + PW_D_FROM, P->released_through);
+        pw_store_u64(f->buf + LWS_PRE + PW_D_THROUGH, through);
         distribute(P, f);
     }
     if (timer && !P->staged.head) {
@@ -685,8 +689,9 @@ static void outbox_release(gw_peers_t *P, bool timer)
             if (f) {
                 uint8_t *p = f->buf + LWS_PRE;
                 p[0] = PW_DELTAS;
-                pw_store_u64(p + 1, T);
-                pw_store_u32(p + 9, 0);
+                pw_store_u64(p + PW_D_FROM, P->released_through);
+                pw_store_u64(p + PW_D_THROUGH, T);
+                pw_store_u32(p + PW_D_COUNT, 0);
                 f->len = PW_DELTAS_HDR;
                 f->through = T;
                 distribute(P, f);
@@ -853,8 +858,9 @@ static int catchup_next(peer_link_t *l, pframe_t **out)
     if (through < l->cursor)
         through = l->cursor;
     if (c.count || through > l->cursor) {
-        pw_store_u64(b.data + LWS_PRE + 1, through);
-        pw_store_u32(b.data + LWS_PRE + 9, c.count);
+        pw_store_u64(b.data + LWS_PRE + PW_D_FROM, l->cursor);
+        pw_store_u64(b.data + LWS_PRE + PW_D_THROUGH, through);
+        pw_store_u32(b.data + LWS_PRE + PW_D_COUNT, c.count);
         pframe_t *f = frame_adopt(&b);
         if (!f) {
             crdt_buf_free(&b);
@@ -978,6 +984,13 @@ static int queue_ae(peer_link_t *l, const crdt_buf_t *msg)
 
 static void ae_start(peer_link_t *l)
 {
+    if (l->ae && now_ms() - l->ae_started_ms > AE_TIMEOUT_MS) {
+        /* a lost message (or a stuck peer) must not freeze the index for ever */
+        char name[300];
+        gw_log("peer %s: anti-entropy session unanswered for %d s; starting over",
+               rec_name(l->rec, l, name, sizeof(name)), AE_TIMEOUT_MS / 1000);
+        ae_end(l);
+    }
     if (l->ae || l->nrepair || l->state != LK_UP || l->closing)
         return;
     l->ae = ae_session(l, true);
@@ -1053,6 +1066,7 @@ static void on_ae(peer_link_t *l, const uint8_t *m, size_t n)
     if (n >= 2 && m[1] == 1 && !l->outbound) {
         ae_end(l);
         l->ae = ae_session(l, false);
+        l->ae_started_ms = now_ms();
         if (!l->ae) {
             gw_log("peers: out of memory for anti-entropy");
             return;
@@ -1131,13 +1145,23 @@ static void on_deltas(peer_link_t *l, const uint8_t *m, size_t n)
 {
     pw_reader_t rd;
     uint8_t type;
-    uint64_t through;
+    uint64_t from, through;
     uint32_t count;
     pw_reader_init(&rd, m, n);
-    if (!pw_get_u8(&rd, &type) || !pw_get_u64(&rd, &through) || !pw_get_u32(&rd, &count)) {
+    if (!pw_get_u8(&rd, &type) || !pw_get_u64(&rd, &from) || !pw_get_u64(&rd, &through) ||
+        !pw_get_u32(&rd, &count)) {
         link_close(l, PW_R_PROTOCOL, false, "truncated deltas message");
         return;
     }
+    if (from > l->rx_through) {
+        /* TCP does not lose bytes, but a middlebox can: resume from our durable mark instead */
+        link_close(l, 0, false,
+                   "gap in the delta stream (got seqs after %" PRIu64 ", have through %" PRIu64 ")",
+                   from, l->rx_through);
+        return;
+    }
+    if (through > l->rx_through)
+        l->rx_through = through;
     if (!apply_entries(l, &rd, count, true, false))
         return;
     if (l->rec)
@@ -1315,6 +1339,7 @@ static void link_up(peer_link_t *l, uint64_t their_resume)
     rec->ack_received = l->cursor;
     rec->ack_received_known = true;
     l->applied = mark_get(P, l->remote_node, l->remote_epoch);
+    l->rx_through = l->applied; /* what we told the peer to resume from */
     rec->ack_sent = l->applied;
     char name[300];
     gw_log("peer %s: link up with node %" PRIu64 " (%s), resuming after seq %" PRIu64
@@ -1514,7 +1539,7 @@ static void on_message(peer_link_t *l, const uint8_t *m, size_t n)
         link_want_write(l);
         return;
     }
-    if (l->state == LK_HANDSHAKE) {
+    if (l->state == LK_HANDSHAKE && type != PW_BYE) {
         if (l->outbound && !l->got_challenge && type == PW_CHALLENGE)
             on_challenge(l, m, n);
         else if (l->outbound && l->got_challenge && type == PW_WELCOME)
@@ -1681,8 +1706,28 @@ static void keepalive_cb(lws_sorted_usec_list_t *sul)
 {
     peer_link_t *l = lws_container_of(sul, peer_link_t, sul_ka);
     uint64_t t = now_ms();
+    if (!l->ws_open && t - l->t_open_ms > HANDSHAKE_SECS * 1000) {
+        /* Still connecting or upgrading: lws 4.1 reports nothing when such a client wsi dies of
+         * a timeout, so abandon it first (its callbacks then find no link) and kill it. */
+        char name[300];
+        gw_log("peer %s: no WebSocket upgrade within %d s; retrying",
+               rec_name(l->rec, l, name, sizeof(name)), HANDSHAKE_SECS);
+        if (l->rec)
+            snprintf(l->rec->last_error, sizeof(l->rec->last_error),
+                     "no WebSocket upgrade within %d s", HANDSHAKE_SECS);
+        struct lws *w = l->wsi;
+        link_free(l, true);
+        if (w)
+            lws_set_timeout(w, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+        return;
+    }
     if (l->state != LK_UP && t - l->t_open_ms > HANDSHAKE_SECS * 1000) {
         link_close(l, PW_R_PROTOCOL, false, "no handshake within %d s", HANDSHAKE_SECS);
+    } else if (l->ae && t - l->ae_started_ms > AE_TIMEOUT_MS) {
+        char name[300];
+        gw_log("peer %s: anti-entropy session unanswered for %d s; abandoned",
+               rec_name(l->rec, l, name, sizeof(name)), AE_TIMEOUT_MS / 1000);
+        ae_end(l);
     } else if (l->state == LK_UP && t - l->last_rx_ms > DEAD_MS) {
         link_close(l, 0, false, "nothing received for %.1f s", (double)(t - l->last_rx_ms) / 1e3);
     } else if (l->state == LK_UP && t - l->last_tx_ms >= KEEPALIVE_MS && !l->ctl.head &&
@@ -1701,8 +1746,17 @@ static void dial_cb(lws_sorted_usec_list_t *sul)
     peer_rec_t *rec = lws_container_of(sul, peer_rec_t, sul_dial);
     gw_peers_t *P = rec->P;
     rec->dial_scheduled = false;
-    if (rec->dial || rec->standby || P->s->stopping)
+    if (rec->dial || P->s->stopping)
         return;
+    if (rec->standby) {
+        /* the peer keeps its own link to us: look again later, dial once it is gone (its close
+         * wakes us too; this timer only guards against a close we never saw) */
+        if (rec->link) {
+            schedule_dial(rec, BACKOFF_MAX_MS);
+            return;
+        }
+        rec->standby = false;
+    }
     peer_link_t *l = link_new(P, NULL, true, rec);
     if (!l) {
         schedule_dial(rec, BACKOFF_MAX_MS);
@@ -1835,6 +1889,9 @@ int gw_peer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
 
     case LWS_CALLBACK_CLOSED:
     case LWS_CALLBACK_CLIENT_CLOSED:
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* WSI_DESTROY: the last word on a wsi. A client wsi killed by a timeout before its
+         * upgrade completed gets neither CLIENT_CLOSED nor CONNECTION_ERROR in lws 4.1. */
         if (l) {
             char name[300];
             if (l->state == LK_UP && !l->closing)

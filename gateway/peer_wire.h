@@ -126,10 +126,16 @@ void pw_proof(const uint8_t *secret, size_t slen, bool server, const crdt_buf_t 
               uint8_t out[PW_PROOF_LEN]);
 
 /* ---- data ------------------------------------------------------------------------------------ *
- * DELTAS: type, through:u64, count:u32, count x entry(seq:varint klen:varint key len:varint obj)
+ * DELTAS: type, from:u64, through:u64, count:u32,
+ *         count x entry(seq:varint klen:varint key len:varint obj)
+ *   the entries cover the sender's changes in (from, through]; a receiver that got less than
+ *   `from` on this link lost a message (a middlebox dropped bytes) and closes the link
  * REPAIR: type, count:u32, count x entry(klen:varint key len:varint obj)
  * obj is a crdt_obj_encode frame. */
-#define PW_DELTAS_HDR 13 /* type + through + count */
+#define PW_D_FROM 1
+#define PW_D_THROUGH 9
+#define PW_D_COUNT 17
+#define PW_DELTAS_HDR 21 /* type + from + through + count */
 #define PW_REPAIR_HDR 5  /* type + count */
 
 typedef struct pw_entry {
