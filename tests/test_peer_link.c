@@ -97,6 +97,16 @@ static bool wait_log(const crdtd_proc_t *p, const char *needle, int timeout_ms)
     return false;
 }
 
+/* Under ASan/UBSan the nodes are instrumented too: their reports land in their stderr. */
+static int sanitizer_reports;
+static void check_log(const crdtd_proc_t *p)
+{
+    if (log_has(p, "Sanitizer") || log_has(p, "runtime error")) {
+        diag("sanitizer report in %s", p->errlog);
+        sanitizer_reports++;
+    }
+}
+
 typedef struct node {
     crdtd_proc_t p;
     int port;
@@ -557,6 +567,7 @@ int main(void)
     ok(wait_converged(abc, 3, 10000), "C, started later, catches up with A and B");
     is_int(compare_keys(&A, &C, "both"), 0, "... with byte-identical states");
     crdtd_stop(&C.p, SIGTERM, 5000);
+    check_log(&C.p);
 
     /* a partial mesh: F links to B only. A's later writes reach B by delta push, which B does not
      * relay; anti-entropy between B and F (every second here) repairs F. */
@@ -579,6 +590,7 @@ int main(void)
         if (!strstr(e, "keys_repaired"))
             diag("%s", e);
         crdtd_stop(&F.p, SIGTERM, 5000);
+        check_log(&F.p);
     }
 
     /* restart B: A resumes from B's durable mark instead of resending everything */
@@ -589,6 +601,7 @@ int main(void)
     cmp_ok(acked, ">=", 300, "B acked A's changes (last_ack_received %lld)", acked);
     int st = crdtd_stop(&B.p, SIGTERM, 5000);
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B stops cleanly on SIGTERM with its link up");
+    check_log(&B.p); /* before the restart reuses its log file */
     is_int(write_all_types(pa, "while-b-down", 1), 0, "writes on A while B is down");
     if (node_start(&B, 2, pb, "--peer", url_a, "--peer-secret-file", secret_path,
                    "--anti-entropy-interval", "2", NULL))
@@ -628,6 +641,8 @@ int main(void)
     }
     crdtd_stop(&D.p, SIGTERM, 5000);
     crdtd_stop(&E.p, SIGTERM, 5000);
+    check_log(&D.p);
+    check_log(&E.p);
 
     /* hostile raw peers */
     {
@@ -685,6 +700,9 @@ int main(void)
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "A stops cleanly with links up");
     st = crdtd_stop(&B.p, SIGTERM, 5000);
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B stops cleanly");
+    check_log(&A.p);
+    check_log(&B.p);
+    is_int(sanitizer_reports, 0, "no sanitizer report (leaks included) from any node");
     if (!getenv("KEEP_TMP"))
         rm_rf(tmp);
     free(tmp);
