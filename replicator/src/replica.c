@@ -154,6 +154,7 @@ uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h,
     k->klen = (uint32_t)klen;
     k->hash = h;
     k->obj = obj;
+    k->type = (uint8_t)crdt_obj_type(obj);
     table_place(r->slots, r->mask, h, id);
     r->keys_by_type[crdt_obj_type(obj)]++;
     return id;

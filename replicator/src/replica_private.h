@@ -16,6 +16,7 @@ typedef struct rep_key {
     uint32_t klen;
     bool fp_dirty;    /* fp/contrib are stale: the object changed since they were computed */
     bool in_dirty;    /* listed in the replica's dirty list */
+    uint8_t type;     /* crdt_obj_type(obj), kept beside the key: replay checks it per record */
     uint64_t hash;    /* hash of the key bytes, for the table and the digest */
     uint64_t seq;     /* sequence number of the key's latest change */
     uint64_t fp;      /* hash of the object's canonical encoding (valid when !fp_dirty) */
