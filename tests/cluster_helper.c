@@ -166,18 +166,26 @@ void cl_node_links(cluster_t *c, int i, void (*fn)(fp_proxy_t *, bool), bool on)
 
 /* ---- reads ---------------------------------------------------------------------------------- */
 
-/* GET path on port, parsed; NULL unless 200 with a JSON object. *status gets the status. */
+/* GET path on port, parsed; NULL unless 200 with a JSON object. *status gets the status. A
+ * request that gets no complete response is retried twice (and said so): these checks are about
+ * replica states, a lost loopback connection is reported but not counted as a divergence. */
 static json_t *get_json(int port, const char *path, int *status)
 {
-    hc_resp_t r;
     json_t *j = NULL;
     *status = 0;
-    if (hc_request(port, "GET", path, NULL, &r) == 0) {
-        *status = r.status;
-        if (r.status == 200)
-            j = json_loads(r.body, 0, NULL);
+    for (int attempt = 0; attempt < 3 && *status == 0; attempt++) {
+        hc_resp_t r;
+        if (attempt) {
+            printf("# GET %s on port %d got no response, retrying\n", path, port);
+            usleep(100000);
+        }
+        if (hc_request(port, "GET", path, NULL, &r) == 0) {
+            *status = r.status;
+            if (r.status == 200)
+                j = json_loads(r.body, 0, NULL);
+        }
+        hc_resp_free(&r);
     }
-    hc_resp_free(&r);
     return j;
 }
 
@@ -219,8 +227,21 @@ long cl_wait_converged(cluster_t *c, int timeout_ms)
             stable = 0;
         usleep(100000);
     }
-    for (int i = 0; i < c->n; i++) {
+    for (int i = 0; i < c->n && timeout_ms >= 2000; i++) {
         printf("# node %d: digest/keys %s\n", i + 1, prev[i]);
+        if (c->node[i].running && prev[i][0] == '?') {
+            printf("# node %d (pid %d) does not answer /healthz\n", i + 1,
+                   (int)c->node[i].proc.pid);
+            if (getenv("CL_GDB")) { /* where is it stuck? */
+                char cmd[256];
+                snprintf(cmd, sizeof(cmd),
+                         "gdb -batch -p %d -ex 'thread apply all bt' 2>&1 | sed 's/^/# /'",
+                         (int)c->node[i].proc.pid);
+                fflush(stdout);
+                if (system(cmd) != 0)
+                    printf("# (gdb failed)\n");
+            }
+        }
         hc_resp_t r;
         if (c->node[i].running &&
             hc_request(c->node[i].proc.port, "GET", "/v1/peers", NULL, &r) == 0)

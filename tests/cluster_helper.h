@@ -58,7 +58,8 @@ void cl_stop(cluster_t *c, bool keep);
 void cl_node_links(cluster_t *c, int i, void (*fn)(fp_proxy_t *, bool), bool on);
 
 /* Polls every running node's /healthz until all digests (and key counts) are equal on two
- * consecutive polls, at most timeout_ms. Returns the ms it took, or -1 (digests printed). */
+ * consecutive polls, at most timeout_ms. Returns the ms it took, or -1 (then, for timeouts of 2 s
+ * or more, each node's digest and /v1/peers are printed). */
 long cl_wait_converged(cluster_t *c, int timeout_ms);
 
 /* Compares every key the writers may have written, byte for byte ("binary" and "fingerprint")
