@@ -1,0 +1,451 @@
+/* bench_replication.c - steady replication: writes/s one crdtd node sustains while pushing to two
+ * peers against the same node with no peers, in the same run, and replication lag
+ *
+ *   bench_replication [--runs N] [--duration S] [--conns C] [--keys K] [--fsync P] [--no-pin]
+ *                     [--keep]   (keep the data directories and node logs)
+ *
+ * Each run starts a fresh node A alone and loads it (timeline inserts as bench/bench_http.lua:
+ * one member with an increasing score into one of K timelines, C keep-alive connections driven
+ * from one poll loop) for S seconds; then a fresh three-node full mesh A, B, C (direct links, no
+ * proxy) and the same load on A only. While the mesh is loaded, a sampler writes a fresh register
+ * on A every 20 ms and polls B until it is visible there: lag = visible on B - acknowledged by A.
+ * After the load stops, the time until B's and C's digests equal A's is the catch-up time.
+ *
+ * With --pin (the default on 2+ CPUs) A and the load generator run on CPU 0 and the peers on the
+ * other CPUs, so the peers' applying does not take CPU from A: the ratio then measures what
+ * pushing costs the node, as it would with peers on other machines.
+ */
+#define _GNU_SOURCE
+#include "http_client.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CRDTD_BIN
+#error "CRDTD_BIN must name the crdtd binary"
+#endif
+
+static int opt_runs = 3, opt_duration = 5, opt_conns = 64, opt_keys = 1000, opt_pin = -1;
+static const char *opt_fsync = "everysec";
+static int opt_keep;
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint64_t pct(uint64_t *v, size_t n, double p)
+{
+    if (!n)
+        return 0;
+    size_t i = (size_t)(p / 100.0 * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static double median(double *v, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof(sa);
+    int port = 0;
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&sa, sizeof(sa)) &&
+        !getsockname(fd, (struct sockaddr *)&sa, &sl))
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+/* Runs fn's process start with the CPU affinity cpus (the child inherits it). */
+static void pin_self(int first, int last)
+{
+    if (opt_pin <= 0)
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c = first; c <= last; c++)
+        CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* ---- the load: C keep-alive connections, one request in flight each ------------------------- */
+
+typedef struct lconn {
+    int fd;
+    char in[2048];
+    size_t inlen;
+    uint64_t sent_us;
+} lconn_t;
+
+typedef struct load_result {
+    double rps;
+    uint64_t ok, errors;
+    double p50_ms, p99_ms;
+} load_result_t;
+
+static uint64_t *lat;
+static size_t nlat, caplat;
+
+static int send_write(lconn_t *c, int tid, uint64_t counter)
+{
+    char body[160], req[512];
+    int bl = snprintf(
+        body, sizeof(body),
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"m%03d%08llu\",\"score\":%llu}",
+        tid % 1000, (unsigned long long)(counter % 100000000u), (unsigned long long)counter);
+    int rl = snprintf(req, sizeof(req),
+                      "POST /v1/keys/tl%06d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                      "application/json\r\nContent-Length: %d\r\n\r\n%s",
+                      (int)(random() % opt_keys), bl, body);
+    c->inlen = 0;
+    c->sent_us = now_us();
+    return send(c->fd, req, (size_t)rl, MSG_NOSIGNAL) == rl ? 0 : -1;
+}
+
+/* A complete response in c->in? 1 with *status, 0 not yet. */
+static int response_done(lconn_t *c, int *status)
+{
+    c->in[c->inlen] = '\0';
+    char *h = strstr(c->in, "\r\n\r\n");
+    if (!h)
+        return 0;
+    char *cl = strcasestr(c->in, "content-length:");
+    size_t blen = cl && cl < h ? (size_t)atol(cl + 15) : 0;
+    if (c->inlen < (size_t)(h + 4 - c->in) + blen)
+        return 0;
+    *status = atoi(c->in + 9);
+    return 1;
+}
+
+static load_result_t run_load(int port, int seconds)
+{
+    load_result_t r = {0};
+    lconn_t *cs = calloc((size_t)opt_conns, sizeof(*cs));
+    struct pollfd *pfd = calloc((size_t)opt_conns, sizeof(*pfd));
+    uint64_t counter = 0;
+    nlat = 0;
+    for (int i = 0; i < opt_conns; i++) {
+        cs[i].fd = hc_connect(port);
+        if (cs[i].fd < 0 || send_write(&cs[i], i, ++counter)) {
+            fprintf(stderr, "bench: cannot connect to port %d\n", port);
+            exit(1);
+        }
+    }
+    uint64_t t0 = now_us(), end = t0 + (uint64_t)seconds * 1000000u;
+    while (now_us() < end) {
+        for (int i = 0; i < opt_conns; i++)
+            pfd[i] = (struct pollfd){cs[i].fd, POLLIN, 0};
+        if (poll(pfd, (nfds_t)opt_conns, 100) <= 0)
+            continue;
+        for (int i = 0; i < opt_conns; i++) {
+            if (!pfd[i].revents)
+                continue;
+            lconn_t *c = &cs[i];
+            ssize_t n = recv(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen, MSG_DONTWAIT);
+            if (n <= 0 && errno != EAGAIN) {
+                fprintf(stderr, "bench: connection lost\n");
+                exit(1);
+            }
+            if (n <= 0)
+                continue;
+            c->inlen += (size_t)n;
+            int st;
+            if (!response_done(c, &st))
+                continue;
+            uint64_t t = now_us();
+            if (st == 200)
+                r.ok++;
+            else
+                r.errors++;
+            if (nlat == caplat) {
+                caplat = caplat ? caplat * 2 : 1 << 20;
+                lat = realloc(lat, caplat * sizeof(*lat));
+            }
+            lat[nlat++] = t - c->sent_us;
+            if (send_write(c, i, ++counter)) {
+                fprintf(stderr, "bench: send failed\n");
+                exit(1);
+            }
+        }
+    }
+    double secs = (double)(now_us() - t0) / 1e6;
+    r.rps = (double)r.ok / secs;
+    qsort(lat, nlat, sizeof(*lat), cmp_u64);
+    r.p50_ms = (double)pct(lat, nlat, 50) / 1000.0;
+    r.p99_ms = (double)pct(lat, nlat, 99) / 1000.0;
+    /* drain the requests still in flight so the server is idle before the next phase */
+    for (int i = 0; i < opt_conns; i++) {
+        int st;
+        uint64_t dl = now_us() + 2000000;
+        while (!response_done(&cs[i], &st) && now_us() < dl) {
+            struct pollfd p1 = {cs[i].fd, POLLIN, 0};
+            if (poll(&p1, 1, 100) > 0) {
+                ssize_t n = recv(cs[i].fd, cs[i].in + cs[i].inlen,
+                                 sizeof(cs[i].in) - 1 - cs[i].inlen, MSG_DONTWAIT);
+                if (n <= 0)
+                    break;
+                cs[i].inlen += (size_t)n;
+            }
+        }
+        close(cs[i].fd);
+    }
+    free(cs);
+    free(pfd);
+    return r;
+}
+
+/* ---- lag sampler ---------------------------------------------------------------------------- */
+
+typedef struct sampler {
+    int a_port, b_port;
+    volatile int stop;
+    uint64_t lag[4096];
+    size_t n;
+    int lost; /* never visible within 10 s */
+    pthread_t th;
+} sampler_t;
+
+static void *sampler_main(void *arg)
+{
+    sampler_t *s = arg;
+    int fa = hc_connect(s->a_port), fb = hc_connect(s->b_port);
+    for (int i = 0; !s->stop && s->n < 4096 && fa >= 0 && fb >= 0; i++) {
+        char path[128], body[128];
+        /* "lag:<i>" in base64url needs encoding; a key of base64url characters needs none */
+        snprintf(path, sizeof(path), "/v1/keys/lagkey%06d", i);
+        snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"dmFsdWU=\"}");
+        hc_resp_t r;
+        if (hc_send(fa, "POST", path, "", body, strlen(body), &r) || r.status != 200) {
+            hc_resp_free(&r);
+            break;
+        }
+        hc_resp_free(&r);
+        uint64_t t_ack = now_us(), t_vis = 0;
+        char gpath[160];
+        snprintf(gpath, sizeof(gpath), "%s?state=0", path);
+        while (now_us() - t_ack < 10000000u) {
+            if (hc_send(fb, "GET", gpath, "", NULL, 0, &r)) {
+                hc_resp_free(&r);
+                break;
+            }
+            int st = r.status;
+            hc_resp_free(&r);
+            if (st == 200) {
+                t_vis = now_us();
+                break;
+            }
+            usleep(200);
+        }
+        if (t_vis)
+            s->lag[s->n++] = t_vis - t_ack;
+        else
+            s->lost++;
+        usleep(20000);
+    }
+    if (fa >= 0)
+        close(fa);
+    if (fb >= 0)
+        close(fb);
+    return NULL;
+}
+
+/* ---- nodes ---------------------------------------------------------------------------------- */
+
+static char *digest_of(int port)
+{
+    hc_resp_t r;
+    char *d = NULL;
+    if (hc_request(port, "GET", "/healthz", NULL, &r) == 0 && r.status == 200) {
+        char *p = strstr(r.body, "\"digest\":\"");
+        if (p)
+            d = strndup(p + 10, 16);
+    }
+    hc_resp_free(&r);
+    return d;
+}
+
+static int start_node(crdtd_proc_t *p, const char *tmp, const char *name, int id, int port,
+                      const int *peers, int npeers, int cpu_first, int cpu_last)
+{
+    char dir[600], data[700], idb[16], listen[64], peer[4][64];
+    snprintf(dir, sizeof(dir), "%s/%s", tmp, name);
+    snprintf(data, sizeof(data), "%s/data", dir);
+    mkdir(dir, 0700);
+    snprintf(idb, sizeof(idb), "%d", id);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    const char *args[32];
+    int a = 0;
+    args[a++] = "--listen", args[a++] = listen;
+    args[a++] = "--data-dir", args[a++] = data;
+    args[a++] = "--node-id", args[a++] = idb;
+    args[a++] = "--fsync", args[a++] = opt_fsync;
+    args[a++] = "--cluster", args[a++] = "bench";
+    args[a++] = "--timeline-max-size", args[a++] = "1000";
+    for (int i = 0; i < npeers && i < 4; i++) {
+        snprintf(peer[i], sizeof(peer[i]), "ws://127.0.0.1:%d", peers[i]);
+        args[a++] = "--peer", args[a++] = peer[i];
+    }
+    args[a] = NULL;
+    pin_self(cpu_first, cpu_last);
+    int rc = crdtd_start(p, CRDTD_BIN, dir, args);
+    pin_self(0, 0);
+    if (rc)
+        fprintf(stderr, "bench: cannot start crdtd %s (see %s)\n", name, p->errlog);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--runs") && i + 1 < argc)
+            opt_runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--duration") && i + 1 < argc)
+            opt_duration = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
+            opt_conns = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--keys") && i + 1 < argc)
+            opt_keys = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--fsync") && i + 1 < argc)
+            opt_fsync = argv[++i];
+        else if (!strcmp(argv[i], "--keep"))
+            opt_keep = 1;
+        else if (!strcmp(argv[i], "--no-pin"))
+            opt_pin = 0;
+        else {
+            fprintf(stderr,
+                    "usage: %s [--runs N] [--duration S] [--conns C] [--keys K] "
+                    "[--fsync P] [--no-pin] [--keep]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (opt_pin < 0)
+        opt_pin = ncpu >= 2;
+    int peer_cpu = ncpu >= 2 ? 1 : 0, last_cpu = ncpu >= 2 ? (int)ncpu - 1 : 0;
+    setenv("CRDTD_PEER_SECRET", "bench-cluster-secret-0123456789", 1);
+    pin_self(0, 0);
+    printf("# crdtd %s, %d runs x %d s, %d connections, %d keys, --fsync %s, pinning %s\n",
+           CRDTD_BIN, opt_runs, opt_duration, opt_conns, opt_keys, opt_fsync,
+           opt_pin ? "on (A + load on CPU 0, peers on the others)" : "off");
+    double alone[64], mesh[64], ratio[64], lp50[64], lp99[64], lmax[64], catchup[64];
+    double ap99[64], mp99[64];
+    if (opt_runs > 64)
+        opt_runs = 64;
+    for (int run = 0; run < opt_runs; run++) {
+        char *tmp = test_tmpdir();
+        crdtd_proc_t a, b, c;
+        /* A alone */
+        int pa = free_port();
+        if (start_node(&a, tmp, "alone", 1, pa, NULL, 0, 0, 0))
+            return 1;
+        load_result_t r0 = run_load(a.port, opt_duration);
+        crdtd_stop(&a, SIGTERM, 10000);
+        /* A, B, C: a full mesh */
+        pa = free_port();
+        int pb = free_port(), pc = free_port();
+        int peers_a[2] = {pb, pc}, peers_b[2] = {pa, pc}, peers_c[2] = {pa, pb};
+        if (start_node(&b, tmp, "b", 2, pb, peers_b, 2, peer_cpu, last_cpu) ||
+            start_node(&c, tmp, "c", 3, pc, peers_c, 2, peer_cpu, last_cpu) ||
+            start_node(&a, tmp, "a", 1, pa, peers_a, 2, 0, 0))
+            return 1;
+        usleep(500000); /* links up */
+        sampler_t *s = calloc(1, sizeof(*s));
+        s->a_port = a.port;
+        s->b_port = b.port;
+        pthread_create(&s->th, NULL, sampler_main, s);
+        load_result_t r1 = run_load(a.port, opt_duration);
+        s->stop = 1;
+        pthread_join(s->th, NULL);
+        uint64_t t0 = now_us();
+        double cu = -1;
+        while (now_us() - t0 < 60000000u) {
+            char *da = digest_of(a.port), *db = digest_of(b.port), *dc = digest_of(c.port);
+            bool same = da && db && dc && !strcmp(da, db) && !strcmp(da, dc);
+            free(da), free(db), free(dc);
+            if (same) {
+                cu = (double)(now_us() - t0) / 1000.0;
+                break;
+            }
+            usleep(10000);
+        }
+        hc_resp_t pr;
+        if (run == opt_runs - 1 && hc_request(a.port, "GET", "/v1/peers", NULL, &pr) == 0)
+            printf("# A's /v1/peers after the last run: %.600s\n", pr.body ? pr.body : "");
+        hc_resp_free(&pr);
+        crdtd_stop(&a, SIGTERM, 10000);
+        crdtd_stop(&b, SIGTERM, 10000);
+        crdtd_stop(&c, SIGTERM, 10000);
+        if (opt_keep)
+            printf("# kept %s (node logs)\n", tmp);
+        else
+            rm_rf(tmp);
+        free(tmp);
+
+        qsort(s->lag, s->n, sizeof(s->lag[0]), cmp_u64);
+        alone[run] = r0.rps;
+        mesh[run] = r1.rps;
+        ratio[run] = r1.rps / r0.rps;
+        ap99[run] = r0.p99_ms;
+        mp99[run] = r1.p99_ms;
+        lp50[run] = (double)pct(s->lag, s->n, 50) / 1000.0;
+        lp99[run] = (double)pct(s->lag, s->n, 99) / 1000.0;
+        lmax[run] = s->n ? (double)s->lag[s->n - 1] / 1000.0 : 0;
+        catchup[run] = cu;
+        printf("run %d: alone %.0f writes/s (p99 %.2f ms, %llu errors); pushing to 2 peers %.0f "
+               "writes/s (p99 %.2f ms, %llu errors); ratio %.2f; lag to B over %zu samples: p50 "
+               "%.2f ms, p99 %.2f ms, max %.2f ms, %d never seen; peers caught up %.0f ms after "
+               "the load\n",
+               run + 1, r0.rps, r0.p99_ms, (unsigned long long)r0.errors, r1.rps, r1.p99_ms,
+               (unsigned long long)r1.errors, ratio[run], s->n, lp50[run], lp99[run], lmax[run],
+               s->lost, cu);
+        fflush(stdout);
+        free(s);
+    }
+    int n = opt_runs;
+    printf("\nmedians of %d runs:\n", n);
+    printf("  writes/s alone           %10.0f   (request p99 %.2f ms)\n", median(alone, n),
+           median(ap99, n));
+    printf("  writes/s pushing to 2    %10.0f   (request p99 %.2f ms)\n", median(mesh, n),
+           median(mp99, n));
+    printf("  ratio                    %10.2f   (target >= 0.7)\n", median(ratio, n));
+    printf("  lag A->B p50 / p99 / max %7.2f / %.2f / %.2f ms\n", median(lp50, n), median(lp99, n),
+           median(lmax, n));
+    printf("  catch-up after the load  %10.0f ms\n", median(catchup, n));
+    free(lat);
+    return 0;
+}

@@ -1,0 +1,8 @@
+# Steady replication benchmark (issue #6): one node's writes/s with and without two peers, and
+# replication lag. Included by bench/CMakeLists.txt when crdtd is built.
+find_package(Threads REQUIRED)
+crdt_bench(bench_replication SOURCES bench_replication.c ${PROJECT_SOURCE_DIR}/tests/http_client.c
+           LIBS Threads::Threads)
+target_include_directories(bench_replication PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+target_compile_definitions(bench_replication PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+add_dependencies(bench_replication crdtd)
