@@ -217,7 +217,7 @@ int main(void)
     cmp_ok(rt, "<", 2000, "delay: but arrived");
     fp_pass(p);
     rt = roundtrip(fd, "fast", 2000);
-    ok(rt >= 0 && rt < 140, "pass again: round trip fast (%ld ms)", rt);
+    ok(rt >= 0 && rt < 250, "pass again: no delay left (%ld ms, delayed it takes >= 300)", rt);
 
     /* drop: bytes vanish, the connection stays */
     fp_drop(p, true);
