@@ -641,9 +641,9 @@ static int map_next(const uint8_t *map, uint64_t size, uint64_t *pos, const uint
 #define SEGMENT_READ_MAX (2ull << 30)
 
 /* The whole segment in memory. Replay reads a key's records from all over it, a cache and TLB
- * miss each: in anonymous memory with 2 MiB pages the TLB misses go away, which halves the cost
- * of the joins, and reading is one sequential pass at the speed of `cat`. A segment too large to
- * hold twice is mapped instead (its pages come and go with the page cache). 0 or CRDT_EIO. */
+ * miss each: in anonymous memory with 2 MiB pages the TLB misses go away, and reading is one
+ * sequential pass at the speed of `cat`. A segment too large to hold twice is mapped instead
+ * (its pages come and go with the page cache). 0 or CRDT_EIO. */
 static int load_segment(int fd, uint64_t fsize, const uint8_t **out, bool *mapped)
 {
     posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
