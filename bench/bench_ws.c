@@ -405,7 +405,7 @@ int main(int argc, char **argv)
     const char *names[NTARGETS] = {"crdtd everysec", "crdtd no-persist", "lws echo"};
     static const int ns[] = {1, 10, 100};
     double rt[NTARGETS][3][16];
-    double fo[4][16][3]; /* [paced|max][run][dps,p50,p99] */
+    double fo[2][2][16][3]; /* [target][paced|max][run][dps,p50,p99] */
     runs = runs < 1 ? 1 : runs > 16 ? 16 : runs;
 
     for (int run = 0; run < runs; run++) {
@@ -429,19 +429,17 @@ int main(int argc, char **argv)
             }
             if (t == MEMORY || t == EVERYSEC) {
                 /* fan-out on the same server: paced, then at the max rate */
-                if (t == EVERYSEC) {
-                    fo_result_t a = fanout(p.port, nsubs, 10, paced_secs, run);
-                    fo_result_t b = fanout(p.port, nsubs, 0, secs, run + 100);
-                    fo[0][run][0] = a.dps, fo[0][run][1] = a.p50, fo[0][run][2] = a.p99;
-                    fo[1][run][0] = b.dps, fo[1][run][1] = b.p50, fo[1][run][2] = b.p99;
-                    printf("run %d  fan-out %d subs, 10 writes/s: %8.0f deliveries/s  p50 %.2f ms"
-                           "  p99 %.2f ms\n",
-                           run + 1, nsubs, a.dps, a.p50, a.p99);
-                    printf("run %d  fan-out %d subs, max rate:    %8.0f deliveries/s  p50 %.2f ms"
-                           "  p99 %.2f ms\n",
-                           run + 1, nsubs, b.dps, b.p50, b.p99);
-                    fflush(stdout);
-                }
+                fo_result_t a = fanout(p.port, nsubs, 10, paced_secs, run);
+                fo_result_t b = fanout(p.port, nsubs, 0, secs, run + 100);
+                fo[t][0][run][0] = a.dps, fo[t][0][run][1] = a.p50, fo[t][0][run][2] = a.p99;
+                fo[t][1][run][0] = b.dps, fo[t][1][run][1] = b.p50, fo[t][1][run][2] = b.p99;
+                printf("run %d  %-17s fan-out to %d, 10 writes/s: %8.0f deliveries/s  p50 %6.2f ms"
+                       "  p99 %6.2f ms\n",
+                       run + 1, names[t], nsubs, a.dps, a.p50, a.p99);
+                printf("run %d  %-17s fan-out to %d, max rate:    %8.0f deliveries/s  p50 %6.2f ms"
+                       "  p99 %6.2f ms\n",
+                       run + 1, names[t], nsubs, b.dps, b.p50, b.p99);
+                fflush(stdout);
                 crdtd_stop(&p, SIGTERM, 10000);
             } else {
                 stop_echo(&p);
@@ -464,13 +462,14 @@ int main(int argc, char **argv)
         printf("ratio %s / lws echo: %.2f %.2f %.2f\n", names[t], med[t][0] / med[ECHO][0],
                med[t][1] / med[ECHO][1], med[t][2] / med[ECHO][2]);
     const char *fl[2] = {"10 writes/s", "max rate"};
-    for (int m = 0; m < 2; m++) {
-        double d[16], a[16], b[16];
-        for (int r = 0; r < runs; r++)
-            d[r] = fo[m][r][0], a[r] = fo[m][r][1], b[r] = fo[m][r][2];
-        printf("fan-out %d subscribers, %-11s: %8.0f deliveries/s  p50 %.2f ms  p99 %.2f ms\n",
-               nsubs, fl[m], median(d, runs), median(a, runs), median(b, runs));
-    }
+    for (int t = 0; t < ECHO; t++)
+        for (int m = 0; m < 2; m++) {
+            double d[16], a[16], b[16];
+            for (int r = 0; r < runs; r++)
+                d[r] = fo[t][m][r][0], a[r] = fo[t][m][r][1], b[r] = fo[t][m][r][2];
+            printf("%-17s fan-out to %d, %-11s: %8.0f deliveries/s  p50 %6.2f ms  p99 %6.2f ms\n",
+                   names[t], nsubs, fl[m], median(d, runs), median(a, runs), median(b, runs));
+        }
     json_decref(g_incr);
     free(g_lat);
     return 0;
