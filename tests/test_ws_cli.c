@@ -2,6 +2,7 @@
  * state file, apply, kill, apply more, sub again resumes exactly; token minting; errors */
 #include "tap.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -34,11 +35,14 @@ static pid_t spawn(const char *const *args, const char *out, const char *err)
     if (pid == 0) {
         int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         int e = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (o < 0 || e < 0)
+        if (o < 0 || e < 0) {
+            fprintf(stderr, "# spawn: cannot open %s or %s: %s\n", out, err, strerror(errno));
             _exit(127);
+        }
         dup2(o, 1);
         dup2(e, 2);
         execv(CRDTC_BIN, (char *const *)argv);
+        dprintf(o, "spawn: exec %s: %s\n", CRDTC_BIN, strerror(errno));
         _exit(127);
     }
     return pid;
@@ -236,6 +240,11 @@ int main(void)
 
     /* token minting */
     FILE *f = fopen(secret, "w");
+    if (!f) {
+        crdtd_stop(&srv, SIGTERM, 5000);
+        bail_out("cannot write %s: %s (was the temporary directory removed?)", secret,
+                 strerror(errno));
+    }
     fputs("cli-secret-0123456789abcdef\n", f);
     fclose(f);
     const char *tk[] = {"token", "--secret-file", secret, "--sub",   "bob",    "--ttl",
