@@ -368,38 +368,65 @@ typedef struct replay_batch {
     uint64_t max_seq;
 } replay_batch_t;
 
-/* The keys of a sorted batch one thread replays: ids `first`, first + step, ... A key stays with one thread in every batch, so
- * its memory is always grown by the same thread (and its malloc arena). The batch's entries are
- * sorted by key: entries[start[id] .. start[id + 1]) are key id's, in log order. */
+/* The keys of a batch one thread replays: ids `first`, first + step, ... A key stays with one
+ * thread in every batch, so its memory is always grown by the same thread (and its malloc
+ * arena). */
 typedef struct replay_part {
     crdt_replica_t *r;
     const replay_batch_t *b;
-    const uint32_t *start;
     uint32_t first, step;
     int rc;
     uint64_t at; /* offset of the failing record's encoding */
     crdt_error_t err;
 } replay_part_t;
 
+static void *big_alloc(size_t bytes);
+static void big_free(void *p, size_t bytes);
+
 static void *replay_part_run(void *arg)
 {
     replay_part_t *p = arg;
+    uint32_t nkeys = p->r->nkeys;
+    /* This thread's share of the batch, sorted by key (a counting sort): ents[start[id] ..
+     * start[id + 1]) are key id's records in log order. Each thread sorts its own share, so the
+     * sort runs on both cores too. */
+    uint32_t *start = calloc((size_t)nkeys + 1, sizeof(*start));
     crdt_bytes_t *encs = malloc(GROUP_MAX * sizeof(*encs));
-    if (!encs) {
+    const batch_ent_t *all = p->b->ents;
+    size_t n_all = p->b->n, mine = 0;
+    batch_ent_t *ents = NULL;
+    if (start && encs) {
+        for (size_t i = 0; i < n_all; i++) {
+            if (all[i].id % p->step == p->first) {
+                start[all[i].id + 1]++;
+                mine++;
+            }
+        }
+        ents = big_alloc((mine ? mine : 1) * sizeof(*ents));
+    }
+    if (!ents) {
         p->rc = CRDT_ENOMEM;
         snprintf(p->err.text, sizeof(p->err.text), "out of memory");
+        free(start);
+        free(encs);
         return NULL;
     }
-    const batch_ent_t *ents = p->b->ents;
+    for (uint32_t id = 0; id < nkeys; id++)
+        start[id + 1] += start[id];
+    for (size_t i = 0; i < n_all; i++)
+        if (all[i].id % p->step == p->first)
+            ents[start[all[i].id]++] = all[i];
+    /* the scatter advanced every start to its end: shift back */
+    memmove(start + 1, start, (size_t)nkeys * sizeof(*start));
+    start[0] = 0;
     const uint8_t *map = p->b->map;
-    uint32_t nkeys = p->r->nkeys;
     for (uint32_t id = p->first; id < nkeys && p->rc == 0; id += p->step) {
         /* A key's records lie all over the log, so reading them is a cache miss each. The next
          * key's are requested now and arrive while this one's are joined (a few hundred KiB at
          * most in flight: GROUP_MAX records). Copying the records into key order beforehand
          * cost more than these misses (a scatter into one stream per key). */
         if (id + p->step < nkeys) {
-            size_t lo = p->start[id + p->step], hi = p->start[id + p->step + 1];
+            size_t lo = start[id + p->step], hi = start[id + p->step + 1];
             if (hi - lo > GROUP_MAX)
                 hi = lo + GROUP_MAX;
             for (size_t k = lo; k < hi; k++) {
@@ -407,8 +434,8 @@ static void *replay_part_run(void *arg)
                 __builtin_prefetch(map + ents[k].enc + ents[k].elen - 1);
             }
         }
-        for (size_t j = p->start[id]; j < p->start[id + 1];) {
-            size_t end = p->start[id + 1];
+        for (size_t j = start[id]; j < start[id + 1];) {
+            size_t end = start[id + 1];
             if (end - j > GROUP_MAX)
                 end = j + GROUP_MAX;
             /* newest first: for LWW types and timelines older writes then lose early, and a
@@ -426,6 +453,8 @@ static void *replay_part_run(void *arg)
             j = end;
         }
     }
+    big_free(ents, (mine ? mine : 1) * sizeof(*ents));
+    free(start);
     free(encs);
     return NULL;
 }
@@ -457,37 +486,16 @@ static void batch_free(replay_batch_t *b)
     b->n = b->cap = 0;
 }
 
-/* Joins every batched record, grouped by key (a counting sort on the key id). */
+/* Joins every batched record, grouped by key. */
 static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crdt_error_t *err)
 {
     if (!b->n)
         return 0;
-    uint32_t *start = calloc((size_t)r->nkeys + 1, sizeof(*start));
-    batch_ent_t *sorted = big_alloc(b->cap * sizeof(*sorted));
     int rc = 0;
-    if (!start || !sorted) {
-        rep_seterr(err, CRDT_ENOMEM, "out of memory");
-        rc = CRDT_ENOMEM;
-        big_free(sorted, b->cap * sizeof(*sorted));
-        goto out;
-    }
-    for (size_t i = 0; i < b->n; i++)
-        start[b->ents[i].id + 1]++;
-    for (uint32_t id = 0; id < r->nkeys; id++)
-        start[id + 1] += start[id];
-    /* the entries themselves move, so the threads then read them in order */
-    for (size_t i = 0; i < b->n; i++)
-        sorted[start[b->ents[i].id]++] = b->ents[i];
-    big_free(b->ents, b->cap * sizeof(*b->ents));
-    b->ents = sorted;
-    /* the scatter advanced every start to its end: shift back */
-    memmove(start + 1, start, (size_t)r->nkeys * sizeof(*start));
-    start[0] = 0;
     /* Keys are independent objects and libcrdt has no shared state, so a second thread takes
      * every other key. */
     int nthreads = REP_REPLAY_THREADS > 1 && b->n >= 4096 && r->nkeys > 1 ? 2 : 1;
-    replay_part_t part[2] = {{r, b, start, 0, (uint32_t)nthreads, 0, 0, {0}},
-                             {r, b, start, 1, 2, 0, 0, {0}}};
+    replay_part_t part[2] = {{r, b, 0, (uint32_t)nthreads, 0, 0, {0}}, {r, b, 1, 2, 0, 0, {0}}};
     pthread_t th;
     bool threaded = false;
     if (nthreads == 2) {
@@ -503,7 +511,7 @@ static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crd
             rc = part[i].rc;
             rep_seterr(err, rc, "%s/%s, record with its object at offset %" PRIu64 ": %s", r->dir,
                        name, part[i].at,
-                       rc == CRDT_ENOMEM   ? "out of memory"
+                       rc == CRDT_ENOMEM    ? "out of memory"
                        : rc == CRDT_EDECODE ? "cannot decode an intact record"
                                             : crdt_strerror(rc));
             if (rc == CRDT_EDECODE && err && err->code == rc) {
@@ -518,7 +526,6 @@ static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crd
     r->rec.log_records += b->n;
     b->n = 0;
 out:
-    free(start);
     return rc;
 }
 
