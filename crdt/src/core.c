@@ -456,6 +456,13 @@ int crdt__frame_open(const uint8_t *data, size_t len, size_t base, crdt_error_t 
         return crdt__fail(&r, "checksum mismatch (corrupted or truncated encoding)");
     }
     r.len = len - 4;
+    /* the common frame (a payload under 128 bytes, a known type) without the general reader */
+    const crdt__vtable_t *fast = data[0] == CRDT_CODEC_VERSION ? crdt__vtable_of(data[1]) : NULL;
+    if (fast && data[2] < 0x80 && (size_t)data[2] == len - 4 - 3) {
+        *vtp = fast;
+        *pr = (crdt__reader_t){data + 3, data[2], 0, base + 3, err};
+        return 0;
+    }
     if (crdt__rd_u8(&r, &version) < 0)
         return CRDT_EDECODE;
     if (version != CRDT_CODEC_VERSION) {

@@ -1054,6 +1054,25 @@ static int in_cmp(const void *a, const void *b)
  * kind (the caller decodes it whole), CRDT_EDECODE with the reader's error filled. */
 static int read_simple(crdt__reader_t *r, tl_in_t *out, uint32_t *n_out)
 {
+    /* The shape of nearly every log record, a mutator's delta (max_size 0, no floor, 1 entry, a
+     * member shorter than 128 bytes), read straight off the bytes; anything else, valid or not,
+     * takes the general path below, which says what is wrong. */
+    const uint8_t *p = r->p + r->pos;
+    size_t left = r->len - r->pos;
+    if (left >= 13 && p[0] == 0 && p[1] == 0 && p[2] == 1 && p[11] <= 1 && p[12] < 0x80 &&
+        left == 13 + (size_t)p[12]) {
+        uint64_t u = 0;
+        for (int i = 0; i < 8; i++)
+            u |= (uint64_t)p[3 + i] << (8 * i);
+        double x;
+        memcpy(&x, &u, 8);
+        if (x == x && x - x == 0 && u != (1ull << 63)) { /* finite, not -0.0 */
+            out[0] = (tl_in_t){x, p + 13, p[12], p[11] ? 0 : TL_TOMB};
+            r->pos = r->len;
+            *n_out = 1;
+            return 0;
+        }
+    }
     uint64_t max_size, n;
     uint8_t has_floor;
     if (crdt__rd_count(r, UINT32_MAX, "timeline max_size", &max_size) < 0 ||
