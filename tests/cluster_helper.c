@@ -138,6 +138,7 @@ fail:
 
 void cl_stop(cluster_t *c, bool keep)
 {
+    keep = keep || getenv("CL_KEEP");
     for (int i = 0; i < c->n; i++)
         cl_node_stop(c, i, SIGTERM);
     for (int i = 0; i < c->n; i++)
@@ -432,6 +433,7 @@ static void *writer_main(void *arg)
         key_path(p.type, p.key, path, sizeof(path), "");
         hc_resp_t r;
         w->ops++;
+        uint64_t t0 = cl_now_ms();
         int rc = hc_send(fd, "POST", path, "", body, strlen(body), &r);
         if (rc == 0 && r.status == 200 && strstr(r.body, "\"applied\"")) {
             record(w, &p, CL_ACKED);
@@ -441,6 +443,14 @@ static void *writer_main(void *arg)
             snprintf(w->last_error, sizeof(w->last_error), "%d %.200s", r.status, r.body);
         } else {
             record(w, &p, CL_UNKNOWN);
+            struct timespec wall;
+            clock_gettime(CLOCK_REALTIME, &wall);
+            char when[32];
+            strftime(when, sizeof(when), "%H:%M:%S", gmtime(&wall.tv_sec));
+            printf("# writer to node %d: write %d got no response at %s.%03ldZ (%llu ms, %s)\n",
+                   w->node + 1, w->ops, when, wall.tv_nsec / 1000000L,
+                   (unsigned long long)(cl_now_ms() - t0),
+                   w->c->node[w->node].running ? "node running" : "node down");
             close(fd);
             fd = -1;
         }

@@ -13,6 +13,8 @@
 #else
 #define PAUSE_US 1500
 #endif
+/* longer than a dialler waits for its WebSocket upgrade (5 s in peer.c) */
+#define BLACKHOLE_MS 6500
 
 static cluster_t c;
 static cl_writer_t w[3];
@@ -116,6 +118,11 @@ static void reorder(fp_proxy_t *p)
 {
     fp_reorder(p, 300, 600);
 }
+static void link_cut(fp_proxy_t *p, bool on)
+{
+    if (on)
+        fp_cut(p);
+}
 
 int main(void)
 {
@@ -167,8 +174,23 @@ int main(void)
     sleep_ms(300);
     settle("partition healed");
 
-    /* kill -9 node 2 mid-stream (fsync always), restart it on its data directory */
+    /* a black hole while dialling: connections to and from node 1 are accepted but carry
+     * nothing, so every dial's WebSocket upgrade hangs until the dialler gives up on it */
     writers_start(4);
+    cl_node_links(&c, 0, fp_drop, true);
+    cl_node_links(&c, 0, link_cut, true);
+    sleep_ms(BLACKHOLE_MS);
+    for (int i = 0; i < 3; i++) {
+        hc_resp_t r;
+        int rc = hc_request(c.node[i].proc.port, "GET", "/healthz", NULL, &r);
+        ok(rc == 0 && r.status == 200, "black hole: node %d still serves HTTP", i + 1);
+        hc_resp_free(&r);
+    }
+    cl_node_links(&c, 0, fp_drop, false);
+    settle("black hole while dialling");
+
+    /* kill -9 node 2 mid-stream (fsync always), restart it on its data directory */
+    writers_start(5);
     sleep_ms(800);
     cl_node_stop(&c, 1, SIGKILL);
     sleep_ms(700);
