@@ -403,7 +403,7 @@ int main(int argc, char **argv)
             }
             usleep(10000);
         }
-        hc_resp_t pr;
+        hc_resp_t pr = {0};
         if (run == opt_runs - 1 && hc_request(a.port, "GET", "/v1/peers", NULL, &pr) == 0)
             printf("# A's /v1/peers after the last run: %.600s\n", pr.body ? pr.body : "");
         hc_resp_free(&pr);
