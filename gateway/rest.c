@@ -608,7 +608,7 @@ int gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *b
         bool incr = !strcmp(op, "incr"), decr = !strcmp(op, "decr");
         if (!incr && !decr)
             return op_fail(r, 400, "unknown_op", "%s ops: incr, decr", crdt_type_name(type));
-        int64_t by;
+        int64_t by = 0;
         if (int_field(body, "by", 1, r, &by))
             return -1;
         if (type == CRDT_GCOUNTER) {
