@@ -165,6 +165,19 @@ void cl_node_links(cluster_t *c, int i, void (*fn)(fp_proxy_t *, bool), bool on)
         }
 }
 
+int cl_log_count(cluster_t *c, int i, const char *needle)
+{
+    FILE *f = fopen(c->node[i].proc.errlog, "r");
+    if (!f)
+        return -1;
+    char line[2048];
+    int n = 0;
+    while (fgets(line, sizeof(line), f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 /* ---- reads ---------------------------------------------------------------------------------- */
 
 /* GET path on port, parsed; NULL unless 200 with a JSON object. *status gets the status. A

@@ -66,6 +66,9 @@ long cl_wait_converged(cluster_t *c, int timeout_ms);
  * across running nodes; returns the number of keys that differ (each printed as a TAP comment). */
 int cl_compare_keys(cluster_t *c);
 
+/* Lines of node i's stderr log (all its runs) that contain needle; -1 if unreadable. */
+int cl_log_count(cluster_t *c, int i, const char *needle);
+
 /* ---- writers -------------------------------------------------------------------------------- */
 
 /* What one writer knows of each of its writes. */
