@@ -235,6 +235,10 @@ struct peer_link {
     size_t nrepair, repair_pos;
     uint64_t ae_started_ms;
     lws_sorted_usec_list_t sul_ae, sul_ka;
+    /* A dialled link's frames are client frames, which lws masks in place: they are written from
+     * this private copy so the shared frame other links still hold stays intact. */
+    uint8_t *wbuf;
+    size_t wbuf_cap;
 };
 
 typedef struct mark {
@@ -498,6 +502,7 @@ static void link_free(peer_link_t *l, bool redial)
     crdt_buf_free(&l->transcript);
     free(l->pend);
     free(l->repair_ids);
+    free(l->wbuf);
     P->links[l->idx] = NULL;
     peer_rec_t *dial = l->outbound ? l->rec : NULL;
     /* the peer's record (found at handshake) may differ from the dial slot only before merging */
@@ -1641,7 +1646,19 @@ static bool link_has_output(const peer_link_t *l)
 
 static int write_frame(peer_link_t *l, pframe_t *f)
 {
-    int n = lws_write(l->wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_BINARY);
+    uint8_t *p = f->buf + LWS_PRE;
+    if (l->outbound && f->refs > 1) {
+        if (l->wbuf_cap < LWS_PRE + f->len) {
+            uint8_t *nb = realloc(l->wbuf, LWS_PRE + f->len);
+            if (!nb)
+                return -1;
+            l->wbuf = nb;
+            l->wbuf_cap = LWS_PRE + f->len;
+        }
+        memcpy(l->wbuf + LWS_PRE, p, f->len);
+        p = l->wbuf + LWS_PRE;
+    }
+    int n = lws_write(l->wsi, p, f->len, LWS_WRITE_BINARY);
     l->last_tx_ms = now_ms();
     if (n < (int)f->len)
         return -1;
