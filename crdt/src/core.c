@@ -276,6 +276,8 @@ void crdt__wr_hlc(crdt__writer_t *w, const crdt_hlc_ts_t *ts)
 /* ---- reader --------------------------------------------------------------------------------- */
 
 static void set_error(crdt_error_t *err, int code, size_t offset, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void set_error(crdt_error_t *err, int code, size_t offset, const char *fmt, va_list ap)
 {
     if (!err || err->code)
         return;
@@ -293,6 +295,8 @@ int crdt__fail(crdt__reader_t *r, const char *fmt, ...)
     return CRDT_EDECODE;
 }
 
+static void set_error_fmt(crdt_error_t *err, int code, size_t offset, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void set_error_fmt(crdt_error_t *err, int code, size_t offset, const char *fmt, ...)
 {
     va_list ap;

@@ -62,11 +62,21 @@ static int write_file(const char *dir, int n, const void *p, size_t len)
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: make_corpus fuzz_decode|fuzz_op|fuzz_json DIR\n");
+        fprintf(stderr, "usage: make_corpus fuzz_decode|fuzz_op|fuzz_json|fuzz_wire|... DIR\n");
         return 2;
     }
     const char *kind = argv[1], *dir = argv[2];
     int n = 0;
+    if (!strcmp(kind, "fuzz_wire")) {
+        /* selector 1: a token payload the harness signs; 2: base64url */
+        static const char payload[] =
+            "\x01{\"sub\":\"alice\",\"exp\":1900000000,\"read\":[\"\",\"ZmVlZA==\"],"
+            "\"write\":[\"ZmVlZDo=\"]}";
+        static const char b64[] = "\x02ZmVlZDox";
+        write_file(dir, n++, payload, sizeof(payload) - 1);
+        write_file(dir, n++, b64, sizeof(b64) - 1);
+        return 0;
+    }
     for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
         for (int v = 0; v < 2; v++) {
             crdt_obj_t *o = sample(t, v);
