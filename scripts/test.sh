@@ -7,10 +7,14 @@ cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
 
 jobs=$(nproc 2>/dev/null || echo 2)
+# Test programs make their temporary directories (data dirs of the crdtd nodes they start) under
+# $TMPDIR: keep them inside the build tree, away from whatever else cleans /tmp.
+tmp_root() { mkdir -p "$1/tmp" && export TMPDIR="$PWD/$1/tmp"; }
 if [ "${SANITIZE:-0}" = 1 ]; then
   dir=build-asan
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DCRDTD_SANITIZE=ON -DCRDTD_WERROR=ON >/dev/null
   cmake --build "$dir" -j "$jobs"
+  tmp_root "$dir"
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   prove --exec '' --timer -j "$jobs" "$dir"/tests/test_*
@@ -18,5 +22,6 @@ else
   dir=build
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRDTD_WERROR=ON >/dev/null
   cmake --build "$dir" -j "$jobs"
+  tmp_root "$dir"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 fi
