@@ -543,6 +543,19 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     gw_server_t *s = lws_context_user(lws_get_context(wsi));
 
     switch (reason) {
+    case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+    case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
+    case LWS_CALLBACK_WSI_DESTROY:
+        /* A peer link we dialled (peer.c marks its client wsi with opaque user data) that dies
+         * before its upgrade may be reported to protocols[0], this callback, rather than to the
+         * peer protocol: pass it on, or peer.c would keep a pointer to a freed wsi. */
+        if (lws_get_opaque_user_data(wsi))
+            return gw_peer_callback(
+                wsi,
+                reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP ? LWS_CALLBACK_CLIENT_CLOSED : reason,
+                NULL, in, len);
+        break;
+
     case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
         if (c) {
             memset(c, 0, sizeof(*c));

@@ -1887,6 +1887,8 @@ int gw_peer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
 
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
         if (l) {
+            /* the wsi lives on until its WSI_DESTROY, which must not find the link freed here */
+            lws_set_opaque_user_data(wsi, NULL);
             if (l->rec)
                 snprintf(l->rec->last_error, sizeof(l->rec->last_error), "cannot connect: %s",
                          in ? (const char *)in : "?");
