@@ -382,3 +382,24 @@ void rm_rf(const char *path)
     if (pid > 0)
         waitpid(pid, NULL, 0);
 }
+
+void hc_b64(const char *s, char *o, bool url)
+{
+    const char *a = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(s), w = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned char)s[i] << 16;
+        if (i + 1 < n)
+            v |= (unsigned char)s[i + 1] << 8;
+        if (i + 2 < n)
+            v |= (unsigned char)s[i + 2];
+        o[w++] = a[v >> 18];
+        o[w++] = a[(v >> 12) & 63];
+        if (i + 1 < n || !url)
+            o[w++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
+        if (i + 2 < n || !url)
+            o[w++] = i + 2 < n ? a[v & 63] : '=';
+    }
+    o[w] = '\0';
+}

@@ -39,6 +39,10 @@ char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_m
 
 void hc_resp_free(hc_resp_t *r);
 
+/* The base64 of the NUL-terminated s into out (room for 4 * ceil(strlen(s) / 3) + 1): standard
+ * with padding, or base64url without padding (keys in URLs) when url is true. */
+void hc_b64(const char *s, char *out, bool url);
+
 /* Value of a response header (case-insensitive name) copied to buf, or NULL. */
 const char *hc_header(const hc_resp_t *r, const char *name, char *buf, size_t n);
 

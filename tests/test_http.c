@@ -48,21 +48,8 @@ static const char *b64(const char *s)
 {
     static char bufs[8][256];
     static int k;
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char *o = bufs[k++ % 8];
-    size_t n = strlen(s), w = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)s[i + 2];
-        o[w++] = a[v >> 18];
-        o[w++] = a[(v >> 12) & 63];
-        o[w++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        o[w++] = i + 2 < n ? a[v & 63] : '=';
-    }
-    o[w] = '\0';
+    hc_b64(s, o, false);
     return o;
 }
 

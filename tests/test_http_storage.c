@@ -48,23 +48,7 @@ static const char *jstr(const char *field)
 /* base64 (standard, or url-safe unpadded when url) of s into o */
 static void b64(const char *s, char *o, bool url)
 {
-    const char *a = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(s), w = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)s[i + 2];
-        o[w++] = a[v >> 18];
-        o[w++] = a[(v >> 12) & 63];
-        if (i + 1 < n || !url)
-            o[w++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        if (i + 2 < n || !url)
-            o[w++] = i + 2 < n ? a[v & 63] : '=';
-    }
-    o[w] = '\0';
+    hc_b64(s, o, url);
 }
 
 static void key_path(int i, char *out, size_t n)
@@ -165,8 +149,7 @@ static void run(const char *dir, const char *policy)
         ok(0, "mkdir %s", sub);
         return;
     }
-    const char *args[] = {"--data-dir", data, "--fsync", policy, "--snapshot-log-bytes", "0",
-                          NULL};
+    const char *args[] = {"--data-dir", data, "--fsync", policy, "--snapshot-log-bytes", "0", NULL};
     diag("--fsync %s", policy);
     if (start_limited(sub, args)) {
         ok(0, "crdtd starts under RLIMIT_FSIZE %d", FSIZE_LIMIT);

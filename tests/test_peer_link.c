@@ -268,22 +268,7 @@ static int post(int port, const char *key_b64url, const char *json)
 
 static void b64url(const char *s, char *o)
 {
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    size_t n = strlen(s), w = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)s[i + 2];
-        o[w++] = a[v >> 18];
-        o[w++] = a[(v >> 12) & 63];
-        if (i + 1 < n)
-            o[w++] = a[(v >> 6) & 63];
-        if (i + 2 < n)
-            o[w++] = a[v & 63];
-    }
-    o[w] = '\0';
+    hc_b64(s, o, true);
 }
 
 /* Writes one key of every type on `port`, named with prefix; members/values differ by node. */
