@@ -122,16 +122,20 @@ static uint64_t read_file(const char *path)
     return total;
 }
 
+#define PROBES 200
+
 typedef struct recovery_result {
     int ok;
     double wall, cpu;
+    double loaded, loaded_cpu; /* until every key was joined (crdt_replica_wait_loaded) */
+    double probe_p50, probe_p99; /* a read of a random key right after open */
     unsigned long long records, dropped;
     char why[200];
 } recovery_result_t;
 
 /* Opens (recovers) the replica in a forked child and reports how it went; with `digest` not 0
  * the child also checks the recovered keyspace's digest. 0, or -1 if the child could not run. */
-static int recover_in_child(const crdt_replica_config_t *cfg, uint64_t digest,
+static int recover_in_child(const crdt_replica_config_t *cfg, uint64_t digest, uint64_t keys,
                             recovery_result_t *res)
 {
     memset(res, 0, sizeof(*res));
@@ -151,6 +155,25 @@ static int recover_in_child(const crdt_replica_config_t *cfg, uint64_t digest,
         crdt_replica_t *r = crdt_replica_open(cfg, &err);
         out.wall = now_s() - t0;
         out.cpu = cpu_s() - c0;
+        if (r) {
+            /* what a client sees right after the restart: reads of random keys, each joined on
+             * the spot unless the background threads got to it first */
+            double lat[PROBES];
+            for (int i = 0; i < PROBES; i++) {
+                char key[24];
+                size_t klen = (size_t)snprintf(key, sizeof(key), "feed:%llu",
+                                               (unsigned long long)(rnd() % keys));
+                double q = now_s();
+                if (!crdt_replica_get(r, key, klen))
+                    _exit(3);
+                lat[i] = now_s() - q;
+            }
+            out.probe_p50 = median(lat, PROBES);
+            out.probe_p99 = lat[PROBES * 99 / 100];
+            crdt_replica_wait_loaded(r);
+            out.loaded = now_s() - t0;
+            out.loaded_cpu = cpu_s() - c0;
+        }
         if (!r) {
             snprintf(out.why, sizeof(out.why), "%s", err.text);
         } else {
@@ -306,7 +329,8 @@ int main(int argc, char **argv)
            max_size, (double)log_bytes / 1e6, build_s, (double)writes / build_s);
 
 measure:;
-    double rd[MAX_RUNS], rec[MAX_RUNS], cpu[MAX_RUNS], ratio[MAX_RUNS];
+    double rd[MAX_RUNS], rec[MAX_RUNS], cpu[MAX_RUNS], ratio[MAX_RUNS], full[MAX_RUNS],
+        full_cpu[MAX_RUNS], full_ratio[MAX_RUNS], p50[MAX_RUNS], p99[MAX_RUNS];
     crdt_replica_stats_t st;
     if (cold)
         printf("cold: the log's pages are dropped (posix_fadvise DONTNEED) before every read and "
@@ -328,7 +352,7 @@ measure:;
          * already held a keyspace (an earlier run's, freed) would spare it the page faults of
          * building one, a quarter of the time. */
         recovery_result_t res;
-        if (recover_in_child(&cfg, k == 0 ? digest : 0, &res) < 0 || !res.ok) {
+        if (recover_in_child(&cfg, k == 0 ? digest : 0, keys, &res) < 0 || !res.ok) {
             fprintf(stderr, "recovery: %s\n", res.why);
             return 1;
         }
@@ -340,15 +364,25 @@ measure:;
             return 1;
         }
         ratio[k] = rec[k] / rd[k];
-        printf("run %d: read %.3f s (%.0f MB/s), recovery %.3f s (%.2f M records/s, %.2f CPU s), "
-               "ratio %.2f\n",
+        full[k] = res.loaded;
+        full_cpu[k] = res.loaded_cpu;
+        full_ratio[k] = full[k] / rd[k];
+        p50[k] = res.probe_p50;
+        p99[k] = res.probe_p99;
+        printf("run %d: read %.3f s (%.0f MB/s), open %.3f s (%.2f M records/s, %.2f CPU s), "
+               "ratio %.2f; first reads p50 %.0f us p99 %.0f us; all keys joined at %.3f s "
+               "(%.2f CPU s, ratio %.1f)\n",
                k + 1, rd[k], (double)bytes / 1e6 / rd[k], rec[k],
-               (double)res.records / 1e6 / rec[k], cpu[k], ratio[k]);
+               (double)res.records / 1e6 / rec[k], cpu[k], ratio[k], p50[k] * 1e6, p99[k] * 1e6,
+               full[k], full_cpu[k], full_ratio[k]);
     }
-    printf("median (%s): read %.3f s, recovery %.3f s (%.2f CPU s), recovery/read %.2fx "
-           "(target <= 3x)\n",
+    printf("median (%s): read %.3f s, open (serving) %.3f s (%.2f CPU s), open/read %.2fx "
+           "(target <= 3x); reads right after open p50 %.0f us, p99 %.0f us; every key joined "
+           "at %.3f s (%.2f CPU s), %.1fx the read\n",
            cold ? "cold page cache" : "warm page cache", median(rd, runs), median(rec, runs),
-           median(cpu, runs), median(ratio, runs));
+           median(cpu, runs), median(ratio, runs), median(p50, runs) * 1e6,
+           median(p99, runs) * 1e6, median(full, runs), median(full_cpu, runs),
+           median(full_ratio, runs));
     /* What a running crdtd recovers from instead: a snapshot of the same keyspace (the log it
      * covers deleted), timed the same way against reading the snapshot file. */
     if (snapshot) {

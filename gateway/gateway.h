@@ -219,6 +219,7 @@ typedef struct gw_server {
      * crdt_replica_apply), so the change is not echoed back to the node it came from; -1 when the
      * change came from a client. */
     int applying_peer;
+    bool loading; /* recovered keys are still being joined in the background (logged when done) */
 } gw_server_t;
 
 /* Creates the lws context with the listener(s); 0 or -1 (logged). */

@@ -444,6 +444,11 @@ static void tick_cb(lws_sorted_usec_list_t *sul)
 {
     gw_server_t *s = lws_container_of(sul, gw_server_t, sul_tick);
     crdt_replica_tick(s->replica, gw_mono_ms());
+    if (s->loading && crdt_replica_keys_loading(s->replica) == 0) {
+        s->loading = false;
+        gw_log("every recovered key joined %.3f s after the data directory was opened",
+               crdt_replica_recovery(s->replica)->loaded_seconds);
+    }
     if (crdt_replica_last_seq(s->replica) > crdt_replica_durable_seq(s->replica) || s->pending_head)
         gw_http_schedule_flush(s);
     lws_sul_schedule(s->ctx, 0, &s->sul_tick, tick_cb, (lws_usec_t)s->cfg.tick_ms * 1000);

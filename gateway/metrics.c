@@ -138,6 +138,10 @@ void gw_metrics_render(gw_server_t *s, gw_response_t *rs)
          "# TYPE crdtd_http_sent_bytes_total counter\n"
          "crdtd_http_sent_bytes_total %" PRIu64 "\n",
          m->bytes_in, m->bytes_out);
+    outf(&o,
+         "# HELP crdtd_keys_loading Recovered keys whose logged changes are still being joined.\n"
+         "# TYPE crdtd_keys_loading gauge\ncrdtd_keys_loading %" PRIu64 "\n",
+         crdt_replica_keys_loading(s->replica));
     outf(&o, "# HELP crdtd_keys Keys in the keyspace, by type.\n# TYPE crdtd_keys gauge\n");
     for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++)
         outf(&o, "crdtd_keys{type=\"%s\"} %" PRIu64 "\n", crdt_type_name((crdt_type_t)t),
@@ -210,7 +214,11 @@ void gw_healthz(gw_server_t *s, gw_response_t *rs)
                   "last_seq", (json_int_t)crdt_replica_last_seq(s->replica), "durable_seq",
                   (json_int_t)crdt_replica_durable_seq(s->replica), "uptime_ms",
                   (json_int_t)(gw_mono_ms() - s->started_ms), "persistent", !s->cfg.no_persist);
-    if (j) {
+    uint64_t loading = crdt_replica_keys_loading(s->replica);
+    if (j && loading) {
+        /* the digest would join every pending key on the event loop: not for a health probe */
+        json_object_set_new_nocheck(j, "loading_keys", json_integer((json_int_t)loading));
+    } else if (j) {
         /* the order-independent keyspace digest: equal on converged replicas */
         char hex[17];
         snprintf(hex, sizeof(hex), "%016" PRIx64, crdt_replica_digest(s->replica));

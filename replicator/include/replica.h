@@ -26,13 +26,18 @@ typedef struct crdt_replica_config {
     crdt_fsync_policy_t fsync; /* default CRDT_FSYNC_EVERYSEC */
     uint32_t timeline_max_size;  /* bound of timelines created by a first write (0: unbounded) */
     uint64_t snapshot_log_bytes; /* start a snapshot once the log is this large (0: only on call) */
+    uint32_t load_threads; /* threads joining recovered keys in the background after open (default
+                              2, at most 8); 0: a key is joined only when first touched */
 } crdt_replica_config_t;
 
 /* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB). */
 void crdt_replica_config_init(crdt_replica_config_t *cfg);
 
-/* Opens (locks, loads the snapshot, replays the log, dropping a torn or corrupt tail) and returns
- * a new replica, or NULL with *err filled: a locked directory says which pid holds it. */
+/* Opens (locks, loads the snapshot, scans the log, dropping a torn or corrupt tail) and returns
+ * a new replica, or NULL with *err filled: a locked directory says which pid holds it. The logged
+ * changes are joined into their keys after open returns: by background threads, or by whatever
+ * touches a key first (a read, a write, the feed, a fingerprint), which then waits for that key
+ * alone. See crdt_replica_keys_loading(). */
 crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t *err);
 /* Flushes and fsyncs the log, waits for a running snapshot, unlocks, frees. */
 void crdt_replica_close(crdt_replica_t *r);
@@ -42,10 +47,18 @@ typedef struct crdt_recovery_report {
     uint64_t log_records;     /* log records replayed */
     uint64_t dropped_bytes;   /* bytes of torn or corrupt tail dropped (and truncated away) */
     char dropped_reason[160]; /* why, when dropped_bytes > 0 */
-    double seconds;           /* wall time of the whole recovery */
+    double seconds;           /* wall time of open: the replica serves from then on */
+    uint64_t pending_keys;    /* keys open left to be joined in the background */
+    double loaded_seconds;    /* from the start of open until every key was joined (0 before) */
 } crdt_recovery_report_t;
 
 const crdt_recovery_report_t *crdt_replica_recovery(const crdt_replica_t *r);
+
+/* Keys whose logged changes are still being joined after open (0 once all are). */
+uint64_t crdt_replica_keys_loading(const crdt_replica_t *r);
+/* Joins every pending key now, with the background threads, and returns once all are joined.
+ * Also reports (crdt_replica_last_error) a record that failed to join. */
+void crdt_replica_wait_loaded(crdt_replica_t *r);
 
 uint64_t crdt_replica_node_id(const crdt_replica_t *r);
 /* A fresh HLC timestamp of this replica (for LWW writes). */

@@ -338,363 +338,11 @@ static void note_drop(crdt_replica_t *r, uint64_t bytes, const char *name, uint6
     r->rec.dropped_bytes += bytes;
 }
 
-/* Replay in key order. Deltas are joins, so the order they are joined in does not matter; what
- * does is memory: records of one key are spread over the whole log, and joining them as they come
- * touches a different object (cold in cache) for nearly every record. So the segment is mapped,
- * a first pass checks and frames every record and notes (offset, key id) of those of keys already
- * present, and a second pass hands each key all its records of a batch at once
- * (crdt_obj_merge_encoded_many): libcrdt validates them and joins them without building an object
- * per record; a timeline takes a key's hundreds of one-entry deltas in one linear pass. Keys are
- * independent objects, so the second pass runs on two threads, each taking whole keys. */
-/* 2 x 16 bytes of index per record while a batch is sorted: 512 MiB at most (and never more than
- * 1.6 times the segment: a record takes 20 bytes or more). All of a key's records in one batch is
- * the fast case: its object is then built in one pass. */
-#define BATCH_RECORDS (16u << 20)
-#ifndef REP_REPLAY_THREADS
-#define REP_REPLAY_THREADS 2 /* 1 or 2 (a build-time switch, for measuring) */
-#endif
-#define GROUP_MAX 65536 /* records of one key joined per call (bounds the call's memory) */
-
-typedef struct batch_ent {
-    uint64_t enc; /* file offset of the record's encoding (which ends the record) */
-    uint32_t id;
-    uint32_t elen;
-} batch_ent_t;
-
-typedef struct replay_batch {
-    const uint8_t *map; /* the segment */
-    batch_ent_t *ents;
-    size_t n, cap;
-    uint64_t max_seq;
-} replay_batch_t;
-
-/* The keys of a batch one thread replays: ids `first`, first + step, ... A key stays with one
- * thread in every batch, so its memory is always grown by the same thread (and its malloc
- * arena). */
-typedef struct replay_part {
-    crdt_replica_t *r;
-    const replay_batch_t *b;
-    uint32_t first, step;
-    int rc;
-    uint64_t at; /* offset of the failing record's encoding */
-    crdt_error_t err;
-} replay_part_t;
-
-static void *big_alloc(size_t bytes);
-static void big_free(void *p, size_t bytes);
-
-static void *replay_part_run(void *arg)
-{
-    replay_part_t *p = arg;
-    uint32_t nkeys = p->r->nkeys;
-    /* This thread's share of the batch, sorted by key (a counting sort): ents[start[id] ..
-     * start[id + 1]) are key id's records in log order. Each thread sorts its own share, so the
-     * sort runs on both cores too. */
-    uint32_t *start = calloc((size_t)nkeys + 1, sizeof(*start));
-    crdt_bytes_t *encs = malloc(GROUP_MAX * sizeof(*encs));
-    const batch_ent_t *all = p->b->ents;
-    size_t n_all = p->b->n, mine = 0;
-    batch_ent_t *ents = NULL;
-    if (start && encs) {
-        for (size_t i = 0; i < n_all; i++) {
-            if (all[i].id % p->step == p->first) {
-                start[all[i].id + 1]++;
-                mine++;
-            }
-        }
-        ents = big_alloc((mine ? mine : 1) * sizeof(*ents));
-    }
-    if (!ents) {
-        p->rc = CRDT_ENOMEM;
-        snprintf(p->err.text, sizeof(p->err.text), "out of memory");
-        free(start);
-        free(encs);
-        return NULL;
-    }
-    for (uint32_t id = 0; id < nkeys; id++)
-        start[id + 1] += start[id];
-    for (size_t i = 0; i < n_all; i++)
-        if (all[i].id % p->step == p->first)
-            ents[start[all[i].id]++] = all[i];
-    /* the scatter advanced every start to its end: shift back */
-    memmove(start + 1, start, (size_t)nkeys * sizeof(*start));
-    start[0] = 0;
-    const uint8_t *map = p->b->map;
-    for (uint32_t id = p->first; id < nkeys && p->rc == 0; id += p->step) {
-        /* A key's records lie all over the log, so reading them is a cache miss each. The next
-         * key's are requested now and arrive while this one's are joined (a few hundred KiB at
-         * most in flight: GROUP_MAX records). Copying the records into key order beforehand
-         * cost more than these misses (a scatter into one stream per key). */
-        if (id + p->step < nkeys) {
-            size_t lo = start[id + p->step], hi = start[id + p->step + 1];
-            if (hi - lo > GROUP_MAX)
-                hi = lo + GROUP_MAX;
-            for (size_t k = lo; k < hi; k++) {
-                __builtin_prefetch(map + ents[k].enc);
-                __builtin_prefetch(map + ents[k].enc + ents[k].elen - 1);
-            }
-        }
-        for (size_t j = start[id]; j < start[id + 1];) {
-            size_t end = start[id + 1];
-            if (end - j > GROUP_MAX)
-                end = j + GROUP_MAX;
-            /* newest first: for LWW types and timelines older writes then lose early, and a
-             * feed's rising scores arrive already in the timeline's newest-first order */
-            size_t n = 0;
-            for (size_t k = end; k-- > j;)
-                encs[n++] = (crdt_bytes_t){map + ents[k].enc, ents[k].elen};
-            size_t bad = 0;
-            int rc = crdt_obj_merge_encoded_many(p->r->keys[id].obj, encs, n, &bad, &p->err);
-            if (rc < 0) {
-                p->rc = rc;
-                p->at = ents[end - 1 - bad].enc;
-                break;
-            }
-            j = end;
-        }
-    }
-    big_free(ents, (mine ? mine : 1) * sizeof(*ents));
-    free(start);
-    free(encs);
-    return NULL;
-}
-
-/* The batch's index arrays are large and short-lived: map them with huge pages where the kernel
- * offers them (a page fault per 4 KiB of a few hundred MiB is a measurable share of a replay). */
-static void *big_alloc(size_t bytes)
-{
-    size_t len = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
-    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    madvise(p, len, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
-static void big_free(void *p, size_t bytes)
-{
-    if (p)
-        munmap(p, (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1));
-}
-
-static void batch_free(replay_batch_t *b)
-{
-    big_free(b->ents, b->cap * sizeof(*b->ents));
-    b->ents = NULL;
-    b->n = b->cap = 0;
-}
-
-/* Joins every batched record, grouped by key. */
-static int batch_run(crdt_replica_t *r, replay_batch_t *b, const char *name, crdt_error_t *err)
-{
-    if (!b->n)
-        return 0;
-    int rc = 0;
-    /* Keys are independent objects and libcrdt has no shared state, so a second thread takes
-     * every other key. */
-    int nthreads = REP_REPLAY_THREADS > 1 && b->n >= 4096 && r->nkeys > 1 ? 2 : 1;
-    replay_part_t part[2] = {{r, b, 0, (uint32_t)nthreads, 0, 0, {0}}, {r, b, 1, 2, 0, 0, {0}}};
-    pthread_t th;
-    bool threaded = false;
-    if (nthreads == 2) {
-        threaded = pthread_create(&th, NULL, replay_part_run, &part[1]) == 0;
-        if (!threaded)
-            part[0].step = 1;
-    }
-    replay_part_run(&part[0]);
-    if (threaded)
-        pthread_join(th, NULL);
-    for (int i = 0; i < (threaded ? 2 : 1); i++) {
-        if (part[i].rc < 0) {
-            rc = part[i].rc;
-            rep_seterr(err, rc, "%s/%s, record with its object at offset %" PRIu64 ": %s", r->dir,
-                       name, part[i].at,
-                       rc == CRDT_ENOMEM    ? "out of memory"
-                       : rc == CRDT_EDECODE ? "cannot decode an intact record"
-                                            : crdt_strerror(rc));
-            if (rc == CRDT_EDECODE && err && err->code == rc) {
-                size_t l = strlen(err->text);
-                snprintf(err->text + l, sizeof(err->text) - l, ": %s", part[i].err.text);
-            }
-            goto out;
-        }
-    }
-    if (b->max_seq > r->last_seq)
-        r->last_seq = b->max_seq;
-    r->rec.log_records += b->n;
-    b->n = 0;
-out:
-    return rc;
-}
-
-/* The key of the previous record, so a run of records of one key looks it up once. */
-typedef struct key_cache {
-    const uint8_t *key;
-    size_t klen;
-    uint32_t id;
-} key_cache_t;
-
-/* Replays one record now (a new key, or something to report) or batches it (a key already
- * present, the record of its type). */
-static int replay_record(crdt_replica_t *r, replay_batch_t *b, key_cache_t *kc, const uint8_t *body,
-                         size_t blen, uint64_t at, const char *name, crdt_error_t *err)
-{
-    uint64_t seq;
-    const uint8_t *key, *enc;
-    size_t klen, elen;
-    int rc;
-    uint32_t id = UINT32_MAX;
-    bool parsed = rep_record_parse(body, blen, &seq, &key, &klen, &enc, &elen) == 0;
-    if (parsed) {
-        /* Records the snapshot already holds need no decoding: it has their join. */
-        if (seq <= r->snap.done_seq)
-            return 0;
-        if (kc->key && kc->klen == klen && memcmp(kc->key, key, klen) == 0)
-            id = kc->id;
-        else
-            id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
-    }
-    crdt_error_t rerr = {0};
-    if (parsed && id == UINT32_MAX && elen >= 2 && enc[0] == CRDT_CODEC_VERSION &&
-        enc[1] >= CRDT_TYPE_MIN && enc[1] <= CRDT_TYPE_MAX) {
-        /* A new key starts empty and its records go into the batch like any other: the threads
-         * that join them then allocate its memory. */
-        uint64_t h = rep_hash(key, klen, r->seed);
-        crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)enc[1]);
-        if (!obj || (id = rep_insert(r, key, klen, h, obj)) == UINT32_MAX) {
-            crdt_obj_free(obj);
-            rep_seterr(err, CRDT_ENOMEM, "out of memory");
-            return CRDT_ENOMEM;
-        }
-    }
-    if (id == UINT32_MAX) {
-        /* an invalid layout or frame: rep_replay says what is wrong */
-        if ((rc = rep_replay(r, body, blen, false, &rerr)) < 0)
-            goto fail;
-        r->rec.log_records++;
-        return 0;
-    }
-    *kc = (key_cache_t){key, klen, id};
-    rep_key_t *k = &r->keys[id];
-    if (elen < 2 || enc[1] != k->type) {
-        /* another type (or no frame at all): reported (or skipped) the slow way */
-        if ((rc = rep_replay_into(r, id, seq, enc, elen, &rerr)) < 0)
-            goto fail;
-        if (seq > r->last_seq)
-            r->last_seq = seq;
-        r->rec.log_records++;
-        return 0;
-    }
-    if (!b->ents) {
-        /* room for the batch at once: pages are only touched as records arrive */
-        b->cap = BATCH_RECORDS;
-        if (!(b->ents = big_alloc(b->cap * sizeof(*b->ents)))) {
-            b->cap = 0;
-            rep_seterr(err, CRDT_ENOMEM, "out of memory");
-            return CRDT_ENOMEM;
-        }
-    }
-    /* only this thread writes seqs: the apply threads touch objects alone */
-    if (seq > k->seq)
-        k->seq = seq;
-    b->ents[b->n++] = (batch_ent_t){(uint64_t)(enc - b->map), id, (uint32_t)elen};
-    if (seq > b->max_seq)
-        b->max_seq = seq;
-    if (b->n >= BATCH_RECORDS)
-        return batch_run(r, b, name, err);
-    return 0;
-fail:
-    rep_seterr(err, rc, "%s/%s offset %" PRIu64 ": %s", r->dir, name, at,
-               rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
-    return rc;
-}
-
-/* The next record of a mapped segment at *pos: REP_REC_OK (body, len set, *pos advanced),
- * REP_REC_EOF, or REP_REC_TORN / REP_REC_CORRUPT with `why` filled (*pos stays at the record). */
-static int map_next(const uint8_t *map, uint64_t size, uint64_t *pos, const uint8_t **body,
-                    size_t *len, char *why, size_t whylen)
-{
-    uint64_t have = size - *pos;
-    if (have == 0)
-        return REP_REC_EOF;
-    if (have < REP_REC_HEADER) {
-        snprintf(why, whylen, "torn record header (%" PRIu64 " of %u bytes)", have, REP_REC_HEADER);
-        return REP_REC_TORN;
-    }
-    const uint8_t *h = map + *pos;
-    uint32_t blen = rep_get32(h), crc = rep_get32(h + 4);
-    if (blen < 3 || blen > REP_REC_MAX) {
-        snprintf(why, whylen, "impossible record length %" PRIu32, blen);
-        return REP_REC_CORRUPT;
-    }
-    if (REP_REC_HEADER + (uint64_t)blen > have) {
-        snprintf(why, whylen, "torn record (%" PRIu64 " of %zu bytes present)", have,
-                 REP_REC_HEADER + (size_t)blen);
-        return REP_REC_TORN;
-    }
-    if (crdt_crc32c(0, h + REP_REC_HEADER, blen) != crc) {
-        snprintf(why, whylen, "checksum mismatch in a record of %" PRIu32 " bytes", blen);
-        return REP_REC_CORRUPT;
-    }
-    *body = h + REP_REC_HEADER;
-    *len = blen;
-    *pos += REP_REC_HEADER + (uint64_t)blen;
-    return REP_REC_OK;
-}
-
-/* Segments up to this size are read into (huge-page) memory; larger ones are mapped. */
-#define SEGMENT_READ_MAX (2ull << 30)
-
-/* The whole segment in memory. Replay reads a key's records from all over it, a cache and TLB
- * miss each: in anonymous memory with 2 MiB pages the TLB misses go away, and reading is one
- * sequential pass at the speed of `cat`. A segment too large to hold twice is mapped instead
- * (its pages come and go with the page cache). 0 or CRDT_EIO. */
-static int load_segment(int fd, uint64_t fsize, const uint8_t **out, bool *mapped)
-{
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    uint8_t *buf = fsize <= SEGMENT_READ_MAX ? big_alloc((size_t)fsize) : NULL;
-    if (buf) {
-        uint64_t got = 0;
-        while (got < fsize) {
-            ssize_t n =
-                pread(fd, buf + got, (size_t)(fsize - got > (1u << 30) ? (1u << 30) : fsize - got),
-                      (off_t)got);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                int e = n < 0 ? errno : EIO;
-                big_free(buf, (size_t)fsize);
-                errno = e;
-                return CRDT_EIO;
-            }
-            got += (uint64_t)n;
-        }
-        *out = buf;
-        *mapped = false;
-        return 0;
-    }
-    posix_fadvise(fd, 0, 0, POSIX_FADV_WILLNEED);
-    const uint8_t *map = mmap(NULL, (size_t)fsize, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED)
-        return CRDT_EIO;
-    *out = map;
-    *mapped = true;
-    return 0;
-}
-
-static void unload_segment(const uint8_t *p, uint64_t fsize, bool mapped)
-{
-    if (mapped)
-        munmap((void *)p, (size_t)fsize);
-    else
-        big_free((void *)p, (size_t)fsize);
-}
-
-/* Replays one segment and truncates a torn or corrupt tail away. 0 or a negative code. */
-static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t base,
-                          uint64_t *size, crdt_error_t *err)
+/* Scans one segment (load.c: checks, indexes and lists every record under its key; the joins
+ * happen after open), truncates a torn or corrupt tail away and maps what is valid for the
+ * joins. 0 or a negative code. */
+static int replay_segment(crdt_replica_t *r, rep_scan_t *scan, int fd, const char *name,
+                          uint64_t base, uint64_t *size, crdt_error_t *err)
 {
     struct stat sb;
     if (fstat(fd, &sb) < 0) {
@@ -716,19 +364,11 @@ static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t 
         *size = REP_SEG_HEADER;
         return 0;
     }
-    if (fsize > SIZE_MAX) {
-        rep_seterr(err, CRDT_EIO, "%s/%s is too large to map", r->dir, name);
-        return CRDT_EIO;
-    }
-    const uint8_t *map;
-    bool mapped;
-    int rc = load_segment(fd, fsize, &map, &mapped);
-    if (rc < 0) {
+    if (pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h)) {
         rep_seterr(err, CRDT_EIO, "cannot read %s/%s: %s", r->dir, name, strerror(errno));
         return CRDT_EIO;
     }
-    if (memcmp(map, REP_SEG_MAGIC, 8) != 0 || rep_get64(map + 8) != base) {
-        unload_segment(map, fsize, mapped);
+    if (memcmp(h, REP_SEG_MAGIC, 8) != 0 || rep_get64(h + 8) != base) {
         /* Not a torn tail: refusing keeps whatever it is for a human to look at. */
         rep_seterr(err, CRDT_EDECODE,
                    "%s/%s does not start with a log segment header for base "
@@ -736,36 +376,21 @@ static int replay_segment(crdt_replica_t *r, int fd, const char *name, uint64_t 
                    r->dir, name, base);
         return CRDT_EDECODE;
     }
-    const uint8_t *body;
-    size_t blen;
     char why[120];
-    replay_batch_t batch = {map, NULL, 0, 0, 0};
-    key_cache_t kc = {NULL, 0, 0};
-    int brc = 0;
-    uint64_t pos = REP_SEG_HEADER;
-    for (;;) {
-        uint64_t at = pos;
-        if ((rc = map_next(map, fsize, &pos, &body, &blen, why, sizeof(why))) != REP_REC_OK)
-            break;
-        if ((brc = replay_record(r, &batch, &kc, body, blen, at, name, err)) < 0)
-            break;
-    }
-    if (brc == 0)
-        brc = batch_run(r, &batch, name, err);
-    batch_free(&batch);
-    unload_segment(map, fsize, mapped);
-    if (brc < 0)
-        return brc;
-    if (rc != REP_REC_EOF) {
-        note_drop(r, fsize - pos, name, pos, why);
-        if (ftruncate(fd, (off_t)pos) < 0 || fdatasync(fd) < 0) {
+    uint64_t valid = fsize, at = fsize;
+    int rc = rep_scan_segment(r, scan, fd, base, fsize, &valid, why, sizeof(why), &at, err);
+    if (rc < 0)
+        return rc;
+    if (rc > 0) {
+        note_drop(r, fsize - valid, name, valid, why);
+        if (ftruncate(fd, (off_t)valid) < 0 || fdatasync(fd) < 0) {
             rep_seterr(err, CRDT_EIO, "cannot truncate %s/%s: %s", r->dir, name, strerror(errno));
             return CRDT_EIO;
         }
-        fsize = pos;
+        fsize = valid;
     }
     *size = fsize;
-    return 0;
+    return rep_scan_map(r, fd, fsize, err);
 }
 
 int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
@@ -776,6 +401,12 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
     if (rc < 0)
         return rc;
     char name[40];
+    rep_scan_t *scan = NULL;
+    if ((rc = rep_scan_begin(r, &scan)) < 0) {
+        free(bases);
+        rep_seterr(err, rc, "out of memory");
+        return rc;
+    }
     /* Segments whose successor starts at or before the snapshot's seq are wholly covered by it
      * (a crash came between the snapshot's rename and their deletion). */
     size_t first = 0;
@@ -793,7 +424,7 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
             break;
         }
         uint64_t size = 0;
-        if ((rc = replay_segment(r, fd, name, bases[i], &size, err)) < 0) {
+        if ((rc = replay_segment(r, scan, fd, name, bases[i], &size, err)) < 0) {
             close(fd);
             break;
         }
@@ -810,6 +441,7 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
         }
     }
     free(bases);
+    rep_scan_end(r, scan);
     if (rc < 0)
         return rc;
     if (r->log.fd < 0 && create_segment(r, r->last_seq) < 0) {

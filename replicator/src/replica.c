@@ -184,6 +184,7 @@ int rep_mark_dirty(crdt_replica_t *r, uint32_t id)
 /* Recomputes one key's fingerprint and its digest term. false on ENOMEM (still dirty). */
 static bool refresh_fp(crdt_replica_t *r, uint32_t id)
 {
+    rep_ready(r, id);
     rep_key_t *k = &r->keys[id];
     r->scratch.len = 0;
     if (crdt_obj_encode(k->obj, &r->scratch) < 0)
@@ -283,6 +284,7 @@ int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, 
         const rep_feed_ent_t *e = &r->feed[i];
         const rep_key_t *k = &r->keys[e->id];
         if (k->seq == e->seq) {
+            rep_ready((crdt_replica_t *)r, e->id); /* a const read that may finish a load */
             int rc = cb(k->key, k->klen, e->seq, k->obj, ud);
             if (rc) {
                 if (next)
@@ -354,6 +356,8 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     crdt_type_t type = crdt_obj_type(delta);
     uint64_t h = rep_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
+    if (id != NO_ID)
+        rep_ready(r, id);
     if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
         return CRDT_ETYPE;
     /* The record goes into the buffer first, so that running out of memory there leaves the
@@ -395,6 +399,8 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
         return CRDT_EINVAL;
     uint64_t h = rep_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
+    if (id != NO_ID)
+        rep_ready(r, id);
     if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
         return CRDT_ETYPE;
     crdt_obj_t *fresh = NULL;
@@ -443,12 +449,18 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
 const crdt_obj_t *crdt_replica_get(const crdt_replica_t *r, const void *key, size_t klen)
 {
     uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
-    return id == NO_ID ? NULL : r->keys[id].obj;
+    if (id == NO_ID)
+        return NULL;
+    /* Finishing a key's load does not change what the replica holds: the const interface casts
+     * it away, as the fingerprint getters do. */
+    rep_ready((crdt_replica_t *)r, id);
+    return r->keys[id].obj;
 }
 
 int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
 {
     for (uint32_t id = 0; id < r->nkeys; id++) {
+        rep_ready((crdt_replica_t *)r, id);
         int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
         if (rc)
             return rc;
@@ -592,10 +604,22 @@ void crdt_replica_config_init(crdt_replica_config_t *cfg)
     cfg->fsync = CRDT_FSYNC_EVERYSEC;
     cfg->timeline_max_size = 1000;
     cfg->snapshot_log_bytes = 64ull << 20;
+    cfg->load_threads = 2;
+}
+
+uint64_t crdt_replica_keys_loading(const crdt_replica_t *r)
+{
+    return rep_load_pending(r);
+}
+
+void crdt_replica_wait_loaded(crdt_replica_t *r)
+{
+    rep_load_all(r);
 }
 
 static void free_replica(crdt_replica_t *r)
 {
+    rep_load_stop(r);
     for (uint32_t id = 0; id < r->nkeys; id++) {
         free(r->keys[id].key);
         crdt_obj_free(r->keys[id].obj);
@@ -637,6 +661,7 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
     r->seed = fmix((uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
                    0x243F6A8885A308D3ull);
     crdt_hlc_init(&r->hlc, cfg->node_id, 60000);
+    r->rec_t0 = t0;
     int rc = 0;
     if (cfg->dir) {
         r->dir = strdup(cfg->dir);
@@ -666,6 +691,8 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
         rep_seterr(err, CRDT_ENOMEM, "out of memory");
         goto fail;
     }
+    if (rep_load_start(r, err) < 0)
+        goto fail;
     r->log.buf_seq = r->log.written_seq = r->log.synced_seq = r->last_seq;
     if (logging(r) && cfg->fsync == CRDT_FSYNC_EVERYSEC && rep_syncer_start(r) < 0)
         fprintf(stderr, "crdtd replica: no background fsync thread; fsyncing inline\n");
@@ -684,6 +711,7 @@ void crdt_replica_close(crdt_replica_t *r)
 {
     if (!r)
         return;
+    rep_load_stop(r); /* keys still pending need no joining to be freed */
     if (logging(r)) {
         rep_snapshot_poll(r, true);
         rep_syncer_stop(r);
@@ -728,6 +756,7 @@ void crdt_replica_tick(crdt_replica_t *r, uint64_t now_ms)
     /* Timing uses the replica's own CLOCK_MONOTONIC reading so that flush and tick agree
      * whatever clock the event loop keeps. */
     (void)now_ms;
+    rep_load_poll(r);
     if (!logging(r))
         return;
     rep_snapshot_poll(r, false);
@@ -738,7 +767,8 @@ void crdt_replica_tick(crdt_replica_t *r, uint64_t now_ms)
     if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && rep_log_sync_everysec(r) < 0)
         return;
     uint64_t now = rep_mono_ms();
-    if (r->cfg.snapshot_log_bytes && !r->snap.pid && now >= r->snap.retry_after_ms &&
+    /* not while keys are loading: the fork would have to wait for all of them */
+    if (r->cfg.snapshot_log_bytes && !r->snap.pid && !r->load && now >= r->snap.retry_after_ms &&
         r->log.old_bytes + r->log.seg_bytes >= r->cfg.snapshot_log_bytes)
         rep_snapshot_start(r);
 }

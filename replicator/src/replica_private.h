@@ -82,6 +82,8 @@ typedef struct rep_snap {
     uint64_t retry_after_ms; /* after a failure, no automatic snapshot before this */
 } rep_snap_t;
 
+typedef struct rep_load rep_load_t;
+
 struct crdt_replica {
     crdt_replica_config_t cfg;
     char *dir; /* owned copy of cfg.dir */
@@ -112,6 +114,9 @@ struct crdt_replica {
     rep_snap_t snap;
     crdt_replica_stats_t st;
     crdt_recovery_report_t rec;
+
+    rep_load_t *load; /* recovered keys still to be joined (load.c), NULL once all are */
+    double rec_t0;    /* when open began */
 
     bool failed;       /* a write to disk failed: refuse writes until restarted */
     char failure[256]; /* why */
@@ -228,6 +233,43 @@ int rep_log_rotate(crdt_replica_t *r);
 /* Deletes the older segments whose records all have seq <= upto. */
 void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto);
 int rep_fsync_dir(crdt_replica_t *r);
+
+/* ---- load.c: the recovery scan and the background load of the keys it leaves pending ------- */
+
+#define REP_LOAD_MAX_THREADS 8
+
+typedef struct rep_scan rep_scan_t;
+/* Starts the scan of the log (after the snapshot is loaded). 0 or CRDT_ENOMEM. */
+int rep_scan_begin(crdt_replica_t *r, rep_scan_t **s);
+/* Scans one segment of fsize bytes (header checked) from its first record: checks every record,
+ * creates keys, advances seqs, lists each record under its key. *valid is the offset where the
+ * valid records end. 0 at a clean end, 1 at a torn or corrupt record (`why` filled; *valid is its
+ * offset), or a negative code with err filled. */
+int rep_scan_segment(crdt_replica_t *r, rep_scan_t *s, int fd, uint64_t base, uint64_t fsize,
+                     uint64_t *valid, char *why, size_t whylen, uint64_t *at_fault,
+                     crdt_error_t *err);
+/* Maps the segment just scanned (its first `size` bytes) for the joins. 0 or CRDT_EIO. */
+int rep_scan_map(crdt_replica_t *r, int fd, uint64_t size, crdt_error_t *err);
+/* Ends the scan: the seqs go to the keys and the pending lists to r->load. */
+void rep_scan_end(crdt_replica_t *r, rep_scan_t *s);
+/* Starts the background threads (or frees r->load when nothing is pending). 0 or CRDT_ENOMEM. */
+int rep_load_start(crdt_replica_t *r, crdt_error_t *err);
+/* Joins key id now if it is still pending (or waits for the thread joining it). */
+void rep_load_key(crdt_replica_t *r, uint32_t id);
+/* Every key: joins what is pending (with the threads), then frees r->load. */
+void rep_load_all(crdt_replica_t *r);
+/* From tick: reports a failed join; frees r->load once everything is joined. */
+void rep_load_poll(crdt_replica_t *r);
+/* Stops the threads (after their current key) and frees r->load, pending keys left as they are. */
+void rep_load_stop(crdt_replica_t *r);
+uint64_t rep_load_pending(const crdt_replica_t *r);
+
+/* Key id's object is complete (call before touching keys[id].obj on the replica's thread). */
+static inline void rep_ready(crdt_replica_t *r, uint32_t id)
+{
+    if (r->load)
+        rep_load_key(r, id);
+}
 
 /* ---- snapshot.c --------------------------------------------------------------------------------
  */

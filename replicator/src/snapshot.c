@@ -152,6 +152,10 @@ int rep_snapshot_start(crdt_replica_t *r)
         return CRDT_EIO;
     if (r->last_seq == r->snap.done_seq)
         return 0; /* nothing changed since the snapshot on disk */
+    /* The child must see whole objects, and a fork copies no threads: finish the load first. */
+    rep_load_all(r);
+    if (r->failed)
+        return CRDT_EIO;
     /* From here on the new segment takes the writes after seq S = last_seq; the child writes
      * the state at S; once its snapshot is in place the segments before S are deleted. */
     int rc = rep_log_rotate(r);

@@ -1,0 +1,1029 @@
+/* load.c - recovery's scan of the log, and the background load of the keys it leaves pending
+ *
+ * Opening a replica does not join the log into the keyspace. It scans every segment once, in
+ * order, through a small reused buffer (as `cat` reads it): checks each record's length and
+ * CRC-32C, finds (or creates, empty) its key and advances the key's seq, and appends the record's
+ * position to a list per key. That is all a restart needs to serve: every key and its type are
+ * known, the change feed can be rebuilt, the torn tail is found and cut, and new writes can be
+ * appended. Open then returns, with the segments mapped read-only, and joining the records into
+ * their keys happens after:
+ *   - background threads (cfg.load_threads) take the pending keys in id order, each key's whole
+ *     list at once (crdt_obj_merge_encoded_many: a timeline's hundreds of one-entry deltas in one
+ *     linear pass);
+ *   - whatever touches a key first on the replica's own thread (a read, a write, the feed, a
+ *     fingerprint) joins it there and then if no thread has taken it yet, or waits for the thread
+ *     that has (one key's join: tens to hundreds of microseconds).
+ * Each key is joined exactly once, by whoever claims it (an atomic state per key: pending ->
+ * claimed -> done). The threads touch nothing of the replica but their claimed keys' objects
+ * (whose pointers never move) and this file's immutable index, so the replica's thread goes on
+ * growing the key table, appending to the log and serving while they run. Snapshots (a fork must
+ * not copy a half-joined object) and close wait for the load to finish or stop it.
+ *
+ * Why: on the machines we measured, joining 10M records builds ~500 MB of objects, which page
+ * faults alone make cost a second or more; a restart had to wait for all of it before serving a
+ * single key. Now it waits for a scan at close to the speed of reading the file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "replica_private.h"
+
+#define LOAD_PENDING 1
+#define LOAD_CLAIMED 2
+#define LOAD_DONE 0
+#define GROUP_MAX 65536         /* records of one key joined per call (bounds the call's memory) */
+#define SCAN_BUF (1u << 20)     /* the scan's read buffer: stays in cache, like cat's */
+#define ARENA_CHUNK (64u << 20) /* the per-key position lists are carved out of chunks this big */
+#define BLK_FIRST 4             /* entries in a key's first block; each next one doubles, up to */
+#define BLK_MAX 4096
+#define WINDOW (1ull << 32) /* entries are 32-bit offsets into a window of a segment */
+#define SEG_MAX (1u << 24)  /* windows in all */
+
+/* Positions of a key's records, oldest block last: newest first is the order joins want (for
+ * LWW types and timelines older writes then lose early). */
+typedef struct load_blk {
+    struct load_blk *prev; /* the key's older block */
+    uint32_t n, cap;
+    uint32_t win; /* the window (L->segs) its entries are offsets into */
+    uint32_t ent[];
+} load_blk_t;
+
+/* A window: up to 4 GiB of a segment (a segment is one window unless it is larger), so that a
+ * record's position takes 4 bytes: the index is the one allocation of the scan that grows with
+ * the log, and fresh memory is expensive (page faults, zeroing). */
+typedef struct load_seg {
+    uint64_t base;  /* names the segment in messages */
+    uint64_t start; /* offset of the window in the segment */
+    const uint8_t *map; /* the window's first byte, once mapped */
+    uint64_t size;  /* bytes of the segment from start on */
+    const uint8_t *owned; /* the segment's mapping, on its first window only (else NULL) */
+    uint64_t owned_len;
+} load_seg_t;
+
+typedef struct load_chunk {
+    struct load_chunk *next;
+    size_t used, size;
+} load_chunk_t;
+
+struct rep_load {
+    /* fixed once the threads start */
+    uint32_t nkeys;      /* ids below this may be pending */
+    crdt_obj_t **obj;    /* obj[id] == the key's object (objects never move) */
+    load_blk_t **head;   /* newest block of id's pending records, NULL if none */
+    uint8_t *state;      /* LOAD_*, atomically */
+    load_seg_t *segs;
+    size_t nsegs, cap_segs;
+    load_chunk_t *chunks;
+    uint64_t records;
+    /* shared */
+    uint32_t remaining; /* keys not done (atomic) */
+    uint32_t next;      /* the threads' cursor over ids (atomic) */
+    int stop;           /* atomic */
+    unsigned running;   /* threads still in their loop (atomic) */
+    pthread_mutex_t mu; /* guards the first failure below */
+    int err_rc;
+    char err_text[320];
+    pthread_t th[REP_LOAD_MAX_THREADS];
+    unsigned nth;    /* threads started (the replica's thread only) */
+    unsigned stride; /* threads meant to run: how far ahead one prefetches (fixed before) */
+    const char *dir; /* the replica's, for messages */
+    /* the replica's own thread */
+    crdt_bytes_t *encs;
+    uint64_t *where;
+    double t0;
+    bool reported; /* the failure was handed to rep_fail */
+};
+
+/* ---- the index: per-key block lists in big chunks ----------------------------------------- */
+
+static void *chunk_map(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+#ifdef MADV_HUGEPAGE
+    madvise(p, bytes, MADV_HUGEPAGE); /* a page fault per 2 MiB instead of per 4 KiB */
+#endif
+    return p;
+}
+
+static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
+{
+    uint32_t cap = prev ? (prev->cap >= BLK_MAX ? BLK_MAX : prev->cap * 2) : BLK_FIRST;
+    size_t bytes = (sizeof(load_blk_t) + (size_t)cap * sizeof(uint32_t) + 7) & ~(size_t)7;
+    load_chunk_t *c = L->chunks;
+    if (!c || c->size - c->used < bytes) {
+        size_t size = ARENA_CHUNK;
+        if (!(c = chunk_map(size)))
+            return NULL;
+        c->next = L->chunks;
+        c->size = size;
+        c->used = (sizeof(*c) + 15) & ~(size_t)15;
+        L->chunks = c;
+    }
+    load_blk_t *b = (load_blk_t *)((uint8_t *)c + c->used);
+    c->used += bytes;
+    b->prev = prev;
+    b->n = 0;
+    b->cap = cap;
+    b->win = 0;
+    return b;
+}
+
+/* ---- the scan's key table: open addressing, one 32-byte slot per key ------------------------ *
+ * The replica's own table hashes with libcrdt's stable hash (its fingerprints must agree across
+ * replicas), which costs more than the rest of a record's scan together; this one is private to
+ * the scan, so it uses a cheaper keyed hash (a multiply-fold of 8-byte words, seeded per process:
+ * colliding keys cannot be prepared in advance) and keeps up to 16 key bytes in the slot, so a
+ * record's lookup is one cache line. */
+
+typedef struct scan_slot {
+    uint64_t h;
+    uint32_t id; /* UINT32_MAX: empty */
+    uint32_t klen;
+    uint8_t pfx[16];
+} scan_slot_t;
+
+/* The per-key cursor of the scan: the newest block's fill is kept here rather than in the block,
+ * so appending a record touches this line and the entry's, not the block's header too. */
+typedef struct scan_key {
+    load_blk_t *cur; /* newest block */
+    uint64_t seq;
+    uint32_t n, cap; /* cur's entries and room (written back to cur when it is full or done) */
+    uint32_t win;
+    uint8_t type;
+} scan_key_t;
+
+typedef struct scan {
+    crdt_replica_t *r;
+    rep_load_t *L;
+    scan_slot_t *slots;
+    uint32_t mask, used;
+    scan_key_t *keys; /* by id */
+    uint32_t cap_keys;
+    uint64_t seed;
+    uint8_t *buf;
+    size_t cap;
+} scan_t;
+
+static inline uint64_t mum(uint64_t a, uint64_t b)
+{
+    unsigned __int128 m = (unsigned __int128)a * b;
+    return (uint64_t)m ^ (uint64_t)(m >> 64);
+}
+
+/* `end`: bytes up to it may be read (past the key), which lets the last partial word be one load;
+ * NULL when nothing past the key may be. Both ways give the same hash. */
+static inline uint64_t scan_hash(const uint8_t *p, size_t n, uint64_t seed, const uint8_t *end)
+{
+    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ull);
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = mum(h ^ v, 0xa0761d6478bd642full);
+        p += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (end && end - p >= 8) {
+            memcpy(&v, p, 8);
+            v &= ~0ull >> (64 - 8 * n);
+        } else
+#endif
+            memcpy(&v, p, n);
+        h = mum(h ^ v ^ 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull);
+    }
+    return mum(h, 0x589965cc75374cc3ull);
+}
+
+static int scan_grow_table(scan_t *s)
+{
+    uint32_t ncap = s->slots ? (s->mask + 1) * 2 : 1024;
+    scan_slot_t *slots = malloc((size_t)ncap * sizeof(*slots));
+    if (!slots)
+        return CRDT_ENOMEM;
+    for (uint32_t i = 0; i < ncap; i++)
+        slots[i].id = UINT32_MAX;
+    for (uint32_t i = 0; s->slots && i <= s->mask; i++) {
+        if (s->slots[i].id == UINT32_MAX)
+            continue;
+        uint32_t j = (uint32_t)s->slots[i].h & (ncap - 1);
+        while (slots[j].id != UINT32_MAX)
+            j = (j + 1) & (ncap - 1);
+        slots[j] = s->slots[i];
+    }
+    free(s->slots);
+    s->slots = slots;
+    s->mask = ncap - 1;
+    return 0;
+}
+
+/* Registers key id (present in the replica) in the scan's table and per-key arrays. */
+static int scan_add(scan_t *s, uint32_t id, const uint8_t *key, size_t klen, uint64_t h)
+{
+    if ((uint64_t)(s->used + 1) * 2 > (uint64_t)s->mask + 1 && scan_grow_table(s) < 0)
+        return CRDT_ENOMEM;
+    if (id >= s->cap_keys) {
+        uint32_t ncap = s->cap_keys ? s->cap_keys * 2 : 1024;
+        while (ncap <= id)
+            ncap *= 2;
+        scan_key_t *k = realloc(s->keys, (size_t)ncap * sizeof(*k));
+        if (!k)
+            return CRDT_ENOMEM;
+        memset(k + s->cap_keys, 0, (size_t)(ncap - s->cap_keys) * sizeof(*k));
+        s->keys = k;
+        s->cap_keys = ncap;
+    }
+    uint32_t i = (uint32_t)h & s->mask;
+    while (s->slots[i].id != UINT32_MAX)
+        i = (i + 1) & s->mask;
+    scan_slot_t *sl = &s->slots[i];
+    sl->h = h;
+    sl->id = id;
+    sl->klen = (uint32_t)klen;
+    memset(sl->pfx, 0, sizeof(sl->pfx));
+    memcpy(sl->pfx, key, klen < 16 ? klen : 16);
+    s->used++;
+    const rep_key_t *rk = &s->r->keys[id];
+    s->keys[id].seq = rk->seq;
+    s->keys[id].type = rk->type;
+    return 0;
+}
+
+/* The slot's zero-padded prefix against a key of up to 16 bytes; `end` as for scan_hash. */
+static inline bool pfx_eq(const uint8_t *pfx, const uint8_t *key, size_t klen, const uint8_t *end)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (end && end - key >= 16) {
+        uint64_t a0, a1, b0, b1;
+        memcpy(&a0, pfx, 8);
+        memcpy(&a1, pfx + 8, 8);
+        memcpy(&b0, key, 8);
+        memcpy(&b1, key + 8, 8);
+        if (klen < 8) {
+            b0 = klen ? b0 & (~0ull >> (64 - 8 * klen)) : 0;
+            b1 = 0;
+        } else if (klen < 16) {
+            b1 = klen > 8 ? b1 & (~0ull >> (64 - 8 * (klen - 8))) : 0;
+        }
+        return a0 == b0 && a1 == b1;
+    }
+#endif
+    return memcmp(pfx, key, klen) == 0;
+}
+
+static inline uint32_t scan_find(const scan_t *s, const uint8_t *key, size_t klen, uint64_t h,
+                                 const uint8_t *end)
+{
+    for (uint32_t i = (uint32_t)h & s->mask;; i = (i + 1) & s->mask) {
+        const scan_slot_t *sl = &s->slots[i];
+        if (sl->id == UINT32_MAX)
+            return UINT32_MAX;
+        if (sl->h != h || sl->klen != klen)
+            continue;
+        if (klen <= 16) {
+            if (pfx_eq(sl->pfx, key, klen, end))
+                return sl->id;
+        } else if (memcmp(sl->pfx, key, 16) == 0 &&
+                   memcmp(s->r->keys[sl->id].key + 16, key + 16, klen - 16) == 0) {
+            return sl->id;
+        }
+    }
+}
+
+/* The body's layout (varint seq, varint key length, key, encoding) without its checks' cost in
+ * the common case; anything unusual goes to rep_record_parse's answer. */
+static inline bool parse_body(const uint8_t *b, size_t len, uint64_t *seq, const uint8_t **key,
+                              size_t *klen, const uint8_t **enc, size_t *elen)
+{
+    size_t pos = 0;
+    uint64_t v = 0;
+    for (unsigned sh = 0;; sh += 7) {
+        if (pos >= len || sh > 63)
+            return false;
+        uint8_t c = b[pos++];
+        v |= (uint64_t)(c & 0x7F) << sh;
+        if (!(c & 0x80))
+            break;
+    }
+    *seq = v;
+    if (pos >= len || (b[pos] & 0x80)) /* keys of 128 bytes or more: the general parser */
+        return rep_record_parse(b, len, seq, key, klen, enc, elen) == 0;
+    size_t kl = b[pos++];
+    if (kl >= len - pos)
+        return false;
+    *key = b + pos;
+    *klen = kl;
+    *enc = b + pos + kl;
+    *elen = len - pos - kl;
+    return true;
+}
+
+static int scan_new_load(crdt_replica_t *r)
+{
+    rep_load_t *L = calloc(1, sizeof(*L));
+    if (!L)
+        return CRDT_ENOMEM;
+    pthread_mutex_init(&L->mu, NULL);
+    L->t0 = rep_mono_s();
+    L->dir = r->dir ? r->dir : "";
+    r->load = L;
+    return 0;
+}
+
+int rep_scan_begin(crdt_replica_t *r, rep_scan_t **out)
+{
+    *out = NULL;
+    if (!r->load && scan_new_load(r) < 0)
+        return CRDT_ENOMEM;
+    scan_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return CRDT_ENOMEM;
+    s->r = r;
+    s->L = r->load;
+    s->seed = r->seed ^ 0x5bd1e9955bd1e995ull;
+    s->cap = SCAN_BUF;
+    s->buf = malloc(s->cap);
+    int rc = s->buf ? scan_grow_table(s) : CRDT_ENOMEM;
+    for (uint32_t id = 0; rc == 0 && id < r->nkeys; id++) {
+        const rep_key_t *k = &r->keys[id];
+        rc = scan_add(s, id, k->key, k->klen, scan_hash(k->key, k->klen, s->seed, NULL));
+    }
+    if (rc < 0) {
+        rep_scan_end(r, (rep_scan_t *)s);
+        return rc;
+    }
+    *out = (rep_scan_t *)s;
+    return 0;
+}
+
+/* A record the fast path does not take (an unusual layout, a new key whose encoding does not
+ * name a type, a record of another type than its key's): replayed on the spot, the old way,
+ * which reports what is wrong with it. */
+static int scan_slow(scan_t *s, uint32_t id, const uint8_t *body, size_t blen, uint64_t seq,
+                     const uint8_t *enc, size_t elen, crdt_error_t *err)
+{
+    crdt_replica_t *r = s->r;
+    uint32_t before = r->nkeys;
+    int rc = id == UINT32_MAX ? rep_replay(r, body, blen, false, err)
+                              : rep_replay_into(r, id, seq, enc, elen, err);
+    if (rc < 0)
+        return rc;
+    if (id != UINT32_MAX && seq > r->last_seq)
+        r->last_seq = seq;
+    if (id != UINT32_MAX && seq > s->keys[id].seq)
+        s->keys[id].seq = seq;
+    for (uint32_t nid = before; nid < r->nkeys; nid++) {
+        const rep_key_t *k = &r->keys[nid];
+        if ((rc = scan_add(s, nid, k->key, k->klen, scan_hash(k->key, k->klen, s->seed, NULL))) < 0)
+            return rc;
+    }
+    r->rec.log_records++;
+    return 0;
+}
+
+/* Reads more of the segment after the buffered bytes, first moving the unread part (from pos)
+ * to the front, and growing the buffer if one record needs more than it holds. The number of
+ * bytes read (0 at the end of the file) or a negative code. */
+static ssize_t scan_fill(scan_t *s, int fd, uint64_t fsize, uint64_t *boff, size_t *have,
+                         size_t *pos, size_t need)
+{
+    if (need > s->cap) {
+        size_t ncap = s->cap;
+        while (ncap < need)
+            ncap *= 2;
+        uint8_t *nb = malloc(ncap);
+        if (!nb)
+            return CRDT_ENOMEM;
+        memcpy(nb, s->buf + *pos, *have - *pos);
+        free(s->buf);
+        s->buf = nb;
+        s->cap = ncap;
+    } else if (*pos) {
+        memmove(s->buf, s->buf + *pos, *have - *pos);
+    }
+    *boff += *pos;
+    *have -= *pos;
+    *pos = 0;
+    uint64_t foff = *boff + *have;
+    if (foff >= fsize)
+        return 0;
+    size_t want = s->cap - *have;
+    if (fsize - foff < want)
+        want = (size_t)(fsize - foff);
+    for (;;) {
+        ssize_t n = pread(fd, s->buf + *have, want, (off_t)foff);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return CRDT_EIO;
+        *have += (size_t)n;
+        return n;
+    }
+}
+
+/* Adds a window of segment `base` starting at `start` (a segment past 4 GiB). */
+static int scan_window(rep_load_t *L, uint64_t base, uint64_t start)
+{
+    if (L->nsegs >= SEG_MAX)
+        return CRDT_ENOMEM;
+    if (L->nsegs == L->cap_segs) {
+        size_t ncap = L->cap_segs * 2;
+        load_seg_t *v = realloc(L->segs, ncap * sizeof(*v));
+        if (!v)
+            return CRDT_ENOMEM;
+        L->segs = v;
+        L->cap_segs = ncap;
+    }
+    L->segs[L->nsegs++] = (load_seg_t){base, start, NULL, 0, NULL, 0};
+    return 0;
+}
+
+/* Records are checked and hashed a batch at a time, and their table slots requested, before any
+ * is looked up: the lookups then find their lines in cache instead of waiting for each in turn
+ * (the table of 10,000 keys does not fit beside the read buffer in the core's own cache). */
+#define SCAN_BATCH 64
+
+typedef struct scan_rec {
+    const uint8_t *body, *key, *enc;
+    uint64_t at, seq, h;
+    uint32_t blen, klen, elen, id;
+    bool fast; /* parsed; false: replayed the slow way, which says what is wrong */
+} scan_rec_t;
+
+int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, uint64_t fsize,
+                     uint64_t *valid, char *why, size_t whylen, uint64_t *at_fault,
+                     crdt_error_t *err)
+{
+    scan_t *s = (scan_t *)sc;
+    rep_load_t *L = s->L;
+    if (L->nsegs >= SEG_MAX) {
+        rep_seterr(err, CRDT_EIO, "more than %u log segments to replay", SEG_MAX);
+        return CRDT_EIO;
+    }
+    if (L->nsegs == L->cap_segs) {
+        size_t ncap = L->cap_segs ? L->cap_segs * 2 : 8;
+        load_seg_t *v = realloc(L->segs, ncap * sizeof(*v));
+        if (!v) {
+            rep_seterr(err, CRDT_ENOMEM, "out of memory");
+            return CRDT_ENOMEM;
+        }
+        L->segs = v;
+        L->cap_segs = ncap;
+    }
+    uint32_t win = (uint32_t)L->nsegs;
+    uint64_t wstart = 0;
+    L->segs[L->nsegs++] = (load_seg_t){base, 0, NULL, 0, NULL, 0};
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    const uint64_t snap_seq = r->snap.done_seq;
+    uint64_t max_seq = r->last_seq, records = 0;
+    uint64_t boff = REP_SEG_HEADER; /* file offset of buf[0] */
+    size_t have = 0, pos = 0;
+    int rc = REP_REC_EOF, fault = 0;
+    crdt_error_t rerr = {0};
+    scan_rec_t batch[SCAN_BATCH];
+    while (!fault) {
+        /* a whole record at pos, or the end of the segment */
+        size_t left = have - pos;
+        uint32_t bl = left >= REP_REC_HEADER ? rep_get32(s->buf + pos) : 0;
+        if (left >= REP_REC_HEADER && (bl < 3 || bl > REP_REC_MAX)) {
+            snprintf(why, whylen, "impossible record length %" PRIu32, bl);
+            rc = REP_REC_CORRUPT;
+            break;
+        }
+        if (left < REP_REC_HEADER || left < REP_REC_HEADER + (size_t)bl) {
+            uint64_t at = boff + pos;
+            if (left >= REP_REC_HEADER && at + REP_REC_HEADER + bl > fsize) {
+                /* known from the file size, without reading (or allocating for) it */
+                snprintf(why, whylen, "torn record (%" PRIu64 " of %zu bytes present)",
+                         fsize - at, REP_REC_HEADER + (size_t)bl);
+                rc = REP_REC_TORN;
+                break;
+            }
+            if (left < REP_REC_HEADER && at + left >= fsize) {
+                if (left) {
+                    snprintf(why, whylen, "torn record header (%zu of %u bytes)", left,
+                             REP_REC_HEADER);
+                    rc = REP_REC_TORN;
+                }
+                break;
+            }
+            ssize_t n = scan_fill(s, fd, fsize, &boff, &have, &pos,
+                                  left >= REP_REC_HEADER ? REP_REC_HEADER + (size_t)bl
+                                                         : REP_REC_HEADER);
+            if (n < 0) {
+                rep_seterr(err, (int)n, "cannot read %s/log-%020" PRIu64 ": %s", r->dir, base,
+                           n == CRDT_ENOMEM ? "out of memory" : strerror(errno));
+                return (int)n;
+            }
+            if (n == 0) { /* the file shrank under us */
+                snprintf(why, whylen, "the file ends at %" PRIu64, boff + have);
+                rc = REP_REC_TORN;
+                break;
+            }
+            continue;
+        }
+        /* 1: check, parse and hash the whole records buffered, up to a batch */
+        size_t nb = 0;
+        while (nb < SCAN_BATCH && have - pos >= REP_REC_HEADER) {
+            const uint8_t *h = s->buf + pos;
+            uint32_t blen = rep_get32(h);
+            if (blen < 3 || blen > REP_REC_MAX) {
+                snprintf(why, whylen, "impossible record length %" PRIu32, blen);
+                fault = REP_REC_CORRUPT;
+                break;
+            }
+            if (have - pos < REP_REC_HEADER + (size_t)blen)
+                break;
+            const uint8_t *body = h + REP_REC_HEADER;
+            if (crdt_crc32c(0, body, blen) != rep_get32(h + 4)) {
+                snprintf(why, whylen, "checksum mismatch in a record of %" PRIu32 " bytes",
+                         blen);
+                fault = REP_REC_CORRUPT;
+                break;
+            }
+            scan_rec_t *q = &batch[nb];
+            q->at = boff + pos;
+            q->body = body;
+            q->blen = blen;
+            pos += REP_REC_HEADER + (size_t)blen;
+            size_t klen, elen;
+            q->fast = parse_body(body, blen, &q->seq, &q->key, &klen, &q->enc, &elen);
+            if (q->fast) {
+                /* records the snapshot already holds need nothing: it has their join */
+                if (q->seq <= snap_seq)
+                    continue;
+                q->klen = (uint32_t)klen;
+                q->elen = (uint32_t)elen;
+                q->h = scan_hash(q->key, klen, s->seed, body + blen);
+                __builtin_prefetch(&s->slots[(uint32_t)q->h & s->mask]);
+            }
+            nb++;
+        }
+        /* 2: find (or create) every record's key */
+        for (size_t i = 0; i < nb; i++) {
+            scan_rec_t *q = &batch[i];
+            q->id = UINT32_MAX;
+            if (!q->fast) {
+                if ((rc = scan_slow(s, UINT32_MAX, q->body, q->blen, 0, NULL, 0, &rerr)) < 0)
+                    goto fail;
+                continue;
+            }
+            if (q->seq > max_seq)
+                max_seq = q->seq;
+            uint32_t id = scan_find(s, q->key, q->klen, q->h, q->body + q->blen);
+            bool framed = q->elen >= 2 && q->enc[0] == CRDT_CODEC_VERSION &&
+                          q->enc[1] >= CRDT_TYPE_MIN && q->enc[1] <= CRDT_TYPE_MAX;
+            if (id == UINT32_MAX && framed) {
+                /* a new key starts empty, of its first record's type */
+                crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)q->enc[1]);
+                if (!obj || (id = rep_insert(r, q->key, q->klen,
+                                             rep_hash(q->key, q->klen, r->seed), obj)) ==
+                                UINT32_MAX) {
+                    crdt_obj_free(obj);
+                    rc = CRDT_ENOMEM;
+                    goto fail;
+                }
+                if ((rc = scan_add(s, id, q->key, q->klen, q->h)) < 0)
+                    goto fail;
+            }
+            if (id == UINT32_MAX || !framed || q->enc[1] != s->keys[id].type) {
+                if ((rc = scan_slow(s, id, q->body, q->blen, q->seq, q->enc, q->elen, &rerr)) <
+                    0)
+                    goto fail;
+                continue;
+            }
+            q->id = id;
+            __builtin_prefetch(&s->keys[id]);
+        }
+        /* 3: list every record under its key */
+        for (size_t i = 0; i < nb; i++) {
+            const scan_rec_t *q = &batch[i];
+            if (q->id == UINT32_MAX)
+                continue;
+            scan_key_t *k = &s->keys[q->id];
+            if (q->seq > k->seq)
+                k->seq = q->seq;
+            if (q->at - wstart >= WINDOW) { /* a segment past 4 GiB: a new window */
+                if ((rc = scan_window(L, base, q->at)) < 0)
+                    goto fail;
+                win = (uint32_t)L->nsegs - 1;
+                wstart = q->at;
+            }
+            if (i + 4 < nb && batch[i + 4].id != UINT32_MAX) {
+                const scan_key_t *ahead = &s->keys[batch[i + 4].id];
+                if (ahead->cur)
+                    __builtin_prefetch(&ahead->cur->ent[ahead->n], 1);
+            }
+            if (!k->cur || k->n == k->cap || k->win != win) {
+                if (k->cur)
+                    k->cur->n = k->n;
+                load_blk_t *b = blk_new(L, k->cur);
+                if (!b) {
+                    rc = CRDT_ENOMEM;
+                    goto fail;
+                }
+                b->win = win;
+                k->cur = b;
+                k->n = 0;
+                k->cap = b->cap;
+                k->win = win;
+            }
+            k->cur->ent[k->n++] = (uint32_t)(q->at - wstart);
+            records++;
+        }
+        if (fault)
+            rc = fault;
+    }
+    *valid = boff + pos;
+    *at_fault = boff + pos;
+    if (max_seq > r->last_seq)
+        r->last_seq = max_seq;
+    r->rec.log_records += records;
+    L->records += records;
+    return rc == REP_REC_EOF ? 0 : 1;
+fail:
+    rep_seterr(err, rc, "%s/log-%020" PRIu64 " offset %" PRIu64 ": %s", r->dir, base,
+               boff + pos, rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
+    return rc;
+}
+
+int rep_scan_map(crdt_replica_t *r, int fd, uint64_t size, crdt_error_t *err)
+{
+    rep_load_t *L = r->load;
+    /* the segment's windows are the last ones listed */
+    size_t first = L->nsegs - 1;
+    while (first > 0 && L->segs[first].start > 0)
+        first--;
+    uint64_t base = L->segs[first].base;
+    if (size <= REP_SEG_HEADER)
+        return 0;
+    void *m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        rep_seterr(err, CRDT_EIO, "cannot map %s/log-%020" PRIu64 ": %s", r->dir, base,
+                   strerror(errno));
+        return CRDT_EIO;
+    }
+    /* the joins read records in key order, from all over the segment */
+    /* (no MADV_RANDOM: it would also turn off fault-around, a page fault per record) */
+    L->segs[first].owned = m;
+    L->segs[first].owned_len = size;
+    for (size_t i = first; i < L->nsegs; i++) {
+        load_seg_t *w = &L->segs[i];
+        w->size = w->start < size ? size - w->start : 0;
+        w->map = (const uint8_t *)m + (w->start < size ? w->start : 0);
+    }
+    return 0;
+}
+
+void rep_scan_end(crdt_replica_t *r, rep_scan_t *sc)
+{
+    scan_t *s = (scan_t *)sc;
+    if (!s)
+        return;
+    rep_load_t *L = s->L;
+    /* hand the lists and seqs over: from here on the scan's table is not needed */
+    if (L && s->keys) {
+        uint32_t n = r->nkeys;
+        crdt_obj_t **obj = malloc(((size_t)n + 1) * sizeof(*obj));
+        load_blk_t **head = calloc((size_t)n + 1, sizeof(*head));
+        uint8_t *state = calloc((size_t)n + 1, 1);
+        if (obj && head && state) {
+            for (uint32_t id = 0; id < n && id < s->cap_keys; id++) {
+                rep_key_t *k = &r->keys[id];
+                if (s->keys[id].seq > k->seq)
+                    k->seq = s->keys[id].seq;
+                obj[id] = k->obj;
+                head[id] = s->keys[id].cur;
+                if (head[id])
+                    head[id]->n = s->keys[id].n;
+                if (head[id]) {
+                    state[id] = LOAD_PENDING;
+                    L->remaining++;
+                }
+            }
+            free(L->obj);
+            free(L->head);
+            free(L->state);
+            L->obj = obj, L->head = head, L->state = state;
+            L->nkeys = n;
+        } else {
+            free(obj), free(head), free(state);
+            L->err_rc = CRDT_ENOMEM; /* rep_load_start refuses to go on */
+        }
+    }
+    free(s->slots);
+    free(s->keys);
+    free(s->buf);
+    free(s);
+}
+
+/* ---- joining a key --------------------------------------------------------------------------- */
+
+/* The encoding of the record at `off` of window `win` (checked by the scan; the map is read-only
+ * and the directory locked, so it is still there). */
+static bool entry_enc(const rep_load_t *L, uint32_t win, uint32_t off, crdt_bytes_t *out)
+{
+    const load_seg_t *sg = &L->segs[win];
+    if (!sg->map || (uint64_t)off + REP_REC_HEADER > sg->size)
+        return false;
+    const uint8_t *h = sg->map + off;
+    uint32_t blen = rep_get32(h);
+    if (blen > sg->size - off - REP_REC_HEADER)
+        return false;
+    uint64_t seq;
+    const uint8_t *key, *enc;
+    size_t klen, elen;
+    if (!parse_body(h + REP_REC_HEADER, blen, &seq, &key, &klen, &enc, &elen))
+        return false;
+    *out = (crdt_bytes_t){enc, elen};
+    return true;
+}
+
+/* An entry's place, for messages: window << 32 | offset in the window. */
+static void where_str(const rep_load_t *L, uint64_t w, uint64_t *base, uint64_t *off)
+{
+    const load_seg_t *sg = &L->segs[w >> 32];
+    *base = sg->base;
+    *off = sg->start + (w & 0xffffffffu);
+}
+
+static void load_note_error(rep_load_t *L, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void load_note_error(rep_load_t *L, int rc, const char *fmt, ...)
+{
+    pthread_mutex_lock(&L->mu);
+    if (!L->err_rc) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(L->err_text, sizeof(L->err_text), fmt, ap);
+        va_end(ap);
+        __atomic_store_n(&L->err_rc, rc, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&L->mu);
+}
+
+static int merge_group(rep_load_t *L, const char *dir, uint32_t id, crdt_bytes_t *encs, size_t n,
+                       const uint64_t *where)
+{
+    size_t bad = 0;
+    crdt_error_t err = {0};
+    int rc = crdt_obj_merge_encoded_many(L->obj[id], encs, n, &bad, &err);
+    if (rc >= 0)
+        return 0;
+    uint64_t base, off;
+    where_str(L, where[bad < n ? bad : 0], &base, &off);
+    load_note_error(L, rc, "%s/log-%020" PRIu64 ", record at offset %" PRIu64 ": %s%s%s", dir,
+                    base, off,
+                    rc == CRDT_ENOMEM    ? "out of memory"
+                    : rc == CRDT_EDECODE ? "cannot decode an intact record"
+                                         : crdt_strerror(rc),
+                    rc == CRDT_EDECODE ? ": " : "", rc == CRDT_EDECODE ? err.text : "");
+    return rc;
+}
+
+/* Joins all of key id's pending records into its object, newest first, GROUP_MAX at a time;
+ * `where` is scratch of GROUP_MAX entries. A failure is noted (the first one wins) and the key
+ * keeps what joined. */
+static void join_key(rep_load_t *L, const char *dir, uint32_t id, crdt_bytes_t *encs,
+                     uint64_t *where)
+{
+    size_t n = 0;
+    for (const load_blk_t *b = L->head[id]; b; b = b->prev) {
+        for (uint32_t i = b->n; i-- > 0;) {
+            where[n] = (uint64_t)b->win << 32 | b->ent[i];
+            if (!entry_enc(L, b->win, b->ent[i], &encs[n])) {
+                uint64_t base, off;
+                where_str(L, where[n], &base, &off);
+                load_note_error(L, CRDT_EDECODE,
+                                "%s/log-%020" PRIu64 ", record at offset %" PRIu64
+                                ": changed on disk while the replica held it",
+                                dir, base, off);
+                return;
+            }
+            n++;
+            if (n == GROUP_MAX) {
+                if (merge_group(L, dir, id, encs, n, where) < 0)
+                    return;
+                n = 0;
+            }
+        }
+    }
+    if (n)
+        merge_group(L, dir, id, encs, n, where);
+}
+
+static void finish_key(rep_load_t *L, uint32_t id)
+{
+    __atomic_store_n(&L->state[id], LOAD_DONE, __ATOMIC_RELEASE);
+    __atomic_fetch_sub(&L->remaining, 1, __ATOMIC_ACQ_REL);
+}
+
+static bool claim(rep_load_t *L, uint32_t id)
+{
+    uint8_t want = LOAD_PENDING;
+    return __atomic_compare_exchange_n(&L->state[id], &want, LOAD_CLAIMED, false, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_ACQUIRE);
+}
+
+/* Asks for the first lines of a key's records while the one before it is joined. */
+static void prefetch_key(const rep_load_t *L, uint32_t id)
+{
+    unsigned budget = 2048;
+    for (const load_blk_t *b = L->head[id]; b && budget; b = b->prev) {
+        const load_seg_t *sg = &L->segs[b->win];
+        for (uint32_t i = b->n; i-- > 0 && budget && sg->map; budget--)
+            __builtin_prefetch(sg->map + b->ent[i]);
+    }
+}
+
+static void *loader_main(void *arg)
+{
+    rep_load_t *L = arg;
+    crdt_bytes_t *encs = malloc(GROUP_MAX * sizeof(*encs));
+    uint64_t *where = malloc(GROUP_MAX * sizeof(*where));
+    const char *dir = L->dir;
+    if (!encs || !where)
+        load_note_error(L, CRDT_ENOMEM, "out of memory for a loader thread");
+    while (encs && where && !__atomic_load_n(&L->stop, __ATOMIC_ACQUIRE)) {
+        uint32_t id = __atomic_fetch_add(&L->next, 1, __ATOMIC_ACQ_REL);
+        if (id >= L->nkeys)
+            break;
+        if (id + L->stride < L->nkeys)
+            prefetch_key(L, id + L->stride);
+        if (claim(L, id)) {
+            join_key(L, dir, id, encs, where);
+            finish_key(L, id);
+        }
+    }
+    free(encs);
+    free(where);
+    __atomic_fetch_sub(&L->running, 1, __ATOMIC_ACQ_REL);
+    return NULL;
+}
+
+/* ---- the replica's side ---------------------------------------------------------------------- */
+
+static void load_free(crdt_replica_t *r)
+{
+    rep_load_t *L = r->load;
+    if (!L)
+        return;
+    for (size_t i = 0; i < L->nsegs; i++)
+        if (L->segs[i].owned)
+            munmap((void *)L->segs[i].owned, (size_t)L->segs[i].owned_len);
+    for (load_chunk_t *c = L->chunks, *next; c; c = next) {
+        next = c->next;
+        munmap(c, c->size);
+    }
+    free(L->segs);
+    free(L->obj);
+    free(L->head);
+    free(L->state);
+    free(L->encs);
+    free(L->where);
+    pthread_mutex_destroy(&L->mu);
+    free(L);
+    r->load = NULL;
+}
+
+/* A failed join (an intact record this build cannot decode, or no memory) leaves its key with
+ * what did join; the log still holds the record, so the replica stops taking writes and
+ * snapshots (which would drop the log) and says why, rather than serving on as if complete. */
+static void load_check_error(crdt_replica_t *r)
+{
+    rep_load_t *L = r->load;
+    if (!L->reported && __atomic_load_n(&L->err_rc, __ATOMIC_ACQUIRE)) {
+        L->reported = true;
+        pthread_mutex_lock(&L->mu);
+        rep_fail(r, "%s", L->err_text);
+        pthread_mutex_unlock(&L->mu);
+    }
+}
+
+int rep_load_start(crdt_replica_t *r, crdt_error_t *err)
+{
+    rep_load_t *L = r->load;
+    if (!L)
+        return 0;
+    if (L->err_rc == CRDT_ENOMEM && !L->state) {
+        load_free(r);
+        rep_seterr(err, CRDT_ENOMEM, "out of memory");
+        return CRDT_ENOMEM;
+    }
+    r->rec.pending_keys = L->remaining;
+    if (!L->remaining) {
+        load_free(r);
+        r->rec.loaded_seconds = rep_mono_s() - r->rec_t0;
+        return 0;
+    }
+    unsigned want = r->cfg.load_threads > REP_LOAD_MAX_THREADS ? REP_LOAD_MAX_THREADS
+                                                                : r->cfg.load_threads;
+    L->nth = 0;
+    L->stride = want;
+    __atomic_store_n(&L->running, want, __ATOMIC_RELEASE);
+    for (unsigned i = 0; i < want; i++) {
+        L->nth = i + 1;
+        if (pthread_create(&L->th[i], NULL, loader_main, L) != 0) {
+            L->nth = i;
+            __atomic_fetch_sub(&L->running, want - i, __ATOMIC_ACQ_REL);
+            fprintf(stderr, "crdtd replica: %u of %u background load threads started; the rest "
+                            "of the keys load when touched\n", i, want);
+            break;
+        }
+    }
+    return 0;
+}
+
+void rep_load_key(crdt_replica_t *r, uint32_t id)
+{
+    rep_load_t *L = r->load;
+    if (id >= L->nkeys || __atomic_load_n(&L->state[id], __ATOMIC_ACQUIRE) == LOAD_DONE)
+        return;
+    if (claim(L, id)) {
+        if (!L->encs)
+            L->encs = malloc(GROUP_MAX * sizeof(*L->encs));
+        if (!L->where)
+            L->where = malloc(GROUP_MAX * sizeof(*L->where));
+        if (L->encs && L->where)
+            join_key(L, L->dir, id, L->encs, L->where);
+        else
+            load_note_error(L, CRDT_ENOMEM, "out of memory while loading a key");
+        finish_key(L, id);
+    } else {
+        /* a background thread is joining it: a fraction of a millisecond */
+        for (unsigned spins = 0; __atomic_load_n(&L->state[id], __ATOMIC_ACQUIRE) != LOAD_DONE;
+             spins++) {
+            if (spins < 64) {
+                sched_yield();
+            } else {
+                struct timespec ts = {0, 50000};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    load_check_error(r);
+}
+
+static void load_join_threads(crdt_replica_t *r)
+{
+    rep_load_t *L = r->load;
+    for (unsigned i = 0; i < L->nth; i++)
+        pthread_join(L->th[i], NULL);
+    L->nth = 0;
+}
+
+void rep_load_poll(crdt_replica_t *r)
+{
+    rep_load_t *L = r->load;
+    if (!L)
+        return;
+    load_check_error(r);
+    if (__atomic_load_n(&L->remaining, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&L->running, __ATOMIC_ACQUIRE))
+        return;
+    load_join_threads(r);
+    r->rec.loaded_seconds = rep_mono_s() - r->rec_t0;
+    load_free(r);
+}
+
+void rep_load_all(crdt_replica_t *r)
+{
+    rep_load_t *L = r->load;
+    if (!L)
+        return;
+    /* Helps: the keys no thread has taken yet are joined here, from the end (the threads work
+     * from the start). */
+    for (uint32_t id = L->nkeys; id-- > 0;)
+        rep_load_key(r, id);
+    __atomic_store_n(&L->stop, 1, __ATOMIC_RELEASE);
+    load_join_threads(r);
+    load_check_error(r);
+    r->rec.loaded_seconds = rep_mono_s() - r->rec_t0;
+    load_free(r);
+}
+
+void rep_load_stop(crdt_replica_t *r)
+{
+    rep_load_t *L = r->load;
+    if (!L)
+        return;
+    __atomic_store_n(&L->stop, 1, __ATOMIC_RELEASE);
+    load_join_threads(r);
+    load_free(r);
+}
+
+uint64_t rep_load_pending(const crdt_replica_t *r)
+{
+    return r->load ? __atomic_load_n(&r->load->remaining, __ATOMIC_ACQUIRE) : 0;
+}
