@@ -138,34 +138,32 @@ static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
     return b;
 }
 
-/* ---- the scan's key table: open addressing, one 32-byte slot per key ------------------------ *
+/* ---- the scan's key table ------------------------------------------------------------------ *
  * The replica's own table hashes with libcrdt's stable hash (its fingerprints must agree across
  * replicas), which costs more than the rest of a record's scan together; this one is private to
  * the scan, so it uses a cheaper keyed hash (a multiply-fold of 8-byte words, seeded per process:
- * colliding keys cannot be prepared in advance) and keeps up to 16 key bytes in the slot, so a
- * record's lookup is one cache line. */
+ * colliding keys cannot be prepared in advance). Its slots are 4-byte ids (a table that stays in
+ * the core's cache), and everything the scan needs of a key, the hash, up to 16 key bytes to
+ * compare and the cursor where its next record goes, is in one cache line per key: a record
+ * costs a slot (cached), that line and the line its entry goes into. */
 
-typedef struct scan_slot {
-    uint64_t h;
-    uint32_t id; /* UINT32_MAX: empty */
-    uint32_t klen;
-    uint8_t pfx[16];
-} scan_slot_t;
-
-/* The per-key cursor of the scan: the newest block's fill is kept here rather than in the block,
- * so appending a record touches this line and the entry's, not the block's header too. */
+/* The newest block's fill is kept here rather than in the block, so appending a record touches
+ * this line and the entry's, not the block's header too. */
 typedef struct scan_key {
+    uint64_t h;
+    uint32_t klen;
+    uint8_t type;
+    uint8_t pfx[16];
     load_blk_t *cur; /* newest block */
     uint64_t seq;
     uint32_t n, cap; /* cur's entries and room (written back to cur when it is full or done) */
     uint32_t win;
-    uint8_t type;
-} scan_key_t;
+} __attribute__((aligned(64))) scan_key_t;
 
 typedef struct scan {
     crdt_replica_t *r;
     rep_load_t *L;
-    scan_slot_t *slots;
+    uint32_t *slots; /* id + 1, 0: empty */
     uint32_t mask, used;
     scan_key_t *keys; /* by id */
     uint32_t cap_keys;
@@ -209,16 +207,14 @@ static inline uint64_t scan_hash(const uint8_t *p, size_t n, uint64_t seed, cons
 static int scan_grow_table(scan_t *s)
 {
     uint32_t ncap = s->slots ? (s->mask + 1) * 2 : 1024;
-    scan_slot_t *slots = malloc((size_t)ncap * sizeof(*slots));
+    uint32_t *slots = calloc(ncap, sizeof(*slots));
     if (!slots)
         return CRDT_ENOMEM;
-    for (uint32_t i = 0; i < ncap; i++)
-        slots[i].id = UINT32_MAX;
     for (uint32_t i = 0; s->slots && i <= s->mask; i++) {
-        if (s->slots[i].id == UINT32_MAX)
+        if (!s->slots[i])
             continue;
-        uint32_t j = (uint32_t)s->slots[i].h & (ncap - 1);
-        while (slots[j].id != UINT32_MAX)
+        uint32_t j = (uint32_t)s->keys[s->slots[i] - 1].h & (ncap - 1);
+        while (slots[j])
             j = (j + 1) & (ncap - 1);
         slots[j] = s->slots[i];
     }
@@ -237,26 +233,30 @@ static int scan_add(scan_t *s, uint32_t id, const uint8_t *key, size_t klen, uin
         uint32_t ncap = s->cap_keys ? s->cap_keys * 2 : 1024;
         while (ncap <= id)
             ncap *= 2;
-        scan_key_t *k = realloc(s->keys, (size_t)ncap * sizeof(*k));
-        if (!k)
+        void *m = NULL;
+        if (posix_memalign(&m, 64, (size_t)ncap * sizeof(scan_key_t)) != 0)
             return CRDT_ENOMEM;
+        scan_key_t *k = m;
+        if (s->keys)
+            memcpy(k, s->keys, (size_t)s->cap_keys * sizeof(*k));
         memset(k + s->cap_keys, 0, (size_t)(ncap - s->cap_keys) * sizeof(*k));
+        free(s->keys);
         s->keys = k;
         s->cap_keys = ncap;
     }
-    uint32_t i = (uint32_t)h & s->mask;
-    while (s->slots[i].id != UINT32_MAX)
-        i = (i + 1) & s->mask;
-    scan_slot_t *sl = &s->slots[i];
-    sl->h = h;
-    sl->id = id;
-    sl->klen = (uint32_t)klen;
-    memset(sl->pfx, 0, sizeof(sl->pfx));
-    memcpy(sl->pfx, key, klen < 16 ? klen : 16);
-    s->used++;
+    scan_key_t *k = &s->keys[id];
+    k->h = h;
+    k->klen = (uint32_t)klen;
+    memset(k->pfx, 0, sizeof(k->pfx));
+    memcpy(k->pfx, key, klen < 16 ? klen : 16);
     const rep_key_t *rk = &s->r->keys[id];
-    s->keys[id].seq = rk->seq;
-    s->keys[id].type = rk->type;
+    k->seq = rk->seq;
+    k->type = rk->type;
+    uint32_t i = (uint32_t)h & s->mask;
+    while (s->slots[i])
+        i = (i + 1) & s->mask;
+    s->slots[i] = id + 1;
+    s->used++;
     return 0;
 }
 
@@ -286,17 +286,18 @@ static inline uint32_t scan_find(const scan_t *s, const uint8_t *key, size_t kle
                                  const uint8_t *end)
 {
     for (uint32_t i = (uint32_t)h & s->mask;; i = (i + 1) & s->mask) {
-        const scan_slot_t *sl = &s->slots[i];
-        if (sl->id == UINT32_MAX)
+        uint32_t slot = s->slots[i];
+        if (!slot)
             return UINT32_MAX;
+        const scan_key_t *sl = &s->keys[slot - 1];
         if (sl->h != h || sl->klen != klen)
             continue;
         if (klen <= 16) {
             if (pfx_eq(sl->pfx, key, klen, end))
-                return sl->id;
+                return slot - 1;
         } else if (memcmp(sl->pfx, key, 16) == 0 &&
-                   memcmp(s->r->keys[sl->id].key + 16, key + 16, klen - 16) == 0) {
-            return sl->id;
+                   memcmp(s->r->keys[slot - 1].key + 16, key + 16, klen - 16) == 0) {
+            return slot - 1;
         }
     }
 }
@@ -570,6 +571,14 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
             }
             nb++;
         }
+        /* the key lines of the slots' first candidates */
+        for (size_t i = 0; i < nb; i++) {
+            if (!batch[i].fast)
+                continue;
+            uint32_t slot = s->slots[(uint32_t)batch[i].h & s->mask];
+            if (slot)
+                __builtin_prefetch(&s->keys[slot - 1]);
+        }
         /* 2: find (or create) every record's key */
         for (size_t i = 0; i < nb; i++) {
             scan_rec_t *q = &batch[i];
@@ -604,7 +613,6 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
                 continue;
             }
             q->id = id;
-            __builtin_prefetch(&s->keys[id]);
         }
         /* 3: list every record under its key */
         for (size_t i = 0; i < nb; i++) {
