@@ -467,6 +467,7 @@ static void test_keepalive_and_metrics(void)
     ok(strstr(R.body, "crdtd_http_errors_total{endpoint=\"key_write\"}") != NULL, "errors");
     ok(strstr(R.body, "crdtd_keys{type=\"timeline\"}") != NULL, "keys by type");
     ok(strstr(R.body, "crdtd_log_bytes ") != NULL, "log bytes");
+    ok(strstr(R.body, "crdtd_keys_loading 0\n") != NULL, "no recovered key left to join");
     ok(strstr(R.body, "crdtd_fsync_seconds_count ") != NULL, "fsync count");
     ok(strstr(R.body, "crdtd_apply_seconds_bucket{le=\"+Inf\"}") != NULL, "apply histogram");
     ok(strstr(R.body, "crdtd_write_ack_seconds_count ") != NULL, "ack latency");
