@@ -77,6 +77,50 @@ int main(int argc, char **argv)
         write_file(dir, n++, b64, sizeof(b64) - 1);
         return 0;
     }
+    if (!strcmp(kind, "fuzz_log")) {
+        /* mode 1 (the harness fixes the CRCs), then records: seq, key "k<type>", a sample of
+         * every type, each twice (a key of many records), and a feed of one-entry deltas */
+        crdt_buf_t b = {0};
+        crdt_buf_append(&b, "\x01", 1);
+        uint64_t seq = 1;
+        for (int round = 0; round < 2; round++) {
+            for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+                crdt_obj_t *o = sample(t, round);
+                if (!o)
+                    continue;
+                uint8_t head[16] = {0};
+                size_t start = b.len;
+                crdt_buf_append(&b, head, 8);
+                uint8_t pre[4] = {(uint8_t)seq++, 2, 'k', (uint8_t)('0' + t)};
+                crdt_buf_append(&b, pre, 4);
+                crdt_obj_encode(o, &b);
+                uint32_t len = (uint32_t)(b.len - start - 8);
+                for (int i = 0; i < 4; i++)
+                    b.data[start + i] = (uint8_t)(len >> (8 * i));
+                crdt_obj_free(o);
+            }
+        }
+        for (int i = 0; i < 8; i++) {
+            crdt_obj_t *tl = crdt_timeline_new(0), *d = NULL;
+            char m[8];
+            int ml = snprintf(m, sizeof(m), "m%d", i % 5);
+            crdt_timeline_add(tl, m, (size_t)ml, (double)i, &d);
+            size_t start = b.len;
+            uint8_t head[8] = {0};
+            crdt_buf_append(&b, head, 8);
+            uint8_t pre[6] = {(uint8_t)seq++, 4, 'f', 'e', 'e', 'd'};
+            crdt_buf_append(&b, pre, 6);
+            crdt_obj_encode(d ? d : tl, &b);
+            uint32_t len = (uint32_t)(b.len - start - 8);
+            for (int k = 0; k < 4; k++)
+                b.data[start + k] = (uint8_t)(len >> (8 * k));
+            crdt_obj_free(d);
+            crdt_obj_free(tl);
+        }
+        write_file(dir, n++, b.data, b.len);
+        crdt_buf_free(&b);
+        return 0;
+    }
     for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
         for (int v = 0; v < 2; v++) {
             crdt_obj_t *o = sample(t, v);
