@@ -84,6 +84,7 @@ struct rep_load {
     uint64_t records;
     /* shared */
     uint32_t remaining; /* keys not done (atomic) */
+    uint64_t done_us;   /* when the last key was done, rep_mono_s() in microseconds (atomic) */
     uint32_t next;      /* the threads' cursor over ids (atomic) */
     int stop;           /* atomic */
     unsigned running;   /* threads still in their loop (atomic) */
@@ -834,7 +835,8 @@ static void join_key(rep_load_t *L, const char *dir, uint32_t id, crdt_bytes_t *
 static void finish_key(rep_load_t *L, uint32_t id)
 {
     __atomic_store_n(&L->state[id], LOAD_DONE, __ATOMIC_RELEASE);
-    __atomic_fetch_sub(&L->remaining, 1, __ATOMIC_ACQ_REL);
+    if (__atomic_fetch_sub(&L->remaining, 1, __ATOMIC_ACQ_REL) == 1)
+        __atomic_store_n(&L->done_us, (uint64_t)(rep_mono_s() * 1e6), __ATOMIC_RELEASE);
 }
 
 static bool claim(rep_load_t *L, uint32_t id)
@@ -1001,7 +1003,8 @@ void rep_load_poll(crdt_replica_t *r)
         __atomic_load_n(&L->running, __ATOMIC_ACQUIRE))
         return;
     load_join_threads(r);
-    r->rec.loaded_seconds = rep_mono_s() - r->rec_t0;
+    uint64_t done = __atomic_load_n(&L->done_us, __ATOMIC_ACQUIRE);
+    r->rec.loaded_seconds = (done ? (double)done / 1e6 : rep_mono_s()) - r->rec_t0;
     load_free(r);
 }
 
