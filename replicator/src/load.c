@@ -39,7 +39,6 @@
 #define LOAD_CLAIMED 2
 #define LOAD_DONE 0
 #define GROUP_MAX 65536         /* records of one key joined per call (bounds the call's memory) */
-#define SCAN_BUF (1u << 20)     /* the scan's read buffer: stays in cache, like cat's */
 #define ARENA_CHUNK (64u << 20) /* the per-key position lists are carved out of chunks this big */
 #define BLK_FIRST 4             /* entries in a key's first block; each next one doubles, up to */
 #define BLK_MAX 4096
@@ -81,7 +80,6 @@ struct rep_load {
     load_seg_t *segs;
     size_t nsegs, cap_segs;
     load_chunk_t *chunks;
-    uint64_t records;
     /* shared */
     uint32_t remaining; /* keys not done (atomic) */
     uint64_t done_us;   /* when the last key was done, rep_mono_s() in microseconds (atomic) */
@@ -98,7 +96,6 @@ struct rep_load {
     /* the replica's own thread */
     crdt_bytes_t *encs;
     uint64_t *where;
-    double t0;
     bool reported; /* the failure was handed to rep_fail */
 };
 
@@ -169,8 +166,6 @@ typedef struct scan {
     scan_key_t *keys; /* by id */
     uint32_t cap_keys;
     uint64_t seed;
-    uint8_t *buf;
-    size_t cap;
 } scan_t;
 
 static inline uint64_t mum(uint64_t a, uint64_t b)
@@ -303,41 +298,12 @@ static inline uint32_t scan_find(const scan_t *s, const uint8_t *key, size_t kle
     }
 }
 
-/* The body's layout (varint seq, varint key length, key, encoding) without its checks' cost in
- * the common case; anything unusual goes to rep_record_parse's answer. */
-static inline bool parse_body(const uint8_t *b, size_t len, uint64_t *seq, const uint8_t **key,
-                              size_t *klen, const uint8_t **enc, size_t *elen)
-{
-    size_t pos = 0;
-    uint64_t v = 0;
-    for (unsigned sh = 0;; sh += 7) {
-        if (pos >= len || sh > 63)
-            return false;
-        uint8_t c = b[pos++];
-        v |= (uint64_t)(c & 0x7F) << sh;
-        if (!(c & 0x80))
-            break;
-    }
-    *seq = v;
-    if (pos >= len || (b[pos] & 0x80)) /* keys of 128 bytes or more: the general parser */
-        return rep_record_parse(b, len, seq, key, klen, enc, elen) == 0;
-    size_t kl = b[pos++];
-    if (kl >= len - pos)
-        return false;
-    *key = b + pos;
-    *klen = kl;
-    *enc = b + pos + kl;
-    *elen = len - pos - kl;
-    return true;
-}
-
 static int scan_new_load(crdt_replica_t *r)
 {
     rep_load_t *L = calloc(1, sizeof(*L));
     if (!L)
         return CRDT_ENOMEM;
     pthread_mutex_init(&L->mu, NULL);
-    L->t0 = rep_mono_s();
     L->dir = r->dir ? r->dir : "";
     r->load = L;
     return 0;
@@ -354,9 +320,7 @@ int rep_scan_begin(crdt_replica_t *r, rep_scan_t **out)
     s->r = r;
     s->L = r->load;
     s->seed = r->seed ^ 0x5bd1e9955bd1e995ull;
-    s->cap = SCAN_BUF;
-    s->buf = malloc(s->cap);
-    int rc = s->buf ? scan_grow_table(s) : CRDT_ENOMEM;
+    int rc = scan_grow_table(s);
     for (uint32_t id = 0; rc == 0 && id < r->nkeys; id++) {
         const rep_key_t *k = &r->keys[id];
         rc = scan_add(s, id, k->key, k->klen, scan_hash(k->key, k->klen, s->seed, NULL));
@@ -394,53 +358,13 @@ static int scan_slow(scan_t *s, uint32_t id, const uint8_t *body, size_t blen, u
     return 0;
 }
 
-/* Reads more of the segment after the buffered bytes, first moving the unread part (from pos)
- * to the front, and growing the buffer if one record needs more than it holds. The number of
- * bytes read (0 at the end of the file) or a negative code. */
-static ssize_t scan_fill(scan_t *s, int fd, uint64_t fsize, uint64_t *boff, size_t *have,
-                         size_t *pos, size_t need)
-{
-    if (need > s->cap) {
-        size_t ncap = s->cap;
-        while (ncap < need)
-            ncap *= 2;
-        uint8_t *nb = malloc(ncap);
-        if (!nb)
-            return CRDT_ENOMEM;
-        memcpy(nb, s->buf + *pos, *have - *pos);
-        free(s->buf);
-        s->buf = nb;
-        s->cap = ncap;
-    } else if (*pos) {
-        memmove(s->buf, s->buf + *pos, *have - *pos);
-    }
-    *boff += *pos;
-    *have -= *pos;
-    *pos = 0;
-    uint64_t foff = *boff + *have;
-    if (foff >= fsize)
-        return 0;
-    size_t want = s->cap - *have;
-    if (fsize - foff < want)
-        want = (size_t)(fsize - foff);
-    for (;;) {
-        ssize_t n = pread(fd, s->buf + *have, want, (off_t)foff);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return CRDT_EIO;
-        *have += (size_t)n;
-        return n;
-    }
-}
-
 /* Adds a window of segment `base` starting at `start` (a segment past 4 GiB). */
 static int scan_window(rep_load_t *L, uint64_t base, uint64_t start)
 {
     if (L->nsegs >= SEG_MAX)
         return CRDT_ENOMEM;
     if (L->nsegs == L->cap_segs) {
-        size_t ncap = L->cap_segs * 2;
+        size_t ncap = L->cap_segs ? L->cap_segs * 2 : 8;
         load_seg_t *v = realloc(L->segs, ncap * sizeof(*v));
         if (!v)
             return CRDT_ENOMEM;
@@ -451,9 +375,10 @@ static int scan_window(rep_load_t *L, uint64_t base, uint64_t start)
     return 0;
 }
 
-/* Records are checked and hashed a batch at a time, and their table slots requested, before any
- * is looked up: the lookups then find their lines in cache instead of waiting for each in turn
- * (the table of 10,000 keys does not fit beside the read buffer in the core's own cache). */
+/* Records are taken a batch at a time from the buffer (rep_reader_take without reading, so the
+ * batch's bodies stay put), hashed, and their table slots and key lines requested before any is
+ * looked up: the lookups then find their lines in cache instead of waiting for each in turn (the
+ * keys of a large keyspace do not fit beside the read buffer in the core's own cache). */
 #define SCAN_BATCH 64
 
 typedef struct scan_rec {
@@ -463,208 +388,163 @@ typedef struct scan_rec {
     bool fast; /* parsed; false: replayed the slow way, which says what is wrong */
 } scan_rec_t;
 
-int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, uint64_t fsize,
-                     uint64_t *valid, char *why, size_t whylen, uint64_t *at_fault,
-                     crdt_error_t *err)
+/* Where the records of the segment being scanned go: its current window. */
+typedef struct scan_win {
+    uint64_t base;  /* the segment's */
+    uint32_t win;   /* index in L->segs */
+    uint64_t start; /* the window's offset in the segment */
+} scan_win_t;
+
+/* Finds (or creates) the keys of a batch of records and lists the records under them. 0, or a
+ * negative code with *at the offset of the record that failed. */
+static int scan_batch(scan_t *s, scan_win_t *w, scan_rec_t *batch, size_t nb, uint64_t *max_seq,
+                      uint64_t *records, crdt_error_t *rerr, uint64_t *at)
 {
-    scan_t *s = (scan_t *)sc;
-    rep_load_t *L = s->L;
-    if (L->nsegs >= SEG_MAX) {
-        rep_seterr(err, CRDT_EIO, "more than %u log segments to replay", SEG_MAX);
-        return CRDT_EIO;
+    crdt_replica_t *r = s->r;
+    int rc;
+    /* the key lines of the slots' first candidates */
+    for (size_t i = 0; i < nb; i++) {
+        if (!batch[i].fast)
+            continue;
+        uint32_t slot = s->slots[(uint32_t)batch[i].h & s->mask];
+        if (slot)
+            __builtin_prefetch(&s->keys[slot - 1]);
     }
-    if (L->nsegs == L->cap_segs) {
-        size_t ncap = L->cap_segs ? L->cap_segs * 2 : 8;
-        load_seg_t *v = realloc(L->segs, ncap * sizeof(*v));
-        if (!v) {
-            rep_seterr(err, CRDT_ENOMEM, "out of memory");
-            return CRDT_ENOMEM;
-        }
-        L->segs = v;
-        L->cap_segs = ncap;
-    }
-    uint32_t win = (uint32_t)L->nsegs;
-    uint64_t wstart = 0;
-    L->segs[L->nsegs++] = (load_seg_t){base, 0, NULL, 0, NULL, 0};
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-    const uint64_t snap_seq = r->snap.done_seq;
-    uint64_t max_seq = r->last_seq, records = 0;
-    uint64_t boff = REP_SEG_HEADER; /* file offset of buf[0] */
-    size_t have = 0, pos = 0;
-    int rc = REP_REC_EOF, fault = 0;
-    crdt_error_t rerr = {0};
-    scan_rec_t batch[SCAN_BATCH];
-    while (!fault) {
-        /* a whole record at pos, or the end of the segment */
-        size_t left = have - pos;
-        uint32_t bl = left >= REP_REC_HEADER ? rep_get32(s->buf + pos) : 0;
-        if (left >= REP_REC_HEADER && (bl < 3 || bl > REP_REC_MAX)) {
-            snprintf(why, whylen, "impossible record length %" PRIu32, bl);
-            rc = REP_REC_CORRUPT;
-            break;
-        }
-        if (left < REP_REC_HEADER || left < REP_REC_HEADER + (size_t)bl) {
-            uint64_t at = boff + pos;
-            if (left >= REP_REC_HEADER && at + REP_REC_HEADER + bl > fsize) {
-                /* known from the file size, without reading (or allocating for) it */
-                snprintf(why, whylen, "torn record (%" PRIu64 " of %zu bytes present)",
-                         fsize - at, REP_REC_HEADER + (size_t)bl);
-                rc = REP_REC_TORN;
-                break;
-            }
-            if (left < REP_REC_HEADER && at + left >= fsize) {
-                if (left) {
-                    snprintf(why, whylen, "torn record header (%zu of %u bytes)", left,
-                             REP_REC_HEADER);
-                    rc = REP_REC_TORN;
-                }
-                break;
-            }
-            ssize_t n = scan_fill(s, fd, fsize, &boff, &have, &pos,
-                                  left >= REP_REC_HEADER ? REP_REC_HEADER + (size_t)bl
-                                                         : REP_REC_HEADER);
-            if (n < 0) {
-                rep_seterr(err, (int)n, "cannot read %s/log-%020" PRIu64 ": %s", r->dir, base,
-                           n == CRDT_ENOMEM ? "out of memory" : strerror(errno));
-                return (int)n;
-            }
-            if (n == 0) { /* the file shrank under us */
-                snprintf(why, whylen, "the file ends at %" PRIu64, boff + have);
-                rc = REP_REC_TORN;
-                break;
-            }
+    /* every record's key */
+    for (size_t i = 0; i < nb; i++) {
+        scan_rec_t *q = &batch[i];
+        q->id = UINT32_MAX;
+        *at = q->at;
+        if (!q->fast) {
+            if ((rc = scan_slow(s, UINT32_MAX, q->body, q->blen, 0, NULL, 0, rerr)) < 0)
+                return rc;
             continue;
         }
-        /* 1: check, parse and hash the whole records buffered, up to a batch */
+        if (q->seq > *max_seq)
+            *max_seq = q->seq;
+        uint32_t id = scan_find(s, q->key, q->klen, q->h, q->body + q->blen);
+        bool framed = q->elen >= 2 && q->enc[0] == CRDT_CODEC_VERSION &&
+                      q->enc[1] >= CRDT_TYPE_MIN && q->enc[1] <= CRDT_TYPE_MAX;
+        if (id == UINT32_MAX && framed) {
+            /* a new key starts empty, of its first record's type */
+            crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)q->enc[1]);
+            if (!obj || (id = rep_insert(r, q->key, q->klen, rep_hash(q->key, q->klen, r->seed),
+                                         obj)) == UINT32_MAX) {
+                crdt_obj_free(obj);
+                return CRDT_ENOMEM;
+            }
+            if ((rc = scan_add(s, id, q->key, q->klen, q->h)) < 0)
+                return rc;
+        }
+        if (id == UINT32_MAX || !framed || q->enc[1] != s->keys[id].type) {
+            if ((rc = scan_slow(s, id, q->body, q->blen, q->seq, q->enc, q->elen, rerr)) < 0)
+                return rc;
+            continue;
+        }
+        q->id = id;
+    }
+    /* every record listed under its key */
+    for (size_t i = 0; i < nb; i++) {
+        const scan_rec_t *q = &batch[i];
+        if (q->id == UINT32_MAX)
+            continue;
+        *at = q->at;
+        scan_key_t *k = &s->keys[q->id];
+        if (q->seq > k->seq)
+            k->seq = q->seq;
+        if (q->at - w->start >= WINDOW) { /* a segment past 4 GiB: a new window */
+            if ((rc = scan_window(s->L, w->base, q->at)) < 0)
+                return rc;
+            w->win = (uint32_t)s->L->nsegs - 1;
+            w->start = q->at;
+        }
+        if (i + 4 < nb && batch[i + 4].id != UINT32_MAX) {
+            const scan_key_t *ahead = &s->keys[batch[i + 4].id];
+            if (ahead->cur)
+                __builtin_prefetch(&ahead->cur->ent[ahead->n], 1);
+        }
+        if (!k->cur || k->n == k->cap || k->win != w->win) {
+            if (k->cur)
+                k->cur->n = k->n;
+            load_blk_t *b = blk_new(s->L, k->cur);
+            if (!b)
+                return CRDT_ENOMEM;
+            b->win = w->win;
+            k->cur = b;
+            k->n = 0;
+            k->cap = b->cap;
+            k->win = w->win;
+        }
+        k->cur->ent[k->n++] = (uint32_t)(q->at - w->start);
+        (*records)++;
+    }
+    return 0;
+}
+
+int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, uint64_t *valid,
+                     char *why, size_t whylen, crdt_error_t *err)
+{
+    scan_t *s = (scan_t *)sc;
+    int rc = scan_window(s->L, base, 0);
+    if (rc < 0) {
+        rep_seterr(err, rc, "out of memory (or more than %u log windows)", SEG_MAX);
+        return rc;
+    }
+    scan_win_t w = {base, (uint32_t)s->L->nsegs - 1, 0};
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    rep_reader_t rd;
+    if ((rc = rep_reader_init(&rd, fd, REP_SEG_HEADER)) < 0) {
+        rep_seterr(err, rc, "cannot read %s/log-%020" PRIu64 ": %s", r->dir, base,
+                   rc == CRDT_ENOMEM ? "out of memory" : strerror(errno));
+        return rc;
+    }
+    const uint64_t snap_seq = r->snap.done_seq;
+    uint64_t max_seq = r->last_seq, records = 0, at = REP_SEG_HEADER;
+    crdt_error_t rerr = {0};
+    scan_rec_t batch[SCAN_BATCH];
+    int st = REP_REC_OK;
+    while (st == REP_REC_OK && rc == 0) {
         size_t nb = 0;
-        while (nb < SCAN_BATCH && have - pos >= REP_REC_HEADER) {
-            const uint8_t *h = s->buf + pos;
-            uint32_t blen = rep_get32(h);
-            if (blen < 3 || blen > REP_REC_MAX) {
-                snprintf(why, whylen, "impossible record length %" PRIu32, blen);
-                fault = REP_REC_CORRUPT;
-                break;
-            }
-            if (have - pos < REP_REC_HEADER + (size_t)blen)
-                break;
-            const uint8_t *body = h + REP_REC_HEADER;
-            if (crdt_crc32c(0, body, blen) != rep_get32(h + 4)) {
-                snprintf(why, whylen, "checksum mismatch in a record of %" PRIu32 " bytes",
-                         blen);
-                fault = REP_REC_CORRUPT;
-                break;
-            }
+        while (nb < SCAN_BATCH) {
             scan_rec_t *q = &batch[nb];
-            q->at = boff + pos;
-            q->body = body;
-            q->blen = blen;
-            pos += REP_REC_HEADER + (size_t)blen;
-            size_t klen, elen;
-            q->fast = parse_body(body, blen, &q->seq, &q->key, &klen, &q->enc, &elen);
+            size_t blen, klen, elen;
+            q->at = rd.off;
+            /* only the batch's first record may read: reading moves the buffer */
+            st = rep_reader_take(&rd, nb == 0, &q->body, &blen, why, whylen);
+            if (st != REP_REC_OK)
+                break;
+            q->blen = (uint32_t)blen;
+            q->fast = rep_record_parse(q->body, blen, &q->seq, &q->key, &klen, &q->enc, &elen) == 0;
             if (q->fast) {
                 /* records the snapshot already holds need nothing: it has their join */
                 if (q->seq <= snap_seq)
                     continue;
                 q->klen = (uint32_t)klen;
                 q->elen = (uint32_t)elen;
-                q->h = scan_hash(q->key, klen, s->seed, body + blen);
+                q->h = scan_hash(q->key, klen, s->seed, q->body + blen);
                 __builtin_prefetch(&s->slots[(uint32_t)q->h & s->mask]);
             }
             nb++;
         }
-        /* the key lines of the slots' first candidates */
-        for (size_t i = 0; i < nb; i++) {
-            if (!batch[i].fast)
-                continue;
-            uint32_t slot = s->slots[(uint32_t)batch[i].h & s->mask];
-            if (slot)
-                __builtin_prefetch(&s->keys[slot - 1]);
-        }
-        /* 2: find (or create) every record's key */
-        for (size_t i = 0; i < nb; i++) {
-            scan_rec_t *q = &batch[i];
-            q->id = UINT32_MAX;
-            if (!q->fast) {
-                if ((rc = scan_slow(s, UINT32_MAX, q->body, q->blen, 0, NULL, 0, &rerr)) < 0)
-                    goto fail;
-                continue;
-            }
-            if (q->seq > max_seq)
-                max_seq = q->seq;
-            uint32_t id = scan_find(s, q->key, q->klen, q->h, q->body + q->blen);
-            bool framed = q->elen >= 2 && q->enc[0] == CRDT_CODEC_VERSION &&
-                          q->enc[1] >= CRDT_TYPE_MIN && q->enc[1] <= CRDT_TYPE_MAX;
-            if (id == UINT32_MAX && framed) {
-                /* a new key starts empty, of its first record's type */
-                crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)q->enc[1]);
-                if (!obj || (id = rep_insert(r, q->key, q->klen,
-                                             rep_hash(q->key, q->klen, r->seed), obj)) ==
-                                UINT32_MAX) {
-                    crdt_obj_free(obj);
-                    rc = CRDT_ENOMEM;
-                    goto fail;
-                }
-                if ((rc = scan_add(s, id, q->key, q->klen, q->h)) < 0)
-                    goto fail;
-            }
-            if (id == UINT32_MAX || !framed || q->enc[1] != s->keys[id].type) {
-                if ((rc = scan_slow(s, id, q->body, q->blen, q->seq, q->enc, q->elen, &rerr)) <
-                    0)
-                    goto fail;
-                continue;
-            }
-            q->id = id;
-        }
-        /* 3: list every record under its key */
-        for (size_t i = 0; i < nb; i++) {
-            const scan_rec_t *q = &batch[i];
-            if (q->id == UINT32_MAX)
-                continue;
-            scan_key_t *k = &s->keys[q->id];
-            if (q->seq > k->seq)
-                k->seq = q->seq;
-            if (q->at - wstart >= WINDOW) { /* a segment past 4 GiB: a new window */
-                if ((rc = scan_window(L, base, q->at)) < 0)
-                    goto fail;
-                win = (uint32_t)L->nsegs - 1;
-                wstart = q->at;
-            }
-            if (i + 4 < nb && batch[i + 4].id != UINT32_MAX) {
-                const scan_key_t *ahead = &s->keys[batch[i + 4].id];
-                if (ahead->cur)
-                    __builtin_prefetch(&ahead->cur->ent[ahead->n], 1);
-            }
-            if (!k->cur || k->n == k->cap || k->win != win) {
-                if (k->cur)
-                    k->cur->n = k->n;
-                load_blk_t *b = blk_new(L, k->cur);
-                if (!b) {
-                    rc = CRDT_ENOMEM;
-                    goto fail;
-                }
-                b->win = win;
-                k->cur = b;
-                k->n = 0;
-                k->cap = b->cap;
-                k->win = win;
-            }
-            k->cur->ent[k->n++] = (uint32_t)(q->at - wstart);
-            records++;
-        }
-        if (fault)
-            rc = fault;
+        if (st == REP_REC_AGAIN)
+            st = REP_REC_OK;
+        rc = scan_batch(s, &w, batch, nb, &max_seq, &records, &rerr, &at);
     }
-    *valid = boff + pos;
-    *at_fault = boff + pos;
+    *valid = rd.off;
+    rep_reader_free(&rd);
+    if (rc < 0) {
+        rep_seterr(err, rc, "%s/log-%020" PRIu64 " offset %" PRIu64 ": %s", r->dir, base, at,
+                   rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
+        return rc;
+    }
+    if (st == REP_REC_IOERR) {
+        rep_seterr(err, CRDT_EIO, "cannot read %s/log-%020" PRIu64 ": %s", r->dir, base, why);
+        return CRDT_EIO;
+    }
     if (max_seq > r->last_seq)
         r->last_seq = max_seq;
     r->rec.log_records += records;
-    L->records += records;
-    return rc == REP_REC_EOF ? 0 : 1;
-fail:
-    rep_seterr(err, rc, "%s/log-%020" PRIu64 " offset %" PRIu64 ": %s", r->dir, base,
-               boff + pos, rc == CRDT_ENOMEM ? "out of memory" : rerr.text);
-    return rc;
+    return st == REP_REC_EOF ? 0 : 1;
 }
 
 int rep_scan_map(crdt_replica_t *r, int fd, uint64_t size, crdt_error_t *err)
@@ -733,7 +613,6 @@ void rep_scan_end(crdt_replica_t *r, rep_scan_t *sc)
     }
     free(s->slots);
     free(s->keys);
-    free(s->buf);
     free(s);
 }
 
@@ -753,7 +632,7 @@ static bool entry_enc(const rep_load_t *L, uint32_t win, uint32_t off, crdt_byte
     uint64_t seq;
     const uint8_t *key, *enc;
     size_t klen, elen;
-    if (!parse_body(h + REP_REC_HEADER, blen, &seq, &key, &klen, &enc, &elen))
+    if (rep_record_parse(h + REP_REC_HEADER, blen, &seq, &key, &klen, &enc, &elen) < 0)
         return false;
     *out = (crdt_bytes_t){enc, elen};
     return true;
@@ -1017,11 +896,9 @@ void rep_load_all(crdt_replica_t *r)
      * from the start). */
     for (uint32_t id = L->nkeys; id-- > 0;)
         rep_load_key(r, id);
-    __atomic_store_n(&L->stop, 1, __ATOMIC_RELEASE);
-    load_join_threads(r);
-    load_check_error(r);
+    load_check_error(r); /* a thread's failure on a key nobody here had to wait for */
     r->rec.loaded_seconds = rep_mono_s() - r->rec_t0;
-    load_free(r);
+    rep_load_stop(r);
 }
 
 void rep_load_stop(crdt_replica_t *r)

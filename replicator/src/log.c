@@ -26,22 +26,6 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
-static int get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (*pos >= len)
-            return CRDT_EDECODE;
-        uint8_t b = p[(*pos)++];
-        x |= (uint64_t)(b & 0x7F) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return CRDT_EDECODE;
-}
-
 int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
                       const crdt_obj_t *o)
 {
@@ -69,25 +53,9 @@ int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
     return 0;
 }
 
-int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq, const uint8_t **key,
-                     size_t *klen, const uint8_t **obj, size_t *olen)
-{
-    size_t pos = 0;
-    uint64_t kl;
-    if (get_varint(body, len, &pos, seq) < 0 || get_varint(body, len, &pos, &kl) < 0 ||
-        kl > len - pos || kl == len - pos)
-        return CRDT_EDECODE;
-    *key = body + pos;
-    *klen = (size_t)kl;
-    pos += (size_t)kl;
-    *obj = body + pos;
-    *olen = len - pos;
-    return 0;
-}
-
 /* ---- the chunked reader --------------------------------------------------------------------- */
 
-#define READER_CHUNK (4u << 20)
+#define READER_CHUNK (1u << 20)
 
 int rep_reader_init(rep_reader_t *rd, int fd, uint64_t off)
 {
@@ -116,11 +84,10 @@ void rep_reader_free(rep_reader_t *rd)
     rd->buf = NULL;
 }
 
-/* Reads until `need` bytes are buffered or the file ends. 0, CRDT_ENOMEM or CRDT_EIO. */
-static int fill(rep_reader_t *rd, size_t need)
+/* The slow half of rep_reader_fill (replica_private.h): reads until `need` bytes are buffered or
+ * the file ends. 0, CRDT_ENOMEM or CRDT_EIO. */
+int rep_reader_fill_more(rep_reader_t *rd, size_t need)
 {
-    if (rd->end - rd->start >= need || rd->eof)
-        return 0;
     if (need > rd->cap) {
         size_t cap = rd->cap;
         while (cap < need)
@@ -156,50 +123,7 @@ static int fill(rep_reader_t *rd, size_t need)
 
 int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *why, size_t whylen)
 {
-    int rc = fill(rd, REP_REC_HEADER);
-    if (rc < 0) {
-        snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");
-        return REP_REC_IOERR;
-    }
-    size_t have = rd->end - rd->start;
-    if (have == 0)
-        return REP_REC_EOF;
-    if (have < REP_REC_HEADER) {
-        snprintf(why, whylen, "torn record header (%zu of %u bytes)", have, REP_REC_HEADER);
-        return REP_REC_TORN;
-    }
-    const uint8_t *h = rd->buf + rd->start;
-    uint32_t blen = rep_get32(h), crc = rep_get32(h + 4);
-    if (blen < 3 || blen > REP_REC_MAX) {
-        snprintf(why, whylen, "impossible record length %" PRIu32, blen);
-        return REP_REC_CORRUPT;
-    }
-    if (rd->off > rd->size || REP_REC_HEADER + (uint64_t)blen > rd->size - rd->off) {
-        /* Known from the file size, without reading (or allocating for) a bogus length. */
-        snprintf(why, whylen, "torn record (%" PRIu64 " of %zu bytes present)",
-                 rd->off > rd->size ? 0 : rd->size - rd->off, REP_REC_HEADER + (size_t)blen);
-        return REP_REC_TORN;
-    }
-    if ((rc = fill(rd, REP_REC_HEADER + (size_t)blen)) < 0) {
-        snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");
-        return REP_REC_IOERR;
-    }
-    have = rd->end - rd->start;
-    if (have < REP_REC_HEADER + (size_t)blen) {
-        snprintf(why, whylen, "torn record (%zu of %zu bytes present)", have,
-                 REP_REC_HEADER + (size_t)blen);
-        return REP_REC_TORN;
-    }
-    h = rd->buf + rd->start;
-    if (crdt_crc32c(0, h + REP_REC_HEADER, blen) != crc) {
-        snprintf(why, whylen, "checksum mismatch in a record of %" PRIu32 " bytes", blen);
-        return REP_REC_CORRUPT;
-    }
-    *body = h + REP_REC_HEADER;
-    *len = blen;
-    rd->start += REP_REC_HEADER + (size_t)blen;
-    rd->off += REP_REC_HEADER + (size_t)blen;
-    return REP_REC_OK;
+    return rep_reader_take(rd, true, body, len, why, whylen);
 }
 
 /* ---- segments ------------------------------------------------------------------------------- */
@@ -377,8 +301,8 @@ static int replay_segment(crdt_replica_t *r, rep_scan_t *scan, int fd, const cha
         return CRDT_EDECODE;
     }
     char why[120];
-    uint64_t valid = fsize, at = fsize;
-    int rc = rep_scan_segment(r, scan, fd, base, fsize, &valid, why, sizeof(why), &at, err);
+    uint64_t valid = fsize;
+    int rc = rep_scan_segment(r, scan, fd, base, &valid, why, sizeof(why), err);
     if (rc < 0)
         return rc;
     if (rc > 0) {

@@ -2,8 +2,11 @@
 #ifndef CRDT_REPLICA_PRIVATE_H
 #define CRDT_REPLICA_PRIVATE_H
 
+#include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/types.h>
 
@@ -164,9 +167,40 @@ double rep_mono_s(void);
 /* Appends a record (seq, key, the object's encoding) to b. 0 or CRDT_ENOMEM (b unchanged). */
 int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
                       const crdt_obj_t *o);
-/* Parses a record body whose CRC was checked. 0 or CRDT_EDECODE. */
-int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq, const uint8_t **key,
-                     size_t *klen, const uint8_t **obj, size_t *olen);
+static inline int rep_get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (*pos >= len)
+            return CRDT_EDECODE;
+        uint8_t b = p[(*pos)++];
+        x |= (uint64_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return 0;
+        }
+    }
+    return CRDT_EDECODE;
+}
+
+/* Parses a record body whose CRC was checked. 0 or CRDT_EDECODE. (Inline: recovery's scan calls
+ * it once per record.) */
+static inline int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq,
+                                   const uint8_t **key, size_t *klen, const uint8_t **obj,
+                                   size_t *olen)
+{
+    size_t pos = 0;
+    uint64_t kl;
+    if (rep_get_varint(body, len, &pos, seq) < 0 || rep_get_varint(body, len, &pos, &kl) < 0 ||
+        kl >= len - pos)
+        return CRDT_EDECODE;
+    *key = body + pos;
+    *klen = (size_t)kl;
+    pos += (size_t)kl;
+    *obj = body + pos;
+    *olen = len - pos;
+    return 0;
+}
 
 static inline void rep_put32(uint8_t *p, uint32_t v)
 {
@@ -202,7 +236,8 @@ enum {
     REP_REC_EOF = 0,
     REP_REC_TORN = -1,
     REP_REC_CORRUPT = -2,
-    REP_REC_IOERR = -3
+    REP_REC_IOERR = -3,
+    REP_REC_AGAIN = 2 /* rep_reader_take without reading: the next record is not all buffered */
 };
 
 int rep_reader_init(rep_reader_t *rd, int fd, uint64_t off);
@@ -210,6 +245,72 @@ void rep_reader_free(rep_reader_t *rd);
 /* Next record: REP_REC_OK with its body borrowed until the next call, REP_REC_EOF at a clean end,
  * or a fault with `why` filled; rd->off is then the offset of the faulty record. */
 int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *why, size_t whylen);
+int rep_reader_fill_more(rep_reader_t *rd, size_t need);
+
+/* Reads until `need` bytes are buffered or the file ends. 0, CRDT_ENOMEM or CRDT_EIO. */
+static inline int rep_reader_fill(rep_reader_t *rd, size_t need)
+{
+    if (rd->end - rd->start >= need || rd->eof)
+        return 0;
+    return rep_reader_fill_more(rd, need);
+}
+
+/* rep_reader_next, or, with !may_read, REP_REC_AGAIN when the next record is not wholly in the
+ * buffer: nothing is read then, so every body returned since the last read stays valid (recovery's
+ * scan works on batches of records; inline because it runs once per record of the log). */
+static inline int rep_reader_take(rep_reader_t *rd, bool may_read, const uint8_t **body, size_t *len, char *why,
+                    size_t whylen)
+{
+    if (!may_read && !rd->eof && rd->end - rd->start < REP_REC_HEADER)
+        return REP_REC_AGAIN;
+    int rc = rep_reader_fill(rd, REP_REC_HEADER);
+    if (rc < 0) {
+        snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");
+        return REP_REC_IOERR;
+    }
+    size_t have = rd->end - rd->start;
+    if (have == 0)
+        return REP_REC_EOF;
+    if (have < REP_REC_HEADER) {
+        snprintf(why, whylen, "torn record header (%zu of %u bytes)", have, REP_REC_HEADER);
+        return REP_REC_TORN;
+    }
+    const uint8_t *h = rd->buf + rd->start;
+    uint32_t blen = rep_get32(h), crc = rep_get32(h + 4);
+    if (blen < 3 || blen > REP_REC_MAX) {
+        snprintf(why, whylen, "impossible record length %" PRIu32, blen);
+        return REP_REC_CORRUPT;
+    }
+    if (rd->off > rd->size || REP_REC_HEADER + (uint64_t)blen > rd->size - rd->off) {
+        /* Known from the file size, without reading (or allocating for) a bogus length. */
+        snprintf(why, whylen, "torn record (%" PRIu64 " of %zu bytes present)",
+                 rd->off > rd->size ? 0 : rd->size - rd->off, REP_REC_HEADER + (size_t)blen);
+        return REP_REC_TORN;
+    }
+    if (!may_read && !rd->eof && have < REP_REC_HEADER + (size_t)blen)
+        return REP_REC_AGAIN;
+    if ((rc = rep_reader_fill(rd, REP_REC_HEADER + (size_t)blen)) < 0) {
+        snprintf(why, whylen, "%s", rc == CRDT_EIO ? strerror(errno) : "out of memory");
+        return REP_REC_IOERR;
+    }
+    have = rd->end - rd->start;
+    if (have < REP_REC_HEADER + (size_t)blen) {
+        snprintf(why, whylen, "torn record (%zu of %zu bytes present)", have,
+                 REP_REC_HEADER + (size_t)blen);
+        return REP_REC_TORN;
+    }
+    h = rd->buf + rd->start;
+    if (crdt_crc32c(0, h + REP_REC_HEADER, blen) != crc) {
+        snprintf(why, whylen, "checksum mismatch in a record of %" PRIu32 " bytes", blen);
+        return REP_REC_CORRUPT;
+    }
+    *body = h + REP_REC_HEADER;
+    *len = blen;
+    rd->start += REP_REC_HEADER + (size_t)blen;
+    rd->off += REP_REC_HEADER + (size_t)blen;
+    return REP_REC_OK;
+}
+
 
 /* ---- log.c: segments, group commit, recovery --------------------------------------------------
  */
@@ -241,13 +342,12 @@ int rep_fsync_dir(crdt_replica_t *r);
 typedef struct rep_scan rep_scan_t;
 /* Starts the scan of the log (after the snapshot is loaded). 0 or CRDT_ENOMEM. */
 int rep_scan_begin(crdt_replica_t *r, rep_scan_t **s);
-/* Scans one segment of fsize bytes (header checked) from its first record: checks every record,
- * creates keys, advances seqs, lists each record under its key. *valid is the offset where the
- * valid records end. 0 at a clean end, 1 at a torn or corrupt record (`why` filled; *valid is its
- * offset), or a negative code with err filled. */
-int rep_scan_segment(crdt_replica_t *r, rep_scan_t *s, int fd, uint64_t base, uint64_t fsize,
-                     uint64_t *valid, char *why, size_t whylen, uint64_t *at_fault,
-                     crdt_error_t *err);
+/* Scans one segment (header checked) from its first record: checks every record, creates keys,
+ * advances seqs, lists each record under its key. *valid is the offset where the valid records
+ * end. 0 at a clean end, 1 at a torn or corrupt record (`why` filled; *valid is its offset), or a
+ * negative code with err filled. */
+int rep_scan_segment(crdt_replica_t *r, rep_scan_t *s, int fd, uint64_t base, uint64_t *valid,
+                     char *why, size_t whylen, crdt_error_t *err);
 /* Maps the segment just scanned (its first `size` bytes) for the joins. 0 or CRDT_EIO. */
 int rep_scan_map(crdt_replica_t *r, int fd, uint64_t size, crdt_error_t *err);
 /* Ends the scan: the seqs go to the keys and the pending lists to r->load. */
