@@ -356,10 +356,10 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     crdt_type_t type = crdt_obj_type(delta);
     uint64_t h = rep_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
+    if (id != NO_ID && r->keys[id].type != type)
+        return CRDT_ETYPE;
     if (id != NO_ID)
         rep_ready(r, id);
-    if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
-        return CRDT_ETYPE;
     /* The record goes into the buffer first, so that running out of memory there leaves the
      * key untouched; a no-op takes it back out. seq is the next one if the join changes anything.
      */
@@ -399,10 +399,10 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
         return CRDT_EINVAL;
     uint64_t h = rep_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
+    if (id != NO_ID && r->keys[id].type != type)
+        return CRDT_ETYPE;
     if (id != NO_ID)
         rep_ready(r, id);
-    if (id != NO_ID && crdt_obj_type(r->keys[id].obj) != type)
-        return CRDT_ETYPE;
     crdt_obj_t *fresh = NULL;
     crdt_obj_t *obj = id != NO_ID ? r->keys[id].obj : (fresh = rep_new_object(r, type));
     if (!obj)
@@ -711,7 +711,6 @@ void crdt_replica_close(crdt_replica_t *r)
 {
     if (!r)
         return;
-    rep_load_stop(r); /* keys still pending need no joining to be freed */
     if (logging(r)) {
         rep_snapshot_poll(r, true);
         rep_syncer_stop(r);
