@@ -78,9 +78,10 @@ static int add_cb(crdt_obj_t *o, void *ud, crdt_obj_t **delta)
     return crdt_timeline_add(o, a->member, a->mlen, a->score, delta);
 }
 
-/* Reads every file of dir whose name starts with "log-" like cat would; returns bytes read.
- * With `evict`, only drops their pages from the page cache instead. */
-static uint64_t read_logs(const char *dir, bool evict)
+/* Reads every log segment of dir (log-<20 digits>) like cat would; returns bytes read. With
+ * `evict`, only drops the pages of the segments and of their indexes (log-*.idx) from the page
+ * cache instead. With `unlink_index`, only deletes the indexes. */
+static uint64_t read_logs(const char *dir, bool evict, bool unlink_index)
 {
     static char buf[1 << 20];
     uint64_t total = 0;
@@ -89,6 +90,14 @@ static uint64_t read_logs(const char *dir, bool evict)
     while (d && (de = readdir(d))) {
         if (strncmp(de->d_name, "log-", 4) != 0)
             continue;
+        bool segment = strlen(de->d_name) == 24;
+        if (unlink_index) {
+            if (!segment)
+                unlinkat(dirfd(d), de->d_name, 0);
+            continue;
+        }
+        if (!segment && !evict)
+            continue; /* the baseline is reading the log itself */
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
         int fd = open(path, O_RDONLY);
@@ -129,7 +138,7 @@ typedef struct recovery_result {
     double wall, cpu;
     double loaded, loaded_cpu; /* until every key was joined (crdt_replica_wait_loaded) */
     double probe_p50, probe_p99; /* a read of a random key right after open */
-    unsigned long long records, dropped;
+    unsigned long long records, dropped, indexed;
     char why[200];
 } recovery_result_t;
 
@@ -179,6 +188,7 @@ static int recover_in_child(const crdt_replica_config_t *cfg, uint64_t digest, u
         } else {
             const crdt_recovery_report_t *rep = crdt_replica_recovery(r);
             out.records = rep->log_records;
+            out.indexed = rep->index_records;
             out.dropped = rep->dropped_bytes;
             out.ok = !digest || crdt_replica_digest(r) == digest;
             snprintf(out.why, sizeof(out.why), "recovered keyspace differs (digest)");
@@ -212,7 +222,7 @@ int main(int argc, char **argv)
     uint64_t writes = 10000000, keys = 10000;
     uint32_t max_size = 1000;
     int runs = 3;
-    bool keep = false, cold = false, snapshot = true, reuse = false;
+    bool keep = false, cold = false, snapshot = true, reuse = false, index = true;
     char dir[4096] = "";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -234,10 +244,12 @@ int main(int argc, char **argv)
             keep = true;
         else if (!strcmp(a, "--reuse"))
             reuse = true;
+        else if (!strcmp(a, "--no-index"))
+            index = false;
         else {
             fprintf(stderr,
                     "usage: %s [--writes N] [--keys K] [--max-size M] [--runs R] "
-                    "[--cold] [--no-snapshot] [--dir PATH] [--keep] [--reuse]\n",
+                    "[--cold] [--no-snapshot] [--no-index] [--dir PATH] [--keep] [--reuse]\n",
                     argv[0]);
             return 2;
         }
@@ -329,6 +341,17 @@ int main(int argc, char **argv)
            max_size, (double)log_bytes / 1e6, build_s, (double)writes / build_s);
 
 measure:;
+    /* A clean open and close leaves the log wholly indexed again (after a --no-index run). */
+    if (reuse && index) {
+        r = crdt_replica_open(&cfg, &err);
+        if (!r) {
+            fprintf(stderr, "open %s: %s\n", dir, err.text);
+            return 1;
+        }
+        crdt_replica_close(r);
+    }
+    printf("recovery %s\n", index ? "from the log's index and a scan of what follows it"
+                                   : "by scanning the log (its index deleted before each run)");
     double rd[MAX_RUNS], rec[MAX_RUNS], cpu[MAX_RUNS], ratio[MAX_RUNS], full[MAX_RUNS],
         full_cpu[MAX_RUNS], full_ratio[MAX_RUNS], p50[MAX_RUNS], p99[MAX_RUNS];
     crdt_replica_stats_t st;
@@ -337,17 +360,19 @@ measure:;
                "every recovery\n");
     for (int k = 0; k < runs; k++) {
         if (cold)
-            read_logs(dir, true);
+            read_logs(dir, true, false);
         t0 = now_s();
-        uint64_t bytes = read_logs(dir, false);
+        uint64_t bytes = read_logs(dir, false, false);
         rd[k] = now_s() - t0;
         if (bytes != log_bytes) {
             fprintf(stderr, "read %llu bytes, expected %llu\n", (unsigned long long)bytes,
                     (unsigned long long)log_bytes);
             return 1;
         }
+        if (!index)
+            read_logs(dir, false, true);
         if (cold)
-            read_logs(dir, true);
+            read_logs(dir, true, false);
         /* Each recovery runs in a fresh child process, as a restarting crdtd does: a heap that
          * already held a keyspace (an earlier run's, freed) would spare it the page faults of
          * building one, a quarter of the time. */
@@ -369,12 +394,13 @@ measure:;
         full_ratio[k] = full[k] / rd[k];
         p50[k] = res.probe_p50;
         p99[k] = res.probe_p99;
-        printf("run %d: read %.3f s (%.0f MB/s), open %.3f s (%.2f M records/s, %.2f CPU s), "
-               "ratio %.2f; first reads p50 %.0f us p99 %.0f us; all keys joined at %.3f s "
-               "(%.2f CPU s, ratio %.1f)\n",
+        printf("run %d: read %.3f s (%.0f MB/s), open %.3f s (%.2f M records/s, %.1f%% from "
+               "the index, %.2f CPU s), ratio %.2f; first reads p50 %.0f us p99 %.0f us; all "
+               "keys joined at %.3f s (%.2f CPU s, ratio %.1f)\n",
                k + 1, rd[k], (double)bytes / 1e6 / rd[k], rec[k],
-               (double)res.records / 1e6 / rec[k], cpu[k], ratio[k], p50[k] * 1e6, p99[k] * 1e6,
-               full[k], full_cpu[k], full_ratio[k]);
+               (double)res.records / 1e6 / rec[k],
+               res.records ? 100.0 * (double)res.indexed / (double)res.records : 0.0, cpu[k],
+               ratio[k], p50[k] * 1e6, p99[k] * 1e6, full[k], full_cpu[k], full_ratio[k]);
     }
     printf("median (%s): read %.3f s, open (serving) %.3f s (%.2f CPU s), open/read %.2fx "
            "(target <= 3x); reads right after open p50 %.0f us, p99 %.0f us; every key joined "

@@ -341,7 +341,8 @@ static void test_snapshot_replay(const char *dir, const char *data)
     char newest[300] = "";
     struct dirent *e;
     while (d && (e = readdir(d)))
-        if (!strncmp(e->d_name, "log-", 4) && strcmp(e->d_name, newest) > 0)
+        if (!strncmp(e->d_name, "log-", 4) && strlen(e->d_name) == 24 &&
+            strcmp(e->d_name, newest) > 0)
             snprintf(newest, sizeof(newest), "%s", e->d_name);
     if (d)
         closedir(d);

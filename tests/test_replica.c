@@ -135,6 +135,22 @@ static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
     return changed;
 }
 
+/* As open_dir, with a block of the log's index every `block` bytes of log. */
+static crdt_replica_t *open_indexed(const char *dir, crdt_fsync_policy_t policy, uint64_t block)
+{
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    cfg.fsync = policy;
+    cfg.timeline_max_size = 8;
+    cfg.index_block_bytes = block;
+    crdt_error_t err;
+    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
+    if (!r)
+        diag("open %s: %s", dir, err.text);
+    return r;
+}
+
 static crdt_replica_t *open_dir(const char *dir, crdt_fsync_policy_t policy, uint64_t node)
 {
     crdt_replica_config_t cfg;
@@ -217,6 +233,29 @@ static int count_files(const char *dir, const char *prefix)
     return n;
 }
 
+/* A log segment's name: log-<20 digits> (log-<20 digits>.idx is its index). */
+static bool is_segment(const char *name)
+{
+    return strncmp(name, "log-", 4) == 0 && strlen(name) == 24;
+}
+
+/* Log segments (index files, with `index`) in dir. */
+static int count_log_files(const char *dir, bool index)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        n += index ? strncmp(de->d_name, "log-", 4) == 0 && len == 28 &&
+                         strcmp(de->d_name + 24, ".idx") == 0
+                   : is_segment(de->d_name);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
 /* The path of the (single or last) log segment of dir. */
 static void last_segment(const char *dir, char *out, size_t n)
 {
@@ -224,7 +263,7 @@ static void last_segment(const char *dir, char *out, size_t n)
     struct dirent *de;
     char best[256] = "";
     while (d && (de = readdir(d)))
-        if (strncmp(de->d_name, "log-", 4) == 0 && strcmp(de->d_name, best) > 0)
+        if (is_segment(de->d_name) && strcmp(de->d_name, best) > 0)
             snprintf(best, sizeof(best), "%s", de->d_name);
     if (d)
         closedir(d);
@@ -444,7 +483,8 @@ static void test_snapshot(void)
     ok(wait_snapshot(r), "the snapshot finishes");
     crdt_replica_stats(r, &st);
     is_int(st.snapshots, 1, "one snapshot done");
-    is_int(count_files(dir, "log-"), 1, "the covered segment was deleted");
+    is_int(count_log_files(dir, false), 1, "the covered segment was deleted");
+    is_int(count_log_files(dir, true), 1, "and its index");
     is_int(count_files(dir, "snapshot.tmp"), 0, "no temporary file left");
     random_writes(r, &g, 300, 60);
     crdt_replica_t *mem = open_dir(NULL, CRDT_FSYNC_NO, 1);
@@ -493,8 +533,9 @@ static void test_snapshot(void)
     is_int(crdt_replica_snapshot(r), 0, "start a snapshot that will fail");
     ok(wait_snapshot(r), "it ends");
     crdt_replica_stats(r, &st);
-    ok(st.snapshots == 0 && count_files(dir, "log-") == 2,
-       "no snapshot counted, the log segments kept (%d)", count_files(dir, "log-"));
+    ok(st.snapshots == 0 && count_log_files(dir, false) == 2 && count_log_files(dir, true) == 2,
+       "no snapshot counted, the log segments and indexes kept (%d)",
+       count_log_files(dir, false));
     rmdir(tmp);
     crdt_replica_close(r);
     r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
@@ -502,7 +543,8 @@ static void test_snapshot(void)
     is_int(crdt_replica_snapshot(r), 0, "a later snapshot");
     ok(wait_snapshot(r), "finishes");
     crdt_replica_stats(r, &st);
-    ok(st.snapshots == 1 && count_files(dir, "log-") == 1, "and drops both old segments");
+    ok(st.snapshots == 1 && count_log_files(dir, false) == 1 && count_log_files(dir, true) == 1,
+       "and drops both old segments and their indexes");
 
     /* automatic snapshots once the log passes snapshot_log_bytes */
     crdt_replica_close(r);
@@ -635,6 +677,14 @@ static void test_torn_tail(void)
     crdt_replica_close(r);
 }
 
+/* Deletes the index of segment seg (so that a reopen scans it). */
+static void drop_index(const char *seg)
+{
+    char p[300];
+    snprintf(p, sizeof(p), "%s.idx", seg);
+    unlink(p);
+}
+
 static void flip_byte(const char *path, uint64_t off)
 {
     int fd = open(path, O_RDWR);
@@ -664,6 +714,7 @@ static void test_corruption(void)
                 break;
             }
             last_segment(dir, seg, sizeof(seg));
+            drop_index(seg); /* the scan's checks (test_index: the index's) */
             uint64_t start = bounds[j - 1], len = bounds[j] - start;
             uint64_t at = where == 0   ? start + 1        /* length */
                           : where == 1 ? start + 5        /* CRC */
@@ -699,6 +750,7 @@ static void test_corruption(void)
     rm_dir(dir);
     if (build_log(dir, N, bounds, digests) == 0) {
         last_segment(dir, seg, sizeof(seg));
+        drop_index(seg);
         int fd = open(seg, O_RDWR);
         uint8_t len[4] = {0xF0, 0xFF, 0xFF, 0x3F};
         if (fd < 0 || pwrite(fd, len, 4, (off_t)bounds[N / 2]) != 4)
@@ -1182,7 +1234,7 @@ static void test_crash(void)
     pid_t pid = fork();
     if (pid == 0) {
         close(p[0]);
-        crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_ALWAYS, 1);
+        crdt_replica_t *r = open_indexed(dir, CRDT_FSYNC_ALWAYS, 2048);
         if (!r)
             _exit(1);
         int pending[64], np = 0;
@@ -1225,6 +1277,9 @@ static void test_crash(void)
        r ? (unsigned long long)crdt_replica_recovery(r)->dropped_bytes : 0ull);
     if (!r)
         return;
+    cmp_ok(crdt_replica_recovery(r)->index_records, ">", 0,
+           "the index listed some of them (of %llu records)",
+           (unsigned long long)crdt_replica_recovery(r)->log_records);
     size_t missing = 0;
     for (size_t i = 0; i < nacked; i++) {
         char key[16], m[16];
@@ -1614,6 +1669,200 @@ static void test_lazy_load(void)
 /* The log's checksum is the CPU's crc32 instruction where there is one: same values as tables. */
 uint32_t crdt__crc32c_portable(uint32_t crc, const void *data, size_t n);
 
+/* Copies the files of dir `from` (not LOCK) into a fresh `to`: the disk as a crash leaves it. */
+static void copy_files(const char *from, const char *to)
+{
+    rm_dir(to);
+    mkdir(to, 0755);
+    DIR *d = opendir(from);
+    struct dirent *de;
+    static char buf[1 << 16];
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] == '.' || !strcmp(de->d_name, "LOCK"))
+            continue;
+        char a[300], b[300];
+        snprintf(a, sizeof(a), "%s/%s", from, de->d_name);
+        snprintf(b, sizeof(b), "%s/%s", to, de->d_name);
+        int in = open(a, O_RDONLY), out = open(b, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ssize_t n;
+        while (in >= 0 && out >= 0 && (n = read(in, buf, sizeof(buf))) > 0)
+            if (write(out, buf, (size_t)n) != n)
+                diag("copy %s: short write", b);
+        if (in >= 0)
+            close(in);
+        if (out >= 0)
+            close(out);
+    }
+    if (d)
+        closedir(d);
+}
+
+/* The log's index: a restart takes the records it lists from it instead of scanning them, and
+ * scans only what follows; an index that is torn, damaged or stale is not used; a record that
+ * changed under it is found when its key is joined, and refused. */
+static void test_index(void)
+{
+    enum { N = 30 };
+    uint64_t bounds[N + 1], digests[N + 1];
+    const char *dir = fresh_dir("index");
+    char seg[256], idx[300];
+    if (build_log(dir, N, bounds, digests) < 0) {
+        fail("build the log");
+        return;
+    }
+    last_segment(dir, seg, sizeof(seg));
+    snprintf(idx, sizeof(idx), "%s.idx", seg);
+    ok(file_size(idx) > 16, "a clean close leaves the segment indexed (%llu bytes)",
+       (unsigned long long)file_size(idx));
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    const crdt_recovery_report_t *rep = r ? crdt_replica_recovery(r) : NULL;
+    ok(r && rep->index_records == N && rep->log_records == N && rep->dropped_bytes == 0 &&
+           crdt_replica_last_seq(r) == N && crdt_replica_digest(r) == digests[N],
+       "reopened from the index: every record, the same keyspace (%llu of %llu listed)",
+       rep ? (unsigned long long)rep->index_records : 0ull,
+       rep ? (unsigned long long)rep->log_records : 0ull);
+    /* records after the index's last block (a crash came before the next): scanned */
+    char copy[300];
+    snprintf(copy, sizeof(copy), "%s/../index-copy", dir);
+    rng_t g0 = {31};
+    random_writes(r, &g0, 5, 6);
+    crdt_replica_flush(r);
+    uint64_t d0 = crdt_replica_digest(r), n0 = crdt_replica_last_seq(r);
+    copy_files(dir, copy);
+    crdt_replica_close(r);
+    r = open_dir(copy, CRDT_FSYNC_NO, 1);
+    rep = r ? crdt_replica_recovery(r) : NULL;
+    ok(r && rep->index_records == N && rep->log_records == n0 && crdt_replica_digest(r) == d0,
+       "the records after the last block scanned (%llu listed, %llu in all)",
+       rep ? (unsigned long long)rep->index_records : 0ull,
+       rep ? (unsigned long long)rep->log_records : 0ull);
+    crdt_replica_close(r);
+    r = open_dir(copy, CRDT_FSYNC_NO, 1);
+    ok(r && crdt_replica_recovery(r)->index_records == n0 && crdt_replica_digest(r) == d0,
+       "and indexed at the next clean close");
+    crdt_replica_close(r);
+    rm_dir(dir);
+    build_log(dir, N, bounds, digests);
+
+    /* a damaged index is not used: torn, a flipped byte, or the header of another segment */
+    uint64_t isize = file_size(idx);
+    for (int how = 0; how < 3; how++) {
+        if (how == 0 && truncate(idx, (off_t)(isize - 5)) < 0)
+            diag("truncate failed");
+        if (how == 1)
+            flip_byte(idx, isize / 2);
+        if (how == 2)
+            flip_byte(idx, 9);
+        r = open_dir(dir, CRDT_FSYNC_NO, 1);
+        rep = r ? crdt_replica_recovery(r) : NULL;
+        ok(r && rep->index_records == 0 && rep->log_records == N && rep->dropped_bytes == 0 &&
+               crdt_replica_digest(r) == digests[N],
+           "index %s: not used, the segment scanned instead",
+           how == 0 ? "torn" : how == 1 ? "with a flipped byte" : "of another segment");
+        crdt_replica_close(r); /* which indexes the segment again */
+        r = open_dir(dir, CRDT_FSYNC_NO, 1);
+        ok(r && crdt_replica_recovery(r)->index_records == N &&
+               crdt_replica_digest(r) == digests[N],
+           "and the next clean close rewrote it");
+        crdt_replica_close(r);
+        isize = file_size(idx);
+    }
+
+    /* a log cut inside what the index covers: the index is not used, the tail cut as ever */
+    if (truncate(seg, (off_t)(bounds[N] - 3)) < 0)
+        diag("truncate failed");
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    rep = r ? crdt_replica_recovery(r) : NULL;
+    ok(r && rep->index_records == 0 && rep->dropped_bytes == bounds[N] - 3 - bounds[N - 1] &&
+           crdt_replica_digest(r) == digests[N - 1],
+       "a torn log under its index: scanned, the torn record dropped");
+    crdt_replica_close(r);
+
+    /* a record changed under the index: open serves, the key's join finds it and the replica
+     * refuses writes; the log keeps every byte; without the index the scan cuts there */
+    rm_dir(dir);
+    if (build_log(dir, N, bounds, digests) < 0) {
+        fail("rebuild the log");
+        return;
+    }
+    flip_byte(seg, bounds[10] - 2); /* the object bytes of record 10 */
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r && crdt_replica_recovery(r)->dropped_bytes == 0 && crdt_replica_last_seq(r) == N,
+       "a record changed under the index: open still serves");
+    if (r) {
+        crdt_replica_wait_loaded(r);
+        const char *why = crdt_replica_last_error(r);
+        ok(why && strstr(why, "not an intact record") && strstr(why, "index"),
+           "its join says which record and that the index listed it: %s", why ? why : "");
+        char key[16];
+        size_t klen = key_of(0, key);
+        wop_t w = random_op(&(rng_t){9}, r, type_of(0));
+        uint64_t seq;
+        is_int(crdt_replica_mutate(r, key, klen, w.type, wop_cb, &w, &seq), CRDT_EIO,
+               "and writes are refused");
+        crdt_replica_close(r);
+    }
+    is_int(file_size(seg), bounds[N], "the log keeps every byte");
+    drop_index(seg);
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r && crdt_replica_recovery(r)->dropped_bytes == bounds[N] - bounds[9] &&
+           crdt_replica_digest(r) == digests[9],
+       "with the index moved away, the scan cuts at that record as before");
+    crdt_replica_close(r);
+
+    /* Blocks written as the log grows, under every policy; the files as a crash leaves them
+     * (copied while the replica runs) recover from the blocks plus a scan of what follows; and
+     * a replica reopened from them goes on indexing. */
+    static const crdt_fsync_policy_t pols[] = {CRDT_FSYNC_ALWAYS, CRDT_FSYNC_EVERYSEC,
+                                               CRDT_FSYNC_NO};
+    for (size_t pi = 0; pi < 3; pi++) {
+        rm_dir(dir);
+        r = open_indexed(dir, pols[pi], 2048);
+        if (!r) {
+            fail("open");
+            continue;
+        }
+        rng_t g = {77 + pi};
+        for (int round = 0; round < 40; round++) {
+            random_writes(r, &g, 20, 12);
+            crdt_replica_flush(r);
+            crdt_replica_tick(r, 0);
+            struct timespec ts = {0, 2000000};
+            nanosleep(&ts, NULL); /* the syncer's fsync and block */
+            crdt_replica_flush(r);
+        }
+        random_writes(r, &g, 7, 12); /* a tail past the last block */
+        crdt_replica_flush(r);
+        uint64_t digest = crdt_replica_digest(r), last = crdt_replica_last_seq(r);
+        copy_files(dir, copy);
+        crdt_replica_close(r);
+        r = open_indexed(copy, pols[pi], 2048);
+        rep = r ? crdt_replica_recovery(r) : NULL;
+        ok(r && rep->index_records > N && rep->index_records <= rep->log_records &&
+               rep->dropped_bytes == 0 && crdt_replica_digest(r) == digest &&
+               crdt_replica_last_seq(r) == last,
+           "policy %s: blocks as the log grew (%llu of %llu records listed), the tail scanned, "
+           "the same keyspace",
+           pi == 0 ? "always" : pi == 1 ? "everysec" : "no",
+           rep ? (unsigned long long)rep->index_records : 0ull,
+           rep ? (unsigned long long)rep->log_records : 0ull);
+        if (!r)
+            continue;
+        random_writes(r, &g, 200, 12);
+        crdt_replica_flush(r);
+        digest = crdt_replica_digest(r);
+        crdt_replica_close(r);
+        r = open_indexed(copy, pols[pi], 2048);
+        rep = r ? crdt_replica_recovery(r) : NULL;
+        ok(r && rep->index_records == rep->log_records && crdt_replica_digest(r) == digest,
+           "reopened, it went on indexing where the blocks ended (%llu of %llu listed)",
+           rep ? (unsigned long long)rep->index_records : 0ull,
+           rep ? (unsigned long long)rep->log_records : 0ull);
+        crdt_replica_close(r);
+    }
+    rm_dir(copy);
+}
+
 static void test_crc_paths(void)
 {
     uint8_t buf[300];
@@ -1647,10 +1896,11 @@ int main(void)
     test_replay_equals_merging();
     test_intact_but_undecodable();
     test_lazy_load();
+    test_index();
     test_crc_paths();
     static const char *subs[] = {"restart", "snapshot", "torn",       "corrupt", "lock",
                                  "always",  "everysec", "no",         "ioerr",   "feed",
-                                 "crash",   "merging",  "undecodable", "lazy"};
+                                 "crash",   "merging",  "undecodable", "lazy", "index"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(*subs); i++) {
         char p[128];
         snprintf(p, sizeof(p), "%s/%s", root, subs[i]);

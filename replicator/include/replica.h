@@ -28,6 +28,7 @@ typedef struct crdt_replica_config {
     uint64_t snapshot_log_bytes; /* start a snapshot once the log is this large (0: only on call) */
     uint32_t load_threads; /* threads joining recovered keys in the background after open (default
                               2, at most 8); 0: a key is joined only when first touched */
+    uint64_t index_block_bytes; /* log bytes each block of the log's index covers (0: 32 MiB) */
 } crdt_replica_config_t;
 
 /* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB). */
@@ -45,6 +46,7 @@ void crdt_replica_close(crdt_replica_t *r);
 typedef struct crdt_recovery_report {
     uint64_t snapshot_keys;   /* keys loaded from the snapshot */
     uint64_t log_records;     /* log records replayed */
+    uint64_t index_records;   /* of those, the ones the log's index listed (not scanned) */
     uint64_t dropped_bytes;   /* bytes of torn or corrupt tail dropped (and truncated away) */
     char dropped_reason[160]; /* why, when dropped_bytes > 0 */
     double seconds;           /* wall time of open: the replica serves from then on */

@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,8 +52,14 @@ typedef struct load_blk {
     struct load_blk *prev; /* the key's older block */
     uint32_t n, cap;
     uint32_t win; /* the window (L->segs) its entries are offsets into */
-    uint32_t ent[];
+    const uint32_t *ext; /* a block of the log's index: its entries, in the index (else NULL) */
+    uint32_t ent[];      /* the entries the scan appends */
 } load_blk_t;
+
+static inline const uint32_t *blk_ent(const load_blk_t *b)
+{
+    return b->ext ? b->ext : b->ent;
+}
 
 /* A window: up to 4 GiB of a segment (a segment is one window unless it is larger), so that a
  * record's position takes 4 bytes: the index is the one allocation of the scan that grows with
@@ -80,6 +87,10 @@ struct rep_load {
     load_seg_t *segs;
     size_t nsegs, cap_segs;
     load_chunk_t *chunks;
+    const uint8_t **key; /* key[id], klen[id]: the key's bytes (they never move either) */
+    uint32_t *klen;
+    struct load_map { void *p; size_t len; } *maps; /* the indexes read, in use by ext blocks */
+    size_t nmaps;
     /* shared */
     uint32_t remaining; /* keys not done (atomic) */
     uint64_t done_us;   /* when the last key was done, rep_mono_s() in microseconds (atomic) */
@@ -113,9 +124,9 @@ static void *chunk_map(size_t bytes)
     return p;
 }
 
-static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
+/* A block with room for cap entries, after prev (the key's newest). */
+static load_blk_t *blk_alloc(rep_load_t *L, load_blk_t *prev, uint32_t cap)
 {
-    uint32_t cap = prev ? (prev->cap >= BLK_MAX ? BLK_MAX : prev->cap * 2) : BLK_FIRST;
     size_t bytes = (sizeof(load_blk_t) + (size_t)cap * sizeof(uint32_t) + 7) & ~(size_t)7;
     load_chunk_t *c = L->chunks;
     if (!c || c->size - c->used < bytes) {
@@ -133,7 +144,14 @@ static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
     b->n = 0;
     b->cap = cap;
     b->win = 0;
+    b->ext = NULL;
     return b;
+}
+
+static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
+{
+    return blk_alloc(L, prev,
+                     prev ? (prev->cap >= BLK_MAX ? BLK_MAX : prev->cap * 2) : BLK_FIRST);
 }
 
 /* ---- the scan's key table ------------------------------------------------------------------ *
@@ -341,6 +359,7 @@ static int scan_slow(scan_t *s, uint32_t id, const uint8_t *body, size_t blen, u
 {
     crdt_replica_t *r = s->r;
     uint32_t before = r->nkeys;
+    rep_idx_disable(r, NULL); /* the index has no way to list what this replays */
     int rc = id == UINT32_MAX ? rep_replay(r, body, blen, false, err)
                               : rep_replay_into(r, id, seq, enc, elen, err);
     if (rc < 0)
@@ -375,6 +394,193 @@ static int scan_window(rep_load_t *L, uint64_t base, uint64_t start)
     return 0;
 }
 
+/* A new key, empty, of the given type (its first record's). Its id, or UINT32_MAX (no memory). */
+static uint32_t scan_new_key(scan_t *s, const uint8_t *key, size_t klen, uint64_t h, uint8_t type)
+{
+    crdt_replica_t *r = s->r;
+    crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)type);
+    uint32_t id;
+    if (!obj || (id = rep_insert(r, key, klen, rep_hash(key, klen, r->seed), obj)) == UINT32_MAX) {
+        crdt_obj_free(obj);
+        return UINT32_MAX;
+    }
+    return scan_add(s, id, key, klen, h) < 0 ? UINT32_MAX : id;
+}
+
+/* ---- the log's index (index.c writes it): its blocks instead of scanning their records ------ *
+ * A block is used when it is intact (length, CRC), follows the previous one, ends within the
+ * segment exactly after a record whose header it names (read back from the segment), and its
+ * keys parse and agree with the types known; the first that is not ends the index, and the scan
+ * goes on from the last one used. Its offset lists are used in place (the index is read whole,
+ * into memory the load keeps). What the index says is checked again when a key is joined: each
+ * listed record must be intact and the key's own. */
+
+typedef struct idx_group {
+    uint64_t seq;
+    uint32_t count, klen;
+    uint8_t type;
+    const uint8_t *key;
+    const uint32_t *off;
+} idx_group_t;
+
+/* The group at *pos of a block body of blen bytes, advancing *pos. false: it does not parse. */
+static bool idx_group_at(const uint8_t *body, size_t blen, size_t *pos, idx_group_t *g)
+{
+    if (blen - *pos < REP_IDX_GROUP)
+        return false;
+    const uint8_t *p = body + *pos;
+    g->seq = rep_get64(p);
+    g->count = rep_get32(p + 8);
+    g->klen = rep_get32(p + 12);
+    g->type = p[16];
+    size_t keyroom = ((size_t)g->klen + 3) & ~(size_t)3;
+    if (g->count == 0 || g->type < CRDT_TYPE_MIN || g->type > CRDT_TYPE_MAX ||
+        keyroom > blen - *pos - REP_IDX_GROUP ||
+        (uint64_t)g->count * 4 > blen - *pos - REP_IDX_GROUP - keyroom)
+        return false;
+    g->key = p + REP_IDX_GROUP;
+    g->off = (const uint32_t *)(const void *)(p + REP_IDX_GROUP + keyroom);
+    *pos += REP_IDX_GROUP + keyroom + (size_t)g->count * 4;
+    return true;
+}
+
+/* Every group of a block parses, the counts add up, and no key has another type than known. */
+static bool idx_block_ok(const scan_t *s, const uint8_t *body, size_t blen, uint32_t groups,
+                         uint64_t records)
+{
+    size_t pos = REP_IDX_BODY;
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < groups; i++) {
+        idx_group_t g;
+        if (!idx_group_at(body, blen, &pos, &g))
+            return false;
+        total += g.count;
+        uint32_t id = scan_find(s, g.key, g.klen, scan_hash(g.key, g.klen, s->seed, NULL), NULL);
+        if (id != UINT32_MAX && s->keys[id].type != g.type)
+            return false;
+    }
+    return total == records && ((pos + 7) & ~(size_t)7) == blen;
+}
+
+/* Lists a checked block's records under their keys (creating keys), as the scan would have. */
+static int idx_block_take(scan_t *s, const uint8_t *body, size_t blen, uint32_t groups,
+                          uint32_t win)
+{
+    size_t pos = REP_IDX_BODY;
+    for (uint32_t i = 0; i < groups; i++) {
+        idx_group_t g;
+        idx_group_at(body, blen, &pos, &g);
+        uint64_t h = scan_hash(g.key, g.klen, s->seed, NULL);
+        uint32_t id = scan_find(s, g.key, g.klen, h, NULL);
+        if (id == UINT32_MAX && (id = scan_new_key(s, g.key, g.klen, h, g.type)) == UINT32_MAX)
+            return CRDT_ENOMEM;
+        scan_key_t *k = &s->keys[id];
+        if (g.seq > k->seq)
+            k->seq = g.seq;
+        if (k->cur)
+            k->cur->n = k->n;
+        load_blk_t *b = blk_alloc(s->L, k->cur, 0);
+        if (!b)
+            return CRDT_ENOMEM;
+        b->win = win;
+        b->ext = g.off;
+        b->n = b->cap = g.count;
+        k->cur = b;
+        k->n = k->cap = g.count;
+        k->win = win;
+    }
+    return 0;
+}
+
+/* Reads log-<base>.idx whole into memory the load keeps. NULL (and nothing kept) when there is
+ * none or it cannot be read: then the segment is scanned. */
+static const uint8_t *idx_read(scan_t *s, uint64_t base, size_t *len)
+{
+    crdt_replica_t *r = s->r;
+    rep_load_t *L = s->L;
+    char name[48];
+    rep_seg_name(name, sizeof(name), base);
+    strcat(name, ".idx");
+    int fd = openat(r->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    struct stat sb;
+    uint8_t *buf = NULL;
+    size_t size = 0, got = 0;
+    struct load_map *maps = NULL;
+    if (fstat(fd, &sb) == 0 && sb.st_size >= REP_IDX_HEADER + REP_IDX_BLK_HEADER + REP_IDX_BODY &&
+        (uint64_t)sb.st_size < SIZE_MAX / 2 &&
+        (maps = realloc(L->maps, (L->nmaps + 1) * sizeof(*maps))) != NULL) {
+        L->maps = maps;
+        size = (size_t)sb.st_size;
+        buf = chunk_map(size);
+    }
+    while (buf && got < size) {
+        ssize_t n = pread(fd, buf + got, size - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (!buf)
+        return NULL;
+    L->maps[L->nmaps++] = (struct load_map){buf, size};
+    *len = got;
+    return buf;
+}
+
+/* Takes the usable blocks of segment base's index (fd: the segment, fsize bytes). *start: where
+ * the scan goes on (the end of the last block taken, or the first record). Sets the index
+ * writer's file_end (where the blocks taken end in the index file; 0 if it has no valid header).
+ * 0 or CRDT_ENOMEM. */
+static int idx_take(scan_t *s, int fd, uint64_t base, uint64_t fsize, uint64_t *start)
+{
+    crdt_replica_t *r = s->r;
+    *start = REP_SEG_HEADER;
+    r->log.idx.file_end = 0;
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    return 0; /* the offset lists are used in place, as little-endian words */
+#endif
+    size_t size = 0;
+    const uint8_t *buf = idx_read(s, base, &size);
+    if (!buf || size < REP_IDX_HEADER || memcmp(buf, REP_IDX_MAGIC, 8) != 0 ||
+        rep_get64(buf + 8) != base)
+        return 0;
+    size_t pos = REP_IDX_HEADER;
+    r->log.idx.file_end = pos;
+    while (size - pos >= REP_IDX_BLK_HEADER + REP_IDX_BODY) {
+        uint32_t blen = rep_get32(buf + pos), crc = rep_get32(buf + pos + 4);
+        const uint8_t *body = buf + pos + REP_IDX_BLK_HEADER;
+        if (blen < REP_IDX_BODY || blen % 8 || blen > size - pos - REP_IDX_BLK_HEADER ||
+            crdt_crc32c(0, body, blen) != crc)
+            break;
+        uint64_t from = rep_get64(body), to = rep_get64(body + 8), last_at = rep_get64(body + 16);
+        uint32_t last_len = rep_get32(body + 24), last_crc = rep_get32(body + 28);
+        uint64_t max_seq = rep_get64(body + 32), records = rep_get64(body + 40);
+        uint32_t groups = rep_get32(body + 48);
+        uint8_t lh[REP_REC_HEADER];
+        if (from != *start || to <= from || to > fsize || to - from > UINT32_MAX ||
+            last_at < from || last_at > to || to - last_at != REP_REC_HEADER + (uint64_t)last_len ||
+            pread(fd, lh, sizeof(lh), (off_t)last_at) != (ssize_t)sizeof(lh) ||
+            rep_get32(lh) != last_len || rep_get32(lh + 4) != last_crc ||
+            !idx_block_ok(s, body, blen, groups, records))
+            break;
+        int rc = scan_window(s->L, base, from);
+        if (rc < 0 || (rc = idx_block_take(s, body, blen, groups, (uint32_t)s->L->nsegs - 1)) < 0)
+            return rc;
+        if (max_seq > r->last_seq)
+            r->last_seq = max_seq;
+        r->rec.log_records += records;
+        r->rec.index_records += records;
+        *start = to;
+        pos += REP_IDX_BLK_HEADER + blen;
+        r->log.idx.file_end = pos;
+    }
+    return 0;
+}
+
 /* Records are taken a batch at a time from the buffer (rep_reader_take without reading, so the
  * batch's bodies stay put), hashed, and their table slots and key lines requested before any is
  * looked up: the lookups then find their lines in cache instead of waiting for each in turn (the
@@ -400,7 +606,6 @@ typedef struct scan_win {
 static int scan_batch(scan_t *s, scan_win_t *w, scan_rec_t *batch, size_t nb, uint64_t *max_seq,
                       uint64_t *records, crdt_error_t *rerr, uint64_t *at)
 {
-    crdt_replica_t *r = s->r;
     int rc;
     /* the key lines of the slots' first candidates */
     for (size_t i = 0; i < nb; i++) {
@@ -425,17 +630,9 @@ static int scan_batch(scan_t *s, scan_win_t *w, scan_rec_t *batch, size_t nb, ui
         uint32_t id = scan_find(s, q->key, q->klen, q->h, q->body + q->blen);
         bool framed = q->elen >= 2 && q->enc[0] == CRDT_CODEC_VERSION &&
                       q->enc[1] >= CRDT_TYPE_MIN && q->enc[1] <= CRDT_TYPE_MAX;
-        if (id == UINT32_MAX && framed) {
-            /* a new key starts empty, of its first record's type */
-            crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)q->enc[1]);
-            if (!obj || (id = rep_insert(r, q->key, q->klen, rep_hash(q->key, q->klen, r->seed),
-                                         obj)) == UINT32_MAX) {
-                crdt_obj_free(obj);
-                return CRDT_ENOMEM;
-            }
-            if ((rc = scan_add(s, id, q->key, q->klen, q->h)) < 0)
-                return rc;
-        }
+        if (id == UINT32_MAX && framed &&
+            (id = scan_new_key(s, q->key, q->klen, q->h, q->enc[1])) == UINT32_MAX)
+            return CRDT_ENOMEM;
         if (id == UINT32_MAX || !framed || q->enc[1] != s->keys[id].type) {
             if ((rc = scan_slow(s, id, q->body, q->blen, q->seq, q->enc, q->elen, rerr)) < 0)
                 return rc;
@@ -449,6 +646,7 @@ static int scan_batch(scan_t *s, scan_win_t *w, scan_rec_t *batch, size_t nb, ui
         if (q->id == UINT32_MAX)
             continue;
         *at = q->at;
+        rep_idx_note(s->r, q->id, q->at); /* the next block of the index lists it too */
         scan_key_t *k = &s->keys[q->id];
         if (q->seq > k->seq)
             k->seq = q->seq;
@@ -491,15 +689,22 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
         return rc;
     }
     scan_win_t w = {base, (uint32_t)s->L->nsegs - 1, 0};
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    struct stat sb;
+    uint64_t start = REP_SEG_HEADER;
+    if (fstat(fd, &sb) == 0 && (rc = idx_take(s, fd, base, (uint64_t)sb.st_size, &start)) < 0) {
+        rep_seterr(err, rc, "out of memory (or more than %u log windows)", SEG_MAX);
+        return rc;
+    }
+    rep_idx_reset(r, start); /* the records scanned go into the index's next block */
+    posix_fadvise(fd, (off_t)start, 0, POSIX_FADV_SEQUENTIAL);
     rep_reader_t rd;
-    if ((rc = rep_reader_init(&rd, fd, REP_SEG_HEADER)) < 0) {
+    if ((rc = rep_reader_init(&rd, fd, start)) < 0) {
         rep_seterr(err, rc, "cannot read %s/log-%020" PRIu64 ": %s", r->dir, base,
                    rc == CRDT_ENOMEM ? "out of memory" : strerror(errno));
         return rc;
     }
     const uint64_t snap_seq = r->snap.done_seq;
-    uint64_t max_seq = r->last_seq, records = 0, at = REP_SEG_HEADER;
+    uint64_t max_seq = r->last_seq, records = 0, at = start;
     crdt_error_t rerr = {0};
     scan_rec_t batch[SCAN_BATCH];
     int st = REP_REC_OK;
@@ -517,8 +722,10 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
             q->fast = rep_record_parse(q->body, blen, &q->seq, &q->key, &klen, &q->enc, &elen) == 0;
             if (q->fast) {
                 /* records the snapshot already holds need nothing: it has their join */
-                if (q->seq <= snap_seq)
+                if (q->seq <= snap_seq) {
+                    rep_idx_disable(r, NULL); /* (a block's last record must be noted) */
                     continue;
+                }
                 q->klen = (uint32_t)klen;
                 q->elen = (uint32_t)elen;
                 q->h = scan_hash(q->key, klen, s->seed, q->body + blen);
@@ -587,12 +794,16 @@ void rep_scan_end(crdt_replica_t *r, rep_scan_t *sc)
         crdt_obj_t **obj = malloc(((size_t)n + 1) * sizeof(*obj));
         load_blk_t **head = calloc((size_t)n + 1, sizeof(*head));
         uint8_t *state = calloc((size_t)n + 1, 1);
-        if (obj && head && state) {
+        const uint8_t **key = malloc(((size_t)n + 1) * sizeof(*key));
+        uint32_t *klen = malloc(((size_t)n + 1) * sizeof(*klen));
+        if (obj && head && state && key && klen) {
             for (uint32_t id = 0; id < n && id < s->cap_keys; id++) {
                 rep_key_t *k = &r->keys[id];
                 if (s->keys[id].seq > k->seq)
                     k->seq = s->keys[id].seq;
                 obj[id] = k->obj;
+                key[id] = k->key;
+                klen[id] = k->klen;
                 head[id] = s->keys[id].cur;
                 if (head[id])
                     head[id]->n = s->keys[id].n;
@@ -604,10 +815,12 @@ void rep_scan_end(crdt_replica_t *r, rep_scan_t *sc)
             free(L->obj);
             free(L->head);
             free(L->state);
-            L->obj = obj, L->head = head, L->state = state;
+            free(L->key);
+            free(L->klen);
+            L->obj = obj, L->head = head, L->state = state, L->key = key, L->klen = klen;
             L->nkeys = n;
         } else {
-            free(obj), free(head), free(state);
+            free(obj), free(head), free(state), free(key), free(klen);
             L->err_rc = CRDT_ENOMEM; /* rep_load_start refuses to go on */
         }
     }
@@ -618,11 +831,15 @@ void rep_scan_end(crdt_replica_t *r, rep_scan_t *sc)
 
 /* ---- joining a key --------------------------------------------------------------------------- */
 
-/* The encoding of the record at `off` of window `win` (checked by the scan; the map is read-only
- * and the directory locked, so it is still there). */
-static bool entry_enc(const rep_load_t *L, uint32_t win, uint32_t off, crdt_bytes_t *out)
+/* The encoding of key id's record at `off` of window `win`, or NULL with *why saying what is
+ * wrong. The scan checked the records it listed, and the map is read-only and the directory
+ * locked, so they are still there; the index's listings are checked here: each must be an
+ * intact record of this key. */
+static bool entry_enc(const rep_load_t *L, uint32_t id, uint32_t win, uint32_t off,
+                      crdt_bytes_t *out, const char **why)
 {
     const load_seg_t *sg = &L->segs[win];
+    *why = "lies past the end of the segment";
     if (!sg->map || (uint64_t)off + REP_REC_HEADER > sg->size)
         return false;
     const uint8_t *h = sg->map + off;
@@ -632,7 +849,12 @@ static bool entry_enc(const rep_load_t *L, uint32_t win, uint32_t off, crdt_byte
     uint64_t seq;
     const uint8_t *key, *enc;
     size_t klen, elen;
-    if (rep_record_parse(h + REP_REC_HEADER, blen, &seq, &key, &klen, &enc, &elen) < 0)
+    *why = "is not an intact record";
+    if (crdt_crc32c(0, h + REP_REC_HEADER, blen) != rep_get32(h + 4) ||
+        rep_record_parse(h + REP_REC_HEADER, blen, &seq, &key, &klen, &enc, &elen) < 0)
+        return false;
+    *why = "is another key's record";
+    if (klen != L->klen[id] || (klen && memcmp(key, L->key[id], klen) != 0))
         return false;
     *out = (crdt_bytes_t){enc, elen};
     return true;
@@ -688,15 +910,24 @@ static void join_key(rep_load_t *L, const char *dir, uint32_t id, crdt_bytes_t *
 {
     size_t n = 0;
     for (const load_blk_t *b = L->head[id]; b; b = b->prev) {
+        const uint32_t *ent = blk_ent(b);
         for (uint32_t i = b->n; i-- > 0;) {
-            where[n] = (uint64_t)b->win << 32 | b->ent[i];
-            if (!entry_enc(L, b->win, b->ent[i], &encs[n])) {
+            where[n] = (uint64_t)b->win << 32 | ent[i];
+            const char *why;
+            if (!entry_enc(L, id, b->win, ent[i], &encs[n], &why)) {
                 uint64_t base, off;
                 where_str(L, where[n], &base, &off);
-                load_note_error(L, CRDT_EDECODE,
-                                "%s/log-%020" PRIu64 ", record at offset %" PRIu64
-                                ": changed on disk while the replica held it",
-                                dir, base, off);
+                if (b->ext)
+                    load_note_error(L, CRDT_EDECODE,
+                                    "%s/log-%020" PRIu64 ", record at offset %" PRIu64
+                                    " %s (the segment's index lists it: move log-%020" PRIu64
+                                    ".idx away and restart to scan the segment instead)",
+                                    dir, base, off, why, base);
+                else
+                    load_note_error(L, CRDT_EDECODE,
+                                    "%s/log-%020" PRIu64 ", record at offset %" PRIu64
+                                    " %s: it changed on disk while the replica held it",
+                                    dir, base, off, why);
                 return;
             }
             n++;
@@ -731,8 +962,9 @@ static void prefetch_key(const rep_load_t *L, uint32_t id)
     unsigned budget = 2048;
     for (const load_blk_t *b = L->head[id]; b && budget; b = b->prev) {
         const load_seg_t *sg = &L->segs[b->win];
+        const uint32_t *ent = blk_ent(b);
         for (uint32_t i = b->n; i-- > 0 && budget && sg->map; budget--)
-            __builtin_prefetch(sg->map + b->ent[i]);
+            __builtin_prefetch(sg->map + ent[i]);
     }
 }
 
@@ -775,6 +1007,11 @@ static void load_free(crdt_replica_t *r)
         next = c->next;
         munmap(c, c->size);
     }
+    for (size_t i = 0; i < L->nmaps; i++)
+        munmap(L->maps[i].p, L->maps[i].len);
+    free(L->maps);
+    free(L->key);
+    free(L->klen);
     free(L->segs);
     free(L->obj);
     free(L->head);

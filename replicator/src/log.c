@@ -128,7 +128,7 @@ int rep_reader_next(rep_reader_t *rd, const uint8_t **body, size_t *len, char *w
 
 /* ---- segments ------------------------------------------------------------------------------- */
 
-static void seg_name(char *out, size_t n, uint64_t base)
+void rep_seg_name(char *out, size_t n, uint64_t base)
 {
     snprintf(out, n, "log-%020" PRIu64, base);
 }
@@ -168,7 +168,7 @@ static bool sync_wanted(const crdt_replica_t *r)
 static int create_segment(crdt_replica_t *r, uint64_t base)
 {
     char name[40];
-    seg_name(name, sizeof(name), base);
+    rep_seg_name(name, sizeof(name), base);
     int fd = openat(r->dirfd, name, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
         rep_fail(r, "cannot create log segment %s/%s: %s", r->dir, name, strerror(errno));
@@ -185,6 +185,7 @@ static int create_segment(crdt_replica_t *r, uint64_t base)
     r->log.fd = fd;
     r->log.seg_base = base;
     r->log.seg_bytes = REP_SEG_HEADER;
+    rep_idx_create(r, base);
     return sync_wanted(r) ? rep_fsync_dir(r) : 0;
 }
 
@@ -268,6 +269,9 @@ static void note_drop(crdt_replica_t *r, uint64_t bytes, const char *name, uint6
 static int replay_segment(crdt_replica_t *r, rep_scan_t *scan, int fd, const char *name,
                           uint64_t base, uint64_t *size, crdt_error_t *err)
 {
+    /* (the scan finds the index's blocks, if any) */
+    rep_idx_reset(r, REP_SEG_HEADER);
+    r->log.idx.file_end = 0;
     struct stat sb;
     if (fstat(fd, &sb) < 0) {
         rep_seterr(err, CRDT_EIO, "cannot stat %s/%s: %s", r->dir, name, strerror(errno));
@@ -335,12 +339,13 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
      * (a crash came between the snapshot's rename and their deletion). */
     size_t first = 0;
     while (first + 1 < n && bases[first + 1] <= r->snap.done_seq) {
-        seg_name(name, sizeof(name), bases[first]);
+        rep_seg_name(name, sizeof(name), bases[first]);
         unlinkat(r->dirfd, name, 0);
+        rep_idx_unlink(r, bases[first]);
         first++;
     }
     for (size_t i = first; i < n; i++) {
-        seg_name(name, sizeof(name), bases[i]);
+        rep_seg_name(name, sizeof(name), bases[i]);
         int fd = openat(r->dirfd, name, O_RDWR | O_APPEND | O_CLOEXEC);
         if (fd < 0) {
             rep_seterr(err, CRDT_EIO, "cannot open %s/%s: %s", r->dir, name, strerror(errno));
@@ -362,6 +367,7 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
             r->log.fd = fd;
             r->log.seg_base = bases[i];
             r->log.seg_bytes = size;
+            rep_idx_resume(r, bases[i]);
         }
     }
     free(bases);
@@ -381,6 +387,7 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
 
 void rep_log_close(crdt_replica_t *r)
 {
+    rep_idx_close(r);
     if (r->log.fd >= 0)
         close(r->log.fd);
     r->log.fd = -1;
@@ -400,7 +407,7 @@ int rep_log_write(crdt_replica_t *r)
             continue;
         if (n < 0) {
             char name[40];
-            seg_name(name, sizeof(name), r->log.seg_base);
+            rep_seg_name(name, sizeof(name), r->log.seg_base);
             rep_fail(r, "cannot write log %s/%s: %s", r->dir, name, strerror(errno));
             return CRDT_EIO;
         }
@@ -424,7 +431,7 @@ int rep_log_sync(crdt_replica_t *r)
         /* After a failed fsync the kernel may have dropped the dirty pages: nothing written
          * since the last good fsync can be promised, so stop here (see "fsyncgate"). */
         char name[40];
-        seg_name(name, sizeof(name), r->log.seg_base);
+        rep_seg_name(name, sizeof(name), r->log.seg_base);
         rep_fail(r, "fsync of log %s/%s failed: %s", r->dir, name, strerror(errno));
         return CRDT_EIO;
     }
@@ -449,15 +456,32 @@ static void *syncer_main(void *arg)
             pthread_cond_wait(&y->cv, &y->mu);
             continue;
         }
-        int fd = y->fd;
+        int fd = y->fd, ifd = y->idx_fd;
+        const uint8_t *blk = y->blk;
+        size_t left = y->blk_len;
         pthread_mutex_unlock(&y->mu);
         double t0 = rep_mono_s();
         int rc = fdatasync(fd);
         int e = rc < 0 ? errno : 0;
         double dt = rep_mono_s() - t0;
         close(fd);
+        int ie = 0;
+        /* the index's block only once its records are durable */
+        while (ifd >= 0 && !e && left && !ie) {
+            ssize_t n = write(ifd, blk, left);
+            if (n < 0 && errno != EINTR)
+                ie = errno;
+            else if (n == 0)
+                ie = EIO;
+            else if (n > 0)
+                blk += n, left -= (size_t)n;
+        }
+        if (ifd >= 0)
+            close(ifd);
         pthread_mutex_lock(&y->mu);
         y->fd = -1;
+        y->idx_fd = -1;
+        y->idx_err = ie;
         y->err = e;
         y->secs = dt;
         y->done = true;
@@ -469,7 +493,7 @@ static void *syncer_main(void *arg)
 int rep_syncer_start(crdt_replica_t *r)
 {
     rep_syncer_t *y = &r->log.syncer;
-    y->fd = -1;
+    y->fd = y->idx_fd = -1;
     if (pthread_mutex_init(&y->mu, NULL) != 0)
         return CRDT_ENOMEM;
     if (pthread_cond_init(&y->cv, NULL) != 0) {
@@ -485,25 +509,33 @@ int rep_syncer_start(crdt_replica_t *r)
     return 0;
 }
 
-/* Takes the result of a finished background fsync, if any. */
-static int syncer_reap(crdt_replica_t *r)
+int rep_syncer_reap(crdt_replica_t *r)
 {
     rep_syncer_t *y = &r->log.syncer;
     if (!y->busy)
         return 0;
     pthread_mutex_lock(&y->mu);
     bool done = y->done;
-    int e = y->err;
+    int e = y->err, ie = y->idx_err;
     double dt = y->secs;
-    if (done)
+    uint8_t *blk = y->blk;
+    uint64_t blk_base = y->blk_base;
+    if (done) {
         y->done = false;
+        y->blk = NULL;
+    }
     pthread_mutex_unlock(&y->mu);
     if (!done)
         return 0;
     y->busy = false;
+    if (blk) {
+        free(blk);
+        if (ie && blk_base == r->log.seg_base)
+            rep_idx_disable(r, strerror(ie));
+    }
     if (e) {
         char name[40];
-        seg_name(name, sizeof(name), r->log.seg_base);
+        rep_seg_name(name, sizeof(name), r->log.seg_base);
         rep_fail(r, "fsync of log %s/%s failed: %s", r->dir, name, strerror(e));
         return CRDT_EIO;
     }
@@ -527,7 +559,7 @@ void rep_syncer_stop(crdt_replica_t *r)
     pthread_mutex_unlock(&y->mu);
     pthread_join(y->th, NULL);
     y->running = false;
-    syncer_reap(r);
+    rep_syncer_reap(r);
     pthread_cond_destroy(&y->cv);
     pthread_mutex_destroy(&y->mu);
 }
@@ -537,7 +569,7 @@ int rep_log_sync_everysec(crdt_replica_t *r)
     rep_syncer_t *y = &r->log.syncer;
     if (r->failed)
         return CRDT_EIO;
-    if (syncer_reap(r) < 0)
+    if (rep_syncer_reap(r) < 0)
         return CRDT_EIO;
     uint64_t now = rep_mono_ms();
     if (y->busy || r->log.synced_seq >= r->log.written_seq || now - r->log.last_fsync_ms < 1000)
@@ -586,10 +618,11 @@ void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto)
         uint64_t next = i + 1 < r->log.n_old ? r->log.old[i + 1].base : r->log.seg_base;
         if (next <= upto) {
             char name[40];
-            seg_name(name, sizeof(name), r->log.old[i].base);
+            rep_seg_name(name, sizeof(name), r->log.old[i].base);
             if (unlinkat(r->dirfd, name, 0) < 0 && errno != ENOENT)
                 fprintf(stderr, "crdtd replica: cannot delete %s/%s: %s\n", r->dir, name,
                         strerror(errno));
+            rep_idx_unlink(r, r->log.old[i].base);
             r->log.old_bytes -= r->log.old[i].bytes;
             dropped = true;
         } else {

@@ -327,8 +327,9 @@ static bool logging(const crdt_replica_t *r)
     return r->log.fd >= 0;
 }
 
-/* Bookkeeping once key `id` changed and its record (if any) is in the log buffer. */
-static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_t *delta)
+/* Bookkeeping once key `id` changed and its record (if any) is in the log buffer at `mark`. */
+static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_t *delta,
+                   size_t mark)
 {
     rep_key_t *k = &r->keys[id];
     k->seq = seq;
@@ -338,6 +339,7 @@ static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_
     r->st.writes++;
     if (logging(r)) {
         r->log.buf_seq = seq;
+        rep_idx_note(r, id, r->log.seg_bytes + mark);
         if (r->log.buf.len >= REP_BUF_FLUSH)
             rep_log_write(r); /* a failure is sticky and reported by the next write and flush */
     }
@@ -383,7 +385,7 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
             r->st.noops++;
         return rc;
     }
-    commit(r, id, s, delta);
+    commit(r, id, s, delta, mark);
     if (seq)
         *seq = s;
     return 1;
@@ -437,7 +439,7 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
         crdt_obj_free(fresh);
         return CRDT_ENOMEM;
     }
-    commit(r, id, s, logged);
+    commit(r, id, s, logged, mark);
     crdt_obj_free(delta);
     if (seq)
         *seq = s;
@@ -657,7 +659,7 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
         return NULL;
     }
     r->cfg = *cfg;
-    r->dirfd = r->lockfd = r->log.fd = -1;
+    r->dirfd = r->lockfd = r->log.fd = r->log.idx.fd = -1;
     r->seed = fmix((uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
                    0x243F6A8885A308D3ull);
     crdt_hlc_init(&r->hlc, cfg->node_id, 60000);
@@ -694,7 +696,8 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
     if (rep_load_start(r, err) < 0)
         goto fail;
     r->log.buf_seq = r->log.written_seq = r->log.synced_seq = r->last_seq;
-    if (logging(r) && cfg->fsync == CRDT_FSYNC_EVERYSEC && rep_syncer_start(r) < 0)
+    /* (under policy no only the index's blocks use it: they wait for an fsync) */
+    if (logging(r) && cfg->fsync != CRDT_FSYNC_ALWAYS && rep_syncer_start(r) < 0)
         fprintf(stderr, "crdtd replica: no background fsync thread; fsyncing inline\n");
     r->rec.seconds = rep_mono_s() - t0;
     if (r->rec.dropped_bytes)
@@ -714,8 +717,8 @@ void crdt_replica_close(crdt_replica_t *r)
     if (logging(r)) {
         rep_snapshot_poll(r, true);
         rep_syncer_stop(r);
-        if (!r->failed && rep_log_write(r) == 0)
-            rep_log_sync(r);
+        if (!r->failed && rep_log_write(r) == 0 && rep_log_sync(r) == 0)
+            rep_idx_flush(r, true); /* a clean stop leaves the whole log indexed */
     }
     rep_log_close(r);
     free_replica(r);
@@ -736,10 +739,12 @@ int crdt_replica_flush(crdt_replica_t *r)
         return CRDT_EIO;
     if (rep_log_write(r) < 0)
         return CRDT_EIO;
-    if (r->cfg.fsync == CRDT_FSYNC_ALWAYS && r->log.synced_seq < r->log.written_seq)
-        return rep_log_sync(r);
-    if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC)
-        return rep_log_sync_everysec(r);
+    if (r->cfg.fsync == CRDT_FSYNC_ALWAYS && r->log.synced_seq < r->log.written_seq &&
+        rep_log_sync(r) < 0)
+        return CRDT_EIO;
+    if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && rep_log_sync_everysec(r) < 0)
+        return CRDT_EIO;
+    rep_idx_flush(r, false);
     return 0;
 }
 
@@ -765,6 +770,7 @@ void crdt_replica_tick(crdt_replica_t *r, uint64_t now_ms)
         return;
     if (r->cfg.fsync == CRDT_FSYNC_EVERYSEC && rep_log_sync_everysec(r) < 0)
         return;
+    rep_idx_flush(r, false);
     uint64_t now = rep_mono_ms();
     /* not while keys are loading: the fork would have to wait for all of them */
     if (r->cfg.snapshot_log_bytes && !r->snap.pid && !r->load && now >= r->snap.retry_after_ms &&

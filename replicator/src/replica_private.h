@@ -47,7 +47,40 @@ typedef struct rep_seg {
     uint64_t bytes;
 } rep_seg_t;
 
-/* The everysec fsync runs on a thread of its own, so the event loop never waits for the disk. */
+/* ---- the log's index: log-<base>.idx beside each segment (index.c writes it, load.c reads it) -
+ * Blocks, each listing where every key's records are in a stretch of the segment, so that a
+ * restart reads the index instead of scanning those records (docs/storage.md, "The index"). */
+
+#define REP_IDX_MAGIC "CRDTIDX1"
+#define REP_IDX_HEADER 16     /* magic, u64 base */
+#define REP_IDX_BLK_HEADER 8  /* u32 body length (a multiple of 8), u32 CRC-32C of the body */
+#define REP_IDX_BODY 56       /* u64 from, to, last_at; u32 last_len, last_crc; u64 max_seq, records;
+                                 u32 groups, 0 */
+#define REP_IDX_GROUP 20      /* u64 seq, u32 count, u32 klen, u8 type, 3 zero bytes; then the key,
+                                 zero-padded to 4 bytes, and u32 offsets (from `from`)[count] */
+#define REP_IDX_BLOCK_BYTES (32u << 20) /* log bytes a block covers before it is written */
+
+typedef struct rep_idx_ent {
+    uint32_t id;  /* the record's key */
+    uint32_t rel; /* its offset from `covered` */
+} rep_idx_ent_t;
+
+typedef struct rep_idx {
+    int fd;           /* the current segment's index, open for appending; -1 when none */
+    bool off;         /* not indexing the current segment (a failure, or a record not noted) */
+    bool warned;      /* said so on stderr */
+    uint64_t covered; /* the segment's bytes the blocks written (or handed to the syncer) cover */
+    uint64_t file_end; /* set by the scan: where the index's accepted blocks end (0: none) */
+    rep_idx_ent_t *pend; /* the records after `covered`, in log order */
+    size_t npend, cap_pend;
+    uint32_t *cnt; /* by key id: its records in pend (the write cursor while a block is built) */
+    uint32_t cap_cnt;
+    uint32_t *touched; /* the ids with cnt > 0, in order of their first record */
+    size_t ntouched, cap_touched;
+} rep_idx_t;
+
+/* The everysec fsync runs on a thread of its own, so the event loop never waits for the disk;
+ * the index's blocks are written there too, after the fsync that makes their records durable. */
 typedef struct rep_syncer {
     pthread_t th;
     bool running;
@@ -58,6 +91,11 @@ typedef struct rep_syncer {
     bool done, stop;
     int err;     /* errno of a failed fdatasync, 0 if it succeeded */
     double secs; /* how long it took */
+    int idx_fd;          /* with a block to append after the fsync (a dup), else -1 */
+    uint8_t *blk;        /* owned by the request */
+    size_t blk_len;
+    uint64_t blk_base;   /* the segment the block indexes */
+    int idx_err;         /* errno of a failed write of the block */
     /* main thread only */
     bool busy;    /* a request is outstanding */
     uint64_t seq; /* written_seq when it was made */
@@ -76,6 +114,7 @@ typedef struct rep_log {
     uint64_t synced_seq;  /* highest seq fsynced */
     uint64_t last_fsync_ms;
     rep_syncer_t syncer;
+    rep_idx_t idx;
 } rep_log_t;
 
 typedef struct rep_snap {
@@ -334,6 +373,33 @@ int rep_log_rotate(crdt_replica_t *r);
 /* Deletes the older segments whose records all have seq <= upto. */
 void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto);
 int rep_fsync_dir(crdt_replica_t *r);
+/* Takes the result of a finished background fsync (and index block write), if any. 0 or
+ * CRDT_EIO. */
+int rep_syncer_reap(crdt_replica_t *r);
+void rep_seg_name(char *out, size_t n, uint64_t base);
+
+/* ---- index.c: writing the log's index ------------------------------------------------------ */
+
+/* Starts the index of a new, empty segment (creates log-<base>.idx). Never fails the replica: an
+ * index that cannot be written only means the next restart scans that segment. */
+void rep_idx_create(crdt_replica_t *r, uint64_t base);
+/* After the scan, for the segment that stays open for appending: keeps the index's accepted
+ * blocks (r->log.idx.file_end), cuts what follows them, and goes on from there. */
+void rep_idx_resume(crdt_replica_t *r, uint64_t base);
+/* Forgets the records noted (the scan of a segment starts; `covered`: where it starts). */
+void rep_idx_reset(crdt_replica_t *r, uint64_t covered);
+/* Notes that key id's record is at segment offset `off`. */
+void rep_idx_note(crdt_replica_t *r, uint32_t id, uint64_t off);
+/* A record of the current segment will not be noted: stop indexing it (why: for stderr, or NULL
+ * to say nothing). */
+void rep_idx_disable(crdt_replica_t *r, const char *why);
+/* Writes a block for the records noted once they cover REP_IDX_BLOCK_BYTES of written log (or,
+ * `final`, any), after an fsync of the segment: inline, or on the syncer thread. */
+void rep_idx_flush(crdt_replica_t *r, bool final);
+/* Closes the index file and frees the notes. */
+void rep_idx_close(crdt_replica_t *r);
+/* Deletes log-<base>.idx. */
+void rep_idx_unlink(crdt_replica_t *r, uint64_t base);
 
 /* ---- load.c: the recovery scan and the background load of the keys it leaves pending ------- */
 
