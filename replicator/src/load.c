@@ -97,6 +97,7 @@ struct rep_load {
     uint32_t next;      /* the threads' cursor over ids (atomic) */
     int stop;           /* atomic */
     unsigned running;   /* threads still in their loop (atomic) */
+    int advised;        /* a thread asked for the segments to be read ahead (atomic) */
     pthread_mutex_t mu; /* guards the first failure below */
     int err_rc;
     char err_text[320];
@@ -976,6 +977,15 @@ static void *loader_main(void *arg)
     const char *dir = L->dir;
     if (!encs || !where)
         load_note_error(L, CRDT_ENOMEM, "out of memory for a loader thread");
+    /* What the index listed was not read at open: have the kernel read the segments ahead, in
+     * order, rather than a page fault at a time all over them as the keys are joined (the first
+     * thread asks, once; off the replica's thread, as it may wait for the disk's queue). */
+    int first = 0;
+    if (__atomic_compare_exchange_n(&L->advised, &first, 1, false, __ATOMIC_ACQ_REL,
+                                    __ATOMIC_ACQUIRE))
+        for (size_t i = 0; i < L->nsegs; i++)
+            if (L->segs[i].owned)
+                madvise((void *)L->segs[i].owned, (size_t)L->segs[i].owned_len, MADV_WILLNEED);
     while (encs && where && !__atomic_load_n(&L->stop, __ATOMIC_ACQUIRE)) {
         uint32_t id = __atomic_fetch_add(&L->next, 1, __ATOMIC_ACQ_REL);
         if (id >= L->nkeys)
