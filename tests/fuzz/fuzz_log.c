@@ -6,7 +6,13 @@
  * bounds timelines to 3. The segment is written to a data directory and opened. Required: open
  * either refuses with a message or recovers, dropping at most what was there; every key can then
  * be joined; and, unless a record failed to join (the replica then refuses writes, saying why), a
- * second open finds nothing more to drop and the same keyspace (the same digest). */
+ * second open finds nothing more to drop and the same keyspace (the same digest).
+ *
+ * The first close indexes the segment (log-<base>.idx), and the second open reads that index.
+ * Mode bit 3 damages the index first: a byte, chosen and changed by a hash of the input, is
+ * flipped. Unless bit 4 then recomputes the block's CRC, the second open must not use the
+ * damaged block and must still find the same keyspace; with the CRC fixed (an index that lies,
+ * which only a bug could write) it must still not crash, and a failure must name the index. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -58,6 +64,35 @@ static crdt_replica_t *open_it(uint8_t mode, crdt_error_t *err)
     cfg.load_threads = (mode & 2) ? 1 : 0;
     cfg.timeline_max_size = (mode & 4) ? 3 : 1000;
     return crdt_replica_open(&cfg, err);
+}
+
+/* Flips a byte of the index, and with `fix` recomputes its first block's CRC. */
+static void damage_index(const uint8_t *data, size_t size, bool fix)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/log-%020d.idx", dir, 0);
+    int fd = open(path, O_RDWR);
+    struct stat sb;
+    if (fd < 0 || fstat(fd, &sb) < 0 || sb.st_size < 1) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    size_t n = (size_t)sb.st_size;
+    uint8_t *b = malloc(n);
+    FUZZ_REQUIRE(b && pread(fd, b, n, 0) == (ssize_t)n);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < size; i++)
+        h = (h ^ data[i]) * 1099511628211ull;
+    b[h % n] ^= (uint8_t)(h >> 56 | 1);
+    if (fix && n >= 24) {
+        uint32_t len = get32(b + 16);
+        if (len <= n - 24)
+            put32(b + 20, crdt_crc32c(0, b + 24, len));
+    }
+    FUZZ_REQUIRE(pwrite(fd, b, n, 0) == (ssize_t)n);
+    close(fd);
+    free(b);
 }
 
 static int touch_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
@@ -121,11 +156,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     crdt_replica_close(r);
     if (failed)
         return 0;
+    bool lies = (mode & 8) && (mode & 16);
+    if (mode & 8)
+        damage_index(data, size, lies);
     r = open_it(mode ^ 2, &err);
     FUZZ_REQUIRE(r != NULL);
     FUZZ_REQUIRE(crdt_replica_recovery(r)->dropped_bytes == 0);
     size_t keys2 = 0;
     crdt_replica_foreach(r, touch_cb, &keys2);
+    if (lies) {
+        const char *why = crdt_replica_last_error(r);
+        FUZZ_REQUIRE(!why || strstr(why, "index"));
+        crdt_replica_close(r);
+        return 0;
+    }
     FUZZ_REQUIRE(crdt_replica_last_error(r) == NULL);
     FUZZ_REQUIRE(keys2 == keys && crdt_replica_last_seq(r) == last);
     FUZZ_REQUIRE(crdt_replica_digest(r) == digest);
