@@ -58,11 +58,12 @@ int main(int argc, char **argv)
     }
     const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);
     if (rc_cfg.dir && rep) {
-        gw_log("recovered %s: %llu keys from the snapshot, %llu log records scanned in %.3f s; "
-               "%llu keys join their records in the background (each at once when touched)",
+        gw_log("recovered %s: %llu keys from the snapshot, %llu log records (%llu listed by the "
+               "log's index, the rest scanned) in %.3f s; %llu keys join their records in the "
+               "background (each at once when touched)",
                rc_cfg.dir, (unsigned long long)rep->snapshot_keys,
-               (unsigned long long)rep->log_records, rep->seconds,
-               (unsigned long long)rep->pending_keys);
+               (unsigned long long)rep->log_records, (unsigned long long)rep->index_records,
+               rep->seconds, (unsigned long long)rep->pending_keys);
         s->loading = rep->pending_keys > 0;
         if (rep->dropped_bytes)
             gw_log("dropped %llu bytes of log tail: %s", (unsigned long long)rep->dropped_bytes,
