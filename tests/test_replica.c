@@ -1768,6 +1768,21 @@ static void test_index(void)
         isize = file_size(idx);
     }
 
+    /* a segment without an index (an older crdtd's, or one lost): the restart that scans it
+     * writes blocks as it goes, so that even a crash right after leaves it mostly indexed */
+    drop_index(seg);
+    r = open_indexed(dir, CRDT_FSYNC_NO, 128);
+    ok(r && crdt_replica_recovery(r)->index_records == 0 && crdt_replica_digest(r) == digests[N],
+       "no index: scanned");
+    copy_files(dir, copy);
+    crdt_replica_close(r);
+    r = open_indexed(copy, CRDT_FSYNC_NO, 128);
+    rep = r ? crdt_replica_recovery(r) : NULL;
+    ok(r && rep->index_records > 0 && rep->log_records == N && crdt_replica_digest(r) == digests[N],
+       "the scan wrote blocks as it went (%llu of %d listed after a crash right after it)",
+       rep ? (unsigned long long)rep->index_records : 0ull, N);
+    crdt_replica_close(r);
+
     /* a log cut inside what the index covers: the index is not used, the tail cut as ever */
     if (truncate(seg, (off_t)(bounds[N] - 3)) < 0)
         diag("truncate failed");

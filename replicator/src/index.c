@@ -13,11 +13,13 @@
  * 8 bytes of memory per record until its block is written, and, every REP_IDX_BLOCK_BYTES of log,
  * a pass over those records on the replica's thread (a few milliseconds) and a write of the block
  * (about 4 bytes per record) after the fsync, on the syncer thread. */
+#define _GNU_SOURCE /* mremap */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "replica_private.h"
@@ -29,15 +31,45 @@ static void idx_name(char *out, size_t n, uint64_t base)
     snprintf(out + len, n - len, ".idx");
 }
 
+/* The notes of a restart's scan can be millions (a segment that had no index): their array is
+ * grown in place in huge pages (mremap), not copied into fresh 4 KiB pages at every doubling,
+ * which cost as much as the scan itself. */
+#define PEND_CHUNK (2u << 20)
+#define PEND_KEEP (16u << 20) /* an array larger than this is given back once its block is built */
+
+static int pend_grow(rep_idx_t *x)
+{
+    size_t bytes = x->cap_pend * sizeof(*x->pend);
+    size_t nbytes = bytes ? bytes * 2 : PEND_CHUNK;
+    void *p = bytes ? mremap(x->pend, bytes, nbytes, MREMAP_MAYMOVE)
+                    : mmap(NULL, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
+                           0);
+    if (p == MAP_FAILED)
+        return CRDT_ENOMEM;
+#ifdef MADV_HUGEPAGE
+    madvise(p, nbytes, MADV_HUGEPAGE);
+#endif
+    x->pend = p;
+    x->cap_pend = nbytes / sizeof(*x->pend);
+    return 0;
+}
+
+static void pend_free(rep_idx_t *x)
+{
+    if (x->pend)
+        munmap(x->pend, x->cap_pend * sizeof(*x->pend));
+    x->pend = NULL;
+    x->npend = x->cap_pend = 0;
+}
+
 static void idx_free_notes(rep_idx_t *x)
 {
-    free(x->pend);
+    pend_free(x);
     free(x->cnt);
     free(x->touched);
-    x->pend = NULL;
     x->cnt = NULL;
     x->touched = NULL;
-    x->npend = x->cap_pend = x->ntouched = x->cap_touched = 0;
+    x->ntouched = x->cap_touched = 0;
     x->cap_cnt = 0;
 }
 
@@ -46,7 +78,7 @@ void rep_idx_disable(crdt_replica_t *r, const char *why)
     rep_idx_t *x = &r->log.idx;
     if (why && !x->off && !x->warned) {
         char name[48];
-        idx_name(name, sizeof(name), r->log.seg_base);
+        idx_name(name, sizeof(name), x->base);
         fprintf(stderr,
                 "crdtd replica: not indexing %s/%s further: %s (a restart scans the records "
                 "it does not cover)\n",
@@ -57,7 +89,8 @@ void rep_idx_disable(crdt_replica_t *r, const char *why)
     idx_free_notes(x);
 }
 
-void rep_idx_reset(crdt_replica_t *r, uint64_t covered)
+/* Forgets the records noted; the next block starts at `covered`. */
+static void idx_reset(crdt_replica_t *r, uint64_t covered)
 {
     rep_idx_t *x = &r->log.idx;
     for (size_t i = 0; i < x->ntouched; i++)
@@ -126,20 +159,22 @@ static void idx_open_file(crdt_replica_t *r, uint64_t base, bool keep, uint64_t 
 
 void rep_idx_create(crdt_replica_t *r, uint64_t base)
 {
-    rep_idx_reset(r, REP_SEG_HEADER);
+    idx_reset(r, REP_SEG_HEADER);
+    r->log.idx.base = base;
+    r->log.idx.synced = true; /* (written by this process: flush and tick fsync it) */
     idx_open_file(r, base, false, 0);
 }
 
-void rep_idx_resume(crdt_replica_t *r, uint64_t base)
+void rep_idx_resume(crdt_replica_t *r, uint64_t base, uint64_t covered)
 {
     rep_idx_t *x = &r->log.idx;
-    bool off = x->off; /* the scan met a record it could not note */
+    idx_reset(r, covered);
+    x->base = base;
+    x->synced = false;
     if (x->file_end >= REP_IDX_HEADER)
         idx_open_file(r, base, true, x->file_end);
     else
         idx_open_file(r, base, false, 0);
-    if (off)
-        rep_idx_disable(r, NULL);
 }
 
 static int idx_grow(void **v, size_t *cap, size_t need, size_t size)
@@ -176,7 +211,7 @@ void rep_idx_note(crdt_replica_t *r, uint32_t id, uint64_t off)
         memset(x->cnt + x->cap_cnt, 0, (cap - x->cap_cnt) * sizeof(*x->cnt));
         x->cap_cnt = (uint32_t)cap;
     }
-    if (idx_grow((void **)&x->pend, &x->cap_pend, x->npend + 1, sizeof(*x->pend)) < 0 ||
+    if ((x->npend == x->cap_pend && pend_grow(x) < 0) ||
         (x->cnt[id] == 0 &&
          idx_grow((void **)&x->touched, &x->cap_touched, x->ntouched + 1, sizeof(*x->touched)) <
              0)) {
@@ -188,15 +223,17 @@ void rep_idx_note(crdt_replica_t *r, uint32_t id, uint64_t off)
     x->pend[x->npend++] = (rep_idx_ent_t){id, (uint32_t)(off - x->covered)};
 }
 
-/* The block for every record noted (all written out, and fsynced: the caller's part), or NULL
- * (out of memory, or the last record is not where the notes say). Resets the notes. */
-static uint8_t *idx_build(crdt_replica_t *r, size_t *out_len)
+/* The block for every record noted, which end at `to` of segment fd (all written out, and
+ * fsynced: the caller's part), or NULL (out of memory, or the last record is not where the notes
+ * say). A group's seq: seq_of(ctx, id), the key's latest as of `to`. Resets the notes. */
+static uint8_t *idx_build(crdt_replica_t *r, int fd, uint64_t to, uint64_t max_seq,
+                          rep_idx_seq_fn seq_of, const void *ctx, size_t *out_len)
 {
     rep_idx_t *x = &r->log.idx;
-    const uint64_t from = x->covered, to = r->log.seg_bytes;
+    const uint64_t from = x->covered;
     const uint64_t last_at = from + x->pend[x->npend - 1].rel;
     uint8_t lh[REP_REC_HEADER];
-    if (pread(r->log.fd, lh, sizeof(lh), (off_t)last_at) != (ssize_t)sizeof(lh) ||
+    if (pread(fd, lh, sizeof(lh), (off_t)last_at) != (ssize_t)sizeof(lh) ||
         last_at + REP_REC_HEADER + rep_get32(lh) != to || to - from > UINT32_MAX)
         return NULL;
     size_t len = REP_IDX_BLK_HEADER + REP_IDX_BODY;
@@ -216,7 +253,7 @@ static uint8_t *idx_build(crdt_replica_t *r, size_t *out_len)
     rep_put64(p + 16, last_at);
     rep_put32(p + 24, rep_get32(lh));
     rep_put32(p + 28, rep_get32(lh + 4));
-    rep_put64(p + 32, r->last_seq);
+    rep_put64(p + 32, max_seq);
     rep_put64(p + 40, x->npend);
     rep_put32(p + 48, (uint32_t)x->ntouched);
     size_t pos = REP_IDX_BLK_HEADER + REP_IDX_BODY;
@@ -225,7 +262,7 @@ static uint8_t *idx_build(crdt_replica_t *r, size_t *out_len)
         uint32_t id = x->touched[i];
         const rep_key_t *k = &r->keys[id];
         uint8_t *g = b + pos;
-        rep_put64(g, k->seq); /* every record is written: the key's latest is in this block */
+        rep_put64(g, seq_of(ctx, id));
         rep_put32(g + 8, x->cnt[id]);
         rep_put32(g + 12, k->klen);
         g[16] = k->type;
@@ -244,8 +281,37 @@ static uint8_t *idx_build(crdt_replica_t *r, size_t *out_len)
     rep_put32(b + 4, crdt_crc32c(0, b + REP_IDX_BLK_HEADER, len - REP_IDX_BLK_HEADER));
     x->npend = x->ntouched = 0;
     x->covered = to;
+    if (x->cap_pend * sizeof(*x->pend) > PEND_KEEP)
+        pend_free(x);
     *out_len = len;
     return b;
+}
+
+static uint64_t key_seq(const void *ctx, uint32_t id)
+{
+    return ((const crdt_replica_t *)ctx)->keys[id].seq;
+}
+
+void rep_idx_scan_flush(crdt_replica_t *r, int fd, uint64_t to, uint64_t max_seq,
+                        rep_idx_seq_fn seq_of, const void *ctx)
+{
+    rep_idx_t *x = &r->log.idx;
+    uint64_t every = r->cfg.index_block_bytes ? r->cfg.index_block_bytes : REP_IDX_BLOCK_BYTES;
+    if (x->fd < 0 || x->off || !x->npend || to - x->covered < every)
+        return;
+    /* the records were written by an earlier process, which may not have fsynced them */
+    if (!x->synced && fdatasync(fd) < 0) {
+        rep_idx_disable(r, strerror(errno));
+        return;
+    }
+    x->synced = true;
+    size_t len = 0;
+    uint8_t *blk = idx_build(r, fd, to, max_seq, seq_of, ctx, &len);
+    if (!blk)
+        rep_idx_disable(r, "out of memory, or the notes disagree with the segment");
+    else if (idx_write_all(x->fd, blk, len) < 0)
+        rep_idx_disable(r, strerror(errno));
+    free(blk);
 }
 
 void rep_idx_flush(crdt_replica_t *r, bool final)
@@ -267,7 +333,7 @@ void rep_idx_flush(crdt_replica_t *r, bool final)
             return;
     }
     size_t len = 0;
-    uint8_t *blk = idx_build(r, &len);
+    uint8_t *blk = idx_build(r, r->log.fd, r->log.seg_bytes, r->last_seq, key_seq, r, &len);
     if (!blk) {
         rep_idx_disable(r, "out of memory, or the notes disagree with the segment");
         return;
@@ -294,7 +360,7 @@ void rep_idx_flush(crdt_replica_t *r, bool final)
     y->idx_fd = ifd;
     y->blk = blk;
     y->blk_len = len;
-    y->blk_base = r->log.seg_base;
+    y->blk_base = x->base;
     pthread_cond_signal(&y->cv);
     pthread_mutex_unlock(&y->mu);
     y->busy = true;

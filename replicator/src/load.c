@@ -493,8 +493,10 @@ static int idx_block_take(scan_t *s, const uint8_t *body, size_t blen, uint32_t 
     return 0;
 }
 
-/* Reads log-<base>.idx whole into memory the load keeps. NULL (and nothing kept) when there is
- * none or it cannot be read: then the segment is scanned. */
+/* Maps log-<base>.idx whole, for as long as the load lasts (its offset lists are used in place;
+ * mapping the page cache's pages costs no fresh memory). NULL when there is none or it cannot be
+ * mapped: then the segment is scanned. The blocks taken stay below where rep_idx_resume later
+ * cuts the file, and blocks appended after are not in the mapping. */
 static const uint8_t *idx_read(scan_t *s, uint64_t base, size_t *len)
 {
     crdt_replica_t *r = s->r;
@@ -506,30 +508,20 @@ static const uint8_t *idx_read(scan_t *s, uint64_t base, size_t *len)
     if (fd < 0)
         return NULL;
     struct stat sb;
-    uint8_t *buf = NULL;
-    size_t size = 0, got = 0;
+    void *m = MAP_FAILED;
     struct load_map *maps = NULL;
     if (fstat(fd, &sb) == 0 && sb.st_size >= REP_IDX_HEADER + REP_IDX_BLK_HEADER + REP_IDX_BODY &&
         (uint64_t)sb.st_size < SIZE_MAX / 2 &&
         (maps = realloc(L->maps, (L->nmaps + 1) * sizeof(*maps))) != NULL) {
         L->maps = maps;
-        size = (size_t)sb.st_size;
-        buf = chunk_map(size);
-    }
-    while (buf && got < size) {
-        ssize_t n = pread(fd, buf + got, size - got, (off_t)got);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
+        m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
     }
     close(fd);
-    if (!buf)
+    if (m == MAP_FAILED)
         return NULL;
-    L->maps[L->nmaps++] = (struct load_map){buf, size};
-    *len = got;
-    return buf;
+    L->maps[L->nmaps++] = (struct load_map){m, (size_t)sb.st_size};
+    *len = (size_t)sb.st_size;
+    return m;
 }
 
 /* Takes the usable blocks of segment base's index (fd: the segment, fsize bytes). *start: where
@@ -680,6 +672,11 @@ static int scan_batch(scan_t *s, scan_win_t *w, scan_rec_t *batch, size_t nb, ui
     return 0;
 }
 
+static uint64_t scan_seq_of(const void *ctx, uint32_t id)
+{
+    return ((const scan_t *)ctx)->keys[id].seq;
+}
+
 int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, uint64_t *valid,
                      char *why, size_t whylen, crdt_error_t *err)
 {
@@ -696,7 +693,7 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
         rep_seterr(err, rc, "out of memory (or more than %u log windows)", SEG_MAX);
         return rc;
     }
-    rep_idx_reset(r, start); /* the records scanned go into the index's next block */
+    rep_idx_resume(r, base, start); /* the records scanned go into the index's next blocks */
     posix_fadvise(fd, (off_t)start, 0, POSIX_FADV_SEQUENTIAL);
     rep_reader_t rd;
     if ((rc = rep_reader_init(&rd, fd, start)) < 0) {
@@ -737,6 +734,8 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
         if (st == REP_REC_AGAIN)
             st = REP_REC_OK;
         rc = scan_batch(s, &w, batch, nb, &max_seq, &records, &rerr, &at);
+        if (rc == 0)
+            rep_idx_scan_flush(r, fd, rd.off, max_seq, scan_seq_of, s);
     }
     *valid = rd.off;
     rep_reader_free(&rd);

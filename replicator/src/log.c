@@ -270,7 +270,6 @@ static int replay_segment(crdt_replica_t *r, rep_scan_t *scan, int fd, const cha
                           uint64_t base, uint64_t *size, crdt_error_t *err)
 {
     /* (the scan finds the index's blocks, if any) */
-    rep_idx_reset(r, REP_SEG_HEADER);
     r->log.idx.file_end = 0;
     struct stat sb;
     if (fstat(fd, &sb) < 0) {
@@ -289,6 +288,7 @@ static int replay_segment(crdt_replica_t *r, rep_scan_t *scan, int fd, const cha
             rep_seterr(err, CRDT_EIO, "cannot repair %s/%s: %s", r->dir, name, strerror(errno));
             return CRDT_EIO;
         }
+        rep_idx_resume(r, base, REP_SEG_HEADER); /* a fresh index */
         *size = REP_SEG_HEADER;
         return 0;
     }
@@ -358,6 +358,7 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
             break;
         }
         if (i + 1 < n) {
+            rep_idx_close(r); /* (the last segment's index goes on with the writes) */
             close(fd);
             if ((rc = push_old(r, bases[i], size)) < 0) {
                 rep_seterr(err, rc, "out of memory");
@@ -367,7 +368,6 @@ int rep_log_open(crdt_replica_t *r, crdt_error_t *err)
             r->log.fd = fd;
             r->log.seg_base = bases[i];
             r->log.seg_bytes = size;
-            rep_idx_resume(r, bases[i]);
         }
     }
     free(bases);

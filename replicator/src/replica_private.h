@@ -69,6 +69,8 @@ typedef struct rep_idx {
     int fd;           /* the current segment's index, open for appending; -1 when none */
     bool off;         /* not indexing the current segment (a failure, or a record not noted) */
     bool warned;      /* said so on stderr */
+    bool synced;      /* the segment was fsynced since it was opened (blocks written at a scan) */
+    uint64_t base;    /* the segment's */
     uint64_t covered; /* the segment's bytes the blocks written (or handed to the syncer) cover */
     uint64_t file_end; /* set by the scan: where the index's accepted blocks end (0: none) */
     rep_idx_ent_t *pend; /* the records after `covered`, in log order */
@@ -383,11 +385,18 @@ void rep_seg_name(char *out, size_t n, uint64_t base);
 /* Starts the index of a new, empty segment (creates log-<base>.idx). Never fails the replica: an
  * index that cannot be written only means the next restart scans that segment. */
 void rep_idx_create(crdt_replica_t *r, uint64_t base);
-/* After the scan, for the segment that stays open for appending: keeps the index's accepted
- * blocks (r->log.idx.file_end), cuts what follows them, and goes on from there. */
-void rep_idx_resume(crdt_replica_t *r, uint64_t base);
-/* Forgets the records noted (the scan of a segment starts; `covered`: where it starts). */
-void rep_idx_reset(crdt_replica_t *r, uint64_t covered);
+/* As a restart's scan of segment base starts at `covered` (after the blocks of its index it took):
+ * keeps those blocks (r->log.idx.file_end), cuts what follows them, and notes the records
+ * scanned for the next ones. rep_idx_close once the segment is scanned unless it stays open
+ * for appending. */
+void rep_idx_resume(crdt_replica_t *r, uint64_t base, uint64_t covered);
+typedef uint64_t (*rep_idx_seq_fn)(const void *ctx, uint32_t id);
+/* During that scan: writes a block of the records noted once they cover index_block_bytes,
+ * ending at `to` of segment fd (after an fsync of it, once); seq_of gives a key's latest seq so
+ * far. (A segment that had no index is indexed by its first restart, with the notes' memory
+ * bounded by a block.) */
+void rep_idx_scan_flush(crdt_replica_t *r, int fd, uint64_t to, uint64_t max_seq,
+                        rep_idx_seq_fn seq_of, const void *ctx);
 /* Notes that key id's record is at segment offset `off`. */
 void rep_idx_note(crdt_replica_t *r, uint32_t id, uint64_t off);
 /* A record of the current segment will not be noted: stop indexing it (why: for stderr, or NULL
