@@ -530,7 +530,7 @@ int rep_syncer_reap(crdt_replica_t *r)
     y->busy = false;
     if (blk) {
         free(blk);
-        if (ie && blk_base == r->log.seg_base)
+        if (ie && blk_base == r->log.idx.base)
             rep_idx_disable(r, strerror(ie));
     }
     if (e) {
