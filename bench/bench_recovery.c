@@ -2,16 +2,21 @@
  *
  * Builds a data directory holding a log of N timeline writes (default 10M over 10,000 keys of
  * max size 1,000, fsync policy no, no snapshot), then times, --runs times each, interleaved:
- *   read      a cat-like loop read()ing every log segment in 1 MiB blocks (the baseline);
+ *   read      a cat-like loop read()ing every log segment in 1 MiB blocks (the baseline; not
+ *             the segments' indexes, log-*.idx);
  *   recovery  crdt_replica_open() of the directory in a fresh child process (as a restart):
- *             replay of every record into the keyspace.
+ *             the log's index read and what follows it scanned; then reads of random keys and
+ *             the wait until every key is joined.
  * By default both read the file from the page cache (it was just written; the read runs first
- * each round); --cold drops the log's pages from the cache (posix_fadvise DONTNEED) before each
- * read and each recovery. Prints the medians and their ratio (target: recovery <= 3x read).
+ * each round); --cold drops the pages of the log and of its index from the cache
+ * (posix_fadvise DONTNEED) before each read and each recovery. --no-index deletes the index
+ * before each recovery, which then scans the whole log (and writes the index again as it goes).
+ * Prints the medians and their ratio (target: recovery <= 3x read).
  * Usage: bench_recovery [--writes N] [--keys K] [--max-size M] [--runs R] [--cold]
- *                       [--no-snapshot] [--dir PATH] [--keep] [--reuse]
+ *                       [--no-snapshot] [--no-index] [--dir PATH] [--keep] [--reuse]
  * --keep leaves the directory (and a bench.meta file describing its log); --reuse with --dir
- * starts from such a directory instead of writing the log again (for quick iterations).
+ * starts from such a directory instead of writing the log again (for quick iterations; a clean
+ * open and close first indexes the log again if a --no-index run left it without).
  */
 #include <dirent.h>
 #include <errno.h>
