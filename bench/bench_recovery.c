@@ -141,7 +141,7 @@ static uint64_t read_file(const char *path)
 typedef struct recovery_result {
     int ok;
     double wall, cpu;
-    double loaded, loaded_cpu; /* until every key was joined (crdt_replica_wait_loaded) */
+    double loaded, loaded_cpu;   /* until every key was joined (crdt_replica_wait_loaded) */
     double probe_p50, probe_p99; /* a read of a random key right after open */
     unsigned long long records, dropped, indexed;
     char why[200];
@@ -356,7 +356,7 @@ measure:;
         crdt_replica_close(r);
     }
     printf("recovery %s\n", index ? "from the log's index and a scan of what follows it"
-                                   : "by scanning the log (its index deleted before each run)");
+                                  : "by scanning the log (its index deleted before each run)");
     double rd[MAX_RUNS], rec[MAX_RUNS], cpu[MAX_RUNS], ratio[MAX_RUNS], full[MAX_RUNS],
         full_cpu[MAX_RUNS], full_ratio[MAX_RUNS], p50[MAX_RUNS], p99[MAX_RUNS];
     crdt_replica_stats_t st;
@@ -411,9 +411,8 @@ measure:;
            "(target <= 3x); reads right after open p50 %.0f us, p99 %.0f us; every key joined "
            "at %.3f s (%.2f CPU s), %.1fx the read\n",
            cold ? "cold page cache" : "warm page cache", median(rd, runs), median(rec, runs),
-           median(cpu, runs), median(ratio, runs), median(p50, runs) * 1e6,
-           median(p99, runs) * 1e6, median(full, runs), median(full_cpu, runs),
-           median(full_ratio, runs));
+           median(cpu, runs), median(ratio, runs), median(p50, runs) * 1e6, median(p99, runs) * 1e6,
+           median(full, runs), median(full_cpu, runs), median(full_ratio, runs));
     /* What a running crdtd recovers from instead: a snapshot of the same keyspace (the log it
      * covers deleted), timed the same way against reading the snapshot file. */
     if (snapshot) {

@@ -534,8 +534,7 @@ static void test_snapshot(void)
     ok(wait_snapshot(r), "it ends");
     crdt_replica_stats(r, &st);
     ok(st.snapshots == 0 && count_log_files(dir, false) == 2 && count_log_files(dir, true) == 2,
-       "no snapshot counted, the log segments and indexes kept (%d)",
-       count_log_files(dir, false));
+       "no snapshot counted, the log segments and indexes kept (%d)", count_log_files(dir, false));
     rmdir(tmp);
     crdt_replica_close(r);
     r = open_dir(dir, CRDT_FSYNC_EVERYSEC, 1);
@@ -1758,7 +1757,9 @@ static void test_index(void)
         ok(r && rep->index_records == 0 && rep->log_records == N && rep->dropped_bytes == 0 &&
                crdt_replica_digest(r) == digests[N],
            "index %s: not used, the segment scanned instead",
-           how == 0 ? "torn" : how == 1 ? "with a flipped byte" : "of another segment");
+           how == 0   ? "torn"
+           : how == 1 ? "with a flipped byte"
+                      : "of another segment");
         crdt_replica_close(r); /* which indexes the segment again */
         r = open_dir(dir, CRDT_FSYNC_NO, 1);
         ok(r && crdt_replica_recovery(r)->index_records == N &&
@@ -1858,7 +1859,9 @@ static void test_index(void)
                crdt_replica_last_seq(r) == last,
            "policy %s: blocks as the log grew (%llu of %llu records listed), the tail scanned, "
            "the same keyspace",
-           pi == 0 ? "always" : pi == 1 ? "everysec" : "no",
+           pi == 0   ? "always"
+           : pi == 1 ? "everysec"
+                     : "no",
            rep ? (unsigned long long)rep->index_records : 0ull,
            rep ? (unsigned long long)rep->log_records : 0ull);
         if (!r)
@@ -1913,9 +1916,9 @@ int main(void)
     test_lazy_load();
     test_index();
     test_crc_paths();
-    static const char *subs[] = {"restart", "snapshot", "torn",       "corrupt", "lock",
-                                 "always",  "everysec", "no",         "ioerr",   "feed",
-                                 "crash",   "merging",  "undecodable", "lazy", "index"};
+    static const char *subs[] = {"restart", "snapshot", "torn",        "corrupt", "lock",
+                                 "always",  "everysec", "no",          "ioerr",   "feed",
+                                 "crash",   "merging",  "undecodable", "lazy",    "index"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(*subs); i++) {
         char p[128];
         snprintf(p, sizeof(p), "%s/%s", root, subs[i]);

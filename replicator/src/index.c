@@ -35,15 +35,16 @@ static void idx_name(char *out, size_t n, uint64_t base)
  * grown in place in huge pages (mremap), not copied into fresh 4 KiB pages at every doubling,
  * which cost as much as the scan itself. */
 #define PEND_CHUNK (2u << 20)
-#define PEND_KEEP (16u << 20) /* an array larger than this is given back once its block is built */
+#define PEND_KEEP (16u << 20) /* an array larger than this is given back once its block is built   \
+                               */
 
 static int pend_grow(rep_idx_t *x)
 {
     size_t bytes = x->cap_pend * sizeof(*x->pend);
     size_t nbytes = bytes ? bytes * 2 : PEND_CHUNK;
-    void *p = bytes ? mremap(x->pend, bytes, nbytes, MREMAP_MAYMOVE)
-                    : mmap(NULL, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1,
-                           0);
+    void *p = bytes
+                  ? mremap(x->pend, bytes, nbytes, MREMAP_MAYMOVE)
+                  : mmap(NULL, nbytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return CRDT_ENOMEM;
 #ifdef MADV_HUGEPAGE
@@ -212,9 +213,8 @@ void rep_idx_note(crdt_replica_t *r, uint32_t id, uint64_t off)
         x->cap_cnt = (uint32_t)cap;
     }
     if ((x->npend == x->cap_pend && pend_grow(x) < 0) ||
-        (x->cnt[id] == 0 &&
-         idx_grow((void **)&x->touched, &x->cap_touched, x->ntouched + 1, sizeof(*x->touched)) <
-             0)) {
+        (x->cnt[id] == 0 && idx_grow((void **)&x->touched, &x->cap_touched, x->ntouched + 1,
+                                     sizeof(*x->touched)) < 0)) {
         rep_idx_disable(r, "out of memory");
         return;
     }

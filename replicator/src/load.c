@@ -51,7 +51,7 @@
 typedef struct load_blk {
     struct load_blk *prev; /* the key's older block */
     uint32_t n, cap;
-    uint32_t win; /* the window (L->segs) its entries are offsets into */
+    uint32_t win;        /* the window (L->segs) its entries are offsets into */
     const uint32_t *ext; /* a block of the log's index: its entries, in the index (else NULL) */
     uint32_t ent[];      /* the entries the scan appends */
 } load_blk_t;
@@ -65,10 +65,10 @@ static inline const uint32_t *blk_ent(const load_blk_t *b)
  * record's position takes 4 bytes: the index is the one allocation of the scan that grows with
  * the log, and fresh memory is expensive (page faults, zeroing). */
 typedef struct load_seg {
-    uint64_t base;  /* names the segment in messages */
-    uint64_t start; /* offset of the window in the segment */
-    const uint8_t *map; /* the window's first byte, once mapped */
-    uint64_t size;  /* bytes of the segment from start on */
+    uint64_t base;        /* names the segment in messages */
+    uint64_t start;       /* offset of the window in the segment */
+    const uint8_t *map;   /* the window's first byte, once mapped */
+    uint64_t size;        /* bytes of the segment from start on */
     const uint8_t *owned; /* the segment's mapping, on its first window only (else NULL) */
     uint64_t owned_len;
 } load_seg_t;
@@ -80,16 +80,19 @@ typedef struct load_chunk {
 
 struct rep_load {
     /* fixed once the threads start */
-    uint32_t nkeys;      /* ids below this may be pending */
-    crdt_obj_t **obj;    /* obj[id] == the key's object (objects never move) */
-    load_blk_t **head;   /* newest block of id's pending records, NULL if none */
-    uint8_t *state;      /* LOAD_*, atomically */
+    uint32_t nkeys;    /* ids below this may be pending */
+    crdt_obj_t **obj;  /* obj[id] == the key's object (objects never move) */
+    load_blk_t **head; /* newest block of id's pending records, NULL if none */
+    uint8_t *state;    /* LOAD_*, atomically */
     load_seg_t *segs;
     size_t nsegs, cap_segs;
     load_chunk_t *chunks;
     const uint8_t **key; /* key[id], klen[id]: the key's bytes (they never move either) */
     uint32_t *klen;
-    struct load_map { void *p; size_t len; } *maps; /* the indexes read, in use by ext blocks */
+    struct load_map {
+        void *p;
+        size_t len;
+    } * maps; /* the indexes read, in use by ext blocks */
     size_t nmaps;
     /* shared */
     uint32_t remaining; /* keys not done (atomic) */
@@ -151,8 +154,7 @@ static load_blk_t *blk_alloc(rep_load_t *L, load_blk_t *prev, uint32_t cap)
 
 static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
 {
-    return blk_alloc(L, prev,
-                     prev ? (prev->cap >= BLK_MAX ? BLK_MAX : prev->cap * 2) : BLK_FIRST);
+    return blk_alloc(L, prev, prev ? (prev->cap >= BLK_MAX ? BLK_MAX : prev->cap * 2) : BLK_FIRST);
 }
 
 /* ---- the scan's key table ------------------------------------------------------------------ *
@@ -893,8 +895,8 @@ static int merge_group(rep_load_t *L, const char *dir, uint32_t id, crdt_bytes_t
         return 0;
     uint64_t base, off;
     where_str(L, where[bad < n ? bad : 0], &base, &off);
-    load_note_error(L, rc, "%s/log-%020" PRIu64 ", record at offset %" PRIu64 ": %s%s%s", dir,
-                    base, off,
+    load_note_error(L, rc, "%s/log-%020" PRIu64 ", record at offset %" PRIu64 ": %s%s%s", dir, base,
+                    off,
                     rc == CRDT_ENOMEM    ? "out of memory"
                     : rc == CRDT_EDECODE ? "cannot decode an intact record"
                                          : crdt_strerror(rc),
@@ -1062,8 +1064,8 @@ int rep_load_start(crdt_replica_t *r, crdt_error_t *err)
         r->rec.loaded_seconds = rep_mono_s() - r->rec_t0;
         return 0;
     }
-    unsigned want = r->cfg.load_threads > REP_LOAD_MAX_THREADS ? REP_LOAD_MAX_THREADS
-                                                                : r->cfg.load_threads;
+    unsigned want =
+        r->cfg.load_threads > REP_LOAD_MAX_THREADS ? REP_LOAD_MAX_THREADS : r->cfg.load_threads;
     L->nth = 0;
     L->stride = want;
     __atomic_store_n(&L->running, want, __ATOMIC_RELEASE);
@@ -1072,8 +1074,10 @@ int rep_load_start(crdt_replica_t *r, crdt_error_t *err)
         if (pthread_create(&L->th[i], NULL, loader_main, L) != 0) {
             L->nth = i;
             __atomic_fetch_sub(&L->running, want - i, __ATOMIC_ACQ_REL);
-            fprintf(stderr, "crdtd replica: %u of %u background load threads started; the rest "
-                            "of the keys load when touched\n", i, want);
+            fprintf(stderr,
+                    "crdtd replica: %u of %u background load threads started; the rest "
+                    "of the keys load when touched\n",
+                    i, want);
             break;
         }
     }

@@ -52,12 +52,14 @@ typedef struct rep_seg {
  * restart reads the index instead of scanning those records (docs/storage.md, "The index"). */
 
 #define REP_IDX_MAGIC "CRDTIDX1"
-#define REP_IDX_HEADER 16     /* magic, u64 base */
-#define REP_IDX_BLK_HEADER 8  /* u32 body length (a multiple of 8), u32 CRC-32C of the body */
-#define REP_IDX_BODY 56       /* u64 from, to, last_at; u32 last_len, last_crc; u64 max_seq, records;
-                                 u32 groups, 0 */
-#define REP_IDX_GROUP 20      /* u64 seq, u32 count, u32 klen, u8 type, 3 zero bytes; then the key,
-                                 zero-padded to 4 bytes, and u32 offsets (from `from`)[count] */
+#define REP_IDX_HEADER 16    /* magic, u64 base */
+#define REP_IDX_BLK_HEADER 8 /* u32 body length (a multiple of 8), u32 CRC-32C of the body */
+/* a block's body: u64 from, to, last_at; u32 last_len, last_crc; u64 max_seq, records; u32
+ * groups, 0; then the groups */
+#define REP_IDX_BODY 56
+/* a group: u64 seq, u32 count, u32 klen, u8 type, 3 zero bytes; then the key, zero-padded to 4
+ * bytes, and u32 offsets (from `from`)[count] */
+#define REP_IDX_GROUP 20
 #define REP_IDX_BLOCK_BYTES (32u << 20) /* log bytes a block covers before it is written */
 
 typedef struct rep_idx_ent {
@@ -66,12 +68,12 @@ typedef struct rep_idx_ent {
 } rep_idx_ent_t;
 
 typedef struct rep_idx {
-    int fd;           /* the current segment's index, open for appending; -1 when none */
-    bool off;         /* not indexing the current segment (a failure, or a record not noted) */
-    bool warned;      /* said so on stderr */
-    bool synced;      /* the segment was fsynced since it was opened (blocks written at a scan) */
-    uint64_t base;    /* the segment's */
-    uint64_t covered; /* the segment's bytes the blocks written (or handed to the syncer) cover */
+    int fd;            /* the current segment's index, open for appending; -1 when none */
+    bool off;          /* not indexing the current segment (a failure, or a record not noted) */
+    bool warned;       /* said so on stderr */
+    bool synced;       /* the segment was fsynced since it was opened (blocks written at a scan) */
+    uint64_t base;     /* the segment's */
+    uint64_t covered;  /* the segment's bytes the blocks written (or handed to the syncer) cover */
     uint64_t file_end; /* set by the scan: where the index's accepted blocks end (0: none) */
     rep_idx_ent_t *pend; /* the records after `covered`, in log order */
     size_t npend, cap_pend;
@@ -91,13 +93,13 @@ typedef struct rep_syncer {
     /* under mu: the request (a dup of the segment fd, -1 when none) and its result */
     int fd;
     bool done, stop;
-    int err;     /* errno of a failed fdatasync, 0 if it succeeded */
-    double secs; /* how long it took */
-    int idx_fd;          /* with a block to append after the fsync (a dup), else -1 */
-    uint8_t *blk;        /* owned by the request */
+    int err;      /* errno of a failed fdatasync, 0 if it succeeded */
+    double secs;  /* how long it took */
+    int idx_fd;   /* with a block to append after the fsync (a dup), else -1 */
+    uint8_t *blk; /* owned by the request */
     size_t blk_len;
-    uint64_t blk_base;   /* the segment the block indexes */
-    int idx_err;         /* errno of a failed write of the block */
+    uint64_t blk_base; /* the segment the block indexes */
+    int idx_err;       /* errno of a failed write of the block */
     /* main thread only */
     bool busy;    /* a request is outstanding */
     uint64_t seq; /* written_seq when it was made */
@@ -299,8 +301,8 @@ static inline int rep_reader_fill(rep_reader_t *rd, size_t need)
 /* rep_reader_next, or, with !may_read, REP_REC_AGAIN when the next record is not wholly in the
  * buffer: nothing is read then, so every body returned since the last read stays valid (recovery's
  * scan works on batches of records; inline because it runs once per record of the log). */
-static inline int rep_reader_take(rep_reader_t *rd, bool may_read, const uint8_t **body, size_t *len, char *why,
-                    size_t whylen)
+static inline int rep_reader_take(rep_reader_t *rd, bool may_read, const uint8_t **body,
+                                  size_t *len, char *why, size_t whylen)
 {
     if (!may_read && !rd->eof && rd->end - rd->start < REP_REC_HEADER)
         return REP_REC_AGAIN;
@@ -351,7 +353,6 @@ static inline int rep_reader_take(rep_reader_t *rd, bool may_read, const uint8_t
     rd->off += REP_REC_HEADER + (size_t)blen;
     return REP_REC_OK;
 }
-
 
 /* ---- log.c: segments, group commit, recovery --------------------------------------------------
  */
