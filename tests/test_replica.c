@@ -135,20 +135,29 @@ static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
     return changed;
 }
 
-/* As open_dir, with a block of the log's index every `block` bytes of log. */
-static crdt_replica_t *open_indexed(const char *dir, crdt_fsync_policy_t policy, uint64_t block)
+/* As open_dir (node 1), with `threads` loader threads and a block of the log's index every
+ * `block` bytes of log (0: the defaults). */
+static crdt_replica_t *open_tuned(const char *dir, crdt_fsync_policy_t policy, uint32_t threads,
+                                  uint64_t block)
 {
     crdt_replica_config_t cfg;
     crdt_replica_config_init(&cfg);
     cfg.dir = dir;
     cfg.fsync = policy;
     cfg.timeline_max_size = 8;
+    if (threads != UINT32_MAX)
+        cfg.load_threads = threads;
     cfg.index_block_bytes = block;
     crdt_error_t err;
     crdt_replica_t *r = crdt_replica_open(&cfg, &err);
     if (!r)
         diag("open %s: %s", dir, err.text);
     return r;
+}
+
+static crdt_replica_t *open_indexed(const char *dir, crdt_fsync_policy_t policy, uint64_t block)
+{
+    return open_tuned(dir, policy, UINT32_MAX, block);
 }
 
 static crdt_replica_t *open_dir(const char *dir, crdt_fsync_policy_t policy, uint64_t node)
@@ -1520,17 +1529,7 @@ static void test_intact_but_undecodable(void)
 
 static crdt_replica_t *open_loading(const char *dir, uint32_t threads)
 {
-    crdt_replica_config_t cfg;
-    crdt_replica_config_init(&cfg);
-    cfg.dir = dir;
-    cfg.fsync = CRDT_FSYNC_NO;
-    cfg.timeline_max_size = 8;
-    cfg.load_threads = threads;
-    crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
-    if (!r)
-        diag("open %s: %s", dir, err.text);
-    return r;
+    return open_tuned(dir, CRDT_FSYNC_NO, threads, 0);
 }
 
 static bool same_bytes(const crdt_obj_t *a, const crdt_obj_t *b)

@@ -35,8 +35,9 @@ static void idx_name(char *out, size_t n, uint64_t base)
  * grown in place in huge pages (mremap), not copied into fresh 4 KiB pages at every doubling,
  * which cost as much as the scan itself. */
 #define PEND_CHUNK (2u << 20)
-#define PEND_KEEP (16u << 20) /* an array larger than this is given back once its block is built   \
-                               */
+#define PEND_KEEP                                                                                  \
+    (16u << 20) /* an array larger than this is given back once its block is built                 \
+                 */
 
 static int pend_grow(rep_idx_t *x)
 {
@@ -117,20 +118,6 @@ void rep_idx_unlink(crdt_replica_t *r, uint64_t base)
     unlinkat(r->dirfd, name, 0);
 }
 
-static int idx_write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void idx_open_file(crdt_replica_t *r, uint64_t base, bool keep, uint64_t keep_bytes)
 {
     rep_idx_t *x = &r->log.idx;
@@ -150,7 +137,7 @@ static void idx_open_file(crdt_replica_t *r, uint64_t base, bool keep, uint64_t 
     memcpy(h, REP_IDX_MAGIC, 8);
     rep_put64(h + 8, base);
     /* a kept index loses what follows its accepted blocks (a torn or stale block) */
-    if (keep ? ftruncate(fd, (off_t)keep_bytes) < 0 : idx_write_all(fd, h, sizeof(h)) < 0) {
+    if (keep ? ftruncate(fd, (off_t)keep_bytes) < 0 : rep_write_all(fd, h, sizeof(h)) < 0) {
         close(fd);
         rep_idx_disable(r, strerror(errno));
         return;
@@ -309,7 +296,7 @@ void rep_idx_scan_flush(crdt_replica_t *r, int fd, uint64_t to, uint64_t max_seq
     uint8_t *blk = idx_build(r, fd, to, max_seq, seq_of, ctx, &len);
     if (!blk)
         rep_idx_disable(r, "out of memory, or the notes disagree with the segment");
-    else if (idx_write_all(x->fd, blk, len) < 0)
+    else if (rep_write_all(x->fd, blk, len) < 0)
         rep_idx_disable(r, strerror(errno));
     free(blk);
 }
@@ -339,7 +326,7 @@ void rep_idx_flush(crdt_replica_t *r, bool final)
         return;
     }
     if (!async) {
-        if (idx_write_all(x->fd, blk, len) < 0)
+        if (rep_write_all(x->fd, blk, len) < 0)
             rep_idx_disable(r, strerror(errno));
         free(blk);
         return;

@@ -150,6 +150,24 @@ static bool parse_seg_name(const char *name, uint64_t *base)
     return true;
 }
 
+int rep_write_all(int fd, const void *buf, size_t n)
+{
+    const uint8_t *p = buf;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 int rep_fsync_dir(crdt_replica_t *r)
 {
     if (fsync(r->dirfd) < 0) {
@@ -465,17 +483,8 @@ static void *syncer_main(void *arg)
         int e = rc < 0 ? errno : 0;
         double dt = rep_mono_s() - t0;
         close(fd);
-        int ie = 0;
         /* the index's block only once its records are durable */
-        while (ifd >= 0 && !e && left && !ie) {
-            ssize_t n = write(ifd, blk, left);
-            if (n < 0 && errno != EINTR)
-                ie = errno;
-            else if (n == 0)
-                ie = EIO;
-            else if (n > 0)
-                blk += n, left -= (size_t)n;
-        }
+        int ie = ifd >= 0 && !e && rep_write_all(ifd, blk, left) < 0 ? errno : 0;
         if (ifd >= 0)
             close(ifd);
         pthread_mutex_lock(&y->mu);

@@ -376,6 +376,8 @@ int rep_log_rotate(crdt_replica_t *r);
 /* Deletes the older segments whose records all have seq <= upto. */
 void rep_log_drop_covered(crdt_replica_t *r, uint64_t upto);
 int rep_fsync_dir(crdt_replica_t *r);
+/* write() all n bytes (retrying short writes and EINTR). 0, or -1 with errno set. */
+int rep_write_all(int fd, const void *p, size_t n);
 /* Takes the result of a finished background fsync (and index block write), if any. 0 or
  * CRDT_EIO. */
 int rep_syncer_reap(crdt_replica_t *r);

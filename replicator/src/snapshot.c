@@ -87,20 +87,6 @@ out:
 
 /* ---- writing (in the child) ----------------------------------------------------------------- */
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Writes every key at `seq` into snapshot.tmp, fsyncs it, renames it over the snapshot. */
 static int write_snapshot(crdt_replica_t *r, uint64_t seq)
 {
@@ -121,12 +107,12 @@ static int write_snapshot(crdt_replica_t *r, uint64_t seq)
         const rep_key_t *k = &r->keys[id];
         rc = rep_record_append(&b, k->seq, k->key, k->klen, k->obj);
         if (rc == 0 && b.len >= REP_BUF_FLUSH) {
-            rc = write_all(fd, b.data, b.len);
+            rc = rep_write_all(fd, b.data, b.len);
             b.len = 0;
         }
     }
     if (rc == 0)
-        rc = write_all(fd, b.data, b.len);
+        rc = rep_write_all(fd, b.data, b.len);
     crdt_buf_free(&b);
     if (rc == 0 && fsync(fd) < 0)
         rc = -1;
