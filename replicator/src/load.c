@@ -858,6 +858,10 @@ static bool entry_enc(const rep_load_t *L, uint32_t id, uint32_t win, uint32_t o
     *why = "is another key's record";
     if (klen != L->klen[id] || (klen && memcmp(key, L->key[id], klen) != 0))
         return false;
+    /* (an index that lists one new key twice, under two types, gets past open's checks) */
+    *why = "is a record of another type than its key";
+    if (elen < 2 || enc[1] != (uint8_t)crdt_obj_type(L->obj[id]))
+        return false;
     *out = (crdt_bytes_t){enc, elen};
     return true;
 }
