@@ -318,7 +318,7 @@ int main(int argc, char **argv)
         uint64_t seq;
         int rc = crdt_replica_mutate(r, key, klen, CRDT_TIMELINE, add_cb, &a, &seq);
         if (rc < 0) {
-            fprintf(stderr, "write %llu: %s\n", (unsigned long long)i, crdt_replica_strerror(rc));
+            fprintf(stderr, "write %llu: %s\n", (unsigned long long)i, crdt_strerror(rc));
             return 1;
         }
         changed += (uint64_t)rc;

@@ -404,7 +404,7 @@ static void release_pending(gw_server_t *s)
             gw_respond_error(&c->rs, 503, "storage failure, the write is not durable: %s",
                              crdt_replica_last_error(s->replica)
                                  ? crdt_replica_last_error(s->replica)
-                                 : crdt_replica_strerror(s->storage_error));
+                                 : crdt_strerror(s->storage_error));
             c->rs.ep = ep;
         }
         conn_ready(c);
@@ -420,7 +420,7 @@ static void flush_cb(lws_sorted_usec_list_t *sul)
         s->storage_error = rc;
         gw_log("storage failure: %s", crdt_replica_last_error(s->replica)
                                           ? crdt_replica_last_error(s->replica)
-                                          : crdt_replica_strerror(rc));
+                                          : crdt_strerror(rc));
     }
     release_pending(s);
     gw_sync_on_durable(s);

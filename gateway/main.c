@@ -19,9 +19,11 @@ static void on_signal(int sig)
 
 /* The replica's one listener: every applied change, whatever its source, goes to the client
  * sessions subscribed to it and to the peers. */
-static void on_change(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta, void *ud)
+static void on_change(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                      uint64_t origin, void *ud)
 {
     gw_server_t *s = ud;
+    (void)origin; /* the peer links still know it from applying_peer */
     if (s->sync)
         gw_sync_on_change(s, key, klen, seq, delta);
     if (s->peers)
@@ -53,7 +55,7 @@ int main(int argc, char **argv)
     s->replica = crdt_replica_open(&rc_cfg, &err);
     if (!s->replica) {
         gw_log("cannot open the data directory %s: %s", rc_cfg.dir ? rc_cfg.dir : "(memory)",
-               err.text[0] ? err.text : crdt_replica_strerror(err.code));
+               err.text[0] ? err.text : crdt_strerror(err.code));
         return 1;
     }
     const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);

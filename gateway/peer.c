@@ -1127,7 +1127,7 @@ static bool apply_entries(peer_link_t *l, pw_reader_t *rd, uint32_t count, bool 
         }
         uint64_t seq = 0;
         s->applying_peer = l->idx;
-        int rc = crdt_replica_apply(s->replica, e.key, e.klen, o, &seq);
+        int rc = crdt_replica_apply(s->replica, e.key, e.klen, o, l->rec ? l->rec->node_id : 0, &seq);
         s->applying_peer = -1;
         crdt_obj_free(o);
         if (rc == CRDT_ETYPE) {

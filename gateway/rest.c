@@ -155,7 +155,7 @@ static int respond_replica_error(gw_response_t *rs, int rc, const char *what)
     case CRDT_EIO:
         gw_respond_error(rs, 503, "%s: storage failure, writes are refused until restart", what);
         break;
-    default: gw_respond_error(rs, 500, "%s: %s", what, crdt_replica_strerror(rc)); break;
+    default: gw_respond_error(rs, 500, "%s: %s", what, crdt_strerror(rc)); break;
     }
     return -1;
 }
@@ -385,7 +385,7 @@ static int op_replica_error(gw_op_result_t *r, int rc, const char *what)
     case CRDT_EIO:
         return op_fail(r, 503, "storage", "%s: storage failure, writes are refused until restart",
                        what);
-    default: return op_fail(r, 500, "internal", "%s: %s", what, crdt_replica_strerror(rc));
+    default: return op_fail(r, 500, "internal", "%s: %s", what, crdt_strerror(rc));
     }
 }
 
@@ -545,7 +545,7 @@ static int apply_merge(gw_server_t *s, const uint8_t *key, size_t klen, const js
         return op_fail(r, 400, "bad_request", "\"type\" does not match the state's type");
     }
     uint64_t seq = 0, t0 = gw_now_us();
-    int rc = crdt_replica_apply(s->replica, key, klen, o, &seq);
+    int rc = crdt_replica_apply(s->replica, key, klen, o, CRDT_ORIGIN_LOCAL, &seq);
     gw_metrics_apply(&s->metrics, (double)(gw_now_us() - t0) / 1e6);
     crdt_obj_free(o);
     if (rc < 0)
@@ -706,7 +706,7 @@ static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_r
                   "seq", (json_int_t)(r.seq ? r.seq : crdt_replica_last_seq(s->replica)));
     if (rc < 0 && j) /* a batch stopped midway by a storage failure (or memory) */
         json_object_set_new_nocheck(
-            j, "error", json_string(r.status == 503 ? crdt_replica_strerror(CRDT_EIO) : r.message));
+            j, "error", json_string(r.status == 503 ? crdt_strerror(CRDT_EIO) : r.message));
     gw_respond_json(rs, rc < 0 ? 503 : 200, j);
     if (r.seq) {
         rs->wait_seq = r.seq;

@@ -168,7 +168,7 @@ static void roshi_write(gw_server_t *s, const gw_request_t *rq, gw_response_t *r
     gw_metrics_apply(&s->metrics, (double)(gw_now_us() - ta) / 1e6);
     if (rc < 0) {
         gw_respond_error(rs, rc == CRDT_EIO ? 503 : 500, "%s failed after %" PRIu64 " applied: %s",
-                         add ? "insert" : "delete", changed, crdt_replica_strerror(rc));
+                         add ? "insert" : "delete", changed, crdt_strerror(rc));
     } else {
         json_t *j = json_object();
         json_object_set_new_nocheck(j, add ? "inserted" : "deleted",

@@ -1001,7 +1001,7 @@ static void on_apply(sess_t *ss, const json_t *j)
     int mrc = crdt_replica_mutate(s->replica, mk, mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
     if (mrc < 0) {
         send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s",
-                   crdt_replica_strerror(mrc));
+                   crdt_strerror(mrc));
         gw_http_schedule_flush(s);
         goto out;
     }

@@ -127,7 +127,7 @@ static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
         uint64_t seq = 0;
         int rc = crdt_replica_mutate(r, key, klen, w.type, wop_cb, &w, &seq);
         if (rc < 0) {
-            diag("write %d to %s failed: %s", i, key, crdt_replica_strerror(rc));
+            diag("write %d to %s failed: %s", i, key, crdt_strerror(rc));
             return -1;
         }
         changed += rc;
@@ -227,7 +227,7 @@ static void feed_all(const crdt_replica_t *r, feed_list_t *f)
 static int copy_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
 {
     uint64_t seq;
-    return crdt_replica_apply(ud, key, klen, o, &seq) < 0;
+    return crdt_replica_apply(ud, key, klen, o, CRDT_ORIGIN_LOCAL, &seq) < 0;
 }
 
 static int count_files(const char *dir, const char *prefix)
@@ -293,8 +293,9 @@ typedef struct listen_log {
     crdt_obj_t *last_delta;
 } listen_log_t;
 
-static void listen_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta, void *ud)
+static void listen_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta, uint64_t origin, void *ud)
 {
+    (void)origin;
     (void)key;
     (void)klen;
     listen_log_t *l = ud;
@@ -337,7 +338,7 @@ static void test_types_in_memory(void)
         int calls = lg.calls;
         crdt_obj_t *again = crdt_obj_clone(lg.last_delta);
         uint64_t s2 = 777;
-        rc = crdt_replica_apply(r, key, klen, again, &s2);
+        rc = crdt_replica_apply(r, key, klen, again, CRDT_ORIGIN_LOCAL, &s2);
         is_int(rc, 0, "%s: re-applying the delta is a no-op", name);
         crdt_replica_stats(r, &st1);
         ok(s2 == 777 && crdt_replica_last_seq(r) == seq && lg.calls == calls &&
@@ -347,7 +348,7 @@ static void test_types_in_memory(void)
         /* a delta applied to a new key creates it with the same state */
         char key2[32];
         size_t klen2 = (size_t)snprintf(key2, sizeof(key2), "copy-%s", name);
-        rc = crdt_replica_apply(r, key2, klen2, again, &s2);
+        rc = crdt_replica_apply(r, key2, klen2, again, CRDT_ORIGIN_LOCAL, &s2);
         is_int(rc, 1, "%s: apply creates a key", name);
         ok(crdt_obj_equal(crdt_replica_get(r, key2, klen2), o), "%s: with the delta's state", name);
         crdt_obj_free(again);
@@ -364,7 +365,7 @@ static void test_types_in_memory(void)
         crdt_obj_t *fd = NULL;
         w2.remove = 0;
         wop_cb(foreign, &w2, &fd);
-        rc = crdt_replica_apply(r, key, klen, fd ? fd : foreign, &s2);
+        rc = crdt_replica_apply(r, key, klen, fd ? fd : foreign, CRDT_ORIGIN_LOCAL, &s2);
         is_int(rc, CRDT_ETYPE, "%s: apply of a %s delta is refused", name, crdt_type_name(other));
         crdt_obj_encode(crdt_replica_get(r, key, klen), &enc1);
         ok(enc0.len == enc1.len && memcmp(enc0.data, enc1.data, enc0.len) == 0 && s2 == 777,
@@ -377,7 +378,7 @@ static void test_types_in_memory(void)
     /* an empty delta on an absent key changes nothing and creates nothing */
     crdt_obj_t *empty = crdt_obj_new(CRDT_ORSET);
     uint64_t s3 = 5;
-    is_int(crdt_replica_apply(r, "nothing", 7, empty, &s3), 0, "an empty delta is a no-op");
+    is_int(crdt_replica_apply(r, "nothing", 7, empty, CRDT_ORIGIN_LOCAL, &s3), 0, "an empty delta is a no-op");
     ok(crdt_replica_get(r, "nothing", 7) == NULL && s3 == 5, "and creates no key");
     crdt_obj_free(empty);
     is_int(crdt_replica_durable_seq(r), crdt_replica_last_seq(r),
@@ -1143,8 +1144,9 @@ typedef struct delta_list {
 } delta_list_t;
 
 static void collect_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                       void *ud)
+                       uint64_t origin, void *ud)
 {
+    (void)origin;
     (void)seq;
     delta_list_t *l = ud;
     if (l->n < 4096 && klen < 16) {
@@ -1170,7 +1172,7 @@ static void test_convergence(void)
     uint64_t seq;
     int errs = 0;
     for (size_t i = 0; i < db.n; i++)
-        errs += crdt_replica_apply(a, db.keys[i], db.klens[i], db.deltas[i], &seq) < 0;
+        errs += crdt_replica_apply(a, db.keys[i], db.klens[i], db.deltas[i], CRDT_ORIGIN_LOCAL, &seq) < 0;
     size_t *perm = malloc(da.n * 2 * sizeof(*perm));
     for (size_t i = 0; i < da.n * 2; i++)
         perm[i] = i % da.n;
@@ -1180,8 +1182,7 @@ static void test_convergence(void)
         perm[j] = t;
     }
     for (size_t i = 0; i < da.n * 2; i++)
-        errs += crdt_replica_apply(b, da.keys[perm[i]], da.klens[perm[i]], da.deltas[perm[i]],
-                                   &seq) < 0;
+        errs += crdt_replica_apply(b, da.keys[perm[i]], da.klens[perm[i]], da.deltas[perm[i]], CRDT_ORIGIN_LOCAL, &seq) < 0;
     is_int(errs, 0, "every delta applies");
     ok(crdt_replica_digest(a) == crdt_replica_digest(b),
        "converged replicas have equal digests (%016llx)",
@@ -1312,8 +1313,9 @@ typedef struct ref_space {
 
 /* The reference: every logged delta merged, one object at a time, as the write path hands it. */
 static void ref_listener(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                         void *ud)
+                         uint64_t origin, void *ud)
 {
+    (void)origin;
     ref_space_t *rs = ud;
     (void)seq;
     int k = -1;
@@ -1381,7 +1383,7 @@ static void test_replay_equals_merging(void)
             if (k == RK - 1) { /* one key of another type */
                 crdt_obj_t *d = crdt_obj_new(CRDT_GCOUNTER);
                 crdt_gcounter_incr(d, 1 + below(&g, 3), 1 + below(&g, 5), NULL);
-                rc = crdt_replica_apply(r, key, klen, d, &seq);
+                rc = crdt_replica_apply(r, key, klen, d, CRDT_ORIGIN_LOCAL, &seq);
                 crdt_obj_free(d);
             } else if (below(&g, 25) == 0) {
                 /* a whole state: several entries, sometimes bounded (with a floor), sometimes
@@ -1389,7 +1391,7 @@ static void test_replay_equals_merging(void)
                 uint64_t kind = below(&g, 3);
                 crdt_obj_t *d = random_state(&g, kind == 0 ? 3 + (uint32_t)below(&g, 8) : 0,
                                              kind == 2 ? 40 : 2 + (int)below(&g, 8));
-                rc = crdt_replica_apply(r, key, klen, d, &seq);
+                rc = crdt_replica_apply(r, key, klen, d, CRDT_ORIGIN_LOCAL, &seq);
                 crdt_obj_free(d);
             } else {
                 /* a feed: rising scores, with ties and older writes mixed in */
@@ -1583,7 +1585,7 @@ static void test_lazy_load(void)
     ok(rc == mrc && rc >= 0, "a write to a pending key (%s) acts on the whole state", key);
     ok(same_bytes(crdt_replica_get(r, key, klen), crdt_replica_get(mem, key, klen)),
        "and leaves the same state as on a replica that never restarted");
-    is_int(crdt_replica_apply(r, key, klen, crdt_replica_get(mem, "k8", 2), &seq), CRDT_ETYPE,
+    is_int(crdt_replica_apply(r, key, klen, crdt_replica_get(mem, "k8", 2), CRDT_ORIGIN_LOCAL, &seq), CRDT_ETYPE,
            "a delta of another type is refused as before");
     uint64_t fp1, fp2;
     klen = key_of(11, key);

@@ -26,10 +26,29 @@ enum {
     CRDT_EOVERFLOW = -4, /* a counter would leave the range of int64 */
     CRDT_EDECODE = -5,   /* malformed, truncated or corrupted encoding */
     CRDT_ECLOCK = -6,    /* a remote clock runs further ahead than the configured bound */
+    CRDT_ELIMIT = -7,    /* a configured limit was reached (size, count, queue); nothing changed */
+    CRDT_EUNAVAIL = -8,  /* the store cannot serve now (unreachable, loading); retry later */
+    CRDT_EIO = -20,      /* writing or syncing storage failed: writes are refused until restart */
 };
 
-/* Returns a static, human-readable text for a CRDT_E* code. */
+/* Returns a static, human-readable text for a CRDT_E* code: the one strerror of every layer
+ * (libcrdt, the replica and stores, the gateway). */
 const char *crdt_strerror(int err);
+
+/* ------------------------------------------------------------------------------------------------
+ * The heap. Every allocation libcrdt makes goes through these hooks (default: the C library's).
+ * Set them once, before any other call (a Redis module passes RedisModule_Alloc & co., so that
+ * Redis accounts for CRDT values). Memory libcrdt hands out (crdt_base64_encode strings, the data
+ * of a crdt_buf_t) is released with crdt_free / crdt_buf_free. NULL hooks restore the default.
+ * --------------------------------------------------------------------------------------------- */
+typedef struct crdt_allocator {
+    void *(*malloc)(size_t n);
+    void *(*realloc)(void *p, size_t n);
+    void (*free)(void *p);
+} crdt_allocator_t;
+
+void crdt_set_allocator(const crdt_allocator_t *a);
+void crdt_free(void *p);
 
 /* Filled by decoders on failure; the caller keeps it (usually on the stack). `offset` is the byte
  * offset (binary codec) or the JSON path-ish position of the fault; `text` says what was wrong. */
@@ -65,6 +84,42 @@ uint64_t crdt_hash64(const void *p, size_t n, uint64_t seed);
 
 /* CRC-32C (Castagnoli) of `n` bytes, continuing from `crc` (start with 0). */
 uint32_t crdt_crc32c(uint32_t crc, const void *p, size_t n);
+
+/* ------------------------------------------------------------------------------------------------
+ * Byte codecs shared by every layer (one of each): unsigned LEB128 varints and base64.
+ * --------------------------------------------------------------------------------------------- */
+#define CRDT_VARINT_MAX 10
+
+/* Writes v into out (at most CRDT_VARINT_MAX bytes) and returns how many bytes it took. */
+size_t crdt_varint_put(uint8_t out[CRDT_VARINT_MAX], uint64_t v);
+/* Bytes v takes as a varint. */
+size_t crdt_varint_len(uint64_t v);
+/* Appends v; 0 or CRDT_ENOMEM. */
+int crdt_buf_put_varint(crdt_buf_t *b, uint64_t v);
+/* Reads a varint at data[*pos] and advances *pos: 0, or CRDT_EDECODE (*pos unchanged) when it is
+ * truncated, longer than 64 bits or not canonical (a trailing zero group). */
+int crdt_varint_get(const void *data, size_t len, size_t *pos, uint64_t *v);
+
+/* Base64 (RFC 4648) variants, as flags: the standard alphabet with padding (0), the URL-safe
+ * alphabet ('-', '_'), and no padding (on decode: padding optional, but complete when present).
+ * Decoders refuse non-zero bits under the padding, so every byte string has one encoding. */
+#define CRDT_B64_STD 0u
+#define CRDT_B64_URL 1u
+#define CRDT_B64_NOPAD 2u
+
+/* Characters the encoding of n bytes takes (no NUL). */
+size_t crdt_base64_encoded_len(size_t n, unsigned flags);
+/* Writes the encoding of data[0..n) into out (crdt_base64_encoded_len bytes, no NUL); returns
+ * that length. */
+size_t crdt_base64_encode_into(char *out, const void *data, size_t n, unsigned flags);
+/* A new NUL-terminated string (free with crdt_free), or NULL; *out_len (if not NULL) its length. */
+char *crdt_base64_encode_ex(const void *data, size_t len, unsigned flags, size_t *out_len);
+/* Decodes into a new buffer *out (free with crdt_free): 0, CRDT_EDECODE or CRDT_ENOMEM. */
+int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **out,
+                          size_t *out_len);
+/* The standard form (CRDT_B64_STD) of the two above. */
+char *crdt_base64_encode(const void *data, size_t len, size_t *out_len);
+int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len);
 
 /* ------------------------------------------------------------------------------------------------
  * Hybrid logical clock. Timestamps order totally by (ms, logical, node).
@@ -282,6 +337,38 @@ int crdt_obj_merge_encoded(crdt_obj_t *dst, const void *data, size_t len, crdt_e
  * is what log replay wants (encs borrowed for the call). Returns 1 / 0 / negative as above. */
 int crdt_obj_merge_encoded_many(crdt_obj_t *dst, const crdt_bytes_t *encs, size_t n, size_t *failed,
                                 crdt_error_t *err);
+
+/* ------------------------------------------------------------------------------------------------
+ * Mutations: the one description of a write, whatever it came from (a REST body, a roshi tuple, a
+ * crdt.v1 apply, a Redis command). A store turns it into a libcrdt mutator call (the embedded
+ * replica, the Redis module) or a command (a store over the network). Bytes are borrowed.
+ * --------------------------------------------------------------------------------------------- */
+typedef enum crdt_mut_kind {
+    CRDT_MUT_INCR = 1, /* gcounter (n >= 0), pncounter: add n */
+    CRDT_MUT_SET,      /* lwwreg: value = bytes at ts */
+    CRDT_MUT_ADD,      /* lwwset (at ts), orset (fresh dot), timeline (at score): member = bytes */
+    CRDT_MUT_REMOVE,   /* lwwset (at ts), orset (observed dots), timeline (at score) */
+    CRDT_MUT_MERGE,    /* join `state` (any type; creates the key as that type) */
+} crdt_mut_kind_t;
+
+typedef struct crdt_mut {
+    crdt_type_t type; /* the type the write needs (for MERGE: the state's) */
+    crdt_mut_kind_t kind;
+    const void *bytes; /* member or register value */
+    size_t len;
+    double score;       /* timeline */
+    int64_t n;          /* counters */
+    crdt_hlc_ts_t ts;   /* lwwreg and lwwset; ts.ms == 0: the store stamps it with its clock */
+    const crdt_obj_t *state; /* MERGE */
+} crdt_mut_t;
+
+/* True when the write needs an HLC timestamp (lwwreg set, lwwset add and remove). */
+bool crdt_mut_needs_ts(const crdt_mut_t *m);
+
+/* Runs m on o as replica `replica` (counter slots, OR-Set dots): the mutator contract above (1, 0
+ * or a negative code; *delta as the mutators give it). CRDT_ETYPE when o is not of m->type,
+ * CRDT_EINVAL for a kind the type lacks or a missing timestamp. */
+int crdt_mut_apply(crdt_obj_t *o, const crdt_mut_t *m, uint64_t replica, crdt_obj_t **delta);
 
 /* ------------------------------------------------------------------------------------------------
  * Ops: an op is a delta carrying a unique dot (origin replica, sequence number). Applying an op is

@@ -18,11 +18,6 @@ json_t *crdt_obj_to_json(const crdt_obj_t *o);
  * and a message naming the offending field. */
 crdt_obj_t *crdt_obj_from_json(const json_t *j, crdt_error_t *err);
 
-/* Standard base64 (RFC 4648, with padding). encode returns a new malloc'd NUL-terminated string or
- * NULL; decode returns 0 and a new malloc'd buffer in *out (free it), or CRDT_EDECODE. */
-char *crdt_base64_encode(const void *data, size_t len, size_t *out_len);
-int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len);
-
 /* JSON <-> HLC timestamp {"ms":N,"c":N,"node":N}. */
 json_t *crdt_hlc_to_json(const crdt_hlc_ts_t *ts);
 int crdt_hlc_from_json(const json_t *j, crdt_hlc_ts_t *ts);

@@ -27,8 +27,39 @@ const char *crdt_strerror(int err)
     case CRDT_EOVERFLOW: return "counter overflow";
     case CRDT_EDECODE: return "malformed encoding";
     case CRDT_ECLOCK: return "remote clock too far ahead";
+    case CRDT_ELIMIT: return "limit exceeded";
+    case CRDT_EUNAVAIL: return "store unavailable";
+    case CRDT_EIO: return "storage failure: writes are refused until restart";
     default: return "unknown error";
     }
+}
+
+/* ---- the heap ------------------------------------------------------------------------------- */
+
+crdt_allocator_t crdt__alloc = {malloc, realloc, free};
+
+void crdt_set_allocator(const crdt_allocator_t *a)
+{
+    if (a && a->malloc && a->realloc && a->free)
+        crdt__alloc = *a;
+    else
+        crdt__alloc = (crdt_allocator_t){malloc, realloc, free};
+}
+
+void crdt_free(void *p)
+{
+    crdt__free(p);
+}
+
+void *crdt__calloc(size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size)
+        return NULL;
+    size_t bytes = n * size;
+    void *p = crdt__malloc(bytes ? bytes : 1);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
 }
 
 const char *crdt_type_name(crdt_type_t t)
@@ -109,7 +140,7 @@ int crdt_buf_reserve(crdt_buf_t *b, size_t extra)
     if (need <= b->cap)
         return 0;
     size_t cap = crdt__grow_cap(b->cap, need);
-    uint8_t *d = realloc(b->data, cap);
+    uint8_t *d = crdt__realloc(b->data, cap);
     if (!d)
         return CRDT_ENOMEM;
     b->data = d;
@@ -129,7 +160,7 @@ int crdt_buf_append(crdt_buf_t *b, const void *p, size_t n)
 
 void crdt_buf_free(crdt_buf_t *b)
 {
-    free(b->data);
+    crdt__free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
 }
@@ -533,7 +564,7 @@ static int merge_encoded_generic(crdt_obj_t *dst, const crdt_bytes_t *encs, size
 {
     crdt_obj_t *stack[8];
     crdt_obj_t **objs = stack;
-    if (n > 8 && !(objs = malloc(n * sizeof(*objs)))) {
+    if (n > 8 && !(objs = crdt__malloc(n * sizeof(*objs)))) {
         if (err) {
             err->code = CRDT_ENOMEM;
             snprintf(err->text, sizeof(err->text), "out of memory");
@@ -564,7 +595,7 @@ static int merge_encoded_generic(crdt_obj_t *dst, const crdt_bytes_t *encs, size
     for (size_t i = 0; i < got; i++)
         crdt_obj_free(objs[i]);
     if (objs != stack)
-        free(objs);
+        crdt__free(objs);
     return rc < 0 ? rc : changed;
 }
 
@@ -675,7 +706,7 @@ int crdt__blobs_add(crdt__blobs_t *b, const void *p, size_t n, uint32_t *off)
         size_t cap = crdt__grow_cap(b->cap, need);
         if (cap > UINT32_MAX)
             cap = UINT32_MAX;
-        uint8_t *d = realloc(b->data, cap);
+        uint8_t *d = crdt__realloc(b->data, cap);
         if (!d)
             return CRDT_ENOMEM;
         b->data = d;
@@ -690,6 +721,6 @@ int crdt__blobs_add(crdt__blobs_t *b, const void *p, size_t n, uint32_t *off)
 
 void crdt__blobs_free(crdt__blobs_t *b)
 {
-    free(b->data);
+    crdt__free(b->data);
     memset(b, 0, sizeof(*b));
 }

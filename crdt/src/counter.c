@@ -69,7 +69,7 @@ static int slots_reserve(slots_t *s, size_t need)
     size_t cap = crdt__grow_cap(s->cap, need);
     if (cap > SIZE_MAX / sizeof(slot_t))
         return CRDT_ENOMEM;
-    slot_t *v = realloc(s->v, cap * sizeof(slot_t));
+    slot_t *v = crdt__realloc(s->v, cap * sizeof(slot_t));
     if (!v)
         return CRDT_ENOMEM;
     s->v = v;
@@ -95,7 +95,7 @@ static int slots_set(slots_t *s, uint64_t replica, uint64_t value)
 
 static void slots_free(slots_t *s)
 {
-    free(s->v);
+    crdt__free(s->v);
     memset(s, 0, sizeof(*s));
 }
 
@@ -136,7 +136,7 @@ static int slots_merge(slots_t *dst, const slots_t *src)
     if (dst->n + src->n < dst->n || dst->n + src->n > SIZE_MAX / sizeof(slot_t))
         return CRDT_ENOMEM;
     size_t cap = dst->n + src->n;
-    slot_t *out = malloc(cap * sizeof(slot_t));
+    slot_t *out = crdt__malloc(cap * sizeof(slot_t));
     if (!out)
         return CRDT_ENOMEM;
     i = j = 0;
@@ -152,7 +152,7 @@ static int slots_merge(slots_t *dst, const slots_t *src)
             k++, i++, j++;
         }
     }
-    free(dst->v);
+    crdt__free(dst->v);
     dst->v = out;
     dst->n = k;
     dst->cap = cap;
@@ -284,7 +284,7 @@ fail:
 
 static crdt_obj_t *gcounter_create(void)
 {
-    gcounter_t *g = calloc(1, sizeof(*g));
+    gcounter_t *g = crdt__calloc(1, sizeof(*g));
     if (!g)
         return NULL;
     g->obj.vt = &crdt__gcounter_vt;
@@ -295,7 +295,7 @@ static void gcounter_destroy(crdt_obj_t *o)
 {
     gcounter_t *g = (gcounter_t *)o;
     slots_free(&g->s);
-    free(g);
+    crdt__free(g);
 }
 
 static crdt_obj_t *gcounter_clone(const crdt_obj_t *o)
@@ -305,7 +305,7 @@ static crdt_obj_t *gcounter_clone(const crdt_obj_t *o)
     if (!g)
         return NULL;
     if (slots_copy(&g->s, &src->s) < 0) {
-        free(g);
+        crdt__free(g);
         return NULL;
     }
     return &g->obj;
@@ -347,7 +347,7 @@ static crdt_obj_t *gcounter_decode(crdt__reader_t *r)
         return NULL;
     }
     if (slots_decode(&g->s, r, "gcounter") < 0) {
-        free(g);
+        crdt__free(g);
         return NULL;
     }
     return &g->obj;
@@ -369,7 +369,7 @@ static crdt_obj_t *gcounter_from_json(const json_t *state, crdt_error_t *err)
     if (!g)
         return NULL;
     if (slots_from_json(&g->s, json_object_get(state, "slots"), "slots", err) < 0) {
-        free(g);
+        crdt__free(g);
         return NULL;
     }
     return &g->obj;
@@ -439,7 +439,7 @@ int crdt_gcounter_incr(crdt_obj_t *c, uint64_t replica, uint64_t n, crdt_obj_t *
 
 static crdt_obj_t *pncounter_create(void)
 {
-    pncounter_t *c = calloc(1, sizeof(*c));
+    pncounter_t *c = crdt__calloc(1, sizeof(*c));
     if (!c)
         return NULL;
     c->obj.vt = &crdt__pncounter_vt;
@@ -451,7 +451,7 @@ static void pncounter_destroy(crdt_obj_t *o)
     pncounter_t *c = (pncounter_t *)o;
     slots_free(&c->p);
     slots_free(&c->n);
-    free(c);
+    crdt__free(c);
 }
 
 static crdt_obj_t *pncounter_clone(const crdt_obj_t *o)

@@ -8,6 +8,14 @@
 
 #include "crdt.h"
 
+/* ---- the heap: every allocation of libcrdt goes through the hooks of crdt_set_allocator ------ */
+
+extern crdt_allocator_t crdt__alloc;
+static inline void *crdt__malloc(size_t n) { return crdt__alloc.malloc(n); }
+static inline void *crdt__realloc(void *p, size_t n) { return crdt__alloc.realloc(p, n); }
+static inline void crdt__free(void *p) { crdt__alloc.free(p); }
+void *crdt__calloc(size_t n, size_t size);
+
 /* ---- objects: every type's struct starts with crdt_obj_t, whose vtable says what it is ------- */
 
 typedef struct crdt__reader crdt__reader_t;

@@ -58,7 +58,7 @@ void crdt__hidx_init(crdt__hidx_t *h)
 
 void crdt__hidx_free(crdt__hidx_t *h)
 {
-    free(h->slots);
+    crdt__free(h->slots);
     h->slots = NULL;
     h->mask = 0;
     h->count = 0;
@@ -116,7 +116,7 @@ static int resize(crdt__hidx_t *h, uint32_t cap, crdt__key_fn fn, const void *ct
 {
     uint32_t *old = h->slots;
     uint32_t oldcap = old ? h->mask + 1 : 0;
-    uint32_t *slots = calloc(cap, sizeof(uint32_t));
+    uint32_t *slots = crdt__calloc(cap, sizeof(uint32_t));
     if (!slots)
         return CRDT_ENOMEM;
     h->slots = slots;
@@ -124,7 +124,7 @@ static int resize(crdt__hidx_t *h, uint32_t cap, crdt__key_fn fn, const void *ct
     for (uint32_t i = 0; i < oldcap; i++)
         if (old[i])
             place(h, old[i] - 1, key_hash(h, old[i] - 1, fn, ctx));
-    free(old);
+    crdt__free(old);
     return 0;
 }
 

@@ -1,100 +1,10 @@
-/* json.c - the JSON frame {"type":..,"state":..}, base64 and shared JSON field readers */
+/* json.c - the JSON frame {"type":..,"state":..} and shared JSON field readers */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "crdt_json.h"
 #include "crdt_private.h"
-
-/* ---- base64 (RFC 4648) ---------------------------------------------------------------------- */
-
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-char *crdt_base64_encode(const void *data, size_t len, size_t *out_len)
-{
-    const uint8_t *p = data;
-    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
-        return NULL;
-    size_t n = (len + 2) / 3 * 4;
-    char *s = malloc(n + 1);
-    if (!s)
-        return NULL;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        s[o++] = b64_alphabet[v >> 18];
-        s[o++] = b64_alphabet[(v >> 12) & 63];
-        s[o++] = b64_alphabet[(v >> 6) & 63];
-        s[o++] = b64_alphabet[v & 63];
-    }
-    if (i < len) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < len ? (uint32_t)p[i + 1] << 8 : 0);
-        s[o++] = b64_alphabet[v >> 18];
-        s[o++] = b64_alphabet[(v >> 12) & 63];
-        s[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
-        s[o++] = '=';
-    }
-    s[o] = '\0';
-    if (out_len)
-        *out_len = o;
-    return s;
-}
-
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
-int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len)
-{
-    if (slen % 4)
-        return CRDT_EDECODE;
-    size_t pad = 0;
-    if (slen && s[slen - 1] == '=')
-        pad++;
-    if (slen > 1 && s[slen - 2] == '=')
-        pad++;
-    size_t n = slen / 4 * 3 - pad;
-    uint8_t *d = malloc(n ? n : 1);
-    if (!d)
-        return CRDT_ENOMEM;
-    size_t o = 0;
-    for (size_t i = 0; i < slen; i += 4) {
-        int v[4];
-        for (int k = 0; k < 4; k++) {
-            bool padded = s[i + k] == '=' && i + 4 == slen && k >= 4 - (int)pad;
-            v[k] = padded ? 0 : b64_value((unsigned char)s[i + k]);
-            if (v[k] < 0) {
-                free(d);
-                return CRDT_EDECODE;
-            }
-        }
-        uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
-                     (uint32_t)v[3];
-        uint8_t bytes[3] = {(uint8_t)(x >> 16), (uint8_t)(x >> 8), (uint8_t)x};
-        for (int k = 0; k < 3 && o < n; k++)
-            d[o++] = bytes[k];
-        /* bits under the padding must be zero, or two strings would decode to one value */
-        if (i + 4 == slen && ((pad == 1 && (x & 0xFF)) || (pad == 2 && (x & 0xFFFF)))) {
-            free(d);
-            return CRDT_EDECODE;
-        }
-    }
-    *out = d;
-    *out_len = n;
-    return 0;
-}
 
 /* ---- field helpers -------------------------------------------------------------------------- */
 
@@ -118,7 +28,7 @@ json_t *crdt__json_blob(const void *p, size_t n)
     if (!s)
         return NULL;
     json_t *j = json_stringn_nocheck(s, len);
-    free(s);
+    crdt__free(s);
     return j;
 }
 

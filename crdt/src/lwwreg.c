@@ -36,12 +36,12 @@ static int assign(lwwreg_t *r, const crdt_hlc_ts_t *ts, const void *val, size_t 
 {
     uint8_t *copy = NULL;
     if (len) {
-        copy = malloc(len);
+        copy = crdt__malloc(len);
         if (!copy)
             return CRDT_ENOMEM;
         memcpy(copy, val, len);
     }
-    free(r->val);
+    crdt__free(r->val);
     r->val = copy;
     r->len = len;
     r->ts = *ts;
@@ -51,7 +51,7 @@ static int assign(lwwreg_t *r, const crdt_hlc_ts_t *ts, const void *val, size_t 
 
 static crdt_obj_t *lwwreg_create(void)
 {
-    lwwreg_t *r = calloc(1, sizeof(*r));
+    lwwreg_t *r = crdt__calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->obj.vt = &crdt__lwwreg_vt;
@@ -61,8 +61,8 @@ static crdt_obj_t *lwwreg_create(void)
 static void lwwreg_destroy(crdt_obj_t *o)
 {
     lwwreg_t *r = (lwwreg_t *)o;
-    free(r->val);
-    free(r);
+    crdt__free(r->val);
+    crdt__free(r);
 }
 
 static crdt_obj_t *lwwreg_clone(const crdt_obj_t *o)
@@ -72,7 +72,7 @@ static crdt_obj_t *lwwreg_clone(const crdt_obj_t *o)
     if (!r)
         return NULL;
     if (src->set && assign(r, &src->ts, src->val, src->len) < 0) {
-        free(r);
+        crdt__free(r);
         return NULL;
     }
     return &r->obj;
@@ -148,7 +148,7 @@ static crdt_obj_t *lwwreg_decode(crdt__reader_t *r)
     }
     lwwreg_t *reg = (lwwreg_t *)lwwreg_create();
     if (!reg || (set && assign(reg, &ts, val, len) < 0)) {
-        free(reg);
+        crdt__free(reg);
         crdt__nomem(r);
         return NULL;
     }
@@ -187,7 +187,7 @@ static crdt_obj_t *lwwreg_from_json(const json_t *state, crdt_error_t *err)
     if (crdt__json_get_blob(json_object_get(state, "value"), "value", &val, &len, err) < 0)
         return NULL;
     if (json_object_size(state) != 2) {
-        free(val);
+        crdt__free(val);
         return crdt__json_fail(err, "state: unexpected fields beside ts and value");
     }
     lwwreg_t *r = (lwwreg_t *)lwwreg_create();
@@ -197,9 +197,9 @@ static crdt_obj_t *lwwreg_from_json(const json_t *state, crdt_error_t *err)
         r->len = len;
         r->val = len ? val : NULL;
         if (!len)
-            free(val);
+            crdt__free(val);
     } else {
-        free(val);
+        crdt__free(val);
     }
     return r ? &r->obj : NULL;
 }
@@ -236,7 +236,7 @@ int crdt_lwwreg_set(crdt_obj_t *o, const crdt_hlc_ts_t *ts, const void *val, siz
     if (delta) {
         d = (lwwreg_t *)lwwreg_create();
         if (!d || assign(d, ts, val, len) < 0) {
-            free(d);
+            crdt__free(d);
             return CRDT_ENOMEM;
         }
     }

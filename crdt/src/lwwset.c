@@ -98,7 +98,7 @@ static int reserve(lwwset_t *s, size_t more)
         size_t cap = crdt__grow_cap(s->cap, need);
         if (cap > MAX_ENTRIES)
             cap = MAX_ENTRIES;
-        entry_t *e = realloc(s->e, cap * sizeof(entry_t));
+        entry_t *e = crdt__realloc(s->e, cap * sizeof(entry_t));
         if (!e)
             return CRDT_ENOMEM;
         s->e = e;
@@ -108,7 +108,7 @@ static int reserve(lwwset_t *s, size_t more)
         size_t cap = crdt__grow_cap(s->ocap, need);
         if (cap > MAX_ENTRIES)
             cap = MAX_ENTRIES;
-        uint32_t *o = realloc(s->order, cap * sizeof(uint32_t));
+        uint32_t *o = crdt__realloc(s->order, cap * sizeof(uint32_t));
         if (!o)
             return CRDT_ENOMEM;
         s->order = o;
@@ -179,7 +179,7 @@ static int apply(lwwset_t *s, const void *m, size_t len, const crdt_hlc_ts_t *ts
 
 static crdt_obj_t *lwwset_create(void)
 {
-    lwwset_t *s = calloc(1, sizeof(*s));
+    lwwset_t *s = crdt__calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->obj.vt = &crdt__lwwset_vt;
@@ -190,11 +190,11 @@ static crdt_obj_t *lwwset_create(void)
 static void lwwset_destroy(crdt_obj_t *o)
 {
     lwwset_t *s = (lwwset_t *)o;
-    free(s->e);
-    free(s->order);
+    crdt__free(s->e);
+    crdt__free(s->order);
     crdt__hidx_free(&s->idx);
     crdt__blobs_free(&s->blobs);
-    free(s);
+    crdt__free(s);
 }
 
 static crdt_obj_t *lwwset_clone(const crdt_obj_t *o)
@@ -206,10 +206,10 @@ static crdt_obj_t *lwwset_clone(const crdt_obj_t *o)
     if (!src->n)
         return &s->obj;
     /* Copy the arrays as they are; the index too, with its seed, so nothing is rehashed. */
-    s->e = malloc(src->n * sizeof(entry_t));
-    s->order = malloc(src->n * sizeof(uint32_t));
-    s->idx.slots = malloc(crdt__hidx_memory(&src->idx));
-    s->blobs.data = src->blobs.len ? malloc(src->blobs.len) : NULL;
+    s->e = crdt__malloc(src->n * sizeof(entry_t));
+    s->order = crdt__malloc(src->n * sizeof(uint32_t));
+    s->idx.slots = crdt__malloc(crdt__hidx_memory(&src->idx));
+    s->blobs.data = src->blobs.len ? crdt__malloc(src->blobs.len) : NULL;
     if (!s->e || !s->order || !s->idx.slots || (src->blobs.len && !s->blobs.data)) {
         lwwset_destroy(&s->obj);
         return NULL;
@@ -457,16 +457,16 @@ static crdt_obj_t *lwwset_from_json(const json_t *state, crdt_error_t *err)
             crdt__json_fail(err, "members[%zu]: too many or too large members", i);
             goto fail;
         }
-        free(prev);
+        crdt__free(prev);
         prev = m;
         prev_len = len;
         m = NULL;
     }
-    free(prev);
+    crdt__free(prev);
     return &s->obj;
 fail:
-    free(prev);
-    free(m);
+    crdt__free(prev);
+    crdt__free(m);
     lwwset_destroy(&s->obj);
     return NULL;
 }

@@ -144,7 +144,7 @@ static int di_reserve(orset_t *s, size_t n)
         return CRDT_ENOMEM;
     uint64_t *old = s->dslots;
     uint32_t oldcap = old ? s->dmask + 1 : 0;
-    uint64_t *slots = calloc((size_t)cap, sizeof(uint64_t));
+    uint64_t *slots = crdt__calloc((size_t)cap, sizeof(uint64_t));
     if (!slots)
         return CRDT_ENOMEM;
     s->dslots = slots;
@@ -152,7 +152,7 @@ static int di_reserve(orset_t *s, size_t n)
     for (uint32_t i = 0; i < oldcap; i++)
         if (old[i])
             di_place(s, old[i], dot_hash(s, dslot_dot(s, old[i])));
-    free(old);
+    crdt__free(old);
     return 0;
 }
 
@@ -206,7 +206,7 @@ static int reserve(void **p, size_t *cap, size_t need, size_t size)
     size_t c = crdt__grow_cap(*cap, need);
     if (c > SIZE_MAX / size)
         return CRDT_ENOMEM;
-    void *q = realloc(*p, c * size);
+    void *q = crdt__realloc(*p, c * size);
     if (!q)
         return CRDT_ENOMEM;
     *p = q;
@@ -239,7 +239,7 @@ static int reserve_blobs(crdt__blobs_t *b, size_t extra)
     size_t cap = crdt__grow_cap(b->cap, need);
     if (cap > UINT32_MAX)
         cap = UINT32_MAX;
-    uint8_t *d = realloc(b->data, cap);
+    uint8_t *d = crdt__realloc(b->data, cap);
     if (!d)
         return CRDT_ENOMEM;
     b->data = d;
@@ -251,8 +251,8 @@ static int reserve_blobs(crdt__blobs_t *b, size_t extra)
 
 static void cc_free(cc_t *c)
 {
-    free(c->vv);
-    free(c->cloud);
+    crdt__free(c->vv);
+    crdt__free(c->cloud);
     memset(c, 0, sizeof(*c));
 }
 
@@ -523,7 +523,7 @@ static void maybe_compact(orset_t *s)
 {
     if (crdt__blobs_wants_compaction(&s->blobs)) {
         uint32_t live = s->blobs.len - s->blobs.garbage;
-        uint8_t *d = malloc(live ? live : 1);
+        uint8_t *d = crdt__malloc(live ? live : 1);
         if (d) {
             uint32_t o = 0;
             for (uint32_t i = 0; i < s->n; i++) {
@@ -533,7 +533,7 @@ static void maybe_compact(orset_t *s)
                 e->off = o;
                 o += e->len;
             }
-            free(s->blobs.data);
+            crdt__free(s->blobs.data);
             s->blobs.data = d;
             s->blobs.len = o;
             s->blobs.cap = live ? live : 1;
@@ -542,7 +542,7 @@ static void maybe_compact(orset_t *s)
     }
     if (s->xgarbage > 64 && s->xgarbage > s->xlen / 2) {
         size_t live = s->xlen - s->xgarbage;
-        crdt_dot_t *x = live ? malloc(live * sizeof(crdt_dot_t)) : NULL;
+        crdt_dot_t *x = live ? crdt__malloc(live * sizeof(crdt_dot_t)) : NULL;
         if (x || !live) {
             size_t o = 0;
             for (uint32_t i = 0; i < s->n; i++) {
@@ -553,7 +553,7 @@ static void maybe_compact(orset_t *s)
                     o += e->ndots;
                 }
             }
-            free(s->xdots);
+            crdt__free(s->xdots);
             s->xdots = x;
             s->xlen = s->xcap = o;
             s->xgarbage = 0;
@@ -565,7 +565,7 @@ static void maybe_compact(orset_t *s)
 
 static orset_t *orset_new(void)
 {
-    orset_t *s = calloc(1, sizeof(*s));
+    orset_t *s = crdt__calloc(1, sizeof(*s));
     if (!s)
         return NULL;
     s->obj.vt = &crdt__orset_vt;
@@ -584,13 +584,13 @@ static crdt_obj_t *orset_create(void)
 static void orset_destroy(crdt_obj_t *o)
 {
     orset_t *s = OS(o);
-    free(s->e);
-    free(s->xdots);
+    crdt__free(s->e);
+    crdt__free(s->xdots);
     crdt__blobs_free(&s->blobs);
     crdt__hidx_free(&s->idx);
-    free(s->dslots);
+    crdt__free(s->dslots);
     cc_free(&s->cc);
-    free(s);
+    crdt__free(s);
 }
 
 static crdt_obj_t *orset_clone(const crdt_obj_t *o)
@@ -853,7 +853,7 @@ int crdt_orset_add(crdt_obj_t *o, uint64_t replica, const void *m, size_t len, c
     if (delta) {
         /* context = the new dot and the dots this add supersedes, ascending */
         crdt_dot_t stack[8], *ctx = stack;
-        if (nold + 1 > 8 && !(ctx = malloc((nold + 1) * sizeof(crdt_dot_t))))
+        if (nold + 1 > 8 && !(ctx = crdt__malloc((nold + 1) * sizeof(crdt_dot_t))))
             return CRDT_ENOMEM;
         size_t k = 0;
         bool placed = false;
@@ -868,7 +868,7 @@ int crdt_orset_add(crdt_obj_t *o, uint64_t replica, const void *m, size_t len, c
             ctx[k++] = dot;
         *delta = make_delta(m, len, &dot, ctx, k);
         if (ctx != stack)
-            free(ctx);
+            crdt__free(ctx);
         if (!*delta)
             return CRDT_ENOMEM;
     }
@@ -954,7 +954,7 @@ static sorted_t *sort_entries(const orset_t *s)
 {
     if (!s->n)
         return NULL;
-    sorted_t *v = malloc((size_t)s->n * sizeof(*v));
+    sorted_t *v = crdt__malloc((size_t)s->n * sizeof(*v));
     if (!v)
         return NULL;
     for (uint32_t i = 0; i < s->n; i++)
@@ -976,7 +976,7 @@ int crdt__orset_foreach(const crdt_obj_t *o, crdt_member_cb cb, void *ud)
     int rc = 0;
     for (uint32_t i = 0; i < s->n && !rc; i++)
         rc = cb(v[i].p, v[i].len, ud);
-    free(v);
+    crdt__free(v);
     return rc;
 }
 
@@ -1011,7 +1011,7 @@ static void orset_encode(const crdt_obj_t *o, crdt__writer_t *w)
             crdt__wr_varint(w, ds[j].seq);
         }
     }
-    free(v);
+    crdt__free(v);
 }
 
 /* Both decoders feed one builder, so the binary and the JSON form obey identical rules. Each step
@@ -1208,7 +1208,7 @@ static crdt_obj_t *orset_decode(crdt__reader_t *r)
         return NULL;
     }
     int rc = decode_into(r, &b);
-    free(b.dots);
+    crdt__free(b.dots);
     if (rc < 0) {
         orset_destroy(&b.s->obj);
         return NULL;
@@ -1247,7 +1247,7 @@ static json_t *orset_to_json(const crdt_obj_t *o)
             els = NULL;
         }
     }
-    free(v);
+    crdt__free(v);
     if (!els)
         return NULL;
     return json_pack("{s:o,s:o,s:o}", "vv", dots_json(s->cc.vv, s->cc.nvv), "cloud",
@@ -1333,14 +1333,14 @@ static int from_json_into(const json_t *st, builder_t *b, crdt_error_t *err)
         for (size_t j = 0; rc == 0 && j < json_array_size(dots); j++) {
             snprintf(where, sizeof(where), "elements[%zu].dots[%zu]", i, j);
             if (json_dot(json_array_get(dots, j), where, &x, &y, err) < 0) {
-                free(m);
+                crdt__free(m);
                 return CRDT_EDECODE;
             }
             rc = b_dot(b, x, y);
         }
         if (rc == 0)
             rc = b_entry_end(b);
-        free(m);
+        crdt__free(m);
         if (rc < 0)
             return json_report(b, rc, where, err);
     }
@@ -1354,7 +1354,7 @@ static crdt_obj_t *orset_from_json(const json_t *st, crdt_error_t *err)
     if (!b.s)
         return NULL;
     int rc = from_json_into(st, &b, err);
-    free(b.dots);
+    crdt__free(b.dots);
     if (rc < 0) {
         orset_destroy(&b.s->obj);
         return NULL;

@@ -77,7 +77,7 @@ static inline size_t block_size(uint32_t cap)
 /* (Re)allocates b to hold cap ids; NULL (b untouched) on failure. */
 static tl_block_t *block_resize(tl_block_t *b, uint32_t cap)
 {
-    tl_block_t *nb = realloc(b, block_size(cap));
+    tl_block_t *nb = crdt__realloc(b, block_size(cap));
     if (!nb)
         return NULL;
     if (!b)
@@ -227,11 +227,11 @@ static void locate(const timeline_t *t, uint32_t id, uint32_t *bi, uint32_t *si)
 /* Grows the top arrays (block pointers and live counts) to cap. */
 static int grow_blocks(timeline_t *t, uint32_t cap)
 {
-    tl_block_t **b = realloc(t->blk, (size_t)cap * sizeof(*b));
+    tl_block_t **b = crdt__realloc(t->blk, (size_t)cap * sizeof(*b));
     if (!b)
         return CRDT_ENOMEM;
     t->blk = b;
-    uint32_t *l = realloc(t->blive, (size_t)cap * sizeof(*l));
+    uint32_t *l = crdt__realloc(t->blive, (size_t)cap * sizeof(*l));
     if (!l)
         return CRDT_ENOMEM; /* blk is merely bigger than blk_cap says */
     t->blive = l;
@@ -253,7 +253,7 @@ static int ensure_room(timeline_t *t)
                                          : (uint64_t)t->ents_cap + t->ents_cap / 2;
         if (cap > UINT32_MAX - 1)
             cap = UINT32_MAX - 1;
-        tl_ent_t *e = realloc(t->ents, (size_t)cap * sizeof(*e));
+        tl_ent_t *e = crdt__realloc(t->ents, (size_t)cap * sizeof(*e));
         if (!e)
             return CRDT_ENOMEM;
         t->ents = e;
@@ -383,7 +383,7 @@ static void remove_block(timeline_t *t, uint32_t bi)
     if (!t->spare)
         t->spare = b;
     else
-        free(b);
+        crdt__free(b);
 }
 
 /* Moves all of blk[bi + 1] into blk[bi] and drops the emptied block. */
@@ -476,7 +476,7 @@ static void maybe_compact(timeline_t *t)
     for (uint32_t b = 0; b < t->nblk; b++)
         for (uint32_t i = 0; i < t->blk[b]->n; i++)
             need += ent_len(&t->ents[t->blk[b]->ids[i]]);
-    uint8_t *d = malloc(need ? need : 1);
+    uint8_t *d = crdt__malloc(need ? need : 1);
     if (!d)
         return; /* compaction is an optimisation; try again after the next drop */
     uint32_t o = 0;
@@ -496,7 +496,7 @@ static void maybe_compact(timeline_t *t)
         t->floor_off = o;
         o += t->floor_len;
     }
-    free(t->blobs.data);
+    crdt__free(t->blobs.data);
     t->blobs.data = d;
     t->blobs.len = o;
     t->blobs.cap = (uint32_t)(need ? need : 1);
@@ -507,7 +507,7 @@ static void maybe_compact(timeline_t *t)
 
 static timeline_t *tl_alloc(uint32_t max_size)
 {
-    timeline_t *t = calloc(1, sizeof(*t));
+    timeline_t *t = crdt__calloc(1, sizeof(*t));
     if (!t)
         return NULL;
     t->base.vt = &crdt__timeline_vt;
@@ -529,21 +529,21 @@ static void timeline_destroy(crdt_obj_t *o)
 {
     timeline_t *t = (timeline_t *)o;
     for (uint32_t b = 0; b < t->nblk; b++)
-        free(t->blk[b]);
-    free(t->blk);
-    free(t->blive);
-    free(t->spare);
-    free(t->ents);
+        crdt__free(t->blk[b]);
+    crdt__free(t->blk);
+    crdt__free(t->blive);
+    crdt__free(t->spare);
+    crdt__free(t->ents);
     crdt__blobs_free(&t->blobs);
     crdt__hidx_free(&t->idx);
-    free(t);
+    crdt__free(t);
 }
 
 /* Makes room for n entries up front (decoders, clones): no regrowth while filling. */
 static int tl_reserve(timeline_t *t, uint32_t n)
 {
     if (n > t->ents_cap) {
-        tl_ent_t *e = realloc(t->ents, (size_t)n * sizeof(*e));
+        tl_ent_t *e = crdt__realloc(t->ents, (size_t)n * sizeof(*e));
         if (!e)
             return CRDT_ENOMEM;
         t->ents = e;
@@ -595,13 +595,13 @@ static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
     t->floor_off = s->floor_off;
     t->floor_len = s->floor_len;
     if (s->ents_used) {
-        if (!(t->ents = malloc((size_t)s->ents_used * sizeof(tl_ent_t))))
+        if (!(t->ents = crdt__malloc((size_t)s->ents_used * sizeof(tl_ent_t))))
             goto fail;
         memcpy(t->ents, s->ents, (size_t)s->ents_used * sizeof(tl_ent_t));
         t->ents_cap = t->ents_used = s->ents_used;
     }
     if (s->blobs.len) {
-        if (!(t->blobs.data = malloc(s->blobs.len)))
+        if (!(t->blobs.data = crdt__malloc(s->blobs.len)))
             goto fail;
         memcpy(t->blobs.data, s->blobs.data, s->blobs.len);
         t->blobs.len = t->blobs.cap = s->blobs.len;
@@ -613,14 +613,14 @@ static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
         memcpy(t->blive, s->blive, (size_t)s->nblk * sizeof(*t->blive));
         for (; t->nblk < s->nblk; t->nblk++) {
             const tl_block_t *sb = s->blk[t->nblk];
-            if (!(t->blk[t->nblk] = malloc(block_size(sb->cap))))
+            if (!(t->blk[t->nblk] = crdt__malloc(block_size(sb->cap))))
                 goto fail;
             memcpy(t->blk[t->nblk], sb, block_size(sb->cap));
         }
     }
     if (s->idx.slots) {
         size_t n = ((size_t)s->idx.mask + 1) * sizeof(uint32_t);
-        if (!(t->idx.slots = malloc(n)))
+        if (!(t->idx.slots = crdt__malloc(n)))
             goto fail;
         memcpy(t->idx.slots, s->idx.slots, n);
         t->idx.mask = s->idx.mask;
@@ -743,7 +743,7 @@ static int write_api(crdt_obj_t *o, const void *m, size_t len, double score, boo
     void *copy = NULL;
     uintptr_t p = (uintptr_t)m, lo = (uintptr_t)t->blobs.data;
     if (len && t->blobs.data && p >= lo && p < lo + t->blobs.cap) {
-        if (!(copy = malloc(len)))
+        if (!(copy = crdt__malloc(len)))
             return CRDT_ENOMEM;
         memcpy(copy, m, len);
         m = copy;
@@ -757,7 +757,7 @@ static int write_api(crdt_obj_t *o, const void *m, size_t len, double score, boo
         *delta = &d->base;
     else if (d)
         timeline_destroy(&d->base);
-    free(copy);
+    crdt__free(copy);
     return rc;
 }
 
@@ -829,7 +829,7 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
     if (want > UINT32_MAX - 1 || (uint64_t)t->blobs.len + src->blob_len > UINT32_MAX)
         return CRDT_ENOMEM;
     if (want > t->ents_cap) {
-        tl_ent_t *e = realloc(t->ents, (size_t)want * sizeof(*e));
+        tl_ent_t *e = crdt__realloc(t->ents, (size_t)want * sizeof(*e));
         if (!e)
             return CRDT_ENOMEM;
         t->ents = e;
@@ -842,7 +842,7 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
         size_t cap = crdt__grow_cap(t->blobs.cap, need);
         if (cap > UINT32_MAX)
             cap = UINT32_MAX;
-        uint8_t *d = realloc(t->blobs.data, cap);
+        uint8_t *d = crdt__realloc(t->blobs.data, cap);
         if (!d)
             return CRDT_ENOMEM;
         t->blobs.data = d;
@@ -851,9 +851,9 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
     /* rebuilt blocks are filled to 7/8 so inserts that follow rarely split at once */
     const uint32_t fill = TL_BLOCK * 7 / 8;
     uint32_t nb = (uint32_t)(total / fill + 1);
-    tl_block_t **blk = calloc(nb, sizeof(*blk));
-    uint32_t *blive = malloc((size_t)nb * sizeof(*blive));
-    uint32_t *placed = malloc((src->count ? src->count : 1) * sizeof(uint32_t));
+    tl_block_t **blk = crdt__calloc(nb, sizeof(*blk));
+    uint32_t *blive = crdt__malloc((size_t)nb * sizeof(*blive));
+    uint32_t *placed = crdt__malloc((src->count ? src->count : 1) * sizeof(uint32_t));
     bool ok = blk && blive && placed;
     /* a lone result block is sized to what it receives, as a growing lone block would be */
     uint32_t bcap = nb == 1 ? lone_cap((uint32_t)total) : TL_BLOCK;
@@ -861,10 +861,10 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
         ok = (blk[i] = block_resize(NULL, bcap)) != NULL;
     if (!ok) {
         for (uint32_t i = 0; blk && i < nb; i++)
-            free(blk[i]);
-        free(blk);
-        free(blive);
-        free(placed);
+            crdt__free(blk[i]);
+        crdt__free(blk);
+        crdt__free(blive);
+        crdt__free(placed);
         return CRDT_ENOMEM;
     }
 
@@ -909,10 +909,10 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
         /* nothing moved (the common anti-entropy case of equal states): keep the order, only
          * recount live entries if a tie turned some into tombstones */
         for (uint32_t k = 0; k < nb; k++)
-            free(blk[k]);
-        free(blk);
-        free(blive);
-        free(placed);
+            crdt__free(blk[k]);
+        crdt__free(blk);
+        crdt__free(blive);
+        crdt__free(placed);
         if (changed) {
             t->live = 0;
             for (uint32_t k = 0; k < t->nblk; k++) {
@@ -969,13 +969,13 @@ static int merge_bulk(timeline_t *t, tl_src_t *src)
         if (!t->spare)
             t->spare = blk[k];
         else
-            free(blk[k]);
+            crdt__free(blk[k]);
     }
     for (uint32_t k = 0; k < t->nblk; k++)
-        free(t->blk[k]);
-    free(t->blk);
-    free(t->blive);
-    free(placed);
+        crdt__free(t->blk[k]);
+    crdt__free(t->blk);
+    crdt__free(t->blive);
+    crdt__free(placed);
     t->blk = blk;
     t->blive = blive;
     t->nblk = used;
@@ -1186,7 +1186,7 @@ static int timeline_merge_encoded(crdt_obj_t *dst, const crdt_bytes_t *encs, siz
         if (nin + TL_FAST_MAX > cap) {
             size_t ncap = cap * 2;
             tl_in_t *g =
-                in == stack_in ? malloc(ncap * sizeof(*g)) : realloc(in, ncap * sizeof(*g));
+                in == stack_in ? crdt__malloc(ncap * sizeof(*g)) : crdt__realloc(in, ncap * sizeof(*g));
             if (!g) {
                 rc = CRDT_ENOMEM;
                 break;
@@ -1218,7 +1218,7 @@ static int timeline_merge_encoded(crdt_obj_t *dst, const crdt_bytes_t *encs, siz
         }
         if (nobj == capobj) {
             size_t nc = capobj ? capobj * 2 : 4;
-            crdt_obj_t **o = realloc(objs, nc * sizeof(*o));
+            crdt_obj_t **o = crdt__realloc(objs, nc * sizeof(*o));
             if (!o) {
                 rc = CRDT_ENOMEM;
                 break;
@@ -1254,9 +1254,9 @@ static int timeline_merge_encoded(crdt_obj_t *dst, const crdt_bytes_t *encs, siz
         }
         crdt_obj_free(objs[i]);
     }
-    free(objs);
+    crdt__free(objs);
     if (in != stack_in)
-        free(in);
+        crdt__free(in);
     return rc < 0 ? rc : changed;
 }
 
@@ -1575,7 +1575,7 @@ static crdt_obj_t *timeline_from_json(const json_t *state, crdt_error_t *err)
         if (rc < 0)
             goto fail;
         why = floor_checked(t, (uint32_t)n, score, m, len, &nomem);
-        free(m);
+        crdt__free(m);
         if (nomem)
             goto nomem;
         if (why) {
@@ -1593,7 +1593,7 @@ static crdt_obj_t *timeline_from_json(const json_t *state, crdt_error_t *err)
         if (rc < 0)
             goto fail;
         why = append_checked(t, score, live, m, len, &nomem);
-        free(m);
+        crdt__free(m);
         if (nomem)
             goto nomem;
         if (why) {
@@ -1856,7 +1856,7 @@ size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offse
             source[i] = only;
         return got;
     }
-    if (nonempty > sizeof(stack) / sizeof(stack[0]) && !(h = malloc(nonempty * sizeof(*h))))
+    if (nonempty > sizeof(stack) / sizeof(stack[0]) && !(h = crdt__malloc(nonempty * sizeof(*h))))
         return 0; /* out of memory: nothing read */
     size_t hn = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1888,7 +1888,7 @@ size_t crdt_timeline_select(const crdt_obj_t *const *tls, size_t n, size_t offse
         sift_down(h, hn, 0);
     }
     if (h != stack)
-        free(h);
+        crdt__free(h);
     return got;
 }
 

@@ -63,6 +63,8 @@ uint64_t crdt_replica_keys_loading(const crdt_replica_t *r);
 void crdt_replica_wait_loaded(crdt_replica_t *r);
 
 uint64_t crdt_replica_node_id(const crdt_replica_t *r);
+/* The data directory, or NULL for a replica in memory only. */
+const char *crdt_replica_dir(const crdt_replica_t *r);
 /* A fresh HLC timestamp of this replica (for LWW writes). */
 int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts);
 
@@ -75,6 +77,12 @@ typedef int (*crdt_replica_key_cb)(const void *key, size_t klen, const crdt_obj_
 /* Calls cb for every key (unspecified order); stops when cb returns non-zero and returns that. */
 int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud);
 
+/* Keys from position `cursor` (0: the first) for at most `limit` keys, in no particular order but
+ * stable while no key is added (new keys come after every existing one); *next is where to go on,
+ * 0 once every key was seen. Stops when cb returns non-zero and returns that. */
+int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
+                      crdt_replica_key_cb cb, void *ud, uint64_t *next);
+
 /* ---- writes --------------------------------------------------------------------------------- *
  * Both calls append the resulting delta to the log buffer, give it the next change sequence number
  * (*seq), update the change feed and the fingerprints, and notify the listener. They return 1 if the
@@ -82,9 +90,14 @@ int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *
  * key untouched: CRDT_ETYPE when the key holds another type. A write is durable per the policy only
  * once crdt_replica_durable_seq() >= *seq: acknowledge clients then, not before. */
 
-/* Joins a delta or state from elsewhere (a client, a peer) into key, creating it if absent. */
+/* Who made a change: CRDT_ORIGIN_LOCAL for this node's own clients, else the node id of the peer
+ * the delta came from. The listener is told, so a change is not echoed back to its origin. */
+#define CRDT_ORIGIN_LOCAL 0
+
+/* Joins a delta or state from elsewhere (a client: origin CRDT_ORIGIN_LOCAL, or the peer `origin`)
+ * into key, creating it if absent. */
 int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
-                       uint64_t *seq);
+                       uint64_t origin, uint64_t *seq);
 
 /* Runs a local mutator: mutate(obj, ud, &delta) is called on the key's object (created empty of
  * `type` first if absent; timelines with the configured bound) and must return what the libcrdt
@@ -92,6 +105,12 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
 typedef int (*crdt_replica_mutate_cb)(crdt_obj_t *obj, void *ud, crdt_obj_t **delta);
 int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_type_t type,
                         crdt_replica_mutate_cb mutate, void *ud, uint64_t *seq);
+
+/* Runs the write m describes (crdt.h's crdt_mut_t) on key as this replica: the mutator of m's
+ * type, or for CRDT_MUT_MERGE a join of m->state (origin local). An LWW write without a timestamp
+ * (ts.ms == 0) is stamped with crdt_replica_hlc_now. Returns as crdt_replica_mutate. */
+int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const crdt_mut_t *m,
+                       uint64_t *seq);
 
 /* ---- durability: group commit driven by the event loop --------------------------------------- */
 
@@ -123,7 +142,7 @@ int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, 
 /* Called after every applied change with the delta that changed the key (borrowed for the call):
  * for fan-out to subscribers and peers. One listener; NULL removes it. */
 typedef void (*crdt_replica_listener_cb)(const void *key, size_t klen, uint64_t seq,
-                                         const crdt_obj_t *delta, void *ud);
+                                         const crdt_obj_t *delta, uint64_t origin, void *ud);
 void crdt_replica_set_listener(crdt_replica_t *r, crdt_replica_listener_cb cb, void *ud);
 
 /* ---- anti-entropy hooks --------------------------------------------------------------------- */
@@ -152,14 +171,11 @@ typedef struct crdt_replica_stats {
 
 void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st);
 
-/* ---- errors (added by the replica implementation) ------------------------------------------- */
+/* ---- errors ---------------------------------------------------------------------------------
+ * Writing or syncing the data directory failed (or a logged change could not be recorded): the
+ * replica then refuses writes with CRDT_EIO (crdt.h) until restarted; crdt_replica_last_error()
+ * says why. crdt_strerror() names every code. */
 
-/* Writing or syncing the data directory failed (or a logged change could not be recorded): the
- * replica refuses writes with this code until restarted; crdt_replica_last_error() says why. */
-#define CRDT_EIO (-20)
-
-/* Like crdt_strerror(), and also knows CRDT_EIO. */
-const char *crdt_replica_strerror(int err);
 /* NULL while healthy; after a storage failure, the message that was also logged to stderr. */
 const char *crdt_replica_last_error(const crdt_replica_t *r);
 

@@ -58,13 +58,6 @@ void rep_fail(crdt_replica_t *r, const char *fmt, ...)
     fprintf(stderr, "crdtd replica: %s; refusing writes until restarted\n", r->failure);
 }
 
-const char *crdt_replica_strerror(int err)
-{
-    if (err == CRDT_EIO)
-        return "storage failure: the replica refuses writes until restarted";
-    return crdt_strerror(err);
-}
-
 const char *crdt_replica_last_error(const crdt_replica_t *r)
 {
     return r->failed ? r->failure : NULL;
@@ -329,7 +322,7 @@ static bool logging(const crdt_replica_t *r)
 
 /* Bookkeeping once key `id` changed and its record (if any) is in the log buffer at `mark`. */
 static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_t *delta,
-                   size_t mark)
+                   size_t mark, uint64_t origin)
 {
     rep_key_t *k = &r->keys[id];
     k->seq = seq;
@@ -344,11 +337,11 @@ static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_
             rep_log_write(r); /* a failure is sticky and reported by the next write and flush */
     }
     if (r->listener)
-        r->listener(k->key, k->klen, seq, delta, r->listener_ud);
+        r->listener(k->key, k->klen, seq, delta, origin, r->listener_ud);
 }
 
 int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
-                       uint64_t *seq)
+                       uint64_t origin, uint64_t *seq)
 {
     int rc = write_checks(r, key, klen);
     if (rc < 0)
@@ -385,7 +378,7 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
             r->st.noops++;
         return rc;
     }
-    commit(r, id, s, delta, mark);
+    commit(r, id, s, delta, mark, origin);
     if (seq)
         *seq = s;
     return 1;
@@ -439,11 +432,42 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
         crdt_obj_free(fresh);
         return CRDT_ENOMEM;
     }
-    commit(r, id, s, logged, mark);
+    commit(r, id, s, logged, mark, CRDT_ORIGIN_LOCAL);
     crdt_obj_free(delta);
     if (seq)
         *seq = s;
     return 1;
+}
+
+typedef struct mut_ctx {
+    const crdt_mut_t *m;
+    uint64_t node;
+} mut_ctx_t;
+
+static int mut_cb(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
+{
+    const mut_ctx_t *c = ud;
+    return crdt_mut_apply(obj, c->m, c->node, delta);
+}
+
+int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const crdt_mut_t *m,
+                       uint64_t *seq)
+{
+    if (!r || !m)
+        return CRDT_EINVAL;
+    if (m->kind == CRDT_MUT_MERGE)
+        return m->state ? crdt_replica_apply(r, key, klen, m->state, CRDT_ORIGIN_LOCAL, seq)
+                        : CRDT_EINVAL;
+    crdt_mut_t stamped;
+    if (crdt_mut_needs_ts(m) && m->ts.ms == 0) {
+        stamped = *m;
+        int rc = crdt_replica_hlc_now(r, &stamped.ts);
+        if (rc < 0)
+            return rc;
+        m = &stamped;
+    }
+    mut_ctx_t c = {m, r->cfg.node_id};
+    return crdt_replica_mutate(r, key, klen, m->type, mut_cb, &c, seq);
 }
 
 /* ---- reads ---------------------------------------------------------------------------------- */
@@ -468,6 +492,27 @@ int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *
             return rc;
     }
     return 0;
+}
+
+int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
+                      crdt_replica_key_cb cb, void *ud, uint64_t *next)
+{
+    uint64_t id = cursor;
+    for (size_t n = 0; id < r->nkeys && n < limit; id++, n++) {
+        rep_ready((crdt_replica_t *)r, (uint32_t)id);
+        int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
+        if (rc) {
+            *next = id + 1 < r->nkeys ? id + 1 : 0;
+            return rc;
+        }
+    }
+    *next = id < r->nkeys ? id : 0;
+    return 0;
+}
+
+const char *crdt_replica_dir(const crdt_replica_t *r)
+{
+    return r->dir;
 }
 
 uint64_t crdt_replica_node_id(const crdt_replica_t *r)
@@ -685,7 +730,7 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
         if ((r->lockfd = rep_lock(r->dirfd, r->dir, err)) < 0)
             goto fail;
         if ((rc = rep_snapshot_load(r, err)) < 0 || (rc = rep_log_open(r, err)) < 0) {
-            rep_seterr(err, rc, "%s", crdt_replica_strerror(rc));
+            rep_seterr(err, rc, "%s", crdt_strerror(rc));
             goto fail;
         }
     }

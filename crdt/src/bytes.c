@@ -1,0 +1,181 @@
+/* bytes.c - the byte codecs every layer shares: unsigned LEB128 varints and base64 (RFC 4648) */
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt_private.h"
+
+/* ---- varints -------------------------------------------------------------------------------- */
+
+size_t crdt_varint_put(uint8_t out[CRDT_VARINT_MAX], uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+size_t crdt_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+int crdt_buf_put_varint(crdt_buf_t *b, uint64_t v)
+{
+    uint8_t tmp[CRDT_VARINT_MAX];
+    return crdt_buf_append(b, tmp, crdt_varint_put(tmp, v));
+}
+
+int crdt_varint_get(const void *data, size_t len, size_t *pos, uint64_t *v)
+{
+    const uint8_t *p = data;
+    uint64_t x = 0;
+    size_t at = *pos;
+    for (unsigned i = 0;; i++) {
+        if (at >= len)
+            return CRDT_EDECODE; /* truncated */
+        uint8_t byte = p[at++];
+        if (i == 9 && byte > 1)
+            return CRDT_EDECODE; /* more than 64 bits */
+        /* a trailing zero group would give one value two encodings: keep encodings canonical */
+        if (i > 0 && byte == 0)
+            return CRDT_EDECODE;
+        x |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (!(byte & 0x80))
+            break;
+    }
+    *pos = at;
+    *v = x;
+    return 0;
+}
+
+/* ---- base64 --------------------------------------------------------------------------------- */
+
+static const char std_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char url_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t crdt_base64_encoded_len(size_t n, unsigned flags)
+{
+    if (!(flags & CRDT_B64_NOPAD))
+        return (n + 2) / 3 * 4;
+    return n / 3 * 4 + (n % 3 ? n % 3 + 1 : 0);
+}
+
+size_t crdt_base64_encode_into(char *out, const void *data, size_t n, unsigned flags)
+{
+    const char *a = (flags & CRDT_B64_URL) ? url_alpha : std_alpha;
+    bool pad = !(flags & CRDT_B64_NOPAD);
+    const uint8_t *p = data;
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
+        out[o++] = a[v >> 18];
+        out[o++] = a[(v >> 12) & 63];
+        out[o++] = a[(v >> 6) & 63];
+        out[o++] = a[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
+        out[o++] = a[v >> 18];
+        out[o++] = a[(v >> 12) & 63];
+        if (i + 1 < n)
+            out[o++] = a[(v >> 6) & 63];
+        else if (pad)
+            out[o++] = '=';
+        if (pad)
+            out[o++] = '=';
+    }
+    return o;
+}
+
+char *crdt_base64_encode_ex(const void *data, size_t len, unsigned flags, size_t *out_len)
+{
+    if (len > (SIZE_MAX - 1) / 4 * 3 - 3)
+        return NULL;
+    char *s = crdt__malloc(crdt_base64_encoded_len(len, flags) + 1);
+    if (!s)
+        return NULL;
+    size_t o = crdt_base64_encode_into(s, data, len, flags);
+    s[o] = '\0';
+    if (out_len)
+        *out_len = o;
+    return s;
+}
+
+char *crdt_base64_encode(const void *data, size_t len, size_t *out_len)
+{
+    return crdt_base64_encode_ex(data, len, CRDT_B64_STD, out_len);
+}
+
+static int b64_value(const char *alpha, unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == (unsigned char)alpha[62])
+        return 62;
+    if (c == (unsigned char)alpha[63])
+        return 63;
+    return -1;
+}
+
+int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **out,
+                          size_t *out_len)
+{
+    const char *a = (flags & CRDT_B64_URL) ? url_alpha : std_alpha;
+    size_t n = slen, pads = 0;
+    while (n && s[n - 1] == '=' && pads < 2)
+        n--, pads++;
+    if (flags & CRDT_B64_NOPAD) {
+        /* padding optional, but when present it must complete the last quantum */
+        if (pads && slen % 4)
+            return CRDT_EDECODE;
+    } else if (slen % 4) {
+        return CRDT_EDECODE;
+    }
+    if (n % 4 == 1)
+        return CRDT_EDECODE;
+    uint8_t *d = crdt__malloc(n / 4 * 3 + 3);
+    if (!d)
+        return CRDT_ENOMEM;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value(a, (unsigned char)s[i]);
+        if (v < 0) {
+            crdt__free(d);
+            return CRDT_EDECODE;
+        }
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            d[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    /* bits under the padding must be zero, or two strings would decode to one value */
+    if (acc) {
+        crdt__free(d);
+        return CRDT_EDECODE;
+    }
+    *out = d;
+    *out_len = o;
+    return 0;
+}
+
+int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len)
+{
+    return crdt_base64_decode_ex(s, slen, CRDT_B64_STD, out, out_len);
+}

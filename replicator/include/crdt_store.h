@@ -1,0 +1,249 @@
+/* crdt_store.h - the store interface: every read, write, change-feed read, fingerprint and mark
+ *
+ * Everything above the store (the gateway's REST, roshi and WebSocket handlers, the peer engine)
+ * reaches data through this interface only. Operations complete through callbacks, so a store
+ * whose operations complete later (one over the network: Redis with crdt.so) fits without
+ * changing any caller. The embedded store (crdt_store_embedded_*, over crdt_replica_t) is the
+ * first implementation and completes every call before it returns.
+ *
+ * Rules every implementation keeps:
+ * - each operation calls its completion exactly once, possibly before returning;
+ * - objects and bytes handed to a completion are borrowed for the duration of the call;
+ * - changes are numbered by a per-store sequence (1, 2, ...) that the change feed, the events and
+ *   durability share; a write is acknowledged to its client only once durable_seq >= its seq;
+ * - crdt_store_close completes nothing more: pending completions are dropped (the caller is
+ *   going away too).
+ */
+#ifndef CRDT_STORE_H
+#define CRDT_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crdt.h"
+#include "replica.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct crdt_store crdt_store_t;
+
+/* ---- completions ---------------------------------------------------------------------------- */
+
+/* rc 0 with obj (NULL when the key is absent), or a negative CRDT_E* code. */
+typedef void (*crdt_store_get_cb)(void *ud, int rc, const crdt_obj_t *obj);
+/* rc 0 with objs[i] for keys[i] (NULL: absent), or a negative code (objs NULL). */
+typedef void (*crdt_store_get_many_cb)(void *ud, int rc, const crdt_obj_t *const *objs, size_t n);
+/* rc 1: the key changed, seq is the change's; 0: a no-op (seq 0); negative: nothing changed. */
+typedef void (*crdt_store_write_cb)(void *ud, int rc, uint64_t seq);
+/* End of a feed read or a scan: rc 0 and the position to continue from, or a negative code. */
+typedef void (*crdt_store_done_cb)(void *ud, int rc, uint64_t next);
+/* A scanned key (borrowed); non-zero stops the scan. */
+typedef int (*crdt_store_key_cb)(void *ud, const void *key, size_t klen, const crdt_obj_t *obj);
+/* rc 0 and the key's fingerprint, or CRDT_EINVAL (absent) or another negative code. */
+typedef void (*crdt_store_fp_cb)(void *ud, int rc, uint64_t fp);
+/* rc 0 and the mark's bytes (NULL, 0 when never put), or a negative code. */
+typedef void (*crdt_store_mark_cb)(void *ud, int rc, const void *p, size_t n);
+/* rc 0 or a negative code. */
+typedef void (*crdt_store_status_cb)(void *ud, int rc);
+
+/* ---- events --------------------------------------------------------------------------------- */
+
+typedef struct crdt_store_events {
+    /* Every change applied, in seq order, with the delta that changed the key and its origin
+     * (CRDT_ORIGIN_LOCAL or the peer's node id): fan-out to subscribers and peers. */
+    void (*change)(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                   uint64_t origin);
+    /* durable_seq advanced, or a storage failure appeared (crdt_store_last_error). */
+    void (*durable)(void *ud, uint64_t durable_seq);
+    void *ud;
+} crdt_store_events_t;
+
+/* ---- the operations an implementation provides ---------------------------------------------- */
+
+typedef struct crdt_store_stats {
+    uint64_t keys;
+    uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
+    uint64_t writes, noops;
+    uint64_t log_bytes, fsyncs, snapshots;
+    double fsync_seconds_total, fsync_seconds_max;
+    bool snapshot_running;
+    uint64_t keys_loading; /* keys still being recovered in the background */
+} crdt_store_stats_t;
+
+typedef struct crdt_store_ops {
+    const char *name; /* "embedded", "redis" */
+    void (*close)(crdt_store_t *st);
+
+    void (*get)(crdt_store_t *st, const void *key, size_t klen, crdt_store_get_cb cb, void *ud);
+    void (*get_many)(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
+                     crdt_store_get_many_cb cb, void *ud);
+    void (*write)(crdt_store_t *st, const void *key, size_t klen, const crdt_mut_t *m,
+                  crdt_store_write_cb cb, void *ud);
+    void (*apply)(crdt_store_t *st, const void *key, size_t klen, const crdt_obj_t *delta,
+                  uint64_t origin, crdt_store_write_cb cb, void *ud);
+    void (*changes)(crdt_store_t *st, uint64_t since, size_t limit, crdt_feed_cb each,
+                    crdt_store_done_cb done, void *ud);
+    void (*scan)(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store_key_cb each,
+                 crdt_store_done_cb done, void *ud);
+    void (*fingerprint)(crdt_store_t *st, const void *key, size_t klen, crdt_store_fp_cb cb,
+                        void *ud);
+    void (*mark_get)(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud);
+    void (*mark_put)(crdt_store_t *st, const char *name, const void *p, size_t n,
+                     crdt_store_status_cb cb, void *ud);
+
+    uint64_t (*last_seq)(const crdt_store_t *st);
+    uint64_t (*durable_seq)(const crdt_store_t *st);
+    uint64_t (*node_id)(const crdt_store_t *st);
+    int (*hlc_now)(crdt_store_t *st, crdt_hlc_ts_t *ts);
+    int (*flush)(crdt_store_t *st);
+    void (*tick)(crdt_store_t *st, uint64_t now_ms);
+    const char *(*last_error)(const crdt_store_t *st);
+    void (*stats)(const crdt_store_t *st, crdt_store_stats_t *out);
+} crdt_store_ops_t;
+
+struct crdt_store {
+    const crdt_store_ops_t *ops;
+    crdt_store_events_t ev;
+};
+
+/* ---- calls ----------------------------------------------------------------------------------- */
+
+/* Sets the events (copied); call before the first write. */
+static inline void crdt_store_set_events(crdt_store_t *st, const crdt_store_events_t *ev)
+{
+    st->ev = *ev;
+}
+
+/* Closes the store and frees it (the embedded store closes its replica when it owns it). */
+static inline void crdt_store_close(crdt_store_t *st)
+{
+    if (st)
+        st->ops->close(st);
+}
+
+/* The object at key. */
+static inline void crdt_store_get(crdt_store_t *st, const void *key, size_t klen,
+                                  crdt_store_get_cb cb, void *ud)
+{
+    st->ops->get(st, key, klen, cb, ud);
+}
+
+/* The objects at n keys, in one go (a roshi select, a coalesced timeline read). */
+static inline void crdt_store_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
+                                       crdt_store_get_many_cb cb, void *ud)
+{
+    st->ops->get_many(st, keys, n, cb, ud);
+}
+
+/* A local write (origin CRDT_ORIGIN_LOCAL), as m describes it; m and its bytes are borrowed for
+ * the call. LWW writes without a timestamp are stamped by the store's clock. CRDT_ETYPE when the
+ * key holds another type, CRDT_EIO / CRDT_EUNAVAIL when the store cannot take writes. */
+static inline void crdt_store_write(crdt_store_t *st, const void *key, size_t klen,
+                                    const crdt_mut_t *m, crdt_store_write_cb cb, void *ud)
+{
+    st->ops->write(st, key, klen, m, cb, ud);
+}
+
+/* Joins a delta or state (borrowed) into key; origin as the events report it. A remote delta's
+ * timestamps advance the store's clock (the receive step of the hybrid logical clock). */
+static inline void crdt_store_apply(crdt_store_t *st, const void *key, size_t klen,
+                                    const crdt_obj_t *delta, uint64_t origin,
+                                    crdt_store_write_cb cb, void *ud)
+{
+    st->ops->apply(st, key, klen, delta, origin, cb, ud);
+}
+
+/* The change feed: `each` for up to `limit` keys whose latest change is after `since`, in seq
+ * order, with the key's current state (crdt_replica_changes' contract); then done(next). */
+static inline void crdt_store_changes(crdt_store_t *st, uint64_t since, size_t limit,
+                                      crdt_feed_cb each, crdt_store_done_cb done, void *ud)
+{
+    st->ops->changes(st, since, limit, each, done, ud);
+}
+
+/* Every key, in no particular order, from cursor (0: the start) for about `limit` keys; done's
+ * next is the cursor to continue with, 0 once the scan is complete. */
+static inline void crdt_store_scan(crdt_store_t *st, uint64_t cursor, size_t limit,
+                                   crdt_store_key_cb each, crdt_store_done_cb done, void *ud)
+{
+    st->ops->scan(st, cursor, limit, each, done, ud);
+}
+
+/* The key's state fingerprint (anti-entropy, REST's "fingerprint"). */
+static inline void crdt_store_fingerprint(crdt_store_t *st, const void *key, size_t klen,
+                                          crdt_store_fp_cb cb, void *ud)
+{
+    st->ops->fingerprint(st, key, klen, cb, ud);
+}
+
+/* Marks: small named blobs the store keeps durably beside the data (a peer link's resume marks
+ * and epoch). Names are [a-z0-9._-]{1,64}. A put replaces the whole blob atomically. */
+static inline void crdt_store_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb,
+                                       void *ud)
+{
+    st->ops->mark_get(st, name, cb, ud);
+}
+static inline void crdt_store_mark_put(crdt_store_t *st, const char *name, const void *p, size_t n,
+                                       crdt_store_status_cb cb, void *ud)
+{
+    st->ops->mark_put(st, name, p, n, cb, ud);
+}
+
+/* The seq of the latest change / the highest seq durable as configured. */
+static inline uint64_t crdt_store_last_seq(const crdt_store_t *st)
+{
+    return st->ops->last_seq(st);
+}
+static inline uint64_t crdt_store_durable_seq(const crdt_store_t *st)
+{
+    return st->ops->durable_seq(st);
+}
+static inline uint64_t crdt_store_node_id(const crdt_store_t *st)
+{
+    return st->ops->node_id(st);
+}
+/* A fresh HLC timestamp of this node. */
+static inline int crdt_store_hlc_now(crdt_store_t *st, crdt_hlc_ts_t *ts)
+{
+    return st->ops->hlc_now(st, ts);
+}
+/* Once per event-loop turn after handling input: writes out what is buffered (group commit);
+ * fires the durable event when durable_seq advanced. 0 or a negative code. */
+static inline int crdt_store_flush(crdt_store_t *st)
+{
+    return st->ops->flush(st);
+}
+/* Timer work (fsyncs, snapshots, reconnects); now_ms monotonic. */
+static inline void crdt_store_tick(crdt_store_t *st, uint64_t now_ms)
+{
+    st->ops->tick(st, now_ms);
+}
+/* NULL while healthy, else why writes are refused. */
+static inline const char *crdt_store_last_error(const crdt_store_t *st)
+{
+    return st->ops->last_error(st);
+}
+static inline void crdt_store_stats(const crdt_store_t *st, crdt_store_stats_t *out)
+{
+    st->ops->stats(st, out);
+}
+
+/* ---- the embedded store ---------------------------------------------------------------------- */
+
+/* Opens a replica with cfg and returns a store over it (which owns it), or NULL with *err. */
+crdt_store_t *crdt_store_embedded_open(const crdt_replica_config_t *cfg, crdt_error_t *err);
+/* A store over an open replica r (borrowed: closing the store leaves r open), or NULL (memory).
+ * The store becomes r's listener. */
+crdt_store_t *crdt_store_embedded_wrap(crdt_replica_t *r);
+/* The replica under an embedded store, NULL for other stores (introspection: recovery report,
+ * digest, tests). */
+crdt_replica_t *crdt_store_embedded_replica(crdt_store_t *st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CRDT_STORE_H */
