@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-debian.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCRDTD_WERROR=ON >/dev/null
 cmake --build build -j "$(nproc 2>/dev/null || echo 2)"
 exec build/gateway/crdtd --data-dir ./crdtd-data --listen 127.0.0.1:7379 "$@"
