@@ -66,7 +66,7 @@ stop_servers() {
 }
 cleanup() { stop_servers; rm -rf "$TMP"; }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 130' HUP INT PIPE TERM
 
 # roshi-server: built (or reused) from ROSHI_SRC, over a redis-server of its own
 ROSHI_BIN=
