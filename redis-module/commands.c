@@ -808,12 +808,12 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             changed = 1;
         }
     }
-    if (changed && t == CRDT_LWWREG) {
-        /* Keep our clock ahead of any register value we hold, so a later local SET wins. */
-        const void *v;
-        size_t l;
+    for (int i = 0; i < np && err >= 0; i++) {
+        /* The clock's receive step, as crdtd's replica runs it on every apply: past the greatest
+         * timestamp merged (registers and LWW-sets), so a later local write wins; one further
+         * ahead than max-clock-drift-ms leaves the clock alone. */
         crdt_hlc_ts_t seen, tmp;
-        if (crdt_lwwreg_get(dst, &v, &l, &seen) == 1)
+        if (crdt_obj_max_ts(objs[i], &seen) == 1)
             crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp);
     }
     if (created) {

@@ -42,6 +42,52 @@ static void test_hlc(void)
     ok(crdt_wall_ms() > 1600000000000ull, "hlc: the wall clock reads real time");
 }
 
+/* crdt_obj_max_ts: the greatest HLC timestamp of the LWW types, none for the others. */
+static void test_max_ts(void)
+{
+    crdt_hlc_ts_t got = {0, 0, 0};
+    for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+        crdt_obj_t *o = crdt_obj_new((crdt_type_t)t);
+        is_int(crdt_obj_max_ts(o, &got), 0, "max_ts: an empty %s holds no timestamp",
+               crdt_type_name((crdt_type_t)t));
+        crdt_obj_free(o);
+    }
+
+    crdt_obj_t *reg = crdt_obj_new(CRDT_LWWREG);
+    crdt_hlc_ts_t t1 = {5000, 3, 2}, t0 = {4000, 9, 7};
+    crdt_lwwreg_set(reg, &t1, "a", 1, NULL);
+    crdt_lwwreg_set(reg, &t0, "b", 1, NULL); /* loses: the register keeps t1 */
+    is_int(crdt_obj_max_ts(reg, &got), 1, "max_ts: a set register has one");
+    ok(crdt_hlc_cmp(&got, &t1) == 0, "max_ts: the register's timestamp (got %llu.%u.%llu)",
+       (unsigned long long)got.ms, got.logical, (unsigned long long)got.node);
+    crdt_obj_free(reg);
+
+    crdt_obj_t *set = crdt_obj_new(CRDT_LWWSET);
+    crdt_hlc_ts_t a = {100, 0, 1}, b = {300, 1, 2}, c = {300, 0, 9}, d = {200, 5, 5};
+    crdt_lwwset_add(set, "x", 1, &a, NULL);
+    crdt_lwwset_remove(set, "y", 1, &b, NULL); /* a tombstone counts: it orders the member too */
+    crdt_lwwset_add(set, "z", 1, &c, NULL);
+    crdt_lwwset_add(set, "x", 1, &d, NULL);
+    is_int(crdt_obj_max_ts(set, &got), 1, "max_ts: an LWW-set with entries has one");
+    ok(crdt_hlc_cmp(&got, &b) == 0, "max_ts: the greatest entry, a tombstone (got %llu.%u.%llu)",
+       (unsigned long long)got.ms, got.logical, (unsigned long long)got.node);
+    crdt_obj_free(set);
+
+    /* Scores of the other types are not HLC timestamps: none is reported. */
+    crdt_obj_t *tl = crdt_obj_new(CRDT_TIMELINE);
+    crdt_timeline_add(tl, "m", 1, 1e15, NULL);
+    crdt_obj_t *or = crdt_obj_new(CRDT_ORSET);
+    crdt_orset_add(or, 3, "m", 1, NULL);
+    crdt_obj_t *pn = crdt_obj_new(CRDT_PNCOUNTER);
+    crdt_pncounter_add(pn, 3, 5, NULL);
+    ok(crdt_obj_max_ts(tl, &got) == 0 && crdt_obj_max_ts(or, &got) == 0 &&
+           crdt_obj_max_ts(pn, &got) == 0,
+       "max_ts: timelines, OR-Sets and counters hold no HLC timestamp");
+    crdt_obj_free(tl);
+    crdt_obj_free(or);
+    crdt_obj_free(pn);
+}
+
 static void test_crc_and_buf(void)
 {
     is_int(crdt_crc32c(0, "123456789", 9), 0xE3069283u, "crc32c: the standard check value");
@@ -253,6 +299,7 @@ static void test_blobs(void)
 int main(void)
 {
     test_hlc();
+    test_max_ts();
     test_crc_and_buf();
     test_varints();
     test_frame();

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "crdt.h"
 #include "redis_helper.h"
 
 static rh_server_t S; /* unbounded timelines */
@@ -535,6 +536,29 @@ static void test_merge(void)
     free(st);
 }
 
+/* The clock's receive step on CRDT.MERGE: after merging a register or an LWW-set stamped 30 s
+ * ahead (a server whose clock runs fast), a local write still wins. */
+static void test_merge_clock(void)
+{
+    crdt_hlc_ts_t ahead = {crdt_wall_ms() + 30000, 0, 99};
+    crdt_obj_t *reg = crdt_obj_new(CRDT_LWWREG), *set = crdt_obj_new(CRDT_LWWSET);
+    crdt_lwwreg_set(reg, &ahead, "theirs", 6, NULL);
+    crdt_lwwset_add(set, "m", 1, &ahead, NULL);
+    crdt_buf_t rb = {0}, sb = {0};
+    ok(crdt_obj_encode(reg, &rb) == 0 && crdt_obj_encode(set, &sb) == 0, "clock: encode states");
+    is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:set %b", sb.data, sb.len)), 1,
+           "clock: merge an LWW-set stamped 30 s ahead");
+    is_int(INT("CRDT.SREM ck:set m"), 1, "clock: a local SREM after it removes the member");
+    is_int(INT("CRDT.SISMEMBER ck:set m"), 0, "clock: ... and stays removed (it won)");
+    is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:reg %b", rb.data, rb.len)), 1,
+           "clock: merge a register stamped 30 s ahead");
+    is_int(INT("CRDT.SET ck:reg mine"), 1, "clock: a local SET after it wins");
+    crdt_buf_free(&rb);
+    crdt_buf_free(&sb);
+    crdt_obj_free(reg);
+    crdt_obj_free(set);
+}
+
 /* ---- change feed and notifications ---------------------------------------------------------- */
 
 static void test_changes(void)
@@ -838,6 +862,7 @@ int main(void)
     test_write_rules();
     test_floor();
     test_merge();
+    test_merge_clock();
     test_changes();
     test_info();
     test_random_commands();

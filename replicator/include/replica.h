@@ -29,9 +29,16 @@ typedef struct crdt_replica_config {
     uint32_t load_threads; /* threads joining recovered keys in the background after open (default
                               2, at most 8); 0: a key is joined only when first touched */
     uint64_t index_block_bytes; /* log bytes each block of the log's index covers (0: 32 MiB) */
+    uint64_t max_clock_drift_ms; /* how far ahead of the wall clock a timestamp in an applied
+                                    delta may pull the replica's HLC (default 24 h, as the Redis
+                                    module's max-clock-drift-ms); 0: not at all */
 } crdt_replica_config_t;
 
-/* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB). */
+/* The default of max_clock_drift_ms: one day, the Redis module's default too. */
+#define CRDT_REPLICA_MAX_CLOCK_DRIFT_MS (24ull * 3600 * 1000)
+
+/* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB, clock
+ * drift bound 24 h). */
 void crdt_replica_config_init(crdt_replica_config_t *cfg);
 
 /* Opens (locks, loads the snapshot, scans the log, dropping a torn or corrupt tail) and returns
@@ -65,7 +72,9 @@ void crdt_replica_wait_loaded(crdt_replica_t *r);
 uint64_t crdt_replica_node_id(const crdt_replica_t *r);
 /* The data directory, or NULL for a replica in memory only. */
 const char *crdt_replica_dir(const crdt_replica_t *r);
-/* A fresh HLC timestamp of this replica (for LWW writes). */
+/* A fresh HLC timestamp of this replica (for LWW writes): after every timestamp it issued and
+ * every one it received (crdt_replica_apply folds each delta's greatest timestamp into the clock,
+ * within max_clock_drift_ms of the wall clock). */
 int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts);
 
 /* ---- reads ---------------------------------------------------------------------------------- */
@@ -95,7 +104,14 @@ int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
 #define CRDT_ORIGIN_LOCAL 0
 
 /* Joins a delta or state from elsewhere (a client: origin CRDT_ORIGIN_LOCAL, or the peer `origin`)
- * into key, creating it if absent. */
+ * into key, creating it if absent.
+ *
+ * The clock's receive step: whatever the origin, and whether or not the join changed anything, the
+ * delta's greatest HLC timestamp (crdt_obj_max_ts: LWW-Registers and LWW-sets) is folded into the
+ * replica's clock, so that a later local LWW write orders after every value this replica has seen.
+ * A timestamp more than max_clock_drift_ms ahead of the wall clock is still joined (refusing it
+ * would break convergence), but it does not move the clock: the replica counts it
+ * (stats.clock_ahead) and logs it at most once a minute. The Redis module applies the same rule. */
 int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
                        uint64_t origin, uint64_t *seq);
 
@@ -167,6 +183,8 @@ typedef struct crdt_replica_stats {
     double fsync_seconds_max;
     uint64_t snapshots;
     bool snapshot_running;
+    uint64_t clock_ahead; /* applied deltas stamped beyond max_clock_drift_ms ahead of the wall
+                             clock: joined, but the clock did not follow them */
 } crdt_replica_stats_t;
 
 void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st);

@@ -340,6 +340,36 @@ static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_
         r->listener(k->key, k->klen, seq, delta, origin, r->listener_ud);
 }
 
+/* The HLC receive step for one timestamp a joined delta held. Within the drift bound the clock
+ * moves past it; beyond it the clock stays where it is (as crdt_hlc_recv and the Redis module
+ * leave it), and that is counted and logged at most once a minute. */
+static void observe_ts(crdt_replica_t *r, const crdt_hlc_ts_t *ts, uint64_t origin, bool report)
+{
+    uint64_t now = crdt_wall_ms();
+    crdt_hlc_ts_t out;
+    int rc = crdt_hlc_recv(&r->hlc, now, ts, &out);
+    if (rc == CRDT_EOVERFLOW) {
+        /* That millisecond's logical counter is used up: order after it from the next one on
+         * (ts->ms is within the bound, or recv had said CRDT_ECLOCK). */
+        uint64_t ms = r->hlc.last_ms > ts->ms ? r->hlc.last_ms : ts->ms;
+        r->hlc.last_ms = (ms > now ? ms : now) + 1;
+        r->hlc.last_logical = 0;
+    } else if (rc == CRDT_ECLOCK && report) {
+        r->st.clock_ahead++;
+        if (!r->clock_warned_ms || now - r->clock_warned_ms >= 60000 || now < r->clock_warned_ms) {
+            r->clock_warned_ms = now;
+            fprintf(stderr,
+                    "crdtd replica: a delta from %s%llu is stamped %llu ms ahead of this clock, "
+                    "beyond max-clock-drift-ms %llu: joined, but the clock does not follow it "
+                    "(%llu such deltas so far)\n",
+                    origin == CRDT_ORIGIN_LOCAL ? "a local client, node " : "peer node ",
+                    (unsigned long long)(origin == CRDT_ORIGIN_LOCAL ? r->cfg.node_id : origin),
+                    (unsigned long long)(ts->ms - now), (unsigned long long)r->hlc.max_drift_ms,
+                    (unsigned long long)r->st.clock_ahead);
+        }
+    }
+}
+
 int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
                        uint64_t origin, uint64_t *seq)
 {
@@ -372,6 +402,10 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     } else {
         rc = crdt_obj_merge(r->keys[id].obj, delta);
     }
+    /* The receive step, for every join that took (a no-op too: it still says what exists). */
+    crdt_hlc_ts_t seen;
+    if (rc >= 0 && crdt_obj_max_ts(delta, &seen) == 1)
+        observe_ts(r, &seen, origin, true);
     if (rc <= 0) {
         r->log.buf.len = mark;
         if (rc == 0)
@@ -460,6 +494,17 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
                         : CRDT_EINVAL;
     crdt_mut_t stamped;
     if (crdt_mut_needs_ts(m) && m->ts.ms == 0) {
+        /* Past what the write competes with, too: after a restart the clock has not seen the
+         * values recovered from disk (a beyond-the-bound one was counted when it was applied). */
+        uint32_t id = (key || !klen) && klen <= CRDT_MAX_BLOB
+                          ? rep_find(r, key, klen, rep_hash(key, klen, r->seed))
+                          : NO_ID;
+        crdt_hlc_ts_t seen;
+        if (id != NO_ID) {
+            rep_ready(r, id);
+            if (crdt_mut_seen_ts(r->keys[id].obj, m, &seen) == 1)
+                observe_ts(r, &seen, CRDT_ORIGIN_LOCAL, false);
+        }
         stamped = *m;
         int rc = crdt_replica_hlc_now(r, &stamped.ts);
         if (rc < 0)
@@ -522,7 +567,15 @@ uint64_t crdt_replica_node_id(const crdt_replica_t *r)
 
 int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts)
 {
-    return crdt_hlc_tick(&r->hlc, crdt_wall_ms(), ts);
+    uint64_t now = crdt_wall_ms();
+    if (crdt_hlc_tick(&r->hlc, now, ts) == 0)
+        return 0;
+    /* The logical counter of the clock's millisecond is exhausted (a peer can send a timestamp
+     * that leaves it so): move on to the next millisecond rather than fail writes until the wall
+     * clock gets there, as the Redis module does. */
+    r->hlc.last_ms++;
+    r->hlc.last_logical = 0;
+    return crdt_hlc_tick(&r->hlc, now, ts);
 }
 
 /* ---- replay (recovery) ---------------------------------------------------------------------- */
@@ -652,6 +705,7 @@ void crdt_replica_config_init(crdt_replica_config_t *cfg)
     cfg->timeline_max_size = 1000;
     cfg->snapshot_log_bytes = 64ull << 20;
     cfg->load_threads = 2;
+    cfg->max_clock_drift_ms = CRDT_REPLICA_MAX_CLOCK_DRIFT_MS;
 }
 
 uint64_t crdt_replica_keys_loading(const crdt_replica_t *r)
@@ -707,7 +761,7 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
     r->dirfd = r->lockfd = r->log.fd = r->log.idx.fd = -1;
     r->seed = fmix((uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
                    0x243F6A8885A308D3ull);
-    crdt_hlc_init(&r->hlc, cfg->node_id, 60000);
+    crdt_hlc_init(&r->hlc, cfg->node_id, cfg->max_clock_drift_ms);
     r->rec_t0 = t0;
     int rc = 0;
     if (cfg->dir) {
