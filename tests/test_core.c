@@ -76,15 +76,15 @@ static void test_max_ts(void)
     /* Scores of the other types are not HLC timestamps: none is reported. */
     crdt_obj_t *tl = crdt_obj_new(CRDT_TIMELINE);
     crdt_timeline_add(tl, "m", 1, 1e15, NULL);
-    crdt_obj_t *or = crdt_obj_new(CRDT_ORSET);
-    crdt_orset_add(or, 3, "m", 1, NULL);
+    crdt_obj_t *ors = crdt_obj_new(CRDT_ORSET);
+    crdt_orset_add(ors, 3, "m", 1, NULL);
     crdt_obj_t *pn = crdt_obj_new(CRDT_PNCOUNTER);
     crdt_pncounter_add(pn, 3, 5, NULL);
-    ok(crdt_obj_max_ts(tl, &got) == 0 && crdt_obj_max_ts(or, &got) == 0 &&
+    ok(crdt_obj_max_ts(tl, &got) == 0 && crdt_obj_max_ts(ors, &got) == 0 &&
            crdt_obj_max_ts(pn, &got) == 0,
        "max_ts: timelines, OR-Sets and counters hold no HLC timestamp");
     crdt_obj_free(tl);
-    crdt_obj_free(or);
+    crdt_obj_free(ors);
     crdt_obj_free(pn);
 }
 

@@ -1957,16 +1957,19 @@ static void test_clock_receive(void)
     crdt_hlc_ts_t now;
     is_int(crdt_replica_hlc_now(r, &now), 0, "clock: hlc_now");
     crdt_hlc_ts_t remote = {t, 4, 2};
-    ok(crdt_hlc_cmp(&now, &remote) > 0, "clock: after the apply the clock is past it (%llu.%u > %llu.4)",
-       (unsigned long long)now.ms, now.logical, (unsigned long long)t);
-    is_int(write_reg(r, "reg", "mine"), 1, "clock: a local register write after it changes the key");
+    ok(crdt_hlc_cmp(&now, &remote) > 0,
+       "clock: after the apply the clock is past it (%llu.%u > %llu.4)", (unsigned long long)now.ms,
+       now.logical, (unsigned long long)t);
+    is_int(write_reg(r, "reg", "mine"), 1,
+           "clock: a local register write after it changes the key");
     ok(reg_is(r, "reg", "mine"), "clock: ... and wins over the remote value");
 
     /* LWW-set: a remote add 30 s ahead, then a local remove of that member wins. */
     crdt_obj_t *sd = crdt_obj_new(CRDT_LWWSET);
     crdt_hlc_ts_t st = {crdt_wall_ms() + 30000, 0, 3};
     crdt_lwwset_add(sd, "m", 1, &st, NULL);
-    is_int(crdt_replica_apply(r, "set", 3, sd, 3, &seq), 1, "clock: the remote LWW-set add applies");
+    is_int(crdt_replica_apply(r, "set", 3, sd, 3, &seq), 1,
+           "clock: the remote LWW-set add applies");
     crdt_obj_free(sd);
     crdt_mut_t rm = {.type = CRDT_LWWSET, .kind = CRDT_MUT_REMOVE, .bytes = "m", .len = 1};
     is_int(crdt_replica_write(r, "set", 3, &rm, &seq), 1, "clock: a local remove changes the set");
@@ -2076,9 +2079,9 @@ int main(void)
     test_index();
     test_crc_paths();
     test_clock_receive();
-    static const char *subs[] = {"clock","restart", "snapshot", "torn",        "corrupt", "lock",
-                                 "always",  "everysec", "no",          "ioerr",   "feed",
-                                 "crash",   "merging",  "undecodable", "lazy",    "index"};
+    static const char *subs[] = {"clock",   "restart",     "snapshot", "torn",  "corrupt", "lock",
+                                 "always",  "everysec",    "no",       "ioerr", "feed",    "crash",
+                                 "merging", "undecodable", "lazy",     "index"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(*subs); i++) {
         char p[128];
         snprintf(p, sizeof(p), "%s/%s", root, subs[i]);
