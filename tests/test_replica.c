@@ -177,7 +177,7 @@ static crdt_replica_t *open_dir(const char *dir, crdt_fsync_policy_t policy, uin
 
 /* Compares two keyspaces: same keys, identical encodings, same latest seq per key. */
 typedef struct cmp_ctx {
-    const crdt_replica_t *other;
+    crdt_replica_t *other;
     int diffs;
     uint64_t *seqs; /* unused here */
 } cmp_ctx_t;
@@ -216,7 +216,7 @@ static int feed_collect_cb(const void *key, size_t klen, uint64_t seq, const crd
     return 0;
 }
 
-static void feed_all(const crdt_replica_t *r, feed_list_t *f)
+static void feed_all(crdt_replica_t *r, feed_list_t *f)
 {
     f->n = 0;
     uint64_t next;

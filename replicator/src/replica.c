@@ -207,12 +207,8 @@ static void refresh_dirty(crdt_replica_t *r)
         crdt_buf_free(&r->scratch);
 }
 
-int crdt_replica_key_fingerprint(const crdt_replica_t *cr, const void *key, size_t klen,
-                                 uint64_t *fp)
+int crdt_replica_key_fingerprint(crdt_replica_t *r, const void *key, size_t klen, uint64_t *fp)
 {
-    /* The cached fingerprints are an internal memo: refreshing one does not change what the
-     * replica holds, so the const interface casts it away (every replica is allocated mutable). */
-    crdt_replica_t *r = (crdt_replica_t *)cr;
     uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
     *fp = 0;
     if (id == NO_ID)
@@ -223,9 +219,8 @@ int crdt_replica_key_fingerprint(const crdt_replica_t *cr, const void *key, size
     return 0;
 }
 
-uint64_t crdt_replica_digest(const crdt_replica_t *cr)
+uint64_t crdt_replica_digest(crdt_replica_t *r)
 {
-    crdt_replica_t *r = (crdt_replica_t *)cr; /* see crdt_replica_key_fingerprint */
     refresh_dirty(r);
     return r->digest;
 }
@@ -260,8 +255,8 @@ uint64_t crdt_replica_last_seq(const crdt_replica_t *r)
     return r->last_seq;
 }
 
-int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
-                         void *ud, uint64_t *next)
+int crdt_replica_changes(crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb, void *ud,
+                         uint64_t *next)
 {
     size_t lo = 0, hi = r->nfeed;
     while (lo < hi) {
@@ -277,7 +272,7 @@ int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, 
         const rep_feed_ent_t *e = &r->feed[i];
         const rep_key_t *k = &r->keys[e->id];
         if (k->seq == e->seq) {
-            rep_ready((crdt_replica_t *)r, e->id); /* a const read that may finish a load */
+            rep_ready(r, e->id); /* a read that may finish a load */
             int rc = cb(k->key, k->klen, e->seq, k->obj, ud);
             if (rc) {
                 if (next)
@@ -517,21 +512,19 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
 
 /* ---- reads ---------------------------------------------------------------------------------- */
 
-const crdt_obj_t *crdt_replica_get(const crdt_replica_t *r, const void *key, size_t klen)
+const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t klen)
 {
     uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
     if (id == NO_ID)
         return NULL;
-    /* Finishing a key's load does not change what the replica holds: the const interface casts
-     * it away, as the fingerprint getters do. */
-    rep_ready((crdt_replica_t *)r, id);
+    rep_ready(r, id); /* finishes the key's load, if it is still pending */
     return r->keys[id].obj;
 }
 
-int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
+int crdt_replica_foreach(crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
 {
     for (uint32_t id = 0; id < r->nkeys; id++) {
-        rep_ready((crdt_replica_t *)r, id);
+        rep_ready(r, id);
         int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
         if (rc)
             return rc;
@@ -539,12 +532,12 @@ int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *
     return 0;
 }
 
-int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
-                      crdt_replica_key_cb cb, void *ud, uint64_t *next)
+int crdt_replica_scan(crdt_replica_t *r, uint64_t cursor, size_t limit, crdt_replica_key_cb cb,
+                      void *ud, uint64_t *next)
 {
     uint64_t id = cursor;
     for (size_t n = 0; id < r->nkeys && n < limit; id++, n++) {
-        rep_ready((crdt_replica_t *)r, (uint32_t)id);
+        rep_ready(r, (uint32_t)id);
         int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
         if (rc) {
             *next = id + 1 < r->nkeys ? id + 1 : 0;
