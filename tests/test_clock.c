@@ -3,13 +3,10 @@
  * over crdt.v1 WebSocket) wins on every node */
 #include "tap.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -44,56 +41,37 @@ static uint64_t mono_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* A port nobody listens on now: both nodes must know each other's before either starts. */
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(a);
-    int port = -1;
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    if (fd >= 0)
-        close(fd);
-    return port;
-}
-
 typedef struct node {
     crdtd_proc_t p;
     int id, port;
     char dir[600];
 } node_t;
 
-/* Starts node id on port, dialling peer_port; with `faked` set (an LD_PRELOAD and FAKETIME value)
- * its clock is the faked one. */
-static int node_start(node_t *n, int id, int port, int peer_port, const char *secret,
-                      const char *libfaketime, const char *faked)
+/* Starts node id on a port of its choosing, dialling peer_port (0: none, it only accepts links);
+ * with `faked` set (an LD_PRELOAD and FAKETIME value) its clock is the faked one. */
+static int node_start(node_t *n, int id, int peer_port, const char *secret, const char *libfaketime,
+                      const char *faked)
 {
-    static char listen[2][32], peer[2][48], idarg[2][8];
+    static char peer[2][48], idarg[2][8];
     int k = id & 1;
-    snprintf(listen[k], sizeof(listen[k]), "127.0.0.1:%d", port);
     snprintf(peer[k], sizeof(peer[k]), "ws://127.0.0.1:%d", peer_port);
     snprintf(idarg[k], sizeof(idarg[k]), "%d", id);
     snprintf(n->dir, sizeof(n->dir), "%s/node%d", tmp, id);
     n->id = id;
-    n->port = port;
-    const char *args[] = {"--listen",
-                          listen[k],
-                          "--node-id",
+    /* crdtd_start adds --listen 127.0.0.1:0 and learns the port */
+    const char *args[] = {"--node-id",
                           idarg[k],
                           "--data-dir",
                           n->dir,
-                          "--peer",
-                          peer[k],
                           "--peer-secret-file",
                           secret,
                           "--anti-entropy-interval",
                           "1",
+                          "--peer",
+                          peer[k],
                           NULL};
+    if (!peer_port)
+        args[8] = NULL;
     char logdir[700];
     snprintf(logdir, sizeof(logdir), "%s/log%d", tmp, id);
     mkdir(logdir, 0755);
@@ -111,6 +89,7 @@ static int node_start(node_t *n, int id, int port, int peer_port, const char *se
         setenv("ASAN_OPTIONS", asan, 1);
     }
     int rc = crdtd_start(&n->p, CRDTD_BIN, logdir, args);
+    n->port = n->p.port;
     if (faked) {
         unsetenv("LD_PRELOAD");
         unsetenv("FAKETIME");
@@ -300,13 +279,11 @@ int main(void)
     fputs("the clock test's cluster secret\n", f);
     fclose(f);
 
-    /* A: the real clock; S: 30 s behind. Each dials the other. */
+    /* A: the real clock; S: 30 s behind, dialling A (deltas flow both ways on the one link). */
     node_t A, S;
     memset(&A, 0, sizeof(A));
     memset(&S, 0, sizeof(S));
-    int pa = free_port(), ps = free_port();
-    if (pa < 0 || ps < 0 || node_start(&A, 1, pa, ps, secret, NULL, NULL) ||
-        node_start(&S, 2, ps, pa, secret, lib, "-30s"))
+    if (node_start(&A, 1, 0, secret, NULL, NULL) || node_start(&S, 2, A.port, secret, lib, "-30s"))
         bail_out("cannot start two crdtd nodes");
     ok(wait_up(&A, 15000) && wait_up(&S, 15000), "the two nodes link up");
 

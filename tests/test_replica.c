@@ -135,6 +135,16 @@ static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
     return changed;
 }
 
+/* Opens a replica as cfg says, or NULL after a diag of why not. */
+static crdt_replica_t *open_cfg(const crdt_replica_config_t *cfg)
+{
+    crdt_error_t err;
+    crdt_replica_t *r = crdt_replica_open(cfg, &err);
+    if (!r)
+        diag("open %s: %s", cfg->dir ? cfg->dir : "(memory)", err.text);
+    return r;
+}
+
 /* As open_dir (node 1), with `threads` loader threads and a block of the log's index every
  * `block` bytes of log (0: the defaults). */
 static crdt_replica_t *open_tuned(const char *dir, crdt_fsync_policy_t policy, uint32_t threads,
@@ -148,11 +158,7 @@ static crdt_replica_t *open_tuned(const char *dir, crdt_fsync_policy_t policy, u
     if (threads != UINT32_MAX)
         cfg.load_threads = threads;
     cfg.index_block_bytes = block;
-    crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
-    if (!r)
-        diag("open %s: %s", dir, err.text);
-    return r;
+    return open_cfg(&cfg);
 }
 
 static crdt_replica_t *open_indexed(const char *dir, crdt_fsync_policy_t policy, uint64_t block)
@@ -168,11 +174,7 @@ static crdt_replica_t *open_dir(const char *dir, crdt_fsync_policy_t policy, uin
     cfg.fsync = policy;
     cfg.node_id = node;
     cfg.timeline_max_size = 8; /* small, so that trimming and floors are exercised */
-    crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
-    if (!r)
-        diag("open %s: %s", dir ? dir : "(memory)", err.text);
-    return r;
+    return open_cfg(&cfg);
 }
 
 /* Compares two keyspaces: same keys, identical encodings, same latest seq per key. */
@@ -1904,11 +1906,7 @@ static crdt_replica_t *open_clock(const char *dir, uint64_t node, uint64_t drift
     cfg.dir = dir;
     cfg.node_id = node;
     cfg.max_clock_drift_ms = drift;
-    crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
-    if (!r)
-        diag("open %s: %s", dir ? dir : "(memory)", err.text);
-    return r;
+    return open_cfg(&cfg);
 }
 
 /* A register delta written by node `node` at (ms, logical). */
