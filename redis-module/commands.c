@@ -811,10 +811,12 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     for (int i = 0; i < np && err >= 0; i++) {
         /* The clock's receive step, as crdtd's replica runs it on every apply: past the greatest
          * timestamp merged (registers and LWW-sets), so a later local write wins; one further
-         * ahead than max-clock-drift-ms leaves the clock alone. */
+         * ahead than max-clock-drift-ms leaves the clock alone and is counted. */
         crdt_hlc_ts_t seen, tmp;
-        if (crdt_obj_max_ts(objs[i], &seen) == 1)
-            crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp);
+        if (crdt_obj_max_ts(objs[i], &seen) == 1 &&
+            crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp) ==
+                CRDT_ECLOCK)
+            crdtm_stats.clock_ahead++;
     }
     if (created) {
         if (changed)

@@ -30,6 +30,7 @@ typedef struct crdtm_stats {
     unsigned long long writes;                  /* local mutations that changed a key */
     unsigned long long noops;                   /* local mutations that changed nothing */
     unsigned long long rdb_load_errors;         /* RDB values refused by rdb_load */
+    unsigned long long clock_ahead; /* merged payloads stamped beyond max-clock-drift-ms ahead */
 } crdtm_stats_t;
 
 /* ---- the module's heap: Redis's allocator (used_memory and maxmemory see it), also handed to

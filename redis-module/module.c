@@ -332,6 +332,7 @@ static void info_cb(RedisModuleInfoCtx *ctx, int for_crash_report)
     RedisModule_InfoAddFieldULongLong(ctx, "noop_writes", crdtm_stats.noops);
     RedisModule_InfoAddFieldULongLong(ctx, "merges", crdtm_stats.merges);
     RedisModule_InfoAddFieldULongLong(ctx, "merges_changed", crdtm_stats.merges_changed);
+    RedisModule_InfoAddFieldULongLong(ctx, "clock_ahead", crdtm_stats.clock_ahead);
     RedisModule_InfoAddFieldULongLong(ctx, "payload_errors", crdtm_stats.payload_errors);
     RedisModule_InfoAddFieldULongLong(ctx, "rdb_load_errors", crdtm_stats.rdb_load_errors);
     RedisModule_InfoAddFieldULongLong(ctx, "changes_seq", feed.seq);

@@ -553,6 +553,31 @@ static void test_merge_clock(void)
     is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:reg %b", rb.data, rb.len)), 1,
            "clock: merge a register stamped 30 s ahead");
     is_int(INT("CRDT.SET ck:reg mine"), 1, "clock: a local SET after it wins");
+
+    /* Two days ahead, beyond the default bound of 24 h: merged, counted, the clock stays. */
+    long long ahead0 = rh_info_field(&S, "crdt", "crdt_clock_ahead");
+    crdt_hlc_ts_t far = {crdt_wall_ms() + 2 * 86400000ull, 0, 99};
+    crdt_obj_t *freg = crdt_obj_new(CRDT_LWWREG);
+    crdt_lwwreg_set(freg, &far, "far", 3, NULL);
+    crdt_buf_t fb = {0};
+    crdt_obj_encode(freg, &fb);
+    is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:far %b", fb.data, fb.len)), 1,
+           "clock: a register two days ahead is merged");
+    is_int(rh_info_field(&S, "crdt", "crdt_clock_ahead"), ahead0 + 1,
+           "clock: ... and counted in INFO crdt_clock_ahead");
+    is_int(INT("CRDT.SET ck:other now"), 1, "clock: a SET of another key");
+    redisReply *st = CMD("CRDT.STATE ck:other");
+    crdt_obj_t *other =
+        st && st->type == REDIS_REPLY_STRING ? crdt_obj_decode(st->str, st->len, NULL) : NULL;
+    crdt_hlc_ts_t ots = {0, 0, 0};
+    bool stamped = other && crdt_obj_max_ts(other, &ots) == 1;
+    ok(stamped && ots.ms < crdt_wall_ms() + 86400000ull,
+       "clock: ... is stamped near now, not two days ahead (%llu)", (unsigned long long)ots.ms);
+    if (st)
+        freeReplyObject(st);
+    crdt_obj_free(other);
+    crdt_obj_free(freg);
+    crdt_buf_free(&fb);
     crdt_buf_free(&rb);
     crdt_buf_free(&sb);
     crdt_obj_free(reg);
