@@ -60,6 +60,9 @@ static void test_max_ts(void)
     is_int(crdt_obj_max_ts(reg, &got), 1, "max_ts: a set register has one");
     ok(crdt_hlc_cmp(&got, &t1) == 0, "max_ts: the register's timestamp (got %llu.%u.%llu)",
        (unsigned long long)got.ms, got.logical, (unsigned long long)got.node);
+    crdt_mut_t m = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = "c", .len = 1};
+    is_int(crdt_mut_seen_ts(reg, &m, &got), 1, "seen_ts: a register write competes with its value");
+    ok(crdt_hlc_cmp(&got, &t1) == 0, "seen_ts: ... at the register's timestamp");
     crdt_obj_free(reg);
 
     crdt_obj_t *set = crdt_obj_new(CRDT_LWWSET);
@@ -71,6 +74,15 @@ static void test_max_ts(void)
     is_int(crdt_obj_max_ts(set, &got), 1, "max_ts: an LWW-set with entries has one");
     ok(crdt_hlc_cmp(&got, &b) == 0, "max_ts: the greatest entry, a tombstone (got %llu.%u.%llu)",
        (unsigned long long)got.ms, got.logical, (unsigned long long)got.node);
+
+    /* crdt_mut_seen_ts: what one LWW write competes with, the member's entry only. */
+    crdt_mut_t add = {.type = CRDT_LWWSET, .kind = CRDT_MUT_ADD, .bytes = "x", .len = 1};
+    is_int(crdt_mut_seen_ts(set, &add, &got), 1, "seen_ts: a member with an entry");
+    ok(crdt_hlc_cmp(&got, &d) == 0, "seen_ts: ... is that member's timestamp, not the set's max");
+    add.bytes = "w";
+    is_int(crdt_mut_seen_ts(set, &add, &got), 0, "seen_ts: a new member competes with nothing");
+    crdt_mut_t set_reg = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = "v", .len = 1};
+    is_int(crdt_mut_seen_ts(set, &set_reg, &got), 0, "seen_ts: a write of another type: none");
     crdt_obj_free(set);
 
     /* Scores of the other types are not HLC timestamps: none is reported. */
@@ -194,8 +206,12 @@ static void test_base64(void)
 {
     static const struct {
         const char *in, *out;
-    } v[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-             {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+    } v[] = {{"", ""},
+             {"f", "Zg=="},
+             {"fo", "Zm8="},
+             {"foo", "Zm9v"},
+             {"foob", "Zm9vYg=="},
+             {"fooba", "Zm9vYmE="},
              {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t n;
