@@ -22,6 +22,7 @@ void gw_config_defaults(gw_config_t *c)
     c->node_id = rc.node_id;
     c->timeline_max_size = rc.timeline_max_size;
     c->snapshot_log_bytes = rc.snapshot_log_bytes;
+    c->max_clock_drift_ms = rc.max_clock_drift_ms;
     c->max_body = 1u << 20;
     c->max_key = 1024;
     c->max_member = 64u << 10;
@@ -59,6 +60,11 @@ static void usage(FILE *f)
         "  --max-key N              largest key in bytes (default 1024)\n"
         "  --max-member N           largest member or register value in bytes (default 64K)\n"
         "  --max-header N           largest request line + headers in bytes (default 8K)\n"
+        "  --max-clock-drift-ms N   how far ahead of this clock a timestamp in an applied write\n"
+        "                           may move it (default 86400000, 24 h, as crdt.so's): a later\n"
+        "                           local LWW write then wins; a write stamped further ahead is\n"
+        "                           still merged, the clock does not follow it, it is counted\n"
+        "                           (crdtd_clock_ahead_total) and logged\n"
         "\n"
         "WebSocket sessions (subprotocol crdt.v1 on the --listen port, docs/protocol.md):\n"
         "  --token-secret-file F    HMAC-SHA256 key of session tokens (or $CRDTD_TOKEN_SECRET);\n"
@@ -206,6 +212,12 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (parse_u64(val, UINT64_MAX, &n))
             BAD_VALUE("expected a size");
         c->snapshot_log_bytes = n;
+    } else if (!strcmp(name, "max-clock-drift-ms")) {
+        NEED_VALUE;
+        /* the Redis module's range: UINT64_MAX >> 2 leaves now + bound far from wrapping */
+        if (parse_u64(val, UINT64_MAX >> 2, &n))
+            BAD_VALUE("expected milliseconds");
+        c->max_clock_drift_ms = n;
     } else if (!strcmp(name, "max-body")) {
         NEED_VALUE;
         if (parse_u64(val, 1ull << 30, &n) || n < 64)

@@ -31,6 +31,7 @@ typedef struct gw_config {
     uint64_t node_id;
     uint32_t timeline_max_size;
     uint64_t snapshot_log_bytes;
+    uint64_t max_clock_drift_ms; /* how far ahead an applied timestamp may pull the HLC */
     size_t max_body;   /* request body bytes */
     size_t max_key;    /* key bytes (decoded) */
     size_t max_member; /* member / register value bytes (decoded) */

@@ -50,6 +50,7 @@ int main(int argc, char **argv)
     rc_cfg.fsync = s->cfg.fsync;
     rc_cfg.timeline_max_size = s->cfg.timeline_max_size;
     rc_cfg.snapshot_log_bytes = s->cfg.snapshot_log_bytes;
+    rc_cfg.max_clock_drift_ms = s->cfg.max_clock_drift_ms;
 
     crdt_error_t err = {0};
     s->replica = crdt_replica_open(&rc_cfg, &err);

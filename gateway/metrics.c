@@ -165,6 +165,11 @@ void gw_metrics_render(gw_server_t *s, gw_response_t *rs)
          st.log_bytes, st.writes, st.noops, st.fsync_seconds_total, st.fsyncs, st.fsync_seconds_max,
          st.snapshots, st.snapshot_running ? 1 : 0);
     outf(&o,
+         "# HELP crdtd_clock_ahead_total Applied writes stamped beyond --max-clock-drift-ms ahead "
+         "of this clock (merged; the clock did not follow them).\n"
+         "# TYPE crdtd_clock_ahead_total counter\ncrdtd_clock_ahead_total %" PRIu64 "\n",
+         st.clock_ahead);
+    outf(&o,
          "# HELP crdtd_last_seq Sequence number of the latest change.\n"
          "# TYPE crdtd_last_seq gauge\ncrdtd_last_seq %" PRIu64 "\n"
          "# HELP crdtd_durable_seq Highest change durable per the fsync policy.\n"

@@ -69,7 +69,7 @@ static crdt_tl_entry_t *scratch_get(size_t n)
 {
     if (n > scratch_cap) {
         size_t cap = n < 64 ? 64 : n;
-        crdt_tl_entry_t *p = realloc(scratch, cap * sizeof(*p));
+        crdt_tl_entry_t *p = crdtm_realloc(scratch, cap * sizeof(*p));
         if (!p)
             return NULL;
         scratch = p;
@@ -183,7 +183,7 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
     /* Validate every pair before touching the key: a bad pair must not leave half a write. */
     int pairs = (argc - 2) / 2;
     double stack_scores[16];
-    double *scores = pairs <= 16 ? stack_scores : malloc((size_t)pairs * sizeof(double));
+    double *scores = pairs <= 16 ? stack_scores : crdtm_alloc((size_t)pairs * sizeof(double));
     if (!scores)
         return RedisModule_ReplyWithError(ctx, "ERR out of memory");
     for (int i = 0; i < pairs; i++) {
@@ -196,7 +196,7 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
             msg = ERR_BIG;
         if (msg) {
             if (scores != stack_scores)
-                free(scores);
+                crdtm_free(scores);
             return RedisModule_ReplyWithError(ctx, msg);
         }
     }
@@ -205,7 +205,7 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
     bool created;
     if (open_for_write(ctx, argv[1], CRDT_TIMELINE, &key, &tl, &created) < 0) {
         if (scores != stack_scores)
-            free(scores);
+            crdtm_free(scores);
         return REDISMODULE_OK;
     }
     long long changed = 0;
@@ -225,7 +225,7 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
         err = collect_delta(&delta, d);
     }
     if (scores != stack_scores)
-        free(scores);
+        crdtm_free(scores);
     return finish_write(ctx, argv[1], key, tl, created, changed, changed, delta,
                         add ? "crdt.tladd" : "crdt.tlrem", err);
 }
@@ -342,11 +342,11 @@ static int cmd_tlselect(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     if (parse_count(ctx, argv[1], "count", &count) < 0)
         return REDISMODULE_OK;
     size_t nkeys = (size_t)(last - 1);
-    RedisModuleKey **keys = calloc(nkeys, sizeof(*keys));
-    const crdt_obj_t **tls = calloc(nkeys, sizeof(*tls));
+    RedisModuleKey **keys = crdtm_calloc(nkeys, sizeof(*keys));
+    const crdt_obj_t **tls = crdtm_calloc(nkeys, sizeof(*tls));
     if (!keys || !tls) {
-        free(keys);
-        free(tls);
+        crdtm_free(keys);
+        crdtm_free(tls);
         return RedisModule_ReplyWithError(ctx, "ERR out of memory");
     }
     size_t total = 0, opened = 0;
@@ -373,8 +373,8 @@ static int cmd_tlselect(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     for (size_t i = 0; i < opened; i++)
         RedisModule_CloseKey(keys[i]);
-    free(keys);
-    free(tls);
+    crdtm_free(keys);
+    crdtm_free(tls);
     return REDISMODULE_OK;
 }
 
@@ -743,7 +743,7 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         return RedisModule_WrongArity(ctx);
     int np = argc - 2;
     crdt_obj_t *stack_objs[8];
-    crdt_obj_t **objs = np <= 8 ? stack_objs : calloc((size_t)np, sizeof(*objs));
+    crdt_obj_t **objs = np <= 8 ? stack_objs : crdtm_calloc((size_t)np, sizeof(*objs));
     if (!objs)
         return RedisModule_ReplyWithError(ctx, "ERR out of memory");
     int decoded = 0;
@@ -808,13 +808,15 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             changed = 1;
         }
     }
-    if (changed && t == CRDT_LWWREG) {
-        /* Keep our clock ahead of any register value we hold, so a later local SET wins. */
-        const void *v;
-        size_t l;
+    for (int i = 0; i < np && err >= 0; i++) {
+        /* The clock's receive step, as crdtd's replica runs it on every apply: past the greatest
+         * timestamp merged (registers and LWW-sets), so a later local write wins; one further
+         * ahead than max-clock-drift-ms leaves the clock alone and is counted. */
         crdt_hlc_ts_t seen, tmp;
-        if (crdt_lwwreg_get(dst, &v, &l, &seen) == 1)
-            crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp);
+        if (crdt_obj_max_ts(objs[i], &seen) == 1 &&
+            crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp) ==
+                CRDT_ECLOCK)
+            crdtm_stats.clock_ahead++;
     }
     if (created) {
         if (changed)
@@ -837,7 +839,7 @@ out:
     for (int i = 0; i < decoded && i < np; i++)
         crdt_obj_free(objs[i]);
     if (objs != stack_objs)
-        free(objs);
+        crdtm_free(objs);
     return REDISMODULE_OK;
 }
 

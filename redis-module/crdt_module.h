@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "crdt.h"
 #include "redismodule.h"
@@ -29,7 +30,51 @@ typedef struct crdtm_stats {
     unsigned long long writes;                  /* local mutations that changed a key */
     unsigned long long noops;                   /* local mutations that changed nothing */
     unsigned long long rdb_load_errors;         /* RDB values refused by rdb_load */
+    unsigned long long clock_ahead; /* merged payloads stamped beyond max-clock-drift-ms ahead */
 } crdtm_stats_t;
+
+/* ---- the module's heap: Redis's allocator (used_memory and maxmemory see it), also handed to
+ * libcrdt by RedisModule_OnLoad; libc's in sanitizer builds (no CRDTM_REDIS_ALLOC), which ASan
+ * sees. Everything the module allocates goes through these four. */
+#ifdef CRDTM_REDIS_ALLOC
+static inline void *crdtm_alloc(size_t n)
+{
+    return RedisModule_Alloc(n);
+}
+static inline void *crdtm_calloc(size_t n, size_t size)
+{
+    if (size && n > SIZE_MAX / size) /* RedisModule_Calloc multiplies without a check */
+        return NULL;
+    return RedisModule_Calloc(n, size);
+}
+static inline void *crdtm_realloc(void *p, size_t n)
+{
+    /* Redis's zrealloc(p, 0) frees p and returns NULL; keep C's meaning (a live pointer). */
+    return RedisModule_Realloc(p, n ? n : 1);
+}
+static inline void crdtm_free(void *p)
+{
+    if (p)
+        RedisModule_Free(p);
+}
+#else
+static inline void *crdtm_alloc(size_t n)
+{
+    return malloc(n);
+}
+static inline void *crdtm_calloc(size_t n, size_t size)
+{
+    return calloc(n, size);
+}
+static inline void *crdtm_realloc(void *p, size_t n)
+{
+    return realloc(p, n);
+}
+static inline void crdtm_free(void *p)
+{
+    free(p);
+}
+#endif
 
 extern crdtm_config_t crdtm_cfg;
 extern crdtm_stats_t crdtm_stats;

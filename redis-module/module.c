@@ -20,33 +20,9 @@ RedisModuleType *crdtm_type;
 crdt_hlc_t crdtm_clock;
 
 /* ---- libcrdt's heap goes through Redis's allocator ------------------------------------------ *
- * crdt.so is linked with --wrap=malloc,calloc,realloc,free (see CMakeLists.txt) so every
- * allocation of libcrdt and of this module lands in Redis's allocator: used_memory, maxmemory and
- * INFO see CRDT keys like native ones. Nothing here runs before RedisModule_Init fills the API. */
-#ifdef CRDTM_REDIS_ALLOC
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-void __wrap_free(void *p);
-void *__wrap_malloc(size_t n)
-{
-    return RedisModule_Alloc(n);
-}
-void *__wrap_calloc(size_t n, size_t size)
-{
-    return RedisModule_Calloc(n, size);
-}
-void *__wrap_realloc(void *p, size_t n)
-{
-    /* realloc(p, 0) frees in Redis's zrealloc; keep C's "may return a unique pointer" instead. */
-    return RedisModule_Realloc(p, n ? n : 1);
-}
-void __wrap_free(void *p)
-{
-    if (p)
-        RedisModule_Free(p);
-}
-#endif
+ * RedisModule_OnLoad hands RedisModule_Alloc & co. to libcrdt (crdt_set_allocator) and the module
+ * allocates through crdtm_alloc & co. (crdt_module.h), so used_memory, maxmemory and INFO see CRDT
+ * keys like native ones. Sanitizer builds keep libc's malloc for both: ASan must see them. */
 
 /* ---- object bookkeeping --------------------------------------------------------------------- */
 
@@ -160,7 +136,7 @@ static int feed_init(uint32_t cap)
     feed.seq = (uint64_t)RedisModule_Milliseconds() << 16;
     feed.evicted_upto = feed.seq;
     if (cap) {
-        feed.ring = calloc(cap, sizeof(*feed.ring));
+        feed.ring = crdtm_calloc(cap, sizeof(*feed.ring));
         if (!feed.ring)
             return -1;
     }
@@ -185,7 +161,7 @@ void crdtm_feed_append(int db, const char *key, size_t len)
     else
         feed.count++;
     if (e->cap < len || !e->key) {
-        char *k = realloc(e->key, len ? len : 1);
+        char *k = crdtm_realloc(e->key, len ? len : 1);
         if (!k) { /* keep the ring consistent: drop the entry, a follower sees "truncated" */
             feed.evicted_upto = seq;
             feed.count--;
@@ -356,6 +332,7 @@ static void info_cb(RedisModuleInfoCtx *ctx, int for_crash_report)
     RedisModule_InfoAddFieldULongLong(ctx, "noop_writes", crdtm_stats.noops);
     RedisModule_InfoAddFieldULongLong(ctx, "merges", crdtm_stats.merges);
     RedisModule_InfoAddFieldULongLong(ctx, "merges_changed", crdtm_stats.merges_changed);
+    RedisModule_InfoAddFieldULongLong(ctx, "clock_ahead", crdtm_stats.clock_ahead);
     RedisModule_InfoAddFieldULongLong(ctx, "payload_errors", crdtm_stats.payload_errors);
     RedisModule_InfoAddFieldULongLong(ctx, "rdb_load_errors", crdtm_stats.rdb_load_errors);
     RedisModule_InfoAddFieldULongLong(ctx, "changes_seq", feed.seq);
@@ -428,6 +405,10 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (RedisModule_Init(ctx, "crdt", 1, REDISMODULE_APIVER_1) == REDISMODULE_ERR)
         return REDISMODULE_ERR;
+#ifdef CRDTM_REDIS_ALLOC
+    /* After RedisModule_Init (which fills the API pointers), before libcrdt allocates anything. */
+    crdt_set_allocator(&(crdt_allocator_t){crdtm_alloc, crdtm_realloc, crdtm_free});
+#endif
     if (parse_args(ctx, argv, argc) < 0)
         return REDISMODULE_ERR;
     crdt_hlc_init(&crdtm_clock, crdtm_cfg.node_id, crdtm_cfg.max_drift_ms);

@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config perl git
       libjansson-dev libhiredis-dev libwebsockets-dev libssl-dev libcurl4-openssl-dev
-      redis-server redis-tools
+      redis-server redis-tools faketime
       clang libclang-rt-14-dev)
 
 missing=()

@@ -42,6 +42,64 @@ static void test_hlc(void)
     ok(crdt_wall_ms() > 1600000000000ull, "hlc: the wall clock reads real time");
 }
 
+/* crdt_obj_max_ts: the greatest HLC timestamp of the LWW types, none for the others. */
+static void test_max_ts(void)
+{
+    crdt_hlc_ts_t got = {0, 0, 0};
+    for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+        crdt_obj_t *o = crdt_obj_new((crdt_type_t)t);
+        is_int(crdt_obj_max_ts(o, &got), 0, "max_ts: an empty %s holds no timestamp",
+               crdt_type_name((crdt_type_t)t));
+        crdt_obj_free(o);
+    }
+
+    crdt_obj_t *reg = crdt_obj_new(CRDT_LWWREG);
+    crdt_hlc_ts_t t1 = {5000, 3, 2}, t0 = {4000, 9, 7};
+    crdt_lwwreg_set(reg, &t1, "a", 1, NULL);
+    crdt_lwwreg_set(reg, &t0, "b", 1, NULL); /* loses: the register keeps t1 */
+    is_int(crdt_obj_max_ts(reg, &got), 1, "max_ts: a set register has one");
+    ok(crdt_hlc_cmp(&got, &t1) == 0, "max_ts: the register's timestamp (got %llu.%u.%llu)",
+       (unsigned long long)got.ms, got.logical, (unsigned long long)got.node);
+    crdt_mut_t m = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = "c", .len = 1};
+    is_int(crdt_mut_seen_ts(reg, &m, &got), 1, "seen_ts: a register write competes with its value");
+    ok(crdt_hlc_cmp(&got, &t1) == 0, "seen_ts: ... at the register's timestamp");
+    crdt_obj_free(reg);
+
+    crdt_obj_t *set = crdt_obj_new(CRDT_LWWSET);
+    crdt_hlc_ts_t a = {100, 0, 1}, b = {300, 1, 2}, c = {300, 0, 9}, d = {200, 5, 5};
+    crdt_lwwset_add(set, "x", 1, &a, NULL);
+    crdt_lwwset_remove(set, "y", 1, &b, NULL); /* a tombstone counts: it orders the member too */
+    crdt_lwwset_add(set, "z", 1, &c, NULL);
+    crdt_lwwset_add(set, "x", 1, &d, NULL);
+    is_int(crdt_obj_max_ts(set, &got), 1, "max_ts: an LWW-set with entries has one");
+    ok(crdt_hlc_cmp(&got, &b) == 0, "max_ts: the greatest entry, a tombstone (got %llu.%u.%llu)",
+       (unsigned long long)got.ms, got.logical, (unsigned long long)got.node);
+
+    /* crdt_mut_seen_ts: what one LWW write competes with, the member's entry only. */
+    crdt_mut_t add = {.type = CRDT_LWWSET, .kind = CRDT_MUT_ADD, .bytes = "x", .len = 1};
+    is_int(crdt_mut_seen_ts(set, &add, &got), 1, "seen_ts: a member with an entry");
+    ok(crdt_hlc_cmp(&got, &d) == 0, "seen_ts: ... is that member's timestamp, not the set's max");
+    add.bytes = "w";
+    is_int(crdt_mut_seen_ts(set, &add, &got), 0, "seen_ts: a new member competes with nothing");
+    crdt_mut_t set_reg = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = "v", .len = 1};
+    is_int(crdt_mut_seen_ts(set, &set_reg, &got), 0, "seen_ts: a write of another type: none");
+    crdt_obj_free(set);
+
+    /* Scores of the other types are not HLC timestamps: none is reported. */
+    crdt_obj_t *tl = crdt_obj_new(CRDT_TIMELINE);
+    crdt_timeline_add(tl, "m", 1, 1e15, NULL);
+    crdt_obj_t *ors = crdt_obj_new(CRDT_ORSET);
+    crdt_orset_add(ors, 3, "m", 1, NULL);
+    crdt_obj_t *pn = crdt_obj_new(CRDT_PNCOUNTER);
+    crdt_pncounter_add(pn, 3, 5, NULL);
+    ok(crdt_obj_max_ts(tl, &got) == 0 && crdt_obj_max_ts(ors, &got) == 0 &&
+           crdt_obj_max_ts(pn, &got) == 0,
+       "max_ts: timelines, OR-Sets and counters hold no HLC timestamp");
+    crdt_obj_free(tl);
+    crdt_obj_free(ors);
+    crdt_obj_free(pn);
+}
+
 static void test_crc_and_buf(void)
 {
     is_int(crdt_crc32c(0, "123456789", 9), 0xE3069283u, "crc32c: the standard check value");
@@ -148,8 +206,12 @@ static void test_base64(void)
 {
     static const struct {
         const char *in, *out;
-    } v[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-             {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+    } v[] = {{"", ""},
+             {"f", "Zg=="},
+             {"fo", "Zm8="},
+             {"foo", "Zm9v"},
+             {"foob", "Zm9vYg=="},
+             {"fooba", "Zm9vYmE="},
              {"foobar", "Zm9vYmFy"}};
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t n;
@@ -253,6 +315,7 @@ static void test_blobs(void)
 int main(void)
 {
     test_hlc();
+    test_max_ts();
     test_crc_and_buf();
     test_varints();
     test_frame();

@@ -507,7 +507,7 @@ static void test_malformed(void)
             memcpy(ext, msgs[k].data, msgs[k].len);
             ext[below(msgs[k].len)] ^= (uint8_t)(1 + below(255));
             int rc = feed(a, b, msgs, k, ext, msgs[k].len, &err);
-            flip_bad += rc != 0 && rc != CRDT_EDECODE && rc != CRDT_EOVERFLOW;
+            flip_bad += rc != 0 && rc != CRDT_EDECODE && rc != CRDT_ELIMIT;
             msgs_err += rc != 0;
         }
         free(ext);
@@ -522,7 +522,7 @@ static void test_malformed(void)
             buf[0] = 1, buf[1] = (uint8_t)(1 + below(2));
         int k = (int)below((uint64_t)n);
         int rc = feed(a, b, msgs, k, buf, len, &err);
-        rand_bad += rc != 0 && rc != CRDT_EDECODE && rc != CRDT_EOVERFLOW;
+        rand_bad += rc != 0 && rc != CRDT_EDECODE && rc != CRDT_ELIMIT;
     }
     is_int(trunc_bad, 0, "every truncated or extended message is refused with CRDT_EDECODE");
     is_int(flip_bad, 0, "byte flips are refused cleanly or accepted (%d refused)", msgs_err);
@@ -558,6 +558,22 @@ static void test_malformed(void)
     crdt_buf_free(&out);
     crdt_rsx_index_free(a);
     crdt_rsx_index_free(b);
+
+    /* More differences than max_diffs: the session fails with the limit error, not a decode or
+     * overflow one (crdt.h's one enum: CRDT_ELIMIT). */
+    crdt_rsx_index_t *la = crdt_rsx_index_new(), *lb = crdt_rsx_index_new();
+    for (uint64_t id = 1; id <= 200; id++)
+        crdt_rsx_index_upsert(id & 1 ? la : lb, id * 7919, id);
+    crdt_rsx_config_t few;
+    crdt_rsx_config_init(&few);
+    few.max_diffs = 10;
+    crdt_rsx_session_t *sa, *sb;
+    run_t r = reconcile(la, lb, &few, &sa, &sb);
+    is_int(r.rc, CRDT_ELIMIT, "200 differences over max_diffs 10: CRDT_ELIMIT");
+    crdt_rsx_session_free(sa);
+    crdt_rsx_session_free(sb);
+    crdt_rsx_index_free(la);
+    crdt_rsx_index_free(lb);
 }
 
 int main(void)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
+#include "crdt.h"
 #include "redis_helper.h"
 
 static rh_server_t S; /* unbounded timelines */
@@ -535,6 +536,54 @@ static void test_merge(void)
     free(st);
 }
 
+/* The clock's receive step on CRDT.MERGE: after merging a register or an LWW-set stamped 30 s
+ * ahead (a server whose clock runs fast), a local write still wins. */
+static void test_merge_clock(void)
+{
+    crdt_hlc_ts_t ahead = {crdt_wall_ms() + 30000, 0, 99};
+    crdt_obj_t *reg = crdt_obj_new(CRDT_LWWREG), *set = crdt_obj_new(CRDT_LWWSET);
+    crdt_lwwreg_set(reg, &ahead, "theirs", 6, NULL);
+    crdt_lwwset_add(set, "m", 1, &ahead, NULL);
+    crdt_buf_t rb = {0}, sb = {0};
+    ok(crdt_obj_encode(reg, &rb) == 0 && crdt_obj_encode(set, &sb) == 0, "clock: encode states");
+    is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:set %b", sb.data, sb.len)), 1,
+           "clock: merge an LWW-set stamped 30 s ahead");
+    is_int(INT("CRDT.SREM ck:set m"), 1, "clock: a local SREM after it removes the member");
+    is_int(INT("CRDT.SISMEMBER ck:set m"), 0, "clock: ... and stays removed (it won)");
+    is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:reg %b", rb.data, rb.len)), 1,
+           "clock: merge a register stamped 30 s ahead");
+    is_int(INT("CRDT.SET ck:reg mine"), 1, "clock: a local SET after it wins");
+
+    /* Two days ahead, beyond the default bound of 24 h: merged, counted, the clock stays. */
+    long long ahead0 = rh_info_field(&S, "crdt", "crdt_clock_ahead");
+    crdt_hlc_ts_t far = {crdt_wall_ms() + 2 * 86400000ull, 0, 99};
+    crdt_obj_t *freg = crdt_obj_new(CRDT_LWWREG);
+    crdt_lwwreg_set(freg, &far, "far", 3, NULL);
+    crdt_buf_t fb = {0};
+    crdt_obj_encode(freg, &fb);
+    is_int(rh_int(rh_cmd(&S, "CRDT.MERGE ck:far %b", fb.data, fb.len)), 1,
+           "clock: a register two days ahead is merged");
+    is_int(rh_info_field(&S, "crdt", "crdt_clock_ahead"), ahead0 + 1,
+           "clock: ... and counted in INFO crdt_clock_ahead");
+    is_int(INT("CRDT.SET ck:other now"), 1, "clock: a SET of another key");
+    redisReply *st = CMD("CRDT.STATE ck:other");
+    crdt_obj_t *other =
+        st && st->type == REDIS_REPLY_STRING ? crdt_obj_decode(st->str, st->len, NULL) : NULL;
+    crdt_hlc_ts_t ots = {0, 0, 0};
+    bool stamped = other && crdt_obj_max_ts(other, &ots) == 1;
+    ok(stamped && ots.ms < crdt_wall_ms() + 86400000ull,
+       "clock: ... is stamped near now, not two days ahead (%llu)", (unsigned long long)ots.ms);
+    if (st)
+        freeReplyObject(st);
+    crdt_obj_free(other);
+    crdt_obj_free(freg);
+    crdt_buf_free(&fb);
+    crdt_buf_free(&rb);
+    crdt_buf_free(&sb);
+    crdt_obj_free(reg);
+    crdt_obj_free(set);
+}
+
 /* ---- change feed and notifications ---------------------------------------------------------- */
 
 static void test_changes(void)
@@ -838,6 +887,7 @@ int main(void)
     test_write_rules();
     test_floor();
     test_merge();
+    test_merge_clock();
     test_changes();
     test_info();
     test_random_commands();

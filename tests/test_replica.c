@@ -135,6 +135,16 @@ static int random_writes(crdt_replica_t *r, rng_t *g, int n, int nkeys)
     return changed;
 }
 
+/* Opens a replica as cfg says, or NULL after a diag of why not. */
+static crdt_replica_t *open_cfg(const crdt_replica_config_t *cfg)
+{
+    crdt_error_t err;
+    crdt_replica_t *r = crdt_replica_open(cfg, &err);
+    if (!r)
+        diag("open %s: %s", cfg->dir ? cfg->dir : "(memory)", err.text);
+    return r;
+}
+
 /* As open_dir (node 1), with `threads` loader threads and a block of the log's index every
  * `block` bytes of log (0: the defaults). */
 static crdt_replica_t *open_tuned(const char *dir, crdt_fsync_policy_t policy, uint32_t threads,
@@ -148,11 +158,7 @@ static crdt_replica_t *open_tuned(const char *dir, crdt_fsync_policy_t policy, u
     if (threads != UINT32_MAX)
         cfg.load_threads = threads;
     cfg.index_block_bytes = block;
-    crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
-    if (!r)
-        diag("open %s: %s", dir, err.text);
-    return r;
+    return open_cfg(&cfg);
 }
 
 static crdt_replica_t *open_indexed(const char *dir, crdt_fsync_policy_t policy, uint64_t block)
@@ -168,16 +174,12 @@ static crdt_replica_t *open_dir(const char *dir, crdt_fsync_policy_t policy, uin
     cfg.fsync = policy;
     cfg.node_id = node;
     cfg.timeline_max_size = 8; /* small, so that trimming and floors are exercised */
-    crdt_error_t err;
-    crdt_replica_t *r = crdt_replica_open(&cfg, &err);
-    if (!r)
-        diag("open %s: %s", dir ? dir : "(memory)", err.text);
-    return r;
+    return open_cfg(&cfg);
 }
 
 /* Compares two keyspaces: same keys, identical encodings, same latest seq per key. */
 typedef struct cmp_ctx {
-    const crdt_replica_t *other;
+    crdt_replica_t *other;
     int diffs;
     uint64_t *seqs; /* unused here */
 } cmp_ctx_t;
@@ -216,7 +218,7 @@ static int feed_collect_cb(const void *key, size_t klen, uint64_t seq, const crd
     return 0;
 }
 
-static void feed_all(const crdt_replica_t *r, feed_list_t *f)
+static void feed_all(crdt_replica_t *r, feed_list_t *f)
 {
     f->n = 0;
     uint64_t next;
@@ -1895,6 +1897,163 @@ static void test_crc_paths(void)
     is_int(diffs, 0, "crc32c: every length and alignment equals the portable tables");
 }
 
+/* ---- the clock's receive step --------------------------------------------------------------- */
+
+static crdt_replica_t *open_clock(const char *dir, uint64_t node, uint64_t drift)
+{
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.dir = dir;
+    cfg.node_id = node;
+    cfg.max_clock_drift_ms = drift;
+    return open_cfg(&cfg);
+}
+
+/* A register delta written by node `node` at (ms, logical). */
+static crdt_obj_t *reg_delta(const char *val, uint64_t ms, uint32_t logical, uint64_t node)
+{
+    crdt_obj_t *d = crdt_obj_new(CRDT_LWWREG);
+    crdt_hlc_ts_t ts = {ms, logical, node};
+    crdt_lwwreg_set(d, &ts, val, strlen(val), NULL);
+    return d;
+}
+
+static bool reg_is(crdt_replica_t *r, const char *key, const char *want)
+{
+    const crdt_obj_t *o = crdt_replica_get(r, key, strlen(key));
+    const void *v;
+    size_t len;
+    if (!o || crdt_lwwreg_get(o, &v, &len, NULL) != 1)
+        return false;
+    if (len != strlen(want) || memcmp(v, want, len) != 0) {
+        diag("register %s holds '%.*s', expected '%s'", key, (int)len, (const char *)v, want);
+        return false;
+    }
+    return true;
+}
+
+static int write_reg(crdt_replica_t *r, const char *key, const char *val)
+{
+    crdt_mut_t m = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = val, .len = strlen(val)};
+    uint64_t seq;
+    return crdt_replica_write(r, key, strlen(key), &m, &seq);
+}
+
+static void test_clock_receive(void)
+{
+    crdt_replica_config_t dflt;
+    crdt_replica_config_init(&dflt);
+    is_int(dflt.max_clock_drift_ms, 24ull * 3600 * 1000, "clock: the drift bound defaults to 24 h");
+
+    /* A remote register write stamped 30 s ahead of this node's wall clock. */
+    crdt_replica_t *r = open_clock(NULL, 1, dflt.max_clock_drift_ms);
+    uint64_t t = crdt_wall_ms() + 30000;
+    crdt_obj_t *d = reg_delta("theirs", t, 4, 2);
+    uint64_t seq;
+    is_int(crdt_replica_apply(r, "reg", 3, d, 2, &seq), 1, "clock: the remote register applies");
+    crdt_obj_free(d);
+    crdt_hlc_ts_t now;
+    is_int(crdt_replica_hlc_now(r, &now), 0, "clock: hlc_now");
+    crdt_hlc_ts_t remote = {t, 4, 2};
+    ok(crdt_hlc_cmp(&now, &remote) > 0,
+       "clock: after the apply the clock is past it (%llu.%u > %llu.4)", (unsigned long long)now.ms,
+       now.logical, (unsigned long long)t);
+    is_int(write_reg(r, "reg", "mine"), 1,
+           "clock: a local register write after it changes the key");
+    ok(reg_is(r, "reg", "mine"), "clock: ... and wins over the remote value");
+
+    /* LWW-set: a remote add 30 s ahead, then a local remove of that member wins. */
+    crdt_obj_t *sd = crdt_obj_new(CRDT_LWWSET);
+    crdt_hlc_ts_t st = {crdt_wall_ms() + 30000, 0, 3};
+    crdt_lwwset_add(sd, "m", 1, &st, NULL);
+    is_int(crdt_replica_apply(r, "set", 3, sd, 3, &seq), 1,
+           "clock: the remote LWW-set add applies");
+    crdt_obj_free(sd);
+    crdt_mut_t rm = {.type = CRDT_LWWSET, .kind = CRDT_MUT_REMOVE, .bytes = "m", .len = 1};
+    is_int(crdt_replica_write(r, "set", 3, &rm, &seq), 1, "clock: a local remove changes the set");
+    is_int(crdt_set_contains(crdt_replica_get(r, "set", 3), "m", 1), 0,
+           "clock: ... and wins over the remote add");
+
+    /* A client's merge (origin local) of a state stamped in the future moves the clock too, and a
+     * join that changes nothing still counts as seen. */
+    uint64_t t2 = crdt_wall_ms() + 40000;
+    d = reg_delta("merged", t2, 0, 9);
+    is_int(crdt_replica_apply(r, "reg2", 4, d, CRDT_ORIGIN_LOCAL, &seq), 1,
+           "clock: a local merge applies");
+    is_int(crdt_replica_apply(r, "reg2", 4, d, CRDT_ORIGIN_LOCAL, &seq), 0,
+           "clock: merging it again is a no-op");
+    crdt_obj_free(d);
+    crdt_replica_hlc_now(r, &now);
+    ok(now.ms >= t2, "clock: a local-origin merge moves the clock too (%llu >= %llu)",
+       (unsigned long long)now.ms, (unsigned long long)t2);
+
+    /* Scores of timelines, counters and OR-Sets are not HLC timestamps: they leave it alone. */
+    crdt_obj_t *tl = crdt_obj_new(CRDT_TIMELINE);
+    crdt_timeline_add(tl, "x", 1, 9e15, NULL);
+    is_int(crdt_replica_apply(r, "tl", 2, tl, 2, &seq), 1, "clock: a timeline applies");
+    crdt_obj_free(tl);
+    crdt_replica_hlc_now(r, &now);
+    ok(now.ms < t2 + 60000, "clock: a timeline's score does not move the clock");
+
+    /* A remote that used up its millisecond's logical counter: the next local write still orders
+     * after it instead of failing. */
+    uint64_t t3 = crdt_wall_ms() + 50000;
+    d = reg_delta("exhausted", t3, UINT32_MAX, 2);
+    is_int(crdt_replica_apply(r, "reg3", 4, d, 2, &seq), 1, "clock: a register at logical 2^32-1");
+    crdt_obj_free(d);
+    is_int(write_reg(r, "reg3", "after"), 1, "clock: a local write after an exhausted counter");
+    ok(reg_is(r, "reg3", "after"), "clock: ... wins over it");
+    crdt_replica_stats_t sts;
+    crdt_replica_stats(r, &sts);
+    is_int(sts.clock_ahead, 0, "clock: nothing was beyond the bound");
+    crdt_replica_close(r);
+
+    /* Beyond the bound: joined (convergence), but the clock stays within now + bound. */
+    r = open_clock(NULL, 1, 60000);
+    uint64_t far = crdt_wall_ms() + 10 * 60000;
+    d = reg_delta("far", far, 0, 2);
+    is_int(crdt_replica_apply(r, "reg", 3, d, 2, &seq), 1, "clock: a delta 10 min ahead is joined");
+    crdt_obj_free(d);
+    ok(reg_is(r, "reg", "far"), "clock: ... and holds its value");
+    crdt_replica_hlc_now(r, &now);
+    uint64_t wall = crdt_wall_ms();
+    ok(now.ms <= wall + 60000, "clock: the clock did not follow it past now + bound (%llu <= %llu)",
+       (unsigned long long)now.ms, (unsigned long long)(wall + 60000));
+    crdt_replica_stats(r, &sts);
+    is_int(sts.clock_ahead, 1, "clock: the delta beyond the bound is counted");
+    is_int(write_reg(r, "reg", "mine"), 0, "clock: a local write still loses to it (the bound)");
+    crdt_replica_stats(r, &sts);
+    is_int(sts.clock_ahead, 1, "clock: a write competing with it does not count it again");
+    crdt_replica_close(r);
+
+    /* After a restart the clock has seen nothing, but a write orders after what it competes
+     * with: the register's value, the member's entry, recovered from disk. */
+    char dir[128];
+    snprintf(dir, sizeof(dir), "%s/clock", root);
+    r = open_clock(dir, 1, dflt.max_clock_drift_ms);
+    d = reg_delta("theirs", crdt_wall_ms() + 30000, 0, 2);
+    crdt_replica_apply(r, "reg", 3, d, 2, &seq);
+    crdt_obj_free(d);
+    sd = crdt_obj_new(CRDT_LWWSET);
+    st = (crdt_hlc_ts_t){crdt_wall_ms() + 30000, 0, 2};
+    crdt_lwwset_remove(sd, "m", 1, &st, NULL);
+    crdt_replica_apply(r, "set", 3, sd, 2, &seq);
+    crdt_obj_free(sd);
+    crdt_replica_close(r);
+    r = open_clock(dir, 1, dflt.max_clock_drift_ms);
+    ok(r != NULL, "clock: reopen");
+    if (r) {
+        is_int(write_reg(r, "reg", "mine"), 1, "clock: after a restart a register write wins");
+        ok(reg_is(r, "reg", "mine"), "clock: ... over the recovered value");
+        crdt_mut_t add = {.type = CRDT_LWWSET, .kind = CRDT_MUT_ADD, .bytes = "m", .len = 1};
+        is_int(crdt_replica_write(r, "set", 3, &add, &seq), 1,
+               "clock: after a restart an add wins over a recovered tombstone");
+        is_int(crdt_set_contains(crdt_replica_get(r, "set", 3), "m", 1), 1,
+               "clock: ... the member is live");
+        crdt_replica_close(r);
+    }
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/test_replica.XXXXXX");
@@ -1917,9 +2076,10 @@ int main(void)
     test_lazy_load();
     test_index();
     test_crc_paths();
-    static const char *subs[] = {"restart", "snapshot", "torn",        "corrupt", "lock",
-                                 "always",  "everysec", "no",          "ioerr",   "feed",
-                                 "crash",   "merging",  "undecodable", "lazy",    "index"};
+    test_clock_receive();
+    static const char *subs[] = {"clock",   "restart",     "snapshot", "torn",  "corrupt", "lock",
+                                 "always",  "everysec",    "no",       "ioerr", "feed",    "crash",
+                                 "merging", "undecodable", "lazy",     "index"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(*subs); i++) {
         char p[128];
         snprintf(p, sizeof(p), "%s/%s", root, subs[i]);

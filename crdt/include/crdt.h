@@ -195,6 +195,13 @@ bool crdt_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b);
 /* True for the bottom state (nothing ever written). */
 bool crdt_obj_is_empty(const crdt_obj_t *o);
 
+/* The greatest hybrid-logical-clock timestamp o holds: returns 1 and fills *out for an LWW-Register
+ * that is set or an LWW-element-set with an entry (live or tombstone), 0 otherwise (empty, or a
+ * type whose order is not HLC: counters, OR-Sets, timelines, whose scores are the caller's). A
+ * replica feeds it to crdt_hlc_recv for every delta it joins, so that its next LWW write orders
+ * after everything it has seen. O(1) for a register, linear in the entries for a set. */
+int crdt_obj_max_ts(const crdt_obj_t *o, crdt_hlc_ts_t *out);
+
 typedef struct crdt_stats {
     size_t entries;    /* live elements / entries / counter slots */
     size_t tombstones; /* tombstones kept (LWW-set, timeline) */
@@ -364,6 +371,13 @@ typedef struct crdt_mut {
 
 /* True when the write needs an HLC timestamp (lwwreg set, lwwset add and remove). */
 bool crdt_mut_needs_ts(const crdt_mut_t *m);
+
+/* The timestamp an LWW write m competes with in o: the register's, or the entry (live or tombstone)
+ * of m's member in an LWW-set. 1 and *out, 0 when there is none (unset register, new member, a
+ * write that takes no timestamp, o of another type). A store folds it into its clock before
+ * stamping m, so that the write wins over the value it replaces (the Redis module's CRDT.SET rule),
+ * also for values recovered from disk. O(1). */
+int crdt_mut_seen_ts(const crdt_obj_t *o, const crdt_mut_t *m, crdt_hlc_ts_t *out);
 
 /* Runs m on o as replica `replica` (counter slots, OR-Set dots): the mutator contract above (1, 0
  * or a negative code; *delta as the mutators give it). CRDT_ETYPE when o is not of m->type,

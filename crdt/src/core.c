@@ -113,6 +113,11 @@ bool crdt_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b)
 
 bool crdt_obj_is_empty(const crdt_obj_t *o) { return o->vt->is_empty(o); }
 
+int crdt_obj_max_ts(const crdt_obj_t *o, crdt_hlc_ts_t *out)
+{
+    return o->vt->max_ts ? o->vt->max_ts(o, out) : 0;
+}
+
 void crdt_obj_stats(const crdt_obj_t *o, crdt_stats_t *st)
 {
     memset(st, 0, sizeof(*st));

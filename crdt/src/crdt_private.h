@@ -46,6 +46,9 @@ typedef struct crdt__vtable {
     json_t *(*to_json)(const crdt_obj_t *o);
     /* From the "state" member; on failure fill err via crdt__json_fail and return NULL. */
     crdt_obj_t *(*from_json)(const json_t *state, crdt_error_t *err);
+    /* Optional, for the types whose timestamps are HLC: 1 and the greatest one in *out, 0 when
+     * the object holds none. NULL: the type holds no HLC timestamps. */
+    int (*max_ts)(const crdt_obj_t *o, crdt_hlc_ts_t *out);
 } crdt__vtable_t;
 
 struct crdt_obj {
@@ -74,6 +77,8 @@ crdt_obj_t *crdt__decode_one(const crdt_obj_t *dst, const crdt_bytes_t *enc, crd
 
 /* OR-Set queries behind the public crdt_set_* calls (which live in lwwset.c and dispatch). */
 int crdt__orset_contains(const crdt_obj_t *s, const void *m, size_t len);
+/* 1 and the timestamp of m's entry (live or tombstone) in an LWW-set, 0 when m has none. */
+int crdt__lwwset_member_ts(const crdt_obj_t *s, const void *m, size_t len, crdt_hlc_ts_t *ts);
 size_t crdt__orset_size(const crdt_obj_t *s);
 int crdt__orset_foreach(const crdt_obj_t *s, crdt_member_cb cb, void *ud);
 

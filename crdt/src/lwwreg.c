@@ -204,6 +204,15 @@ static crdt_obj_t *lwwreg_from_json(const json_t *state, crdt_error_t *err)
     return r ? &r->obj : NULL;
 }
 
+static int lwwreg_max_ts(const crdt_obj_t *o, crdt_hlc_ts_t *out)
+{
+    const lwwreg_t *r = (const lwwreg_t *)o;
+    if (!r->set)
+        return 0;
+    *out = r->ts;
+    return 1;
+}
+
 const crdt__vtable_t crdt__lwwreg_vt = {
     .type = CRDT_LWWREG,
     .name = "lwwreg",
@@ -218,6 +227,7 @@ const crdt__vtable_t crdt__lwwreg_vt = {
     .decode = lwwreg_decode,
     .to_json = lwwreg_to_json,
     .from_json = lwwreg_from_json,
+    .max_ts = lwwreg_max_ts,
 };
 
 int crdt_lwwreg_set(crdt_obj_t *o, const crdt_hlc_ts_t *ts, const void *val, size_t len,

@@ -471,6 +471,21 @@ fail:
     return NULL;
 }
 
+static int lwwset_max_ts(const crdt_obj_t *o, crdt_hlc_ts_t *out)
+{
+    const lwwset_t *s = (const lwwset_t *)o;
+    if (s->n == 0)
+        return 0;
+    crdt_hlc_ts_t best = entry_ts(&s->e[0]);
+    for (uint32_t id = 1; id < s->n; id++) {
+        crdt_hlc_ts_t ts = entry_ts(&s->e[id]);
+        if (crdt_hlc_cmp(&ts, &best) > 0)
+            best = ts;
+    }
+    *out = best;
+    return 1;
+}
+
 const crdt__vtable_t crdt__lwwset_vt = {
     .type = CRDT_LWWSET,
     .name = "lwwset",
@@ -485,6 +500,7 @@ const crdt__vtable_t crdt__lwwset_vt = {
     .decode = lwwset_decode,
     .to_json = lwwset_to_json,
     .from_json = lwwset_from_json,
+    .max_ts = lwwset_max_ts,
 };
 
 /* add and remove: one write of (m, ts, live) under the shared mutator contract */
@@ -547,6 +563,16 @@ int crdt_set_contains(const crdt_obj_t *o, const void *m, size_t len)
     const lwwset_t *s = (const lwwset_t *)o;
     uint32_t id = find(s, m, len);
     return id != CRDT__NO_ID && s->e[id].live;
+}
+
+int crdt__lwwset_member_ts(const crdt_obj_t *o, const void *m, size_t len, crdt_hlc_ts_t *ts)
+{
+    const lwwset_t *s = (const lwwset_t *)o;
+    uint32_t id = find(s, m, len);
+    if (id == CRDT__NO_ID)
+        return 0;
+    *ts = entry_ts(&s->e[id]);
+    return 1;
 }
 
 size_t crdt_set_size(const crdt_obj_t *o)

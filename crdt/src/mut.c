@@ -7,6 +7,17 @@ bool crdt_mut_needs_ts(const crdt_mut_t *m)
            (m->type == CRDT_LWWSET && (m->kind == CRDT_MUT_ADD || m->kind == CRDT_MUT_REMOVE));
 }
 
+int crdt_mut_seen_ts(const crdt_obj_t *o, const crdt_mut_t *m, crdt_hlc_ts_t *out)
+{
+    if (!crdt_mut_needs_ts(m) || crdt_obj_type(o) != m->type)
+        return 0;
+    if (m->type == CRDT_LWWREG)
+        return crdt_lwwreg_get(o, NULL, NULL, out) == 1;
+    if (!m->bytes && m->len)
+        return 0;
+    return crdt__lwwset_member_ts(o, m->bytes, m->len, out);
+}
+
 int crdt_mut_apply(crdt_obj_t *o, const crdt_mut_t *m, uint64_t replica, crdt_obj_t **delta)
 {
     if (delta)

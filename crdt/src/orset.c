@@ -383,6 +383,8 @@ static int cc_union(const cc_t *a, const cc_t *b, cc_t *out)
 static int cc_from_dots(const crdt_dot_t *d, size_t n, cc_t *out)
 {
     cc_t tmp = {0};
+    /* A read-only view of the caller's dots: cc_union takes it as const and never writes, grows
+     * or frees it (capcloud 0), so dropping const here mutates nothing. */
     tmp.cloud = (crdt_dot_t *)d;
     tmp.ncloud = n;
     cc_t none = {0};

@@ -71,6 +71,8 @@ typedef struct crdt_store_stats {
     double fsync_seconds_total, fsync_seconds_max;
     bool snapshot_running;
     uint64_t keys_loading; /* keys still being recovered in the background */
+    uint64_t clock_ahead;  /* applied deltas stamped beyond the clock drift bound (joined, the
+                              clock not moved): crdt_replica_stats_t.clock_ahead */
 } crdt_store_stats_t;
 
 typedef struct crdt_store_ops {

@@ -21,17 +21,24 @@ typedef enum crdt_fsync_policy {
 } crdt_fsync_policy_t;
 
 typedef struct crdt_replica_config {
-    const char *dir;           /* data directory, created if missing; NULL: memory only, no log */
-    uint64_t node_id;          /* this replica's id (HLC node, counter slots, OR-Set dots) */
-    crdt_fsync_policy_t fsync; /* default CRDT_FSYNC_EVERYSEC */
+    const char *dir;             /* data directory, created if missing; NULL: memory only, no log */
+    uint64_t node_id;            /* this replica's id (HLC node, counter slots, OR-Set dots) */
+    crdt_fsync_policy_t fsync;   /* default CRDT_FSYNC_EVERYSEC */
     uint32_t timeline_max_size;  /* bound of timelines created by a first write (0: unbounded) */
     uint64_t snapshot_log_bytes; /* start a snapshot once the log is this large (0: only on call) */
     uint32_t load_threads; /* threads joining recovered keys in the background after open (default
                               2, at most 8); 0: a key is joined only when first touched */
-    uint64_t index_block_bytes; /* log bytes each block of the log's index covers (0: 32 MiB) */
+    uint64_t index_block_bytes;  /* log bytes each block of the log's index covers (0: 32 MiB) */
+    uint64_t max_clock_drift_ms; /* how far ahead of the wall clock a timestamp in an applied
+                                    delta may pull the replica's HLC (default 24 h, as the Redis
+                                    module's max-clock-drift-ms); 0: not at all */
 } crdt_replica_config_t;
 
-/* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB). */
+/* The default of max_clock_drift_ms: one day, the Redis module's default too. */
+#define CRDT_REPLICA_MAX_CLOCK_DRIFT_MS (24ull * 3600 * 1000)
+
+/* Fills *cfg with the defaults (everysec, node 1, timeline bound 1000, snapshot at 64 MiB, clock
+ * drift bound 24 h). */
 void crdt_replica_config_init(crdt_replica_config_t *cfg);
 
 /* Opens (locks, loads the snapshot, scans the log, dropping a torn or corrupt tail) and returns
@@ -65,23 +72,29 @@ void crdt_replica_wait_loaded(crdt_replica_t *r);
 uint64_t crdt_replica_node_id(const crdt_replica_t *r);
 /* The data directory, or NULL for a replica in memory only. */
 const char *crdt_replica_dir(const crdt_replica_t *r);
-/* A fresh HLC timestamp of this replica (for LWW writes). */
+/* A fresh HLC timestamp of this replica (for LWW writes): after every timestamp it issued and
+ * every one it received (crdt_replica_apply folds each delta's greatest timestamp into the clock,
+ * within max_clock_drift_ms of the wall clock). */
 int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts);
 
-/* ---- reads ---------------------------------------------------------------------------------- */
+/* ---- reads ------------------------------------------------------------------------------------
+ * These readers, the change feed (crdt_replica_changes) and the fingerprints take a mutable
+ * replica: reading a key whose logged changes are still being joined after open finishes that
+ * key's load first, and the fingerprint readers refresh the fingerprints they memoise. What the
+ * replica holds does not change. Every call that takes a const replica mutates nothing. */
 
 /* The object at key, borrowed until the next write to that key, or NULL if absent. */
-const crdt_obj_t *crdt_replica_get(const crdt_replica_t *r, const void *key, size_t klen);
+const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t klen);
 
 typedef int (*crdt_replica_key_cb)(const void *key, size_t klen, const crdt_obj_t *o, void *ud);
 /* Calls cb for every key (unspecified order); stops when cb returns non-zero and returns that. */
-int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud);
+int crdt_replica_foreach(crdt_replica_t *r, crdt_replica_key_cb cb, void *ud);
 
 /* Keys from position `cursor` (0: the first) for at most `limit` keys, in no particular order but
  * stable while no key is added (new keys come after every existing one); *next is where to go on,
  * 0 once every key was seen. Stops when cb returns non-zero and returns that. */
-int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
-                      crdt_replica_key_cb cb, void *ud, uint64_t *next);
+int crdt_replica_scan(crdt_replica_t *r, uint64_t cursor, size_t limit, crdt_replica_key_cb cb,
+                      void *ud, uint64_t *next);
 
 /* ---- writes --------------------------------------------------------------------------------- *
  * Both calls append the resulting delta to the log buffer, give it the next change sequence number
@@ -95,7 +108,14 @@ int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
 #define CRDT_ORIGIN_LOCAL 0
 
 /* Joins a delta or state from elsewhere (a client: origin CRDT_ORIGIN_LOCAL, or the peer `origin`)
- * into key, creating it if absent. */
+ * into key, creating it if absent.
+ *
+ * The clock's receive step: whatever the origin, and whether or not the join changed anything, the
+ * delta's greatest HLC timestamp (crdt_obj_max_ts: LWW-Registers and LWW-sets) is folded into the
+ * replica's clock, so that a later local LWW write orders after every value this replica has seen.
+ * A timestamp more than max_clock_drift_ms ahead of the wall clock is still joined (refusing it
+ * would break convergence), but it does not move the clock: the replica counts it
+ * (stats.clock_ahead) and logs it at most once a minute. The Redis module applies the same rule. */
 int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
                        uint64_t origin, uint64_t *seq);
 
@@ -136,8 +156,8 @@ typedef int (*crdt_feed_cb)(const void *key, size_t klen, uint64_t seq, const cr
  * the key's current state; *next receives the sequence to pass as `since` to continue (the seq of
  * the last key delivered, or last_seq once the feed is exhausted). Returns 0, or the non-zero
  * value of cb that stopped it (that key counts as not delivered: *next stays before it). */
-int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
-                         void *ud, uint64_t *next);
+int crdt_replica_changes(crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb, void *ud,
+                         uint64_t *next);
 
 /* Called after every applied change with the delta that changed the key (borrowed for the call):
  * for fan-out to subscribers and peers. One listener; NULL removes it. */
@@ -149,24 +169,25 @@ void crdt_replica_set_listener(crdt_replica_t *r, crdt_replica_listener_cb cb, v
 
 /* 64-bit fingerprint of the key's state (a hash of its canonical encoding), kept incrementally.
  * 0 and *fp, or CRDT_EINVAL (*fp = 0) when the key is absent. */
-int crdt_replica_key_fingerprint(const crdt_replica_t *r, const void *key, size_t klen,
-                                 uint64_t *fp);
+int crdt_replica_key_fingerprint(crdt_replica_t *r, const void *key, size_t klen, uint64_t *fp);
 /* Order-independent digest of the whole keyspace (combines hash(key) and fingerprint per key). */
-uint64_t crdt_replica_digest(const crdt_replica_t *r);
+uint64_t crdt_replica_digest(crdt_replica_t *r);
 
 /* ---- introspection for /metrics ------------------------------------------------------------- */
 
 typedef struct crdt_replica_stats {
     uint64_t keys;
     uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
-    uint64_t log_bytes;          /* current log size on disk */
-    uint64_t writes;             /* changes applied */
-    uint64_t noops;              /* writes that changed nothing */
+    uint64_t log_bytes; /* current log size on disk */
+    uint64_t writes;    /* changes applied */
+    uint64_t noops;     /* writes that changed nothing */
     uint64_t fsyncs;
-    double fsync_seconds_total;  /* sum of fsync durations */
+    double fsync_seconds_total; /* sum of fsync durations */
     double fsync_seconds_max;
     uint64_t snapshots;
     bool snapshot_running;
+    uint64_t clock_ahead; /* applied deltas stamped beyond max_clock_drift_ms ahead of the wall
+                             clock: joined, but the clock did not follow them */
 } crdt_replica_stats_t;
 
 void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st);

@@ -69,7 +69,8 @@ typedef struct load_seg {
     uint64_t start;       /* offset of the window in the segment */
     const uint8_t *map;   /* the window's first byte, once mapped */
     uint64_t size;        /* bytes of the segment from start on */
-    const uint8_t *owned; /* the segment's mapping, on its first window only (else NULL) */
+    void *owned;          /* the segment's mapping (PROT_READ: read through map only), for
+                             madvise and munmap; on its first window only (else NULL) */
     uint64_t owned_len;
 } load_seg_t;
 
@@ -990,7 +991,7 @@ static void *loader_main(void *arg)
                                     __ATOMIC_ACQUIRE))
         for (size_t i = 0; i < L->nsegs; i++)
             if (L->segs[i].owned)
-                madvise((void *)L->segs[i].owned, (size_t)L->segs[i].owned_len, MADV_WILLNEED);
+                madvise(L->segs[i].owned, (size_t)L->segs[i].owned_len, MADV_WILLNEED);
     while (encs && where && !__atomic_load_n(&L->stop, __ATOMIC_ACQUIRE)) {
         uint32_t id = __atomic_fetch_add(&L->next, 1, __ATOMIC_ACQ_REL);
         if (id >= L->nkeys)
@@ -1017,7 +1018,7 @@ static void load_free(crdt_replica_t *r)
         return;
     for (size_t i = 0; i < L->nsegs; i++)
         if (L->segs[i].owned)
-            munmap((void *)L->segs[i].owned, (size_t)L->segs[i].owned_len);
+            munmap(L->segs[i].owned, (size_t)L->segs[i].owned_len);
     for (load_chunk_t *c = L->chunks, *next; c; c = next) {
         next = c->next;
         munmap(c, c->size);

@@ -207,12 +207,8 @@ static void refresh_dirty(crdt_replica_t *r)
         crdt_buf_free(&r->scratch);
 }
 
-int crdt_replica_key_fingerprint(const crdt_replica_t *cr, const void *key, size_t klen,
-                                 uint64_t *fp)
+int crdt_replica_key_fingerprint(crdt_replica_t *r, const void *key, size_t klen, uint64_t *fp)
 {
-    /* The cached fingerprints are an internal memo: refreshing one does not change what the
-     * replica holds, so the const interface casts it away (every replica is allocated mutable). */
-    crdt_replica_t *r = (crdt_replica_t *)cr;
     uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
     *fp = 0;
     if (id == NO_ID)
@@ -223,9 +219,8 @@ int crdt_replica_key_fingerprint(const crdt_replica_t *cr, const void *key, size
     return 0;
 }
 
-uint64_t crdt_replica_digest(const crdt_replica_t *cr)
+uint64_t crdt_replica_digest(crdt_replica_t *r)
 {
-    crdt_replica_t *r = (crdt_replica_t *)cr; /* see crdt_replica_key_fingerprint */
     refresh_dirty(r);
     return r->digest;
 }
@@ -260,8 +255,8 @@ uint64_t crdt_replica_last_seq(const crdt_replica_t *r)
     return r->last_seq;
 }
 
-int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb,
-                         void *ud, uint64_t *next)
+int crdt_replica_changes(crdt_replica_t *r, uint64_t since, size_t limit, crdt_feed_cb cb, void *ud,
+                         uint64_t *next)
 {
     size_t lo = 0, hi = r->nfeed;
     while (lo < hi) {
@@ -277,7 +272,7 @@ int crdt_replica_changes(const crdt_replica_t *r, uint64_t since, size_t limit, 
         const rep_feed_ent_t *e = &r->feed[i];
         const rep_key_t *k = &r->keys[e->id];
         if (k->seq == e->seq) {
-            rep_ready((crdt_replica_t *)r, e->id); /* a const read that may finish a load */
+            rep_ready(r, e->id); /* a read that may finish a load */
             int rc = cb(k->key, k->klen, e->seq, k->obj, ud);
             if (rc) {
                 if (next)
@@ -340,6 +335,36 @@ static void commit(crdt_replica_t *r, uint32_t id, uint64_t seq, const crdt_obj_
         r->listener(k->key, k->klen, seq, delta, origin, r->listener_ud);
 }
 
+/* The HLC receive step for one timestamp a joined delta held. Within the drift bound the clock
+ * moves past it; beyond it the clock stays where it is (as crdt_hlc_recv and the Redis module
+ * leave it), and that is counted and logged at most once a minute. */
+static void observe_ts(crdt_replica_t *r, const crdt_hlc_ts_t *ts, uint64_t origin, bool report)
+{
+    uint64_t now = crdt_wall_ms();
+    crdt_hlc_ts_t out;
+    int rc = crdt_hlc_recv(&r->hlc, now, ts, &out);
+    if (rc == CRDT_EOVERFLOW) {
+        /* That millisecond's logical counter is used up: order after it from the next one on
+         * (ts->ms is within the bound, or recv had said CRDT_ECLOCK). */
+        uint64_t ms = r->hlc.last_ms > ts->ms ? r->hlc.last_ms : ts->ms;
+        r->hlc.last_ms = (ms > now ? ms : now) + 1;
+        r->hlc.last_logical = 0;
+    } else if (rc == CRDT_ECLOCK && report) {
+        r->st.clock_ahead++;
+        if (!r->clock_warned_ms || now - r->clock_warned_ms >= 60000 || now < r->clock_warned_ms) {
+            r->clock_warned_ms = now;
+            fprintf(stderr,
+                    "crdtd replica: a delta from %s%llu is stamped %llu ms ahead of this clock, "
+                    "beyond max-clock-drift-ms %llu: joined, but the clock does not follow it "
+                    "(%llu such deltas so far)\n",
+                    origin == CRDT_ORIGIN_LOCAL ? "a local client, node " : "peer node ",
+                    (unsigned long long)(origin == CRDT_ORIGIN_LOCAL ? r->cfg.node_id : origin),
+                    (unsigned long long)(ts->ms - now), (unsigned long long)r->hlc.max_drift_ms,
+                    (unsigned long long)r->st.clock_ahead);
+        }
+    }
+}
+
 int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const crdt_obj_t *delta,
                        uint64_t origin, uint64_t *seq)
 {
@@ -372,6 +397,10 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     } else {
         rc = crdt_obj_merge(r->keys[id].obj, delta);
     }
+    /* The receive step, for every join that took (a no-op too: it still says what exists). */
+    crdt_hlc_ts_t seen;
+    if (rc >= 0 && crdt_obj_max_ts(delta, &seen) == 1)
+        observe_ts(r, &seen, origin, true);
     if (rc <= 0) {
         r->log.buf.len = mark;
         if (rc == 0)
@@ -460,6 +489,17 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
                         : CRDT_EINVAL;
     crdt_mut_t stamped;
     if (crdt_mut_needs_ts(m) && m->ts.ms == 0) {
+        /* Past what the write competes with, too: after a restart the clock has not seen the
+         * values recovered from disk (a beyond-the-bound one was counted when it was applied). */
+        uint32_t id = (key || !klen) && klen <= CRDT_MAX_BLOB
+                          ? rep_find(r, key, klen, rep_hash(key, klen, r->seed))
+                          : NO_ID;
+        crdt_hlc_ts_t seen;
+        if (id != NO_ID) {
+            rep_ready(r, id);
+            if (crdt_mut_seen_ts(r->keys[id].obj, m, &seen) == 1)
+                observe_ts(r, &seen, CRDT_ORIGIN_LOCAL, false);
+        }
         stamped = *m;
         int rc = crdt_replica_hlc_now(r, &stamped.ts);
         if (rc < 0)
@@ -472,21 +512,19 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
 
 /* ---- reads ---------------------------------------------------------------------------------- */
 
-const crdt_obj_t *crdt_replica_get(const crdt_replica_t *r, const void *key, size_t klen)
+const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t klen)
 {
     uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
     if (id == NO_ID)
         return NULL;
-    /* Finishing a key's load does not change what the replica holds: the const interface casts
-     * it away, as the fingerprint getters do. */
-    rep_ready((crdt_replica_t *)r, id);
+    rep_ready(r, id); /* finishes the key's load, if it is still pending */
     return r->keys[id].obj;
 }
 
-int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
+int crdt_replica_foreach(crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
 {
     for (uint32_t id = 0; id < r->nkeys; id++) {
-        rep_ready((crdt_replica_t *)r, id);
+        rep_ready(r, id);
         int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
         if (rc)
             return rc;
@@ -494,12 +532,12 @@ int crdt_replica_foreach(const crdt_replica_t *r, crdt_replica_key_cb cb, void *
     return 0;
 }
 
-int crdt_replica_scan(const crdt_replica_t *r, uint64_t cursor, size_t limit,
-                      crdt_replica_key_cb cb, void *ud, uint64_t *next)
+int crdt_replica_scan(crdt_replica_t *r, uint64_t cursor, size_t limit, crdt_replica_key_cb cb,
+                      void *ud, uint64_t *next)
 {
     uint64_t id = cursor;
     for (size_t n = 0; id < r->nkeys && n < limit; id++, n++) {
-        rep_ready((crdt_replica_t *)r, (uint32_t)id);
+        rep_ready(r, (uint32_t)id);
         int rc = cb(r->keys[id].key, r->keys[id].klen, r->keys[id].obj, ud);
         if (rc) {
             *next = id + 1 < r->nkeys ? id + 1 : 0;
@@ -522,7 +560,15 @@ uint64_t crdt_replica_node_id(const crdt_replica_t *r)
 
 int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts)
 {
-    return crdt_hlc_tick(&r->hlc, crdt_wall_ms(), ts);
+    uint64_t now = crdt_wall_ms();
+    if (crdt_hlc_tick(&r->hlc, now, ts) == 0)
+        return 0;
+    /* The logical counter of the clock's millisecond is exhausted (a peer can send a timestamp
+     * that leaves it so): move on to the next millisecond rather than fail writes until the wall
+     * clock gets there, as the Redis module does. */
+    r->hlc.last_ms++;
+    r->hlc.last_logical = 0;
+    return crdt_hlc_tick(&r->hlc, now, ts);
 }
 
 /* ---- replay (recovery) ---------------------------------------------------------------------- */
@@ -652,6 +698,7 @@ void crdt_replica_config_init(crdt_replica_config_t *cfg)
     cfg->timeline_max_size = 1000;
     cfg->snapshot_log_bytes = 64ull << 20;
     cfg->load_threads = 2;
+    cfg->max_clock_drift_ms = CRDT_REPLICA_MAX_CLOCK_DRIFT_MS;
 }
 
 uint64_t crdt_replica_keys_loading(const crdt_replica_t *r)
@@ -707,7 +754,7 @@ crdt_replica_t *crdt_replica_open(const crdt_replica_config_t *cfg, crdt_error_t
     r->dirfd = r->lockfd = r->log.fd = r->log.idx.fd = -1;
     r->seed = fmix((uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
                    0x243F6A8885A308D3ull);
-    crdt_hlc_init(&r->hlc, cfg->node_id, 60000);
+    crdt_hlc_init(&r->hlc, cfg->node_id, cfg->max_clock_drift_ms);
     r->rec_t0 = t0;
     int rc = 0;
     if (cfg->dir) {

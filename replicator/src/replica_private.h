@@ -153,6 +153,7 @@ struct crdt_replica {
     crdt_buf_t scratch; /* reused for fingerprint encodings */
 
     crdt_hlc_t hlc;
+    uint64_t clock_warned_ms; /* wall time of the last "clock ahead" log line (0: none yet) */
     crdt_replica_listener_cb listener;
     void *listener_ud;
 

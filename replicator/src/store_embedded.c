@@ -335,6 +335,7 @@ static void emb_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     out->fsync_seconds_max = rs.fsync_seconds_max;
     out->snapshot_running = rs.snapshot_running;
     out->keys_loading = crdt_replica_keys_loading(cemb(st)->r);
+    out->clock_ahead = rs.clock_ahead;
 }
 
 static const crdt_store_ops_t emb_ops = {

@@ -62,7 +62,7 @@ static void setup(void)
 
 static void check_rc(int rc, const crdt_error_t *err)
 {
-    FUZZ_REQUIRE(rc == 0 || rc == CRDT_EDECODE || rc == CRDT_EOVERFLOW || rc == CRDT_ENOMEM);
+    FUZZ_REQUIRE(rc == 0 || rc == CRDT_EDECODE || rc == CRDT_ELIMIT || rc == CRDT_ENOMEM);
     if (rc == CRDT_EDECODE)
         FUZZ_REQUIRE(err->text[0]);
 }

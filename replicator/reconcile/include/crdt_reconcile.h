@@ -125,7 +125,7 @@ int crdt_rsx_initiate(crdt_rsx_session_t *s, crdt_buf_t *out);
 /* Handles one message from the peer and appends the reply to `reply` (nothing is appended when no
  * reply is due). *done becomes true once the session is finished on this side: send the reply if
  * one was appended, then stop. Returns 0, or CRDT_EDECODE with *err filled (if err is not NULL) for
- * a malformed, truncated, oversized or out-of-turn message, CRDT_EOVERFLOW if a configured limit
+ * a malformed, truncated, oversized or out-of-turn message, CRDT_ELIMIT if a configured limit
  * would be exceeded, CRDT_ENOMEM. After an error the session is dead: every later call returns the
  * same error. Never trusts the input. */
 int crdt_rsx_receive(crdt_rsx_session_t *s, const void *msg, size_t len, crdt_buf_t *reply,

@@ -265,7 +265,7 @@ static int add_diff(crdt_rsx_session_t *s, uint64_t id, unsigned flags)
     if (!flags)
         return 0;
     if (s->ndiffs >= s->cfg.max_diffs)
-        return CRDT_EOVERFLOW;
+        return CRDT_ELIMIT;
     if (grow((void **)&s->diffs, &s->cap_diffs, s->ndiffs + 1, sizeof *s->diffs))
         return CRDT_ENOMEM;
     s->diffs[s->ndiffs++] = (crdt_rsx_diff_t){id, flags};
@@ -275,7 +275,7 @@ static int add_diff(crdt_rsx_session_t *s, uint64_t id, unsigned flags)
 static int backlog_push(crdt_rsx_session_t *s, rsx_cell_t c)
 {
     if (s->bl_len - s->bl_head >= s->cfg.max_diffs) /* every postponed cell holds a difference */
-        return CRDT_EOVERFLOW;
+        return CRDT_ELIMIT;
     if (s->bl_head && s->bl_head >= s->bl_len / 2) {
         memmove(s->backlog, s->backlog + s->bl_head, (s->bl_len - s->bl_head) * sizeof *s->backlog);
         s->bl_len -= s->bl_head;
@@ -732,7 +732,7 @@ static int parse_message(crdt_rsx_session_t *s, rd_t *r, uint64_t *peer_est)
         if (act == ACT_POSTPONE) {
             int rc = backlog_push(s, c);
             if (rc)
-                return rc == CRDT_EOVERFLOW ? rd_fail(r, "too many postponed ranges") : rc;
+                return rc == CRDT_ELIMIT ? rd_fail(r, "too many postponed ranges") : rc;
             continue;
         }
         if (act != ACT_SPLIT)
@@ -1041,7 +1041,7 @@ int crdt_rsx_receive(crdt_rsx_session_t *s, const void *msg, size_t len, crdt_bu
     size_t nreopen = 0;
     for (size_t i = 0; i < s->nleaves; i++)
         if (s->plans[i].act == ACT_POSTPONE && backlog_push(s, s->leaves[i].cell))
-            return fail(s, err, CRDT_EOVERFLOW, "too many postponed ranges");
+            return fail(s, err, CRDT_ELIMIT, "too many postponed ranges");
     size_t queued = s->bl_len - s->bl_head;
     nreopen = budget > total ? (size_t)(budget - total) : 0;
     if (nreopen > queued)
