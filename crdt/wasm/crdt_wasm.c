@@ -59,8 +59,9 @@ static void counted_free(void *p)
     }
 }
 
-/* Runs from _initialize, which the JavaScript loader calls before anything else. */
-__attribute__((constructor)) static void use_counted_heap(void)
+/* The loader calls this once, before anything else. (Not a constructor: a constructor links
+ * wasi-libc's exit-time stdio flushing, and with it WASI imports.) */
+EXPORT(crdt_wasm_init) void crdt_wasm_init(void)
 {
     crdt_set_allocator(&(crdt_allocator_t){counted_malloc, counted_realloc, counted_free});
 }
@@ -137,8 +138,17 @@ static int check_counter(const crdt_obj_t *o)
 /* n bytes (at least 1) for the caller to fill and free, or 0. */
 EXPORT(crdt_wasm_alloc) void *crdt_wasm_alloc(size_t n) { return counted_malloc(n); }
 EXPORT(crdt_wasm_free) void crdt_wasm_free(void *p) { counted_free(p); }
-/* Bytes in live heap blocks (libcrdt's, the result buffer, the caller's allocations). */
-EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void) { return heap_live; }
+/* Bytes in live heap blocks (libcrdt's and the caller's allocations), not counting the result
+ * buffer nor the caller's block `keep` (its input buffer; may be 0): what a leak check compares. */
+EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void *keep)
+{
+    size_t n = heap_live;
+    if (out.data)
+        n -= malloc_usable_size(out.data);
+    if (keep)
+        n -= malloc_usable_size(keep);
+    return n;
+}
 EXPORT(crdt_wasm_out_ptr) const uint8_t *crdt_wasm_out_ptr(void) { return out.data; }
 EXPORT(crdt_wasm_out_len) size_t crdt_wasm_out_len(void) { return out.len; }
 EXPORT(crdt_wasm_err_text) const char *crdt_wasm_err_text(void) { return last_err.text; }
@@ -175,6 +185,11 @@ EXPORT(crdt_wasm_obj_type) int crdt_wasm_obj_type(const crdt_obj_t *o)
 EXPORT(crdt_wasm_obj_equal) int crdt_wasm_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b)
 {
     return a && b && crdt_obj_equal(a, b);
+}
+
+EXPORT(crdt_wasm_obj_is_empty) int crdt_wasm_obj_is_empty(const crdt_obj_t *o)
+{
+    return o && crdt_obj_is_empty(o);
 }
 
 /* A new object from exactly len bytes of an encoding, or 0 with the error's code, offset and text
