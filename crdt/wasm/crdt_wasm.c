@@ -16,9 +16,13 @@
  * timeline entry is score f64, member length u32, member bytes; a set member is length u32, bytes.
  */
 #include <malloc.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "crdt.h"
+
+_Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4 && offsetof(crdt_buf_t, len) == 4,
+               "crdt_wasm_out_ref's layout is two u32s: wasm32 only");
 
 #define EXPORT(name) __attribute__((export_name(#name), visibility("default")))
 
@@ -133,7 +137,7 @@ static int check_counter(const crdt_obj_t *o)
     return t == CRDT_GCOUNTER || t == CRDT_PNCOUNTER ? 0 : CRDT_ETYPE;
 }
 
-/* ---- memory, results, errors ---------------------------------------------------------------- */
+/* ---- memory, results, errors ----------------------------------------------------------------- */
 
 /* n bytes (at least 1) for the caller to fill and free, or 0. */
 EXPORT(crdt_wasm_alloc) void *crdt_wasm_alloc(size_t n) { return counted_malloc(n); }
@@ -149,6 +153,9 @@ EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void *keep)
         n -= malloc_usable_size(keep);
     return n;
 }
+/* Where the result buffer's crdt_buf_t lives (data pointer, then length, as u32s on wasm32): the
+ * JavaScript side reads both from memory instead of calling out_ptr and out_len on each result. */
+EXPORT(crdt_wasm_out_ref) const crdt_buf_t *crdt_wasm_out_ref(void) { return &out; }
 EXPORT(crdt_wasm_out_ptr) const uint8_t *crdt_wasm_out_ptr(void) { return out.data; }
 EXPORT(crdt_wasm_out_len) size_t crdt_wasm_out_len(void) { return out.len; }
 EXPORT(crdt_wasm_err_text) const char *crdt_wasm_err_text(void) { return last_err.text; }
@@ -156,7 +163,7 @@ EXPORT(crdt_wasm_err_offset) size_t crdt_wasm_err_offset(void) { return last_err
 /* A static NUL-terminated text for a CRDT_E* code. */
 EXPORT(crdt_wasm_strerror) const char *crdt_wasm_strerror(int code) { return crdt_strerror(code); }
 
-/* ---- objects -------------------------------------------------------------------------------- */
+/* ---- objects --------------------------------------------------------------------------------- */
 
 /* A new empty object of `type`; a timeline keeps at most max_size entries (0: unbounded). 0 on an
  * unknown type or no memory. */
@@ -241,29 +248,35 @@ EXPORT(crdt_wasm_obj_memory) size_t crdt_wasm_obj_memory(const crdt_obj_t *o)
     return st.memory;
 }
 
-/* ---- timeline ------------------------------------------------------------------------------- */
+/* ---- writes ---------------------------------------------------------------------------------- */
 
-EXPORT(crdt_wasm_timeline_add)
-int crdt_wasm_timeline_add(crdt_obj_t *t, const void *m, size_t len, double score)
+/* Every write, as libcrdt's one description of a write (crdt_mut_t, crdt_mut_apply): `type` is
+ * the type the write needs (CRDT_ETYPE if o is another), `kind` a crdt_mut_kind_t (INCR, SET,
+ * ADD, REMOVE); bytes are the member or value, score the timeline's, n a counter's increment,
+ * (ms, logical, node) the timestamp of a register or LWW-set write, replica the counter slot or
+ * OR-set dot. Returns 1 with the delta's encoding in the result buffer, 0 when nothing changed
+ * (the buffer empty), or a negative code with o unchanged. */
+EXPORT(crdt_wasm_apply)
+int crdt_wasm_apply(crdt_obj_t *o, int type, int kind, const void *bytes, size_t len, double score,
+                    int64_t n, uint64_t ms, uint32_t logical, uint64_t node, uint64_t replica)
 {
     begin();
-    int rc = check(t, CRDT_TIMELINE);
-    if (rc < 0)
-        return rc;
+    if (!o || kind < CRDT_MUT_INCR || kind > CRDT_MUT_REMOVE)
+        return CRDT_EINVAL;
+    crdt_mut_t m = {
+        .type = (crdt_type_t)type,
+        .kind = (crdt_mut_kind_t)kind,
+        .bytes = bytes,
+        .len = len,
+        .score = score,
+        .n = n,
+        .ts = {ms, logical, node},
+    };
     crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_timeline_add(t, m, len, score, &delta), delta);
+    return finish_delta(crdt_mut_apply(o, &m, replica, &delta), delta);
 }
 
-EXPORT(crdt_wasm_timeline_remove)
-int crdt_wasm_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score)
-{
-    begin();
-    int rc = check(t, CRDT_TIMELINE);
-    if (rc < 0)
-        return rc;
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_timeline_remove(t, m, len, score, &delta), delta);
-}
+/* ---- timeline -------------------------------------------------------------------------------- */
 
 /* Live entries (0 for another type). */
 EXPORT(crdt_wasm_timeline_card) size_t crdt_wasm_timeline_card(const crdt_obj_t *t)
@@ -370,29 +383,7 @@ int crdt_wasm_timeline_range_by_score(const crdt_obj_t *t, double max, double mi
     return rc;
 }
 
-/* ---- counters ------------------------------------------------------------------------------- */
-
-EXPORT(crdt_wasm_gcounter_incr)
-int crdt_wasm_gcounter_incr(crdt_obj_t *c, uint64_t replica, uint64_t n)
-{
-    begin();
-    int rc = check(c, CRDT_GCOUNTER);
-    if (rc < 0)
-        return rc;
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_gcounter_incr(c, replica, n, &delta), delta);
-}
-
-EXPORT(crdt_wasm_pncounter_add)
-int crdt_wasm_pncounter_add(crdt_obj_t *c, uint64_t replica, int64_t n)
-{
-    begin();
-    int rc = check(c, CRDT_PNCOUNTER);
-    if (rc < 0)
-        return rc;
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_pncounter_add(c, replica, n, &delta), delta);
-}
+/* ---- counters -------------------------------------------------------------------------------- */
 
 /* 0 and the value (int64) in the result buffer, or CRDT_EOVERFLOW / CRDT_ETYPE. */
 EXPORT(crdt_wasm_counter_value) int crdt_wasm_counter_value(const crdt_obj_t *c)
@@ -409,20 +400,7 @@ EXPORT(crdt_wasm_counter_value) int crdt_wasm_counter_value(const crdt_obj_t *c)
     return out.len == 8 ? 0 : CRDT_ENOMEM;
 }
 
-/* ---- LWW-register and LWW-set --------------------------------------------------------------- */
-
-EXPORT(crdt_wasm_lwwreg_set)
-int crdt_wasm_lwwreg_set(crdt_obj_t *r, uint64_t ms, uint32_t logical, uint64_t node,
-                         const void *v, size_t len)
-{
-    begin();
-    int rc = check(r, CRDT_LWWREG);
-    if (rc < 0)
-        return rc;
-    crdt_hlc_ts_t ts = {ms, logical, node};
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_lwwreg_set(r, &ts, v, len, &delta), delta);
-}
+/* ---- LWW-register ---------------------------------------------------------------------------- */
 
 /* 1 and the timestamp then the value in the result buffer if set, 0 if never set. */
 EXPORT(crdt_wasm_lwwreg_get) int crdt_wasm_lwwreg_get(const crdt_obj_t *r)
@@ -441,55 +419,7 @@ EXPORT(crdt_wasm_lwwreg_get) int crdt_wasm_lwwreg_get(const crdt_obj_t *r)
     return 1;
 }
 
-EXPORT(crdt_wasm_lwwset_add)
-int crdt_wasm_lwwset_add(crdt_obj_t *s, const void *m, size_t len, uint64_t ms, uint32_t logical,
-                         uint64_t node)
-{
-    begin();
-    int rc = check(s, CRDT_LWWSET);
-    if (rc < 0)
-        return rc;
-    crdt_hlc_ts_t ts = {ms, logical, node};
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_lwwset_add(s, m, len, &ts, &delta), delta);
-}
-
-EXPORT(crdt_wasm_lwwset_remove)
-int crdt_wasm_lwwset_remove(crdt_obj_t *s, const void *m, size_t len, uint64_t ms,
-                            uint32_t logical, uint64_t node)
-{
-    begin();
-    int rc = check(s, CRDT_LWWSET);
-    if (rc < 0)
-        return rc;
-    crdt_hlc_ts_t ts = {ms, logical, node};
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_lwwset_remove(s, m, len, &ts, &delta), delta);
-}
-
-/* ---- OR-set and the set queries ------------------------------------------------------------- */
-
-EXPORT(crdt_wasm_orset_add)
-int crdt_wasm_orset_add(crdt_obj_t *s, uint64_t replica, const void *m, size_t len)
-{
-    begin();
-    int rc = check(s, CRDT_ORSET);
-    if (rc < 0)
-        return rc;
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_orset_add(s, replica, m, len, &delta), delta);
-}
-
-EXPORT(crdt_wasm_orset_remove)
-int crdt_wasm_orset_remove(crdt_obj_t *s, const void *m, size_t len)
-{
-    begin();
-    int rc = check(s, CRDT_ORSET);
-    if (rc < 0)
-        return rc;
-    crdt_obj_t *delta = NULL;
-    return finish_delta(crdt_orset_remove(s, m, len, &delta), delta);
-}
+/* ---- set queries (LWW-set and OR-set) -------------------------------------------------------- */
 
 /* 1 if m is a live member of a LWW-set or OR-set, 0 if not. */
 EXPORT(crdt_wasm_set_contains)
@@ -528,7 +458,7 @@ EXPORT(crdt_wasm_set_members) int crdt_wasm_set_members(const crdt_obj_t *s)
     return n > INT32_MAX ? CRDT_ELIMIT : (int)n;
 }
 
-/* ---- hybrid logical clock ------------------------------------------------------------------- */
+/* ---- hybrid logical clock -------------------------------------------------------------------- */
 
 /* A new clock for replica `node` that refuses remote timestamps more than max_drift_ms ahead, or
  * 0 for a bad node id or no memory. Free with crdt_wasm_hlc_free. */

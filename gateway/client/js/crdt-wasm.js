@@ -34,6 +34,11 @@ export const CrdtCode = Object.freeze({
   ELIMIT: -7,
 });
 const CODE_NAMES = Object.fromEntries(Object.entries(CrdtCode).map(([k, v]) => [v, k]));
+// crdt_mut_kind_t
+const INCR = 1;
+const SET = 2;
+const ADD = 3;
+const REMOVE = 4;
 
 /** A libcrdt failure: `code` is the CRDT_E* number, `codeName` its name ("EDECODE"), `offset`
  * the byte of an encoding where decoding failed (else undefined). */
@@ -118,8 +123,11 @@ export class CrdtWasm {
   #mem;
   #u8 = null;
   #dv = null;
+  #u32 = null;
+  #outRef = 0; // address of the result buffer's {data, len}
   #inPtr = 0;
   #inCap = 0;
+  #inView = null; // the input buffer as a Uint8Array
 
   /** Loads crdt.wasm from bytes, a WebAssembly.Module, a fetch Response, a URL (fetched; file:
    * URLs are read in Node) or, in Node, a file path. */
@@ -138,6 +146,7 @@ export class CrdtWasm {
     if (typeof this.#x.crdt_wasm_obj_new !== 'function') throw new Error('crdt.wasm: not libcrdt');
     this.#x._initialize?.();
     this.#x.crdt_wasm_init();
+    this.#outRef = this.#x.crdt_wasm_out_ref() >>> 0;
     this.#reserve(256); // so an empty input still has a real address
   }
 
@@ -164,8 +173,7 @@ export class CrdtWasm {
     const len = this._input(bytes, 'encoding');
     const p = this.#x.crdt_wasm_obj_decode(this.#inPtr, len) >>> 0;
     if (!p) {
-      const [o] = this._out();
-      throw this._error(this.#dv.getInt32(o, true), 'decode');
+      throw this._error(this._dv.getInt32(this._outPtr(), true), 'decode');
     }
     return this._wrap(p, this.#x.crdt_wasm_obj_type(p));
   }
@@ -200,10 +208,15 @@ export class CrdtWasm {
     return this.#inPtr;
   }
 
+  // Views of the linear memory, made again when it has grown (growing detaches the old buffer,
+  // whose views then have length 0: a cheaper test than comparing buffers on every call).
   _view() {
-    if (this.#u8 === null || this.#u8.buffer !== this.#mem.buffer) {
-      this.#u8 = new Uint8Array(this.#mem.buffer);
-      this.#dv = new DataView(this.#mem.buffer);
+    if (this.#u8 === null || this.#u8.byteLength === 0) {
+      const buf = this.#mem.buffer;
+      this.#u8 = new Uint8Array(buf);
+      this.#dv = new DataView(buf);
+      this.#u32 = new Uint32Array(buf);
+      this.#inView = this.#inPtr ? new Uint8Array(buf, this.#inPtr, this.#inCap) : null;
     }
     return this.#u8;
   }
@@ -219,14 +232,28 @@ export class CrdtWasm {
     this.#inPtr = this.#x.crdt_wasm_alloc(cap) >>> 0;
     this.#inCap = this.#inPtr ? cap : 0;
     if (!this.#inPtr) throw new CrdtError(CrdtCode.ENOMEM, 'out of memory for an input');
+    this.#u8 = null; // the allocation may have grown the memory; _view makes #inView anew
+    this._view();
   }
 
   // Copies a string (as UTF-8) or bytes into the input buffer at _inPtr; returns the length.
   _input(v, what = 'member') {
     if (typeof v === 'string') {
       if (v.length * 3 > this.#inCap) this.#reserve(v.length * 3);
-      const u8 = this._view();
-      return utf8.encodeInto(v, u8.subarray(this.#inPtr, this.#inPtr + this.#inCap)).written;
+      else this._view();
+      const n = v.length;
+      if (n <= 64) {
+        // short ASCII (most keys and members) by hand: no call out, no result object
+        const u8 = this.#inView;
+        let i = 0;
+        for (; i < n; i++) {
+          const c = v.charCodeAt(i);
+          if (c >= 0x80) break;
+          u8[i] = c;
+        }
+        if (i === n) return n;
+      }
+      return utf8.encodeInto(v, this.#inView).written;
     }
     if (!(v instanceof Uint8Array)) {
       if (v instanceof ArrayBuffer) v = new Uint8Array(v);
@@ -237,14 +264,20 @@ export class CrdtWasm {
     return v.length;
   }
 
-  _out() {
+  // The result buffer of the last call: its address and length.
+  _outPtr() {
     this._view();
-    return [this.#x.crdt_wasm_out_ptr() >>> 0, this.#x.crdt_wasm_out_len() >>> 0];
+    return this.#u32[this.#outRef >>> 2];
+  }
+
+  _outLen() {
+    this._view();
+    return this.#u32[(this.#outRef >>> 2) + 1];
   }
 
   _outBytes() {
-    const [p, n] = this._out();
-    return this.#u8.slice(p, p + n);
+    const p = this._outPtr();
+    return this.#u8.slice(p, p + this.#u32[(this.#outRef >>> 2) + 1]);
   }
 
   _cstr(p) {
@@ -272,8 +305,15 @@ export class CrdtWasm {
     return rc;
   }
 
-  // A mutator's result: the delta's encoding, or null when the write changed nothing.
-  _delta(rc, what) {
+  // One write (crdt_wasm_apply, a crdt_mut_t): the delta's encoding, or null when it changed
+  // nothing. bytes: the member or value (null for counters); ts: {ms, logical, node} or null.
+  _apply(p, type, kind, bytes, score, n, ts, replica, what) {
+    let ms = 0n;
+    let logical = 0;
+    let node = 0n;
+    if (ts !== null) [ms, logical, node] = tsArgs(ts);
+    const len = bytes === null ? 0 : this._input(bytes, kind === SET ? 'value' : 'member');
+    const rc = this.#x.crdt_wasm_apply(p, type, kind, this.#inPtr, len, score, n, ms, logical, node, replica);
     if (rc < 0) throw this._error(rc, what);
     return rc === 0 ? null : this._outBytes();
   }
@@ -370,7 +410,7 @@ export class CrdtObject {
 
 // Timeline entries and set members out of the result buffer: score f64, u32 length, bytes.
 function readEntries(w, n, text) {
-  const [p0] = w._out();
+  const p0 = w._outPtr();
   const u8 = w._view();
   const dv = w._dv;
   const res = new Array(n);
@@ -386,7 +426,7 @@ function readEntries(w, n, text) {
 }
 
 function readMembers(w, n, text) {
-  const [p0] = w._out();
+  const p0 = w._outPtr();
   const u8 = w._view();
   const dv = w._dv;
   const res = new Array(n);
@@ -412,18 +452,12 @@ function readTs(dv, p) {
 export class TimelineObject extends CrdtObject {
   /** Adds member at score: the delta, or null if the write lost or fell below the floor. */
   add(member, score) {
-    const w = this._w;
-    const p = this._p;
-    const len = w._input(member);
-    return w._delta(w._x.crdt_wasm_timeline_add(p, w._inPtr, len, score), 'timeline add');
+    return this._w._apply(this._p, 6, ADD, member, score, 0n, null, 0n, 'timeline add');
   }
 
   /** Removes member at score (leaves a tombstone): the delta, or null. */
   remove(member, score) {
-    const w = this._w;
-    const p = this._p;
-    const len = w._input(member);
-    return w._delta(w._x.crdt_wasm_timeline_remove(p, w._inPtr, len, score), 'timeline remove');
+    return this._w._apply(this._p, 6, REMOVE, member, score, 0n, null, 0n, 'timeline remove');
   }
 
   /** Live entries. */
@@ -442,7 +476,7 @@ export class TimelineObject extends CrdtObject {
     const p = this._p;
     const len = w._input(member);
     if (w._check(w._x.crdt_wasm_timeline_score(p, w._inPtr, len), 'timeline score') !== 1) return undefined;
-    return w._dv.getFloat64(w._out()[0], true);
+    return w._dv.getFloat64(w._outPtr(), true);
   }
 
   /** The highest entry ever dropped by the bound (writes at or below it are ignored), or null. */
@@ -493,22 +527,19 @@ export class TimelineObject extends CrdtObject {
 export class CounterObject extends CrdtObject {
   /** Adds n as `replica`: the delta, or null for n = 0. A G-Counter refuses n < 0. */
   incr(n, replica) {
-    const w = this._w;
     const p = this._p;
     const r = u64(replica, 'replica');
-    if (this.type === 'gcounter') {
-      const v = i64(n, 'n');
-      if (v < 0n) throw new RangeError(`a gcounter only grows: incr(${v})`);
-      return w._delta(w._x.crdt_wasm_gcounter_incr(p, r, v), 'gcounter incr');
-    }
-    return w._delta(w._x.crdt_wasm_pncounter_add(p, r, i64(n, 'n')), 'pncounter incr');
+    const v = i64(n, 'n');
+    const g = this.type === 'gcounter';
+    if (g && v < 0n) throw new RangeError(`a gcounter only grows: incr(${v})`);
+    return this._w._apply(p, g ? 1 : 2, INCR, null, 0, v, null, r, `${this.type} incr`);
   }
 
   /** The value as a bigint (CrdtError EOVERFLOW if merged slots leave int64). */
   bigValue() {
     const w = this._w;
     w._check(w._x.crdt_wasm_counter_value(this._p), 'counter value');
-    return w._dv.getBigInt64(w._out()[0], true);
+    return w._dv.getBigInt64(w._outPtr(), true);
   }
 
   /** The value as a number; RangeError beyond 2^53 (use bigValue there). */
@@ -524,18 +555,15 @@ export class CounterObject extends CrdtObject {
 export class RegisterObject extends CrdtObject {
   /** Sets value (string or bytes) at timestamp ts {ms, logical, node}: the delta, or null. */
   set(value, ts) {
-    const w = this._w;
-    const p = this._p;
-    const [ms, logical, node] = tsArgs(ts);
-    const len = w._input(value, 'value');
-    return w._delta(w._x.crdt_wasm_lwwreg_set(p, ms, logical, node, w._inPtr, len), 'register set');
+    return this._w._apply(this._p, 3, SET, value, 0, 0n, ts, 0n, 'register set');
   }
 
   /** { value, ts } or null when never set; value a string with `text: true`. */
   get({ text = false } = {}) {
     const w = this._w;
     if (w._check(w._x.crdt_wasm_lwwreg_get(this._p), 'register get') !== 1) return null;
-    const [p, n] = w._out();
+    const p = w._outPtr();
+    const n = w._outLen();
     const u8 = w._view();
     const ts = readTs(w._dv, p);
     const value = text ? utf8d.decode(u8.subarray(p + 20, p + n)) : u8.slice(p + 20, p + n);
@@ -568,37 +596,22 @@ class SetObject extends CrdtObject {
 /** LWW-element-set (roshi rules: the greater timestamp wins, equal timestamps remove wins). */
 export class LwwSetObject extends SetObject {
   add(member, ts) {
-    const w = this._w;
-    const p = this._p;
-    const [ms, logical, node] = tsArgs(ts);
-    const len = w._input(member);
-    return w._delta(w._x.crdt_wasm_lwwset_add(p, w._inPtr, len, ms, logical, node), 'lwwset add');
+    return this._w._apply(this._p, 4, ADD, member, 0, 0n, ts, 0n, 'lwwset add');
   }
 
   remove(member, ts) {
-    const w = this._w;
-    const p = this._p;
-    const [ms, logical, node] = tsArgs(ts);
-    const len = w._input(member);
-    return w._delta(w._x.crdt_wasm_lwwset_remove(p, w._inPtr, len, ms, logical, node), 'lwwset remove');
+    return this._w._apply(this._p, 4, REMOVE, member, 0, 0n, ts, 0n, 'lwwset remove');
   }
 }
 
 /** Add-wins OR-set: a remove takes away the adds it has seen; concurrent adds survive. */
 export class OrSetObject extends SetObject {
   add(member, replica) {
-    const w = this._w;
-    const p = this._p;
-    const r = u64(replica, 'replica');
-    const len = w._input(member);
-    return w._delta(w._x.crdt_wasm_orset_add(p, r, w._inPtr, len), 'orset add');
+    return this._w._apply(this._p, 5, ADD, member, 0, 0n, null, u64(replica, 'replica'), 'orset add');
   }
 
   remove(member) {
-    const w = this._w;
-    const p = this._p;
-    const len = w._input(member);
-    return w._delta(w._x.crdt_wasm_orset_remove(p, w._inPtr, len), 'orset remove');
+    return this._w._apply(this._p, 5, REMOVE, member, 0, 0n, null, 0n, 'orset remove');
   }
 }
 
@@ -630,7 +643,7 @@ export class Hlc {
   tick(nowMs) {
     const w = this.#w;
     w._check(w._x.crdt_wasm_hlc_tick(this.#ptr(), u64(Math.floor(nowMs), 'now')), 'clock tick');
-    return readTs(w._dv, w._out()[0]);
+    return readTs(w._dv, w._outPtr());
   }
 
   /** Receipt of a remote timestamp at nowMs: advances past it and returns the new local
@@ -640,7 +653,7 @@ export class Hlc {
     const [ms, logical, node] = tsArgs(ts);
     w._check(w._x.crdt_wasm_hlc_recv(this.#ptr(), u64(Math.floor(nowMs), 'now'), ms, logical, node),
       'clock recv');
-    return readTs(w._dv, w._out()[0]);
+    return readTs(w._dv, w._outPtr());
   }
 
   free() {
@@ -907,16 +920,7 @@ export class RegisterView extends View {
   }
 }
 
-/** A LWW-set of a replica: writes stamped by the replica's clock unless ts is given. */
-export class LwwSetView extends View {
-  add(member, { ts } = {}) {
-    return this._o.add(member, ts ?? this._r.tick());
-  }
-
-  remove(member, { ts } = {}) {
-    return this._o.remove(member, ts ?? this._r.tick());
-  }
-
+class SetView extends View {
   has(member) {
     return this._o.has(member);
   }
@@ -930,25 +934,24 @@ export class LwwSetView extends View {
   }
 }
 
+/** A LWW-set of a replica: writes stamped by the replica's clock unless ts is given. */
+export class LwwSetView extends SetView {
+  add(member, { ts } = {}) {
+    return this._o.add(member, ts ?? this._r.tick());
+  }
+
+  remove(member, { ts } = {}) {
+    return this._o.remove(member, ts ?? this._r.tick());
+  }
+}
+
 /** An OR-set of a replica: adds carry the replica's dots. */
-export class OrSetView extends View {
+export class OrSetView extends SetView {
   add(member) {
     return this._o.add(member, this._r.node);
   }
 
   remove(member) {
     return this._o.remove(member);
-  }
-
-  has(member) {
-    return this._o.has(member);
-  }
-
-  members() {
-    return this._o.members({ text: this._r._text });
-  }
-
-  get size() {
-    return this._o.size;
   }
 }
