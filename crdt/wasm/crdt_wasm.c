@@ -33,10 +33,13 @@ _Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4 && offsetof(crdt_buf_t
 static crdt_buf_t out;
 static crdt_error_t last_err;
 
-/* ---- the heap: wasi-libc's dlmalloc, counted, for libcrdt (its allocator hook) and this file --
+/* ---- the heap: wasi-libc's dlmalloc, for libcrdt and this file, counted on request ----------
  * The count (bytes of live blocks) lets the JavaScript tests prove that freeing handles and
- * closing a replica gives every byte back. */
+ * closing a replica gives every byte back. It costs a malloc_usable_size per call, so it is
+ * chosen at init (the tests ask for it; a page need not): one allocator, libcrdt's hook, either
+ * way. */
 static size_t heap_live;
+static bool counting;
 
 static void *counted_malloc(size_t n)
 {
@@ -63,11 +66,20 @@ static void counted_free(void *p)
     }
 }
 
-/* The loader calls this once, before anything else. (Not a constructor: a constructor links
- * wasi-libc's exit-time stdio flushing, and with it WASI imports.) */
-EXPORT(crdt_wasm_init) void crdt_wasm_init(void)
+static crdt_allocator_t heap = {malloc, realloc, free};
+
+static void *heap_malloc(size_t n) { return heap.malloc(n ? n : 1); }
+static void heap_free(void *p) { heap.free(p); }
+
+/* The loader calls this once, before anything else; count_heap non-zero keeps the count of
+ * crdt_wasm_heap_live. (Not a constructor: a constructor links wasi-libc's exit-time stdio
+ * flushing, and with it WASI imports.) */
+EXPORT(crdt_wasm_init) void crdt_wasm_init(int count_heap)
 {
-    crdt_set_allocator(&(crdt_allocator_t){counted_malloc, counted_realloc, counted_free});
+    if (count_heap && !counting)
+        heap = (crdt_allocator_t){counted_malloc, counted_realloc, counted_free};
+    counting = counting || count_heap;
+    crdt_set_allocator(&heap);
 }
 
 static void begin(void)
@@ -140,12 +152,15 @@ static int check_counter(const crdt_obj_t *o)
 /* ---- memory, results, errors ----------------------------------------------------------------- */
 
 /* n bytes (at least 1) for the caller to fill and free, or 0. */
-EXPORT(crdt_wasm_alloc) void *crdt_wasm_alloc(size_t n) { return counted_malloc(n); }
-EXPORT(crdt_wasm_free) void crdt_wasm_free(void *p) { counted_free(p); }
+EXPORT(crdt_wasm_alloc) void *crdt_wasm_alloc(size_t n) { return heap_malloc(n); }
+EXPORT(crdt_wasm_free) void crdt_wasm_free(void *p) { heap_free(p); }
 /* Bytes in live heap blocks (libcrdt's and the caller's allocations), not counting the result
- * buffer nor the caller's block `keep` (its input buffer; may be 0): what a leak check compares. */
+ * buffer nor the caller's block `keep` (its input buffer; may be 0): what a leak check compares.
+ * SIZE_MAX when the module was initialised without counting. */
 EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void *keep)
 {
+    if (!counting)
+        return SIZE_MAX;
     size_t n = heap_live;
     if (out.data)
         n -= malloc_usable_size(out.data);
@@ -337,7 +352,7 @@ static crdt_tl_entry_t *entries_for(const crdt_obj_t *t, size_t skip, size_t *wa
     size_t avail = skip < card ? card - skip : 0;
     if (*want > avail)
         *want = avail;
-    return counted_malloc(*want * sizeof(crdt_tl_entry_t));
+    return heap_malloc(*want * sizeof(crdt_tl_entry_t));
 }
 
 /* Up to count live entries newest first after skipping offset, into the result buffer. Returns how
@@ -356,7 +371,7 @@ int crdt_wasm_timeline_range(const crdt_obj_t *t, size_t offset, size_t count)
         return CRDT_ENOMEM;
     size_t n = crdt_timeline_range(t, offset, count, e);
     rc = put_entries(e, n);
-    counted_free(e);
+    heap_free(e);
     return rc;
 }
 
@@ -379,7 +394,7 @@ int crdt_wasm_timeline_range_by_score(const crdt_obj_t *t, double max, double mi
         return CRDT_ENOMEM;
     size_t n = crdt_timeline_range_by_score(t, max, min, has_after ? &after : NULL, limit, e);
     rc = put_entries(e, n);
-    counted_free(e);
+    heap_free(e);
     return rc;
 }
 
@@ -464,15 +479,15 @@ EXPORT(crdt_wasm_set_members) int crdt_wasm_set_members(const crdt_obj_t *s)
  * 0 for a bad node id or no memory. Free with crdt_wasm_hlc_free. */
 EXPORT(crdt_wasm_hlc_new) crdt_hlc_t *crdt_wasm_hlc_new(uint64_t node, uint64_t max_drift_ms)
 {
-    crdt_hlc_t *c = counted_malloc(sizeof *c);
+    crdt_hlc_t *c = heap_malloc(sizeof *c);
     if (c && crdt_hlc_init(c, node, max_drift_ms) < 0) {
-        counted_free(c);
+        heap_free(c);
         c = NULL;
     }
     return c;
 }
 
-EXPORT(crdt_wasm_hlc_free) void crdt_wasm_hlc_free(crdt_hlc_t *c) { counted_free(c); }
+EXPORT(crdt_wasm_hlc_free) void crdt_wasm_hlc_free(crdt_hlc_t *c) { heap_free(c); }
 
 /* A local event at now_ms: the new timestamp in the result buffer. */
 EXPORT(crdt_wasm_hlc_tick) int crdt_wasm_hlc_tick(crdt_hlc_t *c, uint64_t now_ms)

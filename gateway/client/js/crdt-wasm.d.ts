@@ -41,7 +41,7 @@ export type WasmSource = BufferSource | WebAssembly.Module | Response | URL | st
 export declare class CrdtWasm {
   /** Loads crdt.wasm from bytes, a Module, a Response, a URL or (Node) a file path. Refuses a
    * module that imports anything. */
-  static load(source: WasmSource): Promise<CrdtWasm>;
+  static load(source: WasmSource, opts?: { countHeap?: boolean }): Promise<CrdtWasm>;
   static readonly types: Readonly<Record<TypeName, number>>;
   create(type: 'timeline' | 6, opts?: { maxSize?: number }): TimelineObject;
   create(type: 'gcounter' | 'pncounter' | 1 | 2): CounterObject;
@@ -52,7 +52,7 @@ export declare class CrdtWasm {
   /** A new object from libcrdt's binary encoding (CrdtError EDECODE if malformed). */
   decode(bytes: Uint8Array | ArrayBuffer): CrdtObject;
   clock(node: Id, opts?: { maxDriftMs?: number }): Hlc;
-  /** Heap bytes held by objects, clocks and replicas. */
+  /** Heap bytes held by objects, clocks and replicas (needs load(src, { countHeap: true })). */
   readonly heapBytes: number;
   readonly memoryBytes: number;
 }

@@ -130,22 +130,23 @@ export class CrdtWasm {
   #inView = null; // the input buffer as a Uint8Array
 
   /** Loads crdt.wasm from bytes, a WebAssembly.Module, a fetch Response, a URL (fetched; file:
-   * URLs are read in Node) or, in Node, a file path. */
-  static async load(source) {
+   * URLs are read in Node) or, in Node, a file path. `countHeap: true` keeps the count of
+   * heapBytes (for leak checks; it costs some speed). */
+  static async load(source, { countHeap = false } = {}) {
     const module = await moduleFrom(source);
     const imports = WebAssembly.Module.imports(module);
     if (imports.length)
       throw new Error(`crdt.wasm: unexpected imports ${imports.map((i) => `${i.module}.${i.name}`).join(', ')}`);
     const instance = await WebAssembly.instantiate(module, {});
-    return new CrdtWasm(instance);
+    return new CrdtWasm(instance, { countHeap });
   }
 
-  constructor(instance) {
+  constructor(instance, { countHeap = false } = {}) {
     this.#x = instance.exports;
     this.#mem = this.#x.memory;
     if (typeof this.#x.crdt_wasm_obj_new !== 'function') throw new Error('crdt.wasm: not libcrdt');
     this.#x._initialize?.();
-    this.#x.crdt_wasm_init();
+    this.#x.crdt_wasm_init(countHeap ? 1 : 0);
     this.#outRef = this.#x.crdt_wasm_out_ref() >>> 0;
     this.#reserve(256); // so an empty input still has a real address
   }
@@ -188,9 +189,11 @@ export class CrdtWasm {
   }
 
   /** Bytes of wasm heap held by objects, clocks and replicas (the module's own buffers not
-   * counted): for leak checks and memory budgets. */
+   * counted): for leak checks and memory budgets. Needs load(..., { countHeap: true }). */
   get heapBytes() {
-    return this.#x.crdt_wasm_heap_live(this.#inPtr) >>> 0;
+    const n = this.#x.crdt_wasm_heap_live(this.#inPtr) >>> 0;
+    if (n === 0xffffffff) throw new Error('heapBytes: load crdt.wasm with { countHeap: true }');
+    return n;
   }
 
   /** Bytes of the linear memory (it only grows). */

@@ -24,7 +24,7 @@ export const wasmBytes = () => readFileSync(wasmPath());
 let shared;
 /** One loaded module for a test file. */
 export async function loadWasm() {
-  shared ??= await CrdtWasm.load(wasmBytes());
+  shared ??= await CrdtWasm.load(wasmBytes(), { countHeap: true });
   return shared;
 }
 

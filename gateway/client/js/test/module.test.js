@@ -55,6 +55,8 @@ test('loads from bytes, a Module, a path and a file URL', async () => {
     r.close();
   }
   await assert.rejects(CrdtWasm.load(42), TypeError);
+  const plain = await CrdtWasm.load(wasmBytes());
+  assert.throws(() => plain.heapBytes, /countHeap/);
   await assert.rejects(CrdtWasm.load(new Uint8Array([0, 1, 2])), WebAssembly.CompileError);
 });
 
@@ -65,7 +67,7 @@ test('a module with imports is refused', async () => {
 });
 
 test('no leaks: heap back to its start after many replicas, big inputs included', async () => {
-  const w = await CrdtWasm.load(wasmBytes());
+  const w = await CrdtWasm.load(wasmBytes(), { countHeap: true });
   const heap0 = w.heapBytes;
   for (let round = 0; round < 20; round++) {
     const r = new Replica(w, { node: round + 1 });
