@@ -96,6 +96,9 @@ async function moduleFrom(source) {
   if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) return WebAssembly.compile(source);
   if (typeof Response !== 'undefined' && source instanceof Response) {
     if (!source.ok) throw new Error(`crdt.wasm: HTTP ${source.status} from ${source.url}`);
+    // compiled while it downloads where the server says what it is
+    if (WebAssembly.compileStreaming && source.headers.get('content-type') === 'application/wasm')
+      return WebAssembly.compileStreaming(source);
     return WebAssembly.compile(await source.arrayBuffer());
   }
   if (typeof source === 'string' || source instanceof URL) {
