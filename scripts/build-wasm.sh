@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-wasm.sh - builds libcrdt to WebAssembly: build-wasm/crdt.wasm (crdt/wasm/, Debian's clang,
 # lld, wasi-libc and libclang-rt-14-dev-wasm32; nothing downloaded). Usage:
-#   scripts/build-wasm.sh [build-dir]     (default build-wasm; CRDT_WASM_OPT=-Oz for size)
+#   scripts/build-wasm.sh [build-dir]     (default build-wasm; CRDT_WASM_OPT="-Oz -flto" for size)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-wasm}
