@@ -37,6 +37,9 @@ echo "timeline workload: N=$n adds (max size 1000), medians of $runs runs, same 
 printf '  %-8s %14s %14s %8s\n' "" "native ops/s" "wasm ops/s" "ratio"
 printf '  %-8s %14.0f %14.0f %7.2fx\n' apply "$mna" "$mwa" "$(awk -v a="$mwa" -v b="$mna" 'BEGIN {print a / b}')"
 printf '  %-8s %14.0f %14.0f %7.2fx\n' merge "$mnm" "$mwm" "$(awk -v a="$mwm" -v b="$mnm" 'BEGIN {print a / b}')"
+ratios() { local -n a=$1 b=$2; for ((i = 0; i < ${#a[@]}; i++)); do awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN {printf " %.2f", x / y}'; done; }
+echo "  single runs, apply:$(ratios wa na)"
+echo "  single runs, merge:$(ratios wm nm)"
 
 js=gateway/client/js/crdt-wasm.js
 wz=$(gzip -9c "$wasm" | wc -c)
