@@ -94,6 +94,7 @@ int main(int argc, char **argv)
     /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */
     if (run(n < 20000 ? n : 20000, &r) < 0 || run(n, &r) < 0)
         return 1;
-    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\nstate_fnv %08" PRIx32 "\n", r.apply, r.merge, r.fnv);
+    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\nstate_fnv %08" PRIx32 "\n", r.apply, r.merge,
+           r.fnv);
     return 0;
 }

@@ -9,7 +9,8 @@
  *   state key hex                                  the final state of every key
  *   bad   key input_hex rc offset text state_hex   a corrupted encoding merged into that state,
  *                                                  and the state after it
- *   rep   now key kind member_hex score n  rc delta_hex|-   writes as a replica (node 7) makes them:
+ *   rep   now key kind member_hex score n rc delta_hex|-
+ *                                                  writes as a replica (node 7) makes them:
  *                                                  counter slot and OR-set dots of 7, timestamps
  *                                                  from an HLC of node 7 ticked at `now`
  *   repstate key hex
@@ -69,9 +70,10 @@ static const struct {
     const char *p;
     size_t len;
 } members[] = {
-    {"post:1", 6}, {"post:2", 6}, {"post:3", 6}, {"post:10", 7}, {"a", 1},       {"b", 1},
-    {"c", 1},      {"d", 1},      {"e", 1},      {"f", 1},       {"\xc3\xbc", 2}, {"\xf0\x9f\x98\x80", 4},
-    {"x\0y", 3},   {"", 0},       {"zz", 2},     {"post:11", 7},
+    {"post:1", 6}, {"post:2", 6}, {"post:3", 6},   {"post:10", 7},
+    {"a", 1},      {"b", 1},      {"c", 1},        {"d", 1},
+    {"e", 1},      {"f", 1},      {"\xc3\xbc", 2}, {"\xf0\x9f\x98\x80", 4},
+    {"x\0y", 3},   {"", 0},       {"zz", 2},       {"post:11", 7},
 };
 #define NMEMBERS (sizeof members / sizeof members[0])
 
@@ -94,8 +96,8 @@ static void print_op(const vkey_t *k, const char *kind, size_t mi, double score,
         print_hex(members[mi].p, members[mi].len);
     else
         fputs("-", stdout);
-    printf("\t%.17g\t%" PRId64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu32 "\t%" PRIu64 "\t%d\t", score, n,
-           replica, ts->ms, ts->logical, ts->node, rc);
+    printf("\t%.17g\t%" PRId64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu32 "\t%" PRIu64 "\t%d\t", score,
+           n, replica, ts->ms, ts->logical, ts->node, rc);
     print_obj_hex(delta);
     putchar('\n');
 }
@@ -106,8 +108,7 @@ static void random_op(rng_t *rng, vkey_t *k)
     size_t mi = below(rng, NMEMBERS);
     const void *m = members[mi].p;
     size_t mlen = members[mi].len;
-    crdt_hlc_ts_t ts = {1 + below(rng, 40), (uint32_t)below(rng, 3),
-                        1 + below(rng, 3)};
+    crdt_hlc_ts_t ts = {1 + below(rng, 40), (uint32_t)below(rng, 3), 1 + below(rng, 3)};
     crdt_hlc_ts_t none = {0, 0, 0};
     uint64_t replica = 1 + below(rng, 3);
     bool add = below(rng, 3) != 0;

@@ -3,14 +3,16 @@
  * The JavaScript side (gateway/client/js/crdt-wasm.js) drives libcrdt through these functions
  * only. Conventions, one for every call:
  *   - Objects and clocks are handles: pointers into linear memory, made by crdt_wasm_obj_new /
- *     _decode / _clone / crdt_wasm_hlc_new and released by the matching _free. A handle of the
- *     wrong type gets CRDT_ETYPE, a null handle CRDT_EINVAL; neither is ever dereferenced.
+ *     _decode / _clone / crdt_wasm_hlc_new and released by the matching _free. A null handle
+ *     gets CRDT_EINVAL, an object of another type than a call needs CRDT_ETYPE. A handle that is
+ *     not a live one (freed, made up) is the caller's bug: crdt-wasm.js never passes one (its
+ *     wrappers refuse to be used once freed).
  *   - Bytes go in as (ptr, len) in memory the caller got from crdt_wasm_alloc (and frees).
- *   - Functions return an int: 0 or more on success (1 changed / 0 no-op for mutators, counts for
+ *   - Functions return an int: 0 or more on success (1 changed / 0 no-op for writes, counts for
  *     reads), a negative CRDT_E* code on failure. Whatever else a call produces (a delta's
- *     encoding, a value, entries) is in the result buffer, crdt_wasm_out_ptr()/_len(), valid
- *     until the next call; every call starts it empty. A decode failure leaves its offset and
- *     text in crdt_wasm_err_offset()/_text().
+ *     encoding, a value, entries) is in the result buffer (crdt_wasm_out_ref, or _ptr and _len),
+ *     valid until the next call; every call that produces something starts it empty. A decode
+ * failure leaves its offset and text in crdt_wasm_err_offset()/_text().
  *   - Time is a parameter (now_ms): nothing here reads a clock, and the module imports nothing.
  * Result layouts (little endian): a timestamp is ms u64, logical u32, node u64 (20 bytes); a
  * timeline entry is score f64, member length u32, member bytes; a set member is length u32, bytes.
@@ -68,8 +70,14 @@ static void counted_free(void *p)
 
 static crdt_allocator_t heap = {malloc, realloc, free};
 
-static void *heap_malloc(size_t n) { return heap.malloc(n ? n : 1); }
-static void heap_free(void *p) { heap.free(p); }
+static void *heap_malloc(size_t n)
+{
+    return heap.malloc(n ? n : 1);
+}
+static void heap_free(void *p)
+{
+    heap.free(p);
+}
 
 /* The loader calls this once, before anything else; count_heap non-zero keeps the count of
  * crdt_wasm_heap_live. (Not a constructor: a constructor links wasi-libc's exit-time stdio
@@ -152,8 +160,15 @@ static int check_counter(const crdt_obj_t *o)
 /* ---- memory, results, errors ----------------------------------------------------------------- */
 
 /* n bytes (at least 1) for the caller to fill and free, or 0. */
-EXPORT(crdt_wasm_alloc) void *crdt_wasm_alloc(size_t n) { return heap_malloc(n); }
-EXPORT(crdt_wasm_free) void crdt_wasm_free(void *p) { heap_free(p); }
+EXPORT(crdt_wasm_alloc) void *crdt_wasm_alloc(size_t n)
+{
+    return heap_malloc(n);
+}
+EXPORT(crdt_wasm_free) void crdt_wasm_free(void *p)
+{
+    heap_free(p);
+}
+
 /* Bytes in live heap blocks (libcrdt's and the caller's allocations), not counting the result
  * buffer nor the caller's block `keep` (its input buffer; may be 0): what a leak check compares.
  * SIZE_MAX when the module was initialised without counting. */
@@ -168,15 +183,34 @@ EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void *keep)
         n -= malloc_usable_size(keep);
     return n;
 }
+
 /* Where the result buffer's crdt_buf_t lives (data pointer, then length, as u32s on wasm32): the
  * JavaScript side reads both from memory instead of calling out_ptr and out_len on each result. */
-EXPORT(crdt_wasm_out_ref) const crdt_buf_t *crdt_wasm_out_ref(void) { return &out; }
-EXPORT(crdt_wasm_out_ptr) const uint8_t *crdt_wasm_out_ptr(void) { return out.data; }
-EXPORT(crdt_wasm_out_len) size_t crdt_wasm_out_len(void) { return out.len; }
-EXPORT(crdt_wasm_err_text) const char *crdt_wasm_err_text(void) { return last_err.text; }
-EXPORT(crdt_wasm_err_offset) size_t crdt_wasm_err_offset(void) { return last_err.offset; }
+EXPORT(crdt_wasm_out_ref) const crdt_buf_t *crdt_wasm_out_ref(void)
+{
+    return &out;
+}
+EXPORT(crdt_wasm_out_ptr) const uint8_t *crdt_wasm_out_ptr(void)
+{
+    return out.data;
+}
+EXPORT(crdt_wasm_out_len) size_t crdt_wasm_out_len(void)
+{
+    return out.len;
+}
+EXPORT(crdt_wasm_err_text) const char *crdt_wasm_err_text(void)
+{
+    return last_err.text;
+}
+EXPORT(crdt_wasm_err_offset) size_t crdt_wasm_err_offset(void)
+{
+    return last_err.offset;
+}
 /* A static NUL-terminated text for a CRDT_E* code. */
-EXPORT(crdt_wasm_strerror) const char *crdt_wasm_strerror(int code) { return crdt_strerror(code); }
+EXPORT(crdt_wasm_strerror) const char *crdt_wasm_strerror(int code)
+{
+    return crdt_strerror(code);
+}
 
 /* ---- objects --------------------------------------------------------------------------------- */
 
@@ -191,7 +225,10 @@ EXPORT(crdt_wasm_obj_new) crdt_obj_t *crdt_wasm_obj_new(int type, uint32_t max_s
     return crdt_obj_new((crdt_type_t)type);
 }
 
-EXPORT(crdt_wasm_obj_free) void crdt_wasm_obj_free(crdt_obj_t *o) { crdt_obj_free(o); }
+EXPORT(crdt_wasm_obj_free) void crdt_wasm_obj_free(crdt_obj_t *o)
+{
+    crdt_obj_free(o);
+}
 
 EXPORT(crdt_wasm_obj_clone) crdt_obj_t *crdt_wasm_obj_clone(const crdt_obj_t *o)
 {
@@ -487,7 +524,10 @@ EXPORT(crdt_wasm_hlc_new) crdt_hlc_t *crdt_wasm_hlc_new(uint64_t node, uint64_t 
     return c;
 }
 
-EXPORT(crdt_wasm_hlc_free) void crdt_wasm_hlc_free(crdt_hlc_t *c) { heap_free(c); }
+EXPORT(crdt_wasm_hlc_free) void crdt_wasm_hlc_free(crdt_hlc_t *c)
+{
+    heap_free(c);
+}
 
 /* A local event at now_ms: the new timestamp in the result buffer. */
 EXPORT(crdt_wasm_hlc_tick) int crdt_wasm_hlc_tick(crdt_hlc_t *c, uint64_t now_ms)
@@ -503,8 +543,7 @@ EXPORT(crdt_wasm_hlc_tick) int crdt_wasm_hlc_tick(crdt_hlc_t *c, uint64_t now_ms
 /* Receipt of a remote timestamp at now_ms: the new local timestamp in the result buffer, or
  * CRDT_ECLOCK (clock unchanged) if it runs too far ahead. */
 EXPORT(crdt_wasm_hlc_recv)
-int crdt_wasm_hlc_recv(crdt_hlc_t *c, uint64_t now_ms, uint64_t ms, uint32_t logical,
-                       uint64_t node)
+int crdt_wasm_hlc_recv(crdt_hlc_t *c, uint64_t now_ms, uint64_t ms, uint32_t logical, uint64_t node)
 {
     begin();
     if (!c)

@@ -9,12 +9,33 @@
 #include "crdt_json.h"
 #include "crdt_private.h"
 
-json_t *json_object(void) { return NULL; }
-json_t *json_array(void) { return NULL; }
-json_t *json_real(double value) { (void)value; return NULL; }
-json_t *json_boolean(int value) { (void)value; return NULL; }
-json_t *json_null(void) { return NULL; }
-json_t *json_pack(const char *fmt, ...) { (void)fmt; return NULL; }
+json_t *json_object(void)
+{
+    return NULL;
+}
+json_t *json_array(void)
+{
+    return NULL;
+}
+json_t *json_real(double value)
+{
+    (void)value;
+    return NULL;
+}
+json_t *json_boolean(int value)
+{
+    (void)value;
+    return NULL;
+}
+json_t *json_null(void)
+{
+    return NULL;
+}
+json_t *json_pack(const char *fmt, ...)
+{
+    (void)fmt;
+    return NULL;
+}
 int json_object_set_new(json_t *object, const char *key, json_t *value)
 {
     (void)object, (void)key, (void)value;
@@ -25,7 +46,11 @@ json_t *json_object_get(const json_t *object, const char *key)
     (void)object, (void)key;
     return NULL;
 }
-size_t json_object_size(const json_t *object) { (void)object; return 0; }
+size_t json_object_size(const json_t *object)
+{
+    (void)object;
+    return 0;
+}
 int json_array_append_new(json_t *array, json_t *value)
 {
     (void)array, (void)value;
@@ -36,13 +61,40 @@ json_t *json_array_get(const json_t *array, size_t index)
     (void)array, (void)index;
     return NULL;
 }
-size_t json_array_size(const json_t *array) { (void)array; return 0; }
-void json_decref(json_t *json) { (void)json; }
-int json_is_object(const json_t *json) { (void)json; return 0; }
-int json_is_array(const json_t *json) { (void)json; return 0; }
-int json_is_boolean(const json_t *json) { (void)json; return 0; }
-int json_is_true(const json_t *json) { (void)json; return 0; }
-int json_is_null(const json_t *json) { (void)json; return 0; }
+size_t json_array_size(const json_t *array)
+{
+    (void)array;
+    return 0;
+}
+void json_decref(json_t *json)
+{
+    (void)json;
+}
+int json_is_object(const json_t *json)
+{
+    (void)json;
+    return 0;
+}
+int json_is_array(const json_t *json)
+{
+    (void)json;
+    return 0;
+}
+int json_is_boolean(const json_t *json)
+{
+    (void)json;
+    return 0;
+}
+int json_is_true(const json_t *json)
+{
+    (void)json;
+    return 0;
+}
+int json_is_null(const json_t *json)
+{
+    (void)json;
+    return 0;
+}
 
 /* ---- libcrdt's JSON field helpers (json.c in the native build) ------------------------------ */
 
