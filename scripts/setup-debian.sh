@@ -6,7 +6,13 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config perl git
       libjansson-dev libhiredis-dev libwebsockets-dev libssl-dev libcurl4-openssl-dev
       redis-server redis-tools faketime
-      clang libclang-rt-14-dev)
+      clang libclang-rt-14-dev
+      lld wasi-libc libclang-rt-14-dev-wasm32)
+# Node and npm for the JavaScript client: Debian's packages, unless a node with its npm is there
+# already (a nodesource nodejs bundles npm and conflicts with Debian's npm package).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  pkgs+=(nodejs npm)
+fi
 
 missing=()
 for p in "${pkgs[@]}"; do

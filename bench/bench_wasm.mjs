@@ -1,0 +1,46 @@
+// bench_wasm.mjs - the WebAssembly half of bench_wasm.sh: the workload of bench_wasm_native.c
+// through the JavaScript replica (string members encoded to UTF-8, deltas copied out as
+// Uint8Array, as an application sees them).
+// One warm-up pass of min(N, 20000) first (untimed), then the timed one.
+// Usage: node bench/bench_wasm.mjs CRDT_WASM N  -> "apply_ops_s X", "merge_ops_s Y", "state_fnv Z"
+import { readFileSync } from 'node:fs';
+import { CrdtWasm, Replica } from '../gateway/client/js/crdt-wasm.js';
+
+const [wasmFile, nArg] = process.argv.slice(2);
+const n = Number(nArg ?? 200000);
+const wasm = await CrdtWasm.load(readFileSync(wasmFile));
+const fnv1a = (u8) => {
+  let h = 2166136261;
+  for (const c of u8) h = Math.imul(h ^ c, 16777619) >>> 0;
+  return h.toString(16).padStart(8, '0');
+};
+
+function run(count) {
+  const a = new Replica(wasm, { node: 1 });
+  const b = new Replica(wasm, { node: 2 });
+  const tl = a.timeline('feed', { maxSize: 1000 });
+  b.timeline('feed', { maxSize: 1000 });
+  const deltas = new Array(count);
+  let x = 12345;
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    deltas[i] = tl.add(`post:${i}`, i + (x % 100) / 8);
+  }
+  const t1 = performance.now();
+  for (let i = 0; i < count; i++) if (deltas[i]) b.merge('feed', deltas[i]);
+  const t2 = performance.now();
+  const sa = a.encode('feed');
+  if (fnv1a(sa) !== fnv1a(b.encode('feed'))) throw new Error('bench_wasm: the merged deltas do not give the state');
+  a.close();
+  b.close();
+  return { apply: count / ((t1 - t0) / 1000), merge: count / ((t2 - t1) / 1000), fnv: fnv1a(sa) };
+}
+
+// A warm-up pass, as bench_wasm_native.c makes too: the engine compiles wasm with a baseline
+// compiler first and optimises hot functions a little later; a page that syncs runs warm.
+run(Math.min(n, 20000));
+const r = run(n);
+console.log(`apply_ops_s ${Math.round(r.apply)}`);
+console.log(`merge_ops_s ${Math.round(r.merge)}`);
+console.log(`state_fnv ${r.fnv}`);

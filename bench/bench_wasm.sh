@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# bench_wasm.sh - libcrdt in WebAssembly (Node) against native libcrdt, one workload, one run:
+# timeline apply (N adds into a timeline bounded to 1,000, each returning its encoded delta) and
+# merge (those N deltas joined into a fresh timeline), medians of R alternating runs, the ratio
+# wasm/native; and the size of what a page loads (crdt.wasm + crdt-wasm.js, gzip -9).
+#   bench/bench_wasm.sh [N] [R]      (defaults 200000 and 7; BUILD=build-rel, WASM_BUILD=build-wasm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-200000}
+runs=${2:-7}
+build=${BUILD:-build-rel}
+wasm_build=${WASM_BUILD:-build-wasm}
+
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build" -j 2 --target bench_wasm_native >/dev/null
+scripts/build-wasm.sh "$wasm_build" >/dev/null
+wasm="$wasm_build/crdt.wasm"
+
+declare -a na nm wa wm
+for ((i = 0; i < runs; i++)); do
+  nat=$("$build/bench/bench_wasm_native" "$n")
+  web=$(node bench/bench_wasm.mjs "$wasm" "$n")
+  nf=$(awk '/state_fnv/ {print $2}' <<<"$nat")
+  wf=$(awk '/state_fnv/ {print $2}' <<<"$web")
+  if [ "$nf" != "$wf" ]; then
+    echo "bench_wasm: native and wasm end in different states ($nf, $wf): not the same workload" >&2
+    exit 1
+  fi
+  na+=("$(awk '/apply_ops_s/ {print $2}' <<<"$nat")")
+  nm+=("$(awk '/merge_ops_s/ {print $2}' <<<"$nat")")
+  wa+=("$(awk '/apply_ops_s/ {print $2}' <<<"$web")")
+  wm+=("$(awk '/merge_ops_s/ {print $2}' <<<"$web")")
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+mna=$(median "${na[@]}"); mnm=$(median "${nm[@]}"); mwa=$(median "${wa[@]}"); mwm=$(median "${wm[@]}")
+echo "timeline workload: N=$n adds (max size 1000), medians of $runs runs, same final state ($nf)"
+printf '  %-8s %14s %14s %8s\n' "" "native ops/s" "wasm ops/s" "ratio"
+printf '  %-8s %14.0f %14.0f %7.2fx\n' apply "$mna" "$mwa" "$(awk -v a="$mwa" -v b="$mna" 'BEGIN {print a / b}')"
+printf '  %-8s %14.0f %14.0f %7.2fx\n' merge "$mnm" "$mwm" "$(awk -v a="$mwm" -v b="$mnm" 'BEGIN {print a / b}')"
+ratios() { local -n a=$1 b=$2; for ((i = 0; i < ${#a[@]}; i++)); do awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN {printf " %.2f", x / y}'; done; }
+echo "  single runs, apply:$(ratios wa na)"
+echo "  single runs, merge:$(ratios wm nm)"
+
+js=gateway/client/js/crdt-wasm.js
+wz=$(gzip -9c "$wasm" | wc -c)
+jz=$(gzip -9c "$js" | wc -c)
+echo "page load (gzip -9): crdt.wasm $(wc -c <"$wasm") -> $wz bytes, crdt-wasm.js $(wc -c <"$js") -> $jz bytes," \
+  "total $(((wz + jz + 1023) / 1024)) KiB (target <= 60; Automerge's wasm ~630 KB, sql.js ~340 KB)"

@@ -1,0 +1,100 @@
+/* bench_wasm_native.c - the native half of bench_wasm.sh: timeline apply and merge in libcrdt
+ *
+ * The workload bench_wasm.mjs runs in WebAssembly, step for step: N adds of "post:<i>" into one
+ * timeline bounded to 1,000, each returning its delta's encoding (what a replica sends), then
+ * those deltas merged one by one into a fresh timeline of the same bound. Scores come from the
+ * same 32-bit LCG on both sides, so the final states are identical: both print a checksum of the
+ * final encoding and bench_wasm.sh refuses figures whose checksums differ.
+ * One untimed warm-up pass of min(N, 20000) first, as on the wasm side.
+ * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y", "state_fnv Z"
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "crdt.h"
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint32_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+typedef struct result {
+    double apply, merge;
+    uint32_t fnv;
+} result_t;
+
+static int run(size_t n, result_t *res)
+{
+    crdt_bytes_t *deltas = calloc(n, sizeof *deltas);
+    crdt_obj_t *tl = crdt_timeline_new(1000), *fresh = crdt_timeline_new(1000);
+    if (!deltas || !tl || !fresh)
+        return -1;
+    uint32_t x = 12345;
+    char member[32];
+
+    double t0 = now_s();
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        double score = (double)i + (double)(x % 100) / 8.0;
+        int len = snprintf(member, sizeof member, "post:%zu", i);
+        crdt_obj_t *delta = NULL;
+        if (crdt_timeline_add(tl, member, (size_t)len, score, &delta) < 0)
+            return -1;
+        crdt_buf_t b = {0};
+        if (delta) {
+            if (crdt_obj_encode(delta, &b) < 0)
+                return -1;
+            crdt_obj_free(delta);
+        }
+        deltas[i].data = b.data; /* the replica hands this to its caller */
+        deltas[i].len = b.len;
+    }
+    double t1 = now_s();
+    for (size_t i = 0; i < n; i++)
+        if (deltas[i].len && crdt_obj_merge_encoded(fresh, deltas[i].data, deltas[i].len, NULL) < 0)
+            return -1;
+    double t2 = now_s();
+
+    crdt_buf_t a = {0}, b = {0};
+    if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0)
+        return -1;
+    if (a.len != b.len || fnv1a(a.data, a.len) != fnv1a(b.data, b.len)) {
+        fprintf(stderr, "bench_wasm_native: the merged deltas do not give the state\n");
+        return -1;
+    }
+    res->apply = (double)n / (t1 - t0);
+    res->merge = (double)n / (t2 - t1);
+    res->fnv = fnv1a(a.data, a.len);
+    for (size_t i = 0; i < n; i++)
+        crdt_free((void *)deltas[i].data);
+    free(deltas);
+    crdt_buf_free(&a);
+    crdt_buf_free(&b);
+    crdt_obj_free(tl);
+    crdt_obj_free(fresh);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
+    result_t r;
+    /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */
+    if (run(n < 20000 ? n : 20000, &r) < 0 || run(n, &r) < 0)
+        return 1;
+    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\nstate_fnv %08" PRIx32 "\n", r.apply, r.merge,
+           r.fnv);
+    return 0;
+}

@@ -1,0 +1,142 @@
+// replica.test.js - the local replica's API: every type's writes and reads, cursors, keys,
+// encodings of members, and two replicas converging through the deltas they return
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Replica, TimelineObject } from '../crdt-wasm.js';
+import { hex, loadWasm } from './helpers.js';
+
+test('timeline: newest first, offsets, score cursors, bound and floor', async () => {
+  const w = await loadWasm();
+  const r = new Replica(w, { node: 7 });
+  const t = r.timeline('feed:1', { maxSize: 10 });
+  assert.equal(t.maxSize, 10);
+  for (let i = 1; i <= 12; i++) assert.ok(t.add(`post:${i}`, 1700000000 + i) instanceof Uint8Array);
+  assert.equal(t.card, 10, 'bounded to 10');
+  assert.deepEqual(t.floor(), { member: 'post:2', score: 1700000002 }, 'the highest dropped entry');
+  assert.equal(t.add('post:0', 1), null, 'below the floor: ignored');
+  assert.equal(t.add('post:12', 1700000012), null, 'the same write again: no change');
+  assert.deepEqual(t.newest(3).map((e) => e.member), ['post:12', 'post:11', 'post:10']);
+  assert.deepEqual(t.range({ offset: 8, count: 5 }).map((e) => e.member), ['post:4', 'post:3']);
+  assert.deepEqual(t.range({ offset: 50, count: 5 }), []);
+  // page by score with a cursor: the last entry of a page starts the next
+  const pages = [];
+  let after;
+  for (;;) {
+    const page = t.rangeByScore({ max: 1700000011, min: 1700000004, after, limit: 3 });
+    if (!page.length) break;
+    pages.push(page.map((e) => e.member));
+    after = page[page.length - 1];
+  }
+  assert.deepEqual(pages, [['post:11', 'post:10', 'post:9'], ['post:8', 'post:7', 'post:6'], ['post:5', 'post:4']]);
+  assert.ok(t.remove('post:11', 1700000011), 'remove at an equal score wins');
+  assert.equal(t.score('post:11'), undefined);
+  assert.equal(t.score('post:10'), 1700000010);
+  assert.equal(t.card, 9);
+  assert.equal(r.timeline('feed:1', { maxSize: 3 }).maxSize, 10, 'an existing timeline keeps its bound');
+  r.close();
+});
+
+test('counters, register, LWW-set and OR-set', async () => {
+  const w = await loadWasm();
+  let now = 1700000000000;
+  const r = new Replica(w, { node: 7, now: () => now });
+  const likes = r.gcounter('likes');
+  likes.incr();
+  likes.incr(4);
+  assert.equal(likes.incr(0), null);
+  assert.equal(likes.value(), 5);
+  const bal = r.pncounter('balance');
+  bal.incr(10);
+  bal.incr(-25);
+  assert.equal(bal.value(), -15);
+  assert.equal(bal.bigValue(), -15n);
+
+  const title = r.register('title');
+  assert.equal(title.get(), null);
+  title.set('first');
+  now -= 1000; // the wall clock steps back: the HLC still orders the next write later
+  title.set('second');
+  const got = title.get();
+  assert.equal(got.value, 'second');
+  assert.equal(got.ts.node, 7);
+  assert.equal(got.ts.ms, 1700000000000);
+  assert.equal(got.ts.logical, 1);
+  assert.equal(title.set('old', { ts: { ms: 5, logical: 0, node: 1 } }), null, 'an older timestamp loses');
+
+  const follows = r.lwwset('follows');
+  follows.add('alice');
+  follows.add('bob');
+  follows.remove('alice');
+  assert.deepEqual(follows.members(), ['bob']);
+  assert.equal(follows.has('alice'), false);
+  assert.equal(follows.size, 1);
+
+  const tags = r.orset('tags');
+  tags.add('x');
+  tags.add('y');
+  tags.remove('x');
+  assert.deepEqual(tags.members(), ['y']);
+  assert.equal(tags.has('y'), true);
+  assert.equal(tags.remove('nope'), null);
+
+  assert.deepEqual(r.keys().sort(), ['balance', 'follows', 'likes', 'tags', 'title']);
+  assert.equal(r.type('likes'), 'gcounter');
+  assert.equal(r.type('none'), undefined);
+  assert.equal(r.encode('none'), null);
+  assert.equal(r.delete('likes'), true);
+  assert.equal(r.delete('likes'), false);
+  r.close();
+});
+
+test('two replicas converge through the deltas their writes return', async () => {
+  const w = await loadWasm();
+  const a = new Replica(w, { node: 1 });
+  const b = new Replica(w, { node: 2 });
+  const toB = [];
+  const toA = [];
+  toB.push(['feed', a.timeline('feed').add('post:1', 10)]);
+  toA.push(['feed', b.timeline('feed').add('post:2', 20)]);
+  toB.push(['likes', a.pncounter('likes').incr(3)]);
+  toA.push(['likes', b.pncounter('likes').incr(4)]);
+  toB.push(['tags', a.orset('tags').add('t')]);
+  // b removes what it has not seen: the concurrent add survives (add wins)
+  toA.push(['tags', b.orset('tags').remove('t')]);
+  for (const [k, d] of toB) if (d) b.merge(k, d);
+  for (const [k, d] of toA) if (d) a.merge(k, d);
+  for (const k of ['feed', 'likes', 'tags']) assert.equal(hex(a.encode(k)), hex(b.encode(k)), k);
+  assert.deepEqual(b.timeline('feed').newest().map((e) => e.member), ['post:2', 'post:1']);
+  assert.equal(a.pncounter('likes').value(), 7);
+  assert.deepEqual(b.orset('tags').members(), ['t']);
+  a.close();
+  b.close();
+});
+
+test('a merged register advances the clock: the next local write wins over it', async () => {
+  const w = await loadWasm();
+  const now = 1700000000000;
+  const a = new Replica(w, { node: 1, now: () => now + 30000 }); // 30 s ahead
+  const b = new Replica(w, { node: 2, now: () => now });
+  b.merge('title', a.register('title').set('from a'));
+  b.register('title').set('from b, later');
+  assert.equal(b.register('title').get().value, 'from b, later');
+  a.close();
+  b.close();
+});
+
+test('bytes and text: keys and members as strings or Uint8Array', async () => {
+  const w = await loadWasm();
+  const r = new Replica(w, { node: 7, encoding: 'bytes' });
+  const m = new Uint8Array([0, 255, 1]);
+  r.timeline(new TextEncoder().encode('k')).add(m, 1);
+  r.timeline('k').add('ü', 2);
+  const got = r.timeline('k').newest();
+  assert.deepEqual(got.map((e) => [...e.member]), [[0xc3, 0xbc], [0, 255, 1]]);
+  assert.ok(r.timeline('k') === r.timeline(new TextEncoder().encode('k')), 'one key, one view');
+  assert.throws(() => r.timeline(new Uint8Array([0xff])), /not UTF-8/);
+  const o = w.create('timeline');
+  assert.ok(o instanceof TimelineObject);
+  o.add('a', 1);
+  assert.deepEqual(o.newest(1, { text: true }), [{ member: 'a', score: 1 }]);
+  o.free();
+  r.close();
+});
