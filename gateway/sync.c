@@ -936,6 +936,44 @@ static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint6
     gw_http_schedule_flush(ss->srv);
 }
 
+/* What the completion of an apply needs (gw_apply_op may complete after on_apply returned). */
+typedef struct apply_ctx {
+    sess_t *ss;
+    uint64_t id;
+    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
+    size_t mlen;
+} apply_ctx_t;
+
+static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
+{
+    apply_ctx_t *a = ud;
+    sess_t *ss = a->ss;
+    gw_sync_t *y = s->sync;
+    uint64_t id = a->id;
+    if (r->rc < 0) {
+        enum err_code code = E_INTERNAL;
+        for (int c = 0; c < E_COUNT; c++)
+            if (r->code && !strcmp(r->code, err_names[c]))
+                code = (enum err_code)c;
+        send_error(ss, true, id, code, "%s", r->message);
+        if (r->seq)
+            gw_http_schedule_flush(s);
+        goto out;
+    }
+    uint64_t mseq = 0;
+    int mrc = crdt_replica_mutate(s->replica, a->mk, a->mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
+    if (mrc < 0) {
+        send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s",
+                   crdt_strerror(mrc));
+        gw_http_schedule_flush(s);
+        goto out;
+    }
+    uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
+    ack_push(y, ss, wait, id, r->seq ? r->seq : wait, r->applied > 0, false);
+out:
+    free(a);
+}
+
 static void on_apply(sess_t *ss, const json_t *j)
 {
     gw_server_t *s = ss->srv;
@@ -985,28 +1023,14 @@ static void on_apply(sess_t *ss, const json_t *j)
         op = merge;
     }
     y->applies++;
-    gw_op_result_t r;
-    int rc = gw_apply_op(s, key, klen, op, &r);
-    if (rc < 0) {
-        enum err_code code = E_INTERNAL;
-        for (int c = 0; c < E_COUNT; c++)
-            if (r.code && !strcmp(r.code, err_names[c]))
-                code = (enum err_code)c;
-        send_error(ss, true, id, code, "%s", r.message);
-        if (r.seq)
-            gw_http_schedule_flush(s);
+    apply_ctx_t *a = malloc(sizeof(*a));
+    if (!a) {
+        send_error(ss, true, id, E_INTERNAL, "out of memory");
         goto out;
     }
-    uint64_t mseq = 0;
-    int mrc = crdt_replica_mutate(s->replica, mk, mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
-    if (mrc < 0) {
-        send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s",
-                   crdt_strerror(mrc));
-        gw_http_schedule_flush(s);
-        goto out;
-    }
-    uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
-    ack_push(y, ss, wait, id, r.seq ? r.seq : wait, r.applied > 0, false);
+    *a = (apply_ctx_t){ss, id, {0}, mlen};
+    memcpy(a->mk, mk, mlen);
+    gw_apply_op(s, key, klen, op, apply_done, a);
 out:
     json_decref(merge);
     free(key);
