@@ -8,7 +8,10 @@
 #include <time.h>
 
 #include "crdt_json.h"
-#include "gateway.h"
+#include "crypto.h"
+#include "loop.h"
+#include "sync.h"
+#include "util.h"
 #include "token.h"
 
 /*
@@ -933,7 +936,7 @@ static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint6
     y->acks[(y->ack_head + y->ack_len) % y->ack_cap] =
         (pending_ack_t){ss, wait, id, seq, applied, dup};
     y->ack_len++;
-    gw_http_schedule_flush(ss->srv);
+    gw_loop_schedule_flush(ss->srv);
 }
 
 /* What the completion of an apply needs (gw_apply_op may complete after on_apply returned). */
@@ -957,7 +960,7 @@ static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
                 code = (enum err_code)c;
         send_error(ss, true, id, code, "%s", r->message);
         if (r->seq)
-            gw_http_schedule_flush(s);
+            gw_loop_schedule_flush(s);
         goto out;
     }
     uint64_t mseq = 0;
@@ -965,7 +968,7 @@ static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
     if (mrc < 0) {
         send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s",
                    crdt_strerror(mrc));
-        gw_http_schedule_flush(s);
+        gw_loop_schedule_flush(s);
         goto out;
     }
     uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
