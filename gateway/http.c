@@ -325,6 +325,7 @@ void gw_http_reply(gw_exchange_t *x)
 {
     gw_conn_t *c = x->conn;
     if (!c) { /* the connection closed while the handler worked */
+        x->srv->metrics.replies_dropped++;
         exchange_free(x);
         return;
     }

@@ -40,6 +40,7 @@ typedef struct gw_metrics {
     uint64_t ack_buckets[GW_LAT_BUCKETS];
     uint64_t bytes_in, bytes_out;
     uint64_t connections;
+    uint64_t replies_dropped; /* the connection closed before its handler replied (not shown) */
 } gw_metrics_t;
 
 void gw_metrics_request(gw_metrics_t *m, gw_endpoint_t ep, int status);
