@@ -7,7 +7,7 @@
  *   exponential backoff with jitter); inbound links are accepted on the main listener. A mutual
  *   HMAC challenge proves the cluster secret. One link per peer node: when both ends dialled, the
  *   link dialled by the lower node id stays and the other is closed with a BYE.
- * - Only changes that originate here (origin CRDT_ORIGIN_LOCAL) are pushed: in a full mesh every node
+ * - Only changes that originate here (origin CRDT_ORIGIN_LOCAL) are pushed: in a full mesh a node
  *   hears every write from its origin, and anti-entropy repairs partial meshes. Changes are
  *   encoded once into a shared outbox, batched (PW_BATCH_BYTES / PW_BATCH_COUNT / --peer-batch-ms),
  *   released only once durable here (so a crash never makes a peer hold seqs we reuse), and
