@@ -47,7 +47,7 @@ static int op_fail(gw_op_result_t *r, int status, const char *code, const char *
     return -1;
 }
 
-static int op_replica_error(gw_op_result_t *r, int rc, const char *what)
+static int op_store_error(gw_op_result_t *r, int rc, const char *what)
 {
     switch (rc) {
     case CRDT_ETYPE: return op_fail(r, 409, "wrong_type", "%s: the key holds another type", what);
@@ -418,7 +418,7 @@ static void op_written(gw_server_t *s, int rc, size_t applied, uint64_t seq, voi
     /* only a storage failure or memory can stop a validated batch midway (or, for a merge, a key
      * of another type): r.applied and r.seq say what was done before */
     if (rc < 0)
-        op_replica_error(&o->r, rc, o->op);
+        op_store_error(&o->r, rc, o->op);
     op_finish(o);
 }
 
@@ -426,7 +426,7 @@ static void op_got_type(void *ud, int rc, const crdt_obj_t *cur)
 {
     op_run_t *o = ud;
     if (rc < 0) {
-        op_replica_error(&o->r, rc, o->op);
+        op_store_error(&o->r, rc, o->op);
         op_finish(o);
         return;
     }

@@ -110,7 +110,7 @@ static int arg_double(const gw_request_t *rq, const char *name, double *out, gw_
     return 0;
 }
 
-static int respond_replica_error(gw_response_t *rs, int rc, const char *what)
+static int respond_store_error(gw_response_t *rs, int rc, const char *what)
 {
     switch (rc) {
     case CRDT_ETYPE: gw_respond_error(rs, 409, "%s: the key holds another type", what); break;
@@ -272,7 +272,7 @@ static void get_key_got(void *ud, int rc, const crdt_obj_t *o)
     key_ctx_t *c = ud;
     gw_response_t *rs = &c->x->rs;
     if (rc < 0) {
-        respond_replica_error(rs, rc, "read");
+        respond_store_error(rs, rc, "read");
         key_ctx_done(c);
         return;
     }
@@ -427,7 +427,7 @@ static void timeline_got(void *ud, int rc, const crdt_obj_t *o)
     tl_ctx_t *c = ud;
     gw_exchange_t *x = c->x;
     if (rc < 0)
-        respond_replica_error(&x->rs, rc, "read");
+        respond_store_error(&x->rs, rc, "read");
     else if (o && crdt_obj_type(o) != CRDT_TIMELINE)
         gw_respond_error(&x->rs, 409, "the key holds type %s, not timeline",
                          crdt_type_name(crdt_obj_type(o)));
@@ -508,7 +508,7 @@ static void timelines_got(void *ud, int rc, const crdt_obj_t *const *tls, size_t
     size_t *src = NULL;
     json_t *j = NULL;
     if (rc < 0) {
-        respond_replica_error(rs, rc, "read");
+        respond_store_error(rs, rc, "read");
         goto out;
     }
     for (size_t i = 0; i < nk; i++)
@@ -625,7 +625,7 @@ static void changes_done(void *ud, int rc, uint64_t next)
     gw_exchange_t *x = f->x;
     if (rc < 0) {
         json_decref(f->arr);
-        respond_replica_error(&x->rs, rc, "changes");
+        respond_store_error(&x->rs, rc, "changes");
     } else {
         json_t *j = json_object();
         json_object_set_new_nocheck(j, "changes", f->arr);
