@@ -249,7 +249,7 @@ static void writes_issue(writes_run_t *wr)
 
 void gw_run_writes(gw_server_t *s, const gw_write_t *w, size_t n, gw_writes_done_cb done, void *ud)
 {
-    writes_run_t *wr = calloc(1, sizeof(*wr));
+    writes_run_t *wr = malloc(sizeof(*wr));
     if (!wr) {
         done(s, CRDT_ENOMEM, 0, 0, ud);
         return;
@@ -329,7 +329,7 @@ static int parse_merge(op_run_t *o, const json_t *body)
     }
     o->state = obj;
     o->nwrites = 1;
-    o->writes = calloc(1, sizeof(*o->writes));
+    o->writes = malloc(sizeof(*o->writes));
     if (!o->writes)
         return op_fail(r, 500, "internal", "out of memory");
     o->writes[0] = (gw_write_t){
@@ -394,7 +394,7 @@ static int parse_op(op_run_t *o, const json_t *body)
     }
     if (!o->items)
         return op_fail(r, 500, "internal", "out of memory");
-    o->writes = calloc(o->nitems, sizeof(*o->writes));
+    o->writes = malloc(o->nitems * sizeof(*o->writes));
     if (!o->writes)
         return op_fail(r, 500, "internal", "out of memory");
     /* LWW writes carry no timestamp (ts.ms 0): the store stamps each with its clock */
@@ -460,7 +460,7 @@ static void op_got_type(void *ud, int rc, const crdt_obj_t *cur)
 void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
                  gw_op_done_cb done, void *ud)
 {
-    op_run_t *o = calloc(1, sizeof(*o));
+    op_run_t *o = malloc(sizeof(*o));
     uint8_t *kcopy = malloc(klen ? klen : 1);
     if (!o || !kcopy) {
         free(o);
