@@ -15,6 +15,7 @@ DURATION=${DURATION:-4}
 CONNS=${CONNS:-16}
 export KEYS=${KEYS:-1000}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/bench_lib.sh"
 TMP=$(mktemp -d)
 PID=
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$TMP"; }
@@ -24,15 +25,8 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 one() { # BIN LABEL
     rm -rf "$TMP/data"
-    "$1" --listen 127.0.0.1:0 --data-dir "$TMP/data" >"$TMP/out" 2>"$TMP/err" &
-    PID=$!
-    i=0 port=
-    while [ -z "$port" ]; do
-        i=$((i + 1))
-        [ $i -gt 400 ] && { echo "crdtd ($1) did not start:"; cat "$TMP/err"; exit 1; }
-        sleep 0.05
-        port=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9][0-9]*\)$/\1/p' "$TMP/out" | head -1)
-    done
+    crdtd_up "$1" "$TMP/crdtd" --data-dir "$TMP/data"
+    port=$PORT
     for mode in insert select; do
         t0=$(cpu_ticks $PID)
         MODE=$mode wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$HERE/bench_http.lua" \
@@ -51,7 +45,6 @@ while [ $r -lt "$ROUNDS" ]; do
     one "$NEW" new
     r=$((r + 1))
 done
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 field() { grep "^$1 $2 " "$TMP/all" | sed -n 's/.*us_per_req=\([0-9.]*\).*/\1/p' | median; }
 echo
 echo "crdtd CPU us per request, medians of $ROUNDS alternating rounds ($CONNS connections):"
