@@ -1,10 +1,18 @@
-/* main.c - crdtd: open the replica, serve HTTP on one event loop, stop cleanly on a signal */
+/* main.c - crdtd: open the store, wire the units onto one event loop, stop cleanly on a signal */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
+#include "config.h"
+#include "http.h"
+#include "loop.h"
+#include "peer.h"
+#include "rest.h"
+#include "roshi.h"
+#include "server.h"
+#include "sync.h"
+#include "util.h"
 
 static gw_server_t server;
 
@@ -17,18 +25,39 @@ static void on_signal(int sig)
         lws_cancel_service(server.ctx);
 }
 
-/* The replica's one listener: every applied change, whatever its source, goes to the client
- * sessions subscribed to it and to the peers. */
-static void on_change(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                      uint64_t origin, void *ud)
+static void route(gw_server_t *s, gw_exchange_t *x)
 {
-    gw_server_t *s = ud;
-    (void)origin; /* the peer links still know it from applying_peer */
+    if (x->rq.roshi)
+        gw_roshi_handle(s, x);
+    else
+        gw_rest_handle(s, x);
+}
+
+/* Sessions see every change, whatever its origin; peers push only local ones (peer.c). */
+static void sync_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                        const crdt_obj_t *delta, uint64_t origin)
+{
+    (void)origin;
     if (s->sync)
         gw_sync_on_change(s, key, klen, seq, delta);
-    if (s->peers)
-        gw_peer_on_change(s, key, klen, seq, delta);
 }
+
+static void peer_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                        const crdt_obj_t *delta, uint64_t origin)
+{
+    if (s->peers)
+        gw_peer_on_change(s, key, klen, seq, delta, origin);
+}
+
+/* Per-session data of the WebSocket protocols is one pointer: sync.c and peer.c allocate their
+ * own session structs. rx_buffer_size bounds one read, not a message; they reassemble. The size
+ * of protocols[0]'s is set in main (gw_http_session_size). */
+static struct lws_protocols protocols[] = {
+    {"http", gw_http_callback, 0, 0, 0, NULL, 0},
+    {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
 
 static const char *fsync_name(crdt_fsync_policy_t p)
 {
@@ -53,12 +82,13 @@ int main(int argc, char **argv)
     rc_cfg.max_clock_drift_ms = s->cfg.max_clock_drift_ms;
 
     crdt_error_t err = {0};
-    s->replica = crdt_replica_open(&rc_cfg, &err);
-    if (!s->replica) {
+    s->store = crdt_store_embedded_open(&rc_cfg, &err);
+    if (!s->store) {
         gw_log("cannot open the data directory %s: %s", rc_cfg.dir ? rc_cfg.dir : "(memory)",
                err.text[0] ? err.text : crdt_strerror(err.code));
         return 1;
     }
+    s->replica = crdt_store_embedded_replica(s->store);
     const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);
     if (rc_cfg.dir && rep) {
         gw_log("recovered %s: %llu keys from the snapshot, %llu log records (%llu listed by the "
@@ -82,14 +112,14 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    s->applying_peer = -1;
-    crdt_replica_set_listener(s->replica, on_change, s);
-    if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s)) {
-        gw_peer_shutdown(s);
-        gw_sync_shutdown(s);
-        if (s->ctx)
-            lws_context_destroy(s->ctx);
-        crdt_replica_close(s->replica);
+    s->route = route;
+    s->client_fallback = gw_peer_callback;
+    protocols[0].per_session_data_size = gw_http_session_size();
+    gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
+    gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
+    if (gw_loop_start(s, protocols) || gw_sync_init(s) || gw_peer_init(s)) {
+        gw_loop_finish(s);
+        crdt_store_close(s->store);
         return 1;
     }
     gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
@@ -101,10 +131,10 @@ int main(int argc, char **argv)
         printf("crdtd: roshi API listening on http://%s:%d\n", s->cfg.roshi.host, s->roshi_port);
     fflush(stdout);
 
-    gw_http_run(s);
+    gw_loop_run(s);
 
     gw_log("stopping: flushing the log");
-    crdt_replica_close(s->replica);
+    crdt_store_close(s->store);
     gw_log("stopped");
     return 0;
 }
