@@ -37,6 +37,7 @@ void gw_config_defaults(gw_config_t *c)
     c->peer_queue = 64u << 20;
     c->peer_batch_ms = 5;
     c->anti_entropy_secs = 30;
+    c->max_clock_drift_ms = 86400000; /* 24 h, the Redis module's default */
 }
 
 static void usage(FILE *f)
@@ -80,6 +81,8 @@ static void usage(FILE *f)
         "  --peer-batch-ms N        wait at most N ms to fill a batch of deltas (default 5)\n"
         "  --anti-entropy-interval S  seconds between anti-entropy rounds, 0 = only on connect\n"
         "                           (default 30)\n"
+        "  --max-clock-drift-ms N   refuse peers whose wall clock differs from ours by more\n"
+        "                           than N ms, 0 = no check (default 86400000, 24 h)\n"
         "\n"
         "  --config FILE            read options from FILE: lines of `name = value` using the\n"
         "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
@@ -297,6 +300,20 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (parse_u64(val, 86400, &n))
             BAD_VALUE("expected seconds 0..86400");
         c->anti_entropy_secs = (unsigned)n;
+    } else if (!strcmp(name, "max-clock-drift-ms")) {
+        NEED_VALUE;
+        if (parse_u64(val, UINT64_MAX / 4, &n))
+            BAD_VALUE("expected milliseconds");
+        c->max_clock_drift_ms = n;
+    } else if (!strcmp(name, "test-clock-offset-ms")) {
+        /* tests only (not in --help): shifts the wall clock this node reports to its peers */
+        NEED_VALUE;
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (errno || !end || *end || end == val)
+            BAD_VALUE("expected milliseconds, possibly negative");
+        c->test_clock_offset_ms = v;
     } else if (!strcmp(name, "config")) {
         NEED_VALUE;
         return load_file(c, val, depth + 1);

@@ -10,6 +10,7 @@
 #include <libwebsockets.h>
 
 #include "crdt.h"
+#include "crdt_store.h"
 #include "replica.h"
 
 /* ---- configuration (config.c) --------------------------------------------------------------- */
@@ -55,6 +56,8 @@ typedef struct gw_config {
     size_t peer_queue;          /* outbound queue bound per peer, bytes */
     unsigned peer_batch_ms;     /* wait at most this long to fill a batch */
     unsigned anti_entropy_secs; /* period of anti-entropy rounds on each link, 0: only on connect */
+    uint64_t max_clock_drift_ms; /* peers whose wall clock differs more are refused; 0: no check */
+    int64_t test_clock_offset_ms; /* tests only: added to the wall clock the handshake reports */
 } gw_config_t;
 
 /* Fills *c with the defaults. */
@@ -215,10 +218,7 @@ typedef struct gw_server {
     volatile int stopping;
     struct gw_sync *sync;   /* WebSocket client sessions (sync.c), NULL until gw_sync_init */
     struct gw_peers *peers; /* peer links (peer.c), NULL until gw_peer_init */
-    /* The peer link whose delta is being applied right now (peer.c sets it around
-     * crdt_replica_apply), so the change is not echoed back to the node it came from; -1 when the
-     * change came from a client. */
-    int applying_peer;
+    crdt_store_t *store;    /* the store over `replica` (the peer engine's data access) */
     bool loading; /* recovered keys are still being joined in the background (logged when done) */
 } gw_server_t;
 
@@ -275,14 +275,15 @@ bool gw_key_reserved(const void *key, size_t klen);
 /* ---- peer links (peer.c), subprotocol "crdt-peer.v1" on the same port ------------------------ */
 
 #define GW_PEER_PROTOCOL "crdt-peer.v1"
-/* Reads the peer secret, builds the anti-entropy index, starts connecting to the configured
- * peers; 0 or -1 (logged). After gw_http_start. */
-int gw_peer_init(gw_server_t *s);
+/* Reads the peer secret, starts the peer engine (crdt_peer.h) over store and connecting to the
+ * configured peers; 0 or -1 (logged). After gw_http_start. */
+int gw_peer_init(gw_server_t *s, crdt_store_t *store);
 void gw_peer_shutdown(gw_server_t *s);
 int gw_peer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len);
+/* The store's change event (origin: CRDT_ORIGIN_LOCAL or the peer's node id). */
 void gw_peer_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
-                       const crdt_obj_t *delta);
+                       const crdt_obj_t *delta, uint64_t origin);
 void gw_peer_on_durable(gw_server_t *s);
 char *gw_peer_metrics(gw_server_t *s);
 /* GET /v1/peers: per-peer status as JSON. */

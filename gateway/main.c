@@ -17,17 +17,16 @@ static void on_signal(int sig)
         lws_cancel_service(server.ctx);
 }
 
-/* The replica's one listener: every applied change, whatever its source, goes to the client
- * sessions subscribed to it and to the peers. */
-static void on_change(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                      uint64_t origin, void *ud)
+/* The store's change event: every applied change, whatever its source, goes to the client
+ * sessions subscribed to it and to the peers (which push only local ones: the origin says). */
+static void on_change(void *ud, const void *key, size_t klen, uint64_t seq,
+                      const crdt_obj_t *delta, uint64_t origin)
 {
     gw_server_t *s = ud;
-    (void)origin; /* the peer links still know it from applying_peer */
     if (s->sync)
         gw_sync_on_change(s, key, klen, seq, delta);
     if (s->peers)
-        gw_peer_on_change(s, key, klen, seq, delta);
+        gw_peer_on_change(s, key, klen, seq, delta, origin);
 }
 
 static const char *fsync_name(crdt_fsync_policy_t p)
@@ -81,13 +80,20 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    s->applying_peer = -1;
-    crdt_replica_set_listener(s->replica, on_change, s);
-    if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s)) {
+    s->store = crdt_store_embedded_wrap(s->replica); /* the replica's listener from here */
+    if (!s->store) {
+        gw_log("out of memory");
+        crdt_replica_close(s->replica);
+        return 1;
+    }
+    crdt_store_events_t ev = {.change = on_change, .durable = NULL, .ud = s};
+    crdt_store_set_events(s->store, &ev);
+    if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s, s->store)) {
         gw_peer_shutdown(s);
         gw_sync_shutdown(s);
         if (s->ctx)
             lws_context_destroy(s->ctx);
+        crdt_store_close(s->store);
         crdt_replica_close(s->replica);
         return 1;
     }
@@ -103,6 +109,7 @@ int main(int argc, char **argv)
     gw_http_run(s);
 
     gw_log("stopping: flushing the log");
+    crdt_store_close(s->store);
     crdt_replica_close(s->replica);
     gw_log("stopped");
     return 0;

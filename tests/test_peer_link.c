@@ -453,7 +453,7 @@ static int raw_peer(int port)
     uint8_t buf[256];
     size_t n = 0;
     int op = ws_read_frame(fd, buf, sizeof(buf), &n, 3000);
-    if (op != 2 || n < 2 || buf[0] != 1 || buf[1] != 1) {
+    if (op != 2 || n < 2 || buf[0] != 1 || buf[1] != 2) {
         diag("no challenge (op %d, %zu bytes)", op, n);
         close(fd);
         return -1;
@@ -649,7 +649,7 @@ int main(void)
         ok(wait_log(&A.p, "incompatible protocol version 99", 3000), "... with a log line");
 
         fd = raw_peer(pa);
-        const uint8_t trunc[] = {2, 1, 5, 'c', 'r', 'd', 't', 'd', 9};
+        const uint8_t trunc[] = {2, 2, 5, 'c', 'r', 'd', 't', 'd', 9};
         ws_send_frame(fd, 2, trunc, sizeof(trunc), sizeof(trunc));
         ok(ws_ends(fd, &refused) && refused, "truncated hello: refused and closed");
         close(fd);
