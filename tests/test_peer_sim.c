@@ -9,9 +9,9 @@
  * network heals; every replica must end byte-identical (every key's encoding and the replica
  * digest) and hold every write that was acknowledged (durable on its node).
  *
- * CRDT_SIM_SEEDS sets how many runs (default 1000), CRDT_SEED the first seed (each run prints
- * nothing unless it fails; a failing run prints its seed, and CRDT_SEED=N CRDT_SIM_SEEDS=1
- * replays exactly that run), CRDT_SIM_LOG=1 prints the engines' log lines.
+ * CRDT_SIM_SEEDS sets how many runs (default 2000), CRDT_SEED the first seed (a failing run
+ * prints its seed: CRDT_SEED=N CRDT_SIM_SEEDS=1 replays exactly that run), CRDT_SIM_LOG=1 prints
+ * the engines' log lines, CRDT_SIM_DIR where the data directories go.
  */
 #include "tap.h"
 
@@ -141,6 +141,7 @@ struct sim {
     int n;
     node_t nodes[MAXN];
     conn_t conns[MAXC];
+    int conns_hi; /* conns[] is unused from here on */
     bool cut[MAXN][MAXN];
     double p_drop, p_dup, p_reorder;
     bool faults;
@@ -234,6 +235,8 @@ static conn_t *conn_new(sim_t *S)
             conn_t *c = &S->conns[i];
             memset(c, 0, sizeof(*c));
             c->used = true;
+            if (i >= S->conns_hi)
+                S->conns_hi = i + 1;
             c->e[0].c = c->e[1].c = c;
             c->e[1].side = 1;
             c->est_at = c->fail_at = NEVER;
@@ -687,11 +690,13 @@ static void step(sim_t *S, uint64_t until)
         if (crdt_peers_deadline(a->E) <= S->now)
             crdt_peers_tick(a->E, S->now);
     }
-    for (int i = 0; i < MAXC; i++)
+    for (int i = 0; i < S->conns_hi; i++)
         if (S->conns[i].used)
             conn_events(S, &S->conns[i]);
+    while (S->conns_hi > 0 && !S->conns[S->conns_hi - 1].used)
+        S->conns_hi--;
     bool busy = false;
-    for (int i = 0; i < MAXC; i++) {
+    for (int i = 0; i < S->conns_hi; i++) {
         conn_t *c = &S->conns[i];
         if (!c->used)
             continue;
@@ -715,7 +720,7 @@ static void step(sim_t *S, uint64_t until)
         if (a->flush_at < next)
             next = a->flush_at;
     }
-    for (int i = 0; i < MAXC; i++) {
+    for (int i = 0; i < S->conns_hi; i++) {
         conn_t *c = &S->conns[i];
         if (!c->used)
             continue;
@@ -748,7 +753,7 @@ static void sim_init(sim_t *S, uint64_t seed, int n, const char *tmp)
     S->rng.s = seed;
     S->n = n;
     S->latency_max = 5;
-    S->anti_entropy_ms = 2000;
+    S->anti_entropy_ms = 4000;
     S->max_drift_ms = 86400000;
     snprintf(S->tmp, sizeof(S->tmp), "%s", tmp);
     for (int i = 0; i < n; i++) {
@@ -1202,7 +1207,12 @@ int main(void)
 {
     const char *lg = getenv("CRDT_SIM_LOG");
     sim_log = lg && *lg && *lg != '0';
-    const char *td = getenv("TMPDIR");
+    /* The data directories: CRDT_SIM_DIR, else /dev/shm when there is one (a crash is simulated
+     * by restoring the files as they were written, so the file system's own durability plays no
+     * part, and thousands of runs on a disk would mostly wait for fsync), else $TMPDIR. */
+    const char *td = getenv("CRDT_SIM_DIR");
+    if (!td || !*td)
+        td = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
     char tmp[512];
     snprintf(tmp, sizeof(tmp), "%s/peer-sim-XXXXXX", td && *td ? td : "/tmp");
     if (!mkdtemp(tmp)) {
@@ -1216,7 +1226,7 @@ int main(void)
     const char *se = getenv("CRDT_SEED");
     const char *ne = getenv("CRDT_SIM_SEEDS");
     uint64_t first = se && *se ? strtoull(se, NULL, 0) : 1;
-    long count = ne && *ne ? strtol(ne, NULL, 10) : 1000;
+    long count = ne && *ne ? strtol(ne, NULL, 10) : 2000;
     long failed = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);

@@ -266,6 +266,7 @@ struct crdt_peers {
     peer_rec_t recs[MAX_RECS];
     int nslots;
     link_t *links[MAX_LINKS];
+    int links_hi; /* links[] is empty from here on */
     /* applied-through marks of every origin we heard from */
     mark_t marks[MAX_RECS];
     int nmarks;
@@ -541,6 +542,8 @@ static void link_free(link_t *l, bool redial)
     free(l->pend);
     free(l->repair_ids);
     P->links[l->idx] = NULL;
+    while (P->links_hi > 0 && !P->links[P->links_hi - 1])
+        P->links_hi--;
     peer_rec_t *dial = l->outbound ? l->rec : NULL;
     for (int i = 0; i < MAX_RECS; i++) {
         peer_rec_t *r = &P->recs[i];
@@ -1726,6 +1729,8 @@ crdt_peer_link_t *crdt_peers_link_new(crdt_peers_t *P, int slot, const char *add
     l->ae_at = NEVER;
     snprintf(l->addr, sizeof(l->addr), "%s", addr ? addr : "?");
     P->links[idx] = l;
+    if (idx >= P->links_hi)
+        P->links_hi = idx + 1;
     if (slot >= 0) {
         P->recs[slot].dial = l;
         P->recs[slot].attempts++;
@@ -1956,7 +1961,7 @@ void crdt_peers_tick(crdt_peers_t *P, uint64_t now)
 uint64_t crdt_peers_deadline(const crdt_peers_t *P)
 {
     uint64_t d = P->batch_at < P->marks_at ? P->batch_at : P->marks_at;
-    for (int i = 0; i < MAX_LINKS; i++) {
+    for (int i = 0; i < P->links_hi; i++) {
         const link_t *l = P->links[i];
         if (!l)
             continue;
