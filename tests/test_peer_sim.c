@@ -9,9 +9,9 @@
  * network heals; every replica must end byte-identical (every key's encoding and the replica
  * digest) and hold every write that was acknowledged (durable on its node).
  *
- * CRDT_SIM_SEEDS sets how many runs (default 2000), CRDT_SEED the first seed (a failing run
- * prints its seed: CRDT_SEED=N CRDT_SIM_SEEDS=1 replays exactly that run), CRDT_SIM_LOG=1 prints
- * the engines' log lines, CRDT_SIM_DIR where the data directories go.
+ * CRDT_SIM_SEEDS sets how many runs (default 2000, 400 under the sanitizers), CRDT_SEED the
+ * first seed (a failing run prints its seed: CRDT_SEED=N CRDT_SIM_SEEDS=1 replays exactly that
+ * run), CRDT_SIM_LOG=1 prints the engines' log lines, CRDT_SIM_DIR where the data directories go.
  */
 #include "tap.h"
 
@@ -29,6 +29,9 @@
 #include "crdt_peer.h"
 #include "crdt_store.h"
 
+#ifndef CRDT_SIM_DEFAULT_SEEDS
+#define CRDT_SIM_DEFAULT_SEEDS 2000
+#endif
 #define MAXN 4
 #define MAXC 128
 #define WALL_BASE 1700000000000ull /* the simulated wall clock starts here (2023-11-14) */
@@ -1226,7 +1229,7 @@ int main(void)
     const char *se = getenv("CRDT_SEED");
     const char *ne = getenv("CRDT_SIM_SEEDS");
     uint64_t first = se && *se ? strtoull(se, NULL, 0) : 1;
-    long count = ne && *ne ? strtol(ne, NULL, 10) : 2000;
+    long count = ne && *ne ? strtol(ne, NULL, 10) : CRDT_SIM_DEFAULT_SEEDS;
     long failed = 0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
