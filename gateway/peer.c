@@ -88,8 +88,7 @@ static void rearm(struct gw_peers *P)
         return;
     }
     uint64_t t = now_ms();
-    lws_sul_schedule(P->s->ctx, 0, &P->sul, timer_cb,
-                     (lws_usec_t)(d > t ? d - t : 0) * 1000 + 1);
+    lws_sul_schedule(P->s->ctx, 0, &P->sul, timer_cb, (lws_usec_t)(d > t ? d - t : 0) * 1000 + 1);
 }
 
 static void timer_cb(lws_sorted_usec_list_t *sul)

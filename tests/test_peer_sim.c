@@ -157,8 +157,8 @@ struct sim {
     bool failed;
 };
 
-static void wlist_push(wlist_t *w, const char *key, const crdt_obj_t *delta, uint64_t seq,
-                       int node, int incarnation)
+static void wlist_push(wlist_t *w, const char *key, const crdt_obj_t *delta, uint64_t seq, int node,
+                       int incarnation)
 {
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 64;
@@ -312,8 +312,8 @@ static void h_applied(void *ud)
 
 /* ---- store events --------------------------------------------------------------------------- */
 
-static void ev_change(void *ud, const void *key, size_t klen, uint64_t seq,
-                      const crdt_obj_t *delta, uint64_t origin)
+static void ev_change(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                      uint64_t origin)
 {
     node_t *a = ud;
     if (origin == CRDT_ORIGIN_LOCAL) {
@@ -819,7 +819,8 @@ static void sim_cut(sim_t *S, int i, int j, bool cut)
         return;
     for (int k = 0; k < MAXC; k++) {
         conn_t *c = &S->conns[k];
-        if (c->used && ((c->node[0] == i && c->node[1] == j) || (c->node[0] == j && c->node[1] == i)))
+        if (c->used &&
+            ((c->node[0] == i && c->node[1] == j) || (c->node[0] == j && c->node[1] == i)))
             conn_kill(S, c);
     }
 }
@@ -941,9 +942,8 @@ static void check_final(sim_t *S, char *why, size_t cap)
         const wrec_t *wr = &S->acked.v[w];
         crdt_obj_t *d = crdt_obj_decode(wr->enc, wr->n, NULL);
         for (int i = 0; i < S->n && d && !why[0]; i++) {
-            const crdt_obj_t *o =
-                crdt_replica_get(crdt_store_embedded_replica(S->nodes[i].st), wr->key,
-                                 strlen(wr->key));
+            const crdt_obj_t *o = crdt_replica_get(crdt_store_embedded_replica(S->nodes[i].st),
+                                                   wr->key, strlen(wr->key));
             crdt_obj_t *c = o ? crdt_obj_clone(o) : NULL;
             if (!c || crdt_obj_merge(c, d) != 0)
                 snprintf(why, cap, "an acknowledged write to %s is missing on node %d", wr->key,
@@ -1015,8 +1015,8 @@ static void test_basics(const char *tmp)
     run_until(&S, S.now + 4000);
     ok(links_up(&S.nodes[1]) == 1, "node 2 is linked again");
     ok(status_of(&S.nodes[1], 1, &st) != NULL, "node 2 has a record of node 1");
-    diag("node 2's view of node 1: state %s, acks %" PRIu64 "/%" PRIu64 ", lag %" PRIu64,
-         st.state, st.ack_sent, st.ack_received, st.lag_deltas);
+    diag("node 2's view of node 1: state %s, acks %" PRIu64 "/%" PRIu64 ", lag %" PRIu64, st.state,
+         st.ack_sent, st.ack_received, st.lag_deltas);
     ok(!strcmp(st.state, "up") && !strcmp(st.name, "sim://0"),
        "... one record: the dial slot, up, whichever link survived");
     is_int((int)st.ack_received, (int)last2, "last_ack_received is node 1's resume mark");
@@ -1031,8 +1031,8 @@ static void test_clock(const char *tmp)
     sim_init(&S, 2, 3, tmp);
     sim_dial(&S, 0, 1);
     sim_dial(&S, 2, 0);
-    S.nodes[1].clock_offset = 30 * 1000;            /* 30 s ahead: within the bound */
-    S.nodes[2].clock_offset = 2 * 86400 * 1000ll;   /* two days ahead: refused */
+    S.nodes[1].clock_offset = 30 * 1000;          /* 30 s ahead: within the bound */
+    S.nodes[2].clock_offset = 2 * 86400 * 1000ll; /* two days ahead: refused */
     sim_start(&S);
     run_until(&S, 3000);
     ok(links_up(&S.nodes[1]) == 1, "a peer 30 s ahead is linked");
@@ -1040,8 +1040,7 @@ static void test_clock(const char *tmp)
     crdt_peers_stats(S.nodes[0].E, &a);
     crdt_peers_stats(S.nodes[2].E, &c);
     ok(links_up(&S.nodes[2]) == 0, "a peer two days ahead is not linked");
-    cmp_ok(a.clock_refusals, ">=", 1, "node 1 counted the refusal (%" PRIu64 ")",
-           a.clock_refusals);
+    cmp_ok(a.clock_refusals, ">=", 1, "node 1 counted the refusal (%" PRIu64 ")", a.clock_refusals);
     cmp_ok(c.clock_refusals, ">=", 1, "node 3 counted being refused (%" PRIu64 ")",
            c.clock_refusals);
     ok(S.nodes[0].log_clock_lines >= 1, "node 1 logged why");
@@ -1251,8 +1250,9 @@ int main(void)
          tot.runs, tot.runs ? (double)tot.sim_ms / 1e3 / (double)tot.runs : 0, tot.steps,
          tot.writes, tot.acked, tot.msgs, tot.drops, tot.dups, tot.reorders, tot.restarts,
          tot.lossy, tot.cuts, tot.ups, tot.ae_rounds, tot.repaired);
-    ok(failed == 0, "%ld seeded runs from seed %" PRIu64 " converge byte-identical and keep every "
-                    "acknowledged write (%ld failed, %.1f s)",
+    ok(failed == 0,
+       "%ld seeded runs from seed %" PRIu64 " converge byte-identical and keep every "
+       "acknowledged write (%ld failed, %.1f s)",
        count, first, failed, secs);
     rmdir(tmp);
     return done_testing();

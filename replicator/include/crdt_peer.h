@@ -52,7 +52,8 @@ typedef struct crdt_peers_host {
     void (*dial)(void *ud, int slot);
     /* n random bytes (nonces, epoch, jitter, session salts); 0 or -1. */
     int (*random)(void *ud, void *buf, size_t n);
-    /* The node's wall clock, ms since the Unix epoch (compared with the peer's in the handshake). */
+    /* The node's wall clock, ms since the Unix epoch (compared with the peer's in the handshake).
+     */
     uint64_t (*wall_ms)(void *ud);
     /* One log line, without a newline. */
     void (*log)(void *ud, const char *line);
@@ -65,16 +66,16 @@ typedef struct crdt_peers_config {
     const char *cluster;   /* must match on both ends of a link (at most 63 bytes) */
     const uint8_t *secret; /* the cluster secret (copied), at least 16 bytes */
     size_t secret_len;
-    size_t queue_bytes;           /* outbound queue bound per link and for the outbox (64 MiB) */
-    unsigned batch_ms;            /* wait at most this long to fill a batch (5) */
-    unsigned anti_entropy_ms;     /* period of anti-entropy rounds, 0: only on connect (0) */
-    uint64_t max_clock_drift_ms;  /* refuse a peer whose wall clock differs more (24 h); 0: off */
-    size_t headroom;              /* writable bytes before every frame's payload (LWS_PRE) */
-    int nslots;                   /* dial slots 0..nslots-1 (configured peers), at most 16 */
+    size_t queue_bytes;            /* outbound queue bound per link and for the outbox (64 MiB) */
+    unsigned batch_ms;             /* wait at most this long to fill a batch (5) */
+    unsigned anti_entropy_ms;      /* period of anti-entropy rounds, 0: only on connect (0) */
+    uint64_t max_clock_drift_ms;   /* refuse a peer whose wall clock differs more (24 h); 0: off */
+    size_t headroom;               /* writable bytes before every frame's payload (LWS_PRE) */
+    int nslots;                    /* dial slots 0..nslots-1 (configured peers), at most 16 */
     const char *const *slot_names; /* a label per slot (its URL), shown in the status */
-    const char *legacy_state;     /* text of an old peers.state file, read when the store holds
-                                     no "peers" mark yet (upgrade), or NULL */
-    bool verbose;                 /* log every anti-entropy round */
+    const char *legacy_state;      /* text of an old peers.state file, read when the store holds
+                                      no "peers" mark yet (upgrade), or NULL */
+    bool verbose;                  /* log every anti-entropy round */
 } crdt_peers_config_t;
 
 /* Fills *cfg with the defaults. */
@@ -89,7 +90,8 @@ crdt_peers_t *crdt_peers_new(crdt_store_t *st, const crdt_peers_config_t *cfg,
  * closes its connections itself, sending nothing more). */
 void crdt_peers_free(crdt_peers_t *P);
 
-/* ---- store events and time -------------------------------------------------------------------- */
+/* ---- store events and time --------------------------------------------------------------------
+ */
 
 /* Every change the store applied (its change event). */
 void crdt_peers_on_change(crdt_peers_t *P, const void *key, size_t klen, uint64_t seq,
@@ -102,7 +104,8 @@ void crdt_peers_tick(crdt_peers_t *P, uint64_t now);
 /* The earliest time crdt_peers_tick has work (UINT64_MAX: none). */
 uint64_t crdt_peers_deadline(const crdt_peers_t *P);
 
-/* ---- links ------------------------------------------------------------------------------------ */
+/* ---- links ------------------------------------------------------------------------------------
+ */
 
 /* A new link: slot >= 0 for an outbound connection of that dial slot (call
  * crdt_peer_link_established once the connection is up), -1 for an inbound one (its challenge is
@@ -136,7 +139,8 @@ size_t crdt_peer_frame_len(const crdt_peer_frame_t *f);
 bool crdt_peer_frame_shared(const crdt_peer_frame_t *f);
 void crdt_peer_frame_release(crdt_peer_frame_t *f);
 
-/* ---- status ----------------------------------------------------------------------------------- */
+/* ---- status -----------------------------------------------------------------------------------
+ */
 
 typedef struct crdt_peer_status {
     int slot;          /* dial slot, -1 for a node that only dialled us */

@@ -127,8 +127,8 @@ typedef struct crdt_store_ops {
     void (*rsx_step)(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg, size_t n,
                      crdt_store_rsx_cb cb, void *ud);
     void (*rsx_close)(crdt_store_t *st, crdt_store_rsx_t *s);
-    void (*rsx_keys)(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
-                     crdt_store_done_cb done, void *ud);
+    void (*rsx_keys)(crdt_store_t *st, uint64_t id, crdt_store_key_cb each, crdt_store_done_cb done,
+                     void *ud);
     size_t (*rsx_items)(crdt_store_t *st);
 } crdt_store_ops_t;
 

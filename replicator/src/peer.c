@@ -53,7 +53,7 @@
 
 struct crdt_peer_frame {
     unsigned refs;
-    size_t len;         /* payload bytes, at buf + headroom */
+    size_t len; /* payload bytes, at buf + headroom */
     size_t headroom;
     uint64_t first_seq; /* DELTAS from the outbox: seqs of the first and last entries */
     uint64_t max_seq;
@@ -1469,8 +1469,8 @@ static void on_challenge(link_t *l, const uint8_t *m, size_t n)
     const char *why = "?";
     int rc = pw_decode_challenge(m, n, &c, &why);
     if (rc == -2) {
-        link_close(l, PW_R_VERSION, 0, "incompatible protocol version %u (we speak %u)",
-                   c.version, PW_VERSION);
+        link_close(l, PW_R_VERSION, 0, "incompatible protocol version %u (we speak %u)", c.version,
+                   PW_VERSION);
         return;
     }
     if (rc) {
@@ -1525,8 +1525,8 @@ static void on_hello(link_t *l, const uint8_t *m, size_t n)
     const char *why = "?";
     int rc = pw_decode_hello(m, n, &h, &body, &why);
     if (rc == -2) {
-        link_close(l, PW_R_VERSION, 0, "incompatible protocol version %u (we speak %u)",
-                   h.version, PW_VERSION);
+        link_close(l, PW_R_VERSION, 0, "incompatible protocol version %u (we speak %u)", h.version,
+                   PW_VERSION);
         return;
     }
     if (rc) {
@@ -1619,8 +1619,8 @@ static void on_message(link_t *l, const uint8_t *m, size_t n)
         uint8_t code = 0;
         char text[160] = "";
         pw_decode_refuse(m, n, &code, text, sizeof(text));
-        plog(P, "peer %s: refused by the peer: %s (%s)",
-             rec_name(P, l->rec, l, name, sizeof(name)), pw_refuse_text(code), text);
+        plog(P, "peer %s: refused by the peer: %s (%s)", rec_name(P, l->rec, l, name, sizeof(name)),
+             pw_refuse_text(code), text);
         if (l->rec)
             snprintf(l->rec->last_error, sizeof(l->rec->last_error), "refused by the peer: %s",
                      text[0] ? text : pw_refuse_text(code));

@@ -209,8 +209,7 @@ int pw_decode_hello(const uint8_t *m, size_t n, pw_hello_t *h, size_t *body_len,
     const uint8_t *nonce;
     if (!pw_get_varint(&r, &h->node_id) || !pw_get_u64(&r, &h->epoch) ||
         !pw_get_varint(&r, &h->durable) || !pw_get_u64(&r, &h->clock_ms) ||
-        !pw_get_bytes(&r, PW_NONCE_LEN, &nonce) ||
-        !pw_get_varint(&r, &h->resume)) {
+        !pw_get_bytes(&r, PW_NONCE_LEN, &nonce) || !pw_get_varint(&r, &h->resume)) {
         *why = "truncated hello";
         return -1;
     }

@@ -84,7 +84,7 @@ typedef struct pw_challenge {
     uint8_t version;
     uint64_t node_id;
     uint64_t epoch;
-    uint64_t durable; /* the server's durable seq: what its catch-up to the client will reach */
+    uint64_t durable;  /* the server's durable seq: what its catch-up to the client will reach */
     uint64_t clock_ms; /* the server's wall clock, ms since the Unix epoch */
     uint8_t nonce[PW_NONCE_LEN];
 } pw_challenge_t;

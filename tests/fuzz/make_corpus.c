@@ -96,7 +96,7 @@ int main(int argc, char **argv)
             m.data[1] = (uint8_t)len;
             m.data[2] = (uint8_t)(len >> 8);
             crdt_buf_append(&m, "\x02\0\x06\x01\x01\0\x09", 7); /* ACK 1, PING */
-            uint8_t rep[5] = {8, 1, 0, 0, 0}; /* REPAIR, one entry */
+            uint8_t rep[5] = {8, 1, 0, 0, 0};                   /* REPAIR, one entry */
             size_t rlen = 5 + 3 + crdt_varint_len(obj.len) + obj.len;
             uint8_t rl[2] = {(uint8_t)rlen, (uint8_t)(rlen >> 8)};
             crdt_buf_append(&m, rl, 2);
