@@ -87,8 +87,10 @@ static void rearm(struct gw_peers *P)
         lws_sul_cancel(&P->sul);
         return;
     }
-    uint64_t t = now_ms();
-    lws_sul_schedule(P->s->ctx, 0, &P->sul, timer_cb, (lws_usec_t)(d > t ? d - t : 0) * 1000 + 1);
+    /* in microseconds: the engine's ms are truncated, and a delay counted from the truncated
+     * now would fire up to 1 ms late (a batch's latency) */
+    uint64_t t = gw_now_us(), at = d * 1000;
+    lws_sul_schedule(P->s->ctx, 0, &P->sul, timer_cb, (lws_usec_t)(at > t ? at - t : 0));
 }
 
 static void timer_cb(lws_sorted_usec_list_t *sul)

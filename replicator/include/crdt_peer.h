@@ -17,6 +17,13 @@
  * wall clock of the handshake come from host callbacks too, so a simulation is deterministic.
  *
  * Not thread-safe: one thread (the event loop) calls everything.
+ *
+ * Store completions: the engine issues every store call callback-style, but today it expects the
+ * completions of get-like calls (apply, changes, rsx_step, rsx_keys, mark_get at creation) to run
+ * before the call returns, as the embedded store's do: their contexts live on the stack, and an
+ * ack is registered right after the applies of its batch. A store that completes later (over the
+ * network, issue 16) needs those contexts moved into the link, with a link generation so a late
+ * completion finds a freed link gone; the interface above does not change.
  */
 #ifndef CRDT_PEER_H
 #define CRDT_PEER_H
