@@ -131,7 +131,8 @@ typedef struct node {
     const char *slot_names[MAXN];
     uint64_t lww_ms;
     uint32_t lww_logical;
-    wlist_t pending; /* local writes of this incarnation, not yet known durable */
+    wlist_t pending;              /* local writes of this incarnation, not yet known durable */
+    const char *cluster, *secret; /* scenarios: NULL for the cluster's */
     char last_log[400];
     char clock_line[400];
     int log_clock_lines;
@@ -349,9 +350,9 @@ static void node_open(node_t *a)
     static const uint8_t secret[] = "simulated-cluster-secret";
     crdt_peers_config_t cfg;
     crdt_peers_config_init(&cfg);
-    cfg.cluster = "sim";
-    cfg.secret = secret;
-    cfg.secret_len = sizeof(secret) - 1;
+    cfg.cluster = a->cluster ? a->cluster : "sim";
+    cfg.secret = a->secret ? (const uint8_t *)a->secret : secret;
+    cfg.secret_len = a->secret ? strlen(a->secret) : sizeof(secret) - 1;
     cfg.batch_ms = 2;
     cfg.anti_entropy_ms = S->anti_entropy_ms;
     cfg.max_clock_drift_ms = S->max_drift_ms;
@@ -1069,6 +1070,36 @@ static void test_clock(const char *tmp)
     sim_free(&S);
 }
 
+/* Refused handshakes: nothing links, both sides say why, the good link stays. */
+static void test_refusals(const char *tmp)
+{
+    sim_t S;
+    sim_init(&S, 4, 3, tmp);
+    sim_dial(&S, 1, 0);
+    sim_dial(&S, 2, 0);
+    S.nodes[1].secret = "another cluster's secret, long enough";
+    S.nodes[2].cluster = "elsewhere";
+    sim_start(&S);
+    run_until(&S, 300);
+    ok(links_up(&S.nodes[0]) == 0 && links_up(&S.nodes[1]) == 0 && links_up(&S.nodes[2]) == 0,
+       "a wrong secret and another cluster link nobody");
+    crdt_peer_status_t st[4];
+    size_t n = crdt_peers_status(S.nodes[1].E, st, 4, S.now);
+    ok(n == 1 && strstr(st[0].last_error, "wrong proof of the cluster secret"),
+       "the node with the wrong secret is told: %s", n ? st[0].last_error : "");
+    n = crdt_peers_status(S.nodes[2].E, st, 4, S.now);
+    ok(n == 1 && strstr(st[0].last_error, "cluster mismatch: the peer is in \"elsewhere\""),
+       "the node of another cluster is told: %s", n ? st[0].last_error : "");
+    n = crdt_peers_status(S.nodes[0].E, st, 4, S.now);
+    is_int((int)n, 0, "the refusing node keeps no record of either");
+    /* configuration faults are retried slowly: a few attempts in 20 s, not hundreds */
+    uint64_t msgs = S.msgs;
+    run_until(&S, 20000);
+    cmp_ok(S.msgs - msgs, "<", 60, "refused dials back off (%" PRIu64 " messages in 20 s)",
+           S.msgs - msgs);
+    sim_free(&S);
+}
+
 /* ---- seeded chaos --------------------------------------------------------------------------- */
 
 static bool run_seed(uint64_t seed, const char *tmp, char *why, size_t cap)
@@ -1224,6 +1255,7 @@ int main(void)
 
     test_basics(tmp);
     test_clock(tmp);
+    test_refusals(tmp);
 
     const char *se = getenv("CRDT_SEED");
     const char *ne = getenv("CRDT_SIM_SEEDS");
