@@ -133,6 +133,7 @@ typedef struct node {
     uint32_t lww_logical;
     wlist_t pending;              /* local writes of this incarnation, not yet known durable */
     const char *cluster, *secret; /* scenarios: NULL for the cluster's */
+    const char *legacy;           /* scenarios: an old peers.state's text */
     char last_log[400];
     char clock_line[400];
     int log_clock_lines;
@@ -359,6 +360,7 @@ static void node_open(node_t *a)
     cfg.queue_bytes = 256u << 10; /* small: the overflow path runs too */
     cfg.nslots = a->nslots;
     cfg.slot_names = a->slot_names;
+    cfg.legacy_state = a->legacy;
     crdt_peers_host_t host = {
         .ud = a,
         .want_write = h_want_write,
@@ -1100,6 +1102,39 @@ static void test_refusals(const char *tmp)
     sim_free(&S);
 }
 
+/* The marks: an old peers.state is read once (upgrade), then the store mark is the truth. */
+static void test_marks(const char *tmp)
+{
+    sim_t S;
+    sim_init(&S, 5, 2, tmp);
+    S.nodes[0].persistent = true;
+    S.nodes[0].legacy = "crdt-peers 1\nepoch 00000000c0ffee01\nmark 2 0000000000000abc 17\n";
+    sim_dial(&S, 0, 1);
+    sim_start(&S);
+    crdt_peers_stats_t ps;
+    crdt_peers_stats(S.nodes[0].E, &ps);
+    ok(ps.epoch == 0xc0ffee01,
+       "the epoch of an old peers.state is kept on upgrade (%016" PRIx64 ")", ps.epoch);
+    run_until(&S, 1000);
+    node_down(&S.nodes[0], false);
+    S.nodes[0].legacy = "crdt-peers 1\nepoch 00000000deadbeef\n"; /* ignored from now on */
+    node_open(&S.nodes[0]);
+    crdt_peers_stats(S.nodes[0].E, &ps);
+    ok(ps.epoch == 0xc0ffee01,
+       "after a restart the store's mark holds it; the old file is not read "
+       "again");
+    uint64_t e1 = 0;
+    crdt_peers_stats(S.nodes[1].E, &ps);
+    e1 = ps.epoch;
+    node_down(&S.nodes[1], false);
+    node_open(&S.nodes[1]);
+    crdt_peers_stats(S.nodes[1].E, &ps);
+    ok(ps.epoch != e1, "a store in memory starts a new epoch at every start (peers resend)");
+    run_until(&S, S.now + 2000);
+    ok(links_up(&S.nodes[0]) == 1, "and links again");
+    sim_free(&S);
+}
+
 /* The store's anti-entropy ops on their own: two embedded stores reconcile and name the keys that
  * differ; the index follows later writes (refreshed from the change feed). */
 typedef struct rsx_run {
@@ -1356,6 +1391,7 @@ int main(void)
     test_clock(tmp);
     test_refusals(tmp);
     test_store_rsx();
+    test_marks(tmp);
 
     const char *se = getenv("CRDT_SEED");
     const char *ne = getenv("CRDT_SIM_SEEDS");
