@@ -75,6 +75,40 @@ int main(int argc, char **argv)
         static const char b64[] = "\x02ZmVlZDox";
         write_file(dir, n++, payload, sizeof(payload) - 1);
         write_file(dir, n++, b64, sizeof(b64) - 1);
+        /* selector 9: messages to the peer engine after a handshake, [len:u16][message] each:
+         * a DELTAS of one entry per type, an ACK, a PING, a REPAIR of one entry */
+        for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+            crdt_obj_t *o = sample(t, 0);
+            if (!o)
+                continue;
+            crdt_buf_t obj = {0}, m = {0};
+            crdt_obj_encode(o, &obj);
+            uint8_t hdr[21] = {5}; /* DELTAS from 0 through 1, one entry */
+            hdr[9] = 1;
+            hdr[17] = 1;
+            crdt_buf_append(&m, "\x09\0\0", 3);
+            crdt_buf_append(&m, hdr, sizeof(hdr));
+            uint8_t e[4] = {1, 2, 'k', (uint8_t)('0' + t)}; /* seq 1, key "k<t>" */
+            crdt_buf_append(&m, e, sizeof(e));
+            crdt_buf_put_varint(&m, obj.len);
+            crdt_buf_append(&m, obj.data, obj.len);
+            size_t len = m.len - 3;
+            m.data[1] = (uint8_t)len;
+            m.data[2] = (uint8_t)(len >> 8);
+            crdt_buf_append(&m, "\x02\0\x06\x01\x01\0\x09", 7); /* ACK 1, PING */
+            uint8_t rep[5] = {8, 1, 0, 0, 0};                   /* REPAIR, one entry */
+            size_t rlen = 5 + 3 + crdt_varint_len(obj.len) + obj.len;
+            uint8_t rl[2] = {(uint8_t)rlen, (uint8_t)(rlen >> 8)};
+            crdt_buf_append(&m, rl, 2);
+            crdt_buf_append(&m, rep, 5);
+            crdt_buf_append(&m, e + 1, 3);
+            crdt_buf_put_varint(&m, obj.len);
+            crdt_buf_append(&m, obj.data, obj.len);
+            write_file(dir, n++, m.data, m.len);
+            crdt_buf_free(&obj);
+            crdt_buf_free(&m);
+            crdt_obj_free(o);
+        }
         return 0;
     }
     if (!strcmp(kind, "fuzz_apply_op")) {
