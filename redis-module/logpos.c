@@ -95,8 +95,11 @@ bool crdtm_log_name_parse(const char *name, size_t len, uint64_t *epoch, unsigne
         return false;
     size_t tag_len = len - plen - 2 - 16;
     const char *tag = name + plen;
-    if (memchr(tag, '}', tag_len) || memchr(tag, '{', tag_len) || tag[tag_len] != '}' ||
-        tag[tag_len + 1] != ':')
+    /* tags are what crdtm_slot_tags writes: digits and lowercase letters */
+    for (size_t i = 0; i < tag_len; i++)
+        if (!((tag[i] >= '0' && tag[i] <= '9') || (tag[i] >= 'a' && tag[i] <= 'z')))
+            return false;
+    if (tag[tag_len] != '}' || tag[tag_len + 1] != ':')
         return false;
     if (!parse_epoch(tag + tag_len + 2, epoch))
         return false;
