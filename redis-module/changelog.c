@@ -294,6 +294,10 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
             registry_add(slot, epoch);
         return REDISMODULE_OK;
     }
+    /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
+     * slot's fingerprints must look at it again */
+    if (type != REDISMODULE_NOTIFY_STREAM)
+        crdtm_rsx_touch(ctx, k, klen);
     if (type != REDISMODULE_NOTIFY_GENERIC || strcmp(event, "restore") != 0 ||
         !crdtm_log_should_append(ctx))
         return REDISMODULE_OK;

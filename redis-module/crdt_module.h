@@ -25,6 +25,7 @@ typedef struct crdtm_config {
     uint64_t log_max_len;    /* entries kept per log; 0: no length bound */
     uint64_t log_max_age_ms; /* entries older than this are trimmed; 0: no age bound */
     bool log_trim_acked;     /* trimming keeps what a consumer group has not acknowledged */
+    bool rsx_enabled;        /* keep range fingerprints per slot for CRDT.RSX.* (rsx.c) */
 } crdtm_config_t;
 
 typedef struct crdtm_stats {
@@ -85,6 +86,17 @@ int crdtm_log_init(RedisModuleCtx *ctx);
 void crdtm_log_info(RedisModuleInfoCtx *ctx);
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+/* Anti-entropy (rsx.c). Notes that a key of db 0 changed (written, deleted, restored, loaded): its
+ * slot's fingerprints are brought up to date when next read. */
+void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len);
+int crdtm_rsx_init(RedisModuleCtx *ctx);
+void crdtm_rsx_info(RedisModuleInfoCtx *ctx);
+int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_close(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* Registers every CRDT.* command with its flags, key specs and docs (commands.c). */
 int crdtm_register_commands(RedisModuleCtx *ctx);

@@ -18,6 +18,7 @@ crdtm_config_t crdtm_cfg = {
     .log_max_len = CRDTM_LOG_MAX_LEN_DEFAULT,
     .log_max_age_ms = 0,
     .log_trim_acked = false,
+    .rsx_enabled = true,
 };
 crdtm_stats_t crdtm_stats;
 RedisModuleType *crdtm_type;
@@ -131,6 +132,7 @@ void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *eve
     size_t len;
     const char *p = RedisModule_StringPtrLen(name, &len);
     crdtm_feed_append(RedisModule_GetSelectedDb(ctx), p, len);
+    crdtm_rsx_touch(ctx, p, len);
 }
 
 /* ---- change feed: a bounded ring of (seq, db, key) ------------------------------------------ *
@@ -370,6 +372,7 @@ static void info_cb(RedisModuleInfoCtx *ctx, int for_crash_report)
     RedisModule_InfoAddFieldULongLong(ctx, "changes_len", feed.count);
     RedisModule_InfoAddFieldULongLong(ctx, "changes_max_len", feed.cap);
     crdtm_log_info(ctx);
+    crdtm_rsx_info(ctx);
 }
 
 /* ---- load ----------------------------------------------------------------------------------- */
@@ -409,6 +412,11 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
                 goto bad;
             crdtm_cfg.log_enabled = strcasecmp(yn, "yes") == 0;
+        } else if (strcasecmp(name, "rsx") == 0) {
+            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
+            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+                goto bad;
+            crdtm_cfg.rsx_enabled = strcasecmp(yn, "yes") == 0;
         } else if (strcasecmp(name, "log-trim-acked") == 0) {
             const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
             if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
@@ -430,7 +438,7 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             RedisModule_Log(ctx, "warning",
                             "crdt: unknown module argument '%s' (known: node-id, "
                             "timeline-max-size, changes-max-len, max-clock-drift-ms, log, log-max-len, "
-                            "log-max-age-ms, log-trim-acked)",
+                            "log-max-age-ms, log-trim-acked, rsx)",
                             name);
             return -1;
         }
@@ -479,7 +487,7 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     if (crdtm_register_commands(ctx) == REDISMODULE_ERR)
         return REDISMODULE_ERR;
-    if (crdtm_log_init(ctx) < 0)
+    if (crdtm_log_init(ctx) < 0 || crdtm_rsx_init(ctx) < 0)
         return REDISMODULE_ERR;
     RedisModule_RegisterInfoFunc(ctx, info_cb);
     RedisModule_Log(ctx, "notice",

@@ -130,6 +130,21 @@ typedef struct RedisModuleInfoCtx RedisModuleInfoCtx;
 typedef struct RedisModuleDefragCtx RedisModuleDefragCtx;
 typedef struct RedisModuleCallReply RedisModuleCallReply;
 
+/* Server events (SubscribeToServerEvent) */
+typedef struct RedisModuleEvent {
+    uint64_t id;
+    uint64_t dataver;
+} RedisModuleEvent;
+#define REDISMODULE_EVENT_FLUSHDB 2
+#define REDISMODULE_SUBEVENT_FLUSHDB_END 1
+typedef struct RedisModuleFlushInfo {
+    uint64_t version;
+    int32_t sync;
+    int32_t dbnum; /* -1: every db */
+} RedisModuleFlushInfo;
+typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid,
+                                         uint64_t subevent, void *data);
+
 typedef int (*RedisModuleCmdFunc)(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
 typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const char *event,
@@ -315,6 +330,8 @@ typedef struct RedisModuleCommandInfo {
     X(int, SubscribeToKeyspaceEvents,                                                              \
       (RedisModuleCtx * ctx, int types, RedisModuleNotificationFunc cb))                           \
     X(void, GetRandomBytes, (unsigned char *dst, size_t len))                                      \
+    X(int, SubscribeToServerEvent,                                                                 \
+      (RedisModuleCtx * ctx, RedisModuleEvent event, RedisModuleEventCallback cb))                 \
     X(int, StreamAdd,                                                                              \
       (RedisModuleKey * key, int flags, RedisModuleStreamID *id, RedisModuleString **argv,         \
        int64_t numfields))                                                                         \
