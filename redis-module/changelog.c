@@ -30,6 +30,8 @@ typedef struct slot_logs {
     uint64_t *epochs; /* ascending; the last is where appends go */
     uint32_t n, cap;
     uint32_t appends; /* since the last age check */
+    uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
+    RedisModuleString *cur_name; /* name of the log appends go to, kept between writes */
 } slot_logs_t;
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
@@ -219,10 +221,18 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     size_t nlen = 0;
     RedisModuleKey *lk = NULL;
     while (sl->n && !lk) {
-        nlen = crdtm_log_name(name, slot_tag[slot], sl->epochs[sl->n - 1]);
-        RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
-        lk = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ | REDISMODULE_WRITE);
-        RedisModule_FreeString(ctx, ns);
+        uint64_t epoch = sl->epochs[sl->n - 1];
+        if (sl->cur_epoch != epoch || !sl->cur_name) {
+            /* the name is made once per log, not per write */
+            if (sl->cur_name)
+                RedisModule_FreeString(NULL, sl->cur_name);
+            nlen = crdtm_log_name(name, slot_tag[slot], epoch);
+            sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+            sl->cur_epoch = epoch;
+        }
+        const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
+        memcpy(name, np, nlen);
+        lk = RedisModule_OpenKey(ctx, sl->cur_name, REDISMODULE_READ | REDISMODULE_WRITE);
         if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_STREAM) {
             /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
             RedisModule_CloseKey(lk);

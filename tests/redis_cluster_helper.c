@@ -393,7 +393,7 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
     c->lost = false;
     int port = key ? c->slot_port[crdtm_keyslot(key, klen)] : 0;
     bool asking = false;
-    for (int attempt = 0; attempt < 150; attempt++) {
+    for (int attempt = 0; attempt < 300; attempt++) {
         if (!port)
             for (int i = 0; i < c->cl->n && !port; i++)
                 if (c->cl->node[i].pid > 0)

@@ -441,7 +441,11 @@ static void test_keys(void)
         {"CRDT.INFO a", "a"},
         {"CRDT.LOG.READ crdt:log:{0}:0000000000000001 0 10", "crdt:log:{0}:0000000000000001"},
         {"CRDT.LOG.LIST 5", "ERR The command has no key arguments"},
-        {"CRDT.CHANGES 0 10", "ERR The command has no key arguments"},
+        {"CRDT.RSX.OPEN {t} INITIATOR", "{t}"},
+        {"CRDT.RSX.RECV {t} 0123456789abcdef msg", "{t}"},
+        {"CRDT.RSX.DIFFS {t} 0123456789abcdef", "{t}"},
+        {"CRDT.RSX.CLOSE {t} 0123456789abcdef", "{t}"},
+        {"CRDT.RSX.DIGEST 0 16383", "ERR The command has no key arguments"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         check_getkeys(s, cases[i].cmd, cases[i].keys);

@@ -66,7 +66,7 @@ static void log_read(rh_server_t *s, const char *name, const char *pos, int coun
     for (size_t i = 0; i < r->element[2]->elements; i++) {
         redisReply *e = r->element[2]->element[i];
         res->n++;
-        if (key && (e->element[1]->len != strlen(key) || memcmp(e->element[1]->str, key, strlen(key))))
+        if (!key || (e->element[1]->len != strlen(key) || memcmp(e->element[1]->str, key, strlen(key))))
             continue;
         crdt_error_t err;
         crdt_obj_t *o = crdt_obj_decode(e->element[2]->str, e->element[2]->len, &err);
@@ -303,6 +303,7 @@ static void test_trim_policies(void)
     readres_t r = {0};
     log_read(&G, name, "0", 1000, NULL, &r);
     is(r.status, "truncated", "a reader from 0 learns it fell behind");
+    crdt_obj_free(r.joined);
 
     /* log-max-age-ms: entries older than the bound go (checked every 64 appends of a slot) */
     rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
