@@ -174,6 +174,9 @@ void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
         return;
     unsigned slot = crdtm_keyslot(name, len);
     rsx_slot_t *sl = &rsx_slots[slot];
+    /* a key written again before its slot is refreshed needs no second note (hot keys) */
+    if (sl->nd && sl->dirty[sl->nd - 1].len == len && !memcmp(sl->dirty[sl->nd - 1].name, name, len))
+        return;
     if (sl->nd == sl->dcap) {
         uint32_t cap = sl->dcap ? sl->dcap * 2 : 4;
         rsx_key_t *p = realloc(sl->dirty, cap * sizeof(*p));
