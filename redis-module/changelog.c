@@ -112,8 +112,8 @@ static bool next_entry_id(RedisModuleKey *lk, RedisModuleStreamID *id)
     long nf;
     if (RedisModule_StreamIteratorNextID(lk, id, &nf) != REDISMODULE_OK)
         return false;
-    RedisModuleString *f, *v;
-    while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK)
+    /* NULL pointers: no strings are made (without auto memory they would have to be freed) */
+    while (RedisModule_StreamIteratorNextField(lk, NULL, NULL) == REDISMODULE_OK)
         ;
     return true;
 }
@@ -491,14 +491,18 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         long nf;
         for (long i = 0; i < n && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK;
              i++) {
+            /* The iterator makes new strings (no auto memory here): each is freed below. */
             RedisModuleString *kv = NULL, *dv = NULL, *f, *v;
             while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
                 size_t fl;
                 const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'k')
+                if (fl == 1 && fp[0] == 'k' && !kv)
                     kv = v;
-                else if (fl == 1 && fp[0] == 'd')
+                else if (fl == 1 && fp[0] == 'd' && !dv)
                     dv = v;
+                else
+                    RedisModule_FreeString(ctx, v);
+                RedisModule_FreeString(ctx, f);
             }
             char idtext[48];
             format_id(idtext, sizeof(idtext), &id);
@@ -512,6 +516,10 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 RedisModule_ReplyWithString(ctx, dv);
             else
                 RedisModule_ReplyWithNull(ctx);
+            if (kv)
+                RedisModule_FreeString(ctx, kv);
+            if (dv)
+                RedisModule_FreeString(ctx, dv);
         }
         RedisModule_StreamIteratorStop(lk);
     }

@@ -260,6 +260,16 @@ static int parse_u64(RedisModuleString *s, uint64_t max, uint64_t *out)
     return 0;
 }
 
+/* "yes" or "no" (any case) into *out; -1 for anything else. */
+static int parse_yes_no(RedisModuleString *s, bool *out)
+{
+    const char *yn = RedisModule_StringPtrLen(s, NULL);
+    if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+        return -1;
+    *out = strcasecmp(yn, "yes") == 0;
+    return 0;
+}
+
 static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     for (int i = 0; i < argc; i += 2) {
@@ -278,20 +288,14 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 goto bad;
             crdtm_cfg.timeline_max = (uint32_t)v;
         } else if (strcasecmp(name, "log") == 0) {
-            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
-            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+            if (parse_yes_no(argv[i + 1], &crdtm_cfg.log_enabled) < 0)
                 goto bad;
-            crdtm_cfg.log_enabled = strcasecmp(yn, "yes") == 0;
         } else if (strcasecmp(name, "rsx") == 0) {
-            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
-            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+            if (parse_yes_no(argv[i + 1], &crdtm_cfg.rsx_enabled) < 0)
                 goto bad;
-            crdtm_cfg.rsx_enabled = strcasecmp(yn, "yes") == 0;
         } else if (strcasecmp(name, "log-trim-acked") == 0) {
-            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
-            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+            if (parse_yes_no(argv[i + 1], &crdtm_cfg.log_trim_acked) < 0)
                 goto bad;
-            crdtm_cfg.log_trim_acked = strcasecmp(yn, "yes") == 0;
         } else if (strcasecmp(name, "log-max-len") == 0) {
             if (parse_u64(argv[i + 1], 1ull << 40, &v) < 0)
                 goto bad;

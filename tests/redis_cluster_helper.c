@@ -19,23 +19,6 @@
 
 static char cli_bin[PATH_MAX];
 
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("# ", stdout);
-    vprintf(fmt, ap);
-    putchar('\n');
-    fflush(stdout);
-    va_end(ap);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 static double now_s(void)
 {
@@ -86,13 +69,13 @@ static int run_cli(const char *const *args, const char *log, int seconds)
         if (now_s() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            note("redis-cli %s did not finish within %d s", args[0], seconds);
+            rh_note("redis-cli %s did not finish within %d s", args[0], seconds);
             return -1;
         }
-        sleep_ms(50);
+        rh_sleep_ms(50);
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        note("redis-cli %s failed (status %d); its output:", args[0], st);
+        rh_note("redis-cli %s failed (status %d); its output:", args[0], st);
         FILE *f = fopen(log, "r");
         char line[512];
         for (int k = 0; f && k < 30 && fgets(line, sizeof(line), f); k++)
@@ -196,9 +179,9 @@ int rc_wait_ok(rc_cluster_t *cl, int seconds)
             if (all)
                 return 0;
         }
-        sleep_ms(100);
+        rh_sleep_ms(100);
     }
-    note("the cluster did not reach cluster_state:ok with one view of the slots in %d s",
+    rh_note("the cluster did not reach cluster_state:ok with one view of the slots in %d s",
          seconds);
     return -1;
 }
@@ -217,7 +200,7 @@ int rc_start(rc_cluster_t *cl, int primaries, int replicas, const char *module_a
         char margs[256];
         snprintf(margs, sizeof(margs), "node-id %d %s", i + 1, module_args ? module_args : "");
         if (rh_start(&cl->node[i], NULL, margs, extra) < 0) {
-            note("cluster node %d did not start", i);
+            rh_note("cluster node %d did not start", i);
             rc_stop(cl);
             return -1;
         }
@@ -248,7 +231,7 @@ int rc_start(rc_cluster_t *cl, int primaries, int replicas, const char *module_a
     for (int i = 0; i < n; i++) {
         while (info_has(&cl->node[i], "replication", "role:slave") &&
                !rc_is_synced_replica(cl, i) && now_s() < until)
-            sleep_ms(100);
+            rh_sleep_ms(100);
     }
     return 0;
 }
@@ -400,7 +383,7 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
                     port = c->cl->node[i].port;
         redisContext *rc = rc_conn(c, port);
         if (!rc) { /* node down: wait for the cluster to move its slots */
-            sleep_ms(100);
+            rh_sleep_ms(100);
             rc_refresh(c);
             port = key ? c->slot_port[crdtm_keyslot(key, klen)] : 0;
             continue;
@@ -431,13 +414,13 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
             asking = true;
             c->redirects++;
         } else if (!strncmp(r->str, "TRYAGAIN", 8) || !strncmp(r->str, "CLUSTERDOWN", 11)) {
-            sleep_ms(50);
+            rh_sleep_ms(50);
         } else {
             return r;
         }
         freeReplyObject(r);
     }
-    note("command to slot of %.*s: redirects or retries did not end", (int)klen,
+    rh_note("command to slot of %.*s: redirects or retries did not end", (int)klen,
          key ? key : "");
     return NULL;
 }

@@ -27,11 +27,6 @@
 
 static rc_cluster_t CL;
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* ---- the writer: every type, a model of what was acknowledged -------------------------------- */
 
@@ -530,7 +525,7 @@ static void test_reshard(void)
     rc_client_init(&c, &CL);
     writer_t *w = &W;
     writer_start(w, false);
-    sleep_ms(700);
+    rh_sleep_ms(700);
 
     /* a follower reads what is there before the move and keeps its positions */
     follower_t *f = calloc(1, sizeof(*f));
@@ -572,7 +567,7 @@ static void test_reshard(void)
         if (system(cmd) != 0)
             diag("no reshard log");
     }
-    sleep_ms(500);
+    rh_sleep_ms(500);
     writer_stop(w);
     cmp_ok(w->m.n - ops_before, ">", 100, "writes during the resharding: %ld",
            w->m.n - ops_before);
@@ -616,7 +611,7 @@ static void test_failover(void)
     writer_t *w = &W;
     long ops_start = w->m.n;
     writer_start(w, true);
-    sleep_ms(800);
+    rh_sleep_ms(800);
     int victim = rc_slot_owner(&CL, 0, crdtm_keyslot("pn:1", 4));
     ok(victim >= 0, "the primary of pn:1 is node %d", victim);
     long ops_before = w->m.n;
@@ -634,11 +629,11 @@ static void test_failover(void)
     for (int i = 0; i < 300 && !synced; i++) {
         synced = rc_is_synced_replica(&CL, victim);
         if (!synced)
-            sleep_ms(100);
+            rh_sleep_ms(100);
     }
     ok(synced, "it rejoined as a replica with its link up");
     long ops_rejoin = w->m.n;
-    sleep_ms(600);
+    rh_sleep_ms(600);
     writer_stop(w);
     cmp_ok(w->m.n - ops_rejoin, ">", 20, "writes after it rejoined: %ld", w->m.n - ops_rejoin);
     rc_refresh(&c);
@@ -660,7 +655,7 @@ static void test_failover(void)
         dp = rh_str(rh_cmd(&CL.node[now], "DEBUG DIGEST"), NULL);
         same = dv && dp && !strcmp(dv, dp);
         if (!same)
-            sleep_ms(100);
+            rh_sleep_ms(100);
     }
     ok(same, "its dataset (change logs included) has the digest of its new primary (%s)",
        dv ? dv : "none");

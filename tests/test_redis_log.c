@@ -19,11 +19,6 @@
 #include "logpos.h"
 #include "redis_helper.h"
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 /* The log of key's slot on s (the only one its slot holds), into name; 0 or -1. */
 static int log_of(rh_server_t *s, const char *key, char *name)
@@ -247,7 +242,7 @@ static void test_replica_restore_off(void)
         dr = rh_str(rh_cmd(&R, "DEBUG DIGEST"), NULL);
         if (dp && dr && !strcmp(dp, dr))
             break;
-        sleep_ms(100);
+        rh_sleep_ms(100);
     }
     ok(dp && dr && !strcmp(dp, dr), "primary and replica have one digest");
     free(dp);
@@ -308,7 +303,7 @@ static void test_trim_policies(void)
     /* log-max-age-ms: entries older than the bound go (checked every 64 appends of a slot) */
     rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
     ok(log_of(&T, "c", name) == 0, "log of c (age bound)");
-    sleep_ms(300);
+    rh_sleep_ms(300);
     for (int i = 0; i < 70; i++)
         rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
     len = rh_int(rh_cmd(&T, "XLEN %s", name));
