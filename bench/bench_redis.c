@@ -404,8 +404,8 @@ static void compare(deploy_t *da, workload_t a, deploy_t *db, workload_t b, long
         va[r] = (double)(slice * SLICES) / ta;
         vb[r] = (double)(slice * SLICES) / tb;
         ratio[r] = va[r] / vb[r];
-        printf("  run %d: %-10s %-20s %9.0f ops/s   %-10s %-20s %9.0f ops/s   ratio %.2f\n",
-               r + 1, da->name, wname[a], va[r], db->name, wname[b], vb[r], ratio[r]);
+        printf("  run %d: %-10s %-20s %9.0f ops/s   %-10s %-20s %9.0f ops/s   ratio %.2f\n", r + 1,
+               da->name, wname[a], va[r], db->name, wname[b], vb[r], ratio[r]);
     }
     *ma = median(va, runs);
     *mb = median(vb, runs);
@@ -452,7 +452,8 @@ static void load_read_keys(void)
         }
     }
     printf("  read keys: CRDT.TLCARD rtl:0 = %lld, ZCARD rz:0 = %lld\n",
-           rh_int(rh_cmd(dep_nolog.srv[0], "CRDT.TLCARD rtl:0")), rh_int(rh_cmd(dep_nolog.srv[0], "ZCARD rz:0")));
+           rh_int(rh_cmd(dep_nolog.srv[0], "CRDT.TLCARD rtl:0")),
+           rh_int(rh_cmd(dep_nolog.srv[0], "ZCARD rz:0")));
 }
 
 /* MEMORY USAGE per entry of the same writes kept by a timeline and by roshi's two sorted sets:
@@ -465,7 +466,8 @@ static void memory_per_entry(double *tl_pe, double *roshi_pe)
         snprintf(score, sizeof(score), "%d", 1600000000 + i * 7);
         snprintf(member, sizeof(member), "item:%d", i);
         freeReplyObject(rh_cmd(dep_nolog.srv[0], "CRDT.TLADD mtl %s %s", score, member));
-        freeReplyObject(rh_cmd(dep_nolog.srv[0], "EVALSHA %s 2 mr+ mr- %s %s 100000", lua_sha, score, member));
+        freeReplyObject(
+            rh_cmd(dep_nolog.srv[0], "EVALSHA %s 2 mr+ mr- %s %s 100000", lua_sha, score, member));
     }
     int removed = 0;
     for (int i = 0; i < TL_BOUND; i += 10, removed++) {
@@ -473,14 +475,15 @@ static void memory_per_entry(double *tl_pe, double *roshi_pe)
         snprintf(score, sizeof(score), "%d", 1700000000 + i);
         snprintf(member, sizeof(member), "item:%d", i);
         freeReplyObject(rh_cmd(dep_nolog.srv[0], "CRDT.TLREM mtl %s %s", score, member));
-        freeReplyObject(
-            rh_cmd(dep_nolog.srv[0], "EVALSHA %s 2 mr+ mr- %s %s 100000", lua_del_sha, score, member));
+        freeReplyObject(rh_cmd(dep_nolog.srv[0], "EVALSHA %s 2 mr+ mr- %s %s 100000", lua_del_sha,
+                               score, member));
     }
     long long a = rh_int(rh_cmd(dep_nolog.srv[0], "MEMORY USAGE mtl SAMPLES 0"));
     long long p = rh_int(rh_cmd(dep_nolog.srv[0], "MEMORY USAGE mr+ SAMPLES 0"));
     long long m = rh_int(rh_cmd(dep_nolog.srv[0], "MEMORY USAGE mr- SAMPLES 0"));
     long long card = rh_int(rh_cmd(dep_nolog.srv[0], "CRDT.TLCARD mtl"));
-    long long zc = rh_int(rh_cmd(dep_nolog.srv[0], "ZCARD mr+")) + rh_int(rh_cmd(dep_nolog.srv[0], "ZCARD mr-"));
+    long long zc = rh_int(rh_cmd(dep_nolog.srv[0], "ZCARD mr+")) +
+                   rh_int(rh_cmd(dep_nolog.srv[0], "ZCARD mr-"));
     printf("  timeline: %lld bytes, %lld live + %d tombstones\n", a, card, removed);
     printf("  roshi:    %lld + %lld bytes, %lld entries in both sets\n", p, m, zc);
     *tl_pe = (double)a / TL_BOUND;
@@ -582,8 +585,7 @@ static int connect_deploy(deploy_t *d, const char *name, rh_server_t **srv, int 
         for (int n = 0; n < nodes; n++)
             if (srv[n]->port == port)
                 node = n;
-        for (long long sl = e->element[0]->integer; node >= 0 && sl <= e->element[1]->integer;
-             sl++)
+        for (long long sl = e->element[0]->integer; node >= 0 && sl <= e->element[1]->integer; sl++)
             d->slot_node[sl] = (unsigned char)node;
     }
     if (r)
@@ -642,8 +644,9 @@ static int bench_reconcile(long nkeys)
     const char *diffs = getenv("BENCH_DIFFS");
     char list[256];
     snprintf(list, sizeof(list), "%s", diffs && *diffs ? diffs : "0,1,10,100,1000");
-    printf("  | d | found | slots | round trips | bytes out | bytes in | total/d | ms | naive bytes "
-           "|\n");
+    printf(
+        "  | d | found | slots | round trips | bytes out | bytes in | total/d | ms | naive bytes "
+        "|\n");
     long written = 0; /* keys made to differ so far, on A: c:0 .. c:written-1 get +1 */
     for (char *save, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         long d = strtol(t, NULL, 10);
@@ -672,8 +675,8 @@ static int bench_reconcile(long nkeys)
         }
         qsort(ms, (size_t)runs, sizeof(double), rec_cmp);
         printf("  | %ld | %.0f | %.0f | %.0f | %.0f | %.0f | %s%.0f | %.1f | %ld |\n", d, found,
-               slots, rts, bytes_out, bytes_in, d ? "" : "-", d ? (bytes_out + bytes_in) / (double)d : 0,
-               ms[runs / 2], 32 * nkeys);
+               slots, rts, bytes_out, bytes_in, d ? "" : "-",
+               d ? (bytes_out + bytes_in) / (double)d : 0, ms[runs / 2], 32 * nkeys);
     }
     rh_stop(&A);
     rh_stop(&B);
@@ -746,8 +749,7 @@ int main(void)
            cluster_mode ? "two Redis Clusters of 3 primaries" : "two redis-servers",
            with_aof ? " and an AOF (everysec)" : "", nconns, pipeline, total_ops, runs);
 
-    double tl, z, q1, tll, tln, q2, tl3, z3, q3, tl4 = 0, roshi = 0, q4 = 0, rr = 0, zr = 0,
-                                                    q5 = 0;
+    double tl, z, q1, tll, tln, q2, tl3, z3, q3, tl4 = 0, roshi = 0, q4 = 0, rr = 0, zr = 0, q5 = 0;
     printf("1. writes: CRDT.TLADD vs ZADD, same stream over %d keys, log off\n", NKEYS_WRITE);
     compare(&dep_nolog, W_TLADD, &dep_nolog, W_ZADD, total_ops, true, &tl, &z, &q1);
     printf("2. writes: CRDT.TLADD with the change log vs without\n");

@@ -29,7 +29,7 @@
 typedef struct slot_logs {
     uint64_t *epochs; /* ascending; the last is where appends go */
     uint32_t n, cap;
-    uint32_t appends; /* since the last age check */
+    uint32_t appends;            /* since the last age check */
     uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
     RedisModuleString *cur_name; /* name of the log appends go to, kept between writes */
 } slot_logs_t;
@@ -458,8 +458,8 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         break;
     }
     RedisModule_ReplyWithArray(ctx, 3);
-    crdtm_pos_t next = {.kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq,
-                        .offset = base};
+    crdtm_pos_t next = {
+        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq, .offset = base};
     /* The entries come first in the stream but last in the reply: keep them in a nested reply
      * built after the position is known. Stream iteration is cheap; iterate twice. */
     long n = 0;

@@ -17,9 +17,9 @@
 #define CRDTM_LOG_MAX_LEN_DEFAULT 256
 
 typedef struct crdtm_config {
-    uint64_t node_id;      /* replica id for HLC timestamps, counter slots and OR-Set dots */
-    uint32_t timeline_max; /* bound of timelines this server creates; 0: unbounded */
-    uint64_t max_drift_ms; /* how far ahead a merged register timestamp may pull our clock */
+    uint64_t node_id;        /* replica id for HLC timestamps, counter slots and OR-Set dots */
+    uint32_t timeline_max;   /* bound of timelines this server creates; 0: unbounded */
+    uint64_t max_drift_ms;   /* how far ahead a merged register timestamp may pull our clock */
     bool log_enabled;        /* writes append to the per-slot change log (changelog.c) */
     uint64_t log_max_len;    /* entries kept per log; 0: no length bound */
     uint64_t log_max_age_ms; /* entries older than this are trimmed; 0: no age bound */
@@ -66,7 +66,6 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err);
 
 /* Counts an object in or out of INFO's keys-by-type. */
 void crdtm_count_obj(const crdt_obj_t *o, int delta);
-
 
 /* Change log (changelog.c). True when this context's writes must append to the log: the log is on,
  * this server is a primary and not loading (replicas and AOF replay get the primary's XADDs). */

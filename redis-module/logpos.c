@@ -122,7 +122,8 @@ bool crdtm_log_name_parse(const char *name, size_t len, uint64_t *epoch, unsigne
 static bool parse_u64(const char **p, const char *end, uint64_t *out)
 {
     const char *s = *p;
-    if (s >= end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < end && s[1] >= '0' && s[1] <= '9'))
+    if (s >= end || *s < '0' || *s > '9' ||
+        (*s == '0' && s + 1 < end && s[1] >= '0' && s[1] <= '9'))
         return false;
     uint64_t v = 0;
     for (; s < end && *s >= '0' && *s <= '9'; s++) {

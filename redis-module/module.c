@@ -366,8 +366,7 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                     "crdt: node-id %llu, timeline-max-size %u, change log %s "
                     "(max-len %llu, max-age-ms %llu, trim-acked %s), anti-entropy %s",
                     (unsigned long long)crdtm_cfg.node_id, crdtm_cfg.timeline_max,
-                    crdtm_cfg.log_enabled ? "on" : "off",
-                    (unsigned long long)crdtm_cfg.log_max_len,
+                    crdtm_cfg.log_enabled ? "on" : "off", (unsigned long long)crdtm_cfg.log_max_len,
                     (unsigned long long)crdtm_cfg.log_max_age_ms,
                     crdtm_cfg.log_trim_acked ? "yes" : "no", crdtm_cfg.rsx_enabled ? "on" : "off");
     return REDISMODULE_OK;

@@ -175,7 +175,8 @@ void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
     unsigned slot = crdtm_keyslot(name, len);
     rsx_slot_t *sl = &rsx_slots[slot];
     /* a key written again before its slot is refreshed needs no second note (hot keys) */
-    if (sl->nd && sl->dirty[sl->nd - 1].len == len && !memcmp(sl->dirty[sl->nd - 1].name, name, len))
+    if (sl->nd && sl->dirty[sl->nd - 1].len == len &&
+        !memcmp(sl->dirty[sl->nd - 1].name, name, len))
         return;
     if (sl->nd == sl->dcap) {
         uint32_t cap = sl->dcap ? sl->dcap * 2 : 4;
@@ -458,8 +459,7 @@ int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
         to >= CRDTM_SLOTS || from > to)
         return RedisModule_ReplyWithError(ctx, "ERR slots must be integers 0 <= first <= last "
                                                "<= 16383");
-    if (argc == 4 &&
-        (RedisModule_StringToLongLong(argv[3], &step) != REDISMODULE_OK || step < 1))
+    if (argc == 4 && (RedisModule_StringToLongLong(argv[3], &step) != REDISMODULE_OK || step < 1))
         return RedisModule_ReplyWithError(ctx, "ERR step must be a positive integer");
     for (long long s = from; s <= to; s++)
         if (slot_refresh(ctx, (unsigned)s) < 0)

@@ -19,7 +19,6 @@
 
 static char cli_bin[PATH_MAX];
 
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -90,8 +89,8 @@ static int run_cli(const char *const *args, const char *log, int seconds)
 /* True when CLUSTER INFO (section "cluster") or INFO section contains `what`. */
 static bool info_has(rh_server_t *s, const char *section, const char *what)
 {
-    redisReply *r = strcmp(section, "cluster") ? rh_cmd(s, "INFO %s", section)
-                                               : rh_cmd(s, "CLUSTER INFO");
+    redisReply *r =
+        strcmp(section, "cluster") ? rh_cmd(s, "INFO %s", section) : rh_cmd(s, "CLUSTER INFO");
     bool has = r && r->type == REDIS_REPLY_STRING && strstr(r->str, what);
     if (r)
         freeReplyObject(r);
@@ -182,7 +181,7 @@ int rc_wait_ok(rc_cluster_t *cl, int seconds)
         rh_sleep_ms(100);
     }
     rh_note("the cluster did not reach cluster_state:ok with one view of the slots in %d s",
-         seconds);
+            seconds);
     return -1;
 }
 
@@ -192,10 +191,17 @@ int rc_start(rc_cluster_t *cl, int primaries, int replicas, const char *module_a
     int n = primaries * (1 + replicas);
     if (n > RC_MAX_NODES || rc_skip_reason())
         return -1;
-    static const char *const extra[] = {"--cluster-enabled",   "yes", "--cluster-config-file",
-                                        "nodes.conf",          "--cluster-node-timeout", "1500",
-                                        "--appendonly",        "yes", "--appendfsync",
-                                        "everysec",            NULL};
+    static const char *const extra[] = {"--cluster-enabled",
+                                        "yes",
+                                        "--cluster-config-file",
+                                        "nodes.conf",
+                                        "--cluster-node-timeout",
+                                        "1500",
+                                        "--appendonly",
+                                        "yes",
+                                        "--appendfsync",
+                                        "everysec",
+                                        NULL};
     for (int i = 0; i < n; i++) {
         char margs[256];
         snprintf(margs, sizeof(margs), "node-id %d %s", i + 1, module_args ? module_args : "");
@@ -420,8 +426,7 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
         }
         freeReplyObject(r);
     }
-    rh_note("command to slot of %.*s: redirects or retries did not end", (int)klen,
-         key ? key : "");
+    rh_note("command to slot of %.*s: redirects or retries did not end", (int)klen, key ? key : "");
     return NULL;
 }
 
@@ -432,9 +437,9 @@ redisReply *rc_cmdv(rc_client_t *c, int keyidx, int argc, const char **argv, con
     if (len < 0)
         return NULL;
     bool keyed = keyidx > 0 && keyidx < argc;
-    redisReply *r = route(c, keyed ? argv[keyidx] : NULL,
-                          keyed ? (lens ? lens[keyidx] : strlen(argv[keyidx])) : 0, cmd,
-                          (size_t)len);
+    redisReply *r =
+        route(c, keyed ? argv[keyidx] : NULL,
+              keyed ? (lens ? lens[keyidx] : strlen(argv[keyidx])) : 0, cmd, (size_t)len);
     redisFreeCommand(cmd);
     return r;
 }

@@ -127,7 +127,8 @@ static int differing_slots(rr_side_t *a, rr_side_t *b, rr_result_t *res, unsigne
             for (size_t p = 0; p < parts; p++) {
                 if (ha[p] == hb[p])
                     continue;
-                unsigned plo = lo + (unsigned)p * step, phi = plo + step - 1 > hi ? hi : plo + step - 1;
+                unsigned plo = lo + (unsigned)p * step,
+                         phi = plo + step - 1 > hi ? hi : plo + step - 1;
                 if (plo == phi)
                     slots[nslots++] = plo;
                 else

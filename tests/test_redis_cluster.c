@@ -27,7 +27,6 @@
 
 static rc_cluster_t CL;
 
-
 /* ---- the writer: every type, a model of what was acknowledged -------------------------------- */
 
 #define NKEYS 48 /* keys per type */
@@ -40,7 +39,7 @@ typedef struct model {
     long long g_acked[NKEYS], g_sent[NKEYS];
     long reg_last_acked[NKEYS]; /* op number of the last acknowledged SET, -1 none */
     long reg_unknown_after[NKEYS];
-    unsigned char *acked;       /* per op: 0 not acked, 1 acked, 2 unknown */
+    unsigned char *acked; /* per op: 0 not acked, 1 acked, 2 unknown */
     unsigned char *type;
     unsigned short *key;
     long n;
@@ -49,7 +48,7 @@ typedef struct model {
 typedef struct writer {
     rc_cluster_t *cl;
     model_t m;
-    bool wait1;  /* WAIT 1 after every write: acknowledged means on a replica too */
+    bool wait1; /* WAIT 1 after every write: acknowledged means on a replica too */
     volatile bool stop;
     long errors; /* error replies (not redirects) */
     char first_error[256];
@@ -227,8 +226,8 @@ static void check_writes(rc_client_t *c, writer_t *w, const char *when)
             freeReplyObject(r);
         if (v < w->m.g_acked[k] || v > w->m.g_sent[k]) {
             if (bad++ < 5)
-                diag("%s: %s is %lld, acknowledged %lld, sent %lld", when, key, v,
-                     w->m.g_acked[k], w->m.g_sent[k]);
+                diag("%s: %s is %lld, acknowledged %lld, sent %lld", when, key, v, w->m.g_acked[k],
+                     w->m.g_sent[k]);
         }
         if (w->m.reg_last_acked[k] >= 0) {
             key_name(key, sizeof(key), T_REG, k);
@@ -243,12 +242,14 @@ static void check_writes(rc_client_t *c, writer_t *w, const char *when)
                      w->m.reg_last_acked[k]);
         }
     }
-    is_int(bad, 0, "%s: counters count every acknowledged increment once; registers hold the "
-                   "last acknowledged value",
+    is_int(bad, 0,
+           "%s: counters count every acknowledged increment once; registers hold the "
+           "last acknowledged value",
            when);
 }
 
-/* ---- the change log, followed from outside ---------------------------------------------------- */
+/* ---- the change log, followed from outside ----------------------------------------------------
+ */
 
 #define MAX_LOGS 4096
 typedef struct follower {
@@ -364,8 +365,8 @@ static void check_log_matches(follower_t *f, rc_client_t *c, const char *when)
             if (f->state[t][k])
                 crdt_obj_encode(f->state[t][k], &b);
             bool has = r && r->type == REDIS_REPLY_STRING;
-            bool same = has ? (b.len == r->len && !memcmp(b.data, r->str, b.len))
-                            : f->state[t][k] == NULL;
+            bool same =
+                has ? (b.len == r->len && !memcmp(b.data, r->str, b.len)) : f->state[t][k] == NULL;
             keys += has;
             if (!same && bad++ < 5)
                 diag("%s: %s: the log joins to %zu bytes, the key holds %zu", when, key, b.len,
@@ -374,8 +375,7 @@ static void check_log_matches(follower_t *f, rc_client_t *c, const char *when)
             if (r)
                 freeReplyObject(r);
         }
-    is_int(bad, 0, "%s: the change logs join to exactly the state of each of %ld keys", when,
-           keys);
+    is_int(bad, 0, "%s: the change logs join to exactly the state of each of %ld keys", when, keys);
 }
 
 static void follower_free(follower_t *f)
@@ -482,13 +482,17 @@ static void test_keys(void)
     ok(a && a->type == REDIS_REPLY_STATUS, "AUTH reader");
     if (a)
         freeReplyObject(a);
-    static const char *const reads[] = {"CRDT.TLSELECT 10 {acl}a {acl}b", "CRDT.TLSELECT 10 {acl}a WITHSCORES",
-                                        "CRDT.TLRANGE {acl}a 0 10", "CRDT.TLCARD {acl}a",
-                                        "CRDT.STATE {acl}a", "CRDT.TYPE {acl}a"};
+    static const char *const reads[] = {"CRDT.TLSELECT 10 {acl}a {acl}b",
+                                        "CRDT.TLSELECT 10 {acl}a WITHSCORES",
+                                        "CRDT.TLRANGE {acl}a 0 10",
+                                        "CRDT.TLCARD {acl}a",
+                                        "CRDT.STATE {acl}a",
+                                        "CRDT.TYPE {acl}a"};
     for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
         a = redisCommand(rc, reads[i]);
         ok(a && a->type != REDIS_REPLY_ERROR, "reader may run %s%s%s", reads[i],
-           a && a->type == REDIS_REPLY_ERROR ? ": " : "", a && a->type == REDIS_REPLY_ERROR ? a->str : "");
+           a && a->type == REDIS_REPLY_ERROR ? ": " : "",
+           a && a->type == REDIS_REPLY_ERROR ? a->str : "");
         if (a)
             freeReplyObject(a);
     }
@@ -569,8 +573,7 @@ static void test_reshard(void)
     }
     rh_sleep_ms(500);
     writer_stop(w);
-    cmp_ok(w->m.n - ops_before, ">", 100, "writes during the resharding: %ld",
-           w->m.n - ops_before);
+    cmp_ok(w->m.n - ops_before, ">", 100, "writes during the resharding: %ld", w->m.n - ops_before);
     is_int(w->errors, 0, "no write failed%s%s", w->errors ? ": " : "", w->first_error);
     ok(rc_wait_ok(&CL, 20) == 0, "cluster ok after resharding");
     rc_refresh(&c);
