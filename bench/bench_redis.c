@@ -56,6 +56,19 @@ static int nconns = 16, pipeline = 32, runs = 5;
 static long total_ops = 200000;
 static char lua_sha[64];
 static bool cluster_mode;
+static const char *only; /* BENCH_ONLY: the comparisons to run, e.g. "2,7"; NULL: all */
+
+static bool want(int n)
+{
+    if (!only)
+        return true;
+    char b[8];
+    snprintf(b, sizeof(b), "%d", n);
+    for (const char *p = only; (p = strstr(p, b)); p++)
+        if ((p == only || p[-1] == ',') && (p[1] == ',' || p[1] == '\0'))
+            return true;
+    return false;
+}
 
 /* roshi's insert, on an add set KEYS[1] and a remove set KEYS[2]: the write applies only if its
  * score beats the member's score in both sets (a tie with the remove set loses), moves the member
@@ -699,6 +712,7 @@ int main(void)
     long rec = env_long("BENCH_RECONCILE", 0, 0, 100000000);
     if (rec)
         return bench_reconcile(rec);
+    only = getenv("BENCH_ONLY");
     const char *cl = getenv("BENCH_CLUSTER");
     cluster_mode = cl && strcmp(cl, "1") == 0;
     char margs[2][96];
@@ -749,31 +763,41 @@ int main(void)
            cluster_mode ? "two Redis Clusters of 3 primaries" : "two redis-servers",
            with_aof ? " and an AOF (everysec)" : "", nconns, pipeline, total_ops, runs);
 
-    double tl, z, q1, tll, tln, q2, tl3, z3, q3, tl4 = 0, roshi = 0, q4 = 0, rr = 0, zr = 0, q5 = 0;
-    printf("1. writes: CRDT.TLADD vs ZADD, same stream over %d keys, log off\n", NKEYS_WRITE);
-    compare(&dep_nolog, W_TLADD, &dep_nolog, W_ZADD, total_ops, true, &tl, &z, &q1);
-    printf("2. writes: CRDT.TLADD with the change log vs without\n");
-    compare(&dep_log, W_TLADD, &dep_nolog, W_TLADD, total_ops, true, &tll, &tln, &q2);
-    printf("3. writes: CRDT.TLADD with the change log vs ZADD\n");
-    compare(&dep_log, W_TLADD, &dep_nolog, W_ZADD, total_ops, true, &tl3, &z3, &q3);
-    if (!cluster_mode) {
+    double tl = 0, z = 0, q1 = 0, tll = 0, tln = 0, q2 = 0, tl3 = 0, z3 = 0, q3 = 0, tl4 = 0, roshi = 0, q4 = 0, rr = 0, zr = 0, q5 = 0;
+    if (want(1)) {
+        printf("1. writes: CRDT.TLADD vs ZADD, same stream over %d keys, log off\n", NKEYS_WRITE);
+        compare(&dep_nolog, W_TLADD, &dep_nolog, W_ZADD, total_ops, true, &tl, &z, &q1);
+    }
+    if (want(2)) {
+        printf("2. writes: CRDT.TLADD with the change log vs without\n");
+        compare(&dep_log, W_TLADD, &dep_nolog, W_TLADD, total_ops, true, &tll, &tln, &q2);
+    }
+    if (want(3)) {
+        printf("3. writes: CRDT.TLADD with the change log vs ZADD\n");
+        compare(&dep_log, W_TLADD, &dep_nolog, W_ZADD, total_ops, true, &tl3, &z3, &q3);
+    }
+    if (!cluster_mode && want(4)) {
         printf("4. writes: CRDT.TLADD vs roshi's insert as EVALSHA on two sorted sets\n");
         compare(&dep_nolog, W_TLADD, &dep_nolog, W_ROSHI, total_ops, true, &tl4, &roshi, &q4);
+    }
+    if (!cluster_mode && want(5)) {
         flush(&dep_nolog);
         load_read_keys();
         printf("5. reads: newest 50 of %d-entry keys\n", TL_BOUND);
         compare(&dep_nolog, W_TLRANGE, &dep_nolog, W_ZREVRANGE, total_ops, false, &rr, &zr, &q5);
     }
     double mtl = 0, mroshi = 0;
-    if (!cluster_mode) {
+    if (!cluster_mode && want(6)) {
         printf("6. memory: %d inserts, then every 10th member deleted\n", TL_BOUND);
         memory_per_entry(&mtl, &mroshi);
     }
     long nmem = env_long("BENCH_MEM_ENTRIES", 1000000, 1000, 100000000);
-    printf("7. used_memory per entry: %ld new members over %d keys\n", nmem, NKEYS_WRITE);
-    double mlen;
-    double mem_log = memory_with_log(&dep_log, nmem, &mlen);
-    double mem_nolog = memory_with_log(&dep_nolog, nmem, &mlen);
+    double mlen = 0, mem_log = 0, mem_nolog = 0;
+    if (want(7)) {
+        printf("7. used_memory per entry: %ld new members over %d keys\n", nmem, NKEYS_WRITE);
+        mem_log = memory_with_log(&dep_log, nmem, &mlen);
+        mem_nolog = memory_with_log(&dep_nolog, nmem, &mlen);
+    }
     long long log_entries = 0;
     for (int n = 0; n < dep_log.nodes; n++) {
         redisReply *r = rh_cmd(dep_log.srv[n], "CRDT.LOG.LIST");

@@ -255,6 +255,10 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         }
         registry_add(slot, epoch);
         log_stats.created++;
+        if (sl->cur_name)
+            RedisModule_FreeString(NULL, sl->cur_name);
+        sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+        sl->cur_epoch = epoch;
     }
     RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
     RedisModuleString *fields[4] = {field_k, key, field_d, d};
@@ -263,7 +267,9 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     if (rc == REDISMODULE_OK) {
         char idtext[48];
         format_id(idtext, sizeof(idtext), &id);
-        RedisModule_Replicate(ctx, "XADD", "bccscs", name, nlen, idtext, "k", key, "d", d);
+        /* strings the module holds go as "s" (shared, not copied): only the ID is made here */
+        RedisModule_Replicate(ctx, "XADD", "scssss", sl->cur_name, idtext, field_k, key, field_d,
+                              d);
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
