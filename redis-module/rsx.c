@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define RSX_MAX_SESSIONS 256
+#define RSX_MAX_SESSIONS 1024
 #define RSX_SESSION_MS (5 * 60 * 1000)
 
 typedef struct rsx_key {
@@ -371,7 +371,7 @@ int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* CRDT.RSX.DIFFS key session -> [[name or nil, flags, id], ...]: the ids found to differ, with
  * the names this side holds for them (several if keys share an id); flags 1: we hold it, 2: the
- * peer does, 3: both, with different states. */
+ * peer does, 3: both, with different states. Ends the session (no CLOSE needed). */
 int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 3)
@@ -411,10 +411,11 @@ int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         }
     }
     RedisModule_ReplySetArrayLength(ctx, n);
+    sess_free(x);
     return REDISMODULE_OK;
 }
 
-/* CRDT.RSX.CLOSE key session -> OK */
+/* CRDT.RSX.CLOSE key session -> OK (abandons a session before its DIFFS) */
 int crdtm_cmd_rsx_close(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 3)

@@ -94,6 +94,9 @@ int main(void)
     static const char *const want[] = {"tl:0", "pn:1", "set:2", "new:a", "new:b", "reg:3"};
     reconcile(&A, &B, &r);
     is_int((long long)r.n, 6, "six differing keys found");
+    is_int(rh_info_field(&A, "crdt", "crdt_rsx_sessions_open") +
+               rh_info_field(&B, "crdt", "crdt_rsx_sessions_open"),
+           0, "DIFFS ended every session");
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         ok(has_name(&r, want[i]), "%s is among them", want[i]);
     uint64_t bytes6 = r.bytes_out + r.bytes_in;
