@@ -658,7 +658,7 @@ static int bench_reconcile(long nkeys)
     char list[256];
     snprintf(list, sizeof(list), "%s", diffs && *diffs ? diffs : "0,1,10,100,1000");
     printf(
-        "  | d | found | slots | round trips | bytes out | bytes in | total/d | ms | naive bytes "
+        "  | d | found | ranges | round trips | bytes out | bytes in | total/d | ms | naive bytes "
         "|\n");
     long written = 0; /* keys made to differ so far, on A: c:0 .. c:written-1 get +1 */
     for (char *save, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -682,7 +682,7 @@ static int bench_reconcile(long nkeys)
             bytes_out = (double)res.bytes_out;
             bytes_in = (double)res.bytes_in;
             rts = res.round_trips;
-            slots = res.slots_differing;
+            slots = res.ranges_differing;
             found = (double)res.n;
             rr_result_free(&res);
         }
@@ -763,7 +763,8 @@ int main(void)
            cluster_mode ? "two Redis Clusters of 3 primaries" : "two redis-servers",
            with_aof ? " and an AOF (everysec)" : "", nconns, pipeline, total_ops, runs);
 
-    double tl = 0, z = 0, q1 = 0, tll = 0, tln = 0, q2 = 0, tl3 = 0, z3 = 0, q3 = 0, tl4 = 0, roshi = 0, q4 = 0, rr = 0, zr = 0, q5 = 0;
+    double tl = 0, z = 0, q1 = 0, tll = 0, tln = 0, q2 = 0, tl3 = 0, z3 = 0, q3 = 0, tl4 = 0,
+           roshi = 0, q4 = 0, rr = 0, zr = 0, q5 = 0;
     if (want(1)) {
         printf("1. writes: CRDT.TLADD vs ZADD, same stream over %d keys, log off\n", NKEYS_WRITE);
         compare(&dep_nolog, W_TLADD, &dep_nolog, W_ZADD, total_ops, true, &tl, &z, &q1);

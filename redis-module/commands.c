@@ -961,6 +961,8 @@ typedef struct cmd_def {
 static RedisModuleCommandArg score_member_args[] = {ARG("score", DOUBLE), ARG("member", STRING),
                                                     {0}};
 static RedisModuleCommandArg after_args[] = {ARG("score", DOUBLE), ARG("member", STRING), {0}};
+static RedisModuleCommandArg range_args[] = {ARG("first-slot", INTEGER), ARG("last-slot", INTEGER),
+                                             {0}};
 
 #define V REDISMODULE_COMMAND_INFO_VERSION
 static cmd_def_t commands[] = {
@@ -1108,10 +1110,16 @@ static cmd_def_t commands[] = {
      * key spec, not NOT_KEY: Redis 7.0 routes only real keys to a slot's node. */
     {"crdt.rsx.open", crdtm_cmd_rsx_open, "readonly", 1, 1, 1,
      {.version = V,
-      .summary = "Opens a reconcile session over the slot of key (INITIATOR: with its first message)",
-      .complexity = "O(K) for K keys in the slot", .since = "0.2.0", .arity = 3,
+      .summary = "Opens a reconcile session over the slot of key or a range of slots (INITIATOR: "
+                 "with its first message)",
+      .complexity = "O(K log K) for K keys in the slots", .since = "0.2.0", .arity = -3,
       .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
-      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("role", STRING), {0}}}},
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("role", STRING),
+                                        {.name = "range", .type = REDISMODULE_ARG_TYPE_BLOCK,
+                                         .key_spec_index = -1,
+                                         .flags = REDISMODULE_CMD_ARG_OPTIONAL,
+                                         .subargs = range_args},
+                                        {0}}}},
     {"crdt.rsx.recv", crdtm_cmd_rsx_recv, "readonly", 1, 1, 1,
      {.version = V, .summary = "Hands a reconcile message to a session; its reply and whether done",
       .complexity = "O(cells of the message * log K)", .since = "0.2.0", .arity = 4,

@@ -274,10 +274,13 @@ static rsx_sess_t *sess_find(RedisModuleCtx *ctx, RedisModuleString **argv)
     return NULL;
 }
 
-/* CRDT.RSX.OPEN key INITIATOR|RESPONDER -> [session, first message ("" for a responder)] */
+/* CRDT.RSX.OPEN key INITIATOR|RESPONDER [first-slot last-slot]
+ *   -> [session, first message ("" for a responder)]
+ * Over the slot of key, or over every slot of the range (which this node must serve: the keys of
+ * a slot served elsewhere would look missing). */
 int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    if (argc != 3)
+    if (argc != 3 && argc != 5)
         return RedisModule_WrongArity(ctx);
     if (!rsx_slots)
         return RedisModule_ReplyWithError(ctx, "ERR anti-entropy is off (module argument rsx no)");
@@ -290,32 +293,48 @@ int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     size_t klen;
     const char *k = RedisModule_StringPtrLen(argv[1], &klen);
     unsigned slot = crdtm_keyslot(k, klen);
-    if (slot_refresh(ctx, slot) < 0)
-        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
-    rsx_slot_t *sl = &rsx_slots[slot];
+    long long first = slot, last = slot;
+    if (argc == 5 && (RedisModule_StringToLongLong(argv[3], &first) != REDISMODULE_OK ||
+                      RedisModule_StringToLongLong(argv[4], &last) != REDISMODULE_OK || first < 0 ||
+                      last >= CRDTM_SLOTS || first > last))
+        return RedisModule_ReplyWithError(ctx, "ERR slots must be integers 0 <= first <= last "
+                                               "<= 16383");
+    size_t total = 0;
+    for (long long sl = first; sl <= last; sl++) {
+        if (slot_refresh(ctx, (unsigned)sl) < 0)
+            return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+        total += rsx_slots[sl].n;
+    }
     rsx_sess_t *x = sess_alloc();
-    x->keys = calloc(sl->n ? sl->n : 1, sizeof(*x->keys));
-    crdt_rsx_item_t *items = malloc((sl->n ? sl->n : 1) * sizeof(*items));
+    x->keys = calloc(total ? total : 1, sizeof(*x->keys));
+    crdt_rsx_item_t *items = malloc((total ? total : 1) * sizeof(*items));
     x->ix = crdt_rsx_index_new();
     bool oom = !x->keys || !items || !x->ix;
-    for (uint32_t i = 0; !oom && i < sl->n; i++) {
-        x->keys[i] = sl->keys[i];
-        x->keys[i].name = malloc(sl->keys[i].len ? sl->keys[i].len : 1);
-        if (!x->keys[i].name) {
-            oom = true;
-            break;
+    for (long long sl = first; !oom && sl <= last; sl++) {
+        const rsx_slot_t *ss = &rsx_slots[sl];
+        for (uint32_t i = 0; i < ss->n; i++) {
+            rsx_key_t *dst = &x->keys[x->n];
+            *dst = ss->keys[i];
+            dst->name = malloc(ss->keys[i].len ? ss->keys[i].len : 1);
+            if (!dst->name) {
+                oom = true;
+                break;
+            }
+            memcpy(dst->name, ss->keys[i].name, ss->keys[i].len);
+            x->n++;
         }
-        memcpy(x->keys[i].name, sl->keys[i].name, sl->keys[i].len);
-        x->n = i + 1;
     }
+    /* each slot's keys are in id order; the range's are sorted once */
+    if (!oom && first != last)
+        qsort(x->keys, x->n, sizeof(*x->keys), key_cmp);
     if (!oom)
-        oom = crdt_rsx_index_build(x->ix, items, fold_items(sl->keys, sl->n, items)) < 0;
+        oom = crdt_rsx_index_build(x->ix, items, fold_items(x->keys, x->n, items)) < 0;
     free(items);
     crdt_rsx_config_t cfg;
     crdt_rsx_config_init(&cfg);
-    /* A slot holds a 16384th of the keys: an estimator good to 2^16 differences per slot is
-     * plenty, and half the default's bytes. */
-    cfg.estimator_levels = 8;
+    /* A session covers at most 16384 slots of one node: an estimator good to 2^20 differences
+     * is plenty, and two thirds of the default's bytes. */
+    cfg.estimator_levels = 10;
     RedisModule_GetRandomBytes((unsigned char *)&cfg.seed, sizeof(cfg.seed));
     if (!oom)
         x->s = crdt_rsx_session_new(x->ix, initiator, &cfg);

@@ -3,10 +3,10 @@
  *
  * A side is one server or the primaries of a cluster: CRDT.RSX.DIGEST with a step is asked of each
  * of its nodes and their hashes XORed (a slot's hash comes from the node holding it, the others
- * give 0). Slot ranges whose hashes differ are split 16 ways, level by level, every level one
- * pipelined round trip; each differing slot then runs one crdt_rsx session
- * (CRDT.RSX.OPEN/RECV/DIFFS) on the node that serves it, all sessions
- * stepped together (in waves of 512 slots), one round trip per protocol turn; DIFFS ends each.
+ * give 0), for 16 ranges of 1,024 slots; each range that differs (cut where the serving node
+ * changes) then runs one crdt_rsx session (CRDT.RSX.OPEN ... first last, RECV, DIFFS) on the node
+ * that serves it, all sessions stepped together (in waves of 512), one round trip per protocol
+ * turn; DIFFS ends each.
  * Bytes count what crosses the wire both ways: commands as RESP and replies' payloads.
  */
 #ifndef CRDT_REDIS_RECONCILE_H
@@ -30,7 +30,7 @@ typedef struct rr_result {
     size_t n;
     uint64_t bytes_out, bytes_in; /* sent to the servers, received from them */
     unsigned round_trips;
-    unsigned slots_differing;
+    unsigned ranges_differing; /* slot ranges reconciled by a session each */
 } rr_result_t;
 
 /* One server serving every slot. */

@@ -133,7 +133,7 @@ static void test_introspection(void)
     check_command("crdt.info", 2, "readonly", "write", 1, 1, 1);
     check_command("crdt.log.read", 4, "readonly", "write", 1, 1, 1);
     check_command("crdt.log.list", -1, "readonly", "write", 0, 0, 0);
-    check_command("crdt.rsx.open", 3, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.open", -3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.recv", 4, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.diffs", 3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.close", 3, "readonly", "write", 1, 1, 1);

@@ -28,6 +28,11 @@ static void copy_key(rh_server_t *from, rh_server_t *to, const char *key)
     free(st);
 }
 
+static bool starts_with(const char *s, const char *prefix)
+{
+    return !strncmp(s, prefix, strlen(prefix));
+}
+
 static bool has_name(const rr_result_t *r, const char *name)
 {
     for (size_t i = 0; i < r->n; i++)
@@ -78,7 +83,7 @@ int main(void)
     rr_result_t r;
     reconcile(&A, &B, &r);
     is_int((long long)r.n, 0, "equal datasets: no difference");
-    is_int(r.round_trips, 1, "one round trip (the whole-range digest)");
+    is_int(r.round_trips, 1, "one round trip (the digest of 16 ranges)");
     cmp_ok(r.bytes_out + r.bytes_in, "<", 400, "in %llu bytes",
            (unsigned long long)(r.bytes_out + r.bytes_in));
     rr_result_free(&r);
@@ -100,7 +105,7 @@ int main(void)
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         ok(has_name(&r, want[i]), "%s is among them", want[i]);
     uint64_t bytes6 = r.bytes_out + r.bytes_in;
-    diag("d=6: %u slots differ, %u round trips, %llu bytes", r.slots_differing, r.round_trips,
+    diag("d=6: %u ranges differ, %u round trips, %llu bytes", r.ranges_differing, r.round_trips,
          (unsigned long long)bytes6);
     cmp_ok(bytes6, "<", 16 * NKEYS, "fewer bytes than a list of every key's (id, fp)");
 
@@ -145,6 +150,10 @@ int main(void)
        "a malformed session id is unknown");
     is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} BOTH")), "ERR role must be INITIATOR or RESPONDER",
        "bad role");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 5 4")),
+       "ERR slots must be integers 0 <= first <= last <= 16383", "bad session range");
+    ok(starts_with(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 5")), "ERR wrong number"),
+       "a range needs both ends");
     is(rh_err(rh_cmd(&A, "CRDT.RSX.DIGEST 5 4")),
        "ERR slots must be integers 0 <= first <= last <= 16383", "bad digest range");
     redisReply *s1 = rh_cmd(&A, "SELECT 1");
