@@ -229,9 +229,18 @@ static void test_replica_restore_off(void)
     if (rh_start(&R, NULL, "node-id 2", rep) < 0 || rh_start(&C, NULL, "node-id 3", NULL) < 0 ||
         rh_start(&OFF, NULL, "node-id 4 log no", NULL) < 0)
         bail_out("cannot start redis-server");
+    /* the replica first finishes its initial sync (slow under ASan), then gets the writes */
+    for (int i = 0; i < 200; i++) {
+        char *info = rh_str(rh_cmd(&R, "INFO replication"), NULL);
+        bool up = info && strstr(info, "master_link_status:up");
+        free(info);
+        if (up)
+            break;
+        rh_sleep_ms(50);
+    }
     for (int i = 0; i < 20; i++)
         rh_int(rh_cmd(&P, "CRDT.SADD s m%d", i));
-    rh_int(rh_cmd(&P, "WAIT 1 5000"));
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1: the replica has the writes");
     char name[CRDTM_LOG_NAME_MAX], rname[CRDTM_LOG_NAME_MAX];
     ok(log_of(&P, "s", name) == 0 && log_of(&R, "s", rname) == 0 && !strcmp(name, rname),
        "the replica holds the primary's log %s", name);
