@@ -24,6 +24,7 @@
 #include "crdt.h"
 #include "logpos.h"
 #include "redis_cluster_helper.h"
+#include "redis_reconcile.h"
 
 static rc_cluster_t CL;
 
@@ -702,6 +703,80 @@ static void test_failover(void)
     rc_client_free(&c);
 }
 
+/* ---- anti-entropy between the cluster and a single server --------------------------------- */
+
+static void test_reconcile_with_single(void)
+{
+    rh_server_t S;
+    if (!ok(rh_start(&S, NULL, "node-id 50 log no", NULL) == 0, "a single server to compare with"))
+        return;
+    rc_client_t c;
+    rc_client_init(&c, &CL);
+    /* the single server gets a copy of every key of the cluster */
+    long copied = 0;
+    for (int t = 0; t < T_N; t++)
+        for (int k = 0; k < NKEYS; k++) {
+            char key[32];
+            key_name(key, sizeof(key), t, k);
+            size_t len;
+            char *st = rh_str(rc_cmd(&c, key, "CRDT.STATE %s", key), &len);
+            if (st && rh_int(rh_cmd(&S, "CRDT.MERGE %s %b", key, st, len)) == 1)
+                copied++;
+            free(st);
+        }
+    size_t alen;
+    char *acl = rh_str(rc_cmd(&c, "{acl}a", "CRDT.STATE {acl}a"), &alen); /* test_keys' key */
+    if (acl)
+        copied += rh_int(rh_cmd(&S, "CRDT.MERGE {acl}a %b", acl, alen)) == 1;
+    free(acl);
+    cmp_ok(copied, ">", 0, "copied %ld keys to the single server", copied);
+    /* three differences: changed on the cluster, changed on the server, only on the cluster */
+    redisReply *r = rc_cmd(&c, "tl:0", "CRDT.TLADD tl:0 999999 diverged");
+    if (r)
+        freeReplyObject(r);
+    rh_int(rh_cmd(&S, "CRDT.INCRBY pn:1 7"));
+    r = rc_cmd(&c, "extra:key", "CRDT.SADD extra:key x");
+    if (r)
+        freeReplyObject(r);
+
+    /* the cluster side: its primaries, and which one serves each slot */
+    rr_side_t a, b;
+    memset(&a, 0, sizeof(a));
+    rc_refresh(&c);
+    for (unsigned slot = 0; slot < 16384; slot++) {
+        int node = rc_node_by_port(&CL, c.slot_port[slot]), idx = -1;
+        for (int i = 0; i < a.n; i++)
+            if (a.node[i] == CL.node[node].c)
+                idx = i;
+        if (idx < 0) {
+            idx = a.n++;
+            a.node[idx] = CL.node[node].c;
+        }
+        a.owner[slot] = (unsigned char)idx;
+    }
+    is_int(a.n, 3, "three primaries serve the slots");
+    rr_side_single(&b, S.c);
+    rr_result_t res;
+    ok(rr_reconcile(&a, &b, &res) == 0, "the cluster reconciles with the single server");
+    bool has[3] = {false, false, false};
+    static const char *const want[3] = {"tl:0", "pn:1", "extra:key"};
+    for (size_t i = 0; i < res.n; i++) {
+        bool known = false;
+        for (int w = 0; w < 3; w++)
+            if (!strcmp(res.names[i], want[w]))
+                known = has[w] = true;
+        if (!known)
+            diag("unexpected difference: %s", res.names[i]);
+    }
+    is_int((long long)res.n, 3, "exactly three keys differ (%u ranges, %u round trips, %llu bytes)",
+           res.ranges_differing, res.round_trips,
+           (unsigned long long)(res.bytes_in + res.bytes_out));
+    ok(has[0] && has[1] && has[2], "tl:0, pn:1 and extra:key");
+    rr_result_free(&res);
+    rc_client_free(&c);
+    rh_stop(&S);
+}
+
 int main(void)
 {
     const char *why = rc_skip_reason();
@@ -715,6 +790,7 @@ int main(void)
     test_keys();
     test_reshard();
     test_failover();
+    test_reconcile_with_single();
     writer_free(&W);
     rc_stop(&CL);
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
