@@ -214,6 +214,26 @@ static void test_basics(void)
     is_int(e.n, 0, "with nothing new");
     crdt_obj_free(p.joined);
     ok(rh_info_field(&A, "crdt", "crdt_log_trimmed_entries") > 0, "INFO crdt_log_trimmed_entries");
+
+    /* a follower with read access to the logs only (the ACL of docs/redis-module.md) */
+    is(rh_err(rh_cmd(&A, "ACL SETUSER follower on >secret %%R~crdt:log:* +crdt.log.read "
+                         "+crdt.log.list +readonly")),
+       "", "ACL SETUSER follower");
+    redisContext *fc = redisConnect("127.0.0.1", A.port);
+    redisReply *fr = fc ? redisCommand(fc, "AUTH follower secret") : NULL;
+    ok(fr && fr->type == REDIS_REPLY_STATUS, "AUTH follower");
+    if (fr)
+        freeReplyObject(fr);
+    fr = fc ? redisCommand(fc, "CRDT.LOG.READ %s %s 10", name, p.pos) : NULL;
+    ok(fr && fr->type == REDIS_REPLY_ARRAY, "the follower reads the log");
+    if (fr)
+        freeReplyObject(fr);
+    fr = fc ? redisCommand(fc, "CRDT.TLADD tl 1 x") : NULL;
+    ok(fr && fr->type == REDIS_REPLY_ERROR && !strncmp(fr->str, "NOPERM", 6), "and may not write");
+    if (fr)
+        freeReplyObject(fr);
+    if (fc)
+        redisFree(fc);
     rh_stop(&A);
     rh_stop(&B);
 }
