@@ -23,6 +23,9 @@
 
 #define RSX_MAX_SESSIONS 1024
 #define RSX_SESSION_MS (5 * 60 * 1000)
+/* Keys the snapshots of all open sessions may hold together (a snapshot costs about 40 bytes
+ * plus the name per key): OPEN evicts the oldest sessions to stay under it. */
+#define RSX_SNAPSHOT_KEYS_MAX (8u << 20)
 
 typedef struct rsx_key {
     uint64_t id, fp;
@@ -220,25 +223,31 @@ static void sess_free(rsx_sess_t *x)
     memset(x, 0, sizeof(*x));
 }
 
-/* A free session slot: expired ones are freed first, then the oldest. */
-static rsx_sess_t *sess_alloc(void)
+/* A free session slot for a snapshot of `keys` keys: expired sessions are freed first, then the
+ * oldest, until a slot is free and the snapshots fit RSX_SNAPSHOT_KEYS_MAX. NULL if `keys` alone
+ * exceeds it. */
+static rsx_sess_t *sess_alloc(size_t keys)
 {
+    if (keys > RSX_SNAPSHOT_KEYS_MAX)
+        return NULL;
     long long now = RedisModule_Milliseconds();
-    rsx_sess_t *free_one = NULL, *oldest = NULL;
-    for (int i = 0; i < RSX_MAX_SESSIONS; i++) {
-        rsx_sess_t *x = &sessions[i];
-        if (x->sid && now - x->born > RSX_SESSION_MS)
-            sess_free(x);
-        if (!x->sid && !free_one)
-            free_one = x;
-        if (x->sid && (!oldest || x->born < oldest->born))
-            oldest = x;
+    for (;;) {
+        rsx_sess_t *free_one = NULL, *oldest = NULL;
+        size_t held = 0;
+        for (int i = 0; i < RSX_MAX_SESSIONS; i++) {
+            rsx_sess_t *x = &sessions[i];
+            if (x->sid && now - x->born > RSX_SESSION_MS)
+                sess_free(x);
+            if (!x->sid && !free_one)
+                free_one = x;
+            if (x->sid && (!oldest || x->born < oldest->born))
+                oldest = x;
+            held += x->n;
+        }
+        if (free_one && held + keys <= RSX_SNAPSHOT_KEYS_MAX)
+            return free_one;
+        sess_free(oldest); /* there is one: held > 0 or no slot is free */
     }
-    if (!free_one) {
-        sess_free(oldest);
-        free_one = oldest;
-    }
-    return free_one;
 }
 
 static int reply_no_db0(RedisModuleCtx *ctx)
@@ -305,7 +314,10 @@ int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             return RedisModule_ReplyWithError(ctx, "ERR out of memory");
         total += rsx_slots[sl].n;
     }
-    rsx_sess_t *x = sess_alloc();
+    rsx_sess_t *x = sess_alloc(total);
+    if (!x)
+        return RedisModule_ReplyWithError(ctx, "ERR the range holds too many keys for one session "
+                                               "(more than 8388608): reconcile smaller ranges");
     x->keys = calloc(total ? total : 1, sizeof(*x->keys));
     crdt_rsx_item_t *items = malloc((total ? total : 1) * sizeof(*items));
     x->ix = crdt_rsx_index_new();
