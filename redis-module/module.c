@@ -14,6 +14,11 @@ crdtm_config_t crdtm_cfg = {
     .timeline_max = 0,
     .changes_max = 65536,
     .max_drift_ms = 24ull * 3600 * 1000,
+    .log_enabled = true,
+    .log_max_len = CRDTM_LOG_MAX_LEN_DEFAULT,
+    .log_max_age_ms = 0,
+    .log_trim_acked = false,
+    .rsx_enabled = true,
 };
 crdtm_stats_t crdtm_stats;
 RedisModuleType *crdtm_type;
@@ -113,10 +118,13 @@ void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *eve
          * not keep its memory. */
         static crdt_buf_t b;
         b.len = 0;
-        if (crdt_obj_encode(delta, &b) == 0)
+        if (crdt_obj_encode(delta, &b) == 0) {
             RedisModule_Replicate(ctx, "CRDT.MERGE", "sb", name, (const char *)b.data, b.len);
-        else /* out of memory: the whole command still reaches replicas, which redo the join */
+            if (crdtm_log_should_append(ctx))
+                crdtm_log_append(ctx, name, b.data, b.len);
+        } else { /* out of memory: the whole command still reaches replicas, which redo the join */
             RedisModule_ReplicateVerbatim(ctx);
+        }
         if (b.cap > 1u << 20)
             crdt_buf_free(&b);
     }
@@ -124,6 +132,7 @@ void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *eve
     size_t len;
     const char *p = RedisModule_StringPtrLen(name, &len);
     crdtm_feed_append(RedisModule_GetSelectedDb(ctx), p, len);
+    crdtm_rsx_touch(ctx, p, len);
 }
 
 /* ---- change feed: a bounded ring of (seq, db, key) ------------------------------------------ *
@@ -362,6 +371,8 @@ static void info_cb(RedisModuleInfoCtx *ctx, int for_crash_report)
     RedisModule_InfoAddFieldULongLong(ctx, "changes_oldest_cursor", feed.evicted_upto);
     RedisModule_InfoAddFieldULongLong(ctx, "changes_len", feed.count);
     RedisModule_InfoAddFieldULongLong(ctx, "changes_max_len", feed.cap);
+    crdtm_log_info(ctx);
+    crdtm_rsx_info(ctx);
 }
 
 /* ---- load ----------------------------------------------------------------------------------- */
@@ -396,6 +407,29 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             if (parse_u64(argv[i + 1], 1u << 26, &v) < 0)
                 goto bad;
             crdtm_cfg.changes_max = (uint32_t)v;
+        } else if (strcasecmp(name, "log") == 0) {
+            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
+            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+                goto bad;
+            crdtm_cfg.log_enabled = strcasecmp(yn, "yes") == 0;
+        } else if (strcasecmp(name, "rsx") == 0) {
+            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
+            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+                goto bad;
+            crdtm_cfg.rsx_enabled = strcasecmp(yn, "yes") == 0;
+        } else if (strcasecmp(name, "log-trim-acked") == 0) {
+            const char *yn = RedisModule_StringPtrLen(argv[i + 1], NULL);
+            if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+                goto bad;
+            crdtm_cfg.log_trim_acked = strcasecmp(yn, "yes") == 0;
+        } else if (strcasecmp(name, "log-max-len") == 0) {
+            if (parse_u64(argv[i + 1], 1ull << 40, &v) < 0)
+                goto bad;
+            crdtm_cfg.log_max_len = v;
+        } else if (strcasecmp(name, "log-max-age-ms") == 0) {
+            if (parse_u64(argv[i + 1], UINT64_MAX >> 2, &v) < 0)
+                goto bad;
+            crdtm_cfg.log_max_age_ms = v;
         } else if (strcasecmp(name, "max-clock-drift-ms") == 0) {
             if (parse_u64(argv[i + 1], UINT64_MAX >> 2, &v) < 0)
                 goto bad;
@@ -403,7 +437,8 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         } else {
             RedisModule_Log(ctx, "warning",
                             "crdt: unknown module argument '%s' (known: node-id, "
-                            "timeline-max-size, changes-max-len, max-clock-drift-ms)",
+                            "timeline-max-size, changes-max-len, max-clock-drift-ms, log, log-max-len, "
+                            "log-max-age-ms, log-trim-acked, rsx)",
                             name);
             return -1;
         }
@@ -452,9 +487,16 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     if (crdtm_register_commands(ctx) == REDISMODULE_ERR)
         return REDISMODULE_ERR;
+    if (crdtm_log_init(ctx) < 0 || crdtm_rsx_init(ctx) < 0)
+        return REDISMODULE_ERR;
     RedisModule_RegisterInfoFunc(ctx, info_cb);
-    RedisModule_Log(ctx, "notice", "crdt: node-id %llu, timeline-max-size %u, changes ring %u",
+    RedisModule_Log(ctx, "notice",
+                    "crdt: node-id %llu, timeline-max-size %u, changes ring %u, change log %s "
+                    "(max-len %llu, max-age-ms %llu, trim-acked %s)",
                     (unsigned long long)crdtm_cfg.node_id, crdtm_cfg.timeline_max,
-                    crdtm_cfg.changes_max);
+                    crdtm_cfg.changes_max, crdtm_cfg.log_enabled ? "on" : "off",
+                    (unsigned long long)crdtm_cfg.log_max_len,
+                    (unsigned long long)crdtm_cfg.log_max_age_ms,
+                    crdtm_cfg.log_trim_acked ? "yes" : "no");
     return REDISMODULE_OK;
 }

@@ -48,6 +48,19 @@ static const char *module_path(void)
     return e && *e ? e : CRDT_MODULE_PATH;
 }
 
+int rh_find_tool(const char *name, char *out, size_t cap)
+{
+    const char *path = getenv("PATH");
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+    for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out, cap, "%s/%s", d, name);
+        if (access(out, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
 static int find_server(void)
 {
     const char *e = getenv("REDIS_SERVER");
@@ -55,15 +68,7 @@ static int find_server(void)
         snprintf(server_bin, sizeof(server_bin), "%s", e);
         return access(server_bin, X_OK);
     }
-    const char *path = getenv("PATH");
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
-    for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        snprintf(server_bin, sizeof(server_bin), "%s/redis-server", d);
-        if (access(server_bin, X_OK) == 0)
-            return 0;
-    }
-    return -1;
+    return rh_find_tool("redis-server", server_bin, sizeof(server_bin));
 }
 
 bool rh_sanitized(void)
@@ -95,21 +100,30 @@ const char *rh_skip_reason(void)
     return NULL;
 }
 
-/* A free loopback port below 55000: in cluster mode Redis also binds port + 10000. */
+/* Binds 127.0.0.1:port (0: any); returns the port bound, or -1. */
+static int try_bind(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    socklen_t len = sizeof(a);
+    int got = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        got = ntohs(a.sin_port);
+    close(fd);
+    return got;
+}
+
+/* A free loopback port below 55000 whose port + 10000 is free too: in cluster mode Redis binds
+ * its cluster bus there. */
 static int free_port(void)
 {
     for (int attempt = 0; attempt < 50; attempt++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0)
-            return -1;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(a);
-        int port = -1;
-        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-            getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-            port = ntohs(a.sin_port);
-        close(fd);
-        if (port > 0 && port < 55000)
+        int port = try_bind(0);
+        if (port > 0 && port < 55000 && try_bind(port + 10000) == port + 10000)
             return port;
     }
     return -1;
@@ -313,6 +327,19 @@ void rh_stop(rh_server_t *s)
     for (int k = 0; k < s->nargs; k++)
         free(s->args[k]);
     s->nargs = 0;
+}
+
+void rh_kill(rh_server_t *s)
+{
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
 }
 
 int rh_restart(rh_server_t *s)

@@ -44,6 +44,11 @@ int rh_start(rh_server_t *s, const char *dir, const char *module_args, const cha
 /* SIGTERM, bounded wait, then SIGKILL; forgets the server (its directory stays until rh_cleanup).
  * Call it before the rh_server_t goes out of scope. */
 void rh_stop(rh_server_t *s);
+/* SIGKILL (no shutdown save), waits for the exit; the server stays known, rh_restart brings it
+ * back on its port and directory. */
+void rh_kill(rh_server_t *s);
+/* Finds an executable in PATH: 0 with its path in out, or -1. */
+int rh_find_tool(const char *name, char *out, size_t cap);
 /* Stops and starts again with the same port, directory and arguments. */
 int rh_restart(rh_server_t *s);
 /* Stops every server and removes their directories. Idempotent. */

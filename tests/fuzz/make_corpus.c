@@ -77,6 +77,15 @@ int main(int argc, char **argv)
         write_file(dir, n++, b64, sizeof(b64) - 1);
         return 0;
     }
+    if (!strcmp(kind, "fuzz_logpos")) {
+        static const char *const seeds[] = {"0", "$", "00000000000000ab:1796306283614-0:1",
+                                            "ffffffffffffffff:18446744073709551615-3:42",
+                                            "crdt:log:{0d}:7115bbe1920aa6e0",
+                                            "crdt:log:{c}:68bd826262c40713"};
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+            write_file(dir, n++, seeds[i], strlen(seeds[i]));
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_log")) {
         /* mode 1 (the harness fixes the CRCs), then records: seq, key "k<type>", a sample of
          * every type, each twice (a key of many records), and a feed of one-entry deltas */

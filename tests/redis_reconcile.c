@@ -1,0 +1,290 @@
+/* redis_reconcile.c - two crdt.so deployments find their differing keys with CRDT.RSX.* */
+#include "redis_reconcile.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt_reconcile.h"
+#include "logpos.h"
+
+void rr_side_single(rr_side_t *s, redisContext *c)
+{
+    memset(s, 0, sizeof(*s));
+    s->n = 1;
+    s->node[0] = c;
+}
+
+static uint64_t reply_bytes(const redisReply *r)
+{
+    if (!r)
+        return 0;
+    switch (r->type) {
+    case REDIS_REPLY_ARRAY: {
+        uint64_t n = 0;
+        for (size_t i = 0; i < r->elements; i++)
+            n += reply_bytes(r->element[i]);
+        return n;
+    }
+    case REDIS_REPLY_INTEGER: return 8;
+    case REDIS_REPLY_NIL: return 1;
+    default: return r->len;
+    }
+}
+
+static int send_cmd(redisContext *c, rr_result_t *res, int argc, const char **argv,
+                    const size_t *lens)
+{
+    char *cmd = NULL;
+    long long len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0)
+        return -1;
+    int rc = redisAppendFormattedCommand(c, cmd, (size_t)len);
+    res->bytes_out += (uint64_t)len;
+    redisFreeCommand(cmd);
+    return rc == REDIS_OK ? 0 : -1;
+}
+
+static redisReply *get_reply(redisContext *c, rr_result_t *res)
+{
+    redisReply *r = NULL;
+    if (redisGetReply(c, (void **)&r) != REDIS_OK || !r) {
+        printf("# reconcile: connection error: %s\n", c->errstr);
+        return NULL;
+    }
+    res->bytes_in += reply_bytes(r);
+    if (r->type == REDIS_REPLY_ERROR)
+        printf("# reconcile: error reply: %s\n", r->str);
+    return r;
+}
+
+/* Asks every node of a side for the hashes of the sub-ranges of `step` slots of [lo, hi]. */
+static void send_digest(rr_side_t *s, rr_result_t *res, unsigned lo, unsigned hi, unsigned step)
+{
+    char a[12], b[12], c[12];
+    snprintf(a, sizeof(a), "%u", lo);
+    snprintf(b, sizeof(b), "%u", hi);
+    snprintf(c, sizeof(c), "%u", step);
+    const char *argv[] = {"CRDT.RSX.DIGEST", a, b, c};
+    for (int i = 0; i < s->n; i++)
+        send_cmd(s->node[i], res, 4, argv, NULL);
+}
+
+/* The XOR over a side's nodes of their hashes of `parts` sub-ranges (a node adds 0 where it holds
+ * no key: a slot's hash is its owner's); false on a bad reply. */
+static bool read_digest(rr_side_t *s, rr_result_t *res, uint64_t *h, size_t parts)
+{
+    memset(h, 0, parts * sizeof(*h));
+    bool good = true;
+    for (int i = 0; i < s->n; i++) {
+        redisReply *r = get_reply(s->node[i], res);
+        if (!r || r->type != REDIS_REPLY_STRING || r->len != parts * 8) {
+            good = false;
+        } else {
+            for (size_t p = 0; p < parts; p++)
+                for (int k = 0; k < 8; k++)
+                    h[p] ^= (uint64_t)(uint8_t)r->str[p * 8 + (size_t)k] << (8 * k);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    return good;
+}
+
+typedef struct range {
+    unsigned lo, hi;
+} range_t;
+
+/* Slots whose hashes differ between the sides: ranges that differ are split 16 ways, level by
+ * level, one pipelined round trip a level. Returns how many (into *out, malloc'd), or -1. */
+static int differing_slots(rr_side_t *a, rr_side_t *b, rr_result_t *res, unsigned **out)
+{
+    range_t *cur = malloc(sizeof(range_t));
+    size_t ncur = 1, nslots = 0;
+    unsigned *slots = malloc(16384 * sizeof(unsigned));
+    cur[0] = (range_t){0, 16383};
+    int rc = 0;
+    while (ncur && rc == 0) {
+        for (size_t i = 0; i < ncur; i++) {
+            unsigned span = cur[i].hi - cur[i].lo + 1, step = (span + 15) / 16;
+            send_digest(a, res, cur[i].lo, cur[i].hi, step);
+            send_digest(b, res, cur[i].lo, cur[i].hi, step);
+        }
+        res->round_trips++;
+        range_t *next = malloc(ncur * 16 * sizeof(range_t));
+        size_t nnext = 0;
+        for (size_t i = 0; i < ncur; i++) {
+            unsigned lo = cur[i].lo, hi = cur[i].hi;
+            unsigned span = hi - lo + 1, step = (span + 15) / 16;
+            size_t parts = (span - 1) / step + 1;
+            uint64_t ha[16], hb[16];
+            bool ga = read_digest(a, res, ha, parts), gb = read_digest(b, res, hb, parts);
+            if (!ga || !gb) {
+                rc = -1;
+                continue;
+            }
+            for (size_t p = 0; p < parts; p++) {
+                if (ha[p] == hb[p])
+                    continue;
+                unsigned plo = lo + (unsigned)p * step, phi = plo + step - 1 > hi ? hi : plo + step - 1;
+                if (plo == phi)
+                    slots[nslots++] = plo;
+                else
+                    next[nnext++] = (range_t){plo, phi};
+            }
+        }
+        free(cur);
+        cur = next;
+        ncur = nnext;
+    }
+    free(cur);
+    *out = slots;
+    return rc < 0 ? -1 : (int)nslots;
+}
+
+typedef struct sess {
+    unsigned slot;
+    char key[CRDTM_TAG_MAX + 2];
+    char sid[2][24]; /* [0] on a (initiator), [1] on b */
+    char *msg;       /* to deliver */
+    size_t len;
+    int to; /* 0: a, 1: b, -1: finished */
+} sess_t;
+
+static void add_name(rr_result_t *res, const char *name, size_t len)
+{
+    for (size_t i = 0; i < res->n; i++)
+        if (strlen(res->names[i]) == len && !memcmp(res->names[i], name, len))
+            return;
+    res->names = realloc(res->names, (res->n + 1) * sizeof(char *));
+    res->names[res->n] = malloc(len + 1);
+    memcpy(res->names[res->n], name, len);
+    res->names[res->n][len] = '\0';
+    res->n++;
+}
+
+int rr_reconcile(rr_side_t *a, rr_side_t *b, rr_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
+    static char tags[CRDTM_SLOTS][CRDTM_TAG_MAX];
+    if (!tags[0][0])
+        crdtm_slot_tags(tags);
+    unsigned *slots;
+    int ns = differing_slots(a, b, res, &slots);
+    if (ns < 0) {
+        free(slots);
+        return -1;
+    }
+    res->slots_differing = (unsigned)ns;
+    rr_side_t *side[2] = {a, b};
+    sess_t *ss = calloc((size_t)ns + 1, sizeof(*ss));
+    int rc = 0;
+    /* open: the initiator's first message comes back with its session */
+    for (int i = 0; i < ns; i++) {
+        ss[i].slot = slots[i];
+        snprintf(ss[i].key, sizeof(ss[i].key), "{%s}", tags[slots[i]]);
+        for (int k = 0; k < 2; k++) {
+            const char *argv[] = {"CRDT.RSX.OPEN", ss[i].key, k ? "RESPONDER" : "INITIATOR"};
+            send_cmd(side[k]->node[side[k]->owner[slots[i]]], res, 3, argv, NULL);
+        }
+    }
+    if (ns)
+        res->round_trips++;
+    for (int i = 0; i < ns; i++)
+        for (int k = 0; k < 2; k++) {
+            redisReply *r = get_reply(side[k]->node[side[k]->owner[slots[i]]], res);
+            if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+                snprintf(ss[i].sid[k], sizeof(ss[i].sid[k]), "%s", r->element[0]->str);
+                if (k == 0) {
+                    ss[i].len = r->element[1]->len;
+                    ss[i].msg = malloc(ss[i].len + 1);
+                    memcpy(ss[i].msg, r->element[1]->str, ss[i].len);
+                    ss[i].to = 1;
+                }
+            } else {
+                rc = -1;
+                ss[i].to = -1;
+            }
+            if (r)
+                freeReplyObject(r);
+        }
+    /* every open session's message goes to its peer, one round trip per turn */
+    for (int turn = 0; turn < 200 && rc == 0; turn++) {
+        int active = 0;
+        for (int i = 0; i < ns; i++) {
+            if (ss[i].to < 0)
+                continue;
+            rr_side_t *s = side[ss[i].to];
+            const char *argv[] = {"CRDT.RSX.RECV", ss[i].key, ss[i].sid[ss[i].to], ss[i].msg};
+            size_t lens[] = {13, strlen(ss[i].key), strlen(ss[i].sid[ss[i].to]), ss[i].len};
+            send_cmd(s->node[s->owner[ss[i].slot]], res, 4, argv, lens);
+            active++;
+        }
+        if (!active)
+            break;
+        res->round_trips++;
+        for (int i = 0; i < ns; i++) {
+            if (ss[i].to < 0)
+                continue;
+            rr_side_t *s = side[ss[i].to];
+            redisReply *r = get_reply(s->node[s->owner[ss[i].slot]], res);
+            free(ss[i].msg);
+            ss[i].msg = NULL;
+            if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+                rc = -1;
+                ss[i].to = -1;
+            } else if (r->element[0]->len == 0) {
+                ss[i].to = -1; /* done, nothing more to say */
+            } else {
+                ss[i].len = r->element[0]->len;
+                ss[i].msg = malloc(ss[i].len);
+                memcpy(ss[i].msg, r->element[0]->str, ss[i].len);
+                ss[i].to ^= 1;
+            }
+            if (r)
+                freeReplyObject(r);
+        }
+    }
+    /* the differing keys each side holds, and the sessions closed, in one round trip */
+    for (int i = 0; i < ns; i++)
+        for (int k = 0; k < 2; k++) {
+            redisContext *c = side[k]->node[side[k]->owner[ss[i].slot]];
+            const char *d[] = {"CRDT.RSX.DIFFS", ss[i].key, ss[i].sid[k]};
+            const char *cl[] = {"CRDT.RSX.CLOSE", ss[i].key, ss[i].sid[k]};
+            send_cmd(c, res, 3, d, NULL);
+            send_cmd(c, res, 3, cl, NULL);
+        }
+    if (ns)
+        res->round_trips++;
+    for (int i = 0; i < ns; i++)
+        for (int k = 0; k < 2; k++) {
+            redisContext *c = side[k]->node[side[k]->owner[ss[i].slot]];
+            redisReply *r = get_reply(c, res);
+            for (size_t e = 0; r && r->type == REDIS_REPLY_ARRAY && e < r->elements; e++) {
+                redisReply *en = r->element[e];
+                if (en->element[0]->type == REDIS_REPLY_STRING)
+                    add_name(res, en->element[0]->str, en->element[0]->len);
+            }
+            if (!r || r->type != REDIS_REPLY_ARRAY)
+                rc = -1;
+            if (r)
+                freeReplyObject(r);
+            r = get_reply(c, res);
+            if (r)
+                freeReplyObject(r);
+        }
+    for (int i = 0; i < ns; i++)
+        free(ss[i].msg);
+    free(ss);
+    free(slots);
+    return rc;
+}
+
+void rr_result_free(rr_result_t *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        free(r->names[i]);
+    free(r->names);
+    memset(r, 0, sizeof(*r));
+}
