@@ -231,7 +231,7 @@ static void test_contract(rh_server_t *srv)
     is_int(r.rc, CRDT_ETYPE, "a register write on a timeline: ETYPE");
     sw(st, "reg", &set, &r);
     ok(r.rc == 1 && r.seq == 2, "an LWW write without a timestamp is stamped by the module");
-    rh_cmd(srv, "SET native v") ? (void)0 : (void)0;
+    freeReplyObject(rh_cmd(srv, "SET native v"));
     sw(st, "native", &add, &r);
     is_int(r.rc, CRDT_ETYPE, "a write on a native Redis string: ETYPE");
 
@@ -371,6 +371,100 @@ static void test_contract(rh_server_t *srv)
     cmp_ok(sts.writes, ">=", NW, "stats count the writes");
     res_reset(&r);
     crdt_store_close(st);
+}
+
+/* ---- fan-out through the change logs -----------------------------------------------------------
+ */
+
+typedef struct fan {
+    int events, bad;
+    int per_key[64]; /* events of "fan:<i>" / "ck:<i>" keys */
+    uint64_t last_seq;
+    bool ordered;
+} fan_t;
+
+static void fan_change(void *ud, const void *key, size_t klen, uint64_t seq,
+                       const crdt_obj_t *delta, uint64_t origin)
+{
+    (void)origin;
+    fan_t *f = ud;
+    f->events++;
+    if (seq <= f->last_seq)
+        f->ordered = false;
+    f->last_seq = seq;
+    char k[32];
+    snprintf(k, sizeof(k), "%.*s", (int)(klen < 31 ? klen : 31), (const char *)key);
+    const char *colon = strchr(k, ':');
+    int i = colon ? atoi(colon + 1) : -1;
+    if (!delta || crdt_obj_type(delta) != CRDT_TIMELINE || i < 0 || i >= 64)
+        f->bad++;
+    else
+        f->per_key[i]++;
+}
+
+static crdt_store_t *open_follower(const char *url, uint64_t node, fan_t *f)
+{
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = node;
+    cfg.follow_logs = true;
+    crdt_store_t *st = open_store(url, &cfg);
+    if (st) {
+        memset(f, 0, sizeof(*f));
+        f->ordered = true;
+        crdt_store_set_events(st, &(crdt_store_events_t){fan_change, NULL, f});
+        ep_run_for(L, 150); /* the first CRDT.LOG.LIST of every primary */
+    }
+    return st;
+}
+
+static bool wait_events(fan_t *f, int n, int ms)
+{
+    uint64_t end = mono_ms() + (uint64_t)ms;
+    while (f->events < n && mono_ms() < end)
+        ep_run_once(L, 20);
+    return f->events >= n;
+}
+
+static void test_follow(rh_server_t *srv)
+{
+    diag("two gateways over one Redis: every write reaches both through the change logs");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    fan_t fa, fb;
+    crdt_store_t *a = open_follower(url, 51, &fa), *b = open_follower(url, 52, &fb);
+    ok(a && b, "two stores following the logs");
+    if (!a || !b) {
+        crdt_store_close(a);
+        crdt_store_close(b);
+        return;
+    }
+    res_t r = {0};
+    for (int i = 0; i < 10; i++) {
+        char k[16], m[8];
+        snprintf(k, sizeof(k), "fan:%d", i);
+        snprintf(m, sizeof(m), "m%d", i);
+        crdt_mut_t add = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = m, .len = strlen(m), .score = i};
+        sw(i % 2 ? b : a, k, &add, &r);
+    }
+    ok(wait_events(&fa, 10, 3000) && wait_events(&fb, 10, 3000),
+       "both gateways got the 10 changes, 5 written through each (%d, %d events)", fa.events,
+       fb.events);
+    ep_run_for(L, 200);
+    bool once = fa.events == 10 && fb.events == 10 && !fa.bad && !fb.bad;
+    for (int i = 0; i < 10; i++)
+        once = once && fa.per_key[i] == 1 && fb.per_key[i] == 1;
+    ok(once, "each change once, with its key and its delta");
+    ok(fa.ordered && fb.ordered, "in seq order");
+    ok(crdt_store_durable_seq(a) == crdt_store_last_seq(a), "followed changes count as durable");
+    crdt_store_close(a);
+    crdt_store_close(b);
+    /* a follower started later reads the logs from their end: nothing old is replayed */
+    crdt_store_t *c = open_follower(url, 53, &fa);
+    ep_run_for(L, 300);
+    ok(c && fa.events == 0, "a new follower starts at the logs' end");
+    crdt_store_close(c);
 }
 
 /* ---- byte-identical states with the embedded store (merge paths) ------------------------------
@@ -613,6 +707,7 @@ typedef enum {
     FAKE_BADSTATE, /* states that libcrdt cannot decode */
     FAKE_SILENT,   /* discovery fine, then never answers */
     FAKE_SLOTS,    /* a cluster whose CLUSTER SLOTS is nonsense */
+    FAKE_HUGE,     /* discovery fine, then an array header claiming 2e9 elements */
 } fake_mode_t;
 
 static const char INFO_OK[] =
@@ -669,6 +764,12 @@ static void fake_answer(int fd, fake_mode_t mode, const redisReply *cmd)
     case FAKE_SILENT:
         if (info)
             put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        return;
+    case FAKE_HUGE:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        else
+            put(fd, "*2000000000\r\n*2000000\r\n");
         return;
     }
 }
@@ -739,6 +840,7 @@ static void test_fakes(void)
         {FAKE_WRONG, "wrong reply types", "unexpected reply", 1, CRDT_EIO},
         {FAKE_BADSTATE, "undecodable state", "cannot decode", 1, CRDT_EDECODE},
         {FAKE_SILENT, "silence", "no reply within", 1, CRDT_EUNAVAIL},
+        {FAKE_HUGE, "a 2e9-element array", "connection lost", 1, CRDT_EUNAVAIL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         pid_t pid = 0;
@@ -890,6 +992,9 @@ static void test_cluster(void)
         return;
     }
     is_int(crdt_store_redis_is_cluster(st), 1, "cluster detected");
+    fan_t fan;
+    crdt_store_t *fol = open_follower(url, 77, &fan);
+    ok(fol != NULL, "a second gateway follows the cluster's change logs");
     enum { NK = 60 };
     static res_t w[NK];
     for (int i = 0; i < NK; i++) {
@@ -917,6 +1022,16 @@ static void test_cluster(void)
             with_keys++;
     }
     is_int(with_keys, 3, "the keys landed on all three primaries");
+    if (fol) {
+        wait_events(&fan, NK, 5000);
+        bool each = fan.bad == 0;
+        for (int i = 0; i < NK; i++)
+            each = each && fan.per_key[i] == 1;
+        ok(each && fan.events == NK,
+           "the other gateway got every write, from the logs of all three primaries (%d)",
+           fan.events);
+        crdt_store_close(fol);
+    }
     crdt_store_redis_stats_t rs;
     crdt_store_redis_stats(st, &rs);
     is_int((int)rs.redirects_moved, 0, "routed by the slot map: no MOVED");
@@ -1047,6 +1162,7 @@ int main(void)
         bail_out("cannot start redis-server");
     test_contract(&srv);
     test_identical(&srv);
+    test_follow(&srv);
     test_wait(&srv);
     test_restart(&srv);
     rh_stop(&srv);

@@ -5,6 +5,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+static redisReplyObjectFunctions limited_fns;
+static void *(*default_create_array)(const redisReadTask *, int);
+
+static void *create_array_limited(const redisReadTask *task, int elements)
+{
+    sr_reader_budget_t *b = task->privdata;
+    if (!b || elements < 0)
+        return NULL;
+    if (!task->parent)
+        b->elements = 0; /* a new reply */
+    b->elements += (uint64_t)elements;
+    if (b->elements > SR_REPLY_ELEMENTS_MAX)
+        return NULL;
+    return default_create_array(task, elements);
+}
+
+void sr_reader_limit(redisReader *r, sr_reader_budget_t *b)
+{
+    if (!r || !r->fn || !b)
+        return;
+    b->elements = 0;
+    r->privdata = b;
+    if (!default_create_array) {
+        /* hiredis's default functions are static: copy them once, wrap createArray */
+        limited_fns = *r->fn;
+        default_create_array = r->fn->createArray;
+        limited_fns.createArray = create_array_limited;
+    }
+    if (r->fn->createArray == default_create_array)
+        r->fn = &limited_fns;
+}
+
 static int fail(char *why, size_t whylen, const char *msg)
 {
     if (why && whylen)

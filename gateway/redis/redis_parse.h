@@ -20,6 +20,21 @@ typedef struct sr_addr {
     int port;
 } sr_addr_t;
 
+/* Array elements one reply may declare in all (nested arrays included), for readers passed to
+ * sr_reader_limit: 8 MB of element vectors at most. */
+#define SR_REPLY_ELEMENTS_MAX (1 << 20)
+
+typedef struct sr_reader_budget {
+    uint64_t elements; /* declared so far by the reply being read */
+} sr_reader_budget_t;
+
+/* hiredis 0.14 allocates an array reply's element vector as soon as it reads the header, for any
+ * length the peer claims ("*2000000000" asks for 16 GB, and every nested header as much again).
+ * This makes reader r refuse a reply whose arrays declare more than SR_REPLY_ELEMENTS_MAX
+ * elements in all: hiredis then fails the connection (its message: "Out of memory"). b is the
+ * reader's count (its privdata; it must live as long as r). */
+void sr_reader_limit(redisReader *r, sr_reader_budget_t *b);
+
 /* "redis://host:port[,host:port...]" (host a name or IPv4 address, port 1..65535) into at most
  * cap addresses. The count, or -1 with why. */
 int sr_parse_url(const char *url, sr_addr_t *out, int cap, char *why, size_t whylen);

@@ -35,6 +35,7 @@ typedef struct sr_conn {
     redisAsyncContext *ac;
     gw_watch_t *w;
     unsigned want;
+    sr_reader_budget_t budget; /* the reader's element count (redis_parse.h) */
 } sr_conn_t;
 
 typedef enum { N_DOWN, N_CONNECTING, N_UP } node_state_t;
@@ -44,11 +45,17 @@ struct sr_node {
     sr_addr_t addr;
     sr_conn_t *conn; /* NULL while down */
     node_state_t state;
-    unsigned fails;        /* consecutive failed connects/losses (backoff exponent) */
-    uint64_t retry_at;     /* a down node is not tried before this */
-    uint64_t since;        /* when the connect started */
-    char why[200];         /* why it is down */
-    unsigned gen;          /* connections made so far */
+    unsigned fails;    /* consecutive failed connects/losses (backoff exponent) */
+    uint64_t retry_at; /* a down node is not tried before this */
+    uint64_t since;    /* when the connect started */
+    char why[200];     /* why it is down */
+    unsigned gen;      /* connections made so far */
+    /* following the node's change logs */
+    bool listed;           /* its first CRDT.LOG.LIST was answered */
+    bool follow_busy;      /* a LIST or READs in flight */
+    unsigned follow_reads; /* READs in flight */
+    bool follow_more;      /* a READ came back full: read again at once */
+    uint64_t follow_next;  /* next poll */
     sr_req_t *head, *tail; /* in flight, oldest first (reply timeouts) */
 };
 
@@ -65,7 +72,18 @@ typedef enum {
     R_SCAN_STATE,
     R_INFO,
     R_SLOTS,
+    R_LOG_LIST,
+    R_LOG_READ,
 } req_kind_t;
+
+/* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
+ * store's life: a log keeps its name across a failover (replicated) and a resharding (migrated
+ * with its slot), so the reader continues from its position on whichever node lists it next. */
+typedef struct sr_log {
+    char name[CRDTM_LOG_NAME_MAX];
+    char pos[CRDTM_POS_TEXT_MAX];
+    sr_node_t *node; /* the node that listed it last; NULL when none does */
+} sr_log_t;
 
 typedef struct sr_many {
     crdt_store_get_many_cb cb;
@@ -155,6 +173,8 @@ struct sr_store {
     int depth;       /* nesting of hiredis callbacks we are in */
     bool closing;
     uint64_t writes, noops;
+    sr_log_t *logs;
+    size_t nlogs, cap_logs;
     crdt_store_redis_stats_t rs;
 };
 
@@ -466,6 +486,7 @@ static bool node_ensure(sr_node_t *n)
         node_down(n, "out of memory");
         return false;
     }
+    sr_reader_limit(ac->c.reader, &c->budget);
     c->node = n;
     c->ac = ac;
     ac->ev.data = c;
@@ -623,6 +644,15 @@ static void write_finish(sr_req_t *q)
     req_free(q);
 }
 
+static void follow_read_done(sr_node_t *n)
+{
+    if (n->follow_reads && --n->follow_reads)
+        return;
+    n->follow_busy = false;
+    n->follow_next = now_ms(n->st) + (n->follow_more ? 0 : n->st->cfg.follow_poll_ms);
+    n->follow_more = false;
+}
+
 static void req_fail(sr_req_t *q, int rc)
 {
     sr_store_t *s = q->st;
@@ -666,6 +696,11 @@ static void req_fail(sr_req_t *q, int rc)
         discovery_failed(s, "redis %s:%d: discovery failed: %s", q->node ? q->node->addr.host : "?",
                          q->node ? q->node->addr.port : 0, q->node ? q->node->why : "");
         break;
+    case R_LOG_LIST:
+        q->fixed->follow_busy = false;
+        q->fixed->follow_next = now_ms(s) + s->cfg.backoff_max_ms;
+        break;
+    case R_LOG_READ: follow_read_done(q->fixed); break;
     case R_SLOTS:
         s->refresh_inflight = false;
         if (s->ready != 1)
@@ -792,7 +827,7 @@ static void send_wait(sr_req_t *w)
 static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
 {
     sr_store_t *s = w->st;
-    if (s->base.ev.change && delta)
+    if (s->base.ev.change && delta && !s->cfg.follow_logs)
         s->base.ev.change(s->base.ev.ud, w->key, w->klen, w->seq, delta, w->origin);
 }
 
@@ -802,7 +837,7 @@ static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
 static void after_change(sr_req_t *w)
 {
     sr_store_t *s = w->st;
-    if (!w->delta && s->base.ev.change) {
+    if (!w->delta && s->base.ev.change && !s->cfg.follow_logs) {
         const char *argv[] = {"CRDT.STATE", w->key};
         size_t lens[] = {10, w->klen};
         sr_req_t *c = child_of(w, R_STATE_AFTER, "CRDT.STATE", 2, argv, lens);
@@ -845,11 +880,20 @@ static void handle_wait(sr_store_t *s, sr_req_t *q, const redisReply *r)
 }
 
 static void discovery_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
+    if (r->type == REDIS_REPLY_ERROR && (q->kind == R_LOG_LIST || q->kind == R_LOG_READ)) {
+        /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
+        set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
+                r->str ? r->str : "error");
+        req_fail(q, CRDT_EUNAVAIL);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR && q->kind != R_INFO && q->kind != R_SLOTS) {
         req_fail(q, reply_error_code(s, q, r));
         return;
@@ -912,6 +956,8 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     }
     case R_INFO: discovery_reply(s, q, r); break;
     case R_SLOTS: slots_reply(s, q, r); break;
+    case R_LOG_LIST: log_list_reply(s, q, r); break;
+    case R_LOG_READ: log_read_reply(s, q, r); break;
     }
     req_free(q);
 }
@@ -1189,6 +1235,143 @@ static void refresh_slots(sr_store_t *s)
     send_to(s, pick, R_SLOTS, "CLUSTER SLOTS", 2, argv);
 }
 
+/* ---- following the change logs ----------------------------------------------------------------
+ */
+
+static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, bool *added)
+{
+    *added = false;
+    for (size_t i = 0; i < s->nlogs; i++)
+        if (strlen(s->logs[i].name) == len && memcmp(s->logs[i].name, name, len) == 0)
+            return &s->logs[i];
+    if (s->nlogs == s->cap_logs) {
+        size_t cap = s->cap_logs ? s->cap_logs * 2 : 64;
+        sr_log_t *p = realloc(s->logs, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        s->logs = p;
+        s->cap_logs = cap;
+    }
+    sr_log_t *l = &s->logs[s->nlogs++];
+    memset(l, 0, sizeof(*l));
+    memcpy(l->name, name, len);
+    *added = true;
+    return l;
+}
+
+static void follow_send_read(sr_store_t *s, sr_node_t *n, size_t idx)
+{
+    char cnt[16];
+    snprintf(cnt, sizeof(cnt), "%u", s->cfg.follow_count);
+    const char *argv[] = {"CRDT.LOG.READ", s->logs[idx].name, s->logs[idx].pos, cnt};
+    size_t lens[] = {13, strlen(argv[1]), strlen(argv[2]), strlen(cnt)};
+    sr_req_t *q = req_new(s, R_LOG_READ, "CRDT.LOG.READ", 4, argv, lens);
+    if (!q)
+        return;
+    q->fixed = n;
+    q->idx = idx;
+    n->follow_reads++;
+    if (!send_on(s, q, n, false))
+        req_fail(q, CRDT_EUNAVAIL);
+}
+
+static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    n->follow_busy = false;
+    n->follow_next = now_ms(s) + s->cfg.follow_poll_ms;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        bad_reply(s, q, r);
+        return;
+    }
+    for (size_t i = 0; i < s->nlogs; i++)
+        if (s->logs[i].node == n)
+            s->logs[i].node = NULL;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element ? r->element[i] : NULL;
+        uint64_t epoch;
+        unsigned slot;
+        if (!e || e->type != REDIS_REPLY_STRING || !e->str || e->len >= CRDTM_LOG_NAME_MAX ||
+            !crdtm_log_name_parse(e->str, e->len, &epoch, &slot))
+            continue; /* not a log name: skip it rather than send it back */
+        bool added;
+        sr_log_t *l = log_find_or_add(s, e->str, e->len, &added);
+        if (!l)
+            break;
+        if (added) /* at start: from now on; a log that appears later: all of it */
+            snprintf(l->pos, sizeof(l->pos), "%s", n->listed ? "0" : "$");
+        l->node = n;
+    }
+    n->listed = true;
+    n->follow_busy = true;
+    n->follow_reads = 1; /* held while sending */
+    for (size_t i = 0; i < s->nlogs; i++)
+        if (s->logs[i].node == n)
+            follow_send_read(s, n, i);
+    follow_read_done(n);
+}
+
+static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    sr_log_t *l = q->idx < s->nlogs ? &s->logs[q->idx] : NULL;
+    char pos[CRDTM_POS_TEXT_MAX], why[160] = "log forgotten";
+    bool truncated = false;
+    size_t ne = 0;
+    if (!l || sr_parse_log_read(r, pos, sizeof(pos), &truncated, &ne, why, sizeof(why)) < 0) {
+        s->rs.bad_replies++;
+        set_err(s, "redis %s:%d: %s", n->addr.host, n->addr.port, why);
+        follow_read_done(n);
+        return;
+    }
+    if (truncated) {
+        s->rs.log_truncated++;
+        set_err(s,
+                "redis %s:%d: change log %s was trimmed past this store's position: changes "
+                "were missed (anti-entropy repairs them)",
+                n->addr.host, n->addr.port, l->name);
+    }
+    for (size_t i = 0; i < ne; i++) {
+        sr_log_entry_t e;
+        crdt_error_t err = {0};
+        crdt_obj_t *d = NULL;
+        if (!sr_log_entry(r, i, &e) || !(d = crdt_obj_decode(e.delta, e.dlen, &err))) {
+            s->rs.bad_replies++;
+            set_err(s, "redis %s:%d: a malformed entry in change log %s: %s", n->addr.host,
+                    n->addr.port, l->name, err.text[0] ? err.text : "not [id, key, delta]");
+            continue;
+        }
+        uint64_t seq = seq_assign(s);
+        s->rs.log_entries++;
+        if (s->base.ev.change)
+            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d, CRDT_ORIGIN_LOCAL);
+        crdt_obj_free(d);
+        seq_complete(s, seq);
+    }
+    snprintf(l->pos, sizeof(l->pos), "%s", pos);
+    if (ne >= s->cfg.follow_count)
+        n->follow_more = true;
+    follow_read_done(n);
+}
+
+static void follow(sr_store_t *s, const bool *used, uint64_t now)
+{
+    for (int i = 0; i < s->nnodes; i++) {
+        sr_node_t *n = s->nodes[i];
+        if (!used[i] || n->follow_busy || now < n->follow_next || n->state != N_UP)
+            continue;
+        const char *argv[] = {"CRDT.LOG.LIST"};
+        size_t lens[] = {13};
+        sr_req_t *q = req_new(s, R_LOG_LIST, "CRDT.LOG.LIST", 1, argv, lens);
+        if (!q)
+            return;
+        q->fixed = n;
+        n->follow_busy = true;
+        if (!send_on(s, q, n, false))
+            req_fail(q, CRDT_EUNAVAIL);
+    }
+}
+
 static void housekeeping(sr_store_t *s)
 {
     uint64_t now = now_ms(s);
@@ -1243,6 +1426,8 @@ static void housekeeping(sr_store_t *s)
     }
     if (ok && s->err_set && now - s->err_at >= SR_ERR_HOLD_MS)
         s->err_set = false;
+    if (s->cfg.follow_logs)
+        follow(s, used, now);
 }
 
 static void on_timer(void *ud)
@@ -1759,6 +1944,7 @@ static void free_all(sr_store_t *s)
     for (int i = 0; i < s->nnodes; i++)
         free(s->nodes[i]);
     free(s->win);
+    free(s->logs);
     free(s);
 }
 
@@ -1851,6 +2037,10 @@ crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_conf
         s->cfg.wait_timeout_ms = 1000;
     if (!s->cfg.max_pending)
         s->cfg.max_pending = 65536;
+    if (!s->cfg.follow_poll_ms)
+        s->cfg.follow_poll_ms = 50;
+    if (!s->cfg.follow_count)
+        s->cfg.follow_count = 512;
     s->nseeds = sr_parse_url(url, s->seeds, SR_SEEDS_MAX, err, errlen);
     if (s->nseeds < 0) {
         free(s);

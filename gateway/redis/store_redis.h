@@ -48,6 +48,13 @@ typedef struct crdt_store_redis_config {
     unsigned backoff_max_ms;  /* cap of the reconnect delay (default 2000) */
     unsigned max_redirects;   /* MOVED/ASK followed per command (default 5) */
     size_t max_pending;       /* operations queued while the topology is unknown (default 65536) */
+    /* Follow crdt.so's per-slot change logs (CRDT.LOG.LIST / CRDT.LOG.READ on every primary): the
+     * change events then report every change made through any gateway (fan-out), each once,
+     * and a local write's own event comes from the log too. Logs seen when the store starts are
+     * read from their end; logs that appear later from their start. */
+    bool follow_logs;
+    unsigned follow_poll_ms; /* pause between polls of an idle primary (default 50) */
+    unsigned follow_count;   /* entries per CRDT.LOG.READ (default 512) */
 } crdt_store_redis_config_t;
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg);
@@ -70,7 +77,7 @@ int crdt_store_redis_is_cluster(const crdt_store_t *st);
 /* Counters for tests and metrics. */
 typedef struct crdt_store_redis_stats {
     uint64_t sent, replies, redirects_moved, redirects_ask, slot_refreshes, reconnects, fail_fast,
-        timeouts, bad_replies;
+        timeouts, bad_replies, log_entries, log_truncated;
     unsigned nodes, nodes_up;
 } crdt_store_redis_stats_t;
 void crdt_store_redis_stats(const crdt_store_t *st, crdt_store_redis_stats_t *out);
