@@ -85,6 +85,12 @@ typedef struct sr_log {
     sr_node_t *node; /* the node that listed it last; NULL when none does */
 } sr_log_t;
 
+typedef struct sr_feed_ent {
+    uint64_t seq;
+    char *key;
+    size_t klen;
+} sr_feed_ent_t;
+
 typedef struct sr_many {
     crdt_store_get_many_cb cb;
     void *ud;
@@ -175,6 +181,9 @@ struct sr_store {
     uint64_t writes, noops;
     sr_log_t *logs;
     size_t nlogs, cap_logs;
+    sr_feed_ent_t *feed; /* ring of the last cfg.feed_max changes reported */
+    size_t feed_head, feed_len;
+    uint64_t feed_dropped; /* seq of the newest change dropped from the ring */
     crdt_store_redis_stats_t rs;
 };
 
@@ -824,10 +833,15 @@ static void send_wait(sr_req_t *w)
     req_dispatch(s, c);
 }
 
+static void feed_append(sr_store_t *s, const void *key, size_t klen, uint64_t seq);
+
 static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
 {
     sr_store_t *s = w->st;
-    if (s->base.ev.change && delta && !s->cfg.follow_logs)
+    if (s->cfg.follow_logs)
+        return; /* the change comes back from the log */
+    feed_append(s, w->key, w->klen, w->seq);
+    if (s->base.ev.change && delta)
         s->base.ev.change(s->base.ev.ud, w->key, w->klen, w->seq, delta, w->origin);
 }
 
@@ -1343,6 +1357,7 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         }
         uint64_t seq = seq_assign(s);
         s->rs.log_entries++;
+        feed_append(s, e.key, e.klen, seq);
         if (s->base.ev.change)
             s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d, CRDT_ORIGIN_LOCAL);
         crdt_obj_free(d);
@@ -1664,14 +1679,164 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
     start_write(s, q, key, klen, cb, ud, origin);
 }
 
+/* ---- the change feed: the changes this store reported, by seq ----------------------------------
+ */
+
+static void feed_append(sr_store_t *s, const void *key, size_t klen, uint64_t seq)
+{
+    if (!s->cfg.feed_max)
+        return;
+    if (!s->feed && !(s->feed = calloc(s->cfg.feed_max, sizeof(*s->feed))))
+        return;
+    char *k = malloc(klen ? klen : 1);
+    if (!k)
+        return;
+    if (klen)
+        memcpy(k, key, klen);
+    size_t at = (s->feed_head + s->feed_len) % s->cfg.feed_max;
+    if (s->feed_len == s->cfg.feed_max) {
+        /* the oldest entry goes: positions at or before it are no longer complete */
+        sr_feed_ent_t *old = &s->feed[s->feed_head];
+        s->feed_dropped = old->seq;
+        free(old->key);
+        s->feed_head = (s->feed_head + 1) % s->cfg.feed_max;
+        s->feed_len--;
+        at = (s->feed_head + s->feed_len) % s->cfg.feed_max;
+    }
+    s->feed[at] = (sr_feed_ent_t){.seq = seq, .key = k, .klen = klen};
+    s->feed_len++;
+}
+
+typedef struct sr_feed_read {
+    sr_store_t *st;
+    crdt_feed_cb each;
+    crdt_store_done_cb done;
+    void *ud;
+    size_t n;
+    bool exhausted;
+    crdt_bytes_t *keys;
+    uint64_t *seqs;
+} sr_feed_read_t;
+
+static void feed_read_free(sr_feed_read_t *fr)
+{
+    for (size_t i = 0; fr->keys && i < fr->n; i++)
+        free((void *)fr->keys[i].data);
+    free(fr->keys);
+    free(fr->seqs);
+    free(fr);
+}
+
+static void feed_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    sr_feed_read_t *fr = ud;
+    uint64_t next = fr->seqs[0] - 1;
+    bool all = true;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (objs[i] &&
+            fr->each(fr->keys[i].data, fr->keys[i].len, fr->seqs[i], objs[i], fr->ud) != 0) {
+            all = false;
+            break;
+        }
+        next = fr->seqs[i];
+    }
+    if (rc == 0 && all && fr->exhausted)
+        next = fr->st->last_seq;
+    fr->done(fr->ud, rc, rc == 0 ? next : fr->seqs[0] - 1);
+    feed_read_free(fr);
+}
+
 static void sr_changes(crdt_store_t *st, uint64_t since, size_t limit, crdt_feed_cb each,
                        crdt_store_done_cb done, void *ud)
 {
-    (void)limit, (void)each;
     sr_store_t *s = srs(st);
-    set_err(s, "the Redis store has no change feed by seq yet: changes reach subscribers through "
-               "the change events (the per-slot change logs of crdt.so are not followed yet)");
-    done(ud, CRDT_EUNAVAIL, since);
+    if (!s->cfg.feed_max) {
+        set_err(s, "change feed: off (feed_max 0)");
+        done(ud, CRDT_EUNAVAIL, since);
+        return;
+    }
+    if (since > s->last_seq) {
+        set_err(s,
+                "change feed: position %llu is ahead of this store (last seq %llu): it belongs "
+                "to another run of the gateway; rescan",
+                (unsigned long long)since, (unsigned long long)s->last_seq);
+        done(ud, CRDT_EUNAVAIL, since);
+        return;
+    }
+    if (since < s->feed_dropped) {
+        set_err(s,
+                "change feed: position %llu is older than the %zu changes kept (from seq %llu); "
+                "rescan",
+                (unsigned long long)since, s->cfg.feed_max, (unsigned long long)s->feed_dropped);
+        done(ud, CRDT_EUNAVAIL, since);
+        return;
+    }
+    /* newest first, keep each key's latest change, then oldest first up to limit */
+    size_t cand = 0;
+    while (cand < s->feed_len &&
+           s->feed[(s->feed_head + s->feed_len - 1 - cand) % s->cfg.feed_max].seq > since)
+        cand++;
+    if (cand == 0 || limit == 0) {
+        done(ud, 0, cand == 0 ? s->last_seq : since);
+        return;
+    }
+    size_t tcap = 16;
+    while (tcap < cand * 2)
+        tcap *= 2;
+    size_t *table = malloc(tcap * sizeof(*table)); /* feed indexes + 1; 0 free */
+    size_t *keep = malloc(cand * sizeof(*keep));
+    sr_feed_read_t *fr = calloc(1, sizeof(*fr));
+    if (!table || !keep || !fr) {
+        free(table);
+        free(keep);
+        free(fr);
+        done(ud, CRDT_ENOMEM, since);
+        return;
+    }
+    memset(table, 0, tcap * sizeof(*table));
+    size_t nk = 0;
+    for (size_t i = 0; i < cand; i++) {
+        size_t idx = (s->feed_head + s->feed_len - 1 - i) % s->cfg.feed_max;
+        const sr_feed_ent_t *e = &s->feed[idx];
+        size_t h = (size_t)crdt_hash64(e->key, e->klen, 0) & (tcap - 1);
+        bool seen = false;
+        while (table[h]) {
+            const sr_feed_ent_t *o = &s->feed[table[h] - 1];
+            if (o->klen == e->klen && memcmp(o->key, e->key, e->klen) == 0) {
+                seen = true;
+                break;
+            }
+            h = (h + 1) & (tcap - 1);
+        }
+        if (seen)
+            continue;
+        table[h] = idx + 1;
+        keep[nk++] = idx;
+    }
+    free(table);
+    size_t n = nk < limit ? nk : limit;
+    *fr = (sr_feed_read_t){
+        .st = s, .each = each, .done = done, .ud = ud, .n = n, .exhausted = n == nk};
+    fr->keys = calloc(n, sizeof(*fr->keys));
+    fr->seqs = calloc(n, sizeof(*fr->seqs));
+    bool okm = fr->keys && fr->seqs;
+    for (size_t i = 0; okm && i < n; i++) {
+        const sr_feed_ent_t *e = &s->feed[keep[nk - 1 - i]]; /* oldest kept first */
+        char *k = malloc(e->klen ? e->klen : 1);
+        okm = k != NULL;
+        if (k && e->klen)
+            memcpy(k, e->key, e->klen);
+        fr->keys[i] = (crdt_bytes_t){k, e->klen};
+        fr->seqs[i] = e->seq;
+    }
+    free(keep);
+    if (!okm) {
+        feed_read_free(fr);
+        done(ud, CRDT_ENOMEM, since);
+        return;
+    }
+    /* the keys' current states, as the embedded feed gives them */
+    sr_get_many(st, fr->keys, n, feed_got, fr);
 }
 
 /* ---- scan: SCAN ... TYPE crdtd-obj over every primary, then CRDT.STATE of each key ------------
@@ -1945,6 +2110,9 @@ static void free_all(sr_store_t *s)
         free(s->nodes[i]);
     free(s->win);
     free(s->logs);
+    for (size_t i = 0; i < s->feed_len; i++)
+        free(s->feed[(s->feed_head + i) % s->cfg.feed_max].key);
+    free(s->feed);
     free(s);
 }
 
@@ -2005,7 +2173,8 @@ void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
                                        .backoff_min_ms = 50,
                                        .backoff_max_ms = 2000,
                                        .max_redirects = 5,
-                                       .max_pending = 65536};
+                                       .max_pending = 65536,
+                                       .feed_max = 65536};
 }
 
 crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_config_t *cfg,

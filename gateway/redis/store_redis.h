@@ -55,6 +55,10 @@ typedef struct crdt_store_redis_config {
     bool follow_logs;
     unsigned follow_poll_ms; /* pause between polls of an idle primary (default 50) */
     unsigned follow_count;   /* entries per CRDT.LOG.READ (default 512) */
+    /* crdt_store_changes lists the changes this store reported (its change events) from a ring
+     * of the last feed_max (default 65536; 0: no feed, changes answers EUNAVAIL); a position
+     * older than the ring, or from another run of the store, answers EUNAVAIL: rescan. */
+    size_t feed_max;
 } crdt_store_redis_config_t;
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg);
