@@ -31,13 +31,6 @@ struct ep_loop {
     size_t cap;
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static gw_watch_t *ep_watch(void *ctx, int fd, unsigned events, gw_io_cb cb, void *ud)
 {
     ep_loop_t *l = ctx;
@@ -76,7 +69,7 @@ static void ep_timer_arm(void *ctx, gw_timer_t *t, uint64_t ms)
 {
     (void)ctx;
     t->armed = true;
-    t->due = mono_ms() + ms;
+    t->due = gw_evloop_mono_ms() + ms;
 }
 
 static void ep_timer_disarm(void *ctx, gw_timer_t *t)
@@ -95,7 +88,7 @@ static void ep_timer_free(void *ctx, gw_timer_t *t)
 static uint64_t ep_now(void *ctx)
 {
     (void)ctx;
-    return mono_ms();
+    return gw_evloop_mono_ms();
 }
 
 ep_loop_t *ep_new(void)
@@ -169,7 +162,7 @@ int ep_watches(const ep_loop_t *l)
 void ep_run_once(ep_loop_t *l, int timeout_ms)
 {
     reap(l);
-    uint64_t now = mono_ms();
+    uint64_t now = gw_evloop_mono_ms();
     for (const gw_timer_t *t = l->timers; t; t = t->next)
         if (t->armed && !t->dead) {
             int left = t->due <= now ? 0 : (int)(t->due - now);
@@ -216,7 +209,7 @@ void ep_run_once(ep_loop_t *l, int timeout_ms)
         if (ev)
             w->cb(w->ud, ev);
     }
-    now = mono_ms();
+    now = gw_evloop_mono_ms();
     for (gw_timer_t *t = l->timers; t; t = t->next)
         if (t->armed && !t->dead && t->due <= now) {
             t->armed = false;
@@ -226,9 +219,9 @@ void ep_run_once(ep_loop_t *l, int timeout_ms)
 
 bool ep_run_until(ep_loop_t *l, const bool *flag, int timeout_ms)
 {
-    uint64_t end = mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    uint64_t end = gw_evloop_mono_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
     while (!*flag) {
-        uint64_t now = mono_ms();
+        uint64_t now = gw_evloop_mono_ms();
         if (now >= end)
             return false;
         uint64_t left = end - now;

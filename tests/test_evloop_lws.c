@@ -22,17 +22,10 @@ static void heartbeat(void *ud)
     LOOP->timer_arm(LOOP->ctx, BEAT, 10);
 }
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static bool run_until(const bool *flag, int ms)
 {
-    uint64_t end = mono_ms() + (uint64_t)ms;
-    while (!*flag && mono_ms() < end)
+    uint64_t end = gw_evloop_mono_ms() + (uint64_t)ms;
+    while (!*flag && gw_evloop_mono_ms() < end)
         lws_service(CTX, 0);
     return *flag;
 }
@@ -53,7 +46,7 @@ static void on_timer(void *ud)
 {
     tm_res_t *t = ud;
     t->fired++;
-    t->at = mono_ms();
+    t->at = gw_evloop_mono_ms();
     t->done = true;
 }
 
@@ -111,7 +104,7 @@ int main(void)
     tm_res_t t1 = {0}, t2 = {0};
     gw_timer_t *a = loop->timer_new(loop->ctx, on_timer, &t1);
     gw_timer_t *b = loop->timer_new(loop->ctx, on_timer, &t2);
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = gw_evloop_mono_ms();
     loop->timer_arm(loop->ctx, a, 30);
     loop->timer_arm(loop->ctx, b, 10);
     loop->timer_disarm(loop->ctx, b);
@@ -132,8 +125,8 @@ int main(void)
     crdt_store_redis_config_init(&cfg);
     cfg.node_id = 9;
     crdt_store_t *st = crdt_store_redis_open(url, &cfg, loop, err, sizeof(err));
-    uint64_t end = mono_ms() + 5000;
-    while (st && crdt_store_redis_ready(st) != 1 && mono_ms() < end)
+    uint64_t end = gw_evloop_mono_ms() + 5000;
+    while (st && crdt_store_redis_ready(st) != 1 && gw_evloop_mono_ms() < end)
         lws_service(CTX, 0);
     ok(st && crdt_store_redis_ready(st) == 1, "the Redis store discovers its server on lws");
     if (st && crdt_store_redis_ready(st) == 1) {
@@ -161,7 +154,7 @@ int main(void)
 
         ok(rh_restart(&srv) == 0, "redis-server restarted under the store");
         res_t r = {0};
-        end = mono_ms() + 8000;
+        end = gw_evloop_mono_ms() + 8000;
         do {
             run_for(50);
             memset(&r, 0, sizeof(r));
@@ -169,7 +162,7 @@ int main(void)
                 .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "after", .len = 5};
             crdt_store_write(st, "lws2", 4, &add, on_write, &r);
             run_until(&r.done, 3000);
-        } while (r.rc < 0 && mono_ms() < end);
+        } while (r.rc < 0 && gw_evloop_mono_ms() < end);
         is_int(r.rc, 1, "the connection was dropped, unwatched and made again on lws");
     }
     crdt_store_close(st);

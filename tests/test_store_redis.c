@@ -26,13 +26,6 @@
 
 static ep_loop_t *L;
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- results of completions -------------------------------------------------------------------
  */
 
@@ -203,8 +196,8 @@ static crdt_store_t *open_store(const char *url, const crdt_store_redis_config_t
         diag("open %s: %s", url, err);
         return NULL;
     }
-    uint64_t end = mono_ms() + 8000;
-    while (crdt_store_redis_ready(st) != 1 && mono_ms() < end)
+    uint64_t end = gw_evloop_mono_ms() + 8000;
+    while (crdt_store_redis_ready(st) != 1 && gw_evloop_mono_ms() < end)
         ep_run_once(L, 20);
     return st;
 }
@@ -470,8 +463,8 @@ static crdt_store_t *open_follower(const char *url, uint64_t node, fan_t *f)
 
 static bool wait_events(fan_t *f, int n, int ms)
 {
-    uint64_t end = mono_ms() + (uint64_t)ms;
-    while (f->events < n && mono_ms() < end)
+    uint64_t end = gw_evloop_mono_ms() + (uint64_t)ms;
+    while (f->events < n && gw_evloop_mono_ms() < end)
         ep_run_once(L, 20);
     return f->events >= n;
 }
@@ -662,13 +655,13 @@ static void test_wait(rh_server_t *srv)
     crdt_mut_t add = {
         .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "w", .len = 1, .score = 1};
     if (st) {
-        uint64_t t0 = mono_ms();
+        uint64_t t0 = gw_evloop_mono_ms();
         sw(st, "waited", &add, &r);
         ok(r.rc == CRDT_EUNAVAIL && crdt_store_last_error(st) &&
                strstr(crdt_store_last_error(st), "WAIT"),
            "no replica: the write fails after WAIT's timeout: %s",
            crdt_store_last_error(st) ? crdt_store_last_error(st) : "");
-        cmp_ok(mono_ms() - t0, ">=", 140, "it waited for the replicas");
+        cmp_ok(gw_evloop_mono_ms() - t0, ">=", 140, "it waited for the replicas");
         crdt_store_close(st);
     }
     rh_server_t rep = {0};
@@ -679,8 +672,8 @@ static void test_wait(rh_server_t *srv)
         fail("start a replica");
         return;
     }
-    uint64_t end = mono_ms() + 10000;
-    while (mono_ms() < end) {
+    uint64_t end = gw_evloop_mono_ms() + 10000;
+    while (gw_evloop_mono_ms() < end) {
         freeReplyObject(rh_cmd(srv, "CRDT.TLADD sync 1 x"));
         if (rh_int(rh_cmd(srv, "WAIT 1 100")) == 1)
             break;
@@ -720,7 +713,7 @@ static void test_restart(rh_server_t *srv)
     is_int(r.rc, 1, "a write before the restart");
     rh_kill(srv);
     add.bytes = "b";
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = gw_evloop_mono_ms();
     sw(st, "rs", &add, &r);
     is_int(r.rc, CRDT_EUNAVAIL, "Redis killed: the write fails with EUNAVAIL");
     const char *e = crdt_store_last_error(st);
@@ -729,21 +722,21 @@ static void test_restart(rh_server_t *srv)
     ok(e && strstr(e, want), "last_error names the server: %s", e ? e : "(none)");
     int fast = 0;
     for (int i = 0; i < 5; i++) {
-        uint64_t t1 = mono_ms();
+        uint64_t t1 = gw_evloop_mono_ms();
         sw(st, "rs", &add, &r);
-        fast += r.rc == CRDT_EUNAVAIL && mono_ms() - t1 < 100;
+        fast += r.rc == CRDT_EUNAVAIL && gw_evloop_mono_ms() - t1 < 100;
     }
     is_int(fast, 5, "while it is down, writes fail fast (< 100 ms each)");
-    cmp_ok(mono_ms() - t0, "<", 2000, "within the backoff, not the timeout");
+    cmp_ok(gw_evloop_mono_ms() - t0, "<", 2000, "within the backoff, not the timeout");
     ok(rh_restart(srv) == 0, "restart redis-server on the same port");
-    uint64_t end = mono_ms() + 8000;
+    uint64_t end = gw_evloop_mono_ms() + 8000;
     do {
         ep_run_for(L, 50);
         sw(st, "rs", &add, &r);
-    } while (r.rc < 0 && mono_ms() < end);
+    } while (r.rc < 0 && gw_evloop_mono_ms() < end);
     ok(r.rc >= 0, "the store reconnects by itself (backoff) and writes again");
-    end = mono_ms() + 3000;
-    while (crdt_store_last_error(st) && mono_ms() < end)
+    end = gw_evloop_mono_ms() + 3000;
+    while (crdt_store_last_error(st) && gw_evloop_mono_ms() < end)
         ep_run_once(L, 50);
     ok(crdt_store_last_error(st) == NULL, "and is healthy again");
     crdt_store_redis_stats_t rs;
@@ -917,8 +910,8 @@ static void test_fakes(void)
             fake_stop(pid);
             continue;
         }
-        uint64_t end = mono_ms() + 3000;
-        while (crdt_store_redis_ready(st) == 0 && mono_ms() < end)
+        uint64_t end = gw_evloop_mono_ms() + 3000;
+        while (crdt_store_redis_ready(st) == 0 && gw_evloop_mono_ms() < end)
             ep_run_once(L, 20);
         is_int(crdt_store_redis_ready(st), cases[i].want_ready, "%s: discovery %s", cases[i].name,
                cases[i].want_ready == 1 ? "succeeds" : "fails");
@@ -1145,9 +1138,9 @@ static void test_cluster(void)
         is_int(r.rc, CRDT_EUNAVAIL, "a write to the killed primary's slot: EUNAVAIL");
         int fast = 0;
         for (int i = 0; i < 5; i++) {
-            uint64_t t1 = mono_ms();
+            uint64_t t1 = gw_evloop_mono_ms();
             sw(st, kk, &a, &r);
-            fast += r.rc == CRDT_EUNAVAIL && mono_ms() - t1 < 100;
+            fast += r.rc == CRDT_EUNAVAIL && gw_evloop_mono_ms() - t1 < 100;
         }
         cmp_ok(fast, ">=", 4, "and fails fast while it is down (%d of 5 under 100 ms)", fast);
         const char *e = crdt_store_last_error(st);
@@ -1165,11 +1158,11 @@ static void test_cluster(void)
         }
         sget(st, ok_key, &r);
         is_int(r.rc, 0, "a key on a live primary is still served");
-        uint64_t end = mono_ms() + 30000;
+        uint64_t end = gw_evloop_mono_ms() + 30000;
         do {
             ep_run_for(L, 100);
             sget(st, kk, &r);
-        } while (r.rc < 0 && mono_ms() < end);
+        } while (r.rc < 0 && gw_evloop_mono_ms() < end);
         ok(r.rc == 0 && r.obj && crdt_timeline_score(r.obj, "ck:3", 4, &(double){0}) == 1,
            "after the failover the promoted replica serves the slot, with the entry "
            "acknowledged by WAIT 1 before the kill");
@@ -1184,7 +1177,7 @@ static void test_cluster(void)
            "the killed node restarts (and rejoins as a replica)");
         /* each try a new member: a try whose WAIT failed was still applied */
         char zm[16] = "";
-        end = mono_ms() + 30000;
+        end = gw_evloop_mono_ms() + 30000;
         int tries = 0;
         do {
             ep_run_for(L, 100);
@@ -1192,7 +1185,7 @@ static void test_cluster(void)
             a.bytes = zm;
             a.len = strlen(zm);
             sw(st, kk, &a, &r);
-        } while (r.rc < 0 && mono_ms() < end);
+        } while (r.rc < 0 && gw_evloop_mono_ms() < end);
         is_int(r.rc, 1, "once it replicates, a write with WAIT 1 is acknowledged again");
         sget(st, kk, &r);
         ok(r.rc == 0 && r.obj && crdt_timeline_score(r.obj, zm, strlen(zm), &(double){0}) == 1 &&

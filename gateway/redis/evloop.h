@@ -16,6 +16,7 @@
 #define GW_EVLOOP_H
 
 #include <stdint.h>
+#include <time.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,6 +44,14 @@ typedef struct gw_evloop {
     /* A monotonic clock in milliseconds. */
     uint64_t (*now_ms)(void *ctx);
 } gw_evloop_t;
+
+/* CLOCK_MONOTONIC in milliseconds: the now_ms of both implementations (and the tests' clock). */
+static inline uint64_t gw_evloop_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 #ifdef __cplusplus
 }

@@ -158,9 +158,7 @@ static void el_timer_free(void *ctx, gw_timer_t *t)
 static uint64_t el_now(void *ctx)
 {
     (void)ctx;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return gw_evloop_mono_ms();
 }
 
 void gw_evloop_lws_init(gw_evloop_lws_t *el, struct lws_context *context, struct lws_vhost *vhost)
