@@ -29,7 +29,9 @@
 typedef struct slot_logs {
     uint64_t *epochs; /* ascending; the last is where appends go */
     uint32_t n, cap;
-    uint32_t appends; /* since the last age check */
+    uint32_t appends;            /* since the last age check */
+    uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
+    RedisModuleString *cur_name; /* name of the log appends go to, kept between writes */
 } slot_logs_t;
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
@@ -110,8 +112,8 @@ static bool next_entry_id(RedisModuleKey *lk, RedisModuleStreamID *id)
     long nf;
     if (RedisModule_StreamIteratorNextID(lk, id, &nf) != REDISMODULE_OK)
         return false;
-    RedisModuleString *f, *v;
-    while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK)
+    /* NULL pointers: no strings are made (without auto memory they would have to be freed) */
+    while (RedisModule_StreamIteratorNextField(lk, NULL, NULL) == REDISMODULE_OK)
         ;
     return true;
 }
@@ -219,10 +221,18 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     size_t nlen = 0;
     RedisModuleKey *lk = NULL;
     while (sl->n && !lk) {
-        nlen = crdtm_log_name(name, slot_tag[slot], sl->epochs[sl->n - 1]);
-        RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
-        lk = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ | REDISMODULE_WRITE);
-        RedisModule_FreeString(ctx, ns);
+        uint64_t epoch = sl->epochs[sl->n - 1];
+        if (sl->cur_epoch != epoch || !sl->cur_name) {
+            /* the name is made once per log, not per write */
+            if (sl->cur_name)
+                RedisModule_FreeString(NULL, sl->cur_name);
+            nlen = crdtm_log_name(name, slot_tag[slot], epoch);
+            sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+            sl->cur_epoch = epoch;
+        }
+        const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
+        memcpy(name, np, nlen);
+        lk = RedisModule_OpenKey(ctx, sl->cur_name, REDISMODULE_READ | REDISMODULE_WRITE);
         if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_STREAM) {
             /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
             RedisModule_CloseKey(lk);
@@ -245,6 +255,10 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         }
         registry_add(slot, epoch);
         log_stats.created++;
+        if (sl->cur_name)
+            RedisModule_FreeString(NULL, sl->cur_name);
+        sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+        sl->cur_epoch = epoch;
     }
     RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
     RedisModuleString *fields[4] = {field_k, key, field_d, d};
@@ -253,7 +267,9 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     if (rc == REDISMODULE_OK) {
         char idtext[48];
         format_id(idtext, sizeof(idtext), &id);
-        RedisModule_Replicate(ctx, "XADD", "bccscs", name, nlen, idtext, "k", key, "d", d);
+        /* strings the module holds go as "s" (shared, not copied): only the ID is made here */
+        RedisModule_Replicate(ctx, "XADD", "scssss", sl->cur_name, idtext, field_k, key, field_d,
+                              d);
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
@@ -448,8 +464,8 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         break;
     }
     RedisModule_ReplyWithArray(ctx, 3);
-    crdtm_pos_t next = {.kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq,
-                        .offset = base};
+    crdtm_pos_t next = {
+        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq, .offset = base};
     /* The entries come first in the stream but last in the reply: keep them in a nested reply
      * built after the position is known. Stream iteration is cheap; iterate twice. */
     long n = 0;
@@ -481,14 +497,18 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         long nf;
         for (long i = 0; i < n && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK;
              i++) {
+            /* The iterator makes new strings (no auto memory here): each is freed below. */
             RedisModuleString *kv = NULL, *dv = NULL, *f, *v;
             while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
                 size_t fl;
                 const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'k')
+                if (fl == 1 && fp[0] == 'k' && !kv)
                     kv = v;
-                else if (fl == 1 && fp[0] == 'd')
+                else if (fl == 1 && fp[0] == 'd' && !dv)
                     dv = v;
+                else
+                    RedisModule_FreeString(ctx, v);
+                RedisModule_FreeString(ctx, f);
             }
             char idtext[48];
             format_id(idtext, sizeof(idtext), &id);
@@ -502,6 +522,10 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 RedisModule_ReplyWithString(ctx, dv);
             else
                 RedisModule_ReplyWithNull(ctx);
+            if (kv)
+                RedisModule_FreeString(ctx, kv);
+            if (dv)
+                RedisModule_FreeString(ctx, dv);
         }
         RedisModule_StreamIteratorStop(lk);
     }

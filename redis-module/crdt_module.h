@@ -17,10 +17,9 @@
 #define CRDTM_LOG_MAX_LEN_DEFAULT 256
 
 typedef struct crdtm_config {
-    uint64_t node_id;      /* replica id for HLC timestamps, counter slots and OR-Set dots */
-    uint32_t timeline_max; /* bound of timelines this server creates; 0: unbounded */
-    uint32_t changes_max;  /* entries kept by the change feed ring */
-    uint64_t max_drift_ms; /* how far ahead a merged register timestamp may pull our clock */
+    uint64_t node_id;        /* replica id for HLC timestamps, counter slots and OR-Set dots */
+    uint32_t timeline_max;   /* bound of timelines this server creates; 0: unbounded */
+    uint64_t max_drift_ms;   /* how far ahead a merged register timestamp may pull our clock */
     bool log_enabled;        /* writes append to the per-slot change log (changelog.c) */
     uint64_t log_max_len;    /* entries kept per log; 0: no length bound */
     uint64_t log_max_age_ms; /* entries older than this are trimmed; 0: no age bound */
@@ -55,9 +54,10 @@ void crdtm_set_new(RedisModuleKey *key, crdt_obj_t *obj);
 /* New empty object of a type as this server makes them (timelines get the configured bound). */
 crdt_obj_t *crdtm_new_obj(crdt_type_t t);
 
-/* Bookkeeping after a command changed `name`: keyspace notification `event`, change feed entry,
- * and, when `delta` is not NULL, replication of the delta as CRDT.MERGE name <delta> (the caller
- * replicates verbatim itself when delta is NULL). Borrows delta. */
+/* Bookkeeping after a command changed `name`: keyspace notification `event`, its slot's
+ * fingerprints marked for refresh, and, when `delta` is not NULL, replication of the delta as
+ * CRDT.MERGE name <delta> and its change log entry (when delta is NULL the caller replicates
+ * verbatim and logs itself). Borrows delta. */
 void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *event,
                    const crdt_obj_t *delta);
 
@@ -66,12 +66,6 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err);
 
 /* Counts an object in or out of INFO's keys-by-type. */
 void crdtm_count_obj(const crdt_obj_t *o, int delta);
-
-/* Change feed: appends (db, key) under the next sequence number. */
-void crdtm_feed_append(int db, const char *key, size_t len);
-/* CRDT.CHANGES cursor count */
-int crdtm_cmd_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
-uint64_t crdtm_feed_seq(void);
 
 /* Change log (changelog.c). True when this context's writes must append to the log: the log is on,
  * this server is a primary and not loading (replicas and AOF replay get the primary's XADDs). */

@@ -4,15 +4,26 @@
 #include <stdio.h>
 #include <string.h>
 
+/* CRC16-CCITT by bytes: table[b] is the CRC of the byte b followed by 16 zero bits. */
+static uint16_t crc16_table[256];
+
+static void crc16_init(void)
+{
+    for (unsigned b = 0; b < 256; b++) {
+        uint16_t crc = (uint16_t)(b << 8);
+        for (int i = 0; i < 8; i++)
+            crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+        crc16_table[b] = crc;
+    }
+}
+
 uint16_t crdtm_crc16(const char *buf, size_t len)
 {
-    /* Bitwise CRC16-CCITT (poly 0x1021, init 0): 8 shifts a byte is fast enough for a key. */
+    if (!crc16_table[1]) /* computed on first use; the same bytes every time, so races are benign */
+        crc16_init();
     uint16_t crc = 0;
-    for (size_t i = 0; i < len; i++) {
-        crc ^= (uint16_t)((uint8_t)buf[i] << 8);
-        for (int b = 0; b < 8; b++)
-            crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
-    }
+    for (size_t i = 0; i < len; i++)
+        crc = (uint16_t)((crc << 8) ^ crc16_table[((crc >> 8) ^ (uint8_t)buf[i]) & 0xff]);
     return crc;
 }
 
@@ -111,7 +122,8 @@ bool crdtm_log_name_parse(const char *name, size_t len, uint64_t *epoch, unsigne
 static bool parse_u64(const char **p, const char *end, uint64_t *out)
 {
     const char *s = *p;
-    if (s >= end || *s < '0' || *s > '9' || (*s == '0' && s + 1 < end && s[1] >= '0' && s[1] <= '9'))
+    if (s >= end || *s < '0' || *s > '9' ||
+        (*s == '0' && s + 1 < end && s[1] >= '0' && s[1] <= '9'))
         return false;
     uint64_t v = 0;
     for (; s < end && *s >= '0' && *s <= '9'; s++) {

@@ -49,8 +49,8 @@ typedef enum crdtm_pos_kind {
 
 typedef struct crdtm_pos {
     crdtm_pos_kind_t kind;
-    uint64_t epoch;  /* the log the position belongs to (CRDTM_POS_AT) */
-    uint64_t ms;     /* stream ID of the last entry read */
+    uint64_t epoch; /* the log the position belongs to (CRDTM_POS_AT) */
+    uint64_t ms;    /* stream ID of the last entry read */
     uint64_t seq;
     uint64_t offset; /* 1-based count of entries added up to that one */
 } crdtm_pos_t;

@@ -340,16 +340,18 @@ typedef struct RedisModuleCommandInfo {
     X(int, StreamIteratorStart,                                                                    \
       (RedisModuleKey * key, int flags, RedisModuleStreamID *start, RedisModuleStreamID *end))     \
     X(int, StreamIteratorStop, (RedisModuleKey * key))                                             \
-    X(int, StreamIteratorNextID, (RedisModuleKey * key, RedisModuleStreamID * id, long *numfields)) \
+    X(int, StreamIteratorNextID,                                                                   \
+      (RedisModuleKey * key, RedisModuleStreamID * id, long *numfields))                           \
     X(int, StreamIteratorNextField,                                                                \
       (RedisModuleKey * key, RedisModuleString * *field, RedisModuleString * *value))              \
-    X(RedisModuleCallReply *, Call, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...)) \
+    X(RedisModuleCallReply *, Call,                                                                \
+      (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))                           \
     X(void, FreeCallReply, (RedisModuleCallReply * reply))                                         \
     X(int, CallReplyType, (RedisModuleCallReply * reply))                                          \
     X(long long, CallReplyInteger, (RedisModuleCallReply * reply))                                 \
     X(size_t, CallReplyLength, (RedisModuleCallReply * reply))                                     \
     X(RedisModuleCallReply *, CallReplyArrayElement, (RedisModuleCallReply * reply, size_t idx))   \
-    X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t *len))
+    X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t * len))
 
 #ifdef REDISMODULE_MAIN
 #define REDISMODULE__STORAGE

@@ -21,7 +21,7 @@
 #include <string.h>
 #include <strings.h>
 
-#define RSX_MAX_SESSIONS 256
+#define RSX_MAX_SESSIONS 1024
 #define RSX_SESSION_MS (5 * 60 * 1000)
 
 typedef struct rsx_key {
@@ -174,6 +174,10 @@ void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
         return;
     unsigned slot = crdtm_keyslot(name, len);
     rsx_slot_t *sl = &rsx_slots[slot];
+    /* a key written again before its slot is refreshed needs no second note (hot keys) */
+    if (sl->nd && sl->dirty[sl->nd - 1].len == len &&
+        !memcmp(sl->dirty[sl->nd - 1].name, name, len))
+        return;
     if (sl->nd == sl->dcap) {
         uint32_t cap = sl->dcap ? sl->dcap * 2 : 4;
         rsx_key_t *p = realloc(sl->dirty, cap * sizeof(*p));
@@ -367,7 +371,7 @@ int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* CRDT.RSX.DIFFS key session -> [[name or nil, flags, id], ...]: the ids found to differ, with
  * the names this side holds for them (several if keys share an id); flags 1: we hold it, 2: the
- * peer does, 3: both, with different states. */
+ * peer does, 3: both, with different states. Ends the session (no CLOSE needed). */
 int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 3)
@@ -407,10 +411,11 @@ int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         }
     }
     RedisModule_ReplySetArrayLength(ctx, n);
+    sess_free(x);
     return REDISMODULE_OK;
 }
 
-/* CRDT.RSX.CLOSE key session -> OK */
+/* CRDT.RSX.CLOSE key session -> OK (abandons a session before its DIFFS) */
 int crdtm_cmd_rsx_close(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 3)
@@ -455,8 +460,7 @@ int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
         to >= CRDTM_SLOTS || from > to)
         return RedisModule_ReplyWithError(ctx, "ERR slots must be integers 0 <= first <= last "
                                                "<= 16383");
-    if (argc == 4 &&
-        (RedisModule_StringToLongLong(argv[3], &step) != REDISMODULE_OK || step < 1))
+    if (argc == 4 && (RedisModule_StringToLongLong(argv[3], &step) != REDISMODULE_OK || step < 1))
         return RedisModule_ReplyWithError(ctx, "ERR step must be a positive integer");
     for (long long s = from; s <= to; s++)
         if (slot_refresh(ctx, (unsigned)s) < 0)

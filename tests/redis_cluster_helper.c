@@ -19,24 +19,6 @@
 
 static char cli_bin[PATH_MAX];
 
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("# ", stdout);
-    vprintf(fmt, ap);
-    putchar('\n');
-    fflush(stdout);
-    va_end(ap);
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 static double now_s(void)
 {
     struct timespec ts;
@@ -86,13 +68,13 @@ static int run_cli(const char *const *args, const char *log, int seconds)
         if (now_s() > until) {
             kill(pid, SIGKILL);
             waitpid(pid, &st, 0);
-            note("redis-cli %s did not finish within %d s", args[0], seconds);
+            rh_note("redis-cli %s did not finish within %d s", args[0], seconds);
             return -1;
         }
-        sleep_ms(50);
+        rh_sleep_ms(50);
     }
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-        note("redis-cli %s failed (status %d); its output:", args[0], st);
+        rh_note("redis-cli %s failed (status %d); its output:", args[0], st);
         FILE *f = fopen(log, "r");
         char line[512];
         for (int k = 0; f && k < 30 && fgets(line, sizeof(line), f); k++)
@@ -107,8 +89,8 @@ static int run_cli(const char *const *args, const char *log, int seconds)
 /* True when CLUSTER INFO (section "cluster") or INFO section contains `what`. */
 static bool info_has(rh_server_t *s, const char *section, const char *what)
 {
-    redisReply *r = strcmp(section, "cluster") ? rh_cmd(s, "INFO %s", section)
-                                               : rh_cmd(s, "CLUSTER INFO");
+    redisReply *r =
+        strcmp(section, "cluster") ? rh_cmd(s, "INFO %s", section) : rh_cmd(s, "CLUSTER INFO");
     bool has = r && r->type == REDIS_REPLY_STRING && strstr(r->str, what);
     if (r)
         freeReplyObject(r);
@@ -196,10 +178,10 @@ int rc_wait_ok(rc_cluster_t *cl, int seconds)
             if (all)
                 return 0;
         }
-        sleep_ms(100);
+        rh_sleep_ms(100);
     }
-    note("the cluster did not reach cluster_state:ok with one view of the slots in %d s",
-         seconds);
+    rh_note("the cluster did not reach cluster_state:ok with one view of the slots in %d s",
+            seconds);
     return -1;
 }
 
@@ -209,15 +191,22 @@ int rc_start(rc_cluster_t *cl, int primaries, int replicas, const char *module_a
     int n = primaries * (1 + replicas);
     if (n > RC_MAX_NODES || rc_skip_reason())
         return -1;
-    static const char *const extra[] = {"--cluster-enabled",   "yes", "--cluster-config-file",
-                                        "nodes.conf",          "--cluster-node-timeout", "1500",
-                                        "--appendonly",        "yes", "--appendfsync",
-                                        "everysec",            NULL};
+    static const char *const extra[] = {"--cluster-enabled",
+                                        "yes",
+                                        "--cluster-config-file",
+                                        "nodes.conf",
+                                        "--cluster-node-timeout",
+                                        "1500",
+                                        "--appendonly",
+                                        "yes",
+                                        "--appendfsync",
+                                        "everysec",
+                                        NULL};
     for (int i = 0; i < n; i++) {
         char margs[256];
         snprintf(margs, sizeof(margs), "node-id %d %s", i + 1, module_args ? module_args : "");
         if (rh_start(&cl->node[i], NULL, margs, extra) < 0) {
-            note("cluster node %d did not start", i);
+            rh_note("cluster node %d did not start", i);
             rc_stop(cl);
             return -1;
         }
@@ -248,7 +237,7 @@ int rc_start(rc_cluster_t *cl, int primaries, int replicas, const char *module_a
     for (int i = 0; i < n; i++) {
         while (info_has(&cl->node[i], "replication", "role:slave") &&
                !rc_is_synced_replica(cl, i) && now_s() < until)
-            sleep_ms(100);
+            rh_sleep_ms(100);
     }
     return 0;
 }
@@ -393,14 +382,14 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
     c->lost = false;
     int port = key ? c->slot_port[crdtm_keyslot(key, klen)] : 0;
     bool asking = false;
-    for (int attempt = 0; attempt < 150; attempt++) {
+    for (int attempt = 0; attempt < 300; attempt++) {
         if (!port)
             for (int i = 0; i < c->cl->n && !port; i++)
                 if (c->cl->node[i].pid > 0)
                     port = c->cl->node[i].port;
         redisContext *rc = rc_conn(c, port);
         if (!rc) { /* node down: wait for the cluster to move its slots */
-            sleep_ms(100);
+            rh_sleep_ms(100);
             rc_refresh(c);
             port = key ? c->slot_port[crdtm_keyslot(key, klen)] : 0;
             continue;
@@ -431,14 +420,13 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
             asking = true;
             c->redirects++;
         } else if (!strncmp(r->str, "TRYAGAIN", 8) || !strncmp(r->str, "CLUSTERDOWN", 11)) {
-            sleep_ms(50);
+            rh_sleep_ms(50);
         } else {
             return r;
         }
         freeReplyObject(r);
     }
-    note("command to slot of %.*s: redirects or retries did not end", (int)klen,
-         key ? key : "");
+    rh_note("command to slot of %.*s: redirects or retries did not end", (int)klen, key ? key : "");
     return NULL;
 }
 
@@ -449,9 +437,9 @@ redisReply *rc_cmdv(rc_client_t *c, int keyidx, int argc, const char **argv, con
     if (len < 0)
         return NULL;
     bool keyed = keyidx > 0 && keyidx < argc;
-    redisReply *r = route(c, keyed ? argv[keyidx] : NULL,
-                          keyed ? (lens ? lens[keyidx] : strlen(argv[keyidx])) : 0, cmd,
-                          (size_t)len);
+    redisReply *r =
+        route(c, keyed ? argv[keyidx] : NULL,
+              keyed ? (lens ? lens[keyidx] : strlen(argv[keyidx])) : 0, cmd, (size_t)len);
     redisFreeCommand(cmd);
     return r;
 }

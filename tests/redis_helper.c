@@ -30,8 +30,7 @@ static char owned_dirs[MAX_SERVERS][256];
 static int n_owned_dirs;
 static char server_bin[PATH_MAX];
 
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...)
+void rh_note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -106,7 +105,8 @@ static int try_bind(int port)
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                             .sin_port = htons((uint16_t)port)};
     socklen_t len = sizeof(a);
     int got = -1;
@@ -129,7 +129,7 @@ static int free_port(void)
     return -1;
 }
 
-static void sleep_ms(long ms)
+void rh_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -240,7 +240,7 @@ static int spawn(rh_server_t *s)
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             s->pid = 0;
-            note("redis-server on port %d exited during startup (status %d)", s->port, st);
+            rh_note("redis-server on port %d exited during startup (status %d)", s->port, st);
             show_log(s);
             return -2;
         }
@@ -259,9 +259,9 @@ static int spawn(rh_server_t *s)
         }
         if (c)
             redisFree(c);
-        sleep_ms(50);
+        rh_sleep_ms(50);
     }
-    note("redis-server on port %d did not answer PING within 10 s", s->port);
+    rh_note("redis-server on port %d did not answer PING within 10 s", s->port);
     show_log(s);
     stop_process(s);
     return -1;
@@ -311,7 +311,7 @@ static void stop_process(rh_server_t *s)
             s->pid = 0;
             return;
         }
-        sleep_ms(50);
+        rh_sleep_ms(50);
     }
     kill(s->pid, SIGKILL);
     waitpid(s->pid, NULL, 0);
@@ -383,7 +383,7 @@ int rh_sanitizer_reports(void)
             n++;
             char p[PATH_MAX], line[512];
             snprintf(p, sizeof(p), "%s/%s", owned_dirs[i], e->d_name);
-            note("sanitizer report %s:", p);
+            rh_note("sanitizer report %s:", p);
             FILE *f = fopen(p, "r");
             for (int k = 0; f && k < 40 && fgets(line, sizeof(line), f); k++)
                 printf("#   %s", line);
@@ -436,7 +436,7 @@ redisReply *rh_cmd(rh_server_t *s, const char *fmt, ...)
     redisReply *r = redisvCommand(s->c, fmt, ap);
     va_end(ap);
     if (!r)
-        note("command '%s' on port %d failed: %s", fmt, s->port, s->c->errstr);
+        rh_note("command '%s' on port %d failed: %s", fmt, s->port, s->c->errstr);
     return r;
 }
 
@@ -446,7 +446,7 @@ redisReply *rh_cmdv(rh_server_t *s, int argc, const char **argv, const size_t *l
         return NULL;
     redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
     if (!r)
-        note("command %s on port %d failed: %s", argv[0], s->port, s->c->errstr);
+        rh_note("command %s on port %d failed: %s", argv[0], s->port, s->c->errstr);
     return r;
 }
 
@@ -456,7 +456,7 @@ long long rh_int(redisReply *r)
     if (r && r->type == REDIS_REPLY_INTEGER)
         v = r->integer;
     else if (r && r->type == REDIS_REPLY_ERROR)
-        note("unexpected error reply: %s", r->str);
+        rh_note("unexpected error reply: %s", r->str);
     if (r)
         freeReplyObject(r);
     return v;

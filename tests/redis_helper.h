@@ -68,6 +68,10 @@ const char *rh_err(redisReply *r);
 /* A reply's string (status or bulk) as a malloc'd copy with its length; NULL for nil/others. */
 char *rh_str(redisReply *r, size_t *len);
 
+/* A TAP diagnostic line ("# ..."), flushed. */
+void rh_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void rh_sleep_ms(long ms);
+
 /* Runs one INFO field ("crdt_merges") and returns its integer value, or -1. */
 long long rh_info_field(rh_server_t *s, const char *section, const char *field);
 

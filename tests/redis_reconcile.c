@@ -127,7 +127,8 @@ static int differing_slots(rr_side_t *a, rr_side_t *b, rr_result_t *res, unsigne
             for (size_t p = 0; p < parts; p++) {
                 if (ha[p] == hb[p])
                     continue;
-                unsigned plo = lo + (unsigned)p * step, phi = plo + step - 1 > hi ? hi : plo + step - 1;
+                unsigned plo = lo + (unsigned)p * step,
+                         phi = plo + step - 1 > hi ? hi : plo + step - 1;
                 if (plo == phi)
                     slots[nslots++] = plo;
                 else
@@ -164,19 +165,13 @@ static void add_name(rr_result_t *res, const char *name, size_t len)
     res->n++;
 }
 
-int rr_reconcile(rr_side_t *a, rr_side_t *b, rr_result_t *res)
+/* Runs the sessions of slots[0..ns) together: open, one protocol turn per round trip, then the
+ * differing keys (DIFFS ends a session). 0 or -1. */
+static int run_sessions(rr_side_t *a, rr_side_t *b, rr_result_t *res, const unsigned *slots, int ns)
 {
-    memset(res, 0, sizeof(*res));
     static char tags[CRDTM_SLOTS][CRDTM_TAG_MAX];
     if (!tags[0][0])
         crdtm_slot_tags(tags);
-    unsigned *slots;
-    int ns = differing_slots(a, b, res, &slots);
-    if (ns < 0) {
-        free(slots);
-        return -1;
-    }
-    res->slots_differing = (unsigned)ns;
     rr_side_t *side[2] = {a, b};
     sess_t *ss = calloc((size_t)ns + 1, sizeof(*ss));
     int rc = 0;
@@ -246,21 +241,17 @@ int rr_reconcile(rr_side_t *a, rr_side_t *b, rr_result_t *res)
                 freeReplyObject(r);
         }
     }
-    /* the differing keys each side holds, and the sessions closed, in one round trip */
+    /* the differing keys each side holds, in one round trip; DIFFS ends the sessions */
     for (int i = 0; i < ns; i++)
         for (int k = 0; k < 2; k++) {
-            redisContext *c = side[k]->node[side[k]->owner[ss[i].slot]];
             const char *d[] = {"CRDT.RSX.DIFFS", ss[i].key, ss[i].sid[k]};
-            const char *cl[] = {"CRDT.RSX.CLOSE", ss[i].key, ss[i].sid[k]};
-            send_cmd(c, res, 3, d, NULL);
-            send_cmd(c, res, 3, cl, NULL);
+            send_cmd(side[k]->node[side[k]->owner[ss[i].slot]], res, 3, d, NULL);
         }
     if (ns)
         res->round_trips++;
     for (int i = 0; i < ns; i++)
         for (int k = 0; k < 2; k++) {
-            redisContext *c = side[k]->node[side[k]->owner[ss[i].slot]];
-            redisReply *r = get_reply(c, res);
+            redisReply *r = get_reply(side[k]->node[side[k]->owner[ss[i].slot]], res);
             for (size_t e = 0; r && r->type == REDIS_REPLY_ARRAY && e < r->elements; e++) {
                 redisReply *en = r->element[e];
                 if (en->element[0]->type == REDIS_REPLY_STRING)
@@ -270,13 +261,29 @@ int rr_reconcile(rr_side_t *a, rr_side_t *b, rr_result_t *res)
                 rc = -1;
             if (r)
                 freeReplyObject(r);
-            r = get_reply(c, res);
-            if (r)
-                freeReplyObject(r);
         }
     for (int i = 0; i < ns; i++)
         free(ss[i].msg);
     free(ss);
+    return rc;
+}
+
+/* Sessions run in waves, so a node never holds more than it keeps (1,024). */
+#define RR_WAVE 512
+
+int rr_reconcile(rr_side_t *a, rr_side_t *b, rr_result_t *res)
+{
+    memset(res, 0, sizeof(*res));
+    unsigned *slots;
+    int ns = differing_slots(a, b, res, &slots);
+    if (ns < 0) {
+        free(slots);
+        return -1;
+    }
+    res->slots_differing = (unsigned)ns;
+    int rc = 0;
+    for (int from = 0; from < ns && rc == 0; from += RR_WAVE)
+        rc = run_sessions(a, b, res, slots + from, ns - from < RR_WAVE ? ns - from : RR_WAVE);
     free(slots);
     return rc;
 }

@@ -1,12 +1,13 @@
 /* redis_reconcile.h - finds the keys on which two crdt.so deployments differ, through the
  * CRDT.RSX.* commands (a test and benchmark client of the module's anti-entropy)
  *
- * A side is one server or the primaries of a cluster: CRDT.RSX.DIGEST is asked of each of its
- * nodes and summed (sketches of disjoint sets add). Slot ranges whose sums differ are split 16
- * ways, level by level, every level one pipelined round trip; each differing slot then runs one
- * crdt_rsx session (CRDT.RSX.OPEN/RECV/DIFFS/CLOSE) on the node that serves it, all sessions
- * stepped together, one round trip per protocol turn. Bytes count what crosses the wire both
- * ways: commands as RESP and replies' payloads.
+ * A side is one server or the primaries of a cluster: CRDT.RSX.DIGEST with a step is asked of each
+ * of its nodes and their hashes XORed (a slot's hash comes from the node holding it, the others
+ * give 0). Slot ranges whose hashes differ are split 16 ways, level by level, every level one
+ * pipelined round trip; each differing slot then runs one crdt_rsx session
+ * (CRDT.RSX.OPEN/RECV/DIFFS) on the node that serves it, all sessions
+ * stepped together (in waves of 512 slots), one round trip per protocol turn; DIFFS ends each.
+ * Bytes count what crosses the wire both ways: commands as RESP and replies' payloads.
  */
 #ifndef CRDT_REDIS_RECONCILE_H
 #define CRDT_REDIS_RECONCILE_H

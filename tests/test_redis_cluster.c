@@ -27,12 +27,6 @@
 
 static rc_cluster_t CL;
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* ---- the writer: every type, a model of what was acknowledged -------------------------------- */
 
 #define NKEYS 48 /* keys per type */
@@ -45,7 +39,7 @@ typedef struct model {
     long long g_acked[NKEYS], g_sent[NKEYS];
     long reg_last_acked[NKEYS]; /* op number of the last acknowledged SET, -1 none */
     long reg_unknown_after[NKEYS];
-    unsigned char *acked;       /* per op: 0 not acked, 1 acked, 2 unknown */
+    unsigned char *acked; /* per op: 0 not acked, 1 acked, 2 unknown */
     unsigned char *type;
     unsigned short *key;
     long n;
@@ -54,7 +48,7 @@ typedef struct model {
 typedef struct writer {
     rc_cluster_t *cl;
     model_t m;
-    bool wait1;  /* WAIT 1 after every write: acknowledged means on a replica too */
+    bool wait1; /* WAIT 1 after every write: acknowledged means on a replica too */
     volatile bool stop;
     long errors; /* error replies (not redirects) */
     char first_error[256];
@@ -232,8 +226,8 @@ static void check_writes(rc_client_t *c, writer_t *w, const char *when)
             freeReplyObject(r);
         if (v < w->m.g_acked[k] || v > w->m.g_sent[k]) {
             if (bad++ < 5)
-                diag("%s: %s is %lld, acknowledged %lld, sent %lld", when, key, v,
-                     w->m.g_acked[k], w->m.g_sent[k]);
+                diag("%s: %s is %lld, acknowledged %lld, sent %lld", when, key, v, w->m.g_acked[k],
+                     w->m.g_sent[k]);
         }
         if (w->m.reg_last_acked[k] >= 0) {
             key_name(key, sizeof(key), T_REG, k);
@@ -248,12 +242,14 @@ static void check_writes(rc_client_t *c, writer_t *w, const char *when)
                      w->m.reg_last_acked[k]);
         }
     }
-    is_int(bad, 0, "%s: counters count every acknowledged increment once; registers hold the "
-                   "last acknowledged value",
+    is_int(bad, 0,
+           "%s: counters count every acknowledged increment once; registers hold the "
+           "last acknowledged value",
            when);
 }
 
-/* ---- the change log, followed from outside ---------------------------------------------------- */
+/* ---- the change log, followed from outside ----------------------------------------------------
+ */
 
 #define MAX_LOGS 4096
 typedef struct follower {
@@ -369,8 +365,8 @@ static void check_log_matches(follower_t *f, rc_client_t *c, const char *when)
             if (f->state[t][k])
                 crdt_obj_encode(f->state[t][k], &b);
             bool has = r && r->type == REDIS_REPLY_STRING;
-            bool same = has ? (b.len == r->len && !memcmp(b.data, r->str, b.len))
-                            : f->state[t][k] == NULL;
+            bool same =
+                has ? (b.len == r->len && !memcmp(b.data, r->str, b.len)) : f->state[t][k] == NULL;
             keys += has;
             if (!same && bad++ < 5)
                 diag("%s: %s: the log joins to %zu bytes, the key holds %zu", when, key, b.len,
@@ -379,8 +375,7 @@ static void check_log_matches(follower_t *f, rc_client_t *c, const char *when)
             if (r)
                 freeReplyObject(r);
         }
-    is_int(bad, 0, "%s: the change logs join to exactly the state of each of %ld keys", when,
-           keys);
+    is_int(bad, 0, "%s: the change logs join to exactly the state of each of %ld keys", when, keys);
 }
 
 static void follower_free(follower_t *f)
@@ -441,7 +436,11 @@ static void test_keys(void)
         {"CRDT.INFO a", "a"},
         {"CRDT.LOG.READ crdt:log:{0}:0000000000000001 0 10", "crdt:log:{0}:0000000000000001"},
         {"CRDT.LOG.LIST 5", "ERR The command has no key arguments"},
-        {"CRDT.CHANGES 0 10", "ERR The command has no key arguments"},
+        {"CRDT.RSX.OPEN {t} INITIATOR", "{t}"},
+        {"CRDT.RSX.RECV {t} 0123456789abcdef msg", "{t}"},
+        {"CRDT.RSX.DIFFS {t} 0123456789abcdef", "{t}"},
+        {"CRDT.RSX.CLOSE {t} 0123456789abcdef", "{t}"},
+        {"CRDT.RSX.DIGEST 0 16383", "ERR The command has no key arguments"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         check_getkeys(s, cases[i].cmd, cases[i].keys);
@@ -483,13 +482,17 @@ static void test_keys(void)
     ok(a && a->type == REDIS_REPLY_STATUS, "AUTH reader");
     if (a)
         freeReplyObject(a);
-    static const char *const reads[] = {"CRDT.TLSELECT 10 {acl}a {acl}b", "CRDT.TLSELECT 10 {acl}a WITHSCORES",
-                                        "CRDT.TLRANGE {acl}a 0 10", "CRDT.TLCARD {acl}a",
-                                        "CRDT.STATE {acl}a", "CRDT.TYPE {acl}a"};
+    static const char *const reads[] = {"CRDT.TLSELECT 10 {acl}a {acl}b",
+                                        "CRDT.TLSELECT 10 {acl}a WITHSCORES",
+                                        "CRDT.TLRANGE {acl}a 0 10",
+                                        "CRDT.TLCARD {acl}a",
+                                        "CRDT.STATE {acl}a",
+                                        "CRDT.TYPE {acl}a"};
     for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
         a = redisCommand(rc, reads[i]);
         ok(a && a->type != REDIS_REPLY_ERROR, "reader may run %s%s%s", reads[i],
-           a && a->type == REDIS_REPLY_ERROR ? ": " : "", a && a->type == REDIS_REPLY_ERROR ? a->str : "");
+           a && a->type == REDIS_REPLY_ERROR ? ": " : "",
+           a && a->type == REDIS_REPLY_ERROR ? a->str : "");
         if (a)
             freeReplyObject(a);
     }
@@ -526,7 +529,7 @@ static void test_reshard(void)
     rc_client_init(&c, &CL);
     writer_t *w = &W;
     writer_start(w, false);
-    sleep_ms(700);
+    rh_sleep_ms(700);
 
     /* a follower reads what is there before the move and keeps its positions */
     follower_t *f = calloc(1, sizeof(*f));
@@ -568,10 +571,9 @@ static void test_reshard(void)
         if (system(cmd) != 0)
             diag("no reshard log");
     }
-    sleep_ms(500);
+    rh_sleep_ms(500);
     writer_stop(w);
-    cmp_ok(w->m.n - ops_before, ">", 100, "writes during the resharding: %ld",
-           w->m.n - ops_before);
+    cmp_ok(w->m.n - ops_before, ">", 100, "writes during the resharding: %ld", w->m.n - ops_before);
     is_int(w->errors, 0, "no write failed%s%s", w->errors ? ": " : "", w->first_error);
     ok(rc_wait_ok(&CL, 20) == 0, "cluster ok after resharding");
     rc_refresh(&c);
@@ -612,12 +614,16 @@ static void test_failover(void)
     writer_t *w = &W;
     long ops_start = w->m.n;
     writer_start(w, true);
-    sleep_ms(800);
+    rh_sleep_ms(800);
     int victim = rc_slot_owner(&CL, 0, crdtm_keyslot("pn:1", 4));
     ok(victim >= 0, "the primary of pn:1 is node %d", victim);
     long ops_before = w->m.n;
     cmp_ok(ops_before - ops_start, ">", 50, "writes with WAIT 1 before the kill: %ld",
            ops_before - ops_start);
+    /* a follower reads up to here and keeps its positions across the failover */
+    follower_t *early = calloc(1, sizeof(*early));
+    follower_discover(early, &CL);
+    follower_read(early, &c);
     rh_kill(&CL.node[victim]);
     /* the writer keeps going (stalled on the dead node's keys); the replica takes over */
     ok(rc_wait_ok(&CL, 30) == 0, "a replica took over the killed primary's slots");
@@ -630,11 +636,11 @@ static void test_failover(void)
     for (int i = 0; i < 300 && !synced; i++) {
         synced = rc_is_synced_replica(&CL, victim);
         if (!synced)
-            sleep_ms(100);
+            rh_sleep_ms(100);
     }
     ok(synced, "it rejoined as a replica with its link up");
     long ops_rejoin = w->m.n;
-    sleep_ms(600);
+    rh_sleep_ms(600);
     writer_stop(w);
     cmp_ok(w->m.n - ops_rejoin, ">", 20, "writes after it rejoined: %ld", w->m.n - ops_rejoin);
     rc_refresh(&c);
@@ -646,6 +652,35 @@ static void test_failover(void)
     is_int(f->errors, 0, "the logs are readable on the new primary");
     check_log_matches(f, &c, "after failover");
 
+    /* the early follower resumes on the new primary from its positions: every one accepted (ok,
+     * or truncated if it had read entries the dead primary never replicated), and what it joined
+     * holds every key's state (it may hold more: writes it saw that the failover lost) */
+    early->errors = 0;
+    follower_read(early, &c);
+    is_int(early->errors, 0, "positions taken before the failover are accepted after it");
+    long missing = 0;
+    for (int t = 0; t < T_N; t++)
+        for (int k = 0; k < NKEYS; k++) {
+            char key[32];
+            key_name(key, sizeof(key), t, k);
+            size_t len;
+            char *st = rh_str(rc_cmd(&c, key, "CRDT.STATE %s", key), &len);
+            crdt_error_t err;
+            crdt_obj_t *o = st ? crdt_obj_decode(st, len, &err) : NULL;
+            if (o) {
+                crdt_obj_t *j = early->state[t][k] ? crdt_obj_clone(early->state[t][k]) : NULL;
+                if (!j || crdt_obj_merge(j, o) != 0) /* 0: the key's state adds nothing */
+                    missing++;
+                crdt_obj_free(j);
+            }
+            crdt_obj_free(o);
+            free(st);
+        }
+    is_int(missing, 0, "the resumed follower has every change of every key (%ld truncated reads)",
+           early->truncated);
+    follower_free(early);
+    free(early);
+
     /* the rejoined node converges to its new primary */
     bool same = false;
     char *dv = NULL, *dp = NULL;
@@ -656,7 +691,7 @@ static void test_failover(void)
         dp = rh_str(rh_cmd(&CL.node[now], "DEBUG DIGEST"), NULL);
         same = dv && dp && !strcmp(dv, dp);
         if (!same)
-            sleep_ms(100);
+            rh_sleep_ms(100);
     }
     ok(same, "its dataset (change logs included) has the digest of its new primary (%s)",
        dv ? dv : "none");

@@ -19,12 +19,6 @@
 #include "logpos.h"
 #include "redis_helper.h"
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* The log of key's slot on s (the only one its slot holds), into name; 0 or -1. */
 static int log_of(rh_server_t *s, const char *key, char *name)
 {
@@ -56,7 +50,8 @@ static void log_read(rh_server_t *s, const char *name, const char *pos, int coun
     res->n = 0;
     res->err[0] = res->status[0] = '\0';
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
-        snprintf(res->err, sizeof(res->err), "%s", r && r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        snprintf(res->err, sizeof(res->err), "%s",
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : "?");
         if (r)
             freeReplyObject(r);
         return;
@@ -66,7 +61,8 @@ static void log_read(rh_server_t *s, const char *name, const char *pos, int coun
     for (size_t i = 0; i < r->element[2]->elements; i++) {
         redisReply *e = r->element[2]->element[i];
         res->n++;
-        if (key && (e->element[1]->len != strlen(key) || memcmp(e->element[1]->str, key, strlen(key))))
+        if (!key ||
+            (e->element[1]->len != strlen(key) || memcmp(e->element[1]->str, key, strlen(key))))
             continue;
         crdt_error_t err;
         crdt_obj_t *o = crdt_obj_decode(e->element[2]->str, e->element[2]->len, &err);
@@ -110,8 +106,7 @@ static void test_basics(void)
     ok(log_of(&A, "tl", name) == 0, "the slot of tl has one log: %s", name);
     uint64_t epoch;
     unsigned slot;
-    ok(crdtm_log_name_parse(name, strlen(name), &epoch, &slot) &&
-           slot == crdtm_keyslot("tl", 2),
+    ok(crdtm_log_name_parse(name, strlen(name), &epoch, &slot) && slot == crdtm_keyslot("tl", 2),
        "its name carries an epoch and a tag of the key's slot");
     ok(log_of(&A, "other", other) == 0 && strcmp(name, other), "another slot has another log");
 
@@ -142,8 +137,7 @@ static void test_basics(void)
     snprintf(kept, sizeof(kept), "%s", p.pos);
     crdtm_pos_t pp;
     const char *why;
-    ok(crdtm_pos_parse(kept, strlen(kept), &pp, &why) == 0 && pp.epoch == epoch &&
-           pp.offset == 10,
+    ok(crdtm_pos_parse(kept, strlen(kept), &pp, &why) == 0 && pp.epoch == epoch && pp.offset == 10,
        "the position %s names the log's epoch and offset 10", kept);
 
     /* positions are refused by every other log: another slot, another server */
@@ -160,9 +154,15 @@ static void test_basics(void)
     ok(!strncmp(e.err, "ERR no such log", 15), "A's log name on B: %s", e.err);
 
     /* bad input: clear errors, the server keeps serving */
-    static const char *const bad[] = {"", "1", "x", "$$", "00000000000000zz:1-0:1",
-                                      "0000000000000001:1-0:0", "0000000000000001:01-0:1",
-                                      "0000000000000001:1-0:1x", "0000000000000001:1-0",
+    static const char *const bad[] = {"",
+                                      "1",
+                                      "x",
+                                      "$$",
+                                      "00000000000000zz:1-0:1",
+                                      "0000000000000001:1-0:0",
+                                      "0000000000000001:01-0:1",
+                                      "0000000000000001:1-0:1x",
+                                      "0000000000000001:1-0",
                                       "0000000000000001:99999999999999999999999-0:1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         log_read(&A, name, bad[i], 10, NULL, &e);
@@ -177,7 +177,8 @@ static void test_basics(void)
        "LIST of slot 16384");
     rh_int(rh_cmd(&A, "SET crdt:log:{x}:00000000000000aa v"));
     is(rh_err(rh_cmd(&A, "CRDT.LOG.READ crdt:log:{x}:00000000000000aa 0 1")),
-       "WRONGTYPE Operation against a key holding the wrong kind of value", "READ of a string named like a log: WRONGTYPE");
+       "WRONGTYPE Operation against a key holding the wrong kind of value",
+       "READ of a string named like a log: WRONGTYPE");
     is(rh_err(rh_cmd(&A, "PING")), "", "the server still serves");
 
     /* the position survives a restart (AOF) and DEBUG RELOAD (RDB): same log, entries after it */
@@ -247,7 +248,7 @@ static void test_replica_restore_off(void)
         dr = rh_str(rh_cmd(&R, "DEBUG DIGEST"), NULL);
         if (dp && dr && !strcmp(dp, dr))
             break;
-        sleep_ms(100);
+        rh_sleep_ms(100);
     }
     ok(dp && dr && !strcmp(dp, dr), "primary and replica have one digest");
     free(dp);
@@ -303,11 +304,12 @@ static void test_trim_policies(void)
     readres_t r = {0};
     log_read(&G, name, "0", 1000, NULL, &r);
     is(r.status, "truncated", "a reader from 0 learns it fell behind");
+    crdt_obj_free(r.joined);
 
     /* log-max-age-ms: entries older than the bound go (checked every 64 appends of a slot) */
     rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
     ok(log_of(&T, "c", name) == 0, "log of c (age bound)");
-    sleep_ms(300);
+    rh_sleep_ms(300);
     for (int i = 0; i < 70; i++)
         rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
     len = rh_int(rh_cmd(&T, "XLEN %s", name));

@@ -84,16 +84,19 @@ int main(void)
     rr_result_free(&r);
 
     /* d = 6 differences of every kind */
-    rh_int(rh_cmd(&A, "CRDT.TLADD tl:0 1000 only-a"));        /* changed on A */
-    rh_int(rh_cmd(&B, "CRDT.INCRBY pn:1 5"));                 /* changed on B */
-    rh_int(rh_cmd(&A, "CRDT.SADD set:2 x"));                  /* changed on both */
+    rh_int(rh_cmd(&A, "CRDT.TLADD tl:0 1000 only-a")); /* changed on A */
+    rh_int(rh_cmd(&B, "CRDT.INCRBY pn:1 5"));          /* changed on B */
+    rh_int(rh_cmd(&A, "CRDT.SADD set:2 x"));           /* changed on both */
     rh_int(rh_cmd(&B, "CRDT.SADD set:2 y"));
-    rh_int(rh_cmd(&A, "CRDT.SET new:a hello"));               /* only on A */
-    rh_int(rh_cmd(&B, "CRDT.TLADD new:b 1 z"));               /* only on B */
-    rh_int(rh_cmd(&A, "DEL reg:3"));                          /* deleted on A */
+    rh_int(rh_cmd(&A, "CRDT.SET new:a hello")); /* only on A */
+    rh_int(rh_cmd(&B, "CRDT.TLADD new:b 1 z")); /* only on B */
+    rh_int(rh_cmd(&A, "DEL reg:3"));            /* deleted on A */
     static const char *const want[] = {"tl:0", "pn:1", "set:2", "new:a", "new:b", "reg:3"};
     reconcile(&A, &B, &r);
     is_int((long long)r.n, 6, "six differing keys found");
+    is_int(rh_info_field(&A, "crdt", "crdt_rsx_sessions_open") +
+               rh_info_field(&B, "crdt", "crdt_rsx_sessions_open"),
+           0, "DIFFS ended every session");
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         ok(has_name(&r, want[i]), "%s is among them", want[i]);
     uint64_t bytes6 = r.bytes_out + r.bytes_in;
