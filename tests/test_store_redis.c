@@ -515,6 +515,44 @@ static void test_follow(rh_server_t *srv)
     crdt_store_close(c);
 }
 
+/* ---- closing with operations pending ------------------------------------------------------------
+ */
+
+static void test_close_pending(rh_server_t *srv)
+{
+    diag(
+        "close with operations waiting for discovery and in flight: none completes, nothing leaks");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = 42;
+    char err[256];
+    res_t r[4] = {{0}};
+    crdt_bytes_t keys[2] = {{"feed", 4}, {"reg", 3}};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "c", .len = 1, .score = 1};
+    for (int round = 0; round < 2; round++) {
+        crdt_store_t *st = crdt_store_redis_open(url, &cfg, ep_loop(L), err, sizeof(err));
+        if (!st) {
+            fail("open: %s", err);
+            return;
+        }
+        if (round == 1) { /* in flight rather than waiting */
+            uint64_t end = gw_evloop_mono_ms() + 5000;
+            while (crdt_store_redis_ready(st) != 1 && gw_evloop_mono_ms() < end)
+                ep_run_once(L, 20);
+        }
+        crdt_store_get_many(st, keys, 2, on_many, &r[0]);
+        crdt_store_write(st, "closing", 7, &add, on_write, &r[1]);
+        crdt_store_get(st, "feed", 4, on_get, &r[2]);
+        crdt_store_close(st);
+        ep_run_for(L, 100);
+        ok(!r[0].done && !r[1].done && !r[2].done, "%s: closed with operations %s: none completes",
+           round ? "ready" : "discovering", round ? "in flight" : "queued");
+    }
+}
+
 /* ---- byte-identical states with the embedded store (merge paths) ------------------------------
  */
 
@@ -1211,6 +1249,7 @@ int main(void)
     test_contract(&srv);
     test_identical(&srv);
     test_follow(&srv);
+    test_close_pending(&srv);
     test_wait(&srv);
     test_restart(&srv);
     rh_stop(&srv);

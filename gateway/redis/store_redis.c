@@ -2127,7 +2127,7 @@ static void sr_close(crdt_store_t *st)
     s->timer = NULL;
     for (sr_req_t *q = s->wait_head, *nx; q; q = nx) {
         nx = q->next;
-        req_free(q);
+        req_drop(q);
     }
     s->wait_head = NULL;
     for (int i = 0; i < s->nnodes; i++) {
