@@ -1108,6 +1108,29 @@ static void test_cluster(void)
             with_keys++;
     }
     is_int(with_keys, 3, "the keys landed on all three primaries");
+    {
+        long long total = 0;
+        for (int i = 0; i < CL.n; i++) {
+            redisReply *role = rh_cmd(&CL.node[i], "ROLE");
+            if (role && role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
+                strcmp(role->element[0]->str, "master") == 0)
+                total += rh_info_field(&CL.node[i], "crdt", "crdt_keys");
+            freeReplyObject(role);
+        }
+        size_t seen = 0;
+        uint64_t cur = 0;
+        int rounds = 0;
+        res_t sr = {0};
+        do {
+            res_reset(&sr);
+            crdt_store_scan(st, cur, 16, scan_each, on_done, &sr);
+            wait_res(&sr);
+            seen += sr.n;
+            cur = sr.seq;
+        } while (sr.rc == 0 && cur != 0 && ++rounds < 200);
+        ok(sr.rc == 0 && (long long)seen == total,
+           "scan walks every primary: %zu keys of %lld, in %d pages", seen, total, rounds + 1);
+    }
     if (fol) {
         wait_events(&fan, NK, 5000);
         bool each = fan.bad == 0;
