@@ -513,6 +513,33 @@ static void test_follow(rh_server_t *srv)
     ep_run_for(L, 300);
     ok(c && fa.events == 0, "a new follower starts at the logs' end");
     crdt_store_close(c);
+
+    /* a gateway restarted with the same node id resumes where it was */
+    fan_t fd;
+    crdt_store_t *d = open_follower(url, 61, &fd);
+    ep_run_for(L, 400); /* reads the logs' ends and saves those positions */
+    crdt_store_close(d);
+    crdt_store_t *w = open_store(url, NULL);
+    res_t r2 = {0};
+    for (int i = 20; i < 23; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "fan:%d", i);
+        crdt_mut_t add = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "late", .len = 4, .score = 1};
+        if (w)
+            sw(w, k, &add, &r2);
+    }
+    crdt_store_close(w);
+    d = open_follower(url, 61, &fd);
+    wait_events(&fd, 3, 3000);
+    ep_run_for(L, 200);
+    crdt_store_redis_stats_t rs;
+    crdt_store_redis_stats(d, &rs);
+    ok(d && fd.events == 3 && fd.per_key[20] == 1 && fd.per_key[22] == 1 && rs.log_resumed > 0,
+       "restarted with its node id, a gateway reports the 3 changes made while it was down "
+       "(%d events, %llu positions resumed)",
+       fd.events, (unsigned long long)rs.log_resumed);
+    crdt_store_close(d);
 }
 
 /* ---- closing with operations pending ------------------------------------------------------------

@@ -181,6 +181,9 @@ struct sr_store {
     uint64_t writes, noops;
     sr_log_t *logs;
     size_t nlogs, cap_logs;
+    bool logpos_loaded, logpos_busy, logpos_dirty; /* the saved positions (mark log-positions) */
+    bool logpos_found; /* a previous run saved some: logs unknown to it are read from the start */
+    uint64_t logpos_retry_at, logpos_saved_at;
     sr_feed_ent_t *feed; /* ring of the last cfg.feed_max changes reported */
     size_t feed_head, feed_len;
     uint64_t feed_dropped; /* seq of the newest change dropped from the ring */
@@ -1312,8 +1315,11 @@ static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         sr_log_t *l = log_find_or_add(s, e->str, e->len, &added);
         if (!l)
             break;
-        if (added) /* at start: from now on; a log that appears later: all of it */
-            snprintf(l->pos, sizeof(l->pos), "%s", n->listed ? "0" : "$");
+        /* a new gateway reads the logs there are at its start from their end; a log that
+         * appears later, or that a restarted gateway's saved positions do not know (created
+         * while it was down), is read from its start */
+        if (added)
+            snprintf(l->pos, sizeof(l->pos), "%s", n->listed || s->logpos_found ? "0" : "$");
         l->node = n;
     }
     n->listed = true;
@@ -1363,14 +1369,106 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         crdt_obj_free(d);
         seq_complete(s, seq);
     }
-    snprintf(l->pos, sizeof(l->pos), "%s", pos);
+    if (strcmp(l->pos, pos) != 0) {
+        snprintf(l->pos, sizeof(l->pos), "%s", pos);
+        s->logpos_dirty = true;
+    }
     if (ne >= s->cfg.follow_count)
         n->follow_more = true;
     follow_read_done(n);
 }
 
+/* ---- log positions kept across restarts: the mark "log-positions" ---------------------------- */
+
+#define LOGPOS_MARK "log-positions"
+#define LOGPOS_SAVE_MS 1000
+
+static void sr_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud);
+static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_t n,
+                        crdt_store_status_cb cb, void *ud);
+
+/* "name pos\n" per line; lines of another shape are skipped (the mark is ours, but Redis keeps it
+ * and anyone can SET it) */
+static void logpos_loaded(void *ud, int rc, const void *p, size_t n)
+{
+    sr_store_t *s = ud;
+    s->logpos_busy = false;
+    if (rc < 0) {
+        s->logpos_retry_at = now_ms(s) + s->cfg.backoff_max_ms;
+        return;
+    }
+    const char *b = p, *end = b ? b + n : NULL;
+    while (b && b < end) {
+        const char *eol = memchr(b, '\n', (size_t)(end - b));
+        const char *le = eol ? eol : end;
+        const char *sp = memchr(b, ' ', (size_t)(le - b));
+        uint64_t epoch;
+        unsigned slot;
+        crdtm_pos_t pos;
+        const char *why;
+        if (sp && (size_t)(sp - b) < CRDTM_LOG_NAME_MAX && (size_t)(le - sp - 1) > 0 &&
+            (size_t)(le - sp - 1) < CRDTM_POS_TEXT_MAX &&
+            crdtm_log_name_parse(b, (size_t)(sp - b), &epoch, &slot) &&
+            crdtm_pos_parse(sp + 1, (size_t)(le - sp - 1), &pos, &why) == 0) {
+            bool added;
+            sr_log_t *l = log_find_or_add(s, b, (size_t)(sp - b), &added);
+            if (l && added) {
+                memcpy(l->pos, sp + 1, (size_t)(le - sp - 1));
+                l->pos[le - sp - 1] = '\0';
+                s->rs.log_resumed++;
+            }
+        }
+        b = le + 1;
+    }
+    s->logpos_found = s->nlogs > 0;
+    s->logpos_loaded = true;
+}
+
+static void logpos_saved(void *ud, int rc)
+{
+    sr_store_t *s = ud;
+    s->logpos_busy = false;
+    if (rc < 0)
+        s->logpos_dirty = true;
+}
+
+static void logpos_save(sr_store_t *s)
+{
+    crdt_buf_t b = {0};
+    bool okb = true;
+    for (size_t i = 0; i < s->nlogs && okb; i++) {
+        const sr_log_t *l = &s->logs[i];
+        if (strcmp(l->pos, "$") == 0 || !l->pos[0])
+            continue; /* nothing read yet: nothing to resume */
+        okb = crdt_buf_append(&b, l->name, strlen(l->name)) == 0 &&
+              crdt_buf_append(&b, " ", 1) == 0 &&
+              crdt_buf_append(&b, l->pos, strlen(l->pos)) == 0 && crdt_buf_append(&b, "\n", 1) == 0;
+    }
+    if (okb) {
+        s->logpos_dirty = false;
+        s->logpos_busy = true;
+        s->logpos_saved_at = now_ms(s);
+        sr_mark_put(&s->base, LOGPOS_MARK, b.data, b.len, logpos_saved, s);
+    }
+    crdt_buf_free(&b);
+}
+
+/* Before following: the positions a previous run of this gateway (same node id) saved. */
+static bool logpos_ready(sr_store_t *s, uint64_t now)
+{
+    if (s->logpos_loaded)
+        return true;
+    if (!s->logpos_busy && now >= s->logpos_retry_at) {
+        s->logpos_busy = true;
+        sr_mark_get(&s->base, LOGPOS_MARK, logpos_loaded, s);
+    }
+    return s->logpos_loaded;
+}
+
 static void follow(sr_store_t *s, const bool *used, uint64_t now)
 {
+    if (!logpos_ready(s, now))
+        return;
     for (int i = 0; i < s->nnodes; i++) {
         sr_node_t *n = s->nodes[i];
         if (!used[i] || n->follow_busy || now < n->follow_next || n->state != N_UP)
@@ -1441,8 +1539,12 @@ static void housekeeping(sr_store_t *s)
     }
     if (ok && s->err_set && now - s->err_at >= SR_ERR_HOLD_MS)
         s->err_set = false;
-    if (s->cfg.follow_logs)
+    if (s->cfg.follow_logs) {
         follow(s, used, now);
+        if (s->logpos_loaded && s->logpos_dirty && !s->logpos_busy &&
+            now - s->logpos_saved_at >= LOGPOS_SAVE_MS)
+            logpos_save(s);
+    }
 }
 
 static void on_timer(void *ud)

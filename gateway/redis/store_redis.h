@@ -50,8 +50,11 @@ typedef struct crdt_store_redis_config {
     size_t max_pending;       /* operations queued while the topology is unknown (default 65536) */
     /* Follow crdt.so's per-slot change logs (CRDT.LOG.LIST / CRDT.LOG.READ on every primary): the
      * change events then report every change made through any gateway (fan-out), each once,
-     * and a local write's own event comes from the log too. Logs seen when the store starts are
-     * read from their end; logs that appear later from their start. */
+     * and a local write's own event comes from the log too. The positions are saved (at most
+     * once a second) in the mark "log-positions" of node_id, and a store opened again with the
+     * same node_id resumes from them: changes made while it was down are reported after the
+     * restart, and those of its last second possibly twice. Logs without a saved position are
+     * read from their end if seen when the store starts, from their start if they appear later. */
     bool follow_logs;
     unsigned follow_poll_ms; /* pause between polls of an idle primary (default 50) */
     unsigned follow_count;   /* entries per CRDT.LOG.READ (default 512) */
@@ -81,7 +84,7 @@ int crdt_store_redis_is_cluster(const crdt_store_t *st);
 /* Counters for tests and metrics. */
 typedef struct crdt_store_redis_stats {
     uint64_t sent, replies, redirects_moved, redirects_ask, slot_refreshes, reconnects, fail_fast,
-        timeouts, bad_replies, log_entries, log_truncated;
+        timeouts, bad_replies, log_entries, log_truncated, log_resumed;
     unsigned nodes, nodes_up;
 } crdt_store_redis_stats_t;
 void crdt_store_redis_stats(const crdt_store_t *st, crdt_store_redis_stats_t *out);
