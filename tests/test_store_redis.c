@@ -1105,7 +1105,7 @@ static void test_cluster(void)
         return;
     }
     is_int(crdt_store_redis_is_cluster(st), 1, "cluster detected");
-    fan_t fan;
+    fan_t fan = {0};
     crdt_store_t *fol = open_follower(url, 77, &fan);
     ok(fol != NULL, "a second gateway follows the cluster's change logs");
     enum { NK = 60 };
@@ -1166,7 +1166,6 @@ static void test_cluster(void)
         ok(each && fan.events == NK,
            "the other gateway got every write, from the logs of all three primaries (%d)",
            fan.events);
-        crdt_store_close(fol);
     }
     crdt_store_redis_stats_t rs;
     crdt_store_redis_stats(st, &rs);
@@ -1219,6 +1218,7 @@ static void test_cluster(void)
     ok(victim >= 0, "primary of %s is node %d (port %d)", kk, victim,
        victim >= 0 ? CL.node[victim].port : 0);
     if (victim >= 0) {
+        int ck3_before = fan.per_key[3]; /* the follower's events of ck:3 before the kill */
         rh_kill(&CL.node[victim]);
         crdt_mut_t a = {
             .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "x", .len = 1, .score = 99};
@@ -1275,12 +1275,26 @@ static void test_cluster(void)
             sw(st, kk, &a, &r);
         } while (r.rc < 0 && gw_evloop_mono_ms() < end);
         is_int(r.rc, 1, "once it replicates, a write with WAIT 1 is acknowledged again");
+        if (fol) {
+            /* the follower went on from the log's position on the promoted replica */
+            int seen_before = ck3_before;
+            uint64_t fend = gw_evloop_mono_ms() + 3000;
+            while (fan.per_key[3] == seen_before && gw_evloop_mono_ms() < fend)
+                ep_run_once(L, 20);
+            crdt_store_redis_stats_t fs;
+            crdt_store_redis_stats(fol, &fs);
+            ok(fan.per_key[3] > seen_before && fs.log_truncated == 0,
+               "the follower gateway got the write made after the failover, without a gap "
+               "(%d events of ck:3)",
+               fan.per_key[3]);
+        }
         sget(st, kk, &r);
         ok(r.rc == 0 && r.obj && crdt_timeline_score(r.obj, zm, strlen(zm), &(double){0}) == 1 &&
                crdt_timeline_score(r.obj, "ck:3", 4, &(double){0}) == 1,
            "the key holds the acknowledged entries (%zu entries)", r.card);
     }
     res_reset(&r);
+    crdt_store_close(fol);
     crdt_store_close(st);
     rc_stop(&CL);
 }
