@@ -25,6 +25,14 @@
  * bytes exactly as the embedded replica does. Marks are Redis strings under
  * "{crdtd:<node_id>}:mark:<name>" (one slot per gateway). Scan walks SCAN ... TYPE crdtd-obj over
  * every primary.
+ *
+ * Change events and the feed: without cfg.follow_logs the events report the changes made through
+ * this store (a typed write's delta is the key's state read right after it); with it, every
+ * change of every primary's per-slot change log (crdt.so's CRDT.LOG.*), whichever gateway made it.
+ * crdt_store_changes lists the keys of the last cfg.feed_max changes reported.
+ *
+ * crdt_store_close drops every pending completion; do not call it from inside a completion of
+ * the same store.
  */
 #ifndef GW_STORE_REDIS_H
 #define GW_STORE_REDIS_H
