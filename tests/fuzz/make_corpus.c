@@ -128,6 +128,18 @@ int main(int argc, char **argv)
             write_file(dir, n++, ops[i], strlen(ops[i]));
         return 0;
     }
+    if (!strcmp(kind, "fuzz_redis_parse")) {
+        /* replies the Redis store reads: CLUSTER SLOTS, a redirect, INFO, CRDT.LOG.READ */
+        static const char *const seeds[] = {
+            "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n",
+            "-MOVED 3999 127.0.0.1:6381\r\n", "-ASK 1 h:2\r\n",
+            "$33\r\ncrdt_node_id:7\r\ncluster_enabled:1\r\n",
+            "*3\r\n$5\r\n0:1-0\r\n+ok\r\n*1\r\n*3\r\n$3\r\n1-0\r\n$1\r\nk\r\n$1\r\nd\r\n",
+            "redis://127.0.0.1:6379,localhost:7000"};
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+            write_file(dir, n++, seeds[i], strlen(seeds[i]));
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_logpos")) {
         static const char *const seeds[] = {"0", "$", "00000000000000ab:1796306283614-0:1",
                                             "ffffffffffffffff:18446744073709551615-3:42",
