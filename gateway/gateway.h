@@ -252,6 +252,7 @@ char *gw_sync_metrics(gw_server_t *s);
 /* The outcome of one write in REST's shape (rest.c), shared by POST /v1/keys/{key} and crdt.v1's
  * apply. */
 typedef struct gw_op_result {
+    int rc;           /* 0, or -1: the op failed (status, code and message say why) */
     int status;       /* the HTTP status REST answers with: 200, 400, 409, 500, 503 */
     const char *code; /* crdt.v1 error code (docs/protocol.md) on failure, else NULL */
     char message[400];
@@ -259,12 +260,17 @@ typedef struct gw_op_result {
     uint64_t seq;        /* seq of the last change made, 0 when nothing changed */
 } gw_op_result_t;
 
-/* Applies a REST-shaped op object (the body of POST /v1/keys/{key}, borrowed) to key: validates,
- * runs the ops, records apply metrics. Returns 0 (r->applied may be 0: a no-op), or -1 with
- * r->status/code/message filled (a batch stopped by a storage failure keeps r->applied/seq). Does
- * not schedule the flush: the caller does, after recording what waits for it. */
-int gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *op,
-                gw_op_result_t *r);
+/* Called exactly once with the outcome of gw_apply_op, possibly before gw_apply_op returns; r is
+ * borrowed for the call. */
+typedef void (*gw_op_done_cb)(gw_server_t *s, const gw_op_result_t *r, void *ud);
+
+/* Applies a REST-shaped op object (the body of POST /v1/keys/{key}) to key: validates, runs the
+ * ops, records apply metrics, then calls done(s, r, ud). r->status 200 on success (r->applied may
+ * be 0: a no-op); otherwise r->status/code/message say why (a batch stopped by a storage failure
+ * keeps r->applied/seq). key and op are borrowed for the call only (what is needed later is
+ * copied). Does not schedule the flush: the caller does, after recording what waits for it. */
+void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *op,
+                 gw_op_done_cb done, void *ud);
 
 /* Keys starting with these bytes are crdtd's own (per-client op-id high-water marks of crdt.v1):
  * clients can neither write nor subscribe to them. */

@@ -562,8 +562,8 @@ bool gw_key_reserved(const void *key, size_t klen)
            memcmp(key, GW_RESERVED_PREFIX, GW_RESERVED_PREFIX_LEN) == 0;
 }
 
-int gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
-                gw_op_result_t *r)
+static int apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
+                    gw_op_result_t *r)
 {
     memset(r, 0, sizeof(*r));
     r->status = 200;
@@ -688,30 +688,42 @@ out:
     return ret;
 }
 
+void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *op,
+                 gw_op_done_cb done, void *ud)
+{
+    gw_op_result_t r;
+    r.rc = apply_op(s, key, klen, op, &r);
+    done(s, &r, ud);
+}
+
+static void post_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
+{
+    gw_response_t *rs = ud;
+    if (r->rc < 0 && !r->applied) {
+        gw_respond_error(rs, r->status, "%s", r->message);
+        return;
+    }
+    json_t *j =
+        json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)r->applied, "ops", (json_int_t)r->ops,
+                  "seq", (json_int_t)(r->seq ? r->seq : crdt_replica_last_seq(s->replica)));
+    if (r->rc < 0 && j) /* a batch stopped midway by a storage failure (or memory) */
+        json_object_set_new_nocheck(
+            j, "error", json_string(r->status == 503 ? crdt_strerror(CRDT_EIO) : r->message));
+    gw_respond_json(rs, r->rc < 0 ? 503 : 200, j);
+    if (r->seq) {
+        rs->wait_seq = r->seq;
+        gw_http_schedule_flush(s);
+    }
+}
+
 static void post_key(gw_server_t *s, const uint8_t *key, size_t klen, const gw_request_t *rq,
                      gw_response_t *rs)
 {
     json_t *body = gw_parse_body(rq, rs);
     if (!body)
         return;
-    gw_op_result_t r;
-    int rc = gw_apply_op(s, key, klen, body, &r);
+    gw_apply_op(s, key, klen, body, post_done, rs);
     json_decref(body);
-    if (rc < 0 && !r.applied) {
-        gw_respond_error(rs, r.status, "%s", r.message);
-        return;
-    }
-    json_t *j =
-        json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)r.applied, "ops", (json_int_t)r.ops,
-                  "seq", (json_int_t)(r.seq ? r.seq : crdt_replica_last_seq(s->replica)));
-    if (rc < 0 && j) /* a batch stopped midway by a storage failure (or memory) */
-        json_object_set_new_nocheck(
-            j, "error", json_string(r.status == 503 ? crdt_strerror(CRDT_EIO) : r.message));
-    gw_respond_json(rs, rc < 0 ? 503 : 200, j);
-    if (r.seq) {
-        rs->wait_seq = r.seq;
-        gw_http_schedule_flush(s);
-    }
 }
 
 /* ---- timeline reads ------------------------------------------------------------------------- */

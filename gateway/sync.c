@@ -764,6 +764,40 @@ static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint6
     gw_http_schedule_flush(ss->srv);
 }
 
+/* What the completion of an apply needs (gw_apply_op may complete after on_apply returned). */
+typedef struct apply_ctx {
+    sess_t *ss;
+    uint64_t id;
+    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
+    size_t mlen;
+} apply_ctx_t;
+
+static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
+{
+    apply_ctx_t *a = ud;
+    sess_t *ss = a->ss;
+    gw_sync_t *y = s->sync;
+    uint64_t id = a->id;
+    if (r->rc < 0) {
+        crdt_v1_code_t code = crdt_v1_code_from_name(r->code);
+        send_error(ss, true, id, code == CRDT_V1_E_OTHER ? E_INTERNAL : code, "%s", r->message);
+        if (r->seq)
+            gw_http_schedule_flush(s);
+        goto out;
+    }
+    uint64_t mseq = 0;
+    int mrc = crdt_replica_mutate(s->replica, a->mk, a->mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
+    if (mrc < 0) {
+        send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s", crdt_strerror(mrc));
+        gw_http_schedule_flush(s);
+        goto out;
+    }
+    uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
+    ack_push(y, ss, wait, id, r->seq ? r->seq : wait, r->applied > 0, false);
+out:
+    free(a);
+}
+
 static void on_apply(sess_t *ss, const crdt_v1_msg_t *m)
 {
     gw_server_t *s = ss->srv;
@@ -794,25 +828,16 @@ static void on_apply(sess_t *ss, const crdt_v1_msg_t *m)
         op = merge;
     }
     y->applies++;
-    gw_op_result_t r;
-    int rc = gw_apply_op(s, m->key, m->klen, op, &r);
+    apply_ctx_t *a = malloc(sizeof(*a));
+    if (!a) {
+        json_decref(merge);
+        send_error(ss, true, id, E_INTERNAL, "out of memory");
+        return;
+    }
+    *a = (apply_ctx_t){ss, id, {0}, mlen};
+    memcpy(a->mk, mk, mlen);
+    gw_apply_op(s, m->key, m->klen, op, apply_done, a);
     json_decref(merge);
-    if (rc < 0) {
-        crdt_v1_code_t code = crdt_v1_code_from_name(r.code);
-        send_error(ss, true, id, code == CRDT_V1_E_OTHER ? E_INTERNAL : code, "%s", r.message);
-        if (r.seq)
-            gw_http_schedule_flush(s);
-        return;
-    }
-    uint64_t mseq = 0;
-    int mrc = crdt_replica_mutate(s->replica, mk, mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
-    if (mrc < 0) {
-        send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s", crdt_strerror(mrc));
-        gw_http_schedule_flush(s);
-        return;
-    }
-    uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
-    ack_push(y, ss, wait, id, r.seq ? r.seq : wait, r.applied > 0, false);
 }
 
 /* ---- incoming messages ---------------------------------------------------------------------- */
