@@ -10,6 +10,7 @@
 #include <libwebsockets.h>
 
 #include "crdt.h"
+#include "crdt_store.h"
 #include "replica.h"
 
 /* ---- configuration (config.c) --------------------------------------------------------------- */
@@ -202,6 +203,9 @@ struct gw_conn;
 typedef struct gw_server {
     gw_config_t cfg;
     crdt_replica_t *replica;
+    /* the store interface over the replica (embedded): what WebSocket sessions (sync.c) read and
+     * write through; its change event is the replica's listener */
+    crdt_store_t *store;
     struct lws_context *ctx;
     struct lws_vhost *vh_main, *vh_roshi;
     int main_port, roshi_port;

@@ -17,10 +17,10 @@ static void on_signal(int sig)
         lws_cancel_service(server.ctx);
 }
 
-/* The replica's one listener: every applied change, whatever its source, goes to the client
- * sessions subscribed to it and to the peers. */
-static void on_change(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                      uint64_t origin, void *ud)
+/* The store's change event (the replica's one listener): every applied change, whatever its
+ * source, goes to the client sessions subscribed to it and to the peers. */
+static void on_change(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                      uint64_t origin)
 {
     gw_server_t *s = ud;
     (void)origin; /* the peer links still know it from applying_peer */
@@ -82,12 +82,19 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     s->applying_peer = -1;
-    crdt_replica_set_listener(s->replica, on_change, s);
+    s->store = crdt_store_embedded_wrap(s->replica); /* becomes the replica's listener */
+    if (!s->store) {
+        gw_log("out of memory");
+        crdt_replica_close(s->replica);
+        return 1;
+    }
+    crdt_store_set_events(s->store, &(crdt_store_events_t){.change = on_change, .ud = s});
     if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s)) {
         gw_peer_shutdown(s);
         gw_sync_shutdown(s);
         if (s->ctx)
             lws_context_destroy(s->ctx);
+        crdt_store_close(s->store);
         crdt_replica_close(s->replica);
         return 1;
     }
@@ -103,6 +110,7 @@ int main(int argc, char **argv)
     gw_http_run(s);
 
     gw_log("stopping: flushing the log");
+    crdt_store_close(s->store);
     crdt_replica_close(s->replica);
     gw_log("stopped");
     return 0;

@@ -36,8 +36,20 @@
  * walk runs, else the lowest position the session's walks have reached (docs/protocol.md says why
  * resuming from it cannot miss anything).
  *
- * Acks. An apply's ack waits in a FIFO (ordered by the seq it waits for) until the replica's
+ * Acks. An apply's ack waits in a FIFO (ordered by the seq it waits for) until the store's
  * durable seq reaches it (gw_sync_on_durable, after each group commit).
+ *
+ * The store. Sessions read and write only through crdt_store.h (s->store): the change feed for
+ * catch-ups, get and write for the op-id marks, gw_apply_op for the ops. Every call completes
+ * through a callback, possibly later than the call (a store over the network), so:
+ * - a session with a store call in flight is held (inflight): when lws closes it, it leaves every
+ *   index at once but its memory stays (dead, on the zombie list) until the last completion,
+ *   which sees it is dead, does only what the data needs (an applied op still gets its mark) and
+ *   frees it;
+ * - an apply runs its steps (read the mark, apply, write the mark) one after the other and the
+ *   session's later messages wait behind it, in order, with reading paused: so a retry can never
+ *   pass the check of the mark its original is about to write;
+ * - one catch-up chunk is read at a time (walking).
  *
  * Exactly-once. The highest applied op id per (token subject, client id) is a timeline entry
  * "hwm" (score = id: the greater score wins, a max-register) under the reserved key
@@ -50,6 +62,7 @@
 #define CLIENT_MAX CRDT_V1_CLIENT_MAX
 #define FRAME_CHANGE_BODY 1   /* frame meta[0]: the frame is a change body, sent after its head */
 #define CLOSE_BACKSTOP_SECS 5 /* a session being closed that never becomes writable is dropped */
+#define MAX_HELD 256          /* messages waiting behind an apply in flight (reading is paused) */
 
 struct sess;
 
@@ -79,6 +92,12 @@ typedef struct walk {
     size_t ntopics;
 } walk_t;
 
+/* a decoded message waiting for the apply in flight before it (messages run in order) */
+typedef struct held {
+    struct held *next;
+    crdt_v1_msg_t m;
+} held_t;
+
 typedef struct sess {
     gw_server_t *srv;
     struct lws *wsi;
@@ -104,6 +123,15 @@ typedef struct sess {
     walk_t walks[MAX_WALKS];
     size_t nwalks;
     uint64_t mark; /* seq of the last change matched, so a change is sent once per session */
+    /* store calls in flight: each holds the session, so a completion that comes after lws closed
+     * it finds it still allocated (dead) and the last one frees it */
+    unsigned inflight;
+    bool dead;     /* closed by lws: only completions still refer to it (on gw_sync_t's zombies) */
+    bool applying; /* an apply is in flight: later messages wait in held, in order */
+    bool walking;  /* a catch-up chunk is being read from the store */
+    held_t *held_head, *held_tail;
+    size_t nheld;
+    bool rx_paused;
     /* closing */
     int close_code;
     char close_reason[124];
@@ -131,6 +159,7 @@ typedef struct gw_sync {
     size_t slen; /* 0: no tokens needed */
     sess_t *head;
     size_t nsessions;
+    sess_t *zombies; /* closed sessions that store calls in flight still hold */
     /* topics */
     topic_t **buckets;
     size_t nbuckets, ntopics;
@@ -149,6 +178,9 @@ typedef struct gw_sync {
     uint64_t opened, msgs_in, msgs_out, bytes_in, bytes_out, applies, acks_sent, slow;
     uint64_t errors[E_COUNT];
 } gw_sync_t;
+
+static void sess_run_held(struct sess *ss);
+static bool sess_live(const struct sess *ss);
 
 /* ---- messages ------------------------------------------------------------------------------- */
 
@@ -426,11 +458,26 @@ static void sub_remove(gw_sync_t *y, sess_t *ss, size_t i)
 
 /* ---- sessions ------------------------------------------------------------------------------- */
 
+static void held_free(sess_t *ss)
+{
+    for (held_t *h = ss->held_head, *nx; h; h = nx) {
+        nx = h->next;
+        crdt_v1_msg_clear(&h->m);
+        free(h);
+    }
+    ss->held_head = ss->held_tail = NULL;
+    ss->nheld = 0;
+}
+
+/* lws closed the session: it leaves every list and index at once; its memory goes now, or with
+ * the last completion of a store call still in flight (sess_release). */
 static void sess_free(gw_sync_t *y, sess_t *ss)
 {
     while (ss->nsubs)
         sub_remove(y, ss, ss->nsubs - 1);
     free(ss->subs);
+    ss->subs = NULL;
+    ss->subs_cap = 0;
     for (size_t i = 0; i < y->ack_len; i++) {
         pending_ack_t *a = &y->acks[(y->ack_head + i) % y->ack_cap];
         if (a->s == ss)
@@ -439,6 +486,7 @@ static void sess_free(gw_sync_t *y, sess_t *ss)
     gw_wsq_free(&ss->q);
     gw_wswriter_free(&ss->w);
     walks_free(ss);
+    held_free(ss);
     gw_wsrx_free(&ss->rx);
     gw_token_clear(&ss->tok);
     if (ss->prev)
@@ -450,7 +498,44 @@ static void sess_free(gw_sync_t *y, sess_t *ss)
     y->nsessions--;
     if (ss->slot)
         *ss->slot = NULL;
-    free(ss);
+    ss->slot = NULL;
+    ss->wsi = NULL;
+    if (!ss->inflight) {
+        free(ss);
+        return;
+    }
+    ss->dead = true;
+    ss->prev = NULL;
+    ss->next = y->zombies;
+    if (y->zombies)
+        y->zombies->prev = ss;
+    y->zombies = ss;
+}
+
+/* A store call on the session's behalf begins. */
+static void sess_hold(sess_t *ss)
+{
+    ss->inflight++;
+}
+
+/* It completed: false when the session is closed (freed now if this was the last call), and the
+ * caller must not touch it. */
+static bool sess_release(sess_t *ss)
+{
+    ss->inflight--;
+    if (!ss->dead)
+        return true;
+    if (!ss->inflight) {
+        gw_sync_t *y = ss->srv->sync;
+        if (ss->prev)
+            ss->prev->next = ss->next;
+        else
+            y->zombies = ss->next;
+        if (ss->next)
+            ss->next->prev = ss->prev;
+        free(ss);
+    }
+    return false;
 }
 
 static int64_t unix_now(void)
@@ -499,8 +584,8 @@ static void on_hello(sess_t *ss, const crdt_v1_msg_t *m)
     ss->hello = true;
     crdt_v1_msg_t w = {
         .type = CRDT_V1_WELCOME,
-        .node = crdt_replica_node_id(s->replica),
-        .seq = crdt_replica_last_seq(s->replica),
+        .node = crdt_store_node_id(s->store),
+        .seq = crdt_store_last_seq(s->store),
         .session = ss->id,
         .subject = ss->has_tok ? ss->tok.sub : "",
         .expires = ss->has_tok && ss->tok.exp > 0 ? (uint64_t)ss->tok.exp : 0,
@@ -574,7 +659,7 @@ static void send_subscribed(sess_t *ss, uint64_t id, bool paced)
     crdt_v1_msg_t m = {.type = CRDT_V1_SUBSCRIBED,
                        .has_id = true,
                        .id = id,
-                       .cursor = sess_cursor(ss, crdt_replica_last_seq(ss->srv->replica))};
+                       .cursor = sess_cursor(ss, crdt_store_last_seq(ss->srv->store))};
     enqueue(ss, frame_of(&m), 0, paced);
 }
 
@@ -585,7 +670,7 @@ static void on_subscribe(sess_t *ss, crdt_v1_msg_t *m)
     uint64_t id = m->id, since = m->has_since ? m->since : ss->hello_cursor;
     if (!token_live(ss, true, id))
         return;
-    if (since > crdt_replica_last_seq(s->replica))
+    if (since > crdt_store_last_seq(s->store))
         since = 0; /* a cursor of another node, or of one that lost its data: full states */
     if (check_topics(ss, m, true))
         return;
@@ -602,7 +687,7 @@ static void on_subscribe(sess_t *ss, crdt_v1_msg_t *m)
         if (!dup && !(tp && sess_has(ss, tp)))
             fresh++;
     }
-    bool walk = since < crdt_replica_last_seq(s->replica);
+    bool walk = since < crdt_store_last_seq(s->store);
     if (ss->nsubs + fresh > s->cfg.ws_max_subscriptions || (walk && ss->nwalks == MAX_WALKS)) {
         send_error(ss, true, id, E_LIMIT,
                    ss->nwalks == MAX_WALKS && walk
@@ -657,64 +742,109 @@ static void on_unsubscribe(sess_t *ss, const crdt_v1_msg_t *m)
 
 /* ---- catch-up ------------------------------------------------------------------------------- */
 
+/* One chunk of a catch-up read from the store's change feed (it may complete later: the session
+ * is held meanwhile, and the walk read is always ss->walks[0], which only walk_done removes). */
 typedef struct walk_ctx {
     sess_t *ss;
-    walk_t *w;
     size_t visited;
+    bool stopped; /* walk_cb stopped the read early: more to do */
 } walk_ctx_t;
 
 static int walk_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
 {
     walk_ctx_t *c = ud;
     sess_t *ss = c->ss;
-    if (gw_wsq_bytes(&ss->q) >= ss->srv->cfg.ws_send_queue / 2)
-        return 1; /* full enough: continue from this key once the socket took some */
+    if (!sess_live(ss) || !ss->nwalks || gw_wsq_bytes(&ss->q) >= ss->srv->cfg.ws_send_queue / 2) {
+        c->stopped = true; /* full enough: continue from this key once the socket took some */
+        return 1;
+    }
+    walk_t *w = &ss->walks[0];
     c->visited++;
-    if (!state || gw_key_reserved(key, klen) || !walk_matches(c->w, key, klen))
+    if (!state || gw_key_reserved(key, klen) || !walk_matches(w, key, klen))
         return 0;
     gw_frame_t *f = change_body(key, klen, seq, true, state);
-    c->w->pos = seq;
+    w->pos = seq;
     if (f && f->len + CRDT_V1_CHANGE_HEAD_MAX > ss->srv->cfg.ws_max_message) {
         gw_frame_unref(f);
         size_t blen;
         char *kb = crdt_base64_encode(key, klen, &blen);
-        send_error(ss, true, c->w->id, E_TOO_LARGE,
+        send_error(ss, true, w->id, E_TOO_LARGE,
                    "key %s: its state is over --ws-max-message; read it over REST", kb ? kb : "?");
         crdt_free(kb);
-        return ss->close_code ? 1 : 0;
+        c->stopped = ss->close_code != 0;
+        return c->stopped;
     }
-    return enqueue(ss, f, sess_cursor(ss, seq), true) ? 1 : 0;
+    c->stopped = enqueue(ss, f, sess_cursor(ss, seq), true) != 0;
+    return c->stopped;
 }
 
-/* Runs one chunk of the oldest catch-up; finishing one sends its "subscribed". */
-static void walk_step(sess_t *ss)
+static void walk_done(void *ud, int rc, uint64_t next)
 {
-    gw_server_t *s = ss->srv;
-    walk_t *w = &ss->walks[0];
-    walk_ctx_t c = {ss, w, 0};
-    uint64_t next = w->pos;
-    int rc = crdt_replica_changes(s->replica, w->pos, WALK_CHUNK, walk_cb, &c, &next);
-    if (ss->close_code || ss->nwalks == 0)
+    walk_ctx_t *c = ud;
+    sess_t *ss = c->ss;
+    bool more = c->stopped || c->visited == WALK_CHUNK;
+    free(c);
+    ss->walking = false;
+    if (!sess_release(ss) || ss->close_code || ss->nwalks == 0)
         return;
-    w->pos = next;
-    if (rc != 0 || c.visited == WALK_CHUNK)
-        return; /* more to do: the writable callback comes back */
-    /* exhausted: everything up to last_seq is delivered, live changes carry on from there */
+    walk_t *w = &ss->walks[0];
     uint64_t id = w->id;
+    if (rc < 0) {
+        send_error(ss, true, id, E_INTERNAL, "reading the change feed failed: %s",
+                   crdt_strerror(rc));
+        more = false; /* the catch-up ends here; the subscription stays */
+    } else {
+        w->pos = next;
+    }
+    if (more) {
+        lws_callback_on_writable(ss->wsi); /* the next chunk on the next writable callback */
+        return;
+    }
+    /* exhausted: everything up to last_seq is delivered, live changes carry on from there */
     for (size_t i = 0; i < w->ntopics; i++)
         crdt_free(w->topics[i].bytes);
     free(w->topics);
     memmove(&ss->walks[0], &ss->walks[1], (ss->nwalks - 1) * sizeof(walk_t));
     ss->nwalks--;
-    send_subscribed(ss, id, true);
+    if (rc >= 0)
+        send_subscribed(ss, id, true);
+    lws_callback_on_writable(ss->wsi);
+}
+
+/* Starts reading one chunk of the oldest catch-up (unless one is being read); finishing one
+ * sends its "subscribed". */
+static void walk_step(sess_t *ss)
+{
+    if (ss->walking)
+        return;
+    walk_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        sess_close(ss, 1011, "out of memory");
+        return;
+    }
+    c->ss = ss;
+    ss->walking = true;
+    sess_hold(ss);
+    crdt_store_changes(ss->srv->store, ss->walks[0].pos, WALK_CHUNK, walk_cb, walk_done, c);
 }
 
 /* ---- apply ---------------------------------------------------------------------------------- */
 
-static int mark_cb(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
-{
-    return crdt_timeline_add(obj, "hwm", 3, (double)*(uint64_t *)ud, delta);
-}
+/* An apply in flight: every step is a store call (the mark read, the op, the mark write) whose
+ * completion may come later than the call, so what the steps need lives here, and the session is
+ * held (ss->inflight) until the last step. */
+typedef struct apply_ctx {
+    gw_server_t *srv;
+    sess_t *ss;
+    uint64_t id;
+    uint8_t *key; /* the decoded key (taken from the message) */
+    size_t klen;
+    json_t *op; /* the REST-shaped op (a merge for a delta) */
+    uint64_t seq;
+    bool applied;
+    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
+    size_t mlen;
+} apply_ctx_t;
 
 /* The reserved key of this session's op-id mark into buf; its length. */
 static size_t mark_key(const sess_t *ss, uint8_t *buf)
@@ -731,9 +861,9 @@ static size_t mark_key(const sess_t *ss, uint8_t *buf)
     return n + cl;
 }
 
-static uint64_t mark_get(gw_server_t *s, const uint8_t *mk, size_t mlen)
+/* The high-water mark an op-id mark object holds (0: none). */
+static uint64_t mark_value(const crdt_obj_t *o)
 {
-    const crdt_obj_t *o = crdt_replica_get(s->replica, mk, mlen);
     double v;
     if (!o || crdt_obj_type(o) != CRDT_TIMELINE || crdt_timeline_score(o, "hwm", 3, &v) != 1 ||
         !(v >= 0))
@@ -764,80 +894,119 @@ static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint6
     gw_http_schedule_flush(ss->srv);
 }
 
-/* What the completion of an apply needs (gw_apply_op may complete after on_apply returned). */
-typedef struct apply_ctx {
-    sess_t *ss;
-    uint64_t id;
-    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
-    size_t mlen;
-} apply_ctx_t;
+/* True when the session can still be answered (not closed, not closing). */
+static bool sess_live(const sess_t *ss)
+{
+    return !ss->dead && !ss->close_code;
+}
+
+/* The last step of an apply, whatever happened: frees it, lets the session's next message run. */
+static void apply_finish(apply_ctx_t *a)
+{
+    sess_t *ss = a->ss;
+    crdt_free(a->key);
+    json_decref(a->op);
+    free(a);
+    ss->applying = false;
+    if (sess_release(ss))
+        sess_run_held(ss);
+}
+
+static void mark_written(void *ud, int rc, uint64_t seq)
+{
+    apply_ctx_t *a = ud;
+    gw_server_t *s = a->srv;
+    sess_t *ss = a->ss;
+    if (!sess_live(ss)) {
+        gw_http_schedule_flush(s); /* the op and its mark are written: commit them anyway */
+    } else if (rc < 0) {
+        send_error(ss, true, a->id, E_STORAGE, "recording the op id failed: %s", crdt_strerror(rc));
+        gw_http_schedule_flush(s);
+    } else {
+        uint64_t wait = seq ? seq : crdt_store_last_seq(s->store);
+        ack_push(s->sync, ss, wait, a->id, a->seq ? a->seq : wait, a->applied, false);
+    }
+    apply_finish(a);
+}
 
 static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
 {
     apply_ctx_t *a = ud;
     sess_t *ss = a->ss;
-    gw_sync_t *y = s->sync;
-    uint64_t id = a->id;
     if (r->rc < 0) {
-        crdt_v1_code_t code = crdt_v1_code_from_name(r->code);
-        send_error(ss, true, id, code == CRDT_V1_E_OTHER ? E_INTERNAL : code, "%s", r->message);
+        if (sess_live(ss)) {
+            crdt_v1_code_t code = crdt_v1_code_from_name(r->code);
+            send_error(ss, true, a->id, code == CRDT_V1_E_OTHER ? E_INTERNAL : code, "%s",
+                       r->message);
+        }
         if (r->seq)
             gw_http_schedule_flush(s);
-        goto out;
+        apply_finish(a);
+        return;
     }
-    uint64_t mseq = 0;
-    int mrc = crdt_replica_mutate(s->replica, a->mk, a->mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
-    if (mrc < 0) {
-        send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s", crdt_strerror(mrc));
-        gw_http_schedule_flush(s);
-        goto out;
-    }
-    uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
-    ack_push(y, ss, wait, id, r->seq ? r->seq : wait, r->applied > 0, false);
-out:
-    free(a);
+    /* the op took effect: its mark is written even if the session has gone meanwhile, so a
+     * retry on another session is a duplicate */
+    a->seq = r->seq;
+    a->applied = r->applied > 0;
+    crdt_mut_t mut = {.type = CRDT_TIMELINE,
+                      .kind = CRDT_MUT_ADD,
+                      .bytes = "hwm",
+                      .len = 3,
+                      .score = (double)a->id};
+    crdt_store_write(s->store, a->mk, a->mlen, &mut, mark_written, a);
 }
 
-static void on_apply(sess_t *ss, const crdt_v1_msg_t *m)
+static void mark_got(void *ud, int rc, const crdt_obj_t *obj)
+{
+    apply_ctx_t *a = ud;
+    gw_server_t *s = a->srv;
+    sess_t *ss = a->ss;
+    if (!sess_live(ss)) {
+        apply_finish(a); /* nothing was written yet: the client retries the op */
+        return;
+    }
+    if (rc < 0) {
+        send_error(ss, true, a->id, E_STORAGE, "reading the op-id mark failed: %s",
+                   crdt_strerror(rc));
+        apply_finish(a);
+        return;
+    }
+    if (a->id <= mark_value(obj)) {
+        /* acked once everything so far is durable: the original's write is in there */
+        uint64_t last = crdt_store_last_seq(s->store);
+        ack_push(s->sync, ss, last, a->id, last, false, true);
+        apply_finish(a);
+        return;
+    }
+    s->sync->applies++;
+    gw_apply_op(s, a->key, a->klen, a->op, apply_done, a);
+}
+
+static void on_apply(sess_t *ss, crdt_v1_msg_t *m)
 {
     gw_server_t *s = ss->srv;
-    gw_sync_t *y = s->sync;
     uint64_t id = m->id;
     if (!token_live(ss, true, id))
         return;
-    const json_t *op = m->op;
-    json_t *merge = NULL;
-    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
-    size_t mlen = mark_key(ss, mk);
     if (ss->has_tok && !gw_token_can_write_key(&ss->tok, m->key, m->klen)) {
         send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key");
         return;
     }
-    if (id <= mark_get(s, mk, mlen)) {
-        /* acked once everything so far is durable: the original's write is in there */
-        uint64_t last = crdt_replica_last_seq(s->replica);
-        ack_push(y, ss, last, id, last, false, true);
-        return;
-    }
-    if (m->frame) {
-        merge = json_pack("{s:s, s:O}", "op", "merge", "state", m->frame);
-        if (!merge) {
-            send_error(ss, true, id, E_INTERNAL, "out of memory");
-            return;
-        }
-        op = merge;
-    }
-    y->applies++;
-    apply_ctx_t *a = malloc(sizeof(*a));
-    if (!a) {
-        json_decref(merge);
+    apply_ctx_t *a = calloc(1, sizeof(*a));
+    json_t *op =
+        m->frame ? json_pack("{s:s, s:O}", "op", "merge", "state", m->frame) : json_incref(m->op);
+    if (!a || !op) {
+        free(a);
+        json_decref(op);
         send_error(ss, true, id, E_INTERNAL, "out of memory");
         return;
     }
-    *a = (apply_ctx_t){ss, id, {0}, mlen};
-    memcpy(a->mk, mk, mlen);
-    gw_apply_op(s, m->key, m->klen, op, apply_done, a);
-    json_decref(merge);
+    *a = (apply_ctx_t){.srv = s, .ss = ss, .id = id, .key = m->key, .klen = m->klen, .op = op};
+    m->key = NULL; /* taken */
+    a->mlen = mark_key(ss, a->mk);
+    ss->applying = true;
+    sess_hold(ss);
+    crdt_store_get(s->store, a->mk, a->mlen, mark_got, a);
 }
 
 /* ---- incoming messages ---------------------------------------------------------------------- */
@@ -859,6 +1028,64 @@ static void before_hello(sess_t *ss, int rc, crdt_v1_msg_t *m, const crdt_v1_err
     sess_close(ss, 4003, reason);
 }
 
+/* Runs one decoded message of a session that said hello (m's contents may be taken). */
+static void dispatch(sess_t *ss, crdt_v1_msg_t *m)
+{
+    switch (m->type) {
+    case CRDT_V1_APPLY: on_apply(ss, m); break;
+    case CRDT_V1_SUBSCRIBE: on_subscribe(ss, m); break;
+    case CRDT_V1_UNSUBSCRIBE: on_unsubscribe(ss, m); break;
+    case CRDT_V1_PING: {
+        crdt_v1_msg_t pong = {.type = CRDT_V1_PONG};
+        send_msg(ss, &pong);
+        break;
+    }
+    default: break; /* the codec reads only client messages */
+    }
+}
+
+/* Keeps m (its contents move) until the apply in flight completes; reading pauses meanwhile. */
+static void hold_message(sess_t *ss, crdt_v1_msg_t *m)
+{
+    held_t *h = ss->nheld < MAX_HELD ? malloc(sizeof(*h)) : NULL;
+    if (!h) {
+        sess_close(ss, 1011, "too many messages behind a write in flight");
+        return;
+    }
+    h->m = *m;
+    memset(m, 0, sizeof(*m));
+    h->next = NULL;
+    if (ss->held_tail)
+        ss->held_tail->next = h;
+    else
+        ss->held_head = h;
+    ss->held_tail = h;
+    ss->nheld++;
+    if (!ss->rx_paused) {
+        ss->rx_paused = true;
+        lws_rx_flow_control(ss->wsi, 0);
+    }
+}
+
+/* Runs the messages held behind an apply, in order, until another apply is in flight. */
+static void sess_run_held(sess_t *ss)
+{
+    while (!ss->applying && ss->held_head && sess_live(ss)) {
+        held_t *h = ss->held_head;
+        ss->held_head = h->next;
+        if (!ss->held_head)
+            ss->held_tail = NULL;
+        ss->nheld--;
+        dispatch(ss, &h->m);
+        crdt_v1_msg_clear(&h->m);
+        free(h);
+    }
+    if (ss->rx_paused && !ss->held_head && sess_live(ss)) {
+        ss->rx_paused = false;
+        lws_rx_flow_control(ss->wsi, 1);
+    }
+}
+
 static void on_message(sess_t *ss, const char *text, size_t len)
 {
     gw_server_t *s = ss->srv;
@@ -874,18 +1101,10 @@ static void on_message(sess_t *ss, const char *text, size_t len)
             send_error(ss, false, 0, E_BAD_REQUEST, "hello was already received");
         else
             send_error(ss, e.has_id, e.id, e.code, "%s", e.text);
+    } else if (ss->applying || ss->held_head) {
+        hold_message(ss, &m);
     } else {
-        switch (m.type) {
-        case CRDT_V1_APPLY: on_apply(ss, &m); break;
-        case CRDT_V1_SUBSCRIBE: on_subscribe(ss, &m); break;
-        case CRDT_V1_UNSUBSCRIBE: on_unsubscribe(ss, &m); break;
-        case CRDT_V1_PING: {
-            crdt_v1_msg_t pong = {.type = CRDT_V1_PONG};
-            send_msg(ss, &pong);
-            break;
-        }
-        default: break; /* the codec reads only client messages */
-        }
+        dispatch(ss, &m);
     }
     crdt_v1_msg_clear(&m);
 }
@@ -950,7 +1169,7 @@ static int on_writeable(sess_t *ss)
     }
     gw_wsq_item_t it;
     if (!gw_wsq_pop(&ss->q, &it)) {
-        if (ss->nwalks) /* a chunk with nothing to send: the next one on the next turn */
+        if (ss->nwalks && !ss->walking) /* a chunk with nothing to send: the next one next turn */
             lws_callback_on_writable(ss->wsi);
         return 0;
     }
@@ -963,7 +1182,7 @@ static int on_writeable(sess_t *ss)
         return -1;
     y->msgs_out++;
     y->bytes_out += ss->w.bytes - before;
-    if (gw_wsq_len(&ss->q) || ss->nwalks)
+    if (gw_wsq_len(&ss->q) || (ss->nwalks && !ss->walking))
         lws_callback_on_writable(ss->wsi);
     return 0;
 }
@@ -1116,7 +1335,7 @@ void gw_sync_on_durable(gw_server_t *s)
     gw_sync_t *y = s->sync;
     if (!y)
         return;
-    uint64_t durable = crdt_replica_durable_seq(s->replica);
+    uint64_t durable = crdt_store_durable_seq(s->store);
     while (y->ack_len) {
         pending_ack_t *a = &y->acks[y->ack_head];
         if (!s->storage_error && a->wait > durable)
@@ -1129,8 +1348,8 @@ void gw_sync_on_durable(gw_server_t *s)
         if (ack.wait > durable) {
             send_error(ack.s, true, ack.id, E_STORAGE,
                        "storage failure, the write is not durable: %s",
-                       crdt_replica_last_error(s->replica) ? crdt_replica_last_error(s->replica)
-                                                           : "writes are refused until restart");
+                       crdt_store_last_error(s->store) ? crdt_store_last_error(s->store)
+                                                       : "writes are refused until restart");
             continue;
         }
         y->acks_sent++;
@@ -1203,6 +1422,13 @@ void gw_sync_shutdown(gw_server_t *s)
     lws_sul_cancel(&y->sul_sweep);
     while (y->head)
         sess_free(y, y->head);
+    /* the store drops the completions still pending when it closes (after this): nothing will
+     * release these */
+    for (sess_t *z = y->zombies, *nx; z; z = nx) {
+        nx = z->next;
+        free(z);
+    }
+    y->zombies = NULL;
     for (size_t i = 0; i < y->nbuckets; i++) {
         for (topic_t *t = y->buckets[i], *nx; t; t = nx) {
             nx = t->hnext;
