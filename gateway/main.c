@@ -30,6 +30,17 @@ static void on_change(void *ud, const void *key, size_t klen, uint64_t seq, cons
         gw_peer_on_change(s, key, klen, seq, delta);
 }
 
+/* CRDTD_TEST_STORE_DEFER=1 (tests only): the store's calls complete later, on this timer, as a
+ * store over the network would complete them; every caller must cope. */
+static lws_sorted_usec_list_t sul_defer;
+
+static void defer_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    crdt_store_deferred_run(server.store);
+    lws_sul_schedule(server.ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
+}
+
 static const char *fsync_name(crdt_fsync_policy_t p)
 {
     return p == CRDT_FSYNC_ALWAYS ? "always" : p == CRDT_FSYNC_NO ? "no" : "everysec";
@@ -88,6 +99,16 @@ int main(int argc, char **argv)
         crdt_replica_close(s->replica);
         return 1;
     }
+    const char *defer = getenv("CRDTD_TEST_STORE_DEFER");
+    if (defer && !strcmp(defer, "1")) {
+        crdt_store_t *d = crdt_store_deferred_wrap(s->store);
+        if (!d) {
+            gw_log("out of memory");
+            return 1;
+        }
+        s->store = d;
+        gw_log("CRDTD_TEST_STORE_DEFER: store calls complete later (a test setting)");
+    }
     crdt_store_set_events(s->store, &(crdt_store_events_t){.change = on_change, .ud = s});
     if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s)) {
         gw_peer_shutdown(s);
@@ -98,6 +119,8 @@ int main(int argc, char **argv)
         crdt_replica_close(s->replica);
         return 1;
     }
+    if (defer && !strcmp(defer, "1"))
+        lws_sul_schedule(s->ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
     gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
            s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
            s->cfg.timeline_max_size);
