@@ -129,6 +129,9 @@ typedef struct sess {
     bool dead;     /* closed by lws: only completions still refer to it (on gw_sync_t's zombies) */
     bool applying; /* an apply is in flight: later messages wait in held, in order */
     bool walking;  /* a catch-up chunk is being read from the store */
+    struct apply_ctx
+        *apply_c;            /* the apply and the chunk read in flight (freed at shutdown if the */
+    struct walk_ctx *walk_c; /* store never completes them) */
     held_t *held_head, *held_tail;
     size_t nheld;
     bool rx_paused;
@@ -784,6 +787,7 @@ static void walk_done(void *ud, int rc, uint64_t next)
     sess_t *ss = c->ss;
     bool more = c->stopped || c->visited == WALK_CHUNK;
     free(c);
+    ss->walk_c = NULL;
     ss->walking = false;
     if (!sess_release(ss) || ss->close_code || ss->nwalks == 0)
         return;
@@ -823,6 +827,7 @@ static void walk_step(sess_t *ss)
         return;
     }
     c->ss = ss;
+    ss->walk_c = c;
     ss->walking = true;
     sess_hold(ss);
     crdt_store_changes(ss->srv->store, ss->walks[0].pos, WALK_CHUNK, walk_cb, walk_done, c);
@@ -901,12 +906,18 @@ static bool sess_live(const sess_t *ss)
 }
 
 /* The last step of an apply, whatever happened: frees it, lets the session's next message run. */
-static void apply_finish(apply_ctx_t *a)
+static void apply_free(apply_ctx_t *a)
 {
-    sess_t *ss = a->ss;
     crdt_free(a->key);
     json_decref(a->op);
     free(a);
+}
+
+static void apply_finish(apply_ctx_t *a)
+{
+    sess_t *ss = a->ss;
+    apply_free(a);
+    ss->apply_c = NULL;
     ss->applying = false;
     if (sess_release(ss))
         sess_run_held(ss);
@@ -1004,6 +1015,7 @@ static void on_apply(sess_t *ss, crdt_v1_msg_t *m)
     *a = (apply_ctx_t){.srv = s, .ss = ss, .id = id, .key = m->key, .klen = m->klen, .op = op};
     m->key = NULL; /* taken */
     a->mlen = mark_key(ss, a->mk);
+    ss->apply_c = a;
     ss->applying = true;
     sess_hold(ss);
     crdt_store_get(s->store, a->mk, a->mlen, mark_got, a);
@@ -1426,6 +1438,9 @@ void gw_sync_shutdown(gw_server_t *s)
      * release these */
     for (sess_t *z = y->zombies, *nx; z; z = nx) {
         nx = z->next;
+        if (z->apply_c)
+            apply_free(z->apply_c);
+        free(z->walk_c);
         free(z);
     }
     y->zombies = NULL;
