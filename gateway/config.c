@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
+#include "config.h"
 
 void gw_config_defaults(gw_config_t *c)
 {

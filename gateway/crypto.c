@@ -13,7 +13,8 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
-#include "gateway.h"
+#include "crypto.h"
+#include "util.h"
 
 void gw_hmac_sha256(const void *key, size_t klen, const void *msg, size_t mlen,
                     uint8_t out[GW_HMAC_LEN])

@@ -1,22 +1,21 @@
-/* http.c - the libwebsockets HTTP server: requests, responses, durable acks, the event loop */
+/* http.c - HTTP on libwebsockets: assembling requests, exchanges with the handlers, responses */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "gateway.h"
+#include "http.h"
+#include "loop.h"
+#include "util.h"
 
 /*
- * One lws context, one thread, one poll loop. A request is assembled in its connection's state
- * (`gw_conn_t`, lws's per-session data): method, path and query args at LWS_CALLBACK_HTTP, the
- * body at LWS_CALLBACK_HTTP_BODY, then it is handed to the REST or roshi router. A response that
- * acknowledges a write waits in `pending` (ordered by sequence number, since writes get increasing
- * numbers) until crdt_replica_durable_seq() reaches it: the group commit runs from a lws_sul timer
- * scheduled at 0 us after the first write of a loop turn, so every write that arrived in that turn
- * shares one flush (and with --fsync always one fsync). Only then is the connection asked for
- * writability and the response sent.
+ * A request is assembled in its connection's state (`gw_conn_t`, lws's per-session data): method,
+ * path and query args at LWS_CALLBACK_HTTP, the body at LWS_CALLBACK_HTTP_BODY. Complete, it moves
+ * into an exchange (gw_exchange_t, see http.h for who owns it when) handed to s->route. The
+ * handler replies (gw_http_reply) at once or from a store completion; a response that acknowledges
+ * a write then waits on the loop's durability queue until the store's durable_seq reaches it (the
+ * group commit, loop.c). Only then is the connection asked for writability and the response sent.
  *
  * Responses leave from LWS_CALLBACK_HTTP_WRITEABLE only: completing a transaction from inside a
  * read callback, while lws still holds further input of the same read, sends lws 4.1.6 into a
@@ -25,13 +24,15 @@
  * transaction is not, by calling LWS_CALLBACK_HTTP_BODY_COMPLETION again, in a loop that never
  * returns to poll(). On that second call the held write is flushed at once, answered with
  * "Connection: close" and the connection closed: the client has its acknowledgement and resends
- * the rest on a new connection, as HTTP/1.1 lets a server do. Clients that do not pipeline
- * (curl, browsers, Go's net/http, wrk) never see this.
+ * the rest on a new connection, as HTTP/1.1 lets a server do. (A request still with its handler,
+ * waiting for the store, is dropped with the connection.) Clients that do not pipeline (curl,
+ * browsers, Go's net/http, wrk) never see this.
  */
 
 enum conn_phase {
     PHASE_IDLE = 0, /* between requests */
     PHASE_BODY,     /* reading the body */
+    PHASE_HANDLE,   /* the handler has the exchange (waiting for the store, perhaps) */
     PHASE_WAIT,     /* response ready, waiting for the write to be durable */
     PHASE_SEND,     /* response ready, waiting for writability */
 };
@@ -40,40 +41,13 @@ typedef struct gw_conn {
     gw_server_t *srv;
     struct lws *wsi;
     enum conn_phase phase;
-    gw_request_t rq;
-    gw_response_t rs;
-    uint64_t t_start_us; /* request complete */
-    uint64_t t_ready_us; /* response computed */
-    struct gw_conn *prev, *next;
-    bool queued;
+    gw_request_t rq;  /* being assembled */
+    gw_exchange_t *x; /* the request being answered: from PHASE_HANDLE until sent */
 } gw_conn_t;
 
-void gw_log(const char *fmt, ...)
+size_t gw_http_session_size(void)
 {
-    char ts[32];
-    struct timespec now;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &now);
-    gmtime_r(&now.tv_sec, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s.%03ldZ crdtd: ", ts, now.tv_nsec / 1000000);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-uint64_t gw_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-uint64_t gw_mono_ms(void)
-{
-    return gw_now_us() / 1000u;
+    return sizeof(gw_conn_t);
 }
 
 /* ---- responses ------------------------------------------------------------------------------ */
@@ -200,6 +174,19 @@ const char *gw_arg(const gw_request_t *rq, const char *name)
     return NULL;
 }
 
+json_t *gw_parse_body(const gw_request_t *rq, gw_response_t *rs)
+{
+    json_error_t e;
+    if (!rq->body_len) {
+        gw_respond_error(rs, 400, "empty request body, expected JSON");
+        return NULL;
+    }
+    json_t *j = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &e);
+    if (!j)
+        gw_respond_json_error(rs, &e);
+    return j;
+}
+
 static void request_clear(gw_request_t *rq)
 {
     free(rq->path);
@@ -208,30 +195,50 @@ static void request_clear(gw_request_t *rq)
     memset(rq, 0, sizeof(*rq));
 }
 
-static void conn_unqueue(gw_conn_t *c)
+/* ---- exchanges ------------------------------------------------------------------------------ */
+
+/* A new exchange that takes c's assembled request (c->rq is left empty), or NULL (memory). */
+static gw_exchange_t *exchange_new(gw_conn_t *c)
 {
-    if (!c->queued)
+    gw_exchange_t *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    x->srv = c->srv;
+    x->rq = c->rq;
+    memset(&c->rq, 0, sizeof(c->rq));
+    x->rs.ep = GW_EP_OTHER;
+    x->conn = c;
+    x->t_start_us = gw_now_us();
+    c->x = x;
+    return x;
+}
+
+static void exchange_free(gw_exchange_t *x)
+{
+    gw_loop_unwait(x->srv, &x->wait);
+    request_clear(&x->rq);
+    response_clear(&x->rs);
+    free(x);
+}
+
+/* The connection is done with its exchange (sent, or closing): a handler still holding it only
+ * loses its connection and frees it at gw_http_reply. */
+static void conn_drop_exchange(gw_conn_t *c)
+{
+    gw_exchange_t *x = c->x;
+    if (!x)
         return;
-    gw_server_t *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
+    c->x = NULL;
+    if (c->phase == PHASE_HANDLE)
+        x->conn = NULL;
     else
-        s->pending_head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        s->pending_tail = c->prev;
-    c->prev = c->next = NULL;
-    c->queued = false;
-    s->pending--;
+        exchange_free(x);
 }
 
 static void conn_reset(gw_conn_t *c)
 {
-    conn_unqueue(c);
+    conn_drop_exchange(c);
     request_clear(&c->rq);
-    response_clear(&c->rs);
-    memset(&c->rs, 0, sizeof(c->rs));
     c->phase = PHASE_IDLE;
 }
 
@@ -301,35 +308,48 @@ static void conn_ready(gw_conn_t *c)
     lws_callback_on_writable(c->wsi);
 }
 
-/* Routes a complete request and either queues the response for durability or sends it. */
-static void conn_dispatch(gw_conn_t *c)
+static void on_durable(gw_server_t *s, gw_durable_wait_t *w, int rc)
 {
-    gw_server_t *s = c->srv;
-    c->t_start_us = gw_now_us();
-    memset(&c->rs, 0, sizeof(c->rs));
-    c->rs.ep = GW_EP_OTHER;
-    if (c->rq.roshi)
-        gw_roshi_handle(s, &c->rq, &c->rs);
-    else
-        gw_rest_handle(s, &c->rq, &c->rs);
-    c->t_ready_us = gw_now_us();
-    if (!c->rs.buf && !c->rs.close)
-        gw_respond_error(&c->rs, 500, "no response");
-    if (c->rs.wait_seq && crdt_replica_durable_seq(s->replica) < c->rs.wait_seq) {
+    gw_exchange_t *x = lws_container_of(w, gw_exchange_t, wait);
+    if (rc < 0) {
+        gw_endpoint_t ep = x->rs.ep;
+        const char *err = crdt_store_last_error(s->store);
+        gw_respond_error(&x->rs, 503, "storage failure, the write is not durable: %s",
+                         err ? err : crdt_strerror(rc));
+        x->rs.ep = ep;
+    }
+    conn_ready(x->conn); /* queued exchanges always have their connection */
+}
+
+void gw_http_reply(gw_exchange_t *x)
+{
+    gw_conn_t *c = x->conn;
+    if (!c) { /* the connection closed while the handler worked */
+        x->srv->metrics.replies_dropped++;
+        exchange_free(x);
+        return;
+    }
+    gw_server_t *s = x->srv;
+    if (!x->rs.buf && !x->rs.close)
+        gw_respond_error(&x->rs, 500, "no response");
+    if (x->rs.wait_seq && crdt_store_durable_seq(s->store) < x->rs.wait_seq) {
         c->phase = PHASE_WAIT;
-        c->queued = true;
-        c->prev = s->pending_tail;
-        c->next = NULL;
-        if (s->pending_tail)
-            s->pending_tail->next = c;
-        else
-            s->pending_head = c;
-        s->pending_tail = c;
-        s->pending++;
-        gw_http_schedule_flush(s);
+        gw_loop_wait_durable(s, &x->wait, x->rs.wait_seq, on_durable);
         return;
     }
     conn_ready(c);
+}
+
+/* Hands the complete request to the router. -1: out of memory, close the connection. */
+static int conn_dispatch(gw_conn_t *c)
+{
+    gw_server_t *s = c->srv;
+    gw_exchange_t *x = exchange_new(c);
+    if (!x)
+        return -1;
+    c->phase = PHASE_HANDLE;
+    s->route(s, x);
+    return 0;
 }
 
 /* Sends the whole response (lws keeps what the socket does not take and sends it first). Returns
@@ -337,7 +357,8 @@ static void conn_dispatch(gw_conn_t *c)
 static int conn_send(gw_conn_t *c)
 {
     gw_server_t *s = c->srv;
-    gw_response_t *rs = &c->rs;
+    gw_exchange_t *x = c->x;
+    gw_response_t *rs = &x->rs;
     uint8_t hdr[GW_HDR_ROOM];
     uint8_t *p = hdr, *end = hdr + sizeof(hdr) - 1;
 
@@ -363,11 +384,11 @@ static int conn_send(gw_conn_t *c)
     gw_metrics_request(&s->metrics, rs->ep, rs->status);
     s->metrics.bytes_out += rs->len;
     if (rs->wait_seq)
-        gw_metrics_ack(&s->metrics, (double)(gw_now_us() - c->t_start_us) / 1e6);
+        gw_metrics_ack(&s->metrics, (double)(gw_now_us() - x->t_start_us) / 1e6);
     if (s->cfg.verbose)
         gw_log("%s %s -> %d (%zu bytes, %.3f ms)", gw_endpoint_name(rs->ep),
-               c->rq.path ? c->rq.path : "-", rs->status, rs->len,
-               (double)(gw_now_us() - c->t_start_us) / 1e3);
+               x->rq.path ? x->rq.path : "-", rs->status, rs->len,
+               (double)(gw_now_us() - x->t_start_us) / 1e3);
     bool close = rs->close;
     conn_reset(c);
     if (close)
@@ -376,82 +397,16 @@ static int conn_send(gw_conn_t *c)
 }
 
 /* An early error (before or instead of reading the body): answer and close, since the rest of
- * what the client sends can not be trusted to be a next request. */
-static void conn_reject(gw_conn_t *c, int status, const char *msg)
+ * what the client sends can not be trusted to be a next request. -1: out of memory. */
+static int conn_reject(gw_conn_t *c, int status, const char *msg)
 {
-    memset(&c->rs, 0, sizeof(c->rs));
-    c->rs.ep = GW_EP_OTHER;
-    c->t_start_us = gw_now_us();
-    gw_respond_error(&c->rs, status, "%s", msg);
-    c->rs.close = true;
+    gw_exchange_t *x = exchange_new(c);
+    if (!x)
+        return -1;
+    gw_respond_error(&x->rs, status, "%s", msg);
+    x->rs.close = true;
     conn_ready(c);
-}
-
-/* ---- group commit --------------------------------------------------------------------------- */
-
-/* Releases every pending response whose write is now durable; with a failed flush, answers them
- * all with 503 (their writes are applied in memory but cannot be promised durable). */
-static void release_pending(gw_server_t *s)
-{
-    uint64_t durable = crdt_replica_durable_seq(s->replica);
-    while (s->pending_head) {
-        gw_conn_t *c = s->pending_head;
-        if (!s->storage_error && c->rs.wait_seq > durable)
-            break;
-        conn_unqueue(c);
-        if (s->storage_error && c->rs.wait_seq > durable) {
-            gw_endpoint_t ep = c->rs.ep;
-            gw_respond_error(&c->rs, 503, "storage failure, the write is not durable: %s",
-                             crdt_replica_last_error(s->replica)
-                                 ? crdt_replica_last_error(s->replica)
-                                 : crdt_strerror(s->storage_error));
-            c->rs.ep = ep;
-        }
-        conn_ready(c);
-    }
-}
-
-static void flush_cb(lws_sorted_usec_list_t *sul)
-{
-    gw_server_t *s = lws_container_of(sul, gw_server_t, sul_flush);
-    s->flush_scheduled = false;
-    int rc = crdt_replica_flush(s->replica);
-    if (rc < 0 && !s->storage_error) {
-        s->storage_error = rc;
-        gw_log("storage failure: %s", crdt_replica_last_error(s->replica)
-                                          ? crdt_replica_last_error(s->replica)
-                                          : crdt_strerror(rc));
-    }
-    release_pending(s);
-    gw_sync_on_durable(s);
-    gw_peer_on_durable(s);
-    /* Still waiting (a policy that syncs later, e.g. a slow background fsync): look again soon. */
-    if (s->pending_head && !s->flush_scheduled) {
-        s->flush_scheduled = true;
-        lws_sul_schedule(s->ctx, 0, &s->sul_flush, flush_cb, 1000);
-    }
-}
-
-void gw_http_schedule_flush(gw_server_t *s)
-{
-    if (s->flush_scheduled)
-        return;
-    s->flush_scheduled = true;
-    lws_sul_schedule(s->ctx, 0, &s->sul_flush, flush_cb, 0);
-}
-
-static void tick_cb(lws_sorted_usec_list_t *sul)
-{
-    gw_server_t *s = lws_container_of(sul, gw_server_t, sul_tick);
-    crdt_replica_tick(s->replica, gw_mono_ms());
-    if (s->loading && crdt_replica_keys_loading(s->replica) == 0) {
-        s->loading = false;
-        gw_log("every recovered key joined %.3f s after the data directory was opened",
-               crdt_replica_recovery(s->replica)->loaded_seconds);
-    }
-    if (crdt_replica_last_seq(s->replica) > crdt_replica_durable_seq(s->replica) || s->pending_head)
-        gw_http_schedule_flush(s);
-    lws_sul_schedule(s->ctx, 0, &s->sul_tick, tick_cb, (lws_usec_t)s->cfg.tick_ms * 1000);
+    return 0;
 }
 
 /* ---- the lws protocol callback -------------------------------------------------------------- */
@@ -491,32 +446,27 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
     bool has_cl = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
     uint64_t cl = 0;
     if (has_cl && parse_content_length(wsi, &cl)) {
-        conn_reject(c, 400, "bad Content-Length header");
-        return 0;
+        return conn_reject(c, 400, "bad Content-Length header");
     }
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
-        conn_reject(c, 411, "chunked request bodies are not supported; send Content-Length");
-        return 0;
+        return conn_reject(c, 411, "chunked request bodies are not supported; send Content-Length");
     }
     bool body_method =
         c->rq.method == GW_POST || c->rq.method == GW_PUT || c->rq.method == GW_PATCH;
     if (body_method && !has_cl) {
-        conn_reject(c, 411, "a request body needs a Content-Length header");
-        return 0;
+        return conn_reject(c, 411, "a request body needs a Content-Length header");
     }
     if (cl > s->cfg.max_body) {
         char msg[128];
         snprintf(msg, sizeof(msg),
                  "request body too large: %llu bytes, the limit is %zu (--max-body)",
                  (unsigned long long)cl, s->cfg.max_body);
-        conn_reject(c, 413, msg);
-        return 0;
+        return conn_reject(c, 413, msg);
     }
     if (cl == 0) {
         /* lws sends GET/DELETE without a body no body callbacks (and a POST with an explicit
          * zero length an empty one, ignored below since the request is no longer PHASE_BODY) */
-        conn_dispatch(c);
-        return 0;
+        return conn_dispatch(c);
     }
     c->rq.body = malloc((size_t)cl + 1);
     if (!c->rq.body)
@@ -526,9 +476,9 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
     return 0;
 }
 
-/* Whether the upgrade request asks for one of our WebSocket subprotocols (the header may list
- * several, comma separated; lws picks the first it knows). */
-static bool upgrade_protocol_ok(struct lws *wsi)
+/* Whether the upgrade request asks for one of the WebSocket subprotocols of the list (the header
+ * may list several, comma separated; lws picks the first it knows). */
+static bool upgrade_protocol_ok(const gw_server_t *s, struct lws *wsi)
 {
     char buf[256];
     int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL);
@@ -536,13 +486,27 @@ static bool upgrade_protocol_ok(struct lws *wsi)
         return false;
     for (char *save = NULL, *tok = strtok_r(buf, ", \t", &save); tok;
          tok = strtok_r(NULL, ", \t", &save))
-        if (!strcmp(tok, GW_SYNC_PROTOCOL) || !strcmp(tok, GW_PEER_PROTOCOL))
-            return true;
+        for (const struct lws_protocols *p = s->protocols + 1; p->name; p++)
+            if (!strcmp(tok, p->name))
+                return true;
     return false;
 }
 
-static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                         size_t len)
+/* "WebSocket needs Sec-WebSocket-Protocol: a or b on the main listener" from the list. */
+static void refuse_upgrade(const gw_server_t *s, struct lws *wsi)
+{
+    char msg[256];
+    size_t n = (size_t)snprintf(msg, sizeof(msg), "WebSocket needs Sec-WebSocket-Protocol: ");
+    for (const struct lws_protocols *p = s->protocols + 1; p->name && n < sizeof(msg); p++)
+        n += (size_t)snprintf(msg + n, sizeof(msg) - n, "%s%s", p == s->protocols + 1 ? "" : " or ",
+                              p->name);
+    if (n < sizeof(msg))
+        snprintf(msg + n, sizeof(msg) - n, " on the main listener");
+    lws_return_http_status(wsi, 400, msg);
+}
+
+int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
 {
     gw_conn_t *c = user;
     gw_server_t *s = lws_context_user(lws_get_context(wsi));
@@ -551,11 +515,11 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
     case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
     case LWS_CALLBACK_CLOSED_CLIENT_HTTP:
     case LWS_CALLBACK_WSI_DESTROY:
-        /* A peer link we dialled (peer.c marks its client wsi with opaque user data) that dies
-         * before its upgrade may be reported to protocols[0], this callback, rather than to the
-         * peer protocol: pass it on, or peer.c would keep a pointer to a freed wsi. */
-        if (lws_get_opaque_user_data(wsi))
-            return gw_peer_callback(
+        /* A client connection a unit dialled (peer.c marks its client wsi with opaque user data)
+         * that dies before its upgrade may be reported to protocols[0], this callback, rather
+         * than to its protocol: pass it on, or the unit would keep a pointer to a freed wsi. */
+        if (lws_get_opaque_user_data(wsi) && s && s->client_fallback)
+            return s->client_fallback(
                 wsi,
                 reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP ? LWS_CALLBACK_CLIENT_CLOSED : reason,
                 NULL, in, len);
@@ -586,11 +550,12 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        if (c && (c->phase == PHASE_WAIT || c->phase == PHASE_SEND)) {
+        if (c && (c->phase == PHASE_HANDLE || c->phase == PHASE_WAIT || c->phase == PHASE_SEND)) {
             /* lws re-offering pipelined input (see the top of this file): answer, then close */
-            c->rs.close = true;
+            if (c->x)
+                c->x->rs.close = true;
             if (c->phase == PHASE_WAIT)
-                flush_cb(&s->sul_flush);
+                gw_loop_flush(s);
             if (c->phase == PHASE_SEND)
                 conn_send(c);
             return -1;
@@ -598,8 +563,7 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         if (!c || c->phase != PHASE_BODY)
             break;
         c->rq.body[c->rq.body_len] = '\0';
-        conn_dispatch(c);
-        break;
+        return conn_dispatch(c);
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
         if (!c || c->phase != PHASE_SEND)
@@ -613,116 +577,16 @@ static int callback_http(struct lws *wsi, enum lws_callback_reasons reason, void
         break;
 
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        /* WebSocket only on the main listener and only for our subprotocols: lws would otherwise
-         * hand a connection without (or with an unknown) Sec-WebSocket-Protocol to protocols[0],
-         * this HTTP callback. */
+        /* WebSocket only on the main listener and only for the other protocols of the list: lws
+         * would otherwise hand a connection without (or with an unknown) Sec-WebSocket-Protocol
+         * to protocols[0], this HTTP callback. */
         if (!strcmp(in ? (const char *)in : "", "websocket") && lws_get_vhost(wsi) == s->vh_main &&
-            upgrade_protocol_ok(wsi))
+            upgrade_protocol_ok(s, wsi))
             return 0;
-        lws_return_http_status(wsi, 400,
-                               "WebSocket needs Sec-WebSocket-Protocol: " GW_SYNC_PROTOCOL
-                               " or " GW_PEER_PROTOCOL " on the main listener");
+        refuse_upgrade(s, wsi);
         return 1;
 
     default: break;
     }
     return 0;
-}
-
-/* Per-session data of the WebSocket protocols is one pointer: sync.c and peer.c allocate their
- * own session structs. rx_buffer_size bounds one read, not a message; they reassemble. */
-static const struct lws_protocols protocols[] = {
-    {"http", callback_http, sizeof(gw_conn_t), 0, 0, NULL, 0},
-    {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
-    {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0},
-};
-
-static void lws_log_emit(int level, const char *line)
-{
-    (void)level;
-    /* lws lines end with a newline already */
-    fprintf(stderr, "lws: %s", line);
-}
-
-static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a)
-{
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.vhost_name = name;
-    info.port = a->port ? a->port : CONTEXT_PORT_NO_LISTEN_SERVER;
-    info.iface = a->host;
-    info.protocols = protocols;
-    info.keepalive_timeout = 30;
-    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (strchr(a->host, ':'))
-        info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
-    if (!a->port)
-        info.port = 0;
-    struct lws_vhost *vh = lws_create_vhost(s->ctx, &info);
-    if (!vh)
-        gw_log("cannot listen on %s:%d (address in use, or not a local address?)", a->host,
-               a->port);
-    return vh;
-}
-
-int gw_http_start(gw_server_t *s)
-{
-    lws_set_log_level(s->cfg.verbose ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : (LLL_ERR | LLL_WARN),
-                      lws_log_emit);
-
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
-    info.user = s;
-    info.max_http_header_data = (unsigned short)s->cfg.max_header;
-    info.max_http_header_pool = 1024;
-    info.timeout_secs = 10;
-    info.pt_serv_buf_size = 64 * 1024;
-    s->ctx = lws_create_context(&info);
-    if (!s->ctx) {
-        gw_log("cannot create the libwebsockets context");
-        return -1;
-    }
-
-    s->vh_main = make_vhost(s, "crdtd", &s->cfg.listen);
-    if (!s->vh_main)
-        return -1;
-    s->main_port = lws_get_vhost_listen_port(s->vh_main);
-    if (s->cfg.roshi_enabled) {
-        s->vh_roshi = make_vhost(s, "roshi", &s->cfg.roshi);
-        if (!s->vh_roshi)
-            return -1;
-        s->roshi_port = lws_get_vhost_listen_port(s->vh_roshi);
-    }
-    lws_sul_schedule(s->ctx, 0, &s->sul_tick, tick_cb, (lws_usec_t)s->cfg.tick_ms * 1000);
-    return 0;
-}
-
-void gw_http_run(gw_server_t *s)
-{
-    while (!s->stopping) {
-        if (lws_service(s->ctx, 0) < 0)
-            break;
-    }
-    /* Draining: make what was written durable and answer the writers still waiting, for at
-     * most about a second; then close every connection. */
-    int rc = crdt_replica_flush(s->replica);
-    if (rc < 0 && !s->storage_error)
-        s->storage_error = rc;
-    release_pending(s);
-    uint64_t deadline = gw_now_us() + 1000000;
-    while (gw_now_us() < deadline) {
-        bool busy = s->pending_head != NULL;
-        if (lws_service(s->ctx, 0) < 0)
-            break;
-        if (!busy)
-            break;
-    }
-    lws_sul_cancel(&s->sul_tick);
-    lws_sul_cancel(&s->sul_flush);
-    gw_peer_shutdown(s);
-    gw_sync_shutdown(s);
-    lws_context_destroy(s->ctx);
-    s->ctx = NULL;
 }

@@ -5,7 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
+#include "crdt.h"
+#include "jsonw.h"
 
 /*
  * Building a timeline page with jansson costs an object, two strings and a real per entry, then
@@ -64,30 +65,24 @@ void gw_jw_lit(gw_jw_t *w, const char *s)
 
 void gw_jw_b64(gw_jw_t *w, const void *data, size_t n)
 {
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    if (!reserve(w, (n + 2) / 3 * 4 + 2))
+    size_t blen = crdt_base64_encoded_len(n, CRDT_B64_STD);
+    if (!reserve(w, blen + 2))
         return;
-    const uint8_t *p = data;
-    char *o = w->p + w->len;
-    *o++ = '"';
-    size_t i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = a[v >> 18];
-        *o++ = a[(v >> 12) & 63];
-        *o++ = a[(v >> 6) & 63];
-        *o++ = a[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0);
-        *o++ = a[v >> 18];
-        *o++ = a[(v >> 12) & 63];
-        *o++ = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        *o++ = '=';
-    }
-    *o++ = '"';
-    w->len = (size_t)(o - w->p);
+    w->p[w->len++] = '"';
+    w->len += crdt_base64_encode_into(w->p + w->len, data, n, CRDT_B64_STD);
+    w->p[w->len++] = '"';
     w->p[w->len] = '\0';
+}
+
+json_t *gw_b64_json(const void *p, size_t n)
+{
+    size_t len;
+    char *s = crdt_base64_encode(p, n, &len);
+    if (!s)
+        return NULL;
+    json_t *j = json_stringn_nocheck(s, len);
+    crdt_free(s);
+    return j;
 }
 
 void gw_jw_double(gw_jw_t *w, double d)

@@ -1,10 +1,18 @@
-/* main.c - crdtd: open the replica, serve HTTP on one event loop, stop cleanly on a signal */
+/* main.c - crdtd: open the store, wire the units onto one event loop, stop cleanly on a signal */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
+#include "config.h"
+#include "http.h"
+#include "loop.h"
+#include "peer.h"
+#include "rest.h"
+#include "roshi.h"
+#include "server.h"
+#include "sync.h"
+#include "util.h"
 
 static gw_server_t server;
 
@@ -17,21 +25,42 @@ static void on_signal(int sig)
         lws_cancel_service(server.ctx);
 }
 
-/* The store's change event (the replica's one listener): every applied change, whatever its
- * source, goes to the client sessions subscribed to it and to the peers. */
-static void on_change(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
-                      uint64_t origin)
+static void route(gw_server_t *s, gw_exchange_t *x)
 {
-    gw_server_t *s = ud;
-    (void)origin; /* the peer links still know it from applying_peer */
-    if (s->sync)
-        gw_sync_on_change(s, key, klen, seq, delta);
-    if (s->peers)
-        gw_peer_on_change(s, key, klen, seq, delta);
+    if (x->rq.roshi)
+        gw_roshi_handle(s, x);
+    else
+        gw_rest_handle(s, x);
 }
 
+/* Sessions see every change, whatever its origin; peers push only local ones (peer.c). */
+static void sync_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                        const crdt_obj_t *delta, uint64_t origin)
+{
+    (void)origin;
+    if (s->sync)
+        gw_sync_on_change(s, key, klen, seq, delta);
+}
+
+static void peer_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                        const crdt_obj_t *delta, uint64_t origin)
+{
+    if (s->peers)
+        gw_peer_on_change(s, key, klen, seq, delta, origin);
+}
+
+/* Per-session data of the WebSocket protocols is one pointer: sync.c and peer.c allocate their
+ * own session structs. rx_buffer_size bounds one read, not a message; they reassemble. The size
+ * of protocols[0]'s is set in main (gw_http_session_size). */
+static struct lws_protocols protocols[] = {
+    {"http", gw_http_callback, 0, 0, 0, NULL, 0},
+    {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
 /* CRDTD_TEST_STORE_DEFER=1 (tests only): the store's calls complete later, on this timer, as a
- * store over the network would complete them; every caller must cope. */
+ * store over the network would complete them; every caller must cope (tests/test_ws_defer.c). */
 static lws_sorted_usec_list_t sul_defer;
 
 static void defer_cb(lws_sorted_usec_list_t *sul)
@@ -63,12 +92,13 @@ int main(int argc, char **argv)
     rc_cfg.snapshot_log_bytes = s->cfg.snapshot_log_bytes;
 
     crdt_error_t err = {0};
-    s->replica = crdt_replica_open(&rc_cfg, &err);
-    if (!s->replica) {
+    s->store = crdt_store_embedded_open(&rc_cfg, &err);
+    if (!s->store) {
         gw_log("cannot open the data directory %s: %s", rc_cfg.dir ? rc_cfg.dir : "(memory)",
                err.text[0] ? err.text : crdt_strerror(err.code));
         return 1;
     }
+    s->replica = crdt_store_embedded_replica(s->store);
     const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);
     if (rc_cfg.dir && rep) {
         gw_log("recovered %s: %llu keys from the snapshot, %llu log records (%llu listed by the "
@@ -92,34 +122,30 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    s->applying_peer = -1;
-    s->store = crdt_store_embedded_wrap(s->replica); /* becomes the replica's listener */
-    if (!s->store) {
-        gw_log("out of memory");
-        crdt_replica_close(s->replica);
-        return 1;
-    }
     const char *defer = getenv("CRDTD_TEST_STORE_DEFER");
-    if (defer && !strcmp(defer, "1")) {
+    bool deferred = defer && !strcmp(defer, "1");
+    if (deferred) {
         crdt_store_t *d = crdt_store_deferred_wrap(s->store);
         if (!d) {
             gw_log("out of memory");
+            crdt_store_close(s->store);
             return 1;
         }
         s->store = d;
         gw_log("CRDTD_TEST_STORE_DEFER: store calls complete later (a test setting)");
     }
-    crdt_store_set_events(s->store, &(crdt_store_events_t){.change = on_change, .ud = s});
-    if (gw_http_start(s) || gw_sync_init(s) || gw_peer_init(s)) {
-        gw_peer_shutdown(s);
-        gw_sync_shutdown(s);
-        if (s->ctx)
-            lws_context_destroy(s->ctx);
+
+    s->route = route;
+    s->client_fallback = gw_peer_callback;
+    protocols[0].per_session_data_size = gw_http_session_size();
+    gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
+    gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
+    if (gw_loop_start(s, protocols) || gw_sync_init(s) || gw_peer_init(s)) {
+        gw_loop_finish(s);
         crdt_store_close(s->store);
-        crdt_replica_close(s->replica);
         return 1;
     }
-    if (defer && !strcmp(defer, "1"))
+    if (deferred)
         lws_sul_schedule(s->ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
     gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
            s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
@@ -130,11 +156,10 @@ int main(int argc, char **argv)
         printf("crdtd: roshi API listening on http://%s:%d\n", s->cfg.roshi.host, s->roshi_port);
     fflush(stdout);
 
-    gw_http_run(s);
+    gw_loop_run(s);
 
     gw_log("stopping: flushing the log");
     crdt_store_close(s->store);
-    crdt_replica_close(s->replica);
     gw_log("stopped");
     return 0;
 }

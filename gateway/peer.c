@@ -7,7 +7,7 @@
  *   exponential backoff with jitter); inbound links are accepted on the main listener. A mutual
  *   HMAC challenge proves the cluster secret. One link per peer node: when both ends dialled, the
  *   link dialled by the lower node id stays and the other is closed with a BYE.
- * - Only changes that originate here (s->applying_peer < 0) are pushed: in a full mesh every node
+ * - Only changes that originate here (origin CRDT_ORIGIN_LOCAL) are pushed: in a full mesh a node
  *   hears every write from its origin, and anti-entropy repairs partial meshes. Changes are
  *   encoded once into a shared outbox, batched (PW_BATCH_BYTES / PW_BATCH_COUNT / --peer-batch-ms),
  *   released only once durable here (so a crash never makes a peer hold seqs we reuse), and
@@ -31,7 +31,11 @@
 #include <unistd.h>
 
 #include "crdt_reconcile.h"
-#include "gateway.h"
+#include "crypto.h"
+#include "jsonw.h"
+#include "loop.h"
+#include "peer.h"
+#include "util.h"
 #include "peer_index.h"
 #include "peer_wire.h"
 
@@ -752,14 +756,14 @@ static bool any_link(const gw_peers_t *P)
 }
 
 void gw_peer_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
-                       const crdt_obj_t *delta)
+                       const crdt_obj_t *delta, uint64_t origin)
 {
     gw_peers_t *P = s->peers;
     if (!P)
         return;
     peer_index_touch(P->pix, key, klen);
     schedule_batch(P);
-    if (s->applying_peer >= 0)
+    if (origin != CRDT_ORIGIN_LOCAL)
         return; /* a peer's change: its origin sends it to everyone (full mesh) */
     if (!any_link(P)) {
         /* Nobody to send to: links that come up start from the feed, which has this change.
@@ -1126,9 +1130,7 @@ static bool apply_entries(peer_link_t *l, pw_reader_t *rd, uint32_t count, bool 
             return false;
         }
         uint64_t seq = 0;
-        s->applying_peer = l->idx;
         int rc = crdt_replica_apply(s->replica, e.key, e.klen, o, l->rec ? l->rec->node_id : 0, &seq);
-        s->applying_peer = -1;
         crdt_obj_free(o);
         if (rc == CRDT_ETYPE) {
             if (l->rec && l->rec->type_conflicts++ < 10)
@@ -1142,7 +1144,7 @@ static bool apply_entries(peer_link_t *l, pw_reader_t *rd, uint32_t count, bool 
         link_close(l, PW_R_PROTOCOL, false, "trailing bytes after %u entries", count);
         return false;
     }
-    gw_http_schedule_flush(s);
+    gw_loop_schedule_flush(s);
     return true;
 }
 

@@ -1,7 +1,7 @@
 /* peer_wire.c - encoders, decoders and handshake proofs of the peer protocol crdt-peer.v1 */
 #include <string.h>
 
-#include "gateway.h"
+#include "crypto.h"
 #include "peer_wire.h"
 
 /* ---- primitives ----------------------------------------------------------------------------- */

@@ -8,7 +8,12 @@
 #include <strings.h>
 
 #include "crdt_json.h"
-#include "gateway.h"
+#include "loop.h"
+#include "op.h"
+#include "rest.h"
+#include "roshi.h"
+#include "status.h"
+#include "util.h"
 
 /*
  * The shapes of soundcloud/roshi's roshi-server, at its root:
@@ -31,8 +36,6 @@
 
 #define ROSHI_DEFAULT_LIMIT 10
 #define ROSHI_MAX_LIMIT 10000
-
-int gw_cursor_parse(const char *s, double *score, uint8_t **member, size_t *mlen);
 
 /* Go's time.Duration.String() for durations under a minute. */
 static void go_duration(uint64_t ns, char *out, size_t n)
@@ -78,111 +81,167 @@ typedef struct tuple {
     double score;
 } tuple_t;
 
-static void free_tuples(tuple_t *t, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(t[i].key);
-        free(t[i].member);
-    }
-    free(t);
-}
-
-typedef struct tl_op {
-    const tuple_t *t;
+typedef struct write_ctx {
+    gw_exchange_t *x;
     bool add;
-} tl_op_t;
+    uint64_t t0;
+    tuple_t *ts;
+    size_t n;
+    crdt_bytes_t *keys;
+    gw_write_t *w;
+    size_t nvalid; /* tuples before the first invalid one */
+    bool invalid;  /* the response holds that tuple's error */
+} write_ctx_t;
 
-static int tl_mutate(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
+static void write_ctx_free(write_ctx_t *c)
 {
-    const tl_op_t *op = ud;
-    return op->add ? crdt_timeline_add(obj, op->t->member, op->t->mlen, op->t->score, delta)
-                   : crdt_timeline_remove(obj, op->t->member, op->t->mlen, op->t->score, delta);
+    for (size_t i = 0; c->ts && i < c->n; i++) {
+        free(c->ts[i].key);
+        free(c->ts[i].member);
+    }
+    free(c->ts);
+    free(c->keys);
+    free(c->w);
+    free(c);
 }
 
-static void roshi_write(gw_server_t *s, const gw_request_t *rq, gw_response_t *rs, bool add)
+static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last, void *ud)
 {
-    uint64_t t0 = gw_now_us();
-    json_t *body = gw_parse_body(rq, rs);
-    if (!body)
-        return;
-    tuple_t *ts = NULL;
-    size_t n = 0;
-    if (!json_is_array(body)) {
-        gw_respond_error(rs, 400, "expected a JSON array of {\"key\",\"score\",\"member\"}");
-        goto out;
-    }
-    n = json_array_size(body);
-    ts = calloc(n ? n : 1, sizeof(*ts));
-    if (!ts) {
-        gw_respond_error(rs, 500, "out of memory");
-        goto out;
-    }
-    /* Validate everything before applying anything, so a bad tuple leaves no partial write. */
-    for (size_t i = 0; i < n; i++) {
-        const json_t *el = json_array_get(body, i);
-        char what[48];
-        if (!json_is_object(el)) {
-            gw_respond_error(rs, 400, "[%zu]: expected an object {\"key\",\"score\",\"member\"}",
-                             i);
-            goto out;
-        }
-        snprintf(what, sizeof(what), "[%zu].key", i);
-        if (gw_b64_field(json_object_get(el, "key"), what, s->cfg.max_key, rs, &ts[i].key,
-                         &ts[i].klen))
-            goto out;
-        if (ts[i].klen == 0) {
-            gw_respond_error(rs, 400, "[%zu].key: empty key", i);
-            goto out;
-        }
-        snprintf(what, sizeof(what), "[%zu].member", i);
-        if (gw_b64_field(json_object_get(el, "member"), what, s->cfg.max_member, rs, &ts[i].member,
-                         &ts[i].mlen))
-            goto out;
-        const json_t *sc = json_object_get(el, "score");
-        if (!json_is_number(sc) || !isfinite(json_number_value(sc))) {
-            gw_respond_error(rs, 400, "[%zu].score: expected a finite number", i);
-            goto out;
-        }
-        ts[i].score = json_number_value(sc);
-        const crdt_obj_t *o = crdt_replica_get(s->replica, ts[i].key, ts[i].klen);
-        if (o && crdt_obj_type(o) != CRDT_TIMELINE) {
-            gw_respond_error(rs, 409, "[%zu].key holds type %s, not timeline", i,
-                             crdt_type_name(crdt_obj_type(o)));
-            goto out;
-        }
-    }
-    uint64_t last = 0, changed = 0, ta = gw_now_us();
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        tl_op_t op = {&ts[i], add};
-        uint64_t seq = 0;
-        rc = crdt_replica_mutate(s->replica, ts[i].key, ts[i].klen, CRDT_TIMELINE, tl_mutate, &op,
-                                 &seq);
-        if (rc < 0)
-            break;
-        if (rc > 0) {
-            changed++;
-            last = seq;
-        }
-    }
-    gw_metrics_apply(&s->metrics, (double)(gw_now_us() - ta) / 1e6);
+    write_ctx_t *c = ud;
+    gw_exchange_t *x = c->x;
+    gw_response_t *rs = &x->rs;
     if (rc < 0) {
-        gw_respond_error(rs, rc == CRDT_EIO ? 503 : 500, "%s failed after %" PRIu64 " applied: %s",
-                         add ? "insert" : "delete", changed, crdt_strerror(rc));
+        gw_respond_error(rs, rc == CRDT_EIO ? 503 : 500, "%s failed after %zu applied: %s",
+                         c->add ? "insert" : "delete", changed, crdt_strerror(rc));
     } else {
         json_t *j = json_object();
-        json_object_set_new_nocheck(j, add ? "inserted" : "deleted",
+        json_object_set_new_nocheck(j, c->add ? "inserted" : "deleted",
                                     json_integer((json_int_t)changed));
-        json_object_set_new_nocheck(j, "duration", duration_json(t0));
+        json_object_set_new_nocheck(j, "duration", duration_json(c->t0));
         gw_respond_json(rs, 200, j);
     }
     if (last) {
         rs->wait_seq = last;
-        gw_http_schedule_flush(s);
+        gw_loop_schedule_flush(s);
     }
-out:
-    free_tuples(ts, n);
+    write_ctx_free(c);
+    gw_http_reply(x);
+}
+
+/* Every tuple's key must hold a timeline (or nothing) before anything is written. The first
+ * problem in tuple order is reported: a key of another type before a later invalid tuple. */
+static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    write_ctx_t *c = ud;
+    gw_exchange_t *x = c->x;
+    if (rc < 0) {
+        gw_respond_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
+                         "reading the keys failed: %s", crdt_strerror(rc));
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (objs[i] && crdt_obj_type(objs[i]) != CRDT_TIMELINE) {
+            gw_respond_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", i,
+                             crdt_type_name(crdt_obj_type(objs[i])));
+            goto fail;
+        }
+    if (c->invalid)
+        goto fail;
+    gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
+    return;
+fail:
+    write_ctx_free(c);
+    gw_http_reply(x);
+}
+
+/* Parses tuple i; false after responding 400. */
+static bool tuple_parse(gw_server_t *s, const json_t *el, size_t i, gw_response_t *rs, tuple_t *t)
+{
+    char what[48];
+    gw_op_result_t r;
+    if (!json_is_object(el)) {
+        gw_respond_error(rs, 400, "[%zu]: expected an object {\"key\",\"score\",\"member\"}", i);
+        return false;
+    }
+    snprintf(what, sizeof(what), "[%zu].key", i);
+    if (gw_b64_field(json_object_get(el, "key"), what, s->cfg.max_key, &r, &t->key, &t->klen)) {
+        gw_respond_error(rs, r.status, "%s", r.message);
+        return false;
+    }
+    if (t->klen == 0) {
+        gw_respond_error(rs, 400, "[%zu].key: empty key", i);
+        return false;
+    }
+    snprintf(what, sizeof(what), "[%zu].member", i);
+    if (gw_b64_field(json_object_get(el, "member"), what, s->cfg.max_member, &r, &t->member,
+                     &t->mlen)) {
+        gw_respond_error(rs, r.status, "%s", r.message);
+        return false;
+    }
+    const json_t *sc = json_object_get(el, "score");
+    if (!json_is_number(sc) || !isfinite(json_number_value(sc))) {
+        gw_respond_error(rs, 400, "[%zu].score: expected a finite number", i);
+        return false;
+    }
+    t->score = json_number_value(sc);
+    return true;
+}
+
+static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
+{
+    const gw_request_t *rq = &x->rq;
+    gw_response_t *rs = &x->rs;
+    uint64_t t0 = gw_now_us();
+    write_ctx_t *c = NULL;
+    json_t *body = gw_parse_body(rq, rs);
+    if (!body)
+        goto fail;
+    if (!json_is_array(body)) {
+        gw_respond_error(rs, 400, "expected a JSON array of {\"key\",\"score\",\"member\"}");
+        goto fail;
+    }
+    size_t n = json_array_size(body);
+    c = calloc(1, sizeof(*c));
+    if (c)
+        *c = (write_ctx_t){x,
+                           add,
+                           t0,
+                           calloc(n ? n : 1, sizeof(tuple_t)),
+                           n,
+                           calloc(n ? n : 1, sizeof(crdt_bytes_t)),
+                           calloc(n ? n : 1, sizeof(gw_write_t))};
+    if (!c || !c->ts || !c->keys || !c->w) {
+        gw_respond_error(rs, 500, "out of memory");
+        goto fail;
+    }
+    /* Validate everything before applying anything, so a bad tuple leaves no partial write. */
+    for (size_t i = 0; i < n; i++) {
+        tuple_t *t = &c->ts[i];
+        if (!tuple_parse(s, json_array_get(body, i), i, rs, t)) {
+            c->invalid = true;
+            break;
+        }
+        c->keys[i] = (crdt_bytes_t){t->key, t->klen};
+        c->w[i] = (gw_write_t){t->key,
+                               t->klen,
+                               {.type = CRDT_TIMELINE,
+                                .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                                .bytes = t->member,
+                                .len = t->mlen,
+                                .score = t->score}};
+        c->nvalid = i + 1;
+    }
     json_decref(body);
+    body = NULL;
+    if (c->invalid && !c->nvalid)
+        goto fail;
+    crdt_store_get_many(s->store, c->keys, c->nvalid, roshi_write_got, c);
+    return;
+fail:
+    json_decref(body);
+    if (c)
+        write_ctx_free(c);
+    gw_http_reply(x);
 }
 
 /* ---- select --------------------------------------------------------------------------------- */
@@ -285,96 +344,39 @@ static int cmp_entries_src(const void *a, const void *b)
     return crdt_tl_entry_cmp(a, b);
 }
 
-static void roshi_select(gw_server_t *s, const gw_request_t *rq, gw_response_t *rs)
-{
-    uint64_t t0 = gw_now_us();
+typedef struct select_ctx {
+    gw_exchange_t *x;
+    uint64_t t0;
     long long offset, limit;
-    bool coalesce;
-    bool offset_given = go_int(rq, "offset", 0, &offset);
-    go_int(rq, "limit", ROSHI_DEFAULT_LIMIT, &limit);
-    go_bool(rq, "coalesce", false, &coalesce);
-    const char *start_s = gw_arg(rq, "start"), *stop_s = gw_arg(rq, "stop");
-    bool start_given = start_s && *start_s, stop_given = stop_s && *stop_s;
-    bool by_range = start_given || stop_given;
+    bool coalesce, by_range;
+    crdt_tl_entry_t start, stop;
+    uint8_t *start_m, *stop_m;
+    size_t nk;
+    uint8_t **kb;
+    size_t *kl;
+    crdt_bytes_t *keys;
+} select_ctx_t;
 
-    json_t *body = gw_parse_body(rq, rs);
-    if (!body)
-        return;
-    size_t nk = 0;
-    uint8_t **kb = NULL;
-    size_t *kl = NULL;
-    const crdt_obj_t **tls = NULL;
+static void select_free(select_ctx_t *c)
+{
+    for (size_t i = 0; c->kb && i < c->nk; i++)
+        free(c->kb[i]);
+    free(c->kb), free(c->kl), free(c->keys), free(c->start_m), free(c->stop_m);
+    free(c);
+}
+
+static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
+{
+    gw_response_t *rs = &c->x->rs;
+    long long offset = c->offset, limit = c->limit;
+    bool coalesce = c->coalesce, by_range = c->by_range;
+    size_t nk = c->nk;
+    uint8_t **kb = c->kb;
+    size_t *kl = c->kl;
+    const crdt_tl_entry_t start = c->start, stop = c->stop;
+    uint64_t t0 = c->t0;
     crdt_tl_entry_t *es = NULL;
     size_t *src = NULL;
-    uint8_t *start_m = NULL, *stop_m = NULL;
-
-    if (!json_is_array(body)) {
-        gw_respond_error(rs, 400, "expected a JSON array of base64 keys");
-        goto out;
-    }
-    if (offset_given && by_range) {
-        gw_respond_error(rs, 400, "cannot specify both offset and start/stop");
-        goto out;
-    }
-    if (limit < 0) {
-        gw_respond_error(rs, 400, "negative limit is invalid for %s select",
-                         by_range ? "cursor-based" : "offset-based");
-        goto out;
-    }
-    if (offset < 0) {
-        gw_respond_error(rs, 400, "negative offset is invalid");
-        goto out;
-    }
-    if (limit > ROSHI_MAX_LIMIT)
-        limit = ROSHI_MAX_LIMIT; /* roshi has no cap; an unbounded response is not served here */
-    crdt_tl_entry_t start = {.score = DBL_MAX, .member = "", .member_len = 0};
-    crdt_tl_entry_t stop = {.score = 0, .member = "", .member_len = 0};
-    if (start_given) {
-        if (gw_cursor_parse(start_s, &start.score, &start_m, &start.member_len)) {
-            gw_respond_error(rs, 400, "invalid cursor string (start)");
-            goto out;
-        }
-        start.member = start_m;
-    }
-    if (stop_given) {
-        if (gw_cursor_parse(stop_s, &stop.score, &stop_m, &stop.member_len)) {
-            gw_respond_error(rs, 400, "invalid cursor string (stop)");
-            goto out;
-        }
-        stop.member = stop_m;
-    }
-
-    /* Keys, deduplicated as roshi's map does. */
-    size_t n = json_array_size(body);
-    kb = calloc(n ? n : 1, sizeof(*kb));
-    kl = calloc(n ? n : 1, sizeof(*kl));
-    tls = calloc(n ? n : 1, sizeof(*tls));
-    if (!kb || !kl || !tls) {
-        gw_respond_error(rs, 500, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char what[32];
-        snprintf(what, sizeof(what), "[%zu]", i);
-        uint8_t *k;
-        size_t klen;
-        if (gw_b64_field(json_array_get(body, i), what, s->cfg.max_key, rs, &k, &klen))
-            goto out;
-        bool dup = false;
-        for (size_t j = 0; j < nk && !dup; j++)
-            dup = kl[j] == klen && !memcmp(kb[j], k, klen);
-        if (dup) {
-            free(k);
-            continue;
-        }
-        const crdt_obj_t *o = klen ? crdt_replica_get(s->replica, k, klen) : NULL;
-        if (o && crdt_obj_type(o) != CRDT_TIMELINE)
-            o = NULL; /* not a timeline: as empty as a key roshi never saw */
-        kb[nk] = k;
-        kl[nk] = klen;
-        tls[nk] = o;
-        nk++;
-    }
 
     size_t per = (size_t)limit + (coalesce && !by_range ? (size_t)offset : 0);
     size_t cap = coalesce ? per * (nk ? nk : 1) : per;
@@ -463,45 +465,166 @@ static void roshi_select(gw_server_t *s, const gw_request_t *rq, gw_response_t *
     gw_jw_lit(&w, "\"}");
     gw_respond_jw(rs, 200, &w);
 out:
-    json_decref(body);
-    for (size_t i = 0; i < nk; i++)
-        free(kb[i]);
-    free(kb), free(kl), free(tls), free(es), free(src), free(start_m), free(stop_m);
+    free(es), free(src);
 }
 
-void gw_roshi_handle(gw_server_t *s, const gw_request_t *rq, gw_response_t *rs)
+static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
 {
+    select_ctx_t *c = ud;
+    gw_exchange_t *x = c->x;
+    const crdt_obj_t **tls = calloc(n ? n : 1, sizeof(*tls));
+    if (rc < 0) {
+        gw_respond_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
+                         "reading the keys failed: %s", crdt_strerror(rc));
+    } else if (!tls) {
+        gw_respond_error(&x->rs, 500, "out of memory");
+    } else {
+        /* not a timeline: as empty as a key roshi never saw */
+        for (size_t i = 0; i < n; i++)
+            tls[i] = objs[i] && crdt_obj_type(objs[i]) == CRDT_TIMELINE ? objs[i] : NULL;
+        select_render(c, tls);
+    }
+    free(tls);
+    select_free(c);
+    gw_http_reply(x);
+}
+
+static void roshi_select(gw_server_t *s, gw_exchange_t *x)
+{
+    const gw_request_t *rq = &x->rq;
+    gw_response_t *rs = &x->rs;
+    select_ctx_t *c = calloc(1, sizeof(*c));
+    json_t *body = NULL;
+    if (!c) {
+        gw_respond_error(rs, 500, "out of memory");
+        goto fail;
+    }
+    c->x = x;
+    c->t0 = gw_now_us();
+    bool offset_given = go_int(rq, "offset", 0, &c->offset);
+    go_int(rq, "limit", ROSHI_DEFAULT_LIMIT, &c->limit);
+    go_bool(rq, "coalesce", false, &c->coalesce);
+    const char *start_s = gw_arg(rq, "start"), *stop_s = gw_arg(rq, "stop");
+    bool start_given = start_s && *start_s, stop_given = stop_s && *stop_s;
+    c->by_range = start_given || stop_given;
+
+    body = gw_parse_body(rq, rs);
+    if (!body)
+        goto fail;
+    if (!json_is_array(body)) {
+        gw_respond_error(rs, 400, "expected a JSON array of base64 keys");
+        goto fail;
+    }
+    if (offset_given && c->by_range) {
+        gw_respond_error(rs, 400, "cannot specify both offset and start/stop");
+        goto fail;
+    }
+    if (c->limit < 0) {
+        gw_respond_error(rs, 400, "negative limit is invalid for %s select",
+                         c->by_range ? "cursor-based" : "offset-based");
+        goto fail;
+    }
+    if (c->offset < 0) {
+        gw_respond_error(rs, 400, "negative offset is invalid");
+        goto fail;
+    }
+    if (c->limit > ROSHI_MAX_LIMIT)
+        c->limit = ROSHI_MAX_LIMIT; /* roshi has no cap; an unbounded response is not served here */
+    c->start = (crdt_tl_entry_t){.score = DBL_MAX, .member = "", .member_len = 0};
+    c->stop = (crdt_tl_entry_t){.score = 0, .member = "", .member_len = 0};
+    if (start_given) {
+        if (gw_cursor_parse(start_s, &c->start.score, &c->start_m, &c->start.member_len)) {
+            gw_respond_error(rs, 400, "invalid cursor string (start)");
+            goto fail;
+        }
+        c->start.member = c->start_m;
+    }
+    if (stop_given) {
+        if (gw_cursor_parse(stop_s, &c->stop.score, &c->stop_m, &c->stop.member_len)) {
+            gw_respond_error(rs, 400, "invalid cursor string (stop)");
+            goto fail;
+        }
+        c->stop.member = c->stop_m;
+    }
+
+    /* Keys, deduplicated as roshi's map does. */
+    size_t n = json_array_size(body);
+    c->kb = calloc(n ? n : 1, sizeof(*c->kb));
+    c->kl = calloc(n ? n : 1, sizeof(*c->kl));
+    c->keys = calloc(n ? n : 1, sizeof(*c->keys));
+    if (!c->kb || !c->kl || !c->keys) {
+        gw_respond_error(rs, 500, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char what[32];
+        snprintf(what, sizeof(what), "[%zu]", i);
+        uint8_t *k;
+        size_t klen;
+        gw_op_result_t r;
+        if (gw_b64_field(json_array_get(body, i), what, s->cfg.max_key, &r, &k, &klen)) {
+            gw_respond_error(rs, r.status, "%s", r.message);
+            goto fail;
+        }
+        bool dup = false;
+        for (size_t j = 0; j < c->nk && !dup; j++)
+            dup = c->kl[j] == klen && !memcmp(c->kb[j], k, klen);
+        if (dup) {
+            free(k);
+            continue;
+        }
+        c->kb[c->nk] = k;
+        c->kl[c->nk] = klen;
+        c->keys[c->nk] = (crdt_bytes_t){k, klen};
+        c->nk++;
+    }
+    json_decref(body);
+    crdt_store_get_many(s->store, c->keys, c->nk, select_got, c);
+    return;
+fail:
+    json_decref(body);
+    if (c)
+        select_free(c);
+    gw_http_reply(x);
+}
+
+void gw_roshi_handle(gw_server_t *s, gw_exchange_t *x)
+{
+    const gw_request_t *rq = &x->rq;
+    gw_response_t *rs = &x->rs;
     if (!strcmp(rq->path, "/metrics") && rq->method == GW_GET) {
         rs->ep = GW_EP_METRICS;
-        gw_metrics_render(s, rs);
+        gw_status_metrics(s, x);
         return;
     }
     if (!strcmp(rq->path, "/healthz") && rq->method == GW_GET) {
         rs->ep = GW_EP_HEALTHZ;
-        gw_healthz(s, rs);
+        gw_status_healthz(s, x);
         return;
     }
     if (strcmp(rq->path, "/") != 0) {
         rs->ep = GW_EP_OTHER;
         gw_respond_error(rs, 404, "no such endpoint (the roshi API is served at /)");
+        gw_http_reply(x);
         return;
     }
     switch (rq->method) {
     case GW_GET:
         rs->ep = GW_EP_ROSHI_SELECT;
-        roshi_select(s, rq, rs);
+        roshi_select(s, x);
         break;
     case GW_POST:
         rs->ep = GW_EP_ROSHI_INSERT;
-        roshi_write(s, rq, rs, true);
+        roshi_write(s, x, true);
         break;
     case GW_DELETE:
         rs->ep = GW_EP_ROSHI_DELETE;
-        roshi_write(s, rq, rs, false);
+        roshi_write(s, x, false);
         break;
     default:
         rs->ep = GW_EP_OTHER;
         gw_respond_error(rs, 405, "method not allowed; the roshi API takes GET, POST, DELETE");
+        gw_http_reply(x);
         break;
     }
 }

@@ -9,8 +9,12 @@
 
 #include "crdt_json.h"
 #include "crdt_v1.h"
-#include "gateway.h"
+#include "crypto.h"
+#include "loop.h"
+#include "prom.h"
+#include "sync.h"
 #include "token.h"
+#include "util.h"
 #include "wsmsg.h"
 
 /*
@@ -896,7 +900,7 @@ static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint6
     y->acks[(y->ack_head + y->ack_len) % y->ack_cap] =
         (pending_ack_t){ss, wait, id, seq, applied, dup};
     y->ack_len++;
-    gw_http_schedule_flush(ss->srv);
+    gw_loop_schedule_flush(ss->srv);
 }
 
 /* True when the session can still be answered (not closed, not closing). */
@@ -929,10 +933,10 @@ static void mark_written(void *ud, int rc, uint64_t seq)
     gw_server_t *s = a->srv;
     sess_t *ss = a->ss;
     if (!sess_live(ss)) {
-        gw_http_schedule_flush(s); /* the op and its mark are written: commit them anyway */
+        gw_loop_schedule_flush(s); /* the op and its mark are written: commit them anyway */
     } else if (rc < 0) {
         send_error(ss, true, a->id, E_STORAGE, "recording the op id failed: %s", crdt_strerror(rc));
-        gw_http_schedule_flush(s);
+        gw_loop_schedule_flush(s);
     } else {
         uint64_t wait = seq ? seq : crdt_store_last_seq(s->store);
         ack_push(s->sync, ss, wait, a->id, a->seq ? a->seq : wait, a->applied, false);
@@ -951,7 +955,7 @@ static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
                        r->message);
         }
         if (r->seq)
-            gw_http_schedule_flush(s);
+            gw_loop_schedule_flush(s);
         apply_finish(a);
         return;
     }
@@ -1471,48 +1475,38 @@ char *gw_sync_metrics(gw_server_t *s)
     size_t qbytes = 0;
     for (sess_t *ss = y->head; ss; ss = ss->next)
         qbytes += gw_wsq_bytes(&ss->q);
-    char *out = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&out, &len);
-    if (!f)
-        return NULL;
-    fprintf(f,
-            "# HELP crdtd_ws_sessions Open crdt.v1 WebSocket sessions.\n"
-            "# TYPE crdtd_ws_sessions gauge\ncrdtd_ws_sessions %zu\n"
-            "# HELP crdtd_ws_sessions_opened_total Sessions accepted since start.\n"
-            "# TYPE crdtd_ws_sessions_opened_total counter\ncrdtd_ws_sessions_opened_total %" PRIu64
-            "\n"
-            "# HELP crdtd_ws_subscriptions Subscriptions (keys and prefixes) of all sessions.\n"
-            "# TYPE crdtd_ws_subscriptions gauge\ncrdtd_ws_subscriptions %zu\n"
-            "# HELP crdtd_ws_messages_total Messages by direction.\n"
-            "# TYPE crdtd_ws_messages_total counter\n"
-            "crdtd_ws_messages_total{direction=\"in\"} %" PRIu64 "\n"
-            "crdtd_ws_messages_total{direction=\"out\"} %" PRIu64 "\n"
-            "# HELP crdtd_ws_bytes_total Payload bytes by direction.\n"
-            "# TYPE crdtd_ws_bytes_total counter\n"
-            "crdtd_ws_bytes_total{direction=\"in\"} %" PRIu64 "\n"
-            "crdtd_ws_bytes_total{direction=\"out\"} %" PRIu64 "\n"
-            "# HELP crdtd_ws_applies_total Applies run (duplicates not counted).\n"
-            "# TYPE crdtd_ws_applies_total counter\ncrdtd_ws_applies_total %" PRIu64 "\n"
-            "# HELP crdtd_ws_acks_total Acks sent (duplicates included).\n"
-            "# TYPE crdtd_ws_acks_total counter\ncrdtd_ws_acks_total %" PRIu64 "\n"
-            "# HELP crdtd_ws_slow_consumer_total Sessions closed with 4008.\n"
-            "# TYPE crdtd_ws_slow_consumer_total counter\ncrdtd_ws_slow_consumer_total %" PRIu64
-            "\n"
-            "# HELP crdtd_ws_send_queue_bytes Bytes queued for all sessions.\n"
-            "# TYPE crdtd_ws_send_queue_bytes gauge\ncrdtd_ws_send_queue_bytes %zu\n"
-            "# HELP crdtd_ws_pending_acks Acks waiting for durability.\n"
-            "# TYPE crdtd_ws_pending_acks gauge\ncrdtd_ws_pending_acks %zu\n"
-            "# HELP crdtd_ws_errors_total Error messages sent, by code.\n"
-            "# TYPE crdtd_ws_errors_total counter\n",
-            y->nsessions, y->opened, y->nsubscriptions, y->msgs_in, y->msgs_out, y->bytes_in,
-            y->bytes_out, y->applies, y->acks_sent, y->slow, qbytes, y->ack_len);
+    static const gw_prom_label_t in = {"direction", "in"}, out = {"direction", "out"};
+    gw_prom_t o;
+    gw_prom_init(&o, 4096);
+    gw_prom_family(&o, "crdtd_ws_sessions", "gauge", "Open crdt.v1 WebSocket sessions.");
+    gw_prom_u64(&o, "crdtd_ws_sessions", NULL, 0, y->nsessions);
+    gw_prom_family(&o, "crdtd_ws_sessions_opened_total", "counter",
+                   "Sessions accepted since start.");
+    gw_prom_u64(&o, "crdtd_ws_sessions_opened_total", NULL, 0, y->opened);
+    gw_prom_family(&o, "crdtd_ws_subscriptions", "gauge",
+                   "Subscriptions (keys and prefixes) of all sessions.");
+    gw_prom_u64(&o, "crdtd_ws_subscriptions", NULL, 0, y->nsubscriptions);
+    gw_prom_family(&o, "crdtd_ws_messages_total", "counter", "Messages by direction.");
+    gw_prom_u64(&o, "crdtd_ws_messages_total", &in, 1, y->msgs_in);
+    gw_prom_u64(&o, "crdtd_ws_messages_total", &out, 1, y->msgs_out);
+    gw_prom_family(&o, "crdtd_ws_bytes_total", "counter", "Payload bytes by direction.");
+    gw_prom_u64(&o, "crdtd_ws_bytes_total", &in, 1, y->bytes_in);
+    gw_prom_u64(&o, "crdtd_ws_bytes_total", &out, 1, y->bytes_out);
+    gw_prom_family(&o, "crdtd_ws_applies_total", "counter",
+                   "Applies run (duplicates not counted).");
+    gw_prom_u64(&o, "crdtd_ws_applies_total", NULL, 0, y->applies);
+    gw_prom_family(&o, "crdtd_ws_acks_total", "counter", "Acks sent (duplicates included).");
+    gw_prom_u64(&o, "crdtd_ws_acks_total", NULL, 0, y->acks_sent);
+    gw_prom_family(&o, "crdtd_ws_slow_consumer_total", "counter", "Sessions closed with 4008.");
+    gw_prom_u64(&o, "crdtd_ws_slow_consumer_total", NULL, 0, y->slow);
+    gw_prom_family(&o, "crdtd_ws_send_queue_bytes", "gauge", "Bytes queued for all sessions.");
+    gw_prom_u64(&o, "crdtd_ws_send_queue_bytes", NULL, 0, qbytes);
+    gw_prom_family(&o, "crdtd_ws_pending_acks", "gauge", "Acks waiting for durability.");
+    gw_prom_u64(&o, "crdtd_ws_pending_acks", NULL, 0, y->ack_len);
+    gw_prom_family(&o, "crdtd_ws_errors_total", "counter", "Error messages sent, by code.");
     for (int c = 0; c < E_COUNT; c++)
-        fprintf(f, "crdtd_ws_errors_total{code=\"%s\"} %" PRIu64 "\n",
-                crdt_v1_code_name((crdt_v1_code_t)c), y->errors[c]);
-    if (fclose(f) != 0) {
-        free(out);
-        return NULL;
-    }
-    return out;
+        gw_prom_u64(&o, "crdtd_ws_errors_total",
+                    &(gw_prom_label_t){"code", crdt_v1_code_name((crdt_v1_code_t)c)}, 1,
+                    y->errors[c]);
+    return gw_prom_take(&o, NULL);
 }

@@ -8,105 +8,23 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "crdt.h"
 #include "token.h"
 
 #define MAC_LEN 32
 
-/* ---- base64, both alphabets ----------------------------------------------------------------- */
+/* ---- base64url (libcrdt's codec) ---------------------------------------------------------- */
 
-static const char std_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static const char url_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static char *b64_encode(const char *alpha, bool pad, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    char *out = malloc((n + 2) / 3 * 4 + 1);
-    if (!out)
-        return NULL;
-    size_t o = 0, i = 0;
-    for (; i + 3 <= n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        out[o++] = alpha[v >> 18 & 63];
-        out[o++] = alpha[v >> 12 & 63];
-        out[o++] = alpha[v >> 6 & 63];
-        out[o++] = alpha[v & 63];
-    }
-    if (n - i == 1) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        out[o++] = alpha[v >> 18 & 63];
-        out[o++] = alpha[v >> 12 & 63];
-        if (pad)
-            out[o++] = '=', out[o++] = '=';
-    } else if (n - i == 2) {
-        uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8;
-        out[o++] = alpha[v >> 18 & 63];
-        out[o++] = alpha[v >> 12 & 63];
-        out[o++] = alpha[v >> 6 & 63];
-        if (pad)
-            out[o++] = '=';
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static int b64_value(const char *alpha, char c)
-{
-    const char *p = c ? strchr(alpha, c) : NULL;
-    return p ? (int)(p - alpha) : -1;
-}
-
-/* Decodes n characters; `need_pad`: the standard form (length a multiple of 4, '=' padding),
- * otherwise padding is optional. Non-zero trailing bits are refused so each byte string has
- * exactly one encoding. */
-static int b64_decode(const char *alpha, bool need_pad, const char *s, size_t n, uint8_t **out,
-                      size_t *outlen)
-{
-    if (need_pad && n % 4)
-        return -1;
-    size_t pads = 0;
-    while (n && s[n - 1] == '=' && pads < 2)
-        n--, pads++;
-    if (!need_pad && pads && (n + pads) % 4)
-        return -1;
-    if (n % 4 == 1)
-        return -1;
-    uint8_t *buf = malloc(n / 4 * 3 + 3);
-    if (!buf)
-        return -1;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value(alpha, s[i]);
-        if (v < 0) {
-            free(buf);
-            return -1;
-        }
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf[o++] = (uint8_t)(acc >> bits);
-            acc &= (1u << bits) - 1;
-        }
-    }
-    if (acc) { /* leftover bits must be zero */
-        free(buf);
-        return -1;
-    }
-    *out = buf;
-    *outlen = o;
-    return 0;
-}
+#define URL_NOPAD (CRDT_B64_URL | CRDT_B64_NOPAD)
 
 char *gw_b64url_encode(const void *p, size_t n)
 {
-    return b64_encode(url_alpha, false, p, n);
+    return crdt_base64_encode_ex(p, n, URL_NOPAD, NULL);
 }
 
 int gw_b64url_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
 {
-    return b64_decode(url_alpha, false, s, n, out, outlen);
+    return crdt_base64_decode_ex(s, n, URL_NOPAD, out, outlen) < 0 ? -1 : 0;
 }
 
 /* ---- tokens --------------------------------------------------------------------------------- */
@@ -123,9 +41,9 @@ static void mac_of(const void *secret, size_t slen, const void *msg, size_t mlen
 void gw_token_clear(gw_token_t *t)
 {
     for (size_t i = 0; i < t->nread; i++)
-        free(t->read[i].prefix);
+        crdt_free(t->read[i].prefix);
     for (size_t i = 0; i < t->nwrite; i++)
-        free(t->write[i].prefix);
+        crdt_free(t->write[i].prefix);
     free(t->read);
     free(t->write);
     memset(t, 0, sizeof(*t));
@@ -154,8 +72,8 @@ static int parse_grants(const json_t *a, gw_grant_t **out, size_t *n)
         const json_t *g = json_array_get(a, i);
         if (!json_is_string(g))
             return -1;
-        if (b64_decode(std_alpha, true, json_string_value(g), json_string_length(g),
-                       &(*out)[i].prefix, &(*out)[i].len))
+        if (crdt_base64_decode(json_string_value(g), json_string_length(g), &(*out)[i].prefix,
+                               &(*out)[i].len) < 0)
             return -1;
         (*n)++;
     }
@@ -179,14 +97,14 @@ int gw_token_verify(const char *tok, size_t len, const void *secret, size_t slen
     uint8_t *sig = NULL;
     size_t siglen = 0;
     if (gw_b64url_decode(dot + 1, len - plen - 1, &sig, &siglen) || siglen != MAC_LEN) {
-        free(sig);
+        crdt_free(sig);
         say(why, whylen, "token malformed: signature is not 32 bytes of base64url");
         return GW_TOKEN_EMALFORMED;
     }
     uint8_t mac[MAC_LEN];
     mac_of(secret, slen, tok, plen, mac);
     bool good = CRYPTO_memcmp(mac, sig, MAC_LEN) == 0;
-    free(sig);
+    crdt_free(sig);
     if (!good) {
         say(why, whylen, "token signature invalid");
         return GW_TOKEN_EBADMAC;
@@ -199,7 +117,7 @@ int gw_token_verify(const char *tok, size_t len, const void *secret, size_t slen
         return GW_TOKEN_EMALFORMED;
     }
     json_t *j = json_loadb((const char *)payload, paylen, JSON_REJECT_DUPLICATES, NULL);
-    free(payload);
+    crdt_free(payload);
     int rc = GW_TOKEN_EMALFORMED;
     const json_t *sub = json_object_get(j, "sub"), *exp = json_object_get(j, "exp");
     if (!json_is_object(j) || (sub && !json_is_string(sub)) || !json_is_integer(exp) ||
@@ -242,11 +160,11 @@ static json_t *grant_array(const char *const *g, size_t n)
     for (size_t i = 0; a && i < n; i++) {
         uint8_t *tmp;
         size_t tlen;
-        if (!g[i] || b64_decode(std_alpha, true, g[i], strlen(g[i]), &tmp, &tlen)) {
+        if (!g[i] || crdt_base64_decode(g[i], strlen(g[i]), &tmp, &tlen) < 0) {
             json_decref(a);
             return NULL;
         }
-        free(tmp);
+        crdt_free(tmp);
         if (json_array_append_new(a, json_string(g[i]))) {
             json_decref(a);
             return NULL;
@@ -281,18 +199,18 @@ char *gw_token_make(const void *secret, size_t slen, const char *sub, int64_t ex
     json_decref(j);
     if (!text)
         return NULL;
-    char *p1 = b64_encode(url_alpha, false, text, strlen(text));
+    char *p1 = gw_b64url_encode(text, strlen(text));
     free(text);
     if (!p1)
         return NULL;
     uint8_t mac[MAC_LEN];
     mac_of(secret, slen, p1, strlen(p1), mac);
-    char *p2 = b64_encode(url_alpha, false, mac, MAC_LEN);
+    char *p2 = gw_b64url_encode(mac, MAC_LEN);
     char *tok = p2 ? malloc(strlen(p1) + 1 + strlen(p2) + 1) : NULL;
     if (tok)
         sprintf(tok, "%s.%s", p1, p2);
-    free(p1);
-    free(p2);
+    crdt_free(p1);
+    crdt_free(p2);
     return tok;
 }
 

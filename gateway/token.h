@@ -67,9 +67,11 @@ bool gw_token_can_read_key(const gw_token_t *t, const void *key, size_t klen);
 bool gw_token_can_read_prefix(const gw_token_t *t, const void *prefix, size_t plen);
 bool gw_token_can_write_key(const gw_token_t *t, const void *key, size_t klen);
 
-/* base64url without padding of n bytes into a new malloc'd NUL-terminated string, or NULL. */
+/* base64url without padding of n bytes into a new NUL-terminated string (libcrdt's allocator:
+ * crdt_free), or NULL. */
 char *gw_b64url_encode(const void *p, size_t n);
-/* base64url (padding tolerated) -> new malloc'd buffer in *out; 0, or -1 (invalid or no memory). */
+/* base64url (padding tolerated when complete) -> a new buffer in *out (crdt_free); 0, or -1
+ * (invalid or no memory). */
 int gw_b64url_decode(const char *s, size_t n, uint8_t **out, size_t *outlen);
 
 #ifdef __cplusplus

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway.h"
+#include "crypto.h"
+#include "util.h"
 #include "peer_wire.h"
 #include "token.h"
 

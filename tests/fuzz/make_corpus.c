@@ -126,6 +126,23 @@ int main(int argc, char **argv)
         }
         return 0;
     }
+    if (!strcmp(kind, "fuzz_apply_op")) {
+        /* the key selector byte, then a REST op body of every type */
+        static const char *const ops[] = {
+            "0{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":3}",
+            "1{\"type\":\"pncounter\",\"op\":\"decr\"}",
+            "2{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"aGk=\"}",
+            "3{\"type\":\"lwwset\",\"op\":\"add\",\"members\":[\"YQ==\",\"Yg==\"]}",
+            "0{\"type\":\"orset\",\"op\":\"remove\",\"member\":\"YQ==\"}",
+            "1{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"bQ==\","
+            "\"score\":1.5}]}",
+            "2{\"op\":\"add\",\"member\":\"bQ==\",\"score\":2}",
+            "3{\"op\":\"merge\",\"state\":{\"type\":\"gcounter\",\"state\":{\"3\":4}}}",
+        };
+        for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+            write_file(dir, n++, ops[i], strlen(ops[i]));
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_log")) {
         /* mode 1 (the harness fixes the CRCs), then records: seq, key "k<type>", a sample of
          * every type, each twice (a key of many records), and a feed of one-entry deltas */

@@ -1,0 +1,45 @@
+/* jsonw.h - a JSON writer for the hot read paths (jsonw.c): no allocation per value
+ *
+ * Layer: bottom (includes nothing of gateway/). The writer keeps GW_BODY_AT bytes of headroom in
+ * front of the text, so that http.c can put lws's prefix and the response headers there and send
+ * headers and body in one write.
+ */
+#ifndef CRDT_GW_JSONW_H
+#define CRDT_GW_JSONW_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <libwebsockets.h>
+
+/* A response buffer: LWS_PRE for lws, GW_HDR_ROOM for the status line and headers, the body. */
+#define GW_HDR_ROOM 512
+#define GW_BODY_AT (LWS_PRE + GW_HDR_ROOM)
+
+typedef struct gw_jw {
+    char *p; /* GW_BODY_AT bytes of headroom, then the JSON text */
+    size_t len, cap;
+    bool oom;
+} gw_jw_t;
+
+/* Starts an empty document (with the response headroom); false on allocation failure. */
+bool gw_jw_init(gw_jw_t *w, size_t hint);
+void gw_jw_free(gw_jw_t *w);
+void gw_jw_raw(gw_jw_t *w, const char *s, size_t n);
+/* A literal: the caller guarantees it needs no JSON escaping. */
+void gw_jw_lit(gw_jw_t *w, const char *s);
+/* "<standard base64 of the bytes>" (crdt_base64_encode_into) */
+void gw_jw_b64(gw_jw_t *w, const void *p, size_t n);
+/* The shortest decimal that reads back as d (finite), with ".0" when it looks like an integer. */
+void gw_jw_double(gw_jw_t *w, double d);
+/* A number as Go's encoding/json writes a float64 (roshi-server's responses): shortest digits,
+ * no ".0", exponent form below 1e-6 and from 1e21. */
+void gw_jw_double_go(gw_jw_t *w, double d);
+void gw_jw_u64(gw_jw_t *w, uint64_t v);
+
+/* Base64 (standard) of bytes as a new JSON string (jansson), or NULL. */
+json_t *gw_b64_json(const void *p, size_t n);
+
+#endif /* CRDT_GW_JSONW_H */

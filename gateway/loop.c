@@ -1,0 +1,290 @@
+/* loop.c - the event loop: lws context and listeners, group commit, tick, durability waiters,
+ * fan-out of the store's events to the registered sinks */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "loop.h"
+#include "server.h"
+#include "util.h"
+
+/* ---- store events --------------------------------------------------------------------------- */
+
+static void on_store_change(void *ud, const void *key, size_t klen, uint64_t seq,
+                            const crdt_obj_t *delta, uint64_t origin)
+{
+    gw_server_t *s = ud;
+    for (int i = 0; i < s->loop.nsinks; i++)
+        if (s->loop.sinks[i].change)
+            s->loop.sinks[i].change(s, key, klen, seq, delta, origin);
+}
+
+bool gw_loop_storage_failed(const gw_server_t *s)
+{
+    return s->storage_error || crdt_store_last_error(s->store);
+}
+
+/* Calls every waiter whose seq is now durable; after a storage failure, every waiter (their
+ * writes are applied in memory but cannot be promised durable). */
+static void release_waiters(gw_server_t *s)
+{
+    gw_loop_t *L = &s->loop;
+    uint64_t durable = crdt_store_durable_seq(s->store);
+    bool failed = gw_loop_storage_failed(s);
+    while (L->head) {
+        gw_durable_wait_t *w = L->head;
+        if (w->seq > durable && !failed)
+            break;
+        gw_loop_unwait(s, w);
+        w->cb(s, w, w->seq > durable ? (s->storage_error ? s->storage_error : CRDT_EIO) : 0);
+    }
+}
+
+static void on_store_durable(void *ud, uint64_t durable_seq)
+{
+    gw_server_t *s = ud;
+    (void)durable_seq;
+    s->loop.durable_events++;
+    const char *err = crdt_store_last_error(s->store);
+    if (err && !s->storage_error) {
+        /* a failure the store found on its own (the background fsync of --fsync everysec) */
+        s->storage_error = CRDT_EIO;
+        gw_log("storage failure: %s", err);
+    }
+    release_waiters(s);
+    for (int i = 0; i < s->loop.nsinks; i++)
+        if (s->loop.sinks[i].durable)
+            s->loop.sinks[i].durable(s);
+}
+
+/* ---- durability waiters --------------------------------------------------------------------- */
+
+void gw_loop_wait_durable(gw_server_t *s, gw_durable_wait_t *w, uint64_t seq, gw_durable_cb cb)
+{
+    gw_loop_t *L = &s->loop;
+    gw_loop_unwait(s, w);
+    w->seq = seq;
+    w->cb = cb;
+    /* seqs mostly arrive in order: insert from the tail */
+    gw_durable_wait_t *after = L->tail;
+    while (after && after->seq > seq)
+        after = after->prev;
+    w->prev = after;
+    w->next = after ? after->next : L->head;
+    if (w->next)
+        w->next->prev = w;
+    else
+        L->tail = w;
+    if (after)
+        after->next = w;
+    else
+        L->head = w;
+    w->queued = true;
+    L->waiting++;
+    gw_loop_schedule_flush(s);
+}
+
+void gw_loop_unwait(gw_server_t *s, gw_durable_wait_t *w)
+{
+    if (!w->queued)
+        return;
+    gw_loop_t *L = &s->loop;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        L->head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    else
+        L->tail = w->prev;
+    w->prev = w->next = NULL;
+    w->queued = false;
+    L->waiting--;
+}
+
+/* ---- group commit and tick ------------------------------------------------------------------ */
+
+/* Runs the store's flush. The durable event it fires (when durable_seq moved) releases the
+ * waiters and tells the sinks; without one they are told anyway, as after every flush: work may
+ * wait for a seq that was durable already (a crdt.v1 duplicate's ack waits for the last seq). */
+static void flush_now(gw_server_t *s)
+{
+    uint64_t events = s->loop.durable_events;
+    int rc = crdt_store_flush(s->store);
+    if (rc < 0 && !s->storage_error) {
+        s->storage_error = rc;
+        const char *err = crdt_store_last_error(s->store);
+        gw_log("storage failure: %s", err ? err : crdt_strerror(rc));
+        events = s->loop.durable_events - 1; /* tell again, now with storage_error set */
+    }
+    if (s->loop.durable_events == events)
+        on_store_durable(s, crdt_store_durable_seq(s->store));
+}
+
+void gw_loop_flush(gw_server_t *s)
+{
+    flush_now(s);
+}
+
+static void flush_cb(lws_sorted_usec_list_t *sul)
+{
+    gw_server_t *s = lws_container_of(sul, gw_server_t, loop.sul_flush);
+    s->loop.flush_scheduled = false;
+    flush_now(s);
+    /* Still waiting (a policy that syncs later, e.g. a slow background fsync): look again soon. */
+    if (s->loop.head && !s->loop.flush_scheduled) {
+        s->loop.flush_scheduled = true;
+        lws_sul_schedule(s->ctx, 0, &s->loop.sul_flush, flush_cb, 1000);
+    }
+}
+
+void gw_loop_schedule_flush(gw_server_t *s)
+{
+    if (s->loop.flush_scheduled || !s->ctx)
+        return;
+    s->loop.flush_scheduled = true;
+    lws_sul_schedule(s->ctx, 0, &s->loop.sul_flush, flush_cb, 0);
+}
+
+static void tick_cb(lws_sorted_usec_list_t *sul)
+{
+    gw_server_t *s = lws_container_of(sul, gw_server_t, loop.sul_tick);
+    crdt_store_tick(s->store, gw_mono_ms());
+    if (s->loading) {
+        crdt_store_stats_t st;
+        crdt_store_stats(s->store, &st);
+        if (st.keys_loading == 0) {
+            s->loading = false;
+            crdt_replica_t *r = crdt_store_embedded_replica(s->store);
+            const crdt_recovery_report_t *rep = r ? crdt_replica_recovery(r) : NULL;
+            if (rep)
+                gw_log("every recovered key joined %.3f s after the data directory was opened",
+                       rep->loaded_seconds);
+            else
+                gw_log("every recovered key joined");
+        }
+    }
+    if (crdt_store_last_seq(s->store) > crdt_store_durable_seq(s->store) || s->loop.head)
+        gw_loop_schedule_flush(s);
+    lws_sul_schedule(s->ctx, 0, &s->loop.sul_tick, tick_cb, (lws_usec_t)s->cfg.tick_ms * 1000);
+}
+
+/* ---- the context ---------------------------------------------------------------------------- */
+
+int gw_loop_add_sink(gw_server_t *s, const gw_loop_sink_t *sink)
+{
+    if (s->loop.nsinks == GW_LOOP_MAX_SINKS)
+        return -1;
+    s->loop.sinks[s->loop.nsinks++] = *sink;
+    return 0;
+}
+
+static void lws_log_emit(int level, const char *line)
+{
+    (void)level;
+    /* lws lines end with a newline already */
+    fprintf(stderr, "lws: %s", line);
+}
+
+static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.vhost_name = name;
+    info.port = a->port ? a->port : CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.iface = a->host;
+    info.protocols = s->protocols;
+    info.keepalive_timeout = 30;
+    info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (strchr(a->host, ':'))
+        info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (!a->port)
+        info.port = 0;
+    struct lws_vhost *vh = lws_create_vhost(s->ctx, &info);
+    if (!vh)
+        gw_log("cannot listen on %s:%d (address in use, or not a local address?)", a->host,
+               a->port);
+    return vh;
+}
+
+int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
+{
+    crdt_store_events_t ev = {on_store_change, on_store_durable, s};
+    crdt_store_set_events(s->store, &ev);
+    s->protocols = protocols;
+    lws_set_log_level(s->cfg.verbose ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : (LLL_ERR | LLL_WARN),
+                      lws_log_emit);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof(info));
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.user = s;
+    info.max_http_header_data = (unsigned short)s->cfg.max_header;
+    info.max_http_header_pool = 1024;
+    info.timeout_secs = 10;
+    info.pt_serv_buf_size = 64 * 1024;
+    s->ctx = lws_create_context(&info);
+    if (!s->ctx) {
+        gw_log("cannot create the libwebsockets context");
+        return -1;
+    }
+
+    s->vh_main = make_vhost(s, "crdtd", &s->cfg.listen);
+    if (!s->vh_main)
+        return -1;
+    s->main_port = lws_get_vhost_listen_port(s->vh_main);
+    if (s->cfg.roshi_enabled) {
+        s->vh_roshi = make_vhost(s, "roshi", &s->cfg.roshi);
+        if (!s->vh_roshi)
+            return -1;
+        s->roshi_port = lws_get_vhost_listen_port(s->vh_roshi);
+    }
+    lws_sul_schedule(s->ctx, 0, &s->loop.sul_tick, tick_cb, (lws_usec_t)s->cfg.tick_ms * 1000);
+    return 0;
+}
+
+int gw_loop_service(gw_server_t *s, int timeout_ms)
+{
+    return lws_service(s->ctx, timeout_ms) < 0 ? -1 : 0;
+}
+
+void gw_loop_run(gw_server_t *s)
+{
+    while (!s->stopping) {
+        if (gw_loop_service(s, 0) < 0)
+            break;
+    }
+    gw_loop_finish(s);
+}
+
+static void shutdown_sinks(gw_server_t *s)
+{
+    for (int i = s->loop.nsinks - 1; i >= 0; i--)
+        if (s->loop.sinks[i].shutdown)
+            s->loop.sinks[i].shutdown(s);
+}
+
+void gw_loop_finish(gw_server_t *s)
+{
+    if (!s->ctx) { /* gw_loop_start failed before the context existed */
+        shutdown_sinks(s);
+        return;
+    }
+    /* Draining: make what was written durable and answer the writers still waiting, for at
+     * most about a second; then close every connection. */
+    flush_now(s);
+    release_waiters(s);
+    uint64_t deadline = gw_now_us() + 1000000;
+    while (gw_now_us() < deadline) {
+        bool busy = s->loop.head != NULL;
+        if (gw_loop_service(s, 0) < 0)
+            break;
+        if (!busy)
+            break;
+    }
+    lws_sul_cancel(&s->loop.sul_tick);
+    lws_sul_cancel(&s->loop.sul_flush);
+    shutdown_sinks(s);
+    lws_context_destroy(s->ctx);
+    s->ctx = NULL;
+}

@@ -1,0 +1,89 @@
+/* loop.h - the event loop (loop.c): the lws context's lifetime, the group commit and the tick,
+ * the queue of work waiting for durability, and fan-out of the store's events
+ *
+ * Layer: above util.h, config.h and metrics.h, below server.h (which embeds gw_loop_t) and every
+ * unit that serves connections (http.c, sync.c, peer.c). The loop calls those units only through
+ * what they registered (sinks, durability waiters, the lws protocol list main.c hands it), so
+ * dependencies run one way.
+ *
+ * One lws context, one thread, one poll loop. Handlers write through the store; the first write
+ * of a loop turn schedules the group commit (gw_loop_schedule_flush), a lws_sul timer at 0 us, so
+ * every write of that turn shares one crdt_store_flush (and with --fsync always one fsync). The
+ * store's durable event then releases the waiters whose seq is durable (HTTP responses), and is
+ * passed on to the sinks (sessions' acks, peers' outbox); its change event is passed on to the
+ * sinks with the change's origin.
+ */
+#ifndef CRDT_GW_LOOP_H
+#define CRDT_GW_LOOP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <libwebsockets.h>
+
+#include "crdt_store.h"
+
+typedef struct gw_server gw_server_t;
+
+/* A unit's interest in the store's events and the loop's end (sessions, peers). Any member may be
+ * NULL. change: every change applied, in seq order, with its origin (CRDT_ORIGIN_LOCAL or the
+ * peer's node id). durable: durable_seq advanced or a storage failure appeared. shutdown: the loop
+ * ends; free what the unit holds, the lws context is destroyed after this. */
+typedef struct gw_loop_sink {
+    void (*change)(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
+                   const crdt_obj_t *delta, uint64_t origin);
+    void (*durable)(gw_server_t *s);
+    void (*shutdown)(gw_server_t *s);
+} gw_loop_sink_t;
+
+#define GW_LOOP_MAX_SINKS 4
+
+/* Work waiting for its write (seq) to be durable; embedded in the waiter's own state. */
+typedef struct gw_durable_wait gw_durable_wait_t;
+/* rc 0: seq is durable; negative: a storage failure, seq will not become durable. The waiter is
+ * off the queue when this runs. */
+typedef void (*gw_durable_cb)(gw_server_t *s, gw_durable_wait_t *w, int rc);
+struct gw_durable_wait {
+    uint64_t seq;
+    gw_durable_cb cb;
+    gw_durable_wait_t *prev, *next;
+    bool queued;
+};
+
+typedef struct gw_loop {
+    lws_sorted_usec_list_t sul_flush, sul_tick;
+    bool flush_scheduled;
+    gw_durable_wait_t *head, *tail; /* in seq order */
+    size_t waiting;
+    gw_loop_sink_t sinks[GW_LOOP_MAX_SINKS];
+    int nsinks;
+    uint64_t durable_events; /* durable events seen (a flush that fired none tells the sinks) */
+} gw_loop_t;
+
+/* Registers a sink (copied); before gw_loop_start. 0, or -1 when GW_LOOP_MAX_SINKS are taken. */
+int gw_loop_add_sink(gw_server_t *s, const gw_loop_sink_t *sink);
+/* Takes the store's events, creates the lws context with protocols (kept; protocols[0] serves
+ * HTTP) and the listeners of s->cfg, starts the tick. 0 or -1 (logged). */
+int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols);
+/* One turn of the loop: waits up to timeout_ms for events and handles them. 0, or -1 when lws
+ * failed. */
+int gw_loop_service(gw_server_t *s, int timeout_ms);
+/* Runs turns until s->stopping, then gw_loop_finish. */
+void gw_loop_run(gw_server_t *s);
+/* Drains: makes what was written durable, answers the waiters, serves for at most about a second
+ * while some still wait, runs the sinks' shutdown and destroys the context. */
+void gw_loop_finish(gw_server_t *s);
+/* Runs the group commit now (the store's durable event then releases the waiters). */
+void gw_loop_flush(gw_server_t *s);
+/* To be called after a write (seq advanced): schedules the group commit of this turn. */
+void gw_loop_schedule_flush(gw_server_t *s);
+/* Queues w to be called once seq is durable (or storage failed); schedules the flush. w must
+ * stay valid until its callback ran or gw_loop_unwait(w). */
+void gw_loop_wait_durable(gw_server_t *s, gw_durable_wait_t *w, uint64_t seq, gw_durable_cb cb);
+/* Takes w off the queue (no callback); nothing if it is not queued. */
+void gw_loop_unwait(gw_server_t *s, gw_durable_wait_t *w);
+/* True once a flush failed or the store reports an error: writes cannot be promised durable. */
+bool gw_loop_storage_failed(const gw_server_t *s);
+
+#endif /* CRDT_GW_LOOP_H */

@@ -1,0 +1,524 @@
+/* op.c - the one op path: REST-shaped op objects -> crdt_mut_t -> the store */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt_json.h"
+#include "op.h"
+#include "util.h"
+
+/*
+ * An op object ({"type":..,"op":..,...}, docs/http-api.md) arrives from POST /v1/keys/{key} and
+ * from crdt.v1's apply. It is validated and parsed into crdt_mut_t values that own nothing; the
+ * decoded member bytes they point at live in the op's run (op_run_t) until its writes completed.
+ * The parse needs the key's type when the op does not name one, so a store get comes first; the
+ * op is copied then (it is borrowed for the gw_apply_op call only). The writes then run one after
+ * the other through gw_run_writes, each issued from the completion of the one before, so a store
+ * that completes later sees the same sequence as the embedded one.
+ */
+
+typedef struct op_item {
+    uint8_t *m; /* member or value, owned */
+    size_t mlen;
+    double score;
+} op_item_t;
+
+static void free_items(op_item_t *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(items[i].m);
+    free(items);
+}
+
+/* Records a failure in *r: the HTTP status REST answers with, the crdt.v1 error code, the text. */
+static int op_fail(gw_op_result_t *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int op_fail(gw_op_result_t *r, int status, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
+    va_end(ap);
+    r->rc = -1;
+    r->status = status;
+    r->code = code;
+    return -1;
+}
+
+static int op_store_error(gw_op_result_t *r, int rc, const char *what)
+{
+    switch (rc) {
+    case CRDT_ETYPE: return op_fail(r, 409, "wrong_type", "%s: the key holds another type", what);
+    case CRDT_EINVAL: return op_fail(r, 400, "bad_request", "%s: invalid argument", what);
+    case CRDT_EOVERFLOW:
+        return op_fail(r, 400, "bad_request", "%s: counter would overflow int64", what);
+    case CRDT_ENOMEM: return op_fail(r, 500, "internal", "%s: out of memory", what);
+    case CRDT_EIO:
+        return op_fail(r, 503, "storage", "%s: storage failure, writes are refused until restart",
+                       what);
+    default: return op_fail(r, 500, "internal", "%s: %s", what, crdt_strerror(rc));
+    }
+}
+
+int gw_b64_field(const json_t *v, const char *what, size_t max, gw_op_result_t *r, uint8_t **out,
+                 size_t *outlen)
+{
+    if (!json_is_string(v))
+        return op_fail(r, 400, "bad_request", "%s: expected a base64 string, got %s", what,
+                       !v                  ? "nothing"
+                       : json_is_number(v) ? "a number"
+                       : json_is_null(v)   ? "null"
+                       : json_is_array(v)  ? "an array"
+                       : json_is_object(v) ? "an object"
+                                           : "a boolean");
+    size_t slen = json_string_length(v);
+    if (slen / 4 * 3 > max + 3)
+        return op_fail(r, 400, "bad_request", "%s: longer than the limit of %zu bytes", what, max);
+    int rc = crdt_base64_decode(json_string_value(v), slen, out, outlen);
+    if (rc == CRDT_ENOMEM)
+        return op_fail(r, 500, "internal", "out of memory");
+    if (rc < 0)
+        return op_fail(r, 400, "bad_request",
+                       "%s: invalid base64 (standard alphabet, with padding)", what);
+    if (*outlen > max) {
+        free(*out);
+        *out = NULL;
+        return op_fail(r, 400, "bad_request", "%s: %zu bytes, longer than the limit of %zu bytes",
+                       what, *outlen, max);
+    }
+    return 0;
+}
+
+/* Reads a finite JSON number (JSON has no NaN or infinity; jansson refuses overflowing reals). */
+static int score_field(const json_t *v, const char *what, gw_op_result_t *r, double *out)
+{
+    if (!json_is_number(v))
+        return op_fail(r, 400, "bad_request", "%s: expected a number", what);
+    double d = json_number_value(v);
+    if (!isfinite(d))
+        return op_fail(r, 400, "bad_request", "%s: must be finite", what);
+    *out = d;
+    return 0;
+}
+
+/* Collects the members of an op: "member" (one) or "members" (array); timeline entries carry a
+ * "score" each ("entries": [{"member","score"}] or "member" + "score"). */
+static int collect_items(gw_server_t *s, const json_t *body, bool scored, gw_op_result_t *r,
+                         op_item_t **out, size_t *nout)
+{
+    const json_t *one = json_object_get(body, "member");
+    const json_t *many = json_object_get(body, scored ? "entries" : "members");
+    const char *mname = scored ? "entries" : "members";
+    if ((one != NULL) == (many != NULL))
+        return op_fail(r, 400, "bad_request", "give exactly one of \"member\" and \"%s\"", mname);
+    if (many && !json_is_array(many))
+        return op_fail(r, 400, "bad_request", "\"%s\": expected an array", mname);
+    size_t n = many ? json_array_size(many) : 1;
+    if (n == 0)
+        return op_fail(r, 400, "bad_request", "\"%s\": empty array", mname);
+    op_item_t *items = calloc(n, sizeof(*items));
+    if (!items)
+        return op_fail(r, 500, "internal", "out of memory");
+    char what[64];
+    for (size_t i = 0; i < n; i++) {
+        const json_t *m = one, *sc = json_object_get(body, "score");
+        if (many) {
+            const json_t *el = json_array_get(many, i);
+            if (scored) {
+                if (!json_is_object(el)) {
+                    op_fail(r, 400, "bad_request", "entries[%zu]: expected an object", i);
+                    goto fail;
+                }
+                m = json_object_get(el, "member");
+                sc = json_object_get(el, "score");
+            } else {
+                m = el;
+            }
+        }
+        if (many)
+            snprintf(what, sizeof(what), scored ? "entries[%zu].member" : "members[%zu]", i);
+        else
+            snprintf(what, sizeof(what), "member");
+        if (gw_b64_field(m, what, s->cfg.max_member, r, &items[i].m, &items[i].mlen))
+            goto fail;
+        if (scored) {
+            if (many)
+                snprintf(what, sizeof(what), "entries[%zu].score", i);
+            else
+                snprintf(what, sizeof(what), "score");
+            if (score_field(sc, what, r, &items[i].score))
+                goto fail;
+        }
+    }
+    *out = items;
+    *nout = n;
+    return 0;
+fail:
+    free_items(items, n);
+    return -1;
+}
+
+static int int_field(const json_t *body, const char *name, int64_t dflt, gw_op_result_t *r,
+                     int64_t *out)
+{
+    const json_t *v = json_object_get(body, name);
+    if (!v) {
+        *out = dflt;
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return op_fail(r, 400, "bad_request", "\"%s\": expected an integer", name);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+bool gw_key_reserved(const void *key, size_t klen)
+{
+    return klen >= GW_RESERVED_PREFIX_LEN &&
+           memcmp(key, GW_RESERVED_PREFIX, GW_RESERVED_PREFIX_LEN) == 0;
+}
+
+/* ---- a run of writes ------------------------------------------------------------------------ */
+
+typedef struct writes_run {
+    gw_server_t *s;
+    const gw_write_t *w;
+    size_t n, next;
+    size_t applied;
+    uint64_t seq, t0;
+    int rc;
+    bool issuing, pending;
+    gw_writes_done_cb done;
+    void *ud;
+} writes_run_t;
+
+static void writes_issue(writes_run_t *wr);
+
+static void writes_finish(writes_run_t *wr)
+{
+    gw_server_t *s = wr->s;
+    gw_metrics_apply(&s->metrics, (double)(gw_now_us() - wr->t0) / 1e6);
+    gw_writes_done_cb done = wr->done;
+    void *ud = wr->ud;
+    int rc = wr->rc;
+    size_t applied = wr->applied;
+    uint64_t seq = wr->seq;
+    free(wr);
+    done(s, rc, applied, seq, ud);
+}
+
+static void write_cb(void *ud, int rc, uint64_t seq)
+{
+    writes_run_t *wr = ud;
+    wr->pending = false;
+    if (rc < 0) {
+        wr->rc = rc;
+    } else if (rc > 0) {
+        wr->applied++;
+        wr->seq = seq;
+    }
+    if (wr->issuing)
+        return; /* completed inside the store call: writes_issue goes on */
+    if (wr->rc < 0 || wr->next == wr->n)
+        writes_finish(wr);
+    else
+        writes_issue(wr);
+}
+
+/* Issues writes while they complete at once; returns when one is left in flight (its completion
+ * continues) or all are done. A loop rather than recursion: a batch may hold thousands of ops. */
+static void writes_issue(writes_run_t *wr)
+{
+    crdt_store_t *st = wr->s->store;
+    while (wr->next < wr->n && wr->rc == 0) {
+        const gw_write_t *w = &wr->w[wr->next++];
+        wr->pending = true;
+        wr->issuing = true;
+        if (w->m.kind == CRDT_MUT_MERGE)
+            crdt_store_apply(st, w->key, w->klen, w->m.state, CRDT_ORIGIN_LOCAL, write_cb, wr);
+        else
+            crdt_store_write(st, w->key, w->klen, &w->m, write_cb, wr);
+        wr->issuing = false;
+        if (wr->pending)
+            return;
+    }
+    writes_finish(wr);
+}
+
+void gw_run_writes(gw_server_t *s, const gw_write_t *w, size_t n, gw_writes_done_cb done, void *ud)
+{
+    writes_run_t *wr = calloc(1, sizeof(*wr));
+    if (!wr) {
+        done(s, CRDT_ENOMEM, 0, 0, ud);
+        return;
+    }
+    *wr = (writes_run_t){.s = s, .w = w, .n = n, .t0 = gw_now_us(), .done = done, .ud = ud};
+    writes_issue(wr);
+}
+
+/* ---- an op ---------------------------------------------------------------------------------- */
+
+typedef struct op_run {
+    gw_server_t *s;
+    uint8_t *key;
+    size_t klen;
+    char op[16]; /* the op's name (valid names are short; a longer one is refused anyway) */
+    bool type_given;
+    crdt_type_t type;
+    json_t *copy; /* the op, kept for the parse while the key's type is fetched */
+    op_item_t *items;
+    size_t nitems;
+    gw_write_t *writes;
+    size_t nwrites;
+    crdt_obj_t *state; /* merge */
+    gw_op_result_t r;
+    bool parse_failed; /* r holds the parse error, reported unless the key's type conflicts */
+    gw_op_done_cb done;
+    void *ud;
+} op_run_t;
+
+static void op_finish(op_run_t *o)
+{
+    gw_server_t *s = o->s;
+    gw_op_done_cb done = o->done;
+    void *ud = o->ud;
+    gw_op_result_t r = o->r;
+    free_items(o->items, o->nitems);
+    free(o->writes);
+    crdt_obj_free(o->state);
+    json_decref(o->copy);
+    free(o->key);
+    free(o);
+    done(s, &r, ud);
+}
+
+/* {"op":"merge","state":{"type":..,"state":..}} or {"op":"merge","binary":"<base64>"}. */
+static int parse_merge(op_run_t *o, const json_t *body)
+{
+    gw_op_result_t *r = &o->r;
+    const json_t *st = json_object_get(body, "state");
+    const json_t *bin = json_object_get(body, "binary");
+    crdt_error_t err = {0};
+    crdt_obj_t *obj = NULL;
+    if (st && !bin) {
+        obj = crdt_obj_from_json(st, &err);
+    } else if (bin && !st) {
+        uint8_t *raw;
+        size_t rlen;
+        if (gw_b64_field(bin, "binary", o->s->cfg.max_body, r, &raw, &rlen))
+            return -1;
+        obj = crdt_obj_decode(raw, rlen, &err);
+        free(raw);
+    } else {
+        return op_fail(r, 400, "bad_request",
+                       "merge needs exactly one of \"state\" and \"binary\"");
+    }
+    if (!obj) {
+        if (err.code == CRDT_ENOMEM)
+            return op_fail(r, 500, "internal", "out of memory");
+        return op_fail(r, 400, "bad_request", "invalid %s state at %zu: %s", st ? "JSON" : "binary",
+                       err.offset, err.text[0] ? err.text : "decode error");
+    }
+    const json_t *type = json_object_get(body, "type");
+    if (type && (!json_is_string(type) ||
+                 strcmp(json_string_value(type), crdt_type_name(crdt_obj_type(obj))) != 0)) {
+        crdt_obj_free(obj);
+        return op_fail(r, 400, "bad_request", "\"type\" does not match the state's type");
+    }
+    o->state = obj;
+    o->nwrites = 1;
+    o->writes = calloc(1, sizeof(*o->writes));
+    if (!o->writes)
+        return op_fail(r, 500, "internal", "out of memory");
+    o->writes[0] = (gw_write_t){
+        o->key, o->klen, {.type = crdt_obj_type(obj), .kind = CRDT_MUT_MERGE, .state = obj}};
+    return 0;
+}
+
+/* Parses the op of a key of type o->type into o->writes (and the bytes into o->items). */
+static int parse_op(op_run_t *o, const json_t *body)
+{
+    gw_server_t *s = o->s;
+    gw_op_result_t *r = &o->r;
+    crdt_type_t type = o->type;
+    const char *op = o->op;
+    bool is_add = !strcmp(op, "add"), is_remove = !strcmp(op, "remove");
+    crdt_mut_t m = {.type = type};
+    switch (type) {
+    case CRDT_GCOUNTER:
+    case CRDT_PNCOUNTER: {
+        bool incr = !strcmp(op, "incr"), decr = !strcmp(op, "decr");
+        if (!incr && !decr)
+            return op_fail(r, 400, "unknown_op", "%s ops: incr, decr", crdt_type_name(type));
+        int64_t by = 0;
+        if (int_field(body, "by", 1, r, &by))
+            return -1;
+        if (type == CRDT_GCOUNTER) {
+            if (decr || by < 0)
+                return op_fail(r, 400, decr ? "unknown_op" : "bad_request",
+                               "a gcounter only grows: incr by a non-negative \"by\"");
+        } else {
+            if (decr && by == INT64_MIN)
+                return op_fail(r, 400, "bad_request", "\"by\": out of range");
+            by = decr ? -by : by;
+        }
+        m.kind = CRDT_MUT_INCR;
+        m.n = by;
+        o->items = calloc(1, sizeof(*o->items));
+        o->nitems = o->items ? 1 : 0;
+        break;
+    }
+    case CRDT_LWWREG:
+        if (strcmp(op, "set") != 0)
+            return op_fail(r, 400, "unknown_op", "lwwreg ops: set");
+        o->items = calloc(1, sizeof(*o->items));
+        if (!o->items)
+            break;
+        o->nitems = 1;
+        if (gw_b64_field(json_object_get(body, "value"), "value", s->cfg.max_member, r,
+                         &o->items[0].m, &o->items[0].mlen))
+            return -1;
+        m.kind = CRDT_MUT_SET;
+        break;
+    case CRDT_LWWSET:
+    case CRDT_ORSET:
+    case CRDT_TIMELINE:
+        if (!is_add && !is_remove)
+            return op_fail(r, 400, "unknown_op", "%s ops: add, remove", crdt_type_name(type));
+        if (collect_items(s, body, type == CRDT_TIMELINE, r, &o->items, &o->nitems))
+            return -1;
+        m.kind = is_add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE;
+        break;
+    }
+    if (!o->items)
+        return op_fail(r, 500, "internal", "out of memory");
+    o->writes = calloc(o->nitems, sizeof(*o->writes));
+    if (!o->writes)
+        return op_fail(r, 500, "internal", "out of memory");
+    /* LWW writes carry no timestamp (ts.ms 0): the store stamps each with its clock */
+    for (size_t i = 0; i < o->nitems; i++) {
+        o->writes[i] = (gw_write_t){o->key, o->klen, m};
+        o->writes[i].m.bytes = o->items[i].m;
+        o->writes[i].m.len = o->items[i].mlen;
+        o->writes[i].m.score = o->items[i].score;
+    }
+    o->nwrites = o->nitems;
+    return 0;
+}
+
+static void op_written(gw_server_t *s, int rc, size_t applied, uint64_t seq, void *ud)
+{
+    (void)s;
+    op_run_t *o = ud;
+    o->r.ops = o->nwrites;
+    o->r.applied = applied;
+    o->r.seq = seq;
+    /* only a storage failure or memory can stop a validated batch midway (or, for a merge, a key
+     * of another type): r.applied and r.seq say what was done before */
+    if (rc < 0)
+        op_store_error(&o->r, rc, o->op);
+    op_finish(o);
+}
+
+static void op_got_type(void *ud, int rc, const crdt_obj_t *cur)
+{
+    op_run_t *o = ud;
+    if (rc < 0) {
+        op_store_error(&o->r, rc, o->op);
+        op_finish(o);
+        return;
+    }
+    if (o->type_given) {
+        /* the key's type conflicts: that is the answer, whatever else is wrong with the op */
+        if (cur && crdt_obj_type(cur) != o->type) {
+            op_fail(&o->r, 409, "wrong_type", "the key holds type %s, not %s",
+                    crdt_type_name(crdt_obj_type(cur)), crdt_type_name(o->type));
+            op_finish(o);
+            return;
+        }
+        if (o->parse_failed) {
+            op_finish(o);
+            return;
+        }
+    } else {
+        if (!cur) {
+            op_fail(&o->r, 400, "bad_request", "\"type\" is needed to create a key");
+            op_finish(o);
+            return;
+        }
+        o->type = crdt_obj_type(cur);
+        if (parse_op(o, o->copy) < 0) {
+            op_finish(o);
+            return;
+        }
+    }
+    gw_run_writes(o->s, o->writes, o->nwrites, op_written, o);
+}
+
+void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
+                 gw_op_done_cb done, void *ud)
+{
+    op_run_t *o = calloc(1, sizeof(*o));
+    uint8_t *kcopy = malloc(klen ? klen : 1);
+    if (!o || !kcopy) {
+        free(o);
+        free(kcopy);
+        gw_op_result_t r = {.rc = -1, .status = 500, .code = "internal"};
+        snprintf(r.message, sizeof(r.message), "out of memory");
+        done(s, &r, ud);
+        return;
+    }
+    memcpy(kcopy, key, klen);
+    *o = (op_run_t){.s = s, .key = kcopy, .klen = klen, .done = done, .ud = ud};
+    o->r.status = 200;
+    gw_op_result_t *r = &o->r;
+    if (gw_key_reserved(key, klen)) {
+        op_fail(r, 400, "bad_request",
+                "keys starting with the bytes 0x00 'c' '/' are reserved for crdtd");
+        op_finish(o);
+        return;
+    }
+    if (!json_is_object(body)) {
+        op_fail(r, 400, "bad_request", "expected a JSON object {\"type\":..,\"op\":..}");
+        op_finish(o);
+        return;
+    }
+    const json_t *opv = json_object_get(body, "op");
+    if (!json_is_string(opv)) {
+        op_fail(r, 400, "bad_request", "\"op\": expected a string");
+        op_finish(o);
+        return;
+    }
+    snprintf(o->op, sizeof(o->op), "%s", json_string_value(opv));
+    if (strlen(json_string_value(opv)) >= sizeof(o->op))
+        snprintf(o->op, sizeof(o->op), "?"); /* no such op: refused by the parse */
+    if (!strcmp(o->op, "merge")) {
+        if (parse_merge(o, body) < 0) {
+            op_finish(o);
+            return;
+        }
+        gw_run_writes(s, o->writes, o->nwrites, op_written, o);
+        return;
+    }
+
+    /* The type: given, or the existing key's (which the store has to tell first). */
+    const json_t *tv = json_object_get(body, "type");
+    if (tv) {
+        if (!json_is_string(tv) || crdt_type_from_name(json_string_value(tv), &o->type) < 0) {
+            op_fail(r, 400, "unknown_type",
+                    "\"type\": expected one of gcounter, pncounter, lwwreg, lwwset, orset, "
+                    "timeline");
+            op_finish(o);
+            return;
+        }
+        o->type_given = true;
+        o->parse_failed = parse_op(o, body) < 0;
+    } else if (!(o->copy = json_deep_copy(body))) {
+        op_fail(r, 500, "internal", "out of memory");
+        op_finish(o);
+        return;
+    }
+    crdt_store_get(s->store, o->key, o->klen, op_got_type, o);
+}
