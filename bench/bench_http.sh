@@ -17,6 +17,7 @@ THREADS=${THREADS:-1}
 export KEYS=${KEYS:-1000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SCRIPT=$HERE/bench_http.lua
+. "$HERE/bench_lib.sh"
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)"; exit 1; }
 [ -x "$BIN" ] || { echo "no crdtd at $BIN"; exit 1; }
 TMP=$(mktemp -d)
@@ -27,13 +28,8 @@ trap cleanup EXIT INT TERM
 # one_run MODE_FLAGS LABEL -> appends "LABEL insert|select rps p50 p99" lines to $TMP/results
 one_run() {
     rm -rf "$TMP/data"
-    "$BIN" --listen 127.0.0.1:0 --data-dir "$TMP/data" $1 >"$TMP/out" 2>"$TMP/err" &
-    PID=$!
-    i=0
-    while ! grep -q "listening on" "$TMP/out" 2>/dev/null; do
-        i=$((i + 1)); [ $i -gt 100 ] && { cat "$TMP/err"; exit 1; }; sleep 0.05
-    done
-    port=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\)$/\1/p' "$TMP/out" | head -1)
+    crdtd_up "$BIN" "$TMP/crdtd" --data-dir "$TMP/data" $1
+    port=$PORT
     for mode in insert select; do
         MODE=$mode wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s "$SCRIPT" \
             "http://127.0.0.1:$port" >"$TMP/wrk" 2>&1
@@ -53,7 +49,6 @@ while [ $n -lt "$RUNS" ]; do
 done
 
 # medians per (label, mode) of rps, p50, p99
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 field() { grep "^$1 mode=$2 " "$TMP/results" | sed -n "s/.* $3=\([0-9.]*\).*/\1/p" | median; }
 echo
 echo "medians of $RUNS runs, $CONNS connections, $THREADS wrk thread(s), ${DURATION}s each, $KEYS keys:"

@@ -11,6 +11,7 @@ BASE=$1
 NEW=$2
 ROUNDS=${ROUNDS:-3}
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/bench_lib.sh"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT INT TERM
 r=0
@@ -22,7 +23,6 @@ while [ $r -lt "$ROUNDS" ]; do
     done
     r=$((r + 1))
 done
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 field() { grep "^$1 $2 RESULT mode=$3 " "$TMP/all" | sed -n "s/.* $4=\([0-9.]*\).*/\1/p" | median; }
 echo
 echo "medians of $ROUNDS alternating rounds:"

@@ -49,7 +49,8 @@ static bool reserve(gw_jw_t *w, size_t n)
     return true;
 }
 
-void gw_jw_raw(gw_jw_t *w, const char *s, size_t n)
+/* Inlined into the writers below: a page writes a few literals per entry. */
+static inline void raw(gw_jw_t *w, const char *s, size_t n)
 {
     if (!reserve(w, n))
         return;
@@ -58,9 +59,14 @@ void gw_jw_raw(gw_jw_t *w, const char *s, size_t n)
     w->p[w->len] = '\0';
 }
 
+void gw_jw_raw(gw_jw_t *w, const char *s, size_t n)
+{
+    raw(w, s, n);
+}
+
 void gw_jw_lit(gw_jw_t *w, const char *s)
 {
-    gw_jw_raw(w, s, strlen(s));
+    raw(w, s, strlen(s));
 }
 
 void gw_jw_b64(gw_jw_t *w, const void *data, size_t n)
@@ -96,7 +102,7 @@ void gw_jw_double(gw_jw_t *w, double d)
     }
     if (!strpbrk(buf, ".eEn")) /* "5" -> "5.0": a real, as jansson writes it */
         n += snprintf(buf + n, sizeof(buf) - (size_t)n, ".0");
-    gw_jw_raw(w, buf, (size_t)n);
+    raw(w, buf, (size_t)n);
 }
 
 void gw_jw_double_go(gw_jw_t *w, double d)
@@ -125,12 +131,12 @@ void gw_jw_double_go(gw_jw_t *w, double d)
             buf[--n] = '\0';
         }
     }
-    gw_jw_raw(w, buf, (size_t)n);
+    raw(w, buf, (size_t)n);
 }
 
 void gw_jw_u64(gw_jw_t *w, uint64_t v)
 {
     char buf[24];
     int n = snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    gw_jw_raw(w, buf, (size_t)n);
+    raw(w, buf, (size_t)n);
 }

@@ -249,7 +249,7 @@ static void writes_issue(writes_run_t *wr)
 
 void gw_run_writes(gw_server_t *s, const gw_write_t *w, size_t n, gw_writes_done_cb done, void *ud)
 {
-    writes_run_t *wr = calloc(1, sizeof(*wr));
+    writes_run_t *wr = malloc(sizeof(*wr));
     if (!wr) {
         done(s, CRDT_ENOMEM, 0, 0, ud);
         return;
@@ -277,6 +277,10 @@ typedef struct op_run {
     bool parse_failed; /* r holds the parse error, reported unless the key's type conflicts */
     gw_op_done_cb done;
     void *ud;
+    /* an op of one item (most are) needs no allocation for it: */
+    op_item_t one_item;
+    gw_write_t one_write;
+    uint8_t keybuf[]; /* the key's copy */
 } op_run_t;
 
 static void op_finish(op_run_t *o)
@@ -285,11 +289,14 @@ static void op_finish(op_run_t *o)
     gw_op_done_cb done = o->done;
     void *ud = o->ud;
     gw_op_result_t r = o->r;
-    free_items(o->items, o->nitems);
-    free(o->writes);
+    if (o->items == &o->one_item)
+        free(o->one_item.m);
+    else
+        free_items(o->items, o->nitems);
+    if (o->writes != &o->one_write)
+        free(o->writes);
     crdt_obj_free(o->state);
     json_decref(o->copy);
-    free(o->key);
     free(o);
     done(s, &r, ud);
 }
@@ -329,9 +336,7 @@ static int parse_merge(op_run_t *o, const json_t *body)
     }
     o->state = obj;
     o->nwrites = 1;
-    o->writes = calloc(1, sizeof(*o->writes));
-    if (!o->writes)
-        return op_fail(r, 500, "internal", "out of memory");
+    o->writes = &o->one_write;
     o->writes[0] = (gw_write_t){
         o->key, o->klen, {.type = crdt_obj_type(obj), .kind = CRDT_MUT_MERGE, .state = obj}};
     return 0;
@@ -366,16 +371,14 @@ static int parse_op(op_run_t *o, const json_t *body)
         }
         m.kind = CRDT_MUT_INCR;
         m.n = by;
-        o->items = calloc(1, sizeof(*o->items));
-        o->nitems = o->items ? 1 : 0;
+        o->items = &o->one_item;
+        o->nitems = 1;
         break;
     }
     case CRDT_LWWREG:
         if (strcmp(op, "set") != 0)
             return op_fail(r, 400, "unknown_op", "lwwreg ops: set");
-        o->items = calloc(1, sizeof(*o->items));
-        if (!o->items)
-            break;
+        o->items = &o->one_item;
         o->nitems = 1;
         if (gw_b64_field(json_object_get(body, "value"), "value", s->cfg.max_member, r,
                          &o->items[0].m, &o->items[0].mlen))
@@ -394,7 +397,7 @@ static int parse_op(op_run_t *o, const json_t *body)
     }
     if (!o->items)
         return op_fail(r, 500, "internal", "out of memory");
-    o->writes = calloc(o->nitems, sizeof(*o->writes));
+    o->writes = o->nitems == 1 ? &o->one_write : malloc(o->nitems * sizeof(*o->writes));
     if (!o->writes)
         return op_fail(r, 500, "internal", "out of memory");
     /* LWW writes carry no timestamp (ts.ms 0): the store stamps each with its clock */
@@ -460,18 +463,15 @@ static void op_got_type(void *ud, int rc, const crdt_obj_t *cur)
 void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *body,
                  gw_op_done_cb done, void *ud)
 {
-    op_run_t *o = calloc(1, sizeof(*o));
-    uint8_t *kcopy = malloc(klen ? klen : 1);
-    if (!o || !kcopy) {
-        free(o);
-        free(kcopy);
+    op_run_t *o = malloc(sizeof(*o) + klen);
+    if (!o) {
         gw_op_result_t r = {.rc = -1, .status = 500, .code = "internal"};
         snprintf(r.message, sizeof(r.message), "out of memory");
         done(s, &r, ud);
         return;
     }
-    memcpy(kcopy, key, klen);
-    *o = (op_run_t){.s = s, .key = kcopy, .klen = klen, .done = done, .ud = ud};
+    *o = (op_run_t){.s = s, .key = o->keybuf, .klen = klen, .done = done, .ud = ud};
+    memcpy(o->keybuf, key, klen);
     o->r.status = 200;
     gw_op_result_t *r = &o->r;
     if (gw_key_reserved(key, klen)) {
@@ -491,9 +491,12 @@ void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *
         op_finish(o);
         return;
     }
-    snprintf(o->op, sizeof(o->op), "%s", json_string_value(opv));
-    if (strlen(json_string_value(opv)) >= sizeof(o->op))
-        snprintf(o->op, sizeof(o->op), "?"); /* no such op: refused by the parse */
+    /* up to a NUL, as the op name always read (strcmp) */
+    size_t oplen = strnlen(json_string_value(opv), sizeof(o->op));
+    if (oplen < sizeof(o->op))
+        memcpy(o->op, json_string_value(opv), oplen + 1);
+    else
+        memcpy(o->op, "?", 2); /* no such op: refused by the parse */
     if (!strcmp(o->op, "merge")) {
         if (parse_merge(o, body) < 0) {
             op_finish(o);

@@ -304,7 +304,7 @@ static void get_key_got(void *ud, int rc, const crdt_obj_t *o)
 /* Takes key (freed in the completion). */
 static void get_key(gw_server_t *s, gw_exchange_t *x, uint8_t *key, size_t klen)
 {
-    key_ctx_t *c = calloc(1, sizeof(*c));
+    key_ctx_t *c = malloc(sizeof(*c)); /* filled below */
     if (!c) {
         free(key);
         gw_respond_error(&x->rs, 500, "out of memory");
@@ -444,7 +444,7 @@ static void get_timeline(gw_server_t *s, gw_exchange_t *x, uint8_t *key, size_t 
 {
     const gw_request_t *rq = &x->rq;
     gw_response_t *rs = &x->rs;
-    tl_ctx_t *c = calloc(1, sizeof(*c));
+    tl_ctx_t *c = malloc(sizeof(*c)); /* filled below */
     if (!c) {
         gw_respond_error(rs, 500, "out of memory");
         goto fail;
