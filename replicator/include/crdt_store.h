@@ -303,6 +303,18 @@ crdt_store_t *crdt_store_embedded_wrap(crdt_replica_t *r);
  * digest, tests). */
 crdt_replica_t *crdt_store_embedded_replica(crdt_store_t *st);
 
+/* ---- the deferred store (tests) ---------------------------------------------------------------- */
+
+/* A store over inner (which it owns and closes) whose asynchronous calls complete later: each is
+ * recorded and run on inner by crdt_store_deferred_run, as a store over the network would complete
+ * it, after the call returned. For testing callers against late completions. NULL: no memory. */
+crdt_store_t *crdt_store_deferred_wrap(crdt_store_t *inner);
+/* Runs the calls recorded so far (those their completions make wait for the next run); returns
+ * how many ran. */
+size_t crdt_store_deferred_run(crdt_store_t *st);
+/* Calls recorded and not run yet. */
+size_t crdt_store_deferred_pending(const crdt_store_t *st);
+
 #ifdef __cplusplus
 }
 #endif

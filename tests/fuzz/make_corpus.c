@@ -111,6 +111,55 @@ int main(int argc, char **argv)
         }
         return 0;
     }
+    if (!strcmp(kind, "fuzz_crdt_v1")) {
+        /* selector byte (bit 0: a server message, bit 1: with limits), then the message */
+        static const char *const msgs[] = {
+            "\x00{\"type\":\"hello\",\"client\":\"phone-7f3a\",\"cursor\":1041,\"token\":\"ab.cd\"}",
+            "\x00{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"dXNlcjo0Mg==\"],"
+            "\"prefixes\":[\"ZmVlZDo=\",\"\"],\"since\":1041}",
+            "\x02{\"type\":\"unsubscribe\",\"id\":2,\"keys\":[\"dXNlcjo0Mg==\"],\"prefixes\":[]}",
+            "\x00{\"type\":\"apply\",\"id\":41,\"key\":\"ZmVlZDoxMg==\",\"op\":{\"type\":"
+            "\"timeline\",\"op\":\"add\",\"member\":\"cG9zdDoz\",\"score\":1700000400}}",
+            "\x00{\"type\":\"apply\",\"id\":43,\"key\":\"dGFncw==\",\"delta\":{\"type\":"
+            "\"gcounter\",\"state\":{}}}",
+            "\x00{\"type\":\"ping\"}",
+            "\x01{\"type\":\"welcome\",\"node\":1,\"seq\":1187,\"session\":\"9f2c4be01d7a3356\","
+            "\"subject\":\"alice\",\"expires\":1700003600,\"limits\":{\"max_message\":1048576,"
+            "\"max_subscriptions\":1024,\"send_queue\":8388608,\"idle_timeout\":60,"
+            "\"max_errors\":32}}",
+            "\x01{\"type\":\"subscribed\",\"id\":1,\"cursor\":1187}",
+            "\x01{\"type\":\"unsubscribed\",\"id\":2}",
+            "\x01{\"type\":\"ack\",\"id\":41,\"seq\":1190,\"applied\":false,\"duplicate\":true}",
+            "\x01{\"type\":\"pong\"}",
+            "\x01{\"type\":\"error\",\"id\":41,\"code\":\"wrong_type\",\"message\":\"the key "
+            "holds type pncounter, not orset\"}",
+            "\x01{\"type\":\"error\",\"code\":\"something_new\"}",
+        };
+        for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++)
+            write_file(dir, n++, msgs[i], strlen(msgs[i] + 1) + 1);
+        /* change messages with a state of every type */
+        for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+            crdt_obj_t *o = sample(t, 1);
+            json_t *j = o ? crdt_obj_to_json(o) : NULL;
+            char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            if (text) {
+                size_t cap = strlen(text) + 128;
+                char *msg = malloc(cap);
+                int len = msg ? snprintf(msg, cap,
+                                         "%c{\"type\":\"change\",\"cursor\":%d,\"key\":"
+                                         "\"a2V5\",\"seq\":%d,\"%s\":%s}",
+                                         1, t, t, t % 2 ? "state" : "delta", text)
+                              : 0;
+                if (len > 0)
+                    write_file(dir, n++, msg, (size_t)len);
+                free(msg);
+            }
+            free(text);
+            json_decref(j);
+            crdt_obj_free(o);
+        }
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_apply_op")) {
         /* the key selector byte, then a REST op body of every type */
         static const char *const ops[] = {
