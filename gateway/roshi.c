@@ -12,6 +12,7 @@
 #include "loop.h"
 #include "op.h"
 #include "roshi.h"
+#include "roshi_scan.h"
 #include "status.h"
 #include "util.h"
 
@@ -155,76 +156,6 @@ static void jw_duration(gw_jw_t *w, uint64_t t0_us)
     gw_jw_lit(w, "\"");
 }
 
-/* Go's name for the JSON kind of v in "cannot unmarshal <kind> into ...". */
-static const char *go_kind(const json_t *v)
-{
-    return json_is_object(v)   ? "object"
-           : json_is_array(v)  ? "array"
-           : json_is_string(v) ? "string"
-           : json_is_number(v) ? "number"
-                               : "bool";
-}
-
-/* The request body as Go's json.Decoder.Decode reads it: the first JSON value (what follows is
- * not read), "EOF" for an empty body; NULL after responding 400. *null_body when it is null. */
-static json_t *roshi_body(const gw_request_t *rq, gw_response_t *rs)
-{
-    size_t i = 0;
-    while (i < rq->body_len && strchr(" \t\r\n", rq->body[i]))
-        i++;
-    if (i == rq->body_len) {
-        roshi_error(rs, 400, "EOF");
-        return NULL;
-    }
-    json_error_t e;
-    json_t *j = json_loadb((const char *)rq->body, rq->body_len,
-                           JSON_DECODE_ANY | JSON_DISABLE_EOF_CHECK | JSON_DECODE_INT_AS_REAL |
-                               JSON_ALLOW_NUL,
-                           &e);
-    if (!j) {
-        if ((size_t)e.position >= rq->body_len)
-            roshi_error(rs, 400, "unexpected EOF");
-        else
-            roshi_error(rs, 400, "malformed JSON at line %d, column %d (byte %d): %s", e.line,
-                        e.column, e.position, e.text);
-    }
-    return j;
-}
-
-/* A base64 []byte field as Go decodes it: a string in the standard alphabet with padding, or null
- * (or absent) for nothing. Decodes into arena (room for the string's length) and sets *p, *n;
- * false after responding 400. */
-static bool b64_bytes(gw_response_t *rs, const json_t *v, const char *field, size_t max,
-                      uint8_t *arena, const uint8_t **p, size_t *n)
-{
-    *p = arena, *n = 0;
-    if (!v || json_is_null(v))
-        return true;
-    if (!json_is_string(v)) {
-        roshi_error(rs, 400, "json: cannot unmarshal %s into Go %s of type []uint8", go_kind(v),
-                    field);
-        return false;
-    }
-    const char *s = json_string_value(v);
-    size_t slen = json_string_length(v);
-    uint8_t *out;
-    int rc = crdt_base64_decode(s, slen, &out, n);
-    if (rc < 0) {
-        if (rc == CRDT_ENOMEM)
-            roshi_error(rs, 500, "out of memory");
-        else
-            roshi_error(rs, 400, "illegal base64 data in %s", field);
-        return false;
-    }
-    memcpy(arena, out, *n);
-    crdt_free(out);
-    if (*n > max) {
-        roshi_error(rs, 400, "%s: %zu bytes, longer than the limit of %zu bytes", field, *n, max);
-        return false;
-    }
-    return true;
-}
-
 /* ---- writes --------------------------------------------------------------------------------- */
 
 typedef struct write_ctx {
@@ -232,8 +163,8 @@ typedef struct write_ctx {
     bool add;
     uint64_t t0;
     size_t n;          /* tuples sent: roshi's count */
-    gw_write_t *w;     /* n writes, then */
-    crdt_bytes_t *keys; /* n keys, then the arena of decoded bytes */
+    gw_write_t *w;      /* the writes, then */
+    crdt_bytes_t *keys; /* the keys, the tuples and the arena of decoded bytes */
 } write_ctx_t;
 
 static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last, void *ud)
@@ -291,103 +222,60 @@ fail:
     gw_http_reply(x);
 }
 
-/* Tuple i of the body into c->w[i], its bytes decoded into *arena; false after responding. */
-static bool tuple_parse(gw_server_t *s, const json_t *el, size_t i, gw_response_t *rs,
-                        write_ctx_t *c, uint8_t **arena)
-{
-    const json_t *kv = NULL, *mv = NULL, *sv = NULL;
-    if (json_is_object(el)) {
-        /* Go matches field names case-insensitively; a later one replaces an earlier one */
-        const char *name;
-        const json_t *v;
-        json_object_foreach((json_t *)el, name, v) {
-            if (!strcasecmp(name, "key"))
-                kv = v;
-            else if (!strcasecmp(name, "member"))
-                mv = v;
-            else if (!strcasecmp(name, "score"))
-                sv = v;
-        }
-    } else if (!json_is_null(el)) {
-        roshi_error(rs, 400, "json: cannot unmarshal %s into Go value of type common.jsonKeyScoreMember",
-                    go_kind(el));
-        return false;
-    }
-    gw_write_t *w = &c->w[i];
-    const uint8_t *key, *member;
-    size_t klen, mlen;
-    if (!b64_bytes(rs, kv, "struct field jsonKeyScoreMember.key", s->cfg.max_key, *arena, &key,
-                   &klen))
-        return false;
-    *arena += klen;
-    if (!b64_bytes(rs, mv, "struct field jsonKeyScoreMember.member", s->cfg.max_member, *arena,
-                   &member, &mlen))
-        return false;
-    *arena += mlen;
-    double score = 0;
-    if (sv && !json_is_null(sv)) {
-        if (!json_is_number(sv)) {
-            roshi_error(rs, 400,
-                        "json: cannot unmarshal %s into Go struct field jsonKeyScoreMember.score "
-                        "of type float64",
-                        go_kind(sv));
-            return false;
-        }
-        score = json_number_value(sv);
-    }
-    if (klen == 0) {
-        roshi_error(rs, 400, "[%zu].key: empty key (crdtd keys are not empty)", i);
-        return false;
-    }
-    if (gw_key_reserved(key, klen)) {
-        roshi_error(rs, 400, "[%zu].key: the key prefix is reserved", i);
-        return false;
-    }
-    c->keys[i] = (crdt_bytes_t){key, klen};
-    *w = (gw_write_t){key,
-                      klen,
-                      {.type = CRDT_TIMELINE,
-                       .kind = c->add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
-                       .bytes = member,
-                       .len = mlen,
-                       .score = score}};
-    return true;
-}
-
 static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
 {
+    const gw_request_t *rq = &x->rq;
     gw_response_t *rs = &x->rs;
     uint64_t t0 = gw_now_us();
-    write_ctx_t *c = NULL;
-    json_t *body = roshi_body(&x->rq, rs);
-    if (!body)
-        goto fail;
-    if (!json_is_array(body) && !json_is_null(body)) {
-        roshi_error(rs, 400,
-                    "json: cannot unmarshal %s into Go value of type []common.KeyScoreMember",
-                    go_kind(body));
-        goto fail;
-    }
-    size_t n = json_array_size(body);
-    /* One allocation: the context, the writes, the keys and the decoded bytes (no more than the
-     * body's length: base64 is longer than what it encodes). */
-    c = malloc(sizeof(*c) + n * (sizeof(gw_write_t) + sizeof(crdt_bytes_t)) + x->rq.body_len);
+    const char *body = rq->body ? (const char *)rq->body : "";
+    size_t cap = gw_roshi_max_elems(body, rq->body_len);
+    /* One allocation: the context, the writes, the keys, the tuples and the decoded bytes. */
+    write_ctx_t *c = malloc(sizeof(*c) +
+                            cap * (sizeof(gw_write_t) + sizeof(crdt_bytes_t) +
+                                   sizeof(gw_roshi_tuple_t)) +
+                            GW_ROSHI_ARENA(rq->body_len));
     if (!c) {
         roshi_error(rs, 500, "out of memory");
         goto fail;
     }
-    *c = (write_ctx_t){x, add, t0, n, (gw_write_t *)(c + 1), NULL};
-    c->keys = (crdt_bytes_t *)(c->w + n);
-    uint8_t *arena = (uint8_t *)(c->keys + n);
+    *c = (write_ctx_t){x, add, t0, 0, (gw_write_t *)(c + 1), NULL};
+    c->keys = (crdt_bytes_t *)(c->w + cap);
+    gw_roshi_tuple_t *ts = (gw_roshi_tuple_t *)(c->keys + cap);
+    gw_roshi_err_t err;
+    if (gw_roshi_tuples(body, rq->body_len, (uint8_t *)(ts + cap), ts, cap, &c->n, &err)) {
+        roshi_error(rs, err.status, "%s", err.msg);
+        goto fail;
+    }
     /* Validate everything before applying anything, so a bad tuple leaves no partial write. */
-    for (size_t i = 0; i < n; i++)
-        if (!tuple_parse(s, json_array_get(body, i), i, rs, c, &arena))
+    for (size_t i = 0; i < c->n; i++) {
+        const gw_roshi_tuple_t *t = &ts[i];
+        if (t->klen == 0) {
+            roshi_error(rs, 400, "[%zu].key: empty key (crdtd keys are not empty)", i);
             goto fail;
-    json_decref(body);
-    crdt_store_get_many(s->store, c->keys, n, roshi_write_got, c);
+        }
+        if (t->klen > s->cfg.max_key || t->mlen > s->cfg.max_member) {
+            roshi_error(rs, 400, "[%zu].%s: %zu bytes, longer than the limit of %zu bytes", i,
+                        t->klen > s->cfg.max_key ? "key" : "member",
+                        t->klen > s->cfg.max_key ? t->klen : t->mlen,
+                        t->klen > s->cfg.max_key ? s->cfg.max_key : s->cfg.max_member);
+            goto fail;
+        }
+        if (gw_key_reserved(t->key, t->klen)) {
+            roshi_error(rs, 400, "[%zu].key: the key prefix is reserved", i);
+            goto fail;
+        }
+        c->keys[i] = (crdt_bytes_t){t->key, t->klen};
+        c->w[i] = (gw_write_t){t->key,
+                               t->klen,
+                               {.type = CRDT_TIMELINE,
+                                .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                                .bytes = t->member,
+                                .len = t->mlen,
+                                .score = t->score}};
+    }
+    crdt_store_get_many(s->store, c->keys, c->n, roshi_write_got, c);
     return;
 fail:
-    json_decref(body);
     free(c);
     gw_http_reply(x);
 }
@@ -626,7 +514,6 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
 {
     const gw_request_t *rq = &x->rq;
     gw_response_t *rs = &x->rs;
-    json_t *body = NULL;
     select_ctx_t *c = calloc(1, sizeof(*c));
     if (!c) {
         roshi_error(rs, 500, "out of memory");
@@ -635,37 +522,28 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
     c->x = x;
     c->t0 = gw_now_us();
     /* roshi decodes the body before it looks at the query */
-    body = roshi_body(rq, rs);
-    if (!body)
-        goto fail;
-    if (!json_is_array(body) && !json_is_null(body)) {
-        roshi_error(rs, 400, "json: cannot unmarshal %s into Go value of type [][]uint8",
-                    go_kind(body));
-        goto fail;
-    }
-    /* Keys, deduplicated as roshi's map does. */
-    size_t n = json_array_size(body);
-    c->keys = malloc(n * sizeof(*c->keys) + rq->body_len + 1);
+    const char *body = rq->body ? (const char *)rq->body : "";
+    size_t cap = gw_roshi_max_elems(body, rq->body_len), n;
+    c->keys = malloc(cap * (sizeof(*c->keys) + sizeof(gw_roshi_key_t)) +
+                     GW_ROSHI_ARENA(rq->body_len));
     if (!c->keys) {
         roshi_error(rs, 500, "out of memory");
         goto fail;
     }
-    uint8_t *arena = (uint8_t *)(c->keys + n);
+    gw_roshi_key_t *ks = (gw_roshi_key_t *)(c->keys + cap);
+    gw_roshi_err_t err;
+    if (gw_roshi_keys(body, rq->body_len, (uint8_t *)(ks + cap), ks, cap, &n, &err)) {
+        roshi_error(rs, err.status, "%s", err.msg);
+        goto fail;
+    }
+    /* Keys, deduplicated as roshi's map does. */
     for (size_t i = 0; i < n; i++) {
-        const uint8_t *k;
-        size_t klen;
-        if (!b64_bytes(rs, json_array_get(body, i), "value", s->cfg.max_key, arena, &k, &klen))
-            goto fail;
         bool dup = false;
         for (size_t j = 0; j < c->nk && !dup; j++)
-            dup = c->keys[j].len == klen && !memcmp(c->keys[j].data, k, klen);
-        if (!dup) {
-            c->keys[c->nk++] = (crdt_bytes_t){k, klen};
-            arena += klen;
-        }
+            dup = c->keys[j].len == ks[i].len && !memcmp(c->keys[j].data, ks[i].p, ks[i].len);
+        if (!dup)
+            c->keys[c->nk++] = (crdt_bytes_t){ks[i].p, ks[i].len};
     }
-    json_decref(body);
-    body = NULL;
 
     bool offset_given = go_int(rq, "offset", 0, &c->offset);
     go_int(rq, "limit", ROSHI_DEFAULT_LIMIT, &c->limit);
@@ -708,7 +586,6 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
     crdt_store_get_many(s->store, c->keys, c->nk, select_got, c);
     return;
 fail:
-    json_decref(body);
     if (c)
         select_free(c);
     gw_http_reply(x);
