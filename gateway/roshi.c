@@ -348,15 +348,57 @@ static bool go_bool(const gw_request_t *rq, const char *name, bool dflt, bool *o
     return true;
 }
 
-static void ksm_write(gw_jw_t *w, const crdt_bytes_t *key, const crdt_tl_entry_t *e)
+/* A score as Go writes a float64: integers below 2^53 (timestamps, the usual scores) are their
+ * digits (and -0 is "-0"), everything else goes through gw_jw_double_go's shortest form. */
+static void jw_score(gw_jw_t *w, double d)
 {
-    gw_jw_lit(w, "{\"key\":");
-    gw_jw_b64(w, key->data, key->len);
-    gw_jw_lit(w, ",\"score\":");
-    gw_jw_double_go(w, e->score);
-    gw_jw_lit(w, ",\"member\":");
+    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d) {
+        char buf[24], *p = buf + sizeof(buf);
+        uint64_t v = (uint64_t)(d < 0 ? -d : d);
+        do
+            *--p = (char)('0' + v % 10);
+        while (v /= 10);
+        if (signbit(d))
+            *--p = '-';
+        gw_jw_raw(w, p, (size_t)(buf + sizeof(buf) - p));
+        return;
+    }
+    gw_jw_double_go(w, d);
+}
+
+/* An entry {"key":..,"score":..,"member":..} after its key's part, `{"key":"<base64>","score":`
+ * (written once per key by key_heads). */
+static void ksm_write(gw_jw_t *w, const char *head, size_t hlen, const crdt_tl_entry_t *e)
+{
+    gw_jw_raw(w, head, hlen);
+    jw_score(w, e->score);
+    gw_jw_raw(w, ",\"member\":", 10);
     gw_jw_b64(w, e->member, e->member_len);
-    gw_jw_lit(w, "}");
+    gw_jw_raw(w, "}", 1);
+}
+
+/* The heads of the entries of each key, in one buffer (free()): key i's at off[i], off[i + 1]. */
+static char *key_heads(const crdt_bytes_t *keys, size_t nk, size_t *off)
+{
+    static const char pre[] = "{\"key\":\"", post[] = "\",\"score\":";
+    size_t total = 0;
+    for (size_t i = 0; i < nk; i++)
+        total += sizeof(pre) - 1 + crdt_base64_encoded_len(keys[i].len, CRDT_B64_STD) +
+                 sizeof(post) - 1;
+    char *h = malloc(total ? total : 1);
+    if (!h)
+        return NULL;
+    size_t at = 0;
+    for (size_t i = 0; i < nk; i++) {
+        off[i] = at;
+        memcpy(h + at, pre, sizeof(pre) - 1);
+        at += sizeof(pre) - 1;
+        at += crdt_base64_encode_into(h + at, keys[i].data, keys[i].len, CRDT_B64_STD);
+        memcpy(h + at, post, sizeof(post) - 1);
+        at += sizeof(post) - 1;
+    }
+    off[nk] = at;
+    return h;
 }
 
 typedef struct select_ctx {
@@ -455,6 +497,13 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
         qsort(order, nk, sizeof(*order), cmp_keys); /* Go's encoder sorts map keys */
     }
 
+    size_t *hoff = malloc((nk + 1) * sizeof(*hoff));
+    char *heads = hoff ? key_heads(c->keys, nk, hoff) : NULL;
+    if (!heads) {
+        free(hoff), free(ps);
+        roshi_error(rs, 500, "out of memory");
+        return;
+    }
     /* roshi measures the duration before it encodes the response */
     gw_jw_t w;
     gw_jw_init(&w, 128 + got * 96);
@@ -465,7 +514,7 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
         for (size_t i = 0; i < got; i++) {
             if (i)
                 gw_jw_lit(&w, ",");
-            ksm_write(&w, &c->keys[src[i]], &es[i]);
+            ksm_write(&w, heads + hoff[src[i]], hoff[src[i] + 1] - hoff[src[i]], &es[i]);
         }
         gw_jw_lit(&w, "]}");
     } else {
@@ -479,13 +528,13 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
             for (size_t k = 0; k < cnt[i]; k++) {
                 if (k)
                     gw_jw_lit(&w, ",");
-                ksm_write(&w, &c->keys[i], &es[at[i] + k]);
+                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &es[at[i] + k]);
             }
             gw_jw_lit(&w, "]");
         }
         gw_jw_lit(&w, "}}");
     }
-    free(ps);
+    free(ps), free(heads), free(hoff);
     gw_respond_jw(rs, 200, &w);
 }
 

@@ -107,6 +107,30 @@ static bool number_value(scan_t *s, double *d)
         if (!digits(s))
             return false;
     }
+    /* Clinger's fast path: up to 15 significant digits and no exponent make a mantissa below 2^53
+     * and a power of ten that are both exact doubles, so one division rounds as strtod does */
+    static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8,
+                                   1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    uint64_t m = 0;
+    size_t nd = 0, frac = 0;
+    bool dot = false, simple = true;
+    for (const char *q = b + (*b == '-'); q < s->p && simple; q++) {
+        if (*q == '.') {
+            dot = true;
+        } else if (*q >= '0' && *q <= '9') {
+            m = m * 10 + (uint64_t)(*q - '0');
+            nd++;
+            frac += dot;
+        } else {
+            simple = false; /* an exponent */
+        }
+    }
+    if (simple && nd <= 15) {
+        *d = (double)m / pow10[frac];
+        if (*b == '-')
+            *d = -*d;
+        return true;
+    }
     char buf[64];
     size_t n = (size_t)(s->p - b);
     if (n >= sizeof(buf))

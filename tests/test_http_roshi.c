@@ -196,6 +196,23 @@ int main(void)
     ok(strstr(R.body, "\"score\":1e+21,") && strstr(R.body, "\"score\":1e-7,") &&
            strstr(R.body, "\"score\":1700000000.125,"),
        "1e+21, 1e-7 and 1700000000.125 as Go writes them: %s", R.body);
+    snprintf(body, sizeof(body),
+             "[{\"key\":\"%s\",\"score\":-0,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":-5,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":9007199254740993,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":0.1,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":123456789012.345,\"member\":\"%s\"}]",
+             b64("nums2"), b64("a"), b64("nums2"), b64("b"), b64("nums2"), b64("c"), b64("nums2"),
+             b64("d"), b64("nums2"), b64("e"));
+    is_int(req("POST", "/", body), 200, "insert -0, -5, 2^53 + 1, 0.1, 123456789012.345");
+    snprintf(body, sizeof(body), "[\"%s\"]", b64("nums2"));
+    req("GET", "/", body);
+    ok(strstr(R.body, "\"score\":0,\"member\":\"YQ==\"") && strstr(R.body, "\"score\":-5,") &&
+           strstr(R.body, "\"score\":9007199254740992,") && strstr(R.body, "\"score\":0.1,") &&
+           strstr(R.body, "\"score\":123456789012.345,"),
+       "0 (timelines keep -0 as 0), -5, 9007199254740992 (the double), 0.1, 123456789012.345 "
+       "as Go writes them: %s",
+       R.body);
 
     /* delete: newer score wins; older is ignored */
     snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":2,\"member\":\"%s\"}]", b64("foo"),

@@ -85,6 +85,7 @@ int main(int argc, char **argv)
             "0 [ { \"member\" : null , \"score\" : 0.125 , \"key\" : \"YmFy\" } ] x",
             "0[{\"key\":\"Zm9v\",\"score\":12345678901234567890123,\"key\":\"YQ==\"},{}]",
             "0[{\"KEY\":\"Zm9v\",\"score\":1e400,\"member\":\"Y\\u003d\\u003d\"},null]",
+            "0[{\"key\":\"YQ==\",\"score\":1700000000.125},{\"score\":-0.5},{\"score\":-0}]",
             "1[\"Zm9v\",\"YmFy\",\"Zm9v\"]",
             "1 [\"\", null, \"/w==\"]",
         };
