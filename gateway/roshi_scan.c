@@ -141,6 +141,16 @@ static bool number_value(scan_t *s, double *d)
     return isfinite(*d);
 }
 
+/* ws ':' ws after a field name */
+static bool colon(scan_t *s)
+{
+    ws(s);
+    if (!lit(s, ":", 1))
+        return false;
+    ws(s);
+    return true;
+}
+
 static bool tuple(scan_t *s, uint8_t **arena, gw_roshi_tuple_t *t)
 {
     *t = (gw_roshi_tuple_t){*arena, *arena, 0, 0, 0};
@@ -151,25 +161,13 @@ static bool tuple(scan_t *s, uint8_t **arena, gw_roshi_tuple_t *t)
         return true;
     for (;;) {
         if (lit(s, "\"key\"", 5)) {
-            ws(s);
-            if (!lit(s, ":", 1))
-                return false;
-            ws(s);
-            if (!bytes_value(s, arena, &t->key, &t->klen))
+            if (!colon(s) || !bytes_value(s, arena, &t->key, &t->klen))
                 return false;
         } else if (lit(s, "\"member\"", 8)) {
-            ws(s);
-            if (!lit(s, ":", 1))
-                return false;
-            ws(s);
-            if (!bytes_value(s, arena, &t->member, &t->mlen))
+            if (!colon(s) || !bytes_value(s, arena, &t->member, &t->mlen))
                 return false;
         } else if (lit(s, "\"score\"", 7)) {
-            ws(s);
-            if (!lit(s, ":", 1))
-                return false;
-            ws(s);
-            if (!number_value(s, &t->score))
+            if (!colon(s) || !number_value(s, &t->score))
                 return false;
         } else {
             return false;
@@ -183,32 +181,24 @@ static bool tuple(scan_t *s, uint8_t **arena, gw_roshi_tuple_t *t)
     }
 }
 
-int gw_roshi_tuples_fast(const char *body, size_t len, uint8_t *arena, gw_roshi_tuple_t *out,
-                         size_t cap, size_t *n)
+/* One element at s->p into element i of the output; false to decline. */
+typedef bool (*elem_fn)(scan_t *s, uint8_t **arena, void *out, size_t i);
+
+static bool tuple_elem(scan_t *s, uint8_t **arena, void *out, size_t i)
 {
-    scan_t s = {body, body + len};
-    *n = 0;
-    ws(&s);
-    if (!lit(&s, "[", 1))
-        return 0;
-    ws(&s);
-    if (lit(&s, "]", 1))
-        return 1;
-    for (;;) {
-        if (*n >= cap || !tuple(&s, &arena, &out[*n]))
-            return 0;
-        ++*n;
-        ws(&s);
-        if (lit(&s, "]", 1))
-            return 1; /* what follows is not read, as Go's Decoder.Decode reads one value */
-        if (!lit(&s, ",", 1))
-            return 0;
-        ws(&s);
-    }
+    return tuple(s, arena, (gw_roshi_tuple_t *)out + i);
 }
 
-int gw_roshi_keys_fast(const char *body, size_t len, uint8_t *arena, gw_roshi_key_t *out,
-                       size_t cap, size_t *n)
+static bool key_elem(scan_t *s, uint8_t **arena, void *out, size_t i)
+{
+    gw_roshi_key_t *k = (gw_roshi_key_t *)out + i;
+    return s->p < s->end && *s->p == '"' && bytes_value(s, arena, &k->p, &k->len);
+}
+
+/* ws '[' ws (']' | elem (ws ',' ws elem)* ws ']'); what follows is not read, as Go's
+ * Decoder.Decode reads one value. 1, or 0 to decline. */
+static int array_fast(const char *body, size_t len, uint8_t *arena, elem_fn elem, void *out,
+                      size_t cap, size_t *n)
 {
     scan_t s = {body, body + len};
     *n = 0;
@@ -219,8 +209,7 @@ int gw_roshi_keys_fast(const char *body, size_t len, uint8_t *arena, gw_roshi_ke
     if (lit(&s, "]", 1))
         return 1;
     for (;;) {
-        if (*n >= cap || s.p >= s.end || *s.p != '"' ||
-            !bytes_value(&s, &arena, &out[*n].p, &out[*n].len))
+        if (*n >= cap || !elem(&s, &arena, out, *n))
             return 0;
         ++*n;
         ws(&s);
@@ -230,6 +219,18 @@ int gw_roshi_keys_fast(const char *body, size_t len, uint8_t *arena, gw_roshi_ke
             return 0;
         ws(&s);
     }
+}
+
+int gw_roshi_tuples_fast(const char *body, size_t len, uint8_t *arena, gw_roshi_tuple_t *out,
+                         size_t cap, size_t *n)
+{
+    return array_fast(body, len, arena, tuple_elem, out, cap, n);
+}
+
+int gw_roshi_keys_fast(const char *body, size_t len, uint8_t *arena, gw_roshi_key_t *out,
+                       size_t cap, size_t *n)
+{
+    return array_fast(body, len, arena, key_elem, out, cap, n);
 }
 
 /* ---- the jansson reader: Go's encoding/json semantics --------------------------------------- */
@@ -282,6 +283,21 @@ static json_t *load(const char *body, size_t len, gw_roshi_err_t *err)
     return j;
 }
 
+/* load, then the value must be an array (of at most cap elements) or null, as for a Go slice. */
+static json_t *load_array(const char *body, size_t len, size_t cap, const char *gotype,
+                          gw_roshi_err_t *err)
+{
+    json_t *j = load(body, len, err);
+    if (j && !json_is_array(j) && !json_is_null(j))
+        fail(err, 400, "json: cannot unmarshal %s into Go value of type %s", go_kind(j), gotype);
+    else if (j && json_array_size(j) > cap)
+        fail(err, 500, "more elements than the body can hold");
+    else
+        return j;
+    json_decref(j);
+    return NULL;
+}
+
 /* A []byte: a standard base64 string with padding, or null (or absent) for nothing. */
 static int bytes_json(const json_t *v, const char *field, uint8_t **arena, const uint8_t **p,
                       size_t *n, gw_roshi_err_t *err)
@@ -303,19 +319,10 @@ int gw_roshi_tuples_json(const char *body, size_t len, uint8_t *arena, gw_roshi_
                          size_t cap, size_t *n, gw_roshi_err_t *err)
 {
     *n = 0;
-    json_t *j = load(body, len, err);
+    json_t *j = load_array(body, len, cap, "[]common.KeyScoreMember", err);
     if (!j)
         return -1;
     int rc = 0;
-    if (!json_is_array(j) && !json_is_null(j)) {
-        rc = fail(err, 400, "json: cannot unmarshal %s into Go value of type []common.KeyScoreMember",
-                  go_kind(j));
-        goto out;
-    }
-    if (json_array_size(j) > cap) {
-        rc = fail(err, 500, "more tuples than the body can hold");
-        goto out;
-    }
     for (size_t i = 0; i < json_array_size(j); i++) {
         const json_t *el = json_array_get(j, i), *kv = NULL, *mv = NULL, *sv = NULL;
         gw_roshi_tuple_t *t = &out[i];
@@ -364,19 +371,10 @@ int gw_roshi_keys_json(const char *body, size_t len, uint8_t *arena, gw_roshi_ke
                        size_t cap, size_t *n, gw_roshi_err_t *err)
 {
     *n = 0;
-    json_t *j = load(body, len, err);
+    json_t *j = load_array(body, len, cap, "[][]uint8", err);
     if (!j)
         return -1;
     int rc = 0;
-    if (!json_is_array(j) && !json_is_null(j)) {
-        rc = fail(err, 400, "json: cannot unmarshal %s into Go value of type [][]uint8",
-                  go_kind(j));
-        goto out;
-    }
-    if (json_array_size(j) > cap) {
-        rc = fail(err, 500, "more keys than the body can hold");
-        goto out;
-    }
     for (size_t i = 0; i < json_array_size(j); i++) {
         if ((rc = bytes_json(json_array_get(j, i), "value", &arena, &out[i].p, &out[i].len, err)) <
             0)
