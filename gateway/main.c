@@ -109,8 +109,8 @@ static int redis_open(gw_server_t *s)
     cfg.follow_logs = s->cfg.redis_follow;
     char err[256];
     gw_evloop_lws_init(&redis_loop, s->ctx, s->vh_main);
-    crdt_store_t *st =
-        crdt_store_redis_open(s->cfg.store, &cfg, gw_evloop_lws_loop(&redis_loop), err, sizeof(err));
+    crdt_store_t *st = crdt_store_redis_open(s->cfg.store, &cfg, gw_evloop_lws_loop(&redis_loop),
+                                             err, sizeof(err));
     if (!st) {
         gw_log("cannot open the Redis store %s: %s", s->cfg.store, err);
         return -1;

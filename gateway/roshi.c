@@ -112,8 +112,8 @@ static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last,
     gw_response_t *rs = &x->rs;
     if (rc < 0) {
         gw_respond_error(rs, rc == CRDT_EIO || rc == CRDT_EUNAVAIL ? 503 : 500,
-                         "%s failed after %zu applied: %s",
-                         c->add ? "insert" : "delete", changed, crdt_strerror(rc));
+                         "%s failed after %zu applied: %s", c->add ? "insert" : "delete", changed,
+                         crdt_strerror(rc));
     } else {
         json_t *j = json_object();
         json_object_set_new_nocheck(j, c->add ? "inserted" : "deleted",

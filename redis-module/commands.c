@@ -490,8 +490,8 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
     if (r > 0) {
         /* The change is made: it is replicated even if the value cannot be shown below. */
         crdtm_stats.writes++;
-        crdtm_changed(ctx, argv[1], grow ? "crdt.gincrby" : decr ? "crdt.decrby" : "crdt.incrby",
-                      delta);
+        const char *event = decr ? "crdt.decrby" : "crdt.incrby";
+        crdtm_changed(ctx, argv[1], grow ? "crdt.gincrby" : event, delta);
     }
     crdt_obj_free(delta);
     RedisModule_CloseKey(key);

@@ -718,13 +718,13 @@ static void test_info(void)
 static void test_random_commands(void)
 {
     static const char *cmds[] = {
-        "CRDT.TLADD",     "CRDT.TLREM",     "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
-        "CRDT.TLSELECT",  "CRDT.TLCARD",    "CRDT.TLSCORE",   "CRDT.INCRBY",   "CRDT.GINCRBY",
-        "CRDT.DECRBY",    "CRDT.GET",       "CRDT.SET",       "CRDT.SADD",
-        "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER", "CRDT.SCARD",
-        "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",      "CRDT.INFO",
-        "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",  "CRDT.RSX.RECV",
-        "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST"};
+        "CRDT.TLADD",    "CRDT.TLREM",     "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
+        "CRDT.TLSELECT", "CRDT.TLCARD",    "CRDT.TLSCORE",   "CRDT.INCRBY",
+        "CRDT.GINCRBY",  "CRDT.DECRBY",    "CRDT.GET",       "CRDT.SET",
+        "CRDT.SADD",     "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER",
+        "CRDT.SCARD",    "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",
+        "CRDT.INFO",     "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",
+        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST"};
     static const char *vals[] = {"fz:t",
                                  "fz:c",
                                  "fz:s",

@@ -92,8 +92,15 @@ static void flags_checked(void)
         {"redis://127.0.0.1:6379", "ws://127.0.0.1:9", "--peer"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        const char *args[] = {"--store", bad[i].store, "--data-dir", dd, "--listen", "127.0.0.1:0",
-                              bad[i].extra ? "--peer" : NULL, bad[i].extra, NULL};
+        const char *args[] = {"--store",
+                              bad[i].store,
+                              "--data-dir",
+                              dd,
+                              "--listen",
+                              "127.0.0.1:0",
+                              bad[i].extra ? "--peer" : NULL,
+                              bad[i].extra,
+                              NULL};
         int st = crdtd_run(CRDTD_BIN, args, errf, 5000);
         char text[512] = "";
         FILE *f = fopen(errf, "r");
@@ -106,8 +113,7 @@ static void flags_checked(void)
         if (nl)
             *nl = '\0';
         struct stat sb;
-        ok(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(text, bad[i].want) &&
-               stat(dd, &sb) != 0,
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(text, bad[i].want) && stat(dd, &sb) != 0,
            "--store %s%s%s: exit 2 before any data dir: %s", bad[i].store,
            bad[i].extra ? " --peer " : "", bad[i].extra ? bad[i].extra : "", text);
     }
@@ -162,7 +168,7 @@ int main(void)
 
     char url[256], url2[64];
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", CL.node[0].port,
-         CL.node[1].port, CL.node[2].port);
+             CL.node[1].port, CL.node[2].port);
     snprintf(url2, sizeof(url2), "redis://127.0.0.1:%d", site.port);
 
     /* two gateways over the cluster (nodes 0, 1 of cA), one over the other site (c2) */
@@ -248,8 +254,8 @@ int main(void)
     hc_b64("down-probe", key, true);
     snprintf(path, sizeof(path), "/v1/keys/%s", key);
     uint64_t w0 = cl_now_ms();
-    int rc = hc_request(C->port, "POST", path, "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}",
-                        &r);
+    int rc =
+        hc_request(C->port, "POST", path, "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}", &r);
     uint64_t wms = cl_now_ms() - w0;
     ok(rc == 0 && r.status == 503 && strstr(r.body, "unavailable") && wms < 1000,
        "a write meanwhile fails fast (%llu ms) with 503: %s", (unsigned long long)wms,
