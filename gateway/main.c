@@ -128,6 +128,16 @@ static int redis_open(gw_server_t *s)
 #endif
 }
 
+/* The loop's last sink: the Redis store's sockets and timers live on the lws context, so it closes
+ * after the loop drained and before the context is destroyed (the embedded store closes after). */
+static void redis_shutdown(gw_server_t *s)
+{
+    if (s->store_transient) {
+        crdt_store_close(s->store);
+        s->store = NULL;
+    }
+}
+
 static const char *fsync_name(crdt_fsync_policy_t p)
 {
     return p == CRDT_FSYNC_ALWAYS ? "always" : p == CRDT_FSYNC_NO ? "no" : "everysec";
@@ -187,6 +197,8 @@ int main(int argc, char **argv)
     s->route = route;
     s->client_fallback = gw_peer_callback;
     protocols[0].per_session_data_size = gw_http_session_size();
+    if (redis) /* shut down last (sinks shut down in reverse order) */
+        gw_loop_add_sink(s, &(gw_loop_sink_t){NULL, NULL, redis_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
     if (gw_loop_start(s, protocols) || (redis && redis_open(s)) ||
