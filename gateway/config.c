@@ -39,6 +39,9 @@ void gw_config_defaults(gw_config_t *c)
     c->peer_batch_ms = 5;
     c->anti_entropy_secs = 30;
     c->max_clock_drift_ms = 86400000; /* 24 h, the Redis module's default */
+    c->redis_wait_timeout_ms = 1000;
+    c->redis_timeout_ms = 2000;
+    c->redis_follow = true;
 }
 
 static void usage(FILE *f)
@@ -89,6 +92,16 @@ static void usage(FILE *f)
         "  --peer-batch-ms N        wait at most N ms to fill a batch of deltas (default 5)\n"
         "  --anti-entropy-interval S  seconds between anti-entropy rounds, 0 = only on connect\n"
         "                           (default 30)\n"
+        "\n"
+        "Store (docs/scale-out.md):\n"
+        "  --store URL              redis://host:port[,host:port...]: keep the data in a Redis\n"
+        "                           or Redis Cluster with crdt.so (no data directory); default:\n"
+        "                           the embedded store in --data-dir\n"
+        "  --redis-wait N           acknowledge a write once N replicas have it (WAIT; default 0)\n"
+        "  --redis-wait-timeout-ms N  WAIT's timeout; fewer replicas answer 503 (default 1000)\n"
+        "  --redis-timeout-ms N     a Redis node silent this long is down (default 2000)\n"
+        "  --redis-follow yes|no    follow crdt.so's change logs, so that sessions see the writes\n"
+        "                           of every gateway on the cluster (default yes)\n"
         "\n"
         "  --config FILE            read options from FILE: lines of `name = value` using the\n"
         "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
@@ -321,6 +334,27 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (errno || !end || *end || end == val)
             BAD_VALUE("expected milliseconds, possibly negative");
         c->test_clock_offset_ms = v;
+    } else if (!strcmp(name, "store")) {
+        NEED_VALUE;
+        /* the addresses are checked by main.c (the Redis store's parser) before anything opens */
+        if (strncmp(val, "redis://", 8) != 0 || strlen(val) >= sizeof(c->store))
+            BAD_VALUE("expected redis://host:port[,host:port...]");
+        snprintf(c->store, sizeof(c->store), "%s", val);
+    } else if (!strcmp(name, "redis-wait")) {
+        NEED_VALUE;
+        if (parse_u64(val, 64, &n))
+            BAD_VALUE("expected replicas 0..64");
+        c->redis_wait = (unsigned)n;
+    } else if (!strcmp(name, "redis-wait-timeout-ms") || !strcmp(name, "redis-timeout-ms")) {
+        NEED_VALUE;
+        if (parse_u64(val, 600000, &n) || n < 1)
+            BAD_VALUE("expected milliseconds 1..600000");
+        *(name[6] == 'w' ? &c->redis_wait_timeout_ms : &c->redis_timeout_ms) = (unsigned)n;
+    } else if (!strcmp(name, "redis-follow")) {
+        NEED_VALUE;
+        if (strcmp(val, "yes") && strcmp(val, "no"))
+            BAD_VALUE("expected yes or no");
+        c->redis_follow = !strcmp(val, "yes");
     } else if (!strcmp(name, "config")) {
         NEED_VALUE;
         return load_file(c, val, depth + 1);

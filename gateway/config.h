@@ -54,6 +54,14 @@ typedef struct gw_config {
     unsigned peer_batch_ms;     /* wait at most this long to fill a batch */
     unsigned anti_entropy_secs; /* period of anti-entropy rounds on each link, 0: only on connect */
     int64_t test_clock_offset_ms; /* tests only: added to the wall clock the handshake reports */
+
+    /* the store (main.c, docs/scale-out.md): empty = the embedded store in data_dir; else
+     * redis://host:port[,host:port...], a Redis or the seeds of a cluster with crdt.so */
+    char store[1024];
+    unsigned redis_wait;            /* a write is acknowledged once this many replicas have it */
+    unsigned redis_wait_timeout_ms; /* WAIT's timeout; short of redis_wait replicas: 503 */
+    unsigned redis_timeout_ms;      /* connect/reply timeout of a Redis node before it is down */
+    bool redis_follow;              /* follow crdt.so's change logs: every gateway's writes */
 } gw_config_t;
 
 /* Fills *c with the defaults. */

@@ -30,7 +30,7 @@ static void release_waiters(gw_server_t *s)
 {
     gw_loop_t *L = &s->loop;
     uint64_t durable = crdt_store_durable_seq(s->store);
-    bool failed = gw_loop_storage_failed(s);
+    bool failed = s->store_transient ? s->storage_error != 0 : gw_loop_storage_failed(s);
     while (L->head) {
         gw_durable_wait_t *w = L->head;
         if (w->seq > durable && !failed)
@@ -46,7 +46,7 @@ static void on_store_durable(void *ud, uint64_t durable_seq)
     (void)durable_seq;
     s->loop.durable_events++;
     const char *err = crdt_store_last_error(s->store);
-    if (err && !s->storage_error) {
+    if (err && !s->storage_error && !s->store_transient) {
         /* a failure the store found on its own (the background fsync of --fsync everysec) */
         s->storage_error = CRDT_EIO;
         gw_log("storage failure: %s", err);
@@ -207,10 +207,17 @@ static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_a
     return vh;
 }
 
-int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
+void gw_loop_use_store(gw_server_t *s, crdt_store_t *st)
 {
     crdt_store_events_t ev = {on_store_change, on_store_durable, s};
-    crdt_store_set_events(s->store, &ev);
+    s->store = st;
+    crdt_store_set_events(st, &ev);
+}
+
+int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
+{
+    if (s->store)
+        gw_loop_use_store(s, s->store);
     s->protocols = protocols;
     lws_set_log_level(s->cfg.verbose ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : (LLL_ERR | LLL_WARN),
                       lws_log_emit);

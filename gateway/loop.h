@@ -63,9 +63,13 @@ typedef struct gw_loop {
 
 /* Registers a sink (copied); before gw_loop_start. 0, or -1 when GW_LOOP_MAX_SINKS are taken. */
 int gw_loop_add_sink(gw_server_t *s, const gw_loop_sink_t *sink);
-/* Takes the store's events, creates the lws context with protocols (kept; protocols[0] serves
- * HTTP) and the listeners of s->cfg, starts the tick. 0 or -1 (logged). */
+/* Takes the store's events (of s->store; with none yet, gw_loop_use_store takes them later),
+ * creates the lws context with protocols (kept; protocols[0] serves HTTP) and the listeners of
+ * s->cfg, starts the tick. 0 or -1 (logged). */
 int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols);
+/* Makes st (borrowed) s->store and takes its events: for a store that needs the running loop to
+ * open (Redis), after gw_loop_start and before the loop is serviced. */
+void gw_loop_use_store(gw_server_t *s, crdt_store_t *st);
 /* One turn of the loop: waits up to timeout_ms for events and handles them. 0, or -1 when lws
  * failed. */
 int gw_loop_service(gw_server_t *s, int timeout_ms);

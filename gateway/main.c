@@ -13,6 +13,11 @@
 #include "server.h"
 #include "sync.h"
 #include "util.h"
+#ifdef CRDTD_HAVE_REDIS
+#include "evloop_lws.h"
+#include "redis_parse.h"
+#include "store_redis.h"
+#endif
 
 static gw_server_t server;
 
@@ -56,6 +61,9 @@ static struct lws_protocols protocols[] = {
     {"http", gw_http_callback, 0, 0, 0, NULL, 0},
     {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
     {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
+#ifdef CRDTD_HAVE_REDIS
+    GW_EVLOOP_LWS_PROTOCOL, /* the Redis store's sockets (--store redis://) */
+#endif
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -68,6 +76,77 @@ static void defer_cb(lws_sorted_usec_list_t *sul)
     (void)sul;
     crdt_store_deferred_run(server.store);
     lws_sul_schedule(server.ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
+}
+
+/* ---- --store redis:// (docs/scale-out.md) ---------------------------------------------------
+ * Checked before anything opens; opened on the lws loop once the vhost exists (redis_open).
+ * The Redis store's errors pass (s->store_transient). Until sync.c and the peer engine take a
+ * store that completes later, WebSocket sessions are off and peers are refused with it. */
+#ifdef CRDTD_HAVE_REDIS
+static gw_evloop_lws_t redis_loop;
+#endif
+
+static int redis_check(const gw_config_t *c)
+{
+#ifdef CRDTD_HAVE_REDIS
+    sr_addr_t addrs[64];
+    char why[256];
+    if (sr_parse_url(c->store, addrs, 64, why, sizeof(why)) < 0) {
+        fprintf(stderr, "crdtd: --store %s: %s\n", c->store, why);
+        return -1;
+    }
+    if (c->npeers) {
+        fprintf(stderr, "crdtd: --peer cannot be used with --store redis:// yet (the peer engine "
+                        "needs a store that completes at once)\n");
+        return -1;
+    }
+    return 0;
+#else
+    (void)c;
+    fprintf(stderr, "crdtd: --store redis:// needs crdtd built with hiredis\n");
+    return -1;
+#endif
+}
+
+static int redis_open(gw_server_t *s)
+{
+#ifdef CRDTD_HAVE_REDIS
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = s->cfg.node_id;
+    cfg.wait_replicas = s->cfg.redis_wait;
+    cfg.wait_timeout_ms = s->cfg.redis_wait_timeout_ms;
+    cfg.timeout_ms = s->cfg.redis_timeout_ms;
+    cfg.follow_logs = s->cfg.redis_follow;
+    char err[256];
+    gw_evloop_lws_init(&redis_loop, s->ctx, s->vh_main);
+    crdt_store_t *st = crdt_store_redis_open(s->cfg.store, &cfg, gw_evloop_lws_loop(&redis_loop),
+                                             err, sizeof(err));
+    if (!st) {
+        gw_log("cannot open the Redis store %s: %s", s->cfg.store, err);
+        return -1;
+    }
+    s->store_transient = true;
+    gw_loop_use_store(s, st);
+    gw_log("node %llu, store %s (wait %u replicas, %s the change logs); WebSocket sessions and "
+           "peer links are off with this store",
+           (unsigned long long)s->cfg.node_id, s->cfg.store, cfg.wait_replicas,
+           cfg.follow_logs ? "following" : "not following");
+    return 0;
+#else
+    (void)s;
+    return -1;
+#endif
+}
+
+/* The loop's last sink: the Redis store's sockets and timers live on the lws context, so it closes
+ * after the loop drained and before the context is destroyed (the embedded store closes after). */
+static void redis_shutdown(gw_server_t *s)
+{
+    if (s->store_transient) {
+        crdt_store_close(s->store);
+        s->store = NULL;
+    }
 }
 
 static const char *fsync_name(crdt_fsync_policy_t p)
@@ -93,14 +172,17 @@ int main(int argc, char **argv)
     rc_cfg.max_clock_drift_ms = s->cfg.max_clock_drift_ms;
 
     crdt_error_t err = {0};
-    s->store = crdt_store_embedded_open(&rc_cfg, &err);
-    if (!s->store) {
+    bool redis = s->cfg.store[0] != '\0';
+    if (redis && redis_check(&s->cfg))
+        return 2;
+    s->store = redis ? NULL : crdt_store_embedded_open(&rc_cfg, &err);
+    if (!s->store && !redis) {
         gw_log("cannot open the data directory %s: %s", rc_cfg.dir ? rc_cfg.dir : "(memory)",
                err.text[0] ? err.text : crdt_strerror(err.code));
         return 1;
     }
-    s->replica = crdt_store_embedded_replica(s->store);
-    const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);
+    s->replica = s->store ? crdt_store_embedded_replica(s->store) : NULL;
+    const crdt_recovery_report_t *rep = s->replica ? crdt_replica_recovery(s->replica) : NULL;
     if (rc_cfg.dir && rep) {
         gw_log("recovered %s: %llu keys from the snapshot, %llu log records (%llu listed by the "
                "log's index, the rest scanned) in %.3f s; %llu keys join their records in the "
@@ -139,18 +221,23 @@ int main(int argc, char **argv)
     s->route = route;
     s->client_fallback = gw_peer_callback;
     protocols[0].per_session_data_size = gw_http_session_size();
+    if (redis) /* shut down last (sinks shut down in reverse order) */
+        gw_loop_add_sink(s, &(gw_loop_sink_t){NULL, NULL, redis_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
-    if (gw_loop_start(s, protocols) || gw_sync_init(s) || gw_peer_init(s)) {
+    if (gw_loop_start(s, protocols) || (redis && redis_open(s)) ||
+        (!redis && (gw_sync_init(s) || gw_peer_init(s)))) {
         gw_loop_finish(s);
         crdt_store_close(s->store);
         return 1;
     }
     if (deferred)
         lws_sul_schedule(s->ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
-    gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
-           s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
-           s->cfg.timeline_max_size);
+    if (!redis)
+        gw_log("node %llu, data %s, fsync %s, timeline bound %u",
+               (unsigned long long)s->cfg.node_id,
+               s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
+               s->cfg.timeline_max_size);
     /* stdout, one line each, for scripts and tests that start crdtd on port 0 */
     printf("crdtd: listening on http://%s:%d\n", s->cfg.listen.host, s->main_port);
     if (s->vh_roshi)

@@ -47,9 +47,15 @@ static int op_fail(gw_op_result_t *r, int status, const char *code, const char *
     return -1;
 }
 
-static int op_store_error(gw_op_result_t *r, int rc, const char *what)
+static int op_store_error(gw_server_t *s, gw_op_result_t *r, int rc, const char *what)
 {
     switch (rc) {
+    case CRDT_EUNAVAIL: {
+        /* a remote store (Redis) down or a slot without its primary: passes, retry later */
+        const char *why = crdt_store_last_error(s->store);
+        return op_fail(r, 503, "storage", "%s: the store is unavailable: %s", what,
+                       why ? why : "no reply");
+    }
     case CRDT_ETYPE: return op_fail(r, 409, "wrong_type", "%s: the key holds another type", what);
     case CRDT_EINVAL: return op_fail(r, 400, "bad_request", "%s: invalid argument", what);
     case CRDT_EOVERFLOW:
@@ -421,7 +427,7 @@ static void op_written(gw_server_t *s, int rc, size_t applied, uint64_t seq, voi
     /* only a storage failure or memory can stop a validated batch midway (or, for a merge, a key
      * of another type): r.applied and r.seq say what was done before */
     if (rc < 0)
-        op_store_error(&o->r, rc, o->op);
+        op_store_error(s, &o->r, rc, o->op);
     op_finish(o);
 }
 
@@ -429,7 +435,7 @@ static void op_got_type(void *ud, int rc, const crdt_obj_t *cur)
 {
     op_run_t *o = ud;
     if (rc < 0) {
-        op_store_error(&o->r, rc, o->op);
+        op_store_error(o->s, &o->r, rc, o->op);
         op_finish(o);
         return;
     }

@@ -330,8 +330,7 @@ static void post_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
         json_pack("{s:I, s:I, s:I}", "applied", (json_int_t)r->applied, "ops", (json_int_t)r->ops,
                   "seq", (json_int_t)(r->seq ? r->seq : crdt_store_last_seq(s->store)));
     if (r->rc < 0 && j) /* a batch stopped midway by a storage failure (or memory) */
-        json_object_set_new_nocheck(
-            j, "error", json_string(r->status == 503 ? crdt_strerror(CRDT_EIO) : r->message));
+        json_object_set_new_nocheck(j, "error", json_string(r->message));
     gw_respond_json(rs, r->rc < 0 ? 503 : 200, j);
     rs->wait_seq = r->seq; /* gw_http_reply holds the answer until it is durable */
     if (r->seq)

@@ -173,7 +173,7 @@ static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last,
     gw_exchange_t *x = c->x;
     gw_response_t *rs = &x->rs;
     if (rc < 0) {
-        roshi_error(rs, rc == CRDT_EIO ? 503 : 500, "%s failed after %zu applied: %s",
+        roshi_error(rs, rc == CRDT_EIO || rc == CRDT_EUNAVAIL ? 503 : 500, "%s failed after %zu applied: %s",
                     c->add ? "insert" : "delete", changed, crdt_strerror(rc));
     } else {
         gw_jw_t w;

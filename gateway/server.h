@@ -44,6 +44,10 @@ struct gw_server {
     struct gw_sync *sync;   /* WebSocket client sessions (sync.c), NULL until gw_sync_init */
     struct gw_peers *peers; /* peer links (peer.c), NULL until gw_peer_init */
     bool loading; /* recovered keys are still being joined in the background (logged when done) */
+    /* The store's errors pass (Redis unreachable, a slot without its primary): its last_error
+     * makes /healthz answer 503 while it lasts, but is never latched as a storage failure and
+     * does not fail the writes waiting for durability (main.c sets it for --store redis://). */
+    bool store_transient;
 };
 
 #endif /* CRDT_GW_SERVER_H */

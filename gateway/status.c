@@ -89,8 +89,9 @@ void gw_status_healthz(gw_server_t *s, gw_exchange_t *x)
     crdt_store_stats(s->store, &st);
     const char *err = crdt_store_last_error(s->store);
     bool ok = !gw_loop_storage_failed(s);
+    const char *status = ok ? "ok" : s->store_transient ? "unavailable" : "failing";
     json_t *j =
-        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "status", ok ? "ok" : "failing", "node_id",
+        json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:b}", "status", status, "node_id",
                   (json_int_t)crdt_store_node_id(s->store), "keys", (json_int_t)st.keys, "last_seq",
                   (json_int_t)crdt_store_last_seq(s->store), "durable_seq",
                   (json_int_t)crdt_store_durable_seq(s->store), "uptime_ms",
@@ -106,6 +107,8 @@ void gw_status_healthz(gw_server_t *s, gw_exchange_t *x)
         snprintf(hex, sizeof(hex), "%016" PRIx64, crdt_replica_digest(r));
         json_object_set_new_nocheck(j, "digest", json_string(hex));
     }
+    if (j && s->store_transient)
+        json_object_set_new_nocheck(j, "store", json_string("redis"));
     if (j && !ok)
         json_object_set_new_nocheck(j, "error", json_string(err ? err : "storage failure"));
     gw_respond_json(&x->rs, ok ? 200 : 503, j);

@@ -421,13 +421,20 @@ static int cmd_tlscore(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* ---- counters and registers ----------------------------------------------------------------- */
 
-static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bool decr)
+/* INCRBY / DECRBY (grow false): an empty key becomes a PN-Counter, a G-Counter takes increments.
+ * GINCRBY (grow true): an empty key becomes a G-Counter, any other type than a G-Counter is
+ * WRONGTYPE, the increment must not be negative (crdtd's grow-only counter writes). */
+static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bool decr,
+                       bool grow)
 {
     if (argc != 3)
         return RedisModule_WrongArity(ctx);
     long long n;
     if (RedisModule_StringToLongLong(argv[2], &n) != REDISMODULE_OK)
         return RedisModule_ReplyWithError(ctx, "ERR value is not an integer or out of range");
+    if (grow && n < 0)
+        return RedisModule_ReplyWithError(
+            ctx, "ERR a grow-only counter (gcounter) cannot be decremented");
     if (decr) {
         if (n == INT64_MIN)
             return RedisModule_ReplyWithError(ctx, "ERR decrement would overflow");
@@ -438,8 +445,12 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
     if (crdtm_open(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE, &key, &c) < 0)
         return REDISMODULE_OK;
     bool created = false;
+    if (c && grow && crdt_obj_type(c) != CRDT_GCOUNTER) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
     if (!c) {
-        if (!(c = crdtm_new_obj(CRDT_PNCOUNTER))) {
+        if (!(c = crdtm_new_obj(grow ? CRDT_GCOUNTER : CRDT_PNCOUNTER))) {
             RedisModule_CloseKey(key);
             return RedisModule_ReplyWithError(ctx, "ERR out of memory");
         }
@@ -479,7 +490,8 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
     if (r > 0) {
         /* The change is made: it is replicated even if the value cannot be shown below. */
         crdtm_stats.writes++;
-        crdtm_changed(ctx, argv[1], decr ? "crdt.decrby" : "crdt.incrby", delta);
+        const char *event = decr ? "crdt.decrby" : "crdt.incrby";
+        crdtm_changed(ctx, argv[1], grow ? "crdt.gincrby" : event, delta);
     }
     crdt_obj_free(delta);
     RedisModule_CloseKey(key);
@@ -490,12 +502,17 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
 
 static int cmd_incrby(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    return counter_add(ctx, argv, argc, false);
+    return counter_add(ctx, argv, argc, false, false);
 }
 
 static int cmd_decrby(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    return counter_add(ctx, argv, argc, true);
+    return counter_add(ctx, argv, argc, true, false);
+}
+
+static int cmd_gincrby(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return counter_add(ctx, argv, argc, false, true);
 }
 
 /* CRDT.GET key -> counter value (integer), register value (bulk), nil if absent or unset */
@@ -1035,6 +1052,12 @@ static cmd_def_t commands[] = {
       .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("member", STRING), {0}}}},
     {"crdt.incrby", cmd_incrby, "write deny-oom fast", 1, 1, 1,
      {.version = V, .summary = "Adds to a PN-Counter (or a G-Counter) and returns the new value",
+      .complexity = "O(replicas)", .since = "0.1.0", .arity = 3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_ACCESS |
+                          REDISMODULE_CMD_KEY_UPDATE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("delta", INTEGER), {0}}}},
+    {"crdt.gincrby", cmd_gincrby, "write deny-oom fast", 1, 1, 1,
+     {.version = V, .summary = "Adds to a G-Counter (an empty key becomes one) and returns the value",
       .complexity = "O(replicas)", .since = "0.1.0", .arity = 3,
       .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_ACCESS |
                           REDISMODULE_CMD_KEY_UPDATE),

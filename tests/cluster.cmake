@@ -21,3 +21,21 @@ foreach(t test_cluster test_cluster_faults)
   target_compile_definitions(${t} PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
   add_dependencies(${t} crdtd)
 endforeach()
+
+# crdtd --store redis:// as processes: two gateways over a real Redis Cluster and one over a
+# second Redis, writers of every type through a primary killed, a gateway and a Redis restarted
+if(TARGET crdt_module AND TARGET crdtd_store_redis)
+  crdt_tap_test(test_scaleout SOURCES test_scaleout.c cluster_helper.c http_client.c redis_helper.c
+                redis_cluster_helper.c ${PROJECT_SOURCE_DIR}/redis-module/logpos.c
+                LIBS crdt_faultproxy PkgConfig::JANSSON PkgConfig::HIREDIS
+                TIMEOUT 200)
+  target_compile_definitions(test_scaleout PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>"
+                             CRDT_MODULE_PATH="$<TARGET_FILE:crdt_module>")
+  target_include_directories(test_scaleout PRIVATE ${PROJECT_SOURCE_DIR}/redis-module)
+  add_dependencies(test_scaleout crdtd crdt_module)
+  if(CRDTD_SANITIZE)
+    execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
+                    OUTPUT_VARIABLE asan_rt OUTPUT_STRIP_TRAILING_WHITESPACE)
+    target_compile_definitions(test_scaleout PRIVATE CRDT_ASAN_RUNTIME="${asan_rt}")
+  endif()
+endif()

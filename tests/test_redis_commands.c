@@ -254,6 +254,17 @@ static void test_errors(void)
     is(ERR("CRDT.GET aset"), wrongtype, "GET on a set: WRONGTYPE");
     is(ERR("CRDT.TLSELECT 5 nokey cnt"), wrongtype, "TLSELECT with a counter among the keys");
     is_int(INT("CRDT.GET cnt"), 5, "the counter is untouched by the refused commands");
+    /* GINCRBY: crdtd's grow-only increments keep the type the embedded store gives them */
+    is_int(INT("CRDT.GINCRBY gc 4"), 4, "GINCRBY on an empty key");
+    char *gt = rh_str(rh_cmd(&S, "CRDT.TYPE gc"), NULL);
+    is(gt ? gt : "", "gcounter", "makes a G-Counter");
+    free(gt);
+    is_int(INT("CRDT.GINCRBY gc 2"), 6, "GINCRBY adds to it");
+    is(ERR("CRDT.GINCRBY gc -1"), "ERR a grow-only counter (gcounter) cannot be decremented",
+       "GINCRBY refuses a negative delta");
+    is(ERR("CRDT.GINCRBY cnt 1"), wrongtype, "GINCRBY on a PN-Counter: WRONGTYPE");
+    is(ERR("CRDT.GINCRBY aset 1"), wrongtype, "GINCRBY on a set: WRONGTYPE");
+    is_int(INT("CRDT.INCRBY gc 1"), 7, "INCRBY takes increments on the G-Counter");
 }
 
 /* ---- counters, registers, sets -------------------------------------------------------------- */
@@ -707,13 +718,13 @@ static void test_info(void)
 static void test_random_commands(void)
 {
     static const char *cmds[] = {
-        "CRDT.TLADD",     "CRDT.TLREM",     "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
-        "CRDT.TLSELECT",  "CRDT.TLCARD",    "CRDT.TLSCORE",   "CRDT.INCRBY",
-        "CRDT.DECRBY",    "CRDT.GET",       "CRDT.SET",       "CRDT.SADD",
-        "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER", "CRDT.SCARD",
-        "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",      "CRDT.INFO",
-        "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",  "CRDT.RSX.RECV",
-        "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST"};
+        "CRDT.TLADD",    "CRDT.TLREM",     "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
+        "CRDT.TLSELECT", "CRDT.TLCARD",    "CRDT.TLSCORE",   "CRDT.INCRBY",
+        "CRDT.GINCRBY",  "CRDT.DECRBY",    "CRDT.GET",       "CRDT.SET",
+        "CRDT.SADD",     "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER",
+        "CRDT.SCARD",    "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",
+        "CRDT.INFO",     "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",
+        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST"};
     static const char *vals[] = {"fz:t",
                                  "fz:c",
                                  "fz:s",

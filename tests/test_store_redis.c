@@ -380,6 +380,18 @@ static void test_contract(rh_server_t *srv)
        "a position ahead of the store (another run of the gateway): EUNAVAIL, rescan: %s",
        crdt_store_last_error(st) ? crdt_store_last_error(st) : "");
 
+    /* grow-only counters keep their type (CRDT.GINCRBY; INCRBY would make a PN-counter) */
+    crdt_mut_t gi = {.type = CRDT_GCOUNTER, .kind = CRDT_MUT_INCR, .n = 3};
+    sw(st, "g", &gi, &r);
+    is_int(r.rc, 1, "a grow-only increment on an absent key");
+    sget(st, "g", &r);
+    ok(r.obj && crdt_obj_type(r.obj) == CRDT_GCOUNTER,
+       "makes a G-counter, as the embedded store does");
+    sw(st, "g", &gi, &r);
+    is_int(r.rc, 1, "and the next grow-only increment finds its type");
+    sw(st, "pn", &gi, &r);
+    is_int(r.rc, CRDT_ETYPE, "a grow-only increment on a PN-counter: ETYPE");
+
     /* durability: many writes in flight; completions in order, durable_seq covers all */
     uint64_t before = crdt_store_last_seq(st);
     enum { NW = 300 };

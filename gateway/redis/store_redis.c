@@ -1696,10 +1696,13 @@ static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_
     }
     case CRDT_GCOUNTER:
     case CRDT_PNCOUNTER: {
+        /* GINCRBY: an absent key becomes a G-counter, as in the embedded store (INCRBY would
+         * make a PN-counter, and the next grow-only write would find the wrong type) */
+        const char *verb = mm.type == CRDT_GCOUNTER ? "CRDT.GINCRBY" : "CRDT.INCRBY";
         snprintf(num, sizeof(num), "%lld", (long long)mm.n);
-        const char *argv[] = {"CRDT.INCRBY", key, num};
-        size_t lens[] = {11, klen, strlen(num)};
-        q = req_new(s, R_WRITE, "CRDT.INCRBY", 3, argv, lens);
+        const char *argv[] = {verb, key, num};
+        size_t lens[] = {strlen(verb), klen, strlen(num)};
+        q = req_new(s, R_WRITE, verb, 3, argv, lens);
         if (q) {
             q->incr = true;
             q->n = mm.n;

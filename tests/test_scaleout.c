@@ -1,0 +1,302 @@
+/* test_scaleout.c - crdtd --store redis:// as processes: two gateways over a real Redis Cluster
+ * (three primaries, three replicas) and one over a second Redis (another site)
+ *
+ * Writers of every type (cluster_helper.c's, which record what was acknowledged) run through all
+ * three gateways while a primary is killed (and rejoins), a gateway is killed and restarted and the
+ * second site's Redis is killed and restarted. Checked: the flags are validated before anything
+ * opens; /healthz says 503 with the store's reason while Redis or a slot is down and 200 again
+ * after; writes fail fast with 503 meanwhile; the two gateways of the cluster serve byte-identical
+ * keys; no acknowledged write is lost on either site; the roshi listener reads and writes through
+ * the store. Not covered yet: peer links between the sites (crdtd refuses --peer with this store).
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "cluster_helper.h"
+#include "http_client.h"
+#include "redis_cluster_helper.h"
+#include "redis_helper.h"
+#include "tap.h"
+
+static char *tmp;
+
+/* GET /healthz: its status code, and its "error" text (if any) in err. */
+static int healthz(int port, char *err, size_t n)
+{
+    hc_resp_t r;
+    if (err && n)
+        err[0] = '\0';
+    if (hc_request(port, "GET", "/healthz", NULL, &r) != 0) {
+        hc_resp_free(&r);
+        return 0;
+    }
+    int st = r.status;
+    json_t *j = json_loads(r.body, 0, NULL);
+    const char *e = j ? json_string_value(json_object_get(j, "error")) : NULL;
+    if (e && err)
+        snprintf(err, n, "%s", e);
+    json_decref(j);
+    hc_resp_free(&r);
+    return st;
+}
+
+/* Polls /healthz until it answers `want`, at most ms; the ms it took or -1. */
+static long wait_health(int port, int want, long ms)
+{
+    uint64_t t0 = cl_now_ms();
+    while ((long)(cl_now_ms() - t0) <= ms) {
+        if (healthz(port, NULL, 0) == want)
+            return (long)(cl_now_ms() - t0);
+        rh_sleep_ms(50);
+    }
+    return -1;
+}
+
+/* wait: --redis-wait, "1" over the cluster (a write is acknowledged once a replica has it), "0"
+ * on the second site (one server, AOF with fsync always) */
+static int start_gateway(crdtd_proc_t *p, const char *url, const char *node_id, const char *wait)
+{
+    const char *args[] = {"--store",
+                          url,
+                          "--node-id",
+                          node_id,
+                          "--redis-wait",
+                          wait,
+                          "--redis-wait-timeout-ms",
+                          "300",
+                          "--redis-timeout-ms",
+                          "500",
+                          "--roshi-listen",
+                          "127.0.0.1:0",
+                          NULL};
+    return crdtd_start(p, CRDTD_BIN, tmp, args);
+}
+
+static void flags_checked(void)
+{
+    char dd[600], errf[600];
+    snprintf(dd, sizeof(dd), "%s/never", tmp);
+    snprintf(errf, sizeof(errf), "%s/flags.err", tmp);
+    struct {
+        const char *store, *extra, *want;
+    } bad[] = {
+        {"redis://", NULL, "redis://"},
+        {"redis://127.0.0.1:0", NULL, "port"},
+        {"http://127.0.0.1:6379", NULL, "expected redis://"},
+        {"redis://127.0.0.1:6379", "ws://127.0.0.1:9", "--peer"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *args[] = {"--store",
+                              bad[i].store,
+                              "--data-dir",
+                              dd,
+                              "--listen",
+                              "127.0.0.1:0",
+                              bad[i].extra ? "--peer" : NULL,
+                              bad[i].extra,
+                              NULL};
+        int st = crdtd_run(CRDTD_BIN, args, errf, 5000);
+        char text[512] = "";
+        FILE *f = fopen(errf, "r");
+        if (f) {
+            size_t n = fread(text, 1, sizeof(text) - 1, f);
+            text[n] = '\0';
+            fclose(f);
+        }
+        char *nl = strchr(text, '\n');
+        if (nl)
+            *nl = '\0';
+        struct stat sb;
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(text, bad[i].want) && stat(dd, &sb) != 0,
+           "--store %s%s%s: exit 2 before any data dir: %s", bad[i].store,
+           bad[i].extra ? " --peer " : "", bad[i].extra ? bad[i].extra : "", text);
+    }
+}
+
+/* The roshi listener of one gateway writes, the other's reads the same entry. */
+static void roshi_through_store(int port_a, int port_b)
+{
+    char key[16], mem[16];
+    hc_b64("roshi-k", key, false);
+    hc_b64("m1", mem, false);
+    char body[256];
+    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":7.5,\"member\":\"%s\"}]", key, mem);
+    hc_resp_t r;
+    int rc = hc_request(port_a, "POST", "/", body, &r);
+    ok(rc == 0 && r.status == 200 && strstr(r.body, "\"inserted\":1"),
+       "roshi insert through gateway A: %d %s", r.status, r.body ? r.body : "");
+    hc_resp_free(&r);
+    snprintf(body, sizeof(body), "[\"%s\"]", key);
+    int fd = hc_connect(port_b);
+    rc = fd >= 0 ? hc_send(fd, "GET", "/?offset=0&limit=10", "", body, strlen(body), &r) : -1;
+    ok(rc == 0 && r.status == 200 && strstr(r.body, mem) && strstr(r.body, "7.5"),
+       "roshi select through gateway B sees it: %d %s", r.status, r.body ? r.body : "");
+    hc_resp_free(&r);
+    if (fd >= 0)
+        close(fd);
+}
+
+int main(void)
+{
+    const char *why = rc_skip_reason();
+    if (why)
+        skip_all("%s", why);
+    rh_watchdog(rh_sanitized() ? 170 : 110);
+    tmp = test_tmpdir();
+    ok(tmp != NULL, "temporary directory");
+    if (!tmp)
+        return done_testing();
+    flags_checked();
+
+    rc_cluster_t CL;
+    memset(&CL, 0, sizeof(CL));
+    if (rc_start(&CL, 3, 1, "") != 0) {
+        ok(0, "a cluster of 3 primaries and 3 replicas");
+        rm_rf(tmp);
+        return done_testing();
+    }
+    rh_server_t site;
+    memset(&site, 0, sizeof(site));
+    const char *extra[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
+    ok(rh_start(&site, NULL, "node-id 21", extra) == 0, "the second site's Redis");
+
+    char url[256], url2[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", CL.node[0].port,
+             CL.node[1].port, CL.node[2].port);
+    snprintf(url2, sizeof(url2), "redis://127.0.0.1:%d", site.port);
+
+    /* two gateways over the cluster (nodes 0, 1 of cA), one over the other site (c2) */
+    cluster_t cA, c2;
+    memset(&cA, 0, sizeof(cA));
+    memset(&c2, 0, sizeof(c2));
+    cA.n = 2;
+    c2.n = 1;
+    ok(start_gateway(&cA.node[0].proc, url, "11", "1") == 0, "gateway A on the cluster");
+    ok(start_gateway(&cA.node[1].proc, url, "12", "1") == 0, "gateway B on the cluster");
+    ok(start_gateway(&c2.node[0].proc, url2, "21", "0") == 0, "gateway C on the second site");
+    cA.node[0].running = cA.node[1].running = c2.node[0].running = true;
+    crdtd_proc_t *A = &cA.node[0].proc, *B = &cA.node[1].proc, *C = &c2.node[0].proc;
+    ok(wait_health(A->port, 200, 10000) >= 0 && wait_health(B->port, 200, 10000) >= 0 &&
+           wait_health(C->port, 200, 10000) >= 0,
+       "the three gateways are healthy once they found their Redis");
+
+    roshi_through_store(A->roshi_port, B->roshi_port);
+
+    cl_writer_t ws[3];
+    memset(ws, 0, sizeof(ws));
+    for (int i = 0; i < 2; i++) {
+        ws[i].c = &cA;
+        ws[i].node = i;
+        ws[i].max_ops = 20000; /* stopped by cl_writer_join */
+        ws[i].seed = 1000u + (unsigned)i;
+        ws[i].pause_us = 2000;
+    }
+    ws[2].c = &c2;
+    ws[2].node = 0;
+    ws[2].max_ops = 20000;
+    ws[2].seed = 2000u;
+    ws[2].pause_us = 2000;
+    for (int i = 0; i < 3; i++)
+        ok(cl_writer_start(&ws[i]) == 0, "writer %d started", i);
+    rh_sleep_ms(300);
+
+    /* a primary killed: /healthz says so with the node, its slots fail fast, the replica takes
+     * over, the killed node rejoins as a replica */
+    rh_kill(&CL.node[0]);
+    char err[512];
+    long t = -1;
+    uint64_t t0 = cl_now_ms();
+    while (cl_now_ms() - t0 < 5000 && t < 0) {
+        if (healthz(A->port, err, sizeof(err)) == 503)
+            t = (long)(cl_now_ms() - t0);
+        else
+            rh_sleep_ms(20);
+    }
+    char want[32];
+    snprintf(want, sizeof(want), ":%d", CL.node[0].port);
+    ok(t >= 0 && strstr(err, want), "a primary killed: /healthz of A is 503 after %ld ms: %s", t,
+       err);
+    ok(rc_wait_ok(&CL, 20) == 0, "the cluster promoted the killed primary's replica");
+    /* until the killed node rejoins, that replica has no replica: WAIT 1 fails, /healthz says so */
+    ok(rh_restart(&CL.node[0]) == 0, "the killed primary restarts and rejoins as a replica");
+    long back = wait_health(A->port, 200, 20000);
+    ok(back >= 0, "then /healthz of A is 200 again (%ld ms)", back);
+
+    /* a gateway killed and restarted: it holds nothing, it serves again */
+    cA.node[1].running = false;
+    crdtd_stop(B, SIGKILL, 5000);
+    rh_sleep_ms(200);
+    ok(start_gateway(B, url, "12", "1") == 0, "gateway B restarted");
+    cA.node[1].running = true;
+    ok(wait_health(B->port, 200, 10000) >= 0, "gateway B is healthy again");
+
+    /* the second site's Redis killed: C answers 503 at once, then resumes */
+    rh_kill(&site);
+    t = -1;
+    t0 = cl_now_ms();
+    while (cl_now_ms() - t0 < 5000 && t < 0) {
+        if (healthz(C->port, err, sizeof(err)) == 503)
+            t = (long)(cl_now_ms() - t0);
+        else
+            rh_sleep_ms(20);
+    }
+    snprintf(want, sizeof(want), ":%d", site.port);
+    ok(t >= 0 && strstr(err, want), "site Redis killed: /healthz of C is 503 after %ld ms: %s", t,
+       err);
+    hc_resp_t r;
+    char key[64], path[128];
+    hc_b64("down-probe", key, true);
+    snprintf(path, sizeof(path), "/v1/keys/%s", key);
+    uint64_t w0 = cl_now_ms();
+    int rc =
+        hc_request(C->port, "POST", path, "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}", &r);
+    uint64_t wms = cl_now_ms() - w0;
+    ok(rc == 0 && r.status == 503 && strstr(r.body, "unavailable") && wms < 1000,
+       "a write meanwhile fails fast (%llu ms) with 503: %s", (unsigned long long)wms,
+       r.body ? r.body : "");
+    hc_resp_free(&r);
+    rh_sleep_ms(300);
+    ok(rh_restart(&site) == 0, "site Redis restarted (AOF, fsync always)");
+    back = wait_health(C->port, 200, 10000);
+    ok(back >= 0, "C is healthy again %ld ms after the restart", back);
+
+    rh_sleep_ms(1000); /* writes after everything healed */
+    for (int i = 0; i < 3; i++)
+        cl_writer_join(&ws[i]);
+    for (int i = 0; i < 3; i++)
+        diag("writer %d: %d ops, %d acknowledged, %d unknown (%d answered with an error; last: "
+             "%s)",
+             i, ws[i].ops, ws[i].acked, ws[i].unknown, ws[i].errors, ws[i].last_error);
+    ok(ws[0].acked > 100 && ws[1].acked > 100 && ws[2].acked > 100,
+       "every writer had writes acknowledged");
+    ok(cl_compare_keys(&cA) == 0, "gateways A and B serve byte-identical keys");
+    int checked = 0, checked2 = 0;
+    is_int(cl_check_writes(&cA, 0, ws, 2, &checked), 0,
+           "the cluster lost no acknowledged write of A and B");
+    is_int(cl_check_writes(&c2, 0, &ws[2], 1, &checked2), 0,
+           "the second site lost no acknowledged write of C");
+    ok(checked > 100 && checked2 > 50, "the checks were not vacuous (%d, %d facts)", checked,
+       checked2);
+
+    for (int i = 0; i < 3; i++)
+        cl_writer_free(&ws[i]);
+    /* a clean exit status: under the sanitizer build a report (or a leak) makes it non-zero */
+    int sa = crdtd_stop(A, SIGTERM, 5000), sb = crdtd_stop(B, SIGTERM, 5000),
+        sc = crdtd_stop(C, SIGTERM, 5000);
+    ok(WIFEXITED(sa) && WEXITSTATUS(sa) == 0 && WIFEXITED(sb) && WEXITSTATUS(sb) == 0 &&
+           WIFEXITED(sc) && WEXITSTATUS(sc) == 0,
+       "the three gateways stop cleanly on SIGTERM (status %d %d %d)", sa, sb, sc);
+    rh_stop(&site);
+    rc_stop(&CL);
+    rh_cleanup();
+    is_int(rh_sanitizer_reports(), 0, "no sanitizer report from the servers");
+    rm_rf(tmp);
+    return done_testing();
+}
