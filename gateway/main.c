@@ -80,8 +80,9 @@ static void defer_cb(lws_sorted_usec_list_t *sul)
 
 /* ---- --store redis:// (docs/scale-out.md) ---------------------------------------------------
  * Checked before anything opens; opened on the lws loop once the vhost exists (redis_open).
- * The Redis store's errors pass (s->store_transient). Until sync.c and the peer engine take a
- * store that completes later, WebSocket sessions are off and peers are refused with it. */
+ * The Redis store's errors pass (s->store_transient). Until the peer engine takes a store that
+ * completes later, peers are refused with it; WebSocket sessions run on it (sync.c copes with
+ * completions that come later: tests/test_ws_defer.c). */
 #ifdef CRDTD_HAVE_REDIS
 static gw_evloop_lws_t redis_loop;
 #endif
@@ -128,8 +129,8 @@ static int redis_open(gw_server_t *s)
     }
     s->store_transient = true;
     gw_loop_use_store(s, st);
-    gw_log("node %llu, store %s (wait %u replicas, %s the change logs); WebSocket sessions and "
-           "peer links are off with this store",
+    gw_log("node %llu, store %s (wait %u replicas, %s the change logs); peer links are off with "
+           "this store",
            (unsigned long long)s->cfg.node_id, s->cfg.store, cfg.wait_replicas,
            cfg.follow_logs ? "following" : "not following");
     return 0;
@@ -225,8 +226,8 @@ int main(int argc, char **argv)
         gw_loop_add_sink(s, &(gw_loop_sink_t){NULL, NULL, redis_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
-    if (gw_loop_start(s, protocols) || (redis && redis_open(s)) ||
-        (!redis && (gw_sync_init(s) || gw_peer_init(s)))) {
+    if (gw_loop_start(s, protocols) || (redis && redis_open(s)) || gw_sync_init(s) ||
+        (!redis && gw_peer_init(s))) {
         gw_loop_finish(s);
         crdt_store_close(s->store);
         return 1;

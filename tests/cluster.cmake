@@ -25,7 +25,7 @@ endforeach()
 # crdtd --store redis:// as processes: two gateways over a real Redis Cluster and one over a
 # second Redis, writers of every type through a primary killed, a gateway and a Redis restarted
 if(TARGET crdt_module AND TARGET crdtd_store_redis)
-  crdt_tap_test(test_scaleout SOURCES test_scaleout.c cluster_helper.c http_client.c redis_helper.c
+  crdt_tap_test(test_scaleout SOURCES test_scaleout.c cluster_helper.c http_client.c ws_raw.c redis_helper.c
                 redis_cluster_helper.c ${PROJECT_SOURCE_DIR}/redis-module/logpos.c
                 LIBS crdt_faultproxy PkgConfig::JANSSON PkgConfig::HIREDIS
                 TIMEOUT 200)

@@ -21,6 +21,7 @@
 
 #include "cluster_helper.h"
 #include "http_client.h"
+#include "ws_raw.h"
 #include "redis_cluster_helper.h"
 #include "redis_helper.h"
 #include "tap.h"
@@ -143,6 +144,47 @@ static void roshi_through_store(int port_a, int port_b)
         close(fd);
 }
 
+/* A WebSocket subscriber of gateway B gets a write made through gateway A's REST API: the
+ * change reaches every gateway's sessions through the per-slot change logs. */
+static void ws_fanout(int port_a, int port_b)
+{
+    ws_raw_t w;
+    int st = ws_open(&w, port_b, "crdt.v1");
+    ok(st == 101, "a crdt.v1 session on gateway B (%d)", st);
+    if (st != 101) {
+        ws_free(&w);
+        return;
+    }
+    ws_text(&w, "{\"type\":\"hello\",\"client\":\"fanout\",\"cursor\":0}");
+    char *m = ws_wait_type(&w, "welcome", 5000);
+    ok(m != NULL, "welcome from gateway B");
+    free(m);
+    char key[16];
+    hc_b64("fan:1", key, false);
+    char sub[128];
+    snprintf(sub, sizeof(sub), "{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"%s\"]}", key);
+    ws_text(&w, sub);
+    m = ws_wait_type(&w, "subscribed", 5000);
+    ok(m != NULL, "subscribed to fan:1 on gateway B");
+    free(m);
+    char path[64], mem[16], body[160];
+    hc_b64("hello", mem, false);
+    char ukey[16];
+    hc_b64("fan:1", ukey, true); /* the URL form of the key: base64url */
+    snprintf(path, sizeof(path), "/v1/keys/%s", ukey);
+    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}", mem);
+    hc_resp_t r;
+    int rc = hc_request(port_a, "POST", path, body, &r);
+    ok(rc == 0 && r.status == 200, "a write through gateway A's REST API %s: %d %s", path, r.status,
+       r.body ? r.body : "");
+    hc_resp_free(&r);
+    m = ws_wait_type(&w, "change", 10000);
+    ok(m && strstr(m, key) && strstr(m, mem), "gateway B's subscriber gets the change: %s",
+       m ? m : "(nothing)");
+    free(m);
+    ws_free(&w);
+}
+
 int main(void)
 {
     const char *why = rc_skip_reason();
@@ -188,6 +230,7 @@ int main(void)
        "the three gateways are healthy once they found their Redis");
 
     roshi_through_store(A->roshi_port, B->roshi_port);
+    ws_fanout(A->port, B->port);
 
     cl_writer_t ws[3];
     memset(ws, 0, sizeof(ws));

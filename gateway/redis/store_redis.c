@@ -2195,10 +2195,29 @@ static void sr_tick(crdt_store_t *st, uint64_t now)
     housekeeping(srs(st));
 }
 
+/* Following the change logs, a gateway reads the logs that exist at its start from their end:
+ * until every primary's first CRDT.LOG.LIST was answered, a write made elsewhere could land in a
+ * log it would then skip, so it does not call itself ready (/healthz 503) before that. */
+static bool follow_starting(const sr_store_t *s)
+{
+    if (!s->cfg.follow_logs)
+        return false;
+    bool used[SR_MAX_NODES] = {0};
+    for (unsigned i = 0; i < CRDTM_SLOTS; i++)
+        if (s->slot_node[i] < SR_MAX_NODES)
+            used[s->slot_node[i]] = true;
+    for (int i = 0; i < s->nnodes; i++)
+        if (used[i] && !s->nodes[i]->listed)
+            return true;
+    return false;
+}
+
 static const char *sr_last_error(const crdt_store_t *st)
 {
     const sr_store_t *s = csrs(st);
-    return s->err_set || s->ready != 1 ? (s->err[0] ? s->err : "connecting to Redis") : NULL;
+    if (s->err_set || s->ready != 1)
+        return s->err[0] ? s->err : "connecting to Redis";
+    return follow_starting(s) ? "starting: reading where every primary's change logs end" : NULL;
 }
 
 static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
