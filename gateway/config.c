@@ -77,6 +77,17 @@ static void usage(FILE *f)
         "  --ws-idle-timeout S      close a session silent for S seconds (default 60)\n"
         "  --ws-max-errors N        error replies before closing a misbehaving session (32)\n"
         "\n"
+        "Security (docs/security.md):\n"
+        "  --token-secret-file F    also the key ring of every HTTP endpoint but /healthz: lines\n"
+        "                           kid:secret (or one lone secret, kid \"default\"); SIGHUP\n"
+        "                           re-reads it. Requests need Authorization: Bearer <token>\n"
+        "  --metrics-auth           /metrics needs a token too (default: open)\n"
+        "  --roshi-token-file F     token that roshi requests without an Authorization header\n"
+        "                           run with (its grants, its expiry); without it they need one\n"
+        "  --allow-open             listen on a non-loopback address without a token secret\n"
+        "  --tls-cert F, --tls-key F  PEM certificate chain and key: HTTPS and WSS on --listen\n"
+        "                           and --roshi-listen (cleartext refused); SIGHUP reloads them\n"
+        "\n"
         "Replication (subprotocol crdt-peer.v1 on the --listen port, docs/replication.md):\n"
         "  --peer URL               a peer, ws://host:port; repeatable (at most 16)\n"
         "  --cluster NAME           cluster name, must match the peers' (default crdtd)\n"
@@ -244,6 +255,17 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (!*val || strlen(val) >= sizeof(c->token_secret_file))
             BAD_VALUE("empty or too long");
         snprintf(dst, sizeof(c->token_secret_file), "%s", val);
+    } else if (!strcmp(name, "roshi-token-file") || !strcmp(name, "tls-cert") ||
+               !strcmp(name, "tls-key")) {
+        NEED_VALUE;
+        char *dst = name[0] == 'r' ? c->roshi_token_file : name[4] == 'c' ? c->tls_cert : c->tls_key;
+        if (!*val || strlen(val) >= sizeof(c->tls_cert))
+            BAD_VALUE("empty or too long");
+        snprintf(dst, sizeof(c->tls_cert), "%s", val);
+    } else if (!strcmp(name, "metrics-auth")) {
+        c->metrics_auth = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
+    } else if (!strcmp(name, "allow-open")) {
+        c->allow_open = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
     } else if (!strcmp(name, "ws-max-message")) {
         NEED_VALUE;
         if (parse_u64(val, 1ull << 30, &n) || n < 1024)
@@ -400,7 +422,8 @@ int gw_config_parse(gw_config_t *c, int argc, char **argv)
         }
         memcpy(name, a + 2, nlen);
         name[nlen] = '\0';
-        bool is_flag = !strcmp(name, "no-persist") || !strcmp(name, "verbose");
+        bool is_flag = !strcmp(name, "no-persist") || !strcmp(name, "verbose") ||
+                       !strcmp(name, "metrics-auth") || !strcmp(name, "allow-open");
         if (eq)
             val = eq + 1;
         else if (!is_flag && i + 1 < argc)

@@ -190,6 +190,7 @@ json_t *gw_parse_body(const gw_request_t *rq, gw_response_t *rs)
 static void request_clear(gw_request_t *rq)
 {
     free(rq->path);
+    free(rq->auth);
     free(rq->argbuf);
     free(rq->body);
     memset(rq, 0, sizeof(*rq));
@@ -212,6 +213,8 @@ static gw_exchange_t *exchange_new(gw_conn_t *c)
     x->conn = c;
     x->t_start_us = gw_now_us();
     x->wait = (gw_durable_wait_t){0};
+    x->has_tok = false;
+    memset(&x->tok, 0, sizeof(x->tok));
     c->x = x;
     return x;
 }
@@ -221,6 +224,7 @@ static void exchange_free(gw_exchange_t *x)
     gw_loop_unwait(x->srv, &x->wait);
     request_clear(&x->rq);
     response_clear(&x->rs);
+    gw_token_clear(&x->tok);
     free(x);
 }
 
@@ -373,6 +377,10 @@ static int conn_send(gw_conn_t *c)
     if (rs->close && lws_add_http_header_by_token(c->wsi, WSI_TOKEN_CONNECTION,
                                                   (const uint8_t *)"close", 5, &p, end))
         return -1;
+    if (rs->www_auth &&
+        lws_add_http_header_by_name(c->wsi, (const uint8_t *)"www-authenticate:",
+                                    (const uint8_t *)"Bearer realm=\"crdtd\"", 20, &p, end))
+        return -1;
     if (lws_finalize_http_header(c->wsi, &p, end))
         return -1;
     /* Headers and body leave in one write (one send(2) per response): the headers go into the
@@ -445,6 +453,12 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
     c->rq.path_len = len;
     if (collect_args(wsi, &c->rq))
         return -1;
+    int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (alen > 0) {
+        c->rq.auth = malloc((size_t)alen + 1);
+        if (!c->rq.auth || lws_hdr_copy(wsi, c->rq.auth, alen + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+            return -1;
+    }
 
     bool has_cl = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
     uint64_t cl = 0;

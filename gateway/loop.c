@@ -251,6 +251,11 @@ int gw_loop_service(gw_server_t *s, int timeout_ms)
 void gw_loop_run(gw_server_t *s)
 {
     while (!s->stopping) {
+        if (s->reload) {
+            s->reload = 0;
+            if (s->on_reload)
+                s->on_reload(s);
+        }
         if (gw_loop_service(s, 0) < 0)
             break;
     }

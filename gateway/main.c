@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "loop.h"
@@ -18,15 +19,27 @@ static gw_server_t server;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    server.stopping = 1;
+    if (sig == SIGHUP)
+        server.reload = 1;
+    else
+        server.stopping = 1;
     /* wakes the poll; lws_cancel_service writes to its event pipe, async-signal-safe */
     if (server.ctx)
         lws_cancel_service(server.ctx);
 }
 
+/* SIGHUP, from the loop: the token key ring (sessions open stay open). */
+static void on_reload(gw_server_t *s)
+{
+    gw_auth_reload(s);
+}
+
 static void route(gw_server_t *s, gw_exchange_t *x)
 {
+    if (!gw_auth_http(s, x)) {
+        gw_http_reply(x);
+        return;
+    }
     if (x->rq.roshi)
         gw_roshi_handle(s, x);
     else
@@ -110,9 +123,15 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     s->route = route;
+    s->on_reload = on_reload;
+    if (gw_auth_init(s)) {
+        crdt_store_close(s->store);
+        return 1;
+    }
     s->client_fallback = gw_peer_callback;
     protocols[0].per_session_data_size = gw_http_session_size();
     gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
@@ -120,6 +139,7 @@ int main(int argc, char **argv)
     if (gw_loop_start(s, protocols) || gw_sync_init(s) || gw_peer_init(s)) {
         gw_loop_finish(s);
         crdt_store_close(s->store);
+        gw_auth_free(s);
         return 1;
     }
     gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
@@ -135,6 +155,7 @@ int main(int argc, char **argv)
 
     gw_log("stopping: flushing the log");
     crdt_store_close(s->store);
+    gw_auth_free(s);
     gw_log("stopped");
     return 0;
 }

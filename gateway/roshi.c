@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "crdt_json.h"
 #include "loop.h"
 #include "op.h"
@@ -220,6 +221,11 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
         if (!tuple_parse(s, json_array_get(body, i), i, rs, t)) {
             c->invalid = true;
             break;
+        }
+        char what[32];
+        snprintf(what, sizeof(what), "[%zu].key", i);
+        if (!gw_auth_http_key(x, GW_ACCESS_WRITE, t->key, t->klen, what)) {
+            goto fail; /* a request with a key outside the grants stores nothing */
         }
         c->keys[i] = (crdt_bytes_t){t->key, t->klen};
         c->w[i] = (gw_write_t){t->key,
@@ -564,6 +570,10 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
         gw_op_result_t r;
         if (gw_b64_field(json_array_get(body, i), what, s->cfg.max_key, &r, &k, &klen)) {
             gw_respond_error(rs, r.status, "%s", r.message);
+            goto fail;
+        }
+        if (!gw_auth_http_key(x, GW_ACCESS_READ, k, klen, what)) {
+            free(k);
             goto fail;
         }
         bool dup = false;

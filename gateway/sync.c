@@ -13,6 +13,7 @@
 #include "prom.h"
 #include "sync.h"
 #include "util.h"
+#include "auth.h"
 #include "token.h"
 
 /*
@@ -627,8 +628,8 @@ static void on_hello(sess_t *ss, const json_t *j)
             sess_close(ss, 4001, "token invalid: no token");
             return;
         }
-        int rc = gw_token_verify(json_string_value(tk), json_string_length(tk), y->secret, y->slen,
-                                 unix_now(), &ss->tok, why, sizeof(why));
+        int rc = gw_auth_verify(s, json_string_value(tk), json_string_length(tk), &ss->tok, why,
+                                sizeof(why));
         if (rc != GW_TOKEN_OK) {
             char reason[80];
             if (rc == GW_TOKEN_EEXPIRED)
@@ -1402,13 +1403,7 @@ int gw_sync_init(gw_server_t *s)
         return -1;
     }
     y->srv = s;
-    int n = gw_load_secret(s->cfg.token_secret_file, "CRDTD_TOKEN_SECRET", y->secret,
-                           sizeof(y->secret));
-    if (n < 0) {
-        free(y);
-        return -1;
-    }
-    y->slen = (size_t)n;
+    y->slen = gw_auth_enabled(s); /* the key ring is auth.c's (SIGHUP re-reads it) */
     if (!y->slen)
         gw_log("sessions: no token secret (--token-secret-file or $CRDTD_TOKEN_SECRET): crdt.v1 "
                "sessions need no token and may read and write every key");
