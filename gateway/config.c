@@ -431,5 +431,9 @@ int gw_config_parse(gw_config_t *c, int argc, char **argv)
         if (set_option(c, name, val, "command line", 0))
             return -1;
     }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        fprintf(stderr, "crdtd: --tls-cert and --tls-key go together (give both, or neither)\n");
+        return -1;
+    }
     return 0;
 }

@@ -1,8 +1,14 @@
 /* loop.c - the event loop: lws context and listeners, group commit, tick, durability waiters,
  * fan-out of the store's events to the registered sinks */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "loop.h"
 #include "server.h"
@@ -186,6 +192,91 @@ static void lws_log_emit(int level, const char *line)
     fprintf(stderr, "lws: %s", line);
 }
 
+/* ---- TLS on the listeners ------------------------------------------------------------------ */
+
+bool gw_loop_tls(const gw_server_t *s)
+{
+    return s->cfg.tls_cert[0] && s->cfg.tls_key[0];
+}
+
+static void ossl_reason(char *why, size_t n, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(why, n, "%s%s%s", what, e ? ": " : "", buf);
+}
+
+int gw_loop_tls_check(const char *cert, const char *key, char *why, size_t whylen, char *info,
+                      size_t infolen)
+{
+    if (info && infolen)
+        info[0] = '\0';
+    FILE *f = fopen(cert, "r");
+    if (!f) {
+        snprintf(why, whylen, "cannot read the certificate %s: %s", cert, strerror(errno));
+        return -1;
+    }
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!x) {
+        ossl_reason(why, whylen, "the certificate file holds no PEM certificate");
+        return -1;
+    }
+    f = fopen(key, "r");
+    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    int err = errno;
+    if (f)
+        fclose(f);
+    int rc = -1;
+    if (!f)
+        snprintf(why, whylen, "cannot read the key %s: %s", key, strerror(err));
+    else if (!k)
+        ossl_reason(why, whylen, "the key file holds no PEM private key (encrypted keys are not "
+                                 "supported)");
+    else if (X509_check_private_key(x, k) != 1)
+        ossl_reason(why, whylen, "the key does not belong to the certificate");
+    else
+        rc = 0;
+    if (info && infolen) {
+        char subj[256] = "", until[64] = "";
+        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+        BIO *b = BIO_new(BIO_s_mem());
+        if (b && ASN1_TIME_print(b, X509_get0_notAfter(x)) > 0) {
+            int n = BIO_read(b, until, (int)sizeof(until) - 1);
+            until[n > 0 ? n : 0] = '\0';
+        }
+        BIO_free(b);
+        bool expired = X509_cmp_current_time(X509_get0_notAfter(x)) < 0;
+        snprintf(info, infolen, "%s, valid until %s%s", subj, until,
+                 expired ? " (EXPIRED: clients will refuse it)" : "");
+    }
+    EVP_PKEY_free(k);
+    X509_free(x);
+    return rc;
+}
+
+int gw_loop_tls_reload(gw_server_t *s)
+{
+    if (!gw_loop_tls(s) || !s->ctx)
+        return 0;
+    char why[512], info[512];
+    if (gw_loop_tls_check(s->cfg.tls_cert, s->cfg.tls_key, why, sizeof(why), info,
+                          sizeof(info))) {
+        gw_log("SIGHUP: keeping the previous TLS certificate: %s", why);
+        return -1;
+    }
+    /* every vhost made with these paths: the main listener and the roshi one */
+    if (lws_tls_cert_updated(s->ctx, s->cfg.tls_cert, s->cfg.tls_key, NULL, 0, NULL, 0)) {
+        gw_log("SIGHUP: libwebsockets refused the new TLS certificate");
+        return -1;
+    }
+    gw_log("SIGHUP: TLS certificate reloaded: %s", info);
+    return 0;
+}
+
 static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a)
 {
     struct lws_context_creation_info info;
@@ -200,6 +291,16 @@ static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_a
         info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
     if (!a->port)
         info.port = 0;
+    if (gw_loop_tls(s)) {
+        /* lws refuses cleartext on a TLS vhost (no ALLOW_NON_SSL_ON_SSL_PORT): the handshake
+         * fails and the connection is closed */
+        info.ssl_cert_filepath = s->cfg.tls_cert;
+        info.ssl_private_key_filepath = s->cfg.tls_key;
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws reads it per vhost too */
+        /* HTTP/1.1 only: http.c sends headers and body in one HTTP/1 write, and crdt.v1 and
+         * crdt-peer.v1 upgrade from HTTP/1.1; without this lws would offer h2 by ALPN */
+        info.alpn = "http/1.1";
+    }
     struct lws_vhost *vh = lws_create_vhost(s->ctx, &info);
     if (!vh)
         gw_log("cannot listen on %s:%d (address in use, or not a local address?)", a->host,
@@ -217,8 +318,18 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = s;
+    if (gw_loop_tls(s)) {
+        char why[512], tinfo[512];
+        if (gw_loop_tls_check(s->cfg.tls_cert, s->cfg.tls_key, why, sizeof(why), tinfo,
+                              sizeof(tinfo))) {
+            gw_log("--tls-cert/--tls-key: %s", why);
+            return -1;
+        }
+        gw_log("TLS on the listeners: %s", tinfo);
+    }
     info.max_http_header_data = (unsigned short)s->cfg.max_header;
     info.max_http_header_pool = 1024;
     info.timeout_secs = 10;

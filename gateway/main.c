@@ -32,6 +32,7 @@ static void on_signal(int sig)
 static void on_reload(gw_server_t *s)
 {
     gw_auth_reload(s);
+    gw_loop_tls_reload(s);
 }
 
 static void route(gw_server_t *s, gw_exchange_t *x)
@@ -146,9 +147,11 @@ int main(int argc, char **argv)
            s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
            s->cfg.timeline_max_size);
     /* stdout, one line each, for scripts and tests that start crdtd on port 0 */
-    printf("crdtd: listening on http://%s:%d\n", s->cfg.listen.host, s->main_port);
+    const char *scheme = gw_loop_tls(s) ? "https" : "http";
+    printf("crdtd: listening on %s://%s:%d\n", scheme, s->cfg.listen.host, s->main_port);
     if (s->vh_roshi)
-        printf("crdtd: roshi API listening on http://%s:%d\n", s->cfg.roshi.host, s->roshi_port);
+        printf("crdtd: roshi API listening on %s://%s:%d\n", scheme, s->cfg.roshi.host,
+               s->roshi_port);
     fflush(stdout);
 
     gw_loop_run(s);
