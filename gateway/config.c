@@ -38,6 +38,7 @@ void gw_config_defaults(gw_config_t *c)
     c->peer_queue = 64u << 20;
     c->peer_batch_ms = 5;
     c->anti_entropy_secs = 30;
+    c->max_clock_drift_ms = 86400000; /* 24 h, the Redis module's default */
 }
 
 static void usage(FILE *f)
@@ -64,7 +65,9 @@ static void usage(FILE *f)
         "                           may move it (default 86400000, 24 h, as crdt.so's): a later\n"
         "                           local LWW write then wins; a write stamped further ahead is\n"
         "                           still merged, the clock does not follow it, it is counted\n"
-        "                           (crdtd_clock_ahead_total) and logged\n"
+        "                           (crdtd_clock_ahead_total) and logged; peers whose wall\n"
+        "                           clock differs from ours by more are refused at the\n"
+        "                           handshake (0: no peer check)\n"
         "\n"
         "WebSocket sessions (subprotocol crdt.v1 on the --listen port, docs/protocol.md):\n"
         "  --token-secret-file F    HMAC-SHA256 key of session tokens (or $CRDTD_TOKEN_SECRET);\n"
@@ -331,6 +334,15 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (parse_u64(val, 86400, &n))
             BAD_VALUE("expected seconds 0..86400");
         c->anti_entropy_secs = (unsigned)n;
+    } else if (!strcmp(name, "test-clock-offset-ms")) {
+        /* tests only (not in --help): shifts the wall clock this node reports to its peers */
+        NEED_VALUE;
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(val, &end, 10);
+        if (errno || !end || *end || end == val)
+            BAD_VALUE("expected milliseconds, possibly negative");
+        c->test_clock_offset_ms = v;
     } else if (!strcmp(name, "config")) {
         NEED_VALUE;
         return load_file(c, val, depth + 1);

@@ -60,6 +60,7 @@ typedef struct gw_config {
     size_t peer_queue;          /* outbound queue bound per peer, bytes */
     unsigned peer_batch_ms;     /* wait at most this long to fill a batch */
     unsigned anti_entropy_secs; /* period of anti-entropy rounds on each link, 0: only on connect */
+    int64_t test_clock_offset_ms; /* tests only: added to the wall clock the handshake reports */
 } gw_config_t;
 
 /* Fills *c with the defaults. */

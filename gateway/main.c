@@ -73,6 +73,17 @@ static struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+/* CRDTD_TEST_STORE_DEFER=1 (tests only): the store's calls complete later, on this timer, as a
+ * store over the network would complete them; every caller must cope (tests/test_ws_defer.c). */
+static lws_sorted_usec_list_t sul_defer;
+
+static void defer_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    crdt_store_deferred_run(server.store);
+    lws_sul_schedule(server.ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
+}
+
 static const char *fsync_name(crdt_fsync_policy_t p)
 {
     return p == CRDT_FSYNC_ALWAYS ? "always" : p == CRDT_FSYNC_NO ? "no" : "everysec";
@@ -127,6 +138,19 @@ int main(int argc, char **argv)
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    const char *defer = getenv("CRDTD_TEST_STORE_DEFER");
+    bool deferred = defer && !strcmp(defer, "1");
+    if (deferred) {
+        crdt_store_t *d = crdt_store_deferred_wrap(s->store);
+        if (!d) {
+            gw_log("out of memory");
+            crdt_store_close(s->store);
+            return 1;
+        }
+        s->store = d;
+        gw_log("CRDTD_TEST_STORE_DEFER: store calls complete later (a test setting)");
+    }
+
     s->route = route;
     s->on_reload = on_reload;
     if (gw_auth_init(s)) {
@@ -143,6 +167,8 @@ int main(int argc, char **argv)
         gw_auth_free(s);
         return 1;
     }
+    if (deferred)
+        lws_sul_schedule(s->ctx, 0, &sul_defer, defer_cb, 2 * LWS_US_PER_MS);
     gw_log("node %llu, data %s, fsync %s, timeline bound %u", (unsigned long long)s->cfg.node_id,
            s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
            s->cfg.timeline_max_size);

@@ -7,22 +7,29 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "auth.h"
 #include "crdt_json.h"
+#include "crdt_v1.h"
 #include "crypto.h"
 #include "loop.h"
 #include "prom.h"
 #include "sync.h"
-#include "util.h"
-#include "auth.h"
 #include "token.h"
+#include "util.h"
+#include "wsmsg.h"
 
 /*
  * docs/protocol.md is the contract; this is how the server keeps it on one event loop.
  *
- * Output. Each session has a bounded FIFO of messages (bytes counted against --ws-send-queue) and
- * writes one per LWS_CALLBACK_SERVER_WRITEABLE. Message texts are reference counted: a live change
- * is encoded once ("key", "seq", "delta") and shared by every session it goes to; the per-session
- * part (the resume "cursor") is written in front of it when it is sent.
+ * Messages. Every message is decoded and encoded by the crdt.v1 codec (proto/crdt_v1.h); this
+ * file only acts on the structs. Incoming fragments are reassembled by a gw_wsrx_t (wsmsg.h),
+ * bounded by --ws-max-message.
+ *
+ * Output. Each session has a bounded gw_wsq_t of frames (bytes counted against --ws-send-queue)
+ * and writes one per LWS_CALLBACK_SERVER_WRITEABLE. Frames are reference counted: a live change
+ * is encoded once (its body: "key", "seq", "delta") and shared by every session it goes to; the
+ * per-session part (the head with the resume "cursor", the queue item's tag) is written in front
+ * of it when it is sent.
  *
  * Fan-out. Subscriptions live in one hash table of topics (an exact key or a prefix, each with its
  * array of subscribed sessions); a change looks up its key, and its prefixes of every length some
@@ -34,8 +41,20 @@
  * walk runs, else the lowest position the session's walks have reached (docs/protocol.md says why
  * resuming from it cannot miss anything).
  *
- * Acks. An apply's ack waits in a FIFO (ordered by the seq it waits for) until the replica's
+ * Acks. An apply's ack waits in a FIFO (ordered by the seq it waits for) until the store's
  * durable seq reaches it (gw_sync_on_durable, after each group commit).
+ *
+ * The store. Sessions read and write only through crdt_store.h (s->store): the change feed for
+ * catch-ups, get and write for the op-id marks, gw_apply_op for the ops. Every call completes
+ * through a callback, possibly later than the call (a store over the network), so:
+ * - a session with a store call in flight is held (inflight): when lws closes it, it leaves every
+ *   index at once but its memory stays (dead, on the zombie list) until the last completion,
+ *   which sees it is dead, does only what the data needs (an applied op still gets its mark) and
+ *   frees it;
+ * - an apply runs its steps (read the mark, apply, write the mark) one after the other and the
+ *   session's later messages wait behind it, in order, with reading paused: so a retry can never
+ *   pass the check of the mark its original is about to write;
+ * - one catch-up chunk is read at a time (walking).
  *
  * Exactly-once. The highest applied op id per (token subject, client id) is a timeline entry
  * "hwm" (score = id: the greater score wins, a max-register) under the reserved key
@@ -44,21 +63,11 @@
 
 #define WALK_CHUNK 256 /* feed keys visited per catch-up step */
 #define MAX_WALKS 16   /* catch-ups in progress per session */
-#define MAX_ID ((uint64_t)1 << 53)
-#define CLIENT_MAX 64
+#define MAX_ID CRDT_V1_MAX_ID
+#define CLIENT_MAX CRDT_V1_CLIENT_MAX
+#define FRAME_CHANGE_BODY 1   /* frame meta[0]: the frame is a change body, sent after its head */
 #define CLOSE_BACKSTOP_SECS 5 /* a session being closed that never becomes writable is dropped */
-
-typedef struct msg {
-    unsigned refs;
-    size_t len;
-    char text[];
-} msg_t;
-
-typedef struct qent {
-    msg_t *m;
-    uint64_t cursor;
-    bool change; /* m is a change body: send `{"type":"change","cursor":C,` in front of it */
-} qent_t;
+#define MAX_HELD 256          /* messages waiting behind an apply in flight (reading is paused) */
 
 struct sess;
 
@@ -82,17 +91,17 @@ typedef struct sess_sub { /* in a session: the topic, and where the session is i
     size_t ti;
 } sess_sub_t;
 
-typedef struct wtopic {
-    uint8_t *b;
-    size_t len;
-    bool prefix;
-} wtopic_t;
-
 typedef struct walk {
     uint64_t id, pos;
-    wtopic_t *topics;
+    crdt_v1_topic_t *topics; /* taken from the decoded subscribe */
     size_t ntopics;
 } walk_t;
+
+/* a decoded message waiting for the apply in flight before it (messages run in order) */
+typedef struct held {
+    struct held *next;
+    crdt_v1_msg_t m;
+} held_t;
 
 typedef struct sess {
     gw_server_t *srv;
@@ -106,27 +115,34 @@ typedef struct sess {
     bool has_tok;
     uint64_t hello_cursor;
     /* input */
-    char *rx;
-    size_t rx_len, rx_cap;
-    bool rx_discard, rx_binary;
+    gw_wsrx_t rx;
     unsigned nerrors;
     uint64_t opened_us, last_rx_us, last_ping_us;
     bool ping_due;
     /* output */
-    qent_t *q;
-    size_t qhead, qlen, qcap;
-    size_t qbytes;
-    char *wbuf;
-    size_t wcap;
+    gw_wsq_t q;
+    gw_wswriter_t w;
     /* subscriptions and catch-ups */
     sess_sub_t *subs;
     size_t nsubs, subs_cap;
     walk_t walks[MAX_WALKS];
     size_t nwalks;
     uint64_t mark; /* seq of the last change matched, so a change is sent once per session */
+    /* store calls in flight: each holds the session, so a completion that comes after lws closed
+     * it finds it still allocated (dead) and the last one frees it */
+    unsigned inflight;
+    bool dead;     /* closed by lws: only completions still refer to it (on gw_sync_t's zombies) */
+    bool applying; /* an apply is in flight: later messages wait in held, in order */
+    bool walking;  /* a catch-up chunk is being read from the store */
+    struct apply_ctx
+        *apply_c;            /* the apply and the chunk read in flight (freed at shutdown if the */
+    struct walk_ctx *walk_c; /* store never completes them) */
+    held_t *held_head, *held_tail;
+    size_t nheld;
+    bool rx_paused;
     /* closing */
     int close_code;
-    char close_reason[64];
+    char close_reason[124];
 } sess_t;
 
 typedef struct pending_ack {
@@ -135,25 +151,15 @@ typedef struct pending_ack {
     bool applied, dup;
 } pending_ack_t;
 
-enum err_code {
-    E_BAD_JSON,
-    E_BAD_REQUEST,
-    E_UNKNOWN_TYPE,
-    E_UNKNOWN_OP,
-    E_WRONG_TYPE,
-    E_UNAUTHORIZED,
-    E_TOO_LARGE,
-    E_LIMIT,
-    E_STORAGE,
-    E_EXPIRED,
-    E_INTERNAL,
-    E_COUNT
-};
-
-static const char *const err_names[E_COUNT] = {
-    "bad_json",  "bad_request", "unknown_type", "unknown_op", "wrong_type", "unauthorized",
-    "too_large", "limit",       "storage",      "expired",    "internal",
-};
+typedef crdt_v1_code_t err_code_t;
+#define E_BAD_REQUEST CRDT_V1_E_BAD_REQUEST
+#define E_UNAUTHORIZED CRDT_V1_E_UNAUTHORIZED
+#define E_TOO_LARGE CRDT_V1_E_TOO_LARGE
+#define E_LIMIT CRDT_V1_E_LIMIT
+#define E_STORAGE CRDT_V1_E_STORAGE
+#define E_EXPIRED CRDT_V1_E_EXPIRED
+#define E_INTERNAL CRDT_V1_E_INTERNAL
+#define E_COUNT CRDT_V1_E_COUNT
 
 typedef struct gw_sync {
     gw_server_t *srv;
@@ -161,6 +167,7 @@ typedef struct gw_sync {
     size_t slen; /* 0: no tokens needed */
     sess_t *head;
     size_t nsessions;
+    sess_t *zombies; /* closed sessions that store calls in flight still hold */
     /* topics */
     topic_t **buckets;
     size_t nbuckets, ntopics;
@@ -180,90 +187,45 @@ typedef struct gw_sync {
     uint64_t errors[E_COUNT];
 } gw_sync_t;
 
+static void sess_run_held(struct sess *ss);
+static bool sess_live(const struct sess *ss);
+
 /* ---- messages ------------------------------------------------------------------------------- */
 
-static msg_t *msg_new(size_t len)
+/* A new frame holding m's encoding, or NULL (out of memory). */
+static gw_frame_t *frame_of(const crdt_v1_msg_t *m)
 {
-    msg_t *m = malloc(sizeof(*m) + len + 1);
-    if (m) {
-        m->refs = 1;
-        m->len = len;
-        m->text[len] = '\0';
+    crdt_buf_t b = {0};
+    if (gw_frame_buf_start(&b, 64) || crdt_v1_encode(m, &b)) {
+        crdt_buf_free(&b);
+        return NULL;
     }
-    return m;
+    return gw_frame_adopt(&b);
 }
 
-static void msg_unref(msg_t *m)
+/* The shared part of a change message (the codec's change body), as a frame. */
+static gw_frame_t *change_body(const void *key, size_t klen, uint64_t seq, bool full,
+                               const crdt_obj_t *o)
 {
-    if (m && --m->refs == 0)
-        free(m);
-}
-
-static msg_t *msg_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static msg_t *msg_printf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0)
+    crdt_buf_t b = {0};
+    if (gw_frame_buf_start(&b, 256) ||
+        crdt_v1_encode_change_body(key, klen, seq, full, o, NULL, &b)) {
+        crdt_buf_free(&b);
         return NULL;
-    msg_t *m = msg_new((size_t)n);
-    if (!m)
-        return NULL;
-    va_start(ap, fmt);
-    vsnprintf(m->text, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    return m;
-}
-
-/* Steals j. */
-static msg_t *msg_json(json_t *j)
-{
-    char *t = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (!t)
-        return NULL;
-    size_t n = strlen(t);
-    msg_t *m = msg_new(n);
-    if (m)
-        memcpy(m->text, t, n);
-    free(t);
-    return m;
-}
-
-/* `"key":"<b64>","seq":S,"<field>":<frame>}`: the shared part of a change message. */
-static msg_t *change_body(const void *key, size_t klen, uint64_t seq, const char *field,
-                          const crdt_obj_t *o)
-{
-    size_t blen;
-    char *kb = crdt_base64_encode(key, klen, &blen);
-    json_t *fj = crdt_obj_to_json(o);
-    char *ft = fj ? json_dumps(fj, JSON_COMPACT) : NULL;
-    json_decref(fj);
-    msg_t *m = kb && ft
-                   ? msg_printf("\"key\":\"%s\",\"seq\":%" PRIu64 ",\"%s\":%s}", kb, seq, field, ft)
-                   : NULL;
-    free(kb);
-    free(ft);
-    return m;
+    }
+    gw_frame_t *f = gw_frame_adopt(&b);
+    if (f)
+        f->meta[0] = FRAME_CHANGE_BODY;
+    return f;
 }
 
 /* ---- the send queue ------------------------------------------------------------------------- */
-
-static void queue_drop(sess_t *ss)
-{
-    for (size_t i = 0; i < ss->qlen; i++)
-        msg_unref(ss->q[(ss->qhead + i) % ss->qcap].m);
-    ss->qhead = ss->qlen = 0;
-    ss->qbytes = 0;
-}
 
 static void walks_free(sess_t *ss)
 {
     for (size_t w = 0; w < ss->nwalks; w++) {
         for (size_t i = 0; i < ss->walks[w].ntopics; i++)
-            free(ss->walks[w].topics[i].b);
+            crdt_free(ss->walks[w].topics[i].bytes);
         free(ss->walks[w].topics);
     }
     ss->nwalks = 0;
@@ -276,66 +238,51 @@ static void sess_close(sess_t *ss, int code, const char *reason)
     if (ss->close_code)
         return;
     ss->close_code = code;
-    snprintf(ss->close_reason, sizeof(ss->close_reason), "%s", reason);
-    queue_drop(ss);
+    size_t n = strnlen(reason, sizeof(ss->close_reason) - 1); /* a close reason is <= 123 bytes */
+    memcpy(ss->close_reason, reason, n);
+    ss->close_reason[n] = '\0';
+    gw_wsq_clear(&ss->q);
     walks_free(ss);
     lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_BACKSTOP_SECS);
     lws_callback_on_writable(ss->wsi);
 }
 
-static size_t qent_size(const qent_t *e)
-{
-    return e->m->len + (e->change ? 48 : 0);
-}
-
-/* Queues m (steals the caller's reference). `paced`: a catch-up message, which may exceed the
- * bound by itself (catch-ups only run while the queue is under half of it); any other message
- * that would exceed it closes the session as a slow consumer (one message alone in the queue is
- * always accepted: it is at most --ws-max-message). Returns 0, or -1 (m released). */
-static int enqueue(sess_t *ss, msg_t *m, bool change, uint64_t cursor, bool paced)
+/* Queues frame f (steals the caller's reference; NULL: out of memory), a change body when its
+ * meta says so, sent with the resume cursor in its head. `paced`: a catch-up message, which may
+ * exceed the bound by itself (catch-ups only run while the queue is under half of it); any other
+ * message that would exceed it closes the session as a slow consumer (one message alone in the
+ * queue is always accepted: it is at most --ws-max-message). Returns 0, or -1 (f released). */
+static int enqueue(sess_t *ss, gw_frame_t *f, uint64_t cursor, bool paced)
 {
     gw_sync_t *y = ss->srv->sync;
-    if (!m) {
-        sess_close(ss, 1011, "out of memory");
-        return -1;
-    }
     if (ss->close_code) {
-        msg_unref(m);
+        gw_frame_unref(f);
         return -1;
     }
-    qent_t e = {m, cursor, change};
-    if (!paced && ss->qlen && ss->qbytes + qent_size(&e) > ss->srv->cfg.ws_send_queue) {
-        msg_unref(m);
+    size_t extra = f && f->meta[0] == FRAME_CHANGE_BODY ? CRDT_V1_CHANGE_HEAD_MAX : 0;
+    int rc = gw_wsq_push(&ss->q, f, cursor, extra, paced ? GW_WSQ_PACED : 0);
+    if (rc == CRDT_ELIMIT) {
         y->slow++;
         sess_close(ss, 4008, "slow consumer");
         return -1;
     }
-    if (ss->qlen == ss->qcap) {
-        size_t ncap = ss->qcap ? ss->qcap * 2 : 16;
-        qent_t *nq = malloc(ncap * sizeof(*nq));
-        if (!nq) {
-            msg_unref(m);
-            sess_close(ss, 1011, "out of memory");
-            return -1;
-        }
-        for (size_t i = 0; i < ss->qlen; i++)
-            nq[i] = ss->q[(ss->qhead + i) % ss->qcap];
-        free(ss->q);
-        ss->q = nq;
-        ss->qcap = ncap;
-        ss->qhead = 0;
+    if (rc) {
+        sess_close(ss, 1011, "out of memory");
+        return -1;
     }
-    ss->q[(ss->qhead + ss->qlen) % ss->qcap] = e;
-    ss->qlen++;
-    ss->qbytes += qent_size(&e);
     lws_callback_on_writable(ss->wsi);
     return 0;
 }
 
-static void send_error(sess_t *ss, bool has_id, uint64_t id, enum err_code code, const char *fmt,
-                       ...) __attribute__((format(printf, 5, 6)));
-static void send_error(sess_t *ss, bool has_id, uint64_t id, enum err_code code, const char *fmt,
-                       ...)
+/* Encodes m and queues it (not paced). */
+static int send_msg(sess_t *ss, const crdt_v1_msg_t *m)
+{
+    return enqueue(ss, frame_of(m), 0, false);
+}
+
+static void send_error(sess_t *ss, bool has_id, uint64_t id, err_code_t code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void send_error(sess_t *ss, bool has_id, uint64_t id, err_code_t code, const char *fmt, ...)
 {
     gw_sync_t *y = ss->srv->sync;
     if (code != E_STORAGE) {
@@ -351,14 +298,9 @@ static void send_error(sess_t *ss, bool has_id, uint64_t id, enum err_code code,
     va_start(ap, fmt);
     vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    json_t *j =
-        json_pack("{s:s, s:s, s:s}", "type", "error", "code", err_names[code], "message", text);
-    if (!j) /* a message quoting bytes that are not UTF-8 */
-        j = json_pack("{s:s, s:s, s:s}", "type", "error", "code", err_names[code], "message",
-                      "(message not UTF-8)");
-    if (j && has_id)
-        json_object_set_new_nocheck(j, "id", json_integer((json_int_t)id));
-    enqueue(ss, msg_json(j), false, 0, false);
+    crdt_v1_msg_t m = {
+        .type = CRDT_V1_ERROR, .has_id = has_id, .id = id, .code = code, .message = text};
+    send_msg(ss, &m);
 }
 
 /* The resume point to send now: `seq` (the change just queued, or last_seq) when no catch-up
@@ -524,21 +466,36 @@ static void sub_remove(gw_sync_t *y, sess_t *ss, size_t i)
 
 /* ---- sessions ------------------------------------------------------------------------------- */
 
+static void held_free(sess_t *ss)
+{
+    for (held_t *h = ss->held_head, *nx; h; h = nx) {
+        nx = h->next;
+        crdt_v1_msg_clear(&h->m);
+        free(h);
+    }
+    ss->held_head = ss->held_tail = NULL;
+    ss->nheld = 0;
+}
+
+/* lws closed the session: it leaves every list and index at once; its memory goes now, or with
+ * the last completion of a store call still in flight (sess_release). */
 static void sess_free(gw_sync_t *y, sess_t *ss)
 {
     while (ss->nsubs)
         sub_remove(y, ss, ss->nsubs - 1);
     free(ss->subs);
+    ss->subs = NULL;
+    ss->subs_cap = 0;
     for (size_t i = 0; i < y->ack_len; i++) {
         pending_ack_t *a = &y->acks[(y->ack_head + i) % y->ack_cap];
         if (a->s == ss)
             a->s = NULL;
     }
-    queue_drop(ss);
-    free(ss->q);
+    gw_wsq_free(&ss->q);
+    gw_wswriter_free(&ss->w);
     walks_free(ss);
-    free(ss->rx);
-    free(ss->wbuf);
+    held_free(ss);
+    gw_wsrx_free(&ss->rx);
     gw_token_clear(&ss->tok);
     if (ss->prev)
         ss->prev->next = ss->next;
@@ -549,7 +506,44 @@ static void sess_free(gw_sync_t *y, sess_t *ss)
     y->nsessions--;
     if (ss->slot)
         *ss->slot = NULL;
-    free(ss);
+    ss->slot = NULL;
+    ss->wsi = NULL;
+    if (!ss->inflight) {
+        free(ss);
+        return;
+    }
+    ss->dead = true;
+    ss->prev = NULL;
+    ss->next = y->zombies;
+    if (y->zombies)
+        y->zombies->prev = ss;
+    y->zombies = ss;
+}
+
+/* A store call on the session's behalf begins. */
+static void sess_hold(sess_t *ss)
+{
+    ss->inflight++;
+}
+
+/* It completed: false when the session is closed (freed now if this was the last call), and the
+ * caller must not touch it. */
+static bool sess_release(sess_t *ss)
+{
+    ss->inflight--;
+    if (!ss->dead)
+        return true;
+    if (!ss->inflight) {
+        gw_sync_t *y = ss->srv->sync;
+        if (ss->prev)
+            ss->prev->next = ss->next;
+        else
+            y->zombies = ss->next;
+        if (ss->next)
+            ss->next->prev = ss->prev;
+        free(ss);
+    }
+    return false;
 }
 
 static int64_t unix_now(void)
@@ -567,69 +561,19 @@ static bool token_live(sess_t *ss, bool has_id, uint64_t id)
     return false;
 }
 
-/* ---- JSON field helpers --------------------------------------------------------------------- */
-
-/* A non-negative integer field below `max`; -1 if absent (when optional) or malformed. */
-static int u64_field(const json_t *o, const char *name, uint64_t max, uint64_t *out)
-{
-    const json_t *v = json_object_get(o, name);
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
-        return -1;
-    *out = (uint64_t)json_integer_value(v);
-    return 0;
-}
-
-static int b64_decode_field(const json_t *v, size_t min, size_t max, uint8_t **out, size_t *len)
-{
-    if (!json_is_string(v) || json_string_length(v) / 4 * 3 > max + 3)
-        return -1;
-    if (crdt_base64_decode(json_string_value(v), json_string_length(v), out, len) < 0)
-        return -1;
-    if (*len < min || *len > max) {
-        free(*out);
-        *out = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- hello ---------------------------------------------------------------------------------- */
 
-static bool client_id_ok(const char *c, size_t n)
-{
-    if (n < 1 || n > CLIENT_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = c[i];
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
-static void on_hello(sess_t *ss, const json_t *j)
+static void on_hello(sess_t *ss, const crdt_v1_msg_t *m)
 {
     gw_server_t *s = ss->srv;
     gw_sync_t *y = s->sync;
-    const json_t *cl = json_object_get(j, "client"), *tk = json_object_get(j, "token");
-    if (!json_is_string(cl) || !client_id_ok(json_string_value(cl), json_string_length(cl))) {
-        sess_close(ss, 4003, "hello expected: \"client\" must be 1..64 of [A-Za-z0-9._:-]");
-        return;
-    }
-    uint64_t cursor = 0;
-    if (json_object_get(j, "cursor") && u64_field(j, "cursor", INT64_MAX, &cursor)) {
-        sess_close(ss, 4003, "hello expected: \"cursor\" must be a non-negative integer");
-        return;
-    }
     if (y->slen) {
         char why[64];
-        if (!json_is_string(tk)) {
+        if (!m->token) {
             sess_close(ss, 4001, "token invalid: no token");
             return;
         }
-        int rc = gw_auth_verify(s, json_string_value(tk), json_string_length(tk), &ss->tok, why,
-                                sizeof(why));
+        int rc = gw_auth_verify(s, m->token, strlen(m->token), &ss->tok, why, sizeof(why));
         if (rc != GW_TOKEN_OK) {
             char reason[80];
             if (rc == GW_TOKEN_EEXPIRED)
@@ -642,256 +586,274 @@ static void on_hello(sess_t *ss, const json_t *j)
         }
         ss->has_tok = true;
     }
-    memcpy(ss->client, json_string_value(cl), json_string_length(cl));
-    ss->client[json_string_length(cl)] = '\0';
-    ss->hello_cursor = cursor;
+    memcpy(ss->client, m->client, sizeof(ss->client));
+    ss->hello_cursor = m->cursor;
     ss->hello = true;
-    json_t *w = json_pack(
-        "{s:s, s:I, s:I, s:s, s:s, s:I, s:{s:I, s:I, s:I, s:I, s:I}}", "type", "welcome", "node",
-        (json_int_t)crdt_replica_node_id(s->replica), "seq",
-        (json_int_t)crdt_replica_last_seq(s->replica), "session", ss->id, "subject",
-        ss->has_tok ? ss->tok.sub : "", "expires", (json_int_t)(ss->has_tok ? ss->tok.exp : 0),
-        "limits", "max_message", (json_int_t)s->cfg.ws_max_message, "max_subscriptions",
-        (json_int_t)s->cfg.ws_max_subscriptions, "send_queue", (json_int_t)s->cfg.ws_send_queue,
-        "idle_timeout", (json_int_t)s->cfg.ws_idle_timeout, "max_errors",
-        (json_int_t)s->cfg.ws_max_errors);
-    enqueue(ss, msg_json(w), false, 0, false);
+    crdt_v1_msg_t w = {
+        .type = CRDT_V1_WELCOME,
+        .node = crdt_store_node_id(s->store),
+        .seq = crdt_store_last_seq(s->store),
+        .session = ss->id,
+        .subject = ss->has_tok ? ss->tok.sub : "",
+        .expires = ss->has_tok && ss->tok.exp > 0 ? (uint64_t)ss->tok.exp : 0,
+        .has_limits = true,
+        .limits = {.max_message = s->cfg.ws_max_message,
+                   .max_subscriptions = s->cfg.ws_max_subscriptions,
+                   .send_queue = s->cfg.ws_send_queue,
+                   .idle_timeout = s->cfg.ws_idle_timeout,
+                   .max_errors = s->cfg.ws_max_errors},
+    };
+    send_msg(ss, &w);
 }
 
 /* ---- subscribe / unsubscribe ---------------------------------------------------------------- */
 
-/* Reads "keys" and "prefixes" into a new array; -1 after sending the error. */
-static int read_topics(sess_t *ss, const json_t *j, uint64_t id, bool check_grants, wtopic_t **out,
-                       size_t *nout)
+static const char *topic_kind(const crdt_v1_topic_t *t)
 {
-    gw_server_t *s = ss->srv;
-    const json_t *ks = json_object_get(j, "keys"), *ps = json_object_get(j, "prefixes");
-    if ((ks && !json_is_array(ks)) || (ps && !json_is_array(ps))) {
-        send_error(ss, true, id, E_BAD_REQUEST, "\"keys\" and \"prefixes\" must be arrays");
-        return -1;
-    }
-    size_t nk = json_array_size(ks), np = json_array_size(ps), n = nk + np;
-    if (!n) {
-        send_error(ss, true, id, E_BAD_REQUEST, "no keys and no prefixes");
-        return -1;
-    }
-    if (n > s->cfg.ws_max_subscriptions) {
-        send_error(ss, true, id, E_LIMIT, "more than %u keys and prefixes (--ws-max-subscriptions)",
-                   s->cfg.ws_max_subscriptions);
-        return -1;
-    }
-    wtopic_t *t = calloc(n, sizeof(*t));
-    if (!t) {
-        send_error(ss, true, id, E_INTERNAL, "out of memory");
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        bool prefix = i >= nk;
-        const json_t *v = prefix ? json_array_get(ps, i - nk) : json_array_get(ks, i);
-        t[i].prefix = prefix;
-        if (b64_decode_field(v, prefix ? 0 : 1, s->cfg.max_key, &t[i].b, &t[i].len)) {
-            send_error(ss, true, id, E_BAD_REQUEST,
-                       "%s[%zu]: expected standard base64 of %s to %zu bytes",
-                       prefix ? "prefixes" : "keys", prefix ? i - nk : i, prefix ? "0" : "1",
-                       s->cfg.max_key);
-            goto fail;
-        }
-        if (!prefix && gw_key_reserved(t[i].b, t[i].len)) {
-            send_error(ss, true, id, E_BAD_REQUEST, "keys[%zu]: reserved for crdtd", i);
-            goto fail;
+    return t->prefix ? "prefixes" : "keys";
+}
+
+/* The index of topic i among the keys or among the prefixes, as the request listed them. */
+static size_t topic_index(const crdt_v1_msg_t *m, size_t i)
+{
+    size_t k = 0;
+    for (size_t j = 0; j < i; j++)
+        k += m->topics[j].prefix == m->topics[i].prefix;
+    return k;
+}
+
+/* The server's checks on a request's topics (the codec did the protocol's): no reserved key and,
+ * for a subscribe, a read grant for each. -1 after sending the error. */
+static int check_topics(sess_t *ss, const crdt_v1_msg_t *m, bool check_grants)
+{
+    for (size_t i = 0; i < m->ntopics; i++) {
+        const crdt_v1_topic_t *t = &m->topics[i];
+        if (!t->prefix && gw_key_reserved(t->bytes, t->len)) {
+            send_error(ss, true, m->id, E_BAD_REQUEST, "keys[%zu]: reserved for crdtd",
+                       topic_index(m, i));
+            return -1;
         }
         if (check_grants && ss->has_tok &&
-            !(prefix ? gw_token_can_read_prefix(&ss->tok, t[i].b, t[i].len)
-                     : gw_token_can_read_key(&ss->tok, t[i].b, t[i].len))) {
-            send_error(ss, true, id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it",
-                       prefix ? "prefixes" : "keys", prefix ? i - nk : i);
-            goto fail;
+            !(t->prefix ? gw_token_can_read_prefix(&ss->tok, t->bytes, t->len)
+                        : gw_token_can_read_key(&ss->tok, t->bytes, t->len))) {
+            send_error(ss, true, m->id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it",
+                       topic_kind(t), topic_index(m, i));
+            return -1;
         }
     }
-    *out = t;
-    *nout = n;
     return 0;
-fail:
-    for (size_t i = 0; i < n; i++)
-        free(t[i].b);
-    free(t);
-    return -1;
+}
+
+static bool topic_eq(const crdt_v1_topic_t *a, const crdt_v1_topic_t *b)
+{
+    return a->prefix == b->prefix && a->len == b->len &&
+           (!a->len || memcmp(a->bytes, b->bytes, a->len) == 0);
 }
 
 static bool walk_matches(const walk_t *w, const void *key, size_t klen)
 {
     for (size_t i = 0; i < w->ntopics; i++) {
-        const wtopic_t *t = &w->topics[i];
-        if (t->prefix ? t->len <= klen && (!t->len || memcmp(t->b, key, t->len) == 0)
-                      : t->len == klen && memcmp(t->b, key, klen) == 0)
+        const crdt_v1_topic_t *t = &w->topics[i];
+        if (t->prefix ? t->len <= klen && (!t->len || memcmp(t->bytes, key, t->len) == 0)
+                      : t->len == klen && memcmp(t->bytes, key, klen) == 0)
             return true;
     }
     return false;
 }
 
-static void on_subscribe(sess_t *ss, const json_t *j)
+static void send_subscribed(sess_t *ss, uint64_t id, bool paced)
+{
+    crdt_v1_msg_t m = {.type = CRDT_V1_SUBSCRIBED,
+                       .has_id = true,
+                       .id = id,
+                       .cursor = sess_cursor(ss, crdt_store_last_seq(ss->srv->store))};
+    enqueue(ss, frame_of(&m), 0, paced);
+}
+
+static void on_subscribe(sess_t *ss, crdt_v1_msg_t *m)
 {
     gw_server_t *s = ss->srv;
     gw_sync_t *y = s->sync;
-    uint64_t id, since = ss->hello_cursor;
-    if (u64_field(j, "id", INT64_MAX, &id)) {
-        send_error(ss, false, 0, E_BAD_REQUEST, "\"id\": a non-negative integer is required");
-        return;
-    }
-    if (json_object_get(j, "since") && u64_field(j, "since", INT64_MAX, &since)) {
-        send_error(ss, true, id, E_BAD_REQUEST, "\"since\": expected a non-negative integer");
-        return;
-    }
+    uint64_t id = m->id, since = m->has_since ? m->since : ss->hello_cursor;
     if (!token_live(ss, true, id))
         return;
-    if (since > crdt_replica_last_seq(s->replica))
+    if (since > crdt_store_last_seq(s->store))
         since = 0; /* a cursor of another node, or of one that lost its data: full states */
-    wtopic_t *t;
-    size_t n;
-    if (read_topics(ss, j, id, true, &t, &n))
+    if (check_topics(ss, m, true))
         return;
+    crdt_v1_topic_t *t = m->topics;
+    size_t n = m->ntopics;
     /* the limit counts distinct topics, old and new */
     size_t fresh = 0;
     for (size_t i = 0; i < n; i++) {
-        topic_t *tp =
-            topic_find(y, t[i].b, t[i].len, t[i].prefix, topic_hash(t[i].b, t[i].len, t[i].prefix));
+        topic_t *tp = topic_find(y, t[i].bytes, t[i].len, t[i].prefix,
+                                 topic_hash(t[i].bytes, t[i].len, t[i].prefix));
         bool dup = false;
         for (size_t k = 0; k < i && !dup; k++)
-            dup = t[k].prefix == t[i].prefix && t[k].len == t[i].len &&
-                  (!t[i].len || memcmp(t[k].b, t[i].b, t[i].len) == 0);
+            dup = topic_eq(&t[k], &t[i]);
         if (!dup && !(tp && sess_has(ss, tp)))
             fresh++;
     }
-    bool walk = since < crdt_replica_last_seq(s->replica);
+    bool walk = since < crdt_store_last_seq(s->store);
     if (ss->nsubs + fresh > s->cfg.ws_max_subscriptions || (walk && ss->nwalks == MAX_WALKS)) {
         send_error(ss, true, id, E_LIMIT,
                    ss->nwalks == MAX_WALKS && walk
                        ? "too many catch-ups in progress (%u subscriptions allowed)"
                        : "more than %u subscriptions (--ws-max-subscriptions)",
                    s->cfg.ws_max_subscriptions);
-        goto out;
+        return;
     }
     for (size_t i = 0; i < n; i++) {
-        topic_t *tp = topic_get(y, t[i].b, t[i].len, t[i].prefix);
+        topic_t *tp = topic_get(y, t[i].bytes, t[i].len, t[i].prefix);
         if (!tp || sub_add(y, ss, tp)) {
             if (tp)
                 topic_release(y, tp);
             send_error(ss, true, id, E_INTERNAL, "out of memory");
-            goto out;
+            return;
         }
     }
     if (!walk) {
-        uint64_t last = crdt_replica_last_seq(s->replica);
-        enqueue(ss,
-                msg_printf("{\"type\":\"subscribed\",\"id\":%" PRIu64 ",\"cursor\":%" PRIu64 "}",
-                           id, sess_cursor(ss, last)),
-                false, 0, false);
-        goto out;
+        send_subscribed(ss, id, false);
+        return;
     }
-    /* the catch-up runs from the writable callback, paced by the socket */
+    /* the catch-up runs from the writable callback, paced by the socket; it takes the topics */
     walk_t *w = &ss->walks[ss->nwalks++];
     w->id = id;
     w->pos = since;
     w->topics = t;
     w->ntopics = n;
+    m->topics = NULL;
+    m->ntopics = 0;
     lws_callback_on_writable(ss->wsi);
-    return;
-out:
-    for (size_t i = 0; i < n; i++)
-        free(t[i].b);
-    free(t);
 }
 
-static void on_unsubscribe(sess_t *ss, const json_t *j)
+static void on_unsubscribe(sess_t *ss, const crdt_v1_msg_t *m)
 {
     gw_sync_t *y = ss->srv->sync;
-    uint64_t id;
-    if (u64_field(j, "id", INT64_MAX, &id)) {
-        send_error(ss, false, 0, E_BAD_REQUEST, "\"id\": a non-negative integer is required");
+    if (check_topics(ss, m, false))
         return;
-    }
-    wtopic_t *t;
-    size_t n;
-    if (read_topics(ss, j, id, false, &t, &n))
-        return;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < m->ntopics; i++) {
+        const crdt_v1_topic_t *t = &m->topics[i];
         topic_t *tp =
-            topic_find(y, t[i].b, t[i].len, t[i].prefix, topic_hash(t[i].b, t[i].len, t[i].prefix));
+            topic_find(y, t->bytes, t->len, t->prefix, topic_hash(t->bytes, t->len, t->prefix));
         for (size_t k = 0; tp && k < ss->nsubs; k++) {
             if (ss->subs[k].t == tp) {
                 sub_remove(y, ss, k);
                 break;
             }
         }
-        free(t[i].b);
     }
-    free(t);
-    enqueue(ss, msg_printf("{\"type\":\"unsubscribed\",\"id\":%" PRIu64 "}", id), false, 0, false);
+    crdt_v1_msg_t r = {.type = CRDT_V1_UNSUBSCRIBED, .has_id = true, .id = m->id};
+    send_msg(ss, &r);
 }
 
 /* ---- catch-up ------------------------------------------------------------------------------- */
 
+/* One chunk of a catch-up read from the store's change feed (it may complete later: the session
+ * is held meanwhile, and the walk read is always ss->walks[0], which only walk_done removes). */
 typedef struct walk_ctx {
     sess_t *ss;
-    walk_t *w;
     size_t visited;
+    bool stopped; /* walk_cb stopped the read early: more to do */
 } walk_ctx_t;
 
 static int walk_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
 {
     walk_ctx_t *c = ud;
     sess_t *ss = c->ss;
-    if (ss->qbytes >= ss->srv->cfg.ws_send_queue / 2)
-        return 1; /* full enough: continue from this key once the socket took some */
+    if (!sess_live(ss) || !ss->nwalks || gw_wsq_bytes(&ss->q) >= ss->srv->cfg.ws_send_queue / 2) {
+        c->stopped = true; /* full enough: continue from this key once the socket took some */
+        return 1;
+    }
+    walk_t *w = &ss->walks[0];
     c->visited++;
-    if (!state || gw_key_reserved(key, klen) || !walk_matches(c->w, key, klen))
+    if (!state || gw_key_reserved(key, klen) || !walk_matches(w, key, klen))
         return 0;
-    msg_t *m = change_body(key, klen, seq, "state", state);
-    c->w->pos = seq;
-    if (m && m->len + 48 > ss->srv->cfg.ws_max_message) {
-        msg_unref(m);
+    gw_frame_t *f = change_body(key, klen, seq, true, state);
+    w->pos = seq;
+    if (f && f->len + CRDT_V1_CHANGE_HEAD_MAX > ss->srv->cfg.ws_max_message) {
+        gw_frame_unref(f);
         size_t blen;
         char *kb = crdt_base64_encode(key, klen, &blen);
-        send_error(ss, true, c->w->id, E_TOO_LARGE,
+        send_error(ss, true, w->id, E_TOO_LARGE,
                    "key %s: its state is over --ws-max-message; read it over REST", kb ? kb : "?");
-        free(kb);
-        return ss->close_code ? 1 : 0;
+        crdt_free(kb);
+        c->stopped = ss->close_code != 0;
+        return c->stopped;
     }
-    return enqueue(ss, m, true, sess_cursor(ss, seq), true) ? 1 : 0;
+    c->stopped = enqueue(ss, f, sess_cursor(ss, seq), true) != 0;
+    return c->stopped;
 }
 
-/* Runs one chunk of the oldest catch-up; finishing one sends its "subscribed". */
-static void walk_step(sess_t *ss)
+static void walk_done(void *ud, int rc, uint64_t next)
 {
-    gw_server_t *s = ss->srv;
-    walk_t *w = &ss->walks[0];
-    walk_ctx_t c = {ss, w, 0};
-    uint64_t next = w->pos;
-    int rc = crdt_replica_changes(s->replica, w->pos, WALK_CHUNK, walk_cb, &c, &next);
-    if (ss->close_code || ss->nwalks == 0)
+    walk_ctx_t *c = ud;
+    sess_t *ss = c->ss;
+    bool more = c->stopped || c->visited == WALK_CHUNK;
+    free(c);
+    ss->walk_c = NULL;
+    ss->walking = false;
+    if (!sess_release(ss) || ss->close_code || ss->nwalks == 0)
         return;
-    w->pos = next;
-    if (rc != 0 || c.visited == WALK_CHUNK)
-        return; /* more to do: the writable callback comes back */
-    /* exhausted: everything up to last_seq is delivered, live changes carry on from there */
+    walk_t *w = &ss->walks[0];
     uint64_t id = w->id;
+    if (rc < 0) {
+        send_error(ss, true, id, E_INTERNAL, "reading the change feed failed: %s",
+                   crdt_strerror(rc));
+        more = false; /* the catch-up ends here; the subscription stays */
+    } else {
+        w->pos = next;
+    }
+    if (more) {
+        lws_callback_on_writable(ss->wsi); /* the next chunk on the next writable callback */
+        return;
+    }
+    /* exhausted: everything up to last_seq is delivered, live changes carry on from there */
     for (size_t i = 0; i < w->ntopics; i++)
-        free(w->topics[i].b);
+        crdt_free(w->topics[i].bytes);
     free(w->topics);
     memmove(&ss->walks[0], &ss->walks[1], (ss->nwalks - 1) * sizeof(walk_t));
     ss->nwalks--;
-    enqueue(ss,
-            msg_printf("{\"type\":\"subscribed\",\"id\":%" PRIu64 ",\"cursor\":%" PRIu64 "}", id,
-                       sess_cursor(ss, crdt_replica_last_seq(s->replica))),
-            false, 0, true);
+    if (rc >= 0)
+        send_subscribed(ss, id, true);
+    lws_callback_on_writable(ss->wsi);
+}
+
+/* Starts reading one chunk of the oldest catch-up (unless one is being read); finishing one
+ * sends its "subscribed". */
+static void walk_step(sess_t *ss)
+{
+    if (ss->walking)
+        return;
+    walk_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        sess_close(ss, 1011, "out of memory");
+        return;
+    }
+    c->ss = ss;
+    ss->walk_c = c;
+    ss->walking = true;
+    sess_hold(ss);
+    crdt_store_changes(ss->srv->store, ss->walks[0].pos, WALK_CHUNK, walk_cb, walk_done, c);
 }
 
 /* ---- apply ---------------------------------------------------------------------------------- */
 
-static int mark_cb(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
-{
-    return crdt_timeline_add(obj, "hwm", 3, (double)*(uint64_t *)ud, delta);
-}
+/* An apply in flight: every step is a store call (the mark read, the op, the mark write) whose
+ * completion may come later than the call, so what the steps need lives here, and the session is
+ * held (ss->inflight) until the last step. */
+typedef struct apply_ctx {
+    gw_server_t *srv;
+    sess_t *ss;
+    uint64_t id;
+    uint8_t *key; /* the decoded key (taken from the message) */
+    size_t klen;
+    json_t *op; /* the REST-shaped op (a merge for a delta) */
+    uint64_t seq;
+    bool applied;
+    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
+    size_t mlen;
+} apply_ctx_t;
 
 /* The reserved key of this session's op-id mark into buf; its length. */
 static size_t mark_key(const sess_t *ss, uint8_t *buf)
@@ -908,9 +870,9 @@ static size_t mark_key(const sess_t *ss, uint8_t *buf)
     return n + cl;
 }
 
-static uint64_t mark_get(gw_server_t *s, const uint8_t *mk, size_t mlen)
+/* The high-water mark an op-id mark object holds (0: none). */
+static uint64_t mark_value(const crdt_obj_t *o)
 {
-    const crdt_obj_t *o = crdt_replica_get(s->replica, mk, mlen);
     double v;
     if (!o || crdt_obj_type(o) != CRDT_TIMELINE || crdt_timeline_score(o, "hwm", 3, &v) != 1 ||
         !(v >= 0))
@@ -941,149 +903,226 @@ static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint6
     gw_loop_schedule_flush(ss->srv);
 }
 
-/* What the completion of an apply needs (gw_apply_op may complete after on_apply returned). */
-typedef struct apply_ctx {
-    sess_t *ss;
-    uint64_t id;
-    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
-    size_t mlen;
-} apply_ctx_t;
+/* True when the session can still be answered (not closed, not closing). */
+static bool sess_live(const sess_t *ss)
+{
+    return !ss->dead && !ss->close_code;
+}
+
+/* The last step of an apply, whatever happened: frees it, lets the session's next message run. */
+static void apply_free(apply_ctx_t *a)
+{
+    crdt_free(a->key);
+    json_decref(a->op);
+    free(a);
+}
+
+static void apply_finish(apply_ctx_t *a)
+{
+    sess_t *ss = a->ss;
+    apply_free(a);
+    ss->apply_c = NULL;
+    ss->applying = false;
+    if (sess_release(ss))
+        sess_run_held(ss);
+}
+
+static void mark_written(void *ud, int rc, uint64_t seq)
+{
+    apply_ctx_t *a = ud;
+    gw_server_t *s = a->srv;
+    sess_t *ss = a->ss;
+    if (!sess_live(ss)) {
+        gw_loop_schedule_flush(s); /* the op and its mark are written: commit them anyway */
+    } else if (rc < 0) {
+        send_error(ss, true, a->id, E_STORAGE, "recording the op id failed: %s", crdt_strerror(rc));
+        gw_loop_schedule_flush(s);
+    } else {
+        uint64_t wait = seq ? seq : crdt_store_last_seq(s->store);
+        ack_push(s->sync, ss, wait, a->id, a->seq ? a->seq : wait, a->applied, false);
+    }
+    apply_finish(a);
+}
 
 static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
 {
     apply_ctx_t *a = ud;
     sess_t *ss = a->ss;
-    gw_sync_t *y = s->sync;
-    uint64_t id = a->id;
     if (r->rc < 0) {
-        enum err_code code = E_INTERNAL;
-        for (int c = 0; c < E_COUNT; c++)
-            if (r->code && !strcmp(r->code, err_names[c]))
-                code = (enum err_code)c;
-        send_error(ss, true, id, code, "%s", r->message);
+        if (sess_live(ss)) {
+            crdt_v1_code_t code = crdt_v1_code_from_name(r->code);
+            send_error(ss, true, a->id, code == CRDT_V1_E_OTHER ? E_INTERNAL : code, "%s",
+                       r->message);
+        }
         if (r->seq)
             gw_loop_schedule_flush(s);
-        goto out;
+        apply_finish(a);
+        return;
     }
-    uint64_t mseq = 0;
-    int mrc = crdt_replica_mutate(s->replica, a->mk, a->mlen, CRDT_TIMELINE, mark_cb, &id, &mseq);
-    if (mrc < 0) {
-        send_error(ss, true, id, E_STORAGE, "recording the op id failed: %s",
-                   crdt_strerror(mrc));
-        gw_loop_schedule_flush(s);
-        goto out;
-    }
-    uint64_t wait = mseq ? mseq : crdt_replica_last_seq(s->replica);
-    ack_push(y, ss, wait, id, r->seq ? r->seq : wait, r->applied > 0, false);
-out:
-    free(a);
+    /* the op took effect: its mark is written even if the session has gone meanwhile, so a
+     * retry on another session is a duplicate */
+    a->seq = r->seq;
+    a->applied = r->applied > 0;
+    crdt_mut_t mut = {.type = CRDT_TIMELINE,
+                      .kind = CRDT_MUT_ADD,
+                      .bytes = "hwm",
+                      .len = 3,
+                      .score = (double)a->id};
+    crdt_store_write(s->store, a->mk, a->mlen, &mut, mark_written, a);
 }
 
-static void on_apply(sess_t *ss, const json_t *j)
+static void mark_got(void *ud, int rc, const crdt_obj_t *obj)
+{
+    apply_ctx_t *a = ud;
+    gw_server_t *s = a->srv;
+    sess_t *ss = a->ss;
+    if (!sess_live(ss)) {
+        apply_finish(a); /* nothing was written yet: the client retries the op */
+        return;
+    }
+    if (rc < 0) {
+        send_error(ss, true, a->id, E_STORAGE, "reading the op-id mark failed: %s",
+                   crdt_strerror(rc));
+        apply_finish(a);
+        return;
+    }
+    if (a->id <= mark_value(obj)) {
+        /* acked once everything so far is durable: the original's write is in there */
+        uint64_t last = crdt_store_last_seq(s->store);
+        ack_push(s->sync, ss, last, a->id, last, false, true);
+        apply_finish(a);
+        return;
+    }
+    s->sync->applies++;
+    gw_apply_op(s, a->key, a->klen, a->op, apply_done, a);
+}
+
+static void on_apply(sess_t *ss, crdt_v1_msg_t *m)
 {
     gw_server_t *s = ss->srv;
-    gw_sync_t *y = s->sync;
-    uint64_t id;
-    if (u64_field(j, "id", MAX_ID - 1, &id) || id == 0) {
-        send_error(ss, false, 0, E_BAD_REQUEST, "\"id\": an integer 1..2^53-1 is required");
-        return;
-    }
+    uint64_t id = m->id;
     if (!token_live(ss, true, id))
         return;
-    uint8_t *key = NULL;
-    size_t klen = 0;
-    if (b64_decode_field(json_object_get(j, "key"), 1, s->cfg.max_key, &key, &klen)) {
-        send_error(ss, true, id, E_BAD_REQUEST,
-                   "\"key\": expected standard base64 of 1 to %zu bytes", s->cfg.max_key);
+    if (ss->has_tok && !gw_token_can_write_key(&ss->tok, m->key, m->klen)) {
+        send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key");
         return;
     }
-    const json_t *op = json_object_get(j, "op"), *delta = json_object_get(j, "delta");
-    json_t *merge = NULL;
-    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
-    size_t mlen = mark_key(ss, mk);
-    if ((op != NULL) == (delta != NULL)) {
-        send_error(ss, true, id, E_BAD_REQUEST, "give exactly one of \"op\" and \"delta\"");
-        goto out;
-    }
-    if (ss->has_tok && !gw_token_can_write_key(&ss->tok, key, klen)) {
-        send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key");
-        goto out;
-    }
-    if (id <= mark_get(s, mk, mlen)) {
-        /* acked once everything so far is durable: the original's write is in there */
-        uint64_t last = crdt_replica_last_seq(s->replica);
-        ack_push(y, ss, last, id, last, false, true);
-        goto out;
-    }
-    if (delta) {
-        if (!json_is_object(delta)) {
-            send_error(ss, true, id, E_BAD_REQUEST, "\"delta\": expected a libcrdt JSON frame");
-            goto out;
-        }
-        merge = json_pack("{s:s, s:O}", "op", "merge", "state", delta);
-        if (!merge) {
-            send_error(ss, true, id, E_INTERNAL, "out of memory");
-            goto out;
-        }
-        op = merge;
-    }
-    y->applies++;
-    apply_ctx_t *a = malloc(sizeof(*a));
-    if (!a) {
+    apply_ctx_t *a = calloc(1, sizeof(*a));
+    json_t *op =
+        m->frame ? json_pack("{s:s, s:O}", "op", "merge", "state", m->frame) : json_incref(m->op);
+    if (!a || !op) {
+        free(a);
+        json_decref(op);
         send_error(ss, true, id, E_INTERNAL, "out of memory");
-        goto out;
+        return;
     }
-    *a = (apply_ctx_t){ss, id, {0}, mlen};
-    memcpy(a->mk, mk, mlen);
-    gw_apply_op(s, key, klen, op, apply_done, a);
-out:
-    json_decref(merge);
-    free(key);
+    *a = (apply_ctx_t){.srv = s, .ss = ss, .id = id, .key = m->key, .klen = m->klen, .op = op};
+    m->key = NULL; /* taken */
+    a->mlen = mark_key(ss, a->mk);
+    ss->apply_c = a;
+    ss->applying = true;
+    sess_hold(ss);
+    crdt_store_get(s->store, a->mk, a->mlen, mark_got, a);
 }
 
 /* ---- incoming messages ---------------------------------------------------------------------- */
 
-static void on_message(sess_t *ss, const char *text, size_t len)
+/* The first message must be a valid hello: anything else closes the session with 4003. */
+static void before_hello(sess_t *ss, int rc, crdt_v1_msg_t *m, const crdt_v1_error_t *e)
 {
-    gw_sync_t *y = ss->srv->sync;
-    y->msgs_in++;
-    json_error_t e;
-    json_t *j = json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
-    const json_t *tv = json_object_get(j, "type");
-    const char *type = json_is_string(tv) ? json_string_value(tv) : NULL;
-    if (!ss->hello) {
-        if (!type || strcmp(type, "hello") != 0)
-            sess_close(ss, 4003,
-                       !j                   ? "hello expected: not a JSON object"
-                       : !json_is_object(j) ? "hello expected: not a JSON object"
-                                            : "hello expected as the first message");
-        else
-            on_hello(ss, j);
-        json_decref(j);
+    char reason[120];
+    if (rc == 0 && m->type == CRDT_V1_HELLO) {
+        on_hello(ss, m);
         return;
     }
-    if (!json_is_object(j)) {
-        if (j)
-            send_error(ss, false, 0, E_BAD_JSON, "expected a JSON object");
-        else
-            send_error(ss, false, 0, E_BAD_JSON, "malformed JSON at line %d, column %d: %s", e.line,
-                       e.column, e.text);
-    } else if (!type) {
-        send_error(ss, false, 0, E_BAD_REQUEST, "\"type\": a string is required");
-    } else if (!strcmp(type, "apply")) {
-        on_apply(ss, j);
-    } else if (!strcmp(type, "subscribe")) {
-        on_subscribe(ss, j);
-    } else if (!strcmp(type, "unsubscribe")) {
-        on_unsubscribe(ss, j);
-    } else if (!strcmp(type, "ping")) {
-        enqueue(ss, msg_printf("{\"type\":\"pong\"}"), false, 0, false);
-    } else if (!strcmp(type, "hello")) {
-        send_error(ss, false, 0, E_BAD_REQUEST, "hello was already received");
-    } else {
-        send_error(ss, false, 0, E_UNKNOWN_TYPE, "unknown message type");
+    if (rc && e->type == CRDT_V1_HELLO)
+        snprintf(reason, sizeof(reason), "hello expected: %.100s", e->text);
+    else if (rc && e->code == CRDT_V1_E_BAD_JSON)
+        snprintf(reason, sizeof(reason), "hello expected: not a JSON object");
+    else
+        snprintf(reason, sizeof(reason), "hello expected as the first message");
+    sess_close(ss, 4003, reason);
+}
+
+/* Runs one decoded message of a session that said hello (m's contents may be taken). */
+static void dispatch(sess_t *ss, crdt_v1_msg_t *m)
+{
+    switch (m->type) {
+    case CRDT_V1_APPLY: on_apply(ss, m); break;
+    case CRDT_V1_SUBSCRIBE: on_subscribe(ss, m); break;
+    case CRDT_V1_UNSUBSCRIBE: on_unsubscribe(ss, m); break;
+    case CRDT_V1_PING: {
+        crdt_v1_msg_t pong = {.type = CRDT_V1_PONG};
+        send_msg(ss, &pong);
+        break;
     }
-    json_decref(j);
+    default: break; /* the codec reads only client messages */
+    }
+}
+
+/* Keeps m (its contents move) until the apply in flight completes; reading pauses meanwhile. */
+static void hold_message(sess_t *ss, crdt_v1_msg_t *m)
+{
+    held_t *h = ss->nheld < MAX_HELD ? malloc(sizeof(*h)) : NULL;
+    if (!h) {
+        sess_close(ss, 1011, "too many messages behind a write in flight");
+        return;
+    }
+    h->m = *m;
+    memset(m, 0, sizeof(*m));
+    h->next = NULL;
+    if (ss->held_tail)
+        ss->held_tail->next = h;
+    else
+        ss->held_head = h;
+    ss->held_tail = h;
+    ss->nheld++;
+    if (!ss->rx_paused) {
+        ss->rx_paused = true;
+        lws_rx_flow_control(ss->wsi, 0);
+    }
+}
+
+/* Runs the messages held behind an apply, in order, until another apply is in flight. */
+static void sess_run_held(sess_t *ss)
+{
+    while (!ss->applying && ss->held_head && sess_live(ss)) {
+        held_t *h = ss->held_head;
+        ss->held_head = h->next;
+        if (!ss->held_head)
+            ss->held_tail = NULL;
+        ss->nheld--;
+        dispatch(ss, &h->m);
+        crdt_v1_msg_clear(&h->m);
+        free(h);
+    }
+    if (ss->rx_paused && !ss->held_head && sess_live(ss)) {
+        ss->rx_paused = false;
+        lws_rx_flow_control(ss->wsi, 1);
+    }
+}
+
+static void on_message(sess_t *ss, const char *text, size_t len)
+{
+    gw_server_t *s = ss->srv;
+    s->sync->msgs_in++;
+    crdt_v1_limits_t lim = {.max_key = s->cfg.max_key, .max_topics = s->cfg.ws_max_subscriptions};
+    crdt_v1_msg_t m;
+    crdt_v1_error_t e;
+    int rc = crdt_v1_decode(text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e);
+    if (!ss->hello) {
+        before_hello(ss, rc, &m, &e);
+    } else if (rc || m.type == CRDT_V1_HELLO) {
+        if ((rc ? e.type : m.type) == CRDT_V1_HELLO)
+            send_error(ss, false, 0, E_BAD_REQUEST, "hello was already received");
+        else
+            send_error(ss, e.has_id, e.id, e.code, "%s", e.text);
+    } else if (ss->applying || ss->held_head) {
+        hold_message(ss, &m);
+    } else {
+        dispatch(ss, &m);
+    }
+    crdt_v1_msg_clear(&m);
 }
 
 static int on_receive(sess_t *ss, const char *in, size_t len)
@@ -1093,60 +1132,28 @@ static int on_receive(sess_t *ss, const char *in, size_t len)
     ss->last_rx_us = gw_now_us();
     if (ss->close_code)
         return 0;
-    if (lws_is_first_fragment(ss->wsi)) {
-        ss->rx_len = 0;
-        ss->rx_discard = false;
-        ss->rx_binary = lws_frame_is_binary(ss->wsi);
-    }
-    if (!ss->rx_discard && !ss->rx_binary) {
-        if (ss->rx_len + len > s->cfg.ws_max_message) {
-            /* never buffered whole: dropped as it arrives */
-            ss->rx_discard = true;
-            free(ss->rx);
-            ss->rx = NULL;
-            ss->rx_cap = ss->rx_len = 0;
-        } else {
-            if (ss->rx_len + len > ss->rx_cap) {
-                size_t nc = ss->rx_cap ? ss->rx_cap : 4096;
-                while (nc < ss->rx_len + len)
-                    nc *= 2;
-                if (nc > s->cfg.ws_max_message)
-                    nc = s->cfg.ws_max_message;
-                char *n = realloc(ss->rx, nc);
-                if (!n)
-                    return -1;
-                ss->rx = n;
-                ss->rx_cap = nc;
-            }
-            memcpy(ss->rx + ss->rx_len, in, len);
-            ss->rx_len += len;
-        }
-    }
-    if (!lws_is_final_fragment(ss->wsi) || lws_remaining_packet_payload(ss->wsi))
-        return 0;
-    if (ss->rx_discard) {
+    switch (gw_wsrx_receive(&ss->rx, ss->wsi, in, len)) {
+    case GW_WSRX_MESSAGE:
+        on_message(ss, (const char *)gw_wsrx_data(&ss->rx), gw_wsrx_len(&ss->rx));
+        gw_wsrx_done(&ss->rx);
+        break;
+    case GW_WSRX_TOO_LARGE:
         s->sync->msgs_in++;
         if (!ss->hello)
             sess_close(ss, 4003, "hello expected: message over --ws-max-message");
         else
             send_error(ss, false, 0, E_TOO_LARGE, "message over %zu bytes (--ws-max-message)",
                        s->cfg.ws_max_message);
-    } else if (ss->rx_binary) {
+        break;
+    case GW_WSRX_WRONG_KIND:
         s->sync->msgs_in++;
         if (!ss->hello)
             sess_close(ss, 4003, "hello expected: binary frame");
         else
             send_error(ss, false, 0, E_BAD_REQUEST, "binary messages are not used by crdt.v1");
-    } else {
-        on_message(ss, ss->rx ? ss->rx : "", ss->rx_len);
-    }
-    ss->rx_len = 0;
-    ss->rx_discard = false;
-    /* a big message's buffer is not kept for the session's lifetime */
-    if (ss->rx_cap > 65536) {
-        free(ss->rx);
-        ss->rx = NULL;
-        ss->rx_cap = 0;
+        break;
+    case GW_WSRX_ENOMEM: return -1;
+    default: break;
     }
     return 0;
 }
@@ -1170,51 +1177,28 @@ static int on_writeable(sess_t *ss)
         lws_callback_on_writable(ss->wsi);
         return 0;
     }
-    if (ss->nwalks && ss->qbytes < s->cfg.ws_send_queue / 4)
+    if (ss->nwalks && gw_wsq_bytes(&ss->q) < s->cfg.ws_send_queue / 4)
         walk_step(ss);
     if (ss->close_code) {
         lws_callback_on_writable(ss->wsi);
         return 0;
     }
-    if (!ss->qlen) {
-        if (ss->nwalks) /* a chunk with nothing to send: the next one on the next turn */
+    gw_wsq_item_t it;
+    if (!gw_wsq_pop(&ss->q, &it)) {
+        if (ss->nwalks && !ss->walking) /* a chunk with nothing to send: the next one next turn */
             lws_callback_on_writable(ss->wsi);
         return 0;
     }
-    qent_t e = ss->q[ss->qhead];
-    ss->qhead = (ss->qhead + 1) % ss->qcap;
-    ss->qlen--;
-    ss->qbytes -= qent_size(&e);
-    char pre[64];
-    int plen = e.change ? snprintf(pre, sizeof(pre), "{\"type\":\"change\",\"cursor\":%" PRIu64 ",",
-                                   e.cursor)
-                        : 0;
-    size_t total = (size_t)plen + e.m->len;
-    if (LWS_PRE + total > ss->wcap) {
-        size_t nc = LWS_PRE + total;
-        char *n = realloc(ss->wbuf, nc);
-        if (!n) {
-            msg_unref(e.m);
-            return -1;
-        }
-        ss->wbuf = n;
-        ss->wcap = nc;
-    }
-    memcpy(ss->wbuf + LWS_PRE, pre, (size_t)plen);
-    memcpy(ss->wbuf + LWS_PRE + plen, e.m->text, e.m->len);
-    msg_unref(e.m);
-    /* lws keeps what the socket did not take and sends it before the next writable callback */
-    if (lws_write(ss->wsi, (unsigned char *)ss->wbuf + LWS_PRE, total, LWS_WRITE_TEXT) < (int)total)
+    char head[CRDT_V1_CHANGE_HEAD_MAX];
+    size_t hlen = it.f->meta[0] == FRAME_CHANGE_BODY ? crdt_v1_change_head(head, it.tag) : 0;
+    uint64_t before = ss->w.bytes;
+    int rc = gw_ws_write(&ss->w, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
+    gw_frame_unref(it.f);
+    if (rc)
         return -1;
     y->msgs_out++;
-    y->bytes_out += total;
-    /* the write buffer of a big message is not kept */
-    if (ss->wcap > 65536 + LWS_PRE) {
-        free(ss->wbuf);
-        ss->wbuf = NULL;
-        ss->wcap = 0;
-    }
-    if (ss->qlen || ss->nwalks)
+    y->bytes_out += ss->w.bytes - before;
+    if (gw_wsq_len(&ss->q) || (ss->nwalks && !ss->walking))
         lws_callback_on_writable(ss->wsi);
     return 0;
 }
@@ -1264,6 +1248,9 @@ static int on_established(gw_server_t *s, struct lws *wsi, void **slot)
     for (int i = 0; i < 8; i++)
         snprintf(ss->id + 2 * i, 3, "%02x", rnd[i]);
     ss->opened_us = ss->last_rx_us = ss->last_ping_us = gw_now_us();
+    gw_wsrx_init(&ss->rx, s->cfg.ws_max_message, GW_WS_TEXT);
+    gw_wsq_init(&ss->q, s->cfg.ws_send_queue);
+    gw_wswriter_init(&ss->w, GW_WS_TEXT, false);
     ss->next = y->head;
     if (y->head)
         y->head->prev = ss;
@@ -1341,8 +1328,8 @@ void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t se
     }
     if (!n)
         return;
-    msg_t *m = change_body(key, klen, seq, "delta", delta);
-    bool big = m && m->len + 48 > s->cfg.ws_max_message;
+    gw_frame_t *f = change_body(key, klen, seq, false, delta);
+    bool big = f && f->len + CRDT_V1_CHANGE_HEAD_MAX > s->cfg.ws_max_message;
     for (size_t i = 0; i < n; i++) {
         sess_t *ss = y->match[i];
         if (big) {
@@ -1352,11 +1339,9 @@ void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t se
                        seq);
             continue;
         }
-        if (m)
-            m->refs++;
-        enqueue(ss, m, true, sess_cursor(ss, seq), false);
+        enqueue(ss, f ? gw_frame_ref(f) : NULL, sess_cursor(ss, seq), false);
     }
-    msg_unref(m);
+    gw_frame_unref(f);
 }
 
 /* ---- acks ----------------------------------------------------------------------------------- */
@@ -1366,7 +1351,7 @@ void gw_sync_on_durable(gw_server_t *s)
     gw_sync_t *y = s->sync;
     if (!y)
         return;
-    uint64_t durable = crdt_replica_durable_seq(s->replica);
+    uint64_t durable = crdt_store_durable_seq(s->store);
     while (y->ack_len) {
         pending_ack_t *a = &y->acks[y->ack_head];
         if (!s->storage_error && a->wait > durable)
@@ -1379,17 +1364,18 @@ void gw_sync_on_durable(gw_server_t *s)
         if (ack.wait > durable) {
             send_error(ack.s, true, ack.id, E_STORAGE,
                        "storage failure, the write is not durable: %s",
-                       crdt_replica_last_error(s->replica) ? crdt_replica_last_error(s->replica)
-                                                           : "writes are refused until restart");
+                       crdt_store_last_error(s->store) ? crdt_store_last_error(s->store)
+                                                       : "writes are refused until restart");
             continue;
         }
         y->acks_sent++;
-        enqueue(ack.s,
-                msg_printf("{\"type\":\"ack\",\"id\":%" PRIu64 ",\"seq\":%" PRIu64
-                           ",\"applied\":%s%s}",
-                           ack.id, ack.seq, ack.applied ? "true" : "false",
-                           ack.dup ? ",\"duplicate\":true" : ""),
-                false, 0, false);
+        crdt_v1_msg_t m = {.type = CRDT_V1_ACK,
+                           .has_id = true,
+                           .id = ack.id,
+                           .seq = ack.seq,
+                           .applied = ack.applied,
+                           .duplicate = ack.dup};
+        send_msg(ack.s, &m);
     }
 }
 
@@ -1446,6 +1432,16 @@ void gw_sync_shutdown(gw_server_t *s)
     lws_sul_cancel(&y->sul_sweep);
     while (y->head)
         sess_free(y, y->head);
+    /* the store drops the completions still pending when it closes (after this): nothing will
+     * release these */
+    for (sess_t *z = y->zombies, *nx; z; z = nx) {
+        nx = z->next;
+        if (z->apply_c)
+            apply_free(z->apply_c);
+        free(z->walk_c);
+        free(z);
+    }
+    y->zombies = NULL;
     for (size_t i = 0; i < y->nbuckets; i++) {
         for (topic_t *t = y->buckets[i], *nx; t; t = nx) {
             nx = t->hnext;
@@ -1472,7 +1468,7 @@ char *gw_sync_metrics(gw_server_t *s)
         return NULL;
     size_t qbytes = 0;
     for (sess_t *ss = y->head; ss; ss = ss->next)
-        qbytes += ss->qbytes;
+        qbytes += gw_wsq_bytes(&ss->q);
     static const gw_prom_label_t in = {"direction", "in"}, out = {"direction", "out"};
     gw_prom_t o;
     gw_prom_init(&o, 4096);
@@ -1490,7 +1486,8 @@ char *gw_sync_metrics(gw_server_t *s)
     gw_prom_family(&o, "crdtd_ws_bytes_total", "counter", "Payload bytes by direction.");
     gw_prom_u64(&o, "crdtd_ws_bytes_total", &in, 1, y->bytes_in);
     gw_prom_u64(&o, "crdtd_ws_bytes_total", &out, 1, y->bytes_out);
-    gw_prom_family(&o, "crdtd_ws_applies_total", "counter", "Applies run (duplicates not counted).");
+    gw_prom_family(&o, "crdtd_ws_applies_total", "counter",
+                   "Applies run (duplicates not counted).");
     gw_prom_u64(&o, "crdtd_ws_applies_total", NULL, 0, y->applies);
     gw_prom_family(&o, "crdtd_ws_acks_total", "counter", "Acks sent (duplicates included).");
     gw_prom_u64(&o, "crdtd_ws_acks_total", NULL, 0, y->acks_sent);
@@ -1502,7 +1499,8 @@ char *gw_sync_metrics(gw_server_t *s)
     gw_prom_u64(&o, "crdtd_ws_pending_acks", NULL, 0, y->ack_len);
     gw_prom_family(&o, "crdtd_ws_errors_total", "counter", "Error messages sent, by code.");
     for (int c = 0; c < E_COUNT; c++)
-        gw_prom_u64(&o, "crdtd_ws_errors_total", &(gw_prom_label_t){"code", err_names[c]}, 1,
+        gw_prom_u64(&o, "crdtd_ws_errors_total",
+                    &(gw_prom_label_t){"code", crdt_v1_code_name((crdt_v1_code_t)c)}, 1,
                     y->errors[c]);
     return gw_prom_take(&o, NULL);
 }

@@ -12,6 +12,8 @@
 #define ERR_BOUND "ERR min or max is not a number (NaN is not allowed)"
 #define ERR_SYNTAX "ERR syntax error"
 #define ERR_BIG "ERR member or value is larger than 64 MiB"
+/* Key-spec flags of a command that reads a key's value. */
+#define RO_ACCESS (REDISMODULE_CMD_KEY_RO | REDISMODULE_CMD_KEY_ACCESS)
 
 /* ---- argument helpers ----------------------------------------------------------------------- */
 
@@ -112,8 +114,11 @@ static int finish_write(RedisModuleCtx *ctx, RedisModuleString *name, RedisModul
          * part-way through a multi-member write, so replicate the command itself then. */
         crdt_obj_free(delta);
         delta = NULL;
-        if (changed)
+        if (changed) {
             RedisModule_ReplicateVerbatim(ctx);
+            if (crdtm_log_should_append(ctx))
+                crdtm_log_state(ctx, name, obj);
+        }
     }
     if (created) {
         if (changed)
@@ -330,8 +335,10 @@ static int tlselect_last_key(RedisModuleString **argv, int argc)
 static int cmd_tlselect(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (RedisModule_IsKeysPositionRequest(ctx)) {
+        /* KeyAtPos would report the keys read-write (its default is full access): an ACL user
+         * allowed to read only (%R~pattern) must be able to run a read. */
         for (int i = 2; i <= tlselect_last_key(argv, argc); i++)
-            RedisModule_KeyAtPos(ctx, i);
+            RedisModule_KeyAtPosWithFlags(ctx, i, (int)RO_ACCESS);
         return REDISMODULE_OK;
     }
     if (argc < 3)
@@ -737,6 +744,22 @@ static int cmd_state(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* CRDT.MERGE key payload [payload ...] -> 1 if the key changed, 0 if not. Every payload is decoded
  * and type-checked before the key is touched, so a bad one leaves the key as it was. */
+/* The change log entry of CRDT.MERGE: its payload, or the join of its payloads (borrows objs[1..],
+ * joins them into objs[0]). */
+static void log_payloads(RedisModuleCtx *ctx, RedisModuleString **argv, crdt_obj_t **objs, int np)
+{
+    if (np == 1) {
+        size_t len;
+        const char *p = RedisModule_StringPtrLen(argv[2], &len);
+        crdtm_log_append(ctx, argv[1], p, len);
+        return;
+    }
+    for (int i = 1; i < np; i++)
+        if (crdt_obj_merge(objs[0], objs[i]) < 0)
+            return;
+    crdtm_log_state(ctx, argv[1], objs[0]);
+}
+
 static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc < 3)
@@ -827,6 +850,8 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     if (changed) {
         /* The replica holds what we held, so the same payloads give it the same state. */
         RedisModule_ReplicateVerbatim(ctx);
+        if (crdtm_log_should_append(ctx))
+            log_payloads(ctx, argv, objs, np);
         crdtm_changed(ctx, argv[1], "crdt.merge", NULL);
     }
     if (err < 0)
@@ -917,7 +942,6 @@ static int cmd_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
          .fk.range = {0, 1, 0}},                                                                   \
         {0}                                                                                        \
     }
-#define RO_ACCESS (REDISMODULE_CMD_KEY_RO | REDISMODULE_CMD_KEY_ACCESS)
 #define RO_META REDISMODULE_CMD_KEY_RO
 #define ARG_KEY {.name = "key", .type = REDISMODULE_ARG_TYPE_KEY, .key_spec_index = 0}
 #define ARG(n, t) {.name = (n), .type = REDISMODULE_ARG_TYPE_##t, .key_spec_index = -1}
@@ -939,6 +963,8 @@ typedef struct cmd_def {
 static RedisModuleCommandArg score_member_args[] = {ARG("score", DOUBLE), ARG("member", STRING),
                                                     {0}};
 static RedisModuleCommandArg after_args[] = {ARG("score", DOUBLE), ARG("member", STRING), {0}};
+static RedisModuleCommandArg range_args[] = {ARG("first-slot", INTEGER), ARG("last-slot", INTEGER),
+                                             {0}};
 
 #define V REDISMODULE_COMMAND_INFO_VERSION
 static cmd_def_t commands[] = {
@@ -1069,11 +1095,57 @@ static cmd_def_t commands[] = {
       .summary = "Type, entries, tombstones, floor, bound, encoded size and memory of a key",
       .complexity = "O(N)", .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_META),
       .args = (RedisModuleCommandArg[]){ARG_KEY, {0}}}},
-    {"crdt.changes", crdtm_cmd_changes, "readonly", 0, 0, 0,
+    {"crdt.log.read", crdtm_cmd_log_read, "readonly", 1, 1, 1,
      {.version = V,
-      .summary = "Keys changed after a cursor, from a bounded in-memory change feed",
-      .complexity = "O(count) plus O(ring) to find the cursor", .since = "0.1.0", .arity = 3,
-      .args = (RedisModuleCommandArg[]){ARG("cursor", INTEGER), ARG("count", INTEGER), {0}}}},
+      .summary = "Entries of a change log after a position, and the position to read from next",
+      .complexity = "O(count)", .since = "0.2.0", .arity = 4, .key_specs = KS_ONE(RO_ACCESS),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("position", STRING), ARG("count", INTEGER),
+                                        {0}}}},
+    {"crdt.log.list", crdtm_cmd_log_list, "readonly", 0, 0, 0,
+     {.version = V, .summary = "Names of the change logs this node holds, of all slots or one",
+      .complexity = "O(slots)", .since = "0.2.0", .arity = -1,
+      .args = (RedisModuleCommandArg[]){
+          {.name = "slot", .type = REDISMODULE_ARG_TYPE_INTEGER, .key_spec_index = -1,
+           .flags = REDISMODULE_CMD_ARG_OPTIONAL},
+          {0}}}},
+    /* The key of CRDT.RSX.* names the slot (any key of it, "{TAG}" by convention) and is a real
+     * key spec, not NOT_KEY: Redis 7.0 routes only real keys to a slot's node. */
+    {"crdt.rsx.open", crdtm_cmd_rsx_open, "readonly", 1, 1, 1,
+     {.version = V,
+      .summary = "Opens a reconcile session over the slot of key or a range of slots (INITIATOR: "
+                 "with its first message)",
+      .complexity = "O(K log K) for K keys in the slots", .since = "0.2.0", .arity = -3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("role", STRING),
+                                        {.name = "range", .type = REDISMODULE_ARG_TYPE_BLOCK,
+                                         .key_spec_index = -1,
+                                         .flags = REDISMODULE_CMD_ARG_OPTIONAL,
+                                         .subargs = range_args},
+                                        {0}}}},
+    {"crdt.rsx.recv", crdtm_cmd_rsx_recv, "readonly", 1, 1, 1,
+     {.version = V, .summary = "Hands a reconcile message to a session; its reply and whether done",
+      .complexity = "O(cells of the message * log K)", .since = "0.2.0", .arity = 4,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("session", STRING), ARG("message", STRING),
+                                        {0}}}},
+    {"crdt.rsx.diffs", crdtm_cmd_rsx_diffs, "readonly", 1, 1, 1,
+     {.version = V, .summary = "The keys a reconcile session found to differ, and who holds them",
+      .complexity = "O(D log K)", .since = "0.2.0", .arity = 3,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("session", STRING), {0}}}},
+    {"crdt.rsx.close", crdtm_cmd_rsx_close, "readonly", 1, 1, 1,
+     {.version = V, .summary = "Ends a reconcile session", .complexity = "O(K)", .since = "0.2.0",
+      .arity = 3, .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
+      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("session", STRING), {0}}}},
+    {"crdt.rsx.digest", crdtm_cmd_rsx_digest, "readonly", 0, 0, 0,
+     {.version = V,
+      .summary = "Sum of the range fingerprints of the slots of a range held by this node",
+      .complexity = "O(slots + keys written since)", .since = "0.2.0", .arity = -3,
+      .args = (RedisModuleCommandArg[]){ARG("first-slot", INTEGER), ARG("last-slot", INTEGER),
+                                        {.name = "step", .type = REDISMODULE_ARG_TYPE_INTEGER,
+                                         .key_spec_index = -1,
+                                         .flags = REDISMODULE_CMD_ARG_OPTIONAL},
+                                        {0}}}},
 };
 #undef V
 /* clang-format on */

@@ -14,12 +14,18 @@
 /* Version of the RDB value layout: one string holding the libcrdt binary encoding of the whole
  * state (docs/redis-module.md). Bump it when the layout around the encoding changes. */
 #define CRDTM_ENCVER 1
+/* Entries a change log keeps by default (log-max-len). */
+#define CRDTM_LOG_MAX_LEN_DEFAULT 256
 
 typedef struct crdtm_config {
-    uint64_t node_id;      /* replica id for HLC timestamps, counter slots and OR-Set dots */
-    uint32_t timeline_max; /* bound of timelines this server creates; 0: unbounded */
-    uint32_t changes_max;  /* entries kept by the change feed ring */
-    uint64_t max_drift_ms; /* how far ahead a merged register timestamp may pull our clock */
+    uint64_t node_id;        /* replica id for HLC timestamps, counter slots and OR-Set dots */
+    uint32_t timeline_max;   /* bound of timelines this server creates; 0: unbounded */
+    uint64_t max_drift_ms;   /* how far ahead a merged register timestamp may pull our clock */
+    bool log_enabled;        /* writes append to the per-slot change log (changelog.c) */
+    uint64_t log_max_len;    /* entries kept per log; 0: no length bound */
+    uint64_t log_max_age_ms; /* entries older than this are trimmed; 0: no age bound */
+    bool log_trim_acked;     /* trimming keeps what a consumer group has not acknowledged */
+    bool rsx_enabled;        /* keep range fingerprints per slot for CRDT.RSX.* (rsx.c) */
 } crdtm_config_t;
 
 typedef struct crdtm_stats {
@@ -93,9 +99,10 @@ void crdtm_set_new(RedisModuleKey *key, crdt_obj_t *obj);
 /* New empty object of a type as this server makes them (timelines get the configured bound). */
 crdt_obj_t *crdtm_new_obj(crdt_type_t t);
 
-/* Bookkeeping after a command changed `name`: keyspace notification `event`, change feed entry,
- * and, when `delta` is not NULL, replication of the delta as CRDT.MERGE name <delta> (the caller
- * replicates verbatim itself when delta is NULL). Borrows delta. */
+/* Bookkeeping after a command changed `name`: keyspace notification `event`, its slot's
+ * fingerprints marked for refresh, and, when `delta` is not NULL, replication of the delta as
+ * CRDT.MERGE name <delta> and its change log entry (when delta is NULL the caller replicates
+ * verbatim and logs itself). Borrows delta. */
 void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *event,
                    const crdt_obj_t *delta);
 
@@ -105,11 +112,30 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err);
 /* Counts an object in or out of INFO's keys-by-type. */
 void crdtm_count_obj(const crdt_obj_t *o, int delta);
 
-/* Change feed: appends (db, key) under the next sequence number. */
-void crdtm_feed_append(int db, const char *key, size_t len);
-/* CRDT.CHANGES cursor count */
-int crdtm_cmd_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
-uint64_t crdtm_feed_seq(void);
+/* Change log (changelog.c). True when this context's writes must append to the log: the log is on,
+ * this server is a primary and not loading (replicas and AOF replay get the primary's XADDs). */
+bool crdtm_log_should_append(RedisModuleCtx *ctx);
+/* Appends {k: key, d: data} to the log of key's slot, creating the log if the slot has none, and
+ * replicates the XADD (and a trim). 0, or -1 after a warning in the server log. Borrows all. */
+int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len);
+/* Appends the full state of obj as key's entry. */
+int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj);
+/* Slot tags and keyspace subscriptions; 0 or -1. */
+int crdtm_log_init(RedisModuleCtx *ctx);
+void crdtm_log_info(RedisModuleInfoCtx *ctx);
+int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+/* Anti-entropy (rsx.c). Notes that a key of db 0 changed (written, deleted, restored, loaded): its
+ * slot's fingerprints are brought up to date when next read. */
+void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len);
+int crdtm_rsx_init(RedisModuleCtx *ctx);
+void crdtm_rsx_info(RedisModuleInfoCtx *ctx);
+int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_close(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* Registers every CRDT.* command with its flags, key specs and docs (commands.c). */
 int crdtm_register_commands(RedisModuleCtx *ctx);

@@ -1,5 +1,4 @@
-/* module.c - crdt.so: load-time config, the CRDT module type (RDB, AOF, digest), INFO, change feed
- */
+/* module.c - crdt.so: load-time config, the CRDT module type (RDB, AOF, digest), INFO */
 #define REDISMODULE_MAIN
 #include "crdt_module.h"
 
@@ -12,8 +11,12 @@
 crdtm_config_t crdtm_cfg = {
     .node_id = 0,
     .timeline_max = 0,
-    .changes_max = 65536,
     .max_drift_ms = 24ull * 3600 * 1000,
+    .log_enabled = true,
+    .log_max_len = CRDTM_LOG_MAX_LEN_DEFAULT,
+    .log_max_age_ms = 0,
+    .log_trim_acked = false,
+    .rsx_enabled = true,
 };
 crdtm_stats_t crdtm_stats;
 RedisModuleType *crdtm_type;
@@ -89,136 +92,20 @@ void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *eve
          * not keep its memory. */
         static crdt_buf_t b;
         b.len = 0;
-        if (crdt_obj_encode(delta, &b) == 0)
+        if (crdt_obj_encode(delta, &b) == 0) {
             RedisModule_Replicate(ctx, "CRDT.MERGE", "sb", name, (const char *)b.data, b.len);
-        else /* out of memory: the whole command still reaches replicas, which redo the join */
+            if (crdtm_log_should_append(ctx))
+                crdtm_log_append(ctx, name, b.data, b.len);
+        } else { /* out of memory: the whole command still reaches replicas, which redo the join */
             RedisModule_ReplicateVerbatim(ctx);
+        }
         if (b.cap > 1u << 20)
             crdt_buf_free(&b);
     }
     RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
     size_t len;
     const char *p = RedisModule_StringPtrLen(name, &len);
-    crdtm_feed_append(RedisModule_GetSelectedDb(ctx), p, len);
-}
-
-/* ---- change feed: a bounded ring of (seq, db, key) ------------------------------------------ *
- * Sequence numbers start at wall-clock ms << 16 when the module loads, so every cursor a follower
- * kept from an earlier run of this server is older than the ring and gets "truncated". A write to
- * the key of the newest entry moves that entry to the new seq instead of adding one, so a hot key
- * costs one slot. */
-
-typedef struct feed_entry {
-    uint64_t seq;
-    int db;
-    uint32_t len;
-    uint32_t cap;
-    char *key;
-} feed_entry_t;
-
-static struct {
-    feed_entry_t *ring;
-    uint32_t cap;
-    uint32_t head;         /* next slot to write */
-    uint32_t count;        /* entries held */
-    uint64_t seq;          /* last issued; the start value when nothing was issued yet */
-    uint64_t evicted_upto; /* highest seq that left the ring (or the start value) */
-} feed;
-
-uint64_t crdtm_feed_seq(void)
-{
-    return feed.seq;
-}
-
-static int feed_init(uint32_t cap)
-{
-    feed.cap = cap;
-    feed.seq = (uint64_t)RedisModule_Milliseconds() << 16;
-    feed.evicted_upto = feed.seq;
-    if (cap) {
-        feed.ring = crdtm_calloc(cap, sizeof(*feed.ring));
-        if (!feed.ring)
-            return -1;
-    }
-    return 0;
-}
-
-void crdtm_feed_append(int db, const char *key, size_t len)
-{
-    if (!feed.cap)
-        return;
-    uint64_t seq = ++feed.seq;
-    if (feed.count) {
-        feed_entry_t *last = &feed.ring[(feed.head + feed.cap - 1) % feed.cap];
-        if (last->db == db && last->len == len && memcmp(last->key, key, len) == 0) {
-            last->seq = seq;
-            return;
-        }
-    }
-    feed_entry_t *e = &feed.ring[feed.head];
-    if (feed.count == feed.cap)
-        feed.evicted_upto = e->seq;
-    else
-        feed.count++;
-    if (e->cap < len || !e->key) {
-        char *k = crdtm_realloc(e->key, len ? len : 1);
-        if (!k) { /* keep the ring consistent: drop the entry, a follower sees "truncated" */
-            feed.evicted_upto = seq;
-            feed.count--;
-            return;
-        }
-        e->key = k;
-        e->cap = (uint32_t)(len ? len : 1);
-    }
-    memcpy(e->key, key, len);
-    e->len = (uint32_t)len;
-    e->db = db;
-    e->seq = seq;
-    feed.head = (feed.head + 1) % feed.cap;
-}
-
-/* CRDT.CHANGES cursor count -> [next-cursor, "ok"|"truncated", [[seq, db, key], ...]] */
-int crdtm_cmd_changes(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
-{
-    if (argc != 3)
-        return RedisModule_WrongArity(ctx);
-    long long cursor, count;
-    if (RedisModule_StringToLongLong(argv[1], &cursor) != REDISMODULE_OK || cursor < 0)
-        return RedisModule_ReplyWithError(ctx, "ERR cursor must be a non-negative integer");
-    if (RedisModule_StringToLongLong(argv[2], &count) != REDISMODULE_OK)
-        return RedisModule_ReplyWithError(ctx, "ERR count is not an integer");
-    if (count < 0)
-        return RedisModule_ReplyWithError(ctx, "ERR count must not be negative");
-    uint64_t c = (uint64_t)cursor;
-    /* A cursor is usable when nothing after it has left the ring and it is not from the future
-     * (another run of the server, or another server). */
-    bool truncated = c < feed.evicted_upto || c > feed.seq;
-    uint32_t first = (feed.head + feed.cap - feed.count) % (feed.cap ? feed.cap : 1);
-    RedisModule_ReplyWithArray(ctx, 3);
-    /* Entries have increasing seqs along the ring; find the first one after the cursor. */
-    uint32_t i = 0;
-    if (!truncated)
-        while (i < feed.count && feed.ring[(first + i) % feed.cap].seq <= c)
-            i++;
-    uint64_t next = truncated ? feed.evicted_upto : c;
-    uint32_t n = feed.count - i;
-    if ((long long)n > count)
-        n = (uint32_t)count;
-    if (n)
-        next = feed.ring[(first + i + n - 1) % feed.cap].seq;
-    else if (truncated)
-        next = feed.seq;
-    RedisModule_ReplyWithLongLong(ctx, (long long)next);
-    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
-    RedisModule_ReplyWithArray(ctx, n);
-    for (uint32_t k = 0; k < n; k++) {
-        const feed_entry_t *e = &feed.ring[(first + i + k) % feed.cap];
-        RedisModule_ReplyWithArray(ctx, 3);
-        RedisModule_ReplyWithLongLong(ctx, (long long)e->seq);
-        RedisModule_ReplyWithLongLong(ctx, e->db);
-        RedisModule_ReplyWithStringBuffer(ctx, e->key, e->len);
-    }
-    return REDISMODULE_OK;
+    crdtm_rsx_touch(ctx, p, len);
 }
 
 /* ---- module type methods -------------------------------------------------------------------- */
@@ -335,10 +222,8 @@ static void info_cb(RedisModuleInfoCtx *ctx, int for_crash_report)
     RedisModule_InfoAddFieldULongLong(ctx, "clock_ahead", crdtm_stats.clock_ahead);
     RedisModule_InfoAddFieldULongLong(ctx, "payload_errors", crdtm_stats.payload_errors);
     RedisModule_InfoAddFieldULongLong(ctx, "rdb_load_errors", crdtm_stats.rdb_load_errors);
-    RedisModule_InfoAddFieldULongLong(ctx, "changes_seq", feed.seq);
-    RedisModule_InfoAddFieldULongLong(ctx, "changes_oldest_cursor", feed.evicted_upto);
-    RedisModule_InfoAddFieldULongLong(ctx, "changes_len", feed.count);
-    RedisModule_InfoAddFieldULongLong(ctx, "changes_max_len", feed.cap);
+    crdtm_log_info(ctx);
+    crdtm_rsx_info(ctx);
 }
 
 /* ---- load ----------------------------------------------------------------------------------- */
@@ -349,6 +234,16 @@ static int parse_u64(RedisModuleString *s, uint64_t max, uint64_t *out)
     if (RedisModule_StringToLongLong(s, &v) != REDISMODULE_OK || v < 0 || (uint64_t)v > max)
         return -1;
     *out = (uint64_t)v;
+    return 0;
+}
+
+/* "yes" or "no" (any case) into *out; -1 for anything else. */
+static int parse_yes_no(RedisModuleString *s, bool *out)
+{
+    const char *yn = RedisModule_StringPtrLen(s, NULL);
+    if (strcasecmp(yn, "yes") && strcasecmp(yn, "no"))
+        return -1;
+    *out = strcasecmp(yn, "yes") == 0;
     return 0;
 }
 
@@ -369,10 +264,23 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             if (parse_u64(argv[i + 1], UINT32_MAX, &v) < 0)
                 goto bad;
             crdtm_cfg.timeline_max = (uint32_t)v;
-        } else if (strcasecmp(name, "changes-max-len") == 0) {
-            if (parse_u64(argv[i + 1], 1u << 26, &v) < 0)
+        } else if (strcasecmp(name, "log") == 0) {
+            if (parse_yes_no(argv[i + 1], &crdtm_cfg.log_enabled) < 0)
                 goto bad;
-            crdtm_cfg.changes_max = (uint32_t)v;
+        } else if (strcasecmp(name, "rsx") == 0) {
+            if (parse_yes_no(argv[i + 1], &crdtm_cfg.rsx_enabled) < 0)
+                goto bad;
+        } else if (strcasecmp(name, "log-trim-acked") == 0) {
+            if (parse_yes_no(argv[i + 1], &crdtm_cfg.log_trim_acked) < 0)
+                goto bad;
+        } else if (strcasecmp(name, "log-max-len") == 0) {
+            if (parse_u64(argv[i + 1], 1ull << 40, &v) < 0)
+                goto bad;
+            crdtm_cfg.log_max_len = v;
+        } else if (strcasecmp(name, "log-max-age-ms") == 0) {
+            if (parse_u64(argv[i + 1], UINT64_MAX >> 2, &v) < 0)
+                goto bad;
+            crdtm_cfg.log_max_age_ms = v;
         } else if (strcasecmp(name, "max-clock-drift-ms") == 0) {
             if (parse_u64(argv[i + 1], UINT64_MAX >> 2, &v) < 0)
                 goto bad;
@@ -380,7 +288,8 @@ static int parse_args(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         } else {
             RedisModule_Log(ctx, "warning",
                             "crdt: unknown module argument '%s' (known: node-id, "
-                            "timeline-max-size, changes-max-len, max-clock-drift-ms)",
+                            "timeline-max-size, max-clock-drift-ms, log, log-max-len, "
+                            "log-max-age-ms, log-trim-acked, rsx)",
                             name);
             return -1;
         }
@@ -412,8 +321,6 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     if (parse_args(ctx, argv, argc) < 0)
         return REDISMODULE_ERR;
     crdt_hlc_init(&crdtm_clock, crdtm_cfg.node_id, crdtm_cfg.max_drift_ms);
-    if (feed_init(crdtm_cfg.changes_max) < 0)
-        return REDISMODULE_ERR;
 
     RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS);
     RedisModuleTypeMethods tm = {
@@ -433,9 +340,15 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     if (crdtm_register_commands(ctx) == REDISMODULE_ERR)
         return REDISMODULE_ERR;
+    if (crdtm_log_init(ctx) < 0 || crdtm_rsx_init(ctx) < 0)
+        return REDISMODULE_ERR;
     RedisModule_RegisterInfoFunc(ctx, info_cb);
-    RedisModule_Log(ctx, "notice", "crdt: node-id %llu, timeline-max-size %u, changes ring %u",
+    RedisModule_Log(ctx, "notice",
+                    "crdt: node-id %llu, timeline-max-size %u, change log %s "
+                    "(max-len %llu, max-age-ms %llu, trim-acked %s), anti-entropy %s",
                     (unsigned long long)crdtm_cfg.node_id, crdtm_cfg.timeline_max,
-                    crdtm_cfg.changes_max);
+                    crdtm_cfg.log_enabled ? "on" : "off", (unsigned long long)crdtm_cfg.log_max_len,
+                    (unsigned long long)crdtm_cfg.log_max_age_ms,
+                    crdtm_cfg.log_trim_acked ? "yes" : "no", crdtm_cfg.rsx_enabled ? "on" : "off");
     return REDISMODULE_OK;
 }

@@ -43,14 +43,36 @@
 
 /* Keyspace notification classes; module types notify as class 'd'. */
 #define REDISMODULE_NOTIFY_GENERIC (1 << 2)
+#define REDISMODULE_NOTIFY_EXPIRED (1 << 8)
+#define REDISMODULE_NOTIFY_EVICTED (1 << 9)
+#define REDISMODULE_NOTIFY_STREAM (1 << 10)
+#define REDISMODULE_NOTIFY_LOADED (1 << 12) /* module-only: a key loaded from RDB */
 #define REDISMODULE_NOTIFY_MODULE (1 << 13)
+
+/* RedisModule_Call reply types */
+#define REDISMODULE_REPLY_STRING 0
+#define REDISMODULE_REPLY_ERROR 1
+#define REDISMODULE_REPLY_INTEGER 2
+#define REDISMODULE_REPLY_ARRAY 3
+#define REDISMODULE_REPLY_NULL 4
+
+/* Streams (RedisModule_Stream*, Redis 6.2+) */
+#define REDISMODULE_STREAM_ADD_AUTOID (1 << 0)
+#define REDISMODULE_STREAM_ITERATOR_EXCLUSIVE (1 << 0)
+#define REDISMODULE_STREAM_TRIM_APPROX (1 << 0)
+typedef struct RedisModuleStreamID {
+    uint64_t ms;
+    uint64_t seq;
+} RedisModuleStreamID;
 
 /* GetContextFlags bits */
 #define REDISMODULE_CTX_FLAGS_LUA (1 << 0)
 #define REDISMODULE_CTX_FLAGS_MULTI (1 << 1)
 #define REDISMODULE_CTX_FLAGS_MASTER (1 << 2)
 #define REDISMODULE_CTX_FLAGS_SLAVE (1 << 3)
-#define REDISMODULE_CTX_FLAGS_LOADING (1 << 15)
+#define REDISMODULE_CTX_FLAGS_CLUSTER (1 << 5)
+#define REDISMODULE_CTX_FLAGS_REPLICATED (1 << 12)
+#define REDISMODULE_CTX_FLAGS_LOADING (1 << 13)
 
 /* Key-spec flags (SetCommandInfo) */
 #define REDISMODULE_CMD_KEY_RO (1ULL << 0)
@@ -106,9 +128,27 @@ typedef struct RedisModuleType RedisModuleType;
 typedef struct RedisModuleDigest RedisModuleDigest;
 typedef struct RedisModuleInfoCtx RedisModuleInfoCtx;
 typedef struct RedisModuleDefragCtx RedisModuleDefragCtx;
+typedef struct RedisModuleCallReply RedisModuleCallReply;
+
+/* Server events (SubscribeToServerEvent) */
+typedef struct RedisModuleEvent {
+    uint64_t id;
+    uint64_t dataver;
+} RedisModuleEvent;
+#define REDISMODULE_EVENT_FLUSHDB 2
+#define REDISMODULE_SUBEVENT_FLUSHDB_END 1
+typedef struct RedisModuleFlushInfo {
+    uint64_t version;
+    int32_t sync;
+    int32_t dbnum; /* -1: every db */
+} RedisModuleFlushInfo;
+typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid,
+                                         uint64_t subevent, void *data);
 
 typedef int (*RedisModuleCmdFunc)(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
+typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const char *event,
+                                           RedisModuleString *key);
 
 typedef void *(*RedisModuleTypeLoadFunc)(RedisModuleIO *rdb, int encver);
 typedef void (*RedisModuleTypeSaveFunc)(RedisModuleIO *rdb, void *value);
@@ -232,6 +272,7 @@ typedef struct RedisModuleCommandInfo {
     X(int, SetCommandInfo, (RedisModuleCommand * cmd, const RedisModuleCommandInfo *info))         \
     X(int, IsKeysPositionRequest, (RedisModuleCtx * ctx))                                          \
     X(void, KeyAtPos, (RedisModuleCtx * ctx, int pos))                                             \
+    X(void, KeyAtPosWithFlags, (RedisModuleCtx * ctx, int pos, int flags))                         \
     X(int, GetContextFlags, (RedisModuleCtx * ctx))                                                \
     X(int, GetSelectedDb, (RedisModuleCtx * ctx))                                                  \
     X(long long, Milliseconds, (void))                                                             \
@@ -249,6 +290,8 @@ typedef struct RedisModuleCommandInfo {
     X(RedisModuleKey *, OpenKey, (RedisModuleCtx * ctx, RedisModuleString * name, int mode))       \
     X(void, CloseKey, (RedisModuleKey * key))                                                      \
     X(int, KeyType, (RedisModuleKey * key))                                                        \
+    X(size_t, ValueLength, (RedisModuleKey * key))                                                 \
+    X(int, KeyExists, (RedisModuleCtx * ctx, RedisModuleString * name))                            \
     X(int, DeleteKey, (RedisModuleKey * key))                                                      \
     X(RedisModuleString *, CreateString, (RedisModuleCtx * ctx, const char *ptr, size_t len))      \
     X(void, FreeString, (RedisModuleCtx * ctx, RedisModuleString * str))                           \
@@ -283,7 +326,32 @@ typedef struct RedisModuleCommandInfo {
     X(int, InfoAddFieldLongLong, (RedisModuleInfoCtx * ctx, const char *field, long long value))   \
     X(int, InfoAddFieldULongLong,                                                                  \
       (RedisModuleInfoCtx * ctx, const char *field, unsigned long long value))                     \
-    X(int, InfoAddFieldCString, (RedisModuleInfoCtx * ctx, const char *field, const char *value))
+    X(int, InfoAddFieldCString, (RedisModuleInfoCtx * ctx, const char *field, const char *value))  \
+    X(int, SubscribeToKeyspaceEvents,                                                              \
+      (RedisModuleCtx * ctx, int types, RedisModuleNotificationFunc cb))                           \
+    X(void, GetRandomBytes, (unsigned char *dst, size_t len))                                      \
+    X(int, SubscribeToServerEvent,                                                                 \
+      (RedisModuleCtx * ctx, RedisModuleEvent event, RedisModuleEventCallback cb))                 \
+    X(int, StreamAdd,                                                                              \
+      (RedisModuleKey * key, int flags, RedisModuleStreamID *id, RedisModuleString **argv,         \
+       int64_t numfields))                                                                         \
+    X(long long, StreamTrimByLength, (RedisModuleKey * key, int flags, long long length))          \
+    X(long long, StreamTrimByID, (RedisModuleKey * key, int flags, RedisModuleStreamID *id))       \
+    X(int, StreamIteratorStart,                                                                    \
+      (RedisModuleKey * key, int flags, RedisModuleStreamID *start, RedisModuleStreamID *end))     \
+    X(int, StreamIteratorStop, (RedisModuleKey * key))                                             \
+    X(int, StreamIteratorNextID,                                                                   \
+      (RedisModuleKey * key, RedisModuleStreamID * id, long *numfields))                           \
+    X(int, StreamIteratorNextField,                                                                \
+      (RedisModuleKey * key, RedisModuleString * *field, RedisModuleString * *value))              \
+    X(RedisModuleCallReply *, Call,                                                                \
+      (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))                           \
+    X(void, FreeCallReply, (RedisModuleCallReply * reply))                                         \
+    X(int, CallReplyType, (RedisModuleCallReply * reply))                                          \
+    X(long long, CallReplyInteger, (RedisModuleCallReply * reply))                                 \
+    X(size_t, CallReplyLength, (RedisModuleCallReply * reply))                                     \
+    X(RedisModuleCallReply *, CallReplyArrayElement, (RedisModuleCallReply * reply, size_t idx))   \
+    X(const char *, CallReplyStringPtr, (RedisModuleCallReply * reply, size_t * len))
 
 #ifdef REDISMODULE_MAIN
 #define REDISMODULE__STORAGE

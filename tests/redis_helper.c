@@ -30,8 +30,7 @@ static char owned_dirs[MAX_SERVERS][256];
 static int n_owned_dirs;
 static char server_bin[PATH_MAX];
 
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...)
+void rh_note(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -48,6 +47,19 @@ static const char *module_path(void)
     return e && *e ? e : CRDT_MODULE_PATH;
 }
 
+int rh_find_tool(const char *name, char *out, size_t cap)
+{
+    const char *path = getenv("PATH");
+    char buf[4096];
+    snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
+    for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        snprintf(out, cap, "%s/%s", d, name);
+        if (access(out, X_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
 static int find_server(void)
 {
     const char *e = getenv("REDIS_SERVER");
@@ -55,15 +67,7 @@ static int find_server(void)
         snprintf(server_bin, sizeof(server_bin), "%s", e);
         return access(server_bin, X_OK);
     }
-    const char *path = getenv("PATH");
-    char buf[4096];
-    snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/local/bin:/usr/bin:/bin");
-    for (char *save, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-        snprintf(server_bin, sizeof(server_bin), "%s/redis-server", d);
-        if (access(server_bin, X_OK) == 0)
-            return 0;
-    }
-    return -1;
+    return rh_find_tool("redis-server", server_bin, sizeof(server_bin));
 }
 
 bool rh_sanitized(void)
@@ -95,27 +99,37 @@ const char *rh_skip_reason(void)
     return NULL;
 }
 
-/* A free loopback port below 55000: in cluster mode Redis also binds port + 10000. */
+/* Binds 127.0.0.1:port (0: any); returns the port bound, or -1. */
+static int try_bind(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
+                            .sin_port = htons((uint16_t)port)};
+    socklen_t len = sizeof(a);
+    int got = -1;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        got = ntohs(a.sin_port);
+    close(fd);
+    return got;
+}
+
+/* A free loopback port below 55000 whose port + 10000 is free too: in cluster mode Redis binds
+ * its cluster bus there. */
 static int free_port(void)
 {
     for (int attempt = 0; attempt < 50; attempt++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0)
-            return -1;
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(a);
-        int port = -1;
-        if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-            getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-            port = ntohs(a.sin_port);
-        close(fd);
-        if (port > 0 && port < 55000)
+        int port = try_bind(0);
+        if (port > 0 && port < 55000 && try_bind(port + 10000) == port + 10000)
             return port;
     }
     return -1;
 }
 
-static void sleep_ms(long ms)
+void rh_sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -226,7 +240,7 @@ static int spawn(rh_server_t *s)
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             s->pid = 0;
-            note("redis-server on port %d exited during startup (status %d)", s->port, st);
+            rh_note("redis-server on port %d exited during startup (status %d)", s->port, st);
             show_log(s);
             return -2;
         }
@@ -245,9 +259,9 @@ static int spawn(rh_server_t *s)
         }
         if (c)
             redisFree(c);
-        sleep_ms(50);
+        rh_sleep_ms(50);
     }
-    note("redis-server on port %d did not answer PING within 10 s", s->port);
+    rh_note("redis-server on port %d did not answer PING within 10 s", s->port);
     show_log(s);
     stop_process(s);
     return -1;
@@ -297,7 +311,7 @@ static void stop_process(rh_server_t *s)
             s->pid = 0;
             return;
         }
-        sleep_ms(50);
+        rh_sleep_ms(50);
     }
     kill(s->pid, SIGKILL);
     waitpid(s->pid, NULL, 0);
@@ -313,6 +327,19 @@ void rh_stop(rh_server_t *s)
     for (int k = 0; k < s->nargs; k++)
         free(s->args[k]);
     s->nargs = 0;
+}
+
+void rh_kill(rh_server_t *s)
+{
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+    if (s->pid > 0) {
+        kill(s->pid, SIGKILL);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
 }
 
 int rh_restart(rh_server_t *s)
@@ -356,7 +383,7 @@ int rh_sanitizer_reports(void)
             n++;
             char p[PATH_MAX], line[512];
             snprintf(p, sizeof(p), "%s/%s", owned_dirs[i], e->d_name);
-            note("sanitizer report %s:", p);
+            rh_note("sanitizer report %s:", p);
             FILE *f = fopen(p, "r");
             for (int k = 0; f && k < 40 && fgets(line, sizeof(line), f); k++)
                 printf("#   %s", line);
@@ -409,7 +436,7 @@ redisReply *rh_cmd(rh_server_t *s, const char *fmt, ...)
     redisReply *r = redisvCommand(s->c, fmt, ap);
     va_end(ap);
     if (!r)
-        note("command '%s' on port %d failed: %s", fmt, s->port, s->c->errstr);
+        rh_note("command '%s' on port %d failed: %s", fmt, s->port, s->c->errstr);
     return r;
 }
 
@@ -419,7 +446,7 @@ redisReply *rh_cmdv(rh_server_t *s, int argc, const char **argv, const size_t *l
         return NULL;
     redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
     if (!r)
-        note("command %s on port %d failed: %s", argv[0], s->port, s->c->errstr);
+        rh_note("command %s on port %d failed: %s", argv[0], s->port, s->c->errstr);
     return r;
 }
 
@@ -429,7 +456,7 @@ long long rh_int(redisReply *r)
     if (r && r->type == REDIS_REPLY_INTEGER)
         v = r->integer;
     else if (r && r->type == REDIS_REPLY_ERROR)
-        note("unexpected error reply: %s", r->str);
+        rh_note("unexpected error reply: %s", r->str);
     if (r)
         freeReplyObject(r);
     return v;

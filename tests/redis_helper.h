@@ -44,6 +44,11 @@ int rh_start(rh_server_t *s, const char *dir, const char *module_args, const cha
 /* SIGTERM, bounded wait, then SIGKILL; forgets the server (its directory stays until rh_cleanup).
  * Call it before the rh_server_t goes out of scope. */
 void rh_stop(rh_server_t *s);
+/* SIGKILL (no shutdown save), waits for the exit; the server stays known, rh_restart brings it
+ * back on its port and directory. */
+void rh_kill(rh_server_t *s);
+/* Finds an executable in PATH: 0 with its path in out, or -1. */
+int rh_find_tool(const char *name, char *out, size_t cap);
 /* Stops and starts again with the same port, directory and arguments. */
 int rh_restart(rh_server_t *s);
 /* Stops every server and removes their directories. Idempotent. */
@@ -62,6 +67,10 @@ long long rh_int(redisReply *r);
 const char *rh_err(redisReply *r);
 /* A reply's string (status or bulk) as a malloc'd copy with its length; NULL for nil/others. */
 char *rh_str(redisReply *r, size_t *len);
+
+/* A TAP diagnostic line ("# ..."), flushed. */
+void rh_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void rh_sleep_ms(long ms);
 
 /* Runs one INFO field ("crdt_merges") and returns its integer value, or -1. */
 long long rh_info_field(rh_server_t *s, const char *section, const char *field);

@@ -6,3 +6,19 @@ if(TARGET crdtd AND TARGET crdtd_token)
   target_compile_definitions(test_ws_protocol PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
   add_dependencies(test_ws_protocol crdtd)
 endif()
+
+# the crdt.v1 codec and the WebSocket message assembler and queue, without a server
+if(TARGET crdt_v1)
+  crdt_tap_test(test_crdt_v1 LIBS crdt_v1)
+endif()
+if(TARGET crdtd_wsmsg)
+  crdt_tap_test(test_wsmsg LIBS crdtd_wsmsg)
+endif()
+
+# sessions over a store whose calls complete later (crdt_store_deferred_wrap in crdtd)
+if(TARGET crdtd)
+  crdt_tap_test(test_ws_defer SOURCES test_ws_defer.c ws_raw.c http_client.c
+                LIBS PkgConfig::JANSSON TIMEOUT 120)
+  target_compile_definitions(test_ws_defer PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+  add_dependencies(test_ws_defer crdtd)
+endif()

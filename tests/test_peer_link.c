@@ -453,7 +453,7 @@ static int raw_peer(int port)
     uint8_t buf[256];
     size_t n = 0;
     int op = ws_read_frame(fd, buf, sizeof(buf), &n, 3000);
-    if (op != 2 || n < 2 || buf[0] != 1 || buf[1] != 1) {
+    if (op != 2 || n < 2 || buf[0] != 1 || buf[1] != 2) {
         diag("no challenge (op %d, %zu bytes)", op, n);
         close(fd);
         return -1;
@@ -605,6 +605,51 @@ int main(void)
     ok(wait_log(&A.p, resume_line, 3000), "the link resumed from B's persisted mark (%s)",
        resume_line);
 
+    /* B restarts again on an idle pair: its status of A shows A's acks from the handshake on,
+     * whichever of the two links survives (the other node's dial wins: A has the lower id) */
+    {
+        st = crdtd_stop(&B.p, SIGTERM, 5000);
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B stops cleanly again");
+        check_log(&B.p);
+        if (node_start(&B, 2, pb, "--peer", url_a, "--peer-secret-file", secret_path,
+                       "--anti-entropy-interval", "2", NULL))
+            bail_out("cannot restart B");
+        ok(wait_up(&B, 1, 10000), "B is linked again");
+        char e[4096];
+        ok(peer_entry(&B, 1, e, sizeof(e)), "B's status of A");
+        long long got = json_num(e, "last_ack_received");
+        cmp_ok(got, ">=", 300, "B's last_ack_received of A is A's resume mark (%lld), not 0", got);
+        uint64_t end = mono_ms() + 5000;
+        while (json_num(e, "lag_deltas") != 0 && mono_ms() < end) {
+            usleep(100000);
+            peer_entry(&B, 1, e, sizeof(e));
+        }
+        is_int((int)json_num(e, "lag_deltas"), 0, "no lag reported on the idle pair");
+    }
+
+    /* a node whose clock is two days ahead is refused, with a log line and a metric */
+    {
+        node_t G;
+        memset(&G, 0, sizeof(G));
+        int pg = free_port();
+        if (node_start(&G, 7, pg, "--peer", url_a, "--peer-secret-file", secret_path,
+                       "--test-clock-offset-ms", "172800000", NULL))
+            bail_out("cannot start G");
+        ok(wait_log(&G.p, "clock differs by 1728", 5000), "G (two days ahead) refuses A's clock");
+        ok(log_has(&G.p, "more than the drift bound of 86400000 ms"), "... naming the bound");
+        ok(wait_log(&A.p, "refused by the peer: clocks differ by more than the drift bound", 5000),
+           "A logs the refusal");
+        char *m = get_body(pa, "/metrics");
+        const char *v = m ? strstr(m, "\ncrdtd_peer_clock_refusals_total ") : NULL;
+        ok(v && strtoll(v + 33, NULL, 10) >= 1, "A counts it in crdtd_peer_clock_refusals_total");
+        free(m);
+        char e[4096];
+        ok(!peer_entry(&A, 7, e, sizeof(e)) && healthy(&A) && healthy(&G),
+           "G is not a peer of A; both keep serving");
+        crdtd_stop(&G.p, SIGTERM, 5000);
+        check_log(&G.p);
+    }
+
     /* wrong secret, other cluster: refused with a log line, everyone keeps serving */
     node_t D, E;
     memset(&D, 0, sizeof(D));
@@ -649,7 +694,7 @@ int main(void)
         ok(wait_log(&A.p, "incompatible protocol version 99", 3000), "... with a log line");
 
         fd = raw_peer(pa);
-        const uint8_t trunc[] = {2, 1, 5, 'c', 'r', 'd', 't', 'd', 9};
+        const uint8_t trunc[] = {2, 2, 5, 'c', 'r', 'd', 't', 'd', 9};
         ws_send_frame(fd, 2, trunc, sizeof(trunc), sizeof(trunc));
         ok(ws_ends(fd, &refused) && refused, "truncated hello: refused and closed");
         close(fd);

@@ -132,7 +132,16 @@ static void test_introspection(void)
     check_command("crdt.merge", -3, "write denyoom", "readonly", 1, 1, 1);
     check_command("crdt.type", 2, "readonly fast", "write", 1, 1, 1);
     check_command("crdt.info", 2, "readonly", "write", 1, 1, 1);
-    check_command("crdt.changes", 3, "readonly", "write", 0, 0, 0);
+    check_command("crdt.log.read", 4, "readonly", "write", 1, 1, 1);
+    check_command("crdt.log.list", -1, "readonly", "write", 0, 0, 0);
+    check_command("crdt.rsx.open", -3, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.recv", 4, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.diffs", 3, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.close", 3, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.digest", -3, "readonly", "write", 0, 0, 0);
+    is(ERR("CRDT.CHANGES 0 10"),
+       "ERR unknown command 'CRDT.CHANGES', with args beginning with: '0' '10' ",
+       "CRDT.CHANGES is gone (the change log replaces it)");
 
     is(joined(CMD("COMMAND GETKEYS crdt.tlselect 10 a b WITHSCORES")), "a b",
        "COMMAND GETKEYS: TLSELECT keys exclude a final WITHSCORES");
@@ -175,7 +184,7 @@ static void test_errors(void)
     ok(starts(ERR("CRDT.TLRANGE k 0"), "ERR wrong number of arguments"), "TLRANGE arity");
     ok(starts(ERR("CRDT.TLRANGE k 0 1 WITHSCORES x"), "ERR wrong number"), "TLRANGE arity 6");
     ok(starts(ERR("CRDT.MERGE k"), "ERR wrong number of arguments"), "MERGE arity");
-    ok(starts(ERR("CRDT.CHANGES 0"), "ERR wrong number of arguments"), "CHANGES arity");
+    ok(starts(ERR("CRDT.LOG.READ x 0"), "ERR wrong number of arguments"), "LOG.READ arity");
     ok(starts(ERR("CRDT.SET k"), "ERR wrong number of arguments"), "SET arity");
     ok(starts(ERR("CRDT.SADD k"), "ERR wrong number of arguments"), "SADD arity");
 
@@ -202,8 +211,11 @@ static void test_errors(void)
        "TLRANGEBYSCORE AFTER inf");
     is(ERR("CRDT.TLRANGEBYSCORE e 10 0 BOGUS"), "ERR syntax error", "TLRANGEBYSCORE bad option");
     is(ERR("CRDT.TLSELECT -1 e"), "ERR count must not be negative", "TLSELECT negative count");
-    is(ERR("CRDT.CHANGES -1 10"), "ERR cursor must be a non-negative integer", "CHANGES cursor");
-    is(ERR("CRDT.CHANGES 0 -1"), "ERR count must not be negative", "CHANGES negative count");
+    is(ERR("CRDT.LOG.READ crdt:log:{0}:0000000000000001 -1 10"),
+       "ERR bad position: expected 0, $ or EPOCH:MS-SEQ:OFFSET as CRDT.LOG.READ returned it",
+       "LOG.READ bad position");
+    is(ERR("CRDT.LOG.READ crdt:log:{0}:0000000000000001 0 -1"),
+       "ERR count must be a positive integer", "LOG.READ negative count");
     is(ERR("CRDT.INCRBY e x"), "ERR value is not an integer or out of range", "INCRBY non-int");
     is(ERR("CRDT.INCRBY e 1.5"), "ERR value is not an integer or out of range", "INCRBY float");
     is(ERR("CRDT.DECRBY e -9223372036854775808"), "ERR decrement would overflow",
@@ -588,52 +600,24 @@ static void test_merge_clock(void)
 
 static void test_changes(void)
 {
-    long long seq = rh_info_field(&S, "crdt", "crdt_changes_seq");
-    ok(seq > 0, "INFO crdt_changes_seq");
-    redisReply *r = CMD("CRDT.CHANGES %lld 10", seq);
-    ok(r && r->elements == 3 && r->element[0]->integer == seq &&
-           strcmp(r->element[1]->str, "ok") == 0 && r->element[2]->elements == 0,
-       "CHANGES at the head: ok, nothing new, cursor unchanged");
-    freeReplyObject(r);
+    /* Every change appends to the change log of its key's slot; no-ops append nothing. */
+    long long before = rh_info_field(&S, "crdt", "crdt_log_appends");
+    ok(before >= 0, "INFO crdt_log_appends");
     rh_int(CMD("CRDT.TLADD f1 1 a"));
     rh_int(CMD("CRDT.TLADD f1 1 a")); /* no-op: no entry */
     rh_int(CMD("CRDT.INCRBY f2 1"));
     rh_int(CMD("CRDT.SADD f3 x"));
     rh_int(CMD("CRDT.TLADD f1 2 a"));
-    r = CMD("CRDT.CHANGES %lld 2", seq);
-    ok(r && r->elements == 3 && strcmp(r->element[1]->str, "ok") == 0 &&
-           r->element[2]->elements == 2,
-       "CHANGES: a page of 2");
-    long long next = r ? r->element[0]->integer : 0;
-    ok(r && strcmp(r->element[2]->element[0]->element[2]->str, "f1") == 0 &&
-           strcmp(r->element[2]->element[1]->element[2]->str, "f2") == 0 &&
-           r->element[2]->element[0]->element[1]->integer == 0,
-       "CHANGES entries are [seq, db, key] in order");
-    ok(r && next == r->element[2]->element[1]->element[0]->integer, "next cursor = last seq");
-    freeReplyObject(r);
-    r = CMD("CRDT.CHANGES %lld 10", next);
-    ok(r && r->element[2]->elements == 2 &&
-           strcmp(r->element[2]->element[0]->element[2]->str, "f3") == 0 &&
-           strcmp(r->element[2]->element[1]->element[2]->str, "f1") == 0,
-       "CHANGES continues: f3 then f1 again");
-    freeReplyObject(r);
-    r = CMD("CRDT.CHANGES %lld 10", seq + 1000000);
-    ok(r && strcmp(r->element[1]->str, "truncated") == 0, "a cursor from the future: truncated");
-    freeReplyObject(r);
-    r = CMD("CRDT.CHANGES 0 10");
-    ok(r && strcmp(r->element[1]->str, "truncated") == 0,
-       "cursor 0 (or from an earlier run): truncated, the follower rescans");
-    freeReplyObject(r);
-
-    /* Ring of 4 on B: older cursors fall off. */
-    long long bseq = rh_info_field(&B, "crdt", "crdt_changes_seq");
-    for (int i = 0; i < 10; i++)
-        rh_int(rh_cmd(&B, "CRDT.INCRBY ring%d 1", i));
-    r = rh_cmd(&B, "CRDT.CHANGES %lld 100", bseq);
-    ok(r && strcmp(r->element[1]->str, "truncated") == 0 && r->element[2]->elements == 4,
-       "cursor older than the ring: truncated, the 4 retained entries follow");
-    freeReplyObject(r);
-    is_int(rh_info_field(&B, "crdt", "crdt_changes_len"), 4, "INFO crdt_changes_len");
+    is_int(rh_info_field(&S, "crdt", "crdt_log_appends") - before, 4,
+           "four changes, four log entries (the no-op none)");
+    redisReply *r = CMD("CRDT.LOG.LIST");
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements >= 3, "CRDT.LOG.LIST names the logs");
+    if (r)
+        freeReplyObject(r);
+    /* B has log no */
+    rh_int(rh_cmd(&B, "CRDT.INCRBY nolog 1"));
+    is_int(rh_info_field(&B, "crdt", "crdt_log_appends"), 0, "log no: nothing appended");
+    is_int(rh_info_field(&B, "crdt", "crdt_log_enabled"), 0, "INFO crdt_log_enabled 0");
 
     /* Keyspace notifications. */
     freeReplyObject(CMD("CONFIG SET notify-keyspace-events Kd"));
@@ -723,11 +707,13 @@ static void test_info(void)
 static void test_random_commands(void)
 {
     static const char *cmds[] = {
-        "CRDT.TLADD",  "CRDT.TLREM",   "CRDT.TLRANGE", "CRDT.TLRANGEBYSCORE", "CRDT.TLSELECT",
-        "CRDT.TLCARD", "CRDT.TLSCORE", "CRDT.INCRBY",  "CRDT.DECRBY",         "CRDT.GET",
-        "CRDT.SET",    "CRDT.SADD",    "CRDT.SREM",    "CRDT.SMEMBERS",       "CRDT.SISMEMBER",
-        "CRDT.SCARD",  "CRDT.STATE",   "CRDT.MERGE",   "CRDT.TYPE",           "CRDT.INFO",
-        "CRDT.CHANGES"};
+        "CRDT.TLADD",     "CRDT.TLREM",     "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
+        "CRDT.TLSELECT",  "CRDT.TLCARD",    "CRDT.TLSCORE",   "CRDT.INCRBY",
+        "CRDT.DECRBY",    "CRDT.GET",       "CRDT.SET",       "CRDT.SADD",
+        "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER", "CRDT.SCARD",
+        "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",      "CRDT.INFO",
+        "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",  "CRDT.RSX.RECV",
+        "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST"};
     static const char *vals[] = {"fz:t",
                                  "fz:c",
                                  "fz:s",
@@ -853,6 +839,10 @@ static void test_load_args(void)
                          "node-id x",
                          "node-id 7 timeline-max-size -1",
                          "node-id 7 bogus 1",
+                         "node-id 7 changes-max-len 4",
+                         "node-id 7 log maybe",
+                         "node-id 7 log-max-len -1",
+                         "node-id 7 rsx 2",
                          "node-id 7 timeline-max-size",
                          "node-id 9223372036854775808"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -875,7 +865,7 @@ int main(void)
         skip_all("%s", why);
     rh_watchdog(120);
     if (rh_start(&S, NULL, "node-id 7", NULL) < 0 ||
-        rh_start(&B, NULL, "node-id 8 timeline-max-size 3 changes-max-len 4", NULL) < 0) {
+        rh_start(&B, NULL, "node-id 8 timeline-max-size 3 log no", NULL) < 0) {
         diag("could not start redis-server with the module");
         ok(0, "servers start");
         return done_testing();

@@ -12,20 +12,21 @@
 #include <libwebsockets.h>
 
 #include "crdt_json.h"
+#include "crdt_v1.h"
+#include "wsmsg.h"
 
-#define CRDTC_PROTOCOL "crdt.v1"
+#define CRDTC_PROTOCOL CRDT_V1_PROTOCOL
 #define ID_RESERVE 1024 /* op ids reserved in the state file ahead of use */
 #define MAX_WRITES_PER_TURN 32
 
 typedef enum conn_state { ST_IDLE = 0, ST_CONNECTING, ST_OPEN, ST_READY } conn_state_t;
 
-/* a message to send; buf has LWS_PRE bytes of headroom before the text */
+/* an apply not acknowledged yet: kept (and re-sent after a reconnect) until its ack or error */
 typedef struct outmsg {
     struct outmsg *next;
-    uint64_t id; /* op id for applies, 0 for control messages */
-    size_t len;
-    bool sent; /* written on the current connection (applies) */
-    unsigned char buf[];
+    uint64_t id;   /* the op id */
+    bool sent;     /* written on the current connection */
+    gw_frame_t *f; /* its encoding */
 } outmsg_t;
 
 typedef struct sub {
@@ -49,9 +50,7 @@ typedef struct entry {
 struct crdtc_loop {
     struct lws_context *ctx;
     lws_sorted_usec_list_t sul_wake;
-    crdtc_t *clients;       /* list, for state-file writes after each round */
-    unsigned char *scratch; /* lws masks client frames in place: a copy is written, not ours */
-    size_t scratch_cap;
+    crdtc_t *clients; /* list, for state-file writes after each round */
 };
 
 struct crdtc {
@@ -73,13 +72,12 @@ struct crdtc {
     bool reading;
 
     /* input */
-    unsigned char *rx;
-    size_t rx_len, rx_cap;
-    bool rx_discard;
+    gw_wsrx_t rx;
     uint64_t bytes_in;
 
     /* output: control messages, then applies */
-    outmsg_t *ctl_head, *ctl_tail;
+    gw_wsq_t ctl;
+    gw_wswriter_t w;
     outmsg_t *pend_head, *pend_tail;
     size_t npending, pending_bytes;
 
@@ -388,22 +386,15 @@ static int64_t next_id(crdtc_t *c)
 
 /* ---- output --------------------------------------------------------------------------------- */
 
-static outmsg_t *msg_from_json(json_t *j, uint64_t id)
+/* A new frame holding m's encoding, or NULL. */
+static gw_frame_t *encode(const crdt_v1_msg_t *m)
 {
-    char *text = json_dumps(j, JSON_COMPACT);
-    if (!text)
+    crdt_buf_t b = {0};
+    if (gw_frame_buf_start(&b, 128) || crdt_v1_encode(m, &b)) {
+        crdt_buf_free(&b);
         return NULL;
-    size_t len = strlen(text);
-    outmsg_t *m = malloc(sizeof(*m) + LWS_PRE + len);
-    if (m) {
-        m->next = NULL;
-        m->id = id;
-        m->len = len;
-        m->sent = false;
-        memcpy(m->buf + LWS_PRE, text, len);
     }
-    free(text);
-    return m;
+    return gw_frame_adopt(&b);
 }
 
 static void want_write(crdtc_t *c)
@@ -412,18 +403,11 @@ static void want_write(crdtc_t *c)
         lws_callback_on_writable(c->wsi);
 }
 
-/* Queues a control message (steals j). */
-static int queue_ctl(crdtc_t *c, json_t *j)
+/* Queues a control message (hello, subscribe, unsubscribe). */
+static int queue_ctl(crdtc_t *c, const crdt_v1_msg_t *m)
 {
-    outmsg_t *m = j ? msg_from_json(j, 0) : NULL;
-    json_decref(j);
-    if (!m)
+    if (gw_wsq_push(&c->ctl, encode(m), 0, 0, 0))
         return CRDTC_ENOMEM;
-    if (c->ctl_tail)
-        c->ctl_tail->next = m;
-    else
-        c->ctl_head = m;
-    c->ctl_tail = m;
     want_write(c);
     return 0;
 }
@@ -432,23 +416,10 @@ static void free_list(outmsg_t *m)
 {
     while (m) {
         outmsg_t *nx = m->next;
+        gw_frame_unref(m->f);
         free(m);
         m = nx;
     }
-}
-
-static int write_msg(crdtc_t *c, outmsg_t *m)
-{
-    crdtc_loop_t *l = c->loop;
-    if (l->scratch_cap < LWS_PRE + m->len) {
-        unsigned char *p = realloc(l->scratch, LWS_PRE + m->len);
-        if (!p)
-            return -1;
-        l->scratch = p;
-        l->scratch_cap = LWS_PRE + m->len;
-    }
-    memcpy(l->scratch + LWS_PRE, m->buf + LWS_PRE, m->len);
-    return lws_write(c->wsi, l->scratch + LWS_PRE, m->len, LWS_WRITE_TEXT) < (int)m->len ? -1 : 0;
 }
 
 /* The first apply not yet written on this connection. */
@@ -467,24 +438,23 @@ static int on_writeable(crdtc_t *c)
         return -1;
     }
     for (int n = 0; n < MAX_WRITES_PER_TURN && !lws_send_pipe_choked(c->wsi); n++) {
-        outmsg_t *m = c->ctl_head;
-        if (m) {
-            c->ctl_head = m->next;
-            if (!c->ctl_head)
-                c->ctl_tail = NULL;
-            int r = write_msg(c, m);
-            free(m);
+        gw_wsq_item_t it;
+        if (gw_wsq_pop(&c->ctl, &it)) {
+            int r = gw_ws_write(&c->w, c->wsi, NULL, 0, it.f, GW_WS_RELEASING);
+            gw_frame_unref(it.f);
             if (r)
                 return -1;
             continue;
         }
+        outmsg_t *m;
         if (c->state != ST_READY || !(m = next_unsent(c)))
             return 0;
-        if (write_msg(c, m))
+        /* kept for a resend: written from the writer's copy (lws masks client frames in place) */
+        if (gw_ws_write(&c->w, c->wsi, NULL, 0, m->f, 0))
             return -1;
         m->sent = true;
     }
-    if (c->ctl_head || (c->state == ST_READY && next_unsent(c)))
+    if (gw_wsq_len(&c->ctl) || (c->state == ST_READY && next_unsent(c)))
         lws_callback_on_writable(c->wsi);
     return 0;
 }
@@ -503,7 +473,8 @@ static bool drop_pending(crdtc_t *c, uint64_t id)
         if (c->pend_tail == m)
             c->pend_tail = prev;
         c->npending--;
-        c->pending_bytes -= m->len;
+        c->pending_bytes -= m->f->len;
+        gw_frame_unref(m->f);
         free(m);
         return true;
     }
@@ -512,14 +483,6 @@ static bool drop_pending(crdtc_t *c, uint64_t id)
 
 /* ---- subscriptions -------------------------------------------------------------------------- */
 
-static json_t *b64_json(const void *p, size_t n)
-{
-    char *b = crdt_base64_encode(p, n, NULL);
-    json_t *j = b ? json_string(b) : NULL;
-    free(b);
-    return j;
-}
-
 static int send_subscribe(crdtc_t *c, sub_t *s)
 {
     int64_t id = s->queued ? (int64_t)s->req_id : next_id(c);
@@ -527,12 +490,15 @@ static int send_subscribe(crdtc_t *c, sub_t *s)
         return (int)id;
     s->req_id = (uint64_t)id;
     s->queued = false;
-    json_t *a = json_array();
-    json_array_append_new(a, b64_json(s->bytes, s->len));
-    json_t *j = json_pack("{s:s, s:I, s:o, s:I}", "type", "subscribe", "id", (json_int_t)id,
-                          s->prefix ? "prefixes" : "keys", a, "since",
-                          (json_int_t)(s->held ? c->cursor : s->since));
-    return queue_ctl(c, j);
+    crdt_v1_topic_t t = {s->bytes, s->len, s->prefix};
+    crdt_v1_msg_t m = {.type = CRDT_V1_SUBSCRIBE,
+                       .has_id = true,
+                       .id = (uint64_t)id,
+                       .topics = &t,
+                       .ntopics = 1,
+                       .has_since = true,
+                       .since = s->held ? c->cursor : s->since};
+    return queue_ctl(c, &m);
 }
 
 static sub_t *find_sub(crdtc_t *c, const void *p, size_t n, bool prefix)
@@ -611,13 +577,14 @@ int crdtc_unsubscribe(crdtc_t *c, const void *key, size_t klen, bool prefix)
         return CRDTC_EINVAL;
     if (c->state == ST_READY) {
         int64_t id = next_id(c);
-        json_t *a = json_array();
-        json_array_append_new(a, b64_json(key, klen));
+        crdt_v1_topic_t t = {(uint8_t *)key, klen, prefix};
+        crdt_v1_msg_t m = {.type = CRDT_V1_UNSUBSCRIBE,
+                           .has_id = true,
+                           .id = (uint64_t)id,
+                           .topics = &t,
+                           .ntopics = 1};
         if (id > 0)
-            queue_ctl(c, json_pack("{s:s, s:I, s:o}", "type", "unsubscribe", "id", (json_int_t)id,
-                                   prefix ? "prefixes" : "keys", a));
-        else
-            json_decref(a);
+            queue_ctl(c, &m);
     }
     free(s->bytes);
     *s = c->subs[--c->nsubs];
@@ -627,25 +594,29 @@ int crdtc_unsubscribe(crdtc_t *c, const void *key, size_t klen, bool prefix)
 
 /* ---- writes --------------------------------------------------------------------------------- */
 
-/* Queues an apply (steals body, which holds "op" or "delta"). */
-static int64_t queue_apply(crdtc_t *c, const void *key, size_t klen, json_t *body)
+/* Queues an apply of op (a REST-shaped op object) or frame (a libcrdt JSON frame); both borrowed.
+ */
+static int64_t queue_apply(crdtc_t *c, const void *key, size_t klen, const json_t *op,
+                           const json_t *frame)
 {
-    if (!body)
-        return CRDTC_ENOMEM;
     int64_t id = next_id(c);
-    if (id < 0) {
-        json_decref(body);
+    if (id < 0)
         return id;
-    }
-    json_object_set_new(body, "type", json_string("apply"));
-    json_object_set_new(body, "id", json_integer(id));
-    json_object_set_new(body, "key", b64_json(key, klen));
-    outmsg_t *m = msg_from_json(body, (uint64_t)id);
-    json_decref(body);
-    if (!m)
-        return CRDTC_ENOMEM;
-    if (c->pending_bytes + m->len > c->max_pending) {
+    crdt_v1_msg_t am = {.type = CRDT_V1_APPLY,
+                        .has_id = true,
+                        .id = (uint64_t)id,
+                        .key = (uint8_t *)key,
+                        .klen = klen,
+                        .op = (json_t *)op,
+                        .frame = (json_t *)frame};
+    outmsg_t *m = calloc(1, sizeof(*m));
+    if (!m || !(m->f = encode(&am))) {
         free(m);
+        return CRDTC_ENOMEM;
+    }
+    m->id = (uint64_t)id;
+    if (c->pending_bytes + m->f->len > c->max_pending) {
+        free_list(m);
         return CRDTC_EFULL;
     }
     if (c->pend_tail)
@@ -654,7 +625,7 @@ static int64_t queue_apply(crdtc_t *c, const void *key, size_t klen, json_t *bod
         c->pend_head = m;
     c->pend_tail = m;
     c->npending++;
-    c->pending_bytes += m->len;
+    c->pending_bytes += m->f->len;
     if (c->state == ST_READY)
         want_write(c);
     return id;
@@ -664,7 +635,7 @@ int64_t crdtc_apply_op(crdtc_t *c, const void *key, size_t klen, const json_t *o
 {
     if (!klen || !json_is_object(op))
         return CRDTC_EINVAL;
-    return queue_apply(c, key, klen, json_pack("{s:O}", "op", (json_t *)op));
+    return queue_apply(c, key, klen, op, NULL);
 }
 
 int64_t crdtc_apply_delta(crdtc_t *c, const void *key, size_t klen, const crdt_obj_t *delta)
@@ -677,16 +648,12 @@ int64_t crdtc_apply_delta(crdtc_t *c, const void *key, size_t klen, const crdt_o
     json_t *frame = crdt_obj_to_json(delta);
     if (!frame)
         return CRDTC_ENOMEM;
-    return queue_apply(c, key, klen, json_pack("{s:o}", "delta", frame));
+    int64_t id = queue_apply(c, key, klen, NULL, frame);
+    json_decref(frame);
+    return id;
 }
 
 /* ---- input ---------------------------------------------------------------------------------- */
-
-static const char *jstr(json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    return json_is_string(v) ? json_string_value(v) : "";
-}
 
 static void report_error(crdtc_t *c, uint64_t id, const char *code, const char *msg)
 {
@@ -704,11 +671,11 @@ static void set_cursor(crdtc_t *c, uint64_t cur)
     }
 }
 
-static void on_welcome(crdtc_t *c, json_t *j)
+static void on_welcome(crdtc_t *c, const crdt_v1_msg_t *m)
 {
     c->state = ST_READY;
     c->attempts = 0;
-    uint64_t node = juint(j, "node");
+    uint64_t node = m->node;
     if (c->node && node != c->node) {
         /* cursors are positions in one node's feed: on another node start over with full states */
         c->cursor = 0;
@@ -721,93 +688,80 @@ static void on_welcome(crdtc_t *c, json_t *j)
         c->node = node;
         c->dirty = true;
     }
-    json_t *lim = json_object_get(j, "limits");
     crdtc_welcome_t w = {
         .node = node,
-        .seq = juint(j, "seq"),
-        .expires = juint(j, "expires"),
-        .session = jstr(j, "session"),
-        .subject = jstr(j, "subject"),
-        .max_message = juint(lim, "max_message"),
-        .max_subscriptions = juint(lim, "max_subscriptions"),
-        .send_queue = juint(lim, "send_queue"),
-        .idle_timeout = juint(lim, "idle_timeout"),
+        .seq = m->seq,
+        .expires = m->expires,
+        .session = m->session ? m->session : "",
+        .subject = m->subject ? m->subject : "",
+        .max_message = m->limits.max_message,
+        .max_subscriptions = m->limits.max_subscriptions,
+        .send_queue = m->limits.send_queue,
+        .idle_timeout = m->limits.idle_timeout,
     };
     /* subscriptions first (so nothing written below is missed), then the queued applies */
     for (size_t i = 0; i < c->nsubs; i++)
         send_subscribe(c, &c->subs[i]);
-    for (outmsg_t *m = c->pend_head; m; m = m->next)
-        m->sent = false;
+    for (outmsg_t *o = c->pend_head; o; o = o->next)
+        o->sent = false;
     want_write(c);
     if (c->cb.welcome_cb)
         c->cb.welcome_cb(c, &w, c->ud);
 }
 
-static void on_change(crdtc_t *c, json_t *j)
+static void on_change(crdtc_t *c, const crdt_v1_msg_t *m)
 {
-    uint8_t *key = NULL;
-    size_t klen = 0;
-    json_t *frame = json_object_get(j, "state");
-    bool full = frame != NULL;
-    if (!full)
-        frame = json_object_get(j, "delta");
-    crdt_error_t err;
-    crdt_obj_t *o = frame ? crdt_obj_from_json(frame, &err) : NULL;
-    if (b64_field(json_object_get(j, "key"), &key, &klen) || !o) {
-        report_error(c, 0, "protocol", "a change without a readable key or frame");
-        crdt_obj_free(o);
-        free(key);
+    entry_t *e = NULL;
+    if (join_local(c, m->key, m->klen, m->obj, true, &e)) {
+        report_error(c, 0, "protocol", "out of memory joining a change");
         return;
     }
-    entry_t *e = NULL;
-    if (join_local(c, key, klen, o, true, &e)) {
-        report_error(c, 0, "protocol", "out of memory joining a change");
-    } else {
-        set_cursor(c, juint(j, "cursor"));
-        crdtc_change_t ch = {.key = key,
-                             .klen = klen,
-                             .seq = juint(j, "seq"),
-                             .cursor = c->cursor,
-                             .full = full,
-                             .obj = o,
-                             .head = e->obj,
-                             .frame = frame};
-        if (c->cb.change_cb)
-            c->cb.change_cb(c, &ch, c->ud);
-    }
-    crdt_obj_free(o);
-    free(key);
+    set_cursor(c, m->cursor);
+    crdtc_change_t ch = {.key = m->key,
+                         .klen = m->klen,
+                         .seq = m->seq,
+                         .cursor = c->cursor,
+                         .full = m->full,
+                         .obj = m->obj,
+                         .head = e->obj,
+                         .frame = m->frame};
+    if (c->cb.change_cb)
+        c->cb.change_cb(c, &ch, c->ud);
 }
 
-static void on_message(crdtc_t *c, const unsigned char *p, size_t n)
+static void on_message(crdtc_t *c, const uint8_t *p, size_t n)
 {
-    json_error_t je;
-    json_t *j = json_loadb((const char *)p, n, 0, &je);
-    const char *type = jstr(j, "type");
-    if (!strcmp(type, "change")) {
-        on_change(c, j);
-    } else if (!strcmp(type, "ack")) {
-        crdtc_ack_t a = {.id = juint(j, "id"),
-                         .seq = juint(j, "seq"),
-                         .applied = json_is_true(json_object_get(j, "applied")),
-                         .duplicate = json_is_true(json_object_get(j, "duplicate"))};
+    crdt_v1_msg_t m;
+    crdt_v1_error_t e;
+    if (crdt_v1_decode((const char *)p, n, CRDT_V1_FROM_SERVER, NULL, &m, &e)) {
+        char text[240];
+        snprintf(text, sizeof(text), "%s%s%s", e.type ? crdt_v1_type_name(e.type) : "",
+                 e.type ? ": " : "", e.text);
+        report_error(c, 0, "protocol", text);
+        return;
+    }
+    switch (m.type) {
+    case CRDT_V1_CHANGE: on_change(c, &m); break;
+    case CRDT_V1_ACK: {
+        crdtc_ack_t a = {.id = m.id, .seq = m.seq, .applied = m.applied, .duplicate = m.duplicate};
         drop_pending(c, a.id);
         if (c->cb.ack_cb)
             c->cb.ack_cb(c, &a, c->ud);
-    } else if (!strcmp(type, "subscribed")) {
-        uint64_t id = juint(j, "id");
-        set_cursor(c, juint(j, "cursor"));
+        break;
+    }
+    case CRDT_V1_SUBSCRIBED:
+        set_cursor(c, m.cursor);
         for (size_t i = 0; i < c->nsubs; i++)
-            if (c->subs[i].req_id == id && !c->subs[i].held) {
+            if (c->subs[i].req_id == m.id && !c->subs[i].held) {
                 c->subs[i].held = true;
                 c->dirty = true;
             }
         if (c->cb.subscribed_cb)
-            c->cb.subscribed_cb(c, id, c->cursor, c->ud);
-    } else if (!strcmp(type, "welcome")) {
-        on_welcome(c, j);
-    } else if (!strcmp(type, "error")) {
-        uint64_t id = juint(j, "id");
+            c->cb.subscribed_cb(c, m.id, c->cursor, c->ud);
+        break;
+    case CRDT_V1_WELCOME: on_welcome(c, &m); break;
+    case CRDT_V1_ERROR: {
+        uint64_t id = m.has_id ? m.id : 0;
         if (id && !drop_pending(c, id)) {
             /* a refused subscription is not re-sent on reconnect */
             for (size_t i = 0; i < c->nsubs; i++)
@@ -817,54 +771,34 @@ static void on_message(crdtc_t *c, const unsigned char *p, size_t n)
                     break;
                 }
         }
-        report_error(c, id, jstr(j, "code"), jstr(j, "message"));
-    } else if (strcmp(type, "pong") && strcmp(type, "unsubscribed")) {
-        report_error(c, 0, "protocol", j ? "a message of unknown type" : "a message not JSON");
+        report_error(c, id, m.code == CRDT_V1_E_OTHER ? m.code_name : crdt_v1_code_name(m.code),
+                     m.message ? m.message : "");
+        break;
     }
-    json_decref(j);
+    default: break; /* pong, unsubscribed */
+    }
+    crdt_v1_msg_clear(&m);
 }
 
 static int on_receive(crdtc_t *c, struct lws *wsi, const void *in, size_t len)
 {
-    if (c->rx_discard || c->rx_len + len > c->max_message) {
-        c->rx_discard = true;
-        c->rx_len = 0;
-    } else {
-        if (c->rx_cap < c->rx_len + len) {
-            size_t cap = c->rx_cap ? c->rx_cap : 4096;
-            while (cap < c->rx_len + len)
-                cap *= 2;
-            if (cap > c->max_message)
-                cap = c->max_message;
-            unsigned char *p = realloc(c->rx, cap);
-            if (!p)
-                return -1;
-            c->rx = p;
-            c->rx_cap = cap;
-        }
-        memcpy(c->rx + c->rx_len, in, len);
-        c->rx_len += len;
-    }
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
+    switch (gw_wsrx_receive(&c->rx, wsi, in, len)) {
+    case GW_WSRX_MESSAGE:
+        c->bytes_in += gw_wsrx_len(&c->rx);
+        on_message(c, gw_wsrx_data(&c->rx), gw_wsrx_len(&c->rx));
+        gw_wsrx_done(&c->rx);
         return 0;
-    if (c->rx_discard) {
+    case GW_WSRX_TOO_LARGE:
         /* skipping a change would leave a hole behind a later cursor: drop the connection */
-        c->rx_discard = false;
         report_error(c, 0, "too_large", "a message from the server over max_message");
         lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL, 0);
         return -1;
+    case GW_WSRX_WRONG_KIND:
+        report_error(c, 0, "protocol", "a binary message (crdt.v1 uses text)");
+        return 0;
+    case GW_WSRX_ENOMEM: return -1;
+    default: return 0;
     }
-    c->bytes_in += c->rx_len;
-    size_t n = c->rx_len;
-    c->rx_len = 0;
-    on_message(c, c->rx, n);
-    /* a large buffer is not kept for the session's life */
-    if (c->rx_cap > 65536) {
-        free(c->rx);
-        c->rx = NULL;
-        c->rx_cap = 0;
-    }
-    return 0;
 }
 
 /* ---- connection ----------------------------------------------------------------------------- */
@@ -877,10 +811,8 @@ static void on_disconnected(crdtc_t *c)
         return;
     c->state = ST_IDLE;
     c->wsi = NULL;
-    c->rx_len = 0;
-    c->rx_discard = false;
-    free_list(c->ctl_head); /* hello and subscribes are rebuilt on connect */
-    c->ctl_head = c->ctl_tail = NULL;
+    gw_wsrx_free(&c->rx);
+    gw_wsq_clear(&c->ctl); /* hello and subscribes are rebuilt on connect */
     if (c->close_code == 4001 || c->close_code == 4003)
         c->auth_refused = true;
     bool again = !c->no_reconnect && !c->user_closed && !c->auth_refused;
@@ -1021,7 +953,7 @@ int crdtc_last_close(const crdtc_t *c)
 
 size_t crdtc_rx_buffered(const crdtc_t *c)
 {
-    return c->rx_cap;
+    return c->rx.cap;
 }
 
 static int client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -1035,11 +967,9 @@ static int client_cb(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_CLIENT_ESTABLISHED: {
         c->wsi = wsi;
         c->state = ST_OPEN;
-        json_t *j = json_pack("{s:s, s:s, s:I}", "type", "hello", "client", c->client_id, "cursor",
-                              (json_int_t)c->cursor);
-        if (j && c->token)
-            json_object_set_new(j, "token", json_string(c->token));
-        queue_ctl(c, j);
+        crdt_v1_msg_t h = {.type = CRDT_V1_HELLO, .token = c->token, .cursor = c->cursor};
+        memcpy(h.client, c->client_id, strlen(c->client_id) + 1);
+        queue_ctl(c, &h);
         if (!c->reading)
             lws_rx_flow_control(wsi, 0);
         break;
@@ -1105,7 +1035,6 @@ void crdtc_loop_free(crdtc_loop_t *l)
     if (!l)
         return;
     lws_context_destroy(l->ctx);
-    free(l->scratch);
     free(l);
 }
 
@@ -1126,27 +1055,15 @@ int crdtc_loop_service(crdtc_loop_t *l, int timeout_ms)
     return r < 0 ? -1 : 0;
 }
 
-static bool valid_client_id(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n < 1 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
-            return false;
-    }
-    return true;
-}
-
 crdtc_t *crdtc_new(crdtc_loop_t *l, const crdtc_config_t *cfg, int *err)
 {
     int dummy;
     if (!err)
         err = &dummy;
     *err = CRDTC_EINVAL;
-    if (!l || !cfg || !valid_client_id(cfg->client_id) || cfg->port < 0 || cfg->port > 65535)
+    if (!l || !cfg || !cfg->client_id ||
+        !crdt_v1_client_id_ok(cfg->client_id, strlen(cfg->client_id)) || cfg->port < 0 ||
+        cfg->port > 65535)
         return NULL;
     *err = CRDTC_ENOMEM;
     crdtc_t *c = calloc(1, sizeof(*c));
@@ -1174,6 +1091,9 @@ crdtc_t *crdtc_new(crdtc_loop_t *l, const crdtc_config_t *cfg, int *err)
     c->ud = cfg->ud;
     c->cursor = cfg->cursor;
     c->reading = true;
+    gw_wsrx_init(&c->rx, c->max_message, GW_WS_TEXT);
+    gw_wsq_init(&c->ctl, 0);
+    gw_wswriter_init(&c->w, GW_WS_TEXT, true);
     c->replica_id = crdt_hash64(cfg->client_id, strlen(cfg->client_id), 0x726570u) & INT64_MAX;
     if (!c->replica_id)
         c->replica_id = 1;
@@ -1215,7 +1135,8 @@ void crdtc_free(crdtc_t *c)
     }
     if (c->dirty && c->client_id)
         save_state(c, false);
-    free_list(c->ctl_head);
+    gw_wsq_free(&c->ctl);
+    gw_wswriter_free(&c->w);
     free_list(c->pend_head);
     for (size_t i = 0; i < c->nsubs; i++)
         free(c->subs[i].bytes);
@@ -1230,7 +1151,7 @@ void crdtc_free(crdtc_t *c)
             free(e);
         }
     free(c->buckets);
-    free(c->rx);
+    gw_wsrx_free(&c->rx);
     free(c->host);
     free(c->path);
     free(c->token);

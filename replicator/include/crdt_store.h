@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "crdt.h"
+#include "crdt_reconcile.h"
 #include "replica.h"
 
 #ifdef __cplusplus
@@ -48,6 +49,24 @@ typedef void (*crdt_store_fp_cb)(void *ud, int rc, uint64_t fp);
 typedef void (*crdt_store_mark_cb)(void *ud, int rc, const void *p, size_t n);
 /* rc 0 or a negative code. */
 typedef void (*crdt_store_status_cb)(void *ud, int rc);
+
+/* Anti-entropy: a reconciliation session (crdt_reconcile.h) the store runs over its own index of
+ * (key id, state fingerprint) items, so the index lives beside the data it describes: the embedded
+ * store keeps a crdt_rsx_index_t refreshed from the replica's change feed; a store over Redis
+ * answers the same messages with commands. */
+typedef struct crdt_store_rsx crdt_store_rsx_t;
+typedef struct crdt_store_rsx_result {
+    const uint8_t *reply; /* the message to send the peer (borrowed); reply_len 0: none due */
+    size_t reply_len;
+    bool done;                    /* the session is finished on this side */
+    const crdt_rsx_diff_t *diffs; /* once done: every differing id, who holds it (borrowed) */
+    size_t ndiffs;
+    crdt_rsx_stats_t stats;
+    crdt_error_t err; /* rc < 0: why the session failed */
+} crdt_store_rsx_result_t;
+/* rc 0 with res, or a negative code (CRDT_EDECODE for a malformed message, res->err says why);
+ * after an error the session is dead. */
+typedef void (*crdt_store_rsx_cb)(void *ud, int rc, const crdt_store_rsx_result_t *res);
 
 /* ---- events --------------------------------------------------------------------------------- */
 
@@ -104,6 +123,15 @@ typedef struct crdt_store_ops {
     void (*tick)(crdt_store_t *st, uint64_t now_ms);
     const char *(*last_error)(const crdt_store_t *st);
     void (*stats)(const crdt_store_t *st, crdt_store_stats_t *out);
+
+    /* anti-entropy (added with the peer engine) */
+    crdt_store_rsx_t *(*rsx_open)(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg);
+    void (*rsx_step)(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg, size_t n,
+                     crdt_store_rsx_cb cb, void *ud);
+    void (*rsx_close)(crdt_store_t *st, crdt_store_rsx_t *s);
+    void (*rsx_keys)(crdt_store_t *st, uint64_t id, crdt_store_key_cb each, crdt_store_done_cb done,
+                     void *ud);
+    size_t (*rsx_items)(crdt_store_t *st);
 } crdt_store_ops_t;
 
 struct crdt_store {
@@ -233,6 +261,37 @@ static inline void crdt_store_stats(const crdt_store_t *st, crdt_store_stats_t *
     st->ops->stats(st, out);
 }
 
+/* Opens a reconciliation session over the store's anti-entropy index (brought up to date first
+ * when no other session borrows it); cfg is copied. NULL on allocation failure. */
+static inline crdt_store_rsx_t *crdt_store_rsx_open(crdt_store_t *st, bool initiator,
+                                                    const crdt_rsx_config_t *cfg)
+{
+    return st->ops->rsx_open(st, initiator, cfg);
+}
+/* One step: msg NULL starts the session (initiator: res->reply is the first message); else the
+ * peer's message (borrowed), answered as crdt_rsx_receive does. */
+static inline void crdt_store_rsx_step(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg,
+                                       size_t n, crdt_store_rsx_cb cb, void *ud)
+{
+    st->ops->rsx_step(st, s, msg, n, cb, ud);
+}
+static inline void crdt_store_rsx_close(crdt_store_t *st, crdt_store_rsx_t *s)
+{
+    if (s)
+        st->ops->rsx_close(st, s);
+}
+/* Every key whose rsx id is `id` with its current state (`each`; usually one key), then done. */
+static inline void crdt_store_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
+                                       crdt_store_done_cb done, void *ud)
+{
+    st->ops->rsx_keys(st, id, each, done, ud);
+}
+/* Items in the index (after bringing it up to date when no session borrows it). */
+static inline size_t crdt_store_rsx_items(crdt_store_t *st)
+{
+    return st->ops->rsx_items(st);
+}
+
 /* ---- the embedded store ---------------------------------------------------------------------- */
 
 /* Opens a replica with cfg and returns a store over it (which owns it), or NULL with *err. */
@@ -243,6 +302,18 @@ crdt_store_t *crdt_store_embedded_wrap(crdt_replica_t *r);
 /* The replica under an embedded store, NULL for other stores (introspection: recovery report,
  * digest, tests). */
 crdt_replica_t *crdt_store_embedded_replica(crdt_store_t *st);
+
+/* ---- the deferred store (tests) ---------------------------------------------------------------- */
+
+/* A store over inner (which it owns and closes) whose asynchronous calls complete later: each is
+ * recorded and run on inner by crdt_store_deferred_run, as a store over the network would complete
+ * it, after the call returned. For testing callers against late completions. NULL: no memory. */
+crdt_store_t *crdt_store_deferred_wrap(crdt_store_t *inner);
+/* Runs the calls recorded so far (those their completions make wait for the next run); returns
+ * how many ran. */
+size_t crdt_store_deferred_run(crdt_store_t *st);
+/* Calls recorded and not run yet. */
+size_t crdt_store_deferred_pending(const crdt_store_t *st);
 
 #ifdef __cplusplus
 }

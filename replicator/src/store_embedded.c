@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "crdt_store.h"
+#include "store_rsx.h"
 
 #define MARK_MAX (1u << 20) /* a mark is small metadata: refuse to load a larger file */
 
@@ -24,7 +25,14 @@ typedef struct emb_store {
     bool owns;
     uint64_t durable_told; /* the durable seq the last durable event reported */
     mem_mark_t *marks;     /* marks of a replica without a data directory */
+    store_rsx_t *rsx;      /* the anti-entropy index, built at the first session */
+    int rsx_sessions;      /* sessions borrowing it: it is refreshed only when none does */
 } emb_store_t;
+
+struct crdt_store_rsx {
+    crdt_rsx_session_t *s;
+    crdt_buf_t reply;
+};
 
 static emb_store_t *emb(crdt_store_t *st)
 {
@@ -57,6 +65,7 @@ static void emb_close(crdt_store_t *st)
 {
     emb_store_t *e = emb(st);
     crdt_replica_set_listener(e->r, NULL, NULL);
+    store_rsx_free(e->rsx);
     if (e->owns)
         crdt_replica_close(e->r);
     for (mem_mark_t *m = e->marks, *nx; m; m = nx) {
@@ -338,6 +347,93 @@ static void emb_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     out->clock_ahead = rs.clock_ahead;
 }
 
+/* ---- anti-entropy: sessions over store_rsx ------------------------------------------------- */
+
+static store_rsx_t *emb_rsx(emb_store_t *e)
+{
+    if (!e->rsx)
+        e->rsx = store_rsx_new(e->r);
+    if (e->rsx && e->rsx_sessions == 0)
+        store_rsx_refresh(e->rsx); /* on failure the index lags: the next session retries */
+    return e->rsx;
+}
+
+static crdt_store_rsx_t *emb_rsx_open(crdt_store_t *st, bool initiator,
+                                      const crdt_rsx_config_t *cfg)
+{
+    emb_store_t *e = emb(st);
+    store_rsx_t *px = emb_rsx(e);
+    crdt_store_rsx_t *s = px ? calloc(1, sizeof(*s)) : NULL;
+    if (!s)
+        return NULL;
+    s->s = crdt_rsx_session_new(store_rsx_index(px), initiator, cfg);
+    if (!s->s) {
+        free(s);
+        return NULL;
+    }
+    e->rsx_sessions++;
+    return s;
+}
+
+static void emb_rsx_step(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg, size_t n,
+                         crdt_store_rsx_cb cb, void *ud)
+{
+    (void)st;
+    crdt_store_rsx_result_t res;
+    memset(&res, 0, sizeof(res));
+    s->reply.len = 0;
+    int rc = msg ? crdt_rsx_receive(s->s, msg, n, &s->reply, &res.done, &res.err)
+                 : crdt_rsx_initiate(s->s, &s->reply);
+    if (rc == 0) {
+        res.reply = s->reply.data;
+        res.reply_len = s->reply.len;
+        if (res.done)
+            res.ndiffs = crdt_rsx_session_diffs(s->s, &res.diffs);
+        crdt_rsx_session_stats(s->s, &res.stats);
+    } else if (!res.err.code) {
+        res.err.code = rc;
+    }
+    cb(ud, rc, &res);
+}
+
+static void emb_rsx_close(crdt_store_t *st, crdt_store_rsx_t *s)
+{
+    emb_store_t *e = emb(st);
+    crdt_rsx_session_free(s->s);
+    crdt_buf_free(&s->reply);
+    free(s);
+    e->rsx_sessions--;
+}
+
+typedef struct rsx_keys_ctx {
+    emb_store_t *e;
+    crdt_store_key_cb each;
+    void *ud;
+} rsx_keys_ctx_t;
+
+static int rsx_key_cb(const void *key, size_t klen, void *ud)
+{
+    rsx_keys_ctx_t *c = ud;
+    const crdt_obj_t *o = crdt_replica_get(c->e->r, key, klen);
+    return o ? c->each(c->ud, key, klen, o) : 0;
+}
+
+static void emb_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
+                         crdt_store_done_cb done, void *ud)
+{
+    emb_store_t *e = emb(st);
+    rsx_keys_ctx_t c = {e, each, ud};
+    int rc = e->rsx ? store_rsx_keys(e->rsx, id, rsx_key_cb, &c) : 0;
+    if (done)
+        done(ud, rc < 0 ? rc : 0, 0);
+}
+
+static size_t emb_rsx_items(crdt_store_t *st)
+{
+    store_rsx_t *px = emb_rsx(emb(st));
+    return px ? crdt_rsx_index_count(store_rsx_index(px)) : 0;
+}
+
 static const crdt_store_ops_t emb_ops = {
     .name = "embedded",
     .close = emb_close,
@@ -358,6 +454,11 @@ static const crdt_store_ops_t emb_ops = {
     .tick = emb_tick,
     .last_error = emb_last_error,
     .stats = emb_stats,
+    .rsx_open = emb_rsx_open,
+    .rsx_step = emb_rsx_step,
+    .rsx_close = emb_rsx_close,
+    .rsx_keys = emb_rsx_keys,
+    .rsx_items = emb_rsx_items,
 };
 
 crdt_store_t *crdt_store_embedded_wrap(crdt_replica_t *r)

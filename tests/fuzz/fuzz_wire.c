@@ -1,6 +1,8 @@
 /* fuzz_wire.c - libFuzzer harness for what crdtd reads from the network besides CRDT frames:
  * session tokens (signed with the harness's secret, so the payload parser is reached, and raw, so
- * the token splitter and the MAC check are), base64url, and the peer handshake and entry decoders
+ * the token splitter and the MAC check are), base64url, the peer handshake and entry decoders,
+ * and the peer engine itself: messages on a link whose handshake the harness completed, so they
+ * reach the data path (deltas, repairs, acks, anti-entropy)
  *
  * The first byte chooses the decoder; the rest is its input. Every decoder must return an error or
  * a value within its documented bounds, never read outside its input, never leak. */
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt_peer.h"
 #include "crypto.h"
 #include "util.h"
 #include "peer_wire.h"
@@ -89,6 +92,99 @@ static void entries(const uint8_t *d, size_t n, bool with_seq)
     }
 }
 
+/* ---- the engine: one inbound link, handshake done by the harness, then the input's messages -- */
+
+static const uint8_t cluster_secret[] = "fuzz-cluster-secret-0123456789";
+static uint64_t fz_rng;
+
+static int fz_random(void *ud, void *buf, size_t n)
+{
+    (void)ud;
+    uint8_t *p = buf;
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)((fz_rng = fz_rng * 6364136223846793005ull + 1442695040888963407ull) >> 56);
+    return 0;
+}
+
+static uint64_t fz_wall(void *ud)
+{
+    (void)ud;
+    return 1700000000000ull;
+}
+
+/* Writes out everything the link has (the harness plays a peer that reads it all). */
+static void fz_drain(crdt_peer_link_t *l, crdt_buf_t *last)
+{
+    for (int k = 0; k < 64; k++) {
+        crdt_peer_frame_t *f = NULL;
+        if (crdt_peer_link_pull(l, &f, 1) != 1)
+            return;
+        if (last) {
+            last->len = 0;
+            crdt_buf_append(last, crdt_peer_frame_data(f), crdt_peer_frame_len(f));
+        }
+        crdt_peer_frame_release(f);
+    }
+}
+
+static void engine(const uint8_t *d, size_t n)
+{
+    crdt_replica_config_t rc;
+    crdt_replica_config_init(&rc);
+    rc.node_id = 1;
+    crdt_store_t *st = crdt_store_embedded_open(&rc, NULL);
+    if (!st)
+        return;
+    crdt_peers_config_t cfg;
+    crdt_peers_config_init(&cfg);
+    cfg.secret = cluster_secret;
+    cfg.secret_len = sizeof(cluster_secret) - 1;
+    crdt_peers_host_t host = {.random = fz_random, .wall_ms = fz_wall};
+    fz_rng = 1;
+    crdt_peers_t *E = crdt_peers_new(st, &cfg, &host, 0, NULL);
+    crdt_peer_link_t *l = E ? crdt_peers_link_new(E, -1, "fuzz", NULL, 0) : NULL;
+    crdt_buf_t ch = {0}, tr = {0}, hello = {0};
+    if (l) {
+        fz_drain(l, &ch); /* the challenge */
+        pw_hello_t h;
+        memset(&h, 0, sizeof(h));
+        h.version = PW_VERSION;
+        snprintf(h.cluster, sizeof(h.cluster), "crdtd");
+        h.node_id = 2;
+        h.epoch = 7;
+        h.clock_ms = fz_wall(NULL);
+        uint8_t proof[PW_PROOF_LEN];
+        if (!crdt_buf_append(&tr, ch.data, ch.len) && !pw_encode_hello_body(&hello, &h) &&
+            !crdt_buf_append(&tr, hello.data, hello.len)) {
+            pw_proof(cluster_secret, sizeof(cluster_secret) - 1, false, &tr, proof);
+            crdt_buf_append(&hello, proof, PW_PROOF_LEN);
+            crdt_peer_link_receive(l, hello.data, hello.len, 1);
+        }
+        fz_drain(l, NULL);
+        /* the input: messages of [len:u16 little endian][bytes] */
+        size_t i = 0;
+        while (i + 2 <= n) {
+            size_t len = (size_t)d[i] | (size_t)d[i + 1] << 8;
+            i += 2;
+            if (len > n - i)
+                len = n - i;
+            crdt_peer_link_receive(l, d + i, len, 2);
+            i += len;
+            fz_drain(l, NULL);
+            crdt_peers_tick(E, 3);
+            crdt_store_flush(st);
+            crdt_peers_on_durable(E, 4);
+            fz_drain(l, NULL);
+        }
+        crdt_peer_link_closed(l, NULL, 5);
+    }
+    crdt_buf_free(&ch);
+    crdt_buf_free(&tr);
+    crdt_buf_free(&hello);
+    crdt_peers_free(E);
+    crdt_store_close(st);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -97,7 +193,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     const char *why = NULL;
     size_t body = 0;
-    switch (data[0] % 9) {
+    switch (data[0] % 10) {
     case 0: token_raw(d, n); break;
     case 1: token_signed(d, n); break;
     case 2: b64url(d, n); break;
@@ -129,6 +225,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     case 7: entries(d, n, true); break;
     case 8: entries(d, n, false); break;
+    case 9: engine(d, n); break;
     }
     return 0;
 }

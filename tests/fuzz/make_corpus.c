@@ -75,6 +75,89 @@ int main(int argc, char **argv)
         static const char b64[] = "\x02ZmVlZDox";
         write_file(dir, n++, payload, sizeof(payload) - 1);
         write_file(dir, n++, b64, sizeof(b64) - 1);
+        /* selector 9: messages to the peer engine after a handshake, [len:u16][message] each:
+         * a DELTAS of one entry per type, an ACK, a PING, a REPAIR of one entry */
+        for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+            crdt_obj_t *o = sample(t, 0);
+            if (!o)
+                continue;
+            crdt_buf_t obj = {0}, m = {0};
+            crdt_obj_encode(o, &obj);
+            uint8_t hdr[21] = {5}; /* DELTAS from 0 through 1, one entry */
+            hdr[9] = 1;
+            hdr[17] = 1;
+            crdt_buf_append(&m, "\x09\0\0", 3);
+            crdt_buf_append(&m, hdr, sizeof(hdr));
+            uint8_t e[4] = {1, 2, 'k', (uint8_t)('0' + t)}; /* seq 1, key "k<t>" */
+            crdt_buf_append(&m, e, sizeof(e));
+            crdt_buf_put_varint(&m, obj.len);
+            crdt_buf_append(&m, obj.data, obj.len);
+            size_t len = m.len - 3;
+            m.data[1] = (uint8_t)len;
+            m.data[2] = (uint8_t)(len >> 8);
+            crdt_buf_append(&m, "\x02\0\x06\x01\x01\0\x09", 7); /* ACK 1, PING */
+            uint8_t rep[5] = {8, 1, 0, 0, 0};                   /* REPAIR, one entry */
+            size_t rlen = 5 + 3 + crdt_varint_len(obj.len) + obj.len;
+            uint8_t rl[2] = {(uint8_t)rlen, (uint8_t)(rlen >> 8)};
+            crdt_buf_append(&m, rl, 2);
+            crdt_buf_append(&m, rep, 5);
+            crdt_buf_append(&m, e + 1, 3);
+            crdt_buf_put_varint(&m, obj.len);
+            crdt_buf_append(&m, obj.data, obj.len);
+            write_file(dir, n++, m.data, m.len);
+            crdt_buf_free(&obj);
+            crdt_buf_free(&m);
+            crdt_obj_free(o);
+        }
+        return 0;
+    }
+    if (!strcmp(kind, "fuzz_crdt_v1")) {
+        /* selector byte (bit 0: a server message, bit 1: with limits), then the message */
+        static const char *const msgs[] = {
+            "\x00{\"type\":\"hello\",\"client\":\"phone-7f3a\",\"cursor\":1041,\"token\":\"ab.cd\"}",
+            "\x00{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"dXNlcjo0Mg==\"],"
+            "\"prefixes\":[\"ZmVlZDo=\",\"\"],\"since\":1041}",
+            "\x02{\"type\":\"unsubscribe\",\"id\":2,\"keys\":[\"dXNlcjo0Mg==\"],\"prefixes\":[]}",
+            "\x00{\"type\":\"apply\",\"id\":41,\"key\":\"ZmVlZDoxMg==\",\"op\":{\"type\":"
+            "\"timeline\",\"op\":\"add\",\"member\":\"cG9zdDoz\",\"score\":1700000400}}",
+            "\x00{\"type\":\"apply\",\"id\":43,\"key\":\"dGFncw==\",\"delta\":{\"type\":"
+            "\"gcounter\",\"state\":{}}}",
+            "\x00{\"type\":\"ping\"}",
+            "\x01{\"type\":\"welcome\",\"node\":1,\"seq\":1187,\"session\":\"9f2c4be01d7a3356\","
+            "\"subject\":\"alice\",\"expires\":1700003600,\"limits\":{\"max_message\":1048576,"
+            "\"max_subscriptions\":1024,\"send_queue\":8388608,\"idle_timeout\":60,"
+            "\"max_errors\":32}}",
+            "\x01{\"type\":\"subscribed\",\"id\":1,\"cursor\":1187}",
+            "\x01{\"type\":\"unsubscribed\",\"id\":2}",
+            "\x01{\"type\":\"ack\",\"id\":41,\"seq\":1190,\"applied\":false,\"duplicate\":true}",
+            "\x01{\"type\":\"pong\"}",
+            "\x01{\"type\":\"error\",\"id\":41,\"code\":\"wrong_type\",\"message\":\"the key "
+            "holds type pncounter, not orset\"}",
+            "\x01{\"type\":\"error\",\"code\":\"something_new\"}",
+        };
+        for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++)
+            write_file(dir, n++, msgs[i], strlen(msgs[i] + 1) + 1);
+        /* change messages with a state of every type */
+        for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+            crdt_obj_t *o = sample(t, 1);
+            json_t *j = o ? crdt_obj_to_json(o) : NULL;
+            char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            if (text) {
+                size_t cap = strlen(text) + 128;
+                char *msg = malloc(cap);
+                int len = msg ? snprintf(msg, cap,
+                                         "%c{\"type\":\"change\",\"cursor\":%d,\"key\":"
+                                         "\"a2V5\",\"seq\":%d,\"%s\":%s}",
+                                         1, t, t, t % 2 ? "state" : "delta", text)
+                              : 0;
+                if (len > 0)
+                    write_file(dir, n++, msg, (size_t)len);
+                free(msg);
+            }
+            free(text);
+            json_decref(j);
+            crdt_obj_free(o);
+        }
         return 0;
     }
     if (!strcmp(kind, "fuzz_token")) {
@@ -104,6 +187,27 @@ int main(int argc, char **argv)
         };
         for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
             write_file(dir, n++, ops[i], strlen(ops[i]));
+        return 0;
+    }
+    if (!strcmp(kind, "fuzz_redis_parse")) {
+        /* replies the Redis store reads: CLUSTER SLOTS, a redirect, INFO, CRDT.LOG.READ */
+        static const char *const seeds[] = {
+            "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n",
+            "-MOVED 3999 127.0.0.1:6381\r\n", "-ASK 1 h:2\r\n",
+            "$33\r\ncrdt_node_id:7\r\ncluster_enabled:1\r\n",
+            "*3\r\n$5\r\n0:1-0\r\n+ok\r\n*1\r\n*3\r\n$3\r\n1-0\r\n$1\r\nk\r\n$1\r\nd\r\n",
+            "redis://127.0.0.1:6379,localhost:7000"};
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+            write_file(dir, n++, seeds[i], strlen(seeds[i]));
+        return 0;
+    }
+    if (!strcmp(kind, "fuzz_logpos")) {
+        static const char *const seeds[] = {"0", "$", "00000000000000ab:1796306283614-0:1",
+                                            "ffffffffffffffff:18446744073709551615-3:42",
+                                            "crdt:log:{0d}:7115bbe1920aa6e0",
+                                            "crdt:log:{c}:68bd826262c40713"};
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+            write_file(dir, n++, seeds[i], strlen(seeds[i]));
         return 0;
     }
     if (!strcmp(kind, "fuzz_log")) {

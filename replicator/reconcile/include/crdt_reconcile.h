@@ -77,6 +77,10 @@ void crdt_rsx_index_total(const crdt_rsx_index_t *ix, crdt_rsx_sketch_t *out);
 /* The sketch of one item. */
 void crdt_rsx_item_sketch(uint64_t id, uint64_t fp, crdt_rsx_sketch_t *out);
 bool crdt_rsx_sketch_equal(const crdt_rsx_sketch_t *x, const crdt_rsx_sketch_t *y);
+/* acc += x and acc -= x: the sketch of the union (the difference) of disjoint sets, so a caller
+ * can keep the sketch of a changing set, or of several indexes, without rescanning. */
+void crdt_rsx_sketch_add(crdt_rsx_sketch_t *acc, const crdt_rsx_sketch_t *x);
+void crdt_rsx_sketch_sub(crdt_rsx_sketch_t *acc, const crdt_rsx_sketch_t *x);
 
 /* Copies up to `max` items with lo <= id < hi into out[] in ascending id order and returns how many
  * items the range holds in all (may exceed max: call again with a bigger array or a higher lo). */

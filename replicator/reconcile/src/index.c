@@ -307,6 +307,16 @@ void crdt_rsx_item_sketch(uint64_t id, uint64_t fp, crdt_rsx_sketch_t *out)
     rsx_sk_add_item(out, id, fp);
 }
 
+void crdt_rsx_sketch_add(crdt_rsx_sketch_t *acc, const crdt_rsx_sketch_t *x)
+{
+    rsx_sk_add(acc, x);
+}
+
+void crdt_rsx_sketch_sub(crdt_rsx_sketch_t *acc, const crdt_rsx_sketch_t *x)
+{
+    rsx_sk_sub(acc, x);
+}
+
 bool crdt_rsx_sketch_equal(const crdt_rsx_sketch_t *x, const crdt_rsx_sketch_t *y)
 {
     return x->count == y->count && x->a == y->a && x->b == y->b && x->c == y->c;

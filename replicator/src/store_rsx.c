@@ -1,36 +1,38 @@
-/* peer_index.c - the anti-entropy index of the replica's keyspace: ids, fingerprints, id -> keys
+/* store_rsx.c - the embedded store's anti-entropy index: rsx ids and fingerprints of the
+ * replica's keys in a crdt_rsx_index_t, and an id -> keys map for repairs
  *
  * The replica never deletes a key, so entries only appear. Every key has one `pkey` record (its
  * bytes, id and last fingerprint); an open-addressing table maps ids to the records of that id
  * (chained: two keys with one id, about n^2/2^62, are folded into one rsx item whose fp is the
- * sum of theirs, as crdt_reconcile.h asks). A change only marks the key stale; the fingerprint
- * (an encoding of the whole object, costly for big timelines) is read when anti-entropy starts,
- * which is also the only time the rsx index may change (sessions borrow it).
+ * sum of theirs, as crdt_reconcile.h asks).
+ *
+ * Nothing is tracked per change: the index remembers the seq it reflects, and a refresh reads the
+ * replica's change feed from there (the keys changed since, each once) and their fingerprints,
+ * which the replica keeps itself (recomputed only for keys whose state changed). A refresh runs
+ * when a session is about to start and no session borrows the index.
  */
 #include <stdlib.h>
 #include <string.h>
 
-#include "peer_index.h"
+#include "store_rsx.h"
 
 typedef struct pkey {
     uint64_t id;
     uint64_t fp;
     struct pkey *next; /* another key with the same id */
-    bool stale;
     uint32_t klen;
     uint8_t key[];
 } pkey_t;
 
-struct peer_index {
+struct store_rsx {
     crdt_replica_t *r;
     crdt_rsx_index_t *rsx;
     pkey_t **slots; /* head of the chain of each id; NULL: empty */
     size_t cap, used;
-    pkey_t **stale;
-    size_t nstale, cap_stale;
+    uint64_t seq; /* the index reflects every change through this seq */
 };
 
-static size_t slot_of(const peer_index_t *px, uint64_t id)
+static size_t slot_of(const store_rsx_t *px, uint64_t id)
 {
     /* ids are already uniform hashes */
     size_t i = (size_t)(id * 0x9E3779B97F4A7C15ull >> 17) & (px->cap - 1);
@@ -39,7 +41,7 @@ static size_t slot_of(const peer_index_t *px, uint64_t id)
     return i;
 }
 
-static int grow(peer_index_t *px)
+static int grow(store_rsx_t *px)
 {
     size_t ncap = px->cap ? px->cap * 2 : 1024;
     pkey_t **old = px->slots;
@@ -57,25 +59,8 @@ static int grow(peer_index_t *px)
     return 0;
 }
 
-static int mark_stale(peer_index_t *px, pkey_t *k)
-{
-    if (k->stale)
-        return 0;
-    if (px->nstale == px->cap_stale) {
-        size_t n = px->cap_stale ? px->cap_stale * 2 : 256;
-        pkey_t **v = realloc(px->stale, n * sizeof(*v));
-        if (!v)
-            return CRDT_ENOMEM;
-        px->stale = v;
-        px->cap_stale = n;
-    }
-    k->stale = true;
-    px->stale[px->nstale++] = k;
-    return 0;
-}
-
 /* The record of key, created if absent; NULL on OOM. */
-static pkey_t *find_or_add(peer_index_t *px, const void *key, size_t klen, bool *created)
+static pkey_t *find_or_add(store_rsx_t *px, const void *key, size_t klen, bool *created)
 {
     uint64_t id = crdt_rsx_key_id(key, klen);
     *created = false;
@@ -92,7 +77,6 @@ static pkey_t *find_or_add(peer_index_t *px, const void *key, size_t klen, bool 
         return NULL;
     k->id = id;
     k->fp = 0;
-    k->stale = false;
     k->klen = (uint32_t)klen;
     memcpy(k->key, key, klen);
     size_t i = slot_of(px, id);
@@ -104,7 +88,7 @@ static pkey_t *find_or_add(peer_index_t *px, const void *key, size_t klen, bool 
     return k;
 }
 
-static uint64_t id_fp(const peer_index_t *px, uint64_t id)
+static uint64_t id_fp(const store_rsx_t *px, uint64_t id)
 {
     uint64_t sum = 0;
     for (pkey_t *k = px->slots[slot_of(px, id)]; k; k = k->next)
@@ -112,23 +96,29 @@ static uint64_t id_fp(const peer_index_t *px, uint64_t id)
     return sum;
 }
 
-typedef struct load_ctx {
-    peer_index_t *px;
-    crdt_rsx_item_t *items;
+typedef struct refresh_ctx {
+    store_rsx_t *px;
+    crdt_rsx_item_t *items; /* bulk build: one item per key, folded after sorting */
     size_t n, cap;
+    bool bulk;
     int rc;
-} load_ctx_t;
+} refresh_ctx_t;
 
-static int load_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
+static int refresh_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *o, void *ud)
 {
     (void)o;
-    load_ctx_t *c = ud;
+    (void)seq;
+    refresh_ctx_t *c = ud;
     bool created;
     pkey_t *k = find_or_add(c->px, key, klen, &created);
     if (!k)
         return c->rc = CRDT_ENOMEM;
     if (crdt_replica_key_fingerprint(c->px->r, key, klen, &k->fp) < 0)
         return c->rc = CRDT_ENOMEM;
+    if (!c->bulk)
+        return crdt_rsx_index_upsert(c->px->rsx, k->id, id_fp(c->px, k->id)) < 0
+                   ? (c->rc = CRDT_ENOMEM)
+                   : 0;
     if (c->n == c->cap) {
         size_t ncap = c->cap ? c->cap * 2 : 1024;
         crdt_rsx_item_t *v = realloc(c->items, ncap * sizeof(*v));
@@ -147,45 +137,21 @@ static int item_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
-peer_index_t *peer_index_new(crdt_replica_t *r)
+store_rsx_t *store_rsx_new(crdt_replica_t *r)
 {
-    peer_index_t *px = calloc(1, sizeof(*px));
+    store_rsx_t *px = calloc(1, sizeof(*px));
     if (!px)
         return NULL;
     px->r = r;
     px->rsx = crdt_rsx_index_new();
     if (!px->rsx || grow(px)) {
-        peer_index_free(px);
-        return NULL;
-    }
-    load_ctx_t c = {px, NULL, 0, 0, 0};
-    crdt_replica_foreach(r, load_cb, &c);
-    if (c.rc) {
-        free(c.items);
-        peer_index_free(px);
-        return NULL;
-    }
-    /* sorted, one item per id (colliding keys folded), fps summed per id */
-    if (c.n)
-        qsort(c.items, c.n, sizeof(*c.items), item_cmp);
-    size_t m = 0;
-    for (size_t i = 0; i < c.n; i++) {
-        if (m && c.items[m - 1].id == c.items[i].id)
-            continue;
-        c.items[m].id = c.items[i].id;
-        c.items[m].fp = id_fp(px, c.items[i].id);
-        m++;
-    }
-    int rc = crdt_rsx_index_build(px->rsx, c.items, m);
-    free(c.items);
-    if (rc < 0) {
-        peer_index_free(px);
+        store_rsx_free(px);
         return NULL;
     }
     return px;
 }
 
-void peer_index_free(peer_index_t *px)
+void store_rsx_free(store_rsx_t *px)
 {
     if (!px)
         return;
@@ -198,49 +164,52 @@ void peer_index_free(peer_index_t *px)
         }
     }
     free(px->slots);
-    free(px->stale);
     crdt_rsx_index_free(px->rsx);
     free(px);
 }
 
-int peer_index_touch(peer_index_t *px, const void *key, size_t klen)
+int store_rsx_refresh(store_rsx_t *px)
 {
-    bool created;
-    pkey_t *k = find_or_add(px, key, klen, &created);
-    if (!k)
-        return CRDT_ENOMEM;
-    return mark_stale(px, k);
-}
-
-size_t peer_index_refresh(peer_index_t *px)
-{
-    size_t done = 0;
-    while (px->nstale) {
-        pkey_t *k = px->stale[px->nstale - 1];
-        uint64_t fp;
-        if (crdt_replica_key_fingerprint(px->r, k->key, k->klen, &fp) < 0)
-            break; /* out of memory: stays stale for the next round */
-        k->fp = fp;
-        if (crdt_rsx_index_upsert(px->rsx, k->id, id_fp(px, k->id)) < 0)
+    uint64_t last = crdt_replica_last_seq(px->r);
+    if (px->seq >= last)
+        return 0;
+    /* the first refresh sees every key: build in O(n) from a sorted array */
+    refresh_ctx_t c = {px, NULL, 0, 0, crdt_rsx_index_count(px->rsx) == 0, 0};
+    uint64_t at = px->seq;
+    while (at < last) {
+        uint64_t next = at;
+        int rc = crdt_replica_changes(px->r, at, 4096, refresh_cb, &c, &next);
+        if (rc || c.rc || next <= at)
             break;
-        k->stale = false;
-        px->nstale--;
-        done++;
+        at = next;
     }
-    return done;
+    int rc = c.rc;
+    if (!rc && c.bulk && c.n) {
+        /* sorted, one item per id (colliding keys folded), fps summed per id */
+        qsort(c.items, c.n, sizeof(*c.items), item_cmp);
+        size_t m = 0;
+        for (size_t i = 0; i < c.n; i++) {
+            if (m && c.items[m - 1].id == c.items[i].id)
+                continue;
+            c.items[m].id = c.items[i].id;
+            c.items[m].fp = id_fp(px, c.items[i].id);
+            m++;
+        }
+        rc = crdt_rsx_index_build(px->rsx, c.items, m);
+    }
+    free(c.items);
+    if (rc < 0)
+        return rc; /* px->seq unchanged: the next refresh reads the same keys again */
+    px->seq = at;
+    return 0;
 }
 
-size_t peer_index_stale(const peer_index_t *px)
-{
-    return px->nstale;
-}
-
-const crdt_rsx_index_t *peer_index_rsx(const peer_index_t *px)
+const crdt_rsx_index_t *store_rsx_index(const store_rsx_t *px)
 {
     return px->rsx;
 }
 
-int peer_index_keys(const peer_index_t *px, uint64_t id, peer_index_key_cb cb, void *ud)
+int store_rsx_keys(const store_rsx_t *px, uint64_t id, store_rsx_key_cb cb, void *ud)
 {
     if (!px->cap)
         return 0;

@@ -1,8 +1,12 @@
 /* peer_wire.c - encoders, decoders and handshake proofs of the peer protocol crdt-peer.v1 */
 #include <string.h>
 
-#include "crypto.h"
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "peer_wire.h"
+#include "replica.h"
 
 /* ---- primitives ----------------------------------------------------------------------------- */
 
@@ -56,21 +60,13 @@ bool pw_get_u64(pw_reader_t *r, uint64_t *v)
 
 bool pw_get_varint(pw_reader_t *r, uint64_t *v)
 {
-    uint64_t x = 0;
-    for (int i = 0; i < 10; i++) {
-        uint8_t b;
-        if (!pw_get_u8(r, &b))
-            return false;
-        if (i == 9 && b > 1) /* more than 64 bits */
-            break;
-        x |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            *v = x;
-            return true;
-        }
+    size_t pos = 0;
+    if (r->bad || crdt_varint_get(r->p, pw_left(r), &pos, v)) {
+        r->bad = true;
+        return false;
     }
-    r->bad = true;
-    return false;
+    r->p += pos;
+    return true;
 }
 
 int pw_put_u8(crdt_buf_t *b, uint8_t v)
@@ -106,14 +102,7 @@ int pw_put_u64(crdt_buf_t *b, uint64_t v)
 
 int pw_put_varint(crdt_buf_t *b, uint64_t v)
 {
-    uint8_t p[10];
-    size_t n = 0;
-    do {
-        uint8_t c = v & 0x7f;
-        v >>= 7;
-        p[n++] = (uint8_t)(c | (v ? 0x80 : 0));
-    } while (v);
-    return crdt_buf_append(b, p, n);
+    return crdt_buf_put_varint(b, v);
 }
 
 /* ---- handshake ------------------------------------------------------------------------------ */
@@ -121,7 +110,7 @@ int pw_put_varint(crdt_buf_t *b, uint64_t v)
 int pw_encode_challenge(crdt_buf_t *b, const pw_challenge_t *c)
 {
     if (pw_put_u8(b, PW_CHALLENGE) || pw_put_u8(b, c->version) || pw_put_varint(b, c->node_id) ||
-        pw_put_u64(b, c->epoch) || pw_put_varint(b, c->durable) ||
+        pw_put_u64(b, c->epoch) || pw_put_varint(b, c->durable) || pw_put_u64(b, c->clock_ms) ||
         crdt_buf_append(b, c->nonce, PW_NONCE_LEN))
         return CRDT_ENOMEM;
     return 0;
@@ -132,7 +121,7 @@ int pw_encode_hello_body(crdt_buf_t *b, const pw_hello_t *h)
     size_t cl = strnlen(h->cluster, sizeof(h->cluster) - 1);
     if (pw_put_u8(b, PW_HELLO) || pw_put_u8(b, h->version) || pw_put_u8(b, (uint8_t)cl) ||
         crdt_buf_append(b, h->cluster, cl) || pw_put_varint(b, h->node_id) ||
-        pw_put_u64(b, h->epoch) || pw_put_varint(b, h->durable) ||
+        pw_put_u64(b, h->epoch) || pw_put_varint(b, h->durable) || pw_put_u64(b, h->clock_ms) ||
         crdt_buf_append(b, h->nonce, PW_NONCE_LEN) || pw_put_varint(b, h->resume))
         return CRDT_ENOMEM;
     return 0;
@@ -175,7 +164,8 @@ int pw_decode_challenge(const uint8_t *m, size_t n, pw_challenge_t *c, const cha
         return -2;
     }
     if (!pw_get_varint(&r, &c->node_id) || !pw_get_u64(&r, &c->epoch) ||
-        !pw_get_varint(&r, &c->durable) || !pw_get_bytes(&r, PW_NONCE_LEN, &nonce)) {
+        !pw_get_varint(&r, &c->durable) || !pw_get_u64(&r, &c->clock_ms) ||
+        !pw_get_bytes(&r, PW_NONCE_LEN, &nonce)) {
         *why = "truncated challenge";
         return -1;
     }
@@ -218,8 +208,8 @@ int pw_decode_hello(const uint8_t *m, size_t n, pw_hello_t *h, size_t *body_len,
     }
     const uint8_t *nonce;
     if (!pw_get_varint(&r, &h->node_id) || !pw_get_u64(&r, &h->epoch) ||
-        !pw_get_varint(&r, &h->durable) || !pw_get_bytes(&r, PW_NONCE_LEN, &nonce) ||
-        !pw_get_varint(&r, &h->resume)) {
+        !pw_get_varint(&r, &h->durable) || !pw_get_u64(&r, &h->clock_ms) ||
+        !pw_get_bytes(&r, PW_NONCE_LEN, &nonce) || !pw_get_varint(&r, &h->resume)) {
         *why = "truncated hello";
         return -1;
     }
@@ -290,6 +280,7 @@ const char *pw_refuse_text(uint8_t code)
     case PW_R_PROOF: return "wrong proof of the cluster secret";
     case PW_R_SELF: return "same node id";
     case PW_R_BUSY: return "too many links";
+    case PW_R_CLOCK: return "clocks differ by more than the drift bound";
     default: return "unknown reason";
     }
 }
@@ -306,8 +297,17 @@ void pw_proof(const uint8_t *secret, size_t slen, bool server, const crdt_buf_t 
         crdt_buf_free(&m);
         return;
     }
-    gw_hmac_sha256(secret, slen, m.data, m.len, out);
+    unsigned int n = PW_PROOF_LEN;
+    static const uint8_t empty[1];
+    if (!HMAC(EVP_sha256(), slen ? secret : empty, (int)slen, m.len ? m.data : empty, m.len, out,
+              &n))
+        memset(out, 0, PW_PROOF_LEN); /* OOM inside OpenSSL: matches no real proof */
     crdt_buf_free(&m);
+}
+
+bool pw_proof_equal(const uint8_t a[PW_PROOF_LEN], const uint8_t b[PW_PROOF_LEN])
+{
+    return CRYPTO_memcmp(a, b, PW_PROOF_LEN) == 0;
 }
 
 /* ---- data ----------------------------------------------------------------------------------- */

@@ -1,6 +1,7 @@
-/* peer_wire.h - private to crdtd: the messages of the peer protocol crdt-peer.v1 (encoders,
- * decoders, handshake proofs). No sockets here; peer.c carries the bytes. docs/replication.md,
- * "Peer links", describes the format. */
+/* peer_wire.h - private to the replicator: the messages of the peer protocol crdt-peer.v1
+ * (encoders, decoders, handshake proofs). No sockets here: the peer engine (peer.c) builds and
+ * parses whole messages, a transport carries them. docs/replication.md, "Peer links", describes
+ * the format. */
 #ifndef CRDT_PEER_WIRE_H
 #define CRDT_PEER_WIRE_H
 
@@ -10,7 +11,8 @@
 
 #include "crdt.h"
 
-#define PW_VERSION 1
+/* Handshake version: 2 added the wall clocks (challenge and hello) for the drift check. */
+#define PW_VERSION 2
 #define PW_NONCE_LEN 32
 #define PW_PROOF_LEN 32
 /* Largest peer message either way, bytes: bigger ones are refused and the link closed. */
@@ -43,6 +45,7 @@ enum pw_refuse_code {
     PW_R_PROOF = 4,    /* wrong proof of the shared secret */
     PW_R_SELF = 5,     /* same node id as ours */
     PW_R_BUSY = 6,     /* too many links */
+    PW_R_CLOCK = 7,    /* wall clocks differ by more than the drift bound */
 };
 
 enum pw_bye_code { PW_BYE_DUPLICATE = 1, PW_BYE_SHUTDOWN = 2 };
@@ -57,7 +60,7 @@ void pw_reader_init(pw_reader_t *r, const void *p, size_t n);
 bool pw_get_u8(pw_reader_t *r, uint8_t *v);
 bool pw_get_u32(pw_reader_t *r, uint32_t *v);
 bool pw_get_u64(pw_reader_t *r, uint64_t *v);
-/* Unsigned LEB128, at most 10 bytes and 64 bits. */
+/* Unsigned LEB128, canonical, at most 10 bytes and 64 bits (libcrdt's crdt_varint_get). */
 bool pw_get_varint(pw_reader_t *r, uint64_t *v);
 /* Borrows n bytes from the input. */
 bool pw_get_bytes(pw_reader_t *r, size_t n, const uint8_t **out);
@@ -81,7 +84,8 @@ typedef struct pw_challenge {
     uint8_t version;
     uint64_t node_id;
     uint64_t epoch;
-    uint64_t durable; /* the server's durable seq: what its catch-up to the client will reach */
+    uint64_t durable;  /* the server's durable seq: what its catch-up to the client will reach */
+    uint64_t clock_ms; /* the server's wall clock, ms since the Unix epoch */
     uint8_t nonce[PW_NONCE_LEN];
 } pw_challenge_t;
 
@@ -90,7 +94,8 @@ typedef struct pw_hello {
     char cluster[64]; /* NUL-terminated */
     uint64_t node_id;
     uint64_t epoch;
-    uint64_t durable; /* the client's durable seq */
+    uint64_t durable;  /* the client's durable seq */
+    uint64_t clock_ms; /* the client's wall clock, ms since the Unix epoch */
     uint8_t nonce[PW_NONCE_LEN];
     uint64_t resume; /* the client durably applied the server's seqs through this (its epoch) */
     uint8_t proof[PW_PROOF_LEN];
@@ -124,6 +129,8 @@ const char *pw_refuse_text(uint8_t code);
  * be replayed on another link (fresh nonces on both sides) or in the other role. */
 void pw_proof(const uint8_t *secret, size_t slen, bool server, const crdt_buf_t *transcript,
               uint8_t out[PW_PROOF_LEN]);
+/* Constant-time comparison of two proofs: true when equal. */
+bool pw_proof_equal(const uint8_t a[PW_PROOF_LEN], const uint8_t b[PW_PROOF_LEN]);
 
 /* ---- data ------------------------------------------------------------------------------------ *
  * DELTAS: type, from:u64, through:u64, count:u32,

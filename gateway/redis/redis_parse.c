@@ -1,0 +1,269 @@
+/* redis_parse.c - URL, CLUSTER SLOTS, redirects, INFO fields and change-log replies */
+#include "redis_parse.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static redisReplyObjectFunctions limited_fns;
+static void *(*default_create_array)(const redisReadTask *, int);
+
+static void *create_array_limited(const redisReadTask *task, int elements)
+{
+    sr_reader_budget_t *b = task->privdata;
+    if (!b || elements < 0)
+        return NULL;
+    if (!task->parent)
+        b->elements = 0; /* a new reply */
+    b->elements += (uint64_t)elements;
+    if (b->elements > SR_REPLY_ELEMENTS_MAX)
+        return NULL;
+    return default_create_array(task, elements);
+}
+
+void sr_reader_limit(redisReader *r, sr_reader_budget_t *b)
+{
+    if (!r || !r->fn || !b)
+        return;
+    b->elements = 0;
+    r->privdata = b;
+    if (!default_create_array) {
+        /* hiredis's default functions are static: copy them once, wrap createArray */
+        limited_fns = *r->fn;
+        default_create_array = r->fn->createArray;
+        limited_fns.createArray = create_array_limited;
+    }
+    if (r->fn->createArray == default_create_array)
+        r->fn = &limited_fns;
+}
+
+static int fail(char *why, size_t whylen, const char *msg)
+{
+    if (why && whylen)
+        snprintf(why, whylen, "%s", msg);
+    return -1;
+}
+
+/* A decimal port 1..65535 in s[0..n). */
+static int parse_port(const char *s, size_t n)
+{
+    if (n == 0 || n > 5)
+        return -1;
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v >= 1 && v <= 65535 ? v : -1;
+}
+
+static bool host_ok(const char *s, size_t n)
+{
+    if (n == 0 || n >= SR_HOST_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '-' || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+/* "host:port" in s[0..n) into *a. */
+static bool parse_hostport(const char *s, size_t n, sr_addr_t *a)
+{
+    const char *colon = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == ':')
+            colon = s + i;
+    if (!colon)
+        return false;
+    size_t hl = (size_t)(colon - s);
+    int port = parse_port(colon + 1, n - hl - 1);
+    if (!host_ok(s, hl) || port < 0)
+        return false;
+    memcpy(a->host, s, hl);
+    a->host[hl] = '\0';
+    a->port = port;
+    return true;
+}
+
+int sr_parse_url(const char *url, sr_addr_t *out, int cap, char *why, size_t whylen)
+{
+    static const char scheme[] = "redis://";
+    if (!url || strncmp(url, scheme, sizeof(scheme) - 1) != 0)
+        return fail(why, whylen, "a Redis store URL starts with redis:// (redis://host:port)");
+    const char *p = url + sizeof(scheme) - 1;
+    int n = 0;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (n == cap)
+            return fail(why, whylen, "too many seed addresses in the Redis URL");
+        if (!parse_hostport(p, len, &out[n])) {
+            if (why && whylen)
+                snprintf(why, whylen, "bad address \"%.*s\" in the Redis URL (host:port)",
+                         (int)(len > 80 ? 80 : len), p);
+            return -1;
+        }
+        n++;
+        if (!e)
+            break;
+        p = e + 1;
+        if (!*p)
+            return fail(why, whylen, "the Redis URL ends with a comma");
+    }
+    if (n == 0)
+        return fail(why, whylen, "no address in the Redis URL (redis://host:port)");
+    return n;
+}
+
+static bool is_int(const redisReply *r, long long lo, long long hi)
+{
+    return r && r->type == REDIS_REPLY_INTEGER && r->integer >= lo && r->integer <= hi;
+}
+
+static bool is_str(const redisReply *r)
+{
+    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+           (r->str || r->len == 0);
+}
+
+int sr_parse_slots(const redisReply *r, const char *fallback_host, sr_range_t *out, int cap,
+                   char *why, size_t whylen)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY)
+        return fail(why, whylen, "CLUSTER SLOTS did not answer an array");
+    if (r->elements == 0)
+        return fail(why, whylen, "CLUSTER SLOTS lists no slot (cluster not set up yet?)");
+    int n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element ? r->element[i] : NULL;
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements < 3 || !e->element ||
+            !is_int(e->element[0], 0, 16383) || !is_int(e->element[1], 0, 16383) ||
+            e->element[0]->integer > e->element[1]->integer)
+            return fail(why, whylen, "CLUSTER SLOTS: an entry is not [start, end, node...]");
+        const redisReply *nd = e->element[2];
+        if (!nd || nd->type != REDIS_REPLY_ARRAY || nd->elements < 2 || !nd->element ||
+            !is_str(nd->element[0]) || !is_int(nd->element[1], 1, 65535))
+            return fail(why, whylen, "CLUSTER SLOTS: a node is not [host, port, ...]");
+        if (n == cap)
+            return fail(why, whylen, "CLUSTER SLOTS: too many ranges");
+        sr_range_t *o = &out[n];
+        const char *h = nd->element[0]->str;
+        size_t hl = nd->element[0]->len;
+        if (hl == 0 || (hl == 1 && h[0] == '?')) {
+            h = fallback_host ? fallback_host : "";
+            hl = strlen(h);
+        }
+        if (!host_ok(h, hl))
+            return fail(why, whylen, "CLUSTER SLOTS: a node's host is not a host name");
+        memcpy(o->addr.host, h, hl);
+        o->addr.host[hl] = '\0';
+        o->addr.port = (int)nd->element[1]->integer;
+        o->lo = (unsigned)e->element[0]->integer;
+        o->hi = (unsigned)e->element[1]->integer;
+        n++;
+    }
+    return n;
+}
+
+int sr_parse_redirect(const char *s, size_t len, bool *ask, unsigned *slot, sr_addr_t *to)
+{
+    size_t skip;
+    if (len >= 6 && memcmp(s, "MOVED ", 6) == 0) {
+        *ask = false;
+        skip = 6;
+    } else if (len >= 4 && memcmp(s, "ASK ", 4) == 0) {
+        *ask = true;
+        skip = 4;
+    } else {
+        return 0;
+    }
+    size_t i = skip;
+    unsigned v = 0;
+    size_t digits = 0;
+    while (i < len && s[i] >= '0' && s[i] <= '9' && digits < 6) {
+        v = v * 10 + (unsigned)(s[i] - '0');
+        i++;
+        digits++;
+    }
+    if (digits == 0 || v > 16383 || i >= len || s[i] != ' ')
+        return -1;
+    *slot = v;
+    i++;
+    size_t end = len;
+    while (end > i && (s[end - 1] == '\r' || s[end - 1] == '\n' || s[end - 1] == ' '))
+        end--;
+    if (!parse_hostport(s + i, end - i, to))
+        return -1;
+    return 1;
+}
+
+bool sr_info_field(const redisReply *r, const char *name, char *out, size_t cap)
+{
+    if (!is_str(r) || !r->str || cap == 0)
+        return false;
+    size_t nl = strlen(name);
+    const char *p = r->str, *end = r->str + r->len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        const char *le = eol ? eol : end;
+        if ((size_t)(le - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == ':') {
+            const char *v = p + nl + 1;
+            size_t vl = (size_t)(le - v);
+            if (vl && v[vl - 1] == '\r')
+                vl--;
+            if (vl >= cap)
+                vl = cap - 1;
+            memcpy(out, v, vl);
+            out[vl] = '\0';
+            return true;
+        }
+        p = le + 1;
+    }
+    return false;
+}
+
+int sr_parse_log_read(const redisReply *r, char *pos, size_t cap, bool *truncated, size_t *n,
+                      char *why, size_t whylen)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 || !r->element)
+        return fail(why, whylen, "CRDT.LOG.READ did not answer [position, status, entries]");
+    const redisReply *p = r->element[0], *s = r->element[1], *e = r->element[2];
+    if (!is_str(p) || p->len == 0 || p->len >= cap)
+        return fail(why, whylen, "CRDT.LOG.READ: the position is not a string");
+    if (!is_str(s) || !s->str)
+        return fail(why, whylen, "CRDT.LOG.READ: the status is not a string");
+    if (s->len == 2 && memcmp(s->str, "ok", 2) == 0)
+        *truncated = false;
+    else if (s->len == 9 && memcmp(s->str, "truncated", 9) == 0)
+        *truncated = true;
+    else
+        return fail(why, whylen, "CRDT.LOG.READ: the status is neither ok nor truncated");
+    if (!e || e->type != REDIS_REPLY_ARRAY || (e->elements && !e->element))
+        return fail(why, whylen, "CRDT.LOG.READ: the entries are not an array");
+    memcpy(pos, p->str, p->len);
+    pos[p->len] = '\0';
+    *n = e->elements;
+    return 0;
+}
+
+bool sr_log_entry(const redisReply *r, size_t i, sr_log_entry_t *out)
+{
+    const redisReply *list = r->element[2];
+    if (i >= list->elements)
+        return false;
+    const redisReply *e = list->element[i];
+    if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element ||
+        !is_str(e->element[1]) || !is_str(e->element[2]) || !e->element[1]->str ||
+        !e->element[2]->str)
+        return false;
+    out->key = e->element[1]->str;
+    out->klen = e->element[1]->len;
+    out->delta = e->element[2]->str;
+    out->dlen = e->element[2]->len;
+    return true;
+}

@@ -1,0 +1,75 @@
+/* redis_parse.h - what the Redis store reads out of Redis's replies and its own URL, apart from
+ * the store so the fuzz harness (tests/fuzz/fuzz_redis_parse.c) runs it on any reply shape
+ *
+ * Every function takes whatever hiredis decoded (any type, any nesting, NULL) and either fills its
+ * output or returns -1 with a message; none asserts or reads past what it was given.
+ */
+#ifndef GW_REDIS_PARSE_H
+#define GW_REDIS_PARSE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#define SR_HOST_MAX 64
+
+typedef struct sr_addr {
+    char host[SR_HOST_MAX];
+    int port;
+} sr_addr_t;
+
+/* Array elements one reply may declare in all (nested arrays included), for readers passed to
+ * sr_reader_limit: 8 MB of element vectors at most. */
+#define SR_REPLY_ELEMENTS_MAX (1 << 20)
+
+typedef struct sr_reader_budget {
+    uint64_t elements; /* declared so far by the reply being read */
+} sr_reader_budget_t;
+
+/* hiredis 0.14 allocates an array reply's element vector as soon as it reads the header, for any
+ * length the peer claims ("*2000000000" asks for 16 GB, and every nested header as much again).
+ * This makes reader r refuse a reply whose arrays declare more than SR_REPLY_ELEMENTS_MAX
+ * elements in all: hiredis then fails the connection (its message: "Out of memory"). b is the
+ * reader's count (its privdata; it must live as long as r). */
+void sr_reader_limit(redisReader *r, sr_reader_budget_t *b);
+
+/* "redis://host:port[,host:port...]" (host a name or IPv4 address, port 1..65535) into at most
+ * cap addresses. The count, or -1 with why. */
+int sr_parse_url(const char *url, sr_addr_t *out, int cap, char *why, size_t whylen);
+
+/* One range of CLUSTER SLOTS: slots lo..hi served by the primary at addr. */
+typedef struct sr_range {
+    unsigned lo, hi;
+    sr_addr_t addr;
+} sr_range_t;
+
+/* A CLUSTER SLOTS reply into at most cap ranges (entries of another shape are refused as a whole:
+ * a map built from half a reply would route keys to the wrong node). An empty host (Redis's
+ * "unknown endpoint") is replaced with `fallback_host`. The count, or -1 with why. */
+int sr_parse_slots(const redisReply *r, const char *fallback_host, sr_range_t *out, int cap,
+                   char *why, size_t whylen);
+
+/* A redirect error, "MOVED 3999 127.0.0.1:6381" or "ASK ...": 1 (*ask tells which), 0 when the
+ * text is not a redirect, -1 when it claims to be one but is malformed. */
+int sr_parse_redirect(const char *s, size_t len, bool *ask, unsigned *slot, sr_addr_t *to);
+
+/* The value of field `name` in an INFO text ("name:value\r\n"), copied into out; false if absent
+ * or the reply is not a string. */
+bool sr_info_field(const redisReply *r, const char *name, char *out, size_t cap);
+
+/* One entry of CRDT.LOG.READ's list: [id, key, delta]. Pointers into r; false on another shape. */
+typedef struct sr_log_entry {
+    const char *key, *delta;
+    size_t klen, dlen;
+} sr_log_entry_t;
+
+/* A CRDT.LOG.READ reply: [position, "ok"|"truncated", [entries...]]. The position text is copied
+ * into pos (cap bytes); entries are checked for shape, not copied. 0, or -1 with why. */
+int sr_parse_log_read(const redisReply *r, char *pos, size_t cap, bool *truncated, size_t *n,
+                      char *why, size_t whylen);
+/* Entry i of a reply sr_parse_log_read accepted; false when that entry is malformed. */
+bool sr_log_entry(const redisReply *r, size_t i, sr_log_entry_t *e);
+
+#endif /* GW_REDIS_PARSE_H */

@@ -1,0 +1,2356 @@
+/* store_redis.c - crdt_store_t over Redis / Redis Cluster with crdt.so (see store_redis.h) */
+#include "store_redis.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "logpos.h"
+#include "redis_parse.h"
+
+#define SR_MAX_NODES 64
+#define SR_NO_NODE 0xffffu
+#define SR_SEEDS_MAX 16
+/* The seed of the embedded replica's key fingerprints (replica.c's FP_SEED): both stores must
+ * give a key in the same state the same fingerprint, so peers over either compare equal. */
+#define SR_FP_SEED 0x6372647466703031ull
+#define SR_HOUSEKEEPING_MS 50
+#define SR_SCAN_NODE_SHIFT 48
+#define SR_ERR_HOLD_MS 1000
+
+typedef struct sr_store sr_store_t;
+typedef struct sr_node sr_node_t;
+typedef struct sr_req sr_req_t;
+
+/* One hiredis connection: what the adapter hooks get as ev.data (freed by its cleanup hook, so a
+ * node's new connection never receives the old one's cleanup). */
+typedef struct sr_conn {
+    sr_node_t *node;
+    redisAsyncContext *ac;
+    gw_watch_t *w;
+    unsigned want;
+    sr_reader_budget_t budget; /* the reader's element count (redis_parse.h) */
+} sr_conn_t;
+
+typedef enum { N_DOWN, N_CONNECTING, N_UP } node_state_t;
+
+struct sr_node {
+    sr_store_t *st;
+    sr_addr_t addr;
+    sr_conn_t *conn; /* NULL while down */
+    node_state_t state;
+    unsigned fails;    /* consecutive failed connects/losses (backoff exponent) */
+    uint64_t retry_at; /* a down node is not tried before this */
+    uint64_t since;    /* when the connect started */
+    char why[200];     /* why it is down */
+    unsigned gen;      /* connections made so far */
+    /* following the node's change logs */
+    bool listed;           /* its first CRDT.LOG.LIST was answered */
+    bool follow_busy;      /* a LIST or READs in flight */
+    unsigned follow_reads; /* READs in flight */
+    bool follow_more;      /* a READ came back full: read again at once */
+    uint64_t follow_next;  /* next poll */
+    sr_req_t *head, *tail; /* in flight, oldest first (reply timeouts) */
+};
+
+typedef enum {
+    R_GET,
+    R_MANY,
+    R_WRITE,
+    R_STATE_AFTER, /* the state read right after a change, for the change event */
+    R_WAIT,
+    R_FP,
+    R_MARK_GET,
+    R_MARK_PUT,
+    R_SCAN,
+    R_SCAN_STATE,
+    R_INFO,
+    R_SLOTS,
+    R_LOG_LIST,
+    R_LOG_READ,
+} req_kind_t;
+
+/* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
+ * store's life: a log keeps its name across a failover (replicated) and a resharding (migrated
+ * with its slot), so the reader continues from its position on whichever node lists it next. */
+typedef struct sr_log {
+    char name[CRDTM_LOG_NAME_MAX];
+    char pos[CRDTM_POS_TEXT_MAX];
+    sr_node_t *node; /* the node that listed it last; NULL when none does */
+} sr_log_t;
+
+typedef struct sr_feed_ent {
+    uint64_t seq;
+    char *key;
+    size_t klen;
+} sr_feed_ent_t;
+
+typedef struct sr_many {
+    crdt_store_get_many_cb cb;
+    void *ud;
+    size_t n, left;
+    int rc;
+    crdt_obj_t **objs;
+} sr_many_t;
+
+typedef struct sr_scan {
+    crdt_store_key_cb each;
+    crdt_store_done_cb done;
+    void *ud;
+    size_t left; /* state reads outstanding */
+    int rc;
+    bool stop;
+    uint64_t next;
+} sr_scan_t;
+
+struct sr_req {
+    sr_store_t *st;
+    req_kind_t kind;
+    char *cmd; /* formatted (RESP), kept to resend after a redirect */
+    size_t cmdlen;
+    const char *verb; /* for messages */
+    unsigned slot;    /* routing; SR_NO_NODE: a fixed node */
+    sr_node_t *fixed; /* commands for one node (INFO, CLUSTER SLOTS, SCAN, WAIT) */
+    unsigned redirects;
+    sr_node_t *node; /* where it is in flight */
+    uint64_t sent_ms;
+    uint64_t deadline;     /* no reply by then: the node is taken as down */
+    sr_req_t *prev, *next; /* node's in-flight list, or the waiting list */
+    bool linked;
+
+    void *cb;
+    void *ud;
+    /* writes */
+    int rc;
+    bool typed_count; /* the reply is a count of changed elements (>0: changed) */
+    bool incr;        /* INCRBY: changed iff n != 0 */
+    int64_t n;
+    crdt_obj_t *delta; /* the delta sent (MERGE paths): the change event's */
+    uint64_t origin;
+    char *key;
+    size_t klen;
+    sr_req_t *parent; /* R_STATE_AFTER / R_WAIT: the write */
+    uint64_t seq;
+    /* get_many / scan */
+    sr_many_t *many;
+    size_t idx;
+    sr_scan_t *scan;
+    unsigned scan_node;
+};
+
+struct sr_store {
+    crdt_store_t base;
+    crdt_store_redis_config_t cfg;
+    const gw_evloop_t *loop;
+    gw_timer_t *timer;
+    crdt_hlc_t hlc;
+
+    sr_addr_t seeds[SR_SEEDS_MAX];
+    int nseeds;
+    sr_node_t *nodes[SR_MAX_NODES];
+    int nnodes;
+    uint16_t slot_node[CRDTM_SLOTS];
+    int ready;        /* 1 ready, 0 discovering, -1 last discovery failed */
+    int cluster;      /* -1 unknown */
+    bool discovering; /* INFO/CLUSTER SLOTS in flight */
+    int disc_seed;    /* the seed being asked */
+    unsigned disc_fails;
+    uint64_t disc_retry_at;
+    bool refresh_inflight;
+    uint64_t refresh_due; /* 0: none */
+
+    sr_req_t *wait_head, *wait_tail; /* queued until the topology is known */
+    size_t nwaiting;
+
+    /* seqs: window of completed flags for seqs durable+1 .. last */
+    uint64_t last_seq, durable_seq, durable_told;
+    uint8_t *win;
+    size_t win_off, win_len, win_cap;
+
+    char err[320]; /* the current problem (NULL through last_error when healthy) */
+    bool err_set;
+    uint64_t err_at; /* when: a problem stays reported for SR_ERR_HOLD_MS at least */
+    int depth;       /* nesting of hiredis callbacks we are in */
+    bool closing;
+    uint64_t writes, noops;
+    sr_log_t *logs;
+    size_t nlogs, cap_logs;
+    bool logpos_loaded, logpos_busy, logpos_dirty; /* the saved positions (mark log-positions) */
+    bool logpos_found; /* a previous run saved some: logs unknown to it are read from the start */
+    uint64_t logpos_retry_at, logpos_saved_at;
+    sr_feed_ent_t *feed; /* ring of the last cfg.feed_max changes reported */
+    size_t feed_head, feed_len;
+    uint64_t feed_dropped; /* seq of the newest change dropped from the ring */
+    crdt_store_redis_stats_t rs;
+};
+
+static sr_store_t *srs(crdt_store_t *st)
+{
+    return (sr_store_t *)st;
+}
+
+static const sr_store_t *csrs(const crdt_store_t *st)
+{
+    return (const sr_store_t *)st;
+}
+
+static uint64_t now_ms(const sr_store_t *s)
+{
+    return s->loop->now_ms(s->loop->ctx);
+}
+
+static void set_err(sr_store_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(sr_store_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    va_end(ap);
+    s->err_set = true;
+    s->err_at = now_ms(s);
+}
+
+/* ---- requests ---------------------------------------------------------------------------------
+ */
+
+static sr_req_t *req_new(sr_store_t *s, req_kind_t kind, const char *verb, int argc,
+                         const char **argv, const size_t *lens)
+{
+    sr_req_t *q = calloc(1, sizeof(*q));
+    if (!q)
+        return NULL;
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    if (len < 0 || !cmd) {
+        free(q);
+        return NULL;
+    }
+    q->st = s;
+    q->kind = kind;
+    q->verb = verb;
+    q->cmd = cmd;
+    q->cmdlen = (size_t)len;
+    q->slot = SR_NO_NODE;
+    return q;
+}
+
+static void req_free(sr_req_t *q)
+{
+    if (!q)
+        return;
+    redisFreeCommand(q->cmd);
+    crdt_obj_free(q->delta);
+    free(q->key);
+    free(q);
+}
+
+static void inflight_link(sr_node_t *n, sr_req_t *q)
+{
+    q->prev = n->tail;
+    q->next = NULL;
+    if (n->tail)
+        n->tail->next = q;
+    else
+        n->head = q;
+    n->tail = q;
+    q->node = n;
+    q->linked = true;
+}
+
+static void inflight_unlink(sr_req_t *q)
+{
+    sr_node_t *n = q->node;
+    if (!q->linked || !n)
+        return;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        n->head = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    else
+        n->tail = q->prev;
+    q->prev = q->next = NULL;
+    q->linked = false;
+}
+
+static void req_fail(sr_req_t *q, int rc);
+static void req_dispatch(sr_store_t *s, sr_req_t *q);
+static void send_wait(sr_req_t *w);
+static void discovery_failed(sr_store_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+/* ---- seqs and durability ----------------------------------------------------------------------
+ */
+
+static uint64_t seq_assign(sr_store_t *s)
+{
+    if (s->win_off + s->win_len == s->win_cap) {
+        if (s->win_off > 0) {
+            memmove(s->win, s->win + s->win_off, s->win_len);
+            s->win_off = 0;
+        } else {
+            size_t cap = s->win_cap ? s->win_cap * 2 : 256;
+            uint8_t *w = realloc(s->win, cap);
+            if (!w)
+                return 0;
+            s->win = w;
+            s->win_cap = cap;
+        }
+    }
+    s->win[s->win_off + s->win_len++] = 0;
+    return ++s->last_seq;
+}
+
+static void tell_durable(sr_store_t *s)
+{
+    if (s->durable_seq != s->durable_told && s->base.ev.durable) {
+        s->durable_told = s->durable_seq;
+        s->base.ev.durable(s->base.ev.ud, s->durable_seq);
+    }
+}
+
+static void seq_complete(sr_store_t *s, uint64_t seq)
+{
+    if (seq <= s->durable_seq || seq > s->last_seq)
+        return;
+    s->win[s->win_off + (seq - s->durable_seq - 1)] = 1;
+    while (s->win_len && s->win[s->win_off]) {
+        s->win_off++;
+        s->win_len--;
+        s->durable_seq++;
+    }
+    if (s->win_len == 0)
+        s->win_off = 0;
+    tell_durable(s);
+}
+
+/* ---- connections: the hiredis adapter over gw_evloop_t ----------------------------------------
+ */
+
+static void free_all(sr_store_t *s);
+
+static void conn_io(void *ud, unsigned events)
+{
+    sr_conn_t *c = ud;
+    redisAsyncContext *ac = c->ac;
+    sr_node_t *n = c->node;
+    sr_store_t *s = n->st;
+    unsigned gen = n->gen;
+    /* hiredis may free ac (and c, through the cleanup hook) inside either call */
+    s->depth++;
+    if (events & GW_EV_READ)
+        redisAsyncHandleRead(ac);
+    if ((events & GW_EV_WRITE) && !s->closing && n->gen == gen && n->conn)
+        redisAsyncHandleWrite(ac);
+    if (--s->depth == 0 && s->closing)
+        free_all(s); /* closed from inside a completion: hiredis is done with every context */
+}
+
+static void conn_want(sr_conn_t *c, unsigned want)
+{
+    const gw_evloop_t *l = c->node->st->loop;
+    c->want = want;
+    if (c->w)
+        l->want(l->ctx, c->w, want);
+    else if (want)
+        c->w = l->watch(l->ctx, c->ac->c.fd, want, conn_io, c);
+}
+
+static void ev_add_read(void *p)
+{
+    sr_conn_t *c = p;
+    conn_want(c, c->want | GW_EV_READ);
+}
+
+static void ev_del_read(void *p)
+{
+    sr_conn_t *c = p;
+    conn_want(c, c->want & ~(unsigned)GW_EV_READ);
+}
+
+static void ev_add_write(void *p)
+{
+    sr_conn_t *c = p;
+    conn_want(c, c->want | GW_EV_WRITE);
+}
+
+static void ev_del_write(void *p)
+{
+    sr_conn_t *c = p;
+    conn_want(c, c->want & ~(unsigned)GW_EV_WRITE);
+}
+
+static void node_lost(sr_node_t *n, const char *why);
+
+/* hiredis frees a context: after its pending callbacks (reply NULL), before its disconnect
+ * callback, on every path (closed by the server, an I/O or protocol error, a failed connect, our
+ * own redisAsyncFree). A node still pointing at the connection learns here that it is gone. */
+static void ev_cleanup(void *p)
+{
+    sr_conn_t *c = p;
+    sr_node_t *n = c->node;
+    const gw_evloop_t *l = n->st->loop;
+    if (c->w)
+        l->unwatch(l->ctx, c->w);
+    c->w = NULL;
+    if (n->conn == c) {
+        char why[200];
+        snprintf(why, sizeof(why), "connection lost: %s",
+                 c->ac->errstr[0] ? c->ac->errstr : "closed by the server");
+        node_lost(n, why);
+    }
+    c->ac->ev.data = NULL; /* the disconnect callback comes after this */
+    free(c);
+}
+
+static uint64_t backoff_ms(const sr_store_t *s, unsigned fails)
+{
+    uint64_t d = s->cfg.backoff_min_ms;
+    for (unsigned i = 1; i < fails && d < s->cfg.backoff_max_ms; i++)
+        d *= 2;
+    if (d > s->cfg.backoff_max_ms)
+        d = s->cfg.backoff_max_ms;
+    /* jitter: 50% .. 100% of the step, so gateways do not reconnect in lockstep */
+    return d / 2 + (uint64_t)rand() % (d / 2 + 1);
+}
+
+/* Bookkeeping of a node that stopped answering: down until its backoff passed; in a cluster the
+ * slot map is reloaded (a replica may be taking over). The connection is not touched. */
+static void node_lost(sr_node_t *n, const char *why)
+{
+    sr_store_t *s = n->st;
+    if (why != n->why)
+        snprintf(n->why, sizeof(n->why), "%s", why);
+    n->conn = NULL;
+    n->fails++;
+    n->retry_at = now_ms(s) + backoff_ms(s, n->fails);
+    n->state = N_DOWN;
+    set_err(s, "redis %s:%d: %s", n->addr.host, n->addr.port, n->why);
+    if (s->cluster == 1 && !s->refresh_due)
+        s->refresh_due = now_ms(s) + s->cfg.backoff_min_ms;
+}
+
+/* The node is down (why); its connection, if any, is dropped: every command in flight on it
+ * completes with CRDT_EUNAVAIL. */
+static void node_down(sr_node_t *n, const char *why)
+{
+    sr_conn_t *c = n->conn;
+    node_lost(n, why);
+    if (c)
+        redisAsyncFree(c->ac); /* calls the pending callbacks with NULL, then the cleanup hook */
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    sr_conn_t *c = ac->ev.data;
+    if (!c || c->node->conn != c)
+        return;
+    sr_node_t *n = c->node;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this callback */
+        char why[200];
+        snprintf(why, sizeof(why), "cannot connect: %s", ac->errstr[0] ? ac->errstr : "error");
+        node_lost(n, why);
+        return;
+    }
+    n->state = N_UP;
+    n->fails = 0;
+    n->why[0] = '\0';
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    /* the cleanup hook ran before and did the bookkeeping */
+    (void)ac, (void)status;
+}
+
+/* A connection to n, starting one when n is down and its backoff has passed; false (n->why says
+ * why) when n cannot take commands now. */
+static bool node_ensure(sr_node_t *n)
+{
+    if (n->conn)
+        return true;
+    sr_store_t *s = n->st;
+    uint64_t now = now_ms(s);
+    if (n->fails && now < n->retry_at)
+        return false;
+    redisAsyncContext *ac = redisAsyncConnect(n->addr.host, n->addr.port);
+    if (!ac || ac->err) {
+        char why[200];
+        snprintf(why, sizeof(why), "cannot connect: %s",
+                 ac && ac->errstr[0] ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        node_down(n, why);
+        return false;
+    }
+    sr_conn_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        redisAsyncFree(ac);
+        node_down(n, "out of memory");
+        return false;
+    }
+    sr_reader_limit(ac->c.reader, &c->budget);
+    c->node = n;
+    c->ac = ac;
+    ac->ev.data = c;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    n->conn = c;
+    n->gen++;
+    if (n->fails)
+        s->rs.reconnects++;
+    n->state = N_CONNECTING;
+    n->since = now;
+    /* the non-blocking connect completes when the socket becomes writable */
+    ev_add_write(c);
+    ev_add_read(c);
+    return true;
+}
+
+static sr_node_t *node_get(sr_store_t *s, const sr_addr_t *a, int *idx)
+{
+    for (int i = 0; i < s->nnodes; i++)
+        if (s->nodes[i]->addr.port == a->port && strcmp(s->nodes[i]->addr.host, a->host) == 0) {
+            if (idx)
+                *idx = i;
+            return s->nodes[i];
+        }
+    if (s->nnodes == SR_MAX_NODES)
+        return NULL;
+    sr_node_t *n = calloc(1, sizeof(*n));
+    if (!n)
+        return NULL;
+    n->st = s;
+    n->addr = *a;
+    if (idx)
+        *idx = s->nnodes;
+    s->nodes[s->nnodes++] = n;
+    return n;
+}
+
+/* ---- sending ----------------------------------------------------------------------------------
+ */
+
+static bool send_on(sr_store_t *s, sr_req_t *q, sr_node_t *n, bool asking)
+{
+    if (!node_ensure(n)) {
+        s->rs.fail_fast++;
+        set_err(s, "redis %s:%d is unreachable: %s", n->addr.host, n->addr.port, n->why);
+        return false;
+    }
+    if (asking && redisAsyncCommand(n->conn->ac, NULL, NULL, "ASKING") != REDIS_OK)
+        return false;
+    if (redisAsyncFormattedCommand(n->conn->ac, on_reply, q, q->cmd, q->cmdlen) != REDIS_OK)
+        return false;
+    q->sent_ms = now_ms(s);
+    /* WAIT blocks the connection for up to its own timeout */
+    q->deadline = q->sent_ms + s->cfg.timeout_ms + (q->kind == R_WAIT ? s->cfg.wait_timeout_ms : 0);
+    inflight_link(n, q);
+    s->rs.sent++;
+    return true;
+}
+
+static void wait_push(sr_store_t *s, sr_req_t *q)
+{
+    q->prev = s->wait_tail;
+    q->next = NULL;
+    if (s->wait_tail)
+        s->wait_tail->next = q;
+    else
+        s->wait_head = q;
+    s->wait_tail = q;
+    s->nwaiting++;
+    q->sent_ms = now_ms(s);
+}
+
+/* Sends q where its slot lives, or queues it while the topology is unknown; completes it with
+ * CRDT_EUNAVAIL when that node cannot be reached now. */
+static void req_dispatch(sr_store_t *s, sr_req_t *q)
+{
+    sr_node_t *n = q->fixed;
+    if (!n) {
+        if (s->ready != 1) {
+            if (s->nwaiting >= s->cfg.max_pending) {
+                set_err(s, "too many operations waiting for the Redis topology (%zu)", s->nwaiting);
+                req_fail(q, CRDT_EUNAVAIL);
+                return;
+            }
+            wait_push(s, q);
+            return;
+        }
+        uint16_t i = s->slot_node[q->slot];
+        if (i == SR_NO_NODE || i >= s->nnodes) {
+            s->rs.fail_fast++;
+            set_err(s, "slot %u is not served by any node of the cluster's slot map", q->slot);
+            if (!s->refresh_due)
+                s->refresh_due = now_ms(s);
+            req_fail(q, CRDT_EUNAVAIL);
+            return;
+        }
+        n = s->nodes[i];
+    }
+    if (!send_on(s, q, n, false))
+        req_fail(q, CRDT_EUNAVAIL);
+}
+
+static void route(sr_req_t *q, const void *key, size_t klen)
+{
+    q->slot = crdtm_keyslot(key, klen);
+}
+
+/* ---- completions ------------------------------------------------------------------------------
+ */
+
+static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
+{
+    if (rc < 0 && m->rc == 0)
+        m->rc = rc;
+    if (obj)
+        m->objs[idx] = obj;
+    if (--m->left)
+        return;
+    if (m->rc < 0)
+        m->cb(m->ud, m->rc, NULL, 0);
+    else
+        m->cb(m->ud, 0, (const crdt_obj_t *const *)m->objs, m->n);
+    for (size_t i = 0; i < m->n; i++)
+        crdt_obj_free(m->objs[i]);
+    free(m->objs);
+    free(m);
+}
+
+static void scan_finish(sr_scan_t *sc)
+{
+    if (sc->left)
+        return;
+    sc->done(sc->ud, sc->rc, sc->rc < 0 ? 0 : sc->next);
+    free(sc);
+}
+
+/* Completes a write whose outcome is known: rc 1 changed (q->seq assigned), 0 no-op, < 0. */
+static void write_finish(sr_req_t *q)
+{
+    sr_store_t *s = q->st;
+    if (q->rc > 0)
+        s->writes++;
+    else if (q->rc == 0)
+        s->noops++;
+    if (q->cb)
+        ((crdt_store_write_cb)q->cb)(q->ud, q->rc, q->rc > 0 ? q->seq : 0);
+    if (q->seq)
+        seq_complete(s, q->seq);
+    req_free(q);
+}
+
+static void follow_read_done(sr_node_t *n)
+{
+    if (n->follow_reads && --n->follow_reads)
+        return;
+    n->follow_busy = false;
+    n->follow_next = now_ms(n->st) + (n->follow_more ? 0 : n->st->cfg.follow_poll_ms);
+    n->follow_more = false;
+}
+
+static void req_fail(sr_req_t *q, int rc)
+{
+    sr_store_t *s = q->st;
+    switch (q->kind) {
+    case R_GET: ((crdt_store_get_cb)q->cb)(q->ud, rc, NULL); break;
+    case R_MANY: many_part(q->many, q->idx, rc, NULL); break;
+    case R_WRITE:
+        q->rc = rc;
+        write_finish(q);
+        return;
+    case R_STATE_AFTER: {
+        /* the write was applied; only its change event is lost */
+        sr_req_t *w = q->parent;
+        q->parent = NULL;
+        w->seq = seq_assign(s);
+        send_wait(w);
+        break;
+    }
+    case R_WAIT: {
+        /* applied, but not known to be replicated: the caller hears it failed */
+        sr_req_t *w = q->parent;
+        q->parent = NULL;
+        w->rc = rc;
+        write_finish(w);
+        break;
+    }
+    case R_FP: ((crdt_store_fp_cb)q->cb)(q->ud, rc, 0); break;
+    case R_MARK_GET: ((crdt_store_mark_cb)q->cb)(q->ud, rc, NULL, 0); break;
+    case R_MARK_PUT:
+        if (q->cb)
+            ((crdt_store_status_cb)q->cb)(q->ud, rc);
+        break;
+    case R_SCAN:
+    case R_SCAN_STATE:
+        if (q->scan->rc == 0)
+            q->scan->rc = rc;
+        q->scan->left--;
+        scan_finish(q->scan);
+        break;
+    case R_INFO:
+        discovery_failed(s, "redis %s:%d: discovery failed: %s", q->node ? q->node->addr.host : "?",
+                         q->node ? q->node->addr.port : 0, q->node ? q->node->why : "");
+        break;
+    case R_LOG_LIST:
+        q->fixed->follow_busy = false;
+        q->fixed->follow_next = now_ms(s) + s->cfg.backoff_max_ms;
+        break;
+    case R_LOG_READ: follow_read_done(q->fixed); break;
+    case R_SLOTS:
+        s->refresh_inflight = false;
+        if (s->ready != 1)
+            discovery_failed(s, "redis %s:%d: CLUSTER SLOTS not answered: %s",
+                             q->node ? q->node->addr.host : "?", q->node ? q->node->addr.port : 0,
+                             q->node ? q->node->why : "");
+        else if (!s->refresh_due)
+            s->refresh_due = now_ms(s) + 250;
+        break;
+    }
+    req_free(q);
+}
+
+/* An error reply (not a redirect) as a CRDT code, with last_error set for the ones that say the
+ * store cannot serve. */
+static int reply_error_code(sr_store_t *s, const sr_req_t *q, const redisReply *r)
+{
+    const char *e = r->str ? r->str : "";
+    if (strncmp(e, "WRONGTYPE", 9) == 0)
+        return CRDT_ETYPE;
+    if (strncmp(e, "CLUSTERDOWN", 11) == 0 || strncmp(e, "TRYAGAIN", 8) == 0 ||
+        strncmp(e, "LOADING", 7) == 0 || strncmp(e, "MASTERDOWN", 10) == 0 ||
+        strncmp(e, "READONLY", 8) == 0 || strncmp(e, "BUSY", 4) == 0) {
+        set_err(s, "redis %s:%d: %s: %.160s", q->node ? q->node->addr.host : "?",
+                q->node ? q->node->addr.port : 0, q->verb, e);
+        if (s->cluster == 1 && !s->refresh_due)
+            s->refresh_due = now_ms(s) + s->cfg.backoff_min_ms;
+        return CRDT_EUNAVAIL;
+    }
+    if (strncmp(e, "OOM", 3) == 0)
+        return CRDT_ELIMIT;
+    if (strstr(e, "bad payload") || strstr(e, "payload"))
+        return CRDT_EDECODE;
+    if (strncmp(e, "ERR unknown command", 19) == 0) {
+        set_err(s, "redis %s:%d does not know %s: is crdt.so loaded? (%.120s)",
+                q->node ? q->node->addr.host : "?", q->node ? q->node->addr.port : 0, q->verb, e);
+        return CRDT_EUNAVAIL;
+    }
+    set_err(s, "redis: %s: %.200s", q->verb, e);
+    return CRDT_EINVAL;
+}
+
+static int bad_reply(sr_store_t *s, const sr_req_t *q, const redisReply *r)
+{
+    static const char *const names[] = {"?",   "string", "array", "integer",
+                                        "nil", "status", "error"};
+    s->rs.bad_replies++;
+    set_err(s, "redis %s:%d: unexpected reply to %s: %s", q->node ? q->node->addr.host : "?",
+            q->node ? q->node->addr.port : 0, q->verb,
+            r->type >= 1 && r->type <= 6 ? names[r->type] : "unknown type");
+    return CRDT_EIO;
+}
+
+/* A CRDT.STATE reply into *obj (NULL for nil): 0 or a negative code. */
+static int decode_state(sr_store_t *s, const sr_req_t *q, const redisReply *r, crdt_obj_t **obj)
+{
+    *obj = NULL;
+    if (r->type == REDIS_REPLY_NIL)
+        return 0;
+    if (r->type != REDIS_REPLY_STRING)
+        return bad_reply(s, q, r);
+    crdt_error_t err = {0};
+    *obj = crdt_obj_decode(r->str, r->len, &err);
+    if (!*obj) {
+        s->rs.bad_replies++;
+        set_err(s, "redis: %s returned a state libcrdt cannot decode: %s", q->verb, err.text);
+        return err.code ? err.code : CRDT_EDECODE;
+    }
+    return 0;
+}
+
+static void after_change(sr_req_t *w);
+
+static void handle_write_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_INTEGER) {
+        q->rc = bad_reply(s, q, r);
+        write_finish(q);
+        return;
+    }
+    if (q->incr)
+        q->rc = q->n != 0;
+    else
+        q->rc = r->integer > 0;
+    if (q->rc <= 0) {
+        write_finish(q);
+        return;
+    }
+    after_change(q);
+}
+
+static sr_req_t *child_of(sr_req_t *w, req_kind_t kind, const char *verb, int argc,
+                          const char **argv, const size_t *lens)
+{
+    sr_req_t *c = req_new(w->st, kind, verb, argc, argv, lens);
+    if (!c)
+        return NULL;
+    c->parent = w;
+    c->fixed = w->node; /* the node that applied the write */
+    return c;
+}
+
+static void send_wait(sr_req_t *w)
+{
+    sr_store_t *s = w->st;
+    if (!s->cfg.wait_replicas) {
+        write_finish(w);
+        return;
+    }
+    char nb[16], tb[16];
+    snprintf(nb, sizeof(nb), "%u", s->cfg.wait_replicas);
+    snprintf(tb, sizeof(tb), "%u", s->cfg.wait_timeout_ms);
+    const char *argv[] = {"WAIT", nb, tb};
+    size_t lens[] = {4, strlen(nb), strlen(tb)};
+    sr_req_t *c = child_of(w, R_WAIT, "WAIT", 3, argv, lens);
+    if (!c) {
+        w->rc = CRDT_ENOMEM;
+        write_finish(w);
+        return;
+    }
+    req_dispatch(s, c);
+}
+
+static void feed_append(sr_store_t *s, const void *key, size_t klen, uint64_t seq);
+
+static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
+{
+    sr_store_t *s = w->st;
+    if (s->cfg.follow_logs)
+        return; /* the change comes back from the log */
+    feed_append(s, w->key, w->klen, w->seq);
+    if (s->base.ev.change && delta)
+        s->base.ev.change(s->base.ev.ud, w->key, w->klen, w->seq, delta, w->origin);
+}
+
+/* Redis applied the write w: number it, tell the change event, wait for replicas if asked. For a
+ * typed command the change event carries the key's state read right after (a state is a valid
+ * delta: joins are idempotent), read on the same connection so it follows the write. */
+static void after_change(sr_req_t *w)
+{
+    sr_store_t *s = w->st;
+    if (!w->delta && s->base.ev.change && !s->cfg.follow_logs) {
+        const char *argv[] = {"CRDT.STATE", w->key};
+        size_t lens[] = {10, w->klen};
+        sr_req_t *c = child_of(w, R_STATE_AFTER, "CRDT.STATE", 2, argv, lens);
+        if (c) {
+            req_dispatch(s, c);
+            return;
+        }
+    }
+    w->seq = seq_assign(s);
+    fire_change(w, w->delta);
+    send_wait(w);
+}
+
+static void handle_state_after(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_req_t *w = q->parent;
+    q->parent = NULL;
+    crdt_obj_t *obj = NULL;
+    int rc = decode_state(s, q, r, &obj);
+    w->seq = seq_assign(s);
+    if (rc == 0)
+        fire_change(w, obj);
+    crdt_obj_free(obj);
+    send_wait(w);
+}
+
+static void handle_wait(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_req_t *w = q->parent;
+    q->parent = NULL;
+    if (r->type != REDIS_REPLY_INTEGER) {
+        w->rc = bad_reply(s, q, r);
+    } else if (r->integer < (long long)s->cfg.wait_replicas) {
+        set_err(s, "redis %s:%d: WAIT %u: only %lld replicas acknowledged within %u ms",
+                q->node->addr.host, q->node->addr.port, s->cfg.wait_replicas, r->integer,
+                s->cfg.wait_timeout_ms);
+        w->rc = CRDT_EUNAVAIL;
+    }
+    write_finish(w);
+}
+
+static void discovery_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+
+static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR && (q->kind == R_LOG_LIST || q->kind == R_LOG_READ)) {
+        /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
+        set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
+                r->str ? r->str : "error");
+        req_fail(q, CRDT_EUNAVAIL);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && q->kind != R_INFO && q->kind != R_SLOTS) {
+        req_fail(q, reply_error_code(s, q, r));
+        return;
+    }
+    crdt_obj_t *obj = NULL;
+    int rc;
+    switch (q->kind) {
+    case R_GET:
+        rc = decode_state(s, q, r, &obj);
+        ((crdt_store_get_cb)q->cb)(q->ud, rc, obj);
+        crdt_obj_free(obj);
+        break;
+    case R_MANY:
+        rc = decode_state(s, q, r, &obj);
+        many_part(q->many, q->idx, rc, obj);
+        break;
+    case R_WRITE:
+        handle_write_reply(s, q, r);
+        q = NULL; /* owned by the write path now */
+        break;
+    case R_STATE_AFTER: handle_state_after(s, q, r); break;
+    case R_WAIT: handle_wait(s, q, r); break;
+    case R_FP:
+        rc = decode_state(s, q, r, &obj);
+        if (rc == 0 && !obj) {
+            ((crdt_store_fp_cb)q->cb)(q->ud, CRDT_EINVAL, 0);
+        } else if (rc < 0) {
+            ((crdt_store_fp_cb)q->cb)(q->ud, rc, 0);
+        } else {
+            /* the hash of the bytes Redis holds: they are the canonical encoding */
+            ((crdt_store_fp_cb)q->cb)(q->ud, 0, crdt_hash64(r->str, r->len, SR_FP_SEED));
+        }
+        crdt_obj_free(obj);
+        break;
+    case R_MARK_GET:
+        if (r->type == REDIS_REPLY_NIL)
+            ((crdt_store_mark_cb)q->cb)(q->ud, 0, NULL, 0);
+        else if (r->type == REDIS_REPLY_STRING)
+            ((crdt_store_mark_cb)q->cb)(q->ud, 0, r->len ? r->str : NULL, r->len);
+        else
+            ((crdt_store_mark_cb)q->cb)(q->ud, bad_reply(s, q, r), NULL, 0);
+        break;
+    case R_MARK_PUT:
+        rc = r->type == REDIS_REPLY_STATUS ? 0 : bad_reply(s, q, r);
+        if (q->cb)
+            ((crdt_store_status_cb)q->cb)(q->ud, rc);
+        break;
+    case R_SCAN: scan_reply(s, q, r); break;
+    case R_SCAN_STATE: {
+        sr_scan_t *sc = q->scan;
+        rc = decode_state(s, q, r, &obj);
+        if (rc < 0 && sc->rc == 0)
+            sc->rc = rc;
+        if (obj && !sc->stop && sc->rc == 0 && sc->each(sc->ud, q->key, q->klen, obj))
+            sc->stop = true;
+        crdt_obj_free(obj);
+        sc->left--;
+        scan_finish(sc);
+        break;
+    }
+    case R_INFO: discovery_reply(s, q, r); break;
+    case R_SLOTS: slots_reply(s, q, r); break;
+    case R_LOG_LIST: log_list_reply(s, q, r); break;
+    case R_LOG_READ: log_read_reply(s, q, r); break;
+    }
+    req_free(q);
+}
+
+static void follow_redirect(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    bool ask = false;
+    unsigned slot = 0;
+    sr_addr_t to;
+    int k = sr_parse_redirect(r->str, r->len, &ask, &slot, &to);
+    if (k < 0) {
+        s->rs.bad_replies++;
+        set_err(s, "redis: malformed redirect to %s: %.120s", q->verb, r->str);
+        req_fail(q, CRDT_EIO);
+        return;
+    }
+    if (++q->redirects > s->cfg.max_redirects) {
+        set_err(s, "redis: %s redirected more than %u times (last: %.120s)", q->verb,
+                s->cfg.max_redirects, r->str);
+        req_fail(q, CRDT_EUNAVAIL);
+        return;
+    }
+    int idx = -1;
+    sr_node_t *n = node_get(s, &to, &idx);
+    if (!n) {
+        set_err(s, "redis: too many cluster nodes (more than %d)", SR_MAX_NODES);
+        req_fail(q, CRDT_EUNAVAIL);
+        return;
+    }
+    if (ask) {
+        s->rs.redirects_ask++;
+    } else {
+        s->rs.redirects_moved++;
+        s->slot_node[slot] = (uint16_t)idx;
+        if (!s->refresh_due)
+            s->refresh_due = now_ms(s); /* the map is stale: reload it soon, once */
+    }
+    if (!send_on(s, q, n, ask))
+        req_fail(q, CRDT_EUNAVAIL);
+}
+
+/* Frees q without completing anything (the store is closing), with the aggregates it holds. */
+static void req_drop(sr_req_t *q)
+{
+    if (q->parent)
+        req_free(q->parent);
+    if (q->many && --q->many->left == 0) {
+        for (size_t i = 0; i < q->many->n; i++)
+            crdt_obj_free(q->many->objs[i]);
+        free(q->many->objs);
+        free(q->many);
+    }
+    if (q->scan && --q->scan->left == 0)
+        free(q->scan);
+    req_free(q);
+}
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    sr_req_t *q = priv;
+    sr_store_t *s = q->st;
+    redisReply *r = reply;
+    inflight_unlink(q);
+    if (s->closing) {
+        req_drop(q);
+        return;
+    }
+    s->depth++;
+    s->rs.replies += r != NULL;
+    if (!r) {
+        sr_node_t *n = q->node;
+        if (n && n->conn && n->conn->ac == ac) {
+            char why[200];
+            snprintf(why, sizeof(why), "connection lost: %s",
+                     ac->errstr[0] ? ac->errstr : "closed");
+            node_lost(n, why); /* hiredis is freeing ac: later sends fail fast */
+        }
+        set_err(s, "redis %s:%d: %s (%s not answered%s)", n ? n->addr.host : "?",
+                n ? n->addr.port : 0, n ? n->why : "connection lost", q->verb,
+                q->kind == R_WRITE ? "; the write's outcome is unknown" : "");
+        req_fail(q, CRDT_EUNAVAIL);
+    } else if (r->type == REDIS_REPLY_ERROR && r->str &&
+               (strncmp(r->str, "MOVED ", 6) == 0 || strncmp(r->str, "ASK ", 4) == 0) &&
+               (q->fixed == NULL || q->kind == R_SCAN_STATE)) {
+        follow_redirect(s, q, r);
+    } else {
+        handle_reply(s, q, r);
+    }
+    s->depth--;
+}
+
+/* ---- topology ---------------------------------------------------------------------------------
+ */
+
+static void flush_waiting(sr_store_t *s, int rc)
+{
+    sr_req_t *q = s->wait_head;
+    s->wait_head = s->wait_tail = NULL;
+    s->nwaiting = 0;
+    while (q) {
+        sr_req_t *nx = q->next;
+        q->prev = q->next = NULL;
+        if (rc < 0)
+            req_fail(q, rc);
+        else
+            req_dispatch(s, q);
+        q = nx;
+    }
+}
+
+static void discovery_failed(sr_store_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->err, sizeof(s->err), fmt, ap);
+    va_end(ap);
+    s->err_set = true;
+    s->err_at = now_ms(s);
+    s->discovering = false;
+    if (s->ready != 1) {
+        s->ready = -1;
+        s->disc_fails++;
+        s->disc_seed = (s->disc_seed + 1) % s->nseeds;
+        s->disc_retry_at = now_ms(s) + backoff_ms(s, s->disc_fails);
+        flush_waiting(s, CRDT_EUNAVAIL);
+    }
+}
+
+static void send_to(sr_store_t *s, sr_node_t *n, req_kind_t kind, const char *verb, int argc,
+                    const char **argv)
+{
+    size_t lens[4];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    sr_req_t *q = req_new(s, kind, verb, argc, argv, lens);
+    if (!q)
+        return;
+    q->fixed = n;
+    if (!send_on(s, q, n, false)) {
+        if (kind == R_SLOTS)
+            s->refresh_inflight = false;
+        if (kind == R_INFO)
+            discovery_failed(s, "redis %s:%d is unreachable: %s", n->addr.host, n->addr.port,
+                             n->why);
+        req_free(q);
+    }
+}
+
+static void become_ready(sr_store_t *s)
+{
+    s->ready = 1;
+    s->discovering = false;
+    s->disc_fails = 0;
+    s->err_set = false;
+    flush_waiting(s, 0);
+}
+
+/* INFO (server + cluster + crdt) of a seed: is crdt.so loaded, is this a cluster. */
+static void discovery_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->node;
+    if (r->type == REDIS_REPLY_ERROR) {
+        discovery_failed(s, "redis %s:%d: INFO: %.200s", n->addr.host, n->addr.port,
+                         r->str ? r->str : "");
+        return;
+    }
+    if (r->type != REDIS_REPLY_STRING) {
+        s->rs.bad_replies++;
+        discovery_failed(s, "redis %s:%d: INFO did not answer a string: is this a Redis server?",
+                         n->addr.host, n->addr.port);
+        return;
+    }
+    char v[64];
+    if (!sr_info_field(r, "crdt_node_id", v, sizeof(v))) {
+        discovery_failed(s, "redis %s:%d: crdt.so is not loaded (INFO has no crdt_node_id)",
+                         n->addr.host, n->addr.port);
+        return;
+    }
+    bool cl = sr_info_field(r, "cluster_enabled", v, sizeof(v)) && strcmp(v, "1") == 0;
+    s->cluster = cl;
+    if (!cl) {
+        int idx = 0;
+        for (int i = 0; i < s->nnodes; i++)
+            if (s->nodes[i] == n)
+                idx = i;
+        for (unsigned i = 0; i < CRDTM_SLOTS; i++)
+            s->slot_node[i] = (uint16_t)idx;
+        become_ready(s);
+        return;
+    }
+    const char *argv[] = {"CLUSTER", "SLOTS"};
+    s->refresh_inflight = true;
+    send_to(s, n, R_SLOTS, "CLUSTER SLOTS", 2, argv);
+    if (!s->refresh_inflight)
+        discovery_failed(s, "redis %s:%d: cannot send CLUSTER SLOTS", n->addr.host, n->addr.port);
+}
+
+static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    s->refresh_inflight = false;
+    s->rs.slot_refreshes++;
+    sr_range_t *ranges = malloc(sizeof(*ranges) * CRDTM_SLOTS);
+    char why[160];
+    int n =
+        ranges ? sr_parse_slots(r, q->node->addr.host, ranges, CRDTM_SLOTS, why, sizeof(why)) : -1;
+    if (n < 0) {
+        if (!ranges)
+            snprintf(why, sizeof(why), "out of memory");
+        if (r->type == REDIS_REPLY_ERROR)
+            snprintf(why, sizeof(why), "%.150s", r->str ? r->str : "error");
+        else
+            s->rs.bad_replies++;
+        free(ranges);
+        if (s->ready != 1)
+            discovery_failed(s, "redis %s:%d: CLUSTER SLOTS: %s", q->node->addr.host,
+                             q->node->addr.port, why);
+        else
+            s->refresh_due = now_ms(s) + s->cfg.backoff_max_ms;
+        return;
+    }
+    uint16_t map[CRDTM_SLOTS];
+    for (unsigned i = 0; i < CRDTM_SLOTS; i++)
+        map[i] = SR_NO_NODE;
+    bool full = true;
+    for (int i = 0; i < n; i++) {
+        int idx = -1;
+        if (!node_get(s, &ranges[i].addr, &idx))
+            continue;
+        for (unsigned sl = ranges[i].lo; sl <= ranges[i].hi; sl++)
+            map[sl] = (uint16_t)idx;
+    }
+    for (unsigned i = 0; i < CRDTM_SLOTS; i++)
+        full = full && map[i] != SR_NO_NODE;
+    memcpy(s->slot_node, map, sizeof(map));
+    free(ranges);
+    /* keep refreshing while part of the map is missing or a mapped node is down (failover) */
+    bool down = !full;
+    for (unsigned i = 0; i < CRDTM_SLOTS && !down; i++)
+        down = s->nodes[map[i]]->state == N_DOWN && s->nodes[map[i]]->fails > 0;
+    s->refresh_due = down ? now_ms(s) + 250 : 0;
+    if (s->ready != 1)
+        become_ready(s);
+}
+
+static void start_discovery(sr_store_t *s)
+{
+    int idx = -1;
+    sr_node_t *n = node_get(s, &s->seeds[s->disc_seed], &idx);
+    if (!n)
+        return;
+    s->discovering = true;
+    if (s->ready == -1)
+        s->ready = 0;
+    const char *argv[] = {"INFO", "everything"};
+    send_to(s, n, R_INFO, "INFO", 2, argv);
+}
+
+/* A node other than the failed ones to ask CLUSTER SLOTS: an up one first, else the next seed. */
+static void refresh_slots(sr_store_t *s)
+{
+    sr_node_t *pick = NULL;
+    for (int i = 0; i < s->nnodes && !pick; i++)
+        if (s->nodes[i]->state == N_UP)
+            pick = s->nodes[i];
+    for (int i = 0; i < s->nnodes && !pick; i++)
+        if (!s->nodes[i]->fails || now_ms(s) >= s->nodes[i]->retry_at)
+            pick = s->nodes[i];
+    if (!pick) {
+        s->refresh_due = now_ms(s) + 250;
+        return;
+    }
+    s->refresh_due = 0;
+    s->refresh_inflight = true;
+    const char *argv[] = {"CLUSTER", "SLOTS"};
+    send_to(s, pick, R_SLOTS, "CLUSTER SLOTS", 2, argv);
+}
+
+/* ---- following the change logs ----------------------------------------------------------------
+ */
+
+static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, bool *added)
+{
+    *added = false;
+    for (size_t i = 0; i < s->nlogs; i++)
+        if (strlen(s->logs[i].name) == len && memcmp(s->logs[i].name, name, len) == 0)
+            return &s->logs[i];
+    if (s->nlogs == s->cap_logs) {
+        size_t cap = s->cap_logs ? s->cap_logs * 2 : 64;
+        sr_log_t *p = realloc(s->logs, cap * sizeof(*p));
+        if (!p)
+            return NULL;
+        s->logs = p;
+        s->cap_logs = cap;
+    }
+    sr_log_t *l = &s->logs[s->nlogs++];
+    memset(l, 0, sizeof(*l));
+    memcpy(l->name, name, len);
+    *added = true;
+    return l;
+}
+
+static void follow_send_read(sr_store_t *s, sr_node_t *n, size_t idx)
+{
+    char cnt[16];
+    snprintf(cnt, sizeof(cnt), "%u", s->cfg.follow_count);
+    const char *argv[] = {"CRDT.LOG.READ", s->logs[idx].name, s->logs[idx].pos, cnt};
+    size_t lens[] = {13, strlen(argv[1]), strlen(argv[2]), strlen(cnt)};
+    sr_req_t *q = req_new(s, R_LOG_READ, "CRDT.LOG.READ", 4, argv, lens);
+    if (!q)
+        return;
+    q->fixed = n;
+    q->idx = idx;
+    n->follow_reads++;
+    if (!send_on(s, q, n, false))
+        req_fail(q, CRDT_EUNAVAIL);
+}
+
+static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    n->follow_busy = false;
+    n->follow_next = now_ms(s) + s->cfg.follow_poll_ms;
+    if (r->type != REDIS_REPLY_ARRAY) {
+        bad_reply(s, q, r);
+        return;
+    }
+    for (size_t i = 0; i < s->nlogs; i++)
+        if (s->logs[i].node == n)
+            s->logs[i].node = NULL;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element ? r->element[i] : NULL;
+        uint64_t epoch;
+        unsigned slot;
+        if (!e || e->type != REDIS_REPLY_STRING || !e->str || e->len >= CRDTM_LOG_NAME_MAX ||
+            !crdtm_log_name_parse(e->str, e->len, &epoch, &slot))
+            continue; /* not a log name: skip it rather than send it back */
+        bool added;
+        sr_log_t *l = log_find_or_add(s, e->str, e->len, &added);
+        if (!l)
+            break;
+        /* a new gateway reads the logs there are at its start from their end; a log that
+         * appears later, or that a restarted gateway's saved positions do not know (created
+         * while it was down), is read from its start */
+        if (added)
+            snprintf(l->pos, sizeof(l->pos), "%s", n->listed || s->logpos_found ? "0" : "$");
+        l->node = n;
+    }
+    n->listed = true;
+    n->follow_busy = true;
+    n->follow_reads = 1; /* held while sending */
+    for (size_t i = 0; i < s->nlogs; i++)
+        if (s->logs[i].node == n)
+            follow_send_read(s, n, i);
+    follow_read_done(n);
+}
+
+static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    sr_log_t *l = q->idx < s->nlogs ? &s->logs[q->idx] : NULL;
+    char pos[CRDTM_POS_TEXT_MAX], why[160] = "log forgotten";
+    bool truncated = false;
+    size_t ne = 0;
+    if (!l || sr_parse_log_read(r, pos, sizeof(pos), &truncated, &ne, why, sizeof(why)) < 0) {
+        s->rs.bad_replies++;
+        set_err(s, "redis %s:%d: %s", n->addr.host, n->addr.port, why);
+        follow_read_done(n);
+        return;
+    }
+    if (truncated) {
+        s->rs.log_truncated++;
+        set_err(s,
+                "redis %s:%d: change log %s was trimmed past this store's position: changes "
+                "were missed (anti-entropy repairs them)",
+                n->addr.host, n->addr.port, l->name);
+    }
+    for (size_t i = 0; i < ne; i++) {
+        sr_log_entry_t e;
+        crdt_error_t err = {0};
+        crdt_obj_t *d = NULL;
+        if (!sr_log_entry(r, i, &e) || !(d = crdt_obj_decode(e.delta, e.dlen, &err))) {
+            s->rs.bad_replies++;
+            set_err(s, "redis %s:%d: a malformed entry in change log %s: %s", n->addr.host,
+                    n->addr.port, l->name, err.text[0] ? err.text : "not [id, key, delta]");
+            continue;
+        }
+        uint64_t seq = seq_assign(s);
+        s->rs.log_entries++;
+        feed_append(s, e.key, e.klen, seq);
+        if (s->base.ev.change)
+            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d, CRDT_ORIGIN_LOCAL);
+        crdt_obj_free(d);
+        seq_complete(s, seq);
+    }
+    if (strcmp(l->pos, pos) != 0) {
+        snprintf(l->pos, sizeof(l->pos), "%s", pos);
+        s->logpos_dirty = true;
+    }
+    if (ne >= s->cfg.follow_count)
+        n->follow_more = true;
+    follow_read_done(n);
+}
+
+/* ---- log positions kept across restarts: the mark "log-positions" ---------------------------- */
+
+#define LOGPOS_MARK "log-positions"
+#define LOGPOS_SAVE_MS 1000
+
+static void sr_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud);
+static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_t n,
+                        crdt_store_status_cb cb, void *ud);
+
+/* "name pos\n" per line; lines of another shape are skipped (the mark is ours, but Redis keeps it
+ * and anyone can SET it) */
+static void logpos_loaded(void *ud, int rc, const void *p, size_t n)
+{
+    sr_store_t *s = ud;
+    s->logpos_busy = false;
+    if (rc < 0) {
+        s->logpos_retry_at = now_ms(s) + s->cfg.backoff_max_ms;
+        return;
+    }
+    const char *b = p, *end = b ? b + n : NULL;
+    while (b && b < end) {
+        const char *eol = memchr(b, '\n', (size_t)(end - b));
+        const char *le = eol ? eol : end;
+        const char *sp = memchr(b, ' ', (size_t)(le - b));
+        uint64_t epoch;
+        unsigned slot;
+        crdtm_pos_t pos;
+        const char *why;
+        if (sp && (size_t)(sp - b) < CRDTM_LOG_NAME_MAX && (size_t)(le - sp - 1) > 0 &&
+            (size_t)(le - sp - 1) < CRDTM_POS_TEXT_MAX &&
+            crdtm_log_name_parse(b, (size_t)(sp - b), &epoch, &slot) &&
+            crdtm_pos_parse(sp + 1, (size_t)(le - sp - 1), &pos, &why) == 0) {
+            bool added;
+            sr_log_t *l = log_find_or_add(s, b, (size_t)(sp - b), &added);
+            if (l && added) {
+                memcpy(l->pos, sp + 1, (size_t)(le - sp - 1));
+                l->pos[le - sp - 1] = '\0';
+                s->rs.log_resumed++;
+            }
+        }
+        b = le + 1;
+    }
+    s->logpos_found = s->nlogs > 0;
+    s->logpos_loaded = true;
+}
+
+static void logpos_saved(void *ud, int rc)
+{
+    sr_store_t *s = ud;
+    s->logpos_busy = false;
+    if (rc < 0)
+        s->logpos_dirty = true;
+}
+
+static void logpos_save(sr_store_t *s)
+{
+    crdt_buf_t b = {0};
+    bool okb = true;
+    for (size_t i = 0; i < s->nlogs && okb; i++) {
+        const sr_log_t *l = &s->logs[i];
+        if (strcmp(l->pos, "$") == 0 || !l->pos[0])
+            continue; /* nothing read yet: nothing to resume */
+        okb = crdt_buf_append(&b, l->name, strlen(l->name)) == 0 &&
+              crdt_buf_append(&b, " ", 1) == 0 &&
+              crdt_buf_append(&b, l->pos, strlen(l->pos)) == 0 && crdt_buf_append(&b, "\n", 1) == 0;
+    }
+    if (okb) {
+        s->logpos_dirty = false;
+        s->logpos_busy = true;
+        s->logpos_saved_at = now_ms(s);
+        sr_mark_put(&s->base, LOGPOS_MARK, b.data, b.len, logpos_saved, s);
+    }
+    crdt_buf_free(&b);
+}
+
+/* Before following: the positions a previous run of this gateway (same node id) saved. */
+static bool logpos_ready(sr_store_t *s, uint64_t now)
+{
+    if (s->logpos_loaded)
+        return true;
+    if (!s->logpos_busy && now >= s->logpos_retry_at) {
+        s->logpos_busy = true;
+        sr_mark_get(&s->base, LOGPOS_MARK, logpos_loaded, s);
+    }
+    return s->logpos_loaded;
+}
+
+static void follow(sr_store_t *s, const bool *used, uint64_t now)
+{
+    if (!logpos_ready(s, now))
+        return;
+    for (int i = 0; i < s->nnodes; i++) {
+        sr_node_t *n = s->nodes[i];
+        if (!used[i] || n->follow_busy || now < n->follow_next || n->state != N_UP)
+            continue;
+        const char *argv[] = {"CRDT.LOG.LIST"};
+        size_t lens[] = {13};
+        sr_req_t *q = req_new(s, R_LOG_LIST, "CRDT.LOG.LIST", 1, argv, lens);
+        if (!q)
+            return;
+        q->fixed = n;
+        n->follow_busy = true;
+        if (!send_on(s, q, n, false))
+            req_fail(q, CRDT_EUNAVAIL);
+    }
+}
+
+static void housekeeping(sr_store_t *s)
+{
+    uint64_t now = now_ms(s);
+    /* reply and connect timeouts */
+    for (int i = 0; i < s->nnodes; i++) {
+        sr_node_t *n = s->nodes[i];
+        if (!n->conn)
+            continue;
+        if (n->state == N_CONNECTING && now - n->since > s->cfg.timeout_ms) {
+            s->rs.timeouts++;
+            node_down(n, "connect timed out");
+        } else if (n->head && now > n->head->deadline) {
+            s->rs.timeouts++;
+            char why[96];
+            snprintf(why, sizeof(why), "no reply within %u ms", s->cfg.timeout_ms);
+            node_down(n, why);
+        }
+    }
+    /* operations waiting for the topology do not wait forever */
+    while (s->wait_head && now - s->wait_head->sent_ms > s->cfg.timeout_ms) {
+        sr_req_t *q = s->wait_head;
+        s->wait_head = q->next;
+        if (!s->wait_head)
+            s->wait_tail = NULL;
+        s->nwaiting--;
+        q->next = NULL;
+        if (!s->err_set)
+            set_err(s, "the Redis topology is not known yet (discovery did not finish in %u ms)",
+                    s->cfg.timeout_ms);
+        req_fail(q, CRDT_EUNAVAIL);
+    }
+    if (s->ready != 1 && !s->discovering && now >= s->disc_retry_at)
+        start_discovery(s);
+    if (s->ready == 1 && s->cluster == 1 && s->refresh_due && now >= s->refresh_due &&
+        !s->refresh_inflight)
+        refresh_slots(s);
+    if (s->ready != 1)
+        return;
+    /* reconnect the nodes the map uses once their backoff passed; healthy again once all are up */
+    bool used[SR_MAX_NODES] = {0};
+    for (unsigned i = 0; i < CRDTM_SLOTS; i++)
+        if (s->slot_node[i] < SR_MAX_NODES)
+            used[s->slot_node[i]] = true;
+    bool ok = !s->refresh_due;
+    for (int i = 0; i < s->nnodes; i++) {
+        sr_node_t *n = s->nodes[i];
+        if (!used[i])
+            continue;
+        if (!n->conn && now >= n->retry_at)
+            node_ensure(n);
+        ok = ok && n->state == N_UP;
+    }
+    if (ok && s->err_set && now - s->err_at >= SR_ERR_HOLD_MS)
+        s->err_set = false;
+    if (s->cfg.follow_logs) {
+        follow(s, used, now);
+        if (s->logpos_loaded && s->logpos_dirty && !s->logpos_busy &&
+            now - s->logpos_saved_at >= LOGPOS_SAVE_MS)
+            logpos_save(s);
+    }
+}
+
+static void on_timer(void *ud)
+{
+    sr_store_t *s = ud;
+    housekeeping(s);
+    s->loop->timer_arm(s->loop->ctx, s->timer, SR_HOUSEKEEPING_MS);
+}
+
+/* ---- operations -------------------------------------------------------------------------------
+ */
+
+static void sr_get(crdt_store_t *st, const void *key, size_t klen, crdt_store_get_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    const char *argv[] = {"CRDT.STATE", key};
+    size_t lens[] = {10, klen};
+    sr_req_t *q = req_new(s, R_GET, "CRDT.STATE", 2, argv, lens);
+    if (!q) {
+        cb(ud, CRDT_ENOMEM, NULL);
+        return;
+    }
+    q->cb = (void *)cb;
+    q->ud = ud;
+    route(q, key, klen);
+    req_dispatch(s, q);
+}
+
+static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
+                        crdt_store_get_many_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (n == 0) {
+        cb(ud, 0, NULL, 0);
+        return;
+    }
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_obj_t **objs = calloc(n, sizeof(*objs));
+    if (!m || !objs) {
+        free(m);
+        free(objs);
+        cb(ud, CRDT_ENOMEM, NULL, 0);
+        return;
+    }
+    *m = (sr_many_t){.cb = cb, .ud = ud, .n = n, .left = n, .objs = objs};
+    /* one CRDT.STATE per key, all pipelined: keys of a roshi select may live on every primary */
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = {"CRDT.STATE", keys[i].data};
+        size_t lens[] = {10, keys[i].len};
+        sr_req_t *q = req_new(s, R_MANY, "CRDT.STATE", 2, argv, lens);
+        if (!q) {
+            many_part(m, i, CRDT_ENOMEM, NULL);
+            continue;
+        }
+        q->many = m;
+        q->idx = i;
+        route(q, keys[i].data, keys[i].len);
+        req_dispatch(s, q);
+    }
+}
+
+static int hlc_stamp(sr_store_t *s, crdt_hlc_ts_t *ts)
+{
+    return crdt_hlc_tick(&s->hlc, crdt_wall_ms(), ts);
+}
+
+static sr_req_t *merge_req(sr_store_t *s, const void *key, size_t klen, const crdt_obj_t *delta,
+                           int *rc)
+{
+    crdt_buf_t b = {0};
+    *rc = crdt_obj_encode(delta, &b);
+    if (*rc < 0) {
+        crdt_buf_free(&b);
+        return NULL;
+    }
+    const char *argv[] = {"CRDT.MERGE", key, (const char *)b.data};
+    size_t lens[] = {10, klen, b.len};
+    sr_req_t *q = req_new(s, R_WRITE, "CRDT.MERGE", 3, argv, lens);
+    crdt_buf_free(&b);
+    if (!q)
+        *rc = CRDT_ENOMEM;
+    return q;
+}
+
+static void start_write(sr_store_t *s, sr_req_t *q, const void *key, size_t klen,
+                        crdt_store_write_cb cb, void *ud, uint64_t origin)
+{
+    q->cb = (void *)cb;
+    q->ud = ud;
+    q->origin = origin;
+    q->key = malloc(klen ? klen : 1);
+    if (!q->key) {
+        q->rc = CRDT_ENOMEM;
+        write_finish(q);
+        return;
+    }
+    if (klen)
+        memcpy(q->key, key, klen);
+    q->klen = klen;
+    route(q, key, klen);
+    req_dispatch(s, q);
+}
+
+static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_mut_t *m,
+                     crdt_store_write_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    int rc = 0;
+    crdt_mut_t mm = *m;
+    /* Validate with libcrdt itself on an empty object of the type (kind, score, member size,
+     * sign of a grow-only increment), so bad input never reaches Redis. */
+    if (mm.kind != CRDT_MUT_MERGE) {
+        if (mm.type < 1 || mm.type > CRDT_TYPE_MAX) {
+            cb(ud, CRDT_EINVAL, 0);
+            return;
+        }
+        crdt_obj_t *probe = crdt_obj_new(mm.type);
+        crdt_mut_t pm = mm;
+        if (crdt_mut_needs_ts(&pm) && pm.ts.ms == 0)
+            pm.ts = (crdt_hlc_ts_t){.ms = 1, .node = s->cfg.node_id};
+        rc = probe ? crdt_mut_apply(probe, &pm, s->cfg.node_id, NULL) : CRDT_ENOMEM;
+        crdt_obj_free(probe);
+        if (rc < 0) {
+            cb(ud, rc, 0);
+            return;
+        }
+    }
+    sr_req_t *q = NULL;
+    char num[48];
+    switch (mm.kind == CRDT_MUT_MERGE ? CRDT_TYPE_MAX + 1 : mm.type) {
+    case CRDT_TIMELINE: {
+        snprintf(num, sizeof(num), "%.17g", mm.score);
+        const char *verb = mm.kind == CRDT_MUT_ADD ? "CRDT.TLADD" : "CRDT.TLREM";
+        const char *argv[] = {verb, key, num, mm.bytes ? mm.bytes : ""};
+        size_t lens[] = {10, klen, strlen(num), mm.len};
+        q = req_new(s, R_WRITE, verb, 4, argv, lens);
+        if (q)
+            q->typed_count = true;
+        break;
+    }
+    case CRDT_ORSET: {
+        const char *verb = mm.kind == CRDT_MUT_ADD ? "CRDT.SADD" : "CRDT.SREM";
+        const char *argv[] = {verb, key, mm.bytes ? mm.bytes : ""};
+        size_t lens[] = {9, klen, mm.len};
+        q = req_new(s, R_WRITE, verb, 3, argv, lens);
+        if (q)
+            q->typed_count = true;
+        break;
+    }
+    case CRDT_GCOUNTER:
+    case CRDT_PNCOUNTER: {
+        snprintf(num, sizeof(num), "%lld", (long long)mm.n);
+        const char *argv[] = {"CRDT.INCRBY", key, num};
+        size_t lens[] = {11, klen, strlen(num)};
+        q = req_new(s, R_WRITE, "CRDT.INCRBY", 3, argv, lens);
+        if (q) {
+            q->incr = true;
+            q->n = mm.n;
+        }
+        break;
+    }
+    case CRDT_LWWREG:
+        if (mm.ts.ms == 0) {
+            /* stamped by the module's HLC, after everything the register holds */
+            const char *argv[] = {"CRDT.SET", key, mm.bytes ? mm.bytes : ""};
+            size_t lens[] = {8, klen, mm.len};
+            q = req_new(s, R_WRITE, "CRDT.SET", 3, argv, lens);
+            break;
+        }
+        /* a write with its own timestamp is a delta */
+        __attribute__((fallthrough));
+    case CRDT_LWWSET: {
+        if (mm.ts.ms == 0 && (rc = hlc_stamp(s, &mm.ts)) < 0)
+            break;
+        crdt_obj_t *o = crdt_obj_new(mm.type), *delta = NULL;
+        rc = o ? crdt_mut_apply(o, &mm, s->cfg.node_id, &delta) : CRDT_ENOMEM;
+        crdt_obj_free(o);
+        if (rc > 0 && delta) {
+            q = merge_req(s, key, klen, delta, &rc);
+            if (q)
+                q->delta = delta;
+            else
+                crdt_obj_free(delta);
+        } else if (rc >= 0) {
+            crdt_obj_free(delta);
+            rc = CRDT_EINVAL;
+        }
+        break;
+    }
+    default: /* MERGE */
+        if (!mm.state) {
+            rc = CRDT_EINVAL;
+            break;
+        }
+        q = merge_req(s, key, klen, mm.state, &rc);
+        if (q && s->base.ev.change && !(q->delta = crdt_obj_clone(mm.state))) {
+            req_free(q);
+            q = NULL;
+            rc = CRDT_ENOMEM;
+        }
+        break;
+    }
+    if (!q) {
+        cb(ud, rc < 0 ? rc : CRDT_ENOMEM, 0);
+        return;
+    }
+    start_write(s, q, key, klen, cb, ud, CRDT_ORIGIN_LOCAL);
+}
+
+static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_obj_t *delta,
+                     uint64_t origin, crdt_store_write_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    int rc = 0;
+    sr_req_t *q = delta ? merge_req(s, key, klen, delta, &rc) : NULL;
+    if (!q) {
+        cb(ud, delta ? rc : CRDT_EINVAL, 0);
+        return;
+    }
+    if (s->base.ev.change && !(q->delta = crdt_obj_clone(delta))) {
+        req_free(q);
+        cb(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    /* the receive step of our clock: a peer's register or set timestamps move hlc_now past them */
+    crdt_type_t t = crdt_obj_type(delta);
+    if (t == CRDT_LWWREG) {
+        const void *v;
+        size_t l;
+        crdt_hlc_ts_t seen, out;
+        if (crdt_lwwreg_get(delta, &v, &l, &seen) == 1)
+            crdt_hlc_recv(&s->hlc, crdt_wall_ms(), &seen, &out);
+    }
+    start_write(s, q, key, klen, cb, ud, origin);
+}
+
+/* ---- the change feed: the changes this store reported, by seq ----------------------------------
+ */
+
+static void feed_append(sr_store_t *s, const void *key, size_t klen, uint64_t seq)
+{
+    if (!s->cfg.feed_max)
+        return;
+    if (!s->feed && !(s->feed = calloc(s->cfg.feed_max, sizeof(*s->feed))))
+        return;
+    char *k = malloc(klen ? klen : 1);
+    if (!k)
+        return;
+    if (klen)
+        memcpy(k, key, klen);
+    size_t at = (s->feed_head + s->feed_len) % s->cfg.feed_max;
+    if (s->feed_len == s->cfg.feed_max) {
+        /* the oldest entry goes: positions at or before it are no longer complete */
+        sr_feed_ent_t *old = &s->feed[s->feed_head];
+        s->feed_dropped = old->seq;
+        free(old->key);
+        s->feed_head = (s->feed_head + 1) % s->cfg.feed_max;
+        s->feed_len--;
+        at = (s->feed_head + s->feed_len) % s->cfg.feed_max;
+    }
+    s->feed[at] = (sr_feed_ent_t){.seq = seq, .key = k, .klen = klen};
+    s->feed_len++;
+}
+
+typedef struct sr_feed_read {
+    sr_store_t *st;
+    crdt_feed_cb each;
+    crdt_store_done_cb done;
+    void *ud;
+    size_t n;
+    bool exhausted;
+    crdt_bytes_t *keys;
+    uint64_t *seqs;
+} sr_feed_read_t;
+
+static void feed_read_free(sr_feed_read_t *fr)
+{
+    for (size_t i = 0; fr->keys && i < fr->n; i++)
+        free((void *)fr->keys[i].data);
+    free(fr->keys);
+    free(fr->seqs);
+    free(fr);
+}
+
+static void feed_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    sr_feed_read_t *fr = ud;
+    uint64_t next = fr->seqs[0] - 1;
+    bool all = true;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (objs[i] &&
+            fr->each(fr->keys[i].data, fr->keys[i].len, fr->seqs[i], objs[i], fr->ud) != 0) {
+            all = false;
+            break;
+        }
+        next = fr->seqs[i];
+    }
+    if (rc == 0 && all && fr->exhausted)
+        next = fr->st->last_seq;
+    fr->done(fr->ud, rc, rc == 0 ? next : fr->seqs[0] - 1);
+    feed_read_free(fr);
+}
+
+static void sr_changes(crdt_store_t *st, uint64_t since, size_t limit, crdt_feed_cb each,
+                       crdt_store_done_cb done, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (!s->cfg.feed_max) {
+        set_err(s, "change feed: off (feed_max 0)");
+        done(ud, CRDT_EUNAVAIL, since);
+        return;
+    }
+    if (since > s->last_seq) {
+        set_err(s,
+                "change feed: position %llu is ahead of this store (last seq %llu): it belongs "
+                "to another run of the gateway; rescan",
+                (unsigned long long)since, (unsigned long long)s->last_seq);
+        done(ud, CRDT_EUNAVAIL, since);
+        return;
+    }
+    if (since < s->feed_dropped) {
+        set_err(s,
+                "change feed: position %llu is older than the %zu changes kept (from seq %llu); "
+                "rescan",
+                (unsigned long long)since, s->cfg.feed_max, (unsigned long long)s->feed_dropped);
+        done(ud, CRDT_EUNAVAIL, since);
+        return;
+    }
+    /* newest first, keep each key's latest change, then oldest first up to limit */
+    size_t cand = 0;
+    while (cand < s->feed_len &&
+           s->feed[(s->feed_head + s->feed_len - 1 - cand) % s->cfg.feed_max].seq > since)
+        cand++;
+    if (cand == 0 || limit == 0) {
+        done(ud, 0, cand == 0 ? s->last_seq : since);
+        return;
+    }
+    size_t tcap = 16;
+    while (tcap < cand * 2)
+        tcap *= 2;
+    size_t *table = malloc(tcap * sizeof(*table)); /* feed indexes + 1; 0 free */
+    size_t *keep = malloc(cand * sizeof(*keep));
+    sr_feed_read_t *fr = calloc(1, sizeof(*fr));
+    if (!table || !keep || !fr) {
+        free(table);
+        free(keep);
+        free(fr);
+        done(ud, CRDT_ENOMEM, since);
+        return;
+    }
+    memset(table, 0, tcap * sizeof(*table));
+    size_t nk = 0;
+    for (size_t i = 0; i < cand; i++) {
+        size_t idx = (s->feed_head + s->feed_len - 1 - i) % s->cfg.feed_max;
+        const sr_feed_ent_t *e = &s->feed[idx];
+        size_t h = (size_t)crdt_hash64(e->key, e->klen, 0) & (tcap - 1);
+        bool seen = false;
+        while (table[h]) {
+            const sr_feed_ent_t *o = &s->feed[table[h] - 1];
+            if (o->klen == e->klen && memcmp(o->key, e->key, e->klen) == 0) {
+                seen = true;
+                break;
+            }
+            h = (h + 1) & (tcap - 1);
+        }
+        if (seen)
+            continue;
+        table[h] = idx + 1;
+        keep[nk++] = idx;
+    }
+    free(table);
+    size_t n = nk < limit ? nk : limit;
+    *fr = (sr_feed_read_t){
+        .st = s, .each = each, .done = done, .ud = ud, .n = n, .exhausted = n == nk};
+    fr->keys = calloc(n, sizeof(*fr->keys));
+    fr->seqs = calloc(n, sizeof(*fr->seqs));
+    bool okm = fr->keys && fr->seqs;
+    for (size_t i = 0; okm && i < n; i++) {
+        const sr_feed_ent_t *e = &s->feed[keep[nk - 1 - i]]; /* oldest kept first */
+        char *k = malloc(e->klen ? e->klen : 1);
+        okm = k != NULL;
+        if (k && e->klen)
+            memcpy(k, e->key, e->klen);
+        fr->keys[i] = (crdt_bytes_t){k, e->klen};
+        fr->seqs[i] = e->seq;
+    }
+    free(keep);
+    if (!okm) {
+        feed_read_free(fr);
+        done(ud, CRDT_ENOMEM, since);
+        return;
+    }
+    /* the keys' current states, as the embedded feed gives them */
+    sr_get_many(st, fr->keys, n, feed_got, fr);
+}
+
+/* ---- scan: SCAN ... TYPE crdtd-obj over every primary, then CRDT.STATE of each key ------------
+ */
+
+/* The primaries in map order: index i of the scan cursor's node part. */
+static int primaries(const sr_store_t *s, int *out)
+{
+    int n = 0;
+    bool seen[SR_MAX_NODES] = {0};
+    for (unsigned i = 0; i < CRDTM_SLOTS; i++) {
+        uint16_t k = s->slot_node[i];
+        if (k != SR_NO_NODE && k < SR_MAX_NODES && !seen[k]) {
+            seen[k] = true;
+            out[n++] = k;
+        }
+    }
+    return n;
+}
+
+static void scan_send(sr_store_t *s, sr_scan_t *sc, unsigned node_ord, uint64_t cur, size_t limit)
+{
+    int prim[SR_MAX_NODES];
+    int np = primaries(s, prim);
+    if ((int)node_ord >= np) {
+        sc->next = 0;
+        scan_finish(sc);
+        return;
+    }
+    char cb[24], lb[24];
+    snprintf(cb, sizeof(cb), "%llu", (unsigned long long)cur);
+    snprintf(lb, sizeof(lb), "%zu", limit ? limit : 1);
+    const char *argv[] = {"SCAN", cb, "COUNT", lb, "TYPE", "crdtd-obj"};
+    size_t lens[6];
+    for (int i = 0; i < 6; i++)
+        lens[i] = strlen(argv[i]);
+    sr_req_t *q = req_new(s, R_SCAN, "SCAN", 6, argv, lens);
+    if (!q) {
+        sc->rc = CRDT_ENOMEM;
+        scan_finish(sc);
+        return;
+    }
+    q->scan = sc;
+    q->scan_node = node_ord;
+    q->idx = limit;
+    q->fixed = s->nodes[prim[node_ord]];
+    sc->left++;
+    if (!send_on(s, q, q->fixed, false))
+        req_fail(q, CRDT_EUNAVAIL);
+}
+
+static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_scan_t *sc = q->scan;
+    sc->left--;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element || !r->element[0] ||
+        r->element[0]->type != REDIS_REPLY_STRING || !r->element[1] ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        if (sc->rc == 0)
+            sc->rc = bad_reply(s, q, r);
+        scan_finish(sc);
+        return;
+    }
+    char *end = NULL;
+    unsigned long long cur = strtoull(r->element[0]->str, &end, 10);
+    if (!end || *end || cur >> (SR_SCAN_NODE_SHIFT - 1)) {
+        if (sc->rc == 0)
+            sc->rc = bad_reply(s, q, r);
+        scan_finish(sc);
+        return;
+    }
+    const redisReply *keys = r->element[1];
+    for (size_t i = 0; i < keys->elements; i++) {
+        const redisReply *k = keys->element ? keys->element[i] : NULL;
+        if (!k || k->type != REDIS_REPLY_STRING)
+            continue;
+        const char *argv[] = {"CRDT.STATE", k->str};
+        size_t lens[] = {10, k->len};
+        sr_req_t *c = req_new(s, R_SCAN_STATE, "CRDT.STATE", 2, argv, lens);
+        if (!c || !(c->key = malloc(k->len ? k->len : 1))) {
+            req_free(c);
+            sc->rc = CRDT_ENOMEM;
+            continue;
+        }
+        memcpy(c->key, k->str, k->len);
+        c->klen = k->len;
+        c->scan = sc;
+        c->fixed = q->fixed; /* the key lives where SCAN found it */
+        sc->left++;
+        if (!send_on(s, c, c->fixed, false))
+            req_fail(c, CRDT_EUNAVAIL);
+    }
+    unsigned ord = q->scan_node;
+    if (cur == 0) {
+        int prim[SR_MAX_NODES];
+        ord++;
+        sc->next = (int)ord < primaries(s, prim) ? (uint64_t)ord << SR_SCAN_NODE_SHIFT : 0;
+        /* a cursor of 0 for a later node still means "continue": mark it with bit 47 */
+        if (sc->next)
+            sc->next |= 1ull << (SR_SCAN_NODE_SHIFT - 1);
+    } else {
+        sc->next = ((uint64_t)ord << SR_SCAN_NODE_SHIFT) | cur;
+    }
+    scan_finish(sc);
+}
+
+static void sr_scan(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store_key_cb each,
+                    crdt_store_done_cb done, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (s->ready != 1) {
+        set_err(s, "the Redis topology is not known yet: cannot scan");
+        done(ud, CRDT_EUNAVAIL, cursor);
+        return;
+    }
+    sr_scan_t *sc = calloc(1, sizeof(*sc));
+    if (!sc) {
+        done(ud, CRDT_ENOMEM, cursor);
+        return;
+    }
+    *sc = (sr_scan_t){.each = each, .done = done, .ud = ud, .next = cursor};
+    unsigned ord = (unsigned)(cursor >> SR_SCAN_NODE_SHIFT);
+    uint64_t cur = cursor & ((1ull << (SR_SCAN_NODE_SHIFT - 1)) - 1);
+    sc->left++; /* held while sending */
+    scan_send(s, sc, ord, cur, limit);
+    sc->left--;
+    scan_finish(sc);
+}
+
+/* ---- fingerprints and marks -------------------------------------------------------------------
+ */
+
+static void sr_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt_store_fp_cb cb,
+                           void *ud)
+{
+    sr_store_t *s = srs(st);
+    const char *argv[] = {"CRDT.STATE", key};
+    size_t lens[] = {10, klen};
+    sr_req_t *q = req_new(s, R_FP, "CRDT.STATE", 2, argv, lens);
+    if (!q) {
+        cb(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    q->cb = (void *)cb;
+    q->ud = ud;
+    route(q, key, klen);
+    req_dispatch(s, q);
+}
+
+static bool mark_name_ok(const char *name)
+{
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > 64 || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+#define MARK_MAX (1u << 20)
+
+static size_t mark_key(const sr_store_t *s, const char *name, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "{crdtd:%llu}:mark:%s", (unsigned long long)s->cfg.node_id, name);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+static void sr_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (!mark_name_ok(name)) {
+        cb(ud, CRDT_EINVAL, NULL, 0);
+        return;
+    }
+    char k[128];
+    size_t kl = mark_key(s, name, k, sizeof(k));
+    const char *argv[] = {"GET", k};
+    size_t lens[] = {3, kl};
+    sr_req_t *q = req_new(s, R_MARK_GET, "GET", 2, argv, lens);
+    if (!q) {
+        cb(ud, CRDT_ENOMEM, NULL, 0);
+        return;
+    }
+    q->cb = (void *)cb;
+    q->ud = ud;
+    route(q, k, kl);
+    req_dispatch(s, q);
+}
+
+static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_t n,
+                        crdt_store_status_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (!mark_name_ok(name) || n > MARK_MAX || (!p && n)) {
+        if (cb)
+            cb(ud, CRDT_EINVAL);
+        return;
+    }
+    char k[128];
+    size_t kl = mark_key(s, name, k, sizeof(k));
+    const char *argv[] = {"SET", k, n ? p : ""};
+    size_t lens[] = {3, kl, n};
+    sr_req_t *q = req_new(s, R_MARK_PUT, "SET", 3, argv, lens);
+    if (!q) {
+        if (cb)
+            cb(ud, CRDT_ENOMEM);
+        return;
+    }
+    q->cb = (void *)cb;
+    q->ud = ud;
+    route(q, k, kl);
+    req_dispatch(s, q);
+}
+
+/* ---- the rest ---------------------------------------------------------------------------------
+ */
+
+static uint64_t sr_last_seq(const crdt_store_t *st)
+{
+    return csrs(st)->last_seq;
+}
+
+static uint64_t sr_durable_seq(const crdt_store_t *st)
+{
+    return csrs(st)->durable_seq;
+}
+
+static uint64_t sr_node_id(const crdt_store_t *st)
+{
+    return csrs(st)->cfg.node_id;
+}
+
+static int sr_hlc_now(crdt_store_t *st, crdt_hlc_ts_t *ts)
+{
+    return hlc_stamp(srs(st), ts);
+}
+
+static int sr_flush(crdt_store_t *st)
+{
+    /* hiredis writes as soon as the socket takes it; nothing is buffered here */
+    tell_durable(srs(st));
+    return 0;
+}
+
+static void sr_tick(crdt_store_t *st, uint64_t now)
+{
+    (void)now;
+    housekeeping(srs(st));
+}
+
+static const char *sr_last_error(const crdt_store_t *st)
+{
+    const sr_store_t *s = csrs(st);
+    return s->err_set || s->ready != 1 ? (s->err[0] ? s->err : "connecting to Redis") : NULL;
+}
+
+static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
+{
+    const sr_store_t *s = csrs(st);
+    memset(out, 0, sizeof(*out));
+    out->writes = s->writes;
+    out->noops = s->noops;
+}
+
+static void free_all(sr_store_t *s)
+{
+    for (int i = 0; i < s->nnodes; i++)
+        free(s->nodes[i]);
+    free(s->win);
+    free(s->logs);
+    for (size_t i = 0; i < s->feed_len; i++)
+        free(s->feed[(s->feed_head + i) % s->cfg.feed_max].key);
+    free(s->feed);
+    free(s);
+}
+
+static void sr_close(crdt_store_t *st)
+{
+    sr_store_t *s = srs(st);
+    if (s->closing)
+        return;
+    s->closing = true;
+    if (s->timer)
+        s->loop->timer_free(s->loop->ctx, s->timer);
+    s->timer = NULL;
+    for (sr_req_t *q = s->wait_head, *nx; q; q = nx) {
+        nx = q->next;
+        req_drop(q);
+    }
+    s->wait_head = NULL;
+    for (int i = 0; i < s->nnodes; i++) {
+        sr_conn_t *c = s->nodes[i]->conn;
+        s->nodes[i]->conn = NULL;
+        if (c)
+            redisAsyncFree(c->ac); /* pending callbacks see `closing` and only free */
+    }
+    /* the pending callbacks ran (with NULL) and dropped their requests; inside a completion
+     * hiredis frees the current context when it returns, and conn_io frees the store then */
+    if (s->depth == 0)
+        free_all(s);
+}
+
+static const crdt_store_ops_t sr_ops = {
+    .name = "redis",
+    .close = sr_close,
+    .get = sr_get,
+    .get_many = sr_get_many,
+    .write = sr_write,
+    .apply = sr_apply,
+    .changes = sr_changes,
+    .scan = sr_scan,
+    .fingerprint = sr_fingerprint,
+    .mark_get = sr_mark_get,
+    .mark_put = sr_mark_put,
+    .last_seq = sr_last_seq,
+    .durable_seq = sr_durable_seq,
+    .node_id = sr_node_id,
+    .hlc_now = sr_hlc_now,
+    .flush = sr_flush,
+    .tick = sr_tick,
+    .last_error = sr_last_error,
+    .stats = sr_stats,
+};
+
+void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
+{
+    *cfg = (crdt_store_redis_config_t){.node_id = 0,
+                                       .wait_replicas = 0,
+                                       .wait_timeout_ms = 1000,
+                                       .timeout_ms = 2000,
+                                       .backoff_min_ms = 50,
+                                       .backoff_max_ms = 2000,
+                                       .max_redirects = 5,
+                                       .max_pending = 65536,
+                                       .feed_max = 65536};
+}
+
+crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_config_t *cfg,
+                                    const gw_evloop_t *loop, char *err, size_t errlen)
+{
+    if (!cfg || !loop) {
+        snprintf(err, errlen, "the Redis store needs a configuration and an event loop");
+        return NULL;
+    }
+    sr_store_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    if (crdt_hlc_init(&s->hlc, cfg->node_id, 86400000) < 0) {
+        snprintf(err, errlen, "the Redis store needs a node id (1 .. 2^63-1), got %llu",
+                 (unsigned long long)cfg->node_id);
+        free(s);
+        return NULL;
+    }
+    if (!s->cfg.timeout_ms)
+        s->cfg.timeout_ms = 2000;
+    if (!s->cfg.backoff_min_ms)
+        s->cfg.backoff_min_ms = 50;
+    if (s->cfg.backoff_max_ms < s->cfg.backoff_min_ms)
+        s->cfg.backoff_max_ms = s->cfg.backoff_min_ms;
+    if (!s->cfg.wait_timeout_ms)
+        s->cfg.wait_timeout_ms = 1000;
+    if (!s->cfg.max_pending)
+        s->cfg.max_pending = 65536;
+    if (!s->cfg.follow_poll_ms)
+        s->cfg.follow_poll_ms = 50;
+    if (!s->cfg.follow_count)
+        s->cfg.follow_count = 512;
+    s->nseeds = sr_parse_url(url, s->seeds, SR_SEEDS_MAX, err, errlen);
+    if (s->nseeds < 0) {
+        free(s);
+        return NULL;
+    }
+    s->base.ops = &sr_ops;
+    s->loop = loop;
+    s->cluster = -1;
+    for (unsigned i = 0; i < CRDTM_SLOTS; i++)
+        s->slot_node[i] = SR_NO_NODE;
+    s->timer = loop->timer_new(loop->ctx, on_timer, s);
+    if (!s->timer) {
+        snprintf(err, errlen, "cannot create a timer on the event loop");
+        free(s);
+        return NULL;
+    }
+    loop->timer_arm(loop->ctx, s->timer, SR_HOUSEKEEPING_MS);
+    start_discovery(s);
+    return &s->base;
+}
+
+int crdt_store_redis_ready(const crdt_store_t *st)
+{
+    return st && st->ops == &sr_ops ? csrs(st)->ready : -1;
+}
+
+int crdt_store_redis_is_cluster(const crdt_store_t *st)
+{
+    return st && st->ops == &sr_ops && csrs(st)->ready == 1 ? csrs(st)->cluster : -1;
+}
+
+void crdt_store_redis_stats(const crdt_store_t *st, crdt_store_redis_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!st || st->ops != &sr_ops)
+        return;
+    const sr_store_t *s = csrs(st);
+    *out = s->rs;
+    out->nodes = (unsigned)s->nnodes;
+    for (int i = 0; i < s->nnodes; i++)
+        out->nodes_up += s->nodes[i]->state == N_UP;
+}

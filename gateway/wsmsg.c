@@ -1,0 +1,283 @@
+/* wsmsg.c - WebSocket message assembly, refcounted frames, the outbound queue and its writer */
+#include "wsmsg.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define KEEP_BUFFER 65536 /* buffers above this are freed after each message */
+
+/* ---- the assembler -------------------------------------------------------------------------- */
+
+void gw_wsrx_init(gw_wsrx_t *a, size_t max, unsigned accept)
+{
+    memset(a, 0, sizeof(*a));
+    a->max = max;
+    a->accept = accept;
+}
+
+void gw_wsrx_free(gw_wsrx_t *a)
+{
+    free(a->data);
+    a->data = NULL;
+    a->len = a->cap = 0;
+    a->in_msg = a->discard = false;
+}
+
+static void drop_buffer(gw_wsrx_t *a)
+{
+    free(a->data);
+    a->data = NULL;
+    a->cap = a->len = 0;
+}
+
+/* Room for `need` bytes: grows by doubling, never past max, so a connection holds at most max. */
+static int reserve(gw_wsrx_t *a, size_t need)
+{
+    if (need <= a->cap)
+        return 0;
+    size_t nc = a->cap ? a->cap : 4096;
+    while (nc < need)
+        nc *= 2;
+    if (nc > a->max)
+        nc = a->max;
+    uint8_t *p = realloc(a->data, nc);
+    if (!p)
+        return -1;
+    a->data = p;
+    a->cap = nc;
+    return 0;
+}
+
+int gw_wsrx_push(gw_wsrx_t *a, const void *in, size_t len, bool first, bool final, bool binary,
+                 size_t remaining)
+{
+    if (first || !a->in_msg) {
+        a->in_msg = true;
+        a->len = a->total = 0;
+        a->binary = binary;
+        a->discard = !(a->accept & (binary ? GW_WS_BINARY : GW_WS_TEXT));
+        a->too_large = false;
+    }
+    a->total += len;
+    if (!a->discard && (a->total > a->max || a->max - a->total < remaining)) {
+        /* never buffered whole: dropped as it arrives */
+        a->discard = a->too_large = true;
+        drop_buffer(a);
+    }
+    if (!a->discard && len) {
+        if (reserve(a, a->len + len)) {
+            a->in_msg = false;
+            a->len = 0;
+            return GW_WSRX_ENOMEM;
+        }
+        memcpy(a->data + a->len, in, len);
+        a->len += len;
+    }
+    if (!final || remaining)
+        return GW_WSRX_MORE;
+    a->in_msg = false;
+    if (a->discard) {
+        a->len = 0;
+        return a->too_large ? GW_WSRX_TOO_LARGE : GW_WSRX_WRONG_KIND;
+    }
+    return GW_WSRX_MESSAGE;
+}
+
+int gw_wsrx_receive(gw_wsrx_t *a, struct lws *wsi, const void *in, size_t len)
+{
+    return gw_wsrx_push(a, in, len, lws_is_first_fragment(wsi) != 0,
+                        lws_is_final_fragment(wsi) != 0, lws_frame_is_binary(wsi) != 0,
+                        lws_remaining_packet_payload(wsi));
+}
+
+void gw_wsrx_done(gw_wsrx_t *a)
+{
+    a->len = 0;
+    if (a->cap > KEEP_BUFFER)
+        drop_buffer(a);
+}
+
+/* ---- frames --------------------------------------------------------------------------------- */
+
+gw_frame_t *gw_frame_new(size_t len)
+{
+    gw_frame_t *f = calloc(1, sizeof(*f));
+    if (!f)
+        return NULL;
+    crdt_buf_t b = {0};
+    if (crdt_buf_reserve(&b, LWS_PRE + len + 1)) { /* libcrdt's heap, like adopted buffers */
+        free(f);
+        return NULL;
+    }
+    f->buf = b.data;
+    f->refs = 1;
+    f->len = len;
+    return f;
+}
+
+gw_frame_t *gw_frame_copy(const void *p, size_t len)
+{
+    gw_frame_t *f = gw_frame_new(len);
+    if (f && len)
+        memcpy(gw_frame_data(f), p, len);
+    return f;
+}
+
+int gw_frame_buf_start(crdt_buf_t *b, size_t hint)
+{
+    b->len = 0;
+    if (crdt_buf_reserve(b, LWS_PRE + hint))
+        return CRDT_ENOMEM;
+    memset(b->data, 0, LWS_PRE);
+    b->len = LWS_PRE;
+    return 0;
+}
+
+gw_frame_t *gw_frame_adopt(crdt_buf_t *b)
+{
+    gw_frame_t *f = b->data && b->len >= LWS_PRE ? calloc(1, sizeof(*f)) : NULL;
+    if (!f) {
+        crdt_buf_free(b);
+        return NULL;
+    }
+    f->refs = 1;
+    f->buf = b->data;
+    f->len = b->len - LWS_PRE;
+    memset(b, 0, sizeof(*b));
+    return f;
+}
+
+void gw_frame_unref(gw_frame_t *f)
+{
+    if (f && --f->refs == 0) {
+        crdt_free(f->buf);
+        free(f);
+    }
+}
+
+/* ---- the queue ------------------------------------------------------------------------------ */
+
+void gw_wsq_init(gw_wsq_t *q, size_t bound)
+{
+    memset(q, 0, sizeof(*q));
+    q->bound = bound;
+}
+
+void gw_wsq_clear(gw_wsq_t *q)
+{
+    for (size_t i = 0; i < q->n; i++)
+        gw_frame_unref(q->ring[(q->head + i) % q->cap].f);
+    q->head = q->n = 0;
+    q->bytes = 0;
+}
+
+void gw_wsq_free(gw_wsq_t *q)
+{
+    gw_wsq_clear(q);
+    free(q->ring);
+    q->ring = NULL;
+    q->cap = 0;
+}
+
+int gw_wsq_push(gw_wsq_t *q, gw_frame_t *f, uint64_t tag, size_t extra, unsigned flags)
+{
+    if (!f)
+        return CRDT_ENOMEM;
+    size_t cost = f->len + extra;
+    if (!(flags & GW_WSQ_PACED) && q->bound && q->n && q->bytes + cost > q->bound) {
+        gw_frame_unref(f);
+        return CRDT_ELIMIT;
+    }
+    if (q->n == q->cap) {
+        size_t nc = q->cap ? q->cap * 2 : 16;
+        gw_wsq_item_t *nr = malloc(nc * sizeof(*nr));
+        if (!nr) {
+            gw_frame_unref(f);
+            return CRDT_ENOMEM;
+        }
+        for (size_t i = 0; i < q->n; i++)
+            nr[i] = q->ring[(q->head + i) % q->cap];
+        free(q->ring);
+        q->ring = nr;
+        q->cap = nc;
+        q->head = 0;
+    }
+    q->ring[(q->head + q->n) % q->cap] = (gw_wsq_item_t){f, tag, cost};
+    q->n++;
+    q->bytes += cost;
+    return 0;
+}
+
+bool gw_wsq_pop(gw_wsq_t *q, gw_wsq_item_t *out)
+{
+    if (!q->n)
+        return false;
+    *out = q->ring[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    q->bytes -= out->cost;
+    return true;
+}
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+void gw_wswriter_init(gw_wswriter_t *w, unsigned kind, bool client)
+{
+    memset(w, 0, sizeof(*w));
+    w->kind = kind;
+    w->client = client;
+}
+
+void gw_wswriter_free(gw_wswriter_t *w)
+{
+    free(w->copy);
+    w->copy = NULL;
+    w->cap = 0;
+}
+
+int gw_ws_write(gw_wswriter_t *w, struct lws *wsi, const void *head, size_t hlen,
+                const gw_frame_t *f, unsigned flags)
+{
+    size_t total = hlen + f->len;
+    uint8_t *p = gw_frame_data(f);
+    /* lws writes the frame header into the headroom (harmless to a frame shared between server
+     * connections: each write puts its own there first) and, on a client connection, masks the
+     * payload in place, which would scramble it for every other holder */
+    bool in_place = !hlen && (!w->client || (f->refs == 1 && (flags & GW_WS_RELEASING)));
+    if (!in_place) {
+        if (total > w->cap) {
+            uint8_t *n = realloc(w->copy, LWS_PRE + total);
+            if (!n)
+                return -1;
+            w->copy = n;
+            w->cap = total;
+        }
+        if (hlen)
+            memcpy(w->copy + LWS_PRE, head, hlen);
+        memcpy(w->copy + LWS_PRE + hlen, p, f->len);
+        p = w->copy + LWS_PRE;
+    }
+    int rc = lws_write(wsi, p, total, w->kind == GW_WS_BINARY ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    /* the copy of a big message is not kept */
+    if (w->cap > KEEP_BUFFER)
+        gw_wswriter_free(w);
+    if (rc < (int)total)
+        return -1;
+    w->messages++;
+    w->bytes += total;
+    return 0;
+}
+
+int gw_wsq_write_next(gw_wsq_t *q, gw_wswriter_t *w, struct lws *wsi)
+{
+    gw_wsq_item_t it;
+    if (!gw_wsq_pop(q, &it))
+        return 0;
+    int rc = gw_ws_write(w, wsi, NULL, 0, it.f, GW_WS_RELEASING);
+    gw_frame_unref(it.f);
+    if (rc)
+        return -1;
+    if (q->n)
+        lws_callback_on_writable(wsi);
+    return 0;
+}

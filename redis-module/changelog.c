@@ -1,0 +1,571 @@
+/* changelog.c - crdt.so's durable change log: a Redis Stream per hash slot, CRDT.LOG.* commands
+ *
+ * Every write on a primary appends one entry {k: key, d: delta} (libcrdt binary encoding) to the
+ * change log of the key's slot, a stream named crdt:log:{TAG}:EPOCH. TAG hashes to the slot, so
+ * the log lives in its slot: it is replicated, persisted and migrated with the keys it describes.
+ * EPOCH is 64 random bits drawn when the stream is created: the identity of the log, written into
+ * every position a reader gets, so a position is never accepted by another log.
+ *
+ * A slot normally holds one log. It can hold more after a resharding (the target wrote to a log
+ * of its own before the source's arrived): new entries go to the log with the greatest epoch and
+ * readers follow every log CRDT.LOG.LIST names. The module knows which logs exist from its own
+ * appends and from keyspace notifications (xadd on replicas, restore on migration targets, loaded
+ * at RDB load, del/expired/evicted); the key itself is checked before each use.
+ *
+ * Propagation: the module appends with RedisModule_StreamAdd and replicates the XADD with the
+ * ID it got (and an exact XTRIM MINID when it trimmed), after the command's own CRDT.MERGE, inside
+ * the same MULTI/EXEC. Replicas and AOF loading apply those and append nothing themselves.
+ */
+#include "crdt_module.h"
+#include "logpos.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define READ_COUNT_MAX 10000
+
+typedef struct slot_logs {
+    uint64_t *epochs; /* ascending; the last is where appends go */
+    uint32_t n, cap;
+    uint32_t appends;            /* since the last age check */
+    uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
+    RedisModuleString *cur_name; /* name of the log appends go to, kept between writes */
+} slot_logs_t;
+
+static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
+static slot_logs_t slots[CRDTM_SLOTS];
+static RedisModuleString *field_k, *field_d;
+static struct {
+    unsigned long long appends, trims, trimmed, restores, created;
+} log_stats;
+
+static void registry_add(unsigned slot, uint64_t epoch)
+{
+    slot_logs_t *sl = &slots[slot];
+    uint32_t i = 0;
+    while (i < sl->n && sl->epochs[i] < epoch)
+        i++;
+    if (i < sl->n && sl->epochs[i] == epoch)
+        return;
+    if (sl->n == sl->cap) {
+        uint32_t cap = sl->cap ? sl->cap * 2 : 2;
+        uint64_t *p = realloc(sl->epochs, cap * sizeof(*p));
+        if (!p)
+            return; /* the key is still found again by its next notification */
+        sl->epochs = p;
+        sl->cap = cap;
+    }
+    memmove(&sl->epochs[i + 1], &sl->epochs[i], (sl->n - i) * sizeof(*sl->epochs));
+    sl->epochs[i] = epoch;
+    sl->n++;
+}
+
+static void registry_remove(unsigned slot, uint64_t epoch)
+{
+    slot_logs_t *sl = &slots[slot];
+    for (uint32_t i = 0; i < sl->n; i++)
+        if (sl->epochs[i] == epoch) {
+            memmove(&sl->epochs[i], &sl->epochs[i + 1], (sl->n - i - 1) * sizeof(*sl->epochs));
+            sl->n--;
+            return;
+        }
+}
+
+bool crdtm_log_should_append(RedisModuleCtx *ctx)
+{
+    if (!crdtm_cfg.log_enabled)
+        return false;
+    /* Replicas and AOF loading receive the primary's XADDs; they must not add their own. */
+    int f = RedisModule_GetContextFlags(ctx);
+    return (f & REDISMODULE_CTX_FLAGS_MASTER) && !(f & REDISMODULE_CTX_FLAGS_LOADING) &&
+           !(f & REDISMODULE_CTX_FLAGS_REPLICATED);
+}
+
+static void format_id(char *buf, size_t cap, const RedisModuleStreamID *id)
+{
+    snprintf(buf, cap, "%llu-%llu", (unsigned long long)id->ms, (unsigned long long)id->seq);
+}
+
+/* "MS-SEQ" -> id; false on anything else. */
+static bool parse_id(const char *s, size_t len, RedisModuleStreamID *id)
+{
+    char buf[48];
+    if (len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    unsigned long long ms, seq;
+    char tail;
+    if (sscanf(buf, "%llu-%llu%c", &ms, &seq, &tail) != 2)
+        return false;
+    id->ms = ms;
+    id->seq = seq;
+    return true;
+}
+
+/* The next entry of an open stream iterator, its fields skipped (Redis's iterator must be walked
+ * through every field of an entry before the next ID). */
+static bool next_entry_id(RedisModuleKey *lk, RedisModuleStreamID *id)
+{
+    long nf;
+    if (RedisModule_StreamIteratorNextID(lk, id, &nf) != REDISMODULE_OK)
+        return false;
+    /* NULL pointers: no strings are made (without auto memory they would have to be freed) */
+    while (RedisModule_StreamIteratorNextField(lk, NULL, NULL) == REDISMODULE_OK)
+        ;
+    return true;
+}
+
+static int id_cmp(const RedisModuleStreamID *a, const RedisModuleStreamID *b)
+{
+    if (a->ms != b->ms)
+        return a->ms < b->ms ? -1 : 1;
+    if (a->seq != b->seq)
+        return a->seq < b->seq ? -1 : 1;
+    return 0;
+}
+
+/* The smallest last-delivered-id of the log's consumer groups; false when it has none. */
+static bool acked_upto(RedisModuleCtx *ctx, const char *name, size_t nlen, RedisModuleStreamID *out)
+{
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "XINFO", "cb", "GROUPS", name, nlen);
+    bool any = false;
+    if (r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY) {
+        size_t ng = RedisModule_CallReplyLength(r);
+        for (size_t g = 0; g < ng; g++) {
+            RedisModuleCallReply *grp = RedisModule_CallReplyArrayElement(r, g);
+            size_t nf = RedisModule_CallReplyLength(grp);
+            for (size_t f = 0; f + 1 < nf; f += 2) {
+                size_t l;
+                const char *fname =
+                    RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(grp, f), &l);
+                if (!fname || l != 17 || memcmp(fname, "last-delivered-id", 17) != 0)
+                    continue;
+                const char *v = RedisModule_CallReplyStringPtr(
+                    RedisModule_CallReplyArrayElement(grp, f + 1), &l);
+                RedisModuleStreamID id;
+                if (v && parse_id(v, l, &id) && (!any || id_cmp(&id, out) < 0)) {
+                    *out = id;
+                    any = true;
+                }
+            }
+        }
+    }
+    if (r)
+        RedisModule_FreeCallReply(r);
+    return any;
+}
+
+/* Trims an open log to its bounds: the newest log-max-len entries, none older than
+ * log-max-age-ms, and with log-trim-acked nothing a consumer group has not acknowledged. Exact,
+ * and replicated as XTRIM name MINID <first id kept>, so replicas keep the same entries. */
+static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, size_t nlen,
+                     bool check_age)
+{
+    size_t len = RedisModule_ValueLength(lk);
+    RedisModuleStreamID cut = {0, 0};
+    bool have_cut = false;
+    uint64_t max = crdtm_cfg.log_max_len;
+    /* Let a log grow 1/16 past its bound before trimming, so a trim is not paid per append. */
+    if (max && len > max + (max >= 256 ? max / 16 : 16)) {
+        size_t skip = len - max;
+        if (RedisModule_StreamIteratorStart(lk, 0, NULL, NULL) == REDISMODULE_OK) {
+            RedisModuleStreamID id;
+            for (size_t i = 0; i <= skip && next_entry_id(lk, &id); i++)
+                cut = id;
+            RedisModule_StreamIteratorStop(lk);
+            have_cut = true;
+        }
+    }
+    if (check_age && crdtm_cfg.log_max_age_ms) {
+        long long now = RedisModule_Milliseconds();
+        if ((uint64_t)now > crdtm_cfg.log_max_age_ms) {
+            RedisModuleStreamID age = {(uint64_t)now - crdtm_cfg.log_max_age_ms, 0};
+            if (!have_cut || id_cmp(&age, &cut) > 0)
+                cut = age;
+            have_cut = true;
+        }
+    }
+    if (!have_cut)
+        return;
+    if (crdtm_cfg.log_trim_acked) {
+        RedisModuleStreamID acked;
+        if (acked_upto(ctx, name, nlen, &acked)) {
+            /* keep every entry after the slowest group's last-delivered-id */
+            acked.seq++;
+            if (acked.seq == 0)
+                acked.ms++;
+            if (id_cmp(&acked, &cut) < 0)
+                cut = acked;
+        }
+    }
+    long long n = RedisModule_StreamTrimByID(lk, 0, &cut);
+    if (n > 0) {
+        char idtext[48];
+        format_id(idtext, sizeof(idtext), &cut);
+        RedisModule_Replicate(ctx, "XTRIM", "bcc", name, nlen, "MINID", idtext);
+        log_stats.trims++;
+        log_stats.trimmed += (unsigned long long)n;
+    }
+}
+
+int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len)
+{
+    size_t klen;
+    const char *k = RedisModule_StringPtrLen(key, &klen);
+    unsigned slot = crdtm_keyslot(k, klen);
+    slot_logs_t *sl = &slots[slot];
+    char name[CRDTM_LOG_NAME_MAX];
+    size_t nlen = 0;
+    RedisModuleKey *lk = NULL;
+    while (sl->n && !lk) {
+        uint64_t epoch = sl->epochs[sl->n - 1];
+        if (sl->cur_epoch != epoch || !sl->cur_name) {
+            /* the name is made once per log, not per write */
+            if (sl->cur_name)
+                RedisModule_FreeString(NULL, sl->cur_name);
+            nlen = crdtm_log_name(name, slot_tag[slot], epoch);
+            sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+            sl->cur_epoch = epoch;
+        }
+        const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
+        memcpy(name, np, nlen);
+        lk = RedisModule_OpenKey(ctx, sl->cur_name, REDISMODULE_READ | REDISMODULE_WRITE);
+        if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_STREAM) {
+            /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
+            RedisModule_CloseKey(lk);
+            lk = NULL;
+            sl->n--;
+        }
+    }
+    if (!lk) {
+        uint64_t epoch = 0;
+        while (!epoch)
+            RedisModule_GetRandomBytes((unsigned char *)&epoch, sizeof(epoch));
+        nlen = crdtm_log_name(name, slot_tag[slot], epoch);
+        RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
+        lk = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ | REDISMODULE_WRITE);
+        RedisModule_FreeString(ctx, ns);
+        if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_EMPTY) { /* 2^-64, but say so */
+            RedisModule_CloseKey(lk);
+            RedisModule_Log(ctx, "warning", "crdt: change log name %s is taken", name);
+            return -1;
+        }
+        registry_add(slot, epoch);
+        log_stats.created++;
+        if (sl->cur_name)
+            RedisModule_FreeString(NULL, sl->cur_name);
+        sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+        sl->cur_epoch = epoch;
+    }
+    RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
+    RedisModuleString *fields[4] = {field_k, key, field_d, d};
+    RedisModuleStreamID id;
+    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 2);
+    if (rc == REDISMODULE_OK) {
+        char idtext[48];
+        format_id(idtext, sizeof(idtext), &id);
+        /* strings the module holds go as "s" (shared, not copied): only the ID is made here */
+        RedisModule_Replicate(ctx, "XADD", "scssss", sl->cur_name, idtext, field_k, key, field_d,
+                              d);
+        log_stats.appends++;
+        bool check_age = ++sl->appends >= 64;
+        if (check_age)
+            sl->appends = 0;
+        log_trim(ctx, lk, name, nlen, check_age);
+    } else {
+        RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed", name);
+    }
+    RedisModule_FreeString(ctx, d);
+    RedisModule_CloseKey(lk);
+    return rc == REDISMODULE_OK ? 0 : -1;
+}
+
+int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj)
+{
+    crdt_buf_t b = {0};
+    int rc = -1;
+    if (crdt_obj_encode(obj, &b) == 0)
+        rc = crdtm_log_append(ctx, key, b.data, b.len);
+    crdt_buf_free(&b);
+    return rc;
+}
+
+/* Keeps the registry in step with the keyspace, and logs the full state of every CRDT key that
+ * arrives by RESTORE (MIGRATE's target, or a user's DUMP/RESTORE). */
+static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
+                             RedisModuleString *key)
+{
+    size_t klen;
+    const char *k = RedisModule_StringPtrLen(key, &klen);
+    uint64_t epoch;
+    unsigned slot;
+    if (crdtm_log_name_parse(k, klen, &epoch, &slot)) {
+        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted"))
+            registry_remove(slot, epoch);
+        else if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "xadd") ||
+                 !strcmp(event, "restore"))
+            registry_add(slot, epoch);
+        return REDISMODULE_OK;
+    }
+    /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
+     * slot's fingerprints must look at it again */
+    if (type != REDISMODULE_NOTIFY_STREAM)
+        crdtm_rsx_touch(ctx, k, klen);
+    if (type != REDISMODULE_NOTIFY_GENERIC || strcmp(event, "restore") != 0 ||
+        !crdtm_log_should_append(ctx))
+        return REDISMODULE_OK;
+    RedisModuleKey *rk = RedisModule_OpenKey(ctx, key, REDISMODULE_READ);
+    if (RedisModule_KeyType(rk) == REDISMODULE_KEYTYPE_MODULE &&
+        RedisModule_ModuleTypeGetType(rk) == crdtm_type) {
+        if (crdtm_log_state(ctx, key, RedisModule_ModuleTypeGetValue(rk)) == 0)
+            log_stats.restores++;
+    }
+    RedisModule_CloseKey(rk);
+    return REDISMODULE_OK;
+}
+
+/* ---- CRDT.LOG.LIST [slot] ------------------------------------------------------------------- */
+
+int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc > 2)
+        return RedisModule_WrongArity(ctx);
+    unsigned from = 0, to = CRDTM_SLOTS - 1;
+    if (argc == 2) {
+        long long s;
+        if (RedisModule_StringToLongLong(argv[1], &s) != REDISMODULE_OK || s < 0 ||
+            s >= CRDTM_SLOTS)
+            return RedisModule_ReplyWithError(ctx, "ERR slot must be an integer 0..16383");
+        from = to = (unsigned)s;
+    }
+    RedisModule_ReplyWithArray(ctx, REDISMODULE_POSTPONED_LEN);
+    long n = 0;
+    for (unsigned s = from; s <= to; s++) {
+        for (uint32_t i = 0; i < slots[s].n; i++) {
+            char name[CRDTM_LOG_NAME_MAX];
+            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].epochs[i]);
+            RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
+            if (RedisModule_KeyExists(ctx, ns)) {
+                RedisModule_ReplyWithStringBuffer(ctx, name, nlen);
+                n++;
+            }
+            RedisModule_FreeString(ctx, ns);
+        }
+    }
+    RedisModule_ReplySetArrayLength(ctx, n);
+    return REDISMODULE_OK;
+}
+
+/* ---- CRDT.LOG.READ log position count ------------------------------------------------------- */
+
+/* entries-added and last-generated-id of a stream, from XINFO STREAM (the module API has no
+ * getter for them). */
+static int stream_counters(RedisModuleCtx *ctx, RedisModuleString *name, uint64_t *added,
+                           RedisModuleStreamID *last)
+{
+    RedisModuleCallReply *r = RedisModule_Call(ctx, "XINFO", "cs", "STREAM", name);
+    int found = 0;
+    if (r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY) {
+        size_t n = RedisModule_CallReplyLength(r);
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            size_t l;
+            const char *f =
+                RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, i), &l);
+            RedisModuleCallReply *v = RedisModule_CallReplyArrayElement(r, i + 1);
+            if (f && l == 13 && !memcmp(f, "entries-added", 13)) {
+                *added = (uint64_t)RedisModule_CallReplyInteger(v);
+                found |= 1;
+            } else if (f && l == 17 && !memcmp(f, "last-generated-id", 17)) {
+                const char *s = RedisModule_CallReplyStringPtr(v, &l);
+                if (s && parse_id(s, l, last))
+                    found |= 2;
+            }
+        }
+    }
+    if (r)
+        RedisModule_FreeCallReply(r);
+    return found == 3 ? 0 : -1;
+}
+
+int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 4)
+        return RedisModule_WrongArity(ctx);
+    size_t nlen, plen;
+    const char *name = RedisModule_StringPtrLen(argv[1], &nlen);
+    const char *ptext = RedisModule_StringPtrLen(argv[2], &plen);
+    uint64_t epoch;
+    unsigned slot;
+    if (!crdtm_log_name_parse(name, nlen, &epoch, &slot))
+        return RedisModule_ReplyWithError(
+            ctx, "ERR not a change log name (crdt:log:{TAG}:EPOCH, as CRDT.LOG.LIST gives them)");
+    crdtm_pos_t pos;
+    const char *why = NULL;
+    if (crdtm_pos_parse(ptext, plen, &pos, &why) < 0)
+        return RedisModule_ReplyWithError(ctx, why);
+    long long count;
+    if (RedisModule_StringToLongLong(argv[3], &count) != REDISMODULE_OK || count < 1)
+        return RedisModule_ReplyWithError(ctx, "ERR count must be a positive integer");
+    if (count > READ_COUNT_MAX)
+        count = READ_COUNT_MAX;
+    if (pos.kind == CRDTM_POS_AT && pos.epoch != epoch) {
+        char msg[160];
+        snprintf(msg, sizeof(msg),
+                 "ERR position belongs to another log (epoch %016llx, this log is %016llx)",
+                 (unsigned long long)pos.epoch, (unsigned long long)epoch);
+        return RedisModule_ReplyWithError(ctx, msg);
+    }
+    RedisModuleKey *lk = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ);
+    int kt = RedisModule_KeyType(lk);
+    if (kt != REDISMODULE_KEYTYPE_STREAM) {
+        RedisModule_CloseKey(lk);
+        if (kt == REDISMODULE_KEYTYPE_EMPTY)
+            return RedisModule_ReplyWithError(
+                ctx, "ERR no such log here (deleted, emptied by trimming, or not in this db)");
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    uint64_t added = 0;
+    RedisModuleStreamID last = {0, 0};
+    if (stream_counters(ctx, argv[1], &added, &last) < 0) {
+        RedisModule_CloseKey(lk);
+        return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
+    }
+    uint64_t length = RedisModule_ValueLength(lk);
+    /* Trimming removes the oldest entries: the entries numbered trimmed+1 .. added remain. */
+    uint64_t trimmed = added >= length ? added - length : 0;
+    bool truncated = false, from_first = false;
+    uint64_t base = 0;
+    RedisModuleStreamID start = {0, 0};
+    switch (pos.kind) {
+    case CRDTM_POS_START:
+        truncated = trimmed > 0;
+        from_first = true;
+        base = trimmed;
+        break;
+    case CRDTM_POS_END:
+        base = added;
+        start = last;
+        break;
+    case CRDTM_POS_AT:
+        start.ms = pos.ms;
+        start.seq = pos.seq;
+        /* A position past the log's end (entries lost in a failover before they reached the
+         * replica) or before what trimming kept: the reader missed changes. */
+        if (pos.offset > added || id_cmp(&start, &last) > 0 || pos.offset < trimmed) {
+            truncated = true;
+            from_first = true;
+            base = trimmed;
+        } else {
+            base = pos.offset;
+        }
+        break;
+    }
+    RedisModule_ReplyWithArray(ctx, 3);
+    crdtm_pos_t next = {
+        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq, .offset = base};
+    /* The entries come first in the stream but last in the reply: keep them in a nested reply
+     * built after the position is known. Stream iteration is cheap; iterate twice. */
+    long n = 0;
+    if (pos.kind != CRDTM_POS_END &&
+        RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
+                                        from_first ? NULL : &start, NULL) == REDISMODULE_OK) {
+        RedisModuleStreamID id;
+        while (n < count && next_entry_id(lk, &id)) {
+            n++;
+            next.ms = id.ms;
+            next.seq = id.seq;
+        }
+        RedisModule_StreamIteratorStop(lk);
+    }
+    next.offset = base + (uint64_t)n;
+    if (next.offset == 0) {
+        RedisModule_ReplyWithSimpleString(ctx, "0");
+    } else {
+        char ptxt[CRDTM_POS_TEXT_MAX];
+        size_t pl = crdtm_pos_format(&next, ptxt);
+        RedisModule_ReplyWithStringBuffer(ctx, ptxt, pl);
+    }
+    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
+    RedisModule_ReplyWithArray(ctx, n);
+    if (n &&
+        RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
+                                        from_first ? NULL : &start, NULL) == REDISMODULE_OK) {
+        RedisModuleStreamID id;
+        long nf;
+        for (long i = 0; i < n && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK;
+             i++) {
+            /* The iterator makes new strings (no auto memory here): each is freed below. */
+            RedisModuleString *kv = NULL, *dv = NULL, *f, *v;
+            while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
+                size_t fl;
+                const char *fp = RedisModule_StringPtrLen(f, &fl);
+                if (fl == 1 && fp[0] == 'k' && !kv)
+                    kv = v;
+                else if (fl == 1 && fp[0] == 'd' && !dv)
+                    dv = v;
+                else
+                    RedisModule_FreeString(ctx, v);
+                RedisModule_FreeString(ctx, f);
+            }
+            char idtext[48];
+            format_id(idtext, sizeof(idtext), &id);
+            RedisModule_ReplyWithArray(ctx, 3);
+            RedisModule_ReplyWithCString(ctx, idtext);
+            if (kv)
+                RedisModule_ReplyWithString(ctx, kv);
+            else
+                RedisModule_ReplyWithNull(ctx);
+            if (dv)
+                RedisModule_ReplyWithString(ctx, dv);
+            else
+                RedisModule_ReplyWithNull(ctx);
+            if (kv)
+                RedisModule_FreeString(ctx, kv);
+            if (dv)
+                RedisModule_FreeString(ctx, dv);
+        }
+        RedisModule_StreamIteratorStop(lk);
+    }
+    RedisModule_CloseKey(lk);
+    return REDISMODULE_OK;
+}
+
+/* ---- load and INFO -------------------------------------------------------------------------- */
+
+int crdtm_log_init(RedisModuleCtx *ctx)
+{
+    if (crdtm_slot_tags(slot_tag) < 0) {
+        RedisModule_Log(ctx, "warning", "crdt: no hash tag found for some slot");
+        return -1;
+    }
+    field_k = RedisModule_CreateString(NULL, "k", 1);
+    field_d = RedisModule_CreateString(NULL, "d", 1);
+    /* Subscribed even with the log off: a node switched off still lists the logs it holds. */
+    return RedisModule_SubscribeToKeyspaceEvents(
+               ctx,
+               REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_STREAM | REDISMODULE_NOTIFY_LOADED |
+                   REDISMODULE_NOTIFY_EXPIRED | REDISMODULE_NOTIFY_EVICTED,
+               on_keyspace_event) == REDISMODULE_OK
+               ? 0
+               : -1;
+}
+
+void crdtm_log_info(RedisModuleInfoCtx *ctx)
+{
+    unsigned long long logs = 0;
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        logs += slots[s].n;
+    RedisModule_InfoAddFieldLongLong(ctx, "log_enabled", crdtm_cfg.log_enabled);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_max_len", crdtm_cfg.log_max_len);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_max_age_ms", crdtm_cfg.log_max_age_ms);
+    RedisModule_InfoAddFieldLongLong(ctx, "log_trim_acked", crdtm_cfg.log_trim_acked);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_streams", logs);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_appends", log_stats.appends);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_restores", log_stats.restores);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_created", log_stats.created);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_trims", log_stats.trims);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_trimmed_entries", log_stats.trimmed);
+}

@@ -1,0 +1,362 @@
+/* test_redis_log.c - crdt.so's per-slot change log on single servers: entries, positions,
+ * trimming (length, age, consumer groups), truncation, restarts, replicas, RESTORE, switch-off
+ *
+ * A reader follows a log with CRDT.LOG.READ from a position; the tests check that the entries
+ * join into exactly the key's state, that a position survives restarts and is refused by any other
+ * log (another slot, another server), and that a reader that fell behind the trimmed part is told
+ * so.
+ */
+#include "tap.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "crdt.h"
+#include "logpos.h"
+#include "redis_helper.h"
+
+/* The log of key's slot on s (the only one its slot holds), into name; 0 or -1. */
+static int log_of(rh_server_t *s, const char *key, char *name)
+{
+    unsigned slot = crdtm_keyslot(key, strlen(key));
+    redisReply *r = rh_cmd(s, "CRDT.LOG.LIST %u", slot);
+    int rc = -1;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+        snprintf(name, CRDTM_LOG_NAME_MAX, "%s", r->element[0]->str);
+        rc = 0;
+    }
+    if (r)
+        freeReplyObject(r);
+    return rc;
+}
+
+typedef struct readres {
+    char pos[CRDTM_POS_TEXT_MAX];
+    char status[16];
+    long n;
+    crdt_obj_t *joined; /* join of the entries of `key` */
+    char err[256];
+} readres_t;
+
+/* CRDT.LOG.READ name pos count, joining the entries of key into r->joined. */
+static void log_read(rh_server_t *s, const char *name, const char *pos, int count, const char *key,
+                     readres_t *res)
+{
+    redisReply *r = rh_cmd(s, "CRDT.LOG.READ %s %s %d", name, pos, count);
+    res->n = 0;
+    res->err[0] = res->status[0] = '\0';
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        snprintf(res->err, sizeof(res->err), "%s",
+                 r && r->type == REDIS_REPLY_ERROR ? r->str : "?");
+        if (r)
+            freeReplyObject(r);
+        return;
+    }
+    snprintf(res->pos, sizeof(res->pos), "%s", r->element[0]->str);
+    snprintf(res->status, sizeof(res->status), "%s", r->element[1]->str);
+    for (size_t i = 0; i < r->element[2]->elements; i++) {
+        redisReply *e = r->element[2]->element[i];
+        res->n++;
+        if (!key ||
+            (e->element[1]->len != strlen(key) || memcmp(e->element[1]->str, key, strlen(key))))
+            continue;
+        crdt_error_t err;
+        crdt_obj_t *o = crdt_obj_decode(e->element[2]->str, e->element[2]->len, &err);
+        if (!o)
+            continue;
+        if (!res->joined)
+            res->joined = o;
+        else {
+            crdt_obj_merge(res->joined, o);
+            crdt_obj_free(o);
+        }
+    }
+    freeReplyObject(r);
+}
+
+/* The joined entries equal the key's state on s. */
+static bool same_state(rh_server_t *s, const char *key, const crdt_obj_t *joined)
+{
+    size_t len;
+    char *st = rh_str(rh_cmd(s, "CRDT.STATE %s", key), &len);
+    crdt_buf_t b = {0};
+    if (joined)
+        crdt_obj_encode(joined, &b);
+    bool same = st && b.len == len && !memcmp(st, b.data, len);
+    free(st);
+    crdt_buf_free(&b);
+    return same;
+}
+
+static void test_basics(void)
+{
+    rh_server_t A, B;
+    const char *aof[] = {"--appendonly", "yes", NULL};
+    if (rh_start(&A, NULL, "node-id 1 log-max-len 40", aof) < 0 ||
+        rh_start(&B, NULL, "node-id 2 log-max-len 40", NULL) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 10; i++)
+        rh_int(rh_cmd(&A, "CRDT.TLADD tl %d m%d", i, i));
+    rh_int(rh_cmd(&A, "CRDT.INCRBY other 3"));
+    char name[CRDTM_LOG_NAME_MAX], other[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&A, "tl", name) == 0, "the slot of tl has one log: %s", name);
+    uint64_t epoch;
+    unsigned slot;
+    ok(crdtm_log_name_parse(name, strlen(name), &epoch, &slot) && slot == crdtm_keyslot("tl", 2),
+       "its name carries an epoch and a tag of the key's slot");
+    ok(log_of(&A, "other", other) == 0 && strcmp(name, other), "another slot has another log");
+
+    readres_t r = {0};
+    log_read(&A, name, "0", 100, "tl", &r);
+    is(r.status, "ok", "READ from 0: ok");
+    is_int(r.n, 10, "ten entries");
+    ok(same_state(&A, "tl", r.joined), "the entries join to CRDT.STATE tl");
+    crdt_obj_free(r.joined);
+
+    /* paging: positions chain, nothing is read twice */
+    readres_t p = {0};
+    snprintf(p.pos, sizeof(p.pos), "0");
+    long total = 0;
+    for (int round = 0; round < 10; round++) {
+        char from[CRDTM_POS_TEXT_MAX];
+        snprintf(from, sizeof(from), "%s", p.pos);
+        log_read(&A, name, from, 3, "tl", &p);
+        total += p.n;
+        if (p.n < 3)
+            break;
+    }
+    is_int(total, 10, "pages of 3 read the ten entries once");
+    ok(same_state(&A, "tl", p.joined), "... and join to the state");
+    crdt_obj_free(p.joined);
+    p.joined = NULL;
+    char kept[CRDTM_POS_TEXT_MAX];
+    snprintf(kept, sizeof(kept), "%s", p.pos);
+    crdtm_pos_t pp;
+    const char *why;
+    ok(crdtm_pos_parse(kept, strlen(kept), &pp, &why) == 0 && pp.epoch == epoch && pp.offset == 10,
+       "the position %s names the log's epoch and offset 10", kept);
+
+    /* positions are refused by every other log: another slot, another server */
+    readres_t e = {0};
+    log_read(&A, other, kept, 10, NULL, &e);
+    ok(!strncmp(e.err, "ERR position belongs to another log", 35), "other slot: %s", e.err);
+    for (int i = 0; i < 3; i++)
+        rh_int(rh_cmd(&B, "CRDT.TLADD tl %d b%d", i, i));
+    char bname[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&B, "tl", bname) == 0 && strcmp(bname, name), "B's log of the slot is another log");
+    log_read(&B, bname, kept, 10, NULL, &e);
+    ok(!strncmp(e.err, "ERR position belongs to another log", 35), "other server: %s", e.err);
+    log_read(&B, name, "0", 10, NULL, &e);
+    ok(!strncmp(e.err, "ERR no such log", 15), "A's log name on B: %s", e.err);
+
+    /* bad input: clear errors, the server keeps serving */
+    static const char *const bad[] = {"",
+                                      "1",
+                                      "x",
+                                      "$$",
+                                      "00000000000000zz:1-0:1",
+                                      "0000000000000001:1-0:0",
+                                      "0000000000000001:01-0:1",
+                                      "0000000000000001:1-0:1x",
+                                      "0000000000000001:1-0",
+                                      "0000000000000001:99999999999999999999999-0:1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        log_read(&A, name, bad[i], 10, NULL, &e);
+        ok(!strncmp(e.err, "ERR bad position", 16), "position '%s': %s", bad[i], e.err);
+    }
+    is(rh_err(rh_cmd(&A, "CRDT.LOG.READ tl 0 10")),
+       "ERR not a change log name (crdt:log:{TAG}:EPOCH, as CRDT.LOG.LIST gives them)",
+       "READ of a key that is not a log");
+    is(rh_err(rh_cmd(&A, "CRDT.LOG.READ %s 0 0", name)), "ERR count must be a positive integer",
+       "count 0");
+    is(rh_err(rh_cmd(&A, "CRDT.LOG.LIST 16384")), "ERR slot must be an integer 0..16383",
+       "LIST of slot 16384");
+    rh_int(rh_cmd(&A, "SET crdt:log:{x}:00000000000000aa v"));
+    is(rh_err(rh_cmd(&A, "CRDT.LOG.READ crdt:log:{x}:00000000000000aa 0 1")),
+       "WRONGTYPE Operation against a key holding the wrong kind of value",
+       "READ of a string named like a log: WRONGTYPE");
+    is(rh_err(rh_cmd(&A, "PING")), "", "the server still serves");
+
+    /* the position survives a restart (AOF) and DEBUG RELOAD (RDB): same log, entries after it */
+    ok(rh_restart(&A) == 0, "A restarts from its AOF");
+    char again[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&A, "tl", again) == 0 && !strcmp(again, name), "the same log after the restart");
+    rh_int(rh_cmd(&A, "CRDT.TLADD tl 100 after-restart"));
+    is(rh_err(rh_cmd(&A, "DEBUG RELOAD")), "", "DEBUG RELOAD");
+    rh_int(rh_cmd(&A, "CRDT.TLADD tl 101 after-reload"));
+    ok(log_of(&A, "tl", again) == 0 && !strcmp(again, name), "the same log after DEBUG RELOAD");
+    log_read(&A, name, kept, 100, "tl", &p);
+    is(p.status, "ok", "the kept position reads on: %s", p.status);
+    is_int(p.n, 2, "the two writes after it");
+    log_read(&A, name, "$", 100, "tl", &e);
+    is_int(e.n, 0, "READ from $ gives nothing ...");
+    ok(crdtm_pos_parse(e.pos, strlen(e.pos), &pp, &why) == 0 && pp.offset == 12,
+       "... and the position of the end (%s)", e.pos);
+    crdt_obj_free(p.joined);
+    p.joined = NULL;
+
+    /* trimming: a reader behind the trimmed part is told "truncated" */
+    for (int i = 0; i < 100; i++)
+        rh_int(rh_cmd(&A, "CRDT.TLADD tl %d n%d", 200 + i, i));
+    long long len = rh_int(rh_cmd(&A, "XLEN %s", name));
+    ok(len >= 40 && len <= 40 + 16, "log-max-len 40 holds the log at %lld entries", len);
+    log_read(&A, name, kept, 1000, "tl", &p);
+    is(p.status, "truncated", "a position behind the trimmed part: truncated");
+    is_int(p.n, len, "... and the entries that remain");
+    log_read(&A, name, "0", 1000, NULL, &e);
+    is(e.status, "truncated", "READ from 0 after trimming: truncated");
+    log_read(&A, name, p.pos, 1000, NULL, &e);
+    is(e.status, "ok", "the position it returned reads on: ok");
+    is_int(e.n, 0, "with nothing new");
+    crdt_obj_free(p.joined);
+    ok(rh_info_field(&A, "crdt", "crdt_log_trimmed_entries") > 0, "INFO crdt_log_trimmed_entries");
+
+    /* a follower with read access to the logs only (the ACL of docs/redis-module.md) */
+    is(rh_err(rh_cmd(&A, "ACL SETUSER follower on >secret %%R~crdt:log:* +crdt.log.read "
+                         "+crdt.log.list +readonly")),
+       "", "ACL SETUSER follower");
+    redisContext *fc = redisConnect("127.0.0.1", A.port);
+    redisReply *fr = fc ? redisCommand(fc, "AUTH follower secret") : NULL;
+    ok(fr && fr->type == REDIS_REPLY_STATUS, "AUTH follower");
+    if (fr)
+        freeReplyObject(fr);
+    fr = fc ? redisCommand(fc, "CRDT.LOG.READ %s %s 10", name, p.pos) : NULL;
+    ok(fr && fr->type == REDIS_REPLY_ARRAY, "the follower reads the log");
+    if (fr)
+        freeReplyObject(fr);
+    fr = fc ? redisCommand(fc, "CRDT.TLADD tl 1 x") : NULL;
+    ok(fr && fr->type == REDIS_REPLY_ERROR && !strncmp(fr->str, "NOPERM", 6), "and may not write");
+    if (fr)
+        freeReplyObject(fr);
+    if (fc)
+        redisFree(fc);
+    rh_stop(&A);
+    rh_stop(&B);
+}
+
+static void test_replica_restore_off(void)
+{
+    rh_server_t P, R, C, OFF;
+    if (rh_start(&P, NULL, "node-id 1", NULL) < 0)
+        bail_out("cannot start redis-server");
+    char port[16];
+    snprintf(port, sizeof(port), "%d", P.port);
+    const char *rep[] = {"--replicaof", "127.0.0.1", port, NULL};
+    if (rh_start(&R, NULL, "node-id 2", rep) < 0 || rh_start(&C, NULL, "node-id 3", NULL) < 0 ||
+        rh_start(&OFF, NULL, "node-id 4 log no", NULL) < 0)
+        bail_out("cannot start redis-server");
+    /* the replica first finishes its initial sync (slow under ASan), then gets the writes */
+    for (int i = 0; i < 200; i++) {
+        char *info = rh_str(rh_cmd(&R, "INFO replication"), NULL);
+        bool up = info && strstr(info, "master_link_status:up");
+        free(info);
+        if (up)
+            break;
+        rh_sleep_ms(50);
+    }
+    for (int i = 0; i < 20; i++)
+        rh_int(rh_cmd(&P, "CRDT.SADD s m%d", i));
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1: the replica has the writes");
+    char name[CRDTM_LOG_NAME_MAX], rname[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&P, "s", name) == 0 && log_of(&R, "s", rname) == 0 && !strcmp(name, rname),
+       "the replica holds the primary's log %s", name);
+    is_int(rh_int(rh_cmd(&R, "XLEN %s", name)), 20, "with its 20 entries");
+    is_int(rh_info_field(&R, "crdt", "crdt_log_appends"), 0, "the replica appended none itself");
+    readres_t r = {0};
+    log_read(&R, name, "0", 100, "s", &r);
+    ok(same_state(&R, "s", r.joined), "the replica's log joins to its state");
+    crdt_obj_free(r.joined);
+    r.joined = NULL;
+    char *dp = rh_str(rh_cmd(&P, "DEBUG DIGEST"), NULL), *dr = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(dr);
+        dr = rh_str(rh_cmd(&R, "DEBUG DIGEST"), NULL);
+        if (dp && dr && !strcmp(dp, dr))
+            break;
+        rh_sleep_ms(100);
+    }
+    ok(dp && dr && !strcmp(dp, dr), "primary and replica have one digest");
+    free(dp);
+    free(dr);
+
+    /* a key that arrives by RESTORE appends its whole state to the target's log */
+    size_t dlen;
+    char *dump = rh_str(rh_cmd(&P, "DUMP s"), &dlen);
+    ok(dump != NULL, "DUMP s");
+    is(rh_err(rh_cmd(&C, "RESTORE s 0 %b", dump, dlen)), "", "RESTORE s on another server");
+    free(dump);
+    char cname[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&C, "s", cname) == 0, "the target has a log for the slot");
+    log_read(&C, cname, "0", 100, "s", &r);
+    is_int(r.n, 1, "one entry");
+    ok(same_state(&C, "s", r.joined), "holding the restored key's full state");
+    crdt_obj_free(r.joined);
+    is_int(rh_info_field(&C, "crdt", "crdt_log_restores"), 1, "INFO crdt_log_restores");
+
+    /* log no: writes append nothing */
+    rh_int(rh_cmd(&OFF, "CRDT.TLADD t 1 a"));
+    redisReply *l = rh_cmd(&OFF, "CRDT.LOG.LIST");
+    ok(l && l->type == REDIS_REPLY_ARRAY && l->elements == 0, "log no: no log");
+    if (l)
+        freeReplyObject(l);
+    is_int(rh_int(rh_cmd(&OFF, "DBSIZE")), 1, "log no: only the key");
+    rh_stop(&R);
+    rh_stop(&P);
+    rh_stop(&C);
+    rh_stop(&OFF);
+}
+
+static void test_trim_policies(void)
+{
+    rh_server_t G, T;
+    if (rh_start(&G, NULL, "node-id 1 log-max-len 5 log-trim-acked yes", NULL) < 0 ||
+        rh_start(&T, NULL, "node-id 2 log-max-len 0 log-max-age-ms 200", NULL) < 0)
+        bail_out("cannot start redis-server");
+    /* log-trim-acked: nothing past the slowest consumer group's last-delivered-id goes */
+    rh_int(rh_cmd(&G, "CRDT.INCRBY c 1"));
+    char name[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&G, "c", name) == 0, "log of c");
+    is(rh_err(rh_cmd(&G, "XGROUP CREATE %s follower 0", name)), "", "a consumer group at 0");
+    for (int i = 0; i < 60; i++)
+        rh_int(rh_cmd(&G, "CRDT.INCRBY c 1"));
+    is_int(rh_int(rh_cmd(&G, "XLEN %s", name)), 61, "nothing trimmed the group has not acked");
+    is(rh_err(rh_cmd(&G, "XGROUP SETID %s follower $", name)), "", "the group acks everything");
+    for (int i = 0; i < 30; i++)
+        rh_int(rh_cmd(&G, "CRDT.INCRBY c 1"));
+    long long len = rh_int(rh_cmd(&G, "XLEN %s", name));
+    ok(len <= 5 + 16 + 30, "then the bound applies again (%lld entries)", len);
+    cmp_ok(len, "<", 61, "... it trimmed");
+    readres_t r = {0};
+    log_read(&G, name, "0", 1000, NULL, &r);
+    is(r.status, "truncated", "a reader from 0 learns it fell behind");
+    crdt_obj_free(r.joined);
+
+    /* log-max-age-ms: entries older than the bound go (checked every 64 appends of a slot) */
+    rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
+    ok(log_of(&T, "c", name) == 0, "log of c (age bound)");
+    rh_sleep_ms(300);
+    for (int i = 0; i < 70; i++)
+        rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
+    len = rh_int(rh_cmd(&T, "XLEN %s", name));
+    ok(len >= 1 && len <= 70, "the entry older than 200 ms was trimmed (%lld left of 71)", len);
+    rh_stop(&G);
+    rh_stop(&T);
+}
+
+int main(void)
+{
+    const char *why = rh_skip_reason();
+    if (why)
+        skip_all("%s", why);
+    rh_watchdog(rh_sanitized() ? 240 : 120);
+    test_basics();
+    test_replica_restore_off();
+    test_trim_policies();
+    is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
+    rh_cleanup();
+    return done_testing();
+}

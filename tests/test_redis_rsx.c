@@ -1,0 +1,178 @@
+/* test_redis_rsx.c - crdt.so's anti-entropy: two servers find exactly the keys they differ in
+ * through CRDT.RSX.DIGEST/OPEN/RECV/DIFFS/CLOSE, with bytes that grow with the difference
+ *
+ * Both servers get the same 2000 keys (states copied with CRDT.STATE/CRDT.MERGE, so equal states
+ * are equal bytes), then d keys are made to differ in every way: changed on one side, changed on
+ * both, present on one side only, deleted on one side. The reconcile client (redis_reconcile.c)
+ * must name exactly those keys; after the repair both sides agree on every slot.
+ */
+#include "tap.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "redis_helper.h"
+#include "redis_reconcile.h"
+
+#define NKEYS 2000
+
+static void copy_key(rh_server_t *from, rh_server_t *to, const char *key)
+{
+    size_t len;
+    char *st = rh_str(rh_cmd(from, "CRDT.STATE %s", key), &len);
+    if (st)
+        rh_int(rh_cmd(to, "CRDT.MERGE %s %b", key, st, len));
+    free(st);
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return !strncmp(s, prefix, strlen(prefix));
+}
+
+static bool has_name(const rr_result_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++)
+        if (!strcmp(r->names[i], name))
+            return true;
+    return false;
+}
+
+static void reconcile(rh_server_t *A, rh_server_t *B, rr_result_t *r)
+{
+    rr_side_t a, b;
+    rr_side_single(&a, A->c);
+    rr_side_single(&b, B->c);
+    ok(rr_reconcile(&a, &b, r) == 0, "reconcile ran");
+}
+
+int main(void)
+{
+    const char *why = rh_skip_reason();
+    if (why)
+        skip_all("%s", why);
+    rh_watchdog(rh_sanitized() ? 240 : 120);
+    rh_server_t A, B;
+    if (rh_start(&A, NULL, "node-id 1 log no", NULL) < 0 ||
+        rh_start(&B, NULL, "node-id 2 log no", NULL) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < NKEYS; i++) {
+        switch (i % 4) {
+        case 0: redisAppendCommand(A.c, "CRDT.TLADD tl:%d %d m%d", i, i, i); break;
+        case 1: redisAppendCommand(A.c, "CRDT.INCRBY pn:%d %d", i, i); break;
+        case 2: redisAppendCommand(A.c, "CRDT.SADD set:%d a%d b%d", i, i, i); break;
+        default: redisAppendCommand(A.c, "CRDT.SET reg:%d v%d", i, i); break;
+        }
+    }
+    for (int i = 0; i < NKEYS; i++) {
+        redisReply *r;
+        if (redisGetReply(A.c, (void **)&r) == REDIS_OK)
+            freeReplyObject(r);
+    }
+    static const char *const prefix[4] = {"tl", "pn", "set", "reg"};
+    for (int i = 0; i < NKEYS; i++) {
+        char key[32];
+        snprintf(key, sizeof(key), "%s:%d", prefix[i % 4], i);
+        copy_key(&A, &B, key);
+    }
+    is_int(rh_int(rh_cmd(&B, "DBSIZE")), NKEYS, "B holds the same %d keys", NKEYS);
+
+    rr_result_t r;
+    reconcile(&A, &B, &r);
+    is_int((long long)r.n, 0, "equal datasets: no difference");
+    is_int(r.round_trips, 1, "one round trip (the digest of 16 ranges)");
+    cmp_ok(r.bytes_out + r.bytes_in, "<", 400, "in %llu bytes",
+           (unsigned long long)(r.bytes_out + r.bytes_in));
+    rr_result_free(&r);
+
+    /* d = 6 differences of every kind */
+    rh_int(rh_cmd(&A, "CRDT.TLADD tl:0 1000 only-a")); /* changed on A */
+    rh_int(rh_cmd(&B, "CRDT.INCRBY pn:1 5"));          /* changed on B */
+    rh_int(rh_cmd(&A, "CRDT.SADD set:2 x"));           /* changed on both */
+    rh_int(rh_cmd(&B, "CRDT.SADD set:2 y"));
+    rh_int(rh_cmd(&A, "CRDT.SET new:a hello")); /* only on A */
+    rh_int(rh_cmd(&B, "CRDT.TLADD new:b 1 z")); /* only on B */
+    rh_int(rh_cmd(&A, "DEL reg:3"));            /* deleted on A */
+    static const char *const want[] = {"tl:0", "pn:1", "set:2", "new:a", "new:b", "reg:3"};
+    reconcile(&A, &B, &r);
+    is_int((long long)r.n, 6, "six differing keys found");
+    is_int(rh_info_field(&A, "crdt", "crdt_rsx_sessions_open") +
+               rh_info_field(&B, "crdt", "crdt_rsx_sessions_open"),
+           0, "DIFFS ended every session");
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        ok(has_name(&r, want[i]), "%s is among them", want[i]);
+    uint64_t bytes6 = r.bytes_out + r.bytes_in;
+    diag("d=6: %u ranges differ, %u round trips, %llu bytes", r.ranges_differing, r.round_trips,
+         (unsigned long long)bytes6);
+    cmp_ok(bytes6, "<", 16 * NKEYS, "fewer bytes than a list of every key's (id, fp)");
+
+    /* repair by joining states both ways; then nothing differs */
+    for (size_t i = 0; i < r.n; i++) {
+        copy_key(&A, &B, r.names[i]);
+        copy_key(&B, &A, r.names[i]);
+    }
+    rr_result_free(&r);
+    reconcile(&A, &B, &r);
+    is_int((long long)r.n, 0, "after the repair no key differs");
+    rr_result_free(&r);
+
+    /* more differences cost more bytes, still far below the dataset */
+    for (int i = 0; i < 60; i++)
+        rh_int(rh_cmd(&A, "CRDT.TLADD tl:%d 5000 more", i * 4));
+    reconcile(&A, &B, &r);
+    is_int((long long)r.n, 60, "60 changed keys found");
+    cmp_ok(r.bytes_out + r.bytes_in, ">", bytes6, "d=60 costs more than d=6 (%llu bytes)",
+           (unsigned long long)(r.bytes_out + r.bytes_in));
+    rr_result_free(&r);
+
+    /* bad input: clear errors, the server keeps serving */
+    redisReply *o = rh_cmd(&A, "CRDT.RSX.OPEN {x} RESPONDER");
+    ok(o && o->type == REDIS_REPLY_ARRAY && o->elements == 2, "OPEN a responder");
+    char sid[24] = "";
+    if (o && o->type == REDIS_REPLY_ARRAY)
+        snprintf(sid, sizeof(sid), "%s", o->element[0]->str);
+    if (o)
+        freeReplyObject(o);
+    ok(!strncmp(rh_err(rh_cmd(&A, "CRDT.RSX.RECV {x} %s garbage", sid)),
+                "ERR reconcile message refused", 29),
+       "a garbage message is refused");
+    ok(!strncmp(rh_err(rh_cmd(&A, "CRDT.RSX.RECV {x} %s again", sid)),
+                "ERR reconcile message refused", 29),
+       "the failed session keeps refusing");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.CLOSE {x} %s", sid)), "", "CLOSE");
+    ok(!strncmp(rh_err(rh_cmd(&A, "CRDT.RSX.RECV {x} %s m", sid)), "ERR no such reconcile session",
+                29),
+       "a closed session is unknown");
+    ok(!strncmp(rh_err(rh_cmd(&A, "CRDT.RSX.DIFFS {y} zz")), "ERR no such reconcile session", 29),
+       "a malformed session id is unknown");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} BOTH")), "ERR role must be INITIATOR or RESPONDER",
+       "bad role");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 5 4")),
+       "ERR slots must be integers 0 <= first <= last <= 16383", "bad session range");
+    ok(starts_with(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 5")), "ERR wrong number"),
+       "a range needs both ends");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.DIGEST 5 4")),
+       "ERR slots must be integers 0 <= first <= last <= 16383", "bad digest range");
+    redisReply *s1 = rh_cmd(&A, "SELECT 1");
+    if (s1)
+        freeReplyObject(s1);
+    ok(!strncmp(rh_err(rh_cmd(&A, "CRDT.RSX.DIGEST 0 16383")), "ERR CRDT.RSX works on db 0", 26),
+       "db 1 is refused");
+    s1 = rh_cmd(&A, "SELECT 0");
+    if (s1)
+        freeReplyObject(s1);
+    is(rh_err(rh_cmd(&A, "FLUSHALL")), "", "FLUSHALL");
+    redisReply *d = rh_cmd(&A, "CRDT.RSX.DIGEST 0 16383");
+    ok(d && d->type == REDIS_REPLY_ARRAY && d->element[0]->integer == 0,
+       "after FLUSHALL the digest counts no key");
+    if (d)
+        freeReplyObject(d);
+    rh_stop(&A);
+    rh_stop(&B);
+    is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
+    rh_cleanup();
+    return done_testing();
+}

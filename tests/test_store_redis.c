@@ -1,0 +1,1326 @@
+/* test_store_redis.c - the Redis store (gateway/redis) against real redis-server processes with
+ * crdt.so: the store contract of test_store.c on one server, byte-identical states with the
+ * embedded store, WAIT, a restart; a real 3-primary cluster (keys on every primary, MOVED after a
+ * slot moved, ASK during the move, a primary killed: fail fast, then recovery after failover);
+ * and fake servers on loopback answering garbage, wrong reply types or nothing.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crdt_store.h"
+#include "evloop_poll.h"
+#include "logpos.h"
+#include "redis_cluster_helper.h"
+#include "redis_helper.h"
+#include "store_redis.h"
+#include "tap.h"
+
+static ep_loop_t *L;
+
+/* ---- results of completions -------------------------------------------------------------------
+ */
+
+typedef struct res {
+    bool done;
+    int calls, rc;
+    uint64_t seq;
+    crdt_obj_t *obj; /* a copy */
+    size_t card, n;
+    uint8_t mark[64];
+    size_t mark_len;
+} res_t;
+
+static void res_reset(res_t *r)
+{
+    crdt_obj_free(r->obj);
+    memset(r, 0, sizeof(*r));
+}
+
+static void on_write(void *ud, int rc, uint64_t seq)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->seq = seq;
+    r->done = true;
+}
+
+static void on_get(void *ud, int rc, const crdt_obj_t *o)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->obj = o ? crdt_obj_clone(o) : NULL;
+    r->card = o && crdt_obj_type(o) == CRDT_TIMELINE ? crdt_timeline_card(o) : 0;
+    r->done = true;
+}
+
+static void on_many(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->n = 0;
+    for (size_t i = 0; objs && i < n; i++)
+        r->n += objs[i] != NULL;
+    r->done = true;
+}
+
+static void on_done(void *ud, int rc, uint64_t next)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->seq = next;
+    r->done = true;
+}
+
+static int scan_each(void *ud, const void *key, size_t klen, const crdt_obj_t *o)
+{
+    (void)key, (void)klen, (void)o;
+    ((res_t *)ud)->n++;
+    return 0;
+}
+
+static void on_mark(void *ud, int rc, const void *p, size_t n)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->mark_len = n;
+    if (p && n <= sizeof(r->mark))
+        memcpy(r->mark, p, n);
+    r->done = true;
+}
+
+static void on_status(void *ud, int rc)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->done = true;
+}
+
+static void on_fp(void *ud, int rc, uint64_t fp)
+{
+    res_t *r = ud;
+    r->calls++;
+    r->rc = rc;
+    r->seq = fp;
+    r->done = true;
+}
+
+typedef struct feed_res {
+    bool done, states_ok;
+    int rc;
+    size_t n;
+    uint64_t next, last_seq;
+    char keys[16][16];
+} feed_res_t;
+
+static int feed_each(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
+{
+    feed_res_t *f = ud;
+    if (f->n == 0)
+        f->states_ok = true;
+    if (!state || seq <= f->last_seq)
+        f->states_ok = false;
+    f->last_seq = seq;
+    if (f->n < 16)
+        snprintf(f->keys[f->n], sizeof(f->keys[0]), "%.*s", (int)(klen < 15 ? klen : 15),
+                 (const char *)key);
+    f->n++;
+    return 0;
+}
+
+static void on_feed_done(void *ud, int rc, uint64_t next)
+{
+    feed_res_t *f = ud;
+    f->rc = rc;
+    f->next = next;
+    f->done = true;
+}
+
+static bool wait_res(res_t *r)
+{
+    return ep_run_until(L, &r->done, 5000);
+}
+
+typedef struct events {
+    int changes;
+    uint64_t last_seq, last_origin, durable;
+    bool in_order;
+    int durables;
+} events_t;
+
+static void ev_change(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                      uint64_t origin)
+{
+    (void)key, (void)klen;
+    events_t *e = ud;
+    if (seq != e->last_seq + 1 || !delta)
+        e->in_order = false;
+    e->changes++;
+    e->last_seq = seq;
+    e->last_origin = origin;
+}
+
+static void ev_durable(void *ud, uint64_t d)
+{
+    events_t *e = ud;
+    e->durables++;
+    e->durable = d;
+}
+
+static crdt_store_t *open_store(const char *url, const crdt_store_redis_config_t *cfg0)
+{
+    crdt_store_redis_config_t cfg;
+    if (cfg0)
+        cfg = *cfg0;
+    else {
+        crdt_store_redis_config_init(&cfg);
+        cfg.node_id = 42;
+    }
+    char err[256] = "";
+    crdt_store_t *st = crdt_store_redis_open(url, &cfg, ep_loop(L), err, sizeof(err));
+    if (!st) {
+        diag("open %s: %s", url, err);
+        return NULL;
+    }
+    uint64_t end = gw_evloop_mono_ms() + 8000;
+    while (crdt_store_redis_ready(st) != 1 && gw_evloop_mono_ms() < end)
+        ep_run_once(L, 20);
+    return st;
+}
+
+static void sw(crdt_store_t *st, const char *key, const crdt_mut_t *m, res_t *r)
+{
+    res_reset(r);
+    crdt_store_write(st, key, strlen(key), m, on_write, r);
+    wait_res(r);
+}
+
+static void sget(crdt_store_t *st, const char *key, res_t *r)
+{
+    res_reset(r);
+    crdt_store_get(st, key, strlen(key), on_get, r);
+    wait_res(r);
+}
+
+/* ---- the contract on one server ---------------------------------------------------------------
+ */
+
+static void test_contract(rh_server_t *srv)
+{
+    diag("the store contract against one redis-server with crdt.so");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_t *st = open_store(url, NULL);
+    ok(st && crdt_store_redis_ready(st) == 1, "open and discover %s", url);
+    if (!st || crdt_store_redis_ready(st) != 1) {
+        crdt_store_close(st);
+        return;
+    }
+    is(st->ops->name, "redis", "the store names itself");
+    is_int(crdt_store_redis_is_cluster(st), 0, "a single server, not a cluster");
+    ok(crdt_store_last_error(st) == NULL, "healthy once discovered");
+    is_int((int)crdt_store_node_id(st), 42, "node id from the configuration");
+    ok(crdt_store_embedded_replica(st) == NULL, "no replica under a Redis store");
+    events_t ev = {.in_order = true};
+    crdt_store_set_events(st, &(crdt_store_events_t){ev_change, ev_durable, &ev});
+
+    res_t r = {0};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "p1", .len = 2, .score = 1};
+    sw(st, "feed", &add, &r);
+    ok(r.calls == 1 && r.rc == 1 && r.seq == 1, "timeline add: rc 1, seq 1 (rc %d seq %llu)", r.rc,
+       (unsigned long long)r.seq);
+    ok(ev.changes == 1 && ev.last_seq == 1 && ev.last_origin == CRDT_ORIGIN_LOCAL,
+       "the change event reports seq 1 and a local origin");
+    sw(st, "feed", &add, &r);
+    ok(r.calls == 1 && r.rc == 0 && r.seq == 0, "the same add again is a no-op");
+    is_int(ev.changes, 1, "and no event");
+
+    crdt_mut_t set = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = "x", .len = 1};
+    sw(st, "feed", &set, &r);
+    is_int(r.rc, CRDT_ETYPE, "a register write on a timeline: ETYPE");
+    sw(st, "reg", &set, &r);
+    ok(r.rc == 1 && r.seq == 2, "an LWW write without a timestamp is stamped by the module");
+    freeReplyObject(rh_cmd(srv, "SET native v"));
+    sw(st, "native", &add, &r);
+    is_int(r.rc, CRDT_ETYPE, "a write on a native Redis string: ETYPE");
+
+    crdt_mut_t bad = add;
+    bad.score = 0.0 / 0.0;
+    sw(st, "feed", &bad, &r);
+    is_int(r.rc, CRDT_EINVAL, "a NaN score is refused before Redis sees it");
+    crdt_mut_t g = {.type = CRDT_GCOUNTER, .kind = CRDT_MUT_INCR, .n = -1};
+    sw(st, "g", &g, &r);
+    is_int(r.rc, CRDT_EINVAL, "a negative grow-only increment is refused");
+    crdt_mut_t pn = {.type = CRDT_PNCOUNTER, .kind = CRDT_MUT_INCR, .n = -5};
+    sw(st, "pn", &pn, &r);
+    is_int(r.rc, 1, "a PN-counter decrement");
+    crdt_mut_t os = {.type = CRDT_ORSET, .kind = CRDT_MUT_ADD, .bytes = "m", .len = 1};
+    sw(st, "os", &os, &r);
+    is_int(r.rc, 1, "an OR-Set add");
+    crdt_mut_t ls = {.type = CRDT_LWWSET, .kind = CRDT_MUT_ADD, .bytes = "m", .len = 1};
+    sw(st, "ls", &ls, &r);
+    is_int(r.rc, 1, "an LWW-element-set add, stamped by the store's clock");
+    sget(st, "ls", &r);
+    ok(r.obj && crdt_obj_type(r.obj) == CRDT_LWWSET, "and the key holds an LWW-element-set");
+
+    crdt_obj_t *remote = crdt_timeline_new(0), *d = NULL;
+    crdt_timeline_add(remote, "p2", 2, 2, &d);
+    res_reset(&r);
+    crdt_store_apply(st, "feed", 4, d, 9, on_write, &r);
+    wait_res(&r);
+    ok(r.rc == 1 && r.seq == crdt_store_last_seq(st), "apply of a remote delta (seq %llu)",
+       (unsigned long long)r.seq);
+    is_int((int)ev.last_origin, 9, "the event carries the peer's origin");
+    res_reset(&r);
+    crdt_store_apply(st, "feed", 4, d, 9, on_write, &r);
+    wait_res(&r);
+    ok(r.rc == 0 && r.seq == 0, "the same delta again is a no-op");
+    crdt_obj_free(d);
+    crdt_obj_free(remote);
+
+    sget(st, "feed", &r);
+    ok(r.calls == 1 && r.rc == 0 && r.card == 2, "get: both entries");
+    sget(st, "nope", &r);
+    ok(r.calls == 1 && r.rc == 0 && r.obj == NULL, "get of an absent key: NULL");
+    sget(st, "native", &r);
+    is_int(r.rc, CRDT_ETYPE, "get of a native key: ETYPE");
+    crdt_bytes_t keys[3] = {{"feed", 4}, {"nope", 4}, {"reg", 3}};
+    res_reset(&r);
+    crdt_store_get_many(st, keys, 3, on_many, &r);
+    wait_res(&r);
+    ok(r.calls == 1 && r.rc == 0 && r.n == 2, "get_many: two of three keys present");
+
+    res_reset(&r);
+    crdt_store_fingerprint(st, "feed", 4, on_fp, &r);
+    wait_res(&r);
+    uint64_t fp = r.seq;
+    ok(r.rc == 0 && fp != 0, "fingerprint of a key");
+    res_reset(&r);
+    crdt_store_fingerprint(st, "nope", 4, on_fp, &r);
+    wait_res(&r);
+    is_int(r.rc, CRDT_EINVAL, "fingerprint of an absent key: EINVAL");
+
+    res_reset(&r);
+    crdt_store_mark_get(st, "peers", on_mark, &r);
+    wait_res(&r);
+    ok(r.calls == 1 && r.rc == 0 && r.mark_len == 0, "a mark never put reads as empty");
+    res_reset(&r);
+    crdt_store_mark_put(st, "peers", "abc", 3, on_status, &r);
+    wait_res(&r);
+    ok(r.calls == 1 && r.rc == 0, "mark put");
+    res_reset(&r);
+    crdt_store_mark_put(st, "peers", "hel\0o", 5, on_status, &r);
+    wait_res(&r);
+    res_reset(&r);
+    crdt_store_mark_get(st, "peers", on_mark, &r);
+    wait_res(&r);
+    ok(r.rc == 0 && r.mark_len == 5 && memcmp(r.mark, "hel\0o", 5) == 0,
+       "a second put replaces the mark (binary-safe)");
+    redisReply *mk = rh_cmd(srv, "GET {crdtd:42}:mark:peers");
+    ok(mk && mk->type == REDIS_REPLY_STRING && mk->len == 5, "kept under {crdtd:42}:mark:peers");
+    freeReplyObject(mk);
+    res_reset(&r);
+    crdt_store_mark_put(st, "../escape", "x", 1, on_status, &r);
+    ok(r.done && r.rc == CRDT_EINVAL, "a bad mark name is refused at once");
+
+    /* scan: the CRDT keys only (not the mark, not the native key) */
+    long long keys_in_redis = rh_info_field(srv, "crdt", "crdt_keys");
+    res_reset(&r);
+    size_t seen = 0;
+    uint64_t cur = 0;
+    int rounds = 0;
+    do {
+        res_reset(&r);
+        crdt_store_scan(st, cur, 2, scan_each, on_done, &r);
+        wait_res(&r);
+        seen += r.n;
+        cur = r.seq;
+    } while (r.rc == 0 && cur != 0 && ++rounds < 100);
+    ok(r.rc == 0 && (long long)seen == keys_in_redis,
+       "scan in pages of 2 visits every CRDT key once (%zu of %lld)", seen, keys_in_redis);
+
+    /* the change feed: keys changed after a seq, oldest first, with their current state */
+    static const char *const changed[] = {"reg", "pn", "os", "ls", "feed"};
+    feed_res_t fr = {0};
+    crdt_store_changes(st, 0, 100, feed_each, on_feed_done, &fr);
+    ep_run_until(L, &fr.done, 5000);
+    bool keys_ok = fr.rc == 0 && fr.n == 5;
+    for (size_t i = 0; keys_ok && i < 5; i++)
+        keys_ok = strcmp(fr.keys[i], changed[i]) == 0 && fr.states_ok;
+    ok(keys_ok, "changes(0): the 5 keys changed, each once, in the order of their last change");
+    ok(fr.next == crdt_store_last_seq(st), "and next is last_seq once the feed is exhausted");
+    memset(&fr, 0, sizeof(fr));
+    crdt_store_changes(st, 0, 2, feed_each, on_feed_done, &fr);
+    ep_run_until(L, &fr.done, 5000);
+    uint64_t next = fr.next;
+    ok(fr.rc == 0 && fr.n == 2 && strcmp(fr.keys[1], "pn") == 0 && next < crdt_store_last_seq(st),
+       "changes(0, limit 2): two keys, next before the rest");
+    memset(&fr, 0, sizeof(fr));
+    crdt_store_changes(st, next, 100, feed_each, on_feed_done, &fr);
+    ep_run_until(L, &fr.done, 5000);
+    ok(fr.rc == 0 && fr.n == 3 && strcmp(fr.keys[0], "os") == 0, "and from there the other three");
+    memset(&fr, 0, sizeof(fr));
+    crdt_store_changes(st, crdt_store_last_seq(st) + 100, 10, feed_each, on_feed_done, &fr);
+    ok(fr.done && fr.rc == CRDT_EUNAVAIL && strstr(crdt_store_last_error(st), "another run"),
+       "a position ahead of the store (another run of the gateway): EUNAVAIL, rescan: %s",
+       crdt_store_last_error(st) ? crdt_store_last_error(st) : "");
+
+    /* durability: many writes in flight; completions in order, durable_seq covers all */
+    uint64_t before = crdt_store_last_seq(st);
+    enum { NW = 300 };
+    static res_t many[NW];
+    for (int i = 0; i < NW; i++) {
+        memset(&many[i], 0, sizeof(many[i]));
+        char k[32], m[16];
+        snprintf(k, sizeof(k), "dur:%d", i % 37);
+        snprintf(m, sizeof(m), "m%d", i);
+        crdt_mut_t a = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = m, .len = strlen(m), .score = i};
+        crdt_store_write(st, k, strlen(k), &a, on_write, &many[i]);
+    }
+    crdt_store_redis_stats_t rs;
+    crdt_store_redis_stats(st, &rs);
+    cmp_ok(rs.sent - rs.replies, ">=", 100, "writes are pipelined (%llu in flight)",
+           (unsigned long long)(rs.sent - rs.replies));
+    ep_run_until(L, &many[NW - 1].done, 10000);
+    bool all = true, ordered = true;
+    for (int i = 0; i < NW; i++) {
+        all = all && many[i].done && many[i].rc == 1;
+        ordered = ordered && many[i].seq == before + 1 + (uint64_t)i;
+    }
+    ok(all, "all %d pipelined writes completed", NW);
+    ok(ordered, "seqs follow the order of completion on one connection");
+    is_int((int)crdt_store_durable_seq(st), (int)crdt_store_last_seq(st),
+           "durable_seq reaches last_seq");
+    ok(ev.durable == crdt_store_durable_seq(st) && ev.durables > 0, "the durable event told it");
+    ok(ev.in_order, "change events came in seq order, each with a delta");
+    crdt_store_stats_t sts;
+    crdt_store_stats(st, &sts);
+    cmp_ok(sts.writes, ">=", NW, "stats count the writes");
+    res_reset(&r);
+    crdt_store_close(st);
+}
+
+/* ---- fan-out through the change logs -----------------------------------------------------------
+ */
+
+typedef struct fan {
+    int events, bad;
+    int per_key[64]; /* events of "fan:<i>" / "ck:<i>" keys */
+    uint64_t last_seq;
+    bool ordered;
+} fan_t;
+
+static void fan_change(void *ud, const void *key, size_t klen, uint64_t seq,
+                       const crdt_obj_t *delta, uint64_t origin)
+{
+    (void)origin;
+    fan_t *f = ud;
+    f->events++;
+    if (seq <= f->last_seq)
+        f->ordered = false;
+    f->last_seq = seq;
+    char k[32];
+    snprintf(k, sizeof(k), "%.*s", (int)(klen < 31 ? klen : 31), (const char *)key);
+    const char *colon = strchr(k, ':');
+    int i = colon ? atoi(colon + 1) : -1;
+    if (!delta || crdt_obj_type(delta) != CRDT_TIMELINE || i < 0 || i >= 64)
+        f->bad++;
+    else
+        f->per_key[i]++;
+}
+
+static crdt_store_t *open_follower(const char *url, uint64_t node, fan_t *f)
+{
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = node;
+    cfg.follow_logs = true;
+    crdt_store_t *st = open_store(url, &cfg);
+    if (st) {
+        memset(f, 0, sizeof(*f));
+        f->ordered = true;
+        crdt_store_set_events(st, &(crdt_store_events_t){fan_change, NULL, f});
+        ep_run_for(L, 150); /* the first CRDT.LOG.LIST of every primary */
+    }
+    return st;
+}
+
+static bool wait_events(fan_t *f, int n, int ms)
+{
+    uint64_t end = gw_evloop_mono_ms() + (uint64_t)ms;
+    while (f->events < n && gw_evloop_mono_ms() < end)
+        ep_run_once(L, 20);
+    return f->events >= n;
+}
+
+static void test_follow(rh_server_t *srv)
+{
+    diag("two gateways over one Redis: every write reaches both through the change logs");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    fan_t fa, fb;
+    crdt_store_t *a = open_follower(url, 51, &fa), *b = open_follower(url, 52, &fb);
+    ok(a && b, "two stores following the logs");
+    if (!a || !b) {
+        crdt_store_close(a);
+        crdt_store_close(b);
+        return;
+    }
+    res_t r = {0};
+    for (int i = 0; i < 10; i++) {
+        char k[16], m[8];
+        snprintf(k, sizeof(k), "fan:%d", i);
+        snprintf(m, sizeof(m), "m%d", i);
+        crdt_mut_t add = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = m, .len = strlen(m), .score = i};
+        sw(i % 2 ? b : a, k, &add, &r);
+    }
+    ok(wait_events(&fa, 10, 3000) && wait_events(&fb, 10, 3000),
+       "both gateways got the 10 changes, 5 written through each (%d, %d events)", fa.events,
+       fb.events);
+    ep_run_for(L, 200);
+    bool once = fa.events == 10 && fb.events == 10 && !fa.bad && !fb.bad;
+    for (int i = 0; i < 10; i++)
+        once = once && fa.per_key[i] == 1 && fb.per_key[i] == 1;
+    ok(once, "each change once, with its key and its delta");
+    ok(fa.ordered && fb.ordered, "in seq order");
+    ok(crdt_store_durable_seq(a) == crdt_store_last_seq(a), "followed changes count as durable");
+    feed_res_t fr = {0};
+    crdt_store_changes(b, 0, 100, feed_each, on_feed_done, &fr);
+    ep_run_until(L, &fr.done, 5000);
+    ok(fr.rc == 0 && fr.n == 10 && fr.states_ok,
+       "the follower's change feed lists the 10 keys, wherever they were written");
+    crdt_store_close(a);
+    crdt_store_close(b);
+    /* a follower started later reads the logs from their end: nothing old is replayed */
+    crdt_store_t *c = open_follower(url, 53, &fa);
+    ep_run_for(L, 300);
+    ok(c && fa.events == 0, "a new follower starts at the logs' end");
+    crdt_store_close(c);
+
+    /* a gateway restarted with the same node id resumes where it was */
+    fan_t fd;
+    crdt_store_t *d = open_follower(url, 61, &fd);
+    ep_run_for(L, 400); /* reads the logs' ends and saves those positions */
+    crdt_store_close(d);
+    crdt_store_t *w = open_store(url, NULL);
+    res_t r2 = {0};
+    for (int i = 20; i < 23; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "fan:%d", i);
+        crdt_mut_t add = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "late", .len = 4, .score = 1};
+        if (w)
+            sw(w, k, &add, &r2);
+    }
+    crdt_store_close(w);
+    d = open_follower(url, 61, &fd);
+    wait_events(&fd, 3, 3000);
+    ep_run_for(L, 200);
+    crdt_store_redis_stats_t rs;
+    crdt_store_redis_stats(d, &rs);
+    ok(d && fd.events == 3 && fd.per_key[20] == 1 && fd.per_key[22] == 1 && rs.log_resumed > 0,
+       "restarted with its node id, a gateway reports the 3 changes made while it was down "
+       "(%d events, %llu positions resumed)",
+       fd.events, (unsigned long long)rs.log_resumed);
+    crdt_store_close(d);
+}
+
+/* ---- closing with operations pending ------------------------------------------------------------
+ */
+
+static void test_close_pending(rh_server_t *srv)
+{
+    diag(
+        "close with operations waiting for discovery and in flight: none completes, nothing leaks");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = 42;
+    char err[256];
+    res_t r[4] = {{0}};
+    crdt_bytes_t keys[2] = {{"feed", 4}, {"reg", 3}};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "c", .len = 1, .score = 1};
+    for (int round = 0; round < 2; round++) {
+        crdt_store_t *st = crdt_store_redis_open(url, &cfg, ep_loop(L), err, sizeof(err));
+        if (!st) {
+            fail("open: %s", err);
+            return;
+        }
+        if (round == 1) { /* in flight rather than waiting */
+            uint64_t end = gw_evloop_mono_ms() + 5000;
+            while (crdt_store_redis_ready(st) != 1 && gw_evloop_mono_ms() < end)
+                ep_run_once(L, 20);
+        }
+        crdt_store_get_many(st, keys, 2, on_many, &r[0]);
+        crdt_store_write(st, "closing", 7, &add, on_write, &r[1]);
+        crdt_store_get(st, "feed", 4, on_get, &r[2]);
+        crdt_store_close(st);
+        ep_run_for(L, 100);
+        ok(!r[0].done && !r[1].done && !r[2].done, "%s: closed with operations %s: none completes",
+           round ? "ready" : "discovering", round ? "in flight" : "queued");
+    }
+}
+
+/* ---- byte-identical states with the embedded store (merge paths) ------------------------------
+ */
+
+typedef struct gather {
+    crdt_buf_t enc;
+    bool done;
+} gather_t;
+
+static void test_identical(rh_server_t *srv)
+{
+    diag("byte-identical states: the same deltas through the embedded and the Redis store");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_t *rs = open_store(url, NULL);
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.node_id = 42;
+    cfg.timeline_max_size = 0; /* as the module's timeline-max-size: unbounded */
+    crdt_error_t err = {0};
+    crdt_store_t *es = crdt_store_embedded_open(&cfg, &err);
+    ok(rs && es, "both stores open");
+    if (!rs || !es) {
+        crdt_store_close(rs);
+        crdt_store_close(es);
+        return;
+    }
+    /* deltas of every type, from three origins, delivered with duplicates */
+    srand(7);
+    int nd = 0;
+    res_t r = {0};
+    bool same_rc = true;
+    for (int i = 0; i < 120; i++) {
+        crdt_obj_t *o = NULL, *d = NULL;
+        char key[16];
+        int t = i % 6;
+        snprintf(key, sizeof(key), "same:%d", t);
+        char m[8];
+        snprintf(m, sizeof(m), "m%d", rand() % 9);
+        crdt_hlc_ts_t ts = {.ms = 1000 + (uint64_t)(rand() % 50), .node = 1 + (uint64_t)(i % 3)};
+        switch (t) {
+        case 0:
+            o = crdt_timeline_new(0);
+            if (rand() % 3)
+                crdt_timeline_add(o, m, strlen(m), rand() % 20, &d);
+            else
+                crdt_timeline_remove(o, m, strlen(m), rand() % 20, &d);
+            break;
+        case 1:
+            o = crdt_obj_new(CRDT_GCOUNTER);
+            crdt_gcounter_incr(o, 1 + (uint64_t)(i % 3), 1 + (uint64_t)(rand() % 5), &d);
+            break;
+        case 2:
+            o = crdt_obj_new(CRDT_PNCOUNTER);
+            crdt_pncounter_add(o, 1 + (uint64_t)(i % 3), rand() % 11 - 5 ? rand() % 11 - 5 : 1, &d);
+            break;
+        case 3:
+            o = crdt_obj_new(CRDT_LWWREG);
+            crdt_lwwreg_set(o, &ts, m, strlen(m), &d);
+            break;
+        case 4:
+            o = crdt_obj_new(CRDT_LWWSET);
+            crdt_lwwset_add(o, m, strlen(m), &ts, &d);
+            break;
+        default:
+            o = crdt_obj_new(CRDT_ORSET);
+            crdt_orset_add(o, 1 + (uint64_t)(i % 3), m, strlen(m), &d);
+            break;
+        }
+        if (!d) {
+            crdt_obj_free(o);
+            continue;
+        }
+        for (int dup = 0; dup < 1 + (i % 2); dup++) {
+            res_t er = {0};
+            crdt_store_apply(es, key, strlen(key), d, 1 + (uint64_t)(i % 3), on_write, &er);
+            res_reset(&r);
+            crdt_store_apply(rs, key, strlen(key), d, 1 + (uint64_t)(i % 3), on_write, &r);
+            wait_res(&r);
+            if (er.rc != r.rc) {
+                same_rc = false;
+                diag("delta %d dup %d on %s: embedded rc %d, redis rc %d", i, dup, key, er.rc,
+                     r.rc);
+            }
+        }
+        nd++;
+        crdt_obj_free(d);
+        crdt_obj_free(o);
+    }
+    ok(same_rc, "every apply (%d deltas, with duplicates) answered the same in both stores", nd);
+    bool identical = true, fps = true;
+    for (int t = 0; t < 6; t++) {
+        char key[16];
+        snprintf(key, sizeof(key), "same:%d", t);
+        res_t er = {0};
+        crdt_store_get(es, key, strlen(key), on_get, &er);
+        redisReply *st = rh_cmd(srv, "CRDT.STATE %s", key);
+        crdt_buf_t b = {0};
+        if (er.obj)
+            crdt_obj_encode(er.obj, &b);
+        if (!st || st->type != REDIS_REPLY_STRING || st->len != b.len ||
+            memcmp(st->str, b.data, b.len) != 0) {
+            identical = false;
+            diag("%s differs (%zu bytes embedded, redis %zu)", key, b.len,
+                 st && st->type == REDIS_REPLY_STRING ? st->len : 0);
+        }
+        freeReplyObject(st);
+        crdt_buf_free(&b);
+        res_t fe = {0};
+        crdt_store_fingerprint(es, key, strlen(key), on_fp, &fe);
+        res_reset(&r);
+        crdt_store_fingerprint(rs, key, strlen(key), on_fp, &r);
+        wait_res(&r);
+        fps = fps && fe.rc == 0 && r.rc == 0 && fe.seq == r.seq;
+        res_reset(&er);
+    }
+    ok(identical, "CRDT.STATE is byte-identical to the embedded store's encoding, every type");
+    ok(fps, "and the fingerprints agree");
+    res_reset(&r);
+    crdt_store_close(rs);
+    crdt_store_close(es);
+}
+
+/* ---- WAIT, restart ----------------------------------------------------------------------------
+ */
+
+static void test_wait(rh_server_t *srv)
+{
+    diag("acknowledgement by WAIT");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = 42;
+    cfg.wait_replicas = 1;
+    cfg.wait_timeout_ms = 150;
+    crdt_store_t *st = open_store(url, &cfg);
+    res_t r = {0};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "w", .len = 1, .score = 1};
+    if (st) {
+        uint64_t t0 = gw_evloop_mono_ms();
+        sw(st, "waited", &add, &r);
+        ok(r.rc == CRDT_EUNAVAIL && crdt_store_last_error(st) &&
+               strstr(crdt_store_last_error(st), "WAIT"),
+           "no replica: the write fails after WAIT's timeout: %s",
+           crdt_store_last_error(st) ? crdt_store_last_error(st) : "");
+        cmp_ok(gw_evloop_mono_ms() - t0, ">=", 140, "it waited for the replicas");
+        crdt_store_close(st);
+    }
+    rh_server_t rep = {0};
+    char port[16];
+    snprintf(port, sizeof(port), "%d", srv->port);
+    const char *extra[] = {"--replicaof", "127.0.0.1", port, NULL};
+    if (rh_start(&rep, NULL, "node-id 43", extra) < 0) {
+        fail("start a replica");
+        return;
+    }
+    uint64_t end = gw_evloop_mono_ms() + 10000;
+    while (gw_evloop_mono_ms() < end) {
+        freeReplyObject(rh_cmd(srv, "CRDT.TLADD sync 1 x"));
+        if (rh_int(rh_cmd(srv, "WAIT 1 100")) == 1)
+            break;
+    }
+    cfg.wait_timeout_ms = 2000;
+    st = open_store(url, &cfg);
+    if (st) {
+        add.bytes = "w2";
+        add.len = 2;
+        sw(st, "waited", &add, &r);
+        ok(r.rc == 1 && crdt_store_durable_seq(st) == r.seq,
+           "with a replica: the write completes once WAIT 1 says it has it (rc %d: %s)", r.rc,
+           crdt_store_last_error(st) ? crdt_store_last_error(st) : "healthy");
+        redisReply *x = rh_cmd(&rep, "CRDT.TLCARD waited");
+        ok(x && x->type == REDIS_REPLY_INTEGER && x->integer >= 1,
+           "and the replica holds it already");
+        freeReplyObject(x);
+        crdt_store_close(st);
+    }
+    rh_stop(&rep);
+}
+
+static void test_restart(rh_server_t *srv)
+{
+    diag("Redis stopped and restarted under the store");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_t *st = open_store(url, NULL);
+    if (!st) {
+        fail("open");
+        return;
+    }
+    res_t r = {0};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "a", .len = 1, .score = 1};
+    sw(st, "rs", &add, &r);
+    is_int(r.rc, 1, "a write before the restart");
+    rh_kill(srv);
+    add.bytes = "b";
+    uint64_t t0 = gw_evloop_mono_ms();
+    sw(st, "rs", &add, &r);
+    is_int(r.rc, CRDT_EUNAVAIL, "Redis killed: the write fails with EUNAVAIL");
+    const char *e = crdt_store_last_error(st);
+    char want[32];
+    snprintf(want, sizeof(want), ":%d", srv->port);
+    ok(e && strstr(e, want), "last_error names the server: %s", e ? e : "(none)");
+    int fast = 0;
+    for (int i = 0; i < 5; i++) {
+        uint64_t t1 = gw_evloop_mono_ms();
+        sw(st, "rs", &add, &r);
+        fast += r.rc == CRDT_EUNAVAIL && gw_evloop_mono_ms() - t1 < 100;
+    }
+    is_int(fast, 5, "while it is down, writes fail fast (< 100 ms each)");
+    cmp_ok(gw_evloop_mono_ms() - t0, "<", 2000, "within the backoff, not the timeout");
+    ok(rh_restart(srv) == 0, "restart redis-server on the same port");
+    uint64_t end = gw_evloop_mono_ms() + 8000;
+    do {
+        ep_run_for(L, 50);
+        sw(st, "rs", &add, &r);
+    } while (r.rc < 0 && gw_evloop_mono_ms() < end);
+    ok(r.rc >= 0, "the store reconnects by itself (backoff) and writes again");
+    end = gw_evloop_mono_ms() + 3000;
+    while (crdt_store_last_error(st) && gw_evloop_mono_ms() < end)
+        ep_run_once(L, 50);
+    ok(crdt_store_last_error(st) == NULL, "and is healthy again");
+    crdt_store_redis_stats_t rs;
+    crdt_store_redis_stats(st, &rs);
+    cmp_ok(rs.reconnects, ">=", 1, "reconnects counted (%llu)", (unsigned long long)rs.reconnects);
+    crdt_store_close(st);
+}
+
+/* ---- fake servers ------------------------------------------------------------------------------
+ */
+
+typedef enum {
+    FAKE_GARBAGE,  /* answers every command with bytes that are not RESP */
+    FAKE_NOMODULE, /* a Redis without crdt.so */
+    FAKE_WRONG,    /* discovery fine, then integers for states and strings for counts */
+    FAKE_BADSTATE, /* states that libcrdt cannot decode */
+    FAKE_SILENT,   /* discovery fine, then never answers */
+    FAKE_SLOTS,    /* a cluster whose CLUSTER SLOTS is nonsense */
+    FAKE_HUGE,     /* discovery fine, then an array header claiming 2e9 elements */
+} fake_mode_t;
+
+static const char INFO_OK[] =
+    "# Server\r\nredis_version:7.0.0\r\n# Cluster\r\ncluster_enabled:0\r\n"
+    "# crdt\r\ncrdt_node_id:5\r\n";
+static const char INFO_CL[] = "# Cluster\r\ncluster_enabled:1\r\n# crdt\r\ncrdt_node_id:5\r\n";
+
+static void put_bulk(int fd, const char *s, size_t n)
+{
+    char hdr[32];
+    int hl = snprintf(hdr, sizeof(hdr), "$%zu\r\n", n);
+    if (write(fd, hdr, (size_t)hl) < 0 || write(fd, s, n) < 0 || write(fd, "\r\n", 2) < 0)
+        _exit(0);
+}
+
+static void put(int fd, const char *s)
+{
+    if (write(fd, s, strlen(s)) < 0)
+        _exit(0);
+}
+
+static void fake_answer(int fd, fake_mode_t mode, const redisReply *cmd)
+{
+    const char *verb = cmd->element[0]->str;
+    bool info = strcasecmp(verb, "INFO") == 0;
+    switch (mode) {
+    case FAKE_GARBAGE: put(fd, "?this is not RESP\r\n"); return;
+    case FAKE_NOMODULE:
+        if (info)
+            put_bulk(fd, "# Server\r\nredis_version:7.0.0\r\n", 31);
+        else
+            put(fd, "-ERR unknown command\r\n");
+        return;
+    case FAKE_SLOTS:
+        if (info)
+            put_bulk(fd, INFO_CL, sizeof(INFO_CL) - 1);
+        else
+            put(fd, "*2\r\n*3\r\n:0\r\n:99999\r\n*1\r\n:1\r\n$3\r\nabc\r\n");
+        return;
+    case FAKE_WRONG:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        else if (strcasecmp(verb, "CRDT.STATE") == 0)
+            put(fd, ":12\r\n");
+        else
+            put(fd, "+OK\r\n");
+        return;
+    case FAKE_BADSTATE:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        else
+            put_bulk(fd, "\x01\x02garbage", 9);
+        return;
+    case FAKE_SILENT:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        return;
+    case FAKE_HUGE:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        else
+            put(fd, "*2000000000\r\n*2000000\r\n");
+        return;
+    }
+}
+
+/* A child process serving `mode` on a free loopback port; *pid to kill. */
+static int fake_start(fake_mode_t mode, pid_t *pid)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 8) < 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
+        return -1;
+    int port = ntohs(a.sin_port);
+    fflush(stdout);
+    *pid = fork();
+    if (*pid < 0)
+        return -1;
+    if (*pid > 0) {
+        close(ls);
+        return port;
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(30);
+    for (;;) {
+        int fd = accept(ls, NULL, NULL);
+        if (fd < 0)
+            _exit(0);
+        redisReader *rd = redisReaderCreate();
+        char buf[4096];
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof(buf))) > 0) {
+            redisReaderFeed(rd, buf, (size_t)n);
+            void *rep = NULL;
+            while (redisReaderGetReply(rd, &rep) == REDIS_OK && rep) {
+                redisReply *cmd = rep;
+                if (cmd->type == REDIS_REPLY_ARRAY && cmd->elements > 0 &&
+                    cmd->element[0]->type == REDIS_REPLY_STRING)
+                    fake_answer(fd, mode, cmd);
+                freeReplyObject(rep);
+                rep = NULL;
+            }
+        }
+        redisReaderFree(rd);
+        close(fd);
+    }
+}
+
+static void fake_stop(pid_t pid)
+{
+    if (pid > 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
+static void test_fakes(void)
+{
+    diag("fake servers: garbage, no module, wrong reply types, undecodable states, silence");
+    struct {
+        fake_mode_t mode;
+        const char *name, *want_err;
+        int want_ready, want_rc;
+    } cases[] = {
+        {FAKE_GARBAGE, "garbage", "Protocol error", -1, CRDT_EUNAVAIL},
+        {FAKE_NOMODULE, "no crdt.so", "crdt.so is not loaded", -1, CRDT_EUNAVAIL},
+        {FAKE_SLOTS, "bad CLUSTER SLOTS", "CLUSTER SLOTS", -1, CRDT_EUNAVAIL},
+        {FAKE_WRONG, "wrong reply types", "unexpected reply", 1, CRDT_EIO},
+        {FAKE_BADSTATE, "undecodable state", "cannot decode", 1, CRDT_EDECODE},
+        {FAKE_SILENT, "silence", "no reply within", 1, CRDT_EUNAVAIL},
+        {FAKE_HUGE, "a 2e9-element array", "connection lost", 1, CRDT_EUNAVAIL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pid_t pid = 0;
+        int port = fake_start(cases[i].mode, &pid);
+        if (port < 0) {
+            fail("fake server %s", cases[i].name);
+            continue;
+        }
+        char url[64];
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+        crdt_store_redis_config_t cfg;
+        crdt_store_redis_config_init(&cfg);
+        cfg.node_id = 42;
+        cfg.timeout_ms = 300;
+        char err[256];
+        crdt_store_t *st = crdt_store_redis_open(url, &cfg, ep_loop(L), err, sizeof(err));
+        if (!st) {
+            fail("open %s: %s", cases[i].name, err);
+            fake_stop(pid);
+            continue;
+        }
+        uint64_t end = gw_evloop_mono_ms() + 3000;
+        while (crdt_store_redis_ready(st) == 0 && gw_evloop_mono_ms() < end)
+            ep_run_once(L, 20);
+        is_int(crdt_store_redis_ready(st), cases[i].want_ready, "%s: discovery %s", cases[i].name,
+               cases[i].want_ready == 1 ? "succeeds" : "fails");
+        res_t r = {0};
+        sget(st, "k", &r);
+        ok(r.done && r.rc == cases[i].want_rc, "%s: a get completes with %s (got %s)",
+           cases[i].name, crdt_strerror(cases[i].want_rc), crdt_strerror(r.rc));
+        crdt_mut_t add = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "a", .len = 1, .score = 1};
+        if (cases[i].mode == FAKE_WRONG) {
+            sw(st, "k", &add, &r);
+            is_int(r.rc, CRDT_EIO, "%s: a write answered +OK: EIO", cases[i].name);
+        }
+        const char *e = crdt_store_last_error(st);
+        ok(e && strstr(e, cases[i].want_err), "%s: last_error says so: %s", cases[i].name,
+           e ? e : "(none)");
+        res_reset(&r);
+        crdt_store_close(st);
+        fake_stop(pid);
+    }
+    /* nothing listening at all */
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = 42;
+    char err[256];
+    ok(crdt_store_redis_open("http://x:1", &cfg, ep_loop(L), err, sizeof(err)) == NULL &&
+           strstr(err, "redis://"),
+       "a URL of another scheme is refused: %s", err);
+    ok(crdt_store_redis_open("redis://127.0.0.1:0", &cfg, ep_loop(L), err, sizeof(err)) == NULL,
+       "port 0 refused: %s", err);
+    ok(crdt_store_redis_open("redis://a:1,", &cfg, ep_loop(L), err, sizeof(err)) == NULL,
+       "a trailing comma refused: %s", err);
+    cfg.node_id = 0;
+    ok(crdt_store_redis_open("redis://127.0.0.1:1", &cfg, ep_loop(L), err, sizeof(err)) == NULL,
+       "node id 0 refused: %s", err);
+}
+
+/* ---- a real cluster -----------------------------------------------------------------------------
+ */
+
+static rc_cluster_t CL;
+
+static int primary_of_slot(unsigned slot)
+{
+    for (int i = 0; i < CL.n; i++)
+        if (CL.node[i].pid > 0) {
+            int o = rc_slot_owner(&CL, i, slot);
+            if (o >= 0)
+                return o;
+        }
+    return -1;
+}
+
+/* Moves slot from node `from` to node `to` with CLUSTER SETSLOT and MIGRATE. With `half`, stops
+ * after the keys moved but before the slot is assigned (the window where ASK is answered). */
+static int move_slot(unsigned slot, int from, int to, bool half)
+{
+    char fid[41], tid[41];
+    if (rc_node_id(&CL, from, fid) < 0 || rc_node_id(&CL, to, tid) < 0)
+        return -1;
+    redisReply *r;
+    r = rh_cmd(&CL.node[to], "CLUSTER SETSLOT %u IMPORTING %s", slot, fid);
+    freeReplyObject(r);
+    r = rh_cmd(&CL.node[from], "CLUSTER SETSLOT %u MIGRATING %s", slot, tid);
+    freeReplyObject(r);
+    for (int round = 0; round < 100; round++) {
+        r = rh_cmd(&CL.node[from], "CLUSTER GETKEYSINSLOT %u 100", slot);
+        if (!r || r->type != REDIS_REPLY_ARRAY) {
+            freeReplyObject(r);
+            return -1;
+        }
+        size_t n = r->elements;
+        for (size_t i = 0; i < n; i++) {
+            redisReply *m = rh_cmd(&CL.node[from], "MIGRATE 127.0.0.1 %d %b 0 5000",
+                                   CL.node[to].port, r->element[i]->str, r->element[i]->len);
+            freeReplyObject(m);
+        }
+        freeReplyObject(r);
+        if (n == 0)
+            break;
+    }
+    if (half)
+        return 0;
+    for (int i = 0; i < CL.n; i++)
+        if (CL.node[i].pid > 0) {
+            r = rh_cmd(&CL.node[i], "CLUSTER SETSLOT %u NODE %s", slot, tid);
+            freeReplyObject(r);
+        }
+    return 0;
+}
+
+static void finish_move(unsigned slot, int to)
+{
+    char tid[41];
+    if (rc_node_id(&CL, to, tid) < 0)
+        return;
+    for (int i = 0; i < CL.n; i++)
+        if (CL.node[i].pid > 0)
+            freeReplyObject(rh_cmd(&CL.node[i], "CLUSTER SETSLOT %u NODE %s", slot, tid));
+}
+
+static void test_cluster(void)
+{
+    const char *why = rc_skip_reason();
+    if (why) {
+        ok(1, "# SKIP cluster: %s", why);
+        return;
+    }
+    diag("a real cluster: 3 primaries, 3 replicas");
+    if (rc_start(&CL, 3, 1, "") < 0) {
+        fail("start the cluster");
+        return;
+    }
+    char url[128];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d,127.0.0.1:%d", CL.node[0].port,
+             CL.node[1].port);
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = 42;
+    cfg.wait_replicas = 1; /* acknowledged writes survive the failover below */
+    crdt_store_t *st = open_store(url, &cfg);
+    ok(st && crdt_store_redis_ready(st) == 1, "open over the cluster's seeds (WAIT 1)");
+    if (!st || crdt_store_redis_ready(st) != 1) {
+        crdt_store_close(st);
+        rc_stop(&CL);
+        return;
+    }
+    is_int(crdt_store_redis_is_cluster(st), 1, "cluster detected");
+    fan_t fan = {0};
+    crdt_store_t *fol = open_follower(url, 77, &fan);
+    ok(fol != NULL, "a second gateway follows the cluster's change logs");
+    enum { NK = 60 };
+    static res_t w[NK];
+    for (int i = 0; i < NK; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "ck:%d", i);
+        crdt_mut_t a = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = k, .len = strlen(k), .score = i};
+        memset(&w[i], 0, sizeof(w[i]));
+        crdt_store_write(st, k, strlen(k), &a, on_write, &w[i]);
+    }
+    bool all = true;
+    for (int i = 0; i < NK; i++) {
+        wait_res(&w[i]);
+        all = all && w[i].rc == 1;
+    }
+    ok(all, "%d writes pipelined over the cluster all applied", NK);
+    is_int((int)crdt_store_durable_seq(st), NK, "durable_seq covers them");
+    int with_keys = 0;
+    for (int i = 0; i < CL.n; i++) {
+        redisReply *role = rh_cmd(&CL.node[i], "ROLE");
+        bool primary = role && role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
+                       strcmp(role->element[0]->str, "master") == 0;
+        freeReplyObject(role);
+        if (primary && rh_info_field(&CL.node[i], "crdt", "crdt_keys") > 0)
+            with_keys++;
+    }
+    is_int(with_keys, 3, "the keys landed on all three primaries");
+    {
+        long long total = 0;
+        for (int i = 0; i < CL.n; i++) {
+            redisReply *role = rh_cmd(&CL.node[i], "ROLE");
+            if (role && role->type == REDIS_REPLY_ARRAY && role->elements > 0 &&
+                strcmp(role->element[0]->str, "master") == 0)
+                total += rh_info_field(&CL.node[i], "crdt", "crdt_keys");
+            freeReplyObject(role);
+        }
+        size_t seen = 0;
+        uint64_t cur = 0;
+        int rounds = 0;
+        res_t sr = {0};
+        do {
+            res_reset(&sr);
+            crdt_store_scan(st, cur, 16, scan_each, on_done, &sr);
+            wait_res(&sr);
+            seen += sr.n;
+            cur = sr.seq;
+        } while (sr.rc == 0 && cur != 0 && ++rounds < 200);
+        ok(sr.rc == 0 && (long long)seen == total,
+           "scan walks every primary: %zu keys of %lld, in %d pages", seen, total, rounds + 1);
+    }
+    if (fol) {
+        wait_events(&fan, NK, 5000);
+        bool each = fan.bad == 0;
+        for (int i = 0; i < NK; i++)
+            each = each && fan.per_key[i] == 1;
+        ok(each && fan.events == NK,
+           "the other gateway got every write, from the logs of all three primaries (%d)",
+           fan.events);
+    }
+    crdt_store_redis_stats_t rs;
+    crdt_store_redis_stats(st, &rs);
+    is_int((int)rs.redirects_moved, 0, "routed by the slot map: no MOVED");
+
+    /* MOVED after a slot migration */
+    const char *mk = "ck:7";
+    unsigned slot = crdtm_keyslot(mk, strlen(mk));
+    int from = primary_of_slot(slot), to = -1;
+    for (int i = 0; i < CL.n && to < 0; i++) {
+        int o = primary_of_slot((slot + 6000 * (unsigned)(i + 1)) % 16384);
+        if (o >= 0 && o != from)
+            to = o;
+    }
+    ok(from >= 0 && to >= 0 && move_slot(slot, from, to, false) == 0,
+       "slot %u of %s moved from node %d to node %d", slot, mk, from, to);
+    res_t r = {0};
+    sget(st, mk, &r);
+    crdt_store_redis_stats(st, &rs);
+    ok(r.rc == 0 && r.card == 1 && rs.redirects_moved >= 1,
+       "a read of the moved key follows MOVED (%llu) and finds it",
+       (unsigned long long)rs.redirects_moved);
+    ep_run_for(L, 200);
+    crdt_store_redis_stats(st, &rs);
+    uint64_t moved = rs.redirects_moved;
+    sget(st, mk, &r);
+    crdt_store_redis_stats(st, &rs);
+    ok(r.rc == 0 && rs.redirects_moved == moved && rs.slot_refreshes >= 2,
+       "the map was refreshed: the next read goes straight to the new owner");
+
+    /* ASK while a slot is half moved */
+    const char *ak = "ck:11";
+    unsigned aslot = crdtm_keyslot(ak, strlen(ak));
+    int afrom = primary_of_slot(aslot), ato = afrom == from ? to : from;
+    if (ato == afrom)
+        ato = (afrom + 1) % 3;
+    ok(move_slot(aslot, afrom, ato, true) == 0, "slot %u half moved (keys migrated)", aslot);
+    sget(st, ak, &r);
+    crdt_store_redis_stats(st, &rs);
+    ok(r.rc == 0 && r.card == 1 && rs.redirects_ask >= 1,
+       "a read during the move follows ASK with ASKING (%llu)",
+       (unsigned long long)rs.redirects_ask);
+    finish_move(aslot, ato);
+    ok(rc_wait_ok(&CL, 20) == 0, "cluster ok after the moves");
+
+    /* a primary killed: its slots fail fast, then the replica takes over */
+    const char *kk = "ck:3";
+    unsigned kslot = crdtm_keyslot(kk, strlen(kk));
+    int victim = primary_of_slot(kslot);
+    ok(victim >= 0, "primary of %s is node %d (port %d)", kk, victim,
+       victim >= 0 ? CL.node[victim].port : 0);
+    if (victim >= 0) {
+        int ck3_before = fan.per_key[3]; /* the follower's events of ck:3 before the kill */
+        rh_kill(&CL.node[victim]);
+        crdt_mut_t a = {
+            .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "x", .len = 1, .score = 99};
+        sw(st, kk, &a, &r);
+        is_int(r.rc, CRDT_EUNAVAIL, "a write to the killed primary's slot: EUNAVAIL");
+        int fast = 0;
+        for (int i = 0; i < 5; i++) {
+            uint64_t t1 = gw_evloop_mono_ms();
+            sw(st, kk, &a, &r);
+            fast += r.rc == CRDT_EUNAVAIL && gw_evloop_mono_ms() - t1 < 100;
+        }
+        cmp_ok(fast, ">=", 4, "and fails fast while it is down (%d of 5 under 100 ms)", fast);
+        const char *e = crdt_store_last_error(st);
+        char want[32];
+        snprintf(want, sizeof(want), ":%d", CL.node[victim].port);
+        ok(e && strstr(e, want), "last_error names the node: %s", e ? e : "(none)");
+        /* a key of another primary is served meanwhile */
+        int other = -1;
+        char ok_key[16] = "";
+        for (int i = 0; i < NK && other < 0; i++) {
+            snprintf(ok_key, sizeof(ok_key), "ck:%d", i);
+            int o = primary_of_slot(crdtm_keyslot(ok_key, strlen(ok_key)));
+            if (o >= 0 && o != victim)
+                other = o;
+        }
+        sget(st, ok_key, &r);
+        is_int(r.rc, 0, "a key on a live primary is still served");
+        uint64_t end = gw_evloop_mono_ms() + 30000;
+        do {
+            ep_run_for(L, 100);
+            sget(st, kk, &r);
+        } while (r.rc < 0 && gw_evloop_mono_ms() < end);
+        ok(r.rc == 0 && r.obj && crdt_timeline_score(r.obj, "ck:3", 4, &(double){0}) == 1,
+           "after the failover the promoted replica serves the slot, with the entry "
+           "acknowledged by WAIT 1 before the kill");
+        /* the promoted replica has no replica of its own until the killed node rejoins: WAIT 1
+         * cannot be met, and the store says so */
+        a.bytes = "y";
+        sw(st, kk, &a, &r);
+        const char *e2 = crdt_store_last_error(st);
+        ok(r.rc == CRDT_EUNAVAIL && e2 && strstr(e2, "WAIT"),
+           "with no replica left, a write fails its WAIT: %s", e2 ? e2 : "(none)");
+        ok(rh_restart(&CL.node[victim]) == 0,
+           "the killed node restarts (and rejoins as a replica)");
+        /* each try a new member: a try whose WAIT failed was still applied */
+        char zm[16] = "";
+        end = gw_evloop_mono_ms() + 30000;
+        int tries = 0;
+        do {
+            ep_run_for(L, 100);
+            snprintf(zm, sizeof(zm), "z%d", tries++);
+            a.bytes = zm;
+            a.len = strlen(zm);
+            sw(st, kk, &a, &r);
+        } while (r.rc < 0 && gw_evloop_mono_ms() < end);
+        is_int(r.rc, 1, "once it replicates, a write with WAIT 1 is acknowledged again");
+        if (fol) {
+            /* the follower went on from the log's position on the promoted replica */
+            int seen_before = ck3_before;
+            uint64_t fend = gw_evloop_mono_ms() + 3000;
+            while (fan.per_key[3] == seen_before && gw_evloop_mono_ms() < fend)
+                ep_run_once(L, 20);
+            crdt_store_redis_stats_t fs;
+            crdt_store_redis_stats(fol, &fs);
+            ok(fan.per_key[3] > seen_before && fs.log_truncated == 0,
+               "the follower gateway got the write made after the failover, without a gap "
+               "(%d events of ck:3)",
+               fan.per_key[3]);
+        }
+        sget(st, kk, &r);
+        ok(r.rc == 0 && r.obj && crdt_timeline_score(r.obj, zm, strlen(zm), &(double){0}) == 1 &&
+               crdt_timeline_score(r.obj, "ck:3", 4, &(double){0}) == 1,
+           "the key holds the acknowledged entries (%zu entries)", r.card);
+    }
+    res_reset(&r);
+    crdt_store_close(fol);
+    crdt_store_close(st);
+    rc_stop(&CL);
+}
+
+int main(void)
+{
+    const char *why = rh_skip_reason();
+    if (why)
+        skip_all("%s", why);
+    rh_watchdog(240);
+    signal(SIGPIPE, SIG_IGN);
+    L = ep_new();
+    rh_server_t srv = {0};
+    if (rh_start(&srv, NULL, "node-id 7", NULL) < 0)
+        bail_out("cannot start redis-server");
+    test_contract(&srv);
+    test_identical(&srv);
+    test_follow(&srv);
+    test_close_pending(&srv);
+    test_wait(&srv);
+    test_restart(&srv);
+    rh_stop(&srv);
+    test_fakes();
+    test_cluster();
+    ep_free(L);
+    rh_cleanup();
+    ok(rh_sanitizer_reports() == 0, "no sanitizer reports from the servers");
+    return done_testing();
+}

@@ -1,0 +1,130 @@
+/* test_wsmsg.c - the WebSocket message assembler, frames and the outbound queue (gateway/wsmsg.c),
+ * driven without a socket; their use on real connections is covered by test_ws_* */
+#include <string.h>
+
+#include "tap.h"
+#include "wsmsg.h"
+
+static void test_assembler(void)
+{
+    gw_wsrx_t a;
+    gw_wsrx_init(&a, 16, GW_WS_TEXT);
+    is_int(gw_wsrx_push(&a, "{\"a\":", 5, true, false, false, 0), GW_WSRX_MORE,
+           "a first fragment waits for more");
+    is_int(gw_wsrx_push(&a, "1}", 2, false, true, false, 0), GW_WSRX_MESSAGE,
+           "the final fragment completes the message");
+    is_mem(gw_wsrx_data(&a), gw_wsrx_len(&a), "{\"a\":1}", 7, "the fragments joined");
+    gw_wsrx_done(&a);
+    is_int(gw_wsrx_len(&a), 0, "done empties it");
+
+    /* a frame lws hands over in parts: final fragment but bytes remaining */
+    is_int(gw_wsrx_push(&a, "ab", 2, true, true, false, 3), GW_WSRX_MORE,
+           "bytes still to come in the frame: not the end yet");
+    is_int(gw_wsrx_push(&a, "cde", 3, false, true, false, 0), GW_WSRX_MESSAGE, "then complete");
+    is_mem(gw_wsrx_data(&a), gw_wsrx_len(&a), "abcde", 5, "all of it");
+    gw_wsrx_done(&a);
+
+    /* over the bound: dropped as it arrives, reported once at its end */
+    is_int(gw_wsrx_push(&a, "0123456789", 10, true, false, false, 0), GW_WSRX_MORE, "10 bytes");
+    ok(!gw_wsrx_discarding(&a), "within the bound so far");
+    is_int(gw_wsrx_push(&a, "0123456789", 10, false, false, false, 0), GW_WSRX_MORE,
+           "20 bytes: over");
+    ok(gw_wsrx_discarding(&a), "being dropped");
+    ok(a.cap == 0, "nothing kept of it");
+    is_int(gw_wsrx_push(&a, "x", 1, false, true, false, 0), GW_WSRX_TOO_LARGE,
+           "reported as too large at its end");
+    ok(!gw_wsrx_discarding(&a), "and the next message starts clean");
+    is_int(gw_wsrx_push(&a, "ok", 2, true, true, false, 0), GW_WSRX_MESSAGE,
+           "the next one is kept");
+    gw_wsrx_done(&a);
+
+    /* seen early through the frame's remaining bytes */
+    is_int(gw_wsrx_push(&a, "ab", 2, true, true, false, 100), GW_WSRX_MORE, "a big frame begins");
+    ok(gw_wsrx_discarding(&a), "dropped from its first bytes");
+    is_int(gw_wsrx_push(&a, "", 0, false, true, false, 0), GW_WSRX_TOO_LARGE, "too large");
+
+    /* a kind not accepted */
+    is_int(gw_wsrx_push(&a, "\x01\x02", 2, true, true, true, 0), GW_WSRX_WRONG_KIND,
+           "a binary message on a text connection");
+    ok(a.len == 0, "not buffered");
+
+    /* a first fragment in the middle of a message starts over */
+    gw_wsrx_push(&a, "junk", 4, true, false, false, 0);
+    is_int(gw_wsrx_push(&a, "new", 3, true, true, false, 0), GW_WSRX_MESSAGE, "restarted");
+    is_mem(gw_wsrx_data(&a), gw_wsrx_len(&a), "new", 3, "only the new message");
+    gw_wsrx_done(&a);
+
+    /* the buffer never grows past the bound */
+    gw_wsrx_t big;
+    gw_wsrx_init(&big, 100000, GW_WS_BINARY);
+    static char chunk[30000];
+    memset(chunk, 'z', sizeof(chunk));
+    for (int i = 0; i < 3; i++)
+        gw_wsrx_push(&big, chunk, sizeof(chunk), i == 0, false, true, 0);
+    is_int(gw_wsrx_push(&big, chunk, 10000, false, true, true, 0), GW_WSRX_MESSAGE,
+           "100000 bytes: exactly the bound");
+    cmp_ok(big.cap, "<=", 100000, "the buffer is capped at the bound (%zu)", big.cap);
+    gw_wsrx_done(&big);
+    ok(big.cap == 0, "a big buffer is released after its message");
+    gw_wsrx_free(&big);
+    gw_wsrx_free(&a);
+}
+
+static void test_frames_and_queue(void)
+{
+    gw_frame_t *f = gw_frame_copy("hello", 5);
+    ok(f && f->refs == 1 && f->len == 5 && !memcmp(gw_frame_data(f), "hello", 5),
+       "a frame holds a copy after LWS_PRE bytes");
+    crdt_buf_t b = {0};
+    ok(gw_frame_buf_start(&b, 8) == 0 && b.len == LWS_PRE, "a buffer begun with headroom");
+    crdt_buf_append(&b, "abc", 3);
+    gw_frame_t *g = gw_frame_adopt(&b);
+    ok(g && g->len == 3 && !memcmp(gw_frame_data(g), "abc", 3) && !b.data,
+       "adopted without a copy; the buffer is left empty");
+
+    gw_wsq_t q;
+    gw_wsq_init(&q, 10);
+    is_int(gw_wsq_push(&q, gw_frame_ref(f), 7, 0, 0), 0, "5 bytes queued");
+    is_int(gw_wsq_push(&q, gw_frame_ref(g), 8, 2, 0), 0, "3 + 2 more: exactly the bound");
+    is_int(gw_wsq_bytes(&q), 10, "10 bytes counted");
+    is_int(gw_wsq_push(&q, gw_frame_ref(g), 9, 0, 0), CRDT_ELIMIT, "one more is over the bound");
+    is_int(g->refs, 2, "the refused frame's reference was released");
+    is_int(gw_wsq_push(&q, gw_frame_ref(g), 9, 0, GW_WSQ_PACED), 0, "a paced one goes over");
+    is_int(gw_wsq_push(&q, NULL, 0, 0, 0), CRDT_ENOMEM, "no frame: out of memory");
+    gw_wsq_item_t it;
+    ok(gw_wsq_pop(&q, &it) && it.f == f && it.tag == 7 && it.cost == 5, "FIFO order, with tags");
+    gw_frame_unref(it.f);
+    ok(gw_wsq_pop(&q, &it) && it.f == g && it.tag == 8 && it.cost == 5, "the second");
+    gw_frame_unref(it.f);
+    is_int(gw_wsq_len(&q), 1, "one left");
+    gw_wsq_clear(&q);
+    ok(gw_wsq_len(&q) == 0 && gw_wsq_bytes(&q) == 0, "cleared");
+    is_int(g->refs, 1, "clearing released the queue's references");
+
+    gw_wsq_t one;
+    gw_wsq_init(&one, 4);
+    is_int(gw_wsq_push(&one, gw_frame_ref(f), 0, 0, 0), 0,
+           "an empty queue takes one frame over its bound");
+    /* the ring grows past its first size, keeping order */
+    gw_wsq_t many;
+    gw_wsq_init(&many, 0);
+    for (uint64_t i = 0; i < 40; i++)
+        gw_wsq_push(&many, gw_frame_ref(g), i, 0, 0);
+    bool order = true;
+    for (uint64_t i = 0; i < 40; i++)
+        order = order && gw_wsq_pop(&many, &it) && it.tag == i && (gw_frame_unref(it.f), 1);
+    ok(order, "40 frames come out in order");
+    gw_wsq_free(&many);
+    gw_wsq_free(&one);
+    gw_wsq_free(&q);
+    is_int(f->refs, 1, "every queue reference released");
+    gw_frame_unref(f);
+    gw_frame_unref(g);
+}
+
+int main(void)
+{
+    test_assembler();
+    test_frames_and_queue();
+    return done_testing();
+}
