@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/x509.h>
+
 #include "http.h"
 #include "loop.h"
 #include "util.h"
@@ -541,6 +543,18 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
                 reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP ? LWS_CALLBACK_CLIENT_CLOSED : reason,
                 NULL, in, len);
         break;
+
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* user: the X509_STORE_CTX, len: OpenSSL's verdict. lws turns a 0 from here into
+         * "accept" whatever the verdict, so a certificate OpenSSL refused is refused here. */
+        if (!len) {
+            int e = X509_STORE_CTX_get_error((X509_STORE_CTX *)user);
+            char peer[64] = "?";
+            lws_get_peer_simple(wsi, peer, sizeof(peer));
+            gw_log("TLS client %s: certificate refused: %s", peer, X509_verify_cert_error_string(e));
+            return 1;
+        }
+        return 0;
 
     case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
         if (c) {

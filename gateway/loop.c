@@ -7,6 +7,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -277,7 +278,48 @@ int gw_loop_tls_reload(gw_server_t *s)
     return 0;
 }
 
-static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a)
+/* The TLS client context of wss:// peer links: --peer-ca alone is trusted when given (else the
+ * system store), --peer-cert/--peer-key are presented. NULL after logging why. */
+static SSL_CTX *peer_client_ctx(const gw_server_t *s)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char why[300] = "";
+    if (!ctx) {
+        gw_log("wss:// peers: cannot make a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = s->cfg.peer_ca[0] ? SSL_CTX_load_verify_locations(ctx, s->cfg.peer_ca, NULL)
+                               : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1)
+        ossl_reason(why, sizeof(why), "cannot load --peer-ca");
+    else if (s->cfg.peer_cert[0] &&
+             gw_loop_tls_check(s->cfg.peer_cert, s->cfg.peer_key, why, sizeof(why), NULL, 0))
+        ;
+    else if (s->cfg.peer_cert[0] &&
+             (SSL_CTX_use_certificate_chain_file(ctx, s->cfg.peer_cert) != 1 ||
+              SSL_CTX_use_PrivateKey_file(ctx, s->cfg.peer_key, SSL_FILETYPE_PEM) != 1))
+        ossl_reason(why, sizeof(why), "cannot load --peer-cert/--peer-key");
+    if (why[0]) {
+        gw_log("wss:// peers: %s", why);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Whether any configured peer is dialled over wss://. */
+static bool peers_use_tls(const gw_server_t *s)
+{
+    for (int i = 0; i < s->cfg.npeers; i++)
+        if (!strncmp(s->cfg.peers[i], "wss://", 6))
+            return true;
+    return false;
+}
+
+static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a,
+                                    bool peers)
 {
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -300,11 +342,31 @@ static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_a
         /* HTTP/1.1 only: http.c sends headers and body in one HTTP/1 write, and crdt.v1 and
          * crdt-peer.v1 upgrade from HTTP/1.1; without this lws would offer h2 by ALPN */
         info.alpn = "http/1.1";
+        if (peers && s->cfg.peer_cert[0]) {
+            /* mutual TLS with peers: ask every client for a certificate from --peer-ca but do
+             * not require one (HTTP clients and sessions have none); a certificate that fails
+             * verification is refused in gw_http_callback (the lws trap: an unhandled
+             * PERFORM_CLIENT_CERT_VERIFICATION accepts it), and peer links without a verified
+             * one are refused by peer.c */
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT |
+                            LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
+            info.ssl_ca_filepath = s->cfg.peer_ca[0] ? s->cfg.peer_ca : NULL;
+        }
+    }
+    if (peers && peers_use_tls(s)) {
+        /* the client side of wss:// peer links, in a context of ours (lws then adds the URL's
+         * host check and the verify result check on each connection) */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        if (!s->loop.peer_ctx && !(s->loop.peer_ctx = peer_client_ctx(s)))
+            return NULL;
+        info.provided_client_ssl_ctx = s->loop.peer_ctx;
     }
     struct lws_vhost *vh = lws_create_vhost(s->ctx, &info);
-    if (!vh)
+    if (!vh) {
         gw_log("cannot listen on %s:%d (address in use, or not a local address?)", a->host,
                a->port);
+        return NULL;
+    }
     return vh;
 }
 
@@ -340,12 +402,12 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
         return -1;
     }
 
-    s->vh_main = make_vhost(s, "crdtd", &s->cfg.listen);
+    s->vh_main = make_vhost(s, "crdtd", &s->cfg.listen, true);
     if (!s->vh_main)
         return -1;
     s->main_port = lws_get_vhost_listen_port(s->vh_main);
     if (s->cfg.roshi_enabled) {
-        s->vh_roshi = make_vhost(s, "roshi", &s->cfg.roshi);
+        s->vh_roshi = make_vhost(s, "roshi", &s->cfg.roshi, false);
         if (!s->vh_roshi)
             return -1;
         s->roshi_port = lws_get_vhost_listen_port(s->vh_roshi);
@@ -403,4 +465,6 @@ void gw_loop_finish(gw_server_t *s)
     shutdown_sinks(s);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
+    SSL_CTX_free(s->loop.peer_ctx); /* lws does not free a context it was given */
+    s->loop.peer_ctx = NULL;
 }

@@ -53,6 +53,7 @@ struct gw_durable_wait {
 
 typedef struct gw_loop {
     lws_sorted_usec_list_t sul_flush, sul_tick;
+    struct ssl_ctx_st *peer_ctx; /* TLS client context of wss:// peers (SSL_CTX), or NULL */
     bool flush_scheduled;
     gw_durable_wait_t *head, *tail; /* in seq order */
     size_t waiting;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -27,6 +28,8 @@
 #endif
 
 static char dir[512];
+static char cmd_buf[4096];
+static char cert_path[1100], key_path[1100];
 
 typedef struct buf {
     char *p;
@@ -261,6 +264,213 @@ static bool wss_ping(CURL *c)
     return r;
 }
 
+/* ---- peers over mutual TLS ------------------------------------------------------------------ */
+
+typedef struct node {
+    crdtd_proc_t p;
+    int id;
+} node_t;
+
+/* Starts node id with certificate `cert` of CA dir `sub` (and --peer-ca of CA dir `ca_sub`),
+ * dialling the given peers (wss:// URLs, NULL-terminated). */
+static int node_start(node_t *n, int id, const char *sub, const char *cert, const char *ca_sub,
+                      const char *const *peers, const char *secret)
+{
+    static char buf[16][1100];
+    int b = 0;
+    const char *args[48];
+    int a = 0;
+    n->id = id;
+    snprintf(buf[b], sizeof(buf[0]), "%d", id);
+    args[a++] = "--node-id", args[a++] = buf[b++];
+    snprintf(buf[b], sizeof(buf[0]), "%s/node%d", dir, id);
+    args[a++] = "--data-dir", args[a++] = buf[b++];
+    snprintf(buf[b], sizeof(buf[0]), "%s/%s/%s.pem", dir, sub, cert);
+    args[a++] = "--tls-cert", args[a++] = buf[b];
+    args[a++] = "--peer-cert", args[a++] = buf[b++];
+    snprintf(buf[b], sizeof(buf[0]), "%s/%s/%s.key", dir, sub, cert);
+    args[a++] = "--tls-key", args[a++] = buf[b];
+    args[a++] = "--peer-key", args[a++] = buf[b++];
+    snprintf(buf[b], sizeof(buf[0]), "%s/%s/ca.pem", dir, ca_sub);
+    args[a++] = "--peer-ca", args[a++] = buf[b++];
+    args[a++] = "--peer-secret-file", args[a++] = secret;
+    args[a++] = "--peer-require-tls";
+    args[a++] = "--anti-entropy-interval", args[a++] = "1";
+    for (int i = 0; peers && peers[i]; i++)
+        args[a++] = "--peer", args[a++] = peers[i];
+    args[a] = NULL;
+    char ndir[1100];
+    snprintf(ndir, sizeof(ndir), "%s/run%d", dir, id);
+    mkdir(ndir, 0700);
+    return crdtd_start(&n->p, CRDTD_BIN, ndir, args);
+}
+
+/* Whether node n shows a peer link up to node `other` in /v1/peers within ms. */
+static bool link_up(const node_t *n, int other, const char *ca, int ms)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "\"node_id\":%d,", other);
+    for (int waited = 0; waited <= ms; waited += 100) {
+        CURLcode rc;
+        char err[CURL_ERROR_SIZE];
+        char *body = NULL;
+        https("127.0.0.1", n->p.port, "/v1/peers", ca, "GET", NULL, &rc, err, &body);
+        bool up = false;
+        for (const char *q = body; q && (q = strstr(q, want)) != NULL; q++) {
+            const char *st = strstr(q, "\"state\":\"");
+            const char *next = strstr(q + 1, "\"node_id\":");
+            if (st && (!next || st < next) && !strncmp(st + 9, "up\"", 3))
+                up = true;
+        }
+        free(body);
+        if (up)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+static bool has_value(const node_t *n, const char *key_b64u, const char *ca, const char *want,
+                      int ms)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/v1/keys/%s", key_b64u);
+    for (int waited = 0; waited <= ms; waited += 100) {
+        CURLcode rc;
+        char err[CURL_ERROR_SIZE];
+        char *body = NULL;
+        long st = https("127.0.0.1", n->p.port, path, ca, "GET", NULL, &rc, err, &body);
+        bool ok = st == 200 && body && strstr(body, want);
+        free(body);
+        if (ok)
+            return true;
+        usleep(100000);
+    }
+    return false;
+}
+
+static void peers_part(void)
+{
+    certs("p", "", "node-1 node-2 node-3 node-5");
+    certs("q", "", "node-4");
+    char ca_p[1100], ca_q[1100], secret[1100], url[3][64];
+    snprintf(ca_p, sizeof(ca_p), "%s/p/ca.pem", dir);
+    snprintf(ca_q, sizeof(ca_q), "%s/q/ca.pem", dir);
+    snprintf(secret, sizeof(secret), "%s/peer-secret", dir);
+    FILE *f = fopen(secret, "w");
+    if (f) {
+        fputs("a-test-cluster-secret-of-some-length\n", f);
+        fclose(f);
+    }
+    node_t n[8];
+    memset(n, 0, sizeof(n));
+    if (node_start(&n[1], 1, "p", "node-1", "p", NULL, secret))
+        bail_out("node 1 did not start");
+    snprintf(url[1], sizeof(url[1]), "wss://127.0.0.1:%d", n[1].p.port);
+    const char *p2[] = {url[1], NULL};
+    if (node_start(&n[2], 2, "p", "node-2", "p", p2, secret))
+        bail_out("node 2 did not start");
+    snprintf(url[2], sizeof(url[2]), "wss://127.0.0.1:%d", n[2].p.port);
+    const char *p3[] = {url[1], url[2], NULL};
+    if (node_start(&n[3], 3, "p", "node-3", "p", p3, secret))
+        bail_out("node 3 did not start");
+    ok(link_up(&n[1], 2, ca_p, 10000) && link_up(&n[1], 3, ca_p, 10000) &&
+           link_up(&n[2], 3, ca_p, 10000),
+       "three nodes link up over mutual TLS (wss://, --peer-ca, certificates named node-<id>)");
+    CURLcode rc;
+    char err[CURL_ERROR_SIZE];
+    const char *inc = "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}";
+    for (int i = 1; i <= 3; i++)
+        for (int k = 0; k < 5; k++)
+            https("127.0.0.1", n[i].p.port, "/v1/keys/bXRscw", ca_p, "POST", inc, &rc, err, NULL);
+    bool conv = true;
+    for (int i = 1; i <= 3; i++)
+        conv &= has_value(&n[i], "bXRscw", ca_p, "\"value\":15", 10000);
+    ok(conv, "writes on every node converge on every node (value 15 everywhere)");
+    ok(log_count(n[1].p.errlog, "refused") == 0, "no refusal on the good links");
+
+    /* node 4: a certificate of another CA; node 1 must refuse it (the client-certificate
+     * verification callback), and node 4 refuses node 1's (not its --peer-ca) */
+    const char *p4[] = {url[1], NULL};
+    if (node_start(&n[4], 4, "q", "node-4", "q", p4, secret) == 0) {
+        ok(!link_up(&n[1], 4, ca_p, 3000), "a peer with a certificate of another CA gets no link");
+        ok(log_count(n[4].p.errlog, "cannot connect") > 0 ||
+               log_count(n[4].p.errlog, "refused") > 0,
+           "the dialler says it could not connect");
+        crdtd_stop(&n[4].p, SIGTERM, 5000);
+    } else {
+        fail("node 4 did not start");
+    }
+    /* node 4 again, trusting our CA for the server but presenting the other CA's certificate */
+    snprintf(cmd_buf, sizeof(cmd_buf), "cp '%s/p/ca.pem' '%s/q/ca-p.pem'", dir, dir);
+    if (system(cmd_buf) != 0)
+        bail_out("cp");
+    {
+        static char b[6][1100];
+        snprintf(b[0], sizeof(b[0]), "%s/node4b", dir);
+        snprintf(b[1], sizeof(b[1]), "%s/q/node-4.pem", dir);
+        snprintf(b[2], sizeof(b[2]), "%s/q/node-4.key", dir);
+        snprintf(b[3], sizeof(b[3]), "%s/p/ca.pem", dir);
+        const char *a4[] = {"--node-id", "4", "--data-dir", b[0], "--tls-cert", b[1],
+                            "--tls-key", b[2], "--peer-cert", b[1], "--peer-key", b[2],
+                            "--peer-ca", b[3], "--peer-secret-file", secret, "--peer", url[1],
+                            NULL};
+        char rdir[1100];
+        snprintf(rdir, sizeof(rdir), "%s/run4b", dir);
+        mkdir(rdir, 0700);
+        int before = log_count(n[1].p.errlog, "certificate refused");
+        if (crdtd_start(&n[4].p, CRDTD_BIN, rdir, a4) == 0) {
+            ok(!link_up(&n[1], 4, ca_p, 3000),
+               "a client certificate of another CA is refused by the server");
+            ok(log_count(n[1].p.errlog, "certificate refused") > before,
+               "node 1 logs the refused client certificate");
+            crdtd_stop(&n[4].p, SIGTERM, 5000);
+        } else {
+            fail("node 4 (b) did not start");
+        }
+    }
+    /* node 5 presents node-2's certificate (right CA, wrong name) */
+    const char *p5[] = {url[1], NULL};
+    if (node_start(&n[5], 5, "p", "node-2", "p", p5, secret) == 0) {
+        ok(!link_up(&n[1], 5, ca_p, 3000), "a certificate naming another node gets no link");
+        ok(log_count(n[1].p.errlog, "does not name node-5") > 0,
+           "node 1 says the certificate does not name node-5");
+        crdtd_stop(&n[5].p, SIGTERM, 5000);
+    } else {
+        fail("node 5 did not start");
+    }
+    /* cleartext: a --peer ws:// to a TLS port gets nothing */
+    {
+        static char b[2][1100];
+        snprintf(b[0], sizeof(b[0]), "%s/node6", dir);
+        snprintf(b[1], sizeof(b[1]), "ws://127.0.0.1:%d", n[1].p.port);
+        const char *a6[] = {"--node-id", "6", "--data-dir", b[0], "--peer-secret-file", secret,
+                            "--peer", b[1], NULL};
+        char rdir[1100];
+        snprintf(rdir, sizeof(rdir), "%s/run6", dir);
+        mkdir(rdir, 0700);
+        if (crdtd_start(&n[6].p, CRDTD_BIN, rdir, a6) == 0) {
+            ok(!link_up(&n[1], 6, ca_p, 2000), "a cleartext peer gets no link to a TLS node");
+            crdtd_stop(&n[6].p, SIGTERM, 5000);
+        } else {
+            fail("node 6 did not start");
+        }
+    }
+    char errf[1100];
+    snprintf(errf, sizeof(errf), "%s/req.err", dir);
+    const char *bad[] = {"--listen", "127.0.0.1:0", "--no-persist", "--peer-require-tls",
+                         "--tls-cert", cert_path, "--tls-key", key_path, "--peer-secret-file",
+                         secret, "--peer", "ws://127.0.0.1:9", NULL};
+    ok(crdtd_run(CRDTD_BIN, bad, errf, 10000) != 0 && log_count(errf, "is not wss://") > 0,
+       "--peer-require-tls refuses a ws:// peer at start");
+
+    is_int(https("127.0.0.1", n[1].p.port, "/healthz", ca_p, "GET", NULL, &rc, err, NULL), 200,
+           "node 1 serves after every refused peer");
+    ok(link_up(&n[1], 2, ca_p, 3000) && link_up(&n[1], 3, ca_p, 3000), "and keeps its links");
+    for (int i = 1; i <= 3; i++)
+        crdtd_stop(&n[i].p, SIGTERM, 5000);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -366,6 +576,10 @@ int main(void)
        "a start with a mismatched key is refused, saying why");
     const char *half[] = {"--listen", "127.0.0.1:0", "--data-dir", data, "--tls-cert", cert, NULL};
     ok(crdtd_run(CRDTD_BIN, half, errf, 10000) != 0, "--tls-cert without --tls-key is refused");
+
+    snprintf(cert_path, sizeof(cert_path), "%s/a/localhost.pem", dir);
+    snprintf(key_path, sizeof(key_path), "%s/a/localhost.key", dir);
+    peers_part();
 
     curl_global_cleanup();
     rm_rf(dir);
