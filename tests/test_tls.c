@@ -538,6 +538,31 @@ int main(void)
     ok(serves(srv.port, ca_a) && serves(srv.roshi_port, ca_a),
        "the node serves after the cleartext attempts");
 
+#ifdef CRDTC_BIN
+    /* the C client over wss:// with --ca */
+    {
+        char url[64], errf[1100];
+        snprintf(url, sizeof(url), "wss://localhost:%d", srv.port);
+        snprintf(errf, sizeof(errf), "%s/crdtc.err", dir);
+        const char *good[] = {"--url", url, "--ca", ca_a, "--timeout", "5", "apply", "viacli",
+                              "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":7}", NULL};
+        is_int(crdtd_run(CRDTC_BIN, good, errf, 10000), 0, "crdtc apply over wss:// with --ca");
+        body = NULL;
+        https("127.0.0.1", srv.port, "/v1/keys/dmlhY2xp", ca_a, "GET", NULL, &rc, err, &body);
+        ok(body && strstr(body, "\"value\":7"), "the write is there");
+        free(body);
+        const char *wrong[] = {"--url", url, "--ca", ca_b, "--timeout", "2", "apply", "viacli",
+                               "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":100}",
+                               NULL};
+        ok(crdtd_run(CRDTC_BIN, wrong, errf, 10000) != 0,
+           "crdtc with another CA gets no ack (status 1)");
+        body = NULL;
+        https("127.0.0.1", srv.port, "/v1/keys/dmlhY2xp", ca_a, "GET", NULL, &rc, err, &body);
+        ok(body && strstr(body, "\"value\":7"), "and wrote nothing");
+        free(body);
+    }
+#endif
+
     /* reloads */
     serve("a", "expired");
     ok(reload(&srv, "TLS certificate reloaded"), "SIGHUP loads the expired certificate");
