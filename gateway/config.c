@@ -83,8 +83,25 @@ static void usage(FILE *f)
         "  --ws-idle-timeout S      close a session silent for S seconds (default 60)\n"
         "  --ws-max-errors N        error replies before closing a misbehaving session (32)\n"
         "\n"
+        "Security (docs/security.md):\n"
+        "  --token-secret-file F    also the key ring of every HTTP endpoint but /healthz: lines\n"
+        "                           kid:secret (or one lone secret, kid \"default\"); SIGHUP\n"
+        "                           re-reads it. Requests need Authorization: Bearer <token>\n"
+        "  --metrics-auth           /metrics needs a token too (default: open)\n"
+        "  --roshi-token-file F     token that roshi requests without an Authorization header\n"
+        "                           run with (its grants, its expiry); without it they need one\n"
+        "  --allow-open             listen on a non-loopback address without a token secret\n"
+        "  --tls-cert F, --tls-key F  PEM certificate chain and key: HTTPS and WSS on --listen\n"
+        "                           and --roshi-listen (cleartext refused); SIGHUP reloads them\n"
+        "  --peer-ca F              CA (PEM) that peers' certificates must chain to (wss://\n"
+        "                           peers); when given, the system store is not used for peers\n"
+        "  --peer-cert F, --peer-key F  mutual TLS: this node's certificate when dialling, and\n"
+        "                           inbound peers must present one from --peer-ca; a peer's\n"
+        "                           certificate must name node-<its id> (CN or DNS SAN)\n"
+        "  --peer-require-tls       refuse cleartext peers (inbound and --peer ws://)\n"
+        "\n"
         "Replication (subprotocol crdt-peer.v1 on the --listen port, docs/replication.md):\n"
-        "  --peer URL               a peer, ws://host:port; repeatable (at most 16)\n"
+        "  --peer URL               a peer, ws://host:port or wss://; repeatable (at most 16)\n"
         "  --cluster NAME           cluster name, must match the peers' (default crdtd)\n"
         "  --peer-secret-file F     the cluster's shared secret (or $CRDTD_PEER_SECRET)\n"
         "  --peer-queue N           outbound bytes queued per peer before falling back to the\n"
@@ -260,6 +277,28 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (!*val || strlen(val) >= sizeof(c->token_secret_file))
             BAD_VALUE("empty or too long");
         snprintf(dst, sizeof(c->token_secret_file), "%s", val);
+    } else if (!strcmp(name, "peer-ca") || !strcmp(name, "peer-cert") ||
+               !strcmp(name, "peer-key")) {
+        NEED_VALUE;
+        char *dst = !strcmp(name, "peer-ca")     ? c->peer_ca
+                    : !strcmp(name, "peer-cert") ? c->peer_cert
+                                                 : c->peer_key;
+        if (!*val || strlen(val) >= sizeof(c->peer_ca))
+            BAD_VALUE("empty or too long");
+        snprintf(dst, sizeof(c->peer_ca), "%s", val);
+    } else if (!strcmp(name, "peer-require-tls")) {
+        c->peer_require_tls = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
+    } else if (!strcmp(name, "roshi-token-file") || !strcmp(name, "tls-cert") ||
+               !strcmp(name, "tls-key")) {
+        NEED_VALUE;
+        char *dst = name[0] == 'r' ? c->roshi_token_file : name[4] == 'c' ? c->tls_cert : c->tls_key;
+        if (!*val || strlen(val) >= sizeof(c->tls_cert))
+            BAD_VALUE("empty or too long");
+        snprintf(dst, sizeof(c->tls_cert), "%s", val);
+    } else if (!strcmp(name, "metrics-auth")) {
+        c->metrics_auth = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
+    } else if (!strcmp(name, "allow-open")) {
+        c->allow_open = !val || !strcmp(val, "yes") || !strcmp(val, "true") || !strcmp(val, "1");
     } else if (!strcmp(name, "ws-max-message")) {
         NEED_VALUE;
         if (parse_u64(val, 1ull << 30, &n) || n < 1024)
@@ -294,16 +333,17 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         NEED_VALUE;
         if (c->npeers >= GW_MAX_PEERS)
             BAD_VALUE("too many peers (at most 16)");
-        if (strncmp(val, "ws://", 5) != 0 || strlen(val) >= sizeof(c->peers[0]))
-            BAD_VALUE("expected ws://host:port");
+        size_t skip = !strncmp(val, "ws://", 5) ? 5 : !strncmp(val, "wss://", 6) ? 6 : 0;
+        if (!skip || strlen(val) >= sizeof(c->peers[0]))
+            BAD_VALUE("expected ws://host:port or wss://host:port");
         gw_addr_t a = {{0}, 0};
         char hostport[256];
-        snprintf(hostport, sizeof(hostport), "%s", val + 5);
+        snprintf(hostport, sizeof(hostport), "%s", val + skip);
         char *slash = strchr(hostport, '/');
         if (slash)
             *slash = '\0';
         if (!strchr(hostport, ':') || gw_addr_parse(hostport, &a) || a.port == 0)
-            BAD_VALUE("expected ws://host:port");
+            BAD_VALUE("expected ws://host:port or wss://host:port");
         snprintf(c->peers[c->npeers++], sizeof(c->peers[0]), "%s", val);
     } else if (!strcmp(name, "cluster")) {
         NEED_VALUE;
@@ -446,7 +486,9 @@ int gw_config_parse(gw_config_t *c, int argc, char **argv)
         }
         memcpy(name, a + 2, nlen);
         name[nlen] = '\0';
-        bool is_flag = !strcmp(name, "no-persist") || !strcmp(name, "verbose");
+        bool is_flag = !strcmp(name, "no-persist") || !strcmp(name, "verbose") ||
+                       !strcmp(name, "metrics-auth") || !strcmp(name, "allow-open") ||
+                       !strcmp(name, "peer-require-tls");
         if (eq)
             val = eq + 1;
         else if (!is_flag && i + 1 < argc)
@@ -454,5 +496,23 @@ int gw_config_parse(gw_config_t *c, int argc, char **argv)
         if (set_option(c, name, val, "command line", 0))
             return -1;
     }
+    if (!c->tls_cert[0] != !c->tls_key[0]) {
+        fprintf(stderr, "crdtd: --tls-cert and --tls-key go together (give both, or neither)\n");
+        return -1;
+    }
+    if (!c->peer_cert[0] != !c->peer_key[0]) {
+        fprintf(stderr, "crdtd: --peer-cert and --peer-key go together (give both, or neither)\n");
+        return -1;
+    }
+    if ((c->peer_cert[0] || c->peer_require_tls) && !c->tls_cert[0]) {
+        fprintf(stderr, "crdtd: --peer-cert and --peer-require-tls need --tls-cert and --tls-key "
+                        "(peers dial this node over wss://)\n");
+        return -1;
+    }
+    for (int i = 0; c->peer_require_tls && i < c->npeers; i++)
+        if (strncmp(c->peers[i], "wss://", 6) != 0) {
+            fprintf(stderr, "crdtd: --peer-require-tls: peer %s is not wss://\n", c->peers[i]);
+            return -1;
+        }
     return 0;
 }

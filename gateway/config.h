@@ -45,6 +45,17 @@ typedef struct gw_config {
     unsigned ws_idle_timeout;      /* seconds without any frame from the client */
     unsigned ws_max_errors;        /* error replies before the session is closed */
 
+    /* who may connect (auth.c) and TLS on the listeners (loop.c); docs/security.md */
+    bool metrics_auth;           /* /metrics needs a token too */
+    bool allow_open;             /* listen beyond loopback without a token secret */
+    char roshi_token_file[1024]; /* token applied to roshi requests without Authorization */
+    char tls_cert[1024];         /* PEM certificate chain of both listeners ("" = cleartext) */
+    char tls_key[1024];          /* PEM private key */
+    char peer_ca[1024];          /* CA of peers' certificates (wss:// peers), "" = system store */
+    char peer_cert[1024];        /* mutual TLS with peers: this node's certificate and key */
+    char peer_key[1024];
+    bool peer_require_tls;       /* refuse cleartext peer links */
+
     /* peers, subprotocol crdt-peer.v1 (peer.c) */
     char cluster[64];              /* cluster name, must match on both ends of a link */
     char peer_secret_file[1024];   /* shared secret of the cluster; env CRDTD_PEER_SECRET */

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/x509.h>
+
 #include "http.h"
 #include "loop.h"
 #include "util.h"
@@ -190,6 +192,7 @@ json_t *gw_parse_body(const gw_request_t *rq, gw_response_t *rs)
 static void request_clear(gw_request_t *rq)
 {
     free(rq->path);
+    free(rq->auth);
     free(rq->argbuf);
     free(rq->body);
     memset(rq, 0, sizeof(*rq));
@@ -212,6 +215,8 @@ static gw_exchange_t *exchange_new(gw_conn_t *c)
     x->conn = c;
     x->t_start_us = gw_now_us();
     x->wait = (gw_durable_wait_t){0};
+    x->has_tok = false;
+    memset(&x->tok, 0, sizeof(x->tok));
     c->x = x;
     return x;
 }
@@ -221,6 +226,7 @@ static void exchange_free(gw_exchange_t *x)
     gw_loop_unwait(x->srv, &x->wait);
     request_clear(&x->rq);
     response_clear(&x->rs);
+    gw_token_clear(&x->tok);
     free(x);
 }
 
@@ -373,6 +379,10 @@ static int conn_send(gw_conn_t *c)
     if (rs->close && lws_add_http_header_by_token(c->wsi, WSI_TOKEN_CONNECTION,
                                                   (const uint8_t *)"close", 5, &p, end))
         return -1;
+    if (rs->www_auth &&
+        lws_add_http_header_by_name(c->wsi, (const uint8_t *)"www-authenticate:",
+                                    (const uint8_t *)"Bearer realm=\"crdtd\"", 20, &p, end))
+        return -1;
     if (lws_finalize_http_header(c->wsi, &p, end))
         return -1;
     /* Headers and body leave in one write (one send(2) per response): the headers go into the
@@ -445,6 +455,12 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
     c->rq.path_len = len;
     if (collect_args(wsi, &c->rq))
         return -1;
+    int alen = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (alen > 0) {
+        c->rq.auth = malloc((size_t)alen + 1);
+        if (!c->rq.auth || lws_hdr_copy(wsi, c->rq.auth, alen + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
+            return -1;
+    }
 
     bool has_cl = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
     uint64_t cl = 0;
@@ -527,6 +543,18 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
                 reason == LWS_CALLBACK_CLOSED_CLIENT_HTTP ? LWS_CALLBACK_CLIENT_CLOSED : reason,
                 NULL, in, len);
         break;
+
+    case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+        /* user: the X509_STORE_CTX, len: OpenSSL's verdict. lws turns a 0 from here into
+         * "accept" whatever the verdict, so a certificate OpenSSL refused is refused here. */
+        if (!len) {
+            int e = X509_STORE_CTX_get_error((X509_STORE_CTX *)user);
+            char peer[64] = "?";
+            lws_get_peer_simple(wsi, peer, sizeof(peer));
+            gw_log("TLS client %s: certificate refused: %s", peer, X509_verify_cert_error_string(e));
+            return 1;
+        }
+        return 0;
 
     case LWS_CALLBACK_HTTP_BIND_PROTOCOL:
         if (c) {

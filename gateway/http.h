@@ -25,6 +25,7 @@
 #include "loop.h"
 #include "metrics.h"
 #include "server.h"
+#include "token.h"
 
 typedef enum gw_method {
     GW_GET = 0,
@@ -53,6 +54,7 @@ typedef struct gw_request {
     gw_arg_t args[GW_MAX_ARGS];
     int nargs;
     bool too_many_args;
+    char *auth; /* the Authorization header, NUL-terminated, or NULL */
     uint8_t *body; /* NUL-terminated for convenience; body_len excludes the NUL */
     size_t body_len;
     size_t body_expected;
@@ -65,6 +67,7 @@ typedef struct gw_response {
     size_t len;
     uint64_t wait_seq; /* acknowledge only once crdt_store_durable_seq() >= this (0: now) */
     bool close;        /* close the connection after the response */
+    bool www_auth;     /* add WWW-Authenticate: Bearer (a 401) */
     gw_endpoint_t ep;
 } gw_response_t;
 
@@ -75,6 +78,8 @@ typedef struct gw_exchange {
     struct gw_conn *conn; /* NULL once the connection closed (the response is dropped) */
     uint64_t t_start_us;  /* request complete */
     gw_durable_wait_t wait;
+    bool has_tok; /* tok holds the request's verified token (auth.c) */
+    gw_token_t tok;
 } gw_exchange_t;
 
 /* The response in x->rs is complete: sends it once x->rs.wait_seq is durable (at once when 0);

@@ -1,8 +1,15 @@
 /* loop.c - the event loop: lws context and listeners, group commit, tick, durability waiters,
  * fan-out of the store's events to the registered sinks */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "loop.h"
 #include "server.h"
@@ -186,7 +193,133 @@ static void lws_log_emit(int level, const char *line)
     fprintf(stderr, "lws: %s", line);
 }
 
-static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a)
+/* ---- TLS on the listeners ------------------------------------------------------------------ */
+
+bool gw_loop_tls(const gw_server_t *s)
+{
+    return s->cfg.tls_cert[0] && s->cfg.tls_key[0];
+}
+
+static void ossl_reason(char *why, size_t n, const char *what)
+{
+    unsigned long e = ERR_get_error();
+    char buf[256] = "";
+    if (e)
+        ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    snprintf(why, n, "%s%s%s", what, e ? ": " : "", buf);
+}
+
+int gw_loop_tls_check(const char *cert, const char *key, char *why, size_t whylen, char *info,
+                      size_t infolen)
+{
+    if (info && infolen)
+        info[0] = '\0';
+    FILE *f = fopen(cert, "r");
+    if (!f) {
+        snprintf(why, whylen, "cannot read the certificate %s: %s", cert, strerror(errno));
+        return -1;
+    }
+    X509 *x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (!x) {
+        ossl_reason(why, whylen, "the certificate file holds no PEM certificate");
+        return -1;
+    }
+    f = fopen(key, "r");
+    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    int err = errno;
+    if (f)
+        fclose(f);
+    int rc = -1;
+    if (!f)
+        snprintf(why, whylen, "cannot read the key %s: %s", key, strerror(err));
+    else if (!k)
+        ossl_reason(why, whylen, "the key file holds no PEM private key (encrypted keys are not "
+                                 "supported)");
+    else if (X509_check_private_key(x, k) != 1)
+        ossl_reason(why, whylen, "the key does not belong to the certificate");
+    else
+        rc = 0;
+    if (info && infolen) {
+        char subj[256] = "", until[64] = "";
+        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+        BIO *b = BIO_new(BIO_s_mem());
+        if (b && ASN1_TIME_print(b, X509_get0_notAfter(x)) > 0) {
+            int n = BIO_read(b, until, (int)sizeof(until) - 1);
+            until[n > 0 ? n : 0] = '\0';
+        }
+        BIO_free(b);
+        bool expired = X509_cmp_current_time(X509_get0_notAfter(x)) < 0;
+        snprintf(info, infolen, "%s, valid until %s%s", subj, until,
+                 expired ? " (EXPIRED: clients will refuse it)" : "");
+    }
+    EVP_PKEY_free(k);
+    X509_free(x);
+    return rc;
+}
+
+int gw_loop_tls_reload(gw_server_t *s)
+{
+    if (!gw_loop_tls(s) || !s->ctx)
+        return 0;
+    char why[512], info[512];
+    if (gw_loop_tls_check(s->cfg.tls_cert, s->cfg.tls_key, why, sizeof(why), info,
+                          sizeof(info))) {
+        gw_log("SIGHUP: keeping the previous TLS certificate: %s", why);
+        return -1;
+    }
+    /* every vhost made with these paths: the main listener and the roshi one */
+    if (lws_tls_cert_updated(s->ctx, s->cfg.tls_cert, s->cfg.tls_key, NULL, 0, NULL, 0)) {
+        gw_log("SIGHUP: libwebsockets refused the new TLS certificate");
+        return -1;
+    }
+    gw_log("SIGHUP: TLS certificate reloaded: %s", info);
+    return 0;
+}
+
+/* The TLS client context of wss:// peer links: --peer-ca alone is trusted when given (else the
+ * system store), --peer-cert/--peer-key are presented. NULL after logging why. */
+static SSL_CTX *peer_client_ctx(const gw_server_t *s)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    char why[300] = "";
+    if (!ctx) {
+        gw_log("wss:// peers: cannot make a TLS context");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    int ok = s->cfg.peer_ca[0] ? SSL_CTX_load_verify_locations(ctx, s->cfg.peer_ca, NULL)
+                               : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1)
+        ossl_reason(why, sizeof(why), "cannot load --peer-ca");
+    else if (s->cfg.peer_cert[0] &&
+             gw_loop_tls_check(s->cfg.peer_cert, s->cfg.peer_key, why, sizeof(why), NULL, 0))
+        ;
+    else if (s->cfg.peer_cert[0] &&
+             (SSL_CTX_use_certificate_chain_file(ctx, s->cfg.peer_cert) != 1 ||
+              SSL_CTX_use_PrivateKey_file(ctx, s->cfg.peer_key, SSL_FILETYPE_PEM) != 1))
+        ossl_reason(why, sizeof(why), "cannot load --peer-cert/--peer-key");
+    if (why[0]) {
+        gw_log("wss:// peers: %s", why);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    return ctx;
+}
+
+/* Whether any configured peer is dialled over wss://. */
+static bool peers_use_tls(const gw_server_t *s)
+{
+    for (int i = 0; i < s->cfg.npeers; i++)
+        if (!strncmp(s->cfg.peers[i], "wss://", 6))
+            return true;
+    return false;
+}
+
+static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_addr_t *a,
+                                    bool peers)
 {
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
@@ -200,10 +333,40 @@ static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_a
         info.options &= ~(uint64_t)LWS_SERVER_OPTION_DISABLE_IPV6;
     if (!a->port)
         info.port = 0;
+    if (gw_loop_tls(s)) {
+        /* lws refuses cleartext on a TLS vhost (no ALLOW_NON_SSL_ON_SSL_PORT): the handshake
+         * fails and the connection is closed */
+        info.ssl_cert_filepath = s->cfg.tls_cert;
+        info.ssl_private_key_filepath = s->cfg.tls_key;
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT; /* lws reads it per vhost too */
+        /* HTTP/1.1 only: http.c sends headers and body in one HTTP/1 write, and crdt.v1 and
+         * crdt-peer.v1 upgrade from HTTP/1.1; without this lws would offer h2 by ALPN */
+        info.alpn = "http/1.1";
+        if (peers && s->cfg.peer_cert[0]) {
+            /* mutual TLS with peers: ask every client for a certificate from --peer-ca but do
+             * not require one (HTTP clients and sessions have none); a certificate that fails
+             * verification is refused in gw_http_callback (the lws trap: an unhandled
+             * PERFORM_CLIENT_CERT_VERIFICATION accepts it), and peer links without a verified
+             * one are refused by peer.c */
+            info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT |
+                            LWS_SERVER_OPTION_PEER_CERT_NOT_REQUIRED;
+            info.ssl_ca_filepath = s->cfg.peer_ca[0] ? s->cfg.peer_ca : NULL;
+        }
+    }
+    if (peers && peers_use_tls(s)) {
+        /* the client side of wss:// peer links, in a context of ours (lws then adds the URL's
+         * host check and the verify result check on each connection) */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        if (!s->loop.peer_ctx && !(s->loop.peer_ctx = peer_client_ctx(s)))
+            return NULL;
+        info.provided_client_ssl_ctx = s->loop.peer_ctx;
+    }
     struct lws_vhost *vh = lws_create_vhost(s->ctx, &info);
-    if (!vh)
+    if (!vh) {
         gw_log("cannot listen on %s:%d (address in use, or not a local address?)", a->host,
                a->port);
+        return NULL;
+    }
     return vh;
 }
 
@@ -224,8 +387,18 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 |
+                   LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = s;
+    if (gw_loop_tls(s)) {
+        char why[512], tinfo[512];
+        if (gw_loop_tls_check(s->cfg.tls_cert, s->cfg.tls_key, why, sizeof(why), tinfo,
+                              sizeof(tinfo))) {
+            gw_log("--tls-cert/--tls-key: %s", why);
+            return -1;
+        }
+        gw_log("TLS on the listeners: %s", tinfo);
+    }
     info.max_http_header_data = (unsigned short)s->cfg.max_header;
     info.max_http_header_pool = 1024;
     info.timeout_secs = 10;
@@ -236,12 +409,12 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
         return -1;
     }
 
-    s->vh_main = make_vhost(s, "crdtd", &s->cfg.listen);
+    s->vh_main = make_vhost(s, "crdtd", &s->cfg.listen, true);
     if (!s->vh_main)
         return -1;
     s->main_port = lws_get_vhost_listen_port(s->vh_main);
     if (s->cfg.roshi_enabled) {
-        s->vh_roshi = make_vhost(s, "roshi", &s->cfg.roshi);
+        s->vh_roshi = make_vhost(s, "roshi", &s->cfg.roshi, false);
         if (!s->vh_roshi)
             return -1;
         s->roshi_port = lws_get_vhost_listen_port(s->vh_roshi);
@@ -258,6 +431,11 @@ int gw_loop_service(gw_server_t *s, int timeout_ms)
 void gw_loop_run(gw_server_t *s)
 {
     while (!s->stopping) {
+        if (s->reload) {
+            s->reload = 0;
+            if (s->on_reload)
+                s->on_reload(s);
+        }
         if (gw_loop_service(s, 0) < 0)
             break;
     }
@@ -294,4 +472,6 @@ void gw_loop_finish(gw_server_t *s)
     shutdown_sinks(s);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
+    SSL_CTX_free(s->loop.peer_ctx); /* lws does not free a context it was given */
+    s->loop.peer_ctx = NULL;
 }

@@ -53,6 +53,7 @@ struct gw_durable_wait {
 
 typedef struct gw_loop {
     lws_sorted_usec_list_t sul_flush, sul_tick;
+    struct ssl_ctx_st *peer_ctx; /* TLS client context of wss:// peers (SSL_CTX), or NULL */
     bool flush_scheduled;
     gw_durable_wait_t *head, *tail; /* in seq order */
     size_t waiting;
@@ -73,6 +74,16 @@ void gw_loop_use_store(gw_server_t *s, crdt_store_t *st);
 /* One turn of the loop: waits up to timeout_ms for events and handles them. 0, or -1 when lws
  * failed. */
 int gw_loop_service(gw_server_t *s, int timeout_ms);
+/* Whether the listeners serve TLS (--tls-cert and --tls-key). */
+bool gw_loop_tls(const gw_server_t *s);
+/* Checks that the PEM certificate chain and key files load and belong together; 0, or -1 with
+ * the reason in why (and the certificate's subject and expiry in info when it loads). */
+int gw_loop_tls_check(const char *cert, const char *key, char *why, size_t whylen, char *info,
+                      size_t infolen);
+/* SIGHUP: re-reads --tls-cert and --tls-key into both listeners (new connections get the new
+ * certificate, open ones keep theirs). A pair that does not load keeps the old one (logged).
+ * 0 or -1; nothing to do without TLS. */
+int gw_loop_tls_reload(gw_server_t *s);
 /* Runs turns until s->stopping, then gw_loop_finish. */
 void gw_loop_run(gw_server_t *s);
 /* Drains: makes what was written durable, answers the waiters, serves for at most about a second

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "loop.h"
@@ -23,15 +24,28 @@ static gw_server_t server;
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    server.stopping = 1;
+    if (sig == SIGHUP)
+        server.reload = 1;
+    else
+        server.stopping = 1;
     /* wakes the poll; lws_cancel_service writes to its event pipe, async-signal-safe */
     if (server.ctx)
         lws_cancel_service(server.ctx);
 }
 
+/* SIGHUP, from the loop: the token key ring (sessions open stay open). */
+static void on_reload(gw_server_t *s)
+{
+    gw_auth_reload(s);
+    gw_loop_tls_reload(s);
+}
+
 static void route(gw_server_t *s, gw_exchange_t *x)
 {
+    if (!gw_auth_http(s, x)) {
+        gw_http_reply(x);
+        return;
+    }
     if (x->rq.roshi)
         gw_roshi_handle(s, x);
     else
@@ -204,6 +218,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     const char *defer = getenv("CRDTD_TEST_STORE_DEFER");
@@ -220,6 +235,11 @@ int main(int argc, char **argv)
     }
 
     s->route = route;
+    s->on_reload = on_reload;
+    if (gw_auth_init(s)) {
+        crdt_store_close(s->store);
+        return 1;
+    }
     s->client_fallback = gw_peer_callback;
     protocols[0].per_session_data_size = gw_http_session_size();
     if (redis) /* shut down last (sinks shut down in reverse order) */
@@ -230,6 +250,7 @@ int main(int argc, char **argv)
         (!redis && gw_peer_init(s))) {
         gw_loop_finish(s);
         crdt_store_close(s->store);
+        gw_auth_free(s);
         return 1;
     }
     if (deferred)
@@ -240,15 +261,18 @@ int main(int argc, char **argv)
                s->cfg.no_persist ? "in memory only" : s->cfg.data_dir, fsync_name(s->cfg.fsync),
                s->cfg.timeline_max_size);
     /* stdout, one line each, for scripts and tests that start crdtd on port 0 */
-    printf("crdtd: listening on http://%s:%d\n", s->cfg.listen.host, s->main_port);
+    const char *scheme = gw_loop_tls(s) ? "https" : "http";
+    printf("crdtd: listening on %s://%s:%d\n", scheme, s->cfg.listen.host, s->main_port);
     if (s->vh_roshi)
-        printf("crdtd: roshi API listening on http://%s:%d\n", s->cfg.roshi.host, s->roshi_port);
+        printf("crdtd: roshi API listening on %s://%s:%d\n", scheme, s->cfg.roshi.host,
+               s->roshi_port);
     fflush(stdout);
 
     gw_loop_run(s);
 
     gw_log("stopping: flushing the log");
     crdt_store_close(s->store);
+    gw_auth_free(s);
     gw_log("stopped");
     return 0;
 }

@@ -15,6 +15,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
 #include "crdt_peer.h"
 #include "crypto.h"
 #include "jsonw.h"
@@ -41,6 +45,7 @@ typedef struct gw_slot {
     char host[256];
     int port;
     char path[128];
+    bool tls; /* wss:// */
 } gw_slot_t;
 
 struct gw_peers {
@@ -180,6 +185,8 @@ static void host_dial(void *ud, int slot)
     ci.protocol = GW_PEER_PROTOCOL;
     ci.local_protocol_name = GW_PEER_PROTOCOL;
     ci.opaque_user_data = g;
+    if (sl->tls)
+        ci.ssl_connection = LCCSCF_USE_SSL; /* verified against --peer-ca, and the URL's host */
     P->connecting = g;
     P->connect_failed = false;
     snprintf(P->connect_error, sizeof(P->connect_error), "cannot connect");
@@ -193,6 +200,46 @@ static void host_dial(void *ud, int slot)
         return;
     }
     g->wsi = wsi;
+}
+
+/* The other end claims to be node `node`: over TLS with --peer-ca, its certificate (the server's
+ * when we dialled, the client's when it dialled us, which mutual TLS requires) must name
+ * node-<id> in its subject CN or a DNS SAN. NULL, or why not. */
+static const char *host_identify(void *ud, void *link_ud, uint64_t node)
+{
+    struct gw_peers *P = ud;
+    const gw_config_t *c = &P->s->cfg;
+    gw_plink_t *g = link_ud;
+    static char why[200];
+    if (!g || !g->wsi)
+        return NULL;
+    if (!lws_is_ssl(g->wsi))
+        return c->peer_require_tls ? "cleartext link, and --peer-require-tls" : NULL;
+    if (!c->peer_ca[0])
+        return NULL; /* one-way TLS against the system store: the URL's host was checked */
+    SSL *ssl = lws_get_ssl(g->wsi);
+    X509 *x = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+    if (!x)
+        return g->outbound || c->peer_cert[0] ? "no certificate (mutual TLS: --peer-cert)" : NULL;
+    const char *r = NULL;
+    char name[48];
+    snprintf(name, sizeof(name), "node-%" PRIu64, node);
+    long v = SSL_get_verify_result(ssl);
+    if (v != X509_V_OK) {
+        snprintf(why, sizeof(why), "its certificate does not verify against --peer-ca: %s",
+                 X509_verify_cert_error_string(v));
+        r = why;
+    } else if (X509_check_host(x, name, strlen(name),
+                               X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT |
+                                   X509_CHECK_FLAG_NO_WILDCARDS,
+                               NULL) != 1) {
+        char subj[120] = "";
+        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+        snprintf(why, sizeof(why), "its certificate (%s) does not name %s", subj, name);
+        r = why;
+    }
+    X509_free(x);
+    return r;
 }
 
 static int host_random(void *ud, void *buf, size_t n)
@@ -328,6 +375,24 @@ static int dispatch(gw_server_t *s, struct gw_peers *P, struct lws *wsi,
         }
         if (s->stopping)
             return -1;
+        if (s->cfg.peer_require_tls && !lws_is_ssl(wsi)) {
+            gw_log("peer %s (inbound): refused: cleartext, and --peer-require-tls", addr);
+            return -1;
+        }
+        if (s->cfg.peer_cert[0]) {
+            /* mutual TLS: the handshake let a connection without a certificate through (HTTP
+             * clients have none); a peer needs one that verified */
+            SSL *ssl = lws_get_ssl(wsi);
+            X509 *x = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+            bool good = x && SSL_get_verify_result(ssl) == X509_V_OK;
+            X509_free(x);
+            if (!good) {
+                gw_log("peer %s (inbound): refused: %s (mutual TLS, --peer-cert)", addr,
+                       x ? "its certificate does not verify against --peer-ca"
+                         : "no client certificate");
+                return -1;
+            }
+        }
         g = plink_new(P, false);
         if (!g)
             return -1;
@@ -415,7 +480,8 @@ int gw_peer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
 
 static int parse_url(gw_slot_t *sl, const char *url)
 {
-    const char *hp = url + 5; /* config.c checked the ws:// prefix */
+    sl->tls = !strncmp(url, "wss://", 6);
+    const char *hp = url + (sl->tls ? 6 : 5); /* config.c checked the ws:// or wss:// prefix */
     const char *slash = strchr(hp, '/');
     size_t hlen = slash ? (size_t)(slash - hp) : strlen(hp);
     char hostport[256];
@@ -506,6 +572,7 @@ int gw_peer_init(gw_server_t *s)
         .wall_ms = host_wall_ms,
         .log = host_log,
         .applied = host_applied,
+        .identify = host_identify,
     };
     uint64_t t0 = gw_now_us();
     crdt_error_t err = {0};

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth.h"
 #include "crdt_json.h"
 #include "loop.h"
 #include "op.h"
@@ -584,6 +585,10 @@ static void get_timelines(gw_server_t *s, gw_exchange_t *x)
         if (key_from_url(s, p, len, rs, &c->kb[i], &c->keys[i].len))
             goto fail;
         c->keys[i].data = c->kb[i];
+        char what[32];
+        snprintf(what, sizeof(what), "keys[%zu]", i);
+        if (!gw_auth_http_key(x, GW_ACCESS_READ, c->kb[i], c->keys[i].len, what))
+            goto fail;
         p = e ? e + 1 : p + len;
     }
     crdt_store_get_many(s->store, c->keys, nk, timelines_got, c);
@@ -605,6 +610,9 @@ typedef struct feed_ctx {
 static int feed_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
 {
     feed_ctx_t *f = ud;
+    /* a token sees the changes of the keys it may read; the others are left out, as if absent */
+    if (gw_auth_key(gw_auth_http_token(f->x), GW_ACCESS_READ, key, klen, false) != GW_DENY_NONE)
+        return 0;
     json_t *c = json_object();
     if (!c)
         return -1;
@@ -741,6 +749,12 @@ void gw_rest_handle(gw_server_t *s, gw_exchange_t *x)
         if ((timeline ? !method_ok(rq, rs, GW_GET, GW_GET, "GET")
                       : !method_ok(rq, rs, GW_GET, GW_POST, "GET, POST")) ||
             key_from_url(s, seg, slen, rs, &key, &klen)) {
+            gw_http_reply(x);
+            return;
+        }
+        if (!gw_auth_http_key(x, rq->method == GW_POST ? GW_ACCESS_WRITE : GW_ACCESS_READ, key,
+                              klen, "key")) {
+            free(key);
             gw_http_reply(x);
             return;
         }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "auth.h"
 #include "crdt_json.h"
 #include "loop.h"
 #include "op.h"
@@ -263,6 +264,11 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
         if (gw_key_reserved(t->key, t->klen)) {
             roshi_error(rs, 400, "[%zu].key: the key prefix is reserved", i);
             goto fail;
+        }
+        char what[32];
+        snprintf(what, sizeof(what), "[%zu].key", i);
+        if (!gw_auth_http_key(x, GW_ACCESS_WRITE, t->key, t->klen, what)) {
+            goto fail; /* a request with a key outside the grants stores nothing */
         }
         c->keys[i] = (crdt_bytes_t){t->key, t->klen};
         c->w[i] = (gw_write_t){t->key,
@@ -585,8 +591,12 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
         roshi_error(rs, err.status, "%s", err.msg);
         goto fail;
     }
-    /* Keys, deduplicated as roshi's map does. */
+    /* Keys, deduplicated as roshi's map does; every one must be readable with the token. */
     for (size_t i = 0; i < n; i++) {
+        char what[32];
+        snprintf(what, sizeof(what), "[%zu]", i);
+        if (!gw_auth_http_key(x, GW_ACCESS_READ, ks[i].p, ks[i].len, what))
+            goto fail;
         bool dup = false;
         for (size_t j = 0; j < c->nk && !dup; j++)
             dup = c->keys[j].len == ks[i].len && !memcmp(c->keys[j].data, ks[i].p, ks[i].len);

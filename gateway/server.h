@@ -41,6 +41,9 @@ struct gw_server {
     int storage_error; /* last negative code from crdt_store_flush, 0 while healthy */
     uint64_t started_ms;
     volatile int stopping;
+    volatile int reload;                  /* SIGHUP seen: the loop calls on_reload */
+    void (*on_reload)(gw_server_t *s);    /* main.c: key ring and certificates */
+    struct gw_auth *auth;                 /* token key ring (auth.c), NULL until gw_auth_init */
     struct gw_sync *sync;   /* WebSocket client sessions (sync.c), NULL until gw_sync_init */
     struct gw_peers *peers; /* peer links (peer.c), NULL until gw_peer_init */
     bool loading; /* recovered keys are still being joined in the background (logged when done) */

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "auth.h"
 #include "crdt_json.h"
 #include "crdt_v1.h"
 #include "crypto.h"
@@ -572,8 +573,7 @@ static void on_hello(sess_t *ss, const crdt_v1_msg_t *m)
             sess_close(ss, 4001, "token invalid: no token");
             return;
         }
-        int rc = gw_token_verify(m->token, strlen(m->token), y->secret, y->slen, unix_now(),
-                                 &ss->tok, why, sizeof(why));
+        int rc = gw_auth_verify(s, m->token, strlen(m->token), &ss->tok, why, sizeof(why));
         if (rc != GW_TOKEN_OK) {
             char reason[80];
             if (rc == GW_TOKEN_EEXPIRED)
@@ -1389,13 +1389,7 @@ int gw_sync_init(gw_server_t *s)
         return -1;
     }
     y->srv = s;
-    int n = gw_load_secret(s->cfg.token_secret_file, "CRDTD_TOKEN_SECRET", y->secret,
-                           sizeof(y->secret));
-    if (n < 0) {
-        free(y);
-        return -1;
-    }
-    y->slen = (size_t)n;
+    y->slen = gw_auth_enabled(s); /* the key ring is auth.c's (SIGHUP re-reads it) */
     if (!y->slen)
         gw_log("sessions: no token secret (--token-secret-file or $CRDTD_TOKEN_SECRET): crdt.v1 "
                "sessions need no token and may read and write every key");

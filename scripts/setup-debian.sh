@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config perl git
       libjansson-dev libhiredis-dev libwebsockets-dev libssl-dev libcurl4-openssl-dev
-      redis-server redis-tools faketime
+      redis-server redis-tools faketime openssl
       clang libclang-rt-14-dev
       lld wasi-libc libclang-rt-14-dev-wasm32)
 # Node and npm for the JavaScript client: Debian's packages, unless a node with its npm is there

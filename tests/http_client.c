@@ -172,13 +172,28 @@ int hc_send(int fd, const char *method, const char *path, const char *extra_head
     return read_response(fd, out);
 }
 
+static char *hc_auth_header; /* "Authorization: Bearer ...\r\n" of hc_request, or NULL */
+
+void hc_set_token(const char *token)
+{
+    free(hc_auth_header);
+    hc_auth_header = NULL;
+    if (!token)
+        return;
+    size_t n = strlen(token) + 32;
+    hc_auth_header = malloc(n);
+    if (hc_auth_header)
+        snprintf(hc_auth_header, n, "Authorization: Bearer %s\r\n", token);
+}
+
 int hc_request(int port, const char *method, const char *path, const char *body, hc_resp_t *out)
 {
     memset(out, 0, sizeof(*out));
     int fd = hc_connect(port);
     if (fd < 0)
         return -1;
-    int rc = hc_send(fd, method, path, "", body, body ? strlen(body) : 0, out);
+    int rc = hc_send(fd, method, path, hc_auth_header ? hc_auth_header : "", body,
+                     body ? strlen(body) : 0, out);
     close(fd);
     return rc;
 }

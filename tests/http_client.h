@@ -29,6 +29,10 @@ int hc_connect(int port);
 int hc_send(int fd, const char *method, const char *path, const char *extra_headers,
             const void *body, size_t len, hc_resp_t *out);
 
+/* The bearer token hc_request sends from now on (a copy; NULL: none), for tests of a node that
+ * needs tokens (--token-secret-file). */
+void hc_set_token(const char *token);
+
 /* One request on a fresh connection. */
 int hc_request(int port, const char *method, const char *path, const char *body, hc_resp_t *out);
 

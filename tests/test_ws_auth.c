@@ -67,6 +67,7 @@ int main(void)
 
     const char *all[] = {"", NULL}, *team_r[] = {"team:", NULL}, *team_w[] = {"team:w:", NULL};
     char *good = mint("alice", 3600, all, all);
+    hc_set_token(good); /* the REST reads that check the server's state need one too */
     char *expired = mint("alice", -10, all, all);
     char *ro = mint("bob", 3600, team_r, NULL);
     char *rw = mint("carol", 3600, team_r, team_w);

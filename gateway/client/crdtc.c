@@ -58,6 +58,7 @@ struct crdtc {
     crdtc_t *next_client;
     char *host, *path, *token, *client_id, *state_file;
     int port;
+    bool tls;
     size_t max_message, max_pending;
     unsigned backoff_min_ms, backoff_max_ms, attempts;
     bool no_reconnect, user_closed, want_close, auth_refused;
@@ -847,6 +848,8 @@ static int start_connect(crdtc_t *c)
     ci.local_protocol_name = CRDTC_PROTOCOL;
     ci.opaque_user_data = c;
     ci.pwsi = &c->wsi;
+    if (c->tls)
+        ci.ssl_connection = LCCSCF_USE_SSL;
     c->state = ST_CONNECTING;
     c->close_code = 0;
     c->close_reason[0] = '\0';
@@ -1009,7 +1012,7 @@ static const struct lws_protocols client_protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-crdtc_loop_t *crdtc_loop_new(void)
+static crdtc_loop_t *loop_new(bool tls, const char *ca_file)
 {
     crdtc_loop_t *l = calloc(1, sizeof(*l));
     if (!l)
@@ -1020,6 +1023,13 @@ crdtc_loop_t *crdtc_loop_new(void)
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = client_protocols;
     info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (tls) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        if (ca_file) {
+            info.options |= LWS_SERVER_OPTION_DISABLE_OS_CA_CERTS;
+            info.client_ssl_ca_filepath = ca_file;
+        }
+    }
     info.gid = -1;
     info.uid = -1;
     l->ctx = lws_create_context(&info);
@@ -1028,6 +1038,16 @@ crdtc_loop_t *crdtc_loop_new(void)
         return NULL;
     }
     return l;
+}
+
+crdtc_loop_t *crdtc_loop_new(void)
+{
+    return loop_new(false, NULL);
+}
+
+crdtc_loop_t *crdtc_loop_new_tls(const char *ca_file)
+{
+    return loop_new(true, ca_file);
 }
 
 void crdtc_loop_free(crdtc_loop_t *l)
@@ -1071,6 +1091,7 @@ crdtc_t *crdtc_new(crdtc_loop_t *l, const crdtc_config_t *cfg, int *err)
         return NULL;
     c->loop = l;
     c->host = strdup(cfg->host ? cfg->host : "127.0.0.1");
+    c->tls = cfg->tls;
     c->path = strdup(cfg->path ? cfg->path : "/");
     c->token = dupstr(cfg->token);
     c->client_id = strdup(cfg->client_id);

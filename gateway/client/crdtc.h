@@ -51,6 +51,10 @@ typedef struct crdtc_loop crdtc_loop_t;
 
 /* Returns a new loop (a libwebsockets client context), or NULL. */
 crdtc_loop_t *crdtc_loop_new(void);
+/* A loop whose clients may connect over wss:// (crdtc_config_t.tls): the server's certificate
+ * must chain to the PEM CA file ca_file (the system store is not used then) or, with ca_file
+ * NULL, to the system store, and name the host connected to. NULL on failure. */
+crdtc_loop_t *crdtc_loop_new_tls(const char *ca_file);
 /* Frees the loop; its clients must have been freed first. */
 void crdtc_loop_free(crdtc_loop_t *l);
 /* Runs one round of the loop: waits at most timeout_ms (0: does not wait) for network events or
@@ -116,6 +120,7 @@ typedef struct crdtc_config {
     int64_t timeline_max_size; /* 0: the default 1000; negative: unbounded */
     crdtc_callbacks_t cb;
     void *ud;
+    bool tls; /* wss://: needs a loop from crdtc_loop_new_tls */
 } crdtc_config_t;
 
 /* Returns a new client on loop l (not connected yet), or NULL (bad config, or a state file that

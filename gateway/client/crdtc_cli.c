@@ -26,7 +26,8 @@ static const char usage[] =
     "  token --secret-file F --sub S --ttl SECS [--read P]... [--write P]...\n"
     "                        mint a session token (P: a key prefix, \"\" = every key)\n"
     "options:\n"
-    "  --url URL             ws://host:port[/path] (default ws://127.0.0.1:7379)\n"
+    "  --url URL             ws://host:port[/path] or wss:// (default ws://127.0.0.1:7379)\n"
+    "  --ca FILE             wss://: trust only this PEM CA (default: the system store)\n"
     "  --token T             session token; --token-file F reads it from a file\n"
     "  --client ID           client id (default: the state file's, else crdtc-<random>)\n"
     "  --state-file F        keep the cursor, op ids and subscriptions in F across runs\n"
@@ -188,13 +189,17 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-static int parse_url(const char *url, char *host, size_t hcap, int *port, char *path, size_t pcap)
+static int parse_url(const char *url, char *host, size_t hcap, int *port, char *path, size_t pcap,
+                     bool *tls)
 {
     const char *p = url;
+    *tls = false;
     if (!strncmp(p, "ws://", 5))
         p += 5;
+    else if (!strncmp(p, "wss://", 6))
+        p += 6, *tls = true;
     else if (strstr(p, "://"))
-        return -1; /* wss:// is not supported: crdtd speaks plain WebSocket on loopback */
+        return -1;
     const char *slash = strchr(p, '/');
     const char *end = slash ? slash : p + strlen(p);
     const char *colon = memchr(p, ':', (size_t)(end - p));
@@ -293,6 +298,7 @@ int main(int argc, char **argv)
         O_URL = 256,
         O_TOKEN,
         O_TOKEN_FILE,
+        O_CA,
         O_CLIENT,
         O_STATE,
         O_B64,
@@ -306,6 +312,7 @@ int main(int argc, char **argv)
         {"url", required_argument, NULL, O_URL},
         {"token", required_argument, NULL, O_TOKEN},
         {"token-file", required_argument, NULL, O_TOKEN_FILE},
+        {"ca", required_argument, NULL, O_CA},
         {"client", required_argument, NULL, O_CLIENT},
         {"state-file", required_argument, NULL, O_STATE},
         {"base64", no_argument, NULL, O_B64},
@@ -316,6 +323,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
+    const char *ca_file = NULL;
     const char *url = "ws://127.0.0.1:7379", *token = NULL, *token_file = NULL, *client = NULL,
                *state = NULL;
     bool b64 = false, delta = false;
@@ -328,6 +336,7 @@ int main(int argc, char **argv)
         case O_URL: url = optarg; break;
         case O_TOKEN: token = optarg; break;
         case O_TOKEN_FILE: token_file = optarg; break;
+        case O_CA: ca_file = optarg; break;
         case O_CLIENT: client = optarg; break;
         case O_STATE: state = optarg; break;
         case O_B64: b64 = true; break;
@@ -356,7 +365,8 @@ int main(int argc, char **argv)
 
     char host[256], path[512];
     int port;
-    if (parse_url(url, host, sizeof(host), &port, path, sizeof(path))) {
+    bool tls = false;
+    if (parse_url(url, host, sizeof(host), &port, path, sizeof(path), &tls)) {
         fprintf(stderr, "crdtc: bad --url %s (ws://host:port[/path])\n", url);
         return 2;
     }
@@ -381,8 +391,9 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    crdtc_loop_t *loop = crdtc_loop_new();
-    crdtc_config_t cfg = {.host = host,
+    crdtc_loop_t *loop = tls ? crdtc_loop_new_tls(ca_file) : crdtc_loop_new();
+    crdtc_config_t cfg = {.tls = tls,
+                          .host = host,
                           .port = port,
                           .path = path,
                           .token = token,

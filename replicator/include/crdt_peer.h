@@ -67,6 +67,10 @@ typedef struct crdt_peers_host {
     /* Entries from a peer were applied to the store: its group commit should run (flush) soon,
      * then crdt_peers_on_durable. May be NULL. */
     void (*applied)(void *ud);
+    /* The other end of the link says it is node `node_id` (its handshake, before anything else is
+     * exchanged): NULL to go on, or why the transport refuses that claim (its TLS certificate
+     * names another node, say); the link is then closed with that reason. May be NULL. */
+    const char *(*identify)(void *ud, void *link_ud, uint64_t node_id);
 } crdt_peers_host_t;
 
 typedef struct crdt_peers_config {

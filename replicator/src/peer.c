@@ -1442,6 +1442,18 @@ static void fmt_wall(uint64_t ms, char *buf, size_t n)
 }
 
 /* The clock check of the handshake: false after refusing the link. */
+/* The transport's word on the node id the other end claims (its TLS certificate must name it);
+ * false after closing the link with the transport's reason. */
+static bool identify_ok(link_t *l, uint64_t node)
+{
+    crdt_peers_t *P = l->P;
+    const char *why = P->host.identify ? P->host.identify(P->host.ud, l->ud, node) : NULL;
+    if (!why)
+        return true;
+    link_close(l, PW_R_PROOF, 0, "node %" PRIu64 " refused: %s", node, why);
+    return false;
+}
+
 static bool clock_ok(link_t *l, uint64_t theirs)
 {
     crdt_peers_t *P = l->P;
@@ -1481,6 +1493,8 @@ static void on_challenge(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_SELF, 0, "the peer has our node id %" PRIu64 " (is it us?)", c.node_id);
         return;
     }
+    if (!identify_ok(l, c.node_id))
+        return;
     l->got_challenge = true;
     l->remote_node = c.node_id;
     l->remote_epoch = c.epoch;
@@ -1555,6 +1569,8 @@ static void on_hello(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_SELF, 0, "the peer has our node id %" PRIu64, h.node_id);
         return;
     }
+    if (!identify_ok(l, h.node_id))
+        return;
     l->remote_node = h.node_id;
     l->remote_epoch = h.epoch;
     l->remote_durable = h.durable;

@@ -176,6 +176,18 @@ int main(int argc, char **argv)
             write_file(dir, n++, bodies[i], strlen(bodies[i]));
         return 0;
     }
+    if (!strcmp(kind, "fuzz_token")) {
+        /* selector 1: "kid\npayload" the harness signs; 2: a key ring file; 0: a whole token */
+        static const char payload[] =
+            "\x01k-1\n{\"sub\":\"alice\",\"exp\":1900000000,\"read\":[\"\",\"ZmVlZA==\"],"
+            "\"write\":[\"ZmVlZDo=\"]}";
+        static const char ring[] = "\x02# ring\nk0:0123456789abcdef\r\nk1:fedcba9876543210xx\n";
+        static const char whole[] = "\x00k0.eyJleHAiOjF9.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        write_file(dir, n++, payload, sizeof(payload) - 1);
+        write_file(dir, n++, ring, sizeof(ring) - 1);
+        write_file(dir, n++, whole, sizeof(whole) - 1);
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_apply_op")) {
         /* the key selector byte, then a REST op body of every type */
         static const char *const ops[] = {

@@ -1,0 +1,296 @@
+/* bench_tls.c - crdt.v1 apply+ack round trips over wss:// against ws:// in the same run: two crdtd
+ * processes (--no-persist), one with --tls-cert/--tls-key, each driven by the same client
+ * (OpenSSL or a plain socket under one framing loop) with a window of W applies in flight; runs
+ * alternate between the two and the medians are compared (ratio wss / ws, target >= 0.8).
+ *
+ *   bench_tls CRDTD_BIN TLS_CERTS_SH [--runs 5] [--secs 2] [--window 16]
+ */
+#define _GNU_SOURCE
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "http_client.h"
+
+typedef struct conn {
+    int fd;
+    SSL *ssl; /* NULL: cleartext */
+    unsigned char buf[1 << 16];
+    size_t len;
+} conn_t;
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int io_write(conn_t *c, const void *p, size_t n)
+{
+    size_t at = 0;
+    while (at < n) {
+        int w = c->ssl ? SSL_write(c->ssl, (const char *)p + at, (int)(n - at))
+                       : (int)send(c->fd, (const char *)p + at, n - at, 0);
+        if (w <= 0)
+            return -1;
+        at += (size_t)w;
+    }
+    return 0;
+}
+
+static int io_read(conn_t *c)
+{
+    if (c->len == sizeof(c->buf))
+        return -1;
+    int r = c->ssl ? SSL_read(c->ssl, c->buf + c->len, (int)(sizeof(c->buf) - c->len))
+                   : (int)recv(c->fd, c->buf + c->len, sizeof(c->buf) - c->len, 0);
+    if (r <= 0)
+        return -1;
+    c->len += (size_t)r;
+    return 0;
+}
+
+/* Waits for one whole server frame (unmasked, payload < 64K) and drops it; 0 or -1. */
+static int read_frame(conn_t *c)
+{
+    for (;;) {
+        if (c->len >= 2) {
+            size_t pl = c->buf[1] & 0x7f, hl = 2;
+            if (pl == 126) {
+                hl = 4;
+                pl = c->len >= 4 ? ((size_t)c->buf[2] << 8) | c->buf[3] : SIZE_MAX / 2;
+            } else if (pl == 127) {
+                return -1;
+            }
+            if (c->len >= hl && pl != SIZE_MAX / 2 && c->len >= hl + pl) {
+                memmove(c->buf, c->buf + hl + pl, c->len - hl - pl);
+                c->len -= hl + pl;
+                return 0;
+            }
+        }
+        if (io_read(c))
+            return -1;
+    }
+}
+
+static int send_text(conn_t *c, const char *s)
+{
+    size_t n = strlen(s), hl = 0;
+    unsigned char f[512];
+    if (n > 400)
+        return -1;
+    f[hl++] = 0x81;
+    if (n < 126) {
+        f[hl++] = (unsigned char)(0x80 | n);
+    } else {
+        f[hl++] = 0x80 | 126;
+        f[hl++] = (unsigned char)(n >> 8);
+        f[hl++] = (unsigned char)n;
+    }
+    static const unsigned char mask[4] = {1, 2, 3, 4};
+    memcpy(f + hl, mask, 4);
+    hl += 4;
+    for (size_t i = 0; i < n; i++)
+        f[hl + i] = (unsigned char)s[i] ^ mask[i % 4];
+    return io_write(c, f, hl + n);
+}
+
+static int conn_open(conn_t *c, int port, SSL_CTX *ctx)
+{
+    memset(c, 0, sizeof(*c));
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)))
+        return -1;
+    if (ctx) {
+        c->ssl = SSL_new(ctx);
+        SSL_set_fd(c->ssl, c->fd);
+        SSL_set_tlsext_host_name(c->ssl, "localhost");
+        SSL_set1_host(c->ssl, "localhost");
+        if (SSL_connect(c->ssl) != 1) {
+            ERR_print_errors_fp(stderr);
+            return -1;
+        }
+    }
+    char up[400];
+    snprintf(up, sizeof(up),
+             "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+             "Sec-WebSocket-Protocol: crdt.v1\r\n\r\n");
+    if (io_write(c, up, strlen(up)))
+        return -1;
+    for (;;) { /* the 101's headers */
+        unsigned char *e = memmem(c->buf, c->len, "\r\n\r\n", 4);
+        if (e) {
+            size_t hl = (size_t)(e - c->buf) + 4;
+            if (!memmem(c->buf, hl, " 101 ", 5))
+                return -1;
+            memmove(c->buf, c->buf + hl, c->len - hl);
+            c->len -= hl;
+            break;
+        }
+        if (io_read(c))
+            return -1;
+    }
+    if (send_text(c, "{\"type\":\"hello\",\"client\":\"bench-tls\",\"cursor\":0}") ||
+        read_frame(c))
+        return -1;
+    return 0;
+}
+
+static void conn_close(conn_t *c)
+{
+    if (c->ssl) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+    }
+    close(c->fd);
+}
+
+/* Applies per second over `secs`, window applies in flight, each acked. */
+static double run(int port, SSL_CTX *ctx, double secs, int window, unsigned long *ops_out)
+{
+    conn_t c;
+    static unsigned long next_id = 1;
+    if (conn_open(&c, port, ctx)) {
+        fprintf(stderr, "bench_tls: cannot open a session on %d\n", port);
+        return 0;
+    }
+    char m[256];
+    unsigned long sent = 0, acked = 0;
+    double t0 = now_s(), end = t0 + secs;
+    for (int i = 0; i < window; i++, sent++) {
+        snprintf(m, sizeof(m),
+                 "{\"type\":\"apply\",\"id\":%lu,\"key\":\"Y291bnRlcg==\",\"op\":{\"type\":"
+                 "\"pncounter\",\"op\":\"incr\",\"by\":1}}",
+                 next_id++);
+        send_text(&c, m);
+    }
+    while (now_s() < end) {
+        if (read_frame(&c))
+            break;
+        acked++;
+        snprintf(m, sizeof(m),
+                 "{\"type\":\"apply\",\"id\":%lu,\"key\":\"Y291bnRlcg==\",\"op\":{\"type\":"
+                 "\"pncounter\",\"op\":\"incr\",\"by\":1}}",
+                 next_id++);
+        send_text(&c, m);
+        sent++;
+    }
+    double dt = now_s() - t0;
+    while (acked < sent && !read_frame(&c))
+        acked++;
+    conn_close(&c);
+    *ops_out = acked;
+    return (double)acked / dt;
+}
+
+/* CPU seconds (user + system) the process has used so far, from /proc/PID/stat. */
+static double cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    /* after the command: state, then fields 4..13, then utime (14) and stime (15) */
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: bench_tls CRDTD_BIN TLS_CERTS_SH [--runs N] [--secs S] "
+                        "[--window W]\n");
+        return 2;
+    }
+    int runs = 5, window = 16;
+    double secs = 2;
+    for (int i = 3; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--runs"))
+            runs = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--secs"))
+            secs = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--window"))
+            window = atoi(argv[i + 1]);
+    }
+    if (runs < 1 || runs > 50 || window < 1 || window > 256 || secs <= 0)
+        return 2;
+    signal(SIGPIPE, SIG_IGN);
+    char *dir = test_tmpdir();
+    char cmd[2048], cert[1100], key[1100], ca[1100];
+    snprintf(cmd, sizeof(cmd), "sh '%s' '%s/pki' localhost", argv[2], dir);
+    if (system(cmd)) {
+        fprintf(stderr, "bench_tls: cannot make certificates\n");
+        return 1;
+    }
+    snprintf(cert, sizeof(cert), "%s/pki/localhost.pem", dir);
+    snprintf(key, sizeof(key), "%s/pki/localhost.key", dir);
+    snprintf(ca, sizeof(ca), "%s/pki/ca.pem", dir);
+    crdtd_proc_t plain, tls;
+    const char *pa[] = {"--no-persist", NULL};
+    const char *ta[] = {"--no-persist", "--tls-cert", cert, "--tls-key", key, NULL};
+    if (crdtd_start(&plain, argv[1], dir, pa) || crdtd_start(&tls, argv[1], dir, ta)) {
+        fprintf(stderr, "bench_tls: crdtd did not start\n");
+        return 1;
+    }
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, ca, NULL);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+
+    double ws[50], wss[50], cws[50], cwss[50];
+    unsigned long n;
+    for (int r = 0; r < runs; r++) { /* alternating, so drift on a shared machine hits both */
+        double c0 = cpu_s(plain.pid);
+        ws[r] = run(plain.port, NULL, secs, window, &n);
+        cws[r] = n ? (cpu_s(plain.pid) - c0) * 1e6 / (double)n : 0;
+        c0 = cpu_s(tls.pid);
+        wss[r] = run(tls.port, ctx, secs, window, &n);
+        cwss[r] = n ? (cpu_s(tls.pid) - c0) * 1e6 / (double)n : 0;
+        printf("run %d: ws %.0f applies/s (server %.1f us CPU each), wss %.0f applies/s (%.1f us)"
+               " ratio %.3f\n",
+               r + 1, ws[r], cws[r], wss[r], cwss[r], ws[r] > 0 ? wss[r] / ws[r] : 0);
+    }
+    qsort(ws, (size_t)runs, sizeof(double), cmp_d);
+    qsort(wss, (size_t)runs, sizeof(double), cmp_d);
+    qsort(cws, (size_t)runs, sizeof(double), cmp_d);
+    qsort(cwss, (size_t)runs, sizeof(double), cmp_d);
+    double mws = ws[runs / 2], mwss = wss[runs / 2], mc = cws[runs / 2], mct = cwss[runs / 2];
+    printf("apply+ack, window %d, %d runs of %.1f s: median ws:// %.0f/s, wss:// %.0f/s, "
+           "ratio wss/ws %.3f; server CPU per apply ws:// %.1f us, wss:// %.1f us, ratio "
+           "ws/wss %.3f\n",
+           window, runs, secs, mws, mwss, mws > 0 ? mwss / mws : 0, mc, mct,
+           mct > 0 ? mc / mct : 0);
+    SSL_CTX_free(ctx);
+    crdtd_stop(&plain, SIGTERM, 5000);
+    crdtd_stop(&tls, SIGTERM, 5000);
+    rm_rf(dir);
+    free(dir);
+    return 0;
+}
