@@ -21,6 +21,7 @@
 #include "loop.h"
 #include "peer.h"
 #include "util.h"
+#include "wsmsg.h"
 
 /* A connection carrying one engine link. */
 typedef struct gw_plink {
@@ -30,11 +31,8 @@ typedef struct gw_plink {
     crdt_peer_link_t *l;
     bool outbound;
     bool faulted;  /* the engine was told of a fault: ignore further input */
-    crdt_buf_t rx; /* the message being assembled from fragments */
-    /* A dialled link's frames are client frames, which lws masks in place: they are written from
-     * this private copy so the shared frame other links still hold stays intact. */
-    uint8_t *wbuf;
-    size_t wbuf_cap;
+    gw_wsrx_t rx;     /* the message being assembled, bounded by the engine's max message */
+    gw_wswriter_t wr; /* a dialled link writes a frame other links hold from its private copy */
 } gw_plink_t;
 
 typedef struct gw_slot {
@@ -64,6 +62,9 @@ static gw_plink_t *plink_new(struct gw_peers *P, bool outbound)
         return NULL;
     g->P = P;
     g->outbound = outbound;
+    /* the bound follows the link: the handshake's until the peer proved the secret (on_receive) */
+    gw_wsrx_init(&g->rx, 0, GW_WS_BINARY);
+    gw_wswriter_init(&g->wr, GW_WS_BINARY, outbound);
     g->next = P->conns;
     if (P->conns)
         P->conns->prev = g;
@@ -117,8 +118,8 @@ static void plink_free(gw_plink_t *g)
         g->next->prev = g->prev;
     if (g->wsi)
         lws_set_opaque_user_data(g->wsi, NULL);
-    crdt_buf_free(&g->rx);
-    free(g->wbuf);
+    gw_wsrx_free(&g->rx);
+    gw_wswriter_free(&g->wr);
     free(g);
 }
 
@@ -250,33 +251,28 @@ static int on_receive(gw_plink_t *g, struct lws *wsi, const void *in, size_t len
     uint64_t t = now_ms();
     if (g->faulted)
         return 0;
-    if (lws_is_first_fragment(wsi))
-        g->rx.len = 0;
-    if (!lws_frame_is_binary(wsi)) {
-        g->faulted = true;
-        crdt_peer_link_fault(g->l, "text message on a binary protocol", t);
+    if (!g->rx.in_msg)
+        g->rx.max = crdt_peer_link_max_message(g->l); /* raised once the link is up */
+    int rc = gw_wsrx_receive(&g->rx, wsi, in, len);
+    if (rc == GW_WSRX_MORE && !gw_wsrx_discarding(&g->rx))
+        return 0;
+    if (rc == GW_WSRX_MESSAGE) {
+        crdt_peer_link_receive(g->l, gw_wsrx_data(&g->rx), gw_wsrx_len(&g->rx), t);
+        gw_wsrx_done(&g->rx);
         return 0;
     }
-    size_t limit = crdt_peer_link_max_message(g->l);
-    size_t total = g->rx.len + len + lws_remaining_packet_payload(wsi);
-    if (total > limit) {
-        char why[120];
-        snprintf(why, sizeof(why), "message of more than %zu bytes (limit %zu)", total, limit);
-        g->faulted = true;
-        crdt_peer_link_fault(g->l, why, t);
-        return 0;
-    }
-    if (crdt_buf_append(&g->rx, in, len)) {
-        g->faulted = true;
-        crdt_peer_link_fault(g->l, "out of memory receiving a message", t);
-        return 0;
-    }
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
-        return 0;
-    crdt_peer_link_receive(g->l, g->rx.data, g->rx.len, t);
-    g->rx.len = 0;
-    if (g->rx.cap > (1u << 20))
-        crdt_buf_free(&g->rx);
+    /* a message dropped (closed at once, not when it ends) or no memory for it */
+    char why[120];
+    if (rc == GW_WSRX_ENOMEM)
+        snprintf(why, sizeof(why), "out of memory receiving a message");
+    else if (!g->rx.too_large)
+        snprintf(why, sizeof(why), "text message on a binary protocol");
+    else
+        snprintf(why, sizeof(why), "message of more than %zu bytes (limit %zu)",
+                 g->rx.total + lws_remaining_packet_payload(wsi), g->rx.max);
+    g->faulted = true;
+    gw_wsrx_free(&g->rx);
+    crdt_peer_link_fault(g->l, why, t);
     return 0;
 }
 
@@ -287,24 +283,11 @@ static int on_writable(gw_plink_t *g)
     if (rc < 0)
         return -1;
     if (rc == 1) {
-        uint8_t *p = crdt_peer_frame_data(f);
-        size_t n = crdt_peer_frame_len(f);
-        if (g->outbound && crdt_peer_frame_shared(f)) {
-            if (g->wbuf_cap < LWS_PRE + n) {
-                uint8_t *nb = realloc(g->wbuf, LWS_PRE + n);
-                if (!nb) {
-                    crdt_peer_frame_release(f);
-                    return -1;
-                }
-                g->wbuf = nb;
-                g->wbuf_cap = LWS_PRE + n;
-            }
-            memcpy(g->wbuf + LWS_PRE, p, n);
-            p = g->wbuf + LWS_PRE;
-        }
-        int w = lws_write(g->wsi, p, n, LWS_WRITE_BINARY);
+        /* the engine's frames have LWS_PRE bytes of headroom (cfg.headroom) */
+        int w = gw_ws_write_bytes(&g->wr, g->wsi, crdt_peer_frame_data(f), crdt_peer_frame_len(f),
+                                  !crdt_peer_frame_shared(f));
         crdt_peer_frame_release(f);
-        if (w < (int)n)
+        if (w)
             return -1;
     }
     if (crdt_peer_link_wants_write(g->l))
