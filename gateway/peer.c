@@ -30,7 +30,7 @@ typedef struct gw_plink {
     struct lws *wsi;
     crdt_peer_link_t *l;
     bool outbound;
-    bool faulted;  /* the engine was told of a fault: ignore further input */
+    bool faulted;     /* the engine was told of a fault: ignore further input */
     gw_wsrx_t rx;     /* the message being assembled, bounded by the engine's max message */
     gw_wswriter_t wr; /* a dialled link writes a frame other links hold from its private copy */
 } gw_plink_t;
