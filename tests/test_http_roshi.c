@@ -35,15 +35,6 @@ static int req(const char *method, const char *path, const char *body)
     return req_port(srv.roshi_port, method, path, body);
 }
 
-static const char *b64(const char *s)
-{
-    static char bufs[16][256];
-    static int k;
-    char *o = bufs[k++ % 16];
-    hc_b64(s, o, false);
-    return o;
-}
-
 /* roshi's cursor "<float64 bits>!<base64 member>", percent-encoded for a query string */
 static const char *cursor(double score, const char *member)
 {
@@ -53,7 +44,7 @@ static const char *cursor(double score, const char *member)
     uint64_t bits;
     memcpy(&bits, &score, sizeof(bits));
     int w = snprintf(o, 256, "%" PRIu64 "%%21", bits);
-    for (const char *p = b64(member); *p; p++)
+    for (const char *p = hc_b64s(member, false); *p; p++)
         w += *p == '=' || *p == '+' || *p == '/' ? snprintf(o + w, 256 - (size_t)w, "%%%02X", *p)
                                                  : snprintf(o + w, 256 - (size_t)w, "%c", *p);
     return o;
@@ -63,9 +54,9 @@ static bool is_ksm(json_t *r, const char *key, double score, const char *member)
 {
     json_t *k = json_object_get(r, "key"), *s = json_object_get(r, "score"),
            *m = json_object_get(r, "member");
-    return json_is_string(k) && !strcmp(json_string_value(k), b64(key)) && json_is_number(s) &&
-           json_number_value(s) == score && json_is_string(m) &&
-           !strcmp(json_string_value(m), b64(member)) && json_object_size(r) == 3;
+    return json_is_string(k) && !strcmp(json_string_value(k), hc_b64s(key, false)) &&
+           json_is_number(s) && json_number_value(s) == score && json_is_string(m) &&
+           !strcmp(json_string_value(m), hc_b64s(member, false)) && json_object_size(r) == 3;
 }
 
 static bool error_shape(int code)
@@ -80,8 +71,8 @@ static char body[8192];
 
 static int insert(const char *key, double score, const char *member)
 {
-    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":%.17g,\"member\":\"%s\"}]", b64(key),
-             score, b64(member));
+    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":%.17g,\"member\":\"%s\"}]",
+             hc_b64s(key, false), score, hc_b64s(member, false));
     return req("POST", "/", body);
 }
 
@@ -107,7 +98,8 @@ int main(void)
              "[{\"key\":\"%s\",\"score\":1,\"member\":\"%s\"},"
              "{\"key\":\"%s\",\"score\":2.5,\"member\":\"%s\"},"
              "{\"key\":\"%s\",\"score\":3,\"member\":\"%s\"}]",
-             b64("foo"), b64("a"), b64("foo"), b64("b"), b64("bar"), b64("c"));
+             hc_b64s("foo", false), hc_b64s("a", false), hc_b64s("foo", false), hc_b64s("b", false),
+             hc_b64s("bar", false), hc_b64s("c", false));
     is_int(req("POST", "/", body), 200, "POST / inserts");
     ok(json_is_integer(json_object_get(J, "inserted")) &&
            json_integer_value(json_object_get(J, "inserted")) == 3,
@@ -121,7 +113,8 @@ int main(void)
        "counts what changed: 0 (roshi would say 3)");
 
     /* select, not coalesced: records keyed by the key as a string */
-    snprintf(body, sizeof(body), "[\"%s\",\"%s\",\"%s\"]", b64("foo"), b64("bar"), b64("none"));
+    snprintf(body, sizeof(body), "[\"%s\",\"%s\",\"%s\"]", hc_b64s("foo", false),
+             hc_b64s("bar", false), hc_b64s("none", false));
     is_int(req("GET", "/", body), 200, "GET / with a JSON body selects");
     json_t *recs = json_object_get(J, "records");
     json_t *foo = json_object_get(recs, "foo");
@@ -135,7 +128,7 @@ int main(void)
     ok(json_is_string(json_object_get(J, "duration")), "select has a duration");
 
     /* coalesce */
-    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", b64("foo"), b64("bar"));
+    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", hc_b64s("foo", false), hc_b64s("bar", false));
     is_int(req("GET", "/?coalesce=true", body), 200, "coalesce=true");
     recs = json_object_get(J, "records");
     ok(json_array_size(recs) == 3 && is_ksm(json_array_get(recs, 0), "bar", 3, "c") &&
@@ -148,7 +141,7 @@ int main(void)
        "coalesce with offset and limit");
 
     /* numbers as Go's encoding/json writes a float64 */
-    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", b64("foo"), b64("bar"));
+    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", hc_b64s("foo", false), hc_b64s("bar", false));
     req("GET", "/?coalesce=true", body);
     ok(strstr(R.body, "\"score\":2.5,") && strstr(R.body, "\"score\":1,") &&
            strstr(R.body, "\"score\":3,"),
@@ -157,21 +150,22 @@ int main(void)
              "[{\"key\":\"%s\",\"score\":1e21,\"member\":\"%s\"},"
              "{\"key\":\"%s\",\"score\":1e-7,\"member\":\"%s\"},"
              "{\"key\":\"%s\",\"score\":1700000000.125,\"member\":\"%s\"}]",
-             b64("nums"), b64("a"), b64("nums"), b64("b"), b64("nums"), b64("c"));
+             hc_b64s("nums", false), hc_b64s("a", false), hc_b64s("nums", false),
+             hc_b64s("b", false), hc_b64s("nums", false), hc_b64s("c", false));
     req("POST", "/", body);
-    snprintf(body, sizeof(body), "[\"%s\"]", b64("nums"));
+    snprintf(body, sizeof(body), "[\"%s\"]", hc_b64s("nums", false));
     req("GET", "/", body);
     ok(strstr(R.body, "\"score\":1e+21,") && strstr(R.body, "\"score\":1e-7,") &&
            strstr(R.body, "\"score\":1700000000.125,"),
        "1e+21, 1e-7 and 1700000000.125 as Go writes them: %s", R.body);
 
     /* delete: newer score wins; older is ignored */
-    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":2,\"member\":\"%s\"}]", b64("foo"),
-             b64("b"));
+    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":2,\"member\":\"%s\"}]",
+             hc_b64s("foo", false), hc_b64s("b", false));
     is_int(req("DELETE", "/", body), 200, "DELETE / with an older score");
     ok(json_integer_value(json_object_get(J, "deleted")) == 0, "{\"deleted\":0}: %s", R.body);
-    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":2.5,\"member\":\"%s\"}]", b64("foo"),
-             b64("b"));
+    snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":2.5,\"member\":\"%s\"}]",
+             hc_b64s("foo", false), hc_b64s("b", false));
     is_int(req("DELETE", "/", body), 200, "DELETE / with an equal score");
     ok(json_integer_value(json_object_get(J, "deleted")) == 1, "remove wins the tie: deleted 1");
     is_int(insert("foo", 2.5, "b"), 200, "re-insert at the deleted score");
@@ -185,7 +179,7 @@ int main(void)
         snprintf(m, sizeof(m), "e%02d", i);
         insert("many", 100 + i, m);
     }
-    snprintf(body, sizeof(body), "[\"%s\"]", b64("many"));
+    snprintf(body, sizeof(body), "[\"%s\"]", hc_b64s("many", false));
     req("GET", "/", body);
     json_t *many = json_object_get(json_object_get(J, "records"), "many");
     is_int((int)json_array_size(many), 10, "limit defaults to 10");
@@ -219,7 +213,7 @@ int main(void)
     ok(json_array_size(many) == 2 && is_ksm(json_array_get(many, 0), "many", 114, "e14"),
        "stop alone: from the top down to the stop");
     snprintf(path, sizeof(path), "/?start=%s&coalesce=true&limit=2", cursor(1000, ""));
-    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", b64("many"), b64("bar"));
+    snprintf(body, sizeof(body), "[\"%s\",\"%s\"]", hc_b64s("many", false), hc_b64s("bar", false));
     req("GET", path, body);
     recs = json_object_get(J, "records");
     ok(json_array_size(recs) == 2 && is_ksm(json_array_get(recs, 0), "many", 114, "e14"),
@@ -248,7 +242,7 @@ int main(void)
            "a score out of double range: 400");
     is_int(req("POST", "/", "[{\"key\":\"Zm9v\",\"score\":7,\"member\":\"eg==\"},5]"), 400,
            "one bad tuple fails the request");
-    snprintf(body, sizeof(body), "[\"%s\"]", b64("foo"));
+    snprintf(body, sizeof(body), "[\"%s\"]", hc_b64s("foo", false));
     req("GET", "/?limit=100", body);
     ok(json_array_size(json_object_get(json_object_get(J, "records"), "foo")) == 2,
        "and applied nothing of it");
