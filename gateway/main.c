@@ -99,8 +99,8 @@ int main(int argc, char **argv)
                err.text[0] ? err.text : crdt_strerror(err.code));
         return 1;
     }
-    s->replica = crdt_store_embedded_replica(s->store);
-    const crdt_recovery_report_t *rep = crdt_replica_recovery(s->replica);
+    const crdt_recovery_report_t *rep =
+        crdt_replica_recovery(crdt_store_embedded_replica(s->store));
     if (rc_cfg.dir && rep) {
         gw_log("recovered %s: %llu keys from the snapshot, %llu log records (%llu listed by the "
                "log's index, the rest scanned) in %.3f s; %llu keys join their records in the "
