@@ -178,7 +178,16 @@ measure() {
             wait "$perf_pid" || echo "  perf record failed: $(cat "$TMP/perf.log")"
         fi
         line=$(grep '^RESULT' "$TMP/wrk" || true)
-        [ -n "$line" ] || { cat "$TMP/wrk"; echo "wrk gave no result"; exit 1; }
+        if [ -z "$line" ]; then
+            cat "$TMP/wrk"
+            echo "wrk gave no result (port $PORT)"
+            if [ "$1" = crdtd ]; then
+                kill -0 "$CRDTD_PID" 2>/dev/null && echo "crdtd $CRDTD_PID is running" ||
+                    echo "crdtd $CRDTD_PID is gone"
+                cat "$TMP/crdtd.out"; tail -20 "$TMP/crdtd.err"
+            fi
+            exit 1
+        fi
         printf 'round %s %-6s %s\n' "$2" "$1" "${line#RESULT }"
         echo "$line" | sed "s/^RESULT /$1 /" >>"$TMP/results"
         case $line in

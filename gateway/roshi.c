@@ -2,6 +2,7 @@
 #include <float.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,32 +11,111 @@
 #include "crdt_json.h"
 #include "loop.h"
 #include "op.h"
-#include "rest.h"
 #include "roshi.h"
+#include "roshi_scan.h"
 #include "status.h"
 #include "util.h"
 
 /*
- * The shapes of soundcloud/roshi's roshi-server, at its root:
+ * The shapes of soundcloud/roshi's roshi-server (roshi-server/main.go, common/), at its root:
  *
- *   POST   /  [{"key":b64,"score":f,"member":b64},...]  -> {"inserted":n,"duration":"1.2ms"}
+ *   POST   /  [{"key":b64,"score":f,"member":b64},...]  -> {"duration":"1.2ms","inserted":n}
  *   DELETE /  same body                                  -> {"deleted":n,"duration":".."}
  *   GET    /?offset&limit&coalesce&start&stop  ["b64key",...]
- *          -> {"records":{"<key>":[{"key","score","member"},...]},"duration":".."}
- *             or, with coalesce=true, {"records":[{"key","score","member"},...],...}
- *   errors -> {"error":"..","code":400,"description":"Bad Request"}
+ *          -> {"duration":"..","records":{"<key>":[{"key","score","member"},...]}}
+ *             or, with coalesce=true, {"duration":"..","records":[{"key","score","member"},...]}
+ *   errors -> {"code":400,"description":"Bad Request","error":".."}
  *
- * Records of a non-coalesced select are keyed by the key's bytes as a JSON string (Go's map of
- * strings), entries by base64. start/stop are roshi cursors "<float64 bits>!<base64 member>":
- * entries strictly after start down to strictly before stop. Deliberate differences
- * (docs/http-api.md): "inserted"/"deleted" count the tuples that changed state (roshi counts
- * every tuple sent), a write is answered once durable, and bad tuples (missing fields, a key or
- * member that is not base64 or too long) fail the whole request with 400 before anything is
- * applied, where roshi's Go decoder would have taken zero values.
+ * roshi writes its responses as Go maps, so their fields come sorted; the records of a
+ * non-coalesced select are keyed by the key's bytes as a Go string (sorted bytewise, invalid UTF-8
+ * as U+FFFD, <, >, & escaped). The bodies are read as Go's encoding/json reads them: only the
+ * first JSON value counts, null is an empty list, a tuple's missing or null field is its zero
+ * value (an empty member, score 0), field names match case-insensitively, the last duplicate wins.
+ * start/stop are roshi cursors (common/cursor.go): "<uint64 of the float64 bits>A<URL-safe base64
+ * of the member>", entries strictly after start down to strictly before stop. The differences that
+ * remain are listed in docs/http-api.md.
  */
 
 #define ROSHI_DEFAULT_LIMIT 10
 #define ROSHI_MAX_LIMIT 10000
+
+/* ---- Go's encoding/json output -------------------------------------------------------------- */
+
+/* A JSON string of the bytes p[0..n) as Go's json.Encoder writes a string: invalid UTF-8 becomes
+ * \ufffd, control characters \n \r \t or \u00XX, and <, >, &, U+2028, U+2029 are \u-escaped. */
+static void jw_go_string(gw_jw_t *w, const uint8_t *p, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    gw_jw_raw(w, "\"", 1);
+    size_t run = 0; /* bytes at p[i - run .. i) to copy as they are */
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        char esc[8];
+        size_t elen = 0, len = 1;
+        if (c < 0x80) {
+            if (c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&') {
+                i++, run++;
+                continue;
+            }
+            if (c == '"' || c == '\\')
+                esc[0] = '\\', esc[1] = (char)c, elen = 2;
+            else if (c == '\n' || c == '\r' || c == '\t')
+                esc[0] = '\\', esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't', elen = 2;
+            else
+                memcpy(esc, "\\u00", 4), esc[4] = hex[c >> 4], esc[5] = hex[c & 15], elen = 6;
+        } else {
+            len = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+            bool ok = len && i + len <= n;
+            uint32_t cp = len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+            for (size_t k = 1; ok && k < len; k++) {
+                ok = (p[i + k] & 0xc0) == 0x80;
+                cp = cp << 6 | (p[i + k] & 0x3f);
+            }
+            if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
+                       (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+                       (cp >= 0xd800 && cp <= 0xdfff)))
+                ok = false;
+            if (!ok)
+                memcpy(esc, "\\ufffd", 6), elen = 6, len = 1;
+            else if (cp == 0x2028 || cp == 0x2029)
+                memcpy(esc, cp == 0x2028 ? "\\u2028" : "\\u2029", 6), elen = 6;
+            else {
+                i += len, run += len;
+                continue;
+            }
+        }
+        gw_jw_raw(w, (const char *)p + i - run, run);
+        run = 0;
+        gw_jw_raw(w, esc, elen);
+        i += len;
+    }
+    gw_jw_raw(w, (const char *)p + n - run, run);
+    gw_jw_raw(w, "\"", 1);
+}
+
+/* roshi's respondError: {"code":status,"description":text,"error":msg}. */
+static void roshi_error(gw_response_t *rs, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void roshi_error(gw_response_t *rs, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+    gw_jw_t w;
+    gw_jw_init(&w, 128 + len * 2);
+    gw_jw_lit(&w, "{\"code\":");
+    gw_jw_u64(&w, (uint64_t)status);
+    gw_jw_lit(&w, ",\"description\":\"");
+    gw_jw_lit(&w, gw_status_text(status)); /* ASCII words */
+    gw_jw_lit(&w, "\",\"error\":");
+    jw_go_string(&w, (const uint8_t *)msg, len);
+    gw_jw_lit(&w, "}");
+    rs->wait_seq = 0;
+    gw_respond_jw(rs, status, &w);
+}
 
 /* Go's time.Duration.String() for durations under a minute. */
 static void go_duration(uint64_t ns, char *out, size_t n)
@@ -66,44 +146,26 @@ static void go_duration(uint64_t ns, char *out, size_t n)
     snprintf(out, n, "%" PRIu64 "%s%s%s", ns / scale, len ? "." : "", frac, unit);
 }
 
-static json_t *duration_json(uint64_t t0_us)
+/* "duration":"<Go duration since t0_us>" (digits, '.', unit letters, the micro sign). */
+static void jw_duration(gw_jw_t *w, uint64_t t0_us)
 {
     char d[48];
     go_duration((gw_now_us() - t0_us) * 1000, d, sizeof(d));
-    return json_string(d);
+    gw_jw_lit(w, "\"duration\":\"");
+    gw_jw_lit(w, d);
+    gw_jw_lit(w, "\"");
 }
 
 /* ---- writes --------------------------------------------------------------------------------- */
-
-typedef struct tuple {
-    uint8_t *key, *member;
-    size_t klen, mlen;
-    double score;
-} tuple_t;
 
 typedef struct write_ctx {
     gw_exchange_t *x;
     bool add;
     uint64_t t0;
-    tuple_t *ts;
-    size_t n;
-    crdt_bytes_t *keys;
-    gw_write_t *w;
-    size_t nvalid; /* tuples before the first invalid one */
-    bool invalid;  /* the response holds that tuple's error */
+    size_t n;          /* tuples sent: roshi's count */
+    gw_write_t *w;      /* the writes, then */
+    crdt_bytes_t *keys; /* the keys, the tuples and the arena of decoded bytes */
 } write_ctx_t;
-
-static void write_ctx_free(write_ctx_t *c)
-{
-    for (size_t i = 0; c->ts && i < c->n; i++) {
-        free(c->ts[i].key);
-        free(c->ts[i].member);
-    }
-    free(c->ts);
-    free(c->keys);
-    free(c->w);
-    free(c);
-}
 
 static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last, void *ud)
 {
@@ -111,80 +173,53 @@ static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last,
     gw_exchange_t *x = c->x;
     gw_response_t *rs = &x->rs;
     if (rc < 0) {
-        gw_respond_error(rs, rc == CRDT_EIO ? 503 : 500, "%s failed after %zu applied: %s",
-                         c->add ? "insert" : "delete", changed, crdt_strerror(rc));
+        roshi_error(rs, rc == CRDT_EIO ? 503 : 500, "%s failed after %zu applied: %s",
+                    c->add ? "insert" : "delete", changed, crdt_strerror(rc));
     } else {
-        json_t *j = json_object();
-        json_object_set_new_nocheck(j, c->add ? "inserted" : "deleted",
-                                    json_integer((json_int_t)changed));
-        json_object_set_new_nocheck(j, "duration", duration_json(c->t0));
-        gw_respond_json(rs, 200, j);
+        gw_jw_t w;
+        gw_jw_init(&w, 64);
+        gw_jw_lit(&w, c->add ? "{" : "{\"deleted\":");
+        if (!c->add) {
+            gw_jw_u64(&w, c->n);
+            gw_jw_lit(&w, ",");
+        }
+        jw_duration(&w, c->t0);
+        if (c->add) {
+            gw_jw_lit(&w, ",\"inserted\":");
+            gw_jw_u64(&w, c->n);
+        }
+        gw_jw_lit(&w, "}");
+        gw_respond_jw(rs, 200, &w);
     }
     if (last) {
         rs->wait_seq = last;
         gw_loop_schedule_flush(s);
     }
-    write_ctx_free(c);
+    free(c);
     gw_http_reply(x);
 }
 
-/* Every tuple's key must hold a timeline (or nothing) before anything is written. The first
- * problem in tuple order is reported: a key of another type before a later invalid tuple. */
+/* Every tuple's key must hold a timeline (or nothing) before anything is written. */
 static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
 {
     write_ctx_t *c = ud;
     gw_exchange_t *x = c->x;
     if (rc < 0) {
-        gw_respond_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
-                         "reading the keys failed: %s", crdt_strerror(rc));
+        roshi_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
+                    "reading the keys failed: %s", crdt_strerror(rc));
         goto fail;
     }
     for (size_t i = 0; i < n; i++)
         if (objs[i] && crdt_obj_type(objs[i]) != CRDT_TIMELINE) {
-            gw_respond_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", i,
-                             crdt_type_name(crdt_obj_type(objs[i])));
+            roshi_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", i,
+                        crdt_type_name(crdt_obj_type(objs[i])));
             goto fail;
         }
-    if (c->invalid)
-        goto fail;
     gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
     return;
 fail:
-    write_ctx_free(c);
+    free(c);
     gw_http_reply(x);
-}
-
-/* Parses tuple i; false after responding 400. */
-static bool tuple_parse(gw_server_t *s, const json_t *el, size_t i, gw_response_t *rs, tuple_t *t)
-{
-    char what[48];
-    gw_op_result_t r;
-    if (!json_is_object(el)) {
-        gw_respond_error(rs, 400, "[%zu]: expected an object {\"key\",\"score\",\"member\"}", i);
-        return false;
-    }
-    snprintf(what, sizeof(what), "[%zu].key", i);
-    if (gw_b64_field(json_object_get(el, "key"), what, s->cfg.max_key, &r, &t->key, &t->klen)) {
-        gw_respond_error(rs, r.status, "%s", r.message);
-        return false;
-    }
-    if (t->klen == 0) {
-        gw_respond_error(rs, 400, "[%zu].key: empty key", i);
-        return false;
-    }
-    snprintf(what, sizeof(what), "[%zu].member", i);
-    if (gw_b64_field(json_object_get(el, "member"), what, s->cfg.max_member, &r, &t->member,
-                     &t->mlen)) {
-        gw_respond_error(rs, r.status, "%s", r.message);
-        return false;
-    }
-    const json_t *sc = json_object_get(el, "score");
-    if (!json_is_number(sc) || !isfinite(json_number_value(sc))) {
-        gw_respond_error(rs, 400, "[%zu].score: expected a finite number", i);
-        return false;
-    }
-    t->score = json_number_value(sc);
-    return true;
 }
 
 static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
@@ -192,34 +227,42 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
     const gw_request_t *rq = &x->rq;
     gw_response_t *rs = &x->rs;
     uint64_t t0 = gw_now_us();
-    write_ctx_t *c = NULL;
-    json_t *body = gw_parse_body(rq, rs);
-    if (!body)
-        goto fail;
-    if (!json_is_array(body)) {
-        gw_respond_error(rs, 400, "expected a JSON array of {\"key\",\"score\",\"member\"}");
+    const char *body = rq->body ? (const char *)rq->body : "";
+    size_t cap = gw_roshi_max_elems(body, rq->body_len);
+    /* One allocation: the context, the writes, the keys, the tuples and the decoded bytes. */
+    write_ctx_t *c = malloc(sizeof(*c) +
+                            cap * (sizeof(gw_write_t) + sizeof(crdt_bytes_t) +
+                                   sizeof(gw_roshi_tuple_t)) +
+                            GW_ROSHI_ARENA(rq->body_len));
+    if (!c) {
+        roshi_error(rs, 500, "out of memory");
         goto fail;
     }
-    size_t n = json_array_size(body);
-    c = calloc(1, sizeof(*c));
-    if (c)
-        *c = (write_ctx_t){x,
-                           add,
-                           t0,
-                           calloc(n ? n : 1, sizeof(tuple_t)),
-                           n,
-                           calloc(n ? n : 1, sizeof(crdt_bytes_t)),
-                           calloc(n ? n : 1, sizeof(gw_write_t))};
-    if (!c || !c->ts || !c->keys || !c->w) {
-        gw_respond_error(rs, 500, "out of memory");
+    *c = (write_ctx_t){x, add, t0, 0, (gw_write_t *)(c + 1), NULL};
+    c->keys = (crdt_bytes_t *)(c->w + cap);
+    gw_roshi_tuple_t *ts = (gw_roshi_tuple_t *)(c->keys + cap);
+    gw_roshi_err_t err;
+    if (gw_roshi_tuples(body, rq->body_len, (uint8_t *)(ts + cap), ts, cap, &c->n, &err)) {
+        roshi_error(rs, err.status, "%s", err.msg);
         goto fail;
     }
     /* Validate everything before applying anything, so a bad tuple leaves no partial write. */
-    for (size_t i = 0; i < n; i++) {
-        tuple_t *t = &c->ts[i];
-        if (!tuple_parse(s, json_array_get(body, i), i, rs, t)) {
-            c->invalid = true;
-            break;
+    for (size_t i = 0; i < c->n; i++) {
+        const gw_roshi_tuple_t *t = &ts[i];
+        if (t->klen == 0) {
+            roshi_error(rs, 400, "[%zu].key: empty key (crdtd keys are not empty)", i);
+            goto fail;
+        }
+        if (t->klen > s->cfg.max_key || t->mlen > s->cfg.max_member) {
+            roshi_error(rs, 400, "[%zu].%s: %zu bytes, longer than the limit of %zu bytes", i,
+                        t->klen > s->cfg.max_key ? "key" : "member",
+                        t->klen > s->cfg.max_key ? t->klen : t->mlen,
+                        t->klen > s->cfg.max_key ? s->cfg.max_key : s->cfg.max_member);
+            goto fail;
+        }
+        if (gw_key_reserved(t->key, t->klen)) {
+            roshi_error(rs, 400, "[%zu].key: the key prefix is reserved", i);
+            goto fail;
         }
         c->keys[i] = (crdt_bytes_t){t->key, t->klen};
         c->w[i] = (gw_write_t){t->key,
@@ -229,19 +272,46 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
                                 .bytes = t->member,
                                 .len = t->mlen,
                                 .score = t->score}};
-        c->nvalid = i + 1;
     }
-    json_decref(body);
-    body = NULL;
-    if (c->invalid && !c->nvalid)
-        goto fail;
-    crdt_store_get_many(s->store, c->keys, c->nvalid, roshi_write_got, c);
+    crdt_store_get_many(s->store, c->keys, c->n, roshi_write_got, c);
     return;
 fail:
-    json_decref(body);
-    if (c)
-        write_ctx_free(c);
+    free(c);
     gw_http_reply(x);
+}
+
+/* ---- cursors (common/cursor.go) ------------------------------------------------------------- */
+
+/* Parses "<decimal uint64 of the float64 bits>A<URL-safe base64 with padding>", split at the
+ * first 'A'; the member is decoded into *member (crdt_free). 0, or -1 after responding 400. */
+static int roshi_cursor_parse(gw_response_t *rs, const char *s, double *score, uint8_t **member,
+                              size_t *mlen)
+{
+    const char *a = strchr(s, 'A');
+    if (!a) {
+        roshi_error(rs, 400, "invalid cursor string (%s)", s);
+        return -1;
+    }
+    uint64_t bits = 0;
+    bool ok = a > s;
+    for (const char *p = s; ok && p < a; p++) {
+        uint64_t d = (uint64_t)(*p - '0');
+        ok = *p >= '0' && *p <= '9' && bits <= (UINT64_MAX - d) / 10;
+        bits = bits * 10 + d;
+    }
+    if (!ok) {
+        roshi_error(rs, 400, "invalid score in cursor string (strconv.ParseUint: parsing \"%.*s\": %s)",
+                    (int)(a - s), s, a > s && a - s <= 20 ? "value out of range" : "invalid syntax");
+        return -1;
+    }
+    memcpy(score, &bits, sizeof(bits));
+    int rc = crdt_base64_decode_ex(a + 1, strlen(a + 1), CRDT_B64_URL, member, mlen);
+    if (rc < 0) {
+        roshi_error(rs, rc == CRDT_ENOMEM ? 500 : 400, "invalid member in cursor string (%s)",
+                    rc == CRDT_ENOMEM ? "out of memory" : "illegal base64 data");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- select --------------------------------------------------------------------------------- */
@@ -256,7 +326,7 @@ static bool go_int(const gw_request_t *rq, const char *name, long long dflt, lon
         return false;
     char *end;
     long long n = strtoll(v, &end, 10);
-    if (!*end)
+    if (!*end && strchr("+-0123456789", *v))
         *out = n;
     return true;
 }
@@ -278,70 +348,57 @@ static bool go_bool(const gw_request_t *rq, const char *name, bool dflt, bool *o
     return true;
 }
 
-/* A JSON object key from key bytes the way Go's encoder writes a map[string] key: invalid UTF-8
- * becomes U+FFFD. Returns a new buffer in *out. */
-static char *go_string(const uint8_t *p, size_t n, size_t *outlen)
+/* A score as Go writes a float64: integers below 2^53 (timestamps, the usual scores) are their
+ * digits (and -0 is "-0"), everything else goes through gw_jw_double_go's shortest form. */
+static void jw_score(gw_jw_t *w, double d)
 {
-    char *o = malloc(n * 3 + 1);
-    if (!o)
-        return NULL;
-    size_t w = 0;
-    for (size_t i = 0; i < n;) {
-        uint8_t c = p[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        bool ok = len && i + len <= n;
-        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
-        for (size_t k = 1; ok && k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                ok = false;
-            cp = cp << 6 | (p[i + k] & 0x3f);
-        }
-        if (ok && ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) ||
-                   (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff)))
-            ok = false;
-        if (ok) {
-            memcpy(o + w, p + i, len);
-            w += len;
-            i += len;
-        } else {
-            memcpy(o + w, "\xef\xbf\xbd", 3);
-            w += 3;
-            i++;
-        }
+    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d) {
+        char buf[24], *p = buf + sizeof(buf);
+        uint64_t v = (uint64_t)(d < 0 ? -d : d);
+        do
+            *--p = (char)('0' + v % 10);
+        while (v /= 10);
+        if (signbit(d))
+            *--p = '-';
+        gw_jw_raw(w, p, (size_t)(buf + sizeof(buf) - p));
+        return;
     }
-    o[w] = '\0';
-    *outlen = w;
-    return o;
+    gw_jw_double_go(w, d);
 }
 
-static void ksm_write(gw_jw_t *w, const uint8_t *key, size_t klen, const crdt_tl_entry_t *e)
+/* An entry {"key":..,"score":..,"member":..} after its key's part, `{"key":"<base64>","score":`
+ * (written once per key by key_heads). */
+static void ksm_write(gw_jw_t *w, const char *head, size_t hlen, const crdt_tl_entry_t *e)
 {
-    gw_jw_lit(w, "{\"key\":");
-    gw_jw_b64(w, key, klen);
-    gw_jw_lit(w, ",\"score\":");
-    gw_jw_double_go(w, e->score);
-    gw_jw_lit(w, ",\"member\":");
+    gw_jw_raw(w, head, hlen);
+    jw_score(w, e->score);
+    gw_jw_raw(w, ",\"member\":", 10);
     gw_jw_b64(w, e->member, e->member_len);
-    gw_jw_lit(w, "}");
+    gw_jw_raw(w, "}", 1);
 }
 
-/* Entries of one timeline strictly after `start` and strictly before `stop`, newest first. */
-static size_t select_range(const crdt_obj_t *o, const crdt_tl_entry_t *start,
-                           const crdt_tl_entry_t *stop, size_t limit, crdt_tl_entry_t *out)
+/* The heads of the entries of each key, in one buffer (free()): key i's at off[i], off[i + 1]. */
+static char *key_heads(const crdt_bytes_t *keys, size_t nk, size_t *off)
 {
-    if (!o || !limit)
-        return 0;
-    size_t n = crdt_timeline_range_by_score(o, start->score, stop->score, start, limit, out);
-    /* range_by_score includes score == stop.score; roshi wants those with member > stop.member,
-     * which come first among equal scores (newest first = member descending) */
-    while (n && out[n - 1].score == stop->score && crdt_tl_entry_cmp(&out[n - 1], stop) >= 0)
-        n--;
-    return n;
-}
-
-static int cmp_entries_src(const void *a, const void *b)
-{
-    return crdt_tl_entry_cmp(a, b);
+    static const char pre[] = "{\"key\":\"", post[] = "\",\"score\":";
+    size_t total = 0;
+    for (size_t i = 0; i < nk; i++)
+        total += sizeof(pre) - 1 + crdt_base64_encoded_len(keys[i].len, CRDT_B64_STD) +
+                 sizeof(post) - 1;
+    char *h = malloc(total ? total : 1);
+    if (!h)
+        return NULL;
+    size_t at = 0;
+    for (size_t i = 0; i < nk; i++) {
+        off[i] = at;
+        memcpy(h + at, pre, sizeof(pre) - 1);
+        at += sizeof(pre) - 1;
+        at += crdt_base64_encode_into(h + at, keys[i].data, keys[i].len, CRDT_B64_STD);
+        memcpy(h + at, post, sizeof(post) - 1);
+        at += sizeof(post) - 1;
+    }
+    off[nk] = at;
+    return h;
 }
 
 typedef struct select_ctx {
@@ -352,132 +409,145 @@ typedef struct select_ctx {
     crdt_tl_entry_t start, stop;
     uint8_t *start_m, *stop_m;
     size_t nk;
-    uint8_t **kb;
-    size_t *kl;
-    crdt_bytes_t *keys;
+    crdt_bytes_t *keys; /* distinct keys, bytes in the arena after them */
 } select_ctx_t;
 
 static void select_free(select_ctx_t *c)
 {
-    for (size_t i = 0; c->kb && i < c->nk; i++)
-        free(c->kb[i]);
-    free(c->kb), free(c->kl), free(c->keys), free(c->start_m), free(c->stop_m);
+    crdt_free(c->start_m), crdt_free(c->stop_m);
+    free(c->keys);
     free(c);
+}
+
+/* Entries of one timeline strictly after `start` and strictly before `stop`, newest first. */
+static size_t select_range(const crdt_obj_t *o, const crdt_tl_entry_t *start,
+                           const crdt_tl_entry_t *stop, size_t limit, crdt_tl_entry_t *out)
+{
+    /* a NaN stop admits nothing (roshi's beforeStop is false for every score) */
+    if (!o || !limit || isnan(stop->score))
+        return 0;
+    size_t n = crdt_timeline_range_by_score(o, start->score, stop->score, start, limit, out);
+    /* range_by_score includes score == stop.score; roshi wants those with member > stop.member,
+     * which come first among equal scores (newest first = member descending) */
+    while (n && out[n - 1].score == stop->score && crdt_tl_entry_cmp(&out[n - 1], stop) >= 0)
+        n--;
+    return n;
+}
+
+typedef struct pair {
+    crdt_tl_entry_t e;
+    size_t src;
+} pair_t;
+
+static int cmp_pairs(const void *a, const void *b)
+{
+    return crdt_tl_entry_cmp(&((const pair_t *)a)->e, &((const pair_t *)b)->e);
+}
+
+static int cmp_keys(const void *a, const void *b)
+{
+    const crdt_bytes_t *x = *(const crdt_bytes_t *const *)a, *y = *(const crdt_bytes_t *const *)b;
+    int c = memcmp(x->data, y->data, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
 static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
 {
     gw_response_t *rs = &c->x->rs;
-    long long offset = c->offset, limit = c->limit;
-    bool coalesce = c->coalesce, by_range = c->by_range;
-    size_t nk = c->nk;
-    uint8_t **kb = c->kb;
-    size_t *kl = c->kl;
-    const crdt_tl_entry_t start = c->start, stop = c->stop;
-    uint64_t t0 = c->t0;
-    crdt_tl_entry_t *es = NULL;
-    size_t *src = NULL;
-
-    size_t per = (size_t)limit + (coalesce && !by_range ? (size_t)offset : 0);
-    size_t cap = coalesce ? per * (nk ? nk : 1) : per;
-    es = malloc((cap ? cap : 1) * sizeof(*es));
-    src = malloc((cap ? cap : 1) * sizeof(*src));
-    if (!es || !src) {
-        gw_respond_error(rs, 500, "out of memory");
-        goto out;
+    size_t limit = (size_t)c->limit, offset = (size_t)c->offset, nk = c->nk;
+    /* roshi asks Redis with a start cursor of NaN and drops the keys that fail: none are left */
+    if (c->by_range && isnan(c->start.score))
+        nk = 0;
+    size_t per = limit + (c->coalesce && !c->by_range ? offset : 0);
+    size_t cap = per * (nk ? nk : 1);
+    pair_t *ps = malloc((cap ? cap : 1) * sizeof(*ps) + nk * (sizeof(size_t) * 2 + sizeof(void *)) +
+                        (cap ? cap : 1) * (sizeof(crdt_tl_entry_t) + sizeof(size_t)));
+    if (!ps) {
+        roshi_error(rs, 500, "out of memory");
+        return;
+    }
+    size_t *at = (size_t *)(ps + (cap ? cap : 1)), *cnt = at + nk;
+    const crdt_bytes_t **order = (const crdt_bytes_t **)(cnt + nk);
+    crdt_tl_entry_t *es = (crdt_tl_entry_t *)(order + nk);
+    size_t *src = (size_t *)(es + (cap ? cap : 1));
+    size_t got = 0;
+    if (c->coalesce && !c->by_range) {
+        got = crdt_timeline_select(tls, nk, offset, limit, es, src);
+    } else if (c->coalesce) {
+        for (size_t i = 0; i < nk; i++) {
+            size_t m = select_range(tls[i], &c->start, &c->stop, limit, es + got);
+            for (size_t k = 0; k < m; k++)
+                ps[got + k] = (pair_t){es[got + k], i};
+            got += m;
+        }
+        qsort(ps, got, sizeof(*ps), cmp_pairs);
+        if (got > limit)
+            got = limit;
+        for (size_t i = 0; i < got; i++)
+            es[i] = ps[i].e, src[i] = ps[i].src;
+    } else {
+        for (size_t i = 0; i < nk; i++) {
+            at[i] = got;
+            cnt[i] = c->by_range ? select_range(tls[i], &c->start, &c->stop, limit, es + got)
+                     : tls[i]    ? crdt_timeline_range(tls[i], offset, limit, es + got)
+                                 : 0;
+            got += cnt[i];
+            order[i] = &c->keys[i];
+        }
+        qsort(order, nk, sizeof(*order), cmp_keys); /* Go's encoder sorts map keys */
     }
 
+    size_t *hoff = malloc((nk + 1) * sizeof(*hoff));
+    char *heads = hoff ? key_heads(c->keys, nk, hoff) : NULL;
+    if (!heads) {
+        free(hoff), free(ps);
+        roshi_error(rs, 500, "out of memory");
+        return;
+    }
+    /* roshi measures the duration before it encodes the response */
     gw_jw_t w;
-    gw_jw_init(&w, 4096);
-    if (coalesce) {
-        size_t got = 0;
-        if (!by_range) {
-            got = crdt_timeline_select(tls, nk, (size_t)offset, (size_t)limit, es, src);
-        } else {
-            for (size_t i = 0; i < nk; i++) {
-                size_t m = select_range(tls[i], &start, &stop, (size_t)limit, es + got);
-                for (size_t k = 0; k < m; k++)
-                    src[got + k] = i;
-                got += m;
-            }
-            /* sort (entry, source) pairs newest first, then keep `limit` */
-            typedef struct {
-                crdt_tl_entry_t e;
-                size_t src;
-            } pair_t;
-            pair_t *pairs = malloc((got ? got : 1) * sizeof(*pairs));
-            if (!pairs) {
-                gw_jw_free(&w);
-                gw_respond_error(rs, 500, "out of memory");
-                goto out;
-            }
-            for (size_t i = 0; i < got; i++)
-                pairs[i].e = es[i], pairs[i].src = src[i];
-            qsort(pairs, got, sizeof(*pairs), cmp_entries_src);
-            if (got > (size_t)limit)
-                got = (size_t)limit;
-            for (size_t i = 0; i < got; i++)
-                es[i] = pairs[i].e, src[i] = pairs[i].src;
-            free(pairs);
-        }
-        gw_jw_lit(&w, "{\"records\":[");
+    gw_jw_init(&w, 128 + got * 96);
+    gw_jw_lit(&w, "{");
+    jw_duration(&w, c->t0);
+    if (c->coalesce) {
+        gw_jw_lit(&w, ",\"records\":[");
         for (size_t i = 0; i < got; i++) {
             if (i)
                 gw_jw_lit(&w, ",");
-            ksm_write(&w, kb[src[i]], kl[src[i]], &es[i]);
+            ksm_write(&w, heads + hoff[src[i]], hoff[src[i] + 1] - hoff[src[i]], &es[i]);
         }
-        gw_jw_lit(&w, "]");
+        gw_jw_lit(&w, "]}");
     } else {
-        gw_jw_lit(&w, "{\"records\":{");
-        for (size_t i = 0; i < nk; i++) {
-            size_t got = by_range ? select_range(tls[i], &start, &stop, (size_t)limit, es)
-                         : tls[i] ? crdt_timeline_range(tls[i], (size_t)offset, (size_t)limit, es)
-                                  : 0;
-            size_t namelen;
-            char *name = go_string(kb[i], kl[i], &namelen);
-            json_t *js = name ? json_stringn(name, namelen) : NULL;
-            char *quoted = js ? json_dumps(js, JSON_ENCODE_ANY) : NULL;
-            json_decref(js);
-            free(name);
-            if (!quoted) {
-                gw_jw_free(&w);
-                gw_respond_error(rs, 500, "out of memory");
-                goto out;
-            }
-            if (i)
+        gw_jw_lit(&w, ",\"records\":{");
+        for (size_t j = 0; j < nk; j++) {
+            size_t i = (size_t)(order[j] - c->keys);
+            if (j)
                 gw_jw_lit(&w, ",");
-            gw_jw_lit(&w, quoted);
-            free(quoted);
+            jw_go_string(&w, c->keys[i].data, c->keys[i].len);
             gw_jw_lit(&w, ":[");
-            for (size_t k = 0; k < got; k++) {
+            for (size_t k = 0; k < cnt[i]; k++) {
                 if (k)
                     gw_jw_lit(&w, ",");
-                ksm_write(&w, kb[i], kl[i], &es[k]);
+                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &es[at[i] + k]);
             }
             gw_jw_lit(&w, "]");
         }
-        gw_jw_lit(&w, "}");
+        gw_jw_lit(&w, "}}");
     }
-    char d[48];
-    go_duration((gw_now_us() - t0) * 1000, d, sizeof(d));
-    gw_jw_lit(&w, ",\"duration\":\"");
-    gw_jw_lit(&w, d); /* digits, '.', unit letters and the micro sign: nothing to escape */
-    gw_jw_lit(&w, "\"}");
+    free(ps), free(heads), free(hoff);
     gw_respond_jw(rs, 200, &w);
-out:
-    free(es), free(src);
 }
 
 static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
 {
     select_ctx_t *c = ud;
     gw_exchange_t *x = c->x;
-    const crdt_obj_t **tls = calloc(n ? n : 1, sizeof(*tls));
+    const crdt_obj_t **tls = malloc((n ? n : 1) * sizeof(*tls));
     if (rc < 0) {
-        gw_respond_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
-                         "reading the keys failed: %s", crdt_strerror(rc));
+        roshi_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
+                    "reading the keys failed: %s", crdt_strerror(rc));
     } else if (!tls) {
-        gw_respond_error(&x->rs, 500, "out of memory");
+        roshi_error(&x->rs, 500, "out of memory");
     } else {
         /* not a timeline: as empty as a key roshi never saw */
         for (size_t i = 0; i < n; i++)
@@ -494,95 +564,77 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
     const gw_request_t *rq = &x->rq;
     gw_response_t *rs = &x->rs;
     select_ctx_t *c = calloc(1, sizeof(*c));
-    json_t *body = NULL;
     if (!c) {
-        gw_respond_error(rs, 500, "out of memory");
+        roshi_error(rs, 500, "out of memory");
         goto fail;
     }
     c->x = x;
     c->t0 = gw_now_us();
+    /* roshi decodes the body before it looks at the query */
+    const char *body = rq->body ? (const char *)rq->body : "";
+    size_t cap = gw_roshi_max_elems(body, rq->body_len), n;
+    c->keys = malloc(cap * (sizeof(*c->keys) + sizeof(gw_roshi_key_t)) +
+                     GW_ROSHI_ARENA(rq->body_len));
+    if (!c->keys) {
+        roshi_error(rs, 500, "out of memory");
+        goto fail;
+    }
+    gw_roshi_key_t *ks = (gw_roshi_key_t *)(c->keys + cap);
+    gw_roshi_err_t err;
+    if (gw_roshi_keys(body, rq->body_len, (uint8_t *)(ks + cap), ks, cap, &n, &err)) {
+        roshi_error(rs, err.status, "%s", err.msg);
+        goto fail;
+    }
+    /* Keys, deduplicated as roshi's map does. */
+    for (size_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < c->nk && !dup; j++)
+            dup = c->keys[j].len == ks[i].len && !memcmp(c->keys[j].data, ks[i].p, ks[i].len);
+        if (!dup)
+            c->keys[c->nk++] = (crdt_bytes_t){ks[i].p, ks[i].len};
+    }
+
     bool offset_given = go_int(rq, "offset", 0, &c->offset);
     go_int(rq, "limit", ROSHI_DEFAULT_LIMIT, &c->limit);
     go_bool(rq, "coalesce", false, &c->coalesce);
     const char *start_s = gw_arg(rq, "start"), *stop_s = gw_arg(rq, "stop");
     bool start_given = start_s && *start_s, stop_given = stop_s && *stop_s;
     c->by_range = start_given || stop_given;
-
-    body = gw_parse_body(rq, rs);
-    if (!body)
-        goto fail;
-    if (!json_is_array(body)) {
-        gw_respond_error(rs, 400, "expected a JSON array of base64 keys");
-        goto fail;
-    }
-    if (offset_given && c->by_range) {
-        gw_respond_error(rs, 400, "cannot specify both offset and start/stop");
-        goto fail;
-    }
-    if (c->limit < 0) {
-        gw_respond_error(rs, 400, "negative limit is invalid for %s select",
-                         c->by_range ? "cursor-based" : "offset-based");
-        goto fail;
-    }
-    if (c->offset < 0) {
-        gw_respond_error(rs, 400, "negative offset is invalid");
-        goto fail;
-    }
-    if (c->limit > ROSHI_MAX_LIMIT)
-        c->limit = ROSHI_MAX_LIMIT; /* roshi has no cap; an unbounded response is not served here */
     c->start = (crdt_tl_entry_t){.score = DBL_MAX, .member = "", .member_len = 0};
     c->stop = (crdt_tl_entry_t){.score = 0, .member = "", .member_len = 0};
+    if (offset_given && c->by_range) {
+        roshi_error(rs, 400, "cannot specify both offset and start/stop");
+        goto fail;
+    }
     if (start_given) {
-        if (gw_cursor_parse(start_s, &c->start.score, &c->start_m, &c->start.member_len)) {
-            gw_respond_error(rs, 400, "invalid cursor string (start)");
+        if (roshi_cursor_parse(rs, start_s, &c->start.score, &c->start_m, &c->start.member_len))
             goto fail;
-        }
         c->start.member = c->start_m;
     }
     if (stop_given) {
-        if (gw_cursor_parse(stop_s, &c->stop.score, &c->stop_m, &c->stop.member_len)) {
-            gw_respond_error(rs, 400, "invalid cursor string (stop)");
+        if (roshi_cursor_parse(rs, stop_s, &c->stop.score, &c->stop_m, &c->stop.member_len))
             goto fail;
-        }
         c->stop.member = c->stop_m;
     }
-
-    /* Keys, deduplicated as roshi's map does. */
-    size_t n = json_array_size(body);
-    c->kb = calloc(n ? n : 1, sizeof(*c->kb));
-    c->kl = calloc(n ? n : 1, sizeof(*c->kl));
-    c->keys = calloc(n ? n : 1, sizeof(*c->keys));
-    if (!c->kb || !c->kl || !c->keys) {
-        gw_respond_error(rs, 500, "out of memory");
+    if (c->offset < 0) {
+        roshi_error(rs, 400, "negative offset is invalid");
         goto fail;
     }
-    for (size_t i = 0; i < n; i++) {
-        char what[32];
-        snprintf(what, sizeof(what), "[%zu]", i);
-        uint8_t *k;
-        size_t klen;
-        gw_op_result_t r;
-        if (gw_b64_field(json_array_get(body, i), what, s->cfg.max_key, &r, &k, &klen)) {
-            gw_respond_error(rs, r.status, "%s", r.message);
+    if (c->limit < 0) {
+        if (c->coalesce) { /* roshi-server panics on this one and closes the connection */
+            roshi_error(rs, 400, "negative limit is invalid for %s select",
+                        c->by_range ? "cursor-based" : "offset-based");
             goto fail;
         }
-        bool dup = false;
-        for (size_t j = 0; j < c->nk && !dup; j++)
-            dup = c->kl[j] == klen && !memcmp(c->kb[j], k, klen);
-        if (dup) {
-            free(k);
-            continue;
-        }
-        c->kb[c->nk] = k;
-        c->kl[c->nk] = klen;
-        c->keys[c->nk] = (crdt_bytes_t){k, klen};
-        c->nk++;
+        /* roshi's farm drops every key whose read failed: nothing is left */
+        c->nk = 0;
+        c->limit = 0;
     }
-    json_decref(body);
+    if (c->limit > ROSHI_MAX_LIMIT)
+        c->limit = ROSHI_MAX_LIMIT; /* roshi has no cap; an unbounded response is not served here */
     crdt_store_get_many(s->store, c->keys, c->nk, select_got, c);
     return;
 fail:
-    json_decref(body);
     if (c)
         select_free(c);
     gw_http_reply(x);
@@ -602,12 +654,7 @@ void gw_roshi_handle(gw_server_t *s, gw_exchange_t *x)
         gw_status_healthz(s, x);
         return;
     }
-    if (strcmp(rq->path, "/") != 0) {
-        rs->ep = GW_EP_OTHER;
-        gw_respond_error(rs, 404, "no such endpoint (the roshi API is served at /)");
-        gw_http_reply(x);
-        return;
-    }
+    /* gorilla/pat routes by path prefix: roshi-server serves its API on every path */
     switch (rq->method) {
     case GW_GET:
         rs->ep = GW_EP_ROSHI_SELECT;
@@ -622,8 +669,9 @@ void gw_roshi_handle(gw_server_t *s, gw_exchange_t *x)
         roshi_write(s, x, false);
         break;
     default:
+        /* no route matches: net/http's plain-text 404, as roshi-server (gorilla/pat) answers */
         rs->ep = GW_EP_OTHER;
-        gw_respond_error(rs, 405, "method not allowed; the roshi API takes GET, POST, DELETE");
+        gw_respond_text(rs, 404, "text/plain; charset=utf-8", "404 page not found\n", 19);
         gw_http_reply(x);
         break;
     }

@@ -117,7 +117,12 @@ char *crdt_base64_encode_ex(const void *data, size_t len, unsigned flags, size_t
 /* Decodes into a new buffer *out (free with crdt_free): 0, CRDT_EDECODE or CRDT_ENOMEM. */
 int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **out,
                           size_t *out_len);
-/* The standard form (CRDT_B64_STD) of the two above. */
+/* Decodes into out, which has room for slen / 4 * 3 + 3 bytes (no allocation; it writes at most
+ * slen / 4 * 3 + 2, and with padding required at most slen / 4 * 3): 0 and *out_len,
+ * or CRDT_EDECODE (out's contents then undefined). */
+int crdt_base64_decode_into(uint8_t *out, const char *s, size_t slen, unsigned flags,
+                            size_t *out_len);
+/* The standard form (CRDT_B64_STD) of crdt_base64_encode_ex and crdt_base64_decode_ex. */
 char *crdt_base64_encode(const void *data, size_t len, size_t *out_len);
 int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len);
 

@@ -129,8 +129,8 @@ static int b64_value(const char *alpha, unsigned char c)
     return -1;
 }
 
-int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **out,
-                          size_t *out_len)
+int crdt_base64_decode_into(uint8_t *d, const char *s, size_t slen, unsigned flags,
+                            size_t *out_len)
 {
     const char *a = (flags & CRDT_B64_URL) ? url_alpha : std_alpha;
     size_t n = slen, pads = 0;
@@ -145,18 +145,13 @@ int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **
     }
     if (n % 4 == 1)
         return CRDT_EDECODE;
-    uint8_t *d = crdt__malloc(n / 4 * 3 + 3);
-    if (!d)
-        return CRDT_ENOMEM;
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
     for (size_t i = 0; i < n; i++) {
         int v = b64_value(a, (unsigned char)s[i]);
-        if (v < 0) {
-            crdt__free(d);
+        if (v < 0)
             return CRDT_EDECODE;
-        }
         acc = acc << 6 | (uint32_t)v;
         bits += 6;
         if (bits >= 8) {
@@ -166,12 +161,24 @@ int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **
         }
     }
     /* bits under the padding must be zero, or two strings would decode to one value */
-    if (acc) {
-        crdt__free(d);
+    if (acc)
         return CRDT_EDECODE;
+    *out_len = o;
+    return 0;
+}
+
+int crdt_base64_decode_ex(const char *s, size_t slen, unsigned flags, uint8_t **out,
+                          size_t *out_len)
+{
+    uint8_t *d = crdt__malloc(slen / 4 * 3 + 3);
+    if (!d)
+        return CRDT_ENOMEM;
+    int rc = crdt_base64_decode_into(d, s, slen, flags, out_len);
+    if (rc < 0) {
+        crdt__free(d);
+        return rc;
     }
     *out = d;
-    *out_len = o;
     return 0;
 }
 

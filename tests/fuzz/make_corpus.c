@@ -160,6 +160,22 @@ int main(int argc, char **argv)
         }
         return 0;
     }
+    if (!strcmp(kind, "fuzz_roshi_scan")) {
+        /* selector byte (even: tuples, odd: keys), then a roshi body */
+        static const char *const bodies[] = {
+            "0[{\"key\":\"Zm9v\",\"score\":1,\"member\":\"YQ==\"},"
+            "{\"key\":\"Zm9v\",\"score\":-2.5e3,\"member\":\"Yg==\"}]",
+            "0 [ { \"member\" : null , \"score\" : 0.125 , \"key\" : \"YmFy\" } ] x",
+            "0[{\"key\":\"Zm9v\",\"score\":12345678901234567890123,\"key\":\"YQ==\"},{}]",
+            "0[{\"KEY\":\"Zm9v\",\"score\":1e400,\"member\":\"Y\\u003d\\u003d\"},null]",
+            "0[{\"key\":\"YQ==\",\"score\":1700000000.125},{\"score\":-0.5},{\"score\":-0}]",
+            "1[\"Zm9v\",\"YmFy\",\"Zm9v\"]",
+            "1 [\"\", null, \"/w==\"]",
+        };
+        for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+            write_file(dir, n++, bodies[i], strlen(bodies[i]));
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_apply_op")) {
         /* the key selector byte, then a REST op body of every type */
         static const char *const ops[] = {
