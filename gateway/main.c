@@ -196,8 +196,8 @@ int main(int argc, char **argv)
                err.text[0] ? err.text : crdt_strerror(err.code));
         return 1;
     }
-    s->replica = s->store ? crdt_store_embedded_replica(s->store) : NULL;
-    const crdt_recovery_report_t *rep = s->replica ? crdt_replica_recovery(s->replica) : NULL;
+    crdt_replica_t *rep_r = s->store ? crdt_store_embedded_replica(s->store) : NULL;
+    const crdt_recovery_report_t *rep = rep_r ? crdt_replica_recovery(rep_r) : NULL;
     if (rc_cfg.dir && rep) {
         gw_log("recovered %s: %llu keys from the snapshot, %llu log records (%llu listed by the "
                "log's index, the rest scanned) in %.3f s; %llu keys join their records in the "

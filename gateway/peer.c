@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +23,9 @@
 #include "jsonw.h"
 #include "loop.h"
 #include "peer.h"
+#include "prom.h"
 #include "util.h"
+#include "wsmsg.h"
 
 /* A connection carrying one engine link. */
 typedef struct gw_plink {
@@ -33,12 +34,9 @@ typedef struct gw_plink {
     struct lws *wsi;
     crdt_peer_link_t *l;
     bool outbound;
-    bool faulted;  /* the engine was told of a fault: ignore further input */
-    crdt_buf_t rx; /* the message being assembled from fragments */
-    /* A dialled link's frames are client frames, which lws masks in place: they are written from
-     * this private copy so the shared frame other links still hold stays intact. */
-    uint8_t *wbuf;
-    size_t wbuf_cap;
+    bool faulted;     /* the engine was told of a fault: ignore further input */
+    gw_wsrx_t rx;     /* the message being assembled, bounded by the engine's max message */
+    gw_wswriter_t wr; /* a dialled link writes a frame other links hold from its private copy */
 } gw_plink_t;
 
 typedef struct gw_slot {
@@ -69,6 +67,9 @@ static gw_plink_t *plink_new(struct gw_peers *P, bool outbound)
         return NULL;
     g->P = P;
     g->outbound = outbound;
+    /* the bound follows the link: the handshake's until the peer proved the secret (on_receive) */
+    gw_wsrx_init(&g->rx, 0, GW_WS_BINARY);
+    gw_wswriter_init(&g->wr, GW_WS_BINARY, outbound);
     g->next = P->conns;
     if (P->conns)
         P->conns->prev = g;
@@ -122,8 +123,8 @@ static void plink_free(gw_plink_t *g)
         g->next->prev = g->prev;
     if (g->wsi)
         lws_set_opaque_user_data(g->wsi, NULL);
-    crdt_buf_free(&g->rx);
-    free(g->wbuf);
+    gw_wsrx_free(&g->rx);
+    gw_wswriter_free(&g->wr);
     free(g);
 }
 
@@ -297,33 +298,28 @@ static int on_receive(gw_plink_t *g, struct lws *wsi, const void *in, size_t len
     uint64_t t = now_ms();
     if (g->faulted)
         return 0;
-    if (lws_is_first_fragment(wsi))
-        g->rx.len = 0;
-    if (!lws_frame_is_binary(wsi)) {
-        g->faulted = true;
-        crdt_peer_link_fault(g->l, "text message on a binary protocol", t);
+    if (!g->rx.in_msg)
+        g->rx.max = crdt_peer_link_max_message(g->l); /* raised once the link is up */
+    int rc = gw_wsrx_receive(&g->rx, wsi, in, len);
+    if (rc == GW_WSRX_MORE && !gw_wsrx_discarding(&g->rx))
+        return 0;
+    if (rc == GW_WSRX_MESSAGE) {
+        crdt_peer_link_receive(g->l, gw_wsrx_data(&g->rx), gw_wsrx_len(&g->rx), t);
+        gw_wsrx_done(&g->rx);
         return 0;
     }
-    size_t limit = crdt_peer_link_max_message(g->l);
-    size_t total = g->rx.len + len + lws_remaining_packet_payload(wsi);
-    if (total > limit) {
-        char why[120];
-        snprintf(why, sizeof(why), "message of more than %zu bytes (limit %zu)", total, limit);
-        g->faulted = true;
-        crdt_peer_link_fault(g->l, why, t);
-        return 0;
-    }
-    if (crdt_buf_append(&g->rx, in, len)) {
-        g->faulted = true;
-        crdt_peer_link_fault(g->l, "out of memory receiving a message", t);
-        return 0;
-    }
-    if (!lws_is_final_fragment(wsi) || lws_remaining_packet_payload(wsi))
-        return 0;
-    crdt_peer_link_receive(g->l, g->rx.data, g->rx.len, t);
-    g->rx.len = 0;
-    if (g->rx.cap > (1u << 20))
-        crdt_buf_free(&g->rx);
+    /* a message dropped (closed at once, not when it ends) or no memory for it */
+    char why[120];
+    if (rc == GW_WSRX_ENOMEM)
+        snprintf(why, sizeof(why), "out of memory receiving a message");
+    else if (!g->rx.too_large)
+        snprintf(why, sizeof(why), "text message on a binary protocol");
+    else
+        snprintf(why, sizeof(why), "message of more than %zu bytes (limit %zu)",
+                 g->rx.total + lws_remaining_packet_payload(wsi), g->rx.max);
+    g->faulted = true;
+    gw_wsrx_free(&g->rx);
+    crdt_peer_link_fault(g->l, why, t);
     return 0;
 }
 
@@ -334,24 +330,11 @@ static int on_writable(gw_plink_t *g)
     if (rc < 0)
         return -1;
     if (rc == 1) {
-        uint8_t *p = crdt_peer_frame_data(f);
-        size_t n = crdt_peer_frame_len(f);
-        if (g->outbound && crdt_peer_frame_shared(f)) {
-            if (g->wbuf_cap < LWS_PRE + n) {
-                uint8_t *nb = realloc(g->wbuf, LWS_PRE + n);
-                if (!nb) {
-                    crdt_peer_frame_release(f);
-                    return -1;
-                }
-                g->wbuf = nb;
-                g->wbuf_cap = LWS_PRE + n;
-            }
-            memcpy(g->wbuf + LWS_PRE, p, n);
-            p = g->wbuf + LWS_PRE;
-        }
-        int w = lws_write(g->wsi, p, n, LWS_WRITE_BINARY);
+        /* the engine's frames have LWS_PRE bytes of headroom (cfg.headroom) */
+        int w = gw_ws_write_bytes(&g->wr, g->wsi, crdt_peer_frame_data(f), crdt_peer_frame_len(f),
+                                  !crdt_peer_frame_shared(f));
         crdt_peer_frame_release(f);
-        if (w < (int)n)
+        if (w)
             return -1;
     }
     if (crdt_peer_link_wants_write(g->l))
@@ -703,54 +686,40 @@ void gw_peer_status(gw_server_t *s, gw_response_t *rs)
     gw_respond_jw(rs, 200, &w);
 }
 
-typedef struct mbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} mbuf_t;
+/* The metric families of each peer, in the order /metrics lists them. */
+enum {
+    PM_UP,
+    PM_LAG_DELTAS,
+    PM_LAG_SECONDS,
+    PM_ACK_SENT,
+    PM_ACK_RECEIVED,
+    PM_AE_ROUNDS,
+    PM_KEYS_REPAIRED,
+    PM_KEYS_REPAIR_SENT,
+    PM_DELTAS_SENT,
+    PM_DELTAS_RECEIVED,
+    PM_BYTES_SENT,
+    PM_BYTES_RECEIVED,
+    PM_RECONNECTS,
+    PM_COUNT
+};
 
-static void mput(mbuf_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void mput(mbuf_t *o, const char *fmt, ...)
+static uint64_t peer_value(const crdt_peer_status_t *r, int k)
 {
-    if (o->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(o->p ? o->p + o->len : NULL, o->p ? o->cap - o->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            o->oom = true;
-            return;
-        }
-        if (o->p && o->len + (size_t)n < o->cap) {
-            o->len += (size_t)n;
-            return;
-        }
-        size_t c = (o->cap + (size_t)n + 1) * 2;
-        char *q = realloc(o->p, c);
-        if (!q) {
-            o->oom = true;
-            return;
-        }
-        o->p = q;
-        o->cap = c;
-    }
-}
-
-/* A Prometheus label value: the url, or node N for a peer that only dialled us. */
-static void peer_label(const crdt_peer_status_t *r, char *buf, size_t n)
-{
-    if (r->name[0]) {
-        size_t k = 0;
-        for (const char *p = r->name; *p && k + 2 < n; p++) {
-            if (*p == '"' || *p == '\\')
-                buf[k++] = '\\';
-            buf[k++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
-        }
-        buf[k] = '\0';
-    } else {
-        snprintf(buf, n, "node/%" PRIu64, r->node_id);
+    switch (k) {
+    case PM_UP: return !strcmp(r->state, "up");
+    case PM_LAG_DELTAS: return r->lag_deltas;
+    case PM_ACK_SENT: return r->ack_sent;
+    case PM_ACK_RECEIVED: return r->ack_received;
+    case PM_AE_ROUNDS: return r->ae_rounds;
+    case PM_KEYS_REPAIRED: return r->keys_repaired;
+    case PM_KEYS_REPAIR_SENT: return r->keys_repair_sent;
+    case PM_DELTAS_SENT: return r->deltas_sent;
+    case PM_DELTAS_RECEIVED: return r->deltas_received;
+    case PM_BYTES_SENT: return r->bytes_sent;
+    case PM_BYTES_RECEIVED: return r->bytes_received;
+    case PM_RECONNECTS: return r->connects ? r->connects - 1 : 0;
+    default: return 0;
     }
 }
 
@@ -759,71 +728,71 @@ char *gw_peer_metrics(gw_server_t *s)
     struct gw_peers *P = s->peers;
     if (!P)
         return NULL;
-    mbuf_t o = {0};
     static crdt_peer_status_t st[MAX_STATUS];
     size_t n = crdt_peers_status(P->E, st, MAX_STATUS, now_ms());
     if (n > MAX_STATUS)
         n = MAX_STATUS;
     static const struct {
         const char *name, *type, *help;
-    } m[] = {
-        {"crdtd_peer_up", "gauge", "1 while the link to the peer is up."},
-        {"crdtd_peer_lag_deltas", "gauge",
-         "Our last change seq minus the peer's last ack (changes the peer has not durably "
-         "applied)."},
-        {"crdtd_peer_lag_seconds", "gauge", "Age of the oldest change the peer has not acked."},
-        {"crdtd_peer_last_ack_sent", "gauge", "Our applied-through mark of the peer's seqs."},
-        {"crdtd_peer_last_ack_received", "gauge", "The peer's applied-through mark of ours."},
-        {"crdtd_peer_anti_entropy_rounds_total", "counter", "Anti-entropy sessions completed."},
-        {"crdtd_peer_keys_repaired_total", "counter",
-         "Keys anti-entropy received from the peer that changed our state."},
-        {"crdtd_peer_keys_repair_sent_total", "counter", "Key states sent in repairs."},
-        {"crdtd_peer_deltas_sent_total", "counter", "Deltas and catch-up states sent."},
-        {"crdtd_peer_deltas_received_total", "counter", "Deltas and catch-up states received."},
-        {"crdtd_peer_bytes_sent_total", "counter", "Message bytes sent on the peer's links."},
-        {"crdtd_peer_bytes_received_total", "counter",
-         "Message bytes received on the peer's links."},
-        {"crdtd_peer_reconnects_total", "counter", "Times the link came up again after the first."},
+    } m[PM_COUNT] = {
+        [PM_UP] = {"crdtd_peer_up", "gauge", "1 while the link to the peer is up."},
+        [PM_LAG_DELTAS] = {"crdtd_peer_lag_deltas", "gauge",
+                           "Our last change seq minus the peer's last ack (changes the peer has "
+                           "not durably applied)."},
+        [PM_LAG_SECONDS] = {"crdtd_peer_lag_seconds", "gauge",
+                            "Age of the oldest change the peer has not acked."},
+        [PM_ACK_SENT] = {"crdtd_peer_last_ack_sent", "gauge",
+                         "Our applied-through mark of the peer's seqs."},
+        [PM_ACK_RECEIVED] = {"crdtd_peer_last_ack_received", "gauge",
+                             "The peer's applied-through mark of ours."},
+        [PM_AE_ROUNDS] = {"crdtd_peer_anti_entropy_rounds_total", "counter",
+                          "Anti-entropy sessions completed."},
+        [PM_KEYS_REPAIRED] = {"crdtd_peer_keys_repaired_total", "counter",
+                              "Keys anti-entropy received from the peer that changed our state."},
+        [PM_KEYS_REPAIR_SENT] = {"crdtd_peer_keys_repair_sent_total", "counter",
+                                 "Key states sent in repairs."},
+        [PM_DELTAS_SENT] = {"crdtd_peer_deltas_sent_total", "counter",
+                            "Deltas and catch-up states sent."},
+        [PM_DELTAS_RECEIVED] = {"crdtd_peer_deltas_received_total", "counter",
+                                "Deltas and catch-up states received."},
+        [PM_BYTES_SENT] = {"crdtd_peer_bytes_sent_total", "counter",
+                           "Message bytes sent on the peer's links."},
+        [PM_BYTES_RECEIVED] = {"crdtd_peer_bytes_received_total", "counter",
+                               "Message bytes received on the peer's links."},
+        [PM_RECONNECTS] = {"crdtd_peer_reconnects_total", "counter",
+                           "Times the link came up again after the first."},
     };
-    for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
-        mput(&o, "# HELP %s %s\n# TYPE %s %s\n", m[k].name, m[k].help, m[k].name, m[k].type);
+    /* a peer's label: its url, or node/N for a peer that only dialled us */
+    char nodes[MAX_STATUS][32];
+    gw_prom_label_t label[MAX_STATUS];
+    for (size_t i = 0; i < n; i++) {
+        label[i].name = "peer";
+        if (st[i].name[0]) {
+            label[i].value = st[i].name;
+        } else {
+            snprintf(nodes[i], sizeof(nodes[i]), "node/%" PRIu64, st[i].node_id);
+            label[i].value = nodes[i];
+        }
+    }
+    gw_prom_t o;
+    gw_prom_init(&o, 4096);
+    for (int k = 0; k < PM_COUNT; k++) {
+        gw_prom_family(&o, m[k].name, m[k].type, m[k].help);
         for (size_t i = 0; i < n; i++) {
-            const crdt_peer_status_t *r = &st[i];
-            char label[600];
-            peer_label(r, label, sizeof(label));
-            double v = 0;
-            switch (k) {
-            case 0: v = !strcmp(r->state, "up") ? 1 : 0; break;
-            case 1: v = (double)r->lag_deltas; break;
-            case 2: v = r->lag_seconds; break;
-            case 3: v = (double)r->ack_sent; break;
-            case 4: v = (double)r->ack_received; break;
-            case 5: v = (double)r->ae_rounds; break;
-            case 6: v = (double)r->keys_repaired; break;
-            case 7: v = (double)r->keys_repair_sent; break;
-            case 8: v = (double)r->deltas_sent; break;
-            case 9: v = (double)r->deltas_received; break;
-            case 10: v = (double)r->bytes_sent; break;
-            case 11: v = (double)r->bytes_received; break;
-            case 12: v = (double)(r->connects ? r->connects - 1 : 0); break;
-            }
-            mput(&o, "%s{peer=\"%s\"} %.17g\n", m[k].name, label, v);
+            if (k == PM_LAG_SECONDS)
+                gw_prom_f64(&o, m[k].name, &label[i], 1, st[i].lag_seconds);
+            else
+                gw_prom_u64(&o, m[k].name, &label[i], 1, peer_value(&st[i], k));
         }
     }
     crdt_peers_stats_t ps;
     crdt_peers_stats(P->E, &ps);
-    mput(&o,
-         "# HELP crdtd_peer_outbox_overflows_total Times unsent deltas were dropped for the "
-         "change feed.\n# TYPE crdtd_peer_outbox_overflows_total counter\n"
-         "crdtd_peer_outbox_overflows_total %" PRIu64 "\n"
-         "# HELP crdtd_peer_clock_refusals_total Handshakes refused because the peer's wall "
-         "clock differs by more than --max-clock-drift-ms.\n"
-         "# TYPE crdtd_peer_clock_refusals_total counter\n"
-         "crdtd_peer_clock_refusals_total %" PRIu64 "\n",
-         ps.outbox_overflows, ps.clock_refusals);
-    if (o.oom) {
-        free(o.p);
-        return NULL;
-    }
-    return o.p;
+    gw_prom_family(&o, "crdtd_peer_outbox_overflows_total", "counter",
+                   "Times unsent deltas were dropped for the change feed.");
+    gw_prom_u64(&o, "crdtd_peer_outbox_overflows_total", NULL, 0, ps.outbox_overflows);
+    gw_prom_family(&o, "crdtd_peer_clock_refusals_total", "counter",
+                   "Handshakes refused because the peer's wall clock differs by more than "
+                   "--max-clock-drift-ms.");
+    gw_prom_u64(&o, "crdtd_peer_clock_refusals_total", NULL, 0, ps.clock_refusals);
+    return gw_prom_take(&o, NULL);
 }

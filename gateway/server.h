@@ -25,9 +25,6 @@ typedef void (*gw_route_fn)(gw_server_t *s, struct gw_exchange *x);
 struct gw_server {
     gw_config_t cfg;
     crdt_store_t *store; /* every read and write goes through it */
-    /* The embedded store's replica, for sync.c and peer.c until they reach data through the store
-     * (their owners are moving them); NULL with any other store. No other unit uses it. */
-    crdt_replica_t *replica;
     struct lws_context *ctx;
     const struct lws_protocols *protocols; /* the list gw_loop_start was given */
     struct lws_vhost *vh_main, *vh_roshi;

@@ -235,37 +235,56 @@ void gw_wswriter_free(gw_wswriter_t *w)
     w->cap = 0;
 }
 
-int gw_ws_write(gw_wswriter_t *w, struct lws *wsi, const void *head, size_t hlen,
-                const gw_frame_t *f, unsigned flags)
+/* lws_write of p[0..n) (LWS_PRE writable bytes before p), then the writer's bookkeeping */
+static int write_out(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n)
 {
-    size_t total = hlen + f->len;
-    uint8_t *p = gw_frame_data(f);
-    /* lws writes the frame header into the headroom (harmless to a frame shared between server
-     * connections: each write puts its own there first) and, on a client connection, masks the
-     * payload in place, which would scramble it for every other holder */
-    bool in_place = !hlen && (!w->client || (f->refs == 1 && (flags & GW_WS_RELEASING)));
-    if (!in_place) {
-        if (total > w->cap) {
-            uint8_t *n = realloc(w->copy, LWS_PRE + total);
-            if (!n)
-                return -1;
-            w->copy = n;
-            w->cap = total;
-        }
-        if (hlen)
-            memcpy(w->copy + LWS_PRE, head, hlen);
-        memcpy(w->copy + LWS_PRE + hlen, p, f->len);
-        p = w->copy + LWS_PRE;
-    }
-    int rc = lws_write(wsi, p, total, w->kind == GW_WS_BINARY ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    int rc = lws_write(wsi, p, n, w->kind == GW_WS_BINARY ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     /* the copy of a big message is not kept */
     if (w->cap > KEEP_BUFFER)
         gw_wswriter_free(w);
-    if (rc < (int)total)
+    if (rc < (int)n)
         return -1;
     w->messages++;
-    w->bytes += total;
+    w->bytes += n;
     return 0;
+}
+
+/* The writer's private copy of head[0..hlen) + p[0..n), with the headroom; NULL out of memory. */
+static uint8_t *copy_out(gw_wswriter_t *w, const void *head, size_t hlen, const uint8_t *p,
+                         size_t n)
+{
+    size_t total = hlen + n;
+    if (total > w->cap) {
+        uint8_t *nb = realloc(w->copy, LWS_PRE + total);
+        if (!nb)
+            return NULL;
+        w->copy = nb;
+        w->cap = total;
+    }
+    if (hlen)
+        memcpy(w->copy + LWS_PRE, head, hlen);
+    memcpy(w->copy + LWS_PRE + hlen, p, n);
+    return w->copy + LWS_PRE;
+}
+
+int gw_ws_write(gw_wswriter_t *w, struct lws *wsi, const void *head, size_t hlen,
+                const gw_frame_t *f, unsigned flags)
+{
+    if (!hlen)
+        return gw_ws_write_bytes(w, wsi, gw_frame_data(f), f->len,
+                                 f->refs == 1 && (flags & GW_WS_RELEASING));
+    uint8_t *p = copy_out(w, head, hlen, gw_frame_data(f), f->len);
+    return p ? write_out(w, wsi, p, hlen + f->len) : -1;
+}
+
+int gw_ws_write_bytes(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n, bool sole)
+{
+    /* lws writes the frame header into the headroom (harmless to bytes shared between server
+     * connections: each write puts its own there first) and, on a client connection, masks the
+     * payload in place, which would scramble it for every other holder */
+    if (w->client && !sole && !(p = copy_out(w, NULL, 0, p, n)))
+        return -1;
+    return write_out(w, wsi, p, n);
 }
 
 int gw_wsq_write_next(gw_wsq_t *q, gw_wswriter_t *w, struct lws *wsi)

@@ -182,6 +182,10 @@ void gw_wswriter_free(gw_wswriter_t *w);
  * it). lws keeps what the socket did not take and sends it before the next writable callback. */
 int gw_ws_write(gw_wswriter_t *w, struct lws *wsi, const void *head, size_t hlen,
                 const gw_frame_t *f, unsigned flags);
+/* The same rule for bytes someone else owns (the peer engine's frames): p has LWS_PRE writable
+ * bytes before it; sole: no one else holds them and the caller drops them right after the write
+ * (then a client connection may mask them in place too). 0 or -1 (close the connection). */
+int gw_ws_write_bytes(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n, bool sole);
 /* Pops the oldest frame of q, writes it and releases it; asks for another writable callback when
  * more is queued. 0 (also when q was empty) or -1 (close the connection). */
 int gw_wsq_write_next(gw_wsq_t *q, gw_wswriter_t *w, struct lws *wsi);

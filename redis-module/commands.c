@@ -220,8 +220,12 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
         size_t mlen;
         const char *m = RedisModule_StringPtrLen(argv[3 + 2 * i], &mlen);
         crdt_obj_t *d = NULL;
-        int r = add ? crdt_timeline_add(tl, m, mlen, scores[i], &d)
-                    : crdt_timeline_remove(tl, m, mlen, scores[i], &d);
+        crdt_mut_t mu = {.type = CRDT_TIMELINE,
+                         .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                         .bytes = m,
+                         .len = mlen,
+                         .score = scores[i]};
+        int r = crdt_mut_apply(tl, &mu, crdtm_cfg.node_id, &d);
         if (r < 0) {
             err = r;
             break;
@@ -457,20 +461,18 @@ static int counter_add(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, 
         created = true;
     }
     crdt_obj_t *delta = NULL;
-    int r;
-    if (crdt_obj_type(c) == CRDT_PNCOUNTER) {
-        r = crdt_pncounter_add(c, crdtm_cfg.node_id, n, &delta);
-    } else if (crdt_obj_type(c) == CRDT_GCOUNTER) {
-        if (n < 0) {
-            RedisModule_CloseKey(key);
-            return RedisModule_ReplyWithError(
-                ctx, "ERR the key holds a grow-only counter (gcounter): it cannot be decremented");
-        }
-        r = crdt_gcounter_incr(c, crdtm_cfg.node_id, (uint64_t)n, &delta);
-    } else {
+    crdt_type_t t = crdt_obj_type(c);
+    if (t != CRDT_PNCOUNTER && t != CRDT_GCOUNTER) {
         RedisModule_CloseKey(key);
         return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
     }
+    if (t == CRDT_GCOUNTER && n < 0) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(
+            ctx, "ERR the key holds a grow-only counter (gcounter): it cannot be decremented");
+    }
+    crdt_mut_t mu = {.type = t, .kind = CRDT_MUT_INCR, .n = n};
+    int r = crdt_mut_apply(c, &mu, crdtm_cfg.node_id, &delta);
     if (r < 0) { /* refused before any change (overflow of the value, or of our slot) */
         crdt_obj_free(delta);
         if (created)
@@ -579,12 +581,11 @@ static int cmd_set(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     bool created;
     if (open_for_write(ctx, argv[1], CRDT_LWWREG, &key, &reg, &created) < 0)
         return REDISMODULE_OK;
-    const void *cur;
-    size_t curlen;
-    crdt_hlc_ts_t seen, ts;
-    local_ts(crdt_lwwreg_get(reg, &cur, &curlen, &seen) == 1 ? &seen : NULL, &ts);
+    crdt_mut_t mu = {.type = CRDT_LWWREG, .kind = CRDT_MUT_SET, .bytes = val, .len = len};
+    crdt_hlc_ts_t seen;
+    local_ts(crdt_mut_seen_ts(reg, &mu, &seen) == 1 ? &seen : NULL, &mu.ts);
     crdt_obj_t *delta = NULL;
-    int r = crdt_lwwreg_set(reg, &ts, val, len, &delta);
+    int r = crdt_mut_apply(reg, &mu, crdtm_cfg.node_id, &delta);
     return finish_write(ctx, argv[1], key, reg, created, r > 0, r > 0, delta, "crdt.set",
                         r < 0 ? r : 0);
 }
@@ -636,16 +637,11 @@ static int set_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         const char *m = RedisModule_StringPtrLen(argv[i], &mlen);
         crdt_obj_t *d = NULL;
         bool was = crdt_set_contains(s, m, mlen) == 1;
-        int r;
-        if (t == CRDT_ORSET) {
-            r = add ? crdt_orset_add(s, crdtm_cfg.node_id, m, mlen, &d)
-                    : crdt_orset_remove(s, m, mlen, &d);
-        } else {
-            crdt_hlc_ts_t ts;
-            local_ts(NULL, &ts);
-            r = add ? crdt_lwwset_add(s, m, mlen, &ts, &d)
-                    : crdt_lwwset_remove(s, m, mlen, &ts, &d);
-        }
+        crdt_mut_t mu = {
+            .type = t, .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE, .bytes = m, .len = mlen};
+        if (t == CRDT_LWWSET)
+            local_ts(NULL, &mu.ts);
+        int r = crdt_mut_apply(s, &mu, crdtm_cfg.node_id, &d);
         if (r < 0) {
             err = r;
             break;

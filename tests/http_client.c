@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "http_client.h"
 
+#include "crdt.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -400,21 +402,17 @@ void rm_rf(const char *path)
 
 void hc_b64(const char *s, char *o, bool url)
 {
-    const char *a = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(s), w = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)s[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned char)s[i + 1] << 8;
-        if (i + 2 < n)
-            v |= (unsigned char)s[i + 2];
-        o[w++] = a[v >> 18];
-        o[w++] = a[(v >> 12) & 63];
-        if (i + 1 < n || !url)
-            o[w++] = i + 1 < n ? a[(v >> 6) & 63] : '=';
-        if (i + 2 < n || !url)
-            o[w++] = i + 2 < n ? a[v & 63] : '=';
-    }
+    size_t w = crdt_base64_encode_into(o, s, strlen(s), url ? CRDT_B64_URL | CRDT_B64_NOPAD : 0);
     o[w] = '\0';
+}
+
+const char *hc_b64s(const char *s, bool url)
+{
+    static char bufs[16][1024];
+    static unsigned k;
+    char *o = bufs[k++ % 16];
+    o[0] = '\0';
+    if (crdt_base64_encoded_len(strlen(s), 0) < sizeof(bufs[0]))
+        hc_b64(s, o, url);
+    return o;
 }

@@ -46,6 +46,9 @@ void hc_resp_free(hc_resp_t *r);
 /* The base64 of the NUL-terminated s into out (room for 4 * ceil(strlen(s) / 3) + 1): standard
  * with padding, or base64url without padding (keys in URLs) when url is true. */
 void hc_b64(const char *s, char *out, bool url);
+/* The same into one of 16 rotating static buffers (for building requests inline); "" for a string
+ * of more than 760 bytes. */
+const char *hc_b64s(const char *s, bool url);
 
 /* Value of a response header (case-insensitive name) copied to buf, or NULL. */
 const char *hc_header(const hc_resp_t *r, const char *name, char *buf, size_t n);

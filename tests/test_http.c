@@ -43,41 +43,17 @@ static long long jint(json_t *o, const char *field)
     return json_is_integer(v) ? json_integer_value(v) : -999999;
 }
 
-/* base64 of a short string, into a static rotating buffer */
-static const char *b64(const char *s)
-{
-    static char bufs[8][256];
-    static int k;
-    char *o = bufs[k++ % 8];
-    hc_b64(s, o, false);
-    return o;
-}
-
-/* base64url without padding, for URLs */
-static const char *b64u(const char *s)
-{
-    const char *std = b64(s);
-    static char bufs[8][256];
-    static int k;
-    char *o = bufs[k++ % 8];
-    size_t w = 0;
-    for (const char *p = std; *p && *p != '='; p++)
-        o[w++] = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-    o[w] = '\0';
-    return o;
-}
-
 static char path[1024], body[4096];
 
 static int post_key(const char *key, const char *json)
 {
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64u(key));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s(key, true));
     return req("POST", path, json);
 }
 
 static int get_key(const char *key)
 {
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64u(key));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s(key, true));
     return req("GET", path, NULL);
 }
 
@@ -128,11 +104,12 @@ static void test_config_file(const char *dir)
         snprintf(body, sizeof(body),
                  "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
                  "\"score\":%d}",
-                 b64(i == 0   ? "a"
-                     : i == 1 ? "b"
-                     : i == 2 ? "c"
-                     : i == 3 ? "d"
-                              : "e"),
+                 hc_b64s(i == 0   ? "a"
+                         : i == 1 ? "b"
+                         : i == 2 ? "c"
+                         : i == 3 ? "d"
+                                  : "e",
+                         false),
                  i);
         post_key("bounded", body);
     }
@@ -155,7 +132,7 @@ static void test_counters(void)
     is_int(jint(J, "value"), -2, "value 5 - 7");
     ok(json_is_object(json_object_get(J, "state")), "JSON state included");
     ok(*jstr("binary") != '\0', "binary state included");
-    is(jstr("key"), b64("c1"), "key echoed as base64");
+    is(jstr("key"), hc_b64s("c1", false), "key echoed as base64");
 
     is_int(post_key("g1", "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":3}"), 200,
            "gcounter incr");
@@ -173,41 +150,46 @@ static void test_counters(void)
 static void test_register_and_sets(void)
 {
     snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}",
-             b64("hello"));
+             hc_b64s("hello", false));
     is_int(post_key("r1", body), 200, "lwwreg set");
-    snprintf(body, sizeof(body), "{\"op\":\"set\",\"value\":\"%s\"}", b64("world"));
+    snprintf(body, sizeof(body), "{\"op\":\"set\",\"value\":\"%s\"}", hc_b64s("world", false));
     is_int(post_key("r1", body), 200, "lwwreg set again");
     get_key("r1");
-    is(jstr("value"), b64("world"), "the later set wins");
+    is(jstr("value"), hc_b64s("world", false), "the later set wins");
     ok(json_is_object(json_object_get(J, "timestamp")), "register timestamp shown");
 
     snprintf(body, sizeof(body), "{\"type\":\"lwwset\",\"op\":\"add\",\"members\":[\"%s\",\"%s\"]}",
-             b64("x"), b64("y"));
+             hc_b64s("x", false), hc_b64s("y", false));
     is_int(post_key("s1", body), 200, "lwwset add two");
     is_int(jint(J, "applied"), 2, "two applied");
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", b64("x"));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", hc_b64s("x", false));
     is_int(post_key("s1", body), 200, "lwwset remove");
     get_key("s1");
     json_t *v = json_object_get(J, "value");
-    ok(json_array_size(v) == 1 && !strcmp(json_string_value(json_array_get(v, 0)), b64("y")),
+    ok(json_array_size(v) == 1 &&
+           !strcmp(json_string_value(json_array_get(v, 0)), hc_b64s("y", false)),
        "lwwset holds y only");
 
-    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}", b64("p"));
+    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
+             hc_b64s("p", false));
     is_int(post_key("o1", body), 200, "orset add");
-    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}", b64("q"));
+    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
+             hc_b64s("q", false));
     post_key("o1", body);
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", b64("p"));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", hc_b64s("p", false));
     is_int(post_key("o1", body), 200, "orset remove");
     get_key("o1");
     v = json_object_get(J, "value");
-    ok(json_array_size(v) == 1 && !strcmp(json_string_value(json_array_get(v, 0)), b64("q")),
+    ok(json_array_size(v) == 1 &&
+           !strcmp(json_string_value(json_array_get(v, 0)), hc_b64s("q", false)),
        "orset holds q only");
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", b64("never"));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", hc_b64s("never", false));
     is_int(post_key("o1", body), 200, "orset remove of an absent member");
     is_int(jint(J, "applied"), 0, "reports 0 applied (a no-op)");
 
     /* type conflicts */
-    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}", b64("z"));
+    snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
+             hc_b64s("z", false));
     is_int(post_key("c1", body), 409, "orset op on a pncounter key: 409");
     is(jstr("description"), "Conflict", "error shape: description");
     is_int(jint(J, "code"), 409, "error shape: code");
@@ -227,13 +209,14 @@ static void test_timeline(void)
         snprintf(body, sizeof(body),
                  "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
                  "\"score\":%d}",
-                 b64(m), i);
+                 hc_b64s(m, false), i);
         if (post_key("tl", body) != 200)
             diag("add %d: %d %s", i, R.status, R.body);
     }
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\",\"score\":100}", b64("m29"));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\",\"score\":100}",
+             hc_b64s("m29", false));
     is_int(post_key("tl", body), 200, "timeline remove");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=5", b64u("tl"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=5", hc_b64s("tl", true));
     is_int(req("GET", path, NULL), 200, "newest 5");
     json_t *es = json_object_get(J, "entries");
     is_int((int)json_array_size(es), 5, "5 entries");
@@ -241,7 +224,7 @@ static void test_timeline(void)
        "newest first (29 was removed)");
     is_int(jint(J, "next_offset"), 5, "next_offset");
     is_int(jint(J, "size"), 29, "size counts live entries");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=25&limit=10", b64u("tl"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=25&limit=10", hc_b64s("tl", true));
     req("GET", path, NULL);
     is_int((int)json_array_size(json_object_get(J, "entries")), 4, "the last page is short");
     ok(json_is_null(json_object_get(J, "next_offset")), "and has no next_offset");
@@ -264,9 +247,10 @@ static void test_timeline(void)
             }
             enc[w] = '\0';
             snprintf(path, sizeof(path), "/v1/keys/%s/timeline?max=20&min=3&limit=4&cursor=%s",
-                     b64u("tl"), enc);
+                     hc_b64s("tl", true), enc);
         } else {
-            snprintf(path, sizeof(path), "/v1/keys/%s/timeline?max=20&min=3&limit=4", b64u("tl"));
+            snprintf(path, sizeof(path), "/v1/keys/%s/timeline?max=20&min=3&limit=4",
+                     hc_b64s("tl", true));
         }
         if (req("GET", path, NULL) != 200) {
             diag("page %d: %d %s", page, R.status, R.body);
@@ -286,15 +270,15 @@ static void test_timeline(void)
     }
     is_int(seen, 18, "score pages cover 20..3 exactly once");
     ok(ordered, "in newest-first order");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?cursor=garbage", b64u("tl"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?cursor=garbage", hc_b64s("tl", true));
     is_int(req("GET", path, NULL), 400, "a bad cursor is a 400");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=1&max=3", b64u("tl"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=1&max=3", hc_b64s("tl", true));
     is_int(req("GET", path, NULL), 400, "offset with max is a 400");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=-1", b64u("tl"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=-1", hc_b64s("tl", true));
     is_int(req("GET", path, NULL), 400, "negative limit is a 400");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", b64u("c1"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_b64s("c1", true));
     is_int(req("GET", path, NULL), 409, "timeline read of a counter: 409");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", b64u("absent"));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_b64s("absent", true));
     is_int(req("GET", path, NULL), 200, "timeline read of an absent key");
     is_int((int)json_array_size(json_object_get(J, "entries")), 0, "is empty");
 
@@ -302,13 +286,15 @@ static void test_timeline(void)
     snprintf(body, sizeof(body),
              "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":["
              "{\"member\":\"%s\",\"score\":27.5},{\"member\":\"%s\",\"score\":1000}]}",
-             b64("other"), b64("top"));
+             hc_b64s("other", false), hc_b64s("top", false));
     is_int(post_key("tl2", body), 200, "second timeline");
-    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s&limit=3", b64u("tl"), b64u("tl2"));
+    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s&limit=3", hc_b64s("tl", true),
+             hc_b64s("tl2", true));
     is_int(req("GET", path, NULL), 200, "coalesced select");
     es = json_object_get(J, "entries");
     ok(json_array_size(es) == 3 &&
-           !strcmp(json_string_value(json_object_get(json_array_get(es, 0), "key")), b64("tl2")) &&
+           !strcmp(json_string_value(json_object_get(json_array_get(es, 0), "key")),
+                   hc_b64s("tl2", false)) &&
            json_real_value(json_object_get(json_array_get(es, 1), "score")) == 28.0 &&
            json_real_value(json_object_get(json_array_get(es, 2), "score")) == 27.5,
        "coalesced newest first across keys, with each entry's key");
@@ -341,7 +327,8 @@ static void test_changes_and_merge(void)
     req("GET", p, NULL);
     ch = json_object_get(J, "changes");
     ok(json_array_size(ch) == 1 &&
-           !strcmp(json_string_value(json_object_get(json_array_get(ch, 0), "key")), b64("c1")),
+           !strcmp(json_string_value(json_object_get(json_array_get(ch, 0), "key")),
+                   hc_b64s("c1", false)),
        "a new write shows up after next");
     is_int(req("GET", "/v1/changes?since=x", NULL), 400, "bad since");
 
@@ -420,10 +407,10 @@ static void test_limits(const char *dir)
     is_int(post_key("0123456789abcdef", "{\"type\":\"pncounter\",\"op\":\"incr\"}"), 200,
            "16-byte key: fine");
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             b64("123456789"));
+             hc_b64s("123456789", false));
     is_int(post_key("m", body), 400, "9-byte member: 400");
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             b64("12345678"));
+             hc_b64s("12345678", false));
     is_int(post_key("m", body), 200, "8-byte member: fine");
     char big[400];
     memset(big, ' ', sizeof(big) - 1);
@@ -444,7 +431,7 @@ static void test_keepalive_and_metrics(void)
     for (int i = 0; i < 50; i++) {
         hc_resp_t r;
         const char *b = "{\"type\":\"gcounter\",\"op\":\"incr\"}";
-        snprintf(path, sizeof(path), "/v1/keys/%s", b64u("ka"));
+        snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s("ka", true));
         if (hc_send(fd, "POST", path, "", b, strlen(b), &r) == 0 && r.status == 200)
             good++;
         hc_resp_free(&r);

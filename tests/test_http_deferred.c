@@ -2,9 +2,9 @@
  * wait for them, and a connection that closes while its store call is in flight is dropped
  * without touching freed memory (run under ASan in the sanitizer build)
  *
- * The server runs in this process (crdtd_core, the units without main.c) over a test-only store:
- * `deferred` wraps the embedded store and queues every call that has a completion until the test
- * runs the queue, as a store over the network would deliver them.
+ * The server runs in this process (crdtd_core, the units without main.c) over the deferred store
+ * (crdt_store_deferred_wrap around the embedded store): every call that has a completion waits
+ * until the test runs them, as a store over the network would deliver them.
  */
 #include <errno.h>
 #include <poll.h>
@@ -24,259 +24,7 @@
 
 /* ---- the deferred store ---------------------------------------------------------------------- */
 
-enum call_kind { C_GET, C_GET_MANY, C_WRITE, C_APPLY, C_CHANGES, C_FP };
-
-typedef struct call {
-    enum call_kind kind;
-    uint8_t *key;
-    size_t klen;
-    crdt_bytes_t *keys; /* get_many: copies */
-    size_t nkeys;
-    crdt_mut_t m; /* write: bytes copied into mbytes, state cloned */
-    uint8_t *mbytes;
-    crdt_obj_t *obj; /* apply's delta, write's merge state: clones */
-    uint64_t origin, since;
-    size_t limit;
-    void *cb, *cb2, *ud;
-    struct call *next;
-} call_t;
-
-typedef struct deferred {
-    crdt_store_t base;
-    crdt_store_t *inner;
-    call_t *head, *tail;
-    size_t queued, ran;
-} deferred_t;
-
-static deferred_t *dfd(crdt_store_t *st)
-{
-    return (deferred_t *)st;
-}
-static const deferred_t *cdfd(const crdt_store_t *st)
-{
-    return (const deferred_t *)st;
-}
-
-static uint8_t *dup_bytes(const void *p, size_t n)
-{
-    uint8_t *d = malloc(n ? n : 1);
-    if (d && n)
-        memcpy(d, p, n);
-    return d;
-}
-
-static call_t *enqueue(crdt_store_t *st, enum call_kind kind, const void *key, size_t klen,
-                       void *cb, void *ud)
-{
-    deferred_t *d = dfd(st);
-    call_t *c = calloc(1, sizeof(*c));
-    if (!c)
-        abort(); /* a test harness out of memory has nothing better to do */
-    c->kind = kind;
-    c->key = key ? dup_bytes(key, klen) : NULL;
-    c->klen = klen;
-    c->cb = cb;
-    c->ud = ud;
-    if (d->tail)
-        d->tail->next = c;
-    else
-        d->head = c;
-    d->tail = c;
-    d->queued++;
-    return c;
-}
-
-static void call_free(call_t *c)
-{
-    for (size_t i = 0; i < c->nkeys; i++)
-        free((void *)c->keys[i].data);
-    free(c->keys);
-    free(c->key);
-    free(c->mbytes);
-    crdt_obj_free(c->obj);
-    free(c);
-}
-
-/* Runs the queued calls (and those their completions queue) against the inner store; returns how
- * many ran. */
-static size_t deferred_run(crdt_store_t *st)
-{
-    deferred_t *d = dfd(st);
-    size_t n = 0;
-    while (d->head) {
-        call_t *c = d->head;
-        d->head = c->next;
-        if (!d->head)
-            d->tail = NULL;
-        d->queued--;
-        switch (c->kind) {
-        case C_GET: crdt_store_get(d->inner, c->key, c->klen, c->cb, c->ud); break;
-        case C_GET_MANY: crdt_store_get_many(d->inner, c->keys, c->nkeys, c->cb, c->ud); break;
-        case C_WRITE: crdt_store_write(d->inner, c->key, c->klen, &c->m, c->cb, c->ud); break;
-        case C_APPLY:
-            crdt_store_apply(d->inner, c->key, c->klen, c->obj, c->origin, c->cb, c->ud);
-            break;
-        case C_CHANGES:
-            crdt_store_changes(d->inner, c->since, c->limit, (crdt_feed_cb)c->cb, c->cb2, c->ud);
-            break;
-        case C_FP: crdt_store_fingerprint(d->inner, c->key, c->klen, c->cb, c->ud); break;
-        }
-        call_free(c);
-        n++;
-        d->ran++;
-    }
-    return n;
-}
-
-static void d_close(crdt_store_t *st)
-{
-    deferred_t *d = dfd(st);
-    while (d->head) { /* the interface's rule: pending completions are dropped */
-        call_t *c = d->head;
-        d->head = c->next;
-        call_free(c);
-    }
-    crdt_store_close(d->inner);
-    free(d);
-}
-
-static void d_get(crdt_store_t *st, const void *key, size_t klen, crdt_store_get_cb cb, void *ud)
-{
-    enqueue(st, C_GET, key, klen, (void *)cb, ud);
-}
-
-static void d_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
-                       crdt_store_get_many_cb cb, void *ud)
-{
-    call_t *c = enqueue(st, C_GET_MANY, NULL, 0, (void *)cb, ud);
-    c->keys = calloc(n ? n : 1, sizeof(*c->keys));
-    for (size_t i = 0; i < n; i++)
-        c->keys[i] = (crdt_bytes_t){dup_bytes(keys[i].data, keys[i].len), keys[i].len};
-    c->nkeys = n;
-}
-
-static void d_write(crdt_store_t *st, const void *key, size_t klen, const crdt_mut_t *m,
-                    crdt_store_write_cb cb, void *ud)
-{
-    call_t *c = enqueue(st, C_WRITE, key, klen, (void *)cb, ud);
-    c->m = *m;
-    if (m->bytes) {
-        c->mbytes = dup_bytes(m->bytes, m->len);
-        c->m.bytes = c->mbytes;
-    }
-    if (m->state) {
-        c->obj = crdt_obj_clone(m->state);
-        c->m.state = c->obj;
-    }
-}
-
-static void d_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_obj_t *delta,
-                    uint64_t origin, crdt_store_write_cb cb, void *ud)
-{
-    call_t *c = enqueue(st, C_APPLY, key, klen, (void *)cb, ud);
-    c->obj = crdt_obj_clone(delta);
-    c->origin = origin;
-}
-
-static void d_changes(crdt_store_t *st, uint64_t since, size_t limit, crdt_feed_cb each,
-                      crdt_store_done_cb done, void *ud)
-{
-    call_t *c = enqueue(st, C_CHANGES, NULL, 0, (void *)each, ud);
-    c->cb2 = (void *)done;
-    c->since = since;
-    c->limit = limit;
-}
-
-static void d_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt_store_fp_cb cb,
-                          void *ud)
-{
-    enqueue(st, C_FP, key, klen, (void *)cb, ud);
-}
-
-/* Scans and marks are not used by REST or roshi: straight through. */
-static void d_scan(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store_key_cb each,
-                   crdt_store_done_cb done, void *ud)
-{
-    crdt_store_scan(dfd(st)->inner, cursor, limit, each, done, ud);
-}
-static void d_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud)
-{
-    crdt_store_mark_get(dfd(st)->inner, name, cb, ud);
-}
-static void d_mark_put(crdt_store_t *st, const char *name, const void *p, size_t n,
-                       crdt_store_status_cb cb, void *ud)
-{
-    crdt_store_mark_put(dfd(st)->inner, name, p, n, cb, ud);
-}
-static uint64_t d_last_seq(const crdt_store_t *st)
-{
-    return crdt_store_last_seq(cdfd(st)->inner);
-}
-static uint64_t d_durable_seq(const crdt_store_t *st)
-{
-    return crdt_store_durable_seq(cdfd(st)->inner);
-}
-static uint64_t d_node_id(const crdt_store_t *st)
-{
-    return crdt_store_node_id(cdfd(st)->inner);
-}
-static int d_hlc_now(crdt_store_t *st, crdt_hlc_ts_t *ts)
-{
-    return crdt_store_hlc_now(dfd(st)->inner, ts);
-}
-static int d_flush(crdt_store_t *st)
-{
-    return crdt_store_flush(dfd(st)->inner);
-}
-static void d_tick(crdt_store_t *st, uint64_t now_ms)
-{
-    crdt_store_tick(dfd(st)->inner, now_ms);
-}
-static const char *d_last_error(const crdt_store_t *st)
-{
-    return crdt_store_last_error(cdfd(st)->inner);
-}
-static void d_stats(const crdt_store_t *st, crdt_store_stats_t *out)
-{
-    crdt_store_stats(cdfd(st)->inner, out);
-}
-
-static const crdt_store_ops_t deferred_ops = {
-    .name = "deferred",
-    .close = d_close,
-    .get = d_get,
-    .get_many = d_get_many,
-    .write = d_write,
-    .apply = d_apply,
-    .changes = d_changes,
-    .scan = d_scan,
-    .fingerprint = d_fingerprint,
-    .mark_get = d_mark_get,
-    .mark_put = d_mark_put,
-    .last_seq = d_last_seq,
-    .durable_seq = d_durable_seq,
-    .node_id = d_node_id,
-    .hlc_now = d_hlc_now,
-    .flush = d_flush,
-    .tick = d_tick,
-    .last_error = d_last_error,
-    .stats = d_stats,
-};
-
-/* The inner store's events reach whoever listens on the outer one. */
-static void fwd_change(void *ud, const void *key, size_t klen, uint64_t seq,
-                       const crdt_obj_t *delta, uint64_t origin)
-{
-    deferred_t *d = ud;
-    if (d->base.ev.change)
-        d->base.ev.change(d->base.ev.ud, key, klen, seq, delta, origin);
-}
-static void fwd_durable(void *ud, uint64_t seq)
-{
-    deferred_t *d = ud;
-    if (d->base.ev.durable)
-        d->base.ev.durable(d->base.ev.ud, seq);
-}
+static size_t calls_run; /* store calls run so far */
 
 static crdt_store_t *deferred_open(const char *dir)
 {
@@ -285,15 +33,28 @@ static crdt_store_t *deferred_open(const char *dir)
     cfg.dir = dir;
     cfg.node_id = 7;
     crdt_error_t err = {0};
-    deferred_t *d = calloc(1, sizeof(*d));
-    d->inner = crdt_store_embedded_open(&cfg, &err);
-    if (!d->inner) {
-        free(d);
+    crdt_store_t *inner = crdt_store_embedded_open(&cfg, &err);
+    if (!inner)
         return NULL;
-    }
-    d->base.ops = &deferred_ops;
-    crdt_store_set_events(d->inner, &(crdt_store_events_t){fwd_change, fwd_durable, d});
-    return &d->base;
+    crdt_store_t *st = crdt_store_deferred_wrap(inner);
+    if (!st)
+        crdt_store_close(inner);
+    return st;
+}
+
+/* Runs the queued calls and those their completions queue; returns how many ran. */
+static size_t deferred_run(crdt_store_t *st)
+{
+    size_t n = 0, k;
+    while ((k = crdt_store_deferred_run(st)))
+        n += k;
+    calls_run += n;
+    return n;
+}
+
+static size_t queued(const crdt_store_t *st)
+{
+    return crdt_store_deferred_pending(st);
 }
 
 /* ---- a server in this process ---------------------------------------------------------------- */
@@ -408,7 +169,7 @@ int main(void)
     ok(fd >= 0, "connected");
     int st = await_response(fd, false, 200, body, sizeof(body));
     is_int(st, -1, "no response while the store has not completed");
-    cmp_ok((int)dfd(srv.store)->queued, ">", 0, "the write's store call is queued");
+    cmp_ok((int)queued(srv.store), ">", 0, "the write's store call is queued");
     st = await_response(fd, true, 3000, body, sizeof(body));
     is_int(st, 200, "answered once the completions ran");
     ok(strstr(body, "\"applied\":1") != NULL, "applied 1: %s", body);
@@ -437,11 +198,11 @@ int main(void)
         else
             fd = send_request(port, round ? "GET" : "POST", path,
                               round ? NULL : "{\"type\":\"pncounter\",\"op\":\"incr\"}");
-        size_t ran = dfd(srv.store)->ran;
+        size_t ran = calls_run;
         uint64_t dropped = srv.metrics.replies_dropped;
-        for (int i = 0; i < 200 && !dfd(srv.store)->queued; i++)
+        for (int i = 0; i < 200 && !queued(srv.store); i++)
             gw_loop_service(&srv, 5);
-        cmp_ok((int)dfd(srv.store)->queued, ">", 0, "%s is waiting for the store", what[round]);
+        cmp_ok((int)queued(srv.store), ">", 0, "%s is waiting for the store", what[round]);
         /* a reset: lws sees it at once on a connection it reads from (a request with a body); a
          * GET's connection is not polled while its transaction is open, so lws finds it closed
          * only when the response is written */
@@ -451,7 +212,7 @@ int main(void)
         serve(100);
         size_t n = deferred_run(srv.store);
         cmp_ok((int)n, ">", 0, "its completions ran after the connection closed");
-        cmp_ok((int)(dfd(srv.store)->ran - ran), ">", 0, "the store served them");
+        cmp_ok((int)(calls_run - ran), ">", 0, "the store served them");
         if (round == 1)
             ok(srv.metrics.replies_dropped - dropped <= 1, "the GET's reply: sent into the reset "
                                                            "connection or dropped");

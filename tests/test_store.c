@@ -344,6 +344,17 @@ static void test_store(const char *dir)
     memset(&r, 0, sizeof(r));
     crdt_store_mark_put(st, "../escape", "x", 1, on_status, &r);
     is_int(r.rc, CRDT_EINVAL, "a mark name with a path is refused");
+    ok(crdt_store_mark_name_ok("peers") && crdt_store_mark_name_ok("log-positions.2_a"),
+       "mark names of [a-z0-9._-] are valid");
+    ok(!crdt_store_mark_name_ok(".hidden") && !crdt_store_mark_name_ok("") &&
+           !crdt_store_mark_name_ok(NULL) && !crdt_store_mark_name_ok("Peers") &&
+           !crdt_store_mark_name_ok("a/b"),
+       "a leading dot, an empty name, upper case and a slash are not");
+    char long_name[66];
+    memset(long_name, 'a', 65);
+    long_name[65] = '\0';
+    ok(!crdt_store_mark_name_ok(long_name) && crdt_store_mark_name_ok(long_name + 1),
+       "64 bytes at most");
     crdt_store_close(st);
 
     if (dir) {

@@ -23,18 +23,6 @@
 
 #define T 5000 /* ms to wait for any one reply */
 
-static const char *b64(const char *s)
-{
-    static char bufs[8][512];
-    static int k;
-    char *o = bufs[k++ % 8];
-    size_t n;
-    char *e = crdt_base64_encode(s, strlen(s), &n);
-    snprintf(o, 512, "%s", e ? e : "");
-    crdt_free(e);
-    return o;
-}
-
 static json_t *next_text(ws_raw_t *w)
 {
     char *m = NULL;
@@ -75,7 +63,7 @@ static void send_incr(ws_raw_t *w, long long id, const char *key)
     snprintf(m, sizeof(m),
              "{\"type\":\"apply\",\"id\":%lld,\"key\":\"%s\",\"op\":{\"type\":\"pncounter\","
              "\"op\":\"incr\"}}",
-             id, b64(key));
+             id, hc_b64s(key, false));
     ws_text(w, m);
 }
 
@@ -163,7 +151,7 @@ static void test_catch_up(int port)
     ok(session(&w, port, "defer-2"), "a subscriber");
     char m[256];
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":5,\"prefixes\":[\"%s\"],\"since\":0}",
-             b64("cu:"));
+             hc_b64s("cu:", false));
     ws_text(&w, m);
     int states = 0;
     bool subscribed = false;

@@ -25,31 +25,6 @@
 
 static const char SECRET[] = "0123456789abcdef0123456789abcdef";
 
-/* base64 of a string, into a rotating static buffer */
-static const char *b64(const char *s)
-{
-    static char bufs[8][512];
-    static int k;
-    char *o = bufs[k++ % 8];
-    size_t n;
-    char *e = crdt_base64_encode(s, strlen(s), &n);
-    snprintf(o, 512, "%s", e ? e : "");
-    free(e);
-    return o;
-}
-
-/* base64url of a string without padding (for REST paths) */
-static const char *b64u(const char *s)
-{
-    static char bufs[8][512];
-    static int k;
-    char *o = bufs[k++ % 8];
-    char *e = gw_b64url_encode(s, strlen(s));
-    snprintf(o, 512, "%s", e ? e : "");
-    free(e);
-    return o;
-}
-
 static json_t *parse(const char *m)
 {
     return m ? json_loads(m, 0, NULL) : NULL;
@@ -136,7 +111,7 @@ static int rest(int port, const char *method, const char *path, const char *body
 static long long counter_value(int port, const char *key)
 {
     char path[600];
-    snprintf(path, sizeof(path), "/v1/keys/%s?state=0", b64u(key));
+    snprintf(path, sizeof(path), "/v1/keys/%s?state=0", hc_b64s(key, true));
     json_t *j;
     if (rest(port, "GET", path, NULL, &j) != 200)
         return -1;
@@ -173,7 +148,8 @@ static void still_serves(int port, const char *what)
 
 static char *apply_msg(char *buf, size_t n, long long id, const char *key, const char *op)
 {
-    snprintf(buf, n, "{\"type\":\"apply\",\"id\":%lld,\"key\":\"%s\",\"op\":%s}", id, b64(key), op);
+    snprintf(buf, n, "{\"type\":\"apply\",\"id\":%lld,\"key\":\"%s\",\"op\":%s}", id,
+             hc_b64s(key, false), op);
     return buf;
 }
 
@@ -378,8 +354,9 @@ static void test_corpus(int port)
 static uint64_t put_reg(int port, const char *key, const char *val)
 {
     char path[600], body[600];
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64u(key));
-    snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}", b64(val));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s(key, true));
+    snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}",
+             hc_b64s(val, false));
     json_t *j;
     rest(port, "POST", path, body, &j);
     uint64_t seq = (uint64_t)jint(j, "seq");
@@ -399,7 +376,7 @@ static void test_subscribe(int port)
     json_t *wel = session(&w, port, "sub-1", NULL);
     json_decref(wel);
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":7,\"prefixes\":[\"%s\"],\"since\":0}",
-             b64("feed:"));
+             hc_b64s("feed:", false));
     ws_text(&w, m);
     int states = 0;
     bool order = true;
@@ -409,7 +386,8 @@ static void test_subscribe(int port)
         states += json_object_get(j, "state") != NULL;
         order = order && (uint64_t)jint(j, "seq") > last;
         last = (uint64_t)jint(j, "seq");
-        ok(strncmp(jstr(j, "key"), b64("feed:"), 6) == 0, "catch-up key under the prefix");
+        ok(strncmp(jstr(j, "key"), hc_b64s("feed:", false), 6) == 0,
+           "catch-up key under the prefix");
         json_decref(j);
     }
     is_int(states, 3, "catch-up: the full state of the 3 keys under the prefix");
@@ -423,7 +401,7 @@ static void test_subscribe(int port)
     uint64_t s4 = put_reg(port, "feed:2", "bb");
     put_reg(port, "other", "y");
     j = expect(&w, "change");
-    is(jstr(j, "key"), b64("feed:2"), "live change for a key under the prefix");
+    is(jstr(j, "key"), hc_b64s("feed:2", false), "live change for a key under the prefix");
     ok(json_object_get(j, "delta") != NULL, "live changes carry the delta");
     is_int(jint(j, "seq"), (long long)s4, "with its seq");
     is_int(jint(j, "cursor"), (long long)s4, "cursor = seq once caught up");
@@ -436,26 +414,28 @@ static void test_subscribe(int port)
     wel = session(&w2, port, "sub-2", NULL);
     json_decref(wel);
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":8,\"prefixes\":[\"%s\"],\"since\":%llu}",
-             b64("feed:"), (unsigned long long)s4);
+             hc_b64s("feed:", false), (unsigned long long)s4);
     ws_text(&w2, m);
     j = next_msg(&w2, T);
-    is(jstr(j, "key"), b64("feed:1"), "resume from a cursor: the key changed since");
+    is(jstr(j, "key"), hc_b64s("feed:1", false), "resume from a cursor: the key changed since");
     json_decref(j);
     j = next_msg(&w2, T);
     is(jstr(j, "type"), "subscribed", "and nothing else");
     json_decref(j);
 
     /* exact keys, unsubscribe */
-    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":9,\"keys\":[\"%s\"]}", b64("other"));
+    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":9,\"keys\":[\"%s\"]}",
+             hc_b64s("other", false));
     ws_text(&w2, m);
     j = expect(&w2, "subscribed");
     ok(j != NULL, "subscribe to an exact key");
     json_decref(j);
     put_reg(port, "other", "z");
     j = expect(&w2, "change");
-    is(jstr(j, "key"), b64("other"), "live change of the exact key");
+    is(jstr(j, "key"), hc_b64s("other", false), "live change of the exact key");
     json_decref(j);
-    snprintf(m, sizeof(m), "{\"type\":\"unsubscribe\",\"id\":10,\"keys\":[\"%s\"]}", b64("other"));
+    snprintf(m, sizeof(m), "{\"type\":\"unsubscribe\",\"id\":10,\"keys\":[\"%s\"]}",
+             hc_b64s("other", false));
     ws_text(&w2, m);
     j = expect(&w2, "unsubscribed");
     is_int(jint(j, "id"), 10, "unsubscribed");
@@ -502,7 +482,7 @@ static void test_tokens(int port, ws_raw_t *expiring)
     ws_raw_t w;
     char m[512];
 
-    char *good = mint("alice", now + 3600, "", b64("foo"));
+    char *good = mint("alice", now + 3600, "", hc_b64s("foo", false));
     json_t *wel = session(&w, port, "t1", good);
     ok(wel != NULL, "a valid token: welcome");
     is(jstr(wel, "subject"), "alice", "welcome: subject");
@@ -539,17 +519,20 @@ static void test_tokens(int port, ws_raw_t *expiring)
     is(w.close_reason, "token expired", "with reason \"token expired\"");
     ws_free(&w);
 
-    char *ro = mint("carol", now + 3600, b64("foo"), NULL);
+    char *ro = mint("carol", now + 3600, hc_b64s("foo", false), NULL);
     wel = session(&w, port, "t5", ro);
     json_decref(wel);
     is(error_code(&w,
                   apply_msg(m, sizeof(m), 1, "foo:1", "{\"type\":\"gcounter\",\"op\":\"incr\"}")),
        "unauthorized", "a read-only grant cannot apply");
-    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"%s\"]}", b64("bar"));
+    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"%s\"]}",
+             hc_b64s("bar", false));
     is(error_code(&w, m), "unauthorized", "subscribe to a key outside the read grant");
-    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":2,\"prefixes\":[\"%s\"]}", b64("fo"));
+    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":2,\"prefixes\":[\"%s\"]}",
+             hc_b64s("fo", false));
     is(error_code(&w, m), "unauthorized", "subscribe to a prefix wider than the grant");
-    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":3,\"prefixes\":[\"%s\"]}", b64("foo:"));
+    snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":3,\"prefixes\":[\"%s\"]}",
+             hc_b64s("foo:", false));
     ws_text(&w, m);
     a = expect(&w, "subscribed");
     ok(a != NULL, "subscribe inside the read grant");

@@ -2091,19 +2091,6 @@ static void sr_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt_
     req_dispatch(s, q);
 }
 
-static bool mark_name_ok(const char *name)
-{
-    size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > 64 || name[0] == '.')
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 #define MARK_MAX (1u << 20)
 
 static size_t mark_key(const sr_store_t *s, const char *name, char *buf, size_t cap)
@@ -2115,7 +2102,7 @@ static size_t mark_key(const sr_store_t *s, const char *name, char *buf, size_t 
 static void sr_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud)
 {
     sr_store_t *s = srs(st);
-    if (!mark_name_ok(name)) {
+    if (!crdt_store_mark_name_ok(name)) {
         cb(ud, CRDT_EINVAL, NULL, 0);
         return;
     }
@@ -2138,7 +2125,7 @@ static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_
                         crdt_store_status_cb cb, void *ud)
 {
     sr_store_t *s = srs(st);
-    if (!mark_name_ok(name) || n > MARK_MAX || (!p && n)) {
+    if (!crdt_store_mark_name_ok(name) || n > MARK_MAX || (!p && n)) {
         if (cb)
             cb(ud, CRDT_EINVAL);
         return;

@@ -210,7 +210,9 @@ static inline void crdt_store_fingerprint(crdt_store_t *st, const void *key, siz
 }
 
 /* Marks: small named blobs the store keeps durably beside the data (a peer link's resume marks
- * and epoch). Names are [a-z0-9._-]{1,64}. A put replaces the whole blob atomically. */
+ * and epoch). Names are [a-z0-9._-]{1,64}, not starting with '.' (crdt_store_mark_name_ok; a store
+ * refuses others with CRDT_EINVAL). A put replaces the whole blob atomically. */
+bool crdt_store_mark_name_ok(const char *name);
 static inline void crdt_store_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb,
                                        void *ud)
 {

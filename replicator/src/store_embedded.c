@@ -151,17 +151,17 @@ static void emb_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt
 
 /* ---- marks: "mark-<name>" files in the data directory, replaced by rename ------------------- */
 
-static bool mark_name_ok(const char *name)
+bool crdt_store_mark_name_ok(const char *name)
 {
     size_t n = name ? strlen(name) : 0;
-    if (n == 0 || n > 64)
+    if (n == 0 || n > 64 || name[0] == '.')
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
             return false;
     }
-    return name[0] != '.';
+    return true;
 }
 
 static mem_mark_t *mem_mark(emb_store_t *e, const char *name)
@@ -175,7 +175,7 @@ static mem_mark_t *mem_mark(emb_store_t *e, const char *name)
 static void emb_mark_get(crdt_store_t *st, const char *name, crdt_store_mark_cb cb, void *ud)
 {
     emb_store_t *e = emb(st);
-    if (!mark_name_ok(name)) {
+    if (!crdt_store_mark_name_ok(name)) {
         cb(ud, CRDT_EINVAL, NULL, 0);
         return;
     }
@@ -254,7 +254,7 @@ static void emb_mark_put(crdt_store_t *st, const char *name, const void *p, size
                          crdt_store_status_cb cb, void *ud)
 {
     emb_store_t *e = emb(st);
-    if (!mark_name_ok(name) || n > MARK_MAX || (!p && n)) {
+    if (!crdt_store_mark_name_ok(name) || n > MARK_MAX || (!p && n)) {
         if (cb)
             cb(ud, CRDT_EINVAL);
         return;
