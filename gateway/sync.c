@@ -1,10 +1,14 @@
 /* sync.c - WebSocket client sessions (crdt.v1): hello, subscribe, apply, acks, fan-out, resume */
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "auth.h"
@@ -1170,9 +1174,12 @@ static int on_writeable(sess_t *ss)
         return -1;
     }
     if (ss->ping_due) {
-        uint8_t buf[LWS_PRE + 1];
+        /* not empty: libwebsockets 4.1 drops an empty pong before LWS_CALLBACK_RECEIVE_PONG, and
+         * a pong echoes the ping's payload */
+        uint8_t buf[LWS_PRE + 4];
+        memcpy(buf + LWS_PRE, "crdt", 4);
         ss->ping_due = false;
-        if (lws_write(ss->wsi, buf + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+        if (lws_write(ss->wsi, buf + LWS_PRE, 4, LWS_WRITE_PING) < 0)
             return -1;
         lws_callback_on_writable(ss->wsi);
         return 0;
@@ -1205,6 +1212,28 @@ static int on_writeable(sess_t *ss)
 
 /* ---- timers: idle timeout, pings, token expiry ---------------------------------------------- */
 
+/* Moves ss->last_rx_us up to the last time the kernel received data on the session's socket.
+ * libwebsockets 4.1 answers a client's ping itself and tells the protocol nothing, so without
+ * this a client that keeps its session alive with its own pings (docs/protocol.md: any frame
+ * counts) would be dropped as idle. Pure ACKs are not data: a client that stops reading but
+ * still acknowledges what it is sent does not count as active. */
+static void note_socket_rx(sess_t *ss, uint64_t now)
+{
+#ifdef TCP_INFO
+    int fd = (int)lws_get_socket_fd(ss->wsi);
+    struct tcp_info ti;
+    socklen_t len = sizeof(ti);
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) ||
+        len < offsetof(struct tcp_info, tcpi_last_data_recv) + sizeof(ti.tcpi_last_data_recv))
+        return;
+    uint64_t ago = (uint64_t)ti.tcpi_last_data_recv * 1000u;
+    if (ago < now && now - ago > ss->last_rx_us)
+        ss->last_rx_us = now - ago;
+#else
+    (void)ss, (void)now;
+#endif
+}
+
 static void sweep_cb(lws_sorted_usec_list_t *sul)
 {
     gw_sync_t *y = lws_container_of(sul, gw_sync_t, sul_sweep);
@@ -1214,11 +1243,13 @@ static void sweep_cb(lws_sorted_usec_list_t *sul)
     for (sess_t *ss = y->head; ss; ss = ss->next) {
         if (ss->close_code)
             continue;
-        if (now - ss->last_rx_us >= idle) {
+        note_socket_rx(ss, now);
+        if (!ss->hello && now - ss->opened_us >= idle) {
+            /* before the idle check: a session without a hello gets 4003 however silent it was,
+             * and answering pings is not enough to hold it */
+            sess_close(ss, 4003, "hello expected: none within --ws-idle-timeout");
+        } else if (now - ss->last_rx_us >= idle) {
             sess_close(ss, 1001, "idle timeout");
-        } else if (!ss->hello && now - ss->opened_us >= idle) {
-            /* answering pings is not enough to hold a connection without a hello */
-            sess_close(ss, 4003, "hello expected within the idle timeout");
         } else if (ss->has_tok && ss->tok.exp <= wall) {
             sess_close(ss, 4001, "token expired");
         } else if (now - ss->last_rx_us >= idle / 3 && now - ss->last_ping_us >= idle / 3) {

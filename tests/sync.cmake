@@ -22,3 +22,10 @@ if(TARGET crdtd)
   target_compile_definitions(test_ws_defer PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
   add_dependencies(test_ws_defer crdtd)
 endif()
+
+# the idle timeout: pings and pongs keep a session alive, a deaf one is closed, no hello is 4003
+if(TARGET crdtd)
+  crdt_tap_test(test_ws_idle SOURCES test_ws_idle.c ws_raw.c http_client.c TIMEOUT 60)
+  target_compile_definitions(test_ws_idle PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+  add_dependencies(test_ws_idle crdtd)
+endif()

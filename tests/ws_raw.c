@@ -205,7 +205,9 @@ int ws_recv(ws_raw_t *w, int timeout_ms, char **out, size_t *outlen)
         size_t n;
         while (parse_frame(w, &op, &fin, &p, &n)) {
             if (op == WS_OP_PING) {
-                ws_frame(w, WS_OP_PONG, true, p, n);
+                w->pings++;
+                if (!w->no_pong)
+                    ws_frame(w, WS_OP_PONG, true, p, n);
                 free(p);
                 continue;
             }

@@ -18,6 +18,8 @@ typedef struct ws_raw {
     size_t len, cap;
     int close_code; /* of the close frame received, 0 before one; 1006 after EOF */
     char close_reason[128];
+    bool no_pong;   /* set: pings are received and counted, not answered (a client gone deaf) */
+    unsigned pings; /* pings received from the server */
 } ws_raw_t;
 
 #define WS_OP_CONT 0
@@ -39,7 +41,8 @@ int ws_text(ws_raw_t *w, const char *s);
 /* Raw bytes on the socket (for truncated frames and the like). */
 int ws_bytes(ws_raw_t *w, const void *p, size_t n);
 
-/* Receives one message (data fragments joined; pings answered with pongs and skipped). Returns
+/* Receives one message (data fragments joined; pings counted, answered with pongs unless no_pong,
+ * and skipped). Returns
  * its opcode (WS_OP_TEXT, WS_OP_BINARY, WS_OP_CLOSE: close_code/close_reason set), or -1 on
  * timeout, -2 on EOF. *out gets a malloc'd NUL-terminated copy of the payload (may be NULL). */
 int ws_recv(ws_raw_t *w, int timeout_ms, char **out, size_t *outlen);
