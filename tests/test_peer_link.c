@@ -512,6 +512,23 @@ int main(void)
             usleep(20000);
         ok(log_has(&A.p, "duplicate link") || log_has(&B.p, "duplicate link"),
            "both dialled: one link is kept and the other closed with a log line");
+        /* the duplicate closed beside the healthy link is no error of the peer */
+        char ea[4096] = "", eb[4096] = "";
+        end = mono_ms() + 3000;
+        bool clean = false;
+        while (!clean && mono_ms() < end) {
+            clean = peer_entry(&A, 2, ea, sizeof(ea)) && peer_entry(&B, 1, eb, sizeof(eb)) &&
+                    strstr(ea, "\"state\":\"up\"") && strstr(eb, "\"state\":\"up\"") &&
+                    strstr(ea, "\"last_error\":null") && strstr(eb, "\"last_error\":null");
+            if (!clean)
+                usleep(50000);
+        }
+        usleep(300000); /* a duplicate refused late would show now */
+        clean = clean && peer_entry(&A, 2, ea, sizeof(ea)) && peer_entry(&B, 1, eb, sizeof(eb)) &&
+                strstr(ea, "\"last_error\":null") && strstr(eb, "\"last_error\":null");
+        ok(clean, "both up, neither shows a last_error");
+        if (!clean)
+            diag("A: %s\nB: %s", ea, eb);
     }
 
     is_int(write_all_types(pa, "a", 1), 0, "writes of every type on A");
@@ -588,6 +605,20 @@ int main(void)
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B stops cleanly on SIGTERM with its link up");
     check_log(&B.p); /* before the restart reuses its log file */
     is_int(write_all_types(pa, "while-b-down", 1), 0, "writes on A while B is down");
+    {
+        char e[4096] = "";
+        uint64_t end = mono_ms() + 5000;
+        bool shown = false;
+        while (!shown && mono_ms() < end) {
+            shown = peer_entry(&A, 2, e, sizeof(e)) && !strstr(e, "\"state\":\"up\"") &&
+                    strstr(e, "\"last_error\":\"");
+            if (!shown)
+                usleep(50000);
+        }
+        ok(shown, "B down: A's status of B has a last_error");
+        if (!shown)
+            diag("A: %s", e);
+    }
     if (node_start(&B, 2, pb, "--peer", url_a, "--peer-secret-file", secret_path,
                    "--anti-entropy-interval", "2", NULL))
         bail_out("cannot restart B");
@@ -599,6 +630,10 @@ int main(void)
         long long resent = json_num(after, "deltas_sent") - sent_before;
         cmp_ok(resent, "<", 50, "A resent %lld deltas, not the 300+ keys B already had", resent);
         cmp_ok(json_num(after, "reconnects"), ">=", 1, "the reconnect is counted");
+        ok(strstr(after, "\"state\":\"up\"") && strstr(after, "\"last_error\":null"),
+           "B up again: the last_error of its restart is cleared");
+        if (!strstr(after, "\"last_error\":null"))
+            diag("A: %s", after);
     }
     char resume_line[64];
     snprintf(resume_line, sizeof(resume_line), "resuming after seq %lld", acked);
