@@ -24,6 +24,17 @@
 #error "CRDTD_BIN (the crdtd binary) must be defined"
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define STOP_BOUND_MS 3000
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STOP_BOUND_MS 3000
+#endif
+#endif
+#ifndef STOP_BOUND_MS
+#define STOP_BOUND_MS 1000
+#endif
+
 static char *tmp;
 static char secret_path[512], other_secret_path[512];
 
@@ -601,8 +612,13 @@ int main(void)
     long long sent_before = json_num(before, "deltas_sent");
     long long acked = json_num(before, "last_ack_received");
     cmp_ok(acked, ">=", 300, "B acked A's changes (last_ack_received %lld)", acked);
+    uint64_t t_stop = mono_ms();
     int st = crdtd_stop(&B.p, SIGTERM, 5000);
+    t_stop = mono_ms() - t_stop;
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B stops cleanly on SIGTERM with its link up");
+    /* a few ms in practice; the bound leaves room for a loaded machine (and a sanitizer's exit) */
+    cmp_ok((long long)t_stop, "<", STOP_BOUND_MS, "... within %d ms of the signal (%llu ms)",
+           STOP_BOUND_MS, (unsigned long long)t_stop);
     check_log(&B.p); /* before the restart reuses its log file */
     is_int(write_all_types(pa, "while-b-down", 1), 0, "writes on A while B is down");
     {
