@@ -259,6 +259,29 @@ int gw_loop_tls_check(const char *cert, const char *key, char *why, size_t whyle
     return rc;
 }
 
+int gw_loop_check(const gw_config_t *c)
+{
+    char why[512];
+    if (c->tls_cert[0] && gw_loop_tls_check(c->tls_cert, c->tls_key, why, sizeof(why), NULL, 0)) {
+        gw_log("--tls-cert/--tls-key: %s", why);
+        return -1;
+    }
+    if (c->peer_cert[0] &&
+        gw_loop_tls_check(c->peer_cert, c->peer_key, why, sizeof(why), NULL, 0)) {
+        gw_log("--peer-cert/--peer-key: %s", why);
+        return -1;
+    }
+    if (c->peer_ca[0]) {
+        FILE *f = fopen(c->peer_ca, "r");
+        if (!f) {
+            gw_log("--peer-ca: cannot read %s: %s", c->peer_ca, strerror(errno));
+            return -1;
+        }
+        fclose(f);
+    }
+    return 0;
+}
+
 int gw_loop_tls_reload(gw_server_t *s)
 {
     if (!gw_loop_tls(s) || !s->ctx)

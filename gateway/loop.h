@@ -22,6 +22,7 @@
 
 #include <libwebsockets.h>
 
+#include "config.h"
 #include "crdt_store.h"
 
 typedef struct gw_server gw_server_t;
@@ -80,6 +81,9 @@ bool gw_loop_tls(const gw_server_t *s);
  * the reason in why (and the certificate's subject and expiry in info when it loads). */
 int gw_loop_tls_check(const char *cert, const char *key, char *why, size_t whylen, char *info,
                       size_t infolen);
+/* The TLS files of the flags load (the listeners' pair, the peers' pair, --peer-ca is readable),
+ * checked before anything opens; 0, or -1 after logging why. */
+int gw_loop_check(const gw_config_t *c);
 /* SIGHUP: re-reads --tls-cert and --tls-key into both listeners (new connections get the new
  * certificate, open ones keep theirs). A pair that does not load keeps the old one (logged).
  * 0 or -1; nothing to do without TLS. */

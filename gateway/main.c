@@ -186,14 +186,23 @@ int main(int argc, char **argv)
     rc_cfg.snapshot_log_bytes = s->cfg.snapshot_log_bytes;
     rc_cfg.max_clock_drift_ms = s->cfg.max_clock_drift_ms;
 
+    /* Every configuration error is reported before anything is created (the data directory, its
+     * lock): the Redis URL, the TLS files, the peers' secret and URLs, the token key ring. */
     crdt_error_t err = {0};
     bool redis = s->cfg.store[0] != '\0';
     if (redis && redis_check(&s->cfg))
+        return 2;
+    if (gw_loop_check(&s->cfg) || (!redis && gw_peer_check(&s->cfg)))
+        return 2;
+    s->route = route;
+    s->on_reload = on_reload;
+    if (gw_auth_init(s))
         return 2;
     s->store = redis ? NULL : crdt_store_embedded_open(&rc_cfg, &err);
     if (!s->store && !redis) {
         gw_log("cannot open the data directory %s: %s", rc_cfg.dir ? rc_cfg.dir : "(memory)",
                err.text[0] ? err.text : crdt_strerror(err.code));
+        gw_auth_free(s);
         return 1;
     }
     crdt_replica_t *rep_r = s->store ? crdt_store_embedded_replica(s->store) : NULL;
@@ -228,18 +237,13 @@ int main(int argc, char **argv)
         if (!d) {
             gw_log("out of memory");
             crdt_store_close(s->store);
+            gw_auth_free(s);
             return 1;
         }
         s->store = d;
         gw_log("CRDTD_TEST_STORE_DEFER: store calls complete later (a test setting)");
     }
 
-    s->route = route;
-    s->on_reload = on_reload;
-    if (gw_auth_init(s)) {
-        crdt_store_close(s->store);
-        return 1;
-    }
     s->client_fallback = gw_peer_callback;
     protocols[0].per_session_data_size = gw_http_session_size();
     if (redis) /* shut down last (sinks shut down in reverse order) */

@@ -500,6 +500,28 @@ static char *read_legacy_state(const gw_server_t *s)
     return buf;
 }
 
+int gw_peer_check(const gw_config_t *c)
+{
+    uint8_t secret[1024];
+    int slen = gw_load_secret(c->peer_secret_file, "CRDTD_PEER_SECRET", secret, sizeof(secret));
+    memset(secret, 0, sizeof(secret));
+    if (slen < 0)
+        return -1;
+    if (slen == 0 && c->npeers) {
+        gw_log("--peer needs the cluster secret: --peer-secret-file FILE or "
+               "$CRDTD_PEER_SECRET (at least 16 bytes)");
+        return -1;
+    }
+    for (int i = 0; i < c->npeers; i++) {
+        gw_slot_t sl;
+        if (parse_url(&sl, c->peers[i])) {
+            gw_log("bad --peer %s", c->peers[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int gw_peer_init(gw_server_t *s)
 {
     crdt_store_t *store = s->store;

@@ -18,6 +18,9 @@
 #define GW_PEER_PROTOCOL "crdt-peer.v1"
 /* Reads the peer secret, builds the anti-entropy index, starts connecting to the configured
  * peers; 0 or -1 (logged). After gw_http_start. */
+/* The peer flags checked before anything opens (main.c): the secret is readable when given and
+ * present for --peer, every --peer URL parses. -1 after logging why. */
+int gw_peer_check(const gw_config_t *c);
 int gw_peer_init(gw_server_t *s);
 void gw_peer_shutdown(gw_server_t *s);
 int gw_peer_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

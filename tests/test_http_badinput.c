@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -371,12 +372,97 @@ static void mutation_fuzz(int rounds)
     ok(!down && alive(), "%d mutated requests: still serving", rounds);
 }
 
+
+/* ---- configuration errors: reported before anything is created ------------------------------ */
+
+static bool file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* Each bad flag set: crdtd exits 2 with the message on stderr, and the data directory it was
+ * given does not exist afterwards (no directory, no lock). */
+static void bad_flags(const char *dir)
+{
+    char data[600], errf[600], shortf[600], goodf[600], missing[600];
+    snprintf(data, sizeof(data), "%s/flagdata", dir);
+    snprintf(errf, sizeof(errf), "%s/flags.err", dir);
+    snprintf(shortf, sizeof(shortf), "%s/short.secret", dir);
+    snprintf(goodf, sizeof(goodf), "%s/good.secret", dir);
+    snprintf(missing, sizeof(missing), "%s/no-such-file", dir);
+    FILE *f = fopen(shortf, "w");
+    if (f) {
+        fputs("tooshort\n", f);
+        fclose(f);
+    }
+    f = fopen(goodf, "w");
+    if (f) {
+        fputs("0123456789abcdef0123456789abcdef\n", f);
+        fclose(f);
+    }
+    unsetenv("CRDTD_PEER_SECRET");
+    unsetenv("CRDTD_TOKEN_SECRET");
+    struct {
+        const char *what, *msg;
+        const char *args[12];
+    } cases[] = {
+        {"--peer without a secret", "--peer needs the cluster secret",
+         {"--peer", "ws://127.0.0.1:1", NULL}},
+        {"--peer-secret-file missing", "cannot read the secret file",
+         {"--peer", "ws://127.0.0.1:1", "--peer-secret-file", missing, NULL}},
+        {"--peer-secret-file too short", "shorter than 16 bytes",
+         {"--peer", "ws://127.0.0.1:1", "--peer-secret-file", shortf, NULL}},
+        {"--peer without a port", "expected ws://host:port",
+         {"--peer", "ws://127.0.0.1", "--peer-secret-file", goodf, NULL}},
+        {"--tls-cert missing", "cannot read the certificate",
+         {"--tls-cert", missing, "--tls-key", missing, NULL}},
+        {"--peer-ca missing", "--peer-ca",
+         {"--peer-ca", missing, NULL}},
+        {"--token-secret-file missing", "cannot read the token secret file",
+         {"--token-secret-file", missing, NULL}},
+        {"--token-secret-file not a key ring", "token",
+         {"--token-secret-file", shortf, NULL}},
+        {"non-loopback listener without tokens", "refusing to listen",
+         {"--listen", "0.0.0.0:0", NULL}},
+        {"--store with a bad address list", "--store",
+         {"--store", "redis://127.0.0.1:1,", NULL}},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[16];
+        int n = 0;
+        argv[n++] = "--data-dir";
+        argv[n++] = data;
+        if (strcmp(cases[i].args[0], "--listen") != 0) {
+            argv[n++] = "--listen";
+            argv[n++] = "127.0.0.1:0";
+        }
+        for (int j = 0; cases[i].args[j]; j++)
+            argv[n++] = cases[i].args[j];
+        argv[n] = NULL;
+        rm_rf(data);
+        int st = crdtd_run(CRDTD_BIN, argv, errf, 5000);
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 2, "%s: exits 2", cases[i].what);
+        ok(file_has(errf, cases[i].msg), "%s: stderr says \"%s\"", cases[i].what, cases[i].msg);
+        struct stat sb;
+        ok(stat(data, &sb) != 0, "%s: the data directory was not created", cases[i].what);
+    }
+    rm_rf(data);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     char *dir = test_tmpdir();
     if (!dir)
         skip_all("no temporary directory");
+    bad_flags(dir);
     char data[600];
     snprintf(data, sizeof(data), "%s/data", dir);
     const char *args[] = {"--data-dir", data, "--roshi-listen", "127.0.0.1:0", NULL};

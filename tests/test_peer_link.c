@@ -24,6 +24,17 @@
 #error "CRDTD_BIN (the crdtd binary) must be defined"
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define STOP_BOUND_MS 3000
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define STOP_BOUND_MS 3000
+#endif
+#endif
+#ifndef STOP_BOUND_MS
+#define STOP_BOUND_MS 1000
+#endif
+
 static char *tmp;
 static char secret_path[512], other_secret_path[512];
 
@@ -512,6 +523,23 @@ int main(void)
             usleep(20000);
         ok(log_has(&A.p, "duplicate link") || log_has(&B.p, "duplicate link"),
            "both dialled: one link is kept and the other closed with a log line");
+        /* the duplicate closed beside the healthy link is no error of the peer */
+        char ea[4096] = "", eb[4096] = "";
+        end = mono_ms() + 3000;
+        bool clean = false;
+        while (!clean && mono_ms() < end) {
+            clean = peer_entry(&A, 2, ea, sizeof(ea)) && peer_entry(&B, 1, eb, sizeof(eb)) &&
+                    strstr(ea, "\"state\":\"up\"") && strstr(eb, "\"state\":\"up\"") &&
+                    strstr(ea, "\"last_error\":null") && strstr(eb, "\"last_error\":null");
+            if (!clean)
+                usleep(50000);
+        }
+        usleep(300000); /* a duplicate refused late would show now */
+        clean = clean && peer_entry(&A, 2, ea, sizeof(ea)) && peer_entry(&B, 1, eb, sizeof(eb)) &&
+                strstr(ea, "\"last_error\":null") && strstr(eb, "\"last_error\":null");
+        ok(clean, "both up, neither shows a last_error");
+        if (!clean)
+            diag("A: %s\nB: %s", ea, eb);
     }
 
     is_int(write_all_types(pa, "a", 1), 0, "writes of every type on A");
@@ -584,10 +612,29 @@ int main(void)
     long long sent_before = json_num(before, "deltas_sent");
     long long acked = json_num(before, "last_ack_received");
     cmp_ok(acked, ">=", 300, "B acked A's changes (last_ack_received %lld)", acked);
+    uint64_t t_stop = mono_ms();
     int st = crdtd_stop(&B.p, SIGTERM, 5000);
+    t_stop = mono_ms() - t_stop;
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "B stops cleanly on SIGTERM with its link up");
+    /* a few ms in practice; the bound leaves room for a loaded machine (and a sanitizer's exit) */
+    cmp_ok((long long)t_stop, "<", STOP_BOUND_MS, "... within %d ms of the signal (%llu ms)",
+           STOP_BOUND_MS, (unsigned long long)t_stop);
     check_log(&B.p); /* before the restart reuses its log file */
     is_int(write_all_types(pa, "while-b-down", 1), 0, "writes on A while B is down");
+    {
+        char e[4096] = "";
+        uint64_t end = mono_ms() + 5000;
+        bool shown = false;
+        while (!shown && mono_ms() < end) {
+            shown = peer_entry(&A, 2, e, sizeof(e)) && !strstr(e, "\"state\":\"up\"") &&
+                    strstr(e, "\"last_error\":\"");
+            if (!shown)
+                usleep(50000);
+        }
+        ok(shown, "B down: A's status of B has a last_error");
+        if (!shown)
+            diag("A: %s", e);
+    }
     if (node_start(&B, 2, pb, "--peer", url_a, "--peer-secret-file", secret_path,
                    "--anti-entropy-interval", "2", NULL))
         bail_out("cannot restart B");
@@ -599,6 +646,10 @@ int main(void)
         long long resent = json_num(after, "deltas_sent") - sent_before;
         cmp_ok(resent, "<", 50, "A resent %lld deltas, not the 300+ keys B already had", resent);
         cmp_ok(json_num(after, "reconnects"), ">=", 1, "the reconnect is counted");
+        ok(strstr(after, "\"state\":\"up\"") && strstr(after, "\"last_error\":null"),
+           "B up again: the last_error of its restart is cleared");
+        if (!strstr(after, "\"last_error\":null"))
+            diag("A: %s", after);
     }
     char resume_line[64];
     snprintf(resume_line, sizeof(resume_line), "resuming after seq %lld", acked);

@@ -166,10 +166,23 @@ int main(void)
     is_int(apply("cli:a", "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":2}"), 0,
            "apply cli:a incr 2: acked, applied");
     is_int(apply("cli:c", "{\"type\":\"pncounter\",\"op\":\"incr\"}"), 0, "apply cli:c");
+    {
+        char e[1100];
+        snprintf(e, sizeof(e), "%s/run.err", dir);
+        char *es = slurp(e);
+        ok(es && !strstr(es, "connection closed") && !strstr(es, "1006"),
+           "a one-shot apply closes cleanly: nothing about the close on stderr (%s)", es);
+        free(es);
+    }
     ok(wait_for(out1, "\n", 1, 5000), "sub printed the change");
     usleep(200000);
     kill(p, SIGTERM);
     is_int(wait_exit(p, 5000), 0, "sub exits 0 on SIGTERM");
+    {
+        char *es = slurp(err1);
+        ok(es && !strstr(es, "connection closed"), "... and says nothing about the close");
+        free(es);
+    }
     char *s1 = slurp(out1);
     is_int(count_lines(s1), 1, "one change printed (cli:c is not subscribed)");
     ok(strstr(s1, "\"key_text\":\"cli:a\"") && strstr(s1, "\"delta\""), "cli:a's delta: %s", s1);
@@ -217,6 +230,19 @@ int main(void)
     char *s3 = slurp(out1);
     is_int(count_lines(s3), 0, "prints nothing: it missed nothing");
     free(s3);
+
+    /* 5. sub stopped by Ctrl-C: exit 0, a clean close, nothing alarming on stderr */
+    {
+        const char *sub3[] = {"--url", url, "sub", "cli:a", NULL};
+        p = spawn(sub3, out1, err1);
+        ok(wait_for(err1, "subscribed", 1, 5000), "sub subscribed");
+        kill(p, SIGINT);
+        is_int(wait_exit(p, 5000), 0, "sub exits 0 on SIGINT");
+        char *es = slurp(err1);
+        ok(es && !strstr(es, "connection closed") && !strstr(es, "1006"),
+           "and prints nothing about the close: %s", es);
+        free(es);
+    }
 
     /* errors */
     {

@@ -435,7 +435,10 @@ static outmsg_t *next_unsent(crdtc_t *c)
 static int on_writeable(crdtc_t *c)
 {
     if (c->want_close) {
+        /* our own close: the code close_cb reports is the one we sent, not 1006 */
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)"bye", 3);
+        c->close_code = LWS_CLOSE_STATUS_NORMAL;
+        snprintf(c->close_reason, sizeof(c->close_reason), "bye");
         return -1;
     }
     for (int n = 0; n < MAX_WRITES_PER_TURN && !lws_send_pipe_choked(c->wsi); n++) {

@@ -98,8 +98,9 @@ typedef struct crdtc_callbacks {
     /* an error message from the server (id: the request or op id, 0 if none), or a local fault
      * (code "too_large" for a message over max_message, "protocol" for one we cannot read) */
     void (*error_cb)(crdtc_t *c, uint64_t id, const char *code, const char *message, void *ud);
-    /* the connection ended: code is the WebSocket close code (1006 when there was none, 0 when
-     * it could not be made); `reconnecting` says whether the client will try again by itself */
+    /* the connection ended: code is the WebSocket close code (the server's, 1000 for our own
+     * crdtc_disconnect, 1006 when there was none, 0 when it could not be made); `reconnecting`
+     * says whether the client will try again by itself */
     void (*close_cb)(crdtc_t *c, int code, const char *reason, bool reconnecting, void *ud);
 } crdtc_callbacks_t;
 

@@ -53,6 +53,7 @@ typedef struct cli {
     int status;
     bool done;
     int64_t want_id; /* apply: the op id we wait for */
+    bool closing;    /* the CLI closes the connection itself: its end is no news */
 } cli_t;
 
 static void change_cb(crdtc_t *c, const crdtc_change_t *ch, void *ud)
@@ -113,6 +114,8 @@ static void close_cb(crdtc_t *c, int code, const char *reason, bool again, void 
 {
     (void)c;
     cli_t *s = ud;
+    if (s->closing)
+        return;
     if (!s->quiet)
         fprintf(stderr, "crdtc: connection closed (%d%s%s)%s\n", code, *reason ? ": " : "", reason,
                 again ? ", reconnecting" : "");
@@ -479,6 +482,7 @@ int main(int argc, char **argv)
         rc = s.status;
         if (is_apply && !s.done && !rc)
             rc = 1;
+        s.closing = true;
         crdtc_disconnect(c);
         for (int i = 0; i < 10 && crdtc_ready(c); i++)
             crdtc_loop_service(loop, 20);

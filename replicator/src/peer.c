@@ -308,6 +308,23 @@ static void plog(crdt_peers_t *P, const char *fmt, ...)
         P->host.log(P->host.ud, line);
 }
 
+/* Records why link l ended or was refused as its peer's last_error, unless another link to that
+ * peer is up: the error of a duplicate closed beside a healthy link, or of a redial while the
+ * peer's own link to us serves, is logged only. last_error is cleared when a link comes up
+ * (link_up), so a peer that is up never shows a stale one. */
+static void rec_error(link_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void rec_error(link_t *l, const char *fmt, ...)
+{
+    peer_rec_t *r = l->rec;
+    if (!r || (r->link && r->link != l))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->last_error, sizeof(r->last_error), fmt, ap);
+    va_end(ap);
+}
+
 static const char *rec_name(const crdt_peers_t *P, const peer_rec_t *rec, const link_t *l,
                             char *buf, size_t n)
 {
@@ -501,8 +518,7 @@ static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, 
     va_end(ap);
     plog(P, "peer %s: %s%s", rec_name(P, l->rec, l, name, sizeof(name)), msg,
          refuse ? "; link refused" : "; closing the link");
-    if (l->rec)
-        snprintf(l->rec->last_error, sizeof(l->rec->last_error), "%s", msg);
+    rec_error(l, "%s", msg);
     l->closing = true;
     if (!bye)
         fifo_clear(&l->ctl); /* a BYE follows what is queued (the WELCOME of a duplicate) */
@@ -1637,9 +1653,7 @@ static void on_message(link_t *l, const uint8_t *m, size_t n)
         pw_decode_refuse(m, n, &code, text, sizeof(text));
         plog(P, "peer %s: refused by the peer: %s (%s)", rec_name(P, l->rec, l, name, sizeof(name)),
              pw_refuse_text(code), text);
-        if (l->rec)
-            snprintf(l->rec->last_error, sizeof(l->rec->last_error), "refused by the peer: %s",
-                     text[0] ? text : pw_refuse_text(code));
+        rec_error(l, "refused by the peer: %s", text[0] ? text : pw_refuse_text(code));
         if (l->rec && code != PW_R_PROTOCOL && code != PW_R_BUSY)
             l->rec->attempts = 8; /* a configuration fault: retry, but only every ~10 s */
         if (code == PW_R_CLOCK)
@@ -1869,8 +1883,7 @@ void crdt_peer_link_closed(crdt_peer_link_t *l, const char *why, uint64_t now)
              (P->cfg.verbose || (l->rec && l->rec->attempts <= 1)))
         plog(P, "peer %s: %s (retrying)", rec_name(P, l->rec, l, name, sizeof(name)), why);
     if (l->rec && !l->closing && (why || !l->rec->last_error[0]))
-        snprintf(l->rec->last_error, sizeof(l->rec->last_error), "%s",
-                 why ? why : "connection closed");
+        rec_error(l, "%s", why ? why : "connection closed");
     link_free(l, true);
 }
 
@@ -1888,9 +1901,7 @@ static void link_check(link_t *l)
          * it. */
         plog(P, "peer %s: no connection within %d s; retrying",
              rec_name(P, l->rec, l, name, sizeof(name)), HANDSHAKE_MS / 1000);
-        if (l->rec)
-            snprintf(l->rec->last_error, sizeof(l->rec->last_error),
-                     "no WebSocket upgrade within %d s", HANDSHAKE_MS / 1000);
+        rec_error(l, "no WebSocket upgrade within %d s", HANDSHAKE_MS / 1000);
         void *ud = l->ud;
         link_free(l, true);
         if (P->host.close)
