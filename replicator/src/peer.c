@@ -243,6 +243,8 @@ struct crdt_peer_link {
     bool ack_due;
     pend_t *pend;
     size_t npend, cap_pend;
+    /* received messages whose applies have not all completed, oldest first */
+    struct apply_batch *ab_head, *ab_tail;
     /* anti-entropy */
     crdt_store_rsx_t *ae;
     uint64_t *repair_ids;
@@ -291,6 +293,7 @@ struct crdt_peers {
     uint64_t outbox_overflows, clock_refusals;
 };
 
+static void batches_detach(link_t *l);
 static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void schedule_dial(peer_rec_t *rec, uint64_t delay_ms);
@@ -536,6 +539,7 @@ static void link_free(link_t *l, bool redial)
 {
     crdt_peers_t *P = l->P;
     ae_end(l);
+    batches_detach(l);
     fifo_clear(&l->ctl);
     fifo_clear(&l->data);
     crdt_buf_free(&l->transcript);
@@ -1127,58 +1131,182 @@ static void on_ae(link_t *l, const uint8_t *m, size_t n)
 
 /* ---- receiving data ------------------------------------------------------------------------- */
 
-typedef struct apply_ctx {
-    link_t *l;
-    const pw_entry_t *e;
+/* One received DELTAS or REPAIR message: its applies may complete after the calls return (a store
+ * over the network), so it lives on the heap, one allocation per message. The link keeps its
+ * batches in arrival order and acts on a batch (the applied hook, the ack) only once it and every
+ * earlier one completed. A link freed first detaches its batches (l = NULL): their completions
+ * then only count down and free them. */
+typedef struct apply_batch apply_batch_t;
+
+typedef struct apply_ent {
+    apply_batch_t *b;
+    const uint8_t *key; /* the received message's bytes: valid only during the call */
+    size_t klen;
+} apply_ent_t;
+
+struct apply_batch {
+    apply_batch_t *next;
+    link_t *l;      /* NULL once the link is gone */
+    uint32_t left;  /* applies issued and not completed */
+    uint32_t count; /* applies issued */
+    bool issuing;   /* not every apply is issued yet */
+    bool ack;       /* a DELTAS message: acknowledge `through` once durable */
     bool repair;
-} apply_ctx_t;
+    uint64_t through;
+    apply_ent_t ent[];
+};
+
+static bool batch_done(const apply_batch_t *b)
+{
+    return !b->left && !b->issuing;
+}
+
+/* Registers the ack of a received batch: sent once our log holds what it changed is durable. */
+static void ack_register(link_t *l, uint64_t through)
+{
+    if (through <= l->applied)
+        return;
+    uint64_t local = crdt_store_last_seq(l->P->st);
+    if (l->npend && l->npend >= PEND_MAX) {
+        l->pend[l->npend - 1] = (pend_t){through, local}; /* coarser, never wrong */
+        return;
+    }
+    if (l->npend == l->cap_pend) {
+        size_t c = l->cap_pend ? l->cap_pend * 2 : 16;
+        pend_t *v = realloc(l->pend, c * sizeof(*v));
+        if (!v) {
+            link_close(l, 0, 0, "out of memory");
+            return;
+        }
+        l->pend = v;
+        l->cap_pend = c;
+    }
+    l->pend[l->npend++] = (pend_t){through, local};
+    crdt_peers_on_durable(l->P, l->P->now); /* a store without a log: durable at once */
+}
+
+/* Acts on the completed batches at the head of l's list, in order, and frees them. */
+static void batches_drain(link_t *l)
+{
+    crdt_peers_t *P = l->P;
+    bool applied = false;
+    while (l->ab_head && batch_done(l->ab_head)) {
+        apply_batch_t *b = l->ab_head;
+        l->ab_head = b->next;
+        if (!l->ab_head)
+            l->ab_tail = NULL;
+        if (b->count && P->host.applied && !applied) {
+            applied = true;
+            P->host.applied(P->host.ud);
+        }
+        if (b->ack)
+            ack_register(l, b->through);
+        free(b);
+    }
+}
+
+/* The link is going away: its batches still waiting for completions free themselves. */
+static void batches_detach(link_t *l)
+{
+    for (apply_batch_t *b = l->ab_head, *nx; b; b = nx) {
+        nx = b->next;
+        b->l = NULL;
+        b->next = NULL;
+        if (batch_done(b))
+            free(b);
+    }
+    l->ab_head = l->ab_tail = NULL;
+}
 
 static void apply_cb(void *ud, int rc, uint64_t seq)
 {
     (void)seq;
-    apply_ctx_t *c = ud;
-    peer_rec_t *rec = c->l->rec;
+    apply_ent_t *e = ud;
+    apply_batch_t *b = e->b;
+    link_t *l = b->l;
+    b->left--;
+    if (!l) {
+        if (batch_done(b))
+            free(b);
+        return;
+    }
+    peer_rec_t *rec = l->rec;
     if (rc == CRDT_ETYPE) {
-        if (rec && rec->type_conflicts++ < 10)
-            plog(c->l->P, "peers: key %.*s holds another type here than on the peer; not joined",
-                 (int)(c->e->klen > 64 ? 64 : c->e->klen), (const char *)c->e->key);
+        if (rec && rec->type_conflicts++ < 10) {
+            if (e->key)
+                plog(l->P, "peers: key %.*s holds another type here than on the peer; not joined",
+                     (int)(e->klen > 64 ? 64 : e->klen), (const char *)e->key);
+            else
+                plog(l->P, "peers: a key holds another type here than on the peer; not joined");
+        }
     } else if (rc < 0) {
-        plog(c->l->P, "peers: cannot apply a change from the peer: %s", crdt_strerror(rc));
-    } else if (rc == 1 && c->repair && rec) {
+        plog(l->P, "peers: cannot apply a change from the peer: %s", crdt_strerror(rc));
+    } else if (rc == 1 && b->repair && rec) {
         rec->keys_repaired++;
     }
+    if (batch_done(b) && b == l->ab_head)
+        batches_drain(l);
 }
 
-/* Applies every entry (a DELTAS or REPAIR message); false after closing the link. */
-static bool apply_entries(link_t *l, pw_reader_t *rd, uint32_t count, bool with_seq, bool repair)
+/* Applies every entry (a DELTAS or REPAIR message) and, for DELTAS (ack), acknowledges `through`
+ * once they all completed and are durable; false after closing the link. */
+static bool apply_entries(link_t *l, pw_reader_t *rd, uint32_t count, bool with_seq, bool repair,
+                          bool ack, uint64_t through)
 {
     crdt_peers_t *P = l->P;
+    /* every entry takes bytes: this bounds the allocation by the message */
+    if (count > pw_left(rd)) {
+        link_close(l, PW_R_PROTOCOL, 0, "malformed %s message: %u entries in %zu bytes",
+                   repair ? "repair" : "deltas", count, pw_left(rd));
+        return false;
+    }
+    apply_batch_t *b = malloc(sizeof(*b) + (size_t)count * sizeof(apply_ent_t));
+    if (!b) {
+        link_close(l, 0, 0, "out of memory");
+        return false;
+    }
+    *b = (apply_batch_t){.l = l, .issuing = true, .ack = ack, .repair = repair, .through = through};
+    if (l->ab_tail)
+        l->ab_tail->next = b;
+    else
+        l->ab_head = b;
+    l->ab_tail = b;
+    bool ok = true;
     for (uint32_t i = 0; i < count; i++) {
         pw_entry_t e;
         const char *why = NULL;
         if (!pw_get_entry(rd, with_seq, &e, &why)) {
             link_close(l, PW_R_PROTOCOL, 0, "malformed %s message: %s",
                        repair ? "repair" : "deltas", why);
-            return false;
+            ok = false;
+            break;
         }
         crdt_error_t err = {0};
         crdt_obj_t *o = crdt_obj_decode(e.obj, e.olen, &err);
         if (!o) {
             link_close(l, PW_R_PROTOCOL, 0, "undecodable object in a %s message: %s",
                        repair ? "repair" : "deltas", err.text);
-            return false;
+            ok = false;
+            break;
         }
-        apply_ctx_t c = {l, &e, repair};
-        crdt_store_apply(P->st, e.key, e.klen, o, l->remote_node, apply_cb, &c);
+        apply_ent_t *en = &b->ent[i];
+        *en = (apply_ent_t){b, e.key, e.klen};
+        b->left++;
+        b->count++;
+        crdt_store_apply(P->st, e.key, e.klen, o, l->remote_node, apply_cb, en);
+        en->key = NULL; /* the message is not ours after this call */
         crdt_obj_free(o);
     }
-    if (pw_left(rd)) {
+    if (ok && pw_left(rd)) {
         link_close(l, PW_R_PROTOCOL, 0, "trailing bytes after %u entries", count);
-        return false;
+        ok = false;
     }
-    if (count && P->host.applied)
-        P->host.applied(P->host.ud);
-    return true;
+    if (!ok)
+        b->ack = false;
+    b->issuing = false;
+    if (batch_done(b) && b == l->ab_head)
+        batches_drain(l);
+    return ok;
 }
 
 static void on_deltas(link_t *l, const uint8_t *m, size_t n)
@@ -1202,30 +1330,9 @@ static void on_deltas(link_t *l, const uint8_t *m, size_t n)
     }
     if (through > l->rx_through)
         l->rx_through = through;
-    if (!apply_entries(l, &rd, count, true, false))
-        return;
-    if (l->rec)
+    /* acknowledged once the applies completed and our log holds what they changed durably */
+    if (apply_entries(l, &rd, count, true, false, true, through) && l->rec)
         l->rec->deltas_received += count;
-    if (through <= l->applied)
-        return;
-    /* acknowledged once our log holds what this batch changed */
-    uint64_t local = crdt_store_last_seq(l->P->st);
-    if (l->npend && l->npend >= PEND_MAX) {
-        l->pend[l->npend - 1] = (pend_t){through, local}; /* coarser, never wrong */
-        return;
-    }
-    if (l->npend == l->cap_pend) {
-        size_t c = l->cap_pend ? l->cap_pend * 2 : 16;
-        pend_t *v = realloc(l->pend, c * sizeof(*v));
-        if (!v) {
-            link_close(l, 0, 0, "out of memory");
-            return;
-        }
-        l->pend = v;
-        l->cap_pend = c;
-    }
-    l->pend[l->npend++] = (pend_t){through, local};
-    crdt_peers_on_durable(l->P, l->P->now); /* a store without a log: durable at once */
 }
 
 static void on_repair(link_t *l, const uint8_t *m, size_t n)
@@ -1238,7 +1345,7 @@ static void on_repair(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_PROTOCOL, 0, "truncated repair message");
         return;
     }
-    apply_entries(l, &rd, count, false, true);
+    apply_entries(l, &rd, count, false, true, false, 0);
 }
 
 void crdt_peers_on_durable(crdt_peers_t *P, uint64_t now)
