@@ -43,6 +43,7 @@
 #define MARKS_WRITE_MS 1000 /* the marks are written at most this often */
 #define AE_TIMEOUT_MS 10000 /* a session older than this is abandoned */
 #define AE_FIRST_MS 5000    /* without a period: the on-connect session starts by then anyway */
+#define LOADING_WAIT_MS 100 /* dials wait in such steps until the marks are read */
 #define PEND_MAX 4096       /* received batches waiting for durability, per link */
 #define LAG_RING 1024       /* (through, time) samples of released batches, for lag seconds */
 #define MARK_NAME "peers"
@@ -211,6 +212,13 @@ typedef struct pend {
 
 enum link_state { LK_HANDSHAKE = 0, LK_UP };
 
+/* A store call's context that may outlive the call (a store completing later): on the engine's
+ * list until its completion ran, so crdt_peers_free frees what a closed store never completed. */
+typedef struct inflight {
+    struct inflight *prev, *next;
+    crdt_buf_t *owned; /* freed with it (may be NULL) */
+} inflight_t;
+
 struct crdt_peer_link {
     crdt_peers_t *P;
     int idx;
@@ -245,6 +253,7 @@ struct crdt_peer_link {
     size_t npend, cap_pend;
     /* received messages whose applies have not all completed, oldest first */
     struct apply_batch *ab_head, *ab_tail;
+    struct feed_ctx *feed; /* catch-up: the change-feed read in flight or not consumed yet */
     /* anti-entropy */
     crdt_store_rsx_t *ae;
     uint64_t *repair_ids;
@@ -291,9 +300,38 @@ struct crdt_peers {
     size_t ring_start, ring_n;
     crdt_buf_t scratch;
     uint64_t outbox_overflows, clock_refusals;
+    inflight_t *inflight; /* contexts of store calls not completed yet */
+    bool freeing;         /* in crdt_peers_free */
+    bool loading;         /* the marks' read has not completed: no links, no dials */
+    int load_rc;
+    char *load_legacy;
 };
 
+static void inflight_add(crdt_peers_t *P, inflight_t *n)
+{
+    n->prev = NULL;
+    n->next = P->inflight;
+    if (P->inflight)
+        P->inflight->prev = n;
+    P->inflight = n;
+}
+
+/* Unlinks and frees n (the first member of its allocation). */
+static void inflight_free(crdt_peers_t *P, inflight_t *n)
+{
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        P->inflight = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    if (n->owned)
+        crdt_buf_free(n->owned);
+    free(n);
+}
+
 static void batches_detach(link_t *l);
+static void feed_detach(link_t *l);
 static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void schedule_dial(peer_rec_t *rec, uint64_t delay_ms);
@@ -389,12 +427,21 @@ static void marks_put_cb(void *ud, int rc)
     }
 }
 
+/* The last write, from crdt_peers_free: may complete after the engine is gone. */
+static void marks_put_last_cb(void *ud, int rc)
+{
+    (void)ud;
+    (void)rc;
+}
+
 /* Writes the marks (the store replaces the blob atomically). They only ever lag the truth: a mark
  * is set once the data it covers is durable, so a crash can make a peer resend a little, never
  * skip anything. Layout: version u8, epoch u64, count varint, count x (node varint, epoch u64,
  * applied varint). */
 static void marks_write(crdt_peers_t *P)
 {
+    if (P->loading)
+        return; /* written once loaded */
     crdt_buf_t b = {0};
     int rc = pw_put_u8(&b, MARK_VERSION) || pw_put_u64(&b, P->epoch) ||
              pw_put_varint(&b, (uint64_t)P->nmarks);
@@ -406,51 +453,63 @@ static void marks_write(crdt_peers_t *P)
     if (rc)
         marks_put_cb(P, CRDT_ENOMEM);
     else
-        crdt_store_mark_put(P->st, MARK_NAME, b.data, b.len, marks_put_cb, P);
+        crdt_store_mark_put(P->st, MARK_NAME, b.data, b.len,
+                            P->freeing ? marks_put_last_cb : marks_put_cb, P->freeing ? NULL : P);
     crdt_buf_free(&b);
 }
 
+/* The read of the marks at creation; with a store that completes later the engine is `loading`
+ * (no links, no dials) until marks_loaded ran. */
 typedef struct marks_load_ctx {
+    inflight_t node; /* first: freed through it */
     crdt_peers_t *P;
-    int rc; /* 1: loaded, 0: none, -1: damaged or unreadable */
+    int rc; /* 1: loaded, 0: none, -1: damaged or unreadable, -2: not completed yet */
+    bool issuing;
 } marks_load_ctx_t;
 
-static void marks_get_cb(void *ud, int rc, const void *p, size_t n)
+static int marks_loaded(crdt_peers_t *P, int rc, const char *legacy);
+
+/* Reads the marks blob into P: 1 loaded, 0 none, -1 damaged or unreadable. */
+static int marks_parse(crdt_peers_t *P, int rc, const void *p, size_t n)
 {
-    marks_load_ctx_t *c = ud;
-    crdt_peers_t *P = c->P;
-    if (rc < 0) {
-        c->rc = -1;
-        return;
-    }
-    if (!p) {
-        c->rc = 0;
-        return;
-    }
+    if (rc < 0)
+        return -1;
+    if (!p)
+        return 0;
     pw_reader_t r;
     uint8_t v;
     uint64_t epoch, count;
     pw_reader_init(&r, p, n);
     if (!pw_get_u8(&r, &v) || v != MARK_VERSION || !pw_get_u64(&r, &epoch) || !epoch ||
         !pw_get_varint(&r, &count) || count > MAX_RECS) {
-        c->rc = -1;
-        return;
+        return -1;
     }
     mark_t m[MAX_RECS];
     for (uint64_t i = 0; i < count; i++)
         if (!pw_get_varint(&r, &m[i].node) || !pw_get_u64(&r, &m[i].epoch) ||
             !pw_get_varint(&r, &m[i].applied)) {
-            c->rc = -1;
-            return;
+            return -1;
         }
     if (pw_left(&r)) {
-        c->rc = -1;
-        return;
+        return -1;
     }
     P->epoch = epoch;
     P->nmarks = (int)count;
     memcpy(P->marks, m, (size_t)count * sizeof(m[0]));
-    c->rc = 1;
+    return 1;
+}
+
+static void marks_get_cb(void *ud, int rc, const void *p, size_t n)
+{
+    marks_load_ctx_t *c = ud;
+    c->rc = marks_parse(c->P, rc, p, n);
+    if (c->issuing)
+        return; /* crdt_peers_new goes on */
+    crdt_peers_t *P = c->P;
+    P->load_rc = c->rc;
+    inflight_free(P, &c->node);
+    if (marks_loaded(P, P->load_rc, P->load_legacy))
+        plog(P, "peers: no random bytes for the replication epoch; retrying");
 }
 
 /* An old peers.state (crdt-peers 1): epoch and marks, read once when upgrading. */
@@ -540,6 +599,7 @@ static void link_free(link_t *l, bool redial)
     crdt_peers_t *P = l->P;
     ae_end(l);
     batches_detach(l);
+    feed_detach(l);
     fifo_clear(&l->ctl);
     fifo_clear(&l->data);
     crdt_buf_free(&l->transcript);
@@ -817,19 +877,29 @@ void crdt_peers_on_change(crdt_peers_t *P, const void *key, size_t klen, uint64_
 
 /* ---- catch-up and repairs: messages built when the transport pulls --------------------------- */
 
+/* One read of the change feed for a link's catch-up (one message); a link has at most one in
+ * flight (l->feed), and its result is used only if the link's cursor did not move meanwhile. */
 typedef struct feed_ctx {
+    inflight_t node; /* first: freed through it; owns buf */
     crdt_peers_t *P;
-    crdt_buf_t *b;
+    crdt_buf_t *b; /* &buf */
     uint32_t count;
     uint64_t durable;
-    int stop; /* 1: a change not durable yet, 2: out of memory, 3: the message is full */
+    int stop; /* 1: a change not durable yet, 2: out of memory, 3: the message is full, 4: link gone
+               */
     uint64_t next;
     int rc;
+    link_t *l;     /* NULL once the link is gone */
+    uint64_t from; /* the link's cursor when issued */
+    bool done, issuing;
+    crdt_buf_t buf;
 } feed_ctx_t;
 
 static int feed_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
 {
     feed_ctx_t *c = ud;
+    if (!c->l)
+        return c->stop = 4;
     if (seq > c->durable)
         return c->stop = 1; /* not durable yet: it goes live or in the next round */
     c->P->scratch.len = 0;
@@ -856,45 +926,86 @@ static void feed_done_cb(void *ud, int rc, uint64_t next)
     feed_ctx_t *c = ud;
     c->rc = rc;
     c->next = next;
+    c->done = true;
+    if (!c->l)
+        inflight_free(c->P, &c->node);
+    else if (!c->issuing)
+        want_write(c->l); /* a late completion: the next pull builds the message */
 }
 
-/* Builds the next catch-up message of l into *out (NULL when there is nothing to send); switches
- * the link to live once it reached our durable seq. */
+/* The link is going away: a read in flight frees itself when it completes. */
+static void feed_detach(link_t *l)
+{
+    if (!l->feed)
+        return;
+    if (l->feed->done)
+        inflight_free(l->P, &l->feed->node);
+    else
+        l->feed->l = NULL;
+    l->feed = NULL;
+}
+
+/* Builds the next catch-up message of l into *out (NULL when there is nothing to send, or the read
+ * is still in flight); switches the link to live once it reached our durable seq. */
 static int catchup_next(link_t *l, frame_t **out)
 {
     crdt_peers_t *P = l->P;
     size_t H = P->cfg.headroom;
     *out = NULL;
-    uint64_t D = crdt_store_durable_seq(P->st);
-    crdt_buf_t b = {0};
-    if (deltas_start(&b, H))
-        return CRDT_ENOMEM;
-    feed_ctx_t c = {P, &b, 0, D, 0, l->cursor, 0};
-    crdt_store_changes(P->st, l->cursor, PW_BATCH_COUNT, feed_cb, feed_done_cb, &c);
-    if (c.stop == 2 || c.rc < 0) {
-        crdt_buf_free(&b);
-        return c.rc < 0 ? c.rc : CRDT_ENOMEM;
+    feed_ctx_t *c = l->feed;
+    if (c && c->done && c->from != l->cursor) { /* the cursor moved meanwhile: read again */
+        inflight_free(P, &c->node);
+        c = l->feed = NULL;
     }
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c || deltas_start(&c->buf, H)) {
+            free(c);
+            return CRDT_ENOMEM;
+        }
+        c->node.owned = &c->buf;
+        inflight_add(P, &c->node);
+        c->P = P;
+        c->b = &c->buf;
+        c->durable = crdt_store_durable_seq(P->st);
+        c->next = l->cursor;
+        c->l = l;
+        c->from = l->cursor;
+        c->issuing = true;
+        l->feed = c;
+        crdt_store_changes(P->st, l->cursor, PW_BATCH_COUNT, feed_cb, feed_done_cb, c);
+        c->issuing = false;
+    }
+    if (!c->done)
+        return 0;
+    l->feed = NULL;
+    uint64_t D = c->durable;
+    if (c->stop == 2 || c->rc < 0) {
+        int rc = c->rc < 0 ? c->rc : CRDT_ENOMEM;
+        inflight_free(P, &c->node);
+        return rc;
+    }
+    crdt_buf_t *b = c->b;
     /* stopped at the first key whose change is not durable yet: everything through D went;
      * otherwise the feed is exhausted (next = last_seq) or the message is full */
-    uint64_t through = c.stop == 1 ? D : c.next < D ? c.next : D;
+    uint64_t through = c->stop == 1 ? D : c->next < D ? c->next : D;
     if (through < l->cursor)
         through = l->cursor;
-    if (c.count || through > l->cursor) {
-        pw_store_u64(b.data + H + PW_D_FROM, l->cursor);
-        pw_store_u64(b.data + H + PW_D_THROUGH, through);
-        pw_store_u32(b.data + H + PW_D_COUNT, c.count);
-        frame_t *f = frame_adopt(&b, H);
+    if (c->count || through > l->cursor) {
+        pw_store_u64(b->data + H + PW_D_FROM, l->cursor);
+        pw_store_u64(b->data + H + PW_D_THROUGH, through);
+        pw_store_u32(b->data + H + PW_D_COUNT, c->count);
+        frame_t *f = frame_adopt(b, H);
         if (!f) {
-            crdt_buf_free(&b);
+            inflight_free(P, &c->node);
             return CRDT_ENOMEM;
         }
         f->through = through;
-        f->count = c.count;
+        f->count = c->count;
         f->data = true;
         *out = f;
     }
-    crdt_buf_free(&b);
+    inflight_free(P, &c->node);
     l->cursor = through;
     if (l->cursor >= D && D >= P->complete_after) {
         /* From here the outbox carries every change after D (see the release rule). */
@@ -1145,6 +1256,8 @@ typedef struct apply_ent {
 } apply_ent_t;
 
 struct apply_batch {
+    inflight_t node; /* first: freed through it */
+    crdt_peers_t *P;
     apply_batch_t *next;
     link_t *l;      /* NULL once the link is gone */
     uint32_t left;  /* applies issued and not completed */
@@ -1201,7 +1314,7 @@ static void batches_drain(link_t *l)
         }
         if (b->ack)
             ack_register(l, b->through);
-        free(b);
+        inflight_free(P, &b->node);
     }
 }
 
@@ -1213,7 +1326,7 @@ static void batches_detach(link_t *l)
         b->l = NULL;
         b->next = NULL;
         if (batch_done(b))
-            free(b);
+            inflight_free(b->P, &b->node);
     }
     l->ab_head = l->ab_tail = NULL;
 }
@@ -1227,7 +1340,7 @@ static void apply_cb(void *ud, int rc, uint64_t seq)
     b->left--;
     if (!l) {
         if (batch_done(b))
-            free(b);
+            inflight_free(b->P, &b->node);
         return;
     }
     peer_rec_t *rec = l->rec;
@@ -1265,7 +1378,9 @@ static bool apply_entries(link_t *l, pw_reader_t *rd, uint32_t count, bool with_
         link_close(l, 0, 0, "out of memory");
         return false;
     }
-    *b = (apply_batch_t){.l = l, .issuing = true, .ack = ack, .repair = repair, .through = through};
+    *b = (apply_batch_t){
+        .P = P, .l = l, .issuing = true, .ack = ack, .repair = repair, .through = through};
+    inflight_add(P, &b->node);
     if (l->ab_tail)
         l->ab_tail->next = b;
     else
@@ -1834,6 +1949,10 @@ crdt_peer_link_t *crdt_peers_link_new(crdt_peers_t *P, int slot, const char *add
         plog(P, "peers: no dial slot %d for a new link", slot);
         return NULL;
     }
+    if (P->loading) {
+        plog(P, "peer %s: refused: the replication marks are still being read", addr ? addr : "?");
+        return NULL;
+    }
     if (idx < 0) {
         plog(P, "peer %s%s: refused: too many links (%d)", addr ? addr : "?",
              slot < 0 ? " (inbound)" : "", MAX_LINKS);
@@ -1908,7 +2027,8 @@ bool crdt_peer_link_wants_write(const crdt_peer_link_t *l)
         return true;
     if (l->state != LK_UP)
         return false;
-    return l->ack_due || l->nrepair || (!l->live && !l->catchup_idle) || l->data.head;
+    return l->ack_due || l->nrepair ||
+           (!l->live && !l->catchup_idle && (!l->feed || l->feed->done)) || l->data.head;
 }
 
 int crdt_peer_link_pull(crdt_peer_link_t *l, crdt_peer_frame_t **out, uint64_t now)
@@ -1945,8 +2065,8 @@ int crdt_peer_link_pull(crdt_peer_link_t *l, crdt_peer_frame_t **out, uint64_t n
             link_close(l, 0, 0, "cannot read the change feed");
             return crdt_peer_link_pull(l, out, now);
         }
-        if (!f && !l->live)
-            l->catchup_idle = true;
+        if (!f && !l->live && !l->feed)
+            l->catchup_idle = true; /* not while a read is in flight: its completion wakes us */
     } else if (l->data.head) {
         f = fifo_pop(&l->data);
     }
@@ -2072,9 +2192,15 @@ void crdt_peers_tick(crdt_peers_t *P, uint64_t now)
         if (l && l->check_at <= now)
             link_check(l);
     }
+    if (P->loading && P->load_rc != -2)
+        marks_loaded(P, P->load_rc, NULL); /* the epoch's random bytes failed: again */
     for (int i = 0; i < P->nslots; i++)
-        if (P->recs[i].dial_at <= now)
-            dial_due(P, &P->recs[i]);
+        if (P->recs[i].dial_at <= now) {
+            if (P->loading) /* the marks are not read yet: a dial waits */
+                P->recs[i].dial_at = now + LOADING_WAIT_MS;
+            else
+                dial_due(P, &P->recs[i]);
+        }
     if (P->marks_at <= now && P->marks_dirty)
         marks_write(P);
     else if (P->marks_at <= now)
@@ -2124,6 +2250,34 @@ static crdt_peers_t *fail(crdt_peers_t *P, crdt_error_t *err, int code, const ch
     return NULL;
 }
 
+/* The marks' read completed (rc as marks_parse's): takes the legacy file's marks if the store had
+ * none, picks a new epoch if needed and persists it; the engine is then ready. -1: no random
+ * bytes (still loading; crdt_peers_tick retries). */
+static int marks_loaded(crdt_peers_t *P, int rc, const char *legacy)
+{
+    if (rc == -1)
+        plog(P, "peers: the replication marks are damaged; starting a new replication epoch "
+                "(peers resend)");
+    if (rc <= 0 && legacy && legacy_load(P, legacy))
+        plog(P, "peers: read the replication marks of peers.state (upgrade)");
+    while (!P->epoch) {
+        if (!P->host.random || P->host.random(P->host.ud, &P->epoch, sizeof(P->epoch))) {
+            P->epoch = 0;
+            P->loading = true;
+            P->load_rc = rc < 0 ? rc : 0; /* retried without the legacy marks */
+            free(P->load_legacy);
+            P->load_legacy = NULL;
+            return -1;
+        }
+    }
+    P->loading = false;
+    free(P->load_legacy);
+    P->load_legacy = NULL;
+    if (rc != 1)
+        marks_write(P);
+    return 0;
+}
+
 crdt_peers_t *crdt_peers_new(crdt_store_t *st, const crdt_peers_config_t *cfg,
                              const crdt_peers_host_t *host, uint64_t now, crdt_error_t *err)
 {
@@ -2147,19 +2301,29 @@ crdt_peers_t *crdt_peers_new(crdt_store_t *st, const crdt_peers_config_t *cfg,
     P->cfg.legacy_state = NULL;
     P->node_id = crdt_store_node_id(st);
     P->batch_at = P->marks_at = NEVER;
-    marks_load_ctx_t c = {P, -2};
-    crdt_store_mark_get(st, MARK_NAME, marks_get_cb, &c);
-    if (c.rc == -1)
-        plog(P, "peers: the replication marks are damaged; starting a new replication epoch "
-                "(peers resend)");
-    if (c.rc <= 0 && cfg->legacy_state && legacy_load(P, cfg->legacy_state))
-        plog(P, "peers: read the replication marks of peers.state (upgrade)");
-    while (!P->epoch) {
-        if (!host->random || host->random(host->ud, &P->epoch, sizeof(P->epoch)))
-            return fail(P, err, CRDT_EIO, "peers: no random bytes for the replication epoch");
+    /* copied: the read may complete after this returns (then the engine waits for it) */
+    if (cfg->legacy_state && !(P->load_legacy = strdup(cfg->legacy_state)))
+        return fail(P, err, CRDT_ENOMEM, "peers: out of memory");
+    marks_load_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        free(P->load_legacy);
+        return fail(P, err, CRDT_ENOMEM, "peers: out of memory");
     }
-    if (c.rc != 1)
-        marks_write(P);
+    c->P = P;
+    c->rc = -2;
+    c->issuing = true;
+    inflight_add(P, &c->node);
+    crdt_store_mark_get(st, MARK_NAME, marks_get_cb, c);
+    c->issuing = false;
+    if (c->rc != -2) {
+        int rc = c->rc;
+        inflight_free(P, &c->node);
+        if (marks_loaded(P, rc, P->load_legacy))
+            return fail(P, err, CRDT_EIO, "peers: no random bytes for the replication epoch");
+    } else {
+        P->loading = true;
+        P->load_rc = -2;
+    }
     P->nslots = cfg->nslots;
     for (int i = 0; i < MAX_RECS; i++) {
         P->recs[i].P = P;
@@ -2183,8 +2347,12 @@ void crdt_peers_free(crdt_peers_t *P)
     for (int i = 0; i < MAX_LINKS; i++)
         if (P->links[i])
             link_free(P->links[i], false);
+    P->freeing = true;
     if (P->marks_dirty)
         marks_write(P);
+    free(P->load_legacy);
+    while (P->inflight) /* calls the store dropped (closed first) or never completes */
+        inflight_free(P, P->inflight);
     fifo_clear(&P->staged);
     crdt_buf_free(&P->open);
     crdt_buf_free(&P->scratch);
