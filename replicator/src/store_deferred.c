@@ -9,7 +9,8 @@
  * crdt_store_deferred_run is called, so its completion comes after the call returned, as it would
  * from a store over the network. Callers that are correct for such a store (they keep what a
  * completion needs, and cope with what changed meanwhile) work unchanged over it; the rest show.
- * The synchronous calls (seqs, node id, clock, flush, tick, stats) go straight through.
+ * The synchronous calls (seqs, node id, clock, flush, tick, stats) go straight through, and so do
+ * the anti-entropy calls (rsx_*) for now: their completions still run before the call returns.
  */
 
 typedef enum call_kind {
@@ -376,6 +377,29 @@ static void d_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     crdt_store_stats(cdef(st)->inner, out);
 }
 
+static crdt_store_rsx_t *d_rsx_open(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg)
+{
+    return crdt_store_rsx_open(def(st)->inner, initiator, cfg);
+}
+static void d_rsx_step(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg, size_t n,
+                       crdt_store_rsx_cb cb, void *ud)
+{
+    crdt_store_rsx_step(def(st)->inner, s, msg, n, cb, ud);
+}
+static void d_rsx_close(crdt_store_t *st, crdt_store_rsx_t *s)
+{
+    crdt_store_rsx_close(def(st)->inner, s);
+}
+static void d_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
+                       crdt_store_done_cb done, void *ud)
+{
+    crdt_store_rsx_keys(def(st)->inner, id, each, done, ud);
+}
+static size_t d_rsx_items(crdt_store_t *st)
+{
+    return crdt_store_rsx_items(def(st)->inner);
+}
+
 static const crdt_store_ops_t deferred_ops = {
     .name = "deferred",
     .close = d_close,
@@ -388,6 +412,11 @@ static const crdt_store_ops_t deferred_ops = {
     .fingerprint = d_fingerprint,
     .mark_get = d_mark_get,
     .mark_put = d_mark_put,
+    .rsx_open = d_rsx_open,
+    .rsx_step = d_rsx_step,
+    .rsx_close = d_rsx_close,
+    .rsx_keys = d_rsx_keys,
+    .rsx_items = d_rsx_items,
     .last_seq = d_last_seq,
     .durable_seq = d_durable_seq,
     .node_id = d_node_id,
