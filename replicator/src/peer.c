@@ -216,7 +216,8 @@ enum link_state { LK_HANDSHAKE = 0, LK_UP };
  * list until its completion ran, so crdt_peers_free frees what a closed store never completed. */
 typedef struct inflight {
     struct inflight *prev, *next;
-    crdt_buf_t *owned; /* freed with it (may be NULL) */
+    crdt_buf_t *owned;         /* freed with it (may be NULL) */
+    crdt_store_rsx_t *session; /* closed with it (may be NULL) */
 } inflight_t;
 
 struct crdt_peer_link {
@@ -256,6 +257,8 @@ struct crdt_peer_link {
     struct feed_ctx *feed; /* catch-up: the change-feed read in flight or not consumed yet */
     /* anti-entropy */
     crdt_store_rsx_t *ae;
+    struct ae_step_ctx *ae_step; /* the step in flight */
+    fifo_t ae_rx;                /* anti-entropy messages received meanwhile */
     uint64_t *repair_ids;
     size_t nrepair, repair_pos;
     uint64_t ae_started_ms, ae_at;
@@ -307,6 +310,18 @@ struct crdt_peers {
     char *load_legacy;
 };
 
+/* One anti-entropy step: its completion may come after the call returned. A link has at most one
+ * in flight (l->ae_step); messages received meanwhile wait in l->ae_rx, in order. A session ended
+ * meanwhile (or a link gone) is closed by the step's completion, which then ignores its result. */
+typedef struct ae_step_ctx {
+    inflight_t node; /* first: freed through it */
+    crdt_peers_t *P;
+    link_t *l;           /* NULL once the link is gone */
+    crdt_store_rsx_t *s; /* the session stepped */
+    bool ended;          /* the session ended meanwhile: close it, ignore the result */
+    bool issuing, done, failed;
+} ae_step_ctx_t;
+
 static void inflight_add(crdt_peers_t *P, inflight_t *n)
 {
     n->prev = NULL;
@@ -327,6 +342,8 @@ static void inflight_free(crdt_peers_t *P, inflight_t *n)
         n->next->prev = n->prev;
     if (n->owned)
         crdt_buf_free(n->owned);
+    if (n->session)
+        crdt_store_rsx_close(P->st, n->session);
     free(n);
 }
 
@@ -588,7 +605,10 @@ static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, 
 static void ae_end(link_t *l)
 {
     if (l->ae) {
-        crdt_store_rsx_close(l->P->st, l->ae);
+        if (l->ae_step && l->ae_step->s == l->ae)
+            l->ae_step->ended = true; /* closed by the step's completion */
+        else
+            crdt_store_rsx_close(l->P->st, l->ae);
         l->ae = NULL;
     }
 }
@@ -598,6 +618,11 @@ static void link_free(link_t *l, bool redial)
 {
     crdt_peers_t *P = l->P;
     ae_end(l);
+    if (l->ae_step) {
+        l->ae_step->l = NULL; /* its completion closes the session and frees it */
+        l->ae_step = NULL;
+    }
+    fifo_clear(&l->ae_rx);
     batches_detach(l);
     feed_detach(l);
     fifo_clear(&l->ctl);
@@ -1146,31 +1171,62 @@ static void ae_finish(link_t *l, const crdt_store_rsx_result_t *res)
     }
 }
 
-typedef struct ae_step_ctx {
-    link_t *l;
-    bool done;
-    bool failed;
-} ae_step_ctx_t;
+static void ae_rx_next(link_t *l);
 
 static void ae_step_cb(void *ud, int rc, const crdt_store_rsx_result_t *res)
 {
     ae_step_ctx_t *c = ud;
+    crdt_peers_t *P = c->P;
     link_t *l = c->l;
+    bool issuing = c->issuing;
+    if (l)
+        l->ae_step = NULL;
+    if (!l || c->ended) {
+        inflight_free(P, &c->node); /* closes the session */
+        if (l && !issuing)
+            ae_rx_next(l);
+        return;
+    }
     if (rc < 0) {
         c->failed = true;
         link_close(l, PW_R_PROTOCOL, 0, "bad anti-entropy message: %s (byte %zu)",
                    res->err.text[0] ? res->err.text : crdt_strerror(rc), res->err.offset);
-        return;
-    }
-    if (res->reply_len && queue_ae(l, res->reply, res->reply_len)) {
+    } else if (res->reply_len && queue_ae(l, res->reply, res->reply_len)) {
         c->failed = true;
         link_close(l, 0, 0, "out of memory in anti-entropy");
-        return;
-    }
-    if (res->done) {
+    } else if (res->done) {
         c->done = true;
         ae_finish(l, res);
     }
+    bool failed = c->failed, done = c->done;
+    c->node.session = NULL; /* the link's session goes on (or ae_end closes it) */
+    inflight_free(P, &c->node);
+    if (failed || done) {
+        ae_end(l);
+        if (done)
+            want_write(l);
+    }
+    if (!issuing)
+        ae_rx_next(l);
+}
+
+/* Steps l's session with a message (NULL: the initiator's first); false: out of memory. */
+static bool ae_step(link_t *l, const uint8_t *m, size_t n)
+{
+    crdt_peers_t *P = l->P;
+    ae_step_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return false;
+    inflight_add(P, &c->node);
+    c->P = P;
+    c->l = l;
+    c->s = c->node.session = l->ae;
+    c->issuing = true;
+    l->ae_step = c;
+    crdt_store_rsx_step(P->st, l->ae, m, n, ae_step_cb, c);
+    if (l->ae_step == c)
+        c->issuing = false; /* completes later */
+    return true;
 }
 
 static void ae_start(link_t *l)
@@ -1183,7 +1239,7 @@ static void ae_start(link_t *l)
              rec_name(P, l->rec, l, name, sizeof(name)), AE_TIMEOUT_MS / 1000);
         ae_end(l);
     }
-    if (l->ae || l->nrepair || l->state != LK_UP || l->closing)
+    if (l->ae || l->ae_step || l->nrepair || l->state != LK_UP || l->closing)
         return;
     l->ae = ae_session(l, true);
     if (!l->ae) {
@@ -1191,10 +1247,10 @@ static void ae_start(link_t *l)
         return;
     }
     l->ae_started_ms = P->now;
-    ae_step_ctx_t c = {l, false, false};
-    crdt_store_rsx_step(P->st, l->ae, NULL, 0, ae_step_cb, &c);
-    if (c.failed || c.done)
+    if (!ae_step(l, NULL, 0)) {
+        plog(P, "peers: out of memory starting anti-entropy");
         ae_end(l);
+    }
 }
 
 /* The first session of an outbound link, once we sent our catch-up and applied theirs. */
@@ -1214,7 +1270,7 @@ static void ae_timer(link_t *l)
     l->ae_at = P->cfg.anti_entropy_ms ? P->now + P->cfg.anti_entropy_ms : NEVER;
 }
 
-static void on_ae(link_t *l, const uint8_t *m, size_t n)
+static void on_ae_now(link_t *l, const uint8_t *m, size_t n)
 {
     crdt_peers_t *P = l->P;
     /* a first message (kind 1) opens a new session on the responder */
@@ -1231,13 +1287,31 @@ static void on_ae(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_PROTOCOL, 0, "anti-entropy message outside a session");
         return;
     }
-    ae_step_ctx_t c = {l, false, false};
-    crdt_store_rsx_step(P->st, l->ae, m, n, ae_step_cb, &c);
-    if (c.failed || c.done) {
-        ae_end(l);
-        if (c.done)
-            want_write(l);
+    if (!ae_step(l, m, n))
+        link_close(l, 0, 0, "out of memory in anti-entropy");
+}
+
+/* Messages that came while a step was in flight, in order, one step at a time. */
+static void ae_rx_next(link_t *l)
+{
+    frame_t *f;
+    while (!l->ae_step && !l->closing && (f = fifo_pop(&l->ae_rx))) {
+        on_ae_now(l, f->buf + f->headroom, f->len);
+        frame_unref(f);
     }
+}
+
+static void on_ae(link_t *l, const uint8_t *m, size_t n)
+{
+    if (l->ae_step || l->ae_rx.head) { /* the session's steps are serialized */
+        frame_t *f = frame_copy(0, m, n);
+        if (!f || fifo_push(&l->ae_rx, f)) {
+            frame_unref(f);
+            link_close(l, 0, 0, "out of memory in anti-entropy");
+        }
+        return;
+    }
+    on_ae_now(l, m, n);
 }
 
 /* ---- receiving data ------------------------------------------------------------------------- */

@@ -10,7 +10,7 @@
  * from a store over the network. Callers that are correct for such a store (they keep what a
  * completion needs, and cope with what changed meanwhile) work unchanged over it; the rest show.
  * The synchronous calls (seqs, node id, clock, flush, tick, stats) go straight through, and so do
- * the anti-entropy calls (rsx_*) for now: their completions still run before the call returns.
+ * rsx_open, rsx_close, rsx_items and (for now) rsx_keys; rsx_step is deferred like the rest.
  */
 
 typedef enum call_kind {
@@ -23,6 +23,7 @@ typedef enum call_kind {
     C_FINGERPRINT,
     C_MARK_GET,
     C_MARK_PUT,
+    C_RSX_STEP,
 } call_kind_t;
 
 typedef struct call {
@@ -39,7 +40,8 @@ typedef struct call {
     uint64_t origin, from;
     size_t limit;
     char name[65];
-    uint8_t *p; /* mark_put: a copy */
+    uint8_t *p; /* mark_put, rsx_step: a copy (rsx_step: NULL for the first) */
+    crdt_store_rsx_t *rsx;
     size_t n;
     union {
         crdt_store_get_cb get;
@@ -49,6 +51,7 @@ typedef struct call {
         crdt_store_fp_cb fp;
         crdt_store_mark_cb mark;
         crdt_store_status_cb status;
+        crdt_store_rsx_cb rsx;
     } cb;
     crdt_feed_cb each;
     crdt_store_key_cb key_each;
@@ -302,6 +305,7 @@ static void run(deferred_t *d, call_t *c)
     case C_FINGERPRINT: crdt_store_fingerprint(in, c->key, c->klen, c->cb.fp, c->ud); break;
     case C_MARK_GET: crdt_store_mark_get(in, c->name, c->cb.mark, c->ud); break;
     case C_MARK_PUT: crdt_store_mark_put(in, c->name, c->p, c->n, c->cb.status, c->ud); break;
+    case C_RSX_STEP: crdt_store_rsx_step(in, c->rsx, c->p, c->n, c->cb.rsx, c->ud); break;
     }
 }
 
@@ -384,7 +388,21 @@ static crdt_store_rsx_t *d_rsx_open(crdt_store_t *st, bool initiator, const crdt
 static void d_rsx_step(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg, size_t n,
                        crdt_store_rsx_cb cb, void *ud)
 {
-    crdt_store_rsx_step(def(st)->inner, s, msg, n, cb, ud);
+    call_t *c = call_new(C_RSX_STEP, NULL, 0, ud);
+    if (c && msg && !(c->p = dup_bytes(msg, n))) {
+        call_free(c);
+        c = NULL;
+    }
+    if (!c) {
+        crdt_store_rsx_result_t res;
+        memset(&res, 0, sizeof(res));
+        cb(ud, CRDT_ENOMEM, &res);
+        return;
+    }
+    c->rsx = s;
+    c->n = n;
+    c->cb.rsx = cb;
+    push(st, c);
 }
 static void d_rsx_close(crdt_store_t *st, crdt_store_rsx_t *s)
 {
