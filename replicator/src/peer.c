@@ -261,6 +261,7 @@ struct crdt_peer_link {
     fifo_t ae_rx;                /* anti-entropy messages received meanwhile */
     uint64_t *repair_ids;
     size_t nrepair, repair_pos;
+    struct repair_ctx *repair; /* the REPAIR message being built */
     uint64_t ae_started_ms, ae_at;
 };
 
@@ -349,6 +350,7 @@ static void inflight_free(crdt_peers_t *P, inflight_t *n)
 
 static void batches_detach(link_t *l);
 static void feed_detach(link_t *l);
+static void repair_detach(link_t *l);
 static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void schedule_dial(peer_rec_t *rec, uint64_t delay_ms);
@@ -623,6 +625,7 @@ static void link_free(link_t *l, bool redial)
         l->ae_step = NULL;
     }
     fifo_clear(&l->ae_rx);
+    repair_detach(l);
     batches_detach(l);
     feed_detach(l);
     fifo_clear(&l->ctl);
@@ -1041,16 +1044,26 @@ static int catchup_next(link_t *l, frame_t **out)
     return 0;
 }
 
+/* A REPAIR message being built: one rsx_keys call at a time, whose completion may come after the
+ * call returned. A link has at most one (l->repair); a link gone, or new repair ids, detach it. */
 typedef struct repair_ctx {
+    inflight_t node; /* first: freed through it; owns buf */
     crdt_peers_t *P;
-    crdt_buf_t *b;
+    crdt_buf_t *b; /* &buf */
     uint32_t count;
     bool full, oom;
+    link_t *l;       /* NULL once detached */
+    uint32_t before; /* count and length before the id in flight (rolled back if it does not fit) */
+    size_t blen;
+    bool inflight, issuing, result; /* result: the id's keys are in and not taken yet */
+    crdt_buf_t buf;
 } repair_ctx_t;
 
 static int repair_key_cb(void *ud, const void *key, size_t klen, const crdt_obj_t *o)
 {
     repair_ctx_t *c = ud;
+    if (!c->l)
+        return 1;
     c->P->scratch.len = 0;
     if (crdt_obj_encode(o, &c->P->scratch) < 0)
         return 0;
@@ -1069,48 +1082,102 @@ static int repair_key_cb(void *ud, const void *key, size_t klen, const crdt_obj_
     return 0;
 }
 
+static void repair_done_cb(void *ud, int rc, uint64_t next)
+{
+    (void)rc;
+    (void)next;
+    repair_ctx_t *c = ud;
+    c->inflight = false;
+    if (!c->l) {
+        inflight_free(c->P, &c->node);
+        return;
+    }
+    c->result = true;
+    if (!c->issuing)
+        want_write(c->l); /* a late completion: the next pull goes on */
+}
+
+/* Drops l's message being built (its completion, if in flight, frees it). */
+static void repair_detach(link_t *l)
+{
+    repair_ctx_t *c = l->repair;
+    if (!c)
+        return;
+    if (c->inflight)
+        c->l = NULL;
+    else
+        inflight_free(l->P, &c->node);
+    l->repair = NULL;
+}
+
 static int repair_next(link_t *l, frame_t **out)
 {
     crdt_peers_t *P = l->P;
     size_t H = P->cfg.headroom;
     *out = NULL;
-    crdt_buf_t b = {0};
-    if (crdt_buf_reserve(&b, H + PW_BATCH_BYTES + 64))
-        return CRDT_ENOMEM;
-    memset(b.data, 0, H + PW_REPAIR_HDR);
-    b.data[H] = PW_REPAIR;
-    b.len = H + PW_REPAIR_HDR;
-    repair_ctx_t c = {P, &b, 0, false, false};
-    while (l->repair_pos < l->nrepair) {
-        uint32_t before = c.count;
-        size_t blen = b.len;
-        crdt_store_rsx_keys(P->st, l->repair_ids[l->repair_pos], repair_key_cb, NULL, &c);
-        if (c.full || c.oom) {
-            /* keys of one id travel together: roll back a partly added id */
-            b.len = blen;
-            c.count = before;
-            break;
+    repair_ctx_t *c = l->repair;
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c || crdt_buf_reserve(&c->buf, H + PW_BATCH_BYTES + 64)) {
+            if (c)
+                crdt_buf_free(&c->buf);
+            free(c);
+            return CRDT_ENOMEM;
         }
-        l->repair_pos++;
+        c->node.owned = &c->buf;
+        inflight_add(P, &c->node);
+        c->P = P;
+        c->b = &c->buf;
+        c->l = l;
+        memset(c->buf.data, 0, H + PW_REPAIR_HDR);
+        c->buf.data[H] = PW_REPAIR;
+        c->buf.len = H + PW_REPAIR_HDR;
+        l->repair = c;
     }
+    if (c->inflight)
+        return 0; /* its completion wakes us */
+    for (;;) {
+        if (c->result) {
+            c->result = false;
+            if (c->full || c->oom) {
+                /* keys of one id travel together: roll back a partly added id */
+                c->b->len = c->blen;
+                c->count = c->before;
+                break;
+            }
+            l->repair_pos++;
+        }
+        if (l->repair_pos >= l->nrepair)
+            break;
+        c->before = c->count;
+        c->blen = c->b->len;
+        c->inflight = c->issuing = true;
+        crdt_store_rsx_keys(P->st, l->repair_ids[l->repair_pos], repair_key_cb, repair_done_cb, c);
+        c->issuing = false;
+        if (c->inflight)
+            return 0; /* completes later */
+    }
+    l->repair = NULL;
     if (l->repair_pos >= l->nrepair) {
         free(l->repair_ids);
         l->repair_ids = NULL;
         l->nrepair = l->repair_pos = 0;
     }
-    if (!c.count) {
-        crdt_buf_free(&b);
-        return c.oom ? CRDT_ENOMEM : 0;
+    if (!c->count) {
+        int rc = c->oom ? CRDT_ENOMEM : 0;
+        inflight_free(P, &c->node);
+        return rc;
     }
-    pw_store_u32(b.data + H + 1, c.count);
-    frame_t *f = frame_adopt(&b, H);
-    if (!f) {
-        crdt_buf_free(&b);
+    crdt_buf_t *b = c->b;
+    pw_store_u32(b->data + H + 1, c->count);
+    frame_t *f = frame_adopt(b, H);
+    uint32_t count = c->count;
+    inflight_free(P, &c->node);
+    if (!f)
         return CRDT_ENOMEM;
-    }
-    f->count = c.count;
+    f->count = count;
     if (l->rec)
-        l->rec->keys_repair_sent += c.count;
+        l->rec->keys_repair_sent += count;
     *out = f;
     return 0;
 }
@@ -1152,6 +1219,7 @@ static void ae_finish(link_t *l, const crdt_store_rsx_result_t *res)
             for (size_t i = 0; i < n; i++)
                 if (res->diffs[i].flags & CRDT_RSX_WE_HAVE)
                     ids[j++] = res->diffs[i].id;
+            repair_detach(l); /* a message of the old ids being built */
             free(l->repair_ids);
             l->repair_ids = ids;
             l->nrepair = k;
@@ -2101,7 +2169,7 @@ bool crdt_peer_link_wants_write(const crdt_peer_link_t *l)
         return true;
     if (l->state != LK_UP)
         return false;
-    return l->ack_due || l->nrepair ||
+    return l->ack_due || (l->nrepair && !(l->repair && l->repair->inflight)) ||
            (!l->live && !l->catchup_idle && (!l->feed || l->feed->done)) || l->data.head;
 }
 

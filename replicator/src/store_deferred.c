@@ -10,7 +10,7 @@
  * from a store over the network. Callers that are correct for such a store (they keep what a
  * completion needs, and cope with what changed meanwhile) work unchanged over it; the rest show.
  * The synchronous calls (seqs, node id, clock, flush, tick, stats) go straight through, and so do
- * rsx_open, rsx_close, rsx_items and (for now) rsx_keys; rsx_step is deferred like the rest.
+ * rsx_open, rsx_close and rsx_items; rsx_step and rsx_keys are deferred like the rest.
  */
 
 typedef enum call_kind {
@@ -24,6 +24,7 @@ typedef enum call_kind {
     C_MARK_GET,
     C_MARK_PUT,
     C_RSX_STEP,
+    C_RSX_KEYS,
 } call_kind_t;
 
 typedef struct call {
@@ -306,6 +307,7 @@ static void run(deferred_t *d, call_t *c)
     case C_MARK_GET: crdt_store_mark_get(in, c->name, c->cb.mark, c->ud); break;
     case C_MARK_PUT: crdt_store_mark_put(in, c->name, c->p, c->n, c->cb.status, c->ud); break;
     case C_RSX_STEP: crdt_store_rsx_step(in, c->rsx, c->p, c->n, c->cb.rsx, c->ud); break;
+    case C_RSX_KEYS: crdt_store_rsx_keys(in, c->from, c->key_each, c->cb.done, c->ud); break;
     }
 }
 
@@ -411,7 +413,16 @@ static void d_rsx_close(crdt_store_t *st, crdt_store_rsx_t *s)
 static void d_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
                        crdt_store_done_cb done, void *ud)
 {
-    crdt_store_rsx_keys(def(st)->inner, id, each, done, ud);
+    call_t *c = call_new(C_RSX_KEYS, NULL, 0, ud);
+    if (!c) {
+        if (done)
+            done(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    c->from = id; /* the rsx id */
+    c->key_each = each;
+    c->cb.done = done;
+    push(st, c);
 }
 static size_t d_rsx_items(crdt_store_t *st)
 {
