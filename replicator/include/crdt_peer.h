@@ -18,12 +18,19 @@
  *
  * Not thread-safe: one thread (the event loop) calls everything.
  *
- * Store completions: the engine issues every store call callback-style, but today it expects the
- * completions of get-like calls (apply, changes, rsx_step, rsx_keys, mark_get at creation) to run
- * before the call returns, as the embedded store's do: their contexts live on the stack, and an
- * ack is registered right after the applies of its batch. A store that completes later (over the
- * network, issue 16) needs those contexts moved into the link, with a link generation so a late
- * completion finds a freed link gone; the interface above does not change.
+ * Store completions: the engine issues every store call callback-style, and the completions of
+ * apply, changes, rsx_step, rsx_keys, mark_get and mark_put may run after the call returned (a
+ * store over the network, issue 16; tests/test_peer_sim.c runs seeds over
+ * crdt_store_deferred_wrap). Their contexts live on the heap (one per received message, catch-up
+ * read, anti-entropy step, repair message or marks read), on the engine's list until they
+ * complete; a link closed first detaches them. The applies of one link complete in order for the
+ * engine: a batch is acknowledged only once it and every earlier one completed (and once durable,
+ * as always). Catch-up reads one chunk at a time, a repair message is built one rsx_keys call at
+ * a time, and an anti-entropy session's steps are serialized (messages received meanwhile wait).
+ * Until the marks are read at creation, the engine refuses links and its dials wait. The store
+ * must not run the completions of the engine's calls after crdt_peers_free (close it after, which
+ * drops them, or run them before); the marks written by crdt_peers_free itself may complete at
+ * any time.
  */
 #ifndef CRDT_PEER_H
 #define CRDT_PEER_H

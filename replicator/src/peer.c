@@ -43,6 +43,7 @@
 #define MARKS_WRITE_MS 1000 /* the marks are written at most this often */
 #define AE_TIMEOUT_MS 10000 /* a session older than this is abandoned */
 #define AE_FIRST_MS 5000    /* without a period: the on-connect session starts by then anyway */
+#define LOADING_WAIT_MS 100 /* dials wait in such steps until the marks are read */
 #define PEND_MAX 4096       /* received batches waiting for durability, per link */
 #define LAG_RING 1024       /* (through, time) samples of released batches, for lag seconds */
 #define MARK_NAME "peers"
@@ -211,6 +212,14 @@ typedef struct pend {
 
 enum link_state { LK_HANDSHAKE = 0, LK_UP };
 
+/* A store call's context that may outlive the call (a store completing later): on the engine's
+ * list until its completion ran, so crdt_peers_free frees what a closed store never completed. */
+typedef struct inflight {
+    struct inflight *prev, *next;
+    crdt_buf_t *owned;         /* freed with it (may be NULL) */
+    crdt_store_rsx_t *session; /* closed with it (may be NULL) */
+} inflight_t;
+
 struct crdt_peer_link {
     crdt_peers_t *P;
     int idx;
@@ -243,10 +252,16 @@ struct crdt_peer_link {
     bool ack_due;
     pend_t *pend;
     size_t npend, cap_pend;
+    /* received messages whose applies have not all completed, oldest first */
+    struct apply_batch *ab_head, *ab_tail;
+    struct feed_ctx *feed; /* catch-up: the change-feed read in flight or not consumed yet */
     /* anti-entropy */
     crdt_store_rsx_t *ae;
+    struct ae_step_ctx *ae_step; /* the step in flight */
+    fifo_t ae_rx;                /* anti-entropy messages received meanwhile */
     uint64_t *repair_ids;
     size_t nrepair, repair_pos;
+    struct repair_ctx *repair; /* the REPAIR message being built */
     uint64_t ae_started_ms, ae_at;
 };
 
@@ -289,8 +304,53 @@ struct crdt_peers {
     size_t ring_start, ring_n;
     crdt_buf_t scratch;
     uint64_t outbox_overflows, clock_refusals;
+    inflight_t *inflight; /* contexts of store calls not completed yet */
+    bool freeing;         /* in crdt_peers_free */
+    bool loading;         /* the marks' read has not completed: no links, no dials */
+    int load_rc;
+    char *load_legacy;
 };
 
+/* One anti-entropy step: its completion may come after the call returned. A link has at most one
+ * in flight (l->ae_step); messages received meanwhile wait in l->ae_rx, in order. A session ended
+ * meanwhile (or a link gone) is closed by the step's completion, which then ignores its result. */
+typedef struct ae_step_ctx {
+    inflight_t node; /* first: freed through it */
+    crdt_peers_t *P;
+    link_t *l;           /* NULL once the link is gone */
+    crdt_store_rsx_t *s; /* the session stepped */
+    bool ended;          /* the session ended meanwhile: close it, ignore the result */
+    bool issuing, done, failed;
+} ae_step_ctx_t;
+
+static void inflight_add(crdt_peers_t *P, inflight_t *n)
+{
+    n->prev = NULL;
+    n->next = P->inflight;
+    if (P->inflight)
+        P->inflight->prev = n;
+    P->inflight = n;
+}
+
+/* Unlinks and frees n (the first member of its allocation). */
+static void inflight_free(crdt_peers_t *P, inflight_t *n)
+{
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        P->inflight = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    if (n->owned)
+        crdt_buf_free(n->owned);
+    if (n->session)
+        crdt_store_rsx_close(P->st, n->session);
+    free(n);
+}
+
+static void batches_detach(link_t *l);
+static void feed_detach(link_t *l);
+static void repair_detach(link_t *l);
 static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 static void schedule_dial(peer_rec_t *rec, uint64_t delay_ms);
@@ -403,12 +463,21 @@ static void marks_put_cb(void *ud, int rc)
     }
 }
 
+/* The last write, from crdt_peers_free: may complete after the engine is gone. */
+static void marks_put_last_cb(void *ud, int rc)
+{
+    (void)ud;
+    (void)rc;
+}
+
 /* Writes the marks (the store replaces the blob atomically). They only ever lag the truth: a mark
  * is set once the data it covers is durable, so a crash can make a peer resend a little, never
  * skip anything. Layout: version u8, epoch u64, count varint, count x (node varint, epoch u64,
  * applied varint). */
 static void marks_write(crdt_peers_t *P)
 {
+    if (P->loading)
+        return; /* written once loaded */
     crdt_buf_t b = {0};
     int rc = pw_put_u8(&b, MARK_VERSION) || pw_put_u64(&b, P->epoch) ||
              pw_put_varint(&b, (uint64_t)P->nmarks);
@@ -420,51 +489,63 @@ static void marks_write(crdt_peers_t *P)
     if (rc)
         marks_put_cb(P, CRDT_ENOMEM);
     else
-        crdt_store_mark_put(P->st, MARK_NAME, b.data, b.len, marks_put_cb, P);
+        crdt_store_mark_put(P->st, MARK_NAME, b.data, b.len,
+                            P->freeing ? marks_put_last_cb : marks_put_cb, P->freeing ? NULL : P);
     crdt_buf_free(&b);
 }
 
+/* The read of the marks at creation; with a store that completes later the engine is `loading`
+ * (no links, no dials) until marks_loaded ran. */
 typedef struct marks_load_ctx {
+    inflight_t node; /* first: freed through it */
     crdt_peers_t *P;
-    int rc; /* 1: loaded, 0: none, -1: damaged or unreadable */
+    int rc; /* 1: loaded, 0: none, -1: damaged or unreadable, -2: not completed yet */
+    bool issuing;
 } marks_load_ctx_t;
 
-static void marks_get_cb(void *ud, int rc, const void *p, size_t n)
+static int marks_loaded(crdt_peers_t *P, int rc, const char *legacy);
+
+/* Reads the marks blob into P: 1 loaded, 0 none, -1 damaged or unreadable. */
+static int marks_parse(crdt_peers_t *P, int rc, const void *p, size_t n)
 {
-    marks_load_ctx_t *c = ud;
-    crdt_peers_t *P = c->P;
-    if (rc < 0) {
-        c->rc = -1;
-        return;
-    }
-    if (!p) {
-        c->rc = 0;
-        return;
-    }
+    if (rc < 0)
+        return -1;
+    if (!p)
+        return 0;
     pw_reader_t r;
     uint8_t v;
     uint64_t epoch, count;
     pw_reader_init(&r, p, n);
     if (!pw_get_u8(&r, &v) || v != MARK_VERSION || !pw_get_u64(&r, &epoch) || !epoch ||
         !pw_get_varint(&r, &count) || count > MAX_RECS) {
-        c->rc = -1;
-        return;
+        return -1;
     }
     mark_t m[MAX_RECS];
     for (uint64_t i = 0; i < count; i++)
         if (!pw_get_varint(&r, &m[i].node) || !pw_get_u64(&r, &m[i].epoch) ||
             !pw_get_varint(&r, &m[i].applied)) {
-            c->rc = -1;
-            return;
+            return -1;
         }
     if (pw_left(&r)) {
-        c->rc = -1;
-        return;
+        return -1;
     }
     P->epoch = epoch;
     P->nmarks = (int)count;
     memcpy(P->marks, m, (size_t)count * sizeof(m[0]));
-    c->rc = 1;
+    return 1;
+}
+
+static void marks_get_cb(void *ud, int rc, const void *p, size_t n)
+{
+    marks_load_ctx_t *c = ud;
+    c->rc = marks_parse(c->P, rc, p, n);
+    if (c->issuing)
+        return; /* crdt_peers_new goes on */
+    crdt_peers_t *P = c->P;
+    P->load_rc = c->rc;
+    inflight_free(P, &c->node);
+    if (marks_loaded(P, P->load_rc, P->load_legacy))
+        plog(P, "peers: no random bytes for the replication epoch; retrying");
 }
 
 /* An old peers.state (crdt-peers 1): epoch and marks, read once when upgrading. */
@@ -542,7 +623,10 @@ static void link_close(link_t *l, uint8_t refuse, uint8_t bye, const char *fmt, 
 static void ae_end(link_t *l)
 {
     if (l->ae) {
-        crdt_store_rsx_close(l->P->st, l->ae);
+        if (l->ae_step && l->ae_step->s == l->ae)
+            l->ae_step->ended = true; /* closed by the step's completion */
+        else
+            crdt_store_rsx_close(l->P->st, l->ae);
         l->ae = NULL;
     }
 }
@@ -552,6 +636,14 @@ static void link_free(link_t *l, bool redial)
 {
     crdt_peers_t *P = l->P;
     ae_end(l);
+    if (l->ae_step) {
+        l->ae_step->l = NULL; /* its completion closes the session and frees it */
+        l->ae_step = NULL;
+    }
+    fifo_clear(&l->ae_rx);
+    repair_detach(l);
+    batches_detach(l);
+    feed_detach(l);
     fifo_clear(&l->ctl);
     fifo_clear(&l->data);
     crdt_buf_free(&l->transcript);
@@ -829,19 +921,29 @@ void crdt_peers_on_change(crdt_peers_t *P, const void *key, size_t klen, uint64_
 
 /* ---- catch-up and repairs: messages built when the transport pulls --------------------------- */
 
+/* One read of the change feed for a link's catch-up (one message); a link has at most one in
+ * flight (l->feed), and its result is used only if the link's cursor did not move meanwhile. */
 typedef struct feed_ctx {
+    inflight_t node; /* first: freed through it; owns buf */
     crdt_peers_t *P;
-    crdt_buf_t *b;
+    crdt_buf_t *b; /* &buf */
     uint32_t count;
     uint64_t durable;
-    int stop; /* 1: a change not durable yet, 2: out of memory, 3: the message is full */
+    int stop; /* 1: a change not durable yet, 2: out of memory, 3: the message is full, 4: link gone
+               */
     uint64_t next;
     int rc;
+    link_t *l;     /* NULL once the link is gone */
+    uint64_t from; /* the link's cursor when issued */
+    bool done, issuing;
+    crdt_buf_t buf;
 } feed_ctx_t;
 
 static int feed_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
 {
     feed_ctx_t *c = ud;
+    if (!c->l)
+        return c->stop = 4;
     if (seq > c->durable)
         return c->stop = 1; /* not durable yet: it goes live or in the next round */
     c->P->scratch.len = 0;
@@ -868,45 +970,86 @@ static void feed_done_cb(void *ud, int rc, uint64_t next)
     feed_ctx_t *c = ud;
     c->rc = rc;
     c->next = next;
+    c->done = true;
+    if (!c->l)
+        inflight_free(c->P, &c->node);
+    else if (!c->issuing)
+        want_write(c->l); /* a late completion: the next pull builds the message */
 }
 
-/* Builds the next catch-up message of l into *out (NULL when there is nothing to send); switches
- * the link to live once it reached our durable seq. */
+/* The link is going away: a read in flight frees itself when it completes. */
+static void feed_detach(link_t *l)
+{
+    if (!l->feed)
+        return;
+    if (l->feed->done)
+        inflight_free(l->P, &l->feed->node);
+    else
+        l->feed->l = NULL;
+    l->feed = NULL;
+}
+
+/* Builds the next catch-up message of l into *out (NULL when there is nothing to send, or the read
+ * is still in flight); switches the link to live once it reached our durable seq. */
 static int catchup_next(link_t *l, frame_t **out)
 {
     crdt_peers_t *P = l->P;
     size_t H = P->cfg.headroom;
     *out = NULL;
-    uint64_t D = crdt_store_durable_seq(P->st);
-    crdt_buf_t b = {0};
-    if (deltas_start(&b, H))
-        return CRDT_ENOMEM;
-    feed_ctx_t c = {P, &b, 0, D, 0, l->cursor, 0};
-    crdt_store_changes(P->st, l->cursor, PW_BATCH_COUNT, feed_cb, feed_done_cb, &c);
-    if (c.stop == 2 || c.rc < 0) {
-        crdt_buf_free(&b);
-        return c.rc < 0 ? c.rc : CRDT_ENOMEM;
+    feed_ctx_t *c = l->feed;
+    if (c && c->done && c->from != l->cursor) { /* the cursor moved meanwhile: read again */
+        inflight_free(P, &c->node);
+        c = l->feed = NULL;
     }
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c || deltas_start(&c->buf, H)) {
+            free(c);
+            return CRDT_ENOMEM;
+        }
+        c->node.owned = &c->buf;
+        inflight_add(P, &c->node);
+        c->P = P;
+        c->b = &c->buf;
+        c->durable = crdt_store_durable_seq(P->st);
+        c->next = l->cursor;
+        c->l = l;
+        c->from = l->cursor;
+        c->issuing = true;
+        l->feed = c;
+        crdt_store_changes(P->st, l->cursor, PW_BATCH_COUNT, feed_cb, feed_done_cb, c);
+        c->issuing = false;
+    }
+    if (!c->done)
+        return 0;
+    l->feed = NULL;
+    uint64_t D = c->durable;
+    if (c->stop == 2 || c->rc < 0) {
+        int rc = c->rc < 0 ? c->rc : CRDT_ENOMEM;
+        inflight_free(P, &c->node);
+        return rc;
+    }
+    crdt_buf_t *b = c->b;
     /* stopped at the first key whose change is not durable yet: everything through D went;
      * otherwise the feed is exhausted (next = last_seq) or the message is full */
-    uint64_t through = c.stop == 1 ? D : c.next < D ? c.next : D;
+    uint64_t through = c->stop == 1 ? D : c->next < D ? c->next : D;
     if (through < l->cursor)
         through = l->cursor;
-    if (c.count || through > l->cursor) {
-        pw_store_u64(b.data + H + PW_D_FROM, l->cursor);
-        pw_store_u64(b.data + H + PW_D_THROUGH, through);
-        pw_store_u32(b.data + H + PW_D_COUNT, c.count);
-        frame_t *f = frame_adopt(&b, H);
+    if (c->count || through > l->cursor) {
+        pw_store_u64(b->data + H + PW_D_FROM, l->cursor);
+        pw_store_u64(b->data + H + PW_D_THROUGH, through);
+        pw_store_u32(b->data + H + PW_D_COUNT, c->count);
+        frame_t *f = frame_adopt(b, H);
         if (!f) {
-            crdt_buf_free(&b);
+            inflight_free(P, &c->node);
             return CRDT_ENOMEM;
         }
         f->through = through;
-        f->count = c.count;
+        f->count = c->count;
         f->data = true;
         *out = f;
     }
-    crdt_buf_free(&b);
+    inflight_free(P, &c->node);
     l->cursor = through;
     if (l->cursor >= D && D >= P->complete_after) {
         /* From here the outbox carries every change after D (see the release rule). */
@@ -917,16 +1060,26 @@ static int catchup_next(link_t *l, frame_t **out)
     return 0;
 }
 
+/* A REPAIR message being built: one rsx_keys call at a time, whose completion may come after the
+ * call returned. A link has at most one (l->repair); a link gone, or new repair ids, detach it. */
 typedef struct repair_ctx {
+    inflight_t node; /* first: freed through it; owns buf */
     crdt_peers_t *P;
-    crdt_buf_t *b;
+    crdt_buf_t *b; /* &buf */
     uint32_t count;
     bool full, oom;
+    link_t *l;       /* NULL once detached */
+    uint32_t before; /* count and length before the id in flight (rolled back if it does not fit) */
+    size_t blen;
+    bool inflight, issuing, result; /* result: the id's keys are in and not taken yet */
+    crdt_buf_t buf;
 } repair_ctx_t;
 
 static int repair_key_cb(void *ud, const void *key, size_t klen, const crdt_obj_t *o)
 {
     repair_ctx_t *c = ud;
+    if (!c->l)
+        return 1;
     c->P->scratch.len = 0;
     if (crdt_obj_encode(o, &c->P->scratch) < 0)
         return 0;
@@ -945,48 +1098,102 @@ static int repair_key_cb(void *ud, const void *key, size_t klen, const crdt_obj_
     return 0;
 }
 
+static void repair_done_cb(void *ud, int rc, uint64_t next)
+{
+    (void)rc;
+    (void)next;
+    repair_ctx_t *c = ud;
+    c->inflight = false;
+    if (!c->l) {
+        inflight_free(c->P, &c->node);
+        return;
+    }
+    c->result = true;
+    if (!c->issuing)
+        want_write(c->l); /* a late completion: the next pull goes on */
+}
+
+/* Drops l's message being built (its completion, if in flight, frees it). */
+static void repair_detach(link_t *l)
+{
+    repair_ctx_t *c = l->repair;
+    if (!c)
+        return;
+    if (c->inflight)
+        c->l = NULL;
+    else
+        inflight_free(l->P, &c->node);
+    l->repair = NULL;
+}
+
 static int repair_next(link_t *l, frame_t **out)
 {
     crdt_peers_t *P = l->P;
     size_t H = P->cfg.headroom;
     *out = NULL;
-    crdt_buf_t b = {0};
-    if (crdt_buf_reserve(&b, H + PW_BATCH_BYTES + 64))
-        return CRDT_ENOMEM;
-    memset(b.data, 0, H + PW_REPAIR_HDR);
-    b.data[H] = PW_REPAIR;
-    b.len = H + PW_REPAIR_HDR;
-    repair_ctx_t c = {P, &b, 0, false, false};
-    while (l->repair_pos < l->nrepair) {
-        uint32_t before = c.count;
-        size_t blen = b.len;
-        crdt_store_rsx_keys(P->st, l->repair_ids[l->repair_pos], repair_key_cb, NULL, &c);
-        if (c.full || c.oom) {
-            /* keys of one id travel together: roll back a partly added id */
-            b.len = blen;
-            c.count = before;
-            break;
+    repair_ctx_t *c = l->repair;
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c || crdt_buf_reserve(&c->buf, H + PW_BATCH_BYTES + 64)) {
+            if (c)
+                crdt_buf_free(&c->buf);
+            free(c);
+            return CRDT_ENOMEM;
         }
-        l->repair_pos++;
+        c->node.owned = &c->buf;
+        inflight_add(P, &c->node);
+        c->P = P;
+        c->b = &c->buf;
+        c->l = l;
+        memset(c->buf.data, 0, H + PW_REPAIR_HDR);
+        c->buf.data[H] = PW_REPAIR;
+        c->buf.len = H + PW_REPAIR_HDR;
+        l->repair = c;
     }
+    if (c->inflight)
+        return 0; /* its completion wakes us */
+    for (;;) {
+        if (c->result) {
+            c->result = false;
+            if (c->full || c->oom) {
+                /* keys of one id travel together: roll back a partly added id */
+                c->b->len = c->blen;
+                c->count = c->before;
+                break;
+            }
+            l->repair_pos++;
+        }
+        if (l->repair_pos >= l->nrepair)
+            break;
+        c->before = c->count;
+        c->blen = c->b->len;
+        c->inflight = c->issuing = true;
+        crdt_store_rsx_keys(P->st, l->repair_ids[l->repair_pos], repair_key_cb, repair_done_cb, c);
+        c->issuing = false;
+        if (c->inflight)
+            return 0; /* completes later */
+    }
+    l->repair = NULL;
     if (l->repair_pos >= l->nrepair) {
         free(l->repair_ids);
         l->repair_ids = NULL;
         l->nrepair = l->repair_pos = 0;
     }
-    if (!c.count) {
-        crdt_buf_free(&b);
-        return c.oom ? CRDT_ENOMEM : 0;
+    if (!c->count) {
+        int rc = c->oom ? CRDT_ENOMEM : 0;
+        inflight_free(P, &c->node);
+        return rc;
     }
-    pw_store_u32(b.data + H + 1, c.count);
-    frame_t *f = frame_adopt(&b, H);
-    if (!f) {
-        crdt_buf_free(&b);
+    crdt_buf_t *b = c->b;
+    pw_store_u32(b->data + H + 1, c->count);
+    frame_t *f = frame_adopt(b, H);
+    uint32_t count = c->count;
+    inflight_free(P, &c->node);
+    if (!f)
         return CRDT_ENOMEM;
-    }
-    f->count = c.count;
+    f->count = count;
     if (l->rec)
-        l->rec->keys_repair_sent += c.count;
+        l->rec->keys_repair_sent += count;
     *out = f;
     return 0;
 }
@@ -1028,6 +1235,7 @@ static void ae_finish(link_t *l, const crdt_store_rsx_result_t *res)
             for (size_t i = 0; i < n; i++)
                 if (res->diffs[i].flags & CRDT_RSX_WE_HAVE)
                     ids[j++] = res->diffs[i].id;
+            repair_detach(l); /* a message of the old ids being built */
             free(l->repair_ids);
             l->repair_ids = ids;
             l->nrepair = k;
@@ -1047,31 +1255,62 @@ static void ae_finish(link_t *l, const crdt_store_rsx_result_t *res)
     }
 }
 
-typedef struct ae_step_ctx {
-    link_t *l;
-    bool done;
-    bool failed;
-} ae_step_ctx_t;
+static void ae_rx_next(link_t *l);
 
 static void ae_step_cb(void *ud, int rc, const crdt_store_rsx_result_t *res)
 {
     ae_step_ctx_t *c = ud;
+    crdt_peers_t *P = c->P;
     link_t *l = c->l;
+    bool issuing = c->issuing;
+    if (l)
+        l->ae_step = NULL;
+    if (!l || c->ended) {
+        inflight_free(P, &c->node); /* closes the session */
+        if (l && !issuing)
+            ae_rx_next(l);
+        return;
+    }
     if (rc < 0) {
         c->failed = true;
         link_close(l, PW_R_PROTOCOL, 0, "bad anti-entropy message: %s (byte %zu)",
                    res->err.text[0] ? res->err.text : crdt_strerror(rc), res->err.offset);
-        return;
-    }
-    if (res->reply_len && queue_ae(l, res->reply, res->reply_len)) {
+    } else if (res->reply_len && queue_ae(l, res->reply, res->reply_len)) {
         c->failed = true;
         link_close(l, 0, 0, "out of memory in anti-entropy");
-        return;
-    }
-    if (res->done) {
+    } else if (res->done) {
         c->done = true;
         ae_finish(l, res);
     }
+    bool failed = c->failed, done = c->done;
+    c->node.session = NULL; /* the link's session goes on (or ae_end closes it) */
+    inflight_free(P, &c->node);
+    if (failed || done) {
+        ae_end(l);
+        if (done)
+            want_write(l);
+    }
+    if (!issuing)
+        ae_rx_next(l);
+}
+
+/* Steps l's session with a message (NULL: the initiator's first); false: out of memory. */
+static bool ae_step(link_t *l, const uint8_t *m, size_t n)
+{
+    crdt_peers_t *P = l->P;
+    ae_step_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return false;
+    inflight_add(P, &c->node);
+    c->P = P;
+    c->l = l;
+    c->s = c->node.session = l->ae;
+    c->issuing = true;
+    l->ae_step = c;
+    crdt_store_rsx_step(P->st, l->ae, m, n, ae_step_cb, c);
+    if (l->ae_step == c)
+        c->issuing = false; /* completes later */
+    return true;
 }
 
 static void ae_start(link_t *l)
@@ -1084,7 +1323,7 @@ static void ae_start(link_t *l)
              rec_name(P, l->rec, l, name, sizeof(name)), AE_TIMEOUT_MS / 1000);
         ae_end(l);
     }
-    if (l->ae || l->nrepair || l->state != LK_UP || l->closing)
+    if (l->ae || l->ae_step || l->nrepair || l->state != LK_UP || l->closing)
         return;
     l->ae = ae_session(l, true);
     if (!l->ae) {
@@ -1092,10 +1331,10 @@ static void ae_start(link_t *l)
         return;
     }
     l->ae_started_ms = P->now;
-    ae_step_ctx_t c = {l, false, false};
-    crdt_store_rsx_step(P->st, l->ae, NULL, 0, ae_step_cb, &c);
-    if (c.failed || c.done)
+    if (!ae_step(l, NULL, 0)) {
+        plog(P, "peers: out of memory starting anti-entropy");
         ae_end(l);
+    }
 }
 
 /* The first session of an outbound link, once we sent our catch-up and applied theirs. */
@@ -1115,7 +1354,7 @@ static void ae_timer(link_t *l)
     l->ae_at = P->cfg.anti_entropy_ms ? P->now + P->cfg.anti_entropy_ms : NEVER;
 }
 
-static void on_ae(link_t *l, const uint8_t *m, size_t n)
+static void on_ae_now(link_t *l, const uint8_t *m, size_t n)
 {
     crdt_peers_t *P = l->P;
     /* a first message (kind 1) opens a new session on the responder */
@@ -1132,69 +1371,215 @@ static void on_ae(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_PROTOCOL, 0, "anti-entropy message outside a session");
         return;
     }
-    ae_step_ctx_t c = {l, false, false};
-    crdt_store_rsx_step(P->st, l->ae, m, n, ae_step_cb, &c);
-    if (c.failed || c.done) {
-        ae_end(l);
-        if (c.done)
-            want_write(l);
+    if (!ae_step(l, m, n))
+        link_close(l, 0, 0, "out of memory in anti-entropy");
+}
+
+/* Messages that came while a step was in flight, in order, one step at a time. */
+static void ae_rx_next(link_t *l)
+{
+    frame_t *f;
+    while (!l->ae_step && !l->closing && (f = fifo_pop(&l->ae_rx))) {
+        on_ae_now(l, f->buf + f->headroom, f->len);
+        frame_unref(f);
     }
+}
+
+static void on_ae(link_t *l, const uint8_t *m, size_t n)
+{
+    if (l->ae_step || l->ae_rx.head) { /* the session's steps are serialized */
+        frame_t *f = frame_copy(0, m, n);
+        if (!f || fifo_push(&l->ae_rx, f)) {
+            frame_unref(f);
+            link_close(l, 0, 0, "out of memory in anti-entropy");
+        }
+        return;
+    }
+    on_ae_now(l, m, n);
 }
 
 /* ---- receiving data ------------------------------------------------------------------------- */
 
-typedef struct apply_ctx {
-    link_t *l;
-    const pw_entry_t *e;
+/* One received DELTAS or REPAIR message: its applies may complete after the calls return (a store
+ * over the network), so it lives on the heap, one allocation per message. The link keeps its
+ * batches in arrival order and acts on a batch (the applied hook, the ack) only once it and every
+ * earlier one completed. A link freed first detaches its batches (l = NULL): their completions
+ * then only count down and free them. */
+typedef struct apply_batch apply_batch_t;
+
+typedef struct apply_ent {
+    apply_batch_t *b;
+    const uint8_t *key; /* the received message's bytes: valid only during the call */
+    size_t klen;
+} apply_ent_t;
+
+struct apply_batch {
+    inflight_t node; /* first: freed through it */
+    crdt_peers_t *P;
+    apply_batch_t *next;
+    link_t *l;      /* NULL once the link is gone */
+    uint32_t left;  /* applies issued and not completed */
+    uint32_t count; /* applies issued */
+    bool issuing;   /* not every apply is issued yet */
+    bool ack;       /* a DELTAS message: acknowledge `through` once durable */
     bool repair;
-} apply_ctx_t;
+    uint64_t through;
+    apply_ent_t ent[];
+};
+
+static bool batch_done(const apply_batch_t *b)
+{
+    return !b->left && !b->issuing;
+}
+
+/* Registers the ack of a received batch: sent once our log holds what it changed is durable. */
+static void ack_register(link_t *l, uint64_t through)
+{
+    if (through <= l->applied)
+        return;
+    uint64_t local = crdt_store_last_seq(l->P->st);
+    if (l->npend && l->npend >= PEND_MAX) {
+        l->pend[l->npend - 1] = (pend_t){through, local}; /* coarser, never wrong */
+        return;
+    }
+    if (l->npend == l->cap_pend) {
+        size_t c = l->cap_pend ? l->cap_pend * 2 : 16;
+        pend_t *v = realloc(l->pend, c * sizeof(*v));
+        if (!v) {
+            link_close(l, 0, 0, "out of memory");
+            return;
+        }
+        l->pend = v;
+        l->cap_pend = c;
+    }
+    l->pend[l->npend++] = (pend_t){through, local};
+    crdt_peers_on_durable(l->P, l->P->now); /* a store without a log: durable at once */
+}
+
+/* Acts on the completed batches at the head of l's list, in order, and frees them. */
+static void batches_drain(link_t *l)
+{
+    crdt_peers_t *P = l->P;
+    bool applied = false;
+    while (l->ab_head && batch_done(l->ab_head)) {
+        apply_batch_t *b = l->ab_head;
+        l->ab_head = b->next;
+        if (!l->ab_head)
+            l->ab_tail = NULL;
+        if (b->count && P->host.applied && !applied) {
+            applied = true;
+            P->host.applied(P->host.ud);
+        }
+        if (b->ack)
+            ack_register(l, b->through);
+        inflight_free(P, &b->node);
+    }
+}
+
+/* The link is going away: its batches still waiting for completions free themselves. */
+static void batches_detach(link_t *l)
+{
+    for (apply_batch_t *b = l->ab_head, *nx; b; b = nx) {
+        nx = b->next;
+        b->l = NULL;
+        b->next = NULL;
+        if (batch_done(b))
+            inflight_free(b->P, &b->node);
+    }
+    l->ab_head = l->ab_tail = NULL;
+}
 
 static void apply_cb(void *ud, int rc, uint64_t seq)
 {
     (void)seq;
-    apply_ctx_t *c = ud;
-    peer_rec_t *rec = c->l->rec;
+    apply_ent_t *e = ud;
+    apply_batch_t *b = e->b;
+    link_t *l = b->l;
+    b->left--;
+    if (!l) {
+        if (batch_done(b))
+            inflight_free(b->P, &b->node);
+        return;
+    }
+    peer_rec_t *rec = l->rec;
     if (rc == CRDT_ETYPE) {
-        if (rec && rec->type_conflicts++ < 10)
-            plog(c->l->P, "peers: key %.*s holds another type here than on the peer; not joined",
-                 (int)(c->e->klen > 64 ? 64 : c->e->klen), (const char *)c->e->key);
+        if (rec && rec->type_conflicts++ < 10) {
+            if (e->key)
+                plog(l->P, "peers: key %.*s holds another type here than on the peer; not joined",
+                     (int)(e->klen > 64 ? 64 : e->klen), (const char *)e->key);
+            else
+                plog(l->P, "peers: a key holds another type here than on the peer; not joined");
+        }
     } else if (rc < 0) {
-        plog(c->l->P, "peers: cannot apply a change from the peer: %s", crdt_strerror(rc));
-    } else if (rc == 1 && c->repair && rec) {
+        plog(l->P, "peers: cannot apply a change from the peer: %s", crdt_strerror(rc));
+    } else if (rc == 1 && b->repair && rec) {
         rec->keys_repaired++;
     }
+    if (batch_done(b) && b == l->ab_head)
+        batches_drain(l);
 }
 
-/* Applies every entry (a DELTAS or REPAIR message); false after closing the link. */
-static bool apply_entries(link_t *l, pw_reader_t *rd, uint32_t count, bool with_seq, bool repair)
+/* Applies every entry (a DELTAS or REPAIR message) and, for DELTAS (ack), acknowledges `through`
+ * once they all completed and are durable; false after closing the link. */
+static bool apply_entries(link_t *l, pw_reader_t *rd, uint32_t count, bool with_seq, bool repair,
+                          bool ack, uint64_t through)
 {
     crdt_peers_t *P = l->P;
+    /* every entry takes bytes: this bounds the allocation by the message */
+    if (count > pw_left(rd)) {
+        link_close(l, PW_R_PROTOCOL, 0, "malformed %s message: %u entries in %zu bytes",
+                   repair ? "repair" : "deltas", count, pw_left(rd));
+        return false;
+    }
+    apply_batch_t *b = malloc(sizeof(*b) + (size_t)count * sizeof(apply_ent_t));
+    if (!b) {
+        link_close(l, 0, 0, "out of memory");
+        return false;
+    }
+    *b = (apply_batch_t){
+        .P = P, .l = l, .issuing = true, .ack = ack, .repair = repair, .through = through};
+    inflight_add(P, &b->node);
+    if (l->ab_tail)
+        l->ab_tail->next = b;
+    else
+        l->ab_head = b;
+    l->ab_tail = b;
+    bool ok = true;
     for (uint32_t i = 0; i < count; i++) {
         pw_entry_t e;
         const char *why = NULL;
         if (!pw_get_entry(rd, with_seq, &e, &why)) {
             link_close(l, PW_R_PROTOCOL, 0, "malformed %s message: %s",
                        repair ? "repair" : "deltas", why);
-            return false;
+            ok = false;
+            break;
         }
         crdt_error_t err = {0};
         crdt_obj_t *o = crdt_obj_decode(e.obj, e.olen, &err);
         if (!o) {
             link_close(l, PW_R_PROTOCOL, 0, "undecodable object in a %s message: %s",
                        repair ? "repair" : "deltas", err.text);
-            return false;
+            ok = false;
+            break;
         }
-        apply_ctx_t c = {l, &e, repair};
-        crdt_store_apply(P->st, e.key, e.klen, o, l->remote_node, apply_cb, &c);
+        apply_ent_t *en = &b->ent[i];
+        *en = (apply_ent_t){b, e.key, e.klen};
+        b->left++;
+        b->count++;
+        crdt_store_apply(P->st, e.key, e.klen, o, l->remote_node, apply_cb, en);
+        en->key = NULL; /* the message is not ours after this call */
         crdt_obj_free(o);
     }
-    if (pw_left(rd)) {
+    if (ok && pw_left(rd)) {
         link_close(l, PW_R_PROTOCOL, 0, "trailing bytes after %u entries", count);
-        return false;
+        ok = false;
     }
-    if (count && P->host.applied)
-        P->host.applied(P->host.ud);
-    return true;
+    if (!ok)
+        b->ack = false;
+    b->issuing = false;
+    if (batch_done(b) && b == l->ab_head)
+        batches_drain(l);
+    return ok;
 }
 
 static void on_deltas(link_t *l, const uint8_t *m, size_t n)
@@ -1218,30 +1603,9 @@ static void on_deltas(link_t *l, const uint8_t *m, size_t n)
     }
     if (through > l->rx_through)
         l->rx_through = through;
-    if (!apply_entries(l, &rd, count, true, false))
-        return;
-    if (l->rec)
+    /* acknowledged once the applies completed and our log holds what they changed durably */
+    if (apply_entries(l, &rd, count, true, false, true, through) && l->rec)
         l->rec->deltas_received += count;
-    if (through <= l->applied)
-        return;
-    /* acknowledged once our log holds what this batch changed */
-    uint64_t local = crdt_store_last_seq(l->P->st);
-    if (l->npend && l->npend >= PEND_MAX) {
-        l->pend[l->npend - 1] = (pend_t){through, local}; /* coarser, never wrong */
-        return;
-    }
-    if (l->npend == l->cap_pend) {
-        size_t c = l->cap_pend ? l->cap_pend * 2 : 16;
-        pend_t *v = realloc(l->pend, c * sizeof(*v));
-        if (!v) {
-            link_close(l, 0, 0, "out of memory");
-            return;
-        }
-        l->pend = v;
-        l->cap_pend = c;
-    }
-    l->pend[l->npend++] = (pend_t){through, local};
-    crdt_peers_on_durable(l->P, l->P->now); /* a store without a log: durable at once */
 }
 
 static void on_repair(link_t *l, const uint8_t *m, size_t n)
@@ -1254,7 +1618,7 @@ static void on_repair(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_PROTOCOL, 0, "truncated repair message");
         return;
     }
-    apply_entries(l, &rd, count, false, true);
+    apply_entries(l, &rd, count, false, true, false, 0);
 }
 
 void crdt_peers_on_durable(crdt_peers_t *P, uint64_t now)
@@ -1741,6 +2105,10 @@ crdt_peer_link_t *crdt_peers_link_new(crdt_peers_t *P, int slot, const char *add
         plog(P, "peers: no dial slot %d for a new link", slot);
         return NULL;
     }
+    if (P->loading) {
+        plog(P, "peer %s: refused: the replication marks are still being read", addr ? addr : "?");
+        return NULL;
+    }
     if (idx < 0) {
         plog(P, "peer %s%s: refused: too many links (%d)", addr ? addr : "?",
              slot < 0 ? " (inbound)" : "", MAX_LINKS);
@@ -1815,7 +2183,8 @@ bool crdt_peer_link_wants_write(const crdt_peer_link_t *l)
         return true;
     if (l->state != LK_UP)
         return false;
-    return l->ack_due || l->nrepair || (!l->live && !l->catchup_idle) || l->data.head;
+    return l->ack_due || (l->nrepair && !(l->repair && l->repair->inflight)) ||
+           (!l->live && !l->catchup_idle && (!l->feed || l->feed->done)) || l->data.head;
 }
 
 int crdt_peer_link_pull(crdt_peer_link_t *l, crdt_peer_frame_t **out, uint64_t now)
@@ -1852,8 +2221,8 @@ int crdt_peer_link_pull(crdt_peer_link_t *l, crdt_peer_frame_t **out, uint64_t n
             link_close(l, 0, 0, "cannot read the change feed");
             return crdt_peer_link_pull(l, out, now);
         }
-        if (!f && !l->live)
-            l->catchup_idle = true;
+        if (!f && !l->live && !l->feed)
+            l->catchup_idle = true; /* not while a read is in flight: its completion wakes us */
     } else if (l->data.head) {
         f = fifo_pop(&l->data);
     }
@@ -1976,9 +2345,15 @@ void crdt_peers_tick(crdt_peers_t *P, uint64_t now)
         if (l && l->check_at <= now)
             link_check(l);
     }
+    if (P->loading && P->load_rc != -2)
+        marks_loaded(P, P->load_rc, NULL); /* the epoch's random bytes failed: again */
     for (int i = 0; i < P->nslots; i++)
-        if (P->recs[i].dial_at <= now)
-            dial_due(P, &P->recs[i]);
+        if (P->recs[i].dial_at <= now) {
+            if (P->loading) /* the marks are not read yet: a dial waits */
+                P->recs[i].dial_at = now + LOADING_WAIT_MS;
+            else
+                dial_due(P, &P->recs[i]);
+        }
     if (P->marks_at <= now && P->marks_dirty)
         marks_write(P);
     else if (P->marks_at <= now)
@@ -2028,6 +2403,34 @@ static crdt_peers_t *fail(crdt_peers_t *P, crdt_error_t *err, int code, const ch
     return NULL;
 }
 
+/* The marks' read completed (rc as marks_parse's): takes the legacy file's marks if the store had
+ * none, picks a new epoch if needed and persists it; the engine is then ready. -1: no random
+ * bytes (still loading; crdt_peers_tick retries). */
+static int marks_loaded(crdt_peers_t *P, int rc, const char *legacy)
+{
+    if (rc == -1)
+        plog(P, "peers: the replication marks are damaged; starting a new replication epoch "
+                "(peers resend)");
+    if (rc <= 0 && legacy && legacy_load(P, legacy))
+        plog(P, "peers: read the replication marks of peers.state (upgrade)");
+    while (!P->epoch) {
+        if (!P->host.random || P->host.random(P->host.ud, &P->epoch, sizeof(P->epoch))) {
+            P->epoch = 0;
+            P->loading = true;
+            P->load_rc = rc < 0 ? rc : 0; /* retried without the legacy marks */
+            free(P->load_legacy);
+            P->load_legacy = NULL;
+            return -1;
+        }
+    }
+    P->loading = false;
+    free(P->load_legacy);
+    P->load_legacy = NULL;
+    if (rc != 1)
+        marks_write(P);
+    return 0;
+}
+
 crdt_peers_t *crdt_peers_new(crdt_store_t *st, const crdt_peers_config_t *cfg,
                              const crdt_peers_host_t *host, uint64_t now, crdt_error_t *err)
 {
@@ -2051,19 +2454,29 @@ crdt_peers_t *crdt_peers_new(crdt_store_t *st, const crdt_peers_config_t *cfg,
     P->cfg.legacy_state = NULL;
     P->node_id = crdt_store_node_id(st);
     P->batch_at = P->marks_at = NEVER;
-    marks_load_ctx_t c = {P, -2};
-    crdt_store_mark_get(st, MARK_NAME, marks_get_cb, &c);
-    if (c.rc == -1)
-        plog(P, "peers: the replication marks are damaged; starting a new replication epoch "
-                "(peers resend)");
-    if (c.rc <= 0 && cfg->legacy_state && legacy_load(P, cfg->legacy_state))
-        plog(P, "peers: read the replication marks of peers.state (upgrade)");
-    while (!P->epoch) {
-        if (!host->random || host->random(host->ud, &P->epoch, sizeof(P->epoch)))
-            return fail(P, err, CRDT_EIO, "peers: no random bytes for the replication epoch");
+    /* copied: the read may complete after this returns (then the engine waits for it) */
+    if (cfg->legacy_state && !(P->load_legacy = strdup(cfg->legacy_state)))
+        return fail(P, err, CRDT_ENOMEM, "peers: out of memory");
+    marks_load_ctx_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        free(P->load_legacy);
+        return fail(P, err, CRDT_ENOMEM, "peers: out of memory");
     }
-    if (c.rc != 1)
-        marks_write(P);
+    c->P = P;
+    c->rc = -2;
+    c->issuing = true;
+    inflight_add(P, &c->node);
+    crdt_store_mark_get(st, MARK_NAME, marks_get_cb, c);
+    c->issuing = false;
+    if (c->rc != -2) {
+        int rc = c->rc;
+        inflight_free(P, &c->node);
+        if (marks_loaded(P, rc, P->load_legacy))
+            return fail(P, err, CRDT_EIO, "peers: no random bytes for the replication epoch");
+    } else {
+        P->loading = true;
+        P->load_rc = -2;
+    }
     P->nslots = cfg->nslots;
     for (int i = 0; i < MAX_RECS; i++) {
         P->recs[i].P = P;
@@ -2087,8 +2500,12 @@ void crdt_peers_free(crdt_peers_t *P)
     for (int i = 0; i < MAX_LINKS; i++)
         if (P->links[i])
             link_free(P->links[i], false);
+    P->freeing = true;
     if (P->marks_dirty)
         marks_write(P);
+    free(P->load_legacy);
+    while (P->inflight) /* calls the store dropped (closed first) or never completes */
+        inflight_free(P, P->inflight);
     fifo_clear(&P->staged);
     crdt_buf_free(&P->open);
     crdt_buf_free(&P->scratch);

@@ -9,7 +9,8 @@
  * crdt_store_deferred_run is called, so its completion comes after the call returned, as it would
  * from a store over the network. Callers that are correct for such a store (they keep what a
  * completion needs, and cope with what changed meanwhile) work unchanged over it; the rest show.
- * The synchronous calls (seqs, node id, clock, flush, tick, stats) go straight through.
+ * The synchronous calls (seqs, node id, clock, flush, tick, stats) go straight through, and so do
+ * rsx_open, rsx_close and rsx_items; rsx_step and rsx_keys are deferred like the rest.
  */
 
 typedef enum call_kind {
@@ -22,6 +23,8 @@ typedef enum call_kind {
     C_FINGERPRINT,
     C_MARK_GET,
     C_MARK_PUT,
+    C_RSX_STEP,
+    C_RSX_KEYS,
 } call_kind_t;
 
 typedef struct call {
@@ -38,7 +41,8 @@ typedef struct call {
     uint64_t origin, from;
     size_t limit;
     char name[65];
-    uint8_t *p; /* mark_put: a copy */
+    uint8_t *p; /* mark_put, rsx_step: a copy (rsx_step: NULL for the first) */
+    crdt_store_rsx_t *rsx;
     size_t n;
     union {
         crdt_store_get_cb get;
@@ -48,6 +52,7 @@ typedef struct call {
         crdt_store_fp_cb fp;
         crdt_store_mark_cb mark;
         crdt_store_status_cb status;
+        crdt_store_rsx_cb rsx;
     } cb;
     crdt_feed_cb each;
     crdt_store_key_cb key_each;
@@ -301,6 +306,8 @@ static void run(deferred_t *d, call_t *c)
     case C_FINGERPRINT: crdt_store_fingerprint(in, c->key, c->klen, c->cb.fp, c->ud); break;
     case C_MARK_GET: crdt_store_mark_get(in, c->name, c->cb.mark, c->ud); break;
     case C_MARK_PUT: crdt_store_mark_put(in, c->name, c->p, c->n, c->cb.status, c->ud); break;
+    case C_RSX_STEP: crdt_store_rsx_step(in, c->rsx, c->p, c->n, c->cb.rsx, c->ud); break;
+    case C_RSX_KEYS: crdt_store_rsx_keys(in, c->from, c->key_each, c->cb.done, c->ud); break;
     }
 }
 
@@ -376,6 +383,52 @@ static void d_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     crdt_store_stats(cdef(st)->inner, out);
 }
 
+static crdt_store_rsx_t *d_rsx_open(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg)
+{
+    return crdt_store_rsx_open(def(st)->inner, initiator, cfg);
+}
+static void d_rsx_step(crdt_store_t *st, crdt_store_rsx_t *s, const void *msg, size_t n,
+                       crdt_store_rsx_cb cb, void *ud)
+{
+    call_t *c = call_new(C_RSX_STEP, NULL, 0, ud);
+    if (c && msg && !(c->p = dup_bytes(msg, n))) {
+        call_free(c);
+        c = NULL;
+    }
+    if (!c) {
+        crdt_store_rsx_result_t res;
+        memset(&res, 0, sizeof(res));
+        cb(ud, CRDT_ENOMEM, &res);
+        return;
+    }
+    c->rsx = s;
+    c->n = n;
+    c->cb.rsx = cb;
+    push(st, c);
+}
+static void d_rsx_close(crdt_store_t *st, crdt_store_rsx_t *s)
+{
+    crdt_store_rsx_close(def(st)->inner, s);
+}
+static void d_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
+                       crdt_store_done_cb done, void *ud)
+{
+    call_t *c = call_new(C_RSX_KEYS, NULL, 0, ud);
+    if (!c) {
+        if (done)
+            done(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    c->from = id; /* the rsx id */
+    c->key_each = each;
+    c->cb.done = done;
+    push(st, c);
+}
+static size_t d_rsx_items(crdt_store_t *st)
+{
+    return crdt_store_rsx_items(def(st)->inner);
+}
+
 static const crdt_store_ops_t deferred_ops = {
     .name = "deferred",
     .close = d_close,
@@ -388,6 +441,11 @@ static const crdt_store_ops_t deferred_ops = {
     .fingerprint = d_fingerprint,
     .mark_get = d_mark_get,
     .mark_put = d_mark_put,
+    .rsx_open = d_rsx_open,
+    .rsx_step = d_rsx_step,
+    .rsx_close = d_rsx_close,
+    .rsx_keys = d_rsx_keys,
+    .rsx_items = d_rsx_items,
     .last_seq = d_last_seq,
     .durable_seq = d_durable_seq,
     .node_id = d_node_id,
