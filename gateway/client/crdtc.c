@@ -109,7 +109,7 @@ const char *crdtc_strerror(int err)
     case CRDTC_EFULL: return "too many unacknowledged applies";
     case CRDTC_EIO: return "state file error";
     case CRDTC_ECONN: return "cannot connect";
-    default: return "unknown error";
+    default: return crdt_strerror(err);
     }
 }
 

@@ -32,17 +32,19 @@
 extern "C" {
 #endif
 
+/* The client's codes are libcrdt's (crdt.h: one error enum for every layer), under names that
+ * say what they mean here; crdtc_strerror adds the client's wording, crdt_strerror works too. */
 enum {
-    CRDTC_OK = 0,
-    CRDTC_ENOMEM = -1, /* allocation failed */
-    CRDTC_EINVAL = -2, /* bad argument (empty key, bad client id, ...) */
-    CRDTC_ETYPE = -3,  /* the local replica holds another type under that key */
-    CRDTC_EFULL = -4,  /* the queue of unacknowledged applies is over max_pending */
-    CRDTC_EIO = -5,    /* the state file could not be read or written */
-    CRDTC_ECONN = -6,  /* the connection could not be started */
+    CRDTC_OK = CRDT_OK,
+    CRDTC_ENOMEM = CRDT_ENOMEM, /* allocation failed */
+    CRDTC_EINVAL = CRDT_EINVAL, /* bad argument (empty key, bad client id, ...) */
+    CRDTC_ETYPE = CRDT_ETYPE,   /* the local replica holds another type under that key */
+    CRDTC_EFULL = CRDT_ELIMIT,  /* the queue of unacknowledged applies is over max_pending */
+    CRDTC_EIO = CRDT_EIO,       /* the state file could not be read or written */
+    CRDTC_ECONN = CRDT_EUNAVAIL, /* the connection could not be started */
 };
 
-/* Returns a static text for a CRDTC_E* code. */
+/* Returns a static text for a CRDTC_E* code (crdt_strerror's for any other CRDT_E* code). */
 const char *crdtc_strerror(int err);
 
 /* ---- the event loop ------------------------------------------------------------------------- */
