@@ -90,15 +90,71 @@ uint32_t crdt_crc32c(uint32_t crc, const void *p, size_t n);
  * --------------------------------------------------------------------------------------------- */
 #define CRDT_VARINT_MAX 10
 
+/* Inline, because every codec's hot loop reads and writes them (the log's scan, the timeline's
+ * encoder, the peer wire); this is the one implementation. */
+
 /* Writes v into out (at most CRDT_VARINT_MAX bytes) and returns how many bytes it took. */
-size_t crdt_varint_put(uint8_t out[CRDT_VARINT_MAX], uint64_t v);
+static inline size_t crdt_varint_put(uint8_t out[CRDT_VARINT_MAX], uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
 /* Bytes v takes as a varint. */
-size_t crdt_varint_len(uint64_t v);
+static inline size_t crdt_varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Why crdt_varint_scan refused a varint. */
+enum {
+    CRDT_VARINT_TRUNCATED = 1,    /* the input ends inside it */
+    CRDT_VARINT_TOO_LONG = 2,     /* more than 64 bits */
+    CRDT_VARINT_NONCANONICAL = 3, /* a trailing zero group: the value has a shorter encoding */
+};
+
+/* Reads a varint at data[*pos] and advances *pos: 0, or a CRDT_VARINT_* reason (*pos and *v
+ * unchanged). Only canonical encodings are accepted, so every value has one encoding. */
+static inline int crdt_varint_scan(const void *data, size_t len, size_t *pos, uint64_t *v)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    uint64_t x = 0;
+    size_t at = *pos;
+    for (unsigned i = 0;; i++) {
+        if (at >= len)
+            return CRDT_VARINT_TRUNCATED;
+        uint8_t byte = p[at++];
+        if (i == 9 && byte > 1)
+            return CRDT_VARINT_TOO_LONG;
+        if (i > 0 && byte == 0)
+            return CRDT_VARINT_NONCANONICAL;
+        x |= (uint64_t)(byte & 0x7F) << (7 * i);
+        if (!(byte & 0x80))
+            break;
+    }
+    *pos = at;
+    *v = x;
+    return 0;
+}
+
+/* crdt_varint_scan with libcrdt's error code: 0, or CRDT_EDECODE (*pos unchanged). */
+static inline int crdt_varint_get(const void *data, size_t len, size_t *pos, uint64_t *v)
+{
+    return crdt_varint_scan(data, len, pos, v) ? CRDT_EDECODE : 0;
+}
+
 /* Appends v; 0 or CRDT_ENOMEM. */
 int crdt_buf_put_varint(crdt_buf_t *b, uint64_t v);
-/* Reads a varint at data[*pos] and advances *pos: 0, or CRDT_EDECODE (*pos unchanged) when it is
- * truncated, longer than 64 bits or not canonical (a trailing zero group). */
-int crdt_varint_get(const void *data, size_t len, size_t *pos, uint64_t *v);
 
 /* Base64 (RFC 4648) variants, as flags: the standard alphabet with padding (0), the URL-safe
  * alphabet ('-', '_'), and no padding (on decode: padding optional, but complete when present).

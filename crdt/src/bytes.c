@@ -6,54 +6,10 @@
 
 /* ---- varints -------------------------------------------------------------------------------- */
 
-size_t crdt_varint_put(uint8_t out[CRDT_VARINT_MAX], uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
-size_t crdt_varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 int crdt_buf_put_varint(crdt_buf_t *b, uint64_t v)
 {
     uint8_t tmp[CRDT_VARINT_MAX];
     return crdt_buf_append(b, tmp, crdt_varint_put(tmp, v));
-}
-
-int crdt_varint_get(const void *data, size_t len, size_t *pos, uint64_t *v)
-{
-    const uint8_t *p = data;
-    uint64_t x = 0;
-    size_t at = *pos;
-    for (unsigned i = 0;; i++) {
-        if (at >= len)
-            return CRDT_EDECODE; /* truncated */
-        uint8_t byte = p[at++];
-        if (i == 9 && byte > 1)
-            return CRDT_EDECODE; /* more than 64 bits */
-        /* a trailing zero group would give one value two encodings: keep encodings canonical */
-        if (i > 0 && byte == 0)
-            return CRDT_EDECODE;
-        x |= (uint64_t)(byte & 0x7F) << (7 * i);
-        if (!(byte & 0x80))
-            break;
-    }
-    *pos = at;
-    *v = x;
-    return 0;
 }
 
 /* ---- base64 --------------------------------------------------------------------------------- */

@@ -276,14 +276,8 @@ void crdt__wr_u8(crdt__writer_t *w, uint8_t v) { crdt__wr_raw(w, &v, 1); }
 
 void crdt__wr_varint(crdt__writer_t *w, uint64_t v)
 {
-    uint8_t tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (uint8_t)v;
-    crdt__wr_raw(w, tmp, n);
+    uint8_t tmp[CRDT_VARINT_MAX];
+    crdt__wr_raw(w, tmp, crdt_varint_put(tmp, v));
 }
 
 void crdt__wr_blob(crdt__writer_t *w, const void *p, size_t n)
@@ -367,23 +361,22 @@ int crdt__rd_u8(crdt__reader_t *r, uint8_t *v)
 
 int crdt__rd_varint(crdt__reader_t *r, uint64_t *v)
 {
-    uint64_t x = 0;
-    for (unsigned shift = 0, i = 0;; shift += 7, i++) {
-        if (r->pos >= r->len)
-            return crdt__fail(r, "truncated varint");
-        uint8_t byte = r->p[r->pos];
-        if (i == 9 && byte > 1)
-            return crdt__fail(r, "varint exceeds 64 bits");
-        /* a trailing zero group would give one value two encodings: keep encodings canonical */
-        if (i > 0 && byte == 0)
-            return crdt__fail(r, "non-canonical varint");
-        r->pos++;
-        x |= (uint64_t)(byte & 0x7F) << shift;
-        if (!(byte & 0x80))
-            break;
+    int why = crdt_varint_scan(r->p, r->len, &r->pos, v);
+    if (!why)
+        return 0;
+    /* the error's offset is the byte at fault, as the messages say */
+    if (why == CRDT_VARINT_TRUNCATED) {
+        r->pos = r->len;
+        return crdt__fail(r, "truncated varint");
     }
-    *v = x;
-    return 0;
+    if (why == CRDT_VARINT_TOO_LONG) {
+        r->pos += 9;
+        return crdt__fail(r, "varint exceeds 64 bits");
+    }
+    do
+        r->pos++;
+    while (r->p[r->pos] != 0); /* scan found a zero group within the varint */
+    return crdt__fail(r, "non-canonical varint");
 }
 
 int crdt__rd_count(crdt__reader_t *r, uint64_t max, const char *what, uint64_t *v)

@@ -1311,16 +1311,6 @@ static void timeline_stats(const crdt_obj_t *o, crdt_stats_t *st)
 
 /* ---- binary codec --------------------------------------------------------------------------- */
 
-static inline uint8_t *put_varint(uint8_t *p, uint64_t v)
-{
-    while (v >= 0x80) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
 static void timeline_encode(const crdt_obj_t *o, crdt__writer_t *w)
 {
     const timeline_t *t = (const timeline_t *)o;
@@ -1351,7 +1341,7 @@ static void timeline_encode(const crdt_obj_t *o, crdt__writer_t *w)
                 *p++ = (uint8_t)(u >> (8 * k));
             *p++ = ent_live(e);
             uint32_t len = ent_len(e);
-            p = put_varint(p, len);
+            p += crdt_varint_put(p, len);
             memcpy(p, base + e->off, len);
             p += len;
         }

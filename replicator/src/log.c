@@ -15,17 +15,6 @@
 /* ---- records: u32 body length, u32 CRC-32C of the body, body = varint seq, varint key length,
  * key bytes, the object's libcrdt encoding (which runs to the end of the body) ---------------- */
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
 int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
                       const crdt_obj_t *o)
 {
@@ -33,8 +22,8 @@ int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
     if (crdt_buf_reserve(b, REP_REC_HEADER + 20 + klen) < 0)
         return CRDT_ENOMEM;
     uint8_t *p = b->data + start + REP_REC_HEADER;
-    p += put_varint(p, seq);
-    p += put_varint(p, klen);
+    p += crdt_varint_put(p, seq);
+    p += crdt_varint_put(p, klen);
     if (klen)
         memcpy(p, key, klen);
     b->len = (size_t)(p - b->data) + klen;

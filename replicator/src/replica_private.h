@@ -211,22 +211,6 @@ double rep_mono_s(void);
 /* Appends a record (seq, key, the object's encoding) to b. 0 or CRDT_ENOMEM (b unchanged). */
 int rep_record_append(crdt_buf_t *b, uint64_t seq, const void *key, size_t klen,
                       const crdt_obj_t *o);
-static inline int rep_get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        if (*pos >= len)
-            return CRDT_EDECODE;
-        uint8_t b = p[(*pos)++];
-        x |= (uint64_t)(b & 0x7F) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return 0;
-        }
-    }
-    return CRDT_EDECODE;
-}
-
 /* Parses a record body whose CRC was checked. 0 or CRDT_EDECODE. (Inline: recovery's scan calls
  * it once per record.) */
 static inline int rep_record_parse(const uint8_t *body, size_t len, uint64_t *seq,
@@ -235,7 +219,7 @@ static inline int rep_record_parse(const uint8_t *body, size_t len, uint64_t *se
 {
     size_t pos = 0;
     uint64_t kl;
-    if (rep_get_varint(body, len, &pos, seq) < 0 || rep_get_varint(body, len, &pos, &kl) < 0 ||
+    if (crdt_varint_get(body, len, &pos, seq) < 0 || crdt_varint_get(body, len, &pos, &kl) < 0 ||
         kl >= len - pos)
         return CRDT_EDECODE;
     *key = body + pos;

@@ -305,16 +305,8 @@ static void wr_u8(wr_t *w, uint8_t v)
 }
 static void wr_varint(wr_t *w, uint64_t v)
 {
-    uint8_t t[10];
-    size_t n = 0;
-    do {
-        t[n] = (uint8_t)(v & 0x7f);
-        v >>= 7;
-        if (v)
-            t[n] |= 0x80;
-        n++;
-    } while (v);
-    wr_raw(w, t, n);
+    uint8_t t[CRDT_VARINT_MAX];
+    wr_raw(w, t, crdt_varint_put(t, v));
 }
 static void wr_le(wr_t *w, uint64_t v, unsigned n)
 {
@@ -373,23 +365,13 @@ static int rd_u8(rd_t *r, uint8_t *v)
 
 static int rd_varint(rd_t *r, uint64_t *v)
 {
-    uint64_t x = 0;
     *v = 0;
-    for (unsigned i = 0; i < 10; i++) {
-        if (r->pos >= r->len)
-            return rd_fail(r, "reconcile message truncated in a varint");
-        uint8_t b = r->p[r->pos++];
-        if (i == 9 && b > 1)
-            return rd_fail(r, "varint overflows 64 bits");
-        x |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            if (i && !b)
-                return rd_fail(r, "non-minimal varint");
-            *v = x;
-            return 0;
-        }
+    switch (crdt_varint_scan(r->p, r->len, &r->pos, v)) {
+    case 0: return 0;
+    case CRDT_VARINT_TRUNCATED: return rd_fail(r, "reconcile message truncated in a varint");
+    case CRDT_VARINT_TOO_LONG: return rd_fail(r, "varint overflows 64 bits");
+    default: return rd_fail(r, "non-minimal varint");
     }
-    return rd_fail(r, "varint longer than 10 bytes");
 }
 
 static int rd_le(rd_t *r, unsigned n, uint64_t *v)
