@@ -418,7 +418,7 @@ static redisReply *route(rc_client_t *c, const char *key, size_t klen, const cha
             /* right after a failover or a rejoin two nodes may each send the slot to the other
              * until gossip settles: past a few redirects, give the cluster time instead of
              * spending the attempts in a millisecond */
-            if (attempt >= 4)
+            if (attempt >= 16)
                 rh_sleep_ms(50);
         } else if (parse_redirect(r->str, "ASK", &slot, &to)) {
             port = to;

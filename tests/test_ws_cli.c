@@ -31,6 +31,14 @@ static pid_t spawn(const char *const *args, const char *out, const char *err)
     for (; args[n - 1] && n < 31; n++)
         argv[n] = args[n - 1];
     argv[n] = NULL;
+    /* empty both files before the fork: a parent waiting for a line must not find the previous
+     * run's before the child truncated them (it would signal a child that has no handler yet) */
+    int t = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (t >= 0)
+        close(t);
+    t = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (t >= 0)
+        close(t);
     pid_t pid = fork();
     if (pid == 0) {
         int o = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
