@@ -312,6 +312,52 @@ static void test_blobs(void)
        "bytes_cmp: bytewise, a prefix first");
 }
 
+static void test_text_bytes(void)
+{
+    ok(crdt_utf8_text("feed:1", 6) && crdt_utf8_text("", 0), "utf8: ASCII and empty are text");
+    ok(crdt_utf8_text("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14), "utf8: 2-, 3-, 4-byte forms");
+    ok(!crdt_utf8_text("a\0b", 3), "utf8: NUL is not text");
+    ok(!crdt_utf8_text("\xc0\xaf", 2) && !crdt_utf8_text("\xe0\x80\xaf", 3) &&
+           !crdt_utf8_text("\xf0\x80\x80\xaf", 4),
+       "utf8: overlong forms refused");
+    ok(!crdt_utf8_text("\xed\xa0\x80", 3) && !crdt_utf8_text("\xf4\x90\x80\x80", 4),
+       "utf8: surrogates and > U+10FFFF refused");
+    ok(!crdt_utf8_text("\xc3", 1) && !crdt_utf8_text("\x80", 1) && !crdt_utf8_text("\xff", 1),
+       "utf8: truncated, stray continuation, FF refused");
+
+    json_t *t = crdt_json_bytes("post:1", 6);
+    ok(json_is_string(t) && strcmp(json_string_value(t), "post:1") == 0, "json bytes: text");
+    json_t *b = crdt_json_bytes("\x00\xff", 2);
+    ok(json_is_object(b) && strcmp(json_string_value(json_object_get(b, "base64")), "AP8=") == 0,
+       "json bytes: binary as {\"base64\"}");
+    uint8_t *out = NULL;
+    size_t n = 0;
+    const char *why = NULL;
+    ok(crdt_json_get_bytes(t, 100, &out, &n, &why) == 0 && n == 6 && !memcmp(out, "post:1", 6),
+       "json bytes: text reads back");
+    crdt_free(out);
+    ok(crdt_json_get_bytes(b, 100, &out, &n, &why) == 0 && n == 2 && !memcmp(out, "\x00\xff", 2),
+       "json bytes: binary reads back");
+    crdt_free(out);
+    ok(crdt_json_get_bytes(t, 5, &out, &n, &why) == CRDT_EDECODE && why, "json bytes: max bounds text");
+    ok(crdt_json_get_bytes(b, 1, &out, &n, &why) == CRDT_EDECODE, "json bytes: max bounds binary");
+    json_t *bad = json_pack("{s:s}", "base64", "AP9=");
+    ok(crdt_json_get_bytes(bad, 100, &out, &n, &why) == CRDT_EDECODE, "json bytes: non-canonical base64 refused");
+    json_decref(bad);
+    bad = json_pack("{s:s,s:i}", "base64", "AP8=", "x", 1);
+    ok(crdt_json_get_bytes(bad, 100, &out, &n, &why) == CRDT_EDECODE, "json bytes: extra fields refused");
+    json_decref(bad);
+    bad = json_integer(3);
+    ok(crdt_json_get_bytes(bad, 100, &out, &n, &why) == CRDT_EDECODE && why, "json bytes: a number refused");
+    json_decref(bad);
+    json_t *e = crdt_json_bytes("", 0);
+    ok(crdt_json_get_bytes(e, 0, &out, &n, &why) == 0 && n == 0 && out, "json bytes: empty");
+    crdt_free(out);
+    json_decref(e);
+    json_decref(t);
+    json_decref(b);
+}
+
 int main(void)
 {
     test_hlc();
@@ -323,5 +369,6 @@ int main(void)
     test_base64();
     test_hidx();
     test_blobs();
+    test_text_bytes();
     return done_testing();
 }

@@ -182,6 +182,11 @@ int crdt_base64_decode_into(uint8_t *out, const char *s, size_t slen, unsigned f
 char *crdt_base64_encode(const void *data, size_t len, size_t *out_len);
 int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_len);
 
+/* Byte strings as text (docs/encoding.md, "Bytes in JSON and URLs"): 1 when p[0..n) is valid
+ * UTF-8 (RFC 3629: shortest forms only, no surrogates, at most U+10FFFF) with no NUL byte, the
+ * bytes every text form (JSON strings, crdtc's arguments) carries as they are. */
+int crdt_utf8_text(const void *p, size_t n);
+
 /* ------------------------------------------------------------------------------------------------
  * Hybrid logical clock. Timestamps order totally by (ms, logical, node).
  * --------------------------------------------------------------------------------------------- */

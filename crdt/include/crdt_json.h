@@ -18,6 +18,18 @@ json_t *crdt_obj_to_json(const crdt_obj_t *o);
  * and a message naming the offending field. */
 crdt_obj_t *crdt_obj_from_json(const json_t *j, crdt_error_t *err);
 
+/* The one JSON form of a byte string (key, prefix, member, register value) in every layer
+ * (docs/encoding.md, "Bytes in JSON and URLs"): a JSON string when crdt_utf8_text(p, n), else
+ * {"base64":"<standard base64, padded>"}. A new reference, or NULL on allocation failure. */
+json_t *crdt_json_bytes(const void *p, size_t n);
+
+/* Reads either form of crdt_json_bytes (j borrowed; a string may hold any UTF-8, NUL included
+ * when the parser allowed it): 0 and a new buffer *out of *n bytes (free with crdt_free; never
+ * NULL, even for 0 bytes), or CRDT_EDECODE with *why a static reason ("expected a string or
+ * {\"base64\":...}", "invalid base64", "longer than max"), or CRDT_ENOMEM. max bounds the
+ * decoded length. */
+int crdt_json_get_bytes(const json_t *j, size_t max, uint8_t **out, size_t *n, const char **why);
+
 /* JSON <-> HLC timestamp {"ms":N,"c":N,"node":N}. */
 json_t *crdt_hlc_to_json(const crdt_hlc_ts_t *ts);
 int crdt_hlc_from_json(const json_t *j, crdt_hlc_ts_t *ts);

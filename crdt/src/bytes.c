@@ -142,3 +142,44 @@ int crdt_base64_decode(const char *s, size_t slen, uint8_t **out, size_t *out_le
 {
     return crdt_base64_decode_ex(s, slen, CRDT_B64_STD, out, out_len);
 }
+
+/* ---- UTF-8 text ----------------------------------------------------------------------------- */
+
+int crdt_utf8_text(const void *data, size_t n)
+{
+    const uint8_t *p = (const uint8_t *)data;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        if (c >= 0x01 && c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+            cp = c & 0x1Fu;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            cp = c & 0x0Fu;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            cp = c & 0x07u;
+        } else {
+            return 0; /* NUL, a continuation byte, C0/C1 (overlong 2-byte) or F5..FF */
+        }
+        if (n - i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = cp << 6 | (p[i + k] & 0x3Fu);
+        }
+        if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "crdt_json.h"
 #include "crdt_private.h"
@@ -19,6 +20,61 @@ void *crdt__json_fail(crdt_error_t *err, const char *fmt, ...)
         va_end(ap);
     }
     return NULL;
+}
+
+json_t *crdt_json_bytes(const void *p, size_t n)
+{
+    if (crdt_utf8_text(p, n))
+        return json_stringn_nocheck(n ? (const char *)p : "", n);
+    size_t len;
+    char *s = crdt_base64_encode(p, n, &len);
+    if (!s)
+        return NULL;
+    json_t *j = json_pack("{s:s%}", "base64", s, len);
+    crdt__free(s);
+    return j;
+}
+
+int crdt_json_get_bytes(const json_t *j, size_t max, uint8_t **out, size_t *n, const char **why)
+{
+    static const char *const shape = "expected a string or {\"base64\":\"...\"}";
+    if (json_is_string(j)) {
+        size_t len = json_string_length(j);
+        if (len > max) {
+            *why = "longer than the limit";
+            return CRDT_EDECODE;
+        }
+        uint8_t *b = crdt__malloc(len ? len : 1);
+        if (!b)
+            return CRDT_ENOMEM;
+        if (len)
+            memcpy(b, json_string_value(j), len);
+        *out = b;
+        *n = len;
+        return 0;
+    }
+    const json_t *b64 = json_is_object(j) && json_object_size(j) == 1
+                            ? json_object_get(j, "base64")
+                            : NULL;
+    if (!json_is_string(b64)) {
+        *why = shape;
+        return CRDT_EDECODE;
+    }
+    size_t slen = json_string_length(b64);
+    if (slen / 4 * 3 > max + 2) {
+        *why = "longer than the limit";
+        return CRDT_EDECODE;
+    }
+    int rc = crdt_base64_decode(json_string_value(b64), slen, out, n);
+    if (rc == CRDT_EDECODE)
+        *why = "invalid base64 (standard alphabet, padded)";
+    if (rc == 0 && *n > max) {
+        crdt__free(*out);
+        *out = NULL;
+        *why = "longer than the limit";
+        return CRDT_EDECODE;
+    }
+    return rc;
 }
 
 json_t *crdt__json_blob(const void *p, size_t n)
