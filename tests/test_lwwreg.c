@@ -157,7 +157,7 @@ static void test_codecs(void)
     s = json_dumps(j, JSON_COMPACT);
     is(s,
        "{\"type\":\"lwwreg\",\"state\":{\"ts\":{\"ms\":1000,\"c\":2,\"node\":3},"
-       "\"value\":\"YQBi\"}}",
+       "\"value\":{\"base64\":\"YQBi\"}}}",
        "JSON shape");
     back = crdt_obj_from_json(j, &err);
     ok(back && crdt_obj_equal(back, r), "JSON round trip");
@@ -188,7 +188,7 @@ static void test_codecs(void)
              "\"value\":\"\"}}",
              "ts.c", "negative logical");
     bad_json("{\"type\":\"lwwreg\",\"state\":{\"ts\":{\"ms\":1,\"c\":0,\"node\":1},"
-             "\"value\":\"a\"}}",
+             "\"value\":{\"base64\":\"a\"}}}",
              "value", "bad base64");
     bad_json("{\"type\":\"lwwreg\",\"state\":{\"ts\":{\"ms\":1,\"c\":0,\"node\":1}}}", "value",
              "missing value");

@@ -127,7 +127,7 @@ static void test_basics(void)
         s,
         "{\"vv\":[{\"replica\":1,\"seq\":3},{\"replica\":2,\"seq\":1},{\"replica\":3,\"seq\":1}"
         "],\"cloud\":[],\"elements\":[{\"member\":\"\",\"dots\":[{\"replica\":3,\"seq\":1}]},"
-        "{\"member\":\"Yg==\",\"dots\":[{\"replica\":2,\"seq\":1}]},{\"member\":\"Yw==\","
+        "{\"member\":\"b\",\"dots\":[{\"replica\":2,\"seq\":1}]},{\"member\":\"c\","
         "\"dots\":[{\"replica\":1,\"seq\":1}]}]}",
         "JSON state: vv holds every dot seen, removed a leaves no trace but its dots");
 
@@ -195,7 +195,7 @@ static void test_observed_remove(void)
     ok(has(b, "x") && crdt_obj_equal(a, b), "B keeps x, states agree");
     is_state(a,
              "{\"vv\":[{\"replica\":1,\"seq\":1},{\"replica\":2,\"seq\":1}],\"cloud\":[],"
-             "\"elements\":[{\"member\":\"eA==\",\"dots\":[{\"replica\":2,\"seq\":1}]}]}",
+             "\"elements\":[{\"member\":\"x\",\"dots\":[{\"replica\":2,\"seq\":1}]}]}",
              "only B's dot is left");
 
     /* concurrent adds give one member two dots; a remove that saw both removes it everywhere */
@@ -206,7 +206,7 @@ static void test_observed_remove(void)
     crdt_obj_merge(e, c);
     is_state(c,
              "{\"vv\":[{\"replica\":1,\"seq\":1},{\"replica\":2,\"seq\":1}],\"cloud\":[],"
-             "\"elements\":[{\"member\":\"eQ==\",\"dots\":[{\"replica\":1,\"seq\":1},"
+             "\"elements\":[{\"member\":\"y\",\"dots\":[{\"replica\":1,\"seq\":1},"
              "{\"replica\":2,\"seq\":1}]}]}",
              "two concurrent adds: two dots on one member");
     crdt_obj_t *d = NULL;
@@ -222,7 +222,7 @@ static void test_observed_remove(void)
     add(f, 3, "z", &dz);
     is_state(dz,
              "{\"vv\":[{\"replica\":1,\"seq\":1},{\"replica\":2,\"seq\":1},{\"replica\":3,"
-             "\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"eg==\",\"dots\":[{\"replica\""
+             "\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"z\",\"dots\":[{\"replica\""
              ":3,\"seq\":1}]}]}",
              "add delta: the new dot, and the dots it supersedes in its context");
     crdt_obj_merge(g, dz);
@@ -242,7 +242,7 @@ static void test_observed_remove(void)
     is_int(crdt_obj_merge(seen, p), 1, "merge into a replica that removed one of three dots");
     is_state(seen,
              "{\"vv\":[{\"replica\":1,\"seq\":1},{\"replica\":2,\"seq\":1},{\"replica\":3,\"seq\""
-             ":1}],\"cloud\":[],\"elements\":[{\"member\":\"dw==\",\"dots\":[{\"replica\":2,"
+             ":1}],\"cloud\":[],\"elements\":[{\"member\":\"w\",\"dots\":[{\"replica\":2,"
              "\"seq\":1},{\"replica\":3,\"seq\":1}]}]}",
              "it keeps the two dots it never saw");
     is_int(crdt_obj_merge(keep, p), 1, "merge into a replica holding one of the three dots");
@@ -306,15 +306,15 @@ static void test_compaction(void)
     crdt_obj_merge(b, d[1]);
     is_state(b,
              "{\"vv\":[],\"cloud\":[{\"replica\":7,\"seq\":2},{\"replica\":7,\"seq\":4}],"
-             "\"elements\":[{\"member\":\"cQ==\",\"dots\":[{\"replica\":7,\"seq\":2}]},"
-             "{\"member\":\"cw==\",\"dots\":[{\"replica\":7,\"seq\":4}]}]}",
+             "\"elements\":[{\"member\":\"q\",\"dots\":[{\"replica\":7,\"seq\":2}]},"
+             "{\"member\":\"s\",\"dots\":[{\"replica\":7,\"seq\":4}]}]}",
              "out-of-order dots wait in the cloud");
     crdt_obj_merge(b, d[0]);
     is_state(b,
              "{\"vv\":[{\"replica\":7,\"seq\":2}],\"cloud\":[{\"replica\":7,\"seq\":4}],"
-             "\"elements\":[{\"member\":\"cA==\",\"dots\":[{\"replica\":7,\"seq\":1}]},"
-             "{\"member\":\"cQ==\",\"dots\":[{\"replica\":7,\"seq\":2}]},"
-             "{\"member\":\"cw==\",\"dots\":[{\"replica\":7,\"seq\":4}]}]}",
+             "\"elements\":[{\"member\":\"p\",\"dots\":[{\"replica\":7,\"seq\":1}]},"
+             "{\"member\":\"q\",\"dots\":[{\"replica\":7,\"seq\":2}]},"
+             "{\"member\":\"s\",\"dots\":[{\"replica\":7,\"seq\":4}]}]}",
              "dot 1 arrives: 1 and 2 fold into the vv");
     crdt_obj_merge(b, d[2]);
     ok(crdt_obj_equal(a, b), "all four, any order: equal to the origin");
@@ -333,10 +333,10 @@ static void test_compaction(void)
     crdt_obj_free(x);
     crdt_obj_free(y);
     is_state(c,
-             "{\"vv\":[{\"replica\":7,\"seq\":4}],\"cloud\":[],\"elements\":[{\"member\":\"cA==\","
-             "\"dots\":[{\"replica\":7,\"seq\":1}]},{\"member\":\"cQ==\",\"dots\":[{\"replica\":7,"
-             "\"seq\":2}]},{\"member\":\"cg==\",\"dots\":[{\"replica\":7,\"seq\":3}]},{\"member\":"
-             "\"cw==\",\"dots\":[{\"replica\":7,\"seq\":4}]}]}",
+             "{\"vv\":[{\"replica\":7,\"seq\":4}],\"cloud\":[],\"elements\":[{\"member\":\"p\","
+             "\"dots\":[{\"replica\":7,\"seq\":1}]},{\"member\":\"q\",\"dots\":[{\"replica\":7,"
+             "\"seq\":2}]},{\"member\":\"r\",\"dots\":[{\"replica\":7,\"seq\":3}]},{\"member\":"
+             "\"s\",\"dots\":[{\"replica\":7,\"seq\":4}]}]}",
              "contiguous dots end up in the vv, the cloud empty");
 
     /* a replica that learnt of dots beyond its own counter continues after them */
@@ -345,8 +345,8 @@ static void test_compaction(void)
     add(e, 7, "t", NULL);
     is_state(e,
              "{\"vv\":[],\"cloud\":[{\"replica\":7,\"seq\":4},{\"replica\":7,\"seq\":5}],"
-             "\"elements\":[{\"member\":\"cw==\",\"dots\":[{\"replica\":7,\"seq\":4}]},"
-             "{\"member\":\"dA==\",\"dots\":[{\"replica\":7,\"seq\":5}]}]}",
+             "\"elements\":[{\"member\":\"s\",\"dots\":[{\"replica\":7,\"seq\":4}]},"
+             "{\"member\":\"t\",\"dots\":[{\"replica\":7,\"seq\":5}]}]}",
              "a new dot is past the cloud, never reusing a seen seq");
     for (int i = 0; i < 4; i++)
         crdt_obj_free(d[i]);
@@ -432,8 +432,8 @@ static void test_binary(void)
         is_state(o,
                  "{\"vv\":[{\"replica\":1,\"seq\":2},{\"replica\":3,\"seq\":1}],\"cloud\":[{"
                  "\"replica\":3,\"seq\":3},{\"replica\":3,\"seq\":4}],\"elements\":[{\"member\":"
-                 "\"YQ==\",\"dots\":[{\"replica\":1,\"seq\":1},{\"replica\":3,\"seq\":3}]},{"
-                 "\"member\":\"Yg==\",\"dots\":[{\"replica\":1,\"seq\":2}]},{\"member\":\"Yw==\","
+                 "\"a\",\"dots\":[{\"replica\":1,\"seq\":1},{\"replica\":3,\"seq\":3}]},{"
+                 "\"member\":\"b\",\"dots\":[{\"replica\":1,\"seq\":2}]},{\"member\":\"c\","
                  "\"dots\":[{\"replica\":3,\"seq\":4}]}]}",
                  "decoded state as JSON");
         crdt_obj_free(o);
@@ -533,25 +533,25 @@ static void test_json(void)
          "\"elements\":[]}",
          "cloud[0]: cloud dot (1,2)"},
         {"dot not in the context",
-         "{\"vv\":[{\"replica\":1,\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"YQ==\","
+         "{\"vv\":[{\"replica\":1,\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"a\","
          "\"dots\":[{\"replica\":1,\"seq\":2}]}]}",
          "elements[0].dots[0]: dot (1,2) is not in the causal context"},
         {"bad base64",
-         "{\"vv\":[{\"replica\":1,\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"YQ=\","
+         "{\"vv\":[{\"replica\":1,\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":{\"base64\":\"YQ=\"},"
          "\"dots\":[{\"replica\":1,\"seq\":1}]}]}",
          "elements[0].member: invalid base64"},
         {"no dots",
-         "{\"vv\":[{\"replica\":1,\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"YQ==\","
+         "{\"vv\":[{\"replica\":1,\"seq\":1}],\"cloud\":[],\"elements\":[{\"member\":\"a\","
          "\"dots\":[]}]}",
          "elements[0]: a member needs at least one dot"},
         {"members unsorted",
-         "{\"vv\":[{\"replica\":1,\"seq\":2}],\"cloud\":[],\"elements\":[{\"member\":\"Yg==\","
-         "\"dots\":[{\"replica\":1,\"seq\":1}]},{\"member\":\"YQ==\",\"dots\":[{\"replica\":1,"
+         "{\"vv\":[{\"replica\":1,\"seq\":2}],\"cloud\":[],\"elements\":[{\"member\":\"b\","
+         "\"dots\":[{\"replica\":1,\"seq\":1}]},{\"member\":\"a\",\"dots\":[{\"replica\":1,"
          "\"seq\":2}]}]}",
          "elements[1]: members not strictly ascending"},
         {"shared dot",
-         "{\"vv\":[{\"replica\":1,\"seq\":2}],\"cloud\":[],\"elements\":[{\"member\":\"YQ==\","
-         "\"dots\":[{\"replica\":1,\"seq\":1}]},{\"member\":\"Yg==\",\"dots\":[{\"replica\":1,"
+         "{\"vv\":[{\"replica\":1,\"seq\":2}],\"cloud\":[],\"elements\":[{\"member\":\"a\","
+         "\"dots\":[{\"replica\":1,\"seq\":1}]},{\"member\":\"b\",\"dots\":[{\"replica\":1,"
          "\"seq\":1}]}]}",
          "two members"},
     };

@@ -30,8 +30,8 @@ static const char *show(const crdt_obj_t *o)
         n += (size_t)snprintf(out + n, sizeof(out) - n, "max=%lld ", max);
     json_t *fl = json_object_get(st, "floor");
     if (!json_is_null(fl)) {
-        const char *b64 = json_string_value(json_object_get(fl, "member"));
-        crdt_base64_decode(b64, strlen(b64), &m, &mlen);
+        const char *why;
+        crdt_json_get_bytes(json_object_get(fl, "member"), 1u << 20, &m, &mlen, &why);
         n += (size_t)snprintf(out + n, sizeof(out) - n, "F(%.*s,%g) ", (int)mlen, (char *)m,
                               json_number_value(json_object_get(fl, "score")));
         free(m);
@@ -40,8 +40,8 @@ static const char *show(const crdt_obj_t *o)
     json_t *e;
     json_array_foreach(json_object_get(st, "entries"), i, e)
     {
-        const char *b64 = json_string_value(json_object_get(e, "member"));
-        crdt_base64_decode(b64, strlen(b64), &m, &mlen);
+        const char *why;
+        crdt_json_get_bytes(json_object_get(e, "member"), 1u << 20, &m, &mlen, &why);
         n += (size_t)snprintf(out + n, sizeof(out) - n, "%s(%.*s,%g) ",
                               json_is_true(json_object_get(e, "live")) ? "A" : "R", (int)mlen,
                               (char *)m, json_number_value(json_object_get(e, "score")));
@@ -1074,8 +1074,8 @@ static void test_json(void)
     json_t *j = crdt_obj_to_json(t);
     char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     is(s,
-       "{\"state\":{\"entries\":[{\"live\":true,\"member\":\"Yw==\",\"score\":1234.5},"
-       "{\"live\":false,\"member\":\"Yg==\",\"score\":2.25}],\"floor\":{\"member\":\"YQ==\","
+       "{\"state\":{\"entries\":[{\"live\":true,\"member\":\"c\",\"score\":1234.5},"
+       "{\"live\":false,\"member\":\"b\",\"score\":2.25}],\"floor\":{\"member\":\"a\","
        "\"score\":1.0},\"max_size\":2},\"type\":\"timeline\"}",
        "JSON form as documented");
     crdt_error_t err;
@@ -1096,22 +1096,22 @@ static void test_json(void)
          "\"x\":1}}",
          "unexpected"},
         {"{\"type\":\"timeline\",\"state\":{\"max_size\":0,\"floor\":null,\"entries\":"
-         "[{\"member\":\"YQ==\",\"score\":1,\"live\":1}]}}",
+         "[{\"member\":\"a\",\"score\":1,\"live\":1}]}}",
          "entries[0].live"},
         {"{\"type\":\"timeline\",\"state\":{\"max_size\":0,\"floor\":null,\"entries\":"
-         "[{\"member\":\"YQ==\",\"score\":1,\"live\":true},"
-         "{\"member\":\"Yg==\",\"score\":2,\"live\":true}]}}",
+         "[{\"member\":\"a\",\"score\":1,\"live\":true},"
+         "{\"member\":\"b\",\"score\":2,\"live\":true}]}}",
          "entries[1]: entries not in strictly decreasing"},
         {"{\"type\":\"timeline\",\"state\":{\"max_size\":0,\"floor\":null,\"entries\":"
-         "[{\"member\":\"!!\",\"score\":1,\"live\":true}]}}",
+         "[{\"member\":{\"base64\":\"!!\"},\"score\":1,\"live\":true}]}}",
          "entries[0].member"},
         {"{\"type\":\"timeline\",\"state\":{\"max_size\":0,\"floor\":null,\"entries\":"
-         "[{\"member\":\"YQ==\",\"score\":\"1\",\"live\":true}]}}",
+         "[{\"member\":\"a\",\"score\":\"1\",\"live\":true}]}}",
          "entries[0].score"},
-        {"{\"type\":\"timeline\",\"state\":{\"max_size\":1,\"floor\":{\"member\":\"Yg==\","
-         "\"score\":5},\"entries\":[{\"member\":\"YQ==\",\"score\":5,\"live\":true}]}}",
+        {"{\"type\":\"timeline\",\"state\":{\"max_size\":1,\"floor\":{\"member\":\"b\","
+         "\"score\":5},\"entries\":[{\"member\":\"a\",\"score\":5,\"live\":true}]}}",
          "entries[0]: entry at or below the floor"},
-        {"{\"type\":\"timeline\",\"state\":{\"max_size\":0,\"floor\":{\"member\":\"YQ==\","
+        {"{\"type\":\"timeline\",\"state\":{\"max_size\":0,\"floor\":{\"member\":\"a\","
          "\"score\":5},\"entries\":[]}}",
          "floor: floor in an unbounded"},
     };

@@ -11,7 +11,8 @@ extern "C" {
 #endif
 
 /* Returns a new reference to the JSON form of o, or NULL on allocation failure. Members and
- * values are base64; scores are JSON reals that read back to the same double. */
+ * values are byte strings in their JSON form (crdt_json_bytes: a string when they are text, else
+ * {"base64":...}); scores are JSON reals that read back to the same double. */
 json_t *crdt_obj_to_json(const crdt_obj_t *o);
 
 /* Returns a new object from its JSON form (j is borrowed), or NULL with *err filled: CRDT_EDECODE

@@ -128,9 +128,10 @@ int crdt__rd_end(crdt__reader_t *r);
 
 /* Fills err (if not NULL) with CRDT_EDECODE and the message; returns NULL for convenience. */
 void *crdt__json_fail(crdt_error_t *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* New reference: base64 string of the bytes. */
+/* New reference: the bytes' JSON form, crdt_json_bytes (a string when text, else {"base64"}). */
 json_t *crdt__json_blob(const void *p, size_t n);
-/* Decodes a base64 JSON string into a new buffer; `what` names the field in the error. */
+/* Reads either JSON form of bytes (crdt_json_get_bytes, at most CRDT_MAX_BLOB) into a new buffer;
+ * `what` names the field in the error. */
 int crdt__json_get_blob(const json_t *j, const char *what, uint8_t **out, size_t *n,
                         crdt_error_t *err);
 /* A JSON integer in [min, max]. */

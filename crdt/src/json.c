@@ -79,30 +79,16 @@ int crdt_json_get_bytes(const json_t *j, size_t max, uint8_t **out, size_t *n, c
 
 json_t *crdt__json_blob(const void *p, size_t n)
 {
-    size_t len;
-    char *s = crdt_base64_encode(p, n, &len);
-    if (!s)
-        return NULL;
-    json_t *j = json_stringn_nocheck(s, len);
-    crdt__free(s);
-    return j;
+    return crdt_json_bytes(p, n);
 }
 
 int crdt__json_get_blob(const json_t *j, const char *what, uint8_t **out, size_t *n,
                         crdt_error_t *err)
 {
-    if (!json_is_string(j)) {
-        crdt__json_fail(err, "%s: expected a base64 string", what);
-        return CRDT_EDECODE;
-    }
-    size_t slen = json_string_length(j);
-    if (slen / 4 * 3 > CRDT_MAX_BLOB) {
-        crdt__json_fail(err, "%s: longer than %u bytes", what, CRDT_MAX_BLOB);
-        return CRDT_EDECODE;
-    }
-    int rc = crdt_base64_decode(json_string_value(j), slen, out, n);
+    const char *why = NULL;
+    int rc = crdt_json_get_bytes(j, CRDT_MAX_BLOB, out, n, &why);
     if (rc == CRDT_EDECODE)
-        crdt__json_fail(err, "%s: invalid base64", what);
+        crdt__json_fail(err, "%s: %s", what, why);
     return rc;
 }
 

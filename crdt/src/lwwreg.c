@@ -155,7 +155,7 @@ static crdt_obj_t *lwwreg_decode(crdt__reader_t *r)
     return &reg->obj;
 }
 
-/* null when unset, else {"ts":{"ms","c","node"},"value":base64}. */
+/* null when unset, else {"ts":{"ms","c","node"},"value":bytes} (bytes: crdt_json_bytes). */
 static json_t *lwwreg_to_json(const crdt_obj_t *o)
 {
     const lwwreg_t *r = (const lwwreg_t *)o;

@@ -378,7 +378,7 @@ fail:
     return NULL;
 }
 
-/* {"members":[{"member":base64,"ts":{"ms","c","node"},"live":bool}...]} in member order. */
+/* {"members":[{"member":bytes,"ts":{"ms","c","node"},"live":bool}...]} in member order. */
 static json_t *lwwset_to_json(const crdt_obj_t *o)
 {
     const lwwset_t *s = (const lwwset_t *)o;

@@ -1322,7 +1322,7 @@ static int from_json_into(const json_t *st, builder_t *b, crdt_error_t *err)
         snprintf(where, sizeof(where), "elements[%zu]", i);
         if (!json_is_object(el) || json_object_size(el) != 2 ||
             !json_is_array(json_object_get(el, "dots")))
-            return crdt__json_fail(err, "%s: expected {\"member\":base64,\"dots\":[..]}", where),
+            return crdt__json_fail(err, "%s: expected {\"member\":bytes,\"dots\":[..]}", where),
                    CRDT_EDECODE;
         char mwhere[112];
         snprintf(mwhere, sizeof(mwhere), "%s.member", where);

@@ -24,8 +24,8 @@
  *     u8    flag                1 live, 0 tombstone
  *     blob  member
  *
- * JSON state: {"max_size":N, "floor":null | {"member":b64,"score":x},
- *              "entries":[{"member":b64,"score":x,"live":true|false}, ...]} (newest first, same
+ * JSON state: {"max_size":N, "floor":null | {"member":bytes,"score":x},
+ *              "entries":[{"member":bytes,"score":x,"live":true|false}, ...]} (newest first, same
  * rules as the binary form, no other fields).
  *
  * Memory layout (targets: cheap inserts, newest-N reads that touch N entries, <= 48 bytes per
@@ -1499,7 +1499,7 @@ fail:
     return NULL;
 }
 
-/* Reads {"member":b64,"score":x} (+ "live" when want_live) with exactly those fields. */
+/* Reads {"member":bytes,"score":x} (+ "live" when want_live) with exactly those fields. */
 static int entry_from_json(const json_t *j, const char *what, bool want_live, uint8_t **m,
                            size_t *len, double *score, bool *live, crdt_error_t *err)
 {
