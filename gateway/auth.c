@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "crdt_json.h"
 #include "util.h"
 
 #define RING_FILE_MAX 65536 /* a key ring file larger than this is refused */
@@ -318,16 +319,19 @@ bool gw_auth_http_key(gw_exchange_t *x, gw_access_t a, const void *key, size_t k
     gw_denial_t d = gw_auth_key(gw_auth_http_token(x), a, key, klen, false);
     if (d == GW_DENY_NONE)
         return true;
-    char *b64 = crdt_base64_encode(key, klen < 96 ? klen : 96, NULL);
+    /* the key (its first 96 bytes) in its JSON form: "feed:1", or {"base64":"AP8="} */
+    json_t *kj = crdt_json_bytes(key, klen < 96 ? klen : 96);
+    char *ks = kj ? json_dumps(kj, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(kj);
     char text[320];
     if (d == GW_DENY_READ_ONLY)
         snprintf(text, sizeof(text), "the token of \"%s\" is read-only: it may not write %s %s",
-                 x->tok.sub, what, b64 ? b64 : "");
+                 x->tok.sub, what, ks ? ks : "");
     else
         snprintf(text, sizeof(text), "%s %s%s is outside the %s grants of the token of \"%s\"",
-                 what, b64 ? b64 : "", klen > 96 ? "..." : "",
+                 what, ks ? ks : "", klen > 96 ? "..." : "",
                  a == GW_ACCESS_WRITE ? "write" : "read", x->tok.sub);
-    crdt_free(b64);
+    free(ks);
     respond_denied(&x->rs, 403, gw_denial_name(d), text);
     return false;
 }

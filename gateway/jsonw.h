@@ -30,8 +30,13 @@ void gw_jw_free(gw_jw_t *w);
 void gw_jw_raw(gw_jw_t *w, const char *s, size_t n);
 /* A literal: the caller guarantees it needs no JSON escaping. */
 void gw_jw_lit(gw_jw_t *w, const char *s);
-/* "<standard base64 of the bytes>" (crdt_base64_encode_into) */
+/* "<standard base64 of the bytes>" (crdt_base64_encode_into): roshi's form */
 void gw_jw_b64(gw_jw_t *w, const void *p, size_t n);
+/* The one JSON form of a byte string (docs/encoding.md, "Bytes in JSON and URLs"), as
+ * crdt_json_bytes gives it and jansson would write it: a JSON string when the bytes are UTF-8
+ * text (crdt_utf8_text), escaped as jansson does ("\\", "\"", control characters), else
+ * {"base64":"<standard base64>"}. */
+void gw_jw_bytes(gw_jw_t *w, const void *p, size_t n);
 /* The shortest decimal that reads back as d (finite), with ".0" when it looks like an integer. */
 void gw_jw_double(gw_jw_t *w, double d);
 /* A number as Go's encoding/json writes a float64 (roshi-server's responses): shortest digits,
@@ -39,7 +44,8 @@ void gw_jw_double(gw_jw_t *w, double d);
 void gw_jw_double_go(gw_jw_t *w, double d);
 void gw_jw_u64(gw_jw_t *w, uint64_t v);
 
-/* Base64 (standard) of bytes as a new JSON string (jansson), or NULL. */
+/* Base64 (standard) of bytes as a new JSON string (jansson), or NULL: roshi's form (crdtd's own
+ * responses use crdt_json_bytes). */
 json_t *gw_b64_json(const void *p, size_t n);
 
 #endif /* CRDT_GW_JSONW_H */

@@ -11,7 +11,8 @@ static const double lat_bounds[GW_LAT_BUCKETS] = {
 
 static const char *const ep_names[GW_EP_COUNT] = {
     "key",     "key_write", "timeline",     "timelines",    "changes",      "healthz",
-    "metrics", "peers",     "roshi_select", "roshi_insert", "roshi_delete", "other",
+    "metrics", "peers",     "roshi_select", "roshi_insert", "roshi_delete", "list",
+    "other",
 };
 
 const char *gw_endpoint_name(gw_endpoint_t ep)

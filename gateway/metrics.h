@@ -23,6 +23,7 @@ typedef enum gw_endpoint {
     GW_EP_ROSHI_SELECT, /* roshi GET / */
     GW_EP_ROSHI_INSERT, /* roshi POST / */
     GW_EP_ROSHI_DELETE, /* roshi DELETE / */
+    GW_EP_LIST,         /* GET /v1/keys */
     GW_EP_OTHER,        /* unknown paths, malformed requests */
     GW_EP_COUNT
 } gw_endpoint_t;

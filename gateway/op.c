@@ -97,6 +97,25 @@ int gw_b64_field(const json_t *v, const char *what, size_t max, gw_op_result_t *
     return 0;
 }
 
+int gw_bytes_field(const json_t *v, const char *what, size_t max, gw_op_result_t *r,
+                   uint8_t **out, size_t *outlen)
+{
+    const char *why = NULL;
+    int rc = crdt_json_get_bytes(v, max, out, outlen, &why);
+    if (rc == CRDT_ENOMEM)
+        return op_fail(r, 500, "internal", "out of memory");
+    if (rc < 0) {
+        if (!v)
+            return op_fail(r, 400, "bad_request", "%s: missing (a string, or {\"base64\":..})",
+                           what);
+        if (!strcmp(why, "longer than the limit"))
+            return op_fail(r, 400, "bad_request", "%s: longer than the limit of %zu bytes", what,
+                           max);
+        return op_fail(r, 400, "bad_request", "%s: %s", what, why);
+    }
+    return 0;
+}
+
 /* Reads a finite JSON number (JSON has no NaN or infinity; jansson refuses overflowing reals). */
 static int score_field(const json_t *v, const char *what, gw_op_result_t *r, double *out)
 {
@@ -147,7 +166,7 @@ static int collect_items(gw_server_t *s, const json_t *body, bool scored, gw_op_
             snprintf(what, sizeof(what), scored ? "entries[%zu].member" : "members[%zu]", i);
         else
             snprintf(what, sizeof(what), "member");
-        if (gw_b64_field(m, what, s->cfg.max_member, r, &items[i].m, &items[i].mlen))
+        if (gw_bytes_field(m, what, s->cfg.max_member, r, &items[i].m, &items[i].mlen))
             goto fail;
         if (scored) {
             if (many)
@@ -386,7 +405,7 @@ static int parse_op(op_run_t *o, const json_t *body)
             return op_fail(r, 400, "unknown_op", "lwwreg ops: set");
         o->items = &o->one_item;
         o->nitems = 1;
-        if (gw_b64_field(json_object_get(body, "value"), "value", s->cfg.max_member, r,
+        if (gw_bytes_field(json_object_get(body, "value"), "value", s->cfg.max_member, r,
                          &o->items[0].m, &o->items[0].mlen))
             return -1;
         m.kind = CRDT_MUT_SET;

@@ -2,7 +2,7 @@
  * crdt.v1 apply) parsed into crdt_mut_t values and run through the store
  *
  * Layer: above server.h (no HTTP: sessions use it too). Also the reserved key prefix and the
- * base64 JSON field decoder that every request parser uses.
+ * JSON field decoders (byte strings, base64) that every request parser uses.
  */
 #ifndef CRDT_GW_OP_H
 #define CRDT_GW_OP_H
@@ -63,8 +63,14 @@ typedef void (*gw_writes_done_cb)(gw_server_t *s, int rc, size_t applied, uint64
 void gw_run_writes(gw_server_t *s, const gw_write_t *w, size_t n, gw_writes_done_cb done, void *ud);
 
 /* Decodes a standard base64 JSON string field into a new buffer (*out, free()) of at most max
- * bytes: 0, or -1 with r->status/code/message naming `what`. */
+ * bytes: 0, or -1 with r->status/code/message naming `what`. (The "binary" of a merge: an
+ * encoding, always base64.) */
 int gw_b64_field(const json_t *v, const char *what, size_t max, gw_op_result_t *r, uint8_t **out,
                  size_t *outlen);
+/* Decodes a byte string field (a member, a value) in either JSON form of docs/encoding.md's
+ * "Bytes in JSON and URLs" (a string, or {"base64":..}) into a new buffer (*out, free()) of at
+ * most max bytes: 0, or -1 with r->status/code/message naming `what`. */
+int gw_bytes_field(const json_t *v, const char *what, size_t max, gw_op_result_t *r,
+                   uint8_t **out, size_t *outlen);
 
 #endif /* CRDT_GW_OP_H */

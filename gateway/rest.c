@@ -14,19 +14,27 @@
 #include "peer.h"
 #include "rest.h"
 #include "status.h"
+#include "token.h"
 
 /*
- * Keys travel in URLs as base64url (RFC 4648 section 5, padding optional): any byte string is a
- * key, and lws's path normalisation ("//", "/../", percent-decoding) cannot alter one. In JSON,
- * keys, members and register values are standard base64, as in libcrdt's JSON codec and roshi.
- * Routes (docs/http-api.md):
+ * Byte strings (keys, prefixes, members, values) follow docs/encoding.md, "Bytes in JSON and
+ * URLs": in JSON a string when they are UTF-8 text, else {"base64":..} (crdt_json_bytes,
+ * gw_jw_bytes; requests take both forms); in URLs percent-encoded. libwebsockets 4.1.6 decodes
+ * the path and the query before we see them, and on the way it merges "//", resolves "/./" and
+ * "/../" (encoded or not), turns a bare '+' into a space, cuts at a bare ';' or '&', and drops a
+ * request with %00 in it; so every URL byte string also has a base64url twin (RFC 4648 section 5,
+ * padding optional) that lws leaves alone: /v1/keys64/{key} for a path key, and the arguments
+ * prefix64, after64 and keys64 for prefix, after and keys. Routes (docs/http-api.md):
  *
  *   GET  /healthz                         GET /metrics
+ *   GET  /v1/keys?prefix&after&limit      keys in key order, a page at a time
  *   GET  /v1/keys/{key}                   type, value, JSON state, binary state
  *   POST /v1/keys/{key}                   apply an op: {"type":..,"op":..,...}
  *   GET  /v1/keys/{key}/timeline          newest first: ?offset&limit, or ?max&min&cursor&limit
  *   GET  /v1/timelines?keys=k1,k2         coalesced newest first over several timelines
  *   GET  /v1/changes?since&limit          the change feed
+ *
+ * (/v1/keys64/{key} wherever /v1/keys/{key} is.)
  *
  * Every handler reads through the store and answers from the completion of its store call
  * (gw_http_reply); what a completion needs is in the handler's context (the decoded key, the
@@ -37,6 +45,8 @@
 #define DEFAULT_LIMIT 50
 #define MAX_LIMIT 10000
 #define MAX_SELECT_KEYS 1000
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
 
 /* ---- shared helpers ------------------------------------------------------------------------- */
 
@@ -48,31 +58,80 @@ static int b64url_decode(const char *s, size_t n, uint8_t **out, size_t *outlen)
     return crdt_base64_decode_ex(s, n, CRDT_B64_URL | CRDT_B64_NOPAD, out, outlen) < 0 ? -1 : 0;
 }
 
-static int key_from_url(gw_server_t *s, const char *seg, size_t n, gw_response_t *rs, uint8_t **key,
-                        size_t *klen)
+/* A byte string of a URL into a new buffer (*out, free()): seg as lws percent-decoded it, or with
+ * b64 its base64url. what names it in the error; 1..max bytes (min 0 allows the empty string,
+ * *out then still a buffer). 0, or -1 after responding 400. */
+static int url_bytes(const char *seg, size_t n, bool b64, const char *what, size_t min, size_t max,
+                     gw_response_t *rs, uint8_t **out, size_t *outlen)
 {
-    if (!n) {
-        gw_respond_error(rs, 400, "empty key");
+    *out = NULL;
+    *outlen = 0;
+    if (n < min) {
+        gw_respond_error(rs, 400, "empty %s", what);
         return -1;
     }
-    if (n / 4 * 3 > s->cfg.max_key + 3) {
-        gw_respond_error(rs, 400, "key longer than the limit of %zu bytes (--max-key)",
-                         s->cfg.max_key);
+    if (!b64) {
+        if (n > max) {
+            gw_respond_error(rs, 400, "%s of %zu bytes: the limit is %zu (--max-key)", what, n,
+                             max);
+            return -1;
+        }
+        if (!(*out = malloc(n ? n : 1))) {
+            gw_respond_error(rs, 500, "out of memory");
+            return -1;
+        }
+        memcpy(*out, seg, n);
+        *outlen = n;
+        return 0;
+    }
+    if (n / 4 * 3 > max + 3) {
+        gw_respond_error(rs, 400, "%s longer than the limit of %zu bytes (--max-key)", what, max);
         return -1;
     }
-    if (b64url_decode(seg, n, key, klen)) {
-        gw_respond_error(rs, 400,
-                         "key is not valid base64url (RFC 4648 section 5, padding optional)");
+    if (b64url_decode(seg, n, out, outlen)) {
+        gw_respond_error(rs, 400, "%s is not valid base64url (RFC 4648 section 5, padding optional)",
+                         what);
         return -1;
     }
-    if (*klen == 0 || *klen > s->cfg.max_key) {
-        gw_respond_error(rs, 400, "key of %zu bytes: keys are 1 to %zu bytes (--max-key)", *klen,
-                         s->cfg.max_key);
-        free(*key);
-        *key = NULL;
+    if (*outlen < min || *outlen > max) {
+        gw_respond_error(rs, 400, "%s of %zu bytes: the limit is %zu (--max-key)", what, *outlen,
+                         max);
+        free(*out);
+        *out = NULL;
         return -1;
     }
     return 0;
+}
+
+static int key_from_url(gw_server_t *s, const char *seg, size_t n, bool b64, gw_response_t *rs,
+                        uint8_t **key, size_t *klen)
+{
+    return url_bytes(seg, n, b64, "key", 1, s->cfg.max_key, rs, key, klen);
+}
+
+/* A byte-string query argument `name`, percent-encoded, or its base64url twin `name`64: 0 when
+ * neither is given, 1 with a new buffer *out (free()), -1 after responding 400 (both given, bad
+ * base64url, too long). */
+static int arg_bytes(gw_server_t *s, const gw_request_t *rq, const char *name,
+                     gw_response_t *rs, uint8_t **out, size_t *n)
+{
+    char name64[32];
+    snprintf(name64, sizeof(name64), "%s64", name);
+    const char *v = gw_arg(rq, name), *v64 = gw_arg(rq, name64);
+    *out = NULL;
+    *n = 0;
+    if (!v && !v64)
+        return 0;
+    if (v && v64) {
+        gw_respond_error(rs, 400, "query arguments %s and %s: give one of them", name, name64);
+        return -1;
+    }
+    char what[48];
+    snprintf(what, sizeof(what), "query argument %s", v ? name : name64);
+    return url_bytes(v ? v : v64, strlen(v ? v : v64), v64 != NULL, what, 0, s->cfg.max_key, rs,
+                     out, n)
+               ? -1
+               : 1;
 }
 
 /* Parses a non-negative integer query argument; 0 if absent (default kept), -1 after responding. */
@@ -134,7 +193,7 @@ static json_t *entry_json(const crdt_tl_entry_t *e)
     json_t *o = json_object();
     if (!o)
         return NULL;
-    json_object_set_new_nocheck(o, "member", gw_b64_json(e->member, e->member_len));
+    json_object_set_new_nocheck(o, "member", crdt_json_bytes(e->member, e->member_len));
     json_object_set_new_nocheck(o, "score", json_real(e->score));
     return o;
 }
@@ -186,7 +245,7 @@ int gw_cursor_parse(const char *s, double *score, uint8_t **member, size_t *mlen
 
 static int member_to_array(const void *m, size_t len, void *ud)
 {
-    return json_array_append_new(ud, gw_b64_json(m, len)) ? -1 : 0;
+    return json_array_append_new(ud, crdt_json_bytes(m, len)) ? -1 : 0;
 }
 
 static json_t *value_json(const crdt_obj_t *o, json_t *out)
@@ -206,7 +265,7 @@ static json_t *value_json(const crdt_obj_t *o, json_t *out)
         if (crdt_lwwreg_get(o, &val, &len, &ts) != 1)
             return json_null();
         json_object_set_new_nocheck(out, "timestamp", crdt_hlc_to_json(&ts));
-        return gw_b64_json(val, len);
+        return crdt_json_bytes(val, len);
     }
     case CRDT_LWWSET:
     case CRDT_ORSET: {
@@ -288,7 +347,7 @@ static void get_key_got(void *ud, int rc, const crdt_obj_t *o)
         key_ctx_done(c);
         return;
     }
-    json_object_set_new_nocheck(j, "key", gw_b64_json(c->key, c->klen));
+    json_object_set_new_nocheck(j, "key", crdt_json_bytes(c->key, c->klen));
     json_object_set_new_nocheck(j, "type", json_string(crdt_type_name(crdt_obj_type(o))));
     json_object_set_new_nocheck(j, "value", value_json(o, j));
     const char *st = gw_arg(&c->x->rq, "state");
@@ -296,7 +355,7 @@ static void get_key_got(void *ud, int rc, const crdt_obj_t *o)
         json_object_set_new_nocheck(j, "state", crdt_obj_to_json(o));
         crdt_buf_t b = {0};
         if (crdt_obj_encode(o, &b) == 0)
-            json_object_set_new_nocheck(j, "binary", gw_b64_json(b.data, b.len));
+            json_object_set_new_nocheck(j, "binary", gw_b64_json(b.data, b.len)); /* a frame */
         crdt_buf_free(&b);
     }
     crdt_store_fingerprint(c->x->srv->store, c->key, c->klen, get_key_fp, c);
@@ -381,15 +440,15 @@ static void timeline_write(tl_ctx_t *c, const crdt_obj_t *o)
                                                        c->has_after ? &c->after : NULL, limit, es)
                         : crdt_timeline_range(o, offset, limit, es);
     for (size_t i = 0; i < n; i++)
-        bytes += es[i].member_len / 3 * 4 + 48;
+        bytes += es[i].member_len + es[i].member_len / 3 + 64;
     gw_jw_t w;
     gw_jw_init(&w, bytes + c->klen * 2 + 128);
     gw_jw_lit(&w, "{\"key\":");
-    gw_jw_b64(&w, c->key, c->klen);
+    gw_jw_bytes(&w, c->key, c->klen);
     gw_jw_lit(&w, ",\"entries\":[");
     for (size_t i = 0; i < n; i++) {
         gw_jw_lit(&w, i ? ",{\"member\":" : "{\"member\":");
-        gw_jw_b64(&w, es[i].member, es[i].member_len);
+        gw_jw_bytes(&w, es[i].member, es[i].member_len);
         gw_jw_lit(&w, ",\"score\":");
         gw_jw_double(&w, es[i].score);
         gw_jw_lit(&w, "}");
@@ -532,7 +591,7 @@ static void timelines_got(void *ud, int rc, const crdt_obj_t *const *tls, size_t
         json_t *e = entry_json(&es[i]);
         if (e)
             json_object_set_new_nocheck(e, "key",
-                                        gw_b64_json(c->keys[src[i]].data, c->keys[src[i]].len));
+                                        crdt_json_bytes(c->keys[src[i]].data, c->keys[src[i]].len));
         json_array_append_new(a, e);
     }
     json_object_set_new_nocheck(j, "entries", a);
@@ -557,9 +616,20 @@ static void get_timelines(gw_server_t *s, gw_exchange_t *x)
     if (arg_u64(rq, "offset", SIZE_MAX / 2, &offset, rs) ||
         arg_u64(rq, "limit", MAX_LIMIT, &limit, rs))
         goto fail;
-    const char *keys = gw_arg(rq, "keys");
+    /* keys: percent-encoded keys; keys64: base64url ones. A comma separates in both: lws has
+     * decoded a %2C before we see it, so a key holding a comma is given in keys64. */
+    const char *keys = gw_arg(rq, "keys"), *keys64 = gw_arg(rq, "keys64");
+    bool b64 = keys64 != NULL;
+    if (keys && keys64) {
+        gw_respond_error(rs, 400, "query arguments keys and keys64: give one of them");
+        goto fail;
+    }
+    if (b64)
+        keys = keys64;
     if (!keys || !*keys) {
-        gw_respond_error(rs, 400, "query argument keys: comma-separated base64url keys needed");
+        gw_respond_error(rs, 400,
+                         "query argument keys (comma-separated keys) or keys64 (comma-separated "
+                         "base64url keys) needed");
         goto fail;
     }
     size_t nk = 1;
@@ -582,7 +652,7 @@ static void get_timelines(gw_server_t *s, gw_exchange_t *x)
     for (size_t i = 0; i < nk; i++) {
         const char *e = strchr(p, ',');
         size_t len = e ? (size_t)(e - p) : strlen(p);
-        if (key_from_url(s, p, len, rs, &c->kb[i], &c->keys[i].len))
+        if (key_from_url(s, p, len, b64, rs, &c->kb[i], &c->keys[i].len))
             goto fail;
         c->keys[i].data = c->kb[i];
         char what[32];
@@ -616,7 +686,7 @@ static int feed_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t 
     json_t *c = json_object();
     if (!c)
         return -1;
-    json_object_set_new_nocheck(c, "key", gw_b64_json(key, klen));
+    json_object_set_new_nocheck(c, "key", crdt_json_bytes(key, klen));
     json_object_set_new_nocheck(c, "seq", json_integer((json_int_t)seq));
     if (state) {
         json_object_set_new_nocheck(c, "type", json_string(crdt_type_name(crdt_obj_type(state))));
@@ -666,6 +736,248 @@ static void get_changes(gw_server_t *s, gw_exchange_t *x)
         return;
     }
     crdt_store_changes(s->store, since, (size_t)limit, feed_cb, changes_done, f);
+}
+
+/* ---- GET /v1/keys?prefix&after&limit: keys in key order -------------------------------------- */
+
+/*
+ * The store's scan visits every key in no particular order, so a page is the `limit` smallest
+ * keys above `after` under `prefix` among all of them: one pass over the keyspace per page, with a
+ * max-heap of limit + 1 keys (the extra one says whether a next page exists). The cost grows
+ * with the keyspace, not with the page (docs/http-api.md says so); an ordered scan in the store
+ * interface would make it grow with the page.
+ */
+
+#define LIST_SCAN_CHUNK 1024
+
+typedef struct list_key {
+    uint8_t *p;
+    size_t n;
+} list_key_t;
+
+typedef struct list_ctx {
+    gw_exchange_t *x;
+    uint8_t *prefix, *after;
+    size_t plen, alen;
+    bool has_after;
+    bool filter; /* the token may read only part of the prefix: check each key */
+    size_t limit;
+    list_key_t *heap; /* a max-heap of the limit + 1 smallest keys seen */
+    size_t n;
+    uint64_t cursor;
+    int rc;
+    bool issuing, pending, finished;
+} list_ctx_t;
+
+static int key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : an < bn ? -1 : an > bn;
+}
+
+static bool heap_less(const list_key_t *h, size_t i, size_t j)
+{
+    return key_cmp(h[i].p, h[i].n, h[j].p, h[j].n) < 0;
+}
+
+static void heap_swap(list_key_t *h, size_t i, size_t j)
+{
+    list_key_t t = h[i];
+    h[i] = h[j];
+    h[j] = t;
+}
+
+static void heap_down(list_key_t *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && heap_less(h, m, l))
+            m = l;
+        if (r < n && heap_less(h, m, r))
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(h, i, m);
+        i = m;
+    }
+}
+
+static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *obj)
+{
+    list_ctx_t *c = ud;
+    /* Deleted keys (once DELETE exists) are to be left out here, by obj's liveness. */
+    (void)obj;
+    if (klen < c->plen || (c->plen && memcmp(key, c->prefix, c->plen) != 0))
+        return 0;
+    if (gw_key_reserved(key, klen)) /* crdtd's own keys (op-id marks) */
+        return 0;
+    if (c->has_after && key_cmp(key, klen, c->after, c->alen) <= 0)
+        return 0;
+    size_t cap = c->limit + 1;
+    if (c->n == cap && key_cmp(key, klen, c->heap[0].p, c->heap[0].n) >= 0)
+        return 0; /* not among the smallest */
+    if (c->filter &&
+        gw_auth_key(gw_auth_http_token(c->x), GW_ACCESS_READ, key, klen, false) != GW_DENY_NONE)
+        return 0;
+    uint8_t *copy = malloc(klen ? klen : 1);
+    if (!copy) {
+        c->rc = CRDT_ENOMEM;
+        return 1;
+    }
+    memcpy(copy, key, klen);
+    if (c->n == cap) { /* replace the largest */
+        free(c->heap[0].p);
+        c->heap[0] = (list_key_t){copy, klen};
+        heap_down(c->heap, c->n, 0);
+        return 0;
+    }
+    size_t i = c->n++;
+    c->heap[i] = (list_key_t){copy, klen};
+    while (i && heap_less(c->heap, (i - 1) / 2, i)) {
+        heap_swap(c->heap, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+    return 0;
+}
+
+static void list_free(list_ctx_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->heap[i].p);
+    free(c->heap);
+    free(c->prefix);
+    free(c->after);
+    free(c);
+}
+
+static void list_finish(list_ctx_t *c)
+{
+    gw_exchange_t *x = c->x;
+    if (c->rc < 0) {
+        respond_store_error(&x->rs, c->rc, "list");
+    } else {
+        /* heap sort: ascending in place */
+        for (size_t end = c->n; end > 1; end--) {
+            heap_swap(c->heap, 0, end - 1);
+            heap_down(c->heap, end - 1, 0);
+        }
+        size_t n = c->n > c->limit ? c->limit : c->n, bytes = 64;
+        for (size_t i = 0; i < n; i++)
+            bytes += c->heap[i].n + c->heap[i].n / 3 + 16;
+        gw_jw_t w;
+        gw_jw_init(&w, bytes);
+        gw_jw_lit(&w, "{\"keys\":[");
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                gw_jw_lit(&w, ",");
+            gw_jw_bytes(&w, c->heap[i].p, c->heap[i].n);
+        }
+        gw_jw_lit(&w, "],\"next\":");
+        if (c->n > c->limit) {
+            /* the after64 of the next page: base64url needs no escaping, in JSON or a URL */
+            char *next = gw_b64url_encode(c->heap[n - 1].p, c->heap[n - 1].n);
+            if (!next)
+                w.oom = true;
+            gw_jw_lit(&w, "\"");
+            gw_jw_lit(&w, next ? next : "");
+            gw_jw_lit(&w, "\"}");
+            crdt_free(next);
+        } else {
+            gw_jw_lit(&w, "null}");
+        }
+        gw_respond_jw(&x->rs, 200, &w);
+    }
+    list_free(c);
+    gw_http_reply(x);
+}
+
+static void list_issue_more(list_ctx_t *c);
+
+static void list_scanned(void *ud, int rc, uint64_t next)
+{
+    list_ctx_t *c = ud;
+    c->pending = false;
+    if (rc < 0 && c->rc == 0)
+        c->rc = rc;
+    c->cursor = next;
+    c->finished = c->rc < 0 || next == 0;
+    if (c->issuing)
+        return; /* completed inside the store call: list_issue goes on */
+    if (c->finished)
+        list_finish(c);
+    else
+        list_issue_more(c);
+}
+
+/* Scans while the calls complete at once; returns with one in flight (its completion goes on). */
+static void list_issue_more(list_ctx_t *c)
+{
+    while (!c->finished) {
+        c->pending = c->issuing = true;
+        crdt_store_scan(c->x->srv->store, c->cursor, LIST_SCAN_CHUNK, list_each, list_scanned, c);
+        c->issuing = false;
+        if (c->pending)
+            return;
+    }
+    list_finish(c);
+}
+
+/* Whether some read grant of t lies under prefix (so part of the prefix is readable). */
+static bool grant_under(const gw_token_t *t, const uint8_t *prefix, size_t plen)
+{
+    for (size_t i = 0; i < t->nread; i++)
+        if (t->read[i].len > plen && (!plen || !memcmp(t->read[i].prefix, prefix, plen)))
+            return true;
+    return false;
+}
+
+static void list_keys(gw_server_t *s, gw_exchange_t *x)
+{
+    const gw_request_t *rq = &x->rq;
+    gw_response_t *rs = &x->rs;
+    list_ctx_t *c = calloc(1, sizeof(*c));
+    uint64_t limit = LIST_DEFAULT_LIMIT;
+    int r;
+    if (!c) {
+        gw_respond_error(rs, 500, "out of memory");
+        goto fail;
+    }
+    c->x = x;
+    if (arg_u64(rq, "limit", LIST_MAX_LIMIT, &limit, rs))
+        goto fail;
+    if (!limit) {
+        gw_respond_error(rs, 400, "query argument limit: 1..%d", LIST_MAX_LIMIT);
+        goto fail;
+    }
+    c->limit = (size_t)limit;
+    if (arg_bytes(s, rq, "prefix", rs, &c->prefix, &c->plen) < 0 ||
+        (r = arg_bytes(s, rq, "after", rs, &c->after, &c->alen)) < 0)
+        goto fail;
+    c->has_after = r == 1;
+    const gw_token_t *t = gw_auth_http_token(x);
+    if (gw_auth_enabled(s) && !t) {
+        /* a handler reached without the gate: gw_auth_http_key answers 401 */
+        gw_auth_http_key(x, GW_ACCESS_READ, c->prefix, c->plen, "prefix");
+        goto fail;
+    }
+    if (t && gw_auth_key(t, GW_ACCESS_READ, c->prefix, c->plen, true) != GW_DENY_NONE) {
+        /* the prefix is not all readable: list what a grant under it allows, or refuse */
+        if (!grant_under(t, c->prefix, c->plen)) {
+            gw_auth_http_key(x, GW_ACCESS_READ, c->prefix, c->plen, "prefix");
+            goto fail;
+        }
+        c->filter = true;
+    }
+    if (!(c->heap = malloc((c->limit + 1) * sizeof(*c->heap)))) {
+        gw_respond_error(rs, 500, "out of memory");
+        goto fail;
+    }
+    list_issue_more(c);
+    return;
+fail:
+    if (c)
+        list_free(c);
+    gw_http_reply(x);
 }
 
 /* ---- routing -------------------------------------------------------------------------------- */
@@ -729,26 +1041,47 @@ void gw_rest_handle(gw_server_t *s, gw_exchange_t *x)
             gw_http_reply(x);
         return;
     }
-    static const char prefix[] = "/v1/keys/";
-    if (!strncmp(p, prefix, sizeof(prefix) - 1)) {
-        const char *seg = p + sizeof(prefix) - 1;
-        const char *slash = strchr(seg, '/');
-        size_t slen = slash ? (size_t)(slash - seg) : strlen(seg);
+    if (!strcmp(p, "/v1/keys")) {
+        rs->ep = GW_EP_LIST;
+        if (method_ok(rq, rs, GW_GET, GW_GET, "GET"))
+            list_keys(s, x);
+        else
+            gw_http_reply(x);
+        return;
+    }
+    /* /v1/keys/{key}: the key as lws percent-decoded it, everything up to a final "/timeline";
+     * /v1/keys64/{key}: base64url, which has no '/'. */
+    static const char prefix[] = "/v1/keys/", prefix64[] = "/v1/keys64/";
+    static const char tl[] = "/timeline";
+    bool b64 = !strncmp(p, prefix64, sizeof(prefix64) - 1);
+    if (b64 || !strncmp(p, prefix, sizeof(prefix) - 1)) {
+        const char *seg = p + (b64 ? sizeof(prefix64) : sizeof(prefix)) - 1;
+        size_t slen = strlen(seg);
         bool timeline = false;
-        if (slash) {
-            if (strcmp(slash, "/timeline") != 0) {
-                gw_respond_error(rs, 404, "no such endpoint");
-                gw_http_reply(x);
-                return;
-            }
+        if (slen > sizeof(tl) - 1 && !strcmp(seg + slen - (sizeof(tl) - 1), tl)) {
             timeline = true;
+            slen -= sizeof(tl) - 1;
         }
         rs->ep = timeline ? GW_EP_TIMELINE : rq->method == GW_POST ? GW_EP_KEY_WRITE : GW_EP_KEY;
+        if (b64 && memchr(seg, '/', slen)) {
+            rs->ep = GW_EP_OTHER;
+            gw_respond_error(rs, 404, "no such endpoint");
+            gw_http_reply(x);
+            return;
+        }
+        if (rq->path_len != (size_t)(seg - p) + strlen(seg)) {
+            /* lws cut the path at a bare ';' or '&' (it splits there as in a query) */
+            gw_respond_error(rs, 400,
+                             "the path holds a bare ';' or '&': percent-encode them in a key "
+                             "(%%3B, %%26)");
+            gw_http_reply(x);
+            return;
+        }
         uint8_t *key;
         size_t klen;
         if ((timeline ? !method_ok(rq, rs, GW_GET, GW_GET, "GET")
                       : !method_ok(rq, rs, GW_GET, GW_POST, "GET, POST")) ||
-            key_from_url(s, seg, slen, rs, &key, &klen)) {
+            key_from_url(s, seg, slen, b64, rs, &key, &klen)) {
             gw_http_reply(x);
             return;
         }

@@ -777,11 +777,12 @@ static int walk_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t 
     w->pos = seq;
     if (f && f->len + CRDT_V1_CHANGE_HEAD_MAX > ss->srv->cfg.ws_max_message) {
         gw_frame_unref(f);
-        size_t blen;
-        char *kb = crdt_base64_encode(key, klen, &blen);
+        json_t *kj = crdt_json_bytes(key, klen); /* the key as JSON: "k" or {"base64":..} */
+        char *kb = kj ? json_dumps(kj, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+        json_decref(kj);
         send_error(ss, true, w->id, E_TOO_LARGE,
                    "key %s: its state is over --ws-max-message; read it over REST", kb ? kb : "?");
-        crdt_free(kb);
+        free(kb);
         c->stopped = ss->close_code != 0;
         return c->stopped;
     }

@@ -9,6 +9,7 @@
 #include <openssl/hmac.h>
 
 #include "crdt.h"
+#include "crdt_json.h"
 #include "token.h"
 
 #define MAC_LEN 32
@@ -69,12 +70,11 @@ static int parse_grants(const json_t *a, gw_grant_t **out, size_t *n)
     if (!*out)
         return -2;
     for (size_t i = 0; i < cnt; i++) {
-        const json_t *g = json_array_get(a, i);
-        if (!json_is_string(g))
-            return -1;
-        if (crdt_base64_decode(json_string_value(g), json_string_length(g), &(*out)[i].prefix,
-                               &(*out)[i].len) < 0)
-            return -1;
+        const char *why;
+        int rc = crdt_json_get_bytes(json_array_get(a, i), GW_TOKEN_MAX_LEN, &(*out)[i].prefix,
+                                     &(*out)[i].len, &why);
+        if (rc < 0)
+            return rc == CRDT_ENOMEM ? -2 : -1;
         (*n)++;
     }
     return 0;
@@ -203,7 +203,7 @@ static int verify(const char *tok, size_t len, const gw_token_key_t *keys, size_
     if (g) {
         rc = g == -2 ? GW_TOKEN_ENOMEM : GW_TOKEN_EMALFORMED;
         say(why, whylen,
-            g == -2 ? "out of memory" : "token malformed: grants must be base64 string arrays");
+            g == -2 ? "out of memory" : "token malformed: grants must be arrays of key prefixes (strings or {\"base64\":..})");
         goto out;
     }
     if (out->exp <= now) {
@@ -296,18 +296,13 @@ int gw_token_keys_parse(const char *text, size_t len, gw_token_key_t *keys, size
     return 0;
 }
 
-static json_t *grant_array(const char *const *g, size_t n)
+static json_t *grant_array(const gw_grant_t *g, size_t n)
 {
     json_t *a = json_array();
     for (size_t i = 0; a && i < n; i++) {
-        uint8_t *tmp;
-        size_t tlen;
-        if (!g[i] || crdt_base64_decode(g[i], strlen(g[i]), &tmp, &tlen) < 0) {
-            json_decref(a);
-            return NULL;
-        }
-        crdt_free(tmp);
-        if (json_array_append_new(a, json_string(g[i]))) {
+        if ((g[i].len && !g[i].prefix) ||
+            json_array_append_new(a, crdt_json_bytes(g[i].len ? g[i].prefix : (const uint8_t *)"",
+                                                     g[i].len))) {
             json_decref(a);
             return NULL;
         }
@@ -316,15 +311,14 @@ static json_t *grant_array(const char *const *g, size_t n)
 }
 
 char *gw_token_make(const void *secret, size_t slen, const char *sub, int64_t exp,
-                    const char *const *read_b64, size_t nread, const char *const *write_b64,
-                    size_t nwrite)
+                    const gw_grant_t *read, size_t nread, const gw_grant_t *write, size_t nwrite)
 {
-    return gw_token_make_kid(NULL, secret, slen, sub, exp, read_b64, nread, write_b64, nwrite);
+    return gw_token_make_kid(NULL, secret, slen, sub, exp, read, nread, write, nwrite);
 }
 
 char *gw_token_make_kid(const char *kid, const void *secret, size_t slen, const char *sub,
-                        int64_t exp, const char *const *read_b64, size_t nread,
-                        const char *const *write_b64, size_t nwrite)
+                        int64_t exp, const gw_grant_t *read, size_t nread,
+                        const gw_grant_t *write, size_t nwrite)
 {
     if (kid && !gw_token_kid_ok(kid))
         return NULL;
@@ -334,7 +328,7 @@ char *gw_token_make_kid(const char *kid, const void *secret, size_t slen, const 
         nwrite > GW_TOKEN_MAX_GRANTS || exp <= 0)
         return NULL;
     json_t *sj = json_string(sub); /* NULL when not UTF-8 */
-    json_t *r = grant_array(read_b64, nread), *w = grant_array(write_b64, nwrite);
+    json_t *r = grant_array(read, nread), *w = grant_array(write, nwrite);
     json_t *j = sj && r && w ? json_pack("{s:o, s:I, s:o, s:o}", "sub", sj, "exp", (json_int_t)exp,
                                          "read", r, "write", w)
                              : NULL;

@@ -5,8 +5,9 @@
  * [A-Za-z0-9_-] and names the secret that signed it, so that a node can hold several secrets and
  * rotate them (docs/security.md). The older two-part form `<payload>.<signature>` (MAC over the
  * payload) is a token of kid "default". Payload:
- * {"sub":"alice","exp":<unix seconds>,"read":["<b64 prefix>",..],"write":[..]} where each grant is
- * the standard base64 of a key prefix ("" = every key). docs/protocol.md describes them.
+ * {"sub":"alice","exp":<unix seconds>,"read":[<prefix>,..],"write":[..]} where each grant is a
+ * key prefix in the JSON form of byte strings (docs/encoding.md, "Bytes in JSON and URLs"):
+ * "feed:" when text, else {"base64":".."}; "" is every key. docs/security.md describes them.
  *
  * Standalone: OpenSSL's libcrypto and jansson only, so crdtd and the crdtc CLI (which mints tokens
  * for tests and operators) share this code.
@@ -89,19 +90,18 @@ bool gw_token_kid_ok(const char *kid);
 /* Frees what *t holds and zeroes it. */
 void gw_token_clear(gw_token_t *t);
 
-/* Mints a token: returns a new malloc'd NUL-terminated string, or NULL (bad argument: a grant that
- * is not valid standard base64, a subject longer than GW_TOKEN_MAX_SUB or not UTF-8, too many
- * grants; or no memory). read_b64/write_b64 are standard base64 key prefixes ("" = every key). */
+/* Mints a token: returns a new malloc'd NUL-terminated string, or NULL (bad argument: a grant with
+ * a length and no bytes, a subject longer than GW_TOKEN_MAX_SUB or not UTF-8, too many grants; or
+ * no memory). read/write are key prefixes, any bytes (length 0 = every key). */
 char *gw_token_make(const void *secret, size_t slen, const char *sub, int64_t exp,
-                    const char *const *read_b64, size_t nread, const char *const *write_b64,
-                    size_t nwrite);
+                    const gw_grant_t *read, size_t nread, const gw_grant_t *write, size_t nwrite);
 
 /* As gw_token_make, with a key id: kid NULL makes the two-part token gw_token_make makes (kid
  * "default" to a verifier), any other kid must pass gw_token_kid_ok and makes a three-part token
  * signed over "<kid>.<payload>". */
 char *gw_token_make_kid(const char *kid, const void *secret, size_t slen, const char *sub,
-                        int64_t exp, const char *const *read_b64, size_t nread,
-                        const char *const *write_b64, size_t nwrite);
+                        int64_t exp, const gw_grant_t *read, size_t nread,
+                        const gw_grant_t *write, size_t nwrite);
 
 /* Grant checks. A key is readable (writable) when a read (write) grant is a prefix of it; a prefix
  * P is readable when a read grant is a prefix of P. */

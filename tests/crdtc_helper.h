@@ -132,7 +132,8 @@ static inline void run_for(crdtc_loop_t *l, unsigned ms)
         crdtc_loop_service(l, 5);
 }
 
-/* base64url (no padding) of bytes, for REST paths; static rotating buffers */
+/* base64url (no padding) of bytes, for REST paths /v1/keys64/{key} (any bytes); static rotating
+ * buffers */
 static const char *th_b64u(const void *p, size_t n)
 {
     static char bufs[4][2048];
@@ -152,7 +153,7 @@ static inline crdt_buf_t rest_state(int port, const void *key, size_t klen)
 {
     crdt_buf_t out = {0};
     char path[2200];
-    snprintf(path, sizeof(path), "/v1/keys/%s", th_b64u(key, klen));
+    snprintf(path, sizeof(path), "/v1/keys64/%s", th_b64u(key, klen));
     hc_resp_t r = {0};
     if (hc_request(port, "GET", path, NULL, &r) == 0 && r.status == 200) {
         json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
@@ -199,7 +200,7 @@ static inline bool same_as_server(crdtc_t *c, int port, const char *key)
 static inline int rest_post(int port, const char *key, const char *body)
 {
     char path[2200];
-    snprintf(path, sizeof(path), "/v1/keys/%s", th_b64u(key, strlen(key)));
+    snprintf(path, sizeof(path), "/v1/keys64/%s", th_b64u(key, strlen(key)));
     hc_resp_t r = {0};
     int st = hc_request(port, "POST", path, body, &r) == 0 ? r.status : 0;
     hc_resp_free(&r);
@@ -210,7 +211,7 @@ static inline int rest_post(int port, const char *key, const char *body)
 static inline long long rest_counter(int port, const char *key)
 {
     char path[2200];
-    snprintf(path, sizeof(path), "/v1/keys/%s", th_b64u(key, strlen(key)));
+    snprintf(path, sizeof(path), "/v1/keys64/%s", th_b64u(key, strlen(key)));
     hc_resp_t r = {0};
     long long v = INT64_MIN;
     if (hc_request(port, "GET", path, NULL, &r) == 0 && r.status == 200) {

@@ -416,3 +416,33 @@ const char *hc_b64s(const char *s, bool url)
         hc_b64(s, o, url);
     return o;
 }
+
+const char *hc_pctn(const void *p, size_t n)
+{
+    static char bufs[16][3 * 1024 + 1];
+    static unsigned k;
+    char *o = bufs[k++ % 16];
+    const unsigned char *b = p;
+    size_t w = 0;
+    o[0] = '\0';
+    if (n > 1024)
+        return o;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = b[i];
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '.' || c == '_' || c == '~' || c == ':') {
+            o[w++] = (char)c;
+        } else {
+            o[w++] = '%';
+            o[w++] = "0123456789ABCDEF"[c >> 4];
+            o[w++] = "0123456789ABCDEF"[c & 15];
+        }
+    }
+    o[w] = '\0';
+    return o;
+}
+
+const char *hc_pct(const char *s)
+{
+    return hc_pctn(s, strlen(s));
+}

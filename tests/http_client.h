@@ -44,11 +44,18 @@ char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_m
 void hc_resp_free(hc_resp_t *r);
 
 /* The base64 of the NUL-terminated s into out (room for 4 * ceil(strlen(s) / 3) + 1): standard
- * with padding, or base64url without padding (keys in URLs) when url is true. */
+ * with padding (roshi's JSON), or base64url without padding (/v1/keys64/, ?keys64=) when url is
+ * true. */
 void hc_b64(const char *s, char *out, bool url);
 /* The same into one of 16 rotating static buffers (for building requests inline); "" for a string
  * of more than 760 bytes. */
 const char *hc_b64s(const char *s, bool url);
+
+/* RFC 3986 percent-encoding of bytes for a URL (keys in paths, query arguments): unreserved
+ * characters and ':' as they are, every other byte %XX; one of 16 rotating static buffers, "" for
+ * more than 1024 bytes. hc_pct: of a NUL-terminated string. */
+const char *hc_pctn(const void *p, size_t n);
+const char *hc_pct(const char *s);
 
 /* Value of a response header (case-insensitive name) copied to buf, or NULL. */
 const char *hc_header(const hc_resp_t *r, const char *name, char *buf, size_t n);

@@ -350,6 +350,8 @@ static void test_text_bytes(void)
     bad = json_integer(3);
     ok(crdt_json_get_bytes(bad, 100, &out, &n, &why) == CRDT_EDECODE && why, "json bytes: a number refused");
     json_decref(bad);
+    ok(crdt_json_get_bytes(b, SIZE_MAX, &out, &n, &why) == 0 && n == 2, "json bytes: SIZE_MAX, no bound");
+    crdt_free(out);
     json_t *e = crdt_json_bytes("", 0);
     ok(crdt_json_get_bytes(e, 0, &out, &n, &why) == 0 && n == 0 && out, "json bytes: empty");
     crdt_free(out);

@@ -59,14 +59,14 @@ static void test_client_messages(void)
         ok(m.token == NULL && m.cursor == 0, "hello: no token, cursor 0");
         crdt_v1_msg_clear(&m);
     }
-    if (!decode_ok("{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"dXNlcg==\"],"
-                   "\"prefixes\":[\"ZmVlZDo=\",\"\"],\"since\":7}",
+    if (!decode_ok("{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"user\"],"
+                   "\"prefixes\":[\"feed:\",\"\"],\"since\":7}",
                    C, &m, "subscribe")) {
         is_int(m.id, 1, "subscribe: id");
         ok(m.has_since && m.since == 7, "subscribe: since");
         is_int(m.ntopics, 3, "subscribe: three topics");
         ok(!m.topics[0].prefix && m.topics[0].len == 4 && !memcmp(m.topics[0].bytes, "user", 4),
-           "subscribe: the key decoded from base64");
+           "subscribe: the text key");
         ok(m.topics[1].prefix && m.topics[1].len == 5 && !memcmp(m.topics[1].bytes, "feed:", 5),
            "subscribe: the prefix decoded");
         ok(m.topics[2].prefix && m.topics[2].len == 0, "subscribe: the empty prefix");
@@ -77,14 +77,14 @@ static void test_client_messages(void)
         ok(m.type == CRDT_V1_UNSUBSCRIBE && m.ntopics == 1 && !m.has_since, "unsubscribe: fields");
         crdt_v1_msg_clear(&m);
     }
-    if (!decode_ok("{\"type\":\"apply\",\"id\":41,\"key\":\"Y2xpY2tz\",\"op\":{\"type\":"
+    if (!decode_ok("{\"type\":\"apply\",\"id\":41,\"key\":\"clicks\",\"op\":{\"type\":"
                    "\"pncounter\",\"op\":\"incr\",\"by\":2}}",
                    C, &m, "apply op")) {
         ok(m.id == 41 && m.klen == 6 && !memcmp(m.key, "clicks", 6), "apply: id and key");
         ok(json_is_object(m.op) && !m.frame, "apply: the op, no delta");
         crdt_v1_msg_clear(&m);
     }
-    if (!decode_ok("{\"type\":\"apply\",\"id\":9007199254740991,\"key\":\"Y2xpY2tz\","
+    if (!decode_ok("{\"type\":\"apply\",\"id\":9007199254740991,\"key\":\"clicks\","
                    "\"delta\":{\"type\":\"gcounter\",\"state\":{}}}",
                    C, &m, "apply delta")) {
         ok(!m.op && json_is_object(m.frame), "apply: the delta as JSON");
@@ -92,6 +92,35 @@ static void test_client_messages(void)
     }
     if (!decode_ok("{\"type\":\"ping\"}", C, &m, "ping"))
         crdt_v1_msg_clear(&m);
+
+    /* byte strings: text as a string, other bytes as {"base64"}; both read for any bytes */
+    if (!decode_ok("{\"type\":\"subscribe\",\"id\":5,\"keys\":[{\"base64\":\"AP8=\"},\"a\\\"b\"],"
+                   "\"prefixes\":[{\"base64\":\"/w==\"}]}",
+                   C, &m, "subscribe to binary keys")) {
+        ok(m.topics[0].len == 2 && !memcmp(m.topics[0].bytes, "\x00\xff", 2),
+           "a binary key from {\"base64\"}");
+        ok(m.topics[1].len == 3 && !memcmp(m.topics[1].bytes, "a\"b", 3), "an escaped text key");
+        ok(m.topics[2].prefix && m.topics[2].len == 1 && m.topics[2].bytes[0] == 0xff,
+           "a binary prefix");
+        crdt_buf_t b = {0};
+        crdt_v1_encode(&m, &b);
+        ok(b.len && strstr((const char *)b.data, "[{\"base64\":\"AP8=\"},\"a\\\"b\"]") &&
+               strstr((const char *)b.data, "\"prefixes\":[{\"base64\":\"/w==\"}]"),
+           "encoded in the same forms: %.*s", (int)b.len, (const char *)b.data);
+        crdt_buf_free(&b);
+        crdt_v1_msg_clear(&m);
+    }
+    crdt_v1_error_t e;
+    const char *as64 = "{\"type\":\"apply\",\"id\":3,\"key\":{\"base64\":\"Y2xpY2tz\"},"
+                       "\"op\":{\"type\":\"gcounter\",\"op\":\"incr\"}}";
+    ok(crdt_v1_decode(as64, strlen(as64), C, &LIM, &m, &e) == 0 && m.klen == 6 &&
+           !memcmp(m.key, "clicks", 6),
+       "a text key given as {\"base64\"} reads as the text");
+    crdt_buf_t b = {0};
+    ok(crdt_v1_encode(&m, &b) == 0 && strstr((const char *)b.data, "\"key\":\"clicks\""),
+       "and is written back as a string");
+    crdt_buf_free(&b);
+    crdt_v1_msg_clear(&m);
 }
 
 static void test_client_errors(void)
@@ -111,36 +140,40 @@ static void test_client_errors(void)
             "hello: negative cursor");
     refused("{\"type\":\"hello\",\"client\":\"c\",\"token\":5}", C, CRDT_V1_E_BAD_REQUEST,
             "hello: token not a string");
-    e = refused("{\"type\":\"subscribe\",\"keys\":[\"YQ==\"]}", C, CRDT_V1_E_BAD_REQUEST,
+    e = refused("{\"type\":\"subscribe\",\"keys\":[\"a\"]}", C, CRDT_V1_E_BAD_REQUEST,
                 "subscribe: no id");
     ok(!e.has_id, "no id to echo");
-    e = refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"Y\"]}", C, CRDT_V1_E_BAD_REQUEST,
+    e = refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[{\"base64\":\"Y\"}]}", C, CRDT_V1_E_BAD_REQUEST,
                 "subscribe: bad base64");
     ok(e.has_id && e.id == 3, "the error carries the request id");
     refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"\"]}", C, CRDT_V1_E_BAD_REQUEST,
             "subscribe: empty key");
-    refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"YWJjZGVmZ2hp\"]}", C,
+    refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"abcdefghi\"]}", C,
             CRDT_V1_E_BAD_REQUEST, "subscribe: key over max_key");
     refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":\"YQ==\"}", C, CRDT_V1_E_BAD_REQUEST,
             "subscribe: keys not an array");
     refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[]}", C, CRDT_V1_E_BAD_REQUEST,
             "subscribe: nothing to subscribe");
     refused(
-        "{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"YQ==\",\"Yg==\"],\"prefixes\":[\"\",\"\"]}",
+        "{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"a\",\"b\"],\"prefixes\":[\"\",\"\"]}",
         C, CRDT_V1_E_LIMIT, "subscribe: over max_topics");
-    refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"YQ==\"],\"since\":\"1\"}", C,
+    refused("{\"type\":\"subscribe\",\"id\":3,\"keys\":[\"a\"],\"since\":\"1\"}", C,
             CRDT_V1_E_BAD_REQUEST, "subscribe: since not an integer");
-    refused("{\"type\":\"apply\",\"id\":0,\"key\":\"YQ==\",\"op\":{}}", C, CRDT_V1_E_BAD_REQUEST,
+    refused("{\"type\":\"apply\",\"id\":0,\"key\":\"a\",\"op\":{}}", C, CRDT_V1_E_BAD_REQUEST,
             "apply: id 0");
-    refused("{\"type\":\"apply\",\"id\":9007199254740992,\"key\":\"YQ==\",\"op\":{}}", C,
+    refused("{\"type\":\"apply\",\"id\":9007199254740992,\"key\":\"a\",\"op\":{}}", C,
             CRDT_V1_E_BAD_REQUEST, "apply: id 2^53");
-    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"YQ==\"}", C, CRDT_V1_E_BAD_REQUEST,
+    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"a\"}", C, CRDT_V1_E_BAD_REQUEST,
             "apply: neither op nor delta");
-    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"YQ==\",\"op\":{},\"delta\":{}}", C,
+    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"a\",\"op\":{},\"delta\":{}}", C,
             CRDT_V1_E_BAD_REQUEST, "apply: both op and delta");
-    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"YQ==\",\"delta\":[]}", C, CRDT_V1_E_BAD_REQUEST,
+    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"a\",\"delta\":[]}", C, CRDT_V1_E_BAD_REQUEST,
             "apply: delta not a frame");
-    refused("{\"type\":\"apply\",\"id\":1,\"key\":\"YQ=\",\"op\":{}}", C, CRDT_V1_E_BAD_REQUEST,
+    refused("{\"type\":\"apply\",\"id\":1,\"key\":7,\"op\":{}}", C, CRDT_V1_E_BAD_REQUEST,
+            "apply: a number as key");
+    refused("{\"type\":\"apply\",\"id\":1,\"key\":{\"base64\":\"YQ==\",\"x\":1},\"op\":{}}", C,
+            CRDT_V1_E_BAD_REQUEST, "apply: {\"base64\"} with another field");
+    refused("{\"type\":\"apply\",\"id\":1,\"key\":{\"base64\":\"YQ=\"},\"op\":{}}", C, CRDT_V1_E_BAD_REQUEST,
             "apply: key with bad padding");
 }
 
@@ -170,7 +203,7 @@ static void test_server_messages(void)
     char *ft = json_dumps(fj, JSON_COMPACT);
     char text[512];
     snprintf(text, sizeof(text),
-             "{\"type\":\"change\",\"cursor\":12,\"key\":\"ZmVlZA==\",\"seq\":11,\"state\":%s}",
+             "{\"type\":\"change\",\"cursor\":12,\"key\":\"feed\",\"seq\":11,\"state\":%s}",
              ft);
     if (!decode_ok(text, S, &m, "change")) {
         ok(m.full && m.cursor == 12 && m.seq == 11 && m.klen == 4, "change: fields");
@@ -192,10 +225,10 @@ static void test_server_messages(void)
         crdt_v1_msg_clear(&m);
     }
     snprintf(text, sizeof(text),
-             "{\"type\":\"change\",\"cursor\":12,\"key\":\"ZmVlZA==\",\"seq\":11,\"delta\":"
+             "{\"type\":\"change\",\"cursor\":12,\"key\":\"feed\",\"seq\":11,\"delta\":"
              "{\"type\":\"timeline\",\"state\":7}}");
     refused(text, S, CRDT_V1_E_BAD_REQUEST, "change: a frame libcrdt refuses");
-    refused("{\"type\":\"change\",\"cursor\":1,\"key\":\"ZmVlZA==\",\"seq\":1}", S,
+    refused("{\"type\":\"change\",\"cursor\":1,\"key\":\"feed\",\"seq\":1}", S,
             CRDT_V1_E_BAD_REQUEST, "change: no frame");
     free(ft);
     json_decref(fj);

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "crdt.h"
+#include "crdt_json.h"
 #include "http_client.h"
 
 #ifndef CRDTD_BIN
@@ -47,13 +49,13 @@ static char path[1024], body[4096];
 
 static int post_key(const char *key, const char *json)
 {
-    snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s(key, true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct(key));
     return req("POST", path, json);
 }
 
 static int get_key(const char *key)
 {
-    snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s(key, true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct(key));
     return req("GET", path, NULL);
 }
 
@@ -104,12 +106,11 @@ static void test_config_file(const char *dir)
         snprintf(body, sizeof(body),
                  "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
                  "\"score\":%d}",
-                 hc_b64s(i == 0   ? "a"
-                         : i == 1 ? "b"
-                         : i == 2 ? "c"
-                         : i == 3 ? "d"
-                                  : "e",
-                         false),
+                 i == 0   ? "a"
+                 : i == 1 ? "b"
+                 : i == 2 ? "c"
+                 : i == 3 ? "d"
+                          : "e",
                  i);
         post_key("bounded", body);
     }
@@ -132,7 +133,7 @@ static void test_counters(void)
     is_int(jint(J, "value"), -2, "value 5 - 7");
     ok(json_is_object(json_object_get(J, "state")), "JSON state included");
     ok(*jstr("binary") != '\0', "binary state included");
-    is(jstr("key"), hc_b64s("c1", false), "key echoed as base64");
+    is(jstr("key"), ("c1"), "key echoed as base64");
 
     is_int(post_key("g1", "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":3}"), 200,
            "gcounter incr");
@@ -150,46 +151,46 @@ static void test_counters(void)
 static void test_register_and_sets(void)
 {
     snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}",
-             hc_b64s("hello", false));
+             ("hello"));
     is_int(post_key("r1", body), 200, "lwwreg set");
-    snprintf(body, sizeof(body), "{\"op\":\"set\",\"value\":\"%s\"}", hc_b64s("world", false));
+    snprintf(body, sizeof(body), "{\"op\":\"set\",\"value\":\"%s\"}", ("world"));
     is_int(post_key("r1", body), 200, "lwwreg set again");
     get_key("r1");
-    is(jstr("value"), hc_b64s("world", false), "the later set wins");
+    is(jstr("value"), ("world"), "the later set wins");
     ok(json_is_object(json_object_get(J, "timestamp")), "register timestamp shown");
 
     snprintf(body, sizeof(body), "{\"type\":\"lwwset\",\"op\":\"add\",\"members\":[\"%s\",\"%s\"]}",
-             hc_b64s("x", false), hc_b64s("y", false));
+             ("x"), ("y"));
     is_int(post_key("s1", body), 200, "lwwset add two");
     is_int(jint(J, "applied"), 2, "two applied");
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", hc_b64s("x", false));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", ("x"));
     is_int(post_key("s1", body), 200, "lwwset remove");
     get_key("s1");
     json_t *v = json_object_get(J, "value");
     ok(json_array_size(v) == 1 &&
-           !strcmp(json_string_value(json_array_get(v, 0)), hc_b64s("y", false)),
+           !strcmp(json_string_value(json_array_get(v, 0)), ("y")),
        "lwwset holds y only");
 
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             hc_b64s("p", false));
+             ("p"));
     is_int(post_key("o1", body), 200, "orset add");
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             hc_b64s("q", false));
+             ("q"));
     post_key("o1", body);
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", hc_b64s("p", false));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", ("p"));
     is_int(post_key("o1", body), 200, "orset remove");
     get_key("o1");
     v = json_object_get(J, "value");
     ok(json_array_size(v) == 1 &&
-           !strcmp(json_string_value(json_array_get(v, 0)), hc_b64s("q", false)),
+           !strcmp(json_string_value(json_array_get(v, 0)), ("q")),
        "orset holds q only");
-    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", hc_b64s("never", false));
+    snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\"}", ("never"));
     is_int(post_key("o1", body), 200, "orset remove of an absent member");
     is_int(jint(J, "applied"), 0, "reports 0 applied (a no-op)");
 
     /* type conflicts */
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             hc_b64s("z", false));
+             ("z"));
     is_int(post_key("c1", body), 409, "orset op on a pncounter key: 409");
     is(jstr("description"), "Conflict", "error shape: description");
     is_int(jint(J, "code"), 409, "error shape: code");
@@ -209,14 +210,14 @@ static void test_timeline(void)
         snprintf(body, sizeof(body),
                  "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
                  "\"score\":%d}",
-                 hc_b64s(m, false), i);
+                 (m), i);
         if (post_key("tl", body) != 200)
             diag("add %d: %d %s", i, R.status, R.body);
     }
     snprintf(body, sizeof(body), "{\"op\":\"remove\",\"member\":\"%s\",\"score\":100}",
-             hc_b64s("m29", false));
+             ("m29"));
     is_int(post_key("tl", body), 200, "timeline remove");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=5", hc_b64s("tl", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=5", hc_pct("tl"));
     is_int(req("GET", path, NULL), 200, "newest 5");
     json_t *es = json_object_get(J, "entries");
     is_int((int)json_array_size(es), 5, "5 entries");
@@ -224,7 +225,7 @@ static void test_timeline(void)
        "newest first (29 was removed)");
     is_int(jint(J, "next_offset"), 5, "next_offset");
     is_int(jint(J, "size"), 29, "size counts live entries");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=25&limit=10", hc_b64s("tl", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=25&limit=10", hc_pct("tl"));
     req("GET", path, NULL);
     is_int((int)json_array_size(json_object_get(J, "entries")), 4, "the last page is short");
     ok(json_is_null(json_object_get(J, "next_offset")), "and has no next_offset");
@@ -247,10 +248,10 @@ static void test_timeline(void)
             }
             enc[w] = '\0';
             snprintf(path, sizeof(path), "/v1/keys/%s/timeline?max=20&min=3&limit=4&cursor=%s",
-                     hc_b64s("tl", true), enc);
+                     hc_pct("tl"), enc);
         } else {
             snprintf(path, sizeof(path), "/v1/keys/%s/timeline?max=20&min=3&limit=4",
-                     hc_b64s("tl", true));
+                     hc_pct("tl"));
         }
         if (req("GET", path, NULL) != 200) {
             diag("page %d: %d %s", page, R.status, R.body);
@@ -270,15 +271,15 @@ static void test_timeline(void)
     }
     is_int(seen, 18, "score pages cover 20..3 exactly once");
     ok(ordered, "in newest-first order");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?cursor=garbage", hc_b64s("tl", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?cursor=garbage", hc_pct("tl"));
     is_int(req("GET", path, NULL), 400, "a bad cursor is a 400");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=1&max=3", hc_b64s("tl", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=1&max=3", hc_pct("tl"));
     is_int(req("GET", path, NULL), 400, "offset with max is a 400");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=-1", hc_b64s("tl", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline?limit=-1", hc_pct("tl"));
     is_int(req("GET", path, NULL), 400, "negative limit is a 400");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_b64s("c1", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_pct("c1"));
     is_int(req("GET", path, NULL), 409, "timeline read of a counter: 409");
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_b64s("absent", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_pct("absent"));
     is_int(req("GET", path, NULL), 200, "timeline read of an absent key");
     is_int((int)json_array_size(json_object_get(J, "entries")), 0, "is empty");
 
@@ -286,20 +287,31 @@ static void test_timeline(void)
     snprintf(body, sizeof(body),
              "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":["
              "{\"member\":\"%s\",\"score\":27.5},{\"member\":\"%s\",\"score\":1000}]}",
-             hc_b64s("other", false), hc_b64s("top", false));
+             ("other"), ("top"));
     is_int(post_key("tl2", body), 200, "second timeline");
-    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s&limit=3", hc_b64s("tl", true),
-             hc_b64s("tl2", true));
+    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s&limit=3", hc_pct("tl"),
+             hc_pct("tl2"));
     is_int(req("GET", path, NULL), 200, "coalesced select");
     es = json_object_get(J, "entries");
     ok(json_array_size(es) == 3 &&
            !strcmp(json_string_value(json_object_get(json_array_get(es, 0), "key")),
-                   hc_b64s("tl2", false)) &&
+                   ("tl2")) &&
            json_real_value(json_object_get(json_array_get(es, 1), "score")) == 28.0 &&
            json_real_value(json_object_get(json_array_get(es, 2), "score")) == 27.5,
        "coalesced newest first across keys, with each entry's key");
     is_int(req("GET", "/v1/timelines", NULL), 400, "select without keys");
-    is_int(req("GET", "/v1/timelines?keys=%21%21", NULL), 400, "select with a bad key");
+    is_int(req("GET", "/v1/timelines?keys64=%21%21", NULL), 400, "select with a bad keys64 key");
+    is_int(req("GET", "/v1/timelines?keys=tl&keys64=dGw", NULL), 400, "keys and keys64: 400");
+    is_int(req("GET", "/v1/timelines?keys=tl,", NULL), 400, "an empty key in keys: 400");
+    is_int(req("GET", "/v1/timelines?keys=tl,tl2", NULL), 200, "select of two");
+    char *want = json_dumps(J, JSON_COMPACT);
+    snprintf(path, sizeof(path), "/v1/timelines?keys64=%s,%s", hc_b64s("tl", true),
+             hc_b64s("tl2", true));
+    is_int(req("GET", path, NULL), 200, "keys64: the same select in base64url");
+    char *got = json_dumps(J, JSON_COMPACT);
+    is(got, want, "keys64 answers as keys does");
+    free(got);
+    free(want);
 }
 
 static void test_changes_and_merge(void)
@@ -328,7 +340,7 @@ static void test_changes_and_merge(void)
     ch = json_object_get(J, "changes");
     ok(json_array_size(ch) == 1 &&
            !strcmp(json_string_value(json_object_get(json_array_get(ch, 0), "key")),
-                   hc_b64s("c1", false)),
+                   ("c1")),
        "a new write shows up after next");
     is_int(req("GET", "/v1/changes?since=x", NULL), 400, "bad since");
 
@@ -357,11 +369,15 @@ static void test_errors(void)
 {
     is_int(req("GET", "/nope", NULL), 404, "unknown path: 404");
     is(jstr("description"), "Not Found", "404 body is the JSON error shape");
-    is_int(req("GET", "/v1/keys/abc/extra", NULL), 404, "unknown sub-resource: 404");
+    is_int(req("GET", "/v1/keys/abc/extra", NULL), 404, "key abc/extra (a '/' in a key): 404");
+    is(jstr("error"), "no such key", "it is a key, not an endpoint");
+    is_int(req("GET", "/v1/keys64/YWJj/extra", NULL), 404, "no sub-resource but timeline: 404");
+    is(jstr("error"), "no such endpoint", "keys64 paths have no '/' in the key");
     is_int(req("DELETE", "/v1/keys/abc", NULL), 405, "DELETE on a key: 405");
     is_int(req("POST", "/healthz", "{}"), 405, "POST /healthz: 405");
     is_int(req("PUT", "/metrics", "{}"), 405, "PUT /metrics: 405");
-    is_int(req("GET", "/v1/keys/%21%21%21", NULL), 400, "key not base64url: 400");
+    is_int(req("GET", "/v1/keys64/%21%21%21", NULL), 400, "keys64 key not base64url: 400");
+    ok(strstr(jstr("error"), "base64url") != NULL, "says why: %s", jstr("error"));
     is_int(req("GET", "/v1/keys/", NULL), 400, "empty key: 400");
 
     is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":"), 400,
@@ -381,8 +397,16 @@ static void test_errors(void)
         400, "score not a number: 400");
     is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\"}"), 400,
            "score missing: 400");
-    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"Y!==\",\"score\":1}"),
-           400, "bad base64: 400");
+    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":{\"base64\":\"Y!==\"},"
+                         "\"score\":1}"),
+           400, "bad {\"base64\"}: 400");
+    ok(strstr(jstr("error"), "member: invalid base64") != NULL, "says why: %s", jstr("error"));
+    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":{\"base64\":\"YQ==\","
+                         "\"x\":1},\"score\":1}"),
+           400, "{\"base64\"} with another field: 400");
+    is_int(post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":{\"b64\":\"YQ==\"},"
+                         "\"score\":1}"),
+           400, "an object that is not {\"base64\"}: 400");
     is_int(
         post_key("e", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":NaN}"),
         400, "NaN score: 400");
@@ -396,6 +420,218 @@ static void test_errors(void)
     is_int(get_key("e"), 404, "none of that created the key");
 }
 
+/* The key of J ("key") as bytes: a string, or {"base64"}; 1 when it equals want[0..n). */
+static bool key_is(const json_t *v, const void *want, size_t n)
+{
+    uint8_t *b = NULL;
+    size_t bn = 0;
+    const char *why;
+    bool eq = crdt_json_get_bytes(v, 4096, &b, &bn, &why) == 0 && bn == n && !memcmp(b, want, n);
+    crdt_free(b);
+    return eq;
+}
+
+/* Keys and values a person can type (docs/encoding.md, "Bytes in JSON and URLs"). */
+static void test_keys_scheme(void)
+{
+    /* the README's first two commands */
+    is_int(req("POST", "/v1/keys/feed:1",
+               "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"post:1\",\"score\":1700000000}"),
+           200, "POST /v1/keys/feed:1 with a text member");
+    is_int(req("GET", "/v1/keys/feed:1", NULL), 200, "GET /v1/keys/feed:1");
+    is(jstr("key"), "feed:1", "the key comes back as text");
+    json_t *e0 = json_array_get(json_object_get(J, "value"), 0);
+    ok(json_is_string(json_object_get(e0, "member")) &&
+           !strcmp(json_string_value(json_object_get(e0, "member")), "post:1"),
+       "the member comes back as text");
+    is_int(req("GET", "/v1/keys/feed:1/timeline", NULL), 200, "its timeline");
+    is(jstr("key"), "feed:1", "the timeline page names the key as text");
+
+    /* percent-encoded keys: '/', '%', '+', space, '?', '#', '&', ';', '=', unicode, FF */
+    static const struct {
+        const char *key;
+        size_t n;
+    } keys[] = {
+        {"a/b", 3},         {"100%", 4},   {"x+y", 3},         {"with space", 10},
+        {"q?#&;=", 6},      {"caf\xc3\xa9", 5}, {"\xff", 1},  {"tail/", 5},
+        {"\x01\x7f\xfe", 3}, {"\"quoted\\\"", 9},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        char p[512], b[256];
+        snprintf(p, sizeof(p), "/v1/keys/%s", hc_pctn(keys[i].key, keys[i].n));
+        snprintf(b, sizeof(b), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"v%zu\"}", i);
+        is_int(req("POST", p, b), 200, "POST %s", p);
+        is_int(req("GET", p, NULL), 200, "GET %s", p);
+        ok(key_is(json_object_get(J, "key"), keys[i].key, keys[i].n), "%s: the key is exact: %s",
+           p, R.body);
+        snprintf(b, sizeof(b), "v%zu", i);
+        is(jstr("value"), b, "%s: its own value", p);
+    }
+    req("GET", "/v1/keys/%FF", NULL);
+    ok(json_is_object(json_object_get(J, "key")) &&
+           !strcmp(json_string_value(json_object_get(json_object_get(J, "key"), "base64")), "/w=="),
+       "a key that is not UTF-8 comes back as {\"base64\"}: %s", R.body);
+    /* lws decodes a bare '+' as a space (documented): "x+y" is written %2B */
+    is_int(req("POST", "/v1/keys/x%20z", "{\"type\":\"gcounter\",\"op\":\"incr\"}"), 200,
+           "key 'x z'");
+    is_int(req("GET", "/v1/keys/x+z", NULL), 200, "a bare '+' in a path reads as a space");
+    is(jstr("key"), "x z", "(libwebsockets' form decoding, docs/http-api.md)");
+
+    /* base64url twins: every byte string, 00 and dot segments included */
+    static const struct {
+        const char *key;
+        size_t n;
+    } bin[] = {{"\x00\xff", 2}, {"a/../b", 6}, {"a//b", 4}, {"x/timeline", 10}, {".", 1},
+               {"\r\n", 2}};
+    for (size_t i = 0; i < sizeof(bin) / sizeof(bin[0]); i++) {
+        char p[512], b64[64];
+        size_t w = crdt_base64_encode_into(b64, bin[i].key, bin[i].n, CRDT_B64_URL | CRDT_B64_NOPAD);
+        b64[w] = '\0';
+        snprintf(p, sizeof(p), "/v1/keys64/%s", b64);
+        is_int(req("POST", p, "{\"type\":\"timeline\",\"op\":\"add\",\"member\":{\"base64\":\"AP8=\"},"
+                              "\"score\":2}"),
+               200, "POST %s", p);
+        is_int(req("GET", p, NULL), 200, "GET %s", p);
+        ok(key_is(json_object_get(J, "key"), bin[i].key, bin[i].n), "%s: the key is exact: %s", p,
+           R.body);
+        snprintf(p, sizeof(p), "/v1/keys64/%s/timeline", b64);
+        is_int(req("GET", p, NULL), 200, "GET %s", p);
+        json_t *m = json_object_get(json_array_get(json_object_get(J, "entries"), 0), "member");
+        ok(json_is_object(m) && !strcmp(json_string_value(json_object_get(m, "base64")), "AP8="),
+           "%s: a binary member comes back as {\"base64\"}", p);
+    }
+    is_int(req("GET", "/v1/keys64/AP8=", NULL), 200, "keys64: padding tolerated");
+    is_int(req("GET", "/v1/keys64/AP8%3D", NULL), 200, "keys64: encoded padding too");
+
+    /* a register value, text and binary */
+    is_int(post_key("reg:bin", "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":{\"base64\":\"AP8=\"}}"),
+           200, "set a binary value");
+    get_key("reg:bin");
+    ok(json_is_object(json_object_get(J, "value")) &&
+           !strcmp(json_string_value(json_object_get(json_object_get(J, "value"), "base64")),
+                   "AP8="),
+       "it reads back as {\"base64\"}");
+    is_int(post_key("reg:bin", "{\"op\":\"set\",\"value\":{\"base64\":\"aMOpbGxv\"}}"), 200,
+           "text given as {\"base64\"}");
+    get_key("reg:bin");
+    is(jstr("value"), "h\xc3\xa9llo", "reads back as the string");
+
+    /* what libwebsockets refuses before crdtd sees it; the server keeps serving */
+    hc_resp_t r;
+    int rc = hc_request(srv.port, "GET", "/v1/keys/a%00b", NULL, &r);
+    ok(rc != 0 || r.status == 0, "%%00 in a path: lws drops the request (use /v1/keys64/)");
+    hc_resp_free(&r);
+    is_int(req("GET", "/v1/keys/a%G1", NULL), 403, "%%G1: lws answers 403 itself");
+    is_int(req("GET", "/v1/keys/a%4", NULL), 403, "a truncated %%: 403 (lws)");
+    is_int(req("GET", "/v1/keys?prefix=%4", NULL), 403, "a truncated %% in a query: 403 (lws)");
+    is_int(req("GET", "/healthz", NULL), 200, "still serving");
+    is_int(req("GET", "/v1/keys/a;b", NULL), 400, "a bare ';' in a path: 400");
+    ok(strstr(jstr("error"), "%3B") != NULL, "says how to write it: %s", jstr("error"));
+    is_int(req("GET", "/v1/keys/a&b", NULL), 400, "a bare '&' in a path: 400");
+    is_int(req("GET", "/v1/keys/a%3Bb", NULL), 404, "an encoded ';' is part of the key");
+    is_int(req("GET", "/v1/keys64/A", NULL), 400, "keys64: a lone base64 character: 400");
+    is_int(req("GET", "/v1/keys64/", NULL), 400, "keys64: empty: 400");
+}
+
+/* GET /v1/keys: key order, prefix, after, limit, the next cursor */
+static void test_list(void)
+{
+    static const char *const want[] = {"ls:", "ls:a", "ls:b", "ls:b/1", "ls:c", "ls:d"};
+    const size_t nw = sizeof(want) / sizeof(want[0]);
+    for (size_t i = nw; i-- > 0;)
+        post_key(want[i], "{\"type\":\"gcounter\",\"op\":\"incr\"}");
+    is_int(req("POST", "/v1/keys64/bHM64A", "{\"type\":\"gcounter\",\"op\":\"incr\"}"), 200,
+           "a binary key ls: E0");
+    is_int(req("POST", "/v1/keys/lt", "{\"type\":\"gcounter\",\"op\":\"incr\"}"), 200,
+           "a key outside the prefix");
+
+    /* every page of 2 under "ls:", following next */
+    char p[512];
+    size_t got = 0;
+    bool in_order = true;
+    int pages = 0;
+    const char *next = NULL;
+    char nextbuf[256] = "";
+    do {
+        if (next)
+            snprintf(p, sizeof(p), "/v1/keys?prefix=ls:&limit=2&after64=%s", nextbuf);
+        else
+            snprintf(p, sizeof(p), "/v1/keys?prefix=ls:&limit=2");
+        if (req("GET", p, NULL) != 200)
+            break;
+        pages++;
+        json_t *ks = json_object_get(J, "keys");
+        for (size_t i = 0; i < json_array_size(ks); i++, got++) {
+            json_t *k = json_array_get(ks, i);
+            if (got < nw)
+                in_order &= json_is_string(k) && !strcmp(json_string_value(k), want[got]);
+            else
+                in_order &= key_is(k, "ls:\xe0", 4);
+        }
+        json_t *nx = json_object_get(J, "next");
+        next = json_is_string(nx) ? json_string_value(nx) : NULL;
+        if (next)
+            snprintf(nextbuf, sizeof(nextbuf), "%s", next);
+        if (json_array_size(ks) < 2 && next)
+            in_order = false; /* a short page with a next */
+    } while (next && pages < 10);
+    is_int((int)got, (int)nw + 1, "every key under the prefix, once");
+    ok(in_order, "in bytewise key order (a prefix first; E0 after every ASCII key)");
+    is_int(pages, 4, "pages of 2: 4 of them, the last one without next");
+
+    is_int(req("GET", "/v1/keys?prefix=ls:&after=ls:b&limit=2", NULL), 200, "after (text)");
+    json_t *ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 2 && !strcmp(json_string_value(json_array_get(ks, 0)), "ls:b/1") &&
+           !strcmp(json_string_value(json_array_get(ks, 1)), "ls:c"),
+       "after is exclusive: %s", R.body);
+    ok(json_is_string(json_object_get(J, "next")), "more to come: next");
+    is_int(req("GET", "/v1/keys?prefix64=bHM6Yi8", NULL), 200, "prefix64");
+    ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 1 && !strcmp(json_string_value(json_array_get(ks, 0)), "ls:b/1"),
+       "prefix64 ls:b/ finds ls:b/1: %s", R.body);
+    ok(json_is_null(json_object_get(J, "next")), "the last page: next null");
+    is_int(req("GET", "/v1/keys?prefix=nothing-here", NULL), 200, "an empty prefix page");
+    ok(json_array_size(json_object_get(J, "keys")) == 0 && json_is_null(json_object_get(J, "next")),
+       "no keys, next null");
+    for (int i = 0; i < 101; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "many:%03d", i);
+        post_key(k, "{\"type\":\"gcounter\",\"op\":\"incr\"}");
+    }
+    is_int(req("GET", "/v1/keys?prefix=many:", NULL), 200, "101 keys under a prefix");
+    ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 100 && json_is_string(json_object_get(J, "next")) &&
+           !strcmp(json_string_value(json_array_get(ks, 99)), "many:099"),
+       "the default limit is 100, with next (%zu keys)", json_array_size(ks));
+    snprintf(p, sizeof(p), "/v1/keys?prefix=many:&after64=%s",
+             json_string_value(json_object_get(J, "next")));
+    is_int(req("GET", p, NULL), 200, "the next page");
+    ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 1 && !strcmp(json_string_value(json_array_get(ks, 0)), "many:100") &&
+           json_is_null(json_object_get(J, "next")),
+       "holds the last key: %s", R.body);
+    is_int(req("GET", "/v1/keys", NULL), 200, "every key, no prefix");
+    ks = json_object_get(J, "keys");
+    bool sorted = json_array_size(ks) == 100;
+    for (size_t i = 1; sorted && i < json_array_size(ks); i++) {
+        uint8_t *a = NULL, *b = NULL;
+        size_t an = 0, bn = 0;
+        const char *why;
+        crdt_json_get_bytes(json_array_get(ks, i - 1), 4096, &a, &an, &why);
+        crdt_json_get_bytes(json_array_get(ks, i), 4096, &b, &bn, &why);
+        int c = a && b ? memcmp(a, b, an < bn ? an : bn) : 1;
+        sorted = a && b && (c < 0 || (c == 0 && an < bn));
+        crdt_free(a);
+        crdt_free(b);
+    }
+    ok(sorted, "a full page, strictly ascending bytewise");
+    is_int(req("GET", "/v1/keys?limit=0", NULL), 400, "limit 0: 400");
+    is_int(req("GET", "/v1/keys?limit=1001", NULL), 400, "limit over 1000: 400");
+    is_int(req("GET", "/v1/keys?prefix=a&prefix64=YQ", NULL), 400, "prefix and prefix64: 400");
+    is_int(req("GET", "/v1/keys?after64=%21", NULL), 400, "after64 not base64url: 400");
+    is_int(req("POST", "/v1/keys", "{}"), 405, "POST /v1/keys: 405");
+}
+
 static void test_limits(const char *dir)
 {
     const char *args[] = {"--no-persist", "--max-body",   "300", "--max-key",
@@ -407,10 +643,10 @@ static void test_limits(const char *dir)
     is_int(post_key("0123456789abcdef", "{\"type\":\"pncounter\",\"op\":\"incr\"}"), 200,
            "16-byte key: fine");
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             hc_b64s("123456789", false));
+             ("123456789"));
     is_int(post_key("m", body), 400, "9-byte member: 400");
     snprintf(body, sizeof(body), "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"%s\"}",
-             hc_b64s("12345678", false));
+             ("12345678"));
     is_int(post_key("m", body), 200, "8-byte member: fine");
     char big[400];
     memset(big, ' ', sizeof(big) - 1);
@@ -431,7 +667,7 @@ static void test_keepalive_and_metrics(void)
     for (int i = 0; i < 50; i++) {
         hc_resp_t r;
         const char *b = "{\"type\":\"gcounter\",\"op\":\"incr\"}";
-        snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s("ka", true));
+        snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("ka"));
         if (hc_send(fd, "POST", path, "", b, strlen(b), &r) == 0 && r.status == 200)
             good++;
         hc_resp_free(&r);
@@ -486,6 +722,8 @@ int main(void)
     test_timeline();
     test_changes_and_merge();
     test_errors();
+    test_keys_scheme();
+    test_list();
     test_keepalive_and_metrics();
 
     /* SIGTERM: exit 0, and everything is there after a restart */

@@ -32,19 +32,14 @@ static const char S2[] = "next-secret-0123456789abcdef";
 static char *mint(const char *kid, const char *secret, const char *sub, long ttl,
                   const char *const *reads, const char *const *writes)
 {
-    char *rb[8] = {0}, *wb[8] = {0};
+    gw_grant_t rg[8] = {{0}}, wg[8] = {{0}};
     size_t nr = 0, nw = 0;
     for (; reads && reads[nr]; nr++)
-        rb[nr] = crdt_base64_encode(reads[nr], strlen(reads[nr]), NULL);
+        rg[nr] = (gw_grant_t){(uint8_t *)reads[nr], strlen(reads[nr])};
     for (; writes && writes[nw]; nw++)
-        wb[nw] = crdt_base64_encode(writes[nw], strlen(writes[nw]), NULL);
-    char *t = gw_token_make_kid(kid, secret, strlen(secret), sub, (int64_t)time(NULL) + ttl,
-                                (const char *const *)rb, nr, (const char *const *)wb, nw);
-    for (size_t i = 0; i < nr; i++)
-        crdt_free(rb[i]);
-    for (size_t i = 0; i < nw; i++)
-        crdt_free(wb[i]);
-    return t;
+        wg[nw] = (gw_grant_t){(uint8_t *)writes[nw], strlen(writes[nw])};
+    return gw_token_make_kid(kid, secret, strlen(secret), sub, (int64_t)time(NULL) + ttl, rg, nr,
+                             wg, nw);
 }
 
 /* One request with an optional bearer token (tok NULL: no header; a tok starting with '!' is sent
@@ -154,7 +149,7 @@ static void rest_matrix(int port, char *const *t)
     char path[1024], path2[1024];
     const char *op = "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}";
 
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64("team:a", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("team:a"));
     const char *bad[][2] = {{NULL, "missing"}, {"!Basic dXNlcjpwdw==", "malformed"},
                             {"not-a-token", "malformed"}};
     for (size_t i = 0; i < 3; i++) {
@@ -171,28 +166,28 @@ static void rest_matrix(int port, char *const *t)
     expect(port, "GET", path, t[1], NULL, 404, NULL, "read-only token reads an absent team key");
     expect(port, "POST", path, t[1], op, 403, "read_only", "read-only token writing");
     expect(port, "POST", path, t[2], op, 403, "outside_grant", "rw token writes outside team:w:");
-    snprintf(path2, sizeof(path2), "/v1/keys/%s", b64("other:a", true));
+    snprintf(path2, sizeof(path2), "/v1/keys/%s", hc_pct("other:a"));
     expect(port, "GET", path2, t[1], NULL, 403, "outside_grant", "read outside the read grant");
     expect(port, "POST", path2, t[2], op, 403, "outside_grant", "write outside the write grant");
     expect(port, "GET", path, t[0], NULL, 404, NULL, "refused writes stored nothing (team:a)");
     expect(port, "GET", path2, t[0], NULL, 404, NULL, "refused writes stored nothing (other:a)");
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64("team:w:a", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("team:w:a"));
     expect(port, "POST", path, t[2], op, 200, NULL, "rw token writes under team:w:");
     expect(port, "GET", path, t[1], NULL, 200, NULL, "read-only token reads it back");
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64("other:z", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("other:z"));
     expect(port, "POST", path, t[0], op, 200, NULL, "admin writes other:z");
 
     /* timeline page and multi-key timelines */
-    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", b64("other:a", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s/timeline", hc_pct("other:a"));
     expect(port, "GET", path, NULL, NULL, 401, "missing", "timeline without a token");
     expect(port, "GET", path, t[1], NULL, 403, "outside_grant", "timeline outside the grant");
-    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s", b64("team:a", true),
-             b64("other:a", true));
+    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s", hc_pct("team:a"),
+             hc_pct("other:a"));
     expect(port, "GET", path, NULL, NULL, 401, "missing", "timelines without a token");
     expect(port, "GET", path, t[3], NULL, 401, "expired", "timelines expired");
     expect(port, "GET", path, t[1], NULL, 403, "outside_grant", "timelines: one key outside");
-    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s", b64("team:a", true),
-             b64("team:b", true));
+    snprintf(path, sizeof(path), "/v1/timelines?keys=%s,%s", hc_pct("team:a"),
+             hc_pct("team:b"));
     expect(port, "GET", path, t[1], NULL, 200, NULL, "timelines: every key granted");
 
     /* the change feed: a token sees the keys it may read */
@@ -201,15 +196,42 @@ static void rest_matrix(int port, char *const *t)
     char *body = NULL;
     is_int(req(port, "GET", "/v1/changes?since=0", t[1], NULL, NULL, 0, &body), 200,
            "changes with the read-only token");
-    ok(body && strstr(body, b64("team:w:a", false)) && !strstr(body, b64("other:z", false)),
+    ok(body && strstr(body, "\"team:w:a\"") && !strstr(body, "\"other:z\""),
        "its feed holds team:w:a and not other:z");
     free(body);
     body = NULL;
     is_int(req(port, "GET", "/v1/changes?since=0", t[0], NULL, NULL, 0, &body), 200,
            "changes with the admin token");
-    ok(body && strstr(body, b64("team:w:a", false)) && strstr(body, b64("other:z", false)),
+    ok(body && strstr(body, "\"team:w:a\"") && strstr(body, "\"other:z\""),
        "the admin's feed holds both");
     free(body);
+
+    /* key listing: the read grants decide what is listed */
+    expect(port, "GET", "/v1/keys", NULL, NULL, 401, "missing", "list without a token");
+    expect(port, "GET", "/v1/keys", t[3], NULL, 401, "expired", "list with an expired token");
+    expect(port, "GET", "/v1/keys?prefix=other:", t[1], NULL, 403, "outside_grant",
+           "list a prefix no read grant reaches");
+    static const struct {
+        const char *path;
+        int tok;
+        bool team, other;
+        const char *name;
+    } lists[] = {
+        {"/v1/keys", 1, true, false, "team: token, no prefix: only team: keys"},
+        {"/v1/keys?prefix=te", 1, true, false, "team: token, prefix te: only team: keys"},
+        {"/v1/keys?prefix=team:w:", 1, true, false, "team: token, prefix team:w: (inside)"},
+        {"/v1/keys", 0, true, true, "admin token: every key"},
+        {"/v1/keys?prefix=other:", 0, false, true, "admin token, prefix other:"},
+    };
+    for (size_t i = 0; i < sizeof(lists) / sizeof(lists[0]); i++) {
+        body = NULL;
+        is_int(req(port, "GET", lists[i].path, t[lists[i].tok], NULL, NULL, 0, &body), 200, "%s",
+               lists[i].name);
+        ok(body && !strstr(body, "\"team:w:a\"") == !lists[i].team &&
+               !strstr(body, "\"other:z\"") == !lists[i].other,
+           "%s: %s", lists[i].name, body ? body : "");
+        free(body);
+    }
 
     /* peers, healthz, metrics (open without --metrics-auth) */
     expect(port, "GET", "/v1/peers", NULL, NULL, 401, "missing", "peers without a token");
@@ -312,7 +334,7 @@ int main(void)
 
     /* ---- rotation ---- */
     char path[256];
-    snprintf(path, sizeof(path), "/v1/keys/%s", b64("rot", true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("rot"));
     expect(srv.port, "GET", path, t[8], NULL, 404, NULL, "the k0 token works before rotation");
     ws_raw_t w;
     int code;
@@ -329,7 +351,7 @@ int main(void)
     snprintf(apply, sizeof(apply),
              "{\"type\":\"apply\",\"id\":1,\"key\":\"%s\",\"op\":{\"type\":\"pncounter\","
              "\"op\":\"incr\",\"by\":5}}",
-             b64("rot", false));
+             "rot");
     ws_text(&w, apply);
     char *ack = ws_wait_type(&w, "ack", 5000);
     ok(ack != NULL, "the session opened with k0 is still open and acks a write after SIGHUP");
@@ -396,7 +418,7 @@ int main(void)
         fail("--allow-open did not start");
     } else {
         ok(log_has(srv.errlog, "OPEN NODE", 2000), "--allow-open starts, saying loudly it is open");
-        snprintf(path, sizeof(path), "/v1/keys/%s", b64("any", true));
+        snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("any"));
         expect(srv.port, "POST", path, NULL, "{\"type\":\"pncounter\",\"op\":\"incr\"}", 200,
                NULL, "an open node takes writes without a token");
         crdtd_stop(&srv, SIGTERM, 5000);

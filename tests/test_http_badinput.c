@@ -244,21 +244,21 @@ static void json_corpus(void)
         "}",
         "nul",
         "\"unterminated",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":NaN}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":Infinity}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":-1e400}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":1e-400}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":-0.0}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":true}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":NaN}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":Infinity}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":-1e400}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":1e-400}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":-0.0}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":true}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":null,\"score\":1}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":[],\"score\":1}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":{},\"score\":1}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[1,2,3]}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"YQ==\"}]}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"a\"}]}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[]}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ=\",\"score\":1}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":{\"base64\":\"YQ=\"},\"score\":1}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"Y Q==\",\"score\":1}",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==YQ==\",\"score\":1}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":{\"base64\":\"YQ==YQ==\"},\"score\":1}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"\\u0000\",\"score\":1}",
         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"\xff\xfe\",\"score\":1}",
         "{\"type\":5,\"op\":\"add\"}",
@@ -334,12 +334,12 @@ static void mutation_fuzz(int rounds)
 {
     static const char *seeds[] = {
         "POST /v1/keys/ZnV6eg HTTP/1.1\r\nHost: x\r\nContent-Length: 61\r\n\r\n"
-        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"YQ==\",\"score\":1.5}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":1.5}",
         "GET /v1/keys/ZnV6eg/timeline?limit=3&offset=1 HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /v1/timelines?keys=ZnV6eg,c2VudGluZWw&limit=5 HTTP/1.1\r\nHost: x\r\n\r\n",
         "GET /v1/changes?since=0&limit=5 HTTP/1.1\r\nHost: x\r\n\r\n",
         "POST /v1/keys/ZnV6eg HTTP/1.1\r\nHost: x\r\nContent-Length: 52\r\n\r\n"
-        "{\"op\":\"add\",\"entries\":[{\"member\":\"Yg==\",\"score\":2}]}",
+        "{\"op\":\"add\",\"entries\":[{\"member\":\"b\",\"score\":2}]}",
     };
     uint64_t x = 12345;
     int down = 0;
@@ -474,8 +474,8 @@ int main(void)
     hc_resp_t r;
     hc_request(
         srv.port, "POST", "/v1/keys/c2VudGluZWw",
-        "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"YQ==\",\"score\":1},"
-        "{\"member\":\"Yg==\",\"score\":2}]}",
+        "{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"a\",\"score\":1},"
+        "{\"member\":\"b\",\"score\":2}]}",
         &r);
     is_int(r.status, 200, "sentinel data written");
     hc_resp_free(&r);

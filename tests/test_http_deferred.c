@@ -160,8 +160,8 @@ int main(void)
     if (gw_loop_start(&srv, protocols))
         skip_all("cannot start the loop");
     int port = srv.main_port, rport = srv.roshi_port;
-    char body[16384], k[64], path[256];
-    hc_b64("deferred", k, true);
+    char body[16384], path[256];
+    const char *k = "deferred";
 
     /* a write waits for its store calls: nothing is answered while they are queued */
     snprintf(path, sizeof(path), "/v1/keys/%s", k);
@@ -185,7 +185,7 @@ int main(void)
     is_int(st, 200, "op without a type on an existing key");
     st = request(port, "GET", path, NULL, body, sizeof(body));
     ok(strstr(body, "\"value\":3") != NULL, "value 3 after decr 2: %.80s", body);
-    st = request(port, "POST", path, "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"!!\"}", body,
+    st = request(port, "POST", path, "{\"type\":\"orset\",\"op\":\"add\",\"member\":{\"base64\":\"!!\"}}", body,
                  sizeof(body));
     is_int(st, 409, "a key of another type wins over a bad member, as before: %s", body);
 
@@ -234,9 +234,22 @@ int main(void)
     is_int(st, 200, "change feed");
     ok(strstr(body, "\"last_seq\"") != NULL, "feed answered: %.80s", body);
     char tl[256];
-    snprintf(tl, sizeof(tl), "/v1/timelines?keys=dGw,%s", k);
+    snprintf(tl, sizeof(tl), "/v1/timelines?keys=tl,%s", k);
     st = request(port, "GET", tl, NULL, body, sizeof(body));
     is_int(st, 409, "a select over a non-timeline key is refused from the completion: %s", body);
+
+    /* the key listing: one scan after the other, each completing later */
+    fd = send_request(port, "GET", "/v1/keys?limit=1", NULL);
+    st = await_response(fd, false, 200, body, sizeof(body));
+    is_int(st, -1, "the listing waits for its scan");
+    st = await_response(fd, true, 3000, body, sizeof(body));
+    is_int(st, 200, "and answers once the scans completed");
+    ok(strstr(body, "{\"keys\":[\"deferred\"],\"next\":\"ZGVmZXJyZWQ\"}") != NULL,
+       "the first key in key order, and next: %s", body);
+    close(fd);
+    st = request(port, "GET", "/v1/keys?after64=ZGVmZXJyZWQ", NULL, body, sizeof(body));
+    ok(st == 200 && strstr(body, "{\"keys\":[\"tl\"],\"next\":null}") != NULL,
+       "the page after it: %s", body);
 
     gw_loop_finish(&srv);
     crdt_store_close(srv.store);

@@ -474,12 +474,12 @@ int main(void)
        "records keyed by U+FFFD for the invalid byte");
 
     /* interplay with the REST API: the same timelines */
-    is_int(req_port(srv.port, "GET", "/v1/keys/bWFueQ/timeline?limit=1", NULL), 200,
+    is_int(req_port(srv.port, "GET", "/v1/keys/many/timeline?limit=1", NULL), 200,
            "REST read of a roshi-written timeline");
     ok(json_real_value(
            json_object_get(json_array_get(json_object_get(J, "entries"), 0), "score")) == 114,
        "sees the roshi writes");
-    req_port(srv.port, "POST", "/v1/keys/Y291bnQ", "{\"type\":\"gcounter\",\"op\":\"incr\"}");
+    req_port(srv.port, "POST", "/v1/keys/count", "{\"type\":\"gcounter\",\"op\":\"incr\"}");
     is_int(req("POST", "/", "[{\"key\":\"Y291bnQ=\",\"score\":1,\"member\":\"YQ==\"}]"), 409,
            "roshi insert into a counter key: 409");
     is_int(req("GET", "/", "[\"Y291bnQ=\"]"), 200, "roshi select of a counter key");

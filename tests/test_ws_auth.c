@@ -19,19 +19,13 @@ static const char secret[] = "a-test-secret-of-32-bytes-------";
 /* A token for sub with grants given as text prefixes (NULL-terminated lists). */
 static char *mint(const char *sub, long ttl, const char *const *reads, const char *const *writes)
 {
-    char *rb[8] = {0}, *wb[8] = {0};
+    gw_grant_t rg[8] = {{0}}, wg[8] = {{0}};
     size_t nr = 0, nw = 0;
     for (; reads && reads[nr]; nr++)
-        rb[nr] = crdt_base64_encode(reads[nr], strlen(reads[nr]), NULL);
+        rg[nr] = (gw_grant_t){(uint8_t *)reads[nr], strlen(reads[nr])};
     for (; writes && writes[nw]; nw++)
-        wb[nw] = crdt_base64_encode(writes[nw], strlen(writes[nw]), NULL);
-    char *t = gw_token_make(secret, strlen(secret), sub, (int64_t)time(NULL) + ttl,
-                            (const char *const *)rb, nr, (const char *const *)wb, nw);
-    for (size_t i = 0; i < nr; i++)
-        free(rb[i]);
-    for (size_t i = 0; i < nw; i++)
-        free(wb[i]);
-    return t;
+        wg[nw] = (gw_grant_t){(uint8_t *)writes[nw], strlen(writes[nw])};
+    return gw_token_make(secret, strlen(secret), sub, (int64_t)time(NULL) + ttl, rg, nr, wg, nw);
 }
 
 static void refused(const char *name, const char *token)

@@ -193,7 +193,7 @@ int main(void)
     }
     char *s1 = slurp(out1);
     is_int(count_lines(s1), 1, "one change printed (cli:c is not subscribed)");
-    ok(strstr(s1, "\"key_text\":\"cli:a\"") && strstr(s1, "\"delta\""), "cli:a's delta: %s", s1);
+    ok(strstr(s1, "\"key\":\"cli:a\"") && strstr(s1, "\"delta\""), "cli:a's delta: %s", s1);
     free(s1);
     char *st = slurp(state);
     ok(strstr(st, "\"cursor\":") && !strstr(st, "\"cursor\":0,"), "the state file has a cursor");
@@ -210,7 +210,7 @@ int main(void)
                            "--base64",
                            "apply",
                            "Y2xpOmI=", /* cli:b */
-                           "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"eHl6\"}",
+                           "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"xyz\"}",
                            NULL};
         is_int(run(a, NULL, 8000), 0, "apply cli:b (key as base64)");
     }
@@ -223,7 +223,7 @@ int main(void)
     is_int(wait_exit(p, 8000), 0, "sub resumed and ran until its timeout");
     char *s2 = slurp(out1);
     is_int(count_lines(s2), 2, "two changes printed");
-    ok(count_str(s2, "\"key_text\":\"cli:a\"") == 1 && count_str(s2, "\"key_text\":\"cli:b\"") == 1,
+    ok(count_str(s2, "\"key\":\"cli:a\"") == 1 && count_str(s2, "\"key\":\"cli:b\"") == 1,
        "cli:a and cli:b once each, nothing of cli:c");
     is_int(count_str(s2, "\"state\":{\"type\""), 2, "as full states (the catch-up)");
     if (count_lines(s2) != 2)
@@ -238,6 +238,31 @@ int main(void)
     char *s3 = slurp(out1);
     is_int(count_lines(s3), 0, "prints nothing: it missed nothing");
     free(s3);
+
+    /* 4b. a key that is not text: --base64 in, {"base64"} out; the state file keeps it so */
+    {
+        char st2[1100];
+        snprintf(st2, sizeof(st2), "%s/bin.state", dir);
+        const char *subb[] = {"--url", url, "--state-file", st2, "--base64", "--count", "1",
+                              "sub", "AP8=", NULL};
+        p = spawn(subb, out1, err1);
+        ok(wait_for(err1, "subscribed", 1, 5000), "sub --base64 AP8= subscribed");
+        const char *ab[] = {"--url", url, "--base64", "apply", "AP8=",
+                            "{\"type\":\"gcounter\",\"op\":\"incr\"}", NULL};
+        is_int(run(ab, NULL, 8000), 0, "apply to the key 00 FF");
+        is_int(wait_exit(p, 8000), 0, "sub exits after its one change");
+        char *sb = slurp(out1);
+        ok(sb && strstr(sb, "{\"key\":{\"base64\":\"AP8=\"},"), "printed with the key {\"base64\"}: %s",
+           sb ? sb : "");
+        free(sb);
+        char *sf = slurp(st2);
+        ok(sf && strstr(sf, "\"keys\":[{\"base64\":\"AP8=\"}]"), "the state file too: %s",
+           sf ? sf : "");
+        free(sf);
+        crdt_buf_t b = rest_state(srv.port, "\x00\xff", 2);
+        ok(b.data != NULL, "REST sees the key 00 FF (/v1/keys64/AP8)");
+        crdt_buf_free(&b);
+    }
 
     /* 5. sub stopped by Ctrl-C: exit 0, a clean close, nothing alarming on stderr */
     {
@@ -260,7 +285,7 @@ int main(void)
                            "5",
                            "apply",
                            "cli:a",
-                           "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"eA==\"}",
+                           "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"x\"}",
                            NULL};
         is_int(run(a, NULL, 8000), 1, "apply of the wrong type exits 1");
         char e[1100];

@@ -111,7 +111,7 @@ static int rest(int port, const char *method, const char *path, const char *body
 static long long counter_value(int port, const char *key)
 {
     char path[600];
-    snprintf(path, sizeof(path), "/v1/keys/%s?state=0", hc_b64s(key, true));
+    snprintf(path, sizeof(path), "/v1/keys/%s?state=0", hc_pct(key));
     json_t *j;
     if (rest(port, "GET", path, NULL, &j) != 200)
         return -1;
@@ -149,7 +149,7 @@ static void still_serves(int port, const char *what)
 static char *apply_msg(char *buf, size_t n, long long id, const char *key, const char *op)
 {
     snprintf(buf, n, "{\"type\":\"apply\",\"id\":%lld,\"key\":\"%s\",\"op\":%s}", id,
-             hc_b64s(key, false), op);
+             (key), op);
     return buf;
 }
 
@@ -216,7 +216,7 @@ static uint64_t test_apply(int port)
 
     /* a delta (a libcrdt frame) instead of an op */
     ws_text(&w,
-            "{\"type\":\"apply\",\"id\":2,\"key\":\"dGFncw==\",\"delta\":{\"type\":\"gcounter\","
+            "{\"type\":\"apply\",\"id\":2,\"key\":\"tags\",\"delta\":{\"type\":\"gcounter\","
             "\"state\":{\"slots\":[{\"replica\":9,\"value\":5}]}}}");
     a = expect(&w, "ack");
     is_int(jint(a, "id"), 2, "a delta apply is acked");
@@ -263,14 +263,14 @@ static void test_corpus(int port)
     is(error_code(&w, "[1,2]"), "bad_json", "not an object: bad_json");
     is(error_code(&w, "{\"type\":5}"), "bad_request", "type not a string: bad_request");
     is(error_code(&w, "{\"type\":\"frobnicate\"}"), "unknown_type", "unknown type");
-    is(error_code(&w, "{\"type\":\"apply\",\"id\":\"7\",\"key\":\"a2V5\",\"op\":{}}"),
+    is(error_code(&w, "{\"type\":\"apply\",\"id\":\"7\",\"key\":\"key\",\"op\":{}}"),
        "bad_request", "id of the wrong type");
     ws_free(&w);
     still_serves(port, "the first errors");
 
     wel = session(&w, port, "corpus-2", NULL);
     json_decref(wel);
-    is(error_code(&w, "{\"type\":\"apply\",\"id\":1,\"key\":\"!!!\",\"op\":{\"type\":\"gcounter\","
+    is(error_code(&w, "{\"type\":\"apply\",\"id\":1,\"key\":{\"base64\":\"!!!\"},\"op\":{\"type\":\"gcounter\","
                       "\"op\":\"incr\"}}"),
        "bad_request", "bad base64 key");
     is(error_code(&w, apply_msg(m, sizeof(m), 2, "k", "{\"type\":\"quux\",\"op\":\"incr\"}")),
@@ -278,13 +278,13 @@ static void test_corpus(int port)
     is(error_code(&w, apply_msg(m, sizeof(m), 3, "clicks", "{\"op\":\"frob\"}")), "unknown_op",
        "unknown op");
     is(error_code(&w, apply_msg(m, sizeof(m), 4, "clicks",
-                                "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"eA==\"}")),
+                                "{\"type\":\"orset\",\"op\":\"add\",\"member\":\"x\"}")),
        "wrong_type", "op of another type on a key: wrong_type");
     ws_free(&w);
 
     wel = session(&w, port, "corpus-3", NULL);
     json_decref(wel);
-    is(error_code(&w, "{\"type\":\"apply\",\"id\":5,\"key\":\"a2V5\",\"delta\":{\"type\":\"orset\","
+    is(error_code(&w, "{\"type\":\"apply\",\"id\":5,\"key\":\"key\",\"delta\":{\"type\":\"orset\","
                       "\"state\":17}}"),
        "bad_request", "a bad delta frame");
     is(error_code(&w, "{\"type\":\"subscribe\",\"id\":1,\"keys\":\"a2V5\"}"), "bad_request",
@@ -354,9 +354,9 @@ static void test_corpus(int port)
 static uint64_t put_reg(int port, const char *key, const char *val)
 {
     char path[600], body[600];
-    snprintf(path, sizeof(path), "/v1/keys/%s", hc_b64s(key, true));
+    snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct(key));
     snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}",
-             hc_b64s(val, false));
+             (val));
     json_t *j;
     rest(port, "POST", path, body, &j);
     uint64_t seq = (uint64_t)jint(j, "seq");
@@ -376,7 +376,7 @@ static void test_subscribe(int port)
     json_t *wel = session(&w, port, "sub-1", NULL);
     json_decref(wel);
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":7,\"prefixes\":[\"%s\"],\"since\":0}",
-             hc_b64s("feed:", false));
+             ("feed:"));
     ws_text(&w, m);
     int states = 0;
     bool order = true;
@@ -386,7 +386,7 @@ static void test_subscribe(int port)
         states += json_object_get(j, "state") != NULL;
         order = order && (uint64_t)jint(j, "seq") > last;
         last = (uint64_t)jint(j, "seq");
-        ok(strncmp(jstr(j, "key"), hc_b64s("feed:", false), 6) == 0,
+        ok(strncmp(jstr(j, "key"), "feed:", 5) == 0,
            "catch-up key under the prefix");
         json_decref(j);
     }
@@ -401,7 +401,7 @@ static void test_subscribe(int port)
     uint64_t s4 = put_reg(port, "feed:2", "bb");
     put_reg(port, "other", "y");
     j = expect(&w, "change");
-    is(jstr(j, "key"), hc_b64s("feed:2", false), "live change for a key under the prefix");
+    is(jstr(j, "key"), ("feed:2"), "live change for a key under the prefix");
     ok(json_object_get(j, "delta") != NULL, "live changes carry the delta");
     is_int(jint(j, "seq"), (long long)s4, "with its seq");
     is_int(jint(j, "cursor"), (long long)s4, "cursor = seq once caught up");
@@ -414,10 +414,10 @@ static void test_subscribe(int port)
     wel = session(&w2, port, "sub-2", NULL);
     json_decref(wel);
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":8,\"prefixes\":[\"%s\"],\"since\":%llu}",
-             hc_b64s("feed:", false), (unsigned long long)s4);
+             ("feed:"), (unsigned long long)s4);
     ws_text(&w2, m);
     j = next_msg(&w2, T);
-    is(jstr(j, "key"), hc_b64s("feed:1", false), "resume from a cursor: the key changed since");
+    is(jstr(j, "key"), ("feed:1"), "resume from a cursor: the key changed since");
     json_decref(j);
     j = next_msg(&w2, T);
     is(jstr(j, "type"), "subscribed", "and nothing else");
@@ -425,17 +425,17 @@ static void test_subscribe(int port)
 
     /* exact keys, unsubscribe */
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":9,\"keys\":[\"%s\"]}",
-             hc_b64s("other", false));
+             ("other"));
     ws_text(&w2, m);
     j = expect(&w2, "subscribed");
     ok(j != NULL, "subscribe to an exact key");
     json_decref(j);
     put_reg(port, "other", "z");
     j = expect(&w2, "change");
-    is(jstr(j, "key"), hc_b64s("other", false), "live change of the exact key");
+    is(jstr(j, "key"), ("other"), "live change of the exact key");
     json_decref(j);
     snprintf(m, sizeof(m), "{\"type\":\"unsubscribe\",\"id\":10,\"keys\":[\"%s\"]}",
-             hc_b64s("other", false));
+             ("other"));
     ws_text(&w2, m);
     j = expect(&w2, "unsubscribed");
     is_int(jint(j, "id"), 10, "unsubscribed");
@@ -456,13 +456,13 @@ static void test_subscribe(int port)
     json_decref(j);
     ok(!reserved, "reserved keys are hidden from subscriptions");
     snprintf(m, sizeof(m),
-             "{\"type\":\"apply\",\"id\":1,\"key\":\"AGMvAHgx\",\"op\":{\"type\":"
-             "\"timeline\",\"op\":\"add\",\"member\":\"aHdt\",\"score\":1e9}}");
+             "{\"type\":\"apply\",\"id\":1,\"key\":{\"base64\":\"AGMvAHgx\"},\"op\":{\"type\":"
+             "\"timeline\",\"op\":\"add\",\"member\":\"hwm\",\"score\":1e9}}");
     is(error_code(&w2, m), "bad_request", "reserved keys cannot be written");
 
     /* --ws-max-subscriptions 4 */
     snprintf(m, sizeof(m),
-             "{\"type\":\"subscribe\",\"id\":12,\"keys\":[\"YQ==\",\"Yg==\",\"Yw==\"]}");
+             "{\"type\":\"subscribe\",\"id\":12,\"keys\":[\"a\",\"b\",\"c\"]}");
     is(error_code(&w2, m), "limit", "over --ws-max-subscriptions: limit");
     ws_free(&w);
     ws_free(&w2);
@@ -472,7 +472,8 @@ static void test_subscribe(int port)
 
 static char *mint(const char *sub, int64_t exp, const char *read, const char *write)
 {
-    const char *r[1] = {read}, *w[1] = {write};
+    gw_grant_t r[1] = {{(uint8_t *)read, read ? strlen(read) : 0}};
+    gw_grant_t w[1] = {{(uint8_t *)write, write ? strlen(write) : 0}};
     return gw_token_make(SECRET, strlen(SECRET), sub, exp, r, read ? 1 : 0, w, write ? 1 : 0);
 }
 
@@ -482,7 +483,7 @@ static void test_tokens(int port, ws_raw_t *expiring)
     ws_raw_t w;
     char m[512];
 
-    char *good = mint("alice", now + 3600, "", hc_b64s("foo", false));
+    char *good = mint("alice", now + 3600, "", ("foo"));
     json_t *wel = session(&w, port, "t1", good);
     ok(wel != NULL, "a valid token: welcome");
     is(jstr(wel, "subject"), "alice", "welcome: subject");
@@ -519,20 +520,20 @@ static void test_tokens(int port, ws_raw_t *expiring)
     is(w.close_reason, "token expired", "with reason \"token expired\"");
     ws_free(&w);
 
-    char *ro = mint("carol", now + 3600, hc_b64s("foo", false), NULL);
+    char *ro = mint("carol", now + 3600, ("foo"), NULL);
     wel = session(&w, port, "t5", ro);
     json_decref(wel);
     is(error_code(&w,
                   apply_msg(m, sizeof(m), 1, "foo:1", "{\"type\":\"gcounter\",\"op\":\"incr\"}")),
        "unauthorized", "a read-only grant cannot apply");
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"%s\"]}",
-             hc_b64s("bar", false));
+             ("bar"));
     is(error_code(&w, m), "unauthorized", "subscribe to a key outside the read grant");
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":2,\"prefixes\":[\"%s\"]}",
-             hc_b64s("fo", false));
+             ("fo"));
     is(error_code(&w, m), "unauthorized", "subscribe to a prefix wider than the grant");
     snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"id\":3,\"prefixes\":[\"%s\"]}",
-             hc_b64s("foo:", false));
+             ("foo:"));
     ws_text(&w, m);
     a = expect(&w, "subscribed");
     ok(a != NULL, "subscribe inside the read grant");

@@ -61,7 +61,7 @@ int crdt_json_get_bytes(const json_t *j, size_t max, uint8_t **out, size_t *n, c
         return CRDT_EDECODE;
     }
     size_t slen = json_string_length(b64);
-    if (slen / 4 * 3 > max + 2) {
+    if (max <= SIZE_MAX - 3 && slen / 4 * 3 > max + 2) { /* SIZE_MAX: no bound */
         *why = "longer than the limit";
         return CRDT_EDECODE;
     }

@@ -268,7 +268,8 @@ static uint64_t juint(json_t *o, const char *name)
     return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
 }
 
-/* ---- the state file: {"client","cursor","node","next_id","keys":[b64],"prefixes":[b64]} ----- */
+/* ---- the state file: {"client","cursor","node","next_id","keys":[..],"prefixes":[..]} --------
+ * keys and prefixes in the JSON form of byte strings (a string when text, else {"base64":..}) */
 
 static int save_state(crdtc_t *c, bool sync)
 {
@@ -286,9 +287,9 @@ static int save_state(crdtc_t *c, bool sync)
     for (size_t i = 0; i < c->nsubs; i++) {
         if (!c->subs[i].held)
             continue;
-        char *b = crdt_base64_encode(c->subs[i].bytes, c->subs[i].len, NULL);
-        json_array_append_new(c->subs[i].prefix ? prefixes : keys, json_string(b ? b : ""));
-        free(b);
+        json_array_append_new(c->subs[i].prefix ? prefixes : keys,
+                              crdt_json_bytes(c->subs[i].len ? c->subs[i].bytes : (uint8_t *)"",
+                                              c->subs[i].len));
     }
     json_object_set_new(j, "keys", keys);
     json_object_set_new(j, "prefixes", prefixes);
@@ -320,11 +321,10 @@ static int save_state(crdtc_t *c, bool sync)
     return rc;
 }
 
-static int b64_field(json_t *v, uint8_t **out, size_t *len)
+static int bytes_field(json_t *v, uint8_t **out, size_t *len)
 {
-    if (!json_is_string(v))
-        return -1;
-    return crdt_base64_decode(json_string_value(v), json_string_length(v), out, len) ? -1 : 0;
+    const char *why;
+    return crdt_json_get_bytes(v, SIZE_MAX, out, len, &why) ? -1 : 0;
 }
 
 static int load_state(crdtc_t *c)
@@ -354,7 +354,7 @@ static int load_state(crdtc_t *c)
         json_array_foreach(a, i, v)
         {
             sub_t s = {.prefix = k == 1};
-            if (b64_field(v, &s.bytes, &s.len))
+            if (bytes_field(v, &s.bytes, &s.len))
                 continue;
             sub_t *p = realloc(c->prev, (c->nprev + 1) * sizeof(*p));
             if (!p) {

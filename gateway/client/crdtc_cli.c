@@ -31,14 +31,16 @@ static const char usage[] =
     "  --token T             session token; --token-file F reads it from a file\n"
     "  --client ID           client id (default: the state file's, else crdtc-<random>)\n"
     "  --state-file F        keep the cursor, op ids and subscriptions in F across runs\n"
-    "  --base64              KEY, PREFIX and grant arguments are standard base64, not text\n"
+    "  --base64              KEY, PREFIX and grant arguments are standard base64 (for bytes\n"
+    "                        that are not text), not text\n"
     "  --count N             sub: exit after N changes\n"
     "  --timeout S           exit after S seconds (sub: status 0; apply: status 1, no ack)\n"
     "  --delta               apply: OPJSON is a delta frame\n"
     "  --quiet               no status lines on stderr\n"
     "  --help\n"
-    "Changes print as {\"key\":b64,\"seq\":S,\"cursor\":C,\"state\"|\"delta\":frame} plus\n"
-    "\"key_text\" when the key is printable. Exit status: 0 ok, 1 failure, 2 usage.\n";
+    "Changes print as {\"key\":K,\"seq\":S,\"cursor\":C,\"state\"|\"delta\":frame}, K the key as\n"
+    "a JSON string when it is UTF-8 text, else {\"base64\":\"...\"}.\n"
+    "Exit status: 0 ok, 1 failure, 2 usage.\n";
 
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig)
@@ -60,18 +62,8 @@ static void change_cb(crdtc_t *c, const crdtc_change_t *ch, void *ud)
 {
     (void)c;
     cli_t *s = ud;
-    char *b = crdt_base64_encode(ch->key, ch->klen, NULL);
     json_t *j = json_object();
-    json_object_set_new(j, "key", json_string(b ? b : ""));
-    free(b);
-    bool printable = true;
-    for (size_t i = 0; i < ch->klen; i++) {
-        unsigned char k = ((const unsigned char *)ch->key)[i];
-        if (k < 0x20 || k >= 0x7f)
-            printable = false;
-    }
-    if (printable)
-        json_object_set_new(j, "key_text", json_stringn(ch->key, ch->klen));
+    json_object_set_new(j, "key", crdt_json_bytes(ch->key, ch->klen));
     json_object_set_new(j, "seq", json_integer((json_int_t)ch->seq));
     json_object_set_new(j, "cursor", json_integer((json_int_t)ch->cursor));
     json_object_set(j, ch->full ? "state" : "delta", (json_t *)ch->frame);
@@ -263,18 +255,19 @@ static int cmd_token(int argc, char **argv, bool b64)
         free(secret);
         return 1;
     }
-    /* grants travel as standard base64 of the prefix bytes */
-    char *rb[GW_TOKEN_MAX_GRANTS], *wb[GW_TOKEN_MAX_GRANTS];
+    /* grants: the prefixes' bytes (text, or with --base64 decoded from standard base64) */
+    gw_grant_t rg[GW_TOKEN_MAX_GRANTS] = {{0}}, wg[GW_TOKEN_MAX_GRANTS] = {{0}};
+    bool bad = false;
     for (size_t i = 0; i < nr; i++)
-        rb[i] = b64 ? strdup(reads[i]) : crdt_base64_encode(reads[i], strlen(reads[i]), NULL);
+        bad |= arg_bytes(reads[i], b64, &rg[i].prefix, &rg[i].len) != 0;
     for (size_t i = 0; i < nw; i++)
-        wb[i] = b64 ? strdup(writes[i]) : crdt_base64_encode(writes[i], strlen(writes[i]), NULL);
-    char *tok = gw_token_make(secret, slen, sub, (int64_t)time(NULL) + ttl, (const char *const *)rb,
-                              nr, (const char *const *)wb, nw);
+        bad |= arg_bytes(writes[i], b64, &wg[i].prefix, &wg[i].len) != 0;
+    char *tok = bad ? NULL
+                    : gw_token_make(secret, slen, sub, (int64_t)time(NULL) + ttl, rg, nr, wg, nw);
     for (size_t i = 0; i < nr; i++)
-        free(rb[i]);
+        free(rg[i].prefix);
     for (size_t i = 0; i < nw; i++)
-        free(wb[i]);
+        free(wg[i].prefix);
     free(secret);
     if (!tok) {
         fprintf(stderr, "crdtc token: bad grant or subject\n");

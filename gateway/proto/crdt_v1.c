@@ -139,25 +139,32 @@ static int opt_str(dec_t *d, const char *name, char **out)
     return 0;
 }
 
-/* Standard base64 of min..max bytes (max 0: unbounded) into a new buffer (NULL for 0 bytes). */
-static int b64_value(const json_t *v, size_t min, size_t max, uint8_t **out, size_t *len)
+/* A byte string in either JSON form (docs/encoding.md, "Bytes in JSON and URLs": a string, or
+ * {"base64":..}) of min..max bytes (max 0: unbounded) into a new buffer (NULL for 0 bytes); 0, or
+ * -1 with *why a static reason. */
+static int bytes_value(const json_t *v, size_t min, size_t max, uint8_t **out, size_t *len,
+                       const char **why)
 {
     *out = NULL;
     *len = 0;
-    if (!json_is_string(v))
+    *why = "expected a string or {\"base64\":\"...\"}";
+    if (!v)
         return -1;
-    size_t slen = json_string_length(v);
-    if (max && slen / 4 * 3 > max + 3)
-        return -1; /* refused before decoding a huge string */
-    if (!slen)
-        return min ? -1 : 0;
     uint8_t *b = NULL;
     size_t n = 0;
-    if (crdt_base64_decode(json_string_value(v), slen, &b, &n) < 0)
+    int rc = crdt_json_get_bytes(v, max ? max : SIZE_MAX, &b, &n, why);
+    if (rc == CRDT_ENOMEM)
+        *why = "out of memory";
+    if (rc < 0)
         return -1;
-    if (n < min || (max && n > max) || !n) {
+    if (n < min) {
         crdt_free(b);
+        *why = "empty";
         return -1;
+    }
+    if (!n) {
+        crdt_free(b);
+        b = NULL;
     }
     *out = b;
     *len = n;
@@ -171,12 +178,14 @@ static size_t max_key(const dec_t *d)
 
 static int read_key(dec_t *d)
 {
-    if (b64_value(json_object_get(d->j, "key"), 1, max_key(d), &d->m->key, &d->m->klen)) {
+    const char *why;
+    if (bytes_value(json_object_get(d->j, "key"), 1, max_key(d), &d->m->key, &d->m->klen, &why)) {
         if (max_key(d))
             return fail(d, CRDT_V1_E_BAD_REQUEST,
-                        "\"key\": expected standard base64 of 1 to %zu bytes", max_key(d));
+                        "\"key\": %s (1 to %zu bytes, a string or {\"base64\":..})", why,
+                        max_key(d));
         return fail(d, CRDT_V1_E_BAD_REQUEST,
-                    "\"key\": expected standard base64 of 1 or more bytes");
+                    "\"key\": %s (1 or more bytes, a string or {\"base64\":..})", why);
     }
     return 0;
 }
@@ -201,14 +210,15 @@ static int read_topics(dec_t *d)
         bool prefix = i >= nk;
         const json_t *v = prefix ? json_array_get(ps, i - nk) : json_array_get(ks, i);
         t[i].prefix = prefix;
-        if (b64_value(v, prefix ? 0 : 1, max_key(d), &t[i].bytes, &t[i].len)) {
+        const char *why;
+        if (bytes_value(v, prefix ? 0 : 1, max_key(d), &t[i].bytes, &t[i].len, &why)) {
             if (max_key(d))
                 return fail(d, CRDT_V1_E_BAD_REQUEST,
-                            "%s[%zu]: expected standard base64 of %s to %zu bytes",
-                            prefix ? "prefixes" : "keys", prefix ? i - nk : i, prefix ? "0" : "1",
-                            max_key(d));
-            return fail(d, CRDT_V1_E_BAD_REQUEST, "%s[%zu]: expected standard base64",
-                        prefix ? "prefixes" : "keys", prefix ? i - nk : i);
+                            "%s[%zu]: %s (%s to %zu bytes, a string or {\"base64\":..})",
+                            prefix ? "prefixes" : "keys", prefix ? i - nk : i, why,
+                            prefix ? "0" : "1", max_key(d));
+            return fail(d, CRDT_V1_E_BAD_REQUEST, "%s[%zu]: %s (a string or {\"base64\":..})",
+                        prefix ? "prefixes" : "keys", prefix ? i - nk : i, why);
         }
     }
     return 0;
@@ -482,20 +492,64 @@ static void str(enc_t *e, const char *s)
     json_decref(j);
 }
 
-static void b64(enc_t *e, const void *p, size_t n)
+/* A byte string in its one JSON form: a string when UTF-8 text (escaped as jansson writes it),
+ * else {"base64":"<standard base64>"} (docs/encoding.md, "Bytes in JSON and URLs"). */
+static void bytes(enc_t *e, const void *data, size_t n)
 {
     if (e->rc)
         return;
-    size_t el = crdt_base64_encoded_len(n, CRDT_B64_STD);
-    if (crdt_buf_reserve(e->b, el + 2)) {
+    const uint8_t *p = data;
+    if (!crdt_utf8_text(p, n)) {
+        static const char open[] = "{\"base64\":\"";
+        size_t el = crdt_base64_encoded_len(n, CRDT_B64_STD);
+        if (crdt_buf_reserve(e->b, sizeof(open) - 1 + el + 2)) {
+            e->rc = CRDT_ENOMEM;
+            return;
+        }
+        char *o = (char *)e->b->data + e->b->len;
+        memcpy(o, open, sizeof(open) - 1);
+        o += sizeof(open) - 1;
+        o += crdt_base64_encode_into(o, p, n, CRDT_B64_STD);
+        memcpy(o, "\"}", 2);
+        e->b->len += sizeof(open) - 1 + el + 2;
+        return;
+    }
+    size_t extra = 0;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\')
+            extra += 5;
+    if (crdt_buf_reserve(e->b, n + extra + 2)) {
         e->rc = CRDT_ENOMEM;
         return;
     }
-    char *o = (char *)e->b->data + e->b->len;
-    o[0] = '"';
-    crdt_base64_encode_into(o + 1, p, n, CRDT_B64_STD);
-    o[el + 1] = '"';
-    e->b->len += el + 2;
+    char *o0 = (char *)e->b->data + e->b->len, *o = o0;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = "0123456789ABCDEF"[c >> 4];
+            *o++ = "0123456789ABCDEF"[c & 15];
+            break;
+        }
+    }
+    *o++ = '"';
+    e->b->len += (size_t)(o - o0);
 }
 
 static void topics(enc_t *e, const crdt_v1_msg_t *m, bool prefix)
@@ -509,7 +563,7 @@ static void topics(enc_t *e, const crdt_v1_msg_t *m, bool prefix)
         if (!first)
             raw(e, ",", 1);
         first = false;
-        b64(e, m->topics[i].bytes, m->topics[i].len);
+        bytes(e, m->topics[i].bytes, m->topics[i].len);
     }
     raw(e, "]", 1);
 }
@@ -533,7 +587,7 @@ static void change_body(enc_t *e, const void *key, size_t klen, uint64_t seq, bo
     if (!klen)
         e->rc = e->rc ? e->rc : CRDT_EINVAL;
     lit(e, "\"key\":");
-    b64(e, key, klen);
+    bytes(e, key, klen);
     num_field(e, "seq", seq);
     name(e, full ? "state" : "delta");
     frame_of(e, obj, frame);
@@ -599,7 +653,7 @@ int crdt_v1_encode(const crdt_v1_msg_t *m, crdt_buf_t *out)
         name(&e, "key");
         if (!m->klen || (m->op != NULL) == (m->frame != NULL))
             e.rc = CRDT_EINVAL;
-        b64(&e, m->key, m->klen);
+        bytes(&e, m->key, m->klen);
         name(&e, m->op ? "op" : "delta");
         json_value(&e, m->op ? m->op : m->frame);
         break;

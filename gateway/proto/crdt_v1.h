@@ -3,12 +3,13 @@
  * One codec for both ends: crdtd's sessions (gateway/sync.c) decode what clients send and encode
  * their replies with it, and the C client (gateway/client) does the opposite. It knows nothing of
  * sockets or of libwebsockets: text in, a struct out (with every check the protocol makes:
- * types, ranges, base64, limits, each failure with the documented error code and a message a
+ * types, ranges, byte strings, limits, each failure with the documented error code and a message a
  * client can act on), and a struct in, text out.
  *
- * Keys and prefixes travel as standard base64 and are decoded here; CRDT frames stay JSON where
- * the receiver hands them on as JSON (an apply's op and delta go to the server's op mapping) and
- * are decoded to libcrdt objects where they are joined (a change's state or delta).
+ * Keys and prefixes travel in the JSON form of byte strings (docs/encoding.md, "Bytes in JSON
+ * and URLs": a string when UTF-8 text, else {"base64":..}) and are decoded here; CRDT frames stay
+ * JSON where the receiver hands them on as JSON (an apply's op and delta go to the server's op
+ * mapping) and are decoded to libcrdt objects where they are joined (a change's state or delta).
  */
 #ifndef CRDT_V1_H
 #define CRDT_V1_H
@@ -160,7 +161,7 @@ typedef struct crdt_v1_error {
  * (CRDT_V1_FROM_CLIENT or CRDT_V1_FROM_SERVER) into *m, checking every field against the
  * protocol and *lim (NULL: no limits). Returns 0 (release m with crdt_v1_msg_clear), or -1 with
  * *err filled and m left empty: bad_json (not a JSON object), bad_request (a field missing, of the
- * wrong type or out of range, bad base64, a key over max_key), unknown_type (an unknown "type",
+ * wrong type or out of range, a byte string in neither JSON form, a key over max_key), unknown_type (an unknown "type",
  * or one the other side sends), limit (over max_topics), internal (out of memory). */
 int crdt_v1_decode(const char *text, size_t len, unsigned from, const crdt_v1_limits_t *lim,
                    crdt_v1_msg_t *m, crdt_v1_error_t *err);
