@@ -27,36 +27,19 @@ uint64_t cl_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Base64 of a NUL-terminated string: standard with padding, or base64url without. */
+/* A member as the JSON of requests and responses carries it: the helper's names are text, so the
+ * string itself (docs/encoding.md, "Bytes in JSON and URLs"). */
 static void b64(const char *in, char *out, bool url)
 {
-    const char *t = url ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t n = strlen(in), o = 0;
-    const unsigned char *s = (const unsigned char *)in;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)s[i] << 16 | (i + 1 < n ? (unsigned)s[i + 1] << 8 : 0) |
-                     (i + 2 < n ? s[i + 2] : 0);
-        out[o++] = t[v >> 18 & 63];
-        out[o++] = t[v >> 12 & 63];
-        if (i + 1 < n)
-            out[o++] = t[v >> 6 & 63];
-        else if (!url)
-            out[o++] = '=';
-        if (i + 2 < n)
-            out[o++] = t[v & 63];
-        else if (!url)
-            out[o++] = '=';
-    }
-    out[o] = '\0';
+    (void)url;
+    strcpy(out, in);
 }
 
 static void key_path(int type, int key, char *path, size_t n, const char *suffix)
 {
-    char k[32], enc[64];
-    snprintf(k, sizeof(k), "%s:%d", type_prefix[type], key);
-    b64(k, enc, true);
-    snprintf(path, n, "/v1/keys/%s%s", enc, suffix);
+    char k[32];
+    snprintf(k, sizeof(k), "%s:%d", type_prefix[type], key); /* text: the path as it is */
+    snprintf(path, n, "/v1/keys/%s%s", k, suffix);
 }
 
 /* ---- processes ------------------------------------------------------------------------------ */
@@ -502,7 +485,7 @@ void cl_writer_free(cl_writer_t *w)
 
 /* ---- checks --------------------------------------------------------------------------------- */
 
-/* Does the JSON array (of base64 strings, or of {"member","score"} objects) hold member? */
+/* Does the JSON array (of member strings, or of {"member","score"} objects) hold member? */
 static bool has_member(json_t *arr, const char *enc, double *score)
 {
     size_t i;

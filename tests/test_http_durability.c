@@ -25,7 +25,7 @@
 
 static crdtd_proc_t srv;
 
-/* base64url of "k<n>" for the URL and standard base64 of "w<writer>-<i>" for members */
+/* base64url of "k<n>" for the URL (/v1/keys64/), members "w<writer>-<i>" as text */
 static void key_url(int k, char *out, size_t n)
 {
     static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -36,9 +36,10 @@ static void key_url(int k, char *out, size_t n)
     snprintf(out, n, "%c%c%c", a[v >> 18], a[(v >> 12) & 63], a[(v >> 6) & 63]);
 }
 
+/* A member as JSON carries it: "w<id>-<i>" is text, so the string itself. */
 static void b64(const char *s, char *o)
 {
-    hc_b64(s, o, false);
+    strcpy(o, s);
 }
 
 /* A writer process: adds member "w<id>-<i>" to timeline k<i % KEYS> over one keep-alive
@@ -51,7 +52,7 @@ static void writer(int id, int port, int out)
         snprintf(m, sizeof(m), "w%d-%d", id, i);
         b64(m, mb);
         key_url(i % KEYS, ku, sizeof(ku));
-        snprintf(path, sizeof(path), "/v1/keys/%s", ku);
+        snprintf(path, sizeof(path), "/v1/keys64/%s", ku);
         int n = snprintf(body, sizeof(body),
                          "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\",\"score\":%d}",
                          mb, i);
@@ -76,7 +77,7 @@ static int collect(int k, unsigned char **present, int cap)
     key_url(k, ku, sizeof(ku));
     int total = 0;
     for (int offset = 0;; offset += 10000) {
-        snprintf(path, sizeof(path), "/v1/keys/%s/timeline?offset=%d&limit=10000", ku, offset);
+        snprintf(path, sizeof(path), "/v1/keys64/%s/timeline?offset=%d&limit=10000", ku, offset);
         hc_resp_t r;
         if (hc_request(srv.port, "GET", path, NULL, &r) || r.status != 200) {
             hc_resp_free(&r);
@@ -88,24 +89,9 @@ static int collect(int k, unsigned char **present, int cap)
         size_t n = json_array_size(es);
         for (size_t i = 0; i < n; i++) {
             const char *mb = json_string_value(json_object_get(json_array_get(es, i), "member"));
-            /* decode "w<id>-<i>" from base64 */
-            static const char a[] =
-                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            char m[64];
-            size_t w = 0;
-            unsigned acc = 0;
-            int bits = 0;
-            for (const char *p = mb; p && *p && *p != '=' && w < sizeof(m) - 1; p++) {
-                acc = acc << 6 | (unsigned)(strchr(a, *p) - a);
-                bits += 6;
-                if (bits >= 8) {
-                    bits -= 8;
-                    m[w++] = (char)((acc >> bits) & 0xff);
-                }
-            }
-            m[w] = '\0';
+            /* "w<id>-<i>", text: the member as it was written */
             int id, idx;
-            if (sscanf(m, "w%d-%d", &id, &idx) == 2 && id >= 0 && id < WRITERS && idx >= 0 &&
+            if (mb && sscanf(mb, "w%d-%d", &id, &idx) == 2 && id >= 0 && id < WRITERS && idx >= 0 &&
                 idx < cap)
                 present[id][idx] = 1;
             total++;
@@ -230,13 +216,9 @@ static char *dump_state(void)
         json_t *ch = json_object_get(j, "changes");
         for (size_t i = 0; i < json_array_size(ch); i++) {
             const char *key = json_string_value(json_object_get(json_array_get(ch, i), "key"));
-            /* base64 -> base64url for the URL */
-            char ku[256], kpath[300];
-            size_t w = 0;
-            for (const char *p = key; p && *p && *p != '=' && w < sizeof(ku) - 1; p++)
-                ku[w++] = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-            ku[w] = '\0';
-            snprintf(kpath, sizeof(kpath), "/v1/keys/%s", ku);
+            /* the test's keys are text: the feed gives them as strings, the path as they are */
+            char kpath[300];
+            snprintf(kpath, sizeof(kpath), "/v1/keys/%s", hc_pct(key ? key : ""));
             hc_resp_t kr;
             if (hc_request(srv.port, "GET", kpath, NULL, &kr) == 0 && kr.status == 200) {
                 json_t *kj = json_loadb(kr.body, kr.body_len, 0, NULL);
@@ -285,9 +267,7 @@ static void test_snapshot_replay(const char *dir, const char *data)
         const char *kinds[] = {"snap-c", "snap-tl", "snap-s"};
         int k = i % 3;
         snprintf(key, sizeof(key), "%s%d", kinds[k], i % 7);
-        b64(key, kb);
-        for (char *p = kb; *p; p++)
-            *p = *p == '+' ? '-' : *p == '/' ? '_' : *p == '=' ? '\0' : *p;
+        snprintf(kb, sizeof(kb), "%s", key); /* text: the path as it is */
         snprintf(path, sizeof(path), "/v1/keys/%s", kb);
         int n =
             k == 0 ? snprintf(body, sizeof(body),
@@ -391,14 +371,14 @@ static void test_snapshot_replay(const char *dir, const char *data)
     hc_resp_free(&r);
 
     /* SIGTERM: exit 0, the data is there after restart */
-    hc_request(srv.port, "POST", "/v1/keys/bGFzdA",
+    hc_request(srv.port, "POST", "/v1/keys64/bGFzdA",
                "{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":42}", &r);
     is_int(r.status, 200, "a last write");
     hc_resp_free(&r);
     st = crdtd_stop(&srv, SIGTERM, 10000);
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM: exit 0");
     if (crdtd_start(&srv, CRDTD_BIN, dir, args) == 0) {
-        hc_request(srv.port, "GET", "/v1/keys/bGFzdA", NULL, &r);
+        hc_request(srv.port, "GET", "/v1/keys64/bGFzdA", NULL, &r);
         json_t *j = json_loadb(r.body ? r.body : "", r.body_len, 0, NULL);
         is_int((int)json_integer_value(json_object_get(j, "value")), 42,
                "the last write survived SIGTERM + restart");

@@ -56,7 +56,7 @@ static void key_path(int i, char *out, size_t n)
     char k[32], ku[64];
     snprintf(k, sizeof(k), "k%d", i);
     b64(k, ku, true);
-    snprintf(out, n, "/v1/keys/%s", ku);
+    snprintf(out, n, "/v1/keys64/%s", ku);
 }
 
 /* The base64 value write i stores: "v<i>-" then padding, distinct per write. */

@@ -268,7 +268,7 @@ static bool peer_entry(const node_t *n, int id, char *out, size_t cap)
 static int post(int port, const char *key_b64url, const char *json)
 {
     char path[256];
-    snprintf(path, sizeof(path), "/v1/keys/%s", key_b64url);
+    snprintf(path, sizeof(path), "/v1/keys64/%s", key_b64url);
     hc_resp_t r;
     memset(&r, 0, sizeof(r));
     int rc = hc_request(port, "POST", path, json, &r);
@@ -317,7 +317,7 @@ static int compare_keys(const node_t *a, const node_t *b, const char *prefix)
         char k[64], u[96], path[160], ba[4096], bb[4096];
         snprintf(k, sizeof(k), "%s-%s", prefix, types[i]);
         b64url(k, u);
-        snprintf(path, sizeof(path), "/v1/keys/%s", u);
+        snprintf(path, sizeof(path), "/v1/keys64/%s", u);
         char *x = get_body(a->port, path), *y = get_body(b->port, path);
         if (!json_str(x, "binary", ba, sizeof(ba)) || !json_str(y, "binary", bb, sizeof(bb)) ||
             strcmp(ba, bb)) {
