@@ -70,8 +70,8 @@ int main(int argc, char **argv)
     if (!strcmp(kind, "fuzz_wire")) {
         /* selector 1: a token payload the harness signs; 2: base64url */
         static const char payload[] =
-            "\x01{\"sub\":\"alice\",\"exp\":1900000000,\"read\":[\"\",\"ZmVlZA==\"],"
-            "\"write\":[\"ZmVlZDo=\"]}";
+            "\x01{\"sub\":\"alice\",\"exp\":1900000000,\"read\":[\"\",\"feed\"],"
+            "\"write\":[\"feed:\",{\"base64\":\"AP8=\"}]}";
         static const char b64[] = "\x02ZmVlZDox";
         write_file(dir, n++, payload, sizeof(payload) - 1);
         write_file(dir, n++, b64, sizeof(b64) - 1);
@@ -115,12 +115,12 @@ int main(int argc, char **argv)
         /* selector byte (bit 0: a server message, bit 1: with limits), then the message */
         static const char *const msgs[] = {
             "\x00{\"type\":\"hello\",\"client\":\"phone-7f3a\",\"cursor\":1041,\"token\":\"ab.cd\"}",
-            "\x00{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"dXNlcjo0Mg==\"],"
-            "\"prefixes\":[\"ZmVlZDo=\",\"\"],\"since\":1041}",
-            "\x02{\"type\":\"unsubscribe\",\"id\":2,\"keys\":[\"dXNlcjo0Mg==\"],\"prefixes\":[]}",
-            "\x00{\"type\":\"apply\",\"id\":41,\"key\":\"ZmVlZDoxMg==\",\"op\":{\"type\":"
-            "\"timeline\",\"op\":\"add\",\"member\":\"cG9zdDoz\",\"score\":1700000400}}",
-            "\x00{\"type\":\"apply\",\"id\":43,\"key\":\"dGFncw==\",\"delta\":{\"type\":"
+            "\x00{\"type\":\"subscribe\",\"id\":1,\"keys\":[\"user:42\",{\"base64\":\"AP8=\"}],"
+            "\"prefixes\":[\"feed:\",\"\"],\"since\":1041}",
+            "\x02{\"type\":\"unsubscribe\",\"id\":2,\"keys\":[\"user:42\"],\"prefixes\":[]}",
+            "\x00{\"type\":\"apply\",\"id\":41,\"key\":\"feed:12\",\"op\":{\"type\":"
+            "\"timeline\",\"op\":\"add\",\"member\":\"post:3\",\"score\":1700000400}}",
+            "\x00{\"type\":\"apply\",\"id\":43,\"key\":{\"base64\":\"dGFncw==\"},\"delta\":{\"type\":"
             "\"gcounter\",\"state\":{}}}",
             "\x00{\"type\":\"ping\"}",
             "\x01{\"type\":\"welcome\",\"node\":1,\"seq\":1187,\"session\":\"9f2c4be01d7a3356\","
@@ -179,8 +179,8 @@ int main(int argc, char **argv)
     if (!strcmp(kind, "fuzz_token")) {
         /* selector 1: "kid\npayload" the harness signs; 2: a key ring file; 0: a whole token */
         static const char payload[] =
-            "\x01k-1\n{\"sub\":\"alice\",\"exp\":1900000000,\"read\":[\"\",\"ZmVlZA==\"],"
-            "\"write\":[\"ZmVlZDo=\"]}";
+            "\x01k-1\n{\"sub\":\"alice\",\"exp\":1900000000,\"read\":[\"\",\"feed\"],"
+            "\"write\":[\"feed:\",{\"base64\":\"AP8=\"}]}";
         static const char ring[] = "\x02# ring\nk0:0123456789abcdef\r\nk1:fedcba9876543210xx\n";
         static const char whole[] = "\x00k0.eyJleHAiOjF9.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
         write_file(dir, n++, payload, sizeof(payload) - 1);
@@ -193,12 +193,12 @@ int main(int argc, char **argv)
         static const char *const ops[] = {
             "0{\"type\":\"gcounter\",\"op\":\"incr\",\"by\":3}",
             "1{\"type\":\"pncounter\",\"op\":\"decr\"}",
-            "2{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"aGk=\"}",
-            "3{\"type\":\"lwwset\",\"op\":\"add\",\"members\":[\"YQ==\",\"Yg==\"]}",
-            "0{\"type\":\"orset\",\"op\":\"remove\",\"member\":\"YQ==\"}",
-            "1{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"bQ==\","
+            "2{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"hi\"}",
+            "3{\"type\":\"lwwset\",\"op\":\"add\",\"members\":[\"a\",{\"base64\":\"AP8=\"}]}",
+            "0{\"type\":\"orset\",\"op\":\"remove\",\"member\":\"a\"}",
+            "1{\"type\":\"timeline\",\"op\":\"add\",\"entries\":[{\"member\":\"m\","
             "\"score\":1.5}]}",
-            "2{\"op\":\"add\",\"member\":\"bQ==\",\"score\":2}",
+            "2{\"op\":\"add\",\"member\":{\"base64\":\"bQ==\"},\"score\":2}",
             "3{\"op\":\"merge\",\"state\":{\"type\":\"gcounter\",\"state\":{\"3\":4}}}",
         };
         for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
