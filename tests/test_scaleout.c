@@ -182,6 +182,32 @@ static void ws_fanout(int port_a, int port_b)
     ws_free(&w);
 }
 
+/* GET /v1/keys over the Redis store: its scan visits every primary; pages in key order. */
+static void list_through_store(int port_a, int port_b)
+{
+    static const char *const keys[] = {"ls:c", "ls:a", "ls:d", "ls:b"};
+    for (size_t i = 0; i < 4; i++) {
+        char path[64];
+        snprintf(path, sizeof(path), "/v1/keys/%s", keys[i]);
+        hc_resp_t r;
+        if (hc_request(port_a, "POST", path, "{\"type\":\"gcounter\",\"op\":\"incr\"}", &r) ||
+            r.status != 200)
+            diag("POST %s: %d", path, r.status);
+        hc_resp_free(&r);
+    }
+    hc_resp_t r;
+    int rc = hc_request(port_b, "GET", "/v1/keys?prefix=ls:&limit=3", NULL, &r);
+    ok(rc == 0 && r.status == 200 && r.body &&
+           strstr(r.body, "{\"keys\":[\"ls:a\",\"ls:b\",\"ls:c\"],\"next\":\"bHM6Yw\"}"),
+       "gateway B lists the keys written through A, in key order: %s", r.body ? r.body : "");
+    hc_resp_free(&r);
+    rc = hc_request(port_b, "GET", "/v1/keys?prefix=ls:&limit=3&after64=bHM6Yw", NULL, &r);
+    ok(rc == 0 && r.status == 200 && r.body &&
+           strstr(r.body, "{\"keys\":[\"ls:d\"],\"next\":null}"),
+       "and the next page: %s", r.body ? r.body : "");
+    hc_resp_free(&r);
+}
+
 int main(void)
 {
     const char *why = rc_skip_reason();
@@ -228,6 +254,7 @@ int main(void)
 
     roshi_through_store(A->roshi_port, B->roshi_port);
     ws_fanout(A->port, B->port);
+    list_through_store(A->port, B->port);
 
     cl_writer_t ws[3];
     memset(ws, 0, sizeof(ws));
