@@ -468,6 +468,66 @@ static void test_subscribe(int port)
     ws_free(&w2);
 }
 
+/* ---- byte strings: text and binary keys and members, both ways -------------------------------- */
+
+static void test_byte_strings(int port)
+{
+    ws_raw_t w;
+    json_t *wel = session(&w, port, "bytes-1", NULL);
+    json_decref(wel);
+    ws_text(&w, "{\"type\":\"subscribe\",\"id\":1,\"keys\":[{\"base64\":\"AP8=\"},"
+                "\"caf\u00e9\"],\"since\":0}");
+    json_t *j = expect(&w, "subscribed");
+    ok(j != NULL, "subscribed to a binary key and a text key");
+    json_decref(j);
+    ws_text(&w, "{\"type\":\"apply\",\"id\":1,\"key\":{\"base64\":\"AP8=\"},\"op\":{\"type\":"
+                "\"orset\",\"op\":\"add\",\"members\":[{\"base64\":\"AA==\"},\"m\\\"q\"]}}");
+    json_t *ack = NULL;
+    j = NULL;
+    for (int i = 0; i < 6 && (!ack || !j); i++) { /* the change and the ack, in either order */
+        json_t *m = next_msg(&w, T);
+        if (!m)
+            break;
+        if (!strcmp(jstr(m, "type"), "ack") && !ack)
+            ack = m;
+        else if (!strcmp(jstr(m, "type"), "change") && !j)
+            j = m;
+        else
+            json_decref(m);
+    }
+    ok(ack && json_is_true(json_object_get(ack, "applied")), "apply to the key 00 FF: acked");
+    json_decref(ack);
+    json_t *k = json_object_get(j, "key");
+    ok(json_is_object(k) && !strcmp(jstr(k, "base64"), "AP8="),
+       "its change names the key {\"base64\":\"AP8=\"}");
+    char *d = j ? json_dumps(json_object_get(j, "delta"), JSON_COMPACT) : NULL;
+    ok(d && strstr(d, "{\"member\":{\"base64\":\"AA==\"},"),
+       "the first delta's member, the byte 00: {\"base64\"}: %s", d ? d : "");
+    free(d);
+    json_decref(j);
+    ws_text(&w, "{\"type\":\"apply\",\"id\":2,\"key\":{\"base64\":\"Y2Fmw6k=\"},\"op\":{\"type\":"
+                "\"gcounter\",\"op\":\"incr\"}}");
+    j = expect(&w, "change");
+    ok(j && !strcmp(jstr(j, "key"), "caf\xc3\xa9"), "its change names the key as text");
+    json_decref(j);
+    ws_free(&w);
+    json_t *r = NULL;
+    is_int(rest(port, "GET", "/v1/keys64/AP8?state=0", NULL, &r), 200, "REST reads the key 00 FF");
+    json_t *v = json_object_get(r, "value");
+    ok(json_array_size(v) == 2 && json_is_object(json_array_get(v, 0)) &&
+           !strcmp(json_string_value(json_array_get(v, 1)), "m\"q"),
+       "with the members the session wrote");
+    json_decref(r);
+    /* the session's op-id marks live under the reserved prefix 00 'c' '/': never listed */
+    char *body = NULL;
+    hc_resp_t hr = {0};
+    if (hc_request(port, "GET", "/v1/keys?limit=1000", NULL, &hr) == 0)
+        body = hr.body;
+    ok(body && strstr(body, "{\"base64\":\"AP8=\"}") && !strstr(body, "\"AGMv"),
+       "GET /v1/keys lists 00 FF and no mark key (00 'c' '/'): %.300s", body ? body : "");
+    hc_resp_free(&hr);
+}
+
 /* ---- tokens --------------------------------------------------------------------------------- */
 
 static char *mint(const char *sub, int64_t exp, const char *read, const char *write)
@@ -600,6 +660,7 @@ int main(void)
     test_tokens(s2.port, &expiring);
     test_corpus(s1.port);
     test_subscribe(s1.port);
+    test_byte_strings(s1.port);
 
     /* --ws-max-sessions 3 and --ws-idle-timeout 1 on the third server */
     ws_raw_t ws[4];
