@@ -3,9 +3,9 @@
 --   MODE=insert wrk -t1 -c64 -d10s -s bench/bench_http.lua http://127.0.0.1:7379
 --   MODE=select wrk -t1 -c64 -d10s -s bench/bench_http.lua http://127.0.0.1:7379
 --
--- KEYS (default 1000) timelines, chosen at random per request. Keys are written directly in
--- base64url ("tl000042" is 8 base64url characters) and members in base64 ("m001" .. 12
--- characters), so every request is a valid one without encoding work in Lua. Each wrk thread
+-- KEYS (default 1000) timelines, chosen at random per request. Keys ("tl000042") and members
+-- ("m001" .. 12 characters) are text that needs no percent-encoding or JSON escaping, so every
+-- request is a valid one without encoding work in Lua. Each wrk thread
 -- writes its own members (thread id in the member), scores increase per thread.
 -- done() prints one line: "RESULT mode=.. rps=.. p50_ms=.. p99_ms=.. errors=..".
 

@@ -244,7 +244,7 @@ static void *sampler_main(void *arg)
     int fa = hc_connect(s->a_port), fb = hc_connect(s->b_port);
     for (int i = 0; !s->stop && s->n < 4096 && fa >= 0 && fb >= 0; i++) {
         char path[128], body[128];
-        /* "lag:<i>" in base64url needs encoding; a key of base64url characters needs none */
+        /* keys and values as text: no encoding needed */
         snprintf(path, sizeof(path), "/v1/keys/lagkey%06d", i);
         snprintf(body, sizeof(body), "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"dmFsdWU=\"}");
         hc_resp_t r;

@@ -294,10 +294,9 @@ static void fo_write(crdtc_t *w, long i)
 {
     char m[48];
     snprintf(m, sizeof(m), "%.9f", now_s());
-    char *b = crdt_base64_encode(m, strlen(m), NULL);
-    json_t *op = json_pack("{s:s,s:s,s:s,s:f}", "type", "timeline", "op", "add", "member", b,
+    /* the member is text: a JSON string as it is (docs/encoding.md) */
+    json_t *op = json_pack("{s:s,s:s,s:s,s:f}", "type", "timeline", "op", "add", "member", m,
                            "score", (double)i);
-    free(b);
     crdtc_apply_op(w, "bench:fan", 9, op);
     json_decref(op);
     fo_inflight++;

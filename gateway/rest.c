@@ -741,11 +741,12 @@ static void get_changes(gw_server_t *s, gw_exchange_t *x)
 /* ---- GET /v1/keys?prefix&after&limit: keys in key order -------------------------------------- */
 
 /*
- * The store's scan visits every key in no particular order, so a page is the `limit` smallest
- * keys above `after` under `prefix` among all of them: one pass over the keyspace per page, with a
- * max-heap of limit + 1 keys (the extra one says whether a next page exists). The cost grows
- * with the keyspace, not with the page (docs/http-api.md says so); an ordered scan in the store
- * interface would make it grow with the page.
+ * The store's scan visits every key in no particular order (and a scan over Redis may visit one
+ * twice), so a page is the `limit` smallest distinct keys above `after` under `prefix` among all
+ * of them: one pass over the keyspace per page, keeping a sorted array of limit + 1 keys (the
+ * extra one says whether a next page exists; a key already there is not added again). The cost
+ * grows with the keyspace, not with the page (docs/http-api.md says so); an ordered scan in the
+ * store interface would make it grow with the page.
  */
 
 #define LIST_SCAN_CHUNK 1024
@@ -762,7 +763,7 @@ typedef struct list_ctx {
     bool has_after;
     bool filter; /* the token may read only part of the prefix: check each key */
     size_t limit;
-    list_key_t *heap; /* a max-heap of the limit + 1 smallest keys seen */
+    list_key_t *keys; /* the limit + 1 smallest keys seen, ascending */
     size_t n;
     uint64_t cursor;
     int rc;
@@ -771,35 +772,9 @@ typedef struct list_ctx {
 
 static int key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 {
-    int c = memcmp(a, b, an < bn ? an : bn);
+    size_t m = an < bn ? an : bn;
+    int c = m ? memcmp(a, b, m) : 0;
     return c ? c : an < bn ? -1 : an > bn;
-}
-
-static bool heap_less(const list_key_t *h, size_t i, size_t j)
-{
-    return key_cmp(h[i].p, h[i].n, h[j].p, h[j].n) < 0;
-}
-
-static void heap_swap(list_key_t *h, size_t i, size_t j)
-{
-    list_key_t t = h[i];
-    h[i] = h[j];
-    h[j] = t;
-}
-
-static void heap_down(list_key_t *h, size_t n, size_t i)
-{
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < n && heap_less(h, m, l))
-            m = l;
-        if (r < n && heap_less(h, m, r))
-            m = r;
-        if (m == i)
-            return;
-        heap_swap(h, i, m);
-        i = m;
-    }
 }
 
 static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *obj)
@@ -814,8 +789,18 @@ static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *o
     if (c->has_after && key_cmp(key, klen, c->after, c->alen) <= 0)
         return 0;
     size_t cap = c->limit + 1;
-    if (c->n == cap && key_cmp(key, klen, c->heap[0].p, c->heap[0].n) >= 0)
+    if (c->n == cap && key_cmp(key, klen, c->keys[c->n - 1].p, c->keys[c->n - 1].n) >= 0)
         return 0; /* not among the smallest */
+    size_t lo = 0, hi = c->n; /* the first key >= this one */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (key_cmp(c->keys[mid].p, c->keys[mid].n, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < c->n && !key_cmp(c->keys[lo].p, c->keys[lo].n, key, klen))
+        return 0; /* seen already */
     if (c->filter &&
         gw_auth_key(gw_auth_http_token(c->x), GW_ACCESS_READ, key, klen, false) != GW_DENY_NONE)
         return 0;
@@ -825,26 +810,19 @@ static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *o
         return 1;
     }
     memcpy(copy, key, klen);
-    if (c->n == cap) { /* replace the largest */
-        free(c->heap[0].p);
-        c->heap[0] = (list_key_t){copy, klen};
-        heap_down(c->heap, c->n, 0);
-        return 0;
-    }
-    size_t i = c->n++;
-    c->heap[i] = (list_key_t){copy, klen};
-    while (i && heap_less(c->heap, (i - 1) / 2, i)) {
-        heap_swap(c->heap, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
+    if (c->n == cap) /* the largest drops out */
+        free(c->keys[--c->n].p);
+    memmove(c->keys + lo + 1, c->keys + lo, (c->n - lo) * sizeof(*c->keys));
+    c->keys[lo] = (list_key_t){copy, klen};
+    c->n++;
     return 0;
 }
 
 static void list_free(list_ctx_t *c)
 {
     for (size_t i = 0; i < c->n; i++)
-        free(c->heap[i].p);
-    free(c->heap);
+        free(c->keys[i].p);
+    free(c->keys);
     free(c->prefix);
     free(c->after);
     free(c);
@@ -856,26 +834,21 @@ static void list_finish(list_ctx_t *c)
     if (c->rc < 0) {
         respond_store_error(&x->rs, c->rc, "list");
     } else {
-        /* heap sort: ascending in place */
-        for (size_t end = c->n; end > 1; end--) {
-            heap_swap(c->heap, 0, end - 1);
-            heap_down(c->heap, end - 1, 0);
-        }
         size_t n = c->n > c->limit ? c->limit : c->n, bytes = 64;
         for (size_t i = 0; i < n; i++)
-            bytes += c->heap[i].n + c->heap[i].n / 3 + 16;
+            bytes += c->keys[i].n + c->keys[i].n / 3 + 16;
         gw_jw_t w;
         gw_jw_init(&w, bytes);
         gw_jw_lit(&w, "{\"keys\":[");
         for (size_t i = 0; i < n; i++) {
             if (i)
                 gw_jw_lit(&w, ",");
-            gw_jw_bytes(&w, c->heap[i].p, c->heap[i].n);
+            gw_jw_bytes(&w, c->keys[i].p, c->keys[i].n);
         }
         gw_jw_lit(&w, "],\"next\":");
         if (c->n > c->limit) {
             /* the after64 of the next page: base64url needs no escaping, in JSON or a URL */
-            char *next = gw_b64url_encode(c->heap[n - 1].p, c->heap[n - 1].n);
+            char *next = gw_b64url_encode(c->keys[n - 1].p, c->keys[n - 1].n);
             if (!next)
                 w.oom = true;
             gw_jw_lit(&w, "\"");
@@ -968,7 +941,7 @@ static void list_keys(gw_server_t *s, gw_exchange_t *x)
         }
         c->filter = true;
     }
-    if (!(c->heap = malloc((c->limit + 1) * sizeof(*c->heap)))) {
+    if (!(c->keys = malloc((c->limit + 1) * sizeof(*c->keys)))) {
         gw_respond_error(rs, 500, "out of memory");
         goto fail;
     }
