@@ -57,10 +57,10 @@ for _ in $(seq 1 100); do
 done
 check $up "the installed crdtd serves /healthz"
 [ $up = 0 ] || tail -5 "$tmp/crdtd.log" | sed 's/^/# /'
-curl -sf -X POST "http://127.0.0.1:$port/v1/keys/ZmVlZDox" \
-  -d '{"type":"timeline","op":"add","member":"cG9zdDox","score":1700000000}' >"$tmp/post" 2>&1
+curl -sf -X POST "http://127.0.0.1:$port/v1/keys/feed:1" \
+  -d '{"type":"timeline","op":"add","member":"post:1","score":1700000000}' >"$tmp/post" 2>&1
 check $? "a write through the installed crdtd"
-curl -sf "http://127.0.0.1:$port/v1/keys/ZmVlZDox" >"$tmp/get" 2>&1 && grep -q "cG9zdDox" "$tmp/get"
+curl -sf "http://127.0.0.1:$port/v1/keys/feed:1" >"$tmp/get" 2>&1 && grep -q '"member":"post:1"' "$tmp/get"
 check $? "and it reads back"
 kill -TERM "$pid"
 st=1
