@@ -330,11 +330,11 @@ static bool link_up(const node_t *n, int other, const char *ca, int ms)
     return false;
 }
 
-static bool has_value(const node_t *n, const char *key_b64u, const char *ca, const char *want,
+static bool has_value(const node_t *n, const char *key, const char *ca, const char *want,
                       int ms)
 {
     char path[256];
-    snprintf(path, sizeof(path), "/v1/keys/%s", key_b64u);
+    snprintf(path, sizeof(path), "/v1/keys/%s", key);
     for (int waited = 0; waited <= ms; waited += 100) {
         CURLcode rc;
         char err[CURL_ERROR_SIZE];
@@ -382,10 +382,10 @@ static void peers_part(void)
     const char *inc = "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}";
     for (int i = 1; i <= 3; i++)
         for (int k = 0; k < 5; k++)
-            https("127.0.0.1", n[i].p.port, "/v1/keys/bXRscw", ca_p, "POST", inc, &rc, err, NULL);
+            https("127.0.0.1", n[i].p.port, "/v1/keys/mtls", ca_p, "POST", inc, &rc, err, NULL);
     bool conv = true;
     for (int i = 1; i <= 3; i++)
-        conv &= has_value(&n[i], "bXRscw", ca_p, "\"value\":15", 10000);
+        conv &= has_value(&n[i], "mtls", ca_p, "\"value\":15", 10000);
     ok(conv, "writes on every node converge on every node (value 15 everywhere)");
     ok(log_count(n[1].p.errlog, "refused") == 0, "no refusal on the good links");
 
@@ -503,10 +503,10 @@ int main(void)
            "HTTPS with the CA: 127.0.0.1 (%s)", err);
     is_int(https("localhost", srv.port, "/healthz", ca_a, "GET", NULL, &rc, err, NULL), 200,
            "HTTPS with the CA: localhost (%s)", err);
-    is_int(https("127.0.0.1", srv.port, "/v1/keys/dGxz", ca_a, "POST",
+    is_int(https("127.0.0.1", srv.port, "/v1/keys/tls", ca_a, "POST",
                  "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":3}", &rc, err, NULL),
            200, "a REST write over HTTPS");
-    is_int(https("127.0.0.1", srv.port, "/v1/keys/dGxz", ca_a, "GET", NULL, &rc, err, &body), 200,
+    is_int(https("127.0.0.1", srv.port, "/v1/keys/tls", ca_a, "GET", NULL, &rc, err, &body), 200,
            "read back over HTTPS");
     ok(body && strstr(body, "\"value\":3"), "with its value: %s", body ? body : "");
     free(body);
@@ -548,7 +548,7 @@ int main(void)
                               "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":7}", NULL};
         is_int(crdtd_run(CRDTC_BIN, good, errf, 10000), 0, "crdtc apply over wss:// with --ca");
         body = NULL;
-        https("127.0.0.1", srv.port, "/v1/keys/dmlhY2xp", ca_a, "GET", NULL, &rc, err, &body);
+        https("127.0.0.1", srv.port, "/v1/keys/viacli", ca_a, "GET", NULL, &rc, err, &body);
         ok(body && strstr(body, "\"value\":7"), "the write is there");
         free(body);
         const char *wrong[] = {"--url", url, "--ca", ca_b, "--timeout", "2", "apply", "viacli",
@@ -557,7 +557,7 @@ int main(void)
         ok(crdtd_run(CRDTC_BIN, wrong, errf, 10000) != 0,
            "crdtc with another CA gets no ack (status 1)");
         body = NULL;
-        https("127.0.0.1", srv.port, "/v1/keys/dmlhY2xp", ca_a, "GET", NULL, &rc, err, &body);
+        https("127.0.0.1", srv.port, "/v1/keys/viacli", ca_a, "GET", NULL, &rc, err, &body);
         ok(body && strstr(body, "\"value\":7"), "and wrote nothing");
         free(body);
     }
