@@ -701,7 +701,7 @@ int main(void)
         for (int k = 0; k < 10; k++) {
             snprintf(body, vlen * 2 + 128, "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":\"%s\"}",
                      venc);
-            rest(s3.port, "POST", "/v1/keys/YmlnCg", body, NULL);
+            rest(s3.port, "POST", "/v1/keys/big", body, NULL);
         }
     }
     is_int((long long)metric(s3.port, "crdtd_ws_slow_consumer_total"), 1,
