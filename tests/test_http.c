@@ -529,6 +529,17 @@ static void test_keys_scheme(void)
     ok(strstr(jstr("error"), "%3B") != NULL, "says how to write it: %s", jstr("error"));
     is_int(req("GET", "/v1/keys/a&b", NULL), 400, "a bare '&' in a path: 400");
     is_int(req("GET", "/v1/keys/a%3Bb", NULL), 404, "an encoded ';' is part of the key");
+    /* the change feed names the same keys the same way */
+    is_int(req("GET", "/v1/changes?since=0&limit=10000&state=0", NULL), 200, "the change feed");
+    bool ffkey = false, slash = false, cafe = false;
+    json_t *ch = json_object_get(J, "changes");
+    for (size_t i = 0; i < json_array_size(ch); i++) {
+        json_t *k = json_object_get(json_array_get(ch, i), "key");
+        ffkey |= key_is(k, "\x00\xff", 2) && json_is_object(k);
+        slash |= key_is(k, "a/../b", 6) && json_is_string(k);
+        cafe |= key_is(k, "caf\xc3\xa9", 5) && json_is_string(k);
+    }
+    ok(ffkey && slash && cafe, "the feed: 00 FF as {\"base64\"}, a/../b and caf\xc3\xa9 as strings");
     is_int(req("GET", "/v1/keys64/A", NULL), 400, "keys64: a lone base64 character: 400");
     is_int(req("GET", "/v1/keys64/", NULL), 400, "keys64: empty: 400");
 }
