@@ -529,6 +529,19 @@ static void test_keys_scheme(void)
     ok(strstr(jstr("error"), "%3B") != NULL, "says how to write it: %s", jstr("error"));
     is_int(req("GET", "/v1/keys/a&b", NULL), 400, "a bare '&' in a path: 400");
     is_int(req("GET", "/v1/keys/a%3Bb", NULL), 404, "an encoded ';' is part of the key");
+    /* a comma in keys= always separates; a key holding one goes in keys64= */
+    is_int(req("POST", "/v1/keys/x%2Cy",
+               "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"in x,y\",\"score\":3}"),
+           200, "a timeline under the key x,y (%%2C in the path)");
+    is_int(req("GET", "/v1/timelines?keys=x%2Cy", NULL), 200, "keys=x%%2Cy");
+    ok(json_array_size(json_object_get(J, "entries")) == 0,
+       "reads the keys x and y (the comma separates): %s", R.body);
+    is_int(req("GET", "/v1/timelines?keys64=eCx5", NULL), 200, "keys64=eCx5 (x,y)");
+    json_t *es = json_object_get(J, "entries");
+    ok(json_array_size(es) == 1 &&
+           !strcmp(json_string_value(json_object_get(json_array_get(es, 0), "key")), "x,y"),
+       "reads the key x,y: %s", R.body);
+
     /* the change feed names the same keys the same way */
     is_int(req("GET", "/v1/changes?since=0&limit=10000&state=0", NULL), 200, "the change feed");
     bool ffkey = false, slash = false, cafe = false;
