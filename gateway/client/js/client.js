@@ -351,9 +351,9 @@ export class Client {
       if (k === null) continue;
       try {
         let bytes = 0;
-        if (state) this.#replica.merge(k, state);
+        if (state) this._merge(k, state, true);
         for (const d of deltas) {
-          this.#replica.merge(k, d);
+          this._merge(k, d, false); // a timeline known by deltas only gets its bound first
           bytes += d.length;
         }
         this.#logBytes.set(k, bytes);
@@ -366,7 +366,7 @@ export class Client {
       const k = textKey(op.key);
       if (k === null) continue;
       try {
-        this.#replica.merge(k, op.delta);
+        this._merge(k, op.delta, false);
       } catch (e) {
         this.#emitError(new ClientError('storage', `stored op ${op.id} is unreadable: ${e.message}`, { id: op.id, key: op.key }));
         continue;
@@ -400,7 +400,7 @@ export class Client {
     return this.#status;
   }
   get pending() {
-    return this.#queue.size;
+    return this.#role === 'follower' ? (this.#link?.count ?? 0) : this.#queue.size;
   }
   get clientId() {
     return this.#meta.clientId;
@@ -461,9 +461,10 @@ export class Client {
   }
 
   #pendingChanged() {
-    this.#emit('pending', { count: this.#queue.size });
-    if (!this.#queue.size) for (const w of this.#flushWaiters.splice(0)) w();
-    this.#link?.pending?.(this.#queue.size);
+    const n = this.pending;
+    this.#emit('pending', { count: n });
+    if (!n) for (const w of this.#flushWaiters.splice(0)) w();
+    if (this.#role !== 'follower') this.#link?.pending?.(n);
   }
 
   // ---- persistence
@@ -570,6 +571,7 @@ export class Client {
     this.#save({ op, meta: true });
     this.#compact();
     this.#pendingChanged();
+    this.#link?.change?.(k, bytes, delta);
     this.#sendOp(op);
     return id;
   }
@@ -1097,13 +1099,28 @@ export class Client {
     if (role) this.#role = role;
   }
 
-  _followerStatus(status, pending) {
-    this.#setStatus(status);
-    if (pending !== undefined) this.#link.leaderPending = pending;
+  /** A follower mirrors its leader's connection status. */
+  _followerStatus(status) {
+    if (this.#role === 'follower') this.#setStatus(status);
   }
 
   _followerPending() {
     this.#pendingChanged();
+  }
+
+  _followerError(err) {
+    this.#emitError(err);
+  }
+
+  /** A leader that finds an older leader steps down: its connection closes and its queued
+   * writes are handed over (returned; the new leader sends them). */
+  _demote() {
+    this.disconnect();
+    this.#role = 'follower';
+    const ops = [...this.#queue.values()].sort((a, b) => a.id - b.id);
+    this.#queue.clear(); // their waiters move to the follower's ids (tabs.js)
+    this.#queueBytes = 0;
+    return ops;
   }
 
   /** A follower becomes the leader: reload what the old leader persisted, connect. */
