@@ -241,7 +241,9 @@ export declare class Client<M extends string | Uint8Array = string> {
 /** The client's persisted metadata. */
 export interface StoredMeta {
   clientId: string;
-  /** The replica id of this client's counter slots, OR-set dots and timestamps (decimal). */
+  /** The replica id of the client's counter slots, OR-set dots and timestamps (decimal): a new
+   * random one each time a client opens (never reused, so two tabs or a reload cannot collide);
+   * recorded for diagnosis. */
   replicaId: string;
   nextOpId: number;
   cursor: number;

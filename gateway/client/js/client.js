@@ -322,7 +322,9 @@ export class Client {
     const meta = loaded.meta ?? {};
     this.#meta = {
       clientId: opts.clientId ?? meta.clientId ?? newClientId(),
-      replicaId: meta.replicaId ?? newReplicaId(),
+      // a new replica id every time: two tabs loading one storage, or a reload that lost its last
+      // unsaved writes, must never reuse counter slots, OR-set dots or timestamps
+      replicaId: newReplicaId(),
       nextOpId: Math.max(meta.nextOpId ?? 1, Math.floor(this.#now() * 1000)),
       cursor: meta.cursor ?? 0,
       node: meta.node ?? 0,
