@@ -898,6 +898,7 @@ export class Client {
   }
 
   #onClose(code, reason) {
+    const welcomed = !!this.#welcome;
     this.#sessionLost();
     if (code === 4001) {
       this.#token = null;
@@ -907,7 +908,10 @@ export class Client {
         this.#setStatus('offline');
         return;
       }
-      this.#attempt = 0; // a fresh token is fetched at once
+      // a token that expired during a session is renewed at once; one refused at hello (getToken
+      // gave a bad one) waits its backoff like any failure
+      if (welcomed) this.#attempt = 0;
+      else this.#emitError(new ClientError('token', `the server refused the token from getToken (${reason})`));
     } else if (code === 4003 || code === 4009) {
       this.#emitError(new ClientError('closed', `the server closed the session: ${code} ${reason}`));
       this.#want = false;
@@ -928,6 +932,7 @@ export class Client {
     const max = b.maxMs ?? 30000;
     const cap = Math.min(max, min * 2 ** Math.min(this.#attempt, 30));
     this.#attempt++;
+    // full jitter over [min/2, cap]; the first retry after a token expired mid-session is at once
     const delay = this.#attempt === 1 && this.#token === null && this.#o.getToken ? 0 : min / 2 + Math.random() * (cap - min / 2);
     this.#timer = setTimeout(() => this.#dial(), delay);
   }

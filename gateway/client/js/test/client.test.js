@@ -179,14 +179,14 @@ test('resume: after a reconnect exactly the keys changed meanwhile come again', 
 test('a retry after a lost ack is acked as a duplicate and applied once', async () => {
   const ctl = flakyWs();
   const a = await open({ WebSocket: ctl.WebSocket });
+  const watch = await open();
   await online(a);
+  await online(watch);
+  await watch.subscribe({ keys: ['dup:n'] });
   ctl.drop = true; // the ack will be lost
   const id = a.pncounter('dup:n').incr(1);
   const acked = a.whenAcked(id);
-  await until(async () => {
-    const r = await fetch(`${srv.http()}/v1/keys/${Buffer.from('dup:n').toString('base64url')}`);
-    return r.status === 200;
-  }, 'the server applied the op');
+  await until(() => watch.pncounter('dup:n').value() === 1, 'the server applied the op');
   ctl.drop = false;
   ctl.sockets.at(-1).close(); // the session drops before the client saw the ack
   const ack = await acked;
@@ -270,6 +270,20 @@ test('token refresh: an expiring token is replaced through getToken, writes carr
     const e = await new Promise((r) => bad.on('error', r));
     assert.equal(e.code, 'token');
     await until(() => bad.status === 'offline', 'offline');
+    // getToken handing out a refused token: reported, retried with backoff, not in a tight loop
+    let badCalls = 0;
+    const loop = await Client.open({
+      url: s2.url(), wasm, WebSocket: NodeWebSocket, backoff: { minMs: 100, maxMs: 400 },
+      getToken: () => (badCalls++, mintToken({ secret: 'wrong-secret-wrong-secret' })),
+    });
+    clients.push(loop);
+    const tokenErrors = [];
+    loop.on('error', (e) => e.code === 'token' && tokenErrors.push(e));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(tokenErrors.length >= 1, 'the refusal is reported');
+    assert.ok(badCalls >= 2 && badCalls <= 12, `${badCalls} getToken calls in 1 s`);
+    assert.equal(loop.status, 'connecting');
+    loop.disconnect();
   } finally {
     await s2.stop();
   }
