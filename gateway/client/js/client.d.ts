@@ -74,7 +74,8 @@ export declare class ClientError extends Error {
    * 'token' (no token could be had, or the server refused it and there is no getToken),
    * 'storage' (persistence failed, or a stored record is unreadable), 'transport' (no WebSocket,
    * or dialling failed), 'unsupported' (a change of a key that is not UTF-8 text, skipped),
-   * 'unknown' (whenAcked of an id that is not pending). */
+   * 'unknown' (whenAcked of an id that is not pending), 'too_large' (a write over the server's
+   * --ws-max-message: refused by the client, with its id). */
   readonly code: string;
   /** The op id or request id the error is about, when it has one. */
   readonly id?: number;
@@ -225,7 +226,8 @@ export declare class Client<M extends string | Uint8Array = string> {
   /** Keys held locally (as text or bytes per `encoding`). */
   keys(): M[];
 
-  /** Resolves when the op is acknowledged (rejects with its ClientError when refused). */
+  /** Resolves when the op is acknowledged (rejects with its ClientError when refused); an op
+   * settled already (among the last 1024) answers at once. */
   whenAcked(id: number): Promise<AckEvent>;
   /** Resolves when nothing is pending (every queued op acknowledged or refused). */
   flush(): Promise<void>;

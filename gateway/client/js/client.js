@@ -295,6 +295,7 @@ export class Client {
   #logBytes = new Map(); // text key -> bytes of deltas appended since its last whole state
   #events = new Map();
   #ackWaiters = new Map();
+  #outcomes = new Map(); // op id -> { ack, err } of the last settled ops
   #flushWaiters = [];
   #onlineWaiters = [];
   #reqs = new Map(); // request id -> { resolve, reject, keys, prefixes, fresh }
@@ -309,6 +310,7 @@ export class Client {
   #batch = null;
   #saving = Promise.resolve();
   #closed = false;
+  #refusedQuiet = false; // #onError reported the error already
   #role = 'solo';
   #link = null; // tabs.js: a follower's way to its leader, a leader's to its followers
 
@@ -678,6 +680,8 @@ export class Client {
   // ---- acks, flush
 
   whenAcked(id) {
+    const was = this.#outcomes.get(id);
+    if (was) return was.err ? Promise.reject(was.err) : Promise.resolve(was.ack);
     if (!this.#queue.has(id) && !(this.#role === 'follower' && this.#link?.has(id)))
       return Promise.reject(new ClientError('unknown', `op ${id} is not pending`, { id }));
     return new Promise((resolve, reject) => {
@@ -698,14 +702,27 @@ export class Client {
   }
 
   _settle(id, ack, err) {
+    // kept for a while, so whenAcked of an op settled before it was asked still answers
+    this.#outcomes.set(id, { ack, err });
+    if (this.#outcomes.size > 1024) this.#outcomes.delete(this.#outcomes.keys().next().value);
     const w = this.#ackWaiters.get(id);
     this.#ackWaiters.delete(id);
     for (const x of w ?? []) err ? x.reject(err) : x.resolve(ack);
   }
 
+  #dropRefused(id, err) {
+    this.#refusedQuiet = true;
+    try {
+      this.#done(id, null, err);
+    } finally {
+      this.#refusedQuiet = false;
+    }
+  }
+
   #done(id, ack, err) {
     const op = this.#queue.get(id);
     if (!op) return;
+    if (err && !this.#refusedQuiet) this.#emitError(err);
     this.#queue.delete(id);
     this.#queueBytes -= op.delta.length;
     this.#save({ deleteOp: id });
@@ -869,8 +886,15 @@ export class Client {
 
   #sendOp(op) {
     if (this.#status !== 'online' || op.sent) return;
+    const msg = binary.apply(op.id, op.key, op.delta);
+    const max = this.#welcome?.limits?.max_message;
+    if (Number.isSafeInteger(max) && max > 0 && msg.length > max) {
+      // the server would discard it unread (no id in its error): refuse it here, for good
+      this.#done(op.id, null, new ClientError('too_large', `op ${op.id}: ${msg.length} bytes, over the server's ${max} (--ws-max-message)`, { id: op.id, key: op.key }));
+      return;
+    }
     op.sent = true;
-    this.#send(binary.apply(op.id, op.key, op.delta));
+    this.#send(msg);
   }
 
   #protocolError(why) {
@@ -1051,7 +1075,7 @@ export class Client {
       }
       return;
     }
-    this.#done(id, null, err); // refused for good (unauthorized, wrong_type, bad_request, ...)
+    this.#queue.get(id) && this.#dropRefused(id, err); // refused for good (unauthorized, wrong_type, bad_request, ...)
   }
 
   #onChange(m) {

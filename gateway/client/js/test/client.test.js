@@ -356,6 +356,26 @@ test('persistence: the replica, the queue and the cursor survive a reload; compa
   assert.ok(cursor > 0);
 });
 
+test('a write over the server\'s --ws-max-message is refused by the client with its id', async () => {
+  const s2 = await startCrdtd({ persist: false, args: ['--ws-max-message', '4096'] });
+  try {
+    const c = await Client.open({ url: s2.url(), wasm, WebSocket: NodeWebSocket, clientId: 'big' });
+    clients.push(c);
+    await online(c);
+    const errs = [];
+    c.on('error', (e) => errs.push(e));
+    const id = c.register('big:r').set('x'.repeat(5000));
+    await assert.rejects(c.whenAcked(id), (e) => e.code === 'too_large' && e.id === id);
+    assert.equal(errs.length, 1);
+    assert.equal(c.pending, 0);
+    const ok2 = c.register('big:s').set('small');
+    assert.equal((await c.whenAcked(ok2)).applied, true);
+    assert.equal(c.status, 'online');
+  } finally {
+    await s2.stop();
+  }
+});
+
 test('bad arguments get clear errors', async () => {
   await assert.rejects(Client.open({ url: 'http://x/', wasm }), /ws:\/\/ or wss:\/\//);
   await assert.rejects(Client.open({ url: 'ws://x/' }), /CrdtWasm/);
