@@ -293,6 +293,7 @@ export class Client {
   #queueBytes = 0;
   #subs = { keys: new Map(), prefixes: new Map() }; // hex -> { bytes, synced }
   #logBytes = new Map(); // text key -> bytes of deltas appended since its last whole state
+  #stateBytes = new Map(); // text key -> size of the last whole state written
   #events = new Map();
   #ackWaiters = new Map();
   #outcomes = new Map(); // op id -> { ack, err } of the last settled ops
@@ -356,6 +357,7 @@ export class Client {
       try {
         let bytes = 0;
         if (state) this._merge(k, state, true);
+        this.#stateBytes.set(k, state?.length ?? 0);
         for (const d of deltas) {
           this._merge(k, d, false); // a timeline known by deltas only gets its bound first
           bytes += d.length;
@@ -507,6 +509,7 @@ export class Client {
       for (const s of b.states.values()) {
         const state = this.#replica.has(s.k) ? this.#replica.encode(s.k) : null;
         if (state) batch.states.push({ key: s.key, state });
+        if (state) this.#stateBytes.set(s.k, state.length);
       }
     }
     if (b.deltas.length) batch.deltas = b.deltas.map((d) => ({ key: d.key, delta: d.delta }));
@@ -533,7 +536,7 @@ export class Client {
    * since the last one outweigh it (compaction by bytes). */
   #persistKey(k, key, delta) {
     const logged = (this.#logBytes.get(k) ?? 0) + delta.length;
-    const limit = Math.max(STATE_LOG_MIN, this.#replica.encode(k)?.length ?? 0);
+    const limit = Math.max(STATE_LOG_MIN, this.#stateBytes.get(k) ?? 0);
     if (logged > limit) {
       this.#logBytes.set(k, 0);
       this.#save({ state: { k, key } });

@@ -376,6 +376,32 @@ test('a write over the server\'s --ws-max-message is refused by the client with 
   }
 });
 
+test('compaction by bytes: a key\'s appended deltas never outweigh its state (and 4 KiB) for long', async () => {
+  const storage = new MemoryStorage();
+  const a = await open({ storage, autoConnect: false, clientId: 'compact' });
+  const tl = a.timeline('c:feed');
+  let worst = 0;
+  let rewrites = 0;
+  let last = null;
+  for (let i = 0; i < 2000; i++) {
+    tl.add(`a-rather-long-member-name-${i}`, i);
+    if (i % 50 === 49) {
+      await new Promise((r) => setTimeout(r, 1)); // let the batch be written
+      const k = (await storage.load()).keys.find((x) => Buffer.from(x.key).toString() === 'c:feed');
+      const logged = k.deltas.reduce((n, d) => n + d.length, 0);
+      const bound = Math.max(4096, k.state?.length ?? 0);
+      worst = Math.max(worst, logged / bound);
+      if (k.state && k.state !== last) rewrites++;
+      last = k.state;
+    }
+  }
+  await a.close();
+  assert.ok(worst <= 1.05, `appended deltas reached ${worst.toFixed(2)}x of their bound`);
+  assert.ok(rewrites >= 2, `the state was rewritten ${rewrites} times`);
+  const b = await open({ storage, autoConnect: false, clientId: 'compact' });
+  assert.equal(b.timeline('c:feed').size, 1000, 'restored with its bound (1000 of 2000 kept)');
+});
+
 test('bad arguments get clear errors', async () => {
   await assert.rejects(Client.open({ url: 'http://x/', wasm }), /ws:\/\/ or wss:\/\//);
   await assert.rejects(Client.open({ url: 'ws://x/' }), /CrdtWasm/);
