@@ -165,7 +165,11 @@ class Tab {
         }
         if (this.leaderId !== m.from) {
           this.leaderId = m.from;
-          this.#post({ t: 'hello', from: this.id }); // a new leader: catch up, resend writes
+          // a new leader: catch up, and send it again what it may not have (subscriptions and
+          // writes are both harmless to repeat)
+          this.#post({ t: 'hello', from: this.id });
+          const subs = this.c.subscriptions();
+          if (subs.keys.length || subs.prefixes.length) this.#post({ t: 'sub', keys: subs.keys, prefixes: subs.prefixes });
           for (const [lid, w] of this.writes) this.#post({ t: 'write', from: this.id, lid, k: w.k, delta: w.delta });
         }
         this.lastLead = Date.now();

@@ -113,6 +113,12 @@ for (const [how, extra, P] of [
       await f.whenAcked(lid2);
       await until(() => nl.gcounter(`${P}n`).value() === 1, 'the new leader has the follower write');
       assert.equal(hex(nl.replica.encode(`${P}likes`)), hex(f.replica.encode(`${P}likes`)));
+      // the subscription made through the old leader holds under the new one
+      const late = await Client.open({ url: srv.url(), wasm, WebSocket: NodeWebSocket, clientId: `tabs-late-${P}` });
+      late.timeline(`${P}after`).add('p2', 2);
+      await late.flush();
+      await late.close();
+      await until(() => followers.every((c) => c.timeline(`${P}after`).size === 1), 'a change after the takeover reaches both');
     } finally {
       for (const c of list) await c.close().catch(() => {});
     }
