@@ -5,6 +5,11 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Client, MemoryStorage } from '../client.js';
 import { NodeWebSocket } from '../node-ws.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { hex, loadWasm } from './helpers.js';
 import { mintToken, startCrdtd, until } from './server.js';
 
@@ -406,6 +411,40 @@ test('compaction by bytes: a key\'s appended deltas never outweigh its state (an
   assert.ok(rewrites >= 2, `the state was rewritten ${rewrites} times`);
   const b = await open({ storage, autoConnect: false, clientId: 'compact' });
   assert.equal(b.timeline('c:feed').size, 1000, 'restored with its bound (1000 of 2000 kept)');
+});
+
+test('wss://: the same client over TLS, checked against the CA; a wrong CA is refused', async () => {
+  const certs = mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'crdtd-js-tls-'));
+  const script = fileURLToPath(new URL('../../../../scripts/tls-certs.sh', import.meta.url));
+  execFileSync('sh', [script, certs, 'localhost'], { stdio: 'ignore' });
+  const other = path.join(certs, 'other');
+  execFileSync('sh', [script, other, 'localhost'], { stdio: 'ignore' }); // another CA
+  const s2 = await startCrdtd({ persist: false, args: ['--tls-cert', path.join(certs, 'localhost.pem'), '--tls-key', path.join(certs, 'localhost.key')] });
+  try {
+    assert.match(s2.url(), /^wss:/);
+    const withCa = (ca) => class extends NodeWebSocket {
+      constructor(u, p) {
+        super(u, p, { ca });
+      }
+    };
+    const a = await Client.open({ url: s2.url(), wasm, WebSocket: withCa(readFileSync(path.join(certs, 'ca.pem'))), clientId: 'tls-a' });
+    const b = await Client.open({ url: s2.url(), wasm, WebSocket: withCa(readFileSync(path.join(certs, 'ca.pem'))), clientId: 'tls-b' });
+    clients.push(a, b);
+    await online(a);
+    await online(b);
+    await b.subscribe({ keys: ['tls:feed'] });
+    a.timeline('tls:feed').add('secure', 1);
+    await a.flush();
+    await until(() => b.timeline('tls:feed').size === 1, 'the change over wss://');
+    const bad = await Client.open({ url: s2.url(), wasm, WebSocket: withCa(readFileSync(path.join(other, 'ca.pem'))), clientId: 'tls-bad', backoff: { minMs: 50, maxMs: 100 } });
+    clients.push(bad);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.notEqual(bad.status, 'online', 'a certificate of another CA is not accepted');
+    bad.disconnect();
+  } finally {
+    await s2.stop();
+    rmSync(certs, { recursive: true, force: true });
+  }
 });
 
 test('bad arguments get clear errors', async () => {
