@@ -376,10 +376,9 @@ static fo_result_t fanout(int port, int nsubs, double rate, double secs, int run
     for (double ts = now_s(); g_deliveries < want && now_s() - ts < 5;)
         crdtc_loop_service(l, 5);
     double el = now_s() - start;
-    fo_result_t r = {(double)g_deliveries / el, pct(g_lat, g_nlat, 0.5) * 1e3,
-                     pct(g_lat, g_nlat, 0.99) * 1e3,
-                     g_deliveries ? (double)(subs_bytes(subs, nsubs) - bytes0) / (double)g_deliveries
-                                  : 0};
+    fo_result_t r = {
+        (double)g_deliveries / el, pct(g_lat, g_nlat, 0.5) * 1e3, pct(g_lat, g_nlat, 0.99) * 1e3,
+        g_deliveries ? (double)(subs_bytes(subs, nsubs) - bytes0) / (double)g_deliveries : 0};
     if (g_deliveries < want)
         fprintf(stderr, "bench_ws: %ld of %ld deliveries arrived\n", g_deliveries, want);
     for (int i = 0; i < nsubs; i++)
@@ -436,8 +435,9 @@ static int binary_fanout_main(const char *bin, int runs, double secs, double pac
                     v[run] = r[f][m][run][k];
                 med[f][m][k] = median(v, runs);
             }
-            printf("%-15s %-11s: %8.0f deliveries/s  p50 %6.2f ms  p99 %6.2f ms  %5.1f B/delivery\n",
-                   fr[f], fl[m], med[f][m][0], med[f][m][1], med[f][m][2], med[f][m][3]);
+            printf(
+                "%-15s %-11s: %8.0f deliveries/s  p50 %6.2f ms  p99 %6.2f ms  %5.1f B/delivery\n",
+                fr[f], fl[m], med[f][m][0], med[f][m][1], med[f][m][2], med[f][m][3]);
         }
     for (int m = 0; m < 2; m++)
         printf("ratio binary / JSON, %-11s: deliveries/s %.2f  p50 %.2f  p99 %.2f  bytes %.2f\n",
@@ -490,8 +490,8 @@ int main(int argc, char **argv)
     g_cap = 8u << 20;
     g_lat = malloc(g_cap * sizeof(*g_lat));
     if (binary_fanout) {
-        int rc = binary_fanout_main(bin, runs < 1 ? 1 : runs > 16 ? 16 : runs, secs, paced_secs,
-                                    nsubs);
+        int n = runs < 1 ? 1 : runs > 16 ? 16 : runs;
+        int rc = binary_fanout_main(bin, n, secs, paced_secs, nsubs);
         json_decref(g_incr);
         free(g_lat);
         return rc;

@@ -105,8 +105,9 @@ int main(void)
     int before = tb.full_changes;
     tb.full_keys[0] = '\0';
     post(w, "cb:feed", "post:late", 1800000000.0);
-    ok(RUN_UNTIL(loop, tb.welcomes >= 2 && tb.full_changes > before &&
-                           same_as_server(b, srv.port, "cb:feed"),
+    ok(RUN_UNTIL(loop,
+                 tb.welcomes >= 2 && tb.full_changes > before &&
+                     same_as_server(b, srv.port, "cb:feed"),
                  10000),
        "it reconnects and catches up");
     is(tb.full_keys, "cb:feed\n", "exactly the changed key, as a full state");
