@@ -45,6 +45,11 @@ static crdt_obj_t *sample(int type, int variant)
             break;
         }
     }
+    if (type == CRDT_LWWREG && variant) { /* the cleared register's encoding (a delete) */
+        crdt_hlc_ts_t ts;
+        crdt_hlc_tick(&c1, 2000, &ts);
+        crdt_lwwreg_clear(o, &ts, NULL);
+    }
     return o;
 }
 
