@@ -68,8 +68,9 @@ int crdt_mut_apply(crdt_obj_t *o, const crdt_mut_t *m, uint64_t replica, crdt_ob
             return CRDT_EINVAL;
         return crdt_pncounter_add(o, replica, m->n, delta);
     case CRDT_LWWREG:
-        if (m->kind == CRDT_MUT_DELETE)
-            return crdt_lwwreg_clear(o, &m->ts, delta);
+        if (m->kind == CRDT_MUT_DELETE) /* nothing to remove when it holds no value */
+            return crdt_lwwreg_get(o, NULL, NULL, NULL) == 1 ? crdt_lwwreg_clear(o, &m->ts, delta)
+                                                             : 0;
         if (m->kind != CRDT_MUT_SET)
             return CRDT_EINVAL;
         return crdt_lwwreg_set(o, &m->ts, m->bytes, m->len, delta);
