@@ -964,7 +964,9 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         rc = decode_state(s, q, r, &obj);
         if (rc < 0 && sc->rc == 0)
             sc->rc = rc;
-        if (obj && !sc->stop && sc->rc == 0 && sc->each(sc->ud, q->key, q->klen, obj))
+        /* internal keys (op-id marks) are bookkeeping: a scan lists data keys only */
+        if (obj && !sc->stop && sc->rc == 0 && !crdt_key_internal(q->key, q->klen) &&
+            sc->each(sc->ud, q->key, q->klen, obj))
             sc->stop = true;
         crdt_obj_free(obj);
         sc->left--;
