@@ -1495,6 +1495,12 @@ char *gw_sync_metrics(gw_server_t *s)
     gw_prom_u64(&o, "crdtd_ws_applies_total", NULL, 0, y->applies);
     gw_prom_family(&o, "crdtd_ws_acks_total", "counter", "Acks sent (duplicates included).");
     gw_prom_u64(&o, "crdtd_ws_acks_total", NULL, 0, y->acks_sent);
+    gw_prom_family(&o, "crdtd_ws_mark_sweeps_total", "counter",
+                   "Sweeps of the op-id marks of expired periods (marks.h).");
+    gw_prom_u64(&o, "crdtd_ws_mark_sweeps_total", NULL, 0, y->marks.sweeps);
+    gw_prom_family(&o, "crdtd_ws_mark_keys_emptied_total", "counter",
+                   "Op-id mark keys of expired periods emptied by the sweeps.");
+    gw_prom_u64(&o, "crdtd_ws_mark_keys_emptied_total", NULL, 0, y->marks.emptied);
     gw_prom_family(&o, "crdtd_ws_slow_consumer_total", "counter", "Sessions closed with 4008.");
     gw_prom_u64(&o, "crdtd_ws_slow_consumer_total", NULL, 0, y->slow);
     gw_prom_family(&o, "crdtd_ws_send_queue_bytes", "gauge", "Bytes queued for all sessions.");

@@ -358,7 +358,8 @@ static void test_errors(void)
     is_int(req("GET", "/nope", NULL), 404, "unknown path: 404");
     is(jstr("description"), "Not Found", "404 body is the JSON error shape");
     is_int(req("GET", "/v1/keys/abc/extra", NULL), 404, "unknown sub-resource: 404");
-    is_int(req("DELETE", "/v1/keys/abc", NULL), 405, "DELETE on a key: 405");
+    is_int(req("DELETE", "/v1/keys/abc", NULL), 404, "DELETE of an absent key: 404");
+    is_int(req("PUT", "/v1/keys/abc", "{}"), 405, "PUT on a key: 405");
     is_int(req("POST", "/healthz", "{}"), 405, "POST /healthz: 405");
     is_int(req("PUT", "/metrics", "{}"), 405, "PUT /metrics: 405");
     is_int(req("GET", "/v1/keys/%21%21%21", NULL), 400, "key not base64url: 400");
