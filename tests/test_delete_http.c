@@ -25,6 +25,9 @@
 #ifndef CRDTD_BIN
 #error "CRDTD_BIN (the crdtd binary) must be defined"
 #endif
+#ifndef CRDTC_BIN
+#define CRDTC_BIN "" /* crdtc not built: its part is skipped */
+#endif
 
 #define T 5000
 #define MARK_PERIOD_MS 600 /* CRDTD_TEST_MARK_PERIOD_MS of the marks node */
@@ -416,6 +419,56 @@ static void test_ws_delete(int port)
     ws_free(&w);
 }
 
+/* ---- crdtc delete --------------------------------------------------------------------------- */
+
+/* Runs crdtc with args; its stdout (first line) into out; the exit status (-1: not run). */
+static int crdtc(const char *args, char *out, size_t n)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "%s %s 2>/dev/null", CRDTC_BIN, args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    out[0] = '\0';
+    if (!fgets(out, (int)n, p))
+        out[0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+    char sink[256];
+    while (fgets(sink, sizeof(sink), p))
+        ;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_crdtc_delete(int port)
+{
+    if (!CRDTC_BIN[0]) {
+        diag("crdtc not built: its delete is not tested here");
+        return;
+    }
+    char args[256], out[512];
+    post(port, "c:ors", "{\"type\":\"orset\",\"op\":\"add\",\"member\":%s}", jm("m"));
+    snprintf(args, sizeof(args), "--quiet --url ws://127.0.0.1:%d delete c:ors", port);
+    is_int(crdtc(args, out, sizeof(out)), 0, "crdtc delete: exit 0");
+    json_t *ack = json_loads(out, 0, NULL);
+    ok(json_is_true(json_object_get(ack, "applied")) && jint(ack, "seq") > 0,
+       "crdtc delete: prints the ack, applied (%s)", out);
+    json_decref(ack);
+    is_int(get(port, "c:ors"), 404, "crdtc delete: the key reads 404");
+    is_int(crdtc(args, out, sizeof(out)), 0, "crdtc delete of a deleted key: exit 0");
+    ack = json_loads(out, 0, NULL);
+    ok(json_is_false(json_object_get(ack, "applied")), "crdtc delete: ... not applied (%s)", out);
+    json_decref(ack);
+    post(port, "c:gc", "{\"type\":\"gcounter\",\"op\":\"incr\"}");
+    snprintf(args, sizeof(args), "--quiet --url ws://127.0.0.1:%d delete c:gc", port);
+    is_int(crdtc(args, out, sizeof(out)), 1, "crdtc delete of a gcounter: exit 1 (refused)");
+    snprintf(args, sizeof(args), "--quiet --url ws://127.0.0.1:%d delete a b", port);
+    is_int(crdtc(args, out, sizeof(out)), 2, "crdtc delete with two keys: usage, exit 2");
+    snprintf(args, sizeof(args), "--quiet --url ws://127.0.0.1:%d --delta delete a", port);
+    is_int(crdtc(args, out, sizeof(out)), 2, "crdtc --delta delete: usage, exit 2");
+    is_int(crdtc("--help", out, sizeof(out)), 0, "crdtc --help");
+}
+
 /* ---- internal keys: the op-id marks --------------------------------------------------------- */
 
 static long long healthz_keys(int port)
@@ -720,6 +773,7 @@ int main(void)
     test_rest_delete(srv.port);
     test_grants(auth.port);
     test_ws_delete(srv.port);
+    test_crdtc_delete(srv.port);
     test_marks(srv.port, srv.roshi_port);
     int st = crdtd_stop(&srv, SIGTERM, 10000);
     ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "crdtd exits cleanly");

@@ -438,10 +438,15 @@ int main(int argc, char **argv)
             rc = 2;
             break;
         }
-        if (is_apply) {
-            json_error_t je = {.text = "out of memory"};
-            json_t *op = is_delete ? json_pack("{s:s}", "op", "delete")
-                                   : json_loads(argv[i + 1], 0, &je);
+        if (is_delete) {
+            s.want_id = crdtc_delete(c, k, kl);
+            if (s.want_id < 0) {
+                fprintf(stderr, "crdtc: %s\n", crdtc_strerror((int)s.want_id));
+                rc = 1;
+            }
+        } else if (is_apply) {
+            json_error_t je;
+            json_t *op = json_loads(argv[i + 1], 0, &je);
             if (!json_is_object(op)) {
                 fprintf(stderr, "crdtc: OPJSON: %s\n", op ? "not an object" : je.text);
                 rc = 2;
