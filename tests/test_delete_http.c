@@ -557,7 +557,8 @@ static void test_marks(int port, int roshi_port)
         is_int(st, 200, "marks: a roshi select of it");
         ok(r.body && strstr(r.body, "\"records\":{") && strstr(r.body, ":[]}") &&
                !strstr(r.body, "\"member\""),
-           "marks: ... shows no mark (%s)", r.body ? r.body : "");
+           "marks: ... shows no mark (%.*s)", r.body ? (int)strcspn(r.body, "\n") : 0,
+           r.body ? r.body : "");
         hc_resp_free(&r);
         crdt_free(std);
     }
