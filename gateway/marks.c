@@ -150,7 +150,8 @@ void gw_marks_ref(gw_marks_t *m, const char *sub, const char *client, gw_mark_re
     ref->keys[1] = (crdt_bytes_t){ref->key[1], key_of(period ? period - 1 : 0, ref->key[1])};
     size_t sl = sub ? strnlen(sub, GW_TOKEN_MAX_SUB) : 0;
     size_t cl = strnlen(client, CRDT_V1_CLIENT_MAX);
-    memcpy(ref->member, sub, sl);
+    if (sl)
+        memcpy(ref->member, sub, sl);
     ref->member[sl] = '\0';
     memcpy(ref->member + sl + 1, client, cl);
     ref->mlen = sl + 1 + cl;
