@@ -1133,7 +1133,7 @@ static cmd_def_t commands[] = {
       .complexity = "O(M)", .since = "0.1.0", .arity = -3,
       .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE),
       .args = (RedisModuleCommandArg[]){ARG_KEY, ARG_MULTI("member", STRING), {0}}}},
-    {"crdt.delete", cmd_delete, "write fast", 1, 1, 1,
+    {"crdt.delete", cmd_delete, "write", 1, 1, 1,
      {.version = V,
       .summary = "Deletes what this server has seen of a key (an observed-remove; concurrent "
                  "writes elsewhere survive); 1 if something live was removed",

@@ -66,6 +66,10 @@ static void test_command_info(void)
         for (size_t i = 0; i < c->element[2]->elements; i++)
             write = write || !strcmp(c->element[2]->element[i]->str, "write");
         ok(write, "crdt.delete is a write command");
+        bool fast = false;
+        for (size_t i = 0; i < c->element[2]->elements; i++)
+            fast = fast || !strcmp(c->element[2]->element[i]->str, "fast");
+        ok(!fast, "crdt.delete is not flagged fast (it is linear in the value)");
         ok(c->element[3]->integer == 1 && c->element[4]->integer == 1 &&
                c->element[5]->integer == 1,
            "crdt.delete: one key, the first argument");
