@@ -30,8 +30,8 @@ struct gw_marks_sweep;
 
 typedef struct gw_marks {
     gw_server_t *srv;
-    uint64_t period_ms; /* GW_MARK_PERIOD_MS, or CRDTD_TEST_MARK_PERIOD_MS (tests) */
-    uint64_t swept;     /* the last period a sweep started in (0: none yet) */
+    uint64_t period_ms;           /* GW_MARK_PERIOD_MS, or CRDTD_TEST_MARK_PERIOD_MS (tests) */
+    uint64_t swept;               /* the last period a sweep started in (0: none yet) */
     struct gw_marks_sweep *sweep; /* in flight: completions may come later */
     uint64_t sweeps, emptied;     /* for tests and metrics: sweeps run, keys emptied */
 } gw_marks_t;

@@ -809,7 +809,7 @@ void gw_rest_handle(gw_server_t *s, gw_exchange_t *x)
             timeline = true;
         }
         bool del = !timeline && rq->method == GW_DELETE;
-        rs->ep = timeline                                  ? GW_EP_TIMELINE
+        rs->ep = timeline                       ? GW_EP_TIMELINE
                  : rq->method == GW_POST || del ? GW_EP_KEY_WRITE
                                                 : GW_EP_KEY;
         uint8_t *key;

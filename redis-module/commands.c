@@ -153,7 +153,7 @@ static int open_for_write(RedisModuleCtx *ctx, RedisModuleString *name, crdt_typ
         /* crdtd's internal keys (op-id marks, 0x00 'c' '/') are maps: their timelines unbounded,
          * as crdtd's replica makes them */
         *obj = want == CRDT_TIMELINE && nlen >= 3 && !memcmp(n, "\0c/", 3) ? crdt_timeline_new(0)
-                                                                          : crdtm_new_obj(want);
+                                                                           : crdtm_new_obj(want);
         if (!*obj) {
             RedisModule_CloseKey(*key);
             RedisModule_ReplyWithError(ctx, "ERR out of memory");

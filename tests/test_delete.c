@@ -3,10 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec_check.h"
 #include "crdt.h"
 #include "crdt_json.h"
 #include "tap.h"
-#include "codec_check.h"
 
 static const crdt_mut_t DEL_TL = {.type = CRDT_TIMELINE, .kind = CRDT_MUT_DELETE};
 static const crdt_mut_t DEL_OR = {.type = CRDT_ORSET, .kind = CRDT_MUT_DELETE};
@@ -36,7 +36,8 @@ static crdt_obj_t *delete_checked(crdt_obj_t *o, const crdt_mut_t *m, uint64_t r
         /* the delta round-trips through both codecs (it travels as any delta does) */
         crdt_buf_t b = {0};
         crdt_error_t err;
-        crdt_obj_t *back = crdt_obj_encode(d, &b) == 0 ? crdt_obj_decode(b.data, b.len, &err) : NULL;
+        crdt_obj_t *back =
+            crdt_obj_encode(d, &b) == 0 ? crdt_obj_decode(b.data, b.len, &err) : NULL;
         ok(back && crdt_obj_equal(back, d), "%s: the delta round-trips the binary codec", name);
         crdt_obj_free(back);
         crdt_buf_free(&b);
@@ -107,8 +108,9 @@ static void test_timeline(void)
        "timeline: what the deleting replica saw is gone");
     is_int((long long)crdt_timeline_card(j), 2, "timeline: two live entries after the join");
     /* a later add of a deleted member at its old score stays removed: remove wins ties */
-    is_int(crdt_timeline_add(t, "c", 1, 30, NULL), 0, "timeline: re-adding at the deleted score "
-                                                      "loses (remove wins ties)");
+    is_int(crdt_timeline_add(t, "c", 1, 30, NULL), 0,
+           "timeline: re-adding at the deleted score "
+           "loses (remove wins ties)");
     is_int(crdt_timeline_add(t, "c", 1, 31, NULL), 1, "timeline: ... a higher score wins");
     crdt_obj_free(j);
     crdt_obj_free(b);
@@ -277,14 +279,16 @@ static void test_lwwreg(void)
     crdt_lwwreg_set(tie, &t2, "\xff\xff", 2, NULL);
     j = join_both_ways(base, da, tie, "lwwreg (same timestamp)");
     ok(crdt_lwwreg_cleared(j) == 1, "lwwreg: at one timestamp the clear wins over a value");
-    is_int(crdt_lwwreg_set(r, &t2, "zz", 2, NULL), 0, "lwwreg: a set at the clear's timestamp "
-                                                      "is a no-op");
+    is_int(crdt_lwwreg_set(r, &t2, "zz", 2, NULL), 0,
+           "lwwreg: a set at the clear's timestamp "
+           "is a no-op");
     is_int(crdt_lwwreg_clear(r, &t1, NULL), 0, "lwwreg: an older clear is a no-op");
     is_int(crdt_lwwreg_clear(r, NULL, NULL), CRDT_EINVAL, "lwwreg: clear needs a timestamp");
     crdt_hlc_ts_t t0 = ts(5, 0, 0);
     is_int(crdt_lwwreg_clear(r, &t0, NULL), CRDT_EINVAL, "lwwreg: clear refuses node 0");
-    is_int(crdt_lwwreg_clear(late, &t3, NULL), 1, "lwwreg: a clear at the value's own timestamp "
-                                                  "wins (clear beats value on ties)");
+    is_int(crdt_lwwreg_clear(late, &t3, NULL), 1,
+           "lwwreg: a clear at the value's own timestamp "
+           "wins (clear beats value on ties)");
     crdt_obj_t *pn = crdt_obj_new(CRDT_PNCOUNTER);
     is_int(crdt_lwwreg_clear(pn, &t3, NULL), CRDT_ETYPE, "lwwreg: clear on a counter: ETYPE");
     is_int(crdt_lwwreg_cleared(pn), CRDT_ETYPE, "lwwreg: cleared on a counter: ETYPE");
@@ -322,8 +326,9 @@ static void test_lwwreg_codecs(void)
     /* JSON */
     json_t *j = crdt_obj_to_json(r);
     char *text = json_dumps(j, JSON_SORT_KEYS | JSON_COMPACT);
-    is(text, "{\"state\":{\"cleared\":true,\"ts\":{\"c\":2,\"ms\":300,\"node\":5}},\"type\":"
-             "\"lwwreg\"}",
+    is(text,
+       "{\"state\":{\"cleared\":true,\"ts\":{\"c\":2,\"ms\":300,\"node\":5}},\"type\":"
+       "\"lwwreg\"}",
        "cleared register: the documented JSON");
     crdt_error_t err;
     crdt_obj_t *back = crdt_obj_from_json(j, &err);
@@ -337,7 +342,8 @@ static void test_lwwreg_codecs(void)
     codec_bad_json("{\"type\":\"lwwreg\",\"state\":{\"ts\":{\"ms\":1,\"c\":0,\"node\":1},"
                    "\"cleared\":true,\"value\":\"\"}}",
                    "only ts and cleared", "cleared with a value");
-    codec_bad_json("{\"type\":\"lwwreg\",\"state\":{\"cleared\":true}}", "ts", "cleared without ts");
+    codec_bad_json("{\"type\":\"lwwreg\",\"state\":{\"cleared\":true}}", "ts",
+                   "cleared without ts");
     crdt_obj_free(r);
 }
 
@@ -387,8 +393,9 @@ static void test_counters(void)
 
     /* a delete of another type than the object's */
     crdt_obj_t *t = crdt_timeline_new(0);
-    is_int(crdt_mut_apply(t, &DEL_PN, 1, &d), CRDT_ETYPE, "a pncounter delete on a timeline: "
-                                                          "ETYPE");
+    is_int(crdt_mut_apply(t, &DEL_PN, 1, &d), CRDT_ETYPE,
+           "a pncounter delete on a timeline: "
+           "ETYPE");
     crdt_obj_free(t);
     ok(!crdt_obj_is_live(NULL), "is_live(NULL) is false");
 }

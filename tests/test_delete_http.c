@@ -4,18 +4,18 @@
  * showing nowhere (feed, /healthz, reads, roshi) and expiring */
 #include "tap.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 #include "crdt.h"
 #include "http_client.h"
@@ -132,7 +132,8 @@ static const char *jstr(const json_t *o, const char *f)
     return json_is_string(v) ? json_string_value(v) : "";
 }
 
-static int post(int port, const char *key, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int post(int port, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int post(int port, const char *key, const char *fmt, ...)
 {
     char body[2048];
@@ -238,15 +239,18 @@ static void test_rest_delete(int port)
     delete_ok(port, "d:lws", "lwwset");
     post(port, "d:lws", "{\"type\":\"lwwset\",\"op\":\"add\",\"member\":%s}", jm("x"));
     is_int(get(port, "d:lws"), 200, "lwwset: an add after the delete shows");
-    ok(has_member(json_object_get(J, "value"), "x") && !has_member(json_object_get(J, "value"), "y"),
+    ok(has_member(json_object_get(J, "value"), "x") &&
+           !has_member(json_object_get(J, "value"), "y"),
        "lwwset: x back, y gone");
 
     /* orset */
-    post(port, "d:ors", "{\"type\":\"orset\",\"op\":\"add\",\"members\":[%s,%s]}", jm("p"), jm("q"));
+    post(port, "d:ors", "{\"type\":\"orset\",\"op\":\"add\",\"members\":[%s,%s]}", jm("p"),
+         jm("q"));
     delete_ok(port, "d:ors", "orset");
     post(port, "d:ors", "{\"type\":\"orset\",\"op\":\"add\",\"member\":%s}", jm("q"));
     is_int(get(port, "d:ors"), 200, "orset: an add after the delete shows");
-    ok(has_member(json_object_get(J, "value"), "q") && !has_member(json_object_get(J, "value"), "p"),
+    ok(has_member(json_object_get(J, "value"), "q") &&
+           !has_member(json_object_get(J, "value"), "p"),
        "orset: q back, p gone");
 
     /* lwwreg: cleared; a later set shows */
@@ -549,9 +553,8 @@ static void test_marks(int port, int roshi_port)
         /* (jansson cannot hold the NUL of the record's key: the raw body is read) */
         int fd = hc_connect(roshi_port);
         hc_resp_t r = {0};
-        int st = fd >= 0 && !hc_send(fd, "GET", "/?limit=10", "", body, strlen(body), &r)
-                     ? r.status
-                     : 0;
+        int st =
+            fd >= 0 && !hc_send(fd, "GET", "/?limit=10", "", body, strlen(body), &r) ? r.status : 0;
         if (fd >= 0)
             close(fd);
         is_int(st, 200, "marks: a roshi select of it");
@@ -622,11 +625,19 @@ static char peer_secret[700];
 
 static int node_start(node_t *n)
 {
-    const char *args[] = {"--listen",           n->listen, "--node-id",
-                          n->idarg,             "--data-dir", n->dir,
-                          "--peer",             n->peer,   "--peer-secret-file",
-                          peer_secret,          "--anti-entropy-interval",
-                          "1",                  NULL};
+    const char *args[] = {"--listen",
+                          n->listen,
+                          "--node-id",
+                          n->idarg,
+                          "--data-dir",
+                          n->dir,
+                          "--peer",
+                          n->peer,
+                          "--peer-secret-file",
+                          peer_secret,
+                          "--anti-entropy-interval",
+                          "1",
+                          NULL};
     char logdir[700];
     snprintf(logdir, sizeof(logdir), "%s/log%d", tmp, n->id);
     mkdir(logdir, 0755);
@@ -690,8 +701,10 @@ static void test_replication(void)
         fail("two linked crdtd nodes start");
         return;
     }
-    post(A.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":1}", jm("a"));
-    post(A.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":2}", jm("b"));
+    post(A.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":1}",
+         jm("a"));
+    post(A.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":2}",
+         jm("b"));
     post(A.port, "r:pn", "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":10}");
     post(A.port, "r:reg", "{\"type\":\"lwwreg\",\"op\":\"set\",\"value\":%s}", jm("old"));
     ok(wait_converged(&A, &B, 15000), "replication: A's writes reach B");
@@ -700,16 +713,19 @@ static void test_replication(void)
 
     /* A deletes while B is down; then B writes while A is down: concurrent */
     crdtd_stop(&B.p, SIGTERM, 10000);
-    is_int(req(A.port, "DELETE", key_path("r:tl", ""), NULL), 200, "replication: A deletes the "
-                                                                    "timeline (B down)");
-    is_int(req(A.port, "DELETE", key_path("r:pn", ""), NULL), 200, "replication: A deletes the "
-                                                                    "counter");
+    is_int(req(A.port, "DELETE", key_path("r:tl", ""), NULL), 200,
+           "replication: A deletes the "
+           "timeline (B down)");
+    is_int(req(A.port, "DELETE", key_path("r:pn", ""), NULL), 200,
+           "replication: A deletes the "
+           "counter");
     crdtd_stop(&A.p, SIGTERM, 10000);
     if (node_start(&B)) {
         fail("B restarts");
         return;
     }
-    post(B.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":3}", jm("c"));
+    post(B.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":3}",
+         jm("c"));
     post(B.port, "r:tl", "{\"type\":\"timeline\",\"op\":\"add\",\"member\":%s,\"score\":10}",
          jm("a"));
     post(B.port, "r:pn", "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":3}");
@@ -724,19 +740,22 @@ static void test_replication(void)
         is_int(get(port, "r:tl"), 200, "replication: %s: the timeline is live", who);
         const json_t *v = json_object_get(J, "value");
         ok(has_entry(v, "c", 3), "replication: %s: B's concurrent new entry survives", who);
-        ok(has_entry(v, "a", 10), "replication: %s: B's concurrent re-add at a higher score "
-                                  "survives",
+        ok(has_entry(v, "a", 10),
+           "replication: %s: B's concurrent re-add at a higher score "
+           "survives",
            who);
         ok(!has_entry(v, "b", 2) && json_array_size(v) == 2,
            "replication: %s: what A had seen is deleted", who);
         is_int(get(port, "r:pn"), 200, "replication: %s: the counter", who);
-        is_int(jint(J, "value"), 3, "replication: %s: B's concurrent increment survives the "
-                                    "delete (10 - 10 + 3)",
+        is_int(jint(J, "value"), 3,
+               "replication: %s: B's concurrent increment survives the "
+               "delete (10 - 10 + 3)",
                who);
     }
     /* the live path: a delete on B reaches A */
-    is_int(req(B.port, "DELETE", key_path("r:reg", ""), NULL), 200, "replication: B deletes the "
-                                                                     "register");
+    is_int(req(B.port, "DELETE", key_path("r:reg", ""), NULL), 200,
+           "replication: B deletes the "
+           "register");
     ok(wait_status(A.port, "r:reg", 404, 15000), "replication: A sees the register deleted");
     ok(wait_converged(&A, &B, 15000), "replication: converged again");
     crdtd_stop(&A.p, SIGTERM, 10000);

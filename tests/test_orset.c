@@ -716,7 +716,7 @@ static crdt_obj_t *laws_mutate(laws_rng_t *rng, crdt_obj_t *s, uint64_t replica,
     crdt_obj_t *d = NULL;
     crdt_mut_t del = {.type = CRDT_ORSET, .kind = CRDT_MUT_DELETE};
     uint64_t pick = laws_below(rng, 12);
-    int rc = pick < 6   ? crdt_orset_add(s, replica, names[i], len, &d)
+    int rc = pick < 6    ? crdt_orset_add(s, replica, names[i], len, &d)
              : pick < 11 ? crdt_orset_remove(s, names[i], len, &d)
                          : crdt_mut_apply(s, &del, replica, &d);
     if (rc < 0)

@@ -259,8 +259,10 @@ static void test_gateway(void)
         rh_sleep_ms(50);
     is_int(st, 200, "gateway: healthy over Redis");
     char body[256];
-    snprintf(body, sizeof(body), "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
-             "\"score\":1}", hc_b64s("m", false));
+    snprintf(body, sizeof(body),
+             "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
+             "\"score\":1}",
+             hc_b64s("m", false));
     is_int(req(gw.port, "POST", KP("g:tl"), body), 200, "gateway: a timeline write");
     is_int(req(gw.port, "DELETE", KP("g:tl"), NULL), 200, "gateway: DELETE through CRDT.DELETE");
     is_int(json_integer_value(json_object_get(J, "applied")), 1, "gateway: ... applied");

@@ -4,8 +4,8 @@
 bool crdt_mut_needs_ts(const crdt_mut_t *m)
 {
     return (m->type == CRDT_LWWREG && (m->kind == CRDT_MUT_SET || m->kind == CRDT_MUT_DELETE)) ||
-           (m->type == CRDT_LWWSET && (m->kind == CRDT_MUT_ADD || m->kind == CRDT_MUT_REMOVE ||
-                                       m->kind == CRDT_MUT_DELETE));
+           (m->type == CRDT_LWWSET &&
+            (m->kind == CRDT_MUT_ADD || m->kind == CRDT_MUT_REMOVE || m->kind == CRDT_MUT_DELETE));
 }
 
 int crdt_mut_seen_ts(const crdt_obj_t *o, const crdt_mut_t *m, crdt_hlc_ts_t *out)
