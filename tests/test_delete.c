@@ -3,10 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec_check.h"
 #include "crdt.h"
 #include "crdt_json.h"
 #include "tap.h"
+
+#include "codec_check.h" /* after tap.h, whose ok() it uses */
 
 static const crdt_mut_t DEL_TL = {.type = CRDT_TIMELINE, .kind = CRDT_MUT_DELETE};
 static const crdt_mut_t DEL_OR = {.type = CRDT_ORSET, .kind = CRDT_MUT_DELETE};
