@@ -57,6 +57,9 @@ static int op_store_error(gw_server_t *s, gw_op_result_t *r, int rc, const char 
                        why ? why : "no reply");
     }
     case CRDT_ETYPE: return op_fail(r, 409, "wrong_type", "%s: the key holds another type", what);
+    case CRDT_ENOTSUP:
+        return op_fail(r, 409, "wrong_type", "%s: a gcounter only grows: it cannot be deleted",
+                       what);
     case CRDT_EINVAL: return op_fail(r, 400, "bad_request", "%s: invalid argument", what);
     case CRDT_EOVERFLOW:
         return op_fail(r, 400, "bad_request", "%s: counter would overflow int64", what);
@@ -201,8 +204,7 @@ static int int_field(const json_t *body, const char *name, int64_t dflt, gw_op_r
 
 bool gw_key_reserved(const void *key, size_t klen)
 {
-    return klen >= GW_RESERVED_PREFIX_LEN &&
-           memcmp(key, GW_RESERVED_PREFIX, GW_RESERVED_PREFIX_LEN) == 0;
+    return crdt_key_internal(key, klen); /* one definition: the replica's (replica.h) */
 }
 
 /* ---- a run of writes ------------------------------------------------------------------------ */
@@ -367,6 +369,20 @@ static int parse_merge(op_run_t *o, const json_t *body)
     return 0;
 }
 
+/* {"op":"delete"}: one CRDT_MUT_DELETE of the key's type (docs/http-api.md, "Deleting a key"). */
+static int parse_delete(op_run_t *o)
+{
+    if (o->type == CRDT_GCOUNTER)
+        return op_fail(&o->r, 409, "wrong_type",
+                       "a gcounter only grows: it cannot be deleted (use a pncounter)");
+    o->items = &o->one_item;
+    o->nitems = 1;
+    o->writes = &o->one_write;
+    o->nwrites = 1;
+    o->writes[0] = (gw_write_t){o->key, o->klen, {.type = o->type, .kind = CRDT_MUT_DELETE}};
+    return 0;
+}
+
 /* Parses the op of a key of type o->type into o->writes (and the bytes into o->items). */
 static int parse_op(op_run_t *o, const json_t *body)
 {
@@ -376,12 +392,15 @@ static int parse_op(op_run_t *o, const json_t *body)
     const char *op = o->op;
     bool is_add = !strcmp(op, "add"), is_remove = !strcmp(op, "remove");
     crdt_mut_t m = {.type = type};
+    if (!strcmp(op, "delete"))
+        return parse_delete(o);
     switch (type) {
     case CRDT_GCOUNTER:
     case CRDT_PNCOUNTER: {
         bool incr = !strcmp(op, "incr"), decr = !strcmp(op, "decr");
         if (!incr && !decr)
-            return op_fail(r, 400, "unknown_op", "%s ops: incr, decr", crdt_type_name(type));
+            return op_fail(r, 400, "unknown_op", "%s ops: incr, decr%s", crdt_type_name(type),
+                           type == CRDT_PNCOUNTER ? ", delete" : "");
         int64_t by = 0;
         if (int_field(body, "by", 1, r, &by))
             return -1;
@@ -402,7 +421,7 @@ static int parse_op(op_run_t *o, const json_t *body)
     }
     case CRDT_LWWREG:
         if (strcmp(op, "set") != 0)
-            return op_fail(r, 400, "unknown_op", "lwwreg ops: set");
+            return op_fail(r, 400, "unknown_op", "lwwreg ops: set, delete");
         o->items = &o->one_item;
         o->nitems = 1;
         if (gw_bytes_field(json_object_get(body, "value"), "value", s->cfg.max_member, r,
@@ -414,7 +433,8 @@ static int parse_op(op_run_t *o, const json_t *body)
     case CRDT_ORSET:
     case CRDT_TIMELINE:
         if (!is_add && !is_remove)
-            return op_fail(r, 400, "unknown_op", "%s ops: add, remove", crdt_type_name(type));
+            return op_fail(r, 400, "unknown_op", "%s ops: add, remove, delete",
+                           crdt_type_name(type));
         if (collect_items(s, body, type == CRDT_TIMELINE, r, &o->items, &o->nitems))
             return -1;
         m.kind = is_add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE;
@@ -470,7 +490,16 @@ static void op_got_type(void *ud, int rc, const crdt_obj_t *cur)
             op_finish(o);
             return;
         }
-    } else {
+    }
+    if (!strcmp(o->op, "delete") && (!cur || !crdt_obj_is_live(cur))) {
+        /* nothing this node sees to remove: a no-op, which REST answers with 404 */
+        o->r.status = 404;
+        o->r.ops = 1;
+        snprintf(o->r.message, sizeof(o->r.message), "no such key");
+        op_finish(o);
+        return;
+    }
+    if (!o->type_given) {
         if (!cur) {
             op_fail(&o->r, 400, "bad_request", "\"type\" is needed to create a key");
             op_finish(o);

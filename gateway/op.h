@@ -20,7 +20,8 @@
  * apply. */
 typedef struct gw_op_result {
     int rc;           /* 0, or -1: the op failed (status, code and message say why) */
-    int status;       /* the HTTP status REST answers with: 200, 400, 409, 500, 503 */
+    int status;       /* the HTTP status REST answers with: 200, 400, 409, 500, 503; 404 with rc 0
+                         for a delete that found nothing live (a no-op) */
     const char *code; /* crdt.v1 error code (docs/protocol.md) on failure, else NULL */
     char message[400];
     size_t applied, ops; /* ops that changed the key / ops in the request */
@@ -39,8 +40,9 @@ typedef void (*gw_op_done_cb)(gw_server_t *s, const gw_op_result_t *r, void *ud)
 void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *op,
                  gw_op_done_cb done, void *ud);
 
-/* Keys starting with these bytes are crdtd's own (per-client op-id high-water marks of crdt.v1):
- * clients can neither write nor subscribe to them. */
+/* Keys starting with these bytes are crdtd's own (per-client op-id high-water marks of crdt.v1,
+ * marks.h): the replica's internal keys (replica.h, crdt_key_internal). Clients can neither write
+ * nor subscribe to them, and no read, listing or feed shows them. */
 #define GW_RESERVED_PREFIX "\0c/"
 #define GW_RESERVED_PREFIX_LEN 3
 bool gw_key_reserved(const void *key, size_t klen);

@@ -30,6 +30,7 @@
  *   GET  /v1/keys?prefix&after&limit      keys in key order, a page at a time
  *   GET  /v1/keys/{key}                   type, value, JSON state, binary state
  *   POST /v1/keys/{key}                   apply an op: {"type":..,"op":..,...}
+ *   DELETE /v1/keys/{key}                 the op {"op":"delete"}: an observed-remove
  *   GET  /v1/keys/{key}/timeline          newest first: ?offset&limit, or ?max&min&cursor&limit
  *   GET  /v1/timelines?keys=k1,k2         coalesced newest first over several timelines
  *   GET  /v1/changes?since&limit          the change feed
@@ -336,7 +337,8 @@ static void get_key_got(void *ud, int rc, const crdt_obj_t *o)
         key_ctx_done(c);
         return;
     }
-    if (!o) {
+    if (!o || !crdt_obj_is_live(o)) {
+        /* a key whose content was deleted (or never had any) reads as absent */
         gw_respond_error(rs, 404, "no such key");
         key_ctx_done(c);
         return;
@@ -372,6 +374,10 @@ static void get_key(gw_server_t *s, gw_exchange_t *x, uint8_t *key, size_t klen)
         return;
     }
     *c = (key_ctx_t){x, key, klen, NULL};
+    if (gw_key_reserved(key, klen)) { /* crdtd's own keys are not data: absent to every read */
+        get_key_got(c, 0, NULL);
+        return;
+    }
     crdt_store_get(s->store, key, klen, get_key_got, c);
 }
 
@@ -409,6 +415,49 @@ static void post_key(gw_server_t *s, gw_exchange_t *x, uint8_t *key, size_t klen
     gw_apply_op(s, key, klen, body, post_done, x); /* key and body are borrowed for the call */
     json_decref(body);
     free(key);
+}
+
+/* ---- DELETE /v1/keys/{key} ------------------------------------------------------------------ */
+
+static void delete_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
+{
+    gw_exchange_t *x = ud;
+    if (r->rc == 0 && r->status == 404) { /* nothing live here to delete */
+        gw_respond_error(&x->rs, 404, "%s", r->message);
+        gw_http_reply(x);
+        return;
+    }
+    post_done(s, r, ud); /* answered as every write: applied, ops, seq, once durable */
+}
+
+/* The op {"op":"delete"} (docs/http-api.md, "Deleting a key"); an optional body
+ * {"type":".."} asks that the key hold that type. Takes key. */
+static void delete_key(gw_server_t *s, gw_exchange_t *x, uint8_t *key, size_t klen)
+{
+    json_t *op = NULL;
+    if (x->rq.body_len) {
+        if (!(op = gw_parse_body(&x->rq, &x->rs)))
+            goto out;
+        const json_t *name = json_object_get(op, "op");
+        if (name && (!json_is_string(name) || strcmp(json_string_value(name), "delete") != 0)) {
+            gw_respond_error(&x->rs, 400, "DELETE takes no op but \"delete\" (POST applies ops)");
+            goto out;
+        }
+    } else {
+        op = json_object();
+    }
+    if (!op || json_object_set_new(op, "op", json_string("delete")) < 0) {
+        gw_respond_error(&x->rs, 500, "out of memory");
+        goto out;
+    }
+    gw_apply_op(s, key, klen, op, delete_done, x); /* key and op are borrowed for the call */
+    json_decref(op);
+    free(key);
+    return;
+out:
+    json_decref(op);
+    free(key);
+    gw_http_reply(x);
 }
 
 /* ---- timeline reads ------------------------------------------------------------------------- */
@@ -528,6 +577,10 @@ static void get_timeline(gw_server_t *s, gw_exchange_t *x, uint8_t *key, size_t 
         c->after.member = c->cmem;
         c->has_after = true;
     }
+    if (gw_key_reserved(key, klen)) { /* crdtd's own keys are not data: read as absent */
+        timeline_got(c, 0, NULL);
+        return;
+    }
     crdt_store_get(s->store, key, klen, timeline_got, c);
     return;
 fail:
@@ -571,7 +624,8 @@ static void timelines_got(void *ud, int rc, const crdt_obj_t *const *tls, size_t
         goto out;
     }
     for (size_t i = 0; i < nk; i++)
-        if (tls[i] && crdt_obj_type(tls[i]) != CRDT_TIMELINE) {
+        if (tls[i] && crdt_obj_type(tls[i]) != CRDT_TIMELINE &&
+            !gw_key_reserved(c->keys[i].data, c->keys[i].len)) {
             gw_respond_error(rs, 409, "keys[%zu] holds type %s, not timeline", i,
                              crdt_type_name(crdt_obj_type(tls[i])));
             goto out;
@@ -585,8 +639,17 @@ static void timelines_got(void *ud, int rc, const crdt_obj_t *const *tls, size_t
         gw_respond_error(rs, 500, "out of memory");
         goto out;
     }
-    size_t n =
-        limit ? crdt_timeline_select((const crdt_obj_t **)tls, nk, offset, limit, es, src) : 0;
+    /* crdtd's own keys are not data: they read as absent (empty) */
+    const crdt_obj_t **vis = malloc(nk * sizeof(*vis));
+    if (!vis) {
+        json_decref(a);
+        gw_respond_error(rs, 500, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nk; i++)
+        vis[i] = gw_key_reserved(c->keys[i].data, c->keys[i].len) ? NULL : tls[i];
+    size_t n = limit ? crdt_timeline_select(vis, nk, offset, limit, es, src) : 0;
+    free(vis);
     for (size_t i = 0; i < n; i++) {
         json_t *e = entry_json(&es[i]);
         if (e)
@@ -680,6 +743,8 @@ typedef struct feed_ctx {
 static int feed_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
 {
     feed_ctx_t *f = ud;
+    if (gw_key_reserved(key, klen))
+        return 0; /* crdtd's own bookkeeping (op-id marks) is not in the feed anyone reads */
     /* a token sees the changes of the keys it may read; the others are left out, as if absent */
     if (gw_auth_key(gw_auth_http_token(f->x), GW_ACCESS_READ, key, klen, false) != GW_DENY_NONE)
         return 0;
@@ -1035,7 +1100,10 @@ void gw_rest_handle(gw_server_t *s, gw_exchange_t *x)
             timeline = true;
             slen -= sizeof(tl) - 1;
         }
-        rs->ep = timeline ? GW_EP_TIMELINE : rq->method == GW_POST ? GW_EP_KEY_WRITE : GW_EP_KEY;
+        bool del = !timeline && rq->method == GW_DELETE;
+        rs->ep = timeline                       ? GW_EP_TIMELINE
+                 : rq->method == GW_POST || del ? GW_EP_KEY_WRITE
+                                                : GW_EP_KEY;
         if (b64 && memchr(seg, '/', slen)) {
             rs->ep = GW_EP_OTHER;
             gw_respond_error(rs, 404, "no such endpoint");
@@ -1053,19 +1121,21 @@ void gw_rest_handle(gw_server_t *s, gw_exchange_t *x)
         uint8_t *key;
         size_t klen;
         if ((timeline ? !method_ok(rq, rs, GW_GET, GW_GET, "GET")
-                      : !method_ok(rq, rs, GW_GET, GW_POST, "GET, POST")) ||
+                      : !del && !method_ok(rq, rs, GW_GET, GW_POST, "GET, POST, DELETE")) ||
             key_from_url(s, seg, slen, b64, rs, &key, &klen)) {
             gw_http_reply(x);
             return;
         }
-        if (!gw_auth_http_key(x, rq->method == GW_POST ? GW_ACCESS_WRITE : GW_ACCESS_READ, key,
-                              klen, "key")) {
+        bool write = rq->method == GW_POST || del;
+        if (!gw_auth_http_key(x, write ? GW_ACCESS_WRITE : GW_ACCESS_READ, key, klen, "key")) {
             free(key);
             gw_http_reply(x);
             return;
         }
         if (timeline)
             get_timeline(s, x, key, klen);
+        else if (del)
+            delete_key(s, x, key, klen);
         else if (rq->method == GW_POST)
             post_key(s, x, key, klen);
         else

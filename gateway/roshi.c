@@ -555,9 +555,12 @@ static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n
     } else if (!tls) {
         roshi_error(&x->rs, 500, "out of memory");
     } else {
-        /* not a timeline: as empty as a key roshi never saw */
+        /* not a timeline, or crdtd's own (op-id marks): as empty as a key roshi never saw */
         for (size_t i = 0; i < n; i++)
-            tls[i] = objs[i] && crdt_obj_type(objs[i]) == CRDT_TIMELINE ? objs[i] : NULL;
+            tls[i] = objs[i] && crdt_obj_type(objs[i]) == CRDT_TIMELINE &&
+                             !gw_key_reserved(c->keys[i].data, c->keys[i].len)
+                         ? objs[i]
+                         : NULL;
         select_render(c, tls);
     }
     free(tls);

@@ -17,6 +17,7 @@
 #include "crdt_v1_bin.h"
 #include "crypto.h"
 #include "loop.h"
+#include "marks.h"
 #include "prom.h"
 #include "sync.h"
 #include "token.h"
@@ -64,9 +65,9 @@
  *   pass the check of the mark its original is about to write;
  * - one catch-up chunk is read at a time (walking).
  *
- * Exactly-once. The highest applied op id per (token subject, client id) is a timeline entry
- * "hwm" (score = id: the greater score wins, a max-register) under the reserved key
- * "\0c/" subject "\0" client, written right after the op so one flush makes both durable.
+ * Exactly-once. The highest applied op id per (token subject, client id) is a mark (marks.h: a
+ * timeline entry in an internal key per period, which expires), read before the op and written
+ * right after it so one flush makes both durable.
  */
 
 #define WALK_CHUNK 256 /* feed keys visited per catch-up step */
@@ -187,7 +188,8 @@ typedef struct gw_sync {
     size_t nplens;
     size_t max_plen;
     size_t nsubscriptions;
-    sess_t **match; /* scratch for on_change */
+    gw_marks_t marks; /* the op-id marks' periods and their sweep */
+    sess_t **match;   /* scratch for on_change */
     size_t match_cap;
     /* acks waiting for durability */
     pending_ack_t *acks;
@@ -899,34 +901,8 @@ typedef struct apply_ctx {
     json_t *op; /* the REST-shaped op (a merge for a delta) */
     uint64_t seq;
     bool applied;
-    uint8_t mk[GW_RESERVED_PREFIX_LEN + GW_TOKEN_MAX_SUB + 1 + CLIENT_MAX];
-    size_t mlen;
+    gw_mark_ref_t mark; /* where this client's op-id mark is (marks.h) */
 } apply_ctx_t;
-
-/* The reserved key of this session's op-id mark into buf; its length. */
-static size_t mark_key(const sess_t *ss, uint8_t *buf)
-{
-    size_t n = 0;
-    memcpy(buf, GW_RESERVED_PREFIX, GW_RESERVED_PREFIX_LEN);
-    n += GW_RESERVED_PREFIX_LEN;
-    size_t sl = ss->has_tok ? strlen(ss->tok.sub) : 0;
-    memcpy(buf + n, ss->tok.sub, sl);
-    n += sl;
-    buf[n++] = '\0';
-    size_t cl = strlen(ss->client);
-    memcpy(buf + n, ss->client, cl);
-    return n + cl;
-}
-
-/* The high-water mark an op-id mark object holds (0: none). */
-static uint64_t mark_value(const crdt_obj_t *o)
-{
-    double v;
-    if (!o || crdt_obj_type(o) != CRDT_TIMELINE || crdt_timeline_score(o, "hwm", 3, &v) != 1 ||
-        !(v >= 0))
-        return 0;
-    return v >= (double)MAX_ID ? MAX_ID : (uint64_t)v;
-}
 
 static void ack_push(gw_sync_t *y, sess_t *ss, uint64_t wait, uint64_t id, uint64_t seq,
                      bool applied, bool dup)
@@ -1011,15 +987,10 @@ static void apply_done(gw_server_t *s, const gw_op_result_t *r, void *ud)
      * retry on another session is a duplicate */
     a->seq = r->seq;
     a->applied = r->applied > 0;
-    crdt_mut_t mut = {.type = CRDT_TIMELINE,
-                      .kind = CRDT_MUT_ADD,
-                      .bytes = "hwm",
-                      .len = 3,
-                      .score = (double)a->id};
-    crdt_store_write(s->store, a->mk, a->mlen, &mut, mark_written, a);
+    gw_marks_put(&s->sync->marks, &a->mark, a->id, mark_written, a);
 }
 
-static void mark_got(void *ud, int rc, const crdt_obj_t *obj)
+static void mark_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
 {
     apply_ctx_t *a = ud;
     gw_server_t *s = a->srv;
@@ -1034,7 +1005,7 @@ static void mark_got(void *ud, int rc, const crdt_obj_t *obj)
         apply_finish(a);
         return;
     }
-    if (a->id <= mark_value(obj)) {
+    if (a->id <= gw_marks_value(&a->mark, objs, n)) {
         /* acked once everything so far is durable: the original's write is in there */
         uint64_t last = crdt_store_last_seq(s->store);
         ack_push(s->sync, ss, last, a->id, last, false, true);
@@ -1066,11 +1037,11 @@ static void on_apply(sess_t *ss, crdt_v1_msg_t *m)
     }
     *a = (apply_ctx_t){.srv = s, .ss = ss, .id = id, .key = m->key, .klen = m->klen, .op = op};
     m->key = NULL; /* taken */
-    a->mlen = mark_key(ss, a->mk);
+    gw_marks_ref(&s->sync->marks, ss->has_tok ? ss->tok.sub : NULL, ss->client, &a->mark);
     ss->apply_c = a;
     ss->applying = true;
     sess_hold(ss);
-    crdt_store_get(s->store, a->mk, a->mlen, mark_got, a);
+    crdt_store_get_many(s->store, a->mark.keys, 2, mark_got, a);
 }
 
 /* ---- incoming messages ---------------------------------------------------------------------- */
@@ -1487,6 +1458,7 @@ int gw_sync_init(gw_server_t *s)
         return -1;
     }
     y->srv = s;
+    gw_marks_init(&y->marks, s);
     y->slen = gw_auth_enabled(s); /* the key ring is auth.c's (SIGHUP re-reads it) */
     if (!y->slen)
         gw_log("sessions: no token secret (--token-secret-file or $CRDTD_TOKEN_SECRET): crdt.v1 "
@@ -1528,6 +1500,7 @@ void gw_sync_shutdown(gw_server_t *s)
     if (!y)
         return;
     lws_sul_cancel(&y->sul_sweep);
+    gw_marks_shutdown(&y->marks);
     while (y->head)
         sess_free(y, y->head);
     /* the store drops the completions still pending when it closes (after this): nothing will
@@ -1589,6 +1562,12 @@ char *gw_sync_metrics(gw_server_t *s)
     gw_prom_u64(&o, "crdtd_ws_applies_total", NULL, 0, y->applies);
     gw_prom_family(&o, "crdtd_ws_acks_total", "counter", "Acks sent (duplicates included).");
     gw_prom_u64(&o, "crdtd_ws_acks_total", NULL, 0, y->acks_sent);
+    gw_prom_family(&o, "crdtd_ws_mark_sweeps_total", "counter",
+                   "Sweeps of the op-id marks of expired periods (marks.h).");
+    gw_prom_u64(&o, "crdtd_ws_mark_sweeps_total", NULL, 0, y->marks.sweeps);
+    gw_prom_family(&o, "crdtd_ws_mark_keys_emptied_total", "counter",
+                   "Op-id mark keys of expired periods emptied by the sweeps.");
+    gw_prom_u64(&o, "crdtd_ws_mark_keys_emptied_total", NULL, 0, y->marks.emptied);
     gw_prom_family(&o, "crdtd_ws_slow_consumer_total", "counter", "Sessions closed with 4008.");
     gw_prom_u64(&o, "crdtd_ws_slow_consumer_total", NULL, 0, y->slow);
     gw_prom_family(&o, "crdtd_ws_send_queue_bytes", "gauge", "Bytes queued for all sessions.");

@@ -148,7 +148,12 @@ static int open_for_write(RedisModuleCtx *ctx, RedisModuleString *name, crdt_typ
         return -1;
     *created = false;
     if (!*obj) {
-        *obj = crdtm_new_obj(want);
+        size_t nlen;
+        const char *n = RedisModule_StringPtrLen(name, &nlen);
+        /* crdtd's internal keys (op-id marks, 0x00 'c' '/') are maps: their timelines unbounded,
+         * as crdtd's replica makes them */
+        *obj = want == CRDT_TIMELINE && nlen >= 3 && !memcmp(n, "\0c/", 3) ? crdt_timeline_new(0)
+                                                                           : crdtm_new_obj(want);
         if (!*obj) {
             RedisModule_CloseKey(*key);
             RedisModule_ReplyWithError(ctx, "ERR out of memory");
@@ -587,6 +592,51 @@ static int cmd_set(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     crdt_obj_t *delta = NULL;
     int r = crdt_mut_apply(reg, &mu, crdtm_cfg.node_id, &delta);
     return finish_write(ctx, argv[1], key, reg, created, r > 0, r > 0, delta, "crdt.set",
+                        r < 0 ? r : 0);
+}
+
+/* ---- delete --------------------------------------------------------------------------------- */
+
+/* CRDT.DELETE key [TYPE type] -> 1 if something live was removed, 0 if there was nothing.
+ * The observed-remove of crdt.h's CRDT_MUT_DELETE: what this server holds goes, writes it has
+ * not seen (other datacenters') survive the join. The key stays, holding the tombstones (a
+ * register's clear, a set's, a timeline's), so it joins with what comes later; an empty key
+ * stays empty. A G-Counter cannot be deleted (NOTSUP). TYPE refuses a key of another type
+ * (WRONGTYPE), as crdtd's typed ops do. */
+static int cmd_delete(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2 && argc != 4)
+        return RedisModule_WrongArity(ctx);
+    crdt_type_t want = 0;
+    if (argc == 4) {
+        const char *opt = RedisModule_StringPtrLen(argv[2], NULL);
+        if (strcasecmp(opt, "TYPE") != 0)
+            return RedisModule_ReplyWithError(ctx, "ERR syntax error: CRDT.DELETE key [TYPE type]");
+        if (crdt_type_from_name(RedisModule_StringPtrLen(argv[3], NULL), &want) < 0)
+            return RedisModule_ReplyWithError(
+                ctx, "ERR unknown type: gcounter, pncounter, lwwreg, lwwset, orset or timeline");
+    }
+    RedisModuleKey *key;
+    crdt_obj_t *o;
+    if (crdtm_open(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE, &key, &o) < 0)
+        return REDISMODULE_OK;
+    if (!o) { /* nothing to delete, and no key made */
+        RedisModule_CloseKey(key);
+        crdtm_stats.noops++;
+        return RedisModule_ReplyWithLongLong(ctx, 0);
+    }
+    if (want && crdt_obj_type(o) != want) {
+        RedisModule_CloseKey(key);
+        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    crdt_mut_t mu = {.type = crdt_obj_type(o), .kind = CRDT_MUT_DELETE};
+    if (crdt_mut_needs_ts(&mu)) {
+        crdt_hlc_ts_t seen;
+        local_ts(crdt_mut_seen_ts(o, &mu, &seen) == 1 ? &seen : NULL, &mu.ts);
+    }
+    crdt_obj_t *delta = NULL;
+    int r = crdt_mut_apply(o, &mu, crdtm_cfg.node_id, &delta);
+    return finish_write(ctx, argv[1], key, o, false, r > 0, r > 0, delta, "crdt.delete",
                         r < 0 ? r : 0);
 }
 
@@ -1083,6 +1133,17 @@ static cmd_def_t commands[] = {
       .complexity = "O(M)", .since = "0.1.0", .arity = -3,
       .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE),
       .args = (RedisModuleCommandArg[]){ARG_KEY, ARG_MULTI("member", STRING), {0}}}},
+    {"crdt.delete", cmd_delete, "write", 1, 1, 1,
+     {.version = V,
+      .summary = "Deletes what this server has seen of a key (an observed-remove; concurrent "
+                 "writes elsewhere survive); 1 if something live was removed",
+      .complexity = "O(N)", .since = "0.3.0", .arity = -2,
+      .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE),
+      .args = (RedisModuleCommandArg[]){ARG_KEY,
+                                        {.name = "type", .type = REDISMODULE_ARG_TYPE_STRING,
+                                         .token = "TYPE", .key_spec_index = -1,
+                                         .flags = REDISMODULE_CMD_ARG_OPTIONAL},
+                                        {0}}}},
     {"crdt.smembers", cmd_smembers, "readonly", 1, 1, 1,
      {.version = V, .summary = "Live members of a set, in bytewise order", .complexity = "O(N)",
       .since = "0.1.0", .arity = 2, .key_specs = KS_ONE(RO_ACCESS),

@@ -80,6 +80,8 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err)
     case CRDT_ENOMEM: return RedisModule_ReplyWithError(ctx, "ERR out of memory");
     case CRDT_EINVAL: return RedisModule_ReplyWithError(ctx, "ERR invalid argument");
     case CRDT_ETYPE: return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    case CRDT_ENOTSUP:
+        return RedisModule_ReplyWithError(ctx, "NOTSUP a gcounter only grows: it cannot be deleted");
     default: return RedisModule_ReplyWithError(ctx, "ERR internal error in libcrdt");
     }
 }

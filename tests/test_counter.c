@@ -319,6 +319,11 @@ static crdt_obj_t *pn_mutate(laws_rng_t *rng, crdt_obj_t *state, uint64_t replic
     case 0: n = INT64_MIN; break;
     case 1: n = INT64_MAX / 2; break;
     case 2: n = -(INT64_MAX / 2); break;
+    case 3: {
+        crdt_mut_t m = {.type = CRDT_PNCOUNTER, .kind = CRDT_MUT_DELETE};
+        crdt_mut_apply(state, &m, replica, &d);
+        return d;
+    }
     default: n = (int64_t)laws_below(rng, 11) - 5; break;
     }
     crdt_pncounter_add(state, replica, n, &d);

@@ -373,7 +373,8 @@ static void test_errors(void)
     is(jstr("error"), "no such key", "it is a key, not an endpoint");
     is_int(req("GET", "/v1/keys64/YWJj/extra", NULL), 404, "no sub-resource but timeline: 404");
     is(jstr("error"), "no such endpoint", "keys64 paths have no '/' in the key");
-    is_int(req("DELETE", "/v1/keys/abc", NULL), 405, "DELETE on a key: 405");
+    is_int(req("DELETE", "/v1/keys/abc", NULL), 404, "DELETE of an absent key: 404");
+    is_int(req("PUT", "/v1/keys/abc", "{}"), 405, "PUT on a key: 405");
     is_int(req("POST", "/healthz", "{}"), 405, "POST /healthz: 405");
     is_int(req("PUT", "/metrics", "{}"), 405, "PUT /metrics: 405");
     is_int(req("GET", "/v1/keys64/%21%21%21", NULL), 400, "keys64 key not base64url: 400");

@@ -166,7 +166,8 @@ static void test_codecs(void)
     json_decref(j);
     crdt_obj_free(r);
 
-    bad_payload((const uint8_t[]){0x02}, 1, 3, "set flag 2");
+    bad_payload((const uint8_t[]){0x03}, 1, 3, "state byte 3");
+    bad_payload((const uint8_t[]){0x02}, 1, 4, "state byte 2 (cleared) without its timestamp");
     bad_payload((const uint8_t[]){}, 0, 3, "empty payload");
     bad_payload((const uint8_t[]){0x01, 0x01, 0x00, 0x00, 0x00}, 5, 4, "timestamp node 0");
     bad_payload((const uint8_t[]){0x01, 0x01, 0x00, 0x01, 0x05, 'a'}, 6, 8,
@@ -220,6 +221,12 @@ static crdt_obj_t *reg_mutate(laws_rng_t *rng, crdt_obj_t *state, uint64_t repli
     size_t k = (size_t)laws_below(rng, 6);
     size_t len = k == 4 ? 2 : strlen(vals[k]);
     crdt_obj_t *d = NULL;
+    if (laws_below(rng, 4) == 0) {
+        /* a delete: a clear at t, which ties and races with sets at the same crafted times */
+        crdt_mut_t m = {.type = CRDT_LWWREG, .kind = CRDT_MUT_DELETE, .ts = t};
+        crdt_mut_apply(state, &m, replica, &d);
+        return d;
+    }
     crdt_lwwreg_set(state, &t, vals[k], len, &d);
     return d;
 }

@@ -406,7 +406,10 @@ static crdt_obj_t *set_mutate(laws_rng_t *rng, crdt_obj_t *state, uint64_t repli
     size_t k = (size_t)laws_below(rng, 10);
     size_t len = k == 9 ? 2 : strlen(members[k]);
     crdt_obj_t *d = NULL;
-    if (laws_below(rng, 2))
+    if (laws_below(rng, 8) == 0) {
+        crdt_mut_t m = {.type = CRDT_LWWSET, .kind = CRDT_MUT_DELETE, .ts = t};
+        crdt_mut_apply(state, &m, replica, &d);
+    } else if (laws_below(rng, 2))
         crdt_lwwset_add(state, members[k], len, &t, &d);
     else
         crdt_lwwset_remove(state, members[k], len, &t, &d);

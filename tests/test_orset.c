@@ -714,8 +714,11 @@ static crdt_obj_t *laws_mutate(laws_rng_t *rng, crdt_obj_t *s, uint64_t replica,
     size_t i = (size_t)laws_below(rng, 10);
     size_t len = i == 9 ? 3 : strlen(names[i]);
     crdt_obj_t *d = NULL;
-    int rc = laws_below(rng, 10) < 6 ? crdt_orset_add(s, replica, names[i], len, &d)
-                                     : crdt_orset_remove(s, names[i], len, &d);
+    crdt_mut_t del = {.type = CRDT_ORSET, .kind = CRDT_MUT_DELETE};
+    uint64_t pick = laws_below(rng, 12);
+    int rc = pick < 6    ? crdt_orset_add(s, replica, names[i], len, &d)
+             : pick < 11 ? crdt_orset_remove(s, names[i], len, &d)
+                         : crdt_mut_apply(s, &del, replica, &d);
     if (rc < 0)
         diag("orset mutator failed: %d", rc);
     return d;

@@ -1155,7 +1155,10 @@ static crdt_obj_t *mutate(laws_rng_t *rng, crdt_obj_t *state, uint64_t replica, 
         }
         return d;
     }
-    if (laws_below(rng, 3) == 0)
+    if (laws_below(rng, 16) == 0) {
+        crdt_mut_t m = {.type = CRDT_TIMELINE, .kind = CRDT_MUT_DELETE};
+        crdt_mut_apply(state, &m, replica, &d);
+    } else if (laws_below(rng, 3) == 0)
         crdt_timeline_remove(state, members[i], lens[i], s, &d);
     else
         crdt_timeline_add(state, members[i], lens[i], s, &d);

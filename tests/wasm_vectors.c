@@ -3,8 +3,8 @@
  *   wasm_vectors SEED NOPS
  *
  * Runs NOPS random ops of every type (timelines bounded and not, both counters, a register, a
- * LWW-set, an OR-set; several replicas; no-ops, removes before adds and counter overflows
- * included) on native libcrdt and prints, one per line, tab-separated:
+ * LWW-set, an OR-set; several replicas; no-ops, removes before adds, deletes of whole values and
+ * counter overflows included) on native libcrdt and prints, one per line, tab-separated:
  *   op    key type max_size kind member_hex score n replica ms logical node  rc delta_hex|-
  *   state key hex                                  the final state of every key
  *   bad   key input_hex rc offset text state_hex   a corrupted encoding merged into that state,
@@ -113,6 +113,14 @@ static void random_op(rng_t *rng, vkey_t *k)
     uint64_t replica = 1 + below(rng, 3);
     bool add = below(rng, 3) != 0;
     int rc;
+    if (below(rng, 12) == 0) {
+        /* a delete (CRDT_MUT_DELETE): every type, a gcounter refusing it */
+        crdt_mut_t dm = {.type = k->type, .kind = CRDT_MUT_DELETE, .ts = ts};
+        rc = crdt_mut_apply(k->o, &dm, replica, &delta);
+        print_op(k, "delete", NMEMBERS, 0, 0, replica, &ts, rc, delta);
+        crdt_obj_free(delta);
+        return;
+    }
     switch (k->type) {
     case CRDT_TIMELINE: {
         double score = pick_score(rng);

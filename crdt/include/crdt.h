@@ -28,6 +28,7 @@ enum {
     CRDT_ECLOCK = -6,    /* a remote clock runs further ahead than the configured bound */
     CRDT_ELIMIT = -7,    /* a configured limit was reached (size, count, queue); nothing changed */
     CRDT_EUNAVAIL = -8,  /* the store cannot serve now (unreachable, loading); retry later */
+    CRDT_ENOTSUP = -9,   /* the type has no such operation: a G-Counter cannot be deleted */
     CRDT_EIO = -20,      /* writing or syncing storage failed: writes are refused until restart */
 };
 
@@ -261,6 +262,12 @@ bool crdt_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b);
 /* True for the bottom state (nothing ever written). */
 bool crdt_obj_is_empty(const crdt_obj_t *o);
 
+/* True when o has visible content: a live member (LWW-set, OR-Set) or entry (timeline), a
+ * register holding a value (not unset, not cleared), a counter whose value is not 0 (a counter
+ * whose slots overflow int64 counts as live). A key whose object is not live reads as absent
+ * (REST answers 404): what crdt_mut_apply's CRDT_MUT_DELETE leaves behind is not live. */
+bool crdt_obj_is_live(const crdt_obj_t *o);
+
 /* The greatest hybrid-logical-clock timestamp o holds: returns 1 and fills *out for an LWW-Register
  * that is set or an LWW-element-set with an entry (live or tombstone), 0 otherwise (empty, or a
  * type whose order is not HLC: counters, OR-Sets, timelines, whose scores are the caller's). A
@@ -296,8 +303,15 @@ int crdt_counter_value(const crdt_obj_t *c, int64_t *out);
 /* Sets the value (binary-safe, copied) at timestamp ts; the greater timestamp wins. */
 int crdt_lwwreg_set(crdt_obj_t *r, const crdt_hlc_ts_t *ts, const void *val, size_t len,
                     crdt_obj_t **delta);
-/* Returns 1 and borrows the value (valid until the next mutation) if set, 0 if never set. */
+/* Clears the register at timestamp ts: a tombstone that orders like a write, so a later write
+ * wins over it and it wins over every earlier one. At equal timestamps the clear wins (as a
+ * remove does in an LWW-set): the order of a register's states is (ts, cleared, value). */
+int crdt_lwwreg_clear(crdt_obj_t *r, const crdt_hlc_ts_t *ts, crdt_obj_t **delta);
+/* Returns 1 and borrows the value (valid until the next mutation) if it holds one, 0 if never set
+ * or cleared (then *ts, if not NULL, is the clear's timestamp, or all zero when never set). */
 int crdt_lwwreg_get(const crdt_obj_t *r, const void **val, size_t *len, crdt_hlc_ts_t *ts);
+/* 1 if the register was cleared (and not written since), 0 if not, CRDT_ETYPE for other types. */
+int crdt_lwwreg_cleared(const crdt_obj_t *r);
 
 /* ---- LWW-element-set (roshi semantics: greater timestamp wins, equal timestamps remove wins) -- */
 
@@ -422,7 +436,22 @@ typedef enum crdt_mut_kind {
     CRDT_MUT_ADD,      /* lwwset (at ts), orset (fresh dot), timeline (at score): member = bytes */
     CRDT_MUT_REMOVE,   /* lwwset (at ts), orset (observed dots), timeline (at score) */
     CRDT_MUT_MERGE,    /* join `state` (any type; creates the key as that type) */
+    CRDT_MUT_DELETE,   /* an observed-remove of the whole value, per type (below) */
 } crdt_mut_kind_t;
+
+/* CRDT_MUT_DELETE removes what the replica running it has seen; writes it has not seen (made
+ * concurrently elsewhere) survive the join, as docs/http-api.md ("Deleting a key") documents:
+ *   timeline:  every live entry becomes a tombstone at its own score (equal scores: remove wins),
+ *              so a concurrent add at a higher score survives (roshi's semantics);
+ *   lwwset:    every live member becomes a tombstone at m->ts, a fresh timestamp: adds stamped
+ *              later survive;
+ *   orset:     every observed dot is removed (the delta is the state's causal context with no
+ *              entries): add-wins, concurrent adds survive;
+ *   lwwreg:    the register is cleared at m->ts (crdt_lwwreg_clear): a later set wins;
+ *   pncounter: the observed value is subtracted in this replica's slots, so increments made
+ *              concurrently elsewhere survive (the value after the join is their sum);
+ *   gcounter:  refused with CRDT_ENOTSUP: a grow-only counter cannot go down.
+ * Nothing live to remove is a no-op (0, no delta). After it crdt_obj_is_live is false. */
 
 typedef struct crdt_mut {
     crdt_type_t type; /* the type the write needs (for MERGE: the state's) */
@@ -435,14 +464,16 @@ typedef struct crdt_mut {
     const crdt_obj_t *state; /* MERGE */
 } crdt_mut_t;
 
-/* True when the write needs an HLC timestamp (lwwreg set, lwwset add and remove). */
+/* True when the write needs an HLC timestamp (lwwreg set, lwwset add and remove, and a delete of
+ * either). */
 bool crdt_mut_needs_ts(const crdt_mut_t *m);
 
 /* The timestamp an LWW write m competes with in o: the register's, or the entry (live or tombstone)
- * of m's member in an LWW-set. 1 and *out, 0 when there is none (unset register, new member, a
- * write that takes no timestamp, o of another type). A store folds it into its clock before
+ * of m's member in an LWW-set, or for a delete of an LWW-set the greatest of its entries. 1 and
+ * *out, 0 when there is none (unset register, new member, a write that takes no timestamp, o of
+ * another type). A store folds it into its clock before
  * stamping m, so that the write wins over the value it replaces (the Redis module's CRDT.SET rule),
- * also for values recovered from disk. O(1). */
+ * also for values recovered from disk. O(1), but linear in the entries for an LWW-set delete. */
 int crdt_mut_seen_ts(const crdt_obj_t *o, const crdt_mut_t *m, crdt_hlc_ts_t *out);
 
 /* Runs m on o as replica `replica` (counter slots, OR-Set dots): the mutator contract above (1, 0

@@ -29,6 +29,7 @@ const char *crdt_strerror(int err)
     case CRDT_ECLOCK: return "remote clock too far ahead";
     case CRDT_ELIMIT: return "limit exceeded";
     case CRDT_EUNAVAIL: return "store unavailable";
+    case CRDT_ENOTSUP: return "not supported by this type (a gcounter cannot be deleted)";
     case CRDT_EIO: return "storage failure: writes are refused until restart";
     default: return "unknown error";
     }
@@ -112,6 +113,22 @@ bool crdt_obj_equal(const crdt_obj_t *a, const crdt_obj_t *b)
 }
 
 bool crdt_obj_is_empty(const crdt_obj_t *o) { return o->vt->is_empty(o); }
+
+bool crdt_obj_is_live(const crdt_obj_t *o)
+{
+    if (!o)
+        return false;
+    int64_t v;
+    switch (o->vt->type) {
+    case CRDT_GCOUNTER:
+    case CRDT_PNCOUNTER: return crdt_counter_value(o, &v) < 0 || v != 0;
+    case CRDT_LWWREG: return crdt_lwwreg_get(o, NULL, NULL, NULL) == 1;
+    case CRDT_LWWSET:
+    case CRDT_ORSET: return crdt_set_size(o) > 0;
+    case CRDT_TIMELINE: return crdt_timeline_card(o) > 0;
+    }
+    return false;
+}
 
 int crdt_obj_max_ts(const crdt_obj_t *o, crdt_hlc_ts_t *out)
 {

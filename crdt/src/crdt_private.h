@@ -80,6 +80,13 @@ int crdt__orset_contains(const crdt_obj_t *s, const void *m, size_t len);
 /* 1 and the timestamp of m's entry (live or tombstone) in an LWW-set, 0 when m has none. */
 int crdt__lwwset_member_ts(const crdt_obj_t *s, const void *m, size_t len, crdt_hlc_ts_t *ts);
 size_t crdt__orset_size(const crdt_obj_t *s);
+
+/* CRDT_MUT_DELETE of each set-like type (crdt.h documents the semantics), under the mutator
+ * contract: 1 and *delta (if delta is not NULL), 0 when nothing live was there, or a negative
+ * code with the object unchanged. */
+int crdt__timeline_delete(crdt_obj_t *t, crdt_obj_t **delta);
+int crdt__lwwset_delete(crdt_obj_t *s, const crdt_hlc_ts_t *ts, crdt_obj_t **delta);
+int crdt__orset_delete(crdt_obj_t *s, crdt_obj_t **delta);
 int crdt__orset_foreach(const crdt_obj_t *s, crdt_member_cb cb, void *ud);
 
 /* ---- binary writer: errors are sticky, so encoders write straight on and check once --------- */

@@ -548,6 +548,47 @@ int crdt_lwwset_remove(crdt_obj_t *s, const void *m, size_t len, const crdt_hlc_
     return write_member(s, m, len, ts, false, delta);
 }
 
+int crdt__lwwset_delete(crdt_obj_t *o, const crdt_hlc_ts_t *ts, crdt_obj_t **delta)
+{
+    if (delta)
+        *delta = NULL;
+    if (!o || o->vt != &crdt__lwwset_vt)
+        return CRDT_ETYPE;
+    if (!ts || !ts_ok(ts))
+        return CRDT_EINVAL;
+    lwwset_t *s = (lwwset_t *)o;
+    uint32_t hit = 0;
+    for (uint32_t id = 0; id < s->n; id++)
+        hit += s->e[id].live && beats(&s->e[id], ts, false);
+    if (!hit)
+        return 0;
+    if (delta) {
+        /* tombstones of what this remove beats, in member order (so appends keep `order`) */
+        lwwset_t *d = (lwwset_t *)lwwset_create();
+        if (!d || reserve(d, hit) < 0)
+            goto nomem;
+        for (uint32_t i = 0; i < s->n; i++) {
+            uint32_t id = s->order[i];
+            if (!s->e[id].live || !beats(&s->e[id], ts, false))
+                continue;
+            if (append(d, member_of(s, id), s->e[id].len, ts, false) < 0)
+                goto nomem;
+            d->order[d->n - 1] = d->n - 1;
+        }
+        *delta = &d->obj;
+        goto apply;
+    nomem:
+        if (d)
+            lwwset_destroy(&d->obj);
+        return CRDT_ENOMEM;
+    }
+apply:
+    for (uint32_t id = 0; id < s->n; id++)
+        if (s->e[id].live && beats(&s->e[id], ts, false))
+            overwrite(s, id, ts, false);
+    return 1;
+}
+
 /* ---- set queries: LWW-sets here, OR-Sets through orset.c ------------------------------------ */
 
 int crdt_set_contains(const crdt_obj_t *o, const void *m, size_t len)

@@ -923,6 +923,33 @@ int crdt_orset_remove(crdt_obj_t *o, const void *m, size_t len, crdt_obj_t **del
     return 1;
 }
 
+int crdt__orset_delete(crdt_obj_t *o, crdt_obj_t **delta)
+{
+    if (delta)
+        *delta = NULL;
+    if (!o || o->vt != &crdt__orset_vt)
+        return CRDT_ETYPE;
+    orset_t *s = OS(o);
+    if (s->n == 0)
+        return 0;
+    if (delta) {
+        /* no entries under the whole causal context: joined anywhere, it drops every entry whose
+         * dot this replica has seen (the live ones; the others it had removed already), and
+         * keeps the adds it has not seen. The context is compact (mostly a version vector). */
+        orset_t *d = orset_new();
+        if (!d || cc_copy(&s->cc, &d->cc) < 0) {
+            if (d)
+                orset_destroy(&d->obj);
+            return CRDT_ENOMEM;
+        }
+        *delta = &d->obj;
+    }
+    while (s->n)
+        entry_remove(s, s->n - 1);
+    maybe_compact(s);
+    return 1;
+}
+
 /* ---- queries -------------------------------------------------------------------------------- */
 
 int crdt__orset_contains(const crdt_obj_t *o, const void *m, size_t len)

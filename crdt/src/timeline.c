@@ -772,6 +772,49 @@ int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
     return write_api(t, m, len, score, false, delta);
 }
 
+int crdt__timeline_delete(crdt_obj_t *o, crdt_obj_t **delta)
+{
+    if (delta)
+        *delta = NULL;
+    if (!as_tl(o))
+        return o ? CRDT_ETYPE : CRDT_EINVAL;
+    timeline_t *t = (timeline_t *)o;
+    if (t->live == 0)
+        return 0;
+    /* the delta first (tombstones of the live entries, newest first, as the order has them):
+     * once the state changed, failing would break "unchanged on error" */
+    if (delta) {
+        timeline_t *d = tl_alloc(0);
+        if (!d || tl_reserve(d, t->live) < 0)
+            goto nomem;
+        for (uint32_t b = 0; b < t->nblk; b++) {
+            for (uint32_t i = 0; i < t->blk[b]->n; i++) {
+                const tl_ent_t *e = &t->ents[t->blk[b]->ids[i]];
+                if (ent_live(e) && append_entry(d, e->score, false, ent_mem(t, e), ent_len(e)) < 0)
+                    goto nomem;
+            }
+        }
+        *delta = &d->base;
+        goto apply;
+    nomem:
+        if (d)
+            timeline_destroy(&d->base);
+        return CRDT_ENOMEM;
+    }
+apply:
+    /* a tombstone at an entry's own score beats it (remove wins): flip it in place */
+    for (uint32_t b = 0; b < t->nblk; b++) {
+        for (uint32_t i = 0; i < t->blk[b]->n; i++) {
+            tl_ent_t *e = &t->ents[t->blk[b]->ids[i]];
+            if (ent_live(e))
+                e->len |= TL_TOMB;
+        }
+        t->blive[b] = 0;
+    }
+    t->live = 0;
+    return 1;
+}
+
 /* ---- merge ---------------------------------------------------------------------------------- */
 
 /* Newest-first order of two entries of one timeline. */

@@ -313,7 +313,7 @@ int crdt_wasm_apply(crdt_obj_t *o, int type, int kind, const void *bytes, size_t
                     int64_t n, uint64_t ms, uint32_t logical, uint64_t node, uint64_t replica)
 {
     begin();
-    if (!o || kind < CRDT_MUT_INCR || kind > CRDT_MUT_REMOVE)
+    if (!o || kind < CRDT_MUT_INCR || kind > CRDT_MUT_DELETE || kind == CRDT_MUT_MERGE)
         return CRDT_EINVAL;
     crdt_mut_t m = {
         .type = (crdt_type_t)type,
@@ -326,6 +326,12 @@ int crdt_wasm_apply(crdt_obj_t *o, int type, int kind, const void *bytes, size_t
     };
     crdt_obj_t *delta = NULL;
     return finish_delta(crdt_mut_apply(o, &m, replica, &delta), delta);
+}
+
+/* 1 when o has visible content (crdt_obj_is_live), 0 if not. */
+EXPORT(crdt_wasm_is_live) int crdt_wasm_is_live(const crdt_obj_t *o)
+{
+    return o && crdt_obj_is_live(o) ? 1 : 0;
 }
 
 /* ---- timeline -------------------------------------------------------------------------------- */

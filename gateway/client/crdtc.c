@@ -644,6 +644,16 @@ int64_t crdtc_apply_op(crdtc_t *c, const void *key, size_t klen, const json_t *o
     return queue_apply(c, key, klen, op, NULL);
 }
 
+int64_t crdtc_delete(crdtc_t *c, const void *key, size_t klen)
+{
+    json_t *op = json_pack("{s:s}", "op", "delete");
+    if (!op)
+        return CRDTC_ENOMEM;
+    int64_t id = crdtc_apply_op(c, key, klen, op);
+    json_decref(op);
+    return id;
+}
+
 int64_t crdtc_apply_delta(crdtc_t *c, const void *key, size_t klen, const crdt_obj_t *delta)
 {
     if (!klen || !delta)

@@ -184,6 +184,10 @@ int crdtc_unsubscribe(crdtc_t *c, const void *key, size_t klen, bool prefix);
  * The effect reaches the local replica through the subscription feed only (the server timestamps
  * it). Returns the op id (> 0, reported by ack_cb or error_cb) or a negative CRDTC_E* code. */
 int64_t crdtc_apply_op(crdtc_t *c, const void *key, size_t klen, const json_t *op);
+/* Deletes a key: the op {"op":"delete"}, an observed-remove of what the server has seen
+ * (docs/http-api.md, "Deleting a key"; a gcounter's refusal comes to error_cb as wrong_type). As
+ * crdtc_apply_op. */
+int64_t crdtc_delete(crdtc_t *c, const void *key, size_t klen);
 /* Joins a delta (borrowed) into the local replica at once and sends it to be joined on the server.
  * Returns the op id or a negative code (CRDTC_ETYPE: the local object has another type). */
 int64_t crdtc_apply_delta(crdtc_t *c, const void *key, size_t klen, const crdt_obj_t *delta);

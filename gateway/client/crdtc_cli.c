@@ -23,6 +23,7 @@ static const char usage[] =
     "'{\"type\":\"pncounter\",\"op\":\"incr\"}'\n"
     "                        (with --delta: OPJSON is a libcrdt JSON frame to join), wait for the\n"
     "                        ack and print it\n"
+    "  delete KEY            delete the key (what the server has seen of it), print the ack\n"
     "  token --secret-file F --sub S --ttl SECS [--read P]... [--write P]...\n"
     "                        mint a session token (P: a key prefix, \"\" = every key)\n"
     "options:\n"
@@ -352,8 +353,17 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "token"))
         return cmd_token(argc - optind, argv + optind, b64);
     bool is_sub = !strcmp(cmd, "sub"), is_prefix = !strcmp(cmd, "sub-prefix"),
-         is_apply = !strcmp(cmd, "apply");
-    if ((!is_sub && !is_prefix && !is_apply) || (is_apply && argc - optind != 2) ||
+         is_apply = !strcmp(cmd, "apply"), is_delete = !strcmp(cmd, "delete");
+    if (is_delete && delta) {
+        fputs("crdtc: --delta is for apply\n", stderr);
+        return 2;
+    }
+    if (is_delete && argc - optind != 1) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    is_apply = is_apply || is_delete; /* a delete is the apply of {"op":"delete"} */
+    if ((!is_sub && !is_prefix && !is_apply) || (is_apply && !is_delete && argc - optind != 2) ||
         (is_sub && argc - optind < 1) || (is_prefix && argc - optind < 1)) {
         fputs(usage, stderr);
         return 2;
@@ -421,7 +431,13 @@ int main(int argc, char **argv)
             rc = 2;
             break;
         }
-        if (is_apply) {
+        if (is_delete) {
+            s.want_id = crdtc_delete(c, k, kl);
+            if (s.want_id < 0) {
+                fprintf(stderr, "crdtc: %s\n", crdtc_strerror((int)s.want_id));
+                rc = 1;
+            }
+        } else if (is_apply) {
             json_error_t je;
             json_t *op = json_loads(argv[i + 1], 0, &je);
             if (!json_is_object(op)) {

@@ -733,6 +733,8 @@ static int reply_error_code(sr_store_t *s, const sr_req_t *q, const redisReply *
     const char *e = r->str ? r->str : "";
     if (strncmp(e, "WRONGTYPE", 9) == 0)
         return CRDT_ETYPE;
+    if (strncmp(e, "NOTSUP", 6) == 0)
+        return CRDT_ENOTSUP;
     if (strncmp(e, "CLUSTERDOWN", 11) == 0 || strncmp(e, "TRYAGAIN", 8) == 0 ||
         strncmp(e, "LOADING", 7) == 0 || strncmp(e, "MASTERDOWN", 10) == 0 ||
         strncmp(e, "READONLY", 8) == 0 || strncmp(e, "BUSY", 4) == 0) {
@@ -964,7 +966,9 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         rc = decode_state(s, q, r, &obj);
         if (rc < 0 && sc->rc == 0)
             sc->rc = rc;
-        if (obj && !sc->stop && sc->rc == 0 && sc->each(sc->ud, q->key, q->klen, obj))
+        /* internal keys (op-id marks) are bookkeeping: a scan lists data keys only */
+        if (obj && !sc->stop && sc->rc == 0 && !crdt_key_internal(q->key, q->klen) &&
+            sc->each(sc->ud, q->key, q->klen, obj))
             sc->stop = true;
         crdt_obj_free(obj);
         sc->left--;
@@ -1674,6 +1678,20 @@ static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_
     }
     sr_req_t *q = NULL;
     char num[48];
+    if (mm.kind == CRDT_MUT_DELETE) {
+        /* the observed-remove runs in Redis, on what it holds, stamped by the module's clock */
+        const char *tn = crdt_type_name(mm.type);
+        const char *argv[] = {"CRDT.DELETE", key, "TYPE", tn};
+        size_t lens[] = {11, klen, 4, strlen(tn)};
+        q = req_new(s, R_WRITE, "CRDT.DELETE", 4, argv, lens);
+        if (!q) {
+            cb(ud, CRDT_ENOMEM, 0);
+            return;
+        }
+        q->typed_count = true;
+        start_write(s, q, key, klen, cb, ud, CRDT_ORIGIN_LOCAL);
+        return;
+    }
     switch (mm.kind == CRDT_MUT_MERGE ? CRDT_TYPE_MAX + 1 : mm.type) {
     case CRDT_TIMELINE: {
         snprintf(num, sizeof(num), "%.17g", mm.score);
@@ -1775,10 +1793,8 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
     /* the receive step of our clock: a peer's register or set timestamps move hlc_now past them */
     crdt_type_t t = crdt_obj_type(delta);
     if (t == CRDT_LWWREG) {
-        const void *v;
-        size_t l;
-        crdt_hlc_ts_t seen, out;
-        if (crdt_lwwreg_get(delta, &v, &l, &seen) == 1)
+        crdt_hlc_ts_t seen, out; /* a value's timestamp, or a clear's */
+        if (crdt_obj_max_ts(delta, &seen) == 1)
             crdt_hlc_recv(&s->hlc, crdt_wall_ms(), &seen, &out);
     }
     start_write(s, q, key, klen, cb, ud, origin);

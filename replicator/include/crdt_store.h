@@ -83,8 +83,8 @@ typedef struct crdt_store_events {
 /* ---- the operations an implementation provides ---------------------------------------------- */
 
 typedef struct crdt_store_stats {
-    uint64_t keys;
-    uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
+    uint64_t keys;                            /* data keys (internal keys are not counted) */
+    uint64_t keys_by_type[CRDT_TYPE_MAX + 1]; /* data keys by type */
     uint64_t writes, noops;
     uint64_t log_bytes, fsyncs, snapshots;
     double fsync_seconds_total, fsync_seconds_max;
@@ -92,6 +92,8 @@ typedef struct crdt_store_stats {
     uint64_t keys_loading; /* keys still being recovered in the background */
     uint64_t clock_ahead;  /* applied deltas stamped beyond the clock drift bound (joined, the
                               clock not moved): crdt_replica_stats_t.clock_ahead */
+    uint64_t internal_keys; /* internal keys (replica.h's crdt_key_internal) the store holds;
+                               0 where the store does not count them (Redis) */
 } crdt_store_stats_t;
 
 typedef struct crdt_store_ops {
@@ -194,8 +196,10 @@ static inline void crdt_store_changes(crdt_store_t *st, uint64_t since, size_t l
     st->ops->changes(st, since, limit, each, done, ud);
 }
 
-/* Every key, in no particular order, from cursor (0: the start) for about `limit` keys; done's
- * next is the cursor to continue with, 0 once the scan is complete. */
+/* Every data key, in no particular order, from cursor (0: the start) for about `limit` keys (the
+ * internal keys of replica.h's crdt_key_internal are skipped: they count toward `limit` but are
+ * never passed to `each`); done's next is the cursor to continue with, 0 once the scan is
+ * complete. */
 static inline void crdt_store_scan(crdt_store_t *st, uint64_t cursor, size_t limit,
                                    crdt_store_key_cb each, crdt_store_done_cb done, void *ud)
 {

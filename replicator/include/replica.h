@@ -14,6 +14,21 @@ extern "C" {
 
 typedef struct crdt_replica crdt_replica_t;
 
+/* Internal keys: keys whose first bytes are 0x00 'c' '/' hold the bookkeeping of the replica's
+ * users (crdtd's per-client op-id marks, docs/protocol.md), not data. They are stored, logged,
+ * replicated and in the change feed like every key, so they survive restarts and converge
+ * between nodes; but the stats count them apart (internal_keys, not in keys or keys_by_type),
+ * scans of a store leave them out, and a timeline created at an internal key is unbounded (it is
+ * a map of marks, not a feed). What shows data to people (REST, the WebSocket change messages,
+ * listings) leaves them out too. */
+#define CRDT_INTERNAL_PREFIX "\0c/"
+#define CRDT_INTERNAL_PREFIX_LEN 3
+static inline bool crdt_key_internal(const void *key, size_t klen)
+{
+    const unsigned char *k = (const unsigned char *)key;
+    return klen >= CRDT_INTERNAL_PREFIX_LEN && k[0] == 0 && k[1] == 'c' && k[2] == '/';
+}
+
 typedef enum crdt_fsync_policy {
     CRDT_FSYNC_ALWAYS = 0,   /* a write is acknowledged after the log record is fsynced */
     CRDT_FSYNC_EVERYSEC = 1, /* acknowledged once written to the OS; fsync at most 1 s later */
@@ -176,8 +191,8 @@ uint64_t crdt_replica_digest(crdt_replica_t *r);
 /* ---- introspection for /metrics ------------------------------------------------------------- */
 
 typedef struct crdt_replica_stats {
-    uint64_t keys;
-    uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
+    uint64_t keys;                            /* data keys: internal ones are not counted */
+    uint64_t keys_by_type[CRDT_TYPE_MAX + 1]; /* data keys by type */
     uint64_t log_bytes; /* current log size on disk */
     uint64_t writes;    /* changes applied */
     uint64_t noops;     /* writes that changed nothing */
@@ -188,6 +203,7 @@ typedef struct crdt_replica_stats {
     bool snapshot_running;
     uint64_t clock_ahead; /* applied deltas stamped beyond max_clock_drift_ms ahead of the wall
                              clock: joined, but the clock did not follow them */
+    uint64_t internal_keys; /* keys crdt_key_internal says are internal (in no count above) */
 } crdt_replica_stats_t;
 
 void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st);

@@ -402,7 +402,7 @@ static int scan_window(rep_load_t *L, uint64_t base, uint64_t start)
 static uint32_t scan_new_key(scan_t *s, const uint8_t *key, size_t klen, uint64_t h, uint8_t type)
 {
     crdt_replica_t *r = s->r;
-    crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)type);
+    crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)type, key, klen);
     uint32_t id;
     if (!obj || (id = rep_insert(r, key, klen, rep_hash(key, klen, r->seed), obj)) == UINT32_MAX) {
         crdt_obj_free(obj);

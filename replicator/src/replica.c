@@ -150,13 +150,20 @@ uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h,
     k->type = (uint8_t)crdt_obj_type(obj);
     table_place(r->slots, r->mask, h, id);
     r->keys_by_type[crdt_obj_type(obj)]++;
+    if (crdt_key_internal(key, klen))
+        r->internal_by_type[crdt_obj_type(obj)]++;
     return id;
 }
 
-crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type)
+uint32_t rep_timeline_bound(const crdt_replica_t *r, const void *key, size_t klen)
+{
+    return crdt_key_internal(key, klen) ? 0 : r->cfg.timeline_max_size;
+}
+
+crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type, const void *key, size_t klen)
 {
     if (type == CRDT_TIMELINE)
-        return crdt_timeline_new(r->cfg.timeline_max_size);
+        return crdt_timeline_new(rep_timeline_bound(r, key, klen));
     return crdt_obj_new(type);
 }
 
@@ -388,7 +395,7 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     if (logging(r) && (rc = rep_record_append(&r->log.buf, s, key, klen, delta)) < 0)
         return rc;
     if (id == NO_ID) {
-        crdt_obj_t *obj = rep_new_object(r, type);
+        crdt_obj_t *obj = rep_new_object(r, type, key, klen);
         rc = obj ? crdt_obj_merge(obj, delta) : CRDT_ENOMEM;
         if (rc > 0 && (id = rep_insert(r, key, klen, h, obj)) == NO_ID)
             rc = CRDT_ENOMEM;
@@ -428,7 +435,7 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
     if (id != NO_ID)
         rep_ready(r, id);
     crdt_obj_t *fresh = NULL;
-    crdt_obj_t *obj = id != NO_ID ? r->keys[id].obj : (fresh = rep_new_object(r, type));
+    crdt_obj_t *obj = id != NO_ID ? r->keys[id].obj : (fresh = rep_new_object(r, type, key, klen));
     if (!obj)
         return CRDT_ENOMEM;
     crdt_obj_t *delta = NULL;
@@ -600,8 +607,8 @@ int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot
         /* A snapshot state, or a delta equal to what an empty object joined with it would be,
          * becomes the key's object as is: one decode, no merge. */
         if (!snapshot && type == CRDT_TIMELINE &&
-            crdt_timeline_max_size(o) != r->cfg.timeline_max_size) {
-            crdt_obj_t *obj = rep_new_object(r, type);
+            crdt_timeline_max_size(o) != rep_timeline_bound(r, key, klen)) {
+            crdt_obj_t *obj = rep_new_object(r, type, key, klen);
             int rc = obj ? crdt_obj_merge(obj, o) : CRDT_ENOMEM;
             crdt_obj_free(o);
             if (rc < 0) {
@@ -881,7 +888,12 @@ void crdt_replica_stats(const crdt_replica_t *r, crdt_replica_stats_t *st)
 {
     *st = r->st;
     st->keys = r->nkeys;
-    memcpy(st->keys_by_type, r->keys_by_type, sizeof(st->keys_by_type));
+    st->internal_keys = 0;
+    for (int t = 0; t <= CRDT_TYPE_MAX; t++) {
+        st->keys_by_type[t] = r->keys_by_type[t] - r->internal_by_type[t];
+        st->internal_keys += r->internal_by_type[t];
+    }
+    st->keys -= st->internal_keys;
     st->log_bytes = logging(r) ? r->log.old_bytes + r->log.seg_bytes : 0;
     st->snapshot_running = r->snap.pid != 0;
 }

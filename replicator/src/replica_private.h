@@ -142,6 +142,7 @@ struct crdt_replica {
     uint32_t mask;   /* capacity - 1, or 0 before the first key */
     uint64_t seed;
     uint64_t keys_by_type[CRDT_TYPE_MAX + 1];
+    uint64_t internal_by_type[CRDT_TYPE_MAX + 1]; /* of those, keys crdt_key_internal says are */
 
     rep_feed_ent_t *feed; /* ascending seq */
     size_t nfeed, cap_feed;
@@ -181,7 +182,10 @@ uint32_t rep_find(const crdt_replica_t *r, const void *key, size_t klen, uint64_
 /* Adds a key that is absent, owning obj; returns its id or UINT32_MAX (ENOMEM). */
 uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h, crdt_obj_t *obj);
 /* An empty object of type, timelines with the configured bound. */
-crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type);
+/* A new empty object of `type` for key: timelines get the configured bound, except at internal
+ * keys (crdt_key_internal), whose timelines are maps and unbounded. */
+crdt_obj_t *rep_new_object(const crdt_replica_t *r, crdt_type_t type, const void *key, size_t klen);
+uint32_t rep_timeline_bound(const crdt_replica_t *r, const void *key, size_t klen);
 /* Marks the key's fingerprint stale (cannot fail: the dirty list has room for every key). */
 int rep_mark_dirty(crdt_replica_t *r, uint32_t id);
 

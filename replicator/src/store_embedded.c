@@ -129,6 +129,8 @@ typedef struct scan_ctx {
 static int scan_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
 {
     scan_ctx_t *c = ud;
+    if (crdt_key_internal(key, klen))
+        return 0; /* bookkeeping, not data: scans list data keys only */
     return c->each(c->ud, key, klen, o);
 }
 
@@ -345,6 +347,7 @@ static void emb_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     out->snapshot_running = rs.snapshot_running;
     out->keys_loading = crdt_replica_keys_loading(cemb(st)->r);
     out->clock_ahead = rs.clock_ahead;
+    out->internal_keys = rs.internal_keys;
 }
 
 /* ---- anti-entropy: sessions over store_rsx ------------------------------------------------- */

@@ -45,6 +45,11 @@ static crdt_obj_t *sample(int type, int variant)
             break;
         }
     }
+    if (type == CRDT_LWWREG && variant) { /* the cleared register's encoding (a delete) */
+        crdt_hlc_ts_t ts;
+        crdt_hlc_tick(&c1, 2000, &ts);
+        crdt_lwwreg_clear(o, &ts, NULL);
+    }
     return o;
 }
 
@@ -232,6 +237,12 @@ int main(int argc, char **argv)
             "\"score\":1.5}]}",
             "2{\"op\":\"add\",\"member\":{\"base64\":\"bQ==\"},\"score\":2}",
             "3{\"op\":\"merge\",\"state\":{\"type\":\"gcounter\",\"state\":{\"3\":4}}}",
+            /* deletes: of a key's own type, of a gcounter (refused), without a type */
+            "1{\"type\":\"timeline\",\"op\":\"delete\"}",
+            "0{\"type\":\"gcounter\",\"op\":\"delete\"}",
+            "3{\"op\":\"delete\"}",
+            "2{\"op\":\"merge\",\"state\":{\"type\":\"lwwreg\",\"state\":{\"ts\":{\"ms\":9,"
+            "\"c\":0,\"node\":2},\"cleared\":true}}}",
         };
         for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
             write_file(dir, n++, ops[i], strlen(ops[i]));

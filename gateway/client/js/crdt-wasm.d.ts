@@ -26,6 +26,8 @@ export declare const CrdtCode: Readonly<{
   EDECODE: -5;
   ECLOCK: -6;
   ELIMIT: -7;
+  EUNAVAIL: -8;
+  ENOTSUP: -9;
 }>;
 
 /** A libcrdt failure; `offset` is where in an encoding decoding failed. */
@@ -67,6 +69,12 @@ export declare class CrdtObject {
   merge(bytes: Uint8Array | ArrayBuffer): boolean;
   mergeObject(other: CrdtObject): boolean;
   equals(other: CrdtObject): boolean;
+  /** An observed-remove of the whole value (libcrdt's CRDT_MUT_DELETE): the delta, or null when
+   * nothing live was there. lwwreg and lwwset need `ts`; a pncounter needs `replica`; a gcounter
+   * throws CrdtError ENOTSUP. */
+  delete(opts?: { ts?: Timestamp; replica?: number | bigint }): Uint8Array | null;
+  /** Visible content: a live member or entry, a register value, a counter that is not 0. */
+  readonly isLive: boolean;
   clone(): this;
   free(): void;
 }

@@ -32,6 +32,8 @@ export const CrdtCode = Object.freeze({
   EDECODE: -5,
   ECLOCK: -6,
   ELIMIT: -7,
+  EUNAVAIL: -8,
+  ENOTSUP: -9,
 });
 const CODE_NAMES = Object.fromEntries(Object.entries(CrdtCode).map(([k, v]) => [v, k]));
 // crdt_mut_kind_t
@@ -39,6 +41,7 @@ const INCR = 1;
 const SET = 2;
 const ADD = 3;
 const REMOVE = 4;
+const DELETE = 6;
 
 /** A libcrdt failure: `code` is the CRDT_E* number, `codeName` its name ("EDECODE"), `offset`
  * the byte of an encoding where decoding failed (else undefined). */
@@ -347,6 +350,21 @@ export class CrdtObject {
   /** 'timeline', 'gcounter', ... */
   get type() {
     return TYPE_NAMES[this.#type];
+  }
+
+  /** Deletes what this object holds (libcrdt's CRDT_MUT_DELETE, an observed-remove: writes it
+   * has not seen survive a later join): the delta, or null when nothing live was there. LWW
+   * types (lwwreg, lwwset) need `ts` {ms, logical, node} after what they hold; a pncounter
+   * needs the `replica` whose slots take the subtraction; a gcounter throws ENOTSUP. */
+  delete({ ts = null, replica = 0 } = {}) {
+    return this.#w._apply(this.#p, this.#type, DELETE, null, 0, 0n, ts, u64(replica, 'replica'),
+      `${this.type} delete`);
+  }
+
+  /** True when it has visible content: a live member or entry, a register value, a counter
+   * that is not 0 (crdt_obj_is_live). */
+  get isLive() {
+    return this.#w._x.crdt_wasm_is_live(this.#p) === 1;
   }
 
   get freed() {

@@ -46,7 +46,8 @@ for (const seed of SEEDS) {
         const m = unhex(mhex);
         const ts = { ms: Number(ms), logical: Number(logical), node: Number(node) };
         let got;
-        if (type === 'timeline') got = attempt(() => o[kind](m, Number(score)));
+        if (kind === 'delete') got = attempt(() => o.delete({ ts, replica: Number(replica) }));
+        else if (type === 'timeline') got = attempt(() => o[kind](m, Number(score)));
         else if (type === 'gcounter' || type === 'pncounter') got = attempt(() => o.incr(BigInt(n), Number(replica)));
         else if (type === 'lwwreg') got = attempt(() => o.set(m, ts));
         else if (type === 'lwwset') got = attempt(() => o[kind](m, ts));
