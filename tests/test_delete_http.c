@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "crdt.h"
+#include "crdt_json.h"
 #include "http_client.h"
 #include "token.h"
 #include "ws_raw.h"
@@ -43,7 +44,7 @@ static const char *key_path_n(const void *key, size_t n, const char *suffix)
     static int next;
     char *b = bufs[next++ % 8];
     char *enc = crdt_base64_encode_ex(key, n, CRDT_B64_URL | CRDT_B64_NOPAD, NULL);
-    snprintf(b, sizeof(bufs[0]), "/v1/keys/%s%s", enc ? enc : "", suffix);
+    snprintf(b, sizeof(bufs[0]), "/v1/keys64/%s%s", enc ? enc : "", suffix);
     crdt_free(enc);
     return b;
 }
@@ -58,7 +59,11 @@ static const char *jm(const char *m)
     static char bufs[8][1024];
     static int next;
     char *b = bufs[next++ % 8];
-    snprintf(b, sizeof(bufs[0]), "\"%s\"", hc_b64s(m, false));
+    json_t *j = crdt_json_bytes(m, strlen(m));
+    char *t = json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT);
+    snprintf(b, sizeof(bufs[0]), "%s", t ? t : "null");
+    free(t);
+    json_decref(j);
     return b;
 }
 
@@ -67,9 +72,8 @@ static bool bytes_are(const json_t *v, const void *m, size_t n)
 {
     uint8_t *d = NULL;
     size_t dn = 0;
-    bool same = json_is_string(v) &&
-                crdt_base64_decode(json_string_value(v), json_string_length(v), &d, &dn) == 0 &&
-                dn == n && (n == 0 || memcmp(d, m, n) == 0);
+    const char *why = NULL;
+    bool same = crdt_json_get_bytes(v, SIZE_MAX, &d, &dn, &why) == 0 && dn == n && (n == 0 || memcmp(d, m, n) == 0);
     crdt_free(d);
     return same;
 }
@@ -82,9 +86,8 @@ static bool key_internal(const json_t *v)
 {
     uint8_t *d = NULL;
     size_t dn = 0;
-    bool in = json_is_string(v) &&
-              crdt_base64_decode(json_string_value(v), json_string_length(v), &d, &dn) == 0 &&
-              dn >= 3 && d[0] == 0 && d[1] == 'c' && d[2] == '/';
+    const char *why = NULL;
+    bool in = crdt_json_get_bytes(v, SIZE_MAX, &d, &dn, &why) == 0 && dn >= 3 && d[0] == 0 && d[1] == 'c' && d[2] == '/';
     crdt_free(d);
     return in;
 }
@@ -307,14 +310,10 @@ static void test_rest_delete(int port)
 
 static char *mint(const char *sub, const char *read, const char *write)
 {
-    char *rb = read ? crdt_base64_encode(read, strlen(read), NULL) : NULL;
-    char *wb = write ? crdt_base64_encode(write, strlen(write), NULL) : NULL;
-    const char *r[1] = {rb}, *w[1] = {wb};
-    char *t = gw_token_make_kid(NULL, SECRET, strlen(SECRET), sub, (int64_t)time(NULL) + 600, r,
-                                rb ? 1 : 0, w, wb ? 1 : 0);
-    crdt_free(rb);
-    crdt_free(wb);
-    return t;
+    gw_grant_t r[1] = {{(uint8_t *)(uintptr_t)read, read ? strlen(read) : 0}};
+    gw_grant_t w[1] = {{(uint8_t *)(uintptr_t)write, write ? strlen(write) : 0}};
+    return gw_token_make_kid(NULL, SECRET, strlen(SECRET), sub, (int64_t)time(NULL) + 600, r,
+                             read ? 1 : 0, w, write ? 1 : 0);
 }
 
 static void test_grants(int port)
@@ -367,8 +366,8 @@ static bool ws_session(ws_raw_t *w, int port, const char *client)
 static json_t *ws_apply(ws_raw_t *w, uint64_t id, const char *key, const char *op)
 {
     char msg[2048];
-    snprintf(msg, sizeof(msg), "{\"type\":\"apply\",\"id\":%llu,\"key\":\"%s\",\"op\":%s}",
-             (unsigned long long)id, hc_b64s(key, false), op);
+    snprintf(msg, sizeof(msg), "{\"type\":\"apply\",\"id\":%llu,\"key\":%s,\"op\":%s}",
+             (unsigned long long)id, jm(key), op);
     ws_text(w, msg);
     for (;;) {
         char *m = NULL;
@@ -543,7 +542,7 @@ static void test_marks(int port, int roshi_port)
     is_int(jint(J, "size"), 0, "... size 0");
     char *kb = crdt_base64_encode_ex(mk, ml, CRDT_B64_URL | CRDT_B64_NOPAD, NULL);
     char path[256];
-    snprintf(path, sizeof(path), "/v1/timelines?keys=%s", kb);
+    snprintf(path, sizeof(path), "/v1/timelines?keys64=%s", kb);
     is_int(req(port, "GET", path, NULL), 200, "marks: the coalesced read of the mark key answers");
     is_int((long long)json_array_size(json_object_get(J, "entries")), 0, "... with nothing in it");
     if (roshi_port) {
