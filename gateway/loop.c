@@ -1,6 +1,7 @@
 /* loop.c - the event loop: lws context and listeners, group commit, tick, durability waiters,
  * fan-out of the store's events to the registered sinks */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/ioctl.h>
 
 #include "loop.h"
 #include "server.h"
@@ -446,9 +448,123 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
     return 0;
 }
 
+/* ---- reading more in the turn --------------------------------------------------------------- */
+
+#define READ_MORE_ROUNDS 32 /* forced reads per reader per turn, beyond the one poll gave */
+#define READ_MORE_IDLE 64   /* forced reads without a receive before a reader is dropped */
+
+void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi)
+{
+    memset(r, 0, sizeof(*r));
+    r->wsi = wsi;
+    SSL *ssl = lws_get_ssl(wsi);
+    if (ssl)
+        SSL_set_read_ahead(ssl, 1);
+}
+
+static void reader_link(gw_loop_t *L, gw_loop_reader_t *r)
+{
+    r->prev = L->rtail;
+    r->next = NULL;
+    if (L->rtail)
+        L->rtail->next = r;
+    else
+        L->rhead = r;
+    L->rtail = r;
+    r->queued = true;
+    L->nreaders++;
+}
+
+static void reader_unlink(gw_loop_t *L, gw_loop_reader_t *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        L->rhead = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        L->rtail = r->prev;
+    r->prev = r->next = NULL;
+    r->queued = false;
+    L->nreaders--;
+}
+
+void gw_loop_read_more(gw_server_t *s, gw_loop_reader_t *r)
+{
+    r->idle = 0;
+    if (!r->queued && r->wsi)
+        reader_link(&s->loop, r);
+}
+
+void gw_loop_read_stop(gw_server_t *s, gw_loop_reader_t *r)
+{
+    if (r->queued)
+        reader_unlink(&s->loop, r);
+}
+
+/* Whether wsi has input a read would take now: a whole TLS record (decrypted, or buffered by
+ * read-ahead: SSL_peek decrypts it without taking it; a partial one waits for the socket, which
+ * poll sees), an alert or the peer's close (lws reads it and closes), or cleartext bytes. */
+static bool has_input(struct lws *wsi)
+{
+    int fd = (int)lws_get_socket_fd(wsi), avail = 0;
+    if (fd < 0)
+        return false;
+    SSL *ssl = lws_get_ssl(wsi);
+    if (!ssl)
+        return !ioctl(fd, FIONREAD, &avail) && avail > 0;
+    if (SSL_pending(ssl) > 0)
+        return true;
+    if (!SSL_has_pending(ssl) && (ioctl(fd, FIONREAD, &avail) || avail <= 0))
+        return false;
+    unsigned char c;
+    int r = SSL_peek(ssl, &c, 1);
+    if (r > 0)
+        return true;
+    /* (a stale error on the queue can only make this say yes: one forced read for nothing) */
+    int e = SSL_get_error(ssl, r);
+    ERR_clear_error();
+    return e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE;
+}
+
+static void more_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul; /* only there so that the poll after it does not wait */
+}
+
+/* After the turn's events: the readers with input are handed a POLLIN (what poll would report a
+ * turn later), a few rounds, each reader once a round. Readers still with input when the rounds
+ * are done stay queued for the next turn, whose poll is kept from waiting. */
+static void read_more(gw_server_t *s)
+{
+    gw_loop_t *L = &s->loop;
+    for (int round = 0; round < READ_MORE_ROUNDS && L->rhead; round++) {
+        /* the readers queued when the round began (those that receive meanwhile move to the
+         * tail: the next round) */
+        unsigned n = L->nreaders;
+        for (unsigned k = 0; k < n && L->rhead; k++) {
+            gw_loop_reader_t *r = L->rhead;
+            reader_unlink(L, r);
+            if (!has_input(r->wsi) || r->idle++ >= READ_MORE_IDLE)
+                continue;
+            reader_link(L, r); /* checked again next round; a close unlinks it */
+            struct lws_pollfd p = {
+                .fd = (int)lws_get_socket_fd(r->wsi), .events = POLLIN, .revents = POLLIN};
+            if (lws_service_fd(s->ctx, &p) < 0)
+                return;
+        }
+    }
+    if (L->rhead)
+        lws_sul_schedule(s->ctx, 0, &L->sul_more, more_cb, 0);
+}
+
 int gw_loop_service(gw_server_t *s, int timeout_ms)
 {
-    return lws_service(s->ctx, timeout_ms) < 0 ? -1 : 0;
+    if (lws_service(s->ctx, timeout_ms) < 0)
+        return -1;
+    read_more(s);
+    return 0;
 }
 
 void gw_loop_run(gw_server_t *s)
@@ -492,6 +608,7 @@ void gw_loop_finish(gw_server_t *s)
     }
     lws_sul_cancel(&s->loop.sul_tick);
     lws_sul_cancel(&s->loop.sul_flush);
+    lws_sul_cancel(&s->loop.sul_more);
     shutdown_sinks(s);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;

@@ -61,6 +61,9 @@ typedef struct gw_loop {
     gw_loop_sink_t sinks[GW_LOOP_MAX_SINKS];
     int nsinks;
     uint64_t durable_events; /* durable events seen (a flush that fired none tells the sinks) */
+    struct gw_loop_reader *rhead, *rtail; /* connections to read again (gw_loop_read_more) */
+    unsigned nreaders;
+    lws_sorted_usec_list_t sul_more; /* keeps the next poll from waiting while some have input */
 } gw_loop_t;
 
 /* Registers a sink (copied); before gw_loop_start. 0, or -1 when GW_LOOP_MAX_SINKS are taken. */
@@ -75,6 +78,31 @@ void gw_loop_use_store(gw_server_t *s, crdt_store_t *st);
 /* One turn of the loop: waits up to timeout_ms for events and handles them. 0, or -1 when lws
  * failed. */
 int gw_loop_service(gw_server_t *s, int timeout_ms);
+/* Reading more in the turn. lws reads one TLS record per poll, so a client that writes a record
+ * per message (every client does) gets one message read per loop turn: one apply, one group
+ * commit and one ack per turn, two read syscalls per record. A reader instead has its TLS input
+ * read ahead (OpenSSL takes what the socket holds in one read) and, once the turn's events are
+ * handled, the loop reads it again while it has a whole record (or cleartext bytes) waiting: a
+ * burst of applies shares one group commit and its acks one write.
+ *
+ * Input read ahead sits in OpenSSL, where poll cannot see it, so the unit's part of the contract
+ * is: gw_loop_read_more from every receive callback and whenever it resumes reading (after
+ * lws_rx_flow_control(wsi, 1)), gw_loop_read_stop when it pauses reading or the connection
+ * closes. A reader that is forced to read and never reports a receive (only control frames, or
+ * a state lws does not read in) is dropped after a bound, back to poll. */
+typedef struct gw_loop_reader {
+    struct lws *wsi;
+    struct gw_loop_reader *prev, *next;
+    unsigned idle; /* forced reads since its last receive */
+    bool queued;
+} gw_loop_reader_t;
+/* Makes r wsi's reader and turns TLS read-ahead on for wsi (call once the WebSocket is
+ * established: the handshake and the upgrade are read as lws reads them). */
+void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi);
+/* wsi received data (or may read again): check it for more once the turn's events are handled. */
+void gw_loop_read_more(gw_server_t *s, gw_loop_reader_t *r);
+/* Reading is paused or the connection closes: forget r (nothing if it is not queued). */
+void gw_loop_read_stop(gw_server_t *s, gw_loop_reader_t *r);
 /* Whether the listeners serve TLS (--tls-cert and --tls-key). */
 bool gw_loop_tls(const gw_server_t *s);
 /* Checks that the PEM certificate chain and key files load and belong together; 0, or -1 with

@@ -29,8 +29,10 @@
  * file only acts on the structs. Incoming fragments are reassembled by a gw_wsrx_t (wsmsg.h),
  * bounded by --ws-max-message.
  *
- * Output. Each session has a bounded gw_wsq_t of frames (bytes counted against --ws-send-queue)
- * and writes one per LWS_CALLBACK_SERVER_WRITEABLE. Frames are reference counted: a live change
+ * Output. Each session has a bounded gw_wsq_t of frames (bytes counted against --ws-send-queue);
+ * each LWS_CALLBACK_SERVER_WRITEABLE writes what is queued, up to GW_WS_BATCH_MAX bytes framed
+ * together in one write (gw_ws_batch_*: one TLS record for a turn's acks), a bigger message
+ * alone. Frames are reference counted: a live change
  * is encoded once (its body: "key", "seq", "delta") and shared by every session it goes to; the
  * per-session part (the head with the resume "cursor", the queue item's tag) is written in front
  * of it when it is sent.
@@ -123,6 +125,7 @@ typedef struct sess {
     unsigned nerrors;
     uint64_t opened_us, last_rx_us, last_ping_us;
     bool ping_due;
+    gw_loop_reader_t rd; /* read again in the turn while input waits (loop.h) */
     /* output */
     gw_wsq_t q;
     gw_wswriter_t w;
@@ -247,6 +250,7 @@ static void sess_close(sess_t *ss, int code, const char *reason)
     ss->close_reason[n] = '\0';
     gw_wsq_clear(&ss->q);
     walks_free(ss);
+    gw_loop_read_stop(ss->srv, &ss->rd);
     lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_BACKSTOP_SECS);
     lws_callback_on_writable(ss->wsi);
 }
@@ -495,6 +499,8 @@ static void sess_free(gw_sync_t *y, sess_t *ss)
         if (a->s == ss)
             a->s = NULL;
     }
+    gw_loop_read_stop(y->srv, &ss->rd);
+    ss->rd.wsi = NULL;
     gw_wsq_free(&ss->q);
     gw_wswriter_free(&ss->w);
     walks_free(ss);
@@ -1084,6 +1090,7 @@ static void hold_message(sess_t *ss, crdt_v1_msg_t *m)
     if (!ss->rx_paused) {
         ss->rx_paused = true;
         lws_rx_flow_control(ss->wsi, 0);
+        gw_loop_read_stop(ss->srv, &ss->rd);
     }
 }
 
@@ -1103,6 +1110,7 @@ static void sess_run_held(sess_t *ss)
     if (ss->rx_paused && !ss->held_head && sess_live(ss)) {
         ss->rx_paused = false;
         lws_rx_flow_control(ss->wsi, 1);
+        gw_loop_read_more(ss->srv, &ss->rd); /* input read ahead is not seen by poll */
     }
 }
 
@@ -1136,6 +1144,7 @@ static int on_receive(sess_t *ss, const char *in, size_t len)
     ss->last_rx_us = gw_now_us();
     if (ss->close_code)
         return 0;
+    gw_loop_read_more(s, &ss->rd);
     switch (gw_wsrx_receive(&ss->rx, ss->wsi, in, len)) {
     case GW_WSRX_MESSAGE:
         on_message(ss, (const char *)gw_wsrx_data(&ss->rx), gw_wsrx_len(&ss->rx));
@@ -1198,12 +1207,31 @@ static int on_writeable(sess_t *ss)
     }
     char head[CRDT_V1_CHANGE_HEAD_MAX];
     size_t hlen = it.f->meta[0] == FRAME_CHANGE_BODY ? crdt_v1_change_head(head, it.tag) : 0;
-    uint64_t before = ss->w.bytes;
-    int rc = gw_ws_write(&ss->w, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
-    gw_frame_unref(it.f);
+    uint64_t before = ss->w.bytes, msgs = 1;
+    int rc;
+    const gw_wsq_item_t *nx = gw_wsq_peek(&ss->q);
+    if (!nx || hlen + it.f->len + nx->cost > GW_WS_BATCH_MAX) {
+        rc = gw_ws_write(&ss->w, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
+        gw_frame_unref(it.f);
+    } else {
+        /* what is queued goes out in one write (one TLS record): the acks and changes of a turn
+         * no longer cost a record, a send and a loop turn each */
+        gw_ws_batch_begin(&ss->w);
+        rc = gw_ws_batch_add(&ss->w, head, hlen, it.f);
+        gw_frame_unref(it.f);
+        while (!rc && (nx = gw_wsq_peek(&ss->q)) &&
+               gw_ws_batch_len(&ss->w) + nx->cost + 10 <= GW_WS_BATCH_MAX) {
+            gw_wsq_pop(&ss->q, &it);
+            hlen = it.f->meta[0] == FRAME_CHANGE_BODY ? crdt_v1_change_head(head, it.tag) : 0;
+            rc = gw_ws_batch_add(&ss->w, head, hlen, it.f);
+            gw_frame_unref(it.f);
+            msgs++;
+        }
+        rc = rc ? rc : gw_ws_batch_write(&ss->w, ss->wsi);
+    }
     if (rc)
         return -1;
-    y->msgs_out++;
+    y->msgs_out += msgs;
     y->bytes_out += ss->w.bytes - before;
     if (gw_wsq_len(&ss->q) || (ss->nwalks && !ss->walking))
         lws_callback_on_writable(ss->wsi);
@@ -1282,6 +1310,7 @@ static int on_established(gw_server_t *s, struct lws *wsi, void **slot)
     gw_wsrx_init(&ss->rx, s->cfg.ws_max_message, GW_WS_TEXT);
     gw_wsq_init(&ss->q, s->cfg.ws_send_queue);
     gw_wswriter_init(&ss->w, GW_WS_TEXT, false);
+    gw_loop_reader_init(&ss->rd, wsi);
     ss->next = y->head;
     if (y->head)
         y->head->prev = ss;
