@@ -561,6 +561,12 @@ static int64_t unix_now(void)
     return (int64_t)time(NULL);
 }
 
+/* The session's token for the grant check (auth.c's, as on every surface), NULL without auth. */
+static const gw_token_t *sess_token(const sess_t *ss)
+{
+    return ss->has_tok ? &ss->tok : NULL;
+}
+
 /* With a secret: the token must still be valid; closes with 4001 when it expired. */
 static bool token_live(sess_t *ss, bool has_id, uint64_t id)
 {
@@ -643,11 +649,12 @@ static int check_topics(sess_t *ss, const crdt_v1_msg_t *m, bool check_grants)
                        topic_index(m, i));
             return -1;
         }
-        if (check_grants && ss->has_tok &&
-            !(t->prefix ? gw_token_can_read_prefix(&ss->tok, t->bytes, t->len)
-                        : gw_token_can_read_key(&ss->tok, t->bytes, t->len))) {
-            send_error(ss, true, m->id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it",
-                       topic_kind(t), topic_index(m, i));
+        gw_denial_t d = check_grants ? gw_auth_key(sess_token(ss), GW_ACCESS_READ, t->bytes,
+                                                   t->len, t->prefix)
+                                     : GW_DENY_NONE;
+        if (d != GW_DENY_NONE) {
+            send_error(ss, true, m->id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it (%s)",
+                       topic_kind(t), topic_index(m, i), gw_denial_name(d));
             return -1;
         }
     }
@@ -1013,8 +1020,10 @@ static void on_apply(sess_t *ss, crdt_v1_msg_t *m)
     uint64_t id = m->id;
     if (!token_live(ss, true, id))
         return;
-    if (ss->has_tok && !gw_token_can_write_key(&ss->tok, m->key, m->klen)) {
-        send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key");
+    gw_denial_t d = gw_auth_key(sess_token(ss), GW_ACCESS_WRITE, m->key, m->klen, false);
+    if (d != GW_DENY_NONE) {
+        send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key (%s)",
+                   gw_denial_name(d));
         return;
     }
     apply_ctx_t *a = calloc(1, sizeof(*a));
