@@ -55,6 +55,11 @@ struct gw_durable_wait {
 typedef struct gw_loop {
     lws_sorted_usec_list_t sul_flush, sul_tick;
     struct ssl_ctx_st *peer_ctx; /* TLS client context of wss:// peers (SSL_CTX), or NULL */
+    struct ssl_ctx_st *listen_ctx; /* the main listener's server context (its client-certificate
+                                    * store is --peer-ca), or NULL; lws owns it */
+    struct lws_protocols *protos;  /* the protocol list given to lws: a copy whose first entry
+                                    * passes through the loop (to see listen_ctx made) */
+    lws_callback_function *http_cb; /* ... to the callback it had */
     bool flush_scheduled;
     gw_durable_wait_t *head, *tail; /* in seq order */
     size_t waiting;
@@ -116,6 +121,13 @@ int gw_loop_check(const gw_config_t *c);
  * certificate, open ones keep theirs). A pair that does not load keeps the old one (logged).
  * 0 or -1; nothing to do without TLS. */
 int gw_loop_tls_reload(gw_server_t *s);
+/* SIGHUP: re-reads the peers' TLS files: --peer-cert/--peer-key (presented when dialling) and
+ * --peer-ca (trusted when dialling, and for the client certificates the main listener asks
+ * peers for). Links made from now on use them, open links keep theirs. All or nothing: a pair
+ * that does not load or match, a certificate that is expired or not yet valid, or one that does
+ * not verify against the (new) --peer-ca keeps everything as it was, logged with the reason.
+ * 0 or -1; nothing to do without peer TLS. */
+int gw_loop_peer_tls_reload(gw_server_t *s);
 /* Runs turns until s->stopping, then gw_loop_finish. */
 void gw_loop_run(gw_server_t *s);
 /* Drains: makes what was written durable, answers the waiters, serves for at most about a second
