@@ -1,8 +1,14 @@
-/* hc_tls.c - the HTTP client's TLS transport (hc_tls.h) */
+/* hc_tls.c - the HTTP client's TLS transport (hc_tls.h): connections without a session (a plain
+ * port) are carried as plain sockets */
 #include "hc_tls.h"
 
+#include <stdbool.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <openssl/err.h>
@@ -16,6 +22,37 @@
 static SSL_CTX *ctx;
 static SSL *by_fd[MAX_FD]; /* each connection's session, by its socket */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static int plain_ports[16];
+static int nplain;
+
+void hc_tls_plain_port(int port)
+{
+    pthread_mutex_lock(&lock);
+    if (nplain < 16)
+        plain_ports[nplain++] = port;
+    pthread_mutex_unlock(&lock);
+}
+
+void hc_tls_plain_clear(void)
+{
+    pthread_mutex_lock(&lock);
+    nplain = 0;
+    pthread_mutex_unlock(&lock);
+}
+
+static bool plain(int fd)
+{
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    if (getpeername(fd, (struct sockaddr *)&sa, &sl))
+        return false;
+    bool p = false;
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < nplain; i++)
+        p = p || plain_ports[i] == ntohs(sa.sin_port);
+    pthread_mutex_unlock(&lock);
+    return p;
+}
 
 static SSL *ssl_of(int fd)
 {
@@ -31,6 +68,8 @@ static int tls_wrap(int fd)
 {
     if (fd < 0 || fd >= MAX_FD || !ctx)
         return -1;
+    if (plain(fd))
+        return 0;
     SSL *s = SSL_new(ctx);
     if (!s)
         return -1;
@@ -55,7 +94,9 @@ static int tls_wrap(int fd)
 static ssize_t tls_send(int fd, const void *p, size_t n)
 {
     SSL *s = ssl_of(fd);
-    int w = s ? SSL_write(s, p, (int)n) : -1;
+    if (!s)
+        return send(fd, p, n, MSG_NOSIGNAL);
+    int w = SSL_write(s, p, (int)n);
     if (w <= 0)
         ERR_clear_error();
     return w;
@@ -64,7 +105,9 @@ static ssize_t tls_send(int fd, const void *p, size_t n)
 static ssize_t tls_recv(int fd, void *p, size_t n)
 {
     SSL *s = ssl_of(fd);
-    int r = s ? SSL_read(s, p, (int)n) : -1;
+    if (!s)
+        return recv(fd, p, n, 0);
+    int r = SSL_read(s, p, (int)n);
     if (r <= 0)
         ERR_clear_error();
     return r;

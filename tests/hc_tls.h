@@ -7,6 +7,10 @@
 
 /* Makes every connection of hc_connect from now on TLS, trusting only ca_file. 0 or -1. */
 int hc_tls_use(const char *ca_file);
+/* Connections to port stay cleartext (a node without TLS next to nodes with it). */
+void hc_tls_plain_port(int port);
+/* Forgets the plain ports. */
+void hc_tls_plain_clear(void);
 /* Back to plain sockets; frees the TLS context (no connection may be open). */
 void hc_tls_off(void);
 

@@ -41,6 +41,16 @@ static ssize_t io_recv(int fd, void *p, size_t n)
     return transport ? transport->recv(fd, p, n) : recv(fd, p, n, 0);
 }
 
+ssize_t hc_io_send(int fd, const void *p, size_t n)
+{
+    return transport ? transport->send(fd, p, n) : send(fd, p, n, MSG_NOSIGNAL);
+}
+
+ssize_t hc_io_recv(int fd, void *p, size_t n)
+{
+    return io_recv(fd, p, n);
+}
+
 void hc_close(int fd)
 {
     if (fd < 0)

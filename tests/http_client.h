@@ -35,6 +35,10 @@ typedef struct hc_transport {
     void (*close)(int fd);
 } hc_transport_t;
 void hc_set_transport(const hc_transport_t *t);
+/* send(2) / recv(2) on a connection of hc_connect, through the transport (for a caller that
+ * drives its own loop over many connections). */
+ssize_t hc_io_send(int fd, const void *p, size_t n);
+ssize_t hc_io_recv(int fd, void *p, size_t n);
 
 /* Sends one request on fd (keep-alive) and reads its response (Content-Length framed). A body
  * (len bytes, may be NULL/0) gets a Content-Length header. extra_headers: "" or lines ending in
