@@ -32,10 +32,13 @@
  * Output. Each session has a bounded gw_wsq_t of frames (bytes counted against --ws-send-queue);
  * each LWS_CALLBACK_SERVER_WRITEABLE writes what is queued, up to GW_WS_BATCH_MAX bytes framed
  * together in one write (gw_ws_batch_*: one TLS record for a turn's acks), a bigger message
- * alone. Frames are reference counted: a live change
- * is encoded once (its body: "key", "seq", "delta") and shared by every session it goes to; the
- * per-session part (the head with the resume "cursor", the queue item's tag) is written in front
- * of it when it is sent.
+ * alone. Frames are reference counted: a live change is encoded once (its body: "key", "seq",
+ * "delta") and shared by every session it goes to; the per-session part (the head with the
+ * resume "cursor", the queue item's tag) is written in front of it when it is sent.
+ *
+ * Input. Over TLS, lws reads one record per poll; a session is a loop reader (loop.h), so what
+ * its client wrote in a burst is read in the same turn (sharing one group commit), and it stops
+ * being one while its reading is paused (an apply in flight) or it closes.
  *
  * Fan-out. Subscriptions live in one hash table of topics (an exact key or a prefix, each with its
  * array of subscribed sessions); a change looks up its key, and its prefixes of every length some
