@@ -14,9 +14,19 @@
  * With --pin (the default on 2+ CPUs) A and the load generator run on CPU 0 and the peers on the
  * other CPUs, so the peers' applying does not take CPU from A: the ratio then measures what
  * pushing costs the node, as it would with peers on other machines.
+ *
+ * --tls adds, in each run, the same mesh over mutual TLS (wss://, --peer-cert, --peer-ca,
+ * --peer-require-tls; certificates made with scripts/tls-certs.sh) and prints its writes/s
+ * against the cleartext mesh's. A node that presents a peer certificate must serve TLS, so with
+ * --tls node A's listener is HTTPS in every phase (the load is HTTPS throughout, the same cost
+ * in both meshes), and only A dials (B and C accept it; B dials C), so that the cleartext mesh's
+ * peers need not dial A's TLS port.
  */
 #define _GNU_SOURCE
 #include "http_client.h"
+#ifdef BENCH_TLS
+#include "hc_tls.h"
+#endif
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,7 +50,8 @@
 
 static int opt_runs = 3, opt_duration = 5, opt_conns = 64, opt_keys = 1000, opt_pin = -1;
 static const char *opt_fsync = "everysec";
-static int opt_keep;
+static int opt_keep, opt_tls;
+static char pki[700]; /* --tls: ca.pem, node-<id>.pem/.key */
 
 static uint64_t now_us(void)
 {
@@ -132,7 +143,7 @@ static int send_write(lconn_t *c, int tid, uint64_t counter)
                       (int)(random() % opt_keys), bl, body);
     c->inlen = 0;
     c->sent_us = now_us();
-    return send(c->fd, req, (size_t)rl, MSG_NOSIGNAL) == rl ? 0 : -1;
+    return hc_io_send(c->fd, req, (size_t)rl) == rl ? 0 : -1;
 }
 
 /* A complete response in c->in? 1 with *status, 0 not yet. */
@@ -174,7 +185,7 @@ static load_result_t run_load(int port, int seconds)
             if (!pfd[i].revents)
                 continue;
             lconn_t *c = &cs[i];
-            ssize_t n = recv(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen, MSG_DONTWAIT);
+            ssize_t n = hc_io_recv(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen);
             if (n <= 0 && errno != EAGAIN) {
                 fprintf(stderr, "bench: connection lost\n");
                 exit(1);
@@ -213,14 +224,14 @@ static load_result_t run_load(int port, int seconds)
         while (!response_done(&cs[i], &st) && now_us() < dl) {
             struct pollfd p1 = {cs[i].fd, POLLIN, 0};
             if (poll(&p1, 1, 100) > 0) {
-                ssize_t n = recv(cs[i].fd, cs[i].in + cs[i].inlen,
-                                 sizeof(cs[i].in) - 1 - cs[i].inlen, MSG_DONTWAIT);
+                ssize_t n =
+                    hc_io_recv(cs[i].fd, cs[i].in + cs[i].inlen, sizeof(cs[i].in) - 1 - cs[i].inlen);
                 if (n <= 0)
                     break;
                 cs[i].inlen += (size_t)n;
             }
         }
-        close(cs[i].fd);
+        hc_close(cs[i].fd);
     }
     free(cs);
     free(pfd);
@@ -275,10 +286,8 @@ static void *sampler_main(void *arg)
             s->lost++;
         usleep(20000);
     }
-    if (fa >= 0)
-        close(fa);
-    if (fb >= 0)
-        close(fb);
+    hc_close(fa);
+    hc_close(fb);
     return NULL;
 }
 
@@ -297,10 +306,28 @@ static char *digest_of(int port)
     return d;
 }
 
-static int start_node(crdtd_proc_t *p, const char *tmp, const char *name, int id, int port,
-                      const int *peers, int npeers, int cpu_first, int cpu_last)
+/* CPU seconds (user + system) process pid has used so far (/proc/PID/stat). */
+static double cpu_s(pid_t pid)
 {
-    char dir[600], data[700], idb[16], listen[64], peer[4][64];
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* tls: 0 cleartext; 1 an HTTPS listener (peers still ws://); 2 mutual TLS with peers */
+static int start_node(crdtd_proc_t *p, const char *tmp, const char *name, int id, int port,
+                      const int *peers, int npeers, int cpu_first, int cpu_last, int tls)
+{
+    char dir[600], data[700], idb[16], listen[64], peer[4][64], cert[800], key[800], ca[800];
     snprintf(dir, sizeof(dir), "%s/%s", tmp, name);
     snprintf(data, sizeof(data), "%s/data", dir);
     mkdir(dir, 0700);
@@ -314,8 +341,22 @@ static int start_node(crdtd_proc_t *p, const char *tmp, const char *name, int id
     args[a++] = "--fsync", args[a++] = opt_fsync;
     args[a++] = "--cluster", args[a++] = "bench";
     args[a++] = "--timeline-max-size", args[a++] = "1000";
+    snprintf(cert, sizeof(cert), "%s/node-%d.pem", pki, id);
+    snprintf(key, sizeof(key), "%s/node-%d.key", pki, id);
+    snprintf(ca, sizeof(ca), "%s/ca.pem", pki);
+    if (tls) {
+        args[a++] = "--tls-cert", args[a++] = cert;
+        args[a++] = "--tls-key", args[a++] = key;
+    }
+    if (tls == 2) {
+        args[a++] = "--peer-cert", args[a++] = cert;
+        args[a++] = "--peer-key", args[a++] = key;
+        args[a++] = "--peer-ca", args[a++] = ca;
+        args[a++] = "--peer-require-tls";
+    }
     for (int i = 0; i < npeers && i < 4; i++) {
-        snprintf(peer[i], sizeof(peer[i]), "ws://127.0.0.1:%d", peers[i]);
+        snprintf(peer[i], sizeof(peer[i]), "%s://127.0.0.1:%d", tls == 2 ? "wss" : "ws",
+                 peers[i]);
         args[a++] = "--peer", args[a++] = peer[i];
     }
     args[a] = NULL;
@@ -344,14 +385,32 @@ int main(int argc, char **argv)
             opt_keep = 1;
         else if (!strcmp(argv[i], "--no-pin"))
             opt_pin = 0;
+#ifdef BENCH_TLS
+        else if (!strcmp(argv[i], "--tls"))
+            opt_tls = 1;
+#endif
         else {
             fprintf(stderr,
                     "usage: %s [--runs N] [--duration S] [--conns C] [--keys K] "
-                    "[--fsync P] [--no-pin] [--keep]\n",
+                    "[--fsync P] [--no-pin] [--keep] [--tls]\n",
                     argv[0]);
             return 2;
         }
     }
+    char *pki_tmp = NULL;
+#ifdef BENCH_TLS
+    if (opt_tls) {
+        pki_tmp = test_tmpdir();
+        snprintf(pki, sizeof(pki), "%s/pki", pki_tmp);
+        char cmd[1600], ca[800];
+        snprintf(cmd, sizeof(cmd), "sh '%s' '%s' node-1 node-2 node-3", TLS_CERTS_SH, pki);
+        snprintf(ca, sizeof(ca), "%s/ca.pem", pki);
+        if (system(cmd) != 0 || hc_tls_use(ca)) {
+            fprintf(stderr, "bench: cannot make certificates (%s)\n", cmd);
+            return 1;
+        }
+    }
+#endif
     signal(SIGPIPE, SIG_IGN);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     if (opt_pin < 0)
@@ -363,7 +422,7 @@ int main(int argc, char **argv)
            CRDTD_BIN, opt_runs, opt_duration, opt_conns, opt_keys, opt_fsync,
            opt_pin ? "on (A + load on CPU 0, peers on the others)" : "off");
     double alone[64], mesh[64], ratio[64], lp50[64], lp99[64], lmax[64], catchup[64];
-    double ap99[64], mp99[64];
+    double ap99[64], mp99[64], tmesh[64], tratio[64], tp99[64], tlag99[64], mcpu[64], tcpu[64];
     if (opt_runs > 64)
         opt_runs = 64;
     for (int run = 0; run < opt_runs; run++) {
@@ -371,45 +430,87 @@ int main(int argc, char **argv)
         crdtd_proc_t a, b, c;
         /* A alone */
         int pa = free_port();
-        if (start_node(&a, tmp, "alone", 1, pa, NULL, 0, 0, 0))
+        if (start_node(&a, tmp, "alone", 1, pa, NULL, 0, 0, 0, opt_tls))
             return 1;
         load_result_t r0 = run_load(a.port, opt_duration);
         crdtd_stop(&a, SIGTERM, 10000);
-        /* A, B, C: a full mesh */
-        pa = free_port();
-        int pb = free_port(), pc = free_port();
-        int peers_a[2] = {pb, pc}, peers_b[2] = {pa, pc}, peers_c[2] = {pa, pb};
-        if (start_node(&b, tmp, "b", 2, pb, peers_b, 2, peer_cpu, last_cpu) ||
-            start_node(&c, tmp, "c", 3, pc, peers_c, 2, peer_cpu, last_cpu) ||
-            start_node(&a, tmp, "a", 1, pa, peers_a, 2, 0, 0))
-            return 1;
-        usleep(500000); /* links up */
-        sampler_t *s = calloc(1, sizeof(*s));
-        s->a_port = a.port;
-        s->b_port = b.port;
-        pthread_create(&s->th, NULL, sampler_main, s);
-        load_result_t r1 = run_load(a.port, opt_duration);
-        s->stop = 1;
-        pthread_join(s->th, NULL);
-        uint64_t t0 = now_us();
+        /* A, B, C: a full mesh (cleartext links; with --tls, then over mutual TLS) */
+        load_result_t r1 = {0}, rt = {0};
+        sampler_t *s = NULL, *st = NULL;
         double cu = -1;
-        while (now_us() - t0 < 60000000u) {
-            char *da = digest_of(a.port), *db = digest_of(b.port), *dc = digest_of(c.port);
-            bool same = da && db && dc && !strcmp(da, db) && !strcmp(da, dc);
-            free(da), free(db), free(dc);
-            if (same) {
-                cu = (double)(now_us() - t0) / 1000.0;
-                break;
+        for (int kind = 0; kind <= opt_tls; kind++) {
+            char nb[16], nc[16], na[16];
+            snprintf(na, sizeof(na), "a%d", kind);
+            snprintf(nb, sizeof(nb), "b%d", kind);
+            snprintf(nc, sizeof(nc), "c%d", kind);
+            pa = free_port();
+            int pb = free_port(), pc = free_port();
+            int peers_a[2] = {pb, pc}, peers_b[2] = {pa, pc}, peers_c[2] = {pa, pb};
+            /* with --tls only A dials (B and C need not reach A's TLS port), B dials C */
+            int peer_tls = opt_tls ? (kind ? 2 : 0) : 0, a_tls = opt_tls ? (kind ? 2 : 1) : 0;
+#ifdef BENCH_TLS
+            hc_tls_plain_clear();
+            if (opt_tls && !kind) {
+                hc_tls_plain_port(pb);
+                hc_tls_plain_port(pc);
             }
-            usleep(10000);
+#endif
+            if (start_node(&b, tmp, nb, 2, pb, opt_tls ? peers_b + 1 : peers_b, opt_tls ? 1 : 2,
+                           peer_cpu, last_cpu, peer_tls) ||
+                start_node(&c, tmp, nc, 3, pc, peers_c, opt_tls ? 0 : 2, peer_cpu, last_cpu,
+                           peer_tls) ||
+                start_node(&a, tmp, na, 1, pa, peers_a, 2, 0, 0, a_tls))
+                return 1;
+            usleep(500000); /* links up */
+            sampler_t *sm = calloc(1, sizeof(*sm));
+            sm->a_port = a.port;
+            sm->b_port = b.port;
+            pthread_create(&sm->th, NULL, sampler_main, sm);
+            double c0 = cpu_s(a.pid);
+            load_result_t rr = run_load(a.port, opt_duration);
+            double cpu_us = rr.ok ? (cpu_s(a.pid) - c0) * 1e6 / (double)rr.ok : 0;
+            sm->stop = 1;
+            pthread_join(sm->th, NULL);
+            uint64_t t0 = now_us();
+            double cuk = -1;
+            while (now_us() - t0 < 60000000u) {
+                char *da = digest_of(a.port), *db = digest_of(b.port), *dc = digest_of(c.port);
+                bool same = da && db && dc && !strcmp(da, db) && !strcmp(da, dc);
+                free(da), free(db), free(dc);
+                if (same) {
+                    cuk = (double)(now_us() - t0) / 1000.0;
+                    break;
+                }
+                usleep(10000);
+            }
+            hc_resp_t pr = {0};
+            if (run == opt_runs - 1 && hc_request(a.port, "GET", "/v1/peers", NULL, &pr) == 0)
+                printf("# A's /v1/peers after the last run (%s): %.600s\n",
+                       kind ? "mutual TLS" : "cleartext", pr.body ? pr.body : "");
+            hc_resp_free(&pr);
+            crdtd_stop(&a, SIGTERM, 10000);
+            crdtd_stop(&b, SIGTERM, 10000);
+            crdtd_stop(&c, SIGTERM, 10000);
+            if (!kind) {
+                r1 = rr, s = sm, cu = cuk;
+                mcpu[run] = cpu_us;
+            } else {
+                tcpu[run] = cpu_us;
+                rt = rr, st = sm;
+                qsort(st->lag, st->n, sizeof(st->lag[0]), cmp_u64);
+                tmesh[run] = rt.rps;
+                tratio[run] = r1.rps > 0 ? rt.rps / r1.rps : 0;
+                tp99[run] = rt.p99_ms;
+                tlag99[run] = (double)pct(st->lag, st->n, 99) / 1000.0;
+                printf("run %d, mutual TLS: pushing to 2 peers %.0f writes/s (p99 %.2f ms, %llu "
+                       "errors), against the cleartext mesh %.2f; A's CPU per write %.1f us "
+                       "(cleartext mesh %.1f us); lag to B p99 %.2f ms, %d never seen; peers "
+                       "caught up %.0f ms after the load\n",
+                       run + 1, rt.rps, rt.p99_ms, (unsigned long long)rt.errors, tratio[run],
+                       tcpu[run], mcpu[run], tlag99[run], st->lost, cuk);
+                free(st);
+            }
         }
-        hc_resp_t pr = {0};
-        if (run == opt_runs - 1 && hc_request(a.port, "GET", "/v1/peers", NULL, &pr) == 0)
-            printf("# A's /v1/peers after the last run: %.600s\n", pr.body ? pr.body : "");
-        hc_resp_free(&pr);
-        crdtd_stop(&a, SIGTERM, 10000);
-        crdtd_stop(&b, SIGTERM, 10000);
-        crdtd_stop(&c, SIGTERM, 10000);
         if (opt_keep)
             printf("# kept %s (node logs)\n", tmp);
         else
@@ -446,6 +547,22 @@ int main(int argc, char **argv)
     printf("  lag A->B p50 / p99 / max %7.2f / %.2f / %.2f ms\n", median(lp50, n), median(lp99, n),
            median(lmax, n));
     printf("  catch-up after the load  %10.0f ms\n", median(catchup, n));
+    if (opt_tls) {
+        printf("  writes/s pushing over mutual TLS %10.0f   (request p99 %.2f ms, lag p99 %.2f "
+               "ms)\n",
+               median(tmesh, n), median(tp99, n), median(tlag99, n));
+        printf("  ratio mutual TLS / cleartext     %10.2f   (target >= 0.8)\n", median(tratio, n));
+        double mc = median(mcpu, n), tc = median(tcpu, n);
+        printf("  A's CPU per write: cleartext mesh %.1f us, mutual TLS %.1f us, ratio %.2f\n", mc,
+               tc, tc > 0 ? mc / tc : 0);
+    }
+    if (pki_tmp) {
+#ifdef BENCH_TLS
+        hc_tls_off();
+#endif
+        rm_rf(pki_tmp);
+        free(pki_tmp);
+    }
     free(lat);
     return 0;
 }

@@ -3,15 +3,23 @@
  * (OpenSSL or a plain socket under one framing loop) with a window of W applies in flight; runs
  * alternate between the two and the medians are compared (ratio wss / ws, target >= 0.8).
  *
- *   bench_tls CRDTD_BIN TLS_CERTS_SH [--runs 5] [--secs 2] [--window 16]
+ *   bench_tls CRDTD_BIN TLS_CERTS_SH [--runs 5] [--secs 2] [--window 16] [--coalesce] [--pin]
+ *
+ * --coalesce: the client writes the applies that answer acks which came together in one write
+ * (one TLS record), as a pipelining client would; without it, one write (record) per apply.
+ * --pin (2+ CPUs): the client on CPU 0, the servers on CPU 1; on a machine shared with other
+ * work this is noisier than letting the scheduler move them, so it is off by default.
  */
 #define _GNU_SOURCE
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,35 +69,47 @@ static int io_read(conn_t *c)
     return 0;
 }
 
-/* Waits for one whole server frame (unmasked, payload < 64K) and drops it; 0 or -1. */
+/* Drops one whole server frame (unmasked, payload < 64K) if the buffer holds one: 0, 1 when it
+ * does not (yet), -1 on a frame this client does not read. */
+static int take_frame(conn_t *c)
+{
+    if (c->len < 2)
+        return 1;
+    size_t pl = c->buf[1] & 0x7f, hl = 2;
+    if (pl == 126) {
+        if (c->len < 4)
+            return 1;
+        hl = 4;
+        pl = ((size_t)c->buf[2] << 8) | c->buf[3];
+    } else if (pl == 127) {
+        return -1;
+    }
+    if (c->len < hl + pl)
+        return 1;
+    memmove(c->buf, c->buf + hl + pl, c->len - hl - pl);
+    c->len -= hl + pl;
+    return 0;
+}
+
+/* Waits for one whole server frame and drops it; 0 or -1. */
 static int read_frame(conn_t *c)
 {
     for (;;) {
-        if (c->len >= 2) {
-            size_t pl = c->buf[1] & 0x7f, hl = 2;
-            if (pl == 126) {
-                hl = 4;
-                pl = c->len >= 4 ? ((size_t)c->buf[2] << 8) | c->buf[3] : SIZE_MAX / 2;
-            } else if (pl == 127) {
-                return -1;
-            }
-            if (c->len >= hl && pl != SIZE_MAX / 2 && c->len >= hl + pl) {
-                memmove(c->buf, c->buf + hl + pl, c->len - hl - pl);
-                c->len -= hl + pl;
-                return 0;
-            }
-        }
+        int r = take_frame(c);
+        if (r <= 0)
+            return r;
         if (io_read(c))
             return -1;
     }
 }
 
-static int send_text(conn_t *c, const char *s)
+/* Frames the text s as a masked client frame at f (room for 4 + 4 + 400 bytes); its length, or 0
+ * when s is too long. */
+static size_t frame_text(unsigned char *f, const char *s)
 {
     size_t n = strlen(s), hl = 0;
-    unsigned char f[512];
     if (n > 400)
-        return -1;
+        return 0;
     f[hl++] = 0x81;
     if (n < 126) {
         f[hl++] = (unsigned char)(0x80 | n);
@@ -103,7 +123,14 @@ static int send_text(conn_t *c, const char *s)
     hl += 4;
     for (size_t i = 0; i < n; i++)
         f[hl + i] = (unsigned char)s[i] ^ mask[i % 4];
-    return io_write(c, f, hl + n);
+    return hl + n;
+}
+
+static int send_text(conn_t *c, const char *s)
+{
+    unsigned char f[512];
+    size_t n = frame_text(f, s);
+    return n ? io_write(c, f, n) : -1;
 }
 
 static int conn_open(conn_t *c, int port, SSL_CTX *ctx)
@@ -162,7 +189,8 @@ static void conn_close(conn_t *c)
 }
 
 /* Applies per second over `secs`, window applies in flight, each acked. */
-static double run(int port, SSL_CTX *ctx, double secs, int window, unsigned long *ops_out)
+static double run(int port, SSL_CTX *ctx, double secs, int window, bool coalesce,
+                  unsigned long *ops_out)
 {
     conn_t c;
     static unsigned long next_id = 1;
@@ -180,16 +208,30 @@ static double run(int port, SSL_CTX *ctx, double secs, int window, unsigned long
                  next_id++);
         send_text(&c, m);
     }
+    static unsigned char out[256 * 512];
     while (now_s() < end) {
         if (read_frame(&c))
             break;
-        acked++;
-        snprintf(m, sizeof(m),
-                 "{\"type\":\"apply\",\"id\":%lu,\"key\":\"Y291bnRlcg==\",\"op\":{\"type\":"
-                 "\"pncounter\",\"op\":\"incr\",\"by\":1}}",
-                 next_id++);
-        send_text(&c, m);
-        sent++;
+        /* one apply for each ack: written one at a time (a record each over TLS), or with
+         * --coalesce, one write for the acks that came together */
+        int k = 1;
+        while (coalesce && k < window && take_frame(&c) == 0)
+            k++;
+        acked += (unsigned long)k;
+        size_t at = 0;
+        for (int i = 0; i < k; i++, sent++) {
+            snprintf(m, sizeof(m),
+                     "{\"type\":\"apply\",\"id\":%lu,\"key\":\"Y291bnRlcg==\",\"op\":{\"type\":"
+                     "\"pncounter\",\"op\":\"incr\",\"by\":1}}",
+                     next_id++);
+            if (!coalesce) {
+                send_text(&c, m);
+                continue;
+            }
+            at += frame_text(out + at, m);
+        }
+        if (at && io_write(&c, out, at))
+            break;
     }
     double dt = now_s() - t0;
     while (acked < sent && !read_frame(&c))
@@ -217,6 +259,25 @@ static double cpu_s(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Runs this thread (and what it starts) on CPUs first..last. */
+static void pin(int first, int last)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int c = first; c <= last; c++)
+        CPU_SET(c, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+/* CPU seconds this process (the client) has used so far. */
+static double self_cpu_s(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_utime.tv_sec + (double)u.ru_utime.tv_usec / 1e6 +
+           (double)u.ru_stime.tv_sec + (double)u.ru_stime.tv_usec / 1e6;
+}
+
 static int cmp_d(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -227,13 +288,22 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: bench_tls CRDTD_BIN TLS_CERTS_SH [--runs N] [--secs S] "
-                        "[--window W]\n");
+                        "[--window W] [--coalesce] [--pin]\n");
         return 2;
     }
     int runs = 5, window = 16;
     double secs = 2;
-    for (int i = 3; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--runs"))
+    bool coalesce = false, pinning = false;
+    for (int i = 3; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--coalesce")) {
+            coalesce = true;
+            i--;
+        } else if (!strcmp(argv[i], "--pin")) {
+            pinning = true;
+            i--;
+        } else if (i + 1 >= argc)
+            return 2;
+        else if (!strcmp(argv[i], "--runs"))
             runs = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--secs"))
             secs = atof(argv[i + 1]);
@@ -256,7 +326,14 @@ int main(int argc, char **argv)
     crdtd_proc_t plain, tls;
     const char *pa[] = {"--no-persist", NULL};
     const char *ta[] = {"--no-persist", "--tls-cert", cert, "--tls-key", key, NULL};
-    if (crdtd_start(&plain, argv[1], dir, pa) || crdtd_start(&tls, argv[1], dir, ta)) {
+    /* --pin: the servers on CPU 1 (one is busy at a time), the client on CPU 0 */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (pinning && ncpu >= 2)
+        pin(1, 1);
+    int started = crdtd_start(&plain, argv[1], dir, pa) || crdtd_start(&tls, argv[1], dir, ta);
+    if (pinning && ncpu >= 2)
+        pin(0, 0);
+    if (started) {
         fprintf(stderr, "bench_tls: crdtd did not start\n");
         return 1;
     }
@@ -264,29 +341,36 @@ int main(int argc, char **argv)
     SSL_CTX_load_verify_locations(ctx, ca, NULL);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 
-    double ws[50], wss[50], cws[50], cwss[50];
+    double ws[50], wss[50], cws[50], cwss[50], kws[50], kwss[50], rr[50];
     unsigned long n;
     for (int r = 0; r < runs; r++) { /* alternating, so drift on a shared machine hits both */
-        double c0 = cpu_s(plain.pid);
-        ws[r] = run(plain.port, NULL, secs, window, &n);
+        double c0 = cpu_s(plain.pid), k0 = self_cpu_s();
+        ws[r] = run(plain.port, NULL, secs, window, coalesce, &n);
         cws[r] = n ? (cpu_s(plain.pid) - c0) * 1e6 / (double)n : 0;
-        c0 = cpu_s(tls.pid);
-        wss[r] = run(tls.port, ctx, secs, window, &n);
+        kws[r] = n ? (self_cpu_s() - k0) * 1e6 / (double)n : 0;
+        c0 = cpu_s(tls.pid), k0 = self_cpu_s();
+        wss[r] = run(tls.port, ctx, secs, window, coalesce, &n);
         cwss[r] = n ? (cpu_s(tls.pid) - c0) * 1e6 / (double)n : 0;
-        printf("run %d: ws %.0f applies/s (server %.1f us CPU each), wss %.0f applies/s (%.1f us)"
-               " ratio %.3f\n",
-               r + 1, ws[r], cws[r], wss[r], cwss[r], ws[r] > 0 ? wss[r] / ws[r] : 0);
+        kwss[r] = n ? (self_cpu_s() - k0) * 1e6 / (double)n : 0;
+        rr[r] = ws[r] > 0 ? wss[r] / ws[r] : 0;
+        printf("run %d: ws %.0f applies/s (CPU each: server %.1f us, client %.1f us), wss %.0f "
+               "applies/s (%.1f us, %.1f us) ratio %.3f\n",
+               r + 1, ws[r], cws[r], kws[r], wss[r], cwss[r], kwss[r],
+               ws[r] > 0 ? wss[r] / ws[r] : 0);
     }
+    qsort(rr, (size_t)runs, sizeof(double), cmp_d);
+    qsort(kws, (size_t)runs, sizeof(double), cmp_d);
+    qsort(kwss, (size_t)runs, sizeof(double), cmp_d);
     qsort(ws, (size_t)runs, sizeof(double), cmp_d);
     qsort(wss, (size_t)runs, sizeof(double), cmp_d);
     qsort(cws, (size_t)runs, sizeof(double), cmp_d);
     qsort(cwss, (size_t)runs, sizeof(double), cmp_d);
     double mws = ws[runs / 2], mwss = wss[runs / 2], mc = cws[runs / 2], mct = cwss[runs / 2];
-    printf("apply+ack, window %d, %d runs of %.1f s: median ws:// %.0f/s, wss:// %.0f/s, "
-           "ratio wss/ws %.3f; server CPU per apply ws:// %.1f us, wss:// %.1f us, ratio "
-           "ws/wss %.3f\n",
-           window, runs, secs, mws, mwss, mws > 0 ? mwss / mws : 0, mc, mct,
-           mct > 0 ? mc / mct : 0);
+    printf("apply+ack, window %d%s, %d runs of %.1f s: median ws:// %.0f/s, wss:// %.0f/s, "
+           "ratio wss/ws %.3f (median of the runs' ratios %.3f); server CPU per apply ws:// %.1f us, wss:// %.1f us, ratio "
+           "ws/wss %.3f; client CPU per apply ws:// %.1f us, wss:// %.1f us\n",
+           window, coalesce ? " (client coalescing its writes)" : "", runs, secs, mws, mwss, mws > 0 ? mwss / mws : 0, rr[runs / 2], mc, mct,
+           mct > 0 ? mc / mct : 0, kws[runs / 2], kwss[runs / 2]);
     SSL_CTX_free(ctx);
     crdtd_stop(&plain, SIGTERM, 5000);
     crdtd_stop(&tls, SIGTERM, 5000);

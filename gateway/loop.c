@@ -1,6 +1,7 @@
 /* loop.c - the event loop: lws context and listeners, group commit, tick, durability waiters,
  * fan-out of the store's events to the registered sinks */
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <sys/ioctl.h>
 
 #include "loop.h"
 #include "server.h"
@@ -301,6 +303,134 @@ int gw_loop_tls_reload(gw_server_t *s)
     return 0;
 }
 
+/* The certificate chain of a PEM file (the leaf first) and the key of another: 0, or -1 with why. */
+static int load_chain(const char *cert, const char *key, X509 **leaf, STACK_OF(X509) **chain,
+                      EVP_PKEY **pkey, char *why, size_t whylen)
+{
+    *leaf = NULL;
+    *chain = sk_X509_new_null();
+    *pkey = NULL;
+    FILE *f = fopen(cert, "r");
+    if (f) {
+        *leaf = PEM_read_X509(f, NULL, NULL, NULL);
+        X509 *x;
+        while (*leaf && *chain && (x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL)
+            if (!sk_X509_push(*chain, x))
+                X509_free(x);
+        fclose(f);
+        ERR_clear_error(); /* the end of the file reads as an error */
+    }
+    f = fopen(key, "r");
+    if (f) {
+        *pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if (*leaf && *chain && *pkey)
+        return 0;
+    ossl_reason(why, whylen, "cannot load --peer-cert/--peer-key");
+    X509_free(*leaf);
+    sk_X509_pop_free(*chain, X509_free);
+    EVP_PKEY_free(*pkey);
+    *leaf = NULL, *chain = NULL, *pkey = NULL;
+    return -1;
+}
+
+/* Why leaf cannot be a peer certificate now: expired, not yet valid, or (with a store) not
+ * verifying against it; NULL when it can. */
+static const char *peer_cert_problem(X509 *leaf, STACK_OF(X509) *chain, X509_STORE *store,
+                                     char *why, size_t whylen)
+{
+    if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
+        return "the certificate has expired";
+    if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0)
+        return "the certificate is not valid yet";
+    if (!store)
+        return NULL;
+    X509_STORE_CTX *vc = X509_STORE_CTX_new();
+    int ok = vc && X509_STORE_CTX_init(vc, store, leaf, chain) == 1 && X509_verify_cert(vc) == 1;
+    if (!ok)
+        snprintf(why, whylen, "the certificate does not verify against --peer-ca: %s",
+                 vc ? X509_verify_cert_error_string(X509_STORE_CTX_get_error(vc))
+                    : "out of memory");
+    X509_STORE_CTX_free(vc);
+    ERR_clear_error();
+    return ok ? NULL : why;
+}
+
+int gw_loop_peer_tls_reload(gw_server_t *s)
+{
+    const gw_config_t *c = &s->cfg;
+    SSL_CTX *dial = s->loop.peer_ctx, *listen = c->peer_cert[0] ? s->loop.listen_ctx : NULL;
+    if (!dial && !listen)
+        return 0;
+    char why[512] = "", vwhy[300];
+    const char *problem = NULL;
+    X509_STORE *store = NULL;
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
+    EVP_PKEY *pkey = NULL;
+    if (c->peer_ca[0]) {
+        store = X509_STORE_new();
+        if (!store || X509_STORE_load_file(store, c->peer_ca) != 1) {
+            ossl_reason(why, sizeof(why), "cannot load --peer-ca");
+            problem = why;
+        }
+    }
+    if (!problem && c->peer_cert[0] && dial) {
+        if (gw_loop_tls_check(c->peer_cert, c->peer_key, why, sizeof(why), NULL, 0) ||
+            load_chain(c->peer_cert, c->peer_key, &leaf, &chain, &pkey, why, sizeof(why)))
+            problem = why;
+        else
+            problem = peer_cert_problem(leaf, chain, store, vwhy, sizeof(vwhy));
+    }
+    int rc = -1;
+    if (problem) {
+        gw_log("SIGHUP: keeping the previous peer TLS files (--peer-cert, --peer-key, "
+               "--peer-ca): %s",
+               problem);
+    } else if (leaf && SSL_CTX_use_cert_and_key(dial, leaf, pkey, chain, 1) != 1) {
+        ossl_reason(why, sizeof(why), "OpenSSL refused the new --peer-cert/--peer-key");
+        gw_log("SIGHUP: keeping the previous peer TLS files: %s", why);
+    } else {
+        /* the store is looked up at each verification: handshakes from now on use it */
+        if (store && dial)
+            SSL_CTX_set1_cert_store(dial, store);
+        if (store && listen)
+            SSL_CTX_set1_cert_store(listen, store);
+        char subj[256] = "", until[64] = "";
+        if (leaf) {
+            X509_NAME_oneline(X509_get_subject_name(leaf), subj, sizeof(subj));
+            BIO *b = BIO_new(BIO_s_mem());
+            if (b && ASN1_TIME_print(b, X509_get0_notAfter(leaf)) > 0) {
+                int n = BIO_read(b, until, (int)sizeof(until) - 1);
+                until[n > 0 ? n : 0] = '\0';
+            }
+            BIO_free(b);
+        }
+        gw_log("SIGHUP: peer TLS reloaded: %s%s%s%s%s", leaf ? "certificate " : "", subj,
+               leaf ? ", valid until " : "", until,
+               store ? (leaf ? "; --peer-ca" : "--peer-ca") : "");
+        rc = 0;
+    }
+    X509_STORE_free(store);
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    EVP_PKEY_free(pkey);
+    return rc;
+}
+
+/* The first protocol's callback as lws sees it: the loop notes the main listener's server
+ * context when lws makes it, then it is HTTP's. */
+static int proto0_cb(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    gw_server_t *s = lws_context_user(lws_get_context(wsi));
+    if (reason == LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS && s && in && user &&
+        !strcmp(lws_get_vhost_name((struct lws_vhost *)in), "crdtd"))
+        s->loop.listen_ctx = user;
+    return s && s->loop.http_cb ? s->loop.http_cb(wsi, reason, user, in, len) : 0;
+}
+
 /* The TLS client context of wss:// peer links: --peer-ca alone is trusted when given (else the
  * system store), --peer-cert/--peer-key are presented. NULL after logging why. */
 static SSL_CTX *peer_client_ctx(const gw_server_t *s)
@@ -404,7 +534,18 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
 {
     if (s->store)
         gw_loop_use_store(s, s->store);
-    s->protocols = protocols;
+    size_t np = 0;
+    while (protocols[np].name)
+        np++;
+    s->loop.protos = calloc(np + 1, sizeof(*s->loop.protos));
+    if (!s->loop.protos) {
+        gw_log("out of memory");
+        return -1;
+    }
+    memcpy(s->loop.protos, protocols, (np + 1) * sizeof(*protocols));
+    s->loop.http_cb = protocols[0].callback;
+    s->loop.protos[0].callback = proto0_cb;
+    s->protocols = s->loop.protos;
     lws_set_log_level(s->cfg.verbose ? (LLL_ERR | LLL_WARN | LLL_NOTICE) : (LLL_ERR | LLL_WARN),
                       lws_log_emit);
 
@@ -446,9 +587,123 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
     return 0;
 }
 
+/* ---- reading more in the turn --------------------------------------------------------------- */
+
+#define READ_MORE_ROUNDS 32 /* forced reads per reader per turn, beyond the one poll gave */
+#define READ_MORE_IDLE 64   /* forced reads without a receive before a reader is dropped */
+
+void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi)
+{
+    memset(r, 0, sizeof(*r));
+    r->wsi = wsi;
+    SSL *ssl = lws_get_ssl(wsi);
+    if (ssl)
+        SSL_set_read_ahead(ssl, 1);
+}
+
+static void reader_link(gw_loop_t *L, gw_loop_reader_t *r)
+{
+    r->prev = L->rtail;
+    r->next = NULL;
+    if (L->rtail)
+        L->rtail->next = r;
+    else
+        L->rhead = r;
+    L->rtail = r;
+    r->queued = true;
+    L->nreaders++;
+}
+
+static void reader_unlink(gw_loop_t *L, gw_loop_reader_t *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        L->rhead = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        L->rtail = r->prev;
+    r->prev = r->next = NULL;
+    r->queued = false;
+    L->nreaders--;
+}
+
+void gw_loop_read_more(gw_server_t *s, gw_loop_reader_t *r)
+{
+    r->idle = 0;
+    if (!r->queued && r->wsi)
+        reader_link(&s->loop, r);
+}
+
+void gw_loop_read_stop(gw_server_t *s, gw_loop_reader_t *r)
+{
+    if (r->queued)
+        reader_unlink(&s->loop, r);
+}
+
+/* Whether wsi has input a read would take now: a whole TLS record (decrypted, or buffered by
+ * read-ahead: SSL_peek decrypts it without taking it; a partial one waits for the socket, which
+ * poll sees), an alert or the peer's close (lws reads it and closes), or cleartext bytes. */
+static bool has_input(struct lws *wsi)
+{
+    int fd = (int)lws_get_socket_fd(wsi), avail = 0;
+    if (fd < 0)
+        return false;
+    SSL *ssl = lws_get_ssl(wsi);
+    if (!ssl)
+        return !ioctl(fd, FIONREAD, &avail) && avail > 0;
+    if (SSL_pending(ssl) > 0)
+        return true;
+    if (!SSL_has_pending(ssl) && (ioctl(fd, FIONREAD, &avail) || avail <= 0))
+        return false;
+    unsigned char c;
+    int r = SSL_peek(ssl, &c, 1);
+    if (r > 0)
+        return true;
+    /* (a stale error on the queue can only make this say yes: one forced read for nothing) */
+    int e = SSL_get_error(ssl, r);
+    ERR_clear_error();
+    return e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE;
+}
+
+static void more_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul; /* only there so that the poll after it does not wait */
+}
+
+/* After the turn's events: the readers with input are handed a POLLIN (what poll would report a
+ * turn later), a few rounds, each reader once a round. Readers still with input when the rounds
+ * are done stay queued for the next turn, whose poll is kept from waiting. */
+static void read_more(gw_server_t *s)
+{
+    gw_loop_t *L = &s->loop;
+    for (int round = 0; round < READ_MORE_ROUNDS && L->rhead; round++) {
+        /* the readers queued when the round began (those that receive meanwhile move to the
+         * tail: the next round) */
+        unsigned n = L->nreaders;
+        for (unsigned k = 0; k < n && L->rhead; k++) {
+            gw_loop_reader_t *r = L->rhead;
+            reader_unlink(L, r);
+            if (!has_input(r->wsi) || r->idle++ >= READ_MORE_IDLE)
+                continue;
+            reader_link(L, r); /* checked again next round; a close unlinks it */
+            struct lws_pollfd p = {
+                .fd = (int)lws_get_socket_fd(r->wsi), .events = POLLIN, .revents = POLLIN};
+            if (lws_service_fd(s->ctx, &p) < 0)
+                return;
+        }
+    }
+    if (L->rhead)
+        lws_sul_schedule(s->ctx, 0, &L->sul_more, more_cb, 0);
+}
+
 int gw_loop_service(gw_server_t *s, int timeout_ms)
 {
-    return lws_service(s->ctx, timeout_ms) < 0 ? -1 : 0;
+    if (lws_service(s->ctx, timeout_ms) < 0)
+        return -1;
+    read_more(s);
+    return 0;
 }
 
 void gw_loop_run(gw_server_t *s)
@@ -476,6 +731,8 @@ void gw_loop_finish(gw_server_t *s)
 {
     if (!s->ctx) { /* gw_loop_start failed before the context existed */
         shutdown_sinks(s);
+        free(s->loop.protos);
+        s->loop.protos = NULL;
         return;
     }
     /* Draining: make what was written durable and answer the writers still waiting, for at
@@ -492,9 +749,13 @@ void gw_loop_finish(gw_server_t *s)
     }
     lws_sul_cancel(&s->loop.sul_tick);
     lws_sul_cancel(&s->loop.sul_flush);
+    lws_sul_cancel(&s->loop.sul_more);
     shutdown_sinks(s);
     lws_context_destroy(s->ctx);
     s->ctx = NULL;
     SSL_CTX_free(s->loop.peer_ctx); /* lws does not free a context it was given */
     s->loop.peer_ctx = NULL;
+    s->loop.listen_ctx = NULL;
+    free(s->loop.protos);
+    s->loop.protos = NULL;
 }

@@ -55,12 +55,20 @@ struct gw_durable_wait {
 typedef struct gw_loop {
     lws_sorted_usec_list_t sul_flush, sul_tick;
     struct ssl_ctx_st *peer_ctx; /* TLS client context of wss:// peers (SSL_CTX), or NULL */
+    struct ssl_ctx_st *listen_ctx; /* the main listener's server context (its client-certificate
+                                    * store is --peer-ca), or NULL; lws owns it */
+    struct lws_protocols *protos;  /* the protocol list given to lws: a copy whose first entry
+                                    * passes through the loop (to see listen_ctx made) */
+    lws_callback_function *http_cb; /* ... to the callback it had */
     bool flush_scheduled;
     gw_durable_wait_t *head, *tail; /* in seq order */
     size_t waiting;
     gw_loop_sink_t sinks[GW_LOOP_MAX_SINKS];
     int nsinks;
     uint64_t durable_events; /* durable events seen (a flush that fired none tells the sinks) */
+    struct gw_loop_reader *rhead, *rtail; /* connections to read again (gw_loop_read_more) */
+    unsigned nreaders;
+    lws_sorted_usec_list_t sul_more; /* keeps the next poll from waiting while some have input */
 } gw_loop_t;
 
 /* Registers a sink (copied); before gw_loop_start. 0, or -1 when GW_LOOP_MAX_SINKS are taken. */
@@ -75,6 +83,31 @@ void gw_loop_use_store(gw_server_t *s, crdt_store_t *st);
 /* One turn of the loop: waits up to timeout_ms for events and handles them. 0, or -1 when lws
  * failed. */
 int gw_loop_service(gw_server_t *s, int timeout_ms);
+/* Reading more in the turn. lws reads one TLS record per poll, so a client that writes a record
+ * per message (every client does) gets one message read per loop turn: one apply, one group
+ * commit and one ack per turn, two read syscalls per record. A reader instead has its TLS input
+ * read ahead (OpenSSL takes what the socket holds in one read) and, once the turn's events are
+ * handled, the loop reads it again while it has a whole record (or cleartext bytes) waiting: a
+ * burst of applies shares one group commit and its acks one write.
+ *
+ * Input read ahead sits in OpenSSL, where poll cannot see it, so the unit's part of the contract
+ * is: gw_loop_read_more from every receive callback and whenever it resumes reading (after
+ * lws_rx_flow_control(wsi, 1)), gw_loop_read_stop when it pauses reading or the connection
+ * closes. A reader that is forced to read and never reports a receive (only control frames, or
+ * a state lws does not read in) is dropped after a bound, back to poll. */
+typedef struct gw_loop_reader {
+    struct lws *wsi;
+    struct gw_loop_reader *prev, *next;
+    unsigned idle; /* forced reads since its last receive */
+    bool queued;
+} gw_loop_reader_t;
+/* Makes r wsi's reader and turns TLS read-ahead on for wsi (call once the WebSocket is
+ * established: the handshake and the upgrade are read as lws reads them). */
+void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi);
+/* wsi received data (or may read again): check it for more once the turn's events are handled. */
+void gw_loop_read_more(gw_server_t *s, gw_loop_reader_t *r);
+/* Reading is paused or the connection closes: forget r (nothing if it is not queued). */
+void gw_loop_read_stop(gw_server_t *s, gw_loop_reader_t *r);
 /* Whether the listeners serve TLS (--tls-cert and --tls-key). */
 bool gw_loop_tls(const gw_server_t *s);
 /* Checks that the PEM certificate chain and key files load and belong together; 0, or -1 with
@@ -88,6 +121,13 @@ int gw_loop_check(const gw_config_t *c);
  * certificate, open ones keep theirs). A pair that does not load keeps the old one (logged).
  * 0 or -1; nothing to do without TLS. */
 int gw_loop_tls_reload(gw_server_t *s);
+/* SIGHUP: re-reads the peers' TLS files: --peer-cert/--peer-key (presented when dialling) and
+ * --peer-ca (trusted when dialling, and for the client certificates the main listener asks
+ * peers for). Links made from now on use them, open links keep theirs. All or nothing: a pair
+ * that does not load or match, a certificate that is expired or not yet valid, or one that does
+ * not verify against the (new) --peer-ca keeps everything as it was, logged with the reason.
+ * 0 or -1; nothing to do without peer TLS. */
+int gw_loop_peer_tls_reload(gw_server_t *s);
 /* Runs turns until s->stopping, then gw_loop_finish. */
 void gw_loop_run(gw_server_t *s);
 /* Drains: makes what was written durable, answers the waiters, serves for at most about a second

@@ -33,11 +33,13 @@ static void on_signal(int sig)
         lws_cancel_service(server.ctx);
 }
 
-/* SIGHUP, from the loop: the token key ring (sessions open stay open). */
+/* SIGHUP, from the loop: the token key ring (sessions open stay open), the listeners' and the
+ * peers' TLS files. */
 static void on_reload(gw_server_t *s)
 {
     gw_auth_reload(s);
     gw_loop_tls_reload(s);
+    gw_loop_peer_tls_reload(s);
 }
 
 static void route(gw_server_t *s, gw_exchange_t *x)

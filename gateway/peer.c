@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/bn.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -238,6 +239,19 @@ static const char *host_identify(void *ud, void *link_ud, uint64_t node)
         X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
         snprintf(why, sizeof(why), "its certificate (%s) does not name %s", subj, name);
         r = why;
+    } else {
+        /* which certificate a peer presents (after a SIGHUP that replaced one, the links made
+         * since show the new serial) */
+        char subj[120] = "", serial[80] = "?";
+        X509_NAME_oneline(X509_get_subject_name(x), subj, sizeof(subj));
+        BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+        char *hex = bn ? BN_bn2hex(bn) : NULL;
+        if (hex)
+            snprintf(serial, sizeof(serial), "%s", hex);
+        OPENSSL_free(hex);
+        BN_free(bn);
+        gw_log("peer %s (%s): TLS, its certificate %s, serial %s", name,
+               g->outbound ? "dialled" : "inbound", subj, serial);
     }
     X509_free(x);
     return r;

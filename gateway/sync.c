@@ -31,14 +31,19 @@
  * file only acts on the structs. Incoming fragments are reassembled by a gw_wsrx_t (wsmsg.h),
  * bounded by --ws-max-message.
  *
- * Output. Each session has a bounded gw_wsq_t of frames (bytes counted against --ws-send-queue)
- * and writes one per LWS_CALLBACK_SERVER_WRITEABLE. Frames are reference counted: a live change
- * is encoded once (its body: "key", "seq", "delta") and shared by every session it goes to; the
- * per-session part (the head with the resume "cursor", the queue item's tag) is written in front
- * of it when it is sent.
+ * Output. Each session has a bounded gw_wsq_t of frames (bytes counted against --ws-send-queue);
+ * each LWS_CALLBACK_SERVER_WRITEABLE writes what is queued, up to GW_WS_BATCH_MAX bytes framed
+ * together in one write (gw_ws_batch_*: one TLS record for a turn's acks), a bigger message
+ * alone. Frames are reference counted: a live change is encoded once (its body: "key", "seq",
+ * "delta") and shared by every session it goes to; the per-session part (the head with the
+ * resume "cursor", the queue item's tag) is written in front of it when it is sent.
  * A crdt.v1.bin session (proto/crdt_v1_bin.h) gets change, ack and subscribed as binary messages
- * (frame meta FRAME_BIN, written by its binary writer): a live change then has two bodies, each
- * encoded once, the JSON one for JSON sessions and the binary one for binary sessions.
+ * (frame meta FRAME_BIN): a live change then has two bodies, each encoded once, the JSON one for
+ * JSON sessions and the binary one for binary sessions; a batch carries both kinds of message.
+ *
+ * Input. Over TLS, lws reads one record per poll; a session is a loop reader (loop.h), so what
+ * its client wrote in a burst is read in the same turn (sharing one group commit), and it stops
+ * being one while its reading is paused (an apply in flight) or it closes.
  *
  * Fan-out. Subscriptions live in one hash table of topics (an exact key or a prefix, each with its
  * array of subscribed sessions); a change looks up its key, and its prefixes of every length some
@@ -129,6 +134,7 @@ typedef struct sess {
     unsigned nerrors;
     uint64_t opened_us, last_rx_us, last_ping_us;
     bool ping_due;
+    gw_loop_reader_t rd; /* read again in the turn while input waits (loop.h) */
     /* output */
     gw_wsq_t q;
     gw_wswriter_t w;
@@ -275,6 +281,7 @@ static void sess_close(sess_t *ss, int code, const char *reason)
     ss->close_reason[n] = '\0';
     gw_wsq_clear(&ss->q);
     walks_free(ss);
+    gw_loop_read_stop(ss->srv, &ss->rd);
     lws_set_timeout(ss->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_BACKSTOP_SECS);
     lws_callback_on_writable(ss->wsi);
 }
@@ -538,6 +545,8 @@ static void sess_free(gw_sync_t *y, sess_t *ss)
         if (a->s == ss)
             a->s = NULL;
     }
+    gw_loop_read_stop(y->srv, &ss->rd);
+    ss->rd.wsi = NULL;
     gw_wsq_free(&ss->q);
     gw_wswriter_free(&ss->w);
     gw_wswriter_free(&ss->wb);
@@ -597,6 +606,12 @@ static bool sess_release(sess_t *ss)
 static int64_t unix_now(void)
 {
     return (int64_t)time(NULL);
+}
+
+/* The session's token for the grant check (auth.c's, as on every surface), NULL without auth. */
+static const gw_token_t *sess_token(const sess_t *ss)
+{
+    return ss->has_tok ? &ss->tok : NULL;
 }
 
 /* With a secret: the token must still be valid; closes with 4001 when it expired. */
@@ -681,11 +696,12 @@ static int check_topics(sess_t *ss, const crdt_v1_msg_t *m, bool check_grants)
                        topic_index(m, i));
             return -1;
         }
-        if (check_grants && ss->has_tok &&
-            !(t->prefix ? gw_token_can_read_prefix(&ss->tok, t->bytes, t->len)
-                        : gw_token_can_read_key(&ss->tok, t->bytes, t->len))) {
-            send_error(ss, true, m->id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it",
-                       topic_kind(t), topic_index(m, i));
+        gw_denial_t d = check_grants ? gw_auth_key(sess_token(ss), GW_ACCESS_READ, t->bytes,
+                                                   t->len, t->prefix)
+                                     : GW_DENY_NONE;
+        if (d != GW_DENY_NONE) {
+            send_error(ss, true, m->id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it (%s)",
+                       topic_kind(t), topic_index(m, i), gw_denial_name(d));
             return -1;
         }
     }
@@ -1022,8 +1038,10 @@ static void on_apply(sess_t *ss, crdt_v1_msg_t *m)
     uint64_t id = m->id;
     if (!token_live(ss, true, id))
         return;
-    if (ss->has_tok && !gw_token_can_write_key(&ss->tok, m->key, m->klen)) {
-        send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key");
+    gw_denial_t d = gw_auth_key(sess_token(ss), GW_ACCESS_WRITE, m->key, m->klen, false);
+    if (d != GW_DENY_NONE) {
+        send_error(ss, true, id, E_UNAUTHORIZED, "no write grant covers the key (%s)",
+                   gw_denial_name(d));
         return;
     }
     apply_ctx_t *a = calloc(1, sizeof(*a));
@@ -1099,6 +1117,7 @@ static void hold_message(sess_t *ss, crdt_v1_msg_t *m)
     if (!ss->rx_paused) {
         ss->rx_paused = true;
         lws_rx_flow_control(ss->wsi, 0);
+        gw_loop_read_stop(ss->srv, &ss->rd);
     }
 }
 
@@ -1118,6 +1137,7 @@ static void sess_run_held(sess_t *ss)
     if (ss->rx_paused && !ss->held_head && sess_live(ss)) {
         ss->rx_paused = false;
         lws_rx_flow_control(ss->wsi, 1);
+        gw_loop_read_more(ss->srv, &ss->rd); /* input read ahead is not seen by poll */
     }
 }
 
@@ -1157,6 +1177,7 @@ static int on_receive(sess_t *ss, const char *in, size_t len)
     ss->last_rx_us = gw_now_us();
     if (ss->close_code)
         return 0;
+    gw_loop_read_more(s, &ss->rd);
     switch (gw_wsrx_receive(&ss->rx, ss->wsi, in, len)) {
     case GW_WSRX_MESSAGE:
         on_message(ss, (const char *)gw_wsrx_data(&ss->rx), gw_wsrx_len(&ss->rx), ss->rx.binary);
@@ -1184,6 +1205,16 @@ static int on_receive(sess_t *ss, const char *in, size_t len)
 }
 
 /* ---- writing -------------------------------------------------------------------------------- */
+
+/* The per-session head written in front of a queued frame (a change's cursor), in its framing;
+ * 0 bytes for a frame without one. */
+static size_t frame_head(const gw_wsq_item_t *it, char head[CRDT_V1_CHANGE_HEAD_MAX])
+{
+    if (!(it->f->meta[0] & FRAME_CHANGE_BODY))
+        return 0;
+    return it->f->meta[0] & FRAME_BIN ? crdt_v1_bin_change_head((uint8_t *)head, it->tag)
+                                      : crdt_v1_change_head(head, it->tag);
+}
 
 static int on_writeable(sess_t *ss)
 {
@@ -1218,18 +1249,36 @@ static int on_writeable(sess_t *ss)
         return 0;
     }
     char head[CRDT_V1_CHANGE_HEAD_MAX];
+    size_t hlen = frame_head(&it, head);
     bool bin = it.f->meta[0] & FRAME_BIN;
-    size_t hlen = !(it.f->meta[0] & FRAME_CHANGE_BODY) ? 0
-                  : bin ? crdt_v1_bin_change_head((uint8_t *)head, it.tag)
-                        : crdt_v1_change_head(head, it.tag);
-    gw_wswriter_t *wr = bin ? &ss->wb : &ss->w;
-    uint64_t before = wr->bytes;
-    int rc = gw_ws_write(wr, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
-    gw_frame_unref(it.f);
+    uint64_t before = ss->w.bytes + ss->wb.bytes, msgs = 1;
+    int rc;
+    const gw_wsq_item_t *nx = gw_wsq_peek(&ss->q);
+    if (!nx || hlen + it.f->len + nx->cost > GW_WS_BATCH_MAX) {
+        rc = gw_ws_write(bin ? &ss->wb : &ss->w, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
+        gw_frame_unref(it.f);
+    } else {
+        /* what is queued goes out in one write (one TLS record): the acks and changes of a turn
+         * no longer cost a record, a send and a loop turn each; the batch is built in the text
+         * writer, each message framed as its own kind */
+        gw_ws_batch_begin(&ss->w);
+        rc = gw_ws_batch_add_as(&ss->w, bin ? GW_WS_BINARY : GW_WS_TEXT, head, hlen, it.f);
+        gw_frame_unref(it.f);
+        while (!rc && (nx = gw_wsq_peek(&ss->q)) &&
+               gw_ws_batch_len(&ss->w) + nx->cost + 10 <= GW_WS_BATCH_MAX) {
+            gw_wsq_pop(&ss->q, &it);
+            hlen = frame_head(&it, head);
+            bin = it.f->meta[0] & FRAME_BIN;
+            rc = gw_ws_batch_add_as(&ss->w, bin ? GW_WS_BINARY : GW_WS_TEXT, head, hlen, it.f);
+            gw_frame_unref(it.f);
+            msgs++;
+        }
+        rc = rc ? rc : gw_ws_batch_write(&ss->w, ss->wsi);
+    }
     if (rc)
         return -1;
-    y->msgs_out++;
-    y->bytes_out += wr->bytes - before;
+    y->msgs_out += msgs;
+    y->bytes_out += ss->w.bytes + ss->wb.bytes - before;
     if (gw_wsq_len(&ss->q) || (ss->nwalks && !ss->walking))
         lws_callback_on_writable(ss->wsi);
     return 0;
@@ -1310,6 +1359,7 @@ static int on_established(gw_server_t *s, struct lws *wsi, void **slot)
     gw_wsq_init(&ss->q, s->cfg.ws_send_queue);
     gw_wswriter_init(&ss->w, GW_WS_TEXT, false);
     gw_wswriter_init(&ss->wb, GW_WS_BINARY, false);
+    gw_loop_reader_init(&ss->rd, wsi);
     ss->next = y->head;
     if (y->head)
         y->head->prev = ss;

@@ -287,6 +287,81 @@ int gw_ws_write_bytes(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n, b
     return write_out(w, wsi, p, n);
 }
 
+/* ---- batches -------------------------------------------------------------------------------- */
+
+size_t gw_ws_frame_head(uint8_t *out, unsigned kind, size_t len)
+{
+    out[0] = 0x80 | (kind == GW_WS_BINARY ? 0x2 : 0x1); /* FIN, text or binary */
+    if (len < 126) {
+        out[1] = (uint8_t)len;
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = (uint8_t)(len >> 8);
+        out[3] = (uint8_t)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+void gw_ws_batch_begin(gw_wswriter_t *w)
+{
+    w->blen = 0;
+    w->bcount = 0;
+}
+
+int gw_ws_batch_add(gw_wswriter_t *w, const void *head, size_t hlen, const gw_frame_t *f)
+{
+    return gw_ws_batch_add_as(w, w->kind, head, hlen, f);
+}
+
+int gw_ws_batch_add_as(gw_wswriter_t *w, unsigned kind, const void *head, size_t hlen,
+                       const gw_frame_t *f)
+{
+    size_t n = hlen + f->len, need = w->blen + 10 + n;
+    if (need > w->cap) {
+        size_t nc = w->cap ? w->cap : 4096;
+        while (nc < need)
+            nc *= 2;
+        uint8_t *nb = realloc(w->copy, LWS_PRE + nc);
+        if (!nb)
+            return -1;
+        w->copy = nb;
+        w->cap = nc;
+    }
+    uint8_t *p = w->copy + LWS_PRE + w->blen;
+    size_t fh = gw_ws_frame_head(p, kind, n);
+    if (hlen)
+        memcpy(p + fh, head, hlen);
+    if (f->len)
+        memcpy(p + fh + hlen, gw_frame_data(f), f->len);
+    w->blen += fh + n;
+    w->bcount++;
+    w->bytes += n;
+    return 0;
+}
+
+int gw_ws_batch_write(gw_wswriter_t *w, struct lws *wsi)
+{
+    size_t n = w->blen;
+    unsigned count = w->bcount;
+    gw_ws_batch_begin(w);
+    if (!n)
+        return 0;
+    /* LWS_WRITE_RAW: the bytes are whole frames already; lws sends them as they are */
+    int rc = lws_write(wsi, w->copy + LWS_PRE, n, LWS_WRITE_RAW);
+    if (w->cap > KEEP_BUFFER)
+        gw_wswriter_free(w);
+    if (rc < (int)n)
+        return -1;
+    w->messages += count;
+    return 0;
+}
+
 int gw_wsq_write_next(gw_wsq_t *q, gw_wswriter_t *w, struct lws *wsi)
 {
     gw_wsq_item_t it;

@@ -150,6 +150,11 @@ void gw_wsq_clear(gw_wsq_t *q);
 int gw_wsq_push(gw_wsq_t *q, gw_frame_t *f, uint64_t tag, size_t extra, unsigned flags);
 /* Takes the oldest item (its reference moves to the caller); false when empty. */
 bool gw_wsq_pop(gw_wsq_t *q, gw_wsq_item_t *out);
+/* The oldest item, left queued (borrowed until the queue changes), or NULL when empty. */
+static inline const gw_wsq_item_t *gw_wsq_peek(const gw_wsq_t *q)
+{
+    return q->n ? &q->ring[q->head] : NULL;
+}
 static inline size_t gw_wsq_len(const gw_wsq_t *q)
 {
     return q->n;
@@ -167,6 +172,8 @@ typedef struct gw_wswriter {
     uint8_t *copy; /* private copy: LWS_PRE + cap bytes */
     size_t cap;
     uint64_t messages, bytes; /* written so far */
+    size_t blen;              /* a batch being built in copy (gw_ws_batch_*): its bytes */
+    unsigned bcount;          /* ... and its messages */
 } gw_wswriter_t;
 
 /* gw_ws_write flags */
@@ -186,6 +193,43 @@ int gw_ws_write(gw_wswriter_t *w, struct lws *wsi, const void *head, size_t hlen
  * bytes before it; sole: no one else holds them and the caller drops them right after the write
  * (then a client connection may mask them in place too). 0 or -1 (close the connection). */
 int gw_ws_write_bytes(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n, bool sole);
+/* ---- batches: many messages in one write (server connections) ------------------------------
+ * One lws_write per message costs one TLS record (and one SSL_write and send) per message, and
+ * one writable callback, that is one loop turn, each. A server connection's frames are not
+ * masked, so several whole messages can be framed here, back to back in the writer's copy, and
+ * handed to lws as one raw write: one record for a turn's acks and changes. Only for connections
+ * without extensions (crdtd offers none) and never for a dialled connection (its frames must be
+ * masked). */
+
+/* Largest batch: one TLS record's plaintext (a message bigger than this goes on its own). */
+#define GW_WS_BATCH_MAX 16384
+/* The header of an unmasked final frame of kind (GW_WS_TEXT / GW_WS_BINARY) carrying len payload
+ * bytes, into out (at least 10 bytes); its length (2, 4 or 10). */
+size_t gw_ws_frame_head(uint8_t *out, unsigned kind, size_t len);
+/* Starts an empty batch in w (a server writer). */
+void gw_ws_batch_begin(gw_wswriter_t *w);
+/* Appends one message, head[0..hlen) followed by f's payload, framed with w's kind. 0 or -1 (out
+ * of memory: the batch is left as it was). */
+int gw_ws_batch_add(gw_wswriter_t *w, const void *head, size_t hlen, const gw_frame_t *f);
+/* gw_ws_batch_add of a message of another kind than the writer's (GW_WS_TEXT or GW_WS_BINARY):
+ * a session that sends text and binary messages batches both in one write. */
+int gw_ws_batch_add_as(gw_wswriter_t *w, unsigned kind, const void *head, size_t hlen,
+                       const gw_frame_t *f);
+/* The bytes the batch holds so far, frame headers included. */
+static inline size_t gw_ws_batch_len(const gw_wswriter_t *w)
+{
+    return w->blen;
+}
+/* The framed bytes of the batch (valid until the next gw_ws_batch_* call or write). */
+static inline const uint8_t *gw_ws_batch_data(const gw_wswriter_t *w)
+{
+    return w->copy ? w->copy + LWS_PRE : (const uint8_t *)"";
+}
+/* Writes the batch as one lws_write from wsi's writable callback (lws keeps what the socket did
+ * not take and sends it before the next writable callback) and empties it. 0, or -1 when the
+ * connection failed (close it). */
+int gw_ws_batch_write(gw_wswriter_t *w, struct lws *wsi);
+
 /* Pops the oldest frame of q, writes it and releases it; asks for another writable callback when
  * more is queued. 0 (also when q was empty) or -1 (close the connection). */
 int gw_wsq_write_next(gw_wsq_t *q, gw_wswriter_t *w, struct lws *wsi);

@@ -22,6 +22,19 @@ foreach(t test_cluster test_cluster_faults)
   add_dependencies(${t} crdtd)
 endforeach()
 
+# the fault tests again with the three nodes replicating over mutual TLS (wss://, --peer-cert,
+# --peer-ca, --peer-require-tls; certificates made by the test with scripts/tls-certs.sh), and a
+# peer certificate replaced under SIGHUP
+pkg_check_modules(CL_TLS IMPORTED_TARGET libssl libcrypto)
+if(CL_TLS_FOUND AND EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_cluster_faults.c)
+  crdt_tap_test(test_cluster_faults_tls SOURCES test_cluster_faults.c cluster_helper.c
+                http_client.c hc_tls.c
+                LIBS crdt_faultproxy PkgConfig::JANSSON PkgConfig::CL_TLS TIMEOUT 240)
+  target_compile_definitions(test_cluster_faults_tls PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>"
+                             CL_TLS=1 TLS_CERTS_SH="${PROJECT_SOURCE_DIR}/scripts/tls-certs.sh")
+  add_dependencies(test_cluster_faults_tls crdtd)
+endif()
+
 # crdtd --store redis:// as processes: two gateways over a real Redis Cluster and one over a
 # second Redis, writers of every type through a primary killed, a gateway and a Redis restarted
 if(TARGET crdt_module AND TARGET crdtd_store_redis)

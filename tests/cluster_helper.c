@@ -47,7 +47,7 @@ static void key_path(int type, int key, char *path, size_t n, const char *suffix
 int cl_node_start(cluster_t *c, int i)
 {
     cl_node_t *nd = &c->node[i];
-    char data[700], id[16], ae[16], peers[CL_MAX_NODES][64];
+    char data[700], id[16], ae[16], peers[CL_MAX_NODES][64], tls[5][700];
     snprintf(data, sizeof(data), "%s/data", nd->dir);
     snprintf(id, sizeof(id), "%d", i + 1);
     snprintf(ae, sizeof(ae), "%u", c->ae_secs);
@@ -59,10 +59,24 @@ int cl_node_start(cluster_t *c, int i)
     args[a++] = "--peer-secret-file", args[a++] = c->secret_file;
     args[a++] = "--anti-entropy-interval", args[a++] = ae;
     args[a++] = "--fsync", args[a++] = c->fsync;
+    if (c->pki[0]) {
+        snprintf(tls[0], sizeof(tls[0]), "%s/tls.pem", nd->dir);
+        snprintf(tls[1], sizeof(tls[1]), "%s/tls.key", nd->dir);
+        snprintf(tls[2], sizeof(tls[2]), "%s/peer.pem", nd->dir);
+        snprintf(tls[3], sizeof(tls[3]), "%s/peer.key", nd->dir);
+        snprintf(tls[4], sizeof(tls[4]), "%s/ca.pem", c->pki);
+        args[a++] = "--tls-cert", args[a++] = tls[0];
+        args[a++] = "--tls-key", args[a++] = tls[1];
+        args[a++] = "--peer-cert", args[a++] = tls[2];
+        args[a++] = "--peer-key", args[a++] = tls[3];
+        args[a++] = "--peer-ca", args[a++] = tls[4];
+        args[a++] = "--peer-require-tls";
+    }
     for (int j = 0; j < c->n; j++) {
         if (j == i)
             continue;
-        snprintf(peers[j], sizeof(peers[j]), "ws://127.0.0.1:%d", fp_port(c->link[i][j]));
+        snprintf(peers[j], sizeof(peers[j]), "%s://127.0.0.1:%d", c->pki[0] ? "wss" : "ws",
+                 fp_port(c->link[i][j]));
         args[a++] = "--peer", args[a++] = peers[j];
     }
     args[a] = NULL;
@@ -87,9 +101,40 @@ void cl_node_stop(cluster_t *c, int i, int sig)
     nd->running = false;
 }
 
+static int copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    char buf[8192];
+    size_t n;
+    int rc = in && out ? 0 : -1;
+    while (!rc && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        rc = fwrite(buf, 1, n, out) == n ? 0 : -1;
+    if (in)
+        fclose(in);
+    if (out && fclose(out))
+        rc = -1;
+    if (!rc)
+        chmod(to, 0600);
+    return rc;
+}
+
+static int start(cluster_t *c, int n, const char *fsync, unsigned ae_secs, const char *pki);
+
 int cl_start(cluster_t *c, int n, const char *fsync, unsigned ae_secs)
 {
+    return start(c, n, fsync, ae_secs, NULL);
+}
+
+int cl_start_tls(cluster_t *c, int n, const char *fsync, unsigned ae_secs, const char *pki)
+{
+    return start(c, n, fsync, ae_secs, pki);
+}
+
+static int start(cluster_t *c, int n, const char *fsync, unsigned ae_secs, const char *pki)
+{
     memset(c, 0, sizeof(*c));
+    if (pki)
+        snprintf(c->pki, sizeof(c->pki), "%s", pki);
     c->n = n;
     c->fsync = fsync;
     c->ae_secs = ae_secs;
@@ -110,6 +155,15 @@ int cl_start(cluster_t *c, int n, const char *fsync, unsigned ae_secs)
     for (int i = 0; i < n; i++) {
         snprintf(c->node[i].dir, sizeof(c->node[i].dir), "%s/n%d", c->tmp, i + 1);
         mkdir(c->node[i].dir, 0700);
+        static const char *const ext[2] = {"pem", "key"};
+        for (int k = 0; pki && k < 4; k++) {
+            char from[700], to[700];
+            snprintf(from, sizeof(from), "%s/node-%d.%s", pki, i + 1, ext[k % 2]);
+            snprintf(to, sizeof(to), "%s/%s.%s", c->node[i].dir, k < 2 ? "tls" : "peer",
+                     ext[k % 2]);
+            if (copy_file(from, to))
+                goto fail;
+        }
         if (cl_node_start(c, i))
             goto fail;
     }
@@ -351,7 +405,7 @@ static void *writer_main(void *arg)
     while (!w->stop && w->ops < w->max_ops) {
         if (!w->c->node[w->node].running || fd < 0) {
             if (fd >= 0)
-                close(fd);
+                hc_close(fd);
             fd = w->c->node[w->node].running ? hc_connect(w->c->node[w->node].proc.port) : -1;
             if (fd < 0) {
                 usleep(20000);
@@ -447,7 +501,7 @@ static void *writer_main(void *arg)
                    w->node + 1, w->ops, when, wall.tv_nsec / 1000000L,
                    (unsigned long long)(cl_now_ms() - t0),
                    w->c->node[w->node].running ? "node running" : "node down");
-            close(fd);
+            hc_close(fd);
             fd = -1;
         }
         hc_resp_free(&r);
@@ -455,7 +509,7 @@ static void *writer_main(void *arg)
             usleep((useconds_t)w->pause_us);
     }
     if (fd >= 0)
-        close(fd);
+        hc_close(fd);
     return NULL;
 }
 

@@ -39,11 +39,19 @@ typedef struct cluster {
     unsigned ae_secs;
     cl_node_t node[CL_MAX_NODES];
     fp_proxy_t *link[CL_MAX_NODES][CL_MAX_NODES]; /* link[i][j]: what node i dials to reach j */
+    char pki[600]; /* "" or, with cl_start_tls, the directory of ca.pem and node-<id>.pem/.key */
 } cluster_t;
 
 /* Starts n (<= 3) nodes with ids 1..n, a full mesh of peers through proxies, the given fsync
  * policy and anti-entropy interval. 0 or -1 (everything started is stopped again). */
 int cl_start(cluster_t *c, int n, const char *fsync, unsigned ae_secs);
+
+/* cl_start over mutual TLS: pki holds ca.pem and node-<id>.pem/.key for ids 1..n (made with
+ * scripts/tls-certs.sh). Each node serves HTTPS with its certificate (a copy in its directory,
+ * tls.pem/tls.key), presents another copy (peer.pem/peer.key) when dialling, trusts ca.pem as
+ * --peer-ca, refuses cleartext peers and dials wss:// through the proxies (which forward TLS
+ * bytes as any others). The caller makes the HTTP client speak TLS (hc_tls_use(pki/ca.pem)). */
+int cl_start_tls(cluster_t *c, int n, const char *fsync, unsigned ae_secs, const char *pki);
 
 /* (Re)starts node i on its data directory and points the proxies to it at its new port. */
 int cl_node_start(cluster_t *c, int i);

@@ -21,6 +21,7 @@ typedef struct tc {
     int last_close;
     bool reconnecting;
     char last_error[64];
+    char last_error_msg[256];
     uint64_t last_error_id;
     crdtc_ack_t last_ack;
     uint64_t last_change_ms;
@@ -75,11 +76,12 @@ static inline void th_ack(crdtc_t *c, const crdtc_ack_t *a, void *ud)
 
 static inline void th_error(crdtc_t *c, uint64_t id, const char *code, const char *msg, void *ud)
 {
-    (void)c, (void)msg;
+    (void)c;
     tc_t *t = ud;
     t->errors++;
     t->last_error_id = id;
     snprintf(t->last_error, sizeof(t->last_error), "%s", code);
+    snprintf(t->last_error_msg, sizeof(t->last_error_msg), "%s", msg ? msg : "");
 }
 
 static inline void th_close(crdtc_t *c, int code, const char *reason, bool again, void *ud)

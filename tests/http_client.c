@@ -29,6 +29,37 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+static const hc_transport_t *transport; /* NULL: plain sockets */
+
+void hc_set_transport(const hc_transport_t *t)
+{
+    transport = t;
+}
+
+static ssize_t io_recv(int fd, void *p, size_t n)
+{
+    return transport ? transport->recv(fd, p, n) : recv(fd, p, n, 0);
+}
+
+ssize_t hc_io_send(int fd, const void *p, size_t n)
+{
+    return transport ? transport->send(fd, p, n) : send(fd, p, n, MSG_NOSIGNAL);
+}
+
+ssize_t hc_io_recv(int fd, void *p, size_t n)
+{
+    return io_recv(fd, p, n);
+}
+
+void hc_close(int fd)
+{
+    if (fd < 0)
+        return;
+    if (transport)
+        transport->close(fd);
+    close(fd);
+}
+
 int hc_connect(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -45,6 +76,10 @@ int hc_connect(int port)
         close(fd);
         return -1;
     }
+    if (transport && transport->wrap(fd)) {
+        hc_close(fd);
+        return -1;
+    }
     return fd;
 }
 
@@ -52,7 +87,7 @@ static int send_all(int fd, const void *p, size_t n)
 {
     const char *c = p;
     while (n) {
-        ssize_t w = send(fd, c, n, MSG_NOSIGNAL);
+        ssize_t w = transport ? transport->send(fd, c, n) : send(fd, c, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -113,7 +148,7 @@ static int read_response(int fd, hc_resp_t *out)
             buf = nb;
             cap *= 2;
         }
-        ssize_t r = recv(fd, buf + len, cap - len, 0);
+        ssize_t r = io_recv(fd, buf + len, cap - len);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0) {
@@ -196,7 +231,7 @@ int hc_request(int port, const char *method, const char *path, const char *body,
         return -1;
     int rc = hc_send(fd, method, path, hc_auth_header ? hc_auth_header : "", body,
                      body ? strlen(body) : 0, out);
-    close(fd);
+    hc_close(fd);
     return rc;
 }
 
@@ -225,12 +260,12 @@ char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_m
             buf = nb;
             cap *= 2;
         }
-        ssize_t r = recv(fd, buf + n, cap - n, 0);
+        ssize_t r = io_recv(fd, buf + n, cap - n);
         if (r <= 0)
             break;
         n += (size_t)r;
     }
-    close(fd);
+    hc_close(fd);
     if (buf)
         buf[n] = '\0';
     if (outlen)

@@ -22,6 +22,23 @@ typedef struct hc_resp {
 
 /* Connects to 127.0.0.1:port with 5 s send/receive timeouts; fd or -1. */
 int hc_connect(int port);
+/* Closes a connection of hc_connect (with its TLS session, under a transport). */
+void hc_close(int fd);
+
+/* How the client's connections carry bytes: plain sockets (NULL, the default), or a transport
+ * a test installs for nodes that serve HTTPS (tests/hc_tls.h). wrap runs after connect (the
+ * handshake; 0 or -1), send/recv behave as send(2)/recv(2), close before close(2). */
+typedef struct hc_transport {
+    int (*wrap)(int fd);
+    ssize_t (*send)(int fd, const void *p, size_t n);
+    ssize_t (*recv)(int fd, void *p, size_t n);
+    void (*close)(int fd);
+} hc_transport_t;
+void hc_set_transport(const hc_transport_t *t);
+/* send(2) / recv(2) on a connection of hc_connect, through the transport (for a caller that
+ * drives its own loop over many connections). */
+ssize_t hc_io_send(int fd, const void *p, size_t n);
+ssize_t hc_io_recv(int fd, void *p, size_t n);
 
 /* Sends one request on fd (keep-alive) and reads its response (Content-Length framed). A body
  * (len bytes, may be NULL/0) gets a Content-Length header. extra_headers: "" or lines ending in

@@ -256,6 +256,102 @@ static CURL *wss_session(int port, const char *ca)
     return c;
 }
 
+static bool wss_ping(CURL *c);
+
+/* A masked client frame of opcode op carrying p[0..n), sent with one curl_easy_send (so one TLS
+ * write: one record, or records of 16 KiB for a bigger frame). */
+static int ws_frame(CURL *c, uint8_t op, const void *p, size_t n)
+{
+    uint8_t *f = malloc(n + 14);
+    if (!f)
+        return -1;
+    size_t hl = 0;
+    f[hl++] = 0x80 | op;
+    if (n < 126) {
+        f[hl++] = (uint8_t)(0x80 | n);
+    } else if (n < 65536) {
+        f[hl++] = 0x80 | 126;
+        f[hl++] = (uint8_t)(n >> 8);
+        f[hl++] = (uint8_t)n;
+    } else {
+        free(f);
+        return -1;
+    }
+    const uint8_t mask[4] = {0x9a, 0x0b, 0x7c, 0x3d};
+    memcpy(f + hl, mask, 4);
+    hl += 4;
+    for (size_t i = 0; i < n; i++)
+        f[hl + i] = ((const uint8_t *)p)[i] ^ mask[i % 4];
+    int rc = send_all(c, f, hl + n);
+    free(f);
+    return rc;
+}
+
+/* Counts the occurrences of needle in b. */
+static int count_in(const buf_t *b, const char *needle)
+{
+    int n = 0;
+    size_t nl = strlen(needle);
+    for (const char *q = b->p; q && (q = memmem(q, b->n - (size_t)(q - b->p), needle, nl)); q++)
+        n++;
+    return n;
+}
+
+/* A burst of applies, each its own TLS record, written before any ack is read: the server reads
+ * the records ahead (OpenSSL buffers what poll no longer sees), so every ack must come without
+ * the client writing anything more, including after a record that holds only a ping and a
+ * message that spans several records. */
+static void burst_part(int port, const char *ca)
+{
+    CURL *c = wss_session(port, ca);
+    if (!c) {
+        fail("burst: no session");
+        return;
+    }
+    enum { N = 300 };
+    bool sent = true;
+    char m[256];
+    for (int i = 1; i <= N && sent; i++) {
+        if (i == N / 2) {
+            sent = !ws_frame(c, 0x9, "ping", 4); /* a record with only a control frame */
+            continue;
+        }
+        int len = snprintf(m, sizeof(m),
+                           "{\"type\":\"apply\",\"id\":%d,\"key\":\"burst\",\"op\":{\"type\":"
+                           "\"pncounter\",\"op\":\"incr\",\"by\":1}}",
+                           i);
+        if (i == N - 10) {
+            /* 40 KB of JSON whitespace: three records */
+            static char big[40000 + 256];
+            memset(big, ' ', sizeof(big));
+            memcpy(big, m, (size_t)len - 1);
+            big[sizeof(big) - 1] = '}';
+            sent = !ws_frame(c, 0x1, big, sizeof(big));
+        } else {
+            sent = !ws_frame(c, 0x1, m, (size_t)len);
+        }
+    }
+    ok(sent, "burst: %d applies written, one record each (a ping, a 40 KB one)", N - 1);
+    buf_t b = {0};
+    char last[64];
+    snprintf(last, sizeof(last), "\"id\":%d,", N);
+    recv_until(c, &b, last, 10000);
+    is_int(count_in(&b, "\"type\":\"ack\""), N - 1,
+           "every apply of the burst is acked without the client writing more");
+    free(b.p);
+    b = (buf_t){0};
+    ok(wss_ping(c), "the session answers after the burst");
+    curl_easy_cleanup(c);
+    char *body = NULL;
+    CURLcode rc;
+    char err[CURL_ERROR_SIZE];
+    https("127.0.0.1", port, "/v1/keys/burst", ca, "GET", NULL, &rc, err, &body);
+    char want[32];
+    snprintf(want, sizeof(want), "\"value\":%d", N - 1);
+    ok(body && strstr(body, want), "the counter holds %d: %s", N - 1, body ? body : "(none)");
+    free(body);
+}
+
 static bool wss_ping(CURL *c)
 {
     buf_t b = {0};
@@ -522,6 +618,7 @@ int main(void)
     CURL *ws = wss_session(srv.port, ca_a);
     ok(ws != NULL, "a crdt.v1 session over WSS is welcomed");
     ok(ws && wss_ping(ws), "and answers a ping");
+    burst_part(srv.port, ca_a);
 
     refused(srv.port, "127.0.0.1", ca_b, "unable to get local issuer certificate",
             "another CA");

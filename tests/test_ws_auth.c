@@ -101,11 +101,14 @@ int main(void)
     int64_t id = crdtc_apply_op(r.c, "team:x", 6, op);
     ok(RUN_UNTIL(loop, r.errors == 1, 5000), "a read-only token cannot write");
     is(r.last_error, "unauthorized", "error code unauthorized");
+    ok(strstr(r.last_error_msg, "(read_only)") != NULL,
+       "with the reason HTTP gives too (auth.c's grant check): %s", r.last_error_msg);
     ok(r.last_error_id == (uint64_t)id, "naming the op id");
     is_int(crdtc_pending(r.c), 0, "the refused apply is not retried");
     sid = crdtc_subscribe_prefix(r.c, "other:", 6, CRDTC_SINCE_AUTO);
     ok(RUN_UNTIL(loop, r.errors == 2, 5000), "subscribe outside the read grant refused");
     is(r.last_error, "unauthorized", "unauthorized");
+    ok(strstr(r.last_error_msg, "(outside_grant)") != NULL, "outside_grant: %s", r.last_error_msg);
     ok(r.last_error_id == (uint64_t)sid, "naming the request id");
     crdtc_subscribe_prefix(r.c, "tea", 3, CRDTC_SINCE_AUTO);
     ok(RUN_UNTIL(loop, r.errors == 3, 5000), "a prefix wider than the grant is refused");
@@ -122,6 +125,7 @@ int main(void)
     RUN_UNTIL(loop, crdtc_ready(w.c), 5000);
     crdtc_apply_op(w.c, "team:x", 6, op);
     ok(RUN_UNTIL(loop, w.errors == 1, 5000), "write grant team:w: does not cover team:x");
+    ok(strstr(w.last_error_msg, "(outside_grant)") != NULL, "outside_grant: %s", w.last_error_msg);
     crdtc_apply_op(w.c, "team:w:1", 8, op);
     ok(RUN_UNTIL(loop, w.acks == 1, 5000) && w.last_ack.applied, "but covers team:w:1");
     ok(RUN_UNTIL(loop, r.changes >= 2, 5000), "which the reader of team: receives");

@@ -122,9 +122,105 @@ static void test_frames_and_queue(void)
     gw_frame_unref(g);
 }
 
+/* Reads one unmasked frame at p[0..n): its opcode byte, payload and total length; 0 when the bytes
+ * do not hold a whole frame. The decoder of RFC 6455 section 5.2, written here from the RFC. */
+static size_t parse_frame(const uint8_t *p, size_t n, uint8_t *op, const uint8_t **pl,
+                          size_t *plen)
+{
+    if (n < 2 || (p[1] & 0x80))
+        return 0;
+    size_t len = p[1] & 0x7f, hl = 2;
+    if (len == 126) {
+        if (n < 4)
+            return 0;
+        len = ((size_t)p[2] << 8) | p[3];
+        hl = 4;
+    } else if (len == 127) {
+        if (n < 10)
+            return 0;
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = (len << 8) | p[2 + i];
+        hl = 10;
+    }
+    if (n - hl < len)
+        return 0;
+    *op = p[0];
+    *pl = p + hl;
+    *plen = len;
+    return hl + len;
+}
+
+static void test_batch(void)
+{
+    uint8_t h[10];
+    is_int(gw_ws_frame_head(h, GW_WS_TEXT, 125), 2, "125 bytes: a 2-byte header");
+    ok(h[0] == 0x81 && h[1] == 125, "FIN + text, the length in the second byte");
+    is_int(gw_ws_frame_head(h, GW_WS_BINARY, 126), 4, "126 bytes: a 4-byte header");
+    ok(h[0] == 0x82 && h[1] == 126 && h[2] == 0 && h[3] == 126, "FIN + binary, 16-bit length");
+    is_int(gw_ws_frame_head(h, GW_WS_TEXT, 65535), 4, "65535 bytes: still 16 bits");
+    is_int(gw_ws_frame_head(h, GW_WS_TEXT, 65536), 10, "65536 bytes: a 10-byte header");
+    ok(h[1] == 127 && h[2] == 0 && h[7] == 1 && h[8] == 0 && h[9] == 0, "64-bit length");
+
+    gw_wsq_t q;
+    gw_wsq_init(&q, 0);
+    ok(gw_wsq_peek(&q) == NULL, "peek on an empty queue");
+    gw_frame_t *a = gw_frame_copy("{\"type\":\"ack\"}", 14);
+    gw_wsq_push(&q, gw_frame_ref(a), 3, 0, 0);
+    ok(gw_wsq_peek(&q) && gw_wsq_peek(&q)->f == a && gw_wsq_peek(&q)->tag == 3 &&
+           gw_wsq_len(&q) == 1,
+       "peek shows the oldest and leaves it queued");
+    gw_wsq_free(&q);
+
+    static uint8_t big[70000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 7);
+    gw_frame_t *m = gw_frame_copy(big, 300), *l = gw_frame_copy(big, sizeof(big));
+    gw_frame_t *e = gw_frame_new(0);
+    gw_wswriter_t w;
+    gw_wswriter_init(&w, GW_WS_TEXT, false);
+    gw_ws_batch_begin(&w);
+    ok(gw_ws_batch_add(&w, NULL, 0, a) == 0 && gw_ws_batch_add(&w, "HEAD", 4, m) == 0 &&
+           gw_ws_batch_add(&w, NULL, 0, e) == 0 && gw_ws_batch_add(&w, "H", 1, l) == 0,
+       "four messages batched");
+    is_int(w.bcount, 4, "four counted");
+    is_int(gw_ws_batch_len(&w), (2 + 14) + (4 + 304) + 2 + (10 + 70001), "framed length");
+    const uint8_t *p = gw_ws_batch_data(&w), *pl;
+    size_t n = gw_ws_batch_len(&w), plen, used;
+    uint8_t op;
+    used = parse_frame(p, n, &op, &pl, &plen);
+    ok(used && op == 0x81 && plen == 14 && !memcmp(pl, gw_frame_data(a), 14),
+       "first: the ack as it was");
+    p += used, n -= used;
+    used = parse_frame(p, n, &op, &pl, &plen);
+    ok(used && plen == 304 && !memcmp(pl, "HEAD", 4) && !memcmp(pl + 4, big, 300),
+       "second: its head, then its body");
+    p += used, n -= used;
+    used = parse_frame(p, n, &op, &pl, &plen);
+    ok(used == 2 && plen == 0, "third: an empty message");
+    p += used, n -= used;
+    used = parse_frame(p, n, &op, &pl, &plen);
+    ok(used == n && plen == sizeof(big) + 1 && pl[0] == 'H' && !memcmp(pl + 1, big, sizeof(big)),
+       "fourth: a 64-bit length, and nothing after it");
+    gw_ws_batch_begin(&w);
+    is_int(gw_ws_batch_len(&w), 0, "begin empties the batch");
+    gw_wswriter_t b;
+    gw_wswriter_init(&b, GW_WS_BINARY, false);
+    gw_ws_batch_begin(&b);
+    gw_ws_batch_add(&b, NULL, 0, a);
+    ok(gw_ws_batch_data(&b)[0] == 0x82, "a binary writer frames binary messages");
+    gw_wswriter_free(&b);
+    gw_wswriter_free(&w);
+    gw_frame_unref(a);
+    gw_frame_unref(m);
+    gw_frame_unref(l);
+    gw_frame_unref(e);
+}
+
 int main(void)
 {
     test_assembler();
     test_frames_and_queue();
+    test_batch();
     return done_testing();
 }
