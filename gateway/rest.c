@@ -845,8 +845,8 @@ static int key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
 static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *obj)
 {
     list_ctx_t *c = ud;
-    /* Deleted keys (once DELETE exists) are to be left out here, by obj's liveness. */
-    (void)obj;
+    if (obj && !crdt_obj_is_live(obj)) /* deleted (or never holding anything): absent */
+        return 0;
     if (klen < c->plen || (c->plen && memcmp(key, c->prefix, c->plen) != 0))
         return 0;
     if (gw_key_reserved(key, klen)) /* crdtd's own keys (op-id marks) */

@@ -202,6 +202,14 @@ static long long delete_ok(int port, const char *key, const char *what)
     long long seq = jint(J, "seq");
     ok(seq > 0, "%s: ... with its seq (%lld)", what, seq);
     is_int(get(port, key), 404, "%s: GET after the delete: 404", what);
+    char lp[1200];
+    snprintf(lp, sizeof(lp), "/v1/keys?prefix=%s", hc_pct(key));
+    is_int(req(port, "GET", lp, NULL), 200, "%s: the listing answers", what);
+    bool listed = false;
+    size_t li;
+    json_t *lk;
+    json_array_foreach(json_object_get(J, "keys"), li, lk) listed |= bytes_are(lk, key, strlen(key));
+    ok(!listed, "%s: ... without the deleted key", what);
     is_int(req(port, "DELETE", key_path(key, ""), NULL), 404,
            "%s: a second DELETE finds nothing live: 404", what);
     return seq;
