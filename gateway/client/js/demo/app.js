@@ -1,0 +1,1 @@
+// app.js - the demo activity feed (placeholder until the client lands)
