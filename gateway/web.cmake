@@ -10,6 +10,7 @@ set_property(SOURCE static.c APPEND PROPERTY COMPILE_DEFINITIONS CRDTD_WEB_REL="
 set(js ${CMAKE_CURRENT_SOURCE_DIR}/client/js)
 file(GLOB crdtd_web_src CONFIGURE_DEPENDS ${js}/demo/*.html ${js}/demo/*.js ${js}/demo/*.css
      ${js}/demo/*.svg ${js}/demo/*.webmanifest ${js}/*.js)
+list(FILTER crdtd_web_src EXCLUDE REGEX "/node-[^/]*\\.js$") # Node only
 set(staged)
 set(names)
 foreach(f ${crdtd_web_src})

@@ -1,7 +1,7 @@
 // app.js - the demo activity feed crdtd serves at /: posts in a timeline, a like counter per post,
 // a follow set per person, the connection's state and the writes still pending. Everything is
 // read from the client's local replica, so the page works the same offline; the service worker
-// (sw.js) keeps the page itself for offline loads. docs/web-client.md explains the parts.
+// (sw.js, registered by index.html) keeps the page itself for offline loads. docs/web-client.md explains the parts.
 //
 // Keys: 'feed' (timeline; a member is a post as JSON {id, by, text}, its score the time in ms),
 // 'likes:<post id>' (PN-counter), 'mylikes:<name>' (LWW-set of the post ids <name> likes, so the
@@ -12,11 +12,6 @@ import { IndexedDBStorage } from './idb-storage.js';
 import { openShared } from './tabs.js';
 
 const $ = (id) => document.getElementById(id);
-
-if ('serviceWorker' in navigator) {
-  // first, so that even a page whose client cannot start is kept for offline loads
-  navigator.serviceWorker.register('./sw.js').catch((e) => console.warn('service worker:', e));
-}
 
 /** The person this browser posts as: ?name=... (kept), else the one kept, else a made-up one. */
 function myName() {
@@ -183,6 +178,17 @@ async function main() {
   });
   for (const r of document.querySelectorAll('input[name=view]'))
     r.addEventListener('change', () => { view = r.value; render(); });
+
+  // The browser knows before the socket does: an open WebSocket may sit silent for a long time
+  // after the network went away (and DevTools' offline mode stalls it without closing it). So the
+  // page goes offline with the browser, and back, at once rather than at the next retry.
+  const followNetwork = () => {
+    if (navigator.onLine) client.connect();
+    else client.disconnect();
+  };
+  addEventListener('online', followNetwork);
+  addEventListener('offline', followNetwork);
+  if (!navigator.onLine) client.disconnect();
 
   showStatus();
   draw();
