@@ -111,12 +111,12 @@ static int dec_topics(bdec_t *d)
         return -1;
     if (!n)
         return bfail(d, CRDT_V1_E_BAD_REQUEST, "no keys and no prefixes");
-    if (d->lim && d->lim->max_topics && n > d->lim->max_topics)
-        return bfail(d, CRDT_V1_E_LIMIT, "more than %zu keys and prefixes (--ws-max-subscriptions)",
-                     d->lim->max_topics);
     if (n > (d->n - d->pos) / 2) /* each topic takes 2 bytes at least */
         return bfail(d, CRDT_V1_E_BAD_REQUEST, "topic count %llu: truncated",
                      (unsigned long long)n);
+    if (d->lim && d->lim->max_topics && n > d->lim->max_topics)
+        return bfail(d, CRDT_V1_E_LIMIT, "more than %zu keys and prefixes (--ws-max-subscriptions)",
+                     d->lim->max_topics);
     crdt_v1_topic_t *t = calloc((size_t)n, sizeof(*t));
     if (!t)
         return bfail(d, CRDT_V1_E_INTERNAL, "out of memory");

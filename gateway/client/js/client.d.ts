@@ -19,10 +19,12 @@ export interface WebSocketLike {
   binaryType: string;
   send(data: string | ArrayBufferView | ArrayBuffer): void;
   close(code?: number, reason?: string): void;
-  onopen: ((ev: any) => void) | null;
-  onmessage: ((ev: { data: string | ArrayBuffer }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: any) => void) | null;
+  // handlers get an event with `data` (string | ArrayBuffer), a close event with `code` and
+  // `reason`; typed loosely so the browser's WebSocket and NodeWebSocket both fit
+  onopen: ((ev: any) => any) | null;
+  onmessage: ((ev: any) => any) | null;
+  onclose: ((ev: any) => any) | null;
+  onerror: ((ev: any) => any) | null;
 }
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
@@ -43,8 +45,9 @@ export interface ClientOptions {
   storage?: Storage;
   /** Default: globalThis.WebSocket (throws on connect when there is none). */
   WebSocket?: WebSocketConstructor;
-  /** Negotiate binary crdt.v1 (subprotocol 'crdt.v1.bin'): deltas and states in libcrdt's binary
-   * encoding, no JSON or base64. Default true; false: JSON crdt.v1 only. */
+  /** Binary crdt.v1 (subprotocol 'crdt.v1.bin'): deltas and states in libcrdt's binary encoding,
+   * no JSON or base64. The only form this client speaks (the WebAssembly replica merges binary
+   * encodings): true or absent; false is refused by Client.open. */
   binary?: boolean;
   /** Reconnect backoff: capped, jittered exponential (full jitter). Defaults 250 and 30000 ms. */
   backoff?: { minMs?: number; maxMs?: number };
@@ -68,7 +71,11 @@ export declare class ClientError extends Error {
   /** A crdt.v1 error code ('bad_request', 'unauthorized', 'wrong_type', ...) from the server, or
    * the client's own: 'protocol' (a malformed or unexpected server message), 'closed' (the
    * server closed the session with a code that needs the application: 4003, 4009),
-   * 'token' (no token could be had), 'storage' (persistence failed), 'transport'. */
+   * 'token' (no token could be had, or the server refused it and there is no getToken),
+   * 'storage' (persistence failed, or a stored record is unreadable), 'transport' (no WebSocket,
+   * or dialling failed), 'unsupported' (a change of a key that is not UTF-8 text, skipped),
+   * 'unknown' (whenAcked of an id that is not pending), 'too_large' (a write over the server's
+   * --ws-max-message: refused by the client, with its id). */
   readonly code: string;
   /** The op id or request id the error is about, when it has one. */
   readonly id?: number;
@@ -219,7 +226,8 @@ export declare class Client<M extends string | Uint8Array = string> {
   /** Keys held locally (as text or bytes per `encoding`). */
   keys(): M[];
 
-  /** Resolves when the op is acknowledged (rejects with its ClientError when refused). */
+  /** Resolves when the op is acknowledged (rejects with its ClientError when refused); an op
+   * settled already (among the last 1024) answers at once. */
   whenAcked(id: number): Promise<AckEvent>;
   /** Resolves when nothing is pending (every queued op acknowledged or refused). */
   flush(): Promise<void>;
@@ -235,13 +243,18 @@ export declare class Client<M extends string | Uint8Array = string> {
 /** The client's persisted metadata. */
 export interface StoredMeta {
   clientId: string;
-  /** The replica id of this client's counter slots, OR-set dots and timestamps (decimal). */
+  /** The replica id of the client's counter slots, OR-set dots and timestamps (decimal): a new
+   * random one each time a client opens (never reused, so two tabs or a reload cannot collide);
+   * recorded for diagnosis. */
   replicaId: string;
   nextOpId: number;
   cursor: number;
   node: number;
+  /** Subscriptions whose first catch-up completed (resumed from `cursor`)... */
   keys: Uint8Array[];
   prefixes: Uint8Array[];
+  /** ... and those still waiting for it (subscribed again from 0). */
+  fresh?: { keys: Uint8Array[]; prefixes: Uint8Array[] };
 }
 
 /** A write the server has not acknowledged: a delta to join into key, sent with op id `id`. */
@@ -299,4 +312,16 @@ export declare class MemoryStorage implements Storage {
 // ---- binary crdt.v1 (docs/protocol.md, "Binary crdt.v1") --------------------------------------
 
 export declare const BIN_PROTOCOL: 'crdt.v1.bin';
+export type BinaryServerMessage =
+  | { type: 'change'; cursor: number; full: boolean; seq: number; key: Uint8Array; bytes: Uint8Array }
+  | { type: 'ack'; id: number; seq: number; applied: boolean; duplicate: boolean }
+  | { type: 'subscribed'; id: number; cursor: number };
+/** The binary codec: the client's messages, and a decoder of the server's (throws on anything
+ * malformed). */
+export declare const binary: {
+  subscribe(id: number, keys: Uint8Array[], prefixes: Uint8Array[], since?: number): Uint8Array;
+  unsubscribe(id: number, keys: Uint8Array[], prefixes: Uint8Array[]): Uint8Array;
+  apply(id: number, key: Uint8Array, delta: Uint8Array): Uint8Array;
+  decode(bytes: Uint8Array): BinaryServerMessage;
+};
 export declare const JSON_PROTOCOL: 'crdt.v1';

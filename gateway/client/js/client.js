@@ -293,8 +293,10 @@ export class Client {
   #queueBytes = 0;
   #subs = { keys: new Map(), prefixes: new Map() }; // hex -> { bytes, synced }
   #logBytes = new Map(); // text key -> bytes of deltas appended since its last whole state
+  #stateBytes = new Map(); // text key -> size of the last whole state written
   #events = new Map();
   #ackWaiters = new Map();
+  #outcomes = new Map(); // op id -> { ack, err } of the last settled ops
   #flushWaiters = [];
   #onlineWaiters = [];
   #reqs = new Map(); // request id -> { resolve, reject, keys, prefixes, fresh }
@@ -309,6 +311,7 @@ export class Client {
   #batch = null;
   #saving = Promise.resolve();
   #closed = false;
+  #refusedQuiet = false; // #onError reported the error already
   #role = 'solo';
   #link = null; // tabs.js: a follower's way to its leader, a leader's to its followers
 
@@ -322,7 +325,9 @@ export class Client {
     const meta = loaded.meta ?? {};
     this.#meta = {
       clientId: opts.clientId ?? meta.clientId ?? newClientId(),
-      replicaId: meta.replicaId ?? newReplicaId(),
+      // a new replica id every time: two tabs loading one storage, or a reload that lost its last
+      // unsaved writes, must never reuse counter slots, OR-set dots or timestamps
+      replicaId: newReplicaId(),
       nextOpId: Math.max(meta.nextOpId ?? 1, Math.floor(this.#now() * 1000)),
       cursor: meta.cursor ?? 0,
       node: meta.node ?? 0,
@@ -351,9 +356,10 @@ export class Client {
       if (k === null) continue;
       try {
         let bytes = 0;
-        if (state) this.#replica.merge(k, state);
+        if (state) this._merge(k, state, true);
+        this.#stateBytes.set(k, state?.length ?? 0);
         for (const d of deltas) {
-          this.#replica.merge(k, d);
+          this._merge(k, d, false); // a timeline known by deltas only gets its bound first
           bytes += d.length;
         }
         this.#logBytes.set(k, bytes);
@@ -366,7 +372,7 @@ export class Client {
       const k = textKey(op.key);
       if (k === null) continue;
       try {
-        this.#replica.merge(k, op.delta);
+        this._merge(k, op.delta, false);
       } catch (e) {
         this.#emitError(new ClientError('storage', `stored op ${op.id} is unreadable: ${e.message}`, { id: op.id, key: op.key }));
         continue;
@@ -400,7 +406,7 @@ export class Client {
     return this.#status;
   }
   get pending() {
-    return this.#queue.size;
+    return this.#role === 'follower' ? (this.#link?.count ?? 0) : this.#queue.size;
   }
   get clientId() {
     return this.#meta.clientId;
@@ -461,9 +467,10 @@ export class Client {
   }
 
   #pendingChanged() {
-    this.#emit('pending', { count: this.#queue.size });
-    if (!this.#queue.size) for (const w of this.#flushWaiters.splice(0)) w();
-    this.#link?.pending?.(this.#queue.size);
+    const n = this.pending;
+    this.#emit('pending', { count: n });
+    if (!n) for (const w of this.#flushWaiters.splice(0)) w();
+    if (this.#role !== 'follower') this.#link?.pending?.(n);
   }
 
   // ---- persistence
@@ -502,6 +509,7 @@ export class Client {
       for (const s of b.states.values()) {
         const state = this.#replica.has(s.k) ? this.#replica.encode(s.k) : null;
         if (state) batch.states.push({ key: s.key, state });
+        if (state) this.#stateBytes.set(s.k, state.length);
       }
     }
     if (b.deltas.length) batch.deltas = b.deltas.map((d) => ({ key: d.key, delta: d.delta }));
@@ -528,7 +536,7 @@ export class Client {
    * since the last one outweigh it (compaction by bytes). */
   #persistKey(k, key, delta) {
     const logged = (this.#logBytes.get(k) ?? 0) + delta.length;
-    const limit = Math.max(STATE_LOG_MIN, this.#replica.encode(k)?.length ?? 0);
+    const limit = Math.max(STATE_LOG_MIN, this.#stateBytes.get(k) ?? 0);
     if (logged > limit) {
       this.#logBytes.set(k, 0);
       this.#save({ state: { k, key } });
@@ -570,6 +578,7 @@ export class Client {
     this.#save({ op, meta: true });
     this.#compact();
     this.#pendingChanged();
+    this.#link?.change?.(k, bytes, delta);
     this.#sendOp(op);
     return id;
   }
@@ -674,6 +683,8 @@ export class Client {
   // ---- acks, flush
 
   whenAcked(id) {
+    const was = this.#outcomes.get(id);
+    if (was) return was.err ? Promise.reject(was.err) : Promise.resolve(was.ack);
     if (!this.#queue.has(id) && !(this.#role === 'follower' && this.#link?.has(id)))
       return Promise.reject(new ClientError('unknown', `op ${id} is not pending`, { id }));
     return new Promise((resolve, reject) => {
@@ -694,14 +705,27 @@ export class Client {
   }
 
   _settle(id, ack, err) {
+    // kept for a while, so whenAcked of an op settled before it was asked still answers
+    this.#outcomes.set(id, { ack, err });
+    if (this.#outcomes.size > 1024) this.#outcomes.delete(this.#outcomes.keys().next().value);
     const w = this.#ackWaiters.get(id);
     this.#ackWaiters.delete(id);
     for (const x of w ?? []) err ? x.reject(err) : x.resolve(ack);
   }
 
+  #dropRefused(id, err) {
+    this.#refusedQuiet = true;
+    try {
+      this.#done(id, null, err);
+    } finally {
+      this.#refusedQuiet = false;
+    }
+  }
+
   #done(id, ack, err) {
     const op = this.#queue.get(id);
     if (!op) return;
+    if (err && !this.#refusedQuiet) this.#emitError(err);
     this.#queue.delete(id);
     this.#queueBytes -= op.delta.length;
     this.#save({ deleteOp: id });
@@ -865,8 +889,15 @@ export class Client {
 
   #sendOp(op) {
     if (this.#status !== 'online' || op.sent) return;
+    const msg = binary.apply(op.id, op.key, op.delta);
+    const max = this.#welcome?.limits?.max_message;
+    if (Number.isSafeInteger(max) && max > 0 && msg.length > max) {
+      // the server would discard it unread (no id in its error): refuse it here, for good
+      this.#done(op.id, null, new ClientError('too_large', `op ${op.id}: ${msg.length} bytes, over the server's ${max} (--ws-max-message)`, { id: op.id, key: op.key }));
+      return;
+    }
     op.sent = true;
-    this.#send(binary.apply(op.id, op.key, op.delta));
+    this.#send(msg);
   }
 
   #protocolError(why) {
@@ -894,6 +925,7 @@ export class Client {
   }
 
   #onClose(code, reason) {
+    const welcomed = !!this.#welcome;
     this.#sessionLost();
     if (code === 4001) {
       this.#token = null;
@@ -903,7 +935,10 @@ export class Client {
         this.#setStatus('offline');
         return;
       }
-      this.#attempt = 0; // a fresh token is fetched at once
+      // a token that expired during a session is renewed at once; one refused at hello (getToken
+      // gave a bad one) waits its backoff like any failure
+      if (welcomed) this.#attempt = 0;
+      else this.#emitError(new ClientError('token', `the server refused the token from getToken (${reason})`));
     } else if (code === 4003 || code === 4009) {
       this.#emitError(new ClientError('closed', `the server closed the session: ${code} ${reason}`));
       this.#want = false;
@@ -924,6 +959,7 @@ export class Client {
     const max = b.maxMs ?? 30000;
     const cap = Math.min(max, min * 2 ** Math.min(this.#attempt, 30));
     this.#attempt++;
+    // full jitter over [min/2, cap]; the first retry after a token expired mid-session is at once
     const delay = this.#attempt === 1 && this.#token === null && this.#o.getToken ? 0 : min / 2 + Math.random() * (cap - min / 2);
     this.#timer = setTimeout(() => this.#dial(), delay);
   }
@@ -1042,7 +1078,7 @@ export class Client {
       }
       return;
     }
-    this.#done(id, null, err); // refused for good (unauthorized, wrong_type, bad_request, ...)
+    this.#queue.get(id) && this.#dropRefused(id, err); // refused for good (unauthorized, wrong_type, bad_request, ...)
   }
 
   #onChange(m) {
@@ -1097,13 +1133,28 @@ export class Client {
     if (role) this.#role = role;
   }
 
-  _followerStatus(status, pending) {
-    this.#setStatus(status);
-    if (pending !== undefined) this.#link.leaderPending = pending;
+  /** A follower mirrors its leader's connection status. */
+  _followerStatus(status) {
+    if (this.#role === 'follower') this.#setStatus(status);
   }
 
   _followerPending() {
     this.#pendingChanged();
+  }
+
+  _followerError(err) {
+    this.#emitError(err);
+  }
+
+  /** A leader that finds an older leader steps down: its connection closes and its queued
+   * writes are handed over (returned; the new leader sends them). */
+  _demote() {
+    this.disconnect();
+    this.#role = 'follower';
+    const ops = [...this.#queue.values()].sort((a, b) => a.id - b.id);
+    this.#queue.clear(); // their waiters move to the follower's ids (tabs.js)
+    this.#queueBytes = 0;
+    return ops;
   }
 
   /** A follower becomes the leader: reload what the old leader persisted, connect. */

@@ -179,14 +179,14 @@ test('resume: after a reconnect exactly the keys changed meanwhile come again', 
 test('a retry after a lost ack is acked as a duplicate and applied once', async () => {
   const ctl = flakyWs();
   const a = await open({ WebSocket: ctl.WebSocket });
+  const watch = await open();
   await online(a);
+  await online(watch);
+  await watch.subscribe({ keys: ['dup:n'] });
   ctl.drop = true; // the ack will be lost
   const id = a.pncounter('dup:n').incr(1);
   const acked = a.whenAcked(id);
-  await until(async () => {
-    const r = await fetch(`${srv.http()}/v1/keys/${Buffer.from('dup:n').toString('base64url')}`);
-    return r.status === 200;
-  }, 'the server applied the op');
+  await until(() => watch.pncounter('dup:n').value() === 1, 'the server applied the op');
   ctl.drop = false;
   ctl.sockets.at(-1).close(); // the session drops before the client saw the ack
   const ack = await acked;
@@ -270,6 +270,20 @@ test('token refresh: an expiring token is replaced through getToken, writes carr
     const e = await new Promise((r) => bad.on('error', r));
     assert.equal(e.code, 'token');
     await until(() => bad.status === 'offline', 'offline');
+    // getToken handing out a refused token: reported, retried with backoff, not in a tight loop
+    let badCalls = 0;
+    const loop = await Client.open({
+      url: s2.url(), wasm, WebSocket: NodeWebSocket, backoff: { minMs: 100, maxMs: 400 },
+      getToken: () => (badCalls++, mintToken({ secret: 'wrong-secret-wrong-secret' })),
+    });
+    clients.push(loop);
+    const tokenErrors = [];
+    loop.on('error', (e) => e.code === 'token' && tokenErrors.push(e));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.ok(tokenErrors.length >= 1, 'the refusal is reported');
+    assert.ok(badCalls >= 2 && badCalls <= 12, `${badCalls} getToken calls in 1 s`);
+    assert.equal(loop.status, 'connecting');
+    loop.disconnect();
   } finally {
     await s2.stop();
   }
@@ -340,6 +354,52 @@ test('persistence: the replica, the queue and the cursor survive a reload; compa
   assert.deepEqual(d2.subscriptions().keys.map((k) => Buffer.from(k).toString()), ['p:n']);
   assert.equal(d2.gcounter('p:n').value(), 3);
   assert.ok(cursor > 0);
+});
+
+test('a write over the server\'s --ws-max-message is refused by the client with its id', async () => {
+  const s2 = await startCrdtd({ persist: false, args: ['--ws-max-message', '4096'] });
+  try {
+    const c = await Client.open({ url: s2.url(), wasm, WebSocket: NodeWebSocket, clientId: 'big' });
+    clients.push(c);
+    await online(c);
+    const errs = [];
+    c.on('error', (e) => errs.push(e));
+    const id = c.register('big:r').set('x'.repeat(5000));
+    await assert.rejects(c.whenAcked(id), (e) => e.code === 'too_large' && e.id === id);
+    assert.equal(errs.length, 1);
+    assert.equal(c.pending, 0);
+    const ok2 = c.register('big:s').set('small');
+    assert.equal((await c.whenAcked(ok2)).applied, true);
+    assert.equal(c.status, 'online');
+  } finally {
+    await s2.stop();
+  }
+});
+
+test('compaction by bytes: a key\'s appended deltas never outweigh its state (and 4 KiB) for long', async () => {
+  const storage = new MemoryStorage();
+  const a = await open({ storage, autoConnect: false, clientId: 'compact' });
+  const tl = a.timeline('c:feed');
+  let worst = 0;
+  let rewrites = 0;
+  let last = null;
+  for (let i = 0; i < 2000; i++) {
+    tl.add(`a-rather-long-member-name-${i}`, i);
+    if (i % 50 === 49) {
+      await new Promise((r) => setTimeout(r, 1)); // let the batch be written
+      const k = (await storage.load()).keys.find((x) => Buffer.from(x.key).toString() === 'c:feed');
+      const logged = k.deltas.reduce((n, d) => n + d.length, 0);
+      const bound = Math.max(4096, k.state?.length ?? 0);
+      worst = Math.max(worst, logged / bound);
+      if (k.state && k.state !== last) rewrites++;
+      last = k.state;
+    }
+  }
+  await a.close();
+  assert.ok(worst <= 1.05, `appended deltas reached ${worst.toFixed(2)}x of their bound`);
+  assert.ok(rewrites >= 2, `the state was rewritten ${rewrites} times`);
+  const b = await open({ storage, autoConnect: false, clientId: 'compact' });
+  assert.equal(b.timeline('c:feed').size, 1000, 'restored with its bound (1000 of 2000 kept)');
 });
 
 test('bad arguments get clear errors', async () => {

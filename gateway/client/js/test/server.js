@@ -71,14 +71,20 @@ export async function startCrdtd({ secret = false, persist = true, args = [], po
   await launch();
   s.url = () => `ws://127.0.0.1:${s.port}/`;
   s.http = () => `http://127.0.0.1:${s.port}`;
+  /** Stops it (SIGTERM); throws unless it exited 0, as crdtd does on SIGTERM (a crash, or a
+   * sanitizer's report, fails the test). */
   s.kill = async (signal = 'SIGTERM') => {
     const p = s.proc;
-    if (!p || p.exitCode !== null || p.signalCode) return;
-    const gone = new Promise((r) => p.once('exit', r));
-    p.kill(signal);
-    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-    await gone;
-    clearTimeout(t);
+    if (!p) return;
+    if (p.exitCode === null && !p.signalCode) {
+      const gone = new Promise((r) => p.once('exit', r));
+      p.kill(signal);
+      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
+      await gone;
+      clearTimeout(t);
+    }
+    if (signal === 'SIGTERM' && p.exitCode !== 0)
+      throw new Error(`crdtd exited with ${p.exitCode ?? p.signalCode}:\n${s.log.slice(-4000)}`);
   };
   /** Stops it and starts it again on the same port (the data dir survives). */
   s.restart = async () => {
