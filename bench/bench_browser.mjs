@@ -41,7 +41,9 @@ const { NodeWebSocket } = await import(pathToFileURL(resolve('gateway/client/js/
 const site = mkdtempSync(join(process.env.TMPDIR || tmpdir(), 'crdtd-bench-site-'));
 for (const f of readdirSync(js)) copyFileSync(join(js, f), join(site, f));
 writeFileSync(join(site, 'bench-catchup.html'), '<!doctype html><title>catch-up</title><ol id="l"></ol>');
-const srv = await startCrdtd(['--no-persist', '--timeline-max-size', String(N), '--static-dir', site]);
+// --ws-max-message: the whole timeline in one JSON state (crdtc's) is over the 1M default
+const srv = await startCrdtd(['--no-persist', '--timeline-max-size', String(N), '--static-dir', site,
+  '--ws-max-message', '64M']);
 const browser = await launch();
 try {
   // fill: N posts through the JavaScript client in Node, acknowledged before any run
@@ -96,7 +98,8 @@ try {
     const r = spawnSync(crdtc, ['--url', `ws://127.0.0.1:${srv.port}/`, '--quiet', '--count', '1',
       '--timeout', '30', 'sub', KEY], { encoding: 'utf8', maxBuffer: 64 << 20 });
     const ms = performance.now() - t0;
-    if (r.status !== 0) throw new Error(`crdtc exited ${r.status}: ${r.stderr}`);
+    if (r.status !== 0 || !r.stdout.trim())
+      throw new Error(`crdtc exited ${r.status} with ${r.stdout.length} bytes out: ${r.stderr}`);
     const line = JSON.parse(r.stdout.trim().split('\n')[0]);
     const got = line.state?.state?.entries?.length ?? line.state?.entries?.length;
     return { total: ms, n: got, bytes: r.stdout.length };

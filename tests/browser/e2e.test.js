@@ -44,13 +44,19 @@ async function context() {
   return browser.newContext({ viewport: VIEW, locale: 'en-GB', timezoneId: 'UTC' });
 }
 
-async function clickLike(page, text) {
-  await page.locator('#feed li', { hasText: text }).locator('button.like').click();
+// A click on a post's button, then the wait for the page to show it. The click is dispatched on
+// the button itself, not at its coordinates: a post arriving meanwhile moves the list down, and
+// a click by position would land on another post.
+async function toggle(page, text, button, field) {
+  const find = async () => (await shown(page)).posts.find((p) => p.text.startsWith(text));
+  const before = await find();
+  assert.ok(before, `a post "${text}..." to click`);
+  await page.locator('#feed li', { hasText: text }).locator(`button.${button}`).dispatchEvent('click');
+  await until(async () => (await find())?.[field] === !before[field], 5000,
+    `${button} on "${text}..." shown`);
 }
-
-async function clickFollow(page, text) {
-  await page.locator('#feed li', { hasText: text }).locator('button.follow').click();
-}
+const clickLike = (page, text) => toggle(page, text, 'like', 'liked');
+const clickFollow = (page, text) => toggle(page, text, 'follow', 'followed');
 
 describe('the demo in Chromium', { timeout: 120000 }, () => {
   test('the demo page works: post, like, follow, online, nothing pending once acknowledged', async () => {
@@ -121,12 +127,17 @@ describe('the demo in Chromium', { timeout: 120000 }, () => {
       await post(b, 'converge 2 from dave');
       await until(async () => (await postByText(a, 'converge 2 from dave')) &&
         (await postByText(b, 'converge 1 from carol')), 10000, 'each sees the other');
-      // both like both at about the same time
-      await Promise.all([clickLike(a, 'converge 1'), clickLike(b, 'converge 1'),
-        clickLike(a, 'converge 2'), clickLike(b, 'converge 2')]);
+      // both like both at about the same time (each page its two clicks in turn)
+      await Promise.all([
+        clickLike(a, 'converge 1').then(() => clickLike(a, 'converge 2')),
+        clickLike(b, 'converge 2').then(() => clickLike(b, 'converge 1')),
+      ]);
       for (const p of [a, b])
         for (const t of ['converge 1 from carol', 'converge 2 from dave'])
-          await until(async () => (await postByText(p, t))?.likes === 2, 10000, `${t}: 2 likes`);
+          await until(async () => (await postByText(p, t))?.likes === 2, 10000,
+            `${t}: 2 likes`).catch(async (e) => {
+            throw new Error(`${e.message}; carol ${JSON.stringify(await shown(a))}; dave ${JSON.stringify(await shown(b))}`);
+          });
       await until(async () => (await shown(a)).pending === 0 && (await shown(b)).pending === 0,
         10000, 'all acknowledged');
       const sa = (await shown(a)).posts;
