@@ -35,6 +35,9 @@
  * is encoded once (its body: "key", "seq", "delta") and shared by every session it goes to; the
  * per-session part (the head with the resume "cursor", the queue item's tag) is written in front
  * of it when it is sent.
+ * A crdt.v1.bin session (proto/crdt_v1_bin.h) gets change, ack and subscribed as binary messages
+ * (frame meta FRAME_BIN, written by its binary writer): a live change then has two bodies, each
+ * encoded once, the JSON one for JSON sessions and the binary one for binary sessions.
  *
  * Fan-out. Subscriptions live in one hash table of topics (an exact key or a prefix, each with its
  * array of subscribed sessions); a change looks up its key, and its prefixes of every length some
@@ -128,8 +131,8 @@ typedef struct sess {
     /* output */
     gw_wsq_t q;
     gw_wswriter_t w;
-    bool bin;          /* subprotocol crdt.v1.bin: data messages are binary (crdt_v1_bin.h) */
-    gw_wswriter_t wb;  /* ... written with this writer */
+    bool bin;         /* subprotocol crdt.v1.bin: data messages are binary (crdt_v1_bin.h) */
+    gw_wswriter_t wb; /* ... written with this writer */
     /* subscriptions and catch-ups */
     sess_sub_t *subs;
     size_t nsubs, subs_cap;
@@ -1157,9 +1160,9 @@ static void on_message(sess_t *ss, const char *text, size_t len, bool binary)
         sess_close(ss, 4003, "hello expected: binary frame");
         return;
     }
-    int rc = binary ? crdt_v1_bin_decode((const uint8_t *)text, len, CRDT_V1_FROM_CLIENT, &lim, &m,
-                                         &e)
-                    : crdt_v1_decode(text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e);
+    int rc = binary
+                 ? crdt_v1_bin_decode((const uint8_t *)text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e)
+                 : crdt_v1_decode(text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e);
     if (!ss->hello) {
         before_hello(ss, rc, &m, &e);
     } else if (rc || m.type == CRDT_V1_HELLO) {

@@ -78,7 +78,8 @@ static void test_client(void)
     /* a prefix before a key: decoded as keys then prefixes, as the JSON codec gives them */
     static const uint8_t mixed[] = {0x01, 1, 0, 2, 1, 1, 'p', 0, 1, 'k'};
     crdt_v1_error_t e;
-    if (ok(crdt_v1_bin_decode(mixed, sizeof(mixed), C, &LIM, &m, &e) == 0, "mixed order: decoded")) {
+    if (ok(crdt_v1_bin_decode(mixed, sizeof(mixed), C, &LIM, &m, &e) == 0,
+           "mixed order: decoded")) {
         ok(m.ntopics == 2 && !m.topics[0].prefix && m.topics[0].bytes[0] == 'k' &&
                m.topics[1].prefix && m.topics[1].bytes[0] == 'p',
            "mixed order: keys first");
@@ -114,8 +115,8 @@ static void test_client(void)
         crdt_v1_msg_clear(&m);
     }
     /* encoding an apply from an object */
-    crdt_v1_msg_t am = {.type = CRDT_V1_APPLY, .id = 41, .key = (uint8_t *)"key", .klen = 3,
-                        .obj = delta};
+    crdt_v1_msg_t am = {
+        .type = CRDT_V1_APPLY, .id = 41, .key = (uint8_t *)"key", .klen = 3, .obj = delta};
     crdt_buf_t b2 = {0};
     ok(crdt_v1_bin_encode(&am, &b2) == 0, "apply from an object: encoded");
     is_mem(b2.data, b2.len, b.data, b.len, "apply from an object: the same bytes");
@@ -135,8 +136,8 @@ static void test_client(void)
     REF(trunc, C, CRDT_V1_E_BAD_REQUEST, "a truncated key");
     static const uint8_t noncanon[] = {0x01, 0x81, 0x00, 0, 1, 0, 1, 'k'};
     REF(noncanon, C, CRDT_V1_E_BAD_REQUEST, "a varint that is not canonical");
-    static const uint8_t toolong[] = {0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                      0x7f, 0, 1, 0, 1, 'k'};
+    static const uint8_t toolong[] = {0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                      0xff, 0xff, 0x7f, 0,    1,    0,    1,    'k'};
     REF(toolong, C, CRDT_V1_E_BAD_REQUEST, "a varint over 64 bits");
     static const uint8_t flags[] = {0x01, 1, 2, 1, 0, 1, 'k'};
     REF(flags, C, CRDT_V1_E_BAD_REQUEST, "unknown flag bits");
@@ -150,7 +151,8 @@ static void test_client(void)
     REF(kind, C, CRDT_V1_E_BAD_REQUEST, "a topic kind other than 0 and 1");
     static const uint8_t emptykey[] = {0x01, 1, 0, 1, 0, 0};
     REF(emptykey, C, CRDT_V1_E_BAD_REQUEST, "an empty key");
-    static const uint8_t longkey[] = {0x02, 1, 1, 0, 9, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i'};
+    static const uint8_t longkey[] = {0x02, 1,   1,   0,   9,   'a', 'b',
+                                      'c',  'd', 'e', 'f', 'g', 'h', 'i'};
     REF(longkey, C, CRDT_V1_E_BAD_REQUEST, "a key over max_key");
     static const uint8_t trailing[] = {0x02, 1, 1, 0, 1, 'k', 0};
     REF(trailing, C, CRDT_V1_E_BAD_REQUEST, "bytes after the end");
@@ -171,9 +173,9 @@ static void test_server(void)
     if (!DEC(ack, S, &m, "ack")) {
         ok(m.type == CRDT_V1_ACK && m.id == 41 && m.seq == 1190 && m.applied && m.duplicate,
            "ack: fields");
-        same_as_json(&m,
-                     "{\"type\":\"ack\",\"id\":41,\"seq\":1190,\"applied\":true,\"duplicate\":true}",
-                     S, "ack");
+        same_as_json(
+            &m, "{\"type\":\"ack\",\"id\":41,\"seq\":1190,\"applied\":true,\"duplicate\":true}", S,
+            "ack");
         crdt_v1_msg_clear(&m);
     }
     static const uint8_t subd[] = {0x43, 1, 0xa3, 0x09};

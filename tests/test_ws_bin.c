@@ -1,6 +1,7 @@
 /* test_ws_bin.c - binary crdt.v1 (subprotocol crdt.v1.bin) against a real crdtd: the handshake,
  * binary subscribe, apply, ack and change (live deltas and catch-up states), duplicates, JSON and
- * binary sessions side by side, and malformed binary messages after each of which it still serves */
+ * binary sessions side by side, and malformed binary messages after each of which it still serves
+ */
 #include "tap.h"
 
 #include <jansson.h>
@@ -69,14 +70,17 @@ static void send_bin(ws_raw_t *w, const crdt_v1_msg_t *m)
 static void subscribe(ws_raw_t *w, uint64_t id, const char *topic, bool prefix, bool has_since)
 {
     crdt_v1_topic_t t = {.bytes = (uint8_t *)topic, .len = strlen(topic), .prefix = prefix};
-    crdt_v1_msg_t m = {.type = CRDT_V1_SUBSCRIBE, .id = id, .topics = &t, .ntopics = 1,
-                       .has_since = has_since};
+    crdt_v1_msg_t m = {
+        .type = CRDT_V1_SUBSCRIBE, .id = id, .topics = &t, .ntopics = 1, .has_since = has_since};
     send_bin(w, &m);
 }
 
 static void apply(ws_raw_t *w, uint64_t id, const char *key, const crdt_obj_t *delta)
 {
-    crdt_v1_msg_t m = {.type = CRDT_V1_APPLY, .id = id, .key = (uint8_t *)key, .klen = strlen(key),
+    crdt_v1_msg_t m = {.type = CRDT_V1_APPLY,
+                       .id = id,
+                       .key = (uint8_t *)key,
+                       .klen = strlen(key),
                        .obj = (crdt_obj_t *)delta};
     send_bin(w, &m);
 }
@@ -144,8 +148,8 @@ static void test_data(int port)
        "a binary apply is acked in binary (applied)");
     crdt_v1_msg_clear(&m);
     bool got = next_bin(&a, &m, &len, NULL);
-    ok(got && m.type == CRDT_V1_CHANGE && !m.full && m.klen == 7 &&
-           !memcmp(m.key, "feed:12", 7) && crdt_obj_equal(m.obj, delta) && m.cursor == m.seq,
+    ok(got && m.type == CRDT_V1_CHANGE && !m.full && m.klen == 7 && !memcmp(m.key, "feed:12", 7) &&
+           crdt_obj_equal(m.obj, delta) && m.cursor == m.seq,
        "the subscriber gets the delta as a binary change");
     diag("one small timeline change to a binary subscriber: %zu bytes of message, %zu on the "
          "wire (JSON crdt.v1: 245)",

@@ -37,7 +37,7 @@ static int get_u64(bdec_t *d, const char *what, uint64_t max, uint64_t *out)
     int why = crdt_varint_scan(d->p, d->n, &d->pos, out);
     if (why)
         return bfail(d, CRDT_V1_E_BAD_REQUEST, "%s at byte %zu: %s", what, at,
-                     why == CRDT_VARINT_TRUNCATED ? "truncated"
+                     why == CRDT_VARINT_TRUNCATED  ? "truncated"
                      : why == CRDT_VARINT_TOO_LONG ? "a varint over 64 bits"
                                                    : "a varint that is not canonical");
     if (*out > max)
@@ -128,8 +128,7 @@ static int dec_topics(bdec_t *d)
         if (get_byte(d, "topic kind", &kind))
             return -1;
         if (kind > 1)
-            return bfail(d, CRDT_V1_E_BAD_REQUEST, "topic %zu: kind %u (0 key, 1 prefix)", i,
-                         kind);
+            return bfail(d, CRDT_V1_E_BAD_REQUEST, "topic %zu: kind %u (0 key, 1 prefix)", i, kind);
         t[i].prefix = kind == 1;
         if (get_bytes(d, t[i].prefix ? "prefix" : "key", t[i].prefix ? 0 : 1, &t[i].bytes,
                       &t[i].len))

@@ -307,6 +307,8 @@ export class Client {
   #attempt = 0;
   #timer = null;
   #token = null;
+  #nextToken = null; // fetched ahead of the session token's expiry
+  #renewTimer = null;
   #welcome = null;
   #batch = null;
   #saving = Promise.resolve();
@@ -791,6 +793,7 @@ export class Client {
 
   disconnect() {
     this.#want = false;
+    clearTimeout(this.#renewTimer);
     clearTimeout(this.#timer);
     this.#timer = null;
     const ws = this.#ws;
@@ -928,7 +931,8 @@ export class Client {
     const welcomed = !!this.#welcome;
     this.#sessionLost();
     if (code === 4001) {
-      this.#token = null;
+      this.#token = welcomed ? this.#nextToken : null;
+      this.#nextToken = null;
       if (!this.#o.getToken) {
         this.#emitError(new ClientError('token', `the server refused the token (${reason}); pass getToken to renew it`));
         this.#want = false;
@@ -937,8 +941,12 @@ export class Client {
       }
       // a token that expired during a session is renewed at once; one refused at hello (getToken
       // gave a bad one) waits its backoff like any failure
-      if (welcomed) this.#attempt = 0;
-      else this.#emitError(new ClientError('token', `the server refused the token from getToken (${reason})`));
+      if (welcomed) {
+        this.#attempt = 0;
+        this.#retry(true);
+        return;
+      }
+      this.#emitError(new ClientError('token', `the server refused the token from getToken (${reason})`));
     } else if (code === 4003 || code === 4009) {
       this.#emitError(new ClientError('closed', `the server closed the session: ${code} ${reason}`));
       this.#want = false;
@@ -948,7 +956,7 @@ export class Client {
     this.#retry();
   }
 
-  #retry() {
+  #retry(immediate = false) {
     if (!this.#want || this.#closed) {
       this.#setStatus('offline');
       return;
@@ -959,8 +967,8 @@ export class Client {
     const max = b.maxMs ?? 30000;
     const cap = Math.min(max, min * 2 ** Math.min(this.#attempt, 30));
     this.#attempt++;
-    // full jitter over [min/2, cap]; the first retry after a token expired mid-session is at once
-    const delay = this.#attempt === 1 && this.#token === null && this.#o.getToken ? 0 : min / 2 + Math.random() * (cap - min / 2);
+    // jitter over [min/2, cap]; a token that expired mid-session is renewed at once
+    const delay = immediate ? 0 : min / 2 + Math.random() * (cap - min / 2);
     this.#timer = setTimeout(() => this.#dial(), delay);
   }
 
@@ -1041,6 +1049,20 @@ export class Client {
       this.#save({ meta: true });
     }
     this.#setStatus('online');
+    clearTimeout(this.#renewTimer);
+    if (m.expires > 0 && this.#o.getToken) {
+      // fetch the next token ahead of time (10 s before expiry), so the new session after the
+      // server's 4001 "token expired" starts at once
+      const ms = Math.max(0, m.expires * 1000 - Date.now() - 10000);
+      this.#renewTimer = setTimeout(async () => {
+        try {
+          this.#nextToken = await this.#o.getToken();
+        } catch {
+          this.#nextToken = null; // fetched again when needed
+        }
+      }, Math.min(ms, 2 ** 31 - 1));
+      this.#renewTimer.unref?.();
+    }
     this.#emit('welcome', { node: m.node, seq: m.seq, session: m.session ?? '', subject: m.subject ?? '', expires: m.expires ?? 0 });
     // resume: what was held from the cursor, what is new from 0; then every unacked op
     const held = { keys: [], prefixes: [] };

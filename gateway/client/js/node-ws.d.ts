@@ -5,7 +5,14 @@ import type { WebSocketLike } from './client.js';
 /** The parts of the browser's WebSocket the client uses, over node:http(s) (ws:// and wss://):
  * text and binary messages, fragments, pings answered, close codes and reasons. */
 export declare class NodeWebSocket implements WebSocketLike {
-  constructor(url: string, protocols?: string | string[], opts?: { headers?: Record<string, string>; maxMessage?: number });
+  /** opts.ca: the CA certificate(s) (PEM) a wss:// server's certificate must chain to (default:
+   * Node's); rejectUnauthorized: false skips the check (tests only). To give them to a Client,
+   * subclass: `class W extends NodeWebSocket { constructor(u, p) { super(u, p, { ca }); } }`. */
+  constructor(
+    url: string,
+    protocols?: string | string[],
+    opts?: { headers?: Record<string, string>; maxMessage?: number; ca?: string | Uint8Array | Array<string | Uint8Array>; rejectUnauthorized?: boolean },
+  );
   static readonly CONNECTING: 0;
   static readonly OPEN: 1;
   static readonly CLOSING: 2;

@@ -19,7 +19,7 @@ export class NodeWebSocket {
   static CLOSING = CLOSING;
   static CLOSED = CLOSED;
 
-  constructor(url, protocols = [], { headers = {}, maxMessage = 64 * 1024 * 1024 } = {}) {
+  constructor(url, protocols = [], { headers = {}, maxMessage = 64 * 1024 * 1024, ca, rejectUnauthorized } = {}) {
     this.url = String(url);
     this.readyState = CONNECTING;
     this.protocol = '';
@@ -42,6 +42,8 @@ export class NodeWebSocket {
       host: u.hostname.replace(/^\[|\]$/g, ''),
       port: u.port || (u.protocol === 'wss:' ? 443 : 80),
       path: (u.pathname || '/') + u.search,
+      // wss://: node:tls's certificate checks (a private CA with `ca`)
+      ...(u.protocol === 'wss:' ? { servername: u.hostname, ...(ca ? { ca } : {}), ...(rejectUnauthorized === false ? { rejectUnauthorized: false } : {}) } : {}),
       headers: {
         Connection: 'Upgrade',
         Upgrade: 'websocket',

@@ -5,6 +5,11 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Client, MemoryStorage } from '../client.js';
 import { NodeWebSocket } from '../node-ws.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { hex, loadWasm } from './helpers.js';
 import { mintToken, startCrdtd, until } from './server.js';
 
@@ -256,12 +261,18 @@ test('token refresh: an expiring token is replaced through getToken, writes carr
     });
     clients.push(c);
     await online(c);
-    assert.equal(calls, 1);
+    assert.ok(calls >= 1 && calls <= 2);
     await c.subscribe({ keys: ['tok:n'] });
     const statuses = [];
+    let welcomes = 0;
     c.on('status', (e) => statuses.push(e.status));
-    await until(() => calls >= 2 && c.status === 'online', 'a second token and a new session', 8000);
+    c.on('welcome', () => welcomes++);
+    // the next token is fetched ahead of the expiry; the server ends the session at it (4001);
+    // the client starts a new one with the token it already has
+    await until(() => calls === 2, 'the next token fetched ahead', 3000);
+    await until(() => welcomes === 1 && c.status === 'online', 'a new session after the expiry', 8000);
     assert.ok(statuses.includes('connecting'));
+    assert.equal(calls, 2, 'no fetch after the expiry: the token was at hand');
     c.gcounter('tok:n').incr(1);
     await c.flush();
     // a bad token with no way to renew it: offline, and a clear error
@@ -400,6 +411,40 @@ test('compaction by bytes: a key\'s appended deltas never outweigh its state (an
   assert.ok(rewrites >= 2, `the state was rewritten ${rewrites} times`);
   const b = await open({ storage, autoConnect: false, clientId: 'compact' });
   assert.equal(b.timeline('c:feed').size, 1000, 'restored with its bound (1000 of 2000 kept)');
+});
+
+test('wss://: the same client over TLS, checked against the CA; a wrong CA is refused', async () => {
+  const certs = mkdtempSync(path.join(process.env.TMPDIR || os.tmpdir(), 'crdtd-js-tls-'));
+  const script = fileURLToPath(new URL('../../../../scripts/tls-certs.sh', import.meta.url));
+  execFileSync('sh', [script, certs, 'localhost'], { stdio: 'ignore' });
+  const other = path.join(certs, 'other');
+  execFileSync('sh', [script, other, 'localhost'], { stdio: 'ignore' }); // another CA
+  const s2 = await startCrdtd({ persist: false, args: ['--tls-cert', path.join(certs, 'localhost.pem'), '--tls-key', path.join(certs, 'localhost.key')] });
+  try {
+    assert.match(s2.url(), /^wss:/);
+    const withCa = (ca) => class extends NodeWebSocket {
+      constructor(u, p) {
+        super(u, p, { ca });
+      }
+    };
+    const a = await Client.open({ url: s2.url(), wasm, WebSocket: withCa(readFileSync(path.join(certs, 'ca.pem'))), clientId: 'tls-a' });
+    const b = await Client.open({ url: s2.url(), wasm, WebSocket: withCa(readFileSync(path.join(certs, 'ca.pem'))), clientId: 'tls-b' });
+    clients.push(a, b);
+    await online(a);
+    await online(b);
+    await b.subscribe({ keys: ['tls:feed'] });
+    a.timeline('tls:feed').add('secure', 1);
+    await a.flush();
+    await until(() => b.timeline('tls:feed').size === 1, 'the change over wss://');
+    const bad = await Client.open({ url: s2.url(), wasm, WebSocket: withCa(readFileSync(path.join(other, 'ca.pem'))), clientId: 'tls-bad', backoff: { minMs: 50, maxMs: 100 } });
+    clients.push(bad);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.notEqual(bad.status, 'online', 'a certificate of another CA is not accepted');
+    bad.disconnect();
+  } finally {
+    await s2.stop();
+    rmSync(certs, { recursive: true, force: true });
+  }
 });
 
 test('bad arguments get clear errors', async () => {

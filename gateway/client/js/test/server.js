@@ -54,7 +54,7 @@ export async function startCrdtd({ secret = false, persist = true, args = [], po
       const onData = (d) => {
         out += d;
         s.log += d;
-        const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(out);
+        const m = /listening on https?:\/\/127\.0\.0\.1:(\d+)/.exec(out);
         if (m) {
           clearTimeout(timer);
           s.port = Number(m[1]);
@@ -69,7 +69,8 @@ export async function startCrdtd({ secret = false, persist = true, args = [], po
       });
     });
   await launch();
-  s.url = () => `ws://127.0.0.1:${s.port}/`;
+  const tls = args.includes('--tls-cert');
+  s.url = () => `${tls ? 'wss' : 'ws'}://127.0.0.1:${s.port}/`;
   s.http = () => `http://127.0.0.1:${s.port}`;
   /** Stops it (SIGTERM); throws unless it exited 0, as crdtd does on SIGTERM (a crash, or a
    * sanitizer's report, fails the test). */
