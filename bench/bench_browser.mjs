@@ -1,16 +1,16 @@
 // bench_browser.mjs - catch-up of an N-entry timeline into a fresh page over loopback, from
 // connect to rendered, in Debian's headless Chromium (the JavaScript client: libcrdt in
-// WebAssembly, binary crdt.v1), against the same catch-up with the C client (crdtc sub, which
-// prints the state it caught up as a JSON line), alternating, in one run. bench/bench_browser.sh
-// runs it; medians and the ratio page/crdtc are printed.
+// WebAssembly, binary crdt.v1), against the same catch-up with the C client (bench_catchup: the
+// crdtc library, JSON and binary crdt.v1), alternating, in one run. bench/bench_browser.sh runs
+// it; medians and the ratios page/C are printed.
 //
-//   node bench/bench_browser.mjs CRDTD CRDTC [N] [R]
+//   node bench/bench_browser.mjs CRDTD BENCH_CATCHUP [N] [R]
 //
 // Page: a fresh browser context each run (nothing cached, no IndexedDB); t0 once crdt.wasm is
 // loaded, then Client.open, online, subscribe (resolved when the server said the catch-up is
 // complete),
-// then the N entries rendered as <li> in an <ol> and one frame painted. crdtc: the process's wall
-// time from spawn to exit after its first change (--count 1), output to /dev/null.
+// then the N entries rendered as <li> in an <ol> and one frame painted. C: a fresh process per
+// run, timed inside it from connect to the entries formatted as text lines (bench_catchup.c).
 
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +23,7 @@ import { launch, startCrdtd } from '../tests/browser/harness.js';
 
 const [crdtd, crdtc, nArg, rArg] = process.argv.slice(2);
 if (!crdtd || !crdtc) {
-  console.error('usage: node bench/bench_browser.mjs CRDTD CRDTC [N] [R]');
+  console.error('usage: node bench/bench_browser.mjs CRDTD BENCH_CATCHUP [N] [R]');
   process.exit(2);
 }
 process.env.CRDTD_BIN = crdtd;
@@ -93,40 +93,47 @@ try {
     }
   };
 
-  const cli = () => {
-    const t0 = performance.now();
-    const r = spawnSync(crdtc, ['--url', `ws://127.0.0.1:${srv.port}/`, '--quiet', '--count', '1',
-      '--timeout', '30', 'sub', KEY], { encoding: 'utf8', maxBuffer: 64 << 20 });
-    const ms = performance.now() - t0;
-    if (r.status !== 0 || !r.stdout.trim())
-      throw new Error(`crdtc exited ${r.status} with ${r.stdout.length} bytes out: ${r.stderr}`);
-    const line = JSON.parse(r.stdout.trim().split('\n')[0]);
-    const got = line.state?.state?.entries?.length ?? line.state?.entries?.length;
-    return { total: ms, n: got, bytes: r.stdout.length };
+  // the C client: a fresh process per run, timed inside it from connect to rendered
+  const cli = (mode) => {
+    const r = spawnSync(crdtc, [String(srv.port), KEY, String(N), mode],
+      { encoding: 'utf8', timeout: 60000 });
+    if (r.status !== 0) throw new Error(`bench_catchup ${mode} exited ${r.status}: ${r.stderr}`);
+    const v = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(' ')));
+    return { total: Number(v.total_ms), catchup: Number(v.catchup_ms), render: Number(v.render_ms),
+      n: Number(v.entries), bytes: Number(v.bytes_in) };
   };
 
   await page(); // warm-up of both (the browser's first context, the page cache of crdtd's files)
-  cli();
+  cli('json');
   const pages = [];
-  const clis = [];
+  const cjson = [];
+  const cbin = [];
   for (let i = 0; i < R; i++) {
     pages.push(await page());
-    clis.push(cli());
+    cjson.push(cli('json'));
+    cbin.push(cli('binary'));
   }
   const med = (a) => { const s = [...a].sort((x, y) => x - y); const m = s.length >> 1;
     return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
-  if (pages.some((p) => p.n !== N)) throw new Error(`a page rendered ${pages.map((p) => p.n)} of ${N}`);
+  for (const [what, runs] of [['page', pages], ['crdtc JSON', cjson], ['crdtc binary', cbin]])
+    if (runs.some((x) => x.n !== N)) throw new Error(`${what} got ${runs.map((x) => x.n)} of ${N}`);
+  const f = (runs, k) => med(runs.map((x) => x[k])).toFixed(1);
   const pt = med(pages.map((p) => p.total));
-  const ct = med(clis.map((c) => c.total));
-  console.log(`catch-up of a ${N}-entry timeline over loopback, medians of ${R} alternating runs`);
-  console.log(`  page (Chromium, ${pages[0].binary ? 'binary' : 'JSON'} crdt.v1): connect to rendered ${pt.toFixed(1)} ms` +
-    ` (connect + catch-up ${med(pages.map((p) => p.catchup)).toFixed(1)} ms, render ${med(pages.map((p) => p.render)).toFixed(1)} ms, of which` +
-    ` DOM built ${med(pages.map((p) => p.dom)).toFixed(1)} ms, then the frame)`);
-  console.log(`  crdtc sub --count 1 (C, JSON crdt.v1, state printed as JSON): spawn to exit ${ct.toFixed(1)} ms` +
-    ` (${clis[0].n ?? '?'} entries, ${clis[0].bytes} bytes printed)`);
-  console.log(`  ratio page/crdtc ${(pt / ct).toFixed(2)}x`);
+  console.log(`catch-up of a ${N}-entry timeline over loopback into a fresh client, connect to rendered,` +
+    ` medians of ${R} alternating runs (ms)`);
+  console.log(`  ${'client'.padEnd(34)} ${'total'.padStart(8)} ${'catch-up'.padStart(9)}` +
+    ` ${'render'.padStart(8)} ${'page/this'.padStart(10)}`);
+  const row = (name, runs) => console.log(`  ${name.padEnd(34)} ${f(runs, 'total').padStart(8)}` +
+    ` ${f(runs, 'catchup').padStart(9)} ${f(runs, 'render').padStart(8)}` +
+    ` ${(pt / med(runs.map((x) => x.total))).toFixed(2).padStart(9)}x`);
+  row(`page, Chromium (${pages[0].binary ? 'binary' : 'JSON'} crdt.v1)`, pages);
+  row('crdtc, C (JSON crdt.v1)', cjson);
+  row('crdtc, C (binary crdt.v1)', cbin);
+  console.log(`  (page render: DOM built ${f(pages, 'dom')} ms, then the first frame painted)`);
+  console.log(`  bytes received by crdtc: JSON ${cjson[0].bytes}, binary ${cbin[0].bytes}`);
   console.log(`  single runs, page ms: ${pages.map((p) => p.total.toFixed(0)).join(' ')}`);
-  console.log(`  single runs, crdtc ms: ${clis.map((c) => c.total.toFixed(0)).join(' ')}`);
+  console.log(`  single runs, crdtc JSON ms: ${cjson.map((c) => c.total.toFixed(0)).join(' ')}`);
+  console.log(`  single runs, crdtc binary ms: ${cbin.map((c) => c.total.toFixed(0)).join(' ')}`);
 } finally {
   await browser.close();
   await srv.stop();
