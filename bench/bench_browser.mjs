@@ -59,12 +59,12 @@ try {
   await filler.flush();
   await filler.close();
 
-  const page = async () => {
+  const page = async (shown) => {
     const ctx = await browser.newContext();
     try {
       const p = await ctx.newPage();
       await p.goto(`${srv.url}bench-catchup.html`);
-      return await p.evaluate(async ({ N, KEY }) => {
+      return await p.evaluate(async ({ N, KEY, shown }) => {
         const { Client, CrdtWasm } = await import('/client.js');
         const wasm = await CrdtWasm.load(new URL('/crdt.wasm', location.href));
         const t0 = performance.now();
@@ -73,7 +73,7 @@ try {
         await c.subscribe({ keys: [KEY] });
         const t1 = performance.now();
         const frag = document.createDocumentFragment();
-        const entries = c.timeline(KEY).newest(N);
+        const entries = c.timeline(KEY).newest(shown);
         for (const e of entries) {
           const li = document.createElement('li');
           li.textContent = `${JSON.parse(e.member).text} @ ${e.score}`;
@@ -85,9 +85,11 @@ try {
         const t2 = performance.now();
         const n = document.querySelectorAll('#l li').length;
         const binary = c.binary;
+        const size = c.timeline(KEY).size;
         await c.close();
-        return { total: t2 - t0, catchup: t1 - t0, render: t2 - t1, dom: tDom - t1, n, binary };
-      }, { N, KEY });
+        return { total: t2 - t0, catchup: t1 - t0, render: t2 - t1, dom: tDom - t1,
+          n: size, shown: n, binary };
+      }, { N, KEY, shown });
     } finally {
       await ctx.close();
     }
@@ -103,19 +105,24 @@ try {
       n: Number(v.entries), bytes: Number(v.bytes_in) };
   };
 
-  await page(); // warm-up of both (the browser's first context, the page cache of crdtd's files)
+  await page(N); // warm-up of both (the browser's first context, the page cache of crdtd's files)
   cli('json');
   const pages = [];
+  const pages100 = [];
   const cjson = [];
   const cbin = [];
   for (let i = 0; i < R; i++) {
-    pages.push(await page());
+    pages.push(await page(N));
+    pages100.push(await page(100));
     cjson.push(cli('json'));
     cbin.push(cli('binary'));
   }
   const med = (a) => { const s = [...a].sort((x, y) => x - y); const m = s.length >> 1;
     return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
-  for (const [what, runs] of [['page', pages], ['crdtc JSON', cjson], ['crdtc binary', cbin]])
+  if (pages.some((p) => p.shown !== N) || pages100.some((p) => p.shown !== 100))
+    throw new Error('a page did not render what it was to');
+  for (const [what, runs] of [['page', pages], ['page 100', pages100], ['crdtc JSON', cjson],
+    ['crdtc binary', cbin]])
     if (runs.some((x) => x.n !== N)) throw new Error(`${what} got ${runs.map((x) => x.n)} of ${N}`);
   const f = (runs, k) => med(runs.map((x) => x[k])).toFixed(1);
   const pt = med(pages.map((p) => p.total));
@@ -126,12 +133,15 @@ try {
   const row = (name, runs) => console.log(`  ${name.padEnd(34)} ${f(runs, 'total').padStart(8)}` +
     ` ${f(runs, 'catchup').padStart(9)} ${f(runs, 'render').padStart(8)}` +
     ` ${(pt / med(runs.map((x) => x.total))).toFixed(2).padStart(9)}x`);
-  row(`page, Chromium (${pages[0].binary ? 'binary' : 'JSON'} crdt.v1)`, pages);
+  row(`page, all ${N} as <li> (${pages[0].binary ? 'binary' : 'JSON'})`, pages);
+  row(`page, newest 100 as <li> (${pages100[0].binary ? 'binary' : 'JSON'})`, pages100);
   row('crdtc, C (JSON crdt.v1)', cjson);
   row('crdtc, C (binary crdt.v1)', cbin);
-  console.log(`  (page render: DOM built ${f(pages, 'dom')} ms, then the first frame painted)`);
+  console.log(`  (page render: DOM built ${f(pages, 'dom')} ms (all) / ${f(pages100, 'dom')} ms (100),` +
+    ' then the first frame painted; the page/this column is the first row over each)');
   console.log(`  bytes received by crdtc: JSON ${cjson[0].bytes}, binary ${cbin[0].bytes}`);
   console.log(`  single runs, page ms: ${pages.map((p) => p.total.toFixed(0)).join(' ')}`);
+  console.log(`  single runs, page 100 ms: ${pages100.map((p) => p.total.toFixed(0)).join(' ')}`);
   console.log(`  single runs, crdtc JSON ms: ${cjson.map((c) => c.total.toFixed(0)).join(' ')}`);
   console.log(`  single runs, crdtc binary ms: ${cbin.map((c) => c.total.toFixed(0)).join(' ')}`);
 } finally {
