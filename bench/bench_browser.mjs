@@ -125,20 +125,20 @@ try {
     ['crdtc binary', cbin]])
     if (runs.some((x) => x.n !== N)) throw new Error(`${what} got ${runs.map((x) => x.n)} of ${N}`);
   const f = (runs, k) => med(runs.map((x) => x[k])).toFixed(1);
-  const pt = med(pages.map((p) => p.total));
+  const base = med(cbin.map((x) => x.total));
   console.log(`catch-up of a ${N}-entry timeline over loopback into a fresh client, connect to rendered,` +
     ` medians of ${R} alternating runs (ms)`);
   console.log(`  ${'client'.padEnd(34)} ${'total'.padStart(8)} ${'catch-up'.padStart(9)}` +
-    ` ${'render'.padStart(8)} ${'page/this'.padStart(10)}`);
+    ` ${'render'.padStart(8)} ${'/C binary'.padStart(10)}`);
   const row = (name, runs) => console.log(`  ${name.padEnd(34)} ${f(runs, 'total').padStart(8)}` +
     ` ${f(runs, 'catchup').padStart(9)} ${f(runs, 'render').padStart(8)}` +
-    ` ${(pt / med(runs.map((x) => x.total))).toFixed(2).padStart(9)}x`);
+    ` ${(med(runs.map((x) => x.total)) / base).toFixed(2).padStart(9)}x`);
   row(`page, all ${N} as <li> (${pages[0].binary ? 'binary' : 'JSON'})`, pages);
   row(`page, newest 100 as <li> (${pages100[0].binary ? 'binary' : 'JSON'})`, pages100);
   row('crdtc, C (JSON crdt.v1)', cjson);
   row('crdtc, C (binary crdt.v1)', cbin);
   console.log(`  (page render: DOM built ${f(pages, 'dom')} ms (all) / ${f(pages100, 'dom')} ms (100),` +
-    ' then the first frame painted; the page/this column is the first row over each)');
+    ' then the first frame painted; /C binary: the total over the C client\'s on binary crdt.v1)');
   console.log(`  bytes received by crdtc: JSON ${cjson[0].bytes}, binary ${cbin[0].bytes}`);
   console.log(`  single runs, page ms: ${pages.map((p) => p.total.toFixed(0)).join(' ')}`);
   console.log(`  single runs, page 100 ms: ${pages100.map((p) => p.total.toFixed(0)).join(' ')}`);
