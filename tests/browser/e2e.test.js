@@ -83,7 +83,7 @@ describe('the demo in Chromium', { timeout: 120000 }, () => {
       const liked = await postByText(bob, 'Hello from alice: this feed is a timeline in crdtd');
       assert.equal(liked.likes, 1);
       assert.ok(liked.liked && liked.followed, 'bob likes and follows it');
-      assert.equal(await bob.textContent('#following'), 'alice');
+      assert.equal(await bob.textContent('#following'), ': alice');
       await until(async () =>
         (await postByText(alice, 'Hello from alice: this feed is a timeline in crdtd'))?.likes === 1,
       10000, 'alice sees the like');

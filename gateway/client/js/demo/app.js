@@ -95,7 +95,7 @@ async function main() {
   function draw() {
     const following = new Set(follows.members());
     $('following-count').textContent = String(following.size);
-    $('following').textContent = [...following].sort().join(', ');
+    $('following').textContent = following.size ? `: ${[...following].sort().join(', ')}` : '';
     const items = [];
     for (const { member, score } of feed.newest(200)) {
       const p = parsePost(member);
