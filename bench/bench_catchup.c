@@ -56,7 +56,8 @@ int main(int argc, char **argv)
     crdtc_config_t cfg = {0};
     cfg.port = port;
     cfg.client_id = id;
-    cfg.max_message = 64u << 20; /* a whole JSON state of 10,000 entries is over the 1 MiB default */
+    /* a whole JSON state of 10,000 entries is over the 1 MiB default */
+    cfg.max_message = 64u << 20;
     cfg.no_reconnect = true;
     cfg.timeline_max_size = n;
     cfg.binary = binary;

@@ -38,8 +38,9 @@ static int origin_parse(const char *s, size_t n, char *out, char *why, size_t wh
                 return -1;
             }
         if (close + 1 < e && close[1] != ':') {
-            snprintf(why, whylen, "an origin has no path (no '/' after the host), e.g. "
-                                  "http://localhost:5173");
+            snprintf(why, whylen,
+                     "an origin has no path (no '/' after the host), e.g. "
+                     "http://localhost:5173");
             return -1;
         }
         port = close + 1 < e ? close + 1 : NULL;
@@ -47,9 +48,10 @@ static int origin_parse(const char *s, size_t n, char *out, char *why, size_t wh
         const char *p = h;
         for (; p < e && *p != ':'; p++)
             if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.') {
-                snprintf(why, whylen, *p == '/' ? "an origin has no path (no '/' after the host), "
-                                                  "e.g. http://localhost:5173"
-                                                : "bad character '%c' in the host",
+                snprintf(why, whylen,
+                         *p == '/' ? "an origin has no path (no '/' after the host), "
+                                     "e.g. http://localhost:5173"
+                                   : "bad character '%c' in the host",
                          *p);
                 return -1;
             }

@@ -388,8 +388,7 @@ static int add_web_headers(gw_conn_t *c, const gw_request_t *rq, const gw_respon
                            uint8_t **p, uint8_t *end)
 {
     struct lws *wsi = c->wsi;
-    if (rq->method == GW_OPTIONS &&
-        add_header(wsi, "allow:", GW_CORS_METHODS, p, end))
+    if (rq->method == GW_OPTIONS && add_header(wsi, "allow:", GW_CORS_METHODS, p, end))
         return -1;
     if (c->srv->cfg.ncors && add_header(wsi, "vary:", "Origin", p, end))
         return -1;

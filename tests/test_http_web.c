@@ -31,8 +31,8 @@ static void write_file(const char *dir, const char *name, const char *text)
 }
 
 /* One request on its own connection with extra headers; the response in *r (freed by caller). */
-static int send1(int port, const char *method, const char *path, const char *hdrs,
-                 const char *body, hc_resp_t *r)
+static int send1(int port, const char *method, const char *path, const char *hdrs, const char *body,
+                 hc_resp_t *r)
 {
     int fd = hc_connect(port);
     memset(r, 0, sizeof(*r));
@@ -63,21 +63,11 @@ static void test_units(void)
     struct {
         const char *url, *want; /* want NULL: refused */
     } paths[] = {
-        {"/", "index.html"},
-        {"/app.js", "app.js"},
-        {"/a/b.css", "a/b.css"},
-        {"/a/", "a/index.html"},
-        {"/..", NULL},
-        {"/../etc/passwd", NULL},
-        {"/a/../../x", NULL},
-        {"/a/./b", NULL},
-        {"/.git/config", NULL},
-        {"/a//b", NULL},
-        {"//etc/passwd", NULL},
-        {"/a\\..\\b", NULL},
-        {"/a\x01", NULL},
-        {"relative", NULL},
-        {"", NULL},
+        {"/", "index.html"},     {"/app.js", "app.js"},  {"/a/b.css", "a/b.css"},
+        {"/a/", "a/index.html"}, {"/..", NULL},          {"/../etc/passwd", NULL},
+        {"/a/../../x", NULL},    {"/a/./b", NULL},       {"/.git/config", NULL},
+        {"/a//b", NULL},         {"//etc/passwd", NULL}, {"/a\\..\\b", NULL},
+        {"/a\x01", NULL},        {"relative", NULL},     {"", NULL},
     };
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
         int rc = gw_static_path(paths[i].url, out, sizeof(out));
@@ -88,7 +78,8 @@ static void test_units(void)
             ok(rc == -1, "path %s refused", paths[i].url);
     }
     char small[8];
-    ok(gw_static_path("/abcdefgh", small, sizeof(small)) == -1, "a path longer than the room: refused");
+    ok(gw_static_path("/abcdefgh", small, sizeof(small)) == -1,
+       "a path longer than the room: refused");
     ok(gw_static_path("/", small, sizeof(small)) == -1, "index.html longer than the room: refused");
 
     is(gw_static_type("index.html"), "text/html; charset=utf-8", "type of .html");
@@ -105,11 +96,20 @@ static void test_units(void)
            c.ncors == 2,
        "a comma list of two origins");
     is(c.cors_origins[0], "http://a.example", "origins are kept lower case");
-    const char *bad[] = {"ftp://x",        "http://",          "http://a.example/",
-                         "http://a/path", "http://a:0",        "http://a:65536",
-                         "http://a:",     "null",              "*",
-                         "http://a b",    "http://a,,http://b", "http://[::1",
-                         "https://[]:1",  ""};
+    const char *bad[] = {"ftp://x",
+                         "http://",
+                         "http://a.example/",
+                         "http://a/path",
+                         "http://a:0",
+                         "http://a:65536",
+                         "http://a:",
+                         "null",
+                         "*",
+                         "http://a b",
+                         "http://a,,http://b",
+                         "http://[::1",
+                         "https://[]:1",
+                         ""};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int before = c.ncors;
         why[0] = '\0';
@@ -129,7 +129,8 @@ static void test_units(void)
            "the server's own origin (Host)");
     is_int(gw_cors_classify(&c, "http://127.0.0.1:7380", "127.0.0.1:7379"), GW_ORIGIN_FOREIGN,
            "another port of the same host is foreign");
-    is_int(gw_cors_classify(&c, "null", "127.0.0.1:7379"), GW_ORIGIN_FOREIGN, "\"null\" is foreign");
+    is_int(gw_cors_classify(&c, "null", "127.0.0.1:7379"), GW_ORIGIN_FOREIGN,
+           "\"null\" is foreign");
     is_int(gw_cors_classify(&c, "http://evil.example", NULL), GW_ORIGIN_FOREIGN,
            "no Host: foreign");
 }
@@ -250,16 +251,24 @@ static void test_static(const char *tmp)
            "a POST to a file's path is not served from the directory");
     hc_resp_free(&r);
 
-    const char *targets[] = {"/../secret.txt",       "/%2e%2e/secret.txt",
-                             "/sub/../../secret.txt", "/sub/%2e%2e/%2e%2e/secret.txt",
-                             "/..%2fsecret.txt",      "/%2e%2e%2fsecret.txt",
-                             "/./../secret.txt",      "/sub/..%5c..%5csecret.txt",
-                             "/../../../../etc/passwd", "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
-                             "//etc/passwd",          "/.%2e/secret.txt",
-                             "/%00/../secret.txt",    "/.hidden%00.html"};
+    const char *targets[] = {"/../secret.txt",
+                             "/%2e%2e/secret.txt",
+                             "/sub/../../secret.txt",
+                             "/sub/%2e%2e/%2e%2e/secret.txt",
+                             "/..%2fsecret.txt",
+                             "/%2e%2e%2fsecret.txt",
+                             "/./../secret.txt",
+                             "/sub/..%5c..%5csecret.txt",
+                             "/../../../../etc/passwd",
+                             "/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                             "//etc/passwd",
+                             "/.%2e/secret.txt",
+                             "/%00/../secret.txt",
+                             "/.hidden%00.html"};
     for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++)
         traversal(p.port, targets[i]);
-    is_int(send1(p.port, "GET", "/", "", NULL, &r), 200, "still serving after the traversal attempts");
+    is_int(send1(p.port, "GET", "/", "", NULL, &r), 200,
+           "still serving after the traversal attempts");
     hc_resp_free(&r);
     is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
 }
@@ -349,9 +358,14 @@ static int upgrade(int port, const char *origin)
 static void test_cors(const char *tmp)
 {
     crdtd_proc_t p;
-    const char *args[] = {"--no-persist", "--static-dir", "", "--cors-origin",
-                          "http://app.example,https://b.example:8443", "--cors-origin",
-                          "http://localhost:5173", NULL};
+    const char *args[] = {"--no-persist",
+                          "--static-dir",
+                          "",
+                          "--cors-origin",
+                          "http://app.example,https://b.example:8443",
+                          "--cors-origin",
+                          "http://localhost:5173",
+                          NULL};
     if (crdtd_start(&p, CRDTD_BIN, tmp, args)) {
         fail("crdtd with --cors-origin starts");
         return;
@@ -378,7 +392,8 @@ static void test_cors(const char *tmp)
     hc_resp_free(&r);
 
     is_int(send1(p.port, "OPTIONS", key,
-                 "Origin: http://evil.example\r\nAccess-Control-Request-Method: POST\r\n", NULL, &r),
+                 "Origin: http://evil.example\r\nAccess-Control-Request-Method: POST\r\n", NULL,
+                 &r),
            204, "a preflight from another origin: answered");
     ok(!has_header(&r, "access-control-allow-origin") &&
            !has_header(&r, "access-control-allow-methods") &&
@@ -411,8 +426,10 @@ static void test_cors(const char *tmp)
     hc_resp_free(&r);
     is_int(send1(p.port, "GET", key, "Origin: http://evil.example\r\n", NULL, &r), 200,
            "a GET from another origin is answered");
-    ok(!has_header(&r, "access-control-allow-origin"), "without CORS headers: the page cannot read it");
-    ok(r.body && strstr(r.body, "\"value\":3"), "the refused writes changed nothing (3 of 5 applied)");
+    ok(!has_header(&r, "access-control-allow-origin"),
+       "without CORS headers: the page cannot read it");
+    ok(r.body && strstr(r.body, "\"value\":3"),
+       "the refused writes changed nothing (3 of 5 applied)");
     size_t get_len = r.body_len;
     hc_resp_free(&r);
     is_int(send1(p.port, "GET", key, "Origin: http://APP.example\r\n", NULL, &r), 200,
