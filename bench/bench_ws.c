@@ -5,6 +5,10 @@
  *
  *   bench_ws CRDTD_BIN [--runs 3] [--secs 3] [--window 4] [--subs 1000] [--paced-secs 5]
  *   bench_ws --echo     (the echo server: prints "listening on :PORT", serves until killed)
+ *   bench_ws --catchup PORT KEY [--binary]
+ *                       (one catch-up by the C client, for bench/bench_catchup.sh: connect,
+ *                       subscribe to KEY since 0, join its state, read its newest 50 entries;
+ *                       prints "ms N")
  *   bench_ws CRDTD_BIN --binary-fanout [--runs 3] [--secs 3] [--subs 1000] [--paced-secs 5]
  *                       (fan-out only, on crdtd --no-persist: JSON crdt.v1 subscribers against
  *                       binary crdt.v1.bin ones, alternating in each run; bytes per delivery too)
@@ -446,12 +450,56 @@ static int binary_fanout_main(const char *bin, int runs, double secs, double pac
     return 0;
 }
 
+/* ---- one catch-up (bench_catchup.sh) --------------------------------------------------------- */
+
+static int g_caught;
+static void cu_sub(crdtc_t *c, uint64_t id, uint64_t cursor, void *ud)
+{
+    (void)c, (void)id, (void)cursor, (void)ud;
+    g_caught = 1;
+}
+
+static int catchup_main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: bench_ws --catchup PORT KEY [--binary]\n");
+        return 2;
+    }
+    const char *key = argv[3];
+    double t0 = now_s();
+    crdtc_loop_t *l = crdtc_loop_new();
+    crdtc_config_t cfg = {.port = atoi(argv[2]),
+                          .client_id = "catchup",
+                          .timeline_max_size = -1,
+                          .max_message = 64u << 20,
+                          .binary = argc > 4 && !strcmp(argv[4], "--binary"),
+                          .cb = {.subscribed_cb = cu_sub}};
+    crdtc_t *c = crdtc_new(l, &cfg, NULL);
+    if (!c)
+        return 1;
+    crdtc_subscribe(c, key, strlen(key), 0);
+    crdtc_connect(c);
+    while (!g_caught && now_s() - t0 < 60)
+        crdtc_loop_service(l, 5);
+    crdt_obj_t *o = crdtc_local(c, key, strlen(key), CRDT_TIMELINE);
+    crdt_tl_entry_t e[50];
+    size_t n = o ? crdt_timeline_range(o, 0, 50, e) : 0; /* "rendered": the newest page read */
+    size_t card = o ? crdt_timeline_card(o) : 0;
+    double ms = (now_s() - t0) * 1e3;
+    printf("%.2f %zu\n", ms, card);
+    crdtc_free(c);
+    crdtc_loop_free(l);
+    return g_caught && (n > 0 || !card) ? 0 : 1;
+}
+
 /* ---- main ----------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--echo"))
         return echo_main();
+    if (argc > 1 && !strcmp(argv[1], "--catchup"))
+        return catchup_main(argc, argv);
     if (argc < 2) {
         fprintf(stderr, "usage: bench_ws CRDTD_BIN [--runs N] [--secs S] [--window W] [--subs N] "
                         "[--paced-secs S]\n");

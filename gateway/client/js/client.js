@@ -621,6 +621,18 @@ export class Client {
     }
   }
 
+  /** The queued op again under a new (higher) id, unsent; its waiters follow it. */
+  #reissue(op) {
+    const id = this.#meta.nextOpId++;
+    this.#queue.delete(op.id);
+    this.#save({ deleteOp: op.id });
+    const again = { ...op, id, sent: false };
+    this.#queue.set(id, again);
+    this.#save({ op: again, meta: true });
+    this._moveWaiters(op.id, id);
+    return again;
+  }
+
   _moveWaiters(from, to) {
     const w = this.#ackWaiters.get(from);
     if (!w) return;
@@ -1093,10 +1105,12 @@ export class Client {
     const op = this.#queue.get(id);
     if (!op) return;
     if (code === 'storage' || code === 'internal' || code === 'expired') {
-      op.sent = false; // retried on the next session (the server closes, or we do below)
+      // retried later under a new id: once a later id is applied the server counts this one as a
+      // duplicate, and the delta (a join) may be sent again safely
+      const again = this.#reissue(op);
       if (code !== 'expired') {
         const ws = this.#ws;
-        setTimeout(() => this.#ws === ws && this.#status === 'online' && this.#sendOp(op), 1000 + Math.random() * 1000);
+        setTimeout(() => this.#ws === ws && this.#status === 'online' && this.#sendOp(again), 1000 + Math.random() * 1000);
       }
       return;
     }

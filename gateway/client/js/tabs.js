@@ -60,7 +60,7 @@ class Tab {
           if (this.closed) return undefined;
           return new Promise((release) => {
             this.release = release;
-            this.#becomeLeader();
+            this.#lead();
           });
         })
         .catch(() => {});
@@ -83,12 +83,18 @@ class Tab {
     setTimeout(() => {
       this.claiming = false;
       if (this.closed || this.beaten || (this.leaderId && Date.now() - this.lastLead < this.timeout)) return;
-      this.#becomeLeader();
+      this.#lead();
     }, this.hb);
   }
 
   #older(born, from) {
     return born < this.born || (born === this.born && from < this.id);
+  }
+
+  #lead() {
+    this.#becomeLeader().catch((e) =>
+      this.c._followerError(new ClientError('storage', `taking the lead failed: ${e?.message ?? e}`)),
+    );
   }
 
   async #becomeLeader() {

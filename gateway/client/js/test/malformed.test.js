@@ -125,3 +125,36 @@ test('the binary codec: what the client writes is what crdt_v1_bin.h reads', () 
   assert.throws(() => binary.decode(new Uint8Array([0x43, 2, 0x80, 0])), /not canonical/);
   assert.throws(() => binary.decode(new Uint8Array([0x43])), /truncated/);
 });
+
+test('a storage error: the op is retried under a new, higher id, and its waiter follows it', async () => {
+  const sessions = [];
+  const srv = await fakeServer((s) => sessions.push(s));
+  const a = await Client.open({ url: srv.url, wasm, WebSocket: NodeWebSocket, backoff: { minMs: 10, maxMs: 50 }, clientId: 'st' });
+  try {
+    await until(() => sessions.length > 0, 'a session');
+    const s = sessions[0];
+    assert.equal((await s.next()).type, 'hello');
+    s.send(welcome());
+    await a.whenOnline();
+    const id = a.gcounter('st:n').incr(1);
+    const acked = a.whenAcked(id);
+    const first = await s.next();
+    assert.equal(binaryId(first), id);
+    const errors = [];
+    a.on('error', (e) => errors.push(e));
+    s.send(JSON.stringify({ type: 'error', id, code: 'storage', message: 'disk full' }));
+    const again = await s.next(4000);
+    const id2 = binaryId(again);
+    assert.ok(id2 > id, `retried as ${id2} > ${id}`);
+    assert.deepEqual(again.subarray(again.length - 10), first.subarray(first.length - 10), 'the same delta');
+    assert.equal(errors[0].code, 'storage');
+    assert.equal(a.pending, 1);
+    s.send(new Uint8Array([0x42, 1, ...varint(id2), 9]));
+    const ack = await acked;
+    assert.equal(ack.id, id2);
+    assert.equal(a.pending, 0);
+  } finally {
+    await a.close();
+    await srv.stop();
+  }
+});
