@@ -1,16 +1,17 @@
 // bench_browser.mjs - catch-up of an N-entry timeline into a fresh page over loopback, from
 // connect to rendered, in Debian's headless Chromium (the JavaScript client: libcrdt in
-// WebAssembly, binary crdt.v1), against the same catch-up with the C client (bench_catchup: the
-// crdtc library, JSON and binary crdt.v1), alternating, in one run. bench/bench_browser.sh runs
-// it; medians and the ratios page/C are printed.
+// WebAssembly, binary crdt.v1), against the same catch-up with the C client (bench_ws --catchup:
+// the crdtc library, JSON and binary crdt.v1), alternating, in one run. bench/bench_browser.sh
+// runs it; medians and the ratios to the C client are printed. (bench/bench_catchup.sh measures
+// the JavaScript client in Node against the same C side.)
 //
-//   node bench/bench_browser.mjs CRDTD BENCH_CATCHUP [N] [R]
+//   node bench/bench_browser.mjs CRDTD BENCH_WS [N] [R]
 //
 // Page: a fresh browser context each run (nothing cached, no IndexedDB); t0 once crdt.wasm is
 // loaded, then Client.open, online, subscribe (resolved when the server said the catch-up is
 // complete),
-// then the N entries rendered as <li> in an <ol> and one frame painted. C: a fresh process per
-// run, timed inside it from connect to the entries formatted as text lines (bench_catchup.c).
+// then the entries rendered as <li> in an <ol> (all N, or the newest 100) and one frame painted.
+// C: a fresh process per run, timed inside it from connect to the newest 50 entries read.
 
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -21,9 +22,9 @@ import { join, resolve } from 'node:path';
 
 import { launch, startCrdtd } from '../tests/browser/harness.js';
 
-const [crdtd, crdtc, nArg, rArg] = process.argv.slice(2);
-if (!crdtd || !crdtc) {
-  console.error('usage: node bench/bench_browser.mjs CRDTD BENCH_CATCHUP [N] [R]');
+const [crdtd, benchWs, nArg, rArg] = process.argv.slice(2);
+if (!crdtd || !benchWs) {
+  console.error('usage: node bench/bench_browser.mjs CRDTD BENCH_WS [N] [R]');
   process.exit(2);
 }
 process.env.CRDTD_BIN = crdtd;
@@ -95,14 +96,14 @@ try {
     }
   };
 
-  // the C client: a fresh process per run, timed inside it from connect to rendered
+  // the C client: a fresh process per run, timed inside it from connect to the newest page
+  // read (bench_ws --catchup, the C side of bench/bench_catchup.sh too)
   const cli = (mode) => {
-    const r = spawnSync(crdtc, [String(srv.port), KEY, String(N), mode],
-      { encoding: 'utf8', timeout: 60000 });
-    if (r.status !== 0) throw new Error(`bench_catchup ${mode} exited ${r.status}: ${r.stderr}`);
-    const v = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(' ')));
-    return { total: Number(v.total_ms), catchup: Number(v.catchup_ms), render: Number(v.render_ms),
-      n: Number(v.entries), bytes: Number(v.bytes_in) };
+    const r = spawnSync(benchWs, ['--catchup', String(srv.port), KEY, ...(mode === 'binary' ? ['--binary'] : [])],
+      { encoding: 'utf8', timeout: 90000 });
+    const [ms, entries] = r.stdout.trim().split(' ').map(Number);
+    if (r.status !== 0) throw new Error(`bench_ws --catchup ${mode} exited ${r.status}: ${r.stderr}`);
+    return { total: ms, n: entries };
   };
 
   await page(N); // warm-up of both (the browser's first context, the page cache of crdtd's files)
@@ -131,7 +132,8 @@ try {
   console.log(`  ${'client'.padEnd(34)} ${'total'.padStart(8)} ${'catch-up'.padStart(9)}` +
     ` ${'render'.padStart(8)} ${'/C binary'.padStart(10)}`);
   const row = (name, runs) => console.log(`  ${name.padEnd(34)} ${f(runs, 'total').padStart(8)}` +
-    ` ${f(runs, 'catchup').padStart(9)} ${f(runs, 'render').padStart(8)}` +
+    ` ${(runs[0].catchup === undefined ? '-' : f(runs, 'catchup')).padStart(9)}` +
+    ` ${(runs[0].render === undefined ? '-' : f(runs, 'render')).padStart(8)}` +
     ` ${(med(runs.map((x) => x.total)) / base).toFixed(2).padStart(9)}x`);
   row(`page, all ${N} as <li> (${pages[0].binary ? 'binary' : 'JSON'})`, pages);
   row(`page, newest 100 as <li> (${pages100[0].binary ? 'binary' : 'JSON'})`, pages100);
@@ -139,7 +141,6 @@ try {
   row('crdtc, C (binary crdt.v1)', cbin);
   console.log(`  (page render: DOM built ${f(pages, 'dom')} ms (all) / ${f(pages100, 'dom')} ms (100),` +
     ' then the first frame painted; /C binary: the total over the C client\'s on binary crdt.v1)');
-  console.log(`  bytes received by crdtc: JSON ${cjson[0].bytes}, binary ${cbin[0].bytes}`);
   console.log(`  single runs, page ms: ${pages.map((p) => p.total.toFixed(0)).join(' ')}`);
   console.log(`  single runs, page 100 ms: ${pages100.map((p) => p.total.toFixed(0)).join(' ')}`);
   console.log(`  single runs, crdtc JSON ms: ${cjson.map((c) => c.total.toFixed(0)).join(' ')}`);

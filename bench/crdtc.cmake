@@ -7,7 +7,3 @@ crdt_bench(bench_ws SOURCES bench_ws.c ${PROJECT_SOURCE_DIR}/tests/http_client.c
 target_include_directories(bench_ws PRIVATE ${PROJECT_SOURCE_DIR}/tests)
 target_compile_options(bench_ws PRIVATE -Wno-missing-field-initializers)
 add_dependencies(bench_ws crdtd)
-
-# bench_catchup: the C client's side of bench/bench_browser.sh (one timeline's catch-up, timed
-# from connect to rendered)
-crdt_bench(bench_catchup SOURCES bench_catchup.c LIBS crdtc)
