@@ -2,7 +2,8 @@
 // real crdtd: the demo works; two pages converge; a page that goes offline writes, reloads while
 // offline (the service worker serves it) with its state and queue kept in IndexedDB, comes back
 // and converges; two tabs of one origin share one connection (crdtd's session count says so);
-// a page idle for longer than --ws-idle-timeout stays connected.
+// a node with tokens serves the app to anyone and sessions to token holders only; a page idle for
+// longer than --ws-idle-timeout stays connected.
 //
 //   cd tests/browser && npm ci && node --test --test-concurrency=1 e2e.test.js
 //
@@ -10,13 +11,17 @@
 // ones docs/web-client.md shows, taken with CRDTD_SCREENSHOT_DIR=docs/img).
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import {
-  ROOT, launch, metric, missing, openDemo, post, postByText, shown, startCrdtd, until,
+  CRDTD, ROOT, launch, metric, missing, openDemo, post, postByText, shown, startCrdtd, until,
 } from './harness.js';
+
+const CRDTD_CLI = join(dirname(CRDTD), 'client/crdtc'); // mints the token of the token test
 
 const IDLE_S = 2; // crdtd's --ws-idle-timeout for these tests
 const SHOTS = resolve(ROOT, process.env.CRDTD_SCREENSHOT_DIR || 'build/e2e');
@@ -244,6 +249,43 @@ describe('the demo in Chromium', { timeout: 120000 }, () => {
       assert.deepEqual(other.errors, []);
     } finally {
       await ctx.close();
+    }
+  });
+
+  test('a node with tokens: the app loads without one, its session needs one', async () => {
+    const dir = mkdtempSync(join(process.env.TMPDIR || tmpdir(), 'crdtd-e2e-tok-'));
+    const secret = join(dir, 'token.secret');
+    writeFileSync(secret, 'e2e-token-secret-0123456789abcdef\n');
+    const tok = spawnSync(CRDTD_CLI, ['token', '--secret-file', secret, '--sub', 'judy', '--ttl', '600',
+      '--read', '', '--write', ''], { encoding: 'utf8' });
+    assert.equal(tok.status, 0, `crdtc token: ${tok.stderr}`);
+    const token = tok.stdout.trim();
+    const node = await startCrdtd(['--token-secret-file', secret]);
+    const ctx = await context();
+    try {
+      const res = await fetch(`${node.url}v1/keys/ZmVlZA`);
+      assert.equal(res.status, 401, 'the API needs a token');
+      const page = await openDemo(ctx, `${node.url}?token=${encodeURIComponent(token)}`);
+      await until(async () => (await shown(page)).status === 'online', 10000, 'online with the token');
+      await post(page, 'judy, with a token');
+      await until(async () => (await shown(page)).pending === 0, 10000, 'acknowledged');
+      // another browser without the token: the page loads, its session is refused
+      const c2 = await context();
+      try {
+        const p2 = await c2.newPage();
+        await p2.goto(node.url);
+        await p2.waitForSelector('body[data-ready]', { timeout: 15000 });
+        await new Promise((r) => setTimeout(r, 1500));
+        const s2 = await shown(p2);
+        assert.notEqual(s2.status, 'online', 'no session without a token');
+        assert.equal(s2.posts.length, 0, 'and no data');
+      } finally {
+        await c2.close();
+      }
+    } finally {
+      await ctx.close();
+      await node.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

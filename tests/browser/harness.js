@@ -26,6 +26,8 @@ export const CHROMIUM_ARGS = [
 /** What is missing to run these tests, or null. */
 export function missing() {
   if (!existsSync(CRDTD)) return `no crdtd at ${CRDTD} (build it: cmake --build build)`;
+  const cli = join(dirname(CRDTD), 'client/crdtc');
+  if (!existsSync(cli)) return `no crdtc at ${cli} (build it: cmake --build build)`;
   if (!existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM} (scripts/setup-debian.sh installs it)`;
   const web = join(dirname(CRDTD), 'web');
   for (const f of ['index.html', 'client.js', 'crdt.wasm'])
