@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "cors.h"
 
 void gw_config_defaults(gw_config_t *c)
 {
@@ -119,6 +120,13 @@ static void usage(FILE *f)
         "  --redis-timeout-ms N     a Redis node silent this long is down (default 2000)\n"
         "  --redis-follow yes|no    follow crdt.so's change logs, so that sessions see the writes\n"
         "                           of every gateway on the cluster (default yes)\n"
+        "\n"
+        "Browsers (docs/web-client.md):\n"
+        "  --cors-origin ORIGINS    pages of these origins (http[s]://host[:port], a comma list;\n"
+        "                           repeatable) may use the HTTP API; other sites' pages get no\n"
+        "                           CORS headers and their writes and WebSocket upgrades 403\n"
+        "  --static-dir DIR         serve DIR's files at / (default: the demo app installed\n"
+        "                           beside crdtd, if there); --static-dir '' serves none\n"
         "\n"
         "  --config FILE            read options from FILE: lines of `name = value` using the\n"
         "                           long option names without dashes (listen = 127.0.0.1:7379);\n"
@@ -395,6 +403,17 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         if (strcmp(val, "yes") && strcmp(val, "no"))
             BAD_VALUE("expected yes or no");
         c->redis_follow = !strcmp(val, "yes");
+    } else if (!strcmp(name, "cors-origin")) {
+        NEED_VALUE;
+        char why[160];
+        if (gw_cors_add(c, val, why, sizeof(why)))
+            BAD_VALUE(why);
+    } else if (!strcmp(name, "static-dir")) {
+        NEED_VALUE;
+        if (strlen(val) >= sizeof(c->static_dir))
+            BAD_VALUE("too long");
+        snprintf(c->static_dir, sizeof(c->static_dir), "%s", val);
+        c->static_dir_set = true;
     } else if (!strcmp(name, "config")) {
         NEED_VALUE;
         return load_file(c, val, depth + 1);

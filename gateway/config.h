@@ -12,6 +12,8 @@
 #include "replica.h"
 
 #define GW_MAX_PEERS 16
+#define GW_MAX_CORS 32         /* --cors-origin entries */
+#define GW_CORS_ORIGIN_MAX 256 /* bytes of one, NUL included */
 
 typedef struct gw_addr {
     char host[256];
@@ -73,6 +75,12 @@ typedef struct gw_config {
     unsigned redis_wait_timeout_ms; /* WAIT's timeout; short of redis_wait replicas: 503 */
     unsigned redis_timeout_ms;      /* connect/reply timeout of a Redis node before it is down */
     bool redis_follow;              /* follow crdt.so's change logs: every gateway's writes */
+
+    /* browsers (cors.c, static.c; docs/web-client.md) */
+    char cors_origins[GW_MAX_CORS][GW_CORS_ORIGIN_MAX]; /* --cors-origin, lower case */
+    int ncors;
+    char static_dir[1024]; /* files served at / on --listen; "" = none */
+    bool static_dir_set;   /* --static-dir given (else the demo beside the binary, if there) */
 } gw_config_t;
 
 /* Fills *c with the defaults. */

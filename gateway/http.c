@@ -60,7 +60,9 @@ const char *gw_status_text(int status)
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
+    case 304: return "Not Modified";
     case 400: return "Bad Request";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
@@ -193,6 +195,8 @@ static void request_clear(gw_request_t *rq)
 {
     free(rq->path);
     free(rq->auth);
+    free(rq->origin);
+    free(rq->if_none_match);
     free(rq->argbuf);
     free(rq->body);
     memset(rq, 0, sizeof(*rq));
@@ -357,7 +361,54 @@ static int conn_dispatch(gw_conn_t *c)
     if (!x)
         return -1;
     c->phase = PHASE_HANDLE;
+    if (x->rq.method == GW_OPTIONS) {
+        /* CORS preflights carry no Authorization: answered here, before any route's auth */
+        gw_respond_text(&x->rs, 204, NULL, "", 0);
+        x->rs.preflight = true;
+        gw_http_reply(x);
+        return 0;
+    }
     s->route(s, x);
+    return 0;
+}
+
+/* A header by name, or -1 (the room is used up: the response is dropped with its connection). */
+static int add_header(struct lws *wsi, const char *name, const char *value, uint8_t **p,
+                      uint8_t *end)
+{
+    return lws_add_http_header_by_name(wsi, (const uint8_t *)name, (const uint8_t *)value,
+                                       (int)strlen(value), p, end)
+               ? -1
+               : 0;
+}
+
+/* The headers of browsers' concerns: CORS for a listed origin (Vary: Origin whenever there is a
+ * list, as the answer depends on the Origin), a preflight's allowances, caching of static files. */
+static int add_web_headers(gw_conn_t *c, const gw_request_t *rq, const gw_response_t *rs,
+                           uint8_t **p, uint8_t *end)
+{
+    struct lws *wsi = c->wsi;
+    if (rq->method == GW_OPTIONS && add_header(wsi, "allow:", GW_CORS_METHODS, p, end))
+        return -1;
+    if (c->srv->cfg.ncors && add_header(wsi, "vary:", "Origin", p, end))
+        return -1;
+    if (rq->origin_kind == GW_ORIGIN_LISTED) {
+        if (add_header(wsi, "access-control-allow-origin:", rq->origin, p, end) ||
+            add_header(wsi, "access-control-expose-headers:", GW_CORS_EXPOSE, p, end))
+            return -1;
+        if (rs->preflight &&
+            (add_header(wsi, "access-control-allow-methods:", GW_CORS_METHODS, p, end) ||
+             add_header(wsi, "access-control-allow-headers:", GW_CORS_HEADERS, p, end) ||
+             add_header(wsi, "access-control-max-age:", GW_CORS_MAX_AGE, p, end)))
+            return -1;
+    }
+    if (rs->cache_control && add_header(wsi, "cache-control:", rs->cache_control, p, end))
+        return -1;
+    if (rs->etag[0] && add_header(wsi, "etag:", rs->etag, p, end))
+        return -1;
+    if (rs->content_type && !strncmp(rs->content_type, "text/html", 9) &&
+        add_header(wsi, "x-content-type-options:", "nosniff", p, end))
+        return -1;
     return 0;
 }
 
@@ -373,8 +424,13 @@ static int conn_send(gw_conn_t *c)
 
     if (!rs->buf) /* nothing we could build: drop the connection */
         return -1;
-    if (lws_add_http_common_headers(c->wsi, (unsigned)rs->status, rs->content_type, rs->len, &p,
-                                    end))
+    /* 204 and 304 have no body and say no length; a HEAD says the length of the body it omits */
+    bool bodyless = rs->status == 204 || rs->status == 304;
+    if (bodyless ? lws_add_http_header_status(c->wsi, (unsigned)rs->status, &p, end)
+                 : lws_add_http_common_headers(c->wsi, (unsigned)rs->status, rs->content_type,
+                                               rs->len, &p, end))
+        return -1;
+    if (add_web_headers(c, &x->rq, rs, &p, end))
         return -1;
     if (rs->close && lws_add_http_header_by_token(c->wsi, WSI_TOKEN_CONNECTION,
                                                   (const uint8_t *)"close", 5, &p, end))
@@ -391,11 +447,12 @@ static int conn_send(gw_conn_t *c)
     size_t hlen = (size_t)(p - hdr);
     uint8_t *start = (uint8_t *)rs->buf + GW_BODY_AT - hlen;
     memcpy(start, hdr, hlen);
-    if (lws_write(c->wsi, start, hlen + rs->len, LWS_WRITE_HTTP_HEADERS) < (int)(hlen + rs->len))
+    size_t blen = x->rq.head || bodyless ? 0 : rs->len;
+    if (lws_write(c->wsi, start, hlen + blen, LWS_WRITE_HTTP_HEADERS) < (int)(hlen + blen))
         return -1;
 
     gw_metrics_request(&s->metrics, rs->ep, rs->status);
-    s->metrics.bytes_out += rs->len;
+    s->metrics.bytes_out += blen;
     if (rs->wait_seq)
         gw_metrics_ack(&s->metrics, (double)(gw_now_us() - x->t_start_us) / 1e6);
     if (s->cfg.verbose)
@@ -440,12 +497,44 @@ static int parse_content_length(struct lws *wsi, uint64_t *out)
     return 0;
 }
 
+/* Copies a header into a new string (*out NULL when absent). -1: out of memory. */
+static int header_dup(struct lws *wsi, enum lws_token_indexes h, char **out)
+{
+    *out = NULL;
+    int n = lws_hdr_total_length(wsi, h);
+    if (n <= 0)
+        return 0;
+    *out = malloc((size_t)n + 1);
+    if (!*out || lws_hdr_copy(wsi, *out, n + 1, h) < 0) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* The request's Origin into c->rq (origin, origin_kind against its Host). -1: out of memory. */
+static int origin_of(gw_conn_t *c, struct lws *wsi)
+{
+    char *host = NULL;
+    if (header_dup(wsi, WSI_TOKEN_ORIGIN, &c->rq.origin) ||
+        (c->rq.origin && header_dup(wsi, WSI_TOKEN_HOST, &host)))
+        return -1;
+    c->rq.origin_kind = gw_cors_classify(&c->srv->cfg, c->rq.origin, host);
+    free(host);
+    return 0;
+}
+
 static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
 {
     gw_server_t *s = c->srv;
     conn_reset(c);
     c->wsi = wsi;
     c->rq.method = method_of(wsi);
+    if (c->rq.method == GW_HEAD) { /* every GET endpoint answers HEAD: its headers alone */
+        c->rq.method = GW_GET;
+        c->rq.head = true;
+    }
     c->rq.roshi = lws_get_vhost(wsi) == s->vh_roshi;
     c->rq.path = malloc(len + 1);
     if (!c->rq.path)
@@ -460,6 +549,17 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
         c->rq.auth = malloc((size_t)alen + 1);
         if (!c->rq.auth || lws_hdr_copy(wsi, c->rq.auth, alen + 1, WSI_TOKEN_HTTP_AUTHORIZATION) < 0)
             return -1;
+    }
+
+    if (origin_of(c, wsi) || header_dup(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, &c->rq.if_none_match))
+        return -1;
+    bool writes = c->rq.method != GW_GET && c->rq.method != GW_OPTIONS;
+    if (c->rq.origin_kind == GW_ORIGIN_FOREIGN && writes) {
+        char msg[400];
+        snprintf(msg, sizeof(msg),
+                 "a page of origin %.256s may not write here (crdtd --cors-origin allows it)",
+                 c->rq.origin);
+        return conn_reject(c, 403, msg);
     }
 
     bool has_cl = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
@@ -508,6 +608,26 @@ static bool upgrade_protocol_ok(const gw_server_t *s, struct lws *wsi)
         for (const struct lws_protocols *p = s->protocols + 1; p->name; p++)
             if (!strcmp(tok, p->name))
                 return true;
+    return false;
+}
+
+/* Whether the upgrade's Origin may open a session (cors.h); a refusal is answered 403 here. */
+static bool upgrade_origin_ok(const gw_server_t *s, struct lws *wsi)
+{
+    char origin[GW_CORS_ORIGIN_MAX + 1], host[300];
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+        return true;
+    /* an Origin or Host too long to copy is no origin on the list, nor this server's */
+    bool got = lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) > 0;
+    if (lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) <= 0)
+        host[0] = '\0';
+    if (got && gw_cors_classify(&s->cfg, origin, host) != GW_ORIGIN_FOREIGN)
+        return true;
+    char msg[400];
+    snprintf(msg, sizeof(msg),
+             "a page of origin %.256s may not open a session here (crdtd --cors-origin allows it)",
+             got ? origin : "(too long)");
+    lws_return_http_status(wsi, 403, msg);
     return false;
 }
 
@@ -612,8 +732,11 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
          * would otherwise hand a connection without (or with an unknown) Sec-WebSocket-Protocol
          * to protocols[0], this HTTP callback. */
         if (!strcmp(in ? (const char *)in : "", "websocket") && lws_get_vhost(wsi) == s->vh_main &&
-            upgrade_protocol_ok(s, wsi))
-            return 0;
+            upgrade_protocol_ok(s, wsi)) {
+            if (upgrade_origin_ok(s, wsi))
+                return 0;
+            return 1;
+        }
         refuse_upgrade(s, wsi);
         return 1;
 

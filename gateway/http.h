@@ -21,6 +21,7 @@
 #include <jansson.h>
 #include <libwebsockets.h>
 
+#include "cors.h"
 #include "jsonw.h"
 #include "loop.h"
 #include "metrics.h"
@@ -55,6 +56,10 @@ typedef struct gw_request {
     int nargs;
     bool too_many_args;
     char *auth; /* the Authorization header, NUL-terminated, or NULL */
+    bool head;  /* a HEAD: method is GW_GET, and the response goes without its body */
+    char *origin; /* the Origin header, NUL-terminated, or NULL */
+    char *if_none_match; /* the If-None-Match header, or NULL (static.c) */
+    gw_origin_t origin_kind; /* what that origin is to this server (cors.h) */
     uint8_t *body; /* NUL-terminated for convenience; body_len excludes the NUL */
     size_t body_len;
     size_t body_expected;
@@ -68,6 +73,9 @@ typedef struct gw_response {
     uint64_t wait_seq; /* acknowledge only once crdt_store_durable_seq() >= this (0: now) */
     bool close;        /* close the connection after the response */
     bool www_auth;     /* add WWW-Authenticate: Bearer (a 401) */
+    bool preflight;    /* a CORS preflight's answer: Access-Control-Allow-Methods etc. */
+    const char *cache_control; /* a Cache-Control header, or NULL (static.c) */
+    char etag[48];             /* an ETag header's value, quotes included, or "" (static.c) */
     gw_endpoint_t ep;
 } gw_response_t;
 

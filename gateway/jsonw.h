@@ -15,7 +15,7 @@
 #include <libwebsockets.h>
 
 /* A response buffer: LWS_PRE for lws, GW_HDR_ROOM for the status line and headers, the body. */
-#define GW_HDR_ROOM 512
+#define GW_HDR_ROOM 1024
 #define GW_BODY_AT (LWS_PRE + GW_HDR_ROOM)
 
 typedef struct gw_jw {

@@ -12,6 +12,7 @@
 #include "rest.h"
 #include "roshi.h"
 #include "server.h"
+#include "static.h"
 #include "sync.h"
 #include "util.h"
 #ifdef CRDTD_HAVE_REDIS
@@ -44,6 +45,8 @@ static void on_reload(gw_server_t *s)
 
 static void route(gw_server_t *s, gw_exchange_t *x)
 {
+    if (gw_static_wants(s, x) && gw_static_serve(s, x)) /* the web app's files: no token */
+        return;
     if (!gw_auth_http(s, x)) {
         gw_http_reply(x);
         return;
@@ -195,7 +198,7 @@ int main(int argc, char **argv)
     bool redis = s->cfg.store[0] != '\0';
     if (redis && redis_check(&s->cfg))
         return 2;
-    if (gw_loop_check(&s->cfg) || (!redis && gw_peer_check(&s->cfg)))
+    if (gw_loop_check(&s->cfg) || (!redis && gw_peer_check(&s->cfg)) || gw_static_init(s))
         return 2;
     s->route = route;
     s->on_reload = on_reload;

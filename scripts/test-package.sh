@@ -62,6 +62,18 @@ curl -sf -X POST "http://127.0.0.1:$port/v1/keys/feed:1" \
 check $? "a write through the installed crdtd"
 curl -sf "http://127.0.0.1:$port/v1/keys/feed:1" >"$tmp/get" 2>&1 && grep -q '"member":"post:1"' "$tmp/get"
 check $? "and it reads back"
+# the web app: installed into /usr/share/crdtd/web, found there by the installed crdtd and served at /
+for f in index.html app.js sw.js client.js crdt-wasm.js crdt.wasm files.json; do
+  test -f "/usr/share/crdtd/web/$f"
+  check $? "installed /usr/share/crdtd/web/$f"
+done
+grep -q "serving the files of /usr/share/crdtd/web at /" "$tmp/crdtd.log"
+check $? "the installed crdtd serves the installed web app"
+curl -sf "http://127.0.0.1:$port/" >"$tmp/index" 2>&1 && grep -q "crdtd feed" "$tmp/index"
+check $? "the demo at /"
+ctype=$(curl -sf -o /dev/null -w '%{content_type}' "http://127.0.0.1:$port/crdt.wasm")
+test "$ctype" = "application/wasm"
+check $? "crdt.wasm served as application/wasm ($ctype)"
 kill -TERM "$pid"
 st=1
 for _ in $(seq 1 100); do

@@ -33,4 +33,10 @@ else
    CRDT_WASM="$PWD/../../../build-wasm/crdt.wasm" CRDT_WASM_VECTORS="$PWD/../../../$dir/tests/wasm_vectors" \
    CRDTD_BIN="$PWD/../../../$dir/gateway/crdtd" \
      node --test test/*.test.js)
+  # the demo feed and the client end to end in Debian's headless Chromium (playwright-core from
+  # tests/browser's lockfile drives it; no browser is downloaded), against this build's crdtd
+  [ -x /usr/bin/chromium ] ||
+    { echo "test: /usr/bin/chromium is needed for the browser tests (scripts/setup-debian.sh)" >&2; exit 1; }
+  (cd tests/browser && npm ci --no-audit --no-fund >/dev/null &&
+   CRDTD_BIN="$PWD/../../$dir/gateway/crdtd" timeout 600 node --test --test-concurrency=1 e2e.test.js)
 fi

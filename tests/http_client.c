@@ -128,8 +128,9 @@ const char *hc_header(const hc_resp_t *r, const char *name, char *buf, size_t n)
     return NULL;
 }
 
-/* Reads one Content-Length-framed response (or until close when there is none). */
-static int read_response(int fd, hc_resp_t *out)
+/* Reads one Content-Length-framed response (or until close when there is none). A response to
+ * HEAD (head), and a 204 or 304, end with their headers. */
+static int read_response(int fd, hc_resp_t *out, bool head)
 {
     size_t cap = 4096, len = 0, hlen = 0; /* hlen: header block length, 0 until seen */
     char *buf = malloc(cap + 1);
@@ -168,6 +169,9 @@ static int read_response(int fd, hc_resp_t *out)
                 char v[32];
                 if (tmp.headers && hc_header(&tmp, "content-length", v, sizeof(v)))
                     clen = atoll(v);
+                int st = !strncmp(buf, "HTTP/1.", 7) && hlen > 12 ? atoi(buf + 9) : 0;
+                if (head || st == 204 || st == 304)
+                    clen = 0;
                 free(tmp.headers);
             }
         }
@@ -206,7 +210,7 @@ int hc_send(int fd, const char *method, const char *path, const char *extra_head
     if (n >= (int)sizeof(head) || send_all(fd, head, (size_t)n) ||
         (body && len && send_all(fd, body, len)))
         return -1;
-    return read_response(fd, out);
+    return read_response(fd, out, !strcmp(method, "HEAD"));
 }
 
 static char *hc_auth_header; /* "Authorization: Bearer ...\r\n" of hc_request, or NULL */

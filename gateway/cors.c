@@ -1,0 +1,134 @@
+/* cors.c - the --cors-origin allow-list: parsing it, and telling the origins of requests apart */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "cors.h"
+
+/* Checks one origin (n bytes at s) and writes it lower case into out (GW_CORS_ORIGIN_MAX bytes).
+ * 0, or -1 with why. */
+static int origin_parse(const char *s, size_t n, char *out, char *why, size_t whylen)
+{
+    if (n >= GW_CORS_ORIGIN_MAX) {
+        snprintf(why, whylen, "origin longer than %d bytes", GW_CORS_ORIGIN_MAX - 1);
+        return -1;
+    }
+    size_t skip = 0;
+    if (n > 7 && !strncasecmp(s, "http://", 7))
+        skip = 7;
+    else if (n > 8 && !strncasecmp(s, "https://", 8))
+        skip = 8;
+    if (!skip) {
+        snprintf(why, whylen, "an origin is http://host[:port] or https://host[:port]");
+        return -1;
+    }
+    const char *h = s + skip, *e = s + n;
+    const char *port = NULL;
+    if (*h == '[') { /* [v6 address] */
+        const char *close = memchr(h, ']', (size_t)(e - h));
+        if (!close || close == h + 1) {
+            snprintf(why, whylen, "unterminated or empty [IPv6 address]");
+            return -1;
+        }
+        for (const char *p = h + 1; p < close; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.') {
+                snprintf(why, whylen, "bad character in an [IPv6 address]");
+                return -1;
+            }
+        if (close + 1 < e && close[1] != ':') {
+            snprintf(why, whylen,
+                     "an origin has no path (no '/' after the host), e.g. "
+                     "http://localhost:5173");
+            return -1;
+        }
+        port = close + 1 < e ? close + 1 : NULL;
+    } else {
+        const char *p = h;
+        for (; p < e && *p != ':'; p++)
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.') {
+                snprintf(why, whylen,
+                         *p == '/' ? "an origin has no path (no '/' after the host), "
+                                     "e.g. http://localhost:5173"
+                                   : "bad character '%c' in the host",
+                         *p);
+                return -1;
+            }
+        if (p == h) {
+            snprintf(why, whylen, "empty host");
+            return -1;
+        }
+        port = p < e ? p : NULL;
+    }
+    if (port) { /* ":digits", 1..65535 */
+        long v = 0;
+        const char *d = port + 1;
+        if (d == e) {
+            snprintf(why, whylen, "empty port");
+            return -1;
+        }
+        for (; d < e; d++) {
+            if (!isdigit((unsigned char)*d) || (v = v * 10 + (*d - '0')) > 65535) {
+                snprintf(why, whylen, "the port is a number 1..65535, with nothing after it");
+                return -1;
+            }
+        }
+        if (v == 0) {
+            snprintf(why, whylen, "the port is a number 1..65535, with nothing after it");
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)tolower((unsigned char)s[i]);
+    out[n] = '\0';
+    return 0;
+}
+
+int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen)
+{
+    char parsed[GW_MAX_CORS][GW_CORS_ORIGIN_MAX];
+    int n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *e = comma ? comma : p + strlen(p);
+        while (p < e && isspace((unsigned char)*p))
+            p++;
+        while (e > p && isspace((unsigned char)e[-1]))
+            e--;
+        if (e == p) {
+            snprintf(why, whylen, "empty origin in the list");
+            return -1;
+        }
+        if (c->ncors + n >= GW_MAX_CORS) {
+            snprintf(why, whylen, "too many origins (at most %d)", GW_MAX_CORS);
+            return -1;
+        }
+        if (origin_parse(p, (size_t)(e - p), parsed[n], why, whylen))
+            return -1;
+        n++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    for (int i = 0; i < n; i++)
+        memcpy(c->cors_origins[c->ncors++], parsed[i], GW_CORS_ORIGIN_MAX);
+    return 0;
+}
+
+gw_origin_t gw_cors_classify(const gw_config_t *c, const char *origin, const char *host)
+{
+    if (!origin)
+        return GW_ORIGIN_NONE;
+    for (int i = 0; i < c->ncors; i++)
+        if (!strcasecmp(origin, c->cors_origins[i]))
+            return GW_ORIGIN_LISTED;
+    const char *o = !strncasecmp(origin, "http://", 7)    ? origin + 7
+                    : !strncasecmp(origin, "https://", 8) ? origin + 8
+                                                          : NULL;
+    /* the page's own origin: it names the host (and port) the request went to */
+    if (o && host && *host && !strcasecmp(o, host))
+        return GW_ORIGIN_SAME;
+    return GW_ORIGIN_FOREIGN;
+}
