@@ -140,7 +140,7 @@ static void test_introspection(void)
        "crdt:log:{0}:0000000000000001 a", "COMMAND GETKEYS: LOG.APPLY names the log and the key");
     check_command("crdt.rsx.open", -3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.recv", 4, "readonly", "write", 1, 1, 1);
-    check_command("crdt.rsx.diffs", 3, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.diffs", -3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.close", 3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.digest", -3, "readonly", "write", 0, 0, 0);
     is(ERR("CRDT.CHANGES 0 10"),
