@@ -325,7 +325,7 @@ int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_
     return rc;
 }
 
-/* ---- CRDT.LOG.APPLY log id k key d delta [field value ...] ------------------------------------ */
+/* ---- CRDT.LOG.APPLY log id k key d delta [field value ...] ---------------------------------- */
 
 /* What a primary propagates for a write it logged (crdtm_log_append with merge): one command
  * instead of CRDT.MERGE and XADD. A replica, or a server loading its AOF, merges delta into key
@@ -372,8 +372,8 @@ int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         registry_add(slot, epoch);
         log_stats.applied++;
     } else {
-        RedisModule_Log(ctx, "warning", "crdt: entry %.*s of change log %.*s not applied",
-                        (int)il, idt, (int)nlen, name);
+        RedisModule_Log(ctx, "warning", "crdt: entry %.*s of change log %.*s not applied", (int)il,
+                        idt, (int)nlen, name);
     }
     /* a replica's own AOF and replicas get the command as it came */
     RedisModule_ReplicateVerbatim(ctx);

@@ -4,10 +4,11 @@
  * A side is one server or the primaries of a cluster: CRDT.RSX.DIGEST with a step is asked of each
  * of its nodes and their hashes XORed (a slot's hash comes from the node holding it, the others
  * give 0), for 16 ranges of 1,024 slots; each range that differs (adjacent ones joined up to
- * 4,096 slots, cut where the serving node changes) then runs one crdt_rsx session (CRDT.RSX.OPEN ... first last, RECV, DIFFS) on the node
- * that serves it, all sessions stepped together (in waves of 512), one round trip per protocol
- * turn; DIFFS ends each (HELD on one side, UNIQUE on the other: each key named once).
- * Bytes count what crosses the wire both ways: commands as RESP and replies' payloads.
+ * 4,096 slots, cut where the serving node changes) then runs one crdt_rsx session (CRDT.RSX.OPEN
+ * ... first last, RECV, DIFFS) on the node that serves it, all sessions stepped together (in waves
+ * of 512), one round trip per protocol turn; DIFFS ends each (HELD on one side, UNIQUE on the
+ * other: each key named once). Bytes count what crosses the wire both ways: commands as RESP and
+ * replies' payloads.
  */
 #ifndef CRDT_REDIS_RECONCILE_H
 #define CRDT_REDIS_RECONCILE_H

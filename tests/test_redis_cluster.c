@@ -622,7 +622,8 @@ static void test_reshard(void)
             freeReplyObject(r);
         /* and SCAN finds no log key of a slot it gave away */
         r = rh_cmd(&CL.node[i], "SCAN 0 MATCH crdt:log:* COUNT 100000");
-        redisReply *keys = r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1] : NULL;
+        redisReply *keys =
+            r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1] : NULL;
         for (size_t k = 0; keys && k < keys->elements; k++) {
             uint64_t ep;
             unsigned slot;

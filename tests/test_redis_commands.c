@@ -728,7 +728,8 @@ static void test_random_commands(void)
         "CRDT.SADD",     "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER",
         "CRDT.SCARD",    "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",
         "CRDT.INFO",     "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",
-        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST", "CRDT.LOG.APPLY"};
+        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST",
+        "CRDT.LOG.APPLY"};
     static const char *vals[] = {"fz:t",
                                  "fz:c",
                                  "fz:s",

@@ -278,8 +278,9 @@ static void test_replica_restore_off(void)
        "the merge's entry reached the replica's log %s", rname);
     /* from a client, CRDT.LOG.APPLY is refused and changes nothing */
     long long xl = rh_int(rh_cmd(&P, "XLEN %s", name));
-    ok(strstr(rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s 99999999999999-0 k s d %b", name, "x", (size_t)1)),
-              "only the replication link") != NULL,
+    ok(strstr(
+           rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s 99999999999999-0 k s d %b", name, "x", (size_t)1)),
+           "only the replication link") != NULL,
        "CRDT.LOG.APPLY from a client is refused");
     is_int(rh_int(rh_cmd(&P, "XLEN %s", name)), xl, "and appends nothing");
     is_int(rh_int(rh_cmd(&P, "CRDT.SCARD s")), 20, "nor merges anything");
