@@ -113,7 +113,8 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err);
 void crdtm_count_obj(const crdt_obj_t *o, int delta);
 
 /* Change log (changelog.c). True when this context's writes must append to the log: the log is on,
- * this server is a primary and not loading (replicas and AOF replay get the primary's XADDs). */
+ * this server is a primary and not loading (replicas and AOF replay get the primary's
+ * CRDT.LOG.APPLY and XADD). */
 bool crdtm_log_should_append(RedisModuleCtx *ctx);
 /* Appends {k: key, d: data} to the log of key's slot, creating the log if the slot has none, and
  * replicates it (and a trim). With merge the write itself is replicated with it, as
