@@ -12,9 +12,13 @@
  * appends and from keyspace notifications (xadd on replicas, restore on migration targets, loaded
  * at RDB load, del/expired/evicted); the key itself is checked before each use.
  *
- * Propagation: the module appends with RedisModule_StreamAdd and replicates the XADD with the
- * ID it got (and an exact XTRIM MINID when it trimmed), after the command's own CRDT.MERGE, inside
- * the same MULTI/EXEC. Replicas and AOF loading apply those and append nothing themselves.
+ * Propagation: the module appends with RedisModule_StreamAdd. A write whose delta the module
+ * replicates itself (crdtm_changed) goes to replicas and the AOF as one command,
+ * CRDT.LOG.APPLY log id k key d delta, which merges the delta and appends the same entry with the
+ * same ID; other appends (CRDT.MERGE, RESTORE, replicated verbatim by their callers) replicate the
+ * entry as XADD log id k key d delta. An exact XTRIM MINID follows when the append trimmed (Redis
+ * wraps the command's propagation in MULTI/EXEC then). Replicas and AOF loading apply those and
+ * append nothing themselves.
  */
 #include "crdt_module.h"
 #include "logpos.h"
@@ -38,7 +42,7 @@ static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
 static slot_logs_t slots[CRDTM_SLOTS];
 static RedisModuleString *field_k, *field_d;
 static struct {
-    unsigned long long appends, trims, trimmed, restores, created;
+    unsigned long long appends, applied, trims, trimmed, restores, created;
 } log_stats;
 
 static void registry_add(unsigned slot, uint64_t epoch)
@@ -83,9 +87,31 @@ bool crdtm_log_should_append(RedisModuleCtx *ctx)
            !(f & REDISMODULE_CTX_FLAGS_REPLICATED);
 }
 
-static void format_id(char *buf, size_t cap, const RedisModuleStreamID *id)
+/* Longest "MS-SEQ" text with its NUL. */
+#define ID_TEXT_MAX 42
+
+static size_t put_u64(char *p, uint64_t v)
 {
-    snprintf(buf, cap, "%llu-%llu", (unsigned long long)id->ms, (unsigned long long)id->seq);
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        p[i] = tmp[n - 1 - i];
+    return n;
+}
+
+/* "MS-SEQ" of an ID into buf (ID_TEXT_MAX bytes), NUL-terminated; its length. Done by hand: on
+ * the append path snprintf cost as much as a fifth of the log's work. */
+static size_t format_id(char *buf, const RedisModuleStreamID *id)
+{
+    size_t n = put_u64(buf, id->ms);
+    buf[n++] = '-';
+    n += put_u64(buf + n, id->seq);
+    buf[n] = '\0';
+    return n;
 }
 
 /* "MS-SEQ" -> id; false on anything else. */
@@ -203,15 +229,16 @@ static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, 
     }
     long long n = RedisModule_StreamTrimByID(lk, 0, &cut);
     if (n > 0) {
-        char idtext[48];
-        format_id(idtext, sizeof(idtext), &cut);
-        RedisModule_Replicate(ctx, "XTRIM", "bcc", name, nlen, "MINID", idtext);
+        char idtext[ID_TEXT_MAX];
+        size_t il = format_id(idtext, &cut);
+        RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MINID", idtext, il);
         log_stats.trims++;
         log_stats.trimmed += (unsigned long long)n;
     }
 }
 
-int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len)
+int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len,
+                     bool merge)
 {
     size_t klen;
     const char *k = RedisModule_StringPtrLen(key, &klen);
@@ -261,15 +288,20 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         sl->cur_epoch = epoch;
     }
     RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
-    RedisModuleString *fields[4] = {field_k, key, field_d, d};
+    /* The entry's fields, in the order they are stored and replicated (k first, then d:
+     * CRDT.LOG.APPLY relies on it). */
+    RedisModuleString *fields[] = {field_k, key, field_d, d};
+    const size_t nfields = sizeof(fields) / sizeof(fields[0]);
     RedisModuleStreamID id;
-    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 2);
+    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, nfields / 2);
     if (rc == REDISMODULE_OK) {
-        char idtext[48];
-        format_id(idtext, sizeof(idtext), &id);
-        /* strings the module holds go as "s" (shared, not copied): only the ID is made here */
-        RedisModule_Replicate(ctx, "XADD", "scssss", sl->cur_name, idtext, field_k, key, field_d,
-                              d);
+        char idtext[ID_TEXT_MAX];
+        size_t il = format_id(idtext, &id);
+        /* One command to replicas and the AOF: CRDT.LOG.APPLY (the write's merge and the entry)
+         * when the caller left its replication to us, else the entry as XADD. The strings go
+         * shared ("s", "v": not copied); only the ID's is made. */
+        RedisModule_Replicate(ctx, merge ? "CRDT.LOG.APPLY" : "XADD", "sbv", sl->cur_name, idtext,
+                              il, fields, nfields);
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
@@ -288,9 +320,66 @@ int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_
     crdt_buf_t b = {0};
     int rc = -1;
     if (crdt_obj_encode(obj, &b) == 0)
-        rc = crdtm_log_append(ctx, key, b.data, b.len);
+        rc = crdtm_log_append(ctx, key, b.data, b.len, false);
     crdt_buf_free(&b);
     return rc;
+}
+
+/* ---- CRDT.LOG.APPLY log id k key d delta [field value ...] ---------------------------------- */
+
+/* What a primary propagates for a write it logged (crdtm_log_append with merge): one command
+ * instead of CRDT.MERGE and XADD. A replica, or a server loading its AOF, merges delta into key
+ * as CRDT.MERGE does, then appends the same entry (every field, verbatim) with the same ID to the
+ * same log. Refused from clients: on a primary it would append an entry nobody wrote. */
+int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 7 || (argc - 3) % 2 != 0)
+        return RedisModule_WrongArity(ctx);
+    int flags = RedisModule_GetContextFlags(ctx);
+    if (!(flags & (REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_LOADING)))
+        return RedisModule_ReplyWithError(
+            ctx, "ERR CRDT.LOG.APPLY is what a primary sends its replicas and AOF for a logged "
+                 "write; only the replication link and AOF loading may run it");
+    size_t nlen, il, fl, kl, dl;
+    const char *name = RedisModule_StringPtrLen(argv[1], &nlen);
+    const char *idt = RedisModule_StringPtrLen(argv[2], &il);
+    uint64_t epoch;
+    unsigned slot;
+    RedisModuleStreamID id;
+    if (!crdtm_log_name_parse(name, nlen, &epoch, &slot))
+        return RedisModule_ReplyWithError(ctx, "ERR not a change log name");
+    if (!parse_id(idt, il, &id))
+        return RedisModule_ReplyWithError(ctx, "ERR bad entry ID (MS-SEQ)");
+    const char *f = RedisModule_StringPtrLen(argv[3], &fl);
+    bool shape = fl == 1 && f[0] == 'k';
+    f = RedisModule_StringPtrLen(argv[5], &fl);
+    shape = shape && fl == 1 && f[0] == 'd';
+    const char *k = RedisModule_StringPtrLen(argv[4], &kl);
+    if (!shape || crdtm_keyslot(k, kl) != slot)
+        return RedisModule_ReplyWithError(
+            ctx, "ERR the entry must start with k <key of the log's slot> d <delta>");
+    const char *d = RedisModule_StringPtrLen(argv[6], &dl);
+    char msg[320];
+    int changed = crdtm_merge_one(ctx, argv[4], d, dl, msg, sizeof(msg));
+    /* The entry goes in whatever the merge did: the log mirrors the primary's. */
+    RedisModuleKey *lk = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE);
+    int kt = RedisModule_KeyType(lk);
+    int rc = REDISMODULE_ERR;
+    if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM)
+        rc = RedisModule_StreamAdd(lk, 0, &id, &argv[3], (argc - 3) / 2);
+    RedisModule_CloseKey(lk);
+    if (rc == REDISMODULE_OK) {
+        registry_add(slot, epoch);
+        log_stats.applied++;
+    } else {
+        RedisModule_Log(ctx, "warning", "crdt: entry %.*s of change log %.*s not applied", (int)il,
+                        idt, (int)nlen, name);
+    }
+    /* a replica's own AOF and replicas get the command as it came */
+    RedisModule_ReplicateVerbatim(ctx);
+    if (changed < 0)
+        return RedisModule_ReplyWithError(ctx, msg);
+    return RedisModule_ReplyWithLongLong(ctx, changed);
 }
 
 /* Keeps the registry in step with the keyspace, and logs the full state of every CRDT key that
@@ -510,10 +599,10 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                     RedisModule_FreeString(ctx, v);
                 RedisModule_FreeString(ctx, f);
             }
-            char idtext[48];
-            format_id(idtext, sizeof(idtext), &id);
+            char idtext[ID_TEXT_MAX];
+            size_t il = format_id(idtext, &id);
             RedisModule_ReplyWithArray(ctx, 3);
-            RedisModule_ReplyWithCString(ctx, idtext);
+            RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
             if (kv)
                 RedisModule_ReplyWithString(ctx, kv);
             else
@@ -564,6 +653,7 @@ void crdtm_log_info(RedisModuleInfoCtx *ctx)
     RedisModule_InfoAddFieldLongLong(ctx, "log_trim_acked", crdtm_cfg.log_trim_acked);
     RedisModule_InfoAddFieldULongLong(ctx, "log_streams", logs);
     RedisModule_InfoAddFieldULongLong(ctx, "log_appends", log_stats.appends);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_applied", log_stats.applied);
     RedisModule_InfoAddFieldULongLong(ctx, "log_restores", log_stats.restores);
     RedisModule_InfoAddFieldULongLong(ctx, "log_created", log_stats.created);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trims", log_stats.trims);

@@ -814,7 +814,7 @@ static void log_payloads(RedisModuleCtx *ctx, RedisModuleString **argv, crdt_obj
     if (np == 1) {
         size_t len;
         const char *p = RedisModule_StringPtrLen(argv[2], &len);
-        crdtm_log_append(ctx, argv[1], p, len);
+        crdtm_log_append(ctx, argv[1], p, len, false);
         return;
     }
     for (int i = 1; i < np; i++)
@@ -929,6 +929,71 @@ out:
     if (objs != stack_objs)
         crdtm_free(objs);
     return REDISMODULE_OK;
+}
+
+int crdtm_merge_one(RedisModuleCtx *ctx, RedisModuleString *name, const char *payload, size_t len,
+                    char *msg, size_t cap)
+{
+    crdt_error_t derr;
+    memset(&derr, 0, sizeof(derr));
+    crdt_obj_t *obj = crdt_obj_decode(payload, len, &derr);
+    if (!obj) {
+        crdtm_stats.payload_errors++;
+        snprintf(msg, cap, "ERR bad payload: at byte %zu: %s", derr.offset,
+                 derr.text[0] ? derr.text : crdt_strerror(derr.code));
+        return -1;
+    }
+    RedisModuleKey *key = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_WRITE);
+    int kt = RedisModule_KeyType(key);
+    crdt_obj_t *dst = NULL;
+    int rc = -1;
+    if (kt == REDISMODULE_KEYTYPE_MODULE && RedisModule_ModuleTypeGetType(key) == crdtm_type) {
+        dst = RedisModule_ModuleTypeGetValue(key);
+    } else if (kt != REDISMODULE_KEYTYPE_EMPTY) {
+        snprintf(msg, cap, "%s", REDISMODULE_ERRORMSG_WRONGTYPE);
+        goto out;
+    }
+    crdt_type_t t = crdt_obj_type(obj);
+    if (dst && crdt_obj_type(dst) != t) {
+        crdtm_stats.payload_errors++;
+        snprintf(msg, cap, "WRONGTYPE the payload is a %s but the key holds a %s",
+                 crdt_type_name(t), crdt_type_name(crdt_obj_type(dst)));
+        goto out;
+    }
+    bool created = false;
+    if (!dst) {
+        if (!(dst = crdtm_new_obj(t))) {
+            snprintf(msg, cap, "ERR out of memory");
+            goto out;
+        }
+        created = true;
+    }
+    int r = crdt_obj_merge(dst, obj);
+    if (r >= 0) {
+        crdtm_stats.merges++;
+        if (r > 0)
+            crdtm_stats.merges_changed++;
+        crdt_hlc_ts_t seen, tmp; /* the clock's receive step, as cmd_merge */
+        if (crdt_obj_max_ts(obj, &seen) == 1 &&
+            crdt_hlc_recv(&crdtm_clock, (uint64_t)RedisModule_Milliseconds(), &seen, &tmp) ==
+                CRDT_ECLOCK)
+            crdtm_stats.clock_ahead++;
+    } else {
+        snprintf(msg, cap, "ERR merge failed: %s", crdt_strerror(r));
+    }
+    if (created) {
+        if (r > 0)
+            crdtm_set_new(key, dst);
+        else
+            crdt_obj_free(dst);
+    }
+    if (r > 0)
+        crdtm_changed(ctx, name, "crdt.merge", NULL);
+    rc = r < 0 ? -1 : r > 0;
+out:
+    RedisModule_CloseKey(key);
+    crdt_obj_free(obj);
+    return rc;
 }
 
 /* CRDT.TYPE key -> "timeline", "pncounter", ... or "none" */
@@ -1181,6 +1246,38 @@ static cmd_def_t commands[] = {
       .complexity = "O(count)", .since = "0.2.0", .arity = 4, .key_specs = KS_ONE(RO_ACCESS),
       .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("position", STRING), ARG("count", INTEGER),
                                         {0}}}},
+    /* What a primary propagates for a logged write (changelog.c); replicas and AOF only. */
+    {"crdt.log.apply", crdtm_cmd_log_apply, "write deny-oom", 1, 4, 3,
+     {.version = V,
+      .summary = "Replication of a logged write: merges the delta into the key and appends the "
+                 "entry with its ID (replication link and AOF loading only)",
+      .complexity = "O(N + M)", .since = "0.2.0", .arity = -7,
+      .key_specs = (RedisModuleCommandKeySpec[]){
+          {.notes = "the change log",
+           .flags = REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_INSERT,
+           .begin_search_type = REDISMODULE_KSPEC_BS_INDEX,
+           .bs.index.pos = 1,
+           .find_keys_type = REDISMODULE_KSPEC_FK_RANGE,
+           .fk.range = {0, 1, 0}},
+          {.notes = "the key the entry describes",
+           .flags = REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE,
+           .begin_search_type = REDISMODULE_KSPEC_BS_INDEX,
+           .bs.index.pos = 4,
+           .find_keys_type = REDISMODULE_KSPEC_FK_RANGE,
+           .fk.range = {0, 1, 0}},
+          {0}},
+      .args = (RedisModuleCommandArg[]){
+          {.name = "log", .type = REDISMODULE_ARG_TYPE_KEY, .key_spec_index = 0},
+          ARG("id", STRING),
+          {.name = "k", .type = REDISMODULE_ARG_TYPE_PURE_TOKEN, .key_spec_index = -1,
+           .token = "k"},
+          {.name = "key", .type = REDISMODULE_ARG_TYPE_KEY, .key_spec_index = 1},
+          {.name = "d", .type = REDISMODULE_ARG_TYPE_PURE_TOKEN, .key_spec_index = -1,
+           .token = "d"},
+          ARG("delta", STRING),
+          {.name = "field-value", .type = REDISMODULE_ARG_TYPE_STRING, .key_spec_index = -1,
+           .flags = REDISMODULE_CMD_ARG_OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE},
+          {0}}}},
     {"crdt.log.list", crdtm_cmd_log_list, "readonly", 0, 0, 0,
      {.version = V, .summary = "Names of the change logs this node holds, of all slots or one",
       .complexity = "O(slots)", .since = "0.2.0", .arity = -1,
@@ -1210,9 +1307,19 @@ static cmd_def_t commands[] = {
                                         {0}}}},
     {"crdt.rsx.diffs", crdtm_cmd_rsx_diffs, "readonly", 1, 1, 1,
      {.version = V, .summary = "The keys a reconcile session found to differ, and who holds them",
-      .complexity = "O(D log K)", .since = "0.2.0", .arity = 3,
+      .complexity = "O(D log K)", .since = "0.2.0", .arity = -3,
       .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
-      .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("session", STRING), {0}}}},
+      .args = (RedisModuleCommandArg[]){
+          ARG_KEY, ARG("session", STRING),
+          {.name = "which", .type = REDISMODULE_ARG_TYPE_ONEOF, .key_spec_index = -1,
+           .flags = REDISMODULE_CMD_ARG_OPTIONAL,
+           .subargs = (RedisModuleCommandArg[]){
+               {.name = "held", .type = REDISMODULE_ARG_TYPE_PURE_TOKEN, .key_spec_index = -1,
+                .token = "HELD"},
+               {.name = "unique", .type = REDISMODULE_ARG_TYPE_PURE_TOKEN, .key_spec_index = -1,
+                .token = "UNIQUE"},
+               {0}}},
+          {0}}}},
     {"crdt.rsx.close", crdtm_cmd_rsx_close, "readonly", 1, 1, 1,
      {.version = V, .summary = "Ends a reconcile session", .complexity = "O(K)", .since = "0.2.0",
       .arity = 3, .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),

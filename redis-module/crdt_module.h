@@ -113,11 +113,16 @@ int crdtm_reply_crdt_error(RedisModuleCtx *ctx, int err);
 void crdtm_count_obj(const crdt_obj_t *o, int delta);
 
 /* Change log (changelog.c). True when this context's writes must append to the log: the log is on,
- * this server is a primary and not loading (replicas and AOF replay get the primary's XADDs). */
+ * this server is a primary and not loading (replicas and AOF replay get the primary's
+ * CRDT.LOG.APPLY and XADD). */
 bool crdtm_log_should_append(RedisModuleCtx *ctx);
 /* Appends {k: key, d: data} to the log of key's slot, creating the log if the slot has none, and
- * replicates the XADD (and a trim). 0, or -1 after a warning in the server log. Borrows all. */
-int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len);
+ * replicates it (and a trim). With merge the write itself is replicated with it, as
+ * CRDT.LOG.APPLY (replicas merge data into key and append the entry; the caller replicates
+ * nothing when this returns 0); without, the caller has replicated the write and the entry goes
+ * as XADD. 0, or -1 after a warning in the server log (nothing replicated). Borrows all. */
+int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len,
+                     bool merge);
 /* Appends the full state of obj as key's entry. */
 int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj);
 /* Slot tags and keyspace subscriptions; 0 or -1. */
@@ -125,6 +130,13 @@ int crdtm_log_init(RedisModuleCtx *ctx);
 void crdtm_log_info(RedisModuleInfoCtx *ctx);
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+/* CRDT.MERGE's join of one payload into key, with its bookkeeping (notification, fingerprints,
+ * clock) but no reply, replication or log (commands.c). 1 if the key changed, 0 if not, -1 with
+ * a message for the user in msg. */
+int crdtm_merge_one(RedisModuleCtx *ctx, RedisModuleString *key, const char *payload, size_t len,
+                    char *msg, size_t cap);
 
 /* Anti-entropy (rsx.c). Notes that a key of db 0 changed (written, deleted, restored, loaded): its
  * slot's fingerprints are brought up to date when next read. */

@@ -95,9 +95,11 @@ void crdtm_changed(RedisModuleCtx *ctx, RedisModuleString *name, const char *eve
         static crdt_buf_t b;
         b.len = 0;
         if (crdt_obj_encode(delta, &b) == 0) {
-            RedisModule_Replicate(ctx, "CRDT.MERGE", "sb", name, (const char *)b.data, b.len);
-            if (crdtm_log_should_append(ctx))
-                crdtm_log_append(ctx, name, b.data, b.len);
+            /* With the log, one propagated command (CRDT.LOG.APPLY) carries the delta and its
+             * entry; CRDT.MERGE when there is no log or the append failed. */
+            if (!crdtm_log_should_append(ctx) ||
+                crdtm_log_append(ctx, name, b.data, b.len, true) < 0)
+                RedisModule_Replicate(ctx, "CRDT.MERGE", "sb", name, (const char *)b.data, b.len);
         } else { /* out of memory: the whole command still reaches replicas, which redo the join */
             RedisModule_ReplicateVerbatim(ctx);
         }

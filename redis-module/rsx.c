@@ -405,8 +405,24 @@ int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
  * peer does, 3: both, with different states. Ends the session (no CLOSE needed). */
 int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    if (argc != 3)
+    if (argc != 3 && argc != 4)
         return RedisModule_WrongArity(ctx);
+    /* HELD: only keys this side holds (flags 1 or 3); UNIQUE: only keys the other side lacks
+     * (flags 1). One side asking HELD and the other UNIQUE names every differing key once. */
+    unsigned need = 0, mask = 0;
+    if (argc == 4) {
+        size_t ol;
+        const char *o = RedisModule_StringPtrLen(argv[3], &ol);
+        if (ol == 4 && !strncasecmp(o, "HELD", 4)) {
+            need = CRDT_RSX_WE_HAVE;
+            mask = CRDT_RSX_WE_HAVE;
+        } else if (ol == 6 && !strncasecmp(o, "UNIQUE", 6)) {
+            need = CRDT_RSX_WE_HAVE;
+            mask = CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE;
+        } else {
+            return RedisModule_ReplyWithError(ctx, "ERR option must be HELD or UNIQUE");
+        }
+    }
     rsx_sess_t *x = sess_find(ctx, argv);
     if (!x)
         return REDISMODULE_OK;
@@ -415,6 +431,8 @@ int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     RedisModule_ReplyWithArray(ctx, REDISMODULE_POSTPONED_LEN);
     long n = 0;
     for (size_t i = 0; i < nd; i++) {
+        if ((d[i].flags & mask) != need)
+            continue;
         /* keys of the snapshot with this id: binary search for the first */
         uint32_t lo = 0, hi = x->n;
         while (lo < hi) {

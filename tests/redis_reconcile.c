@@ -97,10 +97,13 @@ typedef struct range {
 } range_t;
 
 /* Ranges of slots that may differ: the 16 ranges of 1,024 slots whose hashes differ (one round
- * trip), each cut where the node serving it changes on either side. Returns how many (into *out,
- * malloc'd), or -1. A session then reconciles each range: the protocol finds a few differences in
- * 60,000 keys about as cheaply as in 60, so splitting further would only add round trips and
- * per-session bytes. */
+ * trip), adjacent ones joined up to RR_SESSION_SLOTS, each cut where the node serving it changes
+ * on either side. Returns how many (into *out, malloc'd), or -1. A session then reconciles each
+ * range: the protocol finds a few differences in 60,000 keys about as cheaply as in 60, so
+ * splitting further would only add round trips and per-session bytes (the first message, RESP
+ * framing of five commands per turn); the join stops at RR_SESSION_SLOTS so one OPEN (a sort of the
+ * range's fingerprints) does not hold a server for long. */
+#define RR_SESSION_SLOTS 4096
 static int differing_ranges(rr_side_t *a, rr_side_t *b, rr_result_t *res, range_t **out)
 {
     enum { PARTS = 16, STEP = 16384 / PARTS };
@@ -111,17 +114,22 @@ static int differing_ranges(rr_side_t *a, rr_side_t *b, rr_result_t *res, range_
     bool ga = read_digest(a, res, ha, PARTS), gb = read_digest(b, res, hb, PARTS);
     range_t *r = malloc(16384 * sizeof(*r));
     int n = 0;
+    bool prev = false; /* the previous part differed too: its session may go on */
     for (unsigned p = 0; ga && gb && p < PARTS; p++) {
-        if (ha[p] == hb[p])
+        if (ha[p] == hb[p]) {
+            prev = false;
             continue;
+        }
         unsigned lo = p * STEP, hi = lo + STEP - 1;
         for (unsigned s = lo; s <= hi; s++) {
-            bool cut = s == lo || a->owner[s] != a->owner[s - 1] || b->owner[s] != b->owner[s - 1];
+            bool go_on = s != lo || (prev && s - r[n - 1].lo < RR_SESSION_SLOTS);
+            bool cut = !go_on || a->owner[s] != a->owner[s - 1] || b->owner[s] != b->owner[s - 1];
             if (cut)
                 r[n++] = (range_t){s, s};
             else
                 r[n - 1].hi = s;
         }
+        prev = true;
     }
     *out = r;
     return ga && gb ? n : -1;
@@ -229,11 +237,12 @@ static int run_sessions(rr_side_t *a, rr_side_t *b, rr_result_t *res, const rang
                 freeReplyObject(r);
         }
     }
-    /* the differing keys each side holds, in one round trip; DIFFS ends the sessions */
+    /* the differing keys, in one round trip, each named once: a names those it holds, b those
+     * only b holds; DIFFS ends the sessions */
     for (int i = 0; i < ns; i++)
         for (int k = 0; k < 2; k++) {
-            const char *d[] = {"CRDT.RSX.DIFFS", ss[i].key, ss[i].sid[k]};
-            send_cmd(side[k]->node[side[k]->owner[ss[i].slot]], res, 3, d, NULL);
+            const char *d[] = {"CRDT.RSX.DIFFS", ss[i].key, ss[i].sid[k], k ? "UNIQUE" : "HELD"};
+            send_cmd(side[k]->node[side[k]->owner[ss[i].slot]], res, 4, d, NULL);
         }
     if (ns)
         res->round_trips++;
@@ -242,8 +251,10 @@ static int run_sessions(rr_side_t *a, rr_side_t *b, rr_result_t *res, const rang
             redisReply *r = get_reply(side[k]->node[side[k]->owner[ss[i].slot]], res);
             for (size_t e = 0; r && r->type == REDIS_REPLY_ARRAY && e < r->elements; e++) {
                 redisReply *en = r->element[e];
-                if (en->element[0]->type == REDIS_REPLY_STRING)
+                if (en->element[0]->type == REDIS_REPLY_STRING) {
+                    res->named++;
                     add_name(res, en->element[0]->str, en->element[0]->len);
+                }
             }
             if (!r || r->type != REDIS_REPLY_ARRAY)
                 rc = -1;

@@ -3,11 +3,12 @@
  *
  * A side is one server or the primaries of a cluster: CRDT.RSX.DIGEST with a step is asked of each
  * of its nodes and their hashes XORed (a slot's hash comes from the node holding it, the others
- * give 0), for 16 ranges of 1,024 slots; each range that differs (cut where the serving node
- * changes) then runs one crdt_rsx session (CRDT.RSX.OPEN ... first last, RECV, DIFFS) on the node
- * that serves it, all sessions stepped together (in waves of 512), one round trip per protocol
- * turn; DIFFS ends each.
- * Bytes count what crosses the wire both ways: commands as RESP and replies' payloads.
+ * give 0), for 16 ranges of 1,024 slots; each range that differs (adjacent ones joined up to
+ * 4,096 slots, cut where the serving node changes) then runs one crdt_rsx session (CRDT.RSX.OPEN
+ * ... first last, RECV, DIFFS) on the node that serves it, all sessions stepped together (in waves
+ * of 512), one round trip per protocol turn; DIFFS ends each (HELD on one side, UNIQUE on the
+ * other: each key named once). Bytes count what crosses the wire both ways: commands as RESP and
+ * replies' payloads.
  */
 #ifndef CRDT_REDIS_RECONCILE_H
 #define CRDT_REDIS_RECONCILE_H
@@ -28,6 +29,7 @@ typedef struct rr_side {
 typedef struct rr_result {
     char **names; /* differing keys (either side's names), malloc'd, each once */
     size_t n;
+    size_t named; /* names the DIFFS replies carried (a key named by both sides counts twice) */
     uint64_t bytes_out, bytes_in; /* sent to the servers, received from them */
     unsigned round_trips;
     unsigned ranges_differing; /* slot ranges reconciled by a session each */

@@ -601,6 +601,50 @@ static void test_reshard(void)
     for (int i = 0; i < CL.n; i++)
         restores += rh_info_field(&CL.node[i], "crdt", "crdt_log_restores");
     cmp_ok(restores, ">", 0, "keys that arrived by MIGRATE appended their state (%ld)", restores);
+    /* the logs moved with their slots: no node lists, or holds, a log of a slot it gave away */
+    int listed = 0, strays = 0;
+    for (int i = 0; i < CL.n; i++) {
+        if (CL.node[i].pid <= 0 || rc_is_synced_replica(&CL, i))
+            continue;
+        redisReply *r = rh_cmd(&CL.node[i], "CRDT.LOG.LIST");
+        for (size_t k = 0; r && r->type == REDIS_REPLY_ARRAY && k < r->elements; k++) {
+            uint64_t ep;
+            unsigned slot;
+            listed++;
+            if (!crdtm_log_name_parse(r->element[k]->str, r->element[k]->len, &ep, &slot) ||
+                c.slot_port[slot] != CL.node[i].port) {
+                if (strays++ < 3)
+                    diag("node %d lists %s of slot %u (served by port %d)", i, r->element[k]->str,
+                         slot, c.slot_port[slot]);
+            }
+        }
+        if (r)
+            freeReplyObject(r);
+        /* and SCAN finds no log key of a slot it gave away */
+        r = rh_cmd(&CL.node[i], "SCAN 0 MATCH crdt:log:* COUNT 100000");
+        redisReply *keys =
+            r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1] : NULL;
+        for (size_t k = 0; keys && k < keys->elements; k++) {
+            uint64_t ep;
+            unsigned slot;
+            if (crdtm_log_name_parse(keys->element[k]->str, keys->element[k]->len, &ep, &slot) &&
+                c.slot_port[slot] != CL.node[i].port && strays++ < 3)
+                diag("node %d holds %s of slot %u", i, keys->element[k]->str, slot);
+        }
+        if (r)
+            freeReplyObject(r);
+    }
+    int multi = 0;
+    for (unsigned sl = 0; sl < CRDTM_SLOTS; sl++) {
+        int node = rc_node_by_port(&CL, c.slot_port[sl]);
+        redisReply *r = node >= 0 ? rh_cmd(&CL.node[node], "CRDT.LOG.LIST %u", sl) : NULL;
+        multi += r && r->type == REDIS_REPLY_ARRAY && r->elements > 1;
+        if (r)
+            freeReplyObject(r);
+    }
+    diag("slots holding more than one log after the move: %d", multi);
+    cmp_ok(listed, ">", 0, "primaries list %d logs after resharding", listed);
+    is_int(strays, 0, "none of a slot the node no longer serves");
     follower_free(f);
     free(f);
     rc_client_free(&c);

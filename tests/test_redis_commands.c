@@ -134,9 +134,13 @@ static void test_introspection(void)
     check_command("crdt.info", 2, "readonly", "write", 1, 1, 1);
     check_command("crdt.log.read", 4, "readonly", "write", 1, 1, 1);
     check_command("crdt.log.list", -1, "readonly", "write", 0, 0, 0);
+    /* two key specs at 1 and 4: Redis 7.0's legacy range keeps the first (GETKEYS has both) */
+    check_command("crdt.log.apply", -7, "write denyoom", "readonly", 1, 1, 1);
+    is(joined(CMD("COMMAND GETKEYS crdt.log.apply crdt:log:{0}:0000000000000001 1-1 k a d p")),
+       "crdt:log:{0}:0000000000000001 a", "COMMAND GETKEYS: LOG.APPLY names the log and the key");
     check_command("crdt.rsx.open", -3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.recv", 4, "readonly", "write", 1, 1, 1);
-    check_command("crdt.rsx.diffs", 3, "readonly", "write", 1, 1, 1);
+    check_command("crdt.rsx.diffs", -3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.close", 3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.digest", -3, "readonly", "write", 0, 0, 0);
     is(ERR("CRDT.CHANGES 0 10"),
@@ -724,7 +728,8 @@ static void test_random_commands(void)
         "CRDT.SADD",     "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER",
         "CRDT.SCARD",    "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",
         "CRDT.INFO",     "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",
-        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST"};
+        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST",
+        "CRDT.LOG.APPLY"};
     static const char *vals[] = {"fz:t",
                                  "fz:c",
                                  "fz:s",

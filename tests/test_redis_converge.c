@@ -163,7 +163,8 @@ static char *resp_bulk(const char **p, const char *end, size_t *len)
     return out;
 }
 
-/* Every CRDT.MERGE key <payload> in a server's incremental AOF files, in order. */
+/* Every delta in a server's incremental AOF files, in order: CRDT.MERGE key <payload>, or with
+ * the change log on, CRDT.LOG.APPLY log id k key d <payload> [field value ...]. */
 static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
 {
     char dir[300];
@@ -192,11 +193,12 @@ static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
             char *nl;
             long argc = strtol(p + 1, &nl, 10);
             p = nl + 2;
-            char *args[3] = {0};
-            size_t lens[3] = {0};
+            enum { KEEP = 7 };
+            char *args[KEEP] = {0};
+            size_t lens[KEEP] = {0}, skip;
             for (long i = 0; i < argc; i++) {
-                char *a = resp_bulk(&p, end, &lens[i < 3 ? i : 2]);
-                if (i < 3) {
+                char *a = resp_bulk(&p, end, i < KEEP ? &lens[i] : &skip);
+                if (i < KEEP) {
                     free(args[i]);
                     args[i] = a;
                 } else {
@@ -206,8 +208,11 @@ static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
             if (argc == 3 && args[0] && strcmp(args[0], "CRDT.MERGE") == 0) {
                 out[n++] = (delta_t){args[1], args[2], lens[2]};
                 args[1] = args[2] = NULL;
+            } else if (argc >= 7 && args[0] && strcmp(args[0], "CRDT.LOG.APPLY") == 0) {
+                out[n++] = (delta_t){args[4], args[6], lens[6]};
+                args[4] = args[6] = NULL;
             }
-            for (int i = 0; i < 3; i++)
+            for (int i = 0; i < KEEP; i++)
                 free(args[i]);
         }
         free(buf);

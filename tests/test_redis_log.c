@@ -260,12 +260,30 @@ static void test_replica_restore_off(void)
     }
     for (int i = 0; i < 20; i++)
         rh_int(rh_cmd(&P, "CRDT.SADD s m%d", i));
+    /* CRDT.MERGE is replicated verbatim, its entry as XADD (the writes above as CRDT.LOG.APPLY) */
+    size_t slen;
+    char *st = rh_str(rh_cmd(&P, "CRDT.STATE s"), &slen);
+    is_int(rh_int(rh_cmd(&P, "CRDT.MERGE s2 %b", st, slen)), 1, "CRDT.MERGE into a new key");
+    free(st);
     is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1: the replica has the writes");
-    char name[CRDTM_LOG_NAME_MAX], rname[CRDTM_LOG_NAME_MAX];
+    char name[CRDTM_LOG_NAME_MAX], rname[CRDTM_LOG_NAME_MAX], cname0[CRDTM_LOG_NAME_MAX];
     ok(log_of(&P, "s", name) == 0 && log_of(&R, "s", rname) == 0 && !strcmp(name, rname),
        "the replica holds the primary's log %s", name);
     is_int(rh_int(rh_cmd(&R, "XLEN %s", name)), 20, "with its 20 entries");
     is_int(rh_info_field(&R, "crdt", "crdt_log_appends"), 0, "the replica appended none itself");
+    is_int(rh_info_field(&R, "crdt", "crdt_log_applied"), 20,
+           "it applied the 20 writes' CRDT.LOG.APPLY");
+    ok(log_of(&R, "s2", rname) == 0 && log_of(&P, "s2", cname0) == 0 && !strcmp(cname0, rname) &&
+           rh_int(rh_cmd(&R, "XLEN %s", rname)) == 1,
+       "the merge's entry reached the replica's log %s", rname);
+    /* from a client, CRDT.LOG.APPLY is refused and changes nothing */
+    long long xl = rh_int(rh_cmd(&P, "XLEN %s", name));
+    ok(strstr(
+           rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s 99999999999999-0 k s d %b", name, "x", (size_t)1)),
+           "only the replication link") != NULL,
+       "CRDT.LOG.APPLY from a client is refused");
+    is_int(rh_int(rh_cmd(&P, "XLEN %s", name)), xl, "and appends nothing");
+    is_int(rh_int(rh_cmd(&P, "CRDT.SCARD s")), 20, "nor merges anything");
     readres_t r = {0};
     log_read(&R, name, "0", 100, "s", &r);
     ok(same_state(&R, "s", r.joined), "the replica's log joins to its state");

@@ -229,7 +229,9 @@ static void test_aof(void)
     populate(&s, 400);
     size_t len;
     char *aof = aof_incr_text(&s, &len);
-    ok(mem_has(aof, len, "CRDT.MERGE"), "AOF holds CRDT.MERGE deltas");
+    /* with the change log on (the default) a write's delta and its log entry are one command */
+    ok(mem_has(aof, len, "CRDT.LOG.APPLY"), "AOF holds the deltas (as CRDT.LOG.APPLY)");
+    ok(!mem_has(aof, len, "XADD"), "AOF holds no separate XADD of the log entries");
     ok(!mem_has(aof, len, "CRDT.TLADD") && !mem_has(aof, len, "CRDT.INCRBY") &&
            !mem_has(aof, len, "CRDT.SET"),
        "AOF holds no original write commands");
@@ -252,8 +254,15 @@ static void test_aof(void)
     populate(&s, 200); /* after the rewrite: into the new incremental file */
     snap_t before;
     take(&s, &before);
+    /* the digest covers the change logs too: replayed CRDT.LOG.APPLY rebuilds them entry for
+     * entry, with the same IDs */
+    char *dg = rh_str(rh_cmd(&s, "DEBUG DIGEST"), NULL);
     ok(rh_restart(&s) == 0, "restart from the AOF (rewritten base + increments)");
     is_int(same_as(&s, &before), NKEYS, "AOF restart: every key byte-identical");
+    char *dg2 = rh_str(rh_cmd(&s, "DEBUG DIGEST"), NULL);
+    ok(dg && dg2 && !strcmp(dg, dg2), "AOF restart: the same DEBUG DIGEST (keys and change logs)");
+    free(dg);
+    free(dg2);
     is_int(rh_info_field(&s, "crdt", "crdt_payload_errors"), 0, "AOF replay refused nothing");
     drop(&before);
     rh_stop(&s);

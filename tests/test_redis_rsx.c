@@ -104,6 +104,8 @@ int main(void)
            0, "DIFFS ended every session");
     for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
         ok(has_name(&r, want[i]), "%s is among them", want[i]);
+    /* DIFFS HELD on A, UNIQUE on B: A names the 4 it holds, B the 2 only B holds (new:b, reg:3) */
+    is_int((long long)r.named, 6, "each named once by DIFFS HELD/UNIQUE (without: 9)");
     uint64_t bytes6 = r.bytes_out + r.bytes_in;
     diag("d=6: %u ranges differ, %u round trips, %llu bytes", r.ranges_differing, r.round_trips,
          (unsigned long long)bytes6);
@@ -148,6 +150,8 @@ int main(void)
        "a closed session is unknown");
     ok(!strncmp(rh_err(rh_cmd(&A, "CRDT.RSX.DIFFS {y} zz")), "ERR no such reconcile session", 29),
        "a malformed session id is unknown");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.DIFFS {y} zz ALL")), "ERR option must be HELD or UNIQUE",
+       "DIFFS refuses an unknown option");
     is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} BOTH")), "ERR role must be INITIATOR or RESPONDER",
        "bad role");
     is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 5 4")),
