@@ -247,6 +247,90 @@ static void test_base64(void)
     free(s);
 }
 
+/* The decoder as first written, a character at a time: the reference the table decoder must
+ * agree with on every input (result and bytes). */
+static int ref_b64_decode(const char *s, size_t slen, unsigned flags, uint8_t *d, size_t *out_len)
+{
+    const char *a = (flags & CRDT_B64_URL)
+                        ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = slen, pads = 0;
+    while (n && s[n - 1] == '=' && pads < 2)
+        n--, pads++;
+    if (flags & CRDT_B64_NOPAD) {
+        if (pads && slen % 4)
+            return CRDT_EDECODE;
+    } else if (slen % 4) {
+        return CRDT_EDECODE;
+    }
+    if (n % 4 == 1)
+        return CRDT_EDECODE;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = s[i] ? strchr(a, s[i]) : NULL;
+        if (!at)
+            return CRDT_EDECODE;
+        acc = acc << 6 | (uint32_t)(at - a);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            d[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc)
+        return CRDT_EDECODE;
+    *out_len = o;
+    return 0;
+}
+
+static bool b64_agrees(const char *s, size_t n, unsigned flags)
+{
+    uint8_t want[32], got[32];
+    size_t wn = 0, gn = 0;
+    int w = ref_b64_decode(s, n, flags, want, &wn);
+    int g = crdt_base64_decode_into(got, s, n, flags, &gn);
+    return w == g && (w < 0 || (wn == gn && !memcmp(want, got, wn)));
+}
+
+static void test_base64_decoder(void)
+{
+    static const unsigned flags[] = {CRDT_B64_STD, CRDT_B64_URL, CRDT_B64_NOPAD,
+                                     CRDT_B64_URL | CRDT_B64_NOPAD};
+    /* every final quantum of two characters, and of three with a few first pairs */
+    size_t bad = 0, tried = 0;
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++)
+            for (size_t f = 0; f < 4; f++) {
+                char s[8] = {'Q', 'U', 'J', 'D', (char)a, (char)b, '=', '='};
+                bad += !b64_agrees(s, 8, flags[f]) + !b64_agrees(s, 6, flags[f]);
+                char t[8] = {'Q', 'U', 'J', 'D', 'Q', (char)a, (char)b, '='};
+                bad += !b64_agrees(t, 8, flags[f]) + !b64_agrees(t, 7, flags[f]);
+                tried += 4;
+            }
+    ok(!bad, "base64 decoder: agrees with the reference on %zu final quanta (%zu differ)", tried,
+       bad);
+    /* random strings over the alphabets, '=' and a few others, every length up to 24 */
+    static const char chars[] = "AQgwZz09+/-_=\"!\\ \x80";
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    bad = tried = 0;
+    for (int i = 0; i < 200000; i++) {
+        char s[24];
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t n = (size_t)(x % 25);
+        for (size_t k = 0; k < n; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            s[k] = chars[x % (sizeof(chars) - 1)];
+        }
+        bad += !b64_agrees(s, n, flags[i % 4]);
+        tried++;
+    }
+    ok(!bad, "base64 decoder: agrees with the reference on %zu random strings (%zu differ)", tried,
+       bad);
+}
+
 /* The hash index over a plain array of keys. */
 typedef struct {
     char keys[5000][12];
@@ -367,6 +451,7 @@ int main(void)
     test_frame();
     test_names();
     test_base64();
+    test_base64_decoder();
     test_hidx();
     test_blobs();
     test_text_bytes();
