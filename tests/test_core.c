@@ -343,6 +343,56 @@ static void key_of(const void *ctx, uint32_t id, const uint8_t **k, size_t *n)
     *n = strlen(ks->keys[id]);
 }
 
+/* Keys of arbitrary ids ("b<id>"), for ids beyond any array. */
+static void key_big(const void *ctx, uint32_t id, const uint8_t **k, size_t *n)
+{
+    static char buf[16];
+    (void)ctx;
+    *n = (size_t)snprintf(buf, sizeof(buf), "b%u", id);
+    *k = (const uint8_t *)buf;
+}
+
+/* Ids past the 24 bits a tagged slot has: the index turns its tags off and keeps every id. */
+static void test_hidx_big_ids(void)
+{
+    crdt__hidx_t h;
+    crdt__hidx_init(&h);
+    uint32_t ids[2000];
+    for (uint32_t i = 0; i < 2000; i++)
+        ids[i] = i < 1000 ? i * 16001u : (1u << 24) - 4 + i * 3u; /* small, then across 2^24 */
+    int ok_before = 1;
+    for (uint32_t i = 0; i < 2000; i++) {
+        if (i == 1000) /* still tagged: every small id found */
+            for (uint32_t j = 0; j < 1000; j++) {
+                char k[16];
+                int n = snprintf(k, sizeof(k), "b%u", ids[j]);
+                ok_before &= crdt__hidx_find(&h, k, (size_t)n, key_big, NULL) == ids[j];
+            }
+        if (crdt__hidx_insert(&h, ids[i], key_big, NULL) < 0)
+            ok_before = 0;
+    }
+    ok(ok_before, "hidx: 1000 small ids found with tags on");
+    int found = 1;
+    for (uint32_t i = 0; i < 2000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof(k), "b%u", ids[i]);
+        found &= crdt__hidx_find(&h, k, (size_t)n, key_big, NULL) == ids[i];
+    }
+    ok(found && h.count == 2000 && (h.mask & 0x80000000u),
+       "hidx: ids past 2^24 turned the tags off; they and the earlier ones are all found");
+    for (uint32_t i = 0; i < 2000; i += 2)
+        crdt__hidx_remove(&h, ids[i], key_big, NULL);
+    int right = 1;
+    for (uint32_t i = 0; i < 2000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof(k), "b%u", ids[i]);
+        uint32_t id = crdt__hidx_find(&h, k, (size_t)n, key_big, NULL);
+        right &= (i % 2) ? id == ids[i] : id == CRDT__NO_ID;
+    }
+    ok(right && h.count == 1000, "hidx: removal after the tags went off");
+    crdt__hidx_free(&h);
+}
+
 static void test_hidx(void)
 {
     static keyset_t ks;
@@ -453,6 +503,7 @@ int main(void)
     test_base64();
     test_base64_decoder();
     test_hidx();
+    test_hidx_big_ids();
     test_blobs();
     test_text_bytes();
     return done_testing();

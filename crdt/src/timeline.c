@@ -190,6 +190,19 @@ static void find_pos(const timeline_t *t, const tl_key_t *k, uint32_t *bi, uint3
         *bi = *si = 0;
         return;
     }
+    /* The ends first: a feed's writes are mostly its newest entry (and the oldest is what a
+     * bound drops), so most inserts skip the search and its scattered reads. */
+    const tl_block_t *first = t->blk[0];
+    if (ent_vs_key(t, first->ids[0], k) >= 0) {
+        *bi = *si = 0;
+        return;
+    }
+    const tl_block_t *last = t->blk[t->nblk - 1];
+    if (ent_vs_key(t, last->ids[last->n - 1], k) < 0) {
+        *bi = t->nblk - 1;
+        *si = last->n;
+        return;
+    }
     uint32_t lo = 0, hi = t->nblk;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
@@ -641,7 +654,8 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
 {
     if (below_floor(t, score, m, len))
         return 0;
-    uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
+    uint64_t hash = crdt__hidx_hash(&t->idx, m, len); /* once, for the lookup and the insert */
+    uint32_t id = crdt__hidx_find_hashed(&t->idx, m, len, hash, key_of, t);
     if (id != CRDT__NO_ID) {
         tl_ent_t *e = &t->ents[id];
         bool was_live = ent_live(e);
@@ -694,11 +708,12 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
         return CRDT_ENOMEM;
     id = alloc_id(t);
     t->ents[id] = (tl_ent_t){score, off, (uint32_t)len | (live ? 0 : TL_TOMB)};
-    if (crdt__hidx_insert(&t->idx, id, key_of, t) < 0) {
+    if (crdt__hidx_reserve_one(&t->idx, key_of, t) < 0) {
         crdt__blobs_drop(&t->blobs, len);
         free_id(t, id);
         return CRDT_ENOMEM;
     }
+    crdt__hidx_insert_reserved(&t->idx, id, hash); /* the hash of m: the same bytes */
     const tl_ent_t *e = &t->ents[id];
     tl_key_t k = {score, ent_mem(t, e), len, false};
     uint32_t bi, si;
