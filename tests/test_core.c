@@ -352,6 +352,41 @@ static void key_big(const void *ctx, uint32_t id, const uint8_t **k, size_t *n)
     *k = (const uint8_t *)buf;
 }
 
+/* Random inserts and removals at every load up to 3/4, with long clusters (few distinct homes
+ * at small capacities), against a plain array of what is present: every key is found exactly
+ * when present, after every step of a run. */
+static void test_hidx_churn(void)
+{
+    static keyset_t ks;
+    static bool in[5000];
+    crdt__hidx_t h;
+    crdt__hidx_init(&h);
+    for (uint32_t i = 0; i < 5000; i++)
+        snprintf(ks.keys[i], sizeof(ks.keys[i]), "c%u", i);
+    uint64_t x = 0x2545F4914F6CDD1Dull;
+    size_t wrong = 0, present = 0;
+    for (int step = 0; step < 60000; step++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t id = (uint32_t)(x % (step < 30000 ? 600 : 5000));
+        if (in[id]) {
+            crdt__hidx_remove(&h, id, key_of, &ks);
+            in[id] = false, present--;
+        } else {
+            if (crdt__hidx_insert(&h, id, key_of, &ks) < 0)
+                wrong++;
+            in[id] = true, present++;
+        }
+        if (step % 997 == 0 || step == 59999)
+            for (uint32_t k = 0; k < 5000; k++) {
+                uint32_t got = crdt__hidx_find(&h, ks.keys[k], strlen(ks.keys[k]), key_of, &ks);
+                wrong += got != (in[k] ? k : CRDT__NO_ID);
+            }
+    }
+    ok(!wrong && h.count == present, "hidx: 60,000 random inserts and removals, every lookup right "
+       "(%zu wrong, %zu present)", wrong, present);
+    crdt__hidx_free(&h);
+}
+
 /* Ids past the 24 bits a tagged slot has: the index turns its tags off and keeps every id. */
 static void test_hidx_big_ids(void)
 {
@@ -504,6 +539,7 @@ int main(void)
     test_base64_decoder();
     test_hidx();
     test_hidx_big_ids();
+    test_hidx_churn();
     test_blobs();
     test_text_bytes();
     return done_testing();

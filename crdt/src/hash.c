@@ -49,24 +49,34 @@ uint64_t crdt_hash64(const void *data, size_t n, uint64_t seed)
 }
 
 /*
- * A slot holds id + 1 in its low 24 bits and the top byte of the key's hash above them, so a
- * probe compares a key only when its tag matches (1 in 256 of the others): a lookup of an absent
- * key (every insert of a new member) used to read the entry and the bytes of every occupied slot
- * it passed, two cache misses each in a big object. An id too large for 24 bits (an object of
- * 16M entries) turns the tags off for good: the slots are rewritten in place to the plain id + 1
- * (their positions depend only on the hash), flagged by the top bit of `mask` (a capacity is at
- * most 2^31), which clones copy with the rest.
+ * A slot holds id + 1 in its low 24 bits, above them its distance from its home slot (4 bits,
+ * 15 meaning "15 or more") and a tag of the key's hash (the top 4 bits). A probe compares a key
+ * only when its tag matches (1 in 16 of the others): a lookup of an absent key (every insert of a
+ * new member) used to read the entry and the bytes of every occupied slot it passed, two cache
+ * misses each in a big object. The distance gives a removal the home of each slot it shifts back
+ * without hashing that slot's key again (two more misses each: a bounded timeline removes one
+ * entry per insert). An id too large for 24 bits (an object of 16M entries) turns both off for
+ * good: the slots are rewritten in place to the plain id + 1 (their positions depend only on the
+ * hash), flagged by the top bit of `mask` (a capacity is at most 2^31), which clones copy.
  */
 #define ID_BITS 24
 #define ID_LIMIT ((1u << ID_BITS) - 1) /* id + 1 must stay below it while tagged */
-#define UNTAGGED 0x80000000u           /* in mask */
+#define DIST_SHIFT ID_BITS
+#define DIST_MAX 15u /* a stored distance of 15: look the home up */
+#define TAG_MASK 0xF0000000u
+#define UNTAGGED 0x80000000u /* in mask */
 
 static inline uint32_t cap_mask(const crdt__hidx_t *h) { return h->mask & ~UNTAGGED; }
 static inline bool tagged(const crdt__hidx_t *h) { return !(h->mask & UNTAGGED); }
-static inline uint32_t tag_of(uint64_t hash) { return (uint32_t)(hash >> 56) << ID_BITS; }
+static inline uint32_t tag_of(uint64_t hash) { return (uint32_t)(hash >> 32) & TAG_MASK; }
 static inline uint32_t slot_id(const crdt__hidx_t *h, uint32_t s)
 {
     return (tagged(h) ? s & ID_LIMIT : s) - 1;
+}
+/* A tagged slot for id at distance dist from its home. */
+static inline uint32_t tagged_slot(uint32_t tag, uint32_t dist, uint32_t id)
+{
+    return tag | (dist < DIST_MAX ? dist : DIST_MAX) << DIST_SHIFT | (id + 1);
 }
 
 void crdt__hidx_init(crdt__hidx_t *h)
@@ -112,7 +122,7 @@ uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t l
     if (!h->count)
         return CRDT__NO_ID;
     uint32_t mask = cap_mask(h), i = (uint32_t)hash & mask;
-    uint32_t tmask = tagged(h) ? ~ID_LIMIT : 0, want = tag_of(hash) & tmask;
+    uint32_t tmask = tagged(h) ? TAG_MASK : 0, want = tag_of(hash) & tmask;
     for (;;) {
         uint32_t s = h->slots[i];
         if (!s)
@@ -143,10 +153,10 @@ static void place(crdt__hidx_t *h, uint32_t id, uint64_t hash)
 {
     if (tagged(h) && id + 1 >= ID_LIMIT)
         untag(h);
-    uint32_t mask = cap_mask(h), i = (uint32_t)hash & mask;
+    uint32_t mask = cap_mask(h), home = (uint32_t)hash & mask, i = home;
     while (h->slots[i])
         i = (i + 1) & mask;
-    h->slots[i] = tagged(h) ? (tag_of(hash) | (id + 1)) : id + 1;
+    h->slots[i] = tagged(h) ? tagged_slot(tag_of(hash), (i - home) & mask, id) : id + 1;
 }
 
 static int resize(crdt__hidx_t *h, uint32_t cap, crdt__key_fn fn, const void *ctx)
@@ -223,16 +233,20 @@ void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void
         return;
     /* Backward-shift deletion: no tombstones, so lookups never slow down with churn. */
     uint32_t hole = i;
+    bool tags = tagged(h);
     for (;;) {
         i = (i + 1) & mask;
         uint32_t s = h->slots[i];
         if (!s)
             break;
-        uint32_t home = (uint32_t)key_hash(h, slot_id(h, s), fn, ctx) & mask;
+        uint32_t dist = tags ? (s >> DIST_SHIFT) & DIST_MAX : DIST_MAX;
+        uint32_t home = dist < DIST_MAX ? (i - dist) & mask
+                                        : (uint32_t)key_hash(h, slot_id(h, s), fn, ctx) & mask;
         /* s may move into the hole if its home is not in the cyclic range (hole, i] */
         bool stays = (hole <= i) ? (home > hole && home <= i) : (home > hole || home <= i);
         if (!stays) {
-            h->slots[hole] = s;
+            h->slots[hole] =
+                tags ? tagged_slot(s & TAG_MASK, (hole - home) & mask, (s & ID_LIMIT) - 1) : s;
             hole = i;
         }
     }
