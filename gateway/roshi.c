@@ -200,6 +200,11 @@ static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, siz
                         crdt_type_name(crdt_obj_type(objs[i])));
             goto fail;
         }
+    /* The tuples go to keys all over the keyspace: their cache misses overlap this way, where
+     * each write would otherwise wait for its own, one after the other. */
+    for (int stage = 0; stage < CRDT_TL_PREFETCH_STAGES && n > 1; stage++)
+        for (size_t i = 0; i < n; i++)
+            crdt_timeline_prefetch(objs[i], c->w[i].m.bytes, c->w[i].m.len, stage);
     gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
     return;
 fail:

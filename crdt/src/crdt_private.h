@@ -174,6 +174,8 @@ uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t l
 int crdt__hidx_reserve_one(crdt__hidx_t *h, crdt__key_fn fn, const void *ctx);
 /* Inserts an absent id whose key hashes to `hash`, with room reserved beforehand (cannot fail). */
 void crdt__hidx_insert_reserved(crdt__hidx_t *h, uint32_t id, uint64_t hash);
+/* Asks the CPU to load the home slot of `hash` (a hint: no effect). */
+void crdt__hidx_prefetch(const crdt__hidx_t *h, uint64_t hash);
 /* Removes an id that is present. */
 void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
 /* Makes room for `n` ids in all without further growth. 0 or CRDT_ENOMEM. */

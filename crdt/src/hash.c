@@ -253,3 +253,9 @@ void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void
     h->slots[hole] = 0;
     h->count--;
 }
+
+void crdt__hidx_prefetch(const crdt__hidx_t *h, uint64_t hash)
+{
+    if (h->slots)
+        __builtin_prefetch(&h->slots[(uint32_t)hash & cap_mask(h)]);
+}

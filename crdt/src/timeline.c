@@ -787,6 +787,36 @@ int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
     return write_api(t, m, len, score, false, delta);
 }
 
+void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int stage)
+{
+    const timeline_t *t = as_tl(o);
+    if (!t || !t->nblk)
+        return;
+    const tl_block_t *first = t->blk[0], *last = t->blk[t->nblk - 1];
+    switch (stage) {
+    case 0: /* the member's slot, the block pointers, the entry and the bytes an insert takes */
+        crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, m ? m : "", len));
+        __builtin_prefetch(t->blk);
+        __builtin_prefetch(&t->blk[t->nblk - 1]);
+        if (t->free_head != CRDT__NO_ID)
+            __builtin_prefetch(&t->ents[t->free_head]);
+        if (t->blobs.data)
+            __builtin_prefetch(t->blobs.data + t->blobs.len);
+        break;
+    case 1: /* the first and last blocks: where the new entry and the entry a bound drops are */
+        __builtin_prefetch(first->ids);
+        __builtin_prefetch(&last->ids[last->n - 1]);
+        break;
+    case 2: /* the newest and the oldest entries */
+        __builtin_prefetch(&t->ents[first->ids[0]]);
+        __builtin_prefetch(&t->ents[last->ids[last->n - 1]]);
+        break;
+    default: /* the oldest entry's bytes (a drop hashes them) */
+        __builtin_prefetch(blob_at(t, t->ents[last->ids[last->n - 1]].off));
+        break;
+    }
+}
+
 /* ---- merge ---------------------------------------------------------------------------------- */
 
 /* Newest-first order of two entries of one timeline. */
