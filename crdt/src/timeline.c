@@ -776,6 +776,85 @@ static int write_api(crdt_obj_t *o, const void *m, size_t len, double score, boo
     return rc;
 }
 
+/* Empties a timeline, keeping its arrays (a big member store is let go). */
+static void tl_clear(timeline_t *d)
+{
+    for (uint32_t b = 0; b < d->nblk; b++) {
+        if (!d->spare)
+            d->spare = d->blk[b];
+        else
+            crdt__free(d->blk[b]);
+    }
+    d->nblk = 0;
+    d->count = d->live = 0;
+    d->ents_used = 0;
+    d->free_head = CRDT__NO_ID;
+    d->has_floor = false;
+    d->floor_score = 0;
+    d->floor_off = d->floor_len = 0;
+    d->max_size = 0;
+    if (d->blobs.cap > 4096)
+        crdt__blobs_free(&d->blobs);
+    d->blobs.len = d->blobs.garbage = 0;
+    if (d->idx.slots && d->idx.count) {
+        if (d->idx.count > 64) {
+            crdt__hidx_free(&d->idx);
+        } else {
+            memset(d->idx.slots, 0, crdt__hidx_memory(&d->idx));
+            d->idx.count = 0;
+        }
+    }
+}
+
+/* write_api with the delta written into `into` (emptied first) rather than a new object. */
+static int write_into(crdt_obj_t *o, const void *m, size_t len, double score, bool live,
+                      crdt_obj_t *into)
+{
+    timeline_t *d = (timeline_t *)into;
+    if (!as_tl(into) || into == o)
+        return CRDT_EINVAL;
+    if (!as_tl(o))
+        return o ? CRDT_ETYPE : CRDT_EINVAL;
+    if (!isfinite(score) || len > CRDT_MAX_BLOB || (!m && len))
+        return CRDT_EINVAL;
+    if (score == 0)
+        score = 0.0;
+    if (!m)
+        m = "";
+    timeline_t *t = (timeline_t *)o;
+    void *copy = NULL;
+    uintptr_t p = (uintptr_t)m, lo = (uintptr_t)t->blobs.data, dlo = (uintptr_t)d->blobs.data;
+    if (len && ((t->blobs.data && p >= lo && p < lo + t->blobs.cap) ||
+                (d->blobs.data && p >= dlo && p < dlo + d->blobs.cap))) {
+        if (!(copy = crdt__malloc(len)))
+            return CRDT_ENOMEM;
+        memcpy(copy, m, len);
+        m = copy;
+    }
+    /* the delta first, as write_api makes it: once the state changed, failing would break
+     * "unchanged on error" */
+    tl_clear(d);
+    int rc = append_entry(d, score, live, m, len);
+    if (rc == 0)
+        rc = tl_write(t, m, len, score, live);
+    else if (rc == CRDT_EINVAL)
+        rc = CRDT_ENOMEM;
+    crdt__free(copy);
+    return rc;
+}
+
+int crdt_timeline_add_into(crdt_obj_t *t, const void *m, size_t len, double score,
+                           crdt_obj_t *delta)
+{
+    return write_into(t, m, len, score, true, delta);
+}
+
+int crdt_timeline_remove_into(crdt_obj_t *t, const void *m, size_t len, double score,
+                              crdt_obj_t *delta)
+{
+    return write_into(t, m, len, score, false, delta);
+}
+
 int crdt_timeline_add(crdt_obj_t *t, const void *m, size_t len, double score, crdt_obj_t **delta)
 {
     return write_api(t, m, len, score, true, delta);
@@ -790,11 +869,18 @@ int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
 void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int stage)
 {
     const timeline_t *t = as_tl(o);
-    if (!t || !t->nblk)
+    if (!t)
+        return;
+    if (stage == 0) { /* the object itself, beyond the line its type is read from */
+        for (size_t at = 64; at < sizeof(*t); at += 64)
+            __builtin_prefetch((const char *)t + at);
+        return;
+    }
+    if (!t->nblk)
         return;
     const tl_block_t *first = t->blk[0], *last = t->blk[t->nblk - 1];
     switch (stage) {
-    case 0: /* the member's slot, the block pointers, the entry and the bytes an insert takes */
+    case 1: /* the member's slot, the block pointers, the entry and the bytes an insert takes */
         crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, m ? m : "", len));
         __builtin_prefetch(t->blk);
         __builtin_prefetch(&t->blk[t->nblk - 1]);
@@ -803,11 +889,11 @@ void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int 
         if (t->blobs.data)
             __builtin_prefetch(t->blobs.data + t->blobs.len);
         break;
-    case 1: /* the first and last blocks: where the new entry and the entry a bound drops are */
+    case 2: /* the first and last blocks: where the new entry and the entry a bound drops are */
         __builtin_prefetch(first->ids);
         __builtin_prefetch(&last->ids[last->n - 1]);
         break;
-    case 2: /* the newest and the oldest entries */
+    case 3: /* the newest and the oldest entries */
         __builtin_prefetch(&t->ents[first->ids[0]]);
         __builtin_prefetch(&t->ents[last->ids[last->n - 1]]);
         break;
