@@ -1445,23 +1445,30 @@ static void timeline_stats(const crdt_obj_t *o, crdt_stats_t *st)
 static void timeline_encode(const crdt_obj_t *o, crdt__writer_t *w)
 {
     const timeline_t *t = (const timeline_t *)o;
-    crdt__wr_varint(w, t->max_size);
-    crdt__wr_u8(w, t->has_floor);
-    if (t->has_floor) {
-        crdt__wr_double(w, t->floor_score);
-        crdt__wr_blob(w, blob_at(t, t->floor_off), t->floor_len);
-    }
-    crdt__wr_varint(w, t->count);
-    /* The entries are written straight into the buffer, reserved once: at most 8 + 1 + 5 bytes
-     * per entry beside the member bytes, which the blob store's length bounds. Field by field
-     * through the writer costs twice the time. */
-    size_t most = (size_t)t->count * 14 + t->blobs.len;
+    /* Everything is written straight into the buffer, reserved once: the header (bound, floor,
+     * count) and at most 8 + 1 + 5 bytes per entry beside the member bytes, which the blob
+     * store's length bounds (the floor's member is in it too). Field by field through the writer
+     * costs twice the time, and a log record per write is one of these. */
+    size_t most = 5 + 1 + 8 + 5 + 5 + (size_t)t->count * 14 + t->blobs.len;
     if (w->err || crdt_buf_reserve(w->b, most) < 0) {
         if (!w->err)
             w->err = CRDT_ENOMEM;
         return;
     }
     uint8_t *start = w->b->data + w->b->len, *p = start;
+    p += crdt_varint_put(p, t->max_size);
+    *p++ = t->has_floor;
+    if (t->has_floor) {
+        uint64_t u;
+        memcpy(&u, &t->floor_score, 8);
+        for (int k = 0; k < 8; k++)
+            *p++ = (uint8_t)(u >> (8 * k));
+        p += crdt_varint_put(p, t->floor_len);
+        if (t->floor_len)
+            memcpy(p, blob_at(t, t->floor_off), t->floor_len);
+        p += t->floor_len;
+    }
+    p += crdt_varint_put(p, t->count);
     const uint8_t *base = blob_at(t, 0);
     for (uint32_t b = 0; b < t->nblk; b++) {
         for (uint32_t i = 0; i < t->blk[b]->n; i++) {
