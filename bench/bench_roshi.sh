@@ -106,14 +106,16 @@ wait_until() {
         sleep 0.05
     done
 }
-crdtd_ready() { grep -q "roshi API listening on" "$TMP/crdtd.out"; }
+crdtd_ready() { grep -q "roshi API listening on http://[^:]*:[0-9][0-9]*$" "$TMP/crdtd.out"; }
 redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 http_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$2")" = 200 ]; }
-bare_ready() { grep -q "listening on" "$TMP/bare.out"; }
+bare_ready() { grep -q "listening on http://[^:]*:[0-9][0-9]* " "$TMP/bare.out"; }
 
 # start_SERVER: starts it fresh, sets PORT (its roshi API) and adds its processes to SERVER_PIDS
 start_crdtd() {
-    rm -rf "$TMP/crdtd-data"
+    # the last round's output goes first: the readiness check could read it before the new
+    # process's redirection truncates the file, and then find no port (wrk: "invalid URL")
+    rm -rf "$TMP/crdtd-data" "$TMP/crdtd.out"
     # shellcheck disable=SC2086
     "$CRDTD" --listen 127.0.0.1:0 --roshi-listen 127.0.0.1:0 --data-dir "$TMP/crdtd-data" \
         --timeline-max-size "$MAX_SIZE" $CRDTD_PERSIST >"$TMP/crdtd.out" 2>"$TMP/crdtd.err" &
@@ -145,6 +147,7 @@ start_roshi() {
     done
 }
 start_bare() {
+    rm -f "$TMP/bare.out"
     "$BARE" 0 "$LIMIT" >"$TMP/bare.out" 2>"$TMP/bare.err" &
     SERVER_PIDS="$SERVER_PIDS $!"
     wait_until bare_ready || { cat "$TMP/bare.err"; echo "bare_lws did not start"; exit 1; }
