@@ -33,10 +33,12 @@
  *   - ents: a flat pool of 16-byte entries {score, member offset, member length | tombstone bit},
  *     recycled through a free list; ids are indexes into it;
  *   - blobs: every member's bytes (and the floor's) in one buffer, compacted when half garbage;
- *   - idx: member -> id, open addressing over 4-byte slots (crdt__hidx_t);
+ *   - idx: member -> id, open addressing over 4-byte slots with a hash tag and the distance
+ *     from home (crdt__hidx_t, hash.c);
  *   - order: a two-level sorted list of ids, blocks of up to 64 ids under a top array of block
- *     pointers with each block's live count beside it. Insert is a binary search and a memmove
- *     of at most 64 ids; offset reads skip whole blocks reading only the live-count array.
+ *     pointers with each block's live count beside it. Insert is a binary search (none at
+ *     either end: a feed's newest) and a memmove of at most 64 ids; offset reads skip whole
+ *     blocks reading only the live-count array.
  *     A lone first block starts at 4 ids and doubles, so small feeds stay small.
  * Merge inserts a small src (a delta) entry by entry; a src at least a quarter of dst's size is
  * joined in one linear pass that rebuilds the blocks. Clone copies the arrays as they are.
