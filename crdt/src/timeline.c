@@ -899,8 +899,14 @@ void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int 
         __builtin_prefetch(&t->ents[first->ids[0]]);
         __builtin_prefetch(&t->ents[last->ids[last->n - 1]]);
         break;
-    default: /* the oldest entry's bytes (a drop hashes them) */
+    case 4: /* the oldest entry's bytes (a drop hashes them) */
         __builtin_prefetch(blob_at(t, t->ents[last->ids[last->n - 1]].off));
+        break;
+    default: /* the oldest entry's hash slot, when a bound will drop it */
+        if (t->max_size && t->count >= t->max_size) {
+            const tl_ent_t *e = &t->ents[last->ids[last->n - 1]];
+            crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, ent_mem(t, e), ent_len(e)));
+        }
         break;
     }
 }
