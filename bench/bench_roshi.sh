@@ -23,7 +23,8 @@
 # at exit. Each round runs every server, in an order rotated per round; for each: the insert
 # workload, a check select of one key (entries and bytes), then the select workload over the
 # keys the inserts wrote. Prints every run, the medians, and the ratios of the medians:
-# crdtd / roshi-server (issue 13's target >= 3) and crdtd / bare_lws (target >= 0.7).
+# crdtd / roshi-server (issue 13's target >= 3) and crdtd / bare_lws (target >= 0.7), and
+# each server's CPU time per request (its processes' user + system time; wrk's too, with GNU time).
 # A run that got any non-2xx response (a server refusing the load would look fast) is flagged
 # and makes the exit status 1.
 set -eu
@@ -106,14 +107,16 @@ wait_until() {
         sleep 0.05
     done
 }
-crdtd_ready() { grep -q "roshi API listening on" "$TMP/crdtd.out"; }
+crdtd_ready() { grep -q "roshi API listening on http://[^:]*:[0-9][0-9]*$" "$TMP/crdtd.out"; }
 redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]; }
 http_ready() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1$2")" = 200 ]; }
-bare_ready() { grep -q "listening on" "$TMP/bare.out"; }
+bare_ready() { grep -q "listening on http://[^:]*:[0-9][0-9]* " "$TMP/bare.out"; }
 
 # start_SERVER: starts it fresh, sets PORT (its roshi API) and adds its processes to SERVER_PIDS
 start_crdtd() {
-    rm -rf "$TMP/crdtd-data"
+    # the last round's output goes first: the readiness check could read it before the new
+    # process's redirection truncates the file, and then find no port (wrk: "invalid URL")
+    rm -rf "$TMP/crdtd-data" "$TMP/crdtd.out"
     # shellcheck disable=SC2086
     "$CRDTD" --listen 127.0.0.1:0 --roshi-listen 127.0.0.1:0 --data-dir "$TMP/crdtd-data" \
         --timeline-max-size "$MAX_SIZE" $CRDTD_PERSIST >"$TMP/crdtd.out" 2>"$TMP/crdtd.err" &
@@ -145,11 +148,26 @@ start_roshi() {
     done
 }
 start_bare() {
+    rm -f "$TMP/bare.out"
     "$BARE" 0 "$LIMIT" >"$TMP/bare.out" 2>"$TMP/bare.err" &
     SERVER_PIDS="$SERVER_PIDS $!"
     wait_until bare_ready || { cat "$TMP/bare.err"; echo "bare_lws did not start"; exit 1; }
     PORT=$(sed -n 's/.*listening on http:\/\/[^:]*:\([0-9]*\).*/\1/p' "$TMP/bare.out")
 }
+
+# CPU ticks (user + system) of the running servers' processes so far
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+cpu_ticks() {
+    total=0
+    for p in $SERVER_PIDS; do
+        t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+        total=$((total + ${t:-0}))
+    done
+    echo "$total"
+}
+# wrk's own CPU time, where GNU time is installed
+WRK_TIME=
+[ -x /usr/bin/time ] && WRK_TIME="/usr/bin/time -f %U,%S -o $TMP/wrk.time"
 
 # check_select NAME: one newest-LIMIT select of the first key; prints and records what came back
 KEY0=$(printf 'tl%07d' 0 | base64)
@@ -172,8 +190,10 @@ measure() {
                 >"$TMP/perf.log" 2>&1) &
             perf_pid=$!
         fi
-        MODE=$mode wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s "$SCRIPT" \
+        t0=$(cpu_ticks)
+        MODE=$mode $WRK_TIME wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" -s "$SCRIPT" \
             "http://127.0.0.1:$PORT" >"$TMP/wrk" 2>&1 || true
+        t1=$(cpu_ticks)
         if [ -n "$perf_pid" ]; then
             wait "$perf_pid" || echo "  perf record failed: $(cat "$TMP/perf.log")"
         fi
@@ -188,10 +208,18 @@ measure() {
             fi
             exit 1
         fi
-        printf 'round %s %-6s %s\n' "$2" "$1" "${line#RESULT }"
-        echo "$line" | sed "s/^RESULT /$1 /" >>"$TMP/results"
+        # CPU time per request: the server's processes (roshi-server with its redis-server), wrk
+        reqs=$(echo "$line" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
+        cpu=$(awk -v d=$((t1 - t0)) -v hz="$HZ" -v n="${reqs:-0}" \
+            'BEGIN { if (n > 0) printf "%.2f", d * 1e6 / hz / n; else print 0 }')
+        wcpu=0
+        if [ -n "$WRK_TIME" ] && [ -s "$TMP/wrk.time" ]; then
+            wcpu=$(awk -F, -v n="${reqs:-0}" 'END { if (n > 0) printf "%.2f", ($1 + $2) * 1e6 / n; else print 0 }' "$TMP/wrk.time")
+        fi
+        printf 'round %s %-6s %s cpu_us=%s wrk_cpu_us=%s\n' "$2" "$1" "${line#RESULT }" "$cpu" "$wcpu"
+        echo "$line cpu_us=$cpu wrk_cpu_us=$wcpu" | sed "s/^RESULT /$1 /" >>"$TMP/results"
         case $line in
-        *" non2xx=0 sockerr=0") ;;
+        *" non2xx=0 sockerr=0"*) ;;
         *) echo "  *** $1 $mode: responses that are not 2xx, or socket errors: this run does not count"
            echo "$1 $mode" >>"$TMP/invalid" ;;
         esac
@@ -224,14 +252,16 @@ field() { grep "^$1 mode=$2 " "$TMP/results" | sed -n "s/.* $3=\([0-9.]*\).*/\1/
 name() { case $1 in crdtd) echo "crdtd (roshi listener)" ;; roshi) echo roshi-server ;; bare) echo bare_lws ;; esac; }
 echo
 echo "medians of $RUNS round(s), $CONNS connections, $THREADS wrk thread(s), ${DURATION}s each:"
-printf '%-24s %-7s %10s %9s %9s %14s\n' server op "req/s" "p50 ms" "p99 ms" "tuples/s"
+printf '%-24s %-7s %10s %9s %9s %14s %11s %11s\n' server op "req/s" "p50 ms" "p99 ms" "tuples/s" \
+    "cpu us/req" "wrk us/req"
 for s in $SERVERS; do
     for mode in insert select; do
         rps=$(field "$s" $mode rps)
         per=$([ $mode = insert ] && echo "$TUPLES" || echo 1)
-        printf '%-24s %-7s %10s %9s %9s %14s\n' "$(name "$s")" $mode "$rps" \
+        printf '%-24s %-7s %10s %9s %9s %14s %11s %11s\n' "$(name "$s")" $mode "$rps" \
             "$(field "$s" $mode p50_ms)" "$(field "$s" $mode p99_ms)" \
-            "$([ $mode = insert ] && awk -v r="$rps" -v t="$per" 'BEGIN { printf "%.0f", r * t }' || echo -)"
+            "$([ $mode = insert ] && awk -v r="$rps" -v t="$per" 'BEGIN { printf "%.0f", r * t }' || echo -)" \
+            "$(field "$s" $mode cpu_us)" "$(field "$s" $mode wrk_cpu_us)"
     done
 done
 for s in $SERVERS; do
@@ -256,6 +286,13 @@ for mode in insert select; do
         echo "crdtd / roshi-server, $mode:         roshi-server ABSENT (${ROSHI_ABSENT#roshi-server: })"
     fi
     ratio "crdtd / bare_lws, $mode" "$c" "$(field bare $mode rps)" 0.7
+done
+echo
+echo "CPU per request (the servers' user + system time over their requests; less moved by the"
+echo "machine's other load than requests/s): the share of crdtd's cost that is bare_lws's"
+for mode in insert select; do
+    awk -v b="$(field bare $mode cpu_us)" -v c="$(field crdtd $mode cpu_us)" -v m="$mode" 'BEGIN {
+        if (c + 0 > 0) printf "bare_lws / crdtd CPU per request, %-7s %6.2f   (%s / %s us)\n", m, b / c, b, c }'
 done
 if [ -s "$TMP/invalid" ]; then
     echo

@@ -2,6 +2,10 @@
 """bench_roshi_ir.py - instructions per roshi request of crdtd binaries (callgrind), noise-free.
 
   bench/bench_roshi_ir.py CRDTD [CRDTD...]      env: N=1000 TUPLES=10 KEYS=100 LIMIT=50
+                                                     MAX_SIZE=  (crdtd's --timeline-max-size)
+
+A binary named bare_lws* (bench/bare_lws) is run as the transport's ceiling instead: the same
+requests answered with canned replies, so its figures are libwebsockets' own cost per request.
 
 For each binary, three runs under valgrind --tool=callgrind (--fsync everysec, a fresh data
 directory, the roshi listener): no requests; N inserts of TUPLES tuples (bench_roshi.lua's shape:
@@ -23,20 +27,27 @@ def b64(s):
 def run(binary, inserts, selects):
     tmp = tempfile.mkdtemp(prefix="roshi_ir.", dir=os.environ.get("TMPDIR"))
     out = os.path.join(tmp, "cg.out")
-    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
-                          binary, "--listen", "127.0.0.1:0", "--roshi-listen", "127.0.0.1:0",
-                          "--data-dir", os.path.join(tmp, "data"), "--fsync", "everysec"],
+    bare = os.path.basename(binary).startswith("bare_lws")
+    if bare:
+        args, ready = [binary, "0", str(LIMIT)], r"listening on http://[^:]*:(\d+)"
+    else:
+        args = [binary, "--listen", "127.0.0.1:0", "--roshi-listen", "127.0.0.1:0",
+                "--data-dir", os.path.join(tmp, "data"), "--fsync", "everysec"]
+        if os.environ.get("MAX_SIZE"):
+            args += ["--timeline-max-size", os.environ["MAX_SIZE"]]
+        ready = r"roshi API listening on http://[^:]*:(\d+)"
+    p = subprocess.Popen(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + args,
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     port = None
     deadline = time.time() + 60
     while port is None and time.time() < deadline:
         line = p.stdout.readline()
-        m = re.search(r"roshi API listening on http://[^:]*:(\d+)", line)
+        m = re.search(ready, line)
         if m:
             port = int(m.group(1))
     if port is None:
         p.kill()
-        sys.exit("crdtd did not start")
+        sys.exit("%s did not start" % binary)
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     score = 0
     for i in range(inserts):

@@ -187,9 +187,66 @@ void gw_jw_double_go(gw_jw_t *w, double d)
     raw(w, buf, (size_t)n);
 }
 
+/* The decimal digits of v, ending at end: returns where they start (no printf: a response
+ * writes a few numbers, and snprintf costs more than the rest of a small one). */
+static char *u64_digits(char *end, uint64_t v)
+{
+    do
+        *--end = (char)('0' + v % 10);
+    while (v /= 10);
+    return end;
+}
+
 void gw_jw_u64(gw_jw_t *w, uint64_t v)
 {
-    char buf[24];
-    int n = snprintf(buf, sizeof(buf), "%" PRIu64, v);
-    raw(w, buf, (size_t)n);
+    char buf[24], *p = u64_digits(buf + sizeof(buf), v);
+    raw(w, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+char *gw_jw_extend(gw_jw_t *w, size_t n)
+{
+    return reserve(w, n) ? w->p + w->len : NULL;
+}
+
+size_t gw_go_duration(uint64_t ns, char *out)
+{
+    char *p = out;
+    if (ns < 1000) { /* "0s", "999ns" */
+        char buf[24], *d = u64_digits(buf + sizeof(buf), ns);
+        size_t n = (size_t)(buf + sizeof(buf) - d);
+        memcpy(p, d, n);
+        p += n;
+        if (ns)
+            *p++ = 'n';
+        *p++ = 's';
+        return (size_t)(p - out);
+    }
+    const char *unit;
+    uint64_t scale;
+    int digits;
+    if (ns < 1000000)
+        unit = "\xc2\xb5s", scale = 1000, digits = 3;
+    else if (ns < 1000000000)
+        unit = "ms", scale = 1000000, digits = 6;
+    else
+        unit = "s", scale = 1000000000, digits = 9;
+    char buf[24], *d = u64_digits(buf + sizeof(buf), ns / scale);
+    size_t n = (size_t)(buf + sizeof(buf) - d);
+    memcpy(p, d, n);
+    p += n;
+    uint64_t frac = ns % scale;
+    if (frac) { /* the fraction's digits, its trailing zeros dropped */
+        char f[9];
+        for (int i = digits - 1; i >= 0; i--, frac /= 10)
+            f[i] = (char)('0' + frac % 10);
+        int len = digits;
+        while (f[len - 1] == '0')
+            len--;
+        *p++ = '.';
+        memcpy(p, f, (size_t)len);
+        p += len;
+    }
+    n = strlen(unit);
+    memcpy(p, unit, n);
+    return (size_t)(p + n - out);
 }

@@ -43,6 +43,13 @@ void gw_jw_double(gw_jw_t *w, double d);
  * no ".0", exponent form below 1e-6 and from 1e21. */
 void gw_jw_double_go(gw_jw_t *w, double d);
 void gw_jw_u64(gw_jw_t *w, uint64_t v);
+/* Room for n more bytes: where they go (write them, then add to w->len), or NULL (out of memory,
+ * w->oom set). */
+char *gw_jw_extend(gw_jw_t *w, size_t n);
+/* Go's time.Duration.String() of ns (ns < 60 s: "0s", "999ns", "1.5µs", "21.3ms", "2.000001s")
+ * into out (at least 32 bytes, not terminated): returns its length. */
+#define GW_GO_DURATION_MAX 32
+size_t gw_go_duration(uint64_t ns, char *out);
 
 /* Base64 (standard) of bytes as a new JSON string (jansson), or NULL: roshi's form (crdtd's own
  * responses use crdt_json_bytes). */

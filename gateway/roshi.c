@@ -118,43 +118,27 @@ static void roshi_error(gw_response_t *rs, int status, const char *fmt, ...)
     gw_respond_jw(rs, status, &w);
 }
 
-/* Go's time.Duration.String() for durations under a minute. */
-static void go_duration(uint64_t ns, char *out, size_t n)
-{
-    const char *unit;
-    uint64_t scale;
-    int digits;
-    if (ns == 0) {
-        snprintf(out, n, "0s");
-        return;
-    }
-    if (ns < 1000) {
-        snprintf(out, n, "%" PRIu64 "ns", ns);
-        return;
-    }
-    if (ns < 1000000)
-        unit = "\xc2\xb5s", scale = 1000, digits = 3;
-    else if (ns < 1000000000)
-        unit = "ms", scale = 1000000, digits = 6;
-    else
-        unit = "s", scale = 1000000000, digits = 9;
-    char frac[16];
-    snprintf(frac, sizeof(frac), "%0*" PRIu64, digits, ns % scale);
-    int len = digits;
-    while (len > 0 && frac[len - 1] == '0')
-        len--;
-    frac[len] = '\0';
-    snprintf(out, n, "%" PRIu64 "%s%s%s", ns / scale, len ? "." : "", frac, unit);
-}
-
 /* "duration":"<Go duration since t0_us>" (digits, '.', unit letters, the micro sign). */
 static void jw_duration(gw_jw_t *w, uint64_t t0_us)
 {
-    char d[48];
-    go_duration((gw_now_us() - t0_us) * 1000, d, sizeof(d));
-    gw_jw_lit(w, "\"duration\":\"");
-    gw_jw_lit(w, d);
-    gw_jw_lit(w, "\"");
+    char d[GW_GO_DURATION_MAX];
+    size_t n = gw_go_duration((gw_now_us() - t0_us) * 1000, d);
+    gw_jw_raw(w, "\"duration\":\"", 12);
+    gw_jw_raw(w, d, n);
+    gw_jw_raw(w, "\"", 1);
+}
+
+/* gw_auth_http_key for the key of element i ("[i]<suffix>" in the denial): the name is only
+ * formatted when the key is refused (a request checks one key per tuple). */
+static bool key_allowed(gw_exchange_t *x, gw_access_t a, const void *key, size_t klen, size_t i,
+                        const char *suffix)
+{
+    if ((x->has_tok || !gw_auth_enabled(x->srv)) &&
+        gw_auth_key(gw_auth_http_token(x), a, key, klen, false) == GW_DENY_NONE)
+        return true;
+    char what[40];
+    snprintf(what, sizeof(what), "[%zu]%s", i, suffix);
+    return gw_auth_http_key(x, a, key, klen, what);
 }
 
 /* ---- writes --------------------------------------------------------------------------------- */
@@ -216,6 +200,11 @@ static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, siz
                         crdt_type_name(crdt_obj_type(objs[i])));
             goto fail;
         }
+    /* The tuples go to keys all over the keyspace: their cache misses overlap this way, where
+     * each write would otherwise wait for its own, one after the other. */
+    for (int stage = 0; stage < CRDT_TL_PREFETCH_STAGES && n > 1; stage++)
+        for (size_t i = 0; i < n; i++)
+            crdt_timeline_prefetch(objs[i], c->w[i].m.bytes, c->w[i].m.len, stage);
     gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
     return;
 fail:
@@ -265,11 +254,8 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
             roshi_error(rs, 400, "[%zu].key: the key prefix is reserved", i);
             goto fail;
         }
-        char what[32];
-        snprintf(what, sizeof(what), "[%zu].key", i);
-        if (!gw_auth_http_key(x, GW_ACCESS_WRITE, t->key, t->klen, what)) {
+        if (!key_allowed(x, GW_ACCESS_WRITE, t->key, t->klen, i, ".key"))
             goto fail; /* a request with a key outside the grants stores nothing */
-        }
         c->keys[i] = (crdt_bytes_t){t->key, t->klen};
         c->w[i] = (gw_write_t){t->key,
                                t->klen,
@@ -356,31 +342,56 @@ static bool go_bool(const gw_request_t *rq, const char *name, bool dflt, bool *o
 
 /* A score as Go writes a float64: integers below 2^53 (timestamps, the usual scores) are their
  * digits (and -0 is "-0"), everything else goes through gw_jw_double_go's shortest form. */
-static void jw_score(gw_jw_t *w, double d)
+static bool score_is_int(double d)
 {
-    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d) {
-        char buf[24], *p = buf + sizeof(buf);
-        uint64_t v = (uint64_t)(d < 0 ? -d : d);
-        do
-            *--p = (char)('0' + v % 10);
-        while (v /= 10);
-        if (signbit(d))
-            *--p = '-';
-        gw_jw_raw(w, p, (size_t)(buf + sizeof(buf) - p));
-        return;
-    }
-    gw_jw_double_go(w, d);
+    return d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d;
+}
+
+/* The digits of an integral score (score_is_int) ending at end: where they start. */
+static char *int_score_digits(char *end, double d)
+{
+    uint64_t v = (uint64_t)(d < 0 ? -d : d);
+    do
+        *--end = (char)('0' + v % 10);
+    while (v /= 10);
+    if (signbit(d))
+        *--end = '-';
+    return end;
 }
 
 /* An entry {"key":..,"score":..,"member":..} after its key's part, `{"key":"<base64>","score":`
- * (written once per key by key_heads). */
-static void ksm_write(gw_jw_t *w, const char *head, size_t hlen, const crdt_tl_entry_t *e)
+ * (written once per key by key_heads), preceded by a comma unless it is the first. Written in
+ * place with one reservation: a select writes up to thousands of them. */
+static void ksm_write(gw_jw_t *w, const char *head, size_t hlen, const crdt_tl_entry_t *e,
+                      bool comma)
 {
-    gw_jw_raw(w, head, hlen);
-    jw_score(w, e->score);
-    gw_jw_raw(w, ",\"member\":", 10);
-    gw_jw_b64(w, e->member, e->member_len);
-    gw_jw_raw(w, "}", 1);
+    static const char mid[] = ",\"member\":\"";
+    size_t blen = crdt_base64_encoded_len(e->member_len, CRDT_B64_STD);
+    char *p = gw_jw_extend(w, 1 + hlen + 24 + (sizeof(mid) - 1) + blen + 2), *q = p;
+    if (!p)
+        return;
+    if (comma)
+        *q++ = ',';
+    memcpy(q, head, hlen);
+    q += hlen;
+    if (!score_is_int(e->score)) { /* the rare one: through the writer */
+        w->len += (size_t)(q - p);
+        gw_jw_double_go(w, e->score);
+        gw_jw_raw(w, mid, sizeof(mid) - 2);
+        gw_jw_b64(w, e->member, e->member_len);
+        gw_jw_raw(w, "}", 1);
+        return;
+    }
+    char num[24], *d = int_score_digits(num + sizeof(num), e->score);
+    memcpy(q, d, (size_t)(num + sizeof(num) - d));
+    q += num + sizeof(num) - d;
+    memcpy(q, mid, sizeof(mid) - 1);
+    q += sizeof(mid) - 1;
+    q += crdt_base64_encode_into(q, e->member, e->member_len, CRDT_B64_STD);
+    *q++ = '"';
+    *q++ = '}';
+    *q = '\0';
+    w->len += (size_t)(q - p);
 }
 
 /* The heads of the entries of each key, in one buffer (free()): key i's at off[i], off[i + 1]. */
@@ -517,11 +528,8 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
     jw_duration(&w, c->t0);
     if (c->coalesce) {
         gw_jw_lit(&w, ",\"records\":[");
-        for (size_t i = 0; i < got; i++) {
-            if (i)
-                gw_jw_lit(&w, ",");
-            ksm_write(&w, heads + hoff[src[i]], hoff[src[i] + 1] - hoff[src[i]], &es[i]);
-        }
+        for (size_t i = 0; i < got; i++)
+            ksm_write(&w, heads + hoff[src[i]], hoff[src[i] + 1] - hoff[src[i]], &es[i], i > 0);
         gw_jw_lit(&w, "]}");
     } else {
         gw_jw_lit(&w, ",\"records\":{");
@@ -531,11 +539,8 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
                 gw_jw_lit(&w, ",");
             jw_go_string(&w, c->keys[i].data, c->keys[i].len);
             gw_jw_lit(&w, ":[");
-            for (size_t k = 0; k < cnt[i]; k++) {
-                if (k)
-                    gw_jw_lit(&w, ",");
-                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &es[at[i] + k]);
-            }
+            for (size_t k = 0; k < cnt[i]; k++)
+                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &es[at[i] + k], k > 0);
             gw_jw_lit(&w, "]");
         }
         gw_jw_lit(&w, "}}");
@@ -596,9 +601,7 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
     }
     /* Keys, deduplicated as roshi's map does; every one must be readable with the token. */
     for (size_t i = 0; i < n; i++) {
-        char what[32];
-        snprintf(what, sizeof(what), "[%zu]", i);
-        if (!gw_auth_http_key(x, GW_ACCESS_READ, ks[i].p, ks[i].len, what))
+        if (!key_allowed(x, GW_ACCESS_READ, ks[i].p, ks[i].len, i, ""))
             goto fail;
         bool dup = false;
         for (size_t j = 0; j < c->nk && !dup; j++)

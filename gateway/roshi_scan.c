@@ -47,12 +47,6 @@ static bool lit(scan_t *s, const char *w, size_t n)
     return true;
 }
 
-static bool b64char(char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-           c == '/' || c == '=';
-}
-
 /* null, or a string of base64 characters decoded into *arena: false to decline. */
 static bool bytes_value(scan_t *s, uint8_t **arena, const uint8_t **p, size_t *n)
 {
@@ -62,13 +56,13 @@ static bool bytes_value(scan_t *s, uint8_t **arena, const uint8_t **p, size_t *n
     if (s->p >= s->end || *s->p != '"')
         return false;
     const char *b = ++s->p;
-    while (s->p < s->end && b64char(*s->p))
-        s->p++;
-    if (s->p >= s->end || *s->p != '"')
+    /* Up to the next quote; anything in between that is not base64 (an escape, a control
+     * character, UTF-8) makes the decoder refuse, and so the scanner decline. */
+    const char *q = memchr(b, '"', (size_t)(s->end - b));
+    if (!q)
         return false;
-    size_t slen = (size_t)(s->p - b);
-    s->p++;
-    if (crdt_base64_decode_into(*arena, b, slen, CRDT_B64_STD, n) < 0)
+    s->p = q + 1;
+    if (crdt_base64_decode_into(*arena, b, (size_t)(q - b), CRDT_B64_STD, n) < 0)
         return false;
     *arena += *n;
     return true;

@@ -247,6 +247,90 @@ static void test_base64(void)
     free(s);
 }
 
+/* The decoder as first written, a character at a time: the reference the table decoder must
+ * agree with on every input (result and bytes). */
+static int ref_b64_decode(const char *s, size_t slen, unsigned flags, uint8_t *d, size_t *out_len)
+{
+    const char *a = (flags & CRDT_B64_URL)
+                        ? "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+                        : "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = slen, pads = 0;
+    while (n && s[n - 1] == '=' && pads < 2)
+        n--, pads++;
+    if (flags & CRDT_B64_NOPAD) {
+        if (pads && slen % 4)
+            return CRDT_EDECODE;
+    } else if (slen % 4) {
+        return CRDT_EDECODE;
+    }
+    if (n % 4 == 1)
+        return CRDT_EDECODE;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *at = s[i] ? strchr(a, s[i]) : NULL;
+        if (!at)
+            return CRDT_EDECODE;
+        acc = acc << 6 | (uint32_t)(at - a);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            d[o++] = (uint8_t)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    if (acc)
+        return CRDT_EDECODE;
+    *out_len = o;
+    return 0;
+}
+
+static bool b64_agrees(const char *s, size_t n, unsigned flags)
+{
+    uint8_t want[32], got[32];
+    size_t wn = 0, gn = 0;
+    int w = ref_b64_decode(s, n, flags, want, &wn);
+    int g = crdt_base64_decode_into(got, s, n, flags, &gn);
+    return w == g && (w < 0 || (wn == gn && !memcmp(want, got, wn)));
+}
+
+static void test_base64_decoder(void)
+{
+    static const unsigned flags[] = {CRDT_B64_STD, CRDT_B64_URL, CRDT_B64_NOPAD,
+                                     CRDT_B64_URL | CRDT_B64_NOPAD};
+    /* every final quantum of two characters, and of three with a few first pairs */
+    size_t bad = 0, tried = 0;
+    for (int a = 0; a < 256; a++)
+        for (int b = 0; b < 256; b++)
+            for (size_t f = 0; f < 4; f++) {
+                char s[8] = {'Q', 'U', 'J', 'D', (char)a, (char)b, '=', '='};
+                bad += !b64_agrees(s, 8, flags[f]) + !b64_agrees(s, 6, flags[f]);
+                char t[8] = {'Q', 'U', 'J', 'D', 'Q', (char)a, (char)b, '='};
+                bad += !b64_agrees(t, 8, flags[f]) + !b64_agrees(t, 7, flags[f]);
+                tried += 4;
+            }
+    ok(!bad, "base64 decoder: agrees with the reference on %zu final quanta (%zu differ)", tried,
+       bad);
+    /* random strings over the alphabets, '=' and a few others, every length up to 24 */
+    static const char chars[] = "AQgwZz09+/-_=\"!\\ \x80";
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    bad = tried = 0;
+    for (int i = 0; i < 200000; i++) {
+        char s[24];
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t n = (size_t)(x % 25);
+        for (size_t k = 0; k < n; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            s[k] = chars[x % (sizeof(chars) - 1)];
+        }
+        bad += !b64_agrees(s, n, flags[i % 4]);
+        tried++;
+    }
+    ok(!bad, "base64 decoder: agrees with the reference on %zu random strings (%zu differ)", tried,
+       bad);
+}
+
 /* The hash index over a plain array of keys. */
 typedef struct {
     char keys[5000][12];
@@ -257,6 +341,91 @@ static void key_of(const void *ctx, uint32_t id, const uint8_t **k, size_t *n)
     const keyset_t *ks = ctx;
     *k = (const uint8_t *)ks->keys[id];
     *n = strlen(ks->keys[id]);
+}
+
+/* Keys of arbitrary ids ("b<id>"), for ids beyond any array. */
+static void key_big(const void *ctx, uint32_t id, const uint8_t **k, size_t *n)
+{
+    static char buf[16];
+    (void)ctx;
+    *n = (size_t)snprintf(buf, sizeof(buf), "b%u", id);
+    *k = (const uint8_t *)buf;
+}
+
+/* Random inserts and removals at every load up to 3/4, with long clusters (few distinct homes
+ * at small capacities), against a plain array of what is present: every key is found exactly
+ * when present, after every step of a run. */
+static void test_hidx_churn(void)
+{
+    static keyset_t ks;
+    static bool in[5000];
+    crdt__hidx_t h;
+    crdt__hidx_init(&h);
+    for (uint32_t i = 0; i < 5000; i++)
+        snprintf(ks.keys[i], sizeof(ks.keys[i]), "c%u", i);
+    uint64_t x = 0x2545F4914F6CDD1Dull;
+    size_t wrong = 0, present = 0;
+    for (int step = 0; step < 60000; step++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t id = (uint32_t)(x % (step < 30000 ? 600 : 5000));
+        if (in[id]) {
+            crdt__hidx_remove(&h, id, key_of, &ks);
+            in[id] = false, present--;
+        } else {
+            if (crdt__hidx_insert(&h, id, key_of, &ks) < 0)
+                wrong++;
+            in[id] = true, present++;
+        }
+        if (step % 997 == 0 || step == 59999)
+            for (uint32_t k = 0; k < 5000; k++) {
+                uint32_t got = crdt__hidx_find(&h, ks.keys[k], strlen(ks.keys[k]), key_of, &ks);
+                wrong += got != (in[k] ? k : CRDT__NO_ID);
+            }
+    }
+    ok(!wrong && h.count == present, "hidx: 60,000 random inserts and removals, every lookup right "
+       "(%zu wrong, %zu present)", wrong, present);
+    crdt__hidx_free(&h);
+}
+
+/* Ids past the 24 bits a tagged slot has: the index turns its tags off and keeps every id. */
+static void test_hidx_big_ids(void)
+{
+    crdt__hidx_t h;
+    crdt__hidx_init(&h);
+    uint32_t ids[2000];
+    for (uint32_t i = 0; i < 2000; i++)
+        ids[i] = i < 1000 ? i * 16001u : (1u << 24) - 4 + i * 3u; /* small, then across 2^24 */
+    int ok_before = 1;
+    for (uint32_t i = 0; i < 2000; i++) {
+        if (i == 1000) /* still tagged: every small id found */
+            for (uint32_t j = 0; j < 1000; j++) {
+                char k[16];
+                int n = snprintf(k, sizeof(k), "b%u", ids[j]);
+                ok_before &= crdt__hidx_find(&h, k, (size_t)n, key_big, NULL) == ids[j];
+            }
+        if (crdt__hidx_insert(&h, ids[i], key_big, NULL) < 0)
+            ok_before = 0;
+    }
+    ok(ok_before, "hidx: 1000 small ids found with tags on");
+    int found = 1;
+    for (uint32_t i = 0; i < 2000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof(k), "b%u", ids[i]);
+        found &= crdt__hidx_find(&h, k, (size_t)n, key_big, NULL) == ids[i];
+    }
+    ok(found && h.count == 2000 && (h.mask & 0x80000000u),
+       "hidx: ids past 2^24 turned the tags off; they and the earlier ones are all found");
+    for (uint32_t i = 0; i < 2000; i += 2)
+        crdt__hidx_remove(&h, ids[i], key_big, NULL);
+    int right = 1;
+    for (uint32_t i = 0; i < 2000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof(k), "b%u", ids[i]);
+        uint32_t id = crdt__hidx_find(&h, k, (size_t)n, key_big, NULL);
+        right &= (i % 2) ? id == ids[i] : id == CRDT__NO_ID;
+    }
+    ok(right && h.count == 1000, "hidx: removal after the tags went off");
+    crdt__hidx_free(&h);
 }
 
 static void test_hidx(void)
@@ -369,7 +538,10 @@ int main(void)
     test_frame();
     test_names();
     test_base64();
+    test_base64_decoder();
     test_hidx();
+    test_hidx_big_ids();
+    test_hidx_churn();
     test_blobs();
     test_text_bytes();
     return done_testing();

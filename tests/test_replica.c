@@ -2054,6 +2054,108 @@ static void test_clock_receive(void)
     }
 }
 
+/* Timeline writes through crdt_replica_write (whose delta is the replica's own, reused): the
+ * listener sees each write's exact delta, also when it writes from inside the call (that write
+ * makes its own, and the one being shown stays intact), and the log replays to the same state. */
+typedef struct nest_ctx {
+    crdt_replica_t *r;
+    int depth, calls, wrong, nested;
+    crdt_mut_t want; /* the outer write being shown */
+} nest_ctx_t;
+
+static int delta_is(const crdt_obj_t *d, const crdt_mut_t *m)
+{
+    crdt_obj_t *e = crdt_timeline_new(0);
+    crdt_obj_t *x = NULL;
+    int rc = m->kind == CRDT_MUT_ADD ? crdt_timeline_add(e, m->bytes, m->len, m->score, &x)
+                                     : crdt_timeline_remove(e, m->bytes, m->len, m->score, &x);
+    crdt_buf_t a = {0}, b = {0};
+    int same = rc == 1 && crdt_obj_encode(d, &a) == 0 && crdt_obj_encode(x, &b) == 0 &&
+               a.len == b.len && !memcmp(a.data, b.data, a.len);
+    crdt_buf_free(&a);
+    crdt_buf_free(&b);
+    crdt_obj_free(x);
+    crdt_obj_free(e);
+    return same;
+}
+
+static void nest_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                    uint64_t origin, void *ud)
+{
+    (void)seq, (void)origin;
+    nest_ctx_t *c = ud;
+    c->calls++;
+    if (c->depth > 0)
+        return;
+    if (!delta_is(delta, &c->want))
+        c->wrong++;
+    if (klen == 2 && !memcmp(key, "t0", 2) && c->calls % 3 == 0) {
+        c->depth++;
+        char m[16];
+        int n = snprintf(m, sizeof(m), "in%d", c->calls);
+        crdt_mut_t w = {.type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = m,
+                        .len = (size_t)n, .score = 1e6 + c->calls};
+        c->nested += crdt_replica_write(c->r, "t9", 2, &w, NULL) == 1;
+        c->depth--;
+        if (!delta_is(delta, &c->want)) /* the delta shown is still this write's */
+            c->wrong++;
+    }
+}
+
+static void test_timeline_writes(void)
+{
+    const char *dir = fresh_dir("tlwrites");
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r != NULL, "timeline writes: opens");
+    if (!r)
+        return;
+    nest_ctx_t c = {.r = r};
+    crdt_replica_set_listener(r, nest_cb, &c);
+    rng_t g = {7};
+    int changed = 0, bad = 0;
+    for (int i = 0; i < 3000; i++) {
+        char key[4], m[16];
+        snprintf(key, sizeof(key), "t%d", (int)below(&g, 4));
+        int n = snprintf(m, sizeof(m), "m%d", (int)below(&g, 30));
+        c.want = (crdt_mut_t){.type = CRDT_TIMELINE,
+                              .kind = below(&g, 5) ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                              .bytes = m, .len = (size_t)n, .score = (double)(i / 4 + below(&g, 6))};
+        int rc = crdt_replica_write(r, key, 2, &c.want, NULL);
+        bad += rc < 0;
+        changed += rc == 1;
+    }
+    ok(!bad && changed > 500 && c.nested > 50, "timeline writes: %d changed, %d nested in the "
+       "listener", changed, c.nested);
+    is_int(c.wrong, 0, "timeline writes: every delta shown is its write's, nested or not");
+    crdt_mut_t bad_kind = {.type = CRDT_TIMELINE, .kind = CRDT_MUT_INCR, .n = 1};
+    is_int(crdt_replica_write(r, "t1", 2, &bad_kind, NULL), CRDT_EINVAL,
+           "timeline writes: an increment of a timeline is refused");
+    is_int(crdt_replica_flush(r), 0, "timeline writes: flushed");
+    crdt_replica_set_listener(r, NULL, NULL);
+    /* reopen the directory after close: the log replays to the state the writes made */
+    crdt_replica_t *mem = open_dir(NULL, CRDT_FSYNC_NO, 1);
+    cmp_ctx_t cc = {r, 0, NULL};
+    /* copy r's state into mem by merging, so r can be closed and compared after reopening */
+    int copied = 0;
+    for (int k = 0; k < 10; k++) {
+        char key[4];
+        snprintf(key, sizeof(key), "t%d", k);
+        const crdt_obj_t *o = crdt_replica_get(r, key, 2);
+        if (o && crdt_replica_apply(mem, key, 2, o, CRDT_ORIGIN_LOCAL, NULL) >= 0)
+            copied++;
+    }
+    crdt_replica_close(r);
+    r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    ok(r != NULL && copied == 5, "timeline writes: reopens (%d keys)", copied);
+    if (r) {
+        cc.other = r;
+        crdt_replica_foreach(mem, cmp_key_cb, &cc);
+        is_int(cc.diffs, 0, "timeline writes: the log replays to the same state");
+        crdt_replica_close(r);
+    }
+    crdt_replica_close(mem);
+}
+
 int main(void)
 {
     snprintf(root, sizeof(root), "/tmp/test_replica.XXXXXX");
@@ -2061,6 +2163,7 @@ int main(void)
         bail_out("mkdtemp: %s", strerror(errno));
     setvbuf(stdout, NULL, _IONBF, 0);
     test_types_in_memory();
+    test_timeline_writes();
     test_restart_replays();
     test_snapshot();
     test_torn_tail();

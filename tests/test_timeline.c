@@ -1165,6 +1165,67 @@ static crdt_obj_t *mutate(laws_rng_t *rng, crdt_obj_t *state, uint64_t replica, 
     return d;
 }
 
+static bool same_encoding(const crdt_obj_t *a, const crdt_obj_t *b)
+{
+    crdt_buf_t x = {0}, y = {0};
+    bool same = crdt_obj_encode(a, &x) == 0 && crdt_obj_encode(b, &y) == 0 && x.len == y.len &&
+                !memcmp(x.data, y.data, x.len);
+    crdt_buf_free(&x);
+    crdt_buf_free(&y);
+    return same;
+}
+
+/* crdt_timeline_add_into / _remove_into: the same results, states and deltas as the writes that
+ * make a new delta each, over a bounded timeline (drops, floor), ties, removes, repeats, members
+ * borrowed from the timeline itself and from the delta; the reused delta never grows. */
+static void test_write_into(void)
+{
+    crdt_obj_t *a = crdt_timeline_new(20), *b = crdt_timeline_new(20);
+    crdt_obj_t *into = crdt_timeline_new(7); /* a bound of its own: emptied and unbounded */
+    uint64_t x = 0x853c49e6748fea9bull;
+    size_t diff = 0, changed = 0;
+    for (int i = 0; i < 5000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        char m[16];
+        int n = snprintf(m, sizeof(m), "m%u", (unsigned)(x % 60));
+        const void *mp = m;
+        size_t ml = (size_t)n;
+        crdt_tl_entry_t e[1];
+        if (i % 7 == 0 && crdt_timeline_range(b, 0, 1, e) == 1) /* a member inside b's store */
+            mp = e[0].member, ml = e[0].member_len;
+        double score = (double)(i / 8 + (x >> 40) % 8) + (i % 3 ? 0 : 0.5); /* rising: drops */
+        bool add = (x >> 20) % 4 != 0;
+        crdt_obj_t *d = NULL;
+        int ra = add ? crdt_timeline_add(a, mp, ml, score, &d)
+                     : crdt_timeline_remove(a, mp, ml, score, &d);
+        int rb = add ? crdt_timeline_add_into(b, mp, ml, score, into)
+                     : crdt_timeline_remove_into(b, mp, ml, score, into);
+        diff += ra != rb || !same_encoding(a, b) || (ra == 1 && !same_encoding(d, into));
+        changed += ra == 1;
+        crdt_obj_free(d);
+        /* a member inside the delta's own store (a live entry: a remove's delta has none) */
+        if (i % 11 == 0 && rb == 1 && crdt_timeline_range(into, 0, 1, e) == 1) {
+            ra = crdt_timeline_add(a, e[0].member, e[0].member_len, score + 1, &d);
+            rb = crdt_timeline_add_into(b, e[0].member, e[0].member_len, score + 1, into);
+            diff += ra != rb || !same_encoding(a, b) || (ra == 1 && !same_encoding(d, into));
+            crdt_obj_free(d);
+        }
+    }
+    ok(!diff && changed > 1000, "write_into: 5000 writes give the results, states and deltas of "
+                                "the allocating writes (%zu differ, %zu changed)", diff, changed);
+    crdt_stats_t st;
+    crdt_obj_stats(into, &st);
+    ok(st.memory < 1024, "write_into: the reused delta stays small (%zu bytes)", st.memory);
+    is_int(crdt_timeline_add_into(a, "m", 1, 1, a), CRDT_EINVAL, "write_into: delta is not t");
+    crdt_obj_t *c = crdt_obj_new(CRDT_PNCOUNTER);
+    is_int(crdt_timeline_add_into(a, "m", 1, 1, c), CRDT_EINVAL, "write_into: delta a timeline");
+    is_int(crdt_timeline_add_into(c, "m", 1, 1, into), CRDT_ETYPE, "write_into: t a timeline");
+    crdt_obj_free(c);
+    crdt_obj_free(a);
+    crdt_obj_free(b);
+    crdt_obj_free(into);
+}
+
 int main(void)
 {
     test_write_rules();
@@ -1182,6 +1243,7 @@ int main(void)
     test_merge_encoded_equals_merge();
     test_merge_encoded_rejects();
     test_json();
+    test_write_into();
     const char *env = getenv("CRDT_LAW_CASES");
     int cases = env ? atoi(env) : 3000;
     laws_type_t bounded = {"timeline(6)", create_bounded, mutate};

@@ -354,6 +354,24 @@ uint32_t crdt_timeline_max_size(const crdt_obj_t *t);
 int crdt_timeline_add(crdt_obj_t *t, const void *m, size_t len, double score, crdt_obj_t **delta);
 int crdt_timeline_remove(crdt_obj_t *t, const void *m, size_t len, double score,
                          crdt_obj_t **delta);
+/* crdt_timeline_add / _remove for a caller that makes a delta per write and drops it at once
+ * (a replica's log): the delta goes into `delta`, a timeline of the caller's (crdt_timeline_new,
+ * any bound; it is emptied and left unbounded) instead of a new object, so that a write allocates
+ * nothing. 1: delta holds this write's delta, exactly what crdt_timeline_add would have made;
+ * 0 or an error: t is unchanged and delta's content is unspecified. delta may not be t. */
+int crdt_timeline_add_into(crdt_obj_t *t, const void *m, size_t len, double score,
+                           crdt_obj_t *delta);
+int crdt_timeline_remove_into(crdt_obj_t *t, const void *m, size_t len, double score,
+                              crdt_obj_t *delta);
+/* A hint before a batch of writes to many big timelines: asks the CPU to load, in stages, what a
+ * write of member m will read (the object, its hash slot, the ends of the order, the entries
+ * there, the slot of the entry a bound drops), so that the cache misses of the batch overlap
+ * instead of coming one after the other.
+ * Run stage 0 for every write of the batch, then stage 1 for every one, and so on to
+ * CRDT_TL_PREFETCH_STAGES - 1; then the writes. Changes nothing, reads only what the stage before
+ * asked for; any object (not a timeline: nothing). */
+#define CRDT_TL_PREFETCH_STAGES 6
+void crdt_timeline_prefetch(const crdt_obj_t *t, const void *m, size_t len, int stage);
 
 typedef struct crdt_tl_entry {
     const void *member; /* borrowed from the timeline: valid until its next change */

@@ -461,23 +461,33 @@ int crdt__rd_end(crdt__reader_t *r)
 int crdt_obj_encode(const crdt_obj_t *o, crdt_buf_t *b)
 {
     size_t start = b->len;
+    /* The payload is written in place after one byte left for its length, and moved up in the
+     * rare case (128 bytes or more) that the length needs more: no buffer of its own, which
+     * cost an allocation and a copy per encoding (a log record per write). */
+    if (crdt_buf_reserve(b, 3 + 16) < 0)
+        return CRDT_ENOMEM;
+    b->data[start] = CRDT_CODEC_VERSION;
+    b->data[start + 1] = (uint8_t)o->vt->type;
+    b->len = start + 3;
     crdt__writer_t w = {b, 0};
-    crdt__wr_u8(&w, CRDT_CODEC_VERSION);
-    crdt__wr_u8(&w, (uint8_t)o->vt->type);
-    /* The payload is written first into its own buffer so its length can lead it. */
-    crdt_buf_t payload = {0};
-    crdt__writer_t pw = {&payload, 0};
-    o->vt->encode(o, &pw);
-    if (pw.err)
-        w.err = pw.err;
-    crdt__wr_varint(&w, payload.len);
-    crdt__wr_raw(&w, payload.data, payload.len);
-    crdt_buf_free(&payload);
+    o->vt->encode(o, &w);
     if (!w.err) {
-        uint32_t crc = crdt_crc32c(0, b->data + start, b->len - start);
-        uint8_t c[4] = {(uint8_t)crc, (uint8_t)(crc >> 8), (uint8_t)(crc >> 16),
-                        (uint8_t)(crc >> 24)};
-        crdt__wr_raw(&w, c, 4);
+        size_t plen = b->len - start - 3;
+        uint8_t lv[CRDT_VARINT_MAX];
+        size_t ln = crdt_varint_put(lv, plen);
+        if (ln > 1 && crdt_buf_reserve(b, ln - 1) < 0) {
+            w.err = CRDT_ENOMEM;
+        } else {
+            if (ln > 1) {
+                memmove(b->data + start + 2 + ln, b->data + start + 3, plen);
+                b->len += ln - 1;
+            }
+            memcpy(b->data + start + 2, lv, ln);
+            uint32_t crc = crdt_crc32c(0, b->data + start, b->len - start);
+            uint8_t c[4] = {(uint8_t)crc, (uint8_t)(crc >> 8), (uint8_t)(crc >> 16),
+                            (uint8_t)(crc >> 24)};
+            crdt__wr_raw(&w, c, 4);
+        }
     }
     if (w.err) {
         b->len = start;

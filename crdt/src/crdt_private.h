@@ -155,8 +155,9 @@ int crdt__json_get_hlc(const json_t *j, const char *what, crdt_hlc_ts_t *ts, crd
 typedef void (*crdt__key_fn)(const void *ctx, uint32_t id, const uint8_t **key, size_t *len);
 
 typedef struct crdt__hidx {
-    uint32_t *slots; /* 0: empty, else id + 1 */
-    uint32_t mask;   /* capacity - 1; capacity is a power of two, or 0 before the first insert */
+    uint32_t *slots; /* 0: empty, else id + 1 and a tag (hash.c) */
+    uint32_t mask;   /* capacity - 1 (a power of two, or 0 before the first insert); its top
+                      * bit says the tags are off (hash.c) */
     uint32_t count;
     uint64_t seed;
 } crdt__hidx_t;
@@ -177,8 +178,12 @@ static inline uint64_t crdt__hidx_hash(const crdt__hidx_t *h, const void *key, s
 }
 uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t len, uint64_t hash,
                                 crdt__key_fn fn, const void *ctx);
+/* Room for one more id, as crdt__hidx_insert makes it (then insert_reserved). 0 or CRDT_ENOMEM. */
+int crdt__hidx_reserve_one(crdt__hidx_t *h, crdt__key_fn fn, const void *ctx);
 /* Inserts an absent id whose key hashes to `hash`, with room reserved beforehand (cannot fail). */
 void crdt__hidx_insert_reserved(crdt__hidx_t *h, uint32_t id, uint64_t hash);
+/* Asks the CPU to load the home slot of `hash` (a hint: no effect). */
+void crdt__hidx_prefetch(const crdt__hidx_t *h, uint64_t hash);
 /* Removes an id that is present. */
 void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
 /* Makes room for `n` ids in all without further growth. 0 or CRDT_ENOMEM. */

@@ -48,6 +48,37 @@ uint64_t crdt_hash64(const void *data, size_t n, uint64_t seed)
     return mix(h ^ mix(h2));
 }
 
+/*
+ * A slot holds id + 1 in its low 24 bits, above them its distance from its home slot (4 bits,
+ * 15 meaning "15 or more") and a tag of the key's hash (the top 4 bits). A probe compares a key
+ * only when its tag matches (1 in 16 of the others): a lookup of an absent key (every insert of a
+ * new member) used to read the entry and the bytes of every occupied slot it passed, two cache
+ * misses each in a big object. The distance gives a removal the home of each slot it shifts back
+ * without hashing that slot's key again (two more misses each: a bounded timeline removes one
+ * entry per insert). An id too large for 24 bits (an object of 16M entries) turns both off for
+ * good: the slots are rewritten in place to the plain id + 1 (their positions depend only on the
+ * hash), flagged by the top bit of `mask` (a capacity is at most 2^31), which clones copy.
+ */
+#define ID_BITS 24
+#define ID_LIMIT ((1u << ID_BITS) - 1) /* id + 1 must stay below it while tagged */
+#define DIST_SHIFT ID_BITS
+#define DIST_MAX 15u /* a stored distance of 15: look the home up */
+#define TAG_MASK 0xF0000000u
+#define UNTAGGED 0x80000000u /* in mask */
+
+static inline uint32_t cap_mask(const crdt__hidx_t *h) { return h->mask & ~UNTAGGED; }
+static inline bool tagged(const crdt__hidx_t *h) { return !(h->mask & UNTAGGED); }
+static inline uint32_t tag_of(uint64_t hash) { return (uint32_t)(hash >> 32) & TAG_MASK; }
+static inline uint32_t slot_id(const crdt__hidx_t *h, uint32_t s)
+{
+    return (tagged(h) ? s & ID_LIMIT : s) - 1;
+}
+/* A tagged slot for id at distance dist from its home. */
+static inline uint32_t tagged_slot(uint32_t tag, uint32_t dist, uint32_t id)
+{
+    return tag | (dist < DIST_MAX ? dist : DIST_MAX) << DIST_SHIFT | (id + 1);
+}
+
 void crdt__hidx_init(crdt__hidx_t *h)
 {
     memset(h, 0, sizeof(*h));
@@ -66,7 +97,7 @@ void crdt__hidx_free(crdt__hidx_t *h)
 
 size_t crdt__hidx_memory(const crdt__hidx_t *h)
 {
-    return h->slots ? ((size_t)h->mask + 1) * sizeof(uint32_t) : 0;
+    return h->slots ? ((size_t)cap_mask(h) + 1) * sizeof(uint32_t) : 0;
 }
 
 static uint64_t key_hash(const crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx)
@@ -90,40 +121,58 @@ uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t l
 {
     if (!h->count)
         return CRDT__NO_ID;
-    uint32_t i = (uint32_t)hash & h->mask;
+    uint32_t mask = cap_mask(h), i = (uint32_t)hash & mask;
+    uint32_t tmask = tagged(h) ? TAG_MASK : 0, want = tag_of(hash) & tmask;
     for (;;) {
         uint32_t s = h->slots[i];
         if (!s)
             return CRDT__NO_ID;
-        const uint8_t *k;
-        size_t n;
-        fn(ctx, s - 1, &k, &n);
-        if (n == len && (len == 0 || memcmp(k, key, len) == 0))
-            return s - 1;
-        i = (i + 1) & h->mask;
+        if ((s & tmask) == want) {
+            uint32_t id = slot_id(h, s);
+            const uint8_t *k;
+            size_t n;
+            fn(ctx, id, &k, &n);
+            if (n == len && (len == 0 || memcmp(k, key, len) == 0))
+                return id;
+        }
+        i = (i + 1) & mask;
     }
+}
+
+/* Turns the tags off: every slot becomes the plain id + 1, where it is. */
+static void untag(crdt__hidx_t *h)
+{
+    uint32_t cap = h->slots ? cap_mask(h) + 1 : 0;
+    for (uint32_t i = 0; i < cap; i++)
+        if (h->slots[i])
+            h->slots[i] &= ID_LIMIT;
+    h->mask |= UNTAGGED;
 }
 
 static void place(crdt__hidx_t *h, uint32_t id, uint64_t hash)
 {
-    uint32_t i = (uint32_t)hash & h->mask;
+    if (tagged(h) && id + 1 >= ID_LIMIT)
+        untag(h);
+    uint32_t mask = cap_mask(h), home = (uint32_t)hash & mask, i = home;
     while (h->slots[i])
-        i = (i + 1) & h->mask;
-    h->slots[i] = id + 1;
+        i = (i + 1) & mask;
+    h->slots[i] = tagged(h) ? tagged_slot(tag_of(hash), (i - home) & mask, id) : id + 1;
 }
 
 static int resize(crdt__hidx_t *h, uint32_t cap, crdt__key_fn fn, const void *ctx)
 {
     uint32_t *old = h->slots;
-    uint32_t oldcap = old ? h->mask + 1 : 0;
+    uint32_t oldcap = old ? cap_mask(h) + 1 : 0;
     uint32_t *slots = crdt__calloc(cap, sizeof(uint32_t));
     if (!slots)
         return CRDT_ENOMEM;
     h->slots = slots;
-    h->mask = cap - 1;
+    h->mask = (cap - 1) | (h->mask & UNTAGGED);
     for (uint32_t i = 0; i < oldcap; i++)
-        if (old[i])
-            place(h, old[i] - 1, key_hash(h, old[i] - 1, fn, ctx));
+        if (old[i]) {
+            uint32_t id = slot_id(h, old[i]);
+            place(h, id, key_hash(h, id, fn, ctx));
+        }
     crdt__free(old);
     return 0;
 }
@@ -143,20 +192,25 @@ int crdt__hidx_reserve(crdt__hidx_t *h, uint32_t n, crdt__key_fn fn, const void 
     uint32_t cap = cap_for(n);
     if (!cap)
         return CRDT_ENOMEM;
-    if (h->slots && cap <= h->mask + 1)
+    if (h->slots && cap <= cap_mask(h) + 1)
         return 0;
     return resize(h, cap, fn, ctx);
 }
 
-int crdt__hidx_insert(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx)
+int crdt__hidx_reserve_one(crdt__hidx_t *h, crdt__key_fn fn, const void *ctx)
 {
     if (h->count == UINT32_MAX - 1)
         return CRDT_ENOMEM;
-    if (!h->slots || (uint64_t)(h->count + 1) * 4 > (uint64_t)(h->mask + 1) * 3) {
-        int rc = crdt__hidx_reserve(h, h->count + 1, fn, ctx);
-        if (rc < 0)
-            return rc;
-    }
+    if (!h->slots || (uint64_t)(h->count + 1) * 4 > (uint64_t)(cap_mask(h) + 1) * 3)
+        return crdt__hidx_reserve(h, h->count + 1, fn, ctx);
+    return 0;
+}
+
+int crdt__hidx_insert(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx)
+{
+    int rc = crdt__hidx_reserve_one(h, fn, ctx);
+    if (rc < 0)
+        return rc;
     place(h, id, key_hash(h, id, fn, ctx));
     h->count++;
     return 0;
@@ -172,26 +226,36 @@ void crdt__hidx_remove(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void
 {
     if (!h->count)
         return;
-    uint32_t i = (uint32_t)key_hash(h, id, fn, ctx) & h->mask;
-    while (h->slots[i] && h->slots[i] != id + 1)
-        i = (i + 1) & h->mask;
+    uint32_t mask = cap_mask(h), i = (uint32_t)key_hash(h, id, fn, ctx) & mask;
+    while (h->slots[i] && slot_id(h, h->slots[i]) != id)
+        i = (i + 1) & mask;
     if (!h->slots[i])
         return;
     /* Backward-shift deletion: no tombstones, so lookups never slow down with churn. */
     uint32_t hole = i;
+    bool tags = tagged(h);
     for (;;) {
-        i = (i + 1) & h->mask;
+        i = (i + 1) & mask;
         uint32_t s = h->slots[i];
         if (!s)
             break;
-        uint32_t home = (uint32_t)key_hash(h, s - 1, fn, ctx) & h->mask;
+        uint32_t dist = tags ? (s >> DIST_SHIFT) & DIST_MAX : DIST_MAX;
+        uint32_t home = dist < DIST_MAX ? (i - dist) & mask
+                                        : (uint32_t)key_hash(h, slot_id(h, s), fn, ctx) & mask;
         /* s may move into the hole if its home is not in the cyclic range (hole, i] */
         bool stays = (hole <= i) ? (home > hole && home <= i) : (home > hole || home <= i);
         if (!stays) {
-            h->slots[hole] = s;
+            h->slots[hole] =
+                tags ? tagged_slot(s & TAG_MASK, (hole - home) & mask, (s & ID_LIMIT) - 1) : s;
             hole = i;
         }
     }
     h->slots[hole] = 0;
     h->count--;
+}
+
+void crdt__hidx_prefetch(const crdt__hidx_t *h, uint64_t hash)
+{
+    if (h->slots)
+        __builtin_prefetch(&h->slots[(uint32_t)hash & cap_mask(h)]);
 }

@@ -33,10 +33,12 @@
  *   - ents: a flat pool of 16-byte entries {score, member offset, member length | tombstone bit},
  *     recycled through a free list; ids are indexes into it;
  *   - blobs: every member's bytes (and the floor's) in one buffer, compacted when half garbage;
- *   - idx: member -> id, open addressing over 4-byte slots (crdt__hidx_t);
+ *   - idx: member -> id, open addressing over 4-byte slots with a hash tag and the distance
+ *     from home (crdt__hidx_t, hash.c);
  *   - order: a two-level sorted list of ids, blocks of up to 64 ids under a top array of block
- *     pointers with each block's live count beside it. Insert is a binary search and a memmove
- *     of at most 64 ids; offset reads skip whole blocks reading only the live-count array.
+ *     pointers with each block's live count beside it. Insert is a binary search (none at
+ *     either end: a feed's newest) and a memmove of at most 64 ids; offset reads skip whole
+ *     blocks reading only the live-count array.
  *     A lone first block starts at 4 ids and doubles, so small feeds stay small.
  * Merge inserts a small src (a delta) entry by entry; a src at least a quarter of dst's size is
  * joined in one linear pass that rebuilds the blocks. Clone copies the arrays as they are.
@@ -188,6 +190,19 @@ static void find_pos(const timeline_t *t, const tl_key_t *k, uint32_t *bi, uint3
 {
     if (!t->nblk) {
         *bi = *si = 0;
+        return;
+    }
+    /* The ends first: a feed's writes are mostly its newest entry (and the oldest is what a
+     * bound drops), so most inserts skip the search and its scattered reads. */
+    const tl_block_t *first = t->blk[0];
+    if (ent_vs_key(t, first->ids[0], k) >= 0) {
+        *bi = *si = 0;
+        return;
+    }
+    const tl_block_t *last = t->blk[t->nblk - 1];
+    if (ent_vs_key(t, last->ids[last->n - 1], k) < 0) {
+        *bi = t->nblk - 1;
+        *si = last->n;
         return;
     }
     uint32_t lo = 0, hi = t->nblk;
@@ -641,7 +656,8 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
 {
     if (below_floor(t, score, m, len))
         return 0;
-    uint32_t id = crdt__hidx_find(&t->idx, m, len, key_of, t);
+    uint64_t hash = crdt__hidx_hash(&t->idx, m, len); /* once, for the lookup and the insert */
+    uint32_t id = crdt__hidx_find_hashed(&t->idx, m, len, hash, key_of, t);
     if (id != CRDT__NO_ID) {
         tl_ent_t *e = &t->ents[id];
         bool was_live = ent_live(e);
@@ -694,11 +710,12 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
         return CRDT_ENOMEM;
     id = alloc_id(t);
     t->ents[id] = (tl_ent_t){score, off, (uint32_t)len | (live ? 0 : TL_TOMB)};
-    if (crdt__hidx_insert(&t->idx, id, key_of, t) < 0) {
+    if (crdt__hidx_reserve_one(&t->idx, key_of, t) < 0) {
         crdt__blobs_drop(&t->blobs, len);
         free_id(t, id);
         return CRDT_ENOMEM;
     }
+    crdt__hidx_insert_reserved(&t->idx, id, hash); /* the hash of m: the same bytes */
     const tl_ent_t *e = &t->ents[id];
     tl_key_t k = {score, ent_mem(t, e), len, false};
     uint32_t bi, si;
@@ -761,6 +778,85 @@ static int write_api(crdt_obj_t *o, const void *m, size_t len, double score, boo
     return rc;
 }
 
+/* Empties a timeline, keeping its arrays (a big member store is let go). */
+static void tl_clear(timeline_t *d)
+{
+    for (uint32_t b = 0; b < d->nblk; b++) {
+        if (!d->spare)
+            d->spare = d->blk[b];
+        else
+            crdt__free(d->blk[b]);
+    }
+    d->nblk = 0;
+    d->count = d->live = 0;
+    d->ents_used = 0;
+    d->free_head = CRDT__NO_ID;
+    d->has_floor = false;
+    d->floor_score = 0;
+    d->floor_off = d->floor_len = 0;
+    d->max_size = 0;
+    if (d->blobs.cap > 4096)
+        crdt__blobs_free(&d->blobs);
+    d->blobs.len = d->blobs.garbage = 0;
+    if (d->idx.slots && d->idx.count) {
+        if (d->idx.count > 64) {
+            crdt__hidx_free(&d->idx);
+        } else {
+            memset(d->idx.slots, 0, crdt__hidx_memory(&d->idx));
+            d->idx.count = 0;
+        }
+    }
+}
+
+/* write_api with the delta written into `into` (emptied first) rather than a new object. */
+static int write_into(crdt_obj_t *o, const void *m, size_t len, double score, bool live,
+                      crdt_obj_t *into)
+{
+    timeline_t *d = (timeline_t *)into;
+    if (!as_tl(into) || into == o)
+        return CRDT_EINVAL;
+    if (!as_tl(o))
+        return o ? CRDT_ETYPE : CRDT_EINVAL;
+    if (!isfinite(score) || len > CRDT_MAX_BLOB || (!m && len))
+        return CRDT_EINVAL;
+    if (score == 0)
+        score = 0.0;
+    if (!m)
+        m = "";
+    timeline_t *t = (timeline_t *)o;
+    void *copy = NULL;
+    uintptr_t p = (uintptr_t)m, lo = (uintptr_t)t->blobs.data, dlo = (uintptr_t)d->blobs.data;
+    if (len && ((t->blobs.data && p >= lo && p < lo + t->blobs.cap) ||
+                (d->blobs.data && p >= dlo && p < dlo + d->blobs.cap))) {
+        if (!(copy = crdt__malloc(len)))
+            return CRDT_ENOMEM;
+        memcpy(copy, m, len);
+        m = copy;
+    }
+    /* the delta first, as write_api makes it: once the state changed, failing would break
+     * "unchanged on error" */
+    tl_clear(d);
+    int rc = append_entry(d, score, live, m, len);
+    if (rc == 0)
+        rc = tl_write(t, m, len, score, live);
+    else if (rc == CRDT_EINVAL)
+        rc = CRDT_ENOMEM;
+    crdt__free(copy);
+    return rc;
+}
+
+int crdt_timeline_add_into(crdt_obj_t *t, const void *m, size_t len, double score,
+                           crdt_obj_t *delta)
+{
+    return write_into(t, m, len, score, true, delta);
+}
+
+int crdt_timeline_remove_into(crdt_obj_t *t, const void *m, size_t len, double score,
+                              crdt_obj_t *delta)
+{
+    return write_into(t, m, len, score, false, delta);
+}
+
 int crdt_timeline_add(crdt_obj_t *t, const void *m, size_t len, double score, crdt_obj_t **delta)
 {
     return write_api(t, m, len, score, true, delta);
@@ -813,6 +909,49 @@ apply:
     }
     t->live = 0;
     return 1;
+}
+
+void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int stage)
+{
+    const timeline_t *t = as_tl(o);
+    if (!t)
+        return;
+    if (stage == 0) { /* the object itself, beyond the line its type is read from */
+        for (size_t at = 64; at < sizeof(*t); at += 64)
+            __builtin_prefetch((const char *)t + at);
+        return;
+    }
+    if (!t->nblk)
+        return;
+    const tl_block_t *first = t->blk[0], *last = t->blk[t->nblk - 1];
+    switch (stage) {
+    case 1: /* the member's slot, the block pointers, the entry and the bytes an insert takes */
+        crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, m ? m : "", len));
+        __builtin_prefetch(t->blk);
+        __builtin_prefetch(&t->blk[t->nblk - 1]);
+        if (t->free_head != CRDT__NO_ID)
+            __builtin_prefetch(&t->ents[t->free_head]);
+        if (t->blobs.data)
+            __builtin_prefetch(t->blobs.data + t->blobs.len);
+        break;
+    case 2: /* the first and last blocks: where the new entry and the entry a bound drops are */
+        __builtin_prefetch(first->ids);
+        __builtin_prefetch(&last->ids[last->n - 1]);
+        break;
+    case 3: /* the newest and the oldest entries */
+        __builtin_prefetch(&t->ents[first->ids[0]]);
+        __builtin_prefetch(&t->ents[last->ids[last->n - 1]]);
+        break;
+    case 4: /* the oldest entry's bytes (a drop hashes them) */
+        __builtin_prefetch(blob_at(t, t->ents[last->ids[last->n - 1]].off));
+        break;
+    default: /* the oldest entry's hash slot, when a bound will drop it */
+        if (t->max_size && t->count >= t->max_size) {
+            const tl_ent_t *e = &t->ents[last->ids[last->n - 1]];
+            crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, ent_mem(t, e), ent_len(e)));
+        }
+        break;
+    }
 }
 
 /* ---- merge ---------------------------------------------------------------------------------- */
@@ -1357,23 +1496,30 @@ static void timeline_stats(const crdt_obj_t *o, crdt_stats_t *st)
 static void timeline_encode(const crdt_obj_t *o, crdt__writer_t *w)
 {
     const timeline_t *t = (const timeline_t *)o;
-    crdt__wr_varint(w, t->max_size);
-    crdt__wr_u8(w, t->has_floor);
-    if (t->has_floor) {
-        crdt__wr_double(w, t->floor_score);
-        crdt__wr_blob(w, blob_at(t, t->floor_off), t->floor_len);
-    }
-    crdt__wr_varint(w, t->count);
-    /* The entries are written straight into the buffer, reserved once: at most 8 + 1 + 5 bytes
-     * per entry beside the member bytes, which the blob store's length bounds. Field by field
-     * through the writer costs twice the time. */
-    size_t most = (size_t)t->count * 14 + t->blobs.len;
+    /* Everything is written straight into the buffer, reserved once: the header (bound, floor,
+     * count) and at most 8 + 1 + 5 bytes per entry beside the member bytes, which the blob
+     * store's length bounds (the floor's member is in it too). Field by field through the writer
+     * costs twice the time, and a log record per write is one of these. */
+    size_t most = 5 + 1 + 8 + 5 + 5 + (size_t)t->count * 14 + t->blobs.len;
     if (w->err || crdt_buf_reserve(w->b, most) < 0) {
         if (!w->err)
             w->err = CRDT_ENOMEM;
         return;
     }
     uint8_t *start = w->b->data + w->b->len, *p = start;
+    p += crdt_varint_put(p, t->max_size);
+    *p++ = t->has_floor;
+    if (t->has_floor) {
+        uint64_t u;
+        memcpy(&u, &t->floor_score, 8);
+        for (int k = 0; k < 8; k++)
+            *p++ = (uint8_t)(u >> (8 * k));
+        p += crdt_varint_put(p, t->floor_len);
+        if (t->floor_len)
+            memcpy(p, blob_at(t, t->floor_off), t->floor_len);
+        p += t->floor_len;
+    }
+    p += crdt_varint_put(p, t->count);
     const uint8_t *base = blob_at(t, 0);
     for (uint32_t b = 0; b < t->nblk; b++) {
         for (uint32_t i = 0; i < t->blk[b]->n; i++) {

@@ -420,8 +420,25 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     return 1;
 }
 
+/* crdt_replica_mutate; with `lent` the delta the mutator gives is the replica's own (tl_delta),
+ * which is kept rather than freed. */
+static int mutate_impl(crdt_replica_t *r, const void *key, size_t klen, crdt_type_t type,
+                       crdt_replica_mutate_cb mutate, void *ud, uint64_t *seq, bool lent);
+
 int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_type_t type,
                         crdt_replica_mutate_cb mutate, void *ud, uint64_t *seq)
+{
+    return mutate_impl(r, key, klen, type, mutate, ud, seq, false);
+}
+
+static void drop_delta(crdt_obj_t *delta, bool lent)
+{
+    if (!lent)
+        crdt_obj_free(delta);
+}
+
+static int mutate_impl(crdt_replica_t *r, const void *key, size_t klen, crdt_type_t type,
+                       crdt_replica_mutate_cb mutate, void *ud, uint64_t *seq, bool lent)
 {
     int rc = write_checks(r, key, klen);
     if (rc < 0)
@@ -441,7 +458,7 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
     crdt_obj_t *delta = NULL;
     rc = mutate(obj, ud, &delta);
     if (rc <= 0) {
-        crdt_obj_free(delta);
+        drop_delta(delta, lent);
         crdt_obj_free(fresh);
         if (rc == 0)
             r->st.noops++;
@@ -453,7 +470,7 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
     size_t mark = r->log.buf.len;
     if (logging(r) && (rc = rep_record_append(&r->log.buf, s, key, klen, logged)) < 0) {
         if (fresh) { /* a new key never became visible: nothing to undo */
-            crdt_obj_free(delta);
+            drop_delta(delta, lent);
             crdt_obj_free(fresh);
             return rc;
         }
@@ -464,12 +481,12 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
     }
     if (fresh && (id = rep_insert(r, key, klen, h, fresh)) == NO_ID) {
         r->log.buf.len = mark;
-        crdt_obj_free(delta);
+        drop_delta(delta, lent);
         crdt_obj_free(fresh);
         return CRDT_ENOMEM;
     }
     commit(r, id, s, logged, mark, CRDT_ORIGIN_LOCAL);
-    crdt_obj_free(delta);
+    drop_delta(delta, lent);
     if (seq)
         *seq = s;
     return 1;
@@ -478,12 +495,25 @@ int crdt_replica_mutate(crdt_replica_t *r, const void *key, size_t klen, crdt_ty
 typedef struct mut_ctx {
     const crdt_mut_t *m;
     uint64_t node;
+    crdt_obj_t *into; /* tl_mut_cb: the replica's delta */
 } mut_ctx_t;
 
 static int mut_cb(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
 {
     const mut_ctx_t *c = ud;
     return crdt_mut_apply(obj, c->m, c->node, delta);
+}
+
+/* A timeline add or remove, its delta written into the replica's own (no allocation per write). */
+static int tl_mut_cb(crdt_obj_t *obj, void *ud, crdt_obj_t **delta)
+{
+    const mut_ctx_t *c = ud;
+    crdt_obj_t *into = c->into;
+    int rc = c->m->kind == CRDT_MUT_ADD
+                 ? crdt_timeline_add_into(obj, c->m->bytes, c->m->len, c->m->score, into)
+                 : crdt_timeline_remove_into(obj, c->m->bytes, c->m->len, c->m->score, into);
+    *delta = rc > 0 ? into : NULL;
+    return rc;
 }
 
 int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const crdt_mut_t *m,
@@ -513,7 +543,15 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
             return rc;
         m = &stamped;
     }
-    mut_ctx_t c = {m, r->cfg.node_id};
+    mut_ctx_t c = {m, r->cfg.node_id, NULL};
+    if (m->type == CRDT_TIMELINE && (m->kind == CRDT_MUT_ADD || m->kind == CRDT_MUT_REMOVE) &&
+        !r->tl_delta_busy && (r->tl_delta || (r->tl_delta = crdt_timeline_new(0)))) {
+        c.into = r->tl_delta;
+        r->tl_delta_busy = true; /* until the listener has seen it */
+        int rc = mutate_impl(r, key, klen, m->type, tl_mut_cb, &c, seq, true);
+        r->tl_delta_busy = false;
+        return rc;
+    }
     return crdt_replica_mutate(r, key, klen, m->type, mut_cb, &c, seq);
 }
 
@@ -730,6 +768,7 @@ static void free_replica(crdt_replica_t *r)
     free(r->feed);
     free(r->dirty);
     crdt_buf_free(&r->scratch);
+    crdt_obj_free(r->tl_delta);
     crdt_buf_free(&r->log.buf);
     free(r->log.old);
     if (r->lockfd >= 0)

@@ -152,6 +152,8 @@ struct crdt_replica {
     size_t ndirty, cap_dirty;
     uint64_t digest;    /* sum of contrib over keys with a fresh fingerprint */
     crdt_buf_t scratch; /* reused for fingerprint encodings */
+    crdt_obj_t *tl_delta; /* reused as the delta of local timeline writes (NULL until the first) */
+    bool tl_delta_busy;   /* lent out: a write from inside the listener makes its own */
 
     crdt_hlc_t hlc;
     uint64_t clock_warned_ms; /* wall time of the last "clock ahead" log line (0: none yet) */
