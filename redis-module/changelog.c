@@ -36,7 +36,9 @@ typedef struct slot_logs {
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
 static slot_logs_t slots[CRDTM_SLOTS];
-static RedisModuleString *field_k, *field_d;
+static RedisModuleString *field_k, *field_d, *field_o;
+/* The origin the next appends carry (crdtm_log_set_origin; 0: none, the field is left out). */
+static uint64_t log_origin;
 static struct {
     unsigned long long appends, trims, trimmed, restores, created;
 } log_stats;
@@ -261,15 +263,26 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         sl->cur_epoch = epoch;
     }
     RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
-    RedisModuleString *fields[4] = {field_k, key, field_d, d};
+    /* an origin (CRDT.MERGE ... ORIGIN id) is a third field, o: the node id in decimal */
+    RedisModuleString *o = NULL;
+    if (log_origin) {
+        char ob[24];
+        int ol = snprintf(ob, sizeof(ob), "%llu", (unsigned long long)log_origin);
+        o = RedisModule_CreateString(ctx, ob, (size_t)ol);
+    }
+    RedisModuleString *fields[6] = {field_k, key, field_d, d, field_o, o};
     RedisModuleStreamID id;
-    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 2);
+    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, o ? 3 : 2);
     if (rc == REDISMODULE_OK) {
         char idtext[48];
         format_id(idtext, sizeof(idtext), &id);
         /* strings the module holds go as "s" (shared, not copied): only the ID is made here */
-        RedisModule_Replicate(ctx, "XADD", "scssss", sl->cur_name, idtext, field_k, key, field_d,
-                              d);
+        if (o)
+            RedisModule_Replicate(ctx, "XADD", "scssssss", sl->cur_name, idtext, field_k, key,
+                                  field_d, d, field_o, o);
+        else
+            RedisModule_Replicate(ctx, "XADD", "scssss", sl->cur_name, idtext, field_k, key,
+                                  field_d, d);
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
@@ -279,8 +292,15 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed", name);
     }
     RedisModule_FreeString(ctx, d);
+    if (o)
+        RedisModule_FreeString(ctx, o);
     RedisModule_CloseKey(lk);
     return rc == REDISMODULE_OK ? 0 : -1;
+}
+
+void crdtm_log_set_origin(uint64_t origin)
+{
+    log_origin = origin;
 }
 
 int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj)
@@ -499,20 +519,26 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
              i++) {
             /* The iterator makes new strings (no auto memory here): each is freed below. */
             RedisModuleString *kv = NULL, *dv = NULL, *f, *v;
+            long long origin = 0;
             while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
                 size_t fl;
                 const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'k' && !kv)
+                if (fl == 1 && fp[0] == 'k' && !kv) {
                     kv = v;
-                else if (fl == 1 && fp[0] == 'd' && !dv)
+                } else if (fl == 1 && fp[0] == 'd' && !dv) {
                     dv = v;
-                else
+                } else {
+                    if (fl == 1 && fp[0] == 'o' &&
+                        (RedisModule_StringToLongLong(v, &origin) != REDISMODULE_OK || origin < 0))
+                        origin = 0;
                     RedisModule_FreeString(ctx, v);
+                }
                 RedisModule_FreeString(ctx, f);
             }
             char idtext[48];
             format_id(idtext, sizeof(idtext), &id);
-            RedisModule_ReplyWithArray(ctx, 3);
+            /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
+            RedisModule_ReplyWithArray(ctx, origin ? 4 : 3);
             RedisModule_ReplyWithCString(ctx, idtext);
             if (kv)
                 RedisModule_ReplyWithString(ctx, kv);
@@ -526,6 +552,8 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 RedisModule_FreeString(ctx, kv);
             if (dv)
                 RedisModule_FreeString(ctx, dv);
+            if (origin)
+                RedisModule_ReplyWithLongLong(ctx, origin);
         }
         RedisModule_StreamIteratorStop(lk);
     }
@@ -543,6 +571,7 @@ int crdtm_log_init(RedisModuleCtx *ctx)
     }
     field_k = RedisModule_CreateString(NULL, "k", 1);
     field_d = RedisModule_CreateString(NULL, "d", 1);
+    field_o = RedisModule_CreateString(NULL, "o", 1);
     /* Subscribed even with the log off: a node switched off still lists the logs it holds. */
     return RedisModule_SubscribeToKeyspaceEvents(
                ctx,

@@ -773,10 +773,24 @@ static void log_payloads(RedisModuleCtx *ctx, RedisModuleString **argv, crdt_obj
     crdtm_log_state(ctx, argv[1], objs[0]);
 }
 
+/* CRDT.MERGE key payload [payload ...] [ORIGIN id]: with ORIGIN (a node id > 0; a payload never
+ * reads "ORIGIN": encodings start with version byte 1) the change log entry carries it as field
+ * `o`, so a follower can tell a peer's change (crdtd's active-active) from a local one. */
 static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc < 3)
         return RedisModule_WrongArity(ctx);
+    long long origin = 0;
+    if (argc >= 5) {
+        size_t ol;
+        const char *op = RedisModule_StringPtrLen(argv[argc - 2], &ol);
+        if (ol == 6 && !strncasecmp(op, "ORIGIN", 6)) {
+            if (RedisModule_StringToLongLong(argv[argc - 1], &origin) != REDISMODULE_OK ||
+                origin <= 0)
+                return RedisModule_ReplyWithError(ctx, "ERR ORIGIN must be a node id > 0");
+            argc -= 2;
+        }
+    }
     int np = argc - 2;
     crdt_obj_t *stack_objs[8];
     crdt_obj_t **objs = np <= 8 ? stack_objs : crdtm_calloc((size_t)np, sizeof(*objs));
@@ -863,8 +877,11 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     if (changed) {
         /* The replica holds what we held, so the same payloads give it the same state. */
         RedisModule_ReplicateVerbatim(ctx);
-        if (crdtm_log_should_append(ctx))
+        if (crdtm_log_should_append(ctx)) {
+            crdtm_log_set_origin((uint64_t)origin);
             log_payloads(ctx, argv, objs, np);
+            crdtm_log_set_origin(0);
+        }
         crdtm_changed(ctx, argv[1], "crdt.merge", NULL);
     }
     if (err < 0)

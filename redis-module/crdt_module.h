@@ -118,6 +118,9 @@ bool crdtm_log_should_append(RedisModuleCtx *ctx);
 /* Appends {k: key, d: data} to the log of key's slot, creating the log if the slot has none, and
  * replicates the XADD (and a trim). 0, or -1 after a warning in the server log. Borrows all. */
 int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len);
+/* The origin node id the appends that follow carry as a third field `o` (0: none). CRDT.MERGE
+ * ... ORIGIN id sets it around its own append and clears it. */
+void crdtm_log_set_origin(uint64_t origin);
 /* Appends the full state of obj as key's entry. */
 int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj);
 /* Slot tags and keyspace subscriptions; 0 or -1. */
