@@ -74,6 +74,11 @@ typedef enum {
     R_SLOTS,
     R_LOG_LIST,
     R_LOG_READ,
+    R_RSX_OPEN,
+    R_RSX_RECV,
+    R_RSX_DIFFS,
+    R_RSX_CLOSE,
+    R_RSX_DIGEST,
 } req_kind_t;
 
 /* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
@@ -188,6 +193,13 @@ struct sr_store {
     size_t feed_head, feed_len;
     uint64_t feed_dropped; /* seq of the newest change dropped from the ring */
     crdt_store_redis_stats_t rs;
+    /* anti-entropy: open sessions (freed at close), the names DIFFS gave for the ids found to
+     * differ (rsx_keys), the item count DIGEST gave last (rsx_items) */
+    crdt_store_rsx_t *rsx_list;
+    struct sr_rname **rnames;
+    size_t rnames_cap, rnames_n;
+    uint64_t rsx_items, rsx_items_at;
+    bool rsx_items_busy;
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -281,6 +293,7 @@ static void inflight_unlink(sr_req_t *q)
 }
 
 static void req_fail(sr_req_t *q, int rc);
+static void rsx_failed(sr_req_t *q, int rc, const char *why);
 static void req_dispatch(sr_store_t *s, sr_req_t *q);
 static void send_wait(sr_req_t *w);
 static void discovery_failed(sr_store_t *s, const char *fmt, ...)
@@ -713,6 +726,11 @@ static void req_fail(sr_req_t *q, int rc)
         q->fixed->follow_next = now_ms(s) + s->cfg.backoff_max_ms;
         break;
     case R_LOG_READ: follow_read_done(q->fixed); break;
+    case R_RSX_OPEN:
+    case R_RSX_RECV:
+    case R_RSX_DIFFS:
+    case R_RSX_CLOSE:
+    case R_RSX_DIGEST: rsx_failed(q, rc, NULL); break;
     case R_SLOTS:
         s->refresh_inflight = false;
         if (s->ready != 1)
@@ -902,8 +920,15 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
+static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
+    if (q->kind >= R_RSX_OPEN) {
+        rsx_reply(s, q, r);
+        req_free(q);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR && (q->kind == R_LOG_LIST || q->kind == R_LOG_READ)) {
         /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
         set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
@@ -975,6 +1000,11 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_SLOTS: slots_reply(s, q, r); break;
     case R_LOG_LIST: log_list_reply(s, q, r); break;
     case R_LOG_READ: log_read_reply(s, q, r); break;
+    case R_RSX_OPEN:
+    case R_RSX_RECV:
+    case R_RSX_DIFFS:
+    case R_RSX_CLOSE:
+    case R_RSX_DIGEST: break; /* rsx_reply, above */
     }
     req_free(q);
 }
@@ -1365,7 +1395,8 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         s->rs.log_entries++;
         feed_append(s, e.key, e.klen, seq);
         if (s->base.ev.change)
-            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d, CRDT_ORIGIN_LOCAL);
+            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d,
+                              e.origin ? e.origin : CRDT_ORIGIN_LOCAL);
         crdt_obj_free(d);
         seq_complete(s, seq);
     }
@@ -1611,8 +1642,10 @@ static int hlc_stamp(sr_store_t *s, crdt_hlc_ts_t *ts)
     return crdt_hlc_tick(&s->hlc, crdt_wall_ms(), ts);
 }
 
+/* CRDT.MERGE key <delta>, with ORIGIN <id> for a peer's change (origin not CRDT_ORIGIN_LOCAL):
+ * the module writes it into the change log entry, so followers tell it from a local change. */
 static sr_req_t *merge_req(sr_store_t *s, const void *key, size_t klen, const crdt_obj_t *delta,
-                           int *rc)
+                           int *rc, uint64_t origin)
 {
     crdt_buf_t b = {0};
     *rc = crdt_obj_encode(delta, &b);
@@ -1620,9 +1653,12 @@ static sr_req_t *merge_req(sr_store_t *s, const void *key, size_t klen, const cr
         crdt_buf_free(&b);
         return NULL;
     }
-    const char *argv[] = {"CRDT.MERGE", key, (const char *)b.data};
-    size_t lens[] = {10, klen, b.len};
-    sr_req_t *q = req_new(s, R_WRITE, "CRDT.MERGE", 3, argv, lens);
+    char ob[24];
+    snprintf(ob, sizeof(ob), "%llu", (unsigned long long)origin);
+    const char *argv[] = {"CRDT.MERGE", key, (const char *)b.data, "ORIGIN", ob};
+    size_t lens[] = {10, klen, b.len, 6, strlen(ob)};
+    sr_req_t *q =
+        req_new(s, R_WRITE, "CRDT.MERGE", origin != CRDT_ORIGIN_LOCAL ? 5 : 3, argv, lens);
     crdt_buf_free(&b);
     if (!q)
         *rc = CRDT_ENOMEM;
@@ -1726,7 +1762,7 @@ static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_
         rc = o ? crdt_mut_apply(o, &mm, s->cfg.node_id, &delta) : CRDT_ENOMEM;
         crdt_obj_free(o);
         if (rc > 0 && delta) {
-            q = merge_req(s, key, klen, delta, &rc);
+            q = merge_req(s, key, klen, delta, &rc, CRDT_ORIGIN_LOCAL);
             if (q)
                 q->delta = delta;
             else
@@ -1742,7 +1778,7 @@ static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_
             rc = CRDT_EINVAL;
             break;
         }
-        q = merge_req(s, key, klen, mm.state, &rc);
+        q = merge_req(s, key, klen, mm.state, &rc, CRDT_ORIGIN_LOCAL);
         if (q && s->base.ev.change && !(q->delta = crdt_obj_clone(mm.state))) {
             req_free(q);
             q = NULL;
@@ -1762,7 +1798,7 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
 {
     sr_store_t *s = srs(st);
     int rc = 0;
-    sr_req_t *q = delta ? merge_req(s, key, klen, delta, &rc) : NULL;
+    sr_req_t *q = delta ? merge_req(s, key, klen, delta, &rc, origin) : NULL;
     if (!q) {
         cb(ud, delta ? rc : CRDT_EINVAL, 0);
         return;
@@ -1868,12 +1904,17 @@ static void sr_changes(crdt_store_t *st, uint64_t since, size_t limit, crdt_feed
         done(ud, CRDT_EUNAVAIL, since);
         return;
     }
+    /* A position this store no longer holds the changes after: CRDT_ELIMIT (the ring's bound),
+     * not EUNAVAIL (Redis is fine): a reader rescans, the peer engine resumes at the durable seq
+     * and leaves the gap to anti-entropy. Not last_error: the store is healthy. */
+    if (since && since < s->cfg.seq_base) {
+        s->rs.feed_gaps++;
+        done(ud, CRDT_ELIMIT, since);
+        return;
+    }
     if (since < s->feed_dropped) {
-        set_err(s,
-                "change feed: position %llu is older than the %zu changes kept (from seq %llu); "
-                "rescan",
-                (unsigned long long)since, s->cfg.feed_max, (unsigned long long)s->feed_dropped);
-        done(ud, CRDT_EUNAVAIL, since);
+        s->rs.feed_gaps++;
+        done(ud, CRDT_ELIMIT, since);
         return;
     }
     /* newest first, keep each key's latest change, then oldest first up to limit */
@@ -2146,6 +2187,455 @@ static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_
     req_dispatch(s, q);
 }
 
+/* ---- anti-entropy over CRDT.RSX.* -------------------------------------------------------------
+ * One crdt_rsx session of the module per store session, over every slot (CRDT.RSX.OPEN k role
+ * 0 16383) of the one primary: the module keeps the items (key id, state fingerprint) per slot
+ * beside the keys, so nothing is listed through crdtd and the bytes exchanged grow with the
+ * difference. Steps: the initiator's first step is OPEN (its reply carries the first message);
+ * a responder's first step is OPEN then RECV; every other step is RECV; once RECV says done,
+ * DIFFS lists the differing ids with the names this side holds, remembered for rsx_keys. Over a
+ * cluster of several primaries one module session cannot cover the keyspace: a session there ends
+ * at once with no difference found (anti-entropy is off; the change logs still replicate). */
+
+#define SR_RSX_KEY "crdtd-rsx"   /* routes the session's commands (any key of the primary) */
+#define SR_RNAMES_MAX (1u << 20) /* names remembered for repairs before the map starts over */
+#define SR_RSX_ITEMS_MS 1000     /* rsx_items refreshes its count at most this often */
+
+typedef struct sr_rname {
+    uint64_t id;
+    struct sr_rname *next;
+    size_t len;
+    char name[];
+} sr_rname_t;
+
+struct crdt_store_rsx {
+    sr_store_t *st;
+    crdt_store_rsx_t *prev, *next; /* the store's list */
+    bool initiator;
+    bool opened;   /* the module holds the session (sid) */
+    bool finished; /* DIFFS ended it in the module (or it was never opened) */
+    bool closed;   /* rsx_close came: freed once no request is in flight */
+    bool failed;
+    unsigned inflight;
+    char sid[24];
+    crdt_store_rsx_cb cb; /* the step in flight */
+    void *ud;
+    uint8_t *pending; /* a responder's first message, sent once OPEN answered */
+    size_t npending;
+    crdt_buf_t reply;
+    crdt_rsx_diff_t *diffs;
+    size_t ndiffs;
+    crdt_rsx_stats_t stats;
+};
+
+static void rsx_free(crdt_store_rsx_t *x)
+{
+    sr_store_t *s = x->st;
+    if (x->prev)
+        x->prev->next = x->next;
+    else if (s->rsx_list == x)
+        s->rsx_list = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    free(x->pending);
+    crdt_buf_free(&x->reply);
+    free(x->diffs);
+    free(x);
+}
+
+static void rnames_clear(sr_store_t *s)
+{
+    for (size_t i = 0; i < s->rnames_cap; i++) {
+        sr_rname_t *e = s->rnames[i];
+        while (e) {
+            sr_rname_t *nx = e->next;
+            free(e);
+            e = nx;
+        }
+    }
+    free(s->rnames);
+    s->rnames = NULL;
+    s->rnames_cap = s->rnames_n = 0;
+}
+
+static void rnames_add(sr_store_t *s, uint64_t id, const char *name, size_t len)
+{
+    if (s->rnames_n >= SR_RNAMES_MAX)
+        rnames_clear(s);
+    if (!s->rnames) {
+        s->rnames_cap = 4096;
+        if (!(s->rnames = calloc(s->rnames_cap, sizeof(*s->rnames)))) {
+            s->rnames_cap = 0;
+            return;
+        }
+    }
+    size_t b = (size_t)(id * 0x9E3779B97F4A7C15ull >> 20) & (s->rnames_cap - 1);
+    for (sr_rname_t *e = s->rnames[b]; e; e = e->next)
+        if (e->id == id && e->len == len && !memcmp(e->name, name, len))
+            return;
+    sr_rname_t *e = malloc(sizeof(*e) + (len ? len : 1));
+    if (!e)
+        return;
+    e->id = id;
+    e->len = len;
+    memcpy(e->name, name, len);
+    e->next = s->rnames[b];
+    s->rnames[b] = e;
+    s->rnames_n++;
+}
+
+/* Sends an RSX command for session x (argv[1] is the routing key); completes through rsx_reply. */
+static void rsx_send(crdt_store_rsx_t *x, req_kind_t kind, const char *verb, int argc,
+                     const char **argv, const size_t *lens)
+{
+    sr_store_t *s = x->st;
+    sr_req_t *q = req_new(s, kind, verb, argc, argv, lens);
+    if (!q) {
+        if (kind != R_RSX_CLOSE && x->cb) {
+            crdt_store_rsx_cb cb = x->cb;
+            x->cb = NULL;
+            crdt_store_rsx_result_t res = {.err = {.code = CRDT_ENOMEM}};
+            x->failed = true;
+            cb(x->ud, CRDT_ENOMEM, &res);
+        }
+        return;
+    }
+    q->ud = x;
+    x->inflight++;
+    route(q, SR_RSX_KEY, strlen(SR_RSX_KEY));
+    req_dispatch(s, q);
+}
+
+/* The step in flight ends: rc 0 with what x holds, or an error. */
+static void rsx_complete(crdt_store_rsx_t *x, int rc, const char *why)
+{
+    crdt_store_rsx_cb cb = x->cb;
+    x->cb = NULL;
+    if (!cb)
+        return;
+    crdt_store_rsx_result_t res;
+    memset(&res, 0, sizeof(res));
+    if (rc < 0) {
+        x->failed = true;
+        x->st->rs.rsx_failed++;
+        res.err.code = rc;
+        snprintf(res.err.text, sizeof(res.err.text), "%s", why ? why : crdt_strerror(rc));
+        cb(x->ud, rc, &res);
+        return;
+    }
+    res.reply = x->reply.len ? x->reply.data : NULL;
+    res.reply_len = x->reply.len;
+    if (res.reply_len) {
+        x->stats.msgs_sent++;
+        x->stats.bytes_sent += res.reply_len;
+    }
+    res.done = x->finished;
+    res.diffs = x->diffs;
+    res.ndiffs = x->finished ? x->ndiffs : 0;
+    res.stats = x->stats;
+    cb(x->ud, 0, &res);
+}
+
+static void rsx_recv(crdt_store_rsx_t *x, const void *msg, size_t n)
+{
+    x->stats.msgs_received++;
+    x->stats.bytes_received += n;
+    const char *argv[] = {"CRDT.RSX.RECV", SR_RSX_KEY, x->sid, msg ? msg : ""};
+    size_t lens[] = {13, strlen(SR_RSX_KEY), strlen(x->sid), n};
+    rsx_send(x, R_RSX_RECV, "CRDT.RSX.RECV", 4, argv, lens);
+}
+
+static void rsx_failed(sr_req_t *q, int rc, const char *why)
+{
+    crdt_store_rsx_t *x = q->ud;
+    if (q->kind == R_RSX_DIGEST) {
+        q->st->rsx_items_busy = false;
+        return;
+    }
+    x->inflight--;
+    if (x->closed) {
+        if (!x->inflight)
+            rsx_free(x);
+        return;
+    }
+    if (q->kind == R_RSX_DIFFS)
+        x->finished = true; /* DIFFS ends the session in the module, answered or not */
+    rsx_complete(x, rc, why);
+}
+
+static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    if (q->kind == R_RSX_DIGEST) {
+        s->rsx_items_busy = false;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && r->element[0] &&
+            r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0)
+            s->rsx_items = (uint64_t)r->element[0]->integer;
+        return;
+    }
+    crdt_store_rsx_t *x = q->ud;
+    if (r->type == REDIS_REPLY_ERROR) {
+        char why[sizeof(((crdt_error_t *)0)->text)];
+        snprintf(why, sizeof(why), "redis: %s: %.*s", q->verb, (int)(r->len > 200 ? 200 : r->len),
+                 r->str ? r->str : "error");
+        /* a message the module's session refused is the peer's fault: EDECODE, as the embedded
+         * store says it; anything else (no session, anti-entropy off) is the store's */
+        bool refused = r->str && strstr(r->str, "reconcile message refused");
+        rsx_failed(q, refused ? CRDT_EDECODE : CRDT_EUNAVAIL, why);
+        return;
+    }
+    x->inflight--;
+    if (x->closed) {
+        if (q->kind == R_RSX_OPEN && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0] && r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < 24) {
+            /* opened after all: close it in the module too */
+            char sid[24];
+            memcpy(sid, r->element[0]->str, r->element[0]->len);
+            sid[r->element[0]->len] = '\0';
+            const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, sid};
+            size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(sid)};
+            snprintf(x->sid, sizeof(x->sid), "%s", sid);
+            rsx_send(x, R_RSX_CLOSE, "CRDT.RSX.CLOSE", 3, argv, lens);
+        }
+        if (!x->inflight)
+            rsx_free(x);
+        return;
+    }
+    switch (q->kind) {
+    case R_RSX_OPEN:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len == 0 ||
+            r->element[0]->len >= sizeof(x->sid) || !r->element[1] ||
+            r->element[1]->type != REDIS_REPLY_STRING) {
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.OPEN: unexpected reply");
+            return;
+        }
+        memcpy(x->sid, r->element[0]->str, r->element[0]->len);
+        x->sid[r->element[0]->len] = '\0';
+        x->opened = true;
+        s->rs.rsx_sessions++;
+        if (!x->initiator) {
+            rsx_recv(x, x->pending, x->npending);
+            free(x->pending);
+            x->pending = NULL;
+            return;
+        }
+        x->reply.len = 0;
+        if (crdt_buf_append(&x->reply, r->element[1]->str, r->element[1]->len) < 0) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        rsx_complete(x, 0, NULL);
+        return;
+    case R_RSX_RECV: {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] ||
+            r->element[0]->type != REDIS_REPLY_STRING || !r->element[1] ||
+            r->element[1]->type != REDIS_REPLY_INTEGER) {
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.RECV: unexpected reply");
+            return;
+        }
+        x->reply.len = 0;
+        if (r->element[0]->len &&
+            crdt_buf_append(&x->reply, r->element[0]->str, r->element[0]->len) < 0) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        if (!r->element[1]->integer) {
+            rsx_complete(x, 0, NULL);
+            return;
+        }
+        const char *argv[] = {"CRDT.RSX.DIFFS", SR_RSX_KEY, x->sid};
+        size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(x->sid)};
+        rsx_send(x, R_RSX_DIFFS, "CRDT.RSX.DIFFS", 3, argv, lens);
+        return;
+    }
+    case R_RSX_DIFFS: {
+        x->finished = true;
+        if (r->type != REDIS_REPLY_ARRAY) {
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.DIFFS: unexpected reply");
+            return;
+        }
+        free(x->diffs);
+        x->diffs = calloc(r->elements ? r->elements : 1, sizeof(*x->diffs));
+        x->ndiffs = 0;
+        if (!x->diffs) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element[1] ||
+                e->element[1]->type != REDIS_REPLY_INTEGER || !e->element[2] ||
+                e->element[2]->type != REDIS_REPLY_INTEGER || e->element[2]->integer < 0 ||
+                (uint64_t)e->element[2]->integer >= CRDT_RSX_ID_SPACE ||
+                e->element[1]->integer < 1 || e->element[1]->integer > 3) {
+                rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.DIFFS: unexpected entry");
+                return;
+            }
+            uint64_t id = (uint64_t)e->element[2]->integer;
+            const redisReply *nm = e->element[0];
+            if (nm && nm->type == REDIS_REPLY_STRING)
+                rnames_add(s, id, nm->str, nm->len);
+            /* one row per name: an id of several keys comes once */
+            if (x->ndiffs && x->diffs[x->ndiffs - 1].id == id)
+                continue;
+            x->diffs[x->ndiffs++] = (crdt_rsx_diff_t){id, (unsigned)e->element[1]->integer};
+        }
+        rsx_complete(x, 0, NULL);
+        return;
+    }
+    default: return; /* CLOSE: nothing to tell */
+    }
+}
+
+/* A session of several primaries' keys is not one module session (see above). */
+static bool rsx_single(const sr_store_t *s)
+{
+    int idx[SR_MAX_NODES];
+    return s->ready == 1 && primaries(s, idx) == 1;
+}
+
+static crdt_store_rsx_t *sr_rsx_open(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg)
+{
+    (void)cfg; /* the module draws its own salt; its estimator and limits are its own */
+    sr_store_t *s = srs(st);
+    crdt_store_rsx_t *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    x->st = s;
+    x->initiator = initiator;
+    x->next = s->rsx_list;
+    if (x->next)
+        x->next->prev = x;
+    s->rsx_list = x;
+    return x;
+}
+
+static void sr_rsx_step(crdt_store_t *st, crdt_store_rsx_t *x, const void *msg, size_t n,
+                        crdt_store_rsx_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    x->cb = cb;
+    x->ud = ud;
+    if (x->failed || x->finished) {
+        rsx_complete(x, CRDT_EINVAL, "the anti-entropy session is over");
+        return;
+    }
+    if (!x->opened && s->ready == 1 && !rsx_single(s)) {
+        /* several primaries: end at once, nothing found, nothing sent */
+        x->finished = true;
+        x->reply.len = 0;
+        rsx_complete(x, 0, NULL);
+        return;
+    }
+    if (x->opened) {
+        rsx_recv(x, msg, n);
+        return;
+    }
+    if (!x->initiator) {
+        if (!msg) {
+            rsx_complete(x, CRDT_EINVAL, "a responder's first step needs the peer's message");
+            return;
+        }
+        free(x->pending);
+        x->pending = malloc(n ? n : 1);
+        if (!x->pending) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        memcpy(x->pending, msg, n);
+        x->npending = n;
+    }
+    const char *argv[] = {"CRDT.RSX.OPEN", SR_RSX_KEY, x->initiator ? "INITIATOR" : "RESPONDER",
+                          "0", "16383"};
+    size_t lens[] = {13, strlen(SR_RSX_KEY), strlen(argv[2]), 1, 5};
+    rsx_send(x, R_RSX_OPEN, "CRDT.RSX.OPEN", 5, argv, lens);
+}
+
+static void sr_rsx_close(crdt_store_t *st, crdt_store_rsx_t *x)
+{
+    (void)st;
+    x->closed = true;
+    x->cb = NULL;
+    if (x->opened && !x->finished) {
+        const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, x->sid};
+        size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(x->sid)};
+        x->finished = true;
+        rsx_send(x, R_RSX_CLOSE, "CRDT.RSX.CLOSE", 3, argv, lens);
+    }
+    if (!x->inflight)
+        rsx_free(x);
+}
+
+typedef struct sr_rkeys {
+    crdt_store_key_cb each;
+    crdt_store_done_cb done;
+    void *ud;
+    crdt_bytes_t *keys;
+    size_t n;
+} sr_rkeys_t;
+
+static void rkeys_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    sr_rkeys_t *k = ud;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (objs[i] && k->each(k->ud, k->keys[i].data, k->keys[i].len, objs[i]))
+            break;
+    k->done(k->ud, rc, 0);
+    free(k->keys);
+    free(k);
+}
+
+/* The keys DIFFS named for id, with their states now (CRDT.STATE each). */
+static void sr_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
+                        crdt_store_done_cb done, void *ud)
+{
+    sr_store_t *s = srs(st);
+    size_t n = 0;
+    sr_rname_t *head = NULL;
+    if (s->rnames_cap) {
+        head = s->rnames[(size_t)(id * 0x9E3779B97F4A7C15ull >> 20) & (s->rnames_cap - 1)];
+        for (sr_rname_t *e = head; e; e = e->next)
+            n += e->id == id;
+    }
+    if (!n) {
+        done(ud, 0, 0);
+        return;
+    }
+    sr_rkeys_t *k = calloc(1, sizeof(*k));
+    crdt_bytes_t *keys = calloc(n, sizeof(*keys));
+    if (!k || !keys) {
+        free(k);
+        free(keys);
+        done(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    size_t i = 0;
+    for (sr_rname_t *e = head; e; e = e->next)
+        if (e->id == id)
+            keys[i++] = (crdt_bytes_t){(const uint8_t *)e->name, e->len};
+    *k = (sr_rkeys_t){.each = each, .done = done, .ud = ud, .keys = keys, .n = n};
+    sr_get_many(st, keys, n, rkeys_got, k);
+}
+
+static size_t sr_rsx_items(crdt_store_t *st)
+{
+    sr_store_t *s = srs(st);
+    uint64_t now = now_ms(s);
+    if (s->ready == 1 && !s->rsx_items_busy && rsx_single(s) &&
+        (!s->rsx_items_at || now - s->rsx_items_at >= SR_RSX_ITEMS_MS)) {
+        s->rsx_items_at = now;
+        const char *argv[] = {"CRDT.RSX.DIGEST", "0", "16383"};
+        size_t lens[] = {15, 1, 5};
+        sr_req_t *q = req_new(s, R_RSX_DIGEST, "CRDT.RSX.DIGEST", 3, argv, lens);
+        if (q) {
+            s->rsx_items_busy = true;
+            route(q, SR_RSX_KEY, strlen(SR_RSX_KEY));
+            req_dispatch(s, q);
+        }
+    }
+    return (size_t)s->rsx_items;
+}
+
 /* ---- the rest ---------------------------------------------------------------------------------
  */
 
@@ -2217,6 +2707,9 @@ static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
 
 static void free_all(sr_store_t *s)
 {
+    while (s->rsx_list)
+        rsx_free(s->rsx_list);
+    rnames_clear(s);
     for (int i = 0; i < s->nnodes; i++)
         free(s->nodes[i]);
     free(s->win);
@@ -2273,6 +2766,11 @@ static const crdt_store_ops_t sr_ops = {
     .tick = sr_tick,
     .last_error = sr_last_error,
     .stats = sr_stats,
+    .rsx_open = sr_rsx_open,
+    .rsx_step = sr_rsx_step,
+    .rsx_close = sr_rsx_close,
+    .rsx_keys = sr_rsx_keys,
+    .rsx_items = sr_rsx_items,
 };
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
@@ -2329,6 +2827,8 @@ crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_conf
     s->base.ops = &sr_ops;
     s->loop = loop;
     s->cluster = -1;
+    /* the first change is seq_base + 1 (positions of an earlier run are below it) */
+    s->last_seq = s->durable_seq = s->durable_told = s->cfg.seq_base;
     for (unsigned i = 0; i < CRDTM_SLOTS; i++)
         s->slot_node[i] = SR_NO_NODE;
     s->timer = loop->timer_new(loop->ctx, on_timer, s);
