@@ -200,6 +200,7 @@ struct sr_store {
     size_t rnames_cap, rnames_n;
     uint64_t rsx_items, rsx_items_at;
     bool rsx_items_busy;
+    bool follow_started; /* every primary of the map had its logs listed once */
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -1039,6 +1040,7 @@ static void follow_redirect(sr_store_t *s, sr_req_t *q, const redisReply *r)
     } else {
         s->rs.redirects_moved++;
         s->slot_node[slot] = (uint16_t)idx;
+        s->follow_started = false;
         if (!s->refresh_due)
             s->refresh_due = now_ms(s); /* the map is stale: reload it soon, once */
     }
@@ -1239,6 +1241,7 @@ static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     for (unsigned i = 0; i < CRDTM_SLOTS; i++)
         full = full && map[i] != SR_NO_NODE;
     memcpy(s->slot_node, map, sizeof(map));
+    s->follow_started = false; /* a new primary must list its logs first */
     free(ranges);
     /* keep refreshing while part of the map is missing or a mapped node is down (failover) */
     bool down = !full;
@@ -2694,7 +2697,14 @@ static const char *sr_last_error(const crdt_store_t *st)
     const sr_store_t *s = csrs(st);
     if (s->err_set || s->ready != 1)
         return s->err[0] ? s->err : "connecting to Redis";
-    return follow_starting(s) ? "starting: reading where every primary's change logs end" : NULL;
+    /* called per request: follow_starting's walk of the slot map is cached until every primary
+     * listed its logs once (it stays so: a node that joins later is read from its logs' start) */
+    if (!s->follow_started) {
+        if (follow_starting(s))
+            return "starting: reading where every primary's change logs end";
+        ((sr_store_t *)s)->follow_started = true;
+    }
+    return NULL;
 }
 
 static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
