@@ -561,6 +561,97 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     return REDISMODULE_OK;
 }
 
+/* ---- CRDT.LOG.POLL count log position [log position ...] ------------------------------------ */
+
+#ifndef REDISMODULE_STREAM_ITERATOR_REVERSE
+#define REDISMODULE_STREAM_ITERATOR_REVERSE (1 << 1) /* redismodule.h of Redis 7 */
+#endif
+
+/* A follower's one command per node and poll: for every log given with its position, the reply
+ * of CRDT.LOG.READ log position n, but only for the logs with something to read (entries after
+ * the position, a position of another kind than EPOCH:MS-SEQ:OFFSET, a position past the log's
+ * end, an error): -> [[log, <LOG.READ reply>], ..., more]. An idle log costs one seek, not an
+ * XINFO and a reply. `count` bounds the entries of the whole reply; more is 1 when it ran out
+ * before every log was looked at (poll again at once). The logs need not be in one slot: like
+ * CRDT.LOG.LIST the command names no keys, it reads the logs this node holds. */
+int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 4 || (argc - 2) % 2)
+        return RedisModule_WrongArity(ctx);
+    long long count;
+    if (RedisModule_StringToLongLong(argv[1], &count) != REDISMODULE_OK || count < 1)
+        return RedisModule_ReplyWithError(ctx, "ERR count must be a positive integer");
+    if (count > READ_COUNT_MAX)
+        count = READ_COUNT_MAX;
+    long long left = count;
+    long n = 0;
+    int more = 0;
+    RedisModule_ReplyWithArray(ctx, REDISMODULE_POSTPONED_LEN);
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (left == 0) {
+            more = 1;
+            break;
+        }
+        size_t nlen, plen;
+        const char *name = RedisModule_StringPtrLen(argv[i], &nlen);
+        const char *ptext = RedisModule_StringPtrLen(argv[i + 1], &plen);
+        uint64_t epoch;
+        unsigned slot;
+        crdtm_pos_t pos;
+        const char *why = NULL;
+        long long take = 1, cost = 1; /* what LOG.READ may return / what the budget pays */
+        bool parsed = crdtm_log_name_parse(name, nlen, &epoch, &slot) &&
+                      crdtm_pos_parse(ptext, plen, &pos, &why) == 0;
+        RedisModuleKey *lk = parsed ? RedisModule_OpenKey(ctx, argv[i], REDISMODULE_READ) : NULL;
+        if (lk && RedisModule_KeyType(lk) == REDISMODULE_KEYTYPE_STREAM) {
+            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch) {
+                RedisModuleStreamID at = {pos.ms, pos.seq}, last = {0, 0}, id;
+                bool have_last = false;
+                if (RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_REVERSE, NULL,
+                                                    NULL) == REDISMODULE_OK) {
+                    have_last = next_entry_id(lk, &last);
+                    RedisModule_StreamIteratorStop(lk);
+                }
+                long long k = 0;
+                if (have_last && id_cmp(&last, &at) > 0 &&
+                    RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_EXCLUSIVE, &at,
+                                                    NULL) == REDISMODULE_OK) {
+                    while (k < left && next_entry_id(lk, &id))
+                        k++;
+                    RedisModule_StreamIteratorStop(lk);
+                }
+                bool past_end = have_last && id_cmp(&at, &last) > 0;
+                if (k == 0 && !past_end) {
+                    RedisModule_CloseKey(lk);
+                    continue; /* nothing new: not in the reply */
+                }
+                /* past the end, LOG.READ reads from the first entry (truncated) */
+                take = cost = k ? k : left;
+            } else if (pos.kind == CRDTM_POS_START) {
+                long long len = (long long)RedisModule_ValueLength(lk);
+                take = cost = len < left ? (len ? len : 1) : left;
+            } else if (pos.kind == CRDTM_POS_END) {
+                cost = 0; /* just the position */
+            }
+        }
+        if (lk)
+            RedisModule_CloseKey(lk);
+        char cnt[24];
+        int cl = snprintf(cnt, sizeof(cnt), "%lld", take);
+        RedisModuleString *cs = RedisModule_CreateString(ctx, cnt, (size_t)cl);
+        RedisModuleString *rargv[4] = {argv[0], argv[i], argv[i + 1], cs};
+        RedisModule_ReplyWithArray(ctx, 2);
+        RedisModule_ReplyWithString(ctx, argv[i]);
+        crdtm_cmd_log_read(ctx, rargv, 4);
+        RedisModule_FreeString(ctx, cs);
+        left -= cost < left ? cost : left;
+        n++;
+    }
+    RedisModule_ReplyWithLongLong(ctx, more);
+    RedisModule_ReplySetArrayLength(ctx, n + 1);
+    return REDISMODULE_OK;
+}
+
 /* ---- load and INFO -------------------------------------------------------------------------- */
 
 int crdtm_log_init(RedisModuleCtx *ctx)

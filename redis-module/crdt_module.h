@@ -128,6 +128,7 @@ int crdtm_log_init(RedisModuleCtx *ctx);
 void crdtm_log_info(RedisModuleInfoCtx *ctx);
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* Anti-entropy (rsx.c). Notes that a key of db 0 changed (written, deleted, restored, loaded): its
  * slot's fingerprints are brought up to date when next read. */

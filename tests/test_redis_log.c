@@ -432,6 +432,61 @@ static void test_origin(void)
     rh_stop(&P);
 }
 
+/* CRDT.LOG.POLL: one command for many logs, only those with news in the reply */
+static void test_poll(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 3", NULL) < 0)
+        bail_out("cannot start redis-server");
+    rh_int(rh_cmd(&S, "CRDT.SADD {p1}k a"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {p2}k b"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {p3}k c"));
+    char l1[CRDTM_LOG_NAME_MAX], l2[CRDTM_LOG_NAME_MAX], l3[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&S, "{p1}k", l1) == 0 && log_of(&S, "{p2}k", l2) == 0 && log_of(&S, "{p3}k", l3) == 0,
+       "three logs");
+    readres_t r1 = {0}, r2 = {0};
+    log_read(&S, l1, "0", 10, NULL, &r1);
+    log_read(&S, l2, "0", 10, NULL, &r2);
+    redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 100 %s %s %s %s %s 0", l1, r1.pos, l2, r2.pos, l3);
+    ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+           !strcmp(p->element[0]->element[0]->str, l3) &&
+           p->element[0]->element[1]->element[2]->elements == 1 && p->element[1]->integer == 0,
+       "two logs read to their end are left out; the third (from 0) comes with its entry, more 0");
+    if (p)
+        freeReplyObject(p);
+    rh_int(rh_cmd(&S, "CRDT.SADD {p2}k b2"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {p2}k b3"));
+    p = rh_cmd(&S, "CRDT.LOG.POLL 100 %s %s %s %s", l1, r1.pos, l2, r2.pos);
+    ok(p && p->elements == 2 && !strcmp(p->element[0]->element[0]->str, l2) &&
+           p->element[0]->element[1]->element[2]->elements == 2,
+       "a log written again comes with its 2 new entries");
+    if (p)
+        freeReplyObject(p);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 1 %s 0 %s 0 %s 0", l1, l2, l3);
+    ok(p && p->elements == 2 && p->element[0]->element[1]->element[2]->elements == 1 &&
+           p->element[1]->integer == 1,
+       "count 1: one entry in all, and more 1");
+    if (p)
+        freeReplyObject(p);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 10 nolog 0 %s $", l1);
+    ok(p && p->elements == 3 && p->element[0]->element[1]->type == REDIS_REPLY_ERROR &&
+           p->element[1]->element[1]->element[2]->elements == 0,
+       "a bad log name answers its error in place; $ answers the end position");
+    if (p)
+        freeReplyObject(p);
+    /* a position past the log's end (a failover lost entries): read from the first, truncated */
+    char past[CRDTM_POS_TEXT_MAX];
+    snprintf(past, sizeof(past), "%.16s:99999999999999-0:50", r1.pos);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", l1, past);
+    ok(p && p->elements == 2 && !strcmp(p->element[0]->element[1]->element[1]->str, "truncated"),
+       "a position past the end comes back as truncated");
+    if (p)
+        freeReplyObject(p);
+    ok(strstr(rh_err(rh_cmd(&S, "CRDT.LOG.POLL 10 %s", l1)), "wrong number") != NULL,
+       "an odd log/position list is refused");
+    rh_stop(&S);
+}
+
 int main(void)
 {
     const char *why = rh_skip_reason();
@@ -442,6 +497,7 @@ int main(void)
     test_replica_restore_off();
     test_trim_policies();
     test_origin();
+    test_poll();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();
