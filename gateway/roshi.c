@@ -201,7 +201,7 @@ static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last,
 }
 
 /* Every tuple's key must hold a timeline (or nothing) before anything is written. */
-static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+static void roshi_write_got(void *ud, int rc, const crdt_type_t *types, size_t n)
 {
     write_ctx_t *c = ud;
     gw_exchange_t *x = c->x;
@@ -211,9 +211,9 @@ static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, siz
         goto fail;
     }
     for (size_t i = 0; i < n; i++)
-        if (objs[i] && crdt_obj_type(objs[i]) != CRDT_TIMELINE) {
+        if (types[i] && types[i] != CRDT_TIMELINE) {
             roshi_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", i,
-                        crdt_type_name(crdt_obj_type(objs[i])));
+                        crdt_type_name(types[i]));
             goto fail;
         }
     gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
@@ -279,7 +279,7 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
                                 .len = t->mlen,
                                 .score = t->score}};
     }
-    crdt_store_get_many(s->store, c->keys, c->n, roshi_write_got, c);
+    crdt_store_types(s->store, c->keys, c->n, roshi_write_got, c);
     return;
 fail:
     free(c);

@@ -79,6 +79,8 @@ typedef enum {
     R_RSX_DIFFS,
     R_RSX_CLOSE,
     R_RSX_DIGEST,
+    R_TYPES,    /* CRDT.TYPE of one key of a types call */
+    R_LOG_POLL, /* CRDT.LOG.POLL of a node's logs */
 } req_kind_t;
 
 /* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
@@ -102,6 +104,8 @@ typedef struct sr_many {
     size_t n, left;
     int rc;
     crdt_obj_t **objs;
+    crdt_store_types_cb tcb; /* a types call: types[] instead of objs */
+    crdt_type_t *types;
 } sr_many_t;
 
 typedef struct sr_scan {
@@ -147,6 +151,8 @@ struct sr_req {
     size_t idx;
     sr_scan_t *scan;
     unsigned scan_node;
+    size_t *idxs; /* R_LOG_POLL: the logs asked, in order */
+    size_t nidx;
 };
 
 struct sr_store {
@@ -201,6 +207,7 @@ struct sr_store {
     uint64_t rsx_items, rsx_items_at;
     bool rsx_items_busy;
     bool follow_started; /* every primary of the map had its logs listed once */
+    bool no_poll;        /* crdt.so without CRDT.LOG.POLL: one CRDT.LOG.READ per log */
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -258,6 +265,7 @@ static void req_free(sr_req_t *q)
     if (!q)
         return;
     redisFreeCommand(q->cmd);
+    free(q->idxs);
     crdt_obj_free(q->delta);
     free(q->key);
     free(q);
@@ -637,10 +645,13 @@ static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
         m->objs[idx] = obj;
     if (--m->left)
         return;
-    if (m->rc < 0)
+    if (m->tcb)
+        m->tcb(m->ud, m->rc, m->rc < 0 ? NULL : m->types, m->rc < 0 ? 0 : m->n);
+    else if (m->rc < 0)
         m->cb(m->ud, m->rc, NULL, 0);
     else
         m->cb(m->ud, 0, (const crdt_obj_t *const *)m->objs, m->n);
+    free(m->types);
     for (size_t i = 0; i < m->n; i++)
         crdt_obj_free(m->objs[i]);
     free(m->objs);
@@ -684,7 +695,8 @@ static void req_fail(sr_req_t *q, int rc)
     sr_store_t *s = q->st;
     switch (q->kind) {
     case R_GET: ((crdt_store_get_cb)q->cb)(q->ud, rc, NULL); break;
-    case R_MANY: many_part(q->many, q->idx, rc, NULL); break;
+    case R_MANY:
+    case R_TYPES: many_part(q->many, q->idx, rc, NULL); break;
     case R_WRITE:
         q->rc = rc;
         write_finish(q);
@@ -727,6 +739,7 @@ static void req_fail(sr_req_t *q, int rc)
         q->fixed->follow_next = now_ms(s) + s->cfg.backoff_max_ms;
         break;
     case R_LOG_READ: follow_read_done(q->fixed); break;
+    case R_LOG_POLL: follow_read_done(q->fixed); break;
     case R_RSX_OPEN:
     case R_RSX_RECV:
     case R_RSX_DIFFS:
@@ -918,6 +931,7 @@ static void handle_wait(sr_store_t *s, sr_req_t *q, const redisReply *r)
 static void discovery_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
@@ -925,12 +939,20 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
-    if (q->kind >= R_RSX_OPEN) {
+    if (q->kind >= R_RSX_OPEN && q->kind <= R_RSX_DIGEST) {
         rsx_reply(s, q, r);
         req_free(q);
         return;
     }
-    if (r->type == REDIS_REPLY_ERROR && (q->kind == R_LOG_LIST || q->kind == R_LOG_READ)) {
+    if (r->type == REDIS_REPLY_ERROR && q->kind == R_LOG_POLL && r->str &&
+        strncmp(r->str, "ERR unknown command", 19) == 0) {
+        s->no_poll = true; /* an older crdt.so: one CRDT.LOG.READ per log from now on */
+        follow_read_done(q->fixed);
+        req_free(q);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR &&
+        (q->kind == R_LOG_LIST || q->kind == R_LOG_READ || q->kind == R_LOG_POLL)) {
         /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
         set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
                 r->str ? r->str : "error");
@@ -953,6 +975,17 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         rc = decode_state(s, q, r, &obj);
         many_part(q->many, q->idx, rc, obj);
         break;
+    case R_TYPES: {
+        crdt_type_t t = 0;
+        rc = 0;
+        if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+            rc = bad_reply(s, q, r);
+        else if (strcmp(r->str, "none") != 0 && crdt_type_from_name(r->str, &t) < 0)
+            rc = bad_reply(s, q, r);
+        q->many->types[q->idx] = t;
+        many_part(q->many, q->idx, rc, NULL);
+        break;
+    }
     case R_WRITE:
         handle_write_reply(s, q, r);
         q = NULL; /* owned by the write path now */
@@ -1001,6 +1034,7 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_SLOTS: slots_reply(s, q, r); break;
     case R_LOG_LIST: log_list_reply(s, q, r); break;
     case R_LOG_READ: log_read_reply(s, q, r); break;
+    case R_LOG_POLL: log_poll_reply(s, q, r); break;
     case R_RSX_OPEN:
     case R_RSX_RECV:
     case R_RSX_DIFFS:
@@ -1057,6 +1091,7 @@ static void req_drop(sr_req_t *q)
         for (size_t i = 0; i < q->many->n; i++)
             crdt_obj_free(q->many->objs[i]);
         free(q->many->objs);
+        free(q->many->types);
         free(q->many);
     }
     if (q->scan && --q->scan->left == 0)
@@ -1325,6 +1360,52 @@ static void follow_send_read(sr_store_t *s, sr_node_t *n, size_t idx)
         req_fail(q, CRDT_EUNAVAIL);
 }
 
+/* CRDT.LOG.POLL of n's logs, SR_POLL_LOGS per command: one command per poll of an idle node
+ * rather than one CRDT.LOG.READ per log (a node holds a log per slot written to). */
+#define SR_POLL_LOGS 1024
+static void follow_send_poll(sr_store_t *s, sr_node_t *n)
+{
+    size_t i = 0;
+    while (i < s->nlogs) {
+        size_t *idxs = malloc(SR_POLL_LOGS * sizeof(*idxs));
+        const char **argv = malloc((2 + 2 * SR_POLL_LOGS) * sizeof(*argv));
+        size_t *lens = malloc((2 + 2 * SR_POLL_LOGS) * sizeof(*lens));
+        char cnt[16];
+        snprintf(cnt, sizeof(cnt), "%u", s->cfg.follow_count);
+        size_t k = 0;
+        if (idxs && argv && lens) {
+            argv[0] = "CRDT.LOG.POLL";
+            lens[0] = 13;
+            argv[1] = cnt;
+            lens[1] = strlen(cnt);
+            for (; i < s->nlogs && k < SR_POLL_LOGS; i++) {
+                if (s->logs[i].node != n)
+                    continue;
+                idxs[k] = i;
+                argv[2 + 2 * k] = s->logs[i].name;
+                lens[2 + 2 * k] = strlen(s->logs[i].name);
+                argv[3 + 2 * k] = s->logs[i].pos;
+                lens[3 + 2 * k] = strlen(s->logs[i].pos);
+                k++;
+            }
+        }
+        sr_req_t *q =
+            k ? req_new(s, R_LOG_POLL, "CRDT.LOG.POLL", (int)(2 + 2 * k), argv, lens) : NULL;
+        free(argv);
+        free(lens);
+        if (!q) {
+            free(idxs);
+            return; /* nothing to poll, or out of memory: the next poll tries again */
+        }
+        q->fixed = n;
+        q->idxs = idxs;
+        q->nidx = k;
+        n->follow_reads++;
+        if (!send_on(s, q, n, false))
+            req_fail(q, CRDT_EUNAVAIL);
+    }
+}
+
 static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     sr_node_t *n = q->fixed;
@@ -1358,23 +1439,33 @@ static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     n->listed = true;
     n->follow_busy = true;
     n->follow_reads = 1; /* held while sending */
-    for (size_t i = 0; i < s->nlogs; i++)
-        if (s->logs[i].node == n)
-            follow_send_read(s, n, i);
+    if (s->no_poll) {
+        for (size_t i = 0; i < s->nlogs; i++)
+            if (s->logs[i].node == n)
+                follow_send_read(s, n, i);
+    } else {
+        follow_send_poll(s, n);
+    }
     follow_read_done(n);
 }
 
-static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+/* One log's CRDT.LOG.READ reply r (alone, or one of a CRDT.LOG.POLL): its entries become change
+ * events, its position is kept. */
+static void log_read_apply(sr_store_t *s, sr_node_t *n, sr_log_t *l, const sr_req_t *q,
+                           const redisReply *r)
 {
-    sr_node_t *n = q->fixed;
-    sr_log_t *l = q->idx < s->nlogs ? &s->logs[q->idx] : NULL;
     char pos[CRDTM_POS_TEXT_MAX], why[160] = "log forgotten";
     bool truncated = false;
     size_t ne = 0;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
+        set_err(s, "redis %s:%d: %s: %.200s", n->addr.host, n->addr.port, q->verb,
+                r->str ? r->str : "error");
+        return;
+    }
     if (!l || sr_parse_log_read(r, pos, sizeof(pos), &truncated, &ne, why, sizeof(why)) < 0) {
         s->rs.bad_replies++;
         set_err(s, "redis %s:%d: %s", n->addr.host, n->addr.port, why);
-        follow_read_done(n);
         return;
     }
     if (truncated) {
@@ -1409,6 +1500,48 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     }
     if (ne >= s->cfg.follow_count)
         n->follow_more = true;
+}
+
+static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    log_read_apply(s, n, q->idx < s->nlogs ? &s->logs[q->idx] : NULL, q, r);
+    follow_read_done(n);
+}
+
+/* [[log, <LOG.READ reply>], ..., more]: the logs with news, in the order asked. */
+static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[r->elements - 1]->type != REDIS_REPLY_INTEGER) {
+        bad_reply(s, q, r);
+        follow_read_done(n);
+        return;
+    }
+    if (r->element[r->elements - 1]->integer)
+        n->follow_more = true;
+    size_t at = 0;
+    for (size_t i = 0; i + 1 < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !e->element[0] ||
+            e->element[0]->type != REDIS_REPLY_STRING) {
+            bad_reply(s, q, r);
+            break;
+        }
+        /* the reply keeps the order of the request: find the log from where the last one was */
+        const redisReply *nm = e->element[0];
+        while (at < q->nidx &&
+               (q->idxs[at] >= s->nlogs || strlen(s->logs[q->idxs[at]].name) != nm->len ||
+                memcmp(s->logs[q->idxs[at]].name, nm->str, nm->len) != 0))
+            at++;
+        if (at == q->nidx) {
+            bad_reply(s, q, r);
+            break;
+        }
+        log_read_apply(s, n, &s->logs[q->idxs[at]], q, e->element[1]);
+        at++;
+    }
     follow_read_done(n);
 }
 
@@ -1629,6 +1762,41 @@ static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
         const char *argv[] = {"CRDT.STATE", keys[i].data};
         size_t lens[] = {10, keys[i].len};
         sr_req_t *q = req_new(s, R_MANY, "CRDT.STATE", 2, argv, lens);
+        if (!q) {
+            many_part(m, i, CRDT_ENOMEM, NULL);
+            continue;
+        }
+        q->many = m;
+        q->idx = i;
+        route(q, keys[i].data, keys[i].len);
+        req_dispatch(s, q);
+    }
+}
+
+/* CRDT.TYPE of each key, pipelined: a type check without reading (and decoding) whole states */
+static void sr_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
+                     void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (n == 0) {
+        cb(ud, 0, NULL, 0);
+        return;
+    }
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_type_t *types = calloc(n, sizeof(*types));
+    crdt_obj_t **objs = calloc(n, sizeof(*objs)); /* none: freed with the aggregate */
+    if (!m || !types || !objs) {
+        free(m);
+        free(types);
+        free(objs);
+        cb(ud, CRDT_ENOMEM, NULL, 0);
+        return;
+    }
+    *m = (sr_many_t){.tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types};
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = {"CRDT.TYPE", keys[i].data};
+        size_t lens[] = {9, keys[i].len};
+        sr_req_t *q = req_new(s, R_TYPES, "CRDT.TYPE", 2, argv, lens);
         if (!q) {
             many_part(m, i, CRDT_ENOMEM, NULL);
             continue;
@@ -2781,6 +2949,8 @@ static const crdt_store_ops_t sr_ops = {
     .rsx_close = sr_rsx_close,
     .rsx_keys = sr_rsx_keys,
     .rsx_items = sr_rsx_items,
+    .pipelined = true, /* one key's commands go on one connection, in order */
+    .types = sr_types,
 };
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
