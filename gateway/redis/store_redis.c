@@ -681,13 +681,25 @@ static void write_finish(sr_req_t *q)
     req_free(q);
 }
 
+static void follow_send_poll(sr_store_t *s, sr_node_t *n);
+
 static void follow_read_done(sr_node_t *n)
 {
+    sr_store_t *s = n->st;
     if (n->follow_reads && --n->follow_reads)
         return;
     n->follow_busy = false;
-    n->follow_next = now_ms(n->st) + (n->follow_more ? 0 : n->st->cfg.follow_poll_ms);
+    bool more = n->follow_more;
+    n->follow_next = now_ms(s) + (more ? 0 : s->cfg.follow_poll_ms);
     n->follow_more = false;
+    if (more && !s->no_poll && !s->closing && n->state == N_UP) {
+        /* a full read: the next one at once, over the same logs (no LIST, no timer), so following
+         * keeps up with any write rate rather than one read per housekeeping turn */
+        n->follow_busy = true;
+        n->follow_reads = 1; /* held while sending */
+        follow_send_poll(s, n);
+        follow_read_done(n);
+    }
 }
 
 static void req_fail(sr_req_t *q, int rc)
