@@ -28,8 +28,13 @@
  *
  * Change events and the feed: without cfg.follow_logs the events report the changes made through
  * this store (a typed write's delta is the key's state read right after it); with it, every
- * change of every primary's per-slot change log (crdt.so's CRDT.LOG.*), whichever gateway made it.
+ * change of every primary's per-slot change log (crdt.so's CRDT.LOG.*, read with CRDT.LOG.POLL),
+ * whichever gateway made it. An apply with a peer's origin goes as CRDT.MERGE ... ORIGIN id, and
+ * its log entry comes back with that origin (so the peer engine does not push it back).
  * crdt_store_changes lists the keys of the last cfg.feed_max changes reported.
+ *
+ * Anti-entropy (rsx_*): one crdt.so reconcile session (CRDT.RSX.*) over every slot of the one
+ * primary; over a cluster of several primaries a session ends at once with nothing found.
  *
  * crdt_store_close drops every pending completion; do not call it from inside a completion of
  * the same store.
