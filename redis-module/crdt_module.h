@@ -140,6 +140,7 @@ int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_rsx_close(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_items(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* Registers every CRDT.* command with its flags, key specs and docs (commands.c). */
 int crdtm_register_commands(RedisModuleCtx *ctx);
