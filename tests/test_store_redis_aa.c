@@ -11,6 +11,7 @@
 
 #include "crdt_store.h"
 #include "evloop_poll.h"
+#include "redis_cluster_helper.h"
 #include "redis_helper.h"
 #include "store_redis.h"
 #include "tap.h"
@@ -80,10 +81,9 @@ static uint64_t origin_of(const evs_t *e, const char *key)
     return o;
 }
 
-static crdt_store_t *open_store(int port, uint64_t node, bool follow, uint64_t seq_base, evs_t *ev)
+static crdt_store_t *open_url(const char *url, uint64_t node, bool follow, uint64_t seq_base,
+                              evs_t *ev)
 {
-    char url[64];
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
     crdt_store_redis_config_t cfg;
     crdt_store_redis_config_init(&cfg);
     cfg.node_id = node;
@@ -104,6 +104,13 @@ static crdt_store_t *open_store(int port, uint64_t node, bool follow, uint64_t s
            gw_evloop_mono_ms() < end)
         ep_run_once(L, 20);
     return st;
+}
+
+static crdt_store_t *open_store(int port, uint64_t node, bool follow, uint64_t seq_base, evs_t *ev)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    return open_url(url, node, follow, seq_base, ev);
 }
 
 static int sw(crdt_store_t *st, const char *key, const crdt_mut_t *m)
@@ -452,9 +459,115 @@ static void test_rsx(rh_server_t *A, rh_server_t *B)
     ep_run_for(L, 1100);
     crdt_store_rsx_items(a);
     ep_run_for(L, 100);
-    ok(crdt_store_rsx_items(a) == 44, "rsx_items counts the 44 keys (%zu)", crdt_store_rsx_items(a));
+    ok(crdt_store_rsx_items(a) == 44, "rsx_items counts the 44 keys (%zu)",
+       crdt_store_rsx_items(a));
     crdt_store_close(a);
     crdt_store_close(b);
+}
+
+/* The key's state through st, encoded. */
+typedef struct got {
+    bool done;
+    int rc;
+    crdt_buf_t b;
+} got_t;
+
+static void on_got(void *ud, int rc, const crdt_obj_t *o)
+{
+    got_t *g = ud;
+    g->rc = rc;
+    if (o)
+        crdt_obj_encode(o, &g->b);
+    g->done = true;
+}
+
+static bool same_through(crdt_store_t *a, crdt_store_t *b, const char *key)
+{
+    got_t ga = {0}, gb = {0};
+    crdt_store_get(a, key, strlen(key), on_got, &ga);
+    wait_done(&ga.done);
+    crdt_store_get(b, key, strlen(key), on_got, &gb);
+    wait_done(&gb.done);
+    bool same = ga.b.len && ga.b.len == gb.b.len && !memcmp(ga.b.data, gb.b.data, ga.b.len);
+    crdt_buf_free(&ga.b);
+    crdt_buf_free(&gb.b);
+    return same;
+}
+
+static void test_rsx_cluster(rh_server_t *B)
+{
+    diag("anti-entropy between a 3-primary cluster (the session runs in the store over "
+         "CRDT.RSX.ITEMS of every primary) and one server (a module session)");
+    rh_err(rh_cmd(B, "FLUSHALL"));
+    rc_cluster_t CL;
+    memset(&CL, 0, sizeof(CL));
+    if (rc_start(&CL, 3, 0, "") != 0) {
+        ok(0, "a cluster of 3 primaries");
+        return;
+    }
+    char url[128];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", CL.node[0].port,
+             CL.node[1].port, CL.node[2].port);
+    crdt_store_t *c = open_url(url, 31, false, 0, NULL);
+    crdt_store_t *b = open_store(B->port, 32, false, 0, NULL);
+    ok(c && b && crdt_store_redis_is_cluster(c) == 1,
+       "a store over the cluster, one over the server");
+    if (!c || !b) {
+        crdt_store_close(c);
+        crdt_store_close(b);
+        rc_stop(&CL);
+        return;
+    }
+    char k[32];
+    for (int i = 0; i < 30; i++) {
+        snprintf(k, sizeof(k), "cl:%d", i);
+        add_member(c, k, "c");
+        snprintf(k, sizeof(k), "sv:%d", i);
+        add_member(b, k, "b");
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "both:%d", i);
+        add_member(c, k, "from-c");
+        add_member(b, k, "from-b");
+    }
+    step_res_t rc_, rb;
+    ok(run_session(c, b, &rc_, &rb), "cluster as initiator: the session ran to its end");
+    int we = 0, they = 0;
+    for (size_t i = 0; i < rc_.ndiffs; i++) {
+        we += (rc_.diffs[i].flags & CRDT_RSX_WE_HAVE) != 0;
+        they += (rc_.diffs[i].flags & CRDT_RSX_THEY_HAVE) != 0;
+    }
+    is_int((long long)rc_.ndiffs, 70, "70 keys differ");
+    is_int(we, 40, "40 the cluster holds");
+    is_int(they, 40, "40 the server holds");
+    repair_t pc, pb;
+    is_int(repair(c, b, &rc_, &pc), 40, "rsx_keys over the cluster gave 40 keys");
+    is_int(repair(b, c, &rb, &pb), 40, "rsx_keys on the server gave 40 keys");
+    free(rc_.diffs);
+    free(rb.diffs);
+    free(rc_.reply);
+    free(rb.reply);
+    ok(run_session(b, c, &rb, &rc_), "server as initiator, cluster as responder");
+    is_int((long long)rb.ndiffs + (long long)rc_.ndiffs, 0, "no difference left on either side");
+    free(rc_.diffs);
+    free(rb.diffs);
+    free(rc_.reply);
+    free(rb.reply);
+    bool same = true;
+    for (int i = 0; i < 30 && same; i++) {
+        snprintf(k, sizeof(k), "cl:%d", i);
+        same = same_through(c, b, k);
+        snprintf(k, sizeof(k), "sv:%d", i);
+        same = same && same_through(c, b, k);
+    }
+    for (int i = 0; i < 10 && same; i++) {
+        snprintf(k, sizeof(k), "both:%d", i);
+        same = same_through(c, b, k);
+    }
+    ok(same, "every key byte-identical on the cluster and the server");
+    crdt_store_close(c);
+    crdt_store_close(b);
+    rc_stop(&CL);
 }
 
 int main(void)
@@ -471,6 +584,8 @@ int main(void)
     test_origin(A.port);
     test_seq_base(A.port);
     test_rsx(&A, &B);
+    if (!rc_skip_reason())
+        test_rsx_cluster(&B);
     rh_stop(&A);
     rh_stop(&B);
     ep_free(L);

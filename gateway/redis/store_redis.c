@@ -78,6 +78,7 @@ typedef enum {
     R_RSX_RECV,
     R_RSX_DIFFS,
     R_RSX_CLOSE,
+    R_RSX_ITEMS, /* CRDT.RSX.ITEMS of one primary, for a session run in the gateway */
     R_RSX_DIGEST,
     R_TYPES,    /* CRDT.TYPE of one key of a types call */
     R_LOG_POLL, /* CRDT.LOG.POLL of a node's logs */
@@ -756,6 +757,7 @@ static void req_fail(sr_req_t *q, int rc)
     case R_RSX_RECV:
     case R_RSX_DIFFS:
     case R_RSX_CLOSE:
+    case R_RSX_ITEMS:
     case R_RSX_DIGEST: rsx_failed(q, rc, NULL); break;
     case R_SLOTS:
         s->refresh_inflight = false;
@@ -1051,6 +1053,7 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_RSX_RECV:
     case R_RSX_DIFFS:
     case R_RSX_CLOSE:
+    case R_RSX_ITEMS:
     case R_RSX_DIGEST: break; /* rsx_reply, above */
     }
     req_free(q);
@@ -2377,8 +2380,9 @@ static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_
  * difference. Steps: the initiator's first step is OPEN (its reply carries the first message);
  * a responder's first step is OPEN then RECV; every other step is RECV; once RECV says done,
  * DIFFS lists the differing ids with the names this side holds, remembered for rsx_keys. Over a
- * cluster of several primaries one module session cannot cover the keyspace: a session there ends
- * at once with no difference found (anti-entropy is off; the change logs still replicate). */
+ * cluster of several primaries one module session cannot cover the keyspace: the session then
+ * runs here (crdt_rsx over an index built from CRDT.RSX.ITEMS 0 16383 of every primary, O(keys)
+ * per round; the messages between the sites still grow with the difference only). */
 
 #define SR_RSX_KEY "crdtd-rsx"   /* routes the session's commands (any key of the primary) */
 #define SR_RNAMES_MAX (1u << 20) /* names remembered for repairs before the map starts over */
@@ -2409,7 +2413,21 @@ struct crdt_store_rsx {
     crdt_rsx_diff_t *diffs;
     size_t ndiffs;
     crdt_rsx_stats_t stats;
+    /* over several primaries: the session runs here, over the items CRDT.RSX.ITEMS gave */
+    bool local;
+    crdt_rsx_config_t cfg;
+    unsigned items_left;     /* ITEMS replies outstanding */
+    struct sr_litem *litems; /* (id, fp, name) of every key, sorted by id once all came */
+    size_t nlitems, caplitems;
+    crdt_rsx_index_t *ix;
+    crdt_rsx_session_t *ls;
 };
+
+typedef struct sr_litem {
+    uint64_t id, fp;
+    char *name;
+    size_t len;
+} sr_litem_t;
 
 static void rsx_free(crdt_store_rsx_t *x)
 {
@@ -2423,6 +2441,11 @@ static void rsx_free(crdt_store_rsx_t *x)
     free(x->pending);
     crdt_buf_free(&x->reply);
     free(x->diffs);
+    for (size_t i = 0; i < x->nlitems; i++)
+        free(x->litems[i].name);
+    free(x->litems);
+    crdt_rsx_session_free(x->ls);
+    crdt_rsx_index_free(x->ix);
     free(x);
 }
 
@@ -2508,7 +2531,9 @@ static void rsx_complete(crdt_store_rsx_t *x, int rc, const char *why)
     }
     res.reply = x->reply.len ? x->reply.data : NULL;
     res.reply_len = x->reply.len;
-    if (res.reply_len) {
+    if (x->ls)
+        crdt_rsx_session_stats(x->ls, &x->stats);
+    else if (res.reply_len) {
         x->stats.msgs_sent++;
         x->stats.bytes_sent += res.reply_len;
     }
@@ -2543,7 +2568,130 @@ static void rsx_failed(sr_req_t *q, int rc, const char *why)
     }
     if (q->kind == R_RSX_DIFFS)
         x->finished = true; /* DIFFS ends the session in the module, answered or not */
+    if (q->kind == R_RSX_ITEMS)
+        x->items_left = 0; /* the first failure completes the step; the other replies are dropped */
     rsx_complete(x, rc, why);
+}
+
+static int litem_cmp(const void *a, const void *b)
+{
+    const sr_litem_t *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* One step of a session run here: msg NULL is the initiator's first. */
+static void rsx_local_step(crdt_store_rsx_t *x, const void *msg, size_t n)
+{
+    sr_store_t *s = x->st;
+    x->reply.len = 0;
+    bool done = false;
+    crdt_error_t err;
+    memset(&err, 0, sizeof(err));
+    int rc = msg ? crdt_rsx_receive(x->ls, msg, n, &x->reply, &done, &err)
+                 : crdt_rsx_initiate(x->ls, &x->reply);
+    if (rc < 0) {
+        rsx_complete(x, rc, err.text[0] ? err.text : NULL);
+        return;
+    }
+    if (done) {
+        x->finished = true;
+        const crdt_rsx_diff_t *d;
+        size_t nd = crdt_rsx_session_diffs(x->ls, &d);
+        free(x->diffs);
+        x->diffs = malloc((nd ? nd : 1) * sizeof(*x->diffs));
+        if (!x->diffs) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        memcpy(x->diffs, d, nd * sizeof(*d));
+        x->ndiffs = nd;
+        for (size_t i = 0; i < nd; i++) {
+            /* the names of the keys of this id, for rsx_keys */
+            size_t lo = 0, hi = x->nlitems;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (x->litems[mid].id < d[i].id)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (size_t k = lo; k < x->nlitems && x->litems[k].id == d[i].id; k++)
+                rnames_add(s, d[i].id, x->litems[k].name, x->litems[k].len);
+        }
+    }
+    rsx_complete(x, 0, NULL);
+}
+
+/* Every primary's items are in: the index, the session, and the step that waited for them. */
+static void rsx_local_start(crdt_store_rsx_t *x)
+{
+    qsort(x->litems, x->nlitems, sizeof(*x->litems), litem_cmp);
+    crdt_rsx_item_t *items = malloc((x->nlitems ? x->nlitems : 1) * sizeof(*items));
+    size_t m = 0;
+    for (size_t i = 0; items && i < x->nlitems; i++) {
+        /* keys of one id are one item whose fp is the sum of theirs (crdt_reconcile.h) */
+        if (m && items[m - 1].id == x->litems[i].id)
+            items[m - 1].fp += x->litems[i].fp;
+        else
+            items[m++] = (crdt_rsx_item_t){x->litems[i].id, x->litems[i].fp};
+    }
+    x->ix = items ? crdt_rsx_index_new() : NULL;
+    int rc = x->ix ? crdt_rsx_index_build(x->ix, items, m) : CRDT_ENOMEM;
+    free(items);
+    if (rc == 0 && !(x->ls = crdt_rsx_session_new(x->ix, x->initiator, &x->cfg)))
+        rc = CRDT_ENOMEM;
+    if (rc < 0) {
+        rsx_complete(x, rc, "cannot build the anti-entropy index of the cluster's keys");
+        return;
+    }
+    x->st->rs.rsx_sessions++;
+    rsx_local_step(x, x->initiator ? NULL : x->pending, x->initiator ? 0 : x->npending);
+    free(x->pending);
+    x->pending = NULL;
+}
+
+static void rsx_items_reply(crdt_store_rsx_t *x, sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY) {
+        x->items_left = 0;
+        rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.ITEMS: unexpected reply");
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element[0] ||
+            e->element[0]->type != REDIS_REPLY_STRING || !e->element[1] ||
+            e->element[1]->type != REDIS_REPLY_INTEGER || e->element[1]->integer < 0 ||
+            (uint64_t)e->element[1]->integer >= CRDT_RSX_ID_SPACE || !e->element[2] ||
+            e->element[2]->type != REDIS_REPLY_INTEGER) {
+            x->items_left = 0;
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.ITEMS: unexpected entry");
+            return;
+        }
+        if (x->nlitems == x->caplitems) {
+            size_t cap = x->caplitems ? x->caplitems * 2 : 1024;
+            sr_litem_t *p = realloc(x->litems, cap * sizeof(*p));
+            if (!p) {
+                x->items_left = 0;
+                rsx_complete(x, CRDT_ENOMEM, NULL);
+                return;
+            }
+            x->litems = p;
+            x->caplitems = cap;
+        }
+        const redisReply *nm = e->element[0];
+        char *name = malloc(nm->len ? nm->len : 1);
+        if (!name) {
+            x->items_left = 0;
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        memcpy(name, nm->str, nm->len);
+        x->litems[x->nlitems++] = (sr_litem_t){(uint64_t)e->element[1]->integer,
+                                               (uint64_t)e->element[2]->integer, name, nm->len};
+    }
+    if (x->items_left && --x->items_left == 0)
+        rsx_local_start(x);
 }
 
 static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
@@ -2666,6 +2814,7 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         rsx_complete(x, 0, NULL);
         return;
     }
+    case R_RSX_ITEMS: rsx_items_reply(x, s, q, r); return;
     default: return; /* CLOSE: nothing to tell */
     }
 }
@@ -2679,13 +2828,18 @@ static bool rsx_single(const sr_store_t *s)
 
 static crdt_store_rsx_t *sr_rsx_open(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg)
 {
-    (void)cfg; /* the module draws its own salt; its estimator and limits are its own */
+    /* a module session draws its own salt and has its own limits; a session run here (several
+     * primaries) takes cfg */
     sr_store_t *s = srs(st);
     crdt_store_rsx_t *x = calloc(1, sizeof(*x));
     if (!x)
         return NULL;
     x->st = s;
     x->initiator = initiator;
+    if (cfg)
+        x->cfg = *cfg;
+    else
+        crdt_rsx_config_init(&x->cfg);
     x->next = s->rsx_list;
     if (x->next)
         x->next->prev = x;
@@ -2703,11 +2857,45 @@ static void sr_rsx_step(crdt_store_t *st, crdt_store_rsx_t *x, const void *msg, 
         rsx_complete(x, CRDT_EINVAL, "the anti-entropy session is over");
         return;
     }
+    if (x->ls) {
+        rsx_local_step(x, msg, n);
+        return;
+    }
     if (!x->opened && s->ready == 1 && !rsx_single(s)) {
-        /* several primaries: end at once, nothing found, nothing sent */
-        x->finished = true;
-        x->reply.len = 0;
-        rsx_complete(x, 0, NULL);
+        /* several primaries: one module session cannot cover them; run the session here over
+         * every primary's items (CRDT.RSX.ITEMS 0 16383 on each) */
+        if (!x->initiator) {
+            if (!msg) {
+                rsx_complete(x, CRDT_EINVAL, "a responder's first step needs the peer's message");
+                return;
+            }
+            free(x->pending);
+            if (!(x->pending = malloc(n ? n : 1))) {
+                rsx_complete(x, CRDT_ENOMEM, NULL);
+                return;
+            }
+            memcpy(x->pending, msg, n);
+            x->npending = n;
+        }
+        int idx[SR_MAX_NODES];
+        int np = primaries(s, idx);
+        x->local = true;
+        x->items_left = (unsigned)np;
+        for (int i = 0; i < np; i++) {
+            const char *argv[] = {"CRDT.RSX.ITEMS", "0", "16383"};
+            size_t lens[] = {14, 1, 5};
+            sr_req_t *q = req_new(s, R_RSX_ITEMS, "CRDT.RSX.ITEMS", 3, argv, lens);
+            if (!q) {
+                x->items_left = 0;
+                rsx_complete(x, CRDT_ENOMEM, NULL);
+                return;
+            }
+            q->ud = x;
+            q->fixed = s->nodes[idx[i]];
+            x->inflight++;
+            if (!send_on(s, q, q->fixed, false))
+                req_fail(q, CRDT_EUNAVAIL);
+        }
         return;
     }
     if (x->opened) {

@@ -34,7 +34,8 @@
  * crdt_store_changes lists the keys of the last cfg.feed_max changes reported.
  *
  * Anti-entropy (rsx_*): one crdt.so reconcile session (CRDT.RSX.*) over every slot of the one
- * primary; over a cluster of several primaries a session ends at once with nothing found.
+ * primary; over a cluster of several primaries the session runs here, over the items
+ * CRDT.RSX.ITEMS gives from every primary (O(keys) per round).
  *
  * crdt_store_close drops every pending completion; do not call it from inside a completion of
  * the same store.
