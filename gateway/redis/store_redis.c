@@ -2645,9 +2645,11 @@ static void rsx_local_start(crdt_store_rsx_t *x)
         return;
     }
     x->st->rs.rsx_sessions++;
-    rsx_local_step(x, x->initiator ? NULL : x->pending, x->initiator ? 0 : x->npending);
-    free(x->pending);
+    /* the step's completion may close (and free) x: nothing of x is touched after it */
+    uint8_t *pending = x->pending;
     x->pending = NULL;
+    rsx_local_step(x, x->initiator ? NULL : pending, x->initiator ? 0 : x->npending);
+    free(pending);
 }
 
 static void rsx_items_reply(crdt_store_rsx_t *x, sr_store_t *s, sr_req_t *q, const redisReply *r)
@@ -2745,9 +2747,11 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         x->opened = true;
         s->rs.rsx_sessions++;
         if (!x->initiator) {
-            rsx_recv(x, x->pending, x->npending);
-            free(x->pending);
+            /* a failure to send completes (and may close and free x) inside rsx_recv */
+            uint8_t *pending = x->pending;
             x->pending = NULL;
+            rsx_recv(x, pending, x->npending);
+            free(pending);
             return;
         }
         x->reply.len = 0;
@@ -2881,14 +2885,15 @@ static void sr_rsx_step(crdt_store_t *st, crdt_store_rsx_t *x, const void *msg, 
         int np = primaries(s, idx);
         x->local = true;
         x->items_left = (unsigned)np;
-        for (int i = 0; i < np; i++) {
+        x->inflight++; /* held while sending: a failure completes, and may close, inside */
+        for (int i = 0; i < np && x->items_left; i++) {
             const char *argv[] = {"CRDT.RSX.ITEMS", "0", "16383"};
             size_t lens[] = {14, 1, 5};
             sr_req_t *q = req_new(s, R_RSX_ITEMS, "CRDT.RSX.ITEMS", 3, argv, lens);
             if (!q) {
                 x->items_left = 0;
                 rsx_complete(x, CRDT_ENOMEM, NULL);
-                return;
+                break;
             }
             q->ud = x;
             q->fixed = s->nodes[idx[i]];
@@ -2896,6 +2901,8 @@ static void sr_rsx_step(crdt_store_t *st, crdt_store_rsx_t *x, const void *msg, 
             if (!send_on(s, q, q->fixed, false))
                 req_fail(q, CRDT_EUNAVAIL);
         }
+        if (--x->inflight == 0 && x->closed)
+            rsx_free(x);
         return;
     }
     if (x->opened) {
