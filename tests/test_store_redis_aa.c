@@ -243,7 +243,8 @@ static void on_step(void *ud, int rc, const crdt_store_rsx_result_t *res)
     if (res->done) {
         free(s->diffs);
         s->diffs = malloc((res->ndiffs ? res->ndiffs : 1) * sizeof(*s->diffs));
-        memcpy(s->diffs, res->diffs, res->ndiffs * sizeof(*s->diffs));
+        if (res->ndiffs)
+            memcpy(s->diffs, res->diffs, res->ndiffs * sizeof(*s->diffs));
         s->ndiffs = res->ndiffs;
     }
 }
@@ -430,6 +431,17 @@ static void test_rsx(rh_server_t *A, rh_server_t *B)
         same = same && identical(A, B, k);
     }
     ok(same, "every key is byte-identical on both servers");
+
+    /* CRDT.RSX.ITEMS (the items a session run in a gateway needs): one per key, bad ranges
+     * refused */
+    redisReply *it = rh_cmd(B, "CRDT.RSX.ITEMS 0 16383");
+    ok(it && it->type == REDIS_REPLY_ARRAY && it->elements == 44 && it->element[0]->elements == 3,
+       "CRDT.RSX.ITEMS 0 16383: [name, id, fp] for each of the 44 keys of b");
+    if (it)
+        freeReplyObject(it);
+    ok(strstr(rh_err(rh_cmd(B, "CRDT.RSX.ITEMS 9 2")), "slots") != NULL, "a reversed range");
+    ok(strstr(rh_err(rh_cmd(B, "CRDT.RSX.ITEMS 0 16384")), "slots") != NULL, "a slot past 16383");
+    ok(strstr(rh_err(rh_cmd(B, "CRDT.RSX.ITEMS 0")), "wrong number") != NULL, "one argument");
 
     /* a responder fed garbage: CRDT_EDECODE with the module's reason */
     crdt_store_rsx_t *x = crdt_store_rsx_open(b, false, NULL);

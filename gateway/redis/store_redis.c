@@ -2603,7 +2603,8 @@ static void rsx_local_step(crdt_store_rsx_t *x, const void *msg, size_t n)
             rsx_complete(x, CRDT_ENOMEM, NULL);
             return;
         }
-        memcpy(x->diffs, d, nd * sizeof(*d));
+        if (nd)
+            memcpy(x->diffs, d, nd * sizeof(*d));
         x->ndiffs = nd;
         for (size_t i = 0; i < nd; i++) {
             /* the names of the keys of this id, for rsx_keys */
@@ -2625,7 +2626,8 @@ static void rsx_local_step(crdt_store_rsx_t *x, const void *msg, size_t n)
 /* Every primary's items are in: the index, the session, and the step that waited for them. */
 static void rsx_local_start(crdt_store_rsx_t *x)
 {
-    qsort(x->litems, x->nlitems, sizeof(*x->litems), litem_cmp);
+    if (x->nlitems)
+        qsort(x->litems, x->nlitems, sizeof(*x->litems), litem_cmp);
     crdt_rsx_item_t *items = malloc((x->nlitems ? x->nlitems : 1) * sizeof(*items));
     size_t m = 0;
     for (size_t i = 0; items && i < x->nlitems; i++) {
