@@ -100,9 +100,8 @@ static void defer_cb(lws_sorted_usec_list_t *sul)
 
 /* ---- --store redis:// (docs/scale-out.md) ---------------------------------------------------
  * Checked before anything opens; opened on the lws loop once the vhost exists (redis_open).
- * The Redis store's errors pass (s->store_transient). Until the peer engine takes a store that
- * completes later, peers are refused with it; WebSocket sessions run on it (sync.c copes with
- * completions that come later: tests/test_ws_defer.c). */
+ * The Redis store's errors pass (s->store_transient). WebSocket sessions and peer links run on it
+ * (both cope with completions that come later: tests/test_ws_defer.c, test_peer_sim). */
 #ifdef CRDTD_HAVE_REDIS
 static gw_evloop_lws_t redis_loop;
 #endif
@@ -114,11 +113,6 @@ static int redis_check(const gw_config_t *c)
     char why[256];
     if (sr_parse_url(c->store, addrs, 64, why, sizeof(why)) < 0) {
         fprintf(stderr, "crdtd: --store %s: %s\n", c->store, why);
-        return -1;
-    }
-    if (c->npeers) {
-        fprintf(stderr, "crdtd: --peer cannot be used with --store redis:// yet (the peer engine "
-                        "needs a store that completes at once)\n");
         return -1;
     }
     return 0;
@@ -139,6 +133,9 @@ static int redis_open(gw_server_t *s)
     cfg.wait_timeout_ms = s->cfg.redis_wait_timeout_ms;
     cfg.timeout_ms = s->cfg.redis_timeout_ms;
     cfg.follow_logs = s->cfg.redis_follow;
+    /* seqs of a later run follow an earlier run's (a peer's resume mark is never taken for a
+     * position of this run) */
+    cfg.seq_base = (uint64_t)crdt_wall_ms() * 1000u;
     char err[256];
     gw_evloop_lws_init(&redis_loop, s->ctx, s->vh_main);
     crdt_store_t *st = crdt_store_redis_open(s->cfg.store, &cfg, gw_evloop_lws_loop(&redis_loop),
@@ -149,8 +146,7 @@ static int redis_open(gw_server_t *s)
     }
     s->store_transient = true;
     gw_loop_use_store(s, st);
-    gw_log("node %llu, store %s (wait %u replicas, %s the change logs); peer links are off with "
-           "this store",
+    gw_log("node %llu, store %s (wait %u replicas, %s the change logs)",
            (unsigned long long)s->cfg.node_id, s->cfg.store, cfg.wait_replicas,
            cfg.follow_logs ? "following" : "not following");
     return 0;
@@ -198,7 +194,7 @@ int main(int argc, char **argv)
     bool redis = s->cfg.store[0] != '\0';
     if (redis && redis_check(&s->cfg))
         return 2;
-    if (gw_loop_check(&s->cfg) || (!redis && gw_peer_check(&s->cfg)) || gw_static_init(s))
+    if (gw_loop_check(&s->cfg) || gw_peer_check(&s->cfg) || gw_static_init(s))
         return 2;
     s->route = route;
     s->on_reload = on_reload;
@@ -257,7 +253,7 @@ int main(int argc, char **argv)
     gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
     gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
     if (gw_loop_start(s, protocols) || (redis && redis_open(s)) || gw_sync_init(s) ||
-        (!redis && gw_peer_init(s))) {
+        gw_peer_init(s)) {
         gw_loop_finish(s);
         crdt_store_close(s->store);
         gw_auth_free(s);

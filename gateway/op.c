@@ -217,6 +217,7 @@ typedef struct writes_run {
     uint64_t seq, t0;
     int rc;
     bool issuing, pending;
+    size_t inflight; /* a pipelined run: writes issued and not completed */
     gw_writes_done_cb done;
     void *ud;
 } writes_run_t;
@@ -254,11 +255,51 @@ static void write_cb(void *ud, int rc, uint64_t seq)
         writes_issue(wr);
 }
 
+/* A store that pipelines (over Redis): every write of the run is issued at once, so one request
+ * costs one round trip rather than one per write; the run ends with the last completion. A write
+ * that fails does not stop the others (they are in flight already): rc is the first error, applied
+ * counts the writes that changed a key, seq the highest seq. */
+static void piped_cb(void *ud, int rc, uint64_t seq)
+{
+    writes_run_t *wr = ud;
+    if (rc < 0 && wr->rc == 0)
+        wr->rc = rc;
+    else if (rc > 0) {
+        wr->applied++;
+        if (seq > wr->seq)
+            wr->seq = seq;
+    }
+    if (--wr->inflight == 0 && !wr->issuing)
+        writes_finish(wr);
+}
+
+static void writes_issue_piped(writes_run_t *wr)
+{
+    crdt_store_t *st = wr->s->store;
+    wr->issuing = true;
+    wr->inflight = 1; /* held while issuing */
+    for (size_t i = 0; i < wr->n; i++) {
+        const gw_write_t *w = &wr->w[i];
+        wr->inflight++;
+        if (w->m.kind == CRDT_MUT_MERGE)
+            crdt_store_apply(st, w->key, w->klen, w->m.state, CRDT_ORIGIN_LOCAL, piped_cb, wr);
+        else
+            crdt_store_write(st, w->key, w->klen, &w->m, piped_cb, wr);
+    }
+    wr->issuing = false;
+    if (--wr->inflight == 0)
+        writes_finish(wr);
+}
+
 /* Issues writes while they complete at once; returns when one is left in flight (its completion
  * continues) or all are done. A loop rather than recursion: a batch may hold thousands of ops. */
 static void writes_issue(writes_run_t *wr)
 {
     crdt_store_t *st = wr->s->store;
+    if (st->ops->pipelined && wr->next == 0 && wr->n > 1) {
+        writes_issue_piped(wr);
+        return;
+    }
     while (wr->next < wr->n && wr->rc == 0) {
         const gw_write_t *w = &wr->w[wr->next++];
         wr->pending = true;

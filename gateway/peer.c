@@ -499,7 +499,7 @@ static int parse_url(gw_slot_t *sl, const char *url)
 /* An old peers.state (before the marks moved into the store), read once for the upgrade. */
 static char *read_legacy_state(const gw_server_t *s)
 {
-    if (s->cfg.no_persist)
+    if (s->cfg.no_persist || s->cfg.store[0]) /* over Redis the marks are in Redis only */
         return NULL;
     char path[1100];
     snprintf(path, sizeof(path), "%s/peers.state", s->cfg.data_dir);

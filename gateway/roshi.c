@@ -184,32 +184,56 @@ static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last,
     gw_http_reply(x);
 }
 
-/* Every tuple's key must hold a timeline (or nothing) before anything is written. */
+/* Every tuple's key must hold a timeline (or nothing) before anything is written: false (and
+ * the error answered) when one holds another type or the read failed. */
+static bool roshi_types_ok(gw_exchange_t *x, int rc, const crdt_type_t *types,
+                           const crdt_obj_t *const *objs, size_t n)
+{
+    if (rc < 0) {
+        roshi_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
+                    "reading the keys failed: %s", crdt_strerror(rc));
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        crdt_type_t t = types ? types[i] : objs[i] ? crdt_obj_type(objs[i]) : 0;
+        if (t && t != CRDT_TIMELINE) {
+            roshi_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", i,
+                        crdt_type_name(t));
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The embedded store hands the objects over: checked, and prefetched before the writes. */
 static void roshi_write_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
 {
     write_ctx_t *c = ud;
     gw_exchange_t *x = c->x;
-    if (rc < 0) {
-        roshi_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
-                    "reading the keys failed: %s", crdt_strerror(rc));
-        goto fail;
+    if (!roshi_types_ok(x, rc, NULL, objs, n)) {
+        free(c);
+        gw_http_reply(x);
+        return;
     }
-    for (size_t i = 0; i < n; i++)
-        if (objs[i] && crdt_obj_type(objs[i]) != CRDT_TIMELINE) {
-            roshi_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", i,
-                        crdt_type_name(crdt_obj_type(objs[i])));
-            goto fail;
-        }
     /* The tuples go to keys all over the keyspace: their cache misses overlap this way, where
      * each write would otherwise wait for its own, one after the other. */
     for (int stage = 0; stage < CRDT_TL_PREFETCH_STAGES && n > 1; stage++)
         for (size_t i = 0; i < n; i++)
             crdt_timeline_prefetch(objs[i], c->w[i].m.bytes, c->w[i].m.len, stage);
     gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
-    return;
-fail:
-    free(c);
-    gw_http_reply(x);
+}
+
+/* A store that knows types without reading states (Redis: CRDT.TYPE) answers with types only. */
+static void roshi_write_typed(void *ud, int rc, const crdt_type_t *types, size_t n)
+{
+    write_ctx_t *c = ud;
+    gw_exchange_t *x = c->x;
+    if (!roshi_types_ok(x, rc, types, NULL, n)) {
+        free(c);
+        gw_http_reply(x);
+        return;
+    }
+    gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
 }
 
 static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
@@ -265,7 +289,10 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
                                 .len = t->mlen,
                                 .score = t->score}};
     }
-    crdt_store_get_many(s->store, c->keys, c->n, roshi_write_got, c);
+    if (s->store->ops->types)
+        crdt_store_types(s->store, c->keys, c->n, roshi_write_typed, c);
+    else
+        crdt_store_get_many(s->store, c->keys, c->n, roshi_write_got, c);
     return;
 fail:
     free(c);

@@ -40,7 +40,9 @@ typedef struct slot_logs {
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
 static slot_logs_t slots[CRDTM_SLOTS];
-static RedisModuleString *field_k, *field_d;
+static RedisModuleString *field_k, *field_d, *field_o;
+/* The origin the next appends carry (crdtm_log_set_origin; 0: none, the field is left out). */
+static uint64_t log_origin;
 static struct {
     unsigned long long appends, applied, trims, trimmed, restores, created;
 } log_stats;
@@ -288,10 +290,17 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         sl->cur_epoch = epoch;
     }
     RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
+    /* an origin (CRDT.MERGE ... ORIGIN id) is a third field, o: the node id in decimal */
+    RedisModuleString *o = NULL;
+    if (log_origin) {
+        char ob[24];
+        int ol = snprintf(ob, sizeof(ob), "%llu", (unsigned long long)log_origin);
+        o = RedisModule_CreateString(ctx, ob, (size_t)ol);
+    }
     /* The entry's fields, in the order they are stored and replicated (k first, then d:
-     * CRDT.LOG.APPLY relies on it). */
-    RedisModuleString *fields[] = {field_k, key, field_d, d};
-    const size_t nfields = sizeof(fields) / sizeof(fields[0]);
+     * CRDT.LOG.APPLY relies on it; an origin after them). */
+    RedisModuleString *fields[6] = {field_k, key, field_d, d, field_o, o};
+    const size_t nfields = o ? 6 : 4;
     RedisModuleStreamID id;
     int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, nfields / 2);
     if (rc == REDISMODULE_OK) {
@@ -311,8 +320,15 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed", name);
     }
     RedisModule_FreeString(ctx, d);
+    if (o)
+        RedisModule_FreeString(ctx, o);
     RedisModule_CloseKey(lk);
     return rc == REDISMODULE_OK ? 0 : -1;
+}
+
+void crdtm_log_set_origin(uint64_t origin)
+{
+    log_origin = origin;
 }
 
 int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj)
@@ -588,20 +604,26 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
              i++) {
             /* The iterator makes new strings (no auto memory here): each is freed below. */
             RedisModuleString *kv = NULL, *dv = NULL, *f, *v;
+            long long origin = 0;
             while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
                 size_t fl;
                 const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'k' && !kv)
+                if (fl == 1 && fp[0] == 'k' && !kv) {
                     kv = v;
-                else if (fl == 1 && fp[0] == 'd' && !dv)
+                } else if (fl == 1 && fp[0] == 'd' && !dv) {
                     dv = v;
-                else
+                } else {
+                    if (fl == 1 && fp[0] == 'o' &&
+                        (RedisModule_StringToLongLong(v, &origin) != REDISMODULE_OK || origin < 0))
+                        origin = 0;
                     RedisModule_FreeString(ctx, v);
+                }
                 RedisModule_FreeString(ctx, f);
             }
             char idtext[ID_TEXT_MAX];
             size_t il = format_id(idtext, &id);
-            RedisModule_ReplyWithArray(ctx, 3);
+            /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
+            RedisModule_ReplyWithArray(ctx, origin ? 4 : 3);
             RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
             if (kv)
                 RedisModule_ReplyWithString(ctx, kv);
@@ -615,10 +637,103 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 RedisModule_FreeString(ctx, kv);
             if (dv)
                 RedisModule_FreeString(ctx, dv);
+            if (origin)
+                RedisModule_ReplyWithLongLong(ctx, origin);
         }
         RedisModule_StreamIteratorStop(lk);
     }
     RedisModule_CloseKey(lk);
+    return REDISMODULE_OK;
+}
+
+/* ---- CRDT.LOG.POLL count log position [log position ...] ------------------------------------ */
+
+#ifndef REDISMODULE_STREAM_ITERATOR_REVERSE
+#define REDISMODULE_STREAM_ITERATOR_REVERSE (1 << 1) /* redismodule.h of Redis 7 */
+#endif
+
+/* A follower's one command per node and poll: for every log given with its position, the reply
+ * of CRDT.LOG.READ log position n, but only for the logs with something to read (entries after
+ * the position, a position of another kind than EPOCH:MS-SEQ:OFFSET, a position past the log's
+ * end, an error): -> [[log, <LOG.READ reply>], ..., more]. An idle log costs one seek, not an
+ * XINFO and a reply. `count` bounds the entries of the whole reply; more is 1 when it ran out
+ * before every log was looked at (poll again at once). The logs need not be in one slot: like
+ * CRDT.LOG.LIST the command names no keys, it reads the logs this node holds. */
+int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 4 || (argc - 2) % 2)
+        return RedisModule_WrongArity(ctx);
+    long long count;
+    if (RedisModule_StringToLongLong(argv[1], &count) != REDISMODULE_OK || count < 1)
+        return RedisModule_ReplyWithError(ctx, "ERR count must be a positive integer");
+    if (count > READ_COUNT_MAX)
+        count = READ_COUNT_MAX;
+    long long left = count;
+    long n = 0;
+    int more = 0;
+    RedisModule_ReplyWithArray(ctx, REDISMODULE_POSTPONED_LEN);
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (left == 0) {
+            more = 1;
+            break;
+        }
+        size_t nlen, plen;
+        const char *name = RedisModule_StringPtrLen(argv[i], &nlen);
+        const char *ptext = RedisModule_StringPtrLen(argv[i + 1], &plen);
+        uint64_t epoch;
+        unsigned slot;
+        crdtm_pos_t pos;
+        const char *why = NULL;
+        long long take = 1, cost = 1; /* what LOG.READ may return / what the budget pays */
+        bool parsed = crdtm_log_name_parse(name, nlen, &epoch, &slot) &&
+                      crdtm_pos_parse(ptext, plen, &pos, &why) == 0;
+        RedisModuleKey *lk = parsed ? RedisModule_OpenKey(ctx, argv[i], REDISMODULE_READ) : NULL;
+        if (lk && RedisModule_KeyType(lk) == REDISMODULE_KEYTYPE_STREAM) {
+            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch) {
+                RedisModuleStreamID at = {pos.ms, pos.seq}, last = {0, 0}, id;
+                bool have_last = false;
+                if (RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_REVERSE, NULL,
+                                                    NULL) == REDISMODULE_OK) {
+                    have_last = next_entry_id(lk, &last);
+                    RedisModule_StreamIteratorStop(lk);
+                }
+                long long k = 0;
+                if (have_last && id_cmp(&last, &at) > 0 &&
+                    RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_EXCLUSIVE, &at,
+                                                    NULL) == REDISMODULE_OK) {
+                    while (k < left && next_entry_id(lk, &id))
+                        k++;
+                    RedisModule_StreamIteratorStop(lk);
+                }
+                bool past_end = have_last && id_cmp(&at, &last) > 0;
+                if (k == 0 && !past_end) {
+                    RedisModule_CloseKey(lk);
+                    continue; /* nothing new: not in the reply */
+                }
+                /* past the end, LOG.READ reads from the first entry (truncated) */
+                take = cost = k ? k : left;
+            } else if (pos.kind == CRDTM_POS_START) {
+                long long len = (long long)RedisModule_ValueLength(lk);
+                take = cost = len < left ? (len ? len : 1) : left;
+            } else if (pos.kind == CRDTM_POS_END) {
+                cost = 0; /* just the position */
+            }
+        }
+        if (lk)
+            RedisModule_CloseKey(lk);
+        char cnt[24];
+        int cl = snprintf(cnt, sizeof(cnt), "%lld", take);
+        RedisModuleString *cs = RedisModule_CreateString(ctx, cnt, (size_t)cl);
+        RedisModuleString *rargv[4] = {argv[0], argv[i], argv[i + 1], cs};
+        RedisModule_ReplyWithArray(ctx, 2);
+        RedisModule_ReplyWithString(ctx, argv[i]);
+        crdtm_cmd_log_read(ctx, rargv, 4);
+        RedisModule_FreeString(ctx, cs);
+        left -= cost < left ? cost : left;
+        n++;
+    }
+    RedisModule_ReplyWithLongLong(ctx, more);
+    RedisModule_ReplySetArrayLength(ctx, n + 1);
     return REDISMODULE_OK;
 }
 
@@ -632,6 +747,7 @@ int crdtm_log_init(RedisModuleCtx *ctx)
     }
     field_k = RedisModule_CreateString(NULL, "k", 1);
     field_d = RedisModule_CreateString(NULL, "d", 1);
+    field_o = RedisModule_CreateString(NULL, "o", 1);
     /* Subscribed even with the log off: a node switched off still lists the logs it holds. */
     return RedisModule_SubscribeToKeyspaceEvents(
                ctx,

@@ -823,10 +823,24 @@ static void log_payloads(RedisModuleCtx *ctx, RedisModuleString **argv, crdt_obj
     crdtm_log_state(ctx, argv[1], objs[0]);
 }
 
+/* CRDT.MERGE key payload [payload ...] [ORIGIN id]: with ORIGIN (a node id > 0; a payload never
+ * reads "ORIGIN": encodings start with version byte 1) the change log entry carries it as field
+ * `o`, so a follower can tell a peer's change (crdtd's active-active) from a local one. */
 static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc < 3)
         return RedisModule_WrongArity(ctx);
+    long long origin = 0;
+    if (argc >= 5) {
+        size_t ol;
+        const char *op = RedisModule_StringPtrLen(argv[argc - 2], &ol);
+        if (ol == 6 && !strncasecmp(op, "ORIGIN", 6)) {
+            if (RedisModule_StringToLongLong(argv[argc - 1], &origin) != REDISMODULE_OK ||
+                origin <= 0)
+                return RedisModule_ReplyWithError(ctx, "ERR ORIGIN must be a node id > 0");
+            argc -= 2;
+        }
+    }
     int np = argc - 2;
     crdt_obj_t *stack_objs[8];
     crdt_obj_t **objs = np <= 8 ? stack_objs : crdtm_calloc((size_t)np, sizeof(*objs));
@@ -913,8 +927,11 @@ static int cmd_merge(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     if (changed) {
         /* The replica holds what we held, so the same payloads give it the same state. */
         RedisModule_ReplicateVerbatim(ctx);
-        if (crdtm_log_should_append(ctx))
+        if (crdtm_log_should_append(ctx)) {
+            crdtm_log_set_origin((uint64_t)origin);
             log_payloads(ctx, argv, objs, np);
+            crdtm_log_set_origin(0);
+        }
         crdtm_changed(ctx, argv[1], "crdt.merge", NULL);
     }
     if (err < 0)
@@ -1278,6 +1295,18 @@ static cmd_def_t commands[] = {
           {.name = "field-value", .type = REDISMODULE_ARG_TYPE_STRING, .key_spec_index = -1,
            .flags = REDISMODULE_CMD_ARG_OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE},
           {0}}}},
+    {"crdt.log.poll", crdtm_cmd_log_poll, "readonly", 0, 0, 0,
+     {.version = V,
+      .summary = "CRDT.LOG.READ of every log given that has something to read, in one reply",
+      .complexity = "O(logs + count)", .since = "0.3.0", .arity = -4,
+      .args = (RedisModuleCommandArg[]){
+          ARG("count", INTEGER),
+          {.name = "log-position",
+           .key_spec_index = -1,
+           .type = REDISMODULE_ARG_TYPE_BLOCK,
+           .flags = REDISMODULE_CMD_ARG_MULTIPLE,
+           .subargs = (RedisModuleCommandArg[]){ARG("log", STRING), ARG("position", STRING), {0}}},
+          {0}}}},
     {"crdt.log.list", crdtm_cmd_log_list, "readonly", 0, 0, 0,
      {.version = V, .summary = "Names of the change logs this node holds, of all slots or one",
       .complexity = "O(slots)", .since = "0.2.0", .arity = -1,
@@ -1324,6 +1353,12 @@ static cmd_def_t commands[] = {
      {.version = V, .summary = "Ends a reconcile session", .complexity = "O(K)", .since = "0.2.0",
       .arity = 3, .key_specs = KS_ONE(REDISMODULE_CMD_KEY_RO),
       .args = (RedisModuleCommandArg[]){ARG_KEY, ARG("session", STRING), {0}}}},
+    {"crdt.rsx.items", crdtm_cmd_rsx_items, "readonly", 0, 0, 0,
+     {.version = V,
+      .summary = "The anti-entropy items (name, id, fingerprint) of a slot range held by this node",
+      .complexity = "O(keys)", .since = "0.3.0", .arity = 3,
+      .args = (RedisModuleCommandArg[]){ARG("first-slot", INTEGER), ARG("last-slot", INTEGER),
+                                        {0}}}},
     {"crdt.rsx.digest", crdtm_cmd_rsx_digest, "readonly", 0, 0, 0,
      {.version = V,
       .summary = "Sum of the range fingerprints of the slots of a range held by this node",

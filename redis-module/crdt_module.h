@@ -123,6 +123,9 @@ bool crdtm_log_should_append(RedisModuleCtx *ctx);
  * as XADD. 0, or -1 after a warning in the server log (nothing replicated). Borrows all. */
 int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len,
                      bool merge);
+/* The origin node id the appends that follow carry as a third field `o` (0: none). CRDT.MERGE
+ * ... ORIGIN id sets it around its own append and clears it. */
+void crdtm_log_set_origin(uint64_t origin);
 /* Appends the full state of obj as key's entry. */
 int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_t *obj);
 /* Slot tags and keyspace subscriptions; 0 or -1. */
@@ -137,6 +140,7 @@ int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
  * a message for the user in msg. */
 int crdtm_merge_one(RedisModuleCtx *ctx, RedisModuleString *key, const char *payload, size_t len,
                     char *msg, size_t cap);
+int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* Anti-entropy (rsx.c). Notes that a key of db 0 changed (written, deleted, restored, loaded): its
  * slot's fingerprints are brought up to date when next read. */
@@ -148,6 +152,7 @@ int crdtm_cmd_rsx_recv(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_rsx_diffs(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_rsx_close(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_rsx_items(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* Registers every CRDT.* command with its flags, key specs and docs (commands.c). */
 int crdtm_register_commands(RedisModuleCtx *ctx);

@@ -543,6 +543,42 @@ int crdtm_cmd_rsx_digest(RedisModuleCtx *ctx, RedisModuleString **argv, int argc
     return REDISMODULE_OK;
 }
 
+/* CRDT.RSX.ITEMS first-slot last-slot -> [[name, id, fp], ...]: the items of the range's slots
+ * this node holds, one per key (fp as a signed 64-bit integer of the state fingerprint's bits).
+ * For a client that reconciles a keyspace spread over several nodes with one session of its own
+ * (crdtd over a cluster of several primaries): O(keys), so for ranges a client can hold. */
+int crdtm_cmd_rsx_items(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    if (!rsx_slots)
+        return RedisModule_ReplyWithError(ctx, "ERR anti-entropy is off (module argument rsx no)");
+    if (RedisModule_GetSelectedDb(ctx) != 0)
+        return reply_no_db0(ctx);
+    long long from, to;
+    if (RedisModule_StringToLongLong(argv[1], &from) != REDISMODULE_OK ||
+        RedisModule_StringToLongLong(argv[2], &to) != REDISMODULE_OK || from < 0 ||
+        to >= CRDTM_SLOTS || from > to)
+        return RedisModule_ReplyWithError(ctx, "ERR slots must be integers 0 <= first <= last "
+                                               "<= 16383");
+    for (long long sl = from; sl <= to; sl++)
+        if (slot_refresh(ctx, (unsigned)sl) < 0)
+            return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    RedisModule_ReplyWithArray(ctx, REDISMODULE_POSTPONED_LEN);
+    long n = 0;
+    for (long long sl = from; sl <= to; sl++) {
+        const rsx_slot_t *ss = &rsx_slots[sl];
+        for (uint32_t i = 0; i < ss->n; i++, n++) {
+            RedisModule_ReplyWithArray(ctx, 3);
+            RedisModule_ReplyWithStringBuffer(ctx, ss->keys[i].name, ss->keys[i].len);
+            RedisModule_ReplyWithLongLong(ctx, (long long)ss->keys[i].id);
+            RedisModule_ReplyWithLongLong(ctx, (long long)ss->keys[i].fp);
+        }
+    }
+    RedisModule_ReplySetArrayLength(ctx, n);
+    return REDISMODULE_OK;
+}
+
 int crdtm_rsx_init(RedisModuleCtx *ctx)
 {
     if (!crdtm_cfg.rsx_enabled)

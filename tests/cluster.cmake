@@ -52,3 +52,20 @@ if(TARGET crdt_module AND TARGET crdtd_store_redis)
     target_compile_definitions(test_scaleout PRIVATE CRDT_ASAN_RUNTIME="${asan_rt}")
   endif()
 endif()
+
+# active-active between two Redis deployments: a crdtd gateway in front of each, peered through
+# fault proxies; writers of every type through a partition, a gateway and a Redis restarted
+if(TARGET crdt_module AND TARGET crdtd_store_redis)
+  crdt_tap_test(test_redis_aa SOURCES test_redis_aa.c cluster_helper.c http_client.c redis_helper.c
+                redis_cluster_helper.c ${PROJECT_SOURCE_DIR}/redis-module/logpos.c
+                LIBS crdt_faultproxy PkgConfig::JANSSON PkgConfig::HIREDIS TIMEOUT 200)
+  target_include_directories(test_redis_aa PRIVATE ${PROJECT_SOURCE_DIR}/redis-module)
+  target_compile_definitions(test_redis_aa PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>"
+                             CRDT_MODULE_PATH="$<TARGET_FILE:crdt_module>")
+  add_dependencies(test_redis_aa crdtd crdt_module)
+  if(CRDTD_SANITIZE)
+    execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
+                    OUTPUT_VARIABLE asan_rt OUTPUT_STRIP_TRAILING_WHITESPACE)
+    target_compile_definitions(test_redis_aa PRIVATE CRDT_ASAN_RUNTIME="${asan_rt}")
+  endif()
+endif()

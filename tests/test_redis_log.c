@@ -365,6 +365,146 @@ static void test_trim_policies(void)
     rh_stop(&T);
 }
 
+/* The origin of CRDT.MERGE ... ORIGIN id (active-active, docs/redis-module.md): the change log
+ * entry carries it as field o, CRDT.LOG.READ returns it as a 4th element, the replica has it. */
+static long long entry_origin(rh_server_t *s, const char *name, long idx, size_t *nelem)
+{
+    redisReply *r = rh_cmd(s, "CRDT.LOG.READ %s 0 1000", name);
+    long long o = -1;
+    *nelem = 0;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+        (size_t)idx < r->element[2]->elements) {
+        redisReply *e = r->element[2]->element[idx];
+        *nelem = e->elements;
+        o = e->elements == 4 && e->element[3]->type == REDIS_REPLY_INTEGER ? e->element[3]->integer
+            : e->elements == 3                                             ? 0
+                                                                           : -1;
+    }
+    if (r)
+        freeReplyObject(r);
+    return o;
+}
+
+static void test_origin(void)
+{
+    rh_server_t P, R;
+    if (rh_start(&P, NULL, "node-id 1", NULL) < 0)
+        bail_out("cannot start redis-server");
+    char port[16];
+    snprintf(port, sizeof(port), "%d", P.port);
+    const char *rep[] = {"--replicaof", "127.0.0.1", port, NULL};
+    if (rh_start(&R, NULL, "node-id 2", rep) < 0)
+        bail_out("cannot start redis-server");
+    rh_int(rh_cmd(&P, "CRDT.SADD {o}src a"));
+    rh_int(rh_cmd(&P, "CRDT.SADD {o}src2 b"));
+    size_t l1, l2;
+    char *p1 = rh_str(rh_cmd(&P, "CRDT.STATE {o}src"), &l1);
+    char *p2 = rh_str(rh_cmd(&P, "CRDT.STATE {o}src2"), &l2);
+    ok(p1 && p2, "two payloads");
+    /* entries of slot {o}: src (0), src2 (1), then ours */
+    is_int(rh_int(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN 7", p1, l1)), 1, "MERGE ... ORIGIN 7");
+    is_int(rh_int(rh_cmd(&P, "CRDT.MERGE {o}k %b", p2, l2)), 1, "MERGE without ORIGIN");
+    is_int(rh_int(rh_cmd(&P, "CRDT.MERGE {o}m %b %b origin 9", p1, l1, p2, l2)), 1,
+           "MERGE of two payloads, origin 9 (any case)");
+    is_int(rh_int(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN 8", p1, l1)), 0,
+           "a MERGE that changes nothing appends nothing");
+    rh_int(rh_cmd(&P, "CRDT.SADD {o}k c"));
+    char name[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&P, "{o}k", name) == 0, "the slot's log");
+    size_t ne;
+    is_int(entry_origin(&P, name, 0, &ne), 0, "a typed write's entry: no origin");
+    is_int(ne, 3, "[id, k, d]");
+    is_int(entry_origin(&P, name, 2, &ne), 7, "the entry of MERGE ... ORIGIN 7 says 7");
+    is_int(ne, 4, "[id, k, d, origin]");
+    is_int(entry_origin(&P, name, 3, &ne), 0, "MERGE without ORIGIN: none");
+    is_int(entry_origin(&P, name, 4, &ne), 9, "two payloads: one entry, origin 9");
+    is_int(entry_origin(&P, name, 5, &ne), 0,
+           "the next typed write: none (the origin is not kept)");
+    redisReply *x = rh_cmd(&P, "XRANGE %s - +", name);
+    bool field_o = x && x->type == REDIS_REPLY_ARRAY && x->elements >= 3 &&
+                   x->element[2]->element[1]->elements == 6 &&
+                   !strcmp(x->element[2]->element[1]->element[4]->str, "o") &&
+                   !strcmp(x->element[2]->element[1]->element[5]->str, "7");
+    ok(field_o, "the stream entry holds the field o = 7");
+    if (x)
+        freeReplyObject(x);
+    ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN 0", p1, l1)), "ORIGIN") != NULL,
+       "ORIGIN 0 is refused");
+    ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN x", p1, l1)), "ORIGIN") != NULL,
+       "ORIGIN x is refused");
+    ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN", p1, l1)), "payload") != NULL,
+       "a lone ORIGIN is a (bad) payload");
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "the replica has the writes");
+    char rname[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&R, "{o}k", rname) == 0 && !strcmp(rname, name), "the replica holds the log");
+    is_int(entry_origin(&R, name, 2, &ne), 7, "and the origin of its entry");
+    size_t sa, sb;
+    char *a = rh_str(rh_cmd(&P, "CRDT.STATE {o}m"), &sa),
+         *b = rh_str(rh_cmd(&R, "CRDT.STATE {o}m"), &sb);
+    ok(a && b && sa == sb && !memcmp(a, b, sa), "the replica's state is the primary's");
+    free(a);
+    free(b);
+    free(p1);
+    free(p2);
+    rh_stop(&R);
+    rh_stop(&P);
+}
+
+/* CRDT.LOG.POLL: one command for many logs, only those with news in the reply */
+static void test_poll(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 3", NULL) < 0)
+        bail_out("cannot start redis-server");
+    rh_int(rh_cmd(&S, "CRDT.SADD {p1}k a"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {p2}k b"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {p3}k c"));
+    char l1[CRDTM_LOG_NAME_MAX], l2[CRDTM_LOG_NAME_MAX], l3[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&S, "{p1}k", l1) == 0 && log_of(&S, "{p2}k", l2) == 0 && log_of(&S, "{p3}k", l3) == 0,
+       "three logs");
+    readres_t r1 = {0}, r2 = {0};
+    log_read(&S, l1, "0", 10, NULL, &r1);
+    log_read(&S, l2, "0", 10, NULL, &r2);
+    redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 100 %s %s %s %s %s 0", l1, r1.pos, l2, r2.pos, l3);
+    ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+           !strcmp(p->element[0]->element[0]->str, l3) &&
+           p->element[0]->element[1]->element[2]->elements == 1 && p->element[1]->integer == 0,
+       "two logs read to their end are left out; the third (from 0) comes with its entry, more 0");
+    if (p)
+        freeReplyObject(p);
+    rh_int(rh_cmd(&S, "CRDT.SADD {p2}k b2"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {p2}k b3"));
+    p = rh_cmd(&S, "CRDT.LOG.POLL 100 %s %s %s %s", l1, r1.pos, l2, r2.pos);
+    ok(p && p->elements == 2 && !strcmp(p->element[0]->element[0]->str, l2) &&
+           p->element[0]->element[1]->element[2]->elements == 2,
+       "a log written again comes with its 2 new entries");
+    if (p)
+        freeReplyObject(p);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 1 %s 0 %s 0 %s 0", l1, l2, l3);
+    ok(p && p->elements == 2 && p->element[0]->element[1]->element[2]->elements == 1 &&
+           p->element[1]->integer == 1,
+       "count 1: one entry in all, and more 1");
+    if (p)
+        freeReplyObject(p);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 10 nolog 0 %s $", l1);
+    ok(p && p->elements == 3 && p->element[0]->element[1]->type == REDIS_REPLY_ERROR &&
+           p->element[1]->element[1]->element[2]->elements == 0,
+       "a bad log name answers its error in place; $ answers the end position");
+    if (p)
+        freeReplyObject(p);
+    /* a position past the log's end (a failover lost entries): read from the first, truncated */
+    char past[CRDTM_POS_TEXT_MAX];
+    snprintf(past, sizeof(past), "%.16s:99999999999999-0:50", r1.pos);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", l1, past);
+    ok(p && p->elements == 2 && !strcmp(p->element[0]->element[1]->element[1]->str, "truncated"),
+       "a position past the end comes back as truncated");
+    if (p)
+        freeReplyObject(p);
+    ok(strstr(rh_err(rh_cmd(&S, "CRDT.LOG.POLL 10 %s", l1)), "wrong number") != NULL,
+       "an odd log/position list is refused");
+    rh_stop(&S);
+}
+
 int main(void)
 {
     const char *why = rh_skip_reason();
@@ -374,6 +514,8 @@ int main(void)
     test_basics();
     test_replica_restore_off();
     test_trim_policies();
+    test_origin();
+    test_poll();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();

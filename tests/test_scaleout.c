@@ -7,7 +7,7 @@
  * opens; /healthz says 503 with the store's reason while Redis or a slot is down and 200 again
  * after; writes fail fast with 503 meanwhile; the two gateways of the cluster serve byte-identical
  * keys; no acknowledged write is lost on either site; the roshi listener reads and writes through
- * the store. Not covered yet: peer links between the sites (crdtd refuses --peer with this store).
+ * the store. Peer links between sites over Redis: test_redis_aa.c.
  */
 #include <signal.h>
 #include <stdio.h>

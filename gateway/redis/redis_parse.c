@@ -257,10 +257,18 @@ bool sr_log_entry(const redisReply *r, size_t i, sr_log_entry_t *out)
     if (i >= list->elements)
         return false;
     const redisReply *e = list->element[i];
-    if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element ||
-        !is_str(e->element[1]) || !is_str(e->element[2]) || !e->element[1]->str ||
+    if (!e || e->type != REDIS_REPLY_ARRAY || (e->elements != 3 && e->elements != 4) ||
+        !e->element || !is_str(e->element[1]) || !is_str(e->element[2]) || !e->element[1]->str ||
         !e->element[2]->str)
         return false;
+    out->origin = 0;
+    if (e->elements == 4) {
+        /* the origin crdt.so recorded for a change applied with CRDT.MERGE ... ORIGIN id */
+        const redisReply *o = e->element[3];
+        if (!o || o->type != REDIS_REPLY_INTEGER || o->integer <= 0)
+            return false;
+        out->origin = (uint64_t)o->integer;
+    }
     out->key = e->element[1]->str;
     out->klen = e->element[1]->len;
     out->delta = e->element[2]->str;

@@ -59,10 +59,13 @@ int sr_parse_redirect(const char *s, size_t len, bool *ask, unsigned *slot, sr_a
  * or the reply is not a string. */
 bool sr_info_field(const redisReply *r, const char *name, char *out, size_t cap);
 
-/* One entry of CRDT.LOG.READ's list: [id, key, delta]. Pointers into r; false on another shape. */
+/* One entry of CRDT.LOG.READ's list: [id, key, delta] or [id, key, delta, origin] (a change
+ * applied with CRDT.MERGE ... ORIGIN id; origin 0 when absent). Pointers into r; false on another
+ * shape. */
 typedef struct sr_log_entry {
     const char *key, *delta;
     size_t klen, dlen;
+    uint64_t origin;
 } sr_log_entry_t;
 
 /* A CRDT.LOG.READ reply: [position, "ok"|"truncated", [entries...]]. The position text is copied

@@ -74,6 +74,14 @@ typedef enum {
     R_SLOTS,
     R_LOG_LIST,
     R_LOG_READ,
+    R_RSX_OPEN,
+    R_RSX_RECV,
+    R_RSX_DIFFS,
+    R_RSX_CLOSE,
+    R_RSX_ITEMS, /* CRDT.RSX.ITEMS of one primary, for a session run in the gateway */
+    R_RSX_DIGEST,
+    R_TYPES,    /* CRDT.TYPE of one key of a types call */
+    R_LOG_POLL, /* CRDT.LOG.POLL of a node's logs */
 } req_kind_t;
 
 /* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
@@ -97,6 +105,8 @@ typedef struct sr_many {
     size_t n, left;
     int rc;
     crdt_obj_t **objs;
+    crdt_store_types_cb tcb; /* a types call: types[] instead of objs */
+    crdt_type_t *types;
 } sr_many_t;
 
 typedef struct sr_scan {
@@ -142,6 +152,8 @@ struct sr_req {
     size_t idx;
     sr_scan_t *scan;
     unsigned scan_node;
+    size_t *idxs; /* R_LOG_POLL: the logs asked, in order */
+    size_t nidx;
 };
 
 struct sr_store {
@@ -188,6 +200,15 @@ struct sr_store {
     size_t feed_head, feed_len;
     uint64_t feed_dropped; /* seq of the newest change dropped from the ring */
     crdt_store_redis_stats_t rs;
+    /* anti-entropy: open sessions (freed at close), the names DIFFS gave for the ids found to
+     * differ (rsx_keys), the item count DIGEST gave last (rsx_items) */
+    crdt_store_rsx_t *rsx_list;
+    struct sr_rname **rnames;
+    size_t rnames_cap, rnames_n;
+    uint64_t rsx_items, rsx_items_at;
+    bool rsx_items_busy;
+    bool follow_started; /* every primary of the map had its logs listed once */
+    bool no_poll;        /* crdt.so without CRDT.LOG.POLL: one CRDT.LOG.READ per log */
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -245,6 +266,7 @@ static void req_free(sr_req_t *q)
     if (!q)
         return;
     redisFreeCommand(q->cmd);
+    free(q->idxs);
     crdt_obj_free(q->delta);
     free(q->key);
     free(q);
@@ -281,6 +303,7 @@ static void inflight_unlink(sr_req_t *q)
 }
 
 static void req_fail(sr_req_t *q, int rc);
+static void rsx_failed(sr_req_t *q, int rc, const char *why);
 static void req_dispatch(sr_store_t *s, sr_req_t *q);
 static void send_wait(sr_req_t *w);
 static void discovery_failed(sr_store_t *s, const char *fmt, ...)
@@ -623,10 +646,13 @@ static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
         m->objs[idx] = obj;
     if (--m->left)
         return;
-    if (m->rc < 0)
+    if (m->tcb)
+        m->tcb(m->ud, m->rc, m->rc < 0 ? NULL : m->types, m->rc < 0 ? 0 : m->n);
+    else if (m->rc < 0)
         m->cb(m->ud, m->rc, NULL, 0);
     else
         m->cb(m->ud, 0, (const crdt_obj_t *const *)m->objs, m->n);
+    free(m->types);
     for (size_t i = 0; i < m->n; i++)
         crdt_obj_free(m->objs[i]);
     free(m->objs);
@@ -656,13 +682,25 @@ static void write_finish(sr_req_t *q)
     req_free(q);
 }
 
+static void follow_send_poll(sr_store_t *s, sr_node_t *n);
+
 static void follow_read_done(sr_node_t *n)
 {
+    sr_store_t *s = n->st;
     if (n->follow_reads && --n->follow_reads)
         return;
     n->follow_busy = false;
-    n->follow_next = now_ms(n->st) + (n->follow_more ? 0 : n->st->cfg.follow_poll_ms);
+    bool more = n->follow_more;
+    n->follow_next = now_ms(s) + (more ? 0 : s->cfg.follow_poll_ms);
     n->follow_more = false;
+    if (more && !s->no_poll && !s->closing && n->state == N_UP) {
+        /* a full read: the next one at once, over the same logs (no LIST, no timer), so following
+         * keeps up with any write rate rather than one read per housekeeping turn */
+        n->follow_busy = true;
+        n->follow_reads = 1; /* held while sending */
+        follow_send_poll(s, n);
+        follow_read_done(n);
+    }
 }
 
 static void req_fail(sr_req_t *q, int rc)
@@ -670,7 +708,8 @@ static void req_fail(sr_req_t *q, int rc)
     sr_store_t *s = q->st;
     switch (q->kind) {
     case R_GET: ((crdt_store_get_cb)q->cb)(q->ud, rc, NULL); break;
-    case R_MANY: many_part(q->many, q->idx, rc, NULL); break;
+    case R_MANY:
+    case R_TYPES: many_part(q->many, q->idx, rc, NULL); break;
     case R_WRITE:
         q->rc = rc;
         write_finish(q);
@@ -713,6 +752,13 @@ static void req_fail(sr_req_t *q, int rc)
         q->fixed->follow_next = now_ms(s) + s->cfg.backoff_max_ms;
         break;
     case R_LOG_READ: follow_read_done(q->fixed); break;
+    case R_LOG_POLL: follow_read_done(q->fixed); break;
+    case R_RSX_OPEN:
+    case R_RSX_RECV:
+    case R_RSX_DIFFS:
+    case R_RSX_CLOSE:
+    case R_RSX_ITEMS:
+    case R_RSX_DIGEST: rsx_failed(q, rc, NULL); break;
     case R_SLOTS:
         s->refresh_inflight = false;
         if (s->ready != 1)
@@ -901,12 +947,28 @@ static void handle_wait(sr_store_t *s, sr_req_t *q, const redisReply *r)
 static void discovery_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
+static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
-    if (r->type == REDIS_REPLY_ERROR && (q->kind == R_LOG_LIST || q->kind == R_LOG_READ)) {
+    if (q->kind >= R_RSX_OPEN && q->kind <= R_RSX_DIGEST) {
+        rsx_reply(s, q, r);
+        req_free(q);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && q->kind == R_LOG_POLL && r->str &&
+        strncmp(r->str, "ERR unknown command", 19) == 0) {
+        s->no_poll = true; /* an older crdt.so: one CRDT.LOG.READ per log from now on */
+        follow_read_done(q->fixed);
+        req_free(q);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR &&
+        (q->kind == R_LOG_LIST || q->kind == R_LOG_READ || q->kind == R_LOG_POLL)) {
         /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
         set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
                 r->str ? r->str : "error");
@@ -929,6 +991,17 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         rc = decode_state(s, q, r, &obj);
         many_part(q->many, q->idx, rc, obj);
         break;
+    case R_TYPES: {
+        crdt_type_t t = 0;
+        rc = 0;
+        if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
+            rc = bad_reply(s, q, r);
+        else if (strcmp(r->str, "none") != 0 && crdt_type_from_name(r->str, &t) < 0)
+            rc = bad_reply(s, q, r);
+        q->many->types[q->idx] = t;
+        many_part(q->many, q->idx, rc, NULL);
+        break;
+    }
     case R_WRITE:
         handle_write_reply(s, q, r);
         q = NULL; /* owned by the write path now */
@@ -979,6 +1052,13 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_SLOTS: slots_reply(s, q, r); break;
     case R_LOG_LIST: log_list_reply(s, q, r); break;
     case R_LOG_READ: log_read_reply(s, q, r); break;
+    case R_LOG_POLL: log_poll_reply(s, q, r); break;
+    case R_RSX_OPEN:
+    case R_RSX_RECV:
+    case R_RSX_DIFFS:
+    case R_RSX_CLOSE:
+    case R_RSX_ITEMS:
+    case R_RSX_DIGEST: break; /* rsx_reply, above */
     }
     req_free(q);
 }
@@ -1013,6 +1093,7 @@ static void follow_redirect(sr_store_t *s, sr_req_t *q, const redisReply *r)
     } else {
         s->rs.redirects_moved++;
         s->slot_node[slot] = (uint16_t)idx;
+        s->follow_started = false;
         if (!s->refresh_due)
             s->refresh_due = now_ms(s); /* the map is stale: reload it soon, once */
     }
@@ -1029,6 +1110,7 @@ static void req_drop(sr_req_t *q)
         for (size_t i = 0; i < q->many->n; i++)
             crdt_obj_free(q->many->objs[i]);
         free(q->many->objs);
+        free(q->many->types);
         free(q->many);
     }
     if (q->scan && --q->scan->left == 0)
@@ -1213,6 +1295,7 @@ static void slots_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     for (unsigned i = 0; i < CRDTM_SLOTS; i++)
         full = full && map[i] != SR_NO_NODE;
     memcpy(s->slot_node, map, sizeof(map));
+    s->follow_started = false; /* a new primary must list its logs first */
     free(ranges);
     /* keep refreshing while part of the map is missing or a mapped node is down (failover) */
     bool down = !full;
@@ -1296,6 +1379,52 @@ static void follow_send_read(sr_store_t *s, sr_node_t *n, size_t idx)
         req_fail(q, CRDT_EUNAVAIL);
 }
 
+/* CRDT.LOG.POLL of n's logs, SR_POLL_LOGS per command: one command per poll of an idle node
+ * rather than one CRDT.LOG.READ per log (a node holds a log per slot written to). */
+#define SR_POLL_LOGS 1024
+static void follow_send_poll(sr_store_t *s, sr_node_t *n)
+{
+    size_t i = 0;
+    while (i < s->nlogs) {
+        size_t *idxs = malloc(SR_POLL_LOGS * sizeof(*idxs));
+        const char **argv = malloc((2 + 2 * SR_POLL_LOGS) * sizeof(*argv));
+        size_t *lens = malloc((2 + 2 * SR_POLL_LOGS) * sizeof(*lens));
+        char cnt[16];
+        snprintf(cnt, sizeof(cnt), "%u", s->cfg.follow_count);
+        size_t k = 0;
+        if (idxs && argv && lens) {
+            argv[0] = "CRDT.LOG.POLL";
+            lens[0] = 13;
+            argv[1] = cnt;
+            lens[1] = strlen(cnt);
+            for (; i < s->nlogs && k < SR_POLL_LOGS; i++) {
+                if (s->logs[i].node != n)
+                    continue;
+                idxs[k] = i;
+                argv[2 + 2 * k] = s->logs[i].name;
+                lens[2 + 2 * k] = strlen(s->logs[i].name);
+                argv[3 + 2 * k] = s->logs[i].pos;
+                lens[3 + 2 * k] = strlen(s->logs[i].pos);
+                k++;
+            }
+        }
+        sr_req_t *q =
+            k ? req_new(s, R_LOG_POLL, "CRDT.LOG.POLL", (int)(2 + 2 * k), argv, lens) : NULL;
+        free(argv);
+        free(lens);
+        if (!q) {
+            free(idxs);
+            return; /* nothing to poll, or out of memory: the next poll tries again */
+        }
+        q->fixed = n;
+        q->idxs = idxs;
+        q->nidx = k;
+        n->follow_reads++;
+        if (!send_on(s, q, n, false))
+            req_fail(q, CRDT_EUNAVAIL);
+    }
+}
+
 static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     sr_node_t *n = q->fixed;
@@ -1329,23 +1458,33 @@ static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     n->listed = true;
     n->follow_busy = true;
     n->follow_reads = 1; /* held while sending */
-    for (size_t i = 0; i < s->nlogs; i++)
-        if (s->logs[i].node == n)
-            follow_send_read(s, n, i);
+    if (s->no_poll) {
+        for (size_t i = 0; i < s->nlogs; i++)
+            if (s->logs[i].node == n)
+                follow_send_read(s, n, i);
+    } else {
+        follow_send_poll(s, n);
+    }
     follow_read_done(n);
 }
 
-static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+/* One log's CRDT.LOG.READ reply r (alone, or one of a CRDT.LOG.POLL): its entries become change
+ * events, its position is kept. */
+static void log_read_apply(sr_store_t *s, sr_node_t *n, sr_log_t *l, const sr_req_t *q,
+                           const redisReply *r)
 {
-    sr_node_t *n = q->fixed;
-    sr_log_t *l = q->idx < s->nlogs ? &s->logs[q->idx] : NULL;
     char pos[CRDTM_POS_TEXT_MAX], why[160] = "log forgotten";
     bool truncated = false;
     size_t ne = 0;
+    if (r && r->type == REDIS_REPLY_ERROR) {
+        /* a log deleted, trimmed away or moved with its slot: the next LIST says where */
+        set_err(s, "redis %s:%d: %s: %.200s", n->addr.host, n->addr.port, q->verb,
+                r->str ? r->str : "error");
+        return;
+    }
     if (!l || sr_parse_log_read(r, pos, sizeof(pos), &truncated, &ne, why, sizeof(why)) < 0) {
         s->rs.bad_replies++;
         set_err(s, "redis %s:%d: %s", n->addr.host, n->addr.port, why);
-        follow_read_done(n);
         return;
     }
     if (truncated) {
@@ -1369,7 +1508,8 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         s->rs.log_entries++;
         feed_append(s, e.key, e.klen, seq);
         if (s->base.ev.change)
-            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d, CRDT_ORIGIN_LOCAL);
+            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d,
+                              e.origin ? e.origin : CRDT_ORIGIN_LOCAL);
         crdt_obj_free(d);
         seq_complete(s, seq);
     }
@@ -1379,6 +1519,48 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     }
     if (ne >= s->cfg.follow_count)
         n->follow_more = true;
+}
+
+static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    log_read_apply(s, n, q->idx < s->nlogs ? &s->logs[q->idx] : NULL, q, r);
+    follow_read_done(n);
+}
+
+/* [[log, <LOG.READ reply>], ..., more]: the logs with news, in the order asked. */
+static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_node_t *n = q->fixed;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[r->elements - 1]->type != REDIS_REPLY_INTEGER) {
+        bad_reply(s, q, r);
+        follow_read_done(n);
+        return;
+    }
+    if (r->element[r->elements - 1]->integer)
+        n->follow_more = true;
+    size_t at = 0;
+    for (size_t i = 0; i + 1 < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !e->element[0] ||
+            e->element[0]->type != REDIS_REPLY_STRING) {
+            bad_reply(s, q, r);
+            break;
+        }
+        /* the reply keeps the order of the request: find the log from where the last one was */
+        const redisReply *nm = e->element[0];
+        while (at < q->nidx &&
+               (q->idxs[at] >= s->nlogs || strlen(s->logs[q->idxs[at]].name) != nm->len ||
+                memcmp(s->logs[q->idxs[at]].name, nm->str, nm->len) != 0))
+            at++;
+        if (at == q->nidx) {
+            bad_reply(s, q, r);
+            break;
+        }
+        log_read_apply(s, n, &s->logs[q->idxs[at]], q, e->element[1]);
+        at++;
+    }
     follow_read_done(n);
 }
 
@@ -1610,13 +1792,50 @@ static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
     }
 }
 
+/* CRDT.TYPE of each key, pipelined: a type check without reading (and decoding) whole states */
+static void sr_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
+                     void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (n == 0) {
+        cb(ud, 0, NULL, 0);
+        return;
+    }
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_type_t *types = calloc(n, sizeof(*types));
+    crdt_obj_t **objs = calloc(n, sizeof(*objs)); /* none: freed with the aggregate */
+    if (!m || !types || !objs) {
+        free(m);
+        free(types);
+        free(objs);
+        cb(ud, CRDT_ENOMEM, NULL, 0);
+        return;
+    }
+    *m = (sr_many_t){.tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types};
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = {"CRDT.TYPE", keys[i].data};
+        size_t lens[] = {9, keys[i].len};
+        sr_req_t *q = req_new(s, R_TYPES, "CRDT.TYPE", 2, argv, lens);
+        if (!q) {
+            many_part(m, i, CRDT_ENOMEM, NULL);
+            continue;
+        }
+        q->many = m;
+        q->idx = i;
+        route(q, keys[i].data, keys[i].len);
+        req_dispatch(s, q);
+    }
+}
+
 static int hlc_stamp(sr_store_t *s, crdt_hlc_ts_t *ts)
 {
     return crdt_hlc_tick(&s->hlc, crdt_wall_ms(), ts);
 }
 
+/* CRDT.MERGE key <delta>, with ORIGIN <id> for a peer's change (origin not CRDT_ORIGIN_LOCAL):
+ * the module writes it into the change log entry, so followers tell it from a local change. */
 static sr_req_t *merge_req(sr_store_t *s, const void *key, size_t klen, const crdt_obj_t *delta,
-                           int *rc)
+                           int *rc, uint64_t origin)
 {
     crdt_buf_t b = {0};
     *rc = crdt_obj_encode(delta, &b);
@@ -1624,9 +1843,12 @@ static sr_req_t *merge_req(sr_store_t *s, const void *key, size_t klen, const cr
         crdt_buf_free(&b);
         return NULL;
     }
-    const char *argv[] = {"CRDT.MERGE", key, (const char *)b.data};
-    size_t lens[] = {10, klen, b.len};
-    sr_req_t *q = req_new(s, R_WRITE, "CRDT.MERGE", 3, argv, lens);
+    char ob[24];
+    snprintf(ob, sizeof(ob), "%llu", (unsigned long long)origin);
+    const char *argv[] = {"CRDT.MERGE", key, (const char *)b.data, "ORIGIN", ob};
+    size_t lens[] = {10, klen, b.len, 6, strlen(ob)};
+    sr_req_t *q =
+        req_new(s, R_WRITE, "CRDT.MERGE", origin != CRDT_ORIGIN_LOCAL ? 5 : 3, argv, lens);
     crdt_buf_free(&b);
     if (!q)
         *rc = CRDT_ENOMEM;
@@ -1744,7 +1966,7 @@ static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_
         rc = o ? crdt_mut_apply(o, &mm, s->cfg.node_id, &delta) : CRDT_ENOMEM;
         crdt_obj_free(o);
         if (rc > 0 && delta) {
-            q = merge_req(s, key, klen, delta, &rc);
+            q = merge_req(s, key, klen, delta, &rc, CRDT_ORIGIN_LOCAL);
             if (q)
                 q->delta = delta;
             else
@@ -1760,7 +1982,7 @@ static void sr_write(crdt_store_t *st, const void *key, size_t klen, const crdt_
             rc = CRDT_EINVAL;
             break;
         }
-        q = merge_req(s, key, klen, mm.state, &rc);
+        q = merge_req(s, key, klen, mm.state, &rc, CRDT_ORIGIN_LOCAL);
         if (q && s->base.ev.change && !(q->delta = crdt_obj_clone(mm.state))) {
             req_free(q);
             q = NULL;
@@ -1780,7 +2002,7 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
 {
     sr_store_t *s = srs(st);
     int rc = 0;
-    sr_req_t *q = delta ? merge_req(s, key, klen, delta, &rc) : NULL;
+    sr_req_t *q = delta ? merge_req(s, key, klen, delta, &rc, origin) : NULL;
     if (!q) {
         cb(ud, delta ? rc : CRDT_EINVAL, 0);
         return;
@@ -1884,12 +2106,17 @@ static void sr_changes(crdt_store_t *st, uint64_t since, size_t limit, crdt_feed
         done(ud, CRDT_EUNAVAIL, since);
         return;
     }
+    /* A position this store no longer holds the changes after: CRDT_ELIMIT (the ring's bound),
+     * not EUNAVAIL (Redis is fine): a reader rescans, the peer engine resumes at the durable seq
+     * and leaves the gap to anti-entropy. Not last_error: the store is healthy. */
+    if (since && since < s->cfg.seq_base) {
+        s->rs.feed_gaps++;
+        done(ud, CRDT_ELIMIT, since);
+        return;
+    }
     if (since < s->feed_dropped) {
-        set_err(s,
-                "change feed: position %llu is older than the %zu changes kept (from seq %llu); "
-                "rescan",
-                (unsigned long long)since, s->cfg.feed_max, (unsigned long long)s->feed_dropped);
-        done(ud, CRDT_EUNAVAIL, since);
+        s->rs.feed_gaps++;
+        done(ud, CRDT_ELIMIT, since);
         return;
     }
     /* newest first, keep each key's latest change, then oldest first up to limit */
@@ -2162,6 +2389,649 @@ static void sr_mark_put(crdt_store_t *st, const char *name, const void *p, size_
     req_dispatch(s, q);
 }
 
+/* ---- anti-entropy over CRDT.RSX.* -------------------------------------------------------------
+ * One crdt_rsx session of the module per store session, over every slot (CRDT.RSX.OPEN k role
+ * 0 16383) of the one primary: the module keeps the items (key id, state fingerprint) per slot
+ * beside the keys, so nothing is listed through crdtd and the bytes exchanged grow with the
+ * difference. Steps: the initiator's first step is OPEN (its reply carries the first message);
+ * a responder's first step is OPEN then RECV; every other step is RECV; once RECV says done,
+ * DIFFS lists the differing ids with the names this side holds, remembered for rsx_keys. Over a
+ * cluster of several primaries one module session cannot cover the keyspace: the session then
+ * runs here (crdt_rsx over an index built from CRDT.RSX.ITEMS 0 16383 of every primary, O(keys)
+ * per round; the messages between the sites still grow with the difference only). */
+
+#define SR_RSX_KEY "crdtd-rsx"   /* routes the session's commands (any key of the primary) */
+#define SR_RNAMES_MAX (1u << 20) /* names remembered for repairs before the map starts over */
+#define SR_RSX_ITEMS_MS 1000     /* rsx_items refreshes its count at most this often */
+
+typedef struct sr_rname {
+    uint64_t id;
+    struct sr_rname *next;
+    size_t len;
+    char name[];
+} sr_rname_t;
+
+struct crdt_store_rsx {
+    sr_store_t *st;
+    crdt_store_rsx_t *prev, *next; /* the store's list */
+    bool initiator;
+    bool opened;   /* the module holds the session (sid) */
+    bool finished; /* DIFFS ended it in the module (or it was never opened) */
+    bool closed;   /* rsx_close came: freed once no request is in flight */
+    bool failed;
+    unsigned inflight;
+    char sid[24];
+    crdt_store_rsx_cb cb; /* the step in flight */
+    void *ud;
+    uint8_t *pending; /* a responder's first message, sent once OPEN answered */
+    size_t npending;
+    crdt_buf_t reply;
+    crdt_rsx_diff_t *diffs;
+    size_t ndiffs;
+    crdt_rsx_stats_t stats;
+    /* over several primaries: the session runs here, over the items CRDT.RSX.ITEMS gave */
+    bool local;
+    crdt_rsx_config_t cfg;
+    unsigned items_left;     /* ITEMS replies outstanding */
+    struct sr_litem *litems; /* (id, fp, name) of every key, sorted by id once all came */
+    size_t nlitems, caplitems;
+    crdt_rsx_index_t *ix;
+    crdt_rsx_session_t *ls;
+};
+
+typedef struct sr_litem {
+    uint64_t id, fp;
+    char *name;
+    size_t len;
+} sr_litem_t;
+
+static void rsx_free(crdt_store_rsx_t *x)
+{
+    sr_store_t *s = x->st;
+    if (x->prev)
+        x->prev->next = x->next;
+    else if (s->rsx_list == x)
+        s->rsx_list = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    free(x->pending);
+    crdt_buf_free(&x->reply);
+    free(x->diffs);
+    for (size_t i = 0; i < x->nlitems; i++)
+        free(x->litems[i].name);
+    free(x->litems);
+    crdt_rsx_session_free(x->ls);
+    crdt_rsx_index_free(x->ix);
+    free(x);
+}
+
+static void rnames_clear(sr_store_t *s)
+{
+    for (size_t i = 0; i < s->rnames_cap; i++) {
+        sr_rname_t *e = s->rnames[i];
+        while (e) {
+            sr_rname_t *nx = e->next;
+            free(e);
+            e = nx;
+        }
+    }
+    free(s->rnames);
+    s->rnames = NULL;
+    s->rnames_cap = s->rnames_n = 0;
+}
+
+static void rnames_add(sr_store_t *s, uint64_t id, const char *name, size_t len)
+{
+    if (s->rnames_n >= SR_RNAMES_MAX)
+        rnames_clear(s);
+    if (!s->rnames) {
+        s->rnames_cap = 4096;
+        if (!(s->rnames = calloc(s->rnames_cap, sizeof(*s->rnames)))) {
+            s->rnames_cap = 0;
+            return;
+        }
+    }
+    size_t b = (size_t)(id * 0x9E3779B97F4A7C15ull >> 20) & (s->rnames_cap - 1);
+    for (sr_rname_t *e = s->rnames[b]; e; e = e->next)
+        if (e->id == id && e->len == len && !memcmp(e->name, name, len))
+            return;
+    sr_rname_t *e = malloc(sizeof(*e) + (len ? len : 1));
+    if (!e)
+        return;
+    e->id = id;
+    e->len = len;
+    memcpy(e->name, name, len);
+    e->next = s->rnames[b];
+    s->rnames[b] = e;
+    s->rnames_n++;
+}
+
+/* Sends an RSX command for session x (argv[1] is the routing key); completes through rsx_reply. */
+static void rsx_send(crdt_store_rsx_t *x, req_kind_t kind, const char *verb, int argc,
+                     const char **argv, const size_t *lens)
+{
+    sr_store_t *s = x->st;
+    sr_req_t *q = req_new(s, kind, verb, argc, argv, lens);
+    if (!q) {
+        if (kind != R_RSX_CLOSE && x->cb) {
+            crdt_store_rsx_cb cb = x->cb;
+            x->cb = NULL;
+            crdt_store_rsx_result_t res = {.err = {.code = CRDT_ENOMEM}};
+            x->failed = true;
+            cb(x->ud, CRDT_ENOMEM, &res);
+        }
+        return;
+    }
+    q->ud = x;
+    x->inflight++;
+    route(q, SR_RSX_KEY, strlen(SR_RSX_KEY));
+    req_dispatch(s, q);
+}
+
+/* The step in flight ends: rc 0 with what x holds, or an error. */
+static void rsx_complete(crdt_store_rsx_t *x, int rc, const char *why)
+{
+    crdt_store_rsx_cb cb = x->cb;
+    x->cb = NULL;
+    if (!cb)
+        return;
+    crdt_store_rsx_result_t res;
+    memset(&res, 0, sizeof(res));
+    if (rc < 0) {
+        x->failed = true;
+        x->st->rs.rsx_failed++;
+        res.err.code = rc;
+        snprintf(res.err.text, sizeof(res.err.text), "%s", why ? why : crdt_strerror(rc));
+        cb(x->ud, rc, &res);
+        return;
+    }
+    res.reply = x->reply.len ? x->reply.data : NULL;
+    res.reply_len = x->reply.len;
+    if (x->ls)
+        crdt_rsx_session_stats(x->ls, &x->stats);
+    else if (res.reply_len) {
+        x->stats.msgs_sent++;
+        x->stats.bytes_sent += res.reply_len;
+    }
+    res.done = x->finished;
+    res.diffs = x->diffs;
+    res.ndiffs = x->finished ? x->ndiffs : 0;
+    res.stats = x->stats;
+    cb(x->ud, 0, &res);
+}
+
+static void rsx_recv(crdt_store_rsx_t *x, const void *msg, size_t n)
+{
+    x->stats.msgs_received++;
+    x->stats.bytes_received += n;
+    const char *argv[] = {"CRDT.RSX.RECV", SR_RSX_KEY, x->sid, msg ? msg : ""};
+    size_t lens[] = {13, strlen(SR_RSX_KEY), strlen(x->sid), n};
+    rsx_send(x, R_RSX_RECV, "CRDT.RSX.RECV", 4, argv, lens);
+}
+
+static void rsx_failed(sr_req_t *q, int rc, const char *why)
+{
+    crdt_store_rsx_t *x = q->ud;
+    if (q->kind == R_RSX_DIGEST) {
+        q->st->rsx_items_busy = false;
+        return;
+    }
+    x->inflight--;
+    if (x->closed) {
+        if (!x->inflight)
+            rsx_free(x);
+        return;
+    }
+    if (q->kind == R_RSX_DIFFS)
+        x->finished = true; /* DIFFS ends the session in the module, answered or not */
+    if (q->kind == R_RSX_ITEMS)
+        x->items_left = 0; /* the first failure completes the step; the other replies are dropped */
+    rsx_complete(x, rc, why);
+}
+
+static int litem_cmp(const void *a, const void *b)
+{
+    const sr_litem_t *x = a, *y = b;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* One step of a session run here: msg NULL is the initiator's first. */
+static void rsx_local_step(crdt_store_rsx_t *x, const void *msg, size_t n)
+{
+    sr_store_t *s = x->st;
+    x->reply.len = 0;
+    bool done = false;
+    crdt_error_t err;
+    memset(&err, 0, sizeof(err));
+    int rc = msg ? crdt_rsx_receive(x->ls, msg, n, &x->reply, &done, &err)
+                 : crdt_rsx_initiate(x->ls, &x->reply);
+    if (rc < 0) {
+        rsx_complete(x, rc, err.text[0] ? err.text : NULL);
+        return;
+    }
+    if (done) {
+        x->finished = true;
+        const crdt_rsx_diff_t *d;
+        size_t nd = crdt_rsx_session_diffs(x->ls, &d);
+        free(x->diffs);
+        x->diffs = malloc((nd ? nd : 1) * sizeof(*x->diffs));
+        if (!x->diffs) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        if (nd)
+            memcpy(x->diffs, d, nd * sizeof(*d));
+        x->ndiffs = nd;
+        for (size_t i = 0; i < nd; i++) {
+            /* the names of the keys of this id, for rsx_keys */
+            size_t lo = 0, hi = x->nlitems;
+            while (lo < hi) {
+                size_t mid = lo + (hi - lo) / 2;
+                if (x->litems[mid].id < d[i].id)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            for (size_t k = lo; k < x->nlitems && x->litems[k].id == d[i].id; k++)
+                rnames_add(s, d[i].id, x->litems[k].name, x->litems[k].len);
+        }
+    }
+    rsx_complete(x, 0, NULL);
+}
+
+/* Every primary's items are in: the index, the session, and the step that waited for them. */
+static void rsx_local_start(crdt_store_rsx_t *x)
+{
+    if (x->nlitems)
+        qsort(x->litems, x->nlitems, sizeof(*x->litems), litem_cmp);
+    crdt_rsx_item_t *items = malloc((x->nlitems ? x->nlitems : 1) * sizeof(*items));
+    size_t m = 0;
+    for (size_t i = 0; items && i < x->nlitems; i++) {
+        /* keys of one id are one item whose fp is the sum of theirs (crdt_reconcile.h) */
+        if (m && items[m - 1].id == x->litems[i].id)
+            items[m - 1].fp += x->litems[i].fp;
+        else
+            items[m++] = (crdt_rsx_item_t){x->litems[i].id, x->litems[i].fp};
+    }
+    x->ix = items ? crdt_rsx_index_new() : NULL;
+    int rc = x->ix ? crdt_rsx_index_build(x->ix, items, m) : CRDT_ENOMEM;
+    free(items);
+    if (rc == 0 && !(x->ls = crdt_rsx_session_new(x->ix, x->initiator, &x->cfg)))
+        rc = CRDT_ENOMEM;
+    if (rc < 0) {
+        rsx_complete(x, rc, "cannot build the anti-entropy index of the cluster's keys");
+        return;
+    }
+    x->st->rs.rsx_sessions++;
+    /* the step's completion may close (and free) x: nothing of x is touched after it */
+    uint8_t *pending = x->pending;
+    x->pending = NULL;
+    rsx_local_step(x, x->initiator ? NULL : pending, x->initiator ? 0 : x->npending);
+    free(pending);
+}
+
+static void rsx_items_reply(crdt_store_rsx_t *x, sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY) {
+        x->items_left = 0;
+        rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.ITEMS: unexpected reply");
+        return;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element[0] ||
+            e->element[0]->type != REDIS_REPLY_STRING || !e->element[1] ||
+            e->element[1]->type != REDIS_REPLY_INTEGER || e->element[1]->integer < 0 ||
+            (uint64_t)e->element[1]->integer >= CRDT_RSX_ID_SPACE || !e->element[2] ||
+            e->element[2]->type != REDIS_REPLY_INTEGER) {
+            x->items_left = 0;
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.ITEMS: unexpected entry");
+            return;
+        }
+        if (x->nlitems == x->caplitems) {
+            size_t cap = x->caplitems ? x->caplitems * 2 : 1024;
+            sr_litem_t *p = realloc(x->litems, cap * sizeof(*p));
+            if (!p) {
+                x->items_left = 0;
+                rsx_complete(x, CRDT_ENOMEM, NULL);
+                return;
+            }
+            x->litems = p;
+            x->caplitems = cap;
+        }
+        const redisReply *nm = e->element[0];
+        char *name = malloc(nm->len ? nm->len : 1);
+        if (!name) {
+            x->items_left = 0;
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        memcpy(name, nm->str, nm->len);
+        x->litems[x->nlitems++] = (sr_litem_t){(uint64_t)e->element[1]->integer,
+                                               (uint64_t)e->element[2]->integer, name, nm->len};
+    }
+    if (x->items_left && --x->items_left == 0)
+        rsx_local_start(x);
+}
+
+static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    if (q->kind == R_RSX_DIGEST) {
+        s->rsx_items_busy = false;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && r->element[0] &&
+            r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0)
+            s->rsx_items = (uint64_t)r->element[0]->integer;
+        return;
+    }
+    crdt_store_rsx_t *x = q->ud;
+    if (r->type == REDIS_REPLY_ERROR) {
+        char why[sizeof(((crdt_error_t *)0)->text)];
+        snprintf(why, sizeof(why), "redis: %s: %.*s", q->verb, (int)(r->len > 200 ? 200 : r->len),
+                 r->str ? r->str : "error");
+        /* a message the module's session refused is the peer's fault: EDECODE, as the embedded
+         * store says it; anything else (no session, anti-entropy off) is the store's */
+        bool refused = r->str && strstr(r->str, "reconcile message refused");
+        rsx_failed(q, refused ? CRDT_EDECODE : CRDT_EUNAVAIL, why);
+        return;
+    }
+    x->inflight--;
+    if (x->closed) {
+        if (q->kind == R_RSX_OPEN && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0] && r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < 24) {
+            /* opened after all: close it in the module too */
+            char sid[24];
+            memcpy(sid, r->element[0]->str, r->element[0]->len);
+            sid[r->element[0]->len] = '\0';
+            const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, sid};
+            size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(sid)};
+            snprintf(x->sid, sizeof(x->sid), "%s", sid);
+            rsx_send(x, R_RSX_CLOSE, "CRDT.RSX.CLOSE", 3, argv, lens);
+        }
+        if (!x->inflight)
+            rsx_free(x);
+        return;
+    }
+    switch (q->kind) {
+    case R_RSX_OPEN:
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len == 0 ||
+            r->element[0]->len >= sizeof(x->sid) || !r->element[1] ||
+            r->element[1]->type != REDIS_REPLY_STRING) {
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.OPEN: unexpected reply");
+            return;
+        }
+        memcpy(x->sid, r->element[0]->str, r->element[0]->len);
+        x->sid[r->element[0]->len] = '\0';
+        x->opened = true;
+        s->rs.rsx_sessions++;
+        if (!x->initiator) {
+            /* a failure to send completes (and may close and free x) inside rsx_recv */
+            uint8_t *pending = x->pending;
+            x->pending = NULL;
+            rsx_recv(x, pending, x->npending);
+            free(pending);
+            return;
+        }
+        x->reply.len = 0;
+        if (crdt_buf_append(&x->reply, r->element[1]->str, r->element[1]->len) < 0) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        rsx_complete(x, 0, NULL);
+        return;
+    case R_RSX_RECV: {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] ||
+            r->element[0]->type != REDIS_REPLY_STRING || !r->element[1] ||
+            r->element[1]->type != REDIS_REPLY_INTEGER) {
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.RECV: unexpected reply");
+            return;
+        }
+        x->reply.len = 0;
+        if (r->element[0]->len &&
+            crdt_buf_append(&x->reply, r->element[0]->str, r->element[0]->len) < 0) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        if (!r->element[1]->integer) {
+            rsx_complete(x, 0, NULL);
+            return;
+        }
+        const char *argv[] = {"CRDT.RSX.DIFFS", SR_RSX_KEY, x->sid};
+        size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(x->sid)};
+        rsx_send(x, R_RSX_DIFFS, "CRDT.RSX.DIFFS", 3, argv, lens);
+        return;
+    }
+    case R_RSX_DIFFS: {
+        x->finished = true;
+        if (r->type != REDIS_REPLY_ARRAY) {
+            rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.DIFFS: unexpected reply");
+            return;
+        }
+        free(x->diffs);
+        x->diffs = calloc(r->elements ? r->elements : 1, sizeof(*x->diffs));
+        x->ndiffs = 0;
+        if (!x->diffs) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        for (size_t i = 0; i < r->elements; i++) {
+            const redisReply *e = r->element[i];
+            if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element[1] ||
+                e->element[1]->type != REDIS_REPLY_INTEGER || !e->element[2] ||
+                e->element[2]->type != REDIS_REPLY_INTEGER || e->element[2]->integer < 0 ||
+                (uint64_t)e->element[2]->integer >= CRDT_RSX_ID_SPACE ||
+                e->element[1]->integer < 1 || e->element[1]->integer > 3) {
+                rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.DIFFS: unexpected entry");
+                return;
+            }
+            uint64_t id = (uint64_t)e->element[2]->integer;
+            const redisReply *nm = e->element[0];
+            if (nm && nm->type == REDIS_REPLY_STRING)
+                rnames_add(s, id, nm->str, nm->len);
+            /* one row per name: an id of several keys comes once */
+            if (x->ndiffs && x->diffs[x->ndiffs - 1].id == id)
+                continue;
+            x->diffs[x->ndiffs++] = (crdt_rsx_diff_t){id, (unsigned)e->element[1]->integer};
+        }
+        rsx_complete(x, 0, NULL);
+        return;
+    }
+    case R_RSX_ITEMS: rsx_items_reply(x, s, q, r); return;
+    default: return; /* CLOSE: nothing to tell */
+    }
+}
+
+/* A session of several primaries' keys is not one module session (see above). */
+static bool rsx_single(const sr_store_t *s)
+{
+    int idx[SR_MAX_NODES];
+    return s->ready == 1 && primaries(s, idx) == 1;
+}
+
+static crdt_store_rsx_t *sr_rsx_open(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg)
+{
+    /* a module session draws its own salt and has its own limits; a session run here (several
+     * primaries) takes cfg */
+    sr_store_t *s = srs(st);
+    crdt_store_rsx_t *x = calloc(1, sizeof(*x));
+    if (!x)
+        return NULL;
+    x->st = s;
+    x->initiator = initiator;
+    if (cfg)
+        x->cfg = *cfg;
+    else
+        crdt_rsx_config_init(&x->cfg);
+    x->next = s->rsx_list;
+    if (x->next)
+        x->next->prev = x;
+    s->rsx_list = x;
+    return x;
+}
+
+static void sr_rsx_step(crdt_store_t *st, crdt_store_rsx_t *x, const void *msg, size_t n,
+                        crdt_store_rsx_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    x->cb = cb;
+    x->ud = ud;
+    if (x->failed || x->finished) {
+        rsx_complete(x, CRDT_EINVAL, "the anti-entropy session is over");
+        return;
+    }
+    if (x->ls) {
+        rsx_local_step(x, msg, n);
+        return;
+    }
+    if (!x->opened && s->ready == 1 && !rsx_single(s)) {
+        /* several primaries: one module session cannot cover them; run the session here over
+         * every primary's items (CRDT.RSX.ITEMS 0 16383 on each) */
+        if (!x->initiator) {
+            if (!msg) {
+                rsx_complete(x, CRDT_EINVAL, "a responder's first step needs the peer's message");
+                return;
+            }
+            free(x->pending);
+            if (!(x->pending = malloc(n ? n : 1))) {
+                rsx_complete(x, CRDT_ENOMEM, NULL);
+                return;
+            }
+            memcpy(x->pending, msg, n);
+            x->npending = n;
+        }
+        int idx[SR_MAX_NODES];
+        int np = primaries(s, idx);
+        x->local = true;
+        x->items_left = (unsigned)np;
+        x->inflight++; /* held while sending: a failure completes, and may close, inside */
+        for (int i = 0; i < np && x->items_left; i++) {
+            const char *argv[] = {"CRDT.RSX.ITEMS", "0", "16383"};
+            size_t lens[] = {14, 1, 5};
+            sr_req_t *q = req_new(s, R_RSX_ITEMS, "CRDT.RSX.ITEMS", 3, argv, lens);
+            if (!q) {
+                x->items_left = 0;
+                rsx_complete(x, CRDT_ENOMEM, NULL);
+                break;
+            }
+            q->ud = x;
+            q->fixed = s->nodes[idx[i]];
+            x->inflight++;
+            if (!send_on(s, q, q->fixed, false))
+                req_fail(q, CRDT_EUNAVAIL);
+        }
+        if (--x->inflight == 0 && x->closed)
+            rsx_free(x);
+        return;
+    }
+    if (x->opened) {
+        rsx_recv(x, msg, n);
+        return;
+    }
+    if (!x->initiator) {
+        if (!msg) {
+            rsx_complete(x, CRDT_EINVAL, "a responder's first step needs the peer's message");
+            return;
+        }
+        free(x->pending);
+        x->pending = malloc(n ? n : 1);
+        if (!x->pending) {
+            rsx_complete(x, CRDT_ENOMEM, NULL);
+            return;
+        }
+        memcpy(x->pending, msg, n);
+        x->npending = n;
+    }
+    const char *argv[] = {"CRDT.RSX.OPEN", SR_RSX_KEY, x->initiator ? "INITIATOR" : "RESPONDER",
+                          "0", "16383"};
+    size_t lens[] = {13, strlen(SR_RSX_KEY), strlen(argv[2]), 1, 5};
+    rsx_send(x, R_RSX_OPEN, "CRDT.RSX.OPEN", 5, argv, lens);
+}
+
+static void sr_rsx_close(crdt_store_t *st, crdt_store_rsx_t *x)
+{
+    (void)st;
+    x->closed = true;
+    x->cb = NULL;
+    if (x->opened && !x->finished) {
+        const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, x->sid};
+        size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(x->sid)};
+        x->finished = true;
+        rsx_send(x, R_RSX_CLOSE, "CRDT.RSX.CLOSE", 3, argv, lens);
+    }
+    if (!x->inflight)
+        rsx_free(x);
+}
+
+typedef struct sr_rkeys {
+    crdt_store_key_cb each;
+    crdt_store_done_cb done;
+    void *ud;
+    crdt_bytes_t *keys;
+    size_t n;
+} sr_rkeys_t;
+
+static void rkeys_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    sr_rkeys_t *k = ud;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (objs[i] && k->each(k->ud, k->keys[i].data, k->keys[i].len, objs[i]))
+            break;
+    k->done(k->ud, rc, 0);
+    free(k->keys);
+    free(k);
+}
+
+/* The keys DIFFS named for id, with their states now (CRDT.STATE each). */
+static void sr_rsx_keys(crdt_store_t *st, uint64_t id, crdt_store_key_cb each,
+                        crdt_store_done_cb done, void *ud)
+{
+    sr_store_t *s = srs(st);
+    size_t n = 0;
+    sr_rname_t *head = NULL;
+    if (s->rnames_cap) {
+        head = s->rnames[(size_t)(id * 0x9E3779B97F4A7C15ull >> 20) & (s->rnames_cap - 1)];
+        for (sr_rname_t *e = head; e; e = e->next)
+            n += e->id == id;
+    }
+    if (!n) {
+        done(ud, 0, 0);
+        return;
+    }
+    sr_rkeys_t *k = calloc(1, sizeof(*k));
+    crdt_bytes_t *keys = calloc(n, sizeof(*keys));
+    if (!k || !keys) {
+        free(k);
+        free(keys);
+        done(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    size_t i = 0;
+    for (sr_rname_t *e = head; e; e = e->next)
+        if (e->id == id)
+            keys[i++] = (crdt_bytes_t){(const uint8_t *)e->name, e->len};
+    *k = (sr_rkeys_t){.each = each, .done = done, .ud = ud, .keys = keys, .n = n};
+    sr_get_many(st, keys, n, rkeys_got, k);
+}
+
+static size_t sr_rsx_items(crdt_store_t *st)
+{
+    sr_store_t *s = srs(st);
+    uint64_t now = now_ms(s);
+    if (s->ready == 1 && !s->rsx_items_busy && rsx_single(s) &&
+        (!s->rsx_items_at || now - s->rsx_items_at >= SR_RSX_ITEMS_MS)) {
+        s->rsx_items_at = now;
+        const char *argv[] = {"CRDT.RSX.DIGEST", "0", "16383"};
+        size_t lens[] = {15, 1, 5};
+        sr_req_t *q = req_new(s, R_RSX_DIGEST, "CRDT.RSX.DIGEST", 3, argv, lens);
+        if (q) {
+            s->rsx_items_busy = true;
+            route(q, SR_RSX_KEY, strlen(SR_RSX_KEY));
+            req_dispatch(s, q);
+        }
+    }
+    return (size_t)s->rsx_items;
+}
+
 /* ---- the rest ---------------------------------------------------------------------------------
  */
 
@@ -2220,7 +3090,14 @@ static const char *sr_last_error(const crdt_store_t *st)
     const sr_store_t *s = csrs(st);
     if (s->err_set || s->ready != 1)
         return s->err[0] ? s->err : "connecting to Redis";
-    return follow_starting(s) ? "starting: reading where every primary's change logs end" : NULL;
+    /* called per request: follow_starting's walk of the slot map is cached until every primary
+     * listed its logs once (it stays so: a node that joins later is read from its logs' start) */
+    if (!s->follow_started) {
+        if (follow_starting(s))
+            return "starting: reading where every primary's change logs end";
+        ((sr_store_t *)s)->follow_started = true;
+    }
+    return NULL;
 }
 
 static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
@@ -2233,6 +3110,9 @@ static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
 
 static void free_all(sr_store_t *s)
 {
+    while (s->rsx_list)
+        rsx_free(s->rsx_list);
+    rnames_clear(s);
     for (int i = 0; i < s->nnodes; i++)
         free(s->nodes[i]);
     free(s->win);
@@ -2289,6 +3169,13 @@ static const crdt_store_ops_t sr_ops = {
     .tick = sr_tick,
     .last_error = sr_last_error,
     .stats = sr_stats,
+    .rsx_open = sr_rsx_open,
+    .rsx_step = sr_rsx_step,
+    .rsx_close = sr_rsx_close,
+    .rsx_keys = sr_rsx_keys,
+    .rsx_items = sr_rsx_items,
+    .pipelined = true, /* one key's commands go on one connection, in order */
+    .types = sr_types,
 };
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
@@ -2345,6 +3232,8 @@ crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_conf
     s->base.ops = &sr_ops;
     s->loop = loop;
     s->cluster = -1;
+    /* the first change is seq_base + 1 (positions of an earlier run are below it) */
+    s->last_seq = s->durable_seq = s->durable_told = s->cfg.seq_base;
     for (unsigned i = 0; i < CRDTM_SLOTS; i++)
         s->slot_node[i] = SR_NO_NODE;
     s->timer = loop->timer_new(loop->ctx, on_timer, s);

@@ -28,8 +28,14 @@
  *
  * Change events and the feed: without cfg.follow_logs the events report the changes made through
  * this store (a typed write's delta is the key's state read right after it); with it, every
- * change of every primary's per-slot change log (crdt.so's CRDT.LOG.*), whichever gateway made it.
+ * change of every primary's per-slot change log (crdt.so's CRDT.LOG.*, read with CRDT.LOG.POLL),
+ * whichever gateway made it. An apply with a peer's origin goes as CRDT.MERGE ... ORIGIN id, and
+ * its log entry comes back with that origin (so the peer engine does not push it back).
  * crdt_store_changes lists the keys of the last cfg.feed_max changes reported.
+ *
+ * Anti-entropy (rsx_*): one crdt.so reconcile session (CRDT.RSX.*) over every slot of the one
+ * primary; over a cluster of several primaries the session runs here, over the items
+ * CRDT.RSX.ITEMS gives from every primary (O(keys) per round).
  *
  * crdt_store_close drops every pending completion; do not call it from inside a completion of
  * the same store.
@@ -70,6 +76,11 @@ typedef struct crdt_store_redis_config {
      * of the last feed_max (default 65536; 0: no feed, changes answers EUNAVAIL); a position
      * older than the ring, or from another run of the store, answers EUNAVAIL: rescan. */
     size_t feed_max;
+    /* The first change is seq_base + 1 (default 0). crdtd gives the wall clock in microseconds,
+     * so the seqs of a later run follow those of an earlier one: a peer's or a client's position
+     * from an earlier run is below seq_base and answered CRDT_ELIMIT (a gap: rescan), never taken
+     * for a position of this run. A position older than the ring is answered CRDT_ELIMIT too. */
+    uint64_t seq_base;
 } crdt_store_redis_config_t;
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg);
@@ -93,6 +104,8 @@ int crdt_store_redis_is_cluster(const crdt_store_t *st);
 typedef struct crdt_store_redis_stats {
     uint64_t sent, replies, redirects_moved, redirects_ask, slot_refreshes, reconnects, fail_fast,
         timeouts, bad_replies, log_entries, log_truncated, log_resumed;
+    uint64_t feed_gaps;                            /* feed reads answered CRDT_ELIMIT */
+    uint64_t rsx_sessions, rsx_failed, rsx_cached; /* anti-entropy (CRDT.RSX.*) */
     unsigned nodes, nodes_up;
 } crdt_store_redis_stats_t;
 void crdt_store_redis_stats(const crdt_store_t *st, crdt_store_redis_stats_t *out);

@@ -49,6 +49,8 @@ typedef void (*crdt_store_fp_cb)(void *ud, int rc, uint64_t fp);
 typedef void (*crdt_store_mark_cb)(void *ud, int rc, const void *p, size_t n);
 /* rc 0 or a negative code. */
 typedef void (*crdt_store_status_cb)(void *ud, int rc);
+/* rc 0 with types[i] for keys[i] (0: absent), or a negative code (types NULL). */
+typedef void (*crdt_store_types_cb)(void *ud, int rc, const crdt_type_t *types, size_t n);
 
 /* Anti-entropy: a reconciliation session (crdt_reconcile.h) the store runs over its own index of
  * (key id, state fingerprint) items, so the index lives beside the data it describes: the embedded
@@ -134,6 +136,15 @@ typedef struct crdt_store_ops {
     void (*rsx_keys)(crdt_store_t *st, uint64_t id, crdt_store_key_cb each, crdt_store_done_cb done,
                      void *ud);
     size_t (*rsx_items)(crdt_store_t *st);
+
+    /* true: a store over the network, whose writes a caller may issue before the earlier ones
+     * completed (one request's writes pipelined); writes to one key still apply in the order
+     * issued. false (the embedded store): completions come at once anyway. */
+    bool pipelined;
+    /* optional (NULL: crdt_store_types reads the objects with get_many): the types of n keys
+     * without their states, for a check before writing (a store over Redis: CRDT.TYPE) */
+    void (*types)(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
+                  void *ud);
 } crdt_store_ops_t;
 
 struct crdt_store {
@@ -195,6 +206,11 @@ static inline void crdt_store_changes(crdt_store_t *st, uint64_t since, size_t l
 {
     st->ops->changes(st, since, limit, each, done, ud);
 }
+
+/* The types of n keys (0: absent): a type check before writing, without reading the states
+ * where the store can (ops->types), else through get_many. */
+void crdt_store_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
+                      void *ud);
 
 /* Every data key, in no particular order, from cursor (0: the start) for about `limit` keys (the
  * internal keys of replica.h's crdt_key_internal are skipped: they count toward `limit` but are

@@ -1024,6 +1024,19 @@ static int catchup_next(link_t *l, frame_t **out)
         return 0;
     l->feed = NULL;
     uint64_t D = c->durable;
+    if (c->rc == CRDT_ELIMIT && !c->count) {
+        /* The store no longer holds the changes after the cursor (a store over Redis keeps a
+         * bounded feed per run): go on from what is durable here; anti-entropy, which runs on
+         * every connect, repairs what the peer missed. */
+        char name[300];
+        plog(P,
+             "peer %s: the change feed no longer holds the changes after seq %" PRIu64
+             "; resuming after seq %" PRIu64 " (anti-entropy repairs the gap)",
+             rec_name(P, l->rec, l, name, sizeof(name)), l->cursor, D);
+        c->rc = 0;
+        c->stop = 0;
+        c->next = D;
+    }
     if (c->stop == 2 || c->rc < 0) {
         int rc = c->rc < 0 ? c->rc : CRDT_ENOMEM;
         inflight_free(P, &c->node);

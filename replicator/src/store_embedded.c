@@ -153,6 +153,48 @@ static void emb_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt
 
 /* ---- marks: "mark-<name>" files in the data directory, replaced by rename ------------------- */
 
+typedef struct types_ctx {
+    crdt_store_types_cb cb;
+    void *ud;
+} types_ctx_t;
+
+static void types_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
+{
+    types_ctx_t c = *(types_ctx_t *)ud;
+    free(ud);
+    if (rc < 0) {
+        c.cb(c.ud, rc, NULL, 0);
+        return;
+    }
+    crdt_type_t one[16] = {0};
+    crdt_type_t *t = n <= 16 ? one : malloc(n * sizeof(*t));
+    if (!t) {
+        c.cb(c.ud, CRDT_ENOMEM, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        t[i] = objs[i] ? crdt_obj_type(objs[i]) : (crdt_type_t)0;
+    c.cb(c.ud, 0, t, n);
+    if (t != one)
+        free(t);
+}
+
+void crdt_store_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
+                      void *ud)
+{
+    if (st->ops->types) {
+        st->ops->types(st, keys, n, cb, ud);
+        return;
+    }
+    types_ctx_t *c = malloc(sizeof(*c));
+    if (!c) {
+        cb(ud, CRDT_ENOMEM, NULL, 0);
+        return;
+    }
+    *c = (types_ctx_t){cb, ud};
+    crdt_store_get_many(st, keys, n, types_got, c);
+}
+
 bool crdt_store_mark_name_ok(const char *name)
 {
     size_t n = name ? strlen(name) : 0;

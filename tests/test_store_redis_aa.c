@@ -1,0 +1,607 @@
+/* test_store_redis_aa.c - the Redis store's part of active-active between Redis deployments,
+ * against real redis-server processes with crdt.so: a peer's change (apply with an origin) comes
+ * back from the change log with that origin, local changes as local; anti-entropy sessions over
+ * CRDT.RSX.* between two servers find exactly the keys that differ, rsx_keys gives their states,
+ * and after the repair a second session finds nothing and every key is byte-identical; sessions
+ * closed early or fed garbage; seq_base and the feed's CRDT_ELIMIT for positions it lost.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "crdt_store.h"
+#include "evloop_poll.h"
+#include "redis_cluster_helper.h"
+#include "redis_helper.h"
+#include "store_redis.h"
+#include "tap.h"
+
+static ep_loop_t *L;
+
+typedef struct res {
+    bool done;
+    int rc;
+    uint64_t seq;
+} res_t;
+
+static void on_write(void *ud, int rc, uint64_t seq)
+{
+    res_t *r = ud;
+    r->rc = rc;
+    r->seq = seq;
+    r->done = true;
+}
+
+static void on_done(void *ud, int rc, uint64_t next)
+{
+    res_t *r = ud;
+    r->rc = rc;
+    r->seq = next;
+    r->done = true;
+}
+
+static int no_each(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *o, void *ud)
+{
+    (void)key, (void)klen, (void)seq, (void)o, (void)ud;
+    return 0;
+}
+
+static bool wait_done(bool *done)
+{
+    return ep_run_until(L, done, 5000);
+}
+
+#define MAXEV 256
+typedef struct evs {
+    int n;
+    char key[MAXEV][24];
+    uint64_t origin[MAXEV];
+} evs_t;
+
+static void ev_change(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
+                      uint64_t origin)
+{
+    (void)seq, (void)delta;
+    evs_t *e = ud;
+    if (e->n >= MAXEV)
+        return;
+    snprintf(e->key[e->n], sizeof(e->key[0]), "%.*s", (int)(klen < 23 ? klen : 23),
+             (const char *)key);
+    e->origin[e->n] = origin;
+    e->n++;
+}
+
+/* The origin the events reported for key (the last), or UINT64_MAX when none. */
+static uint64_t origin_of(const evs_t *e, const char *key)
+{
+    uint64_t o = UINT64_MAX;
+    for (int i = 0; i < e->n; i++)
+        if (!strcmp(e->key[i], key))
+            o = e->origin[i];
+    return o;
+}
+
+static crdt_store_t *open_url(const char *url, uint64_t node, bool follow, uint64_t seq_base,
+                              evs_t *ev)
+{
+    crdt_store_redis_config_t cfg;
+    crdt_store_redis_config_init(&cfg);
+    cfg.node_id = node;
+    cfg.follow_logs = follow;
+    cfg.seq_base = seq_base;
+    char err[256] = "";
+    crdt_store_t *st = crdt_store_redis_open(url, &cfg, ep_loop(L), err, sizeof(err));
+    if (!st) {
+        diag("open %s: %s", url, err);
+        return NULL;
+    }
+    if (ev) {
+        memset(ev, 0, sizeof(*ev));
+        crdt_store_set_events(st, &(crdt_store_events_t){ev_change, NULL, ev});
+    }
+    uint64_t end = gw_evloop_mono_ms() + 8000;
+    while ((crdt_store_redis_ready(st) != 1 || crdt_store_last_error(st)) &&
+           gw_evloop_mono_ms() < end)
+        ep_run_once(L, 20);
+    return st;
+}
+
+static crdt_store_t *open_store(int port, uint64_t node, bool follow, uint64_t seq_base, evs_t *ev)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    return open_url(url, node, follow, seq_base, ev);
+}
+
+static int sw(crdt_store_t *st, const char *key, const crdt_mut_t *m)
+{
+    res_t r = {0};
+    crdt_store_write(st, key, strlen(key), m, on_write, &r);
+    wait_done(&r.done);
+    return r.done ? r.rc : -100;
+}
+
+static int add_member(crdt_store_t *st, const char *key, const char *member)
+{
+    crdt_mut_t m = {
+        .type = CRDT_ORSET, .kind = CRDT_MUT_ADD, .bytes = member, .len = strlen(member)};
+    return sw(st, key, &m);
+}
+
+/* ---- origins ------------------------------------------------------------------------------ */
+
+static void test_origin(int port)
+{
+    diag("a peer's change comes back from the change log with its origin");
+    evs_t ev;
+    crdt_store_t *a = open_store(port, 11, true, 0, &ev);
+    crdt_store_t *w = open_store(port, 12, false, 0, NULL);
+    ok(a && w, "a following store and a writer");
+    if (!a || !w) {
+        crdt_store_close(a);
+        crdt_store_close(w);
+        return;
+    }
+    ep_run_for(L, 150);
+    /* a delta as a peer would send it */
+    crdt_obj_t *d = crdt_obj_new(CRDT_PNCOUNTER);
+    crdt_pncounter_add(d, 99, 5, NULL);
+    res_t r = {0};
+    crdt_store_apply(w, "o:peer", 6, d, 77, on_write, &r);
+    wait_done(&r.done);
+    is_int(r.rc, 1, "apply with origin 77 changed the key");
+    memset(&r, 0, sizeof(r));
+    crdt_store_apply(w, "o:plain", 7, d, CRDT_ORIGIN_LOCAL, on_write, &r);
+    wait_done(&r.done);
+    is_int(r.rc, 1, "apply with origin local (a client's merge)");
+    crdt_obj_free(d);
+    is_int(add_member(w, "o:typed", "x"), 1, "a typed write");
+    uint64_t end = gw_evloop_mono_ms() + 3000;
+    while (ev.n < 3 && gw_evloop_mono_ms() < end)
+        ep_run_once(L, 20);
+    is_int(ev.n, 3, "the follower saw the three changes");
+    ok(origin_of(&ev, "o:peer") == 77, "the peer's change with origin 77 (%llu)",
+       (unsigned long long)origin_of(&ev, "o:peer"));
+    ok(origin_of(&ev, "o:plain") == CRDT_ORIGIN_LOCAL, "the local merge as local");
+    ok(origin_of(&ev, "o:typed") == CRDT_ORIGIN_LOCAL, "the typed write as local");
+    crdt_store_close(a);
+    crdt_store_close(w);
+
+    /* without following, the write path reports the origin itself */
+    evs_t ev2;
+    crdt_store_t *b = open_store(port, 13, false, 0, &ev2);
+    d = crdt_obj_new(CRDT_PNCOUNTER);
+    crdt_pncounter_add(d, 98, 1, NULL);
+    memset(&r, 0, sizeof(r));
+    if (b)
+        crdt_store_apply(b, "o:direct", 8, d, 78, on_write, &r);
+    wait_done(&r.done);
+    crdt_obj_free(d);
+    ok(b && r.rc == 1 && origin_of(&ev2, "o:direct") == 78,
+       "not following: the apply's own event carries origin 78");
+    crdt_store_close(b);
+}
+
+/* ---- seq_base and feed gaps ---------------------------------------------------------------- */
+
+static void test_seq_base(int port)
+{
+    diag("seq_base: a later run's seqs follow; positions it cannot serve are CRDT_ELIMIT");
+    crdt_store_t *st = open_store(port, 14, false, 1000000, NULL);
+    if (!st) {
+        ok(0, "open");
+        return;
+    }
+    is_int((long long)crdt_store_last_seq(st), 1000000, "last_seq starts at seq_base");
+    crdt_mut_t m = {.type = CRDT_ORSET, .kind = CRDT_MUT_ADD, .bytes = "s", .len = 1};
+    res_t r = {0};
+    crdt_store_write(st, "sb:1", 4, &m, on_write, &r);
+    wait_done(&r.done);
+    is_int((long long)r.seq, 1000001, "the first change is seq_base + 1");
+    res_t f = {0};
+    crdt_store_changes(st, 500, 10, no_each, on_done, &f);
+    wait_done(&f.done);
+    is_int(f.rc, CRDT_ELIMIT, "a position of an earlier run: CRDT_ELIMIT");
+    ok(crdt_store_last_error(st) == NULL, "and the store still says it is healthy");
+    crdt_store_redis_stats_t rs;
+    crdt_store_redis_stats(st, &rs);
+    is_int((long long)rs.feed_gaps, 1, "counted as a feed gap");
+    crdt_store_close(st);
+}
+
+/* ---- anti-entropy -------------------------------------------------------------------------- */
+
+typedef struct step_res {
+    bool done_cb;
+    int rc;
+    bool done;
+    uint8_t *reply;
+    size_t reply_len;
+    crdt_rsx_diff_t *diffs;
+    size_t ndiffs;
+    char err[160];
+} step_res_t;
+
+static void on_step(void *ud, int rc, const crdt_store_rsx_result_t *res)
+{
+    step_res_t *s = ud;
+    s->done_cb = true;
+    s->rc = rc;
+    free(s->reply);
+    s->reply = NULL;
+    s->reply_len = 0;
+    if (rc < 0) {
+        snprintf(s->err, sizeof(s->err), "%s", res->err.text);
+        return;
+    }
+    s->done = res->done;
+    if (res->reply_len) {
+        s->reply = malloc(res->reply_len);
+        memcpy(s->reply, res->reply, res->reply_len);
+        s->reply_len = res->reply_len;
+    }
+    if (res->done) {
+        free(s->diffs);
+        s->diffs = malloc((res->ndiffs ? res->ndiffs : 1) * sizeof(*s->diffs));
+        if (res->ndiffs)
+            memcpy(s->diffs, res->diffs, res->ndiffs * sizeof(*s->diffs));
+        s->ndiffs = res->ndiffs;
+    }
+}
+
+static void step(crdt_store_t *st, crdt_store_rsx_t *x, const uint8_t *msg, size_t n,
+                 step_res_t *out)
+{
+    out->done_cb = false;
+    crdt_store_rsx_step(st, x, msg, n, on_step, out);
+    wait_done(&out->done_cb);
+}
+
+/* Runs a whole session between a (initiator) and b; false if it did not finish. */
+static bool run_session(crdt_store_t *a, crdt_store_t *b, step_res_t *ra, step_res_t *rb)
+{
+    crdt_rsx_config_t cfg;
+    crdt_rsx_config_init(&cfg);
+    crdt_store_rsx_t *xa = crdt_store_rsx_open(a, true, &cfg);
+    crdt_store_rsx_t *xb = crdt_store_rsx_open(b, false, &cfg);
+    memset(ra, 0, sizeof(*ra));
+    memset(rb, 0, sizeof(*rb));
+    step(a, xa, NULL, 0, ra);
+    bool ok_ = ra->done_cb && ra->rc == 0 && ra->reply_len > 0;
+    for (int round = 0; ok_ && round < 64 && !(ra->done && rb->done); round++) {
+        if (ra->reply_len && !rb->done) {
+            step(b, xb, ra->reply, ra->reply_len, rb);
+            ok_ = rb->done_cb && rb->rc == 0;
+            free(ra->reply);
+            ra->reply = NULL;
+            ra->reply_len = 0;
+        } else if (rb->reply_len && !ra->done) {
+            step(a, xa, rb->reply, rb->reply_len, ra);
+            ok_ = ra->done_cb && ra->rc == 0;
+            free(rb->reply);
+            rb->reply = NULL;
+            rb->reply_len = 0;
+        } else {
+            break;
+        }
+    }
+    if (!ok_)
+        diag("session failed: a rc %d (%s), b rc %d (%s)", ra->rc, ra->err, rb->rc, rb->err);
+    crdt_store_rsx_close(a, xa);
+    crdt_store_rsx_close(b, xb);
+    return ok_ && ra->done && rb->done;
+}
+
+typedef struct repair {
+    crdt_store_t *to;
+    int keys, applied;
+    bool done;
+    int rc;
+    char names[64][24];
+} repair_t;
+
+static void on_applied(void *ud, int rc, uint64_t seq)
+{
+    (void)seq;
+    repair_t *p = ud;
+    p->applied += rc >= 0;
+}
+
+static int repair_each(void *ud, const void *key, size_t klen, const crdt_obj_t *o)
+{
+    repair_t *p = ud;
+    if (p->keys < 64)
+        snprintf(p->names[p->keys], sizeof(p->names[0]), "%.*s", (int)(klen < 23 ? klen : 23),
+                 (const char *)key);
+    p->keys++;
+    crdt_store_apply(p->to, key, klen, o, 5, on_applied, p);
+    return 0;
+}
+
+static void repair_done(void *ud, int rc, uint64_t next)
+{
+    (void)next;
+    repair_t *p = ud;
+    p->rc = rc;
+    p->done = true;
+}
+
+/* Sends from `from` to `to` the keys of every diff `from` holds; the key names sent. */
+static int repair(crdt_store_t *from, crdt_store_t *to, const step_res_t *r, repair_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->to = to;
+    for (size_t i = 0; i < r->ndiffs; i++) {
+        if (!(r->diffs[i].flags & CRDT_RSX_WE_HAVE))
+            continue;
+        p->done = false;
+        crdt_store_rsx_keys(from, r->diffs[i].id, repair_each, repair_done, p);
+        wait_done(&p->done);
+    }
+    uint64_t end = gw_evloop_mono_ms() + 3000;
+    while (p->applied < p->keys && gw_evloop_mono_ms() < end)
+        ep_run_once(L, 10);
+    return p->keys;
+}
+
+static bool sent(const repair_t *p, const char *name)
+{
+    for (int i = 0; i < p->keys && i < 64; i++)
+        if (!strcmp(p->names[i], name))
+            return true;
+    return false;
+}
+
+static bool identical(rh_server_t *A, rh_server_t *B, const char *key)
+{
+    size_t la, lb;
+    char *a = rh_str(rh_cmd(A, "CRDT.STATE %s", key), &la);
+    char *b = rh_str(rh_cmd(B, "CRDT.STATE %s", key), &lb);
+    bool same = a && b && la == lb && !memcmp(a, b, la);
+    free(a);
+    free(b);
+    return same;
+}
+
+static void test_rsx(rh_server_t *A, rh_server_t *B)
+{
+    diag("anti-entropy between two Redis servers over CRDT.RSX.*");
+    /* the keys of the tests before go */
+    rh_err(rh_cmd(A, "FLUSHALL"));
+    rh_err(rh_cmd(B, "FLUSHALL"));
+    crdt_store_t *a = open_store(A->port, 21, false, 0, NULL);
+    crdt_store_t *b = open_store(B->port, 22, false, 0, NULL);
+    ok(a && b, "a store on each server");
+    if (!a || !b) {
+        crdt_store_close(a);
+        crdt_store_close(b);
+        return;
+    }
+    /* 40 keys on both, equal (the same writes merged into both) */
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "eq:%d", i);
+        add_member(a, k, "m");
+        size_t len;
+        char *state = rh_str(rh_cmd(A, "CRDT.STATE %s", k), &len);
+        rh_int(rh_cmd(B, "CRDT.MERGE %s %b", k, state, len));
+        free(state);
+    }
+    add_member(a, "only:a", "1");
+    add_member(b, "only:b", "2");
+    add_member(a, "both", "from-a");
+    add_member(b, "both", "from-b");
+    crdt_mut_t inc = {.type = CRDT_PNCOUNTER, .kind = CRDT_MUT_INCR, .n = 3};
+    sw(a, "ctr", &inc);
+
+    step_res_t ra, rb;
+    ok(run_session(a, b, &ra, &rb), "a session over every slot ran to its end on both sides");
+    /* differing ids: only:a (a has), only:b (b has), both (both), ctr (a has) */
+    int we_a = 0, they_a = 0;
+    for (size_t i = 0; i < ra.ndiffs; i++) {
+        we_a += (ra.diffs[i].flags & CRDT_RSX_WE_HAVE) != 0;
+        they_a += (ra.diffs[i].flags & CRDT_RSX_THEY_HAVE) != 0;
+    }
+    is_int((long long)ra.ndiffs, 4, "the initiator found the 4 differing keys");
+    is_int(we_a, 3, "3 it holds (only:a, both, ctr)");
+    is_int(they_a, 2, "2 the responder holds (only:b, both)");
+    is_int((long long)rb.ndiffs, 4, "the responder found the same 4");
+    repair_t pa, pb;
+    is_int(repair(a, b, &ra, &pa), 3, "rsx_keys on a gave 3 keys");
+    ok(sent(&pa, "only:a") && sent(&pa, "both") && sent(&pa, "ctr"), "only:a, both and ctr");
+    is_int(repair(b, a, &rb, &pb), 2, "rsx_keys on b gave 2 keys");
+    ok(sent(&pb, "only:b") && sent(&pb, "both"), "only:b and both");
+    free(ra.diffs);
+    free(rb.diffs);
+    free(ra.reply);
+    free(rb.reply);
+
+    ok(run_session(a, b, &ra, &rb), "a second session");
+    is_int((long long)ra.ndiffs, 0, "finds no difference left");
+    is_int((long long)rb.ndiffs, 0, "on either side");
+    free(ra.diffs);
+    free(rb.diffs);
+    free(ra.reply);
+    free(rb.reply);
+    bool same = identical(A, B, "only:a") && identical(A, B, "only:b") && identical(A, B, "both") &&
+                identical(A, B, "ctr");
+    for (int i = 0; i < 40; i++) {
+        char k[16];
+        snprintf(k, sizeof(k), "eq:%d", i);
+        same = same && identical(A, B, k);
+    }
+    ok(same, "every key is byte-identical on both servers");
+
+    /* CRDT.RSX.ITEMS (the items a session run in a gateway needs): one per key, bad ranges
+     * refused */
+    redisReply *it = rh_cmd(B, "CRDT.RSX.ITEMS 0 16383");
+    ok(it && it->type == REDIS_REPLY_ARRAY && it->elements == 44 && it->element[0]->elements == 3,
+       "CRDT.RSX.ITEMS 0 16383: [name, id, fp] for each of the 44 keys of b");
+    if (it)
+        freeReplyObject(it);
+    ok(strstr(rh_err(rh_cmd(B, "CRDT.RSX.ITEMS 9 2")), "slots") != NULL, "a reversed range");
+    ok(strstr(rh_err(rh_cmd(B, "CRDT.RSX.ITEMS 0 16384")), "slots") != NULL, "a slot past 16383");
+    ok(strstr(rh_err(rh_cmd(B, "CRDT.RSX.ITEMS 0")), "wrong number") != NULL, "one argument");
+
+    /* a responder fed garbage: CRDT_EDECODE with the module's reason */
+    crdt_store_rsx_t *x = crdt_store_rsx_open(b, false, NULL);
+    step_res_t g = {0};
+    step(b, x, (const uint8_t *)"\x01garbage", 8, &g);
+    ok(g.done_cb && g.rc == CRDT_EDECODE && strstr(g.err, "refused"),
+       "a malformed message: CRDT_EDECODE (%s)", g.err);
+    crdt_store_rsx_close(b, x);
+    ok(crdt_store_last_error(b) == NULL, "the store stays healthy");
+
+    /* sessions closed early (before and while a step is in flight) leave none open */
+    x = crdt_store_rsx_open(a, true, NULL);
+    step_res_t e = {0};
+    step(a, x, NULL, 0, &e);
+    ok(e.done_cb && e.rc == 0 && e.reply_len > 0, "an initiator's first message");
+    free(e.reply);
+    crdt_store_rsx_close(a, x);
+    x = crdt_store_rsx_open(a, true, NULL);
+    crdt_store_rsx_step(a, x, NULL, 0, on_step, &e);
+    e.done_cb = false;
+    crdt_store_rsx_close(a, x); /* with the OPEN in flight */
+    ep_run_for(L, 200);
+    ok(!e.done_cb, "a step of a closed session completes nothing");
+    is_int(rh_info_field(A, "crdt", "crdt_rsx_sessions_open"), 0,
+           "the module holds no session of them");
+    crdt_store_rsx_items(a); /* sends a DIGEST; its count is what the next call returns */
+    ep_run_for(L, 1100);
+    crdt_store_rsx_items(a);
+    ep_run_for(L, 100);
+    ok(crdt_store_rsx_items(a) == 44, "rsx_items counts the 44 keys (%zu)",
+       crdt_store_rsx_items(a));
+    crdt_store_close(a);
+    crdt_store_close(b);
+}
+
+/* The key's state through st, encoded. */
+typedef struct got {
+    bool done;
+    int rc;
+    crdt_buf_t b;
+} got_t;
+
+static void on_got(void *ud, int rc, const crdt_obj_t *o)
+{
+    got_t *g = ud;
+    g->rc = rc;
+    if (o)
+        crdt_obj_encode(o, &g->b);
+    g->done = true;
+}
+
+static bool same_through(crdt_store_t *a, crdt_store_t *b, const char *key)
+{
+    got_t ga = {0}, gb = {0};
+    crdt_store_get(a, key, strlen(key), on_got, &ga);
+    wait_done(&ga.done);
+    crdt_store_get(b, key, strlen(key), on_got, &gb);
+    wait_done(&gb.done);
+    bool same = ga.b.len && ga.b.len == gb.b.len && !memcmp(ga.b.data, gb.b.data, ga.b.len);
+    crdt_buf_free(&ga.b);
+    crdt_buf_free(&gb.b);
+    return same;
+}
+
+static void test_rsx_cluster(rh_server_t *B)
+{
+    diag("anti-entropy between a 3-primary cluster (the session runs in the store over "
+         "CRDT.RSX.ITEMS of every primary) and one server (a module session)");
+    rh_err(rh_cmd(B, "FLUSHALL"));
+    rc_cluster_t CL;
+    memset(&CL, 0, sizeof(CL));
+    if (rc_start(&CL, 3, 0, "") != 0) {
+        ok(0, "a cluster of 3 primaries");
+        return;
+    }
+    char url[128];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", CL.node[0].port,
+             CL.node[1].port, CL.node[2].port);
+    crdt_store_t *c = open_url(url, 31, false, 0, NULL);
+    crdt_store_t *b = open_store(B->port, 32, false, 0, NULL);
+    ok(c && b && crdt_store_redis_is_cluster(c) == 1,
+       "a store over the cluster, one over the server");
+    if (!c || !b) {
+        crdt_store_close(c);
+        crdt_store_close(b);
+        rc_stop(&CL);
+        return;
+    }
+    char k[32];
+    for (int i = 0; i < 30; i++) {
+        snprintf(k, sizeof(k), "cl:%d", i);
+        add_member(c, k, "c");
+        snprintf(k, sizeof(k), "sv:%d", i);
+        add_member(b, k, "b");
+    }
+    for (int i = 0; i < 10; i++) {
+        snprintf(k, sizeof(k), "both:%d", i);
+        add_member(c, k, "from-c");
+        add_member(b, k, "from-b");
+    }
+    step_res_t rc_, rb;
+    ok(run_session(c, b, &rc_, &rb), "cluster as initiator: the session ran to its end");
+    int we = 0, they = 0;
+    for (size_t i = 0; i < rc_.ndiffs; i++) {
+        we += (rc_.diffs[i].flags & CRDT_RSX_WE_HAVE) != 0;
+        they += (rc_.diffs[i].flags & CRDT_RSX_THEY_HAVE) != 0;
+    }
+    is_int((long long)rc_.ndiffs, 70, "70 keys differ");
+    is_int(we, 40, "40 the cluster holds");
+    is_int(they, 40, "40 the server holds");
+    repair_t pc, pb;
+    is_int(repair(c, b, &rc_, &pc), 40, "rsx_keys over the cluster gave 40 keys");
+    is_int(repair(b, c, &rb, &pb), 40, "rsx_keys on the server gave 40 keys");
+    free(rc_.diffs);
+    free(rb.diffs);
+    free(rc_.reply);
+    free(rb.reply);
+    ok(run_session(b, c, &rb, &rc_), "server as initiator, cluster as responder");
+    is_int((long long)rb.ndiffs + (long long)rc_.ndiffs, 0, "no difference left on either side");
+    free(rc_.diffs);
+    free(rb.diffs);
+    free(rc_.reply);
+    free(rb.reply);
+    bool same = true;
+    for (int i = 0; i < 30 && same; i++) {
+        snprintf(k, sizeof(k), "cl:%d", i);
+        same = same_through(c, b, k);
+        snprintf(k, sizeof(k), "sv:%d", i);
+        same = same && same_through(c, b, k);
+    }
+    for (int i = 0; i < 10 && same; i++) {
+        snprintf(k, sizeof(k), "both:%d", i);
+        same = same_through(c, b, k);
+    }
+    ok(same, "every key byte-identical on the cluster and the server");
+    crdt_store_close(c);
+    crdt_store_close(b);
+    rc_stop(&CL);
+}
+
+int main(void)
+{
+    const char *why = rh_skip_reason();
+    if (why)
+        skip_all("%s", why);
+    rh_watchdog(rh_sanitized() ? 240 : 120);
+    signal(SIGPIPE, SIG_IGN);
+    L = ep_new();
+    rh_server_t A = {0}, B = {0};
+    if (rh_start(&A, NULL, "node-id 1", NULL) < 0 || rh_start(&B, NULL, "node-id 2", NULL) < 0)
+        bail_out("cannot start redis-server");
+    test_origin(A.port);
+    test_seq_base(A.port);
+    test_rsx(&A, &B);
+    if (!rc_skip_reason())
+        test_rsx_cluster(&B);
+    rh_stop(&A);
+    rh_stop(&B);
+    ep_free(L);
+    rh_cleanup();
+    ok(rh_sanitizer_reports() == 0, "no sanitizer reports from the servers");
+    return done_testing();
+}
