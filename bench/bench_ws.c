@@ -5,6 +5,9 @@
  *
  *   bench_ws CRDTD_BIN [--runs 3] [--secs 3] [--window 4] [--subs 1000] [--paced-secs 5]
  *   bench_ws --echo     (the echo server: prints "listening on :PORT", serves until killed)
+ *   bench_ws CRDTD_BIN --binary-fanout [--runs 3] [--secs 3] [--subs 1000] [--paced-secs 5]
+ *                       (fan-out only, on crdtd --no-persist: JSON crdt.v1 subscribers against
+ *                       binary crdt.v1.bin ones, alternating in each run; bytes per delivery too)
  *
  * The echo server answers hello with a welcome and each apply with an ack carrying its id (found
  * with a string scan, no JSON parsing, no replica): what is left is libwebsockets, the loopback
@@ -303,8 +306,18 @@ static void fo_write(crdtc_t *w, long i)
 }
 
 typedef struct fo_result {
-    double dps, p50, p99;
+    double dps, p50, p99, bpd; /* bpd: message bytes received per delivery */
 } fo_result_t;
+
+static bool g_bin; /* subscribers negotiate binary crdt.v1 (crdtc_config_t.binary) */
+
+static uint64_t subs_bytes(crdtc_t **subs, int n)
+{
+    uint64_t b = 0;
+    for (int i = 0; i < n; i++)
+        b += crdtc_bytes_in(subs[i]);
+    return b;
+}
 
 /* rate 0: as fast as the writer's window allows */
 static fo_result_t fanout(int port, int nsubs, double rate, double secs, int run)
@@ -315,8 +328,10 @@ static fo_result_t fanout(int port, int nsubs, double rate, double secs, int run
     g_subscribed = 0;
     for (int i = 0; i < nsubs; i++) {
         snprintf(id, sizeof(id), "fo-%d-%d", run, i);
-        crdtc_config_t cfg = {
-            .port = port, .client_id = id, .cb = {.change_cb = fo_change, .subscribed_cb = fo_sub}};
+        crdtc_config_t cfg = {.port = port,
+                              .client_id = id,
+                              .binary = g_bin,
+                              .cb = {.change_cb = fo_change, .subscribed_cb = fo_sub}};
         subs[i] = crdtc_new(l, &cfg, NULL);
         crdtc_subscribe(subs[i], "bench:fan", 9, 0);
         crdtc_connect(subs[i]);
@@ -336,6 +351,7 @@ static fo_result_t fanout(int port, int nsubs, double rate, double secs, int run
     g_deliveries = 0;
     fo_inflight = 0;
     long writes = 0;
+    uint64_t bytes0 = subs_bytes(subs, nsubs);
     double start = now_s(), end = start + secs;
     while (now_s() < end) {
         if (rate > 0) {
@@ -359,8 +375,9 @@ static fo_result_t fanout(int port, int nsubs, double rate, double secs, int run
     for (double ts = now_s(); g_deliveries < want && now_s() - ts < 5;)
         crdtc_loop_service(l, 5);
     double el = now_s() - start;
-    fo_result_t r = {(double)g_deliveries / el, pct(g_lat, g_nlat, 0.5) * 1e3,
-                     pct(g_lat, g_nlat, 0.99) * 1e3};
+    fo_result_t r = {
+        (double)g_deliveries / el, pct(g_lat, g_nlat, 0.5) * 1e3, pct(g_lat, g_nlat, 0.99) * 1e3,
+        g_deliveries ? (double)(subs_bytes(subs, nsubs) - bytes0) / (double)g_deliveries : 0};
     if (g_deliveries < want)
         fprintf(stderr, "bench_ws: %ld of %ld deliveries arrived\n", g_deliveries, want);
     for (int i = 0; i < nsubs; i++)
@@ -369,6 +386,63 @@ static fo_result_t fanout(int port, int nsubs, double rate, double secs, int run
     crdtc_loop_free(l);
     free(subs);
     return r;
+}
+
+/* ---- JSON against binary fan-out ------------------------------------------------------------ */
+
+static int binary_fanout_main(const char *bin, int runs, double secs, double paced_secs, int nsubs)
+{
+    double r[2][2][16][4]; /* [json|binary][paced|max][run][dps,p50,p99,bpd] */
+    const char *fr[2] = {"crdt.v1 (JSON)", "crdt.v1.bin"};
+    for (int run = 0; run < runs; run++) {
+        for (int f = 0; f < 2; f++) {
+            int order = run % 2 ? 1 - f : f; /* alternate which framing goes first */
+            g_bin = order == 1;
+            crdtd_proc_t p;
+            char *dir = test_tmpdir();
+            const char *a_mem[] = {"--no-persist", NULL};
+            if (crdtd_start(&p, bin, dir, a_mem)) {
+                fprintf(stderr, "bench_ws: cannot start crdtd\n");
+                return 1;
+            }
+            fo_result_t a = fanout(p.port, nsubs, 10, paced_secs, run * 2 + f);
+            fo_result_t b = fanout(p.port, nsubs, 0, secs, run * 2 + f + 100);
+            double *x = r[order][0][run], *y = r[order][1][run];
+            x[0] = a.dps, x[1] = a.p50, x[2] = a.p99, x[3] = a.bpd;
+            y[0] = b.dps, y[1] = b.p50, y[2] = b.p99, y[3] = b.bpd;
+            printf("run %d  %-15s fan-out to %d, 10 writes/s: %8.0f deliveries/s  p50 %6.2f ms  "
+                   "p99 %6.2f ms  %5.1f B/delivery\n",
+                   run + 1, fr[order], nsubs, a.dps, a.p50, a.p99, a.bpd);
+            printf("run %d  %-15s fan-out to %d, max rate:    %8.0f deliveries/s  p50 %6.2f ms  "
+                   "p99 %6.2f ms  %5.1f B/delivery\n",
+                   run + 1, fr[order], nsubs, b.dps, b.p50, b.p99, b.bpd);
+            fflush(stdout);
+            crdtd_stop(&p, SIGTERM, 10000);
+            rm_rf(dir);
+            free(dir);
+        }
+    }
+    printf("\nmedians of %d runs, crdtd --no-persist, %d subscribers of one timeline:\n", runs,
+           nsubs);
+    const char *fl[2] = {"10 writes/s", "max rate"};
+    double med[2][2][4];
+    for (int f = 0; f < 2; f++)
+        for (int m = 0; m < 2; m++) {
+            for (int k = 0; k < 4; k++) {
+                double v[16];
+                for (int run = 0; run < runs; run++)
+                    v[run] = r[f][m][run][k];
+                med[f][m][k] = median(v, runs);
+            }
+            printf(
+                "%-15s %-11s: %8.0f deliveries/s  p50 %6.2f ms  p99 %6.2f ms  %5.1f B/delivery\n",
+                fr[f], fl[m], med[f][m][0], med[f][m][1], med[f][m][2], med[f][m][3]);
+        }
+    for (int m = 0; m < 2; m++)
+        printf("ratio binary / JSON, %-11s: deliveries/s %.2f  p50 %.2f  p99 %.2f  bytes %.2f\n",
+               fl[m], med[1][m][0] / med[0][m][0], med[1][m][1] / med[0][m][1],
+               med[1][m][2] / med[0][m][2], med[1][m][3] / med[0][m][3]);
+    return 0;
 }
 
 /* ---- main ----------------------------------------------------------------------------------- */
@@ -385,6 +459,14 @@ int main(int argc, char **argv)
     const char *bin = argv[1];
     int runs = 3, window = 4, nsubs = 1000;
     double secs = 3, paced_secs = 5;
+    bool binary_fanout = false;
+    for (int i = 2; i < argc; i++)
+        if (!strcmp(argv[i], "--binary-fanout")) {
+            binary_fanout = true;
+            memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof(*argv));
+            argc--;
+            break;
+        }
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--runs"))
             runs = atoi(argv[i + 1]);
@@ -406,6 +488,13 @@ int main(int argc, char **argv)
     g_incr = json_pack("{s:s,s:s}", "type", "pncounter", "op", "incr");
     g_cap = 8u << 20;
     g_lat = malloc(g_cap * sizeof(*g_lat));
+    if (binary_fanout) {
+        int n = runs < 1 ? 1 : runs > 16 ? 16 : runs;
+        int rc = binary_fanout_main(bin, n, secs, paced_secs, nsubs);
+        json_decref(g_incr);
+        free(g_lat);
+        return rc;
+    }
 
     enum { EVERYSEC, MEMORY, ECHO, NTARGETS };
     const char *names[NTARGETS] = {"crdtd everysec", "crdtd no-persist", "lws echo"};

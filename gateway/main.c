@@ -74,6 +74,7 @@ static void peer_change(gw_server_t *s, const void *key, size_t klen, uint64_t s
 static struct lws_protocols protocols[] = {
     {"http", gw_http_callback, 0, 0, 0, NULL, 0},
     {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {GW_SYNC_BIN_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
     {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
 #ifdef CRDTD_HAVE_REDIS
     GW_EVLOOP_LWS_PROTOCOL, /* the Redis store's sockets (--store redis://) */

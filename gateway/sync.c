@@ -14,6 +14,7 @@
 #include "auth.h"
 #include "crdt_json.h"
 #include "crdt_v1.h"
+#include "crdt_v1_bin.h"
 #include "crypto.h"
 #include "loop.h"
 #include "prom.h"
@@ -34,6 +35,9 @@
  * is encoded once (its body: "key", "seq", "delta") and shared by every session it goes to; the
  * per-session part (the head with the resume "cursor", the queue item's tag) is written in front
  * of it when it is sent.
+ * A crdt.v1.bin session (proto/crdt_v1_bin.h) gets change, ack and subscribed as binary messages
+ * (frame meta FRAME_BIN, written by its binary writer): a live change then has two bodies, each
+ * encoded once, the JSON one for JSON sessions and the binary one for binary sessions.
  *
  * Fan-out. Subscriptions live in one hash table of topics (an exact key or a prefix, each with its
  * array of subscribed sessions); a change looks up its key, and its prefixes of every length some
@@ -70,6 +74,7 @@
 #define MAX_ID CRDT_V1_MAX_ID
 #define CLIENT_MAX CRDT_V1_CLIENT_MAX
 #define FRAME_CHANGE_BODY 1   /* frame meta[0]: the frame is a change body, sent after its head */
+#define FRAME_BIN 2           /* meta[0] bit: a binary message (crdt.v1.bin sessions) */
 #define CLOSE_BACKSTOP_SECS 5 /* a session being closed that never becomes writable is dropped */
 #define MAX_HELD 256          /* messages waiting behind an apply in flight (reading is paused) */
 
@@ -126,6 +131,8 @@ typedef struct sess {
     /* output */
     gw_wsq_t q;
     gw_wswriter_t w;
+    bool bin;         /* subprotocol crdt.v1.bin: data messages are binary (crdt_v1_bin.h) */
+    gw_wswriter_t wb; /* ... written with this writer */
     /* subscriptions and catch-ups */
     sess_sub_t *subs;
     size_t nsubs, subs_cap;
@@ -207,6 +214,25 @@ static gw_frame_t *frame_of(const crdt_v1_msg_t *m)
     return gw_frame_adopt(&b);
 }
 
+/* The frame of m for session ss: binary when the session speaks crdt.v1.bin and m has a binary
+ * form, else JSON. */
+static gw_frame_t *frame_for(const struct sess *ss, const crdt_v1_msg_t *m);
+
+/* The shared part of a binary change (crdt_v1_bin_change_body), as a frame. */
+static gw_frame_t *change_body_bin(const void *key, size_t klen, uint64_t seq, bool full,
+                                   const crdt_obj_t *o)
+{
+    crdt_buf_t b = {0};
+    if (gw_frame_buf_start(&b, 128) || crdt_v1_bin_change_body(key, klen, seq, full, o, &b)) {
+        crdt_buf_free(&b);
+        return NULL;
+    }
+    gw_frame_t *f = gw_frame_adopt(&b);
+    if (f)
+        f->meta[0] = FRAME_CHANGE_BODY | FRAME_BIN;
+    return f;
+}
+
 /* The shared part of a change message (the codec's change body), as a frame. */
 static gw_frame_t *change_body(const void *key, size_t klen, uint64_t seq, bool full,
                                const crdt_obj_t *o)
@@ -263,7 +289,7 @@ static int enqueue(sess_t *ss, gw_frame_t *f, uint64_t cursor, bool paced)
         gw_frame_unref(f);
         return -1;
     }
-    size_t extra = f && f->meta[0] == FRAME_CHANGE_BODY ? CRDT_V1_CHANGE_HEAD_MAX : 0;
+    size_t extra = f && (f->meta[0] & FRAME_CHANGE_BODY) ? CRDT_V1_CHANGE_HEAD_MAX : 0;
     int rc = gw_wsq_push(&ss->q, f, cursor, extra, paced ? GW_WSQ_PACED : 0);
     if (rc == CRDT_ELIMIT) {
         y->slow++;
@@ -281,7 +307,22 @@ static int enqueue(sess_t *ss, gw_frame_t *f, uint64_t cursor, bool paced)
 /* Encodes m and queues it (not paced). */
 static int send_msg(sess_t *ss, const crdt_v1_msg_t *m)
 {
-    return enqueue(ss, frame_of(m), 0, false);
+    return enqueue(ss, frame_for(ss, m), 0, false);
+}
+
+static gw_frame_t *frame_for(const sess_t *ss, const crdt_v1_msg_t *m)
+{
+    if (!ss->bin || !crdt_v1_bin_has(m))
+        return frame_of(m);
+    crdt_buf_t b = {0};
+    if (gw_frame_buf_start(&b, 32) || crdt_v1_bin_encode(m, &b)) {
+        crdt_buf_free(&b);
+        return NULL;
+    }
+    gw_frame_t *f = gw_frame_adopt(&b);
+    if (f)
+        f->meta[0] = FRAME_BIN;
+    return f;
 }
 
 static void send_error(sess_t *ss, bool has_id, uint64_t id, err_code_t code, const char *fmt, ...)
@@ -497,6 +538,7 @@ static void sess_free(gw_sync_t *y, sess_t *ss)
     }
     gw_wsq_free(&ss->q);
     gw_wswriter_free(&ss->w);
+    gw_wswriter_free(&ss->wb);
     walks_free(ss);
     held_free(ss);
     gw_wsrx_free(&ss->rx);
@@ -671,7 +713,7 @@ static void send_subscribed(sess_t *ss, uint64_t id, bool paced)
                        .has_id = true,
                        .id = id,
                        .cursor = sess_cursor(ss, crdt_store_last_seq(ss->srv->store))};
-    enqueue(ss, frame_of(&m), 0, paced);
+    enqueue(ss, frame_for(ss, &m), 0, paced);
 }
 
 static void on_subscribe(sess_t *ss, crdt_v1_msg_t *m)
@@ -773,7 +815,8 @@ static int walk_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t 
     c->visited++;
     if (!state || gw_key_reserved(key, klen) || !walk_matches(w, key, klen))
         return 0;
-    gw_frame_t *f = change_body(key, klen, seq, true, state);
+    gw_frame_t *f = ss->bin ? change_body_bin(key, klen, seq, true, state)
+                            : change_body(key, klen, seq, true, state);
     w->pos = seq;
     if (f && f->len + CRDT_V1_CHANGE_HEAD_MAX > ss->srv->cfg.ws_max_message) {
         gw_frame_unref(f);
@@ -1107,14 +1150,20 @@ static void sess_run_held(sess_t *ss)
     }
 }
 
-static void on_message(sess_t *ss, const char *text, size_t len)
+static void on_message(sess_t *ss, const char *text, size_t len, bool binary)
 {
     gw_server_t *s = ss->srv;
     s->sync->msgs_in++;
     crdt_v1_limits_t lim = {.max_key = s->cfg.max_key, .max_topics = s->cfg.ws_max_subscriptions};
     crdt_v1_msg_t m;
     crdt_v1_error_t e;
-    int rc = crdt_v1_decode(text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e);
+    if (binary && !ss->hello) {
+        sess_close(ss, 4003, "hello expected: binary frame");
+        return;
+    }
+    int rc = binary
+                 ? crdt_v1_bin_decode((const uint8_t *)text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e)
+                 : crdt_v1_decode(text, len, CRDT_V1_FROM_CLIENT, &lim, &m, &e);
     if (!ss->hello) {
         before_hello(ss, rc, &m, &e);
     } else if (rc || m.type == CRDT_V1_HELLO) {
@@ -1139,7 +1188,7 @@ static int on_receive(sess_t *ss, const char *in, size_t len)
         return 0;
     switch (gw_wsrx_receive(&ss->rx, ss->wsi, in, len)) {
     case GW_WSRX_MESSAGE:
-        on_message(ss, (const char *)gw_wsrx_data(&ss->rx), gw_wsrx_len(&ss->rx));
+        on_message(ss, (const char *)gw_wsrx_data(&ss->rx), gw_wsrx_len(&ss->rx), ss->rx.binary);
         gw_wsrx_done(&ss->rx);
         break;
     case GW_WSRX_TOO_LARGE:
@@ -1198,14 +1247,18 @@ static int on_writeable(sess_t *ss)
         return 0;
     }
     char head[CRDT_V1_CHANGE_HEAD_MAX];
-    size_t hlen = it.f->meta[0] == FRAME_CHANGE_BODY ? crdt_v1_change_head(head, it.tag) : 0;
-    uint64_t before = ss->w.bytes;
-    int rc = gw_ws_write(&ss->w, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
+    bool bin = it.f->meta[0] & FRAME_BIN;
+    size_t hlen = !(it.f->meta[0] & FRAME_CHANGE_BODY) ? 0
+                  : bin ? crdt_v1_bin_change_head((uint8_t *)head, it.tag)
+                        : crdt_v1_change_head(head, it.tag);
+    gw_wswriter_t *wr = bin ? &ss->wb : &ss->w;
+    uint64_t before = wr->bytes;
+    int rc = gw_ws_write(wr, ss->wsi, head, hlen, it.f, GW_WS_RELEASING);
     gw_frame_unref(it.f);
     if (rc)
         return -1;
     y->msgs_out++;
-    y->bytes_out += ss->w.bytes - before;
+    y->bytes_out += wr->bytes - before;
     if (gw_wsq_len(&ss->q) || (ss->nwalks && !ss->walking))
         lws_callback_on_writable(ss->wsi);
     return 0;
@@ -1280,9 +1333,12 @@ static int on_established(gw_server_t *s, struct lws *wsi, void **slot)
     for (int i = 0; i < 8; i++)
         snprintf(ss->id + 2 * i, 3, "%02x", rnd[i]);
     ss->opened_us = ss->last_rx_us = ss->last_ping_us = gw_now_us();
-    gw_wsrx_init(&ss->rx, s->cfg.ws_max_message, GW_WS_TEXT);
+    const struct lws_protocols *pr = lws_get_protocol(wsi);
+    ss->bin = pr && pr->name && !strcmp(pr->name, CRDT_V1_BIN_PROTOCOL);
+    gw_wsrx_init(&ss->rx, s->cfg.ws_max_message, GW_WS_TEXT | (ss->bin ? GW_WS_BINARY : 0));
     gw_wsq_init(&ss->q, s->cfg.ws_send_queue);
     gw_wswriter_init(&ss->w, GW_WS_TEXT, false);
+    gw_wswriter_init(&ss->wb, GW_WS_BINARY, false);
     ss->next = y->head;
     if (y->head)
         y->head->prev = ss;
@@ -1360,10 +1416,19 @@ void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t se
     }
     if (!n)
         return;
-    gw_frame_t *f = change_body(key, klen, seq, false, delta);
-    bool big = f && f->len + CRDT_V1_CHANGE_HEAD_MAX > s->cfg.ws_max_message;
+    gw_frame_t *f = NULL, *fb = NULL; /* the JSON and the binary body, made when needed */
+    bool fj_made = false, fb_made = false;
     for (size_t i = 0; i < n; i++) {
         sess_t *ss = y->match[i];
+        if (ss->bin && !fb_made) {
+            fb = change_body_bin(key, klen, seq, false, delta);
+            fb_made = true;
+        } else if (!ss->bin && !fj_made) {
+            f = change_body(key, klen, seq, false, delta);
+            fj_made = true;
+        }
+        gw_frame_t *mine = ss->bin ? fb : f;
+        bool big = mine && mine->len + CRDT_V1_CHANGE_HEAD_MAX > s->cfg.ws_max_message;
         if (big) {
             send_error(ss, false, 0, E_TOO_LARGE,
                        "change %" PRIu64 ": its delta is over --ws-max-message; read the key over "
@@ -1371,9 +1436,10 @@ void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t se
                        seq);
             continue;
         }
-        enqueue(ss, f ? gw_frame_ref(f) : NULL, sess_cursor(ss, seq), false);
+        enqueue(ss, mine ? gw_frame_ref(mine) : NULL, sess_cursor(ss, seq), false);
     }
     gw_frame_unref(f);
+    gw_frame_unref(fb);
 }
 
 /* ---- acks ----------------------------------------------------------------------------------- */

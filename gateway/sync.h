@@ -16,6 +16,8 @@
 #include "server.h"
 
 #define GW_SYNC_PROTOCOL "crdt.v1"
+/* binary crdt.v1 (proto/crdt_v1_bin.h), served by the same callback */
+#define GW_SYNC_BIN_PROTOCOL "crdt.v1.bin"
 /* Reads the token secret, sets up session state; 0 or -1 (logged). After gw_http_start. */
 int gw_sync_init(gw_server_t *s);
 /* Frees what sessions still hold; the lws context is destroyed after this. */

@@ -23,6 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cmake -S crdt/wasm -B "$dir" -DCMAKE_TOOLCHAIN_FILE="$PWD/crdt/wasm/wasm32-wasi.cmake" \
-  -DCMAKE_BUILD_TYPE=Release -DCRDTD_WERROR=ON ${CRDT_WASM_OPT:+-DCRDT_WASM_OPT=$CRDT_WASM_OPT} >/dev/null
+  -DCMAKE_BUILD_TYPE=Release -DCRDTD_WERROR=ON ${CRDT_WASM_OPT:+"-DCRDT_WASM_OPT=$CRDT_WASM_OPT"} >/dev/null
 cmake --build "$dir" -j 2
 echo "build-wasm: $dir/crdt.wasm ($(wc -c <"$dir/crdt.wasm") bytes)"

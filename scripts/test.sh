@@ -25,10 +25,12 @@ else
   tmp_root "$dir"
   ctest --test-dir "$dir" --output-on-failure -j "$jobs"
   # libcrdt in WebAssembly against the native build above: crdt.wasm, then the JavaScript tests
+  # (the client's run against the crdtd built above, started by the tests on free ports)
   scripts/build-wasm.sh build-wasm
   command -v node >/dev/null && command -v npm >/dev/null ||
     { echo "test: node and npm are needed for the JavaScript tests (scripts/setup-debian.sh)" >&2; exit 1; }
   (cd gateway/client/js && npm ci --no-audit --no-fund >/dev/null &&
    CRDT_WASM="$PWD/../../../build-wasm/crdt.wasm" CRDT_WASM_VECTORS="$PWD/../../../$dir/tests/wasm_vectors" \
+   CRDTD_BIN="$PWD/../../../$dir/gateway/crdtd" \
      node --test test/*.test.js)
 fi

@@ -29,3 +29,14 @@ if(TARGET crdtd)
   target_compile_definitions(test_ws_idle PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
   add_dependencies(test_ws_idle crdtd)
 endif()
+
+# binary crdt.v1 (crdt.v1.bin): the codec without a server, and sessions against a real crdtd
+if(TARGET crdt_v1)
+  crdt_tap_test(test_crdt_v1_bin LIBS crdt_v1)
+endif()
+if(TARGET crdtd AND TARGET crdt_v1)
+  crdt_tap_test(test_ws_bin SOURCES test_ws_bin.c ws_raw.c http_client.c
+                LIBS crdt_v1 PkgConfig::JANSSON TIMEOUT 120)
+  target_compile_definitions(test_ws_bin PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+  add_dependencies(test_ws_bin crdtd)
+endif()

@@ -13,6 +13,7 @@
 
 #include "crdt_json.h"
 #include "crdt_v1.h"
+#include "crdt_v1_bin.h"
 #include "wsmsg.h"
 
 #define CRDTC_PROTOCOL CRDT_V1_PROTOCOL
@@ -59,6 +60,7 @@ struct crdtc {
     char *host, *path, *token, *client_id, *state_file;
     int port;
     bool tls;
+    bool binary; /* crdt.v1.bin: the server's data messages are binary */
     size_t max_message, max_pending;
     unsigned backoff_min_ms, backoff_max_ms, attempts;
     bool no_reconnect, user_closed, want_close, auth_refused;
@@ -733,11 +735,12 @@ static void on_change(crdtc_t *c, const crdt_v1_msg_t *m)
         c->cb.change_cb(c, &ch, c->ud);
 }
 
-static void on_message(crdtc_t *c, const uint8_t *p, size_t n)
+static void on_message(crdtc_t *c, const uint8_t *p, size_t n, bool binary)
 {
     crdt_v1_msg_t m;
     crdt_v1_error_t e;
-    if (crdt_v1_decode((const char *)p, n, CRDT_V1_FROM_SERVER, NULL, &m, &e)) {
+    if (binary ? crdt_v1_bin_decode(p, n, CRDT_V1_FROM_SERVER, NULL, &m, &e)
+               : crdt_v1_decode((const char *)p, n, CRDT_V1_FROM_SERVER, NULL, &m, &e)) {
         char text[240];
         snprintf(text, sizeof(text), "%s%s%s", e.type ? crdt_v1_type_name(e.type) : "",
                  e.type ? ": " : "", e.text);
@@ -789,7 +792,7 @@ static int on_receive(crdtc_t *c, struct lws *wsi, const void *in, size_t len)
     switch (gw_wsrx_receive(&c->rx, wsi, in, len)) {
     case GW_WSRX_MESSAGE:
         c->bytes_in += gw_wsrx_len(&c->rx);
-        on_message(c, gw_wsrx_data(&c->rx), gw_wsrx_len(&c->rx));
+        on_message(c, gw_wsrx_data(&c->rx), gw_wsrx_len(&c->rx), c->rx.binary);
         gw_wsrx_done(&c->rx);
         return 0;
     case GW_WSRX_TOO_LARGE:
@@ -847,7 +850,7 @@ static int start_connect(crdtc_t *c)
     ci.path = c->path;
     ci.host = c->host;
     ci.origin = c->host;
-    ci.protocol = CRDTC_PROTOCOL;
+    ci.protocol = c->binary ? CRDT_V1_BIN_PROTOCOL : CRDTC_PROTOCOL;
     ci.local_protocol_name = CRDTC_PROTOCOL;
     ci.opaque_user_data = c;
     ci.pwsi = &c->wsi;
@@ -1115,7 +1118,8 @@ crdtc_t *crdtc_new(crdtc_loop_t *l, const crdtc_config_t *cfg, int *err)
     c->ud = cfg->ud;
     c->cursor = cfg->cursor;
     c->reading = true;
-    gw_wsrx_init(&c->rx, c->max_message, GW_WS_TEXT);
+    c->binary = cfg->binary;
+    gw_wsrx_init(&c->rx, c->max_message, GW_WS_TEXT | (c->binary ? GW_WS_BINARY : 0));
     gw_wsq_init(&c->ctl, 0);
     gw_wswriter_init(&c->w, GW_WS_TEXT, true);
     c->replica_id = crdt_hash64(cfg->client_id, strlen(cfg->client_id), 0x726570u) & INT64_MAX;

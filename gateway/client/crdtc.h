@@ -124,6 +124,10 @@ typedef struct crdtc_config {
     crdtc_callbacks_t cb;
     void *ud;
     bool tls; /* wss://: needs a loop from crdtc_loop_new_tls */
+    /* negotiate binary crdt.v1 (subprotocol crdt.v1.bin, docs/protocol.md): changes, acks and
+     * subscribed arrive as binary messages (a change's `frame` is then NULL); what this client
+     * sends stays JSON, which such a session accepts too */
+    bool binary;
 } crdtc_config_t;
 
 /* Returns a new client on loop l (not connected yet), or NULL (bad config, or a state file that

@@ -160,6 +160,38 @@ int main(int argc, char **argv)
         }
         return 0;
     }
+    if (!strcmp(kind, "fuzz_crdt_v1_bin")) {
+        /* selector byte (bit 0: a server message, bit 1: with limits), then a binary message
+         * (gateway/proto/crdt_v1_bin.h) */
+        static const uint8_t sub[] = {0, 0x01, 1, 1, 5, 3, 0, 2, 'k', '1', 1, 0, 1, 2, 'f', ':'};
+        static const uint8_t unsub[] = {2, 0x02, 2, 1, 0, 2, 'k', '1'};
+        static const uint8_t ack[] = {1, 0x42, 3, 0xa9, 0x02, 0x86, 0x09};
+        static const uint8_t subd[] = {1, 0x43, 1, 0xa3, 0x09};
+        write_file(dir, n++, sub, sizeof(sub));
+        write_file(dir, n++, unsub, sizeof(unsub));
+        write_file(dir, n++, ack, sizeof(ack));
+        write_file(dir, n++, subd, sizeof(subd));
+        /* applies (client) and changes (server) with a state of every type */
+        for (int t = CRDT_TYPE_MIN; t <= CRDT_TYPE_MAX; t++) {
+            crdt_obj_t *o = sample(t, 1);
+            crdt_buf_t b = {0};
+            for (int side = 0; o && side < 2; side++) {
+                b.len = 0;
+                static const uint8_t apply_head[] = {0, 0x03, 41, 3, 'k', 'e', 'y'};
+                static const uint8_t change_head[] = {1, 0x41, 7, 0, 7, 3, 'k', 'e', 'y'};
+                uint8_t head[sizeof(change_head)];
+                size_t hl = side ? sizeof(change_head) : sizeof(apply_head);
+                memcpy(head, side ? change_head : apply_head, hl);
+                if (side)
+                    head[3] = (uint8_t)(t % 2); /* full state or delta */
+                if (crdt_buf_append(&b, head, hl) == 0 && crdt_obj_encode(o, &b) == 0)
+                    write_file(dir, n++, b.data, b.len);
+            }
+            crdt_buf_free(&b);
+            crdt_obj_free(o);
+        }
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_roshi_scan")) {
         /* selector byte (even: tuples, odd: keys), then a roshi body */
         static const char *const bodies[] = {
