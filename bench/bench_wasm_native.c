@@ -6,7 +6,8 @@
  * same 32-bit LCG on both sides, so the final states are identical: both print a checksum of the
  * final encoding and bench_wasm.sh refuses figures whose checksums differ.
  * One untimed warm-up pass of min(N, 20000) first, as on the wasm side.
- * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y", "state_fnv Z"
+ * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y" (wall clock),
+ * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time), "state_fnv Z"
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -22,6 +23,14 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU time of the process (every thread), the figure a loaded machine skews least */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static uint32_t fnv1a(const uint8_t *p, size_t n)
 {
     uint32_t h = 2166136261u;
@@ -31,7 +40,7 @@ static uint32_t fnv1a(const uint8_t *p, size_t n)
 }
 
 typedef struct result {
-    double apply, merge;
+    double apply, merge, apply_cpu, merge_cpu;
     uint32_t fnv;
 } result_t;
 
@@ -44,7 +53,7 @@ static int run(size_t n, result_t *res)
     uint32_t x = 12345;
     char member[32];
 
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
         x = x * 1664525u + 1013904223u;
         double score = (double)i + (double)(x % 100) / 8.0;
@@ -61,11 +70,11 @@ static int run(size_t n, result_t *res)
         deltas[i].data = b.data; /* the replica hands this to its caller */
         deltas[i].len = b.len;
     }
-    double t1 = now_s();
+    double t1 = now_s(), c1 = cpu_s();
     for (size_t i = 0; i < n; i++)
         if (deltas[i].len && crdt_obj_merge_encoded(fresh, deltas[i].data, deltas[i].len, NULL) < 0)
             return -1;
-    double t2 = now_s();
+    double t2 = now_s(), c2 = cpu_s();
 
     crdt_buf_t a = {0}, b = {0};
     if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0)
@@ -76,6 +85,8 @@ static int run(size_t n, result_t *res)
     }
     res->apply = (double)n / (t1 - t0);
     res->merge = (double)n / (t2 - t1);
+    res->apply_cpu = (double)n / (c1 - c0);
+    res->merge_cpu = (double)n / (c2 - c1);
     res->fnv = fnv1a(a.data, a.len);
     for (size_t i = 0; i < n; i++)
         crdt_free((void *)deltas[i].data);
@@ -94,7 +105,8 @@ int main(int argc, char **argv)
     /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */
     if (run(n < 20000 ? n : 20000, &r) < 0 || run(n, &r) < 0)
         return 1;
-    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\nstate_fnv %08" PRIx32 "\n", r.apply, r.merge,
-           r.fnv);
+    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\napply_cpu_ops_s %.0f\nmerge_cpu_ops_s %.0f\n"
+           "state_fnv %08" PRIx32 "\n",
+           r.apply, r.merge, r.apply_cpu, r.merge_cpu, r.fnv);
     return 0;
 }
