@@ -19,7 +19,8 @@
  *              reached every subscriber
  * Prints: deliveries_s, p50_ms, p99_ms (write sent -> delivery read, over every delivery),
  * bytes_per_delivery (what subscribers read, WebSocket headers included, over deliveries),
- * server_cpu_us (server CPU per delivery, from /proc/PID/stat, with --pid).
+ * server_cpu_us (server CPU per delivery, from /proc/PID/stat, with --pid), client_cpu_us (this
+ * process's CPU per delivery: whether the client was what limited the rate).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -34,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -503,6 +505,14 @@ static double proc_cpu_s(int pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
+}
+
 static void service(int ep, int ms)
 {
     struct epoll_event ev[256];
@@ -577,7 +587,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < g_nsubs; i++)
         bytes0 += g_subs[i].bytes;
     long d0 = g_deliveries, w0 = g_nwrites;
-    double cpu0 = proc_cpu_s(pid);
+    double cpu0 = proc_cpu_s(pid), self0 = self_cpu_s();
     g_measuring = true;
     double start = now_s(), end = start + secs;
     while (now_s() < end && g_nwrites < maxw) {
@@ -597,7 +607,7 @@ int main(int argc, char **argv)
     long want = (g_nwrites - w0) * g_nsubs + d0;
     for (double ts = now_s(); g_deliveries < want && now_s() - ts < 10;)
         service(ep, 5);
-    double el = now_s() - start, cpu = proc_cpu_s(pid) - cpu0;
+    double el = now_s() - start, cpu = proc_cpu_s(pid) - cpu0, self = self_cpu_s() - self0;
     g_measuring = false;
     if (g_deliveries < want)
         fprintf(stderr, "bench_yjs: %ld of %ld deliveries arrived\n", g_deliveries - d0, want - d0);
@@ -609,8 +619,9 @@ int main(int argc, char **argv)
     double p50 = g_nlat ? g_lat[(size_t)(0.5 * (double)(g_nlat - 1))] : 0;
     double p99 = g_nlat ? g_lat[(size_t)(0.99 * (double)(g_nlat - 1))] : 0;
     printf("writes %ld\ndeliveries %ld\ndeliveries_s %.0f\np50_ms %.3f\np99_ms %.3f\n"
-           "bytes_per_delivery %.2f\nserver_cpu_us %.3f\n",
+           "bytes_per_delivery %.2f\nserver_cpu_us %.3f\nclient_cpu_us %.3f\n",
            g_nwrites - w0, d, (double)d / el, p50 * 1e3, p99 * 1e3,
-           d ? (double)(bytes - bytes0) / (double)d : 0, d && pid ? cpu * 1e6 / (double)d : 0);
+           d ? (double)(bytes - bytes0) / (double)d : 0, d && pid ? cpu * 1e6 / (double)d : 0,
+           d ? self * 1e6 / (double)d : 0);
     return g_deliveries < want ? 1 : 0;
 }

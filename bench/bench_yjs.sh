@@ -80,11 +80,17 @@ measure() {
     exit 1
   fi
   stop
+  # y-websocket logs an update it cannot apply (and broadcasts nothing): bench_yjs.c's are checked
+  if grep -qi error "$tmp/server.out"; then
+    echo "bench_yjs: $1 logged an error:" >&2
+    head -5 "$tmp/server.out" >&2
+    exit 1
+  fi
   cat "$tmp/out" >>"$tmp/$1.$2"
-  printf 'run %d  %-5s %-5s %9.0f deliveries/s  p50 %7.2f ms  p99 %7.2f ms  %6.2f B/delivery  %6.2f us server CPU/delivery\n' \
+  printf 'run %d  %-5s %-5s %9.0f deliveries/s  p50 %7.2f ms  p99 %7.2f ms  %6.2f B/delivery  %6.2f us server, %5.2f us client CPU/delivery\n' \
     "$run" "$1" "$2" "$(awk '/^deliveries_s/ {print $2}' "$tmp/out")" "$(awk '/^p50_ms/ {print $2}' "$tmp/out")" \
     "$(awk '/^p99_ms/ {print $2}' "$tmp/out")" "$(awk '/^bytes_per_delivery/ {print $2}' "$tmp/out")" \
-    "$(awk '/^server_cpu_us/ {print $2}' "$tmp/out")"
+    "$(awk '/^server_cpu_us/ {print $2}' "$tmp/out")" "$(awk '/^client_cpu_us/ {print $2}' "$tmp/out")"
 }
 
 echo "fan-out to $subs subscribers of one document, small appends ($shape shape on Yjs), $runs rounds"
@@ -110,4 +116,5 @@ row "p50 ms at 10,000 deliveries/s" paced p50_ms
 row "p99 ms at 10,000 deliveries/s" paced p99_ms
 row "bytes/delivery (same writes)" paced bytes_per_delivery
 row "p99 ms at max rate" max p99_ms
+row "client CPU us/delivery, max rate" max client_cpu_us
 echo "targets (issue 17): deliveries/s >= 3x, bytes/delivery <= 1x, p99 at 10,000/s below y-websocket's"
