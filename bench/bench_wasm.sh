@@ -16,7 +16,7 @@ cmake --build "$build" -j 2 --target bench_wasm_native >/dev/null
 scripts/build-wasm.sh "$wasm_build" >/dev/null
 wasm="$wasm_build/crdt.wasm"
 
-declare -a na nm wa wm nac nmc wac wmc
+declare -a na nm wa wm nac nmc wac wmc nd wd
 for ((i = 0; i < runs; i++)); do
   nat=$("$build/bench/bench_wasm_native" "$n")
   web=$(node bench/bench_wasm.mjs "$wasm" "$n")
@@ -34,6 +34,12 @@ for ((i = 0; i < runs; i++)); do
   nmc+=("$(awk '/merge_cpu_ops_s/ {print $2}' <<<"$nat")")
   wac+=("$(awk '/apply_cpu_ops_s/ {print $2}' <<<"$web")")
   wmc+=("$(awk '/merge_cpu_ops_s/ {print $2}' <<<"$web")")
+  nd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$nat")")
+  wd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$web")")
+  if [ "$(awk '/drop_bytes/ {print $2}' <<<"$nat")" != "$(awk '/drop_bytes/ {print $2}' <<<"$web")" ]; then
+    echo "bench_wasm: the dropped deltas differ in length between native and wasm" >&2
+    exit 1
+  fi
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 mna=$(median "${na[@]}"); mnm=$(median "${nm[@]}"); mwa=$(median "${wa[@]}"); mwm=$(median "${wm[@]}")
@@ -45,11 +51,15 @@ mnac=$(median "${nac[@]}"); mnmc=$(median "${nmc[@]}"); mwac=$(median "${wac[@]}
 echo "per second of process CPU time (what a loaded machine skews least):"
 printf '  %-8s %14.0f %14.0f %7.2fx\n' apply "$mnac" "$mwac" "$(awk -v a="$mwac" -v b="$mnac" 'BEGIN {print a / b}')"
 printf '  %-8s %14.0f %14.0f %7.2fx\n' merge "$mnmc" "$mwmc" "$(awk -v a="$mwmc" -v b="$mnmc" 'BEGIN {print a / b}')"
+mnd=$(median "${nd[@]}"); mwd=$(median "${wd[@]}")
+printf '  %-8s %14.0f %14.0f %7.2fx   (apply again, each delta dropped once made: no heap of N deltas)\n' \
+  "apply-drop" "$mnd" "$mwd" "$(awk -v a="$mwd" -v b="$mnd" 'BEGIN {print a / b}')"
 ratios() { local -n a=$1 b=$2; for ((i = 0; i < ${#a[@]}; i++)); do awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN {printf " %.2f", x / y}'; done; }
 echo "  single runs, apply:$(ratios wa na)"
 echo "  single runs, merge:$(ratios wm nm)"
 echo "  single runs, apply, CPU:$(ratios wac nac)"
 echo "  single runs, merge, CPU:$(ratios wmc nmc)"
+echo "  single runs, apply-drop, CPU:$(ratios wd nd)"
 
 js=gateway/client/js/crdt-wasm.js
 wz=$(gzip -9c "$wasm" | wc -c)

@@ -7,11 +7,13 @@
  * final encoding and bench_wasm.sh refuses figures whose checksums differ.
  * One untimed warm-up pass of min(N, 20000) first, as on the wasm side.
  * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y" (wall clock),
- * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time), "state_fnv Z"
+ * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
+ * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes", "state_fnv Z"
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "crdt.h"
@@ -98,6 +100,46 @@ static int run(size_t n, result_t *res)
     return 0;
 }
 
+/* The same adds into another timeline, each delta encoded and dropped (a client that sends each
+ * and keeps none): ops per CPU second; *bytes the deltas' total length, compared with the wasm
+ * side's. */
+static double run_drop(size_t n, size_t *bytes)
+{
+    crdt_obj_t *tl = crdt_timeline_new(1000);
+    if (!tl)
+        return -1;
+    uint32_t x = 12345;
+    char member[32];
+    crdt_buf_t b = {0};
+    *bytes = 0;
+    double c0 = cpu_s();
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        double score = (double)i + (double)(x % 100) / 8.0;
+        int len = snprintf(member, sizeof member, "post:%zu", i);
+        crdt_obj_t *delta = NULL;
+        if (crdt_timeline_add(tl, member, (size_t)len, score, &delta) < 0)
+            return -1;
+        if (delta) {
+            b.len = 0;
+            if (crdt_obj_encode(delta, &b) < 0)
+                return -1;
+            crdt_obj_free(delta);
+            /* what the wasm side's copy out is: a block of its own, then dropped */
+            void *copy = malloc(b.len);
+            if (!copy)
+                return -1;
+            memcpy(copy, b.data, b.len);
+            *bytes += b.len;
+            free(copy);
+        }
+    }
+    double c1 = cpu_s();
+    crdt_buf_free(&b);
+    crdt_obj_free(tl);
+    return (double)n / (c1 - c0);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
@@ -105,8 +147,13 @@ int main(int argc, char **argv)
     /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */
     if (run(n < 20000 ? n : 20000, &r) < 0 || run(n, &r) < 0)
         return 1;
+    size_t drop_bytes;
+    double drop = run_drop(n < 20000 ? n : 20000, &drop_bytes);
+    drop = drop < 0 ? drop : run_drop(n, &drop_bytes);
+    if (drop < 0)
+        return 1;
     printf("apply_ops_s %.0f\nmerge_ops_s %.0f\napply_cpu_ops_s %.0f\nmerge_cpu_ops_s %.0f\n"
-           "state_fnv %08" PRIx32 "\n",
-           r.apply, r.merge, r.apply_cpu, r.merge_cpu, r.fnv);
+           "apply_drop_cpu_ops_s %.0f\ndrop_bytes %zu\nstate_fnv %08" PRIx32 "\n",
+           r.apply, r.merge, r.apply_cpu, r.merge_cpu, drop, drop_bytes, r.fnv);
     return 0;
 }

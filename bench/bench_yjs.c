@@ -196,8 +196,19 @@ static int connect_to(void)
         die("socket() failed (ulimit -n?)");
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)g_port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0)
-        die("connect() failed");
+    /* a full listen backlog or a moment without a free local port: try again, for a while */
+    for (int tries = 0; connect(fd, (struct sockaddr *)&a, sizeof a) < 0; tries++) {
+        if (tries == 50 || (errno != ECONNREFUSED && errno != EADDRNOTAVAIL && errno != EAGAIN &&
+                            errno != EINTR && errno != ETIMEDOUT)) {
+            fprintf(stderr, "bench_yjs: connect() to port %d failed: %s\n", g_port, strerror(errno));
+            exit(1);
+        }
+        close(fd);
+        usleep(100000);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            die("socket() failed (ulimit -n?)");
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -513,6 +524,20 @@ static double self_cpu_s(void)
            (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
+/* Closes every connection with a reset: none is left in TIME_WAIT holding a local port, which
+ * rounds of 1,001 connections each would otherwise run out of. */
+static void close_all(void)
+{
+    struct linger lg = {1, 0};
+    for (int i = 0; i <= g_nsubs; i++) {
+        conn_t *c = i < g_nsubs ? &g_subs[i] : &g_writer;
+        if (c->fd > 0) {
+            setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(c->fd);
+        }
+    }
+}
+
 static void service(int ep, int ms)
 {
     struct epoll_event ev[256];
@@ -623,5 +648,6 @@ int main(int argc, char **argv)
            g_nwrites - w0, d, (double)d / el, p50 * 1e3, p99 * 1e3,
            d ? (double)(bytes - bytes0) / (double)d : 0, d && pid ? cpu * 1e6 / (double)d : 0,
            d ? self * 1e6 / (double)d : 0);
+    close_all();
     return g_deliveries < want ? 1 : 0;
 }
