@@ -428,6 +428,51 @@ static void put_f64_be(buf_t *b, double d) /* lib0 writeFloat64: big endian */
         put_u8(b, (uint8_t)(u >> (8 * i)));
 }
 
+/* The Yjs update (v1) of write i: one new item by client g_yclient at clock i */
+static void yjs_update(buf_t *u, long i, const char *member, size_t mlen, double score)
+{
+    put_var(u, 1); /* one client's structs */
+    put_var(u, 1); /* one struct */
+    put_var(u, g_yclient);
+    put_var(u, (uint64_t)i); /* its clock */
+    if (g_map) {
+        /* Item, ContentAny (ref 8), a parentSub (BIT6): Y.Map "feed" set member = score */
+        put_u8(u, 8 | 0x20);
+        put_var(u, 1); /* parent is a root type, by name */
+        put_str(u, "feed", 4);
+        put_str(u, member, mlen); /* the map key */
+        put_var(u, 1);             /* one value */
+        /* lib0's writeAny of a number: an integer within 31 bits as a varint (never here: the
+         * scores are above 2^31), else a float32 when that is exact, else a float64 */
+        float f = (float)score;
+        if ((double)f == score) {
+            uint32_t b;
+            memcpy(&b, &f, 4);
+            put_u8(u, 124);
+            for (int k = 3; k >= 0; k--)
+                put_u8(u, (uint8_t)(b >> (8 * k)));
+        } else {
+            put_u8(u, 123);
+            put_f64_be(u, score);
+        }
+    } else {
+        /* Item, ContentAny, appended after the writer's previous item (origin, BIT8) */
+        if (i > 0) {
+            put_u8(u, 8 | 0x80);
+            put_var(u, g_yclient);
+            put_var(u, (uint64_t)i - 1);
+        } else {
+            put_u8(u, 8);
+            put_var(u, 1);
+            put_str(u, "feed", 4);
+        }
+        put_var(u, 1);
+        put_u8(u, 119); /* lib0 any: string */
+        put_str(u, member, mlen);
+    }
+    put_var(u, 0); /* an empty delete set */
+}
+
 static void write_one(long i)
 {
     char member[32];
@@ -449,37 +494,8 @@ static void write_one(long i)
         put(&m, enc.data, enc.len);
         crdt_buf_free(&enc);
     } else {
-        /* Yjs update v1 of one new item by client g_yclient at clock i */
         buf_t u = {0};
-        put_var(&u, 1); /* one client's structs */
-        put_var(&u, 1); /* one struct */
-        put_var(&u, g_yclient);
-        put_var(&u, (uint64_t)i); /* its clock */
-        if (g_map) {
-            /* Item, ContentAny (ref 8), a parentSub (BIT6): Y.Map "feed" set member = score */
-            put_u8(&u, 8 | 0x20);
-            put_var(&u, 1); /* parent is a root type, by name */
-            put_str(&u, "feed", 4);
-            put_str(&u, member, (size_t)mlen); /* the map key */
-            put_var(&u, 1);                    /* one value */
-            put_u8(&u, 123);                   /* lib0 any: float64 */
-            put_f64_be(&u, score);
-        } else {
-            /* Item, ContentAny, appended after the writer's previous item (origin, BIT8) */
-            if (i > 0) {
-                put_u8(&u, 8 | 0x80);
-                put_var(&u, g_yclient);
-                put_var(&u, (uint64_t)i - 1);
-            } else {
-                put_u8(&u, 8);
-                put_var(&u, 1);
-                put_str(&u, "feed", 4);
-            }
-            put_var(&u, 1);
-            put_u8(&u, 119); /* lib0 any: string */
-            put_str(&u, member, (size_t)mlen);
-        }
-        put_var(&u, 0); /* an empty delete set */
+        yjs_update(&u, i, member, (size_t)mlen, score);
         put_u8(&m, 0);  /* messageSync */
         put_u8(&m, 2);  /* update */
         put_str(&m, u.p, u.len);
@@ -551,6 +567,24 @@ int main(int argc, char **argv)
     if (argc < 3)
         die("usage: bench_yjs crdtd|yjs PORT [--subs N] [--secs S] [--rate W] [--window K] "
             "[--pid PID] [--shape map|array]");
+    if (!strcmp(argv[1], "--print-yjs")) {
+        /* bench_yjs --print-yjs N CLIENT map|array: the Yjs updates of writes 0 .. N-1 in hex,
+         * one a line, which bench/yjs/check_updates.mjs compares with what yjs itself makes */
+        long n = atol(argv[2]);
+        g_yclient = argc > 3 ? (uint32_t)strtoul(argv[3], NULL, 10) : 0x90000001u;
+        g_map = argc <= 4 || strcmp(argv[4], "array") != 0;
+        for (long i = 0; i < n; i++) {
+            char member[32];
+            int mlen = snprintf(member, sizeof member, "post:%ld", i);
+            buf_t u = {0};
+            yjs_update(&u, i, member, (size_t)mlen, SCORE0 + (double)i);
+            for (size_t k = 0; k < u.len; k++)
+                printf("%02x", u.p[k]);
+            printf("\n");
+            free(u.p);
+        }
+        return 0;
+    }
     g_proto = !strcmp(argv[1], "yjs") ? PROTO_YJS : PROTO_CRDTD;
     if (g_proto == PROTO_CRDTD && strcmp(argv[1], "crdtd"))
         die("the server is crdtd or yjs");

@@ -33,6 +33,9 @@ fi
 ywss=bench/yjs/node_modules/@y/websocket-server/src/server.js
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j 2 --target crdtd bench_yjs >/dev/null
+# the Yjs updates bench_yjs.c writes must be the ones yjs makes for the same writes
+"$build/bench/bench_yjs" --print-yjs 20000 2415919105 "$shape" |
+  node bench/yjs/check_updates.mjs 2415919105 "$shape"
 ulimit -n $((subs * 2 + 256))
 tmp=$(mktemp -d)
 pid=
