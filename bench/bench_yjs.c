@@ -6,14 +6,16 @@
  *
  *   bench_yjs crdtd|yjs PORT [--subs 1000] [--secs 3] [--rate W] [--window 8] [--pid PID]
  *             [--shape map|array]
+ *   bench_yjs --print-yjs N CLIENT map|array   (the Yjs updates of writes 0 .. N-1, in hex, for
+ *             bench/yjs/check_updates.mjs to compare with yjs's own)
  *
  * One writer makes small appends, one entry a write: a timeline add of ("post:<i>", score) on
  * crdtd (a binary apply of the one-entry delta libcrdt makes), and on y-websocket the Yjs update
  * of the same write (--shape map, the default: Y.Map "feed" set member -> score, the same
  * information; --shape array: Y.Array "feed" push of the member alone). Scores are millisecond
- * timestamps (1.764e12 + i: a float64 in both encodings). The Yjs updates are encoded here
- * (lib0 varints, Yjs's update format v1) and checked by the server itself: an update it cannot
- * apply is broadcast to nobody.
+ * timestamps (1.764e12 + i: a float64 in libcrdt; lib0 writes a float32 where that is exact).
+ * The Yjs updates are encoded here (lib0 varints, Yjs's update format v1); bench_yjs.sh checks
+ * them against yjs's before measuring, and the server itself broadcasts none it cannot apply.
  *   --rate W   W writes a second for --secs (the paced run, latency at W x subs deliveries/s)
  *   (no rate)  as fast as the subscribers take them: write i+window waits until write i has
  *              reached every subscriber
