@@ -2,7 +2,9 @@
 // through the JavaScript replica (string members encoded to UTF-8, deltas copied out as
 // Uint8Array, as an application sees them).
 // One warm-up pass of min(N, 20000) first (untimed), then the timed one.
-// Usage: node bench/bench_wasm.mjs CRDT_WASM N  -> "apply_ops_s X", "merge_ops_s Y", "state_fnv Z"
+// Usage: node bench/bench_wasm.mjs CRDT_WASM N  -> "apply_ops_s X", "merge_ops_s Y" (wall clock),
+// "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
+// "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "state_fnv Z"
 import { readFileSync } from 'node:fs';
 import { CrdtWasm, Replica } from '../gateway/client/js/crdt-wasm.js';
 
@@ -22,25 +24,60 @@ function run(count) {
   b.timeline('feed', { maxSize: 1000 });
   const deltas = new Array(count);
   let x = 12345;
+  const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; }; // ms
+  const c0 = cpu();
   const t0 = performance.now();
   for (let i = 0; i < count; i++) {
     x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
     deltas[i] = tl.add(`post:${i}`, i + (x % 100) / 8);
   }
   const t1 = performance.now();
+  const c1 = cpu();
   for (let i = 0; i < count; i++) if (deltas[i]) b.merge('feed', deltas[i]);
   const t2 = performance.now();
+  const c2 = cpu();
   const sa = a.encode('feed');
   if (fnv1a(sa) !== fnv1a(b.encode('feed'))) throw new Error('bench_wasm: the merged deltas do not give the state');
   a.close();
   b.close();
-  return { apply: count / ((t1 - t0) / 1000), merge: count / ((t2 - t1) / 1000), fnv: fnv1a(sa) };
+  return {
+    apply: count / ((t1 - t0) / 1000),
+    merge: count / ((t2 - t1) / 1000),
+    applyCpu: count / ((c1 - c0) / 1000),
+    mergeCpu: count / ((c2 - c1) / 1000),
+    fnv: fnv1a(sa),
+  };
+}
+
+// The same adds into a third replica, each delta made, copied out and dropped (a client that
+// sends each and keeps none): what apply costs without the JavaScript heap holding N deltas.
+function runDrop(count) {
+  const c = new Replica(wasm, { node: 3 });
+  const tl = c.timeline('feed', { maxSize: 1000 });
+  let x = 12345;
+  let bytes = 0;
+  const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+  const c0 = cpu();
+  for (let i = 0; i < count; i++) {
+    x = (Math.imul(x, 1664525) + 1013904223) >>> 0;
+    const d = tl.add(`post:${i}`, i + (x % 100) / 8);
+    if (d) bytes += d.length;
+  }
+  const c1 = cpu();
+  c.close();
+  return { dropCpu: count / ((c1 - c0) / 1000), bytes };
 }
 
 // A warm-up pass, as bench_wasm_native.c makes too: the engine compiles wasm with a baseline
 // compiler first and optimises hot functions a little later; a page that syncs runs warm.
 run(Math.min(n, 20000));
 const r = run(n);
+runDrop(Math.min(n, 20000));
+const dr = runDrop(n);
 console.log(`apply_ops_s ${Math.round(r.apply)}`);
 console.log(`merge_ops_s ${Math.round(r.merge)}`);
+console.log(`apply_cpu_ops_s ${Math.round(r.applyCpu)}`);
+console.log(`merge_cpu_ops_s ${Math.round(r.mergeCpu)}`);
+console.log(`apply_drop_cpu_ops_s ${Math.round(dr.dropCpu)}`);
+console.log(`drop_bytes ${dr.bytes}`);
 console.log(`state_fnv ${r.fnv}`);

@@ -2,7 +2,7 @@
 # bench_wasm.sh - libcrdt in WebAssembly (Node) against native libcrdt, one workload, one run:
 # timeline apply (N adds into a timeline bounded to 1,000, each returning its encoded delta) and
 # merge (those N deltas joined into a fresh timeline), medians of R alternating runs, the ratio
-# wasm/native; and the size of what a page loads (crdt.wasm + crdt-wasm.js, gzip -9).
+# wasm/native, by the wall clock and per second of each process's CPU time; and the size of what a page loads (crdt.wasm + crdt-wasm.js, gzip -9).
 #   bench/bench_wasm.sh [N] [R]      (defaults 200000 and 7; BUILD=build-rel, WASM_BUILD=build-wasm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ cmake --build "$build" -j 2 --target bench_wasm_native >/dev/null
 scripts/build-wasm.sh "$wasm_build" >/dev/null
 wasm="$wasm_build/crdt.wasm"
 
-declare -a na nm wa wm
+declare -a na nm wa wm nac nmc wac wmc nd wd
 for ((i = 0; i < runs; i++)); do
   nat=$("$build/bench/bench_wasm_native" "$n")
   web=$(node bench/bench_wasm.mjs "$wasm" "$n")
@@ -26,10 +26,20 @@ for ((i = 0; i < runs; i++)); do
     echo "bench_wasm: native and wasm end in different states ($nf, $wf): not the same workload" >&2
     exit 1
   fi
-  na+=("$(awk '/apply_ops_s/ {print $2}' <<<"$nat")")
-  nm+=("$(awk '/merge_ops_s/ {print $2}' <<<"$nat")")
-  wa+=("$(awk '/apply_ops_s/ {print $2}' <<<"$web")")
-  wm+=("$(awk '/merge_ops_s/ {print $2}' <<<"$web")")
+  na+=("$(awk '/^apply_ops_s/ {print $2}' <<<"$nat")")
+  nm+=("$(awk '/^merge_ops_s/ {print $2}' <<<"$nat")")
+  wa+=("$(awk '/^apply_ops_s/ {print $2}' <<<"$web")")
+  wm+=("$(awk '/^merge_ops_s/ {print $2}' <<<"$web")")
+  nac+=("$(awk '/apply_cpu_ops_s/ {print $2}' <<<"$nat")")
+  nmc+=("$(awk '/merge_cpu_ops_s/ {print $2}' <<<"$nat")")
+  wac+=("$(awk '/apply_cpu_ops_s/ {print $2}' <<<"$web")")
+  wmc+=("$(awk '/merge_cpu_ops_s/ {print $2}' <<<"$web")")
+  nd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$nat")")
+  wd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$web")")
+  if [ "$(awk '/drop_bytes/ {print $2}' <<<"$nat")" != "$(awk '/drop_bytes/ {print $2}' <<<"$web")" ]; then
+    echo "bench_wasm: the dropped deltas differ in length between native and wasm" >&2
+    exit 1
+  fi
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 mna=$(median "${na[@]}"); mnm=$(median "${nm[@]}"); mwa=$(median "${wa[@]}"); mwm=$(median "${wm[@]}")
@@ -37,9 +47,19 @@ echo "timeline workload: N=$n adds (max size 1000), medians of $runs runs, same 
 printf '  %-8s %14s %14s %8s\n' "" "native ops/s" "wasm ops/s" "ratio"
 printf '  %-8s %14.0f %14.0f %7.2fx\n' apply "$mna" "$mwa" "$(awk -v a="$mwa" -v b="$mna" 'BEGIN {print a / b}')"
 printf '  %-8s %14.0f %14.0f %7.2fx\n' merge "$mnm" "$mwm" "$(awk -v a="$mwm" -v b="$mnm" 'BEGIN {print a / b}')"
+mnac=$(median "${nac[@]}"); mnmc=$(median "${nmc[@]}"); mwac=$(median "${wac[@]}"); mwmc=$(median "${wmc[@]}")
+echo "per second of process CPU time (what a loaded machine skews least):"
+printf '  %-8s %14.0f %14.0f %7.2fx\n' apply "$mnac" "$mwac" "$(awk -v a="$mwac" -v b="$mnac" 'BEGIN {print a / b}')"
+printf '  %-8s %14.0f %14.0f %7.2fx\n' merge "$mnmc" "$mwmc" "$(awk -v a="$mwmc" -v b="$mnmc" 'BEGIN {print a / b}')"
+mnd=$(median "${nd[@]}"); mwd=$(median "${wd[@]}")
+printf '  %-8s %14.0f %14.0f %7.2fx   (apply again, each delta dropped once made: no heap of N deltas)\n' \
+  "apply-drop" "$mnd" "$mwd" "$(awk -v a="$mwd" -v b="$mnd" 'BEGIN {print a / b}')"
 ratios() { local -n a=$1 b=$2; for ((i = 0; i < ${#a[@]}; i++)); do awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN {printf " %.2f", x / y}'; done; }
 echo "  single runs, apply:$(ratios wa na)"
 echo "  single runs, merge:$(ratios wm nm)"
+echo "  single runs, apply, CPU:$(ratios wac nac)"
+echo "  single runs, merge, CPU:$(ratios wmc nmc)"
+echo "  single runs, apply-drop, CPU:$(ratios wd nd)"
 
 js=gateway/client/js/crdt-wasm.js
 wz=$(gzip -9c "$wasm" | wc -c)

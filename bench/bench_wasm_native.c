@@ -6,11 +6,14 @@
  * same 32-bit LCG on both sides, so the final states are identical: both print a checksum of the
  * final encoding and bench_wasm.sh refuses figures whose checksums differ.
  * One untimed warm-up pass of min(N, 20000) first, as on the wasm side.
- * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y", "state_fnv Z"
+ * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y" (wall clock),
+ * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
+ * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes", "state_fnv Z"
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "crdt.h"
@@ -19,6 +22,14 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU time of the process (every thread), the figure a loaded machine skews least */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -31,7 +42,7 @@ static uint32_t fnv1a(const uint8_t *p, size_t n)
 }
 
 typedef struct result {
-    double apply, merge;
+    double apply, merge, apply_cpu, merge_cpu;
     uint32_t fnv;
 } result_t;
 
@@ -44,7 +55,7 @@ static int run(size_t n, result_t *res)
     uint32_t x = 12345;
     char member[32];
 
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
         x = x * 1664525u + 1013904223u;
         double score = (double)i + (double)(x % 100) / 8.0;
@@ -61,11 +72,11 @@ static int run(size_t n, result_t *res)
         deltas[i].data = b.data; /* the replica hands this to its caller */
         deltas[i].len = b.len;
     }
-    double t1 = now_s();
+    double t1 = now_s(), c1 = cpu_s();
     for (size_t i = 0; i < n; i++)
         if (deltas[i].len && crdt_obj_merge_encoded(fresh, deltas[i].data, deltas[i].len, NULL) < 0)
             return -1;
-    double t2 = now_s();
+    double t2 = now_s(), c2 = cpu_s();
 
     crdt_buf_t a = {0}, b = {0};
     if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0)
@@ -76,6 +87,8 @@ static int run(size_t n, result_t *res)
     }
     res->apply = (double)n / (t1 - t0);
     res->merge = (double)n / (t2 - t1);
+    res->apply_cpu = (double)n / (c1 - c0);
+    res->merge_cpu = (double)n / (c2 - c1);
     res->fnv = fnv1a(a.data, a.len);
     for (size_t i = 0; i < n; i++)
         crdt_free((void *)deltas[i].data);
@@ -87,6 +100,46 @@ static int run(size_t n, result_t *res)
     return 0;
 }
 
+/* The same adds into another timeline, each delta encoded and dropped (a client that sends each
+ * and keeps none): ops per CPU second; *bytes the deltas' total length, compared with the wasm
+ * side's. */
+static double run_drop(size_t n, size_t *bytes)
+{
+    crdt_obj_t *tl = crdt_timeline_new(1000);
+    if (!tl)
+        return -1;
+    uint32_t x = 12345;
+    char member[32];
+    crdt_buf_t b = {0};
+    *bytes = 0;
+    double c0 = cpu_s();
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        double score = (double)i + (double)(x % 100) / 8.0;
+        int len = snprintf(member, sizeof member, "post:%zu", i);
+        crdt_obj_t *delta = NULL;
+        if (crdt_timeline_add(tl, member, (size_t)len, score, &delta) < 0)
+            return -1;
+        if (delta) {
+            b.len = 0;
+            if (crdt_obj_encode(delta, &b) < 0)
+                return -1;
+            crdt_obj_free(delta);
+            /* what the wasm side's copy out is: a block of its own, then dropped */
+            void *copy = malloc(b.len);
+            if (!copy)
+                return -1;
+            memcpy(copy, b.data, b.len);
+            *bytes += b.len;
+            free(copy);
+        }
+    }
+    double c1 = cpu_s();
+    crdt_buf_free(&b);
+    crdt_obj_free(tl);
+    return (double)n / (c1 - c0);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
@@ -94,7 +147,13 @@ int main(int argc, char **argv)
     /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */
     if (run(n < 20000 ? n : 20000, &r) < 0 || run(n, &r) < 0)
         return 1;
-    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\nstate_fnv %08" PRIx32 "\n", r.apply, r.merge,
-           r.fnv);
+    size_t drop_bytes;
+    double drop = run_drop(n < 20000 ? n : 20000, &drop_bytes);
+    drop = drop < 0 ? drop : run_drop(n, &drop_bytes);
+    if (drop < 0)
+        return 1;
+    printf("apply_ops_s %.0f\nmerge_ops_s %.0f\napply_cpu_ops_s %.0f\nmerge_cpu_ops_s %.0f\n"
+           "apply_drop_cpu_ops_s %.0f\ndrop_bytes %zu\nstate_fnv %08" PRIx32 "\n",
+           r.apply, r.merge, r.apply_cpu, r.merge_cpu, drop, drop_bytes, r.fnv);
     return 0;
 }

@@ -17,11 +17,11 @@
  * Result layouts (little endian): a timestamp is ms u64, logical u32, node u64 (20 bytes); a
  * timeline entry is score f64, member length u32, member bytes; a set member is length u32, bytes.
  */
-#include <malloc.h>
 #include <stddef.h>
 #include <stdlib.h>
 
 #include "crdt.h"
+#include "heap.h"
 
 _Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4 && offsetof(crdt_buf_t, len) == 4,
                "crdt_wasm_out_ref's layout is two u32s: wasm32 only");
@@ -35,9 +35,10 @@ _Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4 && offsetof(crdt_buf_t
 static crdt_buf_t out;
 static crdt_error_t last_err;
 
-/* ---- the heap: wasi-libc's dlmalloc, for libcrdt and this file, counted on request ----------
+/* ---- the heap: heap.c's size classes over wasi-libc's dlmalloc, for libcrdt and this file,
+ * counted on request ------------------------------------------------------------------------
  * The count (bytes of live blocks) lets the JavaScript tests prove that freeing handles and
- * closing a replica gives every byte back. It costs a malloc_usable_size per call, so it is
+ * closing a replica gives every byte back. It costs a heap_usable per call, so it is
  * chosen at init (the tests ask for it; a page need not): one allocator, libcrdt's hook, either
  * way. */
 static size_t heap_live;
@@ -45,30 +46,30 @@ static bool counting;
 
 static void *counted_malloc(size_t n)
 {
-    void *p = malloc(n ? n : 1);
+    void *p = heap_alloc(n);
     if (p)
-        heap_live += malloc_usable_size(p);
+        heap_live += heap_usable(p);
     return p;
 }
 
 static void *counted_realloc(void *p, size_t n)
 {
-    size_t before = p ? malloc_usable_size(p) : 0;
-    void *q = realloc(p, n ? n : 1); /* never 0: realloc(p, 0) would free p */
+    size_t before = p ? heap_usable(p) : 0;
+    void *q = heap_resize(p, n ? n : 1); /* never 0: realloc(p, 0) would free p */
     if (q)
-        heap_live = heap_live - before + malloc_usable_size(q);
+        heap_live = heap_live - before + heap_usable(q);
     return q;
 }
 
 static void counted_free(void *p)
 {
     if (p) {
-        heap_live -= malloc_usable_size(p);
-        free(p);
+        heap_live -= heap_usable(p);
+        heap_release(p);
     }
 }
 
-static crdt_allocator_t heap = {malloc, realloc, free};
+static crdt_allocator_t heap = {heap_alloc, heap_resize, heap_release};
 
 static void *heap_malloc(size_t n)
 {
@@ -178,9 +179,9 @@ EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void *keep)
         return SIZE_MAX;
     size_t n = heap_live;
     if (out.data)
-        n -= malloc_usable_size(out.data);
+        n -= heap_usable(out.data);
     if (keep)
-        n -= malloc_usable_size(keep);
+        n -= heap_usable(keep);
     return n;
 }
 
@@ -335,6 +336,26 @@ EXPORT(crdt_wasm_is_live) int crdt_wasm_is_live(const crdt_obj_t *o)
 }
 
 /* ---- timeline -------------------------------------------------------------------------------- */
+
+/* A timeline add (kind CRDT_MUT_ADD) or remove (CRDT_MUT_REMOVE) of member bytes[0..len) at score:
+ * crdt_wasm_apply's result for a timeline, without its 64-bit parameters (which a JavaScript
+ * caller passes as BigInts, converted on every call: the most frequent write pays for none). */
+EXPORT(crdt_wasm_timeline_write)
+int crdt_wasm_timeline_write(crdt_obj_t *t, int kind, const void *bytes, size_t len, double score)
+{
+    begin();
+    int rc = check(t, CRDT_TIMELINE);
+    if (rc < 0)
+        return rc;
+    crdt_obj_t *delta = NULL;
+    if (kind == CRDT_MUT_ADD)
+        rc = crdt_timeline_add(t, bytes, len, score, &delta);
+    else if (kind == CRDT_MUT_REMOVE)
+        rc = crdt_timeline_remove(t, bytes, len, score, &delta);
+    else
+        return CRDT_EINVAL;
+    return finish_delta(rc, delta);
+}
 
 /* Live entries (0 for another type). */
 EXPORT(crdt_wasm_timeline_card) size_t crdt_wasm_timeline_card(const crdt_obj_t *t)

@@ -327,6 +327,15 @@ export class CrdtWasm {
     return rc === 0 ? null : this._outBytes();
   }
 
+  // A timeline add or remove (crdt_wasm_timeline_write: no 64-bit arguments, so no BigInts made
+  // and converted per call): the delta's encoding, or null.
+  _tlWrite(p, kind, member, score, what) {
+    const len = this._input(member);
+    const rc = this.#x.crdt_wasm_timeline_write(p, kind, this.#inPtr, len, score);
+    if (rc < 0) throw this._error(rc, what);
+    return rc === 0 ? null : this._outBytes();
+  }
+
   _wrap(p, tag) {
     const C = CLASSES[tag];
     return new C(this, p, tag);
@@ -476,12 +485,12 @@ function readTs(dv, p) {
 export class TimelineObject extends CrdtObject {
   /** Adds member at score: the delta, or null if the write lost or fell below the floor. */
   add(member, score) {
-    return this._w._apply(this._p, 6, ADD, member, score, 0n, null, 0n, 'timeline add');
+    return this._w._tlWrite(this._p, ADD, member, score, 'timeline add');
   }
 
   /** Removes member at score (leaves a tombstone): the delta, or null. */
   remove(member, score) {
-    return this._w._apply(this._p, 6, REMOVE, member, score, 0n, null, 0n, 'timeline remove');
+    return this._w._tlWrite(this._p, REMOVE, member, score, 'timeline remove');
   }
 
   /** Live entries. */
