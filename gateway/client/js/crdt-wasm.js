@@ -742,6 +742,29 @@ export function keyOut(key) {
 const keyOf = keyId;
 const keyName = (k) => (BIN_ID.test(k) ? `0x${k.slice(1)}` : k);
 
+// The timestamp of a cleared register (a delete's tombstone), which get() does not give: read
+// from its encoding (docs/encoding.md: version, type 3, varint length, then state 2 and the hlc).
+function clearedTs(enc) {
+  let at = 2;
+  const varint = () => {
+    let v = 0n;
+    let shift = 0n;
+    for (;;) {
+      const c = enc[at++];
+      if (c === undefined) return null;
+      v |= BigInt(c & 0x7f) << shift;
+      if (!(c & 0x80)) return v;
+      shift += 7n;
+    }
+  };
+  if (enc[1] !== 3 || varint() === null || enc[at++] !== 2) return null;
+  const ms = varint();
+  const logical = varint();
+  const node = varint();
+  if (ms === null || logical === null || node === null) return null;
+  return { ms: Number(ms), logical: Number(logical), node: id(node) };
+}
+
 /** Keys to CRDT objects in one wasm instance, with the replica's clock and node id: the local
  * state a client reads offline and writes optimistically. Every write returns its delta
  * (libcrdt's binary encoding, a Uint8Array) for the caller to send; merge() joins what came. */
@@ -857,11 +880,10 @@ export class Replica {
     } else {
       changed = e.obj.merge(bytes);
     }
-    // (a cleared register, a delete's tombstone, has no value to read the timestamp from)
-    const got = changed && e.obj instanceof RegisterObject ? e.obj.get() : null;
-    if (got) {
+    const ts = changed && e.obj instanceof RegisterObject ? (e.obj.get()?.ts ?? clearedTs(e.obj.encode())) : null;
+    if (ts) {
       try {
-        this.#clock.recv(got.ts, this.#now());
+        this.#clock.recv(ts, this.#now());
       } catch (err) {
         if (!(err instanceof CrdtError && err.code === CrdtCode.ECLOCK)) throw err;
       }

@@ -175,3 +175,21 @@ test('views delete() where the objects do (observed-remove); a gcounter view has
   a.close();
   b.close();
 });
+
+test('a register delete from elsewhere advances the clock: a later local set wins over it', async () => {
+  const w = await loadWasm();
+  let now = 1000;
+  const a = new Replica(w, { node: 1, now: () => now });
+  // b's clock is far ahead (within the drift allowed)
+  const b = new Replica(w, { node: 2, now: () => now + 30000 });
+  a.merge('r', b.register('r').set('x'));
+  b.merge('r', a.register('r').set('y'));
+  const del = b.register('r').delete();
+  assert.equal(b.register('r').get(), null);
+  a.merge('r', del);
+  assert.equal(a.register('r').get(), null, 'cleared');
+  assert.ok(a.register('r').set('after') !== null, 'the set after the clear is a change');
+  assert.equal(a.register('r').get().value, 'after', 'and wins over the tombstone');
+  a.close();
+  b.close();
+});
