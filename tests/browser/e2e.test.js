@@ -213,6 +213,50 @@ describe('the demo in Chromium', { timeout: 120000 }, () => {
     }
   });
 
+  test('the client follows the browser offline and back by itself; binary keys; subscribe resolves', async () => {
+    const ctx = await context();
+    try {
+      const page = await openDemo(ctx, srv.url, { name: 'gina' });
+      await until(async () => (await shown(page)).status === 'online', 10000, 'online');
+      // the demo's subscribe() resolves once its catch-up is in
+      assert.equal(await page.evaluate(() => globalThis.crdtdDemo.subscribed.then(() => 'resolved')), 'resolved');
+      // a key that is not UTF-8, from the page over binary crdt.v1
+      const bin = [0x00, 0xff, 0x10];
+      await page.evaluate(async (k) => {
+        const { client } = globalThis.crdtdDemo;
+        client.pncounter(new Uint8Array(k)).incr(3);
+        await client.flush();
+      }, bin);
+      const b64 = Buffer.from(bin).toString('base64url');
+      const got = await fetch(`${srv.url}v1/keys64/${b64}`);
+      assert.equal(got.status, 200, 'the binary key reached crdtd');
+      assert.equal((await got.json()).type, 'pncounter');
+
+      const opened = await metric(srv, 'crdtd_ws_sessions_opened_total');
+      // DevTools' offline mode stalls the WebSocket without closing it: only the browser's
+      // 'offline' event tells, and the client (not the page) acts on it
+      await ctx.setOffline(true);
+      await until(() => page.evaluate(() => globalThis.crdtdDemo.client.status === 'offline'), 3000,
+        'the client offline at the event');
+      await page.evaluate(() => globalThis.crdtdDemo.client.gcounter('gina:offline').incr(1));
+      await new Promise((r) => setTimeout(r, 500));
+      assert.equal(await page.evaluate(() => globalThis.crdtdDemo.client.pending), 1, 'queued, not sent');
+      assert.equal((await fetch(`${srv.url}v1/keys/gina%3Aoffline`)).status, 404, 'crdtd did not get it');
+      const t0 = Date.now();
+      await ctx.setOffline(false);
+      await until(() => page.evaluate(() => globalThis.crdtdDemo.client.status === 'online'), 3000,
+        'online at once at the event');
+      const ms = Date.now() - t0;
+      await until(() => page.evaluate(() => globalThis.crdtdDemo.client.pending === 0), 5000, 'acked');
+      assert.equal((await fetch(`${srv.url}v1/keys/gina%3Aoffline`)).status, 200);
+      assert.ok((await metric(srv, 'crdtd_ws_sessions_opened_total')) > opened, 'a new session');
+      assert.ok(ms < 3000, `back in ${ms} ms`);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await ctx.close();
+    }
+  });
+
   test('two tabs of one origin share one connection', async () => {
     // the pages of the tests before are closed: their sessions end
     await until(async () => (await metric(srv, 'crdtd_ws_sessions')) === 0, 10000, 'no session open');

@@ -10,6 +10,7 @@ export * from './crdt-wasm.js';
  * 'offline': not connected and not trying (before connect(), after disconnect() or close(), or
  * after a refusal that needs the application: a bad token with no getToken, 4003, 4009). */
 export type Status = 'offline' | 'connecting' | 'online';
+// (also 'offline' while the network's last event said offline: see ClientOptions.network)
 
 /** The WebSocket constructor the client dials with: the browser's, Node 22's global one, or
  * NodeWebSocket from './node-ws.js' (Node 20 has no global WebSocket). */
@@ -59,6 +60,13 @@ export interface ClientOptions {
   now?: () => number;
   /** Reads give members and values as 'utf8' strings (default) or 'bytes' (Uint8Array). */
   encoding?: 'utf8' | 'bytes';
+  /** What gives the network's 'online'/'offline' events, its `onLine` read at open (an
+   * EventTarget). Default: the browser's window (globalThis, with navigator.onLine) where there
+   * is one, else none; null turns it off. 'offline' ends the session at once (status offline;
+   * writes queue, nothing is sent or dialled), 'online' dials at once with the backoff reset
+   * (a WebSocket may stay open long after the network went away, and DevTools' offline mode
+   * stalls one without closing it). */
+  network?: (EventTarget & { onLine?: boolean }) | null;
   /** Queued deltas per key are joined into one once the queue holds more than this many bytes
    * (default 65536); states persisted as appended deltas are rewritten whole once the deltas of
    * a key exceed its state's size (and 4096 bytes). */
@@ -72,9 +80,9 @@ export declare class ClientError extends Error {
    * the client's own: 'protocol' (a malformed or unexpected server message), 'closed' (the
    * server closed the session with a code that needs the application: 4003, 4009),
    * 'token' (no token could be had, or the server refused it and there is no getToken),
-   * 'storage' (persistence failed, or a stored record is unreadable), 'transport' (no WebSocket,
-   * or dialling failed), 'unsupported' (a change of a key that is not UTF-8 text, skipped),
-   * 'unknown' (whenAcked of an id that is not pending), 'too_large' (a write over the server's
+   * 'storage' (persistence failed, or a stored record is unreadable: see Client.restoreErrors),
+   * 'transport' (no WebSocket, or dialling failed), 'closed' also for a subscribe() still waiting
+   * when the client is closed, 'unknown' (whenAcked of an id that is not pending), 'too_large' (a write over the server's
    * --ws-max-message: refused by the client, with its id). */
   readonly code: string;
   /** The op id or request id the error is about, when it has one. */
@@ -84,8 +92,9 @@ export declare class ClientError extends Error {
 }
 
 export interface ChangeEvent<M = string> {
-  /** The key as text (encoding 'utf8') or bytes. */
-  key: M;
+  /** The key in the form that round-trips: with encoding 'utf8' a string when its bytes are
+   * UTF-8 text, else a Uint8Array; with 'bytes' always a Uint8Array. Any handle takes it back. */
+  key: M | Uint8Array;
   keyBytes: Uint8Array;
   type: TypeName;
   /** 'local': a write of this client (or of another tab, through the leader); 'remote': from the
@@ -116,9 +125,10 @@ export interface ClientEvents<M = string> {
   error: ClientError;
   welcome: WelcomeEvent;
   /** A subscribe's catch-up is complete (the server said subscribed). */
-  synced: { keys: M[]; prefixes: M[]; cursor: number };
+  synced: { keys: (M | Uint8Array)[]; prefixes: (M | Uint8Array)[]; cursor: number };
 }
 
+/** Keys and prefixes are any bytes: strings (their UTF-8) or Uint8Array. */
 export interface Topics {
   keys?: Bytes[];
   prefixes?: Bytes[];
@@ -151,8 +161,12 @@ export declare class TimelineHandle<M = string> {
   page(opts?: { limit?: number; after?: PageCursor | null; max?: number; min?: number }): TimelinePage<M>;
   score(member: Bytes): number | undefined;
   readonly size: number;
+  /** Deletes the timeline as seen here (observed-remove, docs/http-api.md "Deleting a key"):
+   * the wasm delete's delta, queued and sent like any write; null when nothing was live. */
+  delete(): OpId;
 }
 
+/** A gcounter's handle has no delete (a grow-only counter cannot go down). */
 export declare class CounterHandle {
   readonly key: Bytes;
   incr(by?: number): OpId;
@@ -161,6 +175,8 @@ export declare class CounterHandle {
 
 export declare class PnCounterHandle extends CounterHandle {
   decr(by?: number): OpId;
+  /** Brings the counter to 0 as seen here (what others add meanwhile survives); null when 0. */
+  delete(): OpId;
 }
 
 export declare class RegisterHandle<M = string> {
@@ -169,6 +185,8 @@ export declare class RegisterHandle<M = string> {
   get(): M | null;
   /** The value with the timestamp that won. */
   entry(): { value: M; ts: Timestamp } | null;
+  /** Clears the register (a later set wins); null when it held no value. */
+  delete(): OpId;
 }
 
 export declare class SetHandle<M = string> {
@@ -178,6 +196,9 @@ export declare class SetHandle<M = string> {
   has(member: Bytes): boolean;
   members(): M[];
   readonly size: number;
+  /** Removes every member seen here (observed-remove; an OR-set keeps adds not seen here);
+   * null when none was live. */
+  delete(): OpId;
 }
 
 export declare class Client<M extends string | Uint8Array = string> {
@@ -200,6 +221,10 @@ export declare class Client<M extends string | Uint8Array = string> {
   readonly binary: boolean;
   /** The local replica (reads of any key; writes through it are not sent: use the handles). */
   readonly replica: Replica<M>;
+  /** The errors found while restoring the storage at open() (unreadable states or ops, which
+   * are skipped). Each is also emitted as an 'error' event, after open() resolved, so a
+   * listener attached right after open() gets them. */
+  readonly restoreErrors: ClientError[];
 
   /** Starts connecting (and reconnecting, with backoff) until disconnect() or close(). */
   connect(): void;
@@ -208,8 +233,18 @@ export declare class Client<M extends string | Uint8Array = string> {
   /** Disconnects, writes what is unsaved to the storage, frees the replica. */
   close(): Promise<void>;
 
-  /** Adds subscriptions (kept across reconnects and, persisted, across reloads). Resolves once
-   * the server's catch-up is complete, or at once when offline (it is sent on connect). */
+  /** Adds subscriptions (kept across reconnects and, persisted, across reloads). The promise
+   * resolves when the server's `subscribed` has come for every topic given, on the current
+   * session, i.e. their catch-up is in the replica (and its change events were emitted):
+   * - online: after this subscribe's own `subscribed` (topics caught up already on this session
+   *   resolve at once);
+   * - offline or connecting (also after disconnect() or a dropped session): after the next
+   *   session's resume has subscribed them again and the server said `subscribed`: it never
+   *   resolves while offline, and waits as long as that takes;
+   * - in a follower tab (tabs.js): at once, once the leader was asked.
+   * It rejects with the server's ClientError when the server refuses the subscription (nothing
+   * of it is kept), with code 'closed' when the client is closed first, and with a TypeError
+   * for no topics or a bad key. Topics unsubscribed meanwhile are no longer waited for. */
   subscribe(topics: Topics): Promise<void>;
   unsubscribe(topics: Topics): Promise<void>;
   /** The subscriptions, as given. */
@@ -223,8 +258,9 @@ export declare class Client<M extends string | Uint8Array = string> {
   orset(key: Bytes): SetHandle<M>;
   /** The CRDT type a key holds locally, or undefined. */
   type(key: Bytes): TypeName | undefined;
-  /** Keys held locally (as text or bytes per `encoding`). */
-  keys(): M[];
+  /** Keys held locally: with encoding 'bytes' as Uint8Array, else strings for UTF-8 keys and
+   * Uint8Array for the others. */
+  keys(): (M | Uint8Array)[];
 
   /** Resolves when the op is acknowledged (rejects with its ClientError when refused); an op
    * settled already (among the last 1024) answers at once. */

@@ -12,7 +12,7 @@
 // (same op id, or after a reload) can never apply it twice. Changes from the server are joined
 // into the replica. docs/web-client.md is the guide.
 
-import { CrdtError, CrdtWasm, Replica } from './crdt-wasm.js';
+import { CrdtError, CrdtWasm, Replica, keyBytes, keyId, keyOut } from './crdt-wasm.js';
 
 export * from './crdt-wasm.js';
 
@@ -30,7 +30,6 @@ const B_SUBSCRIBED = 0x43;
 const MAX_ID = 2 ** 53; // op ids are 1 .. 2^53-1
 const CLIENT_ID_RE = /^[A-Za-z0-9._:-]{1,64}$/;
 const utf8 = new TextEncoder();
-const utf8strict = new TextDecoder('utf-8', { fatal: true });
 
 /** An error the client reports in an 'error' event. */
 export class ClientError extends Error {
@@ -57,13 +56,6 @@ const hexOf = (u8) => {
   return s;
 };
 
-const textKey = (u8) => {
-  try {
-    return utf8strict.decode(u8);
-  } catch {
-    return null;
-  }
-};
 
 /** A growable byte writer with LEB128 varints. */
 class Writer {
@@ -316,6 +308,11 @@ export class Client {
   #refusedQuiet = false; // #onError reported the error already
   #role = 'solo';
   #link = null; // tabs.js: a follower's way to its leader, a leader's to its followers
+  #subWaiters = new Set(); // subscribe() promises: { need: Set of topic tags, resolve, reject }
+  #net = null; // what gives 'online'/'offline' events (the browser's window), or null
+  #onNet = null;
+  #netDown = false; // the last network event said offline: nothing is dialled until 'online'
+  #restoreErrors = [];
 
   /** Use Client.open(). */
   constructor(opts, loaded, _internal = {}) {
@@ -343,20 +340,73 @@ export class Client {
       now: () => this.#now(),
       encoding: opts.encoding ?? 'utf8',
     });
-    for (const k of this.#meta.keys) this.#subs.keys.set(hexOf(k), { bytes: k, synced: true });
-    for (const p of this.#meta.prefixes) this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: true });
-    for (const k of this.#meta.fresh.keys) this.#subs.keys.set(hexOf(k), { bytes: k, synced: false });
-    for (const p of this.#meta.fresh.prefixes) this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: false });
+    for (const k of this.#meta.keys) this.#subs.keys.set(hexOf(k), { bytes: k, synced: true, live: false });
+    for (const p of this.#meta.prefixes) this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: true, live: false });
+    for (const k of this.#meta.fresh.keys) this.#subs.keys.set(hexOf(k), { bytes: k, synced: false, live: false });
+    for (const p of this.#meta.fresh.prefixes) this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: false, live: false });
     this._restore(loaded);
     this.#save({ meta: true });
+    this.#watchNetwork(opts.network);
+  }
+
+  /** The browser's online/offline events (a WebSocket may stay open long after the network
+   * went away, and DevTools' offline mode stalls one without closing it). */
+  #watchNetwork(net) {
+    if (net === undefined)
+      net = typeof globalThis.addEventListener === 'function' && typeof globalThis.navigator?.onLine === 'boolean' ? globalThis : null;
+    if (!net) return;
+    if (typeof net.addEventListener !== 'function') throw new TypeError('Client.open: opts.network must be an EventTarget (or null)');
+    this.#net = net;
+    this.#onNet = (ev) => this.#network(ev.type === 'online');
+    net.addEventListener('online', this.#onNet);
+    net.addEventListener('offline', this.#onNet);
+    const on = net === globalThis ? globalThis.navigator.onLine : net.onLine;
+    this.#netDown = on === false;
+  }
+
+  #network(up) {
+    if (this.#closed) return;
+    if (!up) {
+      this.#netDown = true;
+      clearTimeout(this.#timer);
+      this.#timer = null;
+      const ws = this.#ws;
+      this.#ws = null;
+      if (ws) {
+        ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+        try {
+          ws.close(1000, 'offline');
+        } catch {
+          /* not open */
+        }
+        this.#sessionLost();
+      }
+      if (this.#role !== 'follower') this.#setStatus('offline');
+      return;
+    }
+    this.#netDown = false;
+    // back online: dial at once, with the backoff reset
+    if (this.#want && !this.#ws && this.#role !== 'follower') {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+      this.#attempt = 0;
+      this.#dial();
+    }
+  }
+
+  /** Errors found while restoring the storage (also emitted as 'error' events, deferred to
+   * after open() resolved, so listeners attached right after it get them). */
+  get restoreErrors() {
+    return [...this.#restoreErrors];
   }
 
   /** Joins persisted states and queued ops into the replica (also a promoted tab's reload). */
   _restore(loaded) {
+    const errs = [];
     for (const { key, state, deltas } of loaded.keys) {
-      const k = textKey(key);
-      if (k === null) continue;
+      let k;
       try {
+        k = keyId(key);
         let bytes = 0;
         if (state) this._merge(k, state, true);
         this.#stateBytes.set(k, state?.length ?? 0);
@@ -366,22 +416,28 @@ export class Client {
         }
         this.#logBytes.set(k, bytes);
       } catch (e) {
-        this.#emitError(new ClientError('storage', `stored state of key ${k} is unreadable: ${e.message}`, { key }));
+        errs.push(new ClientError('storage', `stored state of key ${k} is unreadable: ${e.message}`, { key }));
       }
     }
     for (const op of loaded.ops) {
       if (this.#queue.has(op.id)) continue;
-      const k = textKey(op.key);
-      if (k === null) continue;
+      let k;
       try {
+        k = keyId(op.key);
         this._merge(k, op.delta, false);
       } catch (e) {
-        this.#emitError(new ClientError('storage', `stored op ${op.id} is unreadable: ${e.message}`, { id: op.id, key: op.key }));
+        errs.push(new ClientError('storage', `stored op ${op.id} is unreadable: ${e.message}`, { id: op.id, key: op.key }));
         continue;
       }
       this.#queue.set(op.id, { id: op.id, key: op.key, k, delta: op.delta, sent: false });
       this.#queueBytes += op.delta.length;
       if (op.id >= this.#meta.nextOpId) this.#meta.nextOpId = op.id + 1;
+    }
+    if (errs.length) {
+      this.#restoreErrors.push(...errs);
+      setTimeout(() => {
+        for (const e of errs) this.#emitError(e);
+      }, 0);
     }
   }
 
@@ -550,10 +606,11 @@ export class Client {
 
   // ---- local writes
 
+  /** k: the replica's id of the key (its text, or an id of bytes that are not text); bytes:
+   * what the wire carries. */
   #keyText(key) {
-    const bytes = toBytes(key);
-    const k = typeof key === 'string' ? key : textKey(bytes);
-    if (k === null) throw new TypeError('key: the bytes are not UTF-8 (keys are text)');
+    const k = keyId(key);
+    const bytes = key instanceof Uint8Array ? key : keyBytes(k);
     if (!bytes.length) throw new TypeError('key: an empty key');
     return { k, bytes };
   }
@@ -642,7 +699,7 @@ export class Client {
   }
 
   #keyOut(k, bytes) {
-    return (this.#o.encoding ?? 'utf8') === 'bytes' ? bytes : k;
+    return (this.#o.encoding ?? 'utf8') === 'bytes' ? bytes : keyOut(k);
   }
 
   timeline(key) {
@@ -668,7 +725,7 @@ export class Client {
   }
   keys() {
     const ks = this.#replica.keys();
-    return (this.#o.encoding ?? 'utf8') === 'bytes' ? ks.map((k) => utf8.encode(k)) : ks;
+    return (this.#o.encoding ?? 'utf8') === 'bytes' ? ks.map((k) => keyBytes(k)) : ks;
   }
 
   /** For the handles: the replica's view of key as type (null when it holds another type or none
@@ -677,7 +734,7 @@ export class Client {
     const { k } = this.#keyText(key);
     const has = this.#replica.type(k);
     if (!has && !create) return null;
-    if (has && has !== type) throw new CrdtError(-3, `key ${k} holds a ${has}, not a ${type}`);
+    if (has && has !== type) throw new CrdtError(-3, `key ${typeof keyOut(k) === 'string' ? k : '0x' + hexOf(keyBytes(k))} holds a ${has}, not a ${type}`);
     switch (type) {
       case 'timeline':
         return this.#replica.timeline(k, { maxSize: this.#o.timelineMaxSize ?? 1000 });
@@ -756,29 +813,57 @@ export class Client {
   }
 
   subscribe({ keys = [], prefixes = [] } = {}) {
+    if (this.#closed) return Promise.reject(new Error('this client is closed'));
     const ks = keys.map((k) => this.#keyText(k).bytes);
     const ps = prefixes.map((p) => toBytes(p, 'prefix'));
     if (!ks.length && !ps.length) return Promise.reject(new TypeError('subscribe: no keys and no prefixes'));
     const nk = [];
     const np = [];
-    for (const k of ks) if (!this.#subs.keys.has(hexOf(k))) (this.#subs.keys.set(hexOf(k), { bytes: k, synced: false }), nk.push(k));
-    for (const p of ps) if (!this.#subs.prefixes.has(hexOf(p))) (this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: false }), np.push(p));
+    const need = new Set();
+    for (const k of ks) {
+      const h = hexOf(k);
+      let s = this.#subs.keys.get(h);
+      if (!s) (this.#subs.keys.set(h, (s = { bytes: k, synced: false, live: false })), nk.push(k));
+      if (!s.live) need.add('k' + h);
+    }
+    for (const p of ps) {
+      const h = hexOf(p);
+      let s = this.#subs.prefixes.get(h);
+      if (!s) (this.#subs.prefixes.set(h, (s = { bytes: p, synced: false, live: false })), np.push(p));
+      if (!s.live) need.add('p' + h);
+    }
     this.#save({ meta: true });
     if (this.#role === 'follower') {
+      // the leader tab subscribes; a follower does not see its catch-up
       this.#link.subscribe(nk, np);
       return Promise.resolve();
     }
-    if (!nk.length && !np.length) return Promise.resolve();
-    if (this.#status !== 'online') return Promise.resolve();
-    return this.#sendSubscribe(nk, np, 0);
+    if ((nk.length || np.length) && this.#status === 'online' && this.#welcome) this.#sendSubscribe(nk, np, 0);
+    if (!need.size) return Promise.resolve();
+    // resolved once the server's `subscribed` for every topic came on this session (or, offline,
+    // on the next one: the resume subscribes them all)
+    return new Promise((resolve, reject) => this.#subWaiters.add({ need, resolve, reject }));
+  }
+
+  #checkSubWaiters() {
+    for (const w of [...this.#subWaiters]) {
+      for (const t of [...w.need]) {
+        const s = (t[0] === 'k' ? this.#subs.keys : this.#subs.prefixes).get(t.slice(1));
+        if (!s || s.live) w.need.delete(t); // caught up, or unsubscribed meanwhile
+      }
+      if (w.need.size) continue;
+      this.#subWaiters.delete(w);
+      w.resolve();
+    }
   }
 
   unsubscribe({ keys = [], prefixes = [] } = {}) {
-    const ks = keys.map((k) => toBytes(k));
+    const ks = keys.map((k) => this.#keyText(k).bytes);
     const ps = prefixes.map((p) => toBytes(p, 'prefix'));
     for (const k of ks) this.#subs.keys.delete(hexOf(k));
     for (const p of ps) this.#subs.prefixes.delete(hexOf(p));
     this.#save({ meta: true });
+    this.#checkSubWaiters();
     if (this.#status === 'online' && (ks.length || ps.length) && this.#role !== 'follower') {
       const id = this.#reqId++;
       this.#send(binary.unsubscribe(id, ks, ps));
@@ -788,10 +873,8 @@ export class Client {
 
   #sendSubscribe(keys, prefixes, since) {
     const id = this.#reqId++;
-    return new Promise((resolve, reject) => {
-      this.#reqs.set(id, { resolve, reject, keys, prefixes });
-      this.#send(binary.subscribe(id, keys, prefixes, since));
-    });
+    this.#reqs.set(id, { keys, prefixes });
+    this.#send(binary.subscribe(id, keys, prefixes, since));
   }
 
   // ---- the connection
@@ -826,6 +909,14 @@ export class Client {
   async close() {
     if (this.#closed) return;
     this.disconnect();
+    if (this.#net) {
+      this.#net.removeEventListener('online', this.#onNet);
+      this.#net.removeEventListener('offline', this.#onNet);
+      this.#net = null;
+    }
+    const closed = new ClientError('closed', 'the client was closed');
+    for (const w of this.#subWaiters) w.reject(closed);
+    this.#subWaiters.clear();
     this.#link?.close?.();
     this.#persist();
     await this.#saving;
@@ -837,6 +928,10 @@ export class Client {
   async #dial() {
     this.#timer = null;
     if (!this.#want || this.#closed) return;
+    if (this.#netDown) {
+      this.#setStatus('offline'); // dialled at the 'online' event
+      return;
+    }
     this.#setStatus('connecting');
     const WS = this.#o.WebSocket ?? globalThis.WebSocket;
     if (!WS) {
@@ -934,7 +1029,9 @@ export class Client {
 
   #sessionLost() {
     for (const op of this.#queue.values()) op.sent = false;
-    for (const r of this.#reqs.values()) r.resolve(); // sent again on the next session
+    // subscriptions are asked again on the next session; subscribe()'s promises wait for that
+    for (const s of this.#subs.keys.values()) s.live = false;
+    for (const s of this.#subs.prefixes.values()) s.live = false;
     this.#reqs.clear();
     this.#welcome = null;
   }
@@ -969,7 +1066,7 @@ export class Client {
   }
 
   #retry(immediate = false) {
-    if (!this.#want || this.#closed) {
+    if (!this.#want || this.#closed || this.#netDown) {
       this.#setStatus('offline');
       return;
     }
@@ -1030,16 +1127,16 @@ export class Client {
       this.#reqs.delete(m.id);
       for (const k of r.keys) {
         const s = this.#subs.keys.get(hexOf(k));
-        if (s) s.synced = true;
+        if (s) s.synced = s.live = true;
       }
       for (const p of r.prefixes) {
         const s = this.#subs.prefixes.get(hexOf(p));
-        if (s) s.synced = true;
+        if (s) s.synced = s.live = true;
       }
       this.#save({ meta: true });
-      const out = (b) => this.#keyOut(textKey(b) ?? '', b);
+      const out = (b) => this.#keyOut(keyId(b), b);
       this.#emit('synced', { keys: r.keys.map(out), prefixes: r.prefixes.map(out), cursor: this.#meta.cursor });
-      r.resolve();
+      this.#checkSubWaiters();
     }
   }
 
@@ -1081,8 +1178,8 @@ export class Client {
     const fresh = { keys: [], prefixes: [] };
     for (const s of this.#subs.keys.values()) (s.synced ? held : fresh).keys.push(s.bytes);
     for (const s of this.#subs.prefixes.values()) (s.synced ? held : fresh).prefixes.push(s.bytes);
-    if (held.keys.length || held.prefixes.length) this.#sendSubscribe(held.keys, held.prefixes, this.#meta.cursor).catch(() => {});
-    if (fresh.keys.length || fresh.prefixes.length) this.#sendSubscribe(fresh.keys, fresh.prefixes, 0).catch(() => {});
+    if (held.keys.length || held.prefixes.length) this.#sendSubscribe(held.keys, held.prefixes, this.#meta.cursor);
+    if (fresh.keys.length || fresh.prefixes.length) this.#sendSubscribe(fresh.keys, fresh.prefixes, 0);
     for (const id of [...this.#queue.keys()].sort((a, b) => a - b)) this.#sendOp(this.#queue.get(id));
   }
 
@@ -1099,7 +1196,12 @@ export class Client {
       for (const k of r.keys) this.#subs.keys.delete(hexOf(k));
       for (const p of r.prefixes) this.#subs.prefixes.delete(hexOf(p));
       this.#save({ meta: true });
-      r.reject(err);
+      const refused = new Set([...r.keys.map((k) => 'k' + hexOf(k)), ...r.prefixes.map((p) => 'p' + hexOf(p))]);
+      for (const w of [...this.#subWaiters]) {
+        if (![...w.need].some((t) => refused.has(t))) continue;
+        this.#subWaiters.delete(w);
+        w.reject(err);
+      }
       return;
     }
     const op = this.#queue.get(id);
@@ -1118,12 +1220,7 @@ export class Client {
   }
 
   #onChange(m) {
-    const k = textKey(m.key);
-    if (k === null) {
-      this.#emitError(new ClientError('unsupported', 'a change of a key that is not UTF-8 text (ignored)', { key: m.key }));
-      this.#setCursor(m.cursor);
-      return;
-    }
+    const k = keyId(m.key);
     let changed;
     try {
       changed = this._merge(k, m.bytes, m.full);
@@ -1199,8 +1296,8 @@ export class Client {
     const loaded = await this.#storage.load();
     if (loaded.meta?.nextOpId > this.#meta.nextOpId) this.#meta.nextOpId = loaded.meta.nextOpId;
     if (loaded.meta) {
-      for (const k of loaded.meta.keys) if (!this.#subs.keys.has(hexOf(k))) this.#subs.keys.set(hexOf(k), { bytes: k, synced: true });
-      for (const p of loaded.meta.prefixes) if (!this.#subs.prefixes.has(hexOf(p))) this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: true });
+      for (const k of loaded.meta.keys) if (!this.#subs.keys.has(hexOf(k))) this.#subs.keys.set(hexOf(k), { bytes: k, synced: true, live: false });
+      for (const p of loaded.meta.prefixes) if (!this.#subs.prefixes.has(hexOf(p))) this.#subs.prefixes.set(hexOf(p), { bytes: p, synced: true, live: false });
       if (loaded.meta.node) {
         this.#meta.node = loaded.meta.node;
         this.#meta.cursor = loaded.meta.cursor;
@@ -1217,7 +1314,7 @@ export class Client {
   }
 
   _statesForFollower() {
-    return this.#replica.keys().map((k) => [k, this.#replica.encode(k)]);
+    return this.#replica.keys().map((k) => [keyId(k), this.#replica.encode(k)]);
   }
 }
 
@@ -1278,6 +1375,10 @@ export class TimelineHandle extends Handle {
   get size() {
     return this._v()?.card ?? 0;
   }
+  /** Deletes every entry seen here (observed-remove): the op id, or null when none was live. */
+  delete() {
+    return this._v() ? this._w((v) => v.delete()) : null;
+  }
 }
 
 export class CounterHandle extends Handle {
@@ -1297,6 +1398,11 @@ export class PnCounterHandle extends CounterHandle {
     if (!Number.isSafeInteger(by)) throw new TypeError('decr: an integer');
     return this.incr(-by);
   }
+  /** Brings the counter to 0 as seen here (what others add meanwhile survives): the op id, or
+   * null when it was 0. */
+  delete() {
+    return this._v() ? this._w((v) => v.delete()) : null;
+  }
 }
 
 export class RegisterHandle extends Handle {
@@ -1311,6 +1417,10 @@ export class RegisterHandle extends Handle {
   }
   entry() {
     return this._v()?.get() ?? null;
+  }
+  /** Clears the register (a later set wins): the op id, or null when it held no value. */
+  delete() {
+    return this._v() ? this._w((v) => v.delete()) : null;
   }
 }
 
@@ -1329,5 +1439,9 @@ export class SetHandle extends Handle {
   }
   get size() {
     return this._v()?.size ?? 0;
+  }
+  /** Removes every member seen here (observed-remove): the op id, or null when none was live. */
+  delete() {
+    return this._v() ? this._w((v) => v.delete()) : null;
   }
 }

@@ -154,6 +154,15 @@ export interface ReplicaOptions {
   encoding?: 'utf8' | 'bytes';
 }
 
+/** A key is any bytes: a string (its UTF-8; a string with a lone surrogate is refused) or a
+ * Uint8Array. The replica's id of a key: the key's text when its bytes are UTF-8, else U+DC00
+ * and the bytes in hex (no text can be that). */
+export declare function keyId(key: Bytes): string;
+/** The bytes of a key or key id. */
+export declare function keyBytes(key: Bytes): Uint8Array;
+/** A key in the form that round-trips: a string when its bytes are UTF-8 text, else a Uint8Array. */
+export declare function keyOut(key: Bytes): string | Uint8Array;
+
 /** M: what reads give members as: string for encoding 'utf8' (the default), Uint8Array for
  * 'bytes' (`new Replica<Uint8Array>(wasm, { node, encoding: 'bytes' })`). */
 export declare class Replica<M extends string | Uint8Array = string> {
@@ -164,7 +173,7 @@ export declare class Replica<M extends string | Uint8Array = string> {
   tick(): Timestamp;
   timeline(key: Bytes, opts?: { maxSize?: number }): TimelineView<M>;
   gcounter(key: Bytes): CounterView;
-  pncounter(key: Bytes): CounterView;
+  pncounter(key: Bytes): PnCounterView;
   register(key: Bytes): RegisterView<M>;
   lwwset(key: Bytes): LwwSetView<M>;
   orset(key: Bytes): OrSetView<M>;
@@ -173,7 +182,10 @@ export declare class Replica<M extends string | Uint8Array = string> {
   encode(key: Bytes): Uint8Array | null;
   type(key: Bytes): TypeName | undefined;
   has(key: Bytes): boolean;
-  keys(): string[];
+  /** Each key as a string (UTF-8 text) or a Uint8Array (other bytes). */
+  keys(): (string | Uint8Array)[];
+  /** Forgets key locally, frees its state (nothing is sent; a view's delete() is the CRDT
+   * delete): true if it was there. */
   delete(key: Bytes): boolean;
   close(): void;
 }
@@ -192,6 +204,9 @@ export declare class TimelineView<M = string> extends View {
   floor(): Entry<M> | null;
   readonly card: number;
   readonly maxSize: number;
+  /** Observed-remove of every entry seen here (tombstones at their scores): the delta, or null
+   * when none was live. */
+  delete(): Uint8Array | null;
 }
 
 export declare class CounterView extends View {
@@ -200,9 +215,18 @@ export declare class CounterView extends View {
   bigValue(): bigint;
 }
 
+export declare class PnCounterView extends CounterView {
+  /** Subtracts the value seen here in this replica's slot (others' increments meanwhile
+   * survive): the delta, or null when it was 0. */
+  delete(): Uint8Array | null;
+}
+
 export declare class RegisterView<M = string> extends View {
   set(value: Bytes, opts?: { ts?: Timestamp }): Uint8Array | null;
   get(): { value: M; ts: Timestamp } | null;
+  /** Clears the register (a tombstone at ts, default the clock's tick; a later set wins): the
+   * delta, or null when it held no value. */
+  delete(opts?: { ts?: Timestamp }): Uint8Array | null;
 }
 
 export declare class LwwSetView<M = string> extends View {
@@ -211,6 +235,8 @@ export declare class LwwSetView<M = string> extends View {
   has(member: Bytes): boolean;
   members(): M[];
   readonly size: number;
+  /** Tombstones every member seen here (at ts, default the clock's tick): the delta, or null. */
+  delete(opts?: { ts?: Timestamp }): Uint8Array | null;
 }
 
 export declare class OrSetView<M = string> extends View {
@@ -219,4 +245,6 @@ export declare class OrSetView<M = string> extends View {
   has(member: Bytes): boolean;
   members(): M[];
   readonly size: number;
+  /** Removes every dot seen here (adds not seen here survive: add wins): the delta, or null. */
+  delete(): Uint8Array | null;
 }

@@ -699,17 +699,80 @@ export class Hlc {
 
 // ---- the local replica -----------------------------------------------------------------------
 
-const keyOf = (key) => {
-  if (typeof key === 'string') return key;
+// Keys are bytes. A key whose bytes are UTF-8 text is held (and given back) as that string; any
+// other key as an id that no text can be: U+DC00 (a lone surrogate, which a well-formed string
+// never holds) then the bytes in hex. keyId() makes the id of a string or a Uint8Array, keyBytes()
+// gives the bytes back, keyOut() the form that round-trips (the string, or the Uint8Array).
+const keyText = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const keyUtf8 = new TextEncoder();
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const BIN_ID = /^\uDC00(?:[0-9a-f]{2})*$/;
+
+const hex2 = (u8) => {
+  let s = '';
+  for (let i = 0; i < u8.length; i++) s += (u8[i] < 16 ? '0' : '') + u8[i].toString(16);
+  return s;
+};
+
+/** The replica's id of a key: the string itself for text, else U+DC00 + hex of the bytes. A
+ * string that is not well-formed UTF-16 (other than such an id) is refused: its UTF-8 would not
+ * round-trip. */
+export function keyId(key) {
+  if (typeof key === 'string') {
+    if (LONE_SURROGATE.test(key) && !BIN_ID.test(key)) throw new TypeError('key: a string with a lone surrogate (not UTF-8 text); pass a Uint8Array');
+    return key;
+  }
   if (key instanceof Uint8Array) {
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(key);
+      return keyText.decode(key);
     } catch {
-      throw new TypeError('key: the bytes are not UTF-8 (keys are text)');
+      return '\uDC00' + hex2(key);
     }
   }
   throw new TypeError('key: expected a string or a Uint8Array');
-};
+}
+
+/** The bytes of a key (or of a key id). */
+export function keyBytes(key) {
+  if (key instanceof Uint8Array) return key;
+  const k = keyId(key);
+  if (!BIN_ID.test(k)) return keyUtf8.encode(k);
+  const out = new Uint8Array((k.length - 1) / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(k.substr(1 + 2 * i, 2), 16);
+  return out;
+}
+
+/** A key in the form that round-trips: the string for UTF-8 text, else its Uint8Array. */
+export function keyOut(key) {
+  const k = keyId(key);
+  return BIN_ID.test(k) ? keyBytes(k) : k;
+}
+
+const keyOf = keyId;
+const keyName = (k) => (BIN_ID.test(k) ? `0x${k.slice(1)}` : k);
+
+// The timestamp of a cleared register (a delete's tombstone), which get() does not give: read
+// from its encoding (docs/encoding.md: version, type 3, varint length, then state 2 and the hlc).
+function clearedTs(enc) {
+  let at = 2;
+  const varint = () => {
+    let v = 0n;
+    let shift = 0n;
+    for (;;) {
+      const c = enc[at++];
+      if (c === undefined) return null;
+      v |= BigInt(c & 0x7f) << shift;
+      if (!(c & 0x80)) return v;
+      shift += 7n;
+    }
+  };
+  if (enc[1] !== 3 || varint() === null || enc[at++] !== 2) return null;
+  const ms = varint();
+  const logical = varint();
+  const node = varint();
+  if (ms === null || logical === null || node === null) return null;
+  return { ms: Number(ms), logical: Number(logical), node: id(node) };
+}
 
 /** Keys to CRDT objects in one wasm instance, with the replica's clock and node id: the local
  * state a client reads offline and writes optimistically. Every write returns its delta
@@ -770,7 +833,7 @@ export class Replica {
       e = { obj: this.#w.create(type, opts), view: null };
       this.#keys.set(k, e);
     } else if (e.obj.type !== type) {
-      throw new CrdtError(CrdtCode.ETYPE, `key ${k} holds a ${e.obj.type}, not a ${type}`);
+      throw new CrdtError(CrdtCode.ETYPE, `key ${keyName(k)} holds a ${e.obj.type}, not a ${type}`);
     }
     return e;
   }
@@ -792,7 +855,7 @@ export class Replica {
 
   /** The PN-Counter at key. */
   pncounter(key) {
-    return this.#view(key, 'pncounter', CounterView);
+    return this.#view(key, 'pncounter', PnCounterView);
   }
 
   /** The LWW-register at key. */
@@ -826,10 +889,10 @@ export class Replica {
     } else {
       changed = e.obj.merge(bytes);
     }
-    if (changed && e.obj instanceof RegisterObject) {
-      const got = e.obj.get();
+    const ts = changed && e.obj instanceof RegisterObject ? (e.obj.get()?.ts ?? clearedTs(e.obj.encode())) : null;
+    if (ts) {
       try {
-        this.#clock.recv(got.ts, this.#now());
+        this.#clock.recv(ts, this.#now());
       } catch (err) {
         if (!(err instanceof CrdtError && err.code === CrdtCode.ECLOCK)) throw err;
       }
@@ -852,8 +915,9 @@ export class Replica {
     return this.#keys.has(keyOf(key));
   }
 
+  /** The keys held, each as a string (UTF-8 text) or a Uint8Array (any other bytes). */
   keys() {
-    return [...this.#keys.keys()];
+    return [...this.#keys.keys()].map(keyOut);
   }
 
   /** Forgets key locally and frees its state: true if it was there. */
@@ -917,6 +981,12 @@ export class TimelineView extends View {
     return this._o.floor({ text: this._r._text });
   }
 
+  /** Deletes every entry seen here (observed-remove: tombstones at their scores): the delta,
+   * or null when nothing was live. */
+  delete() {
+    return this._o.delete();
+  }
+
   get card() {
     return this._o.card;
   }
@@ -941,6 +1011,15 @@ export class CounterView extends View {
   }
 }
 
+/** A PN-counter of a replica: delete() subtracts the value seen here in the replica's slot. */
+export class PnCounterView extends CounterView {
+  /** Brings the counter to 0 as seen here (what others add meanwhile survives): the delta, or
+   * null when it was 0. */
+  delete() {
+    return this._o.delete({ replica: this._r.node });
+  }
+}
+
 /** A register of a replica: set() is stamped by the replica's clock unless ts is given. */
 export class RegisterView extends View {
   set(value, { ts } = {}) {
@@ -950,6 +1029,12 @@ export class RegisterView extends View {
   /** { value, ts } or null. */
   get() {
     return this._o.get({ text: this._r._text });
+  }
+
+  /** Clears the register (a tombstone stamped by the clock unless ts is given; a later set
+   * wins): the delta, or null when it held no value. */
+  delete({ ts } = {}) {
+    return this._o.delete({ ts: ts ?? this._r.tick() });
   }
 }
 
@@ -976,6 +1061,12 @@ export class LwwSetView extends SetView {
   remove(member, { ts } = {}) {
     return this._o.remove(member, ts ?? this._r.tick());
   }
+
+  /** Removes every member seen here (tombstones stamped by the clock unless ts is given): the
+   * delta, or null when none was live. */
+  delete({ ts } = {}) {
+    return this._o.delete({ ts: ts ?? this._r.tick() });
+  }
 }
 
 /** An OR-set of a replica: adds carry the replica's dots. */
@@ -986,5 +1077,11 @@ export class OrSetView extends SetView {
 
   remove(member) {
     return this._o.remove(member);
+  }
+
+  /** Removes every dot seen here (adds not seen here survive: add wins): the delta, or null when
+   * no member was live. */
+  delete() {
+    return this._o.delete();
   }
 }

@@ -12,9 +12,8 @@
 //   leader -> all:  lead {from, born}, status {status, pending}, change {k, delta},
 //                   settled {to, lid, ack, err}, snapshot {to, states}
 //   follower -> leader: hello {from}, write {from, lid, k, delta}, sub {keys, prefixes}
-import { Client, ClientError } from './client.js';
+import { Client, ClientError, keyBytes } from './client.js';
 
-const utf8 = new TextEncoder();
 const rid = () => Math.random().toString(36).slice(2) + Date.now().toString(36);
 
 class Tab {
@@ -107,7 +106,7 @@ class Tab {
     // what this tab wrote as a follower and was not settled: its own queue now
     for (const [lid, w] of [...this.writes]) {
       this.writes.delete(lid);
-      const id = this.c._enqueue(w.k, utf8.encode(w.k), w.delta);
+      const id = this.c._enqueue(w.k, keyBytes(w.k), w.delta);
       this.c._moveWaiters(lid, id);
     }
     this.status(this.c.status);
@@ -200,7 +199,7 @@ class Tab {
         return;
       case 'snapshot':
         if (m.to !== this.id || this.leader) return;
-        for (const [k, state] of m.states) this.c._remote(k, utf8.encode(k), state, 'remote');
+        for (const [k, state] of m.states) this.c._remote(k, keyBytes(k), state, 'remote');
         this.c._followerStatus(m.status);
         this.readyResolve();
         return;
@@ -208,11 +207,11 @@ class Tab {
         if (!this.leader) this.c._followerStatus(m.status);
         return;
       case 'change':
-        if (!this.leader) this.c._remote(m.k, utf8.encode(m.k), m.delta, 'remote');
+        if (!this.leader) this.c._remote(m.k, keyBytes(m.k), m.delta, 'remote');
         return;
       case 'write': {
         if (!this.leader) return;
-        const bytes = utf8.encode(m.k);
+        const bytes = keyBytes(m.k);
         if (!(m.delta instanceof Uint8Array)) return;
         this.c._remote(m.k, bytes, m.delta, 'local');
         try {

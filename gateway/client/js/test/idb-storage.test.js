@@ -99,11 +99,13 @@ test('IndexedDBStorage: the replica, the queue, subscriptions and the cursor sur
   for (let i = 0; i < 50; i++) tl.add(`post:${i}`, i);
   a.register('title').set('Our feed');
   a.orset('tags').add('crdt');
-  await a.subscribe({ prefixes: ['feed:'] });
+  // never connected: subscribe() waits for a catch-up that close() ends
+  const sub = assert.rejects(a.subscribe({ prefixes: ['feed:'] }), /closed/);
   const enc = hex(a.replica.encode('feed:1'));
   const pending = a.pending;
   const id = a.clientId;
   await a.close();
+  await sub;
   assert.ok(idb.dbs.get('app').get('ops').size > 0, 'ops were written');
 
   const b = await open();

@@ -132,11 +132,64 @@ test('bytes and text: keys and members as strings or Uint8Array', async () => {
   const got = r.timeline('k').newest();
   assert.deepEqual(got.map((e) => [...e.member]), [[0xc3, 0xbc], [0, 255, 1]]);
   assert.ok(r.timeline('k') === r.timeline(new TextEncoder().encode('k')), 'one key, one view');
-  assert.throws(() => r.timeline(new Uint8Array([0xff])), /not UTF-8/);
+  // a key that is not UTF-8 is a key like any other, listed as its bytes; text keys as strings
+  r.timeline(new Uint8Array([0xff, 0])).add('x', 1);
+  assert.deepEqual(r.timeline(new Uint8Array([0xff, 0])).newest().map((e) => [...e.member]), [[0x78]]);
+  assert.equal(r.type(new Uint8Array([0xff])), undefined, 'another key');
+  assert.deepEqual(r.keys().map((k) => (typeof k === 'string' ? k : [...k])), ['k', [0xff, 0]]);
+  assert.throws(() => r.timeline('a\uD800b'), /lone surrogate/);
   const o = w.create('timeline');
   assert.ok(o instanceof TimelineObject);
   o.add('a', 1);
   assert.deepEqual(o.newest(1, { text: true }), [{ member: 'a', score: 1 }]);
   o.free();
   r.close();
+});
+
+test('views delete() where the objects do (observed-remove); a gcounter view has none', async () => {
+  const w = await loadWasm();
+  const a = new Replica(w, { node: 7 });
+  const b = new Replica(w, { node: 8 });
+  const sync = (k, d) => d && b.merge(k, d);
+  sync('t', a.timeline('t').add('x', 1));
+  sync('c', a.pncounter('c').incr(4));
+  sync('r', a.register('r').set('v'));
+  sync('l', a.lwwset('l').add('m'));
+  sync('o', a.orset('o').add('m'));
+  // b adds what a has not seen: it survives a's delete
+  const unseen = b.orset('o').add('n');
+  for (const [k, view] of [['t', a.timeline('t')], ['c', a.pncounter('c')], ['r', a.register('r')], ['l', a.lwwset('l')], ['o', a.orset('o')]]) {
+    const d = view.delete();
+    assert.ok(d instanceof Uint8Array, `${k}: a delta`);
+    assert.equal(view.delete(), null, `${k}: nothing live the second time`);
+    b.merge(k, d);
+  }
+  a.merge('o', unseen);
+  assert.deepEqual(b.timeline('t').newest(), []);
+  assert.equal(b.pncounter('c').value(), 0);
+  assert.equal(b.register('r').get(), null);
+  assert.deepEqual(b.lwwset('l').members(), []);
+  assert.deepEqual(b.orset('o').members(), ['n']);
+  assert.equal(hex(a.encode('o')), hex(b.encode('o')));
+  assert.equal(a.gcounter('g').delete, undefined);
+  a.close();
+  b.close();
+});
+
+test('a register delete from elsewhere advances the clock: a later local set wins over it', async () => {
+  const w = await loadWasm();
+  let now = 1000;
+  const a = new Replica(w, { node: 1, now: () => now });
+  // b's clock is far ahead (within the drift allowed)
+  const b = new Replica(w, { node: 2, now: () => now + 30000 });
+  a.merge('r', b.register('r').set('x'));
+  b.merge('r', a.register('r').set('y'));
+  const del = b.register('r').delete();
+  assert.equal(b.register('r').get(), null);
+  a.merge('r', del);
+  assert.equal(a.register('r').get(), null, 'cleared');
+  assert.ok(a.register('r').set('after') !== null, 'the set after the clear is a change');
+  assert.equal(a.register('r').get().value, 'after', 'and wins over the tombstone');
+  a.close();
+  b.close();
 });

@@ -144,3 +144,26 @@ test('a follower that writes while the leader is offline: pending, then sent whe
     for (const c of list) await c.close().catch(() => {});
   }
 });
+
+test('a key that is not UTF-8 goes through the tabs: a follower writes it, every tab and crdtd have it', async () => {
+  const { list } = await tabs(2, { locks: new FakeLocks(), channel: `bin-${Math.random()}` });
+  try {
+    await until(() => list.some((c) => c.role === 'leader'), 'a leader');
+    const leader = list.find((c) => c.role === 'leader');
+    const f = list.find((c) => c !== leader);
+    await until(() => f.status === 'online', 'the follower online');
+    const k = new Uint8Array([0xfe, 0x00, 0x7f]);
+    const seen = [];
+    leader.on('change', (e) => seen.push(e));
+    const id = f.orset(k).add('m');
+    await f.whenAcked(id);
+    await until(() => leader.orset(k).has('m'), 'the leader has it');
+    assert.ok(seen[0].key instanceof Uint8Array && hex(seen[0].key) === hex(k), 'the leader sees the bytes');
+    const r = await fetch(`${srv.http()}/v1/keys64/${Buffer.from(k).toString('base64url')}`);
+    assert.equal(r.status, 200, 'crdtd has the key under its bytes');
+    leader.orset(k).add('n');
+    await until(() => f.orset(k).has('n'), 'the follower gets the leader write');
+  } finally {
+    for (const c of list) await c.close().catch(() => {});
+  }
+});
