@@ -43,6 +43,7 @@ if(CRDTD_WEB_WASM)
                    "libclang-rt-14-dev-wasm32): the web app is staged without crdt.wasm")
   endif()
 endif()
+set(CRDTD_WEB_WASM_OPT "-Oz -flto" CACHE STRING "Optimisation flags of the crdt.wasm crdtd serves")
 if(have_wasm)
   include(ExternalProject)
   ExternalProject_Add(crdtd_web_wasm
@@ -50,6 +51,8 @@ if(have_wasm)
     BINARY_DIR ${CMAKE_CURRENT_BINARY_DIR}/crdt-wasm
     CMAKE_ARGS -DCMAKE_TOOLCHAIN_FILE=${PROJECT_SOURCE_DIR}/crdt/wasm/wasm32-wasi.cmake
                -DCMAKE_BUILD_TYPE=Release -DCRDTD_WERROR=${CRDTD_WERROR}
+               # what a page downloads: built for size (docs/benchmarks.md, "What a page loads")
+               "-DCRDT_WASM_OPT=${CRDTD_WEB_WASM_OPT}"
     BUILD_ALWAYS ON
     INSTALL_COMMAND ${CMAKE_COMMAND} -E copy_if_different <BINARY_DIR>/crdt.wasm
                     ${CRDTD_WEB_DIR}/crdt.wasm
