@@ -738,6 +738,7 @@ typedef struct feed_ctx {
     gw_exchange_t *x;
     json_t *arr;
     bool with_state;
+    uint64_t since;
 } feed_ctx_t;
 
 static int feed_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t *state, void *ud)
@@ -765,7 +766,15 @@ static void changes_done(void *ud, int rc, uint64_t next)
 {
     feed_ctx_t *f = ud;
     gw_exchange_t *x = f->x;
-    if (rc < 0) {
+    if (rc == CRDT_ELIMIT) {
+        /* the store no longer holds the changes after since (a gateway over Redis keeps a
+         * bounded ring, and its positions start anew each run): the reader must rescan */
+        json_decref(f->arr);
+        gw_respond_error(&x->rs, 410,
+                         "changes: position %llu is older than this gateway keeps: rescan from "
+                         "since=0",
+                         (unsigned long long)f->since);
+    } else if (rc < 0) {
         json_decref(f->arr);
         respond_store_error(&x->rs, rc, "changes");
     } else {
@@ -793,7 +802,7 @@ static void get_changes(gw_server_t *s, gw_exchange_t *x)
     const char *st = gw_arg(rq, "state");
     feed_ctx_t *f = malloc(sizeof(*f));
     if (f)
-        *f = (feed_ctx_t){x, json_array(), !st || strcmp(st, "0") != 0};
+        *f = (feed_ctx_t){x, json_array(), !st || strcmp(st, "0") != 0, since};
     if (!f || !f->arr) {
         free(f);
         gw_respond_error(rs, 500, "out of memory");

@@ -863,7 +863,14 @@ static void walk_done(void *ud, int rc, uint64_t next)
         return;
     walk_t *w = &ss->walks[0];
     uint64_t id = w->id;
-    if (rc < 0) {
+    if (rc == CRDT_ELIMIT && w->pos != 0) {
+        /* the store no longer holds the changes after the client's cursor (a gateway over Redis
+         * keeps a bounded ring, its positions start anew each run): what was missed cannot be
+         * told apart, so the catch-up sends the current state of every subscribed key instead,
+         * as for a cursor of 0 (states join idempotently) */
+        w->pos = 0;
+        more = true;
+    } else if (rc < 0) {
         send_error(ss, true, id, E_INTERNAL, "reading the change feed failed: %s",
                    crdt_strerror(rc));
         more = false; /* the catch-up ends here; the subscription stays */

@@ -258,6 +258,12 @@ static void test_gateway(void)
     for (int i = 0; i < 100 && (st = req(gw.port, "GET", "/healthz", NULL)) != 200; i++)
         rh_sleep_ms(50);
     is_int(st, 200, "gateway: healthy over Redis");
+    /* its feed positions start at this run's base: an older one is gone, and says so */
+    is_int(req(gw.port, "GET", "/v1/changes?since=1", NULL), 410,
+           "gateway: a feed position older than this run: 410");
+    ok(strstr(json_string_value(json_object_get(J, "error")), "rescan") != NULL,
+       "gateway: ... telling the reader to rescan");
+    is_int(req(gw.port, "GET", "/v1/changes?since=0", NULL), 200, "gateway: since=0 answers");
     char body[256];
     snprintf(body, sizeof(body),
              "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"%s\","
@@ -292,6 +298,24 @@ static void test_gateway(void)
         char *ack = ws_wait_type(&w, "ack", 5000);
         ok(ack != NULL, "gateway: a crdt.v1 apply over Redis is acked");
         free(ack);
+        /* a cursor this run does not know (older than its positions): the catch-up starts over
+         * as for a cursor of 0 (the key's state, now or once the gateway has read its log
+         * entry), then subscribed, no error */
+        ws_text(&w, "{\"type\":\"subscribe\",\"id\":9,\"since\":1,\"keys\":[\"g:pn\"]}");
+        bool got_sub = false, got_change = false, got_error = false;
+        for (int q = 0; q < 50 && !(got_sub && got_change) && !got_error; q++) {
+            char *m = NULL;
+            if (ws_recv(&w, 200, &m, NULL) == WS_OP_TEXT && m) {
+                got_sub |= strstr(m, "\"type\":\"subscribed\"") != NULL;
+                got_change |= strstr(m, "\"type\":\"change\"") && strstr(m, "\"g:pn\"");
+                got_error |= strstr(m, "\"type\":\"error\"") != NULL;
+                if (got_error)
+                    diag("%s", m);
+            }
+            free(m);
+        }
+        ok(got_sub && !got_error, "gateway: a stale cursor is subscribed, without an error");
+        ok(got_change, "gateway: ... and gets the key's state");
         ws_free(&w);
     } else {
         fail("gateway: a crdt.v1 session");
