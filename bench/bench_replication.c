@@ -2,7 +2,7 @@
  * peers against the same node with no peers, in the same run, and replication lag
  *
  *   bench_replication [--runs N] [--duration S] [--conns C] [--keys K] [--fsync P] [--no-pin]
- *                     [--keep]   (keep the data directories and node logs)
+ *                     [--keep]   (keep the data directories and node logs) [--tls | --redis]
  *
  * Each run starts a fresh node A alone and loads it (timeline inserts as bench/bench_http.lua:
  * one member with an increasing score into one of K timelines, C keep-alive connections driven
@@ -21,6 +21,12 @@
  * --tls node A's listener is HTTPS in every phase (the load is HTTPS throughout, the same cost
  * in both meshes), and only A dials (B and C accept it; B dials C), so that the cleartext mesh's
  * peers need not dial A's TLS port.
+ *
+ * --redis: active-active between two Redis deployments instead. Each node is a crdtd --store
+ * redis:// in front of a redis-server of its own (crdt.so, no persistence, started here): A alone,
+ * then A and B peered (two sites, no C); the catch-up time is not measured (no digest over Redis).
+ * A, its Redis and the load share CPU 0, B and its Redis the other CPUs. --tls and --redis do not
+ * combine (each is its own comparison against the cleartext, embedded-store mesh).
  */
 #define _GNU_SOURCE
 #include "http_client.h"
@@ -30,6 +36,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -41,6 +48,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,8 +58,16 @@
 
 static int opt_runs = 3, opt_duration = 5, opt_conns = 64, opt_keys = 1000, opt_pin = -1;
 static const char *opt_fsync = "everysec";
-static int opt_keep, opt_tls;
+static int opt_keep, opt_tls, opt_redis;
 static char pki[700]; /* --tls: ca.pem, node-<id>.pem/.key */
+
+#ifndef CRDT_MODULE_PATH
+#define CRDT_MODULE_PATH "crdt.so"
+#endif
+
+/* A redis-server with crdt.so on port (no persistence), on the CPUs given; its pid or -1. */
+static pid_t start_redis(int port, int node, int cpu_first, int cpu_last);
+static void stop_redis(pid_t pid);
 
 static uint64_t now_us(void)
 {
@@ -323,11 +339,54 @@ static double cpu_s(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* tls: 0 cleartext; 1 an HTTPS listener (peers still ws://); 2 mutual TLS with peers */
+static pid_t start_redis(int port, int node, int cpu_first, int cpu_last)
+{
+    char pb[16], nb[16];
+    snprintf(pb, sizeof(pb), "%d", port);
+    snprintf(nb, sizeof(nb), "%d", node);
+    pin_self(cpu_first, cpu_last);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+        }
+        execlp("redis-server", "redis-server", "--bind", "127.0.0.1", "--port", pb, "--save", "",
+               "--appendonly", "no", "--loadmodule", CRDT_MODULE_PATH, "node-id", nb, (char *)NULL);
+        _exit(127);
+    }
+    pin_self(0, 0);
+    for (int i = 0; pid > 0 && i < 200; i++) { /* up once it accepts a connection */
+        int fd = hc_connect(port);
+        if (fd >= 0) {
+            hc_close(fd);
+            return pid;
+        }
+        usleep(20000);
+    }
+    fprintf(stderr, "bench: redis-server on port %d did not start (is redis-server on PATH? %s)\n",
+            port, CRDT_MODULE_PATH);
+    stop_redis(pid);
+    return -1;
+}
+
+static void stop_redis(pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+/* tls: 0 cleartext; 1 an HTTPS listener (peers still ws://); 2 mutual TLS with peers.
+ * redis_port: 0 the embedded store (--data-dir), else --store redis://127.0.0.1:redis_port */
 static int start_node(crdtd_proc_t *p, const char *tmp, const char *name, int id, int port,
-                      const int *peers, int npeers, int cpu_first, int cpu_last, int tls)
+                      const int *peers, int npeers, int cpu_first, int cpu_last, int tls,
+                      int redis_port)
 {
     char dir[600], data[700], idb[16], listen[64], peer[4][64], cert[800], key[800], ca[800];
+    char url[64];
     snprintf(dir, sizeof(dir), "%s/%s", tmp, name);
     snprintf(data, sizeof(data), "%s/data", dir);
     mkdir(dir, 0700);
@@ -336,7 +395,12 @@ static int start_node(crdtd_proc_t *p, const char *tmp, const char *name, int id
     const char *args[32];
     int a = 0;
     args[a++] = "--listen", args[a++] = listen;
-    args[a++] = "--data-dir", args[a++] = data;
+    if (redis_port) {
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%d", redis_port);
+        args[a++] = "--store", args[a++] = url;
+    } else {
+        args[a++] = "--data-dir", args[a++] = data;
+    }
     args[a++] = "--node-id", args[a++] = idb;
     args[a++] = "--fsync", args[a++] = opt_fsync;
     args[a++] = "--cluster", args[a++] = "bench";
@@ -389,13 +453,22 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--tls"))
             opt_tls = 1;
 #endif
+        else if (!strcmp(argv[i], "--redis"))
+            opt_redis = 1;
         else {
             fprintf(stderr,
                     "usage: %s [--runs N] [--duration S] [--conns C] [--keys K] "
-                    "[--fsync P] [--no-pin] [--keep] [--tls]\n",
+                    "[--fsync P] [--no-pin] [--keep] [--tls | --redis]\n",
                     argv[0]);
             return 2;
         }
+    }
+    if (opt_tls && opt_redis) {
+        fprintf(stderr,
+                "%s: --tls and --redis do not combine (each compares against the "
+                "cleartext mesh over the embedded store); run them one at a time\n",
+                argv[0]);
+        return 2;
     }
     char *pki_tmp = NULL;
 #ifdef BENCH_TLS
@@ -418,23 +491,31 @@ int main(int argc, char **argv)
     int peer_cpu = ncpu >= 2 ? 1 : 0, last_cpu = ncpu >= 2 ? (int)ncpu - 1 : 0;
     setenv("CRDTD_PEER_SECRET", "bench-cluster-secret-0123456789", 1);
     pin_self(0, 0);
-    printf("# crdtd %s, %d runs x %d s, %d connections, %d keys, --fsync %s, pinning %s\n",
-           CRDTD_BIN, opt_runs, opt_duration, opt_conns, opt_keys, opt_fsync,
+    printf("# crdtd %s, %d runs x %d s, %d connections, %d keys, %s%s, pinning %s\n", CRDTD_BIN,
+           opt_runs, opt_duration, opt_conns, opt_keys, opt_redis ? "" : "--fsync ",
+           opt_redis ? "--store redis:// (one redis-server with crdt.so per node)" : opt_fsync,
            opt_pin ? "on (A + load on CPU 0, peers on the others)" : "off");
     double alone[64], mesh[64], ratio[64], lp50[64], lp99[64], lmax[64], catchup[64];
     double ap99[64], mp99[64], tmesh[64], tratio[64], tp99[64], tlag99[64], mcpu[64], tcpu[64];
     if (opt_runs > 64)
         opt_runs = 64;
+    int np = opt_redis ? 1 : 2; /* peers A pushes to: with --redis only B */
     for (int run = 0; run < opt_runs; run++) {
         char *tmp = test_tmpdir();
         crdtd_proc_t a, b, c;
         /* A alone */
         int pa = free_port();
-        if (start_node(&a, tmp, "alone", 1, pa, NULL, 0, 0, 0, opt_tls))
+        int ra = opt_redis ? free_port() : 0;
+        pid_t rpa = opt_redis ? start_redis(ra, 101, 0, 0) : 0, rpb = 0;
+        if (rpa < 0 || start_node(&a, tmp, "alone", 1, pa, NULL, 0, 0, 0, opt_tls, ra)) {
+            stop_redis(rpa);
             return 1;
+        }
         load_result_t r0 = run_load(a.port, opt_duration);
         crdtd_stop(&a, SIGTERM, 10000);
-        /* A, B, C: a full mesh (cleartext links; with --tls, then over mutual TLS) */
+        stop_redis(rpa);
+        /* A, B, C: a full mesh (cleartext links; with --tls, then over mutual TLS); with --redis
+         * A and B, each over its own Redis */
         load_result_t r1 = {0}, rt = {0};
         sampler_t *s = NULL, *st = NULL;
         double cu = -1;
@@ -455,12 +536,26 @@ int main(int argc, char **argv)
                 hc_tls_plain_port(pc);
             }
 #endif
-            if (start_node(&b, tmp, nb, 2, pb, opt_tls ? peers_b + 1 : peers_b, opt_tls ? 1 : 2,
-                           peer_cpu, last_cpu, peer_tls) ||
-                start_node(&c, tmp, nc, 3, pc, peers_c, opt_tls ? 0 : 2, peer_cpu, last_cpu,
-                           peer_tls) ||
-                start_node(&a, tmp, na, 1, pa, peers_a, 2, 0, 0, a_tls))
+            int rb = 0;
+            if (opt_redis) {
+                ra = free_port(), rb = free_port();
+                rpa = start_redis(ra, 101, 0, 0);
+                rpb = start_redis(rb, 102, peer_cpu, last_cpu);
+                if (rpa < 0 || rpb < 0) {
+                    stop_redis(rpa);
+                    stop_redis(rpb);
+                    return 1;
+                }
+            }
+            if (start_node(&b, tmp, nb, 2, pb, opt_tls ? peers_b + 1 : peers_b, opt_tls ? 1 : np,
+                           peer_cpu, last_cpu, peer_tls, rb) ||
+                (!opt_redis && start_node(&c, tmp, nc, 3, pc, peers_c, opt_tls ? 0 : 2, peer_cpu,
+                                          last_cpu, peer_tls, 0)) ||
+                start_node(&a, tmp, na, 1, pa, peers_a, np, 0, 0, a_tls, ra)) {
+                stop_redis(rpa);
+                stop_redis(rpb);
                 return 1;
+            }
             usleep(500000); /* links up */
             sampler_t *sm = calloc(1, sizeof(*sm));
             sm->a_port = a.port;
@@ -473,7 +568,7 @@ int main(int argc, char **argv)
             pthread_join(sm->th, NULL);
             uint64_t t0 = now_us();
             double cuk = -1;
-            while (now_us() - t0 < 60000000u) {
+            while (!opt_redis && now_us() - t0 < 60000000u) {
                 char *da = digest_of(a.port), *db = digest_of(b.port), *dc = digest_of(c.port);
                 bool same = da && db && dc && !strcmp(da, db) && !strcmp(da, dc);
                 free(da), free(db), free(dc);
@@ -490,7 +585,10 @@ int main(int argc, char **argv)
             hc_resp_free(&pr);
             crdtd_stop(&a, SIGTERM, 10000);
             crdtd_stop(&b, SIGTERM, 10000);
-            crdtd_stop(&c, SIGTERM, 10000);
+            if (!opt_redis)
+                crdtd_stop(&c, SIGTERM, 10000);
+            stop_redis(rpa);
+            stop_redis(rpb);
             if (!kind) {
                 r1 = rr, s = sm, cu = cuk;
                 mcpu[run] = cpu_us;
@@ -527,11 +625,11 @@ int main(int argc, char **argv)
         lp99[run] = (double)pct(s->lag, s->n, 99) / 1000.0;
         lmax[run] = s->n ? (double)s->lag[s->n - 1] / 1000.0 : 0;
         catchup[run] = cu;
-        printf("run %d: alone %.0f writes/s (p99 %.2f ms, %llu errors); pushing to 2 peers %.0f "
+        printf("run %d: alone %.0f writes/s (p99 %.2f ms, %llu errors); pushing to %d peer(s) %.0f "
                "writes/s (p99 %.2f ms, %llu errors); ratio %.2f; lag to B over %zu samples: p50 "
                "%.2f ms, p99 %.2f ms, max %.2f ms, %d never seen; peers caught up %.0f ms after "
                "the load\n",
-               run + 1, r0.rps, r0.p99_ms, (unsigned long long)r0.errors, r1.rps, r1.p99_ms,
+               run + 1, r0.rps, r0.p99_ms, (unsigned long long)r0.errors, np, r1.rps, r1.p99_ms,
                (unsigned long long)r1.errors, ratio[run], s->n, lp50[run], lp99[run], lmax[run],
                s->lost, cu);
         fflush(stdout);
@@ -541,12 +639,16 @@ int main(int argc, char **argv)
     printf("\nmedians of %d runs:\n", n);
     printf("  writes/s alone           %10.0f   (request p99 %.2f ms)\n", median(alone, n),
            median(ap99, n));
-    printf("  writes/s pushing to 2    %10.0f   (request p99 %.2f ms)\n", median(mesh, n),
+    printf("  writes/s pushing to %d    %10.0f   (request p99 %.2f ms)\n", np, median(mesh, n),
            median(mp99, n));
-    printf("  ratio                    %10.2f   (target >= 0.7)\n", median(ratio, n));
+    printf("  ratio                    %10.2f   (target >= %s)\n", median(ratio, n),
+           opt_redis ? "0.85" : "0.7");
     printf("  lag A->B p50 / p99 / max %7.2f / %.2f / %.2f ms\n", median(lp50, n), median(lp99, n),
            median(lmax, n));
-    printf("  catch-up after the load  %10.0f ms\n", median(catchup, n));
+    if (opt_redis)
+        printf("  catch-up after the load  not measured (no digest over Redis)\n");
+    else
+        printf("  catch-up after the load  %10.0f ms\n", median(catchup, n));
     if (opt_tls) {
         printf("  writes/s pushing over mutual TLS %10.0f   (request p99 %.2f ms, lag p99 %.2f "
                "ms)\n",
