@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "crdt.h"
+#include "crdt_json.h"
 #include "jsonw.h"
 
 /*
@@ -82,54 +83,9 @@ void gw_jw_b64(gw_jw_t *w, const void *data, size_t n)
 
 void gw_jw_bytes(gw_jw_t *w, const void *data, size_t n)
 {
-    const uint8_t *p = data;
-    if (!crdt_utf8_text(p, n)) {
-        static const char open[] = "{\"base64\":\"";
-        size_t blen = crdt_base64_encoded_len(n, CRDT_B64_STD);
-        if (!reserve(w, sizeof(open) - 1 + blen + 2))
-            return;
-        memcpy(w->p + w->len, open, sizeof(open) - 1);
-        w->len += sizeof(open) - 1;
-        w->len += crdt_base64_encode_into(w->p + w->len, p, n, CRDT_B64_STD);
-        memcpy(w->p + w->len, "\"}", 2);
-        w->len += 2;
-        w->p[w->len] = '\0';
+    if (!reserve(w, crdt_json_bytes_len(data, n)))
         return;
-    }
-    size_t extra = 0;
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\')
-            extra += 5; /* at most \u00XX for one byte */
-    if (!reserve(w, n + extra + 2))
-        return;
-    char *o = w->p + w->len;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            continue;
-        }
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = "0123456789ABCDEF"[c >> 4];
-            *o++ = "0123456789ABCDEF"[c & 15];
-            break;
-        }
-    }
-    *o++ = '"';
-    w->len = (size_t)(o - w->p);
+    w->len += crdt_json_bytes_write(w->p + w->len, data, n);
     w->p[w->len] = '\0';
 }
 

@@ -24,6 +24,13 @@ crdt_obj_t *crdt_obj_from_json(const json_t *j, crdt_error_t *err);
  * {"base64":"<standard base64, padded>"}. A new reference, or NULL on allocation failure. */
 json_t *crdt_json_bytes(const void *p, size_t n);
 
+/* The same form as text, for writers that do not build jansson values (the gateway's hot paths,
+ * the crdt.v1 encoder): crdt_json_bytes_len is the number of characters the form of p[0..n)
+ * takes; crdt_json_bytes_write writes it into out (that many, no NUL) and returns the length. A text string is escaped as jansson escapes it (", \\, the C0 controls; no other
+ * character), so both writers agree byte for byte. */
+size_t crdt_json_bytes_len(const void *p, size_t n);
+size_t crdt_json_bytes_write(char *out, const void *p, size_t n);
+
 /* Reads either form of crdt_json_bytes (j borrowed; a string may hold any UTF-8, NUL included
  * when the parser allowed it): 0 and a new buffer *out of *n bytes (free with crdt_free; never
  * NULL, even for 0 bytes), or CRDT_EDECODE with *why a static reason ("expected a string or

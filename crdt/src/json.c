@@ -35,6 +35,62 @@ json_t *crdt_json_bytes(const void *p, size_t n)
     return j;
 }
 
+size_t crdt_json_bytes_len(const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    if (!crdt_utf8_text(p, n))
+        return sizeof("{\"base64\":\"\"}") - 1 + crdt_base64_encoded_len(n, CRDT_B64_STD);
+    size_t len = n + 2;
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\')
+            len += p[i] == '"' || p[i] == '\\' || p[i] == '\b' || p[i] == '\f' || p[i] == '\n' ||
+                           p[i] == '\r' || p[i] == '\t'
+                       ? 1
+                       : 5;
+    return len;
+}
+
+size_t crdt_json_bytes_write(char *out, const void *data, size_t n)
+{
+    const uint8_t *p = data;
+    char *o = out;
+    if (!crdt_utf8_text(p, n)) {
+        static const char open[] = "{\"base64\":\"";
+        memcpy(o, open, sizeof(open) - 1);
+        o += sizeof(open) - 1;
+        o += crdt_base64_encode_into(o, p, n, CRDT_B64_STD);
+        memcpy(o, "\"}", 2);
+        return (size_t)(o + 2 - out);
+    }
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '\b': *o++ = 'b'; break;
+        case '\f': *o++ = 'f'; break;
+        case '\n': *o++ = 'n'; break;
+        case '\r': *o++ = 'r'; break;
+        case '\t': *o++ = 't'; break;
+        default:
+            *o++ = 'u';
+            *o++ = '0';
+            *o++ = '0';
+            *o++ = "0123456789ABCDEF"[c >> 4];
+            *o++ = "0123456789ABCDEF"[c & 15];
+            break;
+        }
+    }
+    *o++ = '"';
+    return (size_t)(o - out);
+}
+
 int crdt_json_get_bytes(const json_t *j, size_t max, uint8_t **out, size_t *n, const char **why)
 {
     static const char *const shape = "expected a string or {\"base64\":\"...\"}";

@@ -498,58 +498,11 @@ static void bytes(enc_t *e, const void *data, size_t n)
 {
     if (e->rc)
         return;
-    const uint8_t *p = data;
-    if (!crdt_utf8_text(p, n)) {
-        static const char open[] = "{\"base64\":\"";
-        size_t el = crdt_base64_encoded_len(n, CRDT_B64_STD);
-        if (crdt_buf_reserve(e->b, sizeof(open) - 1 + el + 2)) {
-            e->rc = CRDT_ENOMEM;
-            return;
-        }
-        char *o = (char *)e->b->data + e->b->len;
-        memcpy(o, open, sizeof(open) - 1);
-        o += sizeof(open) - 1;
-        o += crdt_base64_encode_into(o, p, n, CRDT_B64_STD);
-        memcpy(o, "\"}", 2);
-        e->b->len += sizeof(open) - 1 + el + 2;
-        return;
-    }
-    size_t extra = 0;
-    for (size_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] == '"' || p[i] == '\\')
-            extra += 5;
-    if (crdt_buf_reserve(e->b, n + extra + 2)) {
+    if (crdt_buf_reserve(e->b, crdt_json_bytes_len(data, n))) {
         e->rc = CRDT_ENOMEM;
         return;
     }
-    char *o0 = (char *)e->b->data + e->b->len, *o = o0;
-    *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        uint8_t c = p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
-            continue;
-        }
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        default:
-            *o++ = 'u';
-            *o++ = '0';
-            *o++ = '0';
-            *o++ = "0123456789ABCDEF"[c >> 4];
-            *o++ = "0123456789ABCDEF"[c & 15];
-            break;
-        }
-    }
-    *o++ = '"';
-    e->b->len += (size_t)(o - o0);
+    e->b->len += crdt_json_bytes_write((char *)e->b->data + e->b->len, data, n);
 }
 
 static void topics(enc_t *e, const crdt_v1_msg_t *m, bool prefix)
