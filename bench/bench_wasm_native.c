@@ -5,6 +5,8 @@
  * those deltas merged one by one into a fresh timeline of the same bound. Scores come from the
  * same 32-bit LCG on both sides, so the final states are identical: both print a checksum of the
  * final encoding and bench_wasm.sh refuses figures whose checksums differ.
+ * Each write goes into one reused delta object (crdt_timeline_add_into), encoded into one buffer
+ * and copied into a block of its own, as crdt.wasm and crdt-wasm.js do it.
  * One untimed warm-up pass of min(N, 20000) first, as on the wasm side.
  * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y" (wall clock),
  * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
@@ -50,7 +52,9 @@ static int run(size_t n, result_t *res)
 {
     crdt_bytes_t *deltas = calloc(n, sizeof *deltas);
     crdt_obj_t *tl = crdt_timeline_new(1000), *fresh = crdt_timeline_new(1000);
-    if (!deltas || !tl || !fresh)
+    crdt_obj_t *delta = crdt_timeline_new(0); /* reused by every write, as in crdt.wasm */
+    crdt_buf_t b = {0};
+    if (!deltas || !tl || !fresh || !delta)
         return -1;
     uint32_t x = 12345;
     char member[32];
@@ -60,17 +64,18 @@ static int run(size_t n, result_t *res)
         x = x * 1664525u + 1013904223u;
         double score = (double)i + (double)(x % 100) / 8.0;
         int len = snprintf(member, sizeof member, "post:%zu", i);
-        crdt_obj_t *delta = NULL;
-        if (crdt_timeline_add(tl, member, (size_t)len, score, &delta) < 0)
+        int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+        if (rc < 0)
             return -1;
-        crdt_buf_t b = {0};
-        if (delta) {
-            if (crdt_obj_encode(delta, &b) < 0)
+        if (rc == 1) {
+            /* what crdt_wasm_timeline_write and crdt-wasm.js do: the encoding into one
+             * buffer, copied into a block of exactly its size that the caller keeps */
+            b.len = 0;
+            if (crdt_obj_encode(delta, &b) < 0 || !(deltas[i].data = malloc(b.len)))
                 return -1;
-            crdt_obj_free(delta);
+            memcpy((void *)deltas[i].data, b.data, b.len);
+            deltas[i].len = b.len;
         }
-        deltas[i].data = b.data; /* the replica hands this to its caller */
-        deltas[i].len = b.len;
     }
     double t1 = now_s(), c1 = cpu_s();
     for (size_t i = 0; i < n; i++)
@@ -78,7 +83,8 @@ static int run(size_t n, result_t *res)
             return -1;
     double t2 = now_s(), c2 = cpu_s();
 
-    crdt_buf_t a = {0}, b = {0};
+    crdt_buf_t a = {0};
+    b.len = 0;
     if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0)
         return -1;
     if (a.len != b.len || fnv1a(a.data, a.len) != fnv1a(b.data, b.len)) {
@@ -91,12 +97,13 @@ static int run(size_t n, result_t *res)
     res->merge_cpu = (double)n / (c2 - c1);
     res->fnv = fnv1a(a.data, a.len);
     for (size_t i = 0; i < n; i++)
-        crdt_free((void *)deltas[i].data);
+        free((void *)deltas[i].data);
     free(deltas);
     crdt_buf_free(&a);
     crdt_buf_free(&b);
     crdt_obj_free(tl);
     crdt_obj_free(fresh);
+    crdt_obj_free(delta);
     return 0;
 }
 
@@ -105,8 +112,8 @@ static int run(size_t n, result_t *res)
  * side's. */
 static double run_drop(size_t n, size_t *bytes)
 {
-    crdt_obj_t *tl = crdt_timeline_new(1000);
-    if (!tl)
+    crdt_obj_t *tl = crdt_timeline_new(1000), *delta = crdt_timeline_new(0);
+    if (!tl || !delta)
         return -1;
     uint32_t x = 12345;
     char member[32];
@@ -117,14 +124,13 @@ static double run_drop(size_t n, size_t *bytes)
         x = x * 1664525u + 1013904223u;
         double score = (double)i + (double)(x % 100) / 8.0;
         int len = snprintf(member, sizeof member, "post:%zu", i);
-        crdt_obj_t *delta = NULL;
-        if (crdt_timeline_add(tl, member, (size_t)len, score, &delta) < 0)
+        int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+        if (rc < 0)
             return -1;
-        if (delta) {
+        if (rc == 1) {
             b.len = 0;
             if (crdt_obj_encode(delta, &b) < 0)
                 return -1;
-            crdt_obj_free(delta);
             /* what the wasm side's copy out is: a block of its own, then dropped */
             void *copy = malloc(b.len);
             if (!copy)
@@ -137,6 +143,7 @@ static double run_drop(size_t n, size_t *bytes)
     double c1 = cpu_s();
     crdt_buf_free(&b);
     crdt_obj_free(tl);
+    crdt_obj_free(delta);
     return (double)n / (c1 - c0);
 }
 

@@ -35,6 +35,19 @@ _Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4 && offsetof(crdt_buf_t
 static crdt_buf_t out;
 static crdt_error_t last_err;
 
+/* The one-entry delta every timeline write goes into (crdt_timeline_add_into), kept across writes
+ * so that a write allocates nothing for it: made on the first write, dropped after a member of
+ * more than TL_DELTA_KEEP bytes (it would keep the room) and by crdt_wasm_heap_live (the module's
+ * own, not the caller's: a leak check does not count it). */
+#define TL_DELTA_KEEP 4096u
+static crdt_obj_t *tl_delta;
+
+static void tl_delta_drop(void)
+{
+    crdt_obj_free(tl_delta);
+    tl_delta = NULL;
+}
+
 /* ---- the heap: heap.c's size classes over wasi-libc's dlmalloc, for libcrdt and this file,
  * counted on request ------------------------------------------------------------------------
  * The count (bytes of live blocks) lets the JavaScript tests prove that freeing handles and
@@ -177,6 +190,7 @@ EXPORT(crdt_wasm_heap_live) size_t crdt_wasm_heap_live(void *keep)
 {
     if (!counting)
         return SIZE_MAX;
+    tl_delta_drop();
     size_t n = heap_live;
     if (out.data)
         n -= heap_usable(out.data);
@@ -347,14 +361,17 @@ int crdt_wasm_timeline_write(crdt_obj_t *t, int kind, const void *bytes, size_t 
     int rc = check(t, CRDT_TIMELINE);
     if (rc < 0)
         return rc;
-    crdt_obj_t *delta = NULL;
-    if (kind == CRDT_MUT_ADD)
-        rc = crdt_timeline_add(t, bytes, len, score, &delta);
-    else if (kind == CRDT_MUT_REMOVE)
-        rc = crdt_timeline_remove(t, bytes, len, score, &delta);
-    else
+    if (kind != CRDT_MUT_ADD && kind != CRDT_MUT_REMOVE)
         return CRDT_EINVAL;
-    return finish_delta(rc, delta);
+    if (!tl_delta && !(tl_delta = crdt_timeline_new(0)))
+        return CRDT_ENOMEM;
+    rc = kind == CRDT_MUT_ADD ? crdt_timeline_add_into(t, bytes, len, score, tl_delta)
+                              : crdt_timeline_remove_into(t, bytes, len, score, tl_delta);
+    if (rc == 1 && crdt_obj_encode(tl_delta, &out) < 0)
+        rc = CRDT_ENOMEM;
+    if (len > TL_DELTA_KEEP)
+        tl_delta_drop();
+    return rc;
 }
 
 /* Live entries (0 for another type). */

@@ -193,3 +193,43 @@ test('a register delete from elsewhere advances the clock: a later local set win
   a.close();
   b.close();
 });
+
+test('timeline writes: each delta is its one write alone, whatever the writes before (the reused delta)', async () => {
+  const w = await loadWasm();
+  const heap0 = w.heapBytes;
+  const a = new Replica(w, { node: 1 });
+  const b = new Replica(w, { node: 2 });
+  const t = a.timeline('feed', { maxSize: 3 });
+  b.timeline('feed', { maxSize: 3 });
+  const long = (c, n) => c.repeat(n);
+  const writes = [
+    ['add', long('x', 5000), 10], // longer than the delta the module keeps: it is made anew
+    ['add', 'p1', 11],
+    ['remove', 'p1', 12],
+    ['add', 'p2', 9],
+    ['add', long('y', 70), 13],
+    ['add', 'p3', 14], // trims the timeline to 3: the floor moves
+    ['add', 'p0', 1], // below the floor: no delta
+    ['remove', 'p2', 8], // loses against the add at 9: no delta
+    ['add', long('z', 4097), 15],
+    ['add', '', 16],
+  ];
+  for (const [op, m, s] of writes) {
+    const d = t[op](m, s);
+    const alone = new Replica(w, { node: 3 });
+    const changed = alone.timeline('one')[op](m, s);
+    if (m === 'p0' || (op === 'remove' && m === 'p2')) assert.equal(d, null, `${op} ${m.slice(0, 8)}`);
+    else {
+      assert.ok(d instanceof Uint8Array && d.length > 0);
+      assert.equal(d.buffer.byteLength, d.length, 'the delta owns a buffer of exactly its bytes');
+      assert.equal(hex(d), hex(changed), `${op} ${m.slice(0, 8)}: the write's delta alone`);
+      assert.equal(hex(d), hex(alone.encode('one')));
+      b.merge('feed', d);
+    }
+    alone.close();
+  }
+  assert.equal(hex(b.encode('feed')), hex(a.encode('feed')), 'the deltas give the state');
+  a.close();
+  b.close();
+  assert.equal(w.heapBytes, heap0, 'the module keeps no heap of the callers after the writes');
+});
