@@ -4,6 +4,7 @@
  * alternate between the two and the medians are compared (ratio wss / ws, target >= 0.8).
  *
  *   bench_tls CRDTD_BIN TLS_CERTS_SH [--runs 5] [--secs 2] [--window 16] [--coalesce] [--pin]
+ *             [--ciphersuites TLS_CHACHA20_POLY1305_SHA256]
  *
  * --coalesce: the client writes the applies that answer acks which came together in one write
  * (one TLS record), as a pipelining client would; without it, one write (record) per apply.
@@ -152,6 +153,11 @@ static int conn_open(conn_t *c, int port, SSL_CTX *ctx)
             ERR_print_errors_fp(stderr);
             return -1;
         }
+        static bool said;
+        if (!said) { /* what the server chose, once */
+            said = true;
+            printf("wss:// session: %s %s\n", SSL_get_version(c->ssl), SSL_get_cipher_name(c->ssl));
+        }
     }
     char up[400];
     snprintf(up, sizeof(up),
@@ -288,12 +294,13 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: bench_tls CRDTD_BIN TLS_CERTS_SH [--runs N] [--secs S] "
-                        "[--window W] [--coalesce] [--pin]\n");
+                        "[--window W] [--coalesce] [--pin] [--ciphersuites LIST]\n");
         return 2;
     }
     int runs = 5, window = 16;
     double secs = 2;
     bool coalesce = false, pinning = false;
+    const char *suites = NULL; /* the client's TLS 1.3 suites, in order (the server follows) */
     for (int i = 3; i < argc; i += 2) {
         if (!strcmp(argv[i], "--coalesce")) {
             coalesce = true;
@@ -309,6 +316,12 @@ int main(int argc, char **argv)
             secs = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--window"))
             window = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--ciphersuites"))
+            suites = argv[i + 1];
+        else {
+            fprintf(stderr, "bench_tls: unknown option %s\n", argv[i]);
+            return 2;
+        }
     }
     if (runs < 1 || runs > 50 || window < 1 || window > 256 || secs <= 0)
         return 2;
@@ -340,6 +353,10 @@ int main(int argc, char **argv)
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_load_verify_locations(ctx, ca, NULL);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (suites && SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
+        fprintf(stderr, "bench_tls: --ciphersuites %s: not a TLS 1.3 suite list\n", suites);
+        return 2;
+    }
 
     double ws[50], wss[50], cws[50], cwss[50], kws[50], kwss[50], rr[50];
     unsigned long n;

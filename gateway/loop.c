@@ -589,7 +589,11 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
 
 /* ---- reading more in the turn --------------------------------------------------------------- */
 
-#define READ_MORE_ROUNDS 32 /* forced reads per reader per turn, beyond the one poll gave */
+/* Forced reads per reader per turn, beyond the one poll gave: one TLS record each. 32 split a
+ * window of 64 applies in flight into two turns, two group commits and two ack records (writes
+ * per apply 1/28 against ws://'s 1/64, whose one read takes up to 64 KiB); 128 records is still
+ * less than what one ws:// read can hold. */
+#define READ_MORE_ROUNDS 128
 #define READ_MORE_IDLE 64   /* forced reads without a receive before a reader is dropped */
 
 void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi)
