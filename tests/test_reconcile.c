@@ -408,8 +408,19 @@ static void test_small_cases(void)
     ok(crdt_rsx_key_id("a", 1) < P && crdt_rsx_key_id("", 0) < P, "key ids lie in the field");
     /* The hashes are part of the wire protocol: pin them. */
     ok(crdt_rsx_key_id("crdtd", 5) == UINT64_C(1784805800598116375) &&
-           crdt_rsx_state_fp("crdtd", 5) == UINT64_C(5590555567419888375),
+           crdt_rsx_state_fp("crdtd", 5) == UINT64_C(3043510914219191933),
        "key id and state fingerprint hashes are unchanged (wire protocol v1)");
+    /* The state fingerprint is the embedded replica's key fingerprint (crdt_hash64, "crdtfp01"),
+     * so an embedded node's items and a Redis site's agree on a key in the same state. */
+    bool same_fp = true;
+    for (size_t len = 0; len < 80; len++) {
+        uint8_t buf[80];
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (uint8_t)(i * 37 + len);
+        same_fp = same_fp && crdt_rsx_state_fp(buf, len) ==
+                                 crdt_hash64(buf, len, UINT64_C(0x6372647466703031));
+    }
+    ok(same_fp, "crdt_rsx_state_fp is crdt_hash64 with the seed \"crdtfp01\" (lengths 0..79)");
     crdt_rsx_index_free(a);
     crdt_rsx_index_free(b);
 }

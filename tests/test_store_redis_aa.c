@@ -257,6 +257,9 @@ static void step(crdt_store_t *st, crdt_store_rsx_t *x, const uint8_t *msg, size
     wait_done(&out->done_cb);
 }
 
+/* The bytes of the messages the last run_session carried between its two sides. */
+static size_t session_bytes;
+
 /* Runs a whole session between a (initiator) and b; false if it did not finish. */
 static bool run_session(crdt_store_t *a, crdt_store_t *b, step_res_t *ra, step_res_t *rb)
 {
@@ -266,16 +269,19 @@ static bool run_session(crdt_store_t *a, crdt_store_t *b, step_res_t *ra, step_r
     crdt_store_rsx_t *xb = crdt_store_rsx_open(b, false, &cfg);
     memset(ra, 0, sizeof(*ra));
     memset(rb, 0, sizeof(*rb));
+    session_bytes = 0;
     step(a, xa, NULL, 0, ra);
     bool ok_ = ra->done_cb && ra->rc == 0 && ra->reply_len > 0;
     for (int round = 0; ok_ && round < 64 && !(ra->done && rb->done); round++) {
         if (ra->reply_len && !rb->done) {
+            session_bytes += ra->reply_len;
             step(b, xb, ra->reply, ra->reply_len, rb);
             ok_ = rb->done_cb && rb->rc == 0;
             free(ra->reply);
             ra->reply = NULL;
             ra->reply_len = 0;
         } else if (rb->reply_len && !ra->done) {
+            session_bytes += rb->reply_len;
             step(a, xa, rb->reply, rb->reply_len, ra);
             ok_ = ra->done_cb && ra->rc == 0;
             free(rb->reply);
@@ -582,6 +588,152 @@ static void test_rsx_cluster(rh_server_t *B)
     rc_stop(&CL);
 }
 
+/* ---- embedded node <-> Redis site ------------------------------------------------------------ */
+
+/* Writes `count` keys "c:<i>" (i from `from`) to es and merges each state into the server, so
+ * both hold them byte-identical. */
+static bool common_keys(crdt_store_t *es, rh_server_t *S, int from, int count)
+{
+    bool good = true;
+    for (int i = from; i < from + count && good; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "c:%d", i);
+        int wrc = add_member(es, k, i % 3 ? "m" : "n");
+        got_t g = {0};
+        crdt_store_get(es, k, strlen(k), on_got, &g);
+        wait_done(&g.done);
+        redisReply *r = rh_cmd(S, "CRDT.MERGE %s %b", k, g.b.data, g.b.len);
+        good = wrc >= 0 && g.rc >= 0 && g.b.len && r && r->type == REDIS_REPLY_INTEGER;
+        if (!good)
+            diag("%s: write rc %d, get rc %d, merge reply type %d", k, wrc, g.rc,
+                 r ? r->type : -1);
+        if (r)
+            freeReplyObject(r);
+        crdt_buf_free(&g.b);
+    }
+    return good;
+}
+
+/* The keys that differ between the embedded store and the server: name and the flags the
+ * embedded side must see (the server's are the mirror image). */
+static const struct {
+    const char *name;
+    unsigned flags;
+} ediff[] = {
+    {"e:1", CRDT_RSX_WE_HAVE}, {"e:2", CRDT_RSX_WE_HAVE}, {"e:3", CRDT_RSX_WE_HAVE},
+    {"r:1", CRDT_RSX_THEY_HAVE}, {"r:2", CRDT_RSX_THEY_HAVE}, {"r:3", CRDT_RSX_THEY_HAVE},
+    {"b:1", CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE}, {"b:2", CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE},
+};
+#define NEDIFF (sizeof(ediff) / sizeof(ediff[0]))
+
+/* true if r names exactly the ids of ediff, each with its flags (mirrored when !embedded). */
+static bool names_ediff(const step_res_t *r, bool embedded)
+{
+    if (r->ndiffs != NEDIFF) {
+        diag("%zu differing ids, not %zu", r->ndiffs, NEDIFF);
+        return false;
+    }
+    for (size_t i = 0; i < NEDIFF; i++) {
+        uint64_t id = crdt_rsx_key_id(ediff[i].name, strlen(ediff[i].name));
+        unsigned f = ediff[i].flags;
+        if (!embedded)
+            f = (f & CRDT_RSX_WE_HAVE ? CRDT_RSX_THEY_HAVE : 0) |
+                (f & CRDT_RSX_THEY_HAVE ? CRDT_RSX_WE_HAVE : 0);
+        bool found = false;
+        for (size_t k = 0; k < r->ndiffs && !found; k++)
+            found = r->diffs[k].id == id && r->diffs[k].flags == f;
+        if (!found) {
+            diag("%s (flags %u) not among the differences", ediff[i].name, f);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void free_res(step_res_t *a, step_res_t *b)
+{
+    free(a->diffs);
+    free(b->diffs);
+    free(a->reply);
+    free(b->reply);
+}
+
+static void test_rsx_embedded(rh_server_t *S)
+{
+    diag("anti-entropy between an embedded store and a Redis store: the same items on both");
+    rh_err(rh_cmd(S, "FLUSHALL"));
+    crdt_replica_config_t cfg;
+    crdt_replica_config_init(&cfg);
+    cfg.node_id = 41;
+    cfg.timeline_max_size = 0; /* as the module's timeline-max-size: unbounded */
+    crdt_error_t err = {0};
+    crdt_store_t *es = crdt_store_embedded_open(&cfg, &err);
+    crdt_store_t *rs = open_store(S->port, 42, false, 0, NULL);
+    ok(es && rs, "an embedded store and a store over the server");
+    if (!es || !rs) {
+        crdt_store_close(es);
+        crdt_store_close(rs);
+        return;
+    }
+    /* N1 common keys (every type's canonical encoding is the same on both: test_store_redis),
+     * and d = 8 differing: 3 only embedded, 3 only on the server, 2 on both with other states */
+    enum { N1 = 250, N2 = 4000 };
+    ok(common_keys(es, S, 0, N1), "%d identical keys on both", N1);
+    crdt_mut_t inc = {.type = CRDT_PNCOUNTER, .kind = CRDT_MUT_INCR, .n = 5};
+    add_member(es, "e:1", "x");
+    add_member(es, "e:2", "y");
+    sw(es, "e:3", &inc);
+    add_member(rs, "r:1", "x");
+    add_member(rs, "r:2", "y");
+    sw(rs, "r:3", &inc);
+    add_member(es, "b:1", "from-e");
+    add_member(rs, "b:1", "from-r");
+    sw(es, "b:2", &inc);
+    sw(rs, "b:2", &inc); /* the same increment, but of another node: another state */
+
+    step_res_t re, rr;
+    ok(run_session(es, rs, &re, &rr), "embedded initiator, Redis responder: the session ended");
+    ok(names_ediff(&re, true), "the embedded side names exactly the 8 differing keys");
+    ok(names_ediff(&rr, false), "the Redis side names the same 8, mirrored");
+    size_t bytes1 = session_bytes;
+    free_res(&re, &rr);
+
+    /* 16 times the common keys, the same difference: the bytes grow with log N, not N */
+    ok(common_keys(es, S, N1, N2 - N1), "%d identical keys on both", N2);
+    ok(run_session(es, rs, &re, &rr), "again with %d common keys", N2);
+    ok(names_ediff(&re, true) && names_ediff(&rr, false), "still exactly the 8 keys");
+    size_t bytes2 = session_bytes;
+    free_res(&re, &rr);
+    ok(run_session(rs, es, &rr, &re), "Redis initiator, embedded responder");
+    ok(names_ediff(&re, true) && names_ediff(&rr, false), "exactly the 8 keys too");
+    size_t bytes3 = session_bytes;
+    diag("session bytes: %zu with %d common keys, %zu and %zu with %d", bytes1, N1, bytes2,
+         bytes3, N2);
+    /* O(N) would be bytes per common key (with the fingerprints apart, every key differed:
+     * about 60 bytes a key); O(d log N) for d = 8 is about a kilobyte (a third of it the first
+     * message's estimator), and 16x the keys adds about log2(16) levels to a few ranges */
+    ok(bytes2 < N2 / 2 && bytes3 < N2 / 2,
+       "%zu and %zu bytes for %d keys: under half a byte per common key", bytes2, bytes3, N2);
+    ok(bytes2 < 64 * NEDIFF * 12 && bytes3 < 64 * NEDIFF * 12,
+       "under 64 bytes per differing key and level (d = %zu, log2 N = 12)", NEDIFF);
+    ok(bytes2 < 2 * bytes1 + 256, "16x the common keys: %zu -> %zu bytes, not 16x", bytes1, bytes2);
+
+    /* repair both ways; then nothing differs */
+    repair_t pe, pr;
+    is_int(repair(es, rs, &re, &pe), 5, "rsx_keys on the embedded store gave its 5 keys");
+    is_int(repair(rs, es, &rr, &pr), 5, "rsx_keys on the server gave its 5 keys");
+    free_res(&re, &rr);
+    ok(run_session(es, rs, &re, &rr), "a session after the repair");
+    is_int((long long)re.ndiffs + (long long)rr.ndiffs, 0, "finds no difference left");
+    free_res(&re, &rr);
+    bool same = true;
+    for (size_t i = 0; i < NEDIFF && same; i++)
+        same = same_through(es, rs, ediff[i].name);
+    ok(same, "the 8 keys are byte-identical in both stores");
+    crdt_store_close(es);
+    crdt_store_close(rs);
+}
+
 int main(void)
 {
     const char *why = rh_skip_reason();
@@ -596,6 +748,7 @@ int main(void)
     test_origin(A.port);
     test_seq_base(A.port);
     test_rsx(&A, &B);
+    test_rsx_embedded(&A);
     if (!rc_skip_reason())
         test_rsx_cluster(&B);
     rh_stop(&A);

@@ -17,9 +17,6 @@
 #define SR_MAX_NODES 64
 #define SR_NO_NODE 0xffffu
 #define SR_SEEDS_MAX 16
-/* The seed of the embedded replica's key fingerprints (replica.c's FP_SEED): both stores must
- * give a key in the same state the same fingerprint, so peers over either compare equal. */
-#define SR_FP_SEED 0x6372647466703031ull
 #define SR_HOUSEKEEPING_MS 50
 #define SR_SCAN_NODE_SHIFT 48
 #define SR_ERR_HOLD_MS 1000
@@ -1015,8 +1012,10 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         } else if (rc < 0) {
             ((crdt_store_fp_cb)q->cb)(q->ud, rc, 0);
         } else {
-            /* the hash of the bytes Redis holds: they are the canonical encoding */
-            ((crdt_store_fp_cb)q->cb)(q->ud, 0, crdt_hash64(r->str, r->len, SR_FP_SEED));
+            /* the hash of the bytes Redis holds: they are the canonical encoding. The embedded
+             * replica's fingerprint and the module's items use the same crdt_rsx_state_fp, so a
+             * key in one state compares equal over either store. */
+            ((crdt_store_fp_cb)q->cb)(q->ud, 0, crdt_rsx_state_fp(r->str, r->len));
         }
         crdt_obj_free(obj);
         break;

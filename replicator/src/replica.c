@@ -7,12 +7,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crdt_reconcile.h"
 #include "replica_private.h"
 
 #define NO_ID UINT32_MAX
-/* Seeds of the hashes that leave the process (fingerprints, digest): fixed, so that replicas
- * agree. The table's seed is per process instead, so crafted colliding keys help nobody twice. */
-#define FP_SEED 0x6372647466703031ull  /* "crdtfp01" */
+/* The hashes that leave the process are fixed, so that replicas agree: a key's fingerprint is
+ * crdt_rsx_state_fp of its encoding (the anti-entropy item's fp, the same on a Redis site: crdt.so
+ * uses it too), the digest mixes in a fixed-seed hash of the key. The table's seed is per process
+ * instead, so crafted colliding keys help nobody twice. */
 #define KEY_SEED 0x637264746b793031ull /* "crdtky01" */
 /* Fingerprints are refreshed lazily, when asked for: a change only marks its key stale. Refreshing
  * in flush instead cost a third of the write throughput with 1,000-entry timelines (an encoding of
@@ -189,7 +191,7 @@ static bool refresh_fp(crdt_replica_t *r, uint32_t id)
     r->scratch.len = 0;
     if (crdt_obj_encode(k->obj, &r->scratch) < 0)
         return false;
-    uint64_t fp = rep_hash(r->scratch.data, r->scratch.len, FP_SEED);
+    uint64_t fp = crdt_rsx_state_fp(r->scratch.data, r->scratch.len);
     /* Sum of a strong mix of (key, fingerprint): order-independent, updatable by subtraction. */
     uint64_t c = fmix(rep_hash(k->key, k->klen, KEY_SEED) ^ fmix(fp + 0x9E3779B97F4A7C15ull));
     r->digest += c - k->contrib;

@@ -8,7 +8,9 @@
  *
  * Nothing is tracked per change: the index remembers the seq it reflects, and a refresh reads the
  * replica's change feed from there (the keys changed since, each once) and their fingerprints,
- * which the replica keeps itself (recomputed only for keys whose state changed). A refresh runs
+ * which the replica keeps itself (recomputed only for keys whose state changed). A replica's key
+ * fingerprint is crdt_rsx_state_fp of its encoding, the fp crdt.so gives its items too, so the
+ * index agrees with a Redis site's on every key in the same state. A refresh runs
  * when a session is about to start and no session borrows the index.
  */
 #include <stdlib.h>

@@ -32,7 +32,9 @@ typedef struct crdt_rsx_item {
 
 /* The id of a key: a 64-bit hash of its bytes reduced into [0, CRDT_RSX_ID_SPACE). */
 uint64_t crdt_rsx_key_id(const void *key, size_t len);
-/* A 64-bit fingerprint of a state's canonical encoding (crdt_obj_encode output). */
+/* A 64-bit fingerprint of a state's canonical encoding (crdt_obj_encode output):
+ * crdt_hash64(enc, len, 0x6372647466703031), the same value as the embedded replica's key
+ * fingerprint (crdt_replica_key_fingerprint) and REST's "fingerprint". */
 uint64_t crdt_rsx_state_fp(const void *enc, size_t len);
 
 /* ------------------------------------------------------------------------------------------------

@@ -393,7 +393,10 @@ uint64_t crdt_rsx_key_id(const void *key, size_t len)
     return rsx_red(rsx_hash_bytes(key, len, UINT64_C(0x6b657969645f7631)));
 }
 
+/* libcrdt's stable two-lane hash with the seed "crdtfp01": the fingerprint the embedded replica
+ * keeps for every key (crdt_replica_key_fingerprint, REST's "fingerprint") and the module's items,
+ * one definition so an embedded node and a Redis site agree on every key in the same state. */
 uint64_t crdt_rsx_state_fp(const void *enc, size_t len)
 {
-    return rsx_hash_bytes(enc, len, UINT64_C(0x7374617465667031));
+    return crdt_hash64(enc, len, UINT64_C(0x6372647466703031));
 }
