@@ -132,7 +132,10 @@ static bool lc_populate(crdt_store_t *st, lc_wait_fn wait, void *ctx, lc_model_t
         const char *k;
         size_t n;
     } odd[] = {{"\xff", 1}, {"\xff\xff", 2}, {"\xff\xff\x00", 3}, {"\xff\xfe", 2},
-               {"\x00", 1}, {"\x00\x01", 2}, {"\x00" "c", 2}, {"\x00" "c0", 3}};
+               {"\x00", 1}, {"\x00\x01", 2}, {"\x00" "c", 2}, {"\x00" "c0", 3},
+               /* a glob's special bytes (a store over Redis MATCHes the prefix) */
+               {"g*1", 3}, {"g*2", 3}, {"gx1", 3}, {"g?a", 3}, {"g[a]", 4}, {"g\\b", 3},
+               {"gab", 3}};
     for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
         char k[8];
         memcpy(k, odd[i].k, odd[i].n);
@@ -258,6 +261,12 @@ static void lc_check(crdt_store_t *st, lc_wait_fn wait, void *ctx, lc_model_t *m
        "%s: after the empty key", what);
     ok(lc_page_ok(st, wait, ctx, m, "nothing", 7, NULL, 0, 10),
        "%s: a prefix no key has: an empty page", what);
+    ok(lc_page_ok(st, wait, ctx, m, "g*", 2, NULL, 0, 10) &&
+           lc_page_ok(st, wait, ctx, m, "g?", 2, NULL, 0, 10) &&
+           lc_page_ok(st, wait, ctx, m, "g[", 2, NULL, 0, 10) &&
+           lc_page_ok(st, wait, ctx, m, "g\\", 2, NULL, 0, 10) &&
+           lc_page_ok(st, wait, ctx, m, "g[a", 3, NULL, 0, 10),
+       "%s: prefixes with * ? [ \\ list only the keys that begin with those bytes", what);
     char deleted[] = "k:000003"; /* i % 10 == 3: deleted */
     ok(lc_page_ok(st, wait, ctx, m, deleted, 8, NULL, 0, 10),
        "%s: a deleted key's own prefix: not listed", what);
