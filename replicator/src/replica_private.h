@@ -132,8 +132,10 @@ typedef struct rep_load rep_load_t;
 
 /* The keys in bytewise order (keyorder.c), built at the first listing. */
 typedef struct rep_order_chunk rep_order_chunk_t;
+typedef struct ord_ent ord_ent_t;
 typedef struct rep_order {
-    rep_order_chunk_t **chunks; /* ascending; each holds 1..ORDER_CHUNK ids, ascending */
+    rep_order_chunk_t **chunks; /* ascending; each holds 1..ORDER_CHUNK keys, ascending */
+    ord_ent_t *last;            /* by chunk: its last entry (the directory's binary search) */
     size_t n, cap;
     bool built; /* false: not built yet (or dropped after running out of memory) */
 } rep_order_t;
