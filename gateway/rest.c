@@ -945,10 +945,12 @@ static void list_issue_more(list_ctx_t *c)
         size_t need = c->limit + 1 - c->n;
         if (c->filter && need < LIST_SCAN_CHUNK)
             need = LIST_SCAN_CHUNK; /* some keys may be dropped: ask for more at once */
-        const uint8_t *after = c->has_last ? c->last.p : c->has_after ? c->after : NULL;
+        const uint8_t *after = c->has_last ? c->last.p : c->after;
         size_t alen = c->has_last ? c->last.n : c->alen;
-        if (after && !alen)
-            after = (const uint8_t *)""; /* the empty key: non-NULL */
+        if (!c->has_last && !c->has_after)
+            after = NULL; /* from the first key */
+        else if (!after)
+            after = (const uint8_t *)""; /* after the empty key: non-NULL */
         c->pending = c->issuing = true;
         crdt_store_list_keys(c->x->srv->store, c->prefix, c->plen, after, alen, need, list_each,
                              list_listed, c);
