@@ -131,10 +131,25 @@ static bool lc_populate(crdt_store_t *st, lc_wait_fn wait, void *ctx, lc_model_t
     static const struct {
         const char *k;
         size_t n;
-    } odd[] = {{"\xff", 1}, {"\xff\xff", 2}, {"\xff\xff\x00", 3}, {"\xff\xfe", 2},
-               {"\x00", 1}, {"\x00\x01", 2}, {"\x00" "c", 2}, {"\x00" "c0", 3},
+    } odd[] = {{"\xff", 1},
+               {"\xff\xff", 2},
+               {"\xff\xff\x00", 3},
+               {"\xff\xfe", 2},
+               {"\x00", 1},
+               {"\x00\x01", 2},
+               {"\x00"
+                "c",
+                2},
+               {"\x00"
+                "c0",
+                3},
                /* a glob's special bytes (a store over Redis MATCHes the prefix) */
-               {"g*1", 3}, {"g*2", 3}, {"gx1", 3}, {"g?a", 3}, {"g[a]", 4}, {"g\\b", 3},
+               {"g*1", 3},
+               {"g*2", 3},
+               {"gx1", 3},
+               {"g?a", 3},
+               {"g[a]", 4},
+               {"g\\b", 3},
                {"gab", 3}};
     for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
         char k[8];
@@ -170,9 +185,8 @@ static void lc_expect(const lc_model_t *m, const void *prefix, size_t plen, cons
                       size_t alen, size_t limit, size_t *from, size_t *cnt, bool *more)
 {
     size_t i = 0;
-    while (i < m->n &&
-           (lc_cmp(m->live[i].b, m->live[i].n, prefix, plen) < 0 ||
-            (after && lc_cmp(m->live[i].b, m->live[i].n, after, alen) <= 0)))
+    while (i < m->n && (lc_cmp(m->live[i].b, m->live[i].n, prefix, plen) < 0 ||
+                        (after && lc_cmp(m->live[i].b, m->live[i].n, after, alen) <= 0)))
         i++;
     *from = i;
     size_t c = 0;
@@ -201,8 +215,8 @@ static bool lc_page_ok(crdt_store_t *st, lc_wait_fn wait, void *ctx, const lc_mo
     for (size_t i = 0; good && i < cnt; i++)
         good = lc_cmp(r.keys[i].b, r.keys[i].n, m->live[from + i].b, m->live[from + i].n) == 0;
     if (!good)
-        diag("rc %d, %zu keys (expected %zu), more %d (expected %d)", r.rc, r.n, cnt,
-             (int)r.more, (int)more);
+        diag("rc %d, %zu keys (expected %zu), more %d (expected %d)", r.rc, r.n, cnt, (int)r.more,
+             (int)more);
     free(r.keys);
     return good;
 }
@@ -255,10 +269,12 @@ static void lc_check(crdt_store_t *st, lc_wait_fn wait, void *ctx, lc_model_t *m
        "%s: prefix 0xFF 0xFF after itself: its longer keys", what);
     ok(lc_page_ok(st, wait, ctx, m, "\x00", 1, NULL, 0, 10),
        "%s: a prefix of 0x00 skips the internal keys under it", what);
-    ok(lc_page_ok(st, wait, ctx, m, "\x00" "c/", 3, NULL, 0, 10),
+    ok(lc_page_ok(st, wait, ctx, m,
+                  "\x00"
+                  "c/",
+                  3, NULL, 0, 10),
        "%s: the internal prefix itself lists nothing", what);
-    ok(lc_page_ok(st, wait, ctx, m, NULL, 0, "", 0, 3),
-       "%s: after the empty key", what);
+    ok(lc_page_ok(st, wait, ctx, m, NULL, 0, "", 0, 3), "%s: after the empty key", what);
     ok(lc_page_ok(st, wait, ctx, m, "nothing", 7, NULL, 0, 10),
        "%s: a prefix no key has: an empty page", what);
     ok(lc_page_ok(st, wait, ctx, m, "g*", 2, NULL, 0, 10) &&

@@ -2133,10 +2133,10 @@ struct sr_list {
     size_t limit, emitted;
     list_cand_t *c; /* ascending, distinct, at most cap */
     size_t n, cap;
-    bool dropped;  /* this pass saw a name beyond the kept ones */
-    bool states;   /* the pass's scans are done: reading the candidates' states */
-    size_t left;   /* requests outstanding */
-    bool sending;  /* held while sending a batch */
+    bool dropped; /* this pass saw a name beyond the kept ones */
+    bool states;  /* the pass's scans are done: reading the candidates' states */
+    size_t left;  /* requests outstanding */
+    bool sending; /* held while sending a batch */
     int rc;
 };
 
@@ -2210,8 +2210,8 @@ static int list_offer(sr_list_t *L, const char *k, size_t kn)
 static void list_send_scan(sr_list_t *L, sr_node_t *node, const char *cursor)
 {
     sr_store_t *s = L->s;
-    const char *argv[] = {"SCAN", cursor, "MATCH", L->pat, "COUNT", LIST_COUNT, "TYPE",
-                          "crdtd-obj"};
+    const char *argv[] = {"SCAN",  cursor,     "MATCH", L->pat,
+                          "COUNT", LIST_COUNT, "TYPE",  "crdtd-obj"};
     size_t lens[8];
     for (int i = 0; i < 8; i++)
         lens[i] = strlen(argv[i]);
@@ -2409,8 +2409,15 @@ static void sr_list_keys(crdt_store_t *st, const void *prefix, size_t plen, cons
     sr_list_t *L = calloc(1, sizeof(*L));
     size_t cap = 2 * (limit + 1) + 64; /* room for some deleted keys among the candidates */
     if (L) {
-        *L = (sr_list_t){.s = s, .each = each, .done = done, .ud = ud, .plen = plen,
-                         .alen = alen, .has_after = after != NULL, .limit = limit, .cap = cap};
+        *L = (sr_list_t){.s = s,
+                         .each = each,
+                         .done = done,
+                         .ud = ud,
+                         .plen = plen,
+                         .alen = alen,
+                         .has_after = after != NULL,
+                         .limit = limit,
+                         .cap = cap};
         L->prefix = list_dup(prefix, plen);
         L->after = after ? list_dup(after, alen) : NULL;
         L->pat = list_pattern(prefix, plen, &L->patlen);

@@ -24,7 +24,8 @@
 
 /* An index entry: the key's first 16 bytes, big endian and zero-padded (so that comparing them
  * as integers orders as the bytes do, and most comparisons end there without touching the key),
- * the key's bytes (rep_key_t's copy: it never moves or changes while the replica is open) and id. */
+ * the key's bytes (rep_key_t's copy: it never moves or changes while the replica is open) and id.
+ */
 typedef struct ord_ent {
     uint64_t p0, p1;
     const uint8_t *key;

@@ -249,8 +249,8 @@ static void d_scan(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store_k
 }
 
 static void d_list_keys(crdt_store_t *st, const void *prefix, size_t plen, const void *after,
-                        size_t alen, size_t limit, crdt_store_name_cb each,
-                        crdt_store_done_cb done, void *ud)
+                        size_t alen, size_t limit, crdt_store_name_cb each, crdt_store_done_cb done,
+                        void *ud)
 {
     call_t *c = call_new(C_LIST_KEYS, prefix, plen, ud);
     if (c && after && !(c->p = dup_bytes(after, alen))) {

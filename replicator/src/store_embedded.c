@@ -161,8 +161,8 @@ static void emb_list_keys(crdt_store_t *st, const void *prefix, size_t plen, con
 {
     list_ctx_t c = {each, ud};
     bool more = false;
-    int rc = crdt_replica_list_keys(emb(st)->r, prefix, plen, after, alen, limit, list_cb, &c,
-                                    &more);
+    int rc =
+        crdt_replica_list_keys(emb(st)->r, prefix, plen, after, alen, limit, list_cb, &c, &more);
     done(ud, rc < 0 ? rc : 0, more ? 1 : 0);
 }
 
