@@ -815,12 +815,11 @@ static void get_changes(gw_server_t *s, gw_exchange_t *x)
 /* ---- GET /v1/keys?prefix&after&limit: keys in key order -------------------------------------- */
 
 /*
- * The store's scan visits every key in no particular order (and a scan over Redis may visit one
- * twice), so a page is the `limit` smallest distinct keys above `after` under `prefix` among all
- * of them: one pass over the keyspace per page, keeping a sorted array of limit + 1 keys (the
- * extra one says whether a next page exists; a key already there is not added again). The cost
- * grows with the keyspace, not with the page (docs/http-api.md says so); an ordered scan in the
- * store interface would make it grow with the page.
+ * The store lists keys in key order from a point (crdt_store_list_keys: the embedded store from
+ * its ordered index, so a page costs O(log n + limit)), live data keys only. A page asks it for
+ * limit + 1 keys (the extra one says whether a next page exists); when the token reads only part
+ * of the prefix, the keys it may not read are dropped and the listing goes on after the last key
+ * the store gave, in chunks, until the page is full or the range ends.
  */
 
 #define LIST_SCAN_CHUNK 1024
@@ -837,9 +836,10 @@ typedef struct list_ctx {
     bool has_after;
     bool filter; /* the token may read only part of the prefix: check each key */
     size_t limit;
-    list_key_t *keys; /* the limit + 1 smallest keys seen, ascending */
+    list_key_t *keys; /* up to limit + 1 keys, ascending */
     size_t n;
-    uint64_t cursor;
+    list_key_t last; /* the last key the store listed (where the next chunk starts after) */
+    bool has_last;
     int rc;
     bool issuing, pending, finished;
 } list_ctx_t;
@@ -851,32 +851,15 @@ static int key_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
     return c ? c : an < bn ? -1 : an > bn;
 }
 
-static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *obj)
+static int list_each(void *ud, const void *key, size_t klen)
 {
     list_ctx_t *c = ud;
-    if (obj && !crdt_obj_is_live(obj)) /* deleted (or never holding anything): absent */
-        return 0;
-    if (klen < c->plen || (c->plen && memcmp(key, c->prefix, c->plen) != 0))
-        return 0;
-    if (gw_key_reserved(key, klen)) /* crdtd's own keys (op-id marks) */
-        return 0;
-    if (c->has_after && key_cmp(key, klen, c->after, c->alen) <= 0)
-        return 0;
-    size_t cap = c->limit + 1;
-    if (c->n == cap && key_cmp(key, klen, c->keys[c->n - 1].p, c->keys[c->n - 1].n) >= 0)
-        return 0; /* not among the smallest */
-    size_t lo = 0, hi = c->n; /* the first key >= this one */
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (key_cmp(c->keys[mid].p, c->keys[mid].n, key, klen) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo < c->n && !key_cmp(c->keys[lo].p, c->keys[lo].n, key, klen))
-        return 0; /* seen already */
-    if (c->filter &&
-        gw_auth_key(gw_auth_http_token(c->x), GW_ACCESS_READ, key, klen, false) != GW_DENY_NONE)
+    if (c->n == c->limit + 1)
+        return 1; /* the page is full */
+    /* defensive: a store must list in order, each key once, data keys only, under the prefix */
+    if ((c->has_last && key_cmp(key, klen, c->last.p, c->last.n) <= 0) ||
+        (c->has_after && key_cmp(key, klen, c->after, c->alen) <= 0) || klen < c->plen ||
+        (c->plen && memcmp(key, c->prefix, c->plen) != 0) || gw_key_reserved(key, klen))
         return 0;
     uint8_t *copy = malloc(klen ? klen : 1);
     if (!copy) {
@@ -884,11 +867,19 @@ static int list_each(void *ud, const void *key, size_t klen, const crdt_obj_t *o
         return 1;
     }
     memcpy(copy, key, klen);
-    if (c->n == cap) /* the largest drops out */
-        free(c->keys[--c->n].p);
-    memmove(c->keys + lo + 1, c->keys + lo, (c->n - lo) * sizeof(*c->keys));
-    c->keys[lo] = (list_key_t){copy, klen};
-    c->n++;
+    free(c->last.p);
+    c->last = (list_key_t){copy, klen};
+    c->has_last = true;
+    if (c->filter &&
+        gw_auth_key(gw_auth_http_token(c->x), GW_ACCESS_READ, key, klen, false) != GW_DENY_NONE)
+        return 0;
+    uint8_t *kept = malloc(klen ? klen : 1);
+    if (!kept) {
+        c->rc = CRDT_ENOMEM;
+        return 1;
+    }
+    memcpy(kept, key, klen);
+    c->keys[c->n++] = (list_key_t){kept, klen};
     return 0;
 }
 
@@ -897,6 +888,7 @@ static void list_free(list_ctx_t *c)
     for (size_t i = 0; i < c->n; i++)
         free(c->keys[i].p);
     free(c->keys);
+    free(c->last.p);
     free(c->prefix);
     free(c->after);
     free(c);
@@ -940,28 +932,37 @@ static void list_finish(list_ctx_t *c)
 
 static void list_issue_more(list_ctx_t *c);
 
-static void list_scanned(void *ud, int rc, uint64_t next)
+static void list_listed(void *ud, int rc, uint64_t more)
 {
     list_ctx_t *c = ud;
     c->pending = false;
     if (rc < 0 && c->rc == 0)
         c->rc = rc;
-    c->cursor = next;
-    c->finished = c->rc < 0 || next == 0;
+    c->finished = c->rc < 0 || !more || c->n == c->limit + 1;
     if (c->issuing)
-        return; /* completed inside the store call: list_issue goes on */
+        return; /* completed inside the store call: list_issue_more goes on */
     if (c->finished)
         list_finish(c);
     else
         list_issue_more(c);
 }
 
-/* Scans while the calls complete at once; returns with one in flight (its completion goes on). */
+/* Lists while the calls complete at once; returns with one in flight (its completion goes on). */
 static void list_issue_more(list_ctx_t *c)
 {
     while (!c->finished) {
+        size_t need = c->limit + 1 - c->n;
+        if (c->filter && need < LIST_SCAN_CHUNK)
+            need = LIST_SCAN_CHUNK; /* some keys may be dropped: ask for more at once */
+        const uint8_t *after = c->has_last ? c->last.p : c->after;
+        size_t alen = c->has_last ? c->last.n : c->alen;
+        if (!c->has_last && !c->has_after)
+            after = NULL; /* from the first key */
+        else if (!after)
+            after = (const uint8_t *)""; /* after the empty key: non-NULL */
         c->pending = c->issuing = true;
-        crdt_store_scan(c->x->srv->store, c->cursor, LIST_SCAN_CHUNK, list_each, list_scanned, c);
+        crdt_store_list_keys(c->x->srv->store, c->prefix, c->plen, after, alen, need, list_each,
+                             list_listed, c);
         c->issuing = false;
         if (c->pending)
             return;

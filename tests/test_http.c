@@ -655,6 +655,68 @@ static void test_list(void)
     is_int(req("GET", "/v1/keys?prefix=a&prefix64=YQ", NULL), 400, "prefix and prefix64: 400");
     is_int(req("GET", "/v1/keys?after64=%21", NULL), 400, "after64 not base64url: 400");
     is_int(req("POST", "/v1/keys", "{}"), 405, "POST /v1/keys: 405");
+
+    /* deleted keys leave no gap in a page; 0xFF bytes; after beyond the end; limit 1 */
+    for (int i = 299; i >= 0; i--) {
+        char k[32];
+        snprintf(k, sizeof(k), "dl:%03d", i);
+        post_key(k, "{\"type\":\"pncounter\",\"op\":\"incr\"}");
+    }
+    int dels = 0;
+    for (int i = 0; i < 300; i++) {
+        if (i % 3 == 0)
+            continue; /* keep dl:000, dl:003, ... */
+        char u[64];
+        snprintf(u, sizeof(u), "/v1/keys/dl:%03d", i);
+        dels += req("DELETE", u, NULL) == 200;
+    }
+    is_int(dels, 200, "200 of the 300 keys dl: deleted");
+    is_int(req("GET", "/v1/keys?prefix=dl:&limit=5", NULL), 200, "a page among deleted keys");
+    ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 5 && !strcmp(json_string_value(json_array_get(ks, 0)), "dl:000") &&
+           !strcmp(json_string_value(json_array_get(ks, 4)), "dl:012") &&
+           json_is_string(json_object_get(J, "next")),
+       "five live keys, the deleted ones skipped: %s", R.body);
+    int walked = 0, wpages = 0;
+    bool wok = true;
+    nextbuf[0] = 0;
+    for (; wpages < 200; wpages++) {
+        if (nextbuf[0])
+            snprintf(p, sizeof(p), "/v1/keys?prefix=dl:&limit=1&after64=%s", nextbuf);
+        else
+            snprintf(p, sizeof(p), "/v1/keys?prefix=dl:&limit=1");
+        if (req("GET", p, NULL) != 200) {
+            wok = false;
+            break;
+        }
+        ks = json_object_get(J, "keys");
+        char want1[32];
+        snprintf(want1, sizeof(want1), "dl:%03d", walked * 3);
+        wok &= json_array_size(ks) == 1 && !strcmp(json_string_value(json_array_get(ks, 0)), want1);
+        walked++;
+        json_t *nx = json_object_get(J, "next");
+        if (!json_is_string(nx))
+            break;
+        snprintf(nextbuf, sizeof(nextbuf), "%s", json_string_value(nx));
+    }
+    ok(wok && walked == 100, "pages of 1 walk the 100 live keys dl: in order (%d)", walked);
+    is_int(req("GET", "/v1/keys?prefix=dl:&after=dl:999", NULL), 200, "after beyond the end");
+    ok(json_array_size(json_object_get(J, "keys")) == 0 && json_is_null(json_object_get(J, "next")),
+       "an empty last page: %s", R.body);
+    is_int(req("POST", "/v1/keys64/__4", "{\"type\":\"gcounter\",\"op\":\"incr\"}"), 200,
+           "the key FF FE");
+    is_int(req("POST", "/v1/keys64/__7_", "{\"type\":\"gcounter\",\"op\":\"incr\"}"), 200,
+           "the key FF FE FF");
+    is_int(req("GET", "/v1/keys?prefix64=__4", NULL), 200, "prefix FF FE");
+    ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 2 && key_is(json_array_get(ks, 0), "\xff\xfe", 2) &&
+           key_is(json_array_get(ks, 1), "\xff\xfe\xff", 3),
+       "FF FE, then FF FE FF: %s", R.body);
+    is_int(req("GET", "/v1/keys?prefix64=__4&after64=__4&limit=1", NULL), 200, "after FF FE");
+    ks = json_object_get(J, "keys");
+    ok(json_array_size(ks) == 1 && key_is(json_array_get(ks, 0), "\xff\xfe\xff", 3) &&
+           json_is_null(json_object_get(J, "next")),
+       "only FF FE FF, the last page: %s", R.body);
 }
 
 static void test_limits(const char *dir)

@@ -67,6 +67,8 @@ typedef enum {
     R_MARK_PUT,
     R_SCAN,
     R_SCAN_STATE,
+    R_LIST_SCAN,  /* list_keys: SCAN MATCH <prefix>* on one primary */
+    R_LIST_STATE, /* list_keys: CRDT.STATE of a candidate, for its liveness */
     R_INFO,
     R_SLOTS,
     R_LOG_LIST,
@@ -116,6 +118,8 @@ typedef struct sr_scan {
     uint64_t next;
 } sr_scan_t;
 
+typedef struct sr_list sr_list_t;
+
 struct sr_req {
     sr_store_t *st;
     req_kind_t kind;
@@ -151,7 +155,14 @@ struct sr_req {
     unsigned scan_node;
     size_t *idxs; /* R_LOG_POLL: the logs asked, in order */
     size_t nidx;
+    sr_list_t *list; /* R_LIST_*: the listing; idx: the candidate (R_LIST_STATE) */
 };
+
+/* list_keys (below) */
+static void list_scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void list_state_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void list_part_failed(sr_list_t *L, int rc);
+static void list_drop(sr_list_t *L);
 
 struct sr_store {
     crdt_store_t base;
@@ -733,6 +744,8 @@ static void req_fail(sr_req_t *q, int rc)
         if (q->cb)
             ((crdt_store_status_cb)q->cb)(q->ud, rc);
         break;
+    case R_LIST_SCAN:
+    case R_LIST_STATE: list_part_failed(q->list, rc); break;
     case R_SCAN:
     case R_SCAN_STATE:
         if (q->scan->rc == 0)
@@ -1033,6 +1046,8 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             ((crdt_store_status_cb)q->cb)(q->ud, rc);
         break;
     case R_SCAN: scan_reply(s, q, r); break;
+    case R_LIST_SCAN: list_scan_reply(s, q, r); break;
+    case R_LIST_STATE: list_state_reply(s, q, r); break;
     case R_SCAN_STATE: {
         sr_scan_t *sc = q->scan;
         rc = decode_state(s, q, r, &obj);
@@ -1114,6 +1129,8 @@ static void req_drop(sr_req_t *q)
     }
     if (q->scan && --q->scan->left == 0)
         free(q->scan);
+    if (q->list)
+        list_drop(q->list);
     req_free(q);
 }
 
@@ -2313,6 +2330,335 @@ static void sr_scan(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store_
     scan_finish(sc);
 }
 
+/* ---- list_keys: SCAN MATCH over every primary, sorted here --------------------------------------
+ * Redis has no ordered scan: a listing SCANs (MATCH on the glob-escaped prefix, TYPE crdtd-obj,
+ * COUNT LIST_COUNT per call) every primary to the end, keeping the `cap` smallest names after
+ * `after` (key names only, no state), then reads the state of those candidates only
+ * (CRDT.STATE: crdt.so has no cheaper liveness test) to leave out deleted keys, and lists them
+ * in order. When deleted keys leave the page short and names were dropped for want of room, it
+ * scans again after the last candidate. A page costs a scan of the keys matching the prefix. */
+
+#define LIST_COUNT "1000"
+
+typedef struct list_cand {
+    uint8_t *p;
+    size_t n;
+    signed char live; /* -1 unknown, 0 deleted (or gone), 1 live */
+} list_cand_t;
+
+struct sr_list {
+    sr_store_t *s;
+    crdt_store_name_cb each;
+    crdt_store_done_cb done;
+    void *ud;
+    uint8_t *prefix, *after;
+    size_t plen, alen;
+    bool has_after;
+    char *pat; /* the MATCH pattern */
+    size_t patlen;
+    size_t limit, emitted;
+    list_cand_t *c; /* ascending, distinct, at most cap */
+    size_t n, cap;
+    bool dropped; /* this pass saw a name beyond the kept ones */
+    bool states;  /* the pass's scans are done: reading the candidates' states */
+    size_t left;  /* requests outstanding */
+    bool sending; /* held while sending a batch */
+    int rc;
+};
+
+static int list_cmp(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+    size_t m = an < bn ? an : bn;
+    int c = m ? memcmp(a, b, m) : 0;
+    return c ? c : an < bn ? -1 : an > bn;
+}
+
+static void list_clear(sr_list_t *L)
+{
+    for (size_t i = 0; i < L->n; i++)
+        free(L->c[i].p);
+    L->n = 0;
+}
+
+static void list_free(sr_list_t *L)
+{
+    list_clear(L);
+    free(L->c);
+    free(L->prefix);
+    free(L->after);
+    free(L->pat);
+    free(L);
+}
+
+/* A request of L freed without completing (the store is closing). */
+static void list_drop(sr_list_t *L)
+{
+    if (--L->left == 0 && !L->sending)
+        list_free(L);
+}
+
+/* Keeps name when it is among the cap smallest after `after` under the prefix. */
+static int list_offer(sr_list_t *L, const char *k, size_t kn)
+{
+    if (kn < L->plen || (L->plen && memcmp(k, L->prefix, L->plen) != 0) ||
+        crdt_key_internal(k, kn) ||
+        (L->has_after && list_cmp((const uint8_t *)k, kn, L->after, L->alen) <= 0))
+        return 0;
+    if (L->n == L->cap &&
+        list_cmp((const uint8_t *)k, kn, L->c[L->n - 1].p, L->c[L->n - 1].n) >= 0) {
+        L->dropped = true;
+        return 0;
+    }
+    size_t lo = 0, hi = L->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (list_cmp(L->c[mid].p, L->c[mid].n, (const uint8_t *)k, kn) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < L->n && !list_cmp(L->c[lo].p, L->c[lo].n, (const uint8_t *)k, kn))
+        return 0; /* SCAN may return a key twice */
+    uint8_t *copy = malloc(kn ? kn : 1);
+    if (!copy)
+        return CRDT_ENOMEM;
+    memcpy(copy, k, kn);
+    if (L->n == L->cap) {
+        free(L->c[--L->n].p);
+        L->dropped = true;
+    }
+    memmove(L->c + lo + 1, L->c + lo, (L->n - lo) * sizeof(*L->c));
+    L->c[lo] = (list_cand_t){copy, kn, -1};
+    L->n++;
+    return 0;
+}
+
+static void list_send_scan(sr_list_t *L, sr_node_t *node, const char *cursor)
+{
+    sr_store_t *s = L->s;
+    const char *argv[] = {"SCAN",  cursor,     "MATCH", L->pat,
+                          "COUNT", LIST_COUNT, "TYPE",  "crdtd-obj"};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    lens[3] = L->patlen;
+    sr_req_t *q = req_new(s, R_LIST_SCAN, "SCAN", 8, argv, lens);
+    if (!q) {
+        if (L->rc == 0)
+            L->rc = CRDT_ENOMEM;
+        return;
+    }
+    q->list = L;
+    q->fixed = node;
+    L->left++;
+    if (!send_on(s, q, node, false))
+        req_fail(q, CRDT_EUNAVAIL);
+}
+
+static void list_step(sr_list_t *L);
+
+/* One pass: a SCAN from cursor 0 on every primary. */
+static void list_pass(sr_list_t *L)
+{
+    sr_store_t *s = L->s;
+    int prim[SR_MAX_NODES];
+    int np = primaries(s, prim);
+    L->states = false;
+    L->dropped = false;
+    L->sending = true;
+    for (int i = 0; i < np && L->rc == 0; i++)
+        list_send_scan(L, s->nodes[prim[i]], "0");
+    L->sending = false;
+}
+
+static void list_finish(sr_list_t *L, int rc, uint64_t more)
+{
+    L->done(L->ud, rc, more);
+    list_free(L);
+}
+
+/* Called whenever a request of L completed: goes on once none is outstanding. */
+static void list_step(sr_list_t *L)
+{
+    if (L->left || L->sending)
+        return;
+    if (L->rc < 0) {
+        list_finish(L, L->rc, 0);
+        return;
+    }
+    if (!L->states) { /* the names are in: read the candidates' states */
+        L->states = true;
+        L->sending = true;
+        for (size_t i = 0; i < L->n && L->rc == 0; i++) {
+            const char *argv[] = {"CRDT.STATE", (const char *)L->c[i].p};
+            size_t lens[] = {10, L->c[i].n};
+            sr_req_t *q = req_new(L->s, R_LIST_STATE, "CRDT.STATE", 2, argv, lens);
+            if (!q) {
+                L->rc = CRDT_ENOMEM;
+                break;
+            }
+            q->list = L;
+            q->idx = i;
+            route(q, L->c[i].p, L->c[i].n);
+            L->left++;
+            req_dispatch(L->s, q);
+        }
+        L->sending = false;
+        list_step(L);
+        return;
+    }
+    for (size_t i = 0; i < L->n; i++) {
+        if (L->c[i].live != 1)
+            continue;
+        if (L->emitted == L->limit) {
+            list_finish(L, 0, 1);
+            return;
+        }
+        L->emitted++;
+        if (L->each(L->ud, L->c[i].p, L->c[i].n)) {
+            list_finish(L, 0, 1);
+            return;
+        }
+    }
+    if (!L->dropped || L->n == 0) {
+        list_finish(L, 0, 0);
+        return;
+    }
+    /* deleted keys left the page short, and names were dropped: another pass after the last */
+    list_cand_t last = L->c[L->n - 1];
+    L->c[L->n - 1].p = NULL;
+    list_clear(L);
+    free(L->after);
+    L->after = last.p;
+    L->alen = last.n;
+    L->has_after = true;
+    list_pass(L);
+    list_step(L);
+}
+
+static void list_part_failed(sr_list_t *L, int rc)
+{
+    if (L->rc == 0)
+        L->rc = rc;
+    L->left--;
+    list_step(L);
+}
+
+static void list_scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_list_t *L = q->list;
+    L->left--;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element || !r->element[0] ||
+        r->element[0]->type != REDIS_REPLY_STRING || !r->element[1] ||
+        r->element[1]->type != REDIS_REPLY_ARRAY) {
+        if (L->rc == 0)
+            L->rc = bad_reply(s, q, r);
+        list_step(L);
+        return;
+    }
+    const redisReply *keys = r->element[1];
+    for (size_t i = 0; i < keys->elements && L->rc == 0; i++) {
+        const redisReply *k = keys->element ? keys->element[i] : NULL;
+        if (k && k->type == REDIS_REPLY_STRING) {
+            int rc = list_offer(L, k->str, k->len);
+            if (rc < 0)
+                L->rc = rc;
+        }
+    }
+    const char *cur = r->element[0]->str;
+    if (L->rc == 0 && strcmp(cur, "0") != 0) {
+        char cb[32];
+        snprintf(cb, sizeof(cb), "%.30s", cur);
+        L->sending = true;
+        list_send_scan(L, q->fixed, cb);
+        L->sending = false;
+    }
+    list_step(L);
+}
+
+static void list_state_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_list_t *L = q->list;
+    crdt_obj_t *obj = NULL;
+    int rc = decode_state(s, q, r, &obj);
+    if (rc < 0 && L->rc == 0)
+        L->rc = rc;
+    if (q->idx < L->n)
+        L->c[q->idx].live = obj && crdt_obj_is_live(obj) ? 1 : 0;
+    crdt_obj_free(obj);
+    L->left--;
+    list_step(L);
+}
+
+/* The glob pattern matching the keys that begin with prefix: its bytes, with the glob's special
+ * ones (* ? [ ] \) escaped, then '*'. */
+static char *list_pattern(const uint8_t *prefix, size_t plen, size_t *len)
+{
+    char *p = malloc(2 * plen + 2);
+    if (!p)
+        return NULL;
+    size_t n = 0;
+    for (size_t i = 0; i < plen; i++) {
+        uint8_t b = prefix[i];
+        if (b == '*' || b == '?' || b == '[' || b == ']' || b == '\\')
+            p[n++] = '\\';
+        p[n++] = (char)b;
+    }
+    p[n++] = '*';
+    p[n] = '\0';
+    *len = n;
+    return p;
+}
+
+static uint8_t *list_dup(const void *p, size_t n)
+{
+    uint8_t *d = malloc(n ? n : 1);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
+}
+
+static void sr_list_keys(crdt_store_t *st, const void *prefix, size_t plen, const void *after,
+                         size_t alen, size_t limit, crdt_store_name_cb each,
+                         crdt_store_done_cb done, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (s->ready != 1) {
+        set_err(s, "the Redis topology is not known yet: cannot list");
+        done(ud, CRDT_EUNAVAIL, 0);
+        return;
+    }
+    if ((!prefix && plen) || limit > ((size_t)1 << 20)) {
+        done(ud, CRDT_EINVAL, 0);
+        return;
+    }
+    sr_list_t *L = calloc(1, sizeof(*L));
+    size_t cap = 2 * (limit + 1) + 64; /* room for some deleted keys among the candidates */
+    if (L) {
+        *L = (sr_list_t){.s = s,
+                         .each = each,
+                         .done = done,
+                         .ud = ud,
+                         .plen = plen,
+                         .alen = alen,
+                         .has_after = after != NULL,
+                         .limit = limit,
+                         .cap = cap};
+        L->prefix = list_dup(prefix, plen);
+        L->after = after ? list_dup(after, alen) : NULL;
+        L->pat = list_pattern(prefix, plen, &L->patlen);
+        L->c = malloc(cap * sizeof(*L->c));
+    }
+    if (!L || !L->prefix || (after && !L->after) || !L->pat || !L->c) {
+        if (L)
+            list_free(L);
+        done(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    list_pass(L);
+    list_step(L);
+}
+
 /* ---- fingerprints and marks -------------------------------------------------------------------
  */
 
@@ -3157,6 +3503,7 @@ static const crdt_store_ops_t sr_ops = {
     .apply = sr_apply,
     .changes = sr_changes,
     .scan = sr_scan,
+    .list_keys = sr_list_keys,
     .fingerprint = sr_fingerprint,
     .mark_get = sr_mark_get,
     .mark_put = sr_mark_put,

@@ -43,6 +43,8 @@ typedef void (*crdt_store_write_cb)(void *ud, int rc, uint64_t seq);
 typedef void (*crdt_store_done_cb)(void *ud, int rc, uint64_t next);
 /* A scanned key (borrowed); non-zero stops the scan. */
 typedef int (*crdt_store_key_cb)(void *ud, const void *key, size_t klen, const crdt_obj_t *obj);
+/* A listed key (borrowed); non-zero stops the listing. */
+typedef int (*crdt_store_name_cb)(void *ud, const void *key, size_t klen);
 /* rc 0 and the key's fingerprint, or CRDT_EINVAL (absent) or another negative code. */
 typedef void (*crdt_store_fp_cb)(void *ud, int rc, uint64_t fp);
 /* rc 0 and the mark's bytes (NULL, 0 when never put), or a negative code. */
@@ -145,6 +147,10 @@ typedef struct crdt_store_ops {
      * without their states, for a check before writing (a store over Redis: CRDT.TYPE) */
     void (*types)(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
                   void *ud);
+    /* ordered listing (added with GET /v1/keys) */
+    void (*list_keys)(crdt_store_t *st, const void *prefix, size_t plen, const void *after,
+                      size_t alen, size_t limit, crdt_store_name_cb each, crdt_store_done_cb done,
+                      void *ud);
 } crdt_store_ops_t;
 
 struct crdt_store {
@@ -220,6 +226,21 @@ static inline void crdt_store_scan(crdt_store_t *st, uint64_t cursor, size_t lim
                                    crdt_store_key_cb each, crdt_store_done_cb done, void *ud)
 {
     st->ops->scan(st, cursor, limit, each, done, ud);
+}
+
+/* The data keys that begin with prefix (plen 0: all) and come after `after` (exclusive; NULL: from
+ * the first; a non-NULL after with alen 0 is the empty key), in bytewise order (a prefix sorts
+ * before the keys it begins), at most `limit`, each once, key only; internal keys
+ * (crdt_key_internal) and keys with nothing live (crdt_obj_is_live false: deleted) are never
+ * listed. Then done(rc, more): more 1 when a further key may follow (continue after the last key
+ * listed), 0 when the range is exhausted. prefix and after are borrowed for the call. The
+ * embedded store answers from an ordered index of its keys (O(log n + limit)); a store over Redis
+ * scans the keys matching the prefix (Redis has no ordered scan: docs/http-api.md). */
+static inline void crdt_store_list_keys(crdt_store_t *st, const void *prefix, size_t plen,
+                                        const void *after, size_t alen, size_t limit,
+                                        crdt_store_name_cb each, crdt_store_done_cb done, void *ud)
+{
+    st->ops->list_keys(st, prefix, plen, after, alen, limit, each, done, ud);
 }
 
 /* The key's state fingerprint (anti-entropy, REST's "fingerprint"). */

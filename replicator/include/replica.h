@@ -111,6 +111,17 @@ int crdt_replica_foreach(crdt_replica_t *r, crdt_replica_key_cb cb, void *ud);
 int crdt_replica_scan(crdt_replica_t *r, uint64_t cursor, size_t limit, crdt_replica_key_cb cb,
                       void *ud, uint64_t *next);
 
+/* The data keys that begin with prefix (plen 0: every key) and come after `after` (exclusive; NULL:
+ * from the first; alen 0 with a non-NULL after: after the empty key), in bytewise order (a
+ * prefix before the keys it begins), at most `limit` of them; internal keys (crdt_key_internal)
+ * and keys with nothing live (crdt_obj_is_live false: deleted) are skipped. *more is true when
+ * a further key would have been listed (or cb stopped the listing). cb must not write to r.
+ * Costs O(log n + limit + the keys skipped) once the ordered index exists; the first listing
+ * builds it (a sort of every key: O(n log n)), and from then on every new key is added to it.
+ * Returns cb's non-zero value if it stopped, 0, or CRDT_EINVAL / CRDT_ENOMEM. */
+int crdt_replica_list_keys(crdt_replica_t *r, const void *prefix, size_t plen, const void *after,
+                           size_t alen, size_t limit, crdt_replica_key_cb cb, void *ud, bool *more);
+
 /* ---- writes --------------------------------------------------------------------------------- *
  * Both calls append the resulting delta to the log buffer, give it the next change sequence number
  * (*seq), update the change feed and the fingerprints, and notify the listener. They return 1 if the

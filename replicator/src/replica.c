@@ -154,6 +154,7 @@ uint32_t rep_insert(crdt_replica_t *r, const void *key, size_t klen, uint64_t h,
     r->keys_by_type[crdt_obj_type(obj)]++;
     if (crdt_key_internal(key, klen))
         r->internal_by_type[crdt_obj_type(obj)]++;
+    rep_order_add(r, id); /* the ordered index of listings (keyorder.c), once built */
     return id;
 }
 
@@ -765,6 +766,7 @@ static void free_replica(crdt_replica_t *r)
         free(r->keys[id].key);
         crdt_obj_free(r->keys[id].obj);
     }
+    rep_order_free(r);
     free(r->keys);
     free(r->slots);
     free(r->feed);

@@ -130,6 +130,16 @@ typedef struct rep_snap {
 
 typedef struct rep_load rep_load_t;
 
+/* The keys in bytewise order (keyorder.c), built at the first listing. */
+typedef struct rep_order_chunk rep_order_chunk_t;
+typedef struct ord_ent ord_ent_t;
+typedef struct rep_order {
+    rep_order_chunk_t **chunks; /* ascending; each holds 1..ORDER_CHUNK keys, ascending */
+    ord_ent_t *last;            /* by chunk: its last entry (the directory's binary search) */
+    size_t n, cap;
+    bool built; /* false: not built yet (or dropped after running out of memory) */
+} rep_order_t;
+
 struct crdt_replica {
     crdt_replica_config_t cfg;
     char *dir; /* owned copy of cfg.dir */
@@ -167,6 +177,8 @@ struct crdt_replica {
 
     rep_load_t *load; /* recovered keys still to be joined (load.c), NULL once all are */
     double rec_t0;    /* when open began */
+
+    rep_order_t order; /* keyorder.c */
 
     bool failed;       /* a write to disk failed: refuse writes until restarted */
     char failure[256]; /* why */
@@ -439,6 +451,13 @@ static inline void rep_ready(crdt_replica_t *r, uint32_t id)
     if (r->load)
         rep_load_key(r, id);
 }
+
+/* ---- keyorder.c: the ordered index of keys --------------------------------------------------- */
+
+/* A key was added (rep_insert's hook): into the index when it is built. Cannot fail (on ENOMEM
+ * the index is dropped, and the next listing builds it again). */
+void rep_order_add(crdt_replica_t *r, uint32_t id);
+void rep_order_free(crdt_replica_t *r);
 
 /* ---- snapshot.c --------------------------------------------------------------------------------
  */

@@ -25,6 +25,7 @@ typedef enum call_kind {
     C_MARK_PUT,
     C_RSX_STEP,
     C_RSX_KEYS,
+    C_LIST_KEYS,
 } call_kind_t;
 
 typedef struct call {
@@ -56,6 +57,8 @@ typedef struct call {
     } cb;
     crdt_feed_cb each;
     crdt_store_key_cb key_each;
+    crdt_store_name_cb name_each; /* list_keys: key is the prefix, p (n bytes) the after */
+    bool has_after;
 } call_t;
 
 typedef struct deferred {
@@ -245,6 +248,27 @@ static void d_scan(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store_k
     push(st, c);
 }
 
+static void d_list_keys(crdt_store_t *st, const void *prefix, size_t plen, const void *after,
+                        size_t alen, size_t limit, crdt_store_name_cb each, crdt_store_done_cb done,
+                        void *ud)
+{
+    call_t *c = call_new(C_LIST_KEYS, prefix, plen, ud);
+    if (c && after && !(c->p = dup_bytes(after, alen))) {
+        call_free(c);
+        c = NULL;
+    }
+    if (!c) {
+        done(ud, CRDT_ENOMEM, 0);
+        return;
+    }
+    c->has_after = after != NULL;
+    c->n = alen;
+    c->limit = limit;
+    c->name_each = each;
+    c->cb.done = done;
+    push(st, c);
+}
+
 static void d_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt_store_fp_cb cb,
                           void *ud)
 {
@@ -308,6 +332,10 @@ static void run(deferred_t *d, call_t *c)
     case C_MARK_PUT: crdt_store_mark_put(in, c->name, c->p, c->n, c->cb.status, c->ud); break;
     case C_RSX_STEP: crdt_store_rsx_step(in, c->rsx, c->p, c->n, c->cb.rsx, c->ud); break;
     case C_RSX_KEYS: crdt_store_rsx_keys(in, c->from, c->key_each, c->cb.done, c->ud); break;
+    case C_LIST_KEYS:
+        crdt_store_list_keys(in, c->key, c->klen, c->has_after ? c->p : NULL, c->n, c->limit,
+                             c->name_each, c->cb.done, c->ud);
+        break;
     }
 }
 
@@ -438,6 +466,7 @@ static const crdt_store_ops_t deferred_ops = {
     .apply = d_apply,
     .changes = d_changes,
     .scan = d_scan,
+    .list_keys = d_list_keys,
     .fingerprint = d_fingerprint,
     .mark_get = d_mark_get,
     .mark_put = d_mark_put,

@@ -143,6 +143,29 @@ static void emb_scan(crdt_store_t *st, uint64_t cursor, size_t limit, crdt_store
     done(ud, 0, next);
 }
 
+typedef struct list_ctx {
+    crdt_store_name_cb each;
+    void *ud;
+} list_ctx_t;
+
+static int list_cb(const void *key, size_t klen, const crdt_obj_t *o, void *ud)
+{
+    (void)o;
+    list_ctx_t *c = ud;
+    return c->each(c->ud, key, klen);
+}
+
+static void emb_list_keys(crdt_store_t *st, const void *prefix, size_t plen, const void *after,
+                          size_t alen, size_t limit, crdt_store_name_cb each,
+                          crdt_store_done_cb done, void *ud)
+{
+    list_ctx_t c = {each, ud};
+    bool more = false;
+    int rc =
+        crdt_replica_list_keys(emb(st)->r, prefix, plen, after, alen, limit, list_cb, &c, &more);
+    done(ud, rc < 0 ? rc : 0, more ? 1 : 0);
+}
+
 static void emb_fingerprint(crdt_store_t *st, const void *key, size_t klen, crdt_store_fp_cb cb,
                             void *ud)
 {
@@ -504,6 +527,7 @@ static const crdt_store_ops_t emb_ops = {
     .rsx_close = emb_rsx_close,
     .rsx_keys = emb_rsx_keys,
     .rsx_items = emb_rsx_items,
+    .list_keys = emb_list_keys,
 };
 
 crdt_store_t *crdt_store_embedded_wrap(crdt_replica_t *r)
