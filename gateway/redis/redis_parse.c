@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "crdt_reconcile.h"
+#include "logpos.h"
 
 static redisReplyObjectFunctions limited_fns;
 static void *(*default_create_array)(const redisReadTask *, int);
@@ -237,6 +238,12 @@ int sr_parse_log_read(const redisReply *r, char *pos, size_t cap, bool *truncate
     const redisReply *p = r->element[0], *s = r->element[1], *e = r->element[2];
     if (!is_str(p) || p->len == 0 || p->len >= cap)
         return fail(why, whylen, "CRDT.LOG.READ: the position is not a string");
+    /* the store sends the position back and saves it: "0", "$" or EPOCH:MS-SEQ:OFFSET only (a
+     * NUL inside would cut it short, anything else would make every later read fail) */
+    crdtm_pos_t pp;
+    const char *pwhy = NULL;
+    if (crdtm_pos_parse(p->str, p->len, &pp, &pwhy) < 0)
+        return fail(why, whylen, "CRDT.LOG.READ: the position is not a log position");
     if (!is_str(s) || !s->str)
         return fail(why, whylen, "CRDT.LOG.READ: the status is not a string");
     if (s->len == 2 && memcmp(s->str, "ok", 2) == 0)
