@@ -163,6 +163,7 @@ static void test_rsx_open_recv(void)
         BAD("*2\r\n$0\r\n\r\n$1\r\nm\r\n", "an empty session id"),
         BAD("*2\r\n$24\r\n012345678901234567890123\r\n$1\r\nm\r\n", "a session id too long"),
         BAD("*2\r\n:5\r\n$1\r\nm\r\n", "a session id that is an integer"),
+        BAD("*2\r\n$3\r\n1\0" "2\r\n$1\r\nm\r\n", "a session id with a NUL inside"),
         BAD("*2\r\n$1\r\ns\r\n:1\r\n", "a message that is an integer"),
         BAD("*2\r\n$1\r\ns\r\n$-1\r\n", "a nil message"),
         BAD("*1\r\n$1\r\ns\r\n", "one element"),

@@ -341,6 +341,9 @@ int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char 
     if (!is_arr(r, 2) || !is_bulk(r->element[0]) || r->element[0]->len == 0 ||
         r->element[0]->len >= sidcap || !is_bulk(r->element[1]))
         return fail(why, whylen, "CRDT.RSX.OPEN: unexpected reply");
+    /* the id goes back as a C string in RECV / DIFFS / CLOSE: a NUL inside would name another */
+    if (memchr(r->element[0]->str, '\0', r->element[0]->len))
+        return fail(why, whylen, "CRDT.RSX.OPEN: the session id has a NUL byte");
     memcpy(sid, r->element[0]->str, r->element[0]->len);
     sid[r->element[0]->len] = '\0';
     *msg = r->element[1]->str ? r->element[1]->str : "";

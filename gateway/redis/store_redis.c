@@ -2721,12 +2721,12 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     }
     x->inflight--;
     if (x->closed) {
-        if (q->kind == R_RSX_OPEN && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-            r->element[0] && r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < 24) {
+        char sid[24];
+        const char *msg;
+        size_t mlen;
+        if (q->kind == R_RSX_OPEN &&
+            sr_parse_rsx_open(r, sid, sizeof(sid), &msg, &mlen, NULL, 0) == 0) {
             /* opened after all: close it in the module too */
-            char sid[24];
-            memcpy(sid, r->element[0]->str, r->element[0]->len);
-            sid[r->element[0]->len] = '\0';
             const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, sid};
             size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(sid)};
             snprintf(x->sid, sizeof(x->sid), "%s", sid);
