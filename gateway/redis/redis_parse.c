@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crdt_reconcile.h"
+#include "logpos.h"
+
 static redisReplyObjectFunctions limited_fns;
 static void *(*default_create_array)(const redisReadTask *, int);
 
@@ -235,6 +238,12 @@ int sr_parse_log_read(const redisReply *r, char *pos, size_t cap, bool *truncate
     const redisReply *p = r->element[0], *s = r->element[1], *e = r->element[2];
     if (!is_str(p) || p->len == 0 || p->len >= cap)
         return fail(why, whylen, "CRDT.LOG.READ: the position is not a string");
+    /* the store sends the position back and saves it: "0", "$" or EPOCH:MS-SEQ:OFFSET only (a
+     * NUL inside would cut it short, anything else would make every later read fail) */
+    crdtm_pos_t pp;
+    const char *pwhy = NULL;
+    if (crdtm_pos_parse(p->str, p->len, &pp, &pwhy) < 0)
+        return fail(why, whylen, "CRDT.LOG.READ: the position is not a log position");
     if (!is_str(s) || !s->str)
         return fail(why, whylen, "CRDT.LOG.READ: the status is not a string");
     if (s->len == 2 && memcmp(s->str, "ok", 2) == 0)
@@ -274,4 +283,177 @@ bool sr_log_entry(const redisReply *r, size_t i, sr_log_entry_t *out)
     out->delta = e->element[2]->str;
     out->dlen = e->element[2]->len;
     return true;
+}
+
+/* ---- CRDT.LOG.POLL, CRDT.RSX.*, CRDT.TYPE, SCAN ---------------------------------------------- */
+
+/* ids of anti-entropy items live in [0, CRDT_RSX_ID_SPACE) */
+#define SR_RSX_ID_SPACE CRDT_RSX_ID_SPACE
+
+static bool is_arr(const redisReply *r, size_t n)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->elements == n && (n == 0 || r->element);
+}
+
+static bool is_bulk(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_STRING && (r->str || r->len == 0);
+}
+
+static bool is_any_int(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_INTEGER;
+}
+
+static const redisReply *elem(const redisReply *r, size_t i)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->element && i < r->elements ? r->element[i]
+                                                                                : NULL;
+}
+
+int sr_parse_log_poll(const redisReply *r, bool *more, size_t *n, char *why, size_t whylen)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1 || !r->element ||
+        !is_any_int(r->element[r->elements - 1]))
+        return fail(why, whylen, "CRDT.LOG.POLL did not answer [[log, read]..., more]");
+    *more = r->element[r->elements - 1]->integer != 0;
+    *n = r->elements - 1;
+    return 0;
+}
+
+bool sr_log_poll_item(const redisReply *r, size_t i, const char **name, size_t *nlen,
+                      const redisReply **read)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || i + 1 >= r->elements)
+        return false;
+    const redisReply *e = elem(r, i);
+    if (!is_arr(e, 2) || !is_bulk(e->element[0]))
+        return false;
+    *name = e->element[0]->str ? e->element[0]->str : "";
+    *nlen = e->element[0]->len;
+    *read = e->element[1];
+    return true;
+}
+
+int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char **msg,
+                      size_t *mlen, char *why, size_t whylen)
+{
+    if (!is_arr(r, 2) || !is_bulk(r->element[0]) || r->element[0]->len == 0 ||
+        r->element[0]->len >= sidcap || !is_bulk(r->element[1]))
+        return fail(why, whylen, "CRDT.RSX.OPEN: unexpected reply");
+    /* the id goes back as a C string in RECV / DIFFS / CLOSE: a NUL inside would name another */
+    if (memchr(r->element[0]->str, '\0', r->element[0]->len))
+        return fail(why, whylen, "CRDT.RSX.OPEN: the session id has a NUL byte");
+    memcpy(sid, r->element[0]->str, r->element[0]->len);
+    sid[r->element[0]->len] = '\0';
+    *msg = r->element[1]->str ? r->element[1]->str : "";
+    *mlen = r->element[1]->len;
+    return 0;
+}
+
+int sr_parse_rsx_recv(const redisReply *r, const char **msg, size_t *mlen, bool *finished,
+                      char *why, size_t whylen)
+{
+    if (!is_arr(r, 2) || !is_bulk(r->element[0]) || !is_any_int(r->element[1]))
+        return fail(why, whylen, "CRDT.RSX.RECV: unexpected reply");
+    *msg = r->element[0]->str ? r->element[0]->str : "";
+    *mlen = r->element[0]->len;
+    *finished = r->element[1]->integer != 0;
+    return 0;
+}
+
+int sr_parse_rsx_diffs(const redisReply *r, size_t *n, char *why, size_t whylen)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || (r->elements && !r->element))
+        return fail(why, whylen, "CRDT.RSX.DIFFS: unexpected reply");
+    *n = r->elements;
+    return 0;
+}
+
+bool sr_rsx_diff_row(const redisReply *r, size_t i, sr_rsx_diff_t *out)
+{
+    const redisReply *e = elem(r, i);
+    if (!is_arr(e, 3) || !is_int(e->element[1], 1, 3) || !is_any_int(e->element[2]) ||
+        e->element[2]->integer < 0 || (uint64_t)e->element[2]->integer >= SR_RSX_ID_SPACE)
+        return false;
+    out->id = (uint64_t)e->element[2]->integer;
+    out->state = (unsigned)e->element[1]->integer;
+    const redisReply *nm = e->element[0];
+    out->name = is_bulk(nm) ? (nm->str ? nm->str : "") : NULL;
+    out->nlen = out->name ? nm->len : 0;
+    return true;
+}
+
+int sr_parse_rsx_items(const redisReply *r, size_t *n, char *why, size_t whylen)
+{
+    if (!r || r->type != REDIS_REPLY_ARRAY || (r->elements && !r->element))
+        return fail(why, whylen, "CRDT.RSX.ITEMS: unexpected reply");
+    *n = r->elements;
+    return 0;
+}
+
+bool sr_rsx_item(const redisReply *r, size_t i, sr_rsx_item_t *out)
+{
+    const redisReply *e = elem(r, i);
+    if (!is_arr(e, 3) || !is_bulk(e->element[0]) || !is_any_int(e->element[1]) ||
+        e->element[1]->integer < 0 || (uint64_t)e->element[1]->integer >= SR_RSX_ID_SPACE ||
+        !is_any_int(e->element[2]))
+        return false;
+    out->name = e->element[0]->str ? e->element[0]->str : "";
+    out->nlen = e->element[0]->len;
+    out->id = (uint64_t)e->element[1]->integer;
+    out->fp = (uint64_t)e->element[2]->integer;
+    return true;
+}
+
+bool sr_parse_rsx_digest(const redisReply *r, uint64_t *items)
+{
+    if (!is_arr(r, 4) || !is_any_int(r->element[0]) || r->element[0]->integer < 0)
+        return false;
+    *items = (uint64_t)r->element[0]->integer;
+    return true;
+}
+
+int sr_parse_type(const redisReply *r, crdt_type_t *type, char *why, size_t whylen)
+{
+    *type = 0;
+    if (!is_str(r) || !r->str)
+        return fail(why, whylen, "CRDT.TYPE did not answer a type name");
+    /* a name with a NUL inside is not a name (strcmp would see only its start) */
+    if (strlen(r->str) != r->len)
+        return fail(why, whylen, "CRDT.TYPE answered a name with a NUL byte");
+    if (strcmp(r->str, "none") == 0)
+        return 0;
+    if (crdt_type_from_name(r->str, type) < 0) {
+        *type = 0;
+        return fail(why, whylen, "CRDT.TYPE answered an unknown type");
+    }
+    return 0;
+}
+
+int sr_parse_scan(const redisReply *r, unsigned cursor_bits, uint64_t *cursor,
+                  const redisReply **keys, char *why, size_t whylen)
+{
+    if (!is_arr(r, 2) || !is_bulk(r->element[0]) || !r->element[1] ||
+        r->element[1]->type != REDIS_REPLY_ARRAY ||
+        (r->element[1]->elements && !r->element[1]->element))
+        return fail(why, whylen, "SCAN did not answer [cursor, [keys...]]");
+    const redisReply *c = r->element[0];
+    /* decimal digits only: strtoull would take "", " 7", "+7" and "-1" */
+    if (c->len == 0 || c->len > 20 || cursor_bits == 0 || cursor_bits > 64)
+        return fail(why, whylen, "SCAN: the cursor is not a number");
+    uint64_t v = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        if (c->str[i] < '0' || c->str[i] > '9')
+            return fail(why, whylen, "SCAN: the cursor is not a number");
+        uint64_t d = (uint64_t)(c->str[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return fail(why, whylen, "SCAN: the cursor is out of range");
+        v = v * 10 + d;
+    }
+    if (cursor_bits < 64 && v >> cursor_bits)
+        return fail(why, whylen, "SCAN: the cursor is out of range");
+    *cursor = v;
+    *keys = r->element[1];
+    return 0;
 }

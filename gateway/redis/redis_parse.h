@@ -13,6 +13,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "crdt.h"
+
 #define SR_HOST_MAX 64
 
 typedef struct sr_addr {
@@ -74,5 +76,63 @@ int sr_parse_log_read(const redisReply *r, char *pos, size_t cap, bool *truncate
                       char *why, size_t whylen);
 /* Entry i of a reply sr_parse_log_read accepted; false when that entry is malformed. */
 bool sr_log_entry(const redisReply *r, size_t i, sr_log_entry_t *e);
+
+/* ---- the newer replies: CRDT.LOG.POLL, CRDT.RSX.*, CRDT.TYPE, SCAN -------------------------- */
+
+/* A CRDT.LOG.POLL reply: [[log, <CRDT.LOG.READ reply>]..., more]. *n is the number of log items
+ * (the elements before the integer `more`), *more whether crdt.so has more. 0, or -1 with why. */
+int sr_parse_log_poll(const redisReply *r, bool *more, size_t *n, char *why, size_t whylen);
+/* Item i of a reply sr_parse_log_poll accepted: [name, read]; the log's name (pointer into r) and
+ * its CRDT.LOG.READ reply (any shape: sr_parse_log_read judges it). False on another shape. */
+bool sr_log_poll_item(const redisReply *r, size_t i, const char **name, size_t *nlen,
+                      const redisReply **read);
+
+/* A CRDT.RSX.OPEN reply: [session id, first message]. The id (1..sidcap-1 bytes) is copied into
+ * sid; the message points into r. 0, or -1 with why. */
+int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char **msg,
+                      size_t *mlen, char *why, size_t whylen);
+
+/* A CRDT.RSX.RECV reply: [reply message, finished]. msg points into r (mlen may be 0). 0, or -1
+ * with why. */
+int sr_parse_rsx_recv(const redisReply *r, const char **msg, size_t *mlen, bool *finished,
+                      char *why, size_t whylen);
+
+/* One row of CRDT.RSX.DIFFS: [name, state 1..3, id < CRDT_RSX_ID_SPACE]; name NULL when the
+ * row's name is not a string (the row still counts). */
+typedef struct sr_rsx_diff {
+    uint64_t id;
+    unsigned state;
+    const char *name;
+    size_t nlen;
+} sr_rsx_diff_t;
+
+/* A CRDT.RSX.DIFFS reply: an array of rows; *n rows. 0, or -1 with why. */
+int sr_parse_rsx_diffs(const redisReply *r, size_t *n, char *why, size_t whylen);
+/* Row i of a reply sr_parse_rsx_diffs accepted; false when that row is malformed. */
+bool sr_rsx_diff_row(const redisReply *r, size_t i, sr_rsx_diff_t *out);
+
+/* One entry of CRDT.RSX.ITEMS: [name, id < CRDT_RSX_ID_SPACE, fingerprint]. name points into r. */
+typedef struct sr_rsx_item {
+    const char *name;
+    size_t nlen;
+    uint64_t id, fp;
+} sr_rsx_item_t;
+
+/* A CRDT.RSX.ITEMS reply: an array of entries; *n entries. 0, or -1 with why. */
+int sr_parse_rsx_items(const redisReply *r, size_t *n, char *why, size_t whylen);
+/* Entry i of a reply sr_parse_rsx_items accepted; false when that entry is malformed. */
+bool sr_rsx_item(const redisReply *r, size_t i, sr_rsx_item_t *out);
+
+/* A CRDT.RSX.DIGEST reply: [items, ...] (4 elements); true with the item count. */
+bool sr_parse_rsx_digest(const redisReply *r, uint64_t *items);
+
+/* A CRDT.TYPE reply: a type name or "none" (*type 0). 0, or -1 with why. */
+int sr_parse_type(const redisReply *r, crdt_type_t *type, char *why, size_t whylen);
+
+/* A SCAN reply: [cursor, [keys...]]. The cursor is decimal digits below 2^cursor_bits; keys
+ * points at the key array (its elements of another type than string are to be skipped). 0, or
+ * -1 with why. */
+int sr_parse_scan(const redisReply *r, unsigned cursor_bits, uint64_t *cursor,
+                  const redisReply **keys, char *why, size_t whylen);
 
 #endif /* GW_REDIS_PARSE_H */

@@ -1004,9 +1004,7 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_TYPES: {
         crdt_type_t t = 0;
         rc = 0;
-        if (r->type != REDIS_REPLY_STATUS && r->type != REDIS_REPLY_STRING)
-            rc = bad_reply(s, q, r);
-        else if (strcmp(r->str, "none") != 0 && crdt_type_from_name(r->str, &t) < 0)
+        if (sr_parse_type(r, &t, NULL, 0) < 0)
             rc = bad_reply(s, q, r);
         q->many->types[q->idx] = t;
         many_part(q->many, q->idx, rc, NULL);
@@ -1548,33 +1546,34 @@ static void log_read_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     sr_node_t *n = q->fixed;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
-        r->element[r->elements - 1]->type != REDIS_REPLY_INTEGER) {
+    bool more = false;
+    size_t items = 0;
+    if (sr_parse_log_poll(r, &more, &items, NULL, 0) < 0) {
         bad_reply(s, q, r);
         follow_read_done(n);
         return;
     }
-    if (r->element[r->elements - 1]->integer)
+    if (more)
         n->follow_more = true;
     size_t at = 0;
-    for (size_t i = 0; i + 1 < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !e->element[0] ||
-            e->element[0]->type != REDIS_REPLY_STRING) {
+    for (size_t i = 0; i < items; i++) {
+        const char *nm;
+        size_t nlen;
+        const redisReply *read;
+        if (!sr_log_poll_item(r, i, &nm, &nlen, &read)) {
             bad_reply(s, q, r);
             break;
         }
         /* the reply keeps the order of the request: find the log from where the last one was */
-        const redisReply *nm = e->element[0];
         while (at < q->nidx &&
-               (q->idxs[at] >= s->nlogs || strlen(s->logs[q->idxs[at]].name) != nm->len ||
-                memcmp(s->logs[q->idxs[at]].name, nm->str, nm->len) != 0))
+               (q->idxs[at] >= s->nlogs || strlen(s->logs[q->idxs[at]].name) != nlen ||
+                memcmp(s->logs[q->idxs[at]].name, nm, nlen) != 0))
             at++;
         if (at == q->nidx) {
             bad_reply(s, q, r);
             break;
         }
-        log_read_apply(s, n, &s->logs[q->idxs[at]], q, e->element[1]);
+        log_read_apply(s, n, &s->logs[q->idxs[at]], q, read);
         at++;
     }
     follow_read_done(n);
@@ -2256,23 +2255,14 @@ static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     sr_scan_t *sc = q->scan;
     sc->left--;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element || !r->element[0] ||
-        r->element[0]->type != REDIS_REPLY_STRING || !r->element[1] ||
-        r->element[1]->type != REDIS_REPLY_ARRAY) {
+    uint64_t cur = 0;
+    const redisReply *keys = NULL;
+    if (sr_parse_scan(r, SR_SCAN_NODE_SHIFT - 1, &cur, &keys, NULL, 0) < 0) {
         if (sc->rc == 0)
             sc->rc = bad_reply(s, q, r);
         scan_finish(sc);
         return;
     }
-    char *end = NULL;
-    unsigned long long cur = strtoull(r->element[0]->str, &end, 10);
-    if (!end || *end || cur >> (SR_SCAN_NODE_SHIFT - 1)) {
-        if (sc->rc == 0)
-            sc->rc = bad_reply(s, q, r);
-        scan_finish(sc);
-        return;
-    }
-    const redisReply *keys = r->element[1];
     for (size_t i = 0; i < keys->elements; i++) {
         const redisReply *k = keys->element ? keys->element[i] : NULL;
         if (!k || k->type != REDIS_REPLY_STRING)
@@ -3017,18 +3007,15 @@ static void rsx_local_start(crdt_store_rsx_t *x)
 
 static void rsx_items_reply(crdt_store_rsx_t *x, sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
-    if (r->type != REDIS_REPLY_ARRAY) {
+    size_t nitems = 0;
+    if (sr_parse_rsx_items(r, &nitems, NULL, 0) < 0) {
         x->items_left = 0;
         rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.ITEMS: unexpected reply");
         return;
     }
-    for (size_t i = 0; i < r->elements; i++) {
-        const redisReply *e = r->element[i];
-        if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element[0] ||
-            e->element[0]->type != REDIS_REPLY_STRING || !e->element[1] ||
-            e->element[1]->type != REDIS_REPLY_INTEGER || e->element[1]->integer < 0 ||
-            (uint64_t)e->element[1]->integer >= CRDT_RSX_ID_SPACE || !e->element[2] ||
-            e->element[2]->type != REDIS_REPLY_INTEGER) {
+    for (size_t i = 0; i < nitems; i++) {
+        sr_rsx_item_t it;
+        if (!sr_rsx_item(r, i, &it)) {
             x->items_left = 0;
             rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.ITEMS: unexpected entry");
             return;
@@ -3044,16 +3031,14 @@ static void rsx_items_reply(crdt_store_rsx_t *x, sr_store_t *s, sr_req_t *q, con
             x->litems = p;
             x->caplitems = cap;
         }
-        const redisReply *nm = e->element[0];
-        char *name = malloc(nm->len ? nm->len : 1);
+        char *name = malloc(it.nlen ? it.nlen : 1);
         if (!name) {
             x->items_left = 0;
             rsx_complete(x, CRDT_ENOMEM, NULL);
             return;
         }
-        memcpy(name, nm->str, nm->len);
-        x->litems[x->nlitems++] = (sr_litem_t){(uint64_t)e->element[1]->integer,
-                                               (uint64_t)e->element[2]->integer, name, nm->len};
+        memcpy(name, it.name, it.nlen);
+        x->litems[x->nlitems++] = (sr_litem_t){it.id, it.fp, name, it.nlen};
     }
     if (x->items_left && --x->items_left == 0)
         rsx_local_start(x);
@@ -3063,9 +3048,9 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     if (q->kind == R_RSX_DIGEST) {
         s->rsx_items_busy = false;
-        if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 && r->element[0] &&
-            r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer >= 0)
-            s->rsx_items = (uint64_t)r->element[0]->integer;
+        uint64_t items;
+        if (sr_parse_rsx_digest(r, &items))
+            s->rsx_items = items;
         return;
     }
     crdt_store_rsx_t *x = q->ud;
@@ -3081,12 +3066,12 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     }
     x->inflight--;
     if (x->closed) {
-        if (q->kind == R_RSX_OPEN && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-            r->element[0] && r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len < 24) {
+        char sid[24];
+        const char *msg;
+        size_t mlen;
+        if (q->kind == R_RSX_OPEN &&
+            sr_parse_rsx_open(r, sid, sizeof(sid), &msg, &mlen, NULL, 0) == 0) {
             /* opened after all: close it in the module too */
-            char sid[24];
-            memcpy(sid, r->element[0]->str, r->element[0]->len);
-            sid[r->element[0]->len] = '\0';
             const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, sid};
             size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(sid)};
             snprintf(x->sid, sizeof(x->sid), "%s", sid);
@@ -3097,16 +3082,13 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         return;
     }
     switch (q->kind) {
-    case R_RSX_OPEN:
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[0]->len == 0 ||
-            r->element[0]->len >= sizeof(x->sid) || !r->element[1] ||
-            r->element[1]->type != REDIS_REPLY_STRING) {
+    case R_RSX_OPEN: {
+        const char *msg;
+        size_t mlen;
+        if (sr_parse_rsx_open(r, x->sid, sizeof(x->sid), &msg, &mlen, NULL, 0) < 0) {
             rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.OPEN: unexpected reply");
             return;
         }
-        memcpy(x->sid, r->element[0]->str, r->element[0]->len);
-        x->sid[r->element[0]->len] = '\0';
         x->opened = true;
         s->rs.rsx_sessions++;
         if (!x->initiator) {
@@ -3118,26 +3100,27 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             return;
         }
         x->reply.len = 0;
-        if (crdt_buf_append(&x->reply, r->element[1]->str, r->element[1]->len) < 0) {
+        if (crdt_buf_append(&x->reply, msg, mlen) < 0) {
             rsx_complete(x, CRDT_ENOMEM, NULL);
             return;
         }
         rsx_complete(x, 0, NULL);
         return;
+    }
     case R_RSX_RECV: {
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || !r->element[0] ||
-            r->element[0]->type != REDIS_REPLY_STRING || !r->element[1] ||
-            r->element[1]->type != REDIS_REPLY_INTEGER) {
+        const char *msg;
+        size_t mlen;
+        bool more;
+        if (sr_parse_rsx_recv(r, &msg, &mlen, &more, NULL, 0) < 0) {
             rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.RECV: unexpected reply");
             return;
         }
         x->reply.len = 0;
-        if (r->element[0]->len &&
-            crdt_buf_append(&x->reply, r->element[0]->str, r->element[0]->len) < 0) {
+        if (mlen && crdt_buf_append(&x->reply, msg, mlen) < 0) {
             rsx_complete(x, CRDT_ENOMEM, NULL);
             return;
         }
-        if (!r->element[1]->integer) {
+        if (!more) {
             rsx_complete(x, 0, NULL);
             return;
         }
@@ -3148,35 +3131,31 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     }
     case R_RSX_DIFFS: {
         x->finished = true;
-        if (r->type != REDIS_REPLY_ARRAY) {
+        size_t nrows = 0;
+        if (sr_parse_rsx_diffs(r, &nrows, NULL, 0) < 0) {
             rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.DIFFS: unexpected reply");
             return;
         }
         free(x->diffs);
-        x->diffs = calloc(r->elements ? r->elements : 1, sizeof(*x->diffs));
+        x->diffs = calloc(nrows ? nrows : 1, sizeof(*x->diffs));
         x->ndiffs = 0;
         if (!x->diffs) {
             rsx_complete(x, CRDT_ENOMEM, NULL);
             return;
         }
-        for (size_t i = 0; i < r->elements; i++) {
-            const redisReply *e = r->element[i];
-            if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 3 || !e->element[1] ||
-                e->element[1]->type != REDIS_REPLY_INTEGER || !e->element[2] ||
-                e->element[2]->type != REDIS_REPLY_INTEGER || e->element[2]->integer < 0 ||
-                (uint64_t)e->element[2]->integer >= CRDT_RSX_ID_SPACE ||
-                e->element[1]->integer < 1 || e->element[1]->integer > 3) {
+        for (size_t i = 0; i < nrows; i++) {
+            sr_rsx_diff_t row;
+            if (!sr_rsx_diff_row(r, i, &row)) {
                 rsx_complete(x, bad_reply(s, q, r), "CRDT.RSX.DIFFS: unexpected entry");
                 return;
             }
-            uint64_t id = (uint64_t)e->element[2]->integer;
-            const redisReply *nm = e->element[0];
-            if (nm && nm->type == REDIS_REPLY_STRING)
-                rnames_add(s, id, nm->str, nm->len);
+            uint64_t id = row.id;
+            if (row.name)
+                rnames_add(s, id, row.name, row.nlen);
             /* one row per name: an id of several keys comes once */
             if (x->ndiffs && x->diffs[x->ndiffs - 1].id == id)
                 continue;
-            x->diffs[x->ndiffs++] = (crdt_rsx_diff_t){id, (unsigned)e->element[1]->integer};
+            x->diffs[x->ndiffs++] = (crdt_rsx_diff_t){id, row.state};
         }
         rsx_complete(x, 0, NULL);
         return;

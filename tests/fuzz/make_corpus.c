@@ -254,8 +254,33 @@ int main(int argc, char **argv)
             "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:7000\r\n$2\r\nid\r\n",
             "-MOVED 3999 127.0.0.1:6381\r\n", "-ASK 1 h:2\r\n",
             "$33\r\ncrdt_node_id:7\r\ncluster_enabled:1\r\n",
-            "*3\r\n$5\r\n0:1-0\r\n+ok\r\n*1\r\n*3\r\n$3\r\n1-0\r\n$1\r\nk\r\n$1\r\nd\r\n",
+            "*3\r\n$34\r\n00000000000000aa:1796306283614-0:1\r\n+ok\r\n*1\r\n*3\r\n$3\r\n1-0\r\n$1\r\nk\r\n$1\r\nd\r\n",
             "redis://127.0.0.1:6379,localhost:7000"};
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+            write_file(dir, n++, seeds[i], strlen(seeds[i]));
+        return 0;
+    }
+    if (!strcmp(kind, "fuzz_redis_replies")) {
+        /* crdt.so's replies as the Redis store reads them (shapes of tests/test_redis_log.c and
+         * tests/test_redis_rsx.c): CRDT.LOG.POLL with entries with and without an origin, a
+         * truncated log, CRDT.RSX.OPEN / RECV / DIFFS (a nil name) / ITEMS / DIGEST, CRDT.TYPE,
+         * SCAN */
+        static const char *const seeds[] = {
+            "*2\r\n*2\r\n$29\r\ncrdt:log:{x}:00000000000000aa\r\n*3\r\n$34\r\n00000000000000aa:1796306283614-0:1\r\n+ok\r\n"
+            "*2\r\n*3\r\n$3\r\n1-0\r\n$1\r\nk\r\n$1\r\nd\r\n*4\r\n$3\r\n1-1\r\n$1\r\nk\r\n"
+            "$1\r\nd\r\n:7\r\n:0\r\n",
+            "*3\r\n*2\r\n$3\r\nlga\r\n*3\r\n$34\r\n00000000000000ab:1796306283614-7:9\r\n+truncated\r\n*0\r\n*2\r\n$3\r\nlgb\r\n"
+            "*3\r\n$1\r\n$\r\n+ok\r\n*0\r\n:1\r\n",
+            "*1\r\n:0\r\n",
+            "*2\r\n$6\r\nsess-1\r\n$4\r\nmsg1\r\n", "*2\r\n$6\r\nsess-2\r\n$0\r\n\r\n",
+            "*2\r\n$5\r\nreply\r\n:1\r\n", "*2\r\n$0\r\n\r\n:0\r\n",
+            "*3\r\n*3\r\n$1\r\na\r\n:1\r\n:12\r\n*3\r\n$-1\r\n:2\r\n:13\r\n*3\r\n$1\r\nb\r\n:3\r\n"
+            ":13\r\n",
+            "*2\r\n*3\r\n$1\r\na\r\n:12\r\n:987654321\r\n*3\r\n$1\r\nb\r\n:2305843009213693950\r\n"
+            ":-5\r\n",
+            "*4\r\n:42\r\n:1\r\n:2\r\n:3\r\n",
+            "+lwwset\r\n", "$8\r\ntimeline\r\n", "+none\r\n",
+            "*2\r\n$2\r\n17\r\n*2\r\n$1\r\nx\r\n$1\r\ny\r\n", "*2\r\n$1\r\n0\r\n*0\r\n"};
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
         return 0;
