@@ -203,6 +203,7 @@ typedef struct gw_sync {
     lws_sorted_usec_list_t sul_sweep;
     /* metrics */
     uint64_t opened, msgs_in, msgs_out, bytes_in, bytes_out, applies, acks_sent, slow;
+    uint64_t writable_cbs, ws_writes; /* writable callbacks, and the writes they made */
     uint64_t errors[E_COUNT];
 } gw_sync_t;
 
@@ -309,7 +310,11 @@ static int enqueue(sess_t *ss, gw_frame_t *f, uint64_t cursor, bool paced)
         sess_close(ss, 1011, "out of memory");
         return -1;
     }
-    lws_callback_on_writable(ss->wsi);
+    /* a queue that was not empty already has a writable callback requested (on_writeable asks
+     * again while anything is left, and libwebsockets keeps a request until it makes the call):
+     * a change fanned out to many sessions asks once per session, not once per change */
+    if (gw_wsq_len(&ss->q) == 1)
+        lws_callback_on_writable(ss->wsi);
     return 0;
 }
 
@@ -1227,6 +1232,7 @@ static int on_writeable(sess_t *ss)
 {
     gw_server_t *s = ss->srv;
     gw_sync_t *y = s->sync;
+    y->writable_cbs++;
     if (ss->close_code) {
         lws_close_reason(ss->wsi, (enum lws_close_status)ss->close_code,
                          (unsigned char *)ss->close_reason, strlen(ss->close_reason));
@@ -1284,6 +1290,7 @@ static int on_writeable(sess_t *ss)
     }
     if (rc)
         return -1;
+    y->ws_writes++;
     y->msgs_out += msgs;
     y->bytes_out += ss->w.bytes + ss->wb.bytes - before;
     if (gw_wsq_len(&ss->q) || (ss->nwalks && !ss->walking))
@@ -1627,6 +1634,12 @@ char *gw_sync_metrics(gw_server_t *s)
     gw_prom_u64(&o, "crdtd_ws_mark_keys_emptied_total", NULL, 0, y->marks.emptied);
     gw_prom_family(&o, "crdtd_ws_slow_consumer_total", "counter", "Sessions closed with 4008.");
     gw_prom_u64(&o, "crdtd_ws_slow_consumer_total", NULL, 0, y->slow);
+    gw_prom_family(&o, "crdtd_ws_writable_callbacks_total", "counter",
+                   "Writable callbacks of sessions.");
+    gw_prom_u64(&o, "crdtd_ws_writable_callbacks_total", NULL, 0, y->writable_cbs);
+    gw_prom_family(&o, "crdtd_ws_writes_total", "counter",
+                   "Writes of queued messages (one write carries what is queued, up to a bound).");
+    gw_prom_u64(&o, "crdtd_ws_writes_total", NULL, 0, y->ws_writes);
     gw_prom_family(&o, "crdtd_ws_send_queue_bytes", "gauge", "Bytes queued for all sessions.");
     gw_prom_u64(&o, "crdtd_ws_send_queue_bytes", NULL, 0, qbytes);
     gw_prom_family(&o, "crdtd_ws_pending_acks", "gauge", "Acks waiting for durability.");

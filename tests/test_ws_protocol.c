@@ -662,6 +662,13 @@ int main(void)
     test_subscribe(s1.port);
     test_byte_strings(s1.port);
 
+    /* every write is made by a writable callback and carries at least one message */
+    double cbs = metric(s1.port, "crdtd_ws_writable_callbacks_total"),
+           wr = metric(s1.port, "crdtd_ws_writes_total"),
+           out = metric(s1.port, "crdtd_ws_messages_total{direction=\"out\"}");
+    ok(wr > 0 && cbs >= wr && out >= wr,
+       "/metrics: %.0f writable callbacks, %.0f writes, %.0f messages out", cbs, wr, out);
+
     /* --ws-max-sessions 3 and --ws-idle-timeout 1 on the third server */
     ws_raw_t ws[4];
     for (int i = 0; i < 3; i++) {
