@@ -310,11 +310,7 @@ static int enqueue(sess_t *ss, gw_frame_t *f, uint64_t cursor, bool paced)
         sess_close(ss, 1011, "out of memory");
         return -1;
     }
-    /* a queue that was not empty already has a writable callback requested (on_writeable asks
-     * again while anything is left, and libwebsockets keeps a request until it makes the call):
-     * a change fanned out to many sessions asks once per session, not once per change */
-    if (gw_wsq_len(&ss->q) == 1)
-        lws_callback_on_writable(ss->wsi);
+    lws_callback_on_writable(ss->wsi);
     return 0;
 }
 
