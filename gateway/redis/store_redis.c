@@ -1774,6 +1774,26 @@ static void sr_get(crdt_store_t *st, const void *key, size_t klen, crdt_store_ge
     req_dispatch(s, q);
 }
 
+/* Sends `verb key` for each of the n keys of m, pipelined and routed by slot; a request that
+ * cannot be made counts as that key's failure. */
+static void many_issue(sr_store_t *s, sr_many_t *m, const crdt_bytes_t *keys, size_t n,
+                       req_kind_t kind, const char *verb)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[] = {verb, keys[i].data};
+        size_t lens[] = {strlen(verb), keys[i].len};
+        sr_req_t *q = req_new(s, kind, verb, 2, argv, lens);
+        if (!q) {
+            many_part(m, i, CRDT_ENOMEM, NULL);
+            continue;
+        }
+        q->many = m;
+        q->idx = i;
+        route(q, keys[i].data, keys[i].len);
+        req_dispatch(s, q);
+    }
+}
+
 static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
                         crdt_store_get_many_cb cb, void *ud)
 {
@@ -1792,19 +1812,7 @@ static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
     }
     *m = (sr_many_t){.cb = cb, .ud = ud, .n = n, .left = n, .objs = objs};
     /* one CRDT.STATE per key, all pipelined: keys of a roshi select may live on every primary */
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[] = {"CRDT.STATE", keys[i].data};
-        size_t lens[] = {10, keys[i].len};
-        sr_req_t *q = req_new(s, R_MANY, "CRDT.STATE", 2, argv, lens);
-        if (!q) {
-            many_part(m, i, CRDT_ENOMEM, NULL);
-            continue;
-        }
-        q->many = m;
-        q->idx = i;
-        route(q, keys[i].data, keys[i].len);
-        req_dispatch(s, q);
-    }
+    many_issue(s, m, keys, n, R_MANY, "CRDT.STATE");
 }
 
 /* CRDT.TYPE of each key, pipelined: a type check without reading (and decoding) whole states */
@@ -1827,19 +1835,7 @@ static void sr_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_
         return;
     }
     *m = (sr_many_t){.tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types};
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[] = {"CRDT.TYPE", keys[i].data};
-        size_t lens[] = {9, keys[i].len};
-        sr_req_t *q = req_new(s, R_TYPES, "CRDT.TYPE", 2, argv, lens);
-        if (!q) {
-            many_part(m, i, CRDT_ENOMEM, NULL);
-            continue;
-        }
-        q->many = m;
-        q->idx = i;
-        route(q, keys[i].data, keys[i].len);
-        req_dispatch(s, q);
-    }
+    many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
 }
 
 static int hlc_stamp(sr_store_t *s, crdt_hlc_ts_t *ts)
