@@ -1924,6 +1924,26 @@ static void on_challenge(link_t *l, const uint8_t *m, size_t n)
     crdt_buf_free(&hello);
 }
 
+/* Adds a handshake message's body to the transcript and checks the proof of the cluster secret
+ * it carries (the welcome's is the server's); false after closing the link. */
+static bool proof_ok(link_t *l, const uint8_t *m, size_t body, bool server, const uint8_t *proof,
+                     const char *who)
+{
+    crdt_peers_t *P = l->P;
+    if (crdt_buf_append(&l->transcript, m, body)) {
+        link_close(l, 0, 0, "out of memory");
+        return false;
+    }
+    uint8_t want[PW_PROOF_LEN];
+    pw_proof(P->secret, P->cfg.secret_len, server, &l->transcript, want);
+    if (!pw_proof_equal(want, proof)) {
+        link_close(l, PW_R_PROOF, 0,
+                   "wrong proof of the cluster secret from %s (different --peer-secret-file?)", who);
+        return false;
+    }
+    return true;
+}
+
 static void on_hello(link_t *l, const uint8_t *m, size_t n)
 {
     crdt_peers_t *P = l->P;
@@ -1945,19 +1965,10 @@ static void on_hello(link_t *l, const uint8_t *m, size_t n)
                    h.cluster, P->cluster);
         return;
     }
-    if (crdt_buf_append(&l->transcript, m, body)) {
-        link_close(l, 0, 0, "out of memory");
+    char who[48];
+    snprintf(who, sizeof(who), "node %" PRIu64, h.node_id);
+    if (!proof_ok(l, m, body, false, h.proof, who))
         return;
-    }
-    uint8_t want[PW_PROOF_LEN];
-    pw_proof(P->secret, P->cfg.secret_len, false, &l->transcript, want);
-    if (!pw_proof_equal(want, h.proof)) {
-        link_close(l, PW_R_PROOF, 0,
-                   "wrong proof of the cluster secret from node %" PRIu64
-                   " (different --peer-secret-file?)",
-                   h.node_id);
-        return;
-    }
     if (h.node_id == P->node_id) {
         link_close(l, PW_R_SELF, 0, "the peer has our node id %" PRIu64, h.node_id);
         return;
@@ -1990,7 +2001,6 @@ static void on_hello(link_t *l, const uint8_t *m, size_t n)
 
 static void on_welcome(link_t *l, const uint8_t *m, size_t n)
 {
-    crdt_peers_t *P = l->P;
     pw_welcome_t w;
     size_t body = 0;
     const char *why = "?";
@@ -1998,18 +2008,8 @@ static void on_welcome(link_t *l, const uint8_t *m, size_t n)
         link_close(l, PW_R_PROTOCOL, 0, "bad handshake: %s", why);
         return;
     }
-    if (crdt_buf_append(&l->transcript, m, body)) {
-        link_close(l, 0, 0, "out of memory");
+    if (!proof_ok(l, m, body, true, w.proof, "the server"))
         return;
-    }
-    uint8_t want[PW_PROOF_LEN];
-    pw_proof(P->secret, P->cfg.secret_len, true, &l->transcript, want);
-    if (!pw_proof_equal(want, w.proof)) {
-        link_close(l, PW_R_PROOF, 0,
-                   "wrong proof of the cluster secret from the server (different "
-                   "--peer-secret-file?)");
-        return;
-    }
     link_up(l, w.resume);
 }
 
