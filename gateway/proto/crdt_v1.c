@@ -78,11 +78,17 @@ static int fail(dec_t *d, crdt_v1_code_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int fail(dec_t *d, crdt_v1_code_t code, const char *fmt, ...)
 {
-    d->err->code = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(d->err->text, sizeof(d->err->text), fmt, ap);
+    crdt_v1_fail(d->err, code, fmt, ap);
     va_end(ap);
+    return -1;
+}
+
+int crdt_v1_fail(crdt_v1_error_t *err, crdt_v1_code_t code, const char *fmt, va_list ap)
+{
+    err->code = code;
+    vsnprintf(err->text, sizeof(err->text), fmt, ap);
     return -1;
 }
 

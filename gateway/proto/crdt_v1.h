@@ -14,6 +14,7 @@
 #ifndef CRDT_V1_H
 #define CRDT_V1_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -156,6 +157,10 @@ typedef struct crdt_v1_error {
     uint64_t id;
     char text[200];
 } crdt_v1_error_t;
+
+/* Sets *err's code and text (printf-style); returns -1. For both decoders (JSON and binary). */
+int crdt_v1_fail(crdt_v1_error_t *err, crdt_v1_code_t code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Decodes one message (the text of one WebSocket text message) sent by side `from`
  * (CRDT_V1_FROM_CLIENT or CRDT_V1_FROM_SERVER) into *m, checking every field against the

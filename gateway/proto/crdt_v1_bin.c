@@ -22,10 +22,9 @@ static int bfail(bdec_t *d, crdt_v1_code_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static int bfail(bdec_t *d, crdt_v1_code_t code, const char *fmt, ...)
 {
-    d->err->code = code;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(d->err->text, sizeof(d->err->text), fmt, ap);
+    crdt_v1_fail(d->err, code, fmt, ap);
     va_end(ap);
     return -1;
 }
