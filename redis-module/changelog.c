@@ -79,6 +79,27 @@ static void registry_remove(unsigned slot, uint64_t epoch)
         }
 }
 
+/* A new log's epoch: 64 bits from splitmix64 over a counter seeded once by
+ * RedisModule_GetRandomBytes (a server creates up to 16,384 logs; the cryptographic generator cost
+ * about 16,000 instructions each). Distinct within a process, random across processes; never 0. */
+static uint64_t new_epoch(void)
+{
+    static uint64_t state;
+    static bool seeded;
+    if (!seeded) {
+        RedisModule_GetRandomBytes((unsigned char *)&state, sizeof(state));
+        seeded = true;
+    }
+    for (;;) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        if (z)
+            return z;
+    }
+}
+
 bool crdtm_log_should_append(RedisModuleCtx *ctx)
 {
     if (!crdtm_cfg.log_enabled)
@@ -283,8 +304,6 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
             sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
             sl->cur_epoch = epoch;
         }
-        const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
-        memcpy(name, np, nlen);
         lk = RedisModule_OpenKey(ctx, sl->cur_name, REDISMODULE_READ | REDISMODULE_WRITE);
         if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_STREAM) {
             /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
@@ -294,9 +313,7 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         }
     }
     if (!lk) {
-        uint64_t epoch = 0;
-        while (!epoch)
-            RedisModule_GetRandomBytes((unsigned char *)&epoch, sizeof(epoch));
+        uint64_t epoch = new_epoch();
         nlen = crdtm_log_name(name, slot_tag[slot], epoch);
         RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
         lk = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ | REDISMODULE_WRITE);
@@ -317,6 +334,8 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
      * every append (commands run on the main thread only); a huge entry does not keep it. */
     static char *scratch;
     static size_t scratch_cap;
+    /* the log's name, kept in cur_name for the rest of the call */
+    const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
     size_t need = CRDTM_ENTRY_MAX(klen, len);
     if (need > scratch_cap) {
         size_t cap = need < 256 ? 256 : need;
@@ -358,9 +377,9 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         bool check_age = ++sl->appends >= 64;
         if (check_age)
             sl->appends = 0;
-        log_trim(ctx, lk, name, nlen, check_age);
+        log_trim(ctx, lk, np, nlen, check_age);
     } else {
-        RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed", name);
+        RedisModule_Log(ctx, "warning", "crdt: append to change log %.*s failed", (int)nlen, np);
     }
     RedisModule_FreeString(ctx, fields[1]);
     RedisModule_CloseKey(lk);
