@@ -1,8 +1,11 @@
 /* changelog.c - crdt.so's durable change log: a Redis Stream per hash slot, CRDT.LOG.* commands
  *
- * Every write on a primary appends one entry {k: key, d: delta} (libcrdt binary encoding) to the
- * change log of the key's slot, a stream named crdt:log:{TAG}:EPOCH. TAG hashes to the slot, so
- * the log lives in its slot: it is replicated, persisted and migrated with the keys it describes.
+ * Every write on a primary appends one entry to the change log of the key's slot, a stream named
+ * crdt:log:{TAG}:EPOCH. The entry is one field, e, whose value packs the key, the origin (if any)
+ * and the delta (libcrdt binary encoding): crdtm_entry_encode in logpos.c. One field, not one per
+ * part: each field is a listpack append, and the append is most of the log's cost per write.
+ * TAG hashes to the slot, so the log lives in its slot: it is replicated, persisted and migrated
+ * with the keys it describes.
  * EPOCH is 64 random bits drawn when the stream is created: the identity of the log, written into
  * every position a reader gets, so a position is never accepted by another log.
  *
@@ -14,11 +17,11 @@
  *
  * Propagation: the module appends with RedisModule_StreamAdd. A write whose delta the module
  * replicates itself (crdtm_changed) goes to replicas and the AOF as one command,
- * CRDT.LOG.APPLY log id k key d delta, which merges the delta and appends the same entry with the
- * same ID; other appends (CRDT.MERGE, RESTORE, replicated verbatim by their callers) replicate the
- * entry as XADD log id k key d delta. An exact XTRIM MINID follows when the append trimmed (Redis
- * wraps the command's propagation in MULTI/EXEC then). Replicas and AOF loading apply those and
- * append nothing themselves.
+ * CRDT.LOG.APPLY log id key entry (id as 16 bytes), which merges the entry's delta and appends the
+ * same entry with the same ID; other appends (CRDT.MERGE, RESTORE, replicated verbatim by their
+ * callers) replicate the entry as XADD log id e entry. An exact XTRIM MINID follows when the append
+ * trimmed (Redis wraps the command's propagation in MULTI/EXEC then). Replicas and AOF loading
+ * apply those and append nothing themselves.
  */
 #include "crdt_module.h"
 #include "logpos.h"
@@ -365,8 +368,8 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         if (merge) {
             char idbin[ID_BIN_LEN];
             id_to_bin(idbin, &id);
-            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "sbss", sl->cur_name, idbin,
-                                  sizeof(idbin), key, fields[1]);
+            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "sbss", sl->cur_name, idbin, sizeof(idbin),
+                                  key, fields[1]);
         } else {
             char idtext[ID_TEXT_MAX];
             size_t il = format_id(idtext, &id);

@@ -191,7 +191,7 @@ static bool get_varint(const char **p, const char *end, uint64_t *v)
 {
     uint64_t x = 0;
     for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
-        uint8_t b = (uint8_t)*(*p)++;
+        uint8_t b = (uint8_t) * (*p)++;
         if (shift == 63 && b > 1)
             return false;
         x |= (uint64_t)(b & 0x7f) << shift;

@@ -278,10 +278,9 @@ static void test_replica_restore_off(void)
        "the merge's entry reached the replica's log %s", rname);
     /* from a client, CRDT.LOG.APPLY is refused and changes nothing */
     long long xl = rh_int(rh_cmd(&P, "XLEN %s", name));
-    ok(strstr(
-           rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s %b s %b", name, "\0\0\0\0\0\0\0\xff\0\0\0\0\0\0\0\0",
-                         (size_t)16, "\x02sx", (size_t)3)),
-           "only the replication link") != NULL,
+    ok(strstr(rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s %b s %b", name,
+                            "\0\0\0\0\0\0\0\xff\0\0\0\0\0\0\0\0", (size_t)16, "\x02sx", (size_t)3)),
+              "only the replication link") != NULL,
        "CRDT.LOG.APPLY from a client is refused");
     is_int(rh_int(rh_cmd(&P, "XLEN %s", name)), xl, "and appends nothing");
     is_int(rh_int(rh_cmd(&P, "CRDT.SCARD s")), 20, "nor merges anything");
@@ -423,14 +422,13 @@ static void test_origin(void)
            "the next typed write: none (the origin is not kept)");
     /* the stream holds one field per entry, e: key, origin and delta packed (logpos.h) */
     redisReply *x = rh_cmd(&P, "XRANGE %s - +", name);
-    redisReply *fv = x && x->type == REDIS_REPLY_ARRAY && x->elements >= 3
-                         ? x->element[2]->element[1]
-                         : NULL;
+    redisReply *fv =
+        x && x->type == REDIS_REPLY_ARRAY && x->elements >= 3 ? x->element[2]->element[1] : NULL;
     crdtm_entry_t en = {0};
     bool field_e = fv && fv->elements == 2 && !strcmp(fv->element[0]->str, "e") &&
                    crdtm_entry_decode(fv->element[1]->str, fv->element[1]->len, &en) == 0 &&
-                   en.origin == 7 && en.klen == 4 && !memcmp(en.key, "{o}k", 4) &&
-                   en.dlen == l1 && !memcmp(en.delta, p1, l1);
+                   en.origin == 7 && en.klen == 4 && !memcmp(en.key, "{o}k", 4) && en.dlen == l1 &&
+                   !memcmp(en.delta, p1, l1);
     ok(field_e, "the stream entry is e = {o}k, origin 7, the payload");
     if (x)
         freeReplyObject(x);
@@ -522,9 +520,9 @@ static void test_entry_codec(void)
         for (size_t k = 0; k < 5; k++) {
             size_t n = crdtm_entry_encode(buf, key, klens[k], origins[o], "delta", 5);
             crdtm_entry_t e;
-            bool back = crdtm_entry_decode(buf, n, &e) == 0 && e.klen == klens[k] &&
-                        e.key > buf && !memcmp(e.key, key, e.klen) &&
-                        e.origin == origins[o] && e.dlen == 5 && !memcmp(e.delta, "delta", 5);
+            bool back = crdtm_entry_decode(buf, n, &e) == 0 && e.klen == klens[k] && e.key > buf &&
+                        !memcmp(e.key, key, e.klen) && e.origin == origins[o] && e.dlen == 5 &&
+                        !memcmp(e.delta, "delta", 5);
             ok(back, "entry of a %zu-byte key, origin %llu: round trip", klens[k],
                (unsigned long long)origins[o]);
         }
@@ -535,14 +533,24 @@ static void test_entry_codec(void)
         const char *what;
     } bad[] = {{"", 0, "empty"},
                {"\x80", 1, "a truncated varint"},
-               {"\x06" "ab", 3, "a key longer than the value"},
-               {"\x03" "a", 2, "an origin flag without the origin"},
-               {"\x03" "a\x00" "d", 4, "origin 0"},
+               {"\x06"
+                "ab",
+                3, "a key longer than the value"},
+               {"\x03"
+                "a",
+                2, "an origin flag without the origin"},
+               {"\x03"
+                "a\x00"
+                "d",
+                4, "origin 0"},
                {"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 10, "a varint past 64 bits"},
                {"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00", 11, "an 11-byte varint"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         ok(crdtm_entry_decode(bad[i].s, bad[i].len, &e) < 0, "refused: %s", bad[i].what);
-    ok(crdtm_entry_decode("\x02" "a", 2, &e) == 0 && e.klen == 1 && e.dlen == 0,
+    ok(crdtm_entry_decode("\x02"
+                          "a",
+                          2, &e) == 0 &&
+           e.klen == 1 && e.dlen == 0,
        "an empty delta decodes (the module refuses it as a payload)");
 }
 

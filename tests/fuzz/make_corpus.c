@@ -303,7 +303,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
         /* change-log entry values (logpos.h): without and with an origin, an empty key */
-        write_file(dir, n++, "\x0c" "feed:1" "\x02\x06\x00\x01", 11);
+        write_file(dir, n++, "\x0c\x66\x65\x65\x64\x3a\x31\x02\x06\x00\x01", 11); /* feed:1 */
         write_file(dir, n++, "\x09{o}k\x87\x01\x03\x01", 9);
         write_file(dir, n++, "\x00", 1);
         return 0;
