@@ -432,6 +432,23 @@ static void test_origin(void)
     ok(field_e, "the stream entry is e = {o}k, origin 7, the payload");
     if (x)
         freeReplyObject(x);
+    /* entries the module did not write read as [id, nil, nil]: XADDs by hand, one in the
+     * earlier k/d format, one whose e is not an entry (a key longer than the value) */
+    static const char not_entry[] = {0x06, 'a', 'b'};
+    rh_int(rh_cmd(&P, "XADD %s * k {o}k d x", name));
+    rh_int(rh_cmd(&P, "XADD %s * e %b", name, not_entry, sizeof(not_entry)));
+    redisReply *rr = rh_cmd(&P, "CRDT.LOG.READ %s 0 1000", name);
+    size_t ne2 =
+        rr && rr->type == REDIS_REPLY_ARRAY && rr->elements == 3 ? rr->element[2]->elements : 0;
+    bool nils = ne2 >= 2;
+    for (size_t i = ne2 >= 2 ? ne2 - 2 : ne2; i < ne2; i++) {
+        redisReply *en2 = rr->element[2]->element[i];
+        nils = nils && en2->elements == 3 && en2->element[0]->type == REDIS_REPLY_STRING &&
+               en2->element[1]->type == REDIS_REPLY_NIL && en2->element[2]->type == REDIS_REPLY_NIL;
+    }
+    ok(nils, "entries not of the module's making read as [id, nil, nil]");
+    if (rr)
+        freeReplyObject(rr);
     ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN 0", p1, l1)), "ORIGIN") != NULL,
        "ORIGIN 0 is refused");
     ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN x", p1, l1)), "ORIGIN") != NULL,
