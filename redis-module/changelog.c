@@ -1,8 +1,11 @@
 /* changelog.c - crdt.so's durable change log: a Redis Stream per hash slot, CRDT.LOG.* commands
  *
- * Every write on a primary appends one entry {k: key, d: delta} (libcrdt binary encoding) to the
- * change log of the key's slot, a stream named crdt:log:{TAG}:EPOCH. TAG hashes to the slot, so
- * the log lives in its slot: it is replicated, persisted and migrated with the keys it describes.
+ * Every write on a primary appends one entry to the change log of the key's slot, a stream named
+ * crdt:log:{TAG}:EPOCH. The entry is one field, e, whose value packs the key, the origin (if any)
+ * and the delta (libcrdt binary encoding): crdtm_entry_encode in logpos.c. One field, not one per
+ * part: each field is a listpack append, and the append is most of the log's cost per write.
+ * TAG hashes to the slot, so the log lives in its slot: it is replicated, persisted and migrated
+ * with the keys it describes.
  * EPOCH is 64 random bits drawn when the stream is created: the identity of the log, written into
  * every position a reader gets, so a position is never accepted by another log.
  *
@@ -14,11 +17,11 @@
  *
  * Propagation: the module appends with RedisModule_StreamAdd. A write whose delta the module
  * replicates itself (crdtm_changed) goes to replicas and the AOF as one command,
- * CRDT.LOG.APPLY log id k key d delta, which merges the delta and appends the same entry with the
- * same ID; other appends (CRDT.MERGE, RESTORE, replicated verbatim by their callers) replicate the
- * entry as XADD log id k key d delta. An exact XTRIM MINID follows when the append trimmed (Redis
- * wraps the command's propagation in MULTI/EXEC then). Replicas and AOF loading apply those and
- * append nothing themselves.
+ * CRDT.LOG.APPLY log id key entry (id as 16 bytes), which merges the entry's delta and appends the
+ * same entry with the same ID; other appends (CRDT.MERGE, RESTORE, replicated verbatim by their
+ * callers) replicate the entry as XADD log id e entry. An exact XTRIM MINID follows when the append
+ * trimmed (Redis wraps the command's propagation in MULTI/EXEC then). Replicas and AOF loading
+ * apply those and append nothing themselves.
  */
 #include "crdt_module.h"
 #include "logpos.h"
@@ -40,7 +43,7 @@ typedef struct slot_logs {
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
 static slot_logs_t slots[CRDTM_SLOTS];
-static RedisModuleString *field_k, *field_d, *field_o;
+static RedisModuleString *field_e;
 /* The origin the next appends carry (crdtm_log_set_origin; 0: none, the field is left out). */
 static uint64_t log_origin;
 static struct {
@@ -77,6 +80,27 @@ static void registry_remove(unsigned slot, uint64_t epoch)
             sl->n--;
             return;
         }
+}
+
+/* A new log's epoch: 64 bits from splitmix64 over a counter seeded once by
+ * RedisModule_GetRandomBytes (a server creates up to 16,384 logs; the cryptographic generator cost
+ * about 16,000 instructions each). Distinct within a process, random across processes; never 0. */
+static uint64_t new_epoch(void)
+{
+    static uint64_t state;
+    static bool seeded;
+    if (!seeded) {
+        RedisModule_GetRandomBytes((unsigned char *)&state, sizeof(state));
+        seeded = true;
+    }
+    for (;;) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        if (z)
+            return z;
+    }
 }
 
 bool crdtm_log_should_append(RedisModuleCtx *ctx)
@@ -130,6 +154,30 @@ static bool parse_id(const char *s, size_t len, RedisModuleStreamID *id)
         return false;
     id->ms = ms;
     id->seq = seq;
+    return true;
+}
+
+/* The ID as CRDT.LOG.APPLY carries it: ms and seq, 8 bytes each, big-endian (no text to make
+ * and parse per write). */
+#define ID_BIN_LEN 16
+
+static void id_to_bin(char *p, const RedisModuleStreamID *id)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (char)(id->ms >> (56 - 8 * i));
+        p[8 + i] = (char)(id->seq >> (56 - 8 * i));
+    }
+}
+
+static bool id_from_bin(const char *p, size_t len, RedisModuleStreamID *id)
+{
+    if (len != ID_BIN_LEN)
+        return false;
+    id->ms = id->seq = 0;
+    for (int i = 0; i < 8; i++) {
+        id->ms = id->ms << 8 | (uint8_t)p[i];
+        id->seq = id->seq << 8 | (uint8_t)p[8 + i];
+    }
     return true;
 }
 
@@ -259,8 +307,6 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
             sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
             sl->cur_epoch = epoch;
         }
-        const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
-        memcpy(name, np, nlen);
         lk = RedisModule_OpenKey(ctx, sl->cur_name, REDISMODULE_READ | REDISMODULE_WRITE);
         if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_STREAM) {
             /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
@@ -270,9 +316,7 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         }
     }
     if (!lk) {
-        uint64_t epoch = 0;
-        while (!epoch)
-            RedisModule_GetRandomBytes((unsigned char *)&epoch, sizeof(epoch));
+        uint64_t epoch = new_epoch();
         nlen = crdtm_log_name(name, slot_tag[slot], epoch);
         RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
         lk = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ | REDISMODULE_WRITE);
@@ -289,39 +333,58 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
         sl->cur_epoch = epoch;
     }
-    RedisModuleString *d = RedisModule_CreateString(ctx, data, len);
-    /* an origin (CRDT.MERGE ... ORIGIN id) is a third field, o: the node id in decimal */
-    RedisModuleString *o = NULL;
-    if (log_origin) {
-        char ob[24];
-        int ol = snprintf(ob, sizeof(ob), "%llu", (unsigned long long)log_origin);
-        o = RedisModule_CreateString(ctx, ob, (size_t)ol);
+    /* The entry is one field, e: key, origin and delta packed (logpos.h). One scratch buffer for
+     * every append (commands run on the main thread only); a huge entry does not keep it. */
+    static char *scratch;
+    static size_t scratch_cap;
+    /* the log's name, kept in cur_name for the rest of the call */
+    const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
+    size_t need = CRDTM_ENTRY_MAX(klen, len);
+    if (need > scratch_cap) {
+        size_t cap = need < 256 ? 256 : need;
+        char *p = crdtm_realloc(scratch, cap);
+        if (!p) {
+            RedisModule_CloseKey(lk);
+            RedisModule_Log(ctx, "warning", "crdt: out of memory for a change log entry");
+            return -1;
+        }
+        scratch = p;
+        scratch_cap = cap;
     }
-    /* The entry's fields, in the order they are stored and replicated (k first, then d:
-     * CRDT.LOG.APPLY relies on it; an origin after them). */
-    RedisModuleString *fields[6] = {field_k, key, field_d, d, field_o, o};
-    const size_t nfields = o ? 6 : 4;
+    size_t elen = crdtm_entry_encode(scratch, k, klen, log_origin, data, len);
+    RedisModuleString *fields[2] = {field_e, RedisModule_CreateString(ctx, scratch, elen)};
+    if (scratch_cap > 1u << 20) {
+        crdtm_free(scratch);
+        scratch = NULL;
+        scratch_cap = 0;
+    }
     RedisModuleStreamID id;
-    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, nfields / 2);
+    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 1);
     if (rc == REDISMODULE_OK) {
-        char idtext[ID_TEXT_MAX];
-        size_t il = format_id(idtext, &id);
-        /* One command to replicas and the AOF: CRDT.LOG.APPLY (the write's merge and the entry)
-         * when the caller left its replication to us, else the entry as XADD. The strings go
-         * shared ("s", "v": not copied); only the ID's is made. */
-        RedisModule_Replicate(ctx, merge ? "CRDT.LOG.APPLY" : "XADD", "sbv", sl->cur_name, idtext,
-                              il, fields, nfields);
+        /* One command to replicas and the AOF: CRDT.LOG.APPLY log id key entry (the write's
+         * merge and the entry, the ID as 16 bytes) when the caller left its replication to us,
+         * else the entry as XADD log id e entry. The strings go shared ("s": not copied); only
+         * the ID's is made. */
+        if (merge) {
+            char idbin[ID_BIN_LEN];
+            id_to_bin(idbin, &id);
+            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "sbss", sl->cur_name, idbin, sizeof(idbin),
+                                  key, fields[1]);
+        } else {
+            char idtext[ID_TEXT_MAX];
+            size_t il = format_id(idtext, &id);
+            RedisModule_Replicate(ctx, "XADD", "sbss", sl->cur_name, idtext, il, field_e,
+                                  fields[1]);
+        }
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
             sl->appends = 0;
-        log_trim(ctx, lk, name, nlen, check_age);
+        log_trim(ctx, lk, np, nlen, check_age);
     } else {
-        RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed", name);
+        RedisModule_Log(ctx, "warning", "crdt: append to change log %.*s failed", (int)nlen, np);
     }
-    RedisModule_FreeString(ctx, d);
-    if (o)
-        RedisModule_FreeString(ctx, o);
+    RedisModule_FreeString(ctx, fields[1]);
     RedisModule_CloseKey(lk);
     return rc == REDISMODULE_OK ? 0 : -1;
 }
@@ -341,55 +404,58 @@ int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_
     return rc;
 }
 
-/* ---- CRDT.LOG.APPLY log id k key d delta [field value ...] ---------------------------------- */
+/* ---- CRDT.LOG.APPLY log id key entry --------------------------------------------------------- */
 
 /* What a primary propagates for a write it logged (crdtm_log_append with merge): one command
- * instead of CRDT.MERGE and XADD. A replica, or a server loading its AOF, merges delta into key
- * as CRDT.MERGE does, then appends the same entry (every field, verbatim) with the same ID to the
- * same log. Refused from clients: on a primary it would append an entry nobody wrote. */
+ * instead of CRDT.MERGE and XADD. id is the entry's stream ID as 16 bytes (ms, seq big-endian),
+ * entry the value of its field e (logpos.h), which names key. A replica, or a server loading its
+ * AOF, merges the entry's delta into key as CRDT.MERGE does, then appends the entry verbatim with
+ * the same ID to the same log. Refused from clients: on a primary it would append an entry nobody
+ * wrote. */
 int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    if (argc < 7 || (argc - 3) % 2 != 0)
+    if (argc != 5)
         return RedisModule_WrongArity(ctx);
     int flags = RedisModule_GetContextFlags(ctx);
     if (!(flags & (REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_LOADING)))
         return RedisModule_ReplyWithError(
             ctx, "ERR CRDT.LOG.APPLY is what a primary sends its replicas and AOF for a logged "
                  "write; only the replication link and AOF loading may run it");
-    size_t nlen, il, fl, kl, dl;
+    size_t nlen, il, kl, el;
     const char *name = RedisModule_StringPtrLen(argv[1], &nlen);
-    const char *idt = RedisModule_StringPtrLen(argv[2], &il);
+    const char *idb = RedisModule_StringPtrLen(argv[2], &il);
+    const char *k = RedisModule_StringPtrLen(argv[3], &kl);
+    const char *ep = RedisModule_StringPtrLen(argv[4], &el);
     uint64_t epoch;
     unsigned slot;
     RedisModuleStreamID id;
+    crdtm_entry_t e;
     if (!crdtm_log_name_parse(name, nlen, &epoch, &slot))
         return RedisModule_ReplyWithError(ctx, "ERR not a change log name");
-    if (!parse_id(idt, il, &id))
-        return RedisModule_ReplyWithError(ctx, "ERR bad entry ID (MS-SEQ)");
-    const char *f = RedisModule_StringPtrLen(argv[3], &fl);
-    bool shape = fl == 1 && f[0] == 'k';
-    f = RedisModule_StringPtrLen(argv[5], &fl);
-    shape = shape && fl == 1 && f[0] == 'd';
-    const char *k = RedisModule_StringPtrLen(argv[4], &kl);
-    if (!shape || crdtm_keyslot(k, kl) != slot)
+    if (!id_from_bin(idb, il, &id))
+        return RedisModule_ReplyWithError(ctx, "ERR bad entry ID (16 bytes: ms, seq)");
+    if (crdtm_entry_decode(ep, el, &e) < 0 || e.klen != kl || memcmp(e.key, k, kl) != 0 ||
+        crdtm_keyslot(k, kl) != slot)
         return RedisModule_ReplyWithError(
-            ctx, "ERR the entry must start with k <key of the log's slot> d <delta>");
-    const char *d = RedisModule_StringPtrLen(argv[6], &dl);
+            ctx, "ERR the entry must be of the key given, and the key of the log's slot");
     char msg[320];
-    int changed = crdtm_merge_one(ctx, argv[4], d, dl, msg, sizeof(msg));
+    int changed = crdtm_merge_one(ctx, argv[3], e.delta, e.dlen, msg, sizeof(msg));
     /* The entry goes in whatever the merge did: the log mirrors the primary's. */
     RedisModuleKey *lk = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE);
     int kt = RedisModule_KeyType(lk);
     int rc = REDISMODULE_ERR;
+    RedisModuleString *fields[2] = {field_e, argv[4]};
     if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM)
-        rc = RedisModule_StreamAdd(lk, 0, &id, &argv[3], (argc - 3) / 2);
+        rc = RedisModule_StreamAdd(lk, 0, &id, fields, 1);
     RedisModule_CloseKey(lk);
     if (rc == REDISMODULE_OK) {
         registry_add(slot, epoch);
         log_stats.applied++;
     } else {
-        RedisModule_Log(ctx, "warning", "crdt: entry %.*s of change log %.*s not applied", (int)il,
-                        idt, (int)nlen, name);
+        char idtext[ID_TEXT_MAX];
+        format_id(idtext, &id);
+        RedisModule_Log(ctx, "warning", "crdt: entry %s of change log %.*s not applied", idtext,
+                        (int)nlen, name);
     }
     /* a replica's own AOF and replicas get the command as it came */
     RedisModule_ReplicateVerbatim(ctx);
@@ -603,42 +669,37 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         for (long i = 0; i < n && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK;
              i++) {
             /* The iterator makes new strings (no auto memory here): each is freed below. */
-            RedisModuleString *kv = NULL, *dv = NULL, *f, *v;
-            long long origin = 0;
+            RedisModuleString *ev = NULL, *f, *v;
             while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
                 size_t fl;
                 const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'k' && !kv) {
-                    kv = v;
-                } else if (fl == 1 && fp[0] == 'd' && !dv) {
-                    dv = v;
-                } else {
-                    if (fl == 1 && fp[0] == 'o' &&
-                        (RedisModule_StringToLongLong(v, &origin) != REDISMODULE_OK || origin < 0))
-                        origin = 0;
+                if (fl == 1 && fp[0] == 'e' && !ev)
+                    ev = v;
+                else
                     RedisModule_FreeString(ctx, v);
-                }
                 RedisModule_FreeString(ctx, f);
             }
+            /* an entry not of the module's making (an XADD by hand) has no key and delta */
+            crdtm_entry_t e = {0};
+            size_t el = 0;
+            const char *ep = ev ? RedisModule_StringPtrLen(ev, &el) : NULL;
+            bool valid = ep && crdtm_entry_decode(ep, el, &e) == 0;
             char idtext[ID_TEXT_MAX];
             size_t il = format_id(idtext, &id);
             /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
-            RedisModule_ReplyWithArray(ctx, origin ? 4 : 3);
+            RedisModule_ReplyWithArray(ctx, e.origin ? 4 : 3);
             RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
-            if (kv)
-                RedisModule_ReplyWithString(ctx, kv);
-            else
+            if (valid) {
+                RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
+                RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
+            } else {
                 RedisModule_ReplyWithNull(ctx);
-            if (dv)
-                RedisModule_ReplyWithString(ctx, dv);
-            else
                 RedisModule_ReplyWithNull(ctx);
-            if (kv)
-                RedisModule_FreeString(ctx, kv);
-            if (dv)
-                RedisModule_FreeString(ctx, dv);
-            if (origin)
-                RedisModule_ReplyWithLongLong(ctx, origin);
+            }
+            if (e.origin)
+                RedisModule_ReplyWithLongLong(ctx, (long long)e.origin);
+            if (ev)
+                RedisModule_FreeString(ctx, ev);
         }
         RedisModule_StreamIteratorStop(lk);
     }
@@ -745,9 +806,7 @@ int crdtm_log_init(RedisModuleCtx *ctx)
         RedisModule_Log(ctx, "warning", "crdt: no hash tag found for some slot");
         return -1;
     }
-    field_k = RedisModule_CreateString(NULL, "k", 1);
-    field_d = RedisModule_CreateString(NULL, "d", 1);
-    field_o = RedisModule_CreateString(NULL, "o", 1);
+    field_e = RedisModule_CreateString(NULL, "e", 1);
     /* Subscribed even with the log off: a node switched off still lists the logs it holds. */
     return RedisModule_SubscribeToKeyspaceEvents(
                ctx,

@@ -116,14 +116,15 @@ void crdtm_count_obj(const crdt_obj_t *o, int delta);
  * this server is a primary and not loading (replicas and AOF replay get the primary's
  * CRDT.LOG.APPLY and XADD). */
 bool crdtm_log_should_append(RedisModuleCtx *ctx);
-/* Appends {k: key, d: data} to the log of key's slot, creating the log if the slot has none, and
- * replicates it (and a trim). With merge the write itself is replicated with it, as
- * CRDT.LOG.APPLY (replicas merge data into key and append the entry; the caller replicates
- * nothing when this returns 0); without, the caller has replicated the write and the entry goes
- * as XADD. 0, or -1 after a warning in the server log (nothing replicated). Borrows all. */
+/* Appends the entry of key and data (one field e, logpos.h) to the log of key's slot, creating
+ * the log if the slot has none, and replicates it (and a trim). With merge the write itself is
+ * replicated with it, as CRDT.LOG.APPLY (replicas merge data into key and append the entry; the
+ * caller replicates nothing when this returns 0); without, the caller has replicated the write and
+ * the entry goes as XADD. 0, or -1 after a warning in the server log (nothing replicated). Borrows
+ * all. */
 int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len,
                      bool merge);
-/* The origin node id the appends that follow carry as a third field `o` (0: none). CRDT.MERGE
+/* The origin node id the appends that follow carry in their entry (0: none). CRDT.MERGE
  * ... ORIGIN id sets it around its own append and clears it. */
 void crdtm_log_set_origin(uint64_t origin);
 /* Appends the full state of obj as key's entry. */

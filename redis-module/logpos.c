@@ -172,3 +172,63 @@ size_t crdtm_pos_format(const crdtm_pos_t *p, char *buf)
                      (unsigned long long)p->seq, (unsigned long long)p->offset);
     return n < 0 ? 0 : (size_t)n;
 }
+
+/* ---- change-log entries --------------------------------------------------------------------- */
+
+static size_t put_varint(char *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (char)(0x80 | (v & 0x7f));
+        v >>= 7;
+    }
+    p[n++] = (char)v;
+    return n;
+}
+
+/* The varint at *p (before end) into *v; false when truncated or longer than 64 bits. */
+static bool get_varint(const char **p, const char *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+        uint8_t b = (uint8_t) * (*p)++;
+        if (shift == 63 && b > 1)
+            return false;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+size_t crdtm_entry_encode(char *out, const char *key, size_t klen, uint64_t origin,
+                          const void *delta, size_t dlen)
+{
+    size_t n = put_varint(out, (uint64_t)klen * 2 + (origin != 0));
+    memcpy(out + n, key, klen);
+    n += klen;
+    if (origin)
+        n += put_varint(out + n, origin);
+    if (dlen)
+        memcpy(out + n, delta, dlen);
+    return n + dlen;
+}
+
+int crdtm_entry_decode(const char *e, size_t len, crdtm_entry_t *out)
+{
+    const char *p = e, *end = e + len;
+    uint64_t head, origin = 0;
+    if (!get_varint(&p, end, &head) || head / 2 > (uint64_t)(end - p))
+        return -1;
+    out->key = p;
+    out->klen = (size_t)(head / 2);
+    p += out->klen;
+    if ((head & 1) && (!get_varint(&p, end, &origin) || origin == 0))
+        return -1;
+    out->origin = origin;
+    out->delta = p;
+    out->dlen = (size_t)(end - p);
+    return 0;
+}

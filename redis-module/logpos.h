@@ -63,4 +63,28 @@ int crdtm_pos_parse(const char *s, size_t len, crdtm_pos_t *out, const char **wh
 /* Writes the text of an AT position into buf (CRDTM_POS_TEXT_MAX bytes); returns its length. */
 size_t crdtm_pos_format(const crdtm_pos_t *p, char *buf);
 
+/* A change-log entry is one stream field, `e`, whose value packs the key, the origin and the
+ * delta (one listpack value per entry instead of k/d/o fields and values: the append is the
+ * log's largest cost):
+ *   varint(key length * 2 + has origin) key [varint(origin)] delta
+ * varint: unsigned LEB128 (7 bits a byte, low first). The origin, when present, is not 0. */
+typedef struct crdtm_entry {
+    const char *key;
+    size_t klen;
+    uint64_t origin; /* 0: none */
+    const char *delta;
+    size_t dlen;
+} crdtm_entry_t;
+
+/* Room an entry of klen and dlen bytes needs at most. */
+#define CRDTM_ENTRY_MAX(klen, dlen) ((klen) + (dlen) + 20)
+
+/* Writes the entry into out (CRDTM_ENTRY_MAX bytes); returns its length. */
+size_t crdtm_entry_encode(char *out, const char *key, size_t klen, uint64_t origin,
+                          const void *delta, size_t dlen);
+
+/* Splits an entry's value; the pointers point into e. 0, or -1 when e is not an entry (truncated,
+ * an over-long varint, a key longer than what follows, an origin of 0). Never reads past len. */
+int crdtm_entry_decode(const char *e, size_t len, crdtm_entry_t *out);
+
 #endif /* CRDTM_LOGPOS_H */

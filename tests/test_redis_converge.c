@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "logpos.h"
 #include "redis_helper.h"
 
 #define NSERVERS 3
@@ -164,7 +165,7 @@ static char *resp_bulk(const char **p, const char *end, size_t *len)
 }
 
 /* Every delta in a server's incremental AOF files, in order: CRDT.MERGE key <payload>, or with
- * the change log on, CRDT.LOG.APPLY log id k key d <payload> [field value ...]. */
+ * the change log on, CRDT.LOG.APPLY log id key <entry: key and payload, logpos.h>. */
 static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
 {
     char dir[300];
@@ -208,9 +209,14 @@ static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
             if (argc == 3 && args[0] && strcmp(args[0], "CRDT.MERGE") == 0) {
                 out[n++] = (delta_t){args[1], args[2], lens[2]};
                 args[1] = args[2] = NULL;
-            } else if (argc >= 7 && args[0] && strcmp(args[0], "CRDT.LOG.APPLY") == 0) {
-                out[n++] = (delta_t){args[4], args[6], lens[6]};
-                args[4] = args[6] = NULL;
+            } else if (argc == 5 && args[0] && strcmp(args[0], "CRDT.LOG.APPLY") == 0) {
+                crdtm_entry_t en;
+                if (crdtm_entry_decode(args[4], lens[4], &en) == 0) {
+                    char *payload = malloc(en.dlen ? en.dlen : 1);
+                    memcpy(payload, en.delta, en.dlen);
+                    out[n++] = (delta_t){args[3], payload, en.dlen};
+                    args[3] = NULL;
+                }
             }
             for (int i = 0; i < KEEP; i++)
                 free(args[i]);

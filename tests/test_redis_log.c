@@ -278,9 +278,9 @@ static void test_replica_restore_off(void)
        "the merge's entry reached the replica's log %s", rname);
     /* from a client, CRDT.LOG.APPLY is refused and changes nothing */
     long long xl = rh_int(rh_cmd(&P, "XLEN %s", name));
-    ok(strstr(
-           rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s 99999999999999-0 k s d %b", name, "x", (size_t)1)),
-           "only the replication link") != NULL,
+    ok(strstr(rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s %b s %b", name,
+                            "\0\0\0\0\0\0\0\xff\0\0\0\0\0\0\0\0", (size_t)16, "\x02sx", (size_t)3)),
+              "only the replication link") != NULL,
        "CRDT.LOG.APPLY from a client is refused");
     is_int(rh_int(rh_cmd(&P, "XLEN %s", name)), xl, "and appends nothing");
     is_int(rh_int(rh_cmd(&P, "CRDT.SCARD s")), 20, "nor merges anything");
@@ -420,14 +420,35 @@ static void test_origin(void)
     is_int(entry_origin(&P, name, 4, &ne), 9, "two payloads: one entry, origin 9");
     is_int(entry_origin(&P, name, 5, &ne), 0,
            "the next typed write: none (the origin is not kept)");
+    /* the stream holds one field per entry, e: key, origin and delta packed (logpos.h) */
     redisReply *x = rh_cmd(&P, "XRANGE %s - +", name);
-    bool field_o = x && x->type == REDIS_REPLY_ARRAY && x->elements >= 3 &&
-                   x->element[2]->element[1]->elements == 6 &&
-                   !strcmp(x->element[2]->element[1]->element[4]->str, "o") &&
-                   !strcmp(x->element[2]->element[1]->element[5]->str, "7");
-    ok(field_o, "the stream entry holds the field o = 7");
+    redisReply *fv =
+        x && x->type == REDIS_REPLY_ARRAY && x->elements >= 3 ? x->element[2]->element[1] : NULL;
+    crdtm_entry_t en = {0};
+    bool field_e = fv && fv->elements == 2 && !strcmp(fv->element[0]->str, "e") &&
+                   crdtm_entry_decode(fv->element[1]->str, fv->element[1]->len, &en) == 0 &&
+                   en.origin == 7 && en.klen == 4 && !memcmp(en.key, "{o}k", 4) && en.dlen == l1 &&
+                   !memcmp(en.delta, p1, l1);
+    ok(field_e, "the stream entry is e = {o}k, origin 7, the payload");
     if (x)
         freeReplyObject(x);
+    /* entries the module did not write read as [id, nil, nil]: XADDs by hand, one in the
+     * earlier k/d format, one whose e is not an entry (a key longer than the value) */
+    static const char not_entry[] = {0x06, 'a', 'b'};
+    rh_int(rh_cmd(&P, "XADD %s * k {o}k d x", name));
+    rh_int(rh_cmd(&P, "XADD %s * e %b", name, not_entry, sizeof(not_entry)));
+    redisReply *rr = rh_cmd(&P, "CRDT.LOG.READ %s 0 1000", name);
+    size_t ne2 =
+        rr && rr->type == REDIS_REPLY_ARRAY && rr->elements == 3 ? rr->element[2]->elements : 0;
+    bool nils = ne2 >= 2;
+    for (size_t i = ne2 >= 2 ? ne2 - 2 : ne2; i < ne2; i++) {
+        redisReply *en2 = rr->element[2]->element[i];
+        nils = nils && en2->elements == 3 && en2->element[0]->type == REDIS_REPLY_STRING &&
+               en2->element[1]->type == REDIS_REPLY_NIL && en2->element[2]->type == REDIS_REPLY_NIL;
+    }
+    ok(nils, "entries not of the module's making read as [id, nil, nil]");
+    if (rr)
+        freeReplyObject(rr);
     ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN 0", p1, l1)), "ORIGIN") != NULL,
        "ORIGIN 0 is refused");
     ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN x", p1, l1)), "ORIGIN") != NULL,
@@ -505,11 +526,57 @@ static void test_poll(void)
     rh_stop(&S);
 }
 
+/* The entry value's codec (logpos.c): round trips and every malformed form refused. */
+static void test_entry_codec(void)
+{
+    char buf[CRDTM_ENTRY_MAX(300, 5)], key[300];
+    memset(key, 'k', sizeof(key));
+    static const uint64_t origins[] = {0, 1, 127, 128, UINT64_MAX};
+    static const size_t klens[] = {0, 1, 63, 64, 300};
+    for (size_t o = 0; o < 5; o++)
+        for (size_t k = 0; k < 5; k++) {
+            size_t n = crdtm_entry_encode(buf, key, klens[k], origins[o], "delta", 5);
+            crdtm_entry_t e;
+            bool back = crdtm_entry_decode(buf, n, &e) == 0 && e.klen == klens[k] && e.key > buf &&
+                        !memcmp(e.key, key, e.klen) && e.origin == origins[o] && e.dlen == 5 &&
+                        !memcmp(e.delta, "delta", 5);
+            ok(back, "entry of a %zu-byte key, origin %llu: round trip", klens[k],
+               (unsigned long long)origins[o]);
+        }
+    crdtm_entry_t e;
+    static const struct {
+        const char *s;
+        size_t len;
+        const char *what;
+    } bad[] = {{"", 0, "empty"},
+               {"\x80", 1, "a truncated varint"},
+               {"\x06"
+                "ab",
+                3, "a key longer than the value"},
+               {"\x03"
+                "a",
+                2, "an origin flag without the origin"},
+               {"\x03"
+                "a\x00"
+                "d",
+                4, "origin 0"},
+               {"\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 10, "a varint past 64 bits"},
+               {"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x00", 11, "an 11-byte varint"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        ok(crdtm_entry_decode(bad[i].s, bad[i].len, &e) < 0, "refused: %s", bad[i].what);
+    ok(crdtm_entry_decode("\x02"
+                          "a",
+                          2, &e) == 0 &&
+           e.klen == 1 && e.dlen == 0,
+       "an empty delta decodes (the module refuses it as a payload)");
+}
+
 int main(void)
 {
     const char *why = rh_skip_reason();
     if (why)
         skip_all("%s", why);
+    test_entry_codec();
     rh_watchdog(rh_sanitized() ? 240 : 120);
     test_basics();
     test_replica_restore_off();

@@ -3,7 +3,8 @@
  *
  * Whatever crdtm_pos_parse accepts as a position AT must format back to exactly the same bytes
  * (one text per position), and a log name it accepts must be the name crdtm_log_name writes for
- * its tag and epoch, in the slot its tag hashes to.
+ * its tag and epoch, in the slot its tag hashes to. An entry value crdtm_entry_decode accepts
+ * stays inside the input, and encodes back to the same bytes when its varints are minimal.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -51,6 +52,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_REQUIRE(n == size && memcmp(back, s, size) == 0);
     }
     (void)crdtm_keyslot(s, size);
+    crdtm_entry_t e;
+    if (crdtm_entry_decode(s, size, &e) == 0) {
+        FUZZ_REQUIRE(e.key >= s && e.key + e.klen <= s + size);
+        FUZZ_REQUIRE(e.delta >= e.key + e.klen && e.delta + e.dlen == s + size);
+        char *back = malloc(CRDTM_ENTRY_MAX(e.klen, e.dlen));
+        if (back) {
+            size_t n = crdtm_entry_encode(back, e.key, e.klen, e.origin, e.delta, e.dlen);
+            FUZZ_REQUIRE(n <= size);
+            crdtm_entry_t again;
+            FUZZ_REQUIRE(crdtm_entry_decode(back, n, &again) == 0);
+            FUZZ_REQUIRE(again.klen == e.klen && !memcmp(again.key, e.key, e.klen));
+            FUZZ_REQUIRE(again.origin == e.origin && again.dlen == e.dlen);
+            FUZZ_REQUIRE(!memcmp(again.delta, e.delta, e.dlen));
+            free(back);
+        }
+    }
     free(s);
     return 0;
 }

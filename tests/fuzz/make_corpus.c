@@ -302,6 +302,10 @@ int main(int argc, char **argv)
                                             "crdt:log:{c}:68bd826262c40713"};
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
+        /* change-log entry values (logpos.h): without and with an origin, an empty key */
+        write_file(dir, n++, "\x0c\x66\x65\x65\x64\x3a\x31\x02\x06\x00\x01", 11); /* feed:1 */
+        write_file(dir, n++, "\x09{o}k\x87\x01\x03\x01", 9);
+        write_file(dir, n++, "\x00", 1);
         return 0;
     }
     if (!strcmp(kind, "fuzz_log")) {
