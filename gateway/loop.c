@@ -615,7 +615,7 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
  * A marked SSL's ex_data says how its last read ended, which has_input uses instead of SSL_peek. */
 enum {
     RD_DRAINED = 1, /* read-ahead was empty, or its rest is part of a record: new input only */
-    RD_FULL,        /* the caller's buffer filled up: read-ahead may hold whole records */
+    RD_FULL,        /* the buffer filled up (or OpenSSL had to write): whole records may wait */
     RD_FAILED       /* a record after the first failed: the next SSL_read reports it */
 };
 
@@ -656,17 +656,20 @@ int SSL_read(SSL *ssl, void *buf, int num)
     while (n < num && SSL_has_pending(ssl)) {
         int m = read_one(ssl, (char *)buf + n, num - n);
         if (m <= 0) {
-            /* the rest is part of a record (WANT_READ), or a failure that OpenSSL keeps and the
-             * next call returns again; the error queue is left clean for whoever comes next */
+            /* the rest is part of a record (WANT_READ); OpenSSL must write first (WANT_WRITE:
+             * whole records may still wait, as after a full buffer); or a failure that OpenSSL
+             * keeps and the next call returns again. The error queue is left clean for whoever
+             * comes next. */
             int e = SSL_get_error(ssl, m);
             ERR_clear_error();
-            if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
-                state = RD_FAILED;
+            state = e == SSL_ERROR_WANT_READ    ? RD_DRAINED
+                    : e == SSL_ERROR_WANT_WRITE ? RD_FULL
+                                                : RD_FAILED;
             break;
         }
         n += m;
     }
-    if (n == num && state != RD_FAILED)
+    if (n == num && state == RD_DRAINED)
         state = RD_FULL;
     SSL_set_ex_data(ssl, rd_index, (void *)(intptr_t)state);
     return n;

@@ -1,8 +1,9 @@
 /* test_tls_records.c - a crdt.v1 session over wss:// whose records come many to one write, as a
  * server reading several records per read (gateway/loop.c: SSL_read of marked sessions) sees
  * them: a tampered record closes the session at once and nothing from it on is applied, a
- * close_notify behind applies in the same write closes the session, and the node keeps serving. The client is OpenSSL's on a blocking socket; to place several records (and a
- * tampered or closing one) in one write it has them written into a memory BIO first.
+ * close_notify behind applies in the same write closes the session, and the node keeps serving. The
+ * client is OpenSSL's on a blocking socket; to place several records (and a tampered or closing
+ * one) in one write it has them written into a memory BIO first.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
