@@ -265,6 +265,43 @@ static double cpu_s(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* The read and write syscalls (syscr + syscw of /proc/PID/io) the process has made so far: with
+ * CPU per apply it tells how the applies were batched (a turn's acks go out in one write). The
+ * kernel counts read()/write(), which OpenSSL uses, not recv()/send(), which lws uses on a
+ * cleartext socket. */
+static void io_calls(pid_t pid, double *rd, double *wr)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/%d/io", (int)pid);
+    FILE *f = fopen(path, "r");
+    *rd = *wr = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        unsigned long v;
+        if (sscanf(line, "syscr: %lu", &v) == 1)
+            *rd = (double)v;
+        else if (sscanf(line, "syscw: %lu", &v) == 1)
+            *wr = (double)v;
+    }
+    if (f)
+        fclose(f);
+}
+
+/* The times the process has slept (voluntary context switches, /proc/PID/status): about one
+ * per loop turn that waited in poll. */
+static double sleeps(pid_t pid)
+{
+    char path[64], line[128];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long v = 0;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "voluntary_ctxt_switches: %lu", &v) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (double)v;
+}
+
 /* Runs this thread (and what it starts) on CPUs first..last. */
 static void pin(int first, int last)
 {
@@ -359,21 +396,30 @@ int main(int argc, char **argv)
     }
 
     double ws[50], wss[50], cws[50], cwss[50], kws[50], kwss[50], rr[50];
+    /* per apply: the wss:// server's read and write calls, each server's sleeps */
+    double rwss[50], wwss[50], sws[50], swss[50];
     unsigned long n;
     for (int r = 0; r < runs; r++) { /* alternating, so drift on a shared machine hits both */
-        double c0 = cpu_s(plain.pid), k0 = self_cpu_s();
+        double c0 = cpu_s(plain.pid), k0 = self_cpu_s(), s0 = sleeps(plain.pid), r0, w0, r1, w1;
         ws[r] = run(plain.port, NULL, secs, window, coalesce, &n);
         cws[r] = n ? (cpu_s(plain.pid) - c0) * 1e6 / (double)n : 0;
         kws[r] = n ? (self_cpu_s() - k0) * 1e6 / (double)n : 0;
-        c0 = cpu_s(tls.pid), k0 = self_cpu_s();
+        sws[r] = n ? (sleeps(plain.pid) - s0) / (double)n : 0;
+        c0 = cpu_s(tls.pid), k0 = self_cpu_s(), s0 = sleeps(tls.pid);
+        io_calls(tls.pid, &r0, &w0);
         wss[r] = run(tls.port, ctx, secs, window, coalesce, &n);
         cwss[r] = n ? (cpu_s(tls.pid) - c0) * 1e6 / (double)n : 0;
         kwss[r] = n ? (self_cpu_s() - k0) * 1e6 / (double)n : 0;
+        io_calls(tls.pid, &r1, &w1);
+        rwss[r] = n ? (r1 - r0) / (double)n : 0;
+        wwss[r] = n ? (w1 - w0) / (double)n : 0;
+        swss[r] = n ? (sleeps(tls.pid) - s0) / (double)n : 0;
         rr[r] = ws[r] > 0 ? wss[r] / ws[r] : 0;
-        printf("run %d: ws %.0f applies/s (CPU each: server %.1f us, client %.1f us), wss %.0f "
-               "applies/s (%.1f us, %.1f us) ratio %.3f\n",
-               r + 1, ws[r], cws[r], kws[r], wss[r], cwss[r], kwss[r],
-               ws[r] > 0 ? wss[r] / ws[r] : 0);
+        printf("run %d: ws %.0f applies/s (each: CPU server %.1f us, client %.1f us; server "
+               "sleeps %.3f), wss %.0f applies/s (%.1f us, %.1f us; %.3f; reads %.3f, writes "
+               "%.3f) ratio %.3f\n",
+               r + 1, ws[r], cws[r], kws[r], sws[r], wss[r], cwss[r], kwss[r], swss[r], rwss[r],
+               wwss[r], ws[r] > 0 ? wss[r] / ws[r] : 0);
     }
     qsort(rr, (size_t)runs, sizeof(double), cmp_d);
     qsort(kws, (size_t)runs, sizeof(double), cmp_d);
