@@ -1,10 +1,7 @@
 /* loop.c - the event loop: lws context and listeners, group commit, tick, durability waiters,
  * fan-out of the store's events to the registered sinks */
-#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,93 +596,13 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
 #define READ_MORE_ROUNDS 128
 #define READ_MORE_IDLE 64   /* forced reads without a receive before a reader is dropped */
 
-/* ---- several TLS records per lws read ---------------------------------------------------------
- *
- * OpenSSL 3.0 returns one record per SSL_read and lws 4.1 makes one SSL_read per service of a
- * connection, so each record a client writes (one per message for a browser or crdtc) cost a
- * whole lws service (the wsi lookup, ERR_clear_error, the parser's set-up) and the loop's re-read
- * check (an SSL_peek) on top of OpenSSL's own per-record work. lws has no way to be handed more
- * input, so crdtd defines SSL_read: lws's calls resolve to this definition (the executable comes
- * first in symbol lookup), which calls OpenSSL's. For the SSL objects of readers (crdt.v1
- * sessions, marked with ex_data by gw_loop_reader_init) it goes on reading while read-ahead holds
- * more input and the buffer has room, so one lws read takes every whole record waiting, as one
- * recv() of ws:// takes every frame. Every other SSL object (HTTP before the upgrade, peer links,
- * test clients) gets OpenSSL's SSL_read unchanged, return value and error state alike.
- *
- * A marked SSL's ex_data says how its last read ended, which has_input uses instead of SSL_peek. */
-enum {
-    RD_DRAINED = 1, /* read-ahead was empty, or its rest is part of a record: new input only */
-    RD_FULL,        /* the buffer filled up (or OpenSSL had to write): whole records may wait */
-    RD_FAILED       /* a record after the first failed: the next SSL_read reports it */
-};
-
-static int (*ossl_read)(SSL *, void *, int);
-static int rd_index = -1;
-static pthread_once_t rd_once = PTHREAD_ONCE_INIT;
-
-static void rd_init(void)
-{
-    ossl_read = (int (*)(SSL *, void *, int))dlsym(RTLD_NEXT, "SSL_read");
-    rd_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-}
-
-static int rd_get(const SSL *ssl)
-{
-    return (int)(intptr_t)SSL_get_ex_data(ssl, rd_index);
-}
-
-/* OpenSSL's SSL_read; through SSL_read_ex if it could not be found (not expected with a shared
- * libssl), where a failure reads as 0 for the peer's close and -1 otherwise. */
-static int read_one(SSL *ssl, void *buf, int num)
-{
-    if (ossl_read)
-        return ossl_read(ssl, buf, num);
-    size_t got = 0;
-    if (num >= 0 && SSL_read_ex(ssl, buf, (size_t)num, &got) == 1)
-        return (int)got;
-    return SSL_get_error(ssl, 0) == SSL_ERROR_ZERO_RETURN ? 0 : -1;
-}
-
-int SSL_read(SSL *ssl, void *buf, int num)
-{
-    pthread_once(&rd_once, rd_init);
-    int n = read_one(ssl, buf, num);
-    if (n <= 0 || rd_index < 0 || !rd_get(ssl))
-        return n;
-    int state = RD_DRAINED;
-    while (n < num && SSL_has_pending(ssl)) {
-        int m = read_one(ssl, (char *)buf + n, num - n);
-        if (m <= 0) {
-            /* the rest is part of a record (WANT_READ); OpenSSL must write first (WANT_WRITE:
-             * whole records may still wait, as after a full buffer); or a failure that OpenSSL
-             * keeps and the next call returns again. The error queue is left clean for whoever
-             * comes next. */
-            int e = SSL_get_error(ssl, m);
-            ERR_clear_error();
-            state = e == SSL_ERROR_WANT_READ    ? RD_DRAINED
-                    : e == SSL_ERROR_WANT_WRITE ? RD_FULL
-                                                : RD_FAILED;
-            break;
-        }
-        n += m;
-    }
-    if (n == num && state == RD_DRAINED)
-        state = RD_FULL;
-    SSL_set_ex_data(ssl, rd_index, (void *)(intptr_t)state);
-    return n;
-}
-
 void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi)
 {
     memset(r, 0, sizeof(*r));
     r->wsi = wsi;
     SSL *ssl = lws_get_ssl(wsi);
-    if (ssl) {
+    if (ssl)
         SSL_set_read_ahead(ssl, 1);
-        pthread_once(&rd_once, rd_init);
-        if (rd_index >= 0) /* the first check peeks: what the handshake left is not known */
-            SSL_set_ex_data(ssl, rd_index, (void *)(intptr_t)RD_FULL);
-    }
 }
 
 static void reader_link(gw_loop_t *L, gw_loop_reader_t *r)
@@ -730,9 +647,8 @@ void gw_loop_read_stop(gw_server_t *s, gw_loop_reader_t *r)
 }
 
 /* Whether wsi has input a read would take now: a whole TLS record (decrypted, or buffered by
- * read-ahead: after a read that took every whole record (RD_DRAINED) only the socket can hold
- * one; otherwise SSL_peek decrypts it without taking it; a partial one waits for the socket,
- * which poll sees), an alert or the peer's close (lws reads it and closes), or cleartext bytes. */
+ * read-ahead: SSL_peek decrypts it without taking it; a partial one waits for the socket, which
+ * poll sees), an alert or the peer's close (lws reads it and closes), or cleartext bytes. */
 static bool has_input(struct lws *wsi)
 {
     int fd = (int)lws_get_socket_fd(wsi), avail = 0;
@@ -743,11 +659,6 @@ static bool has_input(struct lws *wsi)
         return !ioctl(fd, FIONREAD, &avail) && avail > 0;
     if (SSL_pending(ssl) > 0)
         return true;
-    int state = rd_index < 0 ? 0 : rd_get(ssl);
-    if (state == RD_FAILED) /* lws reads the failure and closes */
-        return true;
-    if (state == RD_DRAINED) /* read-ahead holds no whole record: only new input counts */
-        return !ioctl(fd, FIONREAD, &avail) && avail > 0;
     if (!SSL_has_pending(ssl) && (ioctl(fd, FIONREAD, &avail) || avail <= 0))
         return false;
     unsigned char c;
