@@ -1,6 +1,7 @@
 /* store_redis.c - crdt_store_t over Redis / Redis Cluster with crdt.so (see store_redis.h) */
 #include "store_redis.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -81,6 +82,9 @@ typedef enum {
     R_RSX_DIGEST,
     R_TYPES,    /* CRDT.TYPE of one key of a types call */
     R_LOG_POLL, /* CRDT.LOG.POLL of a node's logs */
+    R_BATCH,       /* CRDT.TLMADD / TLMREM of one slot's writes of a tl_write_batch */
+    R_BATCH_STATE, /* the state of a key it changed, for the change event */
+    R_BATCH_WAIT,  /* WAIT after it */
 } req_kind_t;
 
 /* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
@@ -98,6 +102,8 @@ typedef struct sr_feed_ent {
     size_t klen;
 } sr_feed_ent_t;
 
+typedef struct sr_batch sr_batch_t;
+
 typedef struct sr_many {
     crdt_store_get_many_cb cb;
     void *ud;
@@ -106,6 +112,8 @@ typedef struct sr_many {
     crdt_obj_t **objs;
     crdt_store_types_cb tcb; /* a types call: types[] instead of objs */
     crdt_type_t *types;
+    sr_batch_t *batch; /* a types call of a batch's first phase: batch_typed instead of tcb */
+    size_t bad;        /* the first key whose read failed with CRDT_ETYPE (SIZE_MAX: none) */
 } sr_many_t;
 
 typedef struct sr_scan {
@@ -156,6 +164,8 @@ struct sr_req {
     size_t *idxs; /* R_LOG_POLL: the logs asked, in order */
     size_t nidx;
     sr_list_t *list; /* R_LIST_*: the listing; idx: the candidate (R_LIST_STATE) */
+    sr_batch_t *batch; /* R_BATCH*: the batch; idx: the group (R_BATCH_STATE: bidx the write) */
+    size_t bidx;
 };
 
 /* list_keys (below) */
@@ -215,6 +225,7 @@ struct sr_store {
     size_t rnames_cap, rnames_n;
     uint64_t rsx_items, rsx_items_at;
     bool rsx_items_busy;
+    sr_batch_t *batches; /* tl_write_batch calls not completed (freed at close) */
     bool follow_started; /* every primary of the map had its logs listed once */
     bool no_poll;        /* crdt.so without CRDT.LOG.POLL: one CRDT.LOG.READ per log */
 };
@@ -646,15 +657,21 @@ static void route(sr_req_t *q, const void *key, size_t klen)
 /* ---- completions ------------------------------------------------------------------------------
  */
 
+static void batch_typed(sr_batch_t *b, int rc, const crdt_type_t *types, size_t bad);
+
 static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
 {
     if (rc < 0 && m->rc == 0)
         m->rc = rc;
+    if (rc == CRDT_ETYPE && m->bad == SIZE_MAX)
+        m->bad = idx;
     if (obj)
         m->objs[idx] = obj;
     if (--m->left)
         return;
-    if (m->tcb)
+    if (m->batch)
+        batch_typed(m->batch, m->rc, m->types, m->bad);
+    else if (m->tcb)
         m->tcb(m->ud, m->rc, m->rc < 0 ? NULL : m->types, m->rc < 0 ? 0 : m->n);
     else if (m->rc < 0)
         m->cb(m->ud, m->rc, NULL, 0);
@@ -711,6 +728,8 @@ static void follow_read_done(sr_node_t *n)
     }
 }
 
+static void batch_req_failed(sr_req_t *q, int rc);
+
 static void req_fail(sr_req_t *q, int rc)
 {
     sr_store_t *s = q->st;
@@ -763,6 +782,9 @@ static void req_fail(sr_req_t *q, int rc)
         break;
     case R_LOG_READ: follow_read_done(q->fixed); break;
     case R_LOG_POLL: follow_read_done(q->fixed); break;
+    case R_BATCH:
+    case R_BATCH_STATE:
+    case R_BATCH_WAIT: batch_req_failed(q, rc); break;
     case R_RSX_OPEN:
     case R_RSX_RECV:
     case R_RSX_DIFFS:
@@ -963,6 +985,9 @@ static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
 static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
+static bool batch_wrongtype(sr_req_t *q, const redisReply *r);
+static void batch_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     if (q->kind >= R_RSX_OPEN && q->kind <= R_RSX_DIGEST) {
@@ -983,6 +1008,10 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
                 r->str ? r->str : "error");
         req_fail(q, CRDT_EUNAVAIL);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && q->kind == R_BATCH && batch_wrongtype(q, r)) {
+        req_free(q);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR && q->kind != R_INFO && q->kind != R_SLOTS) {
@@ -1065,6 +1094,9 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_LOG_LIST: log_list_reply(s, q, r); break;
     case R_LOG_READ: log_read_reply(s, q, r); break;
     case R_LOG_POLL: log_poll_reply(s, q, r); break;
+    case R_BATCH:
+    case R_BATCH_STATE:
+    case R_BATCH_WAIT: batch_reply(s, q, r); break;
     case R_RSX_OPEN:
     case R_RSX_RECV:
     case R_RSX_DIFFS:
@@ -1810,7 +1842,7 @@ static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
         cb(ud, CRDT_ENOMEM, NULL, 0);
         return;
     }
-    *m = (sr_many_t){.cb = cb, .ud = ud, .n = n, .left = n, .objs = objs};
+    *m = (sr_many_t){.cb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .bad = SIZE_MAX};
     /* one CRDT.STATE per key, all pipelined: keys of a roshi select may live on every primary */
     many_issue(s, m, keys, n, R_MANY, "CRDT.STATE");
 }
@@ -1834,7 +1866,8 @@ static void sr_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_
         cb(ud, CRDT_ENOMEM, NULL, 0);
         return;
     }
-    *m = (sr_many_t){.tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types};
+    *m = (sr_many_t){
+        .tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types, .bad = SIZE_MAX};
     many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
 }
 
@@ -2031,6 +2064,417 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
             crdt_hlc_recv(&s->hlc, crdt_wall_ms(), &seen, &out);
     }
     start_write(s, q, key, klen, cb, ud, origin);
+}
+
+/* ---- timeline writes checked as one: tl_write_batch over CRDT.TLMADD / CRDT.TLMREM -------------
+ *
+ * The writes are grouped by hash slot (a cluster refuses a command over keys of several slots
+ * with CROSSSLOT; a single server, once known not to be a cluster, takes them all in one group).
+ * One group: its command checks every key's type before writing any, so the batch is one command.
+ * Several: a CRDT.TYPE per key first (the types phase), then every group's command at once. Each
+ * group then numbers its changes (after reading the changed keys' states for the change event when
+ * the logs are not followed), waits for replicas if asked, and the batch completes with the last.
+ */
+
+typedef struct sr_bgroup {
+    sr_req_t *q;          /* formatted and not sent yet (the types phase); NULL once sent */
+    size_t first, n;      /* its writes: b->order[first .. first + n) */
+    sr_node_t *node;      /* where it was applied */
+    size_t pending;       /* state reads in flight */
+    bool changed;
+} sr_bgroup_t;
+
+struct sr_batch {
+    sr_store_t *st;
+    sr_batch_t *prev, *next; /* the store's list of batches in progress */
+    crdt_store_batch_cb cb;
+    void *ud;
+    size_t n, ngroups, left; /* left: groups not done */
+    size_t *order;           /* write indices grouped by slot */
+    sr_bgroup_t *groups;
+    char *kbuf;              /* the keys' copies: key i at kbuf + koff[i], koff[i + 1] - koff[i] */
+    size_t *koff;
+    uint64_t *seqs; /* the changes' seqs, completed after cb */
+    size_t nseqs;
+    bool add;
+    int rc;
+    crdt_store_batch_result_t res;
+};
+
+static void batch_free(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        s->batches = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    for (size_t g = 0; b->groups && g < b->ngroups; g++)
+        req_free(b->groups[g].q);
+    free(b->groups);
+    free(b->order);
+    free(b->kbuf);
+    free(b->koff);
+    free(b->seqs);
+    free(b);
+}
+
+static void batch_finish(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    s->writes += b->res.applied;
+    b->cb(b->ud, b->rc, &b->res);
+    for (size_t i = 0; i < b->nseqs; i++)
+        seq_complete(s, b->seqs[i]);
+    batch_free(b);
+}
+
+static void batch_group_done(sr_batch_t *b, int rc)
+{
+    if (rc < 0 && b->rc == 0)
+        b->rc = rc;
+    if (--b->left == 0)
+        batch_finish(b);
+}
+
+static sr_req_t *batch_child(sr_batch_t *b, size_t g, req_kind_t kind, const char *verb, int argc,
+                             const char **argv, const size_t *lens)
+{
+    sr_req_t *c = req_new(b->st, kind, verb, argc, argv, lens);
+    if (!c)
+        return NULL;
+    c->batch = b;
+    c->idx = g;
+    c->fixed = b->groups[g].node; /* the node that applied the writes */
+    return c;
+}
+
+/* A change of the batch numbered (and, without following the logs, reported). */
+static void batch_change(sr_batch_t *b, size_t i, const crdt_obj_t *state)
+{
+    sr_store_t *s = b->st;
+    uint64_t seq = seq_assign(s);
+    if (!seq)
+        return; /* no memory for the window: the change is not numbered */
+    b->seqs[b->nseqs++] = seq;
+    if (seq > b->res.seq)
+        b->res.seq = seq;
+    if (s->cfg.follow_logs)
+        return; /* the change comes back from the log */
+    const char *key = b->kbuf + b->koff[i];
+    size_t klen = b->koff[i + 1] - b->koff[i];
+    feed_append(s, key, klen, seq);
+    if (s->base.ev.change && state)
+        s->base.ev.change(s->base.ev.ud, key, klen, seq, state, CRDT_ORIGIN_LOCAL);
+}
+
+/* A group's changes are numbered: WAIT for replicas if asked, then it is done. */
+static void batch_group_after(sr_batch_t *b, size_t g)
+{
+    sr_store_t *s = b->st;
+    if (!s->cfg.wait_replicas || !b->groups[g].changed) {
+        batch_group_done(b, 0);
+        return;
+    }
+    char nb[16], tb[16];
+    snprintf(nb, sizeof(nb), "%u", s->cfg.wait_replicas);
+    snprintf(tb, sizeof(tb), "%u", s->cfg.wait_timeout_ms);
+    const char *argv[] = {"WAIT", nb, tb};
+    size_t lens[] = {4, strlen(nb), strlen(tb)};
+    sr_req_t *c = batch_child(b, g, R_BATCH_WAIT, "WAIT", 3, argv, lens);
+    if (!c) {
+        batch_group_done(b, CRDT_ENOMEM);
+        return;
+    }
+    req_dispatch(s, c);
+}
+
+static void batch_state_done(sr_batch_t *b, size_t g)
+{
+    if (--b->groups[g].pending == 0)
+        batch_group_after(b, g);
+}
+
+/* The group's command answered: changed[k] for its k-th write. */
+static void batch_applied(sr_batch_t *b, size_t g, const uint8_t *changed)
+{
+    sr_store_t *s = b->st;
+    sr_bgroup_t *G = &b->groups[g];
+    bool states = !s->cfg.follow_logs && s->base.ev.change;
+    G->pending = 1; /* held while issuing */
+    for (size_t k = 0; k < G->n; k++) {
+        size_t i = b->order[G->first + k];
+        if (!changed[k]) {
+            s->noops++;
+            continue;
+        }
+        b->res.applied++;
+        G->changed = true;
+        sr_req_t *c = NULL;
+        if (states) {
+            const char *argv[] = {"CRDT.STATE", b->kbuf + b->koff[i]};
+            size_t lens[] = {10, b->koff[i + 1] - b->koff[i]};
+            c = batch_child(b, g, R_BATCH_STATE, "CRDT.STATE", 2, argv, lens);
+        }
+        if (!c) {
+            batch_change(b, i, NULL);
+            continue;
+        }
+        c->bidx = i;
+        G->pending++;
+        req_dispatch(s, c);
+    }
+    batch_state_done(b, g);
+}
+
+static void batch_req_failed(sr_req_t *q, int rc)
+{
+    sr_batch_t *b = q->batch;
+    switch (q->kind) {
+    case R_BATCH: batch_group_done(b, rc); break;
+    case R_BATCH_STATE:
+        /* the write was applied; only its change event is lost */
+        batch_change(b, q->bidx, NULL);
+        batch_state_done(b, q->idx);
+        break;
+    default: /* R_BATCH_WAIT: applied, not known to be replicated */
+        batch_group_done(b, rc);
+        break;
+    }
+}
+
+/* WRONGTYPE from a group's command: nothing of it was written; the write it names. */
+static bool batch_wrongtype(sr_req_t *q, const redisReply *r)
+{
+    sr_batch_t *b = q->batch;
+    if (!r->str || strncmp(r->str, "WRONGTYPE", 9) != 0)
+        return false;
+    sr_bgroup_t *G = &b->groups[q->idx];
+    size_t pos;
+    crdt_type_t t;
+    if (b->res.bad == SIZE_MAX && sr_parse_tlm_wrongtype(r->str, r->len, G->n, &pos, &t)) {
+        b->res.bad = b->order[G->first + pos];
+        b->res.bad_type = t;
+    }
+    batch_group_done(b, CRDT_ETYPE);
+    return true;
+}
+
+static void batch_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_batch_t *b = q->batch;
+    size_t g = q->idx;
+    if (q->kind == R_BATCH) {
+        sr_bgroup_t *G = &b->groups[g];
+        uint8_t one[16], *changed = G->n <= sizeof(one) ? one : malloc(G->n);
+        char why[96];
+        if (!changed) {
+            batch_group_done(b, CRDT_ENOMEM);
+            return;
+        }
+        G->node = q->node;
+        if (sr_parse_tlm(r, G->n, changed, why, sizeof(why)) < 0) {
+            s->rs.bad_replies++;
+            set_err(s, "redis %s:%d: %s", q->node->addr.host, q->node->addr.port, why);
+            batch_group_done(b, CRDT_EIO);
+        } else {
+            batch_applied(b, g, changed);
+        }
+        if (changed != one)
+            free(changed);
+    } else if (q->kind == R_BATCH_STATE) {
+        crdt_obj_t *obj = NULL;
+        decode_state(s, q, r, &obj);
+        batch_change(b, q->bidx, obj);
+        crdt_obj_free(obj);
+        batch_state_done(b, g);
+    } else { /* R_BATCH_WAIT */
+        int rc = 0;
+        if (r->type != REDIS_REPLY_INTEGER) {
+            rc = bad_reply(s, q, r);
+        } else if (r->integer < (long long)s->cfg.wait_replicas) {
+            set_err(s, "redis %s:%d: WAIT %u: only %lld replicas acknowledged within %u ms",
+                    q->node->addr.host, q->node->addr.port, s->cfg.wait_replicas, r->integer,
+                    s->cfg.wait_timeout_ms);
+            rc = CRDT_EUNAVAIL;
+        }
+        batch_group_done(b, rc);
+    }
+}
+
+/* The types phase answered: every key a timeline or nothing, then every group goes. */
+static void batch_typed(sr_batch_t *b, int rc, const crdt_type_t *types, size_t bad)
+{
+    if (rc == CRDT_ETYPE) {
+        b->res.bad = bad < b->n ? bad : SIZE_MAX; /* not a CRDT (CRDT.TYPE: WRONGTYPE) */
+    } else if (rc == 0) {
+        for (size_t i = 0; i < b->n && rc == 0; i++)
+            if (types[i] && types[i] != CRDT_TIMELINE) {
+                rc = CRDT_ETYPE;
+                b->res.bad = i;
+                b->res.bad_type = types[i];
+            }
+    }
+    if (rc < 0) {
+        b->rc = rc;
+        batch_finish(b);
+        return;
+    }
+    sr_store_t *s = b->st;
+    size_t ng = b->ngroups;
+    b->left++; /* held while sending: a send that fails at once completes its group */
+    for (size_t g = 0; g < ng; g++) {
+        sr_req_t *q = b->groups[g].q;
+        b->groups[g].q = NULL;
+        req_dispatch(s, q);
+    }
+    batch_group_done(b, 0);
+}
+
+typedef struct slot_idx {
+    unsigned slot;
+    size_t i;
+} slot_idx_t;
+
+static int slot_idx_cmp(const void *a, const void *b)
+{
+    const slot_idx_t *x = a, *y = b;
+    if (x->slot != y->slot)
+        return x->slot < y->slot ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size_t n,
+                              crdt_store_batch_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    crdt_store_batch_result_t res = {.bad = SIZE_MAX};
+    if (n == 0) {
+        cb(ud, 0, &res);
+        return;
+    }
+    /* the checks libcrdt makes of a timeline write, so bad input never reaches Redis */
+    for (size_t i = 0; i < n; i++) {
+        const crdt_mut_t *m = &w[i].m;
+        if (m->type != CRDT_TIMELINE || m->kind != w[0].m.kind ||
+            (m->kind != CRDT_MUT_ADD && m->kind != CRDT_MUT_REMOVE) || !isfinite(m->score) ||
+            m->len > CRDT_MAX_BLOB || (m->len && !m->bytes) || (w[i].klen && !w[i].key)) {
+            cb(ud, CRDT_EINVAL, &res);
+            return;
+        }
+    }
+    sr_batch_t *b = calloc(1, sizeof(*b));
+    slot_idx_t *si = malloc(n * sizeof(*si));
+    size_t ktotal = 0;
+    for (size_t i = 0; i < n; i++)
+        ktotal += w[i].klen;
+    const char **argv = malloc((1 + 3 * n) * sizeof(*argv));
+    size_t *lens = malloc((1 + 3 * n) * sizeof(*lens));
+    char(*num)[32] = malloc(n * sizeof(*num));
+    if (b) {
+        b->order = malloc(n * sizeof(*b->order));
+        b->groups = calloc(n, sizeof(*b->groups));
+        b->kbuf = malloc(ktotal ? ktotal : 1);
+        b->koff = malloc((n + 1) * sizeof(*b->koff));
+        b->seqs = malloc(n * sizeof(*b->seqs));
+    }
+    if (!b || !si || !argv || !lens || !num || !b->order || !b->groups || !b->kbuf || !b->koff ||
+        !b->seqs) {
+        if (b) {
+            free(b->order), free(b->groups), free(b->kbuf), free(b->koff), free(b->seqs);
+            free(b);
+        }
+        free(si), free(argv), free(lens), free(num);
+        cb(ud, CRDT_ENOMEM, &res);
+        return;
+    }
+    b->st = s;
+    b->cb = cb;
+    b->ud = ud;
+    b->n = n;
+    b->add = w[0].m.kind == CRDT_MUT_ADD;
+    b->res = res;
+    b->next = s->batches;
+    if (s->batches)
+        s->batches->prev = b;
+    s->batches = b;
+    size_t at = 0;
+    for (size_t i = 0; i < n; i++) {
+        b->koff[i] = at;
+        if (w[i].klen)
+            memcpy(b->kbuf + at, w[i].key, w[i].klen);
+        at += w[i].klen;
+        si[i] = (slot_idx_t){crdtm_keyslot((const char *)w[i].key, w[i].klen), i};
+        snprintf(num[i], sizeof(num[i]), "%.17g", w[i].m.score);
+    }
+    b->koff[n] = at;
+    /* one group on a server known not to be a cluster; else one per slot */
+    bool single = s->ready == 1 && s->cluster == 0;
+    if (!single)
+        qsort(si, n, sizeof(*si), slot_idx_cmp);
+    const char *verb = b->add ? "CRDT.TLMADD" : "CRDT.TLMREM";
+    int rc = 0;
+    for (size_t a = 0; a < n && rc == 0;) {
+        size_t e = a + 1;
+        while (e < n && (single || si[e].slot == si[a].slot))
+            e++;
+        argv[0] = verb;
+        lens[0] = 11;
+        for (size_t k = a; k < e; k++) {
+            size_t i = si[k].i, j = 1 + 3 * (k - a);
+            b->order[k] = i;
+            argv[j] = b->kbuf + b->koff[i];
+            lens[j] = w[i].klen;
+            argv[j + 1] = num[i];
+            lens[j + 1] = strlen(num[i]);
+            argv[j + 2] = w[i].m.len ? w[i].m.bytes : "";
+            lens[j + 2] = w[i].m.len;
+        }
+        sr_req_t *q = req_new(s, R_BATCH, verb, (int)(1 + 3 * (e - a)), argv, lens);
+        if (!q) {
+            rc = CRDT_ENOMEM;
+            break;
+        }
+        q->batch = b;
+        q->idx = b->ngroups;
+        route(q, w[si[a].i].key, w[si[a].i].klen);
+        b->groups[b->ngroups++] = (sr_bgroup_t){.q = q, .first = a, .n = e - a};
+        a = e;
+    }
+    free(argv), free(lens), free(num);
+    if (rc < 0) {
+        free(si);
+        b->rc = rc;
+        batch_finish(b);
+        return;
+    }
+    b->left = b->ngroups;
+    if (b->ngroups == 1) {
+        free(si);
+        sr_req_t *q = b->groups[0].q;
+        b->groups[0].q = NULL;
+        req_dispatch(s, q);
+        return;
+    }
+    /* several slots: every key's type first, so no group is written unless all can be */
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_type_t *types = calloc(n, sizeof(*types));
+    crdt_obj_t **objs = calloc(n, sizeof(*objs));
+    crdt_bytes_t *keys = (crdt_bytes_t *)si; /* reused: a slot_idx_t is at least as large */
+    _Static_assert(sizeof(crdt_bytes_t) <= sizeof(slot_idx_t), "keys fit in si");
+    if (!m || !types || !objs) {
+        free(m), free(types), free(objs), free(si);
+        b->rc = CRDT_ENOMEM;
+        batch_finish(b);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (crdt_bytes_t){w[i].key, w[i].klen};
+    *m = (sr_many_t){
+        .n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
+    many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
+    free(si);
 }
 
 /* ---- the change feed: the changes this store reported, by seq ----------------------------------
@@ -3428,8 +3872,12 @@ static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     out->noops = s->noops;
 }
 
+static void batch_free(sr_batch_t *b);
+
 static void free_all(sr_store_t *s)
 {
+    while (s->batches)
+        batch_free(s->batches);
     while (s->rsx_list)
         rsx_free(s->rsx_list);
     rnames_clear(s);
@@ -3497,6 +3945,7 @@ static const crdt_store_ops_t sr_ops = {
     .rsx_items = sr_rsx_items,
     .pipelined = true, /* one key's commands go on one connection, in order */
     .types = sr_types,
+    .tl_write_batch = sr_tl_write_batch,
 };
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
