@@ -3992,8 +3992,11 @@ crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_conf
         s->cfg.max_pending = 65536;
     if (!s->cfg.follow_poll_ms)
         s->cfg.follow_poll_ms = 50;
+    /* A poll visits every log of the node (a seek each, and a read of each log with news): with
+     * a small budget it stopped after a few hundred logs and the next one started over, so under
+     * load most of Redis's time went to polls (docs/benchmarks.md, issue 16's roshi listener) */
     if (!s->cfg.follow_count)
-        s->cfg.follow_count = 512;
+        s->cfg.follow_count = 10000;
     s->nseeds = sr_parse_url(url, s->seeds, SR_SEEDS_MAX, err, errlen);
     if (s->nseeds < 0) {
         free(s);
