@@ -2110,14 +2110,9 @@ static void batch_free(sr_batch_t *b)
         s->batches = b->next;
     if (b->next)
         b->next->prev = b->prev;
-    for (size_t g = 0; b->groups && g < b->ngroups; g++)
+    for (size_t g = 0; g < b->ngroups; g++)
         req_free(b->groups[g].q);
-    free(b->groups);
-    free(b->order);
-    free(b->kbuf);
-    free(b->koff);
-    free(b->seqs);
-    free(b);
+    free(b); /* one block with its arrays */
 }
 
 static void batch_finish(sr_batch_t *b)
@@ -2345,6 +2340,92 @@ static int slot_idx_cmp(const void *a, const void *b)
     return (x->i > y->i) - (x->i < y->i);
 }
 
+/* Decimal digits of v at p; their count. */
+static size_t put_dec(char *p, uint64_t v)
+{
+    char t[20];
+    size_t n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    for (size_t i = 0; i < n; i++)
+        p[i] = t[n - 1 - i];
+    return n;
+}
+
+/* "$<len>\r\n<bytes>\r\n" at p (room for len + 26); its length. */
+static size_t put_bulk_arg(char *p, const void *d, size_t len)
+{
+    size_t at = 0;
+    p[at++] = '$';
+    at += put_dec(p + at, len);
+    p[at++] = '\r', p[at++] = '\n';
+    if (len)
+        memcpy(p + at, d, len);
+    at += len;
+    p[at++] = '\r', p[at++] = '\n';
+    return at;
+}
+
+/* A score as the module reads it back exactly: the digits of an integer below 2^53 (the usual
+ * roshi scores: timestamps), else %.17g. */
+static size_t put_score(char *p, double d)
+{
+    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d) {
+        int64_t v = (int64_t)d;
+        size_t at = 0;
+        if (v < 0)
+            p[at++] = '-';
+        return at + put_dec(p + at, (uint64_t)(v < 0 ? -v : v));
+    }
+    return (size_t)snprintf(p, 32, "%.17g", d);
+}
+
+/* The RESP of `verb` over the writes order[a..e) (malloc'd, *len). Formatted here rather than with
+ * redisFormatCommandArgv: no argv arrays, and no snprintf per argument. */
+static char *batch_format(const sr_batch_t *b, const crdt_store_kmut_t *w, size_t a, size_t e,
+                          size_t *len)
+{
+    size_t cap = 16 + 26 + 11;
+    for (size_t k = a; k < e; k++) {
+        size_t i = b->order[k];
+        cap += 3 * 26 + w[i].klen + 32 + w[i].m.len;
+    }
+    char *c = malloc(cap), *p = c;
+    if (!c)
+        return NULL;
+    *p++ = '*';
+    p += put_dec(p, 1 + 3 * (e - a));
+    *p++ = '\r', *p++ = '\n';
+    p += put_bulk_arg(p, b->add ? "CRDT.TLMADD" : "CRDT.TLMREM", 11);
+    for (size_t k = a; k < e; k++) {
+        size_t i = b->order[k];
+        char num[32];
+        size_t nl = put_score(num, w[i].m.score);
+        p += put_bulk_arg(p, w[i].key, w[i].klen);
+        p += put_bulk_arg(p, num, nl);
+        p += put_bulk_arg(p, w[i].m.bytes, w[i].m.len);
+    }
+    *len = (size_t)(p - c);
+    return c;
+}
+
+static sr_req_t *req_raw(sr_store_t *s, req_kind_t kind, const char *verb, char *cmd, size_t len)
+{
+    sr_req_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        free(cmd);
+        return NULL;
+    }
+    q->st = s;
+    q->kind = kind;
+    q->verb = verb;
+    q->cmd = cmd;
+    q->cmdlen = len;
+    q->slot = SR_NO_NODE;
+    return q;
+}
+
 static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size_t n,
                               crdt_store_batch_cb cb, void *ud)
 {
@@ -2355,40 +2436,37 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
         return;
     }
     /* the checks libcrdt makes of a timeline write, so bad input never reaches Redis */
+    size_t ktotal = 0;
     for (size_t i = 0; i < n; i++) {
         const crdt_mut_t *m = &w[i].m;
         if (m->type != CRDT_TIMELINE || m->kind != w[0].m.kind ||
             (m->kind != CRDT_MUT_ADD && m->kind != CRDT_MUT_REMOVE) || !isfinite(m->score) ||
-            m->len > CRDT_MAX_BLOB || (m->len && !m->bytes) || (w[i].klen && !w[i].key)) {
+            m->len > CRDT_MAX_BLOB || (m->len && !m->bytes) || (w[i].klen && !w[i].key) ||
+            w[i].klen > CRDT_MAX_BLOB) {
             cb(ud, CRDT_EINVAL, &res);
             return;
         }
-    }
-    sr_batch_t *b = calloc(1, sizeof(*b));
-    slot_idx_t *si = malloc(n * sizeof(*si));
-    size_t ktotal = 0;
-    for (size_t i = 0; i < n; i++)
         ktotal += w[i].klen;
-    const char **argv = malloc((1 + 3 * n) * sizeof(*argv));
-    size_t *lens = malloc((1 + 3 * n) * sizeof(*lens));
-    char(*num)[32] = malloc(n * sizeof(*num));
-    if (b) {
-        b->order = malloc(n * sizeof(*b->order));
-        b->groups = calloc(n, sizeof(*b->groups));
-        b->kbuf = malloc(ktotal ? ktotal : 1);
-        b->koff = malloc((n + 1) * sizeof(*b->koff));
-        b->seqs = malloc(n * sizeof(*b->seqs));
     }
-    if (!b || !si || !argv || !lens || !num || !b->order || !b->groups || !b->kbuf || !b->koff ||
-        !b->seqs) {
-        if (b) {
-            free(b->order), free(b->groups), free(b->kbuf), free(b->koff), free(b->seqs);
-            free(b);
-        }
-        free(si), free(argv), free(lens), free(num);
+    /* one block: the batch, its groups, order, key offsets, seqs, slots and the keys' copies */
+    size_t off_groups = (sizeof(sr_batch_t) + 15) & ~(size_t)15;
+    size_t off_order = off_groups + n * sizeof(sr_bgroup_t);
+    size_t off_koff = off_order + n * sizeof(size_t);
+    size_t off_seqs = off_koff + (n + 1) * sizeof(size_t);
+    size_t off_si = off_seqs + n * sizeof(uint64_t);
+    size_t off_kbuf = off_si + n * sizeof(slot_idx_t);
+    char *blk = n < SIZE_MAX / 256 ? calloc(1, off_kbuf + ktotal + 1) : NULL;
+    if (!blk) {
         cb(ud, CRDT_ENOMEM, &res);
         return;
     }
+    sr_batch_t *b = (sr_batch_t *)blk;
+    b->groups = (sr_bgroup_t *)(blk + off_groups);
+    b->order = (size_t *)(blk + off_order);
+    b->koff = (size_t *)(blk + off_koff);
+    b->seqs = (uint64_t *)(blk + off_seqs);
+    slot_idx_t *si = (slot_idx_t *)(blk + off_si);
+    b->kbuf = blk + off_kbuf;
     b->st = s;
     b->cb = cb;
     b->ud = ud;
@@ -2399,59 +2477,42 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
     if (s->batches)
         s->batches->prev = b;
     s->batches = b;
+    /* one group on a server known not to be a cluster; else one per slot */
+    bool single = s->ready == 1 && s->cluster == 0;
     size_t at = 0;
     for (size_t i = 0; i < n; i++) {
         b->koff[i] = at;
         if (w[i].klen)
             memcpy(b->kbuf + at, w[i].key, w[i].klen);
         at += w[i].klen;
-        si[i] = (slot_idx_t){crdtm_keyslot((const char *)w[i].key, w[i].klen), i};
-        snprintf(num[i], sizeof(num[i]), "%.17g", w[i].m.score);
+        si[i] = (slot_idx_t){single ? 0 : crdtm_keyslot((const char *)w[i].key, w[i].klen), i};
     }
     b->koff[n] = at;
-    /* one group on a server known not to be a cluster; else one per slot */
-    bool single = s->ready == 1 && s->cluster == 0;
     if (!single)
         qsort(si, n, sizeof(*si), slot_idx_cmp);
+    for (size_t k = 0; k < n; k++)
+        b->order[k] = si[k].i;
     const char *verb = b->add ? "CRDT.TLMADD" : "CRDT.TLMREM";
-    int rc = 0;
-    for (size_t a = 0; a < n && rc == 0;) {
+    for (size_t a = 0; a < n;) {
         size_t e = a + 1;
-        while (e < n && (single || si[e].slot == si[a].slot))
+        while (e < n && si[e].slot == si[a].slot)
             e++;
-        argv[0] = verb;
-        lens[0] = 11;
-        for (size_t k = a; k < e; k++) {
-            size_t i = si[k].i, j = 1 + 3 * (k - a);
-            b->order[k] = i;
-            argv[j] = b->kbuf + b->koff[i];
-            lens[j] = w[i].klen;
-            argv[j + 1] = num[i];
-            lens[j + 1] = strlen(num[i]);
-            argv[j + 2] = w[i].m.len ? w[i].m.bytes : "";
-            lens[j + 2] = w[i].m.len;
-        }
-        sr_req_t *q = req_new(s, R_BATCH, verb, (int)(1 + 3 * (e - a)), argv, lens);
+        size_t len = 0;
+        char *cmd = batch_format(b, w, a, e, &len);
+        sr_req_t *q = cmd ? req_raw(s, R_BATCH, verb, cmd, len) : NULL;
         if (!q) {
-            rc = CRDT_ENOMEM;
-            break;
+            b->rc = CRDT_ENOMEM;
+            batch_finish(b);
+            return;
         }
         q->batch = b;
         q->idx = b->ngroups;
-        route(q, w[si[a].i].key, w[si[a].i].klen);
+        route(q, w[b->order[a]].key, w[b->order[a]].klen);
         b->groups[b->ngroups++] = (sr_bgroup_t){.q = q, .first = a, .n = e - a};
         a = e;
     }
-    free(argv), free(lens), free(num);
-    if (rc < 0) {
-        free(si);
-        b->rc = rc;
-        batch_finish(b);
-        return;
-    }
     b->left = b->ngroups;
     if (b->ngroups == 1) {
-        free(si);
         sr_req_t *q = b->groups[0].q;
         b->groups[0].q = NULL;
         req_dispatch(s, q);
@@ -2461,10 +2522,9 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
     sr_many_t *m = calloc(1, sizeof(*m));
     crdt_type_t *types = calloc(n, sizeof(*types));
     crdt_obj_t **objs = calloc(n, sizeof(*objs));
-    crdt_bytes_t *keys = (crdt_bytes_t *)si; /* reused: a slot_idx_t is at least as large */
-    _Static_assert(sizeof(crdt_bytes_t) <= sizeof(slot_idx_t), "keys fit in si");
-    if (!m || !types || !objs) {
-        free(m), free(types), free(objs), free(si);
+    crdt_bytes_t *keys = malloc(n * sizeof(*keys));
+    if (!m || !types || !objs || !keys) {
+        free(m), free(types), free(objs), free(keys);
         b->rc = CRDT_ENOMEM;
         batch_finish(b);
         return;
@@ -2474,7 +2534,7 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
     *m = (sr_many_t){
         .n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
     many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
-    free(si);
+    free(keys);
 }
 
 /* ---- the change feed: the changes this store reported, by seq ----------------------------------
