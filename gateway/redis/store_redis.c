@@ -94,6 +94,8 @@ typedef struct sr_log {
     char name[CRDTM_LOG_NAME_MAX];
     char pos[CRDTM_POS_TEXT_MAX];
     sr_node_t *node; /* the node that listed it last; NULL when none does */
+    size_t nlen;     /* strlen(name) */
+    uint32_t next;   /* the next log of its slot (an index in logs; UINT32_MAX: none) */
 } sr_log_t;
 
 typedef struct sr_feed_ent {
@@ -211,6 +213,7 @@ struct sr_store {
     uint64_t writes, noops;
     sr_log_t *logs;
     size_t nlogs, cap_logs;
+    uint32_t *slot_logs; /* per slot the first of its logs (an index in logs; UINT32_MAX: none) */
     bool logpos_loaded, logpos_busy, logpos_dirty; /* the saved positions (mark log-positions) */
     bool logpos_found; /* a previous run saved some: logs unknown to it are read from the start */
     uint64_t logpos_retry_at, logpos_saved_at;
@@ -1388,11 +1391,23 @@ static void refresh_slots(sr_store_t *s)
 /* ---- following the change logs ----------------------------------------------------------------
  */
 
-static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, bool *added)
+/* The log of that name (its slot parsed from it), added when new. Found through the slot's
+ * chain: a LOG.LIST names every log of a node (one per slot written), so a scan of all the logs
+ * per name cost the list's length squared. */
+static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, unsigned slot,
+                                 bool *added)
 {
     *added = false;
-    for (size_t i = 0; i < s->nlogs; i++)
-        if (strlen(s->logs[i].name) == len && memcmp(s->logs[i].name, name, len) == 0)
+    if (slot >= CRDTM_SLOTS || len >= CRDTM_LOG_NAME_MAX || s->nlogs >= UINT32_MAX - 1)
+        return NULL;
+    if (!s->slot_logs) {
+        s->slot_logs = malloc(CRDTM_SLOTS * sizeof(*s->slot_logs));
+        if (!s->slot_logs)
+            return NULL;
+        memset(s->slot_logs, 0xff, CRDTM_SLOTS * sizeof(*s->slot_logs));
+    }
+    for (uint32_t i = s->slot_logs[slot]; i != UINT32_MAX; i = s->logs[i].next)
+        if (s->logs[i].nlen == len && memcmp(s->logs[i].name, name, len) == 0)
             return &s->logs[i];
     if (s->nlogs == s->cap_logs) {
         size_t cap = s->cap_logs ? s->cap_logs * 2 : 64;
@@ -1402,9 +1417,12 @@ static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, bo
         s->logs = p;
         s->cap_logs = cap;
     }
-    sr_log_t *l = &s->logs[s->nlogs++];
+    sr_log_t *l = &s->logs[s->nlogs];
     memset(l, 0, sizeof(*l));
     memcpy(l->name, name, len);
+    l->nlen = len;
+    l->next = s->slot_logs[slot];
+    s->slot_logs[slot] = (uint32_t)s->nlogs++;
     *added = true;
     return l;
 }
@@ -1448,7 +1466,7 @@ static void follow_send_poll(sr_store_t *s, sr_node_t *n)
                     continue;
                 idxs[k] = i;
                 argv[2 + 2 * k] = s->logs[i].name;
-                lens[2 + 2 * k] = strlen(s->logs[i].name);
+                lens[2 + 2 * k] = s->logs[i].nlen;
                 argv[3 + 2 * k] = s->logs[i].pos;
                 lens[3 + 2 * k] = strlen(s->logs[i].pos);
                 k++;
@@ -1491,7 +1509,7 @@ static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             !crdtm_log_name_parse(e->str, e->len, &epoch, &slot))
             continue; /* not a log name: skip it rather than send it back */
         bool added;
-        sr_log_t *l = log_find_or_add(s, e->str, e->len, &added);
+        sr_log_t *l = log_find_or_add(s, e->str, e->len, slot, &added);
         if (!l)
             break;
         /* a new gateway reads the logs there are at its start from their end; a log that
@@ -1598,7 +1616,7 @@ static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         }
         /* the reply keeps the order of the request: find the log from where the last one was */
         while (at < q->nidx &&
-               (q->idxs[at] >= s->nlogs || strlen(s->logs[q->idxs[at]].name) != nlen ||
+               (q->idxs[at] >= s->nlogs || s->logs[q->idxs[at]].nlen != nlen ||
                 memcmp(s->logs[q->idxs[at]].name, nm, nlen) != 0))
             at++;
         if (at == q->nidx) {
@@ -1644,7 +1662,7 @@ static void logpos_loaded(void *ud, int rc, const void *p, size_t n)
             crdtm_log_name_parse(b, (size_t)(sp - b), &epoch, &slot) &&
             crdtm_pos_parse(sp + 1, (size_t)(le - sp - 1), &pos, &why) == 0) {
             bool added;
-            sr_log_t *l = log_find_or_add(s, b, (size_t)(sp - b), &added);
+            sr_log_t *l = log_find_or_add(s, b, (size_t)(sp - b), slot, &added);
             if (l && added) {
                 memcpy(l->pos, sp + 1, (size_t)(le - sp - 1));
                 l->pos[le - sp - 1] = '\0';
@@ -3945,6 +3963,7 @@ static void free_all(sr_store_t *s)
         free(s->nodes[i]);
     free(s->win);
     free(s->logs);
+    free(s->slot_logs);
     for (size_t i = 0; i < s->feed_len; i++)
         free(s->feed[(s->feed_head + i) % s->cfg.feed_max].key);
     free(s->feed);
