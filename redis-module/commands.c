@@ -321,11 +321,13 @@ static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
     mt_item_t stack_items[16];
     double stack_scores[16];
     long long stack_changed[16];
+    RedisModuleKey *stack_keys[16];
     mt_item_t *items = n <= 16 ? stack_items : crdtm_alloc((size_t)n * sizeof(*items));
     double *scores = n <= 16 ? stack_scores : crdtm_alloc((size_t)n * sizeof(*scores));
     long long *chg = n <= 16 ? stack_changed : crdtm_alloc((size_t)n * sizeof(*chg));
-    int rc = REDISMODULE_OK;
-    if (!items || !scores || !chg) {
+    RedisModuleKey **keys = n <= 16 ? stack_keys : crdtm_alloc((size_t)n * sizeof(*keys));
+    int rc = REDISMODULE_OK, nkeys = 0;
+    if (!items || !scores || !chg || !keys) {
         rc = RedisModule_ReplyWithError(ctx, "ERR out of memory");
         goto out;
     }
@@ -349,40 +351,60 @@ static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         items[i].i = i;
         chg[i] = 0;
     }
-    /* then every key's type: nothing is written unless all hold a timeline or nothing */
-    for (int i = 0; i < n; i++) {
-        RedisModuleKey *k = RedisModule_OpenKey(ctx, argv[1 + 3 * i], REDISMODULE_READ);
+    /* the triples of one key together, in their order; each key opened once, for the type check
+     * and then the write: nothing is written unless every key holds a timeline or nothing */
+    qsort(items, (size_t)n, sizeof(*items), mt_cmp);
+    int bad = -1; /* the first triple, in argument order, whose key holds another type */
+    char holds[48] = "";
+    for (int a = 0; a < n;) {
+        int b = a + 1;
+        while (b < n && items[b].klen == items[a].klen &&
+               memcmp(items[b].key, items[a].key, items[a].klen) == 0)
+            b++;
+        RedisModuleKey *k =
+            RedisModule_OpenKey(ctx, argv[1 + 3 * items[a].i], REDISMODULE_READ | REDISMODULE_WRITE);
+        keys[nkeys++] = k;
         int kt = RedisModule_KeyType(k);
-        const char *holds = NULL;
         if (kt != REDISMODULE_KEYTYPE_EMPTY &&
             (kt != REDISMODULE_KEYTYPE_MODULE || RedisModule_ModuleTypeGetType(k) != crdtm_type ||
-             crdt_obj_type(RedisModule_ModuleTypeGetValue(k)) != CRDT_TIMELINE))
-            holds = mt_holds(k, kt);
-        if (holds) {
-            char m[200];
-            snprintf(m, sizeof(m), "WRONGTYPE key %d (argument %d) holds %s, not a timeline",
-                     i + 1, 1 + 3 * i, holds);
-            RedisModule_CloseKey(k);
-            rc = RedisModule_ReplyWithError(ctx, m);
-            goto out;
+             crdt_obj_type(RedisModule_ModuleTypeGetValue(k)) != CRDT_TIMELINE) &&
+            (bad < 0 || items[a].i < bad)) {
+            bad = items[a].i; /* the group's first triple: sorted by position within a key */
+            snprintf(holds, sizeof(holds), "%s", mt_holds(k, kt));
         }
-        RedisModule_CloseKey(k);
+        a = b;
     }
-    /* then the writes, key by key: the triples of one key sorted together, in their order */
-    qsort(items, (size_t)n, sizeof(*items), mt_cmp);
+    if (bad >= 0) {
+        char m[200];
+        snprintf(m, sizeof(m), "WRONGTYPE key %d (argument %d) holds %s, not a timeline", bad + 1,
+                 1 + 3 * bad, holds);
+        rc = RedisModule_ReplyWithError(ctx, m);
+        goto out;
+    }
     const char *event = add ? "crdt.tladd" : "crdt.tlrem";
     int err = 0;
-    for (int a = 0; a < n && err >= 0;) {
+    for (int a = 0, g = 0; a < n && err >= 0; g++) {
         int b = a + 1;
         while (b < n && items[b].klen == items[a].klen &&
                memcmp(items[b].key, items[a].key, items[a].klen) == 0)
             b++;
         RedisModuleString *name = argv[1 + 3 * items[a].i];
-        RedisModuleKey *key;
-        crdt_obj_t *tl;
-        bool created;
-        if (open_for_write(ctx, name, CRDT_TIMELINE, &key, &tl, &created) < 0)
-            goto out; /* replied (out of memory: the types were checked) */
+        RedisModuleKey *key = keys[g];
+        keys[g] = NULL; /* write_tail closes it */
+        crdt_obj_t *tl = RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_EMPTY
+                             ? NULL
+                             : RedisModule_ModuleTypeGetValue(key);
+        bool created = !tl;
+        if (created) {
+            /* crdtd's internal keys (op-id marks) are maps: unbounded, as open_for_write does */
+            tl = items[a].klen >= 3 && !memcmp(items[a].key, "\0c/", 3) ? crdt_timeline_new(0)
+                                                                         : crdtm_new_obj(CRDT_TIMELINE);
+            if (!tl) {
+                RedisModule_CloseKey(key);
+                err = CRDT_ENOMEM;
+                break;
+            }
+        }
         long long changed = 0;
         crdt_obj_t *delta = NULL;
         for (int j = a; j < b && err >= 0; j++) {
@@ -415,12 +437,17 @@ static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
     for (int i = 0; i < n; i++)
         RedisModule_ReplyWithLongLong(ctx, chg[i]);
 out:
+    for (int g = 0; keys && g < nkeys; g++)
+        if (keys[g])
+            RedisModule_CloseKey(keys[g]);
     if (items != stack_items)
         crdtm_free(items);
     if (scores != stack_scores)
         crdtm_free(scores);
     if (chg != stack_changed)
         crdtm_free(chg);
+    if (keys != stack_keys)
+        crdtm_free(keys);
     return rc;
 }
 

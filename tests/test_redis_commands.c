@@ -483,6 +483,10 @@ static void test_tlmadd(void)
        "TLMREM on a native string: WRONGTYPE");
     is(joined(CMD("CRDT.TLRANGE m:a 0 10")), "x", "x not removed");
     ok(starts(ERR("CRDT.TLMADD m:a 1 x m:s 1 y"), "WRONGTYPE key 2"), "WRONGTYPE key 2");
+    is(ERR("CRDT.TLMADD m:ok 1 x m:s 1 y m:g 1 z m:s 2 w"),
+       "WRONGTYPE key 2 (argument 4) holds a Redis string, not a timeline",
+       "two wrong keys (one twice): the first in argument order is named");
+    ok(!key_exists(&S, "m:ok"), "and nothing written");
 
     /* bad arguments anywhere: nothing written */
     ok(starts(ERR("CRDT.TLMADD m:c 1"), "ERR wrong number of arguments"), "TLMADD arity 3");
