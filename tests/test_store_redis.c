@@ -671,9 +671,19 @@ static void test_close_pending(rh_server_t *srv)
         crdt_store_get_many(st, keys, 2, on_many, &r[0]);
         crdt_store_write(st, "closing", 7, &add, on_write, &r[1]);
         crdt_store_get(st, "feed", 4, on_get, &r[2]);
+        /* batches: keys of several slots (a types phase first while discovering), one slot */
+        bres_t b[2] = {{0}};
+        crdt_store_kmut_t w[3] = {{(const uint8_t *)"cb:1", 4, add},
+                                  {(const uint8_t *)"cb:2", 4, add},
+                                  {(const uint8_t *)"cb:3", 4, add}};
+        crdt_store_tl_write_batch(st, w, 3, on_batch, &b[0]);
+        crdt_store_kmut_t w1[2] = {{(const uint8_t *)"{cb}1", 5, add},
+                                   {(const uint8_t *)"{cb}2", 5, add}};
+        crdt_store_tl_write_batch(st, w1, 2, on_batch, &b[1]);
         crdt_store_close(st);
         ep_run_for(L, 100);
-        ok(!r[0].done && !r[1].done && !r[2].done, "%s: closed with operations %s: none completes",
+        ok(!r[0].done && !r[1].done && !r[2].done && !b[0].done && !b[1].done,
+           "%s: closed with operations (batches too) %s: none completes",
            round ? "ready" : "discovering", round ? "in flight" : "queued");
     }
 }
