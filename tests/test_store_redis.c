@@ -942,6 +942,7 @@ typedef enum {
     FAKE_SILENT,   /* discovery fine, then never answers */
     FAKE_SLOTS,    /* a cluster whose CLUSTER SLOTS is nonsense */
     FAKE_HUGE,     /* discovery fine, then an array header claiming 2e9 elements */
+    FAKE_OLDMOD,   /* a crdt.so without CRDT.TLMADD / TLMREM (before 0.4.0) */
 } fake_mode_t;
 
 static const char INFO_OK[] =
@@ -1004,6 +1005,19 @@ static void fake_answer(int fd, fake_mode_t mode, const redisReply *cmd)
             put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
         else
             put(fd, "*2000000000\r\n*2000000\r\n");
+        return;
+    case FAKE_OLDMOD:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        else if (!strcasecmp(verb, "CRDT.TLMADD") || !strcasecmp(verb, "CRDT.TLMREM"))
+            put(fd, "-ERR unknown command 'CRDT.TLMADD', with args beginning with: \r\n");
+        else if (!strcasecmp(verb, "CRDT.TYPE"))
+            put(fd, cmd->elements > 1 && !strcmp(cmd->element[1]->str, "old:g") ? "+gcounter\r\n"
+                                                                                : "+none\r\n");
+        else if (!strcasecmp(verb, "CRDT.TLADD") || !strcasecmp(verb, "CRDT.TLREM"))
+            put(fd, ":1\r\n");
+        else
+            put(fd, "+OK\r\n");
         return;
     }
 }
@@ -1436,6 +1450,45 @@ static void test_cluster(void)
     rc_stop(&CL);
 }
 
+/* A crdt.so from before CRDT.TLMADD: a batch's writes go one by one after a CRDT.TYPE each (the
+ * all-or-nothing check as before), the store stays healthy. */
+static void test_old_module(void)
+{
+    diag("tl_write_batch over a crdt.so without CRDT.TLMADD (a fake server)");
+    pid_t pid = 0;
+    int port = fake_start(FAKE_OLDMOD, &pid);
+    if (port < 0) {
+        fail("fake server");
+        return;
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    crdt_store_t *st = open_store(url, NULL);
+    if (st && crdt_store_redis_ready(st) == 1) {
+        static const char *const k3[] = {"old:a", "old:b", "old:c"};
+        for (int round = 0; round < 2; round++) {
+            bres_t b;
+            batch_of(st, k3, 3, round ? CRDT_MUT_REMOVE : CRDT_MUT_ADD, 1, &b);
+            ok(b.rc == 0 && b.res.applied == 3 && b.res.seq == crdt_store_last_seq(st) &&
+                   crdt_store_durable_seq(st) == b.res.seq && !crdt_store_last_error(st),
+               "%s batch: written one by one, healthy (rc %d, %zu applied)",
+               round ? "then every" : "the first", b.rc, b.res.applied);
+        }
+        static const char *const kg[] = {"old:a", "old:g", "old:c"};
+        bres_t b;
+        batch_of(st, kg, 3, CRDT_MUT_ADD, 1, &b);
+        ok(b.rc == CRDT_ETYPE && b.res.bad == 1 && b.res.bad_type == CRDT_GCOUNTER &&
+               b.res.applied == 0,
+           "a G-counter's key second: CRDT_ETYPE naming it (rc %d, bad %zu)", b.rc,
+           b.res.bad);
+    } else {
+        fail("open the fake server");
+    }
+    crdt_store_close(st);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
 /* ---- tl_write_batch on one server ---------------------------------------------------------- */
 
 static void test_batch(rh_server_t *srv)
@@ -1640,6 +1693,7 @@ int main(void)
     test_batch(&srv);
     rh_stop(&srv);
     test_fakes();
+    test_old_module();
     test_cluster();
     ep_free(L);
     rh_cleanup();

@@ -231,6 +231,7 @@ struct sr_store {
     sr_batch_t *batches; /* tl_write_batch calls not completed (freed at close) */
     bool follow_started; /* every primary of the map had its logs listed once */
     bool no_poll;        /* crdt.so without CRDT.LOG.POLL: one CRDT.LOG.READ per log */
+    bool no_tlm;         /* crdt.so without CRDT.TLMADD: a batch's writes go one by one */
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -2100,6 +2101,7 @@ typedef struct sr_bgroup {
     sr_node_t *node;      /* where it was applied */
     size_t pending;       /* state reads in flight */
     bool changed;
+    bool redo; /* the module has no CRDT.TLMADD: its writes go one by one (after the types) */
 } sr_bgroup_t;
 
 struct sr_batch {
@@ -2114,7 +2116,13 @@ struct sr_batch {
     size_t *koff;
     uint64_t *seqs; /* the changes' seqs, completed after cb */
     size_t nseqs;
+    char *mbuf; /* the members' copies (as kbuf), and the scores: for writes one by one */
+    size_t *moff;
+    double *scores;
+    size_t tlm_applied; /* changes made by CRDT.TLMADD (one by one: counted by sr_write) */
     bool add;
+    bool typed; /* the types phase ran */
+    bool redo;  /* a group is to be written one by one once every group answered */
     int rc;
     crdt_store_batch_result_t res;
 };
@@ -2136,19 +2144,76 @@ static void batch_free(sr_batch_t *b)
 static void batch_finish(sr_batch_t *b)
 {
     sr_store_t *s = b->st;
-    s->writes += b->res.applied;
+    s->writes += b->tlm_applied;
     b->cb(b->ud, b->rc, &b->res);
     for (size_t i = 0; i < b->nseqs; i++)
         seq_complete(s, b->seqs[i]);
     batch_free(b);
 }
 
+static void batch_types_start(sr_batch_t *b);
+static void batch_send(sr_batch_t *b);
+
 static void batch_group_done(sr_batch_t *b, int rc)
 {
     if (rc < 0 && b->rc == 0)
         b->rc = rc;
-    if (--b->left == 0)
-        batch_finish(b);
+    if (--b->left)
+        return;
+    if (b->redo && b->rc == 0) {
+        /* groups an older crdt.so refused: their writes one by one, every type checked first */
+        b->redo = false;
+        if (b->typed)
+            batch_send(b);
+        else
+            batch_types_start(b);
+        return;
+    }
+    batch_finish(b);
+}
+
+/* One write of a redone group completed (sr_write numbered it and waited for replicas). */
+static void batch_one_done(void *ud, int rc, uint64_t seq)
+{
+    sr_batch_t *b = ud;
+    if (rc > 0) {
+        b->res.applied++;
+        if (seq > b->res.seq)
+            b->res.seq = seq;
+    }
+    batch_group_done(b, rc < 0 ? rc : 0);
+}
+
+/* Every group not sent yet: its command, or (an older crdt.so) its writes one by one. */
+static void batch_send(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    b->left++; /* held while sending: a send that fails at once completes its part */
+    for (size_t g = 0; g < b->ngroups; g++) {
+        sr_bgroup_t *G = &b->groups[g];
+        if (G->redo || (s->no_tlm && G->q)) {
+            G->redo = false;
+            req_free(G->q);
+            G->q = NULL;
+            for (size_t k = G->first; k < G->first + G->n; k++) {
+                size_t i = b->order[k];
+                crdt_mut_t m = {.type = CRDT_TIMELINE,
+                                .kind = b->add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                                .bytes = b->mbuf + b->moff[i],
+                                .len = b->moff[i + 1] - b->moff[i],
+                                .score = b->scores[i]};
+                b->left++;
+                sr_write(&s->base, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i], &m,
+                         batch_one_done, b);
+            }
+        } else if (G->q) {
+            sr_req_t *q = G->q;
+            G->q = NULL;
+            b->left++;
+            req_dispatch(s, q);
+        }
+    }
+    batch_group_done(b, 0);
 }
 
 static sr_req_t *batch_child(sr_batch_t *b, size_t g, req_kind_t kind, const char *verb, int argc,
@@ -2223,6 +2288,7 @@ static void batch_applied(sr_batch_t *b, size_t g, const uint8_t *changed)
             continue;
         }
         b->res.applied++;
+        b->tlm_applied++;
         G->changed = true;
         sr_req_t *c = NULL;
         if (states) {
@@ -2257,10 +2323,19 @@ static void batch_req_failed(sr_req_t *q, int rc)
     }
 }
 
-/* WRONGTYPE from a group's command: nothing of it was written; the write it names. */
+/* WRONGTYPE from a group's command: nothing of it was written; the write it names. An older
+ * crdt.so without the command: nothing written either; the group is redone one write at a time
+ * (after a types phase), and so is every batch from then on. */
 static bool batch_wrongtype(sr_req_t *q, const redisReply *r)
 {
     sr_batch_t *b = q->batch;
+    if (r->str && strncmp(r->str, "ERR unknown command", 19) == 0) {
+        q->st->no_tlm = true;
+        b->groups[q->idx].redo = true;
+        b->redo = true;
+        batch_group_done(b, 0);
+        return true;
+    }
     if (!r->str || strncmp(r->str, "WRONGTYPE", 9) != 0)
         return false;
     sr_bgroup_t *G = &b->groups[q->idx];
@@ -2334,15 +2409,32 @@ static void batch_typed(sr_batch_t *b, int rc, const crdt_type_t *types, size_t 
         batch_finish(b);
         return;
     }
+    b->left = 0;
+    batch_send(b);
+}
+
+/* The types phase: a CRDT.TYPE per key, pipelined (the keys may live on every primary). */
+static void batch_types_start(sr_batch_t *b)
+{
     sr_store_t *s = b->st;
-    size_t ng = b->ngroups;
-    b->left++; /* held while sending: a send that fails at once completes its group */
-    for (size_t g = 0; g < ng; g++) {
-        sr_req_t *q = b->groups[g].q;
-        b->groups[g].q = NULL;
-        req_dispatch(s, q);
+    size_t n = b->n;
+    b->typed = true;
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_type_t *types = calloc(n, sizeof(*types));
+    crdt_obj_t **objs = calloc(n, sizeof(*objs));
+    crdt_bytes_t *keys = malloc(n * sizeof(*keys));
+    if (!m || !types || !objs || !keys) {
+        free(m), free(types), free(objs), free(keys);
+        b->rc = CRDT_ENOMEM;
+        batch_finish(b);
+        return;
     }
-    batch_group_done(b, 0);
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (crdt_bytes_t){b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i]};
+    *m = (sr_many_t){
+        .n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
+    many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
+    free(keys);
 }
 
 typedef struct slot_idx {
@@ -2454,7 +2546,7 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
         return;
     }
     /* the checks libcrdt makes of a timeline write, so bad input never reaches Redis */
-    size_t ktotal = 0;
+    size_t ktotal = 0, mtotal = 0;
     for (size_t i = 0; i < n; i++) {
         const crdt_mut_t *m = &w[i].m;
         if (m->type != CRDT_TIMELINE || m->kind != w[0].m.kind ||
@@ -2465,6 +2557,7 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
             return;
         }
         ktotal += w[i].klen;
+        mtotal += w[i].m.len;
     }
     /* one block: the batch, its groups, order, key offsets, seqs, slots and the keys' copies */
     size_t off_groups = (sizeof(sr_batch_t) + 15) & ~(size_t)15;
@@ -2472,8 +2565,12 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
     size_t off_koff = off_order + n * sizeof(size_t);
     size_t off_seqs = off_koff + (n + 1) * sizeof(size_t);
     size_t off_si = off_seqs + n * sizeof(uint64_t);
-    size_t off_kbuf = off_si + n * sizeof(slot_idx_t);
-    char *blk = n < SIZE_MAX / 256 ? calloc(1, off_kbuf + ktotal + 1) : NULL;
+    size_t off_moff = off_si + n * sizeof(slot_idx_t);
+    size_t off_scores = off_moff + (n + 1) * sizeof(size_t);
+    size_t off_kbuf = off_scores + n * sizeof(double);
+    char *blk = n < SIZE_MAX / 256 && ktotal <= SIZE_MAX / 4 && mtotal <= SIZE_MAX / 4
+                    ? calloc(1, off_kbuf + ktotal + mtotal + 1)
+                    : NULL;
     if (!blk) {
         cb(ud, CRDT_ENOMEM, &res);
         return;
@@ -2485,6 +2582,9 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
     b->seqs = (uint64_t *)(blk + off_seqs);
     slot_idx_t *si = (slot_idx_t *)(blk + off_si);
     b->kbuf = blk + off_kbuf;
+    b->moff = (size_t *)(blk + off_moff);
+    b->scores = (double *)(blk + off_scores);
+    b->mbuf = b->kbuf + ktotal;
     b->st = s;
     b->cb = cb;
     b->ud = ud;
@@ -2497,15 +2597,21 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
     s->batches = b;
     /* one group on a server known not to be a cluster; else one per slot */
     bool single = s->ready == 1 && s->cluster == 0;
-    size_t at = 0;
+    size_t at = 0, mat = 0;
     for (size_t i = 0; i < n; i++) {
         b->koff[i] = at;
         if (w[i].klen)
             memcpy(b->kbuf + at, w[i].key, w[i].klen);
         at += w[i].klen;
+        b->moff[i] = mat;
+        if (w[i].m.len)
+            memcpy(b->mbuf + mat, w[i].m.bytes, w[i].m.len);
+        mat += w[i].m.len;
+        b->scores[i] = w[i].m.score;
         si[i] = (slot_idx_t){single ? 0 : crdtm_keyslot((const char *)w[i].key, w[i].klen), i};
     }
     b->koff[n] = at;
+    b->moff[n] = mat;
     if (!single)
         qsort(si, n, sizeof(*si), slot_idx_cmp);
     for (size_t k = 0; k < n; k++)
@@ -2530,29 +2636,15 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
         a = e;
     }
     b->left = b->ngroups;
-    if (b->ngroups == 1) {
+    if (b->ngroups == 1 && !s->no_tlm) {
         sr_req_t *q = b->groups[0].q;
         b->groups[0].q = NULL;
         req_dispatch(s, q);
         return;
     }
-    /* several slots: every key's type first, so no group is written unless all can be */
-    sr_many_t *m = calloc(1, sizeof(*m));
-    crdt_type_t *types = calloc(n, sizeof(*types));
-    crdt_obj_t **objs = calloc(n, sizeof(*objs));
-    crdt_bytes_t *keys = malloc(n * sizeof(*keys));
-    if (!m || !types || !objs || !keys) {
-        free(m), free(types), free(objs), free(keys);
-        b->rc = CRDT_ENOMEM;
-        batch_finish(b);
-        return;
-    }
-    for (size_t i = 0; i < n; i++)
-        keys[i] = (crdt_bytes_t){w[i].key, w[i].klen};
-    *m = (sr_many_t){
-        .n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
-    many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
-    free(keys);
+    /* several slots (or an older crdt.so): every key's type first, so no group is written unless
+     * all can be */
+    batch_types_start(b);
 }
 
 /* ---- the change feed: the changes this store reported, by seq ----------------------------------
