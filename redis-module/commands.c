@@ -361,8 +361,8 @@ static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         while (b < n && items[b].klen == items[a].klen &&
                memcmp(items[b].key, items[a].key, items[a].klen) == 0)
             b++;
-        RedisModuleKey *k =
-            RedisModule_OpenKey(ctx, argv[1 + 3 * items[a].i], REDISMODULE_READ | REDISMODULE_WRITE);
+        RedisModuleKey *k = RedisModule_OpenKey(ctx, argv[1 + 3 * items[a].i],
+                                                REDISMODULE_READ | REDISMODULE_WRITE);
         keys[nkeys++] = k;
         int kt = RedisModule_KeyType(k);
         if (kt != REDISMODULE_KEYTYPE_EMPTY &&
@@ -397,8 +397,9 @@ static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         bool created = !tl;
         if (created) {
             /* crdtd's internal keys (op-id marks) are maps: unbounded, as open_for_write does */
-            tl = items[a].klen >= 3 && !memcmp(items[a].key, "\0c/", 3) ? crdt_timeline_new(0)
-                                                                         : crdtm_new_obj(CRDT_TIMELINE);
+            tl = items[a].klen >= 3 && !memcmp(items[a].key, "\0c/", 3)
+                     ? crdt_timeline_new(0)
+                     : crdtm_new_obj(CRDT_TIMELINE);
             if (!tl) {
                 RedisModule_CloseKey(key);
                 err = CRDT_ENOMEM;

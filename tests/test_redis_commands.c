@@ -493,14 +493,15 @@ static void test_tlmadd(void)
     ok(starts(ERR("CRDT.TLMADD m:c 1 x m:d"), "ERR wrong number of arguments"), "a partial triple");
     ok(starts(ERR("CRDT.TLMADD m:c 1 x m:d 2"), "ERR wrong number of arguments"),
        "a triple without member");
-    is(ERR("CRDT.TLMADD m:c 1 x m:d nan y"), "ERR score is not a finite number (triple 2, argument 5)",
-       "a NaN score names its triple");
+    is(ERR("CRDT.TLMADD m:c 1 x m:d nan y"),
+       "ERR score is not a finite number (triple 2, argument 5)", "a NaN score names its triple");
     is(ERR("CRDT.TLMADD m:c 1 x m:d 1e999 y"),
        "ERR score is not a finite number (triple 2, argument 5)", "an overflowing score");
     is(ERR("CRDT.TLMADD m:c inf x"), "ERR score is not a finite number (triple 1, argument 2)",
        "an infinite score");
     ok(!key_exists(&S, "m:c") && !key_exists(&S, "m:d"), "none of their keys was created");
-    is(ERR("CRDT.TLMADD m:c 1 x m:g x y"), "ERR score is not a finite number (triple 2, argument 5)",
+    is(ERR("CRDT.TLMADD m:c 1 x m:g x y"),
+       "ERR score is not a finite number (triple 2, argument 5)",
        "arguments are checked before types");
 
     /* many triples (past the stack buffers) and one key many times */

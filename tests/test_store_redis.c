@@ -1479,8 +1479,7 @@ static void test_old_module(void)
         batch_of(st, kg, 3, CRDT_MUT_ADD, 1, &b);
         ok(b.rc == CRDT_ETYPE && b.res.bad == 1 && b.res.bad_type == CRDT_GCOUNTER &&
                b.res.applied == 0,
-           "a G-counter's key second: CRDT_ETYPE naming it (rc %d, bad %zu)", b.rc,
-           b.res.bad);
+           "a G-counter's key second: CRDT_ETYPE naming it (rc %d, bad %zu)", b.rc, b.res.bad);
     } else {
         fail("open the fake server");
     }
@@ -1554,9 +1553,11 @@ static void test_batch(rh_server_t *srv)
     /* bad input never reaches Redis */
     long long sent = cmd_calls(srv, "crdt.tlmadd") + cmd_calls(srv, "crdt.tlmrem");
     crdt_store_kmut_t w[2] = {
-        {(const uint8_t *)"bt:x", 4,
+        {(const uint8_t *)"bt:x",
+         4,
          {.type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "m", .len = 1, .score = 1}},
-        {(const uint8_t *)"bt:y", 4,
+        {(const uint8_t *)"bt:y",
+         4,
          {.type = CRDT_TIMELINE, .kind = CRDT_MUT_REMOVE, .bytes = "m", .len = 1, .score = 1}}};
     memset(&b, 0, sizeof(b));
     crdt_store_tl_write_batch(st, w, 2, on_batch, &b);

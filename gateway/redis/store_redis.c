@@ -80,8 +80,8 @@ typedef enum {
     R_RSX_CLOSE,
     R_RSX_ITEMS, /* CRDT.RSX.ITEMS of one primary, for a session run in the gateway */
     R_RSX_DIGEST,
-    R_TYPES,    /* CRDT.TYPE of one key of a types call */
-    R_LOG_POLL, /* CRDT.LOG.POLL of a node's logs */
+    R_TYPES,       /* CRDT.TYPE of one key of a types call */
+    R_LOG_POLL,    /* CRDT.LOG.POLL of a node's logs */
     R_BATCH,       /* CRDT.TLMADD / TLMREM of one slot's writes of a tl_write_batch */
     R_BATCH_STATE, /* the state of a key it changed, for the change event */
     R_BATCH_WAIT,  /* WAIT after it */
@@ -165,7 +165,7 @@ struct sr_req {
     unsigned scan_node;
     size_t *idxs; /* R_LOG_POLL: the logs asked, in order */
     size_t nidx;
-    sr_list_t *list; /* R_LIST_*: the listing; idx: the candidate (R_LIST_STATE) */
+    sr_list_t *list;   /* R_LIST_*: the listing; idx: the candidate (R_LIST_STATE) */
     sr_batch_t *batch; /* R_BATCH*: the batch; idx: the group (R_BATCH_STATE: bidx the write) */
     size_t bidx;
 };
@@ -1616,9 +1616,8 @@ static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             break;
         }
         /* the reply keeps the order of the request: find the log from where the last one was */
-        while (at < q->nidx &&
-               (q->idxs[at] >= s->nlogs || s->logs[q->idxs[at]].nlen != nlen ||
-                memcmp(s->logs[q->idxs[at]].name, nm, nlen) != 0))
+        while (at < q->nidx && (q->idxs[at] >= s->nlogs || s->logs[q->idxs[at]].nlen != nlen ||
+                                memcmp(s->logs[q->idxs[at]].name, nm, nlen) != 0))
             at++;
         if (at == q->nidx) {
             bad_reply(s, q, r);
@@ -2096,10 +2095,10 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
  */
 
 typedef struct sr_bgroup {
-    sr_req_t *q;          /* formatted and not sent yet (the types phase); NULL once sent */
-    size_t first, n;      /* its writes: b->order[first .. first + n) */
-    sr_node_t *node;      /* where it was applied */
-    size_t pending;       /* state reads in flight */
+    sr_req_t *q;     /* formatted and not sent yet (the types phase); NULL once sent */
+    size_t first, n; /* its writes: b->order[first .. first + n) */
+    sr_node_t *node; /* where it was applied */
+    size_t pending;  /* state reads in flight */
     bool changed;
     bool redo; /* the module has no CRDT.TLMADD: its writes go one by one (after the types) */
 } sr_bgroup_t;
@@ -2112,7 +2111,7 @@ struct sr_batch {
     size_t n, ngroups, left; /* left: groups not done */
     size_t *order;           /* write indices grouped by slot */
     sr_bgroup_t *groups;
-    char *kbuf;              /* the keys' copies: key i at kbuf + koff[i], koff[i + 1] - koff[i] */
+    char *kbuf; /* the keys' copies: key i at kbuf + koff[i], koff[i + 1] - koff[i] */
     size_t *koff;
     uint64_t *seqs; /* the changes' seqs, completed after cb */
     size_t nseqs;
@@ -2317,9 +2316,7 @@ static void batch_req_failed(sr_req_t *q, int rc)
         batch_change(b, q->bidx, NULL);
         batch_state_done(b, q->idx);
         break;
-    default: /* R_BATCH_WAIT: applied, not known to be replicated */
-        batch_group_done(b, rc);
-        break;
+    default: /* R_BATCH_WAIT: applied, not known to be replicated */ batch_group_done(b, rc); break;
     }
 }
 
@@ -2431,8 +2428,7 @@ static void batch_types_start(sr_batch_t *b)
     }
     for (size_t i = 0; i < n; i++)
         keys[i] = (crdt_bytes_t){b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i]};
-    *m = (sr_many_t){
-        .n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
+    *m = (sr_many_t){.n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
     many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
     free(keys);
 }
