@@ -47,12 +47,9 @@ void gw_apply_op(gw_server_t *s, const uint8_t *key, size_t klen, const json_t *
 #define GW_RESERVED_PREFIX_LEN 3
 bool gw_key_reserved(const void *key, size_t klen);
 
-/* One write of a batch: the key and the mutation (both borrowed by gw_run_writes until done). */
-typedef struct gw_write {
-    const uint8_t *key;
-    size_t klen;
-    crdt_mut_t m;
-} gw_write_t;
+/* One write of a batch: the key and the mutation (both borrowed by gw_run_writes until done);
+ * the store's own batch entry, so a run can go to crdt_store_tl_write_batch as it is. */
+typedef crdt_store_kmut_t gw_write_t;
 
 /* rc 0, or the negative code of the write that stopped the batch; applied: writes that changed
  * their key; seq: the seq of the last change made (0: none). */

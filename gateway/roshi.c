@@ -236,6 +236,29 @@ static void roshi_write_typed(void *ud, int rc, const crdt_type_t *types, size_t
     gw_run_writes(x->srv, c->w, c->n, roshi_written, c);
 }
 
+/* A store that checks and writes a whole request as one (Redis: CRDT.TLMADD, one command on a
+ * single server) answers here: roshi's all-or-nothing type check without a read per tuple. */
+static void roshi_batch_done(void *ud, int rc, const crdt_store_batch_result_t *res)
+{
+    write_ctx_t *c = ud;
+    gw_exchange_t *x = c->x;
+    gw_metrics_apply(&x->srv->metrics, (double)(gw_now_us() - c->t0) / 1e6);
+    if (rc == CRDT_ETYPE && res->applied == 0) {
+        if (res->bad < c->n && res->bad_type)
+            roshi_error(&x->rs, 409, "[%zu].key holds type %s, not timeline", res->bad,
+                        crdt_type_name(res->bad_type));
+        else if (res->bad < c->n)
+            roshi_error(&x->rs, 409, "[%zu].key holds a value that is not a CRDT, not timeline",
+                        res->bad);
+        else
+            roshi_error(&x->rs, 409, "a key holds another type than timeline");
+        free(c);
+        gw_http_reply(x);
+        return;
+    }
+    roshi_written(x->srv, rc, res->applied, res->seq, c);
+}
+
 static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
 {
     const gw_request_t *rq = &x->rq;
@@ -289,7 +312,9 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
                                 .len = t->mlen,
                                 .score = t->score}};
     }
-    if (s->store->ops->types)
+    if (s->store->ops->tl_write_batch)
+        crdt_store_tl_write_batch(s->store, c->w, c->n, roshi_batch_done, c);
+    else if (s->store->ops->types)
         crdt_store_types(s->store, c->keys, c->n, roshi_write_typed, c);
     else
         crdt_store_get_many(s->store, c->keys, c->n, roshi_write_got, c);

@@ -104,10 +104,11 @@ static int collect_delta(crdt_obj_t **acc, crdt_obj_t *d)
     return r < 0 ? r : 0;
 }
 
-/* Common tail of a write: store a new key, replicate the delta, notify, count, reply. */
-static int finish_write(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleKey *key,
-                        crdt_obj_t *obj, bool created, long long changed, long long reply,
-                        crdt_obj_t *delta, const char *event, int err)
+/* Common tail of a write without its reply: store a new key, replicate the delta, notify,
+ * count, close the key. Takes delta. */
+static void write_tail(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleKey *key,
+                       crdt_obj_t *obj, bool created, long long changed, crdt_obj_t *delta,
+                       const char *event, int err)
 {
     if (err < 0 && delta) {
         /* What did change is real and must reach replicas; the delta is incomplete only on OOM
@@ -134,6 +135,14 @@ static int finish_write(RedisModuleCtx *ctx, RedisModuleString *name, RedisModul
     }
     crdt_obj_free(delta);
     RedisModule_CloseKey(key);
+}
+
+/* Common tail of a write: write_tail, then the reply (the error, or the integer reply). */
+static int finish_write(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleKey *key,
+                        crdt_obj_t *obj, bool created, long long changed, long long reply,
+                        crdt_obj_t *delta, const char *event, int err)
+{
+    write_tail(ctx, name, key, obj, created, changed, delta, event, err);
     if (err < 0)
         return crdtm_reply_crdt_error(ctx, err);
     return RedisModule_ReplyWithLongLong(ctx, reply);
@@ -252,6 +261,205 @@ static int cmd_tladd(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 static int cmd_tlrem(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     return tl_write(ctx, argv, argc, false);
+}
+
+/* CRDT.TLMADD / CRDT.TLMREM key score member [key score member ...] -> per triple, 1 if its entry
+ * changed state, else 0.
+ *
+ * One write over several timelines, all-or-nothing as to arguments and types: every score and
+ * member is checked, then every key's type, before anything is written; a key holding anything but
+ * a timeline (or nothing) is WRONGTYPE naming it, and nothing is written. Then the triples of each
+ * key are applied together, with what TLADD does per key: one delta per changed key, replicated
+ * and logged as TLADD's is, one keyspace event per changed key. A key given several times is
+ * opened once; its triples apply in the order given. */
+typedef struct mt_item {
+    const char *key;
+    size_t klen;
+    int i; /* the triple's index */
+} mt_item_t;
+
+static int mt_cmp(const void *a, const void *b)
+{
+    const mt_item_t *x = a, *y = b;
+    size_t n = x->klen < y->klen ? x->klen : y->klen;
+    int c = memcmp(x->key, y->key, n);
+    if (c)
+        return c;
+    if (x->klen != y->klen)
+        return x->klen < y->klen ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* What a key that is not a timeline holds, for the WRONGTYPE message: "a gcounter", "a Redis
+ * string", ... */
+static const char *mt_holds(RedisModuleKey *k, int kt)
+{
+    static char buf[48];
+    switch (kt) {
+    case REDISMODULE_KEYTYPE_STRING: return "a Redis string";
+    case REDISMODULE_KEYTYPE_LIST: return "a Redis list";
+    case REDISMODULE_KEYTYPE_HASH: return "a Redis hash";
+    case REDISMODULE_KEYTYPE_SET: return "a Redis set";
+    case REDISMODULE_KEYTYPE_ZSET: return "a Redis zset";
+    case REDISMODULE_KEYTYPE_STREAM: return "a Redis stream";
+    case REDISMODULE_KEYTYPE_MODULE:
+        if (RedisModule_ModuleTypeGetType(k) == crdtm_type) {
+            const crdt_obj_t *o = RedisModule_ModuleTypeGetValue(k);
+            snprintf(buf, sizeof(buf), "a %s", crdt_type_name(crdt_obj_type(o)));
+            return buf;
+        }
+        return "another module's type";
+    default: return "another type";
+    }
+}
+
+static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bool add)
+{
+    if (argc < 4 || (argc - 1) % 3 != 0)
+        return RedisModule_WrongArity(ctx);
+    int n = (argc - 1) / 3;
+    mt_item_t stack_items[16];
+    double stack_scores[16];
+    long long stack_changed[16];
+    RedisModuleKey *stack_keys[16];
+    mt_item_t *items = n <= 16 ? stack_items : crdtm_alloc((size_t)n * sizeof(*items));
+    double *scores = n <= 16 ? stack_scores : crdtm_alloc((size_t)n * sizeof(*scores));
+    long long *chg = n <= 16 ? stack_changed : crdtm_alloc((size_t)n * sizeof(*chg));
+    RedisModuleKey **keys = n <= 16 ? stack_keys : crdtm_alloc((size_t)n * sizeof(*keys));
+    int rc = REDISMODULE_OK, nkeys = 0;
+    if (!items || !scores || !chg || !keys) {
+        rc = RedisModule_ReplyWithError(ctx, "ERR out of memory");
+        goto out;
+    }
+    /* every argument first */
+    for (int i = 0; i < n; i++) {
+        size_t mlen;
+        RedisModule_StringPtrLen(argv[3 + 3 * i], &mlen);
+        const char *msg = NULL;
+        int at = 0; /* the argument at fault */
+        if (parse_double(argv[2 + 3 * i], false, &scores[i]) < 0)
+            msg = ERR_SCORE, at = 2 + 3 * i;
+        else if (mlen > CRDT_MAX_BLOB)
+            msg = ERR_BIG, at = 3 + 3 * i;
+        if (msg) {
+            char m[160];
+            snprintf(m, sizeof(m), "%s (triple %d, argument %d)", msg, i + 1, at);
+            rc = RedisModule_ReplyWithError(ctx, m);
+            goto out;
+        }
+        items[i].key = RedisModule_StringPtrLen(argv[1 + 3 * i], &items[i].klen);
+        items[i].i = i;
+        chg[i] = 0;
+    }
+    /* the triples of one key together, in their order; each key opened once, for the type check
+     * and then the write: nothing is written unless every key holds a timeline or nothing */
+    qsort(items, (size_t)n, sizeof(*items), mt_cmp);
+    int bad = -1; /* the first triple, in argument order, whose key holds another type */
+    char holds[48] = "";
+    for (int a = 0; a < n;) {
+        int b = a + 1;
+        while (b < n && items[b].klen == items[a].klen &&
+               memcmp(items[b].key, items[a].key, items[a].klen) == 0)
+            b++;
+        RedisModuleKey *k = RedisModule_OpenKey(ctx, argv[1 + 3 * items[a].i],
+                                                REDISMODULE_READ | REDISMODULE_WRITE);
+        keys[nkeys++] = k;
+        int kt = RedisModule_KeyType(k);
+        if (kt != REDISMODULE_KEYTYPE_EMPTY &&
+            (kt != REDISMODULE_KEYTYPE_MODULE || RedisModule_ModuleTypeGetType(k) != crdtm_type ||
+             crdt_obj_type(RedisModule_ModuleTypeGetValue(k)) != CRDT_TIMELINE) &&
+            (bad < 0 || items[a].i < bad)) {
+            bad = items[a].i; /* the group's first triple: sorted by position within a key */
+            snprintf(holds, sizeof(holds), "%s", mt_holds(k, kt));
+        }
+        a = b;
+    }
+    if (bad >= 0) {
+        char m[200];
+        snprintf(m, sizeof(m), "WRONGTYPE key %d (argument %d) holds %s, not a timeline", bad + 1,
+                 1 + 3 * bad, holds);
+        rc = RedisModule_ReplyWithError(ctx, m);
+        goto out;
+    }
+    const char *event = add ? "crdt.tladd" : "crdt.tlrem";
+    int err = 0;
+    for (int a = 0, g = 0; a < n && err >= 0; g++) {
+        int b = a + 1;
+        while (b < n && items[b].klen == items[a].klen &&
+               memcmp(items[b].key, items[a].key, items[a].klen) == 0)
+            b++;
+        RedisModuleString *name = argv[1 + 3 * items[a].i];
+        RedisModuleKey *key = keys[g];
+        keys[g] = NULL; /* write_tail closes it */
+        crdt_obj_t *tl = RedisModule_KeyType(key) == REDISMODULE_KEYTYPE_EMPTY
+                             ? NULL
+                             : RedisModule_ModuleTypeGetValue(key);
+        bool created = !tl;
+        if (created) {
+            /* crdtd's internal keys (op-id marks) are maps: unbounded, as open_for_write does */
+            tl = items[a].klen >= 3 && !memcmp(items[a].key, "\0c/", 3)
+                     ? crdt_timeline_new(0)
+                     : crdtm_new_obj(CRDT_TIMELINE);
+            if (!tl) {
+                RedisModule_CloseKey(key);
+                err = CRDT_ENOMEM;
+                break;
+            }
+        }
+        long long changed = 0;
+        crdt_obj_t *delta = NULL;
+        for (int j = a; j < b && err >= 0; j++) {
+            int t = items[j].i;
+            size_t mlen;
+            const char *m = RedisModule_StringPtrLen(argv[3 + 3 * t], &mlen);
+            crdt_obj_t *d = NULL;
+            crdt_mut_t mu = {.type = CRDT_TIMELINE,
+                             .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                             .bytes = m,
+                             .len = mlen,
+                             .score = scores[t]};
+            int r = crdt_mut_apply(tl, &mu, crdtm_cfg.node_id, &d);
+            if (r < 0) {
+                err = r;
+                break;
+            }
+            chg[t] = r;
+            changed += r;
+            err = collect_delta(&delta, d);
+        }
+        write_tail(ctx, name, key, tl, created, changed, delta, event, err);
+        a = b;
+    }
+    if (err < 0) {
+        rc = crdtm_reply_crdt_error(ctx, err);
+        goto out;
+    }
+    RedisModule_ReplyWithArray(ctx, n);
+    for (int i = 0; i < n; i++)
+        RedisModule_ReplyWithLongLong(ctx, chg[i]);
+out:
+    for (int g = 0; keys && g < nkeys; g++)
+        if (keys[g])
+            RedisModule_CloseKey(keys[g]);
+    if (items != stack_items)
+        crdtm_free(items);
+    if (scores != stack_scores)
+        crdtm_free(scores);
+    if (chg != stack_changed)
+        crdtm_free(chg);
+    if (keys != stack_keys)
+        crdtm_free(keys);
+    return rc;
+}
+
+static int cmd_tlmadd(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return tl_mwrite(ctx, argv, argc, true);
+}
+
+static int cmd_tlmrem(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    return tl_mwrite(ctx, argv, argc, false);
 }
 
 /* CRDT.TLRANGE key offset count [WITHSCORES] */
@@ -1087,6 +1295,17 @@ static int cmd_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
          .fk.range = {0, 1, 0}},                                                                   \
         {0}                                                                                        \
     }
+/* the keys of key/score/member triples: arguments 1, 4, 7, ... to the end */
+#define KS_EVERY3(fl)                                                                              \
+    (RedisModuleCommandKeySpec[])                                                                  \
+    {                                                                                              \
+        {.flags = (fl),                                                                            \
+         .begin_search_type = REDISMODULE_KSPEC_BS_INDEX,                                          \
+         .bs.index.pos = 1,                                                                        \
+         .find_keys_type = REDISMODULE_KSPEC_FK_RANGE,                                             \
+         .fk.range = {-1, 3, 0}},                                                                  \
+        {0}                                                                                        \
+    }
 #define RO_META REDISMODULE_CMD_KEY_RO
 #define ARG_KEY {.name = "key", .type = REDISMODULE_ARG_TYPE_KEY, .key_spec_index = 0}
 #define ARG(n, t) {.name = (n), .type = REDISMODULE_ARG_TYPE_##t, .key_spec_index = -1}
@@ -1108,6 +1327,13 @@ typedef struct cmd_def {
 static RedisModuleCommandArg score_member_args[] = {ARG("score", DOUBLE), ARG("member", STRING),
                                                     {0}};
 static RedisModuleCommandArg after_args[] = {ARG("score", DOUBLE), ARG("member", STRING), {0}};
+static RedisModuleCommandArg triple_args[] = {
+    {.name = "data", .type = REDISMODULE_ARG_TYPE_BLOCK, .key_spec_index = -1,
+     .flags = REDISMODULE_CMD_ARG_MULTIPLE,
+     .subargs = (RedisModuleCommandArg[]){
+         {.name = "key", .type = REDISMODULE_ARG_TYPE_KEY, .key_spec_index = 0},
+         ARG("score", DOUBLE), ARG("member", STRING), {0}}},
+    {0}};
 static RedisModuleCommandArg range_args[] = {ARG("first-slot", INTEGER), ARG("last-slot", INTEGER),
                                              {0}};
 
@@ -1133,6 +1359,20 @@ static cmd_def_t commands[] = {
                                          .key_spec_index = -1, .flags = REDISMODULE_CMD_ARG_MULTIPLE,
                                          .subargs = score_member_args},
                                         {0}}}},
+    {"crdt.tlmadd", cmd_tlmadd, "write deny-oom", 1, -1, 3,
+     {.version = V,
+      .summary = "TLADD over several timelines at once: every key's type is checked before any "
+                 "is written",
+      .complexity = "O(M log N) for M triples", .since = "0.4.0", .arity = -4,
+      .key_specs = KS_EVERY3(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE),
+      .args = triple_args}},
+    {"crdt.tlmrem", cmd_tlmrem, "write deny-oom", 1, -1, 3,
+     {.version = V,
+      .summary = "TLREM over several timelines at once: every key's type is checked before any "
+                 "is written",
+      .complexity = "O(M log N) for M triples", .since = "0.4.0", .arity = -4,
+      .key_specs = KS_EVERY3(REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE),
+      .args = triple_args}},
     {"crdt.tlrange", cmd_tlrange, "readonly", 1, 1, 1,
      {.version = V, .summary = "Live timeline entries newest first, by offset and count",
       .complexity = "O(offset/64 + count)", .since = "0.1.0", .arity = -4,

@@ -114,6 +114,11 @@ static void test_introspection(void)
 {
     check_command("crdt.tladd", -4, "write denyoom fast", "readonly", 1, 1, 1);
     check_command("crdt.tlrem", -4, "write denyoom fast", "readonly", 1, 1, 1);
+    check_command("crdt.tlmadd", -4, "write denyoom", "readonly fast", 1, -1, 3);
+    check_command("crdt.tlmrem", -4, "write denyoom", "readonly fast", 1, -1, 3);
+    is(joined(CMD("COMMAND GETKEYS crdt.tlmadd a 1 x b 2 y a 3 z")), "a b a",
+       "COMMAND GETKEYS: TLMADD names the key of every triple");
+    is(joined(CMD("COMMAND GETKEYS crdt.tlmrem k 1 m")), "k", "COMMAND GETKEYS: TLMREM");
     check_command("crdt.tlrange", -4, "readonly", "write denyoom", 1, 1, 1);
     check_command("crdt.tlrangebyscore", -4, "readonly", "write", 1, 1, 1);
     check_command("crdt.tlselect", -3, "readonly movablekeys", "write", 2, -1, 1);
@@ -449,6 +454,84 @@ static void test_timeline(void)
            info,
        "INFO timeline: %s", info);
     ok(is_nil(rh_cmd(&S, "CRDT.INFO missing")), "INFO of a missing key is nil");
+}
+
+/* CRDT.TLMADD / TLMREM: arguments, then every key's type, then the writes; nothing written when
+ * any check fails. */
+static void test_tlmadd(void)
+{
+    is(joined(CMD("CRDT.TLMADD m:a 1 x m:b 2 y m:a 3 z m:a 0.5 x")), "1 1 1 0",
+       "TLMADD: per triple whether its entry changed (an older score of x loses)");
+    is(joined(CMD("CRDT.TLRANGE m:a 0 10 WITHSCORES")), "z 3 x 1", "m:a holds its two triples");
+    is(joined(CMD("CRDT.TLRANGE m:b 0 10 WITHSCORES")), "y 2", "m:b its one");
+    is(joined(CMD("CRDT.TLMADD m:a 1 x")), "0", "TLMADD again: no change");
+    is(joined(CMD("CRDT.TLMREM m:a 3 z m:b 1 y m:new 5 ghost")), "1 0 1",
+       "TLMREM: a remove at the score wins, an older one loses, a new key gets a doomstone");
+    is(joined(CMD("CRDT.TLRANGE m:a 0 10")), "x", "z removed");
+    is_int(INT("CRDT.TLADD m:new 4 ghost"), 0, "the doomstone blocks an older add");
+
+    /* a key of another type anywhere: WRONGTYPE naming it, nothing written */
+    rh_int(CMD("CRDT.GINCRBY m:g 1"));
+    freeReplyObject(CMD("SET m:s v"));
+    is(ERR("CRDT.TLMADD m:c 1 x m:a 9 w m:g 1 y"),
+       "WRONGTYPE key 3 (argument 7) holds a gcounter, not a timeline",
+       "TLMADD with a G-counter's key third: WRONGTYPE names it");
+    ok(!key_exists(&S, "m:c"), "the first key was not created");
+    is(joined(CMD("CRDT.TLRANGE m:a 0 10")), "x", "the second not written");
+    is(ERR("CRDT.TLMREM m:s 1 x m:a 1 x"),
+       "WRONGTYPE key 1 (argument 1) holds a Redis string, not a timeline",
+       "TLMREM on a native string: WRONGTYPE");
+    is(joined(CMD("CRDT.TLRANGE m:a 0 10")), "x", "x not removed");
+    ok(starts(ERR("CRDT.TLMADD m:a 1 x m:s 1 y"), "WRONGTYPE key 2"), "WRONGTYPE key 2");
+    is(ERR("CRDT.TLMADD m:ok 1 x m:s 1 y m:g 1 z m:s 2 w"),
+       "WRONGTYPE key 2 (argument 4) holds a Redis string, not a timeline",
+       "two wrong keys (one twice): the first in argument order is named");
+    ok(!key_exists(&S, "m:ok"), "and nothing written");
+
+    /* bad arguments anywhere: nothing written */
+    ok(starts(ERR("CRDT.TLMADD m:c 1"), "ERR wrong number of arguments"), "TLMADD arity 3");
+    ok(starts(ERR("CRDT.TLMADD m:c 1 x m:d"), "ERR wrong number of arguments"), "a partial triple");
+    ok(starts(ERR("CRDT.TLMADD m:c 1 x m:d 2"), "ERR wrong number of arguments"),
+       "a triple without member");
+    is(ERR("CRDT.TLMADD m:c 1 x m:d nan y"),
+       "ERR score is not a finite number (triple 2, argument 5)", "a NaN score names its triple");
+    is(ERR("CRDT.TLMADD m:c 1 x m:d 1e999 y"),
+       "ERR score is not a finite number (triple 2, argument 5)", "an overflowing score");
+    is(ERR("CRDT.TLMADD m:c inf x"), "ERR score is not a finite number (triple 1, argument 2)",
+       "an infinite score");
+    ok(!key_exists(&S, "m:c") && !key_exists(&S, "m:d"), "none of their keys was created");
+    is(ERR("CRDT.TLMADD m:c 1 x m:g x y"),
+       "ERR score is not a finite number (triple 2, argument 5)",
+       "arguments are checked before types");
+
+    /* many triples (past the stack buffers) and one key many times */
+    static char words[241][16];
+    const char *av[241];
+    size_t al[241];
+    av[0] = "CRDT.TLMADD";
+    for (int i = 0; i < 40; i++) {
+        snprintf(words[1 + 6 * i], 16, "m:k%d", i % 7);
+        snprintf(words[2 + 6 * i], 16, "%d", i);
+        snprintf(words[3 + 6 * i], 16, "e%d", i);
+        snprintf(words[4 + 6 * i], 16, "m:many");
+        snprintf(words[5 + 6 * i], 16, "%d", i);
+        snprintf(words[6 + 6 * i], 16, "e%d", i);
+    }
+    for (int i = 0; i < 241; i++) {
+        if (i)
+            av[i] = words[i];
+        al[i] = strlen(av[i]);
+    }
+    redisReply *r = rh_cmdv(&S, 241, av, al);
+    bool all1 = r && r->type == REDIS_REPLY_ARRAY && r->elements == 80;
+    for (size_t i = 0; all1 && i < r->elements; i++)
+        all1 = r->element[i]->type == REDIS_REPLY_INTEGER && r->element[i]->integer == 1;
+    ok(all1, "80 triples over 8 keys: 80 changes");
+    if (r)
+        freeReplyObject(r);
+    is_int(INT("CRDT.TLCARD m:many"), 40, "m:many got its 40");
+    is_int(INT("CRDT.TLCARD m:k3"), 6, "m:k3 got its 6");
+    is(joined(CMD("CRDT.TLRANGE m:k3 0 2 WITHSCORES")), "e38 38 e31 31", "in score order");
 }
 
 static void test_floor(void)
@@ -842,6 +925,10 @@ static void test_cluster(void)
        "TLSELECT over one slot, WITHSCORES not routed as a key");
     ok(starts(rh_err(rh_cmd(&c, "CRDT.TLSELECT 10 a b")), "CROSSSLOT"),
        "TLSELECT over two slots: CROSSSLOT");
+    is(joined(rh_cmd(&c, "CRDT.TLMADD {f}a 3 z {f}c 4 w")), "1 1", "TLMADD over one slot");
+    ok(starts(rh_err(rh_cmd(&c, "CRDT.TLMADD {f}a 5 v a 1 x")), "CROSSSLOT"),
+       "TLMADD over two slots: CROSSSLOT (every triple's key is routed)");
+    is(joined(rh_cmd(&c, "CRDT.TLRANGE {f}a 0 10")), "z x", "and nothing written");
     ok(starts(rh_err(rh_cmd(&c, "CRDT.MERGE a")), "ERR wrong number"), "arity checked first");
     rh_stop(&c);
 }
@@ -890,6 +977,7 @@ int main(void)
     test_errors();
     test_counters_registers_sets();
     test_timeline();
+    test_tlmadd();
     test_write_rules();
     test_floor();
     test_merge();

@@ -328,6 +328,77 @@ static void test_replica_restore_off(void)
     rh_stop(&OFF);
 }
 
+/* CRDT.TLMADD / TLMREM on a primary with a replica and an AOF: one log entry (CRDT.LOG.APPLY)
+ * per changed key, as TLADD gives it; the replica and a restart from the AOF hold the same states;
+ * a refused TLMADD replicates and logs nothing. */
+static void test_tlmadd_replica(void)
+{
+    rh_server_t P, R;
+    const char *aof[] = {"--appendonly", "yes", "--appendfsync", "always", NULL};
+    if (rh_start(&P, NULL, "node-id 1", aof) < 0)
+        bail_out("cannot start redis-server");
+    char port[16];
+    snprintf(port, sizeof(port), "%d", P.port);
+    const char *rep[] = {"--replicaof", "127.0.0.1", port, NULL};
+    if (rh_start(&R, NULL, "node-id 2", rep) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 200; i++) {
+        char *info = rh_str(rh_cmd(&R, "INFO replication"), NULL);
+        bool up = info && strstr(info, "master_link_status:up");
+        free(info);
+        if (up)
+            break;
+        rh_sleep_ms(50);
+    }
+    static const char *const keys[] = {"mt:a", "mt:b", "mt:c"};
+    long long app0 = rh_info_field(&P, "crdt", "crdt_log_appends");
+    redisReply *r = rh_cmd(&P, "CRDT.TLMADD mt:a 1 x mt:b 2 y mt:a 3 z mt:c 1 q");
+    ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == 4, "TLMADD of 4 triples over 3 keys");
+    if (r)
+        freeReplyObject(r);
+    is_int(rh_info_field(&P, "crdt", "crdt_log_appends") - app0, 3,
+           "three log entries: one per changed key (mt:a's two triples in one delta)");
+    r = rh_cmd(&P, "CRDT.TLMREM mt:c 1 q mt:b 1 y");
+    freeReplyObject(r);
+    is_int(rh_info_field(&P, "crdt", "crdt_log_appends") - app0, 4,
+           "TLMREM: one more, for mt:c (mt:b's older remove changed nothing)");
+    rh_int(rh_cmd(&P, "CRDT.GINCRBY mt:g 1"));
+    long long app1 = rh_info_field(&P, "crdt", "crdt_log_appends");
+    ok(strncmp(rh_err(rh_cmd(&P, "CRDT.TLMADD mt:a 9 w mt:g 1 y")), "WRONGTYPE", 9) == 0,
+       "a refused TLMADD");
+    is_int(rh_info_field(&P, "crdt", "crdt_log_appends"), app1, "appends nothing");
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1: the replica has the writes");
+    char *ps[3];
+    size_t pl[3];
+    for (size_t i = 0; i < 3; i++) {
+        char name[CRDTM_LOG_NAME_MAX];
+        readres_t rr = {0};
+        ok(log_of(&P, keys[i], name) == 0, "%s: its slot's log", keys[i]);
+        log_read(&P, name, "0", 100, keys[i], &rr);
+        ok(rr.joined && same_state(&P, keys[i], rr.joined),
+           "%s: the log's entries join to its state", keys[i]);
+        crdt_obj_free(rr.joined);
+        size_t rl;
+        ps[i] = rh_str(rh_cmd(&P, "CRDT.STATE %s", keys[i]), &pl[i]);
+        char *rs = rh_str(rh_cmd(&R, "CRDT.STATE %s", keys[i]), &rl);
+        ok(ps[i] && rs && pl[i] == rl && !memcmp(ps[i], rs, rl),
+           "%s: the replica holds the same state", keys[i]);
+        free(rs);
+    }
+    ok(rh_restart(&P) == 0, "the primary restarts (from its AOF)");
+    for (size_t i = 0; i < 3; i++) {
+        size_t rl;
+        char *rs = rh_str(rh_cmd(&P, "CRDT.STATE %s", keys[i]), &rl);
+        ok(ps[i] && rs && pl[i] == rl && !memcmp(ps[i], rs, rl),
+           "%s: the restarted primary holds the same state", keys[i]);
+        free(rs);
+        free(ps[i]);
+    }
+    is_int(rh_info_field(&R, "crdt", "crdt_log_appends"), 0, "the replica appended nothing itself");
+    rh_stop(&R);
+    rh_stop(&P);
+}
+
 static void test_trim_policies(void)
 {
     rh_server_t G, T;
@@ -580,6 +651,7 @@ int main(void)
     rh_watchdog(rh_sanitized() ? 240 : 120);
     test_basics();
     test_replica_restore_off();
+    test_tlmadd_replica();
     test_trim_policies();
     test_origin();
     test_poll();

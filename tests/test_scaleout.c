@@ -144,6 +144,127 @@ static void roshi_through_store(int port_a, int port_b)
         close(fd);
 }
 
+/* roshi's insert and delete are all-or-nothing over their tuples: ten tuples, the seventh on a
+ * key that holds a G-counter, answer 409 naming it and store nothing on any key (over one Redis:
+ * one CRDT.TLMADD; over the cluster: the keys span several slots, so their types are checked
+ * before any slot is written). `tag` keeps the keys apart between gateways. */
+static void roshi_all_or_nothing(int port, int roshi_port, const char *tag)
+{
+    char ctr[32], path[64];
+    snprintf(ctr, sizeof(ctr), "ro:%s:ctr", tag);
+    snprintf(path, sizeof(path), "/v1/keys/%s", ctr);
+    hc_resp_t r;
+    int rc = hc_request(port, "POST", path, "{\"type\":\"gcounter\",\"op\":\"incr\"}", &r);
+    ok(rc == 0 && r.status == 200, "%s: a G-counter at %s", tag, ctr);
+    hc_resp_free(&r);
+    for (int del = 0; del < 2; del++) {
+        char body[2048], sel[1024];
+        size_t at = 0, sat = 0;
+        at += (size_t)snprintf(body, sizeof(body), "[");
+        sat += (size_t)snprintf(sel, sizeof(sel), "[");
+        for (int i = 0; i < 10; i++) {
+            char k[32];
+            if (i == 6)
+                snprintf(k, sizeof(k), "%s", ctr);
+            else
+                snprintf(k, sizeof(k), "ro:%s:%d", tag, i);
+            at += (size_t)snprintf(body + at, sizeof(body) - at,
+                                   "%s{\"key\":\"%s\",\"score\":%d,\"member\":\"%s\"}",
+                                   i ? "," : "", hc_b64s(k, false), i + 1, hc_b64s("m", false));
+            if (i != 6)
+                sat += (size_t)snprintf(sel + sat, sizeof(sel) - sat, "%s\"%s\"",
+                                        sat > 1 ? "," : "", hc_b64s(k, false));
+        }
+        snprintf(body + at, sizeof(body) - at, "]");
+        snprintf(sel + sat, sizeof(sel) - sat, "]");
+        rc = hc_request(roshi_port, del ? "DELETE" : "POST", "/", body, &r);
+        ok(rc == 0 && r.status == 409 && r.body &&
+               strstr(r.body, "[6].key holds type gcounter, not timeline"),
+           "%s: a roshi %s of 10 tuples, the 7th on the G-counter: 409 naming it: %d %s", tag,
+           del ? "delete" : "insert", r.status, r.body ? r.body : "");
+        hc_resp_free(&r);
+        int fd = hc_connect(roshi_port);
+        rc = fd >= 0 ? hc_send(fd, "GET", "/?limit=10", "", sel, strlen(sel), &r) : -1;
+        /* every key's list is empty (insert), or no doomstone hides a later add (delete) */
+        ok(rc == 0 && r.status == 200 && r.body && !strstr(r.body, "\"score\""),
+           "%s: none of the 9 other keys got an entry: %d %s", tag, r.status, r.body ? r.body : "");
+        hc_resp_free(&r);
+        if (fd >= 0)
+            close(fd);
+        if (del) {
+            /* a delete that went through would have left doomstones at scores 1..10 */
+            char k0[32];
+            snprintf(k0, sizeof(k0), "ro:%s:0", tag);
+            snprintf(body, sizeof(body), "[{\"key\":\"%s\",\"score\":1,\"member\":\"%s\"}]",
+                     hc_b64s(k0, false), hc_b64s("m", false));
+            rc = hc_request(roshi_port, "POST", "/", body, &r);
+            hc_resp_free(&r);
+            snprintf(sel, sizeof(sel), "[\"%s\"]", hc_b64s(k0, false));
+            fd = hc_connect(roshi_port);
+            rc = fd >= 0 ? hc_send(fd, "GET", "/?limit=10", "", sel, strlen(sel), &r) : -1;
+            ok(rc == 0 && r.status == 200 && r.body && strstr(r.body, "\"score\":1"),
+               "%s: an insert at the refused delete's score is not blocked by a doomstone: %s", tag,
+               r.body ? r.body : "");
+            hc_resp_free(&r);
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+}
+
+static long long cmd_calls(rh_server_t *srv, const char *cmd)
+{
+    redisReply *r = rh_cmd(srv, "INFO commandstats");
+    long long v = 0;
+    char field[64];
+    snprintf(field, sizeof(field), "cmdstat_%s:calls=", cmd);
+    const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, field) : NULL;
+    if (p)
+        v = strtoll(p + strlen(field), NULL, 10);
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+/* Over one Redis an insert is one CRDT.TLMADD, checked and written there: no CRDT.TYPE or
+ * CRDT.TLADD per tuple; a native Redis key among the tuples is a 409 naming it. */
+static void roshi_one_command(int roshi_port, rh_server_t *srv)
+{
+    long long m0 = cmd_calls(srv, "crdt.tlmadd"),
+              t0 = cmd_calls(srv, "crdt.type") + cmd_calls(srv, "crdt.tladd");
+    char body[1024];
+    size_t at = (size_t)snprintf(body, sizeof(body), "[");
+    for (int i = 0; i < 10; i++) {
+        char k[32];
+        snprintf(k, sizeof(k), "one:%d", i);
+        at += (size_t)snprintf(body + at, sizeof(body) - at,
+                               "%s{\"key\":\"%s\",\"score\":%d,\"member\":\"%s\"}",
+                               i ? "," : "", hc_b64s(k, false), i + 1, hc_b64s("m", false));
+    }
+    snprintf(body + at, sizeof(body) - at, "]");
+    hc_resp_t r;
+    int rc = hc_request(roshi_port, "POST", "/", body, &r);
+    ok(rc == 0 && r.status == 200 && strstr(r.body, "\"inserted\":10") &&
+           cmd_calls(srv, "crdt.tlmadd") == m0 + 1 &&
+           cmd_calls(srv, "crdt.type") + cmd_calls(srv, "crdt.tladd") == t0,
+       "a 10-tuple insert over one Redis is one CRDT.TLMADD, no CRDT.TYPE or TLADD: %d %s",
+       r.status, r.body ? r.body : "");
+    hc_resp_free(&r);
+    freeReplyObject(rh_cmd(srv, "SET one:native x"));
+    snprintf(body, sizeof(body),
+             "[{\"key\":\"%s\",\"score\":1,\"member\":\"%s\"},"
+             "{\"key\":\"%s\",\"score\":1,\"member\":\"%s\"}]",
+             hc_b64s("one:new", false), hc_b64s("m", false), hc_b64s("one:native", false),
+             hc_b64s("m", false));
+    rc = hc_request(roshi_port, "POST", "/", body, &r);
+    ok(rc == 0 && r.status == 409 && r.body &&
+           strstr(r.body, "[1].key holds a value that is not a CRDT, not timeline") &&
+           rh_int(rh_cmd(srv, "EXISTS one:new")) == 0,
+       "a native Redis key second: 409 naming it, the first key not written: %d %s", r.status,
+       r.body ? r.body : "");
+    hc_resp_free(&r);
+}
+
 /* A WebSocket subscriber of gateway B gets a write made through gateway A's REST API: the
  * change reaches every gateway's sessions through the per-slot change logs. */
 static void ws_fanout(int port_a, int port_b)
@@ -253,6 +374,9 @@ int main(void)
        "the three gateways are healthy once they found their Redis");
 
     roshi_through_store(A->roshi_port, B->roshi_port);
+    roshi_all_or_nothing(C->port, C->roshi_port, "site");
+    roshi_one_command(C->roshi_port, &site);
+    roshi_all_or_nothing(A->port, A->roshi_port, "cluster");
     ws_fanout(A->port, B->port);
     list_through_store(A->port, B->port);
 

@@ -5,6 +5,7 @@
  * and fake servers on loopback answering garbage, wrong reply types or nothing.
  */
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -215,6 +216,68 @@ static void sget(crdt_store_t *st, const char *key, res_t *r)
     res_reset(r);
     crdt_store_get(st, key, strlen(key), on_get, r);
     wait_res(r);
+}
+
+/* ---- tl_write_batch: timeline writes checked as one ------------------------------------------ */
+
+typedef struct bres {
+    bool done;
+    int calls, rc;
+    crdt_store_batch_result_t res;
+} bres_t;
+
+static void on_batch(void *ud, int rc, const crdt_store_batch_result_t *res)
+{
+    bres_t *b = ud;
+    b->calls++;
+    b->rc = rc;
+    b->res = *res;
+    b->done = true;
+}
+
+/* n writes of kind to keys[i] (score i + base, member "m<i>") through tl_write_batch. */
+static void batch_of(crdt_store_t *st, const char *const *keys, size_t n, crdt_mut_kind_t kind,
+                     double base, bres_t *b)
+{
+    crdt_store_kmut_t w[16];
+    char mem[16][8];
+    for (size_t i = 0; i < n && i < 16; i++) {
+        snprintf(mem[i], sizeof(mem[i]), "m%zu", i);
+        w[i] = (crdt_store_kmut_t){(const uint8_t *)keys[i],
+                                   strlen(keys[i]),
+                                   {.type = CRDT_TIMELINE,
+                                    .kind = kind,
+                                    .bytes = mem[i],
+                                    .len = strlen(mem[i]),
+                                    .score = base + (double)i}};
+    }
+    memset(b, 0, sizeof(*b));
+    crdt_store_tl_write_batch(st, w, n, on_batch, b);
+    ep_run_until(L, &b->done, 5000);
+}
+
+/* calls=N of a command in INFO commandstats */
+static long long cmd_calls(rh_server_t *srv, const char *cmd)
+{
+    redisReply *r = rh_cmd(srv, "INFO commandstats");
+    long long v = 0;
+    char field[64];
+    snprintf(field, sizeof(field), "cmdstat_%s:calls=", cmd);
+    const char *p = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, field) : NULL;
+    if (p)
+        v = strtoll(p + strlen(field), NULL, 10);
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+static size_t card_of(crdt_store_t *st, const char *key)
+{
+    res_t r = {0};
+    sget(st, key, &r);
+    size_t c = r.rc == 0 && r.obj ? crdt_timeline_card(r.obj) : 0;
+    res_reset(&r);
+    return c;
 }
 
 /* ---- the contract on one server ---------------------------------------------------------------
@@ -608,9 +671,19 @@ static void test_close_pending(rh_server_t *srv)
         crdt_store_get_many(st, keys, 2, on_many, &r[0]);
         crdt_store_write(st, "closing", 7, &add, on_write, &r[1]);
         crdt_store_get(st, "feed", 4, on_get, &r[2]);
+        /* batches: keys of several slots (a types phase first while discovering), one slot */
+        bres_t b[2] = {{0}};
+        crdt_store_kmut_t w[3] = {{(const uint8_t *)"cb:1", 4, add},
+                                  {(const uint8_t *)"cb:2", 4, add},
+                                  {(const uint8_t *)"cb:3", 4, add}};
+        crdt_store_tl_write_batch(st, w, 3, on_batch, &b[0]);
+        crdt_store_kmut_t w1[2] = {{(const uint8_t *)"{cb}1", 5, add},
+                                   {(const uint8_t *)"{cb}2", 5, add}};
+        crdt_store_tl_write_batch(st, w1, 2, on_batch, &b[1]);
         crdt_store_close(st);
         ep_run_for(L, 100);
-        ok(!r[0].done && !r[1].done && !r[2].done, "%s: closed with operations %s: none completes",
+        ok(!r[0].done && !r[1].done && !r[2].done && !b[0].done && !b[1].done,
+           "%s: closed with operations (batches too) %s: none completes",
            round ? "ready" : "discovering", round ? "in flight" : "queued");
     }
 }
@@ -762,6 +835,11 @@ static void test_wait(rh_server_t *srv)
            "no replica: the write fails after WAIT's timeout: %s",
            crdt_store_last_error(st) ? crdt_store_last_error(st) : "");
         cmp_ok(gw_evloop_mono_ms() - t0, ">=", 140, "it waited for the replicas");
+        static const char *const wk[] = {"waited:b1", "waited:b2"};
+        bres_t b;
+        batch_of(st, wk, 2, CRDT_MUT_ADD, 1, &b);
+        ok(b.rc == CRDT_EUNAVAIL && b.res.applied == 2,
+           "a batch too: applied, not known to be replicated: CRDT_EUNAVAIL (rc %d)", b.rc);
         crdt_store_close(st);
     }
     rh_server_t rep = {0};
@@ -790,6 +868,14 @@ static void test_wait(rh_server_t *srv)
         redisReply *x = rh_cmd(&rep, "CRDT.TLCARD waited");
         ok(x && x->type == REDIS_REPLY_INTEGER && x->integer >= 1,
            "and the replica holds it already");
+        freeReplyObject(x);
+        static const char *const wk[] = {"waited:b3", "waited:b4"};
+        bres_t b;
+        batch_of(st, wk, 2, CRDT_MUT_ADD, 1, &b);
+        x = rh_cmd(&rep, "EXISTS waited:b3 waited:b4");
+        ok(b.rc == 0 && b.res.applied == 2 && crdt_store_durable_seq(st) == b.res.seq && x &&
+               x->integer == 2,
+           "a batch completes once WAIT 1 says the replica has it (rc %d)", b.rc);
         freeReplyObject(x);
         crdt_store_close(st);
     }
@@ -856,6 +942,7 @@ typedef enum {
     FAKE_SILENT,   /* discovery fine, then never answers */
     FAKE_SLOTS,    /* a cluster whose CLUSTER SLOTS is nonsense */
     FAKE_HUGE,     /* discovery fine, then an array header claiming 2e9 elements */
+    FAKE_OLDMOD,   /* a crdt.so without CRDT.TLMADD / TLMREM (before 0.4.0) */
 } fake_mode_t;
 
 static const char INFO_OK[] =
@@ -918,6 +1005,19 @@ static void fake_answer(int fd, fake_mode_t mode, const redisReply *cmd)
             put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
         else
             put(fd, "*2000000000\r\n*2000000\r\n");
+        return;
+    case FAKE_OLDMOD:
+        if (info)
+            put_bulk(fd, INFO_OK, sizeof(INFO_OK) - 1);
+        else if (!strcasecmp(verb, "CRDT.TLMADD") || !strcasecmp(verb, "CRDT.TLMREM"))
+            put(fd, "-ERR unknown command 'CRDT.TLMADD', with args beginning with: \r\n");
+        else if (!strcasecmp(verb, "CRDT.TYPE"))
+            put(fd, cmd->elements > 1 && !strcmp(cmd->element[1]->str, "old:g") ? "+gcounter\r\n"
+                                                                                : "+none\r\n");
+        else if (!strcasecmp(verb, "CRDT.TLADD") || !strcasecmp(verb, "CRDT.TLREM"))
+            put(fd, ":1\r\n");
+        else
+            put(fd, "+OK\r\n");
         return;
     }
 }
@@ -1113,6 +1213,8 @@ static void finish_move(unsigned slot, int to)
             freeReplyObject(rh_cmd(&CL.node[i], "CLUSTER SETSLOT %u NODE %s", slot, tid));
 }
 
+static void batch_cluster(crdt_store_t *st);
+
 static void test_cluster(void)
 {
     const char *why = rc_skip_reason();
@@ -1218,6 +1320,7 @@ static void test_cluster(void)
     crdt_store_redis_stats_t rs;
     crdt_store_redis_stats(st, &rs);
     is_int((int)rs.redirects_moved, 0, "routed by the slot map: no MOVED");
+    batch_cluster(st);
 
     /* MOVED after a slot migration */
     const char *mk = "ck:7";
@@ -1347,6 +1450,189 @@ static void test_cluster(void)
     rc_stop(&CL);
 }
 
+/* A crdt.so from before CRDT.TLMADD: a batch's writes go one by one after a CRDT.TYPE each (the
+ * all-or-nothing check as before), the store stays healthy. */
+static void test_old_module(void)
+{
+    diag("tl_write_batch over a crdt.so without CRDT.TLMADD (a fake server)");
+    pid_t pid = 0;
+    int port = fake_start(FAKE_OLDMOD, &pid);
+    if (port < 0) {
+        fail("fake server");
+        return;
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    crdt_store_t *st = open_store(url, NULL);
+    if (st && crdt_store_redis_ready(st) == 1) {
+        static const char *const k3[] = {"old:a", "old:b", "old:c"};
+        for (int round = 0; round < 2; round++) {
+            bres_t b;
+            batch_of(st, k3, 3, round ? CRDT_MUT_REMOVE : CRDT_MUT_ADD, 1, &b);
+            ok(b.rc == 0 && b.res.applied == 3 && b.res.seq == crdt_store_last_seq(st) &&
+                   crdt_store_durable_seq(st) == b.res.seq && !crdt_store_last_error(st),
+               "%s batch: written one by one, healthy (rc %d, %zu applied)",
+               round ? "then every" : "the first", b.rc, b.res.applied);
+        }
+        static const char *const kg[] = {"old:a", "old:g", "old:c"};
+        bres_t b;
+        batch_of(st, kg, 3, CRDT_MUT_ADD, 1, &b);
+        ok(b.rc == CRDT_ETYPE && b.res.bad == 1 && b.res.bad_type == CRDT_GCOUNTER &&
+               b.res.applied == 0,
+           "a G-counter's key second: CRDT_ETYPE naming it (rc %d, bad %zu)", b.rc, b.res.bad);
+    } else {
+        fail("open the fake server");
+    }
+    crdt_store_close(st);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+/* ---- tl_write_batch on one server ---------------------------------------------------------- */
+
+static void test_batch(rh_server_t *srv)
+{
+    diag("tl_write_batch on one server: CRDT.TLMADD / TLMREM");
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_t *st = open_store(url, NULL);
+    if (!ok(st && crdt_store_redis_ready(st) == 1, "open %s", url)) {
+        crdt_store_close(st);
+        return;
+    }
+    ok(st->ops->tl_write_batch != NULL, "the Redis store offers tl_write_batch");
+    events_t ev = {.in_order = true};
+    crdt_store_events_t evs = {ev_change, ev_durable, &ev};
+    crdt_store_set_events(st, &evs);
+    ev.last_seq = crdt_store_last_seq(st);
+    freeReplyObject(rh_cmd(srv, "CONFIG RESETSTAT"));
+
+    static const char *const k4[] = {"bt:a", "bt:b", "bt:a", "bt:c"};
+    bres_t b;
+    batch_of(st, k4, 4, CRDT_MUT_ADD, 1, &b);
+    ok(b.calls == 1 && b.rc == 0 && b.res.applied == 4, "4 adds over 3 keys: rc %d, %zu applied",
+       b.rc, b.res.applied);
+    ok(b.res.seq == crdt_store_last_seq(st) && crdt_store_durable_seq(st) == b.res.seq,
+       "the batch's seq is the last, durable once it completed (%llu)",
+       (unsigned long long)b.res.seq);
+    is_int(cmd_calls(srv, "crdt.tlmadd"), 1, "one CRDT.TLMADD");
+    is_int(cmd_calls(srv, "crdt.type") + cmd_calls(srv, "crdt.tladd"), 0,
+           "no CRDT.TYPE, no CRDT.TLADD");
+    ok(ev.changes == 4 && ev.in_order, "a change event per change, in seq order, with a state (%d)",
+       ev.changes);
+    ok(card_of(st, "bt:a") == 2 && card_of(st, "bt:b") == 1 && card_of(st, "bt:c") == 1,
+       "the keys hold their entries");
+    batch_of(st, k4, 4, CRDT_MUT_ADD, 1, &b);
+    ok(b.rc == 0 && b.res.applied == 0 && b.res.seq == 0, "the same again: no change, no seq");
+
+    /* a key of another type anywhere: nothing written, the write named */
+    freeReplyObject(rh_cmd(srv, "CRDT.GINCRBY bt:g 1"));
+    freeReplyObject(rh_cmd(srv, "SET bt:s x"));
+    static const char *const kg[] = {"bt:new1", "bt:a", "bt:g", "bt:new2"};
+    batch_of(st, kg, 4, CRDT_MUT_ADD, 10, &b);
+    ok(b.rc == CRDT_ETYPE && b.res.bad == 2 && b.res.bad_type == CRDT_GCOUNTER &&
+           b.res.applied == 0,
+       "a G-counter third: CRDT_ETYPE naming write 2 as a gcounter (rc %d, bad %zu, type %d)", b.rc,
+       b.res.bad, (int)b.res.bad_type);
+    ok(rh_int(rh_cmd(srv, "EXISTS bt:new1 bt:new2")) == 0 && card_of(st, "bt:a") == 2,
+       "nothing of it written");
+    static const char *const ks[] = {"bt:a", "bt:s"};
+    batch_of(st, ks, 2, CRDT_MUT_REMOVE, 10, &b);
+    ok(b.rc == CRDT_ETYPE && b.res.bad == 1 && b.res.bad_type == 0,
+       "a native string: CRDT_ETYPE naming write 1, not a CRDT (rc %d, bad %zu)", b.rc, b.res.bad);
+    is_int((long long)card_of(st, "bt:a"), 2, "nothing removed");
+
+    /* removes */
+    /* removes: bt:a held m0 and m2 (its writes 0 and 2), bt:b m1 */
+    static const char *const kr[] = {"bt:a", "bt:b"};
+    batch_of(st, kr, 2, CRDT_MUT_REMOVE, 100, &b);
+    ok(b.rc == 0 && b.res.applied == 2 && card_of(st, "bt:b") == 0 && card_of(st, "bt:a") == 1 &&
+           cmd_calls(srv, "crdt.tlmrem") == 2,
+       "a batch of removes goes as CRDT.TLMREM (rc %d, %zu applied)", b.rc, b.res.applied);
+
+    /* bad input never reaches Redis */
+    long long sent = cmd_calls(srv, "crdt.tlmadd") + cmd_calls(srv, "crdt.tlmrem");
+    crdt_store_kmut_t w[2] = {
+        {(const uint8_t *)"bt:x",
+         4,
+         {.type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "m", .len = 1, .score = 1}},
+        {(const uint8_t *)"bt:y",
+         4,
+         {.type = CRDT_TIMELINE, .kind = CRDT_MUT_REMOVE, .bytes = "m", .len = 1, .score = 1}}};
+    memset(&b, 0, sizeof(b));
+    crdt_store_tl_write_batch(st, w, 2, on_batch, &b);
+    ok(b.done && b.rc == CRDT_EINVAL, "adds and removes mixed: CRDT_EINVAL at once");
+    w[1].m.kind = CRDT_MUT_ADD;
+    w[1].m.score = NAN;
+    memset(&b, 0, sizeof(b));
+    crdt_store_tl_write_batch(st, w, 2, on_batch, &b);
+    ok(b.done && b.rc == CRDT_EINVAL, "a NaN score: CRDT_EINVAL at once");
+    w[1].m.score = 1;
+    w[1].m.type = CRDT_ORSET;
+    memset(&b, 0, sizeof(b));
+    crdt_store_tl_write_batch(st, w, 2, on_batch, &b);
+    ok(b.done && b.rc == CRDT_EINVAL, "another type than timeline: CRDT_EINVAL at once");
+    memset(&b, 0, sizeof(b));
+    crdt_store_tl_write_batch(st, w, 0, on_batch, &b);
+    ok(b.done && b.rc == 0 && b.res.applied == 0, "no writes: done at once");
+    is_int(cmd_calls(srv, "crdt.tlmadd") + cmd_calls(srv, "crdt.tlmrem"), sent, "none was sent");
+    ok(rh_int(rh_cmd(srv, "EXISTS bt:x bt:y")) == 0, "nothing written");
+    crdt_store_close(st);
+
+    /* Redis gone: CRDT_EUNAVAIL, the store's reason in last_error */
+    rh_server_t gone = {0};
+    if (rh_start(&gone, NULL, "node-id 9", NULL) == 0) {
+        snprintf(url, sizeof(url), "redis://127.0.0.1:%d", gone.port);
+        st = open_store(url, NULL);
+        rh_kill(&gone);
+        batch_of(st, k4, 4, CRDT_MUT_ADD, 1, &b);
+        ok(b.calls == 1 && b.rc == CRDT_EUNAVAIL && crdt_store_last_error(st),
+           "Redis killed: CRDT_EUNAVAIL (%d): %s", b.rc,
+           crdt_store_last_error(st) ? crdt_store_last_error(st) : "");
+        crdt_store_close(st);
+        rh_stop(&gone);
+    }
+}
+
+/* Over a cluster: keys of one slot go as one command; keys of several slots are type-checked
+ * first, so a wrong-typed key among them stores nothing on any primary. */
+static void batch_cluster(crdt_store_t *st)
+{
+    long long t0 = 0, m0 = 0;
+    for (int i = 0; i < CL.n; i++)
+        t0 += cmd_calls(&CL.node[i], "crdt.type"), m0 += cmd_calls(&CL.node[i], "crdt.tlmadd");
+    static const char *const one[] = {"{bt}a", "{bt}b", "{bt}c"};
+    bres_t b;
+    batch_of(st, one, 3, CRDT_MUT_ADD, 1, &b);
+    long long t1 = 0, m1 = 0;
+    for (int i = 0; i < CL.n; i++)
+        t1 += cmd_calls(&CL.node[i], "crdt.type"), m1 += cmd_calls(&CL.node[i], "crdt.tlmadd");
+    ok(b.rc == 0 && b.res.applied == 3 && m1 - m0 == 1 && t1 == t0,
+       "cluster, keys of one slot: one CRDT.TLMADD, no CRDT.TYPE (rc %d, %lld, %lld)", b.rc,
+       m1 - m0, t1 - t0);
+    static const char *const many[] = {"bt:1", "bt:2", "bt:3", "bt:4", "bt:5", "bt:6"};
+    batch_of(st, many, 6, CRDT_MUT_ADD, 1, &b);
+    bool all = b.rc == 0 && b.res.applied == 6;
+    for (size_t i = 0; i < 6; i++)
+        all = all && card_of(st, many[i]) == 1;
+    ok(all, "keys of six slots: type-checked, then written, every one (rc %d)", b.rc);
+    /* a counter among keys of several slots (on several primaries) */
+    crdt_mut_t inc = {.type = CRDT_GCOUNTER, .kind = CRDT_MUT_INCR, .n = 1};
+    res_t r = {0};
+    sw(st, "bt:ctr", &inc, &r);
+    static const char *const bad[] = {"bt:n1", "bt:n2", "bt:ctr", "bt:n3", "bt:n4"};
+    batch_of(st, bad, 5, CRDT_MUT_ADD, 1, &b);
+    ok(b.rc == CRDT_ETYPE && b.res.bad == 2 && b.res.bad_type == CRDT_GCOUNTER &&
+           b.res.applied == 0,
+       "a G-counter among keys of several slots: CRDT_ETYPE naming it (rc %d, bad %zu)", b.rc,
+       b.res.bad);
+    size_t left = 0;
+    for (size_t i = 0; i < 5; i++)
+        if (i != 2)
+            left += card_of(st, bad[i]);
+    is_int((long long)left, 0, "and no other slot was written");
+}
+
 /* ---- list_keys: SCAN MATCH, sorted (list_check.h) ------------------------------------------ */
 
 static void test_list(rh_server_t *srv)
@@ -1405,8 +1691,10 @@ int main(void)
     test_wait(&srv);
     test_restart(&srv);
     test_list(&srv);
+    test_batch(&srv);
     rh_stop(&srv);
     test_fakes();
+    test_old_module();
     test_cluster();
     ep_free(L);
     rh_cleanup();

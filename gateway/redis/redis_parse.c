@@ -457,3 +457,52 @@ int sr_parse_scan(const redisReply *r, unsigned cursor_bits, uint64_t *cursor,
     *keys = r->element[1];
     return 0;
 }
+
+int sr_parse_tlm(const redisReply *r, size_t n, uint8_t *changed, char *why, size_t whylen)
+{
+    if (!is_arr(r, n))
+        return fail(why, whylen, "CRDT.TLMADD did not answer one integer per triple");
+    for (size_t i = 0; i < n; i++) {
+        if (!is_int(r->element[i], 0, 1))
+            return fail(why, whylen, "CRDT.TLMADD answered a count other than 0 or 1");
+        changed[i] = (uint8_t)r->element[i]->integer;
+    }
+    return 0;
+}
+
+bool sr_parse_tlm_wrongtype(const char *s, size_t len, size_t n, size_t *pos, crdt_type_t *type)
+{
+    static const char head[] = "WRONGTYPE key ", holds[] = " holds a";
+    *pos = 0;
+    *type = 0;
+    if (!s || len < sizeof(head) - 1 || memcmp(s, head, sizeof(head) - 1) != 0)
+        return false;
+    size_t i = sizeof(head) - 1, v = 0, digits = 0;
+    for (; i < len && s[i] >= '0' && s[i] <= '9' && digits < 19; i++, digits++)
+        v = v * 10 + (size_t)(s[i] - '0');
+    if (digits == 0 || v == 0 || v > n || i == len || s[i] != ' ')
+        return false;
+    /* " (argument A) holds a T, not a timeline": T is the first word after " holds a" */
+    const char *h = NULL;
+    for (size_t k = i; k + sizeof(holds) - 1 <= len && !h; k++)
+        if (memcmp(s + k, holds, sizeof(holds) - 1) == 0)
+            h = s + k + sizeof(holds) - 1;
+    if (!h)
+        return false;
+    const char *end = s + len;
+    if (h < end && *h == 'n')
+        h++; /* "an" */
+    if (h == end || *h != ' ')
+        return false;
+    h++;
+    char name[16];
+    size_t nl = 0;
+    while (h < end && *h != ',' && *h != ' ' && nl < sizeof(name) - 1)
+        name[nl++] = *h++;
+    name[nl] = '\0';
+    crdt_type_t t;
+    if (nl && (h == end || *h == ',') && crdt_type_from_name(name, &t) == 0)
+        *type = t; /* else not a CRDT: "a Redis string", "another module's type" */
+    *pos = v - 1;
+    return true;
+}

@@ -126,6 +126,16 @@ bool sr_rsx_item(const redisReply *r, size_t i, sr_rsx_item_t *out);
 /* A CRDT.RSX.DIGEST reply: [items, ...] (4 elements); true with the item count. */
 bool sr_parse_rsx_digest(const redisReply *r, uint64_t *items);
 
+/* A CRDT.TLMADD / CRDT.TLMREM reply to n triples: n integers 0 or 1 (the triple's entry changed)
+ * into changed[0..n). 0, or -1 with why. */
+int sr_parse_tlm(const redisReply *r, size_t n, uint8_t *changed, char *why, size_t whylen);
+
+/* The WRONGTYPE error of a CRDT.TLMADD / TLMREM of n triples, s[0..len): "WRONGTYPE key K
+ * (argument A) holds a T, not a timeline" with 1 <= K <= n: true with *pos K - 1 and *type T's
+ * CRDT type (0 when T is not one: "a Redis string", "another module's type"); false (both 0) for
+ * any other text. */
+bool sr_parse_tlm_wrongtype(const char *s, size_t len, size_t n, size_t *pos, crdt_type_t *type);
+
 /* A CRDT.TYPE reply: a type name or "none" (*type 0). 0, or -1 with why. */
 int sr_parse_type(const redisReply *r, crdt_type_t *type, char *why, size_t whylen);
 

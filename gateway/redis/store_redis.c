@@ -1,6 +1,7 @@
 /* store_redis.c - crdt_store_t over Redis / Redis Cluster with crdt.so (see store_redis.h) */
 #include "store_redis.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -79,8 +80,11 @@ typedef enum {
     R_RSX_CLOSE,
     R_RSX_ITEMS, /* CRDT.RSX.ITEMS of one primary, for a session run in the gateway */
     R_RSX_DIGEST,
-    R_TYPES,    /* CRDT.TYPE of one key of a types call */
-    R_LOG_POLL, /* CRDT.LOG.POLL of a node's logs */
+    R_TYPES,       /* CRDT.TYPE of one key of a types call */
+    R_LOG_POLL,    /* CRDT.LOG.POLL of a node's logs */
+    R_BATCH,       /* CRDT.TLMADD / TLMREM of one slot's writes of a tl_write_batch */
+    R_BATCH_STATE, /* the state of a key it changed, for the change event */
+    R_BATCH_WAIT,  /* WAIT after it */
 } req_kind_t;
 
 /* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
@@ -90,6 +94,8 @@ typedef struct sr_log {
     char name[CRDTM_LOG_NAME_MAX];
     char pos[CRDTM_POS_TEXT_MAX];
     sr_node_t *node; /* the node that listed it last; NULL when none does */
+    size_t nlen;     /* strlen(name) */
+    uint32_t next;   /* the next log of its slot (an index in logs; UINT32_MAX: none) */
 } sr_log_t;
 
 typedef struct sr_feed_ent {
@@ -97,6 +103,8 @@ typedef struct sr_feed_ent {
     char *key;
     size_t klen;
 } sr_feed_ent_t;
+
+typedef struct sr_batch sr_batch_t;
 
 typedef struct sr_many {
     crdt_store_get_many_cb cb;
@@ -106,6 +114,8 @@ typedef struct sr_many {
     crdt_obj_t **objs;
     crdt_store_types_cb tcb; /* a types call: types[] instead of objs */
     crdt_type_t *types;
+    sr_batch_t *batch; /* a types call of a batch's first phase: batch_typed instead of tcb */
+    size_t bad;        /* the first key whose read failed with CRDT_ETYPE (SIZE_MAX: none) */
 } sr_many_t;
 
 typedef struct sr_scan {
@@ -155,7 +165,9 @@ struct sr_req {
     unsigned scan_node;
     size_t *idxs; /* R_LOG_POLL: the logs asked, in order */
     size_t nidx;
-    sr_list_t *list; /* R_LIST_*: the listing; idx: the candidate (R_LIST_STATE) */
+    sr_list_t *list;   /* R_LIST_*: the listing; idx: the candidate (R_LIST_STATE) */
+    sr_batch_t *batch; /* R_BATCH*: the batch; idx: the group (R_BATCH_STATE: bidx the write) */
+    size_t bidx;
 };
 
 /* list_keys (below) */
@@ -201,6 +213,7 @@ struct sr_store {
     uint64_t writes, noops;
     sr_log_t *logs;
     size_t nlogs, cap_logs;
+    uint32_t *slot_logs; /* per slot the first of its logs (an index in logs; UINT32_MAX: none) */
     bool logpos_loaded, logpos_busy, logpos_dirty; /* the saved positions (mark log-positions) */
     bool logpos_found; /* a previous run saved some: logs unknown to it are read from the start */
     uint64_t logpos_retry_at, logpos_saved_at;
@@ -215,8 +228,10 @@ struct sr_store {
     size_t rnames_cap, rnames_n;
     uint64_t rsx_items, rsx_items_at;
     bool rsx_items_busy;
+    sr_batch_t *batches; /* tl_write_batch calls not completed (freed at close) */
     bool follow_started; /* every primary of the map had its logs listed once */
     bool no_poll;        /* crdt.so without CRDT.LOG.POLL: one CRDT.LOG.READ per log */
+    bool no_tlm;         /* crdt.so without CRDT.TLMADD: a batch's writes go one by one */
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -646,15 +661,21 @@ static void route(sr_req_t *q, const void *key, size_t klen)
 /* ---- completions ------------------------------------------------------------------------------
  */
 
+static void batch_typed(sr_batch_t *b, int rc, const crdt_type_t *types, size_t bad);
+
 static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
 {
     if (rc < 0 && m->rc == 0)
         m->rc = rc;
+    if (rc == CRDT_ETYPE && m->bad == SIZE_MAX)
+        m->bad = idx;
     if (obj)
         m->objs[idx] = obj;
     if (--m->left)
         return;
-    if (m->tcb)
+    if (m->batch)
+        batch_typed(m->batch, m->rc, m->types, m->bad);
+    else if (m->tcb)
         m->tcb(m->ud, m->rc, m->rc < 0 ? NULL : m->types, m->rc < 0 ? 0 : m->n);
     else if (m->rc < 0)
         m->cb(m->ud, m->rc, NULL, 0);
@@ -711,6 +732,8 @@ static void follow_read_done(sr_node_t *n)
     }
 }
 
+static void batch_req_failed(sr_req_t *q, int rc);
+
 static void req_fail(sr_req_t *q, int rc)
 {
     sr_store_t *s = q->st;
@@ -763,6 +786,9 @@ static void req_fail(sr_req_t *q, int rc)
         break;
     case R_LOG_READ: follow_read_done(q->fixed); break;
     case R_LOG_POLL: follow_read_done(q->fixed); break;
+    case R_BATCH:
+    case R_BATCH_STATE:
+    case R_BATCH_WAIT: batch_req_failed(q, rc); break;
     case R_RSX_OPEN:
     case R_RSX_RECV:
     case R_RSX_DIFFS:
@@ -963,6 +989,9 @@ static void scan_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
 static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
+static bool batch_wrongtype(sr_req_t *q, const redisReply *r);
+static void batch_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
     if (q->kind >= R_RSX_OPEN && q->kind <= R_RSX_DIGEST) {
@@ -983,6 +1012,10 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         set_err(s, "redis %s:%d: %s: %.200s", q->node->addr.host, q->node->addr.port, q->verb,
                 r->str ? r->str : "error");
         req_fail(q, CRDT_EUNAVAIL);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ERROR && q->kind == R_BATCH && batch_wrongtype(q, r)) {
+        req_free(q);
         return;
     }
     if (r->type == REDIS_REPLY_ERROR && q->kind != R_INFO && q->kind != R_SLOTS) {
@@ -1065,6 +1098,9 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     case R_LOG_LIST: log_list_reply(s, q, r); break;
     case R_LOG_READ: log_read_reply(s, q, r); break;
     case R_LOG_POLL: log_poll_reply(s, q, r); break;
+    case R_BATCH:
+    case R_BATCH_STATE:
+    case R_BATCH_WAIT: batch_reply(s, q, r); break;
     case R_RSX_OPEN:
     case R_RSX_RECV:
     case R_RSX_DIFFS:
@@ -1356,11 +1392,23 @@ static void refresh_slots(sr_store_t *s)
 /* ---- following the change logs ----------------------------------------------------------------
  */
 
-static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, bool *added)
+/* The log of that name (its slot parsed from it), added when new. Found through the slot's
+ * chain: a LOG.LIST names every log of a node (one per slot written), so a scan of all the logs
+ * per name cost the list's length squared. */
+static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, unsigned slot,
+                                 bool *added)
 {
     *added = false;
-    for (size_t i = 0; i < s->nlogs; i++)
-        if (strlen(s->logs[i].name) == len && memcmp(s->logs[i].name, name, len) == 0)
+    if (slot >= CRDTM_SLOTS || len >= CRDTM_LOG_NAME_MAX || s->nlogs >= UINT32_MAX - 1)
+        return NULL;
+    if (!s->slot_logs) {
+        s->slot_logs = malloc(CRDTM_SLOTS * sizeof(*s->slot_logs));
+        if (!s->slot_logs)
+            return NULL;
+        memset(s->slot_logs, 0xff, CRDTM_SLOTS * sizeof(*s->slot_logs));
+    }
+    for (uint32_t i = s->slot_logs[slot]; i != UINT32_MAX; i = s->logs[i].next)
+        if (s->logs[i].nlen == len && memcmp(s->logs[i].name, name, len) == 0)
             return &s->logs[i];
     if (s->nlogs == s->cap_logs) {
         size_t cap = s->cap_logs ? s->cap_logs * 2 : 64;
@@ -1370,9 +1418,12 @@ static sr_log_t *log_find_or_add(sr_store_t *s, const char *name, size_t len, bo
         s->logs = p;
         s->cap_logs = cap;
     }
-    sr_log_t *l = &s->logs[s->nlogs++];
+    sr_log_t *l = &s->logs[s->nlogs];
     memset(l, 0, sizeof(*l));
     memcpy(l->name, name, len);
+    l->nlen = len;
+    l->next = s->slot_logs[slot];
+    s->slot_logs[slot] = (uint32_t)s->nlogs++;
     *added = true;
     return l;
 }
@@ -1416,7 +1467,7 @@ static void follow_send_poll(sr_store_t *s, sr_node_t *n)
                     continue;
                 idxs[k] = i;
                 argv[2 + 2 * k] = s->logs[i].name;
-                lens[2 + 2 * k] = strlen(s->logs[i].name);
+                lens[2 + 2 * k] = s->logs[i].nlen;
                 argv[3 + 2 * k] = s->logs[i].pos;
                 lens[3 + 2 * k] = strlen(s->logs[i].pos);
                 k++;
@@ -1459,7 +1510,7 @@ static void log_list_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             !crdtm_log_name_parse(e->str, e->len, &epoch, &slot))
             continue; /* not a log name: skip it rather than send it back */
         bool added;
-        sr_log_t *l = log_find_or_add(s, e->str, e->len, &added);
+        sr_log_t *l = log_find_or_add(s, e->str, e->len, slot, &added);
         if (!l)
             break;
         /* a new gateway reads the logs there are at its start from their end; a log that
@@ -1565,9 +1616,8 @@ static void log_poll_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             break;
         }
         /* the reply keeps the order of the request: find the log from where the last one was */
-        while (at < q->nidx &&
-               (q->idxs[at] >= s->nlogs || strlen(s->logs[q->idxs[at]].name) != nlen ||
-                memcmp(s->logs[q->idxs[at]].name, nm, nlen) != 0))
+        while (at < q->nidx && (q->idxs[at] >= s->nlogs || s->logs[q->idxs[at]].nlen != nlen ||
+                                memcmp(s->logs[q->idxs[at]].name, nm, nlen) != 0))
             at++;
         if (at == q->nidx) {
             bad_reply(s, q, r);
@@ -1612,7 +1662,7 @@ static void logpos_loaded(void *ud, int rc, const void *p, size_t n)
             crdtm_log_name_parse(b, (size_t)(sp - b), &epoch, &slot) &&
             crdtm_pos_parse(sp + 1, (size_t)(le - sp - 1), &pos, &why) == 0) {
             bool added;
-            sr_log_t *l = log_find_or_add(s, b, (size_t)(sp - b), &added);
+            sr_log_t *l = log_find_or_add(s, b, (size_t)(sp - b), slot, &added);
             if (l && added) {
                 memcpy(l->pos, sp + 1, (size_t)(le - sp - 1));
                 l->pos[le - sp - 1] = '\0';
@@ -1810,7 +1860,7 @@ static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
         cb(ud, CRDT_ENOMEM, NULL, 0);
         return;
     }
-    *m = (sr_many_t){.cb = cb, .ud = ud, .n = n, .left = n, .objs = objs};
+    *m = (sr_many_t){.cb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .bad = SIZE_MAX};
     /* one CRDT.STATE per key, all pipelined: keys of a roshi select may live on every primary */
     many_issue(s, m, keys, n, R_MANY, "CRDT.STATE");
 }
@@ -1834,7 +1884,8 @@ static void sr_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_
         cb(ud, CRDT_ENOMEM, NULL, 0);
         return;
     }
-    *m = (sr_many_t){.tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types};
+    *m = (sr_many_t){
+        .tcb = cb, .ud = ud, .n = n, .left = n, .objs = objs, .types = types, .bad = SIZE_MAX};
     many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
 }
 
@@ -2031,6 +2082,565 @@ static void sr_apply(crdt_store_t *st, const void *key, size_t klen, const crdt_
             crdt_hlc_recv(&s->hlc, crdt_wall_ms(), &seen, &out);
     }
     start_write(s, q, key, klen, cb, ud, origin);
+}
+
+/* ---- timeline writes checked as one: tl_write_batch over CRDT.TLMADD / CRDT.TLMREM -------------
+ *
+ * The writes are grouped by hash slot (a cluster refuses a command over keys of several slots
+ * with CROSSSLOT; a single server, once known not to be a cluster, takes them all in one group).
+ * One group: its command checks every key's type before writing any, so the batch is one command.
+ * Several: a CRDT.TYPE per key first (the types phase), then every group's command at once. Each
+ * group then numbers its changes (after reading the changed keys' states for the change event when
+ * the logs are not followed), waits for replicas if asked, and the batch completes with the last.
+ */
+
+typedef struct sr_bgroup {
+    sr_req_t *q;     /* formatted and not sent yet (the types phase); NULL once sent */
+    size_t first, n; /* its writes: b->order[first .. first + n) */
+    sr_node_t *node; /* where it was applied */
+    size_t pending;  /* state reads in flight */
+    bool changed;
+    bool redo; /* the module has no CRDT.TLMADD: its writes go one by one (after the types) */
+} sr_bgroup_t;
+
+struct sr_batch {
+    sr_store_t *st;
+    sr_batch_t *prev, *next; /* the store's list of batches in progress */
+    crdt_store_batch_cb cb;
+    void *ud;
+    size_t n, ngroups, left; /* left: groups not done */
+    size_t *order;           /* write indices grouped by slot */
+    sr_bgroup_t *groups;
+    char *kbuf; /* the keys' copies: key i at kbuf + koff[i], koff[i + 1] - koff[i] */
+    size_t *koff;
+    uint64_t *seqs; /* the changes' seqs, completed after cb */
+    size_t nseqs;
+    char *mbuf; /* the members' copies (as kbuf), and the scores: for writes one by one */
+    size_t *moff;
+    double *scores;
+    size_t tlm_applied; /* changes made by CRDT.TLMADD (one by one: counted by sr_write) */
+    bool add;
+    bool typed; /* the types phase ran */
+    bool redo;  /* a group is to be written one by one once every group answered */
+    int rc;
+    crdt_store_batch_result_t res;
+};
+
+static void batch_free(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        s->batches = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    for (size_t g = 0; g < b->ngroups; g++)
+        req_free(b->groups[g].q);
+    free(b); /* one block with its arrays */
+}
+
+static void batch_finish(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    s->writes += b->tlm_applied;
+    b->cb(b->ud, b->rc, &b->res);
+    for (size_t i = 0; i < b->nseqs; i++)
+        seq_complete(s, b->seqs[i]);
+    batch_free(b);
+}
+
+static void batch_types_start(sr_batch_t *b);
+static void batch_send(sr_batch_t *b);
+
+static void batch_group_done(sr_batch_t *b, int rc)
+{
+    if (rc < 0 && b->rc == 0)
+        b->rc = rc;
+    if (--b->left)
+        return;
+    if (b->redo && b->rc == 0) {
+        /* groups an older crdt.so refused: their writes one by one, every type checked first */
+        b->redo = false;
+        if (b->typed)
+            batch_send(b);
+        else
+            batch_types_start(b);
+        return;
+    }
+    batch_finish(b);
+}
+
+/* One write of a redone group completed (sr_write numbered it and waited for replicas). */
+static void batch_one_done(void *ud, int rc, uint64_t seq)
+{
+    sr_batch_t *b = ud;
+    if (rc > 0) {
+        b->res.applied++;
+        if (seq > b->res.seq)
+            b->res.seq = seq;
+    }
+    batch_group_done(b, rc < 0 ? rc : 0);
+}
+
+/* Every group not sent yet: its command, or (an older crdt.so) its writes one by one. */
+static void batch_send(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    b->left++; /* held while sending: a send that fails at once completes its part */
+    for (size_t g = 0; g < b->ngroups; g++) {
+        sr_bgroup_t *G = &b->groups[g];
+        if (G->redo || (s->no_tlm && G->q)) {
+            G->redo = false;
+            req_free(G->q);
+            G->q = NULL;
+            for (size_t k = G->first; k < G->first + G->n; k++) {
+                size_t i = b->order[k];
+                crdt_mut_t m = {.type = CRDT_TIMELINE,
+                                .kind = b->add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                                .bytes = b->mbuf + b->moff[i],
+                                .len = b->moff[i + 1] - b->moff[i],
+                                .score = b->scores[i]};
+                b->left++;
+                sr_write(&s->base, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i], &m,
+                         batch_one_done, b);
+            }
+        } else if (G->q) {
+            sr_req_t *q = G->q;
+            G->q = NULL;
+            b->left++;
+            req_dispatch(s, q);
+        }
+    }
+    batch_group_done(b, 0);
+}
+
+static sr_req_t *batch_child(sr_batch_t *b, size_t g, req_kind_t kind, const char *verb, int argc,
+                             const char **argv, const size_t *lens)
+{
+    sr_req_t *c = req_new(b->st, kind, verb, argc, argv, lens);
+    if (!c)
+        return NULL;
+    c->batch = b;
+    c->idx = g;
+    c->fixed = b->groups[g].node; /* the node that applied the writes */
+    return c;
+}
+
+/* A change of the batch numbered (and, without following the logs, reported). */
+static void batch_change(sr_batch_t *b, size_t i, const crdt_obj_t *state)
+{
+    sr_store_t *s = b->st;
+    uint64_t seq = seq_assign(s);
+    if (!seq)
+        return; /* no memory for the window: the change is not numbered */
+    b->seqs[b->nseqs++] = seq;
+    if (seq > b->res.seq)
+        b->res.seq = seq;
+    if (s->cfg.follow_logs)
+        return; /* the change comes back from the log */
+    const char *key = b->kbuf + b->koff[i];
+    size_t klen = b->koff[i + 1] - b->koff[i];
+    feed_append(s, key, klen, seq);
+    if (s->base.ev.change && state)
+        s->base.ev.change(s->base.ev.ud, key, klen, seq, state, CRDT_ORIGIN_LOCAL);
+}
+
+/* A group's changes are numbered: WAIT for replicas if asked, then it is done. */
+static void batch_group_after(sr_batch_t *b, size_t g)
+{
+    sr_store_t *s = b->st;
+    if (!s->cfg.wait_replicas || !b->groups[g].changed) {
+        batch_group_done(b, 0);
+        return;
+    }
+    char nb[16], tb[16];
+    snprintf(nb, sizeof(nb), "%u", s->cfg.wait_replicas);
+    snprintf(tb, sizeof(tb), "%u", s->cfg.wait_timeout_ms);
+    const char *argv[] = {"WAIT", nb, tb};
+    size_t lens[] = {4, strlen(nb), strlen(tb)};
+    sr_req_t *c = batch_child(b, g, R_BATCH_WAIT, "WAIT", 3, argv, lens);
+    if (!c) {
+        batch_group_done(b, CRDT_ENOMEM);
+        return;
+    }
+    req_dispatch(s, c);
+}
+
+static void batch_state_done(sr_batch_t *b, size_t g)
+{
+    if (--b->groups[g].pending == 0)
+        batch_group_after(b, g);
+}
+
+/* The group's command answered: changed[k] for its k-th write. */
+static void batch_applied(sr_batch_t *b, size_t g, const uint8_t *changed)
+{
+    sr_store_t *s = b->st;
+    sr_bgroup_t *G = &b->groups[g];
+    bool states = !s->cfg.follow_logs && s->base.ev.change;
+    G->pending = 1; /* held while issuing */
+    for (size_t k = 0; k < G->n; k++) {
+        size_t i = b->order[G->first + k];
+        if (!changed[k]) {
+            s->noops++;
+            continue;
+        }
+        b->res.applied++;
+        b->tlm_applied++;
+        G->changed = true;
+        sr_req_t *c = NULL;
+        if (states) {
+            const char *argv[] = {"CRDT.STATE", b->kbuf + b->koff[i]};
+            size_t lens[] = {10, b->koff[i + 1] - b->koff[i]};
+            c = batch_child(b, g, R_BATCH_STATE, "CRDT.STATE", 2, argv, lens);
+        }
+        if (!c) {
+            batch_change(b, i, NULL);
+            continue;
+        }
+        c->bidx = i;
+        G->pending++;
+        req_dispatch(s, c);
+    }
+    batch_state_done(b, g);
+}
+
+static void batch_req_failed(sr_req_t *q, int rc)
+{
+    sr_batch_t *b = q->batch;
+    switch (q->kind) {
+    case R_BATCH: batch_group_done(b, rc); break;
+    case R_BATCH_STATE:
+        /* the write was applied; only its change event is lost */
+        batch_change(b, q->bidx, NULL);
+        batch_state_done(b, q->idx);
+        break;
+    default: /* R_BATCH_WAIT: applied, not known to be replicated */ batch_group_done(b, rc); break;
+    }
+}
+
+/* WRONGTYPE from a group's command: nothing of it was written; the write it names. An older
+ * crdt.so without the command: nothing written either; the group is redone one write at a time
+ * (after a types phase), and so is every batch from then on. */
+static bool batch_wrongtype(sr_req_t *q, const redisReply *r)
+{
+    sr_batch_t *b = q->batch;
+    if (r->str && strncmp(r->str, "ERR unknown command", 19) == 0) {
+        q->st->no_tlm = true;
+        b->groups[q->idx].redo = true;
+        b->redo = true;
+        batch_group_done(b, 0);
+        return true;
+    }
+    if (!r->str || strncmp(r->str, "WRONGTYPE", 9) != 0)
+        return false;
+    sr_bgroup_t *G = &b->groups[q->idx];
+    size_t pos;
+    crdt_type_t t;
+    if (b->res.bad == SIZE_MAX && sr_parse_tlm_wrongtype(r->str, r->len, G->n, &pos, &t)) {
+        b->res.bad = b->order[G->first + pos];
+        b->res.bad_type = t;
+    }
+    batch_group_done(b, CRDT_ETYPE);
+    return true;
+}
+
+static void batch_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_batch_t *b = q->batch;
+    size_t g = q->idx;
+    if (q->kind == R_BATCH) {
+        sr_bgroup_t *G = &b->groups[g];
+        uint8_t one[16], *changed = G->n <= sizeof(one) ? one : malloc(G->n);
+        char why[96];
+        if (!changed) {
+            batch_group_done(b, CRDT_ENOMEM);
+            return;
+        }
+        G->node = q->node;
+        if (sr_parse_tlm(r, G->n, changed, why, sizeof(why)) < 0) {
+            s->rs.bad_replies++;
+            set_err(s, "redis %s:%d: %s", q->node->addr.host, q->node->addr.port, why);
+            batch_group_done(b, CRDT_EIO);
+        } else {
+            batch_applied(b, g, changed);
+        }
+        if (changed != one)
+            free(changed);
+    } else if (q->kind == R_BATCH_STATE) {
+        crdt_obj_t *obj = NULL;
+        decode_state(s, q, r, &obj);
+        batch_change(b, q->bidx, obj);
+        crdt_obj_free(obj);
+        batch_state_done(b, g);
+    } else { /* R_BATCH_WAIT */
+        int rc = 0;
+        if (r->type != REDIS_REPLY_INTEGER) {
+            rc = bad_reply(s, q, r);
+        } else if (r->integer < (long long)s->cfg.wait_replicas) {
+            set_err(s, "redis %s:%d: WAIT %u: only %lld replicas acknowledged within %u ms",
+                    q->node->addr.host, q->node->addr.port, s->cfg.wait_replicas, r->integer,
+                    s->cfg.wait_timeout_ms);
+            rc = CRDT_EUNAVAIL;
+        }
+        batch_group_done(b, rc);
+    }
+}
+
+/* The types phase answered: every key a timeline or nothing, then every group goes. */
+static void batch_typed(sr_batch_t *b, int rc, const crdt_type_t *types, size_t bad)
+{
+    if (rc == CRDT_ETYPE) {
+        b->res.bad = bad < b->n ? bad : SIZE_MAX; /* not a CRDT (CRDT.TYPE: WRONGTYPE) */
+    } else if (rc == 0) {
+        for (size_t i = 0; i < b->n && rc == 0; i++)
+            if (types[i] && types[i] != CRDT_TIMELINE) {
+                rc = CRDT_ETYPE;
+                b->res.bad = i;
+                b->res.bad_type = types[i];
+            }
+    }
+    if (rc < 0) {
+        b->rc = rc;
+        batch_finish(b);
+        return;
+    }
+    b->left = 0;
+    batch_send(b);
+}
+
+/* The types phase: a CRDT.TYPE per key, pipelined (the keys may live on every primary). */
+static void batch_types_start(sr_batch_t *b)
+{
+    sr_store_t *s = b->st;
+    size_t n = b->n;
+    b->typed = true;
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_type_t *types = calloc(n, sizeof(*types));
+    crdt_obj_t **objs = calloc(n, sizeof(*objs));
+    crdt_bytes_t *keys = malloc(n * sizeof(*keys));
+    if (!m || !types || !objs || !keys) {
+        free(m), free(types), free(objs), free(keys);
+        b->rc = CRDT_ENOMEM;
+        batch_finish(b);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        keys[i] = (crdt_bytes_t){b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i]};
+    *m = (sr_many_t){.n = n, .left = n, .objs = objs, .types = types, .batch = b, .bad = SIZE_MAX};
+    many_issue(s, m, keys, n, R_TYPES, "CRDT.TYPE");
+    free(keys);
+}
+
+typedef struct slot_idx {
+    unsigned slot;
+    size_t i;
+} slot_idx_t;
+
+static int slot_idx_cmp(const void *a, const void *b)
+{
+    const slot_idx_t *x = a, *y = b;
+    if (x->slot != y->slot)
+        return x->slot < y->slot ? -1 : 1;
+    return (x->i > y->i) - (x->i < y->i);
+}
+
+/* Decimal digits of v at p; their count. */
+static size_t put_dec(char *p, uint64_t v)
+{
+    char t[20];
+    size_t n = 0;
+    do
+        t[n++] = (char)('0' + v % 10);
+    while (v /= 10);
+    for (size_t i = 0; i < n; i++)
+        p[i] = t[n - 1 - i];
+    return n;
+}
+
+/* "$<len>\r\n<bytes>\r\n" at p (room for len + 26); its length. */
+static size_t put_bulk_arg(char *p, const void *d, size_t len)
+{
+    size_t at = 0;
+    p[at++] = '$';
+    at += put_dec(p + at, len);
+    p[at++] = '\r', p[at++] = '\n';
+    if (len)
+        memcpy(p + at, d, len);
+    at += len;
+    p[at++] = '\r', p[at++] = '\n';
+    return at;
+}
+
+/* A score as the module reads it back exactly: the digits of an integer below 2^53 (the usual
+ * roshi scores: timestamps), else %.17g. */
+static size_t put_score(char *p, double d)
+{
+    if (d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d) {
+        int64_t v = (int64_t)d;
+        size_t at = 0;
+        if (v < 0)
+            p[at++] = '-';
+        return at + put_dec(p + at, (uint64_t)(v < 0 ? -v : v));
+    }
+    return (size_t)snprintf(p, 32, "%.17g", d);
+}
+
+/* The RESP of `verb` over the writes order[a..e) (malloc'd, *len). Formatted here rather than with
+ * redisFormatCommandArgv: no argv arrays, and no snprintf per argument. */
+static char *batch_format(const sr_batch_t *b, const crdt_store_kmut_t *w, size_t a, size_t e,
+                          size_t *len)
+{
+    size_t cap = 16 + 26 + 11;
+    for (size_t k = a; k < e; k++) {
+        size_t i = b->order[k];
+        cap += 3 * 26 + w[i].klen + 32 + w[i].m.len;
+    }
+    char *c = malloc(cap), *p = c;
+    if (!c)
+        return NULL;
+    *p++ = '*';
+    p += put_dec(p, 1 + 3 * (e - a));
+    *p++ = '\r', *p++ = '\n';
+    p += put_bulk_arg(p, b->add ? "CRDT.TLMADD" : "CRDT.TLMREM", 11);
+    for (size_t k = a; k < e; k++) {
+        size_t i = b->order[k];
+        char num[32];
+        size_t nl = put_score(num, w[i].m.score);
+        p += put_bulk_arg(p, w[i].key, w[i].klen);
+        p += put_bulk_arg(p, num, nl);
+        p += put_bulk_arg(p, w[i].m.bytes, w[i].m.len);
+    }
+    *len = (size_t)(p - c);
+    return c;
+}
+
+static sr_req_t *req_raw(sr_store_t *s, req_kind_t kind, const char *verb, char *cmd, size_t len)
+{
+    sr_req_t *q = calloc(1, sizeof(*q));
+    if (!q) {
+        free(cmd);
+        return NULL;
+    }
+    q->st = s;
+    q->kind = kind;
+    q->verb = verb;
+    q->cmd = cmd;
+    q->cmdlen = len;
+    q->slot = SR_NO_NODE;
+    return q;
+}
+
+static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size_t n,
+                              crdt_store_batch_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    crdt_store_batch_result_t res = {.bad = SIZE_MAX};
+    if (n == 0) {
+        cb(ud, 0, &res);
+        return;
+    }
+    /* the checks libcrdt makes of a timeline write, so bad input never reaches Redis */
+    size_t ktotal = 0, mtotal = 0;
+    for (size_t i = 0; i < n; i++) {
+        const crdt_mut_t *m = &w[i].m;
+        if (m->type != CRDT_TIMELINE || m->kind != w[0].m.kind ||
+            (m->kind != CRDT_MUT_ADD && m->kind != CRDT_MUT_REMOVE) || !isfinite(m->score) ||
+            m->len > CRDT_MAX_BLOB || (m->len && !m->bytes) || (w[i].klen && !w[i].key) ||
+            w[i].klen > CRDT_MAX_BLOB) {
+            cb(ud, CRDT_EINVAL, &res);
+            return;
+        }
+        ktotal += w[i].klen;
+        mtotal += w[i].m.len;
+    }
+    /* one block: the batch, its groups, order, key offsets, seqs, slots and the keys' copies */
+    size_t off_groups = (sizeof(sr_batch_t) + 15) & ~(size_t)15;
+    size_t off_order = off_groups + n * sizeof(sr_bgroup_t);
+    size_t off_koff = off_order + n * sizeof(size_t);
+    size_t off_seqs = off_koff + (n + 1) * sizeof(size_t);
+    size_t off_si = off_seqs + n * sizeof(uint64_t);
+    size_t off_moff = off_si + n * sizeof(slot_idx_t);
+    size_t off_scores = off_moff + (n + 1) * sizeof(size_t);
+    size_t off_kbuf = off_scores + n * sizeof(double);
+    char *blk = n < SIZE_MAX / 256 && ktotal <= SIZE_MAX / 4 && mtotal <= SIZE_MAX / 4
+                    ? calloc(1, off_kbuf + ktotal + mtotal + 1)
+                    : NULL;
+    if (!blk) {
+        cb(ud, CRDT_ENOMEM, &res);
+        return;
+    }
+    sr_batch_t *b = (sr_batch_t *)blk;
+    b->groups = (sr_bgroup_t *)(blk + off_groups);
+    b->order = (size_t *)(blk + off_order);
+    b->koff = (size_t *)(blk + off_koff);
+    b->seqs = (uint64_t *)(blk + off_seqs);
+    slot_idx_t *si = (slot_idx_t *)(blk + off_si);
+    b->kbuf = blk + off_kbuf;
+    b->moff = (size_t *)(blk + off_moff);
+    b->scores = (double *)(blk + off_scores);
+    b->mbuf = b->kbuf + ktotal;
+    b->st = s;
+    b->cb = cb;
+    b->ud = ud;
+    b->n = n;
+    b->add = w[0].m.kind == CRDT_MUT_ADD;
+    b->res = res;
+    b->next = s->batches;
+    if (s->batches)
+        s->batches->prev = b;
+    s->batches = b;
+    /* one group on a server known not to be a cluster; else one per slot */
+    bool single = s->ready == 1 && s->cluster == 0;
+    size_t at = 0, mat = 0;
+    for (size_t i = 0; i < n; i++) {
+        b->koff[i] = at;
+        if (w[i].klen)
+            memcpy(b->kbuf + at, w[i].key, w[i].klen);
+        at += w[i].klen;
+        b->moff[i] = mat;
+        if (w[i].m.len)
+            memcpy(b->mbuf + mat, w[i].m.bytes, w[i].m.len);
+        mat += w[i].m.len;
+        b->scores[i] = w[i].m.score;
+        si[i] = (slot_idx_t){single ? 0 : crdtm_keyslot((const char *)w[i].key, w[i].klen), i};
+    }
+    b->koff[n] = at;
+    b->moff[n] = mat;
+    if (!single)
+        qsort(si, n, sizeof(*si), slot_idx_cmp);
+    for (size_t k = 0; k < n; k++)
+        b->order[k] = si[k].i;
+    const char *verb = b->add ? "CRDT.TLMADD" : "CRDT.TLMREM";
+    for (size_t a = 0; a < n;) {
+        size_t e = a + 1;
+        while (e < n && si[e].slot == si[a].slot)
+            e++;
+        size_t len = 0;
+        char *cmd = batch_format(b, w, a, e, &len);
+        sr_req_t *q = cmd ? req_raw(s, R_BATCH, verb, cmd, len) : NULL;
+        if (!q) {
+            b->rc = CRDT_ENOMEM;
+            batch_finish(b);
+            return;
+        }
+        q->batch = b;
+        q->idx = b->ngroups;
+        route(q, w[b->order[a]].key, w[b->order[a]].klen);
+        b->groups[b->ngroups++] = (sr_bgroup_t){.q = q, .first = a, .n = e - a};
+        a = e;
+    }
+    b->left = b->ngroups;
+    if (b->ngroups == 1 && !s->no_tlm) {
+        sr_req_t *q = b->groups[0].q;
+        b->groups[0].q = NULL;
+        req_dispatch(s, q);
+        return;
+    }
+    /* several slots (or an older crdt.so): every key's type first, so no group is written unless
+     * all can be */
+    batch_types_start(b);
 }
 
 /* ---- the change feed: the changes this store reported, by seq ----------------------------------
@@ -3428,8 +4038,12 @@ static void sr_stats(const crdt_store_t *st, crdt_store_stats_t *out)
     out->noops = s->noops;
 }
 
+static void batch_free(sr_batch_t *b);
+
 static void free_all(sr_store_t *s)
 {
+    while (s->batches)
+        batch_free(s->batches);
     while (s->rsx_list)
         rsx_free(s->rsx_list);
     rnames_clear(s);
@@ -3437,6 +4051,7 @@ static void free_all(sr_store_t *s)
         free(s->nodes[i]);
     free(s->win);
     free(s->logs);
+    free(s->slot_logs);
     for (size_t i = 0; i < s->feed_len; i++)
         free(s->feed[(s->feed_head + i) % s->cfg.feed_max].key);
     free(s->feed);
@@ -3497,6 +4112,7 @@ static const crdt_store_ops_t sr_ops = {
     .rsx_items = sr_rsx_items,
     .pipelined = true, /* one key's commands go on one connection, in order */
     .types = sr_types,
+    .tl_write_batch = sr_tl_write_batch,
 };
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)
@@ -3543,8 +4159,11 @@ crdt_store_t *crdt_store_redis_open(const char *url, const crdt_store_redis_conf
         s->cfg.max_pending = 65536;
     if (!s->cfg.follow_poll_ms)
         s->cfg.follow_poll_ms = 50;
+    /* A poll visits every log of the node (a seek each, and a read of each log with news): with
+     * a small budget it stopped after a few hundred logs and the next one started over, so under
+     * load most of Redis's time went to polls (docs/benchmarks.md, issue 16's roshi listener) */
     if (!s->cfg.follow_count)
-        s->cfg.follow_count = 512;
+        s->cfg.follow_count = 10000;
     s->nseeds = sr_parse_url(url, s->seeds, SR_SEEDS_MAX, err, errlen);
     if (s->nseeds < 0) {
         free(s);

@@ -71,7 +71,8 @@ typedef struct crdt_store_redis_config {
      * read from their end if seen when the store starts, from their start if they appear later. */
     bool follow_logs;
     unsigned follow_poll_ms; /* pause between polls of an idle primary (default 50) */
-    unsigned follow_count;   /* entries per CRDT.LOG.READ (default 512) */
+    unsigned follow_count;   /* entries per CRDT.LOG.POLL / READ (default 10000, the module's
+                                cap: a poll reads every log's news at once) */
     /* crdt_store_changes lists the changes this store reported (its change events) from a ring
      * of the last feed_max (default 65536; 0: no feed, changes answers EUNAVAIL); a position
      * older than the ring, or from another run of the store, answers EUNAVAIL: rescan. */

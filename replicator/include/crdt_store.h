@@ -54,6 +54,26 @@ typedef void (*crdt_store_status_cb)(void *ud, int rc);
 /* rc 0 with types[i] for keys[i] (0: absent), or a negative code (types NULL). */
 typedef void (*crdt_store_types_cb)(void *ud, int rc, const crdt_type_t *types, size_t n);
 
+/* One write of a batch (crdt_store_tl_write_batch): the key and the mutation, borrowed. */
+typedef struct crdt_store_kmut {
+    const uint8_t *key;
+    size_t klen;
+    crdt_mut_t m;
+} crdt_store_kmut_t;
+
+/* The outcome of a batch of writes. */
+typedef struct crdt_store_batch_result {
+    size_t applied; /* writes that changed their key */
+    uint64_t seq;   /* the highest seq of those changes (0: none) */
+    /* rc CRDT_ETYPE: the index of a write whose key holds another type (SIZE_MAX: not known),
+     * and that type (0: not a CRDT, e.g. a native Redis value) */
+    size_t bad;
+    crdt_type_t bad_type;
+} crdt_store_batch_result_t;
+/* rc 0 with res, or a negative code; res is always given (its applied and seq count what was
+ * written before a failure). */
+typedef void (*crdt_store_batch_cb)(void *ud, int rc, const crdt_store_batch_result_t *res);
+
 /* Anti-entropy: a reconciliation session (crdt_reconcile.h) the store runs over its own index of
  * (key id, state fingerprint) items, so the index lives beside the data it describes: the embedded
  * store keeps a crdt_rsx_index_t refreshed from the replica's change feed; a store over Redis
@@ -151,6 +171,10 @@ typedef struct crdt_store_ops {
     void (*list_keys)(crdt_store_t *st, const void *prefix, size_t plen, const void *after,
                       size_t alen, size_t limit, crdt_store_name_cb each, crdt_store_done_cb done,
                       void *ud);
+    /* optional (NULL: the caller checks the types with crdt_store_types, then writes): timeline
+     * writes checked as one (crdt_store_tl_write_batch) */
+    void (*tl_write_batch)(crdt_store_t *st, const crdt_store_kmut_t *w, size_t n,
+                           crdt_store_batch_cb cb, void *ud);
 } crdt_store_ops_t;
 
 struct crdt_store {
@@ -217,6 +241,21 @@ static inline void crdt_store_changes(crdt_store_t *st, uint64_t since, size_t l
  * where the store can (ops->types), else through get_many. */
 void crdt_store_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt_store_types_cb cb,
                       void *ud);
+
+/* n timeline writes w[0..n) (all CRDT_MUT_ADD or all CRDT_MUT_REMOVE of CRDT_TIMELINE; anything
+ * else is CRDT_EINVAL, nothing written), all-or-nothing as to types: every key is checked to hold a
+ * timeline or nothing before any is written; when one does not, nothing is written and cb gets
+ * CRDT_ETYPE with res->bad naming it. w and its bytes are borrowed for the call. Only where
+ * ops->tl_write_batch is set (a store over Redis: one CRDT.TLMADD / TLMREM for the writes of
+ * one hash slot, so one command on a single Redis; keys of several slots of a cluster are first
+ * checked with a CRDT.TYPE each, then written with a command per slot, and a key whose type
+ * changes between the two can leave the other slots' writes made: rc CRDT_ETYPE then counts
+ * them in res->applied). */
+static inline void crdt_store_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w,
+                                             size_t n, crdt_store_batch_cb cb, void *ud)
+{
+    st->ops->tl_write_batch(st, w, n, cb, ud);
+}
 
 /* Every data key, in no particular order, from cursor (0: the start) for about `limit` keys (the
  * internal keys of replica.h's crdt_key_internal are skipped: they count toward `limit` but are

@@ -51,6 +51,12 @@ static void check_reply(const redisReply *r)
         sr_addr_t to;
         if (sr_parse_redirect(r->str, r->len, &ask, &slot, &to) == 1)
             REQUIRE(slot < 16384 && to.port >= 1 && to.port <= 65535);
+        size_t pos = 99;
+        crdt_type_t t = 99;
+        if (sr_parse_tlm_wrongtype(r->str, r->len, 10, &pos, &t))
+            REQUIRE(pos < 10 && (t == 0 || crdt_type_name(t) != NULL));
+        else
+            REQUIRE(pos == 0 && t == 0);
     }
     if (r->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i < r->elements && i < 8; i++)
@@ -69,6 +75,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char why[160];
     int n = sr_parse_url(s, seeds, 4, why, sizeof(why));
     REQUIRE(n >= -1 && n <= 4);
+    /* the input as a CRDT.TLMADD WRONGTYPE text, of 1 and of 1000 triples */
+    for (size_t triples = 1; triples <= 1000; triples *= 1000) {
+        size_t pos;
+        crdt_type_t t;
+        if (sr_parse_tlm_wrongtype(s, size, triples, &pos, &t))
+            REQUIRE(pos < triples && (t == 0 || crdt_type_name(t) != NULL));
+    }
     free(s);
 
     redisReader *rd = redisReaderCreate();

@@ -143,6 +143,19 @@ static void check_reply(const redisReply *r, int depth)
         REQUIRE(why[0] && t == 0);
     }
 
+    /* a CRDT.TLMADD reply to as many triples as it has elements, and to one more */
+    for (size_t extra = 0; extra < 2; extra++) {
+        size_t n = r->type == REDIS_REPLY_ARRAY ? r->elements + extra : extra;
+        uint8_t changed[64];
+        why[0] = '\0';
+        if (n <= sizeof(changed) && sr_parse_tlm(r, n, changed, why, sizeof(why)) == 0) {
+            for (size_t i = 0; i < n; i++)
+                REQUIRE(changed[i] <= 1);
+        } else if (n <= sizeof(changed)) {
+            REQUIRE(why[0]);
+        }
+    }
+
     uint64_t cur = 0;
     const redisReply *keys = NULL;
     why[0] = '\0';

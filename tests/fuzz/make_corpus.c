@@ -255,7 +255,9 @@ int main(int argc, char **argv)
             "-MOVED 3999 127.0.0.1:6381\r\n", "-ASK 1 h:2\r\n",
             "$33\r\ncrdt_node_id:7\r\ncluster_enabled:1\r\n",
             "*3\r\n$34\r\n00000000000000aa:1796306283614-0:1\r\n+ok\r\n*1\r\n*3\r\n$3\r\n1-0\r\n$1\r\nk\r\n$1\r\nd\r\n",
-            "redis://127.0.0.1:6379,localhost:7000"};
+            "redis://127.0.0.1:6379,localhost:7000",
+            "-WRONGTYPE key 3 (argument 7) holds a gcounter, not a timeline\r\n",
+            "-WRONGTYPE key 1 (argument 1) holds a Redis string, not a timeline\r\n"};
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
         return 0;
@@ -271,7 +273,7 @@ int main(int argc, char **argv)
             "$1\r\nd\r\n:7\r\n:0\r\n",
             "*3\r\n*2\r\n$3\r\nlga\r\n*3\r\n$34\r\n00000000000000ab:1796306283614-7:9\r\n+truncated\r\n*0\r\n*2\r\n$3\r\nlgb\r\n"
             "*3\r\n$1\r\n$\r\n+ok\r\n*0\r\n:1\r\n",
-            "*1\r\n:0\r\n",
+            "*1\r\n:0\r\n", "*3\r\n:1\r\n:0\r\n:1\r\n",
             "*2\r\n$6\r\nsess-1\r\n$4\r\nmsg1\r\n", "*2\r\n$6\r\nsess-2\r\n$0\r\n\r\n",
             "*2\r\n$5\r\nreply\r\n:1\r\n", "*2\r\n$0\r\n\r\n:0\r\n",
             "*3\r\n*3\r\n$1\r\na\r\n:1\r\n:12\r\n*3\r\n$-1\r\n:2\r\n:13\r\n*3\r\n$1\r\nb\r\n:3\r\n"
