@@ -481,6 +481,20 @@ static bool trim(timeline_t *t)
     return dropped;
 }
 
+/* trim after tl_write inserted one entry into a state that held the invariants, all of it above
+ * the floor: only the bound can be exceeded, and each entry it drops is older than every one kept,
+ * so it becomes the floor under them all and none of them can lie at or below it. The same result
+ * as trim, without reading the new oldest entry (a cache miss in a big timeline) to find that out. */
+static bool trim_after_insert(timeline_t *t)
+{
+    bool dropped = false;
+    while (t->max_size && t->count > t->max_size) {
+        drop_tail(t);
+        dropped = true;
+    }
+    return dropped;
+}
+
 /* Rewrites the blob store without the bytes of dropped members (ids keep their slots; only
  * offsets change, and the hash index keys on bytes, so it stays valid). */
 static void maybe_compact(timeline_t *t)
@@ -723,7 +737,7 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
     insert_at(t, bi, si, id);
     t->count++;
     t->live += live;
-    if (trim(t))
+    if (trim_after_insert(t))
         maybe_compact(t);
     return 1;
 }
@@ -925,18 +939,26 @@ void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int 
         return;
     const tl_block_t *first = t->blk[0], *last = t->blk[t->nblk - 1];
     switch (stage) {
-    case 1: /* the member's slot, the block pointers, the entry and the bytes an insert takes */
+    case 1: /* the member's slot, the block pointers and live counts, the entry and the bytes an
+             * insert takes, the spare block (ensure_room reads its capacity) */
         crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, m ? m : "", len));
         __builtin_prefetch(t->blk);
         __builtin_prefetch(&t->blk[t->nblk - 1]);
+        __builtin_prefetch(t->blive);
+        __builtin_prefetch(&t->blive[t->nblk - 1]);
+        if (t->spare)
+            __builtin_prefetch(t->spare);
         if (t->free_head != CRDT__NO_ID)
             __builtin_prefetch(&t->ents[t->free_head]);
         if (t->blobs.data)
             __builtin_prefetch(t->blobs.data + t->blobs.len);
         break;
-    case 2: /* the first and last blocks: where the new entry and the entry a bound drops are */
+    case 2: /* the first and last blocks: where the new entry and the entry a bound drops are;
+             * the one before the last when a drop may join them (delete_at reads its fill) */
         __builtin_prefetch(first->ids);
         __builtin_prefetch(&last->ids[last->n - 1]);
+        if (t->nblk > 1 && last->n <= TL_BLOCK / 4)
+            __builtin_prefetch(t->blk[t->nblk - 2]);
         break;
     case 3: /* the newest and the oldest entries */
         __builtin_prefetch(&t->ents[first->ids[0]]);
