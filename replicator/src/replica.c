@@ -219,7 +219,7 @@ static void refresh_dirty(crdt_replica_t *r)
 
 int crdt_replica_key_fingerprint(crdt_replica_t *r, const void *key, size_t klen, uint64_t *fp)
 {
-    uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    uint32_t id = rep_find(r, key, klen, rep_table_hash(key, klen, r->seed));
     *fp = 0;
     if (id == NO_ID)
         return CRDT_EINVAL;
@@ -384,7 +384,7 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     if (!delta)
         return CRDT_EINVAL;
     crdt_type_t type = crdt_obj_type(delta);
-    uint64_t h = rep_hash(key, klen, r->seed);
+    uint64_t h = rep_table_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
     if (id != NO_ID && r->keys[id].type != type)
         return CRDT_ETYPE;
@@ -448,7 +448,7 @@ static int mutate_impl(crdt_replica_t *r, const void *key, size_t klen, crdt_typ
         return rc;
     if (!mutate || type < CRDT_TYPE_MIN || type > CRDT_TYPE_MAX)
         return CRDT_EINVAL;
-    uint64_t h = rep_hash(key, klen, r->seed);
+    uint64_t h = rep_table_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
     if (id != NO_ID && r->keys[id].type != type)
         return CRDT_ETYPE;
@@ -532,7 +532,7 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
         /* Past what the write competes with, too: after a restart the clock has not seen the
          * values recovered from disk (a beyond-the-bound one was counted when it was applied). */
         uint32_t id = (key || !klen) && klen <= CRDT_MAX_BLOB
-                          ? rep_find(r, key, klen, rep_hash(key, klen, r->seed))
+                          ? rep_find(r, key, klen, rep_table_hash(key, klen, r->seed))
                           : NO_ID;
         crdt_hlc_ts_t seen;
         if (id != NO_ID) {
@@ -562,7 +562,7 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
 
 const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t klen)
 {
-    uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    uint32_t id = rep_find(r, key, klen, rep_table_hash(key, klen, r->seed));
     if (id == NO_ID)
         return NULL;
     rep_ready(r, id); /* finishes the key's load, if it is still pending */
@@ -642,7 +642,7 @@ int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot
         return CRDT_EDECODE;
     }
     crdt_type_t type = crdt_obj_type(o);
-    uint64_t h = rep_hash(key, klen, r->seed);
+    uint64_t h = rep_table_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
     if (id == NO_ID) {
         /* A snapshot state, or a delta equal to what an empty object joined with it would be,
