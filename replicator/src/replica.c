@@ -569,6 +569,50 @@ const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t kl
     return r->keys[id].obj;
 }
 
+/* The entry a lookup of hash h would examine first (a hint: the probe may go on past it). */
+static const rep_key_t *first_candidate(const crdt_replica_t *r, uint64_t h)
+{
+    uint32_t s = r->slots[(uint32_t)h & r->mask];
+    return s ? &r->keys[s - 1] : NULL;
+}
+
+void crdt_replica_get_many(crdt_replica_t *r, const crdt_bytes_t *keys, size_t n,
+                           const crdt_obj_t **out)
+{
+    /* In groups of up to 16, stage by stage: the slots, then the entries they name, then the
+     * bytes and objects of the entries that match, then the lookups themselves. */
+    for (size_t at = 0; at < n; at += 16) {
+        size_t m = n - at < 16 ? n - at : 16;
+        const crdt_bytes_t *k = keys + at;
+        uint64_t h[16];
+        for (size_t i = 0; i < m; i++) {
+            h[i] = rep_table_hash(k[i].data, k[i].len, r->seed);
+            if (r->slots)
+                __builtin_prefetch(&r->slots[(uint32_t)h[i] & r->mask]);
+        }
+        if (r->slots && m > 1) {
+            for (size_t i = 0; i < m; i++) {
+                const rep_key_t *e = first_candidate(r, h[i]);
+                if (e)
+                    __builtin_prefetch(e);
+            }
+            for (size_t i = 0; i < m; i++) {
+                const rep_key_t *e = first_candidate(r, h[i]);
+                if (e && e->hash == h[i]) {
+                    __builtin_prefetch(e->key);
+                    __builtin_prefetch(e->obj);
+                }
+            }
+        }
+        for (size_t i = 0; i < m; i++) {
+            uint32_t id = rep_find(r, k[i].data, k[i].len, h[i]);
+            if (id != NO_ID)
+                rep_ready(r, id); /* finishes the key's load, if it is still pending */
+            out[at + i] = id == NO_ID ? NULL : r->keys[id].obj;
+        }
+    }
+}
+
 int crdt_replica_foreach(crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
 {
     for (uint32_t id = 0; id < r->nkeys; id++) {
