@@ -608,6 +608,38 @@ static int append_entry(timeline_t *t, double score, bool live, const uint8_t *m
     return 0;
 }
 
+/* append_entry into a timeline emptied by tl_clear (a write's delta, one entry each time) that
+ * kept its arrays from before: the same state, without the general insert's checks and block
+ * steps (ensure_room finds room, insert_at a new first block from the spare). Falls back to
+ * append_entry when something is missing. */
+static int fill_single(timeline_t *d, double score, bool live, const uint8_t *m, size_t len)
+{
+    if (d->nblk || d->count || d->free_head != CRDT__NO_ID || d->ents_used || !d->ents_cap ||
+        !d->blk_cap || !d->spare || d->spare->cap < TL_FIRST_CAP || !d->idx.slots)
+        return append_entry(d, score, live, m, len);
+    uint32_t off;
+    int rc = crdt__blobs_add(&d->blobs, m, len, &off);
+    if (rc < 0)
+        return rc == CRDT_EINVAL ? CRDT_ENOMEM : rc;
+    uint32_t id = alloc_id(d);
+    d->ents[id] = (tl_ent_t){score, off, (uint32_t)len | (live ? 0 : TL_TOMB)};
+    if ((rc = crdt__hidx_insert(&d->idx, id, key_of, d)) < 0) {
+        crdt__blobs_drop(&d->blobs, len);
+        free_id(d, id);
+        return rc;
+    }
+    tl_block_t *b = d->spare;
+    d->spare = NULL;
+    b->ids[0] = id;
+    b->n = 1;
+    d->blk[0] = b;
+    d->blive[0] = live;
+    d->nblk = 1;
+    d->count = 1;
+    d->live = live;
+    return 0;
+}
+
 /* A copy of every array as it is: ids, offsets and hash slots stay valid, so no rehashing (the
  * copy shares its source's hash seed, which only has to be unpredictable from outside). */
 static crdt_obj_t *timeline_clone(const crdt_obj_t *o)
@@ -850,7 +882,7 @@ static int write_into(crdt_obj_t *o, const void *m, size_t len, double score, bo
     /* the delta first, as write_api makes it: once the state changed, failing would break
      * "unchanged on error" */
     tl_clear(d);
-    int rc = append_entry(d, score, live, m, len);
+    int rc = fill_single(d, score, live, m, len);
     if (rc == 0)
         rc = tl_write(t, m, len, score, live);
     else if (rc == CRDT_EINVAL)
