@@ -82,6 +82,20 @@ static bool number_value(scan_t *s, double *d)
     *d = 0;
     if (lit(s, "null", 4))
         return true;
+    /* An integer of up to 15 digits (scores are timestamps and counters): one pass, and the
+     * value is exact (below 2^53), as the general reading below gives it. */
+    const char *f = s->p + (s->p < s->end && *s->p == '-');
+    if (f < s->end && *f >= '1' && *f <= '9') {
+        const char *q = f;
+        uint64_t v = 0;
+        while (q < s->end && q - f < 15 && *q >= '0' && *q <= '9')
+            v = v * 10 + (uint64_t)(*q++ - '0');
+        if (q == s->end || !((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E')) {
+            *d = f > s->p ? -(double)v : (double)v;
+            s->p = q;
+            return true;
+        }
+    }
     const char *b = s->p;
     if (s->p < s->end && *s->p == '-')
         s->p++;
