@@ -102,6 +102,8 @@ typedef struct timeline {
     uint32_t max_size; /* 0: unbounded */
     uint32_t count;    /* entries, live and tombstones */
     uint32_t live;
+    uint32_t tail_hint; /* the oldest entry's id as a write left it: for prefetching only, may be
+                           stale (crdt_timeline_prefetch checks it against the order) */
     tl_ent_t *ents;
     uint32_t ents_cap;
     uint32_t ents_used; /* high-water mark of ids handed out */
@@ -542,6 +544,7 @@ static timeline_t *tl_alloc(uint32_t max_size)
     t->base.vt = &crdt__timeline_vt;
     t->max_size = max_size;
     t->free_head = CRDT__NO_ID;
+    t->tail_hint = CRDT__NO_ID;
     crdt__hidx_init(&t->idx);
     return t;
 }
@@ -732,6 +735,7 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
         tl_key_t k = {score, ent_mem(t, e), ent_len(e), false};
         find_pos(t, &k, &bi, &si);
         insert_at(t, bi, si, id);
+        t->tail_hint = tail_id(t);
         return 1;
     }
     if (t->max_size && t->count >= t->max_size && t->count) {
@@ -771,6 +775,7 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
     t->live += live;
     if (trim_after_insert(t))
         maybe_compact(t);
+    t->tail_hint = tail_id(t);
     return 1;
 }
 
@@ -957,6 +962,15 @@ apply:
     return 1;
 }
 
+/* The entry the hint names, if it is one in use (NULL otherwise). */
+static const tl_ent_t *hinted_tail(const timeline_t *t)
+{
+    if (t->tail_hint >= t->ents_used)
+        return NULL;
+    const tl_ent_t *e = &t->ents[t->tail_hint];
+    return e->len == TL_FREE || e->off >= t->blobs.cap ? NULL : e;
+}
+
 void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int stage)
 {
     const timeline_t *t = as_tl(o);
@@ -970,9 +984,11 @@ void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int 
     if (!t->nblk)
         return;
     const tl_block_t *first = t->blk[0], *last = t->blk[t->nblk - 1];
+    const tl_ent_t *e;
     switch (stage) {
     case 1: /* the member's slot, the block pointers and live counts, the entry and the bytes an
-             * insert takes, the spare block (ensure_room reads its capacity) */
+             * insert takes, the spare block (ensure_room reads its capacity), and the oldest
+             * entry as the last write left it (the hint: a bound drops it) */
         crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, m ? m : "", len));
         __builtin_prefetch(t->blk);
         __builtin_prefetch(&t->blk[t->nblk - 1]);
@@ -984,26 +1000,26 @@ void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int 
             __builtin_prefetch(&t->ents[t->free_head]);
         if (t->blobs.data)
             __builtin_prefetch(t->blobs.data + t->blobs.len);
+        if (t->tail_hint < t->ents_used)
+            __builtin_prefetch(&t->ents[t->tail_hint]);
         break;
     case 2: /* the first and last blocks: where the new entry and the entry a bound drops are;
-             * the one before the last when a drop may join them (delete_at reads its fill) */
+             * the one before the last when a drop may join them (delete_at reads its fill); the
+             * hinted oldest entry's bytes (a drop hashes them) */
         __builtin_prefetch(first->ids);
         __builtin_prefetch(&last->ids[last->n - 1]);
         if (t->nblk > 1 && last->n <= TL_BLOCK / 4)
             __builtin_prefetch(t->blk[t->nblk - 2]);
+        if ((e = hinted_tail(t)))
+            __builtin_prefetch(blob_at(t, e->off));
         break;
-    case 3: /* the newest and the oldest entries */
+    default: /* the newest and the oldest entries; the oldest's hash slot when a bound will
+              * drop it and the hint named it (its bytes came with stage 2) */
         __builtin_prefetch(&t->ents[first->ids[0]]);
         __builtin_prefetch(&t->ents[last->ids[last->n - 1]]);
-        break;
-    case 4: /* the oldest entry's bytes (a drop hashes them) */
-        __builtin_prefetch(blob_at(t, t->ents[last->ids[last->n - 1]].off));
-        break;
-    default: /* the oldest entry's hash slot, when a bound will drop it */
-        if (t->max_size && t->count >= t->max_size) {
-            const tl_ent_t *e = &t->ents[last->ids[last->n - 1]];
+        if (t->max_size && t->count >= t->max_size && last->ids[last->n - 1] == t->tail_hint &&
+            (e = hinted_tail(t)))
             crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, ent_mem(t, e), ent_len(e)));
-        }
         break;
     }
 }
