@@ -150,7 +150,39 @@ typedef struct write_ctx {
     size_t n;          /* tuples sent: roshi's count */
     gw_write_t *w;      /* the writes, then */
     crdt_bytes_t *keys; /* the keys, the tuples and the arena of decoded bytes */
+    size_t bytes;       /* allocated for all of it (wctx_alloc) */
 } write_ctx_t;
+
+/* The last write context freed, kept for the next request of this thread's loop: a context of
+ * ten tuples is some 5 KiB, past malloc's per-thread cache, and each one cost a trip through its
+ * bins. One of at most WCTX_KEEP bytes is kept; whatever frees a context with free() may. */
+#define WCTX_KEEP (64u << 10)
+static _Thread_local void *wctx_kept;
+static _Thread_local size_t wctx_kept_size;
+
+/* A context of at least `size` bytes; *got says how many it has. */
+static write_ctx_t *wctx_alloc(size_t size, size_t *got)
+{
+    if (wctx_kept && wctx_kept_size >= size) {
+        write_ctx_t *c = wctx_kept;
+        *got = wctx_kept_size;
+        wctx_kept = NULL;
+        return c;
+    }
+    *got = size < 8192 ? 8192 : size; /* room for the usual request, to be kept afterwards */
+    return malloc(*got);
+}
+
+static void wctx_free(write_ctx_t *c)
+{
+    if (c->bytes <= WCTX_KEEP && (!wctx_kept || wctx_kept_size < c->bytes)) {
+        free(wctx_kept);
+        wctx_kept = c;
+        wctx_kept_size = c->bytes;
+        return;
+    }
+    free(c);
+}
 
 static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last, void *ud)
 {
@@ -180,7 +212,7 @@ static void roshi_written(gw_server_t *s, int rc, size_t changed, uint64_t last,
         rs->wait_seq = last;
         gw_loop_schedule_flush(s);
     }
-    free(c);
+    wctx_free(c);
     gw_http_reply(x);
 }
 
@@ -267,15 +299,17 @@ static void roshi_write(gw_server_t *s, gw_exchange_t *x, bool add)
     const char *body = rq->body ? (const char *)rq->body : "";
     size_t cap = gw_roshi_max_elems(body, rq->body_len);
     /* One allocation: the context, the writes, the keys, the tuples and the decoded bytes. */
-    write_ctx_t *c = malloc(sizeof(*c) +
-                            cap * (sizeof(gw_write_t) + sizeof(crdt_bytes_t) +
-                                   sizeof(gw_roshi_tuple_t)) +
-                            GW_ROSHI_ARENA(rq->body_len));
+    size_t bytes;
+    write_ctx_t *c = wctx_alloc(sizeof(*c) +
+                                    cap * (sizeof(gw_write_t) + sizeof(crdt_bytes_t) +
+                                           sizeof(gw_roshi_tuple_t)) +
+                                    GW_ROSHI_ARENA(rq->body_len),
+                                &bytes);
     if (!c) {
         roshi_error(rs, 500, "out of memory");
         goto fail;
     }
-    *c = (write_ctx_t){x, add, t0, 0, (gw_write_t *)(c + 1), NULL};
+    *c = (write_ctx_t){x, add, t0, 0, (gw_write_t *)(c + 1), NULL, bytes};
     c->keys = (crdt_bytes_t *)(c->w + cap);
     gw_roshi_tuple_t *ts = (gw_roshi_tuple_t *)(c->keys + cap);
     gw_roshi_err_t err;

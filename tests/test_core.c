@@ -411,6 +411,47 @@ static void test_hidx_churn(void)
     crdt__hidx_free(&h);
 }
 
+/* The index's own hash: every length up to 80 (each path: 0, 1-3, 4-7, 8-16, the 16-byte steps)
+ * and every single-bit change of a 24-byte key gives a different value, the seed changes it, and
+ * 40,000 short keys that differ in one position spread evenly over the slots' home bits and
+ * their 4-bit tags (a chi-square bound far above what an even spread gives). */
+static void test_hidx_hash(void)
+{
+    uint8_t buf[80];
+    for (int i = 0; i < 80; i++)
+        buf[i] = (uint8_t)(i * 37 + 11);
+    uint64_t seen[81 + 24 * 8];
+    size_t nseen = 0, dups = 0;
+    for (size_t n = 0; n <= 80; n++)
+        seen[nseen++] = crdt__hidx_hash_bytes(buf, n, 7);
+    for (int bit = 0; bit < 24 * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        seen[nseen++] = crdt__hidx_hash_bytes(buf, 24, 7);
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    for (size_t i = 0; i < nseen; i++)
+        for (size_t j = i + 1; j < nseen; j++)
+            dups += seen[i] == seen[j];
+    is_int(dups, 0, "hidx hash: every length 0..80 and every bit flip of a key, all different");
+    ok(crdt__hidx_hash_bytes("member:1", 8, 1) != crdt__hidx_hash_bytes("member:1", 8, 2),
+       "hidx hash: the seed changes it");
+    static uint32_t home[256], tag[16];
+    for (uint32_t i = 0; i < 40000; i++) {
+        char k[16];
+        int n = snprintf(k, sizeof(k), "m%08u", i);
+        uint64_t h = crdt__hidx_hash_bytes(k, (size_t)n, 0x1234);
+        home[h & 255]++;
+        tag[h >> 60]++;
+    }
+    double chi_home = 0, chi_tag = 0;
+    for (int i = 0; i < 256; i++)
+        chi_home += (home[i] - 156.25) * (home[i] - 156.25) / 156.25;
+    for (int i = 0; i < 16; i++)
+        chi_tag += (tag[i] - 2500.0) * (tag[i] - 2500.0) / 2500.0;
+    ok(chi_home < 400 && chi_tag < 60, "hidx hash: home bits and tags spread evenly (chi-square "
+       "%.0f over 255 degrees, %.0f over 15)", chi_home, chi_tag);
+}
+
 /* Ids past the 24 bits a tagged slot has: the index turns its tags off and keeps every id. */
 static void test_hidx_big_ids(void)
 {
@@ -566,6 +607,7 @@ int main(void)
     test_hidx();
     test_hidx_big_ids();
     test_hidx_churn();
+    test_hidx_hash();
     test_blobs();
     test_text_bytes();
     return done_testing();

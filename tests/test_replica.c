@@ -2102,6 +2102,59 @@ static void nest_cb(const void *key, size_t klen, uint64_t seq, const crdt_obj_t
     }
 }
 
+/* crdt_replica_get_many gives what crdt_replica_get gives, key by key: present and absent keys,
+ * the empty key, repeats, more keys than one group of 16, and pending keys of a lazy load (which
+ * it joins, as a get does). */
+static void test_get_many(void)
+{
+    enum { NK = 200, NQ = 45 };
+    const char *dir = fresh_dir("getmany");
+    crdt_replica_t *r = open_dir(dir, CRDT_FSYNC_NO, 1);
+    if (!r) {
+        fail("get_many: open");
+        return;
+    }
+    rng_t g = {99};
+    random_writes(r, &g, 5000, NK);
+    for (int pass = 0; pass < 2; pass++) {
+        char names[NQ][16];
+        crdt_bytes_t keys[NQ];
+        const crdt_obj_t *got[NQ];
+        for (int i = 0; i < NQ; i++) {
+            /* every third one absent (beyond NK), one empty, one repeated */
+            int k = i % 3 == 2 ? NK + i : (int)below(&g, NK);
+            keys[i] = (crdt_bytes_t){names[i], key_of(k, names[i])};
+        }
+        keys[7] = (crdt_bytes_t){"", 0};
+        keys[20] = keys[4];
+        size_t pending = crdt_replica_keys_loading(r);
+        crdt_replica_get_many(r, keys, NQ, got);
+        size_t joined = pending - crdt_replica_keys_loading(r);
+        int wrong = 0, present = 0;
+        for (int i = 0; i < NQ; i++) {
+            const crdt_obj_t *one = crdt_replica_get(r, keys[i].data, keys[i].len);
+            wrong += got[i] != one;
+            present += one != NULL;
+        }
+        ok(!wrong && present > NQ / 2 && present < NQ,
+           "get_many%s: %d keys (%d present) as crdt_replica_get gives them",
+           pass ? " during a lazy load" : "", NQ, present);
+        if (pass)
+            ok(pending == NK && joined > 0 && joined <= (size_t)present,
+               "get_many joins the pending keys it reads (%zu of %zu)", joined, pending);
+        crdt_replica_get_many(r, keys, 0, got); /* nothing to do, nothing read */
+        if (pass == 0) {
+            crdt_replica_close(r);
+            r = open_loading(dir, 0);
+            if (!r) {
+                fail("get_many: reopen");
+                return;
+            }
+        }
+    }
+    crdt_replica_close(r);
+}
+
 static void test_timeline_writes(void)
 {
     const char *dir = fresh_dir("tlwrites");
@@ -2164,6 +2217,7 @@ int main(void)
     setvbuf(stdout, NULL, _IONBF, 0);
     test_types_in_memory();
     test_timeline_writes();
+    test_get_many();
     test_restart_replays();
     test_snapshot();
     test_torn_tail();

@@ -365,12 +365,12 @@ int crdt_timeline_remove_into(crdt_obj_t *t, const void *m, size_t len, double s
                               crdt_obj_t *delta);
 /* A hint before a batch of writes to many big timelines: asks the CPU to load, in stages, what a
  * write of member m will read (the object, its hash slot, the ends of the order, the entries
- * there, the slot of the entry a bound drops), so that the cache misses of the batch overlap
- * instead of coming one after the other.
+ * there, the slot of the entry a bound drops, found from where the last write left it), so that
+ * the cache misses of the batch overlap instead of coming one after the other.
  * Run stage 0 for every write of the batch, then stage 1 for every one, and so on to
  * CRDT_TL_PREFETCH_STAGES - 1; then the writes. Changes nothing, reads only what the stage before
  * asked for; any object (not a timeline: nothing). */
-#define CRDT_TL_PREFETCH_STAGES 6
+#define CRDT_TL_PREFETCH_STAGES 4
 void crdt_timeline_prefetch(const crdt_obj_t *t, const void *m, size_t len, int stage);
 
 typedef struct crdt_tl_entry {

@@ -171,10 +171,12 @@ uint32_t crdt__hidx_find(const crdt__hidx_t *h, const void *key, size_t len, crd
                          const void *ctx);
 /* Inserts an id whose key is not present yet (the caller checked); may grow. 0 or CRDT_ENOMEM. */
 int crdt__hidx_insert(crdt__hidx_t *h, uint32_t id, crdt__key_fn fn, const void *ctx);
+/* The index's own keyed hash (hash.c): fast, private to a process, not crdt_hash64. */
+uint64_t crdt__hidx_hash_bytes(const void *data, size_t n, uint64_t seed);
 /* The hash find and insert_reserved use (so a caller that does both hashes once). */
 static inline uint64_t crdt__hidx_hash(const crdt__hidx_t *h, const void *key, size_t len)
 {
-    return crdt_hash64(key, len, h->seed);
+    return crdt__hidx_hash_bytes(key, len, h->seed);
 }
 uint32_t crdt__hidx_find_hashed(const crdt__hidx_t *h, const void *key, size_t len, uint64_t hash,
                                 crdt__key_fn fn, const void *ctx);

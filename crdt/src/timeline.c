@@ -102,6 +102,8 @@ typedef struct timeline {
     uint32_t max_size; /* 0: unbounded */
     uint32_t count;    /* entries, live and tombstones */
     uint32_t live;
+    uint32_t tail_hint; /* the oldest entry's id as a write left it: for prefetching only, may be
+                           stale (crdt_timeline_prefetch checks it against the order) */
     tl_ent_t *ents;
     uint32_t ents_cap;
     uint32_t ents_used; /* high-water mark of ids handed out */
@@ -481,6 +483,20 @@ static bool trim(timeline_t *t)
     return dropped;
 }
 
+/* trim after tl_write inserted one entry into a state that held the invariants, all of it above
+ * the floor: only the bound can be exceeded, and each entry it drops is older than every one kept,
+ * so it becomes the floor under them all and none of them can lie at or below it. The same result
+ * as trim, without reading the new oldest entry (a cache miss in a big timeline) to find that out. */
+static bool trim_after_insert(timeline_t *t)
+{
+    bool dropped = false;
+    while (t->max_size && t->count > t->max_size) {
+        drop_tail(t);
+        dropped = true;
+    }
+    return dropped;
+}
+
 /* Rewrites the blob store without the bytes of dropped members (ids keep their slots; only
  * offsets change, and the hash index keys on bytes, so it stays valid). */
 static void maybe_compact(timeline_t *t)
@@ -528,6 +544,7 @@ static timeline_t *tl_alloc(uint32_t max_size)
     t->base.vt = &crdt__timeline_vt;
     t->max_size = max_size;
     t->free_head = CRDT__NO_ID;
+    t->tail_hint = CRDT__NO_ID;
     crdt__hidx_init(&t->idx);
     return t;
 }
@@ -591,6 +608,38 @@ static int append_entry(timeline_t *t, double score, bool live, const uint8_t *m
     insert_at(t, bi, t->nblk ? t->blk[bi]->n : 0, id);
     t->count++;
     t->live += live;
+    return 0;
+}
+
+/* append_entry into a timeline emptied by tl_clear (a write's delta, one entry each time) that
+ * kept its arrays from before: the same state, without the general insert's checks and block
+ * steps (ensure_room finds room, insert_at a new first block from the spare). Falls back to
+ * append_entry when something is missing. */
+static int fill_single(timeline_t *d, double score, bool live, const uint8_t *m, size_t len)
+{
+    if (d->nblk || d->count || d->free_head != CRDT__NO_ID || d->ents_used || !d->ents_cap ||
+        !d->blk_cap || !d->spare || d->spare->cap < TL_FIRST_CAP || !d->idx.slots)
+        return append_entry(d, score, live, m, len);
+    uint32_t off;
+    int rc = crdt__blobs_add(&d->blobs, m, len, &off);
+    if (rc < 0)
+        return rc == CRDT_EINVAL ? CRDT_ENOMEM : rc;
+    uint32_t id = alloc_id(d);
+    d->ents[id] = (tl_ent_t){score, off, (uint32_t)len | (live ? 0 : TL_TOMB)};
+    if ((rc = crdt__hidx_insert(&d->idx, id, key_of, d)) < 0) {
+        crdt__blobs_drop(&d->blobs, len);
+        free_id(d, id);
+        return rc;
+    }
+    tl_block_t *b = d->spare;
+    d->spare = NULL;
+    b->ids[0] = id;
+    b->n = 1;
+    d->blk[0] = b;
+    d->blive[0] = live;
+    d->nblk = 1;
+    d->count = 1;
+    d->live = live;
     return 0;
 }
 
@@ -686,6 +735,7 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
         tl_key_t k = {score, ent_mem(t, e), ent_len(e), false};
         find_pos(t, &k, &bi, &si);
         insert_at(t, bi, si, id);
+        t->tail_hint = tail_id(t);
         return 1;
     }
     if (t->max_size && t->count >= t->max_size && t->count) {
@@ -723,8 +773,9 @@ static int tl_write(timeline_t *t, const uint8_t *m, size_t len, double score, b
     insert_at(t, bi, si, id);
     t->count++;
     t->live += live;
-    if (trim(t))
+    if (trim_after_insert(t))
         maybe_compact(t);
+    t->tail_hint = tail_id(t);
     return 1;
 }
 
@@ -836,7 +887,7 @@ static int write_into(crdt_obj_t *o, const void *m, size_t len, double score, bo
     /* the delta first, as write_api makes it: once the state changed, failing would break
      * "unchanged on error" */
     tl_clear(d);
-    int rc = append_entry(d, score, live, m, len);
+    int rc = fill_single(d, score, live, m, len);
     if (rc == 0)
         rc = tl_write(t, m, len, score, live);
     else if (rc == CRDT_EINVAL)
@@ -911,6 +962,15 @@ apply:
     return 1;
 }
 
+/* The entry the hint names, if it is one in use (NULL otherwise). */
+static const tl_ent_t *hinted_tail(const timeline_t *t)
+{
+    if (t->tail_hint >= t->ents_used)
+        return NULL;
+    const tl_ent_t *e = &t->ents[t->tail_hint];
+    return e->len == TL_FREE || e->off >= t->blobs.cap ? NULL : e;
+}
+
 void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int stage)
 {
     const timeline_t *t = as_tl(o);
@@ -924,32 +984,42 @@ void crdt_timeline_prefetch(const crdt_obj_t *o, const void *m, size_t len, int 
     if (!t->nblk)
         return;
     const tl_block_t *first = t->blk[0], *last = t->blk[t->nblk - 1];
+    const tl_ent_t *e;
     switch (stage) {
-    case 1: /* the member's slot, the block pointers, the entry and the bytes an insert takes */
+    case 1: /* the member's slot, the block pointers and live counts, the entry and the bytes an
+             * insert takes, the spare block (ensure_room reads its capacity), and the oldest
+             * entry as the last write left it (the hint: a bound drops it) */
         crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, m ? m : "", len));
         __builtin_prefetch(t->blk);
         __builtin_prefetch(&t->blk[t->nblk - 1]);
+        __builtin_prefetch(t->blive);
+        __builtin_prefetch(&t->blive[t->nblk - 1]);
+        if (t->spare)
+            __builtin_prefetch(t->spare);
         if (t->free_head != CRDT__NO_ID)
             __builtin_prefetch(&t->ents[t->free_head]);
         if (t->blobs.data)
             __builtin_prefetch(t->blobs.data + t->blobs.len);
+        if (t->tail_hint < t->ents_used)
+            __builtin_prefetch(&t->ents[t->tail_hint]);
         break;
-    case 2: /* the first and last blocks: where the new entry and the entry a bound drops are */
+    case 2: /* the first and last blocks: where the new entry and the entry a bound drops are;
+             * the one before the last when a drop may join them (delete_at reads its fill); the
+             * hinted oldest entry's bytes (a drop hashes them) */
         __builtin_prefetch(first->ids);
         __builtin_prefetch(&last->ids[last->n - 1]);
+        if (t->nblk > 1 && last->n <= TL_BLOCK / 4)
+            __builtin_prefetch(t->blk[t->nblk - 2]);
+        if ((e = hinted_tail(t)))
+            __builtin_prefetch(blob_at(t, e->off));
         break;
-    case 3: /* the newest and the oldest entries */
+    default: /* the newest and the oldest entries; the oldest's hash slot when a bound will
+              * drop it and the hint named it (its bytes came with stage 2) */
         __builtin_prefetch(&t->ents[first->ids[0]]);
         __builtin_prefetch(&t->ents[last->ids[last->n - 1]]);
-        break;
-    case 4: /* the oldest entry's bytes (a drop hashes them) */
-        __builtin_prefetch(blob_at(t, t->ents[last->ids[last->n - 1]].off));
-        break;
-    default: /* the oldest entry's hash slot, when a bound will drop it */
-        if (t->max_size && t->count >= t->max_size) {
-            const tl_ent_t *e = &t->ents[last->ids[last->n - 1]];
+        if (t->max_size && t->count >= t->max_size && last->ids[last->n - 1] == t->tail_hint &&
+            (e = hinted_tail(t)))
             crdt__hidx_prefetch(&t->idx, crdt__hidx_hash(&t->idx, ent_mem(t, e), ent_len(e)));
-        }
         break;
     }
 }

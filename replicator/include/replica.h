@@ -100,6 +100,11 @@ int crdt_replica_hlc_now(crdt_replica_t *r, crdt_hlc_ts_t *ts);
 
 /* The object at key, borrowed until the next write to that key, or NULL if absent. */
 const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t klen);
+/* crdt_replica_get of each of n keys into out[i]: the same results, with the lookups' memory
+ * reads (table slot, key entry, key bytes, object) overlapped across the keys, where n lookups
+ * one after the other would each wait for their own. */
+void crdt_replica_get_many(crdt_replica_t *r, const crdt_bytes_t *keys, size_t n,
+                           const crdt_obj_t **out);
 
 typedef int (*crdt_replica_key_cb)(const void *key, size_t klen, const crdt_obj_t *o, void *ud);
 /* Calls cb for every key (unspecified order); stops when cb returns non-zero and returns that. */

@@ -159,10 +159,9 @@ static load_blk_t *blk_new(rep_load_t *L, load_blk_t *prev)
 }
 
 /* ---- the scan's key table ------------------------------------------------------------------ *
- * The replica's own table hashes with libcrdt's stable hash (its fingerprints must agree across
- * replicas), which costs more than the rest of a record's scan together; this one is private to
- * the scan, so it uses a cheaper keyed hash (a multiply-fold of 8-byte words, seeded per process:
- * colliding keys cannot be prepared in advance). Its slots are 4-byte ids (a table that stays in
+ * Private to the scan, with the cheaper keyed hash the keyspace table uses too (rep_fast_hash, a
+ * multiply-fold of 8-byte words, seeded per process: colliding keys cannot be prepared in
+ * advance; libcrdt's stable hash cost more than the rest of a record's scan together). Its slots are 4-byte ids (a table that stays in
  * the core's cache), and everything the scan needs of a key, the hash, up to 16 key bytes to
  * compare and the cursor where its next record goes, is in one cache line per key: a record
  * costs a slot (cached), that line and the line its entry goes into. */
@@ -189,38 +188,6 @@ typedef struct scan {
     uint32_t cap_keys;
     uint64_t seed;
 } scan_t;
-
-static inline uint64_t mum(uint64_t a, uint64_t b)
-{
-    unsigned __int128 m = (unsigned __int128)a * b;
-    return (uint64_t)m ^ (uint64_t)(m >> 64);
-}
-
-/* `end`: bytes up to it may be read (past the key), which lets the last partial word be one load;
- * NULL when nothing past the key may be. Both ways give the same hash. */
-static inline uint64_t scan_hash(const uint8_t *p, size_t n, uint64_t seed, const uint8_t *end)
-{
-    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ull);
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = mum(h ^ v, 0xa0761d6478bd642full);
-        p += 8;
-        n -= 8;
-    }
-    if (n) {
-        uint64_t v = 0;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-        if (end && end - p >= 8) {
-            memcpy(&v, p, 8);
-            v &= ~0ull >> (64 - 8 * n);
-        } else
-#endif
-            memcpy(&v, p, n);
-        h = mum(h ^ v ^ 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull);
-    }
-    return mum(h, 0x589965cc75374cc3ull);
-}
 
 static int scan_grow_table(scan_t *s)
 {
@@ -345,7 +312,7 @@ int rep_scan_begin(crdt_replica_t *r, rep_scan_t **out)
     int rc = scan_grow_table(s);
     for (uint32_t id = 0; rc == 0 && id < r->nkeys; id++) {
         const rep_key_t *k = &r->keys[id];
-        rc = scan_add(s, id, k->key, k->klen, scan_hash(k->key, k->klen, s->seed, NULL));
+        rc = scan_add(s, id, k->key, k->klen, rep_fast_hash(k->key, k->klen, s->seed, NULL));
     }
     if (rc < 0) {
         rep_scan_end(r, (rep_scan_t *)s);
@@ -374,7 +341,7 @@ static int scan_slow(scan_t *s, uint32_t id, const uint8_t *body, size_t blen, u
         s->keys[id].seq = seq;
     for (uint32_t nid = before; nid < r->nkeys; nid++) {
         const rep_key_t *k = &r->keys[nid];
-        if ((rc = scan_add(s, nid, k->key, k->klen, scan_hash(k->key, k->klen, s->seed, NULL))) < 0)
+        if ((rc = scan_add(s, nid, k->key, k->klen, rep_fast_hash(k->key, k->klen, s->seed, NULL))) < 0)
             return rc;
     }
     r->rec.log_records++;
@@ -404,7 +371,7 @@ static uint32_t scan_new_key(scan_t *s, const uint8_t *key, size_t klen, uint64_
     crdt_replica_t *r = s->r;
     crdt_obj_t *obj = rep_new_object(r, (crdt_type_t)type, key, klen);
     uint32_t id;
-    if (!obj || (id = rep_insert(r, key, klen, rep_hash(key, klen, r->seed), obj)) == UINT32_MAX) {
+    if (!obj || (id = rep_insert(r, key, klen, rep_table_hash(key, klen, r->seed), obj)) == UINT32_MAX) {
         crdt_obj_free(obj);
         return UINT32_MAX;
     }
@@ -459,7 +426,7 @@ static bool idx_block_ok(const scan_t *s, const uint8_t *body, size_t blen, uint
         if (!idx_group_at(body, blen, &pos, &g))
             return false;
         total += g.count;
-        uint32_t id = scan_find(s, g.key, g.klen, scan_hash(g.key, g.klen, s->seed, NULL), NULL);
+        uint32_t id = scan_find(s, g.key, g.klen, rep_fast_hash(g.key, g.klen, s->seed, NULL), NULL);
         if (id != UINT32_MAX && s->keys[id].type != g.type)
             return false;
     }
@@ -474,7 +441,7 @@ static int idx_block_take(scan_t *s, const uint8_t *body, size_t blen, uint32_t 
     for (uint32_t i = 0; i < groups; i++) {
         idx_group_t g;
         idx_group_at(body, blen, &pos, &g);
-        uint64_t h = scan_hash(g.key, g.klen, s->seed, NULL);
+        uint64_t h = rep_fast_hash(g.key, g.klen, s->seed, NULL);
         uint32_t id = scan_find(s, g.key, g.klen, h, NULL);
         if (id == UINT32_MAX && (id = scan_new_key(s, g.key, g.klen, h, g.type)) == UINT32_MAX)
             return CRDT_ENOMEM;
@@ -729,7 +696,7 @@ int rep_scan_segment(crdt_replica_t *r, rep_scan_t *sc, int fd, uint64_t base, u
                 }
                 q->klen = (uint32_t)klen;
                 q->elen = (uint32_t)elen;
-                q->h = scan_hash(q->key, klen, s->seed, q->body + blen);
+                q->h = rep_fast_hash(q->key, klen, s->seed, q->body + blen);
                 __builtin_prefetch(&s->slots[(uint32_t)q->h & s->mask]);
             }
             nb++;

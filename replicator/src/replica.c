@@ -219,7 +219,7 @@ static void refresh_dirty(crdt_replica_t *r)
 
 int crdt_replica_key_fingerprint(crdt_replica_t *r, const void *key, size_t klen, uint64_t *fp)
 {
-    uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    uint32_t id = rep_find(r, key, klen, rep_table_hash(key, klen, r->seed));
     *fp = 0;
     if (id == NO_ID)
         return CRDT_EINVAL;
@@ -384,7 +384,7 @@ int crdt_replica_apply(crdt_replica_t *r, const void *key, size_t klen, const cr
     if (!delta)
         return CRDT_EINVAL;
     crdt_type_t type = crdt_obj_type(delta);
-    uint64_t h = rep_hash(key, klen, r->seed);
+    uint64_t h = rep_table_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
     if (id != NO_ID && r->keys[id].type != type)
         return CRDT_ETYPE;
@@ -448,7 +448,7 @@ static int mutate_impl(crdt_replica_t *r, const void *key, size_t klen, crdt_typ
         return rc;
     if (!mutate || type < CRDT_TYPE_MIN || type > CRDT_TYPE_MAX)
         return CRDT_EINVAL;
-    uint64_t h = rep_hash(key, klen, r->seed);
+    uint64_t h = rep_table_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
     if (id != NO_ID && r->keys[id].type != type)
         return CRDT_ETYPE;
@@ -532,7 +532,7 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
         /* Past what the write competes with, too: after a restart the clock has not seen the
          * values recovered from disk (a beyond-the-bound one was counted when it was applied). */
         uint32_t id = (key || !klen) && klen <= CRDT_MAX_BLOB
-                          ? rep_find(r, key, klen, rep_hash(key, klen, r->seed))
+                          ? rep_find(r, key, klen, rep_table_hash(key, klen, r->seed))
                           : NO_ID;
         crdt_hlc_ts_t seen;
         if (id != NO_ID) {
@@ -562,11 +562,55 @@ int crdt_replica_write(crdt_replica_t *r, const void *key, size_t klen, const cr
 
 const crdt_obj_t *crdt_replica_get(crdt_replica_t *r, const void *key, size_t klen)
 {
-    uint32_t id = rep_find(r, key, klen, rep_hash(key, klen, r->seed));
+    uint32_t id = rep_find(r, key, klen, rep_table_hash(key, klen, r->seed));
     if (id == NO_ID)
         return NULL;
     rep_ready(r, id); /* finishes the key's load, if it is still pending */
     return r->keys[id].obj;
+}
+
+/* The entry a lookup of hash h would examine first (a hint: the probe may go on past it). */
+static const rep_key_t *first_candidate(const crdt_replica_t *r, uint64_t h)
+{
+    uint32_t s = r->slots[(uint32_t)h & r->mask];
+    return s ? &r->keys[s - 1] : NULL;
+}
+
+void crdt_replica_get_many(crdt_replica_t *r, const crdt_bytes_t *keys, size_t n,
+                           const crdt_obj_t **out)
+{
+    /* In groups of up to 16, stage by stage: the slots, then the entries they name, then the
+     * bytes and objects of the entries that match, then the lookups themselves. */
+    for (size_t at = 0; at < n; at += 16) {
+        size_t m = n - at < 16 ? n - at : 16;
+        const crdt_bytes_t *k = keys + at;
+        uint64_t h[16];
+        for (size_t i = 0; i < m; i++) {
+            h[i] = rep_table_hash(k[i].data, k[i].len, r->seed);
+            if (r->slots)
+                __builtin_prefetch(&r->slots[(uint32_t)h[i] & r->mask]);
+        }
+        if (r->slots && m > 1) {
+            for (size_t i = 0; i < m; i++) {
+                const rep_key_t *e = first_candidate(r, h[i]);
+                if (e)
+                    __builtin_prefetch(e);
+            }
+            for (size_t i = 0; i < m; i++) {
+                const rep_key_t *e = first_candidate(r, h[i]);
+                if (e && e->hash == h[i]) {
+                    __builtin_prefetch(e->key);
+                    __builtin_prefetch(e->obj);
+                }
+            }
+        }
+        for (size_t i = 0; i < m; i++) {
+            uint32_t id = rep_find(r, k[i].data, k[i].len, h[i]);
+            if (id != NO_ID)
+                rep_ready(r, id); /* finishes the key's load, if it is still pending */
+            out[at + i] = id == NO_ID ? NULL : r->keys[id].obj;
+        }
+    }
 }
 
 int crdt_replica_foreach(crdt_replica_t *r, crdt_replica_key_cb cb, void *ud)
@@ -642,7 +686,7 @@ int rep_replay(crdt_replica_t *r, const uint8_t *body, size_t len, bool snapshot
         return CRDT_EDECODE;
     }
     crdt_type_t type = crdt_obj_type(o);
-    uint64_t h = rep_hash(key, klen, r->seed);
+    uint64_t h = rep_table_hash(key, klen, r->seed);
     uint32_t id = rep_find(r, key, klen, h);
     if (id == NO_ID) {
         /* A snapshot state, or a delta equal to what an empty object joined with it would be,

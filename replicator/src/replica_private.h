@@ -191,6 +191,48 @@ static inline uint64_t rep_hash(const void *p, size_t n, uint64_t seed)
 {
     return crdt_hash64(p, n, seed);
 }
+
+/* A cheaper keyed hash (a multiply-fold of 8-byte words) for tables private to this process,
+ * seeded per process so that colliding keys cannot be prepared in advance: the keyspace table
+ * (rep_table_hash) and the recovery scan's (load.c). Not stable: never stored or compared
+ * between replicas. */
+static inline uint64_t rep_mum(uint64_t a, uint64_t b)
+{
+    unsigned __int128 m = (unsigned __int128)a * b;
+    return (uint64_t)m ^ (uint64_t)(m >> 64);
+}
+
+/* `end`: bytes up to it may be read (past the key), which lets the last partial word be one load;
+ * NULL when nothing past the key may be. Both ways give the same hash. */
+static inline uint64_t rep_fast_hash(const uint8_t *p, size_t n, uint64_t seed, const uint8_t *end)
+{
+    uint64_t h = seed ^ ((uint64_t)n * 0x9E3779B97F4A7C15ull);
+    while (n >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        h = rep_mum(h ^ v, 0xa0761d6478bd642full);
+        p += 8;
+        n -= 8;
+    }
+    if (n) {
+        uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (end && end - p >= 8) {
+            memcpy(&v, p, 8);
+            v &= ~0ull >> (64 - 8 * n);
+        } else
+#endif
+            memcpy(&v, p, n);
+        h = rep_mum(h ^ v ^ 0xe7037ed1a0b428dbull, 0x8ebc6af09c88c6e3ull);
+    }
+    return rep_mum(h, 0x589965cc75374cc3ull);
+}
+
+/* The keyspace table's hash (r->seed): every rep_find and rep_insert. */
+static inline uint64_t rep_table_hash(const void *p, size_t n, uint64_t seed)
+{
+    return rep_fast_hash((const uint8_t *)p, n, seed, NULL);
+}
 /* The id of key, or UINT32_MAX. */
 uint32_t rep_find(const crdt_replica_t *r, const void *key, size_t klen, uint64_t h);
 /* Adds a key that is absent, owning obj; returns its id or UINT32_MAX (ENOMEM). */

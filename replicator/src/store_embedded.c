@@ -90,8 +90,7 @@ static void emb_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
         cb(ud, CRDT_ENOMEM, NULL, 0);
         return;
     }
-    for (size_t i = 0; i < n; i++)
-        objs[i] = crdt_replica_get(emb(st)->r, keys[i].data, keys[i].len);
+    crdt_replica_get_many(emb(st)->r, keys, n, objs);
     cb(ud, 0, objs, n);
     if (objs != small)
         free(objs);

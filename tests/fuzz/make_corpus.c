@@ -206,6 +206,11 @@ int main(int argc, char **argv)
             "0[{\"key\":\"Zm9v\",\"score\":12345678901234567890123,\"key\":\"YQ==\"},{}]",
             "0[{\"KEY\":\"Zm9v\",\"score\":1e400,\"member\":\"Y\\u003d\\u003d\"},null]",
             "0[{\"key\":\"YQ==\",\"score\":1700000000.125},{\"score\":-0.5},{\"score\":-0}]",
+            /* the compact shape and the integer scores the scanner reads on its fast paths */
+            "0[{\"key\":\"Zm9v\",\"score\":123456789012345,\"member\":\"YQ==\"},"
+            "{\"key\":\"Zm9v\",\"score\":-1234567890123456,\"member\":\"YQ==\"},"
+            "{\"key\":\"Zm9v\",\"score\":17.,\"member\":\"YQ==\"},"
+            "{\"key\":\"Zm9v\",\"score\":9e1,\"member\":null}]",
             "1[\"Zm9v\",\"YmFy\",\"Zm9v\"]",
             "1 [\"\", null, \"/w==\"]",
         };
