@@ -435,6 +435,29 @@ static void test_hidx_hash(void)
     is_int(dups, 0, "hidx hash: every length 0..80 and every bit flip of a key, all different");
     ok(crdt__hidx_hash_bytes("member:1", 8, 1) != crdt__hidx_hash_bytes("member:1", 8, 2),
        "hidx hash: the seed changes it");
+    /* Keys whose first 8 bytes (or whose 16-byte blocks' first halves) are a constant of the
+     * hash: with an operand that was only the key XOR that constant, their product was 0 and
+     * they all hashed alike whatever the seed. Checked for wyhash's four constants, the ones
+     * hash.c uses, at three seeds. */
+    static const uint64_t consts[] = {0xa0761d6478bd642full, 0xe7037ed1a0b428dbull,
+                                      0x8ebc6af09c88c6e3ull, 0x589965cc75374cc3ull};
+    size_t crafted_dups = 0;
+    for (int c = 0; c < 4; c++)
+        for (uint64_t sd = 1; sd <= 3; sd++) {
+            uint64_t hs[64];
+            for (int i = 0; i < 64; i++) {
+                uint8_t k[40];
+                for (int b = 0; b < 8; b++)
+                    k[b] = k[16 + b] = (uint8_t)(consts[c] >> (8 * b));
+                memset(k + 8, i, 8);
+                memset(k + 24, i, 16);
+                hs[i] = crdt__hidx_hash_bytes(k, (i & 1) ? 16 : 40, sd);
+            }
+            for (int i = 0; i < 64; i++)
+                for (int j = i + 1; j < 64; j++)
+                    crafted_dups += hs[i] == hs[j];
+        }
+    is_int(crafted_dups, 0, "hidx hash: keys led by one of its constants do not collide");
     static uint32_t home[256], tag[16];
     for (uint32_t i = 0; i < 40000; i++) {
         char k[16];

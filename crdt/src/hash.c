@@ -55,7 +55,13 @@ uint64_t crdt_hash64(const void *data, size_t n, uint64_t seed)
  * positions are private to one object in one process (seeded per index), so it hashes with this
  * cheaper keyed function instead: 128-bit multiplies folded to 64 bits, the key read in at most
  * two (possibly overlapping) loads up to 16 bytes, 16 bytes a step beyond. Not stable across
- * versions: never store or compare its values outside an index. */
+ * versions: never store or compare its values outside an index.
+ *
+ * The four odd constants are the ones wyhash (public domain) uses; the construction is ours. A
+ * multiply-fold has one trap: an operand of 0 zeroes the product whatever the other holds, so
+ * every operand the key can steer also carries the seed. Were one operand only the key XOR a
+ * constant, keys starting with that constant's 8 bytes would all hash alike in every process (a
+ * flood of colliding members from the network); test_core checks that they do not. */
 static inline uint64_t fold_mul(uint64_t a, uint64_t b)
 {
     unsigned __int128 m = (unsigned __int128)a * b;
@@ -94,7 +100,7 @@ uint64_t crdt__hidx_hash_bytes(const void *data, size_t n, uint64_t seed)
     } else {
         uint64_t h2 = h;
         while (n > 16) {
-            h = fold_mul(load64(p) ^ FH_K0, load64(p + 8) ^ h);
+            h = fold_mul(load64(p) ^ seed ^ FH_K0, load64(p + 8) ^ h);
             h2 = (h2 ^ h) * 0x9E3779B97F4A7C15ull;
             p += 16;
             n -= 16;
@@ -102,7 +108,7 @@ uint64_t crdt__hidx_hash_bytes(const void *data, size_t n, uint64_t seed)
         a = load64(p + n - 16) ^ h2;
         b = load64(p + n - 8);
     }
-    return fold_mul(fold_mul(a ^ FH_K1, b ^ h ^ FH_K2), h ^ FH_K3);
+    return fold_mul(fold_mul(a ^ seed ^ FH_K1, b ^ h ^ FH_K2), h ^ FH_K3);
 }
 
 /*
