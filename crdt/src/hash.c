@@ -62,11 +62,28 @@ uint64_t crdt_hash64(const void *data, size_t n, uint64_t seed)
  * every operand the key can steer also carries the seed. Were one operand only the key XOR a
  * constant, keys starting with that constant's 8 bytes would all hash alike in every process (a
  * flood of colliding members from the network); test_core checks that they do not. */
+#if defined(__SIZEOF_INT128__) && !defined(__wasm__) && !defined(CRDT_HIDX_FOLD32)
 static inline uint64_t fold_mul(uint64_t a, uint64_t b)
 {
     unsigned __int128 m = (unsigned __int128)a * b;
     return (uint64_t)m ^ (uint64_t)(m >> 64);
 }
+#else
+/* WebAssembly (and 32-bit targets) have no 64x64->128 multiply: clang makes the one above a call
+ * to compiler-rt's __multi3 (four i64 multiplies and the carries), which cost crdt.wasm about a
+ * twentieth of a timeline write. Here two 32x32->64 products instead, each one i64.mul, of crossed
+ * halves (a's low with b's high, a's high with b's low), so every bit of both operands enters, and
+ * each half still carries its share of the seed (no half is the key alone). The second product is
+ * rotated by 32 before the XOR, so the low bits (an index's home slot) get a high half (well mixed)
+ * and the top bits (its tag) too. Another function than the native one: fine, its values never
+ * leave an index. */
+static inline uint64_t fold_mul(uint64_t a, uint64_t b)
+{
+    uint64_t p = (uint64_t)(uint32_t)a * (uint32_t)(b >> 32);
+    uint64_t q = (uint64_t)(uint32_t)(a >> 32) * (uint32_t)b;
+    return p ^ (q << 32 | q >> 32);
+}
+#endif
 
 static inline uint64_t load32(const uint8_t *p)
 {
