@@ -475,6 +475,26 @@ static void test_hidx_hash(void)
        "%.0f over 255 degrees, %.0f over 15)", chi_home, chi_tag);
 }
 
+/* The salt (crdt.wasm's random bytes from JavaScript) changes the seed an index gets at one
+ * address, and so where its members go. */
+static void test_hidx_salt(void)
+{
+    crdt__hidx_t h;
+    crdt__hidx_init(&h);
+    uint64_t unsalted = h.seed;
+    crdt__hidx_set_salt(0x9d2c5680a1b2c3d4ull);
+    crdt__hidx_init(&h);
+    uint64_t salted = h.seed;
+    crdt__hidx_set_salt(0x1ull);
+    crdt__hidx_init(&h);
+    uint64_t other = h.seed;
+    crdt__hidx_set_salt(0);
+    crdt__hidx_init(&h);
+    ok(salted != unsalted && other != salted && other != unsalted,
+       "hidx salt: each salt gives an index at the same address another seed");
+    ok(h.seed == unsalted, "hidx salt: 0 is the address alone again");
+}
+
 /* Ids past the 24 bits a tagged slot has: the index turns its tags off and keeps every id. */
 static void test_hidx_big_ids(void)
 {
@@ -631,6 +651,7 @@ int main(void)
     test_hidx_big_ids();
     test_hidx_churn();
     test_hidx_hash();
+    test_hidx_salt();
     test_blobs();
     test_text_bytes();
     return done_testing();

@@ -165,6 +165,8 @@ typedef struct crdt__hidx {
 #define CRDT__NO_ID UINT32_MAX
 
 void crdt__hidx_init(crdt__hidx_t *h);
+/* Mixed into the seeds of the indexes made from now on (crdt.wasm: random bytes from JavaScript). */
+void crdt__hidx_set_salt(uint64_t salt);
 void crdt__hidx_free(crdt__hidx_t *h);
 /* The id whose key equals (key, len), or CRDT__NO_ID. */
 uint32_t crdt__hidx_find(const crdt__hidx_t *h, const void *key, size_t len, crdt__key_fn fn,

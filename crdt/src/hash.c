@@ -159,12 +159,23 @@ static inline uint32_t tagged_slot(uint32_t tag, uint32_t dist, uint32_t id)
     return tag | (dist < DIST_MAX ? dist : DIST_MAX) << DIST_SHIFT | (id + 1);
 }
 
+/* Mixed into the seed of every index made after crdt__hidx_set_salt: crdt.wasm's linear memory
+ * has no ASLR (an object's address is the same in every page that makes the same calls), so
+ * crdt-wasm.js passes random bytes in at load. 0 natively, where the address suffices. */
+static uint64_t hidx_salt;
+
+void crdt__hidx_set_salt(uint64_t salt)
+{
+    __atomic_store_n(&hidx_salt, salt, __ATOMIC_RELAXED);
+}
+
 void crdt__hidx_init(crdt__hidx_t *h)
 {
     memset(h, 0, sizeof(*h));
-    /* A per-index seed (from its address, which ASLR varies) makes crafted colliding members
-     * specific to one object of one process, not to every crdtd. */
-    h->seed = mix((uint64_t)(uintptr_t)h ^ 0x243F6A8885A308D3ull);
+    /* A per-index seed (from its address, which ASLR varies, and the salt) makes crafted
+     * colliding members specific to one object of one process, not to every crdtd. */
+    h->seed = mix((uint64_t)(uintptr_t)h ^ 0x243F6A8885A308D3ull ^
+                  __atomic_load_n(&hidx_salt, __ATOMIC_RELAXED));
 }
 
 void crdt__hidx_free(crdt__hidx_t *h)

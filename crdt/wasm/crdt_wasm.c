@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "crdt.h"
+#include "crdt_private.h"
 #include "heap.h"
 
 _Static_assert(sizeof(void *) == 4 && sizeof(size_t) == 4 && offsetof(crdt_buf_t, len) == 4,
@@ -102,6 +103,14 @@ EXPORT(crdt_wasm_init) void crdt_wasm_init(int count_heap)
         heap = (crdt_allocator_t){counted_malloc, counted_realloc, counted_free};
     counting = counting || count_heap;
     crdt_set_allocator(&heap);
+}
+
+/* Random bytes from the page (crypto.getRandomValues) for the seeds of the id indexes: linear
+ * memory has no ASLR, so without them a timeline's seed would be the same in every page and
+ * colliding members could be computed offline. Call before making objects. */
+EXPORT(crdt_wasm_hash_salt) void crdt_wasm_hash_salt(uint32_t lo, uint32_t hi)
+{
+    crdt__hidx_set_salt((uint64_t)hi << 32 | lo);
 }
 
 static void begin(void)

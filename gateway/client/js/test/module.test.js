@@ -126,3 +126,26 @@ test('the heap: blocks on both sides of the small-size classes, reused, every by
   assert.equal(w.heapBytes, heap0);
   assert.equal(w.memoryBytes, mem, 'freed blocks are reused: the memory does not grow again');
 });
+
+test('each load salts the seeds of the member indexes with fresh random bytes', async () => {
+  // linear memory has no ASLR: without a salt, a timeline's index seed would be the same in every
+  // page, and members that collide in it could be computed offline
+  const mod = await WebAssembly.compile(wasmBytes());
+  const salts = [];
+  for (let i = 0; i < 2; i++) {
+    const inst = await WebAssembly.instantiate(mod, {});
+    const exports = { ...inst.exports };
+    exports.crdt_wasm_hash_salt = (lo, hi) => {
+      salts.push([lo >>> 0, hi >>> 0]);
+      inst.exports.crdt_wasm_hash_salt(lo, hi);
+    };
+    const w = new CrdtWasm({ exports });
+    const r = new Replica(w, { node: 1 });
+    r.timeline('feed', { maxSize: 10 }).add('m', 1);
+    assert.equal(r.timeline('feed').card, 1);
+    r.close();
+  }
+  assert.equal(salts.length, 2, 'one salt per load, before any object');
+  assert.notDeepEqual(salts[0], salts[1]);
+  assert.ok(salts.every(([lo, hi]) => lo !== 0 || hi !== 0));
+});
