@@ -153,9 +153,11 @@ export class CrdtWasm {
     if (typeof this.#x.crdt_wasm_obj_new !== 'function') throw new Error('crdt.wasm: not libcrdt');
     this.#x._initialize?.();
     this.#x.crdt_wasm_init(countHeap ? 1 : 0);
-    // the seeds of libcrdt's member indexes: linear memory has no ASLR to vary them per page
+    // the seeds of libcrdt's member indexes: linear memory has no ASLR to vary them per page.
+    // Optional: a crdt.wasm cached from before the salt (a service worker's cache updated file by
+    // file) still works, as it did then.
     const salt = globalThis.crypto.getRandomValues(new Uint32Array(2));
-    this.#x.crdt_wasm_hash_salt(salt[0], salt[1]);
+    this.#x.crdt_wasm_hash_salt?.(salt[0], salt[1]);
     this.#outRef = this.#x.crdt_wasm_out_ref() >>> 0;
     this.#reserve(256); // so an empty input still has a real address
   }
