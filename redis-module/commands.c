@@ -104,6 +104,27 @@ static int collect_delta(crdt_obj_t **acc, crdt_obj_t *d)
     return r < 0 ? r : 0;
 }
 
+/* One timeline add or remove of a multi-element write: the state change (0 or 1), or a negative
+ * CRDT_E* when nothing was written. Its delta is joined into *delta; a failure to join (the
+ * change stands) goes to *err. */
+static int tl_write_one(crdt_obj_t *tl, bool add, RedisModuleString *member, double score,
+                        crdt_obj_t **delta, int *err)
+{
+    size_t mlen;
+    const char *m = RedisModule_StringPtrLen(member, &mlen);
+    crdt_obj_t *d = NULL;
+    crdt_mut_t mu = {.type = CRDT_TIMELINE,
+                     .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
+                     .bytes = m,
+                     .len = mlen,
+                     .score = score};
+    int r = crdt_mut_apply(tl, &mu, crdtm_cfg.node_id, &d);
+    if (r < 0)
+        return r;
+    *err = collect_delta(delta, d);
+    return r;
+}
+
 /* Common tail of a write without its reply: store a new key, replicate the delta, notify,
  * count, close the key. Takes delta. */
 static void write_tail(RedisModuleCtx *ctx, RedisModuleString *name, RedisModuleKey *key,
@@ -231,21 +252,12 @@ static int tl_write(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, boo
     crdt_obj_t *delta = NULL;
     int err = 0;
     for (int i = 0; i < pairs && err >= 0; i++) {
-        size_t mlen;
-        const char *m = RedisModule_StringPtrLen(argv[3 + 2 * i], &mlen);
-        crdt_obj_t *d = NULL;
-        crdt_mut_t mu = {.type = CRDT_TIMELINE,
-                         .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
-                         .bytes = m,
-                         .len = mlen,
-                         .score = scores[i]};
-        int r = crdt_mut_apply(tl, &mu, crdtm_cfg.node_id, &d);
+        int r = tl_write_one(tl, add, argv[3 + 2 * i], scores[i], &delta, &err);
         if (r < 0) {
             err = r;
             break;
         }
         changed += r;
-        err = collect_delta(&delta, d);
     }
     if (scores != stack_scores)
         crdtm_free(scores);
@@ -410,22 +422,13 @@ static int tl_mwrite(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, bo
         crdt_obj_t *delta = NULL;
         for (int j = a; j < b && err >= 0; j++) {
             int t = items[j].i;
-            size_t mlen;
-            const char *m = RedisModule_StringPtrLen(argv[3 + 3 * t], &mlen);
-            crdt_obj_t *d = NULL;
-            crdt_mut_t mu = {.type = CRDT_TIMELINE,
-                             .kind = add ? CRDT_MUT_ADD : CRDT_MUT_REMOVE,
-                             .bytes = m,
-                             .len = mlen,
-                             .score = scores[t]};
-            int r = crdt_mut_apply(tl, &mu, crdtm_cfg.node_id, &d);
+            int r = tl_write_one(tl, add, argv[3 + 3 * t], scores[t], &delta, &err);
             if (r < 0) {
                 err = r;
                 break;
             }
             chg[t] = r;
             changed += r;
-            err = collect_delta(&delta, d);
         }
         write_tail(ctx, name, key, tl, created, changed, delta, event, err);
         a = b;
