@@ -2492,7 +2492,7 @@ static size_t put_score(char *p, double d)
 static char *batch_format(const sr_batch_t *b, const crdt_store_kmut_t *w, size_t a, size_t e,
                           size_t *len)
 {
-    size_t cap = 16 + 26 + 11;
+    size_t cap = 16 + 26 + 11 + 1; /* + 1: the NUL below */
     for (size_t k = a; k < e; k++) {
         size_t i = b->order[k];
         cap += 3 * 26 + w[i].klen + 32 + w[i].m.len;
@@ -2513,6 +2513,9 @@ static char *batch_format(const sr_batch_t *b, const crdt_store_kmut_t *w, size_
         p += put_bulk_arg(p, w[i].m.bytes, w[i].m.len);
     }
     *len = (size_t)(p - c);
+    /* hiredis 0.14's redisAsyncFormattedCommand finds the command name with strchr: the
+     * formatted command must end in a NUL, as redisFormatCommandArgv's do. */
+    *p = '\0';
     return c;
 }
 
