@@ -33,8 +33,22 @@
 
 #define READ_COUNT_MAX 10000
 
+/* A log the registry knows, with the two counters CRDT.LOG.READ needs that the module API has no
+ * getter for: the stream's entries-added and last-generated-id. They are what XINFO STREAM says,
+ * kept by the module's own appends (valid) and dropped (valid false: the next read asks XINFO
+ * once and keeps its answer) on anything else that could change them: another client's XADD or
+ * XSETID, RESTORE, RDB loading, RENAME/COPY/MOVE onto the name, SWAPDB, loading. XTRIM and XDEL
+ * change neither counter. db: the database the counters are of. */
+typedef struct log_ent {
+    uint64_t epoch;
+    uint64_t added;
+    RedisModuleStreamID last;
+    int db;
+    bool valid;
+} log_ent_t;
+
 typedef struct slot_logs {
-    uint64_t *epochs; /* ascending; the last is where appends go */
+    log_ent_t *logs; /* ascending epochs; the last is where appends go */
     uint32_t n, cap;
     uint32_t appends;            /* since the last age check */
     uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
@@ -47,27 +61,36 @@ static RedisModuleString *field_e;
 /* The origin the next appends carry (crdtm_log_set_origin; 0: none, the field is left out). */
 static uint64_t log_origin;
 static struct {
-    unsigned long long appends, applied, trims, trimmed, restores, created;
+    unsigned long long appends, applied, trims, trimmed, restores, created, counter_reads;
 } log_stats;
+
+static log_ent_t *registry_find(unsigned slot, uint64_t epoch)
+{
+    slot_logs_t *sl = &slots[slot];
+    for (uint32_t i = sl->n; i-- > 0;)
+        if (sl->logs[i].epoch == epoch)
+            return &sl->logs[i];
+    return NULL;
+}
 
 static void registry_add(unsigned slot, uint64_t epoch)
 {
     slot_logs_t *sl = &slots[slot];
     uint32_t i = 0;
-    while (i < sl->n && sl->epochs[i] < epoch)
+    while (i < sl->n && sl->logs[i].epoch < epoch)
         i++;
-    if (i < sl->n && sl->epochs[i] == epoch)
+    if (i < sl->n && sl->logs[i].epoch == epoch)
         return;
     if (sl->n == sl->cap) {
         uint32_t cap = sl->cap ? sl->cap * 2 : 2;
-        uint64_t *p = realloc(sl->epochs, cap * sizeof(*p));
+        log_ent_t *p = realloc(sl->logs, cap * sizeof(*p));
         if (!p)
             return; /* the key is still found again by its next notification */
-        sl->epochs = p;
+        sl->logs = p;
         sl->cap = cap;
     }
-    memmove(&sl->epochs[i + 1], &sl->epochs[i], (sl->n - i) * sizeof(*sl->epochs));
-    sl->epochs[i] = epoch;
+    memmove(&sl->logs[i + 1], &sl->logs[i], (sl->n - i) * sizeof(*sl->logs));
+    sl->logs[i] = (log_ent_t){.epoch = epoch};
     sl->n++;
 }
 
@@ -75,11 +98,43 @@ static void registry_remove(unsigned slot, uint64_t epoch)
 {
     slot_logs_t *sl = &slots[slot];
     for (uint32_t i = 0; i < sl->n; i++)
-        if (sl->epochs[i] == epoch) {
-            memmove(&sl->epochs[i], &sl->epochs[i + 1], (sl->n - i - 1) * sizeof(*sl->epochs));
+        if (sl->logs[i].epoch == epoch) {
+            memmove(&sl->logs[i], &sl->logs[i + 1], (sl->n - i - 1) * sizeof(*sl->logs));
             sl->n--;
             return;
         }
+}
+
+/* Every log's counters are asked of XINFO again (SWAPDB, loading: keys change without a
+ * notification per key). */
+static void registry_invalidate_all(void)
+{
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        for (uint32_t i = 0; i < slots[s].n; i++)
+            slots[s].logs[i].valid = false;
+}
+
+/* Nonzero while the module itself adds to a log (it keeps the counters then): the keyspace
+ * notifications of its own StreamAdd are not news. */
+static int self_write;
+
+/* After one entry with ID id went into the log (slot, epoch) of db: the counters follow if they
+ * were valid for db before (was_valid), or start over if the stream was created by this add. */
+static void counters_added(unsigned slot, uint64_t epoch, int db, bool was_valid, bool created,
+                           uint64_t added_before, const RedisModuleStreamID *id)
+{
+    log_ent_t *e = registry_find(slot, epoch);
+    if (!e)
+        return;
+    if (created) {
+        *e = (log_ent_t){.epoch = epoch, .added = 1, .last = *id, .db = db, .valid = true};
+    } else if (was_valid && e->db == db) {
+        e->added = added_before + 1;
+        e->last = *id;
+        e->valid = true;
+    } else {
+        e->valid = false;
+    }
 }
 
 /* A new log's epoch: 64 bits from splitmix64 over a counter seeded once by
@@ -277,7 +332,9 @@ static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, 
                 cut = acked;
         }
     }
+    self_write++;
     long long n = RedisModule_StreamTrimByID(lk, 0, &cut);
+    self_write--;
     if (n > 0) {
         char idtext[ID_TEXT_MAX];
         size_t il = format_id(idtext, &cut);
@@ -297,8 +354,9 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     char name[CRDTM_LOG_NAME_MAX];
     size_t nlen = 0;
     RedisModuleKey *lk = NULL;
+    bool created = false;
     while (sl->n && !lk) {
-        uint64_t epoch = sl->epochs[sl->n - 1];
+        uint64_t epoch = sl->logs[sl->n - 1].epoch;
         if (sl->cur_epoch != epoch || !sl->cur_name) {
             /* the name is made once per log, not per write */
             if (sl->cur_name)
@@ -327,6 +385,7 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
             return -1;
         }
         registry_add(slot, epoch);
+        created = true;
         log_stats.created++;
         if (sl->cur_name)
             RedisModule_FreeString(NULL, sl->cur_name);
@@ -359,8 +418,16 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         scratch_cap = 0;
     }
     RedisModuleStreamID id;
+    uint64_t epoch = sl->cur_epoch;
+    int db = RedisModule_GetSelectedDb(ctx);
+    const log_ent_t *le = &sl->logs[sl->n - 1]; /* the log appended to (cur_epoch) */
+    bool was_valid = le->valid && le->db == db;
+    uint64_t added_before = le->added;
+    self_write++;
     int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 1);
+    self_write--;
     if (rc == REDISMODULE_OK) {
+        counters_added(slot, epoch, db, was_valid, created, added_before, &id);
         /* One command to replicas and the AOF: CRDT.LOG.APPLY log id key entry (the write's
          * merge and the entry, the ID as 16 bytes) when the caller left its replication to us,
          * else the entry as XADD log id e entry. The strings go shared ("s": not copied); only
@@ -445,11 +512,20 @@ int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     int kt = RedisModule_KeyType(lk);
     int rc = REDISMODULE_ERR;
     RedisModuleString *fields[2] = {field_e, argv[4]};
-    if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM)
+    int db = RedisModule_GetSelectedDb(ctx);
+    const log_ent_t *le = registry_find(slot, epoch);
+    bool was_valid = le && le->valid && le->db == db;
+    uint64_t added_before = le ? le->added : 0;
+    if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM) {
+        self_write++;
         rc = RedisModule_StreamAdd(lk, 0, &id, fields, 1);
+        self_write--;
+    }
     RedisModule_CloseKey(lk);
     if (rc == REDISMODULE_OK) {
         registry_add(slot, epoch);
+        counters_added(slot, epoch, db, was_valid, kt == REDISMODULE_KEYTYPE_EMPTY, added_before,
+                       &id);
         log_stats.applied++;
     } else {
         char idtext[ID_TEXT_MAX];
@@ -474,11 +550,20 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     uint64_t epoch;
     unsigned slot;
     if (crdtm_log_name_parse(k, klen, &epoch, &slot)) {
-        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted"))
+        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted")) {
             registry_remove(slot, epoch);
-        else if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "xadd") ||
-                 !strcmp(event, "restore"))
+            return REDISMODULE_OK;
+        }
+        if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "xadd") ||
+            !strcmp(event, "restore"))
             registry_add(slot, epoch);
+        /* whatever else changed the stream, unless the module did (it keeps the counters) or it
+         * only removed entries (XTRIM, XDEL: entries-added and last-generated-id stay) */
+        if (!self_write && strcmp(event, "xtrim") != 0 && strcmp(event, "xdel") != 0) {
+            log_ent_t *e = registry_find(slot, epoch);
+            if (e)
+                e->valid = false;
+        }
         return REDISMODULE_OK;
     }
     /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
@@ -517,7 +602,7 @@ int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     for (unsigned s = from; s <= to; s++) {
         for (uint32_t i = 0; i < slots[s].n; i++) {
             char name[CRDTM_LOG_NAME_MAX];
-            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].epochs[i]);
+            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].logs[i].epoch);
             RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
             if (RedisModule_KeyExists(ctx, ns)) {
                 RedisModule_ReplyWithStringBuffer(ctx, name, nlen);
@@ -600,11 +685,23 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     uint64_t added = 0;
     RedisModuleStreamID last = {0, 0};
-    if (stream_counters(ctx, argv[1], &added, &last) < 0) {
-        RedisModule_CloseKey(lk);
-        return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
-    }
     uint64_t length = RedisModule_ValueLength(lk);
+    /* The counters the module kept (log_ent_t); XINFO when it has none it can vouch for. */
+    log_ent_t *le = registry_find(slot, epoch);
+    int db = RedisModule_GetSelectedDb(ctx);
+    if (le && le->valid && le->db == db && length <= le->added) {
+        added = le->added;
+        last = le->last;
+    } else {
+        if (stream_counters(ctx, argv[1], &added, &last) < 0) {
+            RedisModule_CloseKey(lk);
+            return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
+        }
+        log_stats.counter_reads++;
+        if (le)
+            *le = (log_ent_t){
+                .epoch = epoch, .added = added, .last = last, .db = db, .valid = true};
+    }
     /* Trimming removes the oldest entries: the entries numbered trimmed+1 .. added remain. */
     uint64_t trimmed = added >= length ? added - length : 0;
     bool truncated = false, from_first = false;
@@ -800,8 +897,36 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* ---- load and INFO -------------------------------------------------------------------------- */
 
+/* Server events after which keys are other keys without a notification per key (Redis 7.0
+ * numbers; redismodule.h declares only FLUSHDB, which rsx.c holds: a module has one callback per
+ * event, so FLUSHDB is not subscribed here; after a flush a log's key is gone, and whatever
+ * creates it again notifies). */
+#define LOG_EVENT_LOADING 3
+#define LOG_EVENT_SWAPDB 11
+#define LOG_EVENT_REPL_ASYNC_LOAD 14
+
+static void on_keys_replaced(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
+                             void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)subevent;
+    (void)data;
+    registry_invalidate_all();
+}
+
 int crdtm_log_init(RedisModuleCtx *ctx)
 {
+    static const uint64_t events[] = {LOG_EVENT_LOADING, LOG_EVENT_SWAPDB,
+                                      LOG_EVENT_REPL_ASYNC_LOAD};
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+        RedisModuleEvent ev = {events[i], 1};
+        if (RedisModule_SubscribeToServerEvent(ctx, ev, on_keys_replaced) != REDISMODULE_OK) {
+            RedisModule_Log(ctx, "warning", "crdt: cannot subscribe to server event %llu",
+                            (unsigned long long)events[i]);
+            return -1;
+        }
+    }
     if (crdtm_slot_tags(slot_tag) < 0) {
         RedisModule_Log(ctx, "warning", "crdt: no hash tag found for some slot");
         return -1;
@@ -833,4 +958,5 @@ void crdtm_log_info(RedisModuleInfoCtx *ctx)
     RedisModule_InfoAddFieldULongLong(ctx, "log_created", log_stats.created);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trims", log_stats.trims);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trimmed_entries", log_stats.trimmed);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_counter_reads", log_stats.counter_reads);
 }
