@@ -289,9 +289,20 @@ static bool acked_upto(RedisModuleCtx *ctx, const char *name, size_t nlen, Redis
     return any;
 }
 
+/* How far past log-max-len a log grows before it is trimmed back to log-max-len: a trim is paid
+ * once per that many appends, not per append. Each trim has a fixed cost besides the entries it
+ * removes (Redis walks the deleted entries left at the head of the stream's first node, to find
+ * the new first ID, and the trim is one more propagated command), so fewer, bigger trims: a
+ * quarter of the bound, at least 16. */
+static uint64_t trim_slack(uint64_t max)
+{
+    return max / 4 > 16 ? max / 4 : 16;
+}
+
 /* Trims an open log to its bounds: the newest log-max-len entries, none older than
  * log-max-age-ms, and with log-trim-acked nothing a consumer group has not acknowledged. Exact,
- * and replicated as XTRIM name MINID <first id kept>, so replicas keep the same entries. */
+ * and replicated as XTRIM name MAXLEN <log-max-len> when only the length bound applies (replicas
+ * hold the same entries: they keep the same ones), else as XTRIM name MINID <first id kept>. */
 static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, size_t nlen,
                      bool check_age)
 {
@@ -299,46 +310,64 @@ static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, 
     RedisModuleStreamID cut = {0, 0};
     bool have_cut = false;
     uint64_t max = crdtm_cfg.log_max_len;
-    /* Let a log grow 1/16 past its bound before trimming, so a trim is not paid per append. */
-    if (max && len > max + (max >= 256 ? max / 16 : 16)) {
-        size_t skip = len - max;
-        if (RedisModule_StreamIteratorStart(lk, 0, NULL, NULL) == REDISMODULE_OK) {
-            RedisModuleStreamID id;
-            for (size_t i = 0; i <= skip && next_entry_id(lk, &id); i++)
-                cut = id;
-            RedisModule_StreamIteratorStop(lk);
-            have_cut = true;
-        }
-    }
-    if (check_age && crdtm_cfg.log_max_age_ms) {
-        long long now = RedisModule_Milliseconds();
-        if ((uint64_t)now > crdtm_cfg.log_max_age_ms) {
-            RedisModuleStreamID age = {(uint64_t)now - crdtm_cfg.log_max_age_ms, 0};
-            if (!have_cut || id_cmp(&age, &cut) > 0)
-                cut = age;
-            have_cut = true;
-        }
-    }
-    if (!have_cut)
+    bool by_len = max && len > max + trim_slack(max);
+    bool by_age = check_age && crdtm_cfg.log_max_age_ms;
+    if (!by_len && !by_age)
         return;
-    if (crdtm_cfg.log_trim_acked) {
-        RedisModuleStreamID acked;
-        if (acked_upto(ctx, name, nlen, &acked)) {
-            /* keep every entry after the slowest group's last-delivered-id */
-            acked.seq++;
-            if (acked.seq == 0)
-                acked.ms++;
-            if (id_cmp(&acked, &cut) < 0)
-                cut = acked;
+    long long n;
+    if (by_len && !by_age && !crdtm_cfg.log_trim_acked) {
+        /* the common case: Redis finds the cut itself (no walk of ours over the entries) */
+        self_write++;
+        n = RedisModule_StreamTrimByLength(lk, 0, (long long)max);
+        self_write--;
+        if (n > 0) {
+            char mtext[24];
+            size_t ml = put_u64(mtext, max);
+            RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MAXLEN", mtext, ml);
+        }
+    } else {
+        if (by_len) {
+            size_t skip = len - max;
+            if (RedisModule_StreamIteratorStart(lk, 0, NULL, NULL) == REDISMODULE_OK) {
+                RedisModuleStreamID id;
+                for (size_t i = 0; i <= skip && next_entry_id(lk, &id); i++)
+                    cut = id;
+                RedisModule_StreamIteratorStop(lk);
+                have_cut = true;
+            }
+        }
+        if (by_age) {
+            long long now = RedisModule_Milliseconds();
+            if ((uint64_t)now > crdtm_cfg.log_max_age_ms) {
+                RedisModuleStreamID age = {(uint64_t)now - crdtm_cfg.log_max_age_ms, 0};
+                if (!have_cut || id_cmp(&age, &cut) > 0)
+                    cut = age;
+                have_cut = true;
+            }
+        }
+        if (!have_cut)
+            return;
+        if (crdtm_cfg.log_trim_acked) {
+            RedisModuleStreamID acked;
+            if (acked_upto(ctx, name, nlen, &acked)) {
+                /* keep every entry after the slowest group's last-delivered-id */
+                acked.seq++;
+                if (acked.seq == 0)
+                    acked.ms++;
+                if (id_cmp(&acked, &cut) < 0)
+                    cut = acked;
+            }
+        }
+        self_write++;
+        n = RedisModule_StreamTrimByID(lk, 0, &cut);
+        self_write--;
+        if (n > 0) {
+            char idtext[ID_TEXT_MAX];
+            size_t il = format_id(idtext, &cut);
+            RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MINID", idtext, il);
         }
     }
-    self_write++;
-    long long n = RedisModule_StreamTrimByID(lk, 0, &cut);
-    self_write--;
     if (n > 0) {
-        char idtext[ID_TEXT_MAX];
-        size_t il = format_id(idtext, &cut);
-        RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MINID", idtext, il);
         log_stats.trims++;
         log_stats.trimmed += (unsigned long long)n;
     }

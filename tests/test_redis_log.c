@@ -725,6 +725,26 @@ static void test_counters(void)
     is_int(rh_int(rh_cmd(&S, "WAIT 1 10000")), 1, "WAIT 1");
     counters_agree(&S, name, "the primary after the writes");
     counters_agree(&R, name, "the replica after CRDT.LOG.APPLY and XADD");
+    /* past log-max-len (256) and its slack: trimmed on the primary, the trim replicated */
+    long long trims = rh_info_field(&S, "crdt", "crdt_log_trims");
+    for (int i = 0; i < 400; i++)
+        rh_int(rh_cmd(&S, "CRDT.SADD {c}k t%d", i));
+    is_int(rh_int(rh_cmd(&S, "WAIT 1 10000")), 1, "WAIT 1 after 400 more");
+    long long lp = rh_int(rh_cmd(&S, "XLEN %s", name)), lr = rh_int(rh_cmd(&R, "XLEN %s", name));
+    ok(rh_info_field(&S, "crdt", "crdt_log_trims") > trims && lp >= 256 && lp <= 256 + 64 &&
+           lr == lp,
+       "trimmed to 256..320 entries (%lld), the replica holds as many (%lld)", lp, lr);
+    redisReply *fp = rh_cmd(&S, "XRANGE %s - + COUNT 1", name);
+    redisReply *fr = rh_cmd(&R, "XRANGE %s - + COUNT 1", name);
+    ok(fp && fr && fp->elements == 1 && fr->elements == 1 &&
+           !strcmp(fp->element[0]->element[0]->str, fr->element[0]->element[0]->str),
+       "and the same first entry");
+    if (fp)
+        freeReplyObject(fp);
+    if (fr)
+        freeReplyObject(fr);
+    counters_agree(&S, name, "the primary after trims");
+    counters_agree(&R, name, "the replica after trims");
     rh_stop(&R);
     rh_stop(&S);
 }
