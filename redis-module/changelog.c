@@ -45,6 +45,7 @@ typedef struct log_ent {
     RedisModuleStreamID last;
     int db;
     bool valid;
+    bool tail; /* and last is the ID of the stream's last entry (nothing deleted it since) */
 } log_ent_t;
 
 typedef struct slot_logs {
@@ -127,11 +128,12 @@ static void counters_added(unsigned slot, uint64_t epoch, int db, bool was_valid
     if (!e)
         return;
     if (created) {
-        *e = (log_ent_t){.epoch = epoch, .added = 1, .last = *id, .db = db, .valid = true};
+        *e = (log_ent_t){
+            .epoch = epoch, .added = 1, .last = *id, .db = db, .valid = true, .tail = true};
     } else if (was_valid && e->db == db) {
         e->added = added_before + 1;
         e->last = *id;
-        e->valid = true;
+        e->valid = e->tail = true;
     } else {
         e->valid = false;
     }
@@ -588,9 +590,11 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
             registry_add(slot, epoch);
         /* whatever else changed the stream, unless the module did (it keeps the counters) or it
          * only removed entries (XTRIM, XDEL: entries-added and last-generated-id stay) */
-        if (!self_write && strcmp(event, "xtrim") != 0 && strcmp(event, "xdel") != 0) {
+        if (!self_write && strcmp(event, "xtrim") != 0) {
             log_ent_t *e = registry_find(slot, epoch);
-            if (e)
+            if (e && strcmp(event, "xdel") == 0)
+                e->tail = false; /* the last entry may be gone; the counters stay */
+            else if (e)
                 e->valid = false;
         }
         return REDISMODULE_OK;
@@ -876,6 +880,16 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                       crdtm_pos_parse(ptext, plen, &pos, &why) == 0;
         RedisModuleKey *lk = parsed ? RedisModule_OpenKey(ctx, argv[i], REDISMODULE_READ) : NULL;
         if (lk && RedisModule_KeyType(lk) == REDISMODULE_KEYTYPE_STREAM) {
+            const log_ent_t *le = NULL;
+            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch)
+                le = registry_find(slot, epoch);
+            if (le && le->valid && le->tail && le->db == RedisModule_GetSelectedDb(ctx) &&
+                pos.offset == le->added && pos.ms == le->last.ms && pos.seq == le->last.seq &&
+                RedisModule_ValueLength(lk) <= le->added) {
+                /* at the last entry, by the counters the module keeps: nothing new, no seek */
+                RedisModule_CloseKey(lk);
+                continue;
+            }
             if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch) {
                 RedisModuleStreamID at = {pos.ms, pos.seq}, last = {0, 0}, id;
                 bool have_last = false;

@@ -657,12 +657,35 @@ static void test_counters(void)
     is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1, "which took one XINFO");
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a4"));
     counters_agree(&S, name, "a module append after it");
+    char before_del[CRDTM_POS_TEXT_MAX];
+    {
+        readres_t e = {0};
+        log_read(&S, name, "0", 10000, NULL, &e);
+        snprintf(before_del, sizeof(before_del), "%s", e.pos);
+        redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", name, before_del);
+        ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 1,
+           "POLL from the last entry: left out");
+        if (p)
+            freeReplyObject(p);
+    }
     redisReply *last = rh_cmd(&S, "XREVRANGE %s + - COUNT 1", name);
     if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 1)
         rh_int(rh_cmd(&S, "XDEL %s %s", name, last->element[0]->element[0]->str));
     if (last)
         freeReplyObject(last);
     counters_agree(&S, name, "after XDEL of the last entry");
+    {
+        /* read to the end before XDEL, POLL from there: left out (the same answer as a seek
+         * finding no entry after it) while the entry was there, in the reply with no entry now
+         * that the position is past the last entry */
+        redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", name, before_del);
+        ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+               p->element[0]->element[1]->element[2]->elements == 0 &&
+               !strcmp(p->element[0]->element[1]->element[1]->str, "ok"),
+           "POLL from the deleted last entry: in the reply, no entries, ok");
+        if (p)
+            freeReplyObject(p);
+    }
     rh_int(rh_cmd(&S, "XTRIM %s MAXLEN 2", name));
     counters_agree(&S, name, "after XTRIM MAXLEN 2");
     is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1,
