@@ -679,6 +679,137 @@ static int stream_counters(RedisModuleCtx *ctx, RedisModuleString *name, uint64_
     return found == 3 ? 0 : -1;
 }
 
+/* entries-added and last-generated-id of the open log lk (name, its slot and epoch): the counters
+ * the module keeps (log_ent_t), or XINFO's when it has none it can vouch for. 0 or -1. */
+static int log_counters(RedisModuleCtx *ctx, RedisModuleKey *lk, RedisModuleString *name,
+                        unsigned slot, uint64_t epoch, uint64_t *added, RedisModuleStreamID *last)
+{
+    log_ent_t *le = registry_find(slot, epoch);
+    int db = RedisModule_GetSelectedDb(ctx);
+    if (le && le->valid && le->db == db && RedisModule_ValueLength(lk) <= le->added) {
+        *added = le->added;
+        *last = le->last;
+        return 0;
+    }
+    if (stream_counters(ctx, name, added, last) < 0)
+        return -1;
+    log_stats.counter_reads++;
+    if (le)
+        *le = (log_ent_t){.epoch = epoch, .added = *added, .last = *last, .db = db, .valid = true};
+    return 0;
+}
+
+/* One entry read: its ID and the value of its field e (NULL: none, an entry not of the module's
+ * making). */
+typedef struct read_ent {
+    RedisModuleStreamID id;
+    RedisModuleString *ev;
+} read_ent_t;
+
+/* The entries read by the last collect (commands run on the main thread only). */
+static read_ent_t *rd_ents;
+static size_t rd_cap;
+
+/* Up to count entries of the open log lk, from its first or after start, into rd_ents, in one
+ * walk; their number. The values are made strings: rd_release frees them. */
+static long collect(RedisModuleCtx *ctx, RedisModuleKey *lk, bool from_first,
+                    const RedisModuleStreamID *start, long long count)
+{
+    long n = 0;
+    if (RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
+                                        from_first ? NULL : (RedisModuleStreamID *)start,
+                                        NULL) != REDISMODULE_OK)
+        return 0;
+    RedisModuleStreamID id;
+    long nf;
+    while (n < count && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK) {
+        /* The iterator makes new strings (no auto memory here): all but e's freed at once. */
+        RedisModuleString *ev = NULL, *f, *v;
+        while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
+            size_t fl;
+            const char *fp = RedisModule_StringPtrLen(f, &fl);
+            if (fl == 1 && fp[0] == 'e' && !ev)
+                ev = v;
+            else
+                RedisModule_FreeString(ctx, v);
+            RedisModule_FreeString(ctx, f);
+        }
+        if ((size_t)n == rd_cap) {
+            size_t cap = rd_cap ? rd_cap * 2 : 64;
+            read_ent_t *p = crdtm_realloc(rd_ents, cap * sizeof(*p));
+            if (!p) { /* out of memory: fewer entries, the position says where they end */
+                if (ev)
+                    RedisModule_FreeString(ctx, ev);
+                break;
+            }
+            rd_ents = p;
+            rd_cap = cap;
+        }
+        rd_ents[n].id = id;
+        rd_ents[n].ev = ev;
+        n++;
+    }
+    RedisModule_StreamIteratorStop(lk);
+    return n;
+}
+
+static void rd_release(RedisModuleCtx *ctx, long n)
+{
+    for (long i = 0; i < n; i++)
+        if (rd_ents[i].ev)
+            RedisModule_FreeString(ctx, rd_ents[i].ev);
+    if (rd_cap > 1024) { /* a big read does not keep its memory */
+        crdtm_free(rd_ents);
+        rd_ents = NULL;
+        rd_cap = 0;
+    }
+}
+
+/* The reply of CRDT.LOG.READ: [position, ok|truncated, entries] for the n entries collected, read
+ * after the position (epoch, start, base). */
+static void read_reply(RedisModuleCtx *ctx, uint64_t epoch, const RedisModuleStreamID *start,
+                       uint64_t base, bool truncated, long n)
+{
+    crdtm_pos_t next = {
+        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start->ms, .seq = start->seq, .offset = base};
+    if (n) {
+        next.ms = rd_ents[n - 1].id.ms;
+        next.seq = rd_ents[n - 1].id.seq;
+    }
+    next.offset = base + (uint64_t)n;
+    RedisModule_ReplyWithArray(ctx, 3);
+    if (next.offset == 0) {
+        RedisModule_ReplyWithSimpleString(ctx, "0");
+    } else {
+        char ptxt[CRDTM_POS_TEXT_MAX];
+        size_t pl = crdtm_pos_format(&next, ptxt);
+        RedisModule_ReplyWithStringBuffer(ctx, ptxt, pl);
+    }
+    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
+    RedisModule_ReplyWithArray(ctx, n);
+    for (long i = 0; i < n; i++) {
+        /* an entry not of the module's making (an XADD by hand) has no key and delta */
+        crdtm_entry_t e = {0};
+        size_t el = 0;
+        const char *ep = rd_ents[i].ev ? RedisModule_StringPtrLen(rd_ents[i].ev, &el) : NULL;
+        bool valid = ep && crdtm_entry_decode(ep, el, &e) == 0;
+        char idtext[ID_TEXT_MAX];
+        size_t il = format_id(idtext, &rd_ents[i].id);
+        /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
+        RedisModule_ReplyWithArray(ctx, e.origin ? 4 : 3);
+        RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
+        if (valid) {
+            RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
+            RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
+        } else {
+            RedisModule_ReplyWithNull(ctx);
+            RedisModule_ReplyWithNull(ctx);
+        }
+        if (e.origin)
+            RedisModule_ReplyWithLongLong(ctx, (long long)e.origin);
+    }
+}
+
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 4)
@@ -718,23 +849,11 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     uint64_t added = 0;
     RedisModuleStreamID last = {0, 0};
-    uint64_t length = RedisModule_ValueLength(lk);
-    /* The counters the module kept (log_ent_t); XINFO when it has none it can vouch for. */
-    log_ent_t *le = registry_find(slot, epoch);
-    int db = RedisModule_GetSelectedDb(ctx);
-    if (le && le->valid && le->db == db && length <= le->added) {
-        added = le->added;
-        last = le->last;
-    } else {
-        if (stream_counters(ctx, argv[1], &added, &last) < 0) {
-            RedisModule_CloseKey(lk);
-            return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
-        }
-        log_stats.counter_reads++;
-        if (le)
-            *le = (log_ent_t){
-                .epoch = epoch, .added = added, .last = last, .db = db, .valid = true};
+    if (log_counters(ctx, lk, argv[1], slot, epoch, &added, &last) < 0) {
+        RedisModule_CloseKey(lk);
+        return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
     }
+    uint64_t length = RedisModule_ValueLength(lk);
     /* Trimming removes the oldest entries: the entries numbered trimmed+1 .. added remain. */
     uint64_t trimmed = added >= length ? added - length : 0;
     bool truncated = false, from_first = false;
@@ -764,75 +883,11 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         }
         break;
     }
-    RedisModule_ReplyWithArray(ctx, 3);
-    crdtm_pos_t next = {
-        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq, .offset = base};
-    /* The entries come first in the stream but last in the reply: keep them in a nested reply
-     * built after the position is known. Stream iteration is cheap; iterate twice. */
-    long n = 0;
-    if (pos.kind != CRDTM_POS_END &&
-        RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
-                                        from_first ? NULL : &start, NULL) == REDISMODULE_OK) {
-        RedisModuleStreamID id;
-        while (n < count && next_entry_id(lk, &id)) {
-            n++;
-            next.ms = id.ms;
-            next.seq = id.seq;
-        }
-        RedisModule_StreamIteratorStop(lk);
-    }
-    next.offset = base + (uint64_t)n;
-    if (next.offset == 0) {
-        RedisModule_ReplyWithSimpleString(ctx, "0");
-    } else {
-        char ptxt[CRDTM_POS_TEXT_MAX];
-        size_t pl = crdtm_pos_format(&next, ptxt);
-        RedisModule_ReplyWithStringBuffer(ctx, ptxt, pl);
-    }
-    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
-    RedisModule_ReplyWithArray(ctx, n);
-    if (n &&
-        RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
-                                        from_first ? NULL : &start, NULL) == REDISMODULE_OK) {
-        RedisModuleStreamID id;
-        long nf;
-        for (long i = 0; i < n && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK;
-             i++) {
-            /* The iterator makes new strings (no auto memory here): each is freed below. */
-            RedisModuleString *ev = NULL, *f, *v;
-            while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
-                size_t fl;
-                const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'e' && !ev)
-                    ev = v;
-                else
-                    RedisModule_FreeString(ctx, v);
-                RedisModule_FreeString(ctx, f);
-            }
-            /* an entry not of the module's making (an XADD by hand) has no key and delta */
-            crdtm_entry_t e = {0};
-            size_t el = 0;
-            const char *ep = ev ? RedisModule_StringPtrLen(ev, &el) : NULL;
-            bool valid = ep && crdtm_entry_decode(ep, el, &e) == 0;
-            char idtext[ID_TEXT_MAX];
-            size_t il = format_id(idtext, &id);
-            /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
-            RedisModule_ReplyWithArray(ctx, e.origin ? 4 : 3);
-            RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
-            if (valid) {
-                RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
-                RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
-            } else {
-                RedisModule_ReplyWithNull(ctx);
-                RedisModule_ReplyWithNull(ctx);
-            }
-            if (e.origin)
-                RedisModule_ReplyWithLongLong(ctx, (long long)e.origin);
-            if (ev)
-                RedisModule_FreeString(ctx, ev);
-        }
-        RedisModule_StreamIteratorStop(lk);
-    }
+    /* The entries come first in the stream but last in the reply: collected in one walk, then
+     * replied after the position they end at. */
+    long n = pos.kind != CRDTM_POS_END ? collect(ctx, lk, from_first, &start, count) : 0;
+    read_reply(ctx, epoch, &start, base, truncated, n);
+    rd_release(ctx, n);
     RedisModule_CloseKey(lk);
     return REDISMODULE_OK;
 }
@@ -889,6 +944,39 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 /* at the last entry, by the counters the module keeps: nothing new, no seek */
                 RedisModule_CloseKey(lk);
                 continue;
+            }
+            uint64_t added;
+            RedisModuleStreamID glast;
+            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch &&
+                log_counters(ctx, lk, argv[i], slot, epoch, &added, &glast) == 0) {
+                /* A position LOG.READ would not call truncated: its reply from one walk (the
+                 * entries after the position, up to what the budget has left), here. */
+                uint64_t length = RedisModule_ValueLength(lk);
+                uint64_t trimmed = added >= length ? added - length : 0;
+                RedisModuleStreamID at = {pos.ms, pos.seq};
+                if (!(pos.offset > added || id_cmp(&at, &glast) > 0 || pos.offset < trimmed)) {
+                    long got = collect(ctx, lk, false, &at, left);
+                    bool past_end = false;
+                    if (got == 0) {
+                        /* after the last entry (it was deleted): in the reply, as before */
+                        RedisModuleStreamID tl;
+                        if (RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_REVERSE,
+                                                            NULL, NULL) == REDISMODULE_OK) {
+                            past_end = next_entry_id(lk, &tl) && id_cmp(&at, &tl) > 0;
+                            RedisModule_StreamIteratorStop(lk);
+                        }
+                    }
+                    if (got || past_end) {
+                        RedisModule_ReplyWithArray(ctx, 2);
+                        RedisModule_ReplyWithString(ctx, argv[i]);
+                        read_reply(ctx, epoch, &at, pos.offset, false, got);
+                        left -= got ? got : left;
+                        n++;
+                    }
+                    rd_release(ctx, got);
+                    RedisModule_CloseKey(lk);
+                    continue;
+                }
             }
             if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch) {
                 RedisModuleStreamID at = {pos.ms, pos.seq}, last = {0, 0}, id;
