@@ -605,7 +605,7 @@ static bool counters_agree(rh_server_t *s, const char *name, const char *what)
     redisReply *r = rh_cmd(s, "CRDT.LOG.READ %s $ 1", name);
     redisReply *x = rh_cmd(s, "XINFO STREAM %s", name);
     long long added = -1, len = -1;
-    char last[48] = "?", want[CRDTM_POS_TEXT_MAX] = "", got[CRDTM_POS_TEXT_MAX] = "?";
+    char last[48] = "?", want[128] = "", got[CRDTM_POS_TEXT_MAX] = "?";
     for (size_t i = 0; x && x->type == REDIS_REPLY_ARRAY && i + 1 < x->elements; i += 2) {
         const char *f = x->element[i]->str;
         if (!strcmp(f, "entries-added"))
@@ -633,8 +633,8 @@ static bool counters_agree(rh_server_t *s, const char *name, const char *what)
     const char *off = strrchr(f.pos, ':');
     bool start_ok = f.n == len && !strcmp(f.status, added > len ? "truncated" : "ok") &&
                     (len == 0 || (off && atoll(off + 1) == added));
-    ok(end_ok && start_ok, "%s: $ is %s (XINFO: %s), from 0 %ld entries %s (XLEN %lld)", what,
-       got, want, f.n, f.status, len);
+    ok(end_ok && start_ok, "%s: $ is %s (XINFO: %s), from 0 %ld entries %s (XLEN %lld)", what, got,
+       want, f.n, f.status, len);
     return end_ok && start_ok;
 }
 
@@ -652,7 +652,7 @@ static void test_counters(void)
     counters_agree(&S, name, "after one more");
     is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 0,
            "the module's own appends need no XINFO");
-    rh_str(rh_cmd(&S, "XADD %s 99999999999999-5 e junk", name), NULL);
+    free(rh_str(rh_cmd(&S, "XADD %s 99999999999999-5 e junk", name), NULL));
     counters_agree(&S, name, "after another client's XADD");
     is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1, "which took one XINFO");
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a4"));
@@ -690,7 +690,7 @@ static void test_counters(void)
     counters_agree(&S, name, "after XTRIM MAXLEN 2");
     is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1,
            "XDEL and XTRIM change neither counter: no XINFO");
-    rh_str(rh_cmd(&S, "XSETID %s 99999999999999-100 ENTRIESADDED 50", name), NULL);
+    free(rh_str(rh_cmd(&S, "XSETID %s 99999999999999-100 ENTRIESADDED 50", name), NULL));
     counters_agree(&S, name, "after XSETID ... ENTRIESADDED 50");
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a5"));
     counters_agree(&S, name, "a module append after it");
@@ -698,17 +698,18 @@ static void test_counters(void)
     char *dump = rh_str(rh_cmd(&S, "DUMP %s", name), &dl);
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a6"));
     counters_agree(&S, name, "before RESTORE of an older copy");
-    rh_str(rh_cmd(&S, "RESTORE %s 0 %b REPLACE", name, dump ? dump : "", dump ? dl : 0), NULL);
+    free(
+        rh_str(rh_cmd(&S, "RESTORE %s 0 %b REPLACE", name, dump ? dump : "", dump ? dl : 0), NULL));
     free(dump);
     counters_agree(&S, name, "after RESTORE REPLACE of the older copy");
-    rh_str(rh_cmd(&S, "MULTI"), NULL);
-    rh_str(rh_cmd(&S, "XADD %s * e junk", name), NULL);
-    rh_str(rh_cmd(&S, "CRDT.SADD {c}k a7"), NULL);
+    free(rh_str(rh_cmd(&S, "MULTI"), NULL));
+    free(rh_str(rh_cmd(&S, "XADD %s * e junk", name), NULL));
+    free(rh_str(rh_cmd(&S, "CRDT.SADD {c}k a7"), NULL));
     redisReply *ex = rh_cmd(&S, "EXEC");
     if (ex)
         freeReplyObject(ex);
     counters_agree(&S, name, "after XADD and a module append in one MULTI");
-    rh_str(rh_cmd(&S, "DEBUG RELOAD"), NULL);
+    free(rh_str(rh_cmd(&S, "DEBUG RELOAD"), NULL));
     counters_agree(&S, name, "after DEBUG RELOAD");
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a8"));
     counters_agree(&S, name, "a module append after it");
@@ -717,11 +718,11 @@ static void test_counters(void)
     counters_agree(&S, name, "after COPY to db 1");
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a9"));
     counters_agree(&S, name, "db 0 written on");
-    rh_str(rh_cmd(&S, "SWAPDB 0 1"), NULL);
+    free(rh_str(rh_cmd(&S, "SWAPDB 0 1"), NULL));
     counters_agree(&S, name, "after SWAPDB 0 1 (db 0 holds the older copy)");
-    rh_str(rh_cmd(&S, "SELECT 1"), NULL);
+    free(rh_str(rh_cmd(&S, "SELECT 1"), NULL));
     counters_agree(&S, name, "db 1 (the newer copy)");
-    rh_str(rh_cmd(&S, "SELECT 0"), NULL);
+    free(rh_str(rh_cmd(&S, "SELECT 0"), NULL));
     /* a replica: CRDT.LOG.APPLY and XADD (CRDT.MERGE's entry) */
     rh_server_t R;
     char port[16];
