@@ -4,6 +4,7 @@
 # cost of the log's append path is measured without the noise of a shared machine.
 #
 #   bench/redis_log_callgrind.sh [path/to/crdt.so] [writes]
+#   env KEYS (default 1000): keys written; KEYS=10 with 60000 writes keeps the logs trimming
 #
 # The writes are bench_redis's stream (1,000 keys tl:<k>, scores 1600000000 + i/4 + jitter,
 # members item:<0..149999>), sent by redis-cli --pipe. Each deployment runs once under callgrind;
@@ -19,10 +20,10 @@ done
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-awk -v n="$OPS" 'BEGIN {
+awk -v n="$OPS" -v nk="${KEYS:-1000}" 'BEGIN {
     srand(1)
     for (i = 0; i < n; i++) {
-        key = "tl:" int(rand() * 1000)
+        key = "tl:" int(rand() * nk)
         score = 1600000000 + int(i / 4) + int(rand() * 1000)
         member = "item:" int(rand() * 150000)
         printf "*4\r\n$10\r\nCRDT.TLADD\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n",

@@ -33,8 +33,23 @@
 
 #define READ_COUNT_MAX 10000
 
+/* A log the registry knows, with the two counters CRDT.LOG.READ needs that the module API has no
+ * getter for: the stream's entries-added and last-generated-id. They are what XINFO STREAM says,
+ * kept by the module's own appends (valid) and dropped (valid false: the next read asks XINFO
+ * once and keeps its answer) on anything else that could change them: another client's XADD or
+ * XSETID, RESTORE, RDB loading, RENAME/COPY/MOVE onto the name, SWAPDB, loading. XTRIM and XDEL
+ * change neither counter. db: the database the counters are of. */
+typedef struct log_ent {
+    uint64_t epoch;
+    uint64_t added;
+    RedisModuleStreamID last;
+    int db;
+    bool valid;
+    bool tail; /* and last is the ID of the stream's last entry (nothing deleted it since) */
+} log_ent_t;
+
 typedef struct slot_logs {
-    uint64_t *epochs; /* ascending; the last is where appends go */
+    log_ent_t *logs; /* ascending epochs; the last is where appends go */
     uint32_t n, cap;
     uint32_t appends;            /* since the last age check */
     uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
@@ -47,27 +62,36 @@ static RedisModuleString *field_e;
 /* The origin the next appends carry (crdtm_log_set_origin; 0: none, the field is left out). */
 static uint64_t log_origin;
 static struct {
-    unsigned long long appends, applied, trims, trimmed, restores, created;
+    unsigned long long appends, applied, trims, trimmed, restores, created, counter_reads;
 } log_stats;
+
+static log_ent_t *registry_find(unsigned slot, uint64_t epoch)
+{
+    slot_logs_t *sl = &slots[slot];
+    for (uint32_t i = sl->n; i-- > 0;)
+        if (sl->logs[i].epoch == epoch)
+            return &sl->logs[i];
+    return NULL;
+}
 
 static void registry_add(unsigned slot, uint64_t epoch)
 {
     slot_logs_t *sl = &slots[slot];
     uint32_t i = 0;
-    while (i < sl->n && sl->epochs[i] < epoch)
+    while (i < sl->n && sl->logs[i].epoch < epoch)
         i++;
-    if (i < sl->n && sl->epochs[i] == epoch)
+    if (i < sl->n && sl->logs[i].epoch == epoch)
         return;
     if (sl->n == sl->cap) {
         uint32_t cap = sl->cap ? sl->cap * 2 : 2;
-        uint64_t *p = realloc(sl->epochs, cap * sizeof(*p));
+        log_ent_t *p = realloc(sl->logs, cap * sizeof(*p));
         if (!p)
             return; /* the key is still found again by its next notification */
-        sl->epochs = p;
+        sl->logs = p;
         sl->cap = cap;
     }
-    memmove(&sl->epochs[i + 1], &sl->epochs[i], (sl->n - i) * sizeof(*sl->epochs));
-    sl->epochs[i] = epoch;
+    memmove(&sl->logs[i + 1], &sl->logs[i], (sl->n - i) * sizeof(*sl->logs));
+    sl->logs[i] = (log_ent_t){.epoch = epoch};
     sl->n++;
 }
 
@@ -75,11 +99,44 @@ static void registry_remove(unsigned slot, uint64_t epoch)
 {
     slot_logs_t *sl = &slots[slot];
     for (uint32_t i = 0; i < sl->n; i++)
-        if (sl->epochs[i] == epoch) {
-            memmove(&sl->epochs[i], &sl->epochs[i + 1], (sl->n - i - 1) * sizeof(*sl->epochs));
+        if (sl->logs[i].epoch == epoch) {
+            memmove(&sl->logs[i], &sl->logs[i + 1], (sl->n - i - 1) * sizeof(*sl->logs));
             sl->n--;
             return;
         }
+}
+
+/* Every log's counters are asked of XINFO again (SWAPDB, loading: keys change without a
+ * notification per key). */
+static void registry_invalidate_all(void)
+{
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        for (uint32_t i = 0; i < slots[s].n; i++)
+            slots[s].logs[i].valid = false;
+}
+
+/* Nonzero while the module itself adds to a log (it keeps the counters then): the keyspace
+ * notifications of its own StreamAdd are not news. */
+static int self_write;
+
+/* After one entry with ID id went into the log (slot, epoch) of db: the counters follow if they
+ * were valid for db before (was_valid), or start over if the stream was created by this add. */
+static void counters_added(unsigned slot, uint64_t epoch, int db, bool was_valid, bool created,
+                           uint64_t added_before, const RedisModuleStreamID *id)
+{
+    log_ent_t *e = registry_find(slot, epoch);
+    if (!e)
+        return;
+    if (created) {
+        *e = (log_ent_t){
+            .epoch = epoch, .added = 1, .last = *id, .db = db, .valid = true, .tail = true};
+    } else if (was_valid && e->db == db) {
+        e->added = added_before + 1;
+        e->last = *id;
+        e->valid = e->tail = true;
+    } else {
+        e->valid = false;
+    }
 }
 
 /* A new log's epoch: 64 bits from splitmix64 over a counter seeded once by
@@ -234,9 +291,20 @@ static bool acked_upto(RedisModuleCtx *ctx, const char *name, size_t nlen, Redis
     return any;
 }
 
+/* How far past log-max-len a log grows before it is trimmed back to log-max-len: a trim is paid
+ * once per that many appends, not per append. Each trim has a fixed cost besides the entries it
+ * removes (Redis walks the deleted entries left at the head of the stream's first node, to find
+ * the new first ID, and the trim is one more propagated command), so fewer, bigger trims: a
+ * quarter of the bound, at least 16. */
+static uint64_t trim_slack(uint64_t max)
+{
+    return max / 4 > 16 ? max / 4 : 16;
+}
+
 /* Trims an open log to its bounds: the newest log-max-len entries, none older than
  * log-max-age-ms, and with log-trim-acked nothing a consumer group has not acknowledged. Exact,
- * and replicated as XTRIM name MINID <first id kept>, so replicas keep the same entries. */
+ * and replicated as XTRIM name MAXLEN <log-max-len> when only the length bound applies (replicas
+ * hold the same entries: they keep the same ones), else as XTRIM name MINID <first id kept>. */
 static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, size_t nlen,
                      bool check_age)
 {
@@ -244,44 +312,64 @@ static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, 
     RedisModuleStreamID cut = {0, 0};
     bool have_cut = false;
     uint64_t max = crdtm_cfg.log_max_len;
-    /* Let a log grow 1/16 past its bound before trimming, so a trim is not paid per append. */
-    if (max && len > max + (max >= 256 ? max / 16 : 16)) {
-        size_t skip = len - max;
-        if (RedisModule_StreamIteratorStart(lk, 0, NULL, NULL) == REDISMODULE_OK) {
-            RedisModuleStreamID id;
-            for (size_t i = 0; i <= skip && next_entry_id(lk, &id); i++)
-                cut = id;
-            RedisModule_StreamIteratorStop(lk);
-            have_cut = true;
-        }
-    }
-    if (check_age && crdtm_cfg.log_max_age_ms) {
-        long long now = RedisModule_Milliseconds();
-        if ((uint64_t)now > crdtm_cfg.log_max_age_ms) {
-            RedisModuleStreamID age = {(uint64_t)now - crdtm_cfg.log_max_age_ms, 0};
-            if (!have_cut || id_cmp(&age, &cut) > 0)
-                cut = age;
-            have_cut = true;
-        }
-    }
-    if (!have_cut)
+    bool by_len = max && len > max + trim_slack(max);
+    bool by_age = check_age && crdtm_cfg.log_max_age_ms;
+    if (!by_len && !by_age)
         return;
-    if (crdtm_cfg.log_trim_acked) {
-        RedisModuleStreamID acked;
-        if (acked_upto(ctx, name, nlen, &acked)) {
-            /* keep every entry after the slowest group's last-delivered-id */
-            acked.seq++;
-            if (acked.seq == 0)
-                acked.ms++;
-            if (id_cmp(&acked, &cut) < 0)
-                cut = acked;
+    long long n;
+    if (by_len && !by_age && !crdtm_cfg.log_trim_acked) {
+        /* the common case: Redis finds the cut itself (no walk of ours over the entries) */
+        self_write++;
+        n = RedisModule_StreamTrimByLength(lk, 0, (long long)max);
+        self_write--;
+        if (n > 0) {
+            char mtext[24];
+            size_t ml = put_u64(mtext, max);
+            RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MAXLEN", mtext, ml);
+        }
+    } else {
+        if (by_len) {
+            size_t skip = len - max;
+            if (RedisModule_StreamIteratorStart(lk, 0, NULL, NULL) == REDISMODULE_OK) {
+                RedisModuleStreamID id;
+                for (size_t i = 0; i <= skip && next_entry_id(lk, &id); i++)
+                    cut = id;
+                RedisModule_StreamIteratorStop(lk);
+                have_cut = true;
+            }
+        }
+        if (by_age) {
+            long long now = RedisModule_Milliseconds();
+            if ((uint64_t)now > crdtm_cfg.log_max_age_ms) {
+                RedisModuleStreamID age = {(uint64_t)now - crdtm_cfg.log_max_age_ms, 0};
+                if (!have_cut || id_cmp(&age, &cut) > 0)
+                    cut = age;
+                have_cut = true;
+            }
+        }
+        if (!have_cut)
+            return;
+        if (crdtm_cfg.log_trim_acked) {
+            RedisModuleStreamID acked;
+            if (acked_upto(ctx, name, nlen, &acked)) {
+                /* keep every entry after the slowest group's last-delivered-id */
+                acked.seq++;
+                if (acked.seq == 0)
+                    acked.ms++;
+                if (id_cmp(&acked, &cut) < 0)
+                    cut = acked;
+            }
+        }
+        self_write++;
+        n = RedisModule_StreamTrimByID(lk, 0, &cut);
+        self_write--;
+        if (n > 0) {
+            char idtext[ID_TEXT_MAX];
+            size_t il = format_id(idtext, &cut);
+            RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MINID", idtext, il);
         }
     }
-    long long n = RedisModule_StreamTrimByID(lk, 0, &cut);
     if (n > 0) {
-        char idtext[ID_TEXT_MAX];
-        size_t il = format_id(idtext, &cut);
-        RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MINID", idtext, il);
         log_stats.trims++;
         log_stats.trimmed += (unsigned long long)n;
     }
@@ -297,8 +385,9 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     char name[CRDTM_LOG_NAME_MAX];
     size_t nlen = 0;
     RedisModuleKey *lk = NULL;
+    bool created = false;
     while (sl->n && !lk) {
-        uint64_t epoch = sl->epochs[sl->n - 1];
+        uint64_t epoch = sl->logs[sl->n - 1].epoch;
         if (sl->cur_epoch != epoch || !sl->cur_name) {
             /* the name is made once per log, not per write */
             if (sl->cur_name)
@@ -327,6 +416,7 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
             return -1;
         }
         registry_add(slot, epoch);
+        created = true;
         log_stats.created++;
         if (sl->cur_name)
             RedisModule_FreeString(NULL, sl->cur_name);
@@ -359,8 +449,16 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         scratch_cap = 0;
     }
     RedisModuleStreamID id;
+    uint64_t epoch = sl->cur_epoch;
+    int db = RedisModule_GetSelectedDb(ctx);
+    const log_ent_t *le = &sl->logs[sl->n - 1]; /* the log appended to (cur_epoch) */
+    bool was_valid = le->valid && le->db == db;
+    uint64_t added_before = le->added;
+    self_write++;
     int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 1);
+    self_write--;
     if (rc == REDISMODULE_OK) {
+        counters_added(slot, epoch, db, was_valid, created, added_before, &id);
         /* One command to replicas and the AOF: CRDT.LOG.APPLY log id key entry (the write's
          * merge and the entry, the ID as 16 bytes) when the caller left its replication to us,
          * else the entry as XADD log id e entry. The strings go shared ("s": not copied); only
@@ -445,11 +543,20 @@ int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     int kt = RedisModule_KeyType(lk);
     int rc = REDISMODULE_ERR;
     RedisModuleString *fields[2] = {field_e, argv[4]};
-    if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM)
+    int db = RedisModule_GetSelectedDb(ctx);
+    const log_ent_t *le = registry_find(slot, epoch);
+    bool was_valid = le && le->valid && le->db == db;
+    uint64_t added_before = le ? le->added : 0;
+    if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM) {
+        self_write++;
         rc = RedisModule_StreamAdd(lk, 0, &id, fields, 1);
+        self_write--;
+    }
     RedisModule_CloseKey(lk);
     if (rc == REDISMODULE_OK) {
         registry_add(slot, epoch);
+        counters_added(slot, epoch, db, was_valid, kt == REDISMODULE_KEYTYPE_EMPTY, added_before,
+                       &id);
         log_stats.applied++;
     } else {
         char idtext[ID_TEXT_MAX];
@@ -474,11 +581,22 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     uint64_t epoch;
     unsigned slot;
     if (crdtm_log_name_parse(k, klen, &epoch, &slot)) {
-        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted"))
+        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted")) {
             registry_remove(slot, epoch);
-        else if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "xadd") ||
-                 !strcmp(event, "restore"))
+            return REDISMODULE_OK;
+        }
+        if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "xadd") ||
+            !strcmp(event, "restore"))
             registry_add(slot, epoch);
+        /* whatever else changed the stream, unless the module did (it keeps the counters) or it
+         * only removed entries (XTRIM, XDEL: entries-added and last-generated-id stay) */
+        if (!self_write && strcmp(event, "xtrim") != 0) {
+            log_ent_t *e = registry_find(slot, epoch);
+            if (e && strcmp(event, "xdel") == 0)
+                e->tail = false; /* the last entry may be gone; the counters stay */
+            else if (e)
+                e->valid = false;
+        }
         return REDISMODULE_OK;
     }
     /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
@@ -517,7 +635,7 @@ int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     for (unsigned s = from; s <= to; s++) {
         for (uint32_t i = 0; i < slots[s].n; i++) {
             char name[CRDTM_LOG_NAME_MAX];
-            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].epochs[i]);
+            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].logs[i].epoch);
             RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
             if (RedisModule_KeyExists(ctx, ns)) {
                 RedisModule_ReplyWithStringBuffer(ctx, name, nlen);
@@ -561,6 +679,137 @@ static int stream_counters(RedisModuleCtx *ctx, RedisModuleString *name, uint64_
     return found == 3 ? 0 : -1;
 }
 
+/* entries-added and last-generated-id of the open log lk (name, its slot and epoch): the counters
+ * the module keeps (log_ent_t), or XINFO's when it has none it can vouch for. 0 or -1. */
+static int log_counters(RedisModuleCtx *ctx, RedisModuleKey *lk, RedisModuleString *name,
+                        unsigned slot, uint64_t epoch, uint64_t *added, RedisModuleStreamID *last)
+{
+    log_ent_t *le = registry_find(slot, epoch);
+    int db = RedisModule_GetSelectedDb(ctx);
+    if (le && le->valid && le->db == db && RedisModule_ValueLength(lk) <= le->added) {
+        *added = le->added;
+        *last = le->last;
+        return 0;
+    }
+    if (stream_counters(ctx, name, added, last) < 0)
+        return -1;
+    log_stats.counter_reads++;
+    if (le)
+        *le = (log_ent_t){.epoch = epoch, .added = *added, .last = *last, .db = db, .valid = true};
+    return 0;
+}
+
+/* One entry read: its ID and the value of its field e (NULL: none, an entry not of the module's
+ * making). */
+typedef struct read_ent {
+    RedisModuleStreamID id;
+    RedisModuleString *ev;
+} read_ent_t;
+
+/* The entries read by the last collect (commands run on the main thread only). */
+static read_ent_t *rd_ents;
+static size_t rd_cap;
+
+/* Up to count entries of the open log lk, from its first or after start, into rd_ents, in one
+ * walk; their number. The values are made strings: rd_release frees them. */
+static long collect(RedisModuleCtx *ctx, RedisModuleKey *lk, bool from_first,
+                    const RedisModuleStreamID *start, long long count)
+{
+    long n = 0;
+    if (RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
+                                        from_first ? NULL : (RedisModuleStreamID *)start,
+                                        NULL) != REDISMODULE_OK)
+        return 0;
+    RedisModuleStreamID id;
+    long nf;
+    while (n < count && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK) {
+        /* The iterator makes new strings (no auto memory here): all but e's freed at once. */
+        RedisModuleString *ev = NULL, *f, *v;
+        while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
+            size_t fl;
+            const char *fp = RedisModule_StringPtrLen(f, &fl);
+            if (fl == 1 && fp[0] == 'e' && !ev)
+                ev = v;
+            else
+                RedisModule_FreeString(ctx, v);
+            RedisModule_FreeString(ctx, f);
+        }
+        if ((size_t)n == rd_cap) {
+            size_t cap = rd_cap ? rd_cap * 2 : 64;
+            read_ent_t *p = crdtm_realloc(rd_ents, cap * sizeof(*p));
+            if (!p) { /* out of memory: fewer entries, the position says where they end */
+                if (ev)
+                    RedisModule_FreeString(ctx, ev);
+                break;
+            }
+            rd_ents = p;
+            rd_cap = cap;
+        }
+        rd_ents[n].id = id;
+        rd_ents[n].ev = ev;
+        n++;
+    }
+    RedisModule_StreamIteratorStop(lk);
+    return n;
+}
+
+static void rd_release(RedisModuleCtx *ctx, long n)
+{
+    for (long i = 0; i < n; i++)
+        if (rd_ents[i].ev)
+            RedisModule_FreeString(ctx, rd_ents[i].ev);
+    if (rd_cap > 1024) { /* a big read does not keep its memory */
+        crdtm_free(rd_ents);
+        rd_ents = NULL;
+        rd_cap = 0;
+    }
+}
+
+/* The reply of CRDT.LOG.READ: [position, ok|truncated, entries] for the n entries collected, read
+ * after the position (epoch, start, base). */
+static void read_reply(RedisModuleCtx *ctx, uint64_t epoch, const RedisModuleStreamID *start,
+                       uint64_t base, bool truncated, long n)
+{
+    crdtm_pos_t next = {
+        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start->ms, .seq = start->seq, .offset = base};
+    if (n) {
+        next.ms = rd_ents[n - 1].id.ms;
+        next.seq = rd_ents[n - 1].id.seq;
+    }
+    next.offset = base + (uint64_t)n;
+    RedisModule_ReplyWithArray(ctx, 3);
+    if (next.offset == 0) {
+        RedisModule_ReplyWithSimpleString(ctx, "0");
+    } else {
+        char ptxt[CRDTM_POS_TEXT_MAX];
+        size_t pl = crdtm_pos_format(&next, ptxt);
+        RedisModule_ReplyWithStringBuffer(ctx, ptxt, pl);
+    }
+    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
+    RedisModule_ReplyWithArray(ctx, n);
+    for (long i = 0; i < n; i++) {
+        /* an entry not of the module's making (an XADD by hand) has no key and delta */
+        crdtm_entry_t e = {0};
+        size_t el = 0;
+        const char *ep = rd_ents[i].ev ? RedisModule_StringPtrLen(rd_ents[i].ev, &el) : NULL;
+        bool valid = ep && crdtm_entry_decode(ep, el, &e) == 0;
+        char idtext[ID_TEXT_MAX];
+        size_t il = format_id(idtext, &rd_ents[i].id);
+        /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
+        RedisModule_ReplyWithArray(ctx, e.origin ? 4 : 3);
+        RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
+        if (valid) {
+            RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
+            RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
+        } else {
+            RedisModule_ReplyWithNull(ctx);
+            RedisModule_ReplyWithNull(ctx);
+        }
+        if (e.origin)
+            RedisModule_ReplyWithLongLong(ctx, (long long)e.origin);
+    }
+}
+
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 4)
@@ -600,7 +849,7 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     }
     uint64_t added = 0;
     RedisModuleStreamID last = {0, 0};
-    if (stream_counters(ctx, argv[1], &added, &last) < 0) {
+    if (log_counters(ctx, lk, argv[1], slot, epoch, &added, &last) < 0) {
         RedisModule_CloseKey(lk);
         return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
     }
@@ -634,75 +883,11 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
         }
         break;
     }
-    RedisModule_ReplyWithArray(ctx, 3);
-    crdtm_pos_t next = {
-        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start.ms, .seq = start.seq, .offset = base};
-    /* The entries come first in the stream but last in the reply: keep them in a nested reply
-     * built after the position is known. Stream iteration is cheap; iterate twice. */
-    long n = 0;
-    if (pos.kind != CRDTM_POS_END &&
-        RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
-                                        from_first ? NULL : &start, NULL) == REDISMODULE_OK) {
-        RedisModuleStreamID id;
-        while (n < count && next_entry_id(lk, &id)) {
-            n++;
-            next.ms = id.ms;
-            next.seq = id.seq;
-        }
-        RedisModule_StreamIteratorStop(lk);
-    }
-    next.offset = base + (uint64_t)n;
-    if (next.offset == 0) {
-        RedisModule_ReplyWithSimpleString(ctx, "0");
-    } else {
-        char ptxt[CRDTM_POS_TEXT_MAX];
-        size_t pl = crdtm_pos_format(&next, ptxt);
-        RedisModule_ReplyWithStringBuffer(ctx, ptxt, pl);
-    }
-    RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
-    RedisModule_ReplyWithArray(ctx, n);
-    if (n &&
-        RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
-                                        from_first ? NULL : &start, NULL) == REDISMODULE_OK) {
-        RedisModuleStreamID id;
-        long nf;
-        for (long i = 0; i < n && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK;
-             i++) {
-            /* The iterator makes new strings (no auto memory here): each is freed below. */
-            RedisModuleString *ev = NULL, *f, *v;
-            while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
-                size_t fl;
-                const char *fp = RedisModule_StringPtrLen(f, &fl);
-                if (fl == 1 && fp[0] == 'e' && !ev)
-                    ev = v;
-                else
-                    RedisModule_FreeString(ctx, v);
-                RedisModule_FreeString(ctx, f);
-            }
-            /* an entry not of the module's making (an XADD by hand) has no key and delta */
-            crdtm_entry_t e = {0};
-            size_t el = 0;
-            const char *ep = ev ? RedisModule_StringPtrLen(ev, &el) : NULL;
-            bool valid = ep && crdtm_entry_decode(ep, el, &e) == 0;
-            char idtext[ID_TEXT_MAX];
-            size_t il = format_id(idtext, &id);
-            /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
-            RedisModule_ReplyWithArray(ctx, e.origin ? 4 : 3);
-            RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
-            if (valid) {
-                RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
-                RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
-            } else {
-                RedisModule_ReplyWithNull(ctx);
-                RedisModule_ReplyWithNull(ctx);
-            }
-            if (e.origin)
-                RedisModule_ReplyWithLongLong(ctx, (long long)e.origin);
-            if (ev)
-                RedisModule_FreeString(ctx, ev);
-        }
-        RedisModule_StreamIteratorStop(lk);
-    }
+    /* The entries come first in the stream but last in the reply: collected in one walk, then
+     * replied after the position they end at. */
+    long n = pos.kind != CRDTM_POS_END ? collect(ctx, lk, from_first, &start, count) : 0;
+    read_reply(ctx, epoch, &start, base, truncated, n);
+    rd_release(ctx, n);
     RedisModule_CloseKey(lk);
     return REDISMODULE_OK;
 }
@@ -750,6 +935,49 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                       crdtm_pos_parse(ptext, plen, &pos, &why) == 0;
         RedisModuleKey *lk = parsed ? RedisModule_OpenKey(ctx, argv[i], REDISMODULE_READ) : NULL;
         if (lk && RedisModule_KeyType(lk) == REDISMODULE_KEYTYPE_STREAM) {
+            const log_ent_t *le = NULL;
+            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch)
+                le = registry_find(slot, epoch);
+            if (le && le->valid && le->tail && le->db == RedisModule_GetSelectedDb(ctx) &&
+                pos.offset == le->added && pos.ms == le->last.ms && pos.seq == le->last.seq &&
+                RedisModule_ValueLength(lk) <= le->added) {
+                /* at the last entry, by the counters the module keeps: nothing new, no seek */
+                RedisModule_CloseKey(lk);
+                continue;
+            }
+            uint64_t added;
+            RedisModuleStreamID glast;
+            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch &&
+                log_counters(ctx, lk, argv[i], slot, epoch, &added, &glast) == 0) {
+                /* A position LOG.READ would not call truncated: its reply from one walk (the
+                 * entries after the position, up to what the budget has left), here. */
+                uint64_t length = RedisModule_ValueLength(lk);
+                uint64_t trimmed = added >= length ? added - length : 0;
+                RedisModuleStreamID at = {pos.ms, pos.seq};
+                if (!(pos.offset > added || id_cmp(&at, &glast) > 0 || pos.offset < trimmed)) {
+                    long got = collect(ctx, lk, false, &at, left);
+                    bool past_end = false;
+                    if (got == 0) {
+                        /* after the last entry (it was deleted): in the reply, as before */
+                        RedisModuleStreamID tl;
+                        if (RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_REVERSE,
+                                                            NULL, NULL) == REDISMODULE_OK) {
+                            past_end = next_entry_id(lk, &tl) && id_cmp(&at, &tl) > 0;
+                            RedisModule_StreamIteratorStop(lk);
+                        }
+                    }
+                    if (got || past_end) {
+                        RedisModule_ReplyWithArray(ctx, 2);
+                        RedisModule_ReplyWithString(ctx, argv[i]);
+                        read_reply(ctx, epoch, &at, pos.offset, false, got);
+                        left -= got ? got : left;
+                        n++;
+                    }
+                    rd_release(ctx, got);
+                    RedisModule_CloseKey(lk);
+                    continue;
+                }
+            }
             if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch) {
                 RedisModuleStreamID at = {pos.ms, pos.seq}, last = {0, 0}, id;
                 bool have_last = false;
@@ -800,8 +1028,36 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* ---- load and INFO -------------------------------------------------------------------------- */
 
+/* Server events after which keys are other keys without a notification per key (Redis 7.0
+ * numbers; redismodule.h declares only FLUSHDB, which rsx.c holds: a module has one callback per
+ * event, so FLUSHDB is not subscribed here; after a flush a log's key is gone, and whatever
+ * creates it again notifies). */
+#define LOG_EVENT_LOADING 3
+#define LOG_EVENT_SWAPDB 11
+#define LOG_EVENT_REPL_ASYNC_LOAD 14
+
+static void on_keys_replaced(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
+                             void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)subevent;
+    (void)data;
+    registry_invalidate_all();
+}
+
 int crdtm_log_init(RedisModuleCtx *ctx)
 {
+    static const uint64_t events[] = {LOG_EVENT_LOADING, LOG_EVENT_SWAPDB,
+                                      LOG_EVENT_REPL_ASYNC_LOAD};
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+        RedisModuleEvent ev = {events[i], 1};
+        if (RedisModule_SubscribeToServerEvent(ctx, ev, on_keys_replaced) != REDISMODULE_OK) {
+            RedisModule_Log(ctx, "warning", "crdt: cannot subscribe to server event %llu",
+                            (unsigned long long)events[i]);
+            return -1;
+        }
+    }
     if (crdtm_slot_tags(slot_tag) < 0) {
         RedisModule_Log(ctx, "warning", "crdt: no hash tag found for some slot");
         return -1;
@@ -833,4 +1089,5 @@ void crdtm_log_info(RedisModuleInfoCtx *ctx)
     RedisModule_InfoAddFieldULongLong(ctx, "log_created", log_stats.created);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trims", log_stats.trims);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trimmed_entries", log_stats.trimmed);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_counter_reads", log_stats.counter_reads);
 }

@@ -597,6 +597,182 @@ static void test_poll(void)
     rh_stop(&S);
 }
 
+/* CRDT.LOG.READ's counters (entries-added, last-generated-id), which the module keeps itself, agree
+ * with XINFO STREAM after every way a log can change: the module's appends, another client's XADD,
+ * XDEL, XTRIM, XSETID, RESTORE, MULTI, DEBUG RELOAD, COPY and SWAPDB, and on a replica. */
+static bool counters_agree(rh_server_t *s, const char *name, const char *what)
+{
+    redisReply *r = rh_cmd(s, "CRDT.LOG.READ %s $ 1", name);
+    redisReply *x = rh_cmd(s, "XINFO STREAM %s", name);
+    long long added = -1, len = -1;
+    char last[48] = "?", want[128] = "", got[CRDTM_POS_TEXT_MAX] = "?";
+    for (size_t i = 0; x && x->type == REDIS_REPLY_ARRAY && i + 1 < x->elements; i += 2) {
+        const char *f = x->element[i]->str;
+        if (!strcmp(f, "entries-added"))
+            added = x->element[i + 1]->integer;
+        else if (!strcmp(f, "length"))
+            len = x->element[i + 1]->integer;
+        else if (!strcmp(f, "last-generated-id"))
+            snprintf(last, sizeof(last), "%s", x->element[i + 1]->str);
+    }
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        snprintf(got, sizeof(got), "%s", r->element[0]->str);
+        if (added > 0)
+            snprintf(want, sizeof(want), "%.16s:%s:%lld", got, last, added);
+        else
+            snprintf(want, sizeof(want), "0");
+    }
+    bool end_ok = !strcmp(got, want);
+    if (r)
+        freeReplyObject(r);
+    if (x)
+        freeReplyObject(x);
+    /* from the start: every entry kept, "truncated" exactly when some were removed */
+    readres_t f = {0};
+    log_read(s, name, "0", 10000, NULL, &f);
+    const char *off = strrchr(f.pos, ':');
+    bool start_ok = f.n == len && !strcmp(f.status, added > len ? "truncated" : "ok") &&
+                    (len == 0 || (off && atoll(off + 1) == added));
+    ok(end_ok && start_ok, "%s: $ is %s (XINFO: %s), from 0 %ld entries %s (XLEN %lld)", what, got,
+       want, f.n, f.status, len);
+    return end_ok && start_ok;
+}
+
+static void test_counters(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 5", NULL) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 3; i++)
+        rh_int(rh_cmd(&S, "CRDT.SADD {c}k a%d", i));
+    char name[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&S, "{c}k", name) == 0, "the log of {c}k");
+    counters_agree(&S, name, "after the module's appends");
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a3"));
+    counters_agree(&S, name, "after one more");
+    is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 0,
+           "the module's own appends need no XINFO");
+    free(rh_str(rh_cmd(&S, "XADD %s 99999999999999-5 e junk", name), NULL));
+    counters_agree(&S, name, "after another client's XADD");
+    is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1, "which took one XINFO");
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a4"));
+    counters_agree(&S, name, "a module append after it");
+    char before_del[CRDTM_POS_TEXT_MAX];
+    {
+        readres_t e = {0};
+        log_read(&S, name, "0", 10000, NULL, &e);
+        snprintf(before_del, sizeof(before_del), "%s", e.pos);
+        redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", name, before_del);
+        ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 1,
+           "POLL from the last entry: left out");
+        if (p)
+            freeReplyObject(p);
+    }
+    redisReply *last = rh_cmd(&S, "XREVRANGE %s + - COUNT 1", name);
+    if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 1)
+        rh_int(rh_cmd(&S, "XDEL %s %s", name, last->element[0]->element[0]->str));
+    if (last)
+        freeReplyObject(last);
+    counters_agree(&S, name, "after XDEL of the last entry");
+    {
+        /* read to the end before XDEL, POLL from there: left out (the same answer as a seek
+         * finding no entry after it) while the entry was there, in the reply with no entry now
+         * that the position is past the last entry */
+        redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", name, before_del);
+        ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+               p->element[0]->element[1]->element[2]->elements == 0 &&
+               !strcmp(p->element[0]->element[1]->element[1]->str, "ok"),
+           "POLL from the deleted last entry: in the reply, no entries, ok");
+        if (p)
+            freeReplyObject(p);
+    }
+    rh_int(rh_cmd(&S, "XTRIM %s MAXLEN 2", name));
+    counters_agree(&S, name, "after XTRIM MAXLEN 2");
+    is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1,
+           "XDEL and XTRIM change neither counter: no XINFO");
+    free(rh_str(rh_cmd(&S, "XSETID %s 99999999999999-100 ENTRIESADDED 50", name), NULL));
+    counters_agree(&S, name, "after XSETID ... ENTRIESADDED 50");
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a5"));
+    counters_agree(&S, name, "a module append after it");
+    size_t dl;
+    char *dump = rh_str(rh_cmd(&S, "DUMP %s", name), &dl);
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a6"));
+    counters_agree(&S, name, "before RESTORE of an older copy");
+    free(
+        rh_str(rh_cmd(&S, "RESTORE %s 0 %b REPLACE", name, dump ? dump : "", dump ? dl : 0), NULL));
+    free(dump);
+    counters_agree(&S, name, "after RESTORE REPLACE of the older copy");
+    free(rh_str(rh_cmd(&S, "MULTI"), NULL));
+    free(rh_str(rh_cmd(&S, "XADD %s * e junk", name), NULL));
+    free(rh_str(rh_cmd(&S, "CRDT.SADD {c}k a7"), NULL));
+    redisReply *ex = rh_cmd(&S, "EXEC");
+    if (ex)
+        freeReplyObject(ex);
+    counters_agree(&S, name, "after XADD and a module append in one MULTI");
+    free(rh_str(rh_cmd(&S, "DEBUG RELOAD"), NULL));
+    counters_agree(&S, name, "after DEBUG RELOAD");
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a8"));
+    counters_agree(&S, name, "a module append after it");
+    /* the same name in db 1 (COPY), db 0 written on, then the dbs swapped */
+    rh_int(rh_cmd(&S, "COPY %s %s DB 1", name, name));
+    counters_agree(&S, name, "after COPY to db 1");
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a9"));
+    counters_agree(&S, name, "db 0 written on");
+    free(rh_str(rh_cmd(&S, "SWAPDB 0 1"), NULL));
+    counters_agree(&S, name, "after SWAPDB 0 1 (db 0 holds the older copy)");
+    free(rh_str(rh_cmd(&S, "SELECT 1"), NULL));
+    counters_agree(&S, name, "db 1 (the newer copy)");
+    free(rh_str(rh_cmd(&S, "SELECT 0"), NULL));
+    /* a replica: CRDT.LOG.APPLY and XADD (CRDT.MERGE's entry) */
+    rh_server_t R;
+    char port[16];
+    snprintf(port, sizeof(port), "%d", S.port);
+    const char *rep[] = {"--replicaof", "127.0.0.1", port, NULL};
+    if (rh_start(&R, NULL, "node-id 6", rep) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 200; i++) {
+        char *info = rh_str(rh_cmd(&R, "INFO replication"), NULL);
+        bool up = info && strstr(info, "master_link_status:up");
+        free(info);
+        if (up)
+            break;
+        rh_sleep_ms(50);
+    }
+    counters_agree(&R, name, "on a replica after its sync");
+    for (int i = 0; i < 5; i++)
+        rh_int(rh_cmd(&S, "CRDT.SADD {c}k b%d", i));
+    size_t slen;
+    char *st = rh_str(rh_cmd(&S, "CRDT.STATE {c}k"), &slen);
+    rh_int(rh_cmd(&S, "CRDT.MERGE {c}k2 %b", st ? st : "", st ? slen : 0));
+    free(st);
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k b9"));
+    is_int(rh_int(rh_cmd(&S, "WAIT 1 10000")), 1, "WAIT 1");
+    counters_agree(&S, name, "the primary after the writes");
+    counters_agree(&R, name, "the replica after CRDT.LOG.APPLY and XADD");
+    /* past log-max-len (256) and its slack: trimmed on the primary, the trim replicated */
+    long long trims = rh_info_field(&S, "crdt", "crdt_log_trims");
+    for (int i = 0; i < 400; i++)
+        rh_int(rh_cmd(&S, "CRDT.SADD {c}k t%d", i));
+    is_int(rh_int(rh_cmd(&S, "WAIT 1 10000")), 1, "WAIT 1 after 400 more");
+    long long lp = rh_int(rh_cmd(&S, "XLEN %s", name)), lr = rh_int(rh_cmd(&R, "XLEN %s", name));
+    ok(rh_info_field(&S, "crdt", "crdt_log_trims") > trims && lp >= 256 && lp <= 256 + 64 &&
+           lr == lp,
+       "trimmed to 256..320 entries (%lld), the replica holds as many (%lld)", lp, lr);
+    redisReply *fp = rh_cmd(&S, "XRANGE %s - + COUNT 1", name);
+    redisReply *fr = rh_cmd(&R, "XRANGE %s - + COUNT 1", name);
+    ok(fp && fr && fp->elements == 1 && fr->elements == 1 &&
+           !strcmp(fp->element[0]->element[0]->str, fr->element[0]->element[0]->str),
+       "and the same first entry");
+    if (fp)
+        freeReplyObject(fp);
+    if (fr)
+        freeReplyObject(fr);
+    counters_agree(&S, name, "the primary after trims");
+    counters_agree(&R, name, "the replica after trims");
+    rh_stop(&R);
+    rh_stop(&S);
+}
+
 /* The entry value's codec (logpos.c): round trips and every malformed form refused. */
 static void test_entry_codec(void)
 {
@@ -655,6 +831,7 @@ int main(void)
     test_trim_policies();
     test_origin();
     test_poll();
+    test_counters();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();
