@@ -31,7 +31,8 @@
 #endif
 
 #define NAPPLY 3000 /* per burst: about 25 batches of 16 KiB */
-#define BIG 87000 /* base64 of a 65250-byte timeline member (limit 65536): a 64-bit frame length */
+#define BIG 87000   /* base64 of a 65250-byte timeline member (limit 65536): a 64-bit frame length \
+                     */
 
 /* ---- the checking proxy (ws:// only) -------------------------------------------------------- */
 
@@ -277,8 +278,8 @@ static void run_client(const char *what, crdtc_loop_t *loop, int port, bool tls)
     crdtc_connect(c);
     bool acked = RUN_UNTIL(loop, t.acks >= NAPPLY || t.errors || t.closes, 30000);
     ok(acked && t.acks == NAPPLY && !t.errors && !t.closes,
-       "%s: all %d sent on connect and acked (%d acks, %d errors '%s' %s, %d closes)", what,
-       NAPPLY, t.acks, t.errors, t.last_error, t.last_error_msg, t.closes);
+       "%s: all %d sent on connect and acked (%d acks, %d errors '%s' %s, %d closes)", what, NAPPLY,
+       t.acks, t.errors, t.last_error, t.last_error_msg, t.closes);
 
     /* a burst made in one go while connected, with a frame over the batch bound in the middle
      * (written alone, with a 64-bit length) */
@@ -299,8 +300,8 @@ static void run_client(const char *what, crdtc_loop_t *loop, int port, bool tls)
     want += more + more2;
     acked = RUN_UNTIL(loop, t.acks >= 3 * NAPPLY + 1 || t.errors || t.closes, 30000);
     ok(acked && t.acks == 3 * NAPPLY + 1 && !t.errors && !t.closes && !crdtc_pending(c),
-       "%s: every apply acked, none refused (%d acks, %d errors '%s' %s)", what, t.acks,
-       t.errors, t.last_error, t.last_error_msg);
+       "%s: every apply acked, none refused (%d acks, %d errors '%s' %s)", what, t.acks, t.errors,
+       t.last_error, t.last_error_msg);
     is_int(t.dup_acks, 0, "%s: each applied once (no duplicate acks)", what);
     bool sum = RUN_UNTIL(loop, counter_of(c, key) == want, 20000);
     ok(sum, "%s: the subscription brings back the sum of every increment (%lld, want %lld)", what,
