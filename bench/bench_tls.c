@@ -4,10 +4,15 @@
  * alternate between the two and the medians are compared (ratio wss / ws, target >= 0.8).
  *
  *   bench_tls CRDTD_BIN TLS_CERTS_SH [--runs 5] [--secs 2] [--window 16] [--coalesce] [--pin]
- *             [--ciphersuites TLS_CHACHA20_POLY1305_SHA256]
+ *             [--ciphersuites TLS_CHACHA20_POLY1305_SHA256] [--crdtc]
  *
  * --coalesce: the client writes the applies that answer acks which came together in one write
  * (one TLS record), as a pipelining client would; without it, one write (record) per apply.
+ * --crdtc: the client is the project's own, the crdtc library (gateway/client), on one loop per
+ * scheme (a TLS loop trusting the CA made here for wss://): each ack's callback makes the next
+ * apply, and crdtc writes the applies queued in a turn as one write (one TLS record), so this is
+ * the figure a crdtc application gets. Without it the client is the hand-written one below
+ * (--ciphersuites then applies to it only; crdtc's TLS is lws's defaults).
  * --pin (2+ CPUs): the client on CPU 0, the servers on CPU 1; on a machine shared with other
  * work this is noisier than letting the scheduler move them, so it is off by default.
  */
@@ -30,6 +35,9 @@
 #include <openssl/ssl.h>
 
 #include "http_client.h"
+#ifdef BENCH_TLS_CRDTC
+#include "crdtc.h"
+#endif
 
 typedef struct conn {
     int fd;
@@ -247,6 +255,89 @@ static double run(int port, SSL_CTX *ctx, double secs, int window, bool coalesce
     return (double)acked / dt;
 }
 
+#ifdef BENCH_TLS_CRDTC
+/* ---- the crdtc client (--crdtc) ------------------------------------------------------------- */
+
+typedef struct cb_state {
+    json_t *op;
+    const char *key;
+    unsigned long sent, acked;
+    bool refill; /* keep the window full (off while draining) */
+    bool failed;
+} cb_state_t;
+
+static void cb_ack(crdtc_t *c, const crdtc_ack_t *a, void *ud)
+{
+    (void)a;
+    cb_state_t *st = ud;
+    st->acked++;
+    /* the next apply at once: those answering one read of acks go out in one write */
+    if (st->refill && crdtc_apply_op(c, st->key, strlen(st->key), st->op) > 0)
+        st->sent++;
+}
+
+static void cb_error(crdtc_t *c, uint64_t id, const char *code, const char *msg, void *ud)
+{
+    (void)c, (void)id;
+    ((cb_state_t *)ud)->failed = true;
+    fprintf(stderr, "bench_tls: crdtc error %s: %s\n", code, msg ? msg : "");
+}
+
+static void cb_close(crdtc_t *c, int code, const char *reason, bool again, void *ud)
+{
+    (void)c, (void)again;
+    ((cb_state_t *)ud)->failed = true;
+    fprintf(stderr, "bench_tls: crdtc closed %d %s\n", code, reason ? reason : "");
+}
+
+/* Applies per second over `secs` through crdtc on loop l (TLS or not), window in flight. */
+static double run_crdtc(crdtc_loop_t *l, int port, bool tls, double secs, int window,
+                        unsigned long *ops_out)
+{
+    static int serial;
+    char id[32];
+    snprintf(id, sizeof(id), "bench-tls-%d", serial++);
+    cb_state_t st = {.key = "counter", .refill = true};
+    st.op = json_pack("{s:s,s:s,s:i}", "type", "pncounter", "op", "incr", "by", 1);
+    crdtc_config_t cfg = {.host = tls ? "localhost" : "127.0.0.1",
+                          .port = port,
+                          .client_id = id,
+                          .tls = tls,
+                          .no_reconnect = true,
+                          .cb = {.ack_cb = cb_ack, .error_cb = cb_error, .close_cb = cb_close},
+                          .ud = &st};
+    crdtc_t *c = crdtc_new(l, &cfg, NULL);
+    *ops_out = 0;
+    if (!c || crdtc_connect(c)) {
+        fprintf(stderr, "bench_tls: crdtc cannot connect to %d\n", port);
+        crdtc_free(c);
+        json_decref(st.op);
+        return 0;
+    }
+    double dl = now_s() + 10;
+    while (!crdtc_ready(c) && !st.failed && now_s() < dl)
+        crdtc_loop_service(l, 10);
+    double t0 = now_s(), end = t0 + secs;
+    for (int i = 0; i < window; i++)
+        if (crdtc_apply_op(c, st.key, strlen(st.key), st.op) > 0)
+            st.sent++;
+    while (!st.failed && now_s() < end)
+        crdtc_loop_service(l, 10);
+    double dt = now_s() - t0;
+    st.refill = false;
+    dl = now_s() + 10;
+    while (!st.failed && st.acked < st.sent && now_s() < dl)
+        crdtc_loop_service(l, 10);
+    unsigned long acked = st.acked;
+    crdtc_free(c);
+    for (int i = 0; i < 5; i++) /* the connection's teardown */
+        crdtc_loop_service(l, 1);
+    json_decref(st.op);
+    *ops_out = st.failed ? 0 : acked;
+    return st.failed ? 0 : (double)acked / dt;
+}
+#endif
+
 /* CPU seconds (user + system) the process has used so far, from /proc/PID/stat. */
 static double cpu_s(pid_t pid)
 {
@@ -331,16 +422,23 @@ int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: bench_tls CRDTD_BIN TLS_CERTS_SH [--runs N] [--secs S] "
-                        "[--window W] [--coalesce] [--pin] [--ciphersuites LIST]\n");
+                        "[--window W] [--coalesce] [--pin] [--ciphersuites LIST] [--crdtc]\n");
         return 2;
     }
     int runs = 5, window = 16;
     double secs = 2;
-    bool coalesce = false, pinning = false;
+    bool coalesce = false, pinning = false, use_crdtc = false;
     const char *suites = NULL; /* the client's TLS 1.3 suites, in order (the server follows) */
     for (int i = 3; i < argc; i += 2) {
         if (!strcmp(argv[i], "--coalesce")) {
             coalesce = true;
+            i--;
+        } else if (!strcmp(argv[i], "--crdtc")) {
+#ifndef BENCH_TLS_CRDTC
+            fprintf(stderr, "bench_tls: built without the crdtc library\n");
+            return 2;
+#endif
+            use_crdtc = true;
             i--;
         } else if (!strcmp(argv[i], "--pin")) {
             pinning = true;
@@ -395,19 +493,32 @@ int main(int argc, char **argv)
         return 2;
     }
 
+#ifdef BENCH_TLS_CRDTC
+    crdtc_loop_t *lplain = use_crdtc ? crdtc_loop_new() : NULL;
+    crdtc_loop_t *ltls = use_crdtc ? crdtc_loop_new_tls(ca) : NULL;
+    if (use_crdtc && (!lplain || !ltls)) {
+        fprintf(stderr, "bench_tls: cannot make crdtc loops\n");
+        return 1;
+    }
+#define RUN(port, ctx_, tls_)                                                                      \
+    (use_crdtc ? run_crdtc((tls_) ? ltls : lplain, (port), (tls_), secs, window, &n)              \
+               : run((port), (ctx_), secs, window, coalesce, &n))
+#else
+#define RUN(port, ctx_, tls_) run((port), (ctx_), secs, window, coalesce, &n)
+#endif
     double ws[50], wss[50], cws[50], cwss[50], kws[50], kwss[50], rr[50];
     /* per apply: the wss:// server's read and write calls, each server's sleeps */
     double rwss[50], wwss[50], sws[50], swss[50];
     unsigned long n;
     for (int r = 0; r < runs; r++) { /* alternating, so drift on a shared machine hits both */
         double c0 = cpu_s(plain.pid), k0 = self_cpu_s(), s0 = sleeps(plain.pid), r0, w0, r1, w1;
-        ws[r] = run(plain.port, NULL, secs, window, coalesce, &n);
+        ws[r] = RUN(plain.port, NULL, false);
         cws[r] = n ? (cpu_s(plain.pid) - c0) * 1e6 / (double)n : 0;
         kws[r] = n ? (self_cpu_s() - k0) * 1e6 / (double)n : 0;
         sws[r] = n ? (sleeps(plain.pid) - s0) / (double)n : 0;
         c0 = cpu_s(tls.pid), k0 = self_cpu_s(), s0 = sleeps(tls.pid);
         io_calls(tls.pid, &r0, &w0);
-        wss[r] = run(tls.port, ctx, secs, window, coalesce, &n);
+        wss[r] = RUN(tls.port, ctx, true);
         cwss[r] = n ? (cpu_s(tls.pid) - c0) * 1e6 / (double)n : 0;
         kwss[r] = n ? (self_cpu_s() - k0) * 1e6 / (double)n : 0;
         io_calls(tls.pid, &r1, &w1);
@@ -432,9 +543,16 @@ int main(int argc, char **argv)
     printf("apply+ack, window %d%s, %d runs of %.1f s: median ws:// %.0f/s, wss:// %.0f/s, "
            "ratio wss/ws %.3f (median of the runs' ratios %.3f); server CPU per apply ws:// %.1f us, wss:// %.1f us, ratio "
            "ws/wss %.3f; client CPU per apply ws:// %.1f us, wss:// %.1f us\n",
-           window, coalesce ? " (client coalescing its writes)" : "", runs, secs, mws, mwss, mws > 0 ? mwss / mws : 0, rr[runs / 2], mc, mct,
+           window,
+           use_crdtc  ? " (client: crdtc)"
+           : coalesce ? " (client coalescing its writes)"
+                      : "", runs, secs, mws, mwss, mws > 0 ? mwss / mws : 0, rr[runs / 2], mc, mct,
            mct > 0 ? mc / mct : 0, kws[runs / 2], kwss[runs / 2]);
     SSL_CTX_free(ctx);
+#ifdef BENCH_TLS_CRDTC
+    crdtc_loop_free(lplain);
+    crdtc_loop_free(ltls);
+#endif
     crdtd_stop(&plain, SIGTERM, 5000);
     crdtd_stop(&tls, SIGTERM, 5000);
     rm_rf(dir);

@@ -1,10 +1,13 @@
 /* wsmsg.c - WebSocket message assembly, refcounted frames, the outbound queue and its writer */
 #include "wsmsg.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #define KEEP_BUFFER 65536 /* buffers above this are freed after each message */
+#define RND_POOL 256      /* random bytes read at a time for a client's frame masks */
 
 /* ---- the assembler -------------------------------------------------------------------------- */
 
@@ -228,11 +231,20 @@ void gw_wswriter_init(gw_wswriter_t *w, unsigned kind, bool client)
     w->client = client;
 }
 
-void gw_wswriter_free(gw_wswriter_t *w)
+/* Frees the private copy (a big message's is not kept between writes). */
+static void drop_copy(gw_wswriter_t *w)
 {
     free(w->copy);
     w->copy = NULL;
     w->cap = 0;
+}
+
+void gw_wswriter_free(gw_wswriter_t *w)
+{
+    drop_copy(w);
+    free(w->rnd);
+    w->rnd = NULL;
+    w->rnd_at = 0;
 }
 
 /* lws_write of p[0..n) (LWS_PRE writable bytes before p), then the writer's bookkeeping */
@@ -241,7 +253,7 @@ static int write_out(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n)
     int rc = lws_write(wsi, p, n, w->kind == GW_WS_BINARY ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     /* the copy of a big message is not kept */
     if (w->cap > KEEP_BUFFER)
-        gw_wswriter_free(w);
+        drop_copy(w);
     if (rc < (int)n)
         return -1;
     w->messages++;
@@ -319,10 +331,54 @@ int gw_ws_batch_add(gw_wswriter_t *w, const void *head, size_t hlen, const gw_fr
     return gw_ws_batch_add_as(w, w->kind, head, hlen, f);
 }
 
+/* Four fresh random bytes (a frame's masking key) into key; 0 or -1 when the kernel gave none. */
+static int next_mask(gw_wswriter_t *w, uint8_t key[4])
+{
+    if (!w->rnd && !(w->rnd = malloc(RND_POOL)))
+        return -1;
+    if (!w->rnd_at) { /* empty (or used up): refill */
+        size_t got = 0;
+        while (got < RND_POOL) {
+            ssize_t r = getrandom(w->rnd + got, RND_POOL - got, 0);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                return -1;
+            got += (size_t)r;
+        }
+        w->rnd_at = 0;
+    }
+    memcpy(key, w->rnd + w->rnd_at, 4); /* each key once: the pool is refilled when used up */
+    w->rnd_at = (w->rnd_at + 4) % RND_POOL;
+    return 0;
+}
+
+/* dst[i] = src[i] ^ key[i % 4], eight bytes at a time where it can */
+static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key[4])
+{
+    uint64_t k8;
+    uint8_t kk[8];
+    memcpy(kk, key, 4);
+    memcpy(kk + 4, key, 4);
+    memcpy(&k8, kk, 8);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v;
+        memcpy(&v, src + i, 8);
+        v ^= k8;
+        memcpy(dst + i, &v, 8);
+    }
+    for (; i < n; i++)
+        dst[i] = src[i] ^ key[i & 3];
+}
+
 int gw_ws_batch_add_as(gw_wswriter_t *w, unsigned kind, const void *head, size_t hlen,
                        const gw_frame_t *f)
 {
-    size_t n = hlen + f->len, need = w->blen + 10 + n;
+    size_t n = hlen + f->len, need = w->blen + 14 + n;
+    uint8_t key[4];
+    if (w->client && next_mask(w, key))
+        return -1;
     if (need > w->cap) {
         size_t nc = w->cap ? w->cap : 4096;
         while (nc < need)
@@ -335,10 +391,26 @@ int gw_ws_batch_add_as(gw_wswriter_t *w, unsigned kind, const void *head, size_t
     }
     uint8_t *p = w->copy + LWS_PRE + w->blen;
     size_t fh = gw_ws_frame_head(p, kind, n);
-    if (hlen)
-        memcpy(p + fh, head, hlen);
-    if (f->len)
-        memcpy(p + fh + hlen, gw_frame_data(f), f->len);
+    if (w->client) {
+        /* RFC 6455 5.2/5.3: the MASK bit, the key after the length, the payload XORed with it */
+        p[1] |= 0x80;
+        memcpy(p + fh, key, 4);
+        fh += 4;
+        if (hlen)
+            mask_copy(p + fh, head, hlen, key);
+        if (f->len) {
+            /* the payload goes on where the head stopped in the key's cycle */
+            uint8_t k2[4];
+            for (int i = 0; i < 4; i++)
+                k2[i] = key[(hlen + (size_t)i) & 3];
+            mask_copy(p + fh + hlen, gw_frame_data(f), f->len, k2);
+        }
+    } else {
+        if (hlen)
+            memcpy(p + fh, head, hlen);
+        if (f->len)
+            memcpy(p + fh + hlen, gw_frame_data(f), f->len);
+    }
     w->blen += fh + n;
     w->bcount++;
     w->bytes += n;
@@ -355,7 +427,7 @@ int gw_ws_batch_write(gw_wswriter_t *w, struct lws *wsi)
     /* LWS_WRITE_RAW: the bytes are whole frames already; lws sends them as they are */
     int rc = lws_write(wsi, w->copy + LWS_PRE, n, LWS_WRITE_RAW);
     if (w->cap > KEEP_BUFFER)
-        gw_wswriter_free(w);
+        drop_copy(w);
     if (rc < (int)n)
         return -1;
     w->messages += count;

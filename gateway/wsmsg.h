@@ -13,7 +13,9 @@
  *   outbound bound of a peer link).
  * - gw_wswriter_t writes one frame per writable callback (gw_ws_write / gw_wsq_write_next) with
  *   the connection's lws_write flags. A dialled (client) connection's frames are masked by lws in
- *   place, so a frame someone else still holds is written from the writer's private copy.
+ *   place, so a frame someone else still holds is written from the writer's private copy. Or it
+ *   frames several messages itself into one write (gw_ws_batch_*), masking them when it is a
+ *   client's.
  *
  * Nothing here keeps a pointer to a wsi: calls take it as an argument.
  */
@@ -174,6 +176,8 @@ typedef struct gw_wswriter {
     uint64_t messages, bytes; /* written so far */
     size_t blen;              /* a batch being built in copy (gw_ws_batch_*): its bytes */
     unsigned bcount;          /* ... and its messages */
+    uint8_t *rnd;             /* a client's batches: random bytes for frame masks (getrandom) */
+    unsigned rnd_at;          /* ... of which this many are used */
 } gw_wswriter_t;
 
 /* gw_ws_write flags */
@@ -193,23 +197,28 @@ int gw_ws_write(gw_wswriter_t *w, struct lws *wsi, const void *head, size_t hlen
  * bytes before it; sole: no one else holds them and the caller drops them right after the write
  * (then a client connection may mask them in place too). 0 or -1 (close the connection). */
 int gw_ws_write_bytes(gw_wswriter_t *w, struct lws *wsi, uint8_t *p, size_t n, bool sole);
-/* ---- batches: many messages in one write (server connections) ------------------------------
+/* ---- batches: many messages in one write --------------------------------------------------
  * One lws_write per message costs one TLS record (and one SSL_write and send) per message, and
- * one writable callback, that is one loop turn, each. A server connection's frames are not
- * masked, so several whole messages can be framed here, back to back in the writer's copy, and
- * handed to lws as one raw write: one record for a turn's acks and changes. Only for connections
- * without extensions (crdtd offers none) and never for a dialled connection (its frames must be
- * masked). */
+ * one writable callback, that is one loop turn, each. Several whole messages can instead be
+ * framed here, back to back in the writer's copy, and handed to lws as one raw write: one record
+ * for a turn's acks and changes (a server's) or applies (a client's). A server writer's frames go
+ * unmasked; a client writer (a dialled connection, gw_wswriter_init's client) masks each frame as
+ * RFC 6455 section 5.3 requires, with a fresh 4-byte key per frame from the kernel's random
+ * source (getrandom(2), as lws's own masks come from /dev/urandom), read 256 bytes at a time. Only
+ * for connections without extensions (crdtd and crdtc offer none): the bytes bypass lws's
+ * framing, so they must not be interleaved with a message lws is still in the middle of (a
+ * connection that batches writes every data message through a batch). */
 
 /* Largest batch: one TLS record's plaintext (a message bigger than this goes on its own). */
 #define GW_WS_BATCH_MAX 16384
 /* The header of an unmasked final frame of kind (GW_WS_TEXT / GW_WS_BINARY) carrying len payload
  * bytes, into out (at least 10 bytes); its length (2, 4 or 10). */
 size_t gw_ws_frame_head(uint8_t *out, unsigned kind, size_t len);
-/* Starts an empty batch in w (a server writer). */
+/* Starts an empty batch in w. */
 void gw_ws_batch_begin(gw_wswriter_t *w);
-/* Appends one message, head[0..hlen) followed by f's payload, framed with w's kind. 0 or -1 (out
- * of memory: the batch is left as it was). */
+/* Appends one message, head[0..hlen) followed by f's payload, framed with w's kind (and masked
+ * when w is a client's). 0 or -1 (out of memory, or no random bytes for a mask: the batch is left
+ * as it was). */
 int gw_ws_batch_add(gw_wswriter_t *w, const void *head, size_t hlen, const gw_frame_t *f);
 /* gw_ws_batch_add of a message of another kind than the writer's (GW_WS_TEXT or GW_WS_BINARY):
  * a session that sends text and binary messages batches both in one write. */

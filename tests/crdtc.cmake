@@ -28,3 +28,11 @@ crdtc_ws_test(test_ws_slow)
 crdtc_ws_test(test_ws_many)
 crdtc_ws_test(test_ws_cli LIBS crdtd_token)
 crdtc_ws_test(test_crdtc_bin) # binary crdt.v1 through crdtc (config.binary)
+# a turn's queued messages in one masked write: thousands of applies at once over ws:// (through a
+# proxy checking every frame's mask) and wss://
+if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/test_crdtc_batch.c)
+  find_package(Threads REQUIRED)
+  crdtc_ws_test(test_crdtc_batch LIBS Threads::Threads)
+  target_compile_definitions(test_crdtc_batch PRIVATE
+                             TLS_CERTS_SH="${PROJECT_SOURCE_DIR}/scripts/tls-certs.sh")
+endif()

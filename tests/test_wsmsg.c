@@ -217,10 +217,102 @@ static void test_batch(void)
     gw_frame_unref(e);
 }
 
+/* Reads one masked (client) frame at p[0..n) into out (unmasked; room for its payload): its
+ * opcode byte, key and payload length; the bytes it took, 0 when not a whole masked frame. */
+static size_t parse_masked(const uint8_t *p, size_t n, uint8_t *op, uint8_t key[4], uint8_t *out,
+                           size_t *plen)
+{
+    if (n < 2 || !(p[1] & 0x80))
+        return 0;
+    size_t len = p[1] & 0x7f, hl = 2;
+    if (len == 126) {
+        if (n < 4)
+            return 0;
+        len = ((size_t)p[2] << 8) | p[3];
+        hl = 4;
+    } else if (len == 127) {
+        if (n < 10)
+            return 0;
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = (len << 8) | p[2 + i];
+        hl = 10;
+    }
+    if (n < hl + 4 || n - hl - 4 < len)
+        return 0;
+    memcpy(key, p + hl, 4);
+    for (size_t i = 0; i < len; i++)
+        out[i] = p[hl + 4 + i] ^ key[i & 3];
+    *op = p[0];
+    *plen = len;
+    return hl + 4 + len;
+}
+
+static void test_client_batch(void)
+{
+    /* a client writer masks every frame (RFC 6455 5.3) with a key of its own; heads of every
+     * length modulo 4 (the payload's mask continues where the head's stopped), payloads of 7-,
+     * 16- and 64-bit lengths, and more frames than one pool of random bytes holds (64 keys) */
+    static uint8_t big[70000], out[70010];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (uint8_t)(i * 13 + 5);
+    size_t sizes[] = {0, 1, 5, 125, 126, 300, 65535, 65536, 69990};
+    gw_wswriter_t w;
+    gw_wswriter_init(&w, GW_WS_TEXT, true);
+    gw_ws_batch_begin(&w);
+    int nmsg = 0;
+    bool added = true;
+    for (int round = 0; round < 12; round++)
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++, nmsg++) {
+            gw_frame_t *f = gw_frame_copy(big, sizes[k]);
+            added &= f && gw_ws_batch_add(&w, "HDR", (size_t)(round % 4), f) == 0;
+            gw_frame_unref(f);
+        }
+    ok(added, "%d messages batched by a client writer", nmsg);
+    is_int(w.bcount, (long long)nmsg, "all counted");
+    const uint8_t *p = gw_ws_batch_data(&w);
+    size_t n = gw_ws_batch_len(&w), plen, used;
+    uint8_t op, key[4];
+    uint32_t keys[200];
+    int nf = 0, good = 0;
+    for (int round = 0; round < 12; round++)
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            size_t hl = (size_t)(round % 4);
+            used = parse_masked(p, n, &op, key, out, &plen);
+            if (!used)
+                break;
+            memcpy(&keys[nf++], key, 4);
+            good += op == 0x81 && plen == hl + sizes[k] && !memcmp(out, "HDR", hl) &&
+                    !memcmp(out + hl, big, sizes[k]);
+            p += used, n -= used;
+        }
+    is_int(nf, (long long)nmsg, "every frame has the MASK bit and a key");
+    is_int(good, (long long)nmsg, "every frame unmasks to its head and payload, FIN + text");
+    is_int(n, 0, "nothing after the last frame");
+    int same = 0;
+    for (int i = 0; i < nf; i++)
+        for (int j = 0; j < i; j++)
+            same += keys[i] == keys[j];
+    /* 108 random 32-bit keys: a repeat has odds of about 1 in 700,000 */
+    ok(same <= 1, "a fresh key per frame (%d repeats in %d)", same, nf);
+    gw_wswriter_t s;
+    gw_wswriter_init(&s, GW_WS_TEXT, false);
+    gw_ws_batch_begin(&s);
+    gw_frame_t *f = gw_frame_copy("abc", 3);
+    gw_ws_batch_add(&s, NULL, 0, f);
+    ok(gw_ws_batch_len(&s) == 5 && !(gw_ws_batch_data(&s)[1] & 0x80) &&
+           !memcmp(gw_ws_batch_data(&s) + 2, "abc", 3),
+       "a server writer's frames stay unmasked");
+    gw_frame_unref(f);
+    gw_wswriter_free(&s);
+    gw_wswriter_free(&w);
+}
+
 int main(void)
 {
     test_assembler();
     test_frames_and_queue();
     test_batch();
+    test_client_batch();
     return done_testing();
 }

@@ -18,7 +18,6 @@
 
 #define CRDTC_PROTOCOL CRDT_V1_PROTOCOL
 #define ID_RESERVE 1024 /* op ids reserved in the state file ahead of use */
-#define MAX_WRITES_PER_TURN 32
 
 typedef enum conn_state { ST_IDLE = 0, ST_CONNECTING, ST_OPEN, ST_READY } conn_state_t;
 
@@ -434,6 +433,10 @@ static outmsg_t *next_unsent(crdtc_t *c)
     return NULL;
 }
 
+/* Everything queued, control messages first, goes out framed and masked by us into one write
+ * (gw_ws_batch_*: one SSL_write and TLS record, one send) of at most GW_WS_BATCH_MAX bytes (a
+ * message bigger than that goes alone), instead of one lws_write, and one record, per message:
+ * an application that makes many applies in a turn pays the per-record cost once. */
 static int on_writeable(crdtc_t *c)
 {
     if (c->want_close) {
@@ -443,24 +446,45 @@ static int on_writeable(crdtc_t *c)
         snprintf(c->close_reason, sizeof(c->close_reason), "bye");
         return -1;
     }
-    for (int n = 0; n < MAX_WRITES_PER_TURN && !lws_send_pipe_choked(c->wsi); n++) {
-        gw_wsq_item_t it;
-        if (gw_wsq_pop(&c->ctl, &it)) {
-            int r = gw_ws_write(&c->w, c->wsi, NULL, 0, it.f, GW_WS_RELEASING);
-            gw_frame_unref(it.f);
-            if (r)
-                return -1;
-            continue;
-        }
-        outmsg_t *m;
-        if (c->state != ST_READY || !(m = next_unsent(c)))
-            return 0;
-        /* kept for a resend: written from the writer's copy (lws masks client frames in place) */
-        if (gw_ws_write(&c->w, c->wsi, NULL, 0, m->f, 0))
-            return -1;
-        m->sent = true;
+    if (lws_send_pipe_choked(c->wsi)) {
+        lws_callback_on_writable(c->wsi);
+        return 0;
     }
-    if (gw_wsq_len(&c->ctl) || (c->state == ST_READY && next_unsent(c)))
+    gw_ws_batch_begin(&c->w);
+    bool more = false;
+    outmsg_t *m = NULL;
+    for (;;) {
+        const gw_wsq_item_t *it = gw_wsq_peek(&c->ctl);
+        const gw_frame_t *f;
+        if (it) {
+            f = it->f;
+        } else {
+            /* the applies written on this connection are a prefix of the list (sent in order,
+             * appended at its tail, all unsent again on reconnect): go on after the last one */
+            m = m ? m->next : (c->state == ST_READY ? next_unsent(c) : NULL);
+            if (!m)
+                break;
+            f = m->f;
+        }
+        size_t have = gw_ws_batch_len(&c->w);
+        if (have && have + 14 + f->len > GW_WS_BATCH_MAX) {
+            more = true;
+            break;
+        }
+        /* copied into the batch: a kept apply's encoding is never masked in place */
+        if (gw_ws_batch_add(&c->w, NULL, 0, f))
+            return -1;
+        if (it) {
+            gw_wsq_item_t done;
+            gw_wsq_pop(&c->ctl, &done);
+            gw_frame_unref(done.f);
+        } else {
+            m->sent = true;
+        }
+    }
+    if (gw_ws_batch_write(&c->w, c->wsi))
+        return -1;
+    if (more)
         lws_callback_on_writable(c->wsi);
     return 0;
 }
