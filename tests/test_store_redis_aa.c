@@ -512,6 +512,80 @@ static bool same_through(crdt_store_t *a, crdt_store_t *b, const char *key)
     return same;
 }
 
+/* The peer engine closes a session from the callback that reports its step failed. When the
+ * failure is Redis going away, the close's own CRDT.RSX.CLOSE fails at once too, inside the
+ * close: the session must outlive that (a use after free ASan caught in test_redis_aa). */
+typedef struct close_in_cb {
+    crdt_store_t *st;
+    crdt_store_rsx_t *x;
+    step_res_t r;
+} close_in_cb_t;
+
+static void on_step_close(void *ud, int rc, const crdt_store_rsx_result_t *res)
+{
+    close_in_cb_t *c = ud;
+    on_step(&c->r, rc, res);
+    if (rc < 0) {
+        crdt_store_rsx_close(c->st, c->x);
+        c->x = NULL;
+    }
+}
+
+static void test_rsx_redis_gone(void)
+{
+    diag("a session whose Redis goes away, closed from its failure callback");
+    rh_server_t C = {0};
+    crdt_store_t *st = NULL;
+    if (rh_start(&C, NULL, "node-id 3", NULL) < 0 ||
+        !(st = open_store(C.port, 31, false, 0, NULL))) {
+        ok(0, "a store on a third redis-server");
+        rh_stop(&C);
+        return;
+    }
+    is_int(add_member(st, "gone:k", "m"), 1, "a key to reconcile");
+    crdt_rsx_config_t cfg;
+    crdt_rsx_config_init(&cfg);
+    close_in_cb_t c = {.st = st, .x = crdt_store_rsx_open(st, true, &cfg)};
+    ok(c.x != NULL, "a session opened");
+    if (!c.x) {
+        crdt_store_close(st);
+        rh_stop(&C);
+        return;
+    }
+    step(st, c.x, NULL, 0, &c.r);
+    ok(c.r.done_cb && c.r.rc == 0 && c.r.reply_len > 0, "its first step ran in the module");
+    /* the step's message is borrowed for the call, and the callback frees c.r.reply */
+    size_t n = c.r.reply_len;
+    uint8_t *msg = malloc(n ? n : 1);
+    if (n)
+        memcpy(msg, c.r.reply, n);
+    rh_kill(&C);
+    c.r.done_cb = false;
+    crdt_store_rsx_step(st, c.x, msg, n, on_step_close, &c);
+    wait_done(&c.r.done_cb);
+    free(msg);
+    ok(c.r.done_cb && c.r.rc < 0, "with Redis gone the next step fails (%s)", c.r.err);
+    ok(c.x == NULL, "and its callback closed the session");
+    ok(rh_restart(&C) == 0, "Redis back");
+    int rc = -1;
+    for (int i = 0; i < 100 && rc != 1; i++) {
+        rc = add_member(st, "gone:k2", "m");
+        if (rc != 1)
+            rh_sleep_ms(100);
+    }
+    is_int(rc, 1, "the store writes again");
+    crdt_store_rsx_t *x2 = crdt_store_rsx_open(st, true, &cfg);
+    step_res_t r2 = {0};
+    if (x2)
+        step(st, x2, NULL, 0, &r2);
+    ok(x2 && r2.done_cb && r2.rc == 0 && r2.reply_len > 0, "and runs a new session");
+    crdt_store_rsx_close(st, x2);
+    free(r2.reply);
+    free(c.r.reply);
+    crdt_store_close(st);
+    rh_stop(&C);
+}
+
 static void test_rsx_cluster(rh_server_t *B)
 {
     diag("anti-entropy between a 3-primary cluster (the session runs in the store over "
@@ -605,8 +679,7 @@ static bool common_keys(crdt_store_t *es, rh_server_t *S, int from, int count)
         redisReply *r = rh_cmd(S, "CRDT.MERGE %s %b", k, g.b.data, g.b.len);
         good = wrc >= 0 && g.rc >= 0 && g.b.len && r && r->type == REDIS_REPLY_INTEGER;
         if (!good)
-            diag("%s: write rc %d, get rc %d, merge reply type %d", k, wrc, g.rc,
-                 r ? r->type : -1);
+            diag("%s: write rc %d, get rc %d, merge reply type %d", k, wrc, g.rc, r ? r->type : -1);
         if (r)
             freeReplyObject(r);
         crdt_buf_free(&g.b);
@@ -620,9 +693,14 @@ static const struct {
     const char *name;
     unsigned flags;
 } ediff[] = {
-    {"e:1", CRDT_RSX_WE_HAVE}, {"e:2", CRDT_RSX_WE_HAVE}, {"e:3", CRDT_RSX_WE_HAVE},
-    {"r:1", CRDT_RSX_THEY_HAVE}, {"r:2", CRDT_RSX_THEY_HAVE}, {"r:3", CRDT_RSX_THEY_HAVE},
-    {"b:1", CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE}, {"b:2", CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE},
+    {"e:1", CRDT_RSX_WE_HAVE},
+    {"e:2", CRDT_RSX_WE_HAVE},
+    {"e:3", CRDT_RSX_WE_HAVE},
+    {"r:1", CRDT_RSX_THEY_HAVE},
+    {"r:2", CRDT_RSX_THEY_HAVE},
+    {"r:3", CRDT_RSX_THEY_HAVE},
+    {"b:1", CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE},
+    {"b:2", CRDT_RSX_WE_HAVE | CRDT_RSX_THEY_HAVE},
 };
 #define NEDIFF (sizeof(ediff) / sizeof(ediff[0]))
 
@@ -707,8 +785,8 @@ static void test_rsx_embedded(rh_server_t *S)
     ok(run_session(rs, es, &rr, &re), "Redis initiator, embedded responder");
     ok(names_ediff(&re, true) && names_ediff(&rr, false), "exactly the 8 keys too");
     size_t bytes3 = session_bytes;
-    diag("session bytes: %zu with %d common keys, %zu and %zu with %d", bytes1, N1, bytes2,
-         bytes3, N2);
+    diag("session bytes: %zu with %d common keys, %zu and %zu with %d", bytes1, N1, bytes2, bytes3,
+         N2);
     /* O(N) would be bytes per common key (with the fingerprints apart, every key differed:
      * about 60 bytes a key); O(d log N) for d = 8 is about a kilobyte (a third of it the first
      * message's estimator), and 16x the keys adds about log2(16) levels to a few ranges */
@@ -749,6 +827,7 @@ int main(void)
     test_seq_base(A.port);
     test_rsx(&A, &B);
     test_rsx_embedded(&A);
+    test_rsx_redis_gone();
     if (!rc_skip_reason())
         test_rsx_cluster(&B);
     rh_stop(&A);

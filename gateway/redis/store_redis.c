@@ -3684,7 +3684,11 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
             const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, sid};
             size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(sid)};
             snprintf(x->sid, sizeof(x->sid), "%s", sid);
+            /* held across the send: one that fails at once completes inside it, and would free
+             * x there when it was the last in flight */
+            x->inflight++;
             rsx_send(x, R_RSX_CLOSE, "CRDT.RSX.CLOSE", 3, argv, lens);
+            x->inflight--;
         }
         if (!x->inflight)
             rsx_free(x);
@@ -3885,13 +3889,16 @@ static void sr_rsx_close(crdt_store_t *st, crdt_store_rsx_t *x)
     (void)st;
     x->closed = true;
     x->cb = NULL;
+    /* held across the send: a send that fails at once (Redis down) completes inside it, and the
+     * completion frees a closed session once nothing is in flight */
+    x->inflight++;
     if (x->opened && !x->finished) {
         const char *argv[] = {"CRDT.RSX.CLOSE", SR_RSX_KEY, x->sid};
         size_t lens[] = {14, strlen(SR_RSX_KEY), strlen(x->sid)};
         x->finished = true;
         rsx_send(x, R_RSX_CLOSE, "CRDT.RSX.CLOSE", 3, argv, lens);
     }
-    if (!x->inflight)
+    if (--x->inflight == 0)
         rsx_free(x);
 }
 
