@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -303,6 +304,7 @@ int crdtd_start(crdtd_proc_t *p, const char *binary, const char *dir, const char
     for (int i = 0; args && args[i] && argc < 62; i++)
         argv[argc++] = args[i];
     argv[argc] = NULL;
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) {
         close(pipefd[0]);
@@ -310,6 +312,11 @@ int crdtd_start(crdtd_proc_t *p, const char *binary, const char *dir, const char
         return -1;
     }
     if (pid == 0) {
+        /* a test that dies (its watchdog, a crash) takes its servers with it: no crdtd is left
+         * running on the machine, holding ports and CPU */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
         int err = open(p->errlog, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (err >= 0)
             dup2(err, 2);
