@@ -14,9 +14,9 @@
  * (whose garbage collector costs it more than N malloc'd blocks cost here): run_log.
  * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y" (wall clock),
  * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
- * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes", "state_fnv Z",
- * and for the log variant "apply_log_ops_s", "merge_log_ops_s", "apply_log_cpu_ops_s",
- * "merge_log_cpu_ops_s", "log_fnv" (the log's checksum)
+ * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes",
+ * "state_fnv Z", and for the log variant "apply_log_ops_s", "merge_log_ops_s",
+ * "apply_log_cpu_ops_s", "merge_log_cpu_ops_s", "log_fnv" (the log's checksum)
  */
 #include <inttypes.h>
 #include <stdio.h>
