@@ -3,6 +3,11 @@
 # timeline apply (N adds into a timeline bounded to 1,000, each returning its encoded delta) and
 # merge (those N deltas joined into a fresh timeline), medians of R alternating runs, the ratio
 # wasm/native, by the wall clock and per second of each process's CPU time; and the size of what a page loads (crdt.wasm + crdt-wasm.js, gzip -9).
+# Two ways of keeping the N deltas, each the same on both sides: as N objects (apply, merge: N
+# Uint8Arrays in the JavaScript heap, N malloc'd blocks natively; the garbage collector's work on
+# N small objects is a cost that N blocks of malloc do not have), and appended to one growing byte
+# buffer (apply-log, merge-log: what a client that appends what it sends to a send buffer or a log
+# keeps; both logs are checked to be the same bytes). apply-drop: each delta dropped once made.
 #   bench/bench_wasm.sh [N] [R]      (defaults 200000 and 7; BUILD=build-rel, WASM_BUILD=build-wasm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +21,7 @@ cmake --build "$build" -j 2 --target bench_wasm_native >/dev/null
 scripts/build-wasm.sh "$wasm_build" >/dev/null
 wasm="$wasm_build/crdt.wasm"
 
-declare -a na nm wa wm nac nmc wac wmc nd wd
+declare -a na nm wa wm nac nmc wac wmc nd wd nla nlm wla wlm nlac nlmc wlac wlmc
 for ((i = 0; i < runs; i++)); do
   nat=$("$build/bench/bench_wasm_native" "$n")
   web=$(node bench/bench_wasm.mjs "$wasm" "$n")
@@ -36,6 +41,16 @@ for ((i = 0; i < runs; i++)); do
   wmc+=("$(awk '/merge_cpu_ops_s/ {print $2}' <<<"$web")")
   nd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$nat")")
   wd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$web")")
+  if [ "$(awk '/log_fnv/ {print $2}' <<<"$nat")" != "$(awk '/log_fnv/ {print $2}' <<<"$web")" ]; then
+    echo "bench_wasm: native and wasm logged different deltas" >&2
+    exit 1
+  fi
+  for v in la:apply_log_ops_s lm:merge_log_ops_s lac:apply_log_cpu_ops_s lmc:merge_log_cpu_ops_s; do
+    declare -n nv="n${v%%:*}" wv="w${v%%:*}"
+    nv+=("$(awk -v k="${v#*:}" '$1 == k {print $2}' <<<"$nat")")
+    wv+=("$(awk -v k="${v#*:}" '$1 == k {print $2}' <<<"$web")")
+    unset -n nv wv
+  done
   if [ "$(awk '/drop_bytes/ {print $2}' <<<"$nat")" != "$(awk '/drop_bytes/ {print $2}' <<<"$web")" ]; then
     echo "bench_wasm: the dropped deltas differ in length between native and wasm" >&2
     exit 1
@@ -54,12 +69,22 @@ printf '  %-8s %14.0f %14.0f %7.2fx\n' merge "$mnmc" "$mwmc" "$(awk -v a="$mwmc"
 mnd=$(median "${nd[@]}"); mwd=$(median "${wd[@]}")
 printf '  %-8s %14.0f %14.0f %7.2fx   (apply again, each delta dropped once made: no heap of N deltas)\n' \
   "apply-drop" "$mnd" "$mwd" "$(awk -v a="$mwd" -v b="$mnd" 'BEGIN {print a / b}')"
+echo "the deltas appended to one byte buffer (apply-log, merge-log), same bytes on both sides:"
+for v in la:apply-log lm:merge-log; do
+  declare -n nv="n${v%%:*}" wv="w${v%%:*}" nc="n${v%%:*}c" wc="w${v%%:*}c"
+  a=$(median "${nv[@]}"); b=$(median "${wv[@]}"); c=$(median "${nc[@]}"); d=$(median "${wc[@]}")
+  printf '  %-10s %12.0f %12.0f %7.2fx   per CPU second %12.0f %12.0f %7.2fx\n' "${v#*:}" "$a" "$b" \
+    "$(awk -v a="$b" -v b="$a" 'BEGIN {print a / b}')" "$c" "$d" "$(awk -v a="$d" -v b="$c" 'BEGIN {print a / b}')"
+  unset -n nv wv nc wc
+done
 ratios() { local -n a=$1 b=$2; for ((i = 0; i < ${#a[@]}; i++)); do awk -v x="${a[i]}" -v y="${b[i]}" 'BEGIN {printf " %.2f", x / y}'; done; }
 echo "  single runs, apply:$(ratios wa na)"
 echo "  single runs, merge:$(ratios wm nm)"
 echo "  single runs, apply, CPU:$(ratios wac nac)"
 echo "  single runs, merge, CPU:$(ratios wmc nmc)"
 echo "  single runs, apply-drop, CPU:$(ratios wd nd)"
+echo "  single runs, apply-log:$(ratios wla nla)  CPU:$(ratios wlac nlac)"
+echo "  single runs, merge-log:$(ratios wlm nlm)  CPU:$(ratios wlmc nlmc)"
 
 js=gateway/client/js/crdt-wasm.js
 wz=$(gzip -9c "$wasm" | wc -c)

@@ -8,9 +8,15 @@
  * Each write goes into one reused delta object (crdt_timeline_add_into), encoded into one buffer
  * and copied into a block of its own, as crdt.wasm and crdt-wasm.js do it.
  * One untimed warm-up pass of min(N, 20000) first, as on the wasm side.
+ * Then the same apply and merge again with the deltas kept another way (the log variant): each
+ * appended to one growing byte buffer, the merge reading them from it. Both sides keep what they
+ * keep the same way there, where above the wasm side holds N Uint8Arrays in the JavaScript heap
+ * (whose garbage collector costs it more than N malloc'd blocks cost here): run_log.
  * Usage: bench_wasm_native N  -> prints "apply_ops_s X", "merge_ops_s Y" (wall clock),
  * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
- * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes", "state_fnv Z"
+ * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes",
+ * "state_fnv Z", and for the log variant "apply_log_ops_s", "merge_log_ops_s",
+ * "apply_log_cpu_ops_s", "merge_log_cpu_ops_s", "log_fnv" (the log's checksum)
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -107,6 +113,67 @@ static int run(size_t n, result_t *res)
     return 0;
 }
 
+/* The log variant (apply-log, merge-log): the same adds, each delta appended to one growing
+ * byte buffer, its end offset noted (what crdt-wasm.js's caller does with the Uint8Array it gets:
+ * appends it to one log, a send buffer, and drops it), then the deltas merged into a fresh
+ * timeline straight from that buffer. The encoding goes into one reused buffer and is copied onto
+ * the log's end, as on the wasm side. *fnv: the log's checksum, compared with the wasm side's. */
+static int run_log(size_t n, result_t *res, uint32_t *fnv)
+{
+    uint32_t *ends = calloc(n ? n : 1, sizeof *ends);
+    crdt_obj_t *tl = crdt_timeline_new(1000), *fresh = crdt_timeline_new(1000);
+    crdt_obj_t *delta = crdt_timeline_new(0);
+    crdt_buf_t b = {0}, log = {0};
+    if (!ends || !tl || !fresh || !delta)
+        return -1;
+    uint32_t x = 12345;
+    char member[32];
+
+    double t0 = now_s(), c0 = cpu_s();
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1664525u + 1013904223u;
+        double score = (double)i + (double)(x % 100) / 8.0;
+        int len = snprintf(member, sizeof member, "post:%zu", i);
+        int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+        if (rc < 0)
+            return -1;
+        if (rc == 1) {
+            b.len = 0;
+            if (crdt_obj_encode(delta, &b) < 0 || crdt_buf_append(&log, b.data, b.len) < 0)
+                return -1;
+        }
+        ends[i] = (uint32_t)log.len;
+    }
+    double t1 = now_s(), c1 = cpu_s();
+    for (size_t i = 0, start = 0; i < n; start = ends[i++])
+        if (ends[i] > start &&
+            crdt_obj_merge_encoded(fresh, log.data + start, ends[i] - start, NULL) < 0)
+            return -1;
+    double t2 = now_s(), c2 = cpu_s();
+
+    crdt_buf_t a = {0};
+    b.len = 0;
+    if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0 || a.len != b.len ||
+        fnv1a(a.data, a.len) != fnv1a(b.data, b.len)) {
+        fprintf(stderr, "bench_wasm_native: the logged deltas do not give the state\n");
+        return -1;
+    }
+    res->apply = (double)n / (t1 - t0);
+    res->merge = (double)n / (t2 - t1);
+    res->apply_cpu = (double)n / (c1 - c0);
+    res->merge_cpu = (double)n / (c2 - c1);
+    res->fnv = fnv1a(a.data, a.len);
+    *fnv = fnv1a(log.data, log.len);
+    free(ends);
+    crdt_buf_free(&a);
+    crdt_buf_free(&b);
+    crdt_buf_free(&log);
+    crdt_obj_free(tl);
+    crdt_obj_free(fresh);
+    crdt_obj_free(delta);
+    return 0;
+}
+
 /* The same adds into another timeline, each delta encoded and dropped (a client that sends each
  * and keeps none): ops per CPU second; *bytes the deltas' total length, compared with the wasm
  * side's. */
@@ -159,8 +226,19 @@ int main(int argc, char **argv)
     drop = drop < 0 ? drop : run_drop(n, &drop_bytes);
     if (drop < 0)
         return 1;
+    result_t l;
+    uint32_t log_fnv;
+    if (run_log(n < 20000 ? n : 20000, &l, &log_fnv) < 0 || run_log(n, &l, &log_fnv) < 0)
+        return 1;
+    if (l.fnv != r.fnv) {
+        fprintf(stderr, "bench_wasm_native: the log variant ends in another state\n");
+        return 1;
+    }
     printf("apply_ops_s %.0f\nmerge_ops_s %.0f\napply_cpu_ops_s %.0f\nmerge_cpu_ops_s %.0f\n"
            "apply_drop_cpu_ops_s %.0f\ndrop_bytes %zu\nstate_fnv %08" PRIx32 "\n",
            r.apply, r.merge, r.apply_cpu, r.merge_cpu, drop, drop_bytes, r.fnv);
+    printf("apply_log_ops_s %.0f\nmerge_log_ops_s %.0f\napply_log_cpu_ops_s %.0f\n"
+           "merge_log_cpu_ops_s %.0f\nlog_fnv %08" PRIx32 "\n",
+           l.apply, l.merge, l.apply_cpu, l.merge_cpu, log_fnv);
     return 0;
 }

@@ -51,6 +51,12 @@ test('key ids: text keys are their strings, other bytes round-trip as Uint8Array
   assert.deepEqual([...keyBytes(keyId(bom))], [...bom]);
   assert.notEqual(keyId(bom), keyId('a'));
   assert.throws(() => keyId('x\uD800'), /lone surrogate/);
+  // the scan for surrogates before the regular expressions: pairs and binary ids pass, a lone
+  // one anywhere is refused
+  assert.equal(keyId('feed:\u{1F600}'), 'feed:\u{1F600}');
+  assert.equal(keyId(keyId(bin)), keyId(bin));
+  assert.throws(() => keyId('\uDFFFfeed'), /lone surrogate/);
+  assert.throws(() => keyId('feed\uDC00'), /lone surrogate/);
   assert.throws(() => keyId(42), /string or a Uint8Array/);
 });
 
