@@ -292,6 +292,34 @@ int main(int argc, char **argv)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
         return 0;
     }
+    if (!strcmp(kind, "fuzz_tl_entries")) {
+        /* CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES replies as crdt.so writes them (%.17g scores,
+         * inf, -0, an empty and a binary member) and some it never writes */
+#define SEED(s)                                                                                    \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+        static const struct {
+            const char *p;
+            size_t len;
+        } seeds[] = {
+            SEED("*0\r\n"),
+            SEED("*4\r\n$1\r\nb\r\n$1\r\n2\r\n$1\r\na\r\n$19\r\n0.30000000000000004\r\n"),
+            SEED("*6\r\n$0\r\n\r\n$3\r\ninf\r\n$2\r\n\x00\xff\r\n$2\r\n-0\r\n$1\r\nz\r\n"
+                 "$24\r\n-1.7976931348623157e+308\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n$4\r\n-inf\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n$3\r\nnan\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n$4\r\n0x10\r\n"),
+            SEED("*1\r\n$1\r\nm\r\n"),
+            SEED("*2\r\n:1\r\n$1\r\n1\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n:1\r\n"),
+            SEED("$3\r\n1e5\r\n"),
+        };
+#undef SEED
+        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
+            write_file(dir, n++, seeds[i].p, seeds[i].len);
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_web")) {
         /* selector 0: a URL path; 1: a --cors-origin list; 2: "origin\nhost" */
         static const char *const seeds[] = {"0/", "0/app.js", "0/a/b/", "0/../etc/passwd",
