@@ -1662,86 +1662,6 @@ static bool tl_range_queries(crdt_store_t *st, const char *how)
     return all;
 }
 
-/* A child process forwarding connections on a free loopback port to the Redis at `port`, with
- * CRDT.TLRANGE and CRDT.TLRANGEBYSCORE renamed on the way (same length, other name): the real
- * server answers them "ERR unknown command", as a crdt.so without them would, and everything
- * else as it is. The port, or -1; *pid to kill. */
-static int rename_proxy_start(int port, pid_t *pid)
-{
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 8) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
-        return -1;
-    int lport = ntohs(a.sin_port);
-    fflush(stdout);
-    *pid = fork();
-    if (*pid < 0)
-        return -1;
-    if (*pid > 0) {
-        close(ls);
-        return lport;
-    }
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(60);
-    signal(SIGCHLD, SIG_IGN);
-    for (;;) {
-        int fd = accept(ls, NULL, NULL);
-        if (fd < 0)
-            _exit(0);
-        if (fork() != 0) {
-            close(fd);
-            continue;
-        }
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int up = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in t = {.sin_family = AF_INET,
-                                .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        if (up < 0 || connect(up, (struct sockaddr *)&t, sizeof(t)) < 0)
-            _exit(0);
-        redisReader *rd = redisReaderCreate();
-        char buf[65536];
-        for (;;) {
-            struct pollfd pf[2] = {{fd, POLLIN, 0}, {up, POLLIN, 0}};
-            if (poll(pf, 2, -1) < 0)
-                _exit(0);
-            if (pf[1].revents) {
-                ssize_t n = read(up, buf, sizeof(buf));
-                if (n <= 0 || write(fd, buf, (size_t)n) != n)
-                    _exit(0);
-            }
-            if (!pf[0].revents)
-                continue;
-            ssize_t n = read(fd, buf, sizeof(buf));
-            if (n <= 0)
-                _exit(0);
-            redisReaderFeed(rd, buf, (size_t)n);
-            void *rep = NULL;
-            while (redisReaderGetReply(rd, &rep) == REDIS_OK && rep) {
-                redisReply *cmd = rep;
-                const char *argv[64];
-                size_t lens[64];
-                size_t argc = cmd->type == REDIS_REPLY_ARRAY ? cmd->elements : 0;
-                for (size_t i = 0; i < argc && i < 64; i++)
-                    argv[i] = cmd->element[i]->str, lens[i] = cmd->element[i]->len;
-                char *verb = argc ? cmd->element[0]->str : NULL;
-                if (verb &&
-                    (!strcasecmp(verb, "CRDT.TLRANGE") || !strcasecmp(verb, "CRDT.TLRANGEBYSCORE")))
-                    verb[cmd->element[0]->len - 1] = 'X';
-                char *out = NULL;
-                int len = argc ? redisFormatCommandArgv(&out, (int)argc, argv, lens) : -1;
-                if (len > 0 && write(up, out, (size_t)len) != len)
-                    _exit(0);
-                redisFreeCommand(out);
-                freeReplyObject(rep);
-                rep = NULL;
-            }
-        }
-    }
-}
-
 /* ERR replies the server has given (errorstats). */
 static long long err_replies(rh_server_t *srv)
 {
@@ -1801,7 +1721,8 @@ static void test_tl_range(rh_server_t *srv)
 
     diag("tl_range over a Redis that does not know the commands (renamed by a proxy)");
     pid_t pid = 0;
-    int port = rename_proxy_start(srv->port, &pid);
+    static const char *const renamed[] = {"CRDT.TLRANGE", "CRDT.TLRANGEBYSCORE", NULL};
+    int port = rh_rename_proxy(srv->port, renamed, &pid);
     if (!ok(port > 0, "the renaming proxy")) {
         fake_stop(pid);
         return;
