@@ -290,11 +290,8 @@ int main(int argc, char **argv)
             "*2\r\n$2\r\n17\r\n*2\r\n$1\r\nx\r\n$1\r\ny\r\n", "*2\r\n$1\r\n0\r\n*0\r\n"};
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
-        return 0;
-    }
-    if (!strcmp(kind, "fuzz_tl_entries")) {
-        /* CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES replies as crdt.so writes them (%.17g scores,
-         * inf, -0, an empty and a binary member) and some it never writes */
+            /* CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES as crdt.so writes them (%.17g scores, inf,
+             * -0, an empty and a binary member) and some it never writes */
 #define SEED(s)                                                                                    \
     {                                                                                              \
         s, sizeof(s) - 1                                                                           \
@@ -302,7 +299,7 @@ int main(int argc, char **argv)
         static const struct {
             const char *p;
             size_t len;
-        } seeds[] = {
+        } ranges[] = {
             SEED("*0\r\n"),
             SEED("*4\r\n$1\r\nb\r\n$1\r\n2\r\n$1\r\na\r\n$19\r\n0.30000000000000004\r\n"),
             SEED("*6\r\n$0\r\n\r\n$3\r\ninf\r\n$2\r\n\x00\xff\r\n$2\r\n-0\r\n$1\r\nz\r\n"
@@ -316,8 +313,8 @@ int main(int argc, char **argv)
             SEED("$3\r\n1e5\r\n"),
         };
 #undef SEED
-        for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
-            write_file(dir, n++, seeds[i].p, seeds[i].len);
+        for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+            write_file(dir, n++, ranges[i].p, ranges[i].len);
         return 0;
     }
     if (!strcmp(kind, "fuzz_web")) {
