@@ -520,25 +520,36 @@ static bool verb_in(const char *verb, const char *const *verbs)
     return false;
 }
 
-int rh_rename_proxy(int port, const char *const *verbs, pid_t *pid)
+int rh_listen_fork(pid_t *pid, int *ls, unsigned seconds)
 {
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    *pid = -1;
+    *ls = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t al = sizeof(a);
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 8) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
+    if (*ls < 0 || bind(*ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(*ls, 8) < 0 ||
+        getsockname(*ls, (struct sockaddr *)&a, &al) < 0) {
+        if (*ls >= 0)
+            close(*ls);
         return -1;
-    int lport = ntohs(a.sin_port);
+    }
+    int port = ntohs(a.sin_port);
     fflush(stdout);
     *pid = fork();
-    if (*pid < 0)
-        return -1;
-    if (*pid > 0) {
-        close(ls);
-        return lport;
+    if (*pid != 0) {
+        close(*ls);
+        return *pid < 0 ? -1 : port;
     }
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(60);
+    alarm(seconds);
+    return 0;
+}
+
+int rh_rename_proxy(int port, const char *const *verbs, pid_t *pid)
+{
+    int ls;
+    int lport = rh_listen_fork(pid, &ls, 60);
+    if (*pid != 0)
+        return lport;
     signal(SIGCHLD, SIG_IGN);
     for (;;) {
         int fd = accept(ls, NULL, NULL);

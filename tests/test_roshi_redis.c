@@ -11,7 +11,6 @@
 #define _GNU_SOURCE /* memmem */
 #include "tap.h"
 
-#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,22 +37,10 @@ static const char *b64n(const void *p, size_t n)
     return o;
 }
 
-/* A roshi cursor (common/cursor.go) for a query string: the decimal uint64 of the score's bits,
- * 'A', the member in URL-safe base64 with its '=' padding percent-encoded. */
+/* A roshi cursor for a query string. */
 static const char *cursor(double score, const void *m, size_t mlen)
 {
-    static char bufs[4][256];
-    static int k;
-    char *o = bufs[k++ % 4];
-    uint64_t bits;
-    memcpy(&bits, &score, sizeof(bits));
-    int w = snprintf(o, 256, "%" PRIu64 "A", bits);
-    char enc[200];
-    size_t n = mlen <= 140 ? crdt_base64_encode_into(enc, m, mlen, CRDT_B64_URL) : 0;
-    for (size_t i = 0; i < n && w < 240; i++)
-        w += enc[i] == '=' ? snprintf(o + w, 256 - (size_t)w, "%%3D")
-                           : snprintf(o + w, 256 - (size_t)w, "%c", enc[i]);
-    return o;
+    return hc_roshi_cursor(score, m, mlen, true);
 }
 
 typedef struct bytes {

@@ -204,6 +204,18 @@ static crdt_store_t *open_store(const char *url, const crdt_store_redis_config_t
     return st;
 }
 
+/* A store over srv, ready (a test point says so), or NULL. */
+static crdt_store_t *open_server(rh_server_t *srv)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_t *st = open_store(url, NULL);
+    if (ok(st && crdt_store_redis_ready(st) == 1, "open %s", url))
+        return st;
+    crdt_store_close(st);
+    return NULL;
+}
+
 static void sw(crdt_store_t *st, const char *key, const crdt_mut_t *m, res_t *r)
 {
     res_reset(r);
@@ -1025,23 +1037,10 @@ static void fake_answer(int fd, fake_mode_t mode, const redisReply *cmd)
 /* A child process serving `mode` on a free loopback port; *pid to kill. */
 static int fake_start(fake_mode_t mode, pid_t *pid)
 {
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 8) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
-        return -1;
-    int port = ntohs(a.sin_port);
-    fflush(stdout);
-    *pid = fork();
-    if (*pid < 0)
-        return -1;
-    if (*pid > 0) {
-        close(ls);
+    int ls;
+    int port = rh_listen_fork(pid, &ls, 30);
+    if (*pid != 0)
         return port;
-    }
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(30);
     for (;;) {
         int fd = accept(ls, NULL, NULL);
         if (fd < 0)
@@ -1677,13 +1676,9 @@ static long long err_replies(rh_server_t *srv)
 static void test_tl_range(rh_server_t *srv)
 {
     diag("tl_range on one server: CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES");
-    char url[64];
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
-    crdt_store_t *st = open_store(url, NULL);
-    if (!ok(st && crdt_store_redis_ready(st) == 1, "open %s", url)) {
-        crdt_store_close(st);
+    crdt_store_t *st = open_server(srv);
+    if (!st)
         return;
-    }
     ok(st->ops->tl_range != NULL, "the Redis store has tl_range");
     tl_range_data(st);
     redisReply *set = rh_cmd(srv, "SET tr:s plain");
@@ -1727,6 +1722,7 @@ static void test_tl_range(rh_server_t *srv)
         fake_stop(pid);
         return;
     }
+    char url[64];
     snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
     st = open_store(url, NULL);
     if (ok(st && crdt_store_redis_ready(st) == 1, "open through the proxy")) {
@@ -1757,13 +1753,9 @@ static void test_tl_range(rh_server_t *srv)
 static void test_batch(rh_server_t *srv)
 {
     diag("tl_write_batch on one server: CRDT.TLMADD / TLMREM");
-    char url[64];
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
-    crdt_store_t *st = open_store(url, NULL);
-    if (!ok(st && crdt_store_redis_ready(st) == 1, "open %s", url)) {
-        crdt_store_close(st);
+    crdt_store_t *st = open_server(srv);
+    if (!st)
         return;
-    }
     ok(st->ops->tl_write_batch != NULL, "the Redis store offers tl_write_batch");
     events_t ev = {.in_order = true};
     crdt_store_events_t evs = {ev_change, ev_durable, &ev};
@@ -1846,6 +1838,7 @@ static void test_batch(rh_server_t *srv)
     /* Redis gone: CRDT_EUNAVAIL, the store's reason in last_error */
     rh_server_t gone = {0};
     if (rh_start(&gone, NULL, "node-id 9", NULL) == 0) {
+        char url[64];
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d", gone.port);
         st = open_store(url, NULL);
         rh_kill(&gone);
