@@ -744,11 +744,13 @@ static void select_ranged(void *ud, int rc, const crdt_tl_entry_t *const *ents,
             o.cnt[i] = cnt;
             for (size_t j = 0; j < cnt; j++, m++) {
                 o.es[m] = ents[k][j];
-                o.ps[m] = (pair_t){ents[k][j], i};
+                if (c->coalesce)
+                    o.ps[m] = (pair_t){ents[k][j], i};
             }
         }
         o.got = m;
-        /* coalesced offset select: every key's newest offset + limit, merged */
+        /* coalesced: every key's entries merged (an offset select read each key's newest
+         * offset + limit: the offset is skipped over the merge) */
         if (c->coalesce)
             select_coalesce(&o, m, c->by_range ? 0 : (size_t)c->offset, (size_t)c->limit);
         select_write(c, c->nk, &o);
@@ -758,10 +760,10 @@ static void select_ranged(void *ud, int rc, const crdt_tl_entry_t *const *ents,
     gw_http_reply(x);
 }
 
-/* The query of a select through crdt_store_tl_range, and the keys to ask (c->asked); false when
- * the select is answered from the objects instead: a store without tl_range, or a cursor the
- * commands do not take (NaN, infinite: select_render has roshi's exact answer to those) and
- * memory. */
+/* The query of a select through crdt_store_tl_range, and the keys to ask (c->asked: all but the
+ * reserved ones, which stay empty unasked); false when the select is answered from the objects
+ * instead: a store without tl_range, a cursor score the commands do not take (NaN, infinite:
+ * select_render has roshi's exact answer to those), or no memory for the keys. */
 static bool select_ranged_query(gw_server_t *s, select_ctx_t *c, crdt_store_tl_query_t *q,
                                 size_t *nasked)
 {
@@ -793,6 +795,7 @@ static bool select_ranged_query(gw_server_t *s, select_ctx_t *c, crdt_store_tl_q
         *q = (crdt_store_tl_query_t){.offset = offset, .count = limit};
     return true;
 }
+
 static void roshi_select(gw_server_t *s, gw_exchange_t *x)
 {
     const gw_request_t *rq = &x->rq;

@@ -285,10 +285,10 @@ static inline void crdt_store_tl_write_batch(crdt_store_t *st, const crdt_store_
  * crdt_timeline_range (or crdt_timeline_range_by_score) returns on the key's timeline; a key that
  * is absent, holds another CRDT type or a value that is not a CRDT (a native Redis value) has no
  * entries. A failure of any key's read fails the call (rc CRDT_EUNAVAIL, CRDT_EIO for a reply that
- * makes no sense, ...). keys, q and q->after's member are borrowed for the call; the entries cb
- * gets live until it returns. Only where ops->tl_range is set (NULL: the store has nothing better
- * than get_many; a store over Redis whose crdt.so lacks the commands reads the states with
- * CRDT.STATE and answers the same). */
+ * makes no sense, ...); a NaN bound or a non-finite after.score is CRDT_EINVAL at once. keys, q and
+ * q->after's member are borrowed for the call; the entries cb gets live until it returns. Only
+ * where ops->tl_range is set (NULL: the store has nothing better than get_many; a store over Redis
+ * whose crdt.so lacks the commands reads the states with CRDT.STATE and answers the same). */
 static inline void crdt_store_tl_range(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
                                        const crdt_store_tl_query_t *q, crdt_store_tl_range_cb cb,
                                        void *ud)
