@@ -266,6 +266,20 @@ int main(void)
     ok(tl > 0 && st > 0,
        "Redis answered CRDT.TLRANGE (%lld) and, for the fallback, CRDT.STATE (%lld)", tl, st);
 
+    /* Redis gone: a select that reads through tl_range fails as one that reads states does */
+    rh_kill(&srv);
+    const int all[] = {0, 1, 2, -1};
+    static const char *const gone[] = {"/?limit=2", "/?coalesce=true&offset=1",
+                                       "/?start=4611686018427387904AYg%3D%3D"};
+    for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
+        char *r = answer(R.roshi_port, gone[i], keys_body(all));
+        char *f = answer(F.roshi_port, gone[i], keys_body(all));
+        ok(r && f && !strncmp(r, "503 ", 4) && strstr(r, "reading the keys failed") &&
+               !strncmp(f, "503 ", 4),
+           "Redis killed, %s: 503 from both (%s / %s)", gone[i], r ? r : "", f ? f : "");
+        free(r), free(f);
+    }
+
     crdtd_stop(&E, SIGTERM, 5000);
     crdtd_stop(&R, SIGTERM, 5000);
     crdtd_stop(&F, SIGTERM, 5000);
