@@ -183,6 +183,7 @@ int main(void)
         rh_stop(&srv);
         rh_cleanup();
         rm_rf(dir);
+        free(dir);
         return done_testing();
     }
 
@@ -290,6 +291,7 @@ int main(void)
     rh_stop(&srv);
     rh_cleanup();
     rm_rf(dir);
+    free(dir);
     ok(rh_sanitizer_reports() == 0, "no sanitizer reports from the servers");
     return done_testing();
 }

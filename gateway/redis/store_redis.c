@@ -2846,8 +2846,8 @@ static void sr_tl_range(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
         return;
     }
     char num[4][32];
-    const char *args[7];
-    size_t lens[7];
+    const char *args[SR_MANY_ARGS_MAX]; /* max min AFTER score member LIMIT n WITHSCORES */
+    size_t lens[SR_MANY_ARGS_MAX];
     int na = 0;
     if (!q->by_score) {
         lens[na] = put_count(num[0], q->offset), args[na++] = num[0];
