@@ -513,13 +513,29 @@ typedef struct select_ctx {
     uint8_t *start_m, *stop_m;
     size_t nk;
     crdt_bytes_t *keys; /* distinct keys, bytes in the arena after them */
+    /* read with crdt_store_tl_range: the keys asked (not the reserved ones), and for each key
+     * its index among them (SIZE_MAX: not asked) */
+    crdt_bytes_t *asked;
+    size_t *asked_of;
 } select_ctx_t;
 
 static void select_free(select_ctx_t *c)
 {
     crdt_free(c->start_m), crdt_free(c->stop_m);
     free(c->keys);
+    free(c->asked);
     free(c);
+}
+
+/* Of entries es[0..n) of one timeline, newest first and at or after stop's score, how many come
+ * strictly before `stop`: range_by_score includes score == stop.score, roshi wants only those
+ * with member > stop.member, which come first among equal scores (newest first = member
+ * descending). */
+static size_t before_stop(const crdt_tl_entry_t *es, size_t n, const crdt_tl_entry_t *stop)
+{
+    while (n && es[n - 1].score == stop->score && crdt_tl_entry_cmp(&es[n - 1], stop) >= 0)
+        n--;
+    return n;
 }
 
 /* Entries of one timeline strictly after `start` and strictly before `stop`, newest first. */
@@ -530,11 +546,7 @@ static size_t select_range(const crdt_obj_t *o, const crdt_tl_entry_t *start,
     if (!o || !limit || isnan(stop->score))
         return 0;
     size_t n = crdt_timeline_range_by_score(o, start->score, stop->score, start, limit, out);
-    /* range_by_score includes score == stop.score; roshi wants those with member > stop.member,
-     * which come first among equal scores (newest first = member descending) */
-    while (n && out[n - 1].score == stop->score && crdt_tl_entry_cmp(&out[n - 1], stop) >= 0)
-        n--;
-    return n;
+    return before_stop(out, n, stop);
 }
 
 typedef struct pair {
@@ -542,9 +554,13 @@ typedef struct pair {
     size_t src;
 } pair_t;
 
+/* Newest first; the same entry in several keys: the lower key first (crdt_timeline_select's
+ * order). */
 static int cmp_pairs(const void *a, const void *b)
 {
-    return crdt_tl_entry_cmp(&((const pair_t *)a)->e, &((const pair_t *)b)->e);
+    const pair_t *x = a, *y = b;
+    int c = crdt_tl_entry_cmp(&x->e, &y->e);
+    return c ? c : (x->src > y->src) - (x->src < y->src);
 }
 
 static int cmp_keys(const void *a, const void *b)
@@ -554,70 +570,73 @@ static int cmp_keys(const void *a, const void *b)
     return c ? c : (x->len > y->len) - (x->len < y->len);
 }
 
-static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
+/* What a select answers, before it is written: not coalesced, key i's entries
+ * es[at[i] .. at[i] + cnt[i]); coalesced, es[0..got) with src[k] the key of es[k]. ps is the
+ * scratch of a coalesced select and the one allocation (select_out_init) of all of it. */
+typedef struct select_out {
+    pair_t *ps;
+    crdt_tl_entry_t *es;
+    size_t *src, *at, *cnt;
+    size_t got;
+} select_out_t;
+
+/* Room for cap entries of nk keys; false when out of memory. */
+static bool select_out_init(select_out_t *o, size_t cap, size_t nk)
+{
+    size_t per = sizeof(pair_t) + sizeof(crdt_tl_entry_t) + sizeof(size_t);
+    cap = cap ? cap : 1;
+    if (cap > SIZE_MAX / 2 / per || nk > SIZE_MAX / 2 / (2 * sizeof(size_t)))
+        return false;
+    o->ps = malloc(cap * per + nk * 2 * sizeof(size_t));
+    if (!o->ps)
+        return false;
+    o->es = (crdt_tl_entry_t *)(o->ps + cap);
+    o->src = (size_t *)(o->es + cap);
+    o->at = o->src + cap;
+    o->cnt = o->at + nk;
+    o->got = 0;
+    return true;
+}
+
+/* A coalesced select out of the n entries of every key in ps: newest first, `skip` skipped, at
+ * most limit. */
+static void select_coalesce(select_out_t *o, size_t n, size_t skip, size_t limit)
+{
+    qsort(o->ps, n, sizeof(*o->ps), cmp_pairs);
+    o->got = 0;
+    for (size_t k = skip; k < n && o->got < limit; k++) {
+        o->es[o->got] = o->ps[k].e;
+        o->src[o->got++] = o->ps[k].src;
+    }
+}
+
+/* The response to a select of the first nk keys, out of o. */
+static void select_write(select_ctx_t *c, size_t nk, const select_out_t *o)
 {
     gw_response_t *rs = &c->x->rs;
-    size_t limit = (size_t)c->limit, offset = (size_t)c->offset, nk = c->nk;
-    /* roshi asks Redis with a start cursor of NaN and drops the keys that fail: none are left */
-    if (c->by_range && isnan(c->start.score))
-        nk = 0;
-    size_t per = limit + (c->coalesce && !c->by_range ? offset : 0);
-    size_t cap = per * (nk ? nk : 1);
-    pair_t *ps = malloc((cap ? cap : 1) * sizeof(*ps) + nk * (sizeof(size_t) * 2 + sizeof(void *)) +
-                        (cap ? cap : 1) * (sizeof(crdt_tl_entry_t) + sizeof(size_t)));
-    if (!ps) {
-        roshi_error(rs, 500, "out of memory");
-        return;
-    }
-    size_t *at = (size_t *)(ps + (cap ? cap : 1)), *cnt = at + nk;
-    const crdt_bytes_t **order = (const crdt_bytes_t **)(cnt + nk);
-    crdt_tl_entry_t *es = (crdt_tl_entry_t *)(order + nk);
-    size_t *src = (size_t *)(es + (cap ? cap : 1));
-    size_t got = 0;
-    if (c->coalesce && !c->by_range) {
-        got = crdt_timeline_select(tls, nk, offset, limit, es, src);
-    } else if (c->coalesce) {
-        for (size_t i = 0; i < nk; i++) {
-            size_t m = select_range(tls[i], &c->start, &c->stop, limit, es + got);
-            for (size_t k = 0; k < m; k++)
-                ps[got + k] = (pair_t){es[got + k], i};
-            got += m;
-        }
-        qsort(ps, got, sizeof(*ps), cmp_pairs);
-        if (got > limit)
-            got = limit;
-        for (size_t i = 0; i < got; i++)
-            es[i] = ps[i].e, src[i] = ps[i].src;
-    } else {
-        for (size_t i = 0; i < nk; i++) {
-            at[i] = got;
-            cnt[i] = c->by_range ? select_range(tls[i], &c->start, &c->stop, limit, es + got)
-                     : tls[i]    ? crdt_timeline_range(tls[i], offset, limit, es + got)
-                                 : 0;
-            got += cnt[i];
-            order[i] = &c->keys[i];
-        }
-        qsort(order, nk, sizeof(*order), cmp_keys); /* Go's encoder sorts map keys */
-    }
-
-    size_t *hoff = malloc((nk + 1) * sizeof(*hoff));
+    size_t *hoff = malloc((nk + 1) * sizeof(*hoff) + nk * sizeof(const crdt_bytes_t *));
     char *heads = hoff ? key_heads(c->keys, nk, hoff) : NULL;
     if (!heads) {
-        free(hoff), free(ps);
+        free(hoff);
         roshi_error(rs, 500, "out of memory");
         return;
     }
     /* roshi measures the duration before it encodes the response */
     gw_jw_t w;
-    gw_jw_init(&w, 128 + got * 96);
+    gw_jw_init(&w, 128 + o->got * 96);
     gw_jw_lit(&w, "{");
     jw_duration(&w, c->t0);
     if (c->coalesce) {
         gw_jw_lit(&w, ",\"records\":[");
-        for (size_t i = 0; i < got; i++)
-            ksm_write(&w, heads + hoff[src[i]], hoff[src[i] + 1] - hoff[src[i]], &es[i], i > 0);
+        for (size_t i = 0; i < o->got; i++)
+            ksm_write(&w, heads + hoff[o->src[i]], hoff[o->src[i] + 1] - hoff[o->src[i]], &o->es[i],
+                      i > 0);
         gw_jw_lit(&w, "]}");
     } else {
+        const crdt_bytes_t **order = (const crdt_bytes_t **)(hoff + nk + 1);
+        for (size_t i = 0; i < nk; i++)
+            order[i] = &c->keys[i];
+        qsort(order, nk, sizeof(*order), cmp_keys); /* Go's encoder sorts map keys */
         gw_jw_lit(&w, ",\"records\":{");
         for (size_t j = 0; j < nk; j++) {
             size_t i = (size_t)(order[j] - c->keys);
@@ -625,14 +644,56 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
                 gw_jw_lit(&w, ",");
             jw_go_string(&w, c->keys[i].data, c->keys[i].len);
             gw_jw_lit(&w, ":[");
-            for (size_t k = 0; k < cnt[i]; k++)
-                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &es[at[i] + k], k > 0);
+            for (size_t k = 0; k < o->cnt[i]; k++)
+                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &o->es[o->at[i] + k], k > 0);
             gw_jw_lit(&w, "]");
         }
         gw_jw_lit(&w, "}}");
     }
-    free(ps), free(heads), free(hoff);
+    free(heads), free(hoff);
     gw_respond_jw(rs, 200, &w);
+}
+
+/* A select answered from the keys' objects (tls[i]: key i's timeline, or NULL). */
+static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
+{
+    size_t limit = (size_t)c->limit, offset = (size_t)c->offset, nk = c->nk;
+    /* roshi asks Redis with a start cursor of NaN and drops the keys that fail: none are left */
+    if (c->by_range && isnan(c->start.score))
+        nk = 0;
+    select_out_t o;
+    if (!select_out_init(&o, limit * (c->coalesce && !c->by_range ? 1 : nk), nk)) {
+        roshi_error(&c->x->rs, 500, "out of memory");
+        return;
+    }
+    if (c->coalesce && !c->by_range) {
+        o.got = crdt_timeline_select(tls, nk, offset, limit, o.es, o.src);
+    } else if (c->coalesce) {
+        size_t n = 0;
+        for (size_t i = 0; i < nk; i++) {
+            size_t m = select_range(tls[i], &c->start, &c->stop, limit, o.es + n);
+            for (size_t k = 0; k < m; k++)
+                o.ps[n + k] = (pair_t){o.es[n + k], i};
+            n += m;
+        }
+        select_coalesce(&o, n, 0, limit);
+    } else {
+        for (size_t i = 0; i < nk; i++) {
+            o.at[i] = o.got;
+            o.cnt[i] = c->by_range ? select_range(tls[i], &c->start, &c->stop, limit, o.es + o.got)
+                       : tls[i]    ? crdt_timeline_range(tls[i], offset, limit, o.es + o.got)
+                                   : 0;
+            o.got += o.cnt[i];
+        }
+    }
+    select_write(c, nk, &o);
+    free(o.ps);
+}
+
+static void select_failed(select_ctx_t *c, int rc)
+{
+    roshi_error(&c->x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
+                "reading the keys failed: %s", crdt_strerror(rc));
 }
 
 static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n)
@@ -641,8 +702,7 @@ static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n
     gw_exchange_t *x = c->x;
     const crdt_obj_t **tls = malloc((n ? n : 1) * sizeof(*tls));
     if (rc < 0) {
-        roshi_error(&x->rs, rc == CRDT_EUNAVAIL || rc == CRDT_EIO ? 503 : 500,
-                    "reading the keys failed: %s", crdt_strerror(rc));
+        select_failed(c, rc);
     } else if (!tls) {
         roshi_error(&x->rs, 500, "out of memory");
     } else {
@@ -657,6 +717,83 @@ static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n
     free(tls);
     select_free(c);
     gw_http_reply(x);
+}
+
+/* A select answered from the entries crdt_store_tl_range read (select_ranged_query): per key what
+ * select_render takes of its object. */
+static void select_ranged(void *ud, int rc, const crdt_tl_entry_t *const *ents,
+                          const size_t *counts, size_t n)
+{
+    select_ctx_t *c = ud;
+    gw_exchange_t *x = c->x;
+    size_t total = 0;
+    for (size_t k = 0; rc == 0 && k < n; k++)
+        total += counts[k];
+    select_out_t o;
+    if (rc < 0) {
+        select_failed(c, rc);
+    } else if (!select_out_init(&o, total, c->nk)) {
+        roshi_error(&x->rs, 500, "out of memory");
+    } else {
+        size_t m = 0; /* entries gathered */
+        for (size_t i = 0; i < c->nk; i++) {
+            size_t k = c->asked_of[i], cnt = k == SIZE_MAX ? 0 : counts[k];
+            if (cnt && c->by_range)
+                cnt = before_stop(ents[k], cnt, &c->stop);
+            o.at[i] = m;
+            o.cnt[i] = cnt;
+            for (size_t j = 0; j < cnt; j++, m++) {
+                o.es[m] = ents[k][j];
+                if (c->coalesce)
+                    o.ps[m] = (pair_t){ents[k][j], i};
+            }
+        }
+        o.got = m;
+        /* coalesced: every key's entries merged (an offset select read each key's newest
+         * offset + limit: the offset is skipped over the merge) */
+        if (c->coalesce)
+            select_coalesce(&o, m, c->by_range ? 0 : (size_t)c->offset, (size_t)c->limit);
+        select_write(c, c->nk, &o);
+        free(o.ps);
+    }
+    select_free(c);
+    gw_http_reply(x);
+}
+
+/* The query of a select through crdt_store_tl_range, and the keys to ask (c->asked: all but the
+ * reserved ones, which stay empty unasked); false when the select is answered from the objects
+ * instead: a store without tl_range, a cursor score the commands do not take (NaN, infinite:
+ * select_render has roshi's exact answer to those), or no memory for the keys. */
+static bool select_ranged_query(gw_server_t *s, select_ctx_t *c, crdt_store_tl_query_t *q,
+                                size_t *nasked)
+{
+    if (!s->store->ops->tl_range ||
+        (c->by_range && (!isfinite(c->start.score) || !isfinite(c->stop.score))))
+        return false;
+    c->asked = malloc((c->nk ? c->nk : 1) * (sizeof(*c->asked) + sizeof(*c->asked_of)));
+    if (!c->asked)
+        return false;
+    c->asked_of = (size_t *)(c->asked + c->nk);
+    *nasked = 0;
+    for (size_t i = 0; i < c->nk; i++) {
+        bool reserved = gw_key_reserved(c->keys[i].data, c->keys[i].len);
+        c->asked_of[i] = reserved ? SIZE_MAX : *nasked;
+        if (!reserved)
+            c->asked[(*nasked)++] = c->keys[i];
+    }
+    size_t offset = (size_t)c->offset, limit = (size_t)c->limit;
+    if (c->by_range)
+        *q = (crdt_store_tl_query_t){.by_score = true,
+                                     .max = c->start.score,
+                                     .min = c->stop.score,
+                                     .has_after = true,
+                                     .after = c->start,
+                                     .limit = limit};
+    else if (c->coalesce)
+        *q = (crdt_store_tl_query_t){.offset = 0, .count = limit ? offset + limit : 0};
+    else
+        *q = (crdt_store_tl_query_t){.offset = offset, .count = limit};
+    return true;
 }
 
 static void roshi_select(gw_server_t *s, gw_exchange_t *x)
@@ -734,7 +871,12 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
     }
     if (c->limit > ROSHI_MAX_LIMIT)
         c->limit = ROSHI_MAX_LIMIT; /* roshi has no cap; an unbounded response is not served here */
-    crdt_store_get_many(s->store, c->keys, c->nk, select_got, c);
+    crdt_store_tl_query_t q;
+    size_t nasked;
+    if (select_ranged_query(s, c, &q, &nasked))
+        crdt_store_tl_range(s->store, c->asked, nasked, &q, select_ranged, c);
+    else
+        crdt_store_get_many(s->store, c->keys, c->nk, select_got, c);
     return;
 fail:
     if (c)

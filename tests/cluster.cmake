@@ -42,15 +42,10 @@ if(TARGET crdt_module AND TARGET crdtd_store_redis)
                 redis_cluster_helper.c ${PROJECT_SOURCE_DIR}/redis-module/logpos.c
                 LIBS crdt_faultproxy PkgConfig::JANSSON PkgConfig::HIREDIS
                 TIMEOUT 200)
-  target_compile_definitions(test_scaleout PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>"
-                             CRDT_MODULE_PATH="$<TARGET_FILE:crdt_module>")
+  target_compile_definitions(test_scaleout PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
   target_include_directories(test_scaleout PRIVATE ${PROJECT_SOURCE_DIR}/redis-module)
-  add_dependencies(test_scaleout crdtd crdt_module)
-  if(CRDTD_SANITIZE)
-    execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
-                    OUTPUT_VARIABLE asan_rt OUTPUT_STRIP_TRAILING_WHITESPACE)
-    target_compile_definitions(test_scaleout PRIVATE CRDT_ASAN_RUNTIME="${asan_rt}")
-  endif()
+  add_dependencies(test_scaleout crdtd)
+  crdt_uses_redis(test_scaleout)
 endif()
 
 # active-active between two Redis deployments: a crdtd gateway in front of each, peered through
@@ -60,12 +55,7 @@ if(TARGET crdt_module AND TARGET crdtd_store_redis)
                 redis_cluster_helper.c ${PROJECT_SOURCE_DIR}/redis-module/logpos.c
                 LIBS crdt_faultproxy PkgConfig::JANSSON PkgConfig::HIREDIS TIMEOUT 200)
   target_include_directories(test_redis_aa PRIVATE ${PROJECT_SOURCE_DIR}/redis-module)
-  target_compile_definitions(test_redis_aa PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>"
-                             CRDT_MODULE_PATH="$<TARGET_FILE:crdt_module>")
-  add_dependencies(test_redis_aa crdtd crdt_module)
-  if(CRDTD_SANITIZE)
-    execute_process(COMMAND ${CMAKE_C_COMPILER} -print-file-name=libasan.so
-                    OUTPUT_VARIABLE asan_rt OUTPUT_STRIP_TRAILING_WHITESPACE)
-    target_compile_definitions(test_redis_aa PRIVATE CRDT_ASAN_RUNTIME="${asan_rt}")
-  endif()
+  target_compile_definitions(test_redis_aa PRIVATE CRDTD_BIN="$<TARGET_FILE:crdtd>")
+  add_dependencies(test_redis_aa crdtd)
+  crdt_uses_redis(test_redis_aa)
 endif()

@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -460,6 +461,22 @@ const char *hc_b64s(const char *s, bool url)
     o[0] = '\0';
     if (crdt_base64_encoded_len(strlen(s), 0) < sizeof(bufs[0]))
         hc_b64(s, o, url);
+    return o;
+}
+
+const char *hc_roshi_cursor(double score, const void *m, size_t mlen, bool pct)
+{
+    static char bufs[8][1024];
+    static unsigned k;
+    char *o = bufs[k++ % 8];
+    uint64_t bits;
+    memcpy(&bits, &score, sizeof(bits));
+    int w = snprintf(o, sizeof(bufs[0]), "%" PRIu64 "A", bits);
+    char enc[260];
+    size_t n = mlen <= 180 ? crdt_base64_encode_into(enc, m, mlen, CRDT_B64_URL) : 0;
+    for (size_t i = 0; i < n; i++)
+        w += pct && enc[i] == '=' ? snprintf(o + w, sizeof(bufs[0]) - (size_t)w, "%%3D")
+                                  : snprintf(o + w, sizeof(bufs[0]) - (size_t)w, "%c", enc[i]);
     return o;
 }
 

@@ -68,6 +68,12 @@ void hc_b64(const char *s, char *out, bool url);
  * of more than 760 bytes. */
 const char *hc_b64s(const char *s, bool url);
 
+/* A roshi cursor (common/cursor.go), from its definition: the decimal uint64 of
+ * math.Float64bits(score), 'A', the member m[0..mlen) in URL-safe base64 with '=' padding, the
+ * '=' percent-encoded when pct (as Go's url.Values.Encode writes it); one of 8 rotating static
+ * buffers, no member for more than 180 bytes. */
+const char *hc_roshi_cursor(double score, const void *m, size_t mlen, bool pct);
+
 /* RFC 3986 percent-encoding of bytes for a URL (keys in paths, query arguments): unreserved
  * characters and ':' as they are, every other byte %XX; one of 16 rotating static buffers, "" for
  * more than 1024 bytes. hc_pct: of a NUL-terminated string. */

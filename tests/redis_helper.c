@@ -7,12 +7,14 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -506,4 +508,100 @@ long long rh_info_field(rh_server_t *s, const char *section, const char *field)
     if (r)
         freeReplyObject(r);
     return v;
+}
+
+/* ---- a proxy that renames commands ----------------------------------------------------------- */
+
+static bool verb_in(const char *verb, const char *const *verbs)
+{
+    for (; verb && *verbs; verbs++)
+        if (!strcasecmp(verb, *verbs))
+            return true;
+    return false;
+}
+
+int rh_listen_fork(pid_t *pid, int *ls, unsigned seconds)
+{
+    *pid = -1;
+    *ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof(a);
+    if (*ls < 0 || bind(*ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(*ls, 8) < 0 ||
+        getsockname(*ls, (struct sockaddr *)&a, &al) < 0) {
+        if (*ls >= 0)
+            close(*ls);
+        return -1;
+    }
+    int port = ntohs(a.sin_port);
+    fflush(stdout);
+    *pid = fork();
+    if (*pid != 0) {
+        close(*ls);
+        return *pid < 0 ? -1 : port;
+    }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    alarm(seconds);
+    return 0;
+}
+
+int rh_rename_proxy(int port, const char *const *verbs, pid_t *pid)
+{
+    int ls;
+    int lport = rh_listen_fork(pid, &ls, 60);
+    if (*pid != 0)
+        return lport;
+    signal(SIGCHLD, SIG_IGN);
+    for (;;) {
+        int fd = accept(ls, NULL, NULL);
+        if (fd < 0)
+            _exit(0);
+        if (fork() != 0) {
+            close(fd);
+            continue;
+        }
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int up = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in t = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        if (up < 0 || connect(up, (struct sockaddr *)&t, sizeof(t)) < 0)
+            _exit(0);
+        redisReader *rd = redisReaderCreate();
+        char buf[65536];
+        for (;;) {
+            struct pollfd pf[2] = {{fd, POLLIN, 0}, {up, POLLIN, 0}};
+            if (poll(pf, 2, -1) < 0)
+                _exit(0);
+            if (pf[1].revents) {
+                ssize_t n = read(up, buf, sizeof(buf));
+                if (n <= 0 || write(fd, buf, (size_t)n) != n)
+                    _exit(0);
+            }
+            if (!pf[0].revents)
+                continue;
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                _exit(0);
+            redisReaderFeed(rd, buf, (size_t)n);
+            void *rep = NULL;
+            while (redisReaderGetReply(rd, &rep) == REDIS_OK && rep) {
+                redisReply *cmd = rep;
+                const char *argv[64];
+                size_t lens[64];
+                size_t argc = cmd->type == REDIS_REPLY_ARRAY ? cmd->elements : 0;
+                for (size_t i = 0; i < argc && i < 64; i++)
+                    argv[i] = cmd->element[i]->str, lens[i] = cmd->element[i]->len;
+                char *verb = argc ? cmd->element[0]->str : NULL;
+                if (verb_in(verb, verbs) && cmd->element[0]->len)
+                    verb[cmd->element[0]->len - 1] = 'X'; /* same length, another name */
+                char *out = NULL;
+                int len = argc ? redisFormatCommandArgv(&out, (int)argc, argv, lens) : -1;
+                if (len > 0 && write(up, out, (size_t)len) != len)
+                    _exit(0);
+                redisFreeCommand(out);
+                freeReplyObject(rep);
+                rep = NULL;
+            }
+        }
+    }
 }

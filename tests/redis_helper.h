@@ -75,4 +75,15 @@ void rh_sleep_ms(long ms);
 /* Runs one INFO field ("crdt_merges") and returns its integer value, or -1. */
 long long rh_info_field(rh_server_t *s, const char *section, const char *field);
 
+/* Listens on a free loopback port and forks. In the parent: the port (-1 on failure) and *pid the
+ * child's (to SIGKILL and reap). In the child: 0 with *pid 0 and *ls the listening socket; it dies
+ * with the parent or after `seconds`. */
+int rh_listen_fork(pid_t *pid, int *ls, unsigned seconds);
+
+/* A child process forwarding loopback connections on a free port to the server on `port`, with
+ * every command named in `verbs` (NULL-terminated, any case) renamed on the way (its last letter
+ * made 'X'): the real server answers those "ERR unknown command", as one whose crdt.so lacks them
+ * would, and everything else as it is. The port, or -1; *pid to SIGKILL and reap. */
+int rh_rename_proxy(int port, const char *const *verbs, pid_t *pid);
+
 #endif /* CRDT_REDIS_HELPER_H */

@@ -44,33 +44,15 @@ static const char *b64(const char *s)
     return o;
 }
 
-/* roshi's cursor (common/cursor.go), built here from its definition: the decimal uint64 of
- * math.Float64bits(score), 'A', the member in URL-safe base64 with '=' padding. */
 static const char *roshi_cursor(double score, const char *member)
 {
-    static char bufs[4][256];
-    static int k;
-    char *o = bufs[k++ % 4];
-    uint64_t bits;
-    memcpy(&bits, &score, sizeof(bits));
-    int w = snprintf(o, 256, "%" PRIu64 "A", bits);
-    for (const char *p = b64(member); *p; p++)
-        o[w++] = *p == '+' ? '-' : *p == '/' ? '_' : *p;
-    o[w] = '\0';
-    return o;
+    return hc_roshi_cursor(score, member, strlen(member), false);
 }
 
 /* The cursor in a query string, '=' percent-encoded as Go's url.Values.Encode writes it. */
 static const char *cursor(double score, const char *member)
 {
-    static char bufs[4][256];
-    static int k;
-    char *o = bufs[k++ % 4];
-    int w = 0;
-    for (const char *p = roshi_cursor(score, member); *p; p++)
-        w += *p == '=' ? snprintf(o + w, 256 - (size_t)w, "%%3D")
-                       : snprintf(o + w, 256 - (size_t)w, "%c", *p);
-    return o;
+    return hc_roshi_cursor(score, member, strlen(member), true);
 }
 
 static bool is_ksm(json_t *r, const char *key, double score, const char *member)

@@ -2,6 +2,8 @@
  * on replies decoded from RESP by hiredis's reader, without a server: the real shapes are read
  * right, and every malformed reply of each kind is refused with a message (not accepted, not a
  * crash). */
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -363,11 +365,67 @@ static void test_type_scan(void)
     }
 }
 
+static void test_tl_entries(void)
+{
+    char why[160];
+    crdt_tl_entry_t e[4];
+    size_t n = 9;
+    redisReply *r = RD("*0\r\n");
+    ok(sr_parse_tl_entries(r, e, 0, &n, why, sizeof(why)) == 0 && n == 0, "TLRANGE: no entries");
+    freeReplyObject(r);
+    r = RD("*8\r\n$1\r\nb\r\n$1\r\n2\r\n$2\r\n\0\xff\r\n$19\r\n0.30000000000000004\r\n"
+           "$0\r\n\r\n$3\r\ninf\r\n$1\r\nz\r\n$24\r\n-1.7976931348623157e+308\r\n");
+    ok(sr_parse_tl_entries(r, e, 4, &n, why, sizeof(why)) == 0 && n == 4 && e[0].score == 2 &&
+           e[0].member_len == 1 && !memcmp(e[0].member, "b", 1) && e[1].score == 0.1 + 0.2 &&
+           e[1].member_len == 2 && !memcmp(e[1].member, "\0\xff", 2) && e[2].member_len == 0 &&
+           e[2].score == INFINITY && e[3].score == -DBL_MAX,
+       "TLRANGE WITHSCORES: members (binary, empty) and %%.17g scores read back exactly, inf");
+    freeReplyObject(r);
+    r = RD("*2\r\n$1\r\nm\r\n$2\r\n-0\r\n");
+    ok(sr_parse_tl_entries(r, e, 1, &n, why, sizeof(why)) == 0 && n == 1 && e[0].score == 0 &&
+           signbit(e[0].score),
+       "TLRANGE: -0 is -0");
+    freeReplyObject(r);
+    static const bad_t bad[] = {
+        BAD("+ok\r\n", "a status"),
+        BAD(":3\r\n", "an integer"),
+        BAD("$-1\r\n", "nil"),
+        BAD("$2\r\nab\r\n", "a string"),
+        BAD("-ERR x\r\n", "an error"),
+        BAD("*1\r\n$1\r\nm\r\n", "a member without its score"),
+        BAD("*2\r\n:1\r\n$1\r\n1\r\n", "a member that is an integer"),
+        BAD("*2\r\n$-1\r\n$1\r\n1\r\n", "a nil member"),
+        BAD("*2\r\n$1\r\nm\r\n:1\r\n", "a score that is an integer"),
+        BAD("*2\r\n$1\r\nm\r\n$3\r\nnan\r\n", "a NaN score"),
+        BAD("*2\r\n$1\r\nm\r\n$4\r\n-nan\r\n", "a -NaN score"),
+        BAD("*2\r\n$1\r\nm\r\n$4\r\n0x10\r\n", "a hex score"),
+        BAD("*2\r\n$1\r\nm\r\n$8\r\ninfinity\r\n", "infinity spelt out"),
+        BAD("*2\r\n$1\r\nm\r\n$2\r\n 1\r\n", "a score with a blank"),
+        BAD("*2\r\n$1\r\nm\r\n$2\r\n1x\r\n", "a score with a letter after it"),
+        BAD("*2\r\n$1\r\nm\r\n$0\r\n\r\n", "an empty score"),
+        BAD("*2\r\n$1\r\nm\r\n$3\r\n1\0"
+            "2\r\n",
+            "a score with a NUL inside"),
+        BAD("*2\r\n$1\r\nm\r\n*0\r\n", "a score that is an array"),
+        BAD("*4\r\n$1\r\na\r\n$1\r\n1\r\n$1\r\nb\r\n$1\r\n2\r\n",
+            "more entries than asked for (one)"),
+    };
+    for (size_t i = 0; i < NBAD(bad); i++) {
+        r = rd(bad[i].resp, bad[i].len);
+        why[0] = '\0';
+        n = 9;
+        ok(sr_parse_tl_entries(r, e, 1, &n, why, sizeof(why)) < 0 && why[0] && n == 0,
+           "TLRANGE refuses %s (%s)", bad[i].what, why);
+        freeReplyObject(r);
+    }
+}
+
 int main(void)
 {
     test_log_poll();
     test_rsx_open_recv();
     test_rsx_diffs_items_digest();
     test_type_scan();
+    test_tl_entries();
     return done_testing();
 }

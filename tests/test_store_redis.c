@@ -204,6 +204,18 @@ static crdt_store_t *open_store(const char *url, const crdt_store_redis_config_t
     return st;
 }
 
+/* A store over srv, ready (a test point says so), or NULL. */
+static crdt_store_t *open_server(rh_server_t *srv)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
+    crdt_store_t *st = open_store(url, NULL);
+    if (ok(st && crdt_store_redis_ready(st) == 1, "open %s", url))
+        return st;
+    crdt_store_close(st);
+    return NULL;
+}
+
 static void sw(crdt_store_t *st, const char *key, const crdt_mut_t *m, res_t *r)
 {
     res_reset(r);
@@ -1025,23 +1037,10 @@ static void fake_answer(int fd, fake_mode_t mode, const redisReply *cmd)
 /* A child process serving `mode` on a free loopback port; *pid to kill. */
 static int fake_start(fake_mode_t mode, pid_t *pid)
 {
-    int ls = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
-    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(ls, 8) < 0 ||
-        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
-        return -1;
-    int port = ntohs(a.sin_port);
-    fflush(stdout);
-    *pid = fork();
-    if (*pid < 0)
-        return -1;
-    if (*pid > 0) {
-        close(ls);
+    int ls;
+    int port = rh_listen_fork(pid, &ls, 30);
+    if (*pid != 0)
         return port;
-    }
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    alarm(30);
     for (;;) {
         int fd = accept(ls, NULL, NULL);
         if (fd < 0)
@@ -1214,6 +1213,8 @@ static void finish_move(unsigned slot, int to)
 }
 
 static void batch_cluster(crdt_store_t *st);
+static bool tl_range_same(crdt_store_t *st, const char *const *keys, size_t n,
+                          const crdt_store_tl_query_t *q, const char *what);
 
 static void test_cluster(void)
 {
@@ -1272,6 +1273,23 @@ static void test_cluster(void)
             with_keys++;
     }
     is_int(with_keys, 3, "the keys landed on all three primaries");
+    {
+        static char names[NK][16];
+        const char *ks[NK];
+        for (int i = 0; i < NK; i++) {
+            snprintf(names[i], sizeof(names[i]), "ck:%d", i);
+            ks[i] = names[i];
+        }
+        crdt_store_tl_query_t q = {.offset = 0, .count = 5};
+        tl_range_same(st, ks, NK, &q, "over the cluster, keys of every primary, offset");
+        crdt_store_tl_query_t b = {.by_score = true,
+                                   .max = 50,
+                                   .min = 10,
+                                   .has_after = true,
+                                   .after = {"", 0, 30},
+                                   .limit = 2};
+        tl_range_same(st, ks, NK, &b, "over the cluster, by score AFTER");
+    }
     {
         lc_model_t m = {0};
         for (int i = 0; i < NK; i++) {
@@ -1488,18 +1506,256 @@ static void test_old_module(void)
     waitpid(pid, NULL, 0);
 }
 
+/* ---- tl_range: the entries of timelines, read by the module ------------------------------------
+ */
+
+/* Entries as text, exactly: each member's bytes in hex and the score's bits (%a). */
+static void tl_text(char **out, size_t *len, const crdt_tl_entry_t *es, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *p = realloc(*out, *len + es[i].member_len * 2 + 48);
+        if (!p)
+            return;
+        *out = p;
+        for (size_t k = 0; k < es[i].member_len; k++)
+            *len += (size_t)sprintf(p + *len, "%02x", ((const uint8_t *)es[i].member)[k]);
+        *len += (size_t)sprintf(p + *len, "=%a,", es[i].score);
+    }
+    char *p = realloc(*out, *len + 2);
+    if (p) {
+        *out = p;
+        p[(*len)++] = ';';
+        p[*len] = '\0';
+    }
+}
+
+typedef struct tlres {
+    bool done;
+    int calls, rc;
+    size_t n;
+    char *text; /* every key's entries (tl_text) */
+    size_t len;
+} tlres_t;
+
+static void on_tl_range(void *ud, int rc, const crdt_tl_entry_t *const *ents, const size_t *counts,
+                        size_t n)
+{
+    tlres_t *t = ud;
+    t->calls++;
+    t->rc = rc;
+    t->n = n;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        tl_text(&t->text, &t->len, ents[i], counts[i]);
+    t->done = true;
+}
+
+/* tl_range of keys[0..n) with q: true when it completed once with rc 0 and, per key, exactly the
+ * entries libcrdt's range reads take of the key's state (CRDT.STATE through the store: absent,
+ * another type, a native value: none). */
+static bool tl_range_same(crdt_store_t *st, const char *const *keys, size_t n,
+                          const crdt_store_tl_query_t *q, const char *what)
+{
+    crdt_bytes_t kb[64];
+    char *want = NULL;
+    size_t wlen = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        kb[i] = (crdt_bytes_t){keys[i], strlen(keys[i])};
+        res_t r = {0};
+        sget(st, keys[i], &r);
+        crdt_tl_entry_t es[64];
+        size_t m = 0;
+        if (r.rc == 0 && r.obj && crdt_obj_type(r.obj) == CRDT_TIMELINE)
+            m = q->by_score
+                    ? crdt_timeline_range_by_score(r.obj, q->max, q->min,
+                                                   q->has_after ? &q->after : NULL,
+                                                   q->limit < 64 ? q->limit : 64, es)
+                    : crdt_timeline_range(r.obj, q->offset, q->count < 64 ? q->count : 64, es);
+        tl_text(&want, &wlen, es, m);
+        res_reset(&r);
+    }
+    tlres_t t = {0};
+    crdt_store_tl_range(st, kb, n, q, on_tl_range, &t);
+    ep_run_until(L, &t.done, 5000);
+    bool same =
+        t.calls == 1 && t.rc == 0 && t.n == n && !strcmp(t.text ? t.text : "", want ? want : "");
+    ok(same, "tl_range %s: the entries of every key as the state's range read gives them", what);
+    if (!same)
+        diag("calls %d rc %d n %zu\n#   got  %s\n#   want %s", t.calls, t.rc, t.n,
+             t.text ? t.text : "", want ? want : "");
+    free(t.text);
+    free(want);
+    return same;
+}
+
+/* The timelines of the tl_range tests (equal scores, fractions, a member with NUL and 0xff) and
+ * keys that hold no timeline. */
+static void tl_range_data(crdt_store_t *st)
+{
+    static const struct {
+        const char *key;
+        double score;
+        const char *m;
+        size_t mlen;
+    } ents[] = {
+        {"tr:a", 1, "one", 3},        {"tr:a", 2, "b", 1},         {"tr:a", 2, "a", 1},
+        {"tr:a", 2, "c", 1},          {"tr:a", 0.1 + 0.2, "f", 1}, {"tr:a", -1e300, "low", 3},
+        {"tr:a", 1e17 + 8, "big", 3}, {"tr:a", 2, "\0\xff", 2},    {"tr:b", 2, "b2", 2},
+        {"tr:b", 5.5, "b5", 2},
+    };
+    res_t r = {0};
+    for (size_t i = 0; i < sizeof(ents) / sizeof(ents[0]); i++) {
+        crdt_mut_t a = {.type = CRDT_TIMELINE,
+                        .kind = CRDT_MUT_ADD,
+                        .bytes = ents[i].m,
+                        .len = ents[i].mlen,
+                        .score = ents[i].score};
+        sw(st, ents[i].key, &a, &r);
+    }
+    crdt_mut_t d = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_REMOVE, .bytes = "one", .len = 3, .score = 1};
+    sw(st, "tr:a", &d, &r); /* removed: never listed */
+    crdt_mut_t g = {.type = CRDT_GCOUNTER, .kind = CRDT_MUT_INCR, .n = 3};
+    sw(st, "tr:g", &g, &r);
+    res_reset(&r);
+}
+
+static const char *const TR_KEYS[] = {"tr:a", "tr:none", "tr:g", "tr:s", "tr:b"};
+
+/* The queries every tl_range test runs over TR_KEYS. */
+static bool tl_range_queries(crdt_store_t *st, const char *how)
+{
+    char what[96];
+    bool all = true;
+    static const size_t offs[][2] = {{0, 3}, {2, 3}, {1, 100}, {100, 5}, {0, 1}};
+    for (size_t i = 0; i < sizeof(offs) / sizeof(offs[0]); i++) {
+        crdt_store_tl_query_t q = {.offset = offs[i][0], .count = offs[i][1]};
+        snprintf(what, sizeof(what), "%s offset %zu count %zu", how, offs[i][0], offs[i][1]);
+        all &= tl_range_same(st, TR_KEYS, 5, &q, what);
+    }
+    static const struct {
+        double max, min, ascore;
+        const char *am;
+        bool after;
+        size_t limit;
+    } sc[] = {
+        {INFINITY, -INFINITY, 0, "", false, 100},   /* everything */
+        {2, 0, 0, "", false, 3},                    /* equal scores, cut by the limit */
+        {2, 0, 2, "b", true, 10},                   /* AFTER an entry among equal scores */
+        {2, 0, 2, "bb", true, 10},                  /* AFTER a position no entry holds */
+        {1e308, -1e308, 2, "\0\xff", true, 2},      /* AFTER the binary member */
+        {3, 0.30000000000000004, 0, "", false, 10}, /* min exactly 0.1 + 0.2 */
+        {0, 5, 0, "", false, 10},                   /* max < min: nothing */
+    };
+    for (size_t i = 0; i < sizeof(sc) / sizeof(sc[0]); i++) {
+        crdt_store_tl_query_t q = {
+            .by_score = true,
+            .max = sc[i].max,
+            .min = sc[i].min,
+            .has_after = sc[i].after,
+            .after = {sc[i].am, sc[i].am[0] ? strlen(sc[i].am) : 2 * (i == 4), sc[i].ascore},
+            .limit = sc[i].limit};
+        snprintf(what, sizeof(what), "%s by score #%zu (max %g min %g%s limit %zu)", how, i,
+                 sc[i].max, sc[i].min, sc[i].after ? " AFTER" : "", sc[i].limit);
+        all &= tl_range_same(st, TR_KEYS, 5, &q, what);
+    }
+    return all;
+}
+
+/* ERR replies the server has given (errorstats). */
+static long long err_replies(rh_server_t *srv)
+{
+    redisReply *r = rh_cmd(srv, "INFO errorstats");
+    const char *p =
+        r && r->type == REDIS_REPLY_STRING ? strstr(r->str, "errorstat_ERR:count=") : NULL;
+    long long v = p ? strtoll(p + 20, NULL, 10) : 0;
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+static void test_tl_range(rh_server_t *srv)
+{
+    diag("tl_range on one server: CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES");
+    crdt_store_t *st = open_server(srv);
+    if (!st)
+        return;
+    ok(st->ops->tl_range != NULL, "the Redis store has tl_range");
+    tl_range_data(st);
+    redisReply *set = rh_cmd(srv, "SET tr:s plain");
+    freeReplyObject(set);
+    long long states = cmd_calls(srv, "crdt.state"), ranges = cmd_calls(srv, "crdt.tlrange"),
+              byscore = cmd_calls(srv, "crdt.tlrangebyscore");
+    tlres_t t = {0};
+    crdt_bytes_t kb[5];
+    for (size_t i = 0; i < 5; i++)
+        kb[i] = (crdt_bytes_t){TR_KEYS[i], strlen(TR_KEYS[i])};
+    crdt_store_tl_query_t q = {.offset = 0, .count = 2};
+    crdt_store_tl_range(st, kb, 5, &q, on_tl_range, &t);
+    ep_run_until(L, &t.done, 5000);
+    ok(t.calls == 1 && t.rc == 0 && t.n == 5 && t.text &&
+           !strcmp(t.text, "626967=0x1.6345785d8ap+56,63=0x1p+1,;;;;6235=0x1.6p+2,6232=0x1p+1,;"),
+       "offset 0 count 2: the newest two of each timeline, nothing of the others (%s)",
+       t.text ? t.text : "");
+    free(t.text);
+    is_int((int)(cmd_calls(srv, "crdt.tlrange") - ranges), 5, "one CRDT.TLRANGE per key");
+    is_int((int)(cmd_calls(srv, "crdt.state") - states), 0, "and no CRDT.STATE");
+    ok(!crdt_store_last_error(st), "a native value and a G-counter leave the store healthy");
+    ok(tl_range_queries(st, "direct"), "every query gives the state's entries");
+    ok(cmd_calls(srv, "crdt.tlrangebyscore") > byscore, "by score: CRDT.TLRANGEBYSCORE");
+
+    memset(&t, 0, sizeof(t));
+    crdt_store_tl_query_t nan = {.by_score = true, .max = NAN, .min = 0, .limit = 3};
+    crdt_store_tl_range(st, kb, 5, &nan, on_tl_range, &t);
+    ok(t.done && t.calls == 1 && t.rc == CRDT_EINVAL, "a NaN bound: CRDT_EINVAL at once (rc %d)",
+       t.rc);
+    free(t.text);
+    memset(&t, 0, sizeof(t));
+    crdt_store_tl_range(st, kb, 0, &q, on_tl_range, &t);
+    ok(t.done && t.calls == 1 && t.rc == 0 && t.n == 0, "no keys: done at once");
+    crdt_store_close(st);
+
+    diag("tl_range over a Redis that does not know the commands (renamed by a proxy)");
+    pid_t pid = 0;
+    static const char *const renamed[] = {"CRDT.TLRANGE", "CRDT.TLRANGEBYSCORE", NULL};
+    int port = rh_rename_proxy(srv->port, renamed, &pid);
+    if (!ok(port > 0, "the renaming proxy")) {
+        fake_stop(pid);
+        return;
+    }
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    st = open_store(url, NULL);
+    if (ok(st && crdt_store_redis_ready(st) == 1, "open through the proxy")) {
+        long long errs = err_replies(srv);
+        ok(tl_range_queries(st, "fallback"), "every query still gives the state's entries");
+        long long first = err_replies(srv) - errs;
+        ok(first >= 1 && first <= 5, "the first call met the unknown command (%lld errors)", first);
+        errs = err_replies(srv);
+        states = cmd_calls(srv, "crdt.state");
+        memset(&t, 0, sizeof(t));
+        crdt_store_tl_range(st, kb, 5, &q, on_tl_range, &t);
+        ep_run_until(L, &t.done, 5000);
+        ok(t.calls == 1 && t.rc == 0 && t.text &&
+               !strcmp(t.text,
+                       "626967=0x1.6345785d8ap+56,63=0x1p+1,;;;;6235=0x1.6p+2,6232=0x1p+1,;"),
+           "then offset 0 count 2 as before (%s)", t.text ? t.text : "");
+        free(t.text);
+        is_int((int)(err_replies(srv) - errs), 0, "remembered: not asked again");
+        is_int((int)(cmd_calls(srv, "crdt.state") - states), 5, "one CRDT.STATE per key");
+        ok(!crdt_store_last_error(st), "the store stays healthy");
+    }
+    crdt_store_close(st);
+    fake_stop(pid);
+}
+
 /* ---- tl_write_batch on one server ---------------------------------------------------------- */
 
 static void test_batch(rh_server_t *srv)
 {
     diag("tl_write_batch on one server: CRDT.TLMADD / TLMREM");
-    char url[64];
-    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", srv->port);
-    crdt_store_t *st = open_store(url, NULL);
-    if (!ok(st && crdt_store_redis_ready(st) == 1, "open %s", url)) {
-        crdt_store_close(st);
+    crdt_store_t *st = open_server(srv);
+    if (!st)
         return;
-    }
     ok(st->ops->tl_write_batch != NULL, "the Redis store offers tl_write_batch");
     events_t ev = {.in_order = true};
     crdt_store_events_t evs = {ev_change, ev_durable, &ev};
@@ -1582,6 +1838,7 @@ static void test_batch(rh_server_t *srv)
     /* Redis gone: CRDT_EUNAVAIL, the store's reason in last_error */
     rh_server_t gone = {0};
     if (rh_start(&gone, NULL, "node-id 9", NULL) == 0) {
+        char url[64];
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d", gone.port);
         st = open_store(url, NULL);
         rh_kill(&gone);
@@ -1692,6 +1949,7 @@ int main(void)
     test_restart(&srv);
     test_list(&srv);
     test_batch(&srv);
+    test_tl_range(&srv);
     rh_stop(&srv);
     test_fakes();
     test_old_module();

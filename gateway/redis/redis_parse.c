@@ -1,9 +1,11 @@
 /* redis_parse.c - URL, CLUSTER SLOTS, redirects, INFO fields and change-log replies */
 #include "redis_parse.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "crdt_reconcile.h"
 #include "logpos.h"
@@ -467,6 +469,50 @@ int sr_parse_tlm(const redisReply *r, size_t n, uint8_t *changed, char *why, siz
             return fail(why, whylen, "CRDT.TLMADD answered a count other than 0 or 1");
         changed[i] = (uint8_t)r->element[i]->integer;
     }
+    return 0;
+}
+
+bool sr_parse_score(const char *s, size_t len, double *out)
+{
+    char buf[64];
+    if (!s || len == 0 || len >= sizeof(buf))
+        return false;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    const char *digits = buf + (buf[0] == '-' || buf[0] == '+');
+    if (strcasecmp(digits, "inf") != 0) {
+        /* strtod also reads hex, "nan" and "infinity": Redis writes none of them */
+        if (strspn(buf, "0123456789+-.eE") != len)
+            return false;
+    }
+    char *end;
+    double d = strtod(buf, &end);
+    if (end != buf + len || isnan(d))
+        return false;
+    *out = d;
+    return true;
+}
+
+int sr_parse_tl_entries(const redisReply *r, crdt_tl_entry_t *out, size_t cap, size_t *n, char *why,
+                        size_t whylen)
+{
+    *n = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || (r->elements && !r->element))
+        return fail(why, whylen, "CRDT.TLRANGE did not answer an array");
+    if (r->elements % 2)
+        return fail(why, whylen, "CRDT.TLRANGE answered a member without its score");
+    if (r->elements / 2 > cap)
+        return fail(why, whylen, "CRDT.TLRANGE answered more entries than asked for");
+    for (size_t i = 0; i < r->elements / 2; i++) {
+        const redisReply *m = r->element[2 * i], *sc = r->element[2 * i + 1];
+        if (!is_bulk(m))
+            return fail(why, whylen, "CRDT.TLRANGE answered a member that is not a string");
+        double d;
+        if (!is_bulk(sc) || !sr_parse_score(sc->str, sc->len, &d))
+            return fail(why, whylen, "CRDT.TLRANGE answered a score that is not a number");
+        out[i] = (crdt_tl_entry_t){m->len ? m->str : "", m->len, d};
+    }
+    *n = r->elements / 2;
     return 0;
 }
 

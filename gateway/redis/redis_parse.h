@@ -136,6 +136,16 @@ int sr_parse_tlm(const redisReply *r, size_t n, uint8_t *changed, char *why, siz
  * any other text. */
 bool sr_parse_tlm_wrongtype(const char *s, size_t len, size_t n, size_t *pos, crdt_type_t *type);
 
+/* A score of a WITHSCORES reply in s[0..len): a decimal number or inf / -inf (Redis writes
+ * %.17g, which reads back exactly), whole; NaN, hex, blanks or trailing bytes are refused. */
+bool sr_parse_score(const char *s, size_t len, double *out);
+
+/* A CRDT.TLRANGE / CRDT.TLRANGEBYSCORE ... WITHSCORES reply: [member, score, member, score ...]
+ * (members bulk strings, scores bulk strings that sr_parse_score reads), at most cap entries, into
+ * out[0..*n) with members pointing into r. 0, or -1 with why (*n 0). */
+int sr_parse_tl_entries(const redisReply *r, crdt_tl_entry_t *out, size_t cap, size_t *n, char *why,
+                        size_t whylen);
+
 /* A CRDT.TYPE reply: a type name or "none" (*type 0). 0, or -1 with why. */
 int sr_parse_type(const redisReply *r, crdt_type_t *type, char *why, size_t whylen);
 

@@ -85,6 +85,8 @@ typedef enum {
     R_BATCH,       /* CRDT.TLMADD / TLMREM of one slot's writes of a tl_write_batch */
     R_BATCH_STATE, /* the state of a key it changed, for the change event */
     R_BATCH_WAIT,  /* WAIT after it */
+    R_TLRANGE,     /* CRDT.TLRANGE / TLRANGEBYSCORE of one key of a tl_range call */
+    R_TLSTATE,     /* CRDT.STATE of one key of a tl_range call (a crdt.so without them) */
 } req_kind_t;
 
 /* A change log (crdt:log:{TAG}:EPOCH) and how far this store has read it. Kept by name for the
@@ -116,6 +118,13 @@ typedef struct sr_many {
     crdt_type_t *types;
     sr_batch_t *batch; /* a types call of a batch's first phase: batch_typed instead of tcb */
     size_t bad;        /* the first key whose read failed with CRDT_ETYPE (SIZE_MAX: none) */
+    /* a tl_range call: rcb instead of cb; per key its entries (one block each: the entries, then
+     * their members' bytes) or, read with CRDT.STATE, its object in objs */
+    crdt_store_tl_range_cb rcb;
+    crdt_store_tl_query_t q; /* q.after.member points into keys' block */
+    crdt_tl_entry_t **ents;
+    size_t *counts;
+    crdt_bytes_t *keys; /* copies (bytes after them): a key may have to be asked again */
 } sr_many_t;
 
 typedef struct sr_scan {
@@ -232,6 +241,7 @@ struct sr_store {
     bool follow_started; /* every primary of the map had its logs listed once */
     bool no_poll;        /* crdt.so without CRDT.LOG.POLL: one CRDT.LOG.READ per log */
     bool no_tlm;         /* crdt.so without CRDT.TLMADD: a batch's writes go one by one */
+    bool no_tlrange;     /* crdt.so without CRDT.TLRANGE: tl_range reads states (CRDT.STATE) */
 };
 
 static sr_store_t *srs(crdt_store_t *st)
@@ -663,6 +673,54 @@ static void route(sr_req_t *q, const void *key, size_t klen)
 
 static void batch_typed(sr_batch_t *b, int rc, const crdt_type_t *types, size_t bad);
 
+/* Frees an aggregate of get_many, types or tl_range with what it holds. */
+static void many_free(sr_many_t *m)
+{
+    free(m->types);
+    for (size_t i = 0; i < m->n; i++) {
+        crdt_obj_free(m->objs[i]);
+        if (m->ents)
+            free(m->ents[i]);
+    }
+    free(m->objs);
+    free(m->ents);
+    free(m->counts);
+    free(m->keys);
+    free(m);
+}
+
+/* A tl_range key read with CRDT.STATE: its entries out of the object, as the command would
+ * have answered (members borrowed from the object). */
+static int tl_range_of_state(sr_many_t *m, size_t i)
+{
+    const crdt_obj_t *o = m->objs[i];
+    if (!o || crdt_obj_type(o) != CRDT_TIMELINE)
+        return 0;
+    const crdt_store_tl_query_t *q = &m->q;
+    size_t card = crdt_timeline_card(o), want = q->by_score ? q->limit : q->count;
+    if (want > card)
+        want = card;
+    if (!want)
+        return 0;
+    if (!(m->ents[i] = malloc(want * sizeof(crdt_tl_entry_t))))
+        return CRDT_ENOMEM;
+    m->counts[i] = q->by_score ? crdt_timeline_range_by_score(o, q->max, q->min,
+                                                              q->has_after ? &q->after : NULL, want,
+                                                              m->ents[i])
+                               : crdt_timeline_range(o, q->offset, want, m->ents[i]);
+    return 0;
+}
+
+static void tl_range_finish(sr_many_t *m)
+{
+    for (size_t i = 0; i < m->n && m->rc == 0; i++)
+        m->rc = tl_range_of_state(m, i);
+    if (m->rc < 0)
+        m->rcb(m->ud, m->rc, NULL, NULL, 0);
+    else
+        m->rcb(m->ud, 0, (const crdt_tl_entry_t *const *)m->ents, m->counts, m->n);
+}
+
 static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
 {
     if (rc < 0 && m->rc == 0)
@@ -677,15 +735,13 @@ static void many_part(sr_many_t *m, size_t idx, int rc, crdt_obj_t *obj)
         batch_typed(m->batch, m->rc, m->types, m->bad);
     else if (m->tcb)
         m->tcb(m->ud, m->rc, m->rc < 0 ? NULL : m->types, m->rc < 0 ? 0 : m->n);
+    else if (m->rcb)
+        tl_range_finish(m);
     else if (m->rc < 0)
         m->cb(m->ud, m->rc, NULL, 0);
     else
         m->cb(m->ud, 0, (const crdt_obj_t *const *)m->objs, m->n);
-    free(m->types);
-    for (size_t i = 0; i < m->n; i++)
-        crdt_obj_free(m->objs[i]);
-    free(m->objs);
-    free(m);
+    many_free(m);
 }
 
 static void scan_finish(sr_scan_t *sc)
@@ -740,7 +796,9 @@ static void req_fail(sr_req_t *q, int rc)
     switch (q->kind) {
     case R_GET: ((crdt_store_get_cb)q->cb)(q->ud, rc, NULL); break;
     case R_MANY:
-    case R_TYPES: many_part(q->many, q->idx, rc, NULL); break;
+    case R_TYPES:
+    case R_TLRANGE:
+    case R_TLSTATE: many_part(q->many, q->idx, rc, NULL); break;
     case R_WRITE:
         q->rc = rc;
         write_finish(q);
@@ -991,6 +1049,8 @@ static void rsx_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
 static bool batch_wrongtype(sr_req_t *q, const redisReply *r);
 static void batch_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static bool tl_range_error(sr_store_t *s, sr_req_t *q, const redisReply *r);
+static void tl_range_reply(sr_store_t *s, sr_req_t *q, const redisReply *r);
 
 static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
 {
@@ -1018,6 +1078,11 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         req_free(q);
         return;
     }
+    if (r->type == REDIS_REPLY_ERROR && (q->kind == R_TLRANGE || q->kind == R_TLSTATE) &&
+        tl_range_error(s, q, r)) {
+        req_free(q);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR && q->kind != R_INFO && q->kind != R_SLOTS) {
         req_fail(q, reply_error_code(s, q, r));
         return;
@@ -1031,9 +1096,11 @@ static void handle_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
         crdt_obj_free(obj);
         break;
     case R_MANY:
+    case R_TLSTATE:
         rc = decode_state(s, q, r, &obj);
         many_part(q->many, q->idx, rc, obj);
         break;
+    case R_TLRANGE: tl_range_reply(s, q, r); break;
     case R_TYPES: {
         crdt_type_t t = 0;
         rc = 0;
@@ -1154,13 +1221,8 @@ static void req_drop(sr_req_t *q)
 {
     if (q->parent)
         req_free(q->parent);
-    if (q->many && --q->many->left == 0) {
-        for (size_t i = 0; i < q->many->n; i++)
-            crdt_obj_free(q->many->objs[i]);
-        free(q->many->objs);
-        free(q->many->types);
-        free(q->many);
-    }
+    if (q->many && --q->many->left == 0)
+        many_free(q->many);
     if (q->scan && --q->scan->left == 0)
         free(q->scan);
     if (q->list)
@@ -1824,15 +1886,22 @@ static void sr_get(crdt_store_t *st, const void *key, size_t klen, crdt_store_ge
     req_dispatch(s, q);
 }
 
-/* Sends `verb key` for each of the n keys of m, pipelined and routed by slot; a request that
- * cannot be made counts as that key's failure. */
-static void many_issue(sr_store_t *s, sr_many_t *m, const crdt_bytes_t *keys, size_t n,
-                       req_kind_t kind, const char *verb)
+#define SR_MANY_ARGS_MAX 8
+
+/* Sends `verb key args...` (nargs <= SR_MANY_ARGS_MAX, borrowed) for keys[a..e) of m, pipelined
+ * and routed by slot; a request that cannot be made counts as that key's failure. */
+static void many_issue_args(sr_store_t *s, sr_many_t *m, const crdt_bytes_t *keys, size_t a,
+                            size_t e, req_kind_t kind, const char *verb, const char *const *args,
+                            const size_t *alens, int nargs)
 {
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[] = {verb, keys[i].data};
-        size_t lens[] = {strlen(verb), keys[i].len};
-        sr_req_t *q = req_new(s, kind, verb, 2, argv, lens);
+    const char *argv[2 + SR_MANY_ARGS_MAX] = {verb};
+    size_t lens[2 + SR_MANY_ARGS_MAX] = {strlen(verb)};
+    for (int k = 0; k < nargs; k++)
+        argv[2 + k] = args[k], lens[2 + k] = alens[k];
+    for (size_t i = a; i < e; i++) {
+        argv[1] = keys[i].data;
+        lens[1] = keys[i].len;
+        sr_req_t *q = req_new(s, kind, verb, 2 + nargs, argv, lens);
         if (!q) {
             many_part(m, i, CRDT_ENOMEM, NULL);
             continue;
@@ -1842,6 +1911,13 @@ static void many_issue(sr_store_t *s, sr_many_t *m, const crdt_bytes_t *keys, si
         route(q, keys[i].data, keys[i].len);
         req_dispatch(s, q);
     }
+}
+
+/* Sends `verb key` for each of the n keys of m (many_issue_args). */
+static void many_issue(sr_store_t *s, sr_many_t *m, const crdt_bytes_t *keys, size_t n,
+                       req_kind_t kind, const char *verb)
+{
+    many_issue_args(s, m, keys, 0, n, kind, verb, NULL, NULL, 0);
 }
 
 static void sr_get_many(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
@@ -2648,6 +2724,150 @@ static void sr_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size
 
 /* ---- the change feed: the changes this store reported, by seq ----------------------------------
  */
+
+/* ---- tl_range --------------------------------------------------------------------------------
+ */
+
+/* An error answering a tl_range key's read: true when it is no failure of the call. */
+static bool tl_range_error(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    const char *e = r->str ? r->str : "";
+    if (strncmp(e, "WRONGTYPE", 9) == 0) {
+        many_part(q->many, q->idx, 0, NULL); /* another type, or not a CRDT: no entries */
+        return true;
+    }
+    if (q->kind == R_TLRANGE && strncmp(e, "ERR unknown command", 19) == 0) {
+        /* an older crdt.so: this key's state instead, and every key's from now on */
+        s->no_tlrange = true;
+        many_issue_args(s, q->many, q->many->keys, q->idx, q->idx + 1, R_TLSTATE, "CRDT.STATE",
+                        NULL, NULL, 0);
+        return true;
+    }
+    return false;
+}
+
+/* A CRDT.TLRANGE / TLRANGEBYSCORE reply: the key's entries, copied (the reply goes when this
+ * returns) into one block, the members' bytes after the entries. */
+static void tl_range_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
+{
+    sr_many_t *m = q->many;
+    size_t cap = m->q.by_score ? m->q.limit : m->q.count, n = 0, bytes = 0;
+    if (r->type == REDIS_REPLY_ARRAY && r->element)
+        n = r->elements / 2 < cap ? r->elements / 2 : cap;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = r->element[2 * i];
+        if (e && e->type == REDIS_REPLY_STRING)
+            bytes += e->len;
+    }
+    crdt_tl_entry_t *es = n ? malloc(n * sizeof(*es) + bytes) : NULL;
+    if (n && !es) {
+        many_part(m, q->idx, CRDT_ENOMEM, NULL);
+        return;
+    }
+    char why[120];
+    size_t got;
+    if (sr_parse_tl_entries(r, es, n, &got, why, sizeof(why)) < 0) {
+        free(es);
+        s->rs.bad_replies++;
+        set_err(s, "redis %s:%d: %s", q->node ? q->node->addr.host : "?",
+                q->node ? q->node->addr.port : 0, why);
+        many_part(m, q->idx, CRDT_EIO, NULL);
+        return;
+    }
+    char *b = (char *)(es + got);
+    for (size_t i = 0; i < got; i++) {
+        memcpy(b, es[i].member, es[i].member_len);
+        es[i].member = b;
+        b += es[i].member_len;
+    }
+    m->ents[q->idx] = es;
+    m->counts[q->idx] = got;
+    many_part(m, q->idx, 0, NULL);
+}
+
+/* A count as the module's argument (a long long). */
+static size_t put_count(char *p, size_t v)
+{
+    return put_dec(p, v > (size_t)INT64_MAX ? (uint64_t)INT64_MAX : (uint64_t)v);
+}
+
+static void sr_tl_range(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
+                        const crdt_store_tl_query_t *q, crdt_store_tl_range_cb cb, void *ud)
+{
+    sr_store_t *s = srs(st);
+    if (q->by_score &&
+        (isnan(q->max) || isnan(q->min) || (q->has_after && !isfinite(q->after.score)))) {
+        cb(ud, CRDT_EINVAL, NULL, NULL, 0);
+        return;
+    }
+    size_t kbytes = q->by_score && q->has_after ? q->after.member_len : 0;
+    for (size_t i = 0; i < n; i++)
+        kbytes += keys[i].len;
+    sr_many_t *m = calloc(1, sizeof(*m));
+    crdt_obj_t **objs = calloc(n ? n : 1, sizeof(*objs));
+    crdt_tl_entry_t **ents = calloc(n ? n : 1, sizeof(*ents));
+    size_t *counts = calloc(n ? n : 1, sizeof(*counts));
+    crdt_bytes_t *kc = malloc(n * sizeof(*kc) + kbytes + 1);
+    if (!m || !objs || !ents || !counts || !kc) {
+        free(m), free(objs), free(ents), free(counts), free(kc);
+        cb(ud, CRDT_ENOMEM, NULL, NULL, 0);
+        return;
+    }
+    *m = (sr_many_t){.rcb = cb,
+                     .ud = ud,
+                     .n = n,
+                     .left = n,
+                     .objs = objs,
+                     .bad = SIZE_MAX,
+                     .q = *q,
+                     .ents = ents,
+                     .counts = counts,
+                     .keys = kc};
+    uint8_t *at = (uint8_t *)(kc + n);
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i].len)
+            memcpy(at, keys[i].data, keys[i].len);
+        kc[i] = (crdt_bytes_t){at, keys[i].len};
+        at += keys[i].len;
+    }
+    if (q->by_score && q->has_after) {
+        if (q->after.member_len)
+            memcpy(at, q->after.member, q->after.member_len);
+        m->q.after.member = at;
+    }
+    if (n == 0 || (q->by_score ? q->limit : q->count) == 0) {
+        /* nothing to read of any key */
+        cb(ud, 0, (const crdt_tl_entry_t *const *)ents, counts, n);
+        many_free(m);
+        return;
+    }
+    if (s->no_tlrange) {
+        many_issue(s, m, kc, n, R_TLSTATE, "CRDT.STATE");
+        return;
+    }
+    char num[4][32];
+    const char *args[SR_MANY_ARGS_MAX]; /* max min AFTER score member LIMIT n WITHSCORES */
+    size_t lens[SR_MANY_ARGS_MAX];
+    int na = 0;
+    if (!q->by_score) {
+        lens[na] = put_count(num[0], q->offset), args[na++] = num[0];
+        lens[na] = put_count(num[1], q->count), args[na++] = num[1];
+    } else {
+        lens[na] = put_score(num[0], q->max), args[na++] = num[0];
+        lens[na] = put_score(num[1], q->min), args[na++] = num[1];
+        if (q->has_after) {
+            args[na] = "AFTER", lens[na++] = 5;
+            lens[na] = put_score(num[2], q->after.score), args[na++] = num[2];
+            args[na] = m->q.after.member_len ? m->q.after.member : "";
+            lens[na++] = m->q.after.member_len;
+        }
+        args[na] = "LIMIT", lens[na++] = 5;
+        lens[na] = put_count(num[3], q->limit), args[na++] = num[3];
+    }
+    args[na] = "WITHSCORES", lens[na++] = 10;
+    many_issue_args(s, m, kc, 0, n, R_TLRANGE, q->by_score ? "CRDT.TLRANGEBYSCORE" : "CRDT.TLRANGE",
+                    args, lens, na);
+}
 
 static void feed_append(sr_store_t *s, const void *key, size_t klen, uint64_t seq)
 {
@@ -4123,6 +4343,7 @@ static const crdt_store_ops_t sr_ops = {
     .pipelined = true, /* one key's commands go on one connection, in order */
     .types = sr_types,
     .tl_write_batch = sr_tl_write_batch,
+    .tl_range = sr_tl_range,
 };
 
 void crdt_store_redis_config_init(crdt_store_redis_config_t *cfg)

@@ -74,6 +74,24 @@ typedef struct crdt_store_batch_result {
  * written before a failure). */
 typedef void (*crdt_store_batch_cb)(void *ud, int rc, const crdt_store_batch_result_t *res);
 
+/* What crdt_store_tl_range reads of each timeline: entries by position or by score. */
+typedef struct crdt_store_tl_query {
+    bool by_score;
+    /* !by_score: entries [offset, offset + count) newest first (crdt_timeline_range) */
+    size_t offset, count;
+    /* by_score: up to limit entries with min <= score <= max newest first, strictly after `after`
+     * when has_after (crdt_timeline_range_by_score); max and min may be infinite, not NaN;
+     * after.score is finite */
+    double max, min;
+    bool has_after;
+    crdt_tl_entry_t after;
+    size_t limit;
+} crdt_store_tl_query_t;
+/* rc 0 with ents[i][0..counts[i]) for keys[i] (counts[i] 0: empty, absent or not a timeline),
+ * everything borrowed for the call; or a negative code (ents and counts NULL). */
+typedef void (*crdt_store_tl_range_cb)(void *ud, int rc, const crdt_tl_entry_t *const *ents,
+                                       const size_t *counts, size_t n);
+
 /* Anti-entropy: a reconciliation session (crdt_reconcile.h) the store runs over its own index of
  * (key id, state fingerprint) items, so the index lives beside the data it describes: the embedded
  * store keeps a crdt_rsx_index_t refreshed from the replica's change feed; a store over Redis
@@ -175,6 +193,10 @@ typedef struct crdt_store_ops {
      * writes checked as one (crdt_store_tl_write_batch) */
     void (*tl_write_batch)(crdt_store_t *st, const crdt_store_kmut_t *w, size_t n,
                            crdt_store_batch_cb cb, void *ud);
+    /* optional (NULL: the caller reads the objects with get_many): entries of n timelines
+     * without their whole states (crdt_store_tl_range) */
+    void (*tl_range)(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
+                     const crdt_store_tl_query_t *q, crdt_store_tl_range_cb cb, void *ud);
 } crdt_store_ops_t;
 
 struct crdt_store {
@@ -255,6 +277,23 @@ static inline void crdt_store_tl_write_batch(crdt_store_t *st, const crdt_store_
                                              size_t n, crdt_store_batch_cb cb, void *ud)
 {
     st->ops->tl_write_batch(st, w, n, cb, ud);
+}
+
+/* The entries q selects of each of n timelines keys[0..n), read where the store keeps them, so
+ * that only those travel (a store over Redis: one CRDT.TLRANGE or CRDT.TLRANGEBYSCORE ...
+ * WITHSCORES per key, pipelined and routed by slot). cb gets, per key, exactly what
+ * crdt_timeline_range (or crdt_timeline_range_by_score) returns on the key's timeline; a key that
+ * is absent, holds another CRDT type or a value that is not a CRDT (a native Redis value) has no
+ * entries. A failure of any key's read fails the call (rc CRDT_EUNAVAIL, CRDT_EIO for a reply that
+ * makes no sense, ...); a NaN bound or a non-finite after.score is CRDT_EINVAL at once. keys, q and
+ * q->after's member are borrowed for the call; the entries cb gets live until it returns. Only
+ * where ops->tl_range is set (NULL: the store has nothing better than get_many; a store over Redis
+ * whose crdt.so lacks the commands reads the states with CRDT.STATE and answers the same). */
+static inline void crdt_store_tl_range(crdt_store_t *st, const crdt_bytes_t *keys, size_t n,
+                                       const crdt_store_tl_query_t *q, crdt_store_tl_range_cb cb,
+                                       void *ud)
+{
+    st->ops->tl_range(st, keys, n, q, cb, ud);
 }
 
 /* Every data key, in no particular order, from cursor (0: the start) for about `limit` keys (the

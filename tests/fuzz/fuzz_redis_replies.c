@@ -1,11 +1,14 @@
 /* fuzz_redis_replies.c - the Redis store's readers of crdt.so's newer replies
  * (gateway/redis/redis_parse.c): CRDT.LOG.POLL and the CRDT.LOG.READ replies inside it with their
- * entries (origins included), CRDT.RSX.OPEN / RECV / DIFFS / ITEMS / DIGEST, CRDT.TYPE and SCAN.
+ * entries (origins included), CRDT.RSX.OPEN / RECV / DIFFS / ITEMS / DIGEST, CRDT.TYPE, SCAN and
+ * CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES (with a room of as many entries as the reply claims,
+ * one fewer, and none).
  *
  * The input is RESP of any shape, decoded by hiredis's reader with the store's element budget (as
  * the store's connections get it); every reply, and the first elements of its arrays, goes through
  * every parser. Whatever a parser accepts must be within the bounds it promises.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +56,41 @@ static void check_log_read(const redisReply *r)
     }
     sr_log_entry_t e;
     REQUIRE(!sr_log_entry(r, ne, &e)); /* past the end */
+}
+
+/* Whatever sr_parse_tl_entries accepts is the reply's own members and scores, within the room
+ * given, never NaN, and reads back from %.17g (as Redis writes it) to the same score. */
+static void check_tl_entries(const redisReply *r)
+{
+    enum { ROOM = 256 };
+    static crdt_tl_entry_t out[ROOM + 1];
+    size_t claimed = r->type == REDIS_REPLY_ARRAY ? r->elements / 2 : 0;
+    size_t rooms[] = {claimed, claimed ? claimed - 1 : 0, 0};
+    for (size_t k = 0; k < 3; k++) {
+        size_t cap = rooms[k] < ROOM ? rooms[k] : ROOM, n = 99;
+        char why[160];
+        why[0] = '\0';
+        out[cap].member = NULL; /* a write past the room shows here */
+        if (sr_parse_tl_entries(r, out, cap, &n, why, sizeof(why)) < 0) {
+            REQUIRE(why[0] && n == 0);
+            continue;
+        }
+        REQUIRE(n <= cap && n * 2 == r->elements && out[cap].member == NULL);
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *m = r->element[2 * i], *s = r->element[2 * i + 1];
+            REQUIRE(m->type == REDIS_REPLY_STRING && out[i].member_len == m->len);
+            REQUIRE(m->len == 0 || out[i].member == m->str);
+            REQUIRE(!isnan(out[i].score));
+            double d;
+            REQUIRE(sr_parse_score(s->str, s->len, &d) && d == out[i].score);
+            char back[64];
+            snprintf(back, sizeof(back), "%.17g", out[i].score);
+            REQUIRE(sr_parse_score(back, strlen(back), &d) && d == out[i].score);
+        }
+    }
+    double d;
+    if (r->type == REDIS_REPLY_STRING && sr_parse_score(r->str, r->len, &d))
+        REQUIRE(!isnan(d));
 }
 
 static void check_reply(const redisReply *r, int depth)
@@ -168,6 +206,8 @@ static void check_reply(const redisReply *r, int depth)
         REQUIRE(why[0]);
     }
 
+    check_tl_entries(r);
+
     if (r->type == REDIS_REPLY_ARRAY && depth < 4)
         for (size_t i = 0; i < r->elements && i < 8; i++)
             if (r->element[i])
@@ -180,6 +220,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool more;
     size_t n;
     REQUIRE(sr_parse_log_poll(NULL, &more, &n, NULL, 0) < 0);
+    REQUIRE(sr_parse_tl_entries(NULL, NULL, 0, &n, NULL, 0) < 0 && n == 0);
+    double d;
+    REQUIRE(!sr_parse_score(NULL, 0, &d));
 
     redisReader *rd = redisReaderCreate();
     if (!rd)

@@ -290,6 +290,31 @@ int main(int argc, char **argv)
             "*2\r\n$2\r\n17\r\n*2\r\n$1\r\nx\r\n$1\r\ny\r\n", "*2\r\n$1\r\n0\r\n*0\r\n"};
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
+            /* CRDT.TLRANGE / TLRANGEBYSCORE WITHSCORES as crdt.so writes them (%.17g scores, inf,
+             * -0, an empty and a binary member) and some it never writes */
+#define SEED(s)                                                                                    \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+        static const struct {
+            const char *p;
+            size_t len;
+        } ranges[] = {
+            SEED("*0\r\n"),
+            SEED("*4\r\n$1\r\nb\r\n$1\r\n2\r\n$1\r\na\r\n$19\r\n0.30000000000000004\r\n"),
+            SEED("*6\r\n$0\r\n\r\n$3\r\ninf\r\n$2\r\n\x00\xff\r\n$2\r\n-0\r\n$1\r\nz\r\n"
+                 "$24\r\n-1.7976931348623157e+308\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n$4\r\n-inf\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n$3\r\nnan\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n$4\r\n0x10\r\n"),
+            SEED("*1\r\n$1\r\nm\r\n"),
+            SEED("*2\r\n:1\r\n$1\r\n1\r\n"),
+            SEED("*2\r\n$1\r\nm\r\n:1\r\n"),
+            SEED("$3\r\n1e5\r\n"),
+        };
+#undef SEED
+        for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+            write_file(dir, n++, ranges[i].p, ranges[i].len);
         return 0;
     }
     if (!strcmp(kind, "fuzz_web")) {
