@@ -28,6 +28,17 @@ static void on_store_change(void *ud, const void *key, size_t klen, uint64_t seq
             s->loop.sinks[i].change(s, key, klen, seq, delta, origin);
 }
 
+static bool on_store_wants_delta(void *ud, const void *key, size_t klen)
+{
+    gw_server_t *s = ud;
+    for (int i = 0; i < s->loop.nsinks; i++) {
+        const gw_loop_sink_t *k = &s->loop.sinks[i];
+        if (k->change && (!k->wants_delta || k->wants_delta(s, key, klen)))
+            return true;
+    }
+    return false;
+}
+
 bool gw_loop_storage_failed(const gw_server_t *s)
 {
     return s->storage_error || crdt_store_last_error(s->store);
@@ -237,8 +248,9 @@ int gw_loop_tls_check(const char *cert, const char *key, char *why, size_t whyle
     if (!f)
         snprintf(why, whylen, "cannot read the key %s: %s", key, strerror(err));
     else if (!k)
-        ossl_reason(why, whylen, "the key file holds no PEM private key (encrypted keys are not "
-                                 "supported)");
+        ossl_reason(why, whylen,
+                    "the key file holds no PEM private key (encrypted keys are not "
+                    "supported)");
     else if (X509_check_private_key(x, k) != 1)
         ossl_reason(why, whylen, "the key does not belong to the certificate");
     else
@@ -289,8 +301,7 @@ int gw_loop_tls_reload(gw_server_t *s)
     if (!gw_loop_tls(s) || !s->ctx)
         return 0;
     char why[512], info[512];
-    if (gw_loop_tls_check(s->cfg.tls_cert, s->cfg.tls_key, why, sizeof(why), info,
-                          sizeof(info))) {
+    if (gw_loop_tls_check(s->cfg.tls_cert, s->cfg.tls_key, why, sizeof(why), info, sizeof(info))) {
         gw_log("SIGHUP: keeping the previous TLS certificate: %s", why);
         return -1;
     }
@@ -303,8 +314,9 @@ int gw_loop_tls_reload(gw_server_t *s)
     return 0;
 }
 
-/* The certificate chain of a PEM file (the leaf first) and the key of another: 0, or -1 with why. */
-static int load_chain(const char *cert, const char *key, X509 **leaf, STACK_OF(X509) **chain,
+/* The certificate chain of a PEM file (the leaf first) and the key of another: 0, or -1 with why.
+ */
+static int load_chain(const char *cert, const char *key, X509 **leaf, STACK_OF(X509) * *chain,
                       EVP_PKEY **pkey, char *why, size_t whylen)
 {
     *leaf = NULL;
@@ -337,7 +349,7 @@ static int load_chain(const char *cert, const char *key, X509 **leaf, STACK_OF(X
 
 /* Why leaf cannot be a peer certificate now: expired, not yet valid, or (with a store) not
  * verifying against it; NULL when it can. */
-static const char *peer_cert_problem(X509 *leaf, STACK_OF(X509) *chain, X509_STORE *store,
+static const char *peer_cert_problem(X509 *leaf, STACK_OF(X509) * chain, X509_STORE *store,
                                      char *why, size_t whylen)
 {
     if (X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
@@ -525,7 +537,7 @@ static struct lws_vhost *make_vhost(gw_server_t *s, const char *name, const gw_a
 
 void gw_loop_use_store(gw_server_t *s, crdt_store_t *st)
 {
-    crdt_store_events_t ev = {on_store_change, on_store_durable, s};
+    crdt_store_events_t ev = {on_store_change, on_store_durable, s, on_store_wants_delta};
     s->store = st;
     crdt_store_set_events(st, &ev);
 }
@@ -594,7 +606,7 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
  * per apply 1/28 against ws://'s 1/64, whose one read takes up to 64 KiB); 128 records is still
  * less than what one ws:// read can hold. */
 #define READ_MORE_ROUNDS 128
-#define READ_MORE_IDLE 64   /* forced reads without a receive before a reader is dropped */
+#define READ_MORE_IDLE 64 /* forced reads without a receive before a reader is dropped */
 
 void gw_loop_reader_init(gw_loop_reader_t *r, struct lws *wsi)
 {

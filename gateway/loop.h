@@ -36,6 +36,9 @@ typedef struct gw_loop_sink {
                    const crdt_obj_t *delta, uint64_t origin);
     void (*durable)(gw_server_t *s);
     void (*shutdown)(gw_server_t *s);
+    /* optional with change (NULL: every change's delta is wanted): whether change would use the
+     * delta of a change of key (crdt_store_events_t.wants_delta) */
+    bool (*wants_delta)(gw_server_t *s, const void *key, size_t klen);
 } gw_loop_sink_t;
 
 #define GW_LOOP_MAX_SINKS 4
@@ -54,11 +57,11 @@ struct gw_durable_wait {
 
 typedef struct gw_loop {
     lws_sorted_usec_list_t sul_flush, sul_tick;
-    struct ssl_ctx_st *peer_ctx; /* TLS client context of wss:// peers (SSL_CTX), or NULL */
-    struct ssl_ctx_st *listen_ctx; /* the main listener's server context (its client-certificate
-                                    * store is --peer-ca), or NULL; lws owns it */
-    struct lws_protocols *protos;  /* the protocol list given to lws: a copy whose first entry
-                                    * passes through the loop (to see listen_ctx made) */
+    struct ssl_ctx_st *peer_ctx;    /* TLS client context of wss:// peers (SSL_CTX), or NULL */
+    struct ssl_ctx_st *listen_ctx;  /* the main listener's server context (its client-certificate
+                                     * store is --peer-ca), or NULL; lws owns it */
+    struct lws_protocols *protos;   /* the protocol list given to lws: a copy whose first entry
+                                     * passes through the loop (to see listen_ctx made) */
     lws_callback_function *http_cb; /* ... to the callback it had */
     bool flush_scheduled;
     gw_durable_wait_t *head, *tail; /* in seq order */

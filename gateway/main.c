@@ -73,6 +73,18 @@ static void peer_change(gw_server_t *s, const void *key, size_t klen, uint64_t s
         gw_peer_on_change(s, key, klen, seq, delta, origin);
 }
 
+static bool sync_wants(gw_server_t *s, const void *key, size_t klen)
+{
+    return s->sync && gw_sync_wants(s, key, klen);
+}
+
+/* every change goes to the peers (their links queue it, or note it for the resume) */
+static bool peer_wants(gw_server_t *s, const void *key, size_t klen)
+{
+    (void)key, (void)klen;
+    return s->peers != NULL;
+}
+
 /* Per-session data of the WebSocket protocols is one pointer: sync.c and peer.c allocate their
  * own session structs. rx_buffer_size bounds one read, not a message; they reassemble. The size
  * of protocols[0]'s is set in main (gw_http_session_size). */
@@ -250,8 +262,10 @@ int main(int argc, char **argv)
     protocols[0].per_session_data_size = gw_http_session_size();
     if (redis) /* shut down last (sinks shut down in reverse order) */
         gw_loop_add_sink(s, &(gw_loop_sink_t){NULL, NULL, redis_shutdown});
-    gw_loop_add_sink(s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown});
-    gw_loop_add_sink(s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown});
+    gw_loop_add_sink(
+        s, &(gw_loop_sink_t){sync_change, gw_sync_on_durable, gw_sync_shutdown, sync_wants});
+    gw_loop_add_sink(
+        s, &(gw_loop_sink_t){peer_change, gw_peer_on_durable, gw_peer_shutdown, peer_wants});
     if (gw_loop_start(s, protocols) || (redis && redis_open(s)) || gw_sync_init(s) ||
         gw_peer_init(s)) {
         gw_loop_finish(s);

@@ -697,9 +697,9 @@ static int check_topics(sess_t *ss, const crdt_v1_msg_t *m, bool check_grants)
                        topic_index(m, i));
             return -1;
         }
-        gw_denial_t d = check_grants ? gw_auth_key(sess_token(ss), GW_ACCESS_READ, t->bytes,
-                                                   t->len, t->prefix)
-                                     : GW_DENY_NONE;
+        gw_denial_t d =
+            check_grants ? gw_auth_key(sess_token(ss), GW_ACCESS_READ, t->bytes, t->len, t->prefix)
+                         : GW_DENY_NONE;
         if (d != GW_DENY_NONE) {
             send_error(ss, true, m->id, E_UNAUTHORIZED, "%s[%zu]: no read grant covers it (%s)",
                        topic_kind(t), topic_index(m, i), gw_denial_name(d));
@@ -1431,6 +1431,23 @@ static void match_topic(gw_sync_t *y, const topic_t *t, uint64_t seq, size_t *n)
         }
         y->match[(*n)++] = ss;
     }
+}
+
+bool gw_sync_wants(gw_server_t *s, const void *key, size_t klen)
+{
+    gw_sync_t *y = s->sync;
+    if (!y || !y->ntopics || gw_key_reserved(key, klen))
+        return false;
+    const topic_t *t = topic_find(y, key, klen, false, topic_hash(key, klen, false));
+    if (t && t->nsubs)
+        return true;
+    for (size_t i = 0; i < y->nplens && y->plens[i] <= klen; i++) {
+        size_t pl = y->plens[i];
+        t = topic_find(y, key, pl, true, topic_hash(key, pl, true));
+        if (t && t->nsubs)
+            return true;
+    }
+    return false;
 }
 
 void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,

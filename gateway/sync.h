@@ -24,6 +24,8 @@ int gw_sync_init(gw_server_t *s);
 void gw_sync_shutdown(gw_server_t *s);
 int gw_sync_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len);
+/* Whether a change of key would reach a session (one subscribes to it or to a prefix of it). */
+bool gw_sync_wants(gw_server_t *s, const void *key, size_t klen);
 /* Every change applied to the replica (from any source), in seq order: fan-out. */
 void gw_sync_on_change(gw_server_t *s, const void *key, size_t klen, uint64_t seq,
                        const crdt_obj_t *delta);

@@ -260,7 +260,7 @@ static void test_store(const char *dir)
     is(st->ops->name, "embedded", "the store names itself");
     ok(crdt_store_embedded_replica(st) != NULL, "and gives its replica for introspection");
     events_t ev = {0};
-    crdt_store_set_events(st, &(crdt_store_events_t){ev_change, ev_durable, &ev});
+    crdt_store_set_events(st, &(crdt_store_events_t){ev_change, ev_durable, &ev, NULL});
     is_int((int)crdt_store_node_id(st), 3, "node id");
 
     res_t r = {0};

@@ -318,7 +318,7 @@ static void test_contract(rh_server_t *srv)
     is_int((int)crdt_store_node_id(st), 42, "node id from the configuration");
     ok(crdt_store_embedded_replica(st) == NULL, "no replica under a Redis store");
     events_t ev = {.in_order = true};
-    crdt_store_set_events(st, &(crdt_store_events_t){ev_change, ev_durable, &ev});
+    crdt_store_set_events(st, &(crdt_store_events_t){ev_change, ev_durable, &ev, NULL});
 
     res_t r = {0};
     crdt_mut_t add = {
@@ -565,7 +565,7 @@ static crdt_store_t *open_follower(const char *url, uint64_t node, fan_t *f)
     if (st) {
         memset(f, 0, sizeof(*f));
         f->ordered = true;
-        crdt_store_set_events(st, &(crdt_store_events_t){fan_change, NULL, f});
+        crdt_store_set_events(st, &(crdt_store_events_t){fan_change, NULL, f, NULL});
         ep_run_for(L, 150); /* the first CRDT.LOG.LIST of every primary */
     }
     return st;
@@ -1758,7 +1758,7 @@ static void test_batch(rh_server_t *srv)
         return;
     ok(st->ops->tl_write_batch != NULL, "the Redis store offers tl_write_batch");
     events_t ev = {.in_order = true};
-    crdt_store_events_t evs = {ev_change, ev_durable, &ev};
+    crdt_store_events_t evs = {ev_change, ev_durable, &ev, NULL};
     crdt_store_set_events(st, &evs);
     ev.last_seq = crdt_store_last_seq(st);
     freeReplyObject(rh_cmd(srv, "CONFIG RESETSTAT"));

@@ -56,18 +56,21 @@ typedef struct evs {
     int n;
     char key[MAXEV][24];
     uint64_t origin[MAXEV];
+    bool had_delta[MAXEV];
+    uint64_t seq[MAXEV];
 } evs_t;
 
 static void ev_change(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
                       uint64_t origin)
 {
-    (void)seq, (void)delta;
     evs_t *e = ud;
     if (e->n >= MAXEV)
         return;
     snprintf(e->key[e->n], sizeof(e->key[0]), "%.*s", (int)(klen < 23 ? klen : 23),
              (const char *)key);
     e->origin[e->n] = origin;
+    e->had_delta[e->n] = delta != NULL;
+    e->seq[e->n] = seq;
     e->n++;
 }
 
@@ -97,7 +100,7 @@ static crdt_store_t *open_url(const char *url, uint64_t node, bool follow, uint6
     }
     if (ev) {
         memset(ev, 0, sizeof(*ev));
-        crdt_store_set_events(st, &(crdt_store_events_t){ev_change, NULL, ev});
+        crdt_store_set_events(st, &(crdt_store_events_t){ev_change, NULL, ev, NULL});
     }
     uint64_t end = gw_evloop_mono_ms() + 8000;
     while ((crdt_store_redis_ready(st) != 1 || crdt_store_last_error(st)) &&
@@ -129,6 +132,44 @@ static int add_member(crdt_store_t *st, const char *key, const char *member)
 }
 
 /* ---- origins ------------------------------------------------------------------------------ */
+
+/* wants_delta of test_wants: only the keys that begin "want:" */
+static bool wants_want(void *ud, const void *key, size_t klen)
+{
+    (void)ud;
+    return klen >= 5 && !memcmp(key, "want:", 5);
+}
+
+static void test_wants(int port)
+{
+    diag("a follower decodes only the deltas its events want, and reports every change");
+    evs_t ev;
+    crdt_store_t *a = open_store(port, 14, true, 0, &ev);
+    crdt_store_t *w = open_store(port, 15, false, 0, NULL);
+    ok(a && w, "a following store and a writer");
+    if (!a || !w) {
+        crdt_store_close(a);
+        crdt_store_close(w);
+        return;
+    }
+    crdt_store_set_events(a, &(crdt_store_events_t){ev_change, NULL, &ev, wants_want});
+    ep_run_for(L, 150);
+    is_int(add_member(w, "want:1", "x"), 1, "a write of a wanted key");
+    is_int(add_member(w, "skip:1", "x"), 1, "one of a key nobody wants");
+    is_int(add_member(w, "want:2", "x"), 1, "another wanted one");
+    uint64_t end = gw_evloop_mono_ms() + 3000;
+    while (ev.n < 3 && gw_evloop_mono_ms() < end)
+        ep_run_once(L, 20);
+    is_int(ev.n, 3, "the follower reported the three changes");
+    bool seqs = ev.n == 3 && ev.seq[1] == ev.seq[0] + 1 && ev.seq[2] == ev.seq[1] + 1;
+    ok(seqs, "with consecutive seqs");
+    bool deltas = true;
+    for (int i = 0; i < ev.n; i++)
+        deltas = deltas && ev.had_delta[i] == (strncmp(ev.key[i], "want:", 5) == 0);
+    ok(deltas, "with the delta of a wanted key, none for the other");
+    crdt_store_close(a);
+    crdt_store_close(w);
+}
 
 static void test_origin(int port)
 {
@@ -824,6 +865,7 @@ int main(void)
     if (rh_start(&A, NULL, "node-id 1", NULL) < 0 || rh_start(&B, NULL, "node-id 2", NULL) < 0)
         bail_out("cannot start redis-server");
     test_origin(A.port);
+    test_wants(A.port);
     test_seq_base(A.port);
     test_rsx(&A, &B);
     test_rsx_embedded(&A);

@@ -1621,11 +1621,17 @@ static void log_read_apply(sr_store_t *s, sr_node_t *n, sr_log_t *l, const sr_re
                 "were missed (anti-entropy repairs them)",
                 n->addr.host, n->addr.port, l->name);
     }
+    const crdt_store_events_t *ev = &s->base.ev;
     for (size_t i = 0; i < ne; i++) {
         sr_log_entry_t e;
         crdt_error_t err = {0};
         crdt_obj_t *d = NULL;
-        if (!sr_log_entry(r, i, &e) || !(d = crdt_obj_decode(e.delta, e.dlen, &err))) {
+        bool ok = sr_log_entry(r, i, &e);
+        /* a delta nobody would use is not decoded (a gateway with no subscriber of the key and
+         * no peer: the roshi listener's case); the change is reported all the same */
+        bool want =
+            ok && ev->change && (!ev->wants_delta || ev->wants_delta(ev->ud, e.key, e.klen));
+        if (!ok || (want && !(d = crdt_obj_decode(e.delta, e.dlen, &err)))) {
             s->rs.bad_replies++;
             set_err(s, "redis %s:%d: a malformed entry in change log %s: %s", n->addr.host,
                     n->addr.port, l->name, err.text[0] ? err.text : "not [id, key, delta]");
@@ -1634,9 +1640,8 @@ static void log_read_apply(sr_store_t *s, sr_node_t *n, sr_log_t *l, const sr_re
         uint64_t seq = seq_assign(s);
         s->rs.log_entries++;
         feed_append(s, e.key, e.klen, seq);
-        if (s->base.ev.change)
-            s->base.ev.change(s->base.ev.ud, e.key, e.klen, seq, d,
-                              e.origin ? e.origin : CRDT_ORIGIN_LOCAL);
+        if (ev->change)
+            ev->change(ev->ud, e.key, e.klen, seq, d, e.origin ? e.origin : CRDT_ORIGIN_LOCAL);
         crdt_obj_free(d);
         seq_complete(s, seq);
     }

@@ -114,12 +114,19 @@ typedef void (*crdt_store_rsx_cb)(void *ud, int rc, const crdt_store_rsx_result_
 
 typedef struct crdt_store_events {
     /* Every change applied, in seq order, with the delta that changed the key and its origin
-     * (CRDT_ORIGIN_LOCAL or the peer's node id): fan-out to subscribers and peers. */
+     * (CRDT_ORIGIN_LOCAL or the peer's node id): fan-out to subscribers and peers. delta is NULL
+     * only where wants_delta said it is not wanted. */
     void (*change)(void *ud, const void *key, size_t klen, uint64_t seq, const crdt_obj_t *delta,
                    uint64_t origin);
     /* durable_seq advanced, or a storage failure appeared (crdt_store_last_error). */
     void (*durable)(void *ud, uint64_t durable_seq);
     void *ud;
+    /* Optional (NULL: every change's delta is wanted): false when nothing would use the delta
+     * of a change of key (no subscriber of it, no peer). A store that has to decode a delta to
+     * report it (one following Redis's change logs) may then skip the decoding and report the
+     * change with delta NULL; its seq, key and origin are reported all the same. The embedded
+     * store always passes the delta. */
+    bool (*wants_delta)(void *ud, const void *key, size_t klen);
 } crdt_store_events_t;
 
 /* ---- the operations an implementation provides ---------------------------------------------- */
@@ -131,9 +138,9 @@ typedef struct crdt_store_stats {
     uint64_t log_bytes, fsyncs, snapshots;
     double fsync_seconds_total, fsync_seconds_max;
     bool snapshot_running;
-    uint64_t keys_loading; /* keys still being recovered in the background */
-    uint64_t clock_ahead;  /* applied deltas stamped beyond the clock drift bound (joined, the
-                              clock not moved): crdt_replica_stats_t.clock_ahead */
+    uint64_t keys_loading;  /* keys still being recovered in the background */
+    uint64_t clock_ahead;   /* applied deltas stamped beyond the clock drift bound (joined, the
+                               clock not moved): crdt_replica_stats_t.clock_ahead */
     uint64_t internal_keys; /* internal keys (replica.h's crdt_key_internal) the store holds;
                                0 where the store does not count them (Redis) */
 } crdt_store_stats_t;
@@ -273,8 +280,8 @@ void crdt_store_types(crdt_store_t *st, const crdt_bytes_t *keys, size_t n, crdt
  * checked with a CRDT.TYPE each, then written with a command per slot, and a key whose type
  * changes between the two can leave the other slots' writes made: rc CRDT_ETYPE then counts
  * them in res->applied). */
-static inline void crdt_store_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w,
-                                             size_t n, crdt_store_batch_cb cb, void *ud)
+static inline void crdt_store_tl_write_batch(crdt_store_t *st, const crdt_store_kmut_t *w, size_t n,
+                                             crdt_store_batch_cb cb, void *ud)
 {
     st->ops->tl_write_batch(st, w, n, cb, ud);
 }
@@ -424,7 +431,8 @@ crdt_store_t *crdt_store_embedded_wrap(crdt_replica_t *r);
  * digest, tests). */
 crdt_replica_t *crdt_store_embedded_replica(crdt_store_t *st);
 
-/* ---- the deferred store (tests) ---------------------------------------------------------------- */
+/* ---- the deferred store (tests) ----------------------------------------------------------------
+ */
 
 /* A store over inner (which it owns and closes) whose asynchronous calls complete later: each is
  * recorded and run on inner by crdt_store_deferred_run, as a store over the network would complete

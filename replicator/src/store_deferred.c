@@ -140,6 +140,12 @@ static void fwd_durable(void *ud, uint64_t durable_seq)
         d->base.ev.durable(d->base.ev.ud, durable_seq);
 }
 
+static bool fwd_wants_delta(void *ud, const void *key, size_t klen)
+{
+    deferred_t *d = ud;
+    return !d->base.ev.wants_delta || d->base.ev.wants_delta(d->base.ev.ud, key, klen);
+}
+
 /* ---- recorded calls ---------------------------------------------------------------------------
  */
 
@@ -492,6 +498,6 @@ crdt_store_t *crdt_store_deferred_wrap(crdt_store_t *inner)
         return NULL;
     d->base.ops = &deferred_ops;
     d->inner = inner;
-    crdt_store_set_events(inner, &(crdt_store_events_t){fwd_change, fwd_durable, d});
+    crdt_store_set_events(inner, &(crdt_store_events_t){fwd_change, fwd_durable, d, fwd_wants_delta});
     return &d->base;
 }
