@@ -2,6 +2,7 @@
 #include "redis_parse.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,36 +11,199 @@
 #include "crdt_reconcile.h"
 #include "logpos.h"
 
-static redisReplyObjectFunctions limited_fns;
-static void *(*default_create_array)(const redisReadTask *, int);
+/* ---- the reply arena ------------------------------------------------------------------------ */
 
-static void *create_array_limited(const redisReadTask *task, int elements)
+#define ARENA_CHUNK 16384     /* the first chunk; each further one of a reply twice the last */
+#define ARENA_KEEP (1u << 20) /* a chunk up to this size stays for the next reply */
+
+typedef struct arena_chunk {
+    struct arena_chunk *next; /* the older chunks of the reply being read */
+    size_t cap, used;
+    _Alignas(max_align_t) unsigned char data[];
+} arena_chunk_t;
+
+struct sr_reply_arena {
+    arena_chunk_t *cur;
+    uint64_t elements; /* declared so far by the reply being read */
+    unsigned roots;    /* replies made and not freed yet (one at a time, as hiredis reads) */
+    bool released;     /* the owner let go: the last root's free frees the arena */
+};
+
+/* A reply's root carries its arena: freeObject gets only the reply. */
+typedef struct root_head {
+    sr_reply_arena_t *a;
+    redisReply r;
+} root_head_t;
+
+static void *arena_alloc(sr_reply_arena_t *a, size_t n)
 {
-    sr_reader_budget_t *b = task->privdata;
-    if (!b || elements < 0)
+    if (n > SIZE_MAX / 4)
         return NULL;
-    if (!task->parent)
-        b->elements = 0; /* a new reply */
-    b->elements += (uint64_t)elements;
-    if (b->elements > SR_REPLY_ELEMENTS_MAX)
-        return NULL;
-    return default_create_array(task, elements);
+    n = (n + 15) & ~(size_t)15;
+    arena_chunk_t *c = a->cur;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = c ? c->cap * 2 : ARENA_CHUNK;
+        while (cap < n)
+            cap *= 2;
+        arena_chunk_t *nc = malloc(sizeof(*nc) + cap);
+        if (!nc)
+            return NULL;
+        *nc = (arena_chunk_t){.next = c, .cap = cap, .used = 0};
+        a->cur = c = nc;
+    }
+    void *p = c->data + c->used;
+    c->used += n;
+    return p;
 }
 
-void sr_reader_limit(redisReader *r, sr_reader_budget_t *b)
+/* Every reply freed: the newest chunk (the largest) stays unless it is huge. */
+static void arena_reset(sr_reply_arena_t *a)
 {
-    if (!r || !r->fn || !b)
+    arena_chunk_t *c = a->cur;
+    if (!c)
         return;
-    b->elements = 0;
-    r->privdata = b;
-    if (!default_create_array) {
-        /* hiredis's default functions are static: copy them once, wrap createArray */
-        limited_fns = *r->fn;
-        default_create_array = r->fn->createArray;
-        limited_fns.createArray = create_array_limited;
+    for (arena_chunk_t *o = c->next, *nx; o; o = nx) {
+        nx = o->next;
+        free(o);
     }
-    if (r->fn->createArray == default_create_array)
-        r->fn = &limited_fns;
+    c->next = NULL;
+    c->used = 0;
+    if (c->cap > ARENA_KEEP) {
+        free(c);
+        a->cur = NULL;
+    }
+}
+
+static void arena_free(sr_reply_arena_t *a)
+{
+    arena_reset(a);
+    free(a->cur);
+    free(a);
+}
+
+static redisReply *arena_reply(const redisReadTask *task)
+{
+    sr_reply_arena_t *a = task->privdata;
+    if (!a)
+        return NULL;
+    redisReply *r;
+    if (!task->parent) {
+        root_head_t *h = arena_alloc(a, sizeof(*h));
+        if (!h)
+            return NULL;
+        h->a = a;
+        r = &h->r;
+        a->roots++;
+    } else {
+        redisReply *p = task->parent->obj;
+        if (!p || p->type != REDIS_REPLY_ARRAY || task->idx < 0 ||
+            (size_t)task->idx >= p->elements || !(r = arena_alloc(a, sizeof(*r))))
+            return NULL;
+        p->element[task->idx] = r;
+    }
+    memset(r, 0, sizeof(*r));
+    r->type = task->type;
+    return r;
+}
+
+/* A root made but not handed to hiredis (a later allocation of it failed): hiredis will not free
+ * it, so it is not counted. */
+static void *root_failed(const redisReadTask *task)
+{
+    sr_reply_arena_t *a = task->privdata;
+    if (!task->parent && a->roots)
+        a->roots--;
+    return NULL;
+}
+
+static void *arena_string(const redisReadTask *task, char *str, size_t len)
+{
+    sr_reply_arena_t *a = task->privdata;
+    redisReply *r = arena_reply(task);
+    if (!r)
+        return NULL;
+    if (!(r->str = arena_alloc(a, len + 1)))
+        return root_failed(task);
+    memcpy(r->str, str, len);
+    r->str[len] = '\0';
+    r->len = len;
+    return r;
+}
+
+static void *arena_array(const redisReadTask *task, int elements)
+{
+    sr_reply_arena_t *a = task->privdata;
+    if (!a || elements < 0)
+        return NULL;
+    if (!task->parent)
+        a->elements = 0; /* a new reply */
+    a->elements += (uint64_t)elements;
+    if (a->elements > SR_REPLY_ELEMENTS_MAX)
+        return NULL;
+    redisReply *r = arena_reply(task);
+    if (!r)
+        return NULL;
+    if (elements > 0) {
+        size_t n = (size_t)elements * sizeof(*r->element);
+        if (!(r->element = arena_alloc(a, n)))
+            return root_failed(task);
+        memset(r->element, 0, n);
+    }
+    r->elements = (size_t)elements;
+    return r;
+}
+
+static void *arena_integer(const redisReadTask *task, long long value)
+{
+    redisReply *r = arena_reply(task);
+    if (r)
+        r->integer = value;
+    return r;
+}
+
+static void *arena_nil(const redisReadTask *task)
+{
+    redisReply *r = arena_reply(task); /* task->type is the bulk's or the array's */
+    if (r)
+        r->type = REDIS_REPLY_NIL;
+    return r;
+}
+
+static void arena_free_reply(void *reply)
+{
+    if (!reply)
+        return;
+    root_head_t *h = (root_head_t *)((char *)reply - offsetof(root_head_t, r));
+    sr_reply_arena_t *a = h->a;
+    if (a->roots && --a->roots)
+        return;
+    if (a->released)
+        arena_free(a);
+    else
+        arena_reset(a);
+}
+
+static redisReplyObjectFunctions arena_fns = {arena_string, arena_array, arena_integer, arena_nil,
+                                              arena_free_reply};
+
+sr_reply_arena_t *sr_reader_arena(redisReader *r)
+{
+    sr_reply_arena_t *a = r ? calloc(1, sizeof(*a)) : NULL;
+    if (!a)
+        return NULL;
+    r->privdata = a;
+    r->fn = &arena_fns;
+    return a;
+}
+
+void sr_reader_arena_release(sr_reply_arena_t *a)
+{
+    if (!a)
+        return;
+    if (a->roots)
+        a->released = true;
+    else
+        arena_free(a);
 }
 
 static int fail(char *why, size_t whylen, const char *msg)
@@ -310,7 +474,7 @@ static bool is_any_int(const redisReply *r)
 static const redisReply *elem(const redisReply *r, size_t i)
 {
     return r && r->type == REDIS_REPLY_ARRAY && r->element && i < r->elements ? r->element[i]
-                                                                                : NULL;
+                                                                              : NULL;
 }
 
 int sr_parse_log_poll(const redisReply *r, bool *more, size_t *n, char *why, size_t whylen)
@@ -337,8 +501,8 @@ bool sr_log_poll_item(const redisReply *r, size_t i, const char **name, size_t *
     return true;
 }
 
-int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char **msg,
-                      size_t *mlen, char *why, size_t whylen)
+int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char **msg, size_t *mlen,
+                      char *why, size_t whylen)
 {
     if (!is_arr(r, 2) || !is_bulk(r->element[0]) || r->element[0]->len == 0 ||
         r->element[0]->len >= sidcap || !is_bulk(r->element[1]))

@@ -26,16 +26,23 @@ typedef struct sr_addr {
  * sr_reader_limit: 8 MB of element vectors at most. */
 #define SR_REPLY_ELEMENTS_MAX (1 << 20)
 
-typedef struct sr_reader_budget {
-    uint64_t elements; /* declared so far by the reply being read */
-} sr_reader_budget_t;
+typedef struct sr_reply_arena sr_reply_arena_t;
 
-/* hiredis 0.14 allocates an array reply's element vector as soon as it reads the header, for any
- * length the peer claims ("*2000000000" asks for 16 GB, and every nested header as much again).
- * This makes reader r refuse a reply whose arrays declare more than SR_REPLY_ELEMENTS_MAX
- * elements in all: hiredis then fails the connection (its message: "Out of memory"). b is the
- * reader's count (its privdata; it must live as long as r). */
-void sr_reader_limit(redisReader *r, sr_reader_budget_t *b);
+/* Makes reader r build its replies in an arena of its own: hiredis's functions make every
+ * element of a reply a malloc'd object and its string another (a followed change log's poll
+ * reply was some 140 allocations per roshi insert); here a reply is carved out of chunks the
+ * reader keeps (up to 1 MiB between replies), and freed all at once.
+ * - Free a reply with r->fn->freeObject (hiredis's async API does), never freeReplyObject.
+ * - Like hiredis 0.14's own functions, which allocate an array's element vector as soon as the
+ *   header is read, for any length the peer claims ("*2000000000" would ask for 16 GB, and every
+ *   nested header as much again), the reader refuses a reply whose arrays declare more than
+ *   SR_REPLY_ELEMENTS_MAX elements in all: hiredis then fails the connection ("Out of memory").
+ * The arena, or NULL when out of memory (r is unchanged then). */
+sr_reply_arena_t *sr_reader_arena(redisReader *r);
+/* The reader's owner lets go of the arena. hiredis frees an async context's reader after the
+ * context's cleanup callback, and may free a half-read reply then: the arena stays until that
+ * reply is freed. Call once; NULL does nothing. */
+void sr_reader_arena_release(sr_reply_arena_t *a);
 
 /* "redis://host:port[,host:port...]" (host a name or IPv4 address, port 1..65535) into at most
  * cap addresses. The count, or -1 with why. */
@@ -89,8 +96,8 @@ bool sr_log_poll_item(const redisReply *r, size_t i, const char **name, size_t *
 
 /* A CRDT.RSX.OPEN reply: [session id, first message]. The id (1..sidcap-1 bytes) is copied into
  * sid; the message points into r. 0, or -1 with why. */
-int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char **msg,
-                      size_t *mlen, char *why, size_t whylen);
+int sr_parse_rsx_open(const redisReply *r, char *sid, size_t sidcap, const char **msg, size_t *mlen,
+                      char *why, size_t whylen);
 
 /* A CRDT.RSX.RECV reply: [reply message, finished]. msg points into r (mlen may be 0). 0, or -1
  * with why. */

@@ -33,7 +33,7 @@ typedef struct sr_conn {
     redisAsyncContext *ac;
     gw_watch_t *w;
     unsigned want;
-    sr_reader_budget_t budget; /* the reader's element count (redis_parse.h) */
+    sr_reply_arena_t *arena; /* where the reader makes its replies (redis_parse.h) */
 } sr_conn_t;
 
 typedef enum { N_DOWN, N_CONNECTING, N_UP } node_state_t;
@@ -463,7 +463,8 @@ static void ev_cleanup(void *p)
                  c->ac->errstr[0] ? c->ac->errstr : "closed by the server");
         node_lost(n, why);
     }
-    c->ac->ev.data = NULL; /* the disconnect callback comes after this */
+    c->ac->ev.data = NULL;             /* the disconnect callback comes after this */
+    sr_reader_arena_release(c->arena); /* hiredis frees the reader (and a half-read reply) next */
     free(c);
 }
 
@@ -549,12 +550,12 @@ static bool node_ensure(sr_node_t *n)
         return false;
     }
     sr_conn_t *c = calloc(1, sizeof(*c));
-    if (!c) {
+    if (!c || !(c->arena = sr_reader_arena(ac->c.reader))) {
+        free(c);
         redisAsyncFree(ac);
         node_down(n, "out of memory");
         return false;
     }
-    sr_reader_limit(ac->c.reader, &c->budget);
     c->node = n;
     c->ac = ac;
     ac->ev.data = c;
