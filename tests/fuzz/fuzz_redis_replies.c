@@ -227,16 +227,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     redisReader *rd = redisReaderCreate();
     if (!rd)
         return 0;
-    sr_reader_budget_t budget;
-    sr_reader_limit(rd, &budget); /* as the store's connections: no 16 GB element vectors */
+    /* as the store's connections: replies in an arena, no 16 GB element vectors */
+    sr_reply_arena_t *arena = sr_reader_arena(rd);
+    if (!arena) {
+        redisReaderFree(rd);
+        return 0;
+    }
     redisReaderFeed(rd, (const char *)data, size);
     for (int i = 0; i < 16; i++) {
         void *rep = NULL;
         if (redisReaderGetReply(rd, &rep) != REDIS_OK || !rep)
             break;
         check_reply(rep, 0);
-        freeReplyObject(rep);
+        rd->fn->freeObject(rep);
     }
     redisReaderFree(rd);
+    sr_reader_arena_release(arena);
     return 0;
 }
