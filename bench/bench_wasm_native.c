@@ -54,6 +54,40 @@ typedef struct result {
     uint32_t fnv;
 } result_t;
 
+/* The workload's i-th add into tl (scores from the one LCG both sides share, *x its state), the
+ * delta written into `delta`: rc as crdt_timeline_add_into's. */
+static inline int add_nth(crdt_obj_t *tl, crdt_obj_t *delta, size_t i, uint32_t *x)
+{
+    char member[32];
+    *x = *x * 1664525u + 1013904223u;
+    double score = (double)i + (double)(*x % 100) / 8.0;
+    int len = snprintf(member, sizeof member, "post:%zu", i);
+    return crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+}
+
+/* The end of a run: the merged timeline must encode as the applied one (else -1, said with
+ * `what`); the two phases' rates (t and c: wall and CPU seconds at their three marks) and the
+ * state's checksum into res. */
+static int finish(const char *what, const crdt_obj_t *tl, const crdt_obj_t *fresh, size_t n,
+                  const double *t, const double *c, result_t *res)
+{
+    crdt_buf_t a = {0}, b = {0};
+    int rc = crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0 || a.len != b.len ||
+                     fnv1a(a.data, a.len) != fnv1a(b.data, b.len)
+                 ? -1
+                 : 0;
+    if (rc)
+        fprintf(stderr, "bench_wasm_native: the %s do not give the state\n", what);
+    res->apply = (double)n / (t[1] - t[0]);
+    res->merge = (double)n / (t[2] - t[1]);
+    res->apply_cpu = (double)n / (c[1] - c[0]);
+    res->merge_cpu = (double)n / (c[2] - c[1]);
+    res->fnv = fnv1a(a.data, a.len);
+    crdt_buf_free(&a);
+    crdt_buf_free(&b);
+    return rc;
+}
+
 static int run(size_t n, result_t *res)
 {
     crdt_bytes_t *deltas = calloc(n, sizeof *deltas);
@@ -63,14 +97,10 @@ static int run(size_t n, result_t *res)
     if (!deltas || !tl || !fresh || !delta)
         return -1;
     uint32_t x = 12345;
-    char member[32];
 
     double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        double score = (double)i + (double)(x % 100) / 8.0;
-        int len = snprintf(member, sizeof member, "post:%zu", i);
-        int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+        int rc = add_nth(tl, delta, i, &x);
         if (rc < 0)
             return -1;
         if (rc == 1) {
@@ -89,23 +119,11 @@ static int run(size_t n, result_t *res)
             return -1;
     double t2 = now_s(), c2 = cpu_s();
 
-    crdt_buf_t a = {0};
-    b.len = 0;
-    if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0)
+    if (finish("merged deltas", tl, fresh, n, (double[]){t0, t1, t2}, (double[]){c0, c1, c2}, res))
         return -1;
-    if (a.len != b.len || fnv1a(a.data, a.len) != fnv1a(b.data, b.len)) {
-        fprintf(stderr, "bench_wasm_native: the merged deltas do not give the state\n");
-        return -1;
-    }
-    res->apply = (double)n / (t1 - t0);
-    res->merge = (double)n / (t2 - t1);
-    res->apply_cpu = (double)n / (c1 - c0);
-    res->merge_cpu = (double)n / (c2 - c1);
-    res->fnv = fnv1a(a.data, a.len);
     for (size_t i = 0; i < n; i++)
         free((void *)deltas[i].data);
     free(deltas);
-    crdt_buf_free(&a);
     crdt_buf_free(&b);
     crdt_obj_free(tl);
     crdt_obj_free(fresh);
@@ -127,14 +145,10 @@ static int run_log(size_t n, result_t *res, uint32_t *fnv)
     if (!ends || !tl || !fresh || !delta)
         return -1;
     uint32_t x = 12345;
-    char member[32];
 
     double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        double score = (double)i + (double)(x % 100) / 8.0;
-        int len = snprintf(member, sizeof member, "post:%zu", i);
-        int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+        int rc = add_nth(tl, delta, i, &x);
         if (rc < 0)
             return -1;
         if (rc == 1) {
@@ -151,21 +165,10 @@ static int run_log(size_t n, result_t *res, uint32_t *fnv)
             return -1;
     double t2 = now_s(), c2 = cpu_s();
 
-    crdt_buf_t a = {0};
-    b.len = 0;
-    if (crdt_obj_encode(tl, &a) < 0 || crdt_obj_encode(fresh, &b) < 0 || a.len != b.len ||
-        fnv1a(a.data, a.len) != fnv1a(b.data, b.len)) {
-        fprintf(stderr, "bench_wasm_native: the logged deltas do not give the state\n");
+    if (finish("logged deltas", tl, fresh, n, (double[]){t0, t1, t2}, (double[]){c0, c1, c2}, res))
         return -1;
-    }
-    res->apply = (double)n / (t1 - t0);
-    res->merge = (double)n / (t2 - t1);
-    res->apply_cpu = (double)n / (c1 - c0);
-    res->merge_cpu = (double)n / (c2 - c1);
-    res->fnv = fnv1a(a.data, a.len);
     *fnv = fnv1a(log.data, log.len);
     free(ends);
-    crdt_buf_free(&a);
     crdt_buf_free(&b);
     crdt_buf_free(&log);
     crdt_obj_free(tl);
@@ -183,15 +186,11 @@ static double run_drop(size_t n, size_t *bytes)
     if (!tl || !delta)
         return -1;
     uint32_t x = 12345;
-    char member[32];
     crdt_buf_t b = {0};
     *bytes = 0;
     double c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        double score = (double)i + (double)(x % 100) / 8.0;
-        int len = snprintf(member, sizeof member, "post:%zu", i);
-        int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+        int rc = add_nth(tl, delta, i, &x);
         if (rc < 0)
             return -1;
         if (rc == 1) {
