@@ -136,11 +136,97 @@ static int slot_table(rh_server_t *s, int *ports)
     return 0;
 }
 
+/* What a cluster that did not settle looked like, for the log of a failed run: each node's state,
+ * its view of the nodes (CLUSTER NODES: flags, epochs, slots) and the cluster events of its log
+ * (state changes, FAIL, failovers, reconfigurations), the last ones. */
+static void dump_cluster(rc_cluster_t *cl)
+{
+    for (int i = 0; i < cl->n; i++) {
+        rh_server_t *s = &cl->node[i];
+        printf("# node %d (port %d, pid %d):\n", i, s->port, (int)s->pid);
+        if (s->pid > 0 && s->c) {
+            redisReply *r = rh_cmd(s, "CLUSTER NODES");
+            char *save = NULL;
+            for (char *line = r && r->type == REDIS_REPLY_STRING ? strtok_r(r->str, "\n", &save)
+                                                                  : NULL;
+                 line; line = strtok_r(NULL, "\n", &save))
+                printf("#   nodes: %s\n", line);
+            if (r)
+                freeReplyObject(r);
+        }
+        char path[300], line[512], last[24][512];
+        int n = 0;
+        snprintf(path, sizeof(path), "%s/redis.log", s->dir);
+        FILE *f = fopen(path, "r");
+        while (f && fgets(line, sizeof(line), f))
+            if (strstr(line, "luster") || strstr(line, "FAIL") || strstr(line, "ailover") ||
+                strstr(line, "replica") || strstr(line, "MASTER") || strstr(line, "epoch"))
+                snprintf(last[n++ % 24], sizeof(last[0]), "%s", line);
+        if (f)
+            fclose(f);
+        for (int k = n > 24 ? n - 24 : 0; k < n; k++)
+            printf("#   log: %s", last[k % 24]);
+    }
+}
+
+/* Redis before 7.2.4 (Debian's 7.0.15 included) can orphan a slot after a failover that follows
+ * a slot move (redis/redis#12564, fixed upstream in 7.2.4): the replica kept a stale "owner does
+ * not claim this slot" bit from the move, so when its old primary restarts with the older epoch,
+ * the promoted replica gives it the slot in its own view, while every other node, told by the old
+ * primary (now its replica), routes the slot to the promoted one. That one answers CLUSTERDOWN
+ * for the slot and the cluster never settles by itself. The operator's repair is CLUSTER SETSLOT
+ * <slot> NODE <own id> on that primary (what `redis-cli --cluster fix` does for a slot nobody
+ * claims); this does it, loudly, for a slot every other node routes to a primary that does not
+ * serve it. Returns how many slots it repaired. */
+static int repair_orphans(rc_cluster_t *cl)
+{
+    static int view[RC_MAX_NODES][16384];
+    bool have[RC_MAX_NODES] = {false};
+    for (int i = 0; i < cl->n; i++)
+        have[i] = cl->node[i].pid > 0 && cl->node[i].c && slot_table(&cl->node[i], view[i]) == 0;
+    int repaired = 0;
+    for (int x = 0; x < cl->n; x++) {
+        if (!have[x] || !info_has(&cl->node[x], "replication", "role:master"))
+            continue;
+        int port = cl->node[x].port;
+        char id[41];
+        bool got_id = false;
+        for (int sl = 0; sl < 16384; sl++) {
+            if (view[x][sl] == port)
+                continue;
+            int others = 0, agree = 0;
+            for (int i = 0; i < cl->n; i++)
+                if (i != x && have[i]) {
+                    others++;
+                    agree += view[i][sl] == port;
+                }
+            if (others == 0 || agree != others)
+                continue;
+            if (!got_id && rc_node_id(cl, x, id) < 0)
+                break;
+            got_id = true;
+            rh_note("slot %d: every other node routes it to node %d (port %d), which does not serve "
+                    "it (redis/redis#12564, Redis < 7.2.4): CLUSTER SETSLOT %d NODE <its id>",
+                    sl, x, port, sl);
+            redisReply *r = rh_cmd(&cl->node[x], "CLUSTER SETSLOT %d NODE %s", sl, id);
+            repaired += r && r->type == REDIS_REPLY_STATUS;
+            if (r)
+                freeReplyObject(r);
+        }
+    }
+    return repaired;
+}
+
 int rc_wait_ok(rc_cluster_t *cl, int seconds)
 {
     static int ref[16384], other[16384];
-    double until = now_s() + seconds;
+    double until = now_s() + seconds, repair_at = now_s() + 3;
     while (now_s() < until) {
+        /* not settled for 3 s: look for a slot Redis 7.0 orphaned (every 3 s) */
+        if (now_s() > repair_at) {
+            repair_at = now_s() + 3;
+            repair_orphans(cl);
+        }
         bool all = true;
         int first = -1;
         for (int i = 0; i < cl->n && all; i++) {
@@ -182,6 +268,7 @@ int rc_wait_ok(rc_cluster_t *cl, int seconds)
     }
     rh_note("the cluster did not reach cluster_state:ok with one view of the slots in %d s",
             seconds);
+    dump_cluster(cl);
     return -1;
 }
 

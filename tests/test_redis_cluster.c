@@ -827,6 +827,29 @@ static void test_reconcile_with_single(void)
     rh_stop(&S);
 }
 
+/* The helper's repair of a slot Redis 7.0 can orphan after a failover (redis/redis#12564; see
+ * repair_orphans in redis_cluster_helper.c), on the shape that bug leaves: a primary that does not
+ * serve a slot every other node routes to it. CLUSTER DELSLOTS on that primary makes it. */
+static void test_orphan_repair(void)
+{
+    int x = -1;
+    for (int i = 0; i < CL.n && x < 0; i++)
+        if (!rc_is_synced_replica(&CL, i))
+            x = i;
+    unsigned sl = 16383;
+    while (sl > 0 && rc_slot_owner(&CL, x >= 0 ? x : 0, sl) != x)
+        sl -= 97;
+    redisReply *r = x >= 0 ? rh_cmd(&CL.node[x], "CLUSTER DELSLOTS %u", sl) : NULL;
+    ok(r && r->type == REDIS_REPLY_STATUS, "node %d gives up slot %u by itself", x, sl);
+    if (r)
+        freeReplyObject(r);
+    int y = x >= 0 ? (x + 1) % CL.n : 0;
+    ok(x >= 0 && rc_slot_owner(&CL, x, sl) != x && rc_slot_owner(&CL, y, sl) == x,
+       "orphaned: node %d still routes slot %u to node %d", y, sl, x);
+    ok(rc_wait_ok(&CL, 20) == 0, "the cluster settles: the orphaned slot was repaired");
+    ok(x >= 0 && rc_slot_owner(&CL, x, sl) == x, "node %d serves slot %u again", x, sl);
+}
+
 int main(void)
 {
     const char *why = rc_skip_reason();
@@ -837,6 +860,7 @@ int main(void)
         bail_out("cannot start a Redis Cluster of 6 nodes");
     pass("a cluster of 3 primaries and 3 replicas with crdt.so is up");
     writer_init(&W, &CL);
+    test_orphan_repair();
     test_keys();
     test_reshard();
     test_failover();
