@@ -148,7 +148,7 @@ static void dump_cluster(rc_cluster_t *cl)
             redisReply *r = rh_cmd(s, "CLUSTER NODES");
             char *save = NULL;
             for (char *line = r && r->type == REDIS_REPLY_STRING ? strtok_r(r->str, "\n", &save)
-                                                                  : NULL;
+                                                                 : NULL;
                  line; line = strtok_r(NULL, "\n", &save))
                 printf("#   nodes: %s\n", line);
             if (r)
@@ -205,9 +205,10 @@ static int repair_orphans(rc_cluster_t *cl)
             if (!got_id && rc_node_id(cl, x, id) < 0)
                 break;
             got_id = true;
-            rh_note("slot %d: every other node routes it to node %d (port %d), which does not serve "
-                    "it (redis/redis#12564, Redis < 7.2.4): CLUSTER SETSLOT %d NODE <its id>",
-                    sl, x, port, sl);
+            rh_note(
+                "slot %d: every other node routes it to node %d (port %d), which does not serve "
+                "it (redis/redis#12564, Redis < 7.2.4): CLUSTER SETSLOT %d NODE <its id>",
+                sl, x, port, sl);
             redisReply *r = rh_cmd(&cl->node[x], "CLUSTER SETSLOT %d NODE %s", sl, id);
             repaired += r && r->type == REDIS_REPLY_STATUS;
             if (r)
