@@ -120,7 +120,9 @@ void cl_writer_free(cl_writer_t *w);
 
 /* Checks that the converged state on node `on` holds every acknowledged write of the writers:
  * counters within [acked, acked + unknown], registers hold a written value, set and timeline
- * members present (with their score) or absent as their acknowledged adds and removes say.
+ * members present (with their score) or absent as their acknowledged adds and removes say; a
+ * timeline member whose add was acknowledged may be absent only at or below the timeline's floor
+ * (its bound dropped it: --timeline-max-size).
  * Returns the number of violations (each printed as a TAP comment); *checked counts the facts
  * checked, so a test can see the check was not vacuous. */
 int cl_check_writes(cluster_t *c, int on, cl_writer_t *ws, int nw, int *checked);
