@@ -825,6 +825,35 @@ static void test_identical(rh_server_t *srv)
 /* ---- WAIT, restart ----------------------------------------------------------------------------
  */
 
+/* A command issued outside the store's callbacks leaves at once, not at the loop's next poll:
+ * Redis has the write before crdtd's loop runs again (store_redis.c, send_now). */
+static void test_send_now(rh_server_t *srv)
+{
+    diag("a request's command reaches Redis before the loop runs again");
+    crdt_store_t *st = open_server(srv);
+    if (!st)
+        return;
+    res_t r = {0};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "now", .len = 3, .score = 5};
+    res_reset(&r);
+    crdt_store_write(st, "sent:now", 8, &add, on_write, &r);
+    bool seen = false;
+    for (int i = 0; i < 200 && !seen; i++) { /* the loop is not run meanwhile: at most 2 s */
+        redisReply *e = rh_cmd(srv, "EXISTS sent:now");
+        seen = e && e->type == REDIS_REPLY_INTEGER && e->integer == 1;
+        if (e)
+            freeReplyObject(e);
+        if (!seen)
+            usleep(10000);
+    }
+    ok(seen && !r.done, "the write is in Redis while its completion still waits for the loop");
+    wait_res(&r);
+    ok(r.calls == 1 && r.rc == 1, "then it completes as applied (rc %d)", r.rc);
+    res_reset(&r);
+    crdt_store_close(st);
+}
+
 static void test_wait(rh_server_t *srv)
 {
     diag("acknowledgement by WAIT");
@@ -1945,6 +1974,7 @@ int main(void)
     test_identical(&srv);
     test_follow(&srv);
     test_close_pending(&srv);
+    test_send_now(&srv);
     test_wait(&srv);
     test_restart(&srv);
     test_list(&srv);

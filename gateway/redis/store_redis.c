@@ -602,6 +602,22 @@ static sr_node_t *node_get(sr_store_t *s, const sr_addr_t *a, int *idx)
 /* ---- sending ----------------------------------------------------------------------------------
  */
 
+/* A command issued outside hiredis's callbacks (a request being handled) leaves at once instead
+ * of at the next poll's writability, so Redis works on it while crdtd parses the next request:
+ * the two overlap instead of taking turns batch by batch (1.2x more roshi inserts/s over Redis,
+ * docs/benchmarks.md). Inside a callback the commands still go out together when it returns.
+ * redisBufferWrite only writes, it runs no callback: a write error stays in the context, and the
+ * write interest hiredis armed hands it to redisAsyncHandleWrite from the loop. */
+static void send_now(sr_conn_t *c)
+{
+    redisContext *rc = &c->ac->c;
+    int done = 0;
+    if (!(rc->flags & REDIS_CONNECTED) || rc->err)
+        return;
+    if (redisBufferWrite(rc, &done) == REDIS_OK && done)
+        conn_want(c, c->want & ~(unsigned)GW_EV_WRITE);
+}
+
 static bool send_on(sr_store_t *s, sr_req_t *q, sr_node_t *n, bool asking)
 {
     if (!node_ensure(n)) {
@@ -618,6 +634,8 @@ static bool send_on(sr_store_t *s, sr_req_t *q, sr_node_t *n, bool asking)
     q->deadline = q->sent_ms + s->cfg.timeout_ms + (q->kind == R_WAIT ? s->cfg.wait_timeout_ms : 0);
     inflight_link(n, q);
     s->rs.sent++;
+    if (s->depth == 0)
+        send_now(n->conn);
     return true;
 }
 
