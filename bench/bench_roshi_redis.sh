@@ -5,7 +5,9 @@
 # then newest-LIMIT selects), wrk -c64 for DURATION seconds each.
 #
 #   ROSHI_SRC=/path/to/roshi bench/bench_roshi_redis.sh     (from the repository root, after the build)
-#   env: DURATION=5 KEYS=1000 TUPLES=10 LIMIT=50; uses loopback ports 17701-17703
+#   env: DURATION=5 KEYS=1000 TUPLES=10 LIMIT=50; FOLLOW=no runs crdtd with --redis-follow no
+#   (a gateway that serves no WebSocket session and no peer: docs/scale-out.md); uses loopback
+#   ports 17701-17703
 set -eu
 W=$(cd "$(dirname "$0")/.." && pwd)
 B=$W/build
@@ -32,7 +34,7 @@ run roshi-server 17702
 kill $PIDS; PIDS=
 redis-cli -p 17701 flushall >/dev/null
 "$B/gateway/crdtd" --store redis://127.0.0.1:17701 --listen 127.0.0.1:0 \
-    --roshi-listen 127.0.0.1:17703 >"$T/crdtd.out" 2>"$T/crdtd.err" &
+    --roshi-listen 127.0.0.1:17703 --redis-follow "${FOLLOW:-yes}" >"$T/crdtd.out" 2>"$T/crdtd.err" &
 PIDS="$PIDS $!"
 sleep 1
 run crdtd-redis 17703

@@ -825,6 +825,60 @@ static void test_identical(rh_server_t *srv)
 /* ---- WAIT, restart ----------------------------------------------------------------------------
  */
 
+/* Without following the logs, a change's delta is the key's state read after the write: read
+ * only for the keys whose delta the events want; the others are reported with delta NULL. */
+typedef struct wanted {
+    int changes, with_delta;
+    uint64_t last_seq;
+} wanted_t;
+
+static void wanted_change(void *ud, const void *key, size_t klen, uint64_t seq,
+                          const crdt_obj_t *delta, uint64_t origin)
+{
+    (void)key, (void)klen, (void)origin;
+    wanted_t *w = ud;
+    w->changes++;
+    w->with_delta += delta != NULL;
+    w->last_seq = seq;
+}
+
+static bool wants_prefix(void *ud, const void *key, size_t klen)
+{
+    (void)ud;
+    return klen >= 5 && !memcmp(key, "want:", 5);
+}
+
+static void test_unwanted_states(rh_server_t *srv)
+{
+    diag("no state read for a change whose delta nobody wants");
+    crdt_store_t *st = open_server(srv);
+    if (!st)
+        return;
+    wanted_t w = {0};
+    crdt_store_set_events(st, &(crdt_store_events_t){wanted_change, NULL, &w, wants_prefix});
+    res_t r = {0};
+    crdt_mut_t add = {
+        .type = CRDT_TIMELINE, .kind = CRDT_MUT_ADD, .bytes = "x", .len = 1, .score = 3};
+    long long states = cmd_calls(srv, "crdt.state");
+    sw(st, "skip:1", &add, &r);
+    ok(r.rc == 1 && w.changes == 1 && w.with_delta == 0 && w.last_seq == r.seq,
+       "an unwanted key's change is reported, seq %llu, without its delta",
+       (unsigned long long)r.seq);
+    is_int((int)(cmd_calls(srv, "crdt.state") - states), 0, "and no CRDT.STATE was sent for it");
+    sw(st, "want:1", &add, &r);
+    ok(r.rc == 1 && w.changes == 2 && w.with_delta == 1, "a wanted key's change has its delta");
+    is_int((int)(cmd_calls(srv, "crdt.state") - states), 1, "read with one CRDT.STATE");
+    const char *keys[] = {"skip:2", "want:2", "skip:3"};
+    bres_t b;
+    batch_of(st, keys, 3, CRDT_MUT_ADD, 10, &b);
+    ok(b.rc == 0 && w.changes == 5 && w.with_delta == 2,
+       "a batch of three: three changes, the wanted one with its delta (%d changes, %d deltas)",
+       w.changes, w.with_delta);
+    is_int((int)(cmd_calls(srv, "crdt.state") - states), 2, "one more CRDT.STATE, for it alone");
+    res_reset(&r);
+    crdt_store_close(st);
+}
+
 /* A command issued outside the store's callbacks leaves at once, not at the loop's next poll:
  * Redis has the write before crdtd's loop runs again (store_redis.c, send_now). */
 static void test_send_now(rh_server_t *srv)
@@ -1975,6 +2029,7 @@ int main(void)
     test_follow(&srv);
     test_close_pending(&srv);
     test_send_now(&srv);
+    test_unwanted_states(&srv);
     test_wait(&srv);
     test_restart(&srv);
     test_list(&srv);

@@ -999,14 +999,29 @@ static void send_wait(sr_req_t *w)
 
 static void feed_append(sr_store_t *s, const void *key, size_t klen, uint64_t seq);
 
+/* Would the events use the delta of a change of key (crdt_store_events_t.wants_delta)? */
+static bool delta_wanted(const sr_store_t *s, const void *key, size_t klen)
+{
+    const crdt_store_events_t *ev = &s->base.ev;
+    return ev->change && (!ev->wants_delta || ev->wants_delta(ev->ud, key, klen));
+}
+
+/* Reports a change made through this store (without following the logs): with its delta, or with
+ * NULL where the events do not want it; a wanted delta that could not be read is not reported. */
+static void report_change(sr_store_t *s, const void *key, size_t klen, uint64_t seq,
+                          const crdt_obj_t *delta, uint64_t origin)
+{
+    feed_append(s, key, klen, seq);
+    if (s->base.ev.change && (delta || !delta_wanted(s, key, klen)))
+        s->base.ev.change(s->base.ev.ud, key, klen, seq, delta, origin);
+}
+
 static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
 {
     sr_store_t *s = w->st;
     if (s->cfg.follow_logs)
         return; /* the change comes back from the log */
-    feed_append(s, w->key, w->klen, w->seq);
-    if (s->base.ev.change && delta)
-        s->base.ev.change(s->base.ev.ud, w->key, w->klen, w->seq, delta, w->origin);
+    report_change(s, w->key, w->klen, w->seq, delta, w->origin);
 }
 
 /* Redis applied the write w: number it, tell the change event, wait for replicas if asked. For a
@@ -1015,7 +1030,7 @@ static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
 static void after_change(sr_req_t *w)
 {
     sr_store_t *s = w->st;
-    if (!w->delta && s->base.ev.change && !s->cfg.follow_logs) {
+    if (!w->delta && !s->cfg.follow_logs && delta_wanted(s, w->key, w->klen)) {
         const char *argv[] = {"CRDT.STATE", w->key};
         size_t lens[] = {10, w->klen};
         sr_req_t *c = child_of(w, R_STATE_AFTER, "CRDT.STATE", 2, argv, lens);
@@ -1648,8 +1663,7 @@ static void log_read_apply(sr_store_t *s, sr_node_t *n, sr_log_t *l, const sr_re
         bool ok = sr_log_entry(r, i, &e);
         /* a delta nobody would use is not decoded (a gateway with no subscriber of the key and
          * no peer: the roshi listener's case); the change is reported all the same */
-        bool want =
-            ok && ev->change && (!ev->wants_delta || ev->wants_delta(ev->ud, e.key, e.klen));
+        bool want = ok && delta_wanted(s, e.key, e.klen);
         if (!ok || (want && !(d = crdt_obj_decode(e.delta, e.dlen, &err)))) {
             s->rs.bad_replies++;
             set_err(s, "redis %s:%d: a malformed entry in change log %s: %s", n->addr.host,
@@ -2339,11 +2353,8 @@ static void batch_change(sr_batch_t *b, size_t i, const crdt_obj_t *state)
         b->res.seq = seq;
     if (s->cfg.follow_logs)
         return; /* the change comes back from the log */
-    const char *key = b->kbuf + b->koff[i];
-    size_t klen = b->koff[i + 1] - b->koff[i];
-    feed_append(s, key, klen, seq);
-    if (s->base.ev.change && state)
-        s->base.ev.change(s->base.ev.ud, key, klen, seq, state, CRDT_ORIGIN_LOCAL);
+    report_change(s, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i], seq, state,
+                  CRDT_ORIGIN_LOCAL);
 }
 
 /* A group's changes are numbered: WAIT for replicas if asked, then it is done. */
@@ -2390,7 +2401,7 @@ static void batch_applied(sr_batch_t *b, size_t g, const uint8_t *changed)
         b->tlm_applied++;
         G->changed = true;
         sr_req_t *c = NULL;
-        if (states) {
+        if (states && delta_wanted(s, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i])) {
             const char *argv[] = {"CRDT.STATE", b->kbuf + b->koff[i]};
             size_t lens[] = {10, b->koff[i + 1] - b->koff[i]};
             c = batch_child(b, g, R_BATCH_STATE, "CRDT.STATE", 2, argv, lens);
