@@ -44,11 +44,14 @@ awk 'BEGIN {
     }
 }' >"$dir/more.resp"
 
+# A port nothing listens on. run is called in $(...): each subshell starts from the parent's
+# RANDOM state, so it is reseeded here, or every run would pick the same port as the last.
 free_port() {
     local p
+    RANDOM=$((BASHPID ^ $(date +%N | sed 's/^0*//;s/^$/0/') % 32768))
     for _ in $(seq 50); do
         p=$((20000 + RANDOM % 30000))
-        redis-cli -p "$p" ping >/dev/null 2>&1 || { echo "$p"; return; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
     echo "redis_poll_callgrind: no free port" >&2
     exit 1
