@@ -710,6 +710,38 @@ typedef struct read_ent {
 static read_ent_t *rd_ents;
 static size_t rd_cap;
 
+/* The entry the iterator of lk is at (id) into rd_ents[n]: its e value kept as a string (the
+ * iterator makes new strings, no auto memory here: the others are freed at once). false when
+ * out of memory (nothing kept). */
+static bool take_entry(RedisModuleCtx *ctx, RedisModuleKey *lk, const RedisModuleStreamID *id,
+                       long n)
+{
+    RedisModuleString *ev = NULL, *f, *v;
+    while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
+        size_t fl;
+        const char *fp = RedisModule_StringPtrLen(f, &fl);
+        if (fl == 1 && fp[0] == 'e' && !ev)
+            ev = v;
+        else
+            RedisModule_FreeString(ctx, v);
+        RedisModule_FreeString(ctx, f);
+    }
+    if ((size_t)n == rd_cap) {
+        size_t cap = rd_cap ? rd_cap * 2 : 64;
+        read_ent_t *p = crdtm_realloc(rd_ents, cap * sizeof(*p));
+        if (!p) {
+            if (ev)
+                RedisModule_FreeString(ctx, ev);
+            return false;
+        }
+        rd_ents = p;
+        rd_cap = cap;
+    }
+    rd_ents[n].id = *id;
+    rd_ents[n].ev = ev;
+    return true;
+}
+
 /* Up to count entries of the open log lk, from its first or after start, into rd_ents, in one
  * walk; their number. The values are made strings: rd_release frees them. */
 static long collect(RedisModuleCtx *ctx, RedisModuleKey *lk, bool from_first,
@@ -722,34 +754,49 @@ static long collect(RedisModuleCtx *ctx, RedisModuleKey *lk, bool from_first,
         return 0;
     RedisModuleStreamID id;
     long nf;
-    while (n < count && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK) {
-        /* The iterator makes new strings (no auto memory here): all but e's freed at once. */
-        RedisModuleString *ev = NULL, *f, *v;
-        while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
-            size_t fl;
-            const char *fp = RedisModule_StringPtrLen(f, &fl);
-            if (fl == 1 && fp[0] == 'e' && !ev)
-                ev = v;
-            else
-                RedisModule_FreeString(ctx, v);
-            RedisModule_FreeString(ctx, f);
+    /* out of memory: fewer entries, the position says where they end */
+    while (n < count && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK &&
+           take_entry(ctx, lk, &id, n))
+        n++;
+    RedisModule_StreamIteratorStop(lk);
+    return n;
+}
+
+static void rd_release(RedisModuleCtx *ctx, long n);
+
+/* collect(ctx, lk, false, start, count) for a follower's position near the log's end: the walk
+ * goes back from the end to start, then the entries are put in order. A forward start seeks to
+ * start inside its stream node by walking the node's entries from the first (stream-node-max-
+ * entries, 100 by default), which cost a poll more than the few new entries it returns
+ * (bench/redis_poll_callgrind.sh). More than count entries after start: the forward walk. */
+static long collect_tail(RedisModuleCtx *ctx, RedisModuleKey *lk, const RedisModuleStreamID *start,
+                         long long count)
+{
+    if (RedisModule_StreamIteratorStart(
+            lk, REDISMODULE_STREAM_ITERATOR_REVERSE | REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
+            (RedisModuleStreamID *)start, NULL) != REDISMODULE_OK)
+        return collect(ctx, lk, false, start, count);
+    long n = 0;
+    bool whole = true;
+    RedisModuleStreamID id;
+    long nf;
+    while (RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK) {
+        if (n == count || !take_entry(ctx, lk, &id, n)) {
+            whole = false;
+            break;
         }
-        if ((size_t)n == rd_cap) {
-            size_t cap = rd_cap ? rd_cap * 2 : 64;
-            read_ent_t *p = crdtm_realloc(rd_ents, cap * sizeof(*p));
-            if (!p) { /* out of memory: fewer entries, the position says where they end */
-                if (ev)
-                    RedisModule_FreeString(ctx, ev);
-                break;
-            }
-            rd_ents = p;
-            rd_cap = cap;
-        }
-        rd_ents[n].id = id;
-        rd_ents[n].ev = ev;
         n++;
     }
     RedisModule_StreamIteratorStop(lk);
+    if (!whole) { /* the oldest count are wanted, or memory ran out: forward, as before */
+        rd_release(ctx, n);
+        return collect(ctx, lk, false, start, count);
+    }
+    for (long i = 0, j = n - 1; i < j; i++, j--) {
+        read_ent_t t = rd_ents[i];
+        rd_ents[i] = rd_ents[j];
+        rd_ents[j] = t;
+    }
     return n;
 }
 
@@ -894,10 +941,6 @@ int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* ---- CRDT.LOG.POLL count log position [log position ...] ------------------------------------ */
 
-#ifndef REDISMODULE_STREAM_ITERATOR_REVERSE
-#define REDISMODULE_STREAM_ITERATOR_REVERSE (1 << 1) /* redismodule.h of Redis 7 */
-#endif
-
 /* A follower's one command per node and poll: for every log given with its position, the reply
  * of CRDT.LOG.READ log position n, but only for the logs with something to read (entries after
  * the position, a position of another kind than EPOCH:MS-SEQ:OFFSET, a position past the log's
@@ -955,7 +998,7 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
                 uint64_t trimmed = added >= length ? added - length : 0;
                 RedisModuleStreamID at = {pos.ms, pos.seq};
                 if (!(pos.offset > added || id_cmp(&at, &glast) > 0 || pos.offset < trimmed)) {
-                    long got = collect(ctx, lk, false, &at, left);
+                    long got = collect_tail(ctx, lk, &at, left);
                     bool past_end = false;
                     if (got == 0) {
                         /* after the last entry (it was deleted): in the reply, as before */

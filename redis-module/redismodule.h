@@ -59,6 +59,7 @@
 /* Streams (RedisModule_Stream*, Redis 6.2+) */
 #define REDISMODULE_STREAM_ADD_AUTOID (1 << 0)
 #define REDISMODULE_STREAM_ITERATOR_EXCLUSIVE (1 << 0)
+#define REDISMODULE_STREAM_ITERATOR_REVERSE (1 << 1)
 #define REDISMODULE_STREAM_TRIM_APPROX (1 << 0)
 typedef struct RedisModuleStreamID {
     uint64_t ms;

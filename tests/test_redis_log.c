@@ -597,6 +597,76 @@ static void test_poll(void)
     rh_stop(&S);
 }
 
+/* Are the entries of a LOG.READ-shaped reply rr the same (ids, keys, deltas, in order) as those
+ * of want, from want's entry `from`? */
+static bool same_entries(const redisReply *rr, const redisReply *want, size_t from)
+{
+    if (!rr || rr->type != REDIS_REPLY_ARRAY || rr->elements != 3 || !want ||
+        want->type != REDIS_REPLY_ARRAY || want->elements != 3)
+        return false;
+    const redisReply *a = rr->element[2], *b = want->element[2];
+    if (from + a->elements > b->elements)
+        return false;
+    for (size_t i = 0; i < a->elements; i++)
+        for (size_t f = 0; f < 3; f++) {
+            const redisReply *x = a->element[i]->element[f], *y = b->element[from + i]->element[f];
+            if (x->len != y->len || memcmp(x->str, y->str, x->len) != 0)
+                return false;
+        }
+    return true;
+}
+
+/* A follower's POLL near the log's end reads back from the end (changelog.c, collect_tail): the
+ * same entries, in the same order, as a forward READ, across stream nodes, and the oldest ones
+ * when the count is smaller than what follows the position. */
+static void test_poll_tail(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 3", NULL) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 250; i++) /* more than one stream node (100 entries each) */
+        rh_int(rh_cmd(&S, "CRDT.TLADD {pt}k%d %d m%d", i % 7, i + 1, i));
+    char l[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&S, "{pt}k0", l) == 0, "a log of 250 entries");
+    redisReply *all = rh_cmd(&S, "CRDT.LOG.READ %s 0 1000", l);
+    ok(all && all->type == REDIS_REPLY_ARRAY && all->elements == 3 &&
+           all->element[2]->elements == 250,
+       "a forward read has all 250");
+    redisReply *at = rh_cmd(&S, "CRDT.LOG.READ %s 0 37", l); /* its position: after entry 37 */
+    const char *pos = at && at->type == REDIS_REPLY_ARRAY ? at->element[0]->str : "0";
+    redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 1000 %s %s", l, pos);
+    ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+           p->element[0]->element[1]->element[2]->elements == 213 &&
+           same_entries(p->element[0]->element[1], all, 37) &&
+           !strcmp(p->element[0]->element[1]->element[0]->str, all->element[0]->str),
+       "POLL after entry 37: the 213 that follow, in order, ending at READ's end position");
+    if (p)
+        freeReplyObject(p);
+    p = rh_cmd(&S, "CRDT.LOG.POLL 5 %s %s", l, pos);
+    ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+           p->element[0]->element[1]->element[2]->elements == 5 &&
+           same_entries(p->element[0]->element[1], all, 37),
+       "POLL 5 after entry 37: the oldest 5 of them (38-42)");
+    if (p)
+        freeReplyObject(p);
+    rh_int(rh_cmd(&S, "CRDT.TLADD {pt}k0 999 last"));
+    p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", l, all->element[0]->str);
+    redisReply *one = rh_cmd(&S, "CRDT.LOG.READ %s %s 10", l, all->element[0]->str);
+    ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
+           p->element[0]->element[1]->element[2]->elements == 1 &&
+           same_entries(p->element[0]->element[1], one, 0),
+       "POLL at the end after one more write: that entry, as READ gives it");
+    if (p)
+        freeReplyObject(p);
+    if (one)
+        freeReplyObject(one);
+    if (at)
+        freeReplyObject(at);
+    if (all)
+        freeReplyObject(all);
+    rh_stop(&S);
+}
+
 /* CRDT.LOG.READ's counters (entries-added, last-generated-id), which the module keeps itself, agree
  * with XINFO STREAM after every way a log can change: the module's appends, another client's XADD,
  * XDEL, XTRIM, XSETID, RESTORE, MULTI, DEBUG RELOAD, COPY and SWAPDB, and on a replica. */
@@ -831,6 +901,7 @@ int main(void)
     test_trim_policies();
     test_origin();
     test_poll();
+    test_poll_tail();
     test_counters();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
