@@ -604,8 +604,8 @@ static sr_node_t *node_get(sr_store_t *s, const sr_addr_t *a, int *idx)
 
 /* A command issued outside hiredis's callbacks (a request being handled) leaves at once instead
  * of at the next poll's writability, so Redis works on it while crdtd parses the next request:
- * the two overlap instead of taking turns batch by batch (1.2x more roshi inserts/s over Redis,
- * docs/benchmarks.md). Inside a callback the commands still go out together when it returns.
+ * the two overlap instead of taking turns batch by batch (1.12x more roshi inserts/s over
+ * Redis, docs/benchmarks.md). Inside a callback the commands still go out together when it returns.
  * redisBufferWrite only writes, it runs no callback: a write error stays in the context, and the
  * write interest hiredis armed hands it to redisAsyncHandleWrite from the loop. */
 static void send_now(sr_conn_t *c)
@@ -1007,21 +1007,22 @@ static bool delta_wanted(const sr_store_t *s, const void *key, size_t klen)
 }
 
 /* Reports a change made through this store (without following the logs): with its delta, or with
- * NULL where the events do not want it; a wanted delta that could not be read is not reported. */
+ * NULL where the events do not want it (wanted: delta_wanted, asked once by the caller); a wanted
+ * delta that could not be read is not reported. */
 static void report_change(sr_store_t *s, const void *key, size_t klen, uint64_t seq,
-                          const crdt_obj_t *delta, uint64_t origin)
+                          const crdt_obj_t *delta, uint64_t origin, bool wanted)
 {
     feed_append(s, key, klen, seq);
-    if (s->base.ev.change && (delta || !delta_wanted(s, key, klen)))
+    if (s->base.ev.change && (delta || !wanted))
         s->base.ev.change(s->base.ev.ud, key, klen, seq, delta, origin);
 }
 
-static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
+static void fire_change(sr_req_t *w, const crdt_obj_t *delta, bool wanted)
 {
     sr_store_t *s = w->st;
     if (s->cfg.follow_logs)
         return; /* the change comes back from the log */
-    report_change(s, w->key, w->klen, w->seq, delta, w->origin);
+    report_change(s, w->key, w->klen, w->seq, delta, w->origin, wanted);
 }
 
 /* Redis applied the write w: number it, tell the change event, wait for replicas if asked. For a
@@ -1030,7 +1031,8 @@ static void fire_change(sr_req_t *w, const crdt_obj_t *delta)
 static void after_change(sr_req_t *w)
 {
     sr_store_t *s = w->st;
-    if (!w->delta && !s->cfg.follow_logs && delta_wanted(s, w->key, w->klen)) {
+    bool wanted = !w->delta && !s->cfg.follow_logs && delta_wanted(s, w->key, w->klen);
+    if (wanted) {
         const char *argv[] = {"CRDT.STATE", w->key};
         size_t lens[] = {10, w->klen};
         sr_req_t *c = child_of(w, R_STATE_AFTER, "CRDT.STATE", 2, argv, lens);
@@ -1040,7 +1042,7 @@ static void after_change(sr_req_t *w)
         }
     }
     w->seq = seq_assign(s);
-    fire_change(w, w->delta);
+    fire_change(w, w->delta, wanted);
     send_wait(w);
 }
 
@@ -1052,7 +1054,7 @@ static void handle_state_after(sr_store_t *s, sr_req_t *q, const redisReply *r)
     int rc = decode_state(s, q, r, &obj);
     w->seq = seq_assign(s);
     if (rc == 0)
-        fire_change(w, obj);
+        fire_change(w, obj, true);
     crdt_obj_free(obj);
     send_wait(w);
 }
@@ -2342,7 +2344,7 @@ static sr_req_t *batch_child(sr_batch_t *b, size_t g, req_kind_t kind, const cha
 }
 
 /* A change of the batch numbered (and, without following the logs, reported). */
-static void batch_change(sr_batch_t *b, size_t i, const crdt_obj_t *state)
+static void batch_change(sr_batch_t *b, size_t i, const crdt_obj_t *state, bool wanted)
 {
     sr_store_t *s = b->st;
     uint64_t seq = seq_assign(s);
@@ -2354,7 +2356,7 @@ static void batch_change(sr_batch_t *b, size_t i, const crdt_obj_t *state)
     if (s->cfg.follow_logs)
         return; /* the change comes back from the log */
     report_change(s, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i], seq, state,
-                  CRDT_ORIGIN_LOCAL);
+                  CRDT_ORIGIN_LOCAL, wanted);
 }
 
 /* A group's changes are numbered: WAIT for replicas if asked, then it is done. */
@@ -2401,13 +2403,14 @@ static void batch_applied(sr_batch_t *b, size_t g, const uint8_t *changed)
         b->tlm_applied++;
         G->changed = true;
         sr_req_t *c = NULL;
-        if (states && delta_wanted(s, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i])) {
+        bool wanted = states && delta_wanted(s, b->kbuf + b->koff[i], b->koff[i + 1] - b->koff[i]);
+        if (wanted) {
             const char *argv[] = {"CRDT.STATE", b->kbuf + b->koff[i]};
             size_t lens[] = {10, b->koff[i + 1] - b->koff[i]};
             c = batch_child(b, g, R_BATCH_STATE, "CRDT.STATE", 2, argv, lens);
         }
         if (!c) {
-            batch_change(b, i, NULL);
+            batch_change(b, i, NULL, wanted);
             continue;
         }
         c->bidx = i;
@@ -2424,7 +2427,7 @@ static void batch_req_failed(sr_req_t *q, int rc)
     case R_BATCH: batch_group_done(b, rc); break;
     case R_BATCH_STATE:
         /* the write was applied; only its change event is lost */
-        batch_change(b, q->bidx, NULL);
+        batch_change(b, q->bidx, NULL, true);
         batch_state_done(b, q->idx);
         break;
     default: /* R_BATCH_WAIT: applied, not known to be replicated */ batch_group_done(b, rc); break;
@@ -2482,7 +2485,7 @@ static void batch_reply(sr_store_t *s, sr_req_t *q, const redisReply *r)
     } else if (q->kind == R_BATCH_STATE) {
         crdt_obj_t *obj = NULL;
         decode_state(s, q, r, &obj);
-        batch_change(b, q->bidx, obj);
+        batch_change(b, q->bidx, obj, true);
         crdt_obj_free(obj);
         batch_state_done(b, g);
     } else { /* R_BATCH_WAIT */
