@@ -32,10 +32,10 @@ awk -v n="$OPS" -v nk="${KEYS:-1000}" 'BEGIN {
 }' >"$dir/writes.resp"
 
 # A port nothing listens on. run is called in $(...): each subshell starts from the parent's
-# RANDOM state, so it is reseeded here, or every run would pick the same port as the last.
+# RANDOM state, so it is reseeded from its own PID, or every run would pick the same port.
 free_port() {
     local p
-    RANDOM=$((BASHPID ^ $(date +%N | sed 's/^0*//;s/^$/0/') % 32768))
+    RANDOM=$BASHPID
     for _ in $(seq 50); do
         p=$((20000 + RANDOM % 30000))
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
