@@ -155,8 +155,41 @@ static char *u64_digits(char *end, uint64_t v)
 
 void gw_jw_u64(gw_jw_t *w, uint64_t v)
 {
-    char buf[24], *p = u64_digits(buf + sizeof(buf), v);
-    raw(w, p, (size_t)(buf + sizeof(buf) - p));
+    char *p = gw_jw_extend(w, GW_U64_MAX_DIGITS);
+    if (!p)
+        return;
+    w->len += gw_u64_put(p, v);
+    w->p[w->len] = '\0';
+}
+
+/* "00" to "99" */
+static const char digit_pairs[] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
+size_t gw_u64_put(char *out, uint64_t v)
+{
+    /* clang-format off */
+    static const uint64_t pow10[19] = {
+        10ull, 100ull, 1000ull, 10000ull, 100000ull, 1000000ull, 10000000ull, 100000000ull,
+        1000000000ull, 10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull,
+        100000000000000ull, 1000000000000000ull, 10000000000000000ull, 100000000000000000ull,
+        1000000000000000000ull, 10000000000000000000ull};
+    /* clang-format on */
+    size_t n = 1;
+    while (n < 20 && v >= pow10[n - 1])
+        n++;
+    char *p = out + n;
+    for (; v >= 100; v /= 100) {
+        p -= 2;
+        memcpy(p, digit_pairs + v % 100 * 2, 2);
+    }
+    if (v >= 10)
+        memcpy(p - 2, digit_pairs + v * 2, 2);
+    else
+        p[-1] = (char)('0' + v);
+    return n;
 }
 
 char *gw_jw_extend(gw_jw_t *w, size_t n)

@@ -42,6 +42,9 @@ void gw_jw_double(gw_jw_t *w, double d);
 /* A number as Go's encoding/json writes a float64 (roshi-server's responses): shortest digits,
  * no ".0", exponent form below 1e-6 and from 1e21. */
 void gw_jw_double_go(gw_jw_t *w, double d);
+/* The decimal digits of v at out (at most GW_U64_MAX_DIGITS, no NUL): how many. */
+#define GW_U64_MAX_DIGITS 20
+size_t gw_u64_put(char *out, uint64_t v);
 void gw_jw_u64(gw_jw_t *w, uint64_t v);
 /* Room for n more bytes: where they go (write them, then add to w->len), or NULL (out of memory,
  * w->oom set). */

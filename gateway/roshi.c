@@ -433,75 +433,104 @@ static bool score_is_int(double d)
     return d > -9007199254740992.0 && d < 9007199254740992.0 && d == (double)(int64_t)d;
 }
 
-/* The digits of an integral score (score_is_int) ending at end: where they start. */
-static char *int_score_digits(char *end, double d)
+/* An entry {"key":..,"score":..,"member":..} after its key's part, `{"key":"<base64>","score":`
+ * (written once per key by key_heads), preceded by a comma unless it is the first, at p, which
+ * has room for KSM_ROOM(hlen, member_len) bytes: where it ends. A select writes up to thousands
+ * of them into one reservation (select_write), and they were half of its own work when each
+ * reserved its room and wrote its score digit by digit. */
+#define KSM_MID ",\"member\":\""
+#define KSM_ROOM(hlen, mlen)                                                                       \
+    (1 + (hlen) + 1 + GW_U64_MAX_DIGITS + sizeof(KSM_MID) - 1 + ((mlen) + 2) / 3 * 4 + 2)
+static char *ksm_put(char *p, const char *head, size_t hlen, const crdt_tl_entry_t *e, bool comma)
 {
-    uint64_t v = (uint64_t)(d < 0 ? -d : d);
-    do
-        *--end = (char)('0' + v % 10);
-    while (v /= 10);
-    if (signbit(d))
-        *--end = '-';
-    return end;
+    if (comma)
+        *p++ = ',';
+    memcpy(p, head, hlen);
+    p += hlen;
+    if (signbit(e->score))
+        *p++ = '-';
+    p += gw_u64_put(p, (uint64_t)fabs(e->score));
+    memcpy(p, KSM_MID, sizeof(KSM_MID) - 1);
+    p += sizeof(KSM_MID) - 1;
+    p += crdt_base64_encode_into(p, e->member, e->member_len, CRDT_B64_STD);
+    *p++ = '"';
+    *p++ = '}';
+    return p;
 }
 
-/* An entry {"key":..,"score":..,"member":..} after its key's part, `{"key":"<base64>","score":`
- * (written once per key by key_heads), preceded by a comma unless it is the first. Written in
- * place with one reservation: a select writes up to thousands of them. */
-static void ksm_write(gw_jw_t *w, const char *head, size_t hlen, const crdt_tl_entry_t *e,
-                      bool comma)
+/* The same entry when its score is not an integer (score_is_int): through the writer. */
+static void ksm_write_slow(gw_jw_t *w, const char *head, size_t hlen, const crdt_tl_entry_t *e,
+                           bool comma)
 {
-    static const char mid[] = ",\"member\":\"";
-    size_t blen = crdt_base64_encoded_len(e->member_len, CRDT_B64_STD);
-    char *p = gw_jw_extend(w, 1 + hlen + 24 + (sizeof(mid) - 1) + blen + 2), *q = p;
+    if (comma)
+        gw_jw_raw(w, ",", 1);
+    gw_jw_raw(w, head, hlen);
+    gw_jw_double_go(w, e->score);
+    gw_jw_raw(w, KSM_MID, sizeof(KSM_MID) - 2);
+    gw_jw_b64(w, e->member, e->member_len);
+    gw_jw_raw(w, "}", 1);
+}
+
+/* Entries es[0..n) with their keys' heads (heads + hoff[src(k)] .. hoff[src(k) + 1]), each
+ * preceded by a comma unless it is the first, in one reservation. src: es[k]'s key is src[k], or
+ * every entry's is `key` when src is NULL. */
+static void ksm_write_all(gw_jw_t *w, const char *heads, const size_t *hoff,
+                          const crdt_tl_entry_t *es, const size_t *src, size_t key, size_t n)
+{
+    size_t need = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = src ? src[k] : key;
+        need += KSM_ROOM(hoff[i + 1] - hoff[i], es[k].member_len);
+    }
+    char *p = gw_jw_extend(w, need);
     if (!p)
         return;
-    if (comma)
-        *q++ = ',';
-    memcpy(q, head, hlen);
-    q += hlen;
-    if (!score_is_int(e->score)) { /* the rare one: through the writer */
-        w->len += (size_t)(q - p);
-        gw_jw_double_go(w, e->score);
-        gw_jw_raw(w, mid, sizeof(mid) - 2);
-        gw_jw_b64(w, e->member, e->member_len);
-        gw_jw_raw(w, "}", 1);
-        return;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = src ? src[k] : key;
+        const char *h = heads + hoff[i];
+        size_t hlen = hoff[i + 1] - hoff[i];
+        need -= KSM_ROOM(hlen, es[k].member_len);
+        if (score_is_int(es[k].score)) {
+            p = ksm_put(p, h, hlen, &es[k], k > 0);
+            continue;
+        }
+        /* the slow one writes through w, which may move it: then room for the rest again */
+        w->len = (size_t)(p - w->p);
+        ksm_write_slow(w, h, hlen, &es[k], k > 0);
+        if (!(p = gw_jw_extend(w, need)))
+            return;
     }
-    char num[24], *d = int_score_digits(num + sizeof(num), e->score);
-    memcpy(q, d, (size_t)(num + sizeof(num) - d));
-    q += num + sizeof(num) - d;
-    memcpy(q, mid, sizeof(mid) - 1);
-    q += sizeof(mid) - 1;
-    q += crdt_base64_encode_into(q, e->member, e->member_len, CRDT_B64_STD);
-    *q++ = '"';
-    *q++ = '}';
-    *q = '\0';
-    w->len += (size_t)(q - p);
+    w->len = (size_t)(p - w->p);
+    w->p[w->len] = '\0';
 }
 
-/* The heads of the entries of each key, in one buffer (free()): key i's at off[i], off[i + 1]. */
-static char *key_heads(const crdt_bytes_t *keys, size_t nk, size_t *off)
+/* The heads of the entries of each key, and room for the order of the keys, in one allocation
+ * (free() it): key i's head at heads + off[i] .. off[i + 1]. NULL when out of memory. */
+static void *key_heads(const crdt_bytes_t *keys, size_t nk, size_t **off, char **heads,
+                       const crdt_bytes_t ***order)
 {
     static const char pre[] = "{\"key\":\"", post[] = "\",\"score\":";
     size_t total = 0;
     for (size_t i = 0; i < nk; i++)
         total += sizeof(pre) - 1 + crdt_base64_encoded_len(keys[i].len, CRDT_B64_STD) +
                  sizeof(post) - 1;
-    char *h = malloc(total ? total : 1);
-    if (!h)
+    size_t *o = malloc((nk + 1) * sizeof(*o) + nk * sizeof(**order) + total + 1);
+    if (!o)
         return NULL;
+    *order = (const crdt_bytes_t **)(o + nk + 1);
+    char *h = (char *)(*order + nk);
     size_t at = 0;
     for (size_t i = 0; i < nk; i++) {
-        off[i] = at;
+        o[i] = at;
         memcpy(h + at, pre, sizeof(pre) - 1);
         at += sizeof(pre) - 1;
         at += crdt_base64_encode_into(h + at, keys[i].data, keys[i].len, CRDT_B64_STD);
         memcpy(h + at, post, sizeof(post) - 1);
         at += sizeof(post) - 1;
     }
-    off[nk] = at;
-    return h;
+    o[nk] = at;
+    *off = o, *heads = h;
+    return o;
 }
 
 typedef struct select_ctx {
@@ -513,6 +542,7 @@ typedef struct select_ctx {
     uint8_t *start_m, *stop_m;
     size_t nk;
     crdt_bytes_t *keys; /* distinct keys, bytes in the arena after them */
+    const crdt_obj_t **tls; /* room for the keys' timelines (select_got) */
     /* read with crdt_store_tl_range: the keys asked (not the reserved ones), and for each key
      * its index among them (SIZE_MAX: not asked) */
     crdt_bytes_t *asked;
@@ -522,7 +552,6 @@ typedef struct select_ctx {
 static void select_free(select_ctx_t *c)
 {
     crdt_free(c->start_m), crdt_free(c->stop_m);
-    free(c->keys);
     free(c->asked);
     free(c);
 }
@@ -578,16 +607,30 @@ typedef struct select_out {
     crdt_tl_entry_t *es;
     size_t *src, *at, *cnt;
     size_t got;
+    size_t size; /* bytes at ps */
 } select_out_t;
 
-/* Room for cap entries of nk keys; false when out of memory. */
+/* The last select's room, kept for the next select of this thread's loop as wctx_kept is for
+ * writes: a newest-50 select's is some 3 KiB, past malloc's per-thread cache. */
+#define SELECT_KEEP (64u << 10)
+static _Thread_local void *select_kept;
+static _Thread_local size_t select_kept_size;
+
+/* Room for cap entries of nk keys; false when out of memory. select_out_done gives it back. */
 static bool select_out_init(select_out_t *o, size_t cap, size_t nk)
 {
     size_t per = sizeof(pair_t) + sizeof(crdt_tl_entry_t) + sizeof(size_t);
     cap = cap ? cap : 1;
     if (cap > SIZE_MAX / 2 / per || nk > SIZE_MAX / 2 / (2 * sizeof(size_t)))
         return false;
-    o->ps = malloc(cap * per + nk * 2 * sizeof(size_t));
+    size_t size = cap * per + nk * 2 * sizeof(size_t);
+    if (select_kept && select_kept_size >= size) {
+        o->ps = select_kept, o->size = select_kept_size;
+        select_kept = NULL;
+    } else {
+        o->size = size < 4096 ? 4096 : size;
+        o->ps = malloc(o->size);
+    }
     if (!o->ps)
         return false;
     o->es = (crdt_tl_entry_t *)(o->ps + cap);
@@ -596,6 +639,17 @@ static bool select_out_init(select_out_t *o, size_t cap, size_t nk)
     o->cnt = o->at + nk;
     o->got = 0;
     return true;
+}
+
+static void select_out_done(select_out_t *o)
+{
+    if (o->size <= SELECT_KEEP && (!select_kept || select_kept_size < o->size)) {
+        free(select_kept);
+        select_kept = o->ps, select_kept_size = o->size;
+    } else {
+        free(o->ps);
+    }
+    o->ps = NULL;
 }
 
 /* A coalesced select out of the n entries of every key in ps: newest first, `skip` skipped, at
@@ -614,10 +668,11 @@ static void select_coalesce(select_out_t *o, size_t n, size_t skip, size_t limit
 static void select_write(select_ctx_t *c, size_t nk, const select_out_t *o)
 {
     gw_response_t *rs = &c->x->rs;
-    size_t *hoff = malloc((nk + 1) * sizeof(*hoff) + nk * sizeof(const crdt_bytes_t *));
-    char *heads = hoff ? key_heads(c->keys, nk, hoff) : NULL;
-    if (!heads) {
-        free(hoff);
+    size_t *hoff;
+    char *heads;
+    const crdt_bytes_t **order;
+    void *block = key_heads(c->keys, nk, &hoff, &heads, &order);
+    if (!block) {
         roshi_error(rs, 500, "out of memory");
         return;
     }
@@ -628,12 +683,9 @@ static void select_write(select_ctx_t *c, size_t nk, const select_out_t *o)
     jw_duration(&w, c->t0);
     if (c->coalesce) {
         gw_jw_lit(&w, ",\"records\":[");
-        for (size_t i = 0; i < o->got; i++)
-            ksm_write(&w, heads + hoff[o->src[i]], hoff[o->src[i] + 1] - hoff[o->src[i]], &o->es[i],
-                      i > 0);
+        ksm_write_all(&w, heads, hoff, o->es, o->src, 0, o->got);
         gw_jw_lit(&w, "]}");
     } else {
-        const crdt_bytes_t **order = (const crdt_bytes_t **)(hoff + nk + 1);
         for (size_t i = 0; i < nk; i++)
             order[i] = &c->keys[i];
         qsort(order, nk, sizeof(*order), cmp_keys); /* Go's encoder sorts map keys */
@@ -644,13 +696,12 @@ static void select_write(select_ctx_t *c, size_t nk, const select_out_t *o)
                 gw_jw_lit(&w, ",");
             jw_go_string(&w, c->keys[i].data, c->keys[i].len);
             gw_jw_lit(&w, ":[");
-            for (size_t k = 0; k < o->cnt[i]; k++)
-                ksm_write(&w, heads + hoff[i], hoff[i + 1] - hoff[i], &o->es[o->at[i] + k], k > 0);
+            ksm_write_all(&w, heads, hoff, o->es + o->at[i], NULL, i, o->cnt[i]);
             gw_jw_lit(&w, "]");
         }
         gw_jw_lit(&w, "}}");
     }
-    free(heads), free(hoff);
+    free(block);
     gw_respond_jw(rs, 200, &w);
 }
 
@@ -687,7 +738,7 @@ static void select_render(select_ctx_t *c, const crdt_obj_t **tls)
         }
     }
     select_write(c, nk, &o);
-    free(o.ps);
+    select_out_done(&o);
 }
 
 static void select_failed(select_ctx_t *c, int rc)
@@ -700,11 +751,9 @@ static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n
 {
     select_ctx_t *c = ud;
     gw_exchange_t *x = c->x;
-    const crdt_obj_t **tls = malloc((n ? n : 1) * sizeof(*tls));
+    const crdt_obj_t **tls = c->tls; /* n is c->nk */
     if (rc < 0) {
         select_failed(c, rc);
-    } else if (!tls) {
-        roshi_error(&x->rs, 500, "out of memory");
     } else {
         /* not a timeline, or crdtd's own (op-id marks): as empty as a key roshi never saw */
         for (size_t i = 0; i < n; i++)
@@ -714,7 +763,6 @@ static void select_got(void *ud, int rc, const crdt_obj_t *const *objs, size_t n
                          : NULL;
         select_render(c, tls);
     }
-    free(tls);
     select_free(c);
     gw_http_reply(x);
 }
@@ -754,7 +802,7 @@ static void select_ranged(void *ud, int rc, const crdt_tl_entry_t *const *ents,
         if (c->coalesce)
             select_coalesce(&o, m, c->by_range ? 0 : (size_t)c->offset, (size_t)c->limit);
         select_write(c, c->nk, &o);
-        free(o.ps);
+        select_out_done(&o);
     }
     select_free(c);
     gw_http_reply(x);
@@ -800,23 +848,22 @@ static void roshi_select(gw_server_t *s, gw_exchange_t *x)
 {
     const gw_request_t *rq = &x->rq;
     gw_response_t *rs = &x->rs;
-    select_ctx_t *c = calloc(1, sizeof(*c));
+    uint64_t t0 = gw_now_us();
+    /* roshi decodes the body before it looks at the query */
+    const char *body = rq->body ? (const char *)rq->body : "";
+    size_t cap = gw_roshi_max_elems(body, rq->body_len), n;
+    /* One allocation: the context, the keys, their objects and the arena of decoded bytes. */
+    select_ctx_t *c = malloc(
+        sizeof(*c) + cap * (sizeof(crdt_bytes_t) + sizeof(crdt_obj_t *) + sizeof(gw_roshi_key_t)) +
+        GW_ROSHI_ARENA(rq->body_len));
     if (!c) {
         roshi_error(rs, 500, "out of memory");
         goto fail;
     }
-    c->x = x;
-    c->t0 = gw_now_us();
-    /* roshi decodes the body before it looks at the query */
-    const char *body = rq->body ? (const char *)rq->body : "";
-    size_t cap = gw_roshi_max_elems(body, rq->body_len), n;
-    c->keys = malloc(cap * (sizeof(*c->keys) + sizeof(gw_roshi_key_t)) +
-                     GW_ROSHI_ARENA(rq->body_len));
-    if (!c->keys) {
-        roshi_error(rs, 500, "out of memory");
-        goto fail;
-    }
-    gw_roshi_key_t *ks = (gw_roshi_key_t *)(c->keys + cap);
+    *c = (select_ctx_t){.x = x, .t0 = t0};
+    c->keys = (crdt_bytes_t *)(c + 1);
+    c->tls = (const crdt_obj_t **)(c->keys + cap);
+    gw_roshi_key_t *ks = (gw_roshi_key_t *)(c->tls + cap);
     gw_roshi_err_t err;
     if (gw_roshi_keys(body, rq->body_len, (uint8_t *)(ks + cap), ks, cap, &n, &err)) {
         roshi_error(rs, err.status, "%s", err.msg);

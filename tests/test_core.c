@@ -269,6 +269,42 @@ static void test_base64(void)
        "base64: every byte value round-trips");
     free(d);
     free(s);
+
+    /* The encoder's two-character tables against the alphabets, on every 3-byte group and on
+     * every tail, in both alphabets, padded or not. */
+    static const char *alpha[2] = {
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"};
+    size_t wrong = 0;
+    for (unsigned f = 0; f < 2; f++) {
+        const char *a = alpha[f];
+        for (uint32_t g = 0; g < (1u << 24); g++) {
+            uint8_t in[3] = {(uint8_t)(g >> 16), (uint8_t)(g >> 8), (uint8_t)g};
+            char out[4];
+            size_t k = crdt_base64_encode_into(out, in, 3, f ? CRDT_B64_URL : CRDT_B64_STD);
+            wrong += k != 4 || out[0] != a[g >> 18] || out[1] != a[(g >> 12) & 63] ||
+                     out[2] != a[(g >> 6) & 63] || out[3] != a[g & 63];
+        }
+    }
+    ok(!wrong, "base64: every 3-byte group encodes to its alphabet's four characters (%zu wrong)",
+       wrong);
+    static const struct {
+        const char *in, *std, *url, *url_nopad;
+    } tails[] = {{"\xfb\xff\xfe\xfb", "+//++w==", "-__--w==", "-__--w"},
+                 {"\xfb\xff\xfe\xfb\xef", "+//+++8=", "-__---8=", "-__---8"}};
+    for (size_t i = 0; i < sizeof(tails) / sizeof(tails[0]); i++) {
+        char out[16];
+        size_t len = strlen(tails[i].in), k;
+        k = crdt_base64_encode_into(out, tails[i].in, len, CRDT_B64_STD);
+        out[k] = '\0';
+        is(out, tails[i].std, "base64: a %zu-byte tail, standard", len % 3);
+        k = crdt_base64_encode_into(out, tails[i].in, len, CRDT_B64_URL);
+        out[k] = '\0';
+        is(out, tails[i].url, "base64: a %zu-byte tail, URL-safe", len % 3);
+        k = crdt_base64_encode_into(out, tails[i].in, len, CRDT_B64_URL | CRDT_B64_NOPAD);
+        out[k] = '\0';
+        is(out, tails[i].url_nopad, "base64: a %zu-byte tail, URL-safe unpadded", len % 3);
+    }
 }
 
 /* The decoder as first written, a character at a time: the reference the table decoder must

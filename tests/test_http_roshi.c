@@ -461,6 +461,58 @@ int main(void)
     ok(json_real_value(
            json_object_get(json_array_get(json_object_get(J, "entries"), 0), "score")) == 114,
        "sees the roshi writes");
+    /* A long select: integral and fractional scores interleaved (the fractional ones are written
+     * through the slower path, in the middle of one reservation), negative ones, long members,
+     * more than any starting buffer holds. */
+    {
+        enum { BIG = 300, BATCH = 20 };
+        char members[BIG][80];
+        double scores[BIG];
+        for (int i = 0; i < BIG; i++) {
+            snprintf(members[i], sizeof(members[i]), "member-%03d-%s", i,
+                     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" + i % 50);
+            scores[i] = i % 7 == 0 ? -(double)i : i % 2 ? i * 1000.0 + 0.5 : i * 1000.0;
+        }
+        int inserted = 0;
+        for (int i = 0; i < BIG; i += BATCH) {
+            char *b = body;
+            size_t room = sizeof(body);
+            int n = snprintf(b, room, "[");
+            for (int k = i; k < i + BATCH; k++)
+                n += snprintf(b + n, room - (size_t)n,
+                              "%s{\"key\":\"%s\",\"score\":%.17g,\"member\":\"%s\"}",
+                              k > i ? "," : "", b64("big"), scores[k], b64(members[k]));
+            snprintf(b + n, room - (size_t)n, "]");
+            inserted += req("POST", "/", body) == 200;
+        }
+        ok(inserted == BIG / BATCH, "%d entries of long members inserted", BIG);
+        snprintf(body, sizeof(body), "[\"%s\"]", b64("big"));
+        char bpath[64];
+        snprintf(bpath, sizeof(bpath), "/?limit=%d", BIG);
+        is_int(req("GET", bpath, body), 200, "select of all %d", BIG);
+        json_t *big_recs = json_object_get(json_object_get(J, "records"), "big");
+        /* newest first: by score, descending */
+        int order[BIG];
+        for (int i = 0; i < BIG; i++)
+            order[i] = i;
+        for (int i = 1; i < BIG; i++)
+            for (int j = i; j > 0 && scores[order[j]] > scores[order[j - 1]]; j--) {
+                int t = order[j];
+                order[j] = order[j - 1];
+                order[j - 1] = t;
+            }
+        int right = 0;
+        for (int i = 0; i < BIG && i < (int)json_array_size(big_recs); i++)
+            right += is_ksm(json_array_get(big_recs, (size_t)i), "big", scores[order[i]],
+                            members[order[i]]);
+        ok(json_array_size(big_recs) == BIG && right == BIG,
+           "every entry in order with its score and member (%d of %zu right)", right,
+           json_array_size(big_recs));
+        ok(strstr(R.body, "\"score\":-7,") && strstr(R.body, "\"score\":1000.5,") &&
+               strstr(R.body, "\"score\":298000,"),
+           "negative, fractional and integral scores as Go writes them");
+    }
+
     req_port(srv.port, "POST", "/v1/keys/count", "{\"type\":\"gcounter\",\"op\":\"incr\"}");
     is_int(req("POST", "/", "[{\"key\":\"Y291bnQ=\",\"score\":1,\"member\":\"YQ==\"}]"), 409,
            "roshi insert into a counter key: 409");

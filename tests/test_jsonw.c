@@ -73,6 +73,32 @@ int main(void)
     }
     ok(!bad, "durations agree with the printf reference on %zu values (%zu differ)", tried, bad);
 
+    /* gw_u64_put against printf: every power of ten and its neighbours, and random values */
+    bad = tried = 0;
+    uint64_t p10 = 1;
+    for (int e = 0; e < 20; e++, p10 *= 10) {
+        for (int d = -1; d <= 1; d++) {
+            uint64_t v = p10 + (uint64_t)(int64_t)d;
+            char want[32], got[GW_U64_MAX_DIGITS + 1];
+            snprintf(want, sizeof(want), "%" PRIu64, v);
+            size_t n = gw_u64_put(got, v);
+            got[n] = '\0';
+            bad += n > GW_U64_MAX_DIGITS || strcmp(want, got) != 0;
+            tried++;
+        }
+    }
+    for (int i = 0; i < 100000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint64_t v = x >> (i % 64);
+        char want[32], got[GW_U64_MAX_DIGITS + 1];
+        snprintf(want, sizeof(want), "%" PRIu64, v);
+        size_t n = gw_u64_put(got, v);
+        got[n] = '\0';
+        bad += strcmp(want, got) != 0;
+        tried++;
+    }
+    ok(!bad, "u64 digits agree with printf on %zu values (%zu differ)", tried, bad);
+
     gw_jw_t w;
     ok(gw_jw_init(&w, 16), "writer starts");
     gw_jw_u64(&w, 0);
