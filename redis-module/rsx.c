@@ -283,14 +283,38 @@ static rsx_sess_t *sess_find(RedisModuleCtx *ctx, RedisModuleString **argv)
     return NULL;
 }
 
-/* CRDT.RSX.OPEN key INITIATOR|RESPONDER [first-slot last-slot]
+/* CRDT.RSX.OPEN key INITIATOR|RESPONDER [first-slot last-slot] [MAXMSG bytes] [MAXCELLS n]
  *   -> [session, first message ("" for a responder)]
  * Over the slot of key, or over every slot of the range (which this node must serve: the keys of
- * a slot served elsewhere would look missing). */
+ * a slot served elsewhere would look missing). MAXMSG and MAXCELLS are the peer's limits
+ * (crdt_rsx_config_t's max_msg, at least 256, and max_cells): the session's messages stay within
+ * them and it refuses larger ones, so a link that carries at most so many bytes is not handed a
+ * message it must drop. */
 int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    if (argc != 3 && argc != 5)
+    if (argc < 3)
         return RedisModule_WrongArity(ctx);
+    int opt = 3; /* where the options start: after the range, if one is given */
+    long long n;
+    if (argc >= 5 && RedisModule_StringToLongLong(argv[3], &n) == REDISMODULE_OK)
+        opt = 5;
+    if ((argc - opt) % 2)
+        return RedisModule_WrongArity(ctx);
+    long long max_msg = 0, max_cells = 0;
+    for (int i = opt; i < argc; i += 2) {
+        const char *o = RedisModule_StringPtrLen(argv[i], NULL);
+        long long *dst = !strcasecmp(o, "MAXMSG")     ? &max_msg
+                         : !strcasecmp(o, "MAXCELLS") ? &max_cells
+                                                      : NULL;
+        if (!dst)
+            return RedisModule_ReplyWithError(ctx, "ERR syntax error: options are MAXMSG bytes and "
+                                                   "MAXCELLS n, after the slots");
+        if (RedisModule_StringToLongLong(argv[i + 1], dst) != REDISMODULE_OK ||
+            *dst < (dst == &max_msg ? 256 : 1))
+            return RedisModule_ReplyWithError(ctx, "ERR MAXMSG must be an integer of at least 256, "
+                                                   "MAXCELLS one of at least 1");
+    }
+    argc = opt;
     if (!rsx_slots)
         return RedisModule_ReplyWithError(ctx, "ERR anti-entropy is off (module argument rsx no)");
     if (RedisModule_GetSelectedDb(ctx) != 0)
@@ -347,6 +371,10 @@ int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     /* A session covers at most 16384 slots of one node: an estimator good to 2^20 differences
      * is plenty, and two thirds of the default's bytes. */
     cfg.estimator_levels = 10;
+    if (max_msg)
+        cfg.max_msg = (size_t)max_msg;
+    if (max_cells)
+        cfg.max_cells = (size_t)max_cells;
     RedisModule_GetRandomBytes((unsigned char *)&cfg.seed, sizeof(cfg.seed));
     if (!oom)
         x->s = crdt_rsx_session_new(x->ix, initiator, &cfg);

@@ -41,6 +41,73 @@ static bool has_name(const rr_result_t *r, const char *name)
     return false;
 }
 
+/* One session of A (initiator) with B over every slot, stepped by hand, with OPEN's limits
+ * MAXMSG 256 MAXCELLS 8 or without: the largest message either side sent, and the differing ids
+ * A's DIFFS lists; false if a step failed. */
+static bool session_by_hand(rh_server_t *A, rh_server_t *B, bool limits, size_t *largest,
+                            size_t *diffs, int *turns)
+{
+    rh_server_t *side[2] = {A, B};
+    char sid[2][24] = {"", ""};
+    char *msg = NULL;
+    size_t len = 0;
+    *largest = *diffs = 0;
+    *turns = 0;
+    for (int k = 0; k < 2; k++) {
+        const char *role = k ? "RESPONDER" : "INITIATOR";
+        redisReply *o = limits ? rh_cmd(side[k],
+                                        "CRDT.RSX.OPEN {x} %s 0 16383 MAXMSG 256 "
+                                        "MAXCELLS 8",
+                                        role)
+                               : rh_cmd(side[k], "CRDT.RSX.OPEN {x} %s 0 16383", role);
+        if (!o || o->type != REDIS_REPLY_ARRAY || o->elements != 2) {
+            diag("OPEN: %s", o && o->type == REDIS_REPLY_ERROR ? o->str : "no reply");
+            if (o)
+                freeReplyObject(o);
+            free(msg);
+            return false;
+        }
+        snprintf(sid[k], sizeof(sid[k]), "%s", o->element[0]->str);
+        if (!k) {
+            len = o->element[1]->len;
+            msg = malloc(len + 1);
+            memcpy(msg, o->element[1]->str, len);
+        }
+        freeReplyObject(o);
+    }
+    bool good = true;
+    for (int to = 1; len && *turns < 10000; to ^= 1, (*turns)++) {
+        *largest = len > *largest ? len : *largest;
+        redisReply *r = rh_cmd(side[to], "CRDT.RSX.RECV {x} %s %b", sid[to], msg, len);
+        free(msg);
+        msg = NULL;
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+            diag("RECV: %s", r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+            good = false;
+            if (r)
+                freeReplyObject(r);
+            len = 0;
+            break;
+        }
+        len = r->element[0]->len;
+        msg = malloc(len + 1);
+        memcpy(msg, r->element[0]->str, len);
+        freeReplyObject(r);
+    }
+    free(msg);
+    redisReply *d = rh_cmd(A, "CRDT.RSX.DIFFS {x} %s", sid[0]);
+    if (d && d->type == REDIS_REPLY_ARRAY)
+        *diffs = d->elements;
+    else
+        good = false;
+    if (d)
+        freeReplyObject(d);
+    redisReply *c = rh_cmd(B, "CRDT.RSX.CLOSE {x} %s", sid[1]);
+    if (c)
+        freeReplyObject(c);
+    return good;
+}
+
 static void reconcile(rh_server_t *A, rh_server_t *B, rr_result_t *r)
 {
     rr_side_t a, b;
@@ -129,6 +196,31 @@ int main(void)
     cmp_ok(r.bytes_out + r.bytes_in, ">", bytes6, "d=60 costs more than d=6 (%llu bytes)",
            (unsigned long long)(r.bytes_out + r.bytes_in));
     rr_result_free(&r);
+
+    /* the peer's limits: with MAXMSG every message of both sides stays within it (more turns),
+     * and the same differences are found */
+    size_t big, small, d_big, d_small;
+    int t_big, t_small;
+    ok(session_by_hand(&A, &B, false, &big, &d_big, &t_big), "a session stepped by hand");
+    ok(session_by_hand(&A, &B, true, &small, &d_small, &t_small),
+       "a session with MAXMSG 256 MAXCELLS 8");
+    diag("largest message %zu bytes in %d turns; with the limits %zu in %d", big, t_big, small,
+         t_small);
+    ok(big > 256, "without limits a message is larger than 256 bytes (%zu)", big);
+    ok(small <= 256 && t_small > t_big, "with MAXMSG 256 none is (%zu), in more turns", small);
+    ok(d_big == 60 && d_small == 60, "both find the 60 differences (%zu, %zu)", d_big, d_small);
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 0 16383 MAXMSG 255")),
+       "ERR MAXMSG must be an integer of at least 256, MAXCELLS one of at least 1",
+       "MAXMSG below 256 is refused");
+    is(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR MAXCELLS x")),
+       "ERR MAXMSG must be an integer of at least 256, MAXCELLS one of at least 1",
+       "MAXCELLS not a number is refused");
+    ok(starts_with(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 0 16383 MAXMSG")),
+                   "ERR wrong number"),
+       "MAXMSG without its value");
+    ok(starts_with(rh_err(rh_cmd(&A, "CRDT.RSX.OPEN {x} INITIATOR 0 16383 LIMIT 5")),
+                   "ERR syntax error"),
+       "an unknown option is refused");
 
     /* bad input: clear errors, the server keeps serving */
     redisReply *o = rh_cmd(&A, "CRDT.RSX.OPEN {x} RESPONDER");

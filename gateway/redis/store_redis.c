@@ -4045,8 +4045,8 @@ static bool rsx_single(const sr_store_t *s)
 
 static crdt_store_rsx_t *sr_rsx_open(crdt_store_t *st, bool initiator, const crdt_rsx_config_t *cfg)
 {
-    /* a module session draws its own salt and has its own limits; a session run here (several
-     * primaries) takes cfg */
+    /* a module session draws its own salt and takes cfg's limits (CRDT.RSX.OPEN ... MAXMSG
+     * MAXCELLS); a session run here (several primaries) takes all of cfg */
     sr_store_t *s = srs(st);
     crdt_store_rsx_t *x = calloc(1, sizeof(*x));
     if (!x)
@@ -4136,10 +4136,15 @@ static void sr_rsx_step(crdt_store_t *st, crdt_store_rsx_t *x, const void *msg, 
         memcpy(x->pending, msg, n);
         x->npending = n;
     }
-    const char *argv[] = {"CRDT.RSX.OPEN", SR_RSX_KEY, x->initiator ? "INITIATOR" : "RESPONDER",
-                          "0", "16383"};
-    size_t lens[] = {13, strlen(SR_RSX_KEY), strlen(argv[2]), 1, 5};
-    rsx_send(x, R_RSX_OPEN, "CRDT.RSX.OPEN", 5, argv, lens);
+    /* the peer engine's limits, so the module's messages fit the link that carries them */
+    char mm[24], mc[24];
+    snprintf(mm, sizeof(mm), "%zu", x->cfg.max_msg < 256 ? (size_t)256 : x->cfg.max_msg);
+    snprintf(mc, sizeof(mc), "%zu", x->cfg.max_cells ? x->cfg.max_cells : (size_t)1);
+    const char *role = x->initiator ? "INITIATOR" : "RESPONDER";
+    const char *argv[] = {"CRDT.RSX.OPEN", SR_RSX_KEY, role,       "0", "16383",
+                          "MAXMSG",        mm,         "MAXCELLS", mc};
+    size_t lens[] = {13, strlen(SR_RSX_KEY), strlen(role), 1, 5, 6, strlen(mm), 8, strlen(mc)};
+    rsx_send(x, R_RSX_OPEN, "CRDT.RSX.OPEN", 9, argv, lens);
 }
 
 static void sr_rsx_close(crdt_store_t *st, crdt_store_rsx_t *x)
