@@ -320,6 +320,7 @@ typedef struct RedisModuleCommandInfo {
     X(void, EmitAOF, (RedisModuleIO * io, const char *cmdname, const char *fmt, ...))              \
     X(void, DigestAddStringBuffer, (RedisModuleDigest * md, const char *ele, size_t len))          \
     X(void, DigestEndSequence, (RedisModuleDigest * md))                                           \
+    X(void, DigestAddLongLong, (RedisModuleDigest * md, long long ll))                             \
     X(void, Log, (RedisModuleCtx * ctx, const char *level, const char *fmt, ...))                  \
     X(void, LogIOError, (RedisModuleIO * io, const char *level, const char *fmt, ...))             \
     X(int, RegisterInfoFunc, (RedisModuleCtx * ctx, RedisModuleInfoFunc cb))                       \
