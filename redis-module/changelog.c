@@ -233,14 +233,40 @@ static crdtm_logval_t *log_value(RedisModuleKey *k, int *kt)
     return RedisModule_ModuleTypeGetValue(k);
 }
 
+/* Whether this server is a primary that is not loading, kept from the role-change and loading
+ * server events (RedisModule_GetContextFlags cost ~145 instructions per write): set at load from
+ * the context's flags, then by on_role_changed and on_loading. */
+static bool is_primary, is_loading;
+
+/* Redis 7.0's numbers (redismodule.h declares only FLUSHDB, which rsx.c holds). */
+#define LOG_EVENT_ROLE_CHANGED 0
+#define LOG_EVENT_LOADING 3
+#define LOG_SUBEVENT_NOW_MASTER 0
+#define LOG_SUBEVENT_LOADING_ENDED 3
+
+static void on_role_changed(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
+                            void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)data;
+    is_primary = subevent == LOG_SUBEVENT_NOW_MASTER;
+}
+
+static void on_loading(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)data;
+    is_loading = subevent < LOG_SUBEVENT_LOADING_ENDED; /* RDB, AOF or replication start */
+}
+
 bool crdtm_log_should_append(RedisModuleCtx *ctx)
 {
-    if (!crdtm_cfg.log_enabled)
-        return false;
-    /* Replicas and AOF loading receive the primary's CRDT.LOG.APPLY; they add nothing. */
-    int f = RedisModule_GetContextFlags(ctx);
-    return (f & REDISMODULE_CTX_FLAGS_MASTER) && !(f & REDISMODULE_CTX_FLAGS_LOADING) &&
-           !(f & REDISMODULE_CTX_FLAGS_REPLICATED);
+    (void)ctx;
+    /* Replicas and AOF loading receive the primary's CRDT.LOG.APPLY; they add nothing. (A
+     * command from the replication link only runs on a replica.) */
+    return crdtm_cfg.log_enabled && is_primary && !is_loading;
 }
 
 /* How far past log-max-len a log grows before it is trimmed back to log-max-len: a trim is paid
@@ -335,48 +361,28 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         sl->cur_name = ns;
         sl->cur_epoch = epoch;
     }
-    /* One scratch buffer for every append (commands run on the main thread only); a huge entry
-     * does not keep it. */
-    static char *scratch;
-    static size_t scratch_cap;
-    size_t need = CRDTM_REC_MAX(klen, len);
-    if (need > scratch_cap) {
-        size_t cap = need < 256 ? 256 : need;
-        char *p = crdtm_realloc(scratch, cap);
-        if (!p) {
-            RedisModule_CloseKey(lk);
-            RedisModule_Log(ctx, "warning", "crdt: out of memory for a change log entry");
-            return -1;
-        }
-        scratch = p;
-        scratch_cap = cap;
-    }
     long long now = RedisModule_Milliseconds();
-    size_t rlen =
-        crdtm_lv_record(scratch, now > 0 ? (uint64_t)now : 0, k, klen, log_origin, data, len);
-    int rc = crdtm_lv_append(lv, scratch, rlen);
-    if (rc == 0) {
+    size_t rlen;
+    const char *rec = crdtm_lv_append_entry(lv, now > 0 ? (uint64_t)now : 0, k, klen, log_origin,
+                                            data, len, &rlen);
+    int rc = rec ? 0 : -1;
+    if (rec) {
         /* One command to replicas and the AOF: CRDT.LOG.APPLY log key record (the write's merge
          * and its entry) when the caller left its replication to us, else the entry alone as
-         * CRDT.LOG.APPEND log offset record. */
+         * CRDT.LOG.APPEND log offset record. The record is copied from the log ("b"). */
         if (merge)
-            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "ssb", sl->cur_name, key, scratch, rlen);
+            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "ssb", sl->cur_name, key, rec, rlen);
         else
             RedisModule_Replicate(ctx, "CRDT.LOG.APPEND", "slb", sl->cur_name, (long long)lv->added,
-                                  scratch, rlen);
+                                  rec, rlen);
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
             sl->appends = 0;
         log_trim(ctx, lv, sl->cur_name, check_age);
     } else {
-        RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed",
+        RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed (out of memory)",
                         RedisModule_StringPtrLen(sl->cur_name, NULL));
-    }
-    if (scratch_cap > 1u << 20) {
-        crdtm_free(scratch);
-        scratch = NULL;
-        scratch_cap = 0;
     }
     RedisModule_CloseKey(lk);
     return rc == 0 ? 0 : -1;
@@ -981,6 +987,15 @@ int crdtm_log_init(RedisModuleCtx *ctx)
     log_type = RedisModule_CreateDataType(ctx, LOG_TYPE_NAME, LOG_ENCVER, &tm);
     if (!log_type) {
         RedisModule_Log(ctx, "warning", "crdt: cannot register data type %s", LOG_TYPE_NAME);
+        return -1;
+    }
+    int f = RedisModule_GetContextFlags(ctx);
+    is_primary = f & REDISMODULE_CTX_FLAGS_MASTER;
+    is_loading = f & REDISMODULE_CTX_FLAGS_LOADING;
+    RedisModuleEvent role = {LOG_EVENT_ROLE_CHANGED, 1}, loading = {LOG_EVENT_LOADING, 1};
+    if (RedisModule_SubscribeToServerEvent(ctx, role, on_role_changed) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, loading, on_loading) != REDISMODULE_OK) {
+        RedisModule_Log(ctx, "warning", "crdt: cannot subscribe to the role and loading events");
         return -1;
     }
     if (crdtm_slot_tags(slot_tag) < 0) {

@@ -97,16 +97,14 @@ static int push_chunk(crdtm_logval_t *lv, size_t need)
     return 0;
 }
 
-int crdtm_lv_append(crdtm_logval_t *lv, const char *rec, size_t rlen)
+/* Room for need more bytes at the end of the tail chunk (grown, or a new chunk); the tail. NULL
+ * when out of memory. */
+static crdtm_chunk_t *reserve(crdtm_logval_t *lv, size_t need)
 {
-    uint64_t ms;
-    const char *e;
-    size_t el;
-    if (rlen > UINT32_MAX / 2 || !crdtm_lv_record_parse(rec, rlen, &ms, &e, &el))
-        return -1;
-    size_t need = rlen + 10;
     crdtm_chunk_t *t = lv->nch ? lv->ch[lv->nch - 1] : NULL;
-    if (t && t->cap - t->used < need && t->cap < CHUNK_BYTES) {
+    if (t && t->cap - t->used >= need)
+        return t;
+    if (t && t->cap < CHUNK_BYTES) {
         /* a log's first chunk starts small and doubles up to CHUNK_BYTES: a slot written a few
          * times does not hold 4 KB */
         size_t cap = (size_t)t->cap * 2;
@@ -116,26 +114,72 @@ int crdtm_lv_append(crdtm_logval_t *lv, const char *rec, size_t rlen)
             cap = CHUNK_BYTES;
         crdtm_chunk_t *g = lv_realloc(t, sizeof(*t) + cap);
         if (!g)
-            return -2;
+            return NULL;
         lv->bytes += cap - g->cap;
         g->cap = (uint32_t)cap;
-        lv->ch[lv->nch - 1] = t = g;
+        lv->ch[lv->nch - 1] = g;
+        if (g->cap - g->used >= need)
+            return g;
     }
-    if (!t || t->cap - t->used < need) {
-        int rc = push_chunk(lv, need);
-        if (rc < 0)
-            return rc;
-        t = lv->ch[lv->nch - 1];
-    }
-    char *p = t->data + t->used;
-    size_t n = crdtm_varint_put(p, rlen);
-    memcpy(p + n, rec, rlen);
-    t->used += (uint32_t)(n + rlen);
+    if (push_chunk(lv, need) < 0)
+        return NULL;
+    return lv->ch[lv->nch - 1];
+}
+
+/* The record's bytes at p went into tail t: the counters follow. */
+static void appended(crdtm_logval_t *lv, crdtm_chunk_t *t, size_t n, uint64_t ms)
+{
+    t->used += (uint32_t)n;
     t->count++;
     lv->added++;
     lv->len++;
     lv->last_ms = ms;
+}
+
+int crdtm_lv_append(crdtm_logval_t *lv, const char *rec, size_t rlen)
+{
+    uint64_t ms;
+    const char *e;
+    size_t el;
+    if (rlen > UINT32_MAX / 2 || !crdtm_lv_record_parse(rec, rlen, &ms, &e, &el))
+        return -1;
+    crdtm_chunk_t *t = reserve(lv, rlen + 10);
+    if (!t)
+        return -2;
+    char *p = t->data + t->used;
+    size_t n = crdtm_varint_put(p, rlen);
+    memcpy(p + n, rec, rlen);
+    appended(lv, t, n + rlen, ms);
     return 0;
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+const char *crdtm_lv_append_entry(crdtm_logval_t *lv, uint64_t ms, const char *key, size_t klen,
+                                  uint64_t origin, const void *delta, size_t dlen, size_t *rlen)
+{
+    size_t rl = varint_len(ms) + varint_len((uint64_t)klen * 2 + (origin != 0)) + klen +
+                (origin ? varint_len(origin) : 0) + dlen;
+    if (rl > UINT32_MAX / 2)
+        return NULL;
+    crdtm_chunk_t *t = reserve(lv, rl + 10);
+    if (!t)
+        return NULL;
+    char *p = t->data + t->used;
+    size_t n = crdtm_varint_put(p, rl);
+    char *rec = p + n;
+    crdtm_lv_record(rec, ms, key, klen, origin, delta, dlen);
+    appended(lv, t, n + rl, ms);
+    *rlen = rl;
+    return rec;
 }
 
 uint64_t crdtm_lv_trim(crdtm_logval_t *lv, uint64_t upto)

@@ -84,6 +84,12 @@ bool crdtm_lv_record_parse(const char *rec, size_t rlen, uint64_t *ms, const cha
  * appended), -2 when out of memory. */
 int crdtm_lv_append(crdtm_logval_t *lv, const char *rec, size_t rlen);
 
+/* Appends the record of an entry (crdtm_lv_record's bytes, encoded in place: the append path
+ * makes no copy) as entry added + 1. Returns the record inside the log (valid until the log
+ * changes) and its length in *rlen; NULL when out of memory (nothing appended). */
+const char *crdtm_lv_append_entry(crdtm_logval_t *lv, uint64_t ms, const char *key, size_t klen,
+                                  uint64_t origin, const void *delta, size_t dlen, size_t *rlen);
+
 /* Removes every entry with an offset <= upto; returns how many. */
 uint64_t crdtm_lv_trim(crdtm_logval_t *lv, uint64_t upto);
 
