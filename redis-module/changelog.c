@@ -48,6 +48,12 @@ typedef struct slot_logs {
     uint32_t appends;            /* since the last age check */
     uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
     RedisModuleString *cur_name; /* name of the log appends go to, kept between writes */
+    /* The value of cur_name in db cached_db, kept between appends so they need not open its key
+     * (~500 instructions a write): NULL when unknown. Forgotten whenever the value could be freed
+     * or stop being that key's: log_free, del/rename/move events, FLUSHDB, SWAPDB, loading and
+     * role changes (cache_forget_all). */
+    crdtm_logval_t *cached;
+    int cached_db;
 } slot_logs_t;
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
@@ -101,6 +107,26 @@ static void registry_add_name(RedisModuleString *name)
         registry_add(slot, epoch);
 }
 
+static void cache_forget(slot_logs_t *sl)
+{
+    if (sl->cached)
+        sl->cached->cached_slot = -1;
+    sl->cached = NULL;
+}
+
+/* Every slot's cached value is forgotten (main thread, before a FLUSHALL ASYNC hands the values
+ * to a background thread: its log_free then finds them uncached). */
+static void cache_forget_all(void)
+{
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        cache_forget(&slots[s]);
+}
+
+void crdtm_log_on_flush(void)
+{
+    cache_forget_all();
+}
+
 /* A new log's epoch: 64 bits from splitmix64 over a counter seeded once by
  * RedisModule_GetRandomBytes (a server creates up to 16,384 logs; the cryptographic generator cost
  * about 16,000 instructions each). Distinct within a process, random across processes; never 0. */
@@ -139,7 +165,10 @@ static size_t put_u64(char *p, uint64_t v)
 
 static void log_free(void *v)
 {
-    crdtm_lv_free(v);
+    crdtm_logval_t *lv = v;
+    if (lv->cached_slot >= 0 && slots[lv->cached_slot].cached == lv)
+        slots[lv->cached_slot].cached = NULL;
+    crdtm_lv_free(lv);
 }
 
 static void log_rdb_save(RedisModuleIO *io, void *v)
@@ -241,6 +270,7 @@ static bool is_primary, is_loading;
 /* Redis 7.0's numbers (redismodule.h declares only FLUSHDB, which rsx.c holds). */
 #define LOG_EVENT_ROLE_CHANGED 0
 #define LOG_EVENT_LOADING 3
+#define LOG_EVENT_SWAPDB 11
 #define LOG_SUBEVENT_NOW_MASTER 0
 #define LOG_SUBEVENT_LOADING_ENDED 3
 
@@ -251,6 +281,7 @@ static void on_role_changed(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t 
     (void)eid;
     (void)data;
     is_primary = subevent == LOG_SUBEVENT_NOW_MASTER;
+    cache_forget_all();
 }
 
 static void on_loading(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
@@ -259,6 +290,16 @@ static void on_loading(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subev
     (void)eid;
     (void)data;
     is_loading = subevent < LOG_SUBEVENT_LOADING_ENDED; /* RDB, AOF or replication start */
+    cache_forget_all();
+}
+
+static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)subevent;
+    (void)data;
+    cache_forget_all();
 }
 
 bool crdtm_log_should_append(RedisModuleCtx *ctx)
@@ -320,7 +361,12 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     slot_logs_t *sl = &slots[slot];
     RedisModuleKey *lk = NULL;
     crdtm_logval_t *lv = NULL;
-    while (sl->n && !lk) {
+    int db = RedisModule_GetSelectedDb(ctx);
+    if (sl->cached && sl->n && sl->cur_epoch == sl->epochs[sl->n - 1] && sl->cached_db == db) {
+        lv = sl->cached;
+        RedisModule_SignalModifiedKey(ctx, sl->cur_name); /* what CloseKey would do: WATCH */
+    }
+    while (!lv && sl->n && !lk) {
         uint64_t epoch = sl->epochs[sl->n - 1];
         if (sl->cur_epoch != epoch || !sl->cur_name) {
             /* the name is made once per log, not per write */
@@ -341,7 +387,7 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
             sl->n--;
         }
     }
-    if (!lk) {
+    if (!lv && !lk) {
         char name[CRDTM_LOG_NAME_MAX];
         uint64_t epoch = new_epoch();
         size_t nlen = crdtm_log_name(name, slot_tag[slot], epoch);
@@ -360,6 +406,13 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
             RedisModule_FreeString(NULL, sl->cur_name);
         sl->cur_name = ns;
         sl->cur_epoch = epoch;
+    }
+    if (lk) {
+        /* kept for the next append (cache_forget drops it if the key changes otherwise) */
+        cache_forget(sl);
+        sl->cached = lv;
+        sl->cached_db = db;
+        lv->cached_slot = (int32_t)slot;
     }
     long long now = RedisModule_Milliseconds();
     size_t rlen;
@@ -384,7 +437,8 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed (out of memory)",
                         RedisModule_StringPtrLen(sl->cur_name, NULL));
     }
-    RedisModule_CloseKey(lk);
+    if (lk)
+        RedisModule_CloseKey(lk);
     return rc == 0 ? 0 : -1;
 }
 
@@ -703,6 +757,9 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     uint64_t epoch;
     unsigned slot;
     if (crdtm_log_name_parse(k, klen, &epoch, &slot)) {
+        /* whatever happened to the key, its value may be another or elsewhere now */
+        if (slots[slot].cur_epoch == epoch)
+            cache_forget(&slots[slot]);
         if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted") ||
             !strcmp(event, "rename_from") || !strcmp(event, "move_from"))
             registry_remove(slot, epoch);
@@ -992,9 +1049,11 @@ int crdtm_log_init(RedisModuleCtx *ctx)
     int f = RedisModule_GetContextFlags(ctx);
     is_primary = f & REDISMODULE_CTX_FLAGS_MASTER;
     is_loading = f & REDISMODULE_CTX_FLAGS_LOADING;
-    RedisModuleEvent role = {LOG_EVENT_ROLE_CHANGED, 1}, loading = {LOG_EVENT_LOADING, 1};
+    RedisModuleEvent role = {LOG_EVENT_ROLE_CHANGED, 1}, loading = {LOG_EVENT_LOADING, 1},
+                     swapdb = {LOG_EVENT_SWAPDB, 1};
     if (RedisModule_SubscribeToServerEvent(ctx, role, on_role_changed) != REDISMODULE_OK ||
-        RedisModule_SubscribeToServerEvent(ctx, loading, on_loading) != REDISMODULE_OK) {
+        RedisModule_SubscribeToServerEvent(ctx, loading, on_loading) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "crdt: cannot subscribe to the role and loading events");
         return -1;
     }

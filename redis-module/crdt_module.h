@@ -132,6 +132,9 @@ int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_
 /* Slot tags and keyspace subscriptions; 0 or -1. */
 int crdtm_log_init(RedisModuleCtx *ctx);
 void crdtm_log_info(RedisModuleInfoCtx *ctx);
+/* A FLUSHDB/FLUSHALL is starting (rsx.c holds the module's one flush subscription): the log
+ * values appends keep between writes are forgotten. */
+void crdtm_log_on_flush(void);
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);

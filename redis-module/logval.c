@@ -28,6 +28,7 @@ crdtm_logval_t *crdtm_lv_new(uint64_t next)
         return NULL;
     memset(lv, 0, sizeof(*lv));
     lv->added = next ? next - 1 : 0;
+    lv->cached_slot = -1;
     return lv;
 }
 

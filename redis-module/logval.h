@@ -46,6 +46,7 @@ typedef struct crdtm_logval {
     uint64_t last_ms; /* ms of the newest entry added (kept when trimmed away) */
     size_t bytes;     /* chunk capacity, for MEMORY USAGE */
     crdtm_group_t *groups;
+    int32_t cached_slot; /* changelog.c's: the slot whose append cache holds this value, or -1 */
 } crdtm_logval_t;
 
 /* One record read: its offset, its ms, the record's bytes and the entry inside them. */

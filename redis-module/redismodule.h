@@ -301,6 +301,7 @@ typedef struct RedisModuleCommandInfo {
     X(int, StringToDouble, (const RedisModuleString *str, double *d))                              \
     X(int, Replicate, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))           \
     X(int, ReplicateVerbatim, (RedisModuleCtx * ctx))                                              \
+    X(int, SignalModifiedKey, (RedisModuleCtx * ctx, RedisModuleString * keyname))                 \
     X(int, NotifyKeyspaceEvent,                                                                    \
       (RedisModuleCtx * ctx, int type, const char *event, RedisModuleString *key))                 \
     X(void *, Alloc, (size_t bytes))                                                               \

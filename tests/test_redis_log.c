@@ -981,6 +981,48 @@ static void test_trim_replicated(void)
     rh_stop(&P);
 }
 
+/* Appends keep the slot's log value between writes (changelog.c): whatever takes the key away
+ * or puts another value there must make the next write find the log anew, never write into a
+ * value gone or elsewhere (the sanitizer build turns a slip into a report). */
+static void test_append_cache(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 8", NULL) < 0)
+        bail_out("cannot start redis-server");
+    char name[CRDTM_LOG_NAME_MAX], again[CRDTM_LOG_NAME_MAX];
+    static const char *const ways[] = {
+        "DEL %s",         "UNLINK %s", "RENAME %s moved:1", "MOVE %s 1",    "SET %s x",
+        "FLUSHALL ASYNC", "FLUSHALL",  "SWAPDB 0 1",        "DEBUG RELOAD", "EXPIRE %s 0"};
+    for (size_t w = 0; w < sizeof(ways) / sizeof(ways[0]); w++) {
+        free(rh_str(rh_cmd(&S, "FLUSHALL"), NULL));
+        for (int i = 0; i < 3; i++)
+            rh_int(rh_cmd(&S, "CRDT.SADD {ac}k a%d", i));
+        ok(log_of(&S, "{ac}k", name) == 0, "%.*s: a log", (int)strcspn(ways[w], " "), ways[w]);
+        free(rh_str(rh_cmd(&S, ways[w], name), NULL));
+        long long before_len = log_len(&S, name);
+        bool kept = !strncmp(ways[w], "DEBUG", 5);
+        rh_int(rh_cmd(&S, "CRDT.SADD {ac}k b"));
+        redisReply *l = rh_cmd(&S, "CRDT.LOG.LIST %u", crdtm_keyslot("{ac}k", 5));
+        bool found = false;
+        for (size_t i = 0; l && l->type == REDIS_REPLY_ARRAY && i < l->elements; i++) {
+            snprintf(again, sizeof(again), "%s", l->element[i]->str);
+            long long a = log_info(&S, again, "entries-added");
+            found = found ||
+                    (kept ? !strcmp(again, name) && a == 4 : strcmp(again, name) != 0 || a == 1);
+        }
+        if (l)
+            freeReplyObject(l);
+        ok(found, "%.*s: the next write goes to a log the keyspace holds (%s)",
+           (int)strcspn(ways[w], " "), ways[w], kept ? "the same, 4 entries" : "a new one");
+        if (!strncmp(ways[w], "RENAME", 6))
+            is_int(log_len(&S, "moved:1") < 0 ? rh_int(rh_cmd(&S, "EXISTS moved:1")) : 1, 1,
+                   "the renamed value is left alone");
+        (void)before_len;
+    }
+    is(rh_err(rh_cmd(&S, "PING")), "", "the server still serves");
+    rh_stop(&S);
+}
+
 /* Redis's CRC64 (Jones, reflected), the checksum of a DUMP payload. */
 static uint64_t crc64_redis(const unsigned char *p, size_t n)
 {
@@ -1244,6 +1286,7 @@ int main(void)
     test_log_value();
     test_trim_replicated();
     test_restore_corrupt();
+    test_append_cache();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();
