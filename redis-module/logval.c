@@ -201,7 +201,7 @@ uint64_t crdtm_lv_trim(crdtm_logval_t *lv, uint64_t upto)
     lv->nch -= drop;
     if (lv->nch && lv->ch[0]->first <= upto) {
         crdtm_chunk_t *c = lv->ch[0];
-        while (c->first <= upto) {
+        while (c->first <= upto && c->count > 0) {
             size_t rl;
             uint32_t next;
             chunk_rec(c, c->start, &rl, &next);
@@ -347,6 +347,8 @@ crdtm_logval_t *crdtm_lv_copy(const crdtm_logval_t *lv)
 /* ---- the bytes of rdb_save and rdb_load ----------------------------------------------------- */
 
 #define LV_FORMAT 1
+/* Most entries a log may say it ever had (2^62). */
+#define LV_ADDED_MAX (UINT64_C(1) << 62)
 
 char *crdtm_lv_encode(const crdtm_logval_t *lv, size_t *n)
 {
@@ -392,8 +394,13 @@ crdtm_logval_t *crdtm_lv_decode(const char *buf, size_t len, const char **why)
         *why = "truncated header";
         return NULL;
     }
-    if (n > added || added == UINT64_MAX) {
+    if (n > added) {
         *why = "more entries kept than added";
+        return NULL;
+    }
+    if (added > LV_ADDED_MAX) {
+        /* far past what any log reaches; keeps offsets from wrapping on later appends */
+        *why = "entry count out of range";
         return NULL;
     }
     if (ng > CRDTM_GROUPS_MAX) {

@@ -1216,6 +1216,13 @@ static void test_logval(void)
         crdtm_lv_free(t);
     }
     ok(bad > 0 && crdtm_lv_decode(b, n - 1, &why) == NULL, "truncations are refused (%s)", why);
+    {
+        char huge[16] = {1};
+        size_t hn = 1 + crdtm_varint_put(huge + 1, (UINT64_C(1) << 62) + 1);
+        memcpy(huge + hn, "\0\0\0", 3);
+        ok(crdtm_lv_decode(huge, hn + 3, &why) == NULL && !strcmp(why, "entry count out of range"),
+           "a log claiming more than 2^62 entries is refused (its offsets would wrap)");
+    }
     crdtm_lv_free(cp);
     crdtm_lv_free(back);
     crdtm_lv_free(lv);

@@ -40,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         n++;
     }
     FUZZ_REQUIRE(n == lv->len);
-    for (uint64_t o = crdtm_lv_first(lv); o <= lv->added; o += 1 + o / 3) {
+    for (uint64_t o = crdtm_lv_first(lv); o <= lv->added; o += 1 + (o - crdtm_lv_first(lv)) / 3) {
         crdtm_lv_seek(lv, o, &it);
         FUZZ_REQUIRE(crdtm_lv_next(&it, &r) && r.offset == o);
     }
