@@ -802,8 +802,16 @@ int main(void)
     long long log_entries = 0;
     for (int n = 0; n < dep_log.nodes; n++) {
         redisReply *r = rh_cmd(dep_log.srv[n], "CRDT.LOG.LIST");
-        for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
-            log_entries += rh_int(rh_cmd(dep_log.srv[n], "XLEN %s", r->element[i]->str));
+        for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+            /* CRDT.LOG.INFO's length; XLEN for a crdt.so of the stream-based log */
+            redisReply *li = rh_cmd(dep_log.srv[n], "CRDT.LOG.INFO %s", r->element[i]->str);
+            if (li && li->type == REDIS_REPLY_ARRAY && li->elements >= 2)
+                log_entries += li->element[1]->integer;
+            else
+                log_entries += rh_int(rh_cmd(dep_log.srv[n], "XLEN %s", r->element[i]->str));
+            if (li)
+                freeReplyObject(li);
+        }
         if (r)
             freeReplyObject(r);
     }

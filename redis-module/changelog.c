@@ -1,30 +1,33 @@
-/* changelog.c - crdt.so's durable change log: a Redis Stream per hash slot, CRDT.LOG.* commands
+/* changelog.c - crdt.so's durable change log: a value of the module's own type per hash slot,
+ * CRDT.LOG.* commands
  *
- * Every write on a primary appends one entry to the change log of the key's slot, a stream named
- * crdt:log:{TAG}:EPOCH. The entry is one field, e, whose value packs the key, the origin (if any)
- * and the delta (libcrdt binary encoding): crdtm_entry_encode in logpos.c. One field, not one per
- * part: each field is a listpack append, and the append is most of the log's cost per write.
- * TAG hashes to the slot, so the log lives in its slot: it is replicated, persisted and migrated
- * with the keys it describes.
- * EPOCH is 64 random bits drawn when the stream is created: the identity of the log, written into
- * every position a reader gets, so a position is never accepted by another log.
+ * Every write on a primary appends one entry to the change log of the key's slot, a key of type
+ * crdtd-log named crdt:log:{TAG}:EPOCH. Its value (logval.h) holds the entries in chunks, each a
+ * record varint(ms) entry, the entry packing key, origin and delta (crdtm_entry_encode in
+ * logpos.c), numbered by offset: the n-th entry the log ever had is offset n, and a reader's
+ * position is (epoch, ms, offset). TAG hashes to the slot, so the log lives in its slot: it is
+ * replicated, persisted (rdb_save/rdb_load, aof_rewrite) and migrated (DUMP/RESTORE) with the
+ * keys it describes. EPOCH is 64 random bits drawn when the log is created: the identity of the
+ * log, written into every position a reader gets, so a position is never accepted by another log.
  *
  * A slot normally holds one log. It can hold more after a resharding (the target wrote to a log
  * of its own before the source's arrived): new entries go to the log with the greatest epoch and
  * readers follow every log CRDT.LOG.LIST names. The module knows which logs exist from its own
- * appends and from keyspace notifications (xadd on replicas, restore on migration targets, loaded
- * at RDB load, del/expired/evicted); the key itself is checked before each use.
+ * appends and commands and from keyspace notifications (restore, loaded, rename/copy/move onto a
+ * name, del/expired/evicted); the key itself is checked before each use.
  *
- * Propagation: the module appends with RedisModule_StreamAdd. A write whose delta the module
- * replicates itself (crdtm_changed) goes to replicas and the AOF as one command,
- * CRDT.LOG.APPLY log id key entry (id as 16 bytes), which merges the entry's delta and appends the
- * same entry with the same ID; other appends (CRDT.MERGE, RESTORE, replicated verbatim by their
- * callers) replicate the entry as XADD log id e entry. An exact XTRIM MINID follows when the append
- * trimmed (Redis wraps the command's propagation in MULTI/EXEC then). Replicas and AOF loading
- * apply those and append nothing themselves.
+ * Propagation: a write whose delta the module replicates itself (crdtm_changed) goes to replicas
+ * and the AOF as one command, CRDT.LOG.APPLY log key record: the replica merges the record's
+ * delta and appends the record, its offset the next one (the replica's log is the primary's, so
+ * the offset is the same; no ID travels). Other appends (CRDT.MERGE, RESTORE, replicated verbatim
+ * by their callers) replicate as CRDT.LOG.APPEND log offset record. A trim is decided on the
+ * primary only and follows as CRDT.LOG.TRIM log upto (Redis wraps the command's propagation in
+ * MULTI/EXEC then). Replicas and AOF loading apply those and append nothing themselves, so a
+ * replica's log holds the primary's records byte for byte (DEBUG DIGEST agrees).
  */
 #include "crdt_module.h"
 #include "logpos.h"
+#include "logval.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,66 +35,53 @@
 #include <strings.h>
 
 #define READ_COUNT_MAX 10000
+/* The module type of the logs; type names are exactly 9 characters. */
+#define LOG_TYPE_NAME "crdtd-log"
+#define LOG_ENCVER 1
 
-/* A log the registry knows, with the two counters CRDT.LOG.READ needs that the module API has no
- * getter for: the stream's entries-added and last-generated-id. They are what XINFO STREAM says,
- * kept by the module's own appends (valid) and dropped (valid false: the next read asks XINFO
- * once and keeps its answer) on anything else that could change them: another client's XADD or
- * XSETID, RESTORE, RDB loading, RENAME/COPY/MOVE onto the name, SWAPDB, loading. XTRIM and XDEL
- * change neither counter. db: the database the counters are of. */
-typedef struct log_ent {
-    uint64_t epoch;
-    uint64_t added;
-    RedisModuleStreamID last;
-    int db;
-    bool valid;
-    bool tail; /* and last is the ID of the stream's last entry (nothing deleted it since) */
-} log_ent_t;
+static RedisModuleType *log_type;
 
+/* The logs of a slot the module knows, by epoch. */
 typedef struct slot_logs {
-    log_ent_t *logs; /* ascending epochs; the last is where appends go */
+    uint64_t *epochs; /* ascending; the last is where appends go */
     uint32_t n, cap;
     uint32_t appends;            /* since the last age check */
     uint64_t cur_epoch;          /* the epoch cur_name names (0: none) */
     RedisModuleString *cur_name; /* name of the log appends go to, kept between writes */
+    /* The value of cur_name in db cached_db, kept between appends so they need not open its key
+     * (~500 instructions a write): NULL when unknown. Forgotten whenever the value could be freed
+     * or stop being that key's: log_free, del/rename/move events, FLUSHDB, SWAPDB, loading and
+     * role changes (cache_forget_all). */
+    crdtm_logval_t *cached;
+    int cached_db;
 } slot_logs_t;
 
 static char slot_tag[CRDTM_SLOTS][CRDTM_TAG_MAX];
 static slot_logs_t slots[CRDTM_SLOTS];
-static RedisModuleString *field_e;
 /* The origin the next appends carry (crdtm_log_set_origin; 0: none, the field is left out). */
 static uint64_t log_origin;
 static struct {
-    unsigned long long appends, applied, trims, trimmed, restores, created, counter_reads;
+    unsigned long long appends, applied, trims, trimmed, restores, created, load_errors;
 } log_stats;
-
-static log_ent_t *registry_find(unsigned slot, uint64_t epoch)
-{
-    slot_logs_t *sl = &slots[slot];
-    for (uint32_t i = sl->n; i-- > 0;)
-        if (sl->logs[i].epoch == epoch)
-            return &sl->logs[i];
-    return NULL;
-}
 
 static void registry_add(unsigned slot, uint64_t epoch)
 {
     slot_logs_t *sl = &slots[slot];
     uint32_t i = 0;
-    while (i < sl->n && sl->logs[i].epoch < epoch)
+    while (i < sl->n && sl->epochs[i] < epoch)
         i++;
-    if (i < sl->n && sl->logs[i].epoch == epoch)
+    if (i < sl->n && sl->epochs[i] == epoch)
         return;
     if (sl->n == sl->cap) {
         uint32_t cap = sl->cap ? sl->cap * 2 : 2;
-        log_ent_t *p = realloc(sl->logs, cap * sizeof(*p));
+        uint64_t *p = realloc(sl->epochs, cap * sizeof(*p));
         if (!p)
             return; /* the key is still found again by its next notification */
-        sl->logs = p;
+        sl->epochs = p;
         sl->cap = cap;
     }
-    memmove(&sl->logs[i + 1], &sl->logs[i], (sl->n - i) * sizeof(*sl->logs));
-    sl->logs[i] = (log_ent_t){.epoch = epoch};
+    memmove(&sl->epochs[i + 1], &sl->epochs[i], (sl->n - i) * sizeof(*sl->epochs));
+    sl->epochs[i] = epoch;
     sl->n++;
 }
 
@@ -99,44 +89,42 @@ static void registry_remove(unsigned slot, uint64_t epoch)
 {
     slot_logs_t *sl = &slots[slot];
     for (uint32_t i = 0; i < sl->n; i++)
-        if (sl->logs[i].epoch == epoch) {
-            memmove(&sl->logs[i], &sl->logs[i + 1], (sl->n - i - 1) * sizeof(*sl->logs));
+        if (sl->epochs[i] == epoch) {
+            memmove(&sl->epochs[i], &sl->epochs[i + 1], (sl->n - i - 1) * sizeof(*sl->epochs));
             sl->n--;
             return;
         }
 }
 
-/* Every log's counters are asked of XINFO again (SWAPDB, loading: keys change without a
- * notification per key). */
-static void registry_invalidate_all(void)
+/* The name given is a log's: registered. */
+static void registry_add_name(RedisModuleString *name)
 {
-    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
-        for (uint32_t i = 0; i < slots[s].n; i++)
-            slots[s].logs[i].valid = false;
+    size_t nlen;
+    const char *n = RedisModule_StringPtrLen(name, &nlen);
+    uint64_t epoch;
+    unsigned slot;
+    if (crdtm_log_name_parse(n, nlen, &epoch, &slot))
+        registry_add(slot, epoch);
 }
 
-/* Nonzero while the module itself adds to a log (it keeps the counters then): the keyspace
- * notifications of its own StreamAdd are not news. */
-static int self_write;
-
-/* After one entry with ID id went into the log (slot, epoch) of db: the counters follow if they
- * were valid for db before (was_valid), or start over if the stream was created by this add. */
-static void counters_added(unsigned slot, uint64_t epoch, int db, bool was_valid, bool created,
-                           uint64_t added_before, const RedisModuleStreamID *id)
+static void cache_forget(slot_logs_t *sl)
 {
-    log_ent_t *e = registry_find(slot, epoch);
-    if (!e)
-        return;
-    if (created) {
-        *e = (log_ent_t){
-            .epoch = epoch, .added = 1, .last = *id, .db = db, .valid = true, .tail = true};
-    } else if (was_valid && e->db == db) {
-        e->added = added_before + 1;
-        e->last = *id;
-        e->valid = e->tail = true;
-    } else {
-        e->valid = false;
-    }
+    if (sl->cached)
+        sl->cached->cached_slot = -1;
+    sl->cached = NULL;
+}
+
+/* Every slot's cached value is forgotten (main thread, before a FLUSHALL ASYNC hands the values
+ * to a background thread: its log_free then finds them uncached). */
+static void cache_forget_all(void)
+{
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        cache_forget(&slots[s]);
+}
+
+void crdtm_log_on_flush(void)
+{
+    cache_forget_all();
 }
 
 /* A new log's epoch: 64 bits from splitmix64 over a counter seeded once by
@@ -160,19 +148,6 @@ static uint64_t new_epoch(void)
     }
 }
 
-bool crdtm_log_should_append(RedisModuleCtx *ctx)
-{
-    if (!crdtm_cfg.log_enabled)
-        return false;
-    /* Replicas and AOF loading receive the primary's XADDs; they must not add their own. */
-    int f = RedisModule_GetContextFlags(ctx);
-    return (f & REDISMODULE_CTX_FLAGS_MASTER) && !(f & REDISMODULE_CTX_FLAGS_LOADING) &&
-           !(f & REDISMODULE_CTX_FLAGS_REPLICATED);
-}
-
-/* Longest "MS-SEQ" text with its NUL. */
-#define ID_TEXT_MAX 42
-
 static size_t put_u64(char *p, uint64_t v)
 {
     char tmp[20];
@@ -186,193 +161,195 @@ static size_t put_u64(char *p, uint64_t v)
     return n;
 }
 
-/* "MS-SEQ" of an ID into buf (ID_TEXT_MAX bytes), NUL-terminated; its length. Done by hand: on
- * the append path snprintf cost as much as a fifth of the log's work. */
-static size_t format_id(char *buf, const RedisModuleStreamID *id)
+/* ---- the module type ------------------------------------------------------------------------ */
+
+static void log_free(void *v)
 {
-    size_t n = put_u64(buf, id->ms);
-    buf[n++] = '-';
-    n += put_u64(buf + n, id->seq);
-    buf[n] = '\0';
-    return n;
+    crdtm_logval_t *lv = v;
+    if (lv->cached_slot >= 0 && slots[lv->cached_slot].cached == lv)
+        slots[lv->cached_slot].cached = NULL;
+    crdtm_lv_free(lv);
 }
 
-/* "MS-SEQ" -> id; false on anything else. */
-static bool parse_id(const char *s, size_t len, RedisModuleStreamID *id)
+static void log_rdb_save(RedisModuleIO *io, void *v)
 {
-    char buf[48];
-    if (len == 0 || len >= sizeof(buf))
-        return false;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    unsigned long long ms, seq;
-    char tail;
-    if (sscanf(buf, "%llu-%llu%c", &ms, &seq, &tail) != 2)
-        return false;
-    id->ms = ms;
-    id->seq = seq;
-    return true;
-}
-
-/* The ID as CRDT.LOG.APPLY carries it: ms and seq, 8 bytes each, big-endian (no text to make
- * and parse per write). */
-#define ID_BIN_LEN 16
-
-static void id_to_bin(char *p, const RedisModuleStreamID *id)
-{
-    for (int i = 0; i < 8; i++) {
-        p[i] = (char)(id->ms >> (56 - 8 * i));
-        p[8 + i] = (char)(id->seq >> (56 - 8 * i));
+    size_t n;
+    char *b = crdtm_lv_encode(v, &n);
+    if (!b) {
+        /* out of memory: an empty log of the same numbering, so the load still succeeds */
+        crdtm_logval_t e = {.added = ((crdtm_logval_t *)v)->added};
+        b = crdtm_lv_encode(&e, &n);
     }
+    RedisModule_SaveStringBuffer(io, b ? b : "", b ? n : 0);
+    crdtm_free(b);
 }
 
-static bool id_from_bin(const char *p, size_t len, RedisModuleStreamID *id)
+/* Everything is checked (crdtm_lv_decode): a RESTORE payload is untrusted. */
+static void *log_rdb_load(RedisModuleIO *io, int encver)
 {
-    if (len != ID_BIN_LEN)
-        return false;
-    id->ms = id->seq = 0;
-    for (int i = 0; i < 8; i++) {
-        id->ms = id->ms << 8 | (uint8_t)p[i];
-        id->seq = id->seq << 8 | (uint8_t)p[8 + i];
+    if (encver != LOG_ENCVER) {
+        RedisModule_LogIOError(io, "warning", "crdt: change log of encoding version %d, not %d",
+                               encver, LOG_ENCVER);
+        return NULL;
     }
-    return true;
-}
-
-/* The next entry of an open stream iterator, its fields skipped (Redis's iterator must be walked
- * through every field of an entry before the next ID). */
-static bool next_entry_id(RedisModuleKey *lk, RedisModuleStreamID *id)
-{
-    long nf;
-    if (RedisModule_StreamIteratorNextID(lk, id, &nf) != REDISMODULE_OK)
-        return false;
-    /* NULL pointers: no strings are made (without auto memory they would have to be freed) */
-    while (RedisModule_StreamIteratorNextField(lk, NULL, NULL) == REDISMODULE_OK)
-        ;
-    return true;
-}
-
-static int id_cmp(const RedisModuleStreamID *a, const RedisModuleStreamID *b)
-{
-    if (a->ms != b->ms)
-        return a->ms < b->ms ? -1 : 1;
-    if (a->seq != b->seq)
-        return a->seq < b->seq ? -1 : 1;
-    return 0;
-}
-
-/* The smallest last-delivered-id of the log's consumer groups; false when it has none. */
-static bool acked_upto(RedisModuleCtx *ctx, const char *name, size_t nlen, RedisModuleStreamID *out)
-{
-    RedisModuleCallReply *r = RedisModule_Call(ctx, "XINFO", "cb", "GROUPS", name, nlen);
-    bool any = false;
-    if (r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY) {
-        size_t ng = RedisModule_CallReplyLength(r);
-        for (size_t g = 0; g < ng; g++) {
-            RedisModuleCallReply *grp = RedisModule_CallReplyArrayElement(r, g);
-            size_t nf = RedisModule_CallReplyLength(grp);
-            for (size_t f = 0; f + 1 < nf; f += 2) {
-                size_t l;
-                const char *fname =
-                    RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(grp, f), &l);
-                if (!fname || l != 17 || memcmp(fname, "last-delivered-id", 17) != 0)
-                    continue;
-                const char *v = RedisModule_CallReplyStringPtr(
-                    RedisModule_CallReplyArrayElement(grp, f + 1), &l);
-                RedisModuleStreamID id;
-                if (v && parse_id(v, l, &id) && (!any || id_cmp(&id, out) < 0)) {
-                    *out = id;
-                    any = true;
-                }
-            }
-        }
+    size_t n;
+    char *b = RedisModule_LoadStringBuffer(io, &n);
+    if (RedisModule_IsIOError(io) || !b) {
+        if (b)
+            RedisModule_Free(b);
+        return NULL;
     }
-    if (r)
-        RedisModule_FreeCallReply(r);
-    return any;
+    const char *why = "";
+    crdtm_logval_t *lv = crdtm_lv_decode(b, n, &why);
+    RedisModule_Free(b);
+    if (!lv) {
+        log_stats.load_errors++;
+        RedisModule_LogIOError(io, "warning", "crdt: a change log refused: %s", why);
+    }
+    return lv;
+}
+
+/* The commands that make the log again: CRDT.LOG.APPEND log first [record] per entry, then
+ * CRDT.LOG.GROUP log CREATE name acked per group. */
+static void log_aof_rewrite(RedisModuleIO *aof, RedisModuleString *key, void *v)
+{
+    crdtm_logval_t *lv = v;
+    crdtm_lv_iter_t it;
+    crdtm_rec_t r;
+    RedisModule_EmitAOF(aof, "CRDT.LOG.APPEND", "sl", key, (long long)crdtm_lv_first(lv));
+    crdtm_lv_seek(lv, 0, &it);
+    while (crdtm_lv_next(&it, &r))
+        RedisModule_EmitAOF(aof, "CRDT.LOG.APPEND", "slb", key, (long long)r.offset, r.rec, r.rlen);
+    for (uint32_t i = 0; i < lv->ngroups; i++)
+        RedisModule_EmitAOF(aof, "CRDT.LOG.GROUP", "scbl", key, "CREATE", lv->groups[i].name,
+                            lv->groups[i].nlen, (long long)lv->groups[i].acked);
+}
+
+static size_t log_mem_usage(const void *v)
+{
+    return crdtm_lv_mem(v);
+}
+
+static void log_digest(RedisModuleDigest *md, void *v)
+{
+    crdtm_logval_t *lv = v;
+    crdtm_lv_iter_t it;
+    crdtm_rec_t r;
+    RedisModule_DigestAddLongLong(md, (long long)lv->added);
+    crdtm_lv_seek(lv, 0, &it);
+    while (crdtm_lv_next(&it, &r))
+        RedisModule_DigestAddStringBuffer(md, r.rec, r.rlen);
+    for (uint32_t i = 0; i < lv->ngroups; i++) {
+        RedisModule_DigestAddStringBuffer(md, lv->groups[i].name, lv->groups[i].nlen);
+        RedisModule_DigestAddLongLong(md, (long long)lv->groups[i].acked);
+    }
+    RedisModule_DigestEndSequence(md);
+}
+
+static void *log_copy(RedisModuleString *from, RedisModuleString *to, const void *v)
+{
+    (void)from;
+    registry_add_name(to);
+    return crdtm_lv_copy(v);
+}
+
+/* The log value of an open key: NULL with *kt its type when it holds none. */
+static crdtm_logval_t *log_value(RedisModuleKey *k, int *kt)
+{
+    *kt = RedisModule_KeyType(k);
+    if (*kt != REDISMODULE_KEYTYPE_MODULE || RedisModule_ModuleTypeGetType(k) != log_type)
+        return NULL;
+    return RedisModule_ModuleTypeGetValue(k);
+}
+
+/* Whether this server is a primary that is not loading, kept from the role-change and loading
+ * server events (RedisModule_GetContextFlags cost ~145 instructions per write): set at load from
+ * the context's flags, then by on_role_changed and on_loading. */
+static bool is_primary, is_loading;
+
+/* Redis 7.0's numbers (redismodule.h declares only FLUSHDB, which rsx.c holds). */
+#define LOG_EVENT_ROLE_CHANGED 0
+#define LOG_EVENT_LOADING 3
+#define LOG_EVENT_SWAPDB 11
+#define LOG_SUBEVENT_NOW_MASTER 0
+#define LOG_SUBEVENT_LOADING_ENDED 3
+
+static void on_role_changed(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
+                            void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)data;
+    is_primary = subevent == LOG_SUBEVENT_NOW_MASTER;
+    cache_forget_all();
+}
+
+static void on_loading(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)data;
+    is_loading = subevent < LOG_SUBEVENT_LOADING_ENDED; /* RDB, AOF or replication start */
+    cache_forget_all();
+}
+
+static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
+{
+    (void)ctx;
+    (void)eid;
+    (void)subevent;
+    (void)data;
+    cache_forget_all();
+}
+
+bool crdtm_log_should_append(RedisModuleCtx *ctx)
+{
+    (void)ctx;
+    /* Replicas and AOF loading receive the primary's CRDT.LOG.APPLY; they add nothing. (A
+     * command from the replication link only runs on a replica.) */
+    return crdtm_cfg.log_enabled && is_primary && !is_loading;
 }
 
 /* How far past log-max-len a log grows before it is trimmed back to log-max-len: a trim is paid
- * once per that many appends, not per append. Each trim has a fixed cost besides the entries it
- * removes (Redis walks the deleted entries left at the head of the stream's first node, to find
- * the new first ID, and the trim is one more propagated command), so fewer, bigger trims: a
- * quarter of the bound, at least 16. */
+ * once per that many appends, not per append (each is one more propagated command): a quarter
+ * of the bound, at least 16. */
 static uint64_t trim_slack(uint64_t max)
 {
     return max / 4 > 16 ? max / 4 : 16;
 }
 
-/* Trims an open log to its bounds: the newest log-max-len entries, none older than
- * log-max-age-ms, and with log-trim-acked nothing a consumer group has not acknowledged. Exact,
- * and replicated as XTRIM name MAXLEN <log-max-len> when only the length bound applies (replicas
- * hold the same entries: they keep the same ones), else as XTRIM name MINID <first id kept>. */
-static void log_trim(RedisModuleCtx *ctx, RedisModuleKey *lk, const char *name, size_t nlen,
+/* Trims a log (its key open as name) to its bounds: the newest log-max-len entries, none older
+ * than log-max-age-ms (looked at when check_age), and with log-trim-acked nothing a consumer
+ * group has not acknowledged. Decided here, on the primary, and replicated as
+ * CRDT.LOG.TRIM name upto: replicas remove the same entries. */
+static void log_trim(RedisModuleCtx *ctx, crdtm_logval_t *lv, RedisModuleString *name,
                      bool check_age)
 {
-    size_t len = RedisModule_ValueLength(lk);
-    RedisModuleStreamID cut = {0, 0};
-    bool have_cut = false;
     uint64_t max = crdtm_cfg.log_max_len;
-    bool by_len = max && len > max + trim_slack(max);
+    bool by_len = max && lv->len > max + trim_slack(max);
     bool by_age = check_age && crdtm_cfg.log_max_age_ms;
     if (!by_len && !by_age)
         return;
-    long long n;
-    if (by_len && !by_age && !crdtm_cfg.log_trim_acked) {
-        /* the common case: Redis finds the cut itself (no walk of ours over the entries) */
-        self_write++;
-        n = RedisModule_StreamTrimByLength(lk, 0, (long long)max);
-        self_write--;
-        if (n > 0) {
-            char mtext[24];
-            size_t ml = put_u64(mtext, max);
-            RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MAXLEN", mtext, ml);
-        }
-    } else {
-        if (by_len) {
-            size_t skip = len - max;
-            if (RedisModule_StreamIteratorStart(lk, 0, NULL, NULL) == REDISMODULE_OK) {
-                RedisModuleStreamID id;
-                for (size_t i = 0; i <= skip && next_entry_id(lk, &id); i++)
-                    cut = id;
-                RedisModule_StreamIteratorStop(lk);
-                have_cut = true;
-            }
-        }
-        if (by_age) {
-            long long now = RedisModule_Milliseconds();
-            if ((uint64_t)now > crdtm_cfg.log_max_age_ms) {
-                RedisModuleStreamID age = {(uint64_t)now - crdtm_cfg.log_max_age_ms, 0};
-                if (!have_cut || id_cmp(&age, &cut) > 0)
-                    cut = age;
-                have_cut = true;
-            }
-        }
-        if (!have_cut)
-            return;
-        if (crdtm_cfg.log_trim_acked) {
-            RedisModuleStreamID acked;
-            if (acked_upto(ctx, name, nlen, &acked)) {
-                /* keep every entry after the slowest group's last-delivered-id */
-                acked.seq++;
-                if (acked.seq == 0)
-                    acked.ms++;
-                if (id_cmp(&acked, &cut) < 0)
-                    cut = acked;
-            }
-        }
-        self_write++;
-        n = RedisModule_StreamTrimByID(lk, 0, &cut);
-        self_write--;
-        if (n > 0) {
-            char idtext[ID_TEXT_MAX];
-            size_t il = format_id(idtext, &cut);
-            RedisModule_Replicate(ctx, "XTRIM", "bcb", name, nlen, "MINID", idtext, il);
+    uint64_t upto = 0;
+    if (by_len)
+        upto = lv->added - max;
+    if (by_age) {
+        long long now = RedisModule_Milliseconds();
+        if (now > 0 && (uint64_t)now > crdtm_cfg.log_max_age_ms) {
+            uint64_t old = crdtm_lv_older_than(lv, (uint64_t)now - crdtm_cfg.log_max_age_ms);
+            if (old > upto)
+                upto = old;
         }
     }
-    if (n > 0) {
-        log_stats.trims++;
-        log_stats.trimmed += (unsigned long long)n;
-    }
+    uint64_t acked;
+    if (crdtm_cfg.log_trim_acked && crdtm_lv_min_acked(lv, &acked) && acked < upto)
+        upto = acked; /* keep every entry after the slowest group's */
+    if (upto < crdtm_lv_first(lv))
+        return;
+    uint64_t n = crdtm_lv_trim(lv, upto);
+    RedisModule_Replicate(ctx, "CRDT.LOG.TRIM", "sl", name, (long long)upto);
+    log_stats.trims++;
+    log_stats.trimmed += n;
 }
 
 int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len,
@@ -382,109 +359,87 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     const char *k = RedisModule_StringPtrLen(key, &klen);
     unsigned slot = crdtm_keyslot(k, klen);
     slot_logs_t *sl = &slots[slot];
-    char name[CRDTM_LOG_NAME_MAX];
-    size_t nlen = 0;
     RedisModuleKey *lk = NULL;
-    bool created = false;
-    while (sl->n && !lk) {
-        uint64_t epoch = sl->logs[sl->n - 1].epoch;
+    crdtm_logval_t *lv = NULL;
+    int db = RedisModule_GetSelectedDb(ctx);
+    if (sl->cached && sl->n && sl->cur_epoch == sl->epochs[sl->n - 1] && sl->cached_db == db) {
+        lv = sl->cached;
+        RedisModule_SignalModifiedKey(ctx, sl->cur_name); /* what CloseKey would do: WATCH */
+    }
+    while (!lv && sl->n && !lk) {
+        uint64_t epoch = sl->epochs[sl->n - 1];
         if (sl->cur_epoch != epoch || !sl->cur_name) {
             /* the name is made once per log, not per write */
+            char name[CRDTM_LOG_NAME_MAX];
             if (sl->cur_name)
                 RedisModule_FreeString(NULL, sl->cur_name);
-            nlen = crdtm_log_name(name, slot_tag[slot], epoch);
+            size_t nlen = crdtm_log_name(name, slot_tag[slot], epoch);
             sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
             sl->cur_epoch = epoch;
         }
         lk = RedisModule_OpenKey(ctx, sl->cur_name, REDISMODULE_READ | REDISMODULE_WRITE);
-        if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_STREAM) {
+        int kt;
+        lv = log_value(lk, &kt);
+        if (!lv) {
             /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
             RedisModule_CloseKey(lk);
             lk = NULL;
             sl->n--;
         }
     }
-    if (!lk) {
+    if (!lv && !lk) {
+        char name[CRDTM_LOG_NAME_MAX];
         uint64_t epoch = new_epoch();
-        nlen = crdtm_log_name(name, slot_tag[slot], epoch);
-        RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
+        size_t nlen = crdtm_log_name(name, slot_tag[slot], epoch);
+        RedisModuleString *ns = RedisModule_CreateString(NULL, name, nlen);
         lk = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ | REDISMODULE_WRITE);
-        RedisModule_FreeString(ctx, ns);
-        if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_EMPTY) { /* 2^-64, but say so */
+        if (RedisModule_KeyType(lk) != REDISMODULE_KEYTYPE_EMPTY || !(lv = crdtm_lv_new(1))) {
             RedisModule_CloseKey(lk);
-            RedisModule_Log(ctx, "warning", "crdt: change log name %s is taken", name);
+            RedisModule_FreeString(NULL, ns);
+            RedisModule_Log(ctx, "warning", "crdt: cannot create change log %s", name);
             return -1;
         }
+        RedisModule_ModuleTypeSetValue(lk, log_type, lv);
         registry_add(slot, epoch);
-        created = true;
         log_stats.created++;
         if (sl->cur_name)
             RedisModule_FreeString(NULL, sl->cur_name);
-        sl->cur_name = RedisModule_CreateString(NULL, name, nlen);
+        sl->cur_name = ns;
         sl->cur_epoch = epoch;
     }
-    /* The entry is one field, e: key, origin and delta packed (logpos.h). One scratch buffer for
-     * every append (commands run on the main thread only); a huge entry does not keep it. */
-    static char *scratch;
-    static size_t scratch_cap;
-    /* the log's name, kept in cur_name for the rest of the call */
-    const char *np = RedisModule_StringPtrLen(sl->cur_name, &nlen);
-    size_t need = CRDTM_ENTRY_MAX(klen, len);
-    if (need > scratch_cap) {
-        size_t cap = need < 256 ? 256 : need;
-        char *p = crdtm_realloc(scratch, cap);
-        if (!p) {
-            RedisModule_CloseKey(lk);
-            RedisModule_Log(ctx, "warning", "crdt: out of memory for a change log entry");
-            return -1;
-        }
-        scratch = p;
-        scratch_cap = cap;
+    if (lk) {
+        /* kept for the next append (cache_forget drops it if the key changes otherwise) */
+        cache_forget(sl);
+        sl->cached = lv;
+        sl->cached_db = db;
+        lv->cached_slot = (int32_t)slot;
     }
-    size_t elen = crdtm_entry_encode(scratch, k, klen, log_origin, data, len);
-    RedisModuleString *fields[2] = {field_e, RedisModule_CreateString(ctx, scratch, elen)};
-    if (scratch_cap > 1u << 20) {
-        crdtm_free(scratch);
-        scratch = NULL;
-        scratch_cap = 0;
-    }
-    RedisModuleStreamID id;
-    uint64_t epoch = sl->cur_epoch;
-    int db = RedisModule_GetSelectedDb(ctx);
-    const log_ent_t *le = &sl->logs[sl->n - 1]; /* the log appended to (cur_epoch) */
-    bool was_valid = le->valid && le->db == db;
-    uint64_t added_before = le->added;
-    self_write++;
-    int rc = RedisModule_StreamAdd(lk, REDISMODULE_STREAM_ADD_AUTOID, &id, fields, 1);
-    self_write--;
-    if (rc == REDISMODULE_OK) {
-        counters_added(slot, epoch, db, was_valid, created, added_before, &id);
-        /* One command to replicas and the AOF: CRDT.LOG.APPLY log id key entry (the write's
-         * merge and the entry, the ID as 16 bytes) when the caller left its replication to us,
-         * else the entry as XADD log id e entry. The strings go shared ("s": not copied); only
-         * the ID's is made. */
-        if (merge) {
-            char idbin[ID_BIN_LEN];
-            id_to_bin(idbin, &id);
-            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "sbss", sl->cur_name, idbin, sizeof(idbin),
-                                  key, fields[1]);
-        } else {
-            char idtext[ID_TEXT_MAX];
-            size_t il = format_id(idtext, &id);
-            RedisModule_Replicate(ctx, "XADD", "sbss", sl->cur_name, idtext, il, field_e,
-                                  fields[1]);
-        }
+    long long now = RedisModule_Milliseconds();
+    size_t rlen;
+    const char *rec = crdtm_lv_append_entry(lv, now > 0 ? (uint64_t)now : 0, k, klen, log_origin,
+                                            data, len, &rlen);
+    int rc = rec ? 0 : -1;
+    if (rec) {
+        /* One command to replicas and the AOF: CRDT.LOG.APPLY log key record (the write's merge
+         * and its entry) when the caller left its replication to us, else the entry alone as
+         * CRDT.LOG.APPEND log offset record. The record is copied from the log ("b"). */
+        if (merge)
+            RedisModule_Replicate(ctx, "CRDT.LOG.APPLY", "ssb", sl->cur_name, key, rec, rlen);
+        else
+            RedisModule_Replicate(ctx, "CRDT.LOG.APPEND", "slb", sl->cur_name, (long long)lv->added,
+                                  rec, rlen);
         log_stats.appends++;
         bool check_age = ++sl->appends >= 64;
         if (check_age)
             sl->appends = 0;
-        log_trim(ctx, lk, np, nlen, check_age);
+        log_trim(ctx, lv, sl->cur_name, check_age);
     } else {
-        RedisModule_Log(ctx, "warning", "crdt: append to change log %.*s failed", (int)nlen, np);
+        RedisModule_Log(ctx, "warning", "crdt: append to change log %s failed (out of memory)",
+                        RedisModule_StringPtrLen(sl->cur_name, NULL));
     }
-    RedisModule_FreeString(ctx, fields[1]);
-    RedisModule_CloseKey(lk);
-    return rc == REDISMODULE_OK ? 0 : -1;
+    if (lk)
+        RedisModule_CloseKey(lk);
+    return rc == 0 ? 0 : -1;
 }
 
 void crdtm_log_set_origin(uint64_t origin)
@@ -502,73 +457,294 @@ int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_
     return rc;
 }
 
-/* ---- CRDT.LOG.APPLY log id key entry --------------------------------------------------------- */
+/* ---- commands the replication link and AOF loading run -------------------------------------- */
 
-/* What a primary propagates for a write it logged (crdtm_log_append with merge): one command
- * instead of CRDT.MERGE and XADD. id is the entry's stream ID as 16 bytes (ms, seq big-endian),
- * entry the value of its field e (logpos.h), which names key. A replica, or a server loading its
- * AOF, merges the entry's delta into key as CRDT.MERGE does, then appends the entry verbatim with
- * the same ID to the same log. Refused from clients: on a primary it would append an entry nobody
- * wrote. */
+static bool from_primary_or_aof(RedisModuleCtx *ctx)
+{
+    int flags = RedisModule_GetContextFlags(ctx);
+    return flags & (REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_LOADING);
+}
+
+/* The log named argv[1] open for writing, created empty (its next offset next) when absent and
+ * next is not 0. NULL after an error reply (a name that is no log's, a key of another type). */
+static crdtm_logval_t *open_log_write(RedisModuleCtx *ctx, RedisModuleString *name, uint64_t next,
+                                      RedisModuleKey **lk)
+{
+    size_t nlen;
+    const char *n = RedisModule_StringPtrLen(name, &nlen);
+    uint64_t epoch;
+    unsigned slot;
+    if (!crdtm_log_name_parse(n, nlen, &epoch, &slot)) {
+        RedisModule_ReplyWithError(
+            ctx, "ERR not a change log name (crdt:log:{TAG}:EPOCH, as CRDT.LOG.LIST gives them)");
+        return NULL;
+    }
+    *lk = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_WRITE);
+    int kt;
+    crdtm_logval_t *lv = log_value(*lk, &kt);
+    if (!lv && kt == REDISMODULE_KEYTYPE_EMPTY && next) {
+        lv = crdtm_lv_new(next);
+        if (!lv) {
+            RedisModule_CloseKey(*lk);
+            RedisModule_ReplyWithError(ctx, "ERR out of memory");
+            return NULL;
+        }
+        RedisModule_ModuleTypeSetValue(*lk, log_type, lv);
+        registry_add(slot, epoch);
+    }
+    if (!lv) {
+        RedisModule_CloseKey(*lk);
+        RedisModule_ReplyWithError(ctx, kt == REDISMODULE_KEYTYPE_EMPTY
+                                            ? "ERR no such log here (deleted, or not in this db)"
+                                            : REDISMODULE_ERRORMSG_WRONGTYPE);
+        return NULL;
+    }
+    return lv;
+}
+
+/* CRDT.LOG.APPLY log key record: what a primary propagates for a write it logged
+ * (crdtm_log_append with merge), one command instead of CRDT.MERGE and an append. A replica, or
+ * a server loading its AOF, merges the record's delta into key as CRDT.MERGE does, then appends
+ * the record as the log's next entry. Refused from clients: on a primary it would append an
+ * entry nobody wrote. */
 int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
-    if (argc != 5)
+    if (argc != 4)
         return RedisModule_WrongArity(ctx);
-    int flags = RedisModule_GetContextFlags(ctx);
-    if (!(flags & (REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_LOADING)))
+    if (!from_primary_or_aof(ctx))
         return RedisModule_ReplyWithError(
             ctx, "ERR CRDT.LOG.APPLY is what a primary sends its replicas and AOF for a logged "
                  "write; only the replication link and AOF loading may run it");
-    size_t nlen, il, kl, el;
+    size_t nlen, kl, rl;
     const char *name = RedisModule_StringPtrLen(argv[1], &nlen);
-    const char *idb = RedisModule_StringPtrLen(argv[2], &il);
-    const char *k = RedisModule_StringPtrLen(argv[3], &kl);
-    const char *ep = RedisModule_StringPtrLen(argv[4], &el);
-    uint64_t epoch;
+    const char *k = RedisModule_StringPtrLen(argv[2], &kl);
+    const char *rec = RedisModule_StringPtrLen(argv[3], &rl);
+    uint64_t epoch, ms;
     unsigned slot;
-    RedisModuleStreamID id;
+    const char *ep;
+    size_t el;
     crdtm_entry_t e;
     if (!crdtm_log_name_parse(name, nlen, &epoch, &slot))
         return RedisModule_ReplyWithError(ctx, "ERR not a change log name");
-    if (!id_from_bin(idb, il, &id))
-        return RedisModule_ReplyWithError(ctx, "ERR bad entry ID (16 bytes: ms, seq)");
-    if (crdtm_entry_decode(ep, el, &e) < 0 || e.klen != kl || memcmp(e.key, k, kl) != 0 ||
-        crdtm_keyslot(k, kl) != slot)
+    if (!crdtm_lv_record_parse(rec, rl, &ms, &ep, &el) || crdtm_entry_decode(ep, el, &e) < 0 ||
+        e.klen != kl || memcmp(e.key, k, kl) != 0 || crdtm_keyslot(k, kl) != slot)
         return RedisModule_ReplyWithError(
-            ctx, "ERR the entry must be of the key given, and the key of the log's slot");
+            ctx, "ERR the record must be of the key given, and the key of the log's slot");
     char msg[320];
-    int changed = crdtm_merge_one(ctx, argv[3], e.delta, e.dlen, msg, sizeof(msg));
+    int changed = crdtm_merge_one(ctx, argv[2], e.delta, e.dlen, msg, sizeof(msg));
     /* The entry goes in whatever the merge did: the log mirrors the primary's. */
-    RedisModuleKey *lk = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE);
-    int kt = RedisModule_KeyType(lk);
-    int rc = REDISMODULE_ERR;
-    RedisModuleString *fields[2] = {field_e, argv[4]};
-    int db = RedisModule_GetSelectedDb(ctx);
-    const log_ent_t *le = registry_find(slot, epoch);
-    bool was_valid = le && le->valid && le->db == db;
-    uint64_t added_before = le ? le->added : 0;
-    if (kt == REDISMODULE_KEYTYPE_EMPTY || kt == REDISMODULE_KEYTYPE_STREAM) {
-        self_write++;
-        rc = RedisModule_StreamAdd(lk, 0, &id, fields, 1);
-        self_write--;
-    }
+    RedisModuleKey *lk;
+    crdtm_logval_t *lv = open_log_write(ctx, argv[1], 1, &lk);
+    if (!lv)
+        return REDISMODULE_OK;
+    int rc = crdtm_lv_append(lv, rec, rl);
     RedisModule_CloseKey(lk);
-    if (rc == REDISMODULE_OK) {
-        registry_add(slot, epoch);
-        counters_added(slot, epoch, db, was_valid, kt == REDISMODULE_KEYTYPE_EMPTY, added_before,
-                       &id);
+    if (rc < 0)
+        RedisModule_Log(ctx, "warning", "crdt: an entry of change log %.*s not applied", (int)nlen,
+                        name);
+    else
         log_stats.applied++;
-    } else {
-        char idtext[ID_TEXT_MAX];
-        format_id(idtext, &id);
-        RedisModule_Log(ctx, "warning", "crdt: entry %s of change log %.*s not applied", idtext,
-                        (int)nlen, name);
-    }
     /* a replica's own AOF and replicas get the command as it came */
     RedisModule_ReplicateVerbatim(ctx);
     if (changed < 0)
         return RedisModule_ReplyWithError(ctx, msg);
     return RedisModule_ReplyWithLongLong(ctx, changed);
+}
+
+/* CRDT.LOG.APPEND log offset [record ...]: appends records as the entries numbered offset,
+ * offset + 1, ...; a log that does not exist is created with offset as its next. What a primary
+ * propagates for an entry it logged without merging (CRDT.MERGE, RESTORE) and what AOF rewriting
+ * writes; refused from clients. */
+int crdtm_cmd_log_append(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 3)
+        return RedisModule_WrongArity(ctx);
+    if (!from_primary_or_aof(ctx))
+        return RedisModule_ReplyWithError(
+            ctx, "ERR CRDT.LOG.APPEND is what a primary sends its replicas and AOF; only the "
+                 "replication link and AOF loading may run it");
+    long long off;
+    if (RedisModule_StringToLongLong(argv[2], &off) != REDISMODULE_OK || off < 1)
+        return RedisModule_ReplyWithError(ctx, "ERR offset must be a positive integer");
+    for (int i = 3; i < argc; i++) {
+        size_t rl, el;
+        uint64_t ms;
+        const char *rec = RedisModule_StringPtrLen(argv[i], &rl), *ep;
+        if (!crdtm_lv_record_parse(rec, rl, &ms, &ep, &el))
+            return RedisModule_ReplyWithError(ctx, "ERR not a change log record");
+    }
+    RedisModuleKey *lk;
+    crdtm_logval_t *lv = open_log_write(ctx, argv[1], (uint64_t)off, &lk);
+    if (!lv)
+        return REDISMODULE_OK;
+    if (lv->added + 1 != (uint64_t)off) {
+        RedisModule_CloseKey(lk);
+        char m[120];
+        snprintf(m, sizeof(m), "ERR offset %lld is not the log's next (%llu)", off,
+                 (unsigned long long)lv->added + 1);
+        return RedisModule_ReplyWithError(ctx, m);
+    }
+    int rc = 0;
+    for (int i = 3; i < argc && rc == 0; i++) {
+        size_t rl;
+        const char *rec = RedisModule_StringPtrLen(argv[i], &rl);
+        rc = crdtm_lv_append(lv, rec, rl);
+    }
+    RedisModule_CloseKey(lk);
+    RedisModule_ReplicateVerbatim(ctx);
+    if (rc < 0)
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    return RedisModule_ReplyWithLongLong(ctx, (long long)lv->added);
+}
+
+/* CRDT.LOG.TRIM log upto: removes the entries numbered up to upto; their number. What a primary
+ * propagates when it trimmed; a client may run it too (an operator trimming by hand). */
+int crdtm_cmd_log_trim(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 3)
+        return RedisModule_WrongArity(ctx);
+    long long upto;
+    if (RedisModule_StringToLongLong(argv[2], &upto) != REDISMODULE_OK || upto < 0)
+        return RedisModule_ReplyWithError(ctx, "ERR upto must be an offset (an integer >= 0)");
+    RedisModuleKey *lk;
+    crdtm_logval_t *lv = open_log_write(ctx, argv[1], 0, &lk);
+    if (!lv)
+        return REDISMODULE_OK;
+    uint64_t n = crdtm_lv_trim(lv, (uint64_t)upto);
+    RedisModule_CloseKey(lk);
+    if (n) {
+        RedisModule_ReplicateVerbatim(ctx);
+        log_stats.trims++;
+        log_stats.trimmed += n;
+    }
+    return RedisModule_ReplyWithLongLong(ctx, (long long)n);
+}
+
+/* ---- CRDT.LOG.GROUP and CRDT.LOG.INFO ------------------------------------------------------- */
+
+/* A group's position: 0, $ (the newest entry), an offset, or a position CRDT.LOG.READ gave for
+ * this log. false after an error reply. */
+static bool group_offset(RedisModuleCtx *ctx, RedisModuleString *arg, const crdtm_logval_t *lv,
+                         uint64_t epoch, uint64_t *off)
+{
+    size_t l;
+    const char *s = RedisModule_StringPtrLen(arg, &l);
+    long long v;
+    crdtm_pos_t pos;
+    const char *why = NULL;
+    if (RedisModule_StringToLongLong(arg, &v) == REDISMODULE_OK && v >= 0) {
+        *off = (uint64_t)v;
+    } else if (crdtm_pos_parse(s, l, &pos, &why) == 0) {
+        if (pos.kind == CRDTM_POS_AT && pos.epoch != epoch) {
+            RedisModule_ReplyWithError(ctx, "ERR position belongs to another log");
+            return false;
+        }
+        *off = pos.kind == CRDTM_POS_START ? 0 : pos.kind == CRDTM_POS_END ? lv->added : pos.offset;
+    } else {
+        RedisModule_ReplyWithError(
+            ctx, "ERR a group's position is 0, $, an offset or a position of this log");
+        return false;
+    }
+    if (*off > lv->added) {
+        RedisModule_ReplyWithError(ctx, "ERR position past the log's newest entry");
+        return false;
+    }
+    return true;
+}
+
+/* CRDT.LOG.GROUP log CREATE group position | SETID group position | DESTROY group
+ * A consumer group: a name and the offset up to which it acknowledged the log's entries; with
+ * log-trim-acked trimming keeps every entry after the smallest. Stored in the log, so groups
+ * replicate, persist and move with it. CREATE and SETID replicate with the offset resolved. */
+int crdtm_cmd_log_group(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc < 4)
+        return RedisModule_WrongArity(ctx);
+    const char *sub = RedisModule_StringPtrLen(argv[2], NULL);
+    bool create = !strcasecmp(sub, "CREATE"), setid = !strcasecmp(sub, "SETID"),
+         destroy = !strcasecmp(sub, "DESTROY");
+    if (!create && !setid && !destroy)
+        return RedisModule_ReplyWithError(ctx, "ERR subcommand must be CREATE, SETID or DESTROY");
+    if ((destroy && argc != 4) || (!destroy && argc != 5))
+        return RedisModule_WrongArity(ctx);
+    size_t nlen, gl;
+    const char *name = RedisModule_StringPtrLen(argv[1], &nlen);
+    const char *g = RedisModule_StringPtrLen(argv[3], &gl);
+    uint64_t epoch;
+    unsigned slot;
+    if (!crdtm_log_name_parse(name, nlen, &epoch, &slot))
+        return RedisModule_ReplyWithError(
+            ctx, "ERR not a change log name (crdt:log:{TAG}:EPOCH, as CRDT.LOG.LIST gives them)");
+    if (gl == 0 || gl > CRDTM_GROUP_NAME_MAX)
+        return RedisModule_ReplyWithError(ctx, "ERR a group name is 1 to 200 bytes");
+    RedisModuleKey *lk;
+    crdtm_logval_t *lv = open_log_write(ctx, argv[1], 0, &lk);
+    if (!lv)
+        return REDISMODULE_OK;
+    int found = crdtm_lv_group_find(lv, g, gl);
+    if (destroy) {
+        bool had = crdtm_lv_group_del(lv, g, gl);
+        RedisModule_CloseKey(lk);
+        if (had)
+            RedisModule_ReplicateVerbatim(ctx);
+        return RedisModule_ReplyWithLongLong(ctx, had);
+    }
+    uint64_t off;
+    if (!group_offset(ctx, argv[4], lv, epoch, &off)) {
+        RedisModule_CloseKey(lk);
+        return REDISMODULE_OK;
+    }
+    if (create && found >= 0) {
+        RedisModule_CloseKey(lk);
+        return RedisModule_ReplyWithError(ctx, "BUSYGROUP the log has a group of that name");
+    }
+    if (setid && found < 0) {
+        RedisModule_CloseKey(lk);
+        return RedisModule_ReplyWithError(ctx, "NOGROUP the log has no group of that name");
+    }
+    int rc = crdtm_lv_group_set(lv, g, gl, off);
+    RedisModule_CloseKey(lk);
+    if (rc == -1)
+        return RedisModule_ReplyWithError(ctx, "ERR a log has at most 64 groups");
+    if (rc < 0)
+        return RedisModule_ReplyWithError(ctx, "ERR out of memory");
+    RedisModule_Replicate(ctx, "CRDT.LOG.GROUP", "ssbl", argv[1], argv[2], g, gl, (long long)off);
+    return RedisModule_ReplyWithSimpleString(ctx, "OK");
+}
+
+/* CRDT.LOG.INFO log -> [length, n, entries-added, n, first-entry, offset, last-ms, ms,
+ * groups, [[name, acked], ...]] */
+int crdtm_cmd_log_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
+{
+    if (argc != 2)
+        return RedisModule_WrongArity(ctx);
+    RedisModuleKey *lk = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ);
+    int kt;
+    crdtm_logval_t *lv = log_value(lk, &kt);
+    if (!lv) {
+        RedisModule_CloseKey(lk);
+        return RedisModule_ReplyWithError(ctx, kt == REDISMODULE_KEYTYPE_EMPTY
+                                                   ? "ERR no such log here"
+                                                   : REDISMODULE_ERRORMSG_WRONGTYPE);
+    }
+    RedisModule_ReplyWithArray(ctx, 10);
+    RedisModule_ReplyWithSimpleString(ctx, "length");
+    RedisModule_ReplyWithLongLong(ctx, (long long)lv->len);
+    RedisModule_ReplyWithSimpleString(ctx, "entries-added");
+    RedisModule_ReplyWithLongLong(ctx, (long long)lv->added);
+    RedisModule_ReplyWithSimpleString(ctx, "first-entry");
+    RedisModule_ReplyWithLongLong(ctx, (long long)crdtm_lv_first(lv));
+    RedisModule_ReplyWithSimpleString(ctx, "last-ms");
+    RedisModule_ReplyWithLongLong(ctx, (long long)lv->last_ms);
+    RedisModule_ReplyWithSimpleString(ctx, "groups");
+    RedisModule_ReplyWithArray(ctx, lv->ngroups);
+    for (uint32_t i = 0; i < lv->ngroups; i++) {
+        RedisModule_ReplyWithArray(ctx, 2);
+        RedisModule_ReplyWithStringBuffer(ctx, lv->groups[i].name, lv->groups[i].nlen);
+        RedisModule_ReplyWithLongLong(ctx, (long long)lv->groups[i].acked);
+    }
+    RedisModule_CloseKey(lk);
+    return REDISMODULE_OK;
 }
 
 /* Keeps the registry in step with the keyspace, and logs the full state of every CRDT key that
@@ -581,28 +757,21 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     uint64_t epoch;
     unsigned slot;
     if (crdtm_log_name_parse(k, klen, &epoch, &slot)) {
-        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted")) {
+        /* whatever happened to the key, its value may be another or elsewhere now */
+        if (slots[slot].cur_epoch == epoch)
+            cache_forget(&slots[slot]);
+        if (!strcmp(event, "del") || !strcmp(event, "expired") || !strcmp(event, "evicted") ||
+            !strcmp(event, "rename_from") || !strcmp(event, "move_from"))
             registry_remove(slot, epoch);
-            return REDISMODULE_OK;
-        }
-        if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "xadd") ||
-            !strcmp(event, "restore"))
+        else if (type == REDISMODULE_NOTIFY_LOADED || !strcmp(event, "restore") ||
+                 !strcmp(event, "rename_to") || !strcmp(event, "move_to") ||
+                 !strcmp(event, "copy_to"))
             registry_add(slot, epoch);
-        /* whatever else changed the stream, unless the module did (it keeps the counters) or it
-         * only removed entries (XTRIM, XDEL: entries-added and last-generated-id stay) */
-        if (!self_write && strcmp(event, "xtrim") != 0) {
-            log_ent_t *e = registry_find(slot, epoch);
-            if (e && strcmp(event, "xdel") == 0)
-                e->tail = false; /* the last entry may be gone; the counters stay */
-            else if (e)
-                e->valid = false;
-        }
         return REDISMODULE_OK;
     }
     /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
      * slot's fingerprints must look at it again */
-    if (type != REDISMODULE_NOTIFY_STREAM)
-        crdtm_rsx_touch(ctx, k, klen);
+    crdtm_rsx_touch(ctx, k, klen);
     if (type != REDISMODULE_NOTIFY_GENERIC || strcmp(event, "restore") != 0 ||
         !crdtm_log_should_append(ctx))
         return REDISMODULE_OK;
@@ -635,7 +804,7 @@ int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     for (unsigned s = from; s <= to; s++) {
         for (uint32_t i = 0; i < slots[s].n; i++) {
             char name[CRDTM_LOG_NAME_MAX];
-            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].logs[i].epoch);
+            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].epochs[i]);
             RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
             if (RedisModule_KeyExists(ctx, ns)) {
                 RedisModule_ReplyWithStringBuffer(ctx, name, nlen);
@@ -648,182 +817,129 @@ int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     return REDISMODULE_OK;
 }
 
-/* ---- CRDT.LOG.READ log position count ------------------------------------------------------- */
+/* ---- CRDT.LOG.READ log position count, CRDT.LOG.POLL ---------------------------------------- */
 
-/* entries-added and last-generated-id of a stream, from XINFO STREAM (the module API has no
- * getter for them). */
-static int stream_counters(RedisModuleCtx *ctx, RedisModuleString *name, uint64_t *added,
-                           RedisModuleStreamID *last)
-{
-    RedisModuleCallReply *r = RedisModule_Call(ctx, "XINFO", "cs", "STREAM", name);
-    int found = 0;
-    if (r && RedisModule_CallReplyType(r) == REDISMODULE_REPLY_ARRAY) {
-        size_t n = RedisModule_CallReplyLength(r);
-        for (size_t i = 0; i + 1 < n; i += 2) {
-            size_t l;
-            const char *f =
-                RedisModule_CallReplyStringPtr(RedisModule_CallReplyArrayElement(r, i), &l);
-            RedisModuleCallReply *v = RedisModule_CallReplyArrayElement(r, i + 1);
-            if (f && l == 13 && !memcmp(f, "entries-added", 13)) {
-                *added = (uint64_t)RedisModule_CallReplyInteger(v);
-                found |= 1;
-            } else if (f && l == 17 && !memcmp(f, "last-generated-id", 17)) {
-                const char *s = RedisModule_CallReplyStringPtr(v, &l);
-                if (s && parse_id(s, l, last))
-                    found |= 2;
-            }
-        }
-    }
-    if (r)
-        RedisModule_FreeCallReply(r);
-    return found == 3 ? 0 : -1;
-}
-
-/* entries-added and last-generated-id of the open log lk (name, its slot and epoch): the counters
- * the module keeps (log_ent_t), or XINFO's when it has none it can vouch for. 0 or -1. */
-static int log_counters(RedisModuleCtx *ctx, RedisModuleKey *lk, RedisModuleString *name,
-                        unsigned slot, uint64_t epoch, uint64_t *added, RedisModuleStreamID *last)
-{
-    log_ent_t *le = registry_find(slot, epoch);
-    int db = RedisModule_GetSelectedDb(ctx);
-    if (le && le->valid && le->db == db && RedisModule_ValueLength(lk) <= le->added) {
-        *added = le->added;
-        *last = le->last;
-        return 0;
-    }
-    if (stream_counters(ctx, name, added, last) < 0)
-        return -1;
-    log_stats.counter_reads++;
-    if (le)
-        *le = (log_ent_t){.epoch = epoch, .added = *added, .last = *last, .db = db, .valid = true};
-    return 0;
-}
-
-/* One entry read: its ID and the value of its field e (NULL: none, an entry not of the module's
- * making). */
-typedef struct read_ent {
-    RedisModuleStreamID id;
-    RedisModuleString *ev;
-} read_ent_t;
-
-/* The entries read by the last collect (commands run on the main thread only). */
-static read_ent_t *rd_ents;
+/* The records read by the last read_one (commands run on the main thread only); they point into
+ * the log's chunks, valid until the log changes. */
+static crdtm_rec_t *rd_ents;
 static size_t rd_cap;
 
-/* The entry the iterator of lk is at (id) into rd_ents[n]: its e value kept as a string (the
- * iterator makes new strings, no auto memory here: the others are freed at once). false when
- * out of memory (nothing kept). */
-static bool take_entry(RedisModuleCtx *ctx, RedisModuleKey *lk, const RedisModuleStreamID *id,
-                       long n)
+/* Replies CRDT.LOG.READ name position count, or with poll [name, <that reply>] (an error
+ * too), unless poll and the position is of this log and at its newest entry: nothing is replied
+ * then and -1 returned. Else the number of entries replied. */
+static long read_one(RedisModuleCtx *ctx, RedisModuleString *lname, RedisModuleString *parg,
+                     long long count, bool poll)
 {
-    RedisModuleString *ev = NULL, *f, *v;
-    while (RedisModule_StreamIteratorNextField(lk, &f, &v) == REDISMODULE_OK) {
-        size_t fl;
-        const char *fp = RedisModule_StringPtrLen(f, &fl);
-        if (fl == 1 && fp[0] == 'e' && !ev)
-            ev = v;
-        else
-            RedisModule_FreeString(ctx, v);
-        RedisModule_FreeString(ctx, f);
+    size_t nlen, plen;
+    const char *name = RedisModule_StringPtrLen(lname, &nlen);
+    const char *ptext = RedisModule_StringPtrLen(parg, &plen);
+    uint64_t epoch;
+    unsigned slot;
+    crdtm_pos_t pos;
+    const char *why = NULL;
+    const char *err = NULL;
+    char msg[160];
+    RedisModuleKey *lk = NULL;
+    crdtm_logval_t *lv = NULL;
+    if (!crdtm_log_name_parse(name, nlen, &epoch, &slot)) {
+        err = "ERR not a change log name (crdt:log:{TAG}:EPOCH, as CRDT.LOG.LIST gives them)";
+    } else if (crdtm_pos_parse(ptext, plen, &pos, &why) < 0) {
+        err = why;
+    } else if (pos.kind == CRDTM_POS_AT && pos.epoch != epoch) {
+        snprintf(msg, sizeof(msg),
+                 "ERR position belongs to another log (epoch %016llx, this log is %016llx)",
+                 (unsigned long long)pos.epoch, (unsigned long long)epoch);
+        err = msg;
+    } else {
+        int kt;
+        lk = RedisModule_OpenKey(ctx, lname, REDISMODULE_READ);
+        lv = log_value(lk, &kt);
+        if (!lv)
+            err = kt == REDISMODULE_KEYTYPE_EMPTY
+                      ? "ERR no such log here (deleted, emptied by trimming, or not in this db)"
+                      : REDISMODULE_ERRORMSG_WRONGTYPE;
     }
-    if ((size_t)n == rd_cap) {
-        size_t cap = rd_cap ? rd_cap * 2 : 64;
-        read_ent_t *p = crdtm_realloc(rd_ents, cap * sizeof(*p));
-        if (!p) {
-            if (ev)
-                RedisModule_FreeString(ctx, ev);
-            return false;
+    if (err) {
+        if (lk)
+            RedisModule_CloseKey(lk);
+        if (poll) {
+            RedisModule_ReplyWithArray(ctx, 2);
+            RedisModule_ReplyWithString(ctx, lname);
         }
-        rd_ents = p;
-        rd_cap = cap;
-    }
-    rd_ents[n].id = *id;
-    rd_ents[n].ev = ev;
-    return true;
-}
-
-/* Up to count entries of the open log lk, from its first or after start, into rd_ents, in one
- * walk; their number. The values are made strings: rd_release frees them. */
-static long collect(RedisModuleCtx *ctx, RedisModuleKey *lk, bool from_first,
-                    const RedisModuleStreamID *start, long long count)
-{
-    long n = 0;
-    if (RedisModule_StreamIteratorStart(lk, from_first ? 0 : REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
-                                        from_first ? NULL : (RedisModuleStreamID *)start,
-                                        NULL) != REDISMODULE_OK)
+        RedisModule_ReplyWithError(ctx, err);
         return 0;
-    RedisModuleStreamID id;
-    long nf;
-    /* out of memory: fewer entries, the position says where they end */
-    while (n < count && RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK &&
-           take_entry(ctx, lk, &id, n))
-        n++;
-    RedisModule_StreamIteratorStop(lk);
-    return n;
-}
-
-static void rd_release(RedisModuleCtx *ctx, long n);
-
-/* collect(ctx, lk, false, start, count) for a follower's position near the log's end: the walk
- * goes back from the end to start, then the entries are put in order. A forward start seeks to
- * start inside its stream node by walking the node's entries from the first (stream-node-max-
- * entries, 100 by default), which cost a poll more than the few new entries it returns
- * (bench/redis_poll_callgrind.sh). More than count entries after start: the forward walk. */
-static long collect_tail(RedisModuleCtx *ctx, RedisModuleKey *lk, const RedisModuleStreamID *start,
-                         long long count)
-{
-    if (RedisModule_StreamIteratorStart(
-            lk, REDISMODULE_STREAM_ITERATOR_REVERSE | REDISMODULE_STREAM_ITERATOR_EXCLUSIVE,
-            (RedisModuleStreamID *)start, NULL) != REDISMODULE_OK)
-        return collect(ctx, lk, false, start, count);
-    long n = 0;
-    bool whole = true;
-    RedisModuleStreamID id;
-    long nf;
-    while (RedisModule_StreamIteratorNextID(lk, &id, &nf) == REDISMODULE_OK) {
-        if (n == count || !take_entry(ctx, lk, &id, n)) {
-            whole = false;
-            break;
+    }
+    uint64_t first = crdtm_lv_first(lv), trimmed = first - 1;
+    bool truncated = false;
+    uint64_t from; /* offset of the first entry to read */
+    crdtm_pos_t next = {.kind = CRDTM_POS_AT, .epoch = epoch}; /* before from */
+    switch (pos.kind) {
+    case CRDTM_POS_START:
+        truncated = trimmed > 0;
+        from = first;
+        next.offset = trimmed;
+        break;
+    case CRDTM_POS_END:
+        from = lv->added + 1;
+        next.offset = lv->added;
+        next.ms = lv->last_ms;
+        break;
+    default: {
+        /* A position past the log's end (entries lost in a failover before they reached the
+         * replica), before what trimming kept, or whose entry is another (the same offset
+         * written again after such a loss): the reader missed changes. */
+        bool ok = pos.offset <= lv->added && pos.offset >= trimmed;
+        if (ok && pos.offset >= first) {
+            crdtm_lv_iter_t it;
+            crdtm_rec_t r;
+            crdtm_lv_seek(lv, pos.offset, &it);
+            ok = crdtm_lv_next(&it, &r) && r.ms == pos.ms && pos.seq == pos.offset;
         }
-        n++;
+        if (ok) {
+            from = pos.offset + 1;
+            next.offset = pos.offset;
+            next.ms = pos.ms;
+        } else {
+            truncated = true;
+            from = first;
+            next.offset = trimmed;
+        }
+        break;
     }
-    RedisModule_StreamIteratorStop(lk);
-    if (!whole) { /* the oldest count are wanted, or memory ran out: forward, as before */
-        rd_release(ctx, n);
-        return collect(ctx, lk, false, start, count);
     }
-    for (long i = 0, j = n - 1; i < j; i++, j--) {
-        read_ent_t t = rd_ents[i];
-        rd_ents[i] = rd_ents[j];
-        rd_ents[j] = t;
+    if (poll && !truncated && pos.kind == CRDTM_POS_AT && from > lv->added) {
+        RedisModule_CloseKey(lk);
+        return -1; /* nothing new */
     }
-    return n;
-}
-
-static void rd_release(RedisModuleCtx *ctx, long n)
-{
-    for (long i = 0; i < n; i++)
-        if (rd_ents[i].ev)
-            RedisModule_FreeString(ctx, rd_ents[i].ev);
-    if (rd_cap > 1024) { /* a big read does not keep its memory */
-        crdtm_free(rd_ents);
-        rd_ents = NULL;
-        rd_cap = 0;
+    if (count > READ_COUNT_MAX)
+        count = READ_COUNT_MAX;
+    long n = 0;
+    if (pos.kind != CRDTM_POS_END) {
+        crdtm_lv_iter_t it;
+        crdtm_lv_seek(lv, from, &it);
+        for (;;) {
+            if ((size_t)n == rd_cap) {
+                size_t cap = rd_cap ? rd_cap * 2 : 64;
+                crdtm_rec_t *p = crdtm_realloc(rd_ents, cap * sizeof(*p));
+                if (!p)
+                    break; /* fewer entries: the position says where they end */
+                rd_ents = p;
+                rd_cap = cap;
+            }
+            if (n >= count || !crdtm_lv_next(&it, &rd_ents[n]))
+                break;
+            n++;
+        }
     }
-}
-
-/* The reply of CRDT.LOG.READ: [position, ok|truncated, entries] for the n entries collected, read
- * after the position (epoch, start, base). */
-static void read_reply(RedisModuleCtx *ctx, uint64_t epoch, const RedisModuleStreamID *start,
-                       uint64_t base, bool truncated, long n)
-{
-    crdtm_pos_t next = {
-        .kind = CRDTM_POS_AT, .epoch = epoch, .ms = start->ms, .seq = start->seq, .offset = base};
     if (n) {
-        next.ms = rd_ents[n - 1].id.ms;
-        next.seq = rd_ents[n - 1].id.seq;
+        next.offset = rd_ents[n - 1].offset;
+        next.ms = rd_ents[n - 1].ms;
     }
-    next.offset = base + (uint64_t)n;
+    next.seq = next.offset; /* an entry's ID is MS-OFFSET */
+    if (poll) {
+        RedisModule_ReplyWithArray(ctx, 2);
+        RedisModule_ReplyWithString(ctx, lname);
+    }
     RedisModule_ReplyWithArray(ctx, 3);
     if (next.offset == 0) {
         RedisModule_ReplyWithSimpleString(ctx, "0");
@@ -835,119 +951,48 @@ static void read_reply(RedisModuleCtx *ctx, uint64_t epoch, const RedisModuleStr
     RedisModule_ReplyWithSimpleString(ctx, truncated ? "truncated" : "ok");
     RedisModule_ReplyWithArray(ctx, n);
     for (long i = 0; i < n; i++) {
-        /* an entry not of the module's making (an XADD by hand) has no key and delta */
         crdtm_entry_t e = {0};
-        size_t el = 0;
-        const char *ep = rd_ents[i].ev ? RedisModule_StringPtrLen(rd_ents[i].ev, &el) : NULL;
-        bool valid = ep && crdtm_entry_decode(ep, el, &e) == 0;
-        char idtext[ID_TEXT_MAX];
-        size_t il = format_id(idtext, &rd_ents[i].id);
+        crdtm_entry_decode(rd_ents[i].entry, rd_ents[i].elen, &e); /* checked when it went in */
+        char idtext[48];
+        size_t il = put_u64(idtext, rd_ents[i].ms);
+        idtext[il++] = '-';
+        il += put_u64(idtext + il, rd_ents[i].offset);
         /* [id, k, d], or [id, k, d, origin] for an entry with an origin */
         RedisModule_ReplyWithArray(ctx, e.origin ? 4 : 3);
         RedisModule_ReplyWithStringBuffer(ctx, idtext, il);
-        if (valid) {
-            RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
-            RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
-        } else {
-            RedisModule_ReplyWithNull(ctx);
-            RedisModule_ReplyWithNull(ctx);
-        }
+        RedisModule_ReplyWithStringBuffer(ctx, e.key, e.klen);
+        RedisModule_ReplyWithStringBuffer(ctx, e.delta, e.dlen);
         if (e.origin)
             RedisModule_ReplyWithLongLong(ctx, (long long)e.origin);
     }
+    RedisModule_CloseKey(lk);
+    if (rd_cap > 1024) { /* a big read does not keep its memory */
+        crdtm_free(rd_ents);
+        rd_ents = NULL;
+        rd_cap = 0;
+    }
+    return n;
 }
 
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc != 4)
         return RedisModule_WrongArity(ctx);
-    size_t nlen, plen;
-    const char *name = RedisModule_StringPtrLen(argv[1], &nlen);
-    const char *ptext = RedisModule_StringPtrLen(argv[2], &plen);
-    uint64_t epoch;
-    unsigned slot;
-    if (!crdtm_log_name_parse(name, nlen, &epoch, &slot))
-        return RedisModule_ReplyWithError(
-            ctx, "ERR not a change log name (crdt:log:{TAG}:EPOCH, as CRDT.LOG.LIST gives them)");
-    crdtm_pos_t pos;
-    const char *why = NULL;
-    if (crdtm_pos_parse(ptext, plen, &pos, &why) < 0)
-        return RedisModule_ReplyWithError(ctx, why);
     long long count;
     if (RedisModule_StringToLongLong(argv[3], &count) != REDISMODULE_OK || count < 1)
         return RedisModule_ReplyWithError(ctx, "ERR count must be a positive integer");
-    if (count > READ_COUNT_MAX)
-        count = READ_COUNT_MAX;
-    if (pos.kind == CRDTM_POS_AT && pos.epoch != epoch) {
-        char msg[160];
-        snprintf(msg, sizeof(msg),
-                 "ERR position belongs to another log (epoch %016llx, this log is %016llx)",
-                 (unsigned long long)pos.epoch, (unsigned long long)epoch);
-        return RedisModule_ReplyWithError(ctx, msg);
-    }
-    RedisModuleKey *lk = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ);
-    int kt = RedisModule_KeyType(lk);
-    if (kt != REDISMODULE_KEYTYPE_STREAM) {
-        RedisModule_CloseKey(lk);
-        if (kt == REDISMODULE_KEYTYPE_EMPTY)
-            return RedisModule_ReplyWithError(
-                ctx, "ERR no such log here (deleted, emptied by trimming, or not in this db)");
-        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
-    }
-    uint64_t added = 0;
-    RedisModuleStreamID last = {0, 0};
-    if (log_counters(ctx, lk, argv[1], slot, epoch, &added, &last) < 0) {
-        RedisModule_CloseKey(lk);
-        return RedisModule_ReplyWithError(ctx, "ERR cannot read the log's counters (XINFO)");
-    }
-    uint64_t length = RedisModule_ValueLength(lk);
-    /* Trimming removes the oldest entries: the entries numbered trimmed+1 .. added remain. */
-    uint64_t trimmed = added >= length ? added - length : 0;
-    bool truncated = false, from_first = false;
-    uint64_t base = 0;
-    RedisModuleStreamID start = {0, 0};
-    switch (pos.kind) {
-    case CRDTM_POS_START:
-        truncated = trimmed > 0;
-        from_first = true;
-        base = trimmed;
-        break;
-    case CRDTM_POS_END:
-        base = added;
-        start = last;
-        break;
-    case CRDTM_POS_AT:
-        start.ms = pos.ms;
-        start.seq = pos.seq;
-        /* A position past the log's end (entries lost in a failover before they reached the
-         * replica) or before what trimming kept: the reader missed changes. */
-        if (pos.offset > added || id_cmp(&start, &last) > 0 || pos.offset < trimmed) {
-            truncated = true;
-            from_first = true;
-            base = trimmed;
-        } else {
-            base = pos.offset;
-        }
-        break;
-    }
-    /* The entries come first in the stream but last in the reply: collected in one walk, then
-     * replied after the position they end at. */
-    long n = pos.kind != CRDTM_POS_END ? collect(ctx, lk, from_first, &start, count) : 0;
-    read_reply(ctx, epoch, &start, base, truncated, n);
-    rd_release(ctx, n);
-    RedisModule_CloseKey(lk);
+    read_one(ctx, argv[1], argv[2], count, false);
     return REDISMODULE_OK;
 }
 
-/* ---- CRDT.LOG.POLL count log position [log position ...] ------------------------------------ */
-
-/* A follower's one command per node and poll: for every log given with its position, the reply
- * of CRDT.LOG.READ log position n, but only for the logs with something to read (entries after
- * the position, a position of another kind than EPOCH:MS-SEQ:OFFSET, a position past the log's
- * end, an error): -> [[log, <LOG.READ reply>], ..., more]. An idle log costs one seek, not an
- * XINFO and a reply. `count` bounds the entries of the whole reply; more is 1 when it ran out
- * before every log was looked at (poll again at once). The logs need not be in one slot: like
- * CRDT.LOG.LIST the command names no keys, it reads the logs this node holds. */
+/* CRDT.LOG.POLL count log position [log position ...]: a follower's one command per node and
+ * poll: for every log given with its position, the reply of CRDT.LOG.READ log position n, but
+ * only for the logs with something to read (entries after the position, a position of another
+ * kind than EPOCH:MS-SEQ:OFFSET, a position past the log's end, an error): -> [[log, <LOG.READ
+ * reply>], ..., more]. An idle log costs a lookup and one seek. `count` bounds the entries of the
+ * whole reply; more is 1 when it ran out before every log was looked at (poll again at once).
+ * The logs need not be in one slot: like CRDT.LOG.LIST the command names no keys, it reads the
+ * logs this node holds. */
 int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 {
     if (argc < 4 || (argc - 2) % 2)
@@ -966,103 +1011,15 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
             more = 1;
             break;
         }
-        size_t nlen, plen;
-        const char *name = RedisModule_StringPtrLen(argv[i], &nlen);
-        const char *ptext = RedisModule_StringPtrLen(argv[i + 1], &plen);
-        uint64_t epoch;
-        unsigned slot;
-        crdtm_pos_t pos;
-        const char *why = NULL;
-        long long take = 1, cost = 1; /* what LOG.READ may return / what the budget pays */
-        bool parsed = crdtm_log_name_parse(name, nlen, &epoch, &slot) &&
-                      crdtm_pos_parse(ptext, plen, &pos, &why) == 0;
-        RedisModuleKey *lk = parsed ? RedisModule_OpenKey(ctx, argv[i], REDISMODULE_READ) : NULL;
-        if (lk && RedisModule_KeyType(lk) == REDISMODULE_KEYTYPE_STREAM) {
-            const log_ent_t *le = NULL;
-            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch)
-                le = registry_find(slot, epoch);
-            if (le && le->valid && le->tail && le->db == RedisModule_GetSelectedDb(ctx) &&
-                pos.offset == le->added && pos.ms == le->last.ms && pos.seq == le->last.seq &&
-                RedisModule_ValueLength(lk) <= le->added) {
-                /* at the last entry, by the counters the module keeps: nothing new, no seek */
-                RedisModule_CloseKey(lk);
-                continue;
-            }
-            uint64_t added;
-            RedisModuleStreamID glast;
-            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch &&
-                log_counters(ctx, lk, argv[i], slot, epoch, &added, &glast) == 0) {
-                /* A position LOG.READ would not call truncated: its reply from one walk (the
-                 * entries after the position, up to what the budget has left), here. */
-                uint64_t length = RedisModule_ValueLength(lk);
-                uint64_t trimmed = added >= length ? added - length : 0;
-                RedisModuleStreamID at = {pos.ms, pos.seq};
-                if (!(pos.offset > added || id_cmp(&at, &glast) > 0 || pos.offset < trimmed)) {
-                    long got = collect_tail(ctx, lk, &at, left);
-                    bool past_end = false;
-                    if (got == 0) {
-                        /* after the last entry (it was deleted): in the reply, as before */
-                        RedisModuleStreamID tl;
-                        if (RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_REVERSE,
-                                                            NULL, NULL) == REDISMODULE_OK) {
-                            past_end = next_entry_id(lk, &tl) && id_cmp(&at, &tl) > 0;
-                            RedisModule_StreamIteratorStop(lk);
-                        }
-                    }
-                    if (got || past_end) {
-                        RedisModule_ReplyWithArray(ctx, 2);
-                        RedisModule_ReplyWithString(ctx, argv[i]);
-                        read_reply(ctx, epoch, &at, pos.offset, false, got);
-                        left -= got ? got : left;
-                        n++;
-                    }
-                    rd_release(ctx, got);
-                    RedisModule_CloseKey(lk);
-                    continue;
-                }
-            }
-            if (pos.kind == CRDTM_POS_AT && pos.epoch == epoch) {
-                RedisModuleStreamID at = {pos.ms, pos.seq}, last = {0, 0}, id;
-                bool have_last = false;
-                if (RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_REVERSE, NULL,
-                                                    NULL) == REDISMODULE_OK) {
-                    have_last = next_entry_id(lk, &last);
-                    RedisModule_StreamIteratorStop(lk);
-                }
-                long long k = 0;
-                if (have_last && id_cmp(&last, &at) > 0 &&
-                    RedisModule_StreamIteratorStart(lk, REDISMODULE_STREAM_ITERATOR_EXCLUSIVE, &at,
-                                                    NULL) == REDISMODULE_OK) {
-                    while (k < left && next_entry_id(lk, &id))
-                        k++;
-                    RedisModule_StreamIteratorStop(lk);
-                }
-                bool past_end = have_last && id_cmp(&at, &last) > 0;
-                if (k == 0 && !past_end) {
-                    RedisModule_CloseKey(lk);
-                    continue; /* nothing new: not in the reply */
-                }
-                /* past the end, LOG.READ reads from the first entry (truncated) */
-                take = cost = k ? k : left;
-            } else if (pos.kind == CRDTM_POS_START) {
-                long long len = (long long)RedisModule_ValueLength(lk);
-                take = cost = len < left ? (len ? len : 1) : left;
-            } else if (pos.kind == CRDTM_POS_END) {
-                cost = 0; /* just the position */
-            }
-        }
-        if (lk)
-            RedisModule_CloseKey(lk);
-        char cnt[24];
-        int cl = snprintf(cnt, sizeof(cnt), "%lld", take);
-        RedisModuleString *cs = RedisModule_CreateString(ctx, cnt, (size_t)cl);
-        RedisModuleString *rargv[4] = {argv[0], argv[i], argv[i + 1], cs};
-        RedisModule_ReplyWithArray(ctx, 2);
-        RedisModule_ReplyWithString(ctx, argv[i]);
-        crdtm_cmd_log_read(ctx, rargv, 4);
-        RedisModule_FreeString(ctx, cs);
-        left -= cost < left ? cost : left;
+        long got = read_one(ctx, argv[i], argv[i + 1], left, true);
+        if (got < 0)
+            continue;
         n++;
+        size_t pl;
+        const char *pt = RedisModule_StringPtrLen(argv[i + 1], &pl);
+        bool end = pl == 1 && pt[0] == '$';
+        long long cost = got ? got : end ? 0 : 1; /* an empty reply is paid like an entry */
+        left -= cost < left ? cost : left;
     }
     RedisModule_ReplyWithLongLong(ctx, more);
     RedisModule_ReplySetArrayLength(ctx, n + 1);
@@ -1071,46 +1028,44 @@ int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
 
 /* ---- load and INFO -------------------------------------------------------------------------- */
 
-/* Server events after which keys are other keys without a notification per key (Redis 7.0
- * numbers; redismodule.h declares only FLUSHDB, which rsx.c holds: a module has one callback per
- * event, so FLUSHDB is not subscribed here; after a flush a log's key is gone, and whatever
- * creates it again notifies). */
-#define LOG_EVENT_LOADING 3
-#define LOG_EVENT_SWAPDB 11
-#define LOG_EVENT_REPL_ASYNC_LOAD 14
-
-static void on_keys_replaced(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent,
-                             void *data)
-{
-    (void)ctx;
-    (void)eid;
-    (void)subevent;
-    (void)data;
-    registry_invalidate_all();
-}
-
 int crdtm_log_init(RedisModuleCtx *ctx)
 {
-    static const uint64_t events[] = {LOG_EVENT_LOADING, LOG_EVENT_SWAPDB,
-                                      LOG_EVENT_REPL_ASYNC_LOAD};
-    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
-        RedisModuleEvent ev = {events[i], 1};
-        if (RedisModule_SubscribeToServerEvent(ctx, ev, on_keys_replaced) != REDISMODULE_OK) {
-            RedisModule_Log(ctx, "warning", "crdt: cannot subscribe to server event %llu",
-                            (unsigned long long)events[i]);
-            return -1;
-        }
+    crdtm_lv_set_allocator(crdtm_alloc, crdtm_realloc, crdtm_free);
+    RedisModuleTypeMethods tm = {
+        .version = REDISMODULE_TYPE_METHOD_VERSION,
+        .rdb_load = log_rdb_load,
+        .rdb_save = log_rdb_save,
+        .aof_rewrite = log_aof_rewrite,
+        .mem_usage = log_mem_usage,
+        .digest = log_digest,
+        .free = log_free,
+        .copy = log_copy,
+    };
+    log_type = RedisModule_CreateDataType(ctx, LOG_TYPE_NAME, LOG_ENCVER, &tm);
+    if (!log_type) {
+        RedisModule_Log(ctx, "warning", "crdt: cannot register data type %s", LOG_TYPE_NAME);
+        return -1;
+    }
+    int f = RedisModule_GetContextFlags(ctx);
+    is_primary = f & REDISMODULE_CTX_FLAGS_MASTER;
+    is_loading = f & REDISMODULE_CTX_FLAGS_LOADING;
+    RedisModuleEvent role = {LOG_EVENT_ROLE_CHANGED, 1}, loading = {LOG_EVENT_LOADING, 1},
+                     swapdb = {LOG_EVENT_SWAPDB, 1};
+    if (RedisModule_SubscribeToServerEvent(ctx, role, on_role_changed) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, loading, on_loading) != REDISMODULE_OK ||
+        RedisModule_SubscribeToServerEvent(ctx, swapdb, on_swapdb) != REDISMODULE_OK) {
+        RedisModule_Log(ctx, "warning", "crdt: cannot subscribe to the role and loading events");
+        return -1;
     }
     if (crdtm_slot_tags(slot_tag) < 0) {
         RedisModule_Log(ctx, "warning", "crdt: no hash tag found for some slot");
         return -1;
     }
-    field_e = RedisModule_CreateString(NULL, "e", 1);
     /* Subscribed even with the log off: a node switched off still lists the logs it holds. */
     return RedisModule_SubscribeToKeyspaceEvents(
                ctx,
-               REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_STREAM | REDISMODULE_NOTIFY_LOADED |
-                   REDISMODULE_NOTIFY_EXPIRED | REDISMODULE_NOTIFY_EVICTED,
+               REDISMODULE_NOTIFY_GENERIC | REDISMODULE_NOTIFY_LOADED | REDISMODULE_NOTIFY_EXPIRED |
+                   REDISMODULE_NOTIFY_EVICTED,
                on_keyspace_event) == REDISMODULE_OK
                ? 0
                : -1;
@@ -1132,5 +1087,5 @@ void crdtm_log_info(RedisModuleInfoCtx *ctx)
     RedisModule_InfoAddFieldULongLong(ctx, "log_created", log_stats.created);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trims", log_stats.trims);
     RedisModule_InfoAddFieldULongLong(ctx, "log_trimmed_entries", log_stats.trimmed);
-    RedisModule_InfoAddFieldULongLong(ctx, "log_counter_reads", log_stats.counter_reads);
+    RedisModule_InfoAddFieldULongLong(ctx, "log_load_errors", log_stats.load_errors);
 }

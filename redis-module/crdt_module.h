@@ -114,14 +114,14 @@ void crdtm_count_obj(const crdt_obj_t *o, int delta);
 
 /* Change log (changelog.c). True when this context's writes must append to the log: the log is on,
  * this server is a primary and not loading (replicas and AOF replay get the primary's
- * CRDT.LOG.APPLY and XADD). */
+ * CRDT.LOG.APPLY and CRDT.LOG.APPEND). */
 bool crdtm_log_should_append(RedisModuleCtx *ctx);
-/* Appends the entry of key and data (one field e, logpos.h) to the log of key's slot, creating
+/* Appends the entry of key and data (a record, logval.h) to the log of key's slot, creating
  * the log if the slot has none, and replicates it (and a trim). With merge the write itself is
  * replicated with it, as CRDT.LOG.APPLY (replicas merge data into key and append the entry; the
  * caller replicates nothing when this returns 0); without, the caller has replicated the write and
- * the entry goes as XADD. 0, or -1 after a warning in the server log (nothing replicated). Borrows
- * all. */
+ * the entry goes as CRDT.LOG.APPEND. 0, or -1 after a warning in the server log (nothing
+ * replicated). Borrows all. */
 int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *data, size_t len,
                      bool merge);
 /* The origin node id the appends that follow carry in their entry (0: none). CRDT.MERGE
@@ -132,9 +132,16 @@ int crdtm_log_state(RedisModuleCtx *ctx, RedisModuleString *key, const crdt_obj_
 /* Slot tags and keyspace subscriptions; 0 or -1. */
 int crdtm_log_init(RedisModuleCtx *ctx);
 void crdtm_log_info(RedisModuleInfoCtx *ctx);
+/* A FLUSHDB/FLUSHALL is starting (rsx.c holds the module's one flush subscription): the log
+ * values appends keep between writes are forgotten. */
+void crdtm_log_on_flush(void);
 int crdtm_cmd_log_read(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 int crdtm_cmd_log_apply(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_append(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_trim(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_group(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int crdtm_cmd_log_info(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* CRDT.MERGE's join of one payload into key, with its bookkeeping (notification, fingerprints,
  * clock) but no reply, replication or log (commands.c). 1 if the key changed, 0 if not, -1 with

@@ -175,7 +175,7 @@ size_t crdtm_pos_format(const crdtm_pos_t *p, char *buf)
 
 /* ---- change-log entries --------------------------------------------------------------------- */
 
-static size_t put_varint(char *p, uint64_t v)
+size_t crdtm_varint_put(char *p, uint64_t v)
 {
     size_t n = 0;
     while (v >= 0x80) {
@@ -186,8 +186,7 @@ static size_t put_varint(char *p, uint64_t v)
     return n;
 }
 
-/* The varint at *p (before end) into *v; false when truncated or longer than 64 bits. */
-static bool get_varint(const char **p, const char *end, uint64_t *v)
+bool crdtm_varint_get(const char **p, const char *end, uint64_t *v)
 {
     uint64_t x = 0;
     for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
@@ -206,11 +205,11 @@ static bool get_varint(const char **p, const char *end, uint64_t *v)
 size_t crdtm_entry_encode(char *out, const char *key, size_t klen, uint64_t origin,
                           const void *delta, size_t dlen)
 {
-    size_t n = put_varint(out, (uint64_t)klen * 2 + (origin != 0));
+    size_t n = crdtm_varint_put(out, (uint64_t)klen * 2 + (origin != 0));
     memcpy(out + n, key, klen);
     n += klen;
     if (origin)
-        n += put_varint(out + n, origin);
+        n += crdtm_varint_put(out + n, origin);
     if (dlen)
         memcpy(out + n, delta, dlen);
     return n + dlen;
@@ -220,12 +219,12 @@ int crdtm_entry_decode(const char *e, size_t len, crdtm_entry_t *out)
 {
     const char *p = e, *end = e + len;
     uint64_t head, origin = 0;
-    if (!get_varint(&p, end, &head) || head / 2 > (uint64_t)(end - p))
+    if (!crdtm_varint_get(&p, end, &head) || head / 2 > (uint64_t)(end - p))
         return -1;
     out->key = p;
     out->klen = (size_t)(head / 2);
     p += out->klen;
-    if ((head & 1) && (!get_varint(&p, end, &origin) || origin == 0))
+    if ((head & 1) && (!crdtm_varint_get(&p, end, &origin) || origin == 0))
         return -1;
     out->origin = origin;
     out->delta = p;

@@ -87,4 +87,11 @@ size_t crdtm_entry_encode(char *out, const char *key, size_t klen, uint64_t orig
  * an over-long varint, a key longer than what follows, an origin of 0). Never reads past len. */
 int crdtm_entry_decode(const char *e, size_t len, crdtm_entry_t *out);
 
+/* Unsigned LEB128: writes v at p (at most 10 bytes), returns its length. */
+size_t crdtm_varint_put(char *p, uint64_t v);
+
+/* The varint at *p (before end) into *v, *p moved past it; false when truncated or longer than
+ * 64 bits. */
+bool crdtm_varint_get(const char **p, const char *end, uint64_t *v);
+
 #endif /* CRDTM_LOGPOS_H */

@@ -301,6 +301,7 @@ typedef struct RedisModuleCommandInfo {
     X(int, StringToDouble, (const RedisModuleString *str, double *d))                              \
     X(int, Replicate, (RedisModuleCtx * ctx, const char *cmdname, const char *fmt, ...))           \
     X(int, ReplicateVerbatim, (RedisModuleCtx * ctx))                                              \
+    X(int, SignalModifiedKey, (RedisModuleCtx * ctx, RedisModuleString * keyname))                 \
     X(int, NotifyKeyspaceEvent,                                                                    \
       (RedisModuleCtx * ctx, int type, const char *event, RedisModuleString *key))                 \
     X(void *, Alloc, (size_t bytes))                                                               \
@@ -320,6 +321,7 @@ typedef struct RedisModuleCommandInfo {
     X(void, EmitAOF, (RedisModuleIO * io, const char *cmdname, const char *fmt, ...))              \
     X(void, DigestAddStringBuffer, (RedisModuleDigest * md, const char *ele, size_t len))          \
     X(void, DigestEndSequence, (RedisModuleDigest * md))                                           \
+    X(void, DigestAddLongLong, (RedisModuleDigest * md, long long ll))                             \
     X(void, Log, (RedisModuleCtx * ctx, const char *level, const char *fmt, ...))                  \
     X(void, LogIOError, (RedisModuleIO * io, const char *level, const char *fmt, ...))             \
     X(int, RegisterInfoFunc, (RedisModuleCtx * ctx, RedisModuleInfoFunc cb))                       \

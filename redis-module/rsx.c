@@ -204,6 +204,8 @@ static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subeven
     (void)ctx;
     (void)eid;
     const RedisModuleFlushInfo *fi = data;
+    if (subevent != REDISMODULE_SUBEVENT_FLUSHDB_END)
+        crdtm_log_on_flush(); /* before the values go (maybe to a background thread) */
     if (subevent != REDISMODULE_SUBEVENT_FLUSHDB_END || !rsx_slots ||
         (fi && fi->dbnum != -1 && fi->dbnum != 0))
         return;

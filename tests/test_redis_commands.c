@@ -139,10 +139,14 @@ static void test_introspection(void)
     check_command("crdt.info", 2, "readonly", "write", 1, 1, 1);
     check_command("crdt.log.read", 4, "readonly", "write", 1, 1, 1);
     check_command("crdt.log.list", -1, "readonly", "write", 0, 0, 0);
-    /* two key specs at 1 and 3: Redis 7.0's legacy range keeps the first (GETKEYS has both) */
-    check_command("crdt.log.apply", 5, "write denyoom", "readonly", 1, 1, 1);
-    is(joined(CMD("COMMAND GETKEYS crdt.log.apply crdt:log:{0}:0000000000000001 id a entry")),
+    /* two key specs at 1 and 2: the legacy range 1..2 covers both */
+    check_command("crdt.log.apply", 4, "write denyoom", "readonly", 1, 2, 1);
+    is(joined(CMD("COMMAND GETKEYS crdt.log.apply crdt:log:{0}:0000000000000001 a record")),
        "crdt:log:{0}:0000000000000001 a", "COMMAND GETKEYS: LOG.APPLY names the log and the key");
+    check_command("crdt.log.append", -3, "write denyoom", "readonly", 1, 1, 1);
+    check_command("crdt.log.trim", 3, "write", "readonly denyoom", 1, 1, 1);
+    check_command("crdt.log.group", -4, "write", "readonly", 1, 1, 1);
+    check_command("crdt.log.info", 2, "readonly fast", "write", 1, 1, 1);
     check_command("crdt.rsx.open", -3, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.recv", 4, "readonly", "write", 1, 1, 1);
     check_command("crdt.rsx.diffs", -3, "readonly", "write", 1, 1, 1);
@@ -805,14 +809,15 @@ static void test_info(void)
 static void test_random_commands(void)
 {
     static const char *cmds[] = {
-        "CRDT.TLADD",    "CRDT.TLREM",     "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
-        "CRDT.TLSELECT", "CRDT.TLCARD",    "CRDT.TLSCORE",   "CRDT.INCRBY",
-        "CRDT.GINCRBY",  "CRDT.DECRBY",    "CRDT.GET",       "CRDT.SET",
-        "CRDT.SADD",     "CRDT.SREM",      "CRDT.SMEMBERS",  "CRDT.SISMEMBER",
-        "CRDT.SCARD",    "CRDT.STATE",     "CRDT.MERGE",     "CRDT.TYPE",
-        "CRDT.INFO",     "CRDT.LOG.READ",  "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",
-        "CRDT.RSX.RECV", "CRDT.RSX.DIFFS", "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST",
-        "CRDT.LOG.APPLY"};
+        "CRDT.TLADD",     "CRDT.TLREM",      "CRDT.TLRANGE",   "CRDT.TLRANGEBYSCORE",
+        "CRDT.TLSELECT",  "CRDT.TLCARD",     "CRDT.TLSCORE",   "CRDT.INCRBY",
+        "CRDT.GINCRBY",   "CRDT.DECRBY",     "CRDT.GET",       "CRDT.SET",
+        "CRDT.SADD",      "CRDT.SREM",       "CRDT.SMEMBERS",  "CRDT.SISMEMBER",
+        "CRDT.SCARD",     "CRDT.STATE",      "CRDT.MERGE",     "CRDT.TYPE",
+        "CRDT.INFO",      "CRDT.LOG.READ",   "CRDT.LOG.LIST",  "CRDT.RSX.OPEN",
+        "CRDT.RSX.RECV",  "CRDT.RSX.DIFFS",  "CRDT.RSX.CLOSE", "CRDT.RSX.DIGEST",
+        "CRDT.LOG.APPLY", "CRDT.LOG.APPEND", "CRDT.LOG.TRIM",  "CRDT.LOG.GROUP",
+        "CRDT.LOG.INFO"};
     static const char *vals[] = {"fz:t",
                                  "fz:c",
                                  "fz:s",

@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "logpos.h"
+#include "logval.h"
 #include "redis_helper.h"
 
 #define NSERVERS 3
@@ -165,7 +166,7 @@ static char *resp_bulk(const char **p, const char *end, size_t *len)
 }
 
 /* Every delta in a server's incremental AOF files, in order: CRDT.MERGE key <payload>, or with
- * the change log on, CRDT.LOG.APPLY log id key <entry: key and payload, logpos.h>. */
+ * the change log on, CRDT.LOG.APPLY log key <record: ms and entry, logval.h>. */
 static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
 {
     char dir[300];
@@ -209,13 +210,17 @@ static int aof_deltas(const rh_server_t *s, delta_t *out, int max)
             if (argc == 3 && args[0] && strcmp(args[0], "CRDT.MERGE") == 0) {
                 out[n++] = (delta_t){args[1], args[2], lens[2]};
                 args[1] = args[2] = NULL;
-            } else if (argc == 5 && args[0] && strcmp(args[0], "CRDT.LOG.APPLY") == 0) {
+            } else if (argc == 4 && args[0] && strcmp(args[0], "CRDT.LOG.APPLY") == 0) {
                 crdtm_entry_t en;
-                if (crdtm_entry_decode(args[4], lens[4], &en) == 0) {
+                uint64_t ms;
+                const char *ep;
+                size_t el;
+                if (crdtm_lv_record_parse(args[3], lens[3], &ms, &ep, &el) &&
+                    crdtm_entry_decode(ep, el, &en) == 0) {
                     char *payload = malloc(en.dlen ? en.dlen : 1);
                     memcpy(payload, en.delta, en.dlen);
-                    out[n++] = (delta_t){args[3], payload, en.dlen};
-                    args[3] = NULL;
+                    out[n++] = (delta_t){args[2], payload, en.dlen};
+                    args[2] = NULL;
                 }
             }
             for (int i = 0; i < KEEP; i++)

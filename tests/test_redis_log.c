@@ -17,7 +17,26 @@
 
 #include "crdt.h"
 #include "logpos.h"
+#include "logval.h"
 #include "redis_helper.h"
+
+/* A field of CRDT.LOG.INFO name (length, entries-added, first-entry, last-ms); -1 if none. */
+static long long log_info(rh_server_t *s, const char *name, const char *field)
+{
+    redisReply *r = rh_cmd(s, "CRDT.LOG.INFO %s", name);
+    long long v = -1;
+    for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2)
+        if (!strcmp(r->element[i]->str, field) && r->element[i + 1]->type == REDIS_REPLY_INTEGER)
+            v = r->element[i + 1]->integer;
+    if (r)
+        freeReplyObject(r);
+    return v;
+}
+
+static long long log_len(rh_server_t *s, const char *name)
+{
+    return log_info(s, name, "length");
+}
 
 /* The log of key's slot on s (the only one its slot holds), into name; 0 or -1. */
 static int log_of(rh_server_t *s, const char *key, char *name)
@@ -202,7 +221,7 @@ static void test_basics(void)
     /* trimming: a reader behind the trimmed part is told "truncated" */
     for (int i = 0; i < 100; i++)
         rh_int(rh_cmd(&A, "CRDT.TLADD tl %d n%d", 200 + i, i));
-    long long len = rh_int(rh_cmd(&A, "XLEN %s", name));
+    long long len = log_len(&A, name);
     ok(len >= 40 && len <= 40 + 16, "log-max-len 40 holds the log at %lld entries", len);
     log_read(&A, name, kept, 1000, "tl", &p);
     is(p.status, "truncated", "a position behind the trimmed part: truncated");
@@ -260,7 +279,8 @@ static void test_replica_restore_off(void)
     }
     for (int i = 0; i < 20; i++)
         rh_int(rh_cmd(&P, "CRDT.SADD s m%d", i));
-    /* CRDT.MERGE is replicated verbatim, its entry as XADD (the writes above as CRDT.LOG.APPLY) */
+    /* CRDT.MERGE is replicated verbatim, its entry as CRDT.LOG.APPEND (the writes above as
+     * CRDT.LOG.APPLY) */
     size_t slen;
     char *st = rh_str(rh_cmd(&P, "CRDT.STATE s"), &slen);
     is_int(rh_int(rh_cmd(&P, "CRDT.MERGE s2 %b", st, slen)), 1, "CRDT.MERGE into a new key");
@@ -269,20 +289,23 @@ static void test_replica_restore_off(void)
     char name[CRDTM_LOG_NAME_MAX], rname[CRDTM_LOG_NAME_MAX], cname0[CRDTM_LOG_NAME_MAX];
     ok(log_of(&P, "s", name) == 0 && log_of(&R, "s", rname) == 0 && !strcmp(name, rname),
        "the replica holds the primary's log %s", name);
-    is_int(rh_int(rh_cmd(&R, "XLEN %s", name)), 20, "with its 20 entries");
+    is_int(log_len(&R, name), 20, "with its 20 entries");
     is_int(rh_info_field(&R, "crdt", "crdt_log_appends"), 0, "the replica appended none itself");
     is_int(rh_info_field(&R, "crdt", "crdt_log_applied"), 20,
            "it applied the 20 writes' CRDT.LOG.APPLY");
     ok(log_of(&R, "s2", rname) == 0 && log_of(&P, "s2", cname0) == 0 && !strcmp(cname0, rname) &&
-           rh_int(rh_cmd(&R, "XLEN %s", rname)) == 1,
+           log_len(&R, rname) == 1,
        "the merge's entry reached the replica's log %s", rname);
     /* from a client, CRDT.LOG.APPLY is refused and changes nothing */
-    long long xl = rh_int(rh_cmd(&P, "XLEN %s", name));
-    ok(strstr(rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s %b s %b", name,
-                            "\0\0\0\0\0\0\0\xff\0\0\0\0\0\0\0\0", (size_t)16, "\x02sx", (size_t)3)),
+    long long xl = log_len(&P, name);
+    ok(strstr(rh_err(rh_cmd(&P, "CRDT.LOG.APPLY %s s %b", name, "\x01\x02sx", (size_t)4)),
               "only the replication link") != NULL,
        "CRDT.LOG.APPLY from a client is refused");
-    is_int(rh_int(rh_cmd(&P, "XLEN %s", name)), xl, "and appends nothing");
+    ok(strstr(
+           rh_err(rh_cmd(&P, "CRDT.LOG.APPEND %s %lld %b", name, xl + 1, "\x01\x02sx", (size_t)4)),
+           "only the replication link") != NULL,
+       "CRDT.LOG.APPEND from a client is refused");
+    is_int(log_len(&P, name), xl, "and appends nothing");
     is_int(rh_int(rh_cmd(&P, "CRDT.SCARD s")), 20, "nor merges anything");
     readres_t r = {0};
     log_read(&R, name, "0", 100, "s", &r);
@@ -409,14 +432,16 @@ static void test_trim_policies(void)
     rh_int(rh_cmd(&G, "CRDT.INCRBY c 1"));
     char name[CRDTM_LOG_NAME_MAX];
     ok(log_of(&G, "c", name) == 0, "log of c");
-    is(rh_err(rh_cmd(&G, "XGROUP CREATE %s follower 0", name)), "", "a consumer group at 0");
+    is(rh_err(rh_cmd(&G, "CRDT.LOG.GROUP %s CREATE follower 0", name)), "",
+       "a consumer group at 0");
     for (int i = 0; i < 60; i++)
         rh_int(rh_cmd(&G, "CRDT.INCRBY c 1"));
-    is_int(rh_int(rh_cmd(&G, "XLEN %s", name)), 61, "nothing trimmed the group has not acked");
-    is(rh_err(rh_cmd(&G, "XGROUP SETID %s follower $", name)), "", "the group acks everything");
+    is_int(log_len(&G, name), 61, "nothing trimmed the group has not acked");
+    is(rh_err(rh_cmd(&G, "CRDT.LOG.GROUP %s SETID follower $", name)), "",
+       "the group acks everything");
     for (int i = 0; i < 30; i++)
         rh_int(rh_cmd(&G, "CRDT.INCRBY c 1"));
-    long long len = rh_int(rh_cmd(&G, "XLEN %s", name));
+    long long len = log_len(&G, name);
     ok(len <= 5 + 16 + 30, "then the bound applies again (%lld entries)", len);
     cmp_ok(len, "<", 61, "... it trimmed");
     readres_t r = {0};
@@ -430,7 +455,7 @@ static void test_trim_policies(void)
     rh_sleep_ms(300);
     for (int i = 0; i < 70; i++)
         rh_int(rh_cmd(&T, "CRDT.INCRBY c 1"));
-    len = rh_int(rh_cmd(&T, "XLEN %s", name));
+    len = log_len(&T, name);
     ok(len >= 1 && len <= 70, "the entry older than 200 ms was trimmed (%lld left of 71)", len);
     rh_stop(&G);
     rh_stop(&T);
@@ -491,35 +516,18 @@ static void test_origin(void)
     is_int(entry_origin(&P, name, 4, &ne), 9, "two payloads: one entry, origin 9");
     is_int(entry_origin(&P, name, 5, &ne), 0,
            "the next typed write: none (the origin is not kept)");
-    /* the stream holds one field per entry, e: key, origin and delta packed (logpos.h) */
-    redisReply *x = rh_cmd(&P, "XRANGE %s - +", name);
-    redisReply *fv =
-        x && x->type == REDIS_REPLY_ARRAY && x->elements >= 3 ? x->element[2]->element[1] : NULL;
-    crdtm_entry_t en = {0};
-    bool field_e = fv && fv->elements == 2 && !strcmp(fv->element[0]->str, "e") &&
-                   crdtm_entry_decode(fv->element[1]->str, fv->element[1]->len, &en) == 0 &&
-                   en.origin == 7 && en.klen == 4 && !memcmp(en.key, "{o}k", 4) && en.dlen == l1 &&
-                   !memcmp(en.delta, p1, l1);
-    ok(field_e, "the stream entry is e = {o}k, origin 7, the payload");
+    /* the entry as CRDT.LOG.READ unpacks it: key, delta and origin of the record */
+    redisReply *x = rh_cmd(&P, "CRDT.LOG.READ %s 0 1000", name);
+    redisReply *xe =
+        x && x->type == REDIS_REPLY_ARRAY && x->elements == 3 && x->element[2]->elements >= 3
+            ? x->element[2]->element[2]
+            : NULL;
+    ok(xe && xe->elements == 4 && xe->element[1]->len == 4 &&
+           !memcmp(xe->element[1]->str, "{o}k", 4) && xe->element[2]->len == l1 &&
+           !memcmp(xe->element[2]->str, p1, l1) && xe->element[3]->integer == 7,
+       "the entry is {o}k, the payload, origin 7");
     if (x)
         freeReplyObject(x);
-    /* entries the module did not write read as [id, nil, nil]: XADDs by hand, one in the
-     * earlier k/d format, one whose e is not an entry (a key longer than the value) */
-    static const char not_entry[] = {0x06, 'a', 'b'};
-    rh_int(rh_cmd(&P, "XADD %s * k {o}k d x", name));
-    rh_int(rh_cmd(&P, "XADD %s * e %b", name, not_entry, sizeof(not_entry)));
-    redisReply *rr = rh_cmd(&P, "CRDT.LOG.READ %s 0 1000", name);
-    size_t ne2 =
-        rr && rr->type == REDIS_REPLY_ARRAY && rr->elements == 3 ? rr->element[2]->elements : 0;
-    bool nils = ne2 >= 2;
-    for (size_t i = ne2 >= 2 ? ne2 - 2 : ne2; i < ne2; i++) {
-        redisReply *en2 = rr->element[2]->element[i];
-        nils = nils && en2->elements == 3 && en2->element[0]->type == REDIS_REPLY_STRING &&
-               en2->element[1]->type == REDIS_REPLY_NIL && en2->element[2]->type == REDIS_REPLY_NIL;
-    }
-    ok(nils, "entries not of the module's making read as [id, nil, nil]");
-    if (rr)
-        freeReplyObject(rr);
     ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN 0", p1, l1)), "ORIGIN") != NULL,
        "ORIGIN 0 is refused");
     ok(strstr(rh_err(rh_cmd(&P, "CRDT.MERGE {o}k %b ORIGIN x", p1, l1)), "ORIGIN") != NULL,
@@ -616,15 +624,15 @@ static bool same_entries(const redisReply *rr, const redisReply *want, size_t fr
     return true;
 }
 
-/* A follower's POLL near the log's end reads back from the end (changelog.c, collect_tail): the
- * same entries, in the same order, as a forward READ, across stream nodes, and the oldest ones
- * when the count is smaller than what follows the position. */
+/* A follower's POLL near the log's end: the same entries, in the same order, as a forward READ,
+ * across chunks of the log, and the oldest ones when the count is smaller than what follows the
+ * position. */
 static void test_poll_tail(void)
 {
     rh_server_t S;
     if (rh_start(&S, NULL, "node-id 3", NULL) < 0)
         bail_out("cannot start redis-server");
-    for (int i = 0; i < 250; i++) /* more than one stream node (100 entries each) */
+    for (int i = 0; i < 250; i++) /* more than one chunk (4 KB each) */
         rh_int(rh_cmd(&S, "CRDT.TLADD {pt}k%d %d m%d", i % 7, i + 1, i));
     char l[CRDTM_LOG_NAME_MAX];
     ok(log_of(&S, "{pt}k0", l) == 0, "a log of 250 entries");
@@ -667,48 +675,73 @@ static void test_poll_tail(void)
     rh_stop(&S);
 }
 
-/* CRDT.LOG.READ's counters (entries-added, last-generated-id), which the module keeps itself, agree
- * with XINFO STREAM after every way a log can change: the module's appends, another client's XADD,
- * XDEL, XTRIM, XSETID, RESTORE, MULTI, DEBUG RELOAD, COPY and SWAPDB, and on a replica. */
-static bool counters_agree(rh_server_t *s, const char *name, const char *what)
+/* CRDT.LOG.READ's positions agree with CRDT.LOG.INFO: $ is the newest entry's (ms, offset), a
+ * read from 0 returns every entry kept and says "truncated" exactly when some were removed. */
+static bool positions_agree(rh_server_t *s, const char *name, const char *what)
 {
+    long long added = log_info(s, name, "entries-added"), len = log_len(s, name),
+              ms = log_info(s, name, "last-ms");
     redisReply *r = rh_cmd(s, "CRDT.LOG.READ %s $ 1", name);
-    redisReply *x = rh_cmd(s, "XINFO STREAM %s", name);
-    long long added = -1, len = -1;
-    char last[48] = "?", want[128] = "", got[CRDTM_POS_TEXT_MAX] = "?";
-    for (size_t i = 0; x && x->type == REDIS_REPLY_ARRAY && i + 1 < x->elements; i += 2) {
-        const char *f = x->element[i]->str;
-        if (!strcmp(f, "entries-added"))
-            added = x->element[i + 1]->integer;
-        else if (!strcmp(f, "length"))
-            len = x->element[i + 1]->integer;
-        else if (!strcmp(f, "last-generated-id"))
-            snprintf(last, sizeof(last), "%s", x->element[i + 1]->str);
-    }
+    char want[128] = "", got[CRDTM_POS_TEXT_MAX] = "?";
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
         snprintf(got, sizeof(got), "%s", r->element[0]->str);
         if (added > 0)
-            snprintf(want, sizeof(want), "%.16s:%s:%lld", got, last, added);
+            snprintf(want, sizeof(want), "%.16s:%lld-%lld:%lld", got, ms, added, added);
         else
             snprintf(want, sizeof(want), "0");
     }
     bool end_ok = !strcmp(got, want);
     if (r)
         freeReplyObject(r);
-    if (x)
-        freeReplyObject(x);
-    /* from the start: every entry kept, "truncated" exactly when some were removed */
     readres_t f = {0};
     log_read(s, name, "0", 10000, NULL, &f);
     const char *off = strrchr(f.pos, ':');
     bool start_ok = f.n == len && !strcmp(f.status, added > len ? "truncated" : "ok") &&
                     (len == 0 || (off && atoll(off + 1) == added));
-    ok(end_ok && start_ok, "%s: $ is %s (XINFO: %s), from 0 %ld entries %s (XLEN %lld)", what, got,
+    ok(end_ok && start_ok, "%s: $ is %s (want %s), from 0 %ld entries %s (length %lld)", what, got,
        want, f.n, f.status, len);
     return end_ok && start_ok;
 }
 
-static void test_counters(void)
+/* DEBUG DIGEST-VALUE of one key, as text (NULL if none). */
+static char *digest_of(rh_server_t *s, const char *key)
+{
+    redisReply *r = rh_cmd(s, "DEBUG DIGEST-VALUE %s", key);
+    char *d = NULL;
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->str)
+        d = strdup(r->element[0]->str);
+    if (r)
+        freeReplyObject(r);
+    return d;
+}
+
+static bool same_digest(rh_server_t *a, rh_server_t *b, const char *key)
+{
+    char *x = digest_of(a, key), *y = digest_of(b, key);
+    bool same = x && y && !strcmp(x, y);
+    free(x);
+    free(y);
+    return same;
+}
+
+static void wait_link_up(rh_server_t *r)
+{
+    for (int i = 0; i < 200; i++) {
+        char *info = rh_str(rh_cmd(r, "INFO replication"), NULL);
+        bool up = info && strstr(info, "master_link_status:up");
+        free(info);
+        if (up)
+            return;
+        rh_sleep_ms(50);
+    }
+}
+
+/* The log as a value of the module's type: positions through every way a log can change (the
+ * module's appends, CRDT.LOG.TRIM, RESTORE of an older copy, DEBUG RELOAD, COPY, SWAPDB), its
+ * type's methods (DEBUG DIGEST-VALUE, MEMORY USAGE, COPY), WRONGTYPE and key positions of the
+ * new commands, and a replica: its log byte for byte the primary's through writes, merges,
+ * trims by length and consumer groups. */
+static void test_log_value(void)
 {
     rh_server_t S;
     if (rh_start(&S, NULL, "node-id 5", NULL) < 0)
@@ -717,130 +750,484 @@ static void test_counters(void)
         rh_int(rh_cmd(&S, "CRDT.SADD {c}k a%d", i));
     char name[CRDTM_LOG_NAME_MAX];
     ok(log_of(&S, "{c}k", name) == 0, "the log of {c}k");
-    counters_agree(&S, name, "after the module's appends");
-    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a3"));
-    counters_agree(&S, name, "after one more");
-    is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 0,
-           "the module's own appends need no XINFO");
-    free(rh_str(rh_cmd(&S, "XADD %s 99999999999999-5 e junk", name), NULL));
-    counters_agree(&S, name, "after another client's XADD");
-    is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1, "which took one XINFO");
-    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a4"));
-    counters_agree(&S, name, "a module append after it");
-    char before_del[CRDTM_POS_TEXT_MAX];
+    redisReply *t = rh_cmd(&S, "TYPE %s", name);
+    ok(t && t->str && !strcmp(t->str, "crdtd-log"), "TYPE of a log: crdtd-log");
+    if (t)
+        freeReplyObject(t);
+    positions_agree(&S, name, "after the module's appends");
+    ok(!strncmp(rh_err(rh_cmd(&S, "XLEN %s", name)), "WRONGTYPE", 9),
+       "stream commands do not apply to a log: WRONGTYPE");
+    long long mem3 = rh_int(rh_cmd(&S, "MEMORY USAGE %s", name));
+    for (int i = 0; i < 200; i++)
+        rh_int(rh_cmd(&S, "CRDT.SADD {c}k b%d", i));
+    long long mem203 = rh_int(rh_cmd(&S, "MEMORY USAGE %s", name));
+    ok(mem3 > 0 && mem203 > mem3 + 200 * 8, "MEMORY USAGE follows the entries (%lld, then %lld)",
+       mem3, mem203);
+    positions_agree(&S, name, "after 200 more");
+    char before_trim[CRDTM_POS_TEXT_MAX];
     {
         readres_t e = {0};
-        log_read(&S, name, "0", 10000, NULL, &e);
-        snprintf(before_del, sizeof(before_del), "%s", e.pos);
-        redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", name, before_del);
-        ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 1,
-           "POLL from the last entry: left out");
-        if (p)
-            freeReplyObject(p);
+        log_read(&S, name, "0", 10, NULL, &e);
+        snprintf(before_trim, sizeof(before_trim), "%s", e.pos);
     }
-    redisReply *last = rh_cmd(&S, "XREVRANGE %s + - COUNT 1", name);
-    if (last && last->type == REDIS_REPLY_ARRAY && last->elements == 1)
-        rh_int(rh_cmd(&S, "XDEL %s %s", name, last->element[0]->element[0]->str));
-    if (last)
-        freeReplyObject(last);
-    counters_agree(&S, name, "after XDEL of the last entry");
+    is_int(rh_int(rh_cmd(&S, "CRDT.LOG.TRIM %s 100", name)), 100, "CRDT.LOG.TRIM upto 100");
+    is_int(log_info(&S, name, "first-entry"), 101, "the first entry is now 101");
+    positions_agree(&S, name, "after CRDT.LOG.TRIM");
     {
-        /* read to the end before XDEL, POLL from there: left out (the same answer as a seek
-         * finding no entry after it) while the entry was there, in the reply with no entry now
-         * that the position is past the last entry */
-        redisReply *p = rh_cmd(&S, "CRDT.LOG.POLL 10 %s %s", name, before_del);
-        ok(p && p->type == REDIS_REPLY_ARRAY && p->elements == 2 &&
-               p->element[0]->element[1]->element[2]->elements == 0 &&
-               !strcmp(p->element[0]->element[1]->element[1]->str, "ok"),
-           "POLL from the deleted last entry: in the reply, no entries, ok");
-        if (p)
-            freeReplyObject(p);
+        readres_t e = {0};
+        log_read(&S, name, before_trim, 10, NULL, &e);
+        is(e.status, "truncated", "a position in the trimmed part: truncated");
     }
-    rh_int(rh_cmd(&S, "XTRIM %s MAXLEN 2", name));
-    counters_agree(&S, name, "after XTRIM MAXLEN 2");
-    is_int(rh_info_field(&S, "crdt", "crdt_log_counter_reads"), 1,
-           "XDEL and XTRIM change neither counter: no XINFO");
-    free(rh_str(rh_cmd(&S, "XSETID %s 99999999999999-100 ENTRIESADDED 50", name), NULL));
-    counters_agree(&S, name, "after XSETID ... ENTRIESADDED 50");
-    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a5"));
-    counters_agree(&S, name, "a module append after it");
+    is_int(rh_int(rh_cmd(&S, "CRDT.LOG.TRIM %s 50", name)), 0, "a trim below the first: none");
+    /* a position whose offset exists but whose entry is another (the ms differ): truncated */
+    {
+        readres_t e = {0};
+        log_read(&S, name, "$", 1, NULL, &e);
+        char other[CRDTM_POS_TEXT_MAX];
+        snprintf(other, sizeof(other), "%.16s:1-203:203", e.pos);
+        log_read(&S, name, other, 10, NULL, &e);
+        is(e.status, "truncated", "a position of another entry at the same offset: truncated");
+    }
     size_t dl;
     char *dump = rh_str(rh_cmd(&S, "DUMP %s", name), &dl);
-    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a6"));
-    counters_agree(&S, name, "before RESTORE of an older copy");
-    free(
-        rh_str(rh_cmd(&S, "RESTORE %s 0 %b REPLACE", name, dump ? dump : "", dump ? dl : 0), NULL));
+    char *dg_old = digest_of(&S, name);
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k c1"));
+    char newer[CRDTM_POS_TEXT_MAX];
+    {
+        readres_t e = {0};
+        log_read(&S, name, "$", 1, NULL, &e);
+        snprintf(newer, sizeof(newer), "%s", e.pos);
+    }
+    is(rh_err(rh_cmd(&S, "RESTORE %s 0 %b REPLACE", name, dump ? dump : "", dump ? dl : 0)), "",
+       "RESTORE REPLACE of an older copy");
     free(dump);
-    counters_agree(&S, name, "after RESTORE REPLACE of the older copy");
-    free(rh_str(rh_cmd(&S, "MULTI"), NULL));
-    free(rh_str(rh_cmd(&S, "XADD %s * e junk", name), NULL));
-    free(rh_str(rh_cmd(&S, "CRDT.SADD {c}k a7"), NULL));
-    redisReply *ex = rh_cmd(&S, "EXEC");
-    if (ex)
-        freeReplyObject(ex);
-    counters_agree(&S, name, "after XADD and a module append in one MULTI");
-    free(rh_str(rh_cmd(&S, "DEBUG RELOAD"), NULL));
-    counters_agree(&S, name, "after DEBUG RELOAD");
+    char *dg_back = digest_of(&S, name);
+    ok(dg_old && dg_back && !strcmp(dg_old, dg_back), "its digest is the copy's");
+    free(dg_old);
+    free(dg_back);
+    positions_agree(&S, name, "after RESTORE REPLACE of the older copy");
+    {
+        readres_t e = {0};
+        log_read(&S, name, newer, 10, NULL, &e);
+        is(e.status, "truncated", "a position past the restored log's end: truncated");
+    }
+    char *dg = digest_of(&S, name);
+    is(rh_err(rh_cmd(&S, "DEBUG RELOAD")), "", "DEBUG RELOAD");
+    char *dg2 = digest_of(&S, name);
+    ok(dg && dg2 && !strcmp(dg, dg2), "the log's digest survives DEBUG RELOAD (rdb save, load)");
+    free(dg2);
+    positions_agree(&S, name, "after DEBUG RELOAD");
     rh_int(rh_cmd(&S, "CRDT.SADD {c}k a8"));
-    counters_agree(&S, name, "a module append after it");
-    /* the same name in db 1 (COPY), db 0 written on, then the dbs swapped */
-    rh_int(rh_cmd(&S, "COPY %s %s DB 1", name, name));
-    counters_agree(&S, name, "after COPY to db 1");
-    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a9"));
-    counters_agree(&S, name, "db 0 written on");
-    free(rh_str(rh_cmd(&S, "SWAPDB 0 1"), NULL));
-    counters_agree(&S, name, "after SWAPDB 0 1 (db 0 holds the older copy)");
+    positions_agree(&S, name, "a module append after it");
+    /* COPY to db 1, db 0 written on, then the dbs swapped */
+    is_int(rh_int(rh_cmd(&S, "COPY %s %s DB 1", name, name)), 1, "COPY to db 1");
     free(rh_str(rh_cmd(&S, "SELECT 1"), NULL));
-    counters_agree(&S, name, "db 1 (the newer copy)");
+    char *dg1 = digest_of(&S, name);
     free(rh_str(rh_cmd(&S, "SELECT 0"), NULL));
-    /* a replica: CRDT.LOG.APPLY and XADD (CRDT.MERGE's entry) */
+    char *dg0 = digest_of(&S, name);
+    ok(dg0 && dg1 && !strcmp(dg0, dg1), "the copy's digest is the original's");
+    free(dg0);
+    free(dg1);
+    free(dg);
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k a9"));
+    positions_agree(&S, name, "db 0 written on");
+    free(rh_str(rh_cmd(&S, "SWAPDB 0 1"), NULL));
+    positions_agree(&S, name, "after SWAPDB 0 1 (db 0 holds the older copy)");
+    free(rh_str(rh_cmd(&S, "SWAPDB 0 1"), NULL));
+
+    /* WRONGTYPE and key positions of the commands */
+    rh_int(rh_cmd(&S, "SET crdt:log:{x}:00000000000000aa v"));
+    static const char *const wrong[] = {"CRDT.LOG.INFO %s", "CRDT.LOG.TRIM %s 1",
+                                        "CRDT.LOG.GROUP %s CREATE g 0", "CRDT.LOG.READ %s 0 1"};
+    for (size_t i = 0; i < sizeof(wrong) / sizeof(wrong[0]); i++)
+        ok(!strncmp(rh_err(rh_cmd(&S, wrong[i], "crdt:log:{x}:00000000000000aa")), "WRONGTYPE", 9),
+           "%.14s of a string named like a log: WRONGTYPE", wrong[i]);
+    static const struct {
+        const char *cmd;
+        size_t nkeys;
+        const char *k0, *k1;
+    } gk[] = {{"COMMAND GETKEYS CRDT.LOG.APPLY L K r", 2, "L", "K"},
+              {"COMMAND GETKEYS CRDT.LOG.APPEND L 1 r r", 1, "L", NULL},
+              {"COMMAND GETKEYS CRDT.LOG.TRIM L 1", 1, "L", NULL},
+              {"COMMAND GETKEYS CRDT.LOG.GROUP L CREATE g 0", 1, "L", NULL},
+              {"COMMAND GETKEYS CRDT.LOG.INFO L", 1, "L", NULL}};
+    for (size_t i = 0; i < sizeof(gk) / sizeof(gk[0]); i++) {
+        redisReply *r = rh_cmd(&S, gk[i].cmd);
+        ok(r && r->type == REDIS_REPLY_ARRAY && r->elements == gk[i].nkeys &&
+               !strcmp(r->element[0]->str, gk[i].k0) &&
+               (!gk[i].k1 || !strcmp(r->element[1]->str, gk[i].k1)),
+           "%s: its keys", gk[i].cmd);
+        if (r)
+            freeReplyObject(r);
+    }
+
+    /* consumer groups: create, move, refuse what is wrong, destroy */
+    is(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s CREATE g1 0", name)), "", "CREATE g1 at 0");
+    ok(!strncmp(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s CREATE g1 0", name)), "BUSYGROUP", 9),
+       "CREATE g1 again: BUSYGROUP");
+    ok(!strncmp(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s SETID nog 0", name)), "NOGROUP", 7),
+       "SETID of no group: NOGROUP");
+    ok(strstr(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s SETID g1 999999", name)), "past") != NULL,
+       "SETID past the newest entry is refused");
+    ok(strstr(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s SETID g1 x", name)), "position") != NULL,
+       "SETID to a bad position is refused");
+    ok(strstr(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s FOO g1", name)), "subcommand") != NULL,
+       "an unknown subcommand is refused");
+    {
+        readres_t e = {0};
+        log_read(&S, name, "$", 1, NULL, &e);
+        is(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s SETID g1 %s", name, e.pos)), "",
+           "SETID g1 to a position READ gave");
+        long long added = log_info(&S, name, "entries-added");
+        redisReply *r = rh_cmd(&S, "CRDT.LOG.INFO %s", name);
+        ok(r && r->elements == 10 && r->element[9]->elements == 1 &&
+               r->element[9]->element[0]->element[1]->integer == added,
+           "INFO shows g1 at the newest entry (%lld)", added);
+        if (r)
+            freeReplyObject(r);
+    }
+    is(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s CREATE g2 5", name)), "", "CREATE g2 at 5");
+    char *dgg = digest_of(&S, name);
+    is(rh_err(rh_cmd(&S, "DEBUG RELOAD")), "", "DEBUG RELOAD with groups");
+    char *dgg2 = digest_of(&S, name);
+    ok(dgg && dgg2 && !strcmp(dgg, dgg2), "the groups survive it (same digest)");
+    free(dgg);
+    free(dgg2);
+    is_int(rh_int(rh_cmd(&S, "CRDT.LOG.GROUP %s DESTROY g2", name)), 1, "DESTROY g2: 1");
+    is_int(rh_int(rh_cmd(&S, "CRDT.LOG.GROUP %s DESTROY g2", name)), 0, "again: 0");
+
+    /* a replica: a full sync (rdb), then CRDT.LOG.APPLY, CRDT.LOG.APPEND (CRDT.MERGE's entry),
+     * CRDT.LOG.TRIM and CRDT.LOG.GROUP */
     rh_server_t R;
     char port[16];
     snprintf(port, sizeof(port), "%d", S.port);
     const char *rep[] = {"--replicaof", "127.0.0.1", port, NULL};
     if (rh_start(&R, NULL, "node-id 6", rep) < 0)
         bail_out("cannot start redis-server");
-    for (int i = 0; i < 200; i++) {
-        char *info = rh_str(rh_cmd(&R, "INFO replication"), NULL);
-        bool up = info && strstr(info, "master_link_status:up");
-        free(info);
-        if (up)
-            break;
-        rh_sleep_ms(50);
-    }
-    counters_agree(&R, name, "on a replica after its sync");
+    wait_link_up(&R);
+    positions_agree(&R, name, "on a replica after its sync");
     for (int i = 0; i < 5; i++)
-        rh_int(rh_cmd(&S, "CRDT.SADD {c}k b%d", i));
+        rh_int(rh_cmd(&S, "CRDT.SADD {c}k d%d", i));
     size_t slen;
     char *st = rh_str(rh_cmd(&S, "CRDT.STATE {c}k"), &slen);
     rh_int(rh_cmd(&S, "CRDT.MERGE {c}k2 %b", st ? st : "", st ? slen : 0));
     free(st);
-    rh_int(rh_cmd(&S, "CRDT.SADD {c}k b9"));
+    rh_int(rh_cmd(&S, "CRDT.SADD {c}k d9"));
+    is(rh_err(rh_cmd(&S, "CRDT.LOG.GROUP %s CREATE g3 $", name)), "", "CREATE g3 at $");
     is_int(rh_int(rh_cmd(&S, "WAIT 1 10000")), 1, "WAIT 1");
-    counters_agree(&S, name, "the primary after the writes");
-    counters_agree(&R, name, "the replica after CRDT.LOG.APPLY and XADD");
+    ok(same_digest(&S, &R, name), "the replica's log is the primary's (DEBUG DIGEST-VALUE)");
+    positions_agree(&R, name, "the replica after CRDT.LOG.APPLY and CRDT.LOG.APPEND");
     /* past log-max-len (256) and its slack: trimmed on the primary, the trim replicated */
     long long trims = rh_info_field(&S, "crdt", "crdt_log_trims");
     for (int i = 0; i < 400; i++)
         rh_int(rh_cmd(&S, "CRDT.SADD {c}k t%d", i));
     is_int(rh_int(rh_cmd(&S, "WAIT 1 10000")), 1, "WAIT 1 after 400 more");
-    long long lp = rh_int(rh_cmd(&S, "XLEN %s", name)), lr = rh_int(rh_cmd(&R, "XLEN %s", name));
+    long long lp = log_len(&S, name), lr = log_len(&R, name);
     ok(rh_info_field(&S, "crdt", "crdt_log_trims") > trims && lp >= 256 && lp <= 256 + 64 &&
            lr == lp,
        "trimmed to 256..320 entries (%lld), the replica holds as many (%lld)", lp, lr);
-    redisReply *fp = rh_cmd(&S, "XRANGE %s - + COUNT 1", name);
-    redisReply *fr = rh_cmd(&R, "XRANGE %s - + COUNT 1", name);
-    ok(fp && fr && fp->elements == 1 && fr->elements == 1 &&
-           !strcmp(fp->element[0]->element[0]->str, fr->element[0]->element[0]->str),
-       "and the same first entry");
-    if (fp)
-        freeReplyObject(fp);
-    if (fr)
-        freeReplyObject(fr);
-    counters_agree(&S, name, "the primary after trims");
-    counters_agree(&R, name, "the replica after trims");
+    is_int(log_info(&R, name, "first-entry"), log_info(&S, name, "first-entry"),
+           "from the same first entry");
+    ok(same_digest(&S, &R, name), "and the same log, byte for byte (DEBUG DIGEST-VALUE)");
+    is_int(rh_info_field(&R, "crdt", "crdt_log_appends"), 0, "the replica appended nothing itself");
+    positions_agree(&S, name, "the primary after trims");
+    positions_agree(&R, name, "the replica after trims");
     rh_stop(&R);
     rh_stop(&S);
+}
+
+/* log-trim-acked and log-max-age-ms on a primary with a replica: the trims the primary decides
+ * reach the replica as they were (the replica's own clock and settings play no part). */
+static void test_trim_replicated(void)
+{
+    rh_server_t P, R;
+    if (rh_start(&P, NULL, "node-id 1 log-max-len 8 log-max-age-ms 300 log-trim-acked yes", NULL) <
+        0)
+        bail_out("cannot start redis-server");
+    char port[16];
+    snprintf(port, sizeof(port), "%d", P.port);
+    const char *rep[] = {"--replicaof", "127.0.0.1", port, NULL};
+    /* the replica's own bounds differ: it must not apply them */
+    if (rh_start(&R, NULL, "node-id 2 log-max-len 2", rep) < 0)
+        bail_out("cannot start redis-server");
+    wait_link_up(&R);
+    for (int i = 0; i < 12; i++)
+        rh_int(rh_cmd(&P, "CRDT.INCRBY {a}c 1"));
+    char name[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&P, "{a}c", name) == 0, "the log of {a}c");
+    is(rh_err(rh_cmd(&P, "CRDT.LOG.GROUP %s CREATE slow 10", name)), "", "a group at 10");
+    for (int i = 0; i < 40; i++)
+        rh_int(rh_cmd(&P, "CRDT.INCRBY {a}c 1"));
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1");
+    long long first = log_info(&P, name, "first-entry");
+    ok(first <= 11, "the group at 10 holds back the trim (first entry %lld)", first);
+    ok(same_digest(&P, &R, name), "the replica's log is the primary's");
+    rh_sleep_ms(400);
+    for (int i = 0; i < 70; i++)
+        rh_int(rh_cmd(&P, "CRDT.INCRBY {a}c 1"));
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1");
+    ok(log_info(&P, name, "first-entry") <= 11, "the age bound waits for the group too");
+    is(rh_err(rh_cmd(&P, "CRDT.LOG.GROUP %s DESTROY slow", name)), "", "the group goes");
+    rh_sleep_ms(400);
+    for (int i = 0; i < 64; i++)
+        rh_int(rh_cmd(&P, "CRDT.INCRBY {a}c 1"));
+    is_int(rh_int(rh_cmd(&P, "WAIT 1 10000")), 1, "WAIT 1");
+    long long len = log_len(&P, name);
+    ok(len <= 8 + 16 && log_info(&P, name, "first-entry") > 11,
+       "then trimmed by length and age (%lld left)", len);
+    ok(same_digest(&P, &R, name), "the replica holds the same entries after the trims");
+    is_int(log_len(&R, name), len, "as many as the primary");
+    rh_stop(&R);
+    rh_stop(&P);
+}
+
+/* Appends keep the slot's log value between writes (changelog.c): whatever takes the key away
+ * or puts another value there must make the next write find the log anew, never write into a
+ * value gone or elsewhere (the sanitizer build turns a slip into a report). */
+static void test_append_cache(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 8", NULL) < 0)
+        bail_out("cannot start redis-server");
+    char name[CRDTM_LOG_NAME_MAX], again[CRDTM_LOG_NAME_MAX];
+    static const char *const ways[] = {
+        "DEL %s",         "UNLINK %s", "RENAME %s moved:1", "MOVE %s 1",    "SET %s x",
+        "FLUSHALL ASYNC", "FLUSHALL",  "SWAPDB 0 1",        "DEBUG RELOAD", "EXPIRE %s 0"};
+    for (size_t w = 0; w < sizeof(ways) / sizeof(ways[0]); w++) {
+        free(rh_str(rh_cmd(&S, "FLUSHALL"), NULL));
+        for (int i = 0; i < 3; i++)
+            rh_int(rh_cmd(&S, "CRDT.SADD {ac}k a%d", i));
+        ok(log_of(&S, "{ac}k", name) == 0, "%.*s: a log", (int)strcspn(ways[w], " "), ways[w]);
+        free(rh_str(rh_cmd(&S, ways[w], name), NULL));
+        long long before_len = log_len(&S, name);
+        bool kept = !strncmp(ways[w], "DEBUG", 5);
+        rh_int(rh_cmd(&S, "CRDT.SADD {ac}k b"));
+        redisReply *l = rh_cmd(&S, "CRDT.LOG.LIST %u", crdtm_keyslot("{ac}k", 5));
+        bool found = false;
+        for (size_t i = 0; l && l->type == REDIS_REPLY_ARRAY && i < l->elements; i++) {
+            snprintf(again, sizeof(again), "%s", l->element[i]->str);
+            long long a = log_info(&S, again, "entries-added");
+            found = found ||
+                    (kept ? !strcmp(again, name) && a == 4 : strcmp(again, name) != 0 || a == 1);
+        }
+        if (l)
+            freeReplyObject(l);
+        ok(found, "%.*s: the next write goes to a log the keyspace holds (%s)",
+           (int)strcspn(ways[w], " "), ways[w], kept ? "the same, 4 entries" : "a new one");
+        if (!strncmp(ways[w], "RENAME", 6))
+            is_int(log_len(&S, "moved:1") < 0 ? rh_int(rh_cmd(&S, "EXISTS moved:1")) : 1, 1,
+                   "the renamed value is left alone");
+        (void)before_len;
+    }
+    is(rh_err(rh_cmd(&S, "PING")), "", "the server still serves");
+    rh_stop(&S);
+}
+
+/* Redis's CRC64 (Jones, reflected), the checksum of a DUMP payload. */
+static uint64_t crc64_redis(const unsigned char *p, size_t n)
+{
+    uint64_t crc = 0;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= p[i];
+        for (int b = 0; b < 8; b++)
+            crc = crc & 1 ? (crc >> 1) ^ 0x95ac9329ac4bc9b5ULL : crc >> 1;
+    }
+    return crc;
+}
+
+/* A DUMP payload of a log whose value is the bytes v (what rdb_save writes), made from a real
+ * DUMP's head (type, module id) and tail (RDB version): the checksum is right, so Redis hands v
+ * to the module's rdb_load. Returns its length in out (cap bytes). */
+static size_t craft_dump(const unsigned char *real, size_t rlen, const char *v, size_t vlen,
+                         unsigned char *out, size_t cap)
+{
+    if (rlen < 20 || vlen + 40 > cap || vlen >= 16384)
+        return 0;
+    size_t n = 0;
+    memcpy(out, real, 10); /* RDB_TYPE_MODULE_2, 0x81 and the 64-bit module id */
+    n = 10;
+    out[n++] = 5; /* RDB_MODULE_OPCODE_STRING */
+    if (vlen < 64) {
+        out[n++] = (unsigned char)vlen;
+    } else {
+        out[n++] = (unsigned char)(0x40 | (vlen >> 8));
+        out[n++] = (unsigned char)(vlen & 0xff);
+    }
+    memcpy(out + n, v, vlen);
+    n += vlen;
+    out[n++] = 0;                         /* RDB_MODULE_OPCODE_EOF */
+    memcpy(out + n, real + rlen - 10, 2); /* RDB version */
+    n += 2;
+    uint64_t crc = crc64_redis(out, n);
+    for (int i = 0; i < 8; i++)
+        out[n++] = (unsigned char)(crc >> (8 * i));
+    return n;
+}
+
+/* RESTORE of crafted log payloads: a valid one loads; every truncation and many corruptions of
+ * it are refused with an error (never a crash); the server keeps serving. */
+static void test_restore_corrupt(void)
+{
+    ok(crc64_redis((const unsigned char *)"123456789", 9) == 0xe9c6d914c4b8d9caULL,
+       "crc64 check value");
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 7", NULL) < 0)
+        bail_out("cannot start redis-server");
+    rh_int(rh_cmd(&S, "CRDT.SADD {r}k a"));
+    char name[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&S, "{r}k", name) == 0, "a log to take a DUMP of");
+    size_t rl;
+    unsigned char *real = (unsigned char *)rh_str(rh_cmd(&S, "DUMP %s", name), &rl);
+    ok(real && rl > 20 && real[0] == 7, "DUMP of a log: a module value");
+    /* a log of our making: 5 entries, two groups, trimmed to 3 */
+    crdtm_logval_t *lv = crdtm_lv_new(1);
+    for (int i = 0; i < 5; i++) {
+        char rec[CRDTM_REC_MAX(4, 8)];
+        size_t n = crdtm_lv_record(rec, 1000 + (uint64_t)i, "{r}k", 4, i == 2 ? 9 : 0,
+                                   "\x01"
+                                   "delta!",
+                                   7);
+        crdtm_lv_append(lv, rec, n);
+    }
+    crdtm_lv_group_set(lv, "g", 1, 4);
+    crdtm_lv_group_set(lv, "h", 1, 2);
+    crdtm_lv_trim(lv, 2);
+    size_t vlen;
+    char *v = crdtm_lv_encode(lv, &vlen);
+    unsigned char pay[4096];
+    size_t pl = craft_dump(real, rl, v, vlen, pay, sizeof(pay));
+    const char *target = "crdt:log:{r}:00000000000000ab";
+    is(rh_err(rh_cmd(&S, "RESTORE %s 0 %b", target, pay, pl)), "", "a crafted valid payload loads");
+    is_int(log_info(&S, target, "length"), 3, "with its 3 entries");
+    is_int(log_info(&S, target, "first-entry"), 3, "from entry 3");
+    readres_t r = {0};
+    log_read(&S, target, "0", 10, NULL, &r);
+    is_int(r.n, 3, "READ gives them");
+    is(r.status, "truncated", "and says the first two are gone");
+    rh_int(rh_cmd(&S, "DEL %s", target));
+    int refused = 0, tried = 0, crashed = 0;
+    for (size_t cut = 0; cut < vlen; cut++) {
+        pl = craft_dump(real, rl, v, cut, pay, sizeof(pay));
+        tried++;
+        if (strstr(rh_err(rh_cmd(&S, "RESTORE %s 0 %b", target, pay, pl)), "ERR"))
+            refused++;
+        rh_int(rh_cmd(&S, "DEL %s", target));
+    }
+    is_int(refused, tried, "every truncation of the value is refused (%d)", tried);
+    /* byte corruptions: each either refused or a log READ and INFO can serve */
+    srand(15);
+    int loaded = 0;
+    for (int i = 0; i < 400; i++) {
+        char bad[512];
+        memcpy(bad, v, vlen);
+        size_t at = (size_t)rand() % vlen;
+        bad[at] = (char)(i < 256 ? i : rand());
+        pl = craft_dump(real, rl, bad, vlen, pay, sizeof(pay));
+        const char *e = rh_err(rh_cmd(&S, "RESTORE %s 0 %b", target, pay, pl));
+        if (!*e) {
+            loaded++;
+            readres_t q = {0};
+            log_read(&S, target, "0", 100, NULL, &q);
+            if (q.err[0])
+                crashed++;
+        }
+        rh_int(rh_cmd(&S, "DEL %s", target));
+    }
+    is_int(crashed, 0, "corrupted values that load read like logs (%d of 400 loaded)", loaded);
+    static const struct {
+        const char *v;
+        size_t n;
+        const char *what;
+    } hand[] = {{"\x02\x00\x00\x00\x00", 5, "another format version"},
+                {"\x01\x01\x02\x00\x00", 5, "more entries kept than added"},
+                {"\x01\x01\x00\x00\x01\x01g\x05", 8, "a group acked past the end"},
+                {"\x01\x05\x00\x00\x02\x01g\x01\x01g\x02", 11, "a duplicate group"},
+                {"\x01\x00\x00\x00\x00x", 6, "bytes after the last entry"},
+                {"\x01\x01\x01\x00\x00\x02\x01\x09", 8, "an entry whose key runs past it"}};
+    for (size_t i = 0; i < sizeof(hand) / sizeof(hand[0]); i++) {
+        pl = craft_dump(real, rl, hand[i].v, hand[i].n, pay, sizeof(pay));
+        ok(strstr(rh_err(rh_cmd(&S, "RESTORE %s 0 %b", target, pay, pl)), "ERR") != NULL,
+           "refused: %s", hand[i].what);
+    }
+    ok(rh_info_field(&S, "crdt", "crdt_log_load_errors") >= tried, "INFO crdt_log_load_errors");
+    is(rh_err(rh_cmd(&S, "PING")), "", "the server still serves");
+    free(real);
+    crdtm_lv_free(lv);
+    free(v);
+    rh_stop(&S);
+}
+
+/* The log value itself (logval.c): appends, trims, seeks, groups and its bytes. */
+static void test_logval(void)
+{
+    crdtm_logval_t *lv = crdtm_lv_new(1);
+    char rec[CRDTM_REC_MAX(8, 300)], delta[300];
+    memset(delta, 'd', sizeof(delta));
+    for (int i = 1; i <= 1000; i++) {
+        size_t n = crdtm_lv_record(rec, (uint64_t)i * 10, "key", 3, 0, delta, (size_t)(i % 300));
+        if (crdtm_lv_append(lv, rec, n) != 0)
+            break;
+    }
+    is_int((long long)lv->added, 1000, "1000 appends");
+    ok(lv->nch > 10, "over many chunks (%u)", lv->nch);
+    ok(crdtm_lv_append(lv, "\x80", 1) == -1, "a record that is none is refused");
+    crdtm_lv_iter_t it;
+    crdtm_rec_t r;
+    bool all = true;
+    for (uint64_t o = 1; o <= 1000; o += 37) {
+        crdtm_lv_seek(lv, o, &it);
+        all = all && crdtm_lv_next(&it, &r) && r.offset == o && r.ms == o * 10 &&
+              r.elen == 4 + o % 300;
+    }
+    ok(all, "seek finds every offset, with its ms and entry");
+    is_int((long long)crdtm_lv_older_than(lv, 505), 50, "older than ms 505: up to entry 50");
+    is_int((long long)crdtm_lv_trim(lv, 333), 333, "trim up to 333");
+    is_int((long long)crdtm_lv_first(lv), 334, "first is 334");
+    crdtm_lv_seek(lv, 1, &it);
+    ok(crdtm_lv_next(&it, &r) && r.offset == 334 && r.ms == 3340, "a seek before it lands on it");
+    crdtm_lv_seek(lv, 1001, &it);
+    ok(!crdtm_lv_next(&it, &r), "a seek past the end finds nothing");
+    size_t count = 0;
+    crdtm_lv_seek(lv, 0, &it);
+    while (crdtm_lv_next(&it, &r))
+        count++;
+    is_int((long long)count, 667, "667 entries remain");
+    ok(crdtm_lv_group_set(lv, "", 0, 1) == -1, "an empty group name is refused");
+    crdtm_lv_group_set(lv, "b", 1, 900);
+    crdtm_lv_group_set(lv, "a", 1, 500);
+    uint64_t m;
+    ok(crdtm_lv_min_acked(lv, &m) && m == 500, "the slowest group: 500");
+    size_t n;
+    char *b = crdtm_lv_encode(lv, &n);
+    const char *why = NULL;
+    crdtm_logval_t *back = crdtm_lv_decode(b, n, &why);
+    size_t n2;
+    char *b2 = back ? crdtm_lv_encode(back, &n2) : NULL;
+    ok(b2 && n2 == n && !memcmp(b, b2, n), "encode, decode, encode: the same bytes");
+    ok(back && back->added == 1000 && back->len == 667 && back->ngroups == 2 &&
+           back->last_ms == 10000,
+       "and the same counters and groups");
+    crdtm_logval_t *cp = crdtm_lv_copy(lv);
+    ok(cp && cp->len == 667 && crdtm_lv_mem(cp) > 667 * 100, "a copy, with its memory");
+    int bad = 0;
+    for (size_t cut = 0; cut < n; cut += (cut < 64 ? 1 : 97)) {
+        crdtm_logval_t *t = crdtm_lv_decode(b, cut, &why);
+        bad += t == NULL;
+        crdtm_lv_free(t);
+    }
+    ok(bad > 0 && crdtm_lv_decode(b, n - 1, &why) == NULL, "truncations are refused (%s)", why);
+    {
+        char huge[16] = {1};
+        size_t hn = 1 + crdtm_varint_put(huge + 1, (UINT64_C(1) << 62) + 1);
+        memcpy(huge + hn, "\0\0\0", 3);
+        ok(crdtm_lv_decode(huge, hn + 3, &why) == NULL && !strcmp(why, "entry count out of range"),
+           "a log claiming more than 2^62 entries is refused (its offsets would wrap)");
+    }
+    crdtm_lv_free(cp);
+    crdtm_lv_free(back);
+    crdtm_lv_free(lv);
+    free(b);
+    free(b2);
 }
 
 /* The entry value's codec (logpos.c): round trips and every malformed form refused. */
@@ -894,6 +1281,7 @@ int main(void)
     if (why)
         skip_all("%s", why);
     test_entry_codec();
+    test_logval();
     rh_watchdog(rh_sanitized() ? 240 : 120);
     test_basics();
     test_replica_restore_off();
@@ -902,7 +1290,10 @@ int main(void)
     test_origin();
     test_poll();
     test_poll_tail();
-    test_counters();
+    test_log_value();
+    test_trim_replicated();
+    test_restore_corrupt();
+    test_append_cache();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();

@@ -340,6 +340,16 @@ int main(int argc, char **argv)
         write_file(dir, n++, "\x00", 1);
         return 0;
     }
+    if (!strcmp(kind, "fuzz_logval")) {
+        /* change-log values (logval.h): empty, one entry, trimmed with two groups */
+        write_file(dir, n++, "\x01\x00\x00\x00\x00", 5);
+        write_file(dir, n++, "\x01\x01\x01\x88\x0e\x00\x08\xe8\x07\x08{o}kd", 15);
+        write_file(dir, n++,
+                   "\x01\x05\x02\x88\x0e\x02\x01g\x04\x01h\x03"
+                   "\x08\xe8\x07\x08{o}k1\x08\xe8\x07\x08{o}k2",
+                   33);
+        return 0;
+    }
     if (!strcmp(kind, "fuzz_log")) {
         /* mode 1 (the harness fixes the CRCs), then records: seq, key "k<type>", a sample of
          * every type, each twice (a key of many records), and a feed of one-entry deltas */
