@@ -344,10 +344,9 @@ int main(int argc, char **argv)
         /* change-log values (logval.h): empty, one entry, trimmed with two groups */
         write_file(dir, n++, "\x01\x00\x00\x00\x00", 5);
         write_file(dir, n++, "\x01\x01\x01\x88\x0e\x00\x08\xe8\x07\x08{o}kd", 15);
-        write_file(dir, n++,
-                   "\x01\x05\x02\x88\x0e\x02\x01g\x04\x01h\x03"
-                   "\x08\xe8\x07\x08{o}k1\x08\xe8\x07\x08{o}k2",
-                   33);
+        static const char two_groups[] = "\x01\x05\x02\x88\x0e\x02\x01g\x04\x01h\x03"
+                                         "\x08\xe8\x07\x08{o}k1\x08\xe8\x07\x08{o}k2";
+        write_file(dir, n++, two_groups, sizeof(two_groups) - 1); /* 30 bytes */
         return 0;
     }
     if (!strcmp(kind, "fuzz_log")) {
