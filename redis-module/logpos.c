@@ -1,6 +1,8 @@
 /* logpos.c - CRC16 key slots, a hash tag per slot, change-log names and reader positions */
 #include "logpos.h"
 
+#include "crdt.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -175,31 +177,19 @@ size_t crdtm_pos_format(const crdtm_pos_t *p, char *buf)
 
 /* ---- change-log entries --------------------------------------------------------------------- */
 
+/* The module's char-pointer forms of libcrdt's varint codec (crdt.h: the one implementation). */
 size_t crdtm_varint_put(char *p, uint64_t v)
 {
-    size_t n = 0;
-    while (v >= 0x80) {
-        p[n++] = (char)(0x80 | (v & 0x7f));
-        v >>= 7;
-    }
-    p[n++] = (char)v;
-    return n;
+    return crdt_varint_put((uint8_t *)p, v);
 }
 
 bool crdtm_varint_get(const char **p, const char *end, uint64_t *v)
 {
-    uint64_t x = 0;
-    for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
-        uint8_t b = (uint8_t) * (*p)++;
-        if (shift == 63 && b > 1)
-            return false;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return true;
-        }
-    }
-    return false;
+    size_t pos = 0;
+    if (crdt_varint_scan(*p, (size_t)(end - *p), &pos, v))
+        return false;
+    *p += pos;
+    return true;
 }
 
 size_t crdtm_entry_encode(char *out, const char *key, size_t klen, uint64_t origin,

@@ -90,8 +90,8 @@ int crdtm_entry_decode(const char *e, size_t len, crdtm_entry_t *out);
 /* Unsigned LEB128: writes v at p (at most 10 bytes), returns its length. */
 size_t crdtm_varint_put(char *p, uint64_t v);
 
-/* The varint at *p (before end) into *v, *p moved past it; false when truncated or longer than
- * 64 bits. */
+/* The varint at *p (before end) into *v, *p moved past it; false (and *p unchanged) when
+ * truncated, longer than 64 bits or not in its shortest form (crdt_varint_scan). */
 bool crdtm_varint_get(const char **p, const char *end, uint64_t *v);
 
 #endif /* CRDTM_LOGPOS_H */

@@ -2,6 +2,8 @@
 #include "logval.h"
 #include "logpos.h"
 
+#include "crdt.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,21 +156,11 @@ int crdtm_lv_append(crdtm_logval_t *lv, const char *rec, size_t rlen)
     return 0;
 }
 
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 const char *crdtm_lv_append_entry(crdtm_logval_t *lv, uint64_t ms, const char *key, size_t klen,
                                   uint64_t origin, const void *delta, size_t dlen, size_t *rlen)
 {
-    size_t rl = varint_len(ms) + varint_len((uint64_t)klen * 2 + (origin != 0)) + klen +
-                (origin ? varint_len(origin) : 0) + dlen;
+    size_t rl = crdt_varint_len(ms) + crdt_varint_len((uint64_t)klen * 2 + (origin != 0)) + klen +
+                (origin ? crdt_varint_len(origin) : 0) + dlen;
     if (rl > UINT32_MAX / 2)
         return NULL;
     crdtm_chunk_t *t = reserve(lv, rl + 10);
