@@ -418,7 +418,6 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     size_t rlen;
     const char *rec = crdtm_lv_append_entry(lv, now > 0 ? (uint64_t)now : 0, k, klen, log_origin,
                                             data, len, &rlen);
-    int rc = rec ? 0 : -1;
     if (rec) {
         /* One command to replicas and the AOF: CRDT.LOG.APPLY log key record (the write's merge
          * and its entry) when the caller left its replication to us, else the entry alone as
@@ -439,7 +438,7 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
     }
     if (lk)
         RedisModule_CloseKey(lk);
-    return rc == 0 ? 0 : -1;
+    return rec ? 0 : -1;
 }
 
 void crdtm_log_set_origin(uint64_t origin)
