@@ -359,6 +359,7 @@ static void test_corrupt_rdb_values(void)
                 rh_int(rh_cmd(&s, "DEL bad2"));
             } else {
                 wrong++;
+                rh_note("%s: byte %zu flipped: reply type %d", keys[k], i, x ? x->type : -1);
             }
             if (x)
                 freeReplyObject(x);
@@ -376,10 +377,13 @@ static void test_corrupt_rdb_values(void)
             memcpy(bad + (len - 10 - cut), dump + len - 10, 10);
             redisReply *x = rh_cmd(&s, "RESTORE bad 0 %b", bad, nl);
             attempts++;
-            if (x && x->type == REDIS_REPLY_ERROR)
+            if (x && x->type == REDIS_REPLY_ERROR) {
                 refused++;
-            else
+            } else {
                 wrong++;
+                rh_note("%s: %zu of %zu bytes cut: reply type %d%s", keys[k], cut, len,
+                        x ? x->type : -1, x && x->type == REDIS_REPLY_STATUS ? " (accepted)" : "");
+            }
             if (x)
                 freeReplyObject(x);
             rh_int(rh_cmd(&s, "DEL bad"));
