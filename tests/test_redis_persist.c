@@ -308,6 +308,18 @@ static void test_replica(void)
     rh_stop(&m);
 }
 
+/* Whether keys `a` and `b` of `s` hold byte-identical states. */
+static int same_state(rh_server_t *s, const char *a, const char *b)
+{
+    size_t la, lb;
+    char *x = rh_str(rh_cmd(s, "CRDT.STATE %s", a), &la);
+    char *y = rh_str(rh_cmd(s, "CRDT.STATE %s", b), &lb);
+    int same = x && y && la == lb && memcmp(x, y, la) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
 static void test_corrupt_rdb_values(void)
 {
     rh_server_t s;
@@ -318,7 +330,7 @@ static void test_corrupt_rdb_values(void)
     char *skip = rh_str(rh_cmd(&s, "DEBUG SET-SKIP-CHECKSUM-VALIDATION 1"), NULL);
     is(skip, "OK", "DEBUG SET-SKIP-CHECKSUM-VALIDATION 1");
     free(skip);
-    int attempts = 0, refused = 0, wrong = 0;
+    int attempts = 0, refused = 0, wrong = 0, intact = 0;
     for (int k = 0; k < NKEYS; k++) {
         size_t len;
         char *dump = rh_str(rh_cmd(&s, "DUMP %s", keys[k]), &len);
@@ -379,6 +391,13 @@ static void test_corrupt_rdb_values(void)
             attempts++;
             if (x && x->type == REDIS_REPLY_ERROR) {
                 refused++;
+            } else if (x && x->type == REDIS_REPLY_STATUS && cut == 2 &&
+                       (unsigned char)dump[len - 12] == 0x0a && same_state(&s, keys[k], "bad")) {
+                /* Not a corruption: cutting the module's EOF byte and the frame's last byte
+                 * makes Redis read the string's last byte from the footer's version (0x0a) and
+                 * the EOF from its second byte (0x00). When the frame ended in 0x0a anyway the
+                 * payload is the value intact. */
+                intact++;
             } else {
                 wrong++;
                 rh_note("%s: %zu of %zu bytes cut: reply type %d%s", keys[k], cut, len,
@@ -391,6 +410,8 @@ static void test_corrupt_rdb_values(void)
         free(bad);
         free(dump);
     }
+    if (intact)
+        rh_note("%d truncation(s) were the intact value in Redis's framing", intact);
     ok(refused > attempts / 2, "%d of %d corrupted RESTORE payloads refused", refused, attempts);
     is_int(wrong, 0, "every corrupted payload was refused or gave a valid state");
     ok(rh_info_field(&s, "crdt", "crdt_rdb_load_errors") > 0,
