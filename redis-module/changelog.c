@@ -381,10 +381,12 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         int kt;
         lv = log_value(lk, &kt);
         if (!lv) {
-            /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it */
+            /* gone (FLUSHALL, DEL, moved away) or replaced by another type: forget it. Not
+             * sl->n--: opening an expired log deletes it right there, and the "expired" event
+             * that deletion sends has already taken it off the registry. */
             RedisModule_CloseKey(lk);
             lk = NULL;
-            sl->n--;
+            registry_remove(slot, epoch);
         }
     }
     if (!lv && !lk) {
@@ -408,11 +410,16 @@ int crdtm_log_append(RedisModuleCtx *ctx, RedisModuleString *key, const void *da
         sl->cur_epoch = epoch;
     }
     if (lk) {
-        /* kept for the next append (cache_forget drops it if the key changes otherwise) */
+        /* kept for the next append (cache_forget drops it if the key changes otherwise), unless
+         * someone gave the log a TTL: then each append opens the key, so one after the expiry
+         * finds it gone (lazily expired) instead of writing into a value nobody can read. An
+         * EXPIRE or PERSIST later is a keyspace event on the name, which forgets the value. */
         cache_forget(sl);
-        sl->cached = lv;
-        sl->cached_db = db;
-        lv->cached_slot = (int32_t)slot;
+        if (RedisModule_GetExpire(lk) == REDISMODULE_NO_EXPIRE) {
+            sl->cached = lv;
+            sl->cached_db = db;
+            lv->cached_slot = (int32_t)slot;
+        }
     }
     long long now = RedisModule_Milliseconds();
     size_t rlen;

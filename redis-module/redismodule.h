@@ -24,6 +24,7 @@
 
 /* KeyType results */
 #define REDISMODULE_KEYTYPE_EMPTY 0
+#define REDISMODULE_NO_EXPIRE -1 /* RedisModule_GetExpire of a key without a TTL */
 #define REDISMODULE_KEYTYPE_STRING 1
 #define REDISMODULE_KEYTYPE_LIST 2
 #define REDISMODULE_KEYTYPE_HASH 3
@@ -294,6 +295,7 @@ typedef struct RedisModuleCommandInfo {
     X(size_t, ValueLength, (RedisModuleKey * key))                                                 \
     X(int, KeyExists, (RedisModuleCtx * ctx, RedisModuleString * name))                            \
     X(int, DeleteKey, (RedisModuleKey * key))                                                      \
+    X(long long, GetExpire, (RedisModuleKey * key))                                                \
     X(RedisModuleString *, CreateString, (RedisModuleCtx * ctx, const char *ptr, size_t len))      \
     X(void, FreeString, (RedisModuleCtx * ctx, RedisModuleString * str))                           \
     X(const char *, StringPtrLen, (const RedisModuleString *str, size_t *len))                     \

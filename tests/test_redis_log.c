@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "crdt.h"
 #include "logpos.h"
@@ -1019,6 +1020,23 @@ static void test_append_cache(void)
                    "the renamed value is left alone");
         (void)before_len;
     }
+    /* A log given a TTL (nobody should, but EXPIRE works on any key) is not kept between appends:
+     * a write after its expiry goes to a new log, not into the expired value. Active expiry off,
+     * so only the lazy one (an append opening the key) can find that it expired. */
+    free(rh_str(rh_cmd(&S, "FLUSHALL"), NULL));
+    free(rh_str(rh_cmd(&S, "DEBUG SET-ACTIVE-EXPIRE 0"), NULL));
+    rh_int(rh_cmd(&S, "CRDT.SADD {ac}k a"));
+    ok(log_of(&S, "{ac}k", name) == 0, "TTL: a log");
+    is_int(rh_int(rh_cmd(&S, "PEXPIRE %s 200", name)), 1, "TTL: PEXPIRE on the log");
+    rh_int(rh_cmd(&S, "CRDT.SADD {ac}k b")); /* opens the key (the event forgot it), sees the TTL */
+    is_int(log_info(&S, name, "entries-added"), 2, "TTL: appends go to the log while it lives");
+    usleep(400 * 1000);
+    rh_int(rh_cmd(&S, "CRDT.SADD {ac}k c"));
+    bool fresh = log_of(&S, "{ac}k", again) == 0 && strcmp(again, name) != 0 &&
+                 log_info(&S, again, "entries-added") == 1;
+    ok(fresh, "TTL: the write after the expiry goes to a new log (%s, %lld entries)", again,
+       log_info(&S, again, "entries-added"));
+    free(rh_str(rh_cmd(&S, "DEBUG SET-ACTIVE-EXPIRE 1"), NULL));
     is(rh_err(rh_cmd(&S, "PING")), "", "the server still serves");
     rh_stop(&S);
 }
