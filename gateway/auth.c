@@ -133,8 +133,10 @@ int gw_auth_init(gw_server_t *s)
                    "--token-secret-file, or --allow-open if that is what you mean");
             return -1;
         }
+        s->open_node = true;
         gw_log("OPEN NODE: no token secret (--token-secret-file or $CRDTD_TOKEN_SECRET): every "
-               "HTTP request and WebSocket session may read and write every key");
+               "HTTP request and WebSocket session may read and write every key (requests "
+               "naming a host other than an IP address, localhost or --allowed-host get 403)");
         if (s->cfg.roshi_token_file[0] || s->cfg.metrics_auth)
             gw_log("--roshi-token-file and --metrics-auth do nothing without a token secret");
         return 0;

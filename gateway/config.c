@@ -125,6 +125,9 @@ static void usage(FILE *f)
         "  --cors-origin ORIGINS    pages of these origins (http[s]://host[:port], a comma list;\n"
         "                           repeatable) may use the HTTP API; other sites' pages get no\n"
         "                           CORS headers and their writes and WebSocket upgrades 403\n"
+        "  --allowed-host NAMES     host names (a comma list; repeatable) that a node without a\n"
+        "                           token secret answers, besides IP addresses and localhost:\n"
+        "                           other names in Host get 403 (DNS rebinding)\n"
         "  --static-dir DIR         serve DIR's files at / (default: the demo app installed\n"
         "                           beside crdtd, if there); --static-dir '' serves none\n"
         "\n"
@@ -407,6 +410,11 @@ static int set_option(gw_config_t *c, const char *name, const char *val, const c
         NEED_VALUE;
         char why[160];
         if (gw_cors_add(c, val, why, sizeof(why)))
+            BAD_VALUE(why);
+    } else if (!strcmp(name, "allowed-host")) {
+        NEED_VALUE;
+        char why[160];
+        if (gw_hosts_add(c, val, why, sizeof(why)))
             BAD_VALUE(why);
     } else if (!strcmp(name, "static-dir")) {
         NEED_VALUE;

@@ -14,6 +14,8 @@
 #define GW_MAX_PEERS 16
 #define GW_MAX_CORS 32         /* --cors-origin entries */
 #define GW_CORS_ORIGIN_MAX 256 /* bytes of one, NUL included */
+#define GW_MAX_HOSTS 32        /* --allowed-host names */
+#define GW_HOST_NAME_MAX 254   /* bytes of one, NUL included (a DNS name is at most 253) */
 
 typedef struct gw_addr {
     char host[256];
@@ -79,6 +81,10 @@ typedef struct gw_config {
     /* browsers (cors.c, static.c; docs/web-client.md) */
     char cors_origins[GW_MAX_CORS][GW_CORS_ORIGIN_MAX]; /* --cors-origin, lower case */
     int ncors;
+    /* --allowed-host, lower case, no trailing dot: the names a node without a token secret
+     * answers besides IP addresses and localhost (cors.h, gw_host_allowed) */
+    char allowed_hosts[GW_MAX_HOSTS][GW_HOST_NAME_MAX];
+    int nhosts;
     char static_dir[1024]; /* files served at / on --listen; "" = none */
     bool static_dir_set;   /* --static-dir given (else the demo beside the binary, if there) */
 } gw_config_t;

@@ -117,6 +117,141 @@ int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen)
     return 0;
 }
 
+/* Whether n bytes at s are a host name: labels of letters, digits and '-' joined by '.', none
+ * empty, a trailing dot allowed (dropped by the callers). */
+static bool host_name_ok(const char *s, size_t n)
+{
+    if (n && s[n - 1] == '.')
+        n--;
+    if (!n || n >= GW_HOST_NAME_MAX)
+        return false;
+    size_t label = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '.') {
+            if (!label)
+                return false;
+            label = 0;
+        } else if (isalnum(ch) || ch == '-') {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
+int gw_hosts_add(gw_config_t *c, const char *list, char *why, size_t whylen)
+{
+    char parsed[GW_MAX_HOSTS][GW_HOST_NAME_MAX];
+    int n = 0;
+    const char *p = list;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *e = comma ? comma : p + strlen(p);
+        while (p < e && isspace((unsigned char)*p))
+            p++;
+        while (e > p && isspace((unsigned char)e[-1]))
+            e--;
+        if (c->nhosts + n >= GW_MAX_HOSTS) {
+            snprintf(why, whylen, "too many host names (at most %d)", GW_MAX_HOSTS);
+            return -1;
+        }
+        if (!host_name_ok(p, (size_t)(e - p))) {
+            snprintf(why, whylen,
+                     e == p ? "empty host name in the list"
+                            : "a host name is letters, digits, '-' and '.', with no port or "
+                              "scheme (e.g. crdtd.internal)");
+            return -1;
+        }
+        size_t len = (size_t)(e - p) - (e[-1] == '.');
+        for (size_t i = 0; i < len; i++)
+            parsed[n][i] = (char)tolower((unsigned char)p[i]);
+        parsed[n][len] = '\0';
+        n++;
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    for (int i = 0; i < n; i++)
+        memcpy(c->allowed_hosts[c->nhosts++], parsed[i], GW_HOST_NAME_MAX);
+    return 0;
+}
+
+/* Whether n bytes at s are a dotted-decimal IPv4 address: four numbers 0..255. */
+static bool is_ipv4(const char *s, size_t n)
+{
+    int parts = 0;
+    size_t i = 0;
+    while (i < n) {
+        unsigned v = 0;
+        size_t d = 0;
+        for (; i < n && s[i] >= '0' && s[i] <= '9' && d < 4; i++, d++)
+            v = v * 10 + (unsigned)(s[i] - '0');
+        if (!d || d > 3 || v > 255)
+            return false;
+        parts++;
+        if (i == n)
+            break;
+        if (s[i] != '.' || parts == 4)
+            return false;
+        i++;
+        if (i == n)
+            return false;
+    }
+    return parts == 4;
+}
+
+bool gw_host_allowed(const gw_config_t *c, const char *host)
+{
+    if (!host || !*host)
+        return true;
+    size_t n = strlen(host);
+    const char *port = NULL;
+    if (host[0] == '[') {
+        /* an IPv6 literal: [hex digits, ':' and '.'] and perhaps :port */
+        const char *close = strchr(host, ']');
+        if (!close || close == host + 1)
+            return false;
+        for (const char *p = host + 1; p < close; p++)
+            if (!isxdigit((unsigned char)*p) && *p != ':' && *p != '.')
+                return false;
+        port = close[1] ? close + 1 : NULL;
+        if (port && *port != ':')
+            return false;
+        n = (size_t)(close + 1 - host);
+    } else {
+        const char *colon = strchr(host, ':');
+        if (colon) {
+            port = colon;
+            n = (size_t)(colon - host);
+        }
+    }
+    if (port) {
+        if (!port[1] || strlen(port + 1) > 5)
+            return false;
+        for (const char *p = port + 1; *p; p++)
+            if (*p < '0' || *p > '9')
+                return false;
+    }
+    if (host[0] == '[')
+        return true;
+    if (n && host[n - 1] == '.')
+        n--;
+    if (is_ipv4(host, n))
+        return true;
+    if (!host_name_ok(host, n))
+        return false;
+    if ((n == 9 && !strncasecmp(host, "localhost", 9)) ||
+        (n > 10 && !strncasecmp(host + n - 10, ".localhost", 10)))
+        return true;
+    for (int i = 0; i < c->nhosts; i++)
+        if (strlen(c->allowed_hosts[i]) == n && !strncasecmp(host, c->allowed_hosts[i], n))
+            return true;
+    return false;
+}
+
 gw_origin_t gw_cors_classify(const gw_config_t *c, const char *origin, const char *host)
 {
     if (!origin)

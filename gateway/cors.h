@@ -34,6 +34,20 @@ int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen);
  * header, NULL if none) on a server configured with c. Case-insensitive. */
 gw_origin_t gw_cors_classify(const gw_config_t *c, const char *origin, const char *host);
 
+/* Adds each host name of a comma-separated list (letters, digits, '-' and '.'; no port; stored
+ * lower case, without a trailing dot) to c->allowed_hosts. 0, or -1 with the reason in why
+ * (nothing of the list is added then). */
+int gw_hosts_add(gw_config_t *c, const char *list, char *why, size_t whylen);
+
+/* Whether a node without a token secret answers a request whose Host header is `host` (NULL or
+ * empty: none). DNS rebinding: a site can make its own name resolve to 127.0.0.1, and its pages
+ * are then "same origin" with the node, Origin check passed; but their requests still carry the
+ * site's name in Host. So an open node answers only a Host that is an IP address (v4, or v6 in
+ * brackets), `localhost` or a name under `.localhost` (browsers resolve those to loopback
+ * themselves), or one of --allowed-host, with or without a port; and a request without Host
+ * (no browser sends one). Case-insensitive; a trailing dot is ignored. */
+bool gw_host_allowed(const gw_config_t *c, const char *host);
+
 /* The methods and request headers a preflight allows (Access-Control-Allow-*). */
 #define GW_CORS_METHODS "GET, HEAD, POST, PUT, DELETE, OPTIONS"
 #define GW_CORS_HEADERS "Authorization, Content-Type, If-None-Match"

@@ -513,6 +513,27 @@ static int header_dup(struct lws *wsi, enum lws_token_indexes h, char **out)
     return 0;
 }
 
+/* Whether a request may be answered for its Host (cors.h, gw_host_allowed): on a node without a
+ * token secret only IP addresses, localhost and --allowed-host names; else why, and false. */
+static bool host_ok(const gw_server_t *s, struct lws *wsi, char *why, size_t whylen)
+{
+    if (!s->open_node)
+        return true; /* tokens guard every endpoint: a rebound page has none */
+    char host[GW_HOST_NAME_MAX + 16];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+    if (n <= 0)
+        return true;
+    /* one too long to copy names no allowed host */
+    if (n < (int)sizeof(host) && lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0 &&
+        gw_host_allowed(&s->cfg, host))
+        return true;
+    snprintf(why, whylen,
+             "Host %.200s is not answered by a node without a token secret (a page could reach "
+             "it by DNS rebinding): use its IP address or localhost, or crdtd --allowed-host",
+             n < (int)sizeof(host) ? host : "(too long)");
+    return false;
+}
+
 /* The request's Origin into c->rq (origin, origin_kind against its Host). -1: out of memory. */
 static int origin_of(gw_conn_t *c, struct lws *wsi)
 {
@@ -551,6 +572,9 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
             return -1;
     }
 
+    char why[400];
+    if (!host_ok(s, wsi, why, sizeof(why)))
+        return conn_reject(c, 403, why);
     if (origin_of(c, wsi) || header_dup(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH, &c->rq.if_none_match))
         return -1;
     bool writes = c->rq.method != GW_GET && c->rq.method != GW_OPTIONS;
@@ -733,6 +757,11 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
          * to protocols[0], this HTTP callback. */
         if (!strcmp(in ? (const char *)in : "", "websocket") && lws_get_vhost(wsi) == s->vh_main &&
             upgrade_protocol_ok(s, wsi)) {
+            char why[400];
+            if (!host_ok(s, wsi, why, sizeof(why))) {
+                lws_return_http_status(wsi, 403, why);
+                return 1;
+            }
             if (upgrade_origin_ok(s, wsi))
                 return 0;
             return 1;

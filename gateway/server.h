@@ -41,6 +41,7 @@ struct gw_server {
     volatile int reload;                  /* SIGHUP seen: the loop calls on_reload */
     void (*on_reload)(gw_server_t *s);    /* main.c: key ring and certificates */
     struct gw_auth *auth;                 /* token key ring (auth.c), NULL until gw_auth_init */
+    bool open_node; /* no token secret (gw_auth_init sets it): http.c answers allowed Hosts only */
     struct gw_sync *sync;   /* WebSocket client sessions (sync.c), NULL until gw_sync_init */
     struct gw_peers *peers; /* peer links (peer.c), NULL until gw_peer_init */
     bool loading; /* recovered keys are still being joined in the background (logged when done) */

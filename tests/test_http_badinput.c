@@ -109,7 +109,7 @@ static void http_corpus(void)
 {
     check("garbage request line", raw_str("GARBAGE\r\n\r\n", true), 0);
     check("method only", raw_str("GET\r\n\r\n", true), 0);
-    check("unknown method", raw_str("FROB / HTTP/1.1\r\nHost: x\r\n\r\n", true), 0);
+    check("unknown method", raw_str("FROB / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", true), 0);
     check("HTTP/9.9", raw_str("GET /healthz HTTP/9.9\r\n\r\n", true), 0);
     check("HTTP/1.0 without Host", raw_str("GET /healthz HTTP/1.0\r\n\r\n", true), 200);
     check("bare LF line ends", raw_str("GET /healthz HTTP/1.1\nHost: x\n\n", true), 0);
@@ -127,13 +127,13 @@ static void http_corpus(void)
 
     size_t big = 100000;
     char *huge = malloc(big + 200);
-    int n = sprintf(huge, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    int n = sprintf(huge, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ");
     memset(huge + n, 'a', big);
     strcpy(huge + n + big, "\r\n\r\n");
     check("a 100 KB header", raw_str(huge, true), 0);
     n = sprintf(huge, "GET /v1/keys/");
     memset(huge + n, 'A', big);
-    strcpy(huge + n + big, " HTTP/1.1\r\nHost: x\r\n\r\n");
+    strcpy(huge + n + big, " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     check("a 100 KB URL", raw_str(huge, true), 0);
     size_t w = (size_t)sprintf(huge, "GET /healthz HTTP/1.1\r\n");
     for (int i = 0; i < 3000 && w + 40 < big; i++)
@@ -144,55 +144,63 @@ static void http_corpus(void)
 
     const char *b = "{\"type\":\"pncounter\",\"op\":\"incr\"}";
     char req[1024];
-    snprintf(req, sizeof(req),
-             "POST /v1/keys/dHJ1bmM HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n%.10s", b);
+    snprintf(
+        req, sizeof(req),
+        "POST /v1/keys/dHJ1bmM HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n%.10s", b);
     check("truncated body (100 promised, 10 sent)", raw_str(req, true), 0);
     check("a body promised and never sent",
-          raw_str("POST /v1/keys/dHJ1bmM HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n", true),
+          raw_str("POST /v1/keys/dHJ1bmM HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 50\r\n\r\n",
+                  true),
           0);
-    check("oversized body (10 MB announced)",
-          raw_str("POST /v1/keys/YmlnZw HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n",
-                  false),
-          413);
+    check(
+        "oversized body (10 MB announced)",
+        raw_str(
+            "POST /v1/keys/YmlnZw HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10485760\r\n\r\n",
+            false),
+        413);
     check("Content-Length: -1",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}", true), 0);
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -1\r\n\r\n{}",
+                  true),
+          0);
     check("Content-Length: abc",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", true),
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n{}",
+                  true),
           0);
     check("Content-Length: 2^70",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: "
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
                   "1180591620717411303424\r\n\r\n{}",
                   true),
           0);
     check("two Content-Lengths",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n"
                   "Content-Length: 40\r\n\r\n{}",
                   true),
           0);
-    check("chunked body",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  "2\r\n{}\r\n0\r\n\r\n",
-                  false),
-          411);
-    check("POST without Content-Length",
-          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\n\r\n", false), 411);
-    check("body longer than Content-Length (pipelined junk)",
-          raw_str(
-              "POST /v1/keys/YQ HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}GARBAGE\r\n\r\n",
-              true),
-          0);
     check(
-        "two pipelined requests",
-        raw_str("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
-                true),
-        200);
+        "chunked body",
+        raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "2\r\n{}\r\n0\r\n\r\n",
+                false),
+        411);
+    check("POST without Content-Length",
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", false), 411);
+    check("body longer than Content-Length (pipelined junk)",
+          raw_str("POST /v1/keys/YQ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: "
+                  "2\r\n\r\n{}GARBAGE\r\n\r\n",
+                  true),
+          0);
+    check("two pipelined requests",
+          raw_str("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nHost: "
+                  "127.0.0.1\r\n\r\n",
+                  true),
+          200);
     /* pipelining: lws 4.1.6 loops on input pipelined behind a request with a body unless
      * crdtd closes such a connection after answering (gateway/http.c) */
     {
         const char *pb = "{\"type\":\"gcounter\",\"op\":\"incr\"}";
-        char post[256], get[] = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", seq[1024];
+        char post[256], get[] = "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", seq[1024];
         snprintf(post, sizeof(post),
-                 "POST /v1/keys/cGlwZQ HTTP/1.1\r\nHost: x\r\n"
+                 "POST /v1/keys/cGlwZQ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  "Content-Length: %zu\r\n\r\n%s",
                  strlen(pb), pb);
         static const char *const shapes[] = {"PP", "GP", "PG", "PPP", "GGPGPG"};
@@ -213,17 +221,21 @@ static void http_corpus(void)
     }
     check(
         "WebSocket upgrade",
-        raw_str("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        raw_str("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 true),
         0);
-    check("NUL in the path", raw("GET /v1/keys/\0AAA HTTP/1.1\r\nHost: x\r\n\r\n", 37, true), 0);
-    check("%00 in the path", raw_str("GET /v1/keys/%00 HTTP/1.1\r\nHost: x\r\n\r\n", true), 0);
-    check("bad percent escape", raw_str("GET /v1/keys/%ZZ HTTP/1.1\r\nHost: x\r\n\r\n", true), 0);
-    check("dot segments", raw_str("GET /../../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", true), 0);
+    check("NUL in the path",
+          raw("GET /v1/keys/\0AAA HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 37, true), 0);
+    check("%00 in the path", raw_str("GET /v1/keys/%00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", true),
+          0);
+    check("bad percent escape",
+          raw_str("GET /v1/keys/%ZZ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", true), 0);
+    check("dot segments",
+          raw_str("GET /../../../etc/passwd HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", true), 0);
     check("100 query arguments",
           raw_str("GET /v1/changes?a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&"
-                  "a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+                  "a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1&a=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
                   true),
           400);
     /* a client that stalls mid-header and then goes away */
@@ -333,12 +345,12 @@ static void json_corpus(void)
 static void mutation_fuzz(int rounds)
 {
     static const char *seeds[] = {
-        "POST /v1/keys/ZnV6eg HTTP/1.1\r\nHost: x\r\nContent-Length: 61\r\n\r\n"
+        "POST /v1/keys/ZnV6eg HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 61\r\n\r\n"
         "{\"type\":\"timeline\",\"op\":\"add\",\"member\":\"a\",\"score\":1.5}",
-        "GET /v1/keys/ZnV6eg/timeline?limit=3&offset=1 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /v1/timelines?keys=ZnV6eg,c2VudGluZWw&limit=5 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "GET /v1/changes?since=0&limit=5 HTTP/1.1\r\nHost: x\r\n\r\n",
-        "POST /v1/keys/ZnV6eg HTTP/1.1\r\nHost: x\r\nContent-Length: 52\r\n\r\n"
+        "GET /v1/keys/ZnV6eg/timeline?limit=3&offset=1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "GET /v1/timelines?keys=ZnV6eg,c2VudGluZWw&limit=5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "GET /v1/changes?since=0&limit=5 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "POST /v1/keys/ZnV6eg HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 52\r\n\r\n"
         "{\"op\":\"add\",\"entries\":[{\"member\":\"b\",\"score\":2}]}",
     };
     uint64_t x = 12345;

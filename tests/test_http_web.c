@@ -133,6 +133,62 @@ static void test_units(void)
            "\"null\" is foreign");
     is_int(gw_cors_classify(&c, "http://evil.example", NULL), GW_ORIGIN_FOREIGN,
            "no Host: foreign");
+
+    /* --allowed-host, and which Hosts an open node answers */
+    ok(gw_hosts_add(&c, "Feed.Example., crdtd-1.internal", why, sizeof(why)) == 0 &&
+           c.nhosts == 2 && !strcmp(c.allowed_hosts[0], "feed.example"),
+       "host list parsed, lower case, trailing dot dropped (%s)", c.allowed_hosts[0]);
+    const char *bad_hosts[] = {
+        "",    "a,,b",  "http://a.example", "a.example:80", "a..b", ".a", "a/b",
+        "a b", "[::1]", "*.example"};
+    for (size_t i = 0; i < sizeof(bad_hosts) / sizeof(bad_hosts[0]); i++) {
+        int before = c.nhosts;
+        why[0] = '\0';
+        ok(gw_hosts_add(&c, bad_hosts[i], why, sizeof(why)) == -1 && c.nhosts == before && why[0],
+           "host list '%s' refused (%s), nothing added", bad_hosts[i], why);
+    }
+    struct {
+        const char *host;
+        bool want;
+    } hosts[] = {
+        {NULL, true},
+        {"", true},
+        {"127.0.0.1", true},
+        {"127.0.0.1:7379", true},
+        {"10.1.2.3:80", true},
+        {"[::1]:7379", true},
+        {"[::1]", true},
+        {"[::ffff:127.0.0.1]:1", true},
+        {"localhost:7379", true},
+        {"LOCALHOST", true},
+        {"localhost.:7379", true},
+        {"app.localhost:5173", true},
+        {"feed.example:7379", true},
+        {"FEED.EXAMPLE.", true},
+        {"crdtd-1.internal", true},
+        {"evil.example:7379", false},
+        {"sub.feed.example", false},
+        {"feed.example.evil", false},
+        {"localhost.evil.example", false},
+        {"127.0.0.1.evil.example", false},
+        {"evil-localhost", false},
+        {"1.2.3.4.5", false},
+        {"256.1.1.1", false},
+        {"127.0.0.1:", false},
+        {"127.0.0.1:7x", false},
+        {"127.0.0.1:7379:1", false},
+        {"localhost:123456", false},
+        {"[::1", false},
+        {"[]:1", false},
+        {"[::1]x", false},
+        {"[::g]:1", false},
+        {"feed.example/", false},
+        {"feed example", false},
+    };
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++)
+        ok(gw_host_allowed(&c, hosts[i].host) == hosts[i].want, "Host %s%s%s: %s",
+           hosts[i].host ? "'" : "", hosts[i].host ? hosts[i].host : "(none)",
+           hosts[i].host ? "'" : "", hosts[i].want ? "answered" : "refused");
 }
 
 /* ---- a crdtd with a directory of its own ---------------------------------------------------- */
@@ -478,6 +534,110 @@ static void test_cors(const char *tmp)
     is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
 }
 
+/* The status of a raw request on a fresh connection ("Connection: close" so the answer ends it);
+ * into body (size n) the response's start when body is not NULL. */
+static int raw_status(int port, const char *req, char *body, size_t n)
+{
+    size_t got_len = 0;
+    char *got = hc_raw(port, req, strlen(req), false, 2000, &got_len);
+    int st = got && !strncmp(got, "HTTP/1.", 7) && got_len > 9 ? atoi(got + 9) : -1;
+    if (body)
+        snprintf(body, n, "%s", got ? got : "");
+    free(got);
+    return st;
+}
+
+static int get_with_host(int port, const char *path, const char *host)
+{
+    char req[512];
+    snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
+             host);
+    return raw_status(port, req, NULL, 0);
+}
+
+/* An upgrade to crdt.v1 sent with Host `host` and the page's Origin http://<host> (what a
+ * browser sends from a page of that site): the answer's status. */
+static int upgrade_with_host(int port, const char *host)
+{
+    char req[1024];
+    snprintf(req, sizeof(req),
+             "GET / HTTP/1.1\r\nHost: %s\r\nOrigin: http://%s\r\nUpgrade: websocket\r\n"
+             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: crdt.v1\r\n\r\n",
+             host, host);
+    size_t n = 0;
+    char *got = hc_raw(port, req, strlen(req), false, 1000, &n);
+    int st = got && !strncmp(got, "HTTP/1.", 7) && strlen(got) > 9 ? atoi(got + 9) : -1;
+    free(got);
+    return st;
+}
+
+/* DNS rebinding: a site that makes its name resolve to 127.0.0.1 serves pages that are "same
+ * origin" with a loopback crdtd; without a token secret they could read and write every key.
+ * Their requests carry the site's name in Host: an open node answers IP addresses, localhost and
+ * --allowed-host names only, on every listener and for WebSocket upgrades too. */
+static void test_hosts(const char *tmp)
+{
+    crdtd_proc_t p;
+    const char *args[] = {"--no-persist",   "--static-dir", "",  "--roshi-listen", "127.0.0.1:0",
+                          "--allowed-host", "feed.example", NULL};
+    if (crdtd_start(&p, CRDTD_BIN, tmp, args)) {
+        fail("an open crdtd with --allowed-host starts");
+        return;
+    }
+    char host[128], body[2048], req[1024];
+    snprintf(host, sizeof(host), "evil.example:%d", p.port);
+    is_int(get_with_host(p.port, "/healthz", host), 403, "open node: GET with Host %s: 403", host);
+    is_int(get_with_host(p.port, "/v1/keys/ZmVlZDox", host), 403, "open node: a read: 403");
+    snprintf(req, sizeof(req),
+             "POST /v1/keys/ZmVlZDox HTTP/1.1\r\nHost: %s\r\nOrigin: http://%s\r\n"
+             "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+             host, host, strlen(WRITE), WRITE);
+    is_int(raw_status(p.port, req, body, sizeof(body)), 403,
+           "open node: a write from that page: 403");
+    ok(strstr(body, "--allowed-host") != NULL && strstr(body, "rebinding") != NULL,
+       "the refusal says why and what to do");
+    is_int(upgrade_with_host(p.port, host), 403, "open node: a session from that page: 403");
+    snprintf(req, sizeof(req), "GET /healthz HTTP/1.0\r\n\r\n");
+    is_int(raw_status(p.port, req, NULL, 0), 200, "no Host (HTTP/1.0, no browser): 200");
+    const char *fine[] = {"127.0.0.1", "localhost", "[::1]", "app.localhost", "FEED.example"};
+    for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
+        snprintf(host, sizeof(host), "%s:%d", fine[i], p.port);
+        is_int(get_with_host(p.port, "/healthz", host), 200, "open node: Host %s: 200", host);
+        is_int(upgrade_with_host(p.port, host), 101, "open node: a session with Host %s: 101",
+               host);
+    }
+    snprintf(host, sizeof(host), "sub.feed.example:%d", p.port);
+    is_int(get_with_host(p.port, "/healthz", host), 403, "a name under an allowed one: 403");
+    if (ok(p.roshi_port > 0, "the roshi listener is up")) {
+        snprintf(host, sizeof(host), "evil.example:%d", p.roshi_port);
+        is_int(get_with_host(p.roshi_port, "/?coalesce=1", host), 403,
+               "the roshi listener: Host %s: 403", host);
+        snprintf(host, sizeof(host), "127.0.0.1:%d", p.roshi_port);
+        ok(get_with_host(p.roshi_port, "/?coalesce=1", host) != 403,
+           "the roshi listener: Host %s: not refused", host);
+    }
+    hc_resp_t r;
+    is_int(send1(p.port, "GET", "/healthz", "", NULL, &r), 200, "still serving");
+    hc_resp_free(&r);
+    is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
+
+    /* With a token secret, tokens guard everything: any Host gets to the token check */
+    char secret[512];
+    snprintf(secret, sizeof(secret), "%s/token.secret", tmp);
+    write_file(tmp, "token.secret", "a-token-secret-0123456789abcdef\n");
+    const char *targs[] = {"--no-persist", "--static-dir", "", "--token-secret-file", secret, NULL};
+    if (crdtd_start(&p, CRDTD_BIN, tmp, targs)) {
+        fail("crdtd with tokens starts");
+        return;
+    }
+    snprintf(host, sizeof(host), "crdtd.example.com:%d", p.port);
+    is_int(get_with_host(p.port, "/healthz", host), 200, "with tokens: Host %s: 200", host);
+    is_int(get_with_host(p.port, "/v1/keys/ZmVlZDox", host), 401,
+           "with tokens: a read without a token: 401, not 403");
+    is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
+}
+
 static void test_flags(const char *tmp)
 {
     char err[600];
@@ -488,6 +648,8 @@ static void test_flags(const char *tmp)
         {"--cors-origin", "ftp://x", "http://host[:port]"},
         {"--cors-origin", "http://a.example/app", "no path"},
         {"--cors-origin", "http://a,", "empty origin"},
+        {"--allowed-host", "http://a.example", "no port or scheme"},
+        {"--allowed-host", "a.example,", "empty host name"},
         {"--static-dir", "/nonexistent/dir/of/crdtd", "not a directory"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -516,6 +678,7 @@ int main(void)
     test_static_with_tokens(tmp);
     test_default_dir(tmp);
     test_cors(tmp);
+    test_hosts(tmp);
     rm_rf(tmp);
     free(tmp);
     return done_testing();

@@ -3,9 +3,12 @@
  * the classification of an Origin against a Host (gateway/cors.c).
  *
  * The first byte chooses: 0 the rest as a URL path; 1 the rest as a --cors-origin list; 2 the
- * rest as "origin\nhost" against a fixed list. A path accepted must stay inside the directory (no
- * "..", ".", dotfile or empty segment, no backslash or control byte) and end in a file name; an
- * origin accepted must be stored lower case, and must then classify as listed. */
+ * rest as "origin\nhost" against a fixed list; 3 the rest as "--allowed-host list\nHost". A path
+ * accepted must stay inside the directory (no "..", ".", dotfile or empty segment, no backslash or
+ * control byte) and end in a file name; an origin accepted must be stored lower case, and must
+ * then classify as listed; a host name accepted must be stored lower case, without a dot at
+ * either end, and then be answered with or without a port; a Host answered holds no byte a name,
+ * address or port does not. */
 #include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -59,6 +62,38 @@ static void check_list(const char *list)
     }
 }
 
+static void check_hosts(char *s)
+{
+    char *nl = strchr(s, '\n');
+    if (nl)
+        *nl = '\0';
+    gw_config_t c;
+    memset(&c, 0, sizeof(c));
+    char why[160];
+    if (gw_hosts_add(&c, s, why, sizeof(why))) {
+        if (c.nhosts != 0 || !why[0])
+            abort();
+    }
+    for (int i = 0; i < c.nhosts; i++) {
+        const char *h = c.allowed_hosts[i];
+        size_t n = strlen(h);
+        if (!n || h[0] == '.' || h[n - 1] == '.')
+            abort();
+        for (const char *p = h; *p; p++)
+            if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-' &&
+                *p != '.')
+                abort();
+        char with_port[GW_HOST_NAME_MAX + 8];
+        snprintf(with_port, sizeof(with_port), "%s:80", h);
+        if (!gw_host_allowed(&c, h) || !gw_host_allowed(&c, with_port))
+            abort();
+    }
+    if (nl && gw_host_allowed(&c, nl + 1))
+        for (const char *p = nl + 1; *p; p++)
+            if (!isalnum((unsigned char)*p) && !strchr(".-:[]", *p))
+                abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1 || size > 4096)
@@ -68,9 +103,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(s, data + 1, size - 1);
     s[size - 1] = '\0';
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0: check_path(s); break;
     case 1: check_list(s); break;
+    case 3: check_hosts(s); break;
     default: {
         static gw_config_t c;
         static int init;

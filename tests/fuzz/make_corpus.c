@@ -318,11 +318,20 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(kind, "fuzz_web")) {
-        /* selector 0: a URL path; 1: a --cors-origin list; 2: "origin\nhost" */
-        static const char *const seeds[] = {"0/", "0/app.js", "0/a/b/", "0/../etc/passwd",
-                                            "0/.git/x", "1http://a.example,https://B.example:8443",
-                                            "1http://[::1]:80", "2http://127.0.0.1:7379\n127.0.0.1:7379",
-                                            "2null\nx", "2https://b.example:8443\n"};
+        /* selector 0: a URL path; 1: a --cors-origin list; 2: "origin\nhost"; 3: "hosts\nHost" */
+        static const char *const seeds[] = {"0/",
+                                            "0/app.js",
+                                            "0/a/b/",
+                                            "0/../etc/passwd",
+                                            "0/.git/x",
+                                            "1http://a.example,https://B.example:8443",
+                                            "1http://[::1]:80",
+                                            "2http://127.0.0.1:7379\n127.0.0.1:7379",
+                                            "2null\nx",
+                                            "2https://b.example:8443\n",
+                                            "3Feed.Example.,b-1.internal\nfeed.example:7379",
+                                            "3a\n[::1]:7379",
+                                            "3\nlocalhost"};
         for (size_t i = 0; i < sizeof(seeds) / sizeof(seeds[0]); i++)
             write_file(dir, n++, seeds[i], strlen(seeds[i]));
         return 0;
