@@ -6,7 +6,8 @@
 // "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
 // "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "state_fnv Z", and the
 // log variant's "apply_log_ops_s", "merge_log_ops_s", "apply_log_cpu_ops_s", "merge_log_cpu_ops_s",
-// "log_fnv" (runLog below: the deltas appended to one byte buffer instead of kept as N objects)
+// "log_fnv" (runLog below: the deltas appended to one byte buffer instead of kept as N objects),
+// "keep_cpu_ns" (keep below: CPU ns of one kept 30-byte Uint8Array copied out of wasm memory)
 import { readFileSync } from 'node:fs';
 import { CrdtWasm, Replica } from '../gateway/client/js/crdt-wasm.js';
 
@@ -122,6 +123,24 @@ function runLog(count) {
   };
 }
 
+// The floor of the kept variant without libcrdt (bench_wasm_native.c's run_keep): N 30-byte
+// copies out of the wasm memory (the workload's deltas average 30.4 bytes), each a slice as
+// _outBytes makes it, kept in one array as run() keeps the deltas. CPU ns per copy.
+function keep(count) {
+  const mem = new Uint8Array(wasm._x.memory.buffer);
+  const at = wasm._inPtr;
+  const kept = new Array(count);
+  const cpu = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
+  const c0 = cpu();
+  for (let i = 0; i < count; i++) {
+    mem[at] = i & 255; // not one copy made n times
+    kept[i] = mem.slice(at, at + 30);
+  }
+  const c1 = cpu();
+  if (kept[count - 1][0] !== ((count - 1) & 255)) throw new Error('bench_wasm: keep copied wrong');
+  return ((c1 - c0) * 1e6) / count;
+}
+
 // A warm-up pass, as bench_wasm_native.c makes too: the engine compiles wasm with a baseline
 // compiler first and optimises hot functions a little later; a page that syncs runs warm.
 run(Math.min(n, 20000));
@@ -131,6 +150,8 @@ const dr = runDrop(n);
 runLog(Math.min(n, 20000));
 const lr = runLog(n);
 if (lr.fnv !== r.fnv) throw new Error('bench_wasm: the log variant ends in another state');
+keep(Math.min(n, 20000));
+const keepNs = keep(n);
 console.log(`apply_ops_s ${Math.round(r.apply)}`);
 console.log(`merge_ops_s ${Math.round(r.merge)}`);
 console.log(`apply_cpu_ops_s ${Math.round(r.applyCpu)}`);
@@ -143,3 +164,4 @@ console.log(`merge_log_ops_s ${Math.round(lr.merge)}`);
 console.log(`apply_log_cpu_ops_s ${Math.round(lr.applyCpu)}`);
 console.log(`merge_log_cpu_ops_s ${Math.round(lr.mergeCpu)}`);
 console.log(`log_fnv ${lr.logFnv}`);
+console.log(`keep_cpu_ns ${keepNs.toFixed(1)}`);

@@ -21,7 +21,7 @@ cmake --build "$build" -j 2 --target bench_wasm_native >/dev/null
 scripts/build-wasm.sh "$wasm_build" >/dev/null
 wasm="$wasm_build/crdt.wasm"
 
-declare -a na nm wa wm nac nmc wac wmc nd wd nla nlm wla wlm nlac nlmc wlac wlmc
+declare -a na nm wa wm nac nmc wac wmc nd wd nla nlm wla wlm nlac nlmc wlac wlmc nk wk
 for ((i = 0; i < runs; i++)); do
   nat=$("$build/bench/bench_wasm_native" "$n")
   web=$(node bench/bench_wasm.mjs "$wasm" "$n")
@@ -40,6 +40,8 @@ for ((i = 0; i < runs; i++)); do
   wac+=("$(awk '/apply_cpu_ops_s/ {print $2}' <<<"$web")")
   wmc+=("$(awk '/merge_cpu_ops_s/ {print $2}' <<<"$web")")
   nd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$nat")")
+  nk+=("$(awk '/keep_cpu_ns/ {print $2}' <<<"$nat")")
+  wk+=("$(awk '/keep_cpu_ns/ {print $2}' <<<"$web")")
   wd+=("$(awk '/apply_drop_cpu_ops_s/ {print $2}' <<<"$web")")
   if [ "$(awk '/log_fnv/ {print $2}' <<<"$nat")" != "$(awk '/log_fnv/ {print $2}' <<<"$web")" ]; then
     echo "bench_wasm: native and wasm logged different deltas" >&2
@@ -85,6 +87,13 @@ echo "  single runs, merge, CPU:$(ratios wmc nmc)"
 echo "  single runs, apply-drop, CPU:$(ratios wd nd)"
 echo "  single runs, apply-log:$(ratios wla nla)  CPU:$(ratios wlac nlac)"
 echo "  single runs, merge-log:$(ratios wlm nlm)  CPU:$(ratios wlmc nlmc)"
+# The kept variant's floor: what holding one delta costs each side with no libcrdt at all, against
+# the whole budget 0.5x leaves the wasm side per apply (twice native's CPU time per op).
+mnk=$(median "${nk[@]}"); mwk=$(median "${wk[@]}")
+awk -v k="$mwk" -v nk="$mnk" -v a="$mnac" 'BEGIN {
+  printf "apply'"'"'s floor, kept deltas: one kept 30-byte copy costs %.0f ns of CPU in Node (a Uint8Array, as\n", k
+  printf "  _outBytes makes it), %.0f ns natively (malloc + memcpy); native apply is %.0f ns per op, so\n", nk, 1e9 / a
+  printf "  0.5x leaves the wasm side %.0f ns per op, %.0f%% of it taken by the copy alone\n", 2e9 / a, 100 * k / (2e9 / a) }'
 
 js=gateway/client/js/crdt-wasm.js
 wz=$(gzip -9c "$wasm" | wc -c)

@@ -16,7 +16,8 @@
  * "apply_cpu_ops_s", "merge_cpu_ops_s" (per second of the process's CPU time),
  * "apply_drop_cpu_ops_s" (the adds again, each delta dropped once made), "drop_bytes",
  * "state_fnv Z", and for the log variant "apply_log_ops_s", "merge_log_ops_s",
- * "apply_log_cpu_ops_s", "merge_log_cpu_ops_s", "log_fnv" (the log's checksum)
+ * "apply_log_cpu_ops_s", "merge_log_cpu_ops_s", "log_fnv" (the log's checksum), and "keep_cpu_ns"
+ * (the CPU ns of making and keeping one 30-byte copy: run_keep)
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -25,6 +26,9 @@
 #include <time.h>
 
 #include "crdt.h"
+#ifdef BENCH_WASI
+#include "heap.h" /* bench_wasm_wasi.sh: in wasm32-wasi with crdt.wasm's allocator */
+#endif
 
 static double now_s(void)
 {
@@ -213,9 +217,39 @@ static double run_drop(size_t n, size_t *bytes)
     return (double)n / (c1 - c0);
 }
 
+/* The floor of the kept variant without libcrdt: N copies of a 30-byte delta (the workload's
+ * deltas average 30.4 bytes) made and kept, as run() keeps the real ones (malloc, memcpy), then
+ * freed untimed. CPU ns per copy; bench_wasm.mjs's keep() is the JavaScript side (a slice kept). */
+static double run_keep(size_t n)
+{
+    void **keep = calloc(n ? n : 1, sizeof *keep);
+    if (!keep)
+        return -1;
+    unsigned char src[30];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (unsigned char)(i * 7 + 1);
+    double c0 = cpu_s();
+    for (size_t i = 0; i < n; i++) {
+        if (!(keep[i] = malloc(sizeof src)))
+            return -1;
+        memcpy(keep[i], src, sizeof src);
+        ((unsigned char *)keep[i])[0] = (unsigned char)i; /* not one block copied n times */
+    }
+    double c1 = cpu_s();
+    for (size_t i = 0; i < n; i++)
+        free(keep[i]);
+    free(keep);
+    return (c1 - c0) * 1e9 / (double)(n ? n : 1);
+}
+
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
+#ifdef BENCH_WASI
+    /* libcrdt's blocks from heap.c, as crdt_wasm_init sets it up in crdt.wasm */
+    static const crdt_allocator_t heap = {heap_alloc, heap_resize, heap_release};
+    crdt_set_allocator(&heap);
+#endif
     result_t r;
     /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */
     if (run(n < 20000 ? n : 20000, &r) < 0 || run(n, &r) < 0)
@@ -229,6 +263,10 @@ int main(int argc, char **argv)
     uint32_t log_fnv;
     if (run_log(n < 20000 ? n : 20000, &l, &log_fnv) < 0 || run_log(n, &l, &log_fnv) < 0)
         return 1;
+    double keep = run_keep(n < 20000 ? n : 20000);
+    keep = keep < 0 ? keep : run_keep(n);
+    if (keep < 0)
+        return 1;
     if (l.fnv != r.fnv) {
         fprintf(stderr, "bench_wasm_native: the log variant ends in another state\n");
         return 1;
@@ -239,5 +277,6 @@ int main(int argc, char **argv)
     printf("apply_log_ops_s %.0f\nmerge_log_ops_s %.0f\napply_log_cpu_ops_s %.0f\n"
            "merge_log_cpu_ops_s %.0f\nlog_fnv %08" PRIx32 "\n",
            l.apply, l.merge, l.apply_cpu, l.merge_cpu, log_fnv);
+    printf("keep_cpu_ns %.1f\n", keep);
     return 0;
 }
