@@ -85,19 +85,30 @@ static int origin_parse(const char *s, size_t n, char *out, char *why, size_t wh
     return 0;
 }
 
+/* The next item of the comma-separated list at *p, without the spaces around it: its start and
+ * length into *s and *n; *p moves past its comma, or to NULL after the last item. */
+static void list_next(const char **p, const char **s, size_t *n)
+{
+    const char *comma = strchr(*p, ',');
+    const char *b = *p, *e = comma ? comma : b + strlen(b);
+    while (b < e && isspace((unsigned char)*b))
+        b++;
+    while (e > b && isspace((unsigned char)e[-1]))
+        e--;
+    *s = b;
+    *n = (size_t)(e - b);
+    *p = comma ? comma + 1 : NULL;
+}
+
 int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen)
 {
     char parsed[GW_MAX_CORS][GW_CORS_ORIGIN_MAX];
     int n = 0;
-    const char *p = list;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        const char *e = comma ? comma : p + strlen(p);
-        while (p < e && isspace((unsigned char)*p))
-            p++;
-        while (e > p && isspace((unsigned char)e[-1]))
-            e--;
-        if (e == p) {
+    for (const char *p = list; p;) {
+        const char *s;
+        size_t len;
+        list_next(&p, &s, &len);
+        if (!len) {
             snprintf(why, whylen, "empty origin in the list");
             return -1;
         }
@@ -105,12 +116,9 @@ int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen)
             snprintf(why, whylen, "too many origins (at most %d)", GW_MAX_CORS);
             return -1;
         }
-        if (origin_parse(p, (size_t)(e - p), parsed[n], why, whylen))
+        if (origin_parse(s, len, parsed[n], why, whylen))
             return -1;
         n++;
-        if (!comma)
-            break;
-        p = comma + 1;
     }
     for (int i = 0; i < n; i++)
         memcpy(c->cors_origins[c->ncors++], parsed[i], GW_CORS_ORIGIN_MAX);
@@ -146,33 +154,26 @@ int gw_hosts_add(gw_config_t *c, const char *list, char *why, size_t whylen)
 {
     char parsed[GW_MAX_HOSTS][GW_HOST_NAME_MAX];
     int n = 0;
-    const char *p = list;
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        const char *e = comma ? comma : p + strlen(p);
-        while (p < e && isspace((unsigned char)*p))
-            p++;
-        while (e > p && isspace((unsigned char)e[-1]))
-            e--;
+    for (const char *p = list; p;) {
+        const char *s;
+        size_t len;
+        list_next(&p, &s, &len);
         if (c->nhosts + n >= GW_MAX_HOSTS) {
             snprintf(why, whylen, "too many host names (at most %d)", GW_MAX_HOSTS);
             return -1;
         }
-        if (!host_name_ok(p, (size_t)(e - p))) {
+        if (!host_name_ok(s, len)) {
             snprintf(why, whylen,
-                     e == p ? "empty host name in the list"
-                            : "a host name is letters, digits, '-' and '.', with no port or "
-                              "scheme (e.g. crdtd.internal)");
+                     !len ? "empty host name in the list"
+                          : "a host name is letters, digits, '-' and '.', with no port or "
+                            "scheme (e.g. crdtd.internal)");
             return -1;
         }
-        size_t len = (size_t)(e - p) - (e[-1] == '.');
+        len -= s[len - 1] == '.';
         for (size_t i = 0; i < len; i++)
-            parsed[n][i] = (char)tolower((unsigned char)p[i]);
+            parsed[n][i] = (char)tolower((unsigned char)s[i]);
         parsed[n][len] = '\0';
         n++;
-        if (!comma)
-            break;
-        p = comma + 1;
     }
     for (int i = 0; i < n; i++)
         memcpy(c->allowed_hosts[c->nhosts++], parsed[i], GW_HOST_NAME_MAX);

@@ -393,22 +393,41 @@ static void test_default_dir(const char *tmp)
 
 static const char WRITE[] = "{\"type\":\"pncounter\",\"op\":\"incr\",\"by\":1}";
 
-/* An upgrade to crdt.v1 with an Origin header (NULL: none); returns the status of the answer. */
-static int upgrade(int port, const char *origin)
+/* The status of a raw request on a fresh connection (the answer's end: the server closing, or
+ * timeout_ms of silence); into body (size n) the response's start when body is not NULL. */
+static int raw_status(int port, const char *req, int timeout_ms, char *body, size_t n)
 {
-    char req[1024], oh[300] = "";
+    size_t got_len = 0;
+    char *got = hc_raw(port, req, strlen(req), false, timeout_ms, &got_len);
+    int st = got && !strncmp(got, "HTTP/1.", 7) && got_len > 9 ? atoi(got + 9) : -1;
+    if (body)
+        snprintf(body, n, "%s", got ? got : "");
+    free(got);
+    return st;
+}
+
+/* An upgrade to crdt.v1 sent with Host `host` (NULL: 127.0.0.1:port) and an Origin header (NULL:
+ * none); returns the status of the answer. */
+static int upgrade_as(int port, const char *host, const char *origin)
+{
+    char req[1024], hh[300], oh[300] = "";
+    if (host)
+        snprintf(hh, sizeof(hh), "Host: %s\r\n", host);
+    else
+        snprintf(hh, sizeof(hh), "Host: 127.0.0.1:%d\r\n", port);
     if (origin)
         snprintf(oh, sizeof(oh), "Origin: %s\r\n", origin);
     snprintf(req, sizeof(req),
-             "GET / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "GET / HTTP/1.1\r\n%sUpgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
              "Sec-WebSocket-Protocol: crdt.v1\r\n%s\r\n",
-             port, oh);
-    size_t n = 0;
-    char *got = hc_raw(port, req, strlen(req), false, 1000, &n);
-    int st = got && !strncmp(got, "HTTP/1.", 7) && strlen(got) > 9 ? atoi(got + 9) : -1;
-    free(got);
-    return st;
+             hh, oh);
+    return raw_status(port, req, 1000, NULL, 0);
+}
+
+static int upgrade(int port, const char *origin)
+{
+    return upgrade_as(port, NULL, origin);
 }
 
 static void test_cors(const char *tmp)
@@ -534,42 +553,21 @@ static void test_cors(const char *tmp)
     is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
 }
 
-/* The status of a raw request on a fresh connection ("Connection: close" so the answer ends it);
- * into body (size n) the response's start when body is not NULL. */
-static int raw_status(int port, const char *req, char *body, size_t n)
-{
-    size_t got_len = 0;
-    char *got = hc_raw(port, req, strlen(req), false, 2000, &got_len);
-    int st = got && !strncmp(got, "HTTP/1.", 7) && got_len > 9 ? atoi(got + 9) : -1;
-    if (body)
-        snprintf(body, n, "%s", got ? got : "");
-    free(got);
-    return st;
-}
-
+/* GET path with Host `host` ("Connection: close", so the answer ends the exchange). */
 static int get_with_host(int port, const char *path, const char *host)
 {
     char req[512];
     snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path,
              host);
-    return raw_status(port, req, NULL, 0);
+    return raw_status(port, req, 2000, NULL, 0);
 }
 
-/* An upgrade to crdt.v1 sent with Host `host` and the page's Origin http://<host> (what a
- * browser sends from a page of that site): the answer's status. */
+/* An upgrade with Host `host` and the Origin of a page of that site (what a browser sends). */
 static int upgrade_with_host(int port, const char *host)
 {
-    char req[1024];
-    snprintf(req, sizeof(req),
-             "GET / HTTP/1.1\r\nHost: %s\r\nOrigin: http://%s\r\nUpgrade: websocket\r\n"
-             "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: crdt.v1\r\n\r\n",
-             host, host);
-    size_t n = 0;
-    char *got = hc_raw(port, req, strlen(req), false, 1000, &n);
-    int st = got && !strncmp(got, "HTTP/1.", 7) && strlen(got) > 9 ? atoi(got + 9) : -1;
-    free(got);
-    return st;
+    char origin[300];
+    snprintf(origin, sizeof(origin), "http://%s", host);
+    return upgrade_as(port, host, origin);
 }
 
 /* DNS rebinding: a site that makes its name resolve to 127.0.0.1 serves pages that are "same
@@ -593,13 +591,13 @@ static void test_hosts(const char *tmp)
              "POST /v1/keys/ZmVlZDox HTTP/1.1\r\nHost: %s\r\nOrigin: http://%s\r\n"
              "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
              host, host, strlen(WRITE), WRITE);
-    is_int(raw_status(p.port, req, body, sizeof(body)), 403,
+    is_int(raw_status(p.port, req, 2000, body, sizeof(body)), 403,
            "open node: a write from that page: 403");
     ok(strstr(body, "--allowed-host") != NULL && strstr(body, "rebinding") != NULL,
        "the refusal says why and what to do");
     is_int(upgrade_with_host(p.port, host), 403, "open node: a session from that page: 403");
     snprintf(req, sizeof(req), "GET /healthz HTTP/1.0\r\n\r\n");
-    is_int(raw_status(p.port, req, NULL, 0), 200, "no Host (HTTP/1.0, no browser): 200");
+    is_int(raw_status(p.port, req, 2000, NULL, 0), 200, "no Host (HTTP/1.0, no browser): 200");
     const char *fine[] = {"127.0.0.1", "localhost", "[::1]", "app.localhost", "FEED.example"};
     for (size_t i = 0; i < sizeof(fine) / sizeof(fine[0]); i++) {
         snprintf(host, sizeof(host), "%s:%d", fine[i], p.port);
