@@ -27,7 +27,13 @@
 
 #include "crdt.h"
 #ifdef BENCH_WASI
-#include "heap.h" /* bench_wasm_wasi.sh: in wasm32-wasi with crdt.wasm's allocator */
+/* bench_wasm_wasi.sh's build, for wasm32-wasi with crdt/wasm/crdt_wasm.c: the calls crdt-wasm.js
+ * makes for a timeline write and a merge, so the wasm side runs what crdt.wasm runs per call */
+void crdt_wasm_init(int count_heap);
+int crdt_wasm_timeline_write(crdt_obj_t *t, int kind, const void *bytes, size_t len, double score);
+int crdt_wasm_obj_merge_encoded(crdt_obj_t *dst, const void *p, size_t len);
+const uint8_t *crdt_wasm_out_ptr(void);
+size_t crdt_wasm_out_len(void);
 #endif
 
 static double now_s(void)
@@ -58,15 +64,45 @@ typedef struct result {
     uint32_t fnv;
 } result_t;
 
-/* The workload's i-th add into tl (scores from the one LCG both sides share, *x its state), the
- * delta written into `delta`: rc as crdt_timeline_add_into's. */
-static inline int add_nth(crdt_obj_t *tl, crdt_obj_t *delta, size_t i, uint32_t *x)
+/* The workload's i-th add into tl (scores from the one LCG both sides share, *x its state): rc as
+ * crdt_timeline_add_into's, and when 1 the delta's encoding at *d (*dn bytes, valid until the
+ * next write). Natively the delta goes into `delta`, encoded into b; in bench_wasm_wasi.sh's build
+ * through crdt_wasm_timeline_write, which does the same and leaves it in crdt.wasm's result
+ * buffer. */
+static inline int write_nth(crdt_obj_t *tl, crdt_obj_t *delta, crdt_buf_t *b, size_t i, uint32_t *x,
+                            const uint8_t **d, size_t *dn)
 {
     char member[32];
     *x = *x * 1664525u + 1013904223u;
     double score = (double)i + (double)(*x % 100) / 8.0;
     int len = snprintf(member, sizeof member, "post:%zu", i);
-    return crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+#ifdef BENCH_WASI
+    (void)delta;
+    (void)b;
+    int rc = crdt_wasm_timeline_write(tl, CRDT_MUT_ADD, member, (size_t)len, score);
+    *d = crdt_wasm_out_ptr();
+    *dn = crdt_wasm_out_len();
+#else
+    int rc = crdt_timeline_add_into(tl, member, (size_t)len, score, delta);
+    if (rc == 1) {
+        b->len = 0;
+        if (crdt_obj_encode(delta, b) < 0)
+            return CRDT_ENOMEM;
+        *d = b->data;
+        *dn = b->len;
+    }
+#endif
+    return rc;
+}
+
+/* One encoded delta joined into t (crdt.wasm's call in bench_wasm_wasi.sh's build). */
+static inline int merge_one(crdt_obj_t *t, const uint8_t *p, size_t n)
+{
+#ifdef BENCH_WASI
+    return crdt_wasm_obj_merge_encoded(t, p, n);
+#else
+    return crdt_obj_merge_encoded(t, p, n, NULL);
+#endif
 }
 
 /* The end of a run: the merged timeline must encode as the applied one (else -1, said with
@@ -104,22 +140,23 @@ static int run(size_t n, result_t *res)
 
     double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
-        int rc = add_nth(tl, delta, i, &x);
+        const uint8_t *d;
+        size_t dn;
+        int rc = write_nth(tl, delta, &b, i, &x, &d, &dn);
         if (rc < 0)
             return -1;
         if (rc == 1) {
-            /* what crdt_wasm_timeline_write and crdt-wasm.js do: the encoding into one
-             * buffer, copied into a block of exactly its size that the caller keeps */
-            b.len = 0;
-            if (crdt_obj_encode(delta, &b) < 0 || !(deltas[i].data = malloc(b.len)))
+            /* what crdt-wasm.js does: the encoding copied into a block of exactly its size that
+             * the caller keeps */
+            if (!(deltas[i].data = malloc(dn)))
                 return -1;
-            memcpy((void *)deltas[i].data, b.data, b.len);
-            deltas[i].len = b.len;
+            memcpy((void *)deltas[i].data, d, dn);
+            deltas[i].len = dn;
         }
     }
     double t1 = now_s(), c1 = cpu_s();
     for (size_t i = 0; i < n; i++)
-        if (deltas[i].len && crdt_obj_merge_encoded(fresh, deltas[i].data, deltas[i].len, NULL) < 0)
+        if (deltas[i].len && merge_one(fresh, deltas[i].data, deltas[i].len) < 0)
             return -1;
     double t2 = now_s(), c2 = cpu_s();
 
@@ -152,20 +189,18 @@ static int run_log(size_t n, result_t *res, uint32_t *fnv)
 
     double t0 = now_s(), c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
-        int rc = add_nth(tl, delta, i, &x);
+        const uint8_t *d;
+        size_t dn;
+        int rc = write_nth(tl, delta, &b, i, &x, &d, &dn);
         if (rc < 0)
             return -1;
-        if (rc == 1) {
-            b.len = 0;
-            if (crdt_obj_encode(delta, &b) < 0 || crdt_buf_append(&log, b.data, b.len) < 0)
-                return -1;
-        }
+        if (rc == 1 && crdt_buf_append(&log, d, dn) < 0)
+            return -1;
         ends[i] = (uint32_t)log.len;
     }
     double t1 = now_s(), c1 = cpu_s();
     for (size_t i = 0, start = 0; i < n; start = ends[i++])
-        if (ends[i] > start &&
-            crdt_obj_merge_encoded(fresh, log.data + start, ends[i] - start, NULL) < 0)
+        if (ends[i] > start && merge_one(fresh, log.data + start, ends[i] - start) < 0)
             return -1;
     double t2 = now_s(), c2 = cpu_s();
 
@@ -194,19 +229,18 @@ static double run_drop(size_t n, size_t *bytes)
     *bytes = 0;
     double c0 = cpu_s();
     for (size_t i = 0; i < n; i++) {
-        int rc = add_nth(tl, delta, i, &x);
+        const uint8_t *d;
+        size_t dn;
+        int rc = write_nth(tl, delta, &b, i, &x, &d, &dn);
         if (rc < 0)
             return -1;
         if (rc == 1) {
-            b.len = 0;
-            if (crdt_obj_encode(delta, &b) < 0)
-                return -1;
             /* what the wasm side's copy out is: a block of its own, then dropped */
-            void *copy = malloc(b.len);
+            void *copy = malloc(dn);
             if (!copy)
                 return -1;
-            memcpy(copy, b.data, b.len);
-            *bytes += b.len;
+            memcpy(copy, d, dn);
+            *bytes += dn;
             free(copy);
         }
     }
@@ -246,9 +280,7 @@ int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
 #ifdef BENCH_WASI
-    /* libcrdt's blocks from heap.c, as crdt_wasm_init sets it up in crdt.wasm */
-    static const crdt_allocator_t heap = {heap_alloc, heap_resize, heap_release};
-    crdt_set_allocator(&heap);
+    crdt_wasm_init(0); /* as crdt-wasm.js starts: libcrdt's blocks from heap.c */
 #endif
     result_t r;
     /* the same warm-up pass as bench_wasm.mjs (caches and the heap, here) */

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # bench_wasm_wasi.sh - libcrdt's own speed in WebAssembly, without JavaScript: bench_wasm_native.c
 # (the workload of bench_wasm.sh) built twice, natively (Release) and with clang for wasm32-wasi
-# (crdt.wasm's flags, -O2 -flto, sign-ext, non-trapping float-to-int, and its allocator heap.c and
-# memcpy.c, as crdt/wasm/CMakeLists.txt builds them), and run in one script, the wasm one in
-# Node's WASI. Both end in the same state (checked). What this shows against bench_wasm.sh: how
+# (crdt.wasm's flags, -O2 -flto, sign-ext, non-trapping float-to-int, with crdt.wasm's exported
+# ABI crdt_wasm.c, its allocator heap.c and memcpy.c, as crdt/wasm/CMakeLists.txt builds them;
+# there the writes and merges are crdt.wasm's calls, crdt_wasm_timeline_write and
+# crdt_wasm_obj_merge_encoded), and run in one script, the wasm one in Node's WASI. Both end in the same state (checked). What this shows against bench_wasm.sh: how
 # much of the gap there is code generation (here) and how much the JavaScript around each call
 # (the boundary, the Uint8Array per delta, V8's heap). Debian's clang, lld and wasi-libc
 # (scripts/setup-debian.sh); wasi-libc's snprintf and malloc (for the kept copies) stand in for
@@ -27,6 +28,7 @@ isa="-msign-ext -mnontrapping-fptoint"
   -Icrdt/wasm -Icrdt/wasm/nojson -Icrdt/include -I"$s" bench/bench_wasm_native.c "$s"/core.c \
   "$s"/hash.c "$s"/hlc.c "$s"/bytes.c "$s"/mut.c "$s"/counter.c "$s"/lwwreg.c "$s"/lwwset.c \
   "$s"/orset.c "$s"/timeline.c crdt/wasm/nojson.c crdt/wasm/format.c crdt/wasm/heap.c \
+  crdt/wasm/crdt_wasm.c \
   "$out.memcpy.o" -lwasi-emulated-process-clocks -o "$out"
 
 declare -a keys=(apply_ops_s merge_ops_s apply_cpu_ops_s merge_cpu_ops_s apply_drop_cpu_ops_s
