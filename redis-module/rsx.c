@@ -115,6 +115,11 @@ static void slot_sketch(rsx_slot_t *sl)
     }
 }
 
+/* Whether a slot_refresh is running. A key it opens may have expired: Redis deletes it right
+ * there, and the "expired" event calls crdtm_rsx_touch, which must then only note the name, not
+ * start a refresh of the slot inside this one (that one would free the items this one walks). */
+static bool refreshing;
+
 /* Brings a slot's items up to date with its dirty names: each is looked up in db 0 (the caller's
  * context has it selected) and its state fingerprinted, or dropped if it no longer holds a CRDT.
  * 0, or -1 on out of memory (the slot keeps its dirty list for the next try). */
@@ -123,14 +128,21 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
     rsx_slot_t *sl = &rsx_slots[slot];
     if (!sl->nd)
         return 0;
-    qsort(sl->dirty, sl->nd, sizeof(*sl->dirty), key_cmp);
     rsx_key_t *out = malloc(((size_t)sl->n + sl->nd) * sizeof(*out));
     if (!out)
         return -1;
+    /* The dirty names are taken off the slot while their keys are opened: the names expiries note
+     * meanwhile go to a new list, for the next refresh (they are gone by then, and dropped). */
+    rsx_key_t *dirty = sl->dirty;
+    uint32_t nd = sl->nd;
+    sl->dirty = NULL;
+    sl->nd = sl->dcap = 0;
+    refreshing = true;
+    qsort(dirty, nd, sizeof(*dirty), key_cmp);
     uint32_t m = 0, i = 0, d = 0;
-    while (i < sl->n || d < sl->nd) {
+    while (i < sl->n || d < nd) {
         /* a dirty name replaces the key it equals; duplicates in the dirty list collapse */
-        int c = i == sl->n ? 1 : d == sl->nd ? -1 : key_cmp(&sl->keys[i], &sl->dirty[d]);
+        int c = i == sl->n ? 1 : d == nd ? -1 : key_cmp(&sl->keys[i], &dirty[d]);
         if (c < 0) {
             out[m++] = sl->keys[i++];
             continue;
@@ -139,9 +151,9 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
             free(sl->keys[i].name);
             i++;
         }
-        rsx_key_t k = sl->dirty[d++];
-        while (d < sl->nd && key_cmp(&sl->dirty[d], &k) == 0)
-            free(sl->dirty[d++].name);
+        rsx_key_t k = dirty[d++];
+        while (d < nd && key_cmp(&dirty[d], &k) == 0)
+            free(dirty[d++].name);
         RedisModuleString *ns = RedisModule_CreateString(ctx, k.name, k.len);
         RedisModuleKey *key = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ);
         bool present = false;
@@ -161,11 +173,12 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
         else
             free(k.name);
     }
+    refreshing = false;
+    free(dirty);
     free(sl->keys);
     sl->keys = out;
     sl->n = m;
     sl->cap = m;
-    sl->nd = 0;
     slot_sketch(sl);
     rsx_refreshes++;
     return 0;
@@ -194,8 +207,9 @@ void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
         return;
     memcpy(copy, name, len);
     sl->dirty[sl->nd++] = (rsx_key_t){crdt_rsx_key_id(name, len), 0, copy, len};
-    /* A hot slot refreshes itself before its dirty list outgrows it by much. */
-    if (sl->nd > 256 + 2 * sl->n)
+    /* A hot slot refreshes itself before its dirty list outgrows it by much (not from inside a
+     * refresh: see refreshing). */
+    if (sl->nd > 256 + 2 * sl->n && !refreshing)
         slot_refresh(ctx, slot);
 }
 
