@@ -777,7 +777,7 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     }
     /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
      * slot's fingerprints must look at it again */
-    crdtm_rsx_touch(ctx, k, klen);
+    crdtm_rsx_note(ctx, k, klen);
     if (type != REDISMODULE_NOTIFY_GENERIC || strcmp(event, "restore") != 0 ||
         !crdtm_log_should_append(ctx))
         return REDISMODULE_OK;

@@ -115,11 +115,6 @@ static void slot_sketch(rsx_slot_t *sl)
     }
 }
 
-/* Whether a slot_refresh is running. A key it opens may have expired: Redis deletes it right
- * there, and the "expired" event calls crdtm_rsx_touch, which must then only note the name, not
- * start a refresh of the slot inside this one (that one would free the items this one walks). */
-static bool refreshing;
-
 /* Brings a slot's items up to date with its dirty names: each is looked up in db 0 (the caller's
  * context has it selected) and its state fingerprinted, or dropped if it no longer holds a CRDT.
  * 0, or -1 on out of memory (the slot keeps its dirty list for the next try). */
@@ -131,13 +126,13 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
     rsx_key_t *out = malloc(((size_t)sl->n + sl->nd) * sizeof(*out));
     if (!out)
         return -1;
-    /* The dirty names are taken off the slot while their keys are opened: the names expiries note
-     * meanwhile go to a new list, for the next refresh (they are gone by then, and dropped). */
+    /* The dirty names are taken off the slot while their keys are opened: a key that expired is
+     * deleted right there, and the name its "expired" event notes (crdtm_rsx_note) goes to a new
+     * list, for the next refresh (which finds it gone), not into the one walked here. */
     rsx_key_t *dirty = sl->dirty;
     uint32_t nd = sl->nd;
     sl->dirty = NULL;
     sl->nd = sl->dcap = 0;
-    refreshing = true;
     qsort(dirty, nd, sizeof(*dirty), key_cmp);
     uint32_t m = 0, i = 0, d = 0;
     while (i < sl->n || d < nd) {
@@ -173,7 +168,6 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
         else
             free(k.name);
     }
-    refreshing = false;
     free(dirty);
     free(sl->keys);
     sl->keys = out;
@@ -184,33 +178,70 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
     return 0;
 }
 
-void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
+/* Notes name in its slot's dirty list; the slot's index, or -1 when nothing was noted (rsx off,
+ * not db 0, out of memory). */
+static int note_dirty(RedisModuleCtx *ctx, const char *name, size_t len)
 {
     if (!rsx_slots || RedisModule_GetSelectedDb(ctx) != 0)
-        return;
+        return -1;
     unsigned slot = crdtm_keyslot(name, len);
     rsx_slot_t *sl = &rsx_slots[slot];
     /* a key written again before its slot is refreshed needs no second note (hot keys) */
     if (sl->nd && sl->dirty[sl->nd - 1].len == len &&
         !memcmp(sl->dirty[sl->nd - 1].name, name, len))
-        return;
+        return (int)slot;
     if (sl->nd == sl->dcap) {
         uint32_t cap = sl->dcap ? sl->dcap * 2 : 4;
         rsx_key_t *p = realloc(sl->dirty, cap * sizeof(*p));
         if (!p)
-            return;
+            return -1;
         sl->dirty = p;
         sl->dcap = cap;
     }
     char *copy = malloc(len ? len : 1);
     if (!copy)
-        return;
+        return -1;
     memcpy(copy, name, len);
     sl->dirty[sl->nd++] = (rsx_key_t){crdt_rsx_key_id(name, len), 0, copy, len};
-    /* A hot slot refreshes itself before its dirty list outgrows it by much (not from inside a
-     * refresh: see refreshing). */
-    if (sl->nd > 256 + 2 * sl->n && !refreshing)
-        slot_refresh(ctx, slot);
+    return (int)slot;
+}
+
+/* A hot slot is refreshed before its dirty list outgrows it by much. */
+static bool over_bound(const rsx_slot_t *sl)
+{
+    return sl->nd > 256 + 2 * sl->n;
+}
+
+void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
+{
+    int slot = note_dirty(ctx, name, len);
+    if (slot >= 0 && over_bound(&rsx_slots[slot]))
+        slot_refresh(ctx, (unsigned)slot);
+}
+
+/* Whether refresh_due_cb is scheduled. */
+static bool refresh_due;
+
+/* The refreshes notes from keyspace events made due, from the event loop, where opening keys
+ * deletes nothing under a walk of Redis's. */
+static void refresh_due_cb(RedisModuleCtx *ctx, void *data)
+{
+    (void)data;
+    refresh_due = false;
+    if (!rsx_slots || RedisModule_SelectDb(ctx, 0) != REDISMODULE_OK)
+        return;
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        if (over_bound(&rsx_slots[s]))
+            slot_refresh(ctx, s);
+}
+
+void crdtm_rsx_note(RedisModuleCtx *ctx, const char *name, size_t len)
+{
+    int slot = note_dirty(ctx, name, len);
+    /* expired and deleted keys of other types are noted too: a slot whose list outgrew it is
+     * refreshed soon, by a timer (not here: see crdtm_rsx_note in crdt_module.h) */
+    if (slot >= 0 && over_bound(&rsx_slots[slot]) && !refresh_due)
+        refresh_due = RedisModule_CreateTimer(ctx, 0, refresh_due_cb, NULL) != 0;
 }
 
 static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
