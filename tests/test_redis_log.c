@@ -39,6 +39,15 @@ static long long log_len(rh_server_t *s, const char *name)
     return log_info(s, name, "length");
 }
 
+/* Whether s answers PING with PONG (rh_err of no reply at all is "", as of a good one). */
+static bool serves(rh_server_t *s)
+{
+    char *pong = rh_str(rh_cmd(s, "PING"), NULL);
+    bool good = pong && !strcmp(pong, "PONG");
+    free(pong);
+    return good;
+}
+
 /* The log of key's slot on s (the only one its slot holds), into name; 0 or -1. */
 static int log_of(rh_server_t *s, const char *key, char *name)
 {
@@ -199,7 +208,7 @@ static void test_basics(void)
     is(rh_err(rh_cmd(&A, "CRDT.LOG.READ crdt:log:{x}:00000000000000aa 0 1")),
        "WRONGTYPE Operation against a key holding the wrong kind of value",
        "READ of a string named like a log: WRONGTYPE");
-    is(rh_err(rh_cmd(&A, "PING")), "", "the server still serves");
+    ok(serves(&A), "the server still serves");
 
     /* the position survives a restart (AOF) and DEBUG RELOAD (RDB): same log, entries after it */
     ok(rh_restart(&A) == 0, "A restarts from its AOF");
@@ -1037,7 +1046,7 @@ static void test_append_cache(void)
     ok(fresh, "TTL: the write after the expiry goes to a new log (%s, %lld entries)", again,
        log_info(&S, again, "entries-added"));
     free(rh_str(rh_cmd(&S, "DEBUG SET-ACTIVE-EXPIRE 1"), NULL));
-    is(rh_err(rh_cmd(&S, "PING")), "", "the server still serves");
+    ok(serves(&S), "the server still serves");
     rh_stop(&S);
 }
 
@@ -1196,7 +1205,7 @@ static void test_restore_corrupt(void)
            "refused: %s", hand[i].what);
     }
     ok(rh_info_field(&S, "crdt", "crdt_log_load_errors") >= tried, "INFO crdt_log_load_errors");
-    is(rh_err(rh_cmd(&S, "PING")), "", "the server still serves");
+    ok(serves(&S), "the server still serves");
     free(real);
     crdtm_lv_free(lv);
     free(v);
