@@ -777,7 +777,7 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     }
     /* whatever happened to the key (deleted, expired, evicted, renamed, restored, loaded), its
      * slot's fingerprints must look at it again */
-    crdtm_rsx_touch(ctx, k, klen);
+    crdtm_rsx_note(ctx, k, klen);
     if (type != REDISMODULE_NOTIFY_GENERIC || strcmp(event, "restore") != 0 ||
         !crdtm_log_should_append(ctx))
         return REDISMODULE_OK;
@@ -808,15 +808,20 @@ int crdtm_cmd_log_list(RedisModuleCtx *ctx, RedisModuleString **argv, int argc)
     RedisModule_ReplyWithArray(ctx, REDISMODULE_POSTPONED_LEN);
     long n = 0;
     for (unsigned s = from; s <= to; s++) {
-        for (uint32_t i = 0; i < slots[s].n; i++) {
+        for (uint32_t i = 0; i < slots[s].n;) {
+            uint64_t epoch = slots[s].epochs[i];
             char name[CRDTM_LOG_NAME_MAX];
-            size_t nlen = crdtm_log_name(name, slot_tag[s], slots[s].epochs[i]);
+            size_t nlen = crdtm_log_name(name, slot_tag[s], epoch);
             RedisModuleString *ns = RedisModule_CreateString(ctx, name, nlen);
             if (RedisModule_KeyExists(ctx, ns)) {
                 RedisModule_ReplyWithStringBuffer(ctx, name, nlen);
                 n++;
             }
             RedisModule_FreeString(ctx, ns);
+            /* A log past its TTL is deleted inside KeyExists, and its "expired" event takes it
+             * off the registry: the next log is at i then. */
+            if (i < slots[s].n && slots[s].epochs[i] == epoch)
+                i++;
         }
     }
     RedisModule_ReplySetArrayLength(ctx, n);

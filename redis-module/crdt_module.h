@@ -150,9 +150,15 @@ int crdtm_merge_one(RedisModuleCtx *ctx, RedisModuleString *key, const char *pay
                     char *msg, size_t cap);
 int crdtm_cmd_log_poll(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
-/* Anti-entropy (rsx.c). Notes that a key of db 0 changed (written, deleted, restored, loaded): its
- * slot's fingerprints are brought up to date when next read. */
+/* Anti-entropy (rsx.c). Notes that a key of db 0 changed (a command wrote it): its slot's
+ * fingerprints are brought up to date when next read, or here when the slot's list of changed
+ * names outgrew it (which opens the slot's keys). */
 void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len);
+/* crdtm_rsx_touch for keyspace notifications (deleted, expired, evicted, restored, loaded): notes
+ * the name and never opens a key (a slot whose list outgrew it is refreshed by a timer). An
+ * "expired" event may come from active expiry, which walks the db's expires table while it
+ * notifies: a key opened there that had expired too would be deleted under that walk. */
+void crdtm_rsx_note(RedisModuleCtx *ctx, const char *name, size_t len);
 int crdtm_rsx_init(RedisModuleCtx *ctx);
 void crdtm_rsx_info(RedisModuleInfoCtx *ctx);
 int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);

@@ -149,6 +149,7 @@ typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent e
 
 typedef int (*RedisModuleCmdFunc)(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
+typedef void (*RedisModuleTimerProc)(RedisModuleCtx *ctx, void *data);
 typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const char *event,
                                            RedisModuleString *key);
 
@@ -277,6 +278,9 @@ typedef struct RedisModuleCommandInfo {
     X(void, KeyAtPosWithFlags, (RedisModuleCtx * ctx, int pos, int flags))                         \
     X(int, GetContextFlags, (RedisModuleCtx * ctx))                                                \
     X(int, GetSelectedDb, (RedisModuleCtx * ctx))                                                  \
+    X(int, SelectDb, (RedisModuleCtx * ctx, int newid))                                            \
+    X(uint64_t, CreateTimer,                                                                       \
+      (RedisModuleCtx * ctx, long long period, RedisModuleTimerProc callback, void *data))         \
     X(long long, Milliseconds, (void))                                                             \
     X(int, WrongArity, (RedisModuleCtx * ctx))                                                     \
     X(int, ReplyWithLongLong, (RedisModuleCtx * ctx, long long ll))                                \

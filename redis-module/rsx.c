@@ -123,14 +123,21 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
     rsx_slot_t *sl = &rsx_slots[slot];
     if (!sl->nd)
         return 0;
-    qsort(sl->dirty, sl->nd, sizeof(*sl->dirty), key_cmp);
     rsx_key_t *out = malloc(((size_t)sl->n + sl->nd) * sizeof(*out));
     if (!out)
         return -1;
+    /* The dirty names are taken off the slot while their keys are opened: a key that expired is
+     * deleted right there, and the name its "expired" event notes (crdtm_rsx_note) goes to a new
+     * list, for the next refresh (which finds it gone), not into the one walked here. */
+    rsx_key_t *dirty = sl->dirty;
+    uint32_t nd = sl->nd;
+    sl->dirty = NULL;
+    sl->nd = sl->dcap = 0;
+    qsort(dirty, nd, sizeof(*dirty), key_cmp);
     uint32_t m = 0, i = 0, d = 0;
-    while (i < sl->n || d < sl->nd) {
+    while (i < sl->n || d < nd) {
         /* a dirty name replaces the key it equals; duplicates in the dirty list collapse */
-        int c = i == sl->n ? 1 : d == sl->nd ? -1 : key_cmp(&sl->keys[i], &sl->dirty[d]);
+        int c = i == sl->n ? 1 : d == nd ? -1 : key_cmp(&sl->keys[i], &dirty[d]);
         if (c < 0) {
             out[m++] = sl->keys[i++];
             continue;
@@ -139,9 +146,9 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
             free(sl->keys[i].name);
             i++;
         }
-        rsx_key_t k = sl->dirty[d++];
-        while (d < sl->nd && key_cmp(&sl->dirty[d], &k) == 0)
-            free(sl->dirty[d++].name);
+        rsx_key_t k = dirty[d++];
+        while (d < nd && key_cmp(&dirty[d], &k) == 0)
+            free(dirty[d++].name);
         RedisModuleString *ns = RedisModule_CreateString(ctx, k.name, k.len);
         RedisModuleKey *key = RedisModule_OpenKey(ctx, ns, REDISMODULE_READ);
         bool present = false;
@@ -161,42 +168,80 @@ static int slot_refresh(RedisModuleCtx *ctx, unsigned slot)
         else
             free(k.name);
     }
+    free(dirty);
     free(sl->keys);
     sl->keys = out;
     sl->n = m;
     sl->cap = m;
-    sl->nd = 0;
     slot_sketch(sl);
     rsx_refreshes++;
     return 0;
 }
 
-void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
+/* Notes name in its slot's dirty list; the slot's index, or -1 when nothing was noted (rsx off,
+ * not db 0, out of memory). */
+static int note_dirty(RedisModuleCtx *ctx, const char *name, size_t len)
 {
     if (!rsx_slots || RedisModule_GetSelectedDb(ctx) != 0)
-        return;
+        return -1;
     unsigned slot = crdtm_keyslot(name, len);
     rsx_slot_t *sl = &rsx_slots[slot];
     /* a key written again before its slot is refreshed needs no second note (hot keys) */
     if (sl->nd && sl->dirty[sl->nd - 1].len == len &&
         !memcmp(sl->dirty[sl->nd - 1].name, name, len))
-        return;
+        return (int)slot;
     if (sl->nd == sl->dcap) {
         uint32_t cap = sl->dcap ? sl->dcap * 2 : 4;
         rsx_key_t *p = realloc(sl->dirty, cap * sizeof(*p));
         if (!p)
-            return;
+            return -1;
         sl->dirty = p;
         sl->dcap = cap;
     }
     char *copy = malloc(len ? len : 1);
     if (!copy)
-        return;
+        return -1;
     memcpy(copy, name, len);
     sl->dirty[sl->nd++] = (rsx_key_t){crdt_rsx_key_id(name, len), 0, copy, len};
-    /* A hot slot refreshes itself before its dirty list outgrows it by much. */
-    if (sl->nd > 256 + 2 * sl->n)
-        slot_refresh(ctx, slot);
+    return (int)slot;
+}
+
+/* A hot slot is refreshed before its dirty list outgrows it by much. */
+static bool over_bound(const rsx_slot_t *sl)
+{
+    return sl->nd > 256 + 2 * sl->n;
+}
+
+void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len)
+{
+    int slot = note_dirty(ctx, name, len);
+    if (slot >= 0 && over_bound(&rsx_slots[slot]))
+        slot_refresh(ctx, (unsigned)slot);
+}
+
+/* Whether refresh_due_cb is scheduled. */
+static bool refresh_due;
+
+/* The refreshes notes from keyspace events made due, from the event loop, where opening keys
+ * deletes nothing under a walk of Redis's. */
+static void refresh_due_cb(RedisModuleCtx *ctx, void *data)
+{
+    (void)data;
+    refresh_due = false;
+    if (!rsx_slots || RedisModule_SelectDb(ctx, 0) != REDISMODULE_OK)
+        return;
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        if (over_bound(&rsx_slots[s]))
+            slot_refresh(ctx, s);
+}
+
+void crdtm_rsx_note(RedisModuleCtx *ctx, const char *name, size_t len)
+{
+    int slot = note_dirty(ctx, name, len);
+    /* expired and deleted keys of other types are noted too: a slot whose list outgrew it is
+     * refreshed soon, by a timer (not here: see crdtm_rsx_note in crdt_module.h) */
+    if (slot >= 0 && over_bound(&rsx_slots[slot]) && !refresh_due)
+        refresh_due = RedisModule_CreateTimer(ctx, 0, refresh_due_cb, NULL) != 0;
 }
 
 static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)

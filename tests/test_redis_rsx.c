@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "logpos.h"
 #include "redis_helper.h"
 #include "redis_reconcile.h"
 
@@ -114,6 +115,115 @@ static void reconcile(rh_server_t *A, rh_server_t *B, rr_result_t *r)
     rr_side_single(&a, A->c);
     rr_side_single(&b, B->c);
     ok(rr_reconcile(&a, &b, r) == 0, "reconcile ran");
+}
+
+/* Keys of one slot with a TTL, past it with active expiry off: the refresh of their slot opens
+ * each and Redis expires it right there, whose "expired" event notes the name dirty again, in the
+ * middle of the refresh. Enough of them pushed the dirty list past its bound and the event started
+ * a second refresh of the slot inside the first, which freed the names and items the first was
+ * walking: the server died. Read by DIGEST (200 keys) and by the write whose note starts the
+ * refresh (256 keys, then one more write). */
+static void test_expiry_during_refresh(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 3 log no", NULL) < 0)
+        bail_out("cannot start redis-server");
+    free(rh_str(rh_cmd(&S, "DEBUG SET-ACTIVE-EXPIRE 0"), NULL));
+    static const char *const tags[2] = {"ex", "ey"};
+    static const int nkeys[2] = {200, 256};
+    for (int t = 0; t < 2; t++) {
+        unsigned slot = crdtm_keyslot(tags[t], 2);
+        for (int i = 0; i < nkeys[t]; i++) {
+            redisAppendCommand(S.c, "CRDT.SET {%s}k%d v", tags[t], i);
+            redisAppendCommand(S.c, "PEXPIRE {%s}k%d 100", tags[t], i);
+        }
+        for (int i = 0; i < 2 * nkeys[t]; i++) {
+            redisReply *r;
+            if (redisGetReply(S.c, (void **)&r) == REDIS_OK)
+                freeReplyObject(r);
+        }
+        rh_sleep_ms(300);
+        if (t == 0) {
+            redisReply *d = rh_cmd(&S, "CRDT.RSX.DIGEST %u %u", slot, slot);
+            ok(d && d->type == REDIS_REPLY_ARRAY && d->elements == 4 && d->element[0]->integer == 0,
+               "DIGEST over %d expired keys: the slot counts none (%s)", nkeys[t],
+               !d                             ? "no reply"
+               : d->type == REDIS_REPLY_ERROR ? d->str
+                                              : "a reply");
+            if (d)
+                freeReplyObject(d);
+        } else {
+            is_int(rh_int(rh_cmd(&S, "CRDT.SET {%s}last v", tags[t])), 1,
+                   "a write after %d expired keys of its slot", nkeys[t]);
+            redisReply *d = rh_cmd(&S, "CRDT.RSX.DIGEST %u %u", slot, slot);
+            ok(d && d->type == REDIS_REPLY_ARRAY && d->elements == 4 && d->element[0]->integer == 1,
+               "then the slot counts the one key that lives");
+            if (d)
+                freeReplyObject(d);
+        }
+        char *pong = rh_str(rh_cmd(&S, "PING"), NULL);
+        is(pong ? pong : "(none)", "PONG", "the server still serves (%s)", tags[t]);
+        free(pong);
+        is_int(rh_int(rh_cmd(&S, "DBSIZE")), t ? 1 : 0, "the expired keys are gone");
+    }
+    rh_stop(&S);
+}
+
+/* Active expiry deletes a key and sends its "expired" event while it walks a bucket of the db's
+ * expires table, the bucket's next entry already in hand. The event notes the name dirty; when
+ * that note pushed the slot's dirty list past its bound it refreshed the slot right there, and
+ * the refresh's opening of the slot's other expired keys deleted them under the walk, the entry
+ * in hand too: Redis then read a freed entry, expired a deleted key a second time (a second
+ * "expired" event and DEL to replicas), or died in activeExpireCycle. A slot of 250 keys with a
+ * short TTL, active expiry on (the default), each key left to expire by itself; ten rounds, as
+ * the key whose event starts the refresh has a next entry in its bucket about every other time. */
+static void test_active_expiry(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 4 log no", NULL) < 0)
+        bail_out("cannot start redis-server");
+    enum { ROUNDS = 10, KEYS = 250 };
+    bool alive = true, all = true;
+    for (int round = 0; round < ROUNDS && alive; round++) {
+        for (int i = 0; i < KEYS; i++) {
+            redisAppendCommand(S.c, "CRDT.SET {ae%d}k%d v", round, i);
+            redisAppendCommand(S.c, "PEXPIRE {ae%d}k%d 100", round, i);
+        }
+        for (int i = 0; i < 2 * KEYS; i++) {
+            redisReply *r;
+            if (redisGetReply(S.c, (void **)&r) == REDIS_OK)
+                freeReplyObject(r);
+        }
+        long long left = -1;
+        for (int wait = 0; wait < 40 && alive && left != 0; wait++) {
+            rh_sleep_ms(100);
+            left = rh_int(rh_cmd(&S, "DBSIZE"));
+            alive = left >= 0;
+        }
+        all = all && left == 0;
+    }
+    ok(alive, "active expiry of a slot of %d keys, %d times: the server lives", KEYS, ROUNDS);
+    ok(all, "every key expired");
+    is_int(rh_info_field(&S, "stats", "expired_keys"), ROUNDS * KEYS,
+           "each once (a key deleted under the walk was expired a second time)");
+    /* The events still bound a slot's dirty list (they note every key's name, strings too): a
+     * refresh runs soon after, from a timer. Other slots' notes only go down meanwhile. */
+    long long before = rh_info_field(&S, "crdt", "crdt_rsx_dirty");
+    for (int i = 0; i < 1000; i++)
+        redisAppendCommand(S.c, "SET {ab}s%d v PX 100", i);
+    for (int i = 0; i < 1000; i++) {
+        redisReply *r;
+        if (redisGetReply(S.c, (void **)&r) == REDIS_OK)
+            freeReplyObject(r);
+    }
+    for (int wait = 0; wait < 40 && rh_int(rh_cmd(&S, "DBSIZE")) > 0; wait++)
+        rh_sleep_ms(100);
+    rh_sleep_ms(200);
+    long long dirty = rh_info_field(&S, "crdt", "crdt_rsx_dirty");
+    ok(before >= 0 && dirty >= 0 && dirty - before <= 257,
+       "1000 expired strings of a slot leave at most 257 more names noted (%lld, %lld before)",
+       dirty, before);
+    rh_stop(&S);
 }
 
 int main(void)
@@ -268,6 +378,8 @@ int main(void)
         freeReplyObject(d);
     rh_stop(&A);
     rh_stop(&B);
+    test_expiry_during_refresh();
+    test_active_expiry();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();
