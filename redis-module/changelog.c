@@ -295,11 +295,10 @@ static void on_loading(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subev
 
 static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
 {
-    (void)ctx;
     (void)eid;
     (void)subevent;
-    (void)data;
     cache_forget_all();
+    crdtm_rsx_on_swapdb(ctx, data);
 }
 
 bool crdtm_log_should_append(RedisModuleCtx *ctx)

@@ -131,6 +131,7 @@ typedef struct RedisModuleDigest RedisModuleDigest;
 typedef struct RedisModuleInfoCtx RedisModuleInfoCtx;
 typedef struct RedisModuleDefragCtx RedisModuleDefragCtx;
 typedef struct RedisModuleCallReply RedisModuleCallReply;
+typedef struct RedisModuleScanCursor RedisModuleScanCursor;
 
 /* Server events (SubscribeToServerEvent) */
 typedef struct RedisModuleEvent {
@@ -144,12 +145,19 @@ typedef struct RedisModuleFlushInfo {
     int32_t sync;
     int32_t dbnum; /* -1: every db */
 } RedisModuleFlushInfo;
+typedef struct RedisModuleSwapDbInfo { /* REDISMODULE_EVENT_SWAPDB's data (version 1) */
+    uint64_t version;
+    int32_t dbnum_first;
+    int32_t dbnum_second;
+} RedisModuleSwapDbInfo;
 typedef void (*RedisModuleEventCallback)(RedisModuleCtx *ctx, RedisModuleEvent eid,
                                          uint64_t subevent, void *data);
 
 typedef int (*RedisModuleCmdFunc)(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 typedef void (*RedisModuleInfoFunc)(RedisModuleInfoCtx *ctx, int for_crash_report);
 typedef void (*RedisModuleTimerProc)(RedisModuleCtx *ctx, void *data);
+typedef void (*RedisModuleScanCB)(RedisModuleCtx *ctx, RedisModuleString *keyname,
+                                  RedisModuleKey *key, void *privdata);
 typedef int (*RedisModuleNotificationFunc)(RedisModuleCtx *ctx, int type, const char *event,
                                            RedisModuleString *key);
 
@@ -279,6 +287,11 @@ typedef struct RedisModuleCommandInfo {
     X(int, GetContextFlags, (RedisModuleCtx * ctx))                                                \
     X(int, GetSelectedDb, (RedisModuleCtx * ctx))                                                  \
     X(int, SelectDb, (RedisModuleCtx * ctx, int newid))                                            \
+    X(RedisModuleScanCursor *, ScanCursorCreate, (void))                                           \
+    X(void, ScanCursorDestroy, (RedisModuleScanCursor * cursor))                                   \
+    X(int, Scan,                                                                                   \
+      (RedisModuleCtx * ctx, RedisModuleScanCursor * cursor, RedisModuleScanCB fn,                 \
+       void *privdata))                                                                            \
     X(uint64_t, CreateTimer,                                                                       \
       (RedisModuleCtx * ctx, long long period, RedisModuleTimerProc callback, void *data))         \
     X(long long, Milliseconds, (void))                                                             \

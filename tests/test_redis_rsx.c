@@ -169,6 +169,54 @@ static void test_expiry_during_refresh(void)
     rh_stop(&S);
 }
 
+/* The count CRDT.RSX.DIGEST gives for every slot, or -1. */
+static long long digest_count(rh_server_t *S)
+{
+    redisReply *d = rh_cmd(S, "CRDT.RSX.DIGEST 0 16383");
+    long long n =
+        d && d->type == REDIS_REPLY_ARRAY && d->elements == 4 ? d->element[0]->integer : -1;
+    if (d)
+        freeReplyObject(d);
+    return n;
+}
+
+/* SWAPDB gives db 0 another db's keys with no event per key: the fingerprints must describe the
+ * keys db 0 holds after it (they kept describing the old ones, so two deployments reconciling
+ * would miss every key that came in: anti-entropy silently short of convergence). */
+static void test_swapdb(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 4 log no", NULL) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 20; i++)
+        rh_int(rh_cmd(&S, "CRDT.SET zero:%d v", i));
+    free(rh_str(rh_cmd(&S, "SELECT 1"), NULL));
+    for (int i = 0; i < 50; i++)
+        rh_int(rh_cmd(&S, "CRDT.INCRBY one:%d %d", i, i + 1));
+    rh_int(rh_cmd(&S, "SET plain:1 x")); /* not a CRDT key: never an item */
+    free(rh_str(rh_cmd(&S, "SELECT 0"), NULL));
+    is_int(digest_count(&S), 20, "before SWAPDB: db 0's 20 keys");
+    is(rh_err(rh_cmd(&S, "SWAPDB 0 1")), "", "SWAPDB 0 1");
+    is_int(digest_count(&S), 50, "after SWAPDB 0 1: the 50 CRDT keys db 0 holds now");
+    unsigned slot = crdtm_keyslot("one:7", 5);
+    redisReply *it = rh_cmd(&S, "CRDT.RSX.ITEMS %u %u", slot, slot);
+    bool named = false;
+    for (size_t i = 0; it && it->type == REDIS_REPLY_ARRAY && i < it->elements; i++)
+        named = named || (it->element[i]->type == REDIS_REPLY_ARRAY &&
+                          !strcmp(it->element[i]->element[0]->str, "one:7"));
+    if (it)
+        freeReplyObject(it);
+    ok(named, "CRDT.RSX.ITEMS of its slot names one:7");
+    is(rh_err(rh_cmd(&S, "SWAPDB 1 0")), "", "SWAPDB 1 0");
+    is_int(digest_count(&S), 20, "and back: the 20 again");
+    is(rh_err(rh_cmd(&S, "SWAPDB 1 2")), "", "SWAPDB 1 2 (db 0 not involved)");
+    is_int(digest_count(&S), 20, "a swap of other dbs leaves db 0's fingerprints alone");
+    char *pong = rh_str(rh_cmd(&S, "PING"), NULL);
+    is(pong ? pong : "(none)", "PONG", "the server still serves");
+    free(pong);
+    rh_stop(&S);
+}
+
 /* Active expiry deletes a key and sends its "expired" event while it walks a bucket of the db's
  * expires table, the bucket's next entry already in hand. The event notes the name dirty; when
  * that note pushed the slot's dirty list past its bound it refreshed the slot right there, and
@@ -380,6 +428,7 @@ int main(void)
     rh_stop(&B);
     test_expiry_during_refresh();
     test_active_expiry();
+    test_swapdb();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
     return done_testing();
