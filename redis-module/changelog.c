@@ -293,20 +293,62 @@ static void on_loading(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subev
     cache_forget_all();
 }
 
+/* One name of the new db 0 after a SWAPDB: a log goes back into the registry, any other key to
+ * the fingerprints (which open it later: it may be of any type). */
+static void swapdb_scanned(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleKey *key,
+                           void *privdata)
+{
+    (void)key;
+    (void)privdata;
+    size_t len;
+    const char *name = RedisModule_StringPtrLen(keyname, &len);
+    uint64_t epoch;
+    unsigned slot;
+    if (crdtm_log_name_parse(name, len, &epoch, &slot))
+        registry_add(slot, epoch);
+    else
+        crdtm_rsx_note(ctx, name, len);
+}
+
+/* SWAPDB gives db 0 another db's keys with no event per key. When db 0 is one of the two, the
+ * registry of logs and the fingerprints start over from a scan of the new db 0 (names only, no
+ * key opened), as loading does: O(keys of db 0), once per such SWAPDB. */
 static void on_swapdb(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subevent, void *data)
 {
     (void)eid;
     (void)subevent;
     cache_forget_all();
-    crdtm_rsx_on_swapdb(ctx, data);
+    const RedisModuleSwapDbInfo *si = data;
+    if (!si || si->dbnum_first == si->dbnum_second ||
+        (si->dbnum_first != 0 && si->dbnum_second != 0))
+        return;
+    for (unsigned s = 0; s < CRDTM_SLOTS; s++)
+        slots[s].n = 0;
+    crdtm_rsx_reset();
+    int db = RedisModule_GetSelectedDb(ctx);
+    RedisModuleScanCursor *cur = RedisModule_ScanCursorCreate();
+    if (!cur || RedisModule_SelectDb(ctx, 0) != REDISMODULE_OK) {
+        if (cur)
+            RedisModule_ScanCursorDestroy(cur);
+        RedisModule_Log(ctx, "warning",
+                        "crdt: SWAPDB: cannot scan db 0 for its logs and "
+                        "fingerprints");
+        return;
+    }
+    while (RedisModule_Scan(ctx, cur, swapdb_scanned, NULL))
+        ;
+    RedisModule_ScanCursorDestroy(cur);
+    RedisModule_SelectDb(ctx, db);
 }
 
 bool crdtm_log_should_append(RedisModuleCtx *ctx)
 {
-    (void)ctx;
     /* Replicas and AOF loading receive the primary's CRDT.LOG.APPLY; they add nothing. (A
-     * command from the replication link only runs on a replica.) */
-    return crdtm_cfg.log_enabled && is_primary && !is_loading;
+     * command from the replication link only runs on a replica.) Only db 0 is logged: the only db
+     * of a cluster, the one crdtd reads; logs of several dbs in one slot's registry would start a
+     * new log at every change of db and lose the others from CRDT.LOG.LIST. */
+    return crdtm_cfg.log_enabled && is_primary && !is_loading &&
+           RedisModule_GetSelectedDb(ctx) == 0;
 }
 
 /* How far past log-max-len a log grows before it is trimmed back to log-max-len: a trim is paid
@@ -762,6 +804,10 @@ static int on_keyspace_event(RedisModuleCtx *ctx, int type, const char *event,
     uint64_t epoch;
     unsigned slot;
     if (crdtm_log_name_parse(k, klen, &epoch, &slot)) {
+        /* the registry is db 0's logs (the only db logged): a log-named key elsewhere (a COPY,
+         * a MOVE's target) is not one of them, and what happens to it changes nothing here */
+        if (RedisModule_GetSelectedDb(ctx) != 0)
+            return REDISMODULE_OK;
         /* whatever happened to the key, its value may be another or elsewhere now */
         if (slots[slot].cur_epoch == epoch)
             cache_forget(&slots[slot]);

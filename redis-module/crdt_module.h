@@ -159,10 +159,9 @@ void crdtm_rsx_touch(RedisModuleCtx *ctx, const char *name, size_t len);
  * "expired" event may come from active expiry, which walks the db's expires table while it
  * notifies: a key opened there that had expired too would be deleted under that walk. */
 void crdtm_rsx_note(RedisModuleCtx *ctx, const char *name, size_t len);
-/* SWAPDB (changelog.c's event handler passes its RedisModuleSwapDbInfo): when db 0 is one of the
- * two, every key of db 0 may be another now, and no key event says so: the fingerprints start
- * over from a scan of the new db 0 (every name noted, as loading does). */
-void crdtm_rsx_on_swapdb(RedisModuleCtx *ctx, const void *info);
+/* Forgets every slot's items (db 0's keys are others now: a SWAPDB with db 0, whose handler in
+ * changelog.c then notes every name of the new db 0 with crdtm_rsx_note). */
+void crdtm_rsx_reset(void);
 int crdtm_rsx_init(RedisModuleCtx *ctx);
 void crdtm_rsx_info(RedisModuleInfoCtx *ctx);
 int crdtm_cmd_rsx_open(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);

@@ -258,38 +258,12 @@ static void on_flush(RedisModuleCtx *ctx, RedisModuleEvent eid, uint64_t subeven
         slot_clear(&rsx_slots[s]);
 }
 
-static void note_scanned(RedisModuleCtx *ctx, RedisModuleString *keyname, RedisModuleKey *key,
-                         void *privdata)
+void crdtm_rsx_reset(void)
 {
-    (void)key;
-    (void)privdata;
-    size_t len;
-    const char *name = RedisModule_StringPtrLen(keyname, &len);
-    crdtm_rsx_note(ctx, name, len);
-}
-
-void crdtm_rsx_on_swapdb(RedisModuleCtx *ctx, const void *info)
-{
-    const RedisModuleSwapDbInfo *si = info;
-    if (!rsx_slots || !si || si->dbnum_first == si->dbnum_second ||
-        (si->dbnum_first != 0 && si->dbnum_second != 0))
+    if (!rsx_slots)
         return;
     for (unsigned s = 0; s < CRDTM_SLOTS; s++)
         slot_clear(&rsx_slots[s]);
-    /* Names only, no key opened (the scan's key handles are not used): slots refresh when read,
-     * or from the timer once their lists outgrow them. O(keys of db 0), once per such SWAPDB. */
-    int db = RedisModule_GetSelectedDb(ctx);
-    RedisModuleScanCursor *cur = RedisModule_ScanCursorCreate();
-    if (!cur || RedisModule_SelectDb(ctx, 0) != REDISMODULE_OK) {
-        if (cur)
-            RedisModule_ScanCursorDestroy(cur);
-        RedisModule_Log(ctx, "warning", "crdt: SWAPDB: cannot scan db 0 for its fingerprints");
-        return;
-    }
-    while (RedisModule_Scan(ctx, cur, note_scanned, NULL))
-        ;
-    RedisModule_ScanCursorDestroy(cur);
-    RedisModule_SelectDb(ctx, db);
 }
 
 /* ---- sessions ------------------------------------------------------------------------------- */

@@ -1078,6 +1078,47 @@ static void test_list_expired(void)
     rh_stop(&S);
 }
 
+/* Only db 0 is logged. Writes alternating between db 0 and db 1 in one slot started a new log at
+ * every change of db (its registry holds one slot's logs, whatever their db), and CRDT.LOG.LIST
+ * in db 0 then named none of db 0's. And SWAPDB brings db 0 logs with no event per key: the
+ * registry is made again from a scan of the new db 0. */
+static void test_dbs(void)
+{
+    rh_server_t S;
+    if (rh_start(&S, NULL, "node-id 6", NULL) < 0)
+        bail_out("cannot start redis-server");
+    for (int i = 0; i < 4; i++) {
+        rh_int(rh_cmd(&S, "CRDT.SADD {db}a x%d", i));
+        free(rh_str(rh_cmd(&S, "SELECT 1"), NULL));
+        rh_int(rh_cmd(&S, "CRDT.SADD {db}b y%d", i));
+        free(rh_str(rh_cmd(&S, "SELECT 0"), NULL));
+    }
+    is_int(rh_info_field(&S, "crdt", "crdt_log_created"), 1,
+           "dbs: one log made, not one per switch");
+    is_int(rh_info_field(&S, "crdt", "crdt_log_appends"), 4, "dbs: db 0's 4 writes logged");
+    char name[CRDTM_LOG_NAME_MAX], again[CRDTM_LOG_NAME_MAX];
+    ok(log_of(&S, "{db}a", name) == 0, "dbs: CRDT.LOG.LIST names db 0's log");
+    is_int(log_info(&S, name, "entries-added"), 4, "dbs: the log holds db 0's writes only");
+    free(rh_str(rh_cmd(&S, "SELECT 1"), NULL));
+    redisReply *k = rh_cmd(&S, "KEYS crdt:log:*");
+    is_int(k && k->type == REDIS_REPLY_ARRAY ? (long long)k->elements : -1, 0,
+           "dbs: db 1 has no log");
+    if (k)
+        freeReplyObject(k);
+    free(rh_str(rh_cmd(&S, "SELECT 0"), NULL));
+
+    is_int(rh_int(rh_cmd(&S, "MOVE %s 1", name)), 1, "swapdb: the log MOVEd to db 1");
+    ok(log_of(&S, "{db}a", again) < 0, "swapdb: then db 0 lists no log");
+    is(rh_err(rh_cmd(&S, "SWAPDB 0 1")), "", "SWAPDB 0 1");
+    ok(log_of(&S, "{db}a", again) == 0 && !strcmp(again, name),
+       "swapdb: the log db 0 holds now is listed again");
+    rh_int(rh_cmd(&S, "CRDT.SADD {db}b z"));
+    is_int(log_info(&S, name, "entries-added"), 5, "swapdb: the next write appends to it");
+    is_int(rh_info_field(&S, "crdt", "crdt_log_created"), 1, "swapdb: no new log made");
+    ok(serves(&S), "the server still serves");
+    rh_stop(&S);
+}
+
 /* Redis's CRC64 (Jones, reflected), the checksum of a DUMP payload. */
 static uint64_t crc64_redis(const unsigned char *p, size_t n)
 {
@@ -1349,6 +1390,7 @@ int main(void)
     test_trim_replicated();
     test_restore_corrupt();
     test_append_cache();
+    test_dbs();
     test_list_expired();
     is_int(rh_sanitizer_reports(), 0, "no sanitizer reports from the servers");
     rh_cleanup();
