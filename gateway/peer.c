@@ -195,6 +195,10 @@ static void host_dial(void *ud, int slot)
     struct lws *wsi = lws_client_connect_via_info(&ci);
     P->connecting = NULL;
     if (!wsi || P->connect_failed) {
+        if (strchr(sl->host, ':'))
+            snprintf(P->connect_error, sizeof(P->connect_error),
+                     "cannot connect: IPv6 peer addresses are not supported yet (give an IPv4 "
+                     "address or a name that resolves to one)");
         crdt_peer_link_t *l = g->l;
         g->wsi = NULL;
         plink_free(g);
@@ -448,9 +452,15 @@ static int dispatch(gw_server_t *s, struct gw_peers *P, struct lws *wsi,
         /* WSI_DESTROY: the last word on a wsi. A client wsi killed by a timeout before its
          * upgrade completed gets neither CLIENT_CLOSED nor CONNECTION_ERROR in lws 4.1. */
         if (g) {
+            lws_set_opaque_user_data(wsi, NULL);
+            if (P && P->connecting == g) {
+                /* destroyed inside lws_client_connect_via_info (an address lws fails on at
+                 * once, such as an IPv6 one): host_dial frees the link when that returns */
+                P->connect_failed = true;
+                return 0;
+            }
             crdt_peer_link_t *l = g->l;
             g->wsi = NULL;
-            lws_set_opaque_user_data(wsi, NULL);
             plink_free(g);
             crdt_peer_link_closed(l, NULL, now_ms());
         }

@@ -773,6 +773,25 @@ int main(void)
         ok(healthy(&B) && wait_up(&A, 1, 5000), "the real link to B is still up");
     }
 
+    /* A peer given as an IPv6 address: lws fails that dial inside lws_client_connect_via_info and
+     * destroys the wsi there, whose WSI_DESTROY freed the link host_dial then freed again: the
+     * node died at its first dial. Now it says why and keeps serving. */
+    {
+        node_t H;
+        memset(&H, 0, sizeof(H));
+        char url6[64];
+        snprintf(url6, sizeof(url6), "ws://[::1]:%d", free_port());
+        if (node_start(&H, 8, free_port(), "--peer", url6, "--peer-secret-file", secret_path, NULL))
+            bail_out("cannot start H");
+        ok(wait_log(&H.p, "IPv6 peer addresses are not supported", 5000),
+           "an IPv6 peer: the dial fails with the reason");
+        usleep(1500 * 1000); /* a few retries */
+        ok(healthy(&H), "and the node keeps serving through its retries");
+        st = crdtd_stop(&H.p, SIGTERM, 5000);
+        ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "H stops cleanly");
+        check_log(&H.p);
+    }
+
     /* a write still replicates after all that */
     is_int(write_all_types(pb, "final", 2), 0, "a last round of writes on B");
     ok(wait_converged(ab, 2, 10000), "A and B converge");
