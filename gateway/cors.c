@@ -125,8 +125,9 @@ int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen)
     return 0;
 }
 
-/* Whether n bytes at s are a host name: labels of letters, digits and '-' joined by '.', none
- * empty, a trailing dot allowed (dropped by the callers). */
+/* Whether n bytes at s are a host name: labels of letters, digits, '-' and '_' (compose and
+ * container names have them, and browsers send them) joined by '.', none empty, a trailing dot
+ * allowed (dropped by the callers). */
 static bool host_name_ok(const char *s, size_t n)
 {
     if (n && s[n - 1] == '.')
@@ -140,7 +141,7 @@ static bool host_name_ok(const char *s, size_t n)
             if (!label)
                 return false;
             label = 0;
-        } else if (isalnum(ch) || ch == '-') {
+        } else if (isalnum(ch) || ch == '-' || ch == '_') {
             if (++label > 63)
                 return false;
         } else {
@@ -165,8 +166,8 @@ int gw_hosts_add(gw_config_t *c, const char *list, char *why, size_t whylen)
         if (!host_name_ok(s, len)) {
             snprintf(why, whylen,
                      !len ? "empty host name in the list"
-                          : "a host name is letters, digits, '-' and '.', with no port or "
-                            "scheme (e.g. crdtd.internal)");
+                          : "a host name is letters, digits, '-', '_' and '.', with no port "
+                            "or scheme (e.g. crdtd.internal)");
             return -1;
         }
         len -= s[len - 1] == '.';
@@ -209,6 +210,17 @@ bool gw_host_allowed(const gw_config_t *c, const char *host)
     if (!host || !*host)
         return true;
     size_t n = strlen(host);
+    /* an IPv6 address without brackets (two colons or more between hex digits, dots only in an
+     * IPv4 tail): no name looks like that, and some clients send it so */
+    size_t colons = 0;
+    bool v6 = host[0] != '[', dot = false;
+    for (const char *p = host; *p && v6; p++) {
+        colons += *p == ':';
+        dot = dot || *p == '.';
+        v6 = isxdigit((unsigned char)*p) || (*p == ':' && !dot) || *p == '.';
+    }
+    if (v6 && colons >= 2)
+        return true;
     const char *port = NULL;
     if (host[0] == '[') {
         /* an IPv6 literal: [hex digits, ':' and '.'] and perhaps :port */

@@ -34,7 +34,7 @@ int gw_cors_add(gw_config_t *c, const char *list, char *why, size_t whylen);
  * header, NULL if none) on a server configured with c. Case-insensitive. */
 gw_origin_t gw_cors_classify(const gw_config_t *c, const char *origin, const char *host);
 
-/* Adds each host name of a comma-separated list (letters, digits, '-' and '.'; no port; stored
+/* Adds each host name of a comma-separated list (letters, digits, '-', '_' and '.'; no port; stored
  * lower case, without a trailing dot) to c->allowed_hosts. 0, or -1 with the reason in why
  * (nothing of the list is added then). */
 int gw_hosts_add(gw_config_t *c, const char *list, char *why, size_t whylen);
@@ -43,7 +43,7 @@ int gw_hosts_add(gw_config_t *c, const char *list, char *why, size_t whylen);
  * empty: none). DNS rebinding: a site can make its own name resolve to 127.0.0.1, and its pages
  * are then "same origin" with the node, Origin check passed; but their requests still carry the
  * site's name in Host. So an open node answers only a Host that is an IP address (v4, or v6 in
- * brackets), `localhost` or a name under `.localhost` (browsers resolve those to loopback
+ * brackets or bare), `localhost` or a name under `.localhost` (browsers resolve those to loopback
  * themselves), or one of --allowed-host, with or without a port; and a request without Host
  * (no browser sends one). Case-insensitive; a trailing dot is ignored. */
 bool gw_host_allowed(const gw_config_t *c, const char *host);

@@ -524,13 +524,27 @@ static bool host_ok(const gw_server_t *s, struct lws *wsi, char *why, size_t why
     if (n <= 0)
         return true;
     /* one too long to copy names no allowed host */
-    if (n < (int)sizeof(host) && lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0 &&
-        gw_host_allowed(&s->cfg, host))
-        return true;
+    bool copied =
+        n < (int)sizeof(host) && lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) > 0;
+    if (copied) {
+        size_t len = strlen(host); /* the header's trailing whitespace is not part of it */
+        while (len && (host[len - 1] == ' ' || host[len - 1] == '\t'))
+            host[--len] = '\0';
+        if (gw_host_allowed(&s->cfg, host))
+            return true;
+    }
     snprintf(why, whylen,
              "Host %.200s is not answered by a node without a token secret (a page could reach "
              "it by DNS rebinding): use its IP address or localhost, or crdtd --allowed-host",
-             n < (int)sizeof(host) ? host : "(too long)");
+             copied ? host : "(too long)");
+    /* said here too, at most every 10 s: a client that hides the answer (a dialling WebSocket
+     * library) leaves the operator the log */
+    static uint64_t last_said;
+    uint64_t now = gw_now_us();
+    if (!last_said || now - last_said >= 10u * 1000 * 1000) {
+        last_said = now;
+        gw_log("refused a request for %s", why);
+    }
     return false;
 }
 
@@ -619,20 +633,20 @@ static int on_http(gw_conn_t *c, struct lws *wsi, const char *in, size_t len)
     return 0;
 }
 
-/* Whether the upgrade request asks for one of the WebSocket subprotocols of the list (the header
- * may list several, comma separated; lws picks the first it knows). */
-static bool upgrade_protocol_ok(const gw_server_t *s, struct lws *wsi)
+/* The WebSocket subprotocol of the list the upgrade request asks for (the header may list several,
+ * comma separated; lws picks the first it knows), or NULL. */
+static const struct lws_protocols *upgrade_protocol(const gw_server_t *s, struct lws *wsi)
 {
     char buf[256];
     int n = lws_hdr_copy(wsi, buf, sizeof(buf), WSI_TOKEN_PROTOCOL);
     if (n <= 0)
-        return false;
+        return NULL;
     for (char *save = NULL, *tok = strtok_r(buf, ", \t", &save); tok;
          tok = strtok_r(NULL, ", \t", &save))
         for (const struct lws_protocols *p = s->protocols + 1; p->name; p++)
             if (!strcmp(tok, p->name))
-                return true;
-    return false;
+                return p;
+    return NULL;
 }
 
 /* Whether the upgrade's Origin may open a session (cors.h); a refusal is answered 403 here. */
@@ -755,10 +769,11 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         /* WebSocket only on the main listener and only for the other protocols of the list: lws
          * would otherwise hand a connection without (or with an unknown) Sec-WebSocket-Protocol
          * to protocols[0], this HTTP callback. */
+        const struct lws_protocols *pr = NULL;
         if (!strcmp(in ? (const char *)in : "", "websocket") && lws_get_vhost(wsi) == s->vh_main &&
-            upgrade_protocol_ok(s, wsi)) {
+            (pr = upgrade_protocol(s, wsi))) {
             char why[400];
-            if (!host_ok(s, wsi, why, sizeof(why))) {
+            if (pr->id != GW_PROTO_SELF_AUTH && !host_ok(s, wsi, why, sizeof(why))) {
                 lws_return_http_status(wsi, 403, why);
                 return 1;
             }

@@ -92,7 +92,7 @@ static struct lws_protocols protocols[] = {
     {"http", gw_http_callback, 0, 0, 0, NULL, 0},
     {GW_SYNC_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
     {GW_SYNC_BIN_PROTOCOL, gw_sync_callback, sizeof(void *), 65536, 0, NULL, 0},
-    {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, 0, NULL, 0},
+    {GW_PEER_PROTOCOL, gw_peer_callback, sizeof(void *), 65536, GW_PROTO_SELF_AUTH, NULL, 0},
 #ifdef CRDTD_HAVE_REDIS
     GW_EVLOOP_LWS_PROTOCOL, /* the Redis store's sockets (--store redis://) */
 #endif

@@ -51,4 +51,9 @@ struct gw_server {
     bool store_transient;
 };
 
+/* lws_protocols.id of a WebSocket protocol whose sessions prove who they are before anything
+ * else (crdt-peer.v1: the cluster secret's challenge): a node without a token secret does not
+ * check the Host of their upgrades (http.c), which a peer that dials by name would fail. */
+#define GW_PROTO_SELF_AUTH 1
+
 #endif /* CRDT_GW_SERVER_H */

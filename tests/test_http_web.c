@@ -135,8 +135,8 @@ static void test_units(void)
            "no Host: foreign");
 
     /* --allowed-host, and which Hosts an open node answers */
-    ok(gw_hosts_add(&c, "Feed.Example., crdtd-1.internal", why, sizeof(why)) == 0 &&
-           c.nhosts == 2 && !strcmp(c.allowed_hosts[0], "feed.example"),
+    ok(gw_hosts_add(&c, "Feed.Example., crdtd-1.internal,crdt_node", why, sizeof(why)) == 0 &&
+           c.nhosts == 3 && !strcmp(c.allowed_hosts[0], "feed.example"),
        "host list parsed, lower case, trailing dot dropped (%s)", c.allowed_hosts[0]);
     const char *bad_hosts[] = {
         "",    "a,,b",  "http://a.example", "a.example:80", "a..b", ".a", "a/b",
@@ -166,6 +166,14 @@ static void test_units(void)
         {"feed.example:7379", true},
         {"FEED.EXAMPLE.", true},
         {"crdtd-1.internal", true},
+        {"crdt_node:7379", true},
+        {"::1", true},
+        {"fe80::1:7379", true},
+        {"::ffff:127.0.0.1", true},
+        {"::ffff:127.0.0.1:80", false},
+        {"other_node", false},
+        {"evil::x", false},
+        {":", false},
         {"evil.example:7379", false},
         {"sub.feed.example", false},
         {"feed.example.evil", false},
@@ -406,9 +414,9 @@ static int raw_status(int port, const char *req, int timeout_ms, char *body, siz
     return st;
 }
 
-/* An upgrade to crdt.v1 sent with Host `host` (NULL: 127.0.0.1:port) and an Origin header (NULL:
- * none); returns the status of the answer. */
-static int upgrade_as(int port, const char *host, const char *origin)
+/* An upgrade to WebSocket subprotocol `proto` sent with Host `host` (NULL: 127.0.0.1:port) and an
+ * Origin header (NULL: none); returns the status of the answer. */
+static int upgrade_proto(int port, const char *proto, const char *host, const char *origin)
 {
     char req[1024], hh[300], oh[300] = "";
     if (host)
@@ -420,14 +428,14 @@ static int upgrade_as(int port, const char *host, const char *origin)
     snprintf(req, sizeof(req),
              "GET / HTTP/1.1\r\n%sUpgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-             "Sec-WebSocket-Protocol: crdt.v1\r\n%s\r\n",
-             hh, oh);
+             "Sec-WebSocket-Protocol: %s\r\n%s\r\n",
+             hh, proto, oh);
     return raw_status(port, req, 1000, NULL, 0);
 }
 
 static int upgrade(int port, const char *origin)
 {
-    return upgrade_as(port, NULL, origin);
+    return upgrade_proto(port, "crdt.v1", NULL, origin);
 }
 
 static void test_cors(const char *tmp)
@@ -553,6 +561,24 @@ static void test_cors(const char *tmp)
     is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
 }
 
+/* Whether the file at path comes to hold needle within timeout_ms (a node's log). */
+static bool file_has(const char *path, const char *needle, int timeout_ms)
+{
+    for (int waited = 0;; waited += 50) {
+        FILE *f = fopen(path, "r");
+        char text[16384];
+        size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+        text[n] = '\0';
+        if (f)
+            fclose(f);
+        if (strstr(text, needle))
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        usleep(50 * 1000);
+    }
+}
+
 /* GET path with Host `host` ("Connection: close", so the answer ends the exchange). */
 static int get_with_host(int port, const char *path, const char *host)
 {
@@ -567,7 +593,7 @@ static int upgrade_with_host(int port, const char *host)
 {
     char origin[300];
     snprintf(origin, sizeof(origin), "http://%s", host);
-    return upgrade_as(port, host, origin);
+    return upgrade_proto(port, "crdt.v1", host, origin);
 }
 
 /* DNS rebinding: a site that makes its name resolve to 127.0.0.1 serves pages that are "same
@@ -595,6 +621,11 @@ static void test_hosts(const char *tmp)
            "open node: a write from that page: 403");
     ok(strstr(body, "--allowed-host") != NULL && strstr(body, "rebinding") != NULL,
        "the refusal says why and what to do");
+    hc_resp_t r;
+    is_int(send1(p.port, "GET", "/v1/keys/ZmVlZDox", "", NULL, &r), 404, "and it wrote nothing");
+    hc_resp_free(&r);
+    ok(file_has(p.errlog, "refused a request for Host evil.example", 2000),
+       "the node's log says so too");
     is_int(upgrade_with_host(p.port, host), 403, "open node: a session from that page: 403");
     snprintf(req, sizeof(req), "GET /healthz HTTP/1.0\r\n\r\n");
     is_int(raw_status(p.port, req, 2000, NULL, 0), 200, "no Host (HTTP/1.0, no browser): 200");
@@ -607,6 +638,14 @@ static void test_hosts(const char *tmp)
     }
     snprintf(host, sizeof(host), "sub.feed.example:%d", p.port);
     is_int(get_with_host(p.port, "/healthz", host), 403, "a name under an allowed one: 403");
+    snprintf(host, sizeof(host), "127.0.0.1:%d  \t", p.port);
+    is_int(get_with_host(p.port, "/healthz", host), 200,
+           "trailing whitespace in Host: not part of it");
+    /* crdt-peer.v1 proves the cluster secret first: a peer dialling by name is not refused for
+     * its Host (replication is off here, so the session is refused after the upgrade instead) */
+    snprintf(host, sizeof(host), "crdt-2.svc:%d", p.port);
+    is_int(upgrade_proto(p.port, "crdt-peer.v1", host, NULL), 101,
+           "open node: a peer's upgrade by name is not refused for its Host");
     if (ok(p.roshi_port > 0, "the roshi listener is up")) {
         snprintf(host, sizeof(host), "evil.example:%d", p.roshi_port);
         is_int(get_with_host(p.roshi_port, "/?coalesce=1", host), 403,
@@ -615,7 +654,6 @@ static void test_hosts(const char *tmp)
         ok(get_with_host(p.roshi_port, "/?coalesce=1", host) != 403,
            "the roshi listener: Host %s: not refused", host);
     }
-    hc_resp_t r;
     is_int(send1(p.port, "GET", "/healthz", "", NULL, &r), 200, "still serving");
     hc_resp_free(&r);
     is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");

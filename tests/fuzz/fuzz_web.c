@@ -80,8 +80,7 @@ static void check_hosts(char *s)
         if (!n || h[0] == '.' || h[n - 1] == '.')
             abort();
         for (const char *p = h; *p; p++)
-            if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-' &&
-                *p != '.')
+            if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && !strchr("-_.", *p))
                 abort();
         char with_port[GW_HOST_NAME_MAX + 8];
         snprintf(with_port, sizeof(with_port), "%s:80", h);
@@ -90,7 +89,7 @@ static void check_hosts(char *s)
     }
     if (nl && gw_host_allowed(&c, nl + 1))
         for (const char *p = nl + 1; *p; p++)
-            if (!isalnum((unsigned char)*p) && !strchr(".-:[]", *p))
+            if (!isalnum((unsigned char)*p) && !strchr(".-_:[]", *p))
                 abort();
 }
 
