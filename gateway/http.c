@@ -765,7 +765,7 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
             conn_reset(c);
         break;
 
-    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
         /* WebSocket only on the main listener and only for the other protocols of the list: lws
          * would otherwise hand a connection without (or with an unknown) Sec-WebSocket-Protocol
          * to protocols[0], this HTTP callback. */
@@ -783,6 +783,7 @@ int gw_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         }
         refuse_upgrade(s, wsi);
         return 1;
+    }
 
     default: break;
     }
