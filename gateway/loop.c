@@ -563,8 +563,9 @@ int gw_loop_start(gw_server_t *s, const struct lws_protocols *protocols)
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof(info));
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 |
-                   LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    /* IPv6 is each vhost's to allow (make_vhost: when it listens on an IPv6 address, which then
+     * dials IPv6 peers too); disabled here, it was disabled for every dial */
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.user = s;
     if (gw_loop_tls(s)) {
         char why[512], tinfo[512];

@@ -195,10 +195,10 @@ static void host_dial(void *ud, int slot)
     struct lws *wsi = lws_client_connect_via_info(&ci);
     P->connecting = NULL;
     if (!wsi || P->connect_failed) {
-        if (strchr(sl->host, ':'))
+        if (strchr(sl->host, ':') && !strchr(P->s->cfg.listen.host, ':'))
             snprintf(P->connect_error, sizeof(P->connect_error),
-                     "cannot connect: IPv6 peer addresses are not supported yet (give an IPv4 "
-                     "address or a name that resolves to one)");
+                     "cannot connect: an IPv6 peer address needs this node to listen on IPv6 "
+                     "too (--listen [::]:PORT)");
         crdt_peer_link_t *l = g->l;
         g->wsi = NULL;
         plink_free(g);
@@ -455,7 +455,8 @@ static int dispatch(gw_server_t *s, struct gw_peers *P, struct lws *wsi,
             lws_set_opaque_user_data(wsi, NULL);
             if (P && P->connecting == g) {
                 /* destroyed inside lws_client_connect_via_info (an address lws fails on at
-                 * once, such as an IPv6 one): host_dial frees the link when that returns */
+                 * once, such as an IPv6 one from an IPv4 listener's vhost): host_dial frees the
+                 * link when that returns */
                 P->connect_failed = true;
                 return 0;
             }
