@@ -195,6 +195,8 @@ static void host_dial(void *ud, int slot)
     struct lws *wsi = lws_client_connect_via_info(&ci);
     P->connecting = NULL;
     if (!wsi || P->connect_failed) {
+        if (wsi) /* failed but not yet destroyed: its callbacks to come must not find the link */
+            lws_set_opaque_user_data(wsi, NULL);
         if (strchr(sl->host, ':') && !strchr(P->s->cfg.listen.host, ':'))
             snprintf(P->connect_error, sizeof(P->connect_error),
                      "cannot connect: an IPv6 peer address needs this node to listen on IPv6 "
@@ -360,6 +362,25 @@ static int on_writable(gw_plink_t *g)
     return 0;
 }
 
+/* The link's wsi failed or closed (why: the reason, or NULL): the wsi forgets the link, which
+ * lws's later callbacks for it must not find. While host_dial's lws_client_connect_via_info is
+ * running (lws fails some dials inside it, and may destroy the wsi there), host_dial frees the
+ * link and reports why when the call returns; otherwise the link goes here. */
+static void link_gone(struct gw_peers *P, gw_plink_t *g, struct lws *wsi, const char *why)
+{
+    lws_set_opaque_user_data(wsi, NULL);
+    if (P && P->connecting == g) {
+        if (why)
+            snprintf(P->connect_error, sizeof(P->connect_error), "%s", why);
+        P->connect_failed = true;
+        return;
+    }
+    crdt_peer_link_t *l = g->l;
+    g->wsi = NULL;
+    plink_free(g);
+    crdt_peer_link_closed(l, why, now_ms());
+}
+
 static int dispatch(gw_server_t *s, struct gw_peers *P, struct lws *wsi,
                     enum lws_callback_reasons reason, void *in, size_t len)
 {
@@ -431,18 +452,7 @@ static int dispatch(gw_server_t *s, struct gw_peers *P, struct lws *wsi,
         if (g) {
             char why[200];
             snprintf(why, sizeof(why), "cannot connect: %s", in ? (const char *)in : "?");
-            if (P && P->connecting == g) {
-                /* host_dial reports it when lws_client_connect_via_info returns */
-                snprintf(P->connect_error, sizeof(P->connect_error), "%s", why);
-                P->connect_failed = true;
-                return 0;
-            }
-            /* the wsi lives on until its WSI_DESTROY, which must not find the link */
-            crdt_peer_link_t *l = g->l;
-            g->wsi = NULL;
-            lws_set_opaque_user_data(wsi, NULL);
-            plink_free(g);
-            crdt_peer_link_closed(l, why, now_ms());
+            link_gone(P, g, wsi, why);
         }
         return 0;
 
@@ -451,20 +461,8 @@ static int dispatch(gw_server_t *s, struct gw_peers *P, struct lws *wsi,
     case LWS_CALLBACK_WSI_DESTROY:
         /* WSI_DESTROY: the last word on a wsi. A client wsi killed by a timeout before its
          * upgrade completed gets neither CLIENT_CLOSED nor CONNECTION_ERROR in lws 4.1. */
-        if (g) {
-            lws_set_opaque_user_data(wsi, NULL);
-            if (P && P->connecting == g) {
-                /* destroyed inside lws_client_connect_via_info (an address lws fails on at
-                 * once, such as an IPv6 one from an IPv4 listener's vhost): host_dial frees the
-                 * link when that returns */
-                P->connect_failed = true;
-                return 0;
-            }
-            crdt_peer_link_t *l = g->l;
-            g->wsi = NULL;
-            plink_free(g);
-            crdt_peer_link_closed(l, NULL, now_ms());
-        }
+        if (g)
+            link_gone(P, g, wsi, NULL);
         return 0;
 
     default: break;

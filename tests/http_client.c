@@ -509,3 +509,20 @@ const char *hc_pct(const char *s)
 {
     return hc_pctn(s, strlen(s));
 }
+
+bool hc_file_wait(const char *path, const char *needle, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        FILE *f = fopen(path, "r");
+        char line[1024];
+        bool found = false;
+        while (f && !found && fgets(line, sizeof(line), f))
+            found = strstr(line, needle) != NULL;
+        if (f)
+            fclose(f);
+        if (found)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}

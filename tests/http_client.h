@@ -58,6 +58,9 @@ int hc_request(int port, const char *method, const char *path, const char *body,
  * NUL-terminated) or NULL if the connection could not be made. */
 char *hc_raw(int port, const void *data, size_t len, bool shut_wr, int timeout_ms, size_t *outlen);
 
+/* Whether a line of the file at path comes to hold needle within timeout_ms (a node's stderr). */
+bool hc_file_wait(const char *path, const char *needle, int timeout_ms);
+
 void hc_resp_free(hc_resp_t *r);
 
 /* The base64 of the NUL-terminated s into out (room for 4 * ceil(strlen(s) / 3) + 1): standard

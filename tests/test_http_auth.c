@@ -105,23 +105,6 @@ static void write_file(const char *path, const char *text)
     }
 }
 
-static bool log_has(const char *path, const char *needle, int timeout_ms)
-{
-    for (int waited = 0; waited <= timeout_ms; waited += 20) {
-        FILE *f = fopen(path, "r");
-        char line[1024];
-        bool found = false;
-        while (f && !found && fgets(line, sizeof(line), f))
-            found = strstr(line, needle) != NULL;
-        if (f)
-            fclose(f);
-        if (found)
-            return true;
-        usleep(20000);
-    }
-    return false;
-}
-
 /* crdt.v1 session: hello with tok; the first message's type ("welcome", or "" after a close whose
  * code goes to *code). */
 static bool ws_hello(ws_raw_t *w, int port, const char *tok, int *code)
@@ -327,7 +310,7 @@ int main(void)
         rm_rf(dir);
         bail_out("crdtd did not start");
     }
-    ok(log_has(srv.errlog, "key ids: k0,k1", 2000), "the start names the key ids");
+    ok(hc_file_wait(srv.errlog, "key ids: k0,k1", 2000), "the start names the key ids");
     rest_matrix(srv.port, t);
     roshi_matrix(srv.roshi_port, t);
     expect(srv.port, "GET", "/healthz", NULL, NULL, 200, NULL, "the node still serves");
@@ -342,7 +325,7 @@ int main(void)
     snprintf(text, sizeof(text), "k1:%s\nk2:%s\n", S1, S2);
     write_file(ring, text);
     kill(srv.pid, SIGHUP);
-    ok(log_has(srv.errlog, "token key ring reloaded; key ids: k1,k2", 5000), "SIGHUP reloaded the ring");
+    ok(hc_file_wait(srv.errlog, "token key ring reloaded; key ids: k1,k2", 5000), "SIGHUP reloaded the ring");
     expect(srv.port, "GET", path, t[8], NULL, 401, "unknown_kid", "the k0 token is refused after");
     char *t2 = mint("k2", S2, "new", 3600, all, all);
     expect(srv.port, "GET", path, t2, NULL, 404, NULL, "a k2 token works after");
@@ -363,7 +346,7 @@ int main(void)
     ws_free(&w2);
     write_file(ring, "k1:short\n");
     kill(srv.pid, SIGHUP);
-    ok(log_has(srv.errlog, "keeping the previous token key ring", 5000),
+    ok(hc_file_wait(srv.errlog, "keeping the previous token key ring", 5000),
        "a broken ring file on SIGHUP keeps the previous ring");
     expect(srv.port, "GET", path, t2, NULL, 200, NULL, "and the k2 token still works");
     is_int(crdtd_stop(&srv, SIGTERM, 5000) == 0, 1, "stopped cleanly");
@@ -407,17 +390,17 @@ int main(void)
     const char *open_args[] = {"--listen", "0.0.0.0:0", "--data-dir", data3, NULL};
     int st = crdtd_run(CRDTD_BIN, open_args, errf, 10000);
     ok(st != 0, "no secret and a non-loopback address: crdtd refuses to start");
-    ok(log_has(errf, "refusing to listen on a non-loopback address", 0), "and says why");
+    ok(hc_file_wait(errf, "refusing to listen on a non-loopback address", 0), "and says why");
     write_file(ring, "k1:too-short\n");
     const char *bad_args[] = {"--listen", "127.0.0.1:0", "--data-dir", data3, "--token-secret-file", ring, NULL};
     st = crdtd_run(CRDTD_BIN, bad_args, errf, 10000);
-    ok(st != 0 && log_has(errf, "line 1: the secret must be 16..256 bytes", 0),
+    ok(st != 0 && hc_file_wait(errf, "line 1: the secret must be 16..256 bytes", 0),
        "a malformed ring file stops the start with its line");
     const char *allow[] = {"--listen", "0.0.0.0:0", "--allow-open", "--data-dir", data3, NULL};
     if (crdtd_start(&srv, CRDTD_BIN, dir, allow)) {
         fail("--allow-open did not start");
     } else {
-        ok(log_has(srv.errlog, "OPEN NODE", 2000), "--allow-open starts, saying loudly it is open");
+        ok(hc_file_wait(srv.errlog, "OPEN NODE", 2000), "--allow-open starts, saying loudly it is open");
         snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("any"));
         expect(srv.port, "POST", path, NULL, "{\"type\":\"pncounter\",\"op\":\"incr\"}", 200,
                NULL, "an open node takes writes without a token");

@@ -561,24 +561,6 @@ static void test_cors(const char *tmp)
     is_int(crdtd_stop(&p, SIGTERM, 10000), 0, "crdtd stops cleanly");
 }
 
-/* Whether the file at path comes to hold needle within timeout_ms (a node's log). */
-static bool file_has(const char *path, const char *needle, int timeout_ms)
-{
-    for (int waited = 0;; waited += 50) {
-        FILE *f = fopen(path, "r");
-        char text[16384];
-        size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
-        text[n] = '\0';
-        if (f)
-            fclose(f);
-        if (strstr(text, needle))
-            return true;
-        if (waited >= timeout_ms)
-            return false;
-        usleep(50 * 1000);
-    }
-}
-
 /* GET path with Host `host` ("Connection: close", so the answer ends the exchange). */
 static int get_with_host(int port, const char *path, const char *host)
 {
@@ -624,7 +606,7 @@ static void test_hosts(const char *tmp)
     hc_resp_t r;
     is_int(send1(p.port, "GET", "/v1/keys/ZmVlZDox", "", NULL, &r), 404, "and it wrote nothing");
     hc_resp_free(&r);
-    ok(file_has(p.errlog, "refused a request for Host evil.example", 2000),
+    ok(hc_file_wait(p.errlog, "refused a request for Host evil.example", 2000),
        "the node's log says so too");
     is_int(upgrade_with_host(p.port, host), 403, "open node: a session from that page: 403");
     snprintf(req, sizeof(req), "GET /healthz HTTP/1.0\r\n\r\n");
