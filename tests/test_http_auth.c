@@ -325,7 +325,8 @@ int main(void)
     snprintf(text, sizeof(text), "k1:%s\nk2:%s\n", S1, S2);
     write_file(ring, text);
     kill(srv.pid, SIGHUP);
-    ok(hc_file_wait(srv.errlog, "token key ring reloaded; key ids: k1,k2", 5000), "SIGHUP reloaded the ring");
+    ok(hc_file_wait(srv.errlog, "token key ring reloaded; key ids: k1,k2", 5000),
+       "SIGHUP reloaded the ring");
     expect(srv.port, "GET", path, t[8], NULL, 401, "unknown_kid", "the k0 token is refused after");
     char *t2 = mint("k2", S2, "new", 3600, all, all);
     expect(srv.port, "GET", path, t2, NULL, 404, NULL, "a k2 token works after");
@@ -400,7 +401,8 @@ int main(void)
     if (crdtd_start(&srv, CRDTD_BIN, dir, allow)) {
         fail("--allow-open did not start");
     } else {
-        ok(hc_file_wait(srv.errlog, "OPEN NODE", 2000), "--allow-open starts, saying loudly it is open");
+        ok(hc_file_wait(srv.errlog, "OPEN NODE", 2000),
+           "--allow-open starts, saying loudly it is open");
         snprintf(path, sizeof(path), "/v1/keys/%s", hc_pct("any"));
         expect(srv.port, "POST", path, NULL, "{\"type\":\"pncounter\",\"op\":\"incr\"}", 200,
                NULL, "an open node takes writes without a token");
